@@ -1,0 +1,508 @@
+"""From a run record to a diagnosis: the verdict, the numbers behind it, and the findings.
+
+This module owns the arithmetic of the doctor: which steps count (the steady state), how much
+of a step is spent waiting for input, the bound the two probes give, the speedup predicted
+if the input stopped being the bottleneck, and the verdict. The findings themselves (causes,
+evidence, fixes) live in :mod:`stoke.diagnosis.findings`; the probes that fill the record and
+the renderers that print the diagnosis live elsewhere. Everything here is pure: a
+:class:`~stoke.diagnosis.record.RunRecord` in, a :class:`Diagnosis` out, no Keras, no clock.
+
+    record = RunRecord.load("run.json")
+    diagnosis = analyse(record)
+    diagnosis.verdict              # "input-bound"
+    diagnosis.predicted_speedup    # 3.4
+    diagnosis.to_json_dict()       # the public, versioned JSON form
+
+**Steady state.** The first ``WARMUP_STEPS`` steps of the first epoch are dropped (tracing,
+compilation, worker start-up, allocator warm-up). Of the rest, a step whose compute time
+(``step_s - wait_s``) exceeds both ``COMPILE_OUTLIER_FACTOR`` times the median and the
+median plus ``COMPILE_OUTLIER_MIN_S`` is a (re)compilation - the last, smaller batch of an
+epoch triggers one on JAX and TensorFlow - and is dropped too, unless such steps are more than
+``MAX_OUTLIER_SHARE`` of the run, in which case they are the run and stay. Waits at the start
+of later epochs stay in: the user pays them every epoch.
+
+**Verdict** (XProf's vocabulary and thresholds, over the steady state):
+``input_wait_fraction = sum(wait_s) / sum(step_s)``; at least 20% -> ``input-bound``;
+5-20% -> ``partly-input-bound``; below 5% -> ``compute-bound``, or ``overhead-bound`` when
+the measurements show that host work, not the device, fills the step (see
+:func:`overhead_signals`). ``unknown`` when the record holds no usable step.
+
+**Predicted speedup** if the input were no longer the bottleneck. A step takes about
+``max(model, input) + exposed overhead``; with the input hidden, what is left is the time the
+trainer spends not waiting, and never less than the model needs on its own::
+
+    no_wait_throughput  = samples / sum(step_s - wait_s)
+    predicted_throughput = min(no_wait_throughput, model_alone)    # model_alone if probed
+    predicted_speedup    = max(1.0, predicted_throughput / throughput)
+
+Without the model-alone probe the no-wait estimate stands alone; on backends that dispatch
+asynchronously (JAX, TensorFlow) the device may run during the wait, so steps measured after a
+device sync (``StepSample.synced``) are preferred when they show a longer compute time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from stoke.diagnosis.findings import FINDING_CHECKS, SEVERITIES, Finding
+from stoke.diagnosis.record import RunRecord, StepSample, SystemSample
+
+DIAGNOSIS_SCHEMA_VERSION = 1
+
+VERDICTS = ("input-bound", "partly-input-bound", "compute-bound", "overhead-bound", "unknown")
+
+# XProf: input wait of at least 20% of the step is input-bound, 5-20% partly.
+INPUT_BOUND_WAIT_FRACTION = 0.20
+PARTLY_INPUT_BOUND_WAIT_FRACTION = 0.05
+
+WARMUP_STEPS = 2
+COMPILE_OUTLIER_FACTOR = 10.0
+COMPILE_OUTLIER_MIN_S = 0.2
+MAX_OUTLIER_SHARE = 0.10
+
+# overhead-bound: the device (or the model on its own) accounts for less than this share of
+# the step although the trainer is not waiting for input.
+OVERHEAD_DEVICE_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class SteadyState:
+    """Which steps the numbers are computed over, and why the others were left out."""
+
+    steps_total: int
+    steps_used: int
+    warmup_dropped: tuple[int, ...] = ()  # step numbers
+    outliers_dropped: tuple[int, ...] = ()  # step numbers (compilations)
+    t_start_s: float | None = None  # the steady window, in record time
+    t_end_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Bound:
+    """Where a steady step's time goes, and what the probes say each side could do alone.
+
+    ``limited_by`` is ``"input"``, ``"model"``, ``"overhead"`` or ``"unknown"``. Per-step
+    times are means over the steady state; probe times are per batch of ``batch_size``.
+    """
+
+    limited_by: str
+    batch_size: float | None
+    step_s: float | None
+    wait_s: float | None
+    compute_s: float | None
+    model_alone_step_s: float | None = None
+    input_alone_step_s: float | None = None
+    no_wait_throughput: float | None = None
+
+
+@dataclass(frozen=True)
+class CpuSummary:
+    """Host load over the steady window, in cores (1.0 = one core fully busy)."""
+
+    cores: int
+    self_cores: float  # median, this run and its children
+    other_cores: float  # median, every other process on the machine
+    busy_fraction: float  # median share of all cores busy (0-1)
+    samples: int
+
+
+@dataclass(frozen=True)
+class GpuSummary:
+    """One GPU over the steady window."""
+
+    index: int
+    kernel_active_pct: float  # median of NVML's utilization.gpu
+    memory_used_fraction_peak: float
+    memory_total_bytes: int
+    samples: int
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """The doctor's answer for one run. Build it with :func:`analyse`."""
+
+    verdict: str
+    verdict_reason: str
+    input_wait_fraction: float | None
+    throughput: float | None  # samples/s, steady state
+    predicted_throughput: float | None
+    predicted_speedup: float | None  # >= 1.0 whenever there are steps
+    model_alone: float | None  # samples/s, probe
+    input_alone: float | None  # samples/s, probe
+    bound: Bound
+    steady: SteadyState
+    cpu: CpuSummary | None
+    gpus: tuple[GpuSummary, ...]
+    doctor_overhead_fraction: float | None
+    overhead_signals: tuple[str, ...] = ()
+    findings: tuple[Finding, ...] = ()
+    record: RunRecord = field(default_factory=RunRecord, repr=False, compare=False)
+
+    @property
+    def input_wait_pct(self) -> float | None:
+        return None if self.input_wait_fraction is None else 100.0 * self.input_wait_fraction
+
+    def finding(self, finding_id: str) -> Finding | None:
+        return next((f for f in self.findings if f.id == finding_id), None)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The public JSON form (schema ``DIAGNOSIS_SCHEMA_VERSION``): plain types, no NaN."""
+        record = self.record
+        data = {
+            "schema_version": DIAGNOSIS_SCHEMA_VERSION,
+            "record_schema_version": record.schema_version,
+            "units": {
+                "throughput": "samples/s",
+                "time": "s",
+                "fractions": "0-1",
+                "pct": "0-100",
+                "bytes": "bytes",
+            },
+            "verdict": self.verdict,
+            "verdict_reason": self.verdict_reason,
+            "input_wait_fraction": self.input_wait_fraction,
+            "throughput": self.throughput,
+            "predicted_throughput": self.predicted_throughput,
+            "predicted_speedup": self.predicted_speedup,
+            "model_alone": self.model_alone,
+            "input_alone": self.input_alone,
+            "bound": _asdict(self.bound),
+            "overhead_signals": list(self.overhead_signals),
+            "doctor_overhead_fraction": self.doctor_overhead_fraction,
+            "steady_state": _asdict(self.steady),
+            "cpu": None if self.cpu is None else _asdict(self.cpu),
+            "gpus": [_asdict(g) for g in self.gpus],
+            "findings": [f.to_json_dict() for f in self.findings],
+            "steps": [_asdict(s) for s in record.steps],
+            "system": [_asdict(s) for s in record.system],
+            "probes": {name: _asdict(p) for name, p in record.probes.items()},
+            "meta": record.meta,
+            "input": record.input,
+            "model": record.model,
+            "env": record.env,
+            "overhead": record.overhead,
+        }
+        return json_safe(data)
+
+
+def analyse(record: RunRecord) -> Diagnosis:
+    """Diagnose one run: steady state, verdict, bound, predicted speedup, then findings.
+
+    Each finding check sees the diagnosis so far (its ``findings`` hold those found before it,
+    in registry order). Findings are then ordered: for an input-bound run the input ones
+    (whose first fix is stoke) first, then by severity, then by registry order.
+    """
+    diagnosis = _measure(record)
+    found: list[Finding] = []
+    for check in FINDING_CHECKS:
+        finding = check(record, replace(diagnosis, findings=tuple(found)))
+        if finding is not None:
+            found.append(finding)
+    return replace(diagnosis, findings=order_findings(found, diagnosis.verdict))
+
+
+def order_findings(findings: Iterable[Finding], verdict: str) -> tuple[Finding, ...]:
+    input_first = verdict == "input-bound"
+    indexed = list(enumerate(findings))
+    indexed.sort(
+        key=lambda item: (
+            0 if input_first and item[1].category == "input" else 1,
+            SEVERITIES.index(item[1].severity),
+            item[0],
+        )
+    )
+    return tuple(f for _, f in indexed)
+
+
+def steady_steps(steps: Sequence[StepSample]) -> tuple[list[StepSample], SteadyState]:
+    """The steps that describe the run once it is warm (see the module docstring)."""
+    ordered = sorted((s for s in steps if s.step_s > 0), key=lambda s: (s.epoch, s.step, s.t_s))
+    if not ordered:
+        return [], SteadyState(steps_total=len(steps), steps_used=0)
+    first_epoch = ordered[0].epoch
+    warmup_budget = min(WARMUP_STEPS, len(ordered) // 2)
+    warmup = [s for s in ordered if s.epoch == first_epoch][:warmup_budget]
+    warmup_ids = {id(s) for s in warmup}
+    candidates = [s for s in ordered if id(s) not in warmup_ids]
+    median_compute = statistics.median(_compute_s(s) for s in candidates)
+    limit = max(COMPILE_OUTLIER_FACTOR * median_compute, median_compute + COMPILE_OUTLIER_MIN_S)
+    outliers = [s for s in candidates if _compute_s(s) > limit]
+    if len(outliers) > MAX_OUTLIER_SHARE * len(candidates):
+        outliers = []  # that many slow steps are the run itself, not compilations
+    outlier_ids = {id(s) for s in outliers}
+    kept = [s for s in candidates if id(s) not in outlier_ids]
+    steady = SteadyState(
+        steps_total=len(steps),
+        steps_used=len(kept),
+        warmup_dropped=tuple(s.step for s in warmup),
+        outliers_dropped=tuple(s.step for s in outliers),
+        t_start_s=min(s.t_s - s.step_s for s in kept),
+        t_end_s=max(s.t_s for s in kept),
+    )
+    return kept, steady
+
+
+def overhead_signals(
+    record: RunRecord,
+    throughput: float | None,
+    step_s: float | None,
+    gpus: Sequence[GpuSummary],
+) -> tuple[str, ...]:
+    """Measured reasons to believe host work, not the device, fills the step.
+
+    Each signal is a sentence with its numbers; any one is enough for ``overhead-bound``
+    when the run is not waiting for input:
+
+    - the model-alone probe found a batch-size-independent cost per step
+      (``detail["fixed_s_per_step"]``) of at least half the steady step: the step is mostly
+      fixed per-step cost (dispatch, Python), not work that grows with the batch;
+    - the model-alone probe measured the device time of a step (``detail["device_s_per_batch"]``)
+      at less than half the steady step;
+    - the run reaches less than half the model-alone throughput: the step is more than twice
+      what the model needs on a cached batch, and the rest is neither input wait nor the
+      model (callbacks, logging, Python around the step, synchronisation);
+    - on a GPU run, the busiest GPU ran kernels less than half the time (NVML kernel-active).
+    """
+    signals: list[str] = []
+    model_probe = record.probes.get("model_alone")
+    detail = model_probe.detail if model_probe is not None else {}
+    fixed_s = _number(detail.get("fixed_s_per_step"))
+    if fixed_s is not None and step_s and fixed_s >= OVERHEAD_DEVICE_SHARE * step_s:
+        signals.append(
+            f"fixed per-step cost {fixed_s * 1e3:.2f} ms is {fixed_s / step_s:.0%} of the "
+            f"{step_s * 1e3:.2f} ms step"
+        )
+    device_s = _number(detail.get("device_s_per_batch"))
+    if device_s is not None and step_s and device_s < OVERHEAD_DEVICE_SHARE * step_s:
+        signals.append(
+            f"the device works {device_s * 1e3:.2f} ms of the {step_s * 1e3:.2f} ms step "
+            f"({device_s / step_s:.0%})"
+        )
+    model_alone = _probe_rate(record, "model_alone")
+    if model_alone and throughput and throughput < OVERHEAD_DEVICE_SHARE * model_alone:
+        signals.append(
+            f"the run makes {throughput:,.0f} samples/s, {throughput / model_alone:.0%} of the "
+            f"{model_alone:,.0f} samples/s the model reaches alone on a cached batch"
+        )
+    gpus_used = _number(record.env.get("gpus_used"))
+    model_on_cpu = record.model.get("device") == "cpu" or gpus_used == 0
+    if gpus and not model_on_cpu:
+        busiest = max(gpus, key=lambda g: g.kernel_active_pct)
+        if busiest.kernel_active_pct < 100.0 * OVERHEAD_DEVICE_SHARE:
+            signals.append(
+                f"GPU {busiest.index} ran kernels {busiest.kernel_active_pct:.0f}% of the time "
+                "(NVML kernel-active) while the trainer was not waiting for input"
+            )
+    return tuple(signals)
+
+
+def summarise_cpu(record: RunRecord, samples: Sequence[SystemSample]) -> CpuSummary | None:
+    if not samples:
+        return None
+    cores = _number(record.meta.get("cpu_count")) or max(len(s.cpu_per_core_pct) for s in samples)
+    cores = max(1, int(cores))
+    busy = [
+        (sum(s.cpu_per_core_pct) / (100.0 * len(s.cpu_per_core_pct)))
+        if s.cpu_per_core_pct
+        else (s.cpu_self_pct + s.cpu_other_pct) / (100.0 * cores)
+        for s in samples
+    ]
+    return CpuSummary(
+        cores=cores,
+        self_cores=statistics.median(s.cpu_self_pct for s in samples) / 100.0,
+        other_cores=statistics.median(s.cpu_other_pct for s in samples) / 100.0,
+        busy_fraction=min(1.0, statistics.median(busy)),
+        samples=len(samples),
+    )
+
+
+def summarise_gpus(samples: Sequence[SystemSample]) -> tuple[GpuSummary, ...]:
+    by_index: dict[int, list] = {}
+    for sample in samples:
+        for gpu in sample.gpus:
+            by_index.setdefault(gpu.index, []).append(gpu)
+    summaries = []
+    for index in sorted(by_index):
+        readings = by_index[index]
+        total = max(g.memory_total_bytes for g in readings)
+        summaries.append(
+            GpuSummary(
+                index=index,
+                kernel_active_pct=statistics.median(g.kernel_active_pct for g in readings),
+                memory_used_fraction_peak=(
+                    max(g.memory_used_bytes for g in readings) / total if total else 0.0
+                ),
+                memory_total_bytes=total,
+                samples=len(readings),
+            )
+        )
+    return tuple(summaries)
+
+
+def doctor_overhead_fraction(record: RunRecord) -> float | None:
+    """The doctor's own cost as a share of step time: as the probes reported it, else derived."""
+    overhead = record.overhead
+    fraction = _number(overhead.get("fraction_of_step"))
+    if fraction is not None:
+        return fraction
+    step_times = [s.step_s for s in record.steps if s.step_s > 0]
+    if not step_times:
+        return None
+    per_step = _number(overhead.get("doctor_s_per_step"))
+    if per_step is not None:
+        return per_step / statistics.fmean(step_times)
+    total = _number(overhead.get("doctor_s_total"))
+    if total is not None:
+        return total / sum(step_times)
+    return None
+
+
+def json_safe(value: Any) -> Any:
+    """Plain JSON types only: NaN and infinities become null, tuples lists, keys strings."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [json_safe(v) for v in value]
+    number = _number(value)  # numpy scalars and the like
+    if number is not None:
+        return json_safe(number)
+    return str(value)
+
+
+# -- internals -------------------------------------------------------------------------------
+
+
+def _measure(record: RunRecord) -> Diagnosis:
+    kept, steady = steady_steps(record.steps)
+    window = _window_samples(record.system, steady)
+    cpu = summarise_cpu(record, window)
+    gpus = summarise_gpus(window)
+    model_alone = _probe_rate(record, "model_alone")
+    input_alone = _probe_rate(record, "input_alone")
+    overhead_fraction = doctor_overhead_fraction(record)
+
+    if not kept:
+        return Diagnosis(
+            verdict="unknown",
+            verdict_reason="no training step was measured"
+            + (f" (the script ended with: {record.meta['error']})" if record.meta.get("error") else ""),
+            input_wait_fraction=None,
+            throughput=None,
+            predicted_throughput=None,
+            predicted_speedup=None,
+            model_alone=model_alone,
+            input_alone=input_alone,
+            bound=Bound("unknown", None, None, None, None),
+            steady=steady,
+            cpu=cpu,
+            gpus=gpus,
+            doctor_overhead_fraction=overhead_fraction,
+            record=record,
+        )
+
+    samples = sum(s.batch_size for s in kept)
+    total_step_s = sum(s.step_s for s in kept)
+    total_wait_s = sum(min(s.wait_s, s.step_s) for s in kept)
+    wait_fraction = total_wait_s / total_step_s
+    throughput = samples / total_step_s
+    batch_size = samples / len(kept)
+    step_s = total_step_s / len(kept)
+
+    compute_s_per_sample = (total_step_s - total_wait_s) / samples
+    synced = [s for s in kept if s.synced]
+    if synced:
+        synced_per_sample = sum(_compute_s(s) for s in synced) / sum(s.batch_size for s in synced)
+        compute_s_per_sample = max(compute_s_per_sample, synced_per_sample)
+    no_wait_throughput = 1.0 / compute_s_per_sample if compute_s_per_sample > 0 else None
+    candidates = [r for r in (no_wait_throughput, model_alone) if r]
+    predicted_throughput = min(candidates) if candidates else throughput
+    predicted_speedup = max(1.0, predicted_throughput / throughput)
+
+    signals = overhead_signals(record, throughput, step_s, gpus)
+    verdict, reason = _verdict(wait_fraction, signals)
+    limited_by = {
+        "input-bound": "input",
+        "partly-input-bound": "model",
+        "compute-bound": "model",
+        "overhead-bound": "overhead",
+    }[verdict]
+    bound = Bound(
+        limited_by=limited_by,
+        batch_size=batch_size,
+        step_s=step_s,
+        wait_s=total_wait_s / len(kept),
+        compute_s=(total_step_s - total_wait_s) / len(kept),
+        model_alone_step_s=batch_size / model_alone if model_alone else None,
+        input_alone_step_s=batch_size / input_alone if input_alone else None,
+        no_wait_throughput=no_wait_throughput,
+    )
+    return Diagnosis(
+        verdict=verdict,
+        verdict_reason=reason,
+        input_wait_fraction=wait_fraction,
+        throughput=throughput,
+        predicted_throughput=max(predicted_throughput, throughput),
+        predicted_speedup=predicted_speedup,
+        model_alone=model_alone,
+        input_alone=input_alone,
+        bound=bound,
+        steady=steady,
+        cpu=cpu,
+        gpus=gpus,
+        doctor_overhead_fraction=overhead_fraction,
+        overhead_signals=signals,
+        record=record,
+    )
+
+
+def _verdict(wait_fraction: float, signals: Sequence[str]) -> tuple[str, str]:
+    pct = f"{wait_fraction:.0%}"
+    if wait_fraction >= INPUT_BOUND_WAIT_FRACTION:
+        return "input-bound", f"the trainer waits for the next batch {pct} of each step"
+    if wait_fraction >= PARTLY_INPUT_BOUND_WAIT_FRACTION:
+        return "partly-input-bound", f"the trainer waits for the next batch {pct} of each step"
+    if signals:
+        return "overhead-bound", f"input wait is {pct}, but host work fills the step: {signals[0]}"
+    return "compute-bound", f"input wait is {pct}; the model's own work fills the step"
+
+
+def _window_samples(samples: Sequence[SystemSample], steady: SteadyState) -> list[SystemSample]:
+    if steady.t_start_s is None or steady.t_end_s is None:
+        return list(samples)
+    inside = [s for s in samples if steady.t_start_s <= s.t_s <= steady.t_end_s]
+    return inside or list(samples)
+
+
+def _compute_s(step: StepSample) -> float:
+    return max(0.0, step.step_s - step.wait_s)
+
+
+def _probe_rate(record: RunRecord, name: str) -> float | None:
+    probe = record.probes.get(name)
+    if probe is None:
+        return None
+    rate = _number(probe.samples_per_s)
+    return rate if rate and rate > 0 else None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _asdict(obj: Any) -> dict[str, Any]:
+    return dataclasses.asdict(obj)

@@ -1,0 +1,27 @@
+"""The protocol every executor follows, so the loader does not care who does the work.
+
+A pool is started with the sample program, told the ring once the layout is known, then
+given tasks and asked for results. ``next_result`` never blocks forever: it returns ``None``
+after ``timeout_s`` and raises :class:`~stoke.errors.WorkerDiedError` when a worker is gone.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from stoke.executors.chunk import Result, Task
+from stoke.executors.ring import BatchRing
+
+
+class WorkerPool(Protocol):
+    kind: str
+    workers: int
+    shared_ring: bool  # does the ring have to be shared memory?
+
+    def set_ring(self, ring: BatchRing) -> None: ...
+
+    def submit(self, task: Task) -> None: ...
+
+    def next_result(self, timeout_s: float) -> Result | None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,84 @@
+"""Running one chunk of indices into one batch slot: the inner loop of every worker.
+
+Also the probe that finds the first sample of an epoch, from which the batch layout is made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from stoke.errors import LayoutError, SampleError
+from stoke.program import FILTERED, SampleProgram
+from stoke.structure import BatchLayout, TreeDef, check_fits, flatten, to_leaf_arrays
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work: run ``indices`` of ``epoch`` into ring slot ``slot``.
+
+    ``kind`` is "chunk" or "probe" (probe: return the first sample that passes the filters).
+    """
+
+    task_id: int
+    kind: str
+    epoch: int
+    indices: np.ndarray
+    slot: int = -1
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a worker says about a task: rows written, float64 leaves cast, or the error."""
+
+    task_id: int
+    rows: int = 0
+    cast_paths: tuple[str, ...] = ()
+    error: BaseException | None = None
+    probe: tuple[int, TreeDef, list[np.ndarray]] | None = None
+    worker: str = ""
+
+
+def run_task(program: SampleProgram, task: Task, layout: BatchLayout | None,
+             slot_views: list[np.ndarray] | None, worker: str) -> Result:
+    """Run a task; errors in user code come back inside the result, never raised."""
+    try:
+        if task.kind == "probe":
+            return Result(task.task_id, probe=probe_first(program, task), worker=worker)
+        rows, cast = fill_slot(program, task, layout, slot_views)
+        return Result(task.task_id, rows=rows, cast_paths=tuple(cast), worker=worker)
+    except (SampleError, LayoutError) as exc:
+        return Result(task.task_id, error=exc, worker=worker)
+
+
+def probe_first(program: SampleProgram, task: Task):
+    for index in task.indices:
+        sample = program.run(int(index), task.epoch)
+        if sample is FILTERED:
+            continue
+        treedef, leaves = flatten(sample)
+        arrays, _ = to_leaf_arrays(leaves, program.dtype_policy, int(index), treedef)
+        return int(index), treedef, arrays
+    return None
+
+
+def fill_slot(program: SampleProgram, task: Task, layout: BatchLayout,
+              slot_views: list[np.ndarray]) -> tuple[int, list[str]]:
+    """Write each kept sample of the chunk into the next row of the slot."""
+    row = 0
+    cast_paths: set[str] = set()
+    for index in task.indices:
+        index = int(index)
+        sample = program.run(index, task.epoch)
+        if sample is FILTERED:
+            continue
+        treedef, leaves = flatten(sample)
+        arrays, cast = to_leaf_arrays(leaves, program.dtype_policy, index, treedef)
+        check_fits(layout, arrays, treedef, index)
+        for view, array in zip(slot_views, arrays):
+            view[row] = array
+        cast_paths.update(cast)
+        row += 1
+    return row, sorted(cast_paths)
+

@@ -1,0 +1,41 @@
+"""The inline executor: tasks run in the caller's thread when their result is asked for.
+
+No parallelism; the reference the other executors are tested against, and the right choice
+for cheap samples or debugging (a breakpoint in ``map`` just works).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from stoke.executors.chunk import Result, Task, run_task
+from stoke.executors.ring import BatchRing
+from stoke.program import SampleProgram
+
+
+class InlinePool:
+    kind = "inline"
+    shared_ring = False
+
+    def __init__(self, program: SampleProgram) -> None:
+        self.program = program
+        self.workers = 1
+        self.ring: BatchRing | None = None
+        self.pending: deque[Task] = deque()
+
+    def set_ring(self, ring: BatchRing) -> None:
+        self.ring = ring
+
+    def submit(self, task: Task) -> None:
+        self.pending.append(task)
+
+    def next_result(self, timeout_s: float) -> Result | None:
+        if not self.pending:
+            return None
+        task = self.pending.popleft()
+        views = self.ring.views(task.slot) if (self.ring and task.slot >= 0) else None
+        layout = self.ring.layout if self.ring else None
+        return run_task(self.program, task, layout, views, "the inline executor")
+
+    def close(self) -> None:
+        self.pending.clear()

@@ -1,0 +1,86 @@
+"""Sending the sample program to worker processes, once, with big arrays by shared memory.
+
+The program (source + map/filter functions) is pickled with cloudpickle, so functions defined
+in ``__main__`` or as lambdas travel by value and a user's script is never re-imported in the
+workers. Large contiguous numpy arrays inside it (an in-memory dataset) go out of band
+(pickle protocol 5) into one anonymous shared-memory block that every worker maps read-only:
+one copy for all workers, not one per worker through a pipe.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+
+import cloudpickle
+
+from stoke.errors import UnpicklableError
+from stoke.executors.ring import SharedBuffer
+
+OUT_OF_BAND_MIN_BYTES = 1 << 20
+
+
+@dataclass
+class PackedProgram:
+    data: bytes
+    spans: list[tuple[int, int]]  # (offset, length) of each out-of-band buffer
+    buffer: SharedBuffer | None
+
+    def close(self) -> None:
+        if self.buffer is not None:
+            self.buffer.close()
+            self.buffer = None
+
+
+def pack(program) -> PackedProgram:
+    """Pickle ``program`` for the workers; raise :class:`UnpicklableError` saying which part
+    could not be pickled and what to do."""
+    big = []
+
+    def keep_out_of_band(buffer: pickle.PickleBuffer) -> bool:
+        if buffer.raw().nbytes >= OUT_OF_BAND_MIN_BYTES:
+            big.append(buffer)
+            return False
+        return True
+
+    try:
+        data = cloudpickle.dumps(program, protocol=5, buffer_callback=keep_out_of_band)
+    except Exception as exc:  # noqa: BLE001 - turned into advice
+        raise UnpicklableError(_explain(program, exc)) from exc
+    if not big:
+        return PackedProgram(data, [], None)
+    total = sum(b.raw().nbytes for b in big)
+    shared = SharedBuffer(total)
+    spans = []
+    offset = 0
+    for b in big:
+        raw = b.raw()
+        shared.map[offset : offset + raw.nbytes] = raw
+        spans.append((offset, raw.nbytes))
+        offset += raw.nbytes
+    return PackedProgram(data, spans, shared)
+
+
+def unpack(data: bytes, spans: list[tuple[int, int]], shared: SharedBuffer | None):
+    buffers = []
+    if shared is not None:
+        view = memoryview(shared.map)
+        buffers = [view[o : o + n] for o, n in spans]
+    return pickle.loads(data, buffers=buffers)
+
+
+def _explain(program, exc: Exception) -> str:
+    culprit = "the pipeline"
+    parts = [("the source", program.source)] + [(f"the function of {s.name}", s) for s in program.steps]
+    for name, part in parts:
+        try:
+            cloudpickle.dumps(part)
+        except Exception:  # noqa: BLE001
+            culprit = name
+            break
+    return (
+        f"{culprit} cannot be sent to worker processes: {type(exc).__name__}: {exc}. "
+        "Process workers need picklable functions and sources: define the function at module "
+        "level and keep handles such as open files, locks or sessions out of it (open them "
+        "lazily inside the function), or use executor=\"thread\"."
+    )

@@ -1,0 +1,514 @@
+"""The loader: persistent workers + a batch ring, driven by epoch plans.
+
+A :class:`Loader` owns one executor's workers and one ring for its whole life, across
+epochs. :meth:`Loader.iter` hands out a :class:`BatchIterator` over one or more epochs: it
+keeps every free slot busy with the next chunks of the plan, delivers batches strictly in
+plan order, recycles a slot when the consumer asks for the next batch, and remembers where
+it stands (:meth:`BatchIterator.state`). Every wait polls with a timeout and checks that the
+workers are alive. Errors close the workers and the ring, then raise in the consumer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+import weakref
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator
+
+import numpy as np
+
+from stoke.errors import StokeError, StokeWarning, UnpicklableError, WorkerHungError
+from stoke.executors.chunk import Result, Task
+from stoke.executors.inline import InlinePool
+from stoke.executors.ring import BatchRing
+from stoke.executors.threads import ThreadPool
+from stoke.plan import IteratorState, PlanSpec, fingerprint
+from stoke.structure import BatchLayout, unflatten
+
+if TYPE_CHECKING:
+    from stoke.pipeline import Pipeline
+
+log = logging.getLogger("stoke")
+
+EXECUTORS = ("auto", "process", "thread", "inline")
+POLL_S = 0.25
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS
+        return os.cpu_count() or 1
+
+
+def resolve_workers(workers: int | str) -> int:
+    if workers == "auto":
+        return max(1, available_cores())
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"workers must be a positive int or \"auto\". Received: workers={workers!r}")
+    return workers
+
+
+@dataclass(frozen=True)
+class LoaderOptions:
+    """How a loader runs. ``timeout_s``: longest wait for one batch before the workers are
+    declared hung (None: wait as long as they are alive). ``ring_slots``: batches in flight
+    (default 2 per worker + 2). ``copy``: yield batches that stay valid forever, instead of
+    views valid until the next batch is asked for. ``memory_budget_bytes``: most memory the
+    ring may take (default a quarter of available RAM)."""
+
+    workers: int | str = "auto"
+    executor: str = "auto"
+    ring_slots: int | None = None
+    timeout_s: float | None = 300.0
+    copy: bool = False
+    memory_budget_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise ValueError(
+                f"executor must be one of {', '.join(map(repr, EXECUTORS))}. "
+                f"Received: executor={self.executor!r}"
+            )
+        resolve_workers(self.workers)
+        if self.ring_slots is not None and self.ring_slots < 2:
+            raise ValueError(f"ring_slots must be >= 2. Received: ring_slots={self.ring_slots}")
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0 or None. Received: timeout_s={self.timeout_s}")
+
+
+def _make_pool(program, options: LoaderOptions):
+    workers = resolve_workers(options.workers)
+    kind = options.executor
+    if kind == "auto":
+        kind = "process" if workers > 1 else "inline"
+    if kind == "inline":
+        return InlinePool(program)
+    if kind == "thread":
+        return ThreadPool(program, workers)
+    from stoke.executors.processes import ProcessPool
+
+    try:
+        return ProcessPool(program, workers)
+    except UnpicklableError as exc:
+        if options.executor != "auto":
+            raise
+        log.info("stoke: using thread workers: %s", exc)
+        return ThreadPool(program, workers)
+
+
+class _Shutdown:
+    """Releases a loader's workers and ring; run by close(), GC, or at interpreter exit."""
+
+    def __init__(self) -> None:
+        self.pool = None
+        self.ring: BatchRing | None = None
+
+    def __call__(self) -> None:
+        pool, self.pool = self.pool, None
+        ring, self.ring = self.ring, None
+        if pool is not None:
+            pool.close()
+        if ring is not None:
+            ring.close()
+
+
+class Loader:
+    """Persistent workers and ring for one pipeline; iterate as many epochs as you like.
+
+    >>> with pipe.loader(workers=2) as loader:          # doctest: +SKIP
+    ...     for epoch in range(3):
+    ...         for x, y in loader.iter(epoch=epoch):
+    ...             ...
+    """
+
+    def __init__(self, pipeline: Pipeline, options: LoaderOptions | None = None) -> None:
+        self.pipeline = pipeline
+        self.options = options or LoaderOptions()
+        self.program = pipeline._program()
+        self.plan = pipeline._plan_spec()
+        self._shutdown = _Shutdown()
+        self._finalizer = weakref.finalize(self, self._shutdown)
+        self._layout: BatchLayout | None = None
+        self._free_slots: deque[int] = deque()
+        self._results: dict[int, Result] = {}
+        self._orphans: dict[int, int] = {}  # task id -> slot, of abandoned iterators
+        self._next_task_id = 0
+        self._warned_float64 = False
+        self._active: weakref.ref | None = None
+        self.closed = False
+
+    # -- life cycle ---------------------------------------------------------------------
+    @property
+    def pool(self):
+        if self.closed:
+            raise StokeError("this loader is closed; make a new one with pipe.loader(...)")
+        if self._shutdown.pool is None:
+            self._shutdown.pool = _make_pool(self.program, self.options)
+        return self._shutdown.pool
+
+    @property
+    def executor(self) -> str:
+        return self.pool.kind
+
+    @property
+    def workers(self) -> int:
+        return self.pool.workers
+
+    def close(self) -> None:
+        """Stop the workers and free the ring. Safe to call twice."""
+        self.closed = True
+        self._finalizer()
+
+    def __enter__(self) -> Loader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return len(self.pipeline)
+
+    # -- iteration ----------------------------------------------------------------------
+    def iter(self, epoch: int = 0, state: IteratorState | dict | None = None,
+             epochs: int | None = 1) -> BatchIterator:
+        """Batches of ``epochs`` epochs (None: forever) from ``epoch``, or from ``state``."""
+        if state is not None:
+            state = IteratorState.from_dict(state)
+            expected = fingerprint(self.plan)
+            if state.fingerprint and state.fingerprint != expected:
+                raise ValueError(
+                    "this iterator state was saved from a different pipeline "
+                    f"({state.fingerprint}); this one is ({expected}). Restore it into the "
+                    "pipeline it came from."
+                )
+        else:
+            state = IteratorState(epoch=epoch, fingerprint=fingerprint(self.plan))
+        previous = self._active() if self._active else None
+        if previous is not None:
+            previous._abandon()
+        iterator = BatchIterator(self, state, epochs)
+        self._active = weakref.ref(iterator)
+        return iterator
+
+    # -- scheduling, used by BatchIterator ----------------------------------------------
+    def _submit(self, kind: str, epoch: int, indices: np.ndarray, slot: int = -1) -> int:
+        task_id = self._next_task_id
+        self._next_task_id += 1
+        self.pool.submit(Task(task_id, kind, epoch, indices, slot))
+        return task_id
+
+    def _wait(self, task_id: int, describe: str) -> Result:
+        """The result of ``task_id``; polls with a timeout, checks workers are alive."""
+        started = time.monotonic()
+        while task_id not in self._results:
+            result = self.pool.next_result(POLL_S)
+            if result is not None:
+                started = time.monotonic()
+                slot = self._orphans.pop(result.task_id, None)
+                if slot is not None:
+                    if slot >= 0:
+                        self._free_slots.append(slot)
+                    continue
+                self._results[result.task_id] = result
+                continue
+            timeout = self.options.timeout_s
+            if timeout is not None and time.monotonic() - started > timeout:
+                busy = getattr(self.pool, "busy_workers", lambda: [])()
+                self.close()
+                raise WorkerHungError(
+                    f"no result for {describe} in {timeout:.0f} s; the workers seem stuck"
+                    + (f": {'; '.join(busy)}" if busy else "")
+                    + ". If samples really take this long, pass a larger timeout_s."
+                )
+        return self._results.pop(task_id)
+
+    def _ensure_layout(self, epoch: int, indices: np.ndarray) -> bool:
+        """Probe the first sample of ``indices`` that passes the filters and lay out the ring.
+        Returns False when every sample of ``indices`` was filtered out."""
+        if self._layout is not None:
+            return True
+        task_id = self._submit("probe", epoch, indices)
+        result = self._raise_if_failed(self._wait(task_id, "the first sample"))
+        if result.probe is None:
+            return False
+        index, treedef, arrays = result.probe
+        layout = BatchLayout.from_sample(arrays, treedef, self.plan.batch_size, index)
+        slots = self.options.ring_slots or 2 * self.pool.workers + 2
+        self._check_memory(layout, slots)
+        ring = BatchRing(layout, slots, shared=self.pool.shared_ring)
+        self._shutdown.ring = ring
+        self.pool.set_ring(ring)
+        self._layout = layout
+        self._free_slots = deque(range(slots))
+        log.debug("stoke: ring of %d slots x %d bytes for %s", slots, layout.slot_bytes,
+                  layout.describe())
+        return True
+
+    def _ring_views(self, slot: int) -> list[np.ndarray]:
+        return self._shutdown.ring.views(slot)
+
+    def _check_memory(self, layout: BatchLayout, slots: int) -> None:
+        budget = self.options.memory_budget_bytes
+        if budget is None:
+            import psutil
+
+            budget = psutil.virtual_memory().available // 4
+        needed = layout.slot_bytes * slots
+        if needed > budget:
+            self.close()
+            raise StokeError(
+                f"the batch ring needs {needed / 2**30:.2f} GiB ({slots} slots of "
+                f"{layout.slot_bytes / 2**20:.1f} MiB: {layout.describe()}) but the memory "
+                f"budget is {budget / 2**30:.2f} GiB. Use a smaller batch, fewer ring_slots, "
+                "ship uint8 instead of float32, or raise memory_budget_bytes."
+            )
+
+    def _raise_if_failed(self, result: Result) -> Result:
+        if result.error is not None:
+            self.close()
+            raise result.error
+        if result.cast_paths and not self._warned_float64:
+            self._warned_float64 = True
+            warnings.warn(
+                f"stoke: float64 field(s) {', '.join(result.cast_paths)} are delivered as "
+                "float32 (accelerators train in float32). Pass .batch(..., keep_float64=True) "
+                "to keep float64.", StokeWarning, stacklevel=4)
+        return result
+
+
+class _Flight:
+    """An iterator's in-flight tasks and held slot, kept apart from the iterator so that its
+    finalizer can hand them back to the loader after the iterator itself is gone."""
+
+    def __init__(self, loader: Loader) -> None:
+        self.loader = loader
+        self.tasks: deque[tuple[int, int, int, int, Any]] = deque()
+        self.held_slot = -1
+
+    def release_held(self) -> None:
+        if self.held_slot >= 0:
+            self.loader._free_slots.append(self.held_slot)
+            self.held_slot = -1
+
+    def abandon(self) -> None:
+        self.release_held()
+        for task_id, slot, *_ in self.tasks:
+            if task_id >= 0:
+                self.loader._orphans[task_id] = slot
+        self.tasks.clear()
+
+
+class BatchIterator:
+    """Batches in plan order; ``state()`` says where it stands. Views are valid until the
+    next batch is asked for (pass ``copy=True`` to the loader to keep them longer)."""
+
+    def __init__(self, loader: Loader, state: IteratorState, epochs: int | None,
+                 owns_loader: bool = False) -> None:
+        self.loader = loader
+        self.owns_loader = owns_loader
+        self._state = state
+        self._chunks = self._chunk_stream(state, epochs)
+        self._flight = _Flight(loader)
+        self._inflight = self._flight.tasks
+        self._exhausted = False
+        self._done = False
+        self._pending: deque[list[Any]] = deque()  # filter path: [epoch, chunk, row0, arrays]
+        self._pending_rows = 0
+        self._skip_rows = state.rows_delivered
+        self._finalizer = weakref.finalize(self, self._flight.abandon)
+        self.batches_delivered = 0
+
+    def _chunk_stream(self, state: IteratorState, epochs: int | None) -> Iterator:
+        epoch = state.epoch
+        start = state.chunk
+        drop = None if not self.loader.program.has_filter else False
+        while epochs is None or epoch < state.epoch + epochs:
+            chunks = self.loader.plan.chunks(epoch, drop_partial=drop)
+            for position in range(start, len(chunks)):
+                yield epoch, position, chunks[position]
+            yield epoch, len(chunks), None  # end-of-epoch marker
+            epoch += 1
+            start = 0
+
+    # -- public ------------------------------------------------------------------------
+    def state(self) -> IteratorState:
+        """Where this iterator stands: give it to ``pipe.iter(state=...)`` to go on from here."""
+        return self._state
+
+    def __iter__(self) -> BatchIterator:
+        return self
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def close(self) -> None:
+        """Stop early. Closes the loader too when this iterator made it (``pipe.iter``)."""
+        self._abandon()
+        if self.owns_loader:
+            self.loader.close()
+
+    def __enter__(self) -> BatchIterator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __next__(self) -> Any:
+        if self._done:
+            raise StopIteration
+        try:
+            return self._next()
+        except StopIteration:
+            self._done = True
+            self._release_held()
+            if self.owns_loader:
+                self.loader.close()
+            raise
+        except BaseException:
+            self._done = True
+            if self.owns_loader or not self.loader.closed:
+                self._abandon()
+            if self.owns_loader:
+                self.loader.close()
+            raise
+
+    # -- internals ---------------------------------------------------------------------
+    def _release_held(self) -> None:
+        self._flight.release_held()
+
+    def _abandon(self) -> None:
+        """Give in-flight work to the loader to drain; free the held slot."""
+        self._done = True
+        self._flight.abandon()
+
+    def _fill(self) -> None:
+        loader = self.loader
+        while not self._exhausted and loader._free_slots:
+            epoch, position, indices = next(self._chunks, (None, None, None))
+            if epoch is None:
+                self._exhausted = True
+                return
+            if indices is None:
+                self._inflight.append((-1, -1, epoch, position, None))
+                continue
+            if not loader._ensure_layout(epoch, indices):
+                # every sample of this chunk was filtered out: nothing to run
+                self._inflight.append((-2, -1, epoch, position, indices))
+                continue
+            slot = loader._free_slots.popleft()
+            task_id = loader._submit("chunk", epoch, indices, slot)
+            self._inflight.append((task_id, slot, epoch, position, indices))
+
+    def _next(self) -> Any:
+        self._release_held()
+        loader = self.loader
+        filtered = loader.program.has_filter
+        while True:
+            if loader._layout is None and not self._exhausted:
+                # first call: find the layout from the first chunk(s), then fill the ring
+                self._fill_first()
+            self._fill()
+            if filtered and self._pending_rows >= loader.plan.batch_size:
+                return self._emit_pending(loader.plan.batch_size)
+            if not self._inflight:
+                if filtered and self._pending_rows and not loader.plan.drop_remainder:
+                    return self._emit_pending(self._pending_rows)
+                raise StopIteration
+            task_id, slot, epoch, position, indices = self._inflight[0]
+            if task_id == -1:  # end of an epoch
+                if filtered and self._pending_rows:
+                    if not loader.plan.drop_remainder:
+                        return self._emit_pending(self._pending_rows)
+                    self._pending.clear()
+                    self._pending_rows = 0
+                self._inflight.popleft()
+                self._state = IteratorState(epoch + 1, 0, 0, self._state.fingerprint)
+                continue
+            if task_id == -2:  # all filtered out, nothing to wait for
+                self._inflight.popleft()
+                if not self._pending:
+                    self._state = IteratorState(epoch, position + 1, 0, self._state.fingerprint)
+                continue
+            result = loader._raise_if_failed(
+                loader._wait(task_id, f"batch {position} of epoch {epoch}"))
+            self._inflight.popleft()
+            views = loader._ring_views(slot)
+            if not filtered:
+                self._flight.held_slot = slot
+                self._state = IteratorState(epoch, position + 1, 0, self._state.fingerprint)
+                self.batches_delivered += 1
+                leaves = [v[: result.rows] for v in views]
+                if loader.options.copy:
+                    leaves = [np.array(v) for v in leaves]
+                    self._release_held()
+                return self._unbatch(unflatten(loader._layout.treedef, leaves))
+            # filter path: copy the kept rows out, free the slot, re-batch
+            skip = self._skip_rows if (epoch, position) == (self._state.epoch, self._state.chunk) else 0
+            self._skip_rows = 0
+            rows = [np.array(v[skip : result.rows]) for v in views]
+            loader._free_slots.append(slot)
+            kept = result.rows - skip
+            if kept > 0:
+                self._pending.append([epoch, position, skip, rows])
+                self._pending_rows += kept
+            elif not self._pending:
+                self._state = IteratorState(epoch, position + 1, 0, self._state.fingerprint)
+
+    def _fill_first(self) -> None:
+        loader = self.loader
+        while loader._layout is None:
+            epoch, position, indices = next(self._chunks, (None, None, None))
+            if epoch is None:
+                self._exhausted = True
+                return
+            if indices is None:
+                self._inflight.append((-1, -1, epoch, position, None))
+                continue
+            if loader._ensure_layout(epoch, indices):
+                slot = loader._free_slots.popleft()
+                task_id = loader._submit("chunk", epoch, indices, slot)
+                self._inflight.append((task_id, slot, epoch, position, indices))
+            else:
+                self._inflight.append((-2, -1, epoch, position, indices))
+
+    def _emit_pending(self, count: int) -> Any:
+        """Take ``count`` rows from the pending chunks (filter path) as one batch."""
+        parts: list[list[np.ndarray]] = []
+        need = count
+        while need:
+            entry = self._pending[0]
+            epoch, position, row0, arrays = entry
+            have = len(arrays[0])
+            take = min(have, need)
+            parts.append([a[:take] for a in arrays])
+            need -= take
+            if take == have:
+                self._pending.popleft()
+                next_state = IteratorState(epoch, position + 1, 0, self._state.fingerprint)
+            else:
+                entry[2] = row0 + take
+                entry[3] = [a[take:] for a in arrays]
+                next_state = IteratorState(epoch, position, row0 + take, self._state.fingerprint)
+        if self._pending:
+            epoch, position, row0, _ = self._pending[0]
+            next_state = IteratorState(epoch, position, row0, self._state.fingerprint)
+        self._state = next_state
+        self._pending_rows -= count
+        self.batches_delivered += 1
+        leaves = [np.concatenate(column) if len(column) > 1 else column[0]
+                  for column in zip(*parts)]
+        return self._unbatch(unflatten(self.loader._layout.treedef, leaves))
+
+    def _unbatch(self, batch: Any) -> Any:
+        if self.loader.pipeline.batch_size is not None:
+            return batch
+        from stoke.structure import flatten
+
+        treedef, leaves = flatten(batch)
+        return unflatten(treedef, [leaf[0] for leaf in leaves])
+

@@ -1,0 +1,168 @@
+"""Pipeline: an immutable description of source -> shuffle -> map/filter -> batch -> repeat.
+
+Each fluent method returns a new pipeline; nothing runs until ``iter()``, ``loader()`` or
+``to_keras()``. Shuffling permutes indices (global, per epoch, seeded), so it may be written
+anywhere in the chain; ``map`` and ``filter`` run per sample, before batching.
+
+>>> import numpy as np, stoke
+>>> pipe = (stoke.from_arrays(np.arange(10.0), np.arange(10))
+...         .shuffle(seed=0)
+...         .map(lambda s: (s[0] * 2, s[1]))
+...         .batch(4))
+>>> [x.shape for x, y in pipe.iter(executor="inline")]
+[(4,), (4,), (2,)]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from stoke.loader import BatchIterator, Loader, LoaderOptions
+from stoke.plan import IteratorState, PlanSpec
+from stoke.program import FilterStep, MapStep, SampleProgram, wants_rng
+from stoke.sources import ArraySource, FileSource, SequenceSource, resolve_paths
+from stoke.structure import DtypePolicy
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Build one with :func:`from_sequence`, :func:`from_arrays` or :func:`from_files`."""
+
+    source: Any
+    steps: tuple[MapStep | FilterStep, ...] = ()
+    shuffled: bool = False
+    seed: int = 0
+    batch_size: int | None = None
+    drop_remainder: bool = False
+    dtype_policy: DtypePolicy = field(default_factory=DtypePolicy)
+    repeat_count: int | None = 1  # epochs per iter(); None repeats forever
+    shard_index: int = 0
+    shard_count: int = 1
+
+    # -- building ------------------------------------------------------------------------
+    def shuffle(self, seed: int = 0) -> Pipeline:
+        """A new global permutation of the indices each epoch, from ``(seed, epoch)``."""
+        return dataclasses.replace(self, shuffled=True, seed=int(seed))
+
+    def seed_with(self, seed: int) -> Pipeline:
+        """Set the seed of per-sample ``rng`` without shuffling."""
+        return dataclasses.replace(self, seed=int(seed))
+
+    def map(self, fn: Callable[..., Any], with_rng: bool | None = None) -> Pipeline:
+        """Apply ``fn(sample)`` or ``fn(sample, rng)`` to each sample.
+
+        ``rng`` is a ``numpy.random.Generator`` that depends only on the seed, the epoch and
+        the sample's index, so augmentation is the same whatever the executor or workers.
+        It is passed when ``fn`` takes a second argument (or one named ``rng``), or when
+        ``with_rng=True``.
+        """
+        self._before_batch("map")
+        if not callable(fn):
+            raise TypeError(f"map needs a callable. Received: {type(fn).__name__}")
+        rng = wants_rng(fn) if with_rng is None else bool(with_rng)
+        return dataclasses.replace(self, steps=(*self.steps, MapStep(fn, rng)))
+
+    def filter(self, predicate: Callable[[Any], bool]) -> Pipeline:
+        """Keep samples for which ``predicate(sample)`` is true. Batches stay full: kept
+        samples are re-batched in order (one copy per batch)."""
+        self._before_batch("filter")
+        if not callable(predicate):
+            raise TypeError(f"filter needs a callable. Received: {type(predicate).__name__}")
+        return dataclasses.replace(self, steps=(*self.steps, FilterStep(predicate)))
+
+    def batch(self, batch_size: int, drop_remainder: bool = False,
+              keep_float64: bool = False) -> Pipeline:
+        """Collate ``batch_size`` samples into one batch with the samples' structure (tuples
+        and dicts of numpy arrays). float64 becomes float32 unless ``keep_float64``."""
+        if self.batch_size is not None:
+            raise ValueError(f"this pipeline is already batched (batch size {self.batch_size}).")
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch size must be a positive int. Received: {batch_size!r}")
+        return dataclasses.replace(self, batch_size=batch_size, drop_remainder=drop_remainder,
+                                   dtype_policy=DtypePolicy(keep_float64=keep_float64))
+
+    def repeat(self, count: int | None = None) -> Pipeline:
+        """``iter()`` goes on for ``count`` epochs (None: forever), reshuffled each epoch, on
+        the same workers. A batch never spans two epochs."""
+        if count is not None and count < 1:
+            raise ValueError(f"repeat count must be >= 1 or None. Received: {count}")
+        return dataclasses.replace(self, repeat_count=count)
+
+    def shard(self, index: int, count: int) -> Pipeline:
+        """Keep every ``count``-th sample of each epoch's permutation, from ``index``: one
+        shard per host or process; together the shards see every sample exactly once."""
+        PlanSpec(1, 1, shard_index=index, shard_count=count)  # validates
+        return dataclasses.replace(self, shard_index=index, shard_count=count)
+
+    def _before_batch(self, what: str) -> None:
+        if self.batch_size is not None:
+            raise ValueError(
+                f"{what} runs per sample, so it must come before .batch(). Move it up, or for "
+                "work on whole batches on the device use to_keras(device_transform=...)."
+            )
+
+    # -- running -------------------------------------------------------------------------
+    def iter(self, workers: int | str = "auto", executor: str = "auto", epoch: int = 0,
+             state: IteratorState | dict | None = None, **options: Any) -> BatchIterator:
+        """Iterate one epoch (or ``repeat`` epochs) with fresh workers, closed at the end.
+
+        ``executor``: "process" (shared-memory ring), "thread", "inline" or "auto".
+        ``state``: an ``it.state()`` saved earlier, to go on from there.
+        Other options: see :class:`~stoke.loader.LoaderOptions`.
+        """
+        loader = Loader(self, LoaderOptions(workers=workers, executor=executor, **options))
+        iterator = loader.iter(epoch=epoch, state=state, epochs=self.repeat_count)
+        iterator.owns_loader = True
+        return iterator
+
+    def __iter__(self):
+        return self.iter()
+
+    def loader(self, workers: int | str = "auto", executor: str = "auto",
+               **options: Any) -> Loader:
+        """Workers and ring that stay up across epochs: ``loader.iter(epoch=e)``."""
+        return Loader(self, LoaderOptions(workers=workers, executor=executor, **options))
+
+    def __len__(self) -> int:
+        """Batches (or samples, when unbatched) per epoch of this shard."""
+        if any(isinstance(s, FilterStep) for s in self.steps):
+            raise TypeError("the length of a filtered pipeline is not known before it runs.")
+        return self._plan_spec().batches_per_epoch()
+
+    def _plan_spec(self) -> PlanSpec:
+        return PlanSpec(len(self.source), self.batch_size or 1, self.drop_remainder,
+                        self.shuffled, self.seed, self.shard_index, self.shard_count)
+
+    def _program(self) -> SampleProgram:
+        return SampleProgram(self.source, self.steps, self.seed, self.dtype_policy)
+
+    def __repr__(self) -> str:
+        parts = [getattr(self.source, "describe", lambda: type(self.source).__name__)()]
+        if self.shuffled:
+            parts.append(f"shuffle(seed={self.seed})")
+        parts += [s.name for s in self.steps]
+        if self.batch_size:
+            parts.append(f"batch({self.batch_size})")
+        if self.repeat_count != 1:
+            parts.append(f"repeat({self.repeat_count})")
+        return "Pipeline(" + " -> ".join(parts) + ")"
+
+
+def from_sequence(sequence: Any) -> Pipeline:
+    """A pipeline over anything with ``len()`` and ``[i]``: a list, an array, a torch
+    ``Dataset``... Each item is one sample."""
+    return Pipeline(SequenceSource(sequence))
+
+
+def from_arrays(*arrays: Any, **named_arrays: Any) -> Pipeline:
+    """Samples ``(x[i], y[i], ...)`` of aligned arrays, or ``{name: a[i]}`` with keywords.
+    Large arrays reach process workers through shared memory, once."""
+    return Pipeline(ArraySource(*arrays, **named_arrays))
+
+
+def from_files(paths_or_glob: Any, labels: Any = None) -> Pipeline:
+    """The bytes of each file (a glob, a directory or a list of paths), with its label if
+    given. Decode in ``map`` (e.g. :func:`stoke.decode_image`), so it runs in the workers."""
+    return Pipeline(FileSource(resolve_paths(paths_or_glob), labels))

@@ -1,0 +1,108 @@
+"""The per-sample program: read index ``i`` from the source, run the ``map``/``filter`` chain,
+and hand back the sample (or say it was filtered out).
+
+Every executor runs exactly this code, in the trainer's thread, in worker threads or in
+worker processes; that is why results do not depend on the executor. Per-sample randomness
+comes from ``(seed, epoch, index, step)``, never from the worker.
+"""
+
+from __future__ import annotations
+
+import inspect
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from stoke.errors import SampleError
+from stoke.structure import DtypePolicy
+
+FILTERED = object()  # what `run` returns for a sample that a filter dropped
+
+
+@dataclass(frozen=True)
+class MapStep:
+    """``fn(sample)`` or ``fn(sample, rng)`` -> sample."""
+
+    fn: Callable[..., Any]
+    with_rng: bool
+
+    @property
+    def name(self) -> str:
+        return f"map({_callable_name(self.fn)})"
+
+
+@dataclass(frozen=True)
+class FilterStep:
+    """``predicate(sample)`` -> keep?"""
+
+    predicate: Callable[[Any], bool]
+
+    @property
+    def name(self) -> str:
+        return f"filter({_callable_name(self.predicate)})"
+
+
+def _callable_name(fn: Any) -> str:
+    return getattr(fn, "__qualname__", None) or type(fn).__name__
+
+
+def wants_rng(fn: Callable[..., Any]) -> bool:
+    """True when ``fn`` takes a second argument (or one named ``rng``) for randomness."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    if any(p.name == "rng" for p in params):
+        return True
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in positional if p.default is p.empty]
+    return len(required) >= 2
+
+
+def sample_rng(seed: int, epoch: int, index: int, step: int) -> np.random.Generator:
+    """The generator a ``map`` step gets for one sample: a function of its coordinates only."""
+    return np.random.default_rng([seed, epoch, index, step])
+
+
+@dataclass(frozen=True)
+class SampleProgram:
+    """What to do for one index: read it, then run each step in order."""
+
+    source: Any
+    steps: tuple[MapStep | FilterStep, ...] = ()
+    seed: int = 0
+    dtype_policy: DtypePolicy = field(default_factory=DtypePolicy)
+
+    @property
+    def has_filter(self) -> bool:
+        return any(isinstance(s, FilterStep) for s in self.steps)
+
+    def run(self, index: int, epoch: int) -> Any:
+        """The sample at ``index`` after every step, or :data:`FILTERED`.
+
+        Raises :class:`SampleError` naming the index, the stage and the original error.
+        """
+        stage = "source read"
+        try:
+            sample = self.source[int(index)]
+            for position, step in enumerate(self.steps):
+                stage = step.name
+                if isinstance(step, MapStep):
+                    if step.with_rng:
+                        sample = step.fn(sample, sample_rng(self.seed, epoch, int(index), position))
+                    else:
+                        sample = step.fn(sample)
+                elif not step.predicate(sample):
+                    return FILTERED
+            return sample
+        except SampleError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - re-raised with where it happened
+            raise sample_error(int(index), stage, exc) from exc
+
+
+def sample_error(index: int, stage: str, exc: BaseException) -> SampleError:
+    return SampleError(index, stage, type(exc).__name__, str(exc),
+                       "".join(traceback.format_exception(exc)))

@@ -1,0 +1,177 @@
+"""Sample structure: flatten a sample (nested tuples, lists, dicts of arrays and scalars) to
+leaves, describe its batch layout, and rebuild batches of the same structure.
+
+Owns the dtype policy too: float64 leaves become float32 unless the user opts out, and
+object/string leaves are refused with a message that says how to fix the map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from stoke.errors import LayoutError
+
+# A tree definition: ("leaf",) | ("tuple", [defs]) | ("list", [defs]) | ("dict", [keys], [defs])
+TreeDef = tuple
+
+
+def flatten(sample: Any) -> tuple[TreeDef, list[Any]]:
+    """Split a sample into its structure and its leaves (depth first, dict keys sorted)."""
+    leaves: list[Any] = []
+    treedef = _flatten_into(sample, leaves)
+    return treedef, leaves
+
+
+def _flatten_into(node: Any, leaves: list[Any]) -> TreeDef:
+    if isinstance(node, dict):
+        keys = sorted(node)
+        return ("dict", keys, [_flatten_into(node[k], leaves) for k in keys])
+    if isinstance(node, tuple) and not hasattr(node, "_fields"):
+        return ("tuple", [_flatten_into(v, leaves) for v in node])
+    if isinstance(node, list):
+        return ("list", [_flatten_into(v, leaves) for v in node])
+    leaves.append(node)
+    return ("leaf",)
+
+
+def unflatten(treedef: TreeDef, leaves: list[Any]) -> Any:
+    """Inverse of :func:`flatten`."""
+    iterator = iter(leaves)
+    return _build(treedef, iterator)
+
+
+def _build(treedef: TreeDef, leaves) -> Any:
+    kind = treedef[0]
+    if kind == "leaf":
+        return next(leaves)
+    if kind == "dict":
+        return {k: _build(d, leaves) for k, d in zip(treedef[1], treedef[2])}
+    children = [_build(d, leaves) for d in treedef[1]]
+    return tuple(children) if kind == "tuple" else children
+
+
+def leaf_paths(treedef: TreeDef, prefix: str = "") -> list[str]:
+    """Readable names of the leaves, e.g. ``[0]``, ``["image"]``, for error messages."""
+    kind = treedef[0]
+    if kind == "leaf":
+        return [prefix or "sample"]
+    if kind == "dict":
+        out = []
+        for key, child in zip(treedef[1], treedef[2]):
+            out += leaf_paths(child, f"{prefix}[{key!r}]")
+        return out
+    out = []
+    for i, child in enumerate(treedef[1]):
+        out += leaf_paths(child, f"{prefix}[{i}]")
+    return out
+
+
+@dataclass(frozen=True)
+class LeafSpec:
+    """One array in a batch: its per-sample shape and dtype, and where it lies in a slot."""
+
+    path: str
+    shape: tuple[int, ...]
+    dtype: str
+    offset: int = 0  # byte offset of row 0 within a slot
+
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    """The layout of one batch slot: a structure and the spec of each leaf, ``rows`` rows."""
+
+    treedef: TreeDef
+    leaves: tuple[LeafSpec, ...]
+    rows: int
+    slot_bytes: int
+    first_index: int = -1  # the sample the layout was taken from, for error messages
+
+    @classmethod
+    def from_sample(cls, sample_leaves: list[np.ndarray], treedef: TreeDef, rows: int,
+                    first_index: int = -1) -> BatchLayout:
+        specs = []
+        offset = 0
+        for path, leaf in zip(leaf_paths(treedef), sample_leaves):
+            spec = LeafSpec(path, tuple(leaf.shape), leaf.dtype.str, offset)
+            offset += _align(spec.row_bytes * rows)
+            specs.append(spec)
+        return cls(treedef, tuple(specs), rows, max(offset, 64), first_index)
+
+    def describe(self) -> str:
+        return ", ".join(f"{s.path}: {s.dtype} {s.shape}" for s in self.leaves)
+
+
+def _align(nbytes: int, to: int = 64) -> int:
+    return (nbytes + to - 1) // to * to
+
+
+@dataclass(frozen=True)
+class DtypePolicy:
+    """What leaves may be: float64 is cast to float32 unless ``keep_float64``."""
+
+    keep_float64: bool = False
+
+
+def to_leaf_arrays(leaves: list[Any], policy: DtypePolicy, index: int,
+                   treedef: TreeDef) -> tuple[list[np.ndarray], list[str]]:
+    """Turn a sample's leaves into numpy arrays under the dtype policy.
+
+    Returns the arrays and the paths of leaves that were cast from float64 (for the warning).
+    """
+    arrays = []
+    cast = []
+    for path, leaf in zip(leaf_paths(treedef), leaves):
+        array = np.asarray(leaf)
+        if array.dtype == np.float64 and not policy.keep_float64:
+            if type(leaf) is not float:  # a literal 1.0 in user code is no dataset
+                cast.append(path)
+            array = array.astype(np.float32)
+        elif array.dtype.kind in "OUSV":
+            raise LayoutError(
+                f"sample {index}, field {path}: dtype {array.dtype} cannot go in a batch array. "
+                "stoke batches numeric arrays: decode or encode this field in your map "
+                "function (e.g. bytes -> np.frombuffer, strings -> token ids)."
+            )
+        arrays.append(array)
+    return arrays, cast
+
+
+def check_fits(layout: BatchLayout, arrays: list[np.ndarray], treedef: TreeDef, index: int) -> None:
+    """Raise :class:`LayoutError` naming the sample and both shapes when it does not fit."""
+    first_index = layout.first_index
+    if treedef != layout.treedef:
+        raise LayoutError(
+            f"sample {index} has a different structure than sample {first_index}: "
+            f"{_describe_tree(treedef)} vs {_describe_tree(layout.treedef)}. "
+            "Every sample must have the same structure (same tuple length / dict keys)."
+        )
+    for spec, array in zip(layout.leaves, arrays):
+        if tuple(array.shape) != spec.shape:
+            raise LayoutError(
+                f"sample {index}, field {spec.path} has shape {tuple(array.shape)}, but "
+                f"sample {first_index} has shape {spec.shape}; samples in one batch must "
+                "have the same shape. Resize or pad in your map function "
+                "(e.g. crop to a fixed size), or use batch size 1."
+            )
+        if array.dtype.str != spec.dtype and not np.can_cast(array.dtype, spec.dtype, "same_kind"):
+            raise LayoutError(
+                f"sample {index}, field {spec.path} has dtype {array.dtype}, but sample "
+                f"{first_index} has {np.dtype(spec.dtype)}; cast in your map function."
+            )
+
+
+def _describe_tree(treedef: TreeDef) -> str:
+    kind = treedef[0]
+    if kind == "leaf":
+        return "array"
+    if kind == "dict":
+        return "{" + ", ".join(f"{k!r}: {_describe_tree(d)}" for k, d in zip(treedef[1], treedef[2])) + "}"
+    inner = ", ".join(_describe_tree(d) for d in treedef[1])
+    return f"({inner})" if kind == "tuple" else f"[{inner}]"
