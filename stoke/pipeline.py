@@ -113,7 +113,12 @@ class Pipeline:
         Other options: see :class:`~stoke.loader.LoaderOptions`.
         """
         loader = Loader(self, LoaderOptions(workers=workers, executor=executor, **options))
-        iterator = loader.iter(epoch=epoch, state=state, epochs=self.repeat_count)
+        try:
+            loader.pool  # start the workers now: errors (e.g. unpicklable fn) surface here
+            iterator = loader.iter(epoch=epoch, state=state, epochs=self.repeat_count)
+        except BaseException:
+            loader.close()
+            raise
         iterator.owns_loader = True
         return iterator
 

@@ -26,6 +26,13 @@ class StepSample:
     ``next()`` on the input iterator); ``step_s`` is the wall time from the end of the
     previous step to the end of this one, so ``wait_s <= step_s``. ``synced`` says the step's
     end was measured after the device finished (sampled steps), not merely dispatched.
+
+    One sample is one call of Keras' train function: with ``steps_per_execution > 1`` it
+    covers several batches, and ``batch_size`` is the samples of all of them. ``warmup`` marks
+    steps that include tracing or compilation (the first steps of each ``fit``): leave them
+    out of rates. Under asynchronous dispatch (JAX, torch on a GPU) the host may wait for a
+    batch while the device still runs the previous step, so ``wait_s`` is the trainer's wait,
+    not the device's idle time; sums over a window that ends on a ``synced`` step are exact.
     """
 
     step: int
@@ -35,6 +42,7 @@ class StepSample:
     step_s: float
     batch_size: int
     synced: bool = False
+    warmup: bool = False
 
 
 @dataclass
@@ -85,6 +93,10 @@ class RunRecord:
     meta: dict[str, Any] = field(default_factory=dict)
     # meta: stoke_version, python, keras_version, backend, argv (list), script, started_at (ISO),
     #       hostname, cpu_count, exit_status, error (str or None)
+    #       exit_status: "completed" | "stopped-after-steps" (the doctor ended the run after
+    #       --steps N) | "failed" (the script raised or exited non-zero) | "interrupted";
+    #       exit_code (int), error_type (str or None), duration_s, measured_from
+    #       ("fit" | "train_on_batch" | None when no training step was seen), steps_truncated
     steps: list[StepSample] = field(default_factory=list)
     system: list[SystemSample] = field(default_factory=list)
     input: dict[str, Any] = field(default_factory=dict)
@@ -92,16 +104,38 @@ class RunRecord:
     #        | "grain" | "unknown"), dtypes {field path: dtype str}, batch_size,
     #        pydataset_workers, use_multiprocessing, tf_data_parallel_map (bool | None),
     #        tf_data_prefetch (bool | None), main_thread (bool: batches made on the trainer's thread)
+    #        also: wait_method, how wait_s was measured: "timed-next" (the trainer's next() on its
+    #        batch iterator, timed in Python: JAX, torch), "timed-next-outside-graph" (TensorFlow:
+    #        the doctor pulls the batch eagerly and hands it to Keras' step function),
+    #        "between-calls" (train_on_batch loops: the time spent outside train_on_batch),
+    #        "estimated-from-model-alone" (TensorFlow with the pull inside the graph: step_s minus
+    #        the model-alone step time; wait_s is an estimate), "none"; wait_note (plain words
+    #        on the method's limits); shapes {field path: list}, batch_bytes, producer
+    #        ("trainer-thread" | "tf.data-thread" | "worker-threads" | "worker-processes" |
+    #        "native"), tf_data_py_function (bool | None: Python inside the tf.data graph),
+    #        tf_data_map_parallelism (list of ints, -1 = AUTOTUNE), torch_num_workers,
+    #        torch_pin_memory, generator_s_per_batch (mean time inside the user's generator)
     model: dict[str, Any] = field(default_factory=dict)
     # model: run_eagerly, jit_compile, steps_per_execution, params, device ("cpu" | "gpu" | ...),
     #        host_ops (list of layer names doing NumPy / py_function / host callbacks)
+    #        also: name, class, layers (count), optimizer, dtype_policy
     env: dict[str, Any] = field(default_factory=dict)
     # env: gpus_visible (int), gpus_used (int), accelerator_kind, tf_intra_op_threads,
     #      tf_inter_op_threads, memory_growth (bool | None), omp_num_threads
+    #      also: gpu_names (list), cuda_visible_devices, nvml (bool: GPU sampling worked),
+    #      jax_platform, torch_cuda,
+    #      gpus_physical (optional int: NVIDIA GPUs on the machine whatever the backend sees,
+    #      e.g. from NVML; tells "no GPU here" from "a GPU the backend cannot see")
     probes: dict[str, ProbeResult] = field(default_factory=dict)
     # probes: "input_alone", "model_alone"
+    #   model_alone.detail may hold (all optional, seconds): fixed_s_per_step (the per-step cost
+    #   that does not grow with the batch, e.g. from timing two batch sizes), device_s_per_batch
+    #   (device time of one step), batch_size. analysis.overhead_signals reads them.
     overhead: dict[str, float] = field(default_factory=dict)
-    # overhead: doctor_s_total, doctor_s_per_step, fraction_of_step
+    # overhead: doctor_s_total, doctor_s_per_step, fraction_of_step (time inside the doctor's
+    #           hooks, excluding the sampled device syncs), also: sync_s_total (time blocked in
+    #           sampled syncs, work the device did anyway), synced_steps, sampler_cpu_s (CPU
+    #           time of the background sampler thread), probes_s (wall time the probes added)
     schema_version: int = RECORD_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,860 @@
+"""The doctor's findings: one check per cause, each with its evidence, its fix and its gain.
+
+A check is a function ``(record, diagnosis) -> Finding | None``. It reads the run record and
+the diagnosis computed so far (verdict, steady-state numbers, CPU and GPU summaries, and the
+findings raised by the checks before it in ``FINDING_CHECKS``) and raises a finding only when
+the record holds evidence for it: numbers from the run, never a guess from the input kind
+alone. The arithmetic (steady state, verdict, predicted speedup) belongs to
+:mod:`stoke.diagnosis.analysis`; the wording of reports to :mod:`stoke.diagnosis.report`.
+
+Finding ids are a public contract (JSON consumers match on them): ``generator-on-main-thread``,
+``input-too-slow``, ``sequential-map``, ``no-prefetch``, ``float64-input``, ``run-eagerly``,
+``host-op-in-model``, ``small-batch``, ``cpu-contention``, ``no-accelerator``,
+``multi-gpu-unused``, ``thread-config``, ``gpu-memory-growth``. For an input-bound run the
+first fix is stoke itself, with the code and the predicted speedup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from stoke.diagnosis.record import RunRecord
+
+if TYPE_CHECKING:
+    from stoke.diagnosis.analysis import Diagnosis
+
+SEVERITIES = ("high", "medium", "low", "info")
+CATEGORIES = ("input", "model", "system")
+
+# The same thresholds as the verdict (XProf): below 5% input wait there is nothing to win.
+_PARTLY_WAIT = 0.05
+_INPUT_BOUND_WAIT = 0.20
+# cpu-contention: other processes take at least this share of the cores (and half a core).
+CONTENTION_CORE_SHARE = 0.25
+CONTENTION_MIN_CORES = 0.5
+SATURATED_BUSY_FRACTION = 0.8
+# gpu-memory-growth: the framework holds at least this share of a GPU's memory.
+MEMORY_RESERVED_FRACTION = 0.9
+# multi-gpu-unused: a GPU below this kernel-active % is idle.
+IDLE_GPU_PCT = 5.0
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One cause: what it is, the numbers that show it, the fix (runnable code) and its gain.
+
+    ``expected_gain`` is a throughput multiplier (2.0 = twice the samples/s) or ``None`` when
+    the record does not allow a number. ``fix_language`` is ``"python"`` or ``"bash"``.
+    """
+
+    id: str
+    severity: str
+    category: str
+    message: str
+    fix: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    expected_gain: float | None = None
+    fix_language: str = "python"
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"Finding severity must be one of {SEVERITIES}; got {self.severity!r}.")
+        if self.category not in CATEGORIES:
+            raise ValueError(f"Finding category must be one of {CATEGORIES}; got {self.category!r}.")
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "severity": self.severity,
+            "category": self.category,
+            "message": self.message,
+            "fix": self.fix,
+            "fix_language": self.fix_language,
+            "evidence": dict(self.evidence),
+            "expected_gain": self.expected_gain,
+        }
+
+
+Check = Callable[[RunRecord, "Diagnosis"], "Finding | None"]
+
+
+# -- input -------------------------------------------------------------------------------------
+
+
+def generator_on_main_thread(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
+    """Batches made by Python on the trainer's own thread, serially with the step."""
+    kind = record.input.get("kind", "unknown")
+    on_main = kind == "generator" or record.input.get("main_thread") is True
+    wait = diagnosis.input_wait_fraction
+    if not on_main or kind == "tf.data" or wait is None or wait < _PARTLY_WAIT:
+        return None
+    bound = diagnosis.bound
+    overlap_gain = _overlap_gain(diagnosis)
+    described = {
+        "generator": "a Python generator",
+        "pydataset": "the PyDataset (no workers)",
+        "torch_dataloader": "the DataLoader (num_workers=0)",
+        "arrays": "slicing of in-memory arrays",
+        "stoke": "the stoke pipeline (inline executor)",
+    }.get(kind, "the input pipeline")
+    message = (
+        f"Batches are made by {described} on the trainer's main thread, one after the other "
+        f"with the training step: the trainer waits {wait:.0%} of every step "
+        f"({_ms(bound.wait_s)} of {_ms(bound.step_s)}) while Python builds the next batch."
+    )
+    if diagnosis.predicted_speedup:
+        message += (
+            f" With the input off the critical path the run would make "
+            f"{_rate(diagnosis.predicted_throughput)} instead of {_rate(diagnosis.throughput)} "
+            f"(x{diagnosis.predicted_speedup:.1f})."
+        )
+    evidence = _input_evidence(record, diagnosis)
+    if overlap_gain is not None:
+        evidence["speedup_overlap_only"] = round(overlap_gain, 2)
+    return Finding(
+        id="generator-on-main-thread",
+        severity=_wait_severity(wait),
+        category="input",
+        message=message,
+        fix=_stoke_fix(record),
+        evidence=evidence,
+        expected_gain=diagnosis.predicted_speedup,
+    )
+
+
+def sequential_map(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
+    """A tf.data ``map`` without ``num_parallel_calls``: one element at a time, one core."""
+    wait = diagnosis.input_wait_fraction
+    if record.input.get("kind") != "tf.data" or record.input.get("tf_data_parallel_map") is not False:
+        return None
+    if wait is None or wait < _PARTLY_WAIT:
+        return None
+    return Finding(
+        id="sequential-map",
+        severity=_wait_severity(wait),
+        category="input",
+        message=(
+            f"The tf.data pipeline maps one element at a time (no num_parallel_calls): "
+            f"the trainer waits {wait:.0%} of every step ({_ms(diagnosis.bound.wait_s)} of "
+            f"{_ms(diagnosis.bound.step_s)}) for a pipeline that uses one core."
+        ),
+        fix=_stoke_fix(record),
+        evidence=_input_evidence(record, diagnosis),
+        expected_gain=diagnosis.predicted_speedup,
+    )
+
+
+def no_prefetch(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
+    """A tf.data pipeline without ``prefetch``: the next batch is made only when asked for."""
+    wait = diagnosis.input_wait_fraction
+    if record.input.get("kind") != "tf.data" or record.input.get("tf_data_prefetch") is not False:
+        return None
+    if wait is None or wait < _PARTLY_WAIT:
+        return None
+    gain = _overlap_gain(diagnosis)
+    return Finding(
+        id="no-prefetch",
+        severity=_wait_severity(wait),
+        category="input",
+        message=(
+            f"The tf.data pipeline has no prefetch, so the next batch is made only after the "
+            f"step asks for it: the trainer waits {wait:.0%} of every step instead of "
+            f"overlapping input and compute."
+        ),
+        fix=(
+            "ds = ds.prefetch(tf.data.AUTOTUNE)  # last in the chain: make batch n+1 during step n\n"
+            "model.fit(ds, epochs=10)\n"
+        ),
+        evidence=_input_evidence(record, diagnosis),
+        expected_gain=gain,
+    )
+
+
+def input_too_slow(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
+    """The run waits for input that already has workers (PyDataset workers, DataLoader workers,
+    a parallel tf.data pipeline, stoke): the workers cannot keep up, or moving their batches
+    costs more than making them. Raised only when no more specific input finding explains it."""
+    wait = diagnosis.input_wait_fraction
+    if wait is None or wait < _PARTLY_WAIT:
+        return None
+    if any(f.category == "input" for f in diagnosis.findings):
+        return None
+    kind = record.input.get("kind", "unknown")
+    workers = record.input.get("pydataset_workers")
+    detail = {
+        "pydataset": (
+            f"PyDataset(workers={workers}, use_multiprocessing="
+            f"{record.input.get('use_multiprocessing')}) cannot keep up: process workers pickle "
+            "every batch through a pipe, thread workers share the GIL with the trainer"
+        ),
+        "torch_dataloader": (
+            "the DataLoader's workers cannot keep up: every batch is pickled through a pipe and "
+            "copied again from pageable memory"
+        ),
+        "tf.data": "the tf.data pipeline cannot keep up although it maps in parallel and prefetches",
+        "stoke": "the stoke pipeline cannot keep up with its current workers",
+    }.get(kind, "the input pipeline cannot keep up with the model")
+    message = f"The trainer waits {wait:.0%} of every step for input: {detail}."
+    if diagnosis.input_alone and diagnosis.model_alone:
+        message += (
+            f" Alone, the input makes {_rate(diagnosis.input_alone)} and the model takes "
+            f"{_rate(diagnosis.model_alone)}."
+        )
+    return Finding(
+        id="input-too-slow",
+        severity=_wait_severity(wait),
+        category="input",
+        message=message,
+        fix=_stoke_fix(record),
+        evidence=_input_evidence(record, diagnosis),
+        expected_gain=diagnosis.predicted_speedup,
+    )
+
+
+def float64_input(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
+    """float64 arrays fed to a float32 model: twice the bytes to make, move and cast."""
+    dtypes = record.input.get("dtypes") or {}
+    wide = sorted(str(name) for name, dtype in dtypes.items() if "float64" in str(dtype))
+    if not wide:
+        return None
+    wait = diagnosis.input_wait_fraction or 0.0
+    kind = record.input.get("kind", "unknown")
+    if kind == "tf.data":
+        fix = "ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)\n"
+    else:
+        fix = (
+            "x_train = x_train.astype(\"float32\")  # once, where the arrays are made\n"
+            "# or let stoke feed fit(): it ships float64 as float32 by default\n"
+            "import stoke\n"
+            "model.fit(stoke.accelerate(train_data), epochs=10)\n"
+        )
+    return Finding(
+        id="float64-input",
+        severity="medium" if wait >= _PARTLY_WAIT else "low",
+        category="input",
+        message=(
+            f"{len(wide)} input field(s) are float64 ({', '.join(wide)}): twice the bytes of "
+            "float32 to build, copy and send to the device, and Keras casts them back to "
+            "float32 on every step."
+        ),
+        fix=fix,
+        evidence={"float64_fields": wide, "input_kind": kind, "input_wait_pct": _pct(wait)},
+    )
+
+
+# -- model -------------------------------------------------------------------------------------
+
+
+def run_eagerly(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
+    """``run_eagerly=True``: every op dispatched from Python, no graph, no XLA."""
+    if record.model.get("run_eagerly") is not True:
+        return None
+    backend = record.meta.get("backend", "unknown")
+    on_torch = backend == "torch"
+    return Finding(
+        id="run-eagerly",
+        severity="low" if on_torch else "high",
+        category="model",
+        message=(
+            "The model runs eagerly (run_eagerly=True): every layer is dispatched from Python "
+            "on every step, with no compiled graph"
+            + (
+                "; on the torch backend the cost is smaller, but it also blocks jit_compile."
+                if on_torch
+                else "; compiled steps are typically several times faster."
+            )
+        ),
+        fix=(
+            "model.compile(optimizer=optimizer, loss=loss, metrics=metrics)  # drop run_eagerly=True\n"
+            "model.run_eagerly = False  # if it was set on the model\n"
+        ),
+        evidence={
+            "run_eagerly": True,
+            "backend": backend,
+            "step_ms": _round_ms(diagnosis.bound.step_s),
+        },
+    )
+
+
+def host_op_in_model(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
+    """NumPy, ``py_function`` or host callbacks inside the model: a device-host round trip per step."""
+    layers = [str(name) for name in record.model.get("host_ops") or []]
+    if not layers:
+        return None
+    return Finding(
+        id="host-op-in-model",
+        severity="high" if diagnosis.verdict in ("compute-bound", "overhead-bound") else "medium",
+        category="model",
+        message=(
+            f"{len(layers)} layer(s) run on the host inside the model ({', '.join(layers)}): "
+            "each step copies tensors from the device to Python and back, and the compiled "
+            "step cannot run ahead of Python."
+        ),
+        fix=(
+            "from keras import ops\n"
+            "\n"
+            "class Normalise(keras.layers.Layer):\n"
+            "    def call(self, x):\n"
+            "        # was: np.log1p(np.asarray(x)), or a tf.py_function: runs on the host\n"
+            "        return ops.log1p(x)  # keras.ops runs on the device, inside the compiled step\n"
+            "\n"
+            "# or do that preprocessing in the input pipeline, before the batch reaches the model\n"
+        ),
+        evidence={"host_op_layers": layers, "verdict": diagnosis.verdict},
+    )
+
+
+def small_batch(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
+    """Fixed per-step cost (dispatch, Python) dominates: too little work per step."""
+    if not diagnosis.overhead_signals:
+        return None
+    wait = diagnosis.input_wait_fraction or 0.0
+    if wait >= _INPUT_BOUND_WAIT:
+        return None  # fix the input first; the overhead is hidden behind the wait
+    batch_size = diagnosis.bound.batch_size
+    steps_per_execution = record.model.get("steps_per_execution") or 1
+    gain = None
+    fixed_s = _detail(record, "model_alone", "fixed_s_per_step")
+    step_s = diagnosis.bound.step_s
+    if fixed_s is not None and step_s:
+        after = step_s - min(fixed_s, step_s) * (1.0 - 1.0 / 32)
+        gain = step_s / after if after > 0 else None
+    elif diagnosis.model_alone and diagnosis.throughput and diagnosis.model_alone > diagnosis.throughput:
+        gain = diagnosis.model_alone / diagnosis.throughput
+    return Finding(
+        id="small-batch",
+        severity="high" if diagnosis.verdict == "overhead-bound" else "medium",
+        category="model",
+        message=(
+            f"Each step does too little work for its fixed cost (batch {_num(batch_size)}, "
+            f"steps_per_execution={steps_per_execution}, step {_ms(step_s)}): "
+            + "; ".join(diagnosis.overhead_signals)
+            + "."
+        ),
+        fix=(
+            "model.compile(optimizer=optimizer, loss=loss,\n"
+            "              steps_per_execution=32,  # one dispatch runs 32 steps\n"
+            "              jit_compile=True)\n"
+            "model.fit(train, batch_size=256, epochs=10)  # bigger batches: fewer steps (scale the learning rate)\n"
+        ),
+        evidence={
+            "batch_size": _num(batch_size),
+            "steps_per_execution": steps_per_execution,
+            "jit_compile": record.model.get("jit_compile"),
+            "step_ms": _round_ms(step_s),
+            "fixed_ms_per_step": _round_ms(fixed_s),
+            "signals": list(diagnosis.overhead_signals),
+        },
+        expected_gain=_gain(gain),
+    )
+
+
+# -- system ------------------------------------------------------------------------------------
+
+
+def cpu_contention(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
+    """Other processes take the cores the input pipeline (or a CPU model) needs."""
+    cpu = diagnosis.cpu
+    if cpu is None:
+        return None
+    threshold = max(CONTENTION_MIN_CORES, CONTENTION_CORE_SHARE * cpu.cores)
+    if cpu.other_cores < threshold:
+        return None
+    wait = diagnosis.input_wait_fraction or 0.0
+    model_on_cpu = _model_on_cpu(record)
+    needs_cpu = wait >= _PARTLY_WAIT or model_on_cpu
+    saturated = cpu.busy_fraction >= SATURATED_BUSY_FRACTION
+    if not (needs_cpu or saturated):
+        return None
+    if needs_cpu and saturated:
+        severity = "high" if (wait >= _INPUT_BOUND_WAIT or model_on_cpu) else "medium"
+    else:
+        severity = "low"
+    gain = None
+    if needs_cpu and saturated and diagnosis.predicted_speedup and cpu.cores > cpu.other_cores:
+        freed = cpu.cores / (cpu.cores - cpu.other_cores)  # if the run could use those cores
+        gain = freed if model_on_cpu else min(freed, diagnosis.predicted_speedup)
+    return Finding(
+        id="cpu-contention",
+        severity=severity,
+        category="system",
+        message=(
+            f"Other processes take {cpu.other_cores:.1f} of the machine's {cpu.cores} cores "
+            f"(median over the run); this run gets {cpu.self_cores:.1f}, and the machine is "
+            f"{cpu.busy_fraction:.0%} busy"
+            + (
+                ", while the training "
+                + ("runs on the CPU." if model_on_cpu else f"waits {wait:.0%} of each step for input.")
+                if needs_cpu
+                else "."
+            )
+        ),
+        fix=(
+            "# who takes the cores?\n"
+            "ps -eo pid,pcpu,comm --sort=-pcpu | head\n"
+            "# stop them, lower their priority, or give training its own cores:\n"
+            "renice -n 19 -p PID_OF_OTHER_JOB\n"
+            "taskset -c 0-7 python train.py\n"
+        ),
+        fix_language="bash",
+        evidence={
+            "cores": cpu.cores,
+            "other_processes_cores": round(cpu.other_cores, 2),
+            "this_run_cores": round(cpu.self_cores, 2),
+            "machine_busy_pct": _pct(cpu.busy_fraction),
+            "input_wait_pct": _pct(wait),
+            "samples": cpu.samples,
+        },
+        expected_gain=_gain(gain),
+    )
+
+
+def no_accelerator(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
+    """No GPU visible to the backend, or the model on the CPU while one is."""
+    env = record.env
+    visible = env.get("gpus_visible")
+    if visible is None:
+        return None
+    used = env.get("gpus_used")
+    physical = env.get("gpus_physical")
+    if physical is None and diagnosis.gpus:
+        physical = len(diagnosis.gpus)
+    backend = record.meta.get("backend", "unknown")
+    if visible == 0 and physical:
+        return Finding(
+            id="no-accelerator",
+            severity="high",
+            category="system",
+            message=(
+                f"This machine has {physical} NVIDIA GPU(s), but the {backend} backend sees "
+                "none: training runs on the CPU. The installed build has no CUDA support, or "
+                "CUDA_VISIBLE_DEVICES hides the GPUs."
+            ),
+            fix=_gpu_install_fix(backend),
+            fix_language="bash",
+            evidence={"gpus_physical": physical, "gpus_visible": 0, "backend": backend},
+        )
+    if visible == 0:
+        return Finding(
+            id="no-accelerator",
+            severity="info",
+            category="system",
+            message=(
+                f"No GPU is visible, so the {backend} backend trains on the CPU. That is fine "
+                "if intended; the input pipeline then shares the cores with the model."
+            ),
+            fix="stoke env  # shows the devices each backend sees and why\n",
+            fix_language="bash",
+            evidence={"gpus_visible": 0, "backend": backend},
+        )
+    if visible > 0 and (used == 0 or record.model.get("device") == "cpu"):
+        return Finding(
+            id="no-accelerator",
+            severity="high",
+            category="system",
+            message=(
+                f"{visible} GPU(s) are visible, but the model runs on the CPU"
+                + (
+                    f" (GPU kernel-active {max(g.kernel_active_pct for g in diagnosis.gpus):.0f}%)."
+                    if diagnosis.gpus
+                    else "."
+                )
+            ),
+            fix=_use_gpu_fix(backend),
+            evidence={
+                "gpus_visible": visible,
+                "gpus_used": used,
+                "model_device": record.model.get("device"),
+                "backend": backend,
+            },
+        )
+    return None
+
+
+def multi_gpu_unused(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
+    """More GPUs visible than the run uses."""
+    visible = record.env.get("gpus_visible") or 0
+    used = record.env.get("gpus_used")
+    if visible < 2 or used is None or used < 1 or used >= visible:
+        return None
+    idle = [g.index for g in diagnosis.gpus if g.kernel_active_pct < IDLE_GPU_PCT]
+    backend = record.meta.get("backend", "unknown")
+    compute_bound = diagnosis.verdict == "compute-bound"
+    message = f"The run uses {used} of {visible} visible GPUs"
+    if idle:
+        message += f" (GPU {', '.join(map(str, idle))} idle: kernel-active under {IDLE_GPU_PCT:.0f}%)"
+    message += (
+        ". The model fills its GPU, so data parallelism over all of them would help."
+        if compute_bound
+        else ". Fix the input first: more GPUs need proportionally more batches."
+    )
+    return Finding(
+        id="multi-gpu-unused",
+        severity="medium" if compute_bound else "low",
+        category="system",
+        message=message,
+        fix=_data_parallel_fix(backend),
+        evidence={
+            "gpus_visible": visible,
+            "gpus_used": used,
+            "idle_gpus": idle,
+            "kernel_active_pct": {str(g.index): round(g.kernel_active_pct, 1) for g in diagnosis.gpus},
+            "speedup_upper_bound": round(visible / used, 2) if compute_bound else None,
+        },
+    )
+
+
+def thread_config(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
+    """Thread settings that leave cores idle under a CPU model, or oversubscribe them."""
+    cores = (diagnosis.cpu.cores if diagnosis.cpu else None) or record.meta.get("cpu_count")
+    if not cores:
+        return None
+    env = record.env
+    intra = env.get("tf_intra_op_threads") or None  # 0 means "all cores"
+    inter = env.get("tf_inter_op_threads") or None
+    omp = _int_or_none(env.get("omp_num_threads"))
+    backend = record.meta.get("backend", "unknown")
+    evidence = {
+        "cores": cores,
+        "tf_intra_op_threads": intra,
+        "tf_inter_op_threads": inter,
+        "omp_num_threads": omp,
+        "this_run_cores": round(diagnosis.cpu.self_cores, 2) if diagnosis.cpu else None,
+    }
+    if intra is not None and intra > cores:
+        return Finding(
+            id="thread-config",
+            severity="medium",
+            category="system",
+            message=(
+                f"TensorFlow is set to {intra} intra-op threads on a {cores}-core machine: "
+                "the threads fight over cores with each other and with the input pipeline."
+            ),
+            fix="tf.config.threading.set_intra_op_parallelism_threads(0)  # 0: one per core, TF's default\n",
+            evidence=evidence,
+        )
+    limit = intra if backend == "tensorflow" and intra is not None else omp
+    if limit is None or not _model_on_cpu(record) or diagnosis.verdict != "compute-bound":
+        return None
+    if limit >= cores / 2:
+        return None
+    setting = "intra-op threads" if limit == intra else "OMP_NUM_THREADS"
+    fix = (
+        "tf.config.threading.set_intra_op_parallelism_threads(0)  # before any op: one per core\n"
+        if setting == "intra-op threads"
+        else "unset OMP_NUM_THREADS  # or export OMP_NUM_THREADS=<cores>, then run train.py again\n"
+    )
+    return Finding(
+        id="thread-config",
+        severity="medium",
+        category="system",
+        message=(
+            f"The model trains on the CPU and fills the step, but {setting} is {limit} on a "
+            f"{cores}-core machine: most cores stay idle."
+        ),
+        fix=fix,
+        fix_language="python" if setting == "intra-op threads" else "bash",
+        evidence=evidence,
+    )
+
+
+def gpu_memory_growth(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
+    """TensorFlow holding (nearly) all GPU memory up front, with memory growth off."""
+    if record.meta.get("backend") != "tensorflow" or record.env.get("memory_growth") is True:
+        return None
+    full = [g for g in diagnosis.gpus if g.memory_used_fraction_peak >= MEMORY_RESERVED_FRACTION]
+    if not full:
+        return None
+    return Finding(
+        id="gpu-memory-growth",
+        severity="low",
+        category="system",
+        message=(
+            f"TensorFlow reserved {max(g.memory_used_fraction_peak for g in full):.0%} of GPU "
+            f"memory up front (memory growth off): the real need is hidden, and any other "
+            "process on the GPU (a second run, an evaluation job) will fail to allocate."
+        ),
+        fix=(
+            "import tensorflow as tf\n"
+            "for gpu in tf.config.list_physical_devices(\"GPU\"):\n"
+            "    tf.config.experimental.set_memory_growth(gpu, True)  # before any op runs\n"
+        ),
+        evidence={
+            "memory_growth": record.env.get("memory_growth"),
+            "gpu_memory_used_pct": {
+                str(g.index): round(100.0 * g.memory_used_fraction_peak, 1) for g in full
+            },
+        },
+    )
+
+
+# The order checks run in (later checks see the findings of earlier ones) and, within one
+# severity, the order findings are reported in.
+FINDING_CHECKS: tuple[Check, ...] = (
+    generator_on_main_thread,
+    sequential_map,
+    no_prefetch,
+    input_too_slow,
+    float64_input,
+    run_eagerly,
+    host_op_in_model,
+    small_batch,
+    cpu_contention,
+    no_accelerator,
+    multi_gpu_unused,
+    thread_config,
+    gpu_memory_growth,
+)
+
+FINDING_IDS: tuple[str, ...] = (
+    "generator-on-main-thread",
+    "input-too-slow",
+    "sequential-map",
+    "no-prefetch",
+    "float64-input",
+    "run-eagerly",
+    "host-op-in-model",
+    "small-batch",
+    "cpu-contention",
+    "no-accelerator",
+    "multi-gpu-unused",
+    "thread-config",
+    "gpu-memory-growth",
+)
+
+
+# -- fixes ------------------------------------------------------------------------------------
+
+
+def _stoke_fix(record: RunRecord) -> str:
+    """stoke, with the code for this input kind: the first fix for an input-bound run."""
+    kind = record.input.get("kind", "unknown")
+    batch = record.input.get("batch_size") or 64
+    if kind == "generator":
+        return (
+            "import stoke\n"
+            "\n"
+            "# One line: stoke runs the generator off the trainer's thread and prefetches to the\n"
+            "# device, so batch n+1 is made while the model trains on batch n.\n"
+            "model.fit(stoke.accelerate(train_generator), steps_per_epoch=steps, epochs=10)\n"
+            "\n"
+            "# All cores: give stoke what one sample is (anything with len() and [i]) and your\n"
+            "# per-sample function; its worker processes build batches in parallel.\n"
+            "train = (\n"
+            "    stoke.from_sequence(samples)\n"
+            "    .map(load_and_augment)\n"
+            f"    .batch({batch})\n"
+            "    .to_keras()\n"
+            ")\n"
+            "model.fit(train, epochs=10)\n"
+        )
+    if kind == "pydataset":
+        return (
+            "import stoke\n"
+            "\n"
+            "# One line: your PyDataset's batches are built in parallel worker processes and\n"
+            "# handed to fit() through shared memory (no pickling), prefetched to the device.\n"
+            "model.fit(stoke.accelerate(train_dataset), epochs=10)\n"
+        )
+    if kind == "torch_dataloader":
+        return (
+            "import stoke\n"
+            "\n"
+            "# Same torch Dataset (len() and [i]); stoke's workers write samples straight into\n"
+            "# shared memory and prefetch to the device.\n"
+            f"train = stoke.from_sequence(train_loader.dataset).batch({batch}).to_keras()\n"
+            "model.fit(train, epochs=10)\n"
+        )
+    if kind == "tf.data":
+        return (
+            "import stoke\n"
+            "\n"
+            "# Python per-sample work (py_function / numpy_function) runs in stoke's worker\n"
+            "# processes, outside the GIL, and is prefetched to the device:\n"
+            "train = (\n"
+            "    stoke.from_sequence(samples)\n"
+            "    .map(load_and_augment)\n"
+            f"    .batch({batch})\n"
+            "    .to_keras()\n"
+            ")\n"
+            "model.fit(train, epochs=10)\n"
+            "\n"
+            "# Staying with tf.data (TF ops only): map in parallel and prefetch.\n"
+            "ds = ds.map(load_and_augment, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)\n"
+        )
+    if kind == "arrays":
+        return (
+            "import stoke\n"
+            "\n"
+            f"train = stoke.from_arrays(x_train, y_train).batch({batch}).to_keras()\n"
+            "model.fit(train, epochs=10)\n"
+        )
+    if kind == "stoke":
+        return (
+            "# stoke already feeds this run and its workers cannot keep up. Measure the pipeline\n"
+            "# alone with each executor and worker count (shell: `stoke bench`), then give it\n"
+            "# more workers or cores, or run its map stage on a Ray cluster.\n"
+        )
+    return (
+        "import stoke\n"
+        "\n"
+        "# A PyDataset, keras.utils.Sequence or generator: one line.\n"
+        "model.fit(stoke.accelerate(train_data), epochs=10)\n"
+    )
+
+
+def _gpu_install_fix(backend: str) -> str:
+    install = {
+        "jax": 'pip install -U "jax[cuda12]"',
+        "tensorflow": 'pip uninstall -y tensorflow-cpu && pip install "tensorflow[and-cuda]"',
+        "torch": "pip install torch --index-url https://download.pytorch.org/whl/cu124",
+    }.get(backend, 'pip install -U "jax[cuda12]"  # or the CUDA build of your backend')
+    return (
+        "nvidia-smi                      # the driver sees the GPU?\n"
+        "echo $CUDA_VISIBLE_DEVICES      # empty or unset, not -1\n"
+        f"{install}\n"
+        "stoke env                       # checks that a matmul really runs on the GPU\n"
+    )
+
+
+def _use_gpu_fix(backend: str) -> str:
+    if backend == "tensorflow":
+        return (
+            "import tensorflow as tf\n"
+            "print(tf.config.list_logical_devices(\"GPU\"))\n"
+            "# remove any `with tf.device(\"/CPU:0\"):` around model building and fit()\n"
+        )
+    if backend == "torch":
+        return (
+            "import torch\n"
+            "print(torch.cuda.is_available())\n"
+            "# Keras places the model on cuda when it is available; remove any .to(\"cpu\") or\n"
+            "# keras.device(\"cpu\") scope around model building and fit()\n"
+        )
+    return (
+        "import jax\n"
+        "print(jax.devices())  # expect CudaDevice entries\n"
+        "# remove JAX_PLATFORMS=cpu and any keras.device(\"cpu\") scope around the model\n"
+    )
+
+
+def _data_parallel_fix(backend: str) -> str:
+    if backend == "tensorflow":
+        return (
+            "import tensorflow as tf\n"
+            "\n"
+            "strategy = tf.distribute.MirroredStrategy()  # every visible GPU\n"
+            "with strategy.scope():\n"
+            "    model = build_model()\n"
+            "    model.compile(optimizer=optimizer, loss=loss)\n"
+            "model.fit(train, epochs=10)  # batch size is global: scale it with the GPU count\n"
+        )
+    if backend == "torch":
+        return (
+            "# Keras' distribution API needs the JAX backend; with torch, run one process per GPU\n"
+            "# (torch.distributed / DDP), or switch:\n"
+            "import os\n"
+            "os.environ[\"KERAS_BACKEND\"] = \"jax\"  # before importing keras\n"
+            "import keras\n"
+            "keras.distribution.set_distribution(keras.distribution.DataParallel())\n"
+        )
+    return (
+        "import keras\n"
+        "\n"
+        "# before building the model: shard every batch over all visible GPUs\n"
+        "keras.distribution.set_distribution(keras.distribution.DataParallel())\n"
+        "model = build_model()\n"
+        "model.fit(train, epochs=10)  # batch size is global: scale it with the GPU count\n"
+    )
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _input_evidence(record: RunRecord, diagnosis: Diagnosis) -> dict[str, Any]:
+    bound = diagnosis.bound
+    evidence: dict[str, Any] = {
+        "input_kind": record.input.get("kind", "unknown"),
+        "input_wait_pct": _pct(diagnosis.input_wait_fraction),
+        "wait_ms_per_step": _round_ms(bound.wait_s),
+        "step_ms": _round_ms(bound.step_s),
+        "throughput_samples_per_s": _round(diagnosis.throughput),
+        "predicted_samples_per_s": _round(diagnosis.predicted_throughput),
+    }
+    if diagnosis.input_alone:
+        evidence["input_alone_samples_per_s"] = _round(diagnosis.input_alone)
+    if diagnosis.model_alone:
+        evidence["model_alone_samples_per_s"] = _round(diagnosis.model_alone)
+    for key in ("pydataset_workers", "use_multiprocessing", "tf_data_parallel_map", "tf_data_prefetch"):
+        if record.input.get(key) is not None:
+            evidence[key] = record.input[key]
+    return evidence
+
+
+def _overlap_gain(diagnosis: Diagnosis) -> float | None:
+    """Speedup from overlapping (not parallelising) the input: step -> max(wait, compute)."""
+    bound = diagnosis.bound
+    if not bound.step_s or bound.wait_s is None or bound.compute_s is None:
+        return None
+    overlapped = max(bound.wait_s, bound.compute_s)
+    if overlapped <= 0:
+        return None
+    gain = bound.step_s / overlapped
+    if diagnosis.predicted_speedup:
+        gain = min(gain, diagnosis.predicted_speedup)
+    return _gain(gain)
+
+
+def _model_on_cpu(record: RunRecord) -> bool:
+    if record.model.get("device") == "cpu":
+        return True
+    return record.env.get("gpus_used") == 0 or record.env.get("gpus_visible") == 0
+
+
+def _detail(record: RunRecord, probe: str, key: str) -> float | None:
+    result = record.probes.get(probe)
+    value = result.detail.get(key) if result is not None else None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _wait_severity(wait: float) -> str:
+    return "high" if wait >= _INPUT_BOUND_WAIT else "medium"
+
+
+def _gain(value: float | None) -> float | None:
+    return None if value is None else round(max(1.0, value), 2)
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _pct(fraction: float | None) -> float | None:
+    return None if fraction is None else round(100.0 * fraction, 1)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def _round_ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1e3, 2)
+
+
+def _ms(seconds: float | None) -> str:
+    return "?" if seconds is None else f"{seconds * 1e3:.1f} ms"
+
+
+def _rate(samples_per_s: float | None) -> str:
+    return "?" if samples_per_s is None else f"{samples_per_s:,.0f} samples/s"
+
+
+def _num(value: float | None) -> float | int | None:
+    if value is None:
+        return None
+    return int(value) if float(value).is_integer() else round(value, 1)

@@ -1,0 +1,175 @@
+"""Words and numbers shared by the renderers: verdict headlines, units, the numbers table.
+
+Renderers differ in markup only; what a number is called and how it is written lives here so
+that the terminal and the HTML report say the same thing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stoke.diagnosis.analysis import Diagnosis
+
+VERDICT_COLOURS = {
+    "input-bound": "#d9480f",
+    "partly-input-bound": "#e67700",
+    "compute-bound": "#2b8a3e",
+    "overhead-bound": "#862e9c",
+    "unknown": "#495057",
+}
+
+VERDICT_RICH_STYLES = {
+    "input-bound": "bold white on red3",
+    "partly-input-bound": "bold black on dark_orange",
+    "compute-bound": "bold white on green4",
+    "overhead-bound": "bold white on magenta",
+    "unknown": "bold white on grey37",
+}
+
+SEVERITY_COLOURS = {"high": "#c92a2a", "medium": "#e67700", "low": "#1971c2", "info": "#495057"}
+SEVERITY_RICH_STYLES = {"high": "bold red", "medium": "bold dark_orange", "low": "bold blue", "info": "bold"}
+
+VERDICT_MEANINGS = {
+    "input-bound": "the accelerator waits for data: fix the input pipeline first",
+    "partly-input-bound": "mostly the model's own work, but part of each step waits for data",
+    "compute-bound": "the model's own work fills the step: the input keeps up",
+    "overhead-bound": "host work (dispatch, Python, callbacks), not the device, fills the step",
+    "unknown": "no training step was measured",
+}
+
+
+def rate(samples_per_s: float | None) -> str:
+    return "not measured" if samples_per_s is None else f"{samples_per_s:,.0f} samples/s"
+
+
+def ms(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    value = seconds * 1e3
+    return f"{value:.2f} ms" if value < 10 else f"{value:.1f} ms"
+
+
+def pct(fraction: float | None, digits: int = 0) -> str:
+    return "?" if fraction is None else f"{100.0 * fraction:.{digits}f}%"
+
+
+def speedup(multiplier: float | None) -> str:
+    return "?" if multiplier is None else f"×{multiplier:.2f}" if multiplier < 10 else f"×{multiplier:.0f}"
+
+
+def headline(diagnosis: Diagnosis) -> str:
+    """One sentence under the verdict."""
+    text = diagnosis.verdict_reason
+    if diagnosis.verdict in ("input-bound", "partly-input-bound") and diagnosis.predicted_speedup:
+        text += (
+            f"; if the input kept up: {speedup(diagnosis.predicted_speedup)} "
+            f"({rate(diagnosis.throughput)} → {rate(diagnosis.predicted_throughput)})"
+        )
+    return text
+
+
+def key_numbers(diagnosis: Diagnosis) -> list[tuple[str, str]]:
+    """(label, value) rows of the numbers table, in reading order."""
+    bound = diagnosis.bound
+    steady = diagnosis.steady
+    rows = [("Throughput (steady state)", rate(diagnosis.throughput))]
+    rows.append(("Input wait", f"{pct(diagnosis.input_wait_fraction, 1)} of step time"))
+    if bound.step_s is not None:
+        rows.append(
+            (
+                "Step time",
+                f"{ms(bound.step_s)} = {ms(bound.wait_s)} waiting for input + "
+                f"{ms(bound.compute_s)} computing (batch {_num(bound.batch_size)})",
+            )
+        )
+    model_line = rate(diagnosis.model_alone)
+    if bound.model_alone_step_s is not None:
+        model_line += f" ({ms(bound.model_alone_step_s)} per batch)"
+    rows.append(("Model alone (probe)", model_line))
+    input_line = rate(diagnosis.input_alone)
+    if bound.input_alone_step_s is not None:
+        input_line += f" ({ms(bound.input_alone_step_s)} per batch)"
+    rows.append(("Input alone (probe)", input_line))
+    rows.append(("Limited by", bound.limited_by))
+    if diagnosis.predicted_speedup is not None:
+        rows.append(
+            (
+                "Predicted speedup",
+                f"{speedup(diagnosis.predicted_speedup)} → {rate(diagnosis.predicted_throughput)} "
+                "if the input were no longer the bottleneck",
+            )
+        )
+    rows.append(("Doctor overhead", f"{pct(diagnosis.doctor_overhead_fraction, 1)} of step time"))
+    dropped = []
+    if steady.warmup_dropped:
+        dropped.append(f"{len(steady.warmup_dropped)} warm-up")
+    if steady.outliers_dropped:
+        dropped.append(f"{len(steady.outliers_dropped)} compilation")
+    rows.append(
+        (
+            "Steps measured",
+            f"{steady.steps_used} of {steady.steps_total}"
+            + (f" ({', '.join(dropped)} left out)" if dropped else ""),
+        )
+    )
+    if diagnosis.cpu is not None:
+        cpu = diagnosis.cpu
+        rows.append(
+            (
+                "CPU",
+                f"this run {cpu.self_cores:.1f} cores, other processes {cpu.other_cores:.1f}, "
+                f"of {cpu.cores}",
+            )
+        )
+    for gpu in diagnosis.gpus:
+        rows.append(
+            (
+                f"GPU {gpu.index}",
+                f"kernel-active {gpu.kernel_active_pct:.0f}% (median), memory peak "
+                f"{100.0 * gpu.memory_used_fraction_peak:.0f}%",
+            )
+        )
+    return rows
+
+
+def run_description(diagnosis: Diagnosis) -> list[tuple[str, str]]:
+    """(label, value) rows about the run itself; every value comes from the user's run."""
+    meta = diagnosis.record.meta
+    rows = []
+    script = meta.get("script")
+    if script:
+        rows.append(("Script", str(script)))
+    argv = meta.get("argv")
+    if argv:
+        rows.append(("Command", " ".join(str(a) for a in argv) if isinstance(argv, list) else str(argv)))
+    for key, label in (
+        ("backend", "Backend"),
+        ("keras_version", "Keras"),
+        ("python", "Python"),
+        ("stoke_version", "stoke"),
+        ("hostname", "Host"),
+        ("started_at", "Started"),
+        ("exit_status", "Exit status"),
+    ):
+        if meta.get(key) not in (None, ""):
+            rows.append((label, str(meta[key])))
+    kind = diagnosis.record.input.get("kind")
+    if kind:
+        rows.append(("Input", str(kind)))
+    return rows
+
+
+def evidence_text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    if isinstance(value, list):
+        return ", ".join(evidence_text(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {evidence_text(v)}" for k, v in value.items()) or "-"
+    return str(value)
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "?"
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"

@@ -1,0 +1,65 @@
+"""Module-level functions for tests: process workers receive them by reference."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+
+
+def identity(sample):
+    return sample
+
+
+def add_noise(sample, rng):
+    x, y = sample
+    return (x + rng.standard_normal(x.shape).astype(np.float32), y)
+
+
+def fail_on_13(sample):
+    x, y = sample
+    if int(y) == 13:
+        raise ValueError("sample thirteen is cursed")
+    return sample
+
+
+def kill_self_on_7(sample):
+    x, y = sample
+    if int(y) == 7:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return sample
+
+
+def exit_123_on_5(sample):
+    if int(sample[1]) == 5:
+        os._exit(123)
+    return sample
+
+
+def hang_on_3(sample):
+    if int(sample[1]) == 3:
+        time.sleep(3600)
+    return sample
+
+
+def ragged_at_6(sample):
+    x, y = sample
+    if int(y) == 6:
+        return (np.zeros(5, np.float32), y)
+    return (np.zeros(4, np.float32), y)
+
+
+def keep_odd(sample):
+    return int(sample[1]) % 2 == 1
+
+
+def slow_square(sample):
+    time.sleep(0.002)
+    return sample * sample
+
+
+def as_dict(sample):
+    x, y = sample
+    return {"image": np.full((2, 2), x[0], np.float32), "label": y, "extra": [y, y]}

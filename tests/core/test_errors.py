@@ -1,0 +1,181 @@
+"""Bad input gets a clear error and loses nothing; nothing hangs; nothing is left behind.
+
+(The suite's conftest checks after each test that no worker process and no shared-memory
+segment remains.)
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import psutil
+import pytest
+
+import stoke
+from tests.core import helpers
+
+EXECUTORS = ["inline", "thread", "process"]
+
+
+def labelled(n=32):
+    return stoke.from_arrays(np.zeros((n, 4), np.float32), np.arange(n))
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_failing_sample_names_index_type_and_traceback(executor):
+    pipe = labelled().map(helpers.fail_on_13).batch(4)
+    with pytest.raises(stoke.SampleError) as info:
+        for _ in pipe.iter(executor=executor, workers=2):
+            pass
+    error = info.value
+    assert error.index == 13 and error.original_type == "ValueError"
+    assert "sample thirteen is cursed" in str(error)
+    assert "fail_on_13" in error.worker_traceback and "helpers.py" in error.worker_traceback
+    assert "map(fail_on_13)" in str(error)
+
+
+def test_state_before_a_failure_lets_the_user_resume():
+    pipe = labelled().map(helpers.fail_on_13).batch(4)
+    iterator = pipe.iter(executor="process", workers=2)
+    seen = []
+    with pytest.raises(stoke.SampleError):
+        for _, y in iterator:
+            seen += y.tolist()
+    assert seen == list(range(12))
+    assert iterator.state().chunk == 3  # the failing batch was not delivered
+
+
+@pytest.mark.parametrize("fn, code", [(helpers.kill_self_on_7, -9), (helpers.exit_123_on_5, 123)])
+def test_dead_worker_is_reported_with_exit_code_and_batch(fn, code):
+    pipe = labelled().map(fn).batch(4)
+    started = time.monotonic()
+    with pytest.raises(stoke.WorkerDiedError) as info:
+        for _ in pipe.iter(executor="process", workers=2):
+            pass
+    assert time.monotonic() - started < 30
+    assert info.value.exitcode == code
+    message = str(info.value)
+    assert "worker process" in message and "samples [" in message
+    if code == -9:
+        assert "SIGKILL" in message
+
+
+def test_hung_worker_is_reported_after_timeout():
+    pipe = labelled().map(helpers.hang_on_3).batch(2)
+    started = time.monotonic()
+    with pytest.raises(stoke.WorkerHungError, match="timeout_s"):
+        for _ in pipe.iter(executor="process", workers=2, timeout_s=2):
+            pass
+    assert time.monotonic() - started < 20
+
+
+def test_unpicklable_function_suggests_the_fix():
+    lock = threading.Lock()
+
+    def uses_lock(sample):
+        with lock:
+            return sample
+
+    pipe = labelled().map(uses_lock).batch(4)
+    with pytest.raises(stoke.UnpicklableError) as info:
+        pipe.iter(executor="process", workers=2)
+    message = str(info.value)
+    assert "map(" in message and "module level" in message and 'executor="thread"' in message
+    # "auto" falls back to threads and works
+    assert sum(len(y) for _, y in pipe.iter(executor="auto", workers=2)) == 32
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_ragged_samples_name_index_and_both_shapes(executor):
+    pipe = labelled().map(helpers.ragged_at_6).batch(4)
+    with pytest.raises(stoke.LayoutError) as info:
+        for _ in pipe.iter(executor=executor, workers=2):
+            pass
+    message = str(info.value)
+    assert "sample 6" in message and "(5,)" in message and "(4,)" in message
+    assert "sample 0" in message
+
+
+def test_string_fields_are_refused_with_advice():
+    pipe = stoke.from_sequence(["a", "b"]).batch(2)
+    with pytest.raises(stoke.LayoutError, match="decode or encode"):
+        list(pipe.iter(executor="inline"))
+
+
+def _worker_pids(iterator) -> list[int]:
+    return [w.process.pid for w in iterator.loader.pool._workers]
+
+
+def test_garbage_collected_iterator_stops_its_workers():
+    pipe = labelled(256).batch(4)
+    iterator = pipe.iter(executor="process", workers=2)
+    next(iterator)
+    pids = _worker_pids(iterator)
+    del iterator
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids):
+        assert time.monotonic() < deadline, "workers outlived their iterator"
+        time.sleep(0.05)
+
+
+def test_close_mid_epoch_stops_workers():
+    iterator = labelled(256).batch(4).iter(executor="process", workers=2)
+    next(iterator)
+    pids = _worker_pids(iterator)
+    iterator.close()
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids)
+
+
+SCRIPT = textwrap.dedent("""
+    import sys, time
+    import numpy as np
+    import stoke
+
+    def slow(s):
+        time.sleep(0.05)
+        return s
+
+    pipe = stoke.from_arrays(np.zeros((10000, 8), np.float32)).map(slow).batch(4)
+    it = pipe.iter(executor="process", workers=2)
+    next(it)
+    print("STARTED", flush=True)
+    try:
+        for _ in it:
+            pass
+    except KeyboardInterrupt:
+        print("INTERRUPTED", flush=True)
+        raise
+""")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_ctrl_c_or_kill_of_the_trainer_leaves_nothing(tmp_path, sig):
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "STARTED"
+        workers = psutil.Process(proc.pid).children()
+        assert len(workers) == 2
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+        gone, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive, "workers outlived the trainer"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if sig == signal.SIGINT:
+        out = proc.stdout.read()
+        assert "INTERRUPTED" in out
+        assert proc.returncode != 0
