@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from stoke.errors import StokeError, StokeWarning, UnpicklableError, WorkerHungError
+from stoke.errors import (
+    StokeError,
+    StokeWarning,
+    UnpicklableError,
+    WorkerDiedError,
+    WorkerHungError,
+)
 from stoke.executors.chunk import Result, Task
 from stoke.executors.inline import InlinePool
 from stoke.executors.ring import BatchRing
@@ -141,10 +147,13 @@ class Loader:
         self._warned_float64 = False
         self._active: weakref.ref | None = None
         self.closed = False
+        self.failure: BaseException | None = None  # what stopped the workers, if anything
 
     # -- life cycle ---------------------------------------------------------------------
     @property
     def pool(self):
+        if self.failure is not None:
+            raise self.failure  # the error that stopped this loader, again: never lose it
         if self.closed:
             raise StokeError("this loader is closed; make a new one with pipe.loader(...)")
         if self._shutdown.pool is None:
@@ -199,14 +208,20 @@ class Loader:
     def _submit(self, kind: str, epoch: int, indices: np.ndarray, slot: int = -1) -> int:
         task_id = self._next_task_id
         self._next_task_id += 1
-        self.pool.submit(Task(task_id, kind, epoch, indices, slot))
+        try:
+            self.pool.submit(Task(task_id, kind, epoch, indices, slot))
+        except WorkerDiedError as exc:
+            self._fail(exc)
         return task_id
 
     def _wait(self, task_id: int, describe: str) -> Result:
         """The result of ``task_id``; polls with a timeout, checks workers are alive."""
         started = time.monotonic()
         while task_id not in self._results:
-            result = self.pool.next_result(POLL_S)
+            try:
+                result = self.pool.next_result(POLL_S)
+            except WorkerDiedError as exc:
+                self._fail(exc)
             if result is not None:
                 started = time.monotonic()
                 slot = self._orphans.pop(result.task_id, None)
@@ -219,12 +234,11 @@ class Loader:
             timeout = self.options.timeout_s
             if timeout is not None and time.monotonic() - started > timeout:
                 busy = getattr(self.pool, "busy_workers", lambda: [])()
-                self.close()
-                raise WorkerHungError(
+                self._fail(WorkerHungError(
                     f"no result for {describe} in {timeout:.0f} s; the workers seem stuck"
                     + (f": {'; '.join(busy)}" if busy else "")
                     + ". If samples really take this long, pass a larger timeout_s."
-                )
+                ))
         return self._results.pop(task_id)
 
     def _ensure_layout(self, epoch: int, indices: np.ndarray) -> bool:
@@ -268,10 +282,15 @@ class Loader:
                 "ship uint8 instead of float32, or raise memory_budget_bytes."
             )
 
+    def _fail(self, error: BaseException) -> None:
+        """Stop the workers and remember why; every later use raises the same error."""
+        self.failure = error
+        self.close()
+        raise error
+
     def _raise_if_failed(self, result: Result) -> Result:
         if result.error is not None:
-            self.close()
-            raise result.error
+            self._fail(result.error)
         if result.cast_paths and not self._warned_float64:
             self._warned_float64 = True
             warnings.warn(
@@ -322,6 +341,7 @@ class BatchIterator:
         self._skip_rows = state.rows_delivered
         self._finalizer = weakref.finalize(self, self._flight.abandon)
         self.batches_delivered = 0
+        self.finished = False  # True once every batch of its epochs was delivered
 
     def _chunk_stream(self, state: IteratorState, epochs: int | None) -> Iterator:
         epoch = state.epoch
@@ -365,6 +385,7 @@ class BatchIterator:
             return self._next()
         except StopIteration:
             self._done = True
+            self.finished = True
             self._release_held()
             if self.owns_loader:
                 self.loader.close()

@@ -123,12 +123,38 @@ class Pipeline:
         return iterator
 
     def __iter__(self):
-        return self.iter()
+        """``for batch in pipe`` / ``list(pipe)``: batches that stay valid (copies). Use
+        ``pipe.iter()`` for zero-copy views valid until the next batch."""
+        return self.iter(copy=True)
 
     def loader(self, workers: int | str = "auto", executor: str = "auto",
                **options: Any) -> Loader:
         """Workers and ring that stay up across epochs: ``loader.iter(epoch=e)``."""
         return Loader(self, LoaderOptions(workers=workers, executor=executor, **options))
+
+    def to_keras(self, workers: int | str = "auto", executor: str = "auto", prefetch: int = 2,
+                 device_transform: Callable[[Any], Any] | None = None, **options: Any):
+        """What ``model.fit`` / ``evaluate`` / ``predict`` take, on every Keras backend.
+
+        Workers start once and serve every epoch; each epoch is reshuffled; batches move to
+        the device ``prefetch`` batches ahead on a background thread (JAX ``device_put``
+        honouring ``keras.distribution``; torch pinned staging and a side CUDA stream;
+        TensorFlow ``tf.data`` under the active ``tf.distribute`` strategy).
+        ``device_transform(batch)`` runs on the device after the copy: ship uint8, finish
+        normalisation there (four times fewer bytes to move)::
+
+            def to_float(batch):
+                x, y = batch
+                return keras.ops.cast(x, "float32") / 255.0, y
+
+            model.fit(pipe.to_keras(device_transform=to_float), epochs=10)
+        """
+        from stoke.keras.adapter import to_keras
+
+        return to_keras(self, workers, executor, prefetch, device_transform, **options)
+
+    def steps_have_filter(self) -> bool:
+        return any(isinstance(s, FilterStep) for s in self.steps)
 
     def __len__(self) -> int:
         """Batches (or samples, when unbatched) per epoch of this shard."""

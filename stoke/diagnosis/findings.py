@@ -39,6 +39,8 @@ SATURATED_BUSY_FRACTION = 0.8
 MEMORY_RESERVED_FRACTION = 0.9
 # multi-gpu-unused: a GPU below this kernel-active % is idle.
 IDLE_GPU_PCT = 5.0
+# input["producer"] values that mean one Python thread makes the batches, one at a time.
+_SERIAL_PYTHON_PRODUCERS = ("trainer-thread", "tf.data-thread")
 
 
 @dataclass(frozen=True)
@@ -84,11 +86,17 @@ Check = Callable[[RunRecord, "Diagnosis"], "Finding | None"]
 
 
 def generator_on_main_thread(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
-    """Batches made by Python on the trainer's own thread, serially with the step."""
-    kind = record.input.get("kind", "unknown")
-    on_main = kind == "generator" or record.input.get("main_thread") is True
+    """Batches made by one Python thread, one at a time: the trainer's own thread (JAX, torch,
+    a train_on_batch loop) or the single tf.data thread Keras wraps a generator in
+    (TensorFlow), which holds the GIL against the trainer."""
+    inputs = record.input
+    kind = inputs.get("kind", "unknown")
+    on_main = inputs.get("main_thread") is True
+    serial_python = (
+        kind == "generator" or on_main or inputs.get("producer") in _SERIAL_PYTHON_PRODUCERS
+    )
     wait = diagnosis.input_wait_fraction
-    if not on_main or kind == "tf.data" or wait is None or wait < _PARTLY_WAIT:
+    if not serial_python or kind == "tf.data" or wait is None or wait < _PARTLY_WAIT:
         return None
     bound = diagnosis.bound
     overlap_gain = _overlap_gain(diagnosis)
@@ -98,17 +106,23 @@ def generator_on_main_thread(record: RunRecord, diagnosis: Diagnosis) -> Finding
         "torch_dataloader": "the DataLoader (num_workers=0)",
         "arrays": "slicing of in-memory arrays",
         "stoke": "the stoke pipeline (inline executor)",
+        "train_on_batch": "the script's own loop between train_on_batch calls",
     }.get(kind, "the input pipeline")
+    where = (
+        "on the trainer's main thread, one after the other with the training step"
+        if on_main or inputs.get("producer") == "trainer-thread"
+        else "in a single Python thread (Keras wraps it in tf.data), holding the GIL "
+        "against the trainer"
+    )
     message = (
-        f"Batches are made by {described} on the trainer's main thread, one after the other "
-        f"with the training step: the trainer waits {wait:.0%} of every step "
-        f"({_ms(bound.wait_s)} of {_ms(bound.step_s)}) while Python builds the next batch."
+        f"Batches are made by {described} {where}: the trainer waits {wait:.0%} of every "
+        f"step ({_ms(bound.wait_s)} of {_ms(bound.step_s)}) while Python builds the next batch."
     )
     if diagnosis.predicted_speedup:
         message += (
             f" With the input off the critical path the run would make "
             f"{_rate(diagnosis.predicted_throughput)} instead of {_rate(diagnosis.throughput)} "
-            f"(x{diagnosis.predicted_speedup:.1f})."
+            f"(×{diagnosis.predicted_speedup:.1f})."
         )
     evidence = _input_evidence(record, diagnosis)
     if overlap_gain is not None:
@@ -164,7 +178,8 @@ def no_prefetch(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
             f"overlapping input and compute."
         ),
         fix=(
-            "ds = ds.prefetch(tf.data.AUTOTUNE)  # last in the chain: make batch n+1 during step n\n"
+            "# last in the chain: batch n+1 is made while the model trains on batch n\n"
+            "ds = ds.prefetch(tf.data.AUTOTUNE)\n"
             "model.fit(ds, epochs=10)\n"
         ),
         evidence=_input_evidence(record, diagnosis),
@@ -215,14 +230,19 @@ def input_too_slow(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
 
 def float64_input(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
     """float64 arrays fed to a float32 model: twice the bytes to make, move and cast."""
-    dtypes = record.input.get("dtypes") or {}
+    dtypes = record.input.get("dtypes")
+    if not isinstance(dtypes, dict):
+        return None
     wide = sorted(str(name) for name, dtype in dtypes.items() if "float64" in str(dtype))
     if not wide:
         return None
     wait = diagnosis.input_wait_fraction or 0.0
     kind = record.input.get("kind", "unknown")
     if kind == "tf.data":
-        fix = "ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)\n"
+        fix = (
+            "ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y),\n"
+            "            num_parallel_calls=tf.data.AUTOTUNE)\n"
+        )
     else:
         fix = (
             "x_train = x_train.astype(\"float32\")  # once, where the arrays are made\n"
@@ -267,7 +287,8 @@ def run_eagerly(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
             )
         ),
         fix=(
-            "model.compile(optimizer=optimizer, loss=loss, metrics=metrics)  # drop run_eagerly=True\n"
+            "# compile without run_eagerly=True (the default is a compiled step)\n"
+            "model.compile(optimizer=optimizer, loss=loss, metrics=metrics)\n"
             "model.run_eagerly = False  # if it was set on the model\n"
         ),
         evidence={
@@ -293,14 +314,15 @@ def host_op_in_model(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
             "step cannot run ahead of Python."
         ),
         fix=(
+            "import keras\n"
             "from keras import ops\n"
             "\n"
             "class Normalise(keras.layers.Layer):\n"
             "    def call(self, x):\n"
-            "        # was: np.log1p(np.asarray(x)), or a tf.py_function: runs on the host\n"
-            "        return ops.log1p(x)  # keras.ops runs on the device, inside the compiled step\n"
+            "        # was: np.log1p(np.asarray(x)) or a tf.py_function, on the host\n"
+            "        return ops.log1p(x)  # on the device, inside the compiled step\n"
             "\n"
-            "# or do that preprocessing in the input pipeline, before the batch reaches the model\n"
+            "# or do that preprocessing in the input pipeline, before the model\n"
         ),
         evidence={"host_op_layers": layers, "verdict": diagnosis.verdict},
     )
@@ -337,7 +359,8 @@ def small_batch(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
             "model.compile(optimizer=optimizer, loss=loss,\n"
             "              steps_per_execution=32,  # one dispatch runs 32 steps\n"
             "              jit_compile=True)\n"
-            "model.fit(train, batch_size=256, epochs=10)  # bigger batches: fewer steps (scale the learning rate)\n"
+            "# and a larger batch where it is chosen (scale the learning rate with it):\n"
+            "model.fit(x_train, y_train, batch_size=256, epochs=10)\n"
         ),
         evidence={
             "batch_size": _num(batch_size),
@@ -345,7 +368,8 @@ def small_batch(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
             "jit_compile": record.model.get("jit_compile"),
             "step_ms": _round_ms(step_s),
             "fixed_ms_per_step": _round_ms(fixed_s),
-            "signals": list(diagnosis.overhead_signals),
+            "model_alone_samples_per_s": _round(diagnosis.model_alone),
+            "throughput_samples_per_s": _round(diagnosis.throughput),
         },
         expected_gain=_gain(gain),
     )
@@ -526,13 +550,16 @@ def thread_config(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
     if intra is not None and intra > cores:
         return Finding(
             id="thread-config",
-            severity="medium",
+            severity="low",
             category="system",
             message=(
                 f"TensorFlow is set to {intra} intra-op threads on a {cores}-core machine: "
                 "the threads fight over cores with each other and with the input pipeline."
             ),
-            fix="tf.config.threading.set_intra_op_parallelism_threads(0)  # 0: one per core, TF's default\n",
+            fix=(
+                "# 0 (the default): one thread per core\n"
+                "tf.config.threading.set_intra_op_parallelism_threads(0)\n"
+            ),
             evidence=evidence,
         )
     limit = intra if backend == "tensorflow" and intra is not None else omp
@@ -542,9 +569,11 @@ def thread_config(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
         return None
     setting = "intra-op threads" if limit == intra else "OMP_NUM_THREADS"
     fix = (
-        "tf.config.threading.set_intra_op_parallelism_threads(0)  # before any op: one per core\n"
+        "# before any op runs; 0 (the default): one thread per core\n"
+        "tf.config.threading.set_intra_op_parallelism_threads(0)\n"
         if setting == "intra-op threads"
-        else "unset OMP_NUM_THREADS  # or export OMP_NUM_THREADS=<cores>, then run train.py again\n"
+        else "unset OMP_NUM_THREADS  # or export OMP_NUM_THREADS=<cores>\n"
+        "python train.py\n"
     )
     return Finding(
         id="thread-config",
@@ -636,12 +665,12 @@ def _stoke_fix(record: RunRecord) -> str:
         return (
             "import stoke\n"
             "\n"
-            "# One line: stoke runs the generator off the trainer's thread and prefetches to the\n"
-            "# device, so batch n+1 is made while the model trains on batch n.\n"
+            "# One line: stoke runs the generator off the trainer's thread and\n"
+            "# prefetches to the device: batch n+1 is made while the model trains on n.\n"
             "model.fit(stoke.accelerate(train_generator), steps_per_epoch=steps, epochs=10)\n"
             "\n"
-            "# All cores: give stoke what one sample is (anything with len() and [i]) and your\n"
-            "# per-sample function; its worker processes build batches in parallel.\n"
+            "# All cores: give stoke the samples (anything with len() and [i]) and\n"
+            "# your per-sample function; its worker processes build batches in parallel.\n"
             "train = (\n"
             "    stoke.from_sequence(samples)\n"
             "    .map(load_and_augment)\n"
@@ -662,8 +691,8 @@ def _stoke_fix(record: RunRecord) -> str:
         return (
             "import stoke\n"
             "\n"
-            "# Same torch Dataset (len() and [i]); stoke's workers write samples straight into\n"
-            "# shared memory and prefetch to the device.\n"
+            "# The same torch Dataset (len() and [i]); stoke's workers write samples\n"
+            "# straight into shared memory and prefetch to the device.\n"
             f"train = stoke.from_sequence(train_loader.dataset).batch({batch}).to_keras()\n"
             "model.fit(train, epochs=10)\n"
         )
@@ -682,7 +711,17 @@ def _stoke_fix(record: RunRecord) -> str:
             "model.fit(train, epochs=10)\n"
             "\n"
             "# Staying with tf.data (TF ops only): map in parallel and prefetch.\n"
-            "ds = ds.map(load_and_augment, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)\n"
+            "ds = ds.map(load_and_augment, num_parallel_calls=tf.data.AUTOTUNE)\n"
+            "ds = ds.prefetch(tf.data.AUTOTUNE)\n"
+        )
+    if kind == "train_on_batch":
+        return (
+            "import stoke\n"
+            "\n"
+            "# stoke's worker processes build the batches ahead of your loop:\n"
+            f"batches = stoke.from_sequence(samples).map(load_and_augment).batch({batch})\n"
+            "for x, y in batches.iter():\n"
+            "    model.train_on_batch(x, y)\n"
         )
     if kind == "arrays":
         return (
@@ -693,9 +732,10 @@ def _stoke_fix(record: RunRecord) -> str:
         )
     if kind == "stoke":
         return (
-            "# stoke already feeds this run and its workers cannot keep up. Measure the pipeline\n"
-            "# alone with each executor and worker count (shell: `stoke bench`), then give it\n"
-            "# more workers or cores, or run its map stage on a Ray cluster.\n"
+            "# stoke already feeds this run and its workers cannot keep up. Measure\n"
+            "# the pipeline alone with each executor and worker count (shell:\n"
+            "# `stoke bench`), then give it more workers or cores, or run its map\n"
+            "# stage on a Ray cluster.\n"
         )
     return (
         "import stoke\n"
@@ -753,8 +793,8 @@ def _data_parallel_fix(backend: str) -> str:
         )
     if backend == "torch":
         return (
-            "# Keras' distribution API needs the JAX backend; with torch, run one process per GPU\n"
-            "# (torch.distributed / DDP), or switch:\n"
+            "# Keras' distribution API needs the JAX backend; with torch, run one\n"
+            "# process per GPU (torch.distributed / DDP), or switch:\n"
             "import os\n"
             "os.environ[\"KERAS_BACKEND\"] = \"jax\"  # before importing keras\n"
             "import keras\n"
@@ -787,9 +827,21 @@ def _input_evidence(record: RunRecord, diagnosis: Diagnosis) -> dict[str, Any]:
         evidence["input_alone_samples_per_s"] = _round(diagnosis.input_alone)
     if diagnosis.model_alone:
         evidence["model_alone_samples_per_s"] = _round(diagnosis.model_alone)
-    for key in ("pydataset_workers", "use_multiprocessing", "tf_data_parallel_map", "tf_data_prefetch"):
+    for key in (
+        "producer",
+        "pydataset_workers",
+        "use_multiprocessing",
+        "torch_num_workers",
+        "tf_data_parallel_map",
+        "tf_data_prefetch",
+        "tf_data_py_function",
+        "wait_method",
+    ):
         if record.input.get(key) is not None:
             evidence[key] = record.input[key]
+    generator_s = record.input.get("generator_s_per_batch")
+    if isinstance(generator_s, int | float):
+        evidence["generator_ms_per_batch"] = _round_ms(float(generator_s))
     return evidence
 
 

@@ -59,7 +59,7 @@ class NvmlReader:
     @classmethod
     def open(cls) -> NvmlReader | None:
         try:
-            import pynvml  # noqa: PLC0415 - optional, imported only here
+            import pynvml
         except Exception:
             return None
         try:

@@ -103,7 +103,10 @@ class RunRecord:
     # input: kind ("generator" | "pydataset" | "tf.data" | "stoke" | "arrays" | "torch_dataloader"
     #        | "grain" | "unknown"), dtypes {field path: dtype str}, batch_size,
     #        pydataset_workers, use_multiprocessing, tf_data_parallel_map (bool | None),
-    #        tf_data_prefetch (bool | None), main_thread (bool: batches made on the trainer's thread)
+    #        tf_data_prefetch (bool | None), main_thread (bool: batches made on the trainer's thread),
+    #        wait_measured (optional bool, default true: false when next() cannot be timed, e.g. a
+    #        native tf.data pipeline on TensorFlow; the analysis then estimates the wait from
+    #        the probes, see analysis.wait_fraction_from_probes)
     #        also: wait_method, how wait_s was measured: "timed-next" (the trainer's next() on its
     #        batch iterator, timed in Python: JAX, torch), "timed-next-outside-graph" (TensorFlow:
     #        the doctor pulls the batch eagerly and hands it to Keras' step function),

@@ -26,6 +26,9 @@ VERDICT_RICH_STYLES = {
     "unknown": "bold white on grey37",
 }
 
+# The doctor aims to cost less than this share of a step; above it the report says so.
+DOCTOR_OVERHEAD_TARGET = 0.03
+
 SEVERITY_COLOURS = {"high": "#c92a2a", "medium": "#e67700", "low": "#1971c2", "info": "#495057"}
 SEVERITY_RICH_STYLES = {"high": "bold red", "medium": "bold dark_orange", "low": "bold blue", "info": "bold"}
 
@@ -50,11 +53,11 @@ def ms(seconds: float | None) -> str:
 
 
 def pct(fraction: float | None, digits: int = 0) -> str:
-    return "?" if fraction is None else f"{100.0 * fraction:.{digits}f}%"
+    return "n/a" if fraction is None else f"{100.0 * fraction:.{digits}f}%"
 
 
 def speedup(multiplier: float | None) -> str:
-    return "?" if multiplier is None else f"×{multiplier:.2f}" if multiplier < 10 else f"×{multiplier:.0f}"
+    return "n/a" if multiplier is None else f"×{multiplier:.2f}" if multiplier < 10 else f"×{multiplier:.0f}"
 
 
 def headline(diagnosis: Diagnosis) -> str:
@@ -73,13 +76,18 @@ def key_numbers(diagnosis: Diagnosis) -> list[tuple[str, str]]:
     bound = diagnosis.bound
     steady = diagnosis.steady
     rows = [("Throughput (steady state)", rate(diagnosis.throughput))]
-    rows.append(("Input wait", f"{pct(diagnosis.input_wait_fraction, 1)} of step time"))
+    source = {
+        "probes": " (estimated from the probes: this input's wait cannot be timed)",
+        "unmeasured": " (not timed: this input's wait cannot be timed, and no probe bounds it)",
+        "model-alone-estimate": " (estimated: step time minus the model-alone step)",
+    }.get(diagnosis.input_wait_source, "")
+    rows.append(("Input wait", f"{pct(diagnosis.input_wait_fraction, 1)} of step time{source}"))
     if bound.step_s is not None:
         rows.append(
             (
                 "Step time",
                 f"{ms(bound.step_s)} = {ms(bound.wait_s)} waiting for input + "
-                f"{ms(bound.compute_s)} computing (batch {_num(bound.batch_size)})",
+                f"{ms(bound.compute_s)} computing and dispatching (batch {_num(bound.batch_size)})",
             )
         )
     model_line = rate(diagnosis.model_alone)
@@ -99,7 +107,18 @@ def key_numbers(diagnosis: Diagnosis) -> list[tuple[str, str]]:
                 "if the input were no longer the bottleneck",
             )
         )
-    rows.append(("Doctor overhead", f"{pct(diagnosis.doctor_overhead_fraction, 1)} of step time"))
+    overhead = diagnosis.doctor_overhead_fraction
+    rows.append(
+        (
+            "Doctor overhead",
+            f"{pct(overhead, 1)} of step time"
+            + (
+                f" (above the {pct(DOCTOR_OVERHEAD_TARGET)} target: the numbers may be disturbed)"
+                if overhead is not None and overhead > DOCTOR_OVERHEAD_TARGET
+                else ""
+            ),
+        )
+    )
     dropped = []
     if steady.warmup_dropped:
         dropped.append(f"{len(steady.warmup_dropped)} warm-up")

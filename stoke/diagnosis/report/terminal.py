@@ -80,7 +80,7 @@ def _renderables(diagnosis: Diagnosis) -> list:
         parts.append(Text(f"\nFindings ({len(diagnosis.findings)})", style="bold underline"))
         for number, finding in enumerate(diagnosis.findings, start=1):
             parts.extend(_finding(number, finding))
-    else:
+    elif diagnosis.verdict != "unknown":
         parts.append(Text("\nNo findings: nothing in this run needs fixing.", style="bold green"))
 
     run = Table(show_header=False, box=None, padding=(0, 2), pad_edge=False)

@@ -1,0 +1,762 @@
+"""Input-pipeline throughput: stoke against the loaders Keras users reach for, on one workload.
+
+Every loader streams the same samples (:class:`workloads.JpegSamples`: in-memory JPEGs and
+labels) through the same plain-Python transform (:func:`workloads.transform`: decode, random
+crop, flip, brightness, float32), in batches, with the machine's cores as workers, at the
+settings its documentation recommends. The trainer side is a loop that touches each batch
+(sums one image and one label, no full copy), so what is measured is the pipeline alone.
+
+Method (also in ``benchmarks/README.md``):
+
+- all loaders run in this one process, interleaved: each round visits every loader once (the
+  order rotates from round to round), so a noisy neighbour hurts every row alike;
+- each visit builds the loader fresh and times the first batch (``startup_s``: worker
+  start-up, first decode, graph building); then ``warmup`` more batches drain whatever the
+  workers prepared ahead during start-up; then ``batches`` batches are timed. The reported
+  img/s is the **median over rounds** of those timed windows (best and all rounds are in the
+  JSON), so start-up is excluded from img/s and reported on its own;
+- after each visit the loader is closed and its worker processes must be gone (waited for,
+  else killed and reported as ``leftover_processes``);
+- a peer whose package is missing is skipped with a note, never an error.
+
+Rows: ``python-loop`` (1 core, the baseline of every ratio), stoke's ``process`` and
+``thread`` executors, the peers (tf.data with ``numpy_function``, keras ``PyDataset`` with
+threads and with processes, torch ``DataLoader``, grain with threads and with processes) and
+the reference ``tf-native-ops`` (the same work in TensorFlow's C++ ops: what users get when
+they rewrite the transform, not a loader of Python code; it is not counted as a peer).
+
+    python benchmarks/pipeline_throughput.py                      # full comparison
+    python benchmarks/pipeline_throughput.py --quick              # a smoke run, seconds
+    python benchmarks/pipeline_throughput.py --only stoke-process,torch-dataloader
+    python benchmarks/pipeline_throughput.py --scaling 1,2,4,8,12,15  # stoke alone, efficiency
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import socket
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # `workloads` must import the same way in every worker
+import workloads  # noqa: E402
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the table
+
+SCHEMA = "stoke.bench.pipeline_throughput/1"
+STATISTIC = "median"  # over rounds; "best" is also recorded
+
+# -- the environment -----------------------------------------------------------------------
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS
+        return os.cpu_count() or 1
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _keras_backend_note() -> str | None:
+    """Keras needs a backend to import; without TensorFlow, pick an installed one."""
+    if "KERAS_BACKEND" in os.environ or _installed("tensorflow"):
+        return None
+    for backend in ("jax", "torch"):
+        if _installed(backend):
+            os.environ["KERAS_BACKEND"] = backend
+            return f"KERAS_BACKEND={backend} (TensorFlow is not installed)"
+    os.environ["KERAS_BACKEND"] = "numpy"
+    return "KERAS_BACKEND=numpy (no TensorFlow, JAX or torch installed)"
+
+
+def machine_info() -> dict[str, Any]:
+    cpu_model = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu_model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import psutil
+
+    versions = {
+        name: _version(dist) for name, dist in (
+            ("stoke", "stoke"), ("numpy", "numpy"), ("simplejpeg", "simplejpeg"),
+            ("pillow", "pillow"), ("tensorflow", "tensorflow-cpu"), ("keras", "keras"),
+            ("torch", "torch"), ("grain", "grain"), ("jax", "jax"),
+        )
+    }
+    if versions["tensorflow"] is None:
+        versions["tensorflow"] = _version("tensorflow")
+    return {
+        "host": socket.gethostname(),
+        "cores": available_cores(),
+        "logical_cpus": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+        "keras_backend": os.environ.get("KERAS_BACKEND", "tensorflow (default)"),
+    }
+
+
+# -- what a run needs ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Settings:
+    batch_size: int
+    workers: int
+    batches: int  # timed batches per round
+    warmup_batches: int  # after the first batch, before timing
+    rounds: int
+    seed: int = 0
+
+    @property
+    def total_batches(self) -> int:
+        return 1 + self.warmup_batches + self.batches
+
+    @property
+    def total_samples(self) -> int:
+        return self.total_batches * self.batch_size
+
+
+@dataclass
+class Context:
+    """Everything a loader factory gets: the same samples and transform for all."""
+
+    workload: workloads.Workload
+    settings: Settings
+    samples: workloads.JpegSamples
+    transform: workloads.Transform
+    jpegs: list[bytes]
+    labels: np.ndarray
+    workers: int  # may differ from settings.workers in --scaling mode
+
+
+@dataclass
+class Running:
+    """A built loader: its batches, and how to shut it down."""
+
+    batches: Iterator[Any]
+    close: Callable[[], None] = lambda: None
+
+
+@dataclass(frozen=True)
+class LoaderSpec:
+    name: str
+    kind: str  # "baseline" | "stoke" | "peer" | "reference"
+    description: str
+    requires: tuple[str, ...]
+    build: Callable[[Context], Running]
+
+
+# -- the loaders ---------------------------------------------------------------------------
+def _order(ctx: Context) -> np.ndarray:
+    return np.random.default_rng(ctx.settings.seed).permutation(len(ctx.samples))
+
+
+def build_python_loop(ctx: Context) -> Running:
+    dataset = workloads.TransformedSamples(ctx.samples, ctx.transform, ctx.settings.seed)
+    order, size = _order(ctx), ctx.settings.batch_size
+
+    def batches():
+        for start in range(0, len(order) - size + 1, size):
+            yield workloads.collate([dataset[i] for i in order[start:start + size]])
+
+    return Running(batches())
+
+
+def _build_stoke(executor: str) -> Callable[[Context], Running]:
+    def build(ctx: Context) -> Running:
+        import stoke
+
+        pipe = (stoke.from_sequence(ctx.samples).shuffle(seed=ctx.settings.seed)
+                .map(ctx.transform).batch(ctx.settings.batch_size))
+        loader = pipe.loader(workers=ctx.workers, executor=executor)
+        return Running(iter(loader.iter(epoch=0)), loader.close)
+
+    return build
+
+
+def build_tf_numpy_function(ctx: Context) -> Running:
+    import tensorflow as tf
+
+    dataset = workloads.TransformedSamples(ctx.samples, ctx.transform, ctx.settings.seed)
+    crop = ctx.workload.crop_size
+
+    def load(index):
+        image, label = tf.numpy_function(
+            lambda i: dataset[i], [index], (tf.float32, tf.int32), stateful=False)
+        image.set_shape((crop, crop, 3))
+        label.set_shape(())
+        return image, label
+
+    n = len(ctx.samples)
+    ds = (tf.data.Dataset.range(n)
+          .shuffle(n, seed=ctx.settings.seed)
+          .map(load, num_parallel_calls=tf.data.AUTOTUNE)
+          .batch(ctx.settings.batch_size)
+          .prefetch(tf.data.AUTOTUNE))
+    return Running(iter(ds))
+
+
+def build_tf_native(ctx: Context) -> Running:
+    import tensorflow as tf
+
+    n = len(ctx.samples)
+    files = len(ctx.jpegs)
+    jpegs = tf.constant(ctx.jpegs)
+    labels = tf.constant(ctx.labels)
+    fn = workloads.tf_native_transform(ctx.workload)
+
+    def read(index):
+        k = index % files
+        return tf.gather(jpegs, k), tf.gather(labels, k), index
+
+    ds = (tf.data.Dataset.range(n)
+          .shuffle(n, seed=ctx.settings.seed)
+          .map(read)
+          .map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+          .batch(ctx.settings.batch_size)
+          .prefetch(tf.data.AUTOTUNE))
+    return Running(iter(ds))
+
+
+def _build_pydataset(use_multiprocessing: bool) -> Callable[[Context], Running]:
+    def build(ctx: Context) -> Running:
+        import keras
+        from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+
+        dataset = workloads.TransformedSamples(ctx.samples, ctx.transform, ctx.settings.seed)
+        order, size = _order(ctx), ctx.settings.batch_size
+
+        # Defined here so that importing this script never imports Keras. The processes
+        # variant relies on fork (Linux's default before Python 3.14), like Keras' own users.
+        class JpegPyDataset(keras.utils.PyDataset):
+            def __len__(self):
+                return len(order) // size
+
+            def __getitem__(self, batch_index):
+                indices = order[batch_index * size:(batch_index + 1) * size]
+                return workloads.collate([dataset[i] for i in indices])
+
+        py_dataset = JpegPyDataset(workers=ctx.workers, use_multiprocessing=use_multiprocessing)
+        # What fit() does: one adapter, on_epoch_begin, the numpy iterator, on_epoch_end.
+        adapter = PyDatasetAdapter(py_dataset, shuffle=False)
+        adapter.on_epoch_begin()
+        return Running(iter(adapter.get_numpy_iterator()), adapter.on_epoch_end)
+
+    return build
+
+
+def build_torch(ctx: Context) -> Running:
+    import torch
+    from torch.utils.data import DataLoader
+
+    dataset = workloads.TransformedSamples(ctx.samples, ctx.transform, ctx.settings.seed)
+    generator = torch.Generator()
+    generator.manual_seed(ctx.settings.seed)
+    loader = DataLoader(dataset, batch_size=ctx.settings.batch_size, shuffle=True,
+                        generator=generator, num_workers=ctx.workers, persistent_workers=True,
+                        pin_memory=False)
+    iterator = iter(loader)
+
+    def close():
+        nonlocal iterator
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        iterator = None
+
+    return Running(iterator, close)
+
+
+def _grain_dataset(ctx: Context):
+    import grain
+
+    return (grain.MapDataset.source(ctx.samples)
+            .shuffle(seed=ctx.settings.seed)
+            .random_map(ctx.transform, seed=ctx.settings.seed))
+
+
+def build_grain_threads(ctx: Context) -> Running:
+    import grain
+
+    # grain's thread prefetch (ReadOptions) over samples, then batching.
+    ds = (_grain_dataset(ctx)
+          .to_iter_dataset(grain.ReadOptions(num_threads=ctx.workers,
+                                             prefetch_buffer_size=500))
+          .batch(ctx.settings.batch_size))
+    iterator = iter(ds)
+    return Running(iterator, getattr(iterator, "close", lambda: None))
+
+
+def build_grain_processes(ctx: Context) -> Running:
+    import grain
+    from absl import flags
+
+    # grain reads an absl flag when a framework profiler is loaded (TensorFlow is, in this
+    # process); outside an absl app nobody parsed the flags, so take their defaults.
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+    # One process per core; batching last, so grain ships batches through shared memory.
+    ds = (_grain_dataset(ctx)
+          .to_iter_dataset(grain.ReadOptions(num_threads=0))
+          .batch(ctx.settings.batch_size)
+          .mp_prefetch(grain.MultiprocessingOptions(num_workers=ctx.workers)))
+    iterator = iter(ds)
+    return Running(iterator, iterator.close)
+
+
+LOADERS: tuple[LoaderSpec, ...] = (
+    LoaderSpec("python-loop", "baseline", "plain Python loop, 1 core: transform + np.stack",
+               (), build_python_loop),
+    LoaderSpec("stoke-process", "stoke", "stoke, process workers + shared-memory ring",
+               ("stoke",), _build_stoke("process")),
+    LoaderSpec("stoke-thread", "stoke", "stoke, thread workers", ("stoke",),
+               _build_stoke("thread")),
+    LoaderSpec("tf.data-numpy_function", "peer",
+               "tf.data map(numpy_function), AUTOTUNE, prefetch", ("tensorflow",),
+               build_tf_numpy_function),
+    LoaderSpec("pydataset-threads", "peer", "keras PyDataset, workers=N threads", ("keras",),
+               _build_pydataset(False)),
+    LoaderSpec("pydataset-processes", "peer", "keras PyDataset, use_multiprocessing=True",
+               ("keras",), _build_pydataset(True)),
+    LoaderSpec("torch-dataloader", "peer", "torch DataLoader, num_workers=N, persistent",
+               ("torch",), build_torch),
+    LoaderSpec("grain-threads", "peer", "grain to_iter_dataset(ReadOptions(num_threads=N))",
+               ("grain",), build_grain_threads),
+    LoaderSpec("grain-processes", "peer", "grain mp_prefetch(num_workers=N)", ("grain",),
+               build_grain_processes),
+    LoaderSpec("tf-native-ops", "reference",
+               "reference: same work in TF ops (decode_jpeg, tf.image), AUTOTUNE",
+               ("tensorflow",), build_tf_native),
+)
+LOADER_NAMES = tuple(spec.name for spec in LOADERS)
+
+
+# -- measuring -----------------------------------------------------------------------------
+def _touch(batch: Any) -> float:
+    """What a trainer does to a batch at the least: read it (one image and one label)."""
+    x, y = batch[0], batch[1]
+    return float(np.asarray(x[0]).sum()) + float(np.asarray(y[0]))
+
+
+def _describe_batch(batch: Any) -> dict[str, Any]:
+    x, y = batch[0], batch[1]
+
+    def dtype(a):
+        return str(getattr(a.dtype, "name", a.dtype)).replace("torch.", "")
+
+    return {"x_shape": [int(d) for d in x.shape], "x_dtype": dtype(x),
+            "y_shape": [int(d) for d in y.shape], "y_dtype": dtype(y),
+            "x_type": f"{type(x).__module__}.{type(x).__name__}"}
+
+
+def _infrastructure(process) -> bool:
+    """Interpreter-wide helpers (not a loader's workers), started once and kept."""
+    try:
+        cmdline = " ".join(process.cmdline())
+    except Exception:  # noqa: BLE001 - gone or inaccessible: not ours to judge
+        return True
+    return any(s in cmdline for s in ("resource_tracker", "forkserver", "semaphore_tracker"))
+
+
+def _reap_new_children(before: set[int], timeout_s: float = 20.0) -> list[str]:
+    """Wait until the worker processes a loader started are gone; kill and name stragglers."""
+    import psutil
+
+    me = psutil.Process()
+
+    def alive():
+        found = []
+        for child in me.children(recursive=True):
+            try:
+                if child.pid in before or child.status() == psutil.STATUS_ZOMBIE:
+                    continue
+            except psutil.Error:
+                continue
+            if not _infrastructure(child):
+                found.append(child)
+        return found
+
+    deadline = time.monotonic() + timeout_s
+    while (left := alive()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    leftovers = []
+    for child in left:
+        try:
+            leftovers.append(f"pid {child.pid}: {' '.join(child.cmdline())[:120]}")
+            child.kill()
+        except psutil.Error:
+            pass
+    return leftovers
+
+
+def _children() -> set[int]:
+    import psutil
+
+    return {c.pid for c in psutil.Process().children(recursive=True)}
+
+
+def measure_once(spec: LoaderSpec, ctx: Context) -> dict[str, Any]:
+    """One visit: build, first batch (start-up), warm-up, timed window, close, reap."""
+    settings = ctx.settings
+    before = _children()
+    gc.collect()
+    started = time.perf_counter()
+    running = spec.build(ctx)
+    sink = 0.0
+    try:
+        batches = running.batches
+        first = next(batches)
+        sink += _touch(first)
+        batch_info = _describe_batch(first)
+        del first
+        first_at = time.perf_counter()
+        for _ in range(settings.warmup_batches):
+            sink += _touch(next(batches))
+        timed_from = time.perf_counter()
+        for _ in range(settings.batches):
+            sink += _touch(next(batches))
+        timed_to = time.perf_counter()
+    finally:
+        try:
+            running.close()
+        finally:
+            del running
+            gc.collect()
+            leftovers = _reap_new_children(before)
+    if not np.isfinite(sink):
+        raise RuntimeError(f"{spec.name} delivered non-finite values")
+    return {
+        "startup_s": first_at - started,
+        "images_per_s": settings.batches * settings.batch_size / (timed_to - timed_from),
+        "batch": batch_info,
+        "leftover_processes": leftovers,
+    }
+
+
+@dataclass
+class Row:
+    spec: LoaderSpec
+    workers: int
+    label: str
+    status: str = "ok"  # ok | skipped | failed
+    note: str = ""
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def images_per_s(self) -> float | None:
+        values = [r["images_per_s"] for r in self.rounds]
+        return statistics.median(values) if values else None
+
+    @property
+    def best_images_per_s(self) -> float | None:
+        values = [r["images_per_s"] for r in self.rounds]
+        return max(values) if values else None
+
+    def as_dict(self) -> dict[str, Any]:
+        startups = [r["startup_s"] for r in self.rounds]
+        leftovers = [p for r in self.rounds for p in r["leftover_processes"]]
+        return {
+            "name": self.label,
+            "loader": self.spec.name,
+            "kind": self.spec.kind,
+            "description": self.spec.description,
+            "workers": 1 if self.spec.kind == "baseline" else self.workers,
+            "status": self.status,
+            "note": self.note,
+            "images_per_s": self.images_per_s,
+            "images_per_s_best": self.best_images_per_s,
+            "images_per_s_rounds": [r["images_per_s"] for r in self.rounds],
+            "startup_s": statistics.median(startups) if startups else None,
+            "startup_s_rounds": startups,
+            "batch": self.rounds[0]["batch"] if self.rounds else None,
+            "leftover_processes": leftovers,
+        }
+
+
+def run_rounds(rows: list[Row], ctx_for: Callable[[Row], Context], rounds: int,
+               log: Callable[[str], None]) -> None:
+    """Round-robin over the rows; the order rotates each round."""
+    active = [r for r in rows if r.status == "ok"]
+    for round_index in range(rounds):
+        shift = round_index % max(1, len(active))
+        for row in active[shift:] + active[:shift]:
+            if row.status != "ok":
+                continue
+            try:
+                result = measure_once(row.spec, ctx_for(row))
+            except Exception as exc:  # noqa: BLE001 - one broken peer must not stop the rest
+                row.status = "failed"
+                row.note = f"{type(exc).__name__}: {exc}"[:300]
+                log(f"round {round_index + 1}/{rounds}  {row.label:<26} FAILED: {row.note}")
+                continue
+            row.rounds.append(result)
+            log(f"round {round_index + 1}/{rounds}  {row.label:<26} "
+                f"{result['images_per_s']:>9,.0f} img/s   start-up {result['startup_s']:.2f} s")
+
+
+# -- reporting -----------------------------------------------------------------------------
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Ratios to the plain loop and to the best peer; fills each row's ratio fields."""
+    ok = [r for r in rows if r["status"] == "ok" and r["images_per_s"]]
+    loop = next((r for r in ok if r["kind"] == "baseline"), None)
+    peers = [r for r in ok if r["kind"] == "peer"]
+    best_peer = max(peers, key=lambda r: r["images_per_s"], default=None)
+    for r in rows:
+        value = r["images_per_s"] if r["status"] == "ok" else None
+        r["ratio_to_loop"] = value / loop["images_per_s"] if value and loop else None
+        r["ratio_to_best_peer"] = (value / best_peer["images_per_s"]
+                                   if value and best_peer else None)
+    summary: dict[str, Any] = {
+        "loop_images_per_s": loop["images_per_s"] if loop else None,
+        "best_peer": best_peer["name"] if best_peer else None,
+        "best_peer_images_per_s": best_peer["images_per_s"] if best_peer else None,
+    }
+    for r in ok:
+        if r["kind"] == "stoke":
+            summary[f"{r['name']}_ratio_to_loop"] = r["ratio_to_loop"]
+            summary[f"{r['name']}_ratio_to_best_peer"] = r["ratio_to_best_peer"]
+    return summary
+
+
+def summarise_scaling(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Efficiency vs linear: img/s at w workers / (w x img/s at the fewest workers measured,
+    scaled to one worker)."""
+    ok = sorted((r for r in rows if r["status"] == "ok" and r["kind"] == "stoke"),
+                key=lambda r: r["workers"])
+    loop = next((r for r in rows if r["status"] == "ok" and r["kind"] == "baseline"), None)
+    for r in rows:
+        r["ratio_to_loop"] = (r["images_per_s"] / loop["images_per_s"]
+                              if loop and r["status"] == "ok" else None)
+        r["ratio_to_best_peer"] = None
+        r["efficiency_vs_linear"] = None
+    if not ok:
+        return {}
+    per_worker = ok[0]["images_per_s"] / ok[0]["workers"]
+    for r in ok:
+        r["efficiency_vs_linear"] = r["images_per_s"] / (r["workers"] * per_worker)
+        if loop:
+            r["efficiency_vs_loop"] = r["images_per_s"] / (r["workers"] * loop["images_per_s"])
+    return {"per_worker_images_per_s": per_worker,
+            "linear_reference": f"{ok[0]['name']} / {ok[0]['workers']}",
+            "efficiency_at_max_workers": ok[-1]["efficiency_vs_linear"],
+            "max_workers": ok[-1]["workers"]}
+
+
+def _fmt(value: float | None, fmt: str, missing: str = "-") -> str:
+    return missing if value is None else format(value, fmt)
+
+
+def print_table(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    settings, workload = result["settings"], result["workload"]
+    machine = result["machine"]
+    title = (f"{result['mode']}: {workload['image_size']}px JPEG -> crop {workload['crop_size']}, "
+             f"batch {settings['batch_size']}, {machine['cores']} cores, "
+             f"{settings['batches']} timed batches x {settings['rounds']} rounds "
+             f"({STATISTIC}), decoder {workload['decoder']}")
+    table = Table(title=title, title_justify="left")
+    table.add_column("loader")
+    table.add_column("workers", justify="right")
+    table.add_column("img/s", justify="right")
+    table.add_column("best", justify="right")
+    table.add_column("x loop", justify="right")
+    scaling = result["mode"] == "scaling"
+    table.add_column("eff. vs linear" if scaling else "x best peer", justify="right")
+    table.add_column("start-up s", justify="right")
+    table.add_column("note")
+    for r in result["rows"]:
+        last = r.get("efficiency_vs_linear") if scaling else r["ratio_to_best_peer"]
+        style = "bold" if r["kind"] == "stoke" else ("dim" if r["kind"] == "reference" else None)
+        table.add_row(
+            r["name"], str(r["workers"]), _fmt(r["images_per_s"], ",.0f"),
+            _fmt(r["images_per_s_best"], ",.0f"), _fmt(r["ratio_to_loop"], ".2f"),
+            (_fmt(last, ".0%") if scaling else _fmt(last, ".2f")),
+            _fmt(r["startup_s"], ".2f"),
+            r["note"] or (r["description"] if r["kind"] == "reference" else ""),
+            style=style,
+        )
+    console = Console(width=max(100, Console().width))
+    console.print(table)
+    summary = result["summary"]
+    if not scaling and summary.get("best_peer"):
+        console.print(f"best peer: {summary['best_peer']} "
+                      f"({summary['best_peer_images_per_s']:,.0f} img/s); ratios are medians "
+                      "of rounds; tf-native-ops is a reference, not a peer.")
+
+
+# -- main ----------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    cores = available_cores()
+    parser = argparse.ArgumentParser(
+        description="Throughput of stoke and its peers on one JPEG workload (see README.md).")
+    parser.add_argument("--images", type=int, default=None,
+                        help="distinct JPEG files (default 512; --quick: 32)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default 64; --quick: 16")
+    parser.add_argument("--workers", type=int, default=cores,
+                        help=f"workers of every parallel loader (default: the cores, {cores})")
+    parser.add_argument("--rounds", type=int, default=None, help="default 5; --quick: 1")
+    parser.add_argument("--batches", type=int, default=None,
+                        help="timed batches per round (default max(40, 20 x workers))")
+    parser.add_argument("--warmup-batches", type=int, default=None,
+                        help="batches after the first, before timing (default max(8, 2 x "
+                             "workers + 2): drains what workers made ahead during start-up)")
+    parser.add_argument("--image-size", type=int, default=160, help="JPEG side, pixels")
+    parser.add_argument("--crop-size", type=int, default=128, help="random crop side, pixels")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes and one round: checks that every row runs")
+    parser.add_argument("--only", default=None,
+                        help=f"comma-separated loaders, of: {', '.join(LOADER_NAMES)}")
+    parser.add_argument("--scaling", default=None, metavar="W[,W...]",
+                        help="run only stoke-process at these worker counts (and the loop), "
+                             "and report efficiency vs linear, e.g. 1,2,4,8,12,15")
+    parser.add_argument("--data-dir", default=None,
+                        help=f"where the JPEGs are cached (default {workloads.default_cache_dir()})")
+    parser.add_argument("--tag", default=None, help="results file suffix (default: hostname)")
+    parser.add_argument("--out", default=None, help="results JSON path (default: "
+                        "benchmarks/results/pipeline_throughput[-scaling]-TAG.json)")
+    args = parser.parse_args(argv)
+
+    if args.only:
+        chosen = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = [n for n in chosen if n not in LOADER_NAMES]
+        if unknown:
+            parser.error(f"unknown loader(s) {', '.join(unknown)}; "
+                         f"choose from: {', '.join(LOADER_NAMES)}")
+        args.only = chosen
+    if args.scaling:
+        try:
+            args.scaling = sorted({int(w) for w in args.scaling.split(",") if w.strip()})
+        except ValueError:
+            parser.error(f"--scaling takes worker counts like 1,2,4. Received: {args.scaling}")
+        if not args.scaling or min(args.scaling) < 1:
+            parser.error("--scaling worker counts must be >= 1")
+    if args.workers < 1:
+        parser.error(f"--workers must be >= 1. Received: {args.workers}")
+    max_workers = max(args.scaling) if args.scaling else args.workers
+    quick = args.quick
+    args.images = args.images or (32 if quick else 512)
+    args.batch_size = args.batch_size or (16 if quick else 64)
+    args.rounds = args.rounds or (1 if quick else 5)
+    if args.batches is None:
+        args.batches = 4 if quick else max(40, 20 * max_workers)
+    if args.warmup_batches is None:
+        args.warmup_batches = 2 if quick else max(8, 2 * max_workers + 2)
+    for name in ("images", "batch_size", "rounds", "batches"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.warmup_batches < 0:
+        parser.error("--warmup-batches must be >= 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    backend_note = _keras_backend_note()
+    workload = workloads.Workload(files=args.images, image_size=args.image_size,
+                                  crop_size=args.crop_size, seed=args.seed)
+    settings = Settings(batch_size=args.batch_size, workers=args.workers, batches=args.batches,
+                        warmup_batches=args.warmup_batches, rounds=args.rounds, seed=args.seed)
+    jpegs, labels = workloads.load_samples(workload, args.data_dir)
+    samples = workloads.JpegSamples(jpegs, labels, length=settings.total_samples)
+    transform = workloads.Transform(workload)
+    by_name = {spec.name: spec for spec in LOADERS}
+
+    if args.scaling:
+        mode = "scaling"
+        rows = [Row(by_name["python-loop"], 1, "python-loop")]
+        rows += [Row(by_name["stoke-process"], w, f"stoke-process w={w}") for w in args.scaling]
+    else:
+        mode = "compare"
+        names = args.only or list(LOADER_NAMES)
+        rows = [Row(by_name[n], settings.workers, n) for n in LOADER_NAMES if n in names]
+    for row in rows:
+        missing = [m for m in row.spec.requires if not _installed(m)]
+        if missing:
+            row.status = "skipped"
+            row.note = f"not installed: {', '.join(missing)}"
+        elif row.spec.name.startswith("pydataset") and backend_note:
+            row.note = backend_note
+
+    def ctx_for(row: Row) -> Context:
+        return Context(workload, settings, samples, transform, jpegs, labels, row.workers)
+
+    def log(message: str) -> None:
+        print(message, flush=True)
+
+    load_start = os.getloadavg()
+    started = time.time()
+    print(f"{mode}: {len(rows)} rows, {settings.rounds} round(s), {settings.batches} timed "
+          f"batches of {settings.batch_size} after {settings.warmup_batches} warm-up; "
+          f"{workload.files} JPEGs {workload.image_size}px -> {workload.crop_size}px",
+          flush=True)
+    run_rounds(rows, ctx_for, settings.rounds, log)
+
+    row_dicts = [r.as_dict() for r in rows]
+    summary = summarise_scaling(row_dicts) if mode == "scaling" else summarise(row_dicts)
+    machine = machine_info()
+    machine["loadavg_start"] = [round(v, 2) for v in load_start]
+    machine["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
+    result = {
+        "schema": SCHEMA,
+        "mode": mode,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "duration_s": round(time.time() - started, 1),
+        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "machine": machine,
+        "workload": workload.as_dict(),
+        "settings": {
+            "batch_size": settings.batch_size, "workers": settings.workers,
+            "batches": settings.batches, "warmup_batches": settings.warmup_batches,
+            "rounds": settings.rounds, "seed": settings.seed, "statistic": STATISTIC,
+            "startup": "excluded from img/s; the first batch's latency, reported as startup_s",
+            "consumer": "touches one image and one label per batch (no full copy)",
+            "scaling_workers": args.scaling,
+        },
+        "rows": row_dicts,
+        "summary": summary,
+    }
+    print_table(result)
+    tag = args.tag or socket.gethostname()
+    out = Path(args.out) if args.out else (
+        HERE / "results" / f"pipeline_throughput{'-scaling' if mode == 'scaling' else ''}-{tag}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}  (plot: python benchmarks/plot.py {out})")
+    failed = [r["name"] for r in row_dicts if r["status"] == "failed"]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""The benchmark workload: synthetic photo-like JPEGs, and one transform that every loader runs.
+
+What it owns:
+
+- :func:`ensure_jpegs` writes N JPEG files once into a cache folder (smooth colour fields,
+  a few soft shapes and sensor-like noise, quality 90, 4:2:0 chroma: sizes and decode times
+  close to real photos of the same resolution) and :func:`load_samples` reads them back
+  into memory, so no loader ever waits on the disk.
+- :class:`JpegSamples` is the source every loader reads: ``samples[i] -> (jpeg bytes,
+  label)``. Its length is the number of samples a run streams, which may exceed the number
+  of distinct files (index ``i`` reads file ``i % files``), so short and long runs use the
+  same files.
+- :func:`transform` is THE per-sample transform, in plain Python: decode -> random crop ->
+  random horizontal flip -> random brightness -> float32 in [0, 1] (+ brightness). Every
+  Python loader (plain loop, stoke, tf.data ``numpy_function``, PyDataset, torch, grain)
+  calls this same function with a per-sample ``numpy.random.Generator``.
+- :func:`tf_native_transform` is the same work written in TensorFlow ops, for the reference
+  row only (C++ kernels, no Python per sample).
+
+The decoder is simplejpeg (libjpeg-turbo; releases the GIL) when installed, else Pillow
+(libjpeg-turbo too). Neither is home-made. :data:`DECODER` says which one is in use; the benchmark records it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+try:  # pragma: no cover - depends on the environment
+    import simplejpeg
+except ImportError:  # pragma: no cover
+    simplejpeg = None
+
+DECODER = "simplejpeg" if simplejpeg is not None else "pillow"
+CACHE_VERSION = 1  # bump when the generated images change
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What the benchmark measures. Defaults: 160x160 JPEGs (quality 90) cropped to 128x128,
+    the crop size the design notes' measurements use (a 0.8 crop ratio, near ImageNet's
+    224/256). Pass ``--image-size 256 --crop-size 224`` for the ImageNet-sized variant."""
+
+    files: int = 512
+    image_size: int = 160
+    crop_size: int = 128
+    quality: int = 90
+    max_brightness_delta: float = 0.2
+    classes: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.files < 1:
+            raise ValueError(f"files must be >= 1. Received: files={self.files}")
+        if not 1 <= self.crop_size <= self.image_size:
+            raise ValueError(
+                f"crop_size must be between 1 and image_size ({self.image_size}). "
+                f"Received: crop_size={self.crop_size}"
+            )
+        if not 1 <= self.quality <= 100:
+            raise ValueError(f"quality must be in 1..100. Received: quality={self.quality}")
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "decoder": DECODER}
+
+
+# -- data ---------------------------------------------------------------------------------
+def default_cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "stoke-bench"
+
+
+def _photo_like(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A smooth random colour field with soft blobs and noise: compresses and decodes like a
+    photo (natural images are mostly low-frequency with fine texture)."""
+    from PIL import Image, ImageFilter
+
+    coarse = rng.integers(0, 256, size=(rng.integers(3, 8), rng.integers(3, 8), 3), dtype=np.uint8)
+    field = np.asarray(Image.fromarray(coarse).resize((size, size), Image.BICUBIC), np.float32)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    for _ in range(int(rng.integers(2, 6))):  # soft-edged "objects"
+        cy, cx = rng.uniform(0, size, 2)
+        radius = rng.uniform(size / 10, size / 3)
+        mask = 1.0 / (1.0 + np.exp(((yy - cy) ** 2 + (xx - cx) ** 2) ** 0.5 / 3 - radius / 3))
+        field += mask[..., None] * (rng.uniform(-90, 90, 3).astype(np.float32))
+    texture = rng.normal(0.0, 1.0, (size, size, 3)).astype(np.float32)
+    texture = np.asarray(
+        Image.fromarray(np.clip(texture * 40 + 128, 0, 255).astype(np.uint8))
+        .filter(ImageFilter.GaussianBlur(0.8)), np.float32) - 128
+    image = field + 0.35 * texture + rng.normal(0.0, 3.0, (size, size, 3))
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def ensure_jpegs(workload: Workload, data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """The workload's JPEG files, generated once into ``data_dir`` (default
+    ``~/.cache/stoke-bench``) under a folder named by the parameters. Idempotent."""
+    from PIL import Image
+
+    root = Path(data_dir) if data_dir is not None else default_cache_dir()
+    folder = root / (f"jpeg-v{CACHE_VERSION}-{workload.image_size}px-q{workload.quality}"
+                     f"-seed{workload.seed}")
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{i:06d}.jpg" for i in range(workload.files)]
+    for i, path in enumerate(paths):
+        if path.exists():
+            continue
+        rng = np.random.default_rng([workload.seed, i])
+        buffer = io.BytesIO()
+        Image.fromarray(_photo_like(rng, workload.image_size)).save(
+            buffer, "JPEG", quality=workload.quality, subsampling="4:2:0")
+        partial = path.with_suffix(".tmp")
+        partial.write_bytes(buffer.getvalue())
+        os.replace(partial, path)  # never a half-written file, even when interrupted
+    return paths
+
+
+def load_samples(workload: Workload, data_dir: str | os.PathLike | None = None
+                 ) -> tuple[list[bytes], np.ndarray]:
+    """The JPEG bytes of every file (generated if needed) and one int32 label per file."""
+    paths = ensure_jpegs(workload, data_dir)
+    jpegs = [p.read_bytes() for p in paths]
+    labels = (np.arange(len(jpegs)) % workload.classes).astype(np.int32)
+    return jpegs, labels
+
+
+class JpegSamples:
+    """``samples[i] -> (jpeg bytes, int32 label)`` for ``i < length``; reads file
+    ``i % files``. Picklable (the bytes travel with it), so any loader's workers can hold it."""
+
+    def __init__(self, jpegs: list[bytes], labels: np.ndarray, length: int | None = None):
+        if not jpegs:
+            raise ValueError("JpegSamples needs at least one JPEG.")
+        self.jpegs = list(jpegs)
+        self.labels = np.asarray(labels, np.int32)
+        self.length = len(self.jpegs) if length is None else int(length)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[bytes, np.int32]:
+        index = int(index)
+        if not 0 <= index < self.length:
+            raise IndexError(f"sample index {index} out of range [0, {self.length})")
+        k = index % len(self.jpegs)
+        return self.jpegs[k], self.labels[k]
+
+
+# -- the transform ------------------------------------------------------------------------
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """A per-sample generator for loaders that do not supply one (same cost as stoke's)."""
+    return np.random.default_rng([seed, epoch, int(index)])
+
+
+def decode(jpeg: bytes) -> np.ndarray:
+    """JPEG bytes -> HxWx3 uint8 RGB at full resolution, with a well-kept decoder.
+
+    Full resolution for every loader, like ``tf.io.decode_jpeg`` in the reference row
+    (accurate integer DCT, smooth chroma upsampling in both). Pillow's ``draft`` only asks
+    the JPEG decoder for RGB output here: scaling in the DCT would change what the random
+    crop sees, so it is not used.
+    """
+    if simplejpeg is not None:
+        return simplejpeg.decode_jpeg(jpeg, colorspace="RGB")
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(jpeg))
+    image.draft("RGB", image.size)
+    return np.asarray(image.convert("RGB"))
+
+
+def transform(sample: tuple[bytes, np.int32], rng: np.random.Generator,
+              crop_size: int = 128, max_brightness_delta: float = 0.2
+              ) -> tuple[np.ndarray, np.int32]:
+    """Decode, random crop ``crop_size``, random flip, random brightness, float32 / 255.
+
+    The plain-Python transform every Python loader runs. Brightness adds one delta drawn
+    uniformly from ``[-max_brightness_delta, max_brightness_delta)`` to the [0, 1] image,
+    like ``tf.image.random_brightness`` (no clipping).
+    """
+    jpeg, label = sample
+    image = decode(jpeg)
+    height, width = image.shape[:2]
+    top = int(rng.integers(0, height - crop_size + 1))
+    left = int(rng.integers(0, width - crop_size + 1))
+    image = image[top:top + crop_size, left:left + crop_size]
+    if rng.random() < 0.5:
+        image = image[:, ::-1]
+    delta = np.float32(rng.uniform(-max_brightness_delta, max_brightness_delta))
+    out = image.astype(np.float32)  # one contiguous copy, then in place
+    out *= np.float32(1.0 / 255.0)
+    out += delta
+    return out, np.int32(label)
+
+
+class Transform:
+    """``transform`` bound to a workload's parameters: a picklable callable ``(sample, rng)``.
+    (A class instead of ``functools.partial``, so loaders that inspect signatures see two
+    parameters.)"""
+
+    def __init__(self, workload: Workload) -> None:
+        self.crop_size = workload.crop_size
+        self.max_brightness_delta = workload.max_brightness_delta
+
+    def __call__(self, sample, rng):
+        return transform(sample, rng, self.crop_size, self.max_brightness_delta)
+
+
+# -- the native TensorFlow reference --------------------------------------------------------
+def tf_native_transform(workload: Workload):
+    """The same work in TensorFlow ops, for ``Dataset.map``: ``(jpeg, label, index) ->
+    (image, label)``. Randomness is stateless, seeded by ``(seed, index)``."""
+    import tensorflow as tf
+
+    crop = workload.crop_size
+    delta = workload.max_brightness_delta
+    seed = workload.seed
+
+    def fn(jpeg, label, index):
+        seeds = tf.random.experimental.stateless_split(
+            tf.stack([tf.cast(seed, tf.int64), tf.cast(index, tf.int64)]), num=3)
+        image = tf.io.decode_jpeg(jpeg, channels=3)
+        image = tf.image.stateless_random_crop(image, [crop, crop, 3], seed=seeds[0])
+        image = tf.image.stateless_random_flip_left_right(image, seed=seeds[1])
+        image = tf.image.convert_image_dtype(image, tf.float32)  # / 255
+        image = tf.image.stateless_random_brightness(image, delta, seed=seeds[2])
+        return image, label
+
+    return fn
+
+
+class TransformedSamples:
+    """``dataset[i] -> transform(samples[i], rng(seed, epoch, i))``: the per-sample view the
+    peers without their own per-sample rng read (a torch map-style dataset, the body of a
+    ``numpy_function``, a PyDataset's batch). Module-level, so it pickles by reference."""
+
+    def __init__(self, samples: JpegSamples, fn, seed: int = 0, epoch: int = 0) -> None:
+        self.samples = samples
+        self.fn = fn
+        self.seed = seed
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        index = int(index)
+        return self.fn(self.samples[index], sample_rng(self.seed, self.epoch, index))
+
+
+def collate(samples: list[tuple[np.ndarray, np.int32]]) -> tuple[np.ndarray, np.ndarray]:
+    """A batch from ``(image, label)`` samples: what a hand-written loop does (``np.stack``)."""
+    return np.stack([s[0] for s in samples]), np.array([s[1] for s in samples], np.int32)

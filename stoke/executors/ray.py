@@ -1,0 +1,446 @@
+"""The Ray executor: the per-sample program runs as Ray tasks on a cluster's CPUs.
+
+Owns connecting to a cluster, shipping the sample program to it once, turning each
+:class:`~stoke.executors.chunk.Task` into one Ray task, and copying what comes back into the
+loader's ring. It leaves the epoch plan, the order of delivery, the ring and the device feed
+to the loader: for the loader this is one more :class:`~stoke.executors.base.WorkerPool`
+(``shared_ring=False``), like the thread executor.
+
+How a chunk travels. The program (source + map/filter chain) is put in the object store once
+(``ray.put``; cloudpickle, large numpy arrays zero-copy) and each worker process unpickles it
+once and keeps it. A task gets the chunk's indices and the batch layout, runs exactly
+:func:`~stoke.executors.chunk.run_task` (the code every executor runs) into a private slot
+of its own, and returns that slot as one numpy array through the object store. The trainer
+copies the kept rows into the ring slot the loader gave the task (one ``memcpy``) and frees
+the object.
+
+What is guaranteed, and why:
+
+- **Same samples, same order, exactly once** as the local executors. The loader decides the
+  plan and delivers strictly in plan order; results may come back in any order. Every task
+  id has one ``ObjectRef``, so the trainer sees at most one result per task whatever Ray does
+  underneath, and the loader takes one result per task id. Per-sample randomness depends on
+  ``(seed, epoch, index, step)`` only, so a re-executed task returns the very same arrays.
+- **A node that dies mid-epoch** loses nothing: tasks that were running on it are retried on
+  other nodes (``max_retries``, for system failures only: an exception in the user's function
+  is never retried, it is raised in the trainer with the sample index, as locally), and
+  results that lived only in its object store are rebuilt from lineage when fetched. User
+  functions may therefore run more than once for a sample (keep them free of side effects);
+  the trainer still gets each sample once. When retries run out, the batch is named in a
+  :class:`~stoke.errors.WorkerDiedError`.
+- **Back-pressure**: at most one task per free ring slot (the loader's bound), and no more
+  results in flight than fit in ``object_store_budget_bytes`` (default: half the object store
+  of the trainer's node); further tasks wait in the trainer.
+- **Nothing hangs**: each wait polls with the loader's timeout; if the cluster has no CPU at
+  all, the stuck-workers error says so.
+
+Why Ray Core tasks, not Ray Data (``from_items(chunks).map_batches(...)``): the loader hands
+out work one chunk at a time as ring slots free up and needs each chunk's result by id; a
+Ray Data dataset wants the whole epoch up front and runs its own streaming executor, whose
+buffering and back-pressure would sit on top of the ring's (two budgets to tune, batches made
+far ahead of the trainer), whose per-operator resource reservation must be switched off on
+small clusters, and whose order must be forced (``preserve_order``) although the loader
+already orders. Its fault tolerance is the one underneath, task retries and lineage, which
+this module uses directly. Resuming mid-epoch (``it.state()``) and abandoned iterators work
+unchanged, because the loader's plan stays the single source of truth.
+
+Connecting, in order: the cluster this process already joined (``ray.init()`` in the user's
+script); else ``ray_address=`` or the ``RAY_ADDRESS`` environment variable; else a local Ray
+started for this pool (and shut down by :meth:`RayPool.close`). A connection this pool made
+is closed by it too. The cluster's nodes need stoke installed (same version), like any
+library a Ray task imports.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import traceback
+from collections import OrderedDict, deque
+from typing import Any
+
+import numpy as np
+
+from stoke.errors import SampleError, StokeError, UnpicklableError, WorkerDiedError
+from stoke.executors.chunk import Result, Task, run_task
+from stoke.executors.ring import BatchRing, slot_views
+from stoke.program import SampleProgram
+
+log = logging.getLogger("stoke")
+
+INSTALL_HINT = "pip install 'stoke[ray]'"
+CONNECT_TIMEOUT_S = 5.0
+DEFAULT_MAX_RETRIES = 3
+_NO_CPU_CHECK_EVERY_S = 10.0
+
+
+class RayTaskLostError(WorkerDiedError):
+    """Ray could not finish a batch: a worker or node died on every try (system failure)."""
+
+    def __init__(self, message: str) -> None:  # noqa: D107 - a plain message, unlike its base
+        StokeError.__init__(self, message)
+        self.worker = "a Ray worker"
+        self.exitcode = None
+
+    def __reduce__(self):
+        return (RayTaskLostError, (str(self),))
+
+
+# -- connecting --------------------------------------------------------------------------------
+def import_ray():
+    """The ``ray`` module, or a :class:`StokeError` saying how to install it."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise StokeError(
+            f"executor=\"ray\" needs Ray, which cannot be imported here ({exc}). Install it "
+            f"with: {INSTALL_HINT}   (or use a local executor: executor=\"process\")"
+        ) from exc
+    return ray
+
+
+def connect(ray_address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Make sure this process is connected to a Ray cluster; True if this call connected it
+    (the caller then disconnects when done), False if it already was."""
+    ray = import_ray()
+    if ray.is_initialized():
+        if ray_address:
+            _check_same_cluster(ray, ray_address)
+        return False
+    address = ray_address or os.environ.get("RAY_ADDRESS") or None
+    origin = "ray_address" if ray_address else "the RAY_ADDRESS environment variable"
+    if address is None:
+        log.info("stoke: starting a local Ray (no ray_address, no RAY_ADDRESS)")
+        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+        return True
+    _check_reachable(address, origin)
+    try:
+        ray.init(address=address, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+        raise StokeError(
+            f"could not connect to the Ray cluster at {address!r} (from {origin}): "
+            f"{type(exc).__name__}: {exc}. Check the address (`ray start --head` prints it, "
+            "e.g. 10.0.0.5:6379) and that the head node is running, or leave ray_address and "
+            "RAY_ADDRESS unset to start a local Ray."
+        ) from exc
+    return True
+
+
+def _split_host_port(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of "host:port" or "ray://host:port"; None for "auto", "local"..."""
+    bare = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = bare.rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def _check_reachable(address: str, origin: str) -> None:
+    """Fail in seconds, not minutes: ``ray.init`` retries an unreachable address for long."""
+    if address in ("auto", "local"):
+        return
+    parsed = _split_host_port(address)
+    if parsed is None:
+        raise StokeError(
+            f"cannot read the Ray address {address!r} (from {origin}): give \"host:port\" of "
+            "the head node (e.g. 10.0.0.5:6379), \"ray://host:10001\" for Ray Client, or "
+            "\"auto\" for the cluster started on this machine."
+        )
+    try:
+        with socket.create_connection(parsed, timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        raise StokeError(
+            f"no Ray cluster answers at {address!r} (from {origin}): {exc}. Check the address "
+            "(`ray start --head` prints it, e.g. 10.0.0.5:6379), that the head node is running "
+            "and that this machine can reach it (firewall, port), or leave ray_address and "
+            "RAY_ADDRESS unset to start a local Ray."
+        ) from exc
+
+
+def _check_same_cluster(ray, address: str) -> None:
+    wanted = _split_host_port(address)
+    joined = _split_host_port(ray.get_runtime_context().gcs_address or "")
+    if wanted is None or joined is None or address.startswith("ray://"):
+        return
+
+    def resolve(host_port: tuple[str, int]) -> tuple[str, int]:
+        try:
+            return socket.gethostbyname(host_port[0]), host_port[1]
+        except OSError:
+            return host_port
+
+    if resolve(wanted) != resolve(joined):
+        raise StokeError(
+            f"this process is already connected to the Ray cluster at {joined[0]}:{joined[1]}, "
+            f"but ray_address={address!r}. Leave out ray_address to use the connected cluster, "
+            "or call ray.shutdown() first."
+        )
+
+
+def put_program(ray, program: SampleProgram):
+    """``ray.put`` the program once; an :class:`UnpicklableError` names the culprit."""
+    try:
+        return ray.put(program)
+    except Exception as exc:  # noqa: BLE001 - turned into advice
+        culprit = "the pipeline"
+        parts = [("the source", program.source)]
+        parts += [(f"the function of {step.name}", step) for step in program.steps]
+        import cloudpickle
+
+        for name, part in parts:
+            try:
+                cloudpickle.dumps(part)
+            except Exception:  # noqa: BLE001
+                culprit = name
+                break
+        raise UnpicklableError(
+            f"{culprit} cannot be sent to the Ray cluster: {type(exc).__name__}: "
+            f"{_first_line(exc)}. Ray tasks need serialisable functions and sources: define the "
+            "function at module level and keep handles such as open files, locks or sessions "
+            "out of it (open them lazily inside the function), or use a local executor "
+            "(executor=\"thread\")."
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# -- what runs on the cluster ------------------------------------------------------------------
+_PROGRAMS: OrderedDict[str, SampleProgram] = OrderedDict()  # per worker process: ref -> program
+_PROGRAMS_KEPT = 2
+
+
+def _program_of(program_ref) -> SampleProgram:
+    """The program behind ``program_ref``, unpickled once per worker process."""
+    key = program_ref.hex()
+    program = _PROGRAMS.get(key)
+    if program is None:
+        import ray
+
+        program = ray.get(program_ref)
+        _PROGRAMS[key] = program
+        while len(_PROGRAMS) > _PROGRAMS_KEPT:
+            _PROGRAMS.popitem(last=False)
+    else:
+        _PROGRAMS.move_to_end(key)
+    return program
+
+
+def _worker_name() -> str:
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    return f"Ray worker pid {os.getpid()} on node {node[:8]}"
+
+
+def _run_chunk(program_box: list, task: Task, layout) -> tuple[Result, np.ndarray | None]:
+    """One task on the cluster: the chunk's kept samples in a slot of our own, returned whole.
+
+    ``program_box`` holds the program's ObjectRef inside a list, so that Ray hands the ref
+    itself (not a fresh unpickled copy per task) and the worker can keep the program.
+    """
+    worker = _worker_name()
+    try:
+        program = _program_of(program_box[0])
+        if task.kind == "probe" or layout is None:
+            return run_task(program, task, None, None, worker), None
+        memory = np.empty(layout.slot_bytes, dtype=np.uint8)
+        result = run_task(program, task, layout, slot_views(memory, layout, 0), worker)
+    except Exception as exc:  # noqa: BLE001 - must travel back picklable, with its traceback
+        error = StokeError(
+            f"{worker} failed on samples {_describe_indices(task.indices)} (epoch "
+            f"{task.epoch}): {type(exc).__name__}: {exc}\n--- traceback in the worker ---\n"
+            + "".join(traceback.format_exception(exc)).rstrip()
+        )
+        return Result(task.task_id, error=error, worker=worker), None
+    error = result.error
+    if isinstance(error, SampleError) and not error.worker:
+        error = SampleError(error.index, error.stage, error.original_type,
+                            error.original_message, error.worker_traceback, worker)
+        return Result(task.task_id, error=error, worker=worker), None
+    if error is not None:
+        return result, None
+    return result, memory
+
+
+def _describe_indices(indices: np.ndarray) -> str:
+    head = [int(i) for i in indices[:4]]
+    return f"{head}{'...' if len(indices) > 4 else ''}"
+
+
+# -- the pool ----------------------------------------------------------------------------------
+class RayPool:
+    """Runs tasks as Ray tasks; results are copied into the trainer's (private) ring.
+
+    ``workers``: tasks the loader should keep in flight, which sizes the ring (None: the
+    cluster's CPUs when the pool starts). ``ray_address``: see the module docstring.
+    ``max_retries``: tries after a worker or node died (system failures only).
+    ``object_store_budget_bytes``: most bytes of results in flight (None: half the object
+    store of this node).
+
+    >>> pool = RayPool(pipe._program(), ray_address="10.0.0.5:6379")   # doctest: +SKIP
+    """
+
+    kind = "ray"
+    shared_ring = False
+
+    def __init__(self, program: SampleProgram, workers: int | None = None,
+                 ray_address: str | None = None, *, max_retries: int = DEFAULT_MAX_RETRIES,
+                 object_store_budget_bytes: int | None = None) -> None:
+        if workers is not None and (not isinstance(workers, int) or workers < 1):
+            raise ValueError(f"workers must be a positive int or None. Received: {workers!r}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0. Received: max_retries={max_retries}")
+        self._ray = ray = import_ray()
+        self._closed = False
+        self._owns_connection = False
+        self._program_ref = None
+        self._in_flight: dict[Any, Task] = {}  # ObjectRef -> task, in submission order
+        self._queued: deque[Task] = deque()
+        self._ready: deque[Result] = deque()
+        self._ring: BatchRing | None = None
+        self._max_in_flight: int | None = None
+        self._budget_bytes = object_store_budget_bytes
+        self._max_retries = max_retries
+        self._last_cpu_check = time.monotonic()
+        self._warned_no_cpu = False
+        self._owns_connection = connect(ray_address, num_cpus=workers)
+        try:
+            self._program_ref = put_program(ray, program)
+            cpus = int(ray.cluster_resources().get("CPU", 0))
+            self.workers = workers or max(1, cpus)
+            self._remote = ray.remote(num_cpus=1, max_retries=max_retries,
+                                      retry_exceptions=False)(_run_chunk)
+        except BaseException:
+            self.close()
+            raise
+        log.debug("stoke: Ray executor, %d tasks in flight, cluster CPUs %d", self.workers, cpus)
+
+    # -- WorkerPool protocol -------------------------------------------------------------------
+    def set_ring(self, ring: BatchRing) -> None:
+        self._ring = ring
+        budget = self._budget_bytes
+        if budget is None:
+            budget = self._node_object_store_bytes() // 2
+        self._max_in_flight = max(1, budget // max(1, ring.layout.slot_bytes))
+        if self._max_in_flight < ring.slots:
+            log.info("stoke: Ray results in flight limited to %d by the object store budget "
+                     "(%d MiB)", self._max_in_flight, budget >> 20)
+
+    def submit(self, task: Task) -> None:
+        self._check_open()
+        self._queued.append(task)
+        self._dispatch()
+
+    def next_result(self, timeout_s: float) -> Result | None:
+        self._check_open()
+        if self._ready:
+            return self._ready.popleft()
+        if not self._in_flight:
+            self._dispatch()
+        if not self._in_flight:
+            time.sleep(timeout_s)  # nothing submitted: nothing can arrive
+            return None
+        ray = self._ray
+        try:
+            done, _ = ray.wait(list(self._in_flight), num_returns=1, timeout=timeout_s)
+        except ray.exceptions.RayError as exc:
+            raise StokeError(f"Ray failed while waiting for batches: {exc}") from exc
+        if not done:
+            self._watch_cluster()
+            return None
+        for ref in done:
+            task = self._in_flight.pop(ref)
+            self._ready.append(self._collect(ref, task))
+        self._dispatch()
+        return self._ready.popleft()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        ray = self._ray
+        in_flight, self._in_flight = list(self._in_flight), {}
+        self._queued.clear()
+        self._ready.clear()
+        self._ring = None
+        self._program_ref = None
+        if not ray.is_initialized():  # Ray's own exit hook ran first
+            return
+        for ref in in_flight:
+            try:
+                ray.cancel(ref)
+            except Exception:  # noqa: BLE001 - finished or gone already: nothing to stop
+                pass
+        if self._owns_connection:
+            ray.shutdown()
+
+    def busy_workers(self) -> list[str]:
+        """What is in flight, for the loader's stuck-workers error."""
+        busy = [f"Ray task on samples {_describe_indices(t.indices)} (epoch {t.epoch})"
+                for t in self._in_flight.values()]
+        try:
+            cpus = self._ray.cluster_resources().get("CPU", 0)
+        except Exception:  # noqa: BLE001
+            return busy
+        busy.append(f"the cluster has {cpus:g} CPUs now (see `ray status`)")
+        return busy
+
+    # -- internals ------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StokeError("this Ray executor is closed; make a new loader.")
+
+    def _dispatch(self) -> None:
+        limit = self._max_in_flight or self.workers
+        while self._queued and len(self._in_flight) < limit:
+            task = self._queued.popleft()
+            layout = self._ring.layout if (self._ring is not None and task.slot >= 0) else None
+            ref = self._remote.remote([self._program_ref], task, layout)
+            self._in_flight[ref] = task
+
+    def _collect(self, ref, task: Task) -> Result:
+        """The task's result, its rows copied into its ring slot; Ray errors become ours."""
+        ray = self._ray
+        try:
+            result, memory = ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:  # our task code itself raised
+            return Result(task.task_id, error=StokeError(
+                f"a Ray task failed on samples {_describe_indices(task.indices)} (epoch "
+                f"{task.epoch}): {exc}"))
+        except ray.exceptions.RayError as exc:  # system failure, retries exhausted
+            return Result(task.task_id, error=RayTaskLostError(
+                f"Ray lost the batch of samples {_describe_indices(task.indices)} (epoch "
+                f"{task.epoch}) after {self._max_retries} retries: {type(exc).__name__}: "
+                f"{_first_line(exc)}. A worker or node died each time it ran it: check the "
+                "nodes' memory (out-of-memory kills) and `ray status`, or allow more "
+                "max_retries."))
+        if memory is not None and self._ring is not None and task.slot >= 0:
+            rows = result.rows
+            received = slot_views(memory, self._ring.layout, 0)
+            for target, source in zip(self._ring.views(task.slot), received):
+                target[:rows] = source[:rows]
+        return result
+
+    def _node_object_store_bytes(self) -> int:
+        ray = self._ray
+        here = ray.get_runtime_context().get_node_id()
+        for node in ray.nodes():
+            if node.get("NodeID") == here and node.get("Alive"):
+                return int(node.get("Resources", {}).get("object_store_memory", 0)) or 1 << 30
+        return 1 << 30
+
+    def _watch_cluster(self) -> None:
+        now = time.monotonic()
+        if self._warned_no_cpu or now - self._last_cpu_check < _NO_CPU_CHECK_EVERY_S:
+            return
+        self._last_cpu_check = now
+        if self._ray.cluster_resources().get("CPU", 0) <= 0:
+            self._warned_no_cpu = True
+            log.warning("stoke: the Ray cluster has no CPU now; batches wait until a node "
+                        "with CPUs joins (see `ray status`).")

@@ -1,0 +1,40 @@
+"""TensorFlow feed: a ``tf.data`` dataset over the loader, which Keras hands to the active
+``tf.distribute`` strategy (that splits each global batch across replicas and prefetches
+to the devices). Batches are copied out of the ring as they enter TensorFlow."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from stoke.structure import flatten, unflatten
+
+
+def make_dataset(next_epoch: Callable[[], Any], first_batch: Any, prefetch: int,
+                 device_transform: Callable[[Any], Any] | None):
+    import tensorflow as tf
+
+    treedef, leaves = flatten(first_batch)
+    signature = unflatten(treedef, [
+        tf.TensorSpec(shape=(None, *leaf.shape[1:]), dtype=tf.as_dtype(leaf.dtype))
+        for leaf in leaves
+    ])
+    if isinstance(signature, list):
+        signature = tuple(signature)
+
+    def generate():
+        iterator = next_epoch()
+        try:
+            for batch in iterator:
+                structure, parts = flatten(batch)
+                out = unflatten(structure, [np.array(p) for p in parts])
+                yield tuple(out) if isinstance(out, list) else out
+        finally:
+            iterator.close()
+
+    dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    if device_transform is not None:
+        # tf.data unpacks tuple elements into arguments: give the transform one batch
+        dataset = dataset.map(lambda *parts: device_transform(parts if len(parts) > 1 else parts[0]))
+    return dataset.prefetch(prefetch)

@@ -1,0 +1,723 @@
+"""``stoke env`` without a backend: the pure decisions (versions, CUDA and drivers, threads,
+memory settings), the parsers, the renderers, and the command with ``--no-probe``.
+
+GPU machines are described by plain values here, so every GPU case runs on a CPU-only box.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from rich.console import Console
+
+from stoke import envcheck
+from stoke.envcheck import (
+    FAIL,
+    INFO,
+    OK,
+    WARN,
+    Check,
+    EnvFacts,
+    GpuInfo,
+    GpuProcess,
+    HostFacts,
+    NvidiaFacts,
+)
+
+# --- versions -------------------------------------------------------------------------------
+
+
+def test_parse_version_keeps_the_numeric_release():
+    assert envcheck.parse_version("2.13.0+cpu") == (2, 13, 0)
+    assert envcheck.parse_version("580.159.04") == (580, 159, 4)
+    assert envcheck.parse_version("0.4.30.dev20240601") == (0, 4, 30)
+    assert envcheck.parse_version("") == ()
+    assert envcheck.parse_version(None) == ()
+
+
+@pytest.mark.parametrize(
+    ("version", "specifier", "expected"),
+    [
+        ("0.10.2", ">=0.10.1,<=0.10.2", True),
+        ("0.10.0", ">=0.10.1,<=0.10.2", False),
+        ("0.10.3", ">=0.10.1,<=0.10.2", False),
+        ("2.13.0+cpu", "==2.13.0", True),
+        ("2.13.1", "==2.13.*", True),
+        ("2.14.0", "==2.13.*", False),
+        ("1.0", "!=1.0.0", False),
+        ("3.0", "", True),
+    ],
+)
+def test_version_satisfies(version, specifier, expected):
+    assert envcheck.version_satisfies(version, specifier) is expected
+
+
+# --- CUDA and the driver ----------------------------------------------------------------------
+
+
+def test_min_driver_for_cuda():
+    assert envcheck.min_driver_for_cuda("12.4") == "550.54.14"
+    assert envcheck.min_driver_for_cuda("12.4.1") == "550.54.14"
+    assert envcheck.min_driver_for_cuda("12.7") == "560.28.03"  # no 12.7 GA: the one before
+    assert envcheck.min_driver_for_cuda("12") == "525.60.13"
+    assert envcheck.min_driver_for_cuda("13.0") == "580.65.06"
+    assert envcheck.min_driver_for_cuda("9.0") is None
+
+
+def test_cuda_supported_by_driver():
+    assert envcheck.cuda_supported_by_driver("550.54.15") == "12.4"
+    assert envcheck.cuda_supported_by_driver("580.159.04") == "13.0"
+    assert envcheck.cuda_supported_by_driver("470.57.02") == "11.4"
+    assert envcheck.cuda_supported_by_driver("390.1") is None
+    assert envcheck.cuda_supported_by_driver(None) is None
+
+
+def test_cuda_from_nvml():
+    assert envcheck.cuda_from_nvml(12040) == "12.4"
+    assert envcheck.cuda_from_nvml(13000) == "13.0"
+
+
+@pytest.mark.parametrize(
+    ("built", "driver", "driver_cuda", "status"),
+    [
+        ("12.4", "550.54.15", "12.4", OK),
+        ("12.4", "580.65.06", "13.0", OK),
+        ("12.5", "550.54.15", "12.4", WARN),  # minor-version compatibility
+        ("12.5", "550.54.15", None, WARN),  # driver CUDA inferred from the driver number
+        ("12.5", "520.61.05", "11.8", FAIL),  # older major
+        ("13.0", "570.86.10", "12.8", FAIL),
+        ("12", "535.104.05", "12.2", OK),  # only the major known (JAX plugin)
+        (None, "550.54.15", "12.4", INFO),
+        ("12.4", None, None, INFO),
+    ],
+)
+def test_check_cuda_driver(built, driver, driver_cuda, status):
+    got, reason, update = envcheck.check_cuda_driver(built, driver, driver_cuda)
+    assert got == status, reason
+    if status in (WARN, FAIL):
+        assert update.startswith("update the NVIDIA driver to >= ")
+
+
+def test_wheel_choices_follow_the_driver():
+    assert envcheck.torch_wheel_tag("12.4") == "cu124"
+    assert envcheck.torch_wheel_tag("12.7") == "cu126"
+    assert envcheck.torch_wheel_tag("13.0") == "cu130"
+    assert envcheck.jax_cuda_extra("13.0") == "cuda13"
+    assert envcheck.jax_cuda_extra("12.2") == "cuda12"
+    assert envcheck.jax_cuda_extra(None) == "cuda12"
+
+
+def _build(framework, distribution, version, cuda_build, built_cuda=None, **kw):
+    values = dict(
+        built_cudnn=None,
+        installed_cudnn=None,
+        gpu_count=1,
+        driver_version="550.54.15",
+        driver_cuda="12.4",
+        active=True,
+    )
+    values.update(kw)
+    return envcheck.check_framework_build(
+        framework, distribution, version, cuda_build, built_cuda, **values
+    )
+
+
+def test_cpu_only_builds_on_a_gpu_machine_fail_for_the_active_backend():
+    tf = _build("tensorflow", "tensorflow-cpu", "2.21.0", False)
+    assert tf.status == FAIL
+    assert "CPU-only" in tf.message
+    assert 'pip uninstall -y tensorflow-cpu && pip install "tensorflow[and-cuda]==2.21.0"' in tf.fix
+
+    torch = _build("torch", "torch", "2.13.0+cpu", False)
+    assert torch.status == FAIL
+    assert "torch==2.13.0 " in torch.fix and "/whl/cu124" in torch.fix
+
+    jax = _build("jax", "jax", "0.10.2", False, driver_cuda="13.0", driver_version="580.65.06")
+    assert jax.status == FAIL
+    assert "jax[cuda13]==0.10.2" in jax.fix
+
+
+def test_cpu_only_build_of_another_backend_only_warns():
+    assert _build("torch", "torch", "2.13.0+cpu", False, active=False).status == WARN
+
+
+def test_builds_without_a_gpu_are_information():
+    check = _build("torch", "torch", "2.13.0+cpu", False, gpu_count=0)
+    assert check.status == INFO
+    assert "no NVIDIA GPU visible" in check.message
+
+
+def test_cuda_build_newer_than_the_driver():
+    too_new = _build("torch", "torch", "2.13.0", True, "13.0")
+    assert too_new.status == FAIL
+    assert "580.65.06" in too_new.fix and "/whl/cu124" in too_new.fix
+    assert _build("torch", "torch", "2.13.0", True, "12.4").status == OK
+    assert _build("torch", "torch", "2.13.0", True, "13.0", active=False).status == WARN
+
+
+def test_cudnn_major_mismatch():
+    check = _build(
+        "tensorflow", "tensorflow", "2.21.0", True, "12.4", built_cudnn="9", installed_cudnn="8.9.7"
+    )
+    assert check.status == FAIL
+    assert "cuDNN" in check.message
+
+
+# --- packages -------------------------------------------------------------------------------
+
+
+def test_packages_agree():
+    packages = {"keras": "3.15.1", "jax": "0.10.2", "jaxlib": "0.10.2", "torch": "2.13.0"}
+    checks = envcheck.check_packages(packages, ">=0.10.1,<=0.10.2")
+    assert [c.id for c in checks] == ["packages"]
+    assert "jax 0.10.2" in checks[0].message
+
+
+def test_packages_that_fight():
+    packages = {
+        "tensorflow": "2.21.0",
+        "tensorflow-cpu": "2.21.0",
+        "jax": "0.10.2",
+        "jaxlib": "0.9.0",
+        "jax-cuda12-plugin": "0.10.0",
+    }
+    checks = {c.id: c for c in envcheck.check_packages(packages, ">=0.10.1,<=0.10.2")}
+    assert checks["tensorflow-duplicate"].status == WARN
+    assert checks["jaxlib"].status == FAIL
+    assert "jaxlib 0.9.0" in checks["jaxlib"].message
+    plugin = checks["jax-cuda12-plugin"]
+    assert plugin.status == FAIL
+    assert "jax[cuda12]==0.10.2" in plugin.fix
+
+
+# --- the backend ----------------------------------------------------------------------------
+
+
+def test_resolve_backend_in_keras_order():
+    path = "~/.keras/keras.json"
+    assert envcheck.resolve_backend("jax", '{"backend": "torch"}', path) == (
+        "jax",
+        "KERAS_BACKEND",
+        "torch",
+    )
+    assert envcheck.resolve_backend("", '{"backend": "torch"}', path) == ("torch", path, "torch")
+    assert envcheck.resolve_backend(None, "not json", path)[0] == "tensorflow"
+    assert envcheck.resolve_backend(None, None, path)[0] == "tensorflow"
+
+
+def test_check_backend():
+    packages = {"keras": "3.15.1", "tensorflow-cpu": "2.21.0", "torch": "2.13.0"}
+    ok = envcheck.check_backend("tensorflow", "KERAS_BACKEND", None, packages)
+    assert ok.status == OK and "tensorflow-cpu 2.21.0" in ok.message
+
+    typo = envcheck.check_backend("pytorch", "KERAS_BACKEND", None, packages)
+    assert typo.status == FAIL
+    assert "Did you mean 'torch'" in typo.message
+    assert typo.fix.startswith("export KERAS_BACKEND=torch")
+
+    missing = envcheck.check_backend("jax", "KERAS_BACKEND", None, packages)
+    assert missing.status == FAIL
+    assert "pip install jax" in missing.fix
+    assert "# or: export KERAS_BACKEND=tensorflow" in missing.fix
+    default = envcheck.check_backend("tensorflow", envcheck.KERAS_DEFAULT_SOURCE, None, {})
+    assert default.status == FAIL
+    assert "neither KERAS_BACKEND nor keras.json" in default.message
+
+    assert envcheck.check_backend("numpy", "KERAS_BACKEND", None, {"numpy": "2"}).status == WARN
+
+
+def test_keras_two_and_legacy_keras():
+    assert envcheck.check_keras("2.15.0", {})[0].status == FAIL
+    assert envcheck.check_keras(None, {})[0].status == FAIL
+    checks = envcheck.check_keras("3.15.1", {"TF_USE_LEGACY_KERAS": "1"})
+    assert [c.status for c in checks] == [OK, WARN]
+
+
+def test_python_version():
+    assert envcheck.check_python("3.9.18").status == FAIL
+    assert envcheck.check_python("3.12.3").status == OK
+
+
+def test_backends_to_probe():
+    packages = {"keras": "3", "tensorflow-cpu": "2.21", "torch": "2.13"}
+    assert envcheck.backends_to_probe(None, "torch", packages) == ["torch"]
+    assert envcheck.backends_to_probe("all", "torch", packages) == ["tensorflow", "torch"]
+    assert envcheck.backends_to_probe(None, "jax", packages) == []  # not installed
+    assert envcheck.backends_to_probe(None, "torch", {"torch": "2"}) == []  # no keras
+
+
+# --- the GPU as the driver and the backend see it --------------------------------------------
+
+
+def _h100(**kw) -> NvidiaFacts:
+    gpu = GpuInfo(0, "NVIDIA H100 80GB HBM3", 80 * envcheck.GIB, 0, "9.0", "GPU-1")
+    values = dict(source="nvml", driver_version="580.159.04", driver_cuda="13.0", gpus=[gpu])
+    values.update(kw)
+    return NvidiaFacts(**values)
+
+
+def test_no_gpu_is_information_not_a_failure():
+    checks = envcheck.check_nvidia(NvidiaFacts(), nvml_installed=False)
+    assert [(c.id, c.status) for c in checks] == [("nvidia", INFO)]
+    assert "no NVIDIA GPU visible" in checks[0].message
+
+
+def test_driver_without_device_nodes_means_a_container_without_gpus():
+    checks = envcheck.check_nvidia(NvidiaFacts(kernel_module=True), nvml_installed=False)
+    assert checks[0].status == WARN
+    assert "--gpus all" in checks[0].fix
+
+
+def test_gpu_seen_and_nvml_suggested():
+    checks = envcheck.check_nvidia(_h100(), nvml_installed=False)
+    assert checks[0].status == OK
+    assert "NVIDIA H100 80GB HBM3, 80 GiB, sm_90" in checks[0].message
+    assert "CUDA ≤ 13.0" in checks[0].message
+    assert checks[1].id == "nvml" and "nvidia-ml-py" in checks[1].fix
+
+
+def test_gpu_visibility_variables():
+    hidden = envcheck.check_gpu_visibility({"CUDA_VISIBLE_DEVICES": ""}, 2, "torch")
+    assert [c.status for c in hidden] == [FAIL]
+    beyond = envcheck.check_gpu_visibility({"CUDA_VISIBLE_DEVICES": "0,3"}, 2, "torch")
+    assert [c.status for c in beyond] == [WARN]
+    jax_cpu = envcheck.check_gpu_visibility({"JAX_PLATFORMS": "cpu"}, 1, "jax")
+    assert [c.id for c in jax_cpu] == ["jax-platforms"]
+    assert envcheck.check_gpu_visibility({"JAX_PLATFORMS": "cpu"}, 1, "torch") == []
+    assert envcheck.check_gpu_visibility({"CUDA_VISIBLE_DEVICES": ""}, 0, "torch") == []
+
+
+def test_other_gpu_processes():
+    processes = [GpuProcess(1, "python", 0, 30 * envcheck.GIB), GpuProcess(2, "me", 0, 1)]
+    check = envcheck.check_gpu_processes(processes, own_pids=[2])
+    assert check.status == WARN and "30.0 GiB" in check.message and "pid 1" in check.message
+    assert envcheck.check_gpu_processes(processes[1:], own_pids=[2]) is None
+
+
+def _probe(device="cuda:0", gpu_count=1, **kw):
+    probe = {
+        "backend": "jax",
+        "devices": [device],
+        "gpu_count": gpu_count,
+        "matmul": {
+            "size": 4096,
+            "device": device,
+            "first_s": 0.5,
+            "seconds": 0.003,
+            "gflops": 45000.0,
+            "value": 4096.0,
+            "correct": True,
+        },
+    }
+    probe.update(kw)
+    return probe
+
+
+def test_matmul_on_the_gpu():
+    assert envcheck.check_backend_devices(_probe(), 1).status == OK
+    check = envcheck.check_matmul(_probe(), 1)
+    assert check.status == OK and "45.0 TFLOP/s" in check.message and "cuda:0" in check.message
+
+
+def test_matmul_on_the_cpu_while_a_gpu_is_there_fails():
+    probe = _probe("TFRT_CPU_0", gpu_count=0)
+    probe["stderr_tail"] = (
+        "WARNING: An NVIDIA GPU may be present on this machine, but a CUDA-enabled jaxlib is "
+        "not installed. Falling back to cpu."
+    )
+    devices = envcheck.check_backend_devices(probe, 1)
+    assert devices.status == FAIL and "no CUDA plugin" in devices.message
+    assert envcheck.check_matmul(probe, 1).status == FAIL
+
+
+def test_matmul_on_the_cpu_without_a_gpu_is_information():
+    probe = _probe("/job:localhost/replica:0/task:0/device:CPU:0", gpu_count=0)
+    assert envcheck.check_backend_devices(probe, 0).status == INFO
+    check = envcheck.check_matmul(probe, 0)
+    assert check.status == INFO and "ran on CPU:0" in check.message
+
+
+def test_wrong_matmul_result_fails():
+    probe = _probe()
+    probe["matmul"] = {**probe["matmul"], "value": 17.0, "correct": False}
+    assert envcheck.check_matmul(probe, 1).status == FAIL
+
+
+def test_failed_probe():
+    probe = {"backend": "torch", "error": "crashed with SIGSEGV", "stage": "start-up"}
+    check = envcheck.check_backend_devices(probe, 1)
+    assert check.status == FAIL and "SIGSEGV" in check.message
+    assert envcheck.check_matmul(probe, 1) is None
+
+
+def test_failed_probe_suggests_the_install_the_error_names():
+    error = "ImportError: To use Keras, you need to have `optree` installed. Install it via `pip install optree`"
+    probe = {"backend": "jax", "error": error, "stage": "import keras"}
+    assert envcheck.check_backend_devices(probe, 0).fix == "pip install optree"
+    assert envcheck._pip_command("run pip install foo, then retry") == "pip install foo"
+    assert envcheck._pip_command("no advice here") == ""
+
+
+def test_devices_fix_points_at_the_cause():
+    hidden = _facts(nvidia=_h100(), env={"CUDA_VISIBLE_DEVICES": "-1"})
+    checks = {c.id: c for c in envcheck.evaluate(hidden)}
+    assert "CUDA_VISIBLE_DEVICES" in checks["devices-jax"].fix
+    assert "jax build" in checks["devices-jax"].fix
+
+
+def test_device_names():
+    assert envcheck.device_kind("cuda:0") == "gpu"
+    assert envcheck.device_kind("/job:localhost/replica:0/task:0/device:GPU:0") == "gpu"
+    assert envcheck.device_kind("TFRT_CPU_0") == "cpu"
+    assert envcheck.device_kind("TPU_0(process=0)") == "tpu"
+    assert envcheck.short_device("/job:localhost/replica:0/task:0/device:GPU:0") == "GPU:0"
+    assert envcheck.short_device("/physical_device:CPU:0") == "CPU:0"
+    assert envcheck.short_device("cuda:0") == "cuda:0"
+
+
+def test_stderr_hints():
+    hints = envcheck.stderr_hints("noise\nI0000 Could not find cuda drivers on your machine\n")
+    assert len(hints) == 1 and "no CUDA driver" in hints[0]
+    assert envcheck.stderr_hints("all fine") == []
+
+
+# --- threads and CPUs -----------------------------------------------------------------------
+
+
+def _threads(env=None, **kw):
+    values = dict(cores_usable=8, cores_logical=8, cpu_quota_cores=None, gpu_count=0)
+    values.update(kw)
+    return envcheck.check_threads(env=env or {}, **values)
+
+
+def test_default_threads_are_fine():
+    checks = _threads()
+    assert [(c.id, c.status) for c in checks] == [("threads", OK)]
+    assert "8 usable core(s)" in checks[0].message
+
+
+def test_oversubscribed_threads():
+    checks = _threads({"OMP_NUM_THREADS": "32"})
+    assert [c.status for c in checks] == [WARN]
+    assert checks[0].fix == "export OMP_NUM_THREADS=8"
+
+
+def test_affinity_limits_the_cores():
+    checks = _threads({"OMP_NUM_THREADS": "8"}, cores_usable=4)
+    assert checks[0].status == WARN and "4 usable core(s)" in checks[0].message
+
+
+def test_container_quota_without_thread_settings():
+    checks = _threads(cpu_quota_cores=2.0)
+    assert [c.title for c in checks] == ["CPU quota"]
+    assert "OMP_NUM_THREADS=2" in checks[0].fix
+
+
+def test_single_thread_trainer():
+    assert _threads({"OMP_NUM_THREADS": "1"})[0].status == WARN
+    assert _threads({"OMP_NUM_THREADS": "1"}, gpu_count=1)[0].status == INFO
+    assert _threads({"OMP_NUM_THREADS": "1"}, cores_usable=1)[0].status == OK
+
+
+def test_bad_thread_values_and_framework_pools():
+    assert _threads({"OMP_NUM_THREADS": "four"})[0].status == WARN
+    assert _threads(torch_threads=16)[0].title == "torch threads"
+    assert _threads(tf_intra_op=16)[0].title == "TF intra-op"
+    assert _threads(tf_intra_op=0, tf_inter_op=0)[0].status == OK
+
+
+def test_effective_cores():
+    assert envcheck.effective_cores(16, None) == 16
+    assert envcheck.effective_cores(16, 2.5) == 2
+    assert envcheck.effective_cores(1, 8.0) == 1
+    assert envcheck.effective_cores(4, 0.5) == 1
+
+
+def test_cpu_load():
+    assert envcheck.check_cpu_load(3.5, 2).status == WARN
+    assert envcheck.check_cpu_load(0.5, 2).status == OK
+    assert envcheck.check_cpu_load(None, 2) is None
+
+
+# --- memory ---------------------------------------------------------------------------------
+
+
+def _memory(backend, env=None, gpu_count=1, cuda=(), busy=0):
+    return envcheck.check_gpu_memory(
+        backend=backend,
+        env=env or {},
+        gpu_count=gpu_count,
+        cuda_frameworks=cuda,
+        other_gpu_processes=busy,
+    )
+
+
+def test_gpu_memory_without_a_gpu():
+    assert [c.status for c in _memory("jax", gpu_count=0)] == [INFO]
+
+
+def test_gpu_memory_tensorflow():
+    alone = _memory("tensorflow", cuda=["tensorflow"])[0]
+    assert alone.status == INFO and alone.fix == "export TF_FORCE_GPU_ALLOW_GROWTH=true"
+    assert _memory("tensorflow", cuda=["tensorflow", "torch"])[0].status == INFO
+    busy = _memory("tensorflow", cuda=["tensorflow"], busy=2)[0]
+    assert busy.status == WARN and "2 other process(es)" in busy.message
+    grown = _memory("tensorflow", {"TF_FORCE_GPU_ALLOW_GROWTH": "true"}, cuda=["tensorflow"])
+    assert grown[0].status == OK
+    assert _memory("tensorflow", {"TF_FORCE_GPU_ALLOW_GROWTH": "1"})[0].status == WARN
+
+
+def test_gpu_memory_jax_next_to_another_framework():
+    shared = _memory("jax", cuda=["jax", "tensorflow"])[0]
+    assert shared.status == INFO and "75%" in shared.message and "25%" in shared.message
+    assert 'tf.config.set_visible_devices([], "GPU")' in shared.fix
+    assert _memory("jax", cuda=["jax", "tensorflow"], busy=1)[0].status == WARN
+    alone = _memory("jax", cuda=["jax"])[0]
+    assert alone.status == INFO and alone.fix == ""
+    off = _memory("jax", {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}, cuda=["jax", "torch"])
+    assert off[0].status == OK
+    bad = _memory("jax", {"XLA_PYTHON_CLIENT_MEM_FRACTION": "75"}, cuda=["jax"])
+    assert bad[0].status == FAIL
+
+
+def test_gpu_memory_torch():
+    assert _memory("torch", cuda=["torch"])[0].status == OK
+    with_jax = _memory("torch", cuda=["torch", "jax"])[0]
+    assert with_jax.status == INFO and with_jax.fix == "export XLA_PYTHON_CLIENT_PREALLOCATE=false"
+
+
+def test_gpu_memory_for_a_backend_that_is_not_installed():
+    assert _memory("", cuda=["torch"]) == []
+
+
+def test_shm():
+    small = envcheck.check_shm(64 * envcheck.MIB, 64 * envcheck.MIB)
+    assert small.status == WARN and "--shm-size" in small.fix and "memfd" in small.message
+    assert envcheck.check_shm(16 * envcheck.GIB, 16 * envcheck.GIB).status == OK
+    assert envcheck.check_shm(None, None).status == INFO
+
+
+def _host(**kw) -> HostFacts:
+    values = dict(
+        system="Linux",
+        machine="x86_64",
+        cores_logical=2,
+        cores_physical=1,
+        cores_usable=2,
+        cpu_quota_cores=None,
+        load_avg_1m=0.1,
+        memory_total_bytes=8 * envcheck.GIB,
+        memory_available_bytes=6 * envcheck.GIB,
+        memory_limit_bytes=None,
+        shm_total_bytes=4 * envcheck.GIB,
+        shm_free_bytes=4 * envcheck.GIB,
+    )
+    values.update(kw)
+    return HostFacts(**values)
+
+
+def test_host_memory():
+    checks = {c.id: c for c in envcheck.check_host(_host())}
+    assert checks["cpu"].status == INFO and checks["memory"].status == OK
+    low = {c.id: c for c in envcheck.check_host(_host(memory_available_bytes=envcheck.GIB))}
+    assert low["memory"].status == WARN
+    limited = {c.id: c for c in envcheck.check_host(_host(memory_limit_bytes=2 * envcheck.GIB))}
+    assert "cgroup limit" in limited["memory"].message
+
+
+# --- parsers --------------------------------------------------------------------------------
+
+
+def test_parse_build_info():
+    source = (
+        '"""Auto-generated."""\nimport collections\n\n'
+        "build_info = collections.OrderedDict([('cpu_compiler', '/usr/bin/clang'), "
+        "('cuda_compute_capabilities', ['sm_60', 'compute_90']), ('cuda_version', '12.5.1'), "
+        "('cudnn_version', '9'), ('is_cuda_build', True), ('is_rocm_build', False)])\n"
+    )
+    info = envcheck.parse_build_info(source)
+    assert info["cuda_version"] == "12.5.1" and info["is_cuda_build"] is True
+    assert envcheck.parse_build_info("x = 1") == {}
+
+
+def test_parse_torch_version_file():
+    source = (
+        "from typing import Optional\n__version__ = '2.13.0+cu126'\ndebug = False\n"
+        "cuda: Optional[str] = '12.6'\nhip: Optional[str] = None\n"
+    )
+    assert envcheck.parse_torch_version_file(source) == {
+        "version": "2.13.0+cu126",
+        "debug": False,
+        "cuda": "12.6",
+        "hip": None,
+    }
+
+
+def test_parse_nvidia_smi():
+    gpus = envcheck.parse_nvidia_smi_gpus(
+        "0, NVIDIA H100 80GB HBM3, GPU-aa, 81559, 120, 9.0\n1, Tesla T4, GPU-bb, 15360, [N/A], 7.5\n"
+    )
+    assert [g.name for g in gpus] == ["NVIDIA H100 80GB HBM3", "Tesla T4"]
+    assert gpus[0].memory_total_bytes == 81559 * envcheck.MIB
+    assert gpus[1].memory_used_bytes is None and gpus[1].compute_capability == "7.5"
+    apps = envcheck.parse_nvidia_smi_apps("4242, python, 30000, GPU-bb\n", {"GPU-bb": 1})
+    assert apps == [GpuProcess(4242, "python", 1, 30000 * envcheck.MIB)]
+    banner = "| NVIDIA-SMI 580.159.04   Driver Version: 580.159.04   CUDA Version: 13.0 |"
+    assert envcheck.parse_nvidia_smi_header(banner) == ("580.159.04", "13.0")
+    assert envcheck.parse_nvidia_smi_header("") == (None, None)
+
+
+def test_parse_cpu_max():
+    assert envcheck.parse_cpu_max("200000 100000\n") == 2.0
+    assert envcheck.parse_cpu_max("max 100000") is None
+    assert envcheck.parse_cpu_max("") is None
+
+
+# --- facts -> checks -> renderers -------------------------------------------------------------
+
+
+def _facts(**kw) -> EnvFacts:
+    values = dict(
+        python_version="3.11.7",
+        python_executable=sys.executable,
+        packages={
+            "keras": "3.15.1",
+            "tensorflow-cpu": "2.21.0",
+            "jax": "0.10.2",
+            "jaxlib": "0.10.2",
+        },
+        backend="jax",
+        backend_source="KERAS_BACKEND",
+        keras_json_backend=None,
+        env={},
+        tf_build={"is_cuda_build": False},
+        torch_build=None,
+        host=_host(),
+        nvidia=NvidiaFacts(),
+        probes=[_probe("TFRT_CPU_0", gpu_count=0)],
+    )
+    values.update(kw)
+    return EnvFacts(**values)
+
+
+def test_a_cpu_only_machine_has_no_failures():
+    checks = envcheck.evaluate(_facts(), ">=0.10.1,<=0.10.2")
+    assert not [c for c in checks if c.status == FAIL]
+    ids = [c.id for c in checks]
+    for expected in (
+        "python",
+        "keras",
+        "backend",
+        "nvidia",
+        "devices-jax",
+        "matmul-jax",
+        "threads",
+        "gpu-memory",
+        "shm",
+        "cpu",
+        "memory",
+    ):
+        assert expected in ids
+    assert envcheck.worst_status(checks) in (OK, INFO)
+
+
+def test_a_gpu_machine_with_cpu_builds_fails():
+    facts = _facts(nvidia=_h100())
+    checks = {c.id: c for c in envcheck.evaluate(facts)}
+    assert checks["jax-build"].status == FAIL
+    assert checks["tensorflow-build"].status == WARN  # not the active backend
+    assert checks["devices-jax"].status == FAIL
+    assert checks["matmul-jax"].status == FAIL
+
+
+def test_check_rejects_unknown_status():
+    with pytest.raises(ValueError, match="Received: status='bad'"):
+        Check("x", "x", "bad", "message")
+
+
+def test_json_is_versioned_and_round_trips(tmp_path):
+    facts = _facts(nvidia=_h100())
+    checks = envcheck.evaluate(facts)
+    payload = envcheck.to_json(facts, checks)
+    text = json.dumps(payload)
+    loaded = json.loads(text)
+    assert loaded["schema_version"] == envcheck.ENV_SCHEMA_VERSION
+    assert loaded["status"] == FAIL
+    assert loaded["counts"][FAIL] >= 1
+    assert {"id", "title", "status", "message", "fix", "evidence"} <= set(loaded["checks"][0])
+    assert loaded["facts"]["nvidia"]["gpus"][0]["name"] == "NVIDIA H100 80GB HBM3"
+
+
+def test_render_keeps_brackets_in_fixes():
+    facts = _facts(nvidia=_h100())
+    checks = envcheck.evaluate(facts)
+    out = io.StringIO()
+    envcheck.render(facts, checks, Console(file=out, width=250, color_system=None))
+    text = out.getvalue()
+    assert "jax[cuda13]==0.10.2" in text
+    assert "jax build" in text and "fail" in text
+    assert "failed" in text.splitlines()[-1]
+
+
+# --- the command, without a backend ---------------------------------------------------------
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    envcheck.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_command_without_probe_writes_json(tmp_path, capsys):
+    path = tmp_path / "env.json"
+    code = envcheck.main(_args("--no-probe", "--json", str(path)))
+    payload = json.loads(path.read_text())
+    assert code == (1 if payload["status"] == FAIL else 0)
+    assert payload["facts"]["probes"] == []
+    assert payload["facts"]["python_version"]
+    out = capsys.readouterr().out
+    assert "stoke env" in out and f"wrote {path}" in out
+
+
+def test_command_rejects_a_bad_timeout():
+    with pytest.raises(SystemExit, match="Received: -1"):
+        envcheck.main(_args("--probe-timeout-s", "-1"))
+
+
+def test_gathering_imports_no_framework():
+    code = (
+        "import sys; from stoke import envcheck; "
+        "facts = envcheck.gather_facts(probe=False); envcheck.evaluate(facts); "
+        "heavy = {'tensorflow', 'torch', 'jax', 'keras'} & set(sys.modules); "
+        "assert not heavy, heavy; print(facts.gather_s)"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(envcheck.__file__)))
+    env = {**os.environ, "PYTHONPATH": root}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout.strip()) < 5.0
+
+
+def test_a_crashing_probe_is_reported(monkeypatch):
+    monkeypatch.setattr(
+        envcheck, "_PROBE_CODE", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"
+    )
+    result = envcheck.RunningProbe("torch", timeout_s=30).result()
+    assert "SIGSEGV" in result["error"]
+    assert envcheck.check_backend_devices(result, 0).status == FAIL
+
+
+def test_a_hanging_probe_is_killed(monkeypatch):
+    monkeypatch.setattr(envcheck, "_PROBE_CODE", "import time; time.sleep(60)")
+    probe = envcheck.RunningProbe("jax", timeout_s=1)
+    result = probe.result()
+    assert "did not finish within 1 s" in result["error"]
+    assert probe.process.poll() is not None

@@ -1,0 +1,200 @@
+"""Synthetic run records with known answers, for the doctor's analysis, findings and reports.
+
+Each builder writes what the probes would have recorded for a run of a known shape: so many
+steps of ``step_s`` seconds, ``wait_s`` of them waiting for the batch, a compilation at the
+start, host and GPU load, and the two probes. The expected numbers follow by hand.
+"""
+
+from __future__ import annotations
+
+from stoke.diagnosis.record import GpuSample, ProbeResult, RunRecord, StepSample, SystemSample
+
+GIB = 1024**3
+
+
+def make_steps(
+    count: int = 100,
+    *,
+    wait_s: float,
+    step_s: float,
+    batch_size: int = 64,
+    epochs: int = 1,
+    compile_s: float = 3.0,
+    first_wait_s: float = 1.0,
+    synced_every: int = 0,
+    synced_compute_s: float | None = None,
+) -> list[StepSample]:
+    """``count`` steps per epoch; the first step of the run also compiles and starts workers."""
+    steps = []
+    t = 0.0
+    number = 0
+    for epoch in range(epochs):
+        for _ in range(count):
+            wait, step = wait_s, step_s
+            if number == 0:
+                wait, step = first_wait_s, step_s + first_wait_s + compile_s
+            synced = bool(synced_every) and number % synced_every == 0 and number > 0
+            if synced and synced_compute_s is not None:
+                step = wait + synced_compute_s
+            t += step
+            steps.append(
+                StepSample(
+                    step=number, epoch=epoch, t_s=t, wait_s=wait, step_s=step,
+                    batch_size=batch_size, synced=synced,
+                )
+            )
+            number += 1
+    return steps
+
+
+def make_system(
+    duration_s: float,
+    *,
+    cores: int = 2,
+    self_pct: float = 90.0,
+    other_pct: float = 5.0,
+    gpu_kernel_active: list[float] | None = None,
+    gpu_memory_fraction: float = 0.3,
+    every_s: float = 0.25,
+) -> list[SystemSample]:
+    """Constant load sampled every ``every_s``; one GPU per entry of ``gpu_kernel_active``."""
+    samples = []
+    count = max(1, int(duration_s / every_s))
+    busy_per_core = min(100.0, (self_pct + other_pct) / cores)
+    for i in range(count + 1):
+        gpus = [
+            GpuSample(
+                index=index,
+                kernel_active_pct=active,
+                memory_used_bytes=int(gpu_memory_fraction * 80 * GIB),
+                memory_total_bytes=80 * GIB,
+            )
+            for index, active in enumerate(gpu_kernel_active or [])
+        ]
+        samples.append(
+            SystemSample(
+                t_s=i * every_s,
+                cpu_per_core_pct=[busy_per_core] * cores,
+                cpu_self_pct=self_pct,
+                cpu_other_pct=other_pct,
+                rss_bytes=2 * GIB,
+                gpus=gpus,
+            )
+        )
+    return samples
+
+
+def make_record(
+    *,
+    kind: str = "generator",
+    wait_s: float,
+    step_s: float,
+    batch_size: int = 64,
+    model_alone: float | None = None,
+    input_alone: float | None = None,
+    cores: int = 2,
+    self_pct: float = 90.0,
+    other_pct: float = 5.0,
+    gpu_kernel_active: list[float] | None = None,
+    gpus_visible: int | None = 1,
+    gpus_used: int | None = 1,
+    backend: str = "jax",
+    steps: list[StepSample] | None = None,
+    input_extra: dict | None = None,
+    model_extra: dict | None = None,
+    env_extra: dict | None = None,
+    model_detail: dict | None = None,
+    meta_extra: dict | None = None,
+    gpu_memory_fraction: float = 0.3,
+) -> RunRecord:
+    steps = steps if steps is not None else make_steps(wait_s=wait_s, step_s=step_s, batch_size=batch_size)
+    duration = steps[-1].t_s if steps else 1.0
+    probes = {}
+    if model_alone is not None:
+        probes["model_alone"] = ProbeResult(
+            samples_per_s=model_alone, seconds=2.0, batches=50, detail=dict(model_detail or {})
+        )
+    if input_alone is not None:
+        probes["input_alone"] = ProbeResult(samples_per_s=input_alone, seconds=2.0, batches=50)
+    env = {"gpus_visible": gpus_visible, "gpus_used": gpus_used, **(env_extra or {})}
+    return RunRecord(
+        meta={
+            "stoke_version": "0.1.0",
+            "python": "3.11.2",
+            "keras_version": "3.15.1",
+            "backend": backend,
+            "argv": ["train.py", "--epochs", "1"],
+            "script": "train.py",
+            "started_at": "2025-01-01T00:00:00",
+            "hostname": "box",
+            "cpu_count": cores,
+            "exit_status": 0,
+            "error": None,
+            **(meta_extra or {}),
+        },
+        steps=steps,
+        system=make_system(
+            duration,
+            cores=cores,
+            self_pct=self_pct,
+            other_pct=other_pct,
+            gpu_kernel_active=gpu_kernel_active,
+            gpu_memory_fraction=gpu_memory_fraction,
+        ),
+        input={
+            "kind": kind,
+            "dtypes": {"x": "float32", "y": "int64"},
+            "batch_size": batch_size,
+            **(input_extra or {}),
+        },
+        model={"run_eagerly": False, "jit_compile": True, "steps_per_execution": 1,
+               "params": 1_000_000, "device": "gpu" if gpus_used else "cpu", "host_ops": [],
+               **(model_extra or {})},
+        env={key: value for key, value in env.items() if value is not None},
+        probes=probes,
+        overhead={"doctor_s_total": 0.05, "doctor_s_per_step": 0.0002, "fraction_of_step": 0.005},
+    )
+
+
+def input_bound_generator() -> RunRecord:
+    """A Python generator on the main thread: 30 of 40 ms wait, model alone 9 ms per batch.
+
+    Known answers: wait 75%, throughput 64/0.040 = 1600/s, no-wait 64/0.010 = 6400/s,
+    model alone 64/0.009 = 7111/s, predicted min(6400, 7111) = 6400/s, speedup 4.0.
+    """
+    return make_record(
+        kind="generator",
+        wait_s=0.030,
+        step_s=0.040,
+        model_alone=64 / 0.009,
+        input_alone=64 / 0.030,
+        gpu_kernel_active=[22.0],
+        input_extra={"main_thread": True},
+    )
+
+
+def compute_bound_tf_data() -> RunRecord:
+    """A parallel, prefetched tf.data pipeline feeding a big model: 1 of 50 ms waits."""
+    return make_record(
+        kind="tf.data",
+        wait_s=0.001,
+        step_s=0.050,
+        model_alone=64 / 0.049,
+        input_alone=20_000.0,
+        gpu_kernel_active=[97.0],
+        backend="tensorflow",
+        input_extra={"tf_data_parallel_map": True, "tf_data_prefetch": True},
+        env_extra={"memory_growth": True},
+    )
+
+
+def partly_input_bound() -> RunRecord:
+    """10 of 100 ms wait: partly input-bound, speedup bounded by the model probe at 95 ms."""
+    return make_record(
+        kind="pydataset",
+        wait_s=0.010,
+        step_s=0.100,
+        model_alone=64 / 0.095,
+        gpu_kernel_active=[88.0],
+        input_extra={"pydataset_workers": 4, "use_multiprocessing": True, "main_thread": False},
+    )

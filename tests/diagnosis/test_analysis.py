@@ -1,0 +1,313 @@
+"""The doctor's arithmetic on records with known answers: steady state, verdict, bound,
+predicted speedup, overhead, and the JSON form."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from stoke.diagnosis.analysis import (
+    DIAGNOSIS_SCHEMA_VERSION,
+    VERDICTS,
+    analyse,
+    doctor_overhead_fraction,
+    steady_steps,
+)
+from stoke.diagnosis.record import RunRecord, StepSample
+from tests.diagnosis import synthetic
+from tests.diagnosis.synthetic import make_record, make_steps
+
+
+def test_input_bound_generator_numbers_are_exact():
+    diagnosis = analyse(synthetic.input_bound_generator())
+    assert diagnosis.verdict == "input-bound"
+    assert diagnosis.input_wait_fraction == pytest.approx(0.75)
+    assert diagnosis.throughput == pytest.approx(1600.0)
+    # predicted = min(no-wait 64/0.010, model alone 64/0.009) = 6400 samples/s
+    assert diagnosis.predicted_throughput == pytest.approx(6400.0)
+    assert diagnosis.predicted_speedup == pytest.approx(4.0)
+    assert diagnosis.model_alone == pytest.approx(64 / 0.009)
+    assert diagnosis.input_alone == pytest.approx(64 / 0.030)
+    assert diagnosis.bound.limited_by == "input"
+    assert diagnosis.bound.step_s == pytest.approx(0.040)
+    assert diagnosis.bound.wait_s == pytest.approx(0.030)
+    assert diagnosis.bound.compute_s == pytest.approx(0.010)
+    assert diagnosis.bound.model_alone_step_s == pytest.approx(0.009)
+    assert diagnosis.bound.input_alone_step_s == pytest.approx(0.030)
+
+
+def test_model_alone_probe_bounds_the_prediction():
+    # The trainer is busy only 2 ms outside the wait (async dispatch), but the model needs
+    # 8 ms on the device: the probe, not the no-wait estimate, sets the prediction.
+    record = make_record(wait_s=0.030, step_s=0.032, model_alone=64 / 0.008)
+    diagnosis = analyse(record)
+    assert diagnosis.predicted_throughput == pytest.approx(8000.0)
+    assert diagnosis.predicted_speedup == pytest.approx(0.032 / 0.008)
+
+
+def test_without_probe_prediction_is_step_minus_wait():
+    record = make_record(wait_s=0.030, step_s=0.040)
+    diagnosis = analyse(record)
+    assert diagnosis.model_alone is None
+    assert diagnosis.predicted_speedup == pytest.approx(0.040 / 0.010)
+
+
+def test_synced_steps_correct_an_async_underestimate():
+    # Dispatch returns after 1 ms; steps measured after a device sync show 9 ms of compute.
+    steps = make_steps(wait_s=0.030, step_s=0.031, synced_every=10, synced_compute_s=0.009)
+    diagnosis = analyse(make_record(wait_s=0.030, step_s=0.031, steps=steps))
+    # per-sample compute = max(mean over all steps, mean over synced steps) = 9 ms per batch
+    assert diagnosis.predicted_throughput == pytest.approx(64 / 0.009)
+
+
+def test_predicted_speedup_never_below_one():
+    # A pessimistic probe (slower than the run itself) must not predict a slowdown.
+    diagnosis = analyse(make_record(wait_s=0.030, step_s=0.040, model_alone=100.0))
+    assert diagnosis.predicted_speedup == 1.0
+    assert diagnosis.predicted_throughput == pytest.approx(diagnosis.throughput)
+
+
+@pytest.mark.parametrize(
+    ("wait_s", "step_s", "verdict"),
+    [
+        (0.020, 0.100, "input-bound"),  # exactly 20%
+        (0.019, 0.100, "partly-input-bound"),
+        (0.005, 0.100, "partly-input-bound"),  # exactly 5%
+        (0.004, 0.100, "compute-bound"),
+        (0.0, 0.100, "compute-bound"),
+    ],
+)
+def test_xprof_thresholds(wait_s, step_s, verdict):
+    record = make_record(wait_s=wait_s, step_s=step_s, model_alone=64 / (step_s - wait_s),
+                         gpu_kernel_active=[95.0])
+    assert analyse(record).verdict == verdict
+
+
+def test_partly_input_bound():
+    diagnosis = analyse(synthetic.partly_input_bound())
+    assert diagnosis.verdict == "partly-input-bound"
+    assert diagnosis.input_wait_fraction == pytest.approx(0.10)
+    assert diagnosis.predicted_speedup == pytest.approx(0.100 / 0.095)
+    assert diagnosis.bound.limited_by == "model"
+
+
+def test_compute_bound():
+    diagnosis = analyse(synthetic.compute_bound_tf_data())
+    assert diagnosis.verdict == "compute-bound"
+    assert diagnosis.input_wait_fraction == pytest.approx(0.02)
+    assert diagnosis.predicted_speedup == pytest.approx(0.050 / 0.049)
+    assert diagnosis.overhead_signals == ()
+
+
+def test_overhead_bound_from_fixed_per_step_cost():
+    # 4 ms steps of which 3 ms do not depend on the batch size: dispatch fills the step.
+    record = make_record(
+        wait_s=0.0001, step_s=0.004, batch_size=8, model_alone=8 / 0.0039,
+        model_detail={"fixed_s_per_step": 0.003},
+    )
+    diagnosis = analyse(record)
+    assert diagnosis.verdict == "overhead-bound"
+    assert "fixed per-step cost" in diagnosis.overhead_signals[0]
+    assert diagnosis.bound.limited_by == "overhead"
+
+
+def test_overhead_bound_when_run_is_far_below_model_alone():
+    # The model alone makes 10,000/s on a cached batch; the run 1,600/s and barely waits.
+    record = make_record(wait_s=0.0005, step_s=0.040, model_alone=10_000.0, gpu_kernel_active=[95.0])
+    diagnosis = analyse(record)
+    assert diagnosis.verdict == "overhead-bound"
+    assert any("model reaches alone" in s for s in diagnosis.overhead_signals)
+
+
+def test_overhead_bound_when_gpu_idles_without_input_wait():
+    record = make_record(wait_s=0.0005, step_s=0.040, gpu_kernel_active=[18.0])
+    diagnosis = analyse(record)
+    assert diagnosis.verdict == "overhead-bound"
+    assert any("kernel-active" in s for s in diagnosis.overhead_signals)
+
+
+def test_cpu_model_with_idle_gpu_is_not_overhead_bound():
+    # The model runs on the CPU: an idle GPU says nothing about host dispatch.
+    record = make_record(wait_s=0.0005, step_s=0.040, gpu_kernel_active=[0.0], gpus_used=0)
+    assert analyse(record).verdict == "compute-bound"
+
+
+def test_warmup_and_compilation_steps_are_dropped():
+    steps = make_steps(count=50, wait_s=0.010, step_s=0.050, epochs=2)
+    # the last, smaller batch of epoch 0 recompiles: 2.5 s of compute
+    last = steps[49]
+    steps[49] = StepSample(step=last.step, epoch=0, t_s=last.t_s, wait_s=0.010, step_s=2.51,
+                           batch_size=16)
+    kept, steady = steady_steps(steps)
+    assert steady.warmup_dropped == ((0, 0), (0, 1))
+    assert steady.outliers_dropped == ((0, 49),)
+    assert steady.steps_used == 97
+    assert all(s.step_s == pytest.approx(0.050) for s in kept)
+    diagnosis = analyse(make_record(wait_s=0.010, step_s=0.050, steps=steps))
+    assert diagnosis.input_wait_fraction == pytest.approx(0.20)
+    assert diagnosis.throughput == pytest.approx(64 / 0.050)
+
+
+def test_many_slow_steps_are_the_run_not_outliers():
+    steps = make_steps(count=40, wait_s=0.0, step_s=0.010)
+    for i in range(10, 40, 3):  # every third step is slow: 25% of the run
+        s = steps[i]
+        steps[i] = StepSample(step=s.step, epoch=0, t_s=s.t_s, wait_s=0.0, step_s=1.0, batch_size=64)
+    _, steady = steady_steps(steps)
+    assert steady.outliers_dropped == ()
+
+
+def test_short_runs_keep_at_least_half_their_steps():
+    kept, steady = steady_steps(make_steps(count=2, wait_s=0.01, step_s=0.02))
+    assert steady.steps_used == 1 and len(kept) == 1
+
+
+def test_no_steps_gives_unknown_and_still_serialises():
+    record = make_record(wait_s=0.0, step_s=0.0, steps=[],
+                         meta_extra={"error": "ValueError: bad shape", "exit_status": 1})
+    diagnosis = analyse(record)
+    assert diagnosis.verdict == "unknown"
+    assert "ended with an error" in diagnosis.verdict_reason
+    assert diagnosis.predicted_speedup is None
+    data = json.loads(json.dumps(diagnosis.to_json_dict(), allow_nan=False))
+    assert data["verdict"] == "unknown" and data["steps"] == []
+
+
+def test_doctor_overhead_fraction_sources():
+    record = make_record(wait_s=0.01, step_s=0.05)
+    assert doctor_overhead_fraction(record) == pytest.approx(0.005)
+    record.overhead = {"doctor_s_per_step": 0.0005}
+    steps = [s.step_s for s in record.steps]
+    assert doctor_overhead_fraction(record) == pytest.approx(0.0005 / (sum(steps) / len(steps)))
+    record.overhead = {}
+    assert doctor_overhead_fraction(record) is None
+
+
+def test_cpu_and_gpu_summaries():
+    record = make_record(wait_s=0.01, step_s=0.05, cores=8, self_pct=250.0, other_pct=300.0,
+                         gpu_kernel_active=[90.0, 1.0], gpus_visible=2)
+    diagnosis = analyse(record)
+    assert diagnosis.cpu.cores == 8
+    assert diagnosis.cpu.self_cores == pytest.approx(2.5)
+    assert diagnosis.cpu.other_cores == pytest.approx(3.0)
+    assert [g.kernel_active_pct for g in diagnosis.gpus] == [90.0, 1.0]
+
+
+def test_json_dict_has_the_public_schema():
+    diagnosis = analyse(synthetic.input_bound_generator())
+    data = json.loads(json.dumps(diagnosis.to_json_dict(), allow_nan=False))
+    for key in ("schema_version", "verdict", "input_wait_fraction", "throughput",
+                "predicted_speedup", "findings", "steps", "system", "probes", "meta",
+                "model_alone", "input_alone", "bound", "doctor_overhead_fraction"):
+        assert key in data, key
+    assert data["schema_version"] == DIAGNOSIS_SCHEMA_VERSION
+    assert data["verdict"] in VERDICTS
+    assert len(data["steps"]) == 100
+    assert set(data["probes"]) == {"model_alone", "input_alone"}
+    for finding in data["findings"]:
+        assert set(finding) >= {"id", "severity", "message", "fix", "evidence", "expected_gain"}
+
+
+def test_json_dict_has_no_nan():
+    record = make_record(wait_s=0.01, step_s=0.05, meta_extra={"weird": float("nan")})
+    record.overhead = {"fraction_of_step": float("inf")}
+    data = analyse(record).to_json_dict()
+    text = json.dumps(data, allow_nan=False)
+    assert json.loads(text)["meta"]["weird"] is None
+
+
+def test_saved_record_gives_the_same_diagnosis(tmp_path):
+    record = synthetic.input_bound_generator()
+    record.save(tmp_path / "run.json")
+    again = analyse(RunRecord.load(tmp_path / "run.json"))
+    first = analyse(record)
+    assert again.verdict == first.verdict
+    assert math.isclose(again.predicted_speedup, first.predicted_speedup)
+    assert [f.id for f in again.findings] == [f.id for f in first.findings]
+
+
+def test_unmeasurable_tf_data_wait_is_estimated_from_the_probes():
+    # next() inside a tf.function: the record shows no wait, but the input alone makes
+    # 1,000/s and the model 5,000/s, and the run goes at 1,000/s.
+    record = make_record(
+        kind="tf.data", wait_s=0.0, step_s=0.064, model_alone=5000.0, input_alone=1000.0,
+        backend="tensorflow",
+        input_extra={"wait_measured": False, "tf_data_prefetch": True, "tf_data_parallel_map": True},
+    )
+    diagnosis = analyse(record)
+    assert diagnosis.input_wait_source == "probes"
+    assert diagnosis.input_wait_fraction == pytest.approx(1 - 1000 / 5000)
+    assert diagnosis.verdict == "input-bound"
+    assert diagnosis.predicted_speedup == pytest.approx(5.0)
+    assert "estimated from the probes" in diagnosis.verdict_reason
+
+
+def test_unmeasurable_wait_without_prefetch_is_the_whole_input_cost():
+    record = make_record(
+        kind="tf.data", wait_s=0.0, step_s=0.064, model_alone=5000.0, input_alone=2000.0,
+        input_extra={"wait_measured": False, "tf_data_prefetch": False},
+    )
+    assert analyse(record).input_wait_fraction == pytest.approx(1000 / 2000)
+
+
+def test_unmeasurable_wait_without_probes_says_so():
+    record = make_record(kind="tf.data", wait_s=0.0, step_s=0.05, input_extra={"wait_measured": False})
+    diagnosis = analyse(record)
+    assert diagnosis.input_wait_source == "unmeasured"
+    assert "cannot be timed" in diagnosis.verdict_reason
+
+
+def test_unknown_batch_sizes_still_give_a_verdict_and_speedup():
+    steps = [StepSample(s.step, s.epoch, s.t_s, s.wait_s, s.step_s, batch_size=0)
+             for s in make_steps(wait_s=0.03, step_s=0.04)]
+    record = make_record(wait_s=0.03, step_s=0.04, steps=steps)
+    record.input.pop("batch_size")
+    diagnosis = analyse(record)
+    assert diagnosis.verdict == "input-bound"
+    assert diagnosis.throughput is None
+    assert diagnosis.predicted_speedup == pytest.approx(4.0)
+    json.dumps(diagnosis.to_json_dict(), allow_nan=False)
+
+
+def test_step_numbers_restarting_each_epoch():
+    steps = []
+    t = 0.0
+    for epoch in range(3):
+        for step in range(30):
+            step_s = 3.0 if (epoch, step) == (0, 0) else 0.05
+            t += step_s
+            steps.append(StepSample(step, epoch, t, 0.01, step_s, 64))
+    _, steady = steady_steps(steps)
+    assert steady.warmup_dropped == ((0, 0), (0, 1))
+    assert steady.steps_used == 88
+
+
+def test_wait_estimated_by_the_probes_is_labelled():
+    record = make_record(kind="tf.data", wait_s=0.03, step_s=0.04, model_alone=64 / 0.010,
+                         input_extra={"wait_method": "estimated-from-model-alone"})
+    diagnosis = analyse(record)
+    assert diagnosis.input_wait_source == "model-alone-estimate"
+    assert diagnosis.input_wait_fraction == pytest.approx(0.75)
+    assert "model-alone step" in diagnosis.verdict_reason
+
+
+def test_warmup_flags_from_the_probes_win():
+    steps = make_steps(count=40, wait_s=0.01, step_s=0.05, compile_s=0.0, first_wait_s=0.01)
+    flagged = [StepSample(s.step, s.epoch, s.t_s, s.wait_s, s.step_s, s.batch_size,
+                          warmup=s.step in (0, 1, 2, 20)) for s in steps]
+    _, steady = steady_steps(flagged)
+    assert steady.warmup_dropped == ((0, 0), (0, 1), (0, 2), (0, 20))
+
+
+def test_window_between_synced_steps():
+    # async dispatch: the 5 steps after the last sync are queued, not done (too short).
+    steps = make_steps(count=60, wait_s=0.0, step_s=0.05)
+    steps = [StepSample(s.step, s.epoch, s.t_s, s.wait_s, 0.01 if s.step > 50 else s.step_s,
+                        s.batch_size, synced=s.step in (10, 20, 30, 40, 50)) for s in steps]
+    kept, steady = steady_steps(steps)
+    assert [s.step for s in kept] == list(range(11, 51))
+    assert steady.unsynced_trimmed == 18
+    diagnosis = analyse(make_record(wait_s=0.0, step_s=0.05, steps=steps))
+    assert diagnosis.throughput == pytest.approx(64 / 0.05)

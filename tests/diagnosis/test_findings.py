@@ -1,0 +1,301 @@
+"""Each finding is raised on a record that shows its cause, with numbers, a fix that parses
+and the right gain, and is not raised where the record holds no evidence for it."""
+
+from __future__ import annotations
+
+import ast
+
+import pytest
+
+from stoke.diagnosis.analysis import analyse
+from stoke.diagnosis.findings import FINDING_CHECKS, FINDING_IDS, SEVERITIES, Finding
+from tests.diagnosis import synthetic
+from tests.diagnosis.synthetic import make_record
+
+CONTRACT_IDS = {
+    "generator-on-main-thread", "float64-input", "no-prefetch", "sequential-map", "run-eagerly",
+    "host-op-in-model", "small-batch", "cpu-contention", "no-accelerator", "multi-gpu-unused",
+    "thread-config", "gpu-memory-growth",
+}
+
+
+def ids(record) -> list[str]:
+    return [f.id for f in analyse(record).findings]
+
+
+def only(record, finding_id: str) -> Finding:
+    finding = analyse(record).finding(finding_id)
+    assert finding is not None, f"{finding_id} not raised; got {ids(record)}"
+    return finding
+
+
+def test_registry_covers_the_contract():
+    assert CONTRACT_IDS <= set(FINDING_IDS)
+    assert len(FINDING_CHECKS) == len(FINDING_IDS)
+
+
+def test_input_bound_generator_first_fix_is_stoke():
+    diagnosis = analyse(synthetic.input_bound_generator())
+    first = diagnosis.findings[0]
+    assert first.id == "generator-on-main-thread"
+    assert first.severity == "high"
+    assert "stoke.accelerate(" in first.fix
+    assert "stoke.from_sequence(" in first.fix
+    assert first.expected_gain == pytest.approx(4.0)
+    assert first.evidence["input_wait_pct"] == pytest.approx(75.0)
+    assert first.evidence["speedup_overlap_only"] == pytest.approx(40 / 30, abs=0.01)
+    assert "75%" in first.message and "×4.0" in first.message
+
+
+def test_clean_compute_bound_run_has_no_findings():
+    assert ids(synthetic.compute_bound_tf_data()) == []
+
+
+def test_pydataset_on_main_thread():
+    record = make_record(kind="pydataset", wait_s=0.03, step_s=0.04,
+                         input_extra={"pydataset_workers": 0, "main_thread": True})
+    finding = only(record, "generator-on-main-thread")
+    assert "stoke.accelerate(train_dataset)" in finding.fix
+    assert analyse(record).findings[0].id == "generator-on-main-thread"
+
+
+def test_pydataset_with_workers_that_cannot_keep_up():
+    diagnosis = analyse(make_record(
+        kind="pydataset", wait_s=0.03, step_s=0.04, model_alone=64 / 0.009, input_alone=1400.0,
+        input_extra={"pydataset_workers": 4, "use_multiprocessing": True, "main_thread": False},
+    ))
+    assert diagnosis.findings[0].id == "input-too-slow"
+    assert diagnosis.finding("generator-on-main-thread") is None
+    assert "stoke.accelerate(train_dataset)" in diagnosis.findings[0].fix
+    assert diagnosis.findings[0].evidence["pydataset_workers"] == 4
+
+
+def test_no_input_finding_when_the_input_keeps_up():
+    record = make_record(kind="generator", wait_s=0.001, step_s=0.05, gpu_kernel_active=[95.0],
+                         input_extra={"main_thread": True})
+    assert analyse(record).verdict == "compute-bound"
+    assert "generator-on-main-thread" not in ids(record)
+    assert "input-too-slow" not in ids(record)
+
+
+def test_tf_data_sequential_map_and_no_prefetch():
+    record = make_record(kind="tf.data", wait_s=0.03, step_s=0.04, backend="tensorflow",
+                         input_extra={"tf_data_parallel_map": False, "tf_data_prefetch": False})
+    found = ids(record)
+    assert found[:2] == ["sequential-map", "no-prefetch"]
+    assert "input-too-slow" not in found
+    sequential = only(record, "sequential-map")
+    assert sequential.fix.index("stoke.") < sequential.fix.index("num_parallel_calls")
+    prefetch = only(record, "no-prefetch")
+    assert "prefetch(tf.data.AUTOTUNE)" in prefetch.fix
+    # overlapping 30 ms of input with 10 ms of compute: 40 / max(30, 10)
+    assert prefetch.expected_gain == pytest.approx(1.33, abs=0.01)
+
+
+def test_parallel_prefetched_tf_data_has_neither():
+    record = make_record(kind="tf.data", wait_s=0.03, step_s=0.04, backend="tensorflow",
+                         input_extra={"tf_data_parallel_map": True, "tf_data_prefetch": True})
+    found = ids(record)
+    assert "sequential-map" not in found and "no-prefetch" not in found
+    assert found[0] == "input-too-slow"
+
+
+def test_float64_input():
+    record = make_record(wait_s=0.03, step_s=0.04, input_extra={"dtypes": {"x": "float64", "y": "int64"}})
+    finding = only(record, "float64-input")
+    assert finding.evidence["float64_fields"] == ["x"]
+    assert finding.severity == "medium"
+    assert 'astype("float32")' in finding.fix
+    assert "float64-input" not in ids(make_record(wait_s=0.03, step_s=0.04))
+
+
+def test_run_eagerly():
+    assert only(make_record(wait_s=0.0, step_s=0.05, model_extra={"run_eagerly": True}),
+                "run-eagerly").severity == "high"
+    on_torch = make_record(wait_s=0.0, step_s=0.05, backend="torch", model_extra={"run_eagerly": True})
+    assert only(on_torch, "run-eagerly").severity == "low"
+    assert "run-eagerly" not in ids(make_record(wait_s=0.0, step_s=0.05))
+
+
+def test_host_op_in_model():
+    record = make_record(wait_s=0.0, step_s=0.05, gpu_kernel_active=[95.0],
+                         model_extra={"host_ops": ["numpy_normalise", "py_func_aug"]})
+    finding = only(record, "host-op-in-model")
+    assert finding.severity == "high"
+    assert finding.evidence["host_op_layers"] == ["numpy_normalise", "py_func_aug"]
+    assert "numpy_normalise" in finding.message
+
+
+def test_small_batch_when_dispatch_dominates():
+    record = make_record(wait_s=0.0001, step_s=0.004, batch_size=8, model_alone=8 / 0.0039,
+                         model_detail={"fixed_s_per_step": 0.003})
+    finding = only(record, "small-batch")
+    assert finding.severity == "high"
+    assert "steps_per_execution=32" in finding.fix
+    # 4 ms step, 3 ms of it fixed, amortised over 32 steps: 4 / (4 - 3 * 31/32)
+    assert finding.expected_gain == pytest.approx(0.004 / (0.004 - 0.003 * 31 / 32), abs=0.01)
+    assert "small-batch" not in ids(synthetic.compute_bound_tf_data())
+
+
+def test_small_batch_not_raised_behind_an_input_wait():
+    assert "small-batch" not in ids(synthetic.input_bound_generator())
+
+
+def test_cpu_contention_on_an_input_bound_run():
+    record = make_record(wait_s=0.03, step_s=0.04, cores=2, self_pct=80.0, other_pct=115.0,
+                         model_alone=64 / 0.009)
+    finding = only(record, "cpu-contention")
+    assert finding.severity == "high"
+    assert finding.evidence["other_processes_cores"] == pytest.approx(1.15)
+    assert finding.fix_language == "bash"
+    # 2 cores, 1.15 taken by others: up to 2 / 0.85 if freed, below the 4x input bound
+    assert finding.expected_gain == pytest.approx(2 / 0.85, abs=0.01)
+
+
+def test_no_cpu_contention_without_other_load():
+    record = make_record(wait_s=0.03, step_s=0.04, cores=2, self_pct=190.0, other_pct=5.0)
+    assert "cpu-contention" not in ids(record)
+
+
+def test_no_cpu_contention_on_an_idle_machine_with_a_gpu_bound_model():
+    # Others take a core of 16, the machine is mostly idle, and the run does not wait.
+    record = make_record(wait_s=0.0005, step_s=0.05, cores=16, self_pct=100.0, other_pct=100.0,
+                         gpu_kernel_active=[97.0])
+    assert "cpu-contention" not in ids(record)
+
+
+def test_no_accelerator_on_a_cpu_only_machine_is_info():
+    record = make_record(wait_s=0.001, step_s=0.05, gpus_visible=0, gpus_used=0)
+    finding = only(record, "no-accelerator")
+    assert finding.severity == "info"
+
+
+def test_no_accelerator_when_the_backend_cannot_see_the_gpu():
+    record = make_record(wait_s=0.001, step_s=0.05, gpus_visible=0, gpus_used=0,
+                         gpu_kernel_active=[0.0], backend="tensorflow")
+    finding = only(record, "no-accelerator")
+    assert finding.severity == "high"
+    assert "tensorflow[and-cuda]" in finding.fix
+
+
+def test_no_accelerator_when_the_model_runs_on_cpu_with_a_visible_gpu():
+    record = make_record(wait_s=0.001, step_s=0.05, gpus_visible=1, gpus_used=0, gpu_kernel_active=[0.0])
+    finding = only(record, "no-accelerator")
+    assert finding.severity == "high"
+    assert finding.evidence["gpus_visible"] == 1
+
+
+def test_no_accelerator_not_raised_without_env_or_when_used():
+    assert "no-accelerator" not in ids(make_record(wait_s=0.001, step_s=0.05, gpus_visible=None,
+                                                   gpus_used=None))
+    assert "no-accelerator" not in ids(synthetic.compute_bound_tf_data())
+
+
+def test_multi_gpu_unused():
+    record = make_record(wait_s=0.001, step_s=0.05, gpus_visible=4, gpus_used=1,
+                         gpu_kernel_active=[97.0, 0.0, 0.0, 0.0])
+    finding = only(record, "multi-gpu-unused")
+    assert finding.severity == "medium"
+    assert finding.evidence["idle_gpus"] == [1, 2, 3]
+    assert "DataParallel" in finding.fix
+    assert "multi-gpu-unused" not in ids(make_record(wait_s=0.001, step_s=0.05, gpus_visible=4,
+                                                     gpus_used=4, gpu_kernel_active=[97.0] * 4))
+
+
+def test_thread_config_oversubscribed():
+    record = make_record(wait_s=0.001, step_s=0.05, cores=8, backend="tensorflow",
+                         gpu_kernel_active=[97.0], env_extra={"tf_intra_op_threads": 32})
+    assert only(record, "thread-config").evidence["tf_intra_op_threads"] == 32
+
+
+def test_thread_config_cpu_model_limited_to_one_thread():
+    record = make_record(wait_s=0.001, step_s=0.05, cores=16, gpus_visible=0, gpus_used=0,
+                         self_pct=100.0, env_extra={"omp_num_threads": "1"})
+    finding = only(record, "thread-config")
+    assert "OMP_NUM_THREADS" in finding.message
+    assert "thread-config" not in ids(make_record(wait_s=0.001, step_s=0.05, cores=16,
+                                                  gpus_visible=0, gpus_used=0))
+
+
+def test_gpu_memory_growth():
+    record = make_record(wait_s=0.001, step_s=0.05, backend="tensorflow", gpu_kernel_active=[97.0],
+                         gpu_memory_fraction=0.97, env_extra={"memory_growth": False})
+    finding = only(record, "gpu-memory-growth")
+    assert "set_memory_growth" in finding.fix
+    grown = make_record(wait_s=0.001, step_s=0.05, backend="tensorflow", gpu_kernel_active=[97.0],
+                        gpu_memory_fraction=0.97, env_extra={"memory_growth": True})
+    assert "gpu-memory-growth" not in ids(grown)
+
+
+def everything_wrong():
+    return make_record(
+        kind="generator", wait_s=0.03, step_s=0.04, cores=2, self_pct=80.0, other_pct=115.0,
+        model_alone=64 / 0.009, gpu_kernel_active=[30.0, 0.0], gpus_visible=2, gpus_used=1,
+        backend="tensorflow", gpu_memory_fraction=0.97,
+        input_extra={"main_thread": True, "dtypes": {"image": "float64"}},
+        model_extra={"run_eagerly": True, "host_ops": ["np_layer"]},
+        env_extra={"memory_growth": False, "tf_intra_op_threads": 8},
+    )
+
+
+def test_every_finding_is_well_formed():
+    diagnosis = analyse(everything_wrong())
+    assert len(diagnosis.findings) >= 8
+    assert diagnosis.findings[0].id == "generator-on-main-thread"
+    for finding in diagnosis.findings:
+        assert finding.id in FINDING_IDS
+        assert finding.severity in SEVERITIES
+        assert finding.message and finding.evidence
+        if finding.fix_language == "python":
+            ast.parse(finding.fix)  # the fix is code that parses
+        assert max(map(len, finding.fix.splitlines())) <= 80  # fits a terminal unwrapped
+        if finding.expected_gain is not None:
+            assert finding.expected_gain >= 1.0
+
+
+@pytest.mark.parametrize("kind", ["generator", "pydataset", "torch_dataloader", "tf.data", "arrays",
+                                  "stoke", "grain", "unknown"])
+def test_input_bound_fix_per_kind_parses_and_names_stoke(kind):
+    record = make_record(kind=kind, wait_s=0.03, step_s=0.04, input_extra={"main_thread": kind != "tf.data"})
+    first = analyse(record).findings[0]
+    assert first.category == "input"
+    assert "stoke" in first.fix
+    ast.parse(first.fix)
+    assert max(map(len, first.fix.splitlines())) <= 80
+
+
+def test_a_broken_check_warns_and_the_others_still_run(monkeypatch):
+    from stoke.diagnosis import analysis
+
+    def broken(record, diagnosis):
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(analysis, "FINDING_CHECKS", (broken, *FINDING_CHECKS))
+    with pytest.warns(RuntimeWarning, match="broken check failed"):
+        diagnosis = analysis.analyse(synthetic.input_bound_generator())
+    assert diagnosis.findings[0].id == "generator-on-main-thread"
+
+
+def test_generator_on_tensorflow_runs_in_one_tf_data_thread():
+    record = make_record(kind="generator", wait_s=0.03, step_s=0.04, backend="tensorflow",
+                         input_extra={"main_thread": False, "producer": "tf.data-thread",
+                                      "generator_s_per_batch": 0.029})
+    finding = only(record, "generator-on-main-thread")
+    assert "single Python thread" in finding.message
+    assert finding.evidence["generator_ms_per_batch"] == pytest.approx(29.0)
+
+
+def test_pydataset_without_workers_on_tensorflow_is_serial_python():
+    record = make_record(kind="pydataset", wait_s=0.03, step_s=0.04, backend="tensorflow",
+                         input_extra={"main_thread": False, "producer": "tf.data-thread",
+                                      "pydataset_workers": 0})
+    assert analyse(record).findings[0].id == "generator-on-main-thread"
+
+
+def test_train_on_batch_loop():
+    record = make_record(kind="train_on_batch", wait_s=0.03, step_s=0.04,
+                         input_extra={"main_thread": True, "producer": "trainer-thread",
+                                      "wait_method": "between-calls"})
+    finding = analyse(record).findings[0]
+    assert finding.id == "generator-on-main-thread"
+    assert "train_on_batch" in finding.message and "model.train_on_batch(x, y)" in finding.fix

@@ -1,0 +1,314 @@
+"""The Ray executor against a real Ray cluster on this machine (no mocks).
+
+The cluster (``ray.cluster_utils.Cluster``) has a head node with no CPU and two worker nodes
+with one CPU each, so every chunk runs on a worker node and its result crosses nodes through
+the object store. The same batches as the inline executor, exactly once, also when a worker
+node is killed mid-epoch. Object stores are kept small: the machine is shared.
+
+Until the loader knows ``executor="ray"``, the tests put a :class:`RayPool` into a loader
+directly (``loader._shutdown.pool``), which is what ``_make_pool`` will do.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import os
+import socket
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import stoke
+from stoke.errors import SampleError, StokeError, UnpicklableError
+
+ray = pytest.importorskip("ray")
+
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from stoke.executors.ray import RayPool, connect  # noqa: E402
+
+# This file is not importable on the Ray workers (pytest imports it by file path): its
+# functions travel by value, as a user's __main__ functions do.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+OBJECT_STORE_BYTES = 200 * 2**20
+WAIT_S = 60.0
+# Notice a killed node in ~5 s instead of Ray's default ~15 s (the node-death test waits on it).
+FAST_NODE_DEATH = {"health_check_period_ms": 1000, "health_check_failure_threshold": 5}
+
+
+# -- per-sample functions ------------------------------------------------------------------------
+def augment(sample, rng):
+    x, y = sample
+    return (x * rng.uniform(0.5, 1.5) + rng.standard_normal(x.shape).astype(np.float32), y)
+
+
+def keep_not_multiple_of_3(sample):
+    return int(sample[1]) % 3 != 0
+
+
+def as_dict(sample):
+    x, y = sample
+    return {"image": x.astype(np.float64), "label": y}
+
+
+def tag_node(sample):
+    """The sample's label and the Ray node that made it (to see work cross nodes)."""
+    x, y = sample
+    node = ray.get_runtime_context().get_node_id()
+    return y, np.int64(int(node[:12], 16))
+
+
+def slow(sample):
+    time.sleep(0.004)
+    return sample
+
+
+def record_run(sample, path):
+    """Append the sample's label to ``path`` each time it is made (all nodes share this disk)."""
+    with open(path, "a") as log:
+        log.write(f"{int(sample[1])} {os.getpid()}\n")
+    return sample
+
+
+def fail_on_13(sample):
+    if int(sample[1]) == 13:
+        raise ValueError("sample thirteen is cursed")
+    return sample
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def dataset(n: int = 96):
+    return stoke.from_arrays(np.arange(n * 4, dtype=np.float32).reshape(n, 4), np.arange(n))
+
+
+def copied(batch):
+    if isinstance(batch, dict):
+        return {k: np.array(v) for k, v in batch.items()}
+    return tuple(np.array(v) for v in batch)
+
+
+def ray_loader(pipe, workers: int = 2, **pool_options):
+    """A loader whose pool is a RayPool: what ``pipe.loader(executor="ray")`` will build."""
+    loader = pipe.loader(executor="inline", timeout_s=WAIT_S)
+    loader._shutdown.pool = RayPool(loader.program, workers, **pool_options)
+    return loader
+
+
+def batches(loader, epoch: int = 0, stop: int | None = None, state=None):
+    out = []
+    iterator = loader.iter(epoch=epoch, state=state)
+    for batch in iterator:
+        out.append(copied(batch))
+        if stop is not None and len(out) == stop:
+            break
+    return out, iterator.state()
+
+
+def inline_batches(pipe, epoch: int = 0, state=None):
+    with pipe.loader(executor="inline") as loader:
+        return batches(loader, epoch, state=state)[0]
+
+
+def assert_same(got, expected):
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        if isinstance(a, dict):
+            assert a.keys() == b.keys()
+            a, b = [a[k] for k in sorted(a)], [b[k] for k in sorted(b)]
+        for left, right in zip(a, b):
+            assert left.dtype == right.dtype
+            np.testing.assert_array_equal(left, right)
+
+
+def labels(got) -> list[int]:
+    return [int(v) for batch in got for v in batch[1]]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def warm_up(nodes) -> None:
+    """Start a Ray worker process on each node, so that no node lags behind the other."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    @ray.remote(num_cpus=1)
+    def pid() -> int:
+        return os.getpid()
+
+    ray.get([pid.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id,
+                                                                           soft=False)).remote()
+             for node in nodes], timeout=WAIT_S)
+
+
+# -- without a cluster ---------------------------------------------------------------------------
+def test_missing_ray_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    with pytest.raises(StokeError, match=r"pip install 'stoke\[ray\]'"):
+        RayPool(dataset()._program())
+
+
+def test_unreachable_address_fails_fast():
+    if ray.is_initialized():
+        pytest.skip("needs a process not connected to Ray yet")
+    address = f"127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with pytest.raises(StokeError, match="no Ray cluster answers at") as info:
+        connect(address)
+    assert address in str(info.value) and "RAY_ADDRESS" in str(info.value)
+    assert time.monotonic() - started < 10  # ray.init alone retries for minutes
+    assert not ray.is_initialized()
+    with pytest.raises(StokeError, match="cannot read the Ray address"):
+        connect("not-an-address")
+
+
+# -- on a cluster: head without CPU, two worker nodes of one CPU ---------------------------------
+@pytest.fixture(scope="module")
+def cluster():
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "object_store_memory": OBJECT_STORE_BYTES, "include_dashboard": False,
+        "_system_config": FAST_NODE_DEATH})
+    try:
+        workers = [cluster.add_node(num_cpus=1, object_store_memory=OBJECT_STORE_BYTES)
+                   for _ in range(2)]
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
+        cluster.worker_nodes_started = workers
+        warm_up(workers)
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.mark.slow
+def test_work_runs_on_both_worker_nodes(cluster):
+    pipe = dataset(64).map(slow).map(slow).map(tag_node).batch(4)
+    with ray_loader(pipe) as loader:
+        got, _ = batches(loader)
+    assert sorted(int(v) for b in got for v in b[0]) == list(range(64))
+    assert len({int(v) for b in got for v in b[1]}) == 2  # both nodes made samples
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["augment", "filter", "dict-float64"])
+def test_same_batches_as_inline_over_epochs(cluster, variant):
+    pipe = dataset().shuffle(seed=7)
+    if variant == "augment":
+        pipe = pipe.map(augment).batch(8)
+    elif variant == "filter":
+        pipe = pipe.map(augment).filter(keep_not_multiple_of_3).batch(7)
+    else:
+        pipe = pipe.map(as_dict).batch(10)
+    with ray_loader(pipe) as loader:
+        for epoch in (0, 1):
+            if variant == "dict-float64" and epoch == 0:
+                with pytest.warns(stoke.StokeWarning, match="float64"):
+                    got, _ = batches(loader, epoch)
+            else:
+                got, _ = batches(loader, epoch)
+            assert_same(got, inline_batches(pipe, epoch))
+            if variant != "dict-float64":
+                ids = labels(got)
+                kept = [i for i in range(96) if variant != "filter" or i % 3]
+                assert sorted(ids) == kept  # exactly once
+
+
+@pytest.mark.slow
+def test_resume_mid_epoch_matches_inline(cluster):
+    pipe = dataset().shuffle(seed=3).map(augment).batch(8)
+    with ray_loader(pipe) as loader:
+        head, state = batches(loader, epoch=2, stop=5)
+        rest, _ = batches(loader, state=state)
+    assert_same(head + rest, inline_batches(pipe, epoch=2))
+
+
+@pytest.mark.slow
+def test_error_in_map_names_the_sample_and_the_ray_worker(cluster):
+    pipe = dataset(32).map(fail_on_13).batch(4)
+    with ray_loader(pipe) as loader, pytest.raises(SampleError) as info:
+        batches(loader)
+    assert info.value.index == 13 and info.value.original_type == "ValueError"
+    assert "Ray worker" in str(info.value) and "cursed" in str(info.value)
+
+
+@pytest.mark.slow
+def test_unserialisable_function_is_named(cluster):
+    lock = threading.Lock()
+
+    def locked(sample):
+        with lock:
+            return sample
+
+    pipe = dataset(8).map(locked).batch(4)
+    with pytest.raises(UnpicklableError, match=r"map\(.*locked\) cannot be sent to the Ray") as info:
+        RayPool(pipe._program(), 2)
+    assert "module level" in str(info.value)
+
+
+@pytest.mark.slow
+def test_other_address_than_the_connected_cluster_is_refused(cluster):
+    with pytest.raises(StokeError, match="already connected"):
+        RayPool(dataset()._program(), 2, ray_address=f"127.0.0.1:{free_port()}")
+
+
+@pytest.mark.slow
+def test_object_store_budget_bounds_tasks_in_flight(cluster):
+    pipe = dataset().shuffle(seed=1).map(augment).batch(8)
+    # a slot is 8 rows x (16 + 8) bytes, aligned: 192 bytes; budget of two slots
+    with ray_loader(pipe, object_store_budget_bytes=2 * 192) as loader:
+        pool = loader.pool
+        original = pool._dispatch
+        peak = [0]
+
+        def watched():
+            original()
+            peak[0] = max(peak[0], len(pool._in_flight))
+
+        pool._dispatch = watched
+        got, _ = batches(loader)
+    assert peak[0] == 2
+    assert_same(got, inline_batches(pipe))
+
+
+@pytest.mark.slow
+def test_pipe_iter_executor_ray(cluster):
+    from stoke.loader import EXECUTORS
+
+    if "ray" not in EXECUTORS:
+        pytest.skip("the loader does not route executor=\"ray\" yet")
+    pipe = dataset().shuffle(seed=2).map(augment).batch(8)
+    assert_same([copied(b) for b in pipe.iter(executor="ray", workers=2)], inline_batches(pipe))
+
+
+@pytest.mark.slow
+def test_worker_node_killed_mid_epoch_every_sample_once(cluster, tmp_path):
+    """Kept last in this file: it changes the cluster (one node killed, another added)."""
+    n = 480
+    runs = tmp_path / "runs.log"
+    pipe = (dataset(n).shuffle(seed=11).map(slow)
+            .map(functools.partial(record_run, path=str(runs))).map(augment).batch(8))
+    expected = inline_batches(pipe)
+    runs.unlink()
+    with ray_loader(pipe) as loader:
+        iterator = loader.iter()
+        got = [copied(next(iterator)) for _ in range(6)]
+        assert len(loader.pool._in_flight) > 0  # chunks are running on the node we kill
+        victim = cluster.worker_nodes_started[0]
+        cluster.remove_node(victim, allow_graceful=False)
+        got += [copied(next(iterator)) for _ in range(10)]
+        cluster.add_node(num_cpus=1, object_store_memory=OBJECT_STORE_BYTES)
+        got += [copied(b) for b in iterator]
+    assert sorted(labels(got)) == list(range(n))  # every sample exactly once
+    assert_same(got, expected)  # and the same batches in the same order
+    made = collections.Counter(line.split()[0] for line in runs.read_text().splitlines())
+    assert len(made) == n
+    # the kill interrupted work: Ray ran some samples again, the trainer got them once
+    assert max(made.values()) >= 2, "no task was re-run: the kill hit an idle node"
