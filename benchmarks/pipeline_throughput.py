@@ -11,10 +11,15 @@ Method (also in ``benchmarks/README.md``):
 - all loaders run in this one process, interleaved: each round visits every loader once (the
   order rotates from round to round), so a noisy neighbour hurts every row alike;
 - each visit builds the loader fresh and times the first batch (``startup_s``: worker
-  start-up, first decode, graph building); then ``warmup`` more batches drain whatever the
-  workers prepared ahead during start-up; then ``batches`` batches are timed. The reported
-  img/s is the **median over rounds** of those timed windows (best and all rounds are in the
-  JSON), so start-up is excluded from img/s and reported on its own;
+  start-up, first decode, graph building). Then it warms up: at least ``warmup_batches``
+  batches AND at least as long as the start-up took. Whatever workers made ahead while the
+  first batch was awaited (at most start-up x production rate) is drained by then, since the
+  consumer takes buffered batches far faster than they are made; so a loader with deep
+  buffers and a slow start gets no head start. Then ``batches`` batches are timed. The
+  reported img/s is the **median over rounds** of those timed windows (best and all rounds
+  are in the JSON): start-up is excluded from img/s and reported on its own;
+- the stream is long (a virtual dataset: index ``i`` reads file ``i % files``), much longer
+  than a visit reads, so no loader runs into an epoch end; each visit stops early and closes;
 - after each visit the loader is closed and its worker processes must be gone (waited for,
   else killed and reported as ``leftover_processes``);
 - a peer whose package is missing is skipped with a note, never an error.
@@ -45,9 +50,10 @@ import socket
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -136,8 +142,14 @@ class Settings:
     seed: int = 0
 
     @property
+    def max_warmup_batches(self) -> int:
+        """The time-based warm-up stops here at the latest."""
+        return max(self.warmup_batches, 10 * (self.warmup_batches + self.batches))
+
+    @property
     def total_batches(self) -> int:
-        return 1 + self.warmup_batches + self.batches
+        """Batches in the stream every loader is given: more than any visit reads."""
+        return 1 + self.max_warmup_batches + self.batches
 
     @property
     def total_samples(self) -> int:
@@ -215,9 +227,8 @@ def build_tf_numpy_function(ctx: Context) -> Running:
         label.set_shape(())
         return image, label
 
-    n = len(ctx.samples)
-    ds = (tf.data.Dataset.range(n)
-          .shuffle(n, seed=ctx.settings.seed)
+    # The same permutation as the loop; a full-size .shuffle() of int64s costs the same.
+    ds = (tf.data.Dataset.from_tensor_slices(_order(ctx))
           .map(load, num_parallel_calls=tf.data.AUTOTUNE)
           .batch(ctx.settings.batch_size)
           .prefetch(tf.data.AUTOTUNE))
@@ -227,20 +238,17 @@ def build_tf_numpy_function(ctx: Context) -> Running:
 def build_tf_native(ctx: Context) -> Running:
     import tensorflow as tf
 
-    n = len(ctx.samples)
     files = len(ctx.jpegs)
     jpegs = tf.constant(ctx.jpegs)
     labels = tf.constant(ctx.labels)
     fn = workloads.tf_native_transform(ctx.workload)
 
-    def read(index):
+    def load(index):
         k = index % files
-        return tf.gather(jpegs, k), tf.gather(labels, k), index
+        return fn(tf.gather(jpegs, k), tf.gather(labels, k), index)
 
-    ds = (tf.data.Dataset.range(n)
-          .shuffle(n, seed=ctx.settings.seed)
-          .map(read)
-          .map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = (tf.data.Dataset.from_tensor_slices(_order(ctx))
+          .map(load, num_parallel_calls=tf.data.AUTOTUNE)
           .batch(ctx.settings.batch_size)
           .prefetch(tf.data.AUTOTUNE))
     return Running(iter(ds))
@@ -306,11 +314,12 @@ def _grain_dataset(ctx: Context):
 def build_grain_threads(ctx: Context) -> Running:
     import grain
 
-    # grain's thread prefetch (ReadOptions) over samples, then batching.
+    # N threads, each making whole batches (batching inside the MapDataset): the fastest of
+    # the thread layouts tried (README.md); the buffer holds 2 batches per thread.
     ds = (_grain_dataset(ctx)
+          .batch(ctx.settings.batch_size)
           .to_iter_dataset(grain.ReadOptions(num_threads=ctx.workers,
-                                             prefetch_buffer_size=500))
-          .batch(ctx.settings.batch_size))
+                                             prefetch_buffer_size=2 * ctx.workers)))
     iterator = iter(ds)
     return Running(iterator, getattr(iterator, "close", lambda: None))
 
@@ -324,7 +333,8 @@ def build_grain_processes(ctx: Context) -> Running:
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
 
-    # One process per core; batching last, so grain ships batches through shared memory.
+    # One process per worker, one thread in each (the data are in memory: grain's advice);
+    # batching last, so that mp_prefetch ships batches through shared memory.
     ds = (_grain_dataset(ctx)
           .to_iter_dataset(grain.ReadOptions(num_threads=0))
           .batch(ctx.settings.batch_size)
@@ -349,9 +359,9 @@ LOADERS: tuple[LoaderSpec, ...] = (
                ("keras",), _build_pydataset(True)),
     LoaderSpec("torch-dataloader", "peer", "torch DataLoader, num_workers=N, persistent",
                ("torch",), build_torch),
-    LoaderSpec("grain-threads", "peer", "grain to_iter_dataset(ReadOptions(num_threads=N))",
+    LoaderSpec("grain-threads", "peer", "grain, ReadOptions(num_threads=N), batches made in threads",
                ("grain",), build_grain_threads),
-    LoaderSpec("grain-processes", "peer", "grain mp_prefetch(num_workers=N)", ("grain",),
+    LoaderSpec("grain-processes", "peer", "grain mp_prefetch(num_workers=N), shared-memory batches", ("grain",),
                build_grain_processes),
     LoaderSpec("tf-native-ops", "reference",
                "reference: same work in TF ops (decode_jpeg, tf.image), AUTOTUNE",
@@ -418,6 +428,22 @@ def _reap_new_children(before: set[int], timeout_s: float = 20.0) -> list[str]:
     return leftovers
 
 
+def _tree_cpu_s() -> float:
+    """CPU seconds (user + system) used so far by this process and its live descendants."""
+    import psutil
+
+    me = psutil.Process()
+    times = me.cpu_times()
+    total = times.user + times.system
+    for child in me.children(recursive=True):
+        try:
+            times = child.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def _children() -> set[int]:
     import psutil
 
@@ -439,12 +465,18 @@ def measure_once(spec: LoaderSpec, ctx: Context) -> dict[str, Any]:
         batch_info = _describe_batch(first)
         del first
         first_at = time.perf_counter()
-        for _ in range(settings.warmup_batches):
+        startup = first_at - started
+        warmup = 0
+        while warmup < settings.max_warmup_batches and (
+                warmup < settings.warmup_batches or time.perf_counter() - first_at < startup):
             sink += _touch(next(batches))
+            warmup += 1
+        cpu_from = _tree_cpu_s()
         timed_from = time.perf_counter()
         for _ in range(settings.batches):
             sink += _touch(next(batches))
         timed_to = time.perf_counter()
+        cpu_to = _tree_cpu_s()
     finally:
         try:
             running.close()
@@ -455,8 +487,11 @@ def measure_once(spec: LoaderSpec, ctx: Context) -> dict[str, Any]:
     if not np.isfinite(sink):
         raise RuntimeError(f"{spec.name} delivered non-finite values")
     return {
-        "startup_s": first_at - started,
+        "startup_s": startup,
+        "warmup_batches": warmup,
         "images_per_s": settings.batches * settings.batch_size / (timed_to - timed_from),
+        # all processes of the loader together: how much CPU one image costs end to end
+        "cpu_us_per_image": (cpu_to - cpu_from) * 1e6 / (settings.batches * settings.batch_size),
         "batch": batch_info,
         "leftover_processes": leftovers,
     }
@@ -496,7 +531,10 @@ class Row:
             "images_per_s_best": self.best_images_per_s,
             "images_per_s_rounds": [r["images_per_s"] for r in self.rounds],
             "startup_s": statistics.median(startups) if startups else None,
+            "cpu_us_per_image": (statistics.median(r["cpu_us_per_image"] for r in self.rounds)
+                                 if self.rounds else None),
             "startup_s_rounds": startups,
+            "warmup_batches_rounds": [r["warmup_batches"] for r in self.rounds],
             "batch": self.rounds[0]["batch"] if self.rounds else None,
             "leftover_processes": leftovers,
         }
@@ -586,7 +624,7 @@ def print_table(result: dict[str, Any]) -> None:
              f"{settings['batches']} timed batches x {settings['rounds']} rounds "
              f"({STATISTIC}), decoder {workload['decoder']}")
     table = Table(title=title, title_justify="left")
-    table.add_column("loader")
+    table.add_column("loader", no_wrap=True)
     table.add_column("workers", justify="right")
     table.add_column("img/s", justify="right")
     table.add_column("best", justify="right")
@@ -594,6 +632,7 @@ def print_table(result: dict[str, Any]) -> None:
     scaling = result["mode"] == "scaling"
     table.add_column("eff. vs linear" if scaling else "x best peer", justify="right")
     table.add_column("start-up s", justify="right")
+    table.add_column("CPU µs/img", justify="right")
     table.add_column("note")
     for r in result["rows"]:
         last = r.get("efficiency_vs_linear") if scaling else r["ratio_to_best_peer"]
@@ -602,11 +641,12 @@ def print_table(result: dict[str, Any]) -> None:
             r["name"], str(r["workers"]), _fmt(r["images_per_s"], ",.0f"),
             _fmt(r["images_per_s_best"], ",.0f"), _fmt(r["ratio_to_loop"], ".2f"),
             (_fmt(last, ".0%") if scaling else _fmt(last, ".2f")),
-            _fmt(r["startup_s"], ".2f"),
-            r["note"] or (r["description"] if r["kind"] == "reference" else ""),
+            _fmt(r["startup_s"], ".2f"), _fmt(r["cpu_us_per_image"], ",.0f"),
+            r["note"] or ("reference: TF C++ ops, not Python" if r["kind"] == "reference"
+                          else ""),
             style=style,
         )
-    console = Console(width=max(100, Console().width))
+    console = Console(width=max(130, Console().width))
     console.print(table)
     summary = result["summary"]
     if not scaling and summary.get("best_peer"):
@@ -629,8 +669,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batches", type=int, default=None,
                         help="timed batches per round (default max(40, 20 x workers))")
     parser.add_argument("--warmup-batches", type=int, default=None,
-                        help="batches after the first, before timing (default max(8, 2 x "
-                             "workers + 2): drains what workers made ahead during start-up)")
+                        help="least batches after the first, before timing (default max(8, "
+                             "2 x workers + 2)); warm-up also lasts as long as start-up took")
     parser.add_argument("--image-size", type=int, default=160, help="JPEG side, pixels")
     parser.add_argument("--crop-size", type=int, default=128, help="random crop side, pixels")
     parser.add_argument("--seed", type=int, default=0)
@@ -741,6 +781,8 @@ def main(argv: list[str] | None = None) -> int:
             "batches": settings.batches, "warmup_batches": settings.warmup_batches,
             "rounds": settings.rounds, "seed": settings.seed, "statistic": STATISTIC,
             "startup": "excluded from img/s; the first batch's latency, reported as startup_s",
+            "warmup": "at least warmup_batches and at least startup_s of wall time",
+            "stream_batches": settings.total_batches,
             "consumer": "touches one image and one label per batch (no full copy)",
             "scaling_workers": args.scaling,
         },

@@ -1918,6 +1918,9 @@ def _run(command: list[str], timeout_s: float = 10.0) -> subprocess.CompletedPro
 
 
 def gather_nvidia() -> NvidiaFacts:
+    """The driver's view: NVML when nvidia-ml-py is installed, else ``nvidia-smi``. Failing to
+    reach a driver that is not there is no error: ``error`` is kept only when the kernel
+    module or the device nodes say a driver exists."""
     facts = NvidiaFacts(
         kernel_module=os.path.exists("/proc/driver/nvidia/version"),
         device_nodes=any(os.path.exists(f"/dev/nvidia{i}") for i in range(16)),
@@ -1927,11 +1930,18 @@ def gather_nvidia() -> NvidiaFacts:
         return facts
     except ImportError:
         pass
-    except Exception as error:  # NVMLError_* : fall back to nvidia-smi, keep the reason
+    except Exception as error:  # NVMLError_*: fall back to nvidia-smi, keep the reason
+        facts.source, facts.gpus, facts.processes = "none", [], []
         facts.error = f"NVML: {type(error).__name__}: {error}"
     smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return facts
+    if smi is not None:
+        _gather_nvidia_smi(facts, smi)
+    if facts.error and not (facts.kernel_module or facts.device_nodes):
+        facts.error = None  # no driver here: "no NVIDIA GPU visible" says it all
+    return facts
+
+
+def _gather_nvidia_smi(facts: NvidiaFacts, smi: str) -> None:
     try:
         query = _run(
             [
@@ -1942,7 +1952,7 @@ def gather_nvidia() -> NvidiaFacts:
         )
         if query.returncode != 0:
             facts.error = (query.stderr or query.stdout).strip()[:300] or f"exit {query.returncode}"
-            return facts
+            return
         facts.gpus = parse_nvidia_smi_gpus(query.stdout)
         facts.source = "nvidia-smi"
         facts.error = None
@@ -1961,7 +1971,6 @@ def gather_nvidia() -> NvidiaFacts:
         facts.error = "nvidia-smi did not answer within 10 s (a hung driver?)"
     except OSError as error:
         facts.error = f"nvidia-smi: {error}"
-    return facts
 
 
 def _gather_nvml(facts: NvidiaFacts) -> None:
@@ -2330,7 +2339,10 @@ class RunningProbe:
     def kill(self) -> None:
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.process.pid, signal.SIGKILL)
+                if hasattr(os, "killpg"):
+                    os.killpg(self.process.pid, signal.SIGKILL)  # the child and what it started
+                else:  # pragma: no cover - Windows
+                    self.process.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=5)
 

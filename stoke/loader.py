@@ -16,8 +16,9 @@ import time
 import warnings
 import weakref
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ from stoke.executors.chunk import Result, Task
 from stoke.executors.inline import InlinePool
 from stoke.executors.ring import BatchRing
 from stoke.executors.threads import ThreadPool
-from stoke.plan import IteratorState, PlanSpec, fingerprint
+from stoke.plan import IteratorState, fingerprint
 from stoke.structure import BatchLayout, unflatten
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ def _make_pool(program, options: LoaderOptions):
     workers = resolve_workers(options.workers)
     kind = options.executor
     if kind == "auto":
-        kind = "process" if workers > 1 else "inline"
+        kind = "process"  # even one worker process overlaps with the consumer
     if kind == "inline":
         return InlinePool(program)
     if kind == "thread":

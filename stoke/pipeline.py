@@ -16,8 +16,9 @@ anywhere in the chain; ``map`` and ``filter`` run per sample, before batching.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from stoke.loader import BatchIterator, Loader, LoaderOptions
 from stoke.plan import IteratorState, PlanSpec
@@ -114,7 +115,7 @@ class Pipeline:
         """
         loader = Loader(self, LoaderOptions(workers=workers, executor=executor, **options))
         try:
-            loader.pool  # start the workers now: errors (e.g. unpicklable fn) surface here
+            _ = loader.pool  # start the workers now: errors (unpicklable fn...) surface here
             iterator = loader.iter(epoch=epoch, state=state, epochs=self.repeat_count)
         except BaseException:
             loader.close()

@@ -35,15 +35,17 @@ the measurements show that host work, not the device, fills the step (see
 ``max(model, input) + exposed overhead``; with the input hidden, what is left is the time the
 trainer spends not waiting, and never less than the model needs on its own::
 
-    no_wait_throughput  = samples / sum(step_s - wait_s)
-    predicted_throughput = min(no_wait_throughput, model_alone)    # model_alone if probed
-    predicted_speedup    = max(1.0, predicted_throughput / throughput)
+    no_wait_step_s    = typical (step_s - wait_s)       # see no_wait_step_s: mean or median
+    model_step_s      = batch_size / model_alone        # the model-alone probe, if run
+    predicted_step_s  = max(no_wait_step_s, model_step_s)
+    predicted_speedup = max(1.0, mean step_s / predicted_step_s)
+    predicted_throughput = throughput * predicted_speedup
+    # i.e. predicted_throughput = min(no-wait throughput, model_alone)
 
 Without the model-alone probe the no-wait estimate stands alone; on backends that dispatch
-asynchronously (JAX, TensorFlow) the device may run during the wait, so the mean compute time
-of steps measured after a device sync (``StepSample.synced``) replaces the overall one when it
-is longer. The code works in step time (``max(sum(step_s - wait_s), samples / model_alone)``),
-which is the same formula and also holds when batch sizes were not recorded.
+asynchronously (JAX, TensorFlow) the device may run during the wait, so the compute time of
+steps measured after a device sync (``StepSample.synced``) is used when it is longer. Working
+in step time also holds when batch sizes were not recorded.
 
 **Unmeasurable wait.** When the record says ``input["wait_measured"] is False`` or
 ``input["wait_method"] == "none"`` (a native tf.data pipeline's ``next()`` runs inside a
@@ -167,7 +169,21 @@ class Diagnosis:
         return next((f for f in self.findings if f.id == finding_id), None)
 
     def to_json_dict(self) -> dict[str, Any]:
-        """The public JSON form (schema ``DIAGNOSIS_SCHEMA_VERSION``): plain types, no NaN."""
+        """The public JSON form (schema ``DIAGNOSIS_SCHEMA_VERSION``): plain types, no NaN.
+
+        Keys (add freely in later versions, never change a meaning without a new version):
+        ``schema_version``, ``record_schema_version``, ``units``; ``verdict`` (one of
+        ``VERDICTS``), ``verdict_reason``; ``input_wait_fraction`` (0-1) and
+        ``input_wait_source``; ``throughput``, ``predicted_throughput``, ``model_alone``,
+        ``input_alone`` (samples/s or null); ``predicted_speedup`` (>= 1 or null);
+        ``bound`` (``limited_by``, per-step ``step_s``/``wait_s``/``compute_s``, probe step
+        times); ``overhead_signals`` (sentences); ``doctor_overhead_fraction``;
+        ``steady_state`` (which steps count and which were left out); ``cpu`` and ``gpus``
+        (summaries over the steady window); ``findings`` (objects with ``id``, ``severity``,
+        ``category``, ``message``, ``fix``, ``fix_language``, ``evidence``,
+        ``expected_gain``), ordered as reported; and the record itself: ``steps``,
+        ``system``, ``probes``, ``meta``, ``input``, ``model``, ``env``, ``overhead``.
+        """
         record = self.record
         data = {
             "schema_version": DIAGNOSIS_SCHEMA_VERSION,
@@ -346,9 +362,7 @@ def overhead_signals(
     return tuple(signals)
 
 
-def no_wait_step_s(
-    kept: Sequence[StepSample], wait_fraction: float, per_step_waits: bool = True
-) -> float:
+def no_wait_step_s(kept: Sequence[StepSample], wait_fraction: float) -> float:
     """The typical time of a step spent not waiting for input: what a step would take if the
     input were free, before the model-alone bound.
 
@@ -361,7 +375,7 @@ def no_wait_step_s(
     if not kept:
         return 0.0
     computes = [_compute_s(s) for s in kept]
-    if not per_step_waits or wait_fraction < PARTLY_INPUT_BOUND_WAIT_FRACTION:
+    if wait_fraction < PARTLY_INPUT_BOUND_WAIT_FRACTION:
         return statistics.fmean(computes)
     return statistics.median(computes)
 
@@ -534,9 +548,10 @@ def _measure(record: RunRecord) -> Diagnosis:
     # needs alone. Same as min(no-wait throughput, model alone) in samples/s.
     batch_size = samples / len(kept) if samples > 0 else None
     step_s = total_step_s / len(kept)
-    compute_s = no_wait_step_s(kept, wait_fraction, per_step_waits=wait_source != "probes")
-    if wait_source == "probes":
+    if wait_source == "probes":  # per-step waits are not known, only their share
         compute_s = step_s * (1.0 - wait_fraction)
+    else:
+        compute_s = no_wait_step_s(kept, wait_fraction)
     model_step_s = batch_size / model_alone if (model_alone and batch_size) else 0.0
     if not model_alone and wait_source == "measured":
         compute_s = max(compute_s, _synced_compute_s(kept, wait_fraction))

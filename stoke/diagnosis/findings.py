@@ -233,7 +233,7 @@ def float64_input(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
     dtypes = record.input.get("dtypes")
     if not isinstance(dtypes, dict):
         return None
-    wide = sorted(str(name) for name, dtype in dtypes.items() if "float64" in str(dtype))
+    wide = sorted(_field_label(str(path)) for path, dtype in dtypes.items() if "float64" in str(dtype))
     if not wide:
         return None
     wait = diagnosis.input_wait_fraction or 0.0
@@ -379,7 +379,8 @@ def small_batch(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
 
 
 def cpu_contention(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
-    """Other processes take the cores the input pipeline (or a CPU model) needs."""
+    """Other processes take the cores this run needs: for its input pipeline (it waits for
+    input), for the model (it trains on the CPU) or for dispatch (the step is overhead-bound)."""
     cpu = diagnosis.cpu
     if cpu is None:
         return None
@@ -388,16 +389,22 @@ def cpu_contention(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
         return None
     wait = diagnosis.input_wait_fraction or 0.0
     model_on_cpu = _model_on_cpu(record)
-    needs_cpu = wait >= _PARTLY_WAIT or model_on_cpu
+    needs_cpu = wait >= _PARTLY_WAIT or model_on_cpu or diagnosis.verdict == "overhead-bound"
     saturated = cpu.busy_fraction >= SATURATED_BUSY_FRACTION
-    if not (needs_cpu or saturated):
+    if not needs_cpu:
         return None
-    if needs_cpu and saturated:
+    if saturated:
         severity = "high" if (wait >= _INPUT_BOUND_WAIT or model_on_cpu) else "medium"
     else:
         severity = "low"
+    if model_on_cpu:
+        need = "runs on the CPU"
+    elif wait >= _PARTLY_WAIT:
+        need = f"waits {wait:.0%} of each step for input"
+    else:
+        need = "spends its steps in host work"
     gain = None
-    if needs_cpu and saturated and diagnosis.predicted_speedup and cpu.cores > cpu.other_cores:
+    if saturated and diagnosis.predicted_speedup and cpu.cores > cpu.other_cores:
         freed = cpu.cores / (cpu.cores - cpu.other_cores)  # if the run could use those cores
         gain = freed if model_on_cpu else min(freed, diagnosis.predicted_speedup)
     return Finding(
@@ -406,13 +413,13 @@ def cpu_contention(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
         category="system",
         message=(
             f"Other processes take {cpu.other_cores:.1f} of the machine's {cpu.cores} cores "
-            f"(median over the run); this run gets {cpu.self_cores:.1f}, and the machine is "
+            f"(median over the run) and this run {cpu.self_cores:.1f}; the machine is "
             f"{cpu.busy_fraction:.0%} busy"
             + (
-                ", while the training "
-                + ("runs on the CPU." if model_on_cpu else f"waits {wait:.0%} of each step for input.")
-                if needs_cpu
-                else "."
+                f": the training {need} and cannot get more cores."
+                if saturated
+                else ", so cores are still free: little harm now, but a faster input pipeline "
+                "will compete with them for the cores."
             )
         ),
         fix=(
@@ -857,6 +864,13 @@ def _overlap_gain(diagnosis: Diagnosis) -> float | None:
     if diagnosis.predicted_speedup:
         gain = min(gain, diagnosis.predicted_speedup)
     return _gain(gain)
+
+
+def _field_label(path: str) -> str:
+    """A batch field path as the user knows it: "0" -> "x", "1/mask" -> "y/mask"."""
+    head, _, rest = path.partition("/")
+    head = {"0": "x", "1": "y", "2": "sample_weight"}.get(head, head)
+    return f"{head}/{rest}" if rest else head
 
 
 def _model_on_cpu(record: RunRecord) -> bool:

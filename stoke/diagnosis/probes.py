@@ -8,7 +8,8 @@ host and GPU sampling to :mod:`stoke.diagnosis.system`, running a script to
 :mod:`stoke.diagnosis.bootstrap` and :mod:`stoke.diagnosis.runner`, and judging to the analysis.
 
 How a step is timed. A step is one call of Keras' train function; it ends when the call
-returns (on every ``sync_every_steps``-th step, after the device finished: ``synced=True``).
+returns; now and then (see :meth:`Recorder.sync_due`) after the device finished
+(``synced=True``).
 ``step_s`` is the time from the previous step's end; the first step of each epoch counts from
 the moment the epoch's batches were asked for, so validation and epoch-end callbacks are not
 inside any step. ``wait_s`` is the time the trainer was blocked pulling its batch:
@@ -75,8 +76,11 @@ class DoctorOptions:
     ``stop_after_steps``: end the run after this many measured steps (``None``: run to the end).
     ``probe_after_steps``: run the bounding probes after this many steps (or at
     ``stop_after_steps``, or at the last step of a shorter ``fit`` when its length is known).
-    ``sync_every_steps``: block on the device every N-th step so that windows of steps are
-    timed exactly (1 makes every step synchronous: not the user's run).
+    ``sync_every_steps`` and ``sync_min_interval_s``: block on the device at most every N-th
+    step and at most every S seconds (both must have passed), plus on the first steady step
+    and the last step before the probes or the step limit, so that windows of steps are timed
+    exactly while the run keeps its asynchronous dispatch (1 and 0 make every step
+    synchronous: not the user's run).
     ``on_step_limit``: ``"raise"`` ends the script (``stoke doctor``); ``"stop_training"`` sets
     ``model.stop_training`` and lets ``fit`` return (notebooks).
 
@@ -88,6 +92,7 @@ class DoctorOptions:
     probes: bool = True
     probe_seconds: float = 2.0
     sync_every_steps: int = 10
+    sync_min_interval_s: float = 0.25
     warmup_steps: int = 2
     system_interval_s: float = 0.25
     on_step_limit: str = "raise"
@@ -110,6 +115,11 @@ class DoctorOptions:
         if self.sync_every_steps < 1:
             raise ValueError(
                 f"sync_every_steps must be >= 1. Received: sync_every_steps={self.sync_every_steps}"
+            )
+        if self.sync_min_interval_s < 0:
+            raise ValueError(
+                f"sync_min_interval_s must be >= 0 seconds. "
+                f"Received: sync_min_interval_s={self.sync_min_interval_s}"
             )
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0. Received: warmup_steps={self.warmup_steps}")
@@ -181,6 +191,9 @@ class Recorder:
         self._overhead_s = 0.0
         self._sync_s = 0.0
         self._synced_steps = 0
+        self._last_sync_step = -1
+        self._last_sync_t = -1e9
+        self.tf_pull_floor_s: float | None = None
         self._probes_s = 0.0
         self._generator_s = 0.0
         self._generator_batches = 0
@@ -242,6 +255,9 @@ class Recorder:
         steps = self.record.steps
         step_total = sum(s.step_s for s in steps)
         overhead = self.record.overhead
+        # The hooks time themselves with perf_counter; the calls to it and to the wrappers
+        # are not inside any timed span: add them, measured on this machine.
+        self._overhead_s += len(steps) * _untimed_cost_per_step_s()
         overhead["doctor_s_total"] = self._overhead_s
         overhead["doctor_s_per_step"] = self._overhead_s / len(steps) if steps else 0.0
         overhead["fraction_of_step"] = self._overhead_s / step_total if step_total > 0 else 0.0
@@ -423,7 +439,10 @@ class Recorder:
         if self.pending_facts_batch:
             self.pending_facts_batch = False
             try:
-                self.record.input.update(batch_facts(batch))
+                facts = batch_facts(batch)
+                self.record.input.update(facts)
+                if not self.record.input.get("batch_size"):
+                    self.record.input["batch_size"] = facts["first_batch_size"] or None
             except Exception as error:
                 self.record.input["batch_facts_error"] = repr(error)
 
@@ -437,7 +456,18 @@ class Recorder:
                 self._generator_threads.add(threading.get_ident())
 
     def sync_due(self) -> bool:
-        return (self.steps_seen + 1) % self.options.sync_every_steps == 0
+        """Whether the step now ending should wait for the device: the first steady step of
+        a fit, the step before the probes or the limit, else when both ``sync_every_steps``
+        steps and ``sync_min_interval_s`` seconds have passed since the last sync."""
+        number = self.steps_seen + 1
+        if self._steps_in_fit == self.options.warmup_steps:
+            return True
+        if number == self.probe_at_step or number == self.options.stop_after_steps:
+            return True
+        return (
+            number - self._last_sync_step >= self.options.sync_every_steps
+            and _perf_counter() - self._last_sync_t >= self.options.sync_min_interval_s
+        )
 
     def end_step(self, t_end: float, synced: bool, sync_s: float) -> None:
         prev_end = self._prev_end if self._prev_end is not None else t_end
@@ -463,12 +493,31 @@ class Recorder:
         if synced:
             self._synced_steps += 1
             self._sync_s += sync_s
+            self._last_sync_step = self.steps_seen
+            self._last_sync_t = t_end
         self._prev_end = t_end
         self._wait_acc = 0.0
         self._samples_acc = 0
 
     def add_overhead(self, seconds: float) -> None:
         self._overhead_s += seconds
+
+    def calibrate_tf_pull(self, batch) -> float:
+        """Measure what an eager ``next()`` costs on this batch structure when a batch is
+        already waiting in the buffer (the median of a few pulls from an in-memory dataset);
+        the time is moved out of the step that paid it."""
+        started = _perf_counter()
+        self.tf_pull_floor_s = 0.0
+        try:
+            self.tf_pull_floor_s = _tf_ready_pull_seconds(batch)
+        except Exception as error:
+            self.record.input["tf_pull_floor_error"] = repr(error)
+        self.record.input["tf_pull_floor_s"] = self.tf_pull_floor_s
+        spent = _perf_counter() - started
+        self.record.overhead["calibration_s"] = spent
+        if self._prev_end is not None:
+            self._prev_end += spent
+        return spent
 
     # -- after a step: probes and the step limit ----------------------------------------------
 
@@ -696,14 +745,20 @@ class TimedTrainFunction:
         if not recorder.measuring or recorder.in_train_on_batch:
             return self.original(*args)
         t_enter = _perf_counter()
-        pull_s = 0.0
+        not_overhead_s = 0.0  # the pull itself and a one-time calibration
         if recorder.tf_pull_outside_graph and len(args) == 1:
             iterator = args[0]
             if isinstance(iterator, self._tf_iterator_types):
                 pull_started = _perf_counter()
                 data = next(iterator)  # StopIteration ends the epoch, as in Keras' own path
-                pull_s = _perf_counter() - pull_started
-                recorder.note_batch(data, pull_s)
+                pulled = _perf_counter()
+                calibration_s = 0.0
+                if recorder.tf_pull_floor_s is None:
+                    calibration_s = recorder.calibrate_tf_pull(data)
+                # An eager get_next costs its dispatch even when a batch is ready; Keras'
+                # in-graph pull costs about as much inside its step. Only the rest is waiting.
+                recorder.note_batch(data, max(0.0, pulled - pull_started - recorder.tf_pull_floor_s))
+                not_overhead_s = pulled - pull_started + calibration_s
                 args = (iter((data,)),)
         t_call = _perf_counter()
         result = self.original(*args)
@@ -713,7 +768,7 @@ class TimedTrainFunction:
             self._sync(result)
         t_end = _perf_counter()
         recorder.end_step(t_end, synced, t_end - t_returned)
-        recorder.add_overhead((t_call - t_enter - pull_s) + (_perf_counter() - t_end))
+        recorder.add_overhead((t_call - t_enter - not_overhead_s) + (_perf_counter() - t_end))
         recorder.after_step(self, args, result)
         return result
 
@@ -753,6 +808,23 @@ def _device_sync_function(backend: str, model):
     return lambda result: None
 
 
+def _tf_ready_pull_seconds(batch, pulls: int = 25) -> float:
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensors(batch).repeat().prefetch(4)
+    iterator = iter(dataset)
+    for _ in range(3):
+        next(iterator)
+    times = []
+    for _ in range(pulls):
+        time.sleep(0.0005)  # let the prefetch buffer refill: measure a ready pull
+        started = _perf_counter()
+        next(iterator)
+        times.append(_perf_counter() - started)
+    times.sort()
+    return times[len(times) // 2]
+
+
 def _hand_jax_state_to_model(model, result) -> None:
     """Before ending a JAX ``fit`` early, give the model the state of the last step (Keras'
     ``fit`` does this after the train function returns; its ``finally`` then syncs it)."""
@@ -768,6 +840,23 @@ def _hand_jax_state_to_model(model, result) -> None:
         model._jax_state_synced = False
     except Exception:
         pass
+
+
+def _untimed_cost_per_step_s(repeats: int = 2000) -> float:
+    """What a step's hooks spend outside their own timed spans: about six perf_counter()
+    calls and two Python calls (the wrapper and the iterator's __next__)."""
+
+    def noop():
+        return None
+
+    started = _perf_counter()
+    for _ in range(repeats):
+        _perf_counter()
+        _perf_counter()
+        _perf_counter()
+        noop()
+    per_three = (_perf_counter() - started) / repeats
+    return 2 * per_three
 
 
 def timed_generator(generator, recorder: Recorder, lock: threading.Lock):

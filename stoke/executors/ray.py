@@ -205,6 +205,10 @@ def put_program(ray, program: SampleProgram):
         ) from exc
 
 
+def _retries(count: int) -> str:
+    return f"{count} {'retry' if count == 1 else 'retries'}"
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -281,7 +285,10 @@ class RayPool:
     cluster's CPUs when the pool starts). ``ray_address``: see the module docstring.
     ``max_retries``: tries after a worker or node died (system failures only).
     ``object_store_budget_bytes``: most bytes of results in flight (None: half the object
-    store of this node).
+    store of this node). ``task_options``: more options for each Ray task
+    (``RemoteFunction.options``), e.g. ``{"resources": {"preprocess": 1}}`` to run on the
+    nodes that have that resource, ``{"num_cpus": 2}`` for a map that uses two cores, or a
+    ``runtime_env``.
 
     >>> pool = RayPool(pipe._program(), ray_address="10.0.0.5:6379")   # doctest: +SKIP
     """
@@ -291,11 +298,19 @@ class RayPool:
 
     def __init__(self, program: SampleProgram, workers: int | None = None,
                  ray_address: str | None = None, *, max_retries: int = DEFAULT_MAX_RETRIES,
-                 object_store_budget_bytes: int | None = None) -> None:
+                 object_store_budget_bytes: int | None = None,
+                 task_options: dict[str, Any] | None = None) -> None:
         if workers is not None and (not isinstance(workers, int) or workers < 1):
             raise ValueError(f"workers must be a positive int or None. Received: {workers!r}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0. Received: max_retries={max_retries}")
+        fixed = {"num_returns", "max_retries", "retry_exceptions"} & set(task_options or {})
+        if fixed:
+            raise ValueError(
+                f"task_options cannot set {', '.join(sorted(fixed))}: the Ray executor's "
+                "guarantees depend on them (use max_retries=...). Received: "
+                f"task_options={task_options!r}"
+            )
         self._ray = ray = import_ray()
         self._closed = False
         self._owns_connection = False
@@ -314,8 +329,9 @@ class RayPool:
             self._program_ref = put_program(ray, program)
             cpus = int(ray.cluster_resources().get("CPU", 0))
             self.workers = workers or max(1, cpus)
-            self._remote = ray.remote(num_cpus=1, max_retries=max_retries,
-                                      retry_exceptions=False)(_run_chunk)
+            options = {"num_cpus": 1, **(task_options or {})}
+            self._remote = ray.remote(max_retries=max_retries, retry_exceptions=False,
+                                      **options)(_run_chunk)
         except BaseException:
             self.close()
             raise
@@ -416,14 +432,14 @@ class RayPool:
         except ray.exceptions.RayError as exc:  # system failure, retries exhausted
             return Result(task.task_id, error=RayTaskLostError(
                 f"Ray lost the batch of samples {_describe_indices(task.indices)} (epoch "
-                f"{task.epoch}) after {self._max_retries} retries: {type(exc).__name__}: "
-                f"{_first_line(exc)}. A worker or node died each time it ran it: check the "
+                f"{task.epoch}) after {_retries(self._max_retries)}: {type(exc).__name__}: "
+                f"{_first_line(exc).rstrip('.')}. A worker or node died each time it ran it: check the "
                 "nodes' memory (out-of-memory kills) and `ray status`, or allow more "
                 "max_retries."))
         if memory is not None and self._ring is not None and task.slot >= 0:
             rows = result.rows
             received = slot_views(memory, self._ring.layout, 0)
-            for target, source in zip(self._ring.views(task.slot), received):
+            for target, source in zip(self._ring.views(task.slot), received, strict=True):
                 target[:rows] = source[:rows]
         return result
 

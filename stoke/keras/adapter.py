@@ -11,7 +11,8 @@ its use is guarded by version and tested on every backend.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -4,7 +4,8 @@ an optional jitted ``device_transform`` run on the device."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -4,7 +4,8 @@ to the devices). Batches are copied out of the ring as they enter TensorFlow."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -9,7 +9,8 @@ tensors (the ring slot is reused, so the trainer must not hold views of it).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

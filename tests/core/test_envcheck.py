@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 from rich.console import Console
@@ -571,6 +572,60 @@ def test_parse_nvidia_smi():
     banner = "| NVIDIA-SMI 580.159.04   Driver Version: 580.159.04   CUDA Version: 13.0 |"
     assert envcheck.parse_nvidia_smi_header(banner) == ("580.159.04", "13.0")
     assert envcheck.parse_nvidia_smi_header("") == (None, None)
+
+
+class _FakeProcess:
+    def __init__(self, pid, used):
+        self.pid, self.usedGpuMemory = pid, used
+
+
+class _FakeMemory:
+    total, used = 80 * envcheck.GIB, 2 * envcheck.GIB
+
+
+def _fake_nvml(fail_init=False) -> types.ModuleType:
+    """The calls of nvidia-ml-py that stoke env makes, answering like one H100 would."""
+    nvml = types.ModuleType("pynvml")
+
+    def init():
+        if fail_init:
+            raise RuntimeError("NVML Shared Library Not Found")
+
+    nvml.nvmlInit = init
+    nvml.nvmlShutdown = lambda: None
+    nvml.nvmlSystemGetDriverVersion = lambda: b"580.159.04"  # old versions return bytes
+    nvml.nvmlSystemGetCudaDriverVersion_v2 = lambda: 13000
+    nvml.nvmlDeviceGetCount = lambda: 1
+    nvml.nvmlDeviceGetHandleByIndex = lambda index: ("handle", index)
+    nvml.nvmlDeviceGetMemoryInfo = lambda handle: _FakeMemory()
+    nvml.nvmlDeviceGetCudaComputeCapability = lambda handle: (9, 0)
+    nvml.nvmlDeviceGetUUID = lambda handle: "GPU-1"
+    nvml.nvmlDeviceGetName = lambda handle: "NVIDIA H100 80GB HBM3"
+    nvml.nvmlDeviceGetComputeRunningProcesses = lambda handle: [
+        _FakeProcess(4242, 30 * envcheck.GIB)
+    ]
+    nvml.nvmlSystemGetProcessName = lambda pid: "/usr/bin/python3"
+    return nvml
+
+
+def test_gather_nvidia_through_nvml(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", _fake_nvml())
+    facts = envcheck.gather_nvidia()
+    assert facts.source == "nvml" and facts.nvml_available
+    assert (facts.driver_version, facts.driver_cuda) == ("580.159.04", "13.0")
+    assert facts.gpus == [
+        GpuInfo(0, "NVIDIA H100 80GB HBM3", 80 * envcheck.GIB, 2 * envcheck.GIB, "9.0", "GPU-1")
+    ]
+    assert facts.processes == [GpuProcess(4242, "python3", 0, 30 * envcheck.GIB)]
+
+
+def test_nvml_without_a_driver_is_no_gpu_not_an_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", _fake_nvml(fail_init=True))
+    monkeypatch.setattr(envcheck.shutil, "which", lambda name: None)
+    monkeypatch.setattr(envcheck.os.path, "exists", lambda path: False)
+    facts = envcheck.gather_nvidia()
+    assert facts.gpu_count == 0 and facts.error is None
+    assert envcheck.check_nvidia(facts, nvml_installed=True)[0].status == INFO
 
 
 def test_parse_cpu_max():

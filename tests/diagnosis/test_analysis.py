@@ -311,3 +311,22 @@ def test_window_between_synced_steps():
     assert steady.unsynced_trimmed == 18
     diagnosis = analyse(make_record(wait_s=0.0, step_s=0.05, steps=steps))
     assert diagnosis.throughput == pytest.approx(64 / 0.05)
+
+
+def test_no_wait_step_is_the_median_when_the_trainer_waits():
+    # After a long wait the trainer's own work runs slower now and then; that goes with the wait.
+    steps = make_steps(count=100, wait_s=0.020, step_s=0.021)
+    steps = [StepSample(s.step, s.epoch, s.t_s, s.wait_s, s.step_s + (0.002 if s.step % 4 == 0 else 0.0),
+                        s.batch_size) for s in steps]
+    diagnosis = analyse(make_record(wait_s=0.02, step_s=0.021, steps=steps))
+    mean_step = diagnosis.bound.step_s
+    assert diagnosis.predicted_speedup == pytest.approx(mean_step / 0.001)
+
+
+def test_no_wait_step_is_the_mean_when_the_trainer_barely_waits():
+    steps = make_steps(count=100, wait_s=0.001, step_s=0.050)
+    steps = [StepSample(s.step, s.epoch, s.t_s, s.wait_s, s.step_s + (0.02 if s.step % 4 == 0 else 0.0),
+                        s.batch_size) for s in steps]
+    diagnosis = analyse(make_record(wait_s=0.001, step_s=0.05, steps=steps))
+    bound = diagnosis.bound
+    assert diagnosis.predicted_speedup == pytest.approx(bound.step_s / bound.compute_s)

@@ -101,9 +101,11 @@ def test_parallel_prefetched_tf_data_has_neither():
 
 
 def test_float64_input():
-    record = make_record(wait_s=0.03, step_s=0.04, input_extra={"dtypes": {"x": "float64", "y": "int64"}})
+    # field paths as the probes write them: "0" is x, "1" is y, "0/image" a named input
+    dtypes = {"0/image": "float64", "0/mask": "bool", "1": "float64"}
+    record = make_record(wait_s=0.03, step_s=0.04, input_extra={"dtypes": dtypes})
     finding = only(record, "float64-input")
-    assert finding.evidence["float64_fields"] == ["x"]
+    assert finding.evidence["float64_fields"] == ["x/image", "y"]
     assert finding.severity == "medium"
     assert 'astype("float32")' in finding.fix
     assert "float64-input" not in ids(make_record(wait_s=0.03, step_s=0.04))
@@ -299,3 +301,11 @@ def test_train_on_batch_loop():
     finding = analyse(record).findings[0]
     assert finding.id == "generator-on-main-thread"
     assert "train_on_batch" in finding.message and "model.train_on_batch(x, y)" in finding.fix
+
+
+def test_no_cpu_contention_when_the_run_does_not_need_the_cpu():
+    # A busy machine, but the model fills its GPU and the input keeps up.
+    record = make_record(wait_s=0.0005, step_s=0.05, cores=2, self_pct=50.0, other_pct=150.0,
+                         gpu_kernel_active=[97.0])
+    assert analyse(record).verdict == "compute-bound"
+    assert "cpu-contention" not in ids(record)

@@ -169,3 +169,11 @@ def test_html_report_renders_in_headless_chromium(tmp_path):
 
     assert near(WAIT_COLOUR) > 2000, "the waiting bars of the step chart are not drawn"
     assert near(COMPUTE_COLOUR) > 1000, "the computing bars of the step chart are not drawn"
+
+
+def test_html_system_chart_decimates_long_runs():
+    record = make_record(wait_s=0.01, step_s=0.02, gpu_kernel_active=[50.0])
+    record.system = synthetic.make_system(3000.0, gpu_kernel_active=[50.0], every_s=0.25)
+    system_chart = re.findall(r"<svg .*?</svg>", render_html(analyse(record)), flags=re.S)[2]
+    for points in re.findall(r"<polyline points=\"([^\"]*)\"", system_chart):
+        assert len(points.split()) <= 600

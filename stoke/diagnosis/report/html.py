@@ -47,6 +47,7 @@ CPU_OTHER_COLOUR = "#c92a2a"
 GPU_COLOURS = ("#2b8a3e", "#5c940d", "#087f5b", "#364fc7", "#a61e4d", "#e67700", "#0b7285", "#5f3dc4")
 
 MAX_BARS = 200
+MAX_LINE_POINTS = 600
 CHART_WIDTH = 1000
 
 
@@ -361,6 +362,7 @@ def _system_chart(diagnosis: Diagnosis) -> str:
         )
     )
     for name, colour, points in series:
+        points = _decimate(points, MAX_LINE_POINTS)
         path = " ".join(f"{frame.x(t):.1f},{frame.y(max(0.0, v)):.1f}" for t, v in points)
         parts.append(
             f"<polyline points=\"{path}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" "
@@ -436,6 +438,18 @@ def _bound_chart(diagnosis: Diagnosis) -> str:
     )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _decimate(points: list[tuple[float, float]], limit: int) -> list[tuple[float, float]]:
+    """At most ``limit`` points: consecutive points averaged in equal groups."""
+    if len(points) <= limit:
+        return points
+    size = math.ceil(len(points) / limit)
+    groups = [points[i : i + size] for i in range(0, len(points), size)]
+    return [
+        (sum(t for t, _ in group) / len(group), sum(v for _, v in group) / len(group))
+        for group in groups
+    ]
 
 
 def _svg_open(width: int, height: int, title: str) -> str:

@@ -1,0 +1,189 @@
+"""The measured process: run the user's script unchanged, with the doctor's hooks in Keras.
+
+``python -m stoke.diagnosis.bootstrap SCRIPT ARGS`` (or ``-m MODULE ARGS``, ``-c CODE ARGS``)
+runs the target as ``__main__`` the way ``python`` would (``sys.argv``, ``sys.path[0]``), with
+a :class:`~stoke.diagnosis.probes.Recorder` active. Keras is not imported here: the script may
+pick its backend (``os.environ["KERAS_BACKEND"] = ...``) before importing it, so the hooks are
+installed by an import watcher the moment ``keras`` finishes importing.
+
+On the way out (normal end, ``sys.exit``, an exception, Ctrl-C/SIGTERM, or the doctor's own
+stop after ``--steps N``) the record is written to the path in ``STOKE_DOCTOR_RECORD``, and the
+process exits with the script's exit status (0 when the doctor stopped it).
+
+The parent side (building this command, reading the record, reporting) is
+:mod:`stoke.diagnosis.runner`.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import os
+import runpy
+import signal
+import sys
+import traceback
+
+from stoke.diagnosis.probes import (
+    DoctorOptions,
+    DoctorStepLimitReached,
+    Recorder,
+    activate,
+    deactivate,
+    install_hooks,
+    keras_version_warning,
+)
+
+RECORD_ENV = "STOKE_DOCTOR_RECORD"
+OPTIONS_ENV = "STOKE_DOCTOR_OPTIONS"
+
+USAGE = "usage: python -m stoke.diagnosis.bootstrap (SCRIPT | -m MODULE | -c CODE) [ARGS...]"
+
+
+class KerasImportWatcher(importlib.abc.MetaPathFinder):
+    """Calls ``on_import()`` once, right after the ``keras`` package has finished importing
+    (however it is imported: ``import keras``, ``from keras import layers``, ``tf.keras``)."""
+
+    def __init__(self, on_import):
+        self._on_import = on_import
+        self._finding = False
+        self.fired = False
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "keras" or self._finding or self.fired:
+            return None
+        self._finding = True
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self._finding = False
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return None
+        loader = spec.loader
+        exec_module = loader.exec_module
+        watcher = self
+
+        def exec_module_then_hook(module):
+            exec_module(module)
+            watcher.fire()
+
+        loader.exec_module = exec_module_then_hook
+        return spec
+
+    def fire(self) -> None:
+        if self.fired:
+            return
+        self.fired = True
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        self._on_import()
+
+
+def _install_or_explain(recorder: Recorder) -> None:
+    try:
+        install_hooks()
+    except Exception as error:
+        message = f"stoke doctor: cannot measure this run: {error}"
+        print(message, file=sys.stderr, flush=True)
+        recorder.record.meta["hook_error"] = str(error)
+        return
+    warning = keras_version_warning()
+    if warning:
+        print(f"stoke doctor: {warning}", file=sys.stderr, flush=True)
+        recorder.record.meta["keras_warning"] = warning
+
+
+def _parse_target(argv: list[str]) -> tuple[str, str, list[str]]:
+    """(kind, target, args) with kind "path", "module" or "code"."""
+    if not argv:
+        raise SystemExit(USAGE)
+    if argv[0] == "-m":
+        if len(argv) < 2:
+            raise SystemExit(USAGE)
+        return "module", argv[1], argv[2:]
+    if argv[0] == "-c":
+        if len(argv) < 2:
+            raise SystemExit(USAGE)
+        return "code", argv[1], argv[2:]
+    return "path", argv[0], argv[1:]
+
+
+def _run_target(kind: str, target: str, args: list[str]) -> None:
+    if kind == "path":
+        sys.argv = [target, *args]
+        sys.path[0] = os.path.dirname(os.path.abspath(target))
+        runpy.run_path(target, run_name="__main__")
+    elif kind == "module":
+        sys.argv = [target, *args]
+        sys.path[0] = os.getcwd()
+        runpy.run_module(target, run_name="__main__", alter_sys=True)
+    else:
+        sys.argv = ["-c", *args]
+        sys.path[0] = ""
+        code = compile(target, "<string>", "exec")
+        namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+        exec(code, namespace)
+
+
+def _exit_code(code) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    kind, target, args = _parse_target(argv)
+    if kind == "path" and not os.path.exists(target):
+        print(f"stoke doctor: no such script: {target!r}", file=sys.stderr)
+        return 2
+    record_path = os.environ.get(RECORD_ENV)
+    options = DoctorOptions.from_json(os.environ.get(OPTIONS_ENV, ""))
+    recorder = Recorder(options, argv=[target, *args], script=target if kind != "code" else "-c")
+    recorder.start()
+    activate(recorder)
+    if "keras" in sys.modules:
+        _install_or_explain(recorder)
+    else:
+        sys.meta_path.insert(0, KerasImportWatcher(lambda: _install_or_explain(recorder)))
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    status, code, error, error_type = "completed", 0, None, None
+    try:
+        _run_target(kind, target, args)
+    except DoctorStepLimitReached:
+        status = "stopped-after-steps"
+    except SystemExit as exit_request:
+        code = _exit_code(exit_request.code)
+        status = "completed" if code == 0 else "failed"
+        if code != 0:
+            error, error_type = f"the script exited with status {code}", "SystemExit"
+    except KeyboardInterrupt:
+        status, code = "interrupted", 130
+        error, error_type = "interrupted (Ctrl-C or SIGTERM)", "KeyboardInterrupt"
+    except BaseException as exception:  # the user's error: report it the way python would
+        traceback.print_exc()
+        status, code = "failed", 1
+        error = "".join(traceback.format_exception_only(type(exception), exception)).strip()
+        error_type = type(exception).__name__
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+        deactivate(recorder)
+        record = recorder.finish(status, code, error, error_type)
+        if record_path:
+            temporary = f"{record_path}.partial"
+            record.save(temporary)
+            os.replace(temporary, record_path)
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""``model.fit`` on what ``stoke.accelerate`` returns, on the backend in ``KERAS_BACKEND``:
+the model sees the batches Keras itself would give it, and the Keras-2 shim routes old
+arguments and ``*_generator`` methods through ``accelerate``."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from stoke.accelerate import accelerate
+from stoke.legacy import shim
+
+
+class ShufflingSequence(keras.utils.PyDataset):
+    """Batches of sample ids (x = [id, 2 id]); on_epoch_end reshuffles with a seeded rng;
+    the last batch is smaller."""
+
+    def __init__(self, samples=22, batch_size=4, **kwargs):
+        super().__init__(**kwargs)
+        self.samples = samples
+        self.batch_size = batch_size
+        self.indexes = np.arange(samples)
+        self.rng = np.random.default_rng(1)
+
+    def __len__(self):
+        return -(-self.samples // self.batch_size)
+
+    def __getitem__(self, index):
+        chosen = self.indexes[index * self.batch_size:(index + 1) * self.batch_size]
+        x = np.stack([chosen, 2 * chosen], axis=1).astype("float32")
+        return x, chosen.astype("float32")
+
+    def on_epoch_end(self):
+        self.rng.shuffle(self.indexes)
+
+
+def counting(limit, batch_size=4):
+    for start in range(0, limit, batch_size):
+        ids = np.arange(start, min(start + batch_size, limit))
+        yield np.stack([ids, 2 * ids], axis=1).astype("float32"), ids.astype("float32")
+
+
+class Record(keras.layers.Layer):
+    """Writes down the sample ids of every training batch (runs eagerly)."""
+
+    def __init__(self, seen, **kwargs):
+        super().__init__(**kwargs)
+        self.record = seen.append  # (a list attribute would be copied by Keras' tracking)
+
+    def call(self, x, training=None):
+        if training:
+            self.record(keras.ops.convert_to_numpy(x)[:, 0].astype(int).tolist())
+        return x
+
+
+def _train(data, epochs=3, **fit_kwargs):
+    seen: list[list[int]] = []
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((2,)), Record(seen), keras.layers.Dense(1)])
+    model.compile("sgd", "mse", run_eagerly=True)
+    history = model.fit(data, epochs=epochs, verbose=0, **fit_kwargs)
+    return seen, history, model
+
+
+def test_fit_sees_the_batches_keras_would():
+    expected, _, _ = _train(ShufflingSequence(), shuffle=False)
+    with accelerate(ShufflingSequence(), workers=2) as acc:
+        assert isinstance(acc, keras.utils.PyDataset)
+        got, history, _ = _train(acc, shuffle=False)
+    assert got == expected
+    assert len(got) == 3 * 6 and [len(b) for b in got[:6]] == [4, 4, 4, 4, 4, 2]
+    for epoch in range(3):  # exactly once per epoch, reshuffled between epochs
+        assert sorted(sum(got[6 * epoch:6 * epoch + 6], [])) == list(range(22))
+    assert got[:6] != got[6:12]
+    assert len(history.history["loss"]) == 3
+
+
+def test_fit_shuffle_does_not_reorder_an_accelerated_sequence():
+    """fit(shuffle=True), the default, asks for indices in a random order; the batches
+    still come in the pass's order (accelerate(shuffle=True) shuffles them instead)."""
+    expected, _, _ = _train(ShufflingSequence(), shuffle=False)
+    with accelerate(ShufflingSequence(), workers=2) as acc:
+        got, _, _ = _train(acc)
+    assert got == expected
+    with accelerate(ShufflingSequence(), workers=2, shuffle=True, seed=1) as acc:
+        shuffled, _, _ = _train(acc, shuffle=False)
+    assert shuffled != expected
+    for epoch in range(3):
+        assert sorted(sum(shuffled[6 * epoch:6 * epoch + 6], [])) == list(range(22))
+
+
+def test_fit_with_accelerated_validation_then_predict_in_order():
+    with accelerate(ShufflingSequence(), workers=2) as train, \
+            accelerate(ShufflingSequence(samples=10, batch_size=4), workers=1) as val:
+        _, history, model = _train(train, epochs=2, validation_data=val)
+        assert len(history.history["val_loss"]) == 2
+        identity = keras.Sequential([keras.Input((2,)), keras.layers.Identity()])
+        reference = ShufflingSequence(samples=10, batch_size=4)
+        reference.indexes = val.dataset.indexes.copy()  # the state after the validations
+        predicted = identity.predict(val, verbose=0)
+    expected = np.concatenate([reference[i][0] for i in range(len(reference))])
+    np.testing.assert_array_equal(predicted, expected)
+
+
+def test_fit_on_an_accelerated_generator_continues_the_stream():
+    with accelerate(counting, 400, steps_per_epoch=5) as acc:
+        got, history, _ = _train(acc, epochs=2)
+    assert sum(got, []) == list(range(40))  # 2 epochs of 5 batches, each item once, in order
+    assert len(history.history["loss"]) == 2
+
+
+def test_shim_routes_keras2_arguments_and_generators(capsys):
+    shim.install(workers=2)
+    try:
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        model.compile("sgd", "mse")
+        history = model.fit(ShufflingSequence(), epochs=2, verbose=0, workers=4,
+                            use_multiprocessing=True, max_queue_size=4)
+        assert len(history.history["loss"]) == 2
+        model.fit_generator(counting(10_000), steps_per_epoch=3, epochs=1, verbose=0)
+        loss = model.evaluate_generator(counting(40), steps=5)
+        assert np.isfinite(loss)
+        predicted = model.predict_generator((x for x, _ in counting(12)), steps=3)
+        assert predicted.shape == (12, 1)
+    finally:
+        shim.uninstall()
+    assert not hasattr(keras.Model, "fit_generator")
+    err = capsys.readouterr().err
+    assert err.count("to run this script without `stoke run`") == 1
+    assert "workers=4" in err and "test_accelerate_fit.py" in err
+    with pytest.raises(TypeError, match="workers"):
+        model.fit(ShufflingSequence(), epochs=1, verbose=0, workers=4)

@@ -1,0 +1,58 @@
+"""``stoke run``: Keras-2-era scripts (``tests/scripts/legacy_*.py``, written as users wrote
+them) fail on plain Keras 3 and train under ``stoke run``, on the backend in
+``KERAS_BACKEND``. Each script runs in its own process, as a user would run it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPTS = os.path.join(ROOT, "tests", "scripts")
+# script -> what Keras 3 alone says
+KERAS3_ERRORS = {
+    "legacy_sequence_fit.py": "fit() got an unexpected keyword argument",
+    "legacy_fit_generator.py": "object has no attribute 'fit_generator'",
+}
+NOTE = "to run this script without `stoke run`"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=280)
+
+
+def test_every_legacy_script_is_covered():
+    found = sorted(n for n in os.listdir(SCRIPTS) if n.startswith("legacy_") and n.endswith(".py"))
+    assert found == sorted(KERAS3_ERRORS)
+
+
+@pytest.mark.parametrize("script", sorted(KERAS3_ERRORS))
+def test_legacy_script_fails_on_keras3_alone(script):
+    result = _run(os.path.join("tests", "scripts", script))
+    assert result.returncode != 0
+    assert KERAS3_ERRORS[script] in result.stderr, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("script", sorted(KERAS3_ERRORS))
+def test_legacy_script_trains_under_stoke_run(script):
+    path = os.path.join("tests", "scripts", script)
+    result = _run("-m", "stoke", "run", path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "TRAINED" in result.stdout, result.stdout[-2000:]
+    assert result.stderr.count(NOTE) == 1, result.stderr[-3000:]
+    assert f"{path}:" in result.stderr  # the note names the line to change
+
+
+def test_stoke_run_passes_arguments_and_exit_status(tmp_path):
+    script = tmp_path / "exits.py"
+    script.write_text("import sys\nprint(sys.argv[1:])\nsys.exit(int(sys.argv[1]))\n")
+    result = _run("-m", "stoke", "run", str(script), "3", "--flag")
+    assert result.returncode == 3
+    assert "['3', '--flag']" in result.stdout
+    missing = _run("-m", "stoke", "run", str(tmp_path / "nope.py"))
+    assert missing.returncode == 2 and "no such script" in missing.stderr

@@ -1,0 +1,130 @@
+"""The throughput benchmark runs end to end in its tiny mode and writes a complete result.
+
+Not a speed test (performance is claimed by the benchmark itself, on a quiet machine): this
+checks that every row runs with the same data, that the JSON says what the README promises,
+that peers whose package is missing are skipped rather than fatal, that no loader leaves a
+worker process behind, and that the plot can be drawn from the result.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "benchmarks" / "pipeline_throughput.py"
+PLOT = REPO / "benchmarks" / "plot.py"
+
+# Every row of the comparison, and the package it needs (a contract with README.md).
+EXPECTED_ROWS = {
+    "python-loop": None,
+    "stoke-process": "stoke",
+    "stoke-thread": "stoke",
+    "tf.data-numpy_function": "tensorflow",
+    "pydataset-threads": "keras",
+    "pydataset-processes": "keras",
+    "torch-dataloader": "torch",
+    "grain-threads": "grain",
+    "grain-processes": "grain",
+    "tf-native-ops": "tensorflow",
+}
+
+
+def _installed(module: str | None) -> bool:
+    return module is None or importlib.util.find_spec(module) is not None
+
+
+def _run(tmp_path: Path, *args: str, timeout_s: float = 240.0) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--data-dir", str(tmp_path / "data"), *args],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout_s,
+    )
+
+
+def _explain(proc: subprocess.CompletedProcess) -> str:
+    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
+
+
+@pytest.mark.slow
+def test_quick_comparison_has_every_row_and_a_plot(tmp_path):
+    out = tmp_path / "result.json"
+    proc = _run(tmp_path, "--workers", "2", "--out", str(out))
+    assert proc.returncode == 0, _explain(proc)
+    result = json.loads(out.read_text())
+
+    assert result["schema"] == "stoke.bench.pipeline_throughput/1"
+    assert result["mode"] == "compare"
+    for key in ("cores", "python", "versions", "cpu_model"):
+        assert key in result["machine"], key
+    assert result["workload"]["crop_size"] == 128
+    assert result["settings"]["statistic"] == "median"
+
+    rows = {r["name"]: r for r in result["rows"]}
+    assert list(rows) == list(EXPECTED_ROWS), "rows missing, renamed or reordered"
+    measured = []
+    for name, module in EXPECTED_ROWS.items():
+        row = rows[name]
+        if not _installed(module):
+            assert row["status"] == "skipped" and module in row["note"], row
+            continue
+        assert row["status"] == "ok", f"{name}: {row['note']}"
+        assert row["images_per_s"] > 0 and row["images_per_s_best"] >= row["images_per_s"]
+        assert len(row["images_per_s_rounds"]) == result["settings"]["rounds"] == 1
+        assert row["startup_s"] >= 0 and row["cpu_us_per_image"] >= 0
+        assert row["leftover_processes"] == [], f"{name} left workers behind"
+        assert row["workers"] == (1 if name == "python-loop" else 2)
+        measured.append(row)
+
+    # Same data and transform for everyone: the same batch layout from every loader.
+    batch = result["settings"]["batch_size"]
+    for row in measured:
+        assert row["batch"]["x_shape"] == [batch, 128, 128, 3], row["name"]
+        assert row["batch"]["x_dtype"] == "float32", row["name"]
+        assert row["batch"]["y_shape"] == [batch], row["name"]
+        assert row["batch"]["y_dtype"] == "int32", row["name"]
+
+    assert rows["python-loop"]["ratio_to_loop"] == pytest.approx(1.0)
+    peers = [r for r in measured if r["kind"] == "peer"]
+    if peers:
+        best = max(peers, key=lambda r: r["images_per_s"])
+        assert result["summary"]["best_peer"] == best["name"]
+        assert best["ratio_to_best_peer"] == pytest.approx(1.0)
+    assert rows["stoke-process"]["ratio_to_loop"] > 0
+
+    for name in EXPECTED_ROWS:
+        assert name in proc.stdout, f"{name} is missing from the printed table"
+
+    if importlib.util.find_spec("matplotlib") is None:
+        pytest.skip("matplotlib is not installed: plot not checked")
+    png = tmp_path / "result.png"
+    plot = subprocess.run([sys.executable, str(PLOT), str(out), "-o", str(png)],
+                          capture_output=True, text=True, timeout=120)
+    assert plot.returncode == 0, _explain(plot)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_quick_scaling_reports_efficiency(tmp_path):
+    out = tmp_path / "scaling.json"
+    proc = _run(tmp_path, "--scaling", "1,2", "--out", str(out))
+    assert proc.returncode == 0, _explain(proc)
+    result = json.loads(out.read_text())
+    assert result["mode"] == "scaling"
+    stoke_rows = [r for r in result["rows"] if r["kind"] == "stoke"]
+    assert [r["workers"] for r in stoke_rows] == [1, 2]
+    assert all(r["status"] == "ok" and r["images_per_s"] > 0 for r in stoke_rows)
+    assert stoke_rows[0]["efficiency_vs_linear"] == pytest.approx(1.0)
+    assert stoke_rows[1]["efficiency_vs_linear"] > 0
+    assert result["summary"]["max_workers"] == 2
+
+
+def test_unknown_loader_is_refused_with_the_choices(tmp_path):
+    proc = _run(tmp_path, "--only", "stoke-process,pytorch", timeout_s=60)
+    assert proc.returncode == 2
+    assert "unknown loader(s) pytorch" in proc.stderr
+    assert "grain-processes" in proc.stderr  # the valid choices are listed
