@@ -58,10 +58,11 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # `workloads` must import the same way in every worker
+if str(HERE) not in sys.path:  # `workloads` must import the same way in every worker
+    sys.path.insert(0, str(HERE))
+if importlib.util.find_spec("stoke") is None:  # a checkout that was not pip-installed
+    sys.path.insert(1, str(HERE.parent))
 import workloads  # noqa: E402
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the table
 
 SCHEMA = "stoke.bench.pipeline_throughput/1"
 STATISTIC = "median"  # over rounds; "best" is also recorded
@@ -92,9 +93,9 @@ def _keras_backend_note() -> str | None:
     for backend in ("jax", "torch"):
         if _installed(backend):
             os.environ["KERAS_BACKEND"] = backend
-            return f"KERAS_BACKEND={backend} (TensorFlow is not installed)"
+            return f"Keras on {backend} (no TensorFlow)"
     os.environ["KERAS_BACKEND"] = "numpy"
-    return "KERAS_BACKEND=numpy (no TensorFlow, JAX or torch installed)"
+    return "Keras on numpy (no TensorFlow, JAX, torch)"
 
 
 def machine_info() -> dict[str, Any]:
@@ -619,7 +620,8 @@ def print_table(result: dict[str, Any]) -> None:
 
     settings, workload = result["settings"], result["workload"]
     machine = result["machine"]
-    title = (f"{result['mode']}: {workload['image_size']}px JPEG -> crop {workload['crop_size']}, "
+    quick = "QUICK RUN, the numbers mean nothing. " if settings.get("quick") else ""
+    title = (f"{quick}{result['mode']}: {workload['image_size']}px JPEG -> crop {workload['crop_size']}, "
              f"batch {settings['batch_size']}, {machine['cores']} cores, "
              f"{settings['batches']} timed batches x {settings['rounds']} rounds "
              f"({STATISTIC}), decoder {workload['decoder']}")
@@ -667,7 +669,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"workers of every parallel loader (default: the cores, {cores})")
     parser.add_argument("--rounds", type=int, default=None, help="default 5; --quick: 1")
     parser.add_argument("--batches", type=int, default=None,
-                        help="timed batches per round (default max(40, 20 x workers))")
+                        help="timed batches per round (default max(100, 25 x workers): long "
+                             "against every loader's buffers)")
     parser.add_argument("--warmup-batches", type=int, default=None,
                         help="least batches after the first, before timing (default max(8, "
                              "2 x workers + 2)); warm-up also lasts as long as start-up took")
@@ -710,7 +713,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.batch_size = args.batch_size or (16 if quick else 64)
     args.rounds = args.rounds or (1 if quick else 5)
     if args.batches is None:
-        args.batches = 4 if quick else max(40, 20 * max_workers)
+        args.batches = 4 if quick else max(100, 25 * max_workers)
     if args.warmup_batches is None:
         args.warmup_batches = 2 if quick else max(8, 2 * max_workers + 2)
     for name in ("images", "batch_size", "rounds", "batches"):
@@ -723,6 +726,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's chatter, not the table
     backend_note = _keras_backend_note()
     workload = workloads.Workload(files=args.images, image_size=args.image_size,
                                   crop_size=args.crop_size, seed=args.seed)
@@ -785,6 +789,7 @@ def main(argv: list[str] | None = None) -> int:
             "stream_batches": settings.total_batches,
             "consumer": "touches one image and one label per batch (no full copy)",
             "scaling_workers": args.scaling,
+            "quick": args.quick,
         },
         "rows": row_dicts,
         "summary": summary,

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("stoke")
 
-EXECUTORS = ("auto", "process", "thread", "inline")
+EXECUTORS = ("auto", "process", "thread", "inline", "ray")
 POLL_S = 0.25
 
 
@@ -66,7 +66,9 @@ class LoaderOptions:
     declared hung (None: wait as long as they are alive). ``ring_slots``: batches in flight
     (default 2 per worker + 2). ``copy``: yield batches that stay valid forever, instead of
     views valid until the next batch is asked for. ``memory_budget_bytes``: most memory the
-    ring may take (default a quarter of available RAM)."""
+    ring may take (default a quarter of available RAM). ``ray_address``: the Ray cluster of
+    ``executor="ray"`` (default: the one ``ray.init()`` joined, else ``RAY_ADDRESS``, else a
+    local Ray); with that executor ``workers="auto"`` means the cluster's CPUs."""
 
     workers: int | str = "auto"
     executor: str = "auto"
@@ -74,12 +76,18 @@ class LoaderOptions:
     timeout_s: float | None = 300.0
     copy: bool = False
     memory_budget_bytes: int | None = None
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
             raise ValueError(
                 f"executor must be one of {', '.join(map(repr, EXECUTORS))}. "
                 f"Received: executor={self.executor!r}"
+            )
+        if self.ray_address is not None and self.executor != "ray":
+            raise ValueError(
+                "ray_address is only used with executor=\"ray\". Received: "
+                f"executor={self.executor!r}, ray_address={self.ray_address!r}"
             )
         resolve_workers(self.workers)
         if self.ring_slots is not None and self.ring_slots < 2:
@@ -93,6 +101,11 @@ def _make_pool(program, options: LoaderOptions):
     kind = options.executor
     if kind == "auto":
         kind = "process"  # even one worker process overlaps with the consumer
+    if kind == "ray":
+        from stoke.executors.ray import RayPool
+
+        auto = options.workers == "auto"  # on a cluster: its CPUs, not this machine's cores
+        return RayPool(program, None if auto else workers, ray_address=options.ray_address)
     if kind == "inline":
         return InlinePool(program)
     if kind == "thread":

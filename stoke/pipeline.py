@@ -109,7 +109,8 @@ class Pipeline:
              state: IteratorState | dict | None = None, **options: Any) -> BatchIterator:
         """Iterate one epoch (or ``repeat`` epochs) with fresh workers, closed at the end.
 
-        ``executor``: "process" (shared-memory ring), "thread", "inline" or "auto".
+        ``executor``: "process" (shared-memory ring), "thread", "inline", "ray" (a Ray
+        cluster: see docs/ray.md) or "auto".
         ``state``: an ``it.state()`` saved earlier, to go on from there.
         Other options: see :class:`~stoke.loader.LoaderOptions`.
         """

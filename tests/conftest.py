@@ -17,7 +17,7 @@ def _stoke_children() -> list[psutil.Process]:
             cmdline = " ".join(child.cmdline())
         except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
             continue
-        if "stoke" in cmdline:
+        if " -m stoke" in f" {cmdline}":  # our workers, the doctor's and env's children
             found.append(child)
     return found
 

@@ -134,7 +134,17 @@ def _exit_code(code) -> int:
     return 1
 
 
+_BOOTSTRAP_PID = os.getpid()
+
+
 def _raise_keyboard_interrupt(signum, frame):
+    """SIGTERM in the measured process ends it like Ctrl-C, so the record is written. Forked
+    children (a PyDataset's pool workers) get their default handler back at fork time, and
+    this one is a no-op trap for any that would still reach it."""
+    if os.getpid() != _BOOTSTRAP_PID:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -154,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         sys.meta_path.insert(0, KerasImportWatcher(lambda: _install_or_explain(recorder)))
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, previous_sigterm))
     status, code, error, error_type = "completed", 0, None, None
     try:
         _run_target(kind, target, args)

@@ -287,20 +287,22 @@ def measure_input_alone(fit, backend: str, seconds: float) -> ProbeResult | None
     nothing."""
     if fit.user_generator is not None:
         generator, lock = fit.user_generator, fit.generator_lock
-
-        def pull_from_generator():
-            with lock:
-                return next(generator)
-
-        return _time_pulls(
-            pull_from_generator,
-            seconds,
-            warmup=0,
-            detail={
-                "method": "next() on the script's generator, on this thread",
-                "note": "batches taken by the probe are not trained on",
-            },
-        )
+        # Hold the generator for the whole probe: on TensorFlow a tf.data thread also pulls
+        # from it (prefetch); it waits on the lock, outside the GIL, until the probe is done.
+        if not lock.acquire(timeout=60.0):
+            return None
+        try:
+            return _time_pulls(
+                lambda: next(generator),
+                seconds,
+                warmup=0,
+                detail={
+                    "method": "next() on the script's generator, on this thread",
+                    "note": "batches taken by the probe are not trained on",
+                },
+            )
+        finally:
+            lock.release()
     adapter = getattr(fit.epoch_iterator, "data_adapter", None)
     if adapter is None:
         return None

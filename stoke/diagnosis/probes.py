@@ -1155,6 +1155,14 @@ def input_facts(epoch_iterator, arguments: dict[str, Any], backend: str, user_ge
         facts["producer"] = "native" if on_tf else "trainer-thread"
         if arguments.get("batch_size") is None:
             facts["batch_size"] = getattr(adapter, "batch_size", None) or 32
+        # Keras casts float arrays to floatx once, when fit starts (a copy of the whole
+        # dataset); the batches the trainer sees (``dtypes``) are already cast.
+        source = (arguments.get("x"), arguments.get("y"), arguments.get("sample_weight"))
+        facts["source_dtypes"] = {
+            path: dtype
+            for path, leaf in _leaves(source)
+            if (dtype := _dtype_name(leaf)) is not None
+        }
     elif kind == "tf.data":
         facts["main_thread"] = False
         facts["producer"] = "native"

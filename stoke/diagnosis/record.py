@@ -117,7 +117,10 @@ class RunRecord:
     #        ("trainer-thread" | "tf.data-thread" | "worker-threads" | "worker-processes" |
     #        "native"), tf_data_py_function (bool | None: Python inside the tf.data graph),
     #        tf_data_map_parallelism (list of ints, -1 = AUTOTUNE), torch_num_workers,
-    #        torch_pin_memory, generator_s_per_batch (mean time inside the user's generator)
+    #        torch_pin_memory, generator_s_per_batch (mean time inside the user's generator),
+    #        source_dtypes (arrays: the dtypes passed to fit, before Keras casts floats to
+    #        floatx once; "dtypes" are those of the batches the trainer sees), tf_pull_floor_s
+    #        (TensorFlow: the cost of an eager next() on a ready batch, taken off each wait)
     model: dict[str, Any] = field(default_factory=dict)
     # model: run_eagerly, jit_compile, steps_per_execution, params, device ("cpu" | "gpu" | ...),
     #        host_ops (list of layer names doing NumPy / py_function / host callbacks)

@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from multiprocessing.connection import Connection, wait
@@ -38,7 +39,11 @@ ONE_THREAD_ENV = {
 
 
 class _Worker:
-    def __init__(self, index: int, packed: PackedProgram) -> None:
+    """One worker process and its socket. Its start-up message (the pickled program, maybe
+    megabytes) is sent by a helper thread, so that starting many workers, or adding one to
+    a running pool, never blocks the trainer while a child boots."""
+
+    def __init__(self, index: int, pool: ProcessPool) -> None:
         self.name = f"worker process {index}"
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = dict(os.environ)
@@ -58,14 +63,46 @@ class _Worker:
         self.sock = parent_sock
         self.conn = Connection(os.dup(parent_sock.fileno()))
         self.outstanding: dict[int, Task] = {}
-        self.conn.send(("init", [p for p in sys.path if p], packed.data, packed.spans))
-        if packed.buffer is not None:
-            socket.send_fds(self.sock, [b"F"], [packed.buffer.fd])
+        self.ready = False  # said "ready": the program is loaded
+        self.init_done = False  # the start-up thread sent everything it had to send
+        self.retiring = False  # takes no new task; stopped once its tasks are done
+        self.stopped = False  # asked to stop
+        self.starter = threading.Thread(target=pool._send_init, args=(self,),
+                                        name=f"stoke-start-{index}", daemon=True)
+        self.starter.start()
+
+    @property
+    def available(self) -> bool:
+        return self.ready and self.init_done and not self.retiring
 
     def send_fd(self, fd: int) -> None:
         socket.send_fds(self.sock, [b"F"], [fd])
 
-    def died(self) -> WorkerDiedError:
+    def send_ring(self, ring: BatchRing) -> None:
+        self.conn.send(("ring", ring.layout, ring.nbytes, ring.slots))
+        self.send_fd(ring.buffer.fd)
+
+    def stop(self) -> None:
+        """Ask the worker to exit (or kill it, if it is still being started)."""
+        self.stopped = True
+        if not self.init_done:
+            self.process.kill()
+            return
+        try:
+            self.conn.send(("stop",))
+        except OSError:
+            pass
+
+    def died(self) -> StokeError:
+        """The error that says this worker is gone: its own start-up error if it sent one,
+        else its exit code and the batch it held."""
+        try:
+            if self.conn.poll(0):
+                message = self.conn.recv()
+                if message[0] == "init-error":
+                    return _init_error(self, message[1])
+        except (EOFError, OSError):
+            pass
         try:
             code = self.process.wait(timeout=5.0)
         except subprocess.TimeoutExpired:
@@ -84,54 +121,145 @@ class _Worker:
                 pass
 
 
+def _init_error(worker: _Worker, trace: str) -> StokeError:
+    return StokeError(
+        f"{worker.name} could not load the pipeline:\n{trace}"
+        "If a function lives in a module, that module must be importable from "
+        "the worker (same sys.path); or use executor=\"thread\"."
+    )
+
+
 class ProcessPool:
+    """``workers`` persistent worker processes. ``packed``: the program already packed
+    (the caller then owns it and closes it). ``wait``: block until every worker has loaded
+    the program (else they come up in the background, and tasks go to ready ones only).
+    :meth:`add_workers` and :meth:`remove_workers` resize a running pool; a removed worker
+    finishes the tasks it holds before it is stopped, so no task is lost or run twice."""
+
     kind = "process"
     shared_ring = True
 
-    def __init__(self, program: SampleProgram, workers: int, start_timeout_s: float = 120.0):
-        self.workers = workers
-        self.packed = pack(program)
-        self._workers: list[_Worker] = []
+    def __init__(self, program: SampleProgram, workers: int, start_timeout_s: float = 120.0,
+                 *, packed: PackedProgram | None = None, wait: bool = True) -> None:
+        self._owns_packed = packed is None
+        self.packed = pack(program) if packed is None else packed
+        self.start_timeout_s = start_timeout_s
+        self._workers: list[_Worker] = []  # live: take tasks (once ready)
+        self._retiring: list[_Worker] = []  # removed: finishing their tasks, then stopped
         self._ready: deque[Result] = deque()
+        self._send_lock = threading.Lock()
+        self._ring: BatchRing | None = None
+        self._next_index = 0
+        self._started_at = time.monotonic()
         self._closed = False
         try:
-            self._workers = [_Worker(i, self.packed) for i in range(workers)]
-            self._wait_ready(start_timeout_s)
+            self.add_workers(workers)
+            if wait:
+                self._wait_ready(start_timeout_s)
         except BaseException:
             self.close()
             raise
 
+    @property
+    def workers(self) -> int:
+        return len(self._workers)
+
+    # -- starting and resizing ----------------------------------------------------------
+    def add_workers(self, count: int) -> None:
+        """Start ``count`` more workers; they take tasks once they have loaded the program."""
+        for _ in range(count):
+            self._workers.append(_Worker(self._next_index, self))
+            self._next_index += 1
+        self._started_at = time.monotonic()
+
+    def remove_workers(self, count: int) -> None:
+        """Take ``count`` workers out: those still starting first, then the least busy. Each
+        finishes the tasks it holds (their results come as usual), then is stopped."""
+        count = min(count, len(self._workers) - 1)
+        for _ in range(max(0, count)):
+            worker = min(self._workers, key=lambda w: (w.ready, len(w.outstanding)))
+            self._workers.remove(worker)
+            worker.retiring = True
+            self._retiring.append(worker)
+            if not worker.outstanding:
+                worker.stop()
+        self._reap()
+
+    def ready(self) -> bool:
+        """Has every live worker loaded the program?"""
+        return all(w.ready and w.init_done for w in self._workers)
+
+    def worker_pids(self) -> list[int]:
+        return [w.process.pid for w in (*self._workers, *self._retiring) if not w.stopped]
+
+    def _send_init(self, worker: _Worker) -> None:
+        """Runs in the worker's start-up thread: the program, then the ring if there is one.
+        The trainer sends nothing else to this worker until ``init_done``."""
+        packed = self.packed
+        try:
+            worker.conn.send(("init", [p for p in sys.path if p], packed.data, packed.spans))
+            if packed.buffer is not None:
+                worker.send_fd(packed.buffer.fd)
+            with self._send_lock:
+                if self._ring is not None:
+                    worker.send_ring(self._ring)
+                worker.init_done = True
+        except Exception:  # noqa: BLE001 - a worker that died early: reported by check_alive
+            pass
+
     def _wait_ready(self, timeout_s: float) -> None:
-        waiting = {w.conn: w for w in self._workers}
         deadline = time.monotonic() + timeout_s
-        while waiting:
+        while not self.ready():
             left = deadline - time.monotonic()
             if left <= 0:
+                waiting = [w for w in self._workers if not w.ready]
                 raise StokeError(
                     f"{len(waiting)} worker process(es) did not start within {timeout_s:.0f} s. "
                     "Is the machine overloaded, or does unpickling the source do heavy work?"
                 )
-            for conn in wait(list(waiting), timeout=min(left, 1.0)):
-                worker = waiting.pop(conn)
-                try:
-                    message = conn.recv()
-                except (EOFError, OSError):
-                    raise worker.died() from None
-                if message[0] == "init-error":
-                    raise StokeError(
-                        f"{worker.name} could not load the pipeline:\n{message[1]}"
-                        "If a function lives in a module, that module must be importable from "
-                        "the worker (same sys.path); or use executor=\"thread\"."
-                    )
+            starting = {w.conn: w for w in self._workers if not w.ready}
+            for conn in wait(list(starting), timeout=min(left, 0.1)):
+                self._receive(starting[conn])
+            if not starting:  # all said ready; their start-up threads are finishing
+                for worker in self._workers:
+                    worker.starter.join(timeout=min(max(left, 0.01), 1.0))
+            self.check_alive()
 
+    def _receive(self, worker: _Worker) -> None:
+        """Read one message from ``worker``: a result (queued), or its start-up answer."""
+        try:
+            message = worker.conn.recv()
+        except (EOFError, OSError):
+            raise worker.died() from None
+        kind = message[0]
+        if kind == "result":
+            result: Result = message[1]
+            worker.outstanding.pop(result.task_id, None)
+            self._ready.append(result)
+            if worker.retiring and not worker.outstanding and not worker.stopped:
+                worker.stop()
+        elif kind == "ready":
+            worker.ready = True
+        elif kind == "init-error":
+            raise _init_error(worker, message[1])
+
+    # -- the WorkerPool protocol --------------------------------------------------------
     def set_ring(self, ring: BatchRing) -> None:
         assert ring.buffer is not None
-        for worker in self._workers:
-            worker.conn.send(("ring", ring.layout, ring.nbytes, ring.slots))
-            worker.send_fd(ring.buffer.fd)
+        with self._send_lock:
+            self._ring = ring
+            for worker in (*self._workers, *self._retiring):
+                if worker.init_done and not worker.stopped:
+                    worker.send_ring(ring)
 
     def submit(self, task: Task) -> None:
-        worker = min(self._workers, key=lambda w: len(w.outstanding))
+        candidates = [w for w in self._workers if w.available]
+        if not candidates:
+            # none has loaded the program yet: queue behind the start-up of any of them
+            for worker in self._workers:
+                worker.starter.join(timeout=self.start_timeout_s)
+            candidates = [w for w in self._workers if w.init_done] or self._workers
+        worker = min(candidates, key=lambda w: len(w.outstanding))
         worker.outstanding[task.task_id] = task
         try:
             worker.conn.send(("task", task))
@@ -141,51 +269,62 @@ class ProcessPool:
     def next_result(self, timeout_s: float) -> Result | None:
         if self._ready:
             return self._ready.popleft()
-        by_conn = {w.conn: w for w in self._workers}
-        ready = wait(list(by_conn), timeout=timeout_s)
+        by_conn = {w.conn: w for w in (*self._workers, *self._retiring) if not w.stopped}
+        ready = wait(list(by_conn), timeout=timeout_s) if by_conn else []
         for conn in ready:
-            worker = by_conn[conn]
-            try:
-                message = conn.recv()
-            except (EOFError, OSError):
-                raise worker.died() from None
-            result: Result = message[1]
-            worker.outstanding.pop(result.task_id, None)
-            self._ready.append(result)
+            self._receive(by_conn[conn])
         if not ready:
             self.check_alive()
+        self._reap()
         return self._ready.popleft() if self._ready else None
 
     def check_alive(self) -> None:
-        for worker in self._workers:
-            if worker.process.poll() is not None:
+        for worker in (*self._workers, *self._retiring):
+            if not worker.stopped and worker.process.poll() is not None:
                 raise worker.died()
+        if not all(w.ready for w in self._workers):
+            waited = time.monotonic() - self._started_at
+            if waited > self.start_timeout_s:
+                raise StokeError(
+                    f"worker process(es) did not start within {self.start_timeout_s:.0f} s. "
+                    "Is the machine overloaded, or does unpickling the source do heavy work?"
+                )
+
+    def _reap(self) -> None:
+        """Forget retired workers that have exited."""
+        for worker in list(self._retiring):
+            if worker.stopped and worker.process.poll() is not None:
+                worker.starter.join(timeout=1.0)
+                worker.close_handles()
+                self._retiring.remove(worker)
 
     def busy_workers(self) -> list[str]:
         return [
             f"{w.name} (pid {w.process.pid}) on samples {list(t.indices[:4])}"
-            for w in self._workers for t in w.outstanding.values()
+            for w in (*self._workers, *self._retiring) for t in w.outstanding.values()
         ]
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        for worker in self._workers:
-            try:
-                worker.conn.send(("stop",))
-            except OSError:
-                pass
+        everyone = [*self._workers, *self._retiring]
+        for worker in everyone:
+            if not worker.stopped:
+                worker.stop()
         deadline = time.monotonic() + 2.0
-        for worker in self._workers:
+        for worker in everyone:
             try:
                 worker.process.wait(timeout=max(0.05, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 worker.process.kill()
-        for worker in self._workers:
+        for worker in everyone:
             try:
                 worker.process.wait(timeout=5.0)
             except subprocess.TimeoutExpired:  # pragma: no cover - unkillable (D state)
                 pass
+            worker.starter.join(timeout=5.0)
             worker.close_handles()
-        self.packed.close()
+        self._workers, self._retiring = [], []
+        if self._owns_packed:
+            self.packed.close()

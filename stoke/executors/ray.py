@@ -79,8 +79,8 @@ _NO_CPU_CHECK_EVERY_S = 10.0
 class RayTaskLostError(WorkerDiedError):
     """Ray could not finish a batch: a worker or node died on every try (system failure)."""
 
-    def __init__(self, message: str) -> None:  # noqa: D107 - a plain message, unlike its base
-        StokeError.__init__(self, message)
+    def __init__(self, message: str) -> None:
+        StokeError.__init__(self, message)  # a plain message, unlike WorkerDiedError's
         self.worker = "a Ray worker"
         self.exitcode = None
 
@@ -161,18 +161,13 @@ def _check_reachable(address: str, origin: str) -> None:
 
 
 def _check_same_cluster(ray, address: str) -> None:
+    """Refuse an explicit address that is not the cluster this process joined. Compared by
+    port only: one host has many names (127.0.0.1, its IP, its hostname)."""
     wanted = _split_host_port(address)
     joined = _split_host_port(ray.get_runtime_context().gcs_address or "")
     if wanted is None or joined is None or address.startswith("ray://"):
         return
-
-    def resolve(host_port: tuple[str, int]) -> tuple[str, int]:
-        try:
-            return socket.gethostbyname(host_port[0]), host_port[1]
-        except OSError:
-            return host_port
-
-    if resolve(wanted) != resolve(joined):
+    if wanted[1] != joined[1]:
         raise StokeError(
             f"this process is already connected to the Ray cluster at {joined[0]}:{joined[1]}, "
             f"but ray_address={address!r}. Leave out ray_address to use the connected cluster, "
@@ -235,11 +230,16 @@ def _program_of(program_ref) -> SampleProgram:
     return program
 
 
-def _worker_name() -> str:
-    import ray
+_WORKER_NAME: list[str] = []  # per worker process, made once
 
-    node = ray.get_runtime_context().get_node_id()
-    return f"Ray worker pid {os.getpid()} on node {node[:8]}"
+
+def _worker_name() -> str:
+    if not _WORKER_NAME:
+        import ray
+
+        node = ray.get_runtime_context().get_node_id()
+        _WORKER_NAME.append(f"Ray worker pid {os.getpid()} on node {node[:8]}")
+    return _WORKER_NAME[0]
 
 
 def _run_chunk(program_box: list, task: Task, layout) -> tuple[Result, np.ndarray | None]:

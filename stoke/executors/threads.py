@@ -1,7 +1,8 @@
 """The thread executor: N worker threads run tasks into a ring in process memory.
 
 Best when ``map`` releases the GIL (image decoders, OpenCV, large numpy) and for functions
-that cannot be pickled. Threads are started once and live until ``close``.
+that cannot be pickled. Threads are started once and live until ``close``; the autotuner
+may add some or let some go (:meth:`ThreadPool.add_workers`, :meth:`ThreadPool.remove_workers`).
 """
 
 from __future__ import annotations
@@ -22,16 +23,35 @@ class ThreadPool:
 
     def __init__(self, program: SampleProgram, workers: int) -> None:
         self.program = program
-        self.workers = workers
+        self.workers = 0
         self.ring: BatchRing | None = None
         self.tasks: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
         self.results: queue.SimpleQueue[Result] = queue.SimpleQueue()
-        self.threads = [
-            threading.Thread(target=self._loop, args=(i,), name=f"stoke-worker-{i}", daemon=True)
-            for i in range(workers)
-        ]
-        for thread in self.threads:
+        self.threads: list[threading.Thread] = []
+        self._started = 0
+        self.add_workers(workers)
+
+    def add_workers(self, count: int) -> None:
+        """Start ``count`` more threads (they take tasks at once)."""
+        for _ in range(count):
+            index, self._started = self._started, self._started + 1
+            thread = threading.Thread(target=self._loop, args=(index,),
+                                      name=f"stoke-worker-{index}", daemon=True)
+            self.threads.append(thread)
             thread.start()
+        self.workers += count
+
+    def remove_workers(self, count: int) -> None:
+        """Let ``count`` threads go: each stop marker is queued behind the tasks already
+        given, so every task is still run, by whichever thread is free."""
+        count = min(count, self.workers - 1)
+        for _ in range(max(0, count)):
+            self.tasks.put(_STOP)
+        self.workers -= max(0, count)
+        self.threads = [t for t in self.threads if t.is_alive()]
+
+    def ready(self) -> bool:
+        return True
 
     def _loop(self, worker_index: int) -> None:
         name = f"worker thread {worker_index}"

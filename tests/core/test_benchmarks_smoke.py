@@ -108,19 +108,55 @@ def test_quick_comparison_has_every_row_and_a_plot(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.slow
-def test_quick_scaling_reports_efficiency(tmp_path):
-    out = tmp_path / "scaling.json"
-    proc = _run(tmp_path, "--scaling", "1,2", "--out", str(out))
-    assert proc.returncode == 0, _explain(proc)
-    result = json.loads(out.read_text())
-    assert result["mode"] == "scaling"
-    stoke_rows = [r for r in result["rows"] if r["kind"] == "stoke"]
-    assert [r["workers"] for r in stoke_rows] == [1, 2]
-    assert all(r["status"] == "ok" and r["images_per_s"] > 0 for r in stoke_rows)
-    assert stoke_rows[0]["efficiency_vs_linear"] == pytest.approx(1.0)
-    assert stoke_rows[1]["efficiency_vs_linear"] > 0
-    assert result["summary"]["max_workers"] == 2
+@pytest.fixture
+def bench(monkeypatch):
+    """The benchmark script as a module (its pure parts: arguments and ratios)."""
+    import importlib.util as util
+
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    spec = util.spec_from_file_location("pipeline_throughput_under_test", SCRIPT)
+    module = util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look themselves up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(name, kind, workers, images_per_s):
+    return {"name": name, "kind": kind, "workers": workers, "status": "ok",
+            "images_per_s": images_per_s}
+
+
+def test_ratios_use_the_loop_and_the_best_peer_only(bench):
+    rows = [_row("python-loop", "baseline", 1, 1000.0), _row("stoke-process", "stoke", 2, 1800.0),
+            _row("torch-dataloader", "peer", 2, 400.0), _row("grain-threads", "peer", 2, 900.0),
+            _row("tf-native-ops", "reference", 2, 2400.0),
+            {**_row("grain-processes", "peer", 2, None), "status": "skipped"}]
+    summary = bench.summarise(rows)
+    by_name = {r["name"]: r for r in rows}
+    assert summary["best_peer"] == "grain-threads"  # the reference row is not a peer
+    assert by_name["stoke-process"]["ratio_to_loop"] == pytest.approx(1.8)
+    assert by_name["stoke-process"]["ratio_to_best_peer"] == pytest.approx(2.0)
+    assert by_name["grain-processes"]["ratio_to_loop"] is None
+    assert summary["stoke-process_ratio_to_best_peer"] == pytest.approx(2.0)
+
+
+def test_scaling_efficiency_is_against_linear_from_the_fewest_workers(bench):
+    rows = [_row("python-loop", "baseline", 1, 1000.0)]
+    rows += [_row(f"stoke-process w={w}", "stoke", w, v)
+             for w, v in ((1, 900.0), (2, 1800.0), (4, 3060.0))]
+    summary = bench.summarise_scaling(rows)
+    assert [r.get("efficiency_vs_linear") for r in rows] == [
+        None, pytest.approx(1.0), pytest.approx(1.0), pytest.approx(0.85)]
+    assert summary["max_workers"] == 4
+    assert summary["efficiency_at_max_workers"] == pytest.approx(0.85)
+
+
+def test_arguments_scale_with_workers_and_quick_is_small(bench):
+    args = bench.parse_args(["--scaling", "8,1,2,8"])
+    assert args.scaling == [1, 2, 8]
+    assert args.batches == max(100, 25 * 8) and args.warmup_batches == 2 * 8 + 2
+    quick = bench.parse_args(["--quick"])
+    assert (quick.images, quick.batch_size, quick.rounds, quick.batches) == (32, 16, 1, 4)
 
 
 def test_unknown_loader_is_refused_with_the_choices(tmp_path):

@@ -1,0 +1,296 @@
+"""The doctor's measuring half on a real Keras backend (KERAS_BACKEND is set by the runner).
+
+In-process runs (``stoke.doctor()``) check the numbers against known answers: a generator
+that sleeps per batch makes the trainer wait about that long, an in-memory array input on a
+heavier model makes it wait almost not at all, the probes bound the run and leave the weights
+as training left them. Subprocess runs (``stoke doctor``) check the whole path on the scripts in
+``tests/scripts/``: the stop after ``--steps N``, worker processes, a script that fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import runpy
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from stoke.diagnosis import cli, session
+from stoke.diagnosis.model_probe import snapshot_variables
+from stoke.diagnosis.probes import DoctorOptions
+from stoke.diagnosis.record import RunRecord
+from stoke.diagnosis.runner import run_measured
+
+BACKEND = keras.backend.backend()
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+# One intra-op thread: on a small shared machine, torch's thread pool otherwise turns a
+# 1 ms step into 60 ms, and the "input-bound" scripts would not be.
+CHILD_ENV = {"OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    if BACKEND != "torch":
+        yield
+        return
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_model(features: int = 16) -> keras.Model:
+    model = keras.Sequential(
+        [keras.Input((features,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(1)]
+    )
+    model.compile(optimizer="adam", loss="mse")
+    return model
+
+
+def slow_batches(load_s: float, batch_size: int = 32):
+    rng = np.random.default_rng(0)
+    while True:
+        time.sleep(load_s)
+        features = rng.normal(size=(batch_size, 16))  # float64
+        yield features, features.sum(axis=1, keepdims=True).astype("float32")
+
+
+def steady(record):
+    return [s for s in record.steps if not s.warmup]
+
+
+def wait_fraction(record) -> float:
+    steps = steady(record)
+    return sum(s.wait_s for s in steps) / sum(s.step_s for s in steps)
+
+
+def test_generator_wait_is_the_time_spent_making_batches():
+    load_s = 0.025
+    model = tiny_model()
+    with session.doctor(probe_after_steps=14, probe_seconds=0.3, sample_system=False) as d:
+        model.fit(slow_batches(load_s), steps_per_epoch=8, epochs=2, verbose=0)
+    record = d.record
+    assert len(record.steps) == 16
+    assert {s.epoch for s in record.steps} == {0, 1}
+    made_s = record.input["generator_s_per_batch"]
+    assert made_s == pytest.approx(load_s, rel=0.5)
+    mean_wait_s = sum(s.wait_s for s in steady(record)) / len(steady(record))
+    if BACKEND == "tensorflow":
+        # a tf.data thread runs the generator one batch ahead: the model step is hidden
+        assert record.input["main_thread"] is False
+        assert record.input["wait_method"] == "timed-next-outside-graph"
+        assert 0.5 * made_s < mean_wait_s < 1.3 * made_s
+    else:
+        assert record.input["main_thread"] is True
+        assert record.input["wait_method"] == "timed-next"
+        assert mean_wait_s == pytest.approx(made_s, rel=0.3)
+    assert wait_fraction(record) > 0.5
+    assert record.input["kind"] == "generator"
+    assert record.input["dtypes"] == {"0": "float64", "1": "float32"}
+    assert record.input["batch_size"] == 32
+    input_alone = record.probes["input_alone"]
+    assert input_alone.samples_per_s == pytest.approx(32 / load_s, rel=0.4)
+    assert record.probes["model_alone"].samples_per_s > 3 * input_alone.samples_per_s
+    assert record.overhead["fraction_of_step"] < 0.03
+    assert record.model["params"] == model.count_params()
+    assert record.meta["measured_from"] == "fit"
+
+
+def test_compute_bound_arrays_script_waits_little(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["doctor_arrays.py", "--epochs", "1"])
+    with session.doctor(probes=False, sample_system=False) as d:
+        runpy.run_path(str(SCRIPTS / "doctor_arrays.py"), run_name="__main__")
+    record = d.record
+    assert len(record.steps) == 32  # 4096 samples / 128
+    assert wait_fraction(record) < 0.15
+    assert record.input["kind"] == "arrays"
+    # the script passes float64 arrays; Keras casts them to float32 once, before training
+    assert record.input["source_dtypes"] == {"0": "float64", "1": "float64"}
+    assert record.input["dtypes"] == {"0": "float32", "1": "float32"}
+    assert record.input["batch_size"] == 128
+    assert any(s.synced for s in steady(record))
+    assert record.meta["probe_notes"]["all"].startswith("probes disabled")
+
+
+def test_probes_leave_the_weights_as_training_left_them():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(96, 16)).astype("float32")
+    y = rng.normal(size=(96, 1)).astype("float32")
+    plain = tiny_model()
+    measured = tiny_model()
+    measured.set_weights(plain.get_weights())
+    plain.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    with session.doctor(probe_after_steps=3, probe_seconds=0.2, sample_system=False) as d:
+        measured.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    assert d.record.probes["model_alone"].batches >= 3  # it trained, on something else
+    for after_plain, after_measured in zip(plain.get_weights(), measured.get_weights(), strict=True):
+        np.testing.assert_allclose(after_measured, after_plain, rtol=1e-5, atol=1e-6)
+
+
+def test_snapshot_restores_model_and_optimizer_variables():
+    model = tiny_model()
+    x = np.ones((32, 16), "float32")
+    model.train_on_batch(x, np.ones((32, 1), "float32"))
+    before = [keras.ops.convert_to_numpy(v.value) for v in model.optimizer.variables + model.weights]
+    restore = snapshot_variables(model)
+    for _ in range(3):
+        model.train_on_batch(x, np.zeros((32, 1), "float32"))
+    restore()
+    after = [keras.ops.convert_to_numpy(v.value) for v in model.optimizer.variables + model.weights]
+    for old, new in zip(before, after, strict=True):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_train_on_batch_loop_wait_is_the_time_between_calls():
+    model = tiny_model()
+    x = np.random.default_rng(3).normal(size=(32, 16)).astype("float32")
+    y = np.zeros((32, 1), "float32")
+    with session.doctor(probe_after_steps=8, probe_seconds=0.2, sample_system=False) as d:
+        for _ in range(10):
+            time.sleep(0.02)  # the loop loads its next batch
+            model.train_on_batch(x, y)
+    record = d.record
+    assert record.meta["measured_from"] == "train_on_batch"
+    assert record.input["wait_method"] == "between-calls"
+    assert len(record.steps) == 10
+    waits = [s.wait_s for s in steady(record)]
+    assert sum(waits) / len(waits) == pytest.approx(0.02, rel=0.5)
+    assert "model_alone" in record.probes
+    assert "input_alone" not in record.probes
+    assert "train_on_batch" in record.meta["probe_notes"]["input_alone"]
+
+
+def test_doctor_callback_measures_the_fit_it_is_given_to():
+    callback = session.DoctorCallback(probes=False, sample_system=False)
+    model = tiny_model()
+    model.fit(slow_batches(0.015), steps_per_epoch=5, epochs=2, verbose=0, callbacks=[callback])
+    record = callback.record
+    assert len(record.steps) == 10
+    assert record.input["kind"] == "generator"
+    assert wait_fraction(record) > 0.4
+    # only train begin/end are overridden: Keras keeps dispatching batch callbacks async
+    from keras.src.utils import is_default
+
+    assert is_default(callback.on_train_batch_end)
+
+
+def test_step_limit_stops_fit_in_a_session():
+    model = tiny_model()
+    x = np.zeros((640, 16), "float32")
+    with session.doctor(steps=5, probes=False, sample_system=False) as d:
+        history = model.fit(x, x[:, :1], batch_size=32, epochs=50, verbose=0)
+    assert len(d.record.steps) == 5
+    assert len(history.history["loss"]) == 1
+    assert d.record.meta["stopped_after_steps"] == 5
+
+
+@pytest.mark.skipif(
+    BACKEND != "tensorflow",
+    reason="importing TensorFlow costs ~8 s here; the tf.data facts do not depend on the backend",
+)
+def test_tf_data_pipeline_facts():
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import doctor_tfdata
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    with session.doctor(probe_after_steps=6, probe_seconds=0.2, sample_system=False) as d:
+        doctor_tfdata.make_model().fit(doctor_tfdata.make_dataset(), epochs=1, verbose=0)
+    record = d.record
+    assert record.input["kind"] == "tf.data"
+    assert record.input["tf_data_parallel_map"] is False
+    assert record.input["tf_data_prefetch"] is False
+    assert record.input["tf_data_map_parallelism"] == [1]
+    assert record.input["tf_data_py_function"] is False
+    assert record.input["dtypes"] == {"0": "float32", "1": "int64"}
+    assert "input_alone" in record.probes and "model_alone" in record.probes
+    assert len(record.steps) == 16
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole path: `stoke doctor -- python script.py` in a child process.
+
+
+def test_stoke_doctor_stops_a_generator_script_after_n_steps(tmp_path, monkeypatch):
+    for name, value in CHILD_ENV.items():
+        monkeypatch.setenv(name, value)
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(
+        [
+            "--steps",
+            "12",
+            "--probe-seconds",
+            "0.3",
+            "--json",
+            str(tmp_path / "doctor.json"),
+            "--html",
+            str(tmp_path / "doctor.html"),
+            "--record",
+            str(tmp_path / "record.json"),
+            "--",
+            "python",
+            str(SCRIPTS / "doctor_generator.py"),
+            "--load-ms",
+            "15",
+            "--epochs",
+            "100",
+        ]
+    )
+    assert cli.main(args) == 0
+    record = RunRecord.load(tmp_path / "record.json")
+    assert record.meta["exit_status"] == "stopped-after-steps"
+    assert record.meta["exit_code"] == 0
+    assert len(record.steps) == 12
+    assert record.steps[-1].synced
+    assert record.meta["backend"] == BACKEND
+    assert record.meta["script"].endswith("doctor_generator.py")
+    assert record.meta["argv"][1:] == ["--load-ms", "15", "--epochs", "100"]
+    assert record.input["kind"] == "generator"
+    assert record.input["dtypes"]["0"] == "float64"
+    assert set(record.probes) == {"input_alone", "model_alone"}
+    assert record.system, "the background sampler took no sample"
+    report = json.loads((tmp_path / "doctor.json").read_text())
+    assert report["verdict"] == "input-bound"
+    assert report["predicted_speedup"] > 1.5
+    assert (tmp_path / "doctor.html").read_text().lstrip().lower().startswith("<!doctype html>")
+
+
+def test_stoke_doctor_reports_a_crash_in_a_pydataset_worker_process():
+    run = run_measured(
+        [
+            "python",
+            str(SCRIPTS / "doctor_pydataset.py"),
+            "--workers",
+            "2",
+            "--processes",
+            "--corrupt-batch",
+            "20",
+        ],
+        DoctorOptions(probes=False),
+        timeout_s=150,
+        extra_env=CHILD_ENV,
+        capture_output=True,
+    )
+    assert run.exit_code == 1, run.message
+    assert run.script_failed
+    record = run.record
+    assert record.meta["exit_status"] == "failed"
+    assert record.meta["error_type"] == "ValueError"
+    assert "batch 20: truncated data" in record.meta["error"]
+    assert "Traceback" in run.message
+    assert "AFTER FIT" not in run.message
+    assert 10 <= len(record.steps) <= 20  # the steps before the corrupt batch
+    facts = record.input
+    assert facts["kind"] == "pydataset"
+    assert facts["pydataset_workers"] == 2
+    assert facts["use_multiprocessing"] is True
+    assert facts["producer"] == "worker-processes"
+    assert facts["main_thread"] is False
