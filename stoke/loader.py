@@ -422,8 +422,10 @@ class BatchIterator:
         self._flight.abandon()
 
     def _fill(self) -> None:
+        """Give every free slot the next chunk. Before the ring exists, probe chunks until
+        one has a sample that passes the filters; that lays the ring out."""
         loader = self.loader
-        while not self._exhausted and loader._free_slots:
+        while not self._exhausted and (loader._layout is None or loader._free_slots):
             epoch, position, indices = next(self._chunks, (None, None, None))
             if epoch is None:
                 self._exhausted = True
@@ -444,9 +446,6 @@ class BatchIterator:
         loader = self.loader
         filtered = loader.program.has_filter
         while True:
-            if loader._layout is None and not self._exhausted:
-                # first call: find the layout from the first chunk(s), then fill the ring
-                self._fill_first()
             self._fill()
             if filtered and self._pending_rows >= loader.plan.batch_size:
                 return self._emit_pending(loader.plan.batch_size)
@@ -493,23 +492,6 @@ class BatchIterator:
                 self._pending_rows += kept
             elif not self._pending:
                 self._state = IteratorState(epoch, position + 1, 0, self._state.fingerprint)
-
-    def _fill_first(self) -> None:
-        loader = self.loader
-        while loader._layout is None:
-            epoch, position, indices = next(self._chunks, (None, None, None))
-            if epoch is None:
-                self._exhausted = True
-                return
-            if indices is None:
-                self._inflight.append((-1, -1, epoch, position, None))
-                continue
-            if loader._ensure_layout(epoch, indices):
-                slot = loader._free_slots.popleft()
-                task_id = loader._submit("chunk", epoch, indices, slot)
-                self._inflight.append((task_id, slot, epoch, position, indices))
-            else:
-                self._inflight.append((-2, -1, epoch, position, indices))
 
     def _emit_pending(self, count: int) -> Any:
         """Take ``count`` rows from the pending chunks (filter path) as one batch."""
