@@ -982,7 +982,13 @@ class AcceleratedSequence:
             raise
         position = current.delivered
         current.delivered += 1
-        return self._unwrap(sample, int(current.order[position])), position
+        batch = self._unwrap(sample, int(current.order[position]))
+        if current.delivered == len(current.order):
+            # the last batch: the pass is complete now, not when someone asks past its end
+            # (its slot stays valid until the next pass submits work, after the next request)
+            current.complete = True
+            current.close()
+        return batch, position
 
     def _unwrap(self, sample: Any, index: int) -> Any:
         item, rows = sample

@@ -68,7 +68,12 @@ class LoaderOptions:
     views valid until the next batch is asked for. ``memory_budget_bytes``: most memory the
     ring may take (default a quarter of available RAM). ``ray_address``: the Ray cluster of
     ``executor="ray"`` (default: the one ``ray.init()`` joined, else ``RAY_ADDRESS``, else a
-    local Ray); with that executor ``workers="auto"`` means the cluster's CPUs."""
+    local Ray); with that executor ``workers="auto"`` means the cluster's CPUs.
+
+    ``workers="auto"`` / ``executor="auto"`` (the defaults) choose both, and the ring depth,
+    by measurement while batches flow (see :mod:`stoke.autotune`; ``it.tuning()`` says what
+    was chosen and why), within ``cpu_budget_cores`` (default every available core;
+    ``to_keras`` leaves the trainer one) and ``memory_budget_bytes``."""
 
     workers: int | str = "auto"
     executor: str = "auto"
@@ -77,6 +82,7 @@ class LoaderOptions:
     copy: bool = False
     memory_budget_bytes: int | None = None
     ray_address: str | None = None
+    cpu_budget_cores: int | None = None
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -94,6 +100,13 @@ class LoaderOptions:
             raise ValueError(f"ring_slots must be >= 2. Received: ring_slots={self.ring_slots}")
         if self.timeout_s is not None and self.timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0 or None. Received: timeout_s={self.timeout_s}")
+        if self.cpu_budget_cores is not None and (
+                not isinstance(self.cpu_budget_cores, int) or self.cpu_budget_cores < 1):
+            raise ValueError("cpu_budget_cores must be a positive int or None. Received: "
+                             f"cpu_budget_cores={self.cpu_budget_cores!r}")
+        if self.memory_budget_bytes is not None and self.memory_budget_bytes < 1:
+            raise ValueError("memory_budget_bytes must be > 0 or None. Received: "
+                             f"memory_budget_bytes={self.memory_budget_bytes!r}")
 
 
 def _make_pool(program, options: LoaderOptions):
@@ -155,6 +168,8 @@ class Loader:
         self._finalizer = weakref.finalize(self, self._shutdown)
         self._layout: BatchLayout | None = None
         self._free_slots: deque[int] = deque()
+        self._parked_slots: list[int] = []  # allocated, not in rotation (autotuned depth)
+        self._tuner = None  # a stoke.autotune.Tuner when workers or executor is "auto"
         self._results: dict[int, Result] = {}
         self._orphans: dict[int, int] = {}  # task id -> slot, of abandoned iterators
         self._next_task_id = 0
@@ -171,7 +186,12 @@ class Loader:
         if self.closed:
             raise StokeError("this loader is closed; make a new one with pipe.loader(...)")
         if self._shutdown.pool is None:
-            self._shutdown.pool = _make_pool(self.program, self.options)
+            from stoke.autotune import start_autotuned, wants_tuning
+
+            if wants_tuning(self.options):
+                self._shutdown.pool, self._tuner = start_autotuned(self.program, self.options)
+            else:
+                self._shutdown.pool = _make_pool(self.program, self.options)
         return self._shutdown.pool
 
     @property
@@ -266,16 +286,50 @@ class Loader:
             return False
         index, treedef, arrays = result.probe
         layout = BatchLayout.from_sample(arrays, treedef, self.plan.batch_size, index)
-        slots = self.options.ring_slots or 2 * self.pool.workers + 2
-        self._check_memory(layout, slots)
+        if self._tuner is not None:
+            try:
+                slots, depth = self._tuner.ring_size(layout)
+            except StokeError:
+                self.close()
+                raise
+        else:
+            slots = depth = self.options.ring_slots or 2 * self.pool.workers + 2
+            self._check_memory(layout, slots)
         ring = BatchRing(layout, slots, shared=self.pool.shared_ring)
         self._shutdown.ring = ring
         self.pool.set_ring(ring)
         self._layout = layout
-        self._free_slots = deque(range(slots))
+        self._free_slots = deque(range(depth))
+        self._parked_slots = list(range(depth, slots))
         log.debug("stoke: ring of %d slots x %d bytes for %s", slots, layout.slot_bytes,
                   layout.describe())
         return True
+
+    def tuning(self):
+        """What this loader runs with and why: a :class:`stoke.autotune.Tuning` (the
+        decisions with their measurements when tuned, else the settings you gave)."""
+        if self._tuner is not None:
+            return self._tuner.report()
+        from stoke.autotune import fixed_tuning
+
+        pool = self._shutdown.pool
+        ring = self._shutdown.ring
+        slots = ring.slots if ring is not None else None
+        return fixed_tuning(pool.kind if pool else self.options.executor,
+                            pool.workers if pool else self.options.workers, slots, slots)
+
+    def _observe(self, rows: int, wait_s: float) -> None:
+        """A batch was delivered: tell the tuner, then put the ring depth it wants in use."""
+        try:
+            self._tuner.observe(rows, wait_s)
+        except StokeError as exc:
+            self._fail(exc)
+        ring = self._shutdown.ring
+        in_use = (ring.slots if ring is not None else 0) - len(self._parked_slots)
+        grow = min(self._tuner.depth - in_use, len(self._parked_slots))
+        if grow > 0:
+            self._free_slots.extend(self._parked_slots[:grow])
+            del self._parked_slots[:grow]
 
     def _ring_views(self, slot: int) -> list[np.ndarray]:
         return self._shutdown.ring.views(slot)
@@ -355,6 +409,7 @@ class BatchIterator:
         self._skip_rows = state.rows_delivered
         self._finalizer = weakref.finalize(self, self._flight.abandon)
         self.batches_delivered = 0
+        self._last_rows = 0  # rows of the batch just delivered
         self.finished = False  # True once every batch of its epochs was delivered
 
     def _chunk_stream(self, state: IteratorState, epochs: int | None) -> Iterator:
@@ -392,11 +447,19 @@ class BatchIterator:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def tuning(self):
+        """What the loader runs with and why (see :meth:`Loader.tuning`)."""
+        return self.loader.tuning()
+
     def __next__(self) -> Any:
         if self._done:
             raise StopIteration
+        started = time.perf_counter()
         try:
-            return self._next()
+            batch = self._next()
+            if self.loader._tuner is not None:
+                self.loader._observe(self._last_rows, time.perf_counter() - started)
+            return batch
         except StopIteration:
             self._done = True
             self.finished = True
@@ -476,6 +539,7 @@ class BatchIterator:
                 self._flight.held_slot = slot
                 self._state = IteratorState(epoch, position + 1, 0, self._state.fingerprint)
                 self.batches_delivered += 1
+                self._last_rows = result.rows
                 leaves = [v[: result.rows] for v in views]
                 if loader.options.copy:
                     leaves = [np.array(v) for v in leaves]
@@ -517,6 +581,7 @@ class BatchIterator:
         self._state = next_state
         self._pending_rows -= count
         self.batches_delivered += 1
+        self._last_rows = count
         leaves = [np.concatenate(column) if len(column) > 1 else column[0]
                   for column in zip(*parts)]
         return self._unbatch(unflatten(self.loader._layout.treedef, leaves))

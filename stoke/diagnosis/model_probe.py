@@ -66,6 +66,18 @@ def run_fit_probes(recorder, timed_function, args: tuple, result: Any) -> None:
     if fit is None:
         notes["input_alone"] = "no fit in progress"
         return
+    run_ends_after_probes = (
+        recorder.options.on_step_limit == "raise"
+        and recorder.options.stop_after_steps is not None
+        and recorder.steps_seen >= recorder.options.stop_after_steps
+    )
+    if recorder.record.input.get("kind") == "stoke" and not run_ends_after_probes:
+        notes["input_alone"] = (
+            "a stoke feed runs one epoch iterator at a time: probing it mid-run would stop "
+            "training's; run `stoke doctor --steps N` (the probe then closes the run) or "
+            "`stoke bench`"
+        )
+        return
     try:
         probe = measure_input_alone(fit, backend, seconds)
         if probe is None:

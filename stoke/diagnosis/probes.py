@@ -1183,8 +1183,17 @@ def input_facts(epoch_iterator, arguments: dict[str, Any], backend: str, user_ge
             facts["main_thread"] = not on_tf
             facts["producer"] = "tf.data-thread" if on_tf else "trainer-thread"
     elif kind == "stoke":
-        facts["main_thread"] = False
-        facts["producer"] = getattr(x, "executor_kind", None)
+        options = getattr(getattr(x, "loader", None), "options", None)
+        executor = getattr(options, "executor", None)
+        facts["stoke_executor"] = executor
+        facts["stoke_workers"] = getattr(options, "workers", None)
+        facts["producer"] = {
+            "process": "worker-processes",
+            "ray": "worker-processes",
+            "thread": "worker-threads",
+            "inline": "trainer-thread",
+        }.get(executor)
+        facts["main_thread"] = executor == "inline"
     return facts
 
 

@@ -57,8 +57,11 @@ def to_keras(pipeline, workers: int | str = "auto", executor: str = "auto", pref
             "to_keras needs a batched pipeline: add .batch(batch_size) before .to_keras()."
         )
     feed_class = _feed_class()
-    if workers == "auto":
+    if workers == "auto" and executor == "ray":
         workers = default_workers_for_training()
+    elif workers == "auto" or executor == "auto":
+        # tuned by measurement (stoke.autotune), leaving the trainer one core
+        options.setdefault("cpu_budget_cores", default_workers_for_training())
     return feed_class(pipeline, LoaderOptions(workers=workers, executor=executor, **options),
                       prefetch, device_transform)
 
@@ -161,6 +164,11 @@ class KerasFeedMixin:
     def iter(self):
         """Numpy batches of the next epoch (copies), as ``fit`` would get them."""
         return self.get_numpy_iterator()
+
+    def tuning(self):
+        """The executor, workers and ring depth the feed runs with, and why (see
+        :meth:`stoke.Loader.tuning`)."""
+        return self.loader.tuning()
 
     def close(self) -> None:
         """Stop the prefetcher and the workers. Also happens when the feed is collected."""

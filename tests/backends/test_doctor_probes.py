@@ -136,16 +136,15 @@ def test_probes_leave_the_weights_as_training_left_them():
 
 def test_snapshot_restores_model_and_optimizer_variables():
     model = tiny_model()
-    x = np.ones((32, 16), "float32")
-    model.train_on_batch(x, np.ones((32, 1), "float32"))
-    before = [keras.ops.convert_to_numpy(v.value) for v in model.optimizer.variables + model.weights]
+    model.optimizer.build(model.trainable_variables)
+    variables = model.weights + model.optimizer.variables
+    before = [keras.ops.convert_to_numpy(v.value) for v in variables]
     restore = snapshot_variables(model)
-    for _ in range(3):
-        model.train_on_batch(x, np.zeros((32, 1), "float32"))
+    for variable in variables:
+        variable.assign(variable.value + keras.ops.ones_like(variable.value))
     restore()
-    after = [keras.ops.convert_to_numpy(v.value) for v in model.optimizer.variables + model.weights]
-    for old, new in zip(before, after, strict=True):
-        np.testing.assert_array_equal(old, new)
+    for variable, old in zip(variables, before, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable.value), old)
 
 
 def test_train_on_batch_loop_wait_is_the_time_between_calls():
@@ -283,11 +282,12 @@ def test_stoke_doctor_reports_a_crash_in_a_pydataset_worker_process():
     assert run.script_failed
     record = run.record
     assert record.meta["exit_status"] == "failed"
-    assert record.meta["error_type"] == "ValueError"
+    # TensorFlow runs the PyDataset in a tf.data function, which re-raises it as its own
+    assert record.meta["error_type"] in ("ValueError", "InvalidArgumentError")
     assert "batch 20: truncated data" in record.meta["error"]
     assert "Traceback" in run.message
     assert "AFTER FIT" not in run.message
-    assert 10 <= len(record.steps) <= 20  # the steps before the corrupt batch
+    assert len(record.steps) < 30  # fit shuffles the 30 batches: the corrupt one is among them
     facts = record.input
     assert facts["kind"] == "pydataset"
     assert facts["pydataset_workers"] == 2

@@ -336,6 +336,23 @@ def test_keras_protocol_answers_each_index_once_per_pass():
     _same(second, expected[1])
 
 
+def test_keras_protocol_without_epoch_hooks_keeps_every_batch_in_the_workers():
+    """No on_epoch_end: a pass read to its end is closed at once; nothing is made again in
+    the trainer (every batch comes from a worker process)."""
+    with accelerate(PidSequence(), workers=2, executor="process") as acc:
+        acc.on_epoch_begin()
+        _copy(acc[0])  # the build probe
+        acc.on_epoch_end()
+        epochs = []
+        for _ in range(3):
+            acc.on_epoch_begin()
+            epochs.append([_copy(acc[i]) for i in (3, 1, 0, 2)])
+            acc.on_epoch_end()
+    for batches in epochs:
+        assert [int(y[0]) for _, y in batches] == [0, 1, 2, 3]  # the pass's order
+        assert os.getpid() not in {int(x[0]) for x, _ in batches}
+
+
 def test_keras_build_probe_then_on_epoch_end_restarts_with_the_new_state():
     expected = expected_passes(ShufflingSequence, 2)
     with accelerate(ShufflingSequence(), workers=2) as acc:

@@ -1,0 +1,407 @@
+"""Autotuning: the tuner's decisions on simulated pipelines (a fake clock: no real time),
+then the real thing: auto on unpicklable and slow functions, the tuning report, the memory
+budget, and exactly-once while the pool is resized and switched mid-epoch."""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import stoke
+from stoke.autotune import AutoPool, Tuner, TunerSettings
+from tests.core import helpers
+
+
+def sleepy(sample):
+    """Waits like I/O (2 ms): parallelises with threads and with processes alike."""
+    time.sleep(0.002)
+    return sample
+
+
+def noisy_slowly(sample, rng):
+    time.sleep(0.001)
+    x, y = sample
+    return (x + rng.standard_normal(x.shape).astype(np.float32), y)
+
+
+def slow_identity(sample):
+    time.sleep(0.003)
+    return sample
+
+
+# ======================================================================================
+# The tuner on a simulated pipeline
+# ======================================================================================
+
+
+class SimulatedPipeline:
+    """A pool and a clock: ``rate(kind, workers)`` samples/s the workers make; a consumer
+    that needs ``consumer_s`` per batch. Each observed batch advances the clock by what the
+    slower side takes; the consumer waits for the difference."""
+
+    def __init__(self, rate, cores=2, consumer_s=0.0, batch=32, start_delay_batches=3,
+                 cpu_per_worker=1.0, unavailable=None):
+        self.rate = rate
+        self.cores = cores
+        self.consumer_s = consumer_s
+        self.batch = batch
+        self.now = 0.0
+        self.cpu = 0.0
+        self.idle = 0.0
+        self.cpu_per_worker = cpu_per_worker
+        self.unavailable = dict(unavailable or {})
+        self.running = None
+        self.start_delay_batches = start_delay_batches
+        self._starting = 0
+        self.applied = []
+
+    # -- the pool interface the tuner uses
+    def apply(self, kind, workers):
+        if kind in self.unavailable:
+            return
+        self.applied.append((kind, workers))
+        self.running = (kind, workers)
+        self._starting = self.start_delay_batches
+
+    def ready(self):
+        return self._starting == 0
+
+    def cpu_seconds(self):
+        return {1: self.cpu}
+
+    def idle_seconds(self):
+        return self.idle
+
+    def worker_bytes(self):
+        return 50 << 20
+
+    def release_idle(self):
+        pass
+
+    # -- the world
+    def clock(self):
+        return self.now
+
+    def step(self, tuner):
+        kind, workers = self.running
+        produce_s = self.batch / self.rate(kind, workers)
+        spent = max(produce_s, self.consumer_s)
+        busy = min(workers, self.cores) * self.cpu_per_worker * (produce_s / spent)
+        self.now += spent
+        self.cpu += busy * spent
+        self.idle += max(0.0, self.cores - busy) * spent
+        if self._starting:
+            self._starting -= 1
+        tuner.observe(self.batch, max(0.0, produce_s - self.consumer_s))
+
+    def run(self, tuner, batches):
+        for _ in range(batches):
+            self.step(tuner)
+
+
+QUICK = TunerSettings(window_s=0.2, monitor_s=0.5, monitor_max_s=2.0)
+
+
+def tune(sim, kinds=("thread", "process"), batches=3000, cores=None, **kwargs):
+    tuner = Tuner(kinds, cores or sim.cores, memory_budget_bytes=8 << 30,
+                  settings=kwargs.pop("settings", QUICK), clock=sim.clock, **kwargs)
+    sim.running = tuner.config
+    tuner.attach(sim)
+    layout = stoke.structure.BatchLayout.from_sample([np.zeros(4, np.float32)],
+                                                     stoke.structure.flatten(0)[0], 32)
+    tuner.ring_size(layout)
+    sim.run(tuner, batches)
+    return tuner
+
+
+def linear(per_worker, cores, cap=None):
+    return lambda workers: per_worker * min(workers, cores, cap or workers)
+
+
+def test_gil_bound_function_gets_processes_on_every_core():
+    cores = 8
+    sim = SimulatedPipeline(lambda kind, n: 1000.0 if kind == "thread" else linear(1000, cores)(n),
+                            cores=cores)
+    tuner = tune(sim)
+    report = tuner.report()
+    assert (report.executor, report.workers) == ("process", 8)
+    assert report.settled
+    executor = next(d for d in report.decisions if d.what == "executor")
+    assert executor.choice == "process" and executor.measured["process_samples_per_s"] > 0
+
+
+def test_gil_releasing_function_keeps_threads_when_clearly_faster():
+    cores = 4
+    sim = SimulatedPipeline(
+        lambda kind, n: (1300 if kind == "thread" else 1000) * min(n, cores), cores=cores)
+    report = tune(sim).report()
+    assert (report.executor, report.workers) == ("thread", 4)
+
+
+def test_a_tie_goes_to_processes():
+    sim = SimulatedPipeline(lambda kind, n: 1000.0 * min(n, 2) * (1.02 if kind == "thread" else 1))
+    assert tune(sim).report().executor == "process"
+
+
+def test_threads_that_plateau_lose_to_processes_that_climb():
+    cores = 16
+    sim = SimulatedPipeline(
+        lambda kind, n: 1000 * min(n, 3) if kind == "thread" else 950 * min(n, cores),
+        cores=cores)
+    report = tune(sim, batches=6000).report()
+    assert (report.executor, report.workers) == ("process", 16)
+
+
+@pytest.mark.parametrize("saturates_at", [3, 5, 6])
+def test_workers_stop_where_more_stop_paying(saturates_at):
+    cores = 8
+    rate = linear(1000, cores, cap=saturates_at)
+    sim = SimulatedPipeline(lambda kind, n: rate(n), cores=cores)
+    report = tune(sim, kinds=("process",)).report()
+    assert rate(report.workers) >= 0.9 * rate(cores)
+    assert report.workers <= 8
+
+
+def test_the_cpu_budget_caps_workers():
+    sim = SimulatedPipeline(lambda kind, n: 1000.0 * n, cores=16)
+    report = tune(sim, kinds=("process",), cores=3).report()
+    assert report.workers == 3
+    assert any("budget" in d.why for d in report.decisions)
+
+
+def test_consumer_bound_stops_early_then_grows_when_the_consumer_speeds_up():
+    sim = SimulatedPipeline(lambda kind, n: 1000.0 * min(n, 8), cores=8, consumer_s=32 / 1500)
+    tuner = tune(sim, kinds=("process",), batches=400)
+    assert tuner.report().workers == 2  # 2 workers make 2000/s > the consumer's 1500/s
+    sim.consumer_s = 0.0  # compilation done: the consumer is now fast
+    sim.run(tuner, 6000)
+    report = tuner.report()
+    assert report.workers == 8
+    assert any(d.what == "retune" for d in report.decisions)
+
+
+def test_a_slower_consumer_lets_workers_go():
+    sim = SimulatedPipeline(lambda kind, n: 1000.0 * min(n, 8), cores=8)
+    tuner = tune(sim, kinds=("process",))
+    assert tuner.report().workers == 8
+    sim.consumer_s = 32 / 1000.0  # the model now takes 1000 samples/s
+    sim.run(tuner, 3000)
+    report = tuner.report()
+    assert 1 < report.workers < 8
+    shrink = [d for d in report.decisions if d.what == "workers" and "consumer takes" in d.why]
+    assert shrink and shrink[-1].measured["consumer_wait"] <= 0.02
+
+
+def test_sleeping_workers_go_past_the_core_budget_when_cores_are_idle():
+    sim = SimulatedPipeline(lambda kind, n: 200.0 * n, cores=2, cpu_per_worker=0.05)
+    report = tune(sim, kinds=("thread",)).report()
+    assert report.workers > 2
+
+
+def test_busy_machine_is_not_mistaken_for_sleeping_workers():
+    # workers get little CPU because others take it, and no core is idle: stay at the budget
+    sim = SimulatedPipeline(lambda kind, n: 200.0 * min(n, 2), cores=2, cpu_per_worker=0.3)
+    sim_idle = sim.idle_seconds
+    sim.idle_seconds = lambda: 0.0 * sim_idle()
+    report = tune(sim, kinds=("thread",)).report()
+    assert report.workers == 2
+
+
+def test_an_executor_that_cannot_run_is_skipped_with_its_reason():
+    sim = SimulatedPipeline(lambda kind, n: 1000.0 * min(n, 2),
+                            unavailable={"process": "the function cannot be pickled"})
+    report = tune(sim).report()
+    assert report.executor == "thread"
+    assert any("pickled" in d.why for d in report.decisions if d.what == "executor")
+
+
+def test_fixed_workers_only_compare_executors():
+    sim = SimulatedPipeline(lambda kind, n: (500 if kind == "thread" else 900) * n, cores=8)
+    report = tune(sim, fixed_workers=3).report()
+    assert (report.executor, report.workers) == ("process", 3)
+    assert {t.workers for t in report.trials} == {3}
+
+
+def test_report_reads_as_text_and_as_data():
+    sim = SimulatedPipeline(lambda kind, n: 1000.0 * min(n, 2))
+    report = tune(sim).report()
+    text = str(report)
+    assert "samples/s" in text and "executor" in text
+    data = report.as_dict()
+    assert data["trials"] and all(t["samples_per_s"] > 0 for t in data["trials"])
+
+
+# ======================================================================================
+# The real thing
+# ======================================================================================
+
+
+def labels(iterator):
+    return [int(v) for _, y in iterator for v in np.atleast_1d(y)]
+
+
+def test_auto_runs_an_unpicklable_function_in_threads():
+    lock = threading.Lock()
+
+    def locked(sample):  # holds a lock: cannot be pickled for process workers
+        with lock:
+            return sample
+
+    pipe = stoke.from_arrays(np.zeros((64, 2), np.float32), np.arange(64)).map(locked).batch(8)
+    iterator = pipe.iter()
+    assert sorted(labels(iterator)) == list(range(64))
+    report = iterator.tuning()
+    assert report.executor == "thread" and report.tuned
+    assert any("pickle" in d.why.lower() for d in report.decisions if d.what == "executor")
+
+
+def test_auto_uses_several_workers_for_a_slow_function():
+    n = 1600
+    pipe = (stoke.from_arrays(np.zeros((n, 2), np.float32), np.arange(n))
+            .map(sleepy).batch(8))
+    iterator = pipe.iter()
+    got = labels(iterator)
+    assert sorted(got) == list(range(n))
+    report = iterator.tuning()
+    assert report.workers >= 2
+    assert report.trials, "no window was measured"
+    for trial in report.trials:
+        assert trial.samples_per_s > 0 and 0 <= trial.consumer_wait <= 1 and trial.seconds > 0
+    assert all(isinstance(d.why, str) and d.why for d in report.decisions)
+    assert any(d.measured for d in report.decisions)
+
+
+def test_fixed_settings_report_themselves():
+    pipe = stoke.from_arrays(np.zeros((8, 2), np.float32), np.arange(8)).batch(4)
+    iterator = pipe.iter(executor="thread", workers=2)
+    list(iterator)
+    report = iterator.tuning()
+    assert (report.executor, report.workers, report.tuned) == ("thread", 2, False)
+    assert "set by you" in str(report)
+
+
+def test_a_batch_larger_than_the_memory_budget_says_so():
+    pipe = stoke.from_arrays(np.zeros((64, 256, 256), np.float32), np.arange(64)).batch(16)
+    with pytest.raises(stoke.StokeError) as info:
+        next(pipe.iter(memory_budget_bytes=8 << 20))
+    message = str(info.value)
+    assert "does not fit the memory budget" in message
+    assert "4.0 MiB" in message and "8.0 MiB" in message and "memory_budget_bytes" in message
+
+
+def test_options_are_validated():
+    with pytest.raises(ValueError, match="cpu_budget_cores"):
+        stoke.from_arrays(np.zeros(4)).iter(cpu_budget_cores=0)
+
+
+# -- exactly once while the pool changes under the loader ---------------------------------
+
+def _muted(loader):
+    """Start ``loader``'s pool with the tuner muted: the test drives the pool itself."""
+    pool = loader.pool
+    loader._tuner.observe = lambda rows, wait_s: None
+    return pool
+
+
+def test_exactly_once_in_order_while_resized_and_switched_mid_epoch():
+    n = 360
+    pipe = (stoke.from_arrays(np.arange(n, dtype=np.float32).reshape(n, 1), np.arange(n))
+            .shuffle(3).map(noisy_slowly).batch(6))
+    expected = [(x.copy(), y.copy()) for x, y in pipe.iter(executor="inline")]
+    schedule = {2: ("thread", 3), 5: ("process", 2), 12: ("process", 3), 20: ("process", 1),
+                26: ("thread", 1), 32: ("thread", 4), 38: ("process", 2), 44: ("process", 1)}
+    loader = pipe.loader()
+    try:
+        pool = _muted(loader)
+        pool.apply("process", 3)  # boot process workers now, so that switches take effect
+        deadline = time.monotonic() + 60
+        while not pool.ready() and time.monotonic() < deadline:
+            pool.next_result(0.05)  # no task yet: only start-up messages to read
+        pool.apply("thread", 1)
+        ran = collections.Counter()
+        submit = pool.submit
+
+        def counting_submit(task):
+            pool._switch_if_ready()
+            ran[pool.active] += 1
+            submit(task)
+
+        pool.submit = counting_submit
+        got = []
+        for index, (x, y) in enumerate(loader.iter()):
+            got.append((np.array(x), np.array(y)))
+            if index in schedule:
+                pool.apply(*schedule[index])
+            if index == 50:
+                loader._tuner.depth = loader._tuner.capacity  # a deeper ring mid-epoch
+        assert len(got) == len(expected)
+        for (gx, gy), (ex, ey) in zip(got, expected):
+            np.testing.assert_array_equal(gy, ey)
+            np.testing.assert_array_equal(gx, ex)
+        assert ran["thread"] > 5 and ran["process"] > 5, ran
+    finally:
+        loader.close()
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(1, 80), batch=st.integers(1, 9),
+       changes=st.lists(st.tuples(st.integers(0, 12), st.integers(1, 4)), max_size=5))
+def test_exactly_once_while_thread_workers_come_and_go(n, batch, changes):
+    pipe = stoke.from_arrays(np.zeros((n, 1), np.float32), np.arange(n)).shuffle(1).batch(batch)
+    expected = labels(pipe.iter(executor="inline"))
+    schedule = dict(changes)
+    loader = pipe.loader(executor="thread")
+    try:
+        pool = _muted(loader)
+        got = []
+        for index, (_, y) in enumerate(loader.iter()):
+            got += [int(v) for v in y]
+            if index in schedule:
+                pool.apply("thread", schedule[index])
+        assert got == expected
+    finally:
+        loader.close()
+
+
+def test_removed_process_workers_finish_their_tasks_then_exit():
+    pipe = (stoke.from_arrays(np.zeros((96, 1), np.float32), np.arange(96))
+            .map(slow_identity).batch(4))
+    loader = pipe.loader(executor="process")
+    try:
+        pool = _muted(loader)
+        pool.apply("process", 3)
+        iterator = loader.iter()
+        got = labels(x for _, x in zip(range(4), iterator))
+        inner = pool._pools["process"]
+        before = set(inner.worker_pids())
+        pool.apply("process", 1)
+        got += labels(iterator)
+        assert got == list(range(96))
+        deadline = time.monotonic() + 10
+        while len(inner.worker_pids()) > 1 and time.monotonic() < deadline:
+            inner.next_result(0.05)
+        assert len(inner.worker_pids()) == 1 and set(inner.worker_pids()) < before
+    finally:
+        loader.close()
+
+
+def test_a_pool_that_fails_to_start_in_the_background_is_dropped():
+    # process workers that cannot import the function's module: auto stays with threads
+    pipe = stoke.from_arrays(np.zeros((8, 1), np.float32), np.arange(8)).batch(4)
+    pool = AutoPool(pipe._program(), "thread", 1, ("thread", "process"))
+    try:
+        pool._packed.data = b"not a pickle"
+        pool.apply("process", 1)
+        deadline = time.monotonic() + 60
+        while "process" not in pool.unavailable and time.monotonic() < deadline:
+            pool.next_result(0.05)
+        assert "could not load the pipeline" in pool.unavailable["process"]
+        assert pool.kind == "thread"
+    finally:
+        pool.close()
