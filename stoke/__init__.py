@@ -14,11 +14,25 @@ from stoke.errors import (
 )
 from stoke.loader import BatchIterator, Loader
 from stoke.pipeline import Pipeline, from_arrays, from_files, from_sequence
+from stoke.diagnosis.session import doctor
 from stoke.plan import IteratorState
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # DoctorCallback subclasses keras.callbacks.Callback: built on first use, so that
+    # `import stoke` never imports Keras.
+    if name == "DoctorCallback":
+        from stoke.diagnosis.session import DoctorCallback
+
+        return DoctorCallback
+    raise AttributeError(f"module 'stoke' has no attribute {name!r}")
+
+
 __all__ = [
     "BatchIterator",
+    "DoctorCallback",
     "IteratorState",
     "LayoutError",
     "Loader",
@@ -30,6 +44,7 @@ __all__ = [
     "WorkerDiedError",
     "WorkerHungError",
     "__version__",
+    "doctor",
     "from_arrays",
     "from_files",
     "from_sequence",

@@ -41,6 +41,7 @@ data exactly once is the generator's promise (shard by ``worker_index``).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import inspect
 import logging
@@ -60,7 +61,7 @@ import numpy as np
 
 from stoke.errors import LayoutError, StokeError, StokeWarning, UnpicklableError
 from stoke.executors.chunk import Task
-from stoke.loader import POLL_S, Loader, LoaderOptions, available_cores, resolve_workers
+from stoke.loader import POLL_S, Loader, LoaderOptions, resolve_workers
 from stoke.pipeline import Pipeline
 from stoke.program import FILTERED, sample_error
 from stoke.structure import DtypePolicy, TreeDef, flatten, leaf_paths, unflatten
@@ -96,7 +97,8 @@ def accelerate(data: Any, *args: Any, workers: int | str = "auto", executor: str
       (``"auto"``: one per core) run ``__getitem__``. ``shuffle=True`` permutes the batch
       order each epoch, seeded by ``(seed, epoch)``; Keras' ``fit(shuffle=...)`` does not
       reorder an accelerated dataset (as for a ``tf.data`` dataset).
-    - a generator function, called as ``data(*args, **kwargs)`` in a worker process. With
+    - a generator function, called as ``data(*args, **kwargs)`` in a worker process (on a
+      copy of the arguments; large arrays among them are shared, not copied). With
       ``replicas=N``, N copies run in parallel; each gets the keyword arguments it accepts
       among ``worker_index``, ``worker_count`` and ``seed`` (see the module docstring for
       what each mode guarantees). ``steps_per_epoch`` gives Keras an epoch length.
@@ -112,6 +114,8 @@ def accelerate(data: Any, *args: Any, workers: int | str = "auto", executor: str
     Close the result (``acc.close()`` or ``with``) to stop its workers early; they also stop
     when it is garbage collected and at exit.
     """
+    if isinstance(data, (AcceleratedSequence, AcceleratedGenerator)):
+        return data
     if executor not in ("auto", "process", "thread", "inline"):
         raise ValueError(
             "executor must be one of 'auto', 'process', 'thread', 'inline'. "
@@ -150,6 +154,10 @@ def accelerate(data: Any, *args: Any, workers: int | str = "auto", executor: str
             "not a generator function (it has no `yield`). Give a generator function, a "
             "generator, or a Sequence/PyDataset (len + __getitem__(batch_index))."
         )
+    if isinstance(data, Pipeline):
+        raise TypeError(
+            "this is a stoke pipeline already: give it to Keras with pipe.to_keras(), or read "
+            "it with pipe.iter(). stoke.accelerate is for a Sequence or generator you have.")
     if not (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
         raise TypeError(
             "accelerate needs a keras.utils.PyDataset/Sequence (or any object with len() and "
@@ -214,14 +222,17 @@ class _Template:
         return bool(shape) and shape[0] == self.rows
 
     def zeros(self) -> Any:
-        return unflatten(self.treedef, [np.zeros(s, d) for s, d in zip(self.shapes, self.dtypes, strict=True)])
+        pairs = zip(self.shapes, self.dtypes, strict=True)
+        return unflatten(self.treedef, [np.zeros(shape, dtype) for shape, dtype in pairs])
 
-    def fit(self, treedef: TreeDef, arrays: list[np.ndarray]) -> tuple[list[np.ndarray], int] | None:
+    def fit(self, treedef: TreeDef,
+            arrays: list[np.ndarray]) -> tuple[list[np.ndarray], int] | None:
         """The arrays as they go into a slot, and their number of rows; None if they cannot
         go (another structure, other shapes, a dtype that does not cast)."""
         if treedef != self.treedef or len(arrays) != len(self.shapes):
             return None
-        if not all(np.can_cast(a.dtype, d, "same_kind") for a, d in zip(arrays, self.dtypes, strict=True)):
+        pairs = zip(arrays, self.dtypes, strict=True)
+        if not all(np.can_cast(array.dtype, dtype, "same_kind") for array, dtype in pairs):
             return None
         if all(a.shape == s for a, s in zip(arrays, self.shapes, strict=True)):
             return arrays, (self.rows if self.rows is not None else ROWS_NONE)
@@ -510,8 +521,10 @@ def _detach_keras(cls: type) -> type:
     if cls in _DETACHED:
         return _DETACHED[cls]
     bases = tuple(
-        _PyDatasetStandIn if _is_keras_pydataset(b) else (_detach_keras(b) if _has_keras_base(b) else b)
-        for b in cls.__bases__
+        _PyDatasetStandIn if _is_keras_pydataset(base)
+        else _detach_keras(base) if _has_keras_base(base)
+        else base
+        for base in cls.__bases__
     )
     class_cell = types.CellType()
     namespace = {}
@@ -556,7 +569,8 @@ def _detached_copy(dataset: Any) -> Any:
     cls = type(dataset)
     if not _has_keras_base(cls) or not hasattr(dataset, "__dict__"):
         return dataset
-    if any("__slots__" in c.__dict__ for c in cls.__mro__ if c is not object and not _is_keras_pydataset(c)):
+    own = [c for c in cls.__mro__ if c is not object and not _is_keras_pydataset(c)]
+    if any("__slots__" in c.__dict__ for c in own):
         return dataset
     try:
         copy = object.__new__(_detach_keras(cls))
@@ -722,12 +736,34 @@ def _fingerprints(obj: Any) -> dict[str, bytes]:
     digests = {}
     for name, value in items:
         buffers: list[pickle.PickleBuffer] = []
-        digest = hashlib.blake2b(digest_size=16)
-        digest.update(cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append))
-        for buffer in buffers:
-            digest.update(buffer.raw())
+        digest = hashlib.sha1(usedforsecurity=False)
+        try:
+            digest.update(cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append))
+            for buffer in buffers:
+                digest.update(buffer.raw())
+        except Exception:  # noqa: BLE001 - unpicklable: never equal, so sending it says why
+            digest.update(f"unpicklable {id(value)} {time.monotonic()}".encode())
         digests[name] = digest.digest()
     return digests
+
+
+def _pickled_state(dataset: Any, names: list[str]) -> dict[str, bytes]:
+    """The attributes ``names`` of ``dataset``, pickled for the workers."""
+    import cloudpickle
+
+    state = vars(dataset)
+    pickled = {}
+    for name in names:
+        try:
+            pickled[name] = cloudpickle.dumps(state[name], protocol=5)
+        except Exception as exc:  # noqa: BLE001 - turned into advice
+            raise UnpicklableError(
+                f"{type(dataset).__name__}.{name} ({type(state[name]).__name__}), set or "
+                "changed in the trainer (by on_epoch_end/on_epoch_begin), cannot be sent to "
+                f"the worker processes: {type(exc).__name__}: {exc}. Keep handles such as "
+                "open files out of the dataset's attributes (open them lazily in "
+                "__getitem__), or use executor=\"thread\".") from exc
+    return pickled
 
 
 # ======================================================================================
@@ -849,10 +885,10 @@ class AcceleratedSequence:
         while epochs is None or done < epochs:
             with self._lock:
                 self._end_pass(call_hook=False)
-                if self._pass is not None:  # left unfinished by an earlier reader
+                if self._pass is not None and self._pass.delivered:  # left by another reader
                     self._abandon_pass()
                 self._call_hook("on_epoch_begin")
-                current = self._open_pass()
+                current = self._pass or self._open_pass()
             while True:
                 with self._lock:
                     if self._pass is not current:
@@ -861,9 +897,9 @@ class AcceleratedSequence:
                 if got is None:
                     break
                 yield got[0]
-            with self._lock:
-                self._end_pass(call_hook=True)
             done += 1
+            with self._lock:
+                self._end_pass(call_hook=True, prefetch_next=epochs is None or done < epochs)
 
     def __iter__(self) -> Iterator[Any]:
         return self.iter()
@@ -888,6 +924,11 @@ class AcceleratedSequence:
     def executor(self) -> str:
         """The executor the workers run in ("process", "thread", "inline")."""
         return self._get_loader().pool.kind
+
+    def to_keras(self):
+        """This object as ``model.fit`` takes it. It already is, when Keras was imported
+        before ``stoke.accelerate`` was called; else this imports Keras."""
+        return keras_face(self)
 
     @property
     def worker_count(self) -> int:
@@ -935,7 +976,7 @@ class AcceleratedSequence:
 
     def on_epoch_end(self) -> None:
         with self._lock:
-            self._end_pass(call_hook=True)
+            self._end_pass(call_hook=True, prefetch_next=True)
 
     # -- passes -----------------------------------------------------------------------------
     def _get_loader(self) -> _ChannelLoader:
@@ -961,6 +1002,9 @@ class AcceleratedSequence:
         loader = self._get_loader()
         loader.pool  # start the workers with the dataset as it is now  # noqa: B018
         self._sync_state()
+        length = len(self.dataset)
+        if length != loader.plan.length:  # Keras reads len() again every epoch; so do we
+            loader.plan = dataclasses.replace(loader.plan, length=length)
         batches = loader.iter(epoch=self.epoch)
         self._pass = _Pass(self.epoch, batches, loader.plan.order(self.epoch))
         return self._pass
@@ -1012,10 +1056,15 @@ class AcceleratedSequence:
                 StokeWarning, stacklevel=4)
         return item
 
-    def _end_pass(self, call_hook: bool) -> None:
+    def _end_pass(self, call_hook: bool, prefetch_next: bool = False) -> None:
         """End of an epoch. A finished pass is closed. An unfinished one (Keras ends an epoch
         early, e.g. after taking one batch to build the model) stays open unless the
-        dataset's state changes, so that no prepared batch is thrown away for nothing."""
+        dataset's state changes, so that no prepared batch is thrown away for nothing.
+
+        ``prefetch_next``: with process workers, open the next pass at once, with the state
+        ``on_epoch_end`` left, so that its first batches are made while the model finishes
+        this epoch (last step, validation, callbacks). If the state changes again before
+        the next epoch begins (a callback's doing), that work is dropped and redone."""
         current = self._pass
         if current is not None and current.complete:
             current.close()
@@ -1025,26 +1074,29 @@ class AcceleratedSequence:
             current.answers.next_epoch(carry_over=True)
         if call_hook:
             self._call_hook("on_epoch_end")
+        if (prefetch_next and self._pass is None and not self._closed
+                and self._loader is not None and self._loader.process_workers):
+            self._open_pass()
 
     def _call_hook(self, name: str) -> None:
+        """Call the dataset's ``name`` hook (if it has one) in the trainer; an open pass
+        whose batches no longer match the dataset's state is dropped."""
         hook = getattr(self.dataset, name, None)
-        if hook is None:
-            return
-        current = self._pass
-        loader = self._loader
-        if current is not None and not loader.process_workers:
+        if hook is not None and self._pass is not None and not self._loader.process_workers:
             # thread/inline workers read the trainer's dataset: stop them before it changes
             self._abandon_pass()
-            loader.drain()
-        hook()
+            self._loader.drain()
+        if hook is not None:
+            hook()
         self._hooks_called = True
         if self._pass is not None and self._state_changed():
             self._abandon_pass()
 
     def _abandon_pass(self) -> None:
-        self._pass.close()
-        self._pass = None
-        self.epoch += 1
+        current, self._pass = self._pass, None
+        current.close()
+        if current.delivered:  # a pass nobody read keeps its epoch (and its permutation)
+            self.epoch += 1
 
     def _state_changed(self) -> bool:
         if self._workers_state is None:
@@ -1065,12 +1117,9 @@ class AcceleratedSequence:
         if not hasattr(self.dataset, "__dict__"):
             update = {"dataset": cloudpickle.dumps(_detached_copy(self.dataset), protocol=5)}
         else:
-            state = vars(self.dataset)
-            update = {
-                "state": {k: cloudpickle.dumps(state[k], protocol=5)
-                          for k in now if sent.get(k) != now[k]},
-                "deleted": [k for k in sent if k not in now],
-            }
+            changed = [k for k in now if sent.get(k) != now[k]]
+            update = {"state": _pickled_state(self.dataset, changed),
+                      "deleted": [k for k in sent if k not in now]}
         self._loader.send(update, what="the dataset's state after on_epoch_end")
         self._workers_state = now
 
@@ -1086,7 +1135,8 @@ def _as_keras(batch: Any) -> Any:
 
 def _describe(treedef: TreeDef, arrays_or_shapes) -> str:
     shapes = [tuple(getattr(a, "shape", a)) for a in arrays_or_shapes]
-    return ", ".join(f"{path} {shape}" for path, shape in zip(leaf_paths(treedef), shapes, strict=True))
+    pairs = zip(leaf_paths(treedef), shapes, strict=True)
+    return ", ".join(f"{path} {shape}" for path, shape in pairs)
 
 
 # ======================================================================================
@@ -1204,7 +1254,9 @@ class AcceleratedGenerator:
             try:
                 import cloudpickle
 
-                cloudpickle.dumps((self.fn, self.args, self.kwargs))
+                # (big arrays among the arguments are not copied for this check)
+                cloudpickle.dumps((self.fn, self.args, self.kwargs), protocol=5,
+                                  buffer_callback=lambda _: False)
             except Exception as exc:  # noqa: BLE001 - explained in the warning
                 warnings.warn(
                     f"stoke.accelerate runs {self.name} in a thread, not a process: it cannot "
@@ -1218,6 +1270,10 @@ class AcceleratedGenerator:
     @property
     def executor(self) -> str:
         return self._kind
+
+    def to_keras(self):
+        """This object as ``model.fit`` takes it (see :meth:`AcceleratedSequence.to_keras`)."""
+        return keras_face(self)
 
     def iter(self) -> Iterator[Any]:
         """The generator's items, from its start to its end."""
@@ -1522,8 +1578,3 @@ def keras_face(acc: Any) -> Any:
     import keras  # noqa: F401 - makes _keras_face apply
 
     return _keras_face(acc)
-
-
-def default_workers() -> int:
-    """Workers ``"auto"`` means here: one per available core."""
-    return available_cores()

@@ -18,8 +18,10 @@ depend on (seed, epoch, index) only.
 
 How it decides (``executor="auto"``, ``workers="auto"``):
 
-1. **Executor.** Thread workers start at once and feed the first batches; process workers
-   start in the background, then take over for a measured window of the same length. The
+1. **Executor.** Process workers start first (2, or 1 on a one-core budget) and feed the
+   first batches; idle thread workers wait beside them. Each kind gets a measured window
+   with the same worker count (never while a pool is still booting: that takes CPU), and a
+   second one each when they come within 15 % (a close call on a noisy machine). The
    faster wins; within 5 % processes win, since thread workers share the trainer's GIL. A
    pipeline that cannot be pickled, or whose process workers cannot load it, runs in threads.
 2. **Workers.** From 2 (or 1), double while the delivered rate grows by >= 5 % and the
@@ -29,11 +31,13 @@ How it decides (``executor="auto"``, ``workers="auto"``):
    losing executor is tried again at the chosen count, and climbs too if it comes close.
 3. **Ring depth.** 2 x workers + 2 slots in rotation; more when deliveries fall below what
    the workers make while the consumer waits (an uneven consumer). The ring is allocated
-   once, within ``memory_budget_bytes``; slots beyond the depth are never touched.
+   once, within ``memory_budget_bytes``; slots beyond the depth are never touched. Process
+   workers' own memory (USS, measured) counts against the budget too: it caps their number.
 4. **Re-tuning.** Once settled, longer windows watch the consumer: when it starts waiting
    (it got faster, say after compilation) or the workers' rate drifts by 25 % (another
-   process took cores), the search runs again from the current setting; when it has not
-   waited for three windows, workers it does not need are let go.
+   process took cores), the worker count is searched again from the current setting (the
+   executors too, if they could not be told apart before); when it has not waited for
+   three windows, workers it does not need are let go.
 
 A window opens only after a change has taken effect (new workers up, old tasks drained)
 and as many batches as the ring holds have passed, so it measures the new setting alone.
@@ -106,8 +110,16 @@ class Tuning:
 
     >>> it = pipe.iter()                      # doctest: +SKIP
     >>> ... ; print(it.tuning())              # doctest: +SKIP
-    process x 2 workers, ring 6 of 20 slots (settled after 1.4 s)
-      executor: process -- 1,950 vs 1,020 samples/s for thread at 2 workers ...
+    process x 2 workers, ring 6 of 20 slots (settled after 1.2 s)
+      ring: 6 -- 20 slots of 12.0 MiB allocated (0.23 GiB of a 5.65 GiB budget), 6 in ...
+      executor: process -- faster: process x 2: 6,047 samples/s, consumer waited 100%, ...
+      workers: 2 -- at the budget (2 cores, 20 ring slots, 19 MiB per process worker): ...
+      settled: process x 2 -- process x 2: 6,047 samples/s, consumer waited 100%, ...
+      measured:
+        process x 2: 6,047 samples/s, consumer waited 100%, 2.0 cores busy
+        thread x 2: 4,795 samples/s, consumer waited 99%, 1.7 cores busy
+
+    ``as_dict()`` gives the same as plain data (JSON-ready).
     """
 
     executor: str
@@ -152,6 +164,7 @@ class TunerSettings:
     window_batches: int = 5  # ...and at least this many batches (and one per worker)
     min_gain: float = 0.05  # a change must bring this much more
     near: float = 0.10  # a losing executor within this much of the best is tried further
+    close_call: float = 0.15  # executors this close are measured twice before choosing
     keeps_up_wait: float = 0.05  # search: below this consumer wait, the input keeps up
     monitor_s: float = 2.0  # settled: the first watch window; doubles while nothing changes
     monitor_max_s: float = 30.0
@@ -182,7 +195,7 @@ class AutoPool:
 
     shared_ring = True
 
-    def __init__(self, program: Any, kind: str, workers: int, kinds: Iterable[str]) -> None:
+    def __init__(self, program: Any, kinds: Iterable[str], workers: int) -> None:
         self.program = program
         self.kinds = tuple(kinds)
         self.unavailable: dict[str, str] = {}  # kind -> why it cannot run
@@ -202,13 +215,31 @@ class AutoPool:
         self._ring: BatchRing | None = None
         self._worker_bytes: int | None = None
         self._cpu_procs: dict[int, Any] = {}
-        self.active = kind
-        self.target: Config = (kind, workers)
+        self.active = ""
         try:
-            self._pools[kind] = self._start(kind, workers, wait=True)
+            self._start_first(workers)
         except BaseException:
             self.close()
             raise
+        self.target: Config = (self.active, workers)
+
+    def _start_first(self, workers: int) -> None:
+        """Start the first kind that can run (waiting until its workers are up, so that
+        errors surface here); process workers that cannot load the pipeline leave it to
+        threads when those are allowed."""
+        for kind in self.kinds:
+            if kind in self.unavailable:
+                continue
+            try:
+                self._pools[kind] = self._start(kind, workers, wait=True)
+            except StokeError as exc:
+                if kind == self.kinds[-1] or isinstance(exc, UnpicklableError):
+                    raise
+                log.debug("stoke: %s workers could not start: %s", kind, exc)
+                self.unavailable[kind] = f"{kind} workers could not start: {exc}"
+                continue
+            self.active = kind
+            return
 
     # -- the WorkerPool protocol --------------------------------------------------------
     @property
@@ -288,18 +319,30 @@ class AutoPool:
             pool.remove_workers(pool.workers - workers)
         self._switch_if_ready()
 
+    def prestart(self, kind: str, workers: int) -> None:
+        """Start ``workers`` workers of ``kind`` in the background, to be tried later."""
+        if kind in self.unavailable or kind in self._pools:
+            return
+        try:
+            self._pools[kind] = self._start(kind, workers, wait=False)
+        except (StokeError, OSError) as exc:
+            self.unavailable[kind] = f"{kind} workers could not start: {exc}"
+
     def ready(self) -> bool:
-        """Does the target setting run alone: its workers up, no other pool holding tasks?"""
+        """Does the target setting run alone: its workers up, no other pool holding tasks
+        or still starting (a booting pool takes CPU from the one being measured)?"""
         self._switch_if_ready()
         kind, workers = self.target
         pool = self._pools.get(kind)
-        return (pool is not None and self.active == kind and pool.ready()
-                and pool.workers == workers
+        return (pool is not None and self.active == kind and pool.workers == workers
+                and all(p.ready() for p in self._pools.values())
                 and all(n == 0 for k, n in self._outstanding.items() if k != kind))
 
     def release_idle(self) -> None:
-        """Close the pools that are not active and hold no task."""
-        for kind in [k for k in self._pools if k != self.active and not self._outstanding[k]]:
+        """Close the pools that are neither active nor the target, and hold no task."""
+        keep = (self.active, self.target[0])
+        for kind in [k for k in self._pools if k not in keep and not self._outstanding[k]]:
+            log.debug("stoke: closing the idle %s workers", kind)
             self._pools.pop(kind).close()
 
     def cpu_seconds(self) -> dict[int, float]:
@@ -416,7 +459,8 @@ class Tuner:
     consumer waited for it); the tuner tells its pool what to run (``apply``) and publishes
     the ring depth it wants (:attr:`depth`). ``pool`` needs ``apply(kind, workers)``,
     ``ready()``, ``unavailable`` (kind -> reason), ``cpu_seconds()`` (pid -> seconds),
-    ``worker_bytes()`` and ``release_idle()``.
+    ``idle_seconds()``, ``worker_bytes()`` and ``release_idle()`` (:class:`AutoPool`; the
+    tests use a simulated one), and may have ``prestart(kind, workers)``.
     """
 
     def __init__(self, kinds: Iterable[str], cpu_budget_cores: int, *,
@@ -451,11 +495,13 @@ class Tuner:
         self._idle_windows = 0
         self._deepened = False
         self._noted: set[str] = set()  # unavailable kinds already explained
+        self._kinds_told_apart = len(self.kinds) == 1
 
     # -- set-up -------------------------------------------------------------------------
     def attach(self, pool: Any) -> None:
-        """Start with ``pool`` (already running :attr:`config`)."""
+        """Start with ``pool``, already running the first kind it could (``pool.kind``)."""
         self.pool = pool
+        self.config = (getattr(pool, "kind", self.config[0]) or self.config[0], self.config[1])
         if len(self.kinds) > 1:
             for kind, why in pool.unavailable.items():
                 self._noted.add(kind)
@@ -463,6 +509,11 @@ class Tuner:
         self._search = self._explore(self.config, compare_kinds=True)
         first = next(self._search)
         assert first == self.config, (first, self.config)
+        prestart = getattr(pool, "prestart", None)
+        if prestart is not None:
+            for kind in self.kinds:  # ready to be tried while the first kind feeds the consumer
+                if kind != self.config[0]:
+                    prestart(kind, self.config[1])
 
     def ring_size(self, layout: BatchLayout) -> tuple[int, int]:
         """(slots to allocate, slots in rotation) for batches of ``layout``, within the
@@ -528,6 +579,8 @@ class Tuner:
 
     # -- windows ------------------------------------------------------------------------
     def _open(self, now: float, phase: str) -> None:
+        if phase == _WATCH:
+            self.pool.release_idle()  # the pools that lost, once they hold no task
         self._phase = phase
         self._window = _Window(now, self._cpu(), self._idle())
 
@@ -578,7 +631,11 @@ class Tuner:
             self._open(self.clock(), _MEASURE if self._search is not None else _WATCH)
 
     def _advance(self, trial: Trial | None) -> None:
-        """Hand a measurement (None: that executor cannot run) to the search."""
+        """Hand a measurement (None: that executor cannot run) to the search; a setting
+        measured again is judged on both windows together."""
+        earlier = self._measured.get(self.config)
+        if trial is not None and earlier is not None:
+            trial = _combine(earlier, trial)
         self._measured[self.config] = trial
         try:
             target = self._search.send(trial)
@@ -605,12 +662,16 @@ class Tuner:
         self._go(config)
         self.pool.release_idle()
 
-    def _retune(self, why: str, trial: Trial) -> None:
+    def _retune(self, why: str, trial: Trial, executors_too: bool) -> None:
+        """Search again from the current setting: the worker count, and the executors too
+        when they have not been told apart yet (or ``executors_too``)."""
         self._decide("retune", f"{self.config[0]} x {self.config[1]}", why,
                      **_numbers(trial))
-        self._measured = {self.config: trial}
+        self._measured = {}
         self.settled_at = None
-        self._search = self._explore(self.config, compare_kinds=False)
+        self._search = self._explore(
+            self.config, compare_kinds=False,
+            contenders=executors_too or not self._kinds_told_apart)
         first = next(self._search)
         assert first == self.config
         self._advance(trial)
@@ -633,7 +694,7 @@ class Tuner:
         trial = yield config
         return trial
 
-    def _explore(self, start: Config, compare_kinds: bool
+    def _explore(self, start: Config, compare_kinds: bool, contenders: bool = True
                  ) -> Generator[Config, Trial | None, Config]:
         """Yields the settings to measure, receives their trials, returns the best one."""
         s = self.settings
@@ -646,9 +707,16 @@ class Tuner:
         if compare_kinds and len(kinds) > 1:
             for other in kinds[1:]:
                 yield from self._measure((other, workers))
+            rates = sorted((t.samples_per_s for k in kinds
+                            if (t := self._measured.get((k, workers))) is not None), reverse=True)
+            if len(rates) > 1 and rates[1] >= rates[0] * (1 - s.close_call):
+                # a close call: one more window each (the running one first: no extra switch)
+                for again in reversed(kinds):
+                    if self._measured.get((again, workers)) is not None:
+                        yield (again, workers)
             kind = self._pick_kind(workers)
         best = yield from self._climb(kind, workers)
-        for other in (k for k in kinds if k != best[0]):
+        for other in (k for k in kinds if k != best[0] and contenders):
             trial = yield from self._measure((other, best[1]))
             top = self._measured.get(best)
             if trial is None or top is None:
@@ -680,6 +748,7 @@ class Tuner:
                                                            for k, why in fresh.items()),
                              **_numbers(trial))
             return chosen
+        self._kinds_told_apart = not all(self._keeps_up(t) for _, t in measured)
         fastest = max(measured, key=lambda kt: kt[1].samples_per_s)
         chosen, top = fastest
         process = dict(measured).get("process")
@@ -796,7 +865,7 @@ class Tuner:
             self._idle_windows = 0
             if made is None:
                 self._retune(f"the consumer now waits {trial.consumer_wait:.0%} of the time",
-                             trial)
+                             trial, executors_too=False)
                 return
             ratio = trial.samples_per_s / max(made.samples_per_s, 1e-9)
             if ratio < 1 - s.drift and self.depth < self.capacity and not self._deepened:
@@ -809,7 +878,8 @@ class Tuner:
                              **_numbers(trial))
             elif abs(ratio - 1) > s.drift:
                 self._retune(f"the workers now make {trial.samples_per_s:,.0f} samples/s, "
-                             f"{made.samples_per_s:,.0f} when measured", trial)
+                             f"{made.samples_per_s:,.0f} when measured", trial,
+                             executors_too=False)
                 return
             else:
                 self._watch_s = min(2 * self._watch_s, s.monitor_max_s)
@@ -833,6 +903,18 @@ class Tuner:
         else:
             self._idle_windows = 0
         self._open(self.clock(), _WATCH)
+
+
+def _combine(a: Trial, b: Trial) -> Trial:
+    """Two windows of one setting as one (weighted by their lengths)."""
+    total = a.seconds + b.seconds
+
+    def mean(x: float | None, y: float | None) -> float | None:
+        return None if x is None or y is None else (x * a.seconds + y * b.seconds) / total
+
+    return Trial(a.executor, a.workers, mean(a.samples_per_s, b.samples_per_s),
+                 mean(a.consumer_wait, b.consumer_wait), mean(a.cpu_cores, b.cpu_cores),
+                 mean(a.idle_cores, b.idle_cores), total, a.batches + b.batches, b.at_s)
 
 
 def _numbers(trial: Trial) -> dict[str, Any]:
@@ -873,7 +955,7 @@ def start_autotuned(program: Any, options: Any,
     """The pool and tuner for a loader with ``workers``/``executor`` set to "auto"."""
     from stoke.loader import available_cores
 
-    kinds = ("thread", "process") if options.executor == "auto" else (options.executor,)
+    kinds = ("process", "thread") if options.executor == "auto" else (options.executor,)
     cores = options.cpu_budget_cores or available_cores()
     budget = options.memory_budget_bytes
     if budget is None:
@@ -883,7 +965,7 @@ def start_autotuned(program: Any, options: Any,
     fixed = None if options.workers == "auto" else options.workers
     tuner = Tuner(kinds, cores, fixed_workers=fixed, memory_budget_bytes=budget,
                   ring_slots=options.ring_slots, settings=settings)
-    pool = AutoPool(program, *tuner.config, kinds)
+    pool = AutoPool(program, kinds, tuner.config[1])
     tuner.attach(pool)
     return pool, tuner
 

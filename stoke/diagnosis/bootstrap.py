@@ -186,7 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
         deactivate(recorder)
-        record = recorder.finish(status, code, error, error_type)
+        try:
+            record = recorder.finish(status, code, error, error_type)
+        except Exception as doctor_error:  # a doctor bug must not cost the user the record
+            record = recorder.record
+            record.meta.update(exit_status=status, exit_code=code, error=error)
+            record.meta["doctor_error"] = repr(doctor_error)
         if record_path:
             temporary = f"{record_path}.partial"
             record.save(temporary)

@@ -110,7 +110,18 @@ def main(args: argparse.Namespace) -> int:
         return run.exit_code or 1
     if args.record_path:
         run.record.save(args.record_path)
-    report(run.record, json_path=args.json_path, html_path=args.html_path)
+    try:
+        report(run.record, json_path=args.json_path, html_path=args.html_path)
+    except Exception as error:  # keep what was measured even if the analysis breaks
+        saved = args.record_path or "stoke-doctor-record.json"
+        if not args.record_path:
+            run.record.save(saved)
+        print(
+            f"stoke doctor: could not analyse the run ({type(error).__name__}: {error}). "
+            f"The raw record is in {saved}; please report this with it.",
+            file=sys.stderr,
+        )
+        return 1
     if run.script_failed:
         status = run.record.meta.get("exit_status")
         error = run.record.meta.get("error") or f"exit status {run.exit_code}"

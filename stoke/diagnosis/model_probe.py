@@ -325,15 +325,7 @@ def measure_input_alone(fit, backend: str, seconds: float) -> ProbeResult | None
         # The training adapter's worker pool is busy with the epoch: build a second one.
         adapter = PyDatasetAdapter(adapter.py_dataset, shuffle=False)
         fresh_pool = adapter.enqueuer is not None
-    if backend == "jax":
-        iterator = iter(adapter.get_jax_iterator())
-        how = "the data adapter's get_jax_iterator()"
-    elif backend == "torch":
-        iterator = iter(adapter.get_torch_dataloader())
-        how = "the data adapter's get_torch_dataloader()"
-    else:
-        iterator = iter(adapter.get_tf_dataset())
-        how = "the data adapter's get_tf_dataset(), iterated eagerly"
+    iterator, how = _fresh_trainer_iterator(fit.epoch_iterator, adapter, backend)
     workers = fresh_pool or int(getattr(fit.arguments.get("x"), "num_workers", 0) or 0) > 0
     try:
         return _time_pulls(
@@ -345,6 +337,7 @@ def measure_input_alone(fit, backend: str, seconds: float) -> ProbeResult | None
                 "note": "a fresh iterator over the same data; training's own input keeps its "
                 "state (background producers of the training input may still run)",
             },
+            finish=_device_wait_function(backend),
         )
     finally:
         close = getattr(iterator, "close", None)
@@ -360,10 +353,43 @@ def measure_input_alone(fit, backend: str, seconds: float) -> ProbeResult | None
                 pass
 
 
-def _time_pulls(pull, seconds: float, warmup: int, detail: dict) -> ProbeResult | None:
+def _fresh_trainer_iterator(epoch_iterator, adapter, backend: str):
+    """A new iterator down the trainer's own input path: the backend EpochIterator's
+    ``_get_iterator`` (JAX: with its device transfer, one batch ahead on accelerators; torch:
+    the DataLoader that converts to device tensors; TensorFlow: the dataset it iterates)."""
+    import copy
+
+    if backend == "tensorflow":
+        if adapter is epoch_iterator.data_adapter and hasattr(epoch_iterator, "_distributed_dataset"):
+            return iter(epoch_iterator._distributed_dataset), "the training dataset, iterated eagerly"
+        return iter(adapter.get_tf_dataset()), "the data adapter's get_tf_dataset(), iterated eagerly"
+    clone = copy.copy(epoch_iterator)
+    for name in ("_get_iterator", "_enumerate_iterator", "_stoke_doctor_recorder"):
+        clone.__dict__.pop(name, None)  # the doctor's instance wrappers: not on this path
+    clone.data_adapter = adapter
+    how = f"{type(epoch_iterator).__name__}._get_iterator(): the trainer's own input path"
+    return iter(type(epoch_iterator)._get_iterator(clone)), how
+
+
+def _device_wait_function(backend: str):
+    """Wait until a batch is on the device (transfers are asynchronous on JAX and CUDA)."""
+    if backend == "jax":
+        import jax
+
+        return jax.block_until_ready
+    if backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            return lambda batch: torch.cuda.synchronize()
+    return lambda batch: None
+
+
+def _time_pulls(pull, seconds: float, warmup: int, detail: dict, finish=None) -> ProbeResult | None:
     from stoke.diagnosis.probes import _leading_dim
 
     exhausted = False
+    last = None
     try:
         for _ in range(warmup):
             pull()
@@ -379,8 +405,11 @@ def _time_pulls(pull, seconds: float, warmup: int, detail: dict) -> ProbeResult 
             break
         batches += 1
         samples += _leading_dim(batch)
+        last = batch
         if _perf_counter() - started >= seconds:
             break
+    if finish is not None and last is not None:
+        finish(last)  # the last transfer done: all earlier ones are too
     elapsed = _perf_counter() - started
     if batches == 0 or elapsed <= 0:
         return None

@@ -96,7 +96,10 @@ class RunRecord:
     #       exit_status: "completed" | "stopped-after-steps" (the doctor ended the run after
     #       --steps N) | "failed" (the script raised or exited non-zero) | "interrupted";
     #       exit_code (int), error_type (str or None), duration_s, measured_from
-    #       ("fit" | "train_on_batch" | None when no training step was seen), steps_truncated
+    #       ("fit" | "train_on_batch" | None when no training step was seen), steps_truncated,
+    #       stopped_after_steps, probe_notes {probe name or "all": why it is missing},
+    #       hook_error (the hooks could not be installed: nothing was measured),
+    #       keras_warning (Keras outside the tested range), attach_note
     steps: list[StepSample] = field(default_factory=list)
     system: list[SystemSample] = field(default_factory=list)
     input: dict[str, Any] = field(default_factory=dict)
@@ -133,7 +136,8 @@ class RunRecord:
     #      gpus_physical (optional int: NVIDIA GPUs on the machine whatever the backend sees,
     #      e.g. from NVML; tells "no GPU here" from "a GPU the backend cannot see")
     probes: dict[str, ProbeResult] = field(default_factory=dict)
-    # probes: "input_alone", "model_alone"
+    # probes: "input_alone", "model_alone" (each absent when it could not run: see
+    #         meta["probe_notes"]); detail: method, s_per_batch / s_per_step, batch_size, ...
     #   model_alone.detail may hold (all optional, seconds): fixed_s_per_step (the per-step cost
     #   that does not grow with the batch, e.g. from timing two batch sizes), device_s_per_batch
     #   (device time of one step), batch_size. analysis.overhead_signals reads them.

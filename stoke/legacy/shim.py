@@ -245,8 +245,8 @@ def _tell(name: str, legacy: dict) -> None:
         "        -> model.fit(stoke.accelerate(seq), ...)\n"
         "    model.fit_generator(gen(a), steps_per_epoch=n, ...)\n"
         "        -> model.fit(stoke.accelerate(gen, a, steps_per_epoch=n), ...)\n"
-        "    model.evaluate_generator(gen(a), steps=n) / model.predict_generator(gen(a), steps=n)\n"
-        "        -> model.evaluate(stoke.accelerate(gen, a, steps_per_epoch=n)) / model.predict(...)\n"
+        "    model.evaluate_generator(gen(a), steps=n)  (predict_generator alike)\n"
+        "        -> model.evaluate(stoke.accelerate(gen, a, steps_per_epoch=n))\n"
         "  (and `import stoke`; this note is printed once)",
         file=sys.stderr, flush=True)
 

@@ -22,9 +22,9 @@ import pytest
 
 from stoke.diagnosis import cli, session
 from stoke.diagnosis.model_probe import snapshot_variables
-from stoke.diagnosis.probes import DoctorOptions
+from stoke.diagnosis.probes import DoctorOptions, host_op_layers
 from stoke.diagnosis.record import RunRecord
-from stoke.diagnosis.runner import run_measured
+from stoke.diagnosis.runner import CommandError, build_child_command, run_measured
 
 BACKEND = keras.backend.backend()
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -147,6 +147,25 @@ def test_snapshot_restores_model_and_optimizer_variables():
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable.value), old)
 
 
+class PrintsItsMean(keras.layers.Layer):
+    def call(self, x):
+        if not self.trainable:
+            print(keras.ops.convert_to_numpy(x).mean())  # a host round trip, every step
+        return x - 0.5
+
+
+class ScaledByConstant(keras.layers.Layer):
+    def call(self, x):
+        return x / np.sqrt(16.0)  # NumPy on a constant: no tensor leaves the device
+
+
+def test_layers_that_move_tensors_to_the_host_are_named():
+    inputs = keras.Input((4,))
+    outputs = ScaledByConstant(name="scaled")(PrintsItsMean(name="debug_mean")(inputs))
+    model = keras.Model(inputs, outputs)
+    assert host_op_layers(model) == {"debug_mean": "convert_to_numpy"}
+
+
 def test_train_on_batch_loop_wait_is_the_time_between_calls():
     model = tiny_model()
     x = np.random.default_rng(3).normal(size=(32, 16)).astype("float32")
@@ -215,6 +234,32 @@ def test_tf_data_pipeline_facts():
 
 # ---------------------------------------------------------------------------------------------
 # The whole path: `stoke doctor -- python script.py` in a child process.
+
+BOOTSTRAP = ["-m", "stoke.diagnosis.bootstrap"]
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (["python", "train.py", "--lr", "3"], [sys.executable, *BOOTSTRAP, "train.py", "--lr", "3"]),
+        (["python3", "-u", "-X", "dev", "t.py"], [sys.executable, "-u", "-X", "dev", *BOOTSTRAP, "t.py"]),
+        (["train.py", "a"], [sys.executable, *BOOTSTRAP, "train.py", "a"]),
+        (["python", "-m", "pkg.train", "-x"], [sys.executable, *BOOTSTRAP, "-m", "pkg.train", "-x"]),
+    ],
+)
+def test_the_training_command_runs_under_the_bootstrap(command, expected):
+    assert build_child_command(command) == expected
+
+
+def test_commands_the_doctor_cannot_run_say_what_to_give():
+    with pytest.raises(CommandError, match="Python training scripts"):
+        build_child_command(["bash", "run.sh"])
+    with pytest.raises(CommandError, match="after `--`"):
+        build_child_command([])
+    with pytest.raises(CommandError, match="No script"):
+        build_child_command(["python", "-u"])
+    with pytest.raises(ValueError, match="sync_every_steps must be >= 1. Received: sync_every_steps=0"):
+        DoctorOptions(sync_every_steps=0)
 
 
 def test_stoke_doctor_stops_a_generator_script_after_n_steps(tmp_path, monkeypatch):
@@ -287,7 +332,7 @@ def test_stoke_doctor_reports_a_crash_in_a_pydataset_worker_process():
     assert "batch 20: truncated data" in record.meta["error"]
     assert "Traceback" in run.message
     assert "AFTER FIT" not in run.message
-    assert len(record.steps) < 30  # fit shuffles the 30 batches: the corrupt one is among them
+    assert len(record.steps) < 60  # 2 epochs of 30 shuffled batches: the corrupt one is hit
     facts = record.input
     assert facts["kind"] == "pydataset"
     assert facts["pydataset_workers"] == 2

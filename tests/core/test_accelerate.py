@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from stoke.accelerate import AcceleratedGenerator, AcceleratedSequence, accelerate
-from stoke.errors import LayoutError, SampleError, StokeError, StokeWarning
+from stoke.errors import LayoutError, SampleError, StokeError, StokeWarning, UnpicklableError
 
 EXECUTORS = ["process", "thread", "inline"]
 
@@ -139,8 +139,11 @@ class LockedSequence(ShufflingSequence):
 
 
 class PidSequence:
+    def __init__(self, batches=4):
+        self.batches = batches
+
     def __len__(self):
-        return 4
+        return self.batches
 
     def __getitem__(self, index):
         return np.array([os.getpid()]), np.array([index])
@@ -339,18 +342,35 @@ def test_keras_protocol_answers_each_index_once_per_pass():
 def test_keras_protocol_without_epoch_hooks_keeps_every_batch_in_the_workers():
     """No on_epoch_end: a pass read to its end is closed at once; nothing is made again in
     the trainer (every batch comes from a worker process)."""
-    with accelerate(PidSequence(), workers=2, executor="process") as acc:
+    dataset = PidSequence(batches=12)
+    with accelerate(dataset, workers=2, executor="process", shuffle=True) as acc:
         acc.on_epoch_begin()
         _copy(acc[0])  # the build probe
         acc.on_epoch_end()
         epochs = []
         for _ in range(3):
             acc.on_epoch_begin()
-            epochs.append([_copy(acc[i]) for i in (3, 1, 0, 2)])
+            epochs.append([_copy(acc[i]) for i in np.random.default_rng(0).permutation(12)])
             acc.on_epoch_end()
-    for batches in epochs:
-        assert [int(y[0]) for _, y in batches] == [0, 1, 2, 3]  # the pass's order
+    orders = [[int(y[0]) for _, y in batches] for batches in epochs]
+    for order, batches in zip(orders, epochs, strict=True):
+        assert sorted(order) == list(range(12))
         assert os.getpid() not in {int(x[0]) for x, _ in batches}
+    assert orders[1] != orders[2]  # each epoch a new pass, reshuffled
+
+
+def test_state_changed_between_epochs_by_a_callback_reaches_the_workers():
+    """The next pass starts right after on_epoch_end; a change made after that (by a Keras
+    callback, say) is still seen: the early work is dropped when the epoch begins."""
+    with accelerate(ShufflingSequence(), workers=2, executor="process") as acc:
+        acc.on_epoch_begin()
+        [_copy(acc[i]) for i in range(6)]
+        acc.on_epoch_end()  # the next pass is being made now
+        acc.dataset.indexes[:] = np.arange(22)[::-1]  # a callback's curriculum step
+        acc.on_epoch_begin()
+        got = [_copy(acc[i]) for i in range(2)]
+        acc.on_epoch_end()
+    assert [y.tolist() for _, y in got] == [[21, 20, 19, 18], [17, 16, 15, 14]]
 
 
 def test_keras_build_probe_then_on_epoch_end_restarts_with_the_new_state():
@@ -365,9 +385,44 @@ def test_keras_build_probe_then_on_epoch_end_restarts_with_the_new_state():
     _same(got, expected[1])
 
 
+class ShrinkingSequence(ShufflingSequence):
+    """Drops its last samples at every epoch end: len() changes."""
+
+    def on_epoch_end(self):
+        self.samples -= 8
+
+
+def test_len_read_again_every_pass():
+    with accelerate(ShrinkingSequence(samples=22), workers=2, executor="process") as acc:
+        batches = [len(_copies(acc.iter())) for _ in range(3)]
+    assert batches == [6, 4, 2]  # ceil(22 / 4), ceil(14 / 4), ceil(6 / 4)
+
+
+class LockAtEpochEnd(ShufflingSequence):
+    def on_epoch_end(self):
+        super().on_epoch_end()
+        self.guard = threading.Lock()
+
+
+def test_unpicklable_state_from_on_epoch_end_says_what_and_how():
+    with accelerate(LockAtEpochEnd(), workers=2, executor="process") as acc:
+        list(acc.iter())
+        with pytest.raises(UnpicklableError, match=r"LockAtEpochEnd.guard \(lock\).*lazily"):
+            list(acc.iter())
+
+
+def test_accelerating_twice_is_the_same_object():
+    with accelerate(ShufflingSequence(), workers=1, executor="inline") as acc:
+        assert accelerate(acc) is acc
+
+
 def test_argument_errors_say_what_to_do():
     with pytest.raises(TypeError, match=r"len\(\) and __getitem__"):
         accelerate(42)
+    import stoke
+
+    with pytest.raises(TypeError, match=r"pipe.to_keras\(\)"):
+        accelerate(stoke.from_arrays(np.zeros(4)).batch(2))
     with pytest.raises(TypeError, match="not a generator function"):
         accelerate(lambda: 1)
     with pytest.raises(ValueError, match=r"executor must be one of .* Received: executor='gpu'"):

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 
 import stoke
 from stoke.autotune import AutoPool, Tuner, TunerSettings
-from tests.core import helpers
 
 
 def sleepy(sample):
@@ -394,7 +393,7 @@ def test_removed_process_workers_finish_their_tasks_then_exit():
 def test_a_pool_that_fails_to_start_in_the_background_is_dropped():
     # process workers that cannot import the function's module: auto stays with threads
     pipe = stoke.from_arrays(np.zeros((8, 1), np.float32), np.arange(8)).batch(4)
-    pool = AutoPool(pipe._program(), "thread", 1, ("thread", "process"))
+    pool = AutoPool(pipe._program(), ("thread", "process"), 1)
     try:
         pool._packed.data = b"not a pickle"
         pool.apply("process", 1)
@@ -403,5 +402,44 @@ def test_a_pool_that_fails_to_start_in_the_background_is_dropped():
             pool.next_result(0.05)
         assert "could not load the pipeline" in pool.unavailable["process"]
         assert pool.kind == "thread"
+    finally:
+        pool.close()
+
+
+def test_auto_falls_back_to_threads_when_process_workers_cannot_load_the_pipeline(
+        tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    (tmp_path / "stoke_only_here.py").write_text(
+        "def double(sample):\n    return (sample[0] * 2, sample[1])\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("stoke_only_here")
+    sys.path.remove(str(tmp_path))  # the workers will not find the module
+    try:
+        pipe = stoke.from_arrays(np.ones((16, 1), np.float32), np.arange(16)).map(
+            module.double).batch(4)
+        iterator = pipe.iter()
+        assert sorted(labels(iterator)) == list(range(16))
+        report = iterator.tuning()
+        assert report.executor == "thread"
+        assert any("could not load the pipeline" in d.why for d in report.decisions)
+    finally:
+        sys.modules.pop("stoke_only_here", None)
+
+
+def test_release_idle_keeps_the_pool_being_switched_to():
+    pipe = stoke.from_arrays(np.zeros((8, 1), np.float32), np.arange(8)).batch(4)
+    pool = AutoPool(pipe._program(), ("thread", "process"), 1)
+    try:
+        pool.apply("process", 1)  # booting in the background: not active yet
+        pool.release_idle()
+        assert "process" in pool._pools
+        deadline = time.monotonic() + 60
+        while not pool.ready() and time.monotonic() < deadline:
+            pool.next_result(0.05)
+        assert pool.kind == "process"
+        pool.release_idle()  # now the thread pool is the idle one
+        assert list(pool._pools) == ["process"]
     finally:
         pool.close()

@@ -19,8 +19,8 @@ y = rng.integers(0, 2, size=(4096, 1)).astype("float64")
 model = keras.Sequential(
     [
         keras.Input((64,)),
-        keras.layers.Dense(256, activation="relu"),
-        keras.layers.Dense(256, activation="relu"),
+        keras.layers.Dense(512, activation="relu"),
+        keras.layers.Dense(512, activation="relu"),
         keras.layers.Dense(1, activation="sigmoid"),
     ]
 )
