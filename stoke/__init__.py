@@ -14,6 +14,7 @@ from stoke.errors import (
 )
 from stoke.loader import BatchIterator, Loader
 from stoke.pipeline import Pipeline, from_arrays, from_files, from_sequence
+from stoke.accelerate import AcceleratedGenerator, AcceleratedSequence, accelerate
 from stoke.diagnosis.session import doctor
 from stoke.plan import IteratorState
 
@@ -31,6 +32,8 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "AcceleratedGenerator",
+    "AcceleratedSequence",
     "BatchIterator",
     "DoctorCallback",
     "IteratorState",
@@ -44,6 +47,7 @@ __all__ = [
     "WorkerDiedError",
     "WorkerHungError",
     "__version__",
+    "accelerate",
     "doctor",
     "from_arrays",
     "from_files",

@@ -50,7 +50,10 @@ class Record(keras.layers.Layer):
 
     def call(self, x, training=None):
         if training:
-            self.record(keras.ops.convert_to_numpy(x)[:, 0].astype(int).tolist())
+            # (torch: .numpy() directly; Keras' convert_to_numpy warns under numpy 2)
+            values = x.detach().cpu().numpy() if hasattr(x, "detach") else \
+                keras.ops.convert_to_numpy(x)
+            self.record(values[:, 0].astype(int).tolist())
         return x
 
 
