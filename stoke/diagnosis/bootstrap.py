@@ -163,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
         _install_or_explain(recorder)
     else:
         sys.meta_path.insert(0, KerasImportWatcher(lambda: _install_or_explain(recorder)))
+    # Keras-2-era scripts (fit(workers=..., use_multiprocessing=...), fit_generator) run
+    # under the doctor as under `stoke run`: the shim maps them onto stoke.accelerate.
+    from stoke.legacy.shim import install as install_keras2_shim
+
+    install_keras2_shim()
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, previous_sigterm))
     status, code, error, error_type = "completed", 0, None, None

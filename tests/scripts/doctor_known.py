@@ -1,0 +1,85 @@
+"""A training script with a known answer for the doctor: a generator whose per-batch cost is
+known (it sleeps ``--load-ms``), feeding a model whose cost is set by ``--width``/``--depth``.
+
+``--cached`` removes the input cost: the generator yields one batch made in advance, no sleep.
+The speedup measured between a normal run and a ``--cached`` run is what the doctor's
+predicted speedup should match. The script times its own steady state (epochs after the first,
+wall time per step, device synchronised at each epoch's end by Keras' logs) and prints it on a
+line ``KNOWN_RESULT {json}``.
+
+Used by benchmarks/doctor_accuracy.py, benchmarks/doctor_overhead.py and
+tests/backends/test_doctor_accuracy.py.
+"""
+
+import argparse
+import json
+import time
+
+import keras
+import numpy as np
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--load-ms", type=float, default=20.0, help="input cost per batch (sleep)")
+parser.add_argument("--cached", action="store_true", help="remove the input cost")
+parser.add_argument("--width", type=int, default=32)
+parser.add_argument("--depth", type=int, default=1)
+parser.add_argument("--features", type=int, default=16)
+parser.add_argument("--epochs", type=int, default=4)
+parser.add_argument("--steps-per-epoch", type=int, default=40)
+parser.add_argument("--batch-size", type=int, default=32)
+args = parser.parse_args()
+
+
+def make_batch(rng):
+    features = rng.normal(size=(args.batch_size, args.features)).astype("float32")
+    labels = (features.sum(axis=1, keepdims=True) > 0).astype("float32")
+    return features, labels
+
+
+def batches():
+    rng = np.random.default_rng(0)
+    if args.cached:
+        batch = make_batch(rng)
+        while True:
+            yield batch
+    while True:
+        if args.load_ms > 0:
+            time.sleep(args.load_ms / 1000)  # reading and decoding files
+        yield make_batch(rng)
+
+
+class EpochTimes(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._started)
+
+
+layers = [keras.Input((args.features,))]
+layers += [keras.layers.Dense(args.width, activation="relu") for _ in range(args.depth)]
+layers += [keras.layers.Dense(1)]
+model = keras.Sequential(layers)
+model.compile(optimizer="adam", loss="binary_crossentropy")
+timer = EpochTimes()
+model.fit(
+    batches(),
+    epochs=args.epochs,
+    steps_per_epoch=args.steps_per_epoch,
+    verbose=0,
+    callbacks=[timer],
+)
+steady = timer.seconds[1:] or timer.seconds
+step_s = sum(steady) / (len(steady) * args.steps_per_epoch)
+result = {
+    "backend": keras.backend.backend(),
+    "step_s": step_s,
+    "epoch_s": timer.seconds,
+    "cached": args.cached,
+    "load_ms": args.load_ms,
+}
+print("KNOWN_RESULT " + json.dumps(result), flush=True)
