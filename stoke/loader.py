@@ -16,7 +16,7 @@ import time
 import warnings
 import weakref
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -109,7 +109,11 @@ class LoaderOptions:
                              f"memory_budget_bytes={self.memory_budget_bytes!r}")
 
 
-def _make_pool(program, options: LoaderOptions):
+def make_pool(program, options: LoaderOptions,
+              on_thread_fallback: Callable[[UnpicklableError], None] | None = None):
+    """The pool ``options`` ask for. "auto" means process workers, even for one; when the
+    program cannot be pickled it falls back to threads, logged (or told to
+    ``on_thread_fallback``, given the error)."""
     workers = resolve_workers(options.workers)
     kind = options.executor
     if kind == "auto":
@@ -130,7 +134,10 @@ def _make_pool(program, options: LoaderOptions):
     except UnpicklableError as exc:
         if options.executor != "auto":
             raise
-        log.info("stoke: using thread workers: %s", exc)
+        if on_thread_fallback is None:
+            log.info("stoke: using thread workers: %s", exc)
+        else:
+            on_thread_fallback(exc)
         return ThreadPool(program, workers)
 
 
@@ -191,7 +198,7 @@ class Loader:
             if wants_tuning(self.options):
                 self._shutdown.pool, self._tuner = start_autotuned(self.program, self.options)
             else:
-                self._shutdown.pool = _make_pool(self.program, self.options)
+                self._shutdown.pool = make_pool(self.program, self.options)
         return self._shutdown.pool
 
     @property

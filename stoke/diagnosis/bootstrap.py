@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     # under the doctor as under `stoke run`: the shim maps them onto stoke.accelerate.
     from stoke.legacy.shim import install as install_keras2_shim
 
-    install_keras2_shim()
+    install_keras2_shim(keras2_only=True)  # Keras 3 calls stay as the script wrote them
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, previous_sigterm))
     status, code, error, error_type = "completed", 0, None, None

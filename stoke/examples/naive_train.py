@@ -101,10 +101,13 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     model.fit(data, epochs=1, steps_per_epoch=args.steps, verbose=0)
     seconds = time.perf_counter() - started
+    result = {"feed": args.feed, "images_per_s": args.steps * args.batch_size / seconds,
+              "seconds": seconds}
+    if hasattr(data, "tuning"):
+        result["tuning"] = str(data.tuning())
     if hasattr(data, "close"):
         data.close()
-    print(json.dumps({"feed": args.feed, "images_per_s": args.steps * args.batch_size / seconds,
-                      "seconds": seconds}))
+    print(json.dumps(result))
     return 0
 
 

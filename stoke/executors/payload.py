@@ -61,6 +61,15 @@ def pack(program) -> PackedProgram:
     return PackedProgram(data, spans, shared)
 
 
+def can_pickle(program) -> bool:
+    """Can ``program`` travel to worker processes? (Big arrays are not copied to find out.)"""
+    try:
+        cloudpickle.dumps(program, protocol=5, buffer_callback=lambda buffer: False)
+    except Exception:  # noqa: BLE001 - any failure means no
+        return False
+    return True
+
+
 def unpack(data: bytes, spans: list[tuple[int, int]], shared: SharedBuffer | None):
     buffers = []
     if shared is not None:

@@ -62,6 +62,13 @@ def to_keras(pipeline, workers: int | str = "auto", executor: str = "auto", pref
     elif workers == "auto" or executor == "auto":
         # tuned by measurement (stoke.autotune), leaving the trainer one core
         options.setdefault("cpu_budget_cores", default_workers_for_training())
+        if executor == "auto":
+            # Under fit the trainer's own Python (dispatch, callbacks) competes with thread
+            # workers for the GIL, and a trial window during compilation measures the
+            # trainer, not the workers: processes whenever the program can travel.
+            from stoke.executors.payload import can_pickle
+
+            executor = "process" if can_pickle(pipeline._program()) else "thread"
     return feed_class(pipeline, LoaderOptions(workers=workers, executor=executor, **options),
                       prefetch, device_transform)
 

@@ -37,17 +37,21 @@ METHODS = ("fit", "evaluate", "predict", "fit_generator", "evaluate_generator",
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {"installed": False, "originals": {}, "told": False, "workers": "auto",
-                          "finder": None, "quiet": False}
+                          "finder": None, "quiet": False, "keras2_only": False}
 
 
-def install(workers: int | str = "auto", quiet: bool = False) -> None:
+def install(workers: int | str = "auto", quiet: bool = False, keras2_only: bool = False) -> None:
     """Patch ``keras.Model`` now if Keras is imported, else as soon as it is (so that a
     script can still choose its backend before importing Keras). ``workers``: stoke's
     workers for every accelerated dataset ("auto": what the script asked for, at most one
-    per core). ``quiet``: do not print the note on what to change."""
+    per core). ``quiet``: do not print the note on what to change. ``keras2_only`` (the
+    doctor): accelerate only what a Keras-2 call passes (``fit_generator`` and the like, or
+    ``workers``/``use_multiprocessing``/``max_queue_size``); a plain Keras 3
+    ``fit(generator)`` runs as the script wrote it, so the doctor measures the user's input."""
     with _lock:
         _state["workers"] = workers
         _state["quiet"] = quiet
+        _state["keras2_only"] = keras2_only
         if _state["installed"]:
             return
         _state["installed"] = True
@@ -176,13 +180,14 @@ def _run(original, name: str, model, args: tuple, kwargs: dict):
     arguments = bound.arguments
     opened = []
     try:
+        route = bool(legacy) or not _state["keras2_only"]
         x = arguments.get("x")
-        if _routable(x):
+        if route and _routable(x):
             steps = arguments.get("steps_per_epoch" if name == "fit" else "steps")
             shuffle = bool(arguments.get("shuffle", True)) if name == "fit" else False
             arguments["x"] = _accelerated(x, legacy, shuffle, steps, opened)
         validation = arguments.get("validation_data")
-        if name == "fit" and _routable(validation):
+        if route and name == "fit" and _routable(validation):
             arguments["validation_data"] = _accelerated(
                 validation, legacy, False, arguments.get("validation_steps"), opened)
         if legacy or opened:

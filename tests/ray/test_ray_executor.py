@@ -6,7 +6,7 @@ the object store. The same batches as the inline executor, exactly once, also wh
 node is killed mid-epoch. Object stores are kept small: the machine is shared.
 
 Until the loader knows ``executor="ray"``, the tests put a :class:`RayPool` into a loader
-directly (``loader._shutdown.pool``), which is what ``_make_pool`` will do.
+directly (``loader._shutdown.pool``), which is what ``make_pool`` will do.
 """
 
 from __future__ import annotations

@@ -1,0 +1,206 @@
+"""Is the doctor right? Its verdict and predicted speedup against known answers.
+
+For each case (a script with a known per-batch input cost, ``tests/scripts/doctor_known.py``),
+on each backend:
+
+1. ``stoke doctor --json`` on the script: verdict and predicted speedup;
+2. the same script, without the doctor, with its input cost (``--cached``: one batch made in
+   advance, no sleep) and without it: the speedup actually measured when the input cost is
+   removed.
+
+The prediction passes when it is within 30% of the measured speedup (issue 4, "How we will
+measure"); the verdict when it is the one the case is built to have. Each backend runs in its
+own subprocesses (KERAS_BACKEND), one intra-op thread (a small shared machine).
+
+    .venv/bin/python benchmarks/doctor_accuracy.py                       # all backends, all cases
+    .venv/bin/python benchmarks/doctor_accuracy.py --backends jax --cases input-bound
+
+Writes benchmarks/results/doctor_accuracy.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "tests" / "scripts" / "doctor_known.py"
+RESULTS = ROOT / "benchmarks" / "results"
+BACKENDS = ("jax", "torch", "tensorflow")
+TOLERANCE = 0.30
+# One compute thread on every backend: timings on a small shared machine swing much less, and
+# the probe and the run compete for the same cores the same way.
+CHILD_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "TF_NUM_INTRAOP_THREADS": "1",
+    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    "PYTHONHASHSEED": "0",
+}
+
+# name -> (script arguments, the verdicts that are right). A case's model size is chosen so
+# that its input/model ratio is the same order on the three backends' CPU steps.
+CASES: dict[str, tuple[list[str], tuple[str, ...]]] = {
+    # 20 ms per batch, a ~1 ms model: the trainer waits most of every step.
+    "input-bound": (["--load-ms", "20", "--width", "32"], ("input-bound",)),
+    # a model of a few ms, the input about its size: a large share of waiting, modest gain.
+    "input-bound-heavy-model": (
+        ["--load-ms", "10", "--width", "256", "--depth", "2", "--batch-size", "128"],
+        ("input-bound", "partly-input-bound"),
+    ),
+    # no input cost beyond making the batch; a model of several ms.
+    "compute-bound": (
+        ["--load-ms", "0", "--width", "512", "--depth", "3", "--batch-size", "256"],
+        ("compute-bound", "overhead-bound"),
+    ),
+}
+
+
+def child_env(backend: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(CHILD_ENV)
+    env["KERAS_BACKEND"] = backend
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    return env
+
+
+def run_plain(backend: str, script_args: list[str], timeout: float = 300) -> dict:
+    """The script without the doctor; its own KNOWN_RESULT line."""
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), *script_args],
+        env=child_env(backend),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    for line in out.stdout.splitlines():
+        if line.startswith("KNOWN_RESULT "):
+            return json.loads(line[len("KNOWN_RESULT ") :])
+    raise RuntimeError(f"{backend} {script_args}: no result\n{out.stdout[-2000:]}{out.stderr[-3000:]}")
+
+
+def run_doctor(
+    backend: str, script_args: list[str], probe_after: int = 30, probe_seconds: float = 1.0,
+    timeout: float = 300,
+) -> tuple[dict, dict]:
+    """The script under ``stoke doctor``: (the JSON report, the script's own KNOWN_RESULT)."""
+    with tempfile.TemporaryDirectory(prefix="doctor-accuracy-") as folder:
+        report = Path(folder) / "report.json"
+        out = subprocess.run(
+            [
+                sys.executable, "-m", "stoke", "doctor", "--json", str(report),
+                "--probe-after", str(probe_after), "--probe-seconds", str(probe_seconds),
+                "--", sys.executable, str(SCRIPT), *script_args,
+            ],
+            env=child_env(backend),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            cwd=str(ROOT),
+        )
+        if not report.exists():
+            raise RuntimeError(
+                f"{backend} {script_args}: no doctor report\n{out.stdout[-2000:]}{out.stderr[-3000:]}"
+            )
+        data = json.loads(report.read_text())
+    known = {}
+    for line in out.stdout.splitlines():
+        if line.startswith("KNOWN_RESULT "):
+            known = json.loads(line[len("KNOWN_RESULT ") :])
+    return data, known
+
+
+def measure_case(backend: str, script_args: list[str], rounds: int = 1, **doctor_kw) -> dict:
+    """Doctor once, then ``rounds`` interleaved pairs of plain runs (with / without the input
+    cost); the measured speedup is the ratio of the median step times."""
+    report, _ = run_doctor(backend, script_args, **doctor_kw)
+    with_input, cached = [], []
+    for _ in range(rounds):
+        with_input.append(run_plain(backend, script_args)["step_s"])
+        cached.append(run_plain(backend, [*script_args, "--cached"])["step_s"])
+    step_s = statistics.median(with_input)
+    cached_s = statistics.median(cached)
+    measured = step_s / cached_s
+    predicted = report.get("predicted_speedup")
+    error = None if predicted is None else predicted / measured - 1.0
+    bound = report.get("bound") or {}
+    model_alone = (report.get("probes") or {}).get("model_alone") or {}
+    return {
+        "backend": backend,
+        "args": script_args,
+        "verdict": report.get("verdict"),
+        "input_wait_fraction": report.get("input_wait_fraction"),
+        "predicted_speedup": predicted,
+        "measured_speedup": measured,
+        "relative_error": error,
+        "within_tolerance": error is not None and abs(error) <= TOLERANCE,
+        "step_s_with_input": step_s,
+        "step_s_input_removed": cached_s,
+        "doctor_step_s": bound.get("step_s"),
+        "doctor_compute_s": bound.get("compute_s"),
+        "doctor_model_alone_step_s": bound.get("model_alone_step_s"),
+        "model_alone_detail": model_alone.get("detail"),
+        "plain_rounds": {"with_input_s": with_input, "input_removed_s": cached},
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--rounds", type=int, default=2, help="plain runs per side, interleaved")
+    parser.add_argument("--out", default=str(RESULTS / "doctor_accuracy.json"))
+    args = parser.parse_args()
+    rows = []
+    for backend in [b for b in args.backends.split(",") if b]:
+        for name in [c for c in args.cases.split(",") if c]:
+            script_args, verdicts = CASES[name]
+            started = time.perf_counter()
+            try:
+                row = measure_case(backend, script_args, rounds=args.rounds)
+            except Exception as error:  # keep the other rows
+                row = {"backend": backend, "error": repr(error)[-1500:]}
+            row.update(case=name, expected_verdicts=list(verdicts), wall_s=time.perf_counter() - started)
+            row["verdict_ok"] = row.get("verdict") in verdicts
+            rows.append(row)
+            print(
+                f"{backend:10s} {name:24s} verdict {row.get('verdict')!s:19s} "
+                f"({'ok' if row['verdict_ok'] else 'WRONG'})  predicted x{_fmt(row.get('predicted_speedup'))}"
+                f"  measured x{_fmt(row.get('measured_speedup'))}  error {_pct(row.get('relative_error'))}"
+                f"  {'ok' if row.get('within_tolerance') else 'OFF'}",
+                flush=True,
+            )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "benchmark": "doctor_accuracy",
+        "tolerance": TOLERANCE,
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "rows": rows,
+        "all_within_tolerance": all(r.get("within_tolerance") for r in rows),
+        "all_verdicts_ok": all(r.get("verdict_ok") for r in rows),
+    }
+    out.write_text(json.dumps(summary, indent=2))
+    print(f"written {out}")
+    return 0
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{value:+.0%}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

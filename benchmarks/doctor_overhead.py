@@ -1,0 +1,134 @@
+"""What does the doctor cost the run it measures? The same script with and without
+``stoke doctor``, interleaved, several rounds, per backend (issue 4: < 3% of step time).
+
+The script is ``tests/scripts/doctor_known.py``; it times its own steady state (epochs after
+the first, wall time per step) and prints it, so both sides are timed the same way, by the
+script. Under the doctor the probes are off (``--no-probes``: they pause training on purpose
+and are not overhead of the measurement) unless ``--with-probes``, in which case the probe
+epoch is left out by the script's own timing only if it falls in the first epoch
+(``--probe-after`` < steps per epoch).
+
+    .venv/bin/python benchmarks/doctor_overhead.py                 # all backends, 3 rounds
+    .venv/bin/python benchmarks/doctor_overhead.py --backends jax --rounds 5
+
+Writes benchmarks/results/doctor_overhead.json (step time with/without, overhead %, and the
+doctor's own estimate of its overhead from the record).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from doctor_accuracy import BACKENDS, ROOT, SCRIPT, child_env, run_plain  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+# Two runs: a ~1 ms step fed quickly (the doctor's per-step cost shows most) and a step of a
+# few ms with a slow generator (the typical input-bound run).
+WORKLOADS = {
+    "fast-step": ["--load-ms", "0", "--width", "64", "--epochs", "4", "--steps-per-epoch", "100"],
+    "input-bound": ["--load-ms", "5", "--width", "256", "--depth", "2", "--batch-size", "64",
+                    "--epochs", "4", "--steps-per-epoch", "60"],
+}
+
+
+def run_doctored(backend: str, script_args: list[str], probes: bool) -> tuple[dict, dict]:
+    with tempfile.TemporaryDirectory(prefix="doctor-overhead-") as folder:
+        report = Path(folder) / "report.json"
+        command = [sys.executable, "-m", "stoke", "doctor", "--json", str(report)]
+        command += ["--probe-after", "5", "--probe-seconds", "0.5"] if probes else ["--no-probes"]
+        command += ["--", sys.executable, str(SCRIPT), *script_args]
+        out = subprocess.run(
+            command, env=child_env(backend), capture_output=True, text=True, timeout=300,
+            check=False, cwd=str(ROOT),
+        )
+        data = json.loads(report.read_text()) if report.exists() else {}
+    for line in out.stdout.splitlines():
+        if line.startswith("KNOWN_RESULT "):
+            return json.loads(line[len("KNOWN_RESULT ") :]), data
+    raise RuntimeError(f"{backend}: no result under the doctor\n{out.stdout[-2000:]}{out.stderr[-3000:]}")
+
+
+def measure(backend: str, name: str, script_args: list[str], rounds: int, probes: bool) -> dict:
+    plain, doctored, self_estimates = [], [], []
+    for round_index in range(rounds):
+        # alternate which side goes first: drift on a shared machine falls on both
+        order = ("plain", "doctor") if round_index % 2 == 0 else ("doctor", "plain")
+        for side in order:
+            if side == "plain":
+                plain.append(run_plain(backend, script_args)["step_s"])
+            else:
+                result, report = run_doctored(backend, script_args, probes)
+                doctored.append(result["step_s"])
+                self_estimates.append(report.get("doctor_overhead_fraction"))
+    plain_s = statistics.median(plain)
+    doctor_s = statistics.median(doctored)
+    # the paired ratio per round is less sensitive to slow drift than the ratio of medians
+    paired = [d / p - 1.0 for p, d in zip(plain, doctored, strict=True)]
+    return {
+        "backend": backend,
+        "workload": name,
+        "args": script_args,
+        "probes": probes,
+        "rounds": rounds,
+        "step_s_plain": plain_s,
+        "step_s_doctor": doctor_s,
+        "overhead_pct": 100.0 * (doctor_s / plain_s - 1.0),
+        "overhead_pct_paired_median": 100.0 * statistics.median(paired),
+        "doctor_self_estimate_pct": [None if e is None else 100.0 * e for e in self_estimates],
+        "plain_step_s": plain,
+        "doctor_step_s": doctored,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--with-probes", action="store_true")
+    parser.add_argument("--out", default=str(RESULTS / "doctor_overhead.json"))
+    args = parser.parse_args()
+    rows = []
+    for backend in [b for b in args.backends.split(",") if b]:
+        for name in [w for w in args.workloads.split(",") if w]:
+            started = time.perf_counter()
+            try:
+                row = measure(backend, name, WORKLOADS[name], args.rounds, args.with_probes)
+            except Exception as error:
+                row = {"backend": backend, "workload": name, "error": repr(error)[-1500:]}
+            row["wall_s"] = time.perf_counter() - started
+            rows.append(row)
+            if "error" in row:
+                print(f"{backend:10s} {name:12s} ERROR {row['error'][:300]}", flush=True)
+                continue
+            print(
+                f"{backend:10s} {name:12s} plain {row['step_s_plain'] * 1e3:7.3f} ms  doctor "
+                f"{row['step_s_doctor'] * 1e3:7.3f} ms  overhead {row['overhead_pct']:+.1f}% "
+                f"(paired median {row['overhead_pct_paired_median']:+.1f}%, doctor's own "
+                f"estimate {row['doctor_self_estimate_pct']})",
+                flush=True,
+            )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "benchmark": "doctor_overhead",
+        "target_pct": 3.0,
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "rows": rows,
+    }, indent=2))
+    print(f"written {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""The entry point, :func:`accelerate`: tells a Sequence from a generator (function or
+object) from what it cannot take, checks the options, and builds the adapter.
+
+Leaves the running to :mod:`.sequence` and :mod:`.generator`, and Keras' view of the result
+to :mod:`.keras_face`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from stoke.accelerate.generator import AcceleratedGenerator
+from stoke.accelerate.keras_face import keras_face_if_imported
+from stoke.accelerate.sequence import AcceleratedSequence
+from stoke.pipeline import Pipeline
+
+
+def accelerate(data: Any, *args: Any, workers: int | str = "auto", executor: str = "auto",
+               shuffle: bool = False, seed: int = 0, replicas: int | None = None,
+               steps_per_epoch: int | None = None, kwargs: dict | None = None,
+               ring_slots: int | None = None, timeout_s: float | None = 300.0,
+               memory_budget_bytes: int | None = None):
+    """Run ``data``'s own loading code in stoke's workers; returns what ``model.fit`` takes.
+
+    ``data`` is one of:
+
+    - a ``keras.utils.PyDataset``/``Sequence``, or any object with ``len()`` and
+      ``__getitem__(batch_index)`` returning a whole batch. ``workers`` process workers
+      (``"auto"``: one per core) run ``__getitem__``. ``shuffle=True`` permutes the batch
+      order each epoch, seeded by ``(seed, epoch)``; Keras' ``fit(shuffle=...)`` does not
+      reorder an accelerated dataset (as for a ``tf.data`` dataset).
+    - a generator function, called as ``data(*args, **kwargs)`` in a worker process (on a
+      copy of the arguments; large arrays among them are shared, not copied). With
+      ``replicas=N``, N copies run in parallel; each gets the keyword arguments it accepts
+      among ``worker_index``, ``worker_count`` and ``seed`` (see the module docstring for
+      what each mode guarantees). ``steps_per_epoch`` gives Keras an epoch length.
+    - a generator object (``gen()``, already called): stoke finds the function and the
+      arguments it was called with and runs it as above; if it cannot (it was started, or
+      is a generator expression), it runs in a background thread of the trainer.
+
+    ``executor``: ``"process"`` (shared-memory ring), ``"thread"``, ``"inline"`` or
+    ``"auto"`` (processes; threads when the dataset cannot be pickled). ``timeout_s``: the
+    longest wait for one batch. ``ring_slots``/``memory_budget_bytes``: see
+    :class:`~stoke.loader.LoaderOptions`.
+
+    Close the result (``acc.close()`` or ``with``) to stop its workers early; they also stop
+    when it is garbage collected and at exit.
+    """
+    if isinstance(data, (AcceleratedSequence, AcceleratedGenerator)):
+        return data
+    if executor not in ("auto", "process", "thread", "inline"):
+        raise ValueError(
+            "executor must be one of 'auto', 'process', 'thread', 'inline'. "
+            f"Received: executor={executor!r}"
+        )
+    options = dict(ring_slots=ring_slots, timeout_s=timeout_s,
+                   memory_budget_bytes=memory_budget_bytes)
+    if steps_per_epoch is not None and (not isinstance(steps_per_epoch, int)
+                                        or steps_per_epoch < 1):
+        raise ValueError(
+            f"steps_per_epoch must be a positive int or None. Received: {steps_per_epoch!r}"
+        )
+    if inspect.isgeneratorfunction(data) or inspect.isgenerator(data):
+        if shuffle:
+            raise ValueError(
+                "shuffle=True needs random access; a generator can only be read in order. "
+                "Shuffle inside the generator, or give a Sequence (len + __getitem__)."
+            )
+        if inspect.isgenerator(data) and (args or kwargs):
+            raise TypeError(
+                "arguments go with a generator *function*: accelerate(gen_fn, *args). "
+                f"Received a generator object ({data.__name__}) and arguments {args or kwargs}."
+            )
+        return keras_face_if_imported(AcceleratedGenerator(
+            data, args, dict(kwargs or {}), workers=workers, executor=executor, seed=seed,
+            replicas=replicas, steps_per_epoch=steps_per_epoch, options=options))
+    if args or kwargs or replicas is not None:
+        raise TypeError(
+            "args, kwargs and replicas are for generator functions; "
+            f"{type(data).__name__} is not one. Received: args={args!r}, kwargs={kwargs!r}, "
+            f"replicas={replicas!r}."
+        )
+    if callable(data) and not (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
+        raise TypeError(
+            f"accelerate got the callable {getattr(data, '__qualname__', data)!r}, which is "
+            "not a generator function (it has no `yield`). Give a generator function, a "
+            "generator, or a Sequence/PyDataset (len + __getitem__(batch_index))."
+        )
+    if isinstance(data, Pipeline):
+        raise TypeError(
+            "this is a stoke pipeline already: give it to Keras with pipe.to_keras(), or read "
+            "it with pipe.iter(). stoke.accelerate is for a Sequence or generator you have.")
+    if not (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
+        raise TypeError(
+            "accelerate needs a keras.utils.PyDataset/Sequence (or any object with len() and "
+            "__getitem__(batch_index)), a generator function or a generator. "
+            f"Received: {type(data).__name__}."
+        )
+    if steps_per_epoch is not None:
+        raise TypeError(
+            "steps_per_epoch is for generators; a Sequence's epoch is len(dataset) batches. "
+            "To train on fewer, pass steps_per_epoch to fit."
+        )
+    return keras_face_if_imported(AcceleratedSequence(
+        data, workers=workers, executor=executor, shuffle=shuffle, seed=seed, options=options))

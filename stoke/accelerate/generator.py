@@ -1,0 +1,277 @@
+"""A generator run by stoke: :class:`AcceleratedGenerator`, in one worker process, as
+``replicas`` copies in worker processes, or (when it cannot be sent) in a background thread.
+
+Owns choosing where it runs, finding the function behind a generator object, and Keras'
+view of one continuing stream. Leaves what a worker runs to :mod:`.generator_program`, how
+the copies' items are taken in turn to :mod:`.streams`, and the answers to Keras' requests
+to :mod:`.keras_requests`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import types
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from stoke.accelerate.accelerated import Accelerated
+from stoke.accelerate.channel_loader import ChannelLoader
+from stoke.accelerate.generator_program import GeneratorProgram, accepted_names, replica_kwargs
+from stoke.accelerate.keras_requests import Answers, as_keras_batch, copy_batch
+from stoke.accelerate.streams import process_stream, round_robin_inline, thread_stream
+from stoke.errors import StokeError, StokeWarning, UnpicklableError
+from stoke.loader import LoaderOptions
+from stoke.pipeline import Pipeline
+
+
+def _find_generator_call(generator: types.GeneratorType) -> tuple[Callable, tuple, dict] | None:
+    """The function and arguments a not-yet-started generator was made with, if they can be
+    found (its frame's locals are exactly the bound arguments before it starts)."""
+    import gc
+
+    if inspect.getgeneratorstate(generator) != inspect.GEN_CREATED:
+        return None
+    code = generator.gi_code
+    if code.co_name == "<genexpr>":
+        return None
+    functions = [f for f in gc.get_referrers(code)
+                 if isinstance(f, types.FunctionType) and f.__code__ is code]
+    if len(functions) != 1:
+        return None
+    fn = functions[0]
+    bound = dict(generator.gi_frame.f_locals)
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    try:
+        for param in inspect.signature(fn).parameters.values():
+            if param.name not in bound:
+                return None
+            value = bound[param.name]
+            if param.kind is param.POSITIONAL_ONLY:
+                args.append(value)
+            elif param.kind is param.VAR_POSITIONAL:
+                args.extend(value)
+            elif param.kind is param.VAR_KEYWORD:
+                kwargs.update(value)
+            else:
+                kwargs[param.name] = value
+    except (TypeError, ValueError):
+        return None
+    return fn, tuple(args), kwargs
+
+
+class AcceleratedGenerator(Accelerated):
+    """A generator run by stoke: in a worker process, as ``replicas`` copies in worker
+    processes, or (when it cannot be sent to one) in a background thread.
+
+    ``iter()`` yields its items, one pass (the generator run to its end; each later
+    ``iter()`` starts it again). ``model.fit(acc, steps_per_epoch=...)`` takes it; Keras'
+    epochs then continue one stream, as they did with ``fit_generator``.
+    """
+
+    def __init__(self, data: Any, args: tuple, kwargs: dict, workers: int | str = "auto",
+                 executor: str = "auto", seed: int = 0, replicas: int | None = None,
+                 steps_per_epoch: int | None = None, options: dict | None = None) -> None:
+        if replicas is not None and (not isinstance(replicas, int) or replicas < 1):
+            raise ValueError(f"replicas must be a positive int or None. Received: {replicas!r}")
+        if workers != "auto" and workers != (replicas or 1):
+            raise ValueError(
+                "a generator runs as one copy in one worker unless you say it can be "
+                f"replicated: pass replicas={workers} (each copy gets the worker_index and "
+                "worker_count parameters it accepts, to shard its data) instead of "
+                f"workers={workers}. Received: workers={workers!r}, replicas={replicas!r}."
+            )
+        self.replicas = replicas or 1
+        self.seed = int(seed)
+        self.steps_per_epoch = steps_per_epoch
+        self.generator_object = None
+        if inspect.isgenerator(data):
+            found = _find_generator_call(data)
+            if found is None:
+                self.generator_object = data
+                fn, args, kwargs = None, (), {}
+                if replicas not in (None, 1):
+                    raise ValueError(
+                        f"replicas={replicas} needs the generator function, not a generator "
+                        "object that was already started: accelerate(gen_fn, *args, "
+                        "replicas=...).")
+            else:
+                fn, args, kwargs = found
+        else:
+            fn = data
+        self.fn, self.args, self.kwargs = fn, tuple(args), dict(kwargs)
+        self.name = getattr(fn or data, "__qualname__", type(data).__name__)
+        if self.replicas > 1:
+            accepted = accepted_names(fn)
+            if not ({"worker_index", "seed"} & accepted):
+                raise ValueError(
+                    f"replicas={self.replicas} runs {self.replicas} copies of {self.name}; "
+                    "unless each copy differs, every item comes "
+                    f"{self.replicas} times. Give {self.name} a worker_index parameter (and "
+                    "worker_count) to shard its data, or a seed parameter to draw "
+                    f"independently. Received: {self.name}{_signature(fn)}."
+                )
+        self.executor_requested = executor
+        self._options = options or {}
+        self._kind = self._choose_kind(executor)
+        self._loader: ChannelLoader | None = None
+        self._stream: Iterator[Any] | None = None  # the current pass
+        self._passes = 0
+        self._lock = threading.RLock()
+        self._answers = Answers()
+        self._items_given = 0
+        self._closed = False
+
+    def _choose_kind(self, executor: str) -> str:
+        if self.generator_object is not None:
+            if executor == "process":
+                raise UnpicklableError(
+                    "this generator object cannot be moved to a worker process (it was "
+                    "started, or is a generator expression): pass the generator function, "
+                    "accelerate(gen_fn, *args), or use executor=\"thread\".")
+            return "inline" if executor == "inline" else "thread"
+        if executor == "auto":
+            try:
+                import cloudpickle
+
+                # (big arrays among the arguments are not copied for this check)
+                cloudpickle.dumps((self.fn, self.args, self.kwargs), protocol=5,
+                                  buffer_callback=lambda _: False)
+            except Exception as exc:  # noqa: BLE001 - explained in the warning
+                warnings.warn(
+                    f"stoke.accelerate runs {self.name} in a thread, not a process: it cannot "
+                    f"be pickled ({type(exc).__name__}: {exc}). Define it at module level to "
+                    "run it in a worker process.", StokeWarning, stacklevel=5)
+                return "thread"
+            return "process"
+        return executor
+
+    # -- public ---------------------------------------------------------------------------
+    @property
+    def executor(self) -> str:
+        return self._kind
+
+    def iter(self) -> Iterator[Any]:
+        """The generator's items, from its start to its end."""
+        with self._lock:
+            self._stop_stream()
+            stream = self._stream = self._new_stream()
+        yield from stream
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._stop_stream()
+            if self._loader is not None:
+                self._loader.close()
+
+    def __repr__(self) -> str:
+        return (f"AcceleratedGenerator({self.name}, {self.replicas} cop"
+                f"{'y' if self.replicas == 1 else 'ies'}, {self._kind})")
+
+    # -- Keras' PyDataset protocol ---------------------------------------------------------
+    @property
+    def num_batches(self) -> int | None:
+        return self.steps_per_epoch
+
+    def __getitem__(self, index: int) -> Any:
+        """What Keras calls: the next item of the running stream, whatever the index (see
+        :class:`Answers` for indices asked again)."""
+        index = int(index)
+        with self._lock:
+            key = self._answers.lookup(index)
+            if key is not None:
+                batch = self._answers.batch(key)
+                if batch is not None:
+                    return batch
+            batch = as_keras_batch(self._next_item())
+            self._answers.record(index, self._items_given, batch)
+            self._items_given += 1
+            return batch
+
+    def on_epoch_begin(self) -> None:
+        pass
+
+    def on_epoch_end(self) -> None:
+        with self._lock:
+            steps = self.steps_per_epoch
+            self._answers.next_epoch(carry_over=steps is not None
+                                     and self._answers.answered() < steps)
+
+    def _next_item(self) -> Any:
+        if self._stream is None:
+            self._stream = self._new_stream()
+        try:
+            return copy_batch(next(self._stream))
+        except StopIteration:
+            self._stream = None
+        if self.steps_per_epoch is None:
+            raise StokeError(
+                f"{self.name} ended, and Keras asked for more: it cannot know an epoch's "
+                "length from a generator. Pass steps_per_epoch to fit (or to "
+                "stoke.accelerate), or make the generator loop forever.")
+        self._stream = self._new_stream()  # a known epoch length: start it again
+        try:
+            return copy_batch(next(self._stream))
+        except StopIteration:
+            raise StokeError(f"{self.name} yielded no item") from None
+
+    # -- streams ------------------------------------------------------------------------------
+    def _stop_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()
+
+    def _new_stream(self) -> Iterator[Any]:
+        if self._closed:
+            raise StokeError("this accelerated generator is closed; call stoke.accelerate again")
+        first = self._passes == 0
+        self._passes += 1
+        if self._kind == "process":
+            return self._process_stream(restart=not first)
+        if self.generator_object is not None:
+            if not first:
+                raise StokeError(
+                    "a generator object can be read only once; give the generator function "
+                    "(accelerate(gen_fn, *args)) to read it again.")
+            makers = [lambda: self.generator_object]
+        else:
+            makers = [self._maker(k) for k in range(self.replicas)]
+        if self._kind == "inline":
+            return round_robin_inline(makers)
+        depth = self._options.get("ring_slots") or 2 * self.replicas + 2
+        return thread_stream(makers, max(1, depth // self.replicas),
+                              self._options.get("timeout_s"), self.name)
+
+    def _maker(self, index: int) -> Callable[[], Iterator[Any]]:
+        def make():
+            extra = replica_kwargs(self.fn, self.kwargs, index, self.replicas, self.seed)
+            return iter(self.fn(*self.args, **{**self.kwargs, **extra}))
+
+        return make
+
+    def _get_loader(self) -> ChannelLoader:
+        if self._loader is None:
+            program = GeneratorProgram(self.fn, self.args, self.kwargs, self.seed)
+            options = LoaderOptions(workers=self.replicas, executor="process", **self._options)
+            pipeline = Pipeline(range(1))
+            loader = ChannelLoader(pipeline, options, program)
+            self._loader = loader
+            for k in range(self.replicas):
+                loader.send({"replica": (k, self.replicas)}, worker=k, what="the copy's index")
+        return self._loader
+
+    def _process_stream(self, restart: bool) -> Iterator[Any]:
+        loader = self._get_loader()
+        if restart:
+            loader.send({"restart": True}, what="the generator's restart")
+        return process_stream(loader, self.replicas, self.name)
+
+
+def _signature(fn: Callable) -> str:
+    try:
+        return str(inspect.signature(fn))
+    except (TypeError, ValueError):
+        return "(...)"

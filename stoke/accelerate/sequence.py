@@ -1,0 +1,373 @@
+"""A Sequence/PyDataset run by stoke's workers: :class:`AcceleratedSequence`, its passes,
+and the per-index program (:class:`_ItemProgram`) its workers run.
+
+Owns the epoch protocol around a dataset: passes in the plan's order, the dataset's
+``on_epoch_begin``/``on_epoch_end`` hooks called in the trainer, and the state they change
+sent to process workers before the next pass. Leaves the item layout to :mod:`.items`, the
+message channel to :mod:`.updates`/:mod:`.channel_loader`, sending a Keras dataset without
+Keras to :mod:`.keras_base`, and the answers to Keras' requests to :mod:`.keras_requests`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import threading
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from stoke.accelerate.accelerated import Accelerated
+from stoke.accelerate.channel_loader import ChannelLoader
+from stoke.accelerate.items import (
+    ROWS_MISFIT,
+    ItemLayout,
+    cut_rows,
+    describe_layout,
+    item_arrays,
+    shape_item,
+)
+from stoke.accelerate.keras_base import detached_copy
+from stoke.accelerate.keras_requests import Answers, copy_batch
+from stoke.accelerate.updates import CONTROL_INDEX, apply_next_update, fingerprints, pickled_state
+from stoke.errors import StokeError, StokeWarning
+from stoke.loader import LoaderOptions
+from stoke.pipeline import Pipeline
+from stoke.program import sample_error
+from stoke.structure import DtypePolicy
+
+
+class _ItemProgram:
+    """The per-index program for a Sequence: ``dataset[index]``, shaped for the ring.
+
+    Follows the executors' program protocol (``run``, ``source``, ``steps``,
+    ``dtype_policy``, ``has_filter``). When sent to worker processes, a dataset whose class
+    derives from ``keras.utils.PyDataset`` travels as a copy whose Keras base is replaced by
+    a stand-in (:mod:`.keras_base`), so that workers need not import Keras and a backend.
+    """
+
+    steps: tuple = ()
+    has_filter = False
+    dtype_policy = DtypePolicy(keep_float64=True)  # batches as __getitem__ returns them
+
+    def __init__(self, dataset: Any, seed: int = 0) -> None:
+        self.source = dataset
+        self.seed = seed
+        self.template: ItemLayout | None = None
+        self.stage = f"{type(dataset).__name__}.__getitem__"
+
+    def run(self, index: int, epoch: int) -> Any:
+        if index == CONTROL_INDEX:
+            return apply_next_update(self, "the update of the dataset's state in a worker")
+        try:
+            item = self.source[index]
+        except Exception as exc:  # noqa: BLE001 - re-raised with where it happened
+            raise sample_error(index, self.stage, exc) from exc
+        return shape_item(self.template, item, f"batch {index} of {type(self.source).__name__}")
+
+    def apply(self, update: dict) -> None:
+        """Apply a message from the trainer (in a worker's copy)."""
+        if "template" in update:
+            self.template = update["template"]
+        if "dataset" in update:
+            self.source = pickle.loads(update["dataset"])
+        state = getattr(self.source, "__dict__", None)
+        for name, data in update.get("state", {}).items():
+            state[name] = pickle.loads(data)
+        for name in update.get("deleted", ()):
+            state.pop(name, None)
+
+    def __reduce__(self):
+        return (_rebuild_item_program, (detached_copy(self.source), self.seed, self.template))
+
+
+def _rebuild_item_program(dataset: Any, seed: int, template: ItemLayout | None) -> _ItemProgram:
+    program = _ItemProgram(dataset, seed)
+    program.template = template
+    return program
+
+
+class _Pass:
+    """One pass over a Sequence: its batch iterator, the item order, and the answers given
+    to Keras' requests (keys are positions in the pass)."""
+
+    def __init__(self, epoch: int, batches, order: np.ndarray) -> None:
+        self.epoch = epoch
+        self.batches = batches
+        self.order = order
+        self.delivered = 0
+        self.complete = False
+        self.answers = Answers()
+
+    def close(self) -> None:
+        if self.batches is not None:
+            self.batches.close()
+            self.batches = None
+
+
+class AcceleratedSequence(Accelerated):
+    """A Sequence/PyDataset whose ``__getitem__`` runs in stoke's workers.
+
+    ``iter()`` yields numpy batches pass after pass; ``model.fit(acc)`` takes it directly
+    (with Keras imported, it is also a ``keras.utils.PyDataset``). Batches from ``iter()``
+    are views into the ring, valid until the next one is asked for; Keras gets copies.
+    """
+
+    def __init__(self, dataset: Any, workers: int | str = "auto", executor: str = "auto",
+                 shuffle: bool = False, seed: int = 0, options: dict | None = None) -> None:
+        self.dataset = dataset
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.epoch = 0  # the epoch of the next pass
+        length = len(dataset)
+        if not isinstance(length, int) or length < 0:
+            raise TypeError(f"len() of the dataset must be an int >= 0. Received: {length!r}")
+        self._options = LoaderOptions(workers=workers, executor=executor, **(options or {}))
+        self._loader: ChannelLoader | None = None
+        self._pass: _Pass | None = None
+        self._workers_state: dict[str, bytes] | None = None  # what process workers hold
+        self._hooks_called = False
+        self._warned_misfit = False
+        self._template: ItemLayout | None = None
+        self._lock = threading.RLock()
+        self._closed = False
+
+    # -- public ---------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def iter(self, epochs: int | None = 1) -> Iterator[Any]:
+        """Batches of ``epochs`` passes (None: forever). Each pass calls the dataset's
+        ``on_epoch_begin()`` (when it has one), reads every batch once, then calls
+        ``on_epoch_end()``, as Keras does around an epoch."""
+        if epochs is not None and epochs < 1:
+            raise ValueError(f"epochs must be >= 1 or None. Received: epochs={epochs}")
+        done = 0
+        while epochs is None or done < epochs:
+            with self._lock:
+                self._end_pass(call_hook=False)
+                if self._pass is not None and self._pass.delivered:  # left by another reader
+                    self._abandon_pass()
+                self._call_hook("on_epoch_begin")
+                current = self._pass or self._open_pass()
+            while True:
+                with self._lock:
+                    if self._pass is not current:
+                        raise StokeError("this pass was ended by another user of the dataset")
+                    got = self._next()
+                if got is None:
+                    break
+                yield got[0]
+            done += 1
+            with self._lock:
+                self._end_pass(call_hook=True, prefetch_next=epochs is None or done < epochs)
+
+    def close(self) -> None:
+        """Stop the workers and free the ring. Safe to call twice."""
+        with self._lock:
+            self._closed = True
+            if self._pass is not None:
+                self._pass.close()
+                self._pass = None
+            if self._loader is not None:
+                self._loader.close()
+
+    @property
+    def executor(self) -> str:
+        """The executor the workers run in ("process", "thread", "inline")."""
+        return self._get_loader().pool.kind
+
+    @property
+    def worker_count(self) -> int:
+        return self._get_loader().pool.workers
+
+    def __repr__(self) -> str:
+        where = "not started"
+        if self._loader is not None and self._loader._shutdown.pool is not None:
+            where = f"{self.worker_count} {self.executor} worker(s)"
+        return (f"AcceleratedSequence({type(self.dataset).__name__}, {len(self)} batches, "
+                f"{where})")
+
+    # -- Keras' PyDataset protocol ----------------------------------------------------------
+    def __getitem__(self, index: int) -> Any:
+        """What Keras calls: each index asked for in a pass gets the next batch of the pass,
+        in the pass's order, whatever the index (see :class:`Answers`)."""
+        if not isinstance(index, (int, np.integer)):
+            raise TypeError(f"batch index must be an int. Received: {index!r}")
+        index = int(index)
+        if not 0 <= index < len(self.dataset):
+            raise IndexError(f"batch index {index} out of range for {len(self.dataset)} batches")
+        with self._lock:
+            current = self._pass or self._open_pass()
+            position = current.answers.lookup(index)
+            if position is not None:
+                batch = current.answers.batch(position)
+                if batch is None:  # no longer kept: make it again here
+                    batch = copy_batch(self.dataset[int(current.order[position])])
+                return batch
+            got = self._next()
+            if got is None:  # every batch of this pass was given: a new pass
+                self._end_pass(call_hook=False)
+                current = self._open_pass()
+                got = self._next()
+                if got is None:
+                    raise IndexError("the dataset has no batches")
+            batch, position = got
+            batch = copy_batch(batch)
+            current.answers.record(index, position, batch)
+            return batch
+
+    def on_epoch_begin(self) -> None:
+        with self._lock:
+            self._call_hook("on_epoch_begin")
+
+    def on_epoch_end(self) -> None:
+        with self._lock:
+            self._end_pass(call_hook=True, prefetch_next=True)
+
+    # -- passes -----------------------------------------------------------------------------
+    def _get_loader(self) -> ChannelLoader:
+        if self._closed:
+            raise StokeError("this accelerated dataset is closed; call stoke.accelerate again")
+        if self._loader is None:
+            pipeline = Pipeline(self.dataset, shuffled=self.shuffle, seed=self.seed)
+            loader = ChannelLoader(pipeline, self._options, _ItemProgram(self.dataset, self.seed))
+            loader.on_pool_started = self._pool_started
+            loader.on_layout = self._layout_known
+            self._loader = loader
+        return self._loader
+
+    def _pool_started(self, pool) -> None:
+        if pool.kind == "process":
+            self._workers_state = fingerprints(self.dataset)
+
+    def _layout_known(self) -> None:
+        self._template = self._loader.template()
+        self._loader.send({"template": self._template}, what="the batch layout")
+
+    def _open_pass(self) -> _Pass:
+        loader = self._get_loader()
+        loader.pool  # start the workers with the dataset as it is now  # noqa: B018
+        self._sync_state()
+        length = len(self.dataset)
+        if length != loader.plan.length:  # Keras reads len() again every epoch; so do we
+            loader.plan = dataclasses.replace(loader.plan, length=length)
+        batches = loader.iter(epoch=self.epoch)
+        self._pass = _Pass(self.epoch, batches, loader.plan.order(self.epoch))
+        return self._pass
+
+    def _next(self) -> tuple[Any, int] | None:
+        """The next batch of the open pass and its position, or None at its end."""
+        current = self._pass
+        if current.complete:
+            return None
+        try:
+            sample = next(current.batches)
+        except StopIteration:
+            current.complete = True
+            current.close()
+            return None
+        except BaseException:
+            current.close()
+            self._pass = None
+            raise
+        position = current.delivered
+        current.delivered += 1
+        batch = self._unwrap(sample, int(current.order[position]))
+        if current.delivered == len(current.order):
+            # the last batch: the pass is complete now, not when someone asks past its end
+            # (its slot stays valid until the next pass submits work, after the next request)
+            current.complete = True
+            current.close()
+        return batch, position
+
+    def _unwrap(self, sample: Any, index: int) -> Any:
+        item, rows = sample
+        rows = int(rows)
+        if rows == ROWS_MISFIT:
+            return self._made_in_trainer(index)
+        return cut_rows(self._template, item, rows)
+
+    def _made_in_trainer(self, index: int) -> Any:
+        item = self.dataset[index]
+        if not self._warned_misfit:
+            self._warned_misfit = True
+            template = self._template
+            treedef, arrays = item_arrays(item, f"batch {index}")
+            warnings.warn(
+                f"stoke.accelerate: batch {index} of {type(self.dataset).__name__} "
+                f"({describe_layout(treedef, arrays)}) does not fit the layout of batch 0 "
+                f"({describe_layout(template.treedef, template.shapes)}), so it was made in the "
+                "trainer process, not in a worker (a smaller last batch is fine; other shapes "
+                "are not). Return batches of one shape from __getitem__ for full speed.",
+                StokeWarning, stacklevel=4)
+        return item
+
+    def _end_pass(self, call_hook: bool, prefetch_next: bool = False) -> None:
+        """End of an epoch. A finished pass is closed. An unfinished one (Keras ends an epoch
+        early, e.g. after taking one batch to build the model) stays open unless the
+        dataset's state changes, so that no prepared batch is thrown away for nothing.
+
+        ``prefetch_next``: with process workers, open the next pass at once, with the state
+        ``on_epoch_end`` left, so that its first batches are made while the model finishes
+        this epoch (last step, validation, callbacks). If the state changes again before
+        the next epoch begins (a callback's doing), that work is dropped and redone."""
+        current = self._pass
+        if current is not None and current.complete:
+            current.close()
+            self._pass = None
+            self.epoch += 1
+        elif current is not None:
+            current.answers.next_epoch(carry_over=True)
+        if call_hook:
+            self._call_hook("on_epoch_end")
+        if (prefetch_next and self._pass is None and not self._closed
+                and self._loader is not None and self._loader.process_workers):
+            self._open_pass()
+
+    def _call_hook(self, name: str) -> None:
+        """Call the dataset's ``name`` hook (if it has one) in the trainer; an open pass
+        whose batches no longer match the dataset's state is dropped."""
+        hook = getattr(self.dataset, name, None)
+        if hook is not None and self._pass is not None and not self._loader.process_workers:
+            # thread/inline workers read the trainer's dataset: stop them before it changes
+            self._abandon_pass()
+            self._loader.drain()
+        if hook is not None:
+            hook()
+        self._hooks_called = True
+        if self._pass is not None and self._state_changed():
+            self._abandon_pass()
+
+    def _abandon_pass(self) -> None:
+        current, self._pass = self._pass, None
+        current.close()
+        if current.delivered:  # a pass nobody read keeps its epoch (and its permutation)
+            self.epoch += 1
+
+    def _state_changed(self) -> bool:
+        if self._workers_state is None:
+            return True
+        return fingerprints(self.dataset) != self._workers_state
+
+    def _sync_state(self) -> None:
+        """Send process workers the attributes the dataset's hooks changed."""
+        if not self._hooks_called or self._workers_state is None:
+            return
+        self._hooks_called = False
+        now = fingerprints(self.dataset)
+        sent = self._workers_state
+        if now == sent:
+            return
+        import cloudpickle
+
+        if not hasattr(self.dataset, "__dict__"):
+            update = {"dataset": cloudpickle.dumps(detached_copy(self.dataset), protocol=5)}
+        else:
+            changed = [k for k in now if sent.get(k) != now[k]]
+            update = {"state": pickled_state(self.dataset, changed),
+                      "deleted": [k for k in sent if k not in now]}
+        self._loader.send(update, what="the dataset's state after on_epoch_end")
+        self._workers_state = now

@@ -1,0 +1,155 @@
+"""The items of a generator's copies, taken in turn (0, 1, ..., N-1, 0, ...; a finished
+copy drops out): from process workers through the ring (:func:`process_stream`), from
+daemon threads (:func:`thread_stream`), or inline (:func:`round_robin_inline`).
+
+What each copy runs is :mod:`.generator_program`'s; the adapter is :mod:`.generator`'s.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from stoke.accelerate.channel_loader import ChannelLoader
+from stoke.accelerate.generator_program import PROBE_INDEX
+from stoke.accelerate.items import ROWS_END, cut_rows
+from stoke.errors import StokeError
+from stoke.loader import POLL_S
+from stoke.structure import unflatten
+
+
+def process_stream(loader: ChannelLoader, copies: int, name: str) -> Iterator[Any]:
+    """Items of ``copies`` generator copies (worker k runs copy k), taken in turn."""
+    active = list(range(copies))
+    if loader._layout is None:
+        while active:
+            loader._probe_worker = active[0]
+            if loader._ensure_layout(0, np.array([PROBE_INDEX], np.int64)):
+                break
+            active.pop(0)  # this copy yielded nothing
+        loader._probe_worker = None
+        if not active:
+            return
+        loader.send({"template": loader.template()}, what="the item layout")
+    template = loader.template()
+    slots_each = max(1, len(loader._free_slots) // copies)
+    inflight: dict[int, collections.deque] = {k: collections.deque() for k in range(copies)}
+    sequence = dict.fromkeys(range(copies), 0)
+    held = -1
+    try:
+        turn = 0
+        while active:
+            for k in active:  # keep every copy busy
+                while loader._free_slots and len(inflight[k]) < slots_each:
+                    slot = loader._free_slots.popleft()
+                    task_id = loader.submit_to(k, "chunk", 0,
+                                               np.array([sequence[k]], np.int64), slot)
+                    inflight[k].append((task_id, slot, sequence[k]))
+                    sequence[k] += 1
+            k = active[turn % len(active)]
+            task_id, slot, number = inflight[k].popleft()
+            result = loader._raise_if_failed(
+                loader._wait(task_id, f"item {number} of copy {k} of {name}"))
+            views = loader._ring_views(slot)
+            item, rows = unflatten(loader._layout.treedef, [v[0] for v in views])
+            rows = int(rows)
+            if result.rows == 0 or rows == ROWS_END:
+                loader._free_slots.append(slot)
+                for task_id, slot, _ in inflight.pop(k):
+                    loader._orphans[task_id] = slot
+                active.remove(k)
+                continue
+            held = slot
+            yield cut_rows(template, item, rows)
+            loader._free_slots.append(held)
+            held = -1
+            turn = (active.index(k) + 1) if k in active else turn
+    finally:
+        if held >= 0:
+            loader._free_slots.append(held)
+        for tasks in inflight.values():
+            for task_id, slot, _ in tasks:
+                loader._orphans[task_id] = slot
+
+
+def round_robin_inline(makers: list[Callable[[], Iterator[Any]]]) -> Iterator[Any]:
+    generators = [make() for make in makers]
+    while generators:
+        for generator in list(generators):
+            try:
+                yield next(generator)
+            except StopIteration:
+                generators.remove(generator)
+
+
+_END = object()
+
+
+def thread_stream(makers: list[Callable[[], Iterator[Any]]], depth: int,
+                   timeout_s: float | None, name: str) -> Iterator[Any]:
+    """Each copy in its own daemon thread, ``depth`` items ahead; taken in turn."""
+    stop = threading.Event()
+    queues = [queue.Queue(depth) for _ in makers]
+
+    def produce(make, out: queue.Queue) -> None:
+        try:
+            for item in make():
+                while not stop.is_set():
+                    try:
+                        out.put((item, None), timeout=POLL_S)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            outcome = (_END, None)
+        except BaseException as exc:  # noqa: BLE001 - raised in the trainer
+            outcome = (_END, (exc, traceback.format_exc()))
+        while not stop.is_set():
+            try:
+                out.put(outcome, timeout=POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    threads = [threading.Thread(target=produce, args=(make, q), daemon=True,
+                                name=f"stoke-generator-{k}")
+               for k, (make, q) in enumerate(zip(makers, queues, strict=True))]
+    for thread in threads:
+        thread.start()
+    active = list(range(len(makers)))
+    try:
+        turn = 0
+        while active:
+            k = active[turn % len(active)]
+            started = time.monotonic()
+            while True:
+                try:
+                    item, error = queues[k].get(timeout=POLL_S)
+                    break
+                except queue.Empty:
+                    if timeout_s is not None and time.monotonic() - started > timeout_s:
+                        raise StokeError(
+                            f"{name} (copy {k}) produced nothing in {timeout_s:.0f} s. If it "
+                            "really takes this long, pass a larger timeout_s.") from None
+            if item is _END:
+                if error is not None:
+                    exc, text = error
+                    raise StokeError(
+                        f"{name} (copy {k}, in a thread) raised {type(exc).__name__}: {exc}\n"
+                        f"--- traceback in the thread ---\n{text.rstrip()}") from exc
+                active.remove(k)
+                continue
+            yield item
+            turn = active.index(k) + 1
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=1.0)
