@@ -175,8 +175,6 @@ class TunerSettings:
     drift: float = 0.25  # the workers' rate moved this much: measure again
     oversubscribe_below: float = 0.5  # go past the core budget only below this CPU share
     oversubscribe_factor: int = 4  # ...up to this many workers per budgeted core
-    starved_wait: float = 0.5  # the consumer waits this much of the time for input...
-    idle_core: float = 0.75  # ...and this much of a core is idle: one worker past the budget
 
 
 # ======================================================================================
@@ -846,11 +844,6 @@ class Tuner:
               and low.idle_cores > self.settings.oversubscribe_below * cores):
             # the workers mostly wait (I/O, sleep) and the cores are idle: add more
             nxt = min(2 * workers, most)
-        elif (low.consumer_wait >= self.settings.starved_wait and low.idle_cores is not None
-              and low.idle_cores >= self.settings.idle_core):
-            # the trainer mostly waits for input, so the core kept for it sits idle: one
-            # more worker may use it (measured like any other step, kept only if it helps)
-            nxt = min(workers + 1, most)
         else:
             return None
         return nxt if nxt > workers else None

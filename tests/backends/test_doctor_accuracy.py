@@ -28,7 +28,10 @@ SHORT = ["--epochs", "3", "--steps-per-epoch", "40"]
 def predicted_and_measured(script_args: list[str]) -> tuple[dict, float]:
     report, under_doctor = run_doctor(BACKEND, script_args, probe_after=30, probe_seconds=0.7)
     removed = run_plain(BACKEND, [*script_args, "--cached"])
-    return report, under_doctor["step_s"] / removed["step_s"]
+    measured = under_doctor["step_s"] / removed["step_s"]
+    print(f"{BACKEND}: {report['verdict']}, predicted x{report['predicted_speedup']:.2f}, "
+          f"measured x{measured:.2f} (pytest -s shows this)")
+    return report, measured
 
 
 def test_input_bound_generator_speedup_is_predicted():
