@@ -59,7 +59,7 @@ CASES: dict[str, tuple[list[str], tuple[str, ...]]] = {
     "input-bound-tiny-model": (["--load-ms", "20", "--width", "32"], ("input-bound",)),
     # no input cost beyond making the batch; a model of tens of ms.
     "compute-bound": (
-        ["--load-ms", "0", "--width", "512", "--depth", "3", "--batch-size", "256"],
+        ["--load-ms", "0", "--width", "1024", "--depth", "3", "--batch-size", "256"],
         ("compute-bound", "overhead-bound"),
     ),
 }
@@ -90,16 +90,21 @@ def run_plain(backend: str, script_args: list[str], timeout: float = 300) -> dic
 
 
 def run_doctor(
-    backend: str, script_args: list[str], probe_after: int = 30, probe_seconds: float = 1.0,
+    backend: str, script_args: list[str], steps: int = 60, probe_seconds: float = 1.0,
     timeout: float = 300,
 ) -> tuple[dict, dict]:
-    """The script under ``stoke doctor``: (the JSON report, the script's own KNOWN_RESULT)."""
+    """The script under ``stoke doctor --steps N``: (the JSON report, the script's own
+    KNOWN_RESULT, empty: the doctor stops the run after the probes).
+
+    ``--steps`` rather than a probe in the middle of a run that ends by itself: on TensorFlow
+    a plain generator's run, probed mid-run, does not exit after fit (the interpreter hangs in
+    its final garbage collection; seen here, not yet fixed)."""
     with tempfile.TemporaryDirectory(prefix="doctor-accuracy-") as folder:
         report = Path(folder) / "report.json"
         out = subprocess.run(
             [
                 sys.executable, "-m", "stoke", "doctor", "--json", str(report),
-                "--probe-after", str(probe_after), "--probe-seconds", str(probe_seconds),
+                "--steps", str(steps), "--probe-seconds", str(probe_seconds),
                 "--", sys.executable, str(SCRIPT), *script_args,
             ],
             env=child_env(backend),
