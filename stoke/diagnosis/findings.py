@@ -127,6 +127,14 @@ def generator_on_main_thread(record: RunRecord, diagnosis: Diagnosis) -> Finding
     evidence = _input_evidence(record, diagnosis)
     if overlap_gain is not None:
         evidence["speedup_overlap_only"] = round(overlap_gain, 2)
+    here = stoke_gain_on_these_cores(record, diagnosis)
+    if here is not None:
+        evidence["speedup_with_stoke_on_these_cores"] = here
+        message += (
+            f" On this machine ({diagnosis.cpu.cores} cores, {diagnosis.cpu.other_cores:.1f} "
+            f"taken by other processes) stoke's workers can bring about ×{here:.1f}; more "
+            "cores bring more."
+        )
     return Finding(
         id="generator-on-main-thread",
         severity=_wait_severity(wait),
@@ -134,7 +142,7 @@ def generator_on_main_thread(record: RunRecord, diagnosis: Diagnosis) -> Finding
         message=message,
         fix=_stoke_fix(record),
         evidence=evidence,
-        expected_gain=diagnosis.predicted_speedup,
+        expected_gain=here if here is not None else diagnosis.predicted_speedup,
     )
 
 
@@ -850,6 +858,28 @@ def _input_evidence(record: RunRecord, diagnosis: Diagnosis) -> dict[str, Any]:
     if isinstance(generator_s, int | float):
         evidence["generator_ms_per_batch"] = _round_ms(float(generator_s))
     return evidence
+
+
+def stoke_gain_on_these_cores(record: RunRecord, diagnosis: Diagnosis) -> float | None:
+    """The speedup stoke's workers can bring on this machine, not only the bound.
+
+    Workers make ``input_alone`` samples/s per core (the probe ran the input on one thread)
+    on the cores left after the trainer's own core and other processes. When the model
+    also trains on the CPU, the two share those cores: rate <= cores / (1/input + 1/model).
+    Never above the model-alone rate nor the predicted (bound) speedup.
+    """
+    per_core, model, now = diagnosis.input_alone, diagnosis.model_alone, diagnosis.throughput
+    if not per_core or not model or not now or diagnosis.cpu is None:
+        return None
+    cores_free = max(0.5, diagnosis.cpu.cores - diagnosis.cpu.other_cores)
+    worker_cores = max(1.0, cores_free - 1.0)
+    rate = min(model, per_core * worker_cores)
+    if _model_on_cpu(record):
+        rate = min(rate, cores_free / (1.0 / per_core + 1.0 / model))
+    gain = rate / now
+    if diagnosis.predicted_speedup:
+        gain = min(gain, diagnosis.predicted_speedup)
+    return round(max(1.0, gain), 2)
 
 
 def _overlap_gain(diagnosis: Diagnosis) -> float | None:
