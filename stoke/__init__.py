@@ -3,6 +3,8 @@
 Public API only; everything else may change.
 """
 
+from stoke.accelerate import AcceleratedGenerator, AcceleratedSequence, accelerate
+from stoke.diagnosis.session import doctor
 from stoke.errors import (
     LayoutError,
     SampleError,
@@ -14,8 +16,6 @@ from stoke.errors import (
 )
 from stoke.loader import BatchIterator, Loader
 from stoke.pipeline import Pipeline, from_arrays, from_files, from_sequence
-from stoke.accelerate import AcceleratedGenerator, AcceleratedSequence, accelerate
-from stoke.diagnosis.session import doctor
 from stoke.plan import IteratorState
 
 __version__ = "0.1.0"

@@ -78,15 +78,20 @@ def unpack(data: bytes, spans: list[tuple[int, int]], shared: SharedBuffer | Non
     return pickle.loads(data, buffers=buffers)
 
 
-def _explain(program, exc: Exception) -> str:
-    culprit = "the pipeline"
-    parts = [("the source", program.source)] + [(f"the function of {s.name}", s) for s in program.steps]
+def unpicklable_part(program) -> str:
+    """Which part of ``program`` cannot be pickled: "the source", "the function of map(f)"..."""
+    parts = [("the source", program.source)]
+    parts += [(f"the function of {step.name}", step) for step in program.steps]
     for name, part in parts:
         try:
             cloudpickle.dumps(part)
-        except Exception:  # noqa: BLE001
-            culprit = name
-            break
+        except Exception:  # noqa: BLE001 - any failure names the part
+            return name
+    return "the pipeline"
+
+
+def _explain(program, exc: Exception) -> str:
+    culprit = unpicklable_part(program)
     return (
         f"{culprit} cannot be sent to worker processes: {type(exc).__name__}: {exc}. "
         "Process workers need picklable functions and sources: define the function at module "

@@ -180,17 +180,9 @@ def put_program(ray, program: SampleProgram):
     try:
         return ray.put(program)
     except Exception as exc:  # noqa: BLE001 - turned into advice
-        culprit = "the pipeline"
-        parts = [("the source", program.source)]
-        parts += [(f"the function of {step.name}", step) for step in program.steps]
-        import cloudpickle
+        from stoke.executors.payload import unpicklable_part
 
-        for name, part in parts:
-            try:
-                cloudpickle.dumps(part)
-            except Exception:  # noqa: BLE001
-                culprit = name
-                break
+        culprit = unpicklable_part(program)
         raise UnpicklableError(
             f"{culprit} cannot be sent to the Ray cluster: {type(exc).__name__}: "
             f"{_first_line(exc)}. Ray tasks need serialisable functions and sources: define the "
