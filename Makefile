@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(BIN)/stoke demo
 
 test: $(STAMP)
+	$(BIN)/ruff check stoke tests benchmarks
 	$(BIN)/python -m tests.run_all
 
 lint: $(STAMP)
