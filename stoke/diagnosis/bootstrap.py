@@ -35,6 +35,7 @@ from stoke.diagnosis.probes import (
 )
 
 RECORD_ENV = "STOKE_DOCTOR_RECORD"
+PARENT_ENV = "STOKE_DOCTOR_PARENT_PID"  # the stoke doctor process this script dies with
 OPTIONS_ENV = "STOKE_DOCTOR_OPTIONS"
 
 USAGE = "usage: python -m stoke.diagnosis.bootstrap (SCRIPT | -m MODULE | -c CODE) [ARGS...]"
@@ -148,6 +149,35 @@ def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _exit_with_parent() -> None:
+    """If ``stoke doctor`` is killed, the measured script must not run on as an orphan: a
+    daemon thread ends this process once the doctor's process is gone. (Its pid comes in the
+    environment: a wrapper such as ``conda run`` may stand between the two.)"""
+    import threading
+    import time
+
+    doctor = int(os.environ.get(PARENT_ENV) or os.getppid())
+
+    def doctor_alive() -> bool:
+        try:
+            os.kill(doctor, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    if not doctor_alive():  # the doctor died while this process was starting
+        os._exit(137)
+
+    def watch() -> None:
+        while doctor_alive():
+            time.sleep(0.5)
+        os._exit(137)
+
+    threading.Thread(target=watch, name="stoke-doctor-parent-watch", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     kind, target, args = _parse_target(argv)
@@ -157,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     record_path = os.environ.get(RECORD_ENV)
     options = DoctorOptions.from_json(os.environ.get(OPTIONS_ENV, ""))
     recorder = Recorder(options, argv=[target, *args], script=target if kind != "code" else "-c")
+    _exit_with_parent()
     recorder.start()
     activate(recorder)
     if "keras" in sys.modules:

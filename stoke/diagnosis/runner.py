@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from stoke.diagnosis.bootstrap import OPTIONS_ENV, RECORD_ENV
+from stoke.diagnosis.bootstrap import OPTIONS_ENV, PARENT_ENV, RECORD_ENV
 from stoke.diagnosis.probes import DoctorOptions
 from stoke.diagnosis.record import RunRecord
 
@@ -113,6 +113,7 @@ def child_environment(options: DoctorOptions, record_path: Path) -> dict[str, st
     env = dict(os.environ)
     env[RECORD_ENV] = str(record_path)
     env[OPTIONS_ENV] = options.to_json()
+    env[PARENT_ENV] = str(os.getpid())
     # The child may run another interpreter: make sure it can import this stoke.
     stoke_root = str(Path(__file__).resolve().parents[2])
     existing = env.get("PYTHONPATH")
