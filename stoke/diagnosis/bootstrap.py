@@ -33,6 +33,7 @@ from stoke.diagnosis.probes import (
     install_hooks,
     keras_version_warning,
 )
+from stoke.legacy.run import exit_status
 
 RECORD_ENV = "STOKE_DOCTOR_RECORD"
 PARENT_ENV = "STOKE_DOCTOR_PARENT_PID"  # the stoke doctor process this script dies with
@@ -126,15 +127,6 @@ def _run_target(kind: str, target: str, args: list[str]) -> None:
         exec(code, namespace)
 
 
-def _exit_code(code) -> int:
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code
-    print(code, file=sys.stderr)
-    return 1
-
-
 _BOOTSTRAP_PID = os.getpid()
 
 
@@ -207,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     except DoctorStepLimitReached:
         status = "stopped-after-steps"
     except SystemExit as exit_request:
-        code = _exit_code(exit_request.code)
+        code = exit_status(exit_request.code)
         status = "completed" if code == 0 else "failed"
         if code != 0:
             error, error_type = f"the script exited with status {code}", "SystemExit"

@@ -55,11 +55,16 @@ def run_script(script: str, argv: list[str]) -> int:
     try:
         runpy.run_path(script, run_name="__main__")
     except SystemExit as exc:
-        code = exc.code
-        if code is None:
-            return 0
-        if isinstance(code, int):
-            return code
-        print(code, file=sys.stderr)
-        return 1
+        return exit_status(exc.code)
     return 0
+
+
+def exit_status(code) -> int:
+    """The status ``sys.exit(code)`` gives a process, as Python does it: None -> 0, an int
+    as is, anything else printed to stderr -> 1."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
