@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+import stoke
 from stoke import envcheck
 
 BACKEND = os.environ.get("KERAS_BACKEND")
@@ -39,7 +40,7 @@ def test_probe_lists_devices_and_runs_a_correct_matmul():
 
 def test_command_checks_the_active_backend(tmp_path):
     path = tmp_path / "env.json"
-    root = os.path.dirname(os.path.dirname(os.path.abspath(envcheck.__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(stoke.__file__)))
     path_list = [root, *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(path_list), "COLUMNS": "160"}
     done = subprocess.run(

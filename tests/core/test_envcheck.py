@@ -17,6 +17,7 @@ import types
 import pytest
 from rich.console import Console
 
+import stoke
 from stoke import envcheck
 from stoke.envcheck import (
     FAIL,
@@ -752,7 +753,7 @@ def test_gathering_imports_no_framework():
         "heavy = {'tensorflow', 'torch', 'jax', 'keras'} & set(sys.modules); "
         "assert not heavy, heavy; print(facts.gather_s)"
     )
-    root = os.path.dirname(os.path.dirname(os.path.abspath(envcheck.__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(stoke.__file__)))
     env = {**os.environ, "PYTHONPATH": root}
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
