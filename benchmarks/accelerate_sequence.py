@@ -31,10 +31,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
-import importlib.metadata
-import json
-import os
-import platform
 import shutil
 import statistics
 import sys
@@ -49,8 +45,11 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # this checkout's stoke, installed or not
+sys.path.insert(0, str(HERE))  # and the benchmarks' common module
 
+import common  # noqa: E402
 import keras  # noqa: E402
+from common import interleaved, write_json  # noqa: E402
 
 import stoke  # noqa: E402
 from stoke.accelerate import accelerate  # noqa: E402
@@ -237,15 +236,12 @@ def run(settings: Settings, variants: list[str], rows_wanted: list[str] | None,
         results: dict[str, Any] = {}
         for variant in variants:
             rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in rows}
-            names = list(rows)
-            for round_index in range(settings.rounds):
-                shift = round_index % len(names)
-                for name in names[shift:] + names[:shift]:
-                    result = measure(rows[name], paths, labels, variant, settings.epochs)
-                    rounds[name].append(result)
-                    log(f"{variant:<7} round {round_index + 1}/{settings.rounds}  {name:<18}"
-                        f" {result['images_per_s']:8.0f} img/s   first epoch "
-                        f"{result['first_epoch_s']:.2f} s")
+            for round_index, name in interleaved(list(rows), settings.rounds):
+                result = measure(rows[name], paths, labels, variant, settings.epochs)
+                rounds[name].append(result)
+                log(f"{variant:<7} round {round_index + 1}/{settings.rounds}  {name:<18}"
+                    f" {result['images_per_s']:8.0f} img/s   first epoch "
+                    f"{result['first_epoch_s']:.2f} s")
             results[variant] = summarise(rounds)
         return results
     finally:
@@ -284,34 +280,10 @@ def summarise(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 
 # -- output ---------------------------------------------------------------------------------
 def machine_info() -> dict[str, Any]:
-    cpu_model = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu_model = next((line.split(":", 1)[1].strip() for line in f
-                              if line.startswith("model name")), cpu_model)
-    except OSError:
-        pass
-
-    def version(name: str) -> str | None:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = None
-    return {
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-        else os.cpu_count(),
-        "cpu_model": cpu_model,
-        "load_average_at_start": load,
-        "python": platform.python_version(),
-        "versions": {n: version(n) for n in ("stoke", "keras", "numpy", "pillow")},
-        "keras_backend": keras.backend.backend(),
-        "stoke_version": stoke.__version__,
-    }
+    machine = common.machine_info(("stoke", "keras", "numpy", "pillow"),
+                                  keys=("cores", "cpu_model", "python", "versions"))
+    return {**machine, "load_average_at_start": common.load_average(),
+            "keras_backend": keras.backend.backend(), "stoke_version": stoke.__version__}
 
 
 def print_table(results: dict[str, Any]) -> None:
@@ -333,7 +305,7 @@ VARIANT_NOTES = {
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = common.available_cores()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=None, help="files (default 1024)")
     parser.add_argument("--image-size", type=int, default=128)
@@ -383,9 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         "variants": {v: {"description": VARIANT_NOTES[v], **results[v]} for v in results},
     }
     print_table(results)
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(record, indent=2) + "\n")
+    output = write_json(args.output, record)
     print(f"\nwrote {output}")
     return 0
 

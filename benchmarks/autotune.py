@@ -53,7 +53,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # `workloads` must import the same way in every worker
 sys.path.insert(0, str(HERE.parent))  # and stoke from this checkout
+import common  # noqa: E402
 import workloads  # noqa: E402
+from common import interleaved, write_json  # noqa: E402
 
 SCHEMA = "stoke.bench.autotune/1"
 GOAL = 0.9
@@ -240,23 +242,21 @@ def run_workload(workload: Workload, settings: list[tuple[str, Any]], args,
     rounds: dict[str, list[dict[str, Any]]] = {_label(s): [] for s in settings}
     errors: dict[str, str] = {}
     started = time.time()
-    for round_index in range(args.rounds):
-        shift = round_index % len(settings)
-        for executor, workers in settings[shift:] + settings[:shift]:
-            label = _label((executor, workers))
-            if label in errors:
-                continue
-            try:
-                result = visit(pipe, executor, workers, args)
-            except Exception as exc:  # noqa: BLE001 - one broken setting must not stop the rest
-                errors[label] = f"{type(exc).__name__}: {exc}"[:300]
-                log(f"  {workload.name:<13} {label:<12} FAILED: {errors[label]}")
-                continue
-            rounds[label].append(result)
-            extra = (f"  -> {result['chose']} (settled after {result['settled_after_s']} s)"
-                     if "chose" in result else "")
-            log(f"  {workload.name:<13} round {round_index + 1}/{args.rounds}  {label:<12} "
-                f"{result['samples_per_s']:>10,.0f} samples/s{extra}")
+    for round_index, (executor, workers) in interleaved(settings, args.rounds):
+        label = _label((executor, workers))
+        if label in errors:
+            continue
+        try:
+            result = visit(pipe, executor, workers, args)
+        except Exception as exc:  # noqa: BLE001 - one broken setting must not stop the rest
+            errors[label] = f"{type(exc).__name__}: {exc}"[:300]
+            log(f"  {workload.name:<13} {label:<12} FAILED: {errors[label]}")
+            continue
+        rounds[label].append(result)
+        extra = (f"  -> {result['chose']} (settled after {result['settled_after_s']} s)"
+                 if "chose" in result else "")
+        log(f"  {workload.name:<13} round {round_index + 1}/{args.rounds}  {label:<12} "
+            f"{result['samples_per_s']:>10,.0f} samples/s{extra}")
     rows = []
     reference = None
     for executor, workers in settings:
@@ -394,9 +394,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 
 # -- command line -------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from pipeline_throughput import available_cores
-
-    cores = available_cores()
+    cores = common.available_cores()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", default=",".join(WORKLOADS),
@@ -450,15 +448,13 @@ def main(argv: list[str] | None = None) -> int:
         results = [json.loads(Path(p).read_text()) for p in args.plot_only]
         plot(results, Path(args.out) if args.out else Path(args.plot_only[0]).with_suffix(".png"))
         return 0
-    from pipeline_throughput import machine_info
-
     tag = args.tag or os.uname().nodename
     out = Path(args.out) if args.out else HERE / "results" / f"autotune-{tag}.json"
     settings = ([("inline", 1)]
                 + [(kind, n) for kind in ("thread", "process") for n in args.worker_counts]
                 + [("auto", "auto")])
-    machine = machine_info()
-    machine["loadavg_start"] = list(os.getloadavg())
+    machine = common.machine_info()
+    machine["loadavg_start"] = common.load_average()
     print(f"autotune benchmark: {machine['cores']} cores, {len(settings)} settings x "
           f"{len(args.workload_names)} workloads x {args.rounds} rounds "
           f"(warm-up {args.warmup} s, timed {args.seconds} s)")
@@ -468,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_workload(WORKLOADS[name], settings, args, print)
         print_workload(result)
         results.append(result)
-    machine["loadavg_end"] = list(os.getloadavg())
+    machine["loadavg_end"] = common.load_average()
     record = {
         "schema": SCHEMA, "date": dt.datetime.now().isoformat(timespec="seconds"),
         "duration_s": round(time.time() - started, 1), "command": " ".join(sys.argv),
@@ -479,8 +475,7 @@ def main(argv: list[str] | None = None) -> int:
                      "statistic": "median over rounds"},
         "workloads": results,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2, default=str))
+    write_json(out, record, default=str)
     print(f"\nresults written to {out}")
     if args.plot:
         plot([record], out.with_suffix(".png"))

@@ -31,6 +31,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "benchmarks") not in sys.path:  # `common`, however this module is imported
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import write_json  # noqa: E402
+
 SCRIPT = ROOT / "tests" / "scripts" / "doctor_known.py"
 RESULTS = ROOT / "benchmarks" / "results"
 BACKENDS = ("jax", "torch", "tensorflow")
@@ -73,6 +77,18 @@ def child_env(backend: str) -> dict[str, str]:
     return env
 
 
+def known_result(stdout: str) -> dict | None:
+    """The script's own ``KNOWN_RESULT {json}`` line, if it printed one."""
+    for line in stdout.splitlines():
+        if line.startswith("KNOWN_RESULT "):
+            return json.loads(line[len("KNOWN_RESULT ") :])
+    return None
+
+
+def _tail(out: subprocess.CompletedProcess) -> str:
+    return f"{out.stdout[-2000:]}{out.stderr[-3000:]}"
+
+
 def run_plain(backend: str, script_args: list[str], timeout: float = 300) -> dict:
     """The script without the doctor; its own KNOWN_RESULT line."""
     out = subprocess.run(
@@ -83,10 +99,34 @@ def run_plain(backend: str, script_args: list[str], timeout: float = 300) -> dic
         timeout=timeout,
         check=False,
     )
-    for line in out.stdout.splitlines():
-        if line.startswith("KNOWN_RESULT "):
-            return json.loads(line[len("KNOWN_RESULT ") :])
-    raise RuntimeError(f"{backend} {script_args}: no result\n{out.stdout[-2000:]}{out.stderr[-3000:]}")
+    known = known_result(out.stdout)
+    if known is None:
+        raise RuntimeError(f"{backend} {script_args}: no result\n{_tail(out)}")
+    return known
+
+
+def run_under_doctor(
+    backend: str, doctor_args: list[str], script_args: list[str], timeout: float = 300,
+) -> tuple[dict | None, dict | None, str]:
+    """``stoke doctor --json REPORT DOCTOR_ARGS -- python SCRIPT SCRIPT_ARGS``: (the doctor's
+    JSON report, the script's own KNOWN_RESULT: each None where missing; the output's tail,
+    for an error message)."""
+    with tempfile.TemporaryDirectory(prefix="doctor-bench-") as folder:
+        report = Path(folder) / "report.json"
+        out = subprocess.run(
+            [
+                sys.executable, "-m", "stoke", "doctor", "--json", str(report), *doctor_args,
+                "--", sys.executable, str(SCRIPT), *script_args,
+            ],
+            env=child_env(backend),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            cwd=str(ROOT),
+        )
+        data = json.loads(report.read_text()) if report.exists() else None
+    return data, known_result(out.stdout), _tail(out)
 
 
 def run_doctor(
@@ -99,31 +139,12 @@ def run_doctor(
     ``--steps`` rather than a probe in the middle of a run that ends by itself: on TensorFlow
     a plain generator's run, probed mid-run, does not exit after fit (the interpreter hangs in
     its final garbage collection; seen here, not yet fixed)."""
-    with tempfile.TemporaryDirectory(prefix="doctor-accuracy-") as folder:
-        report = Path(folder) / "report.json"
-        out = subprocess.run(
-            [
-                sys.executable, "-m", "stoke", "doctor", "--json", str(report),
-                "--steps", str(steps), "--probe-seconds", str(probe_seconds),
-                "--", sys.executable, str(SCRIPT), *script_args,
-            ],
-            env=child_env(backend),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            cwd=str(ROOT),
-        )
-        if not report.exists():
-            raise RuntimeError(
-                f"{backend} {script_args}: no doctor report\n{out.stdout[-2000:]}{out.stderr[-3000:]}"
-            )
-        data = json.loads(report.read_text())
-    known = {}
-    for line in out.stdout.splitlines():
-        if line.startswith("KNOWN_RESULT "):
-            known = json.loads(line[len("KNOWN_RESULT ") :])
-    return data, known
+    report, known, tail = run_under_doctor(
+        backend, ["--steps", str(steps), "--probe-seconds", str(probe_seconds)], script_args,
+        timeout)
+    if report is None:
+        raise RuntimeError(f"{backend} {script_args}: no doctor report\n{tail}")
+    return report, known or {}
 
 
 def measure_case(backend: str, script_args: list[str], rounds: int = 1, **doctor_kw) -> dict:
@@ -186,8 +207,6 @@ def main() -> int:
                 f"  {'ok' if row.get('within_tolerance') else 'OFF'}",
                 flush=True,
             )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     summary = {
         "benchmark": "doctor_accuracy",
         "tolerance": TOLERANCE,
@@ -196,7 +215,7 @@ def main() -> int:
         "all_within_tolerance": all(r.get("within_tolerance") for r in rows),
         "all_verdicts_ok": all(r.get("verdict_ok") for r in rows),
     }
-    out.write_text(json.dumps(summary, indent=2))
+    out = write_json(args.out, summary)
     print(f"written {out}")
     return 0
 

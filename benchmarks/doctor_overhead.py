@@ -18,17 +18,15 @@ doctor's own estimate of its overhead from the record).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from doctor_accuracy import BACKENDS, ROOT, SCRIPT, child_env, run_plain  # noqa: E402
+from common import write_json  # noqa: E402
+from doctor_accuracy import BACKENDS, ROOT, run_plain, run_under_doctor  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -42,20 +40,12 @@ WORKLOADS = {
 
 
 def run_doctored(backend: str, script_args: list[str], probes: bool) -> tuple[dict, dict]:
-    with tempfile.TemporaryDirectory(prefix="doctor-overhead-") as folder:
-        report = Path(folder) / "report.json"
-        command = [sys.executable, "-m", "stoke", "doctor", "--json", str(report)]
-        command += ["--probe-after", "5", "--probe-seconds", "0.5"] if probes else ["--no-probes"]
-        command += ["--", sys.executable, str(SCRIPT), *script_args]
-        out = subprocess.run(
-            command, env=child_env(backend), capture_output=True, text=True, timeout=300,
-            check=False, cwd=str(ROOT),
-        )
-        data = json.loads(report.read_text()) if report.exists() else {}
-    for line in out.stdout.splitlines():
-        if line.startswith("KNOWN_RESULT "):
-            return json.loads(line[len("KNOWN_RESULT ") :]), data
-    raise RuntimeError(f"{backend}: no result under the doctor\n{out.stdout[-2000:]}{out.stderr[-3000:]}")
+    """(the script's own KNOWN_RESULT, the doctor's report or {}) under ``stoke doctor``."""
+    doctor_args = ["--probe-after", "5", "--probe-seconds", "0.5"] if probes else ["--no-probes"]
+    report, known, tail = run_under_doctor(backend, doctor_args, script_args)
+    if known is None:
+        raise RuntimeError(f"{backend}: no result under the doctor\n{tail}")
+    return known, report or {}
 
 
 def measure(backend: str, name: str, script_args: list[str], rounds: int, probes: bool) -> dict:
@@ -118,14 +108,12 @@ def main() -> int:
                 f"estimate {row['doctor_self_estimate_pct']})",
                 flush=True,
             )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
+    out = write_json(args.out, {
         "benchmark": "doctor_overhead",
         "target_pct": 3.0,
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "rows": rows,
-    }, indent=2))
+    })
     print(f"written {out}")
     return 0
 

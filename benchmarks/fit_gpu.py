@@ -35,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import workloads  # noqa: E402
+from common import write_json  # noqa: E402
 
 
 # -- the model -----------------------------------------------------------------------------
@@ -337,9 +338,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{row['feeder']:22s} skipped: {row['error']}")
     print("h2d:", result["h2d"])
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
+        write_json(args.out, result)
     return 0
 
 

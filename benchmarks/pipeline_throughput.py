@@ -30,6 +30,14 @@ threads and with processes, torch ``DataLoader``, grain with threads and with pr
 the reference ``tf-native-ops`` (the same work in TensorFlow's C++ ops: what users get when
 they rewrite the transform, not a loader of Python code; it is not counted as a peer).
 
+``--scaling`` runs only ``stoke-process`` at each worker count, the loop, and for each count
+W the machine's own ceiling ``independent-loops xW``: W spawned processes, no stoke and
+nothing shared, each running the plain loop on its own share, warmed up and then started
+together (all warm first), their rates added up. Cores slow down when all are busy (shared
+caches, memory bandwidth, turbo, SMT), so stoke's efficiency vs linear is split into the
+machine's (the loops' own efficiency vs linear) and stoke's "efficiency vs machine" (stoke's
+img/s at W / the loops' at W).
+
     python benchmarks/pipeline_throughput.py                      # full comparison
     python benchmarks/pipeline_throughput.py --quick              # a smoke run, seconds
     python benchmarks/pipeline_throughput.py --only stoke-process,torch-dataloader
@@ -41,16 +49,16 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
-import importlib.metadata
 import importlib.util
-import json
+import math
+import multiprocessing
 import os
-import platform
+import queue
 import socket
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,99 +70,39 @@ if str(HERE) not in sys.path:  # `workloads` must import the same way in every w
     sys.path.insert(0, str(HERE))
 if importlib.util.find_spec("stoke") is None:  # a checkout that was not pip-installed
     sys.path.insert(1, str(HERE.parent))
+import common  # noqa: E402
 import workloads  # noqa: E402
+from common import (  # noqa: E402
+    Running,
+    Window,
+    available_cores,
+    installed,
+    interleaved,
+    touch,
+    warm_up,
+    write_json,
+)
 
 SCHEMA = "stoke.bench.pipeline_throughput/1"
 STATISTIC = "median"  # over rounds; "best" is also recorded
 
 # -- the environment -----------------------------------------------------------------------
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS
-        return os.cpu_count() or 1
-
-
-def _installed(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
-
-
-def _version(distribution: str) -> str | None:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def _keras_backend_note() -> str | None:
     """Keras needs a backend to import; without TensorFlow, pick an installed one."""
-    if "KERAS_BACKEND" in os.environ or _installed("tensorflow"):
+    if "KERAS_BACKEND" in os.environ or installed("tensorflow"):
         return None
     for backend in ("jax", "torch"):
-        if _installed(backend):
+        if installed(backend):
             os.environ["KERAS_BACKEND"] = backend
             return f"Keras on {backend} (no TensorFlow)"
     os.environ["KERAS_BACKEND"] = "numpy"
     return "Keras on numpy (no TensorFlow, JAX, torch)"
 
 
-def machine_info() -> dict[str, Any]:
-    cpu_model = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu_model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    import psutil
-
-    versions = {
-        name: _version(dist) for name, dist in (
-            ("stoke", "stoke"), ("numpy", "numpy"), ("simplejpeg", "simplejpeg"),
-            ("pillow", "pillow"), ("tensorflow", "tensorflow-cpu"), ("keras", "keras"),
-            ("torch", "torch"), ("grain", "grain"), ("jax", "jax"),
-        )
-    }
-    if versions["tensorflow"] is None:
-        versions["tensorflow"] = _version("tensorflow")
-    return {
-        "host": socket.gethostname(),
-        "cores": available_cores(),
-        "logical_cpus": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "versions": versions,
-        "keras_backend": os.environ.get("KERAS_BACKEND", "tensorflow (default)"),
-    }
-
-
 # -- what a run needs ----------------------------------------------------------------------
 @dataclass(frozen=True)
-class Settings:
-    batch_size: int
-    workers: int
-    batches: int  # timed batches per round
-    warmup_batches: int  # after the first batch, before timing
-    rounds: int
-    seed: int = 0
-
-    @property
-    def max_warmup_batches(self) -> int:
-        """The time-based warm-up stops here at the latest."""
-        return max(self.warmup_batches, 10 * (self.warmup_batches + self.batches))
-
-    @property
-    def total_batches(self) -> int:
-        """Batches in the stream every loader is given: more than any visit reads."""
-        return 1 + self.max_warmup_batches + self.batches
-
-    @property
-    def total_samples(self) -> int:
-        return self.total_batches * self.batch_size
+class Settings(Window):
+    workers: int = 1  # of every parallel loader (--workers); --scaling sets its own
 
 
 @dataclass
@@ -170,21 +118,16 @@ class Context:
     workers: int  # may differ from settings.workers in --scaling mode
 
 
-@dataclass
-class Running:
-    """A built loader: its batches, and how to shut it down."""
-
-    batches: Iterator[Any]
-    close: Callable[[], None] = lambda: None
-
-
 @dataclass(frozen=True)
 class LoaderSpec:
     name: str
-    kind: str  # "baseline" | "stoke" | "peer" | "reference"
+    kind: str  # "baseline" | "stoke" | "peer" | "reference" | "machine"
     description: str
     requires: tuple[str, ...]
     build: Callable[[Context], Running]
+    # How a visit is timed: None is measure_once (this process consumes the batches); a row
+    # whose batches are made and timed in other processes brings its own.
+    measure: Callable[[LoaderSpec, Context], dict[str, Any]] | None = None
 
 
 # -- the loaders ---------------------------------------------------------------------------
@@ -192,9 +135,11 @@ def _order(ctx: Context) -> np.ndarray:
     return np.random.default_rng(ctx.settings.seed).permutation(len(ctx.samples))
 
 
-def build_python_loop(ctx: Context) -> Running:
+def build_python_loop(ctx: Context, share: int = 0, shares: int = 1) -> Running:
+    """Transform each sample, ``np.stack`` the batch; over every ``shares``-th sample of the
+    shuffled order from ``share`` on (the independent loops each take their own share)."""
     dataset = workloads.TransformedSamples(ctx.samples, ctx.transform, ctx.settings.seed)
-    order, size = _order(ctx), ctx.settings.batch_size
+    order, size = _order(ctx)[share::shares], ctx.settings.batch_size
 
     def batches():
         for start in range(0, len(order) - size + 1, size):
@@ -372,12 +317,6 @@ LOADER_NAMES = tuple(spec.name for spec in LOADERS)
 
 
 # -- measuring -----------------------------------------------------------------------------
-def _touch(batch: Any) -> float:
-    """What a trainer does to a batch at the least: read it (one image and one label)."""
-    x, y = batch[0], batch[1]
-    return float(np.asarray(x[0]).sum()) + float(np.asarray(y[0]))
-
-
 def _describe_batch(batch: Any) -> dict[str, Any]:
     x, y = batch[0], batch[1]
 
@@ -462,20 +401,16 @@ def measure_once(spec: LoaderSpec, ctx: Context) -> dict[str, Any]:
     try:
         batches = running.batches
         first = next(batches)
-        sink += _touch(first)
+        sink += touch(first)
         batch_info = _describe_batch(first)
         del first
-        first_at = time.perf_counter()
-        startup = first_at - started
-        warmup = 0
-        while warmup < settings.max_warmup_batches and (
-                warmup < settings.warmup_batches or time.perf_counter() - first_at < startup):
-            sink += _touch(next(batches))
-            warmup += 1
+        startup = time.perf_counter() - started
+        warmup, warm_sink = warm_up(batches, settings, startup)
+        sink += warm_sink
         cpu_from = _tree_cpu_s()
         timed_from = time.perf_counter()
         for _ in range(settings.batches):
-            sink += _touch(next(batches))
+            sink += touch(next(batches))
         timed_to = time.perf_counter()
         cpu_to = _tree_cpu_s()
     finally:
@@ -496,6 +431,124 @@ def measure_once(spec: LoaderSpec, ctx: Context) -> dict[str, Any]:
         "batch": batch_info,
         "leftover_processes": leftovers,
     }
+
+
+# -- the machine's own ceiling: W independent plain loops ----------------------------------
+LOOPS_TIMEOUT_S = 300.0  # the longest the independent loops may take to get ready, or to report
+LOOPS_EXIT_S = 20.0  # after the visit, for all of them to exit (then killed, as stragglers)
+
+
+def _independent_loop(ctx: Context, share: int, warmup_batches: int, timed_batches: int,
+                      go, stop, results) -> None:
+    """One of ``ctx.workers`` spawned processes: the plain loop on its own share of the
+    stream. Warm up, say so, wait for ``go`` (set once every process is warm), time
+    ``timed_batches`` batches, report; then keep the core busy (untimed) until ``stop``, set
+    once all have reported, so that every process's timed batches ran with all W at work."""
+    try:
+        def endless():
+            while True:
+                yield from build_python_loop(ctx, share, ctx.workers).batches
+
+        batches = endless()
+        first = next(batches)
+        first_at = time.perf_counter()  # CLOCK_MONOTONIC: the same clock in every process
+        sink = touch(first)
+        batch_info = _describe_batch(first)
+        for _ in range(warmup_batches):
+            sink += touch(next(batches))
+        results.put({"share": share, "ready": True, "first_at": first_at, "batch": batch_info})
+        if not go.wait(timeout=LOOPS_TIMEOUT_S) or stop.is_set():
+            return
+        cpu_from, timed_from = time.process_time(), time.perf_counter()
+        for _ in range(timed_batches):
+            sink += touch(next(batches))
+        timed_to, cpu_to = time.perf_counter(), time.process_time()
+        results.put({"share": share, "images": timed_batches * ctx.settings.batch_size,
+                     "seconds": timed_to - timed_from, "cpu_s": cpu_to - cpu_from,
+                     "finite": bool(np.isfinite(sink))})
+        busy_until = time.monotonic() + LOOPS_TIMEOUT_S
+        while not stop.is_set() and time.monotonic() < busy_until:
+            touch(next(batches))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
+        results.put({"share": share, "error": f"{type(exc).__name__}: {exc}"[:300]})
+
+
+def _one_message_each(results, processes: list, what: str) -> list[dict[str, Any]]:
+    """A message from every process (``what`` they were doing, for errors); a process's
+    error, a process that exits without a word, or LOOPS_TIMEOUT_S raises."""
+    messages: list[dict[str, Any]] = []
+    deadline = time.monotonic() + LOOPS_TIMEOUT_S
+    while len(messages) < len(processes):
+        try:
+            message = results.get(timeout=0.5)
+        except queue.Empty:
+            gone = [p for p in processes if p.exitcode is not None]
+            if gone and results.empty():
+                raise RuntimeError(f"independent loop {gone[0].name} (pid {gone[0].pid}) exited "
+                                   f"with code {gone[0].exitcode} while {what}") from None
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(messages)} of {len(processes)} independent loops done "
+                                   f"{what} within {LOOPS_TIMEOUT_S:.0f} s") from None
+            continue
+        if "error" in message:
+            raise RuntimeError(f"independent loop {message['share']} failed while {what}: "
+                               f"{message['error']}")
+        messages.append(message)
+    return messages
+
+
+def measure_independent_loops(spec: LoaderSpec, ctx: Context) -> dict[str, Any]:
+    """One visit of the machine's ceiling for ``ctx.workers`` busy cores: as many spawned
+    processes, no stoke and nothing shared, each running the plain loop (``spec.build``'s
+    work) on its own share. All warm up, then start together; each times its part of the
+    window (together about ``settings.batches`` batches, as the stoke row). img/s is the sum
+    of their rates (all W busy throughout); CPU µs/img is theirs together."""
+    settings, count = ctx.settings, ctx.workers
+    warmup = max(2, math.ceil(settings.warmup_batches / count))
+    timed = math.ceil(settings.batches / count)
+    mp = multiprocessing.get_context("spawn")  # fresh interpreters, like stoke's workers
+    go, stop, results = mp.Event(), mp.Event(), mp.Queue()
+    before = _children()
+    gc.collect()
+    started = time.perf_counter()
+    processes = [mp.Process(target=_independent_loop, name=f"independent-loop-{k}", daemon=True,
+                            args=(ctx, k, warmup, timed, go, stop, results))
+                 for k in range(count)]
+    try:
+        for process in processes:
+            process.start()
+        ready = _one_message_each(results, processes, "starting and warming up")
+        go.set()
+        reports = _one_message_each(results, processes, "timing its batches")
+    finally:
+        stop.set()
+        go.set()
+        exit_by = time.monotonic() + LOOPS_EXIT_S
+        for process in processes:
+            if process.pid is not None:
+                process.join(timeout=max(0.0, exit_by - time.monotonic()))
+        leftovers = _reap_new_children(before, timeout_s=max(0.0, exit_by - time.monotonic()))
+        for process in processes:
+            if process.pid is not None:
+                process.join(timeout=5.0)  # the killed ones: no zombie left
+        results.close()
+    if not all(r["finite"] for r in reports):
+        raise RuntimeError(f"{spec.name} delivered non-finite values")
+    images = sum(r["images"] for r in reports)
+    return {
+        "startup_s": max(r["first_at"] for r in ready) - started,  # every process's first batch
+        "warmup_batches": warmup,  # per process
+        "images_per_s": sum(r["images"] / r["seconds"] for r in reports),
+        "cpu_us_per_image": sum(r["cpu_s"] for r in reports) * 1e6 / images,
+        "batch": ready[0]["batch"],
+        "leftover_processes": leftovers,
+    }
+
+
+INDEPENDENT_LOOPS = LoaderSpec(
+    "independent-loops", "machine",
+    "the machine's ceiling: W plain loops in W spawned processes, no stoke, nothing shared",
+    (), build_python_loop, measure_independent_loops)
 
 
 @dataclass
@@ -545,21 +598,20 @@ def run_rounds(rows: list[Row], ctx_for: Callable[[Row], Context], rounds: int,
                log: Callable[[str], None]) -> None:
     """Round-robin over the rows; the order rotates each round."""
     active = [r for r in rows if r.status == "ok"]
-    for round_index in range(rounds):
-        shift = round_index % max(1, len(active))
-        for row in active[shift:] + active[:shift]:
-            if row.status != "ok":
-                continue
-            try:
-                result = measure_once(row.spec, ctx_for(row))
-            except Exception as exc:  # noqa: BLE001 - one broken peer must not stop the rest
-                row.status = "failed"
-                row.note = f"{type(exc).__name__}: {exc}"[:300]
-                log(f"round {round_index + 1}/{rounds}  {row.label:<26} FAILED: {row.note}")
-                continue
-            row.rounds.append(result)
-            log(f"round {round_index + 1}/{rounds}  {row.label:<26} "
-                f"{result['images_per_s']:>9,.0f} img/s   start-up {result['startup_s']:.2f} s")
+    for round_index, row in interleaved(active, rounds):
+        if row.status != "ok":
+            continue
+        measure = row.spec.measure or measure_once
+        try:
+            result = measure(row.spec, ctx_for(row))
+        except Exception as exc:  # noqa: BLE001 - one broken peer must not stop the rest
+            row.status = "failed"
+            row.note = f"{type(exc).__name__}: {exc}"[:300]
+            log(f"round {round_index + 1}/{rounds}  {row.label:<26} FAILED: {row.note}")
+            continue
+        row.rounds.append(result)
+        log(f"round {round_index + 1}/{rounds}  {row.label:<26} "
+            f"{result['images_per_s']:>9,.0f} img/s   start-up {result['startup_s']:.2f} s")
 
 
 # -- reporting -----------------------------------------------------------------------------
@@ -588,26 +640,45 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def summarise_scaling(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Efficiency vs linear: img/s at w workers / (w x img/s at the fewest workers measured,
-    scaled to one worker)."""
-    ok = sorted((r for r in rows if r["status"] == "ok" and r["kind"] == "stoke"),
-                key=lambda r: r["workers"])
+    scaled to one worker); for the independent loops the same against their own fewest.
+    Efficiency vs machine: stoke's img/s at w workers / the independent loops' at w, the most
+    that w busy cores of this machine give; so efficiency vs linear = the machine's own
+    efficiency vs linear x efficiency vs machine x (loops / stoke at the fewest workers)."""
+    def ok_of(kind: str) -> list[dict[str, Any]]:
+        return sorted((r for r in rows if r["status"] == "ok" and r["kind"] == kind
+                       and r["images_per_s"]), key=lambda r: r["workers"])
+
+    ok, machine = ok_of("stoke"), ok_of("machine")
     loop = next((r for r in rows if r["status"] == "ok" and r["kind"] == "baseline"), None)
     for r in rows:
         r["ratio_to_loop"] = (r["images_per_s"] / loop["images_per_s"]
                               if loop and r["status"] == "ok" else None)
         r["ratio_to_best_peer"] = None
         r["efficiency_vs_linear"] = None
+        r["efficiency_vs_machine"] = None
+    for measured in (ok, machine):
+        if measured:
+            per_worker = measured[0]["images_per_s"] / measured[0]["workers"]
+            for r in measured:
+                r["efficiency_vs_linear"] = r["images_per_s"] / (r["workers"] * per_worker)
     if not ok:
         return {}
-    per_worker = ok[0]["images_per_s"] / ok[0]["workers"]
+    ceiling = {r["workers"]: r["images_per_s"] for r in machine}
     for r in ok:
-        r["efficiency_vs_linear"] = r["images_per_s"] / (r["workers"] * per_worker)
         if loop:
             r["efficiency_vs_loop"] = r["images_per_s"] / (r["workers"] * loop["images_per_s"])
-    return {"per_worker_images_per_s": per_worker,
+        if r["workers"] in ceiling:
+            r["efficiency_vs_machine"] = r["images_per_s"] / ceiling[r["workers"]]
+    most = ok[-1]
+    machine_most = next((r for r in machine if r["workers"] == most["workers"]), None)
+    return {"per_worker_images_per_s": ok[0]["images_per_s"] / ok[0]["workers"],
             "linear_reference": f"{ok[0]['name']} / {ok[0]['workers']}",
-            "efficiency_at_max_workers": ok[-1]["efficiency_vs_linear"],
-            "max_workers": ok[-1]["workers"]}
+            "efficiency_at_max_workers": most["efficiency_vs_linear"],
+            "max_workers": most["workers"],
+            "efficiency_vs_machine_at_max_workers": most["efficiency_vs_machine"],
+            "machine_images_per_s_at_max_workers": machine_most and machine_most["images_per_s"],
+            "machine_efficiency_vs_linear_at_max_workers":
+                machine_most and machine_most["efficiency_vs_linear"]}
 
 
 def _fmt(value: float | None, fmt: str, missing: str = "-") -> str:
@@ -632,29 +703,41 @@ def print_table(result: dict[str, Any]) -> None:
     table.add_column("best", justify="right")
     table.add_column("x loop", justify="right")
     scaling = result["mode"] == "scaling"
-    table.add_column("eff. vs linear" if scaling else "x best peer", justify="right")
+    if scaling:
+        table.add_column("eff. vs linear", justify="right")
+        table.add_column("eff. vs machine", justify="right")
+    else:
+        table.add_column("x best peer", justify="right")
     table.add_column("start-up s", justify="right")
     table.add_column("CPU µs/img", justify="right")
     table.add_column("note")
+    notes = {"reference": "reference: TF C++ ops, not Python",
+             "machine": "machine ceiling"}
+    styles = {"stoke": "bold", "reference": "dim", "machine": "italic"}
     for r in result["rows"]:
-        last = r.get("efficiency_vs_linear") if scaling else r["ratio_to_best_peer"]
-        style = "bold" if r["kind"] == "stoke" else ("dim" if r["kind"] == "reference" else None)
+        ratios = ([_fmt(r.get("efficiency_vs_linear"), ".0%"),
+                   _fmt(r.get("efficiency_vs_machine"), ".0%")] if scaling
+                  else [_fmt(r["ratio_to_best_peer"], ".2f")])
         table.add_row(
             r["name"], str(r["workers"]), _fmt(r["images_per_s"], ",.0f"),
-            _fmt(r["images_per_s_best"], ",.0f"), _fmt(r["ratio_to_loop"], ".2f"),
-            (_fmt(last, ".0%") if scaling else _fmt(last, ".2f")),
+            _fmt(r["images_per_s_best"], ",.0f"), _fmt(r["ratio_to_loop"], ".2f"), *ratios,
             _fmt(r["startup_s"], ".2f"), _fmt(r["cpu_us_per_image"], ",.0f"),
-            r["note"] or ("reference: TF C++ ops, not Python" if r["kind"] == "reference"
-                          else ""),
-            style=style,
+            r["note"] or notes.get(r["kind"], ""), style=styles.get(r["kind"]),
         )
-    console = Console(width=max(130, Console().width))
+    console = Console(width=max(140 if scaling else 130, Console().width))
     console.print(table)
     summary = result["summary"]
     if not scaling and summary.get("best_peer"):
         console.print(f"best peer: {summary['best_peer']} "
                       f"({summary['best_peer_images_per_s']:,.0f} img/s); ratios are medians "
                       "of rounds; tf-native-ops is a reference, not a peer.")
+    if scaling and summary.get("efficiency_vs_machine_at_max_workers") is not None:
+        console.print(
+            f"at {summary['max_workers']} workers: stoke "
+            f"{summary['efficiency_at_max_workers']:.0%} of linear; the machine itself "
+            f"({summary['max_workers']} independent plain loops) "
+            f"{summary['machine_efficiency_vs_linear_at_max_workers']:.0%} of linear; stoke "
+            f"{summary['efficiency_vs_machine_at_max_workers']:.0%} of the machine.")
 
 
 # -- main ----------------------------------------------------------------------------------
@@ -682,8 +765,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", default=None,
                         help=f"comma-separated loaders, of: {', '.join(LOADER_NAMES)}")
     parser.add_argument("--scaling", default=None, metavar="W[,W...]",
-                        help="run only stoke-process at these worker counts (and the loop), "
-                             "and report efficiency vs linear, e.g. 1,2,4,8,12,15")
+                        help="run only stoke-process at these worker counts (and the loop, "
+                             "and W independent plain loops per count: the machine's ceiling), "
+                             "and report efficiency vs linear and vs machine, e.g. 1,2,4,8,12,15")
     parser.add_argument("--data-dir", default=None,
                         help=f"where the JPEGs are cached (default {workloads.default_cache_dir()})")
     parser.add_argument("--tag", default=None, help="results file suffix (default: hostname)")
@@ -733,20 +817,22 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(batch_size=args.batch_size, workers=args.workers, batches=args.batches,
                         warmup_batches=args.warmup_batches, rounds=args.rounds, seed=args.seed)
     jpegs, labels = workloads.load_samples(workload, args.data_dir)
-    samples = workloads.JpegSamples(jpegs, labels, length=settings.total_samples)
+    samples = workloads.JpegSamples(jpegs, labels, length=settings.stream_samples)
     transform = workloads.Transform(workload)
     by_name = {spec.name: spec for spec in LOADERS}
 
     if args.scaling:
         mode = "scaling"
         rows = [Row(by_name["python-loop"], 1, "python-loop")]
-        rows += [Row(by_name["stoke-process"], w, f"stoke-process w={w}") for w in args.scaling]
+        for w in args.scaling:  # stoke at w workers, then the machine's ceiling for w cores
+            rows += [Row(by_name["stoke-process"], w, f"stoke-process w={w}"),
+                     Row(INDEPENDENT_LOOPS, w, f"independent-loops x{w}")]
     else:
         mode = "compare"
         names = args.only or list(LOADER_NAMES)
         rows = [Row(by_name[n], settings.workers, n) for n in LOADER_NAMES if n in names]
     for row in rows:
-        missing = [m for m in row.spec.requires if not _installed(m)]
+        missing = [m for m in row.spec.requires if not installed(m)]
         if missing:
             row.status = "skipped"
             row.note = f"not installed: {', '.join(missing)}"
@@ -759,7 +845,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(message: str) -> None:
         print(message, flush=True)
 
-    load_start = os.getloadavg()
+    load_start = common.load_average()
     started = time.time()
     print(f"{mode}: {len(rows)} rows, {settings.rounds} round(s), {settings.batches} timed "
           f"batches of {settings.batch_size} after {settings.warmup_batches} warm-up; "
@@ -769,9 +855,9 @@ def main(argv: list[str] | None = None) -> int:
 
     row_dicts = [r.as_dict() for r in rows]
     summary = summarise_scaling(row_dicts) if mode == "scaling" else summarise(row_dicts)
-    machine = machine_info()
-    machine["loadavg_start"] = [round(v, 2) for v in load_start]
-    machine["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
+    machine = common.machine_info()
+    machine["loadavg_start"] = load_start
+    machine["loadavg_end"] = common.load_average()
     result = {
         "schema": SCHEMA,
         "mode": mode,
@@ -786,7 +872,7 @@ def main(argv: list[str] | None = None) -> int:
             "rounds": settings.rounds, "seed": settings.seed, "statistic": STATISTIC,
             "startup": "excluded from img/s; the first batch's latency, reported as startup_s",
             "warmup": "at least warmup_batches and at least startup_s of wall time",
-            "stream_batches": settings.total_batches,
+            "stream_batches": settings.stream_batches,
             "consumer": "touches one image and one label per batch (no full copy)",
             "scaling_workers": args.scaling,
             "quick": args.quick,
@@ -798,8 +884,7 @@ def main(argv: list[str] | None = None) -> int:
     tag = args.tag or socket.gethostname()
     out = Path(args.out) if args.out else (
         HERE / "results" / f"pipeline_throughput{'-scaling' if mode == 'scaling' else ''}-{tag}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out, result)
     print(f"wrote {out}  (plot: python benchmarks/plot.py {out})")
     failed = [r["name"] for r in row_dicts if r["status"] == "failed"]
     return 1 if failed else 0

@@ -6,7 +6,9 @@ A comparison becomes horizontal bars: images/s per loader (the median over round
 whisker spans the slowest to the fastest round), coloured by kind (baseline, stoke, peer,
 reference), each labelled with its ratio to the plain loop; a dashed line marks the loop.
 A ``--scaling`` result becomes a line of images/s against workers with the linear ideal
-(the fewest-worker rate times the workers), each point labelled with its efficiency.
+(the fewest-worker rate times the workers) and, where measured, the machine's ceiling (W
+independent plain loops on W cores, no stoke), each point labelled with its efficiency vs
+linear and vs the machine.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-COLOURS = {"baseline": "#8c8c8c", "stoke": "#e8590c", "peer": "#3b6ea8", "reference": "#b8c7d9"}
+COLOURS = {"baseline": "#8c8c8c", "stoke": "#e8590c", "peer": "#3b6ea8", "reference": "#b8c7d9",
+           "machine": "#2b8a3e"}
 
 
 def _subtitle(result: dict[str, Any]) -> str:
@@ -72,10 +75,19 @@ def plot_scaling(result: dict[str, Any], ax) -> None:
     per_worker = result["summary"]["per_worker_images_per_s"]
     ax.plot(workers, [w * per_worker for w in workers], linestyle="--", color="#8c8c8c",
             label="linear (fewest-worker rate x workers)")
+    ceiling = sorted((r for r in result["rows"] if r["status"] == "ok"
+                      and r["kind"] == "machine"), key=lambda r: r["workers"])
+    if ceiling:
+        ax.plot([r["workers"] for r in ceiling], [r["images_per_s"] for r in ceiling],
+                marker="s", markersize=4, linestyle=":", color=COLOURS["machine"],
+                label="machine ceiling: W independent plain loops, no stoke")
     ax.plot(workers, values, marker="o", color=COLOURS["stoke"], label="stoke, process executor")
     for w, v, r in zip(workers, values, rows):
-        ax.annotate(f"{r['efficiency_vs_linear']:.0%}", (w, v), textcoords="offset points",
-                    xytext=(0, -14), ha="center", fontsize=8)
+        label = f"{r['efficiency_vs_linear']:.0%}"
+        if r.get("efficiency_vs_machine") is not None:
+            label += f" of linear\n{r['efficiency_vs_machine']:.0%} of machine"
+        ax.annotate(label, (w, v), textcoords="offset points", xytext=(0, -10), ha="center",
+                    va="top", fontsize=7 if ceiling else 8)
     loop = result["summary"].get("loop_images_per_s") or next(
         (r["images_per_s"] for r in result["rows"] if r["kind"] == "baseline"
          and r["status"] == "ok"), None)

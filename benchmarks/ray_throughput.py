@@ -34,15 +34,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.metadata
 import json
-import os
-import platform
-import socket
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +47,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import common  # noqa: E402
 import workloads  # noqa: E402
+from common import Running, interleaved, touch, warm_up, write_json  # noqa: E402
 
 import stoke  # noqa: E402
 from stoke.executors.ray import RayPool  # noqa: E402
@@ -61,23 +59,7 @@ OBJECT_STORE_BYTES = 300 * 2**20
 
 
 # -- set-up --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Settings:
-    batch_size: int
-    batches: int
-    warmup_batches: int
-    rounds: int
-    seed: int = 0
-
-    @property
-    def max_warmup_batches(self) -> int:
-        """The time-based warm-up stops here at the latest."""
-        return max(self.warmup_batches, 10 * (self.warmup_batches + self.batches))
-
-    @property
-    def stream_batches(self) -> int:
-        """Batches in each stream: more than any visit reads."""
-        return 1 + self.max_warmup_batches + self.batches
+Settings = common.Window  # batch size, timed batches, warm-up batches, rounds, seed
 
 
 @dataclass
@@ -87,37 +69,11 @@ class Bench:
     nodes: list[Any]  # the cluster's worker nodes
 
 
-@dataclass
-class Running:
-    batches: Iterator[Any]
-    close: Callable[[], None]
-
-
 def machine_info() -> dict[str, Any]:
-    cpu_model = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu_model = next((line.split(":", 1)[1].strip() for line in f
-                              if line.startswith("model name")), cpu_model)
-    except OSError:
-        pass
-    import psutil
-
-    def version(name: str) -> str | None:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
-    return {
-        "host": socket.gethostname(),
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "cpu_model": cpu_model,
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "python": platform.python_version(),
-        "versions": {n: version(n) for n in ("stoke", "ray", "numpy", "simplejpeg", "pillow")},
-        "load_average_at_start": list(os.getloadavg()),
-    }
+    machine = common.machine_info(("stoke", "ray", "numpy", "simplejpeg", "pillow"),
+                                  keys=("host", "cores", "cpu_model", "memory_gib", "python",
+                                        "versions"))
+    return {**machine, "load_average_at_start": common.load_average()}
 
 
 def start_cluster(worker_nodes: int):
@@ -241,11 +197,6 @@ def transfer_ceiling(bench: Bench, batch_bytes: int, batches: int = 30) -> dict[
             "images_per_s_ceiling": round(batches * bench.settings.batch_size / elapsed, 1)}
 
 
-def touch(batch: Any) -> float:
-    image, label = batch
-    return float(image[0].sum()) + float(label[0])
-
-
 def measure_once(name: str, bench: Bench) -> dict[str, Any]:
     settings = bench.settings
     started = time.perf_counter()
@@ -254,13 +205,7 @@ def measure_once(name: str, bench: Bench) -> dict[str, Any]:
         batches = running.batches
         touch(next(batches))
         startup_s = time.perf_counter() - started
-        warm_started = time.perf_counter()
-        warmed = 0
-        while warmed < settings.warmup_batches or (
-                time.perf_counter() - warm_started < startup_s
-                and warmed < settings.max_warmup_batches):
-            touch(next(batches))
-            warmed += 1
+        warmed, _ = warm_up(batches, settings, startup_s)
         timed_started = time.perf_counter()
         images = 0
         for _ in range(settings.batches):
@@ -279,8 +224,7 @@ def run(names: list[str], settings: Settings, workload: workloads.Workload) -> d
     import ray
 
     jpegs, labels = workloads.load_samples(workload)
-    samples = workloads.JpegSamples(jpegs, labels,
-                                    length=settings.stream_batches * settings.batch_size)
+    samples = workloads.JpegSamples(jpegs, labels, length=settings.stream_samples)
     pipe = (stoke.from_sequence(samples).shuffle(settings.seed)
             .map(workloads.Transform(workload)).batch(settings.batch_size))
     machine = machine_info()
@@ -292,14 +236,12 @@ def run(names: list[str], settings: Settings, workload: workloads.Workload) -> d
         ceiling = transfer_ceiling(bench, batch_bytes)
         print(f"Ray transfer alone, worker node -> head: {ceiling['gib_per_s']} GiB/s, "
               f"{ceiling['images_per_s_ceiling']} img/s at most", flush=True)
-        for round_index in range(settings.rounds):
-            shift = round_index % len(names)
-            for name in names[shift:] + names[:shift]:
-                visit = measure_once(name, bench)
-                visits[name].append(visit)
-                print(f"round {round_index + 1}/{settings.rounds}  {name:28s} "
-                      f"{visit['images_per_s']:8.1f} img/s  start-up {visit['startup_s']:.2f} s",
-                      flush=True)
+        for round_index, name in interleaved(names, settings.rounds):
+            visit = measure_once(name, bench)
+            visits[name].append(visit)
+            print(f"round {round_index + 1}/{settings.rounds}  {name:28s} "
+                  f"{visit['images_per_s']:8.1f} img/s  start-up {visit['startup_s']:.2f} s",
+                  flush=True)
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -375,8 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
     settings = Settings(args.batch_size, args.batches, args.warmup, args.rounds)
     result = run(names, settings, workloads.Workload(files=args.files))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     print(json.dumps(result["ratios"], indent=2))
     print(f"wrote {args.out}")
     if args.plot:
