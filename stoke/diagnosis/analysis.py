@@ -37,14 +37,19 @@ the measurements show that host work, not the device, fills the step (see
 ``max(model, input) + exposed overhead``; with the input hidden, what is left is the time the
 trainer spends not waiting, and never less than the model needs on its own::
 
-    no_wait_step_s    = typical (step_s - wait_s)       # see no_wait_step_s: mean or median
+    no_wait_step_s    = the input-free window's step     # measured, when it ran, else
+                      = typical (step_s - wait_s)       # see no_wait_step_s: mean or median
     model_step_s      = batch_size / model_alone        # the model-alone probe, if run
     predicted_step_s  = max(no_wait_step_s, model_step_s)
     predicted_speedup = max(1.0, mean step_s / predicted_step_s)
     predicted_throughput = throughput * predicted_speedup
     # i.e. predicted_throughput = min(no-wait throughput, model_alone)
 
-Without the model-alone probe the no-wait estimate stands alone; on backends that dispatch
+The input-free window (:mod:`stoke.diagnosis.input_free`) times a few of the run's own
+steps fed a cached batch: everything ``fit`` does per step but the input, the quantity the
+prediction needs. Without it the no-wait step comes from the run's steps less their waits,
+which runs long right after long waits (cold caches, idle cores) - several times too long for
+small models. Without the model-alone probe the no-wait estimate stands alone; on backends that dispatch
 asynchronously (JAX, TensorFlow) the device may run during the wait, so the compute time of
 steps measured after a device sync (``StepSample.synced``) is used when it is longer. Working
 in step time also holds when batch sizes were not recorded.
@@ -398,6 +403,16 @@ def no_wait_step_s(kept: Sequence[StepSample], wait_fraction: float) -> float:
     return statistics.median(computes)
 
 
+def input_free_step_s(record: RunRecord) -> float | None:
+    """The step time of the input-free window (:mod:`stoke.diagnosis.input_free`), per
+    train-function call, when it ran."""
+    probe = record.probes.get("input_free")
+    if probe is None:
+        return None
+    value = _number(probe.detail.get("s_per_step"))
+    return value if value and value > 0 else None
+
+
 def _synced_compute_s(kept: Sequence[StepSample], wait_fraction: float) -> float:
     """Steps timed after a device sync include the device work the wait may hide under
     asynchronous dispatch: without a model-alone probe they bound the no-wait step from below."""
@@ -571,7 +586,10 @@ def _measure(record: RunRecord) -> Diagnosis:
     else:
         compute_s = no_wait_step_s(kept, wait_fraction)
     model_step_s = batch_size / model_alone if (model_alone and batch_size) else 0.0
-    if not model_alone and wait_source == "measured":
+    input_free_s = input_free_step_s(record)
+    if input_free_s is not None:
+        compute_s = input_free_s  # measured: the run's own steps with the input made free
+    elif not model_alone and wait_source == "measured":
         compute_s = max(compute_s, _synced_compute_s(kept, wait_fraction))
     predicted_step_s = max(compute_s, model_step_s)
     predicted_speedup = max(1.0, step_s / predicted_step_s) if predicted_step_s > 0 else None

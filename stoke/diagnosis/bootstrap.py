@@ -16,6 +16,7 @@ The parent side (building this command, reading the record, reporting) is
 
 from __future__ import annotations
 
+import gc
 import importlib.abc
 import importlib.util
 import os
@@ -226,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
             os.replace(temporary, record_path)
         sys.stdout.flush()
         sys.stderr.flush()
+        # Free what the run left in reference cycles now, while threads can still take the
+        # GIL: a tf.data iterator over a Python generator that is destroyed during interpreter
+        # shutdown waits forever for its prefetch thread, which needs the GIL to stop.
+        gc.collect()
     return code
 
 

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from stoke.diagnosis.input_free import InputFreeWindow
 from stoke.diagnosis.record import RunRecord, StepSample
 
 # Keras versions whose internals these hooks were written against and tested on. Outside the
@@ -181,6 +182,8 @@ class Recorder:
         self.steps_seen = 0
         self.probes_done = False
         self.probe_at_step: int | None = None
+        self.input_free: InputFreeWindow | None = None  # the input-free window in progress
+        self.input_free_done = False
         self.last_batch: Any = None
         self.keep_last_batch = False
         self.pending_facts_batch = True
@@ -294,6 +297,10 @@ class Recorder:
         self._trainer_thread = self.fit.trainer_thread
 
     def end_fit(self) -> None:
+        if self.input_free is not None and self.fit is not None:
+            # the fit ended inside the window (a callback stopped training): state back
+            self.input_free.abandon(self.fit.model)
+            self.end_input_free(None, "the fit ended before the window did")
         self.measuring = False
         self.fit = None
 
@@ -542,6 +549,11 @@ class Recorder:
     # -- after a step: probes and the step limit ----------------------------------------------
 
     def after_step(self, timed_function: TimedTrainFunction, args: tuple, result: Any) -> None:
+        if self._input_free_due() and self._start_input_free(timed_function, result):
+            return  # the probes and the step limit come when the window ends
+        self.probes_and_limit(timed_function, args, result)
+
+    def probes_and_limit(self, timed_function: TimedTrainFunction, args: tuple, result: Any) -> None:
         if (
             not self.probes_done
             and self.probe_at_step is not None
@@ -558,6 +570,57 @@ class Recorder:
                 if self.backend == "jax":
                     _hand_jax_state_to_model(timed_function.model, result)
                 raise DoctorStepLimitReached(f"stoke doctor: stopped after {self.steps_seen} steps")
+
+    # -- the input-free window (stoke.diagnosis.input_free) -------------------------------------
+
+    def _input_free_due(self) -> bool:
+        return (
+            self.options.probes
+            and not self.input_free_done
+            and self.input_free is None
+            and not self.probes_done
+            and self.probe_at_step is not None
+            and self.steps_seen >= self.probe_at_step
+            and self.fit is not None
+        )
+
+    def _start_input_free(self, timed_function: TimedTrainFunction, result: Any) -> bool:
+        """Open the window after this step when it can run; True when it did."""
+        from stoke.diagnosis import input_free
+
+        recent = [s for s in self.record.steps[-64:] if not s.warmup]
+        reason = None
+        if self.backend == "tensorflow" and not self.tf_pull_outside_graph:
+            reason = "TensorFlow pulls this run's batches inside the compiled loop: none can be swapped"
+        elif self.last_batch is None:
+            reason = "no batch of the run was kept"
+        elif recent and input_free.wait_fraction(recent) < input_free.MIN_WAIT_FRACTION:
+            reason = "the run barely waits for its input: there is no input cost to remove"
+        if reason is None:
+            try:
+                self.input_free = input_free.InputFreeWindow(
+                    self.backend, timed_function.model, result, self.last_batch,
+                    _leading_dim(self.last_batch),
+                    input_free.planned_calls(recent, self.options.probe_seconds),
+                )
+                return True
+            except Exception as error:
+                reason = f"the window could not start: {error!r}"
+        self.input_free_done = True
+        self.record.meta.setdefault("probe_notes", {})["input_free"] = reason
+        return False
+
+    def end_input_free(self, window: InputFreeWindow | None, failure: str | None = None) -> None:
+        """The window is over: keep its measurement, restart the step clock."""
+        current, self.input_free = self.input_free, None
+        self.input_free_done = True
+        if window is not None and window.result is not None:
+            self.record.probes["input_free"] = window.result
+        else:
+            self.record.meta.setdefault("probe_notes", {})["input_free"] = failure or "no result"
+        if current is not None:
+            self._probes_s += _perf_counter() - current.started_at
+        self._reset_clock()
 
     def run_probes(self, timed_function, args, result) -> None:
         self.probes_done = True
@@ -701,6 +764,9 @@ class _TimedBatches:
         recorder = self._recorder
         if not recorder.measuring:
             return next(self._inner)
+        window = recorder.input_free
+        if window is not None:
+            return window.batch  # the input-free window: the input costs nothing
         started = _perf_counter()
         batch = next(self._inner)
         arrived = _perf_counter()
@@ -731,7 +797,12 @@ def _wrap_epoch_iterator(epoch_iterator, recorder: Recorder) -> None:
 
     def enumerate_marking_epochs():
         recorder.begin_epoch()
-        return original_enumerate()
+        for item in original_enumerate():
+            yield item
+            while recorder.input_free is not None:
+                # the input-free window: the same step again, on the same batch, as many
+                # times as the window lasts; the epoch's own steps and batches stay as they were
+                yield item
 
     epoch_iterator._enumerate_iterator = enumerate_marking_epochs
     if recorder.backend == "tensorflow":
@@ -764,6 +835,8 @@ class TimedTrainFunction:
         recorder = self.recorder
         if not recorder.measuring or recorder.in_train_on_batch:
             return self.original(*args)
+        if recorder.input_free is not None:
+            return self._input_free_call(recorder.input_free, args)
         t_enter = _perf_counter()
         not_overhead_s = 0.0  # the pull itself and a one-time calibration
         if recorder.tf_pull_outside_graph and len(args) == 1:
@@ -794,6 +867,21 @@ class TimedTrainFunction:
 
     def sync(self, result) -> None:
         self._sync(result)
+
+    def _input_free_call(self, window: InputFreeWindow, args: tuple):
+        recorder = self.recorder
+        if len(args) == 1 and isinstance(args[0], self._tf_iterator_types):
+            args = (iter((window.batch,)),)  # TensorFlow, pulled outside the graph: no pull
+        try:
+            result, finished = window.call(self.original, self._sync, args)
+        except BaseException:
+            window.abandon(self.model)
+            recorder.end_input_free(None, "a step of the window raised")
+            raise
+        if finished:
+            recorder.end_input_free(window)
+            recorder.probes_and_limit(self, args, result)
+        return result
 
 
 def _device_sync_function(backend: str, model):

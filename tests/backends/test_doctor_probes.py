@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import runpy
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -132,6 +133,46 @@ def test_probes_leave_the_weights_as_training_left_them():
     assert d.record.probes["model_alone"].batches >= 3  # it trained, on something else
     for after_plain, after_measured in zip(plain.get_weights(), measured.get_weights(), strict=True):
         np.testing.assert_allclose(after_measured, after_plain, rtol=1e-5, atol=1e-6)
+
+
+class SlowBatches(keras.utils.PyDataset):
+    """An index-based input that takes ``load_s`` per batch: the same batches in the same
+    order every epoch, so two runs can be compared weight for weight."""
+
+    def __init__(self, batches: int, load_s: float):
+        super().__init__()
+        rng = np.random.default_rng(3)
+        self.x = rng.normal(size=(batches, 32, 16)).astype("float32")
+        self.y = self.x.sum(axis=2, keepdims=True)
+        self.load_s = load_s
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, index):
+        time.sleep(self.load_s)
+        return self.x[index], self.y[index]
+
+
+def test_input_free_window_measures_the_loop_and_leaves_training_as_it_was():
+    plain = tiny_model()
+    measured = tiny_model()
+    measured.set_weights(plain.get_weights())
+    plain.fit(SlowBatches(12, 0.01), epochs=2, shuffle=False, verbose=0)
+    with session.doctor(probe_after_steps=8, probe_seconds=0.1, sample_system=False) as d:
+        measured.fit(SlowBatches(12, 0.01), epochs=2, shuffle=False, verbose=0)
+    window = d.record.probes.get("input_free")
+    assert window is not None, d.record.meta.get("probe_notes")
+    assert window.detail["calls"] >= 5 and window.batches == window.detail["calls"] - 2
+    # the loop without its 10 ms loads: far below the run's steps, above the model alone
+    steps = steady(d.record)
+    assert window.detail["s_per_step"] < 0.5 * statistics.median(s.step_s for s in steps)
+    assert window.detail["s_per_step"] > 0.5 * d.record.probes["model_alone"].detail["s_per_step"]
+    # every own batch of both epochs was trained on, once, and the window's steps left no trace
+    assert int(measured.optimizer.iterations.numpy()) == int(plain.optimizer.iterations.numpy()) == 24
+    for after_plain, after_measured in zip(plain.get_weights(), measured.get_weights(), strict=True):
+        np.testing.assert_allclose(after_measured, after_plain, rtol=1e-5, atol=1e-6)
+    assert len(d.record.steps) == 24
 
 
 def test_snapshot_restores_model_and_optimizer_variables():
@@ -299,7 +340,7 @@ def test_stoke_doctor_stops_a_generator_script_after_n_steps(tmp_path, monkeypat
     assert record.meta["argv"][1:] == ["--load-ms", "15", "--epochs", "100"]
     assert record.input["kind"] == "generator"
     assert record.input["dtypes"]["0"] == "float64"
-    assert set(record.probes) == {"input_alone", "model_alone"}
+    assert set(record.probes) == {"input_alone", "model_alone", "input_free"}
     assert record.system, "the background sampler took no sample"
     report = json.loads((tmp_path / "doctor.json").read_text())
     assert report["verdict"] == "input-bound"

@@ -15,7 +15,7 @@ from stoke.diagnosis.analysis import (
     doctor_overhead_fraction,
     steady_steps,
 )
-from stoke.diagnosis.record import RunRecord, StepSample
+from stoke.diagnosis.record import ProbeResult, RunRecord, StepSample
 from tests.diagnosis import synthetic
 from tests.diagnosis.synthetic import make_record, make_steps
 
@@ -60,6 +60,21 @@ def test_synced_steps_correct_an_async_underestimate():
     diagnosis = analyse(make_record(wait_s=0.030, step_s=0.031, steps=steps))
     # per-sample compute = max(mean over all steps, mean over synced steps) = 9 ms per batch
     assert diagnosis.predicted_throughput == pytest.approx(64 / 0.009)
+
+
+def test_input_free_window_sets_the_prediction_over_the_steps_after_waits():
+    # The steps right after 20 ms waits spend 0.8 ms not waiting, but the run's own loop fed
+    # a cached batch takes 0.3 ms, and the model alone 0.05 ms: the window is the answer.
+    record = make_record(wait_s=0.020, step_s=0.0208, batch_size=32, model_alone=32 / 0.00005)
+    record.probes["input_free"] = ProbeResult(
+        samples_per_s=32 / 0.0003, seconds=0.06, batches=200, detail={"s_per_step": 0.0003}
+    )
+    diagnosis = analyse(record)
+    assert diagnosis.predicted_speedup == pytest.approx(0.0208 / 0.0003)
+    assert diagnosis.bound.no_wait_throughput == pytest.approx(32 / 0.0003)
+    # ... and the model alone still bounds it from below
+    record.probes["input_free"].detail["s_per_step"] = 0.00001
+    assert analyse(record).predicted_speedup == pytest.approx(0.0208 / 0.00005)
 
 
 def test_predicted_speedup_never_below_one():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stoke.diagnosis.analysis import Diagnosis
+from stoke.diagnosis.analysis import Diagnosis, input_free_step_s
 
 VERDICT_COLOURS = {
     "input-bound": "#d9480f",
@@ -98,6 +98,15 @@ def key_numbers(diagnosis: Diagnosis) -> list[tuple[str, str]]:
     if bound.input_alone_step_s is not None:
         input_line += f" ({ms(bound.input_alone_step_s)} per batch)"
     rows.append(("Input alone (probe)", input_line))
+    free_step_s = input_free_step_s(diagnosis.record) if diagnosis.record is not None else None
+    if free_step_s is not None:
+        rows.append(
+            (
+                "Input free (own steps)",
+                f"{ms(free_step_s)} per step → {rate(bound.no_wait_throughput)}: the run's own "
+                "fit loop fed a cached batch",
+            )
+        )
     rows.append(("Limited by", bound.limited_by))
     if diagnosis.predicted_speedup is not None:
         rows.append(

@@ -1,0 +1,164 @@
+"""The input-free window: a few steps of the user's own ``fit`` with the input made free.
+
+The third bound, next to the two probes of :mod:`stoke.diagnosis.model_probe`. The model-alone
+probe repeats Keras' compiled step on a batch already on the device; what a run would take
+per step *if its input cost nothing* is that plus everything else ``fit`` does per step: the
+epoch iterator, the callbacks (the progress bar, the user's own), the host-to-device handling
+of the step, the doctor's hooks. For a large model the difference does not matter; for a
+small one it is most of the step (measured: a JAX model of 45 µs alone ran 300 µs per step in
+``fit`` fed from a cached batch), and a prediction from the model alone comes out several
+times too high. The time a step takes right after a long wait is no good either: the steps
+after a 20 ms wait ran 0.8 ms where back-to-back ones ran 0.3 ms (cold caches, idle cores).
+
+So the doctor measures it directly, once per run, inside the run, right before the probes:
+after the step that triggers them, Keras' epoch iterator yields that same step again
+``planned`` times, and the training iterator hands over the step's batch again instead of
+pulling a new one (JAX, torch: the wrapped ``EpochIterator`` iterator; TensorFlow when the
+doctor pulls outside the graph). Everything else of the fit loop runs as it does for every
+step. The first ``WARMUP_CALLS`` calls settle caches; the rest are timed from a device sync
+to a device sync, so asynchronous dispatch overlaps as it does in training.
+
+What it does to the run, on purpose and written in the result's ``detail``:
+
+- the weights, optimizer and metric state after the window are the ones before it: JAX gets
+  its state (copied before the window) back as the window's last step's result; TensorFlow and
+  torch get every model, optimizer and metric variable restored;
+- the epoch's own steps and batches are untouched: the window's calls are extra steps, so
+  the run trains on exactly what it would have trained on;
+- batch-level callbacks see the window's calls as repeats of one step number (with the
+  repeated batch's loss).
+
+Not run for ``train_on_batch`` loops (the loop is the script's own code), for TensorFlow with
+the pull inside the graph, or for runs that barely wait (nothing to remove);
+``meta["probe_notes"]["input_free"]`` says why.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from typing import Any
+
+from stoke.diagnosis.record import ProbeResult
+
+_perf_counter = time.perf_counter
+
+WARMUP_CALLS = 2
+MIN_CALLS = WARMUP_CALLS + 3
+MAX_CALLS = 200
+# A run waiting less than this share of its steps so far has nothing to remove: no window.
+MIN_WAIT_FRACTION = 0.05
+
+
+def planned_calls(recent_steps, seconds: float) -> int:
+    """How many calls the window should last: about ``seconds`` of back-to-back steps,
+    estimated from the recent steps' time not spent waiting, within [MIN_CALLS, MAX_CALLS]."""
+    computes = [max(s.step_s - s.wait_s, 1e-6) for s in recent_steps]
+    estimate = statistics.median(computes) if computes else 1e-3
+    return int(min(MAX_CALLS, max(MIN_CALLS, WARMUP_CALLS + math.ceil(seconds / estimate))))
+
+
+def wait_fraction(steps) -> float:
+    total = sum(s.step_s for s in steps)
+    return sum(min(s.wait_s, s.step_s) for s in steps) / total if total > 0 else 0.0
+
+
+class InputFreeWindow:
+    """One window in progress. Built by the recorder after a real step; each train-function
+    call of the window goes through :meth:`call`; the last one returns the step's result with
+    the training state put back, and leaves its measurement in ``result``."""
+
+    def __init__(self, backend: str, model, step_result: Any, batch: Any, batch_size: int,
+                 planned: int):
+        self.backend = backend
+        self.batch = batch
+        self.batch_size = batch_size
+        self.planned = planned
+        self.calls = 0
+        self.started_at = _perf_counter()
+        self.result: ProbeResult | None = None
+        self._timed_from: float | None = None
+        self._saved_jax_state = None
+        self._restore = None
+        if backend == "jax":
+            import jax
+            import jax.numpy as jnp
+
+            # Keras donates the state to each step: keep a copy to hand back at the end.
+            _logs, state = step_result
+            self._saved_jax_state = jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), state)
+        else:
+            from stoke.diagnosis.model_probe import snapshot_variables
+
+            self._restore = snapshot_variables(model)
+
+    def call(self, original, sync, args: tuple) -> tuple[Any, bool]:
+        """Run one of the window's train-function calls; returns (result, window_finished)."""
+        result = original(*args)
+        self.calls += 1
+        if self.calls == WARMUP_CALLS:
+            sync(result)
+            self._timed_from = _perf_counter()
+        if self.calls < self.planned:
+            return result, False
+        sync(result)
+        elapsed = _perf_counter() - (self._timed_from or self.started_at)
+        timed_calls = self.calls - WARMUP_CALLS if self._timed_from is not None else self.calls
+        self.result = self._measurement(timed_calls, elapsed)
+        return self._put_state_back(result), True
+
+    def abandon(self, model) -> None:
+        """The window ended early (a step raised, the fit stopped): put the state back,
+        measure nothing."""
+        if self._restore is not None:
+            self._restore()
+            self._restore = None
+        if self._saved_jax_state is not None:
+            trainable, non_trainable, optimizer_variables, metrics_variables = self._saved_jax_state
+            self._saved_jax_state = None
+            model._jax_state = {
+                "trainable_variables": trainable,
+                "non_trainable_variables": non_trainable,
+                "optimizer_variables": optimizer_variables,
+                "metrics_variables": metrics_variables,
+            }
+            model.jax_state_sync()
+
+    def _put_state_back(self, result):
+        if self.backend == "jax":
+            logs, _state = result
+            state, self._saved_jax_state = self._saved_jax_state, None
+            return logs, state
+        if self._restore is not None:
+            self._restore()
+            self._restore = None
+        return result
+
+    def _measurement(self, calls: int, elapsed: float) -> ProbeResult:
+        per_call = elapsed / calls if calls else 0.0
+        return ProbeResult(
+            samples_per_s=self.batch_size * calls / elapsed if elapsed > 0 else 0.0,
+            seconds=elapsed,
+            batches=calls,
+            detail={
+                "method": (
+                    "the run's own fit loop (iterator, callbacks, train step, the doctor's "
+                    "hooks) fed the previous step's batch again instead of pulling a new one, "
+                    "timed between two device syncs"
+                ),
+                "s_per_step": per_call,
+                "batch_size": self.batch_size,
+                "calls": self.calls,
+                "warmup_calls": WARMUP_CALLS,
+                "weights": (
+                    "the state before the window was handed back to the run"
+                    if self.backend == "jax"
+                    else "all model, optimizer and metric variables snapshotted and restored"
+                ),
+                "effect_on_run": (
+                    "extra calls of one step number; the epoch's own steps and batches were "
+                    "untouched"
+                ),
+            },
+        )
