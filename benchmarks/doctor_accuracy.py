@@ -57,9 +57,10 @@ CASES: dict[str, tuple[list[str], tuple[str, ...]]] = {
         ["--load-ms", "30", "--width", "512", "--depth", "2", "--batch-size", "128"],
         ("input-bound",),
     ),
-    # 20 ms per batch, a model step well under 1 ms: the known miss. The no-wait step is then
-    # mostly the fit loop's own per-step cost, which no probe measures yet, and the steps right
-    # after a long wait run slower than back-to-back ones: the prediction comes out low.
+    # 20 ms per batch, a model step well under 1 ms: the no-wait step is then mostly the fit
+    # loop's own per-step cost, and the steps right after a long wait run slower than
+    # back-to-back ones. Only the input-free window (the run's own loop fed a cached batch)
+    # gets this one right; from the model alone or the steps less their waits it was 2-3x off.
     "input-bound-tiny-model": (["--load-ms", "20", "--width", "32"], ("input-bound",)),
     # no input cost beyond making the batch; a model of tens of ms.
     "compute-bound": (
@@ -73,8 +74,14 @@ def child_env(backend: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(CHILD_ENV)
     env["KERAS_BACKEND"] = backend
-    env.setdefault("JAX_PLATFORMS", "cpu")
+    if not has_nvidia_gpu():
+        env.setdefault("JAX_PLATFORMS", "cpu")  # no accelerator probing on a CPU machine
     return env
+
+
+def has_nvidia_gpu() -> bool:
+    """The backends train on the GPU when there is one (the GPU machine's runs)."""
+    return os.path.exists("/dev/nvidiactl")
 
 
 def known_result(stdout: str) -> dict | None:
@@ -210,7 +217,8 @@ def main() -> int:
     summary = {
         "benchmark": "doctor_accuracy",
         "tolerance": TOLERANCE,
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
+                    "nvidia_gpu": has_nvidia_gpu()},
         "rows": rows,
         "all_within_tolerance": all(r.get("within_tolerance") for r in rows),
         "all_verdicts_ok": all(r.get("verdict_ok") for r in rows),

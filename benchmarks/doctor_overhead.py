@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_json  # noqa: E402
-from doctor_accuracy import BACKENDS, ROOT, run_plain, run_under_doctor  # noqa: E402
+from doctor_accuracy import BACKENDS, ROOT, has_nvidia_gpu, run_plain, run_under_doctor  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -111,7 +111,8 @@ def main() -> int:
     out = write_json(args.out, {
         "benchmark": "doctor_overhead",
         "target_pct": 3.0,
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
+                    "nvidia_gpu": has_nvidia_gpu()},
         "rows": rows,
     })
     print(f"written {out}")
