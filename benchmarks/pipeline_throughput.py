@@ -112,7 +112,7 @@ class Context:
     workload: workloads.Workload
     settings: Settings
     samples: workloads.JpegSamples
-    transform: workloads.Transform
+    transform: workloads.Transform  # or TransformWithCaption (--caption-words)
     jpegs: list[bytes]
     labels: np.ndarray
     workers: int  # may differ from settings.workers in --scaling mode
@@ -788,6 +788,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "and report efficiency vs linear and vs machine, e.g. 1,2,4,8,12,15")
     parser.add_argument("--data-dir", default=None,
                         help=f"where the JPEGs are cached (default {workloads.default_cache_dir()})")
+    parser.add_argument("--caption-words", type=int, default=0, metavar="N",
+                        help="add a pure-Python step per sample that holds the GIL: tokenize "
+                        "a caption of N words (0: off; 300 costs about as much as the image "
+                        "work); the batches stay the same")
     parser.add_argument("--tag", default=None, help="results file suffix (default: hostname)")
     parser.add_argument("--out", default=None, help="results JSON path (default: "
                         "benchmarks/results/pipeline_throughput[-scaling]-TAG.json)")
@@ -823,6 +827,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.warmup_batches < 0:
         parser.error("--warmup-batches must be >= 0")
+    if args.caption_words < 0:
+        parser.error(f"--caption-words must be >= 0. Received: {args.caption_words}")
     return args
 
 
@@ -836,7 +842,8 @@ def main(argv: list[str] | None = None) -> int:
                         warmup_batches=args.warmup_batches, rounds=args.rounds, seed=args.seed)
     jpegs, labels = workloads.load_samples(workload, args.data_dir)
     samples = workloads.JpegSamples(jpegs, labels, length=settings.stream_samples)
-    transform = workloads.Transform(workload)
+    transform = (workloads.TransformWithCaption(workload, args.caption_words)
+                 if args.caption_words else workloads.Transform(workload))
     by_name = {spec.name: spec for spec in LOADERS}
 
     if args.scaling:
@@ -854,6 +861,9 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             row.status = "skipped"
             row.note = f"not installed: {', '.join(missing)}"
+        elif row.spec.kind == "reference" and args.caption_words:
+            row.status = "skipped"
+            row.note = "the TF-ops reference has no caption step"
         elif row.spec.name.startswith("pydataset") and backend_note:
             row.note = backend_note
 
@@ -883,7 +893,7 @@ def main(argv: list[str] | None = None) -> int:
         "duration_s": round(time.time() - started, 1),
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "machine": machine,
-        "workload": workload.as_dict(),
+        "workload": {**workload.as_dict(), "caption_words": args.caption_words},
         "settings": {
             "batch_size": settings.batch_size, "workers": settings.workers,
             "batches": settings.batches, "warmup_batches": settings.warmup_batches,

@@ -209,6 +209,42 @@ class Transform:
         return transform(sample, rng, self.crop_size, self.max_brightness_delta)
 
 
+class TransformWithCaption(Transform):
+    """The image transform plus a pure-Python step that holds the GIL, as when a sample is
+    an image with a caption to tokenize (``words`` pseudo-random words, hashed character by
+    character, the first 16 ids kept). The ids are folded into nothing the batch carries, so
+    every loader returns the same (image, label) batches as with :class:`Transform`; what
+    changes is that part of each sample's work is Python bytecode, which threads cannot run
+    in parallel. ``words=0`` is :class:`Transform`."""
+
+    def __init__(self, workload: Workload, words: int) -> None:
+        super().__init__(workload)
+        self.words = words
+
+    def __call__(self, sample, rng):
+        image, label = super().__call__(sample, rng)
+        if tokenize_caption(int(label), self.words)[:1] == [-1]:  # never: ids are >= 0
+            label = np.int32(-1)
+        return image, label
+
+
+CAPTION_WORDS = ("a", "photo", "of", "the", "small", "red", "dog", "running", "on", "grass",
+                 "near", "an", "old", "wooden", "fence", "under", "bright", "blue", "sky")
+
+
+def tokenize_caption(seed: int, words: int) -> list[int]:
+    """A caption of ``words`` words drawn by an LCG from ``seed``, tokenized in pure Python."""
+    state = (seed * 2654435761 + 1) % 2147483648
+    ids = []
+    for _ in range(words):
+        state = (state * 1103515245 + 12345) % 2147483648
+        h = 7
+        for ch in CAPTION_WORDS[state % len(CAPTION_WORDS)]:
+            h = (h * 31 + ord(ch)) % 65521
+        ids.append(h)
+    return ids[:16]
+
+
 # -- the native TensorFlow reference --------------------------------------------------------
 def tf_native_transform(workload: Workload):
     """The same work in TensorFlow ops, for ``Dataset.map``: ``(jpeg, label, index) ->

@@ -16,7 +16,9 @@ after the step that triggers them, Keras' epoch iterator yields that same step a
 pulling a new one (JAX, torch: the wrapped ``EpochIterator`` iterator; TensorFlow when the
 doctor pulls outside the graph). Everything else of the fit loop runs as it does for every
 step. The first ``WARMUP_CALLS`` calls settle caches; the rest are timed from a device sync
-to a device sync, so asynchronous dispatch overlaps as it does in training.
+to a device sync, so asynchronous dispatch overlaps as it does in training. On TensorFlow
+each call is charged what pulling a batch that is already waiting costs (the doctor's measured
+pull floor, which its step times count as compute): the window hands its batch over unpulled.
 
 What it does to the run, on purpose and written in the result's ``detail``:
 
@@ -70,8 +72,12 @@ class InputFreeWindow:
     the training state put back, and leaves its measurement in ``result``."""
 
     def __init__(self, backend: str, model, step_result: Any, batch: Any, batch_size: int,
-                 planned: int):
+                 planned: int, ready_pull_s: float = 0.0):
         self.backend = backend
+        # TensorFlow: what pulling a batch that is already waiting costs (the doctor's measured
+        # pull floor). Every real step pays it and the doctor counts it as compute, not wait;
+        # the window hands its batch over without a pull, so it is added back per call.
+        self.ready_pull_s = ready_pull_s
         self.batch = batch
         self.batch_size = batch_size
         self.planned = planned
@@ -136,9 +142,9 @@ class InputFreeWindow:
         return result
 
     def _measurement(self, calls: int, elapsed: float) -> ProbeResult:
-        per_call = elapsed / calls if calls else 0.0
+        per_call = (elapsed / calls if calls else 0.0) + self.ready_pull_s
         return ProbeResult(
-            samples_per_s=self.batch_size * calls / elapsed if elapsed > 0 else 0.0,
+            samples_per_s=self.batch_size / per_call if per_call > 0 else 0.0,
             seconds=elapsed,
             batches=calls,
             detail={
@@ -150,6 +156,7 @@ class InputFreeWindow:
                 "s_per_step": per_call,
                 "batch_size": self.batch_size,
                 "calls": self.calls,
+                "ready_pull_s": self.ready_pull_s,
                 "warmup_calls": WARMUP_CALLS,
                 "weights": (
                     "the state before the window was handed back to the run"

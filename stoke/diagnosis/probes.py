@@ -602,6 +602,7 @@ class Recorder:
                     self.backend, timed_function.model, result, self.last_batch,
                     _leading_dim(self.last_batch),
                     input_free.planned_calls(recent, self.options.probe_seconds),
+                    ready_pull_s=(self.tf_pull_floor_s or 0.0) if self.tf_pull_outside_graph else 0.0,
                 )
                 return True
             except Exception as error:
