@@ -164,3 +164,33 @@ def test_unknown_loader_is_refused_with_the_choices(tmp_path):
     assert proc.returncode == 2
     assert "unknown loader(s) pytorch" in proc.stderr
     assert "grain-processes" in proc.stderr  # the valid choices are listed
+
+
+def test_scaling_against_the_machine_ceiling(bench):
+    rows = [_row("python-loop", "baseline", 1, 1000.0)]
+    for w, stoke_rate, machine_rate in ((1, 900.0, 1000.0), (4, 3060.0, 3400.0)):
+        rows += [_row(f"stoke-process w={w}", "stoke", w, stoke_rate),
+                 _row(f"independent-loops x{w}", "machine", w, machine_rate)]
+    summary = bench.summarise_scaling(rows)
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["stoke-process w=4"]["efficiency_vs_machine"] == pytest.approx(0.9)
+    assert by_name["independent-loops x4"]["efficiency_vs_linear"] == pytest.approx(0.85)
+    assert summary["efficiency_vs_machine_at_max_workers"] == pytest.approx(0.9)
+
+
+def test_the_caption_step_keeps_the_batches(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    import numpy as np
+    import workloads
+
+    workload = workloads.Workload(files=4, image_size=40, crop_size=32)
+    jpegs, labels = workloads.load_samples(workload, tmp_path)
+    plain, captioned = workloads.Transform(workload), workloads.TransformWithCaption(workload, 50)
+    for index in range(4):
+        sample = (jpegs[index], labels[index])
+        a = plain(sample, np.random.default_rng(index))
+        b = captioned(sample, np.random.default_rng(index))
+        np.testing.assert_array_equal(a[0], b[0])
+        assert a[1] == b[1]
+    assert workloads.tokenize_caption(3, 50) == workloads.tokenize_caption(3, 50)
+    assert len(workloads.tokenize_caption(3, 50)) == 16
