@@ -162,14 +162,24 @@ def test_ctrl_c_or_kill_of_the_trainer_leaves_nothing(tmp_path, sig):
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, text=True)
+    # stderr to a file, not a pipe nobody reads while waiting: a full pipe would block the
+    # writer (the trainer's traceback, the workers' output) and look like a hang
+    stderr_path = tmp_path / "stderr.txt"
+    with open(stderr_path, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-X", "faulthandler", str(script)],
+                                stdout=subprocess.PIPE, stderr=stderr, env=env, text=True)
     try:
         assert proc.stdout.readline().strip() == "STARTED"
         workers = psutil.Process(proc.pid).children()
         assert len(workers) == 2
         proc.send_signal(sig)
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)  # faulthandler: every thread's stack to stderr
+            proc.wait(timeout=10)
+            pytest.fail(f"the trainer did not exit after {sig!r}:\n"
+                        f"{stderr_path.read_text()[-6000:]}")
         gone, alive = psutil.wait_procs(workers, timeout=10)
         assert not alive, "workers outlived the trainer"
     finally:
