@@ -136,9 +136,13 @@ def test_close_mid_epoch_stops_workers():
 
 
 SCRIPT = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
     import numpy as np
     import stoke
+
+    # Ctrl-C as a trainer in a terminal gets it. A test run started in the background
+    # (`make test &`, nohup) hands its children SIGINT ignored, and Python keeps it so.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def slow(s):
         time.sleep(0.05)
