@@ -121,14 +121,10 @@ class InputFreeWindow:
             self._restore()
             self._restore = None
         if self._saved_jax_state is not None:
-            trainable, non_trainable, optimizer_variables, metrics_variables = self._saved_jax_state
-            self._saved_jax_state = None
-            model._jax_state = {
-                "trainable_variables": trainable,
-                "non_trainable_variables": non_trainable,
-                "optimizer_variables": optimizer_variables,
-                "metrics_variables": metrics_variables,
-            }
+            from stoke.diagnosis.probes import _hand_jax_state_to_model
+
+            state, self._saved_jax_state = self._saved_jax_state, None
+            _hand_jax_state_to_model(model, (None, state))
             model.jax_state_sync()
 
     def _put_state_back(self, result):

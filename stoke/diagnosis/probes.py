@@ -183,7 +183,7 @@ class Recorder:
         self.probes_done = False
         self.probe_at_step: int | None = None
         self.input_free: InputFreeWindow | None = None  # the input-free window in progress
-        self.input_free_done = False
+        self.input_free_done = not self.options.probes  # done: nothing to run, nothing to check
         self.last_batch: Any = None
         self.keep_last_batch = False
         self.pending_facts_batch = True
@@ -549,7 +549,12 @@ class Recorder:
     # -- after a step: probes and the step limit ----------------------------------------------
 
     def after_step(self, timed_function: TimedTrainFunction, args: tuple, result: Any) -> None:
-        if self._input_free_due() and self._start_input_free(timed_function, result):
+        # the window's checks only until it ran (or could not): then one attribute per step
+        if (
+            not self.input_free_done
+            and self._input_free_due()
+            and self._start_input_free(timed_function, result)
+        ):
             return  # the probes and the step limit come when the window ends
         self.probes_and_limit(timed_function, args, result)
 
@@ -576,7 +581,6 @@ class Recorder:
     def _input_free_due(self) -> bool:
         return (
             self.options.probes
-            and not self.input_free_done
             and self.input_free is None
             and not self.probes_done
             and self.probe_at_step is not None
@@ -935,8 +939,10 @@ def _tf_ready_pull_seconds(batch, pulls: int = 25) -> float:
 
 
 def _hand_jax_state_to_model(model, result) -> None:
-    """Before ending a JAX ``fit`` early, give the model the state of the last step (Keras'
-    ``fit`` does this after the train function returns; its ``finally`` then syncs it)."""
+    """Give the model a JAX training state ``result = (logs, state)`` to sync into its
+    variables: the last step's before ending a ``fit`` early (Keras' ``fit`` does this after
+    the train function returns; its ``finally`` then syncs it), or the state an abandoned
+    input-free window saved."""
     try:
         _logs, state = result
         trainable, non_trainable, optimizer_variables, metrics_variables = state
