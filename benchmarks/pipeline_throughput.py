@@ -30,6 +30,12 @@ threads and with processes, torch ``DataLoader``, grain with threads and with pr
 the reference ``tf-native-ops`` (the same work in TensorFlow's C++ ops: what users get when
 they rewrite the transform, not a loader of Python code; it is not counted as a peer).
 
+Two more references: ``independent-loops x1`` and ``xW`` (W = ``--workers``), the plain loop
+in 1 and W spawned processes with nothing shared (see below): what one core, and W cores,
+give for this work when nothing moves between processes. ``x1`` against ``python-loop`` shows
+how much a fresh single-purpose process gains per core alone (it keeps freed memory, as
+stoke's workers do: ``stoke/executors/allocator.py``).
+
 ``--scaling`` runs only ``stoke-process`` at each worker count, the loop, and for each count
 W the machine's own ceiling ``independent-loops xW``: W spawned processes, no stoke and
 nothing shared, each running the plain loop on its own share, warmed up and then started
@@ -445,6 +451,10 @@ def _independent_loop(ctx: Context, share: int, warmup_batches: int, timed_batch
     ``timed_batches`` batches, report; then keep the core busy (untimed) until ``stop``, set
     once all have reported, so that every process's timed batches ran with all W at work."""
     try:
+        from stoke.executors.allocator import keep_freed_memory
+
+        keep_freed_memory()  # the allocator setting stoke's workers run with: same ceiling
+
         def endless():
             while True:
                 yield from _reused_buffer_loop(ctx, share, ctx.workers)
@@ -649,10 +659,15 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "best_peer": best_peer["name"] if best_peer else None,
         "best_peer_images_per_s": best_peer["images_per_s"] if best_peer else None,
     }
+    ceiling = {r["workers"]: r for r in ok if r["kind"] == "machine"}
     for r in ok:
         if r["kind"] == "stoke":
             summary[f"{r['name']}_ratio_to_loop"] = r["ratio_to_loop"]
             summary[f"{r['name']}_ratio_to_best_peer"] = r["ratio_to_best_peer"]
+            machine = ceiling.get(r["workers"])
+            if machine:  # stoke against W busy cores of this machine running the plain loop
+                summary[f"{r['name']}_ratio_to_machine"] = (r["images_per_s"]
+                                                           / machine["images_per_s"])
     return summary
 
 
@@ -748,7 +763,12 @@ def print_table(result: dict[str, Any]) -> None:
     if not scaling and summary.get("best_peer"):
         console.print(f"best peer: {summary['best_peer']} "
                       f"({summary['best_peer_images_per_s']:,.0f} img/s); ratios are medians "
-                      "of rounds; tf-native-ops is a reference, not a peer.")
+                      "of rounds; tf-native-ops and the independent loops are references, "
+                      "not peers.")
+    for key, value in summary.items():
+        if not scaling and key.endswith("_ratio_to_machine"):
+            console.print(f"{key.removesuffix('_ratio_to_machine')}: {value:.0%} of the "
+                          "machine's ceiling (as many independent plain loops as workers)")
     if scaling and summary.get("efficiency_vs_machine_at_max_workers") is not None:
         console.print(
             f"at {summary['max_workers']} workers: stoke "
@@ -781,7 +801,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes and one round: checks that every row runs")
     parser.add_argument("--only", default=None,
-                        help=f"comma-separated loaders, of: {', '.join(LOADER_NAMES)}")
+                        help=f"comma-separated loaders, of: {', '.join(LOADER_NAMES)}, "
+                             f"{INDEPENDENT_LOOPS.name} (the ceiling rows x1 and x workers)")
     parser.add_argument("--scaling", default=None, metavar="W[,W...]",
                         help="run only stoke-process at these worker counts (and the loop, "
                              "and W independent plain loops per count: the machine's ceiling), "
@@ -799,10 +820,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     if args.only:
         chosen = [n.strip() for n in args.only.split(",") if n.strip()]
-        unknown = [n for n in chosen if n not in LOADER_NAMES]
+        unknown = [n for n in chosen if n not in (*LOADER_NAMES, INDEPENDENT_LOOPS.name)]
         if unknown:
-            parser.error(f"unknown loader(s) {', '.join(unknown)}; "
-                         f"choose from: {', '.join(LOADER_NAMES)}")
+            parser.error(f"unknown loader(s) {', '.join(unknown)}; choose from: "
+                         f"{', '.join(LOADER_NAMES)}, {INDEPENDENT_LOOPS.name}")
         args.only = chosen
     if args.scaling:
         try:
@@ -854,8 +875,11 @@ def main(argv: list[str] | None = None) -> int:
                      Row(INDEPENDENT_LOOPS, w, f"independent-loops x{w}")]
     else:
         mode = "compare"
-        names = args.only or list(LOADER_NAMES)
+        names = args.only or [*LOADER_NAMES, INDEPENDENT_LOOPS.name]
         rows = [Row(by_name[n], settings.workers, n) for n in LOADER_NAMES if n in names]
+        if INDEPENDENT_LOOPS.name in names:  # one core's ceiling, and the machine's
+            rows += [Row(INDEPENDENT_LOOPS, w, f"independent-loops x{w}")
+                     for w in sorted({1, settings.workers})]
     for row in rows:
         missing = [m for m in row.spec.requires if not installed(m)]
         if missing:

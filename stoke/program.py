@@ -8,7 +8,9 @@ comes from ``(seed, epoch, index, step)``, never from the worker.
 
 from __future__ import annotations
 
+import functools
 import inspect
+import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,9 +64,41 @@ def wants_rng(fn: Callable[..., Any]) -> bool:
     return len(required) >= 2
 
 
+@functools.lru_cache(maxsize=64)
+def _philox_key(seed: int) -> tuple[int, int]:
+    """The 128-bit Philox key of a pipeline seed (any non-negative int), mixed once."""
+    return tuple(int(k) for k in np.random.SeedSequence(seed).generate_state(2, np.uint64))
+
+
+class _ThreadRng(threading.local):
+    """One Philox generator per thread, set to a sample's coordinates before each use:
+    building a ``Generator`` costs 10-20 µs, setting a state about 1.5 µs."""
+
+    def __init__(self) -> None:
+        self.bit_generator = np.random.Philox(key=[0, 0])
+        self.generator = np.random.Generator(self.bit_generator)
+        self.state = self.bit_generator.state
+
+
+_THREAD_RNG = _ThreadRng()
+
+
 def sample_rng(seed: int, epoch: int, index: int, step: int) -> np.random.Generator:
-    """The generator a ``map`` step gets for one sample: a function of its coordinates only."""
-    return np.random.default_rng([seed, epoch, index, step])
+    """The generator a ``map`` step gets for one sample: a function of its coordinates only.
+
+    Counter-based: Philox keyed by the seed, its counter starting at ``(0, index, epoch,
+    step)``, so each (sample, epoch, step) has its own stream of 2**64 blocks whatever the
+    executor, worker or order. The generator object is this thread's, reset for each call:
+    use it inside the function, do not keep it.
+    """
+    rng = _THREAD_RNG
+    state = rng.state
+    state["state"]["key"][:] = _philox_key(seed)
+    state["state"]["counter"][:] = (0, index, epoch, step)
+    state["buffer_pos"] = 4  # nothing buffered: the next draw comes from the counter
+    state["has_uint32"] = 0
+    rng.bit_generator.state = state
+    return rng.generator
 
 
 @dataclass(frozen=True)
@@ -81,18 +115,17 @@ class SampleProgram:
         return any(isinstance(s, FilterStep) for s in self.steps)
 
     def run(self, index: int, epoch: int) -> Any:
-        """The sample at ``index`` after every step, or :data:`FILTERED`.
+        """The sample at ``index`` (a Python int) after every step, or :data:`FILTERED`.
 
         Raises :class:`SampleError` naming the index, the stage and the original error.
         """
-        stage = "source read"
+        position = -1  # the source read; named only when something fails (hot path)
         try:
-            sample = self.source[int(index)]
+            sample = self.source[index]
             for position, step in enumerate(self.steps):
-                stage = step.name
-                if isinstance(step, MapStep):
+                if type(step) is MapStep:
                     if step.with_rng:
-                        sample = step.fn(sample, sample_rng(self.seed, epoch, int(index), position))
+                        sample = step.fn(sample, sample_rng(self.seed, epoch, index, position))
                     else:
                         sample = step.fn(sample)
                 elif not step.predicate(sample):
@@ -101,6 +134,7 @@ class SampleProgram:
         except SampleError:
             raise
         except Exception as exc:  # noqa: BLE001 - re-raised with where it happened
+            stage = "source read" if position < 0 else self.steps[position].name
             raise sample_error(int(index), stage, exc) from exc
 
 

@@ -66,7 +66,7 @@ class ArraySource:
             return {k: a[index] for k, a in zip(self.keys, self.arrays)}
         if len(self.arrays) == 1:
             return self.arrays[0][index]
-        return tuple(a[index] for a in self.arrays)
+        return tuple([a[index] for a in self.arrays])
 
     def describe(self) -> str:
         return f"{len(self.arrays)} arrays of {len(self)} samples"

@@ -7,6 +7,7 @@ object/string leaves are refused with a message that says how to fix the map.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +19,14 @@ from stoke.errors import LayoutError
 TreeDef = tuple
 
 
+LEAF: TreeDef = ("leaf",)
+_PLAIN_LEAVES = (np.ndarray, np.generic, int, float)  # surely leaves: no containers
+
+
 def flatten(sample: Any) -> tuple[TreeDef, list[Any]]:
     """Split a sample into its structure and its leaves (depth first, dict keys sorted)."""
+    if type(sample) is tuple and all(isinstance(v, _PLAIN_LEAVES) for v in sample):
+        return ("tuple", [LEAF] * len(sample)), list(sample)  # the common (x, y): no recursion
     leaves: list[Any] = []
     treedef = _flatten_into(sample, leaves)
     return treedef, leaves
@@ -34,7 +41,7 @@ def _flatten_into(node: Any, leaves: list[Any]) -> TreeDef:
     if isinstance(node, list):
         return ("list", [_flatten_into(v, leaves) for v in node])
     leaves.append(node)
-    return ("leaf",)
+    return LEAF
 
 
 def unflatten(treedef: TreeDef, leaves: list[Any]) -> Any:
@@ -77,6 +84,10 @@ class LeafSpec:
     shape: tuple[int, ...]
     dtype: str
     offset: int = 0  # byte offset of row 0 within a slot
+
+    @functools.cached_property
+    def numpy_dtype(self) -> np.dtype:
+        return np.dtype(self.dtype)
 
     @property
     def row_bytes(self) -> int:
@@ -127,13 +138,14 @@ def to_leaf_arrays(leaves: list[Any], policy: DtypePolicy, index: int,
     """
     arrays = []
     cast = []
-    for path, leaf in zip(leaf_paths(treedef), leaves):
+    for position, leaf in enumerate(leaves):  # paths are named only when needed (hot path)
         array = np.asarray(leaf)
         if array.dtype == np.float64 and not policy.keep_float64:
             if type(leaf) is not float:  # a literal 1.0 in user code is no dataset
-                cast.append(path)
+                cast.append(leaf_paths(treedef)[position])
             array = array.astype(np.float32)
         elif array.dtype.kind in "OUSV":
+            path = leaf_paths(treedef)[position]
             raise LayoutError(
                 f"sample {index}, field {path}: dtype {array.dtype} cannot go in a batch array. "
                 "stoke batches numeric arrays: decode or encode this field in your map "
@@ -153,14 +165,15 @@ def check_fits(layout: BatchLayout, arrays: list[np.ndarray], treedef: TreeDef, 
             "Every sample must have the same structure (same tuple length / dict keys)."
         )
     for spec, array in zip(layout.leaves, arrays):
-        if tuple(array.shape) != spec.shape:
+        if array.shape != spec.shape:
             raise LayoutError(
                 f"sample {index}, field {spec.path} has shape {tuple(array.shape)}, but "
                 f"sample {first_index} has shape {spec.shape}; samples in one batch must "
                 "have the same shape. Resize or pad in your map function "
                 "(e.g. crop to a fixed size), or use batch size 1."
             )
-        if array.dtype.str != spec.dtype and not np.can_cast(array.dtype, spec.dtype, "same_kind"):
+        if array.dtype != spec.numpy_dtype and not np.can_cast(array.dtype, spec.dtype,
+                                                                "same_kind"):
             raise LayoutError(
                 f"sample {index}, field {spec.path} has dtype {array.dtype}, but sample "
                 f"{first_index} has {np.dtype(spec.dtype)}; cast in your map function."

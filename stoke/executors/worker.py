@@ -29,6 +29,9 @@ def _watch_parent(parent_pid: int) -> None:
 def main() -> int:
     fd, parent_pid, name = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle
+    from stoke.executors.allocator import keep_freed_memory
+
+    keep_freed_memory()
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
     sock = socket.socket(fileno=fd)
     conn = Connection(os.dup(fd))

@@ -32,6 +32,8 @@ EXPECTED_ROWS = {
     "grain-threads": "grain",
     "grain-processes": "grain",
     "tf-native-ops": "tensorflow",
+    "independent-loops x1": None,  # the references: one core's ceiling, and W cores'
+    "independent-loops x2": None,
 }
 
 
@@ -77,7 +79,7 @@ def test_quick_comparison_has_every_row_and_a_plot(tmp_path):
         assert len(row["images_per_s_rounds"]) == result["settings"]["rounds"] == 1
         assert row["startup_s"] >= 0 and row["cpu_us_per_image"] >= 0
         assert row["leftover_processes"] == [], f"{name} left workers behind"
-        assert row["workers"] == (1 if name == "python-loop" else 2)
+        assert row["workers"] == (1 if name in ("python-loop", "independent-loops x1") else 2)
         measured.append(row)
 
     # Same data and transform for everyone: the same batch layout from every loader.
@@ -95,6 +97,8 @@ def test_quick_comparison_has_every_row_and_a_plot(tmp_path):
         assert result["summary"]["best_peer"] == best["name"]
         assert best["ratio_to_best_peer"] == pytest.approx(1.0)
     assert rows["stoke-process"]["ratio_to_loop"] > 0
+    assert result["summary"]["stoke-process_ratio_to_machine"] == pytest.approx(
+        rows["stoke-process"]["images_per_s"] / rows["independent-loops x2"]["images_per_s"])
 
     for name in EXPECTED_ROWS:
         assert name in proc.stdout, f"{name} is missing from the printed table"
