@@ -1,5 +1,9 @@
 """Input-pipeline throughput: stoke against the loaders Keras users reach for, on one workload.
 
+``--workload jpeg`` (the default, issue 2's) is described below; ``tabular`` and
+``large-arrays`` (:class:`workloads.ArrayWorkload`) run the same rows on in-memory numbers, to
+check the engine on other shapes of work (tiny samples; big samples with little compute).
+
 Every loader streams the same samples (:class:`workloads.JpegSamples`: in-memory JPEGs and
 labels) through the same plain-Python transform (:func:`workloads.transform`: decode, random
 crop, flip, brightness, float32), in batches, with the machine's cores as workers, at the
@@ -90,6 +94,8 @@ from common import (  # noqa: E402
 )
 
 SCHEMA = "stoke.bench.pipeline_throughput/1"
+WORKLOADS = ("jpeg", "tabular", "large-arrays")
+DISTINCT_SAMPLES = {"jpeg": 512, "tabular": 50_000, "large-arrays": 256}
 STATISTIC = "median"  # over rounds; "best" is also recorded
 
 # -- the environment -----------------------------------------------------------------------
@@ -115,13 +121,15 @@ class Settings(Window):
 class Context:
     """Everything a loader factory gets: the same samples and transform for all."""
 
-    workload: workloads.Workload
+    workload: workloads.Workload | workloads.ArrayWorkload
     settings: Settings
-    samples: workloads.JpegSamples
-    transform: workloads.Transform  # or TransformWithCaption (--caption-words)
-    jpegs: list[bytes]
-    labels: np.ndarray
+    samples: workloads.JpegSamples | workloads.ArraySamples
+    transform: Callable[[Any, np.random.Generator], tuple[np.ndarray, np.int32]]
+    jpegs: list[bytes] | None  # the JPEG workload's files (for the TF-ops reference)
+    labels: np.ndarray | None
     workers: int  # may differ from settings.workers in --scaling mode
+    x_shape: tuple[int, ...] = ()  # one sample's x, as the transform makes it
+    x_dtype: str = "float32"
 
 
 @dataclass(frozen=True)
@@ -170,12 +178,11 @@ def build_tf_numpy_function(ctx: Context) -> Running:
     import tensorflow as tf
 
     dataset = workloads.TransformedSamples(ctx.samples, ctx.transform, ctx.settings.seed)
-    crop = ctx.workload.crop_size
 
     def load(index):
         image, label = tf.numpy_function(
-            lambda i: dataset[i], [index], (tf.float32, tf.int32), stateful=False)
-        image.set_shape((crop, crop, 3))
+            lambda i: dataset[i], [index], (tf.as_dtype(ctx.x_dtype), tf.int32), stateful=False)
+        image.set_shape(ctx.x_shape)
         label.set_shape(())
         return image, label
 
@@ -725,10 +732,9 @@ def print_table(result: dict[str, Any]) -> None:
     settings, workload = result["settings"], result["workload"]
     machine = result["machine"]
     quick = "QUICK RUN, the numbers mean nothing. " if settings.get("quick") else ""
-    title = (f"{quick}{result['mode']}: {workload['image_size']}px JPEG -> crop {workload['crop_size']}, "
+    title = (f"{quick}{result['mode']}: {workload['describe']}, "
              f"batch {settings['batch_size']}, {machine['cores']} cores, "
-             f"{settings['batches']} timed batches x {settings['rounds']} rounds "
-             f"({STATISTIC}), decoder {workload['decoder']}")
+             f"{settings['batches']} timed batches x {settings['rounds']} rounds ({STATISTIC})")
     table = Table(title=title, title_justify="left")
     table.add_column("loader", no_wrap=True)
     table.add_column("workers", justify="right")
@@ -783,9 +789,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cores = available_cores()
     parser = argparse.ArgumentParser(
         description="Throughput of stoke and its peers on one JPEG workload (see README.md).")
+    parser.add_argument("--workload", default="jpeg", choices=WORKLOADS,
+                        help="jpeg (issue 2's), tabular (64 float32 features: noise, dropout) "
+                             "or large-arrays (256px uint8 -> crop 224, flip, normalise)")
     parser.add_argument("--images", type=int, default=None,
-                        help="distinct JPEG files (default 512; --quick: 32)")
-    parser.add_argument("--batch-size", type=int, default=None, help="default 64; --quick: 16")
+                        help="distinct samples: JPEG files (default 512), tabular rows (50000), "
+                             "large arrays (256); --quick: 32")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="default: jpeg 64, tabular 256, large-arrays 32; --quick: 16")
     parser.add_argument("--workers", type=int, default=cores,
                         help=f"workers of every parallel loader (default: the cores, {cores})")
     parser.add_argument("--rounds", type=int, default=None, help="default 5; --quick: 1")
@@ -836,8 +847,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--workers must be >= 1. Received: {args.workers}")
     max_workers = max(args.scaling) if args.scaling else args.workers
     quick = args.quick
-    args.images = args.images or (32 if quick else 512)
-    args.batch_size = args.batch_size or (16 if quick else 64)
+    args.images = args.images or (32 if quick else DISTINCT_SAMPLES[args.workload])
+    args.batch_size = args.batch_size or (
+        16 if quick else (64 if args.workload == "jpeg" else
+                          workloads.ArrayWorkload.BATCH_SIZES[args.workload]))
     args.rounds = args.rounds or (1 if quick else 5)
     if args.batches is None:
         args.batches = 4 if quick else max(100, 25 * max_workers)
@@ -850,6 +863,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--warmup-batches must be >= 0")
     if args.caption_words < 0:
         parser.error(f"--caption-words must be >= 0. Received: {args.caption_words}")
+    if args.caption_words and args.workload != "jpeg":
+        parser.error("--caption-words adds to the jpeg workload only")
     return args
 
 
@@ -857,14 +872,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's chatter, not the table
     backend_note = _keras_backend_note()
-    workload = workloads.Workload(files=args.images, image_size=args.image_size,
-                                  crop_size=args.crop_size, seed=args.seed)
     settings = Settings(batch_size=args.batch_size, workers=args.workers, batches=args.batches,
                         warmup_batches=args.warmup_batches, rounds=args.rounds, seed=args.seed)
-    jpegs, labels = workloads.load_samples(workload, args.data_dir)
-    samples = workloads.JpegSamples(jpegs, labels, length=settings.stream_samples)
-    transform = (workloads.TransformWithCaption(workload, args.caption_words)
-                 if args.caption_words else workloads.Transform(workload))
+    if args.workload == "jpeg":
+        workload = workloads.Workload(files=args.images, image_size=args.image_size,
+                                      crop_size=args.crop_size, seed=args.seed)
+        jpegs, labels = workloads.load_samples(workload, args.data_dir)
+        samples = workloads.JpegSamples(jpegs, labels, length=settings.stream_samples)
+        transform = (workloads.TransformWithCaption(workload, args.caption_words)
+                     if args.caption_words else workloads.Transform(workload))
+    else:
+        workload = workloads.ArrayWorkload(args.workload, args.images, seed=args.seed)
+        jpegs = labels = None
+        samples = workload.load(settings.stream_samples)
+        transform = workload.transform()
+    x_first = np.asarray(transform(samples[0], workloads.sample_rng(args.seed, 0, 0))[0])
     by_name = {spec.name: spec for spec in LOADERS}
 
     if args.scaling:
@@ -888,11 +910,15 @@ def main(argv: list[str] | None = None) -> int:
         elif row.spec.kind == "reference" and args.caption_words:
             row.status = "skipped"
             row.note = "the TF-ops reference has no caption step"
+        elif row.spec.kind == "reference" and args.workload != "jpeg":
+            row.status = "skipped"
+            row.note = "the TF-ops reference exists for the jpeg workload only"
         elif row.spec.name.startswith("pydataset") and backend_note:
             row.note = backend_note
 
     def ctx_for(row: Row) -> Context:
-        return Context(workload, settings, samples, transform, jpegs, labels, row.workers)
+        return Context(workload, settings, samples, transform, jpegs, labels, row.workers,
+                       x_first.shape, x_first.dtype.name)
 
     def log(message: str) -> None:
         print(message, flush=True)
@@ -901,8 +927,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     print(f"{mode}: {len(rows)} rows, {settings.rounds} round(s), {settings.batches} timed "
           f"batches of {settings.batch_size} after {settings.warmup_batches} warm-up; "
-          f"{workload.files} JPEGs {workload.image_size}px -> {workload.crop_size}px",
-          flush=True)
+          f"{workload.describe()}", flush=True)
     run_rounds(rows, ctx_for, settings.rounds, log)
 
     row_dicts = [r.as_dict() for r in rows]
@@ -935,7 +960,8 @@ def main(argv: list[str] | None = None) -> int:
     print_table(result)
     tag = args.tag or socket.gethostname()
     out = Path(args.out) if args.out else (
-        HERE / "results" / f"pipeline_throughput{'-scaling' if mode == 'scaling' else ''}-{tag}.json")
+        HERE / "results" / (f"pipeline_throughput{'-scaling' if mode == 'scaling' else ''}"
+                            f"{'' if args.workload == 'jpeg' else '-' + args.workload}-{tag}.json"))
     write_json(out, result)
     print(f"wrote {out}  (plot: python benchmarks/plot.py {out})")
     failed = [r["name"] for r in row_dicts if r["status"] == "failed"]

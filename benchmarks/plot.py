@@ -25,10 +25,10 @@ COLOURS = {"baseline": "#8c8c8c", "stoke": "#e8590c", "peer": "#3b6ea8", "refere
 
 def _subtitle(result: dict[str, Any]) -> str:
     machine, workload, settings = result["machine"], result["workload"], result["settings"]
-    return (f"{machine['cores']} cores ({machine.get('cpu_model') or 'cpu'}), "
-            f"{workload['image_size']}px JPEG -> crop {workload['crop_size']}, "
-            f"batch {settings['batch_size']}, {settings['rounds']} rounds, "
-            f"{workload['decoder']}, {result['date'][:10]}")
+    what = workload.get("describe") or (  # results written before other workloads existed
+        f"{workload['image_size']}px JPEG -> crop {workload['crop_size']}, {workload['decoder']}")
+    return (f"{machine['cores']} cores ({machine.get('cpu_model') or 'cpu'}), {what}, "
+            f"batch {settings['batch_size']}, {settings['rounds']} rounds, {result['date'][:10]}")
 
 
 def plot_compare(result: dict[str, Any], ax) -> None:

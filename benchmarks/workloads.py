@@ -64,8 +64,16 @@ class Workload:
         if not 1 <= self.quality <= 100:
             raise ValueError(f"quality must be in 1..100. Received: quality={self.quality}")
 
+    name = "jpeg"
+    batch_size = 64
+
+    def describe(self) -> str:
+        return (f"{self.image_size}px JPEG -> crop {self.crop_size}, {self.files} files, "
+                f"decoder {DECODER}")
+
     def as_dict(self) -> dict:
-        return {**asdict(self), "decoder": DECODER}
+        return {**asdict(self), "name": self.name, "decoder": DECODER,
+                "describe": self.describe()}
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -293,3 +301,105 @@ class TransformedSamples:
 def collate(samples: list[tuple[np.ndarray, np.int32]]) -> tuple[np.ndarray, np.ndarray]:
     """A batch from ``(image, label)`` samples: what a hand-written loop does (``np.stack``)."""
     return np.stack([s[0] for s in samples]), np.array([s[1] for s in samples], np.int32)
+
+
+# -- other workloads: numbers already in memory, no decoding --------------------------------
+# The JPEG workload is the one issue 2 quotes; these two check that the engine, not that one
+# workload, is fast: `pipeline_throughput.py --workload tabular|large-arrays`.
+@dataclass(frozen=True)
+class ArrayWorkload:
+    """In-memory samples of one of two shapes of work:
+
+    - ``tabular``: rows of 64 float32 features; the transform adds Gaussian noise and drops
+      10% of the features (a few µs of numpy per sample: the per-sample cost of the loader
+      itself shows). Batches of 256.
+    - ``large-arrays``: 256x256x3 uint8 images; random crop 224, random flip, per-channel
+      normalisation to float32 (600 KB out per sample, little compute: moving bytes shows).
+      Batches of 32.
+    """
+
+    name: str
+    distinct: int  # distinct samples in memory (the stream cycles through them)
+    seed: int = 0
+
+    SHAPES = {"tabular": (64,), "large-arrays": (256, 256, 3)}
+    BATCH_SIZES = {"tabular": 256, "large-arrays": 32}
+
+    def __post_init__(self) -> None:
+        if self.name not in self.SHAPES:
+            raise ValueError(f"unknown array workload {self.name!r}; one of {list(self.SHAPES)}")
+        if self.distinct < 1:
+            raise ValueError(f"distinct must be >= 1. Received: distinct={self.distinct}")
+
+    @property
+    def batch_size(self) -> int:
+        return self.BATCH_SIZES[self.name]
+
+    def describe(self) -> str:
+        if self.name == "tabular":
+            return f"tabular: {self.distinct} rows of 64 float32 -> noise + feature dropout"
+        return (f"large-arrays: {self.distinct} 256px uint8 images -> crop 224, flip, "
+                "normalise to float32")
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "describe": self.describe()}
+
+    def load(self, length: int) -> ArraySamples:
+        rng = np.random.default_rng(self.seed)
+        shape = self.SHAPES[self.name]
+        if self.name == "tabular":
+            data = rng.normal(0.0, 1.0, (self.distinct, *shape)).astype(np.float32)
+        else:
+            data = rng.integers(0, 256, (self.distinct, *shape), dtype=np.uint8)
+        labels = (np.arange(self.distinct) % 1000).astype(np.int32)
+        return ArraySamples(data, labels, length)
+
+    def transform(self):
+        return tabular_transform if self.name == "tabular" else large_array_transform
+
+
+class ArraySamples:
+    """``samples[i] -> (data[i % n], label)`` for ``i < length``: like :class:`JpegSamples`
+    for in-memory arrays. Picklable (the arrays travel with it; stoke sends big ones to its
+    workers through shared memory, once)."""
+
+    def __init__(self, data: np.ndarray, labels: np.ndarray, length: int) -> None:
+        self.data = data
+        self.labels = np.asarray(labels, np.int32)
+        self.length = int(length)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.int32]:
+        index = int(index)
+        if not 0 <= index < self.length:
+            raise IndexError(f"sample index {index} out of range [0, {self.length})")
+        k = index % len(self.data)
+        return self.data[k], self.labels[k]
+
+
+def tabular_transform(sample, rng: np.random.Generator):
+    """Gaussian noise (sigma 0.05) on every feature, then 10% of the features set to 0."""
+    row, label = sample
+    out = row + rng.normal(0.0, 0.05, row.shape).astype(np.float32)
+    out[rng.random(row.shape) < 0.1] = 0.0
+    return out, np.int32(label)
+
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
+
+
+def large_array_transform(sample, rng: np.random.Generator, crop: int = 224):
+    """Random crop ``crop``, random horizontal flip, (x - mean) / std per channel, float32."""
+    image, label = sample
+    top = int(rng.integers(0, image.shape[0] - crop + 1))
+    left = int(rng.integers(0, image.shape[1] - crop + 1))
+    image = image[top:top + crop, left:left + crop]
+    if rng.random() < 0.5:
+        image = image[:, ::-1]
+    out = image.astype(np.float32)
+    out -= IMAGENET_MEAN
+    out /= IMAGENET_STD
+    return out, np.int32(label)

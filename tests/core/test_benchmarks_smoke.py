@@ -198,3 +198,44 @@ def test_the_caption_step_keeps_the_batches(monkeypatch, tmp_path):
         assert a[1] == b[1]
     assert workloads.tokenize_caption(3, 50) == workloads.tokenize_caption(3, 50)
     assert len(workloads.tokenize_caption(3, 50)) == 16
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workload,x_shape", [("tabular", [16, 64]),
+                                              ("large-arrays", [16, 224, 224, 3])])
+def test_other_workloads_run_through_stoke_the_loop_and_the_peers(tmp_path, workload, x_shape):
+    out = tmp_path / "result.json"
+    rows = "python-loop,stoke-process,stoke-thread,tf.data-numpy_function,torch-dataloader," \
+           "tf-native-ops"
+    proc = _run(tmp_path, "--workload", workload, "--workers", "2", "--only", rows,
+                "--out", str(out))
+    assert proc.returncode == 0, _explain(proc)
+    result = json.loads(out.read_text())
+    assert result["workload"]["name"] == workload
+    by_name = {r["name"]: r for r in result["rows"]}
+    assert by_name["tf-native-ops"]["status"] == "skipped"  # a JPEG-only reference
+    for row in result["rows"]:
+        if row["name"] == "tf-native-ops" or row["status"] == "skipped":
+            continue
+        assert row["status"] == "ok", f"{row['name']}: {row['note']}"
+        assert row["batch"]["x_shape"] == x_shape, row["name"]
+        assert row["batch"]["x_dtype"] == "float32", row["name"]
+        assert row["leftover_processes"] == [], row["name"]
+
+
+def test_array_workloads_are_deterministic_per_sample(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    import numpy as np
+    import workloads
+
+    for name in ("tabular", "large-arrays"):
+        workload = workloads.ArrayWorkload(name, distinct=8)
+        samples, fn = workload.load(length=20), workload.transform()
+        assert len(samples) == 20 and samples[17][1] == samples[9][1]  # 17 % 8 == 9 % 8
+        a = fn(samples[3], workloads.sample_rng(0, 0, 3))[0].copy()
+        b = fn(samples[3], workloads.sample_rng(0, 0, 3))[0]
+        c = fn(samples[3], workloads.sample_rng(0, 1, 3))[0]
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == np.float32 and not np.array_equal(a, c)
+    with pytest.raises(ValueError, match="unknown array workload"):
+        workloads.ArrayWorkload("video", distinct=8)
