@@ -183,6 +183,15 @@ def decode(jpeg: bytes) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
+def random_crop_and_flip(image: np.ndarray, rng: np.random.Generator, crop: int) -> np.ndarray:
+    """A random ``crop`` x ``crop`` window of ``image``, flipped left-right half the time
+    (a view: no copy yet)."""
+    top = int(rng.integers(0, image.shape[0] - crop + 1))
+    left = int(rng.integers(0, image.shape[1] - crop + 1))
+    image = image[top:top + crop, left:left + crop]
+    return image[:, ::-1] if rng.random() < 0.5 else image
+
+
 def transform(sample: tuple[bytes, np.int32], rng: np.random.Generator,
               crop_size: int = 128, max_brightness_delta: float = 0.2
               ) -> tuple[np.ndarray, np.int32]:
@@ -193,13 +202,7 @@ def transform(sample: tuple[bytes, np.int32], rng: np.random.Generator,
     like ``tf.image.random_brightness`` (no clipping).
     """
     jpeg, label = sample
-    image = decode(jpeg)
-    height, width = image.shape[:2]
-    top = int(rng.integers(0, height - crop_size + 1))
-    left = int(rng.integers(0, width - crop_size + 1))
-    image = image[top:top + crop_size, left:left + crop_size]
-    if rng.random() < 0.5:
-        image = image[:, ::-1]
+    image = random_crop_and_flip(decode(jpeg), rng, crop_size)
     delta = np.float32(rng.uniform(-max_brightness_delta, max_brightness_delta))
     out = image.astype(np.float32)  # one contiguous copy, then in place
     out *= np.float32(1.0 / 255.0)
@@ -394,12 +397,7 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 def large_array_transform(sample, rng: np.random.Generator, crop: int = 224):
     """Random crop ``crop``, random horizontal flip, (x - mean) / std per channel, float32."""
     image, label = sample
-    top = int(rng.integers(0, image.shape[0] - crop + 1))
-    left = int(rng.integers(0, image.shape[1] - crop + 1))
-    image = image[top:top + crop, left:left + crop]
-    if rng.random() < 0.5:
-        image = image[:, ::-1]
-    out = image.astype(np.float32)
+    out = random_crop_and_flip(image, rng, crop).astype(np.float32)
     out -= IMAGENET_MEAN
     out /= IMAGENET_STD
     return out, np.int32(label)
