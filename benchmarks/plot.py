@@ -31,6 +31,10 @@ def _subtitle(result: dict[str, Any]) -> str:
             f"batch {settings['batch_size']}, {settings['rounds']} rounds, {result['date'][:10]}")
 
 
+def _unit(result: dict[str, Any]) -> str:
+    return "images/s" if result["workload"].get("name", "jpeg") == "jpeg" else "samples/s"
+
+
 def plot_compare(result: dict[str, Any], ax) -> None:
     rows = [r for r in result["rows"] if r["status"] == "ok" and r["images_per_s"]]
     skipped = [r for r in result["rows"] if r["status"] != "ok"]
@@ -52,7 +56,7 @@ def plot_compare(result: dict[str, Any], ax) -> None:
     loop = result["summary"].get("loop_images_per_s")
     if loop:
         ax.axvline(loop, color=COLOURS["baseline"], linestyle="--", linewidth=1)
-    ax.set_xlabel("images/s (median over rounds; whiskers: slowest to fastest round)")
+    ax.set_xlabel(f"{_unit(result)} (median over rounds; whiskers: slowest to fastest round)")
     ax.set_xlim(0, max([1.0] + [max(r["images_per_s_rounds"]) for r in rows]) * 1.4)
     if skipped:
         ax.text(0.99, 0.01, "not run: " + "; ".join(f"{r['name']} ({r['note']})" for r in skipped),
@@ -94,7 +98,7 @@ def plot_scaling(result: dict[str, Any], ax) -> None:
     if loop:
         ax.axhline(loop, color=COLOURS["baseline"], linewidth=1, label="plain loop, 1 core")
     ax.set_xlabel("workers")
-    ax.set_ylabel("images/s (median over rounds)")
+    ax.set_ylabel(f"{_unit(result)} (median over rounds)")
     ax.set_xticks(workers)
     ax.set_ylim(0, None)
     ax.legend(fontsize=8, loc="upper left")

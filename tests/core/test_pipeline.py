@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
 
 import numpy as np
@@ -66,6 +67,32 @@ def test_rng_and_order_do_not_depend_on_executor(executor, workers):
     for (gx, gy), (rx, ry) in zip(got, reference):
         np.testing.assert_array_equal(gy, ry)
         np.testing.assert_array_equal(gx, rx)
+
+
+def test_sample_rng_is_a_function_of_its_coordinates_only():
+    from stoke.program import sample_rng
+
+    fresh = sample_rng(7, 1, 5, 0).random(6)
+    sample_rng(7, 1, 4, 0).standard_normal(1001)  # another sample leaves the generator mid-block
+    np.testing.assert_array_equal(sample_rng(7, 1, 5, 0).random(6), fresh)
+    streams = {tuple(sample_rng(*c).random(2)) for c in
+               [(7, 1, 5, 0), (8, 1, 5, 0), (7, 2, 5, 0), (7, 1, 6, 0), (7, 1, 5, 1), (2**70, 1, 5, 0)]}
+    assert len(streams) == 6  # seed, epoch, index and step each change the stream
+
+    results = {}
+
+    def draw(name, coordinates):
+        for _ in range(200):  # interleave with the other thread
+            values = sample_rng(*coordinates).random(3)
+        results[name] = values
+
+    threads = [threading.Thread(target=draw, args=(k, (7, 1, 5 + k, 0))) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    np.testing.assert_array_equal(results[0], sample_rng(7, 1, 5, 0).random(3))
+    np.testing.assert_array_equal(results[1], sample_rng(7, 1, 6, 0).random(3))
 
 
 def test_lambdas_and_closures_reach_process_workers():
