@@ -2,7 +2,7 @@
 
 ``python -m stoke.diagnosis.bootstrap SCRIPT ARGS`` (or ``-m MODULE ARGS``, ``-c CODE ARGS``)
 runs the target as ``__main__`` the way ``python`` would (``sys.argv``, ``sys.path[0]``), with
-a :class:`~stoke.diagnosis.probes.Recorder` active. Keras is not imported here: the script may
+a :class:`~stoke.diagnosis.recorder.Recorder` active. Keras is not imported here: the script may
 pick its backend (``os.environ["KERAS_BACKEND"] = ...``) before importing it, so the hooks are
 installed by an import watcher the moment ``keras`` finishes importing.
 
@@ -25,15 +25,8 @@ import signal
 import sys
 import traceback
 
-from stoke.diagnosis.probes import (
-    DoctorOptions,
-    DoctorStepLimitReached,
-    Recorder,
-    activate,
-    deactivate,
-    install_hooks,
-    keras_version_warning,
-)
+from stoke.diagnosis.hooks import activate, deactivate, install_hooks, keras_version_warning
+from stoke.diagnosis.recorder import DoctorOptions, DoctorStepLimitReached, Recorder
 from stoke.legacy.run import exit_status
 
 RECORD_ENV = "STOKE_DOCTOR_RECORD"

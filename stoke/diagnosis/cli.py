@@ -78,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from stoke.diagnosis.probes import DoctorOptions
+    from stoke.diagnosis.recorder import DoctorOptions
     from stoke.diagnosis.runner import CommandError, run_measured
 
     command = list(args.command_line or [])

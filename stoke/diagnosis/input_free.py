@@ -121,7 +121,7 @@ class InputFreeWindow:
             self._restore()
             self._restore = None
         if self._saved_jax_state is not None:
-            from stoke.diagnosis.probes import _hand_jax_state_to_model
+            from stoke.diagnosis.timing import _hand_jax_state_to_model
 
             state, self._saved_jax_state = self._saved_jax_state, None
             _hand_jax_state_to_model(model, (None, state))

@@ -1,7 +1,7 @@
 """The two bounding probes: the input pipeline alone, and the model alone.
 
 Run once, in the middle of a measured run (after N steps, from
-:meth:`stoke.diagnosis.probes.Recorder.after_step`), while the trainer is paused:
+:meth:`stoke.diagnosis.recorder.Recorder.after_step`), while the trainer is paused:
 
 - **input alone** iterates the user's own data object for a few seconds with no model, the way
   the backend's trainer would (``get_jax_iterator``, ``get_torch_dataloader``,
@@ -42,7 +42,7 @@ MIN_MODEL_STEPS = 3
 def run_fit_probes(recorder, timed_function, args: tuple, result: Any) -> None:
     """Run both probes inside a measured ``fit``; results go to ``recorder.record.probes``,
     reasons for a skipped probe to ``record.meta["probe_notes"]``."""
-    from stoke.diagnosis.probes import _leading_dim
+    from stoke.diagnosis.facts import _leading_dim
 
     notes = recorder.record.meta.setdefault("probe_notes", {})
     backend = recorder.backend
@@ -91,7 +91,7 @@ def run_fit_probes(recorder, timed_function, args: tuple, result: Any) -> None:
 def run_train_on_batch_probes(recorder, original, model, args: tuple, kwargs: dict) -> None:
     """The model-alone probe for a ``train_on_batch`` loop: ``train_on_batch`` itself on the
     last batch, moved to the device first (the loop's per-call cost is the model's cost)."""
-    from stoke.diagnosis.probes import _leading_dim
+    from stoke.diagnosis.facts import _leading_dim
 
     notes = recorder.record.meta.setdefault("probe_notes", {})
     notes["input_alone"] = (
@@ -386,7 +386,7 @@ def _device_wait_function(backend: str):
 
 
 def _time_pulls(pull, seconds: float, warmup: int, detail: dict, finish=None) -> ProbeResult | None:
-    from stoke.diagnosis.probes import _leading_dim
+    from stoke.diagnosis.facts import _leading_dim
 
     exhausted = False
     last = None

@@ -24,8 +24,8 @@ from pathlib import Path
 import psutil
 
 from stoke.diagnosis.bootstrap import OPTIONS_ENV, PARENT_ENV, RECORD_ENV
-from stoke.diagnosis.probes import DoctorOptions
 from stoke.diagnosis.record import RunRecord
+from stoke.diagnosis.recorder import DoctorOptions
 
 # Interpreter options that take a value (python -X dev, -W error, ...).
 _OPTIONS_WITH_VALUE = {"-X", "-W", "--check-hash-based-pycs"}

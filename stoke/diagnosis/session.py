@@ -10,7 +10,7 @@
     model.fit(ds, epochs=2, callbacks=[callback])
     callback.report()
 
-Both measure the same way as ``stoke doctor`` (:mod:`stoke.diagnosis.probes`), with one
+Both measure the same way as ``stoke doctor`` (:mod:`stoke.diagnosis.recorder`), with one
 difference: at the step limit they set ``model.stop_training`` (``fit`` returns normally)
 instead of ending the script. ``DoctorCallback`` overrides only ``on_train_begin`` and
 ``on_train_end``, so Keras keeps dispatching batch callbacks asynchronously. It attaches to the
@@ -27,8 +27,8 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from stoke.diagnosis.probes import DoctorOptions, Recorder
 from stoke.diagnosis.record import RunRecord
+from stoke.diagnosis.recorder import DoctorOptions, Recorder
 
 # DoctorCallback is built on first access (module __getattr__), so it is not listed here.
 __all__ = ["DoctorSession", "doctor"]
@@ -74,9 +74,9 @@ def doctor(
     """Measure every ``fit`` (and ``train_on_batch`` loop) run inside the block.
 
     ``steps``: stop training (``model.stop_training``) after that many measured steps.
-    The other arguments are those of :class:`~stoke.diagnosis.probes.DoctorOptions`.
+    The other arguments are those of :class:`~stoke.diagnosis.recorder.DoctorOptions`.
     """
-    from stoke.diagnosis import probes as probes_module
+    from stoke.diagnosis import hooks
 
     options = DoctorOptions(
         stop_after_steps=steps,
@@ -86,17 +86,17 @@ def doctor(
         sync_every_steps=sync_every_steps,
         on_step_limit="stop_training",
     )
-    if probes_module.active_recorder() is not None:
+    if hooks.active_recorder() is not None:
         raise RuntimeError(
             "A doctor session is already measuring this process: nest no `stoke.doctor()` "
             "blocks, and run no `stoke doctor` script that opens one."
         )
-    installed_here = not probes_module.hooks_installed()
-    probes_module.install_hooks()
+    installed_here = not hooks.hooks_installed()
+    hooks.install_hooks()
     recorder = Recorder(options, argv=list(sys.argv), script="<session>")
     recorder.start(sample_system=sample_system)
     session = DoctorSession(recorder)
-    probes_module.activate(recorder)
+    hooks.activate(recorder)
     status, error, error_type = "completed", None, None
     try:
         yield session
@@ -107,10 +107,10 @@ def doctor(
         status, error, error_type = "failed", repr(exception), type(exception).__name__
         raise
     finally:
-        probes_module.deactivate(recorder)
+        hooks.deactivate(recorder)
         session.record = recorder.finish(status, 0 if status == "completed" else 1, error, error_type)
         if installed_here:
-            probes_module.uninstall_hooks()
+            hooks.uninstall_hooks()
 
 
 def _report(record: RunRecord, format: str, path: str | None) -> Any:
@@ -148,7 +148,7 @@ def _doctor_callback_class():
         return _CALLBACK_CLASS
     import keras
 
-    from stoke.diagnosis import probes as probes_module
+    from stoke.diagnosis import hooks
 
     class DoctorCallback(keras.callbacks.Callback):
         """Measure the ``fit`` this callback is passed to (see the module docstring).
@@ -179,13 +179,13 @@ def _doctor_callback_class():
             self._recorder: Recorder | None = None
 
         def on_train_begin(self, logs=None):
-            if probes_module.active_recorder() is not None:
+            if hooks.active_recorder() is not None:
                 return  # a stoke.doctor() session or `stoke doctor` already measures this fit
-            epoch_iterator, arguments = probes_module.find_running_epoch_iterator()
+            epoch_iterator, arguments = hooks.find_running_epoch_iterator()
             recorder = Recorder(self.options, argv=list(sys.argv), script="<callback>")
             recorder.start(sample_system=self.sample_system)
             self._recorder = recorder
-            probes_module.activate(recorder)
+            hooks.activate(recorder)
             recorder.begin_fit(self.model, arguments or {})
             if epoch_iterator is None:
                 recorder.record.meta["attach_note"] = (
@@ -203,7 +203,7 @@ def _doctor_callback_class():
             if recorder is None:
                 return self.record
             self._recorder = None
-            probes_module.deactivate(recorder)
+            hooks.deactivate(recorder)
             recorder.end_fit()
             self.record = recorder.finish()
             return self.record

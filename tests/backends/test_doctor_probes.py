@@ -22,9 +22,10 @@ import numpy as np
 import pytest
 
 from stoke.diagnosis import cli, session
+from stoke.diagnosis.facts import host_op_layers
 from stoke.diagnosis.model_probe import snapshot_variables
-from stoke.diagnosis.probes import DoctorOptions, host_op_layers
 from stoke.diagnosis.record import RunRecord
+from stoke.diagnosis.recorder import DoctorOptions
 from stoke.diagnosis.runner import CommandError, build_child_command, run_measured
 
 BACKEND = keras.backend.backend()
