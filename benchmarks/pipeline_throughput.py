@@ -460,7 +460,7 @@ def _independent_loop(ctx: Context, share: int, warmup_batches: int, timed_batch
     try:
         from stoke.executors.allocator import keep_freed_memory
 
-        keep_freed_memory()  # the allocator setting stoke's workers run with: same ceiling
+        keep_freed_memory()  # the allocator stoke's workers run with (STOKE_WORKER_MALLOC)
 
         def endless():
             while True:

@@ -1,21 +1,22 @@
-"""The worker processes' memory allocator: freed memory is kept for the next sample.
+"""The worker processes' memory allocator: an opt-in to keep freed memory for the next sample.
 
-A map function allocates the same few large arrays for every sample (a decoded image, its
-float32 copy, a flipped copy...). glibc's malloc gives blocks over its mmap threshold (128 KiB
-at first, raised to the largest block freed so far) their own fresh pages, and hands the top
-of the heap back to the kernel once more than twice that much is free. With a working set of
-several such arrays per sample, every sample then pays page faults and the kernel's zeroing
-of fresh pages again: measured on a 2-core machine, a map making three 600 KB float32 arrays
-ran 1.6-1.8x faster per worker once freed memory was kept (``benchmarks/README.md``).
+A map function allocates the same few large arrays for every sample. glibc's malloc gives
+blocks over its mmap threshold (128 KiB at first, raised to the largest block freed so far)
+their own fresh pages, and hands the top of the heap back to the kernel once more than twice
+that much is free. A map that makes several large temporaries per sample (a cast, a division
+into a new array, a contiguous flip: three 600 KB arrays) then pays page faults and the
+kernel's zeroing of fresh pages on every sample.
 
-Worker processes belong to stoke and do one job, so they keep their freed memory: blocks up
-to 32 MiB come from the heap, and up to 128 MiB of free heap is kept rather than trimmed.
-What a worker keeps is its peak working set, and it is counted: autotuning measures each
-worker's memory (USS) against its memory budget. The trainer process is left as it is.
+``STOKE_WORKER_MALLOC=keep`` in the trainer's environment makes stoke's worker processes keep
+their freed memory: blocks up to 32 MiB come from the heap, and up to 128 MiB of free heap is
+kept rather than trimmed. Measured on 2 cores with 2 workers
+(``benchmarks/worker_allocator.py``, ``results/worker_allocator-2core.json``): the
+three-temporaries map ran 1.65x faster, the ``large-arrays`` map 1.06x, but the JPEG map
+0.87-0.91x (more CPU per image with no more page faults: glibc's own adaptive thresholds suit
+it better). So it is not the default. The trainer process is never changed.
 
-Only glibc has ``mallopt``; elsewhere (macOS, musl, a preloaded jemalloc) nothing changes.
-``STOKE_WORKER_MALLOC=default`` in the environment turns this off, and so does any of
-glibc's own ``MALLOC_*_`` tuning variables: the user's settings win.
+Only glibc has ``mallopt``; elsewhere (macOS, musl, a preloaded jemalloc) nothing changes. Any
+of glibc's own ``MALLOC_*_`` tuning variables wins over it.
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP
 
 
 def keep_freed_memory(environ=os.environ) -> bool:
-    """Tell glibc's malloc, in this process, to keep freed memory for reuse. Returns whether
-    it did (False: not glibc, turned off, or the user tunes malloc already)."""
-    if environ.get("STOKE_WORKER_MALLOC", "") == "default":
+    """When ``STOKE_WORKER_MALLOC=keep``, tell glibc's malloc, in this process, to keep freed
+    memory for reuse. Returns whether it did (False: not asked, not glibc, or the user tunes
+    malloc already)."""
+    if environ.get("STOKE_WORKER_MALLOC", "") != "keep":
         return False
     if any(name in environ for name in USER_SETTINGS):
         return False
