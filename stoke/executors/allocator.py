@@ -10,10 +10,10 @@ kernel's zeroing of fresh pages on every sample.
 ``STOKE_WORKER_MALLOC=keep`` in the trainer's environment makes stoke's worker processes keep
 their freed memory: blocks up to 32 MiB come from the heap, and up to 128 MiB of free heap is
 kept rather than trimmed. Measured on 2 cores with 2 workers
-(``benchmarks/worker_allocator.py``, ``results/worker_allocator-2core.json``): the
-three-temporaries map ran 1.65x faster, the ``large-arrays`` map 1.06x, but the JPEG map
-0.87-0.91x (more CPU per image with no more page faults: glibc's own adaptive thresholds suit
-it better). So it is not the default. The trainer process is never changed.
+(``benchmarks/worker_allocator.py``, ``results/worker_allocator-2core.json``; three runs):
+the three-temporaries map ran 1.65-1.66x faster, the ``large-arrays`` map 1.06-1.09x, but the
+JPEG map 0.87-0.96x (more CPU per image with no more page faults: glibc's own adaptive
+thresholds suit it better). So it is not the default. The trainer process is never changed.
 
 Only glibc has ``mallopt``; elsewhere (macOS, musl, a preloaded jemalloc) nothing changes. Any
 of glibc's own ``MALLOC_*_`` tuning variables wins over it.

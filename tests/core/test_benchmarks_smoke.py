@@ -239,3 +239,20 @@ def test_array_workloads_are_deterministic_per_sample(monkeypatch):
         assert a.dtype == np.float32 and not np.array_equal(a, c)
     with pytest.raises(ValueError, match="unknown array workload"):
         workloads.ArrayWorkload("video", distinct=8)
+
+
+@pytest.mark.slow
+def test_worker_allocator_benchmark_runs_both_allocators(tmp_path):
+    out = tmp_path / "allocator.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / "worker_allocator.py"), "--quick",
+         "--maps", "temporaries,large-arrays", "--workers", "1", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, _explain(proc)
+    result = json.loads(out.read_text())
+    assert result["schema"] == "stoke.bench.worker_allocator/1"
+    assert [r["map"] for r in result["rows"]] == ["temporaries", "large-arrays"]
+    for row in result["rows"]:
+        assert row["glibc_default_samples_per_s"] > 0 and row["keep_freed_samples_per_s"] > 0
+        assert row["ratio"] == pytest.approx(
+            row["keep_freed_samples_per_s"] / row["glibc_default_samples_per_s"])
