@@ -42,20 +42,6 @@ ALLOCATORS = ("glibc-default", "keep-freed")
 MAPS = ("jpeg", "large-arrays", "temporaries")
 
 
-class TemporaryImages:
-    """``samples[i] -> (224x224x3 uint8, label)``, ``n`` distinct images cycled."""
-
-    def __init__(self, n: int, length: int) -> None:
-        self.images = np.random.default_rng(0).integers(0, 256, (n, 224, 224, 3), np.uint8)
-        self.length = length
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int):
-        return self.images[index % len(self.images)], np.int32(index % 1000)
-
-
 def temporaries_transform(sample, rng: np.random.Generator):
     """Three fresh 600 KB arrays per sample: a cast, a division, a contiguous flip."""
     image, label = sample
@@ -77,7 +63,11 @@ def build(name: str, length: int, quick: bool):
         workload = workloads.ArrayWorkload("large-arrays", 32 if quick else 256)
         source, fn, batch = workload.load(length), workload.transform(), 32
     else:
-        source, fn, batch = TemporaryImages(32 if quick else 256, length), temporaries_transform, 32
+        distinct = 32 if quick else 256
+        images = np.random.default_rng(0).integers(0, 256, (distinct, 224, 224, 3), np.uint8)
+        labels = np.arange(distinct, dtype=np.int32) % 1000
+        source = workloads.ArraySamples(images, labels, length)
+        fn, batch = temporaries_transform, 32
     return stoke.from_sequence(source).shuffle(0).map(fn).batch(batch)
 
 

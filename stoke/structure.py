@@ -91,7 +91,7 @@ class LeafSpec:
 
     @property
     def row_bytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+        return int(np.prod(self.shape, dtype=np.int64)) * self.numpy_dtype.itemsize
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import numpy as np
 
 from stoke.errors import LayoutError, SampleError
 from stoke.program import FILTERED, SampleProgram
-from stoke.structure import LEAF, BatchLayout, TreeDef, check_fits, flatten, to_leaf_arrays
+from stoke.structure import BatchLayout, TreeDef, check_fits, flatten, to_leaf_arrays
 
 
 @dataclass(frozen=True)
@@ -69,17 +69,16 @@ def fill_slot(program: SampleProgram, task: Task, layout: BatchLayout,
     row = 0
     cast_paths: set[str] = set()
     specs = layout.leaves
-    flat = len(specs) if layout.treedef == ("tuple", [LEAF] * len(specs)) else 0
     for index in task.indices.tolist():
         sample = program.run(index, task.epoch)
         if sample is FILTERED:
             continue
-        if flat and type(sample) is tuple and len(sample) == flat and _fits_exactly(specs, sample):
-            for view, leaf in zip(slot_views, sample):  # the common case, checked: write it
+        treedef, leaves = flatten(sample)
+        if treedef == layout.treedef and _fits_exactly(specs, leaves):
+            for view, leaf in zip(slot_views, leaves):  # the common case, checked: write it
                 view[row] = leaf
             row += 1
             continue
-        treedef, leaves = flatten(sample)
         arrays, cast = to_leaf_arrays(leaves, program.dtype_policy, index, treedef)
         check_fits(layout, arrays, treedef, index)
         for view, array in zip(slot_views, arrays):
