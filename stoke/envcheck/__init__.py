@@ -39,8 +39,8 @@ This package module only re-exports; each step has a module of its own:
 from __future__ import annotations
 
 # Names the single envcheck.py had that its tests still reach through the package: the
-# standard modules they patch (``envcheck.shutil.which``, ``envcheck.os.path.exists``), the
-# code the probe's child runs (``_PROBE_CODE``, see ``probe._child_code``), a private helper.
+# standard modules they patch (``envcheck.shutil.which``, ``envcheck.os.path.exists``), a
+# private helper.
 import os as os
 import shutil as shutil
 
@@ -115,8 +115,8 @@ from stoke.envcheck.parsers import (
     short_device,
     stderr_hints,
 )
-from stoke.envcheck.probe import _PROBE_CODE as _PROBE_CODE
 from stoke.envcheck.probe import (
+    PROBE_CODE,
     PROBE_MARKER,
     RunningProbe,
     probe_backend,
@@ -162,6 +162,7 @@ __all__ = [
     "NvidiaFacts",
     "OK",
     "PACKAGES",
+    "PROBE_CODE",
     "PROBE_MARKER",
     "RunningProbe",
     "STATUSES",

@@ -25,9 +25,10 @@ from typing import Any
 from stoke.envcheck.parsers import device_kind, short_device
 
 PROBE_MARKER = "STOKE_ENV_PROBE "
-_PROBE_CODE = (
-    "import json, stoke.envcheck as m; "
-    "print(m.PROBE_MARKER + json.dumps(m.probe_backend()), flush=True)"
+# What the child runs: :func:`probe_backend`, its result printed as one marked JSON line.
+PROBE_CODE = (
+    "import json; from stoke.envcheck.probe import PROBE_MARKER, probe_backend; "
+    "print(PROBE_MARKER + json.dumps(probe_backend()), flush=True)"
 )
 
 
@@ -178,25 +179,19 @@ def _probe_environment(backend: str | None) -> dict[str, str]:
     return env
 
 
-def _child_code() -> str:
-    """The code the child runs: ``stoke.envcheck._PROBE_CODE``, read off the package rather
-    than this module, since the package's name is the one callers (and the tests that crash
-    or hang the child on purpose) replace."""
-    from stoke import envcheck
-
-    return envcheck._PROBE_CODE
-
-
 class RunningProbe:
     """A :func:`probe_backend` child process. :meth:`result` waits for it (at most
-    ``timeout_s`` from the start) and always leaves no process behind."""
+    ``timeout_s`` from the start) and always leaves no process behind.
 
-    def __init__(self, backend: str | None, timeout_s: float) -> None:
+    ``code`` is the Python the child runs (:data:`PROBE_CODE`); the tests give it code that
+    crashes or hangs on purpose."""
+
+    def __init__(self, backend: str | None, timeout_s: float, code: str = PROBE_CODE) -> None:
         self.backend = backend
         self.timeout_s = timeout_s
         self.started = time.monotonic()
         self.process = subprocess.Popen(
-            [sys.executable, "-c", _child_code()],
+            [sys.executable, "-c", code],
             env=_probe_environment(backend),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

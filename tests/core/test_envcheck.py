@@ -762,18 +762,15 @@ def test_gathering_imports_no_framework():
     assert float(done.stdout.strip()) < 5.0
 
 
-def test_a_crashing_probe_is_reported(monkeypatch):
-    monkeypatch.setattr(
-        envcheck, "_PROBE_CODE", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"
-    )
-    result = envcheck.RunningProbe("torch", timeout_s=30).result()
+def test_a_crashing_probe_is_reported():
+    crash = "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"
+    result = envcheck.RunningProbe("torch", timeout_s=30, code=crash).result()
     assert "SIGSEGV" in result["error"]
     assert envcheck.check_backend_devices(result, 0).status == FAIL
 
 
-def test_a_hanging_probe_is_killed(monkeypatch):
-    monkeypatch.setattr(envcheck, "_PROBE_CODE", "import time; time.sleep(60)")
-    probe = envcheck.RunningProbe("jax", timeout_s=1)
+def test_a_hanging_probe_is_killed():
+    probe = envcheck.RunningProbe("jax", timeout_s=1, code="import time; time.sleep(60)")
     result = probe.result()
     assert "did not finish within 1 s" in result["error"]
     assert probe.process.poll() is not None
