@@ -38,7 +38,6 @@ from stoke.envcheck.facts import (
     GpuProcess,
     HostFacts,
     NvidiaFacts,
-    _jax_cuda_packages,
     effective_cores,
     framework_distribution,
 )
@@ -175,6 +174,17 @@ def _source_phrase(source: str) -> str:
     if source == KERAS_DEFAULT_SOURCE:
         return "Keras' default: neither KERAS_BACKEND nor keras.json sets one"
     return f"from {source}"
+
+
+def _jax_cuda_packages(packages: Mapping[str, str]) -> dict[int, dict[str, str]]:
+    """The JAX CUDA plugins installed, by CUDA major: {12: {"jax-cuda12-plugin": "0.10.2"}}."""
+    found: dict[int, dict[str, str]] = {}
+    for major in JAX_CUDA_MAJORS:
+        for part in ("plugin", "pjrt"):
+            name = f"jax-cuda{major}-{part}"
+            if name in packages:
+                found.setdefault(major, {})[name] = packages[name]
+    return found
 
 
 def check_packages(packages: Mapping[str, str], jax_requires_jaxlib: str | None) -> list[Check]:

@@ -210,13 +210,3 @@ def framework_distribution(framework: str, packages: Mapping[str, str]) -> str |
         if name in packages:
             return name
     return None
-
-
-def _jax_cuda_packages(packages: Mapping[str, str]) -> dict[int, dict[str, str]]:
-    found: dict[int, dict[str, str]] = {}
-    for major in JAX_CUDA_MAJORS:
-        for part in ("plugin", "pjrt"):
-            name = f"jax-cuda{major}-{part}"
-            if name in packages:
-                found.setdefault(major, {})[name] = packages[name]
-    return found
