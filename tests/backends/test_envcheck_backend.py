@@ -11,17 +11,18 @@ import sys
 import pytest
 
 import stoke
-from stoke import envcheck
+from stoke.envcheck.facts import FAIL, INFO, OK, TRAINING_BACKENDS
+from stoke.envcheck.probe import probe_backend
 
 BACKEND = os.environ.get("KERAS_BACKEND")
 pytestmark = pytest.mark.skipif(
-    BACKEND not in envcheck.TRAINING_BACKENDS,
+    BACKEND not in TRAINING_BACKENDS,
     reason="run through tests.run_all, which sets KERAS_BACKEND",
 )
 
 
 def test_probe_lists_devices_and_runs_a_correct_matmul():
-    probe = envcheck.probe_backend(matmul_budget_s=0.1)
+    probe = probe_backend(matmul_budget_s=0.1)
     assert probe["error"] is None, probe
     assert probe["backend"] == BACKEND
     assert probe["devices"], probe
@@ -51,15 +52,15 @@ def test_command_checks_the_active_backend(tmp_path):
         env=env,
     )
     payload = json.loads(path.read_text())
-    assert done.returncode == (1 if payload["status"] == envcheck.FAIL else 0), done.stdout
+    assert done.returncode == (1 if payload["status"] == FAIL else 0), done.stdout
     (probe,) = payload["facts"]["probes"]
     assert probe["backend"] == BACKEND and probe["error"] is None, probe
     checks = {c["id"]: c for c in payload["checks"]}
     devices, matmul = checks[f"devices-{BACKEND}"], checks[f"matmul-{BACKEND}"]
     if payload["facts"]["nvidia"]["gpus"]:
-        assert devices["status"] in (envcheck.OK, envcheck.INFO, envcheck.FAIL)
+        assert devices["status"] in (OK, INFO, FAIL)
     else:  # a CPU-only machine: said plainly, not a failure
-        assert devices["status"] == envcheck.INFO, devices
-        assert matmul["status"] == envcheck.INFO, matmul
+        assert devices["status"] == INFO, devices
+        assert matmul["status"] == INFO, matmul
         assert "no NVIDIA GPU visible" in checks["nvidia"]["message"]
     assert f"matmul ({BACKEND})" in done.stdout

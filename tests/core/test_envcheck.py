@@ -10,6 +10,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -18,10 +19,32 @@ import pytest
 from rich.console import Console
 
 import stoke
-from stoke import envcheck
-from stoke.envcheck import (
+from stoke.envcheck.checks import (
+    check_backend,
+    check_backend_devices,
+    check_cpu_load,
+    check_cuda_driver,
+    check_framework_build,
+    check_gpu_memory,
+    check_gpu_processes,
+    check_gpu_visibility,
+    check_host,
+    check_keras,
+    check_matmul,
+    check_nvidia,
+    check_packages,
+    check_python,
+    check_shm,
+    check_threads,
+    evaluate,
+    worst_status,
+)
+from stoke.envcheck.facts import (
     FAIL,
+    GIB,
     INFO,
+    KERAS_DEFAULT_SOURCE,
+    MIB,
     OK,
     WARN,
     Check,
@@ -30,17 +53,42 @@ from stoke.envcheck import (
     GpuProcess,
     HostFacts,
     NvidiaFacts,
+    effective_cores,
+)
+from stoke.envcheck.gather import backends_to_probe, gather_nvidia
+from stoke.envcheck.parsers import (
+    device_kind,
+    parse_build_info,
+    parse_cpu_max,
+    parse_nvidia_smi_apps,
+    parse_nvidia_smi_gpus,
+    parse_nvidia_smi_header,
+    parse_torch_version_file,
+    resolve_backend,
+    short_device,
+    stderr_hints,
+)
+from stoke.envcheck.probe import RunningProbe
+from stoke.envcheck.report import ENV_SCHEMA_VERSION, add_arguments, main, render, to_json
+from stoke.envcheck.versions import (
+    cuda_from_nvml,
+    cuda_supported_by_driver,
+    jax_cuda_extra,
+    min_driver_for_cuda,
+    parse_version,
+    torch_wheel_tag,
+    version_satisfies,
 )
 
 # --- versions -------------------------------------------------------------------------------
 
 
 def test_parse_version_keeps_the_numeric_release():
-    assert envcheck.parse_version("2.13.0+cpu") == (2, 13, 0)
-    assert envcheck.parse_version("580.159.04") == (580, 159, 4)
-    assert envcheck.parse_version("0.4.30.dev20240601") == (0, 4, 30)
-    assert envcheck.parse_version("") == ()
-    assert envcheck.parse_version(None) == ()
+    assert parse_version("2.13.0+cpu") == (2, 13, 0)
+    assert parse_version("580.159.04") == (580, 159, 4)
+    assert parse_version("0.4.30.dev20240601") == (0, 4, 30)
+    assert parse_version("") == ()
+    assert parse_version(None) == ()
 
 
 @pytest.mark.parametrize(
@@ -57,32 +105,32 @@ def test_parse_version_keeps_the_numeric_release():
     ],
 )
 def test_version_satisfies(version, specifier, expected):
-    assert envcheck.version_satisfies(version, specifier) is expected
+    assert version_satisfies(version, specifier) is expected
 
 
 # --- CUDA and the driver ----------------------------------------------------------------------
 
 
 def test_min_driver_for_cuda():
-    assert envcheck.min_driver_for_cuda("12.4") == "550.54.14"
-    assert envcheck.min_driver_for_cuda("12.4.1") == "550.54.14"
-    assert envcheck.min_driver_for_cuda("12.7") == "560.28.03"  # no 12.7 GA: the one before
-    assert envcheck.min_driver_for_cuda("12") == "525.60.13"
-    assert envcheck.min_driver_for_cuda("13.0") == "580.65.06"
-    assert envcheck.min_driver_for_cuda("9.0") is None
+    assert min_driver_for_cuda("12.4") == "550.54.14"
+    assert min_driver_for_cuda("12.4.1") == "550.54.14"
+    assert min_driver_for_cuda("12.7") == "560.28.03"  # no 12.7 GA: the one before
+    assert min_driver_for_cuda("12") == "525.60.13"
+    assert min_driver_for_cuda("13.0") == "580.65.06"
+    assert min_driver_for_cuda("9.0") is None
 
 
 def test_cuda_supported_by_driver():
-    assert envcheck.cuda_supported_by_driver("550.54.15") == "12.4"
-    assert envcheck.cuda_supported_by_driver("580.159.04") == "13.0"
-    assert envcheck.cuda_supported_by_driver("470.57.02") == "11.4"
-    assert envcheck.cuda_supported_by_driver("390.1") is None
-    assert envcheck.cuda_supported_by_driver(None) is None
+    assert cuda_supported_by_driver("550.54.15") == "12.4"
+    assert cuda_supported_by_driver("580.159.04") == "13.0"
+    assert cuda_supported_by_driver("470.57.02") == "11.4"
+    assert cuda_supported_by_driver("390.1") is None
+    assert cuda_supported_by_driver(None) is None
 
 
 def test_cuda_from_nvml():
-    assert envcheck.cuda_from_nvml(12040) == "12.4"
-    assert envcheck.cuda_from_nvml(13000) == "13.0"
+    assert cuda_from_nvml(12040) == "12.4"
+    assert cuda_from_nvml(13000) == "13.0"
 
 
 @pytest.mark.parametrize(
@@ -100,19 +148,19 @@ def test_cuda_from_nvml():
     ],
 )
 def test_check_cuda_driver(built, driver, driver_cuda, status):
-    got, reason, update = envcheck.check_cuda_driver(built, driver, driver_cuda)
+    got, reason, update = check_cuda_driver(built, driver, driver_cuda)
     assert got == status, reason
     if status in (WARN, FAIL):
         assert update.startswith("update the NVIDIA driver to >= ")
 
 
 def test_wheel_choices_follow_the_driver():
-    assert envcheck.torch_wheel_tag("12.4") == "cu124"
-    assert envcheck.torch_wheel_tag("12.7") == "cu126"
-    assert envcheck.torch_wheel_tag("13.0") == "cu130"
-    assert envcheck.jax_cuda_extra("13.0") == "cuda13"
-    assert envcheck.jax_cuda_extra("12.2") == "cuda12"
-    assert envcheck.jax_cuda_extra(None) == "cuda12"
+    assert torch_wheel_tag("12.4") == "cu124"
+    assert torch_wheel_tag("12.7") == "cu126"
+    assert torch_wheel_tag("13.0") == "cu130"
+    assert jax_cuda_extra("13.0") == "cuda13"
+    assert jax_cuda_extra("12.2") == "cuda12"
+    assert jax_cuda_extra(None) == "cuda12"
 
 
 def _build(framework, distribution, version, cuda_build, built_cuda=None, **kw):
@@ -125,9 +173,7 @@ def _build(framework, distribution, version, cuda_build, built_cuda=None, **kw):
         active=True,
     )
     values.update(kw)
-    return envcheck.check_framework_build(
-        framework, distribution, version, cuda_build, built_cuda, **values
-    )
+    return check_framework_build(framework, distribution, version, cuda_build, built_cuda, **values)
 
 
 def test_cpu_only_builds_on_a_gpu_machine_fail_for_the_active_backend():
@@ -176,7 +222,7 @@ def test_cudnn_major_mismatch():
 
 def test_packages_agree():
     packages = {"keras": "3.15.1", "jax": "0.10.2", "jaxlib": "0.10.2", "torch": "2.13.0"}
-    checks = envcheck.check_packages(packages, ">=0.10.1,<=0.10.2")
+    checks = check_packages(packages, ">=0.10.1,<=0.10.2")
     assert [c.id for c in checks] == ["packages"]
     assert "jax 0.10.2" in checks[0].message
 
@@ -189,7 +235,7 @@ def test_packages_that_fight():
         "jaxlib": "0.9.0",
         "jax-cuda12-plugin": "0.10.0",
     }
-    checks = {c.id: c for c in envcheck.check_packages(packages, ">=0.10.1,<=0.10.2")}
+    checks = {c.id: c for c in check_packages(packages, ">=0.10.1,<=0.10.2")}
     assert checks["tensorflow-duplicate"].status == WARN
     assert checks["jaxlib"].status == FAIL
     assert "jaxlib 0.9.0" in checks["jaxlib"].message
@@ -203,81 +249,81 @@ def test_packages_that_fight():
 
 def test_resolve_backend_in_keras_order():
     path = "~/.keras/keras.json"
-    assert envcheck.resolve_backend("jax", '{"backend": "torch"}', path) == (
+    assert resolve_backend("jax", '{"backend": "torch"}', path) == (
         "jax",
         "KERAS_BACKEND",
         "torch",
     )
-    assert envcheck.resolve_backend("", '{"backend": "torch"}', path) == ("torch", path, "torch")
-    assert envcheck.resolve_backend(None, "not json", path)[0] == "tensorflow"
-    assert envcheck.resolve_backend(None, None, path)[0] == "tensorflow"
+    assert resolve_backend("", '{"backend": "torch"}', path) == ("torch", path, "torch")
+    assert resolve_backend(None, "not json", path)[0] == "tensorflow"
+    assert resolve_backend(None, None, path)[0] == "tensorflow"
 
 
 def test_check_backend():
     packages = {"keras": "3.15.1", "tensorflow-cpu": "2.21.0", "torch": "2.13.0"}
-    ok = envcheck.check_backend("tensorflow", "KERAS_BACKEND", None, packages)
+    ok = check_backend("tensorflow", "KERAS_BACKEND", None, packages)
     assert ok.status == OK and "tensorflow-cpu 2.21.0" in ok.message
 
-    typo = envcheck.check_backend("pytorch", "KERAS_BACKEND", None, packages)
+    typo = check_backend("pytorch", "KERAS_BACKEND", None, packages)
     assert typo.status == FAIL
     assert "Did you mean 'torch'" in typo.message
     assert typo.fix.startswith("export KERAS_BACKEND=torch")
 
-    missing = envcheck.check_backend("jax", "KERAS_BACKEND", None, packages)
+    missing = check_backend("jax", "KERAS_BACKEND", None, packages)
     assert missing.status == FAIL
     assert "pip install jax" in missing.fix
     assert "# or: export KERAS_BACKEND=tensorflow" in missing.fix
-    default = envcheck.check_backend("tensorflow", envcheck.KERAS_DEFAULT_SOURCE, None, {})
+    default = check_backend("tensorflow", KERAS_DEFAULT_SOURCE, None, {})
     assert default.status == FAIL
     assert "neither KERAS_BACKEND nor keras.json" in default.message
 
-    assert envcheck.check_backend("numpy", "KERAS_BACKEND", None, {"numpy": "2"}).status == WARN
+    assert check_backend("numpy", "KERAS_BACKEND", None, {"numpy": "2"}).status == WARN
 
 
 def test_keras_two_and_legacy_keras():
-    assert envcheck.check_keras("2.15.0", {})[0].status == FAIL
-    assert envcheck.check_keras(None, {})[0].status == FAIL
-    checks = envcheck.check_keras("3.15.1", {"TF_USE_LEGACY_KERAS": "1"})
+    assert check_keras("2.15.0", {})[0].status == FAIL
+    assert check_keras(None, {})[0].status == FAIL
+    checks = check_keras("3.15.1", {"TF_USE_LEGACY_KERAS": "1"})
     assert [c.status for c in checks] == [OK, WARN]
 
 
 def test_python_version():
-    assert envcheck.check_python("3.9.18").status == FAIL
-    assert envcheck.check_python("3.12.3").status == OK
+    assert check_python("3.9.18").status == FAIL
+    assert check_python("3.12.3").status == OK
 
 
 def test_backends_to_probe():
     packages = {"keras": "3", "tensorflow-cpu": "2.21", "torch": "2.13"}
-    assert envcheck.backends_to_probe(None, "torch", packages) == ["torch"]
-    assert envcheck.backends_to_probe("all", "torch", packages) == ["tensorflow", "torch"]
-    assert envcheck.backends_to_probe(None, "jax", packages) == []  # not installed
-    assert envcheck.backends_to_probe(None, "torch", {"torch": "2"}) == []  # no keras
+    assert backends_to_probe(None, "torch", packages) == ["torch"]
+    assert backends_to_probe("all", "torch", packages) == ["tensorflow", "torch"]
+    assert backends_to_probe(None, "jax", packages) == []  # not installed
+    assert backends_to_probe(None, "torch", {"torch": "2"}) == []  # no keras
 
 
 # --- the GPU as the driver and the backend see it --------------------------------------------
 
 
 def _h100(**kw) -> NvidiaFacts:
-    gpu = GpuInfo(0, "NVIDIA H100 80GB HBM3", 80 * envcheck.GIB, 0, "9.0", "GPU-1")
+    gpu = GpuInfo(0, "NVIDIA H100 80GB HBM3", 80 * GIB, 0, "9.0", "GPU-1")
     values = dict(source="nvml", driver_version="580.159.04", driver_cuda="13.0", gpus=[gpu])
     values.update(kw)
     return NvidiaFacts(**values)
 
 
 def test_no_gpu_is_information_not_a_failure():
-    checks = envcheck.check_nvidia(NvidiaFacts(), nvml_installed=False)
+    checks = check_nvidia(NvidiaFacts(), nvml_installed=False)
     assert [(c.id, c.status) for c in checks] == [("nvidia", INFO)]
     assert "no NVIDIA GPU visible" in checks[0].message
 
 
 def test_driver_without_device_nodes_means_a_container_without_gpus():
-    checks = envcheck.check_nvidia(NvidiaFacts(kernel_module=True), nvml_installed=False)
+    checks = check_nvidia(NvidiaFacts(kernel_module=True), nvml_installed=False)
     assert checks[0].status == WARN
     assert "--gpus all" in checks[0].fix
 
 
 def test_gpu_seen_and_nvml_suggested():
-    checks = envcheck.check_nvidia(_h100(), nvml_installed=False)
+    checks = check_nvidia(_h100(), nvml_installed=False)
     assert checks[0].status == OK
     assert "NVIDIA H100 80GB HBM3, 80 GiB, sm_90" in checks[0].message
     assert "CUDA ≤ 13.0" in checks[0].message
@@ -285,21 +331,21 @@ def test_gpu_seen_and_nvml_suggested():
 
 
 def test_gpu_visibility_variables():
-    hidden = envcheck.check_gpu_visibility({"CUDA_VISIBLE_DEVICES": ""}, 2, "torch")
+    hidden = check_gpu_visibility({"CUDA_VISIBLE_DEVICES": ""}, 2, "torch")
     assert [c.status for c in hidden] == [FAIL]
-    beyond = envcheck.check_gpu_visibility({"CUDA_VISIBLE_DEVICES": "0,3"}, 2, "torch")
+    beyond = check_gpu_visibility({"CUDA_VISIBLE_DEVICES": "0,3"}, 2, "torch")
     assert [c.status for c in beyond] == [WARN]
-    jax_cpu = envcheck.check_gpu_visibility({"JAX_PLATFORMS": "cpu"}, 1, "jax")
+    jax_cpu = check_gpu_visibility({"JAX_PLATFORMS": "cpu"}, 1, "jax")
     assert [c.id for c in jax_cpu] == ["jax-platforms"]
-    assert envcheck.check_gpu_visibility({"JAX_PLATFORMS": "cpu"}, 1, "torch") == []
-    assert envcheck.check_gpu_visibility({"CUDA_VISIBLE_DEVICES": ""}, 0, "torch") == []
+    assert check_gpu_visibility({"JAX_PLATFORMS": "cpu"}, 1, "torch") == []
+    assert check_gpu_visibility({"CUDA_VISIBLE_DEVICES": ""}, 0, "torch") == []
 
 
 def test_other_gpu_processes():
-    processes = [GpuProcess(1, "python", 0, 30 * envcheck.GIB), GpuProcess(2, "me", 0, 1)]
-    check = envcheck.check_gpu_processes(processes, own_pids=[2])
+    processes = [GpuProcess(1, "python", 0, 30 * GIB), GpuProcess(2, "me", 0, 1)]
+    check = check_gpu_processes(processes, own_pids=[2])
     assert check.status == WARN and "30.0 GiB" in check.message and "pid 1" in check.message
-    assert envcheck.check_gpu_processes(processes[1:], own_pids=[2]) is None
+    assert check_gpu_processes(processes[1:], own_pids=[2]) is None
 
 
 def _probe(device="cuda:0", gpu_count=1, **kw):
@@ -322,8 +368,8 @@ def _probe(device="cuda:0", gpu_count=1, **kw):
 
 
 def test_matmul_on_the_gpu():
-    assert envcheck.check_backend_devices(_probe(), 1).status == OK
-    check = envcheck.check_matmul(_probe(), 1)
+    assert check_backend_devices(_probe(), 1).status == OK
+    check = check_matmul(_probe(), 1)
     assert check.status == OK and "45.0 TFLOP/s" in check.message and "cuda:0" in check.message
 
 
@@ -333,60 +379,63 @@ def test_matmul_on_the_cpu_while_a_gpu_is_there_fails():
         "WARNING: An NVIDIA GPU may be present on this machine, but a CUDA-enabled jaxlib is "
         "not installed. Falling back to cpu."
     )
-    devices = envcheck.check_backend_devices(probe, 1)
+    devices = check_backend_devices(probe, 1)
     assert devices.status == FAIL and "no CUDA plugin" in devices.message
-    assert envcheck.check_matmul(probe, 1).status == FAIL
+    assert check_matmul(probe, 1).status == FAIL
 
 
 def test_matmul_on_the_cpu_without_a_gpu_is_information():
     probe = _probe("/job:localhost/replica:0/task:0/device:CPU:0", gpu_count=0)
-    assert envcheck.check_backend_devices(probe, 0).status == INFO
-    check = envcheck.check_matmul(probe, 0)
+    assert check_backend_devices(probe, 0).status == INFO
+    check = check_matmul(probe, 0)
     assert check.status == INFO and "ran on CPU:0" in check.message
 
 
 def test_wrong_matmul_result_fails():
     probe = _probe()
     probe["matmul"] = {**probe["matmul"], "value": 17.0, "correct": False}
-    assert envcheck.check_matmul(probe, 1).status == FAIL
+    assert check_matmul(probe, 1).status == FAIL
 
 
 def test_failed_probe():
     probe = {"backend": "torch", "error": "crashed with SIGSEGV", "stage": "start-up"}
-    check = envcheck.check_backend_devices(probe, 1)
+    check = check_backend_devices(probe, 1)
     assert check.status == FAIL and "SIGSEGV" in check.message
-    assert envcheck.check_matmul(probe, 1) is None
+    assert check_matmul(probe, 1) is None
 
 
 def test_failed_probe_suggests_the_install_the_error_names():
     error = "ImportError: To use Keras, you need to have `optree` installed. Install it via `pip install optree`"
     probe = {"backend": "jax", "error": error, "stage": "import keras"}
-    assert envcheck.check_backend_devices(probe, 0).fix == "pip install optree"
-    assert envcheck._pip_command("run pip install foo, then retry") == "pip install foo"
-    assert envcheck._pip_command("no advice here") == ""
+    assert check_backend_devices(probe, 0).fix == "pip install optree"
+    probe["error"] = "ModuleNotFoundError: run pip install foo, then retry"
+    assert check_backend_devices(probe, 0).fix == "pip install foo"
+    probe["error"] = "RuntimeError: no advice here"
+    fix = check_backend_devices(probe, 0).fix
+    assert fix.startswith('KERAS_BACKEND=jax python -c "import keras') and "pip" not in fix
 
 
 def test_devices_fix_points_at_the_cause():
     hidden = _facts(nvidia=_h100(), env={"CUDA_VISIBLE_DEVICES": "-1"})
-    checks = {c.id: c for c in envcheck.evaluate(hidden)}
+    checks = {c.id: c for c in evaluate(hidden)}
     assert "CUDA_VISIBLE_DEVICES" in checks["devices-jax"].fix
     assert "jax build" in checks["devices-jax"].fix
 
 
 def test_device_names():
-    assert envcheck.device_kind("cuda:0") == "gpu"
-    assert envcheck.device_kind("/job:localhost/replica:0/task:0/device:GPU:0") == "gpu"
-    assert envcheck.device_kind("TFRT_CPU_0") == "cpu"
-    assert envcheck.device_kind("TPU_0(process=0)") == "tpu"
-    assert envcheck.short_device("/job:localhost/replica:0/task:0/device:GPU:0") == "GPU:0"
-    assert envcheck.short_device("/physical_device:CPU:0") == "CPU:0"
-    assert envcheck.short_device("cuda:0") == "cuda:0"
+    assert device_kind("cuda:0") == "gpu"
+    assert device_kind("/job:localhost/replica:0/task:0/device:GPU:0") == "gpu"
+    assert device_kind("TFRT_CPU_0") == "cpu"
+    assert device_kind("TPU_0(process=0)") == "tpu"
+    assert short_device("/job:localhost/replica:0/task:0/device:GPU:0") == "GPU:0"
+    assert short_device("/physical_device:CPU:0") == "CPU:0"
+    assert short_device("cuda:0") == "cuda:0"
 
 
 def test_stderr_hints():
-    hints = envcheck.stderr_hints("noise\nI0000 Could not find cuda drivers on your machine\n")
+    hints = stderr_hints("noise\nI0000 Could not find cuda drivers on your machine\n")
     assert len(hints) == 1 and "no CUDA driver" in hints[0]
-    assert envcheck.stderr_hints("all fine") == []
+    assert stderr_hints("all fine") == []
 
 
 # --- threads and CPUs -----------------------------------------------------------------------
@@ -395,7 +444,7 @@ def test_stderr_hints():
 def _threads(env=None, **kw):
     values = dict(cores_usable=8, cores_logical=8, cpu_quota_cores=None, gpu_count=0)
     values.update(kw)
-    return envcheck.check_threads(env=env or {}, **values)
+    return check_threads(env=env or {}, **values)
 
 
 def test_default_threads_are_fine():
@@ -435,23 +484,23 @@ def test_bad_thread_values_and_framework_pools():
 
 
 def test_effective_cores():
-    assert envcheck.effective_cores(16, None) == 16
-    assert envcheck.effective_cores(16, 2.5) == 2
-    assert envcheck.effective_cores(1, 8.0) == 1
-    assert envcheck.effective_cores(4, 0.5) == 1
+    assert effective_cores(16, None) == 16
+    assert effective_cores(16, 2.5) == 2
+    assert effective_cores(1, 8.0) == 1
+    assert effective_cores(4, 0.5) == 1
 
 
 def test_cpu_load():
-    assert envcheck.check_cpu_load(3.5, 2).status == WARN
-    assert envcheck.check_cpu_load(0.5, 2).status == OK
-    assert envcheck.check_cpu_load(None, 2) is None
+    assert check_cpu_load(3.5, 2).status == WARN
+    assert check_cpu_load(0.5, 2).status == OK
+    assert check_cpu_load(None, 2) is None
 
 
 # --- memory ---------------------------------------------------------------------------------
 
 
 def _memory(backend, env=None, gpu_count=1, cuda=(), busy=0):
-    return envcheck.check_gpu_memory(
+    return check_gpu_memory(
         backend=backend,
         env=env or {},
         gpu_count=gpu_count,
@@ -499,10 +548,10 @@ def test_gpu_memory_for_a_backend_that_is_not_installed():
 
 
 def test_shm():
-    small = envcheck.check_shm(64 * envcheck.MIB, 64 * envcheck.MIB)
+    small = check_shm(64 * MIB, 64 * MIB)
     assert small.status == WARN and "--shm-size" in small.fix and "memfd" in small.message
-    assert envcheck.check_shm(16 * envcheck.GIB, 16 * envcheck.GIB).status == OK
-    assert envcheck.check_shm(None, None).status == INFO
+    assert check_shm(16 * GIB, 16 * GIB).status == OK
+    assert check_shm(None, None).status == INFO
 
 
 def _host(**kw) -> HostFacts:
@@ -514,22 +563,22 @@ def _host(**kw) -> HostFacts:
         cores_usable=2,
         cpu_quota_cores=None,
         load_avg_1m=0.1,
-        memory_total_bytes=8 * envcheck.GIB,
-        memory_available_bytes=6 * envcheck.GIB,
+        memory_total_bytes=8 * GIB,
+        memory_available_bytes=6 * GIB,
         memory_limit_bytes=None,
-        shm_total_bytes=4 * envcheck.GIB,
-        shm_free_bytes=4 * envcheck.GIB,
+        shm_total_bytes=4 * GIB,
+        shm_free_bytes=4 * GIB,
     )
     values.update(kw)
     return HostFacts(**values)
 
 
 def test_host_memory():
-    checks = {c.id: c for c in envcheck.check_host(_host())}
+    checks = {c.id: c for c in check_host(_host())}
     assert checks["cpu"].status == INFO and checks["memory"].status == OK
-    low = {c.id: c for c in envcheck.check_host(_host(memory_available_bytes=envcheck.GIB))}
+    low = {c.id: c for c in check_host(_host(memory_available_bytes=GIB))}
     assert low["memory"].status == WARN
-    limited = {c.id: c for c in envcheck.check_host(_host(memory_limit_bytes=2 * envcheck.GIB))}
+    limited = {c.id: c for c in check_host(_host(memory_limit_bytes=2 * GIB))}
     assert "cgroup limit" in limited["memory"].message
 
 
@@ -543,9 +592,9 @@ def test_parse_build_info():
         "('cuda_compute_capabilities', ['sm_60', 'compute_90']), ('cuda_version', '12.5.1'), "
         "('cudnn_version', '9'), ('is_cuda_build', True), ('is_rocm_build', False)])\n"
     )
-    info = envcheck.parse_build_info(source)
+    info = parse_build_info(source)
     assert info["cuda_version"] == "12.5.1" and info["is_cuda_build"] is True
-    assert envcheck.parse_build_info("x = 1") == {}
+    assert parse_build_info("x = 1") == {}
 
 
 def test_parse_torch_version_file():
@@ -553,7 +602,7 @@ def test_parse_torch_version_file():
         "from typing import Optional\n__version__ = '2.13.0+cu126'\ndebug = False\n"
         "cuda: Optional[str] = '12.6'\nhip: Optional[str] = None\n"
     )
-    assert envcheck.parse_torch_version_file(source) == {
+    assert parse_torch_version_file(source) == {
         "version": "2.13.0+cu126",
         "debug": False,
         "cuda": "12.6",
@@ -562,17 +611,17 @@ def test_parse_torch_version_file():
 
 
 def test_parse_nvidia_smi():
-    gpus = envcheck.parse_nvidia_smi_gpus(
+    gpus = parse_nvidia_smi_gpus(
         "0, NVIDIA H100 80GB HBM3, GPU-aa, 81559, 120, 9.0\n1, Tesla T4, GPU-bb, 15360, [N/A], 7.5\n"
     )
     assert [g.name for g in gpus] == ["NVIDIA H100 80GB HBM3", "Tesla T4"]
-    assert gpus[0].memory_total_bytes == 81559 * envcheck.MIB
+    assert gpus[0].memory_total_bytes == 81559 * MIB
     assert gpus[1].memory_used_bytes is None and gpus[1].compute_capability == "7.5"
-    apps = envcheck.parse_nvidia_smi_apps("4242, python, 30000, GPU-bb\n", {"GPU-bb": 1})
-    assert apps == [GpuProcess(4242, "python", 1, 30000 * envcheck.MIB)]
+    apps = parse_nvidia_smi_apps("4242, python, 30000, GPU-bb\n", {"GPU-bb": 1})
+    assert apps == [GpuProcess(4242, "python", 1, 30000 * MIB)]
     banner = "| NVIDIA-SMI 580.159.04   Driver Version: 580.159.04   CUDA Version: 13.0 |"
-    assert envcheck.parse_nvidia_smi_header(banner) == ("580.159.04", "13.0")
-    assert envcheck.parse_nvidia_smi_header("") == (None, None)
+    assert parse_nvidia_smi_header(banner) == ("580.159.04", "13.0")
+    assert parse_nvidia_smi_header("") == (None, None)
 
 
 class _FakeProcess:
@@ -581,7 +630,7 @@ class _FakeProcess:
 
 
 class _FakeMemory:
-    total, used = 80 * envcheck.GIB, 2 * envcheck.GIB
+    total, used = 80 * GIB, 2 * GIB
 
 
 def _fake_nvml(fail_init=False) -> types.ModuleType:
@@ -602,37 +651,33 @@ def _fake_nvml(fail_init=False) -> types.ModuleType:
     nvml.nvmlDeviceGetCudaComputeCapability = lambda handle: (9, 0)
     nvml.nvmlDeviceGetUUID = lambda handle: "GPU-1"
     nvml.nvmlDeviceGetName = lambda handle: "NVIDIA H100 80GB HBM3"
-    nvml.nvmlDeviceGetComputeRunningProcesses = lambda handle: [
-        _FakeProcess(4242, 30 * envcheck.GIB)
-    ]
+    nvml.nvmlDeviceGetComputeRunningProcesses = lambda handle: [_FakeProcess(4242, 30 * GIB)]
     nvml.nvmlSystemGetProcessName = lambda pid: "/usr/bin/python3"
     return nvml
 
 
 def test_gather_nvidia_through_nvml(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", _fake_nvml())
-    facts = envcheck.gather_nvidia()
+    facts = gather_nvidia()
     assert facts.source == "nvml" and facts.nvml_available
     assert (facts.driver_version, facts.driver_cuda) == ("580.159.04", "13.0")
-    assert facts.gpus == [
-        GpuInfo(0, "NVIDIA H100 80GB HBM3", 80 * envcheck.GIB, 2 * envcheck.GIB, "9.0", "GPU-1")
-    ]
-    assert facts.processes == [GpuProcess(4242, "python3", 0, 30 * envcheck.GIB)]
+    assert facts.gpus == [GpuInfo(0, "NVIDIA H100 80GB HBM3", 80 * GIB, 2 * GIB, "9.0", "GPU-1")]
+    assert facts.processes == [GpuProcess(4242, "python3", 0, 30 * GIB)]
 
 
 def test_nvml_without_a_driver_is_no_gpu_not_an_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", _fake_nvml(fail_init=True))
-    monkeypatch.setattr(envcheck.shutil, "which", lambda name: None)
-    monkeypatch.setattr(envcheck.os.path, "exists", lambda path: False)
-    facts = envcheck.gather_nvidia()
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(os.path, "exists", lambda path: False)
+    facts = gather_nvidia()
     assert facts.gpu_count == 0 and facts.error is None
-    assert envcheck.check_nvidia(facts, nvml_installed=True)[0].status == INFO
+    assert check_nvidia(facts, nvml_installed=True)[0].status == INFO
 
 
 def test_parse_cpu_max():
-    assert envcheck.parse_cpu_max("200000 100000\n") == 2.0
-    assert envcheck.parse_cpu_max("max 100000") is None
-    assert envcheck.parse_cpu_max("") is None
+    assert parse_cpu_max("200000 100000\n") == 2.0
+    assert parse_cpu_max("max 100000") is None
+    assert parse_cpu_max("") is None
 
 
 # --- facts -> checks -> renderers -------------------------------------------------------------
@@ -663,7 +708,7 @@ def _facts(**kw) -> EnvFacts:
 
 
 def test_a_cpu_only_machine_has_no_failures():
-    checks = envcheck.evaluate(_facts(), ">=0.10.1,<=0.10.2")
+    checks = evaluate(_facts(), ">=0.10.1,<=0.10.2")
     assert not [c for c in checks if c.status == FAIL]
     ids = [c.id for c in checks]
     for expected in (
@@ -680,12 +725,12 @@ def test_a_cpu_only_machine_has_no_failures():
         "memory",
     ):
         assert expected in ids
-    assert envcheck.worst_status(checks) in (OK, INFO)
+    assert worst_status(checks) in (OK, INFO)
 
 
 def test_a_gpu_machine_with_cpu_builds_fails():
     facts = _facts(nvidia=_h100())
-    checks = {c.id: c for c in envcheck.evaluate(facts)}
+    checks = {c.id: c for c in evaluate(facts)}
     assert checks["jax-build"].status == FAIL
     assert checks["tensorflow-build"].status == WARN  # not the active backend
     assert checks["devices-jax"].status == FAIL
@@ -699,11 +744,11 @@ def test_check_rejects_unknown_status():
 
 def test_json_is_versioned_and_round_trips(tmp_path):
     facts = _facts(nvidia=_h100())
-    checks = envcheck.evaluate(facts)
-    payload = envcheck.to_json(facts, checks)
+    checks = evaluate(facts)
+    payload = to_json(facts, checks)
     text = json.dumps(payload)
     loaded = json.loads(text)
-    assert loaded["schema_version"] == envcheck.ENV_SCHEMA_VERSION
+    assert loaded["schema_version"] == ENV_SCHEMA_VERSION
     assert loaded["status"] == FAIL
     assert loaded["counts"][FAIL] >= 1
     assert {"id", "title", "status", "message", "fix", "evidence"} <= set(loaded["checks"][0])
@@ -712,9 +757,9 @@ def test_json_is_versioned_and_round_trips(tmp_path):
 
 def test_render_keeps_brackets_in_fixes():
     facts = _facts(nvidia=_h100())
-    checks = envcheck.evaluate(facts)
+    checks = evaluate(facts)
     out = io.StringIO()
-    envcheck.render(facts, checks, Console(file=out, width=250, color_system=None))
+    render(facts, checks, Console(file=out, width=250, color_system=None))
     text = out.getvalue()
     assert "jax[cuda13]==0.10.2" in text
     assert "jax build" in text and "fail" in text
@@ -726,13 +771,13 @@ def test_render_keeps_brackets_in_fixes():
 
 def _args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    envcheck.add_arguments(parser)
+    add_arguments(parser)
     return parser.parse_args(list(argv))
 
 
 def test_command_without_probe_writes_json(tmp_path, capsys):
     path = tmp_path / "env.json"
-    code = envcheck.main(_args("--no-probe", "--json", str(path)))
+    code = main(_args("--no-probe", "--json", str(path)))
     payload = json.loads(path.read_text())
     assert code == (1 if payload["status"] == FAIL else 0)
     assert payload["facts"]["probes"] == []
@@ -743,13 +788,14 @@ def test_command_without_probe_writes_json(tmp_path, capsys):
 
 def test_command_rejects_a_bad_timeout():
     with pytest.raises(SystemExit, match="Received: -1"):
-        envcheck.main(_args("--probe-timeout-s", "-1"))
+        main(_args("--probe-timeout-s", "-1"))
 
 
 def test_gathering_imports_no_framework():
     code = (
-        "import sys; from stoke import envcheck; "
-        "facts = envcheck.gather_facts(probe=False); envcheck.evaluate(facts); "
+        "import sys; from stoke.envcheck.gather import gather_facts; "
+        "from stoke.envcheck.checks import evaluate; "
+        "facts = gather_facts(probe=False); evaluate(facts); "
         "heavy = {'tensorflow', 'torch', 'jax', 'keras'} & set(sys.modules); "
         "assert not heavy, heavy; print(facts.gather_s)"
     )
@@ -764,13 +810,13 @@ def test_gathering_imports_no_framework():
 
 def test_a_crashing_probe_is_reported():
     crash = "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"
-    result = envcheck.RunningProbe("torch", timeout_s=30, code=crash).result()
+    result = RunningProbe("torch", timeout_s=30, code=crash).result()
     assert "SIGSEGV" in result["error"]
-    assert envcheck.check_backend_devices(result, 0).status == FAIL
+    assert check_backend_devices(result, 0).status == FAIL
 
 
 def test_a_hanging_probe_is_killed():
-    probe = envcheck.RunningProbe("jax", timeout_s=1, code="import time; time.sleep(60)")
+    probe = RunningProbe("jax", timeout_s=1, code="import time; time.sleep(60)")
     result = probe.result()
     assert "did not finish within 1 s" in result["error"]
     assert probe.process.poll() is not None
