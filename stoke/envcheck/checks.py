@@ -44,13 +44,13 @@ from stoke.envcheck.facts import (
 from stoke.envcheck.parsers import device_kind, short_device, stderr_hints
 from stoke.envcheck.versions import (
     CUDA_MAJOR_MIN_DRIVER,
-    _format_cuda,
-    _major_minor,
-    _padded,
     cuda_supported_by_driver,
+    format_release,
     jax_cuda_extra,
+    major_minor,
     min_driver_for_cuda,
     parse_version,
+    release_at_least,
     torch_wheel_tag,
     version_at_least,
     version_satisfies,
@@ -58,8 +58,7 @@ from stoke.envcheck.versions import (
 
 
 def check_python(version: str) -> Check:
-    have = parse_version(version)
-    if _padded(have, (3, 10))[0] < (3, 10):
+    if not release_at_least(parse_version(version), (3, 10)):
         return Check(
             "python",
             "Python",
@@ -500,14 +499,14 @@ def check_cuda_driver(
     minor-compatibility minimum: warn (runs, but PTX compiled at run time, and JAX's parallel
     compilation, need the newer driver). Older major, or below that minimum: fail."""
     runs = driver_cuda or cuda_supported_by_driver(driver_version)
-    built = _major_minor(built_cuda)
+    built = major_minor(built_cuda)
     if not built:
         return INFO, "cannot tell which CUDA it was built with", ""
     if not runs:
         return INFO, f"cannot tell which CUDA driver {driver_version or '(unknown)'} runs", ""
-    have = _major_minor(runs)
-    built_text = _format_cuda(built)
-    if _padded(have, built)[0] >= _padded(have, built)[1]:
+    have = major_minor(runs)
+    built_text = format_release(built)
+    if release_at_least(have, built):
         return OK, f"the driver runs CUDA {runs}", ""
     wanted = min_driver_for_cuda(built_text) or "a newer version"
     update = f"update the NVIDIA driver to >= {wanted} (CUDA {built_text})"
@@ -532,7 +531,7 @@ def check_cuda_driver(
 
 def gpu_build_fix(framework: str, distribution: str, version: str, driver_cuda: str | None) -> str:
     """The command that installs ``framework`` at ``version`` built for the driver's CUDA."""
-    release = ".".join(str(p) for p in parse_version(version)) or version
+    release = format_release(parse_version(version)) or version
     if framework == "tensorflow":
         uninstall = f"pip uninstall -y {distribution} && " if distribution != "tensorflow" else ""
         return f'{uninstall}pip install "tensorflow[and-cuda]=={release}"'
@@ -1209,7 +1208,7 @@ def _framework_build_checks(facts: EnvFacts) -> list[Check]:
                 "nvidia-cuda-runtime",
             ):
                 if name in packages and parse_version(packages[name])[:1] == (major,):
-                    built_cuda = _format_cuda(_major_minor(packages[name]))
+                    built_cuda = format_release(major_minor(packages[name]))
                     break
         elif "+cuda" in jaxlib:
             match = re.search(r"\+cuda(\d+)", jaxlib)

@@ -1,63 +1,80 @@
 """Version numbers, and what a CUDA release needs from the NVIDIA driver.
 
-Owns: parsing and comparing versions (enough of PEP 440 for the pins frameworks put on each
-other), the table of the oldest Linux driver each CUDA release needs, and the install tags
-that fit a driver (PyTorch's ``cu126`` wheel index, JAX's ``cuda12`` extra). Pure functions
-of strings. Leaves to others: reading versions off the machine (:mod:`.gather`) and deciding
-what a mismatch means (:mod:`.checks`).
+Owns: reading and comparing versions and requirement specifiers (PEP 440, through the
+``packaging`` library that pip itself uses), the table of the oldest Linux driver each CUDA
+release needs, and the install tags that fit a driver (PyTorch's ``cu126`` wheel index, JAX's
+``cuda12`` extra). Pure functions of strings. Leaves to others: reading versions off the
+machine (:mod:`.gather`) and deciding what a mismatch means (:mod:`.checks`).
+
+Text that is not PEP 440 (a driver or library string such as ``"11.8.89_1"``) is read as its
+leading numeric release, so that a version is never lost to its suffix.
 """
 
 from __future__ import annotations
 
 import re
 
+from packaging.specifiers import InvalidSpecifier, Specifier
+from packaging.version import InvalidVersion, Version
+
+
+def as_version(text: str | None) -> Version | None:
+    """``text`` as a PEP 440 :class:`~packaging.version.Version`; text that is not PEP 440 as
+    its leading numeric release (``"11.8.89_1"`` -> ``11.8.89``); nothing numeric -> None."""
+    if not text:
+        return None
+    try:
+        return Version(text)
+    except InvalidVersion:
+        match = re.match(r"\s*v?(\d+(?:\.\d+)*)", text)
+        return Version(match.group(1)) if match else None
+
 
 def parse_version(text: str | None) -> tuple[int, ...]:
-    """The leading numeric release of a version: ``"2.13.0+cpu"`` -> ``(2, 13, 0)``;
-    ``"580.159.04"`` -> ``(580, 159, 4)``; nothing numeric -> ``()``."""
-    match = re.match(r"\s*v?(\d+(?:\.\d+)*)", text or "")
-    return tuple(int(part) for part in match.group(1).split(".")) if match else ()
+    """The numeric release of a version: ``"2.13.0+cpu"`` -> ``(2, 13, 0)``;
+    ``"580.159.04"`` -> ``(580, 159, 4)``; ``"0.4.30.dev20240601"`` -> ``(0, 4, 30)``;
+    nothing numeric -> ``()``."""
+    version = as_version(text)
+    return version.release if version else ()
 
 
-def _padded(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    width = max(len(a), len(b))
-    return a + (0,) * (width - len(a)), b + (0,) * (width - len(b))
+def major_minor(version: str | None) -> tuple[int, ...]:
+    """The first two numbers of the release (``"12.4.1"`` -> ``(12, 4)``; ``"12"`` -> ``(12,)``)."""
+    return parse_version(version)[:2]
+
+
+def format_release(release: tuple[int, ...]) -> str:
+    """A release tuple as text: ``(12, 4)`` -> ``"12.4"``."""
+    return ".".join(str(part) for part in release)
+
+
+def release_at_least(release: tuple[int, ...], minimum: tuple[int, ...]) -> bool:
+    """Release numbers compared as PEP 440 compares them, missing parts as zeros: ``(12,)`` is
+    ``(12, 0)``, so it is at least ``(12, 0)`` (plain tuples would say it is less)."""
+    width = max(len(release), len(minimum))
+    return release + (0,) * (width - len(release)) >= minimum + (0,) * (width - len(minimum))
 
 
 def version_at_least(version: str | None, minimum: str) -> bool:
-    a, b = _padded(parse_version(version), parse_version(minimum))
-    return a >= b
+    """``version >= minimum`` in PEP 440 order (a pre- or dev release sorts before its release).
+    An unreadable ``version`` is not at least anything."""
+    have, wanted = as_version(version), as_version(minimum)
+    return have is not None and (wanted is None or have >= wanted)
 
 
 def version_satisfies(version: str, specifier: str) -> bool:
-    """Whether ``version`` meets a requirement specifier such as ``">=0.10.1,<=0.10.2"``.
-
-    Enough of PEP 440 for the pins frameworks put on each other: ``== != >= <= > < ~=`` and
-    ``==X.*``; local labels (``+cpu``) and pre-release tags are ignored."""
-    have = parse_version(version)
+    """Whether ``version`` meets a requirement specifier such as ``">=0.10.1,<=0.10.2"``, as
+    pip judges it (PEP 440: ``==2.13.0`` ignores the local label of ``2.13.0+cpu``, ``~=2.2``
+    means ``>=2.2,==2.*``). The version is the one installed, so a pre-release is judged by its
+    place in the order, not refused. A clause that is not a PEP 440 specifier is skipped: it
+    cannot say the install is wrong."""
+    have = as_version(version)
     for clause in filter(None, (c.strip() for c in specifier.split(","))):
-        match = re.match(r"(===|==|!=|>=|<=|~=|>|<)\s*(\S+)", clause)
-        if not match:
+        try:
+            wanted = Specifier(clause)
+        except InvalidSpecifier:
             continue
-        op, target = match.groups()
-        if op in ("==", "!=") and target.endswith(".*"):
-            prefix = parse_version(target[:-2])
-            equal = have[: len(prefix)] == prefix
-            if equal != (op == "=="):
-                return False
-            continue
-        a, b = _padded(have, parse_version(target))
-        ok = {
-            "==": a == b,
-            "===": a == b,
-            "!=": a != b,
-            ">=": a >= b,
-            "<=": a <= b,
-            ">": a > b,
-            "<": a < b,
-            "~=": a >= b,
-        }[op]
-        if not ok:
+        if have is None or not wanted.contains(have, prereleases=True):
             return False
     return True
 
@@ -90,19 +107,11 @@ CUDA_MIN_DRIVER: dict[str, str] = {
 CUDA_MAJOR_MIN_DRIVER: dict[int, str] = {11: "450.80.02", 12: "525.60.13", 13: "580.65.06"}
 
 
-def _major_minor(version: str | None) -> tuple[int, ...]:
-    return parse_version(version)[:2]
-
-
-def _format_cuda(version: tuple[int, ...]) -> str:
-    return ".".join(str(p) for p in version)
-
-
 def min_driver_for_cuda(cuda: str) -> str | None:
     """The oldest Linux driver that runs CUDA ``cuda`` at full feature ("12.4" ->
     "550.54.14"). A release missing from the table gets the newest known one before it of the
     same major (a lower bound); an unknown major gives ``None``."""
-    wanted = _major_minor(cuda)
+    wanted = major_minor(cuda)
     if not wanted:
         return None
     candidates = [
@@ -129,7 +138,7 @@ def cuda_supported_by_driver(driver_version: str | None) -> str | None:
         for release, minimum in CUDA_MIN_DRIVER.items()
         if version_at_least(driver_version, minimum)
     ]
-    return _format_cuda(max(runs)) if runs else None
+    return format_release(max(runs)) if runs else None
 
 
 def cuda_from_nvml(version: int) -> str:
@@ -141,13 +150,13 @@ def torch_wheel_tag(driver_cuda: str | None) -> str:
     """The PyTorch wheel index tag (``cu126``) to suggest for a driver running ``driver_cuda``:
     the newest tag PyTorch has published that the driver runs."""
     known = ((11, 8), (12, 1), (12, 4), (12, 6), (12, 8), (12, 9), (13, 0))
-    have = _major_minor(driver_cuda)
-    fitting = [tag for tag in known if have and tag <= _padded(have, tag)[0][:2]]
+    have = major_minor(driver_cuda)
+    fitting = [tag for tag in known if have and release_at_least(have, tag)]
     major, minor = max(fitting) if fitting else known[-2]
     return f"cu{major}{minor}"
 
 
 def jax_cuda_extra(driver_cuda: str | None) -> str:
     """``cuda13`` when the driver runs CUDA 13, else ``cuda12``."""
-    have = _major_minor(driver_cuda)
+    have = major_minor(driver_cuda)
     return "cuda13" if have and have[0] >= 13 else "cuda12"

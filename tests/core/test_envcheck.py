@@ -74,9 +74,12 @@ from stoke.envcheck.versions import (
     cuda_from_nvml,
     cuda_supported_by_driver,
     jax_cuda_extra,
+    major_minor,
     min_driver_for_cuda,
     parse_version,
+    release_at_least,
     torch_wheel_tag,
+    version_at_least,
     version_satisfies,
 )
 
@@ -106,6 +109,41 @@ def test_parse_version_keeps_the_numeric_release():
 )
 def test_version_satisfies(version, specifier, expected):
     assert version_satisfies(version, specifier) is expected
+
+
+# Where PEP 440 (the ``packaging`` library, as pip judges) and stoke's former hand-written
+# parser disagreed; PEP 440 is right in each case, and these pin it.
+@pytest.mark.parametrize(
+    ("version", "specifier", "expected", "why"),
+    [
+        ("3.0", "~=2.2", False, "~=2.2 is >=2.2,==2.* (PEP 440 'compatible release')"),
+        ("2.2.9", "~=2.2", True, "~=2.2 is >=2.2,==2.*"),
+        ("0.10.2rc1", ">=0.10.2", False, "a pre-release sorts before its release"),
+        ("0.4.31.dev20240601", ">=0.4.31.dev20240701", False, "nightlies are ordered by date"),
+        ("2.13.0+cpu", "===2.13.0", False, "=== compares the text, local label included"),
+        ("1!2.0", ">=3.0", True, "an epoch sorts after every version of the epochs before"),
+        ("", "<1.0", False, "no version satisfies nothing (the old parser read it as 0)"),
+    ],
+)
+def test_version_satisfies_follows_pep_440(version, specifier, expected, why):
+    assert version_satisfies(version, specifier) is expected, why
+
+
+def test_version_order_is_pep_440():
+    assert not version_at_least("0.4.30.dev20240601", "0.4.30")  # the old parser said yes
+    assert version_at_least("2.13.0+cpu", "2.13.0")
+    assert version_at_least("580.159.04", "550.54.14") and not version_at_least(None, "1")
+    assert parse_version("1!2.0") == (2, 0)  # the epoch is not the release (old: (1,))
+    assert parse_version("11.8.89_1") == (11, 8, 89)  # not PEP 440: its leading release
+    assert major_minor("12.4.1") == (12, 4) and major_minor("12") == (12,)
+    # missing parts are zeros, as PEP 440 compares releases; Python 3.10.0rc1 is a 3.10
+    assert release_at_least((12,), (12, 0)) and not release_at_least((12,), (12, 1))
+    assert check_python("3.10.0rc1").status == OK
+
+
+def test_unreadable_specifier_clauses_are_skipped():
+    assert version_satisfies("0.10.2", ">=0.10.1,not-a-clause")
+    assert not version_satisfies("0.10.0", ">=0.10.1,not-a-clause")
 
 
 # --- CUDA and the driver ----------------------------------------------------------------------
