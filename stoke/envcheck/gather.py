@@ -16,7 +16,6 @@ import importlib.metadata
 import importlib.util
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -24,6 +23,8 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
 
 from stoke.envcheck.facts import (
     ENV_VARS,
@@ -58,17 +59,19 @@ def installed_packages(names: Iterable[str] = PACKAGES) -> dict[str, str]:
 
 
 def jax_jaxlib_requirement() -> str | None:
-    """The jaxlib specifier in jax's own metadata (">=0.10.1,<=0.10.2"), or None."""
+    """The jaxlib specifier in jax's own metadata ("<=0.10.2,>=0.10.1"), or None: the
+    requirement without a marker (those with one, such as ``extra == "cuda"``, are for extras)."""
     try:
         requires = importlib.metadata.requires("jax") or []
     except importlib.metadata.PackageNotFoundError:
         return None
-    for requirement in requires:
-        if ";" in requirement:
+    for text in requires:
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement:
             continue
-        match = re.match(r"jaxlib\s*([<>=!~][^;]*)$", requirement.strip())
-        if match:
-            return match.group(1).replace(" ", "")
+        if requirement.name == "jaxlib" and requirement.marker is None and requirement.specifier:
+            return str(requirement.specifier)
     return None
 
 

@@ -7,6 +7,7 @@ GPU machines are described by plain values here, so every GPU case runs on a CPU
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import io
 import json
 import os
@@ -55,7 +56,12 @@ from stoke.envcheck.facts import (
     NvidiaFacts,
     effective_cores,
 )
-from stoke.envcheck.gather import backends_to_probe, gather_nvidia
+from stoke.envcheck.gather import (
+    backends_to_probe,
+    gather_nvidia,
+    installed_packages,
+    jax_jaxlib_requirement,
+)
 from stoke.envcheck.parsers import (
     device_kind,
     parse_build_info,
@@ -139,6 +145,17 @@ def test_version_order_is_pep_440():
     # missing parts are zeros, as PEP 440 compares releases; Python 3.10.0rc1 is a 3.10
     assert release_at_least((12,), (12, 0)) and not release_at_least((12,), (12, 1))
     assert check_python("3.10.0rc1").status == OK
+
+
+def test_jaxlib_requirement_read_from_the_installed_jax():
+    requirement = jax_jaxlib_requirement()
+    if "jax" not in installed_packages(["jax"]):
+        assert requirement is None
+        return
+    # jax pins jaxlib (the unconditional requirement, not an extra's), and the jaxlib that
+    # pip installed beside it meets the pin
+    assert requirement and requirement[0] in "<>=!~", requirement
+    assert version_satisfies(importlib.metadata.version("jaxlib"), requirement)
 
 
 def test_unreadable_specifier_clauses_are_skipped():
