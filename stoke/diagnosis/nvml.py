@@ -1,8 +1,9 @@
 """Read NVIDIA GPUs through NVML: kernel-active %, memory, PCIe traffic.
 
-Owns the only import of ``pynvml`` (the ``nvidia-ml-py`` package, stoke's ``gpu`` extra), and
-it happens inside :meth:`NvmlReader.open`. No package, no driver or no GPU means
-``open()`` returns ``None``: the doctor then records no GPU samples and raises nothing.
+The NVML session comes from :mod:`stoke.nvml` (the one import of ``pynvml``, the
+``nvidia-ml-py`` package, stoke's ``gpu`` extra), started inside :meth:`NvmlReader.open`. No
+package, no driver or no GPU means ``open()`` returns ``None``: the doctor then records no GPU
+samples and raises nothing.
 
 Vocabulary: NVML's ``utilization.gpu`` is the share of the last sample period during which
 *any* kernel ran on the GPU. The doctor calls it "kernel-active", never "SM utilisation": a
@@ -18,6 +19,7 @@ import os
 from typing import Any
 
 from stoke.diagnosis.record import GpuSample
+from stoke.nvml import NvmlUnavailable, shutdown, start, text
 
 # NVML's counter ids for nvmlDeviceGetPcieThroughput (stable across NVML versions).
 _PCIE_TX_BYTES = 0
@@ -59,29 +61,24 @@ class NvmlReader:
     @classmethod
     def open(cls) -> NvmlReader | None:
         try:
-            import pynvml
-        except Exception:
+            nvml = start()
+        except NvmlUnavailable:
             return None
         try:
-            pynvml.nvmlInit()
-        except Exception:
-            return None
-        try:
-            count = pynvml.nvmlDeviceGetCount()
+            count = nvml.nvmlDeviceGetCount()
             handles = []
             names = []
             for index in _visible_indices(count):
-                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+                handle = nvml.nvmlDeviceGetHandleByIndex(index)
                 handles.append((index, handle))
-                name = pynvml.nvmlDeviceGetName(handle)
-                names.append(name.decode() if isinstance(name, bytes) else str(name))
+                names.append(text(nvml.nvmlDeviceGetName(handle)))
         except Exception:
-            _shutdown(pynvml)
+            shutdown(nvml)
             return None
         if not handles:
-            _shutdown(pynvml)
+            shutdown(nvml)
             return None
-        return cls(pynvml, handles, names)
+        return cls(nvml, handles, names)
 
     @property
     def gpu_count(self) -> int:
@@ -120,11 +117,4 @@ class NvmlReader:
         return samples
 
     def close(self) -> None:
-        _shutdown(self._nvml)
-
-
-def _shutdown(nvml: Any) -> None:
-    try:
-        nvml.nvmlShutdown()
-    except Exception:
-        pass
+        shutdown(self._nvml)

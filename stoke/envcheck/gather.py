@@ -1,8 +1,8 @@
 """Gathering (impure): what ``stoke env`` reads off this machine into an :class:`EnvFacts`.
 
 Owns: package metadata, the build files the framework wheels ship (read without importing
-the framework), keras.json, the NVIDIA driver (NVML when nvidia-ml-py is installed, else
-``nvidia-smi``), the host (CPU affinity, cgroup CPU and memory limits, load, memory,
+the framework), keras.json, the NVIDIA driver (NVML through :mod:`stoke.nvml` when
+nvidia-ml-py is installed and NVML starts, else ``nvidia-smi``'s text), the host (CPU affinity, cgroup CPU and memory limits, load, memory,
 ``/dev/shm``), which backends to probe, and :func:`gather_facts`, which starts the first
 backend probe and examines the host and the driver while it runs. Nothing heavy is imported
 here. Leaves to others: parsing what it reads (:mod:`.parsers`), the backend's child process
@@ -48,6 +48,9 @@ from stoke.envcheck.parsers import (
 )
 from stoke.envcheck.probe import RunningProbe
 from stoke.envcheck.versions import cuda_from_nvml
+from stoke.nvml import NvmlUnavailable
+from stoke.nvml import session as nvml_session
+from stoke.nvml import text as nvml_text
 
 
 def installed_packages(names: Iterable[str] = PACKAGES) -> dict[str, str]:
@@ -117,19 +120,22 @@ def _run(command: list[str], timeout_s: float = 10.0) -> subprocess.CompletedPro
 
 
 def gather_nvidia() -> NvidiaFacts:
-    """The driver's view: NVML when nvidia-ml-py is installed, else ``nvidia-smi``. Failing to
-    reach a driver that is not there is no error: ``error`` is kept only when the kernel
-    module or the device nodes say a driver exists."""
+    """The driver's view: NVML (:mod:`stoke.nvml`) when nvidia-ml-py is installed and NVML
+    starts, else the text ``nvidia-smi`` prints, as a fallback. Failing to reach a driver that
+    is not there is no error: ``error`` is kept only when the kernel module or the device
+    nodes say a driver exists."""
     facts = NvidiaFacts(
         kernel_module=os.path.exists("/proc/driver/nvidia/version"),
         device_nodes=any(os.path.exists(f"/dev/nvidia{i}") for i in range(16)),
     )
     try:
-        _gather_nvml(facts)
+        with nvml_session() as nvml:
+            _read_nvml(nvml, facts)
         return facts
-    except ImportError:
-        pass
-    except Exception as error:  # NVMLError_*: fall back to nvidia-smi, keep the reason
+    except NvmlUnavailable as why:  # no bindings: nothing to say; no driver: keep the reason
+        if why.installed:
+            facts.error = f"NVML: {why}"
+    except Exception as error:  # NVMLError_* while reading: fall back, keep the reason
         facts.source, facts.gpus, facts.processes = "none", [], []
         facts.error = f"NVML: {type(error).__name__}: {error}"
     smi = shutil.which("nvidia-smi")
@@ -172,57 +178,47 @@ def _gather_nvidia_smi(facts: NvidiaFacts, smi: str) -> None:
         facts.error = f"nvidia-smi: {error}"
 
 
-def _gather_nvml(facts: NvidiaFacts) -> None:
-    import pynvml  # nvidia-ml-py
-
-    pynvml.nvmlInit()
-    try:
-        facts.nvml_available = True
-        facts.source = "nvml"
-        facts.driver_version = _text(pynvml.nvmlSystemGetDriverVersion())
+def _read_nvml(nvml: Any, facts: NvidiaFacts) -> None:
+    """The driver version, each GPU and the processes on it, from an open NVML session."""
+    facts.nvml_available = True
+    facts.source = "nvml"
+    facts.driver_version = nvml_text(nvml.nvmlSystemGetDriverVersion())
+    with contextlib.suppress(Exception):
+        facts.driver_cuda = cuda_from_nvml(nvml.nvmlSystemGetCudaDriverVersion_v2())
+    for index in range(nvml.nvmlDeviceGetCount()):
+        handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+        capability = None
         with contextlib.suppress(Exception):
-            facts.driver_cuda = cuda_from_nvml(pynvml.nvmlSystemGetCudaDriverVersion_v2())
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            capability = None
-            with contextlib.suppress(Exception):
-                major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
-                capability = f"{major}.{minor}"
-            uuid = None
-            with contextlib.suppress(Exception):
-                uuid = _text(pynvml.nvmlDeviceGetUUID(handle))
-            facts.gpus.append(
-                GpuInfo(
-                    index=index,
-                    name=_text(pynvml.nvmlDeviceGetName(handle)),
-                    memory_total_bytes=int(memory.total),
-                    memory_used_bytes=int(memory.used),
-                    compute_capability=capability,
-                    uuid=uuid,
-                )
+            major, minor = nvml.nvmlDeviceGetCudaComputeCapability(handle)
+            capability = f"{major}.{minor}"
+        uuid = None
+        with contextlib.suppress(Exception):
+            uuid = nvml_text(nvml.nvmlDeviceGetUUID(handle))
+        facts.gpus.append(
+            GpuInfo(
+                index=index,
+                name=nvml_text(nvml.nvmlDeviceGetName(handle)),
+                memory_total_bytes=int(memory.total),
+                memory_used_bytes=int(memory.used),
+                compute_capability=capability,
+                uuid=uuid,
             )
-            with contextlib.suppress(Exception):
-                for process in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
-                    name = ""
-                    with contextlib.suppress(Exception):
-                        name = _text(pynvml.nvmlSystemGetProcessName(process.pid))
-                    used = getattr(process, "usedGpuMemory", None)
-                    facts.processes.append(
-                        GpuProcess(
-                            pid=int(process.pid),
-                            name=os.path.basename(name),
-                            gpu_index=index,
-                            used_bytes=int(used) if used else None,
-                        )
-                    )
-    finally:
+        )
         with contextlib.suppress(Exception):
-            pynvml.nvmlShutdown()
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+            for process in nvml.nvmlDeviceGetComputeRunningProcesses(handle):
+                name = ""
+                with contextlib.suppress(Exception):
+                    name = nvml_text(nvml.nvmlSystemGetProcessName(process.pid))
+                used = getattr(process, "usedGpuMemory", None)
+                facts.processes.append(
+                    GpuProcess(
+                        pid=int(process.pid),
+                        name=os.path.basename(name),
+                        gpu_index=index,
+                        used_bytes=int(used) if used else None,
+                    )
+                )
 
 
 def _cgroup_cpu_quota() -> float | None:

@@ -1,5 +1,6 @@
 """Reading what other programs write: TensorFlow's ``build_info.py`` and torch's
-``version.py`` (without importing either), ``nvidia-smi``'s CSV and banner, cgroup v2
+``version.py`` (without importing either), ``nvidia-smi``'s CSV and banner (read only when
+NVML cannot be used: :func:`stoke.envcheck.gather.gather_nvidia`), cgroup v2
 ``cpu.max``, keras.json (the backend Keras picks), the device names backends print, and the
 lines a backend writes to stderr when it cannot use the GPU.
 

@@ -679,6 +679,88 @@ def test_parse_nvidia_smi():
     assert parse_nvidia_smi_header("") == (None, None)
 
 
+# What nvidia-smi prints, recorded in the formats of drivers 450-580 (the banner's layout
+# changed at 545; the CSV queries did not). A real program on PATH prints it, so the fallback
+# is read through the same subprocess calls as on a GPU machine.
+_SMI_GPUS = (
+    "0, NVIDIA H100 80GB HBM3, GPU-5f2c1a8e-77b0-4c1e-9d2a-0c3e6b1f4a10, 81559, 30221, 9.0\n"
+    "1, NVIDIA H100 80GB HBM3, GPU-a1d0e3b4-2c9f-4e07-8b6a-5d4c3b2a1908, 81559, 1, 9.0\n"
+)
+_SMI_APPS = "31337, /usr/bin/python3, 30208, GPU-5f2c1a8e-77b0-4c1e-9d2a-0c3e6b1f4a10\n"
+_SMI_BANNER = (
+    "Tue Dec  1 09:14:02 2026       \n"
+    "+-----------------------------------------------------------------------------------------+\n"
+    "| NVIDIA-SMI 550.54.15              Driver Version: 550.54.15      CUDA Version: 12.4     |\n"
+    "|-----------------------------------------+------------------------+----------------------+\n"
+)
+_SMI_BANNER_OLD = (
+    "+-----------------------------------------------------------------------------+\n"
+    "| NVIDIA-SMI 470.57.02    Driver Version: 470.57.02    CUDA Version: 11.4     |\n"
+    "|-------------------------------+----------------------+----------------------+\n"
+)
+_SMI_NO_DRIVER = (
+    "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure "
+    "that the latest NVIDIA driver is installed and running.\n"
+)
+
+
+def _nvidia_smi_on_path(monkeypatch, tmp_path, banner=_SMI_BANNER, fail=False):
+    """An ``nvidia-smi`` program first on PATH that prints the recorded text, and no NVML
+    (nvidia-ml-py refused as Python refuses a package that is not installed)."""
+    script = tmp_path / "nvidia-smi"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import sys\n"
+        f"if {fail!r}:\n"
+        f"    sys.stdout.write({_SMI_NO_DRIVER!r}); sys.exit(9)\n"
+        "args = ' '.join(sys.argv[1:])\n"
+        f"sys.stdout.write({_SMI_GPUS!r} if '--query-gpu' in args else {_SMI_APPS!r} "
+        f"if '--query-compute-apps' in args else {banner!r})\n"
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+
+
+def test_nvidia_smi_is_the_fallback_without_nvml(monkeypatch, tmp_path):
+    _nvidia_smi_on_path(monkeypatch, tmp_path)
+    facts = gather_nvidia()
+    assert facts.source == "nvidia-smi" and not facts.nvml_available and facts.error is None
+    assert (facts.driver_version, facts.driver_cuda) == ("550.54.15", "12.4")
+    assert [(g.index, g.name, g.compute_capability) for g in facts.gpus] == [
+        (0, "NVIDIA H100 80GB HBM3", "9.0"),
+        (1, "NVIDIA H100 80GB HBM3", "9.0"),
+    ]
+    assert facts.gpus[0].memory_total_bytes == 81559 * MIB
+    assert facts.processes == [GpuProcess(31337, "/usr/bin/python3", 0, 30208 * MIB)]
+    assert check_nvidia(facts, nvml_installed=False)[0].status == OK
+
+
+def test_nvidia_smi_banner_before_driver_545(monkeypatch, tmp_path):
+    _nvidia_smi_on_path(monkeypatch, tmp_path, banner=_SMI_BANNER_OLD)
+    facts = gather_nvidia()
+    assert (facts.driver_version, facts.driver_cuda) == ("470.57.02", "11.4")
+
+
+def test_nvidia_smi_without_a_driver_is_no_gpu(monkeypatch, tmp_path):
+    if os.path.exists("/proc/driver/nvidia/version"):
+        pytest.skip("a driver is loaded here: its failure would rightly be an error")
+    _nvidia_smi_on_path(monkeypatch, tmp_path, fail=True)
+    facts = gather_nvidia()
+    assert facts.gpus == [] and facts.error is None  # no driver: nothing is broken
+    assert check_nvidia(facts, nvml_installed=False)[0].status == INFO
+
+
+def test_this_machine_without_a_driver_has_no_gpu_and_no_error():
+    if os.path.exists("/proc/driver/nvidia/version"):
+        pytest.skip("an NVIDIA driver is loaded here")
+    facts = gather_nvidia()  # NVML or not, nvidia-smi or not: whatever this machine has
+    assert facts.gpus == [] and facts.error is None, facts
+    assert not facts.nvml_available
+    checks = check_nvidia(facts, nvml_installed=False)
+    assert checks[0].status == INFO and "no NVIDIA GPU visible" in checks[0].message
+
+
 class _FakeProcess:
     def __init__(self, pid, used):
         self.pid, self.usedGpuMemory = pid, used
@@ -727,6 +809,15 @@ def test_nvml_without_a_driver_is_no_gpu_not_an_error(monkeypatch):
     facts = gather_nvidia()
     assert facts.gpu_count == 0 and facts.error is None
     assert check_nvidia(facts, nvml_installed=True)[0].status == INFO
+
+
+def test_nvml_failing_next_to_a_loaded_driver_is_an_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", _fake_nvml(fail_init=True))
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(os.path, "exists", lambda path: path == "/proc/driver/nvidia/version")
+    facts = gather_nvidia()
+    assert facts.error == "NVML: RuntimeError: NVML Shared Library Not Found"
+    assert facts.kernel_module and not facts.nvml_available
 
 
 def test_parse_cpu_max():
