@@ -29,10 +29,12 @@ imported from there:
 
 - :mod:`.facts`: the plain values (:class:`EnvFacts`, :class:`Check`, the statuses, the names
   of the backends, packages and environment variables looked for);
-- :mod:`.versions`: version numbers, and which driver each CUDA release needs;
+- :mod:`.versions`: version numbers and specifiers (PEP 440, through ``packaging``), and
+  which driver each CUDA release needs;
 - :mod:`.parsers`: the text other programs write (framework build files, ``nvidia-smi``,
   cgroups, keras.json, device names, a backend's stderr);
-- :mod:`.gather`: reading this machine into :class:`EnvFacts` (impure);
+- :mod:`.gather`: reading this machine into :class:`EnvFacts` (impure; the NVIDIA driver
+  through :mod:`stoke.nvml`, ``nvidia-smi``'s text as the fallback);
 - :mod:`.probe`: the backend imported in a child process, its devices and a matmul;
 - :mod:`.checks`: the ``check_*`` decisions, and :func:`evaluate`, which runs them all;
 - :mod:`.report`: the command (``add_arguments``, ``main``), the table and the JSON.
