@@ -17,7 +17,7 @@ import warnings
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -407,6 +407,7 @@ class BatchIterator:
         self.owns_loader = owns_loader
         self._state = state
         self._chunks = self._chunk_stream(state, epochs)
+        self._stop_epoch = None if epochs is None else state.epoch + epochs  # saved in state()
         self._flight = _Flight(loader)
         self._inflight = self._flight.tasks
         self._exhausted = False
@@ -434,7 +435,7 @@ class BatchIterator:
     # -- public ------------------------------------------------------------------------
     def state(self) -> IteratorState:
         """Where this iterator stands: give it to ``pipe.iter(state=...)`` to go on from here."""
-        return self._state
+        return replace(self._state, stop_epoch=self._stop_epoch)
 
     def __iter__(self) -> BatchIterator:
         return self

@@ -66,6 +66,9 @@ class PlanSpec:
 class IteratorState:
     """Where an iterator stands: the epoch, how many chunks of it were fully delivered, and
     how many rows of the next chunk were already delivered (non-zero only with ``filter``).
+    ``stop_epoch``: the epoch before which the saved iteration would have stopped (``repeat(n)``
+    started at epoch 0 stops before epoch n; None: it ran forever), so that resuming yields
+    only the epochs that were left, never more.
 
     Save it with :meth:`to_dict` (JSON-friendly) and give it back as ``pipe.iter(state=...)``.
     """
@@ -75,6 +78,7 @@ class IteratorState:
     rows_delivered: int = 0
     fingerprint: str = ""
     version: int = STATE_VERSION
+    stop_epoch: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

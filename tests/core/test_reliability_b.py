@@ -6,6 +6,8 @@ Each test is a scenario a user met; each failed before the fix it guards.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -89,3 +91,27 @@ def test_big_endian_samples_arrive_in_native_byte_order(executor):
         assert x.dtype == np.dtype("float32") and x.dtype.isnative
         assert y.dtype == np.dtype("int64") and y.dtype.isnative
     assert batches[1][0].tolist() == [[2, 3, 4], [3, 4, 5]]
+
+
+# -- resuming repeat(n) ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("executor", ["inline", "process"])
+def test_resuming_a_repeat_pipeline_yields_only_the_epochs_that_were_left(executor):
+    pipe = stoke.from_arrays(np.arange(12)).shuffle(seed=3).batch(4).repeat(3)
+    everything = [b.tolist() for b in pipe.iter(executor=executor, workers=1, copy=True)]
+    assert len(everything) == 9
+
+    iterator = pipe.iter(executor=executor, workers=1, copy=True)
+    seen = [next(iterator).tolist() for _ in range(4)]  # epoch 0 and one batch of epoch 1
+    saved = json.loads(json.dumps(iterator.state().to_dict()))  # through a checkpoint file
+    iterator.close()
+
+    rest = [b.tolist() for b in pipe.iter(executor=executor, workers=1, state=saved, copy=True)]
+    assert seen + rest == everything  # 9 batches, 3 epochs: none added, none lost
+
+
+def test_a_state_saved_after_the_last_epoch_of_repeat_yields_nothing():
+    pipe = stoke.from_arrays(np.arange(8)).batch(4).repeat(2)
+    iterator = pipe.iter(executor="inline")
+    assert len(list(iterator)) == 4
+    assert list(pipe.iter(executor="inline", state=iterator.state())) == []
