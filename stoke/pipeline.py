@@ -113,14 +113,15 @@ class Pipeline:
         ``executor``: "process" (shared-memory ring), "thread", "inline", "ray" (a Ray
         cluster: see docs/ray.md) or "auto".
         ``state``: an ``it.state()`` saved earlier, to go on from there: the rest of that
-        iteration (of ``repeat(n)``: the epochs that were left, not ``n`` more).
+        iteration (of ``repeat(n)``: the epochs that were left, not ``n`` more); a state saved
+        once its iteration was finished starts the next one (``n`` epochs from there).
         Other options: see :class:`~stoke.loader.LoaderOptions`.
         """
         epochs = self.repeat_count
         if state is not None:
             state = IteratorState.from_dict(state)
-            if epochs is not None and state.stop_epoch is not None:
-                epochs = max(0, state.stop_epoch - state.epoch)
+            if epochs is not None and (state.stop_epoch or 0) > state.epoch:
+                epochs = state.stop_epoch - state.epoch
         loader = Loader(self, LoaderOptions(workers=workers, executor=executor, **options))
         try:
             _ = loader.pool  # start the workers now: errors (unpicklable fn...) surface here

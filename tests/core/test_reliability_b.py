@@ -110,8 +110,9 @@ def test_resuming_a_repeat_pipeline_yields_only_the_epochs_that_were_left(execut
     assert seen + rest == everything  # 9 batches, 3 epochs: none added, none lost
 
 
-def test_a_state_saved_after_the_last_epoch_of_repeat_yields_nothing():
+def test_a_state_saved_after_the_last_epoch_of_repeat_starts_the_next_iteration():
     pipe = stoke.from_arrays(np.arange(8)).batch(4).repeat(2)
     iterator = pipe.iter(executor="inline")
     assert len(list(iterator)) == 4
-    assert list(pipe.iter(executor="inline", state=iterator.state())) == []
+    resumed = pipe.iter(executor="inline", state=iterator.state())
+    assert len(list(resumed)) == 4 and resumed.state().epoch == 4  # epochs 2 and 3
