@@ -1,7 +1,8 @@
 """The process executor: persistent worker processes writing into a shared-memory ring.
 
-Workers are plain ``python -m stoke.executors.worker`` children (not ``multiprocessing``
-processes): they never re-import the user's script, so an unguarded ``train.py`` is safe, and
+Workers are plain ``python -P -m stoke.executors.worker`` children (not ``multiprocessing``
+processes): they never re-import the user's script, so an unguarded ``train.py`` is safe;
+they import from the trainer's ``sys.path``, never from its current directory first; and
 they start with BLAS/OpenMP limited to one thread each. Each has a Unix socket to the
 trainer: small messages (tasks, results) go as pickles, the ring's memory goes as a file
 descriptor. A worker that dies closes its socket, which the trainer notices at once and
@@ -38,6 +39,23 @@ ONE_THREAD_ENV = {
 }
 
 
+# ``-P`` (Python >= 3.11): the worker's cwd is not put first on sys.path, so a module or a
+# stale stoke checkout in the trainer's current directory cannot shadow stoke, numpy or the
+# user's modules. On 3.10 the same is done by hand before the worker module is run.
+WORKER_COMMAND = (
+    [sys.executable, "-P", "-m", "stoke.executors.worker"] if sys.version_info >= (3, 11)
+    else [sys.executable, "-c", "import runpy, sys; del sys.path[0]; "
+          "runpy.run_module('stoke.executors.worker', run_name='__main__')"]
+)
+
+
+def trainer_import_path() -> list[str]:
+    """The trainer's ``sys.path`` for the workers: they import the user's modules from where
+    the trainer does. An empty entry (a notebook, ``python -c``) means the current directory
+    for the trainer, so the workers get that directory by name."""
+    return [os.getcwd() if entry == "" else entry for entry in sys.path]
+
+
 class _Worker:
     """One worker process and its socket. Its start-up message (the pickled program, maybe
     megabytes) is sent by a helper thread, so that starting many workers, or adding one to
@@ -55,8 +73,7 @@ class _Worker:
         )
         child_fd = child_sock.fileno()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "stoke.executors.worker", str(child_fd), str(os.getpid()),
-             self.name],
+            [*WORKER_COMMAND, str(child_fd), str(os.getpid()), self.name],
             pass_fds=(child_fd,), env=env, stdin=subprocess.DEVNULL,
         )
         child_sock.close()
@@ -197,7 +214,7 @@ class ProcessPool:
         The trainer sends nothing else to this worker until ``init_done``."""
         packed = self.packed
         try:
-            worker.conn.send(("init", [p for p in sys.path if p], packed.data, packed.spans))
+            worker.conn.send(("init", trainer_import_path(), packed.data, packed.spans))
             if packed.buffer is not None:
                 worker.send_fd(packed.buffer.fd)
             with self._send_lock:

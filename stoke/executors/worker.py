@@ -1,4 +1,4 @@
-"""The worker process's main loop: ``python -m stoke.executors.worker FD PARENT_PID NAME``.
+"""The worker process's main loop: ``python -P -m stoke.executors.worker FD PARENT_PID NAME``.
 
 Started by ``processes.py`` with one end of a Unix socket. It receives the sample program
 once, then the ring's memory (as a file descriptor), then tasks; it writes samples into ring
@@ -46,11 +46,11 @@ def _serve(sock: socket.socket, conn: Connection, name: str) -> int:
     from stoke.executors.payload import unpack
     from stoke.executors.ring import SharedBuffer, slot_views
 
-    kind, sys_path, data, spans = conn.recv()
+    kind, trainer_path, data, spans = conn.recv()
     assert kind == "init"
-    for entry in reversed(sys_path):
-        if entry not in sys.path:
-            sys.path.insert(0, entry)
+    # the trainer's import path, in its order (the user's modules resolve as they did there),
+    # then anything of the worker's own that it lacks
+    sys.path[:] = [*trainer_path, *(p for p in sys.path if p not in trainer_path)]
     shared = None
     if spans:
         _, fds, _, _ = socket.recv_fds(sock, 1, 1)

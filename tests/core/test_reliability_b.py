@@ -7,6 +7,9 @@ Each test is a scenario a user met; each failed before the fix it guards.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -116,3 +119,68 @@ def test_a_state_saved_after_the_last_epoch_of_repeat_starts_the_next_iteration(
     assert len(list(iterator)) == 4
     resumed = pipe.iter(executor="inline", state=iterator.state())
     assert len(list(resumed)) == 4 and resumed.state().epoch == 4  # epochs 2 and 3
+
+
+# -- the workers' import path -----------------------------------------------------------------
+
+USER_MODULE = """
+import numpy as np
+
+class Squares:  # a dataset class in the user's project, next to train.py
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, index):
+        return np.int64(index * index)
+"""
+
+TRAIN_SCRIPT = """
+import json
+import os
+import subprocess
+import sys
+import stoke
+from mydata import Squares
+
+pipe = stoke.from_sequence(Squares()).batch(3)
+print(json.dumps([b.tolist() for b in pipe.iter(executor="process", workers=2, copy=True)]))
+"""
+
+PLANTED = "open({marker!r}, 'w').write('ran'); raise SystemExit('planted module ran')\n"
+
+
+def run_python(args, cwd, tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(stoke.__file__)))
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.fixture
+def project(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "mydata.py").write_text(USER_MODULE)
+    (project / "train.py").write_text(TRAIN_SCRIPT)
+    return project
+
+
+def test_a_stale_stoke_in_the_current_directory_never_runs_in_the_workers(project, tmp_path):
+    elsewhere = tmp_path / "elsewhere"  # the user cds somewhere with an old checkout in it
+    marker = tmp_path / "planted-ran"
+    for package in ("stoke", "stoke/executors"):
+        (elsewhere / package).mkdir(parents=True)
+        (elsewhere / package / "__init__.py").write_text(PLANTED.format(marker=str(marker)))
+    (elsewhere / "stoke/executors/worker.py").write_text(PLANTED.format(marker=str(marker)))
+
+    done = run_python([str(project / "train.py")], elsewhere, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [[0, 1, 4], [9, 16, 25]]
+    assert not marker.exists()
+
+
+def test_the_users_modules_still_import_in_the_workers_from_a_notebook_like_trainer(project,
+                                                                                   tmp_path):
+    # ``python -c`` (like a notebook) imports from the current directory: so do the workers
+    done = run_python(["-c", TRAIN_SCRIPT], project, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [[0, 1, 4], [9, 16, 25]]
