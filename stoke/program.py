@@ -101,6 +101,19 @@ def sample_rng(seed: int, epoch: int, index: int, step: int) -> np.random.Genera
     return rng.generator
 
 
+def seed_worker_globals(seed: int, worker_index: int) -> None:
+    """Seed a worker process's global ``random`` and ``numpy.random`` from the pipeline seed
+    and the worker's index, as torch's DataLoader seeds its workers: code that draws from
+    them (a tutorial Sequence's augmentation, a module that calls ``np.random.seed(0)`` on
+    import) gets a different stream in each worker, the same on every run. Run once the
+    user's modules are imported; the per-sample ``rng`` of ``map`` does not depend on it."""
+    import random
+
+    state = np.random.SeedSequence([seed, worker_index, 0x90B1]).generate_state(2)
+    random.seed(int(state[0]))
+    np.random.seed(int(state[1]))
+
+
 @dataclass(frozen=True)
 class SampleProgram:
     """What to do for one index: read it, then run each step in order."""

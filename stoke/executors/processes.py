@@ -73,7 +73,7 @@ class _Worker:
         )
         child_fd = child_sock.fileno()
         self.process = subprocess.Popen(
-            [*WORKER_COMMAND, str(child_fd), str(os.getpid()), self.name],
+            [*WORKER_COMMAND, str(child_fd), str(os.getpid()), self.name, str(index)],
             pass_fds=(child_fd,), env=env, stdin=subprocess.DEVNULL,
         )
         child_sock.close()

@@ -184,3 +184,62 @@ def test_the_users_modules_still_import_in_the_workers_from_a_notebook_like_trai
     done = run_python(["-c", TRAIN_SCRIPT], project, tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [[0, 1, 4], [9, 16, 25]]
+
+
+# -- the dataset's own global rng in process workers ----------------------------------------
+
+TUTORIAL_MODULE = """
+import random
+import numpy as np
+
+np.random.seed(0)  # "for reproducibility", at the top of the dataset's module
+random.seed(0)
+
+
+class Augmented:
+    '''A tutorial Sequence: batch i of 4 images, each flipped / shifted at random.'''
+
+    def __len__(self):
+        return 16
+
+    def __getitem__(self, index):
+        shift = np.random.randint(0, 2**31, size=4)
+        flip = np.array([random.random() for _ in range(4)])
+        return shift.astype(np.int64), flip
+
+    def sample(self, index):
+        return self[index][0][:1]
+"""
+
+
+@pytest.fixture
+def tutorial_module(tmp_path, monkeypatch):
+    (tmp_path / "tutorial_data.py").write_text(TUTORIAL_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import tutorial_data
+
+    yield tutorial_data
+    sys.modules.pop("tutorial_data", None)
+
+
+def test_process_workers_draw_different_augmentations_from_global_numpy_and_random(
+        tutorial_module):
+    dataset = tutorial_module.Augmented()
+    with stoke.accelerate(dataset, workers=4, executor="process") as acc:
+        batches = [(x.copy(), flip.copy()) for x, flip in acc.iter()]
+    shifts = [tuple(x.tolist()) for x, _ in batches]
+    flips = [tuple(f.tolist()) for _, f in batches]
+    assert len(batches) == 16
+    assert len(set(shifts)) == 16 and len(set(flips)) == 16  # no worker repeats another
+
+
+def test_pipeline_workers_seed_global_rngs_from_the_pipeline_seed(tutorial_module):
+    dataset = tutorial_module.Augmented()
+    pipe = stoke.from_sequence(list(range(16))).map(dataset.sample).seed_with(7).batch(1)
+
+    def draws():
+        return [int(b[0][0]) for b in pipe.iter(executor="process", workers=2, copy=True)]
+
+    first = draws()
+    assert len(set(first)) == 16  # distinct across the two workers
+    assert sorted(first) == sorted(draws())  # and the same values on every run
