@@ -27,10 +27,10 @@ from stoke.errors import (
     StokeWarning,
     UnpicklableError,
     WorkerDiedError,
-    WorkerHungError,
 )
 from stoke.executors.chunk import Result, Task
 from stoke.executors.inline import InlinePool
+from stoke.executors.limits import StuckWatch, cap_workers
 from stoke.executors.ring import BatchRing
 from stoke.executors.threads import ThreadPool
 from stoke.plan import IteratorState, fingerprint
@@ -62,8 +62,10 @@ def resolve_workers(workers: int | str) -> int:
 
 @dataclass(frozen=True)
 class LoaderOptions:
-    """How a loader runs. ``timeout_s``: longest wait for one batch before the workers are
-    declared hung (None: wait as long as they are alive). ``ring_slots``: batches in flight
+    """How a loader runs. ``timeout_s``: how long workers may go without a result and
+    without using CPU before they are reported stuck (busy ones are slow, not stuck: see
+    :mod:`stoke.executors.limits`; None: wait as long as they are alive). ``oversubscribe``:
+    start more process/thread workers than cores (else cut to the cores, with a warning). ``ring_slots``: batches in flight
     (default 2 per worker + 2). ``copy``: yield batches that stay valid forever, instead of
     views valid until the next batch is asked for. ``memory_budget_bytes``: most memory the
     ring may take (default a quarter of available RAM). ``ray_address``: the Ray cluster of
@@ -78,11 +80,12 @@ class LoaderOptions:
     workers: int | str = "auto"
     executor: str = "auto"
     ring_slots: int | None = None
-    timeout_s: float | None = 300.0
+    timeout_s: float | None = 30.0
     copy: bool = False
     memory_budget_bytes: int | None = None
     ray_address: str | None = None
     cpu_budget_cores: int | None = None
+    oversubscribe: bool = False
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -118,6 +121,7 @@ def make_pool(program, options: LoaderOptions,
     kind = options.executor
     if kind == "auto":
         kind = "process"  # even one worker process overlaps with the consumer
+    workers = cap_workers(workers, available_cores(), kind, options.oversubscribe)
     if kind == "ray":
         from stoke.executors.ray import RayPool
 
@@ -257,14 +261,14 @@ class Loader:
 
     def _wait(self, task_id: int, describe: str) -> Result:
         """The result of ``task_id``; polls with a timeout, checks workers are alive."""
-        started = time.monotonic()
+        watch = StuckWatch(self.pool, self.options.timeout_s, describe)
         while task_id not in self._results:
             try:
                 result = self.pool.next_result(POLL_S)
             except WorkerDiedError as exc:
                 self._fail(exc)
             if result is not None:
-                started = time.monotonic()
+                watch.progressed()
                 slot = self._orphans.pop(result.task_id, None)
                 if slot is not None:
                     if slot >= 0:
@@ -272,14 +276,9 @@ class Loader:
                     continue
                 self._results[result.task_id] = result
                 continue
-            timeout = self.options.timeout_s
-            if timeout is not None and time.monotonic() - started > timeout:
-                busy = getattr(self.pool, "busy_workers", lambda: [])()
-                self._fail(WorkerHungError(
-                    f"no result for {describe} in {timeout:.0f} s; the workers seem stuck"
-                    + (f": {'; '.join(busy)}" if busy else "")
-                    + ". If samples really take this long, pass a larger timeout_s."
-                ))
+            stuck = watch.verdict()
+            if stuck is not None:
+                self._fail(stuck)
         return self._results.pop(task_id)
 
     def _ensure_layout(self, epoch: int, indices: np.ndarray) -> bool:

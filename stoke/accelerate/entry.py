@@ -19,7 +19,7 @@ from stoke.pipeline import Pipeline
 def accelerate(data: Any, *args: Any, workers: int | str = "auto", executor: str = "auto",
                shuffle: bool = False, seed: int = 0, replicas: int | None = None,
                steps_per_epoch: int | None = None, kwargs: dict | None = None,
-               ring_slots: int | None = None, timeout_s: float | None = 300.0,
+               ring_slots: int | None = None, timeout_s: float | None = 30.0,
                memory_budget_bytes: int | None = None):
     """Run ``data``'s own loading code in stoke's workers; returns what ``model.fit`` takes.
 

@@ -125,7 +125,7 @@ class _Worker:
         except subprocess.TimeoutExpired:
             code = None
         held = ", ".join(
-            f"batch of samples {list(t.indices[:4])}{'...' if len(t.indices) > 4 else ''} "
+            f"batch of samples {t.indices[:4].tolist()}{'...' if len(t.indices) > 4 else ''} "
             f"(epoch {t.epoch})" for t in self.outstanding.values()
         ) or "no batch"
         return WorkerDiedError(self.name, code, held)
@@ -315,9 +315,21 @@ class ProcessPool:
                 worker.close_handles()
                 self._retiring.remove(worker)
 
+    def cpu_seconds(self) -> float | None:
+        import psutil
+
+        total = 0.0
+        for worker in (*self._workers, *self._retiring):
+            try:
+                times = psutil.Process(worker.process.pid).cpu_times()
+            except psutil.Error:  # exited: its death is reported by check_alive
+                continue
+            total += times.user + times.system
+        return total
+
     def busy_workers(self) -> list[str]:
         return [
-            f"{w.name} (pid {w.process.pid}) on samples {list(t.indices[:4])}"
+            f"{w.name} (pid {w.process.pid}) on samples {t.indices[:4].tolist()}"
             for w in (*self._workers, *self._retiring) for t in w.outstanding.values()
         ]
 

@@ -450,6 +450,9 @@ class RayPool:
         if self._owns_connection:
             disconnect(ray)
 
+    def cpu_seconds(self) -> float | None:
+        return None  # the tasks' CPU is on the cluster: stuck is judged by time alone
+
     def busy_workers(self) -> list[str]:
         """What is in flight, for the loader's stuck-workers error."""
         busy = [f"Ray task on samples {_describe_indices(t.indices)} (epoch {t.epoch})"

@@ -6,10 +6,14 @@ Each test is a scenario a user met; each failed before the fix it guards.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
 import sys
+import threading
+import time
+import warnings
 
 import numpy as np
 import pytest
@@ -135,10 +139,14 @@ class Squares:  # a dataset class in the user's project, next to train.py
 """
 
 TRAIN_SCRIPT = """
+import inspect
 import json
 import os
 import subprocess
 import sys
+import threading
+import time
+import warnings
 import stoke
 from mydata import Squares
 
@@ -225,7 +233,7 @@ def tutorial_module(tmp_path, monkeypatch):
 def test_process_workers_draw_different_augmentations_from_global_numpy_and_random(
         tutorial_module):
     dataset = tutorial_module.Augmented()
-    with stoke.accelerate(dataset, workers=4, executor="process") as acc:
+    with stoke.accelerate(dataset, workers=2, executor="process") as acc:
         batches = [(x.copy(), flip.copy()) for x, flip in acc.iter()]
     shifts = [tuple(x.tolist()) for x, _ in batches]
     flips = [tuple(f.tolist()) for _, f in batches]
@@ -243,3 +251,73 @@ def test_pipeline_workers_seed_global_rngs_from_the_pipeline_seed(tutorial_modul
     first = draws()
     assert len(set(first)) == 16  # distinct across the two workers
     assert sorted(first) == sorted(draws())  # and the same values on every run
+
+
+# -- limits: worker count, stuck workers ------------------------------------------------------
+
+def cores():
+    return len(os.sched_getaffinity(0))
+
+
+def test_more_workers_than_cores_are_cut_to_the_cores_with_a_warning():
+    pipe = stoke.from_arrays(np.arange(8)).batch(2)
+    with pytest.warns(stoke.StokeWarning, match="more than the .* core"):
+        with pipe.loader(workers=cores() + 3, executor="thread") as loader:
+            assert loader.workers == cores()
+            assert np.concatenate([b.copy() for b in loader.iter()]).tolist() == list(range(8))
+
+
+def test_oversubscribe_starts_every_worker_asked_for():
+    pipe = stoke.from_arrays(np.arange(8)).batch(2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pipe.loader(workers=cores() + 3, executor="thread", oversubscribe=True) as loader:
+            assert loader.workers == cores() + 3
+
+
+def test_stuck_workers_are_reported_within_30_seconds_by_default():
+    from stoke.loader import LoaderOptions  # what pipe.iter(), loader() and to_keras() use
+
+    assert LoaderOptions().timeout_s <= 30
+    assert inspect.signature(stoke.accelerate).parameters["timeout_s"].default <= 30
+
+
+RELEASE = threading.Event()
+
+
+def wait_for_release_on_2(index):
+    if index == 2:
+        RELEASE.wait(60)  # a lock that is never released, a dead socket...
+    return np.int64(index)
+
+
+def test_a_hung_thread_worker_is_reported_with_where_it_waits():
+    pipe = stoke.from_sequence(list(range(8))).map(wait_for_release_on_2).batch(2)
+    RELEASE.clear()
+    try:
+        with pytest.raises(stoke.WorkerHungError) as info, \
+                pytest.warns(stoke.StokeWarning, match="still stuck after the loader closed"):
+            list(pipe.iter(executor="thread", workers=2, timeout_s=1))
+    finally:
+        RELEASE.set()
+    message = str(info.value)
+    assert "using no CPU" in message and "worker thread" in message
+    assert "samples [2, 3]" in message
+    assert "in wait_for_release_on_2" in message and __file__ in message
+
+
+def busy_first_sample(index):
+    if index == 0:  # like a first sample that imports a framework: slow, but working
+        deadline = time.process_time() + 2.5
+        while time.process_time() < deadline:
+            pass
+    return np.int64(index)
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_a_slow_but_busy_first_batch_is_not_reported_as_stuck(executor):
+    pipe = stoke.from_sequence(list(range(4))).map(busy_first_sample).batch(2)
+    with pytest.warns(stoke.StokeWarning, match="the workers are busy"):
+        batches = [b.tolist() for b in pipe.iter(executor=executor, workers=1, timeout_s=0.5,
+                                                  copy=True)]
+    assert batches == [[0, 1], [2, 3]]
