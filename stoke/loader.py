@@ -55,9 +55,10 @@ def available_cores() -> int:
 def resolve_workers(workers: int | str) -> int:
     if workers == "auto":
         return max(1, available_cores())
-    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+    if not isinstance(workers, (int, np.integer)) or isinstance(workers, (bool, np.bool_)) \
+            or workers < 1:
         raise ValueError(f"workers must be a positive int or \"auto\". Received: workers={workers!r}")
-    return workers
+    return int(workers)  # numpy integers too (np.int64(4) from a config or an array)
 
 
 @dataclass(frozen=True)

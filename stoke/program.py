@@ -144,9 +144,10 @@ class SampleProgram:
                 elif not step.predicate(sample):
                     return FILTERED
             return sample
-        except SampleError:
+        except (SampleError, KeyboardInterrupt):  # Ctrl-C stays Ctrl-C
             raise
-        except Exception as exc:  # noqa: BLE001 - re-raised with where it happened
+        except BaseException as exc:  # noqa: BLE001 - re-raised with where it happened
+            # (SystemExit and other BaseExceptions from user code too: they name the sample)
             stage = "source read" if position < 0 else self.steps[position].name
             raise sample_error(int(index), stage, exc) from exc
 

@@ -9,6 +9,7 @@ when every value survives (else a :class:`LayoutError` names both samples and dt
 
 from __future__ import annotations
 
+import collections
 import functools
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ import numpy as np
 from stoke.errors import LayoutError
 
 # A tree definition: ("leaf",) | ("tuple", [defs]) | ("list", [defs]) | ("dict", [keys], [defs])
+# | ("namedtuple", type name, (fields), [defs]) -- by name, so that it travels to workers
 TreeDef = tuple
 
 
@@ -36,9 +38,16 @@ def flatten(sample: Any) -> tuple[TreeDef, list[Any]]:
 
 def _flatten_into(node: Any, leaves: list[Any]) -> TreeDef:
     if isinstance(node, dict):
-        keys = sorted(node)
+        try:
+            keys = sorted(node)
+        except TypeError:  # keys of mixed types ({0: x, "label": y}): by type, then value
+            keys = sorted(node, key=lambda k: (type(k).__qualname__, repr(k)))
         return ("dict", keys, [_flatten_into(node[k], leaves) for k in keys])
-    if isinstance(node, tuple) and not hasattr(node, "_fields"):
+    if isinstance(node, tuple):
+        fields = getattr(type(node), "_fields", None)  # a namedtuple: a structure, by name
+        if fields is not None:
+            return ("namedtuple", type(node).__name__, tuple(fields),
+                    [_flatten_into(v, leaves) for v in node])
         return ("tuple", [_flatten_into(v, leaves) for v in node])
     if isinstance(node, list):
         return ("list", [_flatten_into(v, leaves) for v in node])
@@ -58,8 +67,17 @@ def _build(treedef: TreeDef, leaves) -> Any:
         return next(leaves)
     if kind == "dict":
         return {k: _build(d, leaves) for k, d in zip(treedef[1], treedef[2])}
+    if kind == "namedtuple":
+        return _namedtuple(treedef[1], treedef[2])(*[_build(d, leaves) for d in treedef[3]])
     children = [_build(d, leaves) for d in treedef[1]]
     return tuple(children) if kind == "tuple" else children
+
+
+@functools.lru_cache(maxsize=64)
+def _namedtuple(name: str, fields: tuple[str, ...]) -> type:
+    """A namedtuple class of this name and fields: batches of namedtuple samples are
+    namedtuples with the same fields (of the batch arrays)."""
+    return collections.namedtuple(name, fields)
 
 
 def leaf_paths(treedef: TreeDef, prefix: str = "") -> list[str]:
@@ -71,6 +89,11 @@ def leaf_paths(treedef: TreeDef, prefix: str = "") -> list[str]:
         out = []
         for key, child in zip(treedef[1], treedef[2]):
             out += leaf_paths(child, f"{prefix}[{key!r}]")
+        return out
+    if kind == "namedtuple":
+        out = []
+        for field, child in zip(treedef[2], treedef[3]):
+            out += leaf_paths(child, f"{prefix}.{field}")
         return out
     out = []
     for i, child in enumerate(treedef[1]):
@@ -236,5 +259,8 @@ def _describe_tree(treedef: TreeDef) -> str:
         return "array"
     if kind == "dict":
         return "{" + ", ".join(f"{k!r}: {_describe_tree(d)}" for k, d in zip(treedef[1], treedef[2])) + "}"
+    if kind == "namedtuple":
+        inner = ", ".join(f"{f}={_describe_tree(d)}" for f, d in zip(treedef[2], treedef[3]))
+        return f"{treedef[1]}({inner})"
     inner = ", ".join(_describe_tree(d) for d in treedef[1])
     return f"({inner})" if kind == "tuple" else f"[{inner}]"

@@ -49,6 +49,10 @@ WORKER_COMMAND = (
 )
 
 
+NEW_PROCESS_GROUP = ({"process_group": 0} if sys.version_info >= (3, 11)
+                     else {"start_new_session": True})
+
+
 def trainer_import_path() -> list[str]:
     """The trainer's ``sys.path`` for the workers: they import the user's modules from where
     the trainer does. An empty entry (a notebook, ``python -c``) means the current directory
@@ -75,6 +79,9 @@ class _Worker:
         self.process = subprocess.Popen(
             [*WORKER_COMMAND, str(child_fd), str(os.getpid()), self.name, str(index)],
             pass_fds=(child_fd,), env=env, stdin=subprocess.DEVNULL,
+            # a process group of its own: a Ctrl-C at the terminal reaches the trainer only,
+            # not a worker still importing (which would print a traceback of its own)
+            **NEW_PROCESS_GROUP,
         )
         child_sock.close()
         self.sock = parent_sock

@@ -6,6 +6,7 @@ Each test is a scenario a user met; each failed before the fix it guards.
 
 from __future__ import annotations
 
+import collections
 import inspect
 import json
 import os
@@ -139,6 +140,7 @@ class Squares:  # a dataset class in the user's project, next to train.py
 """
 
 TRAIN_SCRIPT = """
+import collections
 import inspect
 import json
 import os
@@ -321,3 +323,111 @@ def test_a_slow_but_busy_first_batch_is_not_reported_as_stuck(executor):
         batches = [b.tolist() for b in pipe.iter(executor=executor, workers=1, timeout_s=0.5,
                                                   copy=True)]
     assert batches == [[0, 1], [2, 3]]
+
+
+# -- clear errors ------------------------------------------------------------------------------
+
+Sample = collections.namedtuple("Sample", ["image", "label"])
+
+
+def as_namedtuple(index):
+    return Sample(np.full((2, 2), index, np.float32), np.int64(index))
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_namedtuple_samples_batch_into_namedtuples(executor):
+    pipe = stoke.from_sequence(list(range(6))).map(as_namedtuple).batch(3)
+    batches = list(pipe.iter(executor=executor, workers=1, copy=True))
+    assert [b.label.tolist() for b in batches] == [[0, 1, 2], [3, 4, 5]]
+    assert batches[1].image.shape == (3, 2, 2) and batches[1].image[0, 0, 0] == 3
+    image, label = batches[0]  # still unpacks as a tuple
+    assert type(batches[0]).__name__ == "Sample" and batches[0]._fields == ("image", "label")
+
+
+def mixed_keys(index):
+    return {0: np.float32(index), "label": np.int64(index)}
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_dict_with_mixed_key_types_batches(executor):
+    pipe = stoke.from_sequence(list(range(4))).map(mixed_keys).batch(2)
+    batches = list(pipe.iter(executor=executor, workers=1, copy=True))
+    assert [b["label"].tolist() for b in batches] == [[0, 1], [2, 3]]
+    assert batches[1][0].tolist() == [2.0, 3.0]
+
+
+def exit_on_5(index):
+    if index == 5:
+        sys.exit("no more")  # a BaseException, not an Exception
+    return np.int64(index)
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_base_exception_in_map_names_its_sample(executor):
+    pipe = stoke.from_sequence(list(range(8))).map(exit_on_5).batch(2)
+    with pytest.raises(stoke.SampleError) as info:
+        list(pipe.iter(executor=executor, workers=1))
+    assert info.value.index == 5 and info.value.original_type == "SystemExit"
+    assert "no more" in str(info.value)
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_numpy_integers_are_accepted_as_batch_size_workers_and_counts(executor):
+    config = np.array([4, 2, 2])  # read from an array, a config file, argparse + numpy...
+    batch_size, workers, epochs = config
+    pipe = stoke.from_arrays(np.arange(8)).batch(batch_size).repeat(epochs)
+    batches = [b.tolist() for b in pipe.iter(executor=executor, workers=workers, copy=True)]
+    assert batches == [[0, 1, 2, 3], [4, 5, 6, 7]] * 2
+    assert len(stoke.from_arrays(np.arange(8)).shard(np.int64(1), np.int64(2)).batch(2)) == 2
+    with pytest.raises(ValueError, match="batch size must be an int >= 1. Received: 2.5"):
+        stoke.from_arrays(np.arange(8)).batch(2.5)
+    with pytest.raises(ValueError, match="Received: True"):
+        stoke.from_arrays(np.arange(8)).batch(True)
+
+
+def test_the_keras_fallback_advice_is_something_keras_accepts():
+    import stoke.keras.adapter as adapter
+
+    source = inspect.getsource(adapter)
+    assert "model.fit(pipe.iter(" not in source  # Keras rejects stoke's iterator object
+
+
+CTRL_C_SCRIPT = """
+import sys, time
+import numpy as np
+import stoke
+
+def heavy_import(x):
+    return x
+
+pipe = stoke.from_arrays(np.zeros((64, 4), np.float32)).map(heavy_import).batch(8)
+print("STARTING", flush=True)
+try:
+    for _ in pipe.iter(executor="process", workers=2):
+        pass
+except KeyboardInterrupt:
+    print("INTERRUPTED", flush=True)
+    sys.exit(130)
+"""
+
+
+def test_ctrl_c_while_workers_start_prints_no_worker_tracebacks(tmp_path):
+    import signal
+
+    script = tmp_path / "train.py"
+    script.write_text(CTRL_C_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(stoke.__file__)))
+    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env,
+                               start_new_session=True)  # its own terminal-like group
+    try:
+        assert process.stdout.readline().strip() == "STARTING"
+        time.sleep(0.15)  # the workers are importing numpy and stoke now
+        os.killpg(process.pid, signal.SIGINT)  # what a Ctrl-C at the terminal does
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert "stoke/executors/worker" not in err and "<frozen runpy>" not in err, err
+    assert err.count("Traceback") <= 1  # the trainer's own KeyboardInterrupt at most
