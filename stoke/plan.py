@@ -26,6 +26,7 @@ class PlanSpec:
     seed: int = 0
     shard_index: int = 0
     shard_count: int = 1
+    fixed_order: tuple[int, ...] | None = None  # an order given from outside (Keras' shuffle)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -38,7 +39,9 @@ class PlanSpec:
 
     def order(self, epoch: int) -> np.ndarray:
         """The source indices of this shard for ``epoch``, in the order they are read."""
-        if self.shuffle:
+        if self.fixed_order is not None:
+            order = np.asarray(self.fixed_order, np.int64)
+        elif self.shuffle:
             rng = np.random.default_rng([self.seed, epoch, 0x5704E])
             order = rng.permutation(self.length)
         else:
