@@ -105,8 +105,9 @@ def seed_worker_globals(seed: int, worker_index: int) -> None:
     """Seed a worker process's global ``random`` and ``numpy.random`` from the pipeline seed
     and the worker's index, as torch's DataLoader seeds its workers: code that draws from
     them (a tutorial Sequence's augmentation, a module that calls ``np.random.seed(0)`` on
-    import) gets a different stream in each worker, the same on every run. Run once the
-    user's modules are imported; the per-sample ``rng`` of ``map`` does not depend on it."""
+    import) gets a different stream in each worker. Which samples draw which numbers still
+    depends on which worker runs them; the per-sample ``rng`` of ``map`` does not. Run once
+    the user's modules are imported."""
     import random
 
     state = np.random.SeedSequence([seed, worker_index, 0x90B1]).generate_state(2)
