@@ -66,8 +66,8 @@ class LoaderOptions:
     """How a loader runs. ``timeout_s``: how long workers may go without a result and
     without using CPU before they are reported stuck (busy ones are slow, not stuck: see
     :mod:`stoke.executors.limits`; None: wait as long as they are alive). ``oversubscribe``:
-    start more process/thread workers than cores (else cut to the cores, with a warning). ``ring_slots``: batches in flight
-    (default 2 per worker + 2). ``copy``: yield batches that stay valid forever, instead of
+    start more process/thread workers than cores (else cut to the cores, with a warning).
+    ``ring_slots``: batches in flight (default 2 per worker + 2). ``copy``: yield batches that stay valid forever, instead of
     views valid until the next batch is asked for. ``memory_budget_bytes``: most memory the
     ring may take (default a quarter of available RAM). ``ray_address``: the Ray cluster of
     ``executor="ray"`` (default: the one ``ray.init()`` joined, else ``RAY_ADDRESS``, else a

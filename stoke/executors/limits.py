@@ -50,21 +50,27 @@ class StuckWatch:
         self.progressed()
 
     def progressed(self) -> None:
+        """A result arrived (the hot path: no measuring here)."""
         self._since = time.monotonic()
-        self._cpu_at_start = self.pool.cpu_seconds() if self.timeout_s is not None else None
+        self._baseline: tuple[float, float | None] | None = None  # (when, CPU seconds)
 
     def verdict(self) -> WorkerHungError | None:
+        """Called when a poll found no result: the CPU baseline is taken at the first one."""
         if self.timeout_s is None:
             return None
-        waited = time.monotonic() - self._since
+        now = time.monotonic()
+        if self._baseline is None:
+            self._baseline = (now, self.pool.cpu_seconds())
+        waited = now - self._since
         if waited <= self.timeout_s:
             return None
         cpu = self.pool.cpu_seconds()
-        if cpu is not None and self._cpu_at_start is not None:
-            used = cpu - self._cpu_at_start
-            if used >= BUSY_CPU_FRACTION * waited:
+        measured_at, cpu_then = self._baseline
+        if cpu is not None and cpu_then is not None:
+            used = cpu - cpu_then
+            if used >= BUSY_CPU_FRACTION * max(now - measured_at, 1e-3):
                 self._say_slow(waited, used)
-                self._since, self._cpu_at_start = time.monotonic(), cpu
+                self._since, self._baseline = now, (now, cpu)
                 return None
         busy = self.pool.busy_workers()
         idle = "" if cpu is None else ", using no CPU"

@@ -28,7 +28,8 @@ def _watch_parent(parent_pid: int) -> None:
 
 
 def main() -> int:
-    fd, parent_pid, name, index = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    fd, parent_pid, name = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    index = int(sys.argv[4])  # seeds the worker's global random generators
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle
     from stoke.executors.allocator import keep_freed_memory
 
