@@ -426,3 +426,23 @@ def test_ctrl_c_while_workers_start_prints_no_worker_tracebacks(tmp_path):
             process.wait()
     assert "stoke/executors/worker" not in err and "<frozen runpy>" not in err, err
     assert err.count("Traceback") <= 1  # the trainer's own KeyboardInterrupt at most
+
+
+class LabelsGrowWide:
+    """A Sequence whose first batch has small uint8 labels, later ones uint16 labels."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        x = np.full((2, 3), index, np.float32)
+        y = np.array([1, 2], np.uint8) if index == 0 else np.array([1000, 1001], np.uint16)
+        return x, y
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_an_accelerated_sequence_never_narrows_a_later_batch(executor):
+    with pytest.warns(stoke.StokeWarning, match="does not fit the layout of batch 0"):
+        with stoke.accelerate(LabelsGrowWide(), workers=1, executor=executor) as acc:
+            labels = [y.tolist() for _, y in acc.iter()]
+    assert labels == [[1, 2], [1000, 1001], [1000, 1001], [1000, 1001]]
