@@ -17,7 +17,7 @@ import warnings
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,10 +27,10 @@ from stoke.errors import (
     StokeWarning,
     UnpicklableError,
     WorkerDiedError,
-    WorkerHungError,
 )
 from stoke.executors.chunk import Result, Task
 from stoke.executors.inline import InlinePool
+from stoke.executors.limits import StuckWatch, cap_workers
 from stoke.executors.ring import BatchRing
 from stoke.executors.threads import ThreadPool
 from stoke.plan import IteratorState, fingerprint
@@ -55,16 +55,19 @@ def available_cores() -> int:
 def resolve_workers(workers: int | str) -> int:
     if workers == "auto":
         return max(1, available_cores())
-    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+    if not isinstance(workers, (int, np.integer)) or isinstance(workers, (bool, np.bool_)) \
+            or workers < 1:
         raise ValueError(f"workers must be a positive int or \"auto\". Received: workers={workers!r}")
-    return workers
+    return int(workers)  # numpy integers too (np.int64(4) from a config or an array)
 
 
 @dataclass(frozen=True)
 class LoaderOptions:
-    """How a loader runs. ``timeout_s``: longest wait for one batch before the workers are
-    declared hung (None: wait as long as they are alive). ``ring_slots``: batches in flight
-    (default 2 per worker + 2). ``copy``: yield batches that stay valid forever, instead of
+    """How a loader runs. ``timeout_s``: how long workers may go without a result and
+    without using CPU before they are reported stuck (busy ones are slow, not stuck: see
+    :mod:`stoke.executors.limits`; None: wait as long as they are alive). ``oversubscribe``:
+    start more process/thread workers than cores (else cut to the cores, with a warning).
+    ``ring_slots``: batches in flight (default 2 per worker + 2). ``copy``: yield batches that stay valid forever, instead of
     views valid until the next batch is asked for. ``memory_budget_bytes``: most memory the
     ring may take (default a quarter of available RAM). ``ray_address``: the Ray cluster of
     ``executor="ray"`` (default: the one ``ray.init()`` joined, else ``RAY_ADDRESS``, else a
@@ -78,11 +81,12 @@ class LoaderOptions:
     workers: int | str = "auto"
     executor: str = "auto"
     ring_slots: int | None = None
-    timeout_s: float | None = 300.0
+    timeout_s: float | None = 30.0
     copy: bool = False
     memory_budget_bytes: int | None = None
     ray_address: str | None = None
     cpu_budget_cores: int | None = None
+    oversubscribe: bool = False
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -118,6 +122,7 @@ def make_pool(program, options: LoaderOptions,
     kind = options.executor
     if kind == "auto":
         kind = "process"  # even one worker process overlaps with the consumer
+    workers = cap_workers(workers, available_cores(), kind, options.oversubscribe)
     if kind == "ray":
         from stoke.executors.ray import RayPool
 
@@ -257,14 +262,14 @@ class Loader:
 
     def _wait(self, task_id: int, describe: str) -> Result:
         """The result of ``task_id``; polls with a timeout, checks workers are alive."""
-        started = time.monotonic()
+        watch = StuckWatch(self.pool, self.options.timeout_s, describe)
         while task_id not in self._results:
             try:
                 result = self.pool.next_result(POLL_S)
             except WorkerDiedError as exc:
                 self._fail(exc)
             if result is not None:
-                started = time.monotonic()
+                watch.progressed()
                 slot = self._orphans.pop(result.task_id, None)
                 if slot is not None:
                     if slot >= 0:
@@ -272,14 +277,9 @@ class Loader:
                     continue
                 self._results[result.task_id] = result
                 continue
-            timeout = self.options.timeout_s
-            if timeout is not None and time.monotonic() - started > timeout:
-                busy = getattr(self.pool, "busy_workers", lambda: [])()
-                self._fail(WorkerHungError(
-                    f"no result for {describe} in {timeout:.0f} s; the workers seem stuck"
-                    + (f": {'; '.join(busy)}" if busy else "")
-                    + ". If samples really take this long, pass a larger timeout_s."
-                ))
+            stuck = watch.verdict()
+            if stuck is not None:
+                self._fail(stuck)
         return self._results.pop(task_id)
 
     def _ensure_layout(self, epoch: int, indices: np.ndarray) -> bool:
@@ -407,6 +407,7 @@ class BatchIterator:
         self.owns_loader = owns_loader
         self._state = state
         self._chunks = self._chunk_stream(state, epochs)
+        self._stop_epoch = None if epochs is None else state.epoch + epochs  # saved in state()
         self._flight = _Flight(loader)
         self._inflight = self._flight.tasks
         self._exhausted = False
@@ -434,7 +435,7 @@ class BatchIterator:
     # -- public ------------------------------------------------------------------------
     def state(self) -> IteratorState:
         """Where this iterator stands: give it to ``pipe.iter(state=...)`` to go on from here."""
-        return self._state
+        return replace(self._state, stop_epoch=self._stop_epoch)
 
     def __iter__(self) -> BatchIterator:
         return self

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from stoke.loader import BatchIterator, Loader, LoaderOptions
 from stoke.plan import IteratorState, PlanSpec
 from stoke.program import FilterStep, MapStep, SampleProgram, wants_rng
@@ -80,21 +82,21 @@ class Pipeline:
         and dicts of numpy arrays). float64 becomes float32 unless ``keep_float64``."""
         if self.batch_size is not None:
             raise ValueError(f"this pipeline is already batched (batch size {self.batch_size}).")
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"batch size must be a positive int. Received: {batch_size!r}")
+        batch_size = as_count(batch_size, "batch size")
         return dataclasses.replace(self, batch_size=batch_size, drop_remainder=drop_remainder,
                                    dtype_policy=DtypePolicy(keep_float64=keep_float64))
 
     def repeat(self, count: int | None = None) -> Pipeline:
         """``iter()`` goes on for ``count`` epochs (None: forever), reshuffled each epoch, on
         the same workers. A batch never spans two epochs."""
-        if count is not None and count < 1:
-            raise ValueError(f"repeat count must be >= 1 or None. Received: {count}")
+        if count is not None:
+            count = as_count(count, "repeat count", none_ok=True)
         return dataclasses.replace(self, repeat_count=count)
 
     def shard(self, index: int, count: int) -> Pipeline:
         """Keep every ``count``-th sample of each epoch's permutation, from ``index``: one
         shard per host or process; together the shards see every sample exactly once."""
+        index, count = as_count(index, "shard index", minimum=0), as_count(count, "shard count")
         PlanSpec(1, 1, shard_index=index, shard_count=count)  # validates
         return dataclasses.replace(self, shard_index=index, shard_count=count)
 
@@ -112,13 +114,20 @@ class Pipeline:
 
         ``executor``: "process" (shared-memory ring), "thread", "inline", "ray" (a Ray
         cluster: see docs/ray.md) or "auto".
-        ``state``: an ``it.state()`` saved earlier, to go on from there.
+        ``state``: an ``it.state()`` saved earlier, to go on from there: the rest of that
+        iteration (of ``repeat(n)``: the epochs that were left, not ``n`` more); a state saved
+        once its iteration was finished starts the next one (``n`` epochs from there).
         Other options: see :class:`~stoke.loader.LoaderOptions`.
         """
+        epochs = self.repeat_count
+        if state is not None:
+            state = IteratorState.from_dict(state)
+            if epochs is not None and (state.stop_epoch or 0) > state.epoch:
+                epochs = state.stop_epoch - state.epoch
         loader = Loader(self, LoaderOptions(workers=workers, executor=executor, **options))
         try:
             _ = loader.pool  # start the workers now: errors (unpicklable fn...) surface here
-            iterator = loader.iter(epoch=epoch, state=state, epochs=self.repeat_count)
+            iterator = loader.iter(epoch=epoch, state=state, epochs=epochs)
         except BaseException:
             loader.close()
             raise
@@ -182,6 +191,16 @@ class Pipeline:
         if self.repeat_count != 1:
             parts.append(f"repeat({self.repeat_count})")
         return "Pipeline(" + " -> ".join(parts) + ")"
+
+
+def as_count(value: Any, what: str, minimum: int = 1, none_ok: bool = False) -> int:
+    """``value`` as a Python int >= ``minimum``: numpy integers (``np.int64(32)``, a value
+    read from an array or a config) are accepted; bools, floats and strings are not."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or value < minimum:
+        none = " or None" if none_ok else ""
+        raise ValueError(f"{what} must be an int >= {minimum}{none}. Received: {value!r}")
+    return int(value)
 
 
 def from_sequence(sequence: Any) -> Pipeline:

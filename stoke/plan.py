@@ -26,6 +26,7 @@ class PlanSpec:
     seed: int = 0
     shard_index: int = 0
     shard_count: int = 1
+    fixed_order: tuple[int, ...] | None = None  # an order given from outside (Keras' shuffle)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -38,7 +39,9 @@ class PlanSpec:
 
     def order(self, epoch: int) -> np.ndarray:
         """The source indices of this shard for ``epoch``, in the order they are read."""
-        if self.shuffle:
+        if self.fixed_order is not None:
+            order = np.asarray(self.fixed_order, np.int64)
+        elif self.shuffle:
             rng = np.random.default_rng([self.seed, epoch, 0x5704E])
             order = rng.permutation(self.length)
         else:
@@ -66,6 +69,9 @@ class PlanSpec:
 class IteratorState:
     """Where an iterator stands: the epoch, how many chunks of it were fully delivered, and
     how many rows of the next chunk were already delivered (non-zero only with ``filter``).
+    ``stop_epoch``: the epoch before which the saved iteration would have stopped (``repeat(n)``
+    started at epoch 0 stops before epoch n; None: it ran forever), so that resuming yields
+    only the epochs that were left, never more.
 
     Save it with :meth:`to_dict` (JSON-friendly) and give it back as ``pipe.iter(state=...)``.
     """
@@ -75,6 +81,7 @@ class IteratorState:
     rows_delivered: int = 0
     fingerprint: str = ""
     version: int = STATE_VERSION
+    stop_epoch: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

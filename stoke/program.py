@@ -101,6 +101,20 @@ def sample_rng(seed: int, epoch: int, index: int, step: int) -> np.random.Genera
     return rng.generator
 
 
+def seed_worker_globals(seed: int, worker_index: int) -> None:
+    """Seed a worker process's global ``random`` and ``numpy.random`` from the pipeline seed
+    and the worker's index, as torch's DataLoader seeds its workers: code that draws from
+    them (a tutorial Sequence's augmentation, a module that calls ``np.random.seed(0)`` on
+    import) gets a different stream in each worker. Which samples draw which numbers still
+    depends on which worker runs them; the per-sample ``rng`` of ``map`` does not. Run once
+    the user's modules are imported."""
+    import random
+
+    state = np.random.SeedSequence([seed, worker_index, 0x90B1]).generate_state(2)
+    random.seed(int(state[0]))
+    np.random.seed(int(state[1]))
+
+
 @dataclass(frozen=True)
 class SampleProgram:
     """What to do for one index: read it, then run each step in order."""
@@ -131,9 +145,10 @@ class SampleProgram:
                 elif not step.predicate(sample):
                     return FILTERED
             return sample
-        except SampleError:
+        except (SampleError, KeyboardInterrupt):  # Ctrl-C stays Ctrl-C
             raise
-        except Exception as exc:  # noqa: BLE001 - re-raised with where it happened
+        except BaseException as exc:  # noqa: BLE001 - re-raised with where it happened
+            # (SystemExit and other BaseExceptions from user code too: they name the sample)
             stage = "source read" if position < 0 else self.steps[position].name
             raise sample_error(int(index), stage, exc) from exc
 

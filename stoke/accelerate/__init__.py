@@ -35,7 +35,8 @@ This package module only re-exports; each concept has a module of its own:
 What each kind guarantees
 -------------------------
 Sequence: every pass (epoch) delivers each batch index exactly once, in order ``0..n-1``
-(``shuffle=True``: a permutation seeded by ``(seed, epoch)``), the same arrays as
+(``shuffle=True``: a permutation seeded by ``(seed, epoch)``; under ``model.fit`` with its
+default ``shuffle=True``, Keras' own permutation of the epoch), the same arrays as
 ``dataset[i]`` would return after the same ``on_epoch_begin``/``on_epoch_end`` calls,
 whatever the number of workers.
 

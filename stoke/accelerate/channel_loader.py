@@ -9,7 +9,6 @@ loader's work stay in ``stoke.loader``.
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -18,8 +17,9 @@ import numpy as np
 
 from stoke.accelerate.items import ItemLayout
 from stoke.accelerate.updates import ControlMessage, control_task, send_to_worker
-from stoke.errors import StokeError, StokeWarning, UnpicklableError
+from stoke.errors import StokeWarning, UnpicklableError
 from stoke.executors.chunk import Task
+from stoke.executors.limits import StuckWatch
 from stoke.loader import POLL_S, Loader, LoaderOptions, make_pool
 from stoke.pipeline import Pipeline
 
@@ -121,15 +121,16 @@ class ChannelLoader(Loader):
             self._free_slots.extend(s for s in self._orphans.values() if s >= 0)
             self._orphans.clear()
             return
-        started = time.monotonic()
+        watch = StuckWatch(pool, self.options.timeout_s, "the abandoned batches")
         while self._orphans:
             result = pool.next_result(POLL_S)
             if result is None:
-                timeout = self.options.timeout_s
-                if timeout is not None and time.monotonic() - started > timeout:
+                stuck = watch.verdict()  # busy workers are waited for; idle ones reported
+                if stuck is not None:
                     self.close()
-                    raise StokeError(f"abandoned batches did not come back in {timeout:.0f} s")
+                    raise stuck
                 continue
+            watch.progressed()
             slot = self._orphans.pop(result.task_id, None)
             if slot is None:
                 self._results[result.task_id] = result

@@ -17,9 +17,9 @@ from stoke.pipeline import Pipeline
 
 
 def accelerate(data: Any, *args: Any, workers: int | str = "auto", executor: str = "auto",
-               shuffle: bool = False, seed: int = 0, replicas: int | None = None,
+               shuffle: bool | None = None, seed: int = 0, replicas: int | None = None,
                steps_per_epoch: int | None = None, kwargs: dict | None = None,
-               ring_slots: int | None = None, timeout_s: float | None = 300.0,
+               ring_slots: int | None = None, timeout_s: float | None = 30.0,
                memory_budget_bytes: int | None = None):
     """Run ``data``'s own loading code in stoke's workers; returns what ``model.fit`` takes.
 
@@ -28,8 +28,11 @@ def accelerate(data: Any, *args: Any, workers: int | str = "auto", executor: str
     - a ``keras.utils.PyDataset``/``Sequence``, or any object with ``len()`` and
       ``__getitem__(batch_index)`` returning a whole batch. ``workers`` process workers
       (``"auto"``: one per core) run ``__getitem__``. ``shuffle=True`` permutes the batch
-      order each epoch, seeded by ``(seed, epoch)``; Keras' ``fit(shuffle=...)`` does not
-      reorder an accelerated dataset (as for a ``tf.data`` dataset).
+      order each epoch, seeded by ``(seed, epoch)``; ``shuffle=False`` keeps ``0..n-1``; the
+      default (None) follows the consumer: ``model.fit`` with its ``shuffle=True`` (the
+      default) gets Keras' own permutation (drawn from Python's ``random``, so
+      ``keras.utils.set_random_seed`` repeats it), ``iter()`` and ``fit(shuffle=False)``
+      the order ``0..n-1``.
     - a generator function, called as ``data(*args, **kwargs)`` in a worker process (on a
       copy of the arguments; large arrays among them are shared, not copied). With
       ``replicas=N``, N copies run in parallel; each gets the keyword arguments it accepts

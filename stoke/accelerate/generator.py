@@ -255,7 +255,9 @@ class AcceleratedGenerator(Accelerated):
     def _get_loader(self) -> ChannelLoader:
         if self._loader is None:
             program = GeneratorProgram(self.fn, self.args, self.kwargs, self.seed)
-            options = LoaderOptions(workers=self.replicas, executor="process", **self._options)
+            # one worker per copy, however many the cores: each runs its own copy
+            options = LoaderOptions(workers=self.replicas, executor="process",
+                                    oversubscribe=True, **self._options)
             pipeline = Pipeline(range(1))
             loader = ChannelLoader(pipeline, options, program)
             self._loader = loader

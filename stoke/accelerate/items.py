@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from stoke.errors import LayoutError
-from stoke.structure import TreeDef, flatten, leaf_paths, unflatten
+from stoke.structure import TreeDef, fits_dtype, flatten, leaf_paths, unflatten
 
 ROWS_MISFIT = -1  # the item does not fit the slot layout: made again in the trainer
 ROWS_END = -2  # the generator copy is exhausted
@@ -45,11 +45,12 @@ class ItemLayout:
     def fit(self, treedef: TreeDef,
             arrays: list[np.ndarray]) -> tuple[list[np.ndarray], int] | None:
         """The arrays as they go into a slot, and their number of rows; None if they cannot
-        go (another structure, other shapes, a dtype that does not cast)."""
+        go (another structure, other shapes, a dtype whose values would change)."""
         if treedef != self.treedef or len(arrays) != len(self.shapes):
             return None
         pairs = zip(arrays, self.dtypes, strict=True)
-        if not all(np.can_cast(array.dtype, dtype, "same_kind") for array, dtype in pairs):
+        if not all(array.dtype == dtype or fits_dtype(array, np.dtype(dtype))
+                   for array, dtype in pairs):
             return None
         if all(a.shape == s for a, s in zip(arrays, self.shapes, strict=True)):
             return arrays, (self.rows if self.rows is not None else ROWS_NONE)

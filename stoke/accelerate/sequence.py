@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import random
 import threading
 import warnings
 from collections.abc import Iterator
@@ -116,9 +117,11 @@ class AcceleratedSequence(Accelerated):
     """
 
     def __init__(self, dataset: Any, workers: int | str = "auto", executor: str = "auto",
-                 shuffle: bool = False, seed: int = 0, options: dict | None = None) -> None:
+                 shuffle: bool | None = None, seed: int = 0, options: dict | None = None) -> None:
         self.dataset = dataset
-        self.shuffle = bool(shuffle)
+        self.shuffle = shuffle  # None: as the consumer asks (Keras' fit shuffles by default)
+        self._keras_shuffles: bool | None = None  # seen in fit's requests; None: not yet
+        self._random_at_epoch_begin: Any = None  # Python's random state when Keras began
         self.seed = int(seed)
         self.epoch = 0  # the epoch of the next pass
         length = len(dataset)
@@ -201,6 +204,8 @@ class AcceleratedSequence(Accelerated):
             raise IndexError(f"batch index {index} out of range for {len(self.dataset)} batches")
         with self._lock:
             current = self._pass or self._open_pass()
+            if self._random_at_epoch_begin is not None:
+                current = self._follow_keras_order(index, current)
             position = current.answers.lookup(index)
             if position is not None:
                 batch = current.answers.batch(position)
@@ -222,17 +227,50 @@ class AcceleratedSequence(Accelerated):
     def on_epoch_begin(self) -> None:
         with self._lock:
             self._call_hook("on_epoch_begin")
+            # Keras' PyDataset adapter shuffles right after this (fit's shuffle=True, the
+            # default): random.shuffle(list(range(n))) with Python's global random
+            self._random_at_epoch_begin = random.getstate()
 
     def on_epoch_end(self) -> None:
         with self._lock:
             self._end_pass(call_hook=True, prefetch_next=True)
+
+    # -- Keras' order ---------------------------------------------------------------------------
+    def _follow_keras_order(self, index: int, current: _Pass) -> _Pass:
+        """At the first request of a Keras epoch: is fit shuffling (its default), and in
+        which order? Keras draws its permutation from Python's ``random`` just after
+        ``on_epoch_begin``; the same draw on a copy of that state predicts it, and the first
+        index asked confirms it. Then the pass is (re)opened in that order, so the model
+        sees the batches in the order Keras itself would give. With ``shuffle`` given to
+        ``accelerate``, that choice stands."""
+        snapshot, self._random_at_epoch_begin = self._random_at_epoch_begin, None
+        if self.shuffle is not None:
+            return current
+        predicted = keras_permutation(snapshot, len(self.dataset))
+        if index == predicted[0] and (index != 0 or self._keras_shuffles):
+            self._keras_shuffles = True
+            if current.delivered or list(current.order) != predicted:
+                return self._reopen_pass(tuple(predicted))
+        elif index == 0:
+            if self._keras_shuffles:  # fit(shuffle=False) after fit(shuffle=True)
+                self._keras_shuffles = False
+                return self._reopen_pass(None)
+            self._keras_shuffles = False
+        return current  # an order it cannot predict: the pass's order, each batch once
+
+    def _reopen_pass(self, order: tuple[int, ...] | None) -> _Pass:
+        if self._pass is not None:
+            self._abandon_pass()
+        loader = self._get_loader()
+        loader.plan = dataclasses.replace(loader.plan, fixed_order=order)
+        return self._open_pass(keep_order=True)
 
     # -- passes -----------------------------------------------------------------------------
     def _get_loader(self) -> ChannelLoader:
         if self._closed:
             raise StokeError("this accelerated dataset is closed; call stoke.accelerate again")
         if self._loader is None:
-            pipeline = Pipeline(self.dataset, shuffled=self.shuffle, seed=self.seed)
+            pipeline = Pipeline(self.dataset, shuffled=bool(self.shuffle), seed=self.seed)
             loader = ChannelLoader(pipeline, self._options, _ItemProgram(self.dataset, self.seed))
             loader.on_pool_started = self._pool_started
             loader.on_layout = self._layout_known
@@ -247,13 +285,18 @@ class AcceleratedSequence(Accelerated):
         self._template = self._loader.template()
         self._loader.send({"template": self._template}, what="the batch layout")
 
-    def _open_pass(self) -> _Pass:
+    def _open_pass(self, keep_order: bool = False) -> _Pass:
         loader = self._get_loader()
         loader.pool  # start the workers with the dataset as it is now  # noqa: B018
         self._sync_state()
         length = len(self.dataset)
         if length != loader.plan.length:  # Keras reads len() again every epoch; so do we
-            loader.plan = dataclasses.replace(loader.plan, length=length)
+            loader.plan = dataclasses.replace(loader.plan, length=length, fixed_order=None)
+        if not keep_order and self._keras_shuffles:
+            # prepared ahead (at the last epoch's end): Keras' next permutation, predicted
+            # from Python's random now; checked again at the epoch's first request
+            order = tuple(keras_permutation(random.getstate(), length))
+            loader.plan = dataclasses.replace(loader.plan, fixed_order=order)
         batches = loader.iter(epoch=self.epoch)
         self._pass = _Pass(self.epoch, batches, loader.plan.order(self.epoch))
         return self._pass
@@ -371,3 +414,13 @@ class AcceleratedSequence(Accelerated):
                       "deleted": [k for k in sent if k not in now]}
         self._loader.send(update, what="the dataset's state after on_epoch_end")
         self._workers_state = now
+
+
+def keras_permutation(random_state: Any, length: int) -> list[int]:
+    """The batch order Keras' PyDataset adapter draws with ``shuffle=True`` from Python's
+    global random in this state (``random.shuffle(list(range(length)))``), drawn on a copy."""
+    draw = random.Random()
+    draw.setstate(random_state)
+    order = list(range(length))
+    draw.shuffle(order)
+    return order

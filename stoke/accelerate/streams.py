@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import collections
 import queue
+import sys
 import threading
-import time
 import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,6 +21,8 @@ from stoke.accelerate.channel_loader import ChannelLoader
 from stoke.accelerate.generator_program import PROBE_INDEX
 from stoke.accelerate.items import ROWS_END, cut_rows
 from stoke.errors import StokeError
+from stoke.executors.limits import StuckWatch
+from stoke.executors.threads import where_thread_is
 from stoke.loader import POLL_S
 from stoke.structure import unflatten
 
@@ -97,8 +99,10 @@ def thread_stream(makers: list[Callable[[], Iterator[Any]]], depth: int,
     """Each copy in its own daemon thread, ``depth`` items ahead; taken in turn."""
     stop = threading.Event()
     queues = [queue.Queue(depth) for _ in makers]
+    producers = _ProducerThreads()
 
     def produce(make, out: queue.Queue) -> None:
+        producers.native_ids[threading.get_ident()] = threading.get_native_id()
         try:
             for item in make():
                 while not stop.is_set():
@@ -129,16 +133,15 @@ def thread_stream(makers: list[Callable[[], Iterator[Any]]], depth: int,
         turn = 0
         while active:
             k = active[turn % len(active)]
-            started = time.monotonic()
+            watch = StuckWatch(producers, timeout_s, f"the next item of {name} (copy {k})")
             while True:
                 try:
                     item, error = queues[k].get(timeout=POLL_S)
                     break
                 except queue.Empty:
-                    if timeout_s is not None and time.monotonic() - started > timeout_s:
-                        raise StokeError(
-                            f"{name} (copy {k}) produced nothing in {timeout_s:.0f} s. If it "
-                            "really takes this long, pass a larger timeout_s.") from None
+                    stuck = watch.verdict()
+                    if stuck is not None:
+                        raise stuck from None
             if item is _END:
                 if error is not None:
                     exc, text = error
@@ -153,3 +156,26 @@ def thread_stream(makers: list[Callable[[], Iterator[Any]]], depth: int,
         stop.set()
         for thread in threads:
             thread.join(timeout=1.0)
+
+
+class _ProducerThreads:
+    """The copies' threads as :class:`~stoke.executors.limits.StuckWatch` sees them: their
+    CPU time (slow or stuck?) and where each one is."""
+
+    def __init__(self) -> None:
+        self.native_ids: dict[int, int] = {}  # thread ident -> OS thread id
+
+    def cpu_seconds(self) -> float | None:
+        import psutil
+
+        ids = set(self.native_ids.values())
+        try:
+            return sum(t.user_time + t.system_time for t in psutil.Process().threads()
+                       if t.id in ids)
+        except psutil.Error:  # pragma: no cover
+            return None
+
+    def busy_workers(self) -> list[str]:
+        frames = sys._current_frames()
+        return [f"generator thread {where_thread_is(frames.get(ident))}"
+                for ident in list(self.native_ids) if ident in frames]

@@ -24,4 +24,10 @@ class WorkerPool(Protocol):
 
     def next_result(self, timeout_s: float) -> Result | None: ...
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time the workers used so far (None: not known), to tell slow from stuck."""
+
+    def busy_workers(self) -> list[str]:
+        """What each busy worker holds, for the stuck-workers error."""
+
     def close(self) -> None: ...

@@ -37,5 +37,11 @@ class InlinePool:
         layout = self.ring.layout if self.ring else None
         return run_task(self.program, task, layout, views, "the inline executor")
 
+    def cpu_seconds(self) -> float | None:
+        return None  # the work runs in the caller: it never waits on a worker
+
+    def busy_workers(self) -> list[str]:
+        return []
+
     def close(self) -> None:
         self.pending.clear()

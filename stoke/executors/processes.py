@@ -1,7 +1,8 @@
 """The process executor: persistent worker processes writing into a shared-memory ring.
 
-Workers are plain ``python -m stoke.executors.worker`` children (not ``multiprocessing``
-processes): they never re-import the user's script, so an unguarded ``train.py`` is safe, and
+Workers are plain ``python -P -m stoke.executors.worker`` children (not ``multiprocessing``
+processes): they never re-import the user's script, so an unguarded ``train.py`` is safe;
+they import from the trainer's ``sys.path``, never from its current directory first; and
 they start with BLAS/OpenMP limited to one thread each. Each has a Unix socket to the
 trainer: small messages (tasks, results) go as pickles, the ring's memory goes as a file
 descriptor. A worker that dies closes its socket, which the trainer notices at once and
@@ -38,6 +39,27 @@ ONE_THREAD_ENV = {
 }
 
 
+# ``-P`` (Python >= 3.11): the worker's cwd is not put first on sys.path, so a module or a
+# stale stoke checkout in the trainer's current directory cannot shadow stoke, numpy or the
+# user's modules. On 3.10 the same is done by hand before the worker module is run.
+WORKER_COMMAND = (
+    [sys.executable, "-P", "-m", "stoke.executors.worker"] if sys.version_info >= (3, 11)
+    else [sys.executable, "-c", "import runpy, sys; del sys.path[0]; "
+          "runpy.run_module('stoke.executors.worker', run_name='__main__')"]
+)
+
+
+NEW_PROCESS_GROUP = ({"process_group": 0} if sys.version_info >= (3, 11)
+                     else {"start_new_session": True})
+
+
+def trainer_import_path() -> list[str]:
+    """The trainer's ``sys.path`` for the workers: they import the user's modules from where
+    the trainer does. An empty entry (a notebook, ``python -c``) means the current directory
+    for the trainer, so the workers get that directory by name."""
+    return [os.getcwd() if entry == "" else entry for entry in sys.path]
+
+
 class _Worker:
     """One worker process and its socket. Its start-up message (the pickled program, maybe
     megabytes) is sent by a helper thread, so that starting many workers, or adding one to
@@ -55,9 +77,11 @@ class _Worker:
         )
         child_fd = child_sock.fileno()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "stoke.executors.worker", str(child_fd), str(os.getpid()),
-             self.name],
+            [*WORKER_COMMAND, str(child_fd), str(os.getpid()), self.name, str(index)],
             pass_fds=(child_fd,), env=env, stdin=subprocess.DEVNULL,
+            # a process group of its own: a Ctrl-C at the terminal reaches the trainer only,
+            # not a worker still importing (which would print a traceback of its own)
+            **NEW_PROCESS_GROUP,
         )
         child_sock.close()
         self.sock = parent_sock
@@ -108,7 +132,7 @@ class _Worker:
         except subprocess.TimeoutExpired:
             code = None
         held = ", ".join(
-            f"batch of samples {list(t.indices[:4])}{'...' if len(t.indices) > 4 else ''} "
+            f"batch of samples {t.indices[:4].tolist()}{'...' if len(t.indices) > 4 else ''} "
             f"(epoch {t.epoch})" for t in self.outstanding.values()
         ) or "no batch"
         return WorkerDiedError(self.name, code, held)
@@ -197,7 +221,7 @@ class ProcessPool:
         The trainer sends nothing else to this worker until ``init_done``."""
         packed = self.packed
         try:
-            worker.conn.send(("init", [p for p in sys.path if p], packed.data, packed.spans))
+            worker.conn.send(("init", trainer_import_path(), packed.data, packed.spans))
             if packed.buffer is not None:
                 worker.send_fd(packed.buffer.fd)
             with self._send_lock:
@@ -298,9 +322,21 @@ class ProcessPool:
                 worker.close_handles()
                 self._retiring.remove(worker)
 
+    def cpu_seconds(self) -> float | None:
+        import psutil
+
+        total = 0.0
+        for worker in (*self._workers, *self._retiring):
+            try:
+                times = psutil.Process(worker.process.pid).cpu_times()
+            except psutil.Error:  # exited: its death is reported by check_alive
+                continue
+            total += times.user + times.system
+        return total
+
     def busy_workers(self) -> list[str]:
         return [
-            f"{w.name} (pid {w.process.pid}) on samples {list(t.indices[:4])}"
+            f"{w.name} (pid {w.process.pid}) on samples {t.indices[:4].tolist()}"
             for w in (*self._workers, *self._retiring) for t in w.outstanding.values()
         ]
 

@@ -46,8 +46,9 @@ unchanged, because the loader's plan stays the single source of truth.
 
 Connecting, in order: the cluster this process already joined (``ray.init()`` in the user's
 script); else ``ray_address=`` or the ``RAY_ADDRESS`` environment variable; else a local Ray
-started for this pool (and shut down by :meth:`RayPool.close`). A connection this pool made
-is closed by it too. The cluster's nodes need stoke installed (same version), like any
+started for this pool (and shut down by :meth:`RayPool.close`), listening on 127.0.0.1 only,
+with its session files in a private directory and its token file owner-only. A connection
+this pool made is closed by it too. The cluster's nodes need stoke installed (same version), like any
 library a Ray task imports.
 """
 
@@ -55,7 +56,10 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
+import shutil
 import socket
+import tempfile
 import time
 import traceback
 from collections import OrderedDict, deque
@@ -74,6 +78,8 @@ INSTALL_HINT = "pip install 'stoke[ray]'"
 CONNECT_TIMEOUT_S = 5.0
 DEFAULT_MAX_RETRIES = 3
 _NO_CPU_CHECK_EVERY_S = 10.0
+LOOPBACK = "127.0.0.1"
+_local_temp_dir: str | None = None  # the session directory of a local Ray started here
 
 
 class RayTaskLostError(WorkerDiedError):
@@ -103,7 +109,7 @@ def import_ray():
 
 def connect(ray_address: str | None = None, num_cpus: int | None = None) -> bool:
     """Make sure this process is connected to a Ray cluster; True if this call connected it
-    (the caller then disconnects when done), False if it already was."""
+    (the caller then calls :func:`disconnect` when done), False if it already was."""
     ray = import_ray()
     if ray.is_initialized():
         if ray_address:
@@ -113,7 +119,7 @@ def connect(ray_address: str | None = None, num_cpus: int | None = None) -> bool
     origin = "ray_address" if ray_address else "the RAY_ADDRESS environment variable"
     if address is None:
         log.info("stoke: starting a local Ray (no ray_address, no RAY_ADDRESS)")
-        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+        _start_local_ray(ray, num_cpus)
         return True
     _check_reachable(address, origin)
     try:
@@ -126,6 +132,62 @@ def connect(ray_address: str | None = None, num_cpus: int | None = None) -> bool
             "RAY_ADDRESS unset to start a local Ray."
         ) from exc
     return True
+
+
+def _start_local_ray(ray, num_cpus: int | None) -> None:
+    """A Ray for this machine only: its servers listen on 127.0.0.1, its session files lie
+    in a private temporary directory (0700; removed by :func:`disconnect`), and its token
+    file is readable by its owner only."""
+    global _local_temp_dir
+    _private_token_file()
+    # where Ray would put it: socket paths under it must stay within 107 bytes
+    temp_dir = tempfile.mkdtemp(prefix="stoke-ray-", dir=os.environ.get("RAY_TMPDIR") or
+                                ("/tmp" if os.path.isdir("/tmp") else None))
+    # Ray turns a loopback node address into this host's network address unless it thinks
+    # clusters are off (as on macOS); that switch is read once, while the node starts.
+    from ray._private import ray_constants
+
+    cluster_switch = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        # Ray makes its own temp directory world-writable: it lives inside the private one
+        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING,
+                 _node_ip_address=LOOPBACK, _temp_dir=os.path.join(temp_dir, "r"))
+    except BaseException:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        raise
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = cluster_switch
+    _local_temp_dir = temp_dir
+
+
+def _private_token_file() -> None:
+    """Ray's default token file (``~/.ray/auth_token``), which a new local Ray creates
+    readable by everyone: create it first, owner-only, or make an existing one owner-only."""
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") \
+            or os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        return
+    path = os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if os.stat(path).st_mode & 0o077 and os.stat(path).st_uid == os.getuid():
+            log.info("stoke: %s was readable by other users; made it owner-only", path)
+            os.chmod(path, 0o600)
+        return
+    with os.fdopen(fd, "w") as token_file:
+        token_file.write(secrets.token_hex(32))  # as Ray makes one
+
+
+def disconnect(ray) -> None:
+    """Leave the cluster that :func:`connect` joined or started (a local one stops, and its
+    session directory is removed)."""
+    global _local_temp_dir
+    ray.shutdown()
+    temp_dir, _local_temp_dir = _local_temp_dir, None
+    if temp_dir is not None:
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _split_host_port(address: str) -> tuple[str, int] | None:
@@ -386,7 +448,10 @@ class RayPool:
             except Exception:  # noqa: BLE001 - finished or gone already: nothing to stop
                 pass
         if self._owns_connection:
-            ray.shutdown()
+            disconnect(ray)
+
+    def cpu_seconds(self) -> float | None:
+        return None  # the tasks' CPU is on the cluster: stuck is judged by time alone
 
     def busy_workers(self) -> list[str]:
         """What is in flight, for the loader's stuck-workers error."""

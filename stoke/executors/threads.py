@@ -7,9 +7,14 @@ may add some or let some go (:meth:`ThreadPool.add_workers`, :meth:`ThreadPool.r
 
 from __future__ import annotations
 
+import os
 import queue
+import sys
 import threading
+import traceback
+import warnings
 
+from stoke.errors import StokeWarning
 from stoke.executors.chunk import Result, Task, run_task
 from stoke.executors.ring import BatchRing
 from stoke.program import SampleProgram
@@ -29,6 +34,8 @@ class ThreadPool:
         self.results: queue.SimpleQueue[Result] = queue.SimpleQueue()
         self.threads: list[threading.Thread] = []
         self._started = 0
+        self._native_ids: dict[int, int] = {}  # worker index -> OS thread id (CPU time)
+        self._running: dict[int, tuple[Task, int]] = {}  # worker index -> (task, ident)
         self.add_workers(workers)
 
     def add_workers(self, count: int) -> None:
@@ -55,10 +62,13 @@ class ThreadPool:
 
     def _loop(self, worker_index: int) -> None:
         name = f"worker thread {worker_index}"
+        self._native_ids[worker_index] = threading.get_native_id()
         while True:
             task = self.tasks.get()
             if task is _STOP:
+                self._native_ids.pop(worker_index, None)
                 return
+            self._running[worker_index] = (task, threading.get_ident())
             ring = self.ring
             views = ring.views(task.slot) if (ring is not None and task.slot >= 0) else None
             layout = ring.layout if ring is not None else None
@@ -66,6 +76,7 @@ class ThreadPool:
                 result = run_task(self.program, task, layout, views, name)
             except BaseException as exc:  # noqa: BLE001 - reported to the consumer, never lost
                 result = Result(task.task_id, error=exc, worker=name)
+            self._running.pop(worker_index, None)
             self.results.put(result)
 
     def set_ring(self, ring: BatchRing) -> None:
@@ -80,8 +91,46 @@ class ThreadPool:
         except queue.Empty:
             return None
 
+    def cpu_seconds(self) -> float | None:
+        import psutil
+
+        ids = set(self._native_ids.values())
+        try:
+            threads = psutil.Process().threads()
+        except psutil.Error:  # pragma: no cover - no per-thread times here
+            return None
+        return sum(t.user_time + t.system_time for t in threads if t.id in ids)
+
+    def busy_workers(self) -> list[str]:
+        """Each busy thread, its samples and where in the code it is now."""
+        frames = sys._current_frames()
+        return [f"worker thread {index} on samples {task.indices[:4].tolist()} (epoch "
+                f"{task.epoch}), {where_thread_is(frames.get(ident))}"
+                for index, (task, ident) in list(self._running.items())]
+
     def close(self) -> None:
         for _ in self.threads:
             self.tasks.put(_STOP)
         for thread in self.threads:
             thread.join(timeout=5.0)
+        stuck = self.busy_workers() if any(t.is_alive() for t in self.threads) else []
+        if stuck:  # a thread cannot be stopped from outside: say so, never hide it
+            warnings.warn(
+                "stoke: a worker thread is still stuck after the loader closed and keeps "
+                "running until it returns or the process ends: " + "; ".join(stuck),
+                StokeWarning, stacklevel=2)
+
+
+def where_thread_is(frame) -> str:
+    """``at file:line in function`` of the innermost frame that is neither stoke's nor the
+    threading module's: the user's code the thread is in."""
+    if frame is None:
+        return "finished"
+    stack = traceback.extract_stack(frame)
+    stoke_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for entry in reversed(stack):
+        if not entry.filename.startswith(stoke_dir) and \
+                os.path.basename(entry.filename) != "threading.py":
+            return f"at {entry.filename}:{entry.lineno} in {entry.name}"
+    last = stack[-1]
+    return f"at {last.filename}:{last.lineno} in {last.name}"

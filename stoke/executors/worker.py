@@ -1,4 +1,5 @@
-"""The worker process's main loop: ``python -m stoke.executors.worker FD PARENT_PID NAME``.
+"""The worker process's main loop: ``python -P -m stoke.executors.worker FD PARENT_PID NAME
+INDEX``.
 
 Started by ``processes.py`` with one end of a Unix socket. It receives the sample program
 once, then the ring's memory (as a file descriptor), then tasks; it writes samples into ring
@@ -28,6 +29,7 @@ def _watch_parent(parent_pid: int) -> None:
 
 def main() -> int:
     fd, parent_pid, name = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    index = int(sys.argv[4])  # seeds the worker's global random generators
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle
     from stoke.executors.allocator import keep_freed_memory
 
@@ -36,21 +38,22 @@ def main() -> int:
     sock = socket.socket(fileno=fd)
     conn = Connection(os.dup(fd))
     try:
-        return _serve(sock, conn, name)
+        return _serve(sock, conn, name, index)
     except (EOFError, BrokenPipeError, ConnectionResetError):
         return 0  # the trainer went away
 
 
-def _serve(sock: socket.socket, conn: Connection, name: str) -> int:
+def _serve(sock: socket.socket, conn: Connection, name: str, index: int) -> int:
     from stoke.executors.chunk import run_task
     from stoke.executors.payload import unpack
     from stoke.executors.ring import SharedBuffer, slot_views
+    from stoke.program import seed_worker_globals
 
-    kind, sys_path, data, spans = conn.recv()
+    kind, trainer_path, data, spans = conn.recv()
     assert kind == "init"
-    for entry in reversed(sys_path):
-        if entry not in sys.path:
-            sys.path.insert(0, entry)
+    # the trainer's import path, in its order (the user's modules resolve as they did there),
+    # then anything of the worker's own that it lacks
+    sys.path[:] = [*trainer_path, *(p for p in sys.path if p not in trainer_path)]
     shared = None
     if spans:
         _, fds, _, _ = socket.recv_fds(sock, 1, 1)
@@ -61,6 +64,8 @@ def _serve(sock: socket.socket, conn: Connection, name: str) -> int:
     except BaseException:  # noqa: BLE001 - reported, then exit
         conn.send(("init-error", traceback.format_exc()))
         return 3
+    # after the user's modules were imported (one may call np.random.seed(0) at the top)
+    seed_worker_globals(program.seed, index)
     conn.send(("ready", os.getpid()))
     layout = None
     views: list = []

@@ -38,8 +38,10 @@ def _data_adapter_class():
     except ImportError as exc:  # pragma: no cover - a Keras that moved its internals
         raise StokeError(
             f"stoke cannot find Keras' DataAdapter in Keras {keras.__version__} (tested with "
-            f"{TESTED_KERAS[0][0]}.{TESTED_KERAS[0][1]}+). Iterate the pipeline yourself: "
-            "model.fit(pipe.iter(...)) works as a generator, without device prefetch."
+            f"{TESTED_KERAS[0][0]}.{TESTED_KERAS[0][1]}+). Feed Keras a Python generator "
+            "over the pipeline instead (no device prefetch): "
+            "model.fit((batch for batch in pipe.iter(copy=True)), steps_per_epoch=len(pipe))"
+            " - Keras takes generators, not stoke's iterator object itself."
         ) from exc
     if not TESTED_KERAS[0] <= version <= TESTED_KERAS[1]:  # pragma: no cover
         import warnings
@@ -138,9 +140,9 @@ class KerasFeedMixin:
         return batches
 
     def get_numpy_iterator(self):
-        for batch in self._next_epoch():
+        for batch in _keras_batches(self._next_epoch(), self.pipeline):
             treedef, leaves = flatten(batch)
-            yield _as_keras(unflatten(treedef, [np.array(leaf) for leaf in leaves]))
+            yield unflatten(treedef, [np.array(leaf) for leaf in leaves])
 
     def get_jax_iterator(self):
         from stoke.keras import jax_feed
@@ -209,7 +211,7 @@ class KerasFeedMixin:
         from stoke.keras.prefetch import Prefetcher
 
         batches = self._next_epoch()
-        prefetcher = Prefetcher(_keras_batches(batches), transfer, self.prefetch)
+        prefetcher = Prefetcher(_keras_batches(batches, self.pipeline), transfer, self.prefetch)
         self._active = _Both(prefetcher, batches)
         return prefetcher
 
@@ -222,7 +224,7 @@ class KerasFeedMixin:
             treedef, leaves = flatten(batch)
             return _as_keras(unflatten(treedef, [np.array(leaf) for leaf in leaves]))
         except StopIteration:
-            raise ValueError("the pipeline is empty: there is no batch to train on") from None
+            raise ValueError(empty_feed_message(self.pipeline)) from None
         finally:
             probe.close()
 
@@ -239,9 +241,28 @@ class _Both:
         self.batches.close()
 
 
-def _keras_batches(batches: BatchIterator):
+def _keras_batches(batches: BatchIterator, pipeline):
+    """The epoch's batches as Keras takes them; an epoch with none is an error (Keras would
+    raise a bare StopIteration, or train on nothing)."""
+    empty = True
     for batch in batches:
+        empty = False
         yield _as_keras(batch)
+    if empty:
+        raise ValueError(empty_feed_message(pipeline))
+
+
+def empty_feed_message(pipeline) -> str:
+    plan = pipeline._plan_spec()
+    why = [f"the source has {plan.length} sample(s)"]
+    if plan.shard_count > 1:
+        why.append(f"shard {plan.shard_index} of {plan.shard_count}")
+    if pipeline.steps_have_filter():
+        why.append("filters may have removed every sample")
+    if plan.drop_remainder:
+        why.append(f"drop_remainder=True drops a last batch smaller than {plan.batch_size}")
+    return (f"the pipeline is empty: an epoch has no batch to train on ({'; '.join(why)}). "
+            "Check the source, the filters and the batch size.")
 
 
 def _as_keras(batch: Any) -> Any:
