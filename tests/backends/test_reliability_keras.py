@@ -108,3 +108,40 @@ def test_to_keras_after_a_worker_death_raises_the_real_error_every_time():
                 or "worker process" in str(error), repr(error)
         with pytest.raises(stoke.WorkerDiedError):
             model.predict(feed, verbose=0)
+
+
+class ReshufflingSequence(keras.utils.PyDataset):
+    """The tutorial Sequence: np.random reshuffles in on_epoch_end; batch 0 is slow, so
+    later batches are back first (and buffered) when Keras ends an epoch."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.indexes = np.arange(96)
+
+    def __len__(self):
+        return 12
+
+    def __getitem__(self, index):
+        if index == 0:
+            import time
+
+            time.sleep(0.1)
+        ids = self.indexes[index * 8:(index + 1) * 8]
+        return np.repeat(ids[:, None], 4, axis=1).astype("float32"), ids.astype("float32")
+
+    def on_epoch_end(self):
+        np.random.shuffle(self.indexes)
+
+
+def test_fit_with_thread_workers_and_on_epoch_end_does_not_stall():
+    """Issue 12 item 3: 'abandoned batches did not come back' after timeout_s."""
+    import time
+
+    acc = stoke.accelerate(ReshufflingSequence(), workers=2, executor="thread", timeout_s=30)
+    try:
+        started = time.monotonic()
+        history = summing_model().fit(acc, epochs=3, steps_per_epoch=5, verbose=0)
+        assert len(history.history["loss"]) == 3
+        assert time.monotonic() - started < 25
+    finally:
+        acc.close()
