@@ -374,6 +374,8 @@ class Loader:
         copies and None (the slot is free again at once)."""
         ring = self._shutdown.ring
         self._deliveries += 1
+        if self._deliveries % 64 == 0:
+            ring.trim_spares()
         if self._copying and self._deliveries % 16 == 0:
             self._update_copying(ring)  # back to views once kept batches are dropped
         if self.options.copy or self._copying:
@@ -428,8 +430,8 @@ class Loader:
         import resource
 
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        # a kept shared batch holds one file descriptor until it is dropped
-        self._keep_budget_fds = max(16, soft // 4) if ring.shared else 1 << 62
+        # a retired shared block holds two file descriptors while the ring keeps it
+        self._keep_budget_fds = max(16, soft // 8) if ring.shared else 1 << 62
 
     def _update_copying(self, ring: BatchRing) -> None:
         kept_bytes, kept_slots = ring.retired_bytes(), ring.retired_count()

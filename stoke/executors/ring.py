@@ -13,8 +13,10 @@ owner arrays (one per leaf; numpy's ``.base`` of every view made from a leaf, an
 torch/JAX/TF object that aliases it, reaches that owner). Before a slot is written again the
 loader asks the :class:`Delivery` whether any owner is still referenced; if so the slot is
 *retired* (:meth:`BatchRing.retire`): its memory becomes the user's (the leaves nobody holds
-are given back to the OS at once, the rest when their last view dies) and the ring takes a
-fresh block in its place. A consumer that drops each batch before the next costs nothing.
+are given back to the OS at once) and the ring takes another block in its place: a retired
+block whose batch the consumer has dropped since (a replay buffer that evicts), else a fresh
+one. Retired blocks the consumer dropped are kept for that, up to as many as the ring has
+slots; the rest are freed. A consumer that drops each batch before the next costs nothing.
 """
 
 from __future__ import annotations
@@ -124,7 +126,8 @@ class BatchRing:
         self.slot_bytes = max(layout.slot_bytes, mmap.PAGESIZE)
         self._memory: list[SharedBuffer | mmap.mmap] = []
         self._views: list[list[np.ndarray]] = []
-        self._retired: list[weakref.ref] = []  # owners the consumer kept
+        # retired blocks, each with the owners the consumer kept of it: reused once all are gone
+        self._spares: list[tuple[SharedBuffer | mmap.mmap, list[weakref.ref]]] = []
         try:
             for _ in range(slots):
                 self._add_slot()
@@ -175,41 +178,61 @@ class BatchRing:
         old = self._memory[slot]
         memory = old.map if isinstance(old, SharedBuffer) else old
         advice = mmap.MADV_REMOVE if self.shared else mmap.MADV_DONTNEED
+        kept = []
         for spec, owner, held in zip(self.layout.leaves, delivery.owners,
                                      delivery.held_leaves(), strict=True):
             if held:
-                self._retired.append(weakref.ref(owner))
+                kept.append(weakref.ref(owner))
                 continue
             start = -(-spec.offset // mmap.PAGESIZE) * mmap.PAGESIZE
             end = (spec.offset + owner.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
             if end > start:
                 memory.madvise(advice, start, end - start)
-        self._memory[slot] = self._new_memory()
+        self._memory[slot] = self._take_spare() or self._new_memory()
         self._views[slot] = slot_views(self._map(slot), self.layout, 0)
-        if isinstance(old, SharedBuffer):
-            old.close()  # the fd now; the mapping when the consumer's last view dies
+        self._spares.append((old, kept))
+
+    def _take_spare(self) -> SharedBuffer | mmap.mmap | None:
+        """A retired block the consumer has dropped, if any (the oldest first)."""
+        for position, (block, kept) in enumerate(self._spares):
+            if all(ref() is None for ref in kept):
+                del self._spares[position]
+                return block
+        return None
+
+    def trim_spares(self) -> None:
+        """Free retired blocks the consumer dropped, beyond as many as the ring has slots."""
+        idle = [entry for entry in self._spares if all(ref() is None for ref in entry[1])]
+        for entry in idle[: max(0, len(idle) - self.slots)]:
+            self._spares.remove(entry)
+            _close_block(entry[0])
 
     def retired_bytes(self) -> int:
         """Bytes of retired batches the consumer still holds."""
-        alive = [ref for ref in self._retired if ref() is not None]
-        self._retired = alive
-        return sum(owner.nbytes for owner in (ref() for ref in alive) if owner is not None)
+        return sum(owner.nbytes for _, kept in self._spares for ref in kept
+                   if (owner := ref()) is not None)
 
     def retired_count(self) -> int:
-        self.retired_bytes()
-        return len(self._retired)
+        """Retired blocks the ring keeps: held by the consumer, or ready for reuse."""
+        return len(self._spares)
 
     def close(self) -> None:
         self._views = []
         memory, self._memory = self._memory, []
-        for block in memory:
-            if isinstance(block, SharedBuffer):
-                block.close()
-            else:
-                try:
-                    block.close()
-                except BufferError:  # the consumer holds a view: freed with it
-                    pass
+        spares, self._spares = self._spares, []
+        for block in [*memory, *(block for block, _ in spares)]:
+            _close_block(block)
+
+
+def _close_block(block: SharedBuffer | mmap.mmap) -> None:
+    """Free a block now, or (when the consumer still holds a view of it) with that view."""
+    if isinstance(block, SharedBuffer):
+        block.close()
+    else:
+        try:
+            block.close()
+        except BufferError:
+            pass
 
 
 def slot_views(memory, layout: BatchLayout, slot: int) -> list[np.ndarray]:
