@@ -263,10 +263,10 @@ def test_caught_failures_give_their_ring_back():
     rss_before = psutil.Process().memory_info().rss
     for _ in range(10):
         with pytest.raises(SampleError):
-            for x, y in pipe.iter(workers=2, executor="process", ring_slots=8):
-                pass
-    assert memfd_count() <= 1  # at most the last batch, still held by x and y
-    del x, y
+            for batch in pipe.iter(workers=2, executor="process", ring_slots=8):
+                float(batch[0].sum())
+    assert memfd_count() <= 1  # at most the last batch, still held by `batch`
+    del batch
     assert memfd_count() == 0
     assert psutil.Process().memory_info().rss - rss_before < 120 * 2**20
 
@@ -330,7 +330,8 @@ def _fault(number: int) -> None:
             list(stoke.from_sequence(labelled(64)).map(kill_at).batch(8)
                  .iter(workers=1, executor="process"))
     elif kind == 3:  # break out of a loop, keeping a batch
-        for kept in stoke.from_sequence(labelled(64)).batch(8).iter(workers=1,
+        kept = None
+        for kept in stoke.from_sequence(labelled(64)).batch(8).iter(workers=1,  # noqa: B007
                                                                      executor="process"):
             break
         assert float(kept[0][0, 0, 0]) == 0.0
