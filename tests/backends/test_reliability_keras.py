@@ -145,3 +145,12 @@ def test_fit_with_thread_workers_and_on_epoch_end_does_not_stall():
         assert time.monotonic() - started < 25
     finally:
         acc.close()
+
+
+def test_fit_on_to_keras_stays_zero_copy():
+    """Safe zero-copy costs fit nothing: no ring slot is retired while Keras trains."""
+    pipe = stoke.from_sequence(labelled(320)).shuffle(seed=0).batch(16)
+    model = summing_model()
+    with pipe.to_keras(workers=2, executor="process") as feed:
+        model.fit(feed, epochs=2, verbose=0)
+        assert feed.loader.batches_kept == 0

@@ -148,6 +148,17 @@ def test_jax_arrays_made_from_batches_keep_their_values():
         np.testing.assert_array_equal(np.asarray(x)[:, 0, 0], np.asarray(y))
 
 
+def test_tensorflow_tensors_made_from_batches_keep_their_values():
+    tf = pytest.importorskip("tensorflow")
+    pipe = stoke.from_sequence(labelled(256)).shuffle(seed=6).batch(32)
+    kept = [(tf.convert_to_tensor(x), tf.convert_to_tensor(y)) for x, y in
+            pipe.iter(workers=2, executor="process")]
+    labels = np.concatenate([y.numpy() for _, y in kept])
+    assert sorted(labels.tolist()) == list(range(256))
+    for x, y in kept:
+        np.testing.assert_array_equal(x.numpy()[:, 0, 0], y.numpy())
+
+
 @pytest.mark.parametrize("executor", ["process", "thread"])
 def test_unbatched_samples_keep_x_and_y_together(executor):
     pipe = stoke.from_sequence(labelled(200)).shuffle(seed=5)
