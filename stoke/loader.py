@@ -282,8 +282,20 @@ class Loader:
 
     def _wait(self, task_id: int, describe: str) -> Result:
         """The result of ``task_id``; polls with a timeout, checks workers are alive."""
+        self._wait_until(lambda: task_id in self._results, describe)
+        return self._results.pop(task_id)
+
+    def _wait_for_orphaned_slot(self) -> None:
+        """Every free slot is still out with tasks of an abandoned iterator: wait until one
+        comes back (never deliver an empty epoch because of it)."""
+        if any(slot >= 0 for slot in self._orphans.values()):
+            self._wait_until(lambda: bool(self._free_slots),
+                             "the ring slots of an abandoned iterator")
+
+    def _wait_until(self, done: Callable[[], bool], describe: str) -> None:
+        """Take results until ``done()``; polls with a timeout, checks workers are alive."""
         started = time.monotonic()
-        while task_id not in self._results:
+        while not done():
             try:
                 result = self.pool.next_result(POLL_S)
             except WorkerDiedError as exc:
@@ -305,7 +317,6 @@ class Loader:
                     + (f": {'; '.join(busy)}" if busy else "")
                     + ". If samples really take this long, pass a larger timeout_s."
                 ))
-        return self._results.pop(task_id)
 
     def _ensure_layout(self, epoch: int, indices: np.ndarray) -> bool:
         """Probe the first sample of ``indices`` that passes the filters and lay out the ring.
@@ -635,6 +646,8 @@ class BatchIterator:
         loader._reclaim()
         if not loader._free_slots and not self._inflight and loader._layout is not None:
             loader._reclaim(force=True)  # nothing in flight: a lingering slot must serve
+            if not loader._free_slots and not self._exhausted:
+                loader._wait_for_orphaned_slot()
         while not self._exhausted and (loader._layout is None or loader._free_slots):
             epoch, position, indices = next(self._chunks, (None, None, None))
             if epoch is None:
