@@ -74,9 +74,10 @@ class LoaderOptions:
     (default 2 per worker + 2). ``copy``: yield copies instead of zero-copy views (views
     are safe to keep too: a slot whose batch is still referenced is never overwritten).
     ``memory_budget_bytes``: most memory the ring may take, and the batches the consumer
-    keeps from it before they are delivered as copies (default a quarter of available RAM). ``ray_address``: the Ray cluster of
-    ``executor="ray"`` (default: the one ``ray.init()`` joined, else ``RAY_ADDRESS``, else a
-    local Ray); with that executor ``workers="auto"`` means the cluster's CPUs.
+    keeps from it before they are delivered as copies (default a quarter of available
+    RAM). ``ray_address``: the Ray cluster of ``executor="ray"`` (default: the one
+    ``ray.init()`` joined, else ``RAY_ADDRESS``, else a local Ray); with that executor
+    ``workers="auto"`` means the cluster's CPUs.
 
     ``workers="auto"`` / ``executor="auto"`` (the defaults) choose both, and the ring depth,
     by measurement while batches flow (see :mod:`stoke.autotune`; ``it.tuning()`` says what
