@@ -181,8 +181,9 @@ KEPT_BATCHES = 16  # the replay buffer of the consumer that keeps every batch
 
 def build_stoke_keeping(ctx: Context) -> Running:
     """stoke's process row, with a consumer that keeps every batch it gets for a while (a
-    replay buffer of the last :data:`KEPT_BATCHES`): each slot is retired to the consumer
-    and replaced by fresh memory (the cost of safe zero-copy for batches that are kept)."""
+    replay buffer of the last :data:`KEPT_BATCHES`): the first kept slot is retired to the
+    consumer, then batches come as copies while the consumer keeps them (the cost of safe
+    zero-copy for batches that are kept)."""
     import collections
 
     running = _build_stoke("process")(ctx)

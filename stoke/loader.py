@@ -10,9 +10,12 @@ then raise in the consumer, and again at every later use of the loader.
 Held batches are never overwritten. A delivered batch's slot is recycled lazily: once the
 consumer has asked for the next batch, the slot *lingers* until it is needed again; then it
 is reused if nothing references the batch any more (the training loop: zero-copy), or
-retired to the consumer and replaced by fresh memory if something does (a kept batch, a
-``torch.from_numpy`` tensor, a replay buffer; see :mod:`stoke.executors.ring`). Kept batches
-beyond the memory budget make the loader deliver copies instead, with one warning.
+retired to the consumer and replaced by other memory if something does (a kept batch, a
+``torch.from_numpy`` tensor, a replay buffer; see :mod:`stoke.executors.ring`). A consumer
+that keeps batches then gets copies (measured faster than retiring a slot per batch:
+``benchmarks/pipeline_throughput.py``, row ``stoke-process-keep``) until it drops
+:data:`DROPS_TO_ZERO_COPY` in a row, then views again. Kept retired batches beyond the
+memory budget also make the loader deliver copies, with one warning.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ log = logging.getLogger("stoke")
 
 EXECUTORS = ("auto", "process", "thread", "inline", "ray")
 POLL_S = 0.25
+DROPS_TO_ZERO_COPY = 4  # copies the consumer dropped in a row before views come back
 
 
 def available_cores() -> int:
@@ -196,8 +200,10 @@ class Loader:
         self._keep_budget_bytes = 0  # for batches the consumer keeps (set with the ring)
         self._keep_budget_fds = 0
         self._copying = False  # kept batches are past the budget: deliver copies
+        self._keeping = False  # the consumer keeps batches: deliver copies, watch them
+        self._dropped_in_row = 0  # copies the keeping consumer dropped since it last kept one
         self._warned_copying = False
-        self.batches_kept = 0  # delivered batches the consumer kept: their slots were retired
+        self.batches_kept = 0  # zero-copy batches the consumer kept: their slots were retired
         self.closed = False
         self.failure: BaseException | None = None  # what stopped the workers, if anything
 
@@ -390,10 +396,11 @@ class Loader:
             ring.trim_spares()
         if self._copying and self._deliveries % 16 == 0:
             self._update_copying(ring)  # back to views once kept batches are dropped
-        if self.options.copy or self._copying:
+        if self.options.copy or self._copying or self._keeping:
             leaves = [np.array(view[:rows]) for view in ring.views(slot)]
             self._free_slots.append(slot)
-            return None, leaves
+            # while the consumer keeps batches, watch whether it keeps these copies too
+            return (Delivery(-1, leaves) if self._keeping else None), leaves
         return ring.deliver(slot, rows)
 
     def _release(self, delivery: Delivery | None) -> None:
@@ -413,9 +420,16 @@ class Loader:
         waiting = []
         for delivery in self._lingering:
             if not delivery.in_use():
-                self._free_slots.append(delivery.slot)
+                if delivery.slot >= 0:
+                    self._free_slots.append(delivery.slot)
+                else:  # a copy, dropped: enough of those in a row and views come back
+                    self._dropped_in_row += 1
+                    self._keeping = self._dropped_in_row < DROPS_TO_ZERO_COPY
             elif force or self._deliveries > delivery.released_at:
-                self._retire(delivery)
+                if delivery.slot >= 0:
+                    self._retire(delivery)
+                else:  # a copy, kept
+                    self._dropped_in_row = 0
             else:
                 waiting.append(delivery)
         self._lingering = waiting
@@ -425,6 +439,7 @@ class Loader:
         ring = self._shutdown.ring
         ring.retire(delivery)
         self.batches_kept += 1
+        self._keeping, self._dropped_in_row = True, 0
         try:
             self.pool.replace_slot(delivery.slot)
         except WorkerDiedError as exc:
