@@ -245,8 +245,15 @@ def test_kept_batches_past_the_budget_become_copies_with_one_warning():
 
 
 # -- 3. abandoned iterators give their slots back --------------------------------------------
+def slow_first(sample):
+    """Sample 0 is slow: the first batch comes back last, after the others are buffered."""
+    if int(sample[1]) == 0:
+        time.sleep(0.01)
+    return sample
+
+
 def test_300_early_breaks_lose_no_ring_slot():
-    pipe = stoke.from_sequence(labelled(400, 4)).batch(4)
+    pipe = stoke.from_sequence(labelled(400, 4)).map(slow_first).batch(4)
     with pipe.loader(workers=2, executor="thread", ring_slots=8) as loader:
         for epoch in range(300):
             for _ in loader.iter(epoch=epoch):
