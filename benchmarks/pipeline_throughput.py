@@ -29,7 +29,9 @@ Method (also in ``benchmarks/README.md``):
 - a peer whose package is missing is skipped with a note, never an error.
 
 Rows: ``python-loop`` (1 core, the baseline of every ratio), stoke's ``process`` and
-``thread`` executors, the peers (tf.data with ``numpy_function``, keras ``PyDataset`` with
+``thread`` executors, ``stoke-process-keep`` (process workers, and a consumer that keeps every
+batch in a replay buffer of the last 16: what safe zero-copy costs when batches are kept;
+the other rows drop each batch), the peers (tf.data with ``numpy_function``, keras ``PyDataset`` with
 threads and with processes, torch ``DataLoader``, grain with threads and with processes) and
 the reference ``tf-native-ops`` (the same work in TensorFlow's C++ ops: what users get when
 they rewrite the transform, not a loader of Python code; it is not counted as a peer).
@@ -174,6 +176,27 @@ def _build_stoke(executor: str) -> Callable[[Context], Running]:
     return build
 
 
+KEPT_BATCHES = 16  # the replay buffer of the consumer that keeps every batch
+
+
+def build_stoke_keeping(ctx: Context) -> Running:
+    """stoke's process row, with a consumer that keeps every batch it gets for a while (a
+    replay buffer of the last :data:`KEPT_BATCHES`): the first kept slot is retired to the
+    consumer, then batches come as copies while the consumer keeps them (the cost of safe
+    zero-copy for batches that are kept)."""
+    import collections
+
+    running = _build_stoke("process")(ctx)
+    replay: collections.deque = collections.deque(maxlen=KEPT_BATCHES)
+
+    def keeping():
+        for batch in running.batches:
+            replay.append(batch)
+            yield batch
+
+    return Running(keeping(), running.close)
+
+
 def build_tf_numpy_function(ctx: Context) -> Running:
     import tensorflow as tf
 
@@ -309,6 +332,9 @@ LOADERS: tuple[LoaderSpec, ...] = (
                ("stoke",), _build_stoke("process")),
     LoaderSpec("stoke-thread", "stoke", "stoke, thread workers", ("stoke",),
                _build_stoke("thread")),
+    LoaderSpec("stoke-process-keep", "stoke",
+               f"stoke, process workers; the consumer keeps every batch (last {KEPT_BATCHES})",
+               ("stoke",), build_stoke_keeping),
     LoaderSpec("tf.data-numpy_function", "peer",
                "tf.data map(numpy_function), AUTOTUNE, prefetch", ("tensorflow",),
                build_tf_numpy_function),

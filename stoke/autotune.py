@@ -255,6 +255,10 @@ class AutoPool:
         for pool in self._pools.values():
             pool.set_ring(ring)
 
+    def replace_slot(self, slot: int) -> None:
+        for pool in self._pools.values():
+            pool.replace_slot(slot)
+
     def submit(self, task: Task) -> None:
         self._switch_if_ready()
         kind = self.active

@@ -3,9 +3,19 @@
 A :class:`Loader` owns one executor's workers and one ring for its whole life, across
 epochs. :meth:`Loader.iter` hands out a :class:`BatchIterator` over one or more epochs: it
 keeps every free slot busy with the next chunks of the plan, delivers batches strictly in
-plan order, recycles a slot when the consumer asks for the next batch, and remembers where
-it stands (:meth:`BatchIterator.state`). Every wait polls with a timeout and checks that the
-workers are alive. Errors close the workers and the ring, then raise in the consumer.
+plan order, and remembers where it stands (:meth:`BatchIterator.state`). Every wait polls
+with a timeout and checks that the workers are alive. Errors close the workers and the ring,
+then raise in the consumer, and again at every later use of the loader.
+
+Held batches are never overwritten. A delivered batch's slot is recycled lazily: once the
+consumer has asked for the next batch, the slot *lingers* until it is needed again; then it
+is reused if nothing references the batch any more (the training loop: zero-copy), or
+retired to the consumer and replaced by other memory if something does (a kept batch, a
+``torch.from_numpy`` tensor, a replay buffer; see :mod:`stoke.executors.ring`). A consumer
+that keeps batches then gets copies (measured faster than retiring a slot per batch:
+``benchmarks/pipeline_throughput.py``, row ``stoke-process-keep``) until it drops
+:data:`DROPS_TO_ZERO_COPY` in a row, then views again. Kept retired batches beyond the
+memory budget also make the loader deliver copies, with one warning.
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ from stoke.errors import (
 from stoke.executors.chunk import Result, Task
 from stoke.executors.inline import InlinePool
 from stoke.executors.limits import StuckWatch, cap_workers
-from stoke.executors.ring import BatchRing
+from stoke.executors.ring import BatchRing, Delivery
 from stoke.executors.threads import ThreadPool
 from stoke.plan import IteratorState, fingerprint
 from stoke.structure import BatchLayout, unflatten
@@ -43,6 +53,7 @@ log = logging.getLogger("stoke")
 
 EXECUTORS = ("auto", "process", "thread", "inline", "ray")
 POLL_S = 0.25
+DROPS_TO_ZERO_COPY = 4  # copies the consumer dropped in a row before views come back
 
 
 def available_cores() -> int:
@@ -67,9 +78,11 @@ class LoaderOptions:
     without using CPU before they are reported stuck (busy ones are slow, not stuck: see
     :mod:`stoke.executors.limits`; None: wait as long as they are alive). ``oversubscribe``:
     start more process/thread workers than cores (else cut to the cores, with a warning).
-    ``ring_slots``: batches in flight (default 2 per worker + 2). ``copy``: yield batches that stay valid forever, instead of
-    views valid until the next batch is asked for. ``memory_budget_bytes``: most memory the
-    ring may take (default a quarter of available RAM). ``ray_address``: the Ray cluster of
+    ``ring_slots``: batches in flight (default 2 per worker + 2). ``copy``: yield copies
+    instead of zero-copy views (views are safe to keep too: a slot whose batch is still
+    referenced is never overwritten). ``memory_budget_bytes``: most memory the ring may
+    take, and the batches the consumer keeps from it before they are delivered as copies
+    (default a quarter of available RAM). ``ray_address``: the Ray cluster of
     ``executor="ray"`` (default: the one ``ray.init()`` joined, else ``RAY_ADDRESS``, else a
     local Ray); with that executor ``workers="auto"`` means the cluster's CPUs.
 
@@ -187,6 +200,15 @@ class Loader:
         self._next_task_id = 0
         self._warned_float64 = False
         self._active: weakref.ref | None = None
+        self._lingering: list[Delivery] = []  # delivered, consumer moved on, slot not reused
+        self._deliveries = 0
+        self._keep_budget_bytes = 0  # for batches the consumer keeps (set with the ring)
+        self._keep_budget_fds = 0
+        self._copying = False  # kept batches are past the budget: deliver copies
+        self._keeping = False  # the consumer keeps batches: deliver copies, watch them
+        self._dropped_in_row = 0  # copies the keeping consumer dropped since it last kept one
+        self._warned_copying = False
+        self.batches_kept = 0  # zero-copy batches the consumer kept: their slots were retired
         self.closed = False
         self.failure: BaseException | None = None  # what stopped the workers, if anything
 
@@ -215,8 +237,10 @@ class Loader:
         return self.pool.workers
 
     def close(self) -> None:
-        """Stop the workers and free the ring. Safe to call twice."""
+        """Stop the workers and free the ring (batches the consumer still holds stay
+        valid). Safe to call twice."""
         self.closed = True
+        self._lingering.clear()
         self._finalizer()
 
     def __enter__(self) -> Loader:
@@ -231,7 +255,15 @@ class Loader:
     # -- iteration ----------------------------------------------------------------------
     def iter(self, epoch: int = 0, state: IteratorState | dict | None = None,
              epochs: int | None = 1) -> BatchIterator:
-        """Batches of ``epochs`` epochs (None: forever) from ``epoch``, or from ``state``."""
+        """Batches of ``epochs`` epochs (None: forever) from ``epoch``, or from ``state``.
+
+        A loader serves one iterator at a time: a new ``iter()`` ends the previous one,
+        which then raises :class:`~stoke.StokeError` if it is used again (use a second
+        ``pipe.loader()`` to read two streams at once). A failed loader raises its error."""
+        if self.failure is not None:
+            raise self.failure  # the error that stopped this loader: never an empty epoch
+        if self.closed:
+            raise StokeError("this loader is closed; make a new one with pipe.loader(...)")
         if state is not None:
             state = IteratorState.from_dict(state)
             expected = fingerprint(self.plan)
@@ -245,7 +277,7 @@ class Loader:
             state = IteratorState(epoch=epoch, fingerprint=fingerprint(self.plan))
         previous = self._active() if self._active else None
         if previous is not None:
-            previous._abandon()
+            previous._supersede()
         iterator = BatchIterator(self, state, epochs)
         self._active = weakref.ref(iterator)
         return iterator
@@ -262,8 +294,20 @@ class Loader:
 
     def _wait(self, task_id: int, describe: str) -> Result:
         """The result of ``task_id``; polls with a timeout, checks workers are alive."""
+        self._wait_until(lambda: task_id in self._results, describe)
+        return self._results.pop(task_id)
+
+    def _wait_for_orphaned_slot(self) -> None:
+        """Every free slot is still out with tasks of an abandoned iterator: wait until one
+        comes back (never deliver an empty epoch because of it)."""
+        if any(slot >= 0 for slot in self._orphans.values()):
+            self._wait_until(lambda: bool(self._free_slots),
+                             "the ring slots of an abandoned iterator")
+
+    def _wait_until(self, done: Callable[[], bool], describe: str) -> None:
+        """Take results until ``done()``; polls with a timeout, checks workers are alive."""
         watch = StuckWatch(self.pool, self.options.timeout_s, describe)
-        while task_id not in self._results:
+        while not done():
             try:
                 result = self.pool.next_result(POLL_S)
             except WorkerDiedError as exc:
@@ -272,7 +316,7 @@ class Loader:
                 watch.progressed()
                 slot = self._orphans.pop(result.task_id, None)
                 if slot is not None:
-                    if slot >= 0:
+                    if slot >= 0 and not self.closed:
                         self._free_slots.append(slot)
                     continue
                 self._results[result.task_id] = result
@@ -280,7 +324,6 @@ class Loader:
             stuck = watch.verdict()
             if stuck is not None:
                 self._fail(stuck)
-        return self._results.pop(task_id)
 
     def _ensure_layout(self, epoch: int, indices: np.ndarray) -> bool:
         """Probe the first sample of ``indices`` that passes the filters and lay out the ring.
@@ -304,6 +347,7 @@ class Loader:
             self._check_memory(layout, slots)
         ring = BatchRing(layout, slots, shared=self.pool.shared_ring)
         self._shutdown.ring = ring
+        self._set_keep_budget(ring)
         self.pool.set_ring(ring)
         self._layout = layout
         self._free_slots = deque(range(depth))
@@ -341,6 +385,105 @@ class Loader:
     def _ring_views(self, slot: int) -> list[np.ndarray]:
         return self._shutdown.ring.views(slot)
 
+    # -- held batches: deliver, release, reclaim or retire ------------------------------
+    def _deliver(self, slot: int, rows: int) -> tuple[Delivery | None, list[np.ndarray]]:
+        """The first ``rows`` rows of ``slot`` for the consumer: zero-copy views and their
+        :class:`Delivery` (give it to :meth:`_release` when the consumer moves on), or
+        copies and None (the slot is free again at once)."""
+        ring = self._shutdown.ring
+        self._deliveries += 1
+        if self._deliveries % 64 == 0:
+            ring.trim_spares()
+        if self._copying and self._deliveries % 16 == 0:
+            self._update_copying(ring)  # back to views once kept batches are dropped
+        if self.options.copy or self._copying or self._keeping:
+            leaves = [np.array(view[:rows]) for view in ring.views(slot)]
+            self._free_slots.append(slot)
+            # while the consumer keeps batches, watch whether it keeps these copies too
+            return (Delivery(-1, leaves) if self._keeping else None), leaves
+        return ring.deliver(slot, rows)
+
+    def _release(self, delivery: Delivery | None) -> None:
+        """The consumer asked for the next batch: ``delivery``'s slot may be reused once
+        nothing references its batch (see :meth:`_reclaim`)."""
+        if delivery is None or self.closed:
+            return
+        delivery.released_at = self._deliveries
+        self._lingering.append(delivery)
+
+    def _reclaim(self, force: bool = False) -> None:
+        """Give lingering slots back to the ring: a batch nobody references is simply
+        reused; one still referenced after a newer batch was delivered (so not only by the
+        loop variable of a ``for``) is retired, as is every one when ``force``."""
+        if not self._lingering:
+            return
+        waiting = []
+        for delivery in self._lingering:
+            if not delivery.in_use():
+                if delivery.slot >= 0:
+                    self._free_slots.append(delivery.slot)
+                else:  # a copy, dropped: enough of those in a row and views come back
+                    self._dropped_in_row += 1
+                    self._keeping = self._dropped_in_row < DROPS_TO_ZERO_COPY
+            elif force or self._deliveries > delivery.released_at:
+                if delivery.slot >= 0:
+                    self._retire(delivery)
+                else:  # a copy, kept
+                    self._dropped_in_row = 0
+            else:
+                waiting.append(delivery)
+        self._lingering = waiting
+
+    def _retire(self, delivery: Delivery) -> None:
+        """The consumer keeps this batch: its memory is theirs, the slot gets new memory."""
+        ring = self._shutdown.ring
+        ring.retire(delivery)
+        self.batches_kept += 1
+        self._keeping, self._dropped_in_row = True, 0
+        try:
+            self.pool.replace_slot(delivery.slot)
+        except WorkerDiedError as exc:
+            self._fail(exc)
+        self._free_slots.append(delivery.slot)
+        self._update_copying(ring)
+
+    def _set_keep_budget(self, ring: BatchRing) -> None:
+        budget = self.options.memory_budget_bytes
+        if budget is None:
+            import psutil
+
+            budget = psutil.virtual_memory().available // 4
+        self._keep_budget_bytes = max(0, budget - ring.nbytes)
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        # a retired shared block holds two file descriptors while the ring keeps it
+        self._keep_budget_fds = max(16, soft // 8) if ring.shared else 1 << 62
+
+    def _update_copying(self, ring: BatchRing) -> None:
+        kept_bytes, kept_slots = ring.retired_bytes(), ring.retired_count()
+        self._copying = (kept_bytes > self._keep_budget_bytes
+                         or kept_slots >= self._keep_budget_fds)
+        if self._copying and not self._warned_copying:
+            self._warned_copying = True
+            warnings.warn(
+                f"stoke: the batches you keep from the loader hold {kept_bytes / 2**20:.0f} MiB "
+                f"({kept_slots} batches); past the memory budget "
+                f"({self._keep_budget_bytes / 2**20:.0f} MiB, {self._keep_budget_fds} batches) "
+                "new batches are delivered as copies, not zero-copy views. Drop batches you "
+                "no longer need, keep copies of the parts you need (np.array(y)), or raise "
+                "memory_budget_bytes.", StokeWarning, stacklevel=4)
+
+    def _orphan(self, task_id: int, slot: int) -> None:
+        """An abandoned task: its slot comes back when its result does (or now, when the
+        result is already here)."""
+        if task_id in self._results:
+            del self._results[task_id]
+            if slot >= 0 and not self.closed:
+                self._free_slots.append(slot)
+        else:
+            self._orphans[task_id] = slot
+
     def _check_memory(self, layout: BatchLayout, slots: int) -> None:
         budget = self.options.memory_budget_bytes
         if budget is None:
@@ -376,30 +519,35 @@ class Loader:
 
 
 class _Flight:
-    """An iterator's in-flight tasks and held slot, kept apart from the iterator so that its
-    finalizer can hand them back to the loader after the iterator itself is gone."""
+    """An iterator's in-flight tasks and delivered batch, kept apart from the iterator so
+    that its finalizer can hand them back to the loader after the iterator itself is gone.
+    Holds the loader weakly: a finalizer (kept by ``weakref``'s registry) must not keep a
+    loader alive, nor a failed one's error and the frames of its traceback."""
 
     def __init__(self, loader: Loader) -> None:
-        self.loader = loader
+        self._loader = weakref.ref(loader)
         self.tasks: deque[tuple[int, int, int, int, Any]] = deque()
-        self.held_slot = -1
+        self.held: Delivery | None = None
 
     def release_held(self) -> None:
-        if self.held_slot >= 0:
-            self.loader._free_slots.append(self.held_slot)
-            self.held_slot = -1
+        held, self.held = self.held, None
+        loader = self._loader()
+        if held is not None and loader is not None:
+            loader._release(held)
 
     def abandon(self) -> None:
         self.release_held()
-        for task_id, slot, *_ in self.tasks:
-            if task_id >= 0:
-                self.loader._orphans[task_id] = slot
+        loader = self._loader()
+        if loader is not None:
+            for task_id, slot, *_ in self.tasks:
+                if task_id >= 0:
+                    loader._orphan(task_id, slot)
         self.tasks.clear()
 
 
 class BatchIterator:
-    """Batches in plan order; ``state()`` says where it stands. Views are valid until the
-    next batch is asked for (pass ``copy=True`` to the loader to keep them longer)."""
+    """Batches in plan order; ``state()`` says where it stands. Batches are zero-copy views
+    that stay valid as long as you reference them (kept ones are never overwritten)."""
 
     def __init__(self, loader: Loader, state: IteratorState, epochs: int | None,
                  owns_loader: bool = False) -> None:
@@ -412,6 +560,7 @@ class BatchIterator:
         self._inflight = self._flight.tasks
         self._exhausted = False
         self._done = False
+        self._superseded = False  # ended by a newer loader.iter()
         self._pending: deque[list[Any]] = deque()  # filter path: [epoch, chunk, row0, arrays]
         self._pending_rows = 0
         self._skip_rows = state.rows_delivered
@@ -461,7 +610,17 @@ class BatchIterator:
 
     def __next__(self) -> Any:
         if self._done:
+            if self._superseded:
+                raise StokeError(
+                    "this iterator was ended by a newer loader.iter() on the same loader; a "
+                    "loader serves one iterator at a time. Finish or close this one first, or "
+                    "make a second loader (pipe.loader(...)) to read two streams at once.")
+            if self.loader.failure is not None:
+                raise self.loader.failure
             raise StopIteration
+        if self.loader.failure is not None:
+            self._done = True
+            raise self.loader.failure
         started = time.perf_counter()
         try:
             batch = self._next()
@@ -477,8 +636,7 @@ class BatchIterator:
             raise
         except BaseException:
             self._done = True
-            if self.owns_loader or not self.loader.closed:
-                self._abandon()
+            self._abandon()
             if self.owns_loader:
                 self.loader.close()
             raise
@@ -492,10 +650,21 @@ class BatchIterator:
         self._done = True
         self._flight.abandon()
 
+    def _supersede(self) -> None:
+        """A newer ``loader.iter()`` takes the loader: this one raises if used again."""
+        if not self._done:
+            self._superseded = True
+        self._abandon()
+
     def _fill(self) -> None:
         """Give every free slot the next chunk. Before the ring exists, probe chunks until
         one has a sample that passes the filters; that lays the ring out."""
         loader = self.loader
+        loader._reclaim()
+        if not loader._free_slots and not self._inflight and loader._layout is not None:
+            loader._reclaim(force=True)  # nothing in flight: a lingering slot must serve
+            if not loader._free_slots and not self._exhausted:
+                loader._wait_for_orphaned_slot()
         while not self._exhausted and (loader._layout is None or loader._free_slots):
             epoch, position, indices = next(self._chunks, (None, None, None))
             if epoch is None:
@@ -542,17 +711,13 @@ class BatchIterator:
             result = loader._raise_if_failed(
                 loader._wait(task_id, f"batch {position} of epoch {epoch}"))
             self._inflight.popleft()
-            views = loader._ring_views(slot)
             if not filtered:
-                self._flight.held_slot = slot
+                self._flight.held, leaves = loader._deliver(slot, result.rows)
                 self._state = IteratorState(epoch, position + 1, 0, self._state.fingerprint)
                 self.batches_delivered += 1
                 self._last_rows = result.rows
-                leaves = [v[: result.rows] for v in views]
-                if loader.options.copy:
-                    leaves = [np.array(v) for v in leaves]
-                    self._release_held()
                 return self._unbatch(unflatten(loader._layout.treedef, leaves))
+            views = loader._ring_views(slot)
             # filter path: copy the kept rows out, free the slot, re-batch
             skip = self._skip_rows if (epoch, position) == (self._state.epoch, self._state.chunk) else 0
             self._skip_rows = 0

@@ -135,8 +135,8 @@ class Pipeline:
         return iterator
 
     def __iter__(self):
-        """``for batch in pipe`` / ``list(pipe)``: batches that stay valid (copies). Use
-        ``pipe.iter()`` for zero-copy views valid until the next batch."""
+        """``for batch in pipe`` / ``list(pipe)``: copies (``list`` keeps them all). Use
+        ``pipe.iter()`` for zero-copy views (also safe to keep: never overwritten)."""
         return self.iter(copy=True)
 
     def loader(self, workers: int | str = "auto", executor: str = "auto",

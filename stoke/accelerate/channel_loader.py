@@ -121,6 +121,8 @@ class ChannelLoader(Loader):
             self._free_slots.extend(s for s in self._orphans.values() if s >= 0)
             self._orphans.clear()
             return
+        for task_id in [t for t in self._orphans if t in self._results]:  # already back
+            self._orphan(task_id, self._orphans.pop(task_id))
         watch = StuckWatch(pool, self.options.timeout_s, "the abandoned batches")
         while self._orphans:
             result = pool.next_result(POLL_S)

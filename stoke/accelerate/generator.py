@@ -198,7 +198,7 @@ class AcceleratedGenerator(Accelerated):
         with self._lock:
             steps = self.steps_per_epoch
             self._answers.next_epoch(carry_over=steps is not None
-                                     and self._answers.answered() < steps)
+                                     and self._answers.answered() < steps, length=steps)
 
     def _next_item(self) -> Any:
         if self._stream is None:

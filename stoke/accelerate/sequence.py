@@ -113,7 +113,7 @@ class AcceleratedSequence(Accelerated):
 
     ``iter()`` yields numpy batches pass after pass; ``model.fit(acc)`` takes it directly
     (with Keras imported, it is also a ``keras.utils.PyDataset``). Batches from ``iter()``
-    are views into the ring, valid until the next one is asked for; Keras gets copies.
+    are zero-copy views into the ring, never overwritten while referenced; Keras gets copies.
     """
 
     def __init__(self, dataset: Any, workers: int | str = "auto", executor: str = "auto",

@@ -44,10 +44,11 @@ def process_stream(loader: ChannelLoader, copies: int, name: str) -> Iterator[An
     slots_each = max(1, len(loader._free_slots) // copies)
     inflight: dict[int, collections.deque] = {k: collections.deque() for k in range(copies)}
     sequence = dict.fromkeys(range(copies), 0)
-    held = -1
+    held = None
     try:
         turn = 0
         while active:
+            loader._reclaim(force=not any(inflight.values()) and not loader._free_slots)
             for k in active:  # keep every copy busy
                 while loader._free_slots and len(inflight[k]) < slots_each:
                     slot = loader._free_slots.popleft()
@@ -59,26 +60,27 @@ def process_stream(loader: ChannelLoader, copies: int, name: str) -> Iterator[An
             task_id, slot, number = inflight[k].popleft()
             result = loader._raise_if_failed(
                 loader._wait(task_id, f"item {number} of copy {k} of {name}"))
-            views = loader._ring_views(slot)
-            item, rows = unflatten(loader._layout.treedef, [v[0] for v in views])
-            rows = int(rows)
-            if result.rows == 0 or rows == ROWS_END:
+            rows = int(loader._ring_views(slot)[-1][0]) if result.rows else ROWS_END
+            if rows == ROWS_END:
                 loader._free_slots.append(slot)
                 for task_id, slot, _ in inflight.pop(k):
-                    loader._orphans[task_id] = slot
+                    loader._orphan(task_id, slot)
                 active.remove(k)
                 continue
-            held = slot
-            yield cut_rows(template, item, rows)
-            loader._free_slots.append(held)
-            held = -1
+            # a view of a kept item is never overwritten (see stoke.executors.ring)
+            held, leaves = loader._deliver(slot, 1)
+            item, _ = unflatten(loader._layout.treedef, [leaf[0] for leaf in leaves])
+            out = [cut_rows(template, item, rows)]
+            del item, leaves
+            yield out.pop()
+            loader._release(held)
+            held = None
             turn = (active.index(k) + 1) if k in active else turn
     finally:
-        if held >= 0:
-            loader._free_slots.append(held)
+        loader._release(held)
         for tasks in inflight.values():
             for task_id, slot, _ in tasks:
-                loader._orphans[task_id] = slot
+                loader._orphan(task_id, slot)
 
 
 def round_robin_inline(makers: list[Callable[[], Iterator[Any]]]) -> Iterator[Any]:

@@ -1,7 +1,7 @@
 """The protocol every executor follows, so the loader does not care who does the work.
 
-A pool is started with the sample program, told the ring once the layout is known, then
-given tasks and asked for results. ``next_result`` never blocks forever: it returns ``None``
+A pool is started with the sample program, told the ring once the layout is known (and each
+slot the ring replaces), then given tasks and asked for results. ``next_result`` never blocks forever: it returns ``None``
 after ``timeout_s`` and raises :class:`~stoke.errors.WorkerDiedError` when a worker is gone.
 """
 
@@ -19,6 +19,11 @@ class WorkerPool(Protocol):
     shared_ring: bool  # does the ring have to be shared memory?
 
     def set_ring(self, ring: BatchRing) -> None: ...
+
+    def replace_slot(self, slot: int) -> None:
+        """The ring gave ``slot`` new memory (the consumer kept its batch): write there
+        from now on. Process workers are sent the new block; others read the ring."""
+        ...
 
     def submit(self, task: Task) -> None: ...
 

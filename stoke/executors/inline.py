@@ -26,6 +26,9 @@ class InlinePool:
     def set_ring(self, ring: BatchRing) -> None:
         self.ring = ring
 
+    def replace_slot(self, slot: int) -> None:
+        pass  # tasks read ring.views(slot) when they run
+
     def submit(self, task: Task) -> None:
         self.pending.append(task)
 

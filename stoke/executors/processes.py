@@ -103,8 +103,16 @@ class _Worker:
         socket.send_fds(self.sock, [b"F"], [fd])
 
     def send_ring(self, ring: BatchRing) -> None:
-        self.conn.send(("ring", ring.layout, ring.nbytes, ring.slots))
-        self.send_fd(ring.buffer.fd)
+        """The layout, then one fd per slot (at most 200 in one message: the kernel's
+        limit is 253)."""
+        self.conn.send(("ring", ring.layout, ring.slot_bytes, ring.slots))
+        fds = [ring.fd(slot) for slot in range(ring.slots)]
+        for start in range(0, len(fds), 200):
+            socket.send_fds(self.sock, [b"F"], fds[start:start + 200])
+
+    def send_slot(self, ring: BatchRing, slot: int) -> None:
+        self.conn.send(("slot", slot, ring.slot_bytes))
+        self.send_fd(ring.fd(slot))
 
     def stop(self) -> None:
         """Ask the worker to exit (or kill it, if it is still being started)."""
@@ -269,12 +277,23 @@ class ProcessPool:
 
     # -- the WorkerPool protocol --------------------------------------------------------
     def set_ring(self, ring: BatchRing) -> None:
-        assert ring.buffer is not None
+        assert ring.shared
         with self._send_lock:
             self._ring = ring
             for worker in (*self._workers, *self._retiring):
                 if worker.init_done and not worker.stopped:
                     worker.send_ring(ring)
+
+    def replace_slot(self, slot: int) -> None:
+        """Send every started worker the slot's new memory (before any task that uses
+        it); workers still starting get the whole ring as it is now."""
+        with self._send_lock:
+            for worker in (*self._workers, *self._retiring):
+                if worker.init_done and not worker.stopped:
+                    try:
+                        worker.send_slot(self._ring, slot)
+                    except (BrokenPipeError, ConnectionResetError, OSError):
+                        raise worker.died() from None
 
     def submit(self, task: Task) -> None:
         candidates = [w for w in self._workers if w.available]

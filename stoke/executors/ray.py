@@ -392,6 +392,9 @@ class RayPool:
         log.debug("stoke: Ray executor, %d tasks in flight, cluster CPUs %d", self.workers, cpus)
 
     # -- WorkerPool protocol -------------------------------------------------------------------
+    def replace_slot(self, slot: int) -> None:
+        pass  # results are copied into ring.views(slot) in the trainer
+
     def set_ring(self, ring: BatchRing) -> None:
         self._ring = ring
         budget = self._budget_bytes

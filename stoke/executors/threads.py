@@ -82,6 +82,9 @@ class ThreadPool:
     def set_ring(self, ring: BatchRing) -> None:
         self.ring = ring
 
+    def replace_slot(self, slot: int) -> None:
+        pass  # tasks read ring.views(slot) when they run
+
     def submit(self, task: Task) -> None:
         self.tasks.put(task)
 

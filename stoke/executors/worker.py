@@ -2,7 +2,8 @@
 INDEX``.
 
 Started by ``processes.py`` with one end of a Unix socket. It receives the sample program
-once, then the ring's memory (as a file descriptor), then tasks; it writes samples into ring
+once, then the ring's memory (a file descriptor per slot; a new one for a slot whose batch
+the trainer kept), then tasks; it writes samples into ring
 rows and answers with small result messages. It exits when asked, when the socket closes, or
 when its parent disappears (a watchdog thread checks), so no worker outlives its trainer.
 """
@@ -46,7 +47,7 @@ def main() -> int:
 def _serve(sock: socket.socket, conn: Connection, name: str, index: int) -> int:
     from stoke.executors.chunk import run_task
     from stoke.executors.payload import unpack
-    from stoke.executors.ring import SharedBuffer, slot_views
+    from stoke.executors.ring import SharedBuffer, map_received, slot_views
     from stoke.program import seed_worker_globals
 
     kind, trainer_path, data, spans = conn.recv()
@@ -83,11 +84,18 @@ def _serve(sock: socket.socket, conn: Connection, name: str, index: int) -> int:
 
                 result = Result(task.task_id, error=sample_error(-1, "the worker", exc), worker=name)
             conn.send(("result", result))
-        elif kind == "ring":
-            _, layout, nbytes, slots = message
+        elif kind == "ring":  # one fd per slot follows
+            _, layout, slot_bytes, slots = message
+            fds: list[int] = []
+            while len(fds) < slots:
+                fds += socket.recv_fds(sock, 1, 200)[1]
+            slot = None
+            views = [slot_views(map_received(fd, slot_bytes), layout, 0) for fd in fds]
+        elif kind == "slot":  # the trainer kept that slot's batch: here is its new memory
+            _, number, slot_bytes = message
             _, fds, _, _ = socket.recv_fds(sock, 1, 1)
-            ring_memory = SharedBuffer.attach(fds[0], nbytes)
-            views = [slot_views(ring_memory.map, layout, s) for s in range(slots)]
+            slot = None  # the old memory is unmapped once no view of it is left
+            views[number] = slot_views(map_received(fds[0], slot_bytes), layout, 0)
         elif kind == "stop":
             return 0
 

@@ -25,6 +25,7 @@ EXPECTED_ROWS = {
     "python-loop": None,
     "stoke-process": "stoke",
     "stoke-thread": "stoke",
+    "stoke-process-keep": "stoke",
     "tf.data-numpy_function": "tensorflow",
     "pydataset-threads": "keras",
     "pydataset-processes": "keras",

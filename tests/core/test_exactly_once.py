@@ -100,7 +100,7 @@ def test_ring_memory_is_private_and_unnamed():
     iterator = pipe.iter(executor="process", workers=2)
     next(iterator)
     ring = iterator.loader._shutdown.ring
-    target = os.readlink(f"/proc/self/fd/{ring.buffer.fd}")
+    target = os.readlink(f"/proc/self/fd/{ring.fd(0)}")
     assert target.startswith("/memfd:stoke-ring")
     fd_dir_mode = stat.S_IMODE(os.stat("/proc/self/fd").st_mode)
     assert fd_dir_mode & 0o077 == 0  # only the owner may look up the process's descriptors

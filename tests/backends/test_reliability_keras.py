@@ -1,0 +1,156 @@
+"""Never wrong silently, through Keras (issue 12, part A), on the backend in KERAS_BACKEND:
+``model.predict`` over a generator on ``pipe.iter()`` (Keras holds the batches it peeks at),
+``fit(stoke.accelerate(seq), steps_per_epoch=k)`` continuing the stream as Keras' own adapter
+does, ``to_keras`` predictions in order, and ``to_keras`` after a worker death raising the
+real error at every later call."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import stoke
+
+
+def labelled(n: int):
+    """Sample i is (x = [i, i, i, i], label i)."""
+    return [(np.full(4, i, np.float32), np.int64(i)) for i in range(n)]
+
+
+def kill_at(sample):
+    x, y = sample
+    if int(y) == 20:
+        os.kill(os.getpid(), 9)
+    return x, y
+
+
+class IdSequence(keras.utils.PyDataset):
+    """8 batches of 8 sample ids; x is the id."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, index):
+        ids = np.arange(index * 8, index * 8 + 8)
+        return ids[:, None].astype("float32"), np.zeros((8, 1), "float32")
+
+
+def summing_model():
+    model = keras.Sequential([keras.Input((4,)),
+                              keras.layers.Dense(1, use_bias=False, kernel_initializer="ones")])
+    model.compile(loss="mse")
+    return model
+
+
+def test_predict_over_a_generator_on_pipe_iter_sees_every_batch():
+    """Keras peeks at the first batches of a generator and keeps them."""
+    pipe = stoke.from_sequence(labelled(160)).batch(16)
+
+    def batches():
+        for x, _ in pipe.iter(workers=2, executor="process"):
+            yield (x,)
+
+    predicted = summing_model().predict(batches(), verbose=0)[:, 0]
+    np.testing.assert_allclose(predicted, 4 * np.arange(160))
+
+
+def test_to_keras_predictions_come_in_order():
+    pipe = stoke.from_sequence(labelled(160)).batch(16)
+    with pipe.to_keras(workers=2, executor="process") as feed:
+        predicted = summing_model().predict(feed, verbose=0)[:, 0]
+    np.testing.assert_allclose(predicted, 4 * np.arange(160))
+
+
+def _batches_trained(data, steps_per_epoch: int, epochs: int) -> list[list[int]]:
+    seen: list[list[int]] = []
+
+    def record(t):
+        try:
+            seen.append(keras.ops.convert_to_numpy(t)[:, 0].astype(int).tolist())
+        except Exception:  # noqa: BLE001 - a symbolic call while Keras builds the model
+            pass
+        return t
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Lambda(record),
+                              keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse", run_eagerly=True)
+    model.fit(data, epochs=epochs, steps_per_epoch=steps_per_epoch, shuffle=False, verbose=0)
+    return seen
+
+
+def test_fit_with_fewer_steps_per_epoch_continues_the_stream():
+    """Keras' own adapter trains batches 0-2, 3-5, 6-7, 0-2: all 64 samples, not 24."""
+    keras_own = _batches_trained(IdSequence(), 3, 4)
+    acc = stoke.accelerate(IdSequence(), workers=2, executor="process")
+    try:
+        ours = _batches_trained(acc, 3, 4)
+    finally:
+        acc.close()
+    assert ours == keras_own
+    assert len({i for batch in ours for i in batch}) == 64
+
+
+def test_to_keras_after_a_worker_death_raises_the_real_error_every_time():
+    pipe = stoke.from_sequence(labelled(64)).map(kill_at).batch(8)
+    model = summing_model()
+    with pipe.to_keras(workers=1, executor="process") as feed:
+        for _ in range(3):
+            with pytest.raises(Exception) as info:
+                model.fit(feed, epochs=1, verbose=0)
+            error = info.value
+            assert isinstance(error, stoke.WorkerDiedError) or "WorkerDiedError" in str(error) \
+                or "worker process" in str(error), repr(error)
+        with pytest.raises(stoke.WorkerDiedError):
+            model.predict(feed, verbose=0)
+
+
+class ReshufflingSequence(keras.utils.PyDataset):
+    """The tutorial Sequence: np.random reshuffles in on_epoch_end; batch 0 is slow, so
+    later batches are back first (and buffered) when Keras ends an epoch."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.indexes = np.arange(96)
+
+    def __len__(self):
+        return 12
+
+    def __getitem__(self, index):
+        if index == 0:
+            import time
+
+            time.sleep(0.1)
+        ids = self.indexes[index * 8:(index + 1) * 8]
+        return np.repeat(ids[:, None], 4, axis=1).astype("float32"), ids.astype("float32")
+
+    def on_epoch_end(self):
+        np.random.shuffle(self.indexes)
+
+
+def test_fit_with_thread_workers_and_on_epoch_end_does_not_stall():
+    """Issue 12 item 3: 'abandoned batches did not come back' after timeout_s."""
+    import time
+
+    acc = stoke.accelerate(ReshufflingSequence(), workers=2, executor="thread", timeout_s=30)
+    try:
+        started = time.monotonic()
+        history = summing_model().fit(acc, epochs=3, steps_per_epoch=5, verbose=0)
+        assert len(history.history["loss"]) == 3
+        assert time.monotonic() - started < 25
+    finally:
+        acc.close()
+
+
+def test_fit_on_to_keras_stays_zero_copy():
+    """Safe zero-copy costs fit nothing: no ring slot is retired while Keras trains."""
+    pipe = stoke.from_sequence(labelled(320)).shuffle(seed=0).batch(16)
+    model = summing_model()
+    with pipe.to_keras(workers=2, executor="process") as feed:
+        model.fit(feed, epochs=2, verbose=0)
+        assert feed.loader.batches_kept == 0
