@@ -44,14 +44,19 @@ class ChannelLoader(Loader):
         self.on_pool_started: Callable[[Any], None] | None = None
         self.on_layout: Callable[[], None] | None = None
 
-    @property
-    def pool(self):
-        if self._shutdown.pool is None and not self.closed:
-            self._shutdown.pool = make_pool(self.program, self.options,
-                                           on_thread_fallback=_warn_thread_fallback)
-            if self.on_pool_started is not None:
-                self.on_pool_started(self._shutdown.pool)
-        return Loader.pool.fget(self)
+    def start(self) -> None:
+        """Start the workers without waiting for them (see :meth:`Loader.start`): a fixed
+        pool ("auto": one process worker per core), not a tuned one, since messages and
+        generator copies go to a given worker."""
+        if self._shutdown.pool is not None or self.closed or self.failure is not None:
+            return
+        self._shutdown.pool = make_pool(self.program, self.options,
+                                        on_thread_fallback=_warn_thread_fallback, wait=False)
+        self._starting = True
+
+    def _pool_started(self, pool) -> None:
+        if self.on_pool_started is not None:
+            self.on_pool_started(pool)
 
     @property
     def process_workers(self) -> bool:

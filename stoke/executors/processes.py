@@ -207,6 +207,11 @@ class ProcessPool:
         except Exception:  # noqa: BLE001 - a worker that died early: reported by check_alive
             pass
 
+    def wait_ready(self, timeout_s: float | None = None) -> None:
+        """Block until every worker has loaded the program (for a pool started with
+        ``wait=False``); raises what a waited start would have."""
+        self._wait_ready(self.start_timeout_s if timeout_s is None else timeout_s)
+
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while not self.ready():
