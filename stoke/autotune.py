@@ -18,17 +18,25 @@ depend on (seed, epoch, index) only.
 
 How it decides (``executor="auto"``, ``workers="auto"``):
 
-1. **Executor.** Process workers start first (2, or 1 on a one-core budget) and feed the
-   first batches; idle thread workers wait beside them. Each kind gets a measured window
-   with the same worker count (never while a pool is still booting: that takes CPU), and a
-   second one each when they come within 15 % (a close call on a noisy machine). The
-   faster wins; within 5 % processes win, since thread workers share the trainer's GIL. A
-   pipeline that cannot be pickled, or whose process workers cannot load it, runs in threads.
-2. **Workers.** From 2 (or 1), double while the delivered rate grows by >= 5 % and the
-   consumer still waits; when a doubling gains less, try the midpoint once. The CPU budget
-   (``cpu_budget_cores``: every core for ``pipe.iter``, all but one for ``to_keras``) caps
-   the count, unless the workers leave most of it idle (sleeping, waiting on I/O). The
-   losing executor is tried again at the chosen count, and climbs too if it comes close.
+1. **Executor.** ``executor="auto"`` runs process workers: user code apart from the
+   trainer, so that a sample that crashes (a segfault in a C extension) raises
+   ``WorkerDiedError`` instead of killing the training. A pipeline that cannot be pickled,
+   or whose process workers cannot load it, runs in threads. (Given both kinds, as the
+   tests do, the tuner can also compare them: each gets a measured window with the same
+   worker count, a second one each within 15 %; within 5 % processes win.)
+2. **Workers, by the cores the trainer leaves.** Each window measures the trainer
+   process's own CPU time per step, the workers', and what other processes take of the
+   cores this process may run on. From 2 (or 1), the count doubles while the delivered
+   rate (steps/s of the consumer) grows by >= 5 % and the consumer still waits, up to the
+   cores left after the trainer and the others (``cpu_budget_cores`` caps it further),
+   unless the workers leave most of the cores idle (sleeping, waiting on I/O); when a
+   doubling gains less, the midpoint is tried once. Then it **backs off** when the workers
+   may be taking the trainer's CPU: more workers than the cores leave room for, every core
+   busy while a trainer that waits needs half a core or more, or every core busy while a
+   trainer that does not wait runs on the CPU for less than 60 % of its step (its step
+   time grew because of the workers): fewer workers are measured and kept when they deliver
+   as many steps/s. So a model trained on the CPU that mostly waits leaves the workers
+   every core, and one that needs its cores gets them back.
 3. **Ring depth.** 2 x workers + 2 slots in rotation; more when deliveries fall below what
    the workers make while the consumer waits (an uneven consumer). The ring is allocated
    once, within ``memory_budget_bytes``; slots beyond the depth are never touched. Process
@@ -556,6 +564,7 @@ class Tuner:
         self._idle_windows = 0
         self._deepened = False
         self._noted: set[str] = set()  # unavailable kinds already explained
+        self._room_checked = False  # settled below the cores' room and looked again once
         self._kinds_told_apart = len(self.kinds) == 1
 
     # -- set-up -------------------------------------------------------------------------
@@ -1001,6 +1010,16 @@ class Tuner:
                 self._retune(f"the consumer now waits {trial.consumer_wait:.0%} of the time",
                              trial, executors_too=False)
                 return
+            ceiling = self._worker_ceiling(trial)
+            if (not self._room_checked and ceiling > workers and self.fixed_workers is None
+                    and workers < self._max_workers(kind)):
+                # the setting was chosen on windows where the trainer took more (compiling,
+                # say) or others did: look again, once, while the consumer waits
+                self._room_checked = True
+                self._retune(f"the consumer waits {trial.consumer_wait:.0%} of the time and "
+                             f"the cores now leave room for more workers "
+                             f"({self._budget_words(kind, trial)})", trial, executors_too=False)
+                return
             ratio = trial.samples_per_s / max(made.samples_per_s, 1e-9)
             if ratio < 1 - s.drift and self.depth < self.capacity and not self._deepened:
                 self._deepened = True
@@ -1018,6 +1037,7 @@ class Tuner:
             else:
                 self._watch_s = min(2 * self._watch_s, s.monitor_max_s)
         elif trial.consumer_wait <= s.idle_wait:
+            self._room_checked = False  # the consumer keeps up: room may be looked for again
             self._idle_windows += 1
             if (self._idle_windows >= s.shrink_after_windows and made is not None
                     and workers > 1 and self.fixed_workers is None):

@@ -72,8 +72,9 @@ class LoaderOptions:
 
     ``workers="auto"`` / ``executor="auto"`` (the defaults) choose both, and the ring depth,
     by measurement while batches flow (see :mod:`stoke.autotune`; ``it.tuning()`` says what
-    was chosen and why), within ``cpu_budget_cores`` (default every available core;
-    ``to_keras`` leaves the trainer one) and ``memory_budget_bytes``."""
+    was chosen and why), within ``cpu_budget_cores`` (default every available core, less
+    what the trainer process and other processes are measured to use) and
+    ``memory_budget_bytes``."""
 
     workers: int | str = "auto"
     executor: str = "auto"

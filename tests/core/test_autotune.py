@@ -318,6 +318,21 @@ def test_a_trainer_that_does_not_wait_but_lacks_cpu_gets_cores_back():
     assert report.workers == 1
 
 
+def test_a_window_taken_while_the_trainer_compiled_is_looked_at_again():
+    # the first windows fall on compilation (the trainer busy, 2 workers look no better
+    # than 1); once it runs, the consumer waits with room on the cores: 2 workers again
+    sim = MeasuredCores({2: (0.030, 0.026, 0.024), 1: (0.028, 0.012, 0.012)})
+    tuner = tune(sim, kinds=("process",), batches=0)
+    while not tuner.report().settled:
+        sim.step(tuner)
+    assert tuner.report().workers == 1
+    sim.table[2] = (0.018, 0.012, 0.012)  # compiled: 2 workers make a batch in 18 ms
+    sim.run(tuner, 3000)
+    report = tuner.report()
+    assert report.workers == 2
+    assert any(d.what == "retune" and "room" in d.why for d in report.decisions)
+
+
 def test_fewer_workers_that_deliver_less_are_not_kept():
     sim = MeasuredCores({2: (0.030, 0.025, 0.025), 1: (0.045, 0.012, 0.012)})
     report = tune(sim, kinds=("process",)).report()
