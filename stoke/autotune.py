@@ -29,8 +29,10 @@ How it decides (``executor="auto"``, ``workers="auto"``):
    cores this process may run on. From 2 (or 1), the count doubles while the delivered
    rate (steps/s of the consumer) grows by >= 5 % and the consumer still waits, up to the
    cores left after the trainer and the others (``cpu_budget_cores`` caps it further),
-   unless the workers leave most of the cores idle (sleeping, waiting on I/O); when a
-   doubling gains less, the midpoint is tried once. Then it **backs off** when the workers
+   unless the workers leave most of the cores idle (sleeping, waiting on I/O); past that
+   room, while the consumer waits 25 % or more, one more worker at a time is measured and
+   kept if it pays (others' share of the cores is not fixed); when a doubling gains less,
+   the midpoint is tried once. Then it **backs off** when the workers
    may be taking the trainer's CPU: more workers than the cores leave room for, every core
    busy while a trainer that waits needs half a core or more, or every core busy while a
    trainer that does not wait runs on the CPU for less than 60 % of its step (its step
@@ -210,6 +212,7 @@ class TunerSettings:
     trainer_needs_cores: float = 0.5  # a trainer using this much may lose to the workers...
     saturated_idle: float = 0.05  # ...when less than this share of the cores is idle
     starved_share: float = 0.6  # a trainer on the CPU for less of its step time lacks cores
+    probe_wait: float = 0.25  # a consumer waiting this much: one more worker is measured
 
 
 # ======================================================================================
@@ -975,6 +978,11 @@ class Tuner:
         cores = self._worker_ceiling(low)
         if workers < cores:
             nxt = min(2 * workers, cores, most)
+        elif (low.consumer_wait >= self.settings.probe_wait
+              and workers < min(self.cpu_budget_cores, most)):
+            # no room by the measured shares, but the consumer waits: other processes'
+            # share is not fixed, so one more worker is measured (kept only if it pays)
+            nxt = workers + 1
         elif (low.cpu_cores is not None and low.idle_cores is not None
               and low.cpu_cores < self.settings.oversubscribe_below * cores
               and low.idle_cores > self.settings.oversubscribe_below * cores):
@@ -1010,14 +1018,14 @@ class Tuner:
                 self._retune(f"the consumer now waits {trial.consumer_wait:.0%} of the time",
                              trial, executors_too=False)
                 return
-            ceiling = self._worker_ceiling(trial)
-            if (not self._room_checked and ceiling > workers and self.fixed_workers is None
-                    and workers < self._max_workers(kind)):
+            if (not self._room_checked and self.fixed_workers is None
+                    and trial.consumer_wait >= s.probe_wait
+                    and workers < min(self.cpu_budget_cores, self._max_workers(kind))):
                 # the setting was chosen on windows where the trainer took more (compiling,
                 # say) or others did: look again, once, while the consumer waits
                 self._room_checked = True
-                self._retune(f"the consumer waits {trial.consumer_wait:.0%} of the time and "
-                             f"the cores now leave room for more workers "
+                self._retune(f"the consumer waits {trial.consumer_wait:.0%} of the time below "
+                             f"the core budget: looking again for room "
                              f"({self._budget_words(kind, trial)})", trial, executors_too=False)
                 return
             ratio = trial.samples_per_s / max(made.samples_per_s, 1e-9)

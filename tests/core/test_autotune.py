@@ -232,9 +232,9 @@ def test_fixed_workers_only_compare_executors():
 
 class SharedCores(SimulatedPipeline):
     """A model trained on the CPU, sharing ``cores`` with the workers (and ``others`` cores
-    taken by other processes): a step takes ``trainer_cpu_s`` of the trainer's CPU; a
-    worker makes a batch with ``worker_cpu_s`` of CPU. Each runnable party (the trainer,
-    each worker) gets an equal share of the free cores, at most one."""
+    taken by other processes, which do not give way): a step takes ``trainer_cpu_s`` of
+    the trainer's CPU; a worker makes a batch with ``worker_cpu_s`` of CPU. The trainer
+    gets the CPU it needs; the workers share what is left, at most one core each."""
 
     def __init__(self, cores, trainer_cpu_s, worker_cpu_s, others=0.0):
         super().__init__(rate=None, cores=cores)
@@ -245,10 +245,12 @@ class SharedCores(SimulatedPipeline):
     def step(self, tuner):
         _, workers = self.running
         free = self.cores - self.others
-        share = min(1.0, free / (workers + 1))
-        produce_s = self.worker_cpu_s / (share * workers)
-        train_s = self.trainer_cpu_s / share
-        spent = max(produce_s, train_s)
+        rate = 1.0
+        for _ in range(50):  # the steady state: the trainer's use depends on the rate
+            worker_cores = max(0.05, min(workers, free - self.trainer_cpu_s * rate))
+            produce_s = self.worker_cpu_s / worker_cores
+            spent = max(produce_s, self.trainer_cpu_s)
+            rate = 1 / spent
         self.now += spent
         self.trainer_cpu += self.trainer_cpu_s
         self.cpu += self.worker_cpu_s
@@ -256,7 +258,7 @@ class SharedCores(SimulatedPipeline):
         self.idle += max(0.0, self.cores * spent - used)
         if self._starting:
             self._starting -= 1
-        tuner.observe(self.batch, max(0.0, produce_s - train_s))
+        tuner.observe(self.batch, max(0.0, produce_s - self.trainer_cpu_s))
 
     def steps_per_s(self, workers):
         self.running = ("process", workers)
