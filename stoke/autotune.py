@@ -51,6 +51,7 @@ How it decides (``executor="auto"``, ``workers="auto"``):
 
 A window opens only after a change has taken effect (new workers up, old tasks drained)
 and as many batches as the ring holds have passed, so it measures the new setting alone.
+The very first window is recorded but not judged: it often holds the model's compilation.
 Windows in which the consumer hardly waited say that the input keeps up, not how fast it
 could go: the search stops climbing there and resumes when the consumer waits again.
 """
@@ -568,6 +569,7 @@ class Tuner:
         self._deepened = False
         self._noted: set[str] = set()  # unavailable kinds already explained
         self._room_checked = False  # settled below the cores' room and looked again once
+        self._first_window_done = False
         self._kinds_told_apart = len(self.kinds) == 1
 
     # -- set-up -------------------------------------------------------------------------
@@ -636,7 +638,14 @@ class Tuner:
         if self._phase == _MEASURE:
             if (elapsed >= self.settings.window_s
                     and window.batches >= max(self.settings.window_batches, self.config[1])):
-                self._advance(self._close(now))
+                trial = self._close(now)
+                if not self._first_window_done:
+                    # the first window of a loader's life often holds the trainer's own
+                    # start (compiling the model): kept in the record, not judged on
+                    self._first_window_done = True
+                    self._open(now, _MEASURE)
+                    return
+                self._advance(trial)
         elif elapsed >= self._watch_s and window.batches >= 2 * max(self.depth, 1):
             self._watch(self._close(now))
 

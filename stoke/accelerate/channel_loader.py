@@ -26,9 +26,9 @@ from stoke.pipeline import Pipeline
 
 def _warn_thread_fallback(exc: UnpicklableError) -> None:
     """An unpicklable dataset runs in threads: said in a warning (the loader only logs it)."""
-    # stacklevel: the caller of the caller of ChannelLoader.pool (as before the split)
+    # stacklevel: the user's accelerate(...) call (-> AcceleratedSequence -> start -> make_pool)
     warnings.warn(f"stoke.accelerate runs in threads, not processes: {exc}", StokeWarning,
-                  stacklevel=5)
+                  stacklevel=6)
 
 
 class ChannelLoader(Loader):
@@ -50,12 +50,12 @@ class ChannelLoader(Loader):
         generator copies go to a given worker."""
         if self._shutdown.pool is not None or self.closed or self.failure is not None:
             return
-        self._shutdown.pool = make_pool(self.program, self.options,
-                                        on_thread_fallback=_warn_thread_fallback, wait=False)
+        pool = make_pool(self.program, self.options, on_thread_fallback=_warn_thread_fallback,
+                         wait=False)
+        self._shutdown.pool = pool
         self._starting = True
-
-    def _pool_started(self, pool) -> None:
         if self.on_pool_started is not None:
+            # now: the workers hold the program as it was packed, at this moment
             self.on_pool_started(pool)
 
     @property

@@ -133,6 +133,9 @@ class AcceleratedSequence(Accelerated):
         self._template: ItemLayout | None = None
         self._lock = threading.RLock()
         self._closed = False
+        # the workers start now, loading the dataset (and what it imports: Keras, say) while
+        # the caller builds its model; the first batch waits only for what is left
+        self._get_loader().start()
 
     # -- public ---------------------------------------------------------------------------
     def __len__(self) -> int:
