@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -41,8 +42,16 @@ class ChannelLoader(Loader):
         super().__init__(pipeline, options)
         self.program = program
         self._probe_worker: int | None = None
-        self.on_pool_started: Callable[[Any], None] | None = None
-        self.on_layout: Callable[[], None] | None = None
+        self._on_pool_started: weakref.WeakMethod | None = None
+        self._on_layout: weakref.WeakMethod | None = None
+
+    def notify(self, on_pool_started: Callable[[Any], None],
+               on_layout: Callable[[], None]) -> None:
+        """Call these bound methods when the workers start (with the pool) and when the
+        ring's layout is known. Held weakly: the loader does not keep its owner (an
+        accelerated dataset) alive, so that dropping the owner stops the workers at once."""
+        self._on_pool_started = weakref.WeakMethod(on_pool_started)
+        self._on_layout = weakref.WeakMethod(on_layout)
 
     def start(self) -> None:
         """Start the workers without waiting for them (see :meth:`Loader.start`): a fixed
@@ -54,9 +63,10 @@ class ChannelLoader(Loader):
                          wait=False)
         self._shutdown.pool = pool
         self._starting = True
-        if self.on_pool_started is not None:
+        callback = self._on_pool_started() if self._on_pool_started is not None else None
+        if callback is not None:
             # now: the workers hold the program as it was packed, at this moment
-            self.on_pool_started(pool)
+            callback(pool)
 
     @property
     def process_workers(self) -> bool:
@@ -104,8 +114,9 @@ class ChannelLoader(Loader):
         if self._layout is not None:
             return True
         ready = super()._ensure_layout(epoch, indices)
-        if ready and self.on_layout is not None:
-            self.on_layout()
+        callback = self._on_layout() if self._on_layout is not None else None
+        if ready and callback is not None:
+            callback()
         return ready
 
     def template(self) -> ItemLayout:

@@ -237,8 +237,7 @@ class AcceleratedSequence(Accelerated):
         if self._loader is None:
             pipeline = Pipeline(self.dataset, shuffled=self.shuffle, seed=self.seed)
             loader = ChannelLoader(pipeline, self._options, _ItemProgram(self.dataset, self.seed))
-            loader.on_pool_started = self._pool_started
-            loader.on_layout = self._layout_known
+            loader.notify(self._pool_started, self._layout_known)
             self._loader = loader
         return self._loader
 
