@@ -77,6 +77,21 @@ def build_model():
     return model
 
 
+def _cpu_seconds() -> tuple[float, float]:
+    """CPU seconds so far of this process and of its live child processes."""
+    import psutil
+
+    me = psutil.Process()
+    mine = sum(me.cpu_times()[:2])
+    children = 0.0
+    for child in me.children(recursive=True):
+        try:
+            children += sum(child.cpu_times()[:2])
+        except psutil.Error:
+            pass
+    return mine, children
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--feed", choices=["naive", "stoke"], default="naive")
@@ -98,13 +113,21 @@ def main(argv=None) -> int:
                 .repeat(None).to_keras(workers=workers))
     warmup = 5
     model.fit(data, epochs=1, steps_per_epoch=warmup, verbose=0)
+    cpu_before = _cpu_seconds()
     started = time.perf_counter()
     model.fit(data, epochs=1, steps_per_epoch=args.steps, verbose=0)
     seconds = time.perf_counter() - started
+    cpu_after = _cpu_seconds()
     result = {"feed": args.feed, "images_per_s": args.steps * args.batch_size / seconds,
-              "seconds": seconds}
+              "seconds": seconds,
+              # cores used during the timed fit: this process, and its worker processes
+              "trainer_cores": (cpu_after[0] - cpu_before[0]) / seconds,
+              "worker_cores": (cpu_after[1] - cpu_before[1]) / seconds}
     if hasattr(data, "tuning"):
-        result["tuning"] = str(data.tuning())
+        tuning = data.tuning()
+        result["tuning"] = str(tuning)
+        result["workers"] = tuning.workers
+        result["executor"] = tuning.executor
     if hasattr(data, "close"):
         data.close()
     print(json.dumps(result))
