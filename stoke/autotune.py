@@ -277,7 +277,9 @@ class AutoPool:
         self._waiting_for_first = False
         kind = self.active
         try:
-            self._pools[kind].wait_ready()
+            # the first batches need one worker; the others come up meanwhile (the tuner
+            # measures nothing until they are all up)
+            self._pools[kind].wait_ready(first=True)
         except StokeError as exc:
             if kind == self.kinds[-1]:
                 raise

@@ -157,6 +157,9 @@ def who_uses_the_cores(naive: dict, fed: dict, cores: int) -> str:
                  f"{fed.get('executor', 'process')} workers {fed['worker_cores']:.1f}")
         line += (" (the tuner gave them what the trainer left)." if fed["workers"] >= cores
                  else " (the tuner measured more workers deliver no more here).")
+    others = max(naive.get("other_cores", 0.0), fed.get("other_cores", 0.0))
+    if others >= 0.25:
+        line += f" Other processes took up to {others:.1f} cores meanwhile: a busy machine."
     return line
 
 

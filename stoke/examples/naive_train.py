@@ -77,8 +77,11 @@ def build_model():
     return model
 
 
-def _cpu_seconds() -> tuple[float, float]:
-    """CPU seconds so far of this process and of its live child processes."""
+def _cpu_seconds() -> tuple[float, float, float]:
+    """CPU seconds so far of this process, of its live child processes, and of everyone on
+    the cores this process may run on (busy time)."""
+    import os
+
     import psutil
 
     me = psutil.Process()
@@ -89,7 +92,12 @@ def _cpu_seconds() -> tuple[float, float]:
             children += sum(child.cpu_times()[:2])
         except psutil.Error:
             pass
-    return mine, children
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    busy = 0.0
+    for index, times in enumerate(psutil.cpu_times(percpu=True)):
+        if allowed is None or index in allowed:
+            busy += sum(times) - times.idle - getattr(times, "iowait", 0.0)
+    return mine, children, busy
 
 
 def main(argv=None) -> int:
@@ -123,6 +131,8 @@ def main(argv=None) -> int:
               # cores used during the timed fit: this process, and its worker processes
               "trainer_cores": (cpu_after[0] - cpu_before[0]) / seconds,
               "worker_cores": (cpu_after[1] - cpu_before[1]) / seconds}
+    busy = (cpu_after[2] - cpu_before[2]) / seconds  # every process, on our cores
+    result["other_cores"] = max(0.0, busy - result["trainer_cores"] - result["worker_cores"])
     if hasattr(data, "tuning"):
         tuning = data.tuning()
         result["tuning"] = str(tuning)

@@ -207,14 +207,21 @@ class ProcessPool:
         except Exception:  # noqa: BLE001 - a worker that died early: reported by check_alive
             pass
 
-    def wait_ready(self, timeout_s: float | None = None) -> None:
-        """Block until every worker has loaded the program (for a pool started with
-        ``wait=False``); raises what a waited start would have."""
-        self._wait_ready(self.start_timeout_s if timeout_s is None else timeout_s)
+    def wait_ready(self, timeout_s: float | None = None, first: bool = False) -> None:
+        """Block until every worker (``first``: one worker) has loaded the program, for a
+        pool started with ``wait=False``; raises what a waited start would have. With
+        ``first``, the others keep loading and take tasks once they are up."""
+        self._wait_ready(self.start_timeout_s if timeout_s is None else timeout_s, first)
 
-    def _wait_ready(self, timeout_s: float) -> None:
+    def _wait_ready(self, timeout_s: float, first: bool = False) -> None:
         deadline = time.monotonic() + timeout_s
-        while not self.ready():
+
+        def done() -> bool:
+            if first:
+                return any(w.ready and w.init_done for w in self._workers)
+            return self.ready()
+
+        while not done():
             left = deadline - time.monotonic()
             if left <= 0:
                 waiting = [w for w in self._workers if not w.ready]
@@ -225,8 +232,8 @@ class ProcessPool:
             starting = {w.conn: w for w in self._workers if not w.ready}
             for conn in wait(list(starting), timeout=min(left, 0.1)):
                 self._receive(starting[conn])
-            if not starting:  # all said ready; their start-up threads are finishing
-                for worker in self._workers:
+            for worker in self._workers:  # said ready; the start-up thread is finishing
+                if worker.ready and not worker.init_done:
                     worker.starter.join(timeout=min(max(left, 0.01), 1.0))
             self.check_alive()
 
