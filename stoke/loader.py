@@ -227,17 +227,13 @@ class Loader:
             if isinstance(pool, AutoPool):
                 self._tuner = attach_tuner(pool, self.options)
             elif pool.kind == "process":
-                pool.wait_ready()
+                pool.wait_ready(first=True)  # the others take tasks once they are up
         except BaseException:
             self._shutdown.pool = None
             pool.close()
             raise
         finally:
             self._starting = False
-        self._pool_started(pool)
-
-    def _pool_started(self, pool) -> None:
-        """Called once the workers are up (a hook for subclasses)."""
 
     @property
     def executor(self) -> str:

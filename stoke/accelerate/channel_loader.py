@@ -44,6 +44,7 @@ class ChannelLoader(Loader):
         self._probe_worker: int | None = None
         self._on_pool_started: weakref.WeakMethod | None = None
         self._on_layout: weakref.WeakMethod | None = None
+        self._unanswered: dict[int, str] = {}  # messages to workers still starting: task id -> what
 
     def notify(self, on_pool_started: Callable[[Any], None],
                on_layout: Callable[[], None]) -> None:
@@ -74,7 +75,9 @@ class ChannelLoader(Loader):
 
     def send(self, update: dict, worker: int | None = None, what: str = "a message") -> None:
         """Deliver ``update`` to the program in every worker (or in ``worker``), after the
-        tasks already sent to it and before any sent later; waits until it was applied."""
+        tasks already sent to it and before any sent later; waits until the workers that
+        are up applied it. A worker still loading the program (start-up) applies it before
+        its first task; its answer is checked when it comes (an error raises then)."""
         pool = self.pool
         if pool.kind != "process":
             self.program.apply(update)  # threads and inline share the trainer's program
@@ -86,10 +89,21 @@ class ChannelLoader(Loader):
         task_ids = []
         for target in targets:
             task_id = self._new_task_id()
+            up = pool.worker_ready(target)
             send_to_worker(pool, target, control_task(task_id), ControlMessage(task_id, payload))
-            task_ids.append(task_id)
+            if up:
+                task_ids.append(task_id)
+            else:
+                self._unanswered[task_id] = what
         for task_id in task_ids:
             self._raise_if_failed(self._wait(task_id, what))
+
+    def _wait(self, task_id: int, describe: str):
+        result = super()._wait(task_id, describe)
+        for answered in [t for t in self._unanswered if t in self._results]:
+            del self._unanswered[answered]
+            self._raise_if_failed(self._results.pop(answered))
+        return result
 
     def _new_task_id(self) -> int:
         task_id = self._next_task_id

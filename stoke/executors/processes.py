@@ -189,6 +189,10 @@ class ProcessPool:
         """Has every live worker loaded the program?"""
         return all(w.ready and w.init_done for w in self._workers)
 
+    def worker_ready(self, index: int) -> bool:
+        """Has live worker ``index`` said it loaded the program?"""
+        return self._workers[index].ready
+
     def worker_pids(self) -> list[int]:
         return [w.process.pid for w in (*self._workers, *self._retiring) if not w.stopped]
 

@@ -186,3 +186,38 @@ def test_a_segfaulting_sample_under_auto_raises_worker_died(tmp_path):
                          text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 0, f"the trainer died (rc {out.returncode}): {out.stderr[-2000:]}"
     assert "WorkerDiedError" in out.stdout and "SIGSEGV" in out.stdout
+
+
+class SlowToLoadInOddWorkers:
+    """A Sequence that takes 1.5 s to unpickle in a worker whose pid is odd (so that of two
+    workers, usually one is up well before the other), and whose ``on_epoch_end`` changes
+    what ``__getitem__`` returns: the change must reach the late worker too."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int):
+        return np.full((2, 1), index + self.offset, np.float32), np.full(2, self.offset)
+
+    def on_epoch_end(self) -> None:
+        self.offset += 100
+
+    def __setstate__(self, state):
+        import os
+
+        if os.getpid() % 2:
+            time.sleep(1.5)
+        self.__dict__.update(state)
+
+
+def test_batches_start_with_the_first_worker_up_and_messages_reach_the_late_one():
+    acc = stoke.accelerate(SlowToLoadInOddWorkers(), workers=2)
+    try:
+        epochs = [[(int(x[0, 0]), int(y[0])) for x, y in acc.iter()] for _ in range(3)]
+    finally:
+        acc.close()
+    for epoch, got in enumerate(epochs):
+        assert got == [(i + 100 * epoch, 100 * epoch) for i in range(8)], epoch
