@@ -34,7 +34,7 @@ How it decides (``executor="auto"``, ``workers="auto"``):
    kept if it pays (others' share of the cores is not fixed); when a doubling gains less,
    the midpoint is tried once. Then it **backs off** when the workers
    may be taking the trainer's CPU: more workers than the cores leave room for, every core
-   busy while a trainer that waits needs half a core or more, or every core busy while a
+   busy while a trainer that waits needs 3/4 of a core or more, or every core busy while a
    trainer that does not wait runs on the CPU for less than 60 % of its step (its step
    time grew because of the workers): fewer workers are measured and kept when they deliver
    as many steps/s. So a model trained on the CPU that mostly waits leaves the workers
@@ -210,7 +210,7 @@ class TunerSettings:
     oversubscribe_below: float = 0.5  # go past the core budget only below this CPU share
     oversubscribe_factor: int = 4  # ...up to this many workers per budgeted core
     core_slack: float = 0.15  # a core counts as free for a worker from this much free CPU
-    trainer_needs_cores: float = 0.5  # a trainer using this much may lose to the workers...
+    trainer_needs_cores: float = 0.75  # a trainer using this much may lose to the workers...
     saturated_idle: float = 0.05  # ...when less than this share of the cores is idle
     starved_share: float = 0.6  # a trainer on the CPU for less of its step time lacks cores
     probe_wait: float = 0.25  # a consumer waiting this much: one more worker is measured
