@@ -217,6 +217,58 @@ class TunerSettings:
 
 
 # ======================================================================================
+# What a window measures of the machine
+# ======================================================================================
+
+
+class CpuMeter:
+    """CPU seconds of the trainer process and of worker processes, by pid, and the idle
+    seconds of the cores this process may run on: what each tuning window measures."""
+
+    def __init__(self, trainer_pid: int) -> None:
+        self.trainer_pid = trainer_pid
+        self._procs: dict[int, Any] = {}
+
+    def cpu_seconds(self, worker_pids: Iterable[int]) -> dict[int, float]:
+        """CPU seconds so far (user + system) of the trainer and of ``worker_pids``."""
+        import psutil
+
+        seconds = {}
+        for pid in (self.trainer_pid, *worker_pids):
+            try:
+                proc = self._procs.get(pid) or self._procs.setdefault(pid, psutil.Process(pid))
+                times = proc.cpu_times()
+                seconds[pid] = times.user + times.system
+            except psutil.Error:
+                self._procs.pop(pid, None)
+        return seconds
+
+    @staticmethod
+    def idle_seconds() -> float:
+        """Idle (and I/O-wait) CPU seconds so far, summed over the cores we may run on."""
+        import os
+
+        import psutil
+
+        allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        total = 0.0
+        for index, times in enumerate(psutil.cpu_times(percpu=True)):
+            if allowed is None or index in allowed:
+                total += times.idle + getattr(times, "iowait", 0.0)
+        return total
+
+    @staticmethod
+    def own_memory(worker_pids: list[int]) -> int | None:
+        """Memory of its own (USS) of the first of ``worker_pids``, or None."""
+        import psutil
+
+        try:
+            return psutil.Process(worker_pids[0]).memory_full_info().uss
+        except (psutil.Error, IndexError, AttributeError):
+            return None
+
+
+# ======================================================================================
 # The pool that can change
 # ======================================================================================
 
@@ -257,7 +309,7 @@ class AutoPool:
         self._owner: dict[int, str] = {}
         self._ring: BatchRing | None = None
         self._worker_bytes: int | None = None
-        self._cpu_procs: dict[int, Any] = {}
+        self._meter = CpuMeter(self.trainer_pid)
         self.active = ""
         self._first_workers = workers
         self._waiting_for_first = False  # started with wait=False, not yet known to be up
@@ -421,45 +473,19 @@ class AutoPool:
     def cpu_seconds(self) -> dict[int, float]:
         """CPU seconds so far of this process (``trainer_pid``) and of each process worker,
         by pid."""
-        import psutil
-
-        pids = [self.trainer_pid]
+        pids = []
         for pool in self._pools.values():
             pids += getattr(pool, "worker_pids", lambda: [])()
-        seconds = {}
-        for pid in pids:
-            try:
-                proc = self._cpu_procs.get(pid) or self._cpu_procs.setdefault(
-                    pid, psutil.Process(pid))
-                times = proc.cpu_times()
-                seconds[pid] = times.user + times.system
-            except psutil.Error:
-                self._cpu_procs.pop(pid, None)
-        return seconds
+        return self._meter.cpu_seconds(pids)
 
     def idle_seconds(self) -> float:
-        """Idle (and I/O-wait) CPU seconds so far, summed over the cores we may run on."""
-        import os
-
-        import psutil
-
-        allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-        total = 0.0
-        for index, times in enumerate(psutil.cpu_times(percpu=True)):
-            if allowed is None or index in allowed:
-                total += times.idle + getattr(times, "iowait", 0.0)
-        return total
+        return self._meter.idle_seconds()
 
     def worker_bytes(self) -> int | None:
         """Memory of its own (USS) of one process worker, measured once."""
         pool = self._pools.get("process")
         if self._worker_bytes is None and pool is not None and pool.ready():
-            import psutil
-
-            try:
-                self._worker_bytes = psutil.Process(pool.worker_pids()[0]).memory_full_info().uss
-            except (psutil.Error, IndexError, AttributeError):
-                return None
+            self._worker_bytes = self._meter.own_memory(pool.worker_pids())
         return self._worker_bytes
 
     # -- internals ----------------------------------------------------------------------
@@ -1145,9 +1171,11 @@ AUTO_EXECUTOR_WHY = (
     "thread workers only when process workers cannot run the pipeline")
 
 
-def _first_workers(options: Any, settings: TunerSettings) -> int:
+def first_workers(options: Any, settings: TunerSettings | None = None) -> int:
+    """The worker count a tuned pool starts with."""
     from stoke.loader import available_cores
 
+    settings = settings or TunerSettings()
     if options.workers != "auto":
         return options.workers
     cores = options.cpu_budget_cores or available_cores()
@@ -1163,16 +1191,27 @@ def start_pool(program: Any, options: Any, settings: TunerSettings | None = None
     be pickled or process workers cannot load it (user code in the trainer's threads could
     take the trainer down with it)."""
     kinds = ("process", "thread") if options.executor == "auto" else (options.executor,)
-    return AutoPool(program, kinds, _first_workers(options, settings or TunerSettings()),
-                    wait=False)
+    return AutoPool(program, kinds, first_workers(options, settings), wait=False)
 
 
 def attach_tuner(pool: AutoPool, options: Any, settings: TunerSettings | None = None) -> Tuner:
     """Wait until ``pool`` (from :func:`start_pool`) is up, then tune it: the worker count
     and ring depth within the cores the trainer leaves (measured) and the memory budget."""
+    pool.wait_ready()
+    tuner = make_tuner(pool.kind, options, settings)
+    if options.executor == "auto" and pool.kind == "process":
+        tuner._decide("executor", "process", AUTO_EXECUTOR_WHY)
+    tuner.attach(pool)
+    return tuner
+
+
+def make_tuner(kind: str, options: Any, settings: TunerSettings | None = None) -> Tuner:
+    """A tuner of ``kind`` workers within ``options``' budgets (cores: every core this
+    process may use unless ``cpu_budget_cores``; memory: a quarter of what is available
+    unless ``memory_budget_bytes``); attach it to a pool that runs
+    ``first_workers(options)``."""
     from stoke.loader import available_cores
 
-    pool.wait_ready()
     machine = available_cores()
     cores = options.cpu_budget_cores or machine
     budget = options.memory_budget_bytes
@@ -1181,12 +1220,8 @@ def attach_tuner(pool: AutoPool, options: Any, settings: TunerSettings | None = 
 
         budget = psutil.virtual_memory().available // 4
     fixed = None if options.workers == "auto" else options.workers
-    tuner = Tuner((pool.kind,), cores, fixed_workers=fixed, memory_budget_bytes=budget,
-                  ring_slots=options.ring_slots, settings=settings, machine_cores=machine)
-    if options.executor == "auto" and pool.kind == "process":
-        tuner._decide("executor", "process", AUTO_EXECUTOR_WHY)
-    tuner.attach(pool)
-    return tuner
+    return Tuner((kind,), cores, fixed_workers=fixed, memory_budget_bytes=budget,
+                 ring_slots=options.ring_slots, settings=settings, machine_cores=machine)
 
 
 def start_autotuned(program: Any, options: Any,

@@ -9,6 +9,7 @@ loader's work stay in ``stoke.loader``.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 import weakref
@@ -38,10 +39,13 @@ class ChannelLoader(Loader):
     task protocol (see :class:`ControlMessage`); they are what a ``pool.broadcast`` /
     ``pool.submit(task, worker=k)`` in the core would replace."""
 
-    def __init__(self, pipeline: Pipeline, options: LoaderOptions, program: Any) -> None:
+    def __init__(self, pipeline: Pipeline, options: LoaderOptions, program: Any,
+                 tuned: bool = False) -> None:
         super().__init__(pipeline, options)
         self.program = program
+        self.tuned = tuned  # process workers resized by stoke.autotune (Sequences)
         self._probe_worker: int | None = None
+        self._broadcasts: list[bytes] = []  # every message sent to all workers, in order
         self._on_pool_started: weakref.WeakMethod | None = None
         self._on_layout: weakref.WeakMethod | None = None
         self._unanswered: dict[int, str] = {}  # messages to workers still starting: task id -> what
@@ -60,7 +64,12 @@ class ChannelLoader(Loader):
         generator copies go to a given worker."""
         if self._shutdown.pool is not None or self.closed or self.failure is not None:
             return
-        pool = make_pool(self.program, self.options, on_thread_fallback=_warn_thread_fallback,
+        options = self.options
+        if self.tuned:
+            from stoke.autotune import first_workers
+
+            options = dataclasses.replace(options, workers=first_workers(options))
+        pool = make_pool(self.program, options, on_thread_fallback=_warn_thread_fallback,
                          wait=False)
         self._shutdown.pool = pool
         self._starting = True
@@ -68,6 +77,31 @@ class ChannelLoader(Loader):
         if callback is not None:
             # now: the workers hold the program as it was packed, at this moment
             callback(pool)
+
+    def _finish_start(self) -> None:
+        super()._finish_start()
+        pool = self._shutdown.pool
+        if self.tuned and pool.kind == "process":
+            import os
+
+            from stoke.accelerate.tuned_workers import TunedWorkers
+            from stoke.autotune import make_tuner
+
+            self._tuner = make_tuner("process", self.options)
+            self._tuner.attach(TunedWorkers(self, os.getpid()))
+
+    def process_pool(self):
+        """The process pool as it runs (started; for :mod:`.tuned_workers`)."""
+        return self._shutdown.pool
+
+    def replay_to(self, worker: int) -> None:
+        """Send worker ``worker`` (just added) every message sent to all workers so far, in
+        order, so that it holds the program as the others do before its first task."""
+        pool = self._shutdown.pool
+        for payload in self._broadcasts:
+            task_id = self._new_task_id()
+            send_to_worker(pool, worker, control_task(task_id), ControlMessage(task_id, payload))
+            self._unanswered[task_id] = "a message replayed to a worker added by the tuner"
 
     @property
     def process_workers(self) -> bool:
@@ -86,6 +120,8 @@ class ChannelLoader(Loader):
 
         payload = cloudpickle.dumps(update, protocol=5)
         targets = range(pool.workers) if worker is None else [worker]
+        if worker is None:
+            self._broadcasts.append(payload)
         task_ids = []
         for target in targets:
             task_id = self._new_task_id()

@@ -236,7 +236,9 @@ class AcceleratedSequence(Accelerated):
             raise StokeError("this accelerated dataset is closed; call stoke.accelerate again")
         if self._loader is None:
             pipeline = Pipeline(self.dataset, shuffled=self.shuffle, seed=self.seed)
-            loader = ChannelLoader(pipeline, self._options, _ItemProgram(self.dataset, self.seed))
+            # workers="auto": process workers tuned as to_keras' are (stoke.autotune)
+            loader = ChannelLoader(pipeline, self._options, _ItemProgram(self.dataset, self.seed),
+                                   tuned=self._options.workers == "auto")
             loader.notify(self._pool_started, self._layout_known)
             self._loader = loader
         return self._loader

@@ -221,3 +221,51 @@ def test_batches_start_with_the_first_worker_up_and_messages_reach_the_late_one(
         acc.close()
     for epoch, got in enumerate(epochs):
         assert got == [(i + 100 * epoch, 100 * epoch) for i in range(8)], epoch
+
+
+class ShiftingSequence:
+    """The first ``on_epoch_end`` changes what ``__getitem__`` returns (an offset of 100),
+    once: a worker added later must get that change although it is not sent again."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, index: int):
+        time.sleep(0.02)
+        return np.full((2, 1), index + self.offset, np.float32), np.full(2, self.offset)
+
+    def on_epoch_end(self) -> None:
+        self.offset = 100
+
+
+def test_accelerate_auto_is_tuned_and_workers_added_later_hold_the_same_state():
+    from stoke.accelerate.tuned_workers import TunedWorkers
+
+    acc = stoke.accelerate(ShiftingSequence())  # workers="auto": tuned
+    try:
+        loader = acc._get_loader()
+        loader.pool  # noqa: B018 - up, with its tuner
+        assert loader._tuner is not None and loader.tuning().tuned
+        loader._tuner.observe = lambda rows, wait_s: None  # the test resizes the pool itself
+        workers = TunedWorkers(loader, 0)
+        got, used = [], set()
+        for number in range(5):
+            epoch = []
+            for position, (x, y) in enumerate(acc.iter()):
+                epoch.append((int(x[0, 0]), int(y[0])))
+                used.update(loader.process_pool().worker_pids())
+                if position == 1 and number in (2, 4):
+                    workers.apply("process", {2: 4, 4: 2}[number])
+                if number == 2 and position >= 2:
+                    time.sleep(0.3)  # slowly: the added workers come up meanwhile
+            got.append(epoch)
+        for number, epoch in enumerate(got):
+            offset = 0 if number == 0 else 100
+            assert epoch == [(i + offset, offset) for i in range(10)], number
+        assert loader.process_pool().workers == 2
+        assert len(used) == 4  # two workers were added along the way
+    finally:
+        acc.close()
