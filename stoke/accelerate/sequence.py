@@ -186,6 +186,12 @@ class AcceleratedSequence(Accelerated):
     def worker_count(self) -> int:
         return self._get_loader().pool.workers
 
+    def tuning(self):
+        """The workers this dataset runs with and why: with ``workers="auto"``, what the
+        tuner measured (steps/s, the trainer's CPU per step, other processes' share of the
+        cores) and chose (see :class:`stoke.autotune.Tuning`)."""
+        return self._get_loader().tuning()
+
     def __repr__(self) -> str:
         where = "not started"
         if self._loader is not None and self._loader._shutdown.pool is not None:
