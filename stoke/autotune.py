@@ -214,6 +214,8 @@ class TunerSettings:
     saturated_idle: float = 0.05  # ...when less than this share of the cores is idle
     starved_share: float = 0.6  # a trainer on the CPU for less of its step time lacks cores
     probe_wait: float = 0.25  # a consumer waiting this much: one more worker is measured
+    trainer_differs: float = 2.0  # trainer CPU per step this many times another window's:
+    # that window held other work of the trainer (compilation): measured again
 
 
 # ======================================================================================
@@ -922,6 +924,15 @@ class Tuner:
             high = yield from self._measure((kind, high_count))
             if high is None:
                 break
+            if _trainer_differs(low, high, s.trainer_differs):
+                # one window held other work of the trainer: measure that setting again
+                again = high_count if _trainer_ms(high) > _trainer_ms(low) else workers
+                del self._measured[(kind, again)]
+                remeasured = yield from self._measure((kind, again))
+                if remeasured is not None and again == high_count:
+                    high = remeasured
+                elif remeasured is not None:
+                    low = remeasured
             gain = high.samples_per_s / max(low.samples_per_s, 1e-9) - 1
             if gain > s.min_gain or (self._keeps_up(high) and gain >= 0):
                 note("workers", high_count, f"{gain:+.0%} with {high_count} workers: "
@@ -1002,6 +1013,14 @@ class Tuner:
         if fewer is None:
             return None
         trial = yield from self._measure((kind, fewer))
+        if trial is not None and _trainer_differs(low, trial, self.settings.trainer_differs):
+            # the trainer itself did other work in one window (compiling, say): measure the
+            # setting whose window had it again before comparing
+            again = (kind, workers) if _trainer_ms(low) > _trainer_ms(trial) else (kind, fewer)
+            del self._measured[again]
+            remeasured = yield from self._measure(again)
+            if remeasured is not None:
+                low, trial = (remeasured, trial) if again[1] == workers else (low, remeasured)
         if trial is None or trial.steps_per_s < low.steps_per_s:
             return None
         note("workers", fewer,
@@ -1102,6 +1121,18 @@ class Tuner:
         else:
             self._idle_windows = 0
         self._open(self.clock(), _WATCH)
+
+
+def _trainer_ms(trial: Trial) -> float:
+    return trial.trainer_ms_per_step or 0.0
+
+
+def _trainer_differs(a: Trial, b: Trial, factor: float) -> bool:
+    """Did the trainer spend ``factor`` times more CPU per step in one window than in the
+    other? Its own work per step hardly depends on the workers; so much more means it did
+    something else in that window (compiling a function, say)."""
+    low, high = sorted((_trainer_ms(a), _trainer_ms(b)))
+    return low > 0 and high > factor * low
 
 
 def _starved(trial: Trial, share: float) -> bool:

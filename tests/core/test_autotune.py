@@ -335,6 +335,46 @@ def test_a_window_taken_while_the_trainer_compiled_is_looked_at_again():
     assert any(d.what == "retune" and "room" in d.why for d in report.decisions)
 
 
+class CompilingFirst(MeasuredCores):
+    """The trainer compiles during its first ``compile_batches`` steps: its CPU per step
+    is ``compile_cpu_s`` then, and the workers, crowded, make a batch in ``compile_produce_s``."""
+
+    def __init__(self, table, compile_batches, compile_cpu_s, compile_produce_s):
+        super().__init__(table)
+        self.compile_batches = compile_batches
+        self.compile_cpu_s = compile_cpu_s
+        self.compile_produce_s = compile_produce_s
+        self.steps = 0
+
+    def step(self, tuner):
+        self.steps += 1
+        if self.steps > self.compile_batches:
+            return super().step(tuner)
+        produce_s = self.compile_produce_s
+        spent = max(produce_s, self.compile_cpu_s)
+        self.now += spent
+        self.trainer_cpu += self.compile_cpu_s
+        self.cpu += self.cores * spent - self.compile_cpu_s
+        if self._starting:
+            self._starting -= 1
+        tuner.observe(self.batch, max(0.0, produce_s - self.compile_cpu_s))
+
+
+def test_a_window_where_the_trainer_compiled_is_measured_again_before_backing_off():
+    # 2 workers deliver more (18 ms a batch against 28), but the first windows of 2
+    # workers fall while the trainer compiles (70 ms of its CPU a step, the workers
+    # crowded: 80 ms a batch): 1 worker looks better until 2 are measured again
+    sim = CompilingFirst({2: (0.018, 0.012, 0.012), 1: (0.028, 0.012, 0.012)},
+                         compile_batches=20, compile_cpu_s=0.070, compile_produce_s=0.080)
+    tuner = tune(sim, kinds=("process",), batches=0)
+    while not tuner.report().settled:
+        sim.step(tuner)
+    report = tuner.report()
+    assert report.workers == 2
+    assert not any(d.what == "retune" for d in report.decisions)  # right the first time
+    assert [t.workers for t in report.trials] == [2, 2, 1, 2]  # 2 was measured again
+
+
 def test_fewer_workers_that_deliver_less_are_not_kept():
     sim = MeasuredCores({2: (0.030, 0.025, 0.025), 1: (0.045, 0.012, 0.012)})
     report = tune(sim, kinds=("process",)).report()
