@@ -51,7 +51,9 @@ How it decides (``executor="auto"``, ``workers="auto"``):
 
 A window opens only after a change has taken effect (new workers up, old tasks drained)
 and as many batches as the ring holds have passed, so it measures the new setting alone.
-The very first window is recorded but not judged: it often holds the model's compilation.
+The very first window is recorded but not judged: it often holds the model's compilation;
+and two windows whose trainer CPU per step differs twice or more are not compared (the
+trainer did other work in one of them): that one is measured again.
 Windows in which the consumer hardly waited say that the input keeps up, not how fast it
 could go: the search stops climbing there and resumes when the consumer waits again.
 """
