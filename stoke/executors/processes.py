@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -49,6 +50,7 @@ class _Worker:
         env = dict(os.environ)
         for key, value in ONE_THREAD_ENV.items():
             env.setdefault(key, value)
+        env["STOKE_LOAD_SLOT"] = pool.load_slot(index)
         package_root = os.path.dirname(os.path.dirname(os.path.abspath(stoke.__file__)))
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (package_root, env.get("PYTHONPATH", "")) if p
@@ -152,6 +154,19 @@ class ProcessPool:
         self._next_index = 0
         self._started_at = time.monotonic()
         self._closed = False
+        # start-up slots: at most (cores - 1) workers load the program at once (see
+        # worker._take_load_slot); the trainer keeps a core for its own set-up meanwhile.
+        # Each slot is an unnamed file (nothing on disk to clean up) that a worker opens
+        # anew through /proc, so that its lock is its own.
+        from stoke.loader import available_cores
+
+        self._slot_fds: list[int] = []
+        try:
+            for _ in range(max(1, available_cores() - 1)):
+                self._slot_fds.append(os.open(tempfile.gettempdir(),
+                                              os.O_TMPFILE | os.O_RDWR, 0o600))
+        except (AttributeError, OSError):  # no O_TMPFILE here: workers load at once
+            self._close_slots()
         try:
             self.add_workers(workers)
             if wait:
@@ -163,6 +178,17 @@ class ProcessPool:
     @property
     def workers(self) -> int:
         return len(self._workers)
+
+    def load_slot(self, index: int) -> str:
+        """The lock file worker ``index`` holds while it loads the program ("": none)."""
+        if not self._slot_fds:
+            return ""
+        return f"/proc/{os.getpid()}/fd/{self._slot_fds[index % len(self._slot_fds)]}"
+
+    def _close_slots(self) -> None:
+        fds, self._slot_fds = self._slot_fds, []
+        for fd in fds:
+            os.close(fd)
 
     # -- starting and resizing ----------------------------------------------------------
     def add_workers(self, count: int) -> None:
@@ -342,5 +368,6 @@ class ProcessPool:
             worker.starter.join(timeout=5.0)
             worker.close_handles()
         self._workers, self._retiring = [], []
+        self._close_slots()
         if self._owns_packed:
             self.packed.close()
