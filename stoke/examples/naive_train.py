@@ -81,12 +81,14 @@ def _cpu_seconds() -> tuple[float, float, float]:
     """CPU seconds so far of this process, of its live child processes, and of everyone on
     the cores this process may run on (busy time)."""
     import os
+    import resource
 
     import psutil
 
     me = psutil.Process()
     mine = sum(me.cpu_times()[:2])
-    children = 0.0
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)  # workers that already exited
+    children = reaped.ru_utime + reaped.ru_stime
     for child in me.children(recursive=True):
         try:
             children += sum(child.cpu_times()[:2])
