@@ -23,12 +23,16 @@ touches one value per batch. Per setting, the median over rounds of:
   short run sees.
 
 The first two batches of every visit are checksummed against ``inline``'s: tuning must not
-change the data (``same_data``). Results: ``benchmarks/results/autotune-TAG.json``;
+change the data (``same_data``). With ``--fit-backends jax,torch``, also a model trained on the CPU inside ``model.fit``
+(``run_fit_workload``): ``to_keras(workers="auto")`` against the sweep of fixed process
+worker counts (1..cores+1), images/s of the timed fit. Results:
+``benchmarks/results/autotune-TAG.json``;
 ``--plot`` also draws ``autotune-TAG.png`` (``--plot-only FILE...`` redraws saved runs).
 
     python benchmarks/autotune.py --quick --tag dev                 # a smoke run
     python benchmarks/autotune.py --tag 2core                       # every workload, 2 rounds
     python benchmarks/autotune.py --workloads jpeg --tag h100-jpeg  # one workload per run
+    python benchmarks/autotune.py --workloads "" --fit-backends jax,torch --tag 2core-fit
     python benchmarks/autotune.py --plot-only benchmarks/results/autotune-h100-*.json \
         --out benchmarks/results/autotune-h100.png                  # one plot of several runs
 """
@@ -325,6 +329,62 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+# -- a model trained on the CPU, in fit ---------------------------------------------------
+def run_fit_workload(backend: str, args, log: Callable[[str], None]) -> dict[str, Any]:
+    """``model.fit`` of the demo's CNN on the CPU, fed by ``to_keras`` (the demo's JPEG
+    decode + augment): ``workers="auto"`` against every fixed process worker count (the
+    sweep), each visit a fresh ``python -m stoke.examples.naive_train`` (one backend per
+    process; a warm-up fit, then ``--fit-steps`` timed steps), interleaved over rounds. The
+    trainer and the workers share the cores: this is what the core budget is for."""
+    import subprocess
+
+    counts = sorted(set(args.worker_counts) | {args.cores + 1})
+    settings = [("process", n) for n in counts] + [("auto", "auto")]
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(HERE.parent),
+                                                     os.environ.get("PYTHONPATH", "")) if p)}
+    rounds: dict[str, list[dict[str, Any]]] = {_label(s): [] for s in settings}
+    errors: dict[str, str] = {}
+    started = time.time()
+    for round_index, (executor, workers) in interleaved(settings, args.rounds):
+        label = _label((executor, workers))
+        command = [sys.executable, "-m", "stoke.examples.naive_train", "--feed", "stoke",
+                   "--steps", str(args.fit_steps), "--workers", str(workers)]
+        out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+        if out.returncode != 0:
+            errors[label] = out.stderr.strip().splitlines()[-1][:300] if out.stderr else "?"
+            log(f"  fit-cpu-{backend} {label:<12} FAILED: {errors[label]}")
+            continue
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        rounds[label].append(result)
+        chose = f"  -> {result['executor']} x {result['workers']}" if executor == "auto" else ""
+        log(f"  fit-cpu-{backend} round {round_index + 1}/{args.rounds}  {label:<12} "
+            f"{result['images_per_s']:>8,.0f} images/s{chose}")
+    rows = []
+    for executor, workers in settings:
+        label = _label((executor, workers))
+        visits = rounds[label]
+        if not visits:
+            rows.append({"name": label, "executor": executor, "workers": workers,
+                         "status": "failed", "note": errors.get(label, "")})
+            continue
+        rate = statistics.median(v["images_per_s"] for v in visits)
+        row = {"name": label, "executor": executor, "workers": workers, "status": "ok",
+               "samples_per_s": rate, "samples_per_s_rounds": [v["images_per_s"] for v in visits],
+               "early_samples_per_s": rate, "startup_s": 0.0,
+               "cpu_cores": statistics.median(v["trainer_cores"] + v["worker_cores"]
+                                              for v in visits),
+               "trainer_cores": statistics.median(v["trainer_cores"] for v in visits)}
+        if executor == "auto":
+            row.update(chose=[f"{v['executor']} x {v['workers']}" for v in visits],
+                       settled_after_s=[None for _ in visits], tuning=[v["tuning"] for v in visits])
+        rows.append(row)
+    return {"workload": f"fit-cpu-{backend}",
+            "description": f"model.fit on the CPU ({backend}), the demo's CNN fed by to_keras",
+            "batch_size": 32, "rows": rows, "summary": summarise(rows),
+            "duration_s": round(time.time() - started, 1)}
+
+
 # -- report -------------------------------------------------------------------------------
 def print_workload(result: dict[str, Any]) -> None:
     summary = result["summary"]
@@ -414,6 +474,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--files", type=int, default=512, help="jpeg: distinct files")
     parser.add_argument("--arrays", type=int, default=512, help="large-arrays: distinct images")
     parser.add_argument("--data-dir", default=None, help="where the JPEGs are cached")
+    parser.add_argument("--fit-backends", default="",
+                        help="also the fit-on-CPU rows for these Keras backends (jax,torch)")
+    parser.add_argument("--fit-steps", type=int, default=None,
+                        help="timed fit steps per visit (default 200; --quick: 80)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: 1 round, short windows, workers 1 and the cores")
     parser.add_argument("--tag", default=None, help="results go to autotune-TAG.json")
@@ -432,6 +496,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.worker_counts = sorted({int(w) for w in args.workers.split(",")})
     else:
         args.worker_counts = sorted({1, cores}) if args.quick else list(range(1, cores + 1))
+    args.fit_steps = args.fit_steps or (80 if args.quick else 200)
+    args.fit_backend_names = [b.strip() for b in args.fit_backends.split(",") if b.strip()]
     names = [w.strip() for w in args.workloads.split(",") if w.strip()]
     unknown = [w for w in names if w not in WORKLOADS]
     if unknown:
@@ -462,6 +528,10 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in args.workload_names:
         result = run_workload(WORKLOADS[name], settings, args, print)
+        print_workload(result)
+        results.append(result)
+    for backend in args.fit_backend_names:
+        result = run_fit_workload(backend, args, print)
         print_workload(result)
         results.append(result)
     machine["loadavg_end"] = common.load_average()

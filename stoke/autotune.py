@@ -18,17 +18,27 @@ depend on (seed, epoch, index) only.
 
 How it decides (``executor="auto"``, ``workers="auto"``):
 
-1. **Executor.** Process workers start first (2, or 1 on a one-core budget) and feed the
-   first batches; idle thread workers wait beside them. Each kind gets a measured window
-   with the same worker count (never while a pool is still booting: that takes CPU), and a
-   second one each when they come within 15 % (a close call on a noisy machine). The
-   faster wins; within 5 % processes win, since thread workers share the trainer's GIL. A
-   pipeline that cannot be pickled, or whose process workers cannot load it, runs in threads.
-2. **Workers.** From 2 (or 1), double while the delivered rate grows by >= 5 % and the
-   consumer still waits; when a doubling gains less, try the midpoint once. The CPU budget
-   (``cpu_budget_cores``: every core for ``pipe.iter``, all but one for ``to_keras``) caps
-   the count, unless the workers leave most of it idle (sleeping, waiting on I/O). The
-   losing executor is tried again at the chosen count, and climbs too if it comes close.
+1. **Executor.** ``executor="auto"`` runs process workers: user code apart from the
+   trainer, so that a sample that crashes (a segfault in a C extension) raises
+   ``WorkerDiedError`` instead of killing the training. A pipeline that cannot be pickled,
+   or whose process workers cannot load it, runs in threads. (Given both kinds, as the
+   tests do, the tuner can also compare them: each gets a measured window with the same
+   worker count, a second one each within 15 %; within 5 % processes win.)
+2. **Workers, by the cores the trainer leaves.** Each window measures the trainer
+   process's own CPU time per step, the workers', and what other processes take of the
+   cores this process may run on. From 2 (or 1), the count doubles while the delivered
+   rate (steps/s of the consumer) grows by >= 5 % and the consumer still waits, up to the
+   cores left after the trainer and the others (``cpu_budget_cores`` caps it further),
+   unless the workers leave most of the cores idle (sleeping, waiting on I/O); past that
+   room, while the consumer waits 25 % or more, one more worker at a time is measured and
+   kept if it pays (others' share of the cores is not fixed); when a doubling gains less,
+   the midpoint is tried once. Then it **backs off** when the workers
+   may be taking the trainer's CPU: more workers than the cores leave room for, every core
+   busy while a trainer that waits needs 3/4 of a core or more, or every core busy while a
+   trainer that does not wait runs on the CPU for less than 60 % of its step (its step
+   time grew because of the workers): fewer workers are measured and kept when they deliver
+   as many steps/s. So a model trained on the CPU that mostly waits leaves the workers
+   every core, and one that needs its cores gets them back.
 3. **Ring depth.** 2 x workers + 2 slots in rotation; more when deliveries fall below what
    the workers make while the consumer waits (an uneven consumer). The ring is allocated
    once, within ``memory_budget_bytes``; slots beyond the depth are never touched. Process
@@ -41,6 +51,9 @@ How it decides (``executor="auto"``, ``workers="auto"``):
 
 A window opens only after a change has taken effect (new workers up, old tasks drained)
 and as many batches as the ring holds have passed, so it measures the new setting alone.
+The very first window is recorded but not judged: it often holds the model's compilation;
+and two windows whose trainer CPU per step differs twice or more are not compared (the
+trainer did other work in one of them): that one is measured again.
 Windows in which the consumer hardly waited say that the input keeps up, not how fast it
 could go: the search stops climbing there and resumes when the consumer waits again.
 """
@@ -84,11 +97,34 @@ class Trial:
     seconds: float
     batches: int
     at_s: float  # since tuning began
+    trainer_cores: float | None = None  # the trainer process's own CPU seconds per second
+    other_cores: float | None = None  # CPU taken by other processes on our cores, per second
+
+    @property
+    def steps_per_s(self) -> float:
+        """Batches delivered per second: the steps per second of the training it feeds."""
+        return self.batches / self.seconds
+
+    @property
+    def trainer_ms_per_step(self) -> float | None:
+        """The trainer's own CPU time per delivered batch (process workers only)."""
+        if self.trainer_cores is None or not self.batches:
+            return None
+        return 1000 * self.trainer_cores * self.seconds / self.batches
 
     def describe(self) -> str:
-        cpu = f", {self.cpu_cores:.1f} cores busy" if self.cpu_cores is not None else ""
-        return (f"{self.executor} x {self.workers}: {self.samples_per_s:,.0f} samples/s, "
-                f"consumer waited {self.consumer_wait:.0%}{cpu}")
+        cpu = ""
+        if self.trainer_cores is not None and self.cpu_cores is not None:
+            cpu = (f"; cores: trainer {self.trainer_cores:.1f} "
+                   f"({self.trainer_ms_per_step:.1f} ms of CPU per step), workers "
+                   f"{max(0.0, self.cpu_cores - self.trainer_cores):.1f}")
+            if self.other_cores is not None:
+                cpu += f", other processes {self.other_cores:.1f}"
+        elif self.cpu_cores is not None:
+            cpu = f", {self.cpu_cores:.1f} cores busy"
+        return (f"{self.executor} x {self.workers}: {self.steps_per_s:,.1f} steps/s "
+                f"({self.samples_per_s:,.0f} samples/s), consumer waited "
+                f"{self.consumer_wait:.0%}{cpu}")
 
 
 @dataclass(frozen=True)
@@ -175,6 +211,65 @@ class TunerSettings:
     drift: float = 0.25  # the workers' rate moved this much: measure again
     oversubscribe_below: float = 0.5  # go past the core budget only below this CPU share
     oversubscribe_factor: int = 4  # ...up to this many workers per budgeted core
+    core_slack: float = 0.15  # a core counts as free for a worker from this much free CPU
+    trainer_needs_cores: float = 0.75  # a trainer using this much may lose to the workers...
+    saturated_idle: float = 0.05  # ...when less than this share of the cores is idle
+    starved_share: float = 0.6  # a trainer on the CPU for less of its step time lacks cores
+    probe_wait: float = 0.25  # a consumer waiting this much: one more worker is measured
+    trainer_differs: float = 2.0  # trainer CPU per step this many times another window's:
+    # that window held other work of the trainer (compilation): measured again
+
+
+# ======================================================================================
+# What a window measures of the machine
+# ======================================================================================
+
+
+class CpuMeter:
+    """CPU seconds of the trainer process and of worker processes, by pid, and the idle
+    seconds of the cores this process may run on: what each tuning window measures."""
+
+    def __init__(self, trainer_pid: int) -> None:
+        self.trainer_pid = trainer_pid
+        self._procs: dict[int, Any] = {}
+
+    def cpu_seconds(self, worker_pids: Iterable[int]) -> dict[int, float]:
+        """CPU seconds so far (user + system) of the trainer and of ``worker_pids``."""
+        import psutil
+
+        seconds = {}
+        for pid in (self.trainer_pid, *worker_pids):
+            try:
+                proc = self._procs.get(pid) or self._procs.setdefault(pid, psutil.Process(pid))
+                times = proc.cpu_times()
+                seconds[pid] = times.user + times.system
+            except psutil.Error:
+                self._procs.pop(pid, None)
+        return seconds
+
+    @staticmethod
+    def idle_seconds() -> float:
+        """Idle (and I/O-wait) CPU seconds so far, summed over the cores we may run on."""
+        import os
+
+        import psutil
+
+        allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        total = 0.0
+        for index, times in enumerate(psutil.cpu_times(percpu=True)):
+            if allowed is None or index in allowed:
+                total += times.idle + getattr(times, "iowait", 0.0)
+        return total
+
+    @staticmethod
+    def own_memory(worker_pids: list[int]) -> int | None:
+        """Memory of its own (USS) of the first of ``worker_pids``, or None."""
+        import psutil
+
+        try:
+            return psutil.Process(worker_pids[0]).memory_full_info().uss
+        except (psutil.Error, IndexError, AttributeError):
+            return None
 
 
 # ======================================================================================
@@ -195,9 +290,13 @@ class AutoPool:
 
     shared_ring = True
 
-    def __init__(self, program: Any, kinds: Iterable[str], workers: int) -> None:
+    def __init__(self, program: Any, kinds: Iterable[str], workers: int,
+                 wait: bool = True) -> None:
+        import os
+
         self.program = program
         self.kinds = tuple(kinds)
+        self.trainer_pid = os.getpid()  # this process: the consumer, and thread workers
         self.unavailable: dict[str, str] = {}  # kind -> why it cannot run
         self._packed = None
         if "process" in self.kinds:
@@ -214,22 +313,52 @@ class AutoPool:
         self._owner: dict[int, str] = {}
         self._ring: BatchRing | None = None
         self._worker_bytes: int | None = None
-        self._cpu_procs: dict[int, Any] = {}
+        self._meter = CpuMeter(self.trainer_pid)
         self.active = ""
+        self._first_workers = workers
+        self._waiting_for_first = False  # started with wait=False, not yet known to be up
         try:
-            self._start_first(workers)
+            self._start_first(workers, wait)
         except BaseException:
             self.close()
             raise
         self.target: Config = (self.active, workers)
 
-    def _start_first(self, workers: int) -> None:
+    def wait_ready(self) -> None:
+        """Wait until the first pool, started with ``wait=False``, has its workers up (they
+        loaded the pipeline in the background meanwhile); if process workers cannot load
+        it, go on with the next kind (threads), as a waited start would have."""
+        if not self._waiting_for_first:
+            return
+        self._waiting_for_first = False
+        kind = self.active
+        try:
+            # the first batches need one worker; the others come up meanwhile (the tuner
+            # measures nothing until they are all up)
+            self._pools[kind].wait_ready(first=True)
+        except StokeError as exc:
+            if kind == self.kinds[-1]:
+                raise
+            log.debug("stoke: %s workers could not start: %s", kind, exc)
+            self.unavailable[kind] = f"{kind} workers could not start: {exc}"
+            self._pools.pop(kind).close()
+            self._outstanding.pop(kind, None)
+            self._start_first(self._first_workers, wait=True)
+            self.target = (self.active, self._first_workers)
+
+    def _start_first(self, workers: int, wait: bool = True) -> None:
         """Start the first kind that can run (waiting until its workers are up, so that
-        errors surface here); process workers that cannot load the pipeline leave it to
-        threads when those are allowed."""
+        errors surface here, unless ``wait`` is False: then :meth:`wait_ready` does);
+        process workers that cannot load the pipeline leave it to threads when those are
+        allowed."""
         for kind in self.kinds:
             if kind in self.unavailable:
                 continue
+            if not wait and kind == "process":
+                self._pools[kind] = self._start(kind, workers, wait=False)
+                self.active = kind
+                self._waiting_for_first = True
+                return
             try:
                 self._pools[kind] = self._start(kind, workers, wait=True)
             except StokeError as exc:
@@ -350,48 +479,21 @@ class AutoPool:
             self._pools.pop(kind).close()
 
     def cpu_seconds(self) -> dict[int, float]:
-        """CPU seconds so far of this process and of each process worker, by pid."""
-        import os
-
-        import psutil
-
-        pids = [os.getpid()]
+        """CPU seconds so far of this process (``trainer_pid``) and of each process worker,
+        by pid."""
+        pids = []
         for pool in self._pools.values():
             pids += getattr(pool, "worker_pids", lambda: [])()
-        seconds = {}
-        for pid in pids:
-            try:
-                proc = self._cpu_procs.get(pid) or self._cpu_procs.setdefault(
-                    pid, psutil.Process(pid))
-                times = proc.cpu_times()
-                seconds[pid] = times.user + times.system
-            except psutil.Error:
-                self._cpu_procs.pop(pid, None)
-        return seconds
+        return self._meter.cpu_seconds(pids)
 
     def idle_seconds(self) -> float:
-        """Idle (and I/O-wait) CPU seconds so far, summed over the cores we may run on."""
-        import os
-
-        import psutil
-
-        allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-        total = 0.0
-        for index, times in enumerate(psutil.cpu_times(percpu=True)):
-            if allowed is None or index in allowed:
-                total += times.idle + getattr(times, "iowait", 0.0)
-        return total
+        return self._meter.idle_seconds()
 
     def worker_bytes(self) -> int | None:
         """Memory of its own (USS) of one process worker, measured once."""
         pool = self._pools.get("process")
         if self._worker_bytes is None and pool is not None and pool.ready():
-            import psutil
-
-            try:
-                self._worker_bytes = psutil.Process(pool.worker_pids()[0]).memory_full_info().uss
-            except (psutil.Error, IndexError, AttributeError):
-                return None
+            self._worker_bytes = self._meter.own_memory(pool.worker_pids())
         return self._worker_bytes
 
     # -- internals ----------------------------------------------------------------------
@@ -470,9 +572,12 @@ class Tuner:
     def __init__(self, kinds: Iterable[str], cpu_budget_cores: int, *,
                  fixed_workers: int | None = None, memory_budget_bytes: int | None = None,
                  ring_slots: int | None = None, settings: TunerSettings | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 machine_cores: int | None = None) -> None:
         self.kinds = tuple(kinds)
         self.cpu_budget_cores = max(1, int(cpu_budget_cores))
+        # the cores this process may run on (trainer, workers and everyone else share them)
+        self.machine_cores = max(self.cpu_budget_cores, int(machine_cores or 0))
         self.fixed_workers = fixed_workers
         self.memory_budget_bytes = memory_budget_bytes
         self.ring_slots_option = ring_slots
@@ -499,6 +604,8 @@ class Tuner:
         self._idle_windows = 0
         self._deepened = False
         self._noted: set[str] = set()  # unavailable kinds already explained
+        self._room_checked = False  # settled below the cores' room and looked again once
+        self._first_window_done = False
         self._kinds_told_apart = len(self.kinds) == 1
 
     # -- set-up -------------------------------------------------------------------------
@@ -506,7 +613,7 @@ class Tuner:
         """Start with ``pool``, already running the first kind it could (``pool.kind``)."""
         self.pool = pool
         self.config = (getattr(pool, "kind", self.config[0]) or self.config[0], self.config[1])
-        if len(self.kinds) > 1:
+        if len(self.kinds) > 1 or self.config[0] not in pool.unavailable:
             for kind, why in pool.unavailable.items():
                 self._noted.add(kind)
                 self._decide("executor", self.config[0], f"not {kind}: {why}")
@@ -567,7 +674,14 @@ class Tuner:
         if self._phase == _MEASURE:
             if (elapsed >= self.settings.window_s
                     and window.batches >= max(self.settings.window_batches, self.config[1])):
-                self._advance(self._close(now))
+                trial = self._close(now)
+                if not self._first_window_done:
+                    # the first window of a loader's life often holds the trainer's own
+                    # start (compiling the model): kept in the record, not judged on
+                    self._first_window_done = True
+                    self._open(now, _MEASURE)
+                    return
+                self._advance(trial)
         elif elapsed >= self._watch_s and window.batches >= 2 * max(self.depth, 1):
             self._watch(self._close(now))
 
@@ -601,8 +715,17 @@ class Tuner:
         if window.idle is not None and idle is not None:
             idle_cores = max(0.0, idle - window.idle) / seconds
         kind, workers = self.config
+        trainer_cores = other_cores = None
+        trainer = getattr(self.pool, "trainer_pid", None)
+        if (kind == "process" and cpu_cores is not None and trainer is not None
+                and trainer in end and trainer in window.cpu):
+            # process workers: the trainer process's CPU is the trainer's own work
+            trainer_cores = max(0.0, end[trainer] - window.cpu[trainer]) / seconds
+        if cpu_cores is not None and idle_cores is not None:
+            other_cores = max(0.0, self.machine_cores - idle_cores - cpu_cores)
         trial = Trial(kind, workers, window.rows / seconds, min(1.0, window.wait_s / seconds),
-                      cpu_cores, idle_cores, seconds, window.batches, round(now - self._t0, 3))
+                      cpu_cores, idle_cores, seconds, window.batches, round(now - self._t0, 3),
+                      trainer_cores, other_cores)
         self.trials.append(trial)
         del self.trials[:-MAX_TRIALS_KEPT]
         log.debug("stoke: measured %s over %.2f s", trial.describe(), seconds)
@@ -788,16 +911,34 @@ class Tuner:
             if self.fixed_workers is not None:
                 break
             if self._keeps_up(low):
-                note("workers", workers, f"the input keeps up: {low.describe()}", **_numbers(low))
+                better = yield from self._back_off(kind, workers, low, note)
+                if better is None:
+                    note("workers", workers, f"the input keeps up: {low.describe()}",
+                         **_numbers(low))
+                    break
+                workers, low = better
                 break
             high_count = self._next_count(kind, workers, low)
             if high_count is None:
-                note("workers", workers, f"at the budget ({self._budget_words(kind)}): "
-                     f"{low.describe()}", **_numbers(low))
+                better = yield from self._back_off(kind, workers, low, note)
+                if better is None:
+                    note("workers", workers, f"at the budget ({self._budget_words(kind, low)}): "
+                         f"{low.describe()}", **_numbers(low))
+                    break
+                workers, low = better
                 break
             high = yield from self._measure((kind, high_count))
             if high is None:
                 break
+            if _trainer_differs(low, high, s.trainer_differs):
+                # one window held other work of the trainer: measure that setting again
+                again = high_count if _trainer_ms(high) > _trainer_ms(low) else workers
+                del self._measured[(kind, again)]
+                remeasured = yield from self._measure((kind, again))
+                if remeasured is not None and again == high_count:
+                    high = remeasured
+                elif remeasured is not None:
+                    low = remeasured
             gain = high.samples_per_s / max(low.samples_per_s, 1e-9) - 1
             if gain > s.min_gain or (self._keeps_up(high) and gain >= 0):
                 note("workers", high_count, f"{gain:+.0%} with {high_count} workers: "
@@ -838,11 +979,72 @@ class Tuner:
                 most = min(most, max(1, left // per_worker))
         return most
 
+    def _worker_ceiling(self, trial: Trial) -> int:
+        """Workers the cores leave room for: the CPU budget, less what the trainer process
+        and other processes took in ``trial`` (measured with process workers; a thread
+        worker's CPU cannot be told from the trainer's, so then the budget alone)."""
+        if trial.trainer_cores is None:
+            return self.cpu_budget_cores
+        free = self.machine_cores - trial.trainer_cores - (trial.other_cores or 0.0)
+        return max(1, min(self.cpu_budget_cores, math.ceil(free - self.settings.core_slack)))
+
+    def _fewer(self, workers: int, trial: Trial) -> int | None:
+        """A smaller worker count worth measuring, when the trainer may be losing CPU to
+        the workers: more workers than the cores leave room for; or every core busy while
+        the trainer waits for input and needs a good share of a core; or every core busy
+        while the trainer, which does not wait, gets less CPU than its steps take (its
+        step time grew because the workers took its cores)."""
+        s = self.settings
+        if workers <= 1 or self.fixed_workers is not None or trial.trainer_cores is None:
+            return None
+        waits = not self._keeps_up(trial)
+        saturated = (trial.idle_cores is not None
+                     and trial.idle_cores < s.saturated_idle * self.machine_cores)
+        ceiling = self._worker_ceiling(trial)
+        if waits and ceiling < workers:
+            fewer = ceiling
+        elif saturated and waits and trial.trainer_cores >= s.trainer_needs_cores:
+            fewer = workers - 1
+        elif saturated and not waits and _starved(trial, s.starved_share):
+            fewer = max(ceiling, workers // 2) if ceiling < workers else workers - 1
+        else:
+            return None
+        return None if (trial.executor, fewer) in self._measured else fewer
+
+    def _back_off(self, kind: str, workers: int, low: Trial, note: Callable[..., None]
+                  ) -> Generator[Config, Trial | None, tuple[int, Trial] | None]:
+        """Measure fewer workers when :meth:`_fewer` says the trainer may be losing to
+        them; returns (workers, trial) when fewer deliver at least as many steps/s."""
+        fewer = self._fewer(workers, low)
+        if fewer is None:
+            return None
+        trial = yield from self._measure((kind, fewer))
+        if trial is not None and _trainer_differs(low, trial, self.settings.trainer_differs):
+            # the trainer itself did other work in one window (compiling, say): measure the
+            # setting whose window had it again before comparing
+            again = (kind, workers) if _trainer_ms(low) > _trainer_ms(trial) else (kind, fewer)
+            del self._measured[again]
+            remeasured = yield from self._measure(again)
+            if remeasured is not None:
+                low, trial = (remeasured, trial) if again[1] == workers else (low, remeasured)
+        if trial is None or trial.steps_per_s < low.steps_per_s:
+            return None
+        note("workers", fewer,
+             f"{fewer} deliver as many steps/s or more than {workers}: the trainer shares the "
+             f"cores ({self._budget_words(kind, low)}): {trial.describe()}; {low.describe()}",
+             **_numbers(trial))
+        return fewer, trial
+
     def _next_count(self, kind: str, workers: int, low: Trial) -> int | None:
         most = self._max_workers(kind)
-        cores = self.cpu_budget_cores
+        cores = self._worker_ceiling(low)
         if workers < cores:
             nxt = min(2 * workers, cores, most)
+        elif (low.consumer_wait >= self.settings.probe_wait
+              and workers < min(self.cpu_budget_cores, most)):
+            # no room by the measured shares, but the consumer waits: other processes'
+            # share is not fixed, so one more worker is measured (kept only if it pays)
+            nxt = workers + 1
         elif (low.cpu_cores is not None and low.idle_cores is not None
               and low.cpu_cores < self.settings.oversubscribe_below * cores
               and low.idle_cores > self.settings.oversubscribe_below * cores):
@@ -852,8 +1054,15 @@ class Tuner:
             return None
         return nxt if nxt > workers else None
 
-    def _budget_words(self, kind: str) -> str:
+    def _budget_words(self, kind: str, trial: Trial | None = None) -> str:
         words = f"{self.cpu_budget_cores} cores"
+        if trial is not None and trial.trainer_cores is not None:
+            others = trial.other_cores or 0.0
+            words = (f"{self.machine_cores} cores, of which the trainer took "
+                     f"{trial.trainer_cores:.1f} and other processes {others:.1f}: room for "
+                     f"{self._worker_ceiling(trial)} worker(s)")
+            if self.cpu_budget_cores < self.machine_cores:
+                words += f" within cpu_budget_cores={self.cpu_budget_cores}"
         if self.capacity:
             words += f", {self.capacity} ring slots"
         if kind == "process" and self.pool is not None and self.pool.worker_bytes():
@@ -870,6 +1079,16 @@ class Tuner:
             if made is None:
                 self._retune(f"the consumer now waits {trial.consumer_wait:.0%} of the time",
                              trial, executors_too=False)
+                return
+            if (not self._room_checked and self.fixed_workers is None
+                    and trial.consumer_wait >= s.probe_wait
+                    and workers < min(self.cpu_budget_cores, self._max_workers(kind))):
+                # the setting was chosen on windows where the trainer took more (compiling,
+                # say) or others did: look again, once, while the consumer waits
+                self._room_checked = True
+                self._retune(f"the consumer waits {trial.consumer_wait:.0%} of the time below "
+                             f"the core budget: looking again for room "
+                             f"({self._budget_words(kind, trial)})", trial, executors_too=False)
                 return
             ratio = trial.samples_per_s / max(made.samples_per_s, 1e-9)
             if ratio < 1 - s.drift and self.depth < self.capacity and not self._deepened:
@@ -888,6 +1107,7 @@ class Tuner:
             else:
                 self._watch_s = min(2 * self._watch_s, s.monitor_max_s)
         elif trial.consumer_wait <= s.idle_wait:
+            self._room_checked = False  # the consumer keeps up: room may be looked for again
             self._idle_windows += 1
             if (self._idle_windows >= s.shrink_after_windows and made is not None
                     and workers > 1 and self.fixed_workers is None):
@@ -909,6 +1129,26 @@ class Tuner:
         self._open(self.clock(), _WATCH)
 
 
+def _trainer_ms(trial: Trial) -> float:
+    return trial.trainer_ms_per_step or 0.0
+
+
+def _trainer_differs(a: Trial, b: Trial, factor: float) -> bool:
+    """Did the trainer spend ``factor`` times more CPU per step in one window than in the
+    other? Its own work per step hardly depends on the workers; so much more means it did
+    something else in that window (compiling a function, say)."""
+    low, high = sorted((_trainer_ms(a), _trainer_ms(b)))
+    return low > 0 and high > factor * low
+
+
+def _starved(trial: Trial, share: float) -> bool:
+    """Did the trainer run on the CPU for less than ``share`` of the time it spent on its
+    steps (not waiting for input)? Then it was ready to run but had no core."""
+    busy_s = trial.seconds * (1 - trial.consumer_wait)
+    return (trial.trainer_cores is not None and busy_s > 0
+            and trial.trainer_cores * trial.seconds < share * busy_s)
+
+
 def _combine(a: Trial, b: Trial) -> Trial:
     """Two windows of one setting as one (weighted by their lengths)."""
     total = a.seconds + b.seconds
@@ -918,14 +1158,22 @@ def _combine(a: Trial, b: Trial) -> Trial:
 
     return Trial(a.executor, a.workers, mean(a.samples_per_s, b.samples_per_s),
                  mean(a.consumer_wait, b.consumer_wait), mean(a.cpu_cores, b.cpu_cores),
-                 mean(a.idle_cores, b.idle_cores), total, a.batches + b.batches, b.at_s)
+                 mean(a.idle_cores, b.idle_cores), total, a.batches + b.batches, b.at_s,
+                 mean(a.trainer_cores, b.trainer_cores), mean(a.other_cores, b.other_cores))
 
 
 def _numbers(trial: Trial) -> dict[str, Any]:
+    def rounded(value: float | None, digits: int = 2) -> float | None:
+        return None if value is None else round(value, digits)
+
     return {"executor": trial.executor, "workers": trial.workers,
+            "steps_per_s": round(trial.steps_per_s, 2),
             "samples_per_s": round(trial.samples_per_s, 1),
             "consumer_wait": round(trial.consumer_wait, 3),
-            "cpu_cores": None if trial.cpu_cores is None else round(trial.cpu_cores, 2)}
+            "cpu_cores": rounded(trial.cpu_cores),
+            "trainer_cores": rounded(trial.trainer_cores),
+            "trainer_ms_per_step": rounded(trial.trainer_ms_per_step),
+            "other_cores": rounded(trial.other_cores)}
 
 
 def _memory_error(layout: BatchLayout, slots: int, budget: int | None) -> StokeError:
@@ -954,24 +1202,74 @@ def wants_tuning(options: Any) -> bool:
     return options.executor == "auto" and options.workers > 1
 
 
-def start_autotuned(program: Any, options: Any,
-                    settings: TunerSettings | None = None) -> tuple[AutoPool, Tuner]:
-    """The pool and tuner for a loader with ``workers``/``executor`` set to "auto"."""
+AUTO_EXECUTOR_WHY = (
+    "process workers run your code apart from the trainer, so that a sample that crashes "
+    "(a segfault in a C extension) raises WorkerDiedError instead of killing the training; "
+    "thread workers only when process workers cannot run the pipeline")
+
+
+def first_workers(options: Any, settings: TunerSettings | None = None) -> int:
+    """The worker count a tuned pool starts with."""
     from stoke.loader import available_cores
 
-    kinds = ("process", "thread") if options.executor == "auto" else (options.executor,)
+    settings = settings or TunerSettings()
+    if options.workers != "auto":
+        return options.workers
     cores = options.cpu_budget_cores or available_cores()
+    return max(1, min(settings.start_workers, cores))
+
+
+def start_pool(program: Any, options: Any, settings: TunerSettings | None = None) -> AutoPool:
+    """The pool of a loader with ``workers``/``executor`` set to "auto", started without
+    waiting: its workers load the pipeline in the background while the caller goes on
+    (building a model, say). :func:`attach_tuner` waits for them and starts tuning.
+
+    ``executor="auto"`` runs process workers; thread workers only when the pipeline cannot
+    be pickled or process workers cannot load it (user code in the trainer's threads could
+    take the trainer down with it)."""
+    kinds = ("process", "thread") if options.executor == "auto" else (options.executor,)
+    return AutoPool(program, kinds, first_workers(options, settings), wait=False)
+
+
+def attach_tuner(pool: AutoPool, options: Any, settings: TunerSettings | None = None) -> Tuner:
+    """Wait until ``pool`` (from :func:`start_pool`) is up, then tune it: the worker count
+    and ring depth within the cores the trainer leaves (measured) and the memory budget."""
+    pool.wait_ready()
+    tuner = make_tuner(pool.kind, options, settings)
+    if options.executor == "auto" and pool.kind == "process":
+        tuner._decide("executor", "process", AUTO_EXECUTOR_WHY)
+    tuner.attach(pool)
+    return tuner
+
+
+def make_tuner(kind: str, options: Any, settings: TunerSettings | None = None) -> Tuner:
+    """A tuner of ``kind`` workers within ``options``' budgets (cores: every core this
+    process may use unless ``cpu_budget_cores``; memory: a quarter of what is available
+    unless ``memory_budget_bytes``); attach it to a pool that runs
+    ``first_workers(options)``."""
+    from stoke.loader import available_cores
+
+    machine = available_cores()
+    cores = options.cpu_budget_cores or machine
     budget = options.memory_budget_bytes
     if budget is None:
         import psutil
 
         budget = psutil.virtual_memory().available // 4
     fixed = None if options.workers == "auto" else options.workers
-    tuner = Tuner(kinds, cores, fixed_workers=fixed, memory_budget_bytes=budget,
-                  ring_slots=options.ring_slots, settings=settings)
-    pool = AutoPool(program, kinds, tuner.config[1])
-    tuner.attach(pool)
-    return pool, tuner
+    return Tuner((kind,), cores, fixed_workers=fixed, memory_budget_bytes=budget,
+                 ring_slots=options.ring_slots, settings=settings, machine_cores=machine)
+
+
+def start_autotuned(program: Any, options: Any,
+                    settings: TunerSettings | None = None) -> tuple[AutoPool, Tuner]:
+    """The pool and tuner for a loader with ``workers``/``executor`` set to "auto"."""
+    pool = start_pool(program, options, settings)
+    try:
+        return pool, attach_tuner(pool, options, settings)
+    except BaseException:
+        pool.close()
+        raise
 
 
 def fixed_tuning(kind: str, workers: int, ring_slots: int | None,

@@ -4,7 +4,9 @@
    float64), measured by the doctor: verdict, causes, fixes, predicted speedup;
 2. the same training fed by stoke;
 3. the input pipeline alone: one plain Python loop against stoke's workers;
-4. the speedup reached, next to the one the doctor predicted.
+4. the speedup reached on this machine, explained in one line (its cores, and who used
+   them: the trainer, stoke's workers), next to the one the doctor predicted; a figure from
+   another machine only as read from ``benchmarks/results/`` (that machine, that date).
 
 Reports land in ``reports/`` (JSON and a single-file HTML).
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--steps", type=int, default=60, help="training steps per run")
+    parser.add_argument("--steps", type=int, default=150, help="training steps per run")
     parser.add_argument("--reports", default="reports", help="where the reports go")
     parser.add_argument("--backend", default=None,
                         help="Keras backend (default: KERAS_BACKEND, else jax)")
@@ -120,6 +122,9 @@ def main(args: argparse.Namespace) -> int:
     table.add_row(f"pipeline alone, stoke ({alone['workers']} workers)", f"{alone['stoke']:,.0f}",
                   f"{alone['stoke'] / alone['python_loop']:.2f}x loop")
     console.print(table)
+    cores = alone["workers"]
+    explained = who_uses_the_cores(naive, fed, cores)
+    console.print(f"[bold]x{speedup:.2f}[/] on this machine: {explained}")
     predicted = diagnosis.get("predicted_speedup")
     verdict = diagnosis.get("verdict", "?")
     on_these_cores = next((f["evidence"].get("speedup_with_stoke_on_these_cores")
@@ -129,13 +134,52 @@ def main(args: argparse.Namespace) -> int:
     if predicted:
         console.print(f"  bound if the input cost nothing: x{predicted:.2f}")
     if on_these_cores:
-        console.print(f"  predicted with stoke on this machine's {alone['workers']} cores "
-                      f"(the model shares them): x{on_these_cores:.2f}")
-    console.print(f"  measured with stoke: [bold]x{speedup:.2f}[/]  (on a 16-core GPU machine "
-                  "stoke fed Keras at 86-92% of the model-alone rate: see README)")
+        console.print(f"  predicted with stoke on this machine's {cores} cores: "
+                      f"x{on_these_cores:.2f}; measured: [bold]x{speedup:.2f}[/]")
+    elsewhere = measured_elsewhere(backend)
+    if elsewhere:
+        console.print(f"  elsewhere: {elsewhere}")
     console.print(f"reports: {json_path}  {html_path}")
     (reports / "demo.json").write_text(json.dumps({
         "backend": backend, "naive": naive, "stoke": fed, "pipeline_alone": alone,
         "measured_speedup": speedup, "predicted_speedup": predicted,
-        "predicted_with_stoke_on_these_cores": on_these_cores, "verdict": verdict}, indent=1))
+        "predicted_with_stoke_on_these_cores": on_these_cores, "verdict": verdict,
+        "cores": cores, "explained": explained, "elsewhere": elsewhere}, indent=1))
     return 0
+
+
+def who_uses_the_cores(naive: dict, fed: dict, cores: int) -> str:
+    """One line: the cores, and who used them in each run (measured CPU time)."""
+    line = (f"{cores} cores. Naive: the trainer used {naive['trainer_cores']:.1f} of them "
+            "(decoding and training in turn, on one thread).")
+    if "workers" in fed:
+        line += (f" stoke: the model {fed['trainer_cores']:.1f}, {fed['workers']} "
+                 f"{fed.get('executor', 'process')} workers {fed['worker_cores']:.1f}")
+        line += (" (the tuner gave them what the trainer left)." if fed["workers"] >= cores
+                 else " (the tuner measured more workers deliver no more here).")
+    others = max(naive.get("other_cores", 0.0), fed.get("other_cores", 0.0))
+    if others >= 0.25:
+        line += f" Other processes took up to {others:.1f} cores meanwhile: a busy machine."
+    return line
+
+
+def measured_elsewhere(backend: str, results: Path | None = None) -> str | None:
+    """What stoke reached on another machine, read from ``benchmarks/results`` of this
+    checkout (``fit_gpu-*.json`` for ``backend``), with that machine and date; None when
+    there is no such file (an installed package ships no results)."""
+    results = results or Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+    for path in sorted(results.glob("fit_gpu-*.json")):
+        try:
+            record = json.loads(path.read_text())
+            if record.get("backend") != backend:
+                continue
+            rows = {row["feeder"]: row for row in record["rows"]}
+            share = rows["stoke"]["share_of_ceiling"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        machine = record.get("machine") or {}
+        where = machine.get("gpu") or machine.get("host") or path.stem.split("-")[1]
+        cores = machine.get("cores") or record.get("cores")
+        return (f"{where}, {cores} cores, {str(record.get('date', '?'))[:10]}: stoke fed "
+                f"Keras at {share:.0%} of the model-alone rate ({path.name})")
+    return None

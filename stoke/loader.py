@@ -88,8 +88,9 @@ class LoaderOptions:
 
     ``workers="auto"`` / ``executor="auto"`` (the defaults) choose both, and the ring depth,
     by measurement while batches flow (see :mod:`stoke.autotune`; ``it.tuning()`` says what
-    was chosen and why), within ``cpu_budget_cores`` (default every available core;
-    ``to_keras`` leaves the trainer one) and ``memory_budget_bytes``."""
+    was chosen and why), within ``cpu_budget_cores`` (default every available core, less
+    what the trainer process and other processes are measured to use) and
+    ``memory_budget_bytes``."""
 
     workers: int | str = "auto"
     executor: str = "auto"
@@ -127,10 +128,12 @@ class LoaderOptions:
 
 
 def make_pool(program, options: LoaderOptions,
-              on_thread_fallback: Callable[[UnpicklableError], None] | None = None):
+              on_thread_fallback: Callable[[UnpicklableError], None] | None = None,
+              wait: bool = True):
     """The pool ``options`` ask for. "auto" means process workers, even for one; when the
     program cannot be pickled it falls back to threads, logged (or told to
-    ``on_thread_fallback``, given the error)."""
+    ``on_thread_fallback``, given the error). ``wait=False``: process workers load the
+    program in the background (``pool.wait_ready()`` waits for them)."""
     workers = resolve_workers(options.workers)
     kind = options.executor
     if kind == "auto":
@@ -148,7 +151,7 @@ def make_pool(program, options: LoaderOptions,
     from stoke.executors.processes import ProcessPool
 
     try:
-        return ProcessPool(program, workers)
+        return ProcessPool(program, workers, wait=wait)
     except UnpicklableError as exc:
         if options.executor != "auto":
             raise
@@ -209,6 +212,7 @@ class Loader:
         self._dropped_in_row = 0  # copies the keeping consumer dropped since it last kept one
         self._warned_copying = False
         self.batches_kept = 0  # zero-copy batches the consumer kept: their slots were retired
+        self._starting = False  # start() began the workers; the first use waits for them
         self.closed = False
         self.failure: BaseException | None = None  # what stopped the workers, if anything
 
@@ -220,13 +224,43 @@ class Loader:
         if self.closed:
             raise StokeError("this loader is closed; make a new one with pipe.loader(...)")
         if self._shutdown.pool is None:
-            from stoke.autotune import start_autotuned, wants_tuning
-
-            if wants_tuning(self.options):
-                self._shutdown.pool, self._tuner = start_autotuned(self.program, self.options)
-            else:
-                self._shutdown.pool = make_pool(self.program, self.options)
+            self.start()
+        if self._starting:
+            self._finish_start()
         return self._shutdown.pool
+
+    def start(self) -> None:
+        """Start the workers now without waiting for them: they load the pipeline (and
+        whatever it imports) in the background, in parallel, while the caller goes on
+        (building and compiling a model); the first batch waits for what is left. They
+        stop at ``close()``, when the loader is collected, or at exit."""
+        if self._shutdown.pool is not None or self.closed or self.failure is not None:
+            return
+        from stoke.autotune import start_pool, wants_tuning
+
+        if wants_tuning(self.options):
+            self._shutdown.pool = start_pool(self.program, self.options)
+        else:
+            self._shutdown.pool = make_pool(self.program, self.options, wait=False)
+        self._starting = True
+
+    def _finish_start(self) -> None:
+        """Wait for the workers :meth:`start` began (and start tuning them); a pool whose
+        workers cannot start is closed and the error raised."""
+        from stoke.autotune import AutoPool, attach_tuner
+
+        pool = self._shutdown.pool
+        try:
+            if isinstance(pool, AutoPool):
+                self._tuner = attach_tuner(pool, self.options)
+            elif pool.kind == "process":
+                pool.wait_ready(first=True)  # the others take tasks once they are up
+        except BaseException:
+            self._shutdown.pool = None
+            pool.close()
+            raise
+        finally:
+            self._starting = False
 
     @property
     def executor(self) -> str:

@@ -9,7 +9,9 @@ loader's work stay in ``stoke.loader``.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -26,9 +28,9 @@ from stoke.pipeline import Pipeline
 
 def _warn_thread_fallback(exc: UnpicklableError) -> None:
     """An unpicklable dataset runs in threads: said in a warning (the loader only logs it)."""
-    # stacklevel: the caller of the caller of ChannelLoader.pool (as before the split)
+    # stacklevel: the user's accelerate(...) call (-> AcceleratedSequence -> start -> make_pool)
     warnings.warn(f"stoke.accelerate runs in threads, not processes: {exc}", StokeWarning,
-                  stacklevel=5)
+                  stacklevel=6)
 
 
 class ChannelLoader(Loader):
@@ -37,21 +39,69 @@ class ChannelLoader(Loader):
     task protocol (see :class:`ControlMessage`); they are what a ``pool.broadcast`` /
     ``pool.submit(task, worker=k)`` in the core would replace."""
 
-    def __init__(self, pipeline: Pipeline, options: LoaderOptions, program: Any) -> None:
+    def __init__(self, pipeline: Pipeline, options: LoaderOptions, program: Any,
+                 tuned: bool = False) -> None:
         super().__init__(pipeline, options)
         self.program = program
+        self.tuned = tuned  # process workers resized by stoke.autotune (Sequences)
         self._probe_worker: int | None = None
-        self.on_pool_started: Callable[[Any], None] | None = None
-        self.on_layout: Callable[[], None] | None = None
+        self._broadcasts: list[bytes] = []  # every message sent to all workers, in order
+        self._on_pool_started: weakref.WeakMethod | None = None
+        self._on_layout: weakref.WeakMethod | None = None
+        self._unanswered: dict[int, str] = {}  # messages to workers still starting: task id -> what
 
-    @property
-    def pool(self):
-        if self._shutdown.pool is None and not self.closed:
-            self._shutdown.pool = make_pool(self.program, self.options,
-                                           on_thread_fallback=_warn_thread_fallback)
-            if self.on_pool_started is not None:
-                self.on_pool_started(self._shutdown.pool)
-        return Loader.pool.fget(self)
+    def notify(self, on_pool_started: Callable[[Any], None],
+               on_layout: Callable[[], None]) -> None:
+        """Call these bound methods when the workers start (with the pool) and when the
+        ring's layout is known. Held weakly: the loader does not keep its owner (an
+        accelerated dataset) alive, so that dropping the owner stops the workers at once."""
+        self._on_pool_started = weakref.WeakMethod(on_pool_started)
+        self._on_layout = weakref.WeakMethod(on_layout)
+
+    def start(self) -> None:
+        """Start the workers without waiting for them (see :meth:`Loader.start`): a fixed
+        pool ("auto": one process worker per core), not a tuned one, since messages and
+        generator copies go to a given worker."""
+        if self._shutdown.pool is not None or self.closed or self.failure is not None:
+            return
+        options = self.options
+        if self.tuned:
+            from stoke.autotune import first_workers
+
+            options = dataclasses.replace(options, workers=first_workers(options))
+        pool = make_pool(self.program, options, on_thread_fallback=_warn_thread_fallback,
+                         wait=False)
+        self._shutdown.pool = pool
+        self._starting = True
+        callback = self._on_pool_started() if self._on_pool_started is not None else None
+        if callback is not None:
+            # now: the workers hold the program as it was packed, at this moment
+            callback(pool)
+
+    def _finish_start(self) -> None:
+        super()._finish_start()
+        pool = self._shutdown.pool
+        if self.tuned and pool.kind == "process":
+            import os
+
+            from stoke.accelerate.tuned_workers import TunedWorkers
+            from stoke.autotune import make_tuner
+
+            self._tuner = make_tuner("process", self.options)
+            self._tuner.attach(TunedWorkers(self, os.getpid()))
+
+    def process_pool(self):
+        """The process pool as it runs (started; for :mod:`.tuned_workers`)."""
+        return self._shutdown.pool
+
+    def replay_to(self, worker: int) -> None:
+        """Send worker ``worker`` (just added) every message sent to all workers so far, in
+        order, so that it holds the program as the others do before its first task."""
+        pool = self._shutdown.pool
+        for payload in self._broadcasts:
+            task_id = self._new_task_id()
+            send_to_worker(pool, worker, control_task(task_id), ControlMessage(task_id, payload))
+            self._unanswered[task_id] = "a message replayed to a worker added by the tuner"
 
     @property
     def process_workers(self) -> bool:
@@ -59,7 +109,9 @@ class ChannelLoader(Loader):
 
     def send(self, update: dict, worker: int | None = None, what: str = "a message") -> None:
         """Deliver ``update`` to the program in every worker (or in ``worker``), after the
-        tasks already sent to it and before any sent later; waits until it was applied."""
+        tasks already sent to it and before any sent later; waits until the workers that
+        are up applied it. A worker still loading the program (start-up) applies it before
+        its first task; its answer is checked when it comes (an error raises then)."""
         pool = self.pool
         if pool.kind != "process":
             self.program.apply(update)  # threads and inline share the trainer's program
@@ -68,13 +120,26 @@ class ChannelLoader(Loader):
 
         payload = cloudpickle.dumps(update, protocol=5)
         targets = range(pool.workers) if worker is None else [worker]
+        if worker is None:
+            self._broadcasts.append(payload)
         task_ids = []
         for target in targets:
             task_id = self._new_task_id()
+            up = pool.worker_ready(target)
             send_to_worker(pool, target, control_task(task_id), ControlMessage(task_id, payload))
-            task_ids.append(task_id)
+            if up:
+                task_ids.append(task_id)
+            else:
+                self._unanswered[task_id] = what
         for task_id in task_ids:
             self._raise_if_failed(self._wait(task_id, what))
+
+    def _wait(self, task_id: int, describe: str):
+        result = super()._wait(task_id, describe)
+        for answered in [t for t in self._unanswered if t in self._results]:
+            del self._unanswered[answered]
+            self._raise_if_failed(self._results.pop(answered))
+        return result
 
     def _new_task_id(self) -> int:
         task_id = self._next_task_id
@@ -99,8 +164,9 @@ class ChannelLoader(Loader):
         if self._layout is not None:
             return True
         ready = super()._ensure_layout(epoch, indices)
-        if ready and self.on_layout is not None:
-            self.on_layout()
+        callback = self._on_layout() if self._on_layout is not None else None
+        if ready and callback is not None:
+            callback()
         return ready
 
     def template(self) -> ItemLayout:

@@ -123,6 +123,9 @@ class AcceleratedGenerator(Accelerated):
         self._answers = Answers()
         self._items_given = 0
         self._closed = False
+        self._copies_told = False  # each worker was sent its copy's index
+        if self._kind == "process":
+            self._start_loader()  # workers load the generator while the caller goes on
 
     def _choose_kind(self, executor: str) -> str:
         if self.generator_object is not None:
@@ -252,18 +255,24 @@ class AcceleratedGenerator(Accelerated):
 
         return make
 
-    def _get_loader(self) -> ChannelLoader:
+    def _start_loader(self) -> ChannelLoader:
+        """Make the loader and start its worker processes, without waiting for them."""
         if self._loader is None:
             program = GeneratorProgram(self.fn, self.args, self.kwargs, self.seed)
             # one worker per copy, however many the cores: each runs its own copy
             options = LoaderOptions(workers=self.replicas, executor="process",
                                     oversubscribe=True, **self._options)
-            pipeline = Pipeline(range(1))
-            loader = ChannelLoader(pipeline, options, program)
-            self._loader = loader
+            self._loader = ChannelLoader(Pipeline(range(1)), options, program)
+            self._loader.start()
+        return self._loader
+
+    def _get_loader(self) -> ChannelLoader:
+        loader = self._start_loader()
+        if not self._copies_told:
+            self._copies_told = True
             for k in range(self.replicas):
                 loader.send({"replica": (k, self.replicas)}, worker=k, what="the copy's index")
-        return self._loader
+        return loader
 
     def _process_stream(self, restart: bool) -> Iterator[Any]:
         loader = self._get_loader()

@@ -136,6 +136,9 @@ class AcceleratedSequence(Accelerated):
         self._template: ItemLayout | None = None
         self._lock = threading.RLock()
         self._closed = False
+        # the workers start now, loading the dataset (and what it imports: Keras, say) while
+        # the caller builds its model; the first batch waits only for what is left
+        self._get_loader().start()
 
     # -- public ---------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -185,6 +188,12 @@ class AcceleratedSequence(Accelerated):
     @property
     def worker_count(self) -> int:
         return self._get_loader().pool.workers
+
+    def tuning(self):
+        """The workers this dataset runs with and why: with ``workers="auto"``, what the
+        tuner measured (steps/s, the trainer's CPU per step, other processes' share of the
+        cores) and chose (see :class:`stoke.autotune.Tuning`)."""
+        return self._get_loader().tuning()
 
     def __repr__(self) -> str:
         where = "not started"
@@ -271,9 +280,10 @@ class AcceleratedSequence(Accelerated):
             raise StokeError("this accelerated dataset is closed; call stoke.accelerate again")
         if self._loader is None:
             pipeline = Pipeline(self.dataset, shuffled=bool(self.shuffle), seed=self.seed)
-            loader = ChannelLoader(pipeline, self._options, _ItemProgram(self.dataset, self.seed))
-            loader.on_pool_started = self._pool_started
-            loader.on_layout = self._layout_known
+            # workers="auto": process workers tuned as to_keras' are (stoke.autotune)
+            loader = ChannelLoader(pipeline, self._options, _ItemProgram(self.dataset, self.seed),
+                                   tuned=self._options.workers == "auto")
+            loader.notify(self._pool_started, self._layout_known)
             self._loader = loader
         return self._loader
 

@@ -56,6 +56,7 @@ def send_to_worker(pool, index: int, task: Task, message: Any) -> None:
     """Send ``message`` (a task, or what unpickles into ``task``) to process worker
     ``index``, accounted as ``task`` so that a dead worker names it."""
     worker = pool._workers[index]
+    worker.starter.join(timeout=pool.start_timeout_s)  # the program first, then messages
     worker.outstanding[task.task_id] = task
     try:
         worker.conn.send(("task", message))

@@ -77,6 +77,31 @@ def build_model():
     return model
 
 
+def _cpu_seconds() -> tuple[float, float, float]:
+    """CPU seconds so far of this process, of its live child processes, and of everyone on
+    the cores this process may run on (busy time)."""
+    import os
+    import resource
+
+    import psutil
+
+    me = psutil.Process()
+    mine = sum(me.cpu_times()[:2])
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)  # workers that already exited
+    children = reaped.ru_utime + reaped.ru_stime
+    for child in me.children(recursive=True):
+        try:
+            children += sum(child.cpu_times()[:2])
+        except psutil.Error:
+            pass
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    busy = 0.0
+    for index, times in enumerate(psutil.cpu_times(percpu=True)):
+        if allowed is None or index in allowed:
+            busy += sum(times) - times.idle - getattr(times, "iowait", 0.0)
+    return mine, children, busy
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--feed", choices=["naive", "stoke"], default="naive")
@@ -98,13 +123,23 @@ def main(argv=None) -> int:
                 .repeat(None).to_keras(workers=workers))
     warmup = 5
     model.fit(data, epochs=1, steps_per_epoch=warmup, verbose=0)
+    cpu_before = _cpu_seconds()
     started = time.perf_counter()
     model.fit(data, epochs=1, steps_per_epoch=args.steps, verbose=0)
     seconds = time.perf_counter() - started
+    cpu_after = _cpu_seconds()
     result = {"feed": args.feed, "images_per_s": args.steps * args.batch_size / seconds,
-              "seconds": seconds}
+              "seconds": seconds,
+              # cores used during the timed fit: this process, and its worker processes
+              "trainer_cores": (cpu_after[0] - cpu_before[0]) / seconds,
+              "worker_cores": (cpu_after[1] - cpu_before[1]) / seconds}
+    busy = (cpu_after[2] - cpu_before[2]) / seconds  # every process, on our cores
+    result["other_cores"] = max(0.0, busy - result["trainer_cores"] - result["worker_cores"])
     if hasattr(data, "tuning"):
-        result["tuning"] = str(data.tuning())
+        tuning = data.tuning()
+        result["tuning"] = str(tuning)
+        result["workers"] = tuning.workers
+        result["executor"] = tuning.executor
     if hasattr(data, "close"):
         data.close()
     print(json.dumps(result))

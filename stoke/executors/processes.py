@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -71,6 +72,7 @@ class _Worker:
         env = dict(os.environ)
         for key, value in ONE_THREAD_ENV.items():
             env.setdefault(key, value)
+        env["STOKE_LOAD_SLOT"] = pool.load_slot(index)
         package_root = os.path.dirname(os.path.dirname(os.path.abspath(stoke.__file__)))
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (package_root, env.get("PYTHONPATH", "")) if p
@@ -184,6 +186,19 @@ class ProcessPool:
         self._next_index = 0
         self._started_at = time.monotonic()
         self._closed = False
+        # start-up slots: at most (cores - 1) workers load the program at once (see
+        # worker._take_load_slot); the trainer keeps a core for its own set-up meanwhile.
+        # Each slot is an unnamed file (nothing on disk to clean up) that a worker opens
+        # anew through /proc, so that its lock is its own.
+        from stoke.loader import available_cores
+
+        self._slot_fds: list[int] = []
+        try:
+            for _ in range(max(1, available_cores() - 1)):
+                self._slot_fds.append(os.open(tempfile.gettempdir(),
+                                              os.O_TMPFILE | os.O_RDWR, 0o600))
+        except (AttributeError, OSError):  # no O_TMPFILE here: workers load at once
+            self._close_slots()
         try:
             self.add_workers(workers)
             if wait:
@@ -195,6 +210,17 @@ class ProcessPool:
     @property
     def workers(self) -> int:
         return len(self._workers)
+
+    def load_slot(self, index: int) -> str:
+        """The lock file worker ``index`` holds while it loads the program ("": none)."""
+        if not self._slot_fds:
+            return ""
+        return f"/proc/{os.getpid()}/fd/{self._slot_fds[index % len(self._slot_fds)]}"
+
+    def _close_slots(self) -> None:
+        fds, self._slot_fds = self._slot_fds, []
+        for fd in fds:
+            os.close(fd)
 
     # -- starting and resizing ----------------------------------------------------------
     def add_workers(self, count: int) -> None:
@@ -221,6 +247,10 @@ class ProcessPool:
         """Has every live worker loaded the program?"""
         return all(w.ready and w.init_done for w in self._workers)
 
+    def worker_ready(self, index: int) -> bool:
+        """Has live worker ``index`` said it loaded the program?"""
+        return self._workers[index].ready
+
     def worker_pids(self) -> list[int]:
         return [w.process.pid for w in (*self._workers, *self._retiring) if not w.stopped]
 
@@ -239,9 +269,21 @@ class ProcessPool:
         except Exception:  # noqa: BLE001 - a worker that died early: reported by check_alive
             pass
 
-    def _wait_ready(self, timeout_s: float) -> None:
+    def wait_ready(self, timeout_s: float | None = None, first: bool = False) -> None:
+        """Block until every worker (``first``: one worker) has loaded the program, for a
+        pool started with ``wait=False``; raises what a waited start would have. With
+        ``first``, the others keep loading and take tasks once they are up."""
+        self._wait_ready(self.start_timeout_s if timeout_s is None else timeout_s, first)
+
+    def _wait_ready(self, timeout_s: float, first: bool = False) -> None:
         deadline = time.monotonic() + timeout_s
-        while not self.ready():
+
+        def done() -> bool:
+            if first:
+                return any(w.ready and w.init_done for w in self._workers)
+            return self.ready()
+
+        while not done():
             left = deadline - time.monotonic()
             if left <= 0:
                 waiting = [w for w in self._workers if not w.ready]
@@ -252,8 +294,8 @@ class ProcessPool:
             starting = {w.conn: w for w in self._workers if not w.ready}
             for conn in wait(list(starting), timeout=min(left, 0.1)):
                 self._receive(starting[conn])
-            if not starting:  # all said ready; their start-up threads are finishing
-                for worker in self._workers:
+            for worker in self._workers:  # said ready; the start-up thread is finishing
+                if worker.ready and not worker.init_done:
                     worker.starter.join(timeout=min(max(left, 0.01), 1.0))
             self.check_alive()
 
@@ -381,5 +423,6 @@ class ProcessPool:
             worker.starter.join(timeout=5.0)
             worker.close_handles()
         self._workers, self._retiring = [], []
+        self._close_slots()
         if self._owns_packed:
             self.packed.close()

@@ -28,6 +28,24 @@ def _watch_parent(parent_pid: int) -> None:
         time.sleep(0.5)
 
 
+def _take_load_slot() -> int | None:
+    """Wait for one of the pool's start-up slots (a file lock, ``STOKE_LOAD_SLOT``) before
+    loading the program: when cores are few, workers load one after another, so that the
+    first is up (and serves the first batch) in the time of one load, not of all of them
+    sharing a core. The lock goes with the process if it dies."""
+    path = os.environ.get("STOKE_LOAD_SLOT")
+    if not path:
+        return None
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDWR)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:
+        return None  # no slot: load at once
+    return fd
+
+
 def main() -> int:
     fd, parent_pid, name = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     index = int(sys.argv[4])  # seeds the worker's global random generators
@@ -60,6 +78,7 @@ def _serve(sock: socket.socket, conn: Connection, name: str, index: int) -> int:
         _, fds, _, _ = socket.recv_fds(sock, 1, 1)
         shared = SharedBuffer.attach(fds[0], max(sum(n for _, n in spans), mmap.PAGESIZE),
                                      readonly=True)
+    slot = _take_load_slot()
     try:
         program = unpack(data, spans, shared)
     except BaseException:  # noqa: BLE001 - reported, then exit
@@ -68,6 +87,8 @@ def _serve(sock: socket.socket, conn: Connection, name: str, index: int) -> int:
     # after the user's modules were imported (one may call np.random.seed(0) at the top)
     seed_worker_globals(program.seed, index)
     conn.send(("ready", os.getpid()))
+    if slot is not None:
+        os.close(slot)  # the next worker of this slot loads now
     layout = None
     views: list = []
     while True:

@@ -62,8 +62,8 @@ def to_keras(pipeline, workers: int | str = "auto", executor: str = "auto", pref
     if workers == "auto" and executor == "ray":
         workers = default_workers_for_training()
     elif workers == "auto" or executor == "auto":
-        # tuned by measurement (stoke.autotune), leaving the trainer one core
-        options.setdefault("cpu_budget_cores", default_workers_for_training())
+        # tuned by measurement (stoke.autotune): the workers get the cores the trainer
+        # leaves, measured (its own CPU time per step), not a whole core reserved for it
         if executor == "auto":
             # Under fit the trainer's own Python (dispatch, callbacks) competes with thread
             # workers for the GIL, and a trial window during compilation measures the
@@ -100,6 +100,8 @@ class KerasFeedMixin:
             raise ValueError(f"prefetch must be >= 1. Received: prefetch={prefetch}")
         self.pipeline = pipeline
         self.loader = Loader(pipeline, options)
+        # the workers start now and load the pipeline while the model is built and compiled
+        self.loader.start()
         self.prefetch = prefetch
         self.device_transform = device_transform
         self.epoch = 0  # the epoch the next iterator starts; advances when one is finished

@@ -306,9 +306,12 @@ def test_non_numeric_field_is_refused_with_the_fix():
 
 
 def test_unpicklable_dataset_falls_back_to_threads():
-    with accelerate(LockedSequence(), workers=2) as acc:
-        with pytest.warns(StokeWarning, match="runs in threads, not processes"):
-            batches = _copies(acc.iter())
+    # said when the workers start: when the dataset is accelerated
+    with pytest.warns(StokeWarning, match="runs in threads, not processes") as caught:
+        acc = accelerate(LockedSequence(), workers=2)
+    assert caught[0].filename == __file__  # points at the user's call
+    with acc:
+        batches = _copies(acc.iter())
         assert acc.executor == "thread"
     assert len(batches) == 2
 

@@ -52,6 +52,7 @@ class SimulatedPipeline:
         self.batch = batch
         self.now = 0.0
         self.cpu = 0.0
+        self.trainer_cpu = 0.0
         self.idle = 0.0
         self.cpu_per_worker = cpu_per_worker
         self.unavailable = dict(unavailable or {})
@@ -71,8 +72,10 @@ class SimulatedPipeline:
     def ready(self):
         return self._starting == 0
 
+    trainer_pid = 0
+
     def cpu_seconds(self):
-        return {1: self.cpu}
+        return {self.trainer_pid: self.trainer_cpu, 1: self.cpu}
 
     def idle_seconds(self):
         return self.idle
@@ -225,6 +228,166 @@ def test_fixed_workers_only_compare_executors():
     report = tune(sim, fixed_workers=3).report()
     assert (report.executor, report.workers) == ("process", 3)
     assert {t.workers for t in report.trials} == {3}
+
+
+class SharedCores(SimulatedPipeline):
+    """A model trained on the CPU, sharing ``cores`` with the workers (and ``others`` cores
+    taken by other processes, which do not give way): a step takes ``trainer_cpu_s`` of
+    the trainer's CPU; a worker makes a batch with ``worker_cpu_s`` of CPU. The trainer
+    gets the CPU it needs; the workers share what is left, at most one core each."""
+
+    def __init__(self, cores, trainer_cpu_s, worker_cpu_s, others=0.0):
+        super().__init__(rate=None, cores=cores)
+        self.trainer_cpu_s = trainer_cpu_s
+        self.worker_cpu_s = worker_cpu_s
+        self.others = others
+
+    def step(self, tuner):
+        _, workers = self.running
+        free = self.cores - self.others
+        rate = 1.0
+        for _ in range(50):  # the steady state: the trainer's use depends on the rate
+            worker_cores = max(0.05, min(workers, free - self.trainer_cpu_s * rate))
+            produce_s = self.worker_cpu_s / worker_cores
+            spent = max(produce_s, self.trainer_cpu_s)
+            rate = 1 / spent
+        self.now += spent
+        self.trainer_cpu += self.trainer_cpu_s
+        self.cpu += self.worker_cpu_s
+        used = self.trainer_cpu_s + self.worker_cpu_s + self.others * spent
+        self.idle += max(0.0, self.cores * spent - used)
+        if self._starting:
+            self._starting -= 1
+        tuner.observe(self.batch, max(0.0, produce_s - self.trainer_cpu_s))
+
+    def steps_per_s(self, workers):
+        self.running = ("process", workers)
+        before = self.now
+        tuner = type("Quiet", (), {"observe": lambda *a: None})()
+        for _ in range(10):
+            self.step(tuner)
+        return 10 / (self.now - before)
+
+
+def test_a_trainer_that_mostly_waits_leaves_the_workers_every_core():
+    # the demo on 2 cores: input 28 ms of CPU per batch, the model 10 ms per step
+    sim = SharedCores(cores=2, trainer_cpu_s=0.010, worker_cpu_s=0.028)
+    report = tune(sim, kinds=("process",)).report()
+    assert report.workers == 2
+    assert sim.steps_per_s(2) > 1.3 * sim.steps_per_s(1)
+    trial = report.trials[-1]
+    assert trial.trainer_cores == pytest.approx(0.010 * trial.steps_per_s, rel=0.01)
+    text = str(report)
+    assert "trainer" in text and "steps/s" in text and "ms of CPU per step" in text
+
+
+class MeasuredCores(SimulatedPipeline):
+    """Each worker count's numbers given outright: ``{workers: (produce_s, train_s,
+    trainer_cpu_s)}`` per batch, every core busy (``cores`` of them): what the workers
+    make a batch in, what a step takes, and the trainer's own CPU per step."""
+
+    def __init__(self, table, cores=2):
+        super().__init__(rate=None, cores=cores)
+        self.table = table
+
+    def step(self, tuner):
+        produce_s, train_s, trainer_cpu_s = self.table[self.running[1]]
+        spent = max(produce_s, train_s)
+        self.now += spent
+        self.trainer_cpu += trainer_cpu_s
+        self.cpu += self.cores * spent - trainer_cpu_s  # the workers take the rest
+        if self._starting:
+            self._starting -= 1
+        tuner.observe(self.batch, max(0.0, produce_s - train_s))
+
+
+def test_a_trainer_that_needs_a_core_gets_it_back_when_fewer_workers_deliver_more():
+    # 2 workers: the trainer takes 0.83 cores and still waits; 1 worker delivers more
+    sim = MeasuredCores({2: (0.030, 0.025, 0.025), 1: (0.028, 0.012, 0.012)})
+    report = tune(sim, kinds=("process",)).report()
+    assert report.workers == 1
+    back_off = [d for d in report.decisions if d.what == "workers" and "shares the cores" in d.why]
+    assert back_off and back_off[0].choice == 1
+    assert back_off[0].measured["trainer_cores"] == pytest.approx(0.012 / 0.028, rel=0.01)
+    assert "took 0.8" in back_off[0].why  # what the trainer took with 2 workers
+
+
+def test_a_trainer_that_does_not_wait_but_lacks_cpu_gets_cores_back():
+    # 2 workers: the input keeps up, but the trainer runs 20 ms of its 40 ms steps (it had
+    # no core the rest): 1 worker lets it step in 25 ms
+    sim = MeasuredCores({2: (0.010, 0.040, 0.020), 1: (0.020, 0.025, 0.025)})
+    report = tune(sim, kinds=("process",)).report()
+    assert report.workers == 1
+
+
+def test_a_window_taken_while_the_trainer_compiled_is_looked_at_again():
+    # the first windows fall on compilation (the trainer busy, 2 workers look no better
+    # than 1); once it runs, the consumer waits with room on the cores: 2 workers again
+    sim = MeasuredCores({2: (0.030, 0.026, 0.024), 1: (0.028, 0.012, 0.012)})
+    tuner = tune(sim, kinds=("process",), batches=0)
+    while not tuner.report().settled:
+        sim.step(tuner)
+    assert tuner.report().workers == 1
+    sim.table[2] = (0.018, 0.012, 0.012)  # compiled: 2 workers make a batch in 18 ms
+    sim.run(tuner, 3000)
+    report = tuner.report()
+    assert report.workers == 2
+    assert any(d.what == "retune" and "room" in d.why for d in report.decisions)
+
+
+class CompilingFirst(MeasuredCores):
+    """The trainer compiles during its first ``compile_batches`` steps: its CPU per step
+    is ``compile_cpu_s`` then, and the workers, crowded, make a batch in ``compile_produce_s``."""
+
+    def __init__(self, table, compile_batches, compile_cpu_s, compile_produce_s):
+        super().__init__(table)
+        self.compile_batches = compile_batches
+        self.compile_cpu_s = compile_cpu_s
+        self.compile_produce_s = compile_produce_s
+        self.steps = 0
+
+    def step(self, tuner):
+        self.steps += 1
+        if self.steps > self.compile_batches:
+            return super().step(tuner)
+        produce_s = self.compile_produce_s
+        spent = max(produce_s, self.compile_cpu_s)
+        self.now += spent
+        self.trainer_cpu += self.compile_cpu_s
+        self.cpu += self.cores * spent - self.compile_cpu_s
+        if self._starting:
+            self._starting -= 1
+        tuner.observe(self.batch, max(0.0, produce_s - self.compile_cpu_s))
+
+
+def test_a_window_where_the_trainer_compiled_is_measured_again_before_backing_off():
+    # 2 workers deliver more (18 ms a batch against 28), but the first windows of 2
+    # workers fall while the trainer compiles (70 ms of its CPU a step, the workers
+    # crowded: 80 ms a batch): 1 worker looks better until 2 are measured again
+    sim = CompilingFirst({2: (0.018, 0.012, 0.012), 1: (0.028, 0.012, 0.012)},
+                         compile_batches=20, compile_cpu_s=0.070, compile_produce_s=0.080)
+    tuner = tune(sim, kinds=("process",), batches=0)
+    while not tuner.report().settled:
+        sim.step(tuner)
+    report = tuner.report()
+    assert report.workers == 2
+    assert not any(d.what == "retune" for d in report.decisions)  # right the first time
+    assert [t.workers for t in report.trials] == [2, 2, 1, 2]  # 2 was measured again
+
+
+def test_fewer_workers_that_deliver_less_are_not_kept():
+    sim = MeasuredCores({2: (0.030, 0.025, 0.025), 1: (0.045, 0.012, 0.012)})
+    report = tune(sim, kinds=("process",)).report()
+    assert report.workers == 2
+    assert any(t.workers == 1 for t in report.trials)  # it did look
+
+
+def test_other_processes_on_the_cores_leave_less_room():
+    # 4 cores, 2 of them taken by other processes, a light trainer: 2 workers, not 4
+    sim = SharedCores(cores=4, trainer_cpu_s=0.002, worker_cpu_s=0.030, others=2.0)
+    report = tune(sim, kinds=("process",)).report()
+    assert report.workers == 2
+    assert any("other processes 2.0" in d.why for d in report.decisions if d.what == "workers")
 
 
 def test_report_reads_as_text_and_as_data():

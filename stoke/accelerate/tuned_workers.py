@@ -1,0 +1,62 @@
+"""Tuned process workers for an accelerated Sequence: :class:`TunedWorkers` lets
+:class:`stoke.autotune.Tuner` resize a :class:`~.channel_loader.ChannelLoader`'s process
+pool, by the same measurements as ``to_keras`` (delivered steps/s, the trainer's own CPU per
+step, other processes' share of the cores).
+
+Owns what resizing needs beyond the pool's ``add_workers``/``remove_workers``: a worker
+added later starts from the program as it was packed at start-up, so every message broadcast
+since (the batch layout, the state ``on_epoch_end`` changed) is sent to it again, in order,
+before its first task. The decisions are the tuner's; the messages are :mod:`.updates`'s.
+Generators are not tuned (each copy is pinned to its worker).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stoke.autotune import CpuMeter
+
+
+class TunedWorkers:
+    """The tuner's view of a channel loader's process pool (``apply``, ``ready``,
+    ``cpu_seconds``, ...: the pool protocol :class:`stoke.autotune.Tuner` documents)."""
+
+    kind = "process"
+
+    def __init__(self, loader: Any, trainer_pid: int) -> None:
+        self.loader = loader
+        self.unavailable: dict[str, str] = {}
+        self.trainer_pid = trainer_pid
+        self._meter = CpuMeter(trainer_pid)
+        self._worker_bytes: int | None = None
+
+    @property
+    def pool(self) -> Any:
+        return self.loader.process_pool()
+
+    def apply(self, kind: str, workers: int) -> None:
+        pool = self.pool
+        now = pool.workers
+        if workers > now:
+            pool.add_workers(workers - now)
+            for index in range(now, workers):
+                self.loader.replay_to(index)
+        elif workers < now:
+            pool.remove_workers(now - workers)
+
+    def ready(self) -> bool:
+        return self.pool.ready()
+
+    def cpu_seconds(self) -> dict[int, float]:
+        return self._meter.cpu_seconds(self.pool.worker_pids())
+
+    def idle_seconds(self) -> float:
+        return self._meter.idle_seconds()
+
+    def worker_bytes(self) -> int | None:
+        if self._worker_bytes is None and self.pool.ready():
+            self._worker_bytes = self._meter.own_memory(self.pool.worker_pids())
+        return self._worker_bytes
+
+    def release_idle(self) -> None:
+        pass

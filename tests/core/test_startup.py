@@ -1,0 +1,271 @@
+"""Start-up: workers start when the feed is made (before the first ``next()``), load the
+pipeline while the caller does other work, and never outlive a feed nobody iterated; and
+``executor="auto"`` never runs user code in the trainer's own threads when process workers
+can run it, so a sample that segfaults raises ``WorkerDiedError`` (issue 12, item 9)."""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import psutil
+import pytest
+
+import stoke
+from tests.core.helpers import identity
+
+
+def _workers() -> list[psutil.Process]:
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "stoke.executors.worker" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _wait_for(condition, timeout_s: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+class SquaresSequence:
+    """A tutorial-style Sequence: len + __getitem__(batch_index)."""
+
+    def __init__(self, batches: int = 6, batch_size: int = 4) -> None:
+        self.batches = batches
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def __getitem__(self, index: int):
+        x = np.arange(index * self.batch_size, (index + 1) * self.batch_size, dtype=np.float32)
+        return x[:, None], x * x
+
+
+def counting(worker_index=0, worker_count=1):
+    for i in range(worker_index, 8, worker_count):
+        yield np.full((2, 3), i, np.float32), np.array([i, i])
+
+
+def test_a_loader_starts_its_workers_without_waiting_and_serves_every_batch():
+    pipe = stoke.from_arrays(np.zeros((32, 2), np.float32), np.arange(32)).map(identity).batch(4)
+    loader = pipe.loader()
+    try:
+        started = time.perf_counter()
+        loader.start()
+        assert time.perf_counter() - started < 1.0  # did not wait for the workers to load
+        assert len(_workers()) >= 1  # but they run, before any batch was asked for
+        labels = [int(v) for _, y in loader.iter() for v in y]
+        assert labels == list(range(32))
+        assert loader.tuning().executor == "process"
+    finally:
+        loader.close()
+    assert _wait_for(lambda: not _workers())
+
+
+def test_accelerate_starts_workers_before_the_first_batch():
+    acc = stoke.accelerate(SquaresSequence(), workers=2)
+    try:
+        assert len(_workers()) == 2  # started by accelerate(), no batch asked for yet
+        batches = [(x.copy(), y.copy()) for x, y in acc.iter()]
+        assert len(batches) == 6
+        np.testing.assert_array_equal(batches[5][1], np.arange(20, 24, dtype=np.float32) ** 2)
+    finally:
+        acc.close()
+    assert _wait_for(lambda: not _workers())
+
+
+def test_a_generator_starts_its_worker_copies_when_accelerated():
+    acc = stoke.accelerate(counting, replicas=2)
+    try:
+        assert len(_workers()) == 2
+        got = sorted(int(y[0]) for _, y in acc.iter())
+        assert got == list(range(8))
+    finally:
+        acc.close()
+
+
+@pytest.mark.parametrize("make", [
+    lambda: stoke.accelerate(SquaresSequence(), workers=2),
+    lambda: stoke.accelerate(counting, replicas=2),
+    lambda: stoke.from_arrays(np.zeros((8, 1), np.float32)).map(identity).batch(2).loader(),
+], ids=["sequence", "generator", "loader"])
+def test_workers_of_a_feed_nobody_iterated_stop_when_it_is_dropped(make):
+    feed = make()
+    if isinstance(feed, stoke.Loader):
+        feed.start()
+    assert _wait_for(lambda: len(_workers()) >= 1)
+    del feed
+    gc.collect()
+    assert _wait_for(lambda: not _workers(), timeout_s=10.0), "workers outlived their feed"
+
+
+def test_a_feed_never_iterated_leaves_no_worker_at_exit(tmp_path):
+    script = tmp_path / "never_iterated.py"
+    script.write_text(textwrap.dedent("""
+        import numpy as np, stoke, sys
+
+        class Seq:
+            def __len__(self): return 4
+            def __getitem__(self, i): return np.zeros((2, 2), np.float32), np.zeros(2)
+
+        acc = stoke.accelerate(Seq(), workers=2)
+        loader = stoke.from_arrays(np.zeros((8, 1), np.float32)).batch(2).loader()
+        loader.start()
+        import psutil
+        print(" ".join(str(c.pid) for c in psutil.Process().children()), flush=True)
+        # exits without iterating or closing anything
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    pids = [int(p) for p in out.stdout.split()]
+    assert len(pids) >= 3
+    assert _wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status()
+                                     != psutil.STATUS_ZOMBIE for p in pids), timeout_s=10.0)
+
+
+# -- executor="auto" and a sample that crashes the process running it --------------------
+
+CRASH_SCRIPT = """
+import ctypes, os, sys, time
+import numpy as np
+import stoke
+
+TRAINER = os.getpid()
+
+def crash_in_the_trainer(sample):
+    # a C extension that crashes, but only where it would take the trainer down with it
+    if os.getpid() == TRAINER:
+        ctypes.string_at(0)
+    time.sleep(0.001)
+    return sample
+
+def crash_on_37(sample):
+    if int(sample[1]) == 37:
+        ctypes.string_at(0)
+    return sample
+
+which = sys.argv[1]
+n = 3000 if which == "trainer" else 200
+fn = crash_in_the_trainer if which == "trainer" else crash_on_37
+pipe = stoke.from_arrays(np.zeros((n, 4), np.float32), np.arange(n)).map(fn).batch(8).repeat(2)
+try:
+    seen = sum(len(y) for _, y in pipe.iter())
+    print("delivered", seen)
+except stoke.WorkerDiedError as exc:
+    print("WorkerDiedError:", exc)
+"""
+
+
+def test_auto_never_runs_the_map_in_the_trainer_when_process_workers_can(tmp_path):
+    script = tmp_path / "crash.py"
+    script.write_text(CRASH_SCRIPT)
+    out = subprocess.run([sys.executable, str(script), "trainer"], capture_output=True,
+                         text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, f"the trainer died (rc {out.returncode}): {out.stderr[-2000:]}"
+    assert "delivered 6000" in out.stdout
+
+
+def test_a_segfaulting_sample_under_auto_raises_worker_died(tmp_path):
+    script = tmp_path / "crash.py"
+    script.write_text(CRASH_SCRIPT)
+    out = subprocess.run([sys.executable, str(script), "sample"], capture_output=True,
+                         text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, f"the trainer died (rc {out.returncode}): {out.stderr[-2000:]}"
+    assert "WorkerDiedError" in out.stdout and "SIGSEGV" in out.stdout
+
+
+class SlowToLoadInOddWorkers:
+    """A Sequence that takes 1.5 s to unpickle in a worker whose pid is odd (so that of two
+    workers, usually one is up well before the other), and whose ``on_epoch_end`` changes
+    what ``__getitem__`` returns: the change must reach the late worker too."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int):
+        return np.full((2, 1), index + self.offset, np.float32), np.full(2, self.offset)
+
+    def on_epoch_end(self) -> None:
+        self.offset += 100
+
+    def __setstate__(self, state):
+        import os
+
+        if os.getpid() % 2:
+            time.sleep(1.5)
+        self.__dict__.update(state)
+
+
+def test_batches_start_with_the_first_worker_up_and_messages_reach_the_late_one():
+    acc = stoke.accelerate(SlowToLoadInOddWorkers(), workers=2)
+    try:
+        epochs = [[(int(x[0, 0]), int(y[0])) for x, y in acc.iter()] for _ in range(3)]
+    finally:
+        acc.close()
+    for epoch, got in enumerate(epochs):
+        assert got == [(i + 100 * epoch, 100 * epoch) for i in range(8)], epoch
+
+
+class ShiftingSequence:
+    """The first ``on_epoch_end`` changes what ``__getitem__`` returns (an offset of 100),
+    once: a worker added later must get that change although it is not sent again."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, index: int):
+        time.sleep(0.02)
+        return np.full((2, 1), index + self.offset, np.float32), np.full(2, self.offset)
+
+    def on_epoch_end(self) -> None:
+        self.offset = 100
+
+
+def test_accelerate_auto_is_tuned_and_workers_added_later_hold_the_same_state():
+    from stoke.accelerate.tuned_workers import TunedWorkers
+
+    acc = stoke.accelerate(ShiftingSequence())  # workers="auto": tuned
+    try:
+        loader = acc._get_loader()
+        loader.pool  # noqa: B018 - up, with its tuner
+        assert loader._tuner is not None and acc.tuning().tuned
+        loader._tuner.observe = lambda rows, wait_s: None  # the test resizes the pool itself
+        workers = TunedWorkers(loader, 0)
+        got, used = [], set()
+        for number in range(5):
+            epoch = []
+            for position, (x, y) in enumerate(acc.iter()):
+                epoch.append((int(x[0, 0]), int(y[0])))
+                used.update(loader.process_pool().worker_pids())
+                if position == 1 and number in (2, 4):
+                    workers.apply("process", {2: 4, 4: 2}[number])
+                if number == 2 and position >= 2:
+                    time.sleep(0.3)  # slowly: the added workers come up meanwhile
+            got.append(epoch)
+        for number, epoch in enumerate(got):
+            offset = 0 if number == 0 else 100
+            assert epoch == [(i + offset, offset) for i in range(10)], number
+        assert loader.process_pool().workers == 2
+        assert len(used) == 4  # two workers were added along the way
+    finally:
+        acc.close()
