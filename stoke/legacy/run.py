@@ -49,14 +49,32 @@ def main(args: argparse.Namespace) -> int:
 
 
 def run_script(script: str, argv: list[str]) -> int:
-    """Run ``script`` as ``python script ARGV`` would; return its exit status."""
+    """Run ``script`` as ``python script ARGV`` would; return its exit status. An exception
+    the script raises is printed as ``python`` prints it (its traceback starting at the
+    script, not in stoke) and gives status 1."""
     sys.argv = [script, *argv]
     sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
     try:
         runpy.run_path(script, run_name="__main__")
     except SystemExit as exc:
         return exit_status(exc.code)
+    except Exception as exc:  # noqa: BLE001 - the script's own: printed as python would
+        print_from_script(exc, script)
+        return 1
     return 0
+
+
+def print_from_script(exc: BaseException, script: str) -> None:
+    """Print ``exc`` with its traceback from the script's first frame on (the frames of
+    ``stoke run`` and runpy above it are not the user's)."""
+    import traceback
+
+    target = os.path.abspath(script)
+    tb = exc.__traceback__
+    while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename) != target:
+        tb = tb.tb_next
+    traceback.print_exception(type(exc), exc, tb or exc.__traceback__)
+    sys.stderr.flush()
 
 
 def exit_status(code) -> int:
