@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", default="auto",
                         help="stoke workers per dataset (default: what the script asks for, "
                              "at most one per core)")
+    parser.add_argument("--no-accelerate", action="store_true",
+                        help="translate the Keras-2 calls only: the script's data runs as "
+                             "Keras 3 runs it (as under `stoke doctor`; to compare)")
     parser.add_argument("--quiet", action="store_true",
                         help="do not print what to change in the script")
     parser.add_argument("script", help="the training script, e.g. train.py")
@@ -44,7 +47,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"stoke run: --workers must be a positive int or 'auto'. Received: "
                   f"{args.workers!r}", file=sys.stderr)
             return 2
-    shim.install(workers=workers, quiet=args.quiet)
+    shim.install(workers=workers, quiet=args.quiet, keras2_only=args.no_accelerate)
     return run_script(script, list(args.script_args))
 
 

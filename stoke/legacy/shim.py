@@ -260,7 +260,8 @@ def _call(original, name: str, method: str, model, args: tuple, kwargs: dict,
         return original(model, *args, **kwargs)
     _refuse_removed_arguments(method, kwargs)
     legacy = {k: kwargs.pop(k) for k in LEGACY_ARGUMENTS if k in kwargs}
-    legacy_given = {**legacy, **legacy_given}
+    if method == name:  # (a *_generator call says which of them the script passed)
+        legacy_given = legacy
     try:
         bound = inspect.signature(original).bind(model, *args, **kwargs)
     except TypeError as exc:
@@ -275,10 +276,14 @@ def _call(original, name: str, method: str, model, args: tuple, kwargs: dict,
             steps = arguments.get("steps_per_epoch" if name == "fit" else "steps")
             shuffle = bool(arguments.get("shuffle", True)) if name == "fit" else False
             arguments["x"] = _accelerated(x, legacy, shuffle, steps, opened)
+        elif inspect.isgenerator(x):  # as Keras 2 took it: bare arrays, class_weight
+            arguments["x"] = keras2_batches(x, arguments.pop("class_weight", None))
         validation = arguments.get("validation_data")
         if accelerate and name == "fit" and _routable(validation):
             arguments["validation_data"] = _accelerated(
                 validation, legacy, False, arguments.get("validation_steps"), opened)
+        elif inspect.isgenerator(validation):
+            arguments["validation_data"] = keras2_batches(validation, None)
         if legacy_given or method != name or opened:
             _note(Conversion(*call_site(user_frame(sys._getframe(1))), method=method,
                              input_kind=kind,
@@ -292,6 +297,27 @@ def _call(original, name: str, method: str, model, args: tuple, kwargs: dict,
     finally:
         for accelerated in opened:
             accelerated.close()
+
+
+def keras2_batches(generator, class_weight: dict | None):
+    """A generator's batches as Keras 3 takes them: a bare array as ``(x,)`` (Keras 2 took
+    it as is), and ``class_weight`` (which Keras 3 refuses for generators) as sample
+    weights, as Keras 2 applied it."""
+    import numpy as np
+
+    for batch in generator:
+        if isinstance(batch, list):
+            batch = tuple(batch)
+        if not isinstance(batch, (tuple, dict)):
+            batch = (batch,)
+        if class_weight is not None and isinstance(batch, tuple) and len(batch) == 2:
+            labels = np.asarray(batch[1])
+            if labels.ndim > 1 and labels.shape[-1] > 1:
+                labels = labels.argmax(axis=-1)
+            labels = labels.reshape(len(labels), -1)[:, 0]
+            weights = np.array([class_weight.get(int(c), 1.0) for c in labels], np.float32)
+            batch = (*batch, weights)
+        yield batch
 
 
 def input_kind(data: Any) -> str:
