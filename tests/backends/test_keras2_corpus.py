@@ -1,0 +1,205 @@
+"""Keras-2-era scripts (``tests/scripts/keras2/``: three import styles; fit with workers,
+fit_generator, evaluate_generator, predict_generator, ImageDataGenerator, a Sequence that
+reshuffles with the global ``np.random``), each run as a user runs it, under ``stoke run``
+and under ``stoke doctor``, on the backend in ``KERAS_BACKEND``.
+
+"Same batches as Keras": a script whose batches are deterministic prints its losses; under
+``stoke run`` they must equal those of ``stoke run --no-accelerate`` (the calls translated,
+the data read by Keras 3's own loop, as under the doctor), to the last printed digit. The
+image iterators' batches are compared with Keras' own loop in-process below.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CORPUS = os.path.join("tests", "scripts", "keras2")
+SCRIPTS = sorted(n for n in os.listdir(os.path.join(ROOT, CORPUS)) if n.endswith(".py"))
+# scripts whose training batches are deterministic (seeded, no augmentation drawn in a
+# worker's own np.random): their losses must equal Keras 3's own loop's
+EXACT = {"fromtf_fit_generator.py", "keras_fit_generator.py", "tf_fit_workers.py"}
+HEADER = "to run this script without `stoke run`, change:"
+
+
+def _run(*args: str, timeout: float = 280) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _trained(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, result.stderr[-4000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("TRAINED")]
+    assert len(lines) == 1, result.stdout[-2000:]
+    return lines[0]
+
+
+def test_corpus_has_every_style():
+    text = {n: open(os.path.join(ROOT, CORPUS, n)).read() for n in SCRIPTS}
+    joined = "\n".join(text.values())
+    for style in ("import tensorflow as tf", "from tensorflow import keras", "import keras",
+                  "from tensorflow.keras", "from keras."):
+        assert style in joined, style
+    for call in ("fit_generator(", "evaluate_generator(", "predict_generator(", "workers=",
+                 "ImageDataGenerator", "flow_from_directory(", "flow_from_dataframe(",
+                 ".flow(", "np.random.shuffle", "class_weight=", "callbacks="):
+        assert call in joined, call
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_stoke_run_trains_on_keras_batches(script):
+    path = os.path.join(CORPUS, script)
+    result = _run("-m", "stoke", "run", path)
+    trained = _trained(result)
+    assert result.stderr.count(HEADER) == 1, result.stderr[-3000:]
+    advice = [line for line in result.stderr.splitlines() if line.startswith(f"    {path}:")]
+    assert advice, result.stderr[-3000:]
+    assert len(advice) == len(set(advice))  # each call once
+    assert all("→" in line for line in advice)
+    if script in EXACT:
+        keras_own = _trained(_run("-m", "stoke", "run", "--no-accelerate", path))
+        assert trained == keras_own
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_stoke_doctor_runs_the_script(script, tmp_path):
+    report = tmp_path / "doctor.json"
+    result = _run("-m", "stoke", "doctor", "--probe-seconds", "0.3", "--probe-after", "3",
+                  "--json", str(report), "--", sys.executable, os.path.join(CORPUS, script),
+                  timeout=400)
+    _trained(result)
+    assert json.loads(report.read_text())["verdict"]
+
+
+def test_tensorflow_first_gets_the_shim_and_its_conversions(tmp_path):
+    """TensorFlow imported first (its __init__ probes find_spec("keras")), keras reached as
+    tf.keras: the shim is in place, and conversions() names the script's call."""
+    script = tmp_path / "tf_first.py"
+    script.write_text(
+        "import tensorflow as tf\n"
+        "import numpy as np\n"
+        "from stoke.legacy import shim\n"
+        "m = tf.keras.Sequential([tf.keras.Input((3,)), tf.keras.layers.Dense(1)])\n"
+        "m.compile(loss='mse')\n"
+        "ds = tf.data.Dataset.from_tensor_slices((np.ones((8, 3)), np.ones(8))).batch(4)\n"
+        "m.fit(ds, epochs=1, verbose=0,\n"
+        "      workers=4)\n"
+        "[c] = shim.conversions()\n"
+        "print('CONVERSION', c.lineno, c.method, c.input_kind, c.legacy_arguments,"
+        " c.accelerated, c.call_source)\n")
+    result = _run("-m", "stoke", "run", str(script))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ("CONVERSION 7 fit tf.data ('workers=4',) False "
+            "m.fit(ds, epochs=1, verbose=0, workers=4)") in result.stdout
+    assert "delete workers=..." in result.stderr  # not "ran through stoke.accelerate"
+    assert "stoke.accelerate(ds)" not in result.stderr
+
+
+def test_keras2_call_without_equivalent_is_named(tmp_path):
+    script = tmp_path / "classes.py"
+    script.write_text(
+        "import keras, numpy as np\n"
+        "m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])\n"
+        "labels = m.predict_classes(np.ones((4, 3)))\n")
+    result = _run("-m", "stoke", "run", str(script))
+    assert result.returncode == 1
+    assert f"{script}:3: `m.predict_classes(np.ones((4, 3)))`" in result.stderr
+    assert "np.argmax(model.predict(x), axis=-1)" in result.stderr
+
+
+def test_scripts_own_exception_passes_through(tmp_path):
+    script = tmp_path / "raises.py"
+    script.write_text("import keras\n\ndef load():\n    raise KeyError('no such column: age')\n\n"
+                      "load()\n")
+    result = _run("-m", "stoke", "run", str(script))
+    assert result.returncode == 1
+    trace = result.stderr
+    assert trace.startswith("Traceback (most recent call last):"), trace[-2000:]
+    assert f'File "{script}", line 6, in <module>' in trace
+    assert f'File "{script}", line 4, in load' in trace
+    assert trace.rstrip().endswith("KeyError: 'no such column: age'")
+    assert "stoke/legacy" not in trace and "runpy" not in trace
+
+
+@pytest.mark.parametrize("seed", [11, None])
+def test_image_iterator_gives_keras_batches(seed):
+    """flow() with augmentation, read through stoke.accelerate by 2 process workers: with a
+    seed, the very batches of Keras' own loop (it[0..n-1], on_epoch_end, ...); without one,
+    every sample once an epoch."""
+    import keras
+    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+
+    import stoke
+
+    image = keras.src.legacy.preprocessing.image
+    x = np.random.RandomState(0).rand(44, 6, 6, 3)
+    y = np.arange(44).astype("float32")
+    generator = image.ImageDataGenerator(width_shift_range=0.2, horizontal_flip=True)
+    reference = []
+    adapter = PyDatasetAdapter(generator.flow(x, y, batch_size=8, seed=seed), shuffle=False)
+    for _ in range(3):
+        adapter.on_epoch_begin()
+        reference += list(adapter.get_numpy_iterator())
+        adapter.on_epoch_end()
+    with stoke.accelerate(generator.flow(x, y, batch_size=8, seed=seed), workers=2,
+                          executor="process") as accelerated:
+        assert accelerated.executor == "process"
+        got = [tuple(np.array(a) for a in batch) for batch in accelerated.iter(epochs=3)]
+    assert len(got) == len(reference) == 18
+    for epoch in range(3):
+        labels = np.concatenate([b[1] for b in got[epoch * 6:(epoch + 1) * 6]])
+        assert sorted(labels.tolist()) == list(range(44))
+    if seed is not None:
+        for ours, theirs in zip(got, reference, strict=True):
+            np.testing.assert_array_equal(ours[1], theirs[1])
+            np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-6)
+
+
+def test_accelerate_casts_float64_once_with_opt_out():
+    import keras
+
+    import stoke
+
+    class Tutorial(keras.utils.Sequence):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, index):
+            x = np.empty((4, 2))
+            x[:] = index
+            return x, np.arange(4)
+
+    with pytest.warns(stoke.StokeWarning, match=r"float64 field\(s\) \[0\].*keep_float64=True"):
+        with stoke.accelerate(Tutorial(), workers=1) as accelerated:
+            batches = list(accelerated.iter())
+    assert [b[0].dtype for b in batches] == [np.float32] * 3
+    assert [b[1].dtype for b in batches] == [np.int64] * 3
+    with stoke.accelerate(Tutorial(), workers=1, keep_float64=True) as accelerated:
+        assert next(iter(accelerated.iter()))[0].dtype == np.float64
+
+
+def test_conversions_are_frozen_records():
+    from dataclasses import FrozenInstanceError, fields
+
+    from stoke.legacy.conversions import Conversion
+
+    assert [f.name for f in fields(Conversion)] == [
+        "filename", "lineno", "call_source", "method", "input_kind", "legacy_arguments",
+        "accelerated"]
+    record = Conversion("train.py", 42, "model.fit_generator(training_generator, workers=6)",
+                        "fit_generator", "sequence", ("workers=6",), True)
+    with pytest.raises(FrozenInstanceError):
+        record.lineno = 1
+    assert record.advice() == ("train.py:42 `model.fit_generator(..., workers=6)` → "
+                               "`model.fit(stoke.accelerate(training_generator), ...)` "
+                               "(and `import stoke`)")
+    assert re.search(r"delete workers=\.\.\.", Conversion(
+        "t.py", 1, "m.fit(ds, workers=4)", "fit", "tf.data", ("workers=4",), False).advice())
