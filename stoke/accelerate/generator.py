@@ -70,7 +70,16 @@ class AcceleratedGenerator(Accelerated):
     ``iter()`` yields its items, one pass (the generator run to its end; each later
     ``iter()`` starts it again). ``model.fit(acc, steps_per_epoch=...)`` takes it; Keras'
     epochs then continue one stream, as they did with ``fit_generator``.
+
+    ``endless``: Keras sees a stream without an epoch length (``num_batches`` None), so the
+    Keras call must say how many steps to take (``fit(steps_per_epoch=...)``,
+    ``evaluate(steps=...)``). Keras then keeps one iterator over it for the whole call;
+    with an epoch length, Keras on TensorFlow makes a new ``tf.data`` generator iterator
+    every epoch, which cost 0.4 s an epoch in ``benchmarks/keras2_run.py`` (``stoke run``
+    sets it when the script gave the steps).
     """
+
+    endless = False
 
     def __init__(self, data: Any, args: tuple, kwargs: dict, workers: int | str = "auto",
                  executor: str = "auto", seed: int = 0, replicas: int | None = None,
@@ -177,7 +186,7 @@ class AcceleratedGenerator(Accelerated):
     # -- Keras' PyDataset protocol ---------------------------------------------------------
     @property
     def num_batches(self) -> int | None:
-        return self.steps_per_epoch
+        return None if self.endless else self.steps_per_epoch
 
     def __getitem__(self, index: int) -> Any:
         """What Keras calls: the next item of the running stream, whatever the index (see

@@ -366,6 +366,8 @@ def _accelerated(data: Any, legacy: dict, shuffle: bool, steps: int | None, open
     ring_slots = max(2, int(queue)) if isinstance(queue, int) and queue > 0 else None
     if inspect.isgenerator(data):
         accelerated = accelerate(data, steps_per_epoch=steps, ring_slots=ring_slots)
+        # the call gives Keras the steps: one Keras iterator for the whole call (fast on TF)
+        accelerated.endless = steps is not None
     else:
         accelerated = accelerate(data, workers=workers, shuffle=shuffle,
                                  seed=random.getrandbits(31), ring_slots=ring_slots)
