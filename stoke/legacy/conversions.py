@@ -47,14 +47,7 @@ class Conversion:
     @property
     def where(self) -> str:
         """``train.py:42`` (relative to the working directory when shorter)."""
-        name = self.filename
-        try:
-            relative = os.path.relpath(name)
-            if len(relative) < len(name):
-                name = relative
-        except ValueError:  # another drive
-            pass
-        return f"{name}:{self.lineno}"
+        return where(self.filename, self.lineno)
 
     def advice(self) -> str:
         """What to write instead, one line: ``train.py:42 `old` -> `new```."""
@@ -80,6 +73,17 @@ class Conversion:
             renamed = f"call `{receiver}.{target}` and " if target != self.method else ""
             return f"{renamed}delete {names} (Keras 3 has no such arguments)"
         return f"`{receiver}.{target}({data}, ...)`"
+
+
+def where(filename: str, lineno: int) -> str:
+    """``train.py:42``: the file relative to the working directory when that is shorter."""
+    try:
+        relative = os.path.relpath(filename)
+        if len(relative) < len(filename):
+            filename = relative
+    except ValueError:  # another drive
+        pass
+    return f"{filename}:{lineno}"
 
 
 _lock = threading.Lock()

@@ -21,6 +21,7 @@ stoke, TensorFlow first or not at all) so that they work again:
   seeded from Python's ``random`` (so ``keras.utils.set_random_seed`` makes it repeatable).
 - ``keras.preprocessing.image``/``.sequence``/``.text`` get back what Keras 3 still ships
   under ``tf.keras`` only (``ImageDataGenerator``, ``TimeseriesGenerator``, ``Tokenizer``).
+- optimizers take Keras 2's ``lr=`` and ``decay=`` (:mod:`.optimizers`).
 - Keras-2 APIs with no Keras 3 equivalent (``predict_classes``, Keras 1's ``nb_epoch``...)
   raise :class:`Keras2CallError`, naming the call, its line and what to write instead.
 
@@ -41,7 +42,7 @@ from typing import Any
 
 from stoke.errors import StokeError
 from stoke.legacy import conversions as _records
-from stoke.legacy.conversions import Conversion, call_site, user_frame
+from stoke.legacy.conversions import Conversion, call_site, user_frame, where
 from stoke.legacy.imports import when_imported
 
 LEGACY_ARGUMENTS = ("max_queue_size", "workers", "use_multiprocessing")
@@ -74,7 +75,7 @@ _lock = threading.RLock()
 _local = threading.local()  # .depth: inside a translated call (fit_generator -> fit)
 _state: dict[str, Any] = {"installed": False, "originals": {}, "told": False, "workers": "auto",
                           "cancel": None, "quiet": False, "keras2_only": False,
-                          "added": []}
+                          "added": [], "optimizer": None}
 
 
 def install(workers: int | str = "auto", quiet: bool = False, keras2_only: bool = False) -> None:
@@ -112,7 +113,11 @@ def uninstall() -> None:
         for owner, name in _state["added"]:
             if name in vars(owner):
                 delattr(owner, name)
-        _state.update(originals={}, added=[], installed=False, told=False)
+        if _state["optimizer"] is not None:
+            cls, original_init = _state["optimizer"]
+            cls.__init__ = original_init
+        _state.update(originals={}, added=[], optimizer=None, installed=False, told=False)
+        _noted_other.clear()
         _records.forget()
 
 
@@ -134,6 +139,7 @@ def _patch_if_installed(keras) -> None:
 
 
 def _patch(keras) -> None:
+    from stoke.legacy.optimizers import patch_optimizers
     from stoke.legacy.preprocessing import restore_keras2_paths
 
     model = keras.Model
@@ -174,6 +180,7 @@ def _patch(keras) -> None:
         function.__qualname__ = f"Model.{name}"
         setattr(model, name, function)
     _state["added"] = restore_keras2_paths(keras)
+    _state["optimizer"] = patch_optimizers(keras, _note_other)
 
 
 def _removed_method(name: str):
@@ -377,11 +384,30 @@ def _accelerated(data: Any, legacy: dict, shuffle: bool, steps: int | None, open
 
 def _note(conversion: Conversion) -> None:
     """Keep the record; print its line the first time this call is seen."""
-    if not _records.record(conversion) or _state["quiet"]:
+    if _records.record(conversion):
+        _print_note(conversion.advice())
+
+
+_noted_other: set[tuple[str, int]] = set()
+
+
+def _note_other(shown: str, instead: str) -> None:
+    """A translated call that is not a training call (an optimizer's ``lr=``): its line,
+    once."""
+    filename, lineno, _ = call_site(user_frame(sys._getframe(1)))
+    with _lock:
+        if (filename, lineno) in _noted_other:
+            return
+        _noted_other.add((filename, lineno))
+    _print_note(f"{where(filename, lineno)} `{shown}` → {instead}")
+
+
+def _print_note(line: str) -> None:
+    if _state["quiet"]:
         return
     with _lock:
         header = not _state["told"]
         _state["told"] = True
     lines = [NOTE_HEADER] if header else []
-    lines.append(f"    {conversion.advice()}")
+    lines.append(f"    {line}")
     print("\n".join(lines), file=sys.stderr, flush=True)

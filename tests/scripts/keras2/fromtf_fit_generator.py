@@ -47,7 +47,7 @@ validation_generator = DataGenerator(x[:48], y[:48], shuffle=False)
 
 model = keras.Sequential([keras.Input(shape=(6,)), keras.layers.Dense(8, activation="relu"),
                           keras.layers.Dense(2, activation="softmax")])
-model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+model.compile(optimizer=keras.optimizers.Adam(lr=0.01), loss="sparse_categorical_crossentropy")
 history = model.fit_generator(generator=training_generator, validation_data=validation_generator,
                               epochs=2, shuffle=False, use_multiprocessing=True, workers=6,
                               verbose=0)
