@@ -17,9 +17,8 @@ import threading
 from types import FrameType
 
 _HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the stoke package
-_LIBRARY_PARTS = (f"{os.sep}keras{os.sep}", f"{os.sep}tensorflow{os.sep}",
-                  f"{os.sep}jax{os.sep}", f"{os.sep}torch{os.sep}", f"{os.sep}importlib{os.sep}",
-                  "<frozen ")
+# packages whose frames are never the user's call (found where they are installed)
+_LIBRARIES = ("keras", "tensorflow", "jax", "jaxlib", "torch", "importlib", "runpy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,14 +113,25 @@ def forget() -> None:
 def user_frame(start: FrameType | None = None) -> FrameType | None:
     """The innermost frame of the user's code: outside stoke, Keras and the backends."""
     frame = start if start is not None else sys._getframe(1)
+    roots = (_HERE + os.sep, *_library_roots())
     while frame is not None:
         filename = frame.f_code.co_filename
-        absolute = os.path.abspath(filename) if not filename.startswith("<") else filename
-        if not absolute.startswith(_HERE + os.sep) and not any(
-                part in absolute for part in _LIBRARY_PARTS):
+        if filename.startswith("<"):  # <frozen runpy> is Python's; <string>, <stdin> are not
+            if not filename.startswith("<frozen"):
+                return frame
+        elif not os.path.abspath(filename).startswith(roots):
             return frame
         frame = frame.f_back
     return None
+
+
+def _library_roots() -> list[str]:
+    roots = []
+    for name in _LIBRARIES:
+        path = getattr(sys.modules.get(name), "__file__", None)
+        if path:
+            roots.append(os.path.dirname(os.path.abspath(path)) + os.sep)
+    return roots
 
 
 def call_site(frame: FrameType | None) -> tuple[str, int, str]:
