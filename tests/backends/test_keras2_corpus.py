@@ -235,3 +235,21 @@ def test_optimizers_take_keras2_lr_and_decay(tmp_path):
            "schedules.InverseTimeDecay(0.1, decay_steps=1, decay_rate=0.5), ...)`" \
         in result.stderr
     assert f"{script}:8 `Adam(..., lr=0.5)` → `Adam(learning_rate=0.5, ...)`" in result.stderr
+
+
+def test_keras1_arguments_are_named_with_what_to_write(tmp_path):
+    script = tmp_path / "keras1.py"
+    script.write_text(
+        "import keras, numpy as np\n"
+        "def gen():\n"
+        "    while True:\n"
+        "        yield np.ones((4, 3)), np.ones(4)\n"
+        "m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])\n"
+        "m.compile(loss='mse')\n"
+        "m.fit_generator(gen(), samples_per_epoch=100,\n"
+        "                nb_epoch=2)\n")
+    result = _run("-m", "stoke", "run", str(script))
+    assert result.returncode == 1
+    assert (f"{script}:7: `m.fit_generator(gen(), samples_per_epoch=100, nb_epoch=2)`: Keras 1 "
+            "argument(s) samples_per_epoch= (write steps_per_epoch=samples // batch_size), "
+            "nb_epoch= (write epochs=...)") in result.stderr, result.stderr[-2000:]
