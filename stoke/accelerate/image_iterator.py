@@ -49,7 +49,10 @@ class ImageIteratorSequence:
         state = {k: v for k, v in vars(iterator).items() if k not in _NOT_STATE}
         vars(self).update(state)
         cls = type(iterator)
-        self._stoke_class = (cls.__module__, cls.__qualname__)
+        # by name (a worker imports it, without a backend); a class of the script's own
+        # (__main__) cannot be imported by name: it travels by value
+        self._stoke_class = cls if cls.__module__ == "__main__" else \
+            (cls.__module__, cls.__qualname__)
         self._stoke_epoch = 0
         self._stoke_count = int(state.get("total_batches_seen", 0))  # before this epoch
         self._stoke_lazy_index_at = -1  # the count whose call drew index_array (Keras: lazily)
@@ -111,14 +114,16 @@ class ImageIteratorSequence:
         return np.random.default_rng([seed, self._stoke_epoch]).permutation(len(self))
 
     def __repr__(self) -> str:
-        return f"ImageIteratorSequence({self._stoke_class[1]}, {len(self)} batches)"
+        name = getattr(self._stoke_class, "__qualname__", self._stoke_class[-1])
+        return f"ImageIteratorSequence({name}, {len(self)} batches)"
 
 
 def _view(wrapper: ImageIteratorSequence) -> Any:
     """An instance of the iterator's class that shares ``wrapper``'s attributes, for its
     methods to run on (no lock, no index generator: the methods used need neither)."""
-    module_name, qualname = wrapper._stoke_class
-    cls = _iterator_class(module_name, qualname)
+    cls = wrapper._stoke_class
+    if not isinstance(cls, type):
+        cls = _iterator_class(*cls)
     view = cls.__new__(cls)
     view.__dict__ = wrapper.__dict__
     return view

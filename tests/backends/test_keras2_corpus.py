@@ -29,10 +29,40 @@ EXACT = {"fromtf_fit_generator.py", "keras_fit_generator.py", "tf_fit_workers.py
 HEADER = "to run this script without `stoke run`, change:"
 
 
-def _run(*args: str, timeout: float = 280) -> subprocess.CompletedProcess:
+def _run(*args: str, timeout: float = 400) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT}
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def _doctor_command(script: str, report: str) -> tuple[str, ...]:
+    return ("-m", "stoke", "doctor", "--probe-seconds", "0.3", "--probe-after", "3",
+            "--json", report, "--", sys.executable, os.path.join(CORPUS, script))
+
+
+@pytest.fixture(scope="module")
+def corpus_runs(tmp_path_factory):
+    """Every run of the corpus (``stoke run``; ``--no-accelerate`` for the exact ones;
+    ``stoke doctor``), started together a few at a time (each is mostly start-up), so the
+    corpus costs minutes, not the sum of its runs. Keys: ``(mode, script)``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    folder = tmp_path_factory.mktemp("doctor")
+    commands = {}
+    for script in SCRIPTS:
+        path = os.path.join(CORPUS, script)
+        commands["run", script] = ("-m", "stoke", "run", path)
+        if script in EXACT:
+            commands["keras", script] = ("-m", "stoke", "run", "--no-accelerate", path)
+        commands["doctor", script] = _doctor_command(script, str(folder / f"{script}.json"))
+    try:
+        parallel = min(4, max(2, len(os.sched_getaffinity(0))))
+    except AttributeError:  # pragma: no cover - macOS
+        parallel = 2
+    with ThreadPoolExecutor(parallel) as pool:
+        futures = {key: pool.submit(_run, *command) for key, command in commands.items()}
+        runs = {key: future.result() for key, future in futures.items()}
+    return runs, folder
 
 
 def _trained(result: subprocess.CompletedProcess) -> str:
@@ -58,9 +88,10 @@ def test_corpus_has_every_style():
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_stoke_run_trains_on_keras_batches(script):
+def test_stoke_run_trains_on_keras_batches(script, corpus_runs):
+    runs, _ = corpus_runs
     path = os.path.join(CORPUS, script)
-    result = _run("-m", "stoke", "run", path)
+    result = runs["run", script]
     trained = _trained(result)
     assert result.stderr.count(HEADER) == 1, result.stderr[-3000:]
     advice = [line for line in result.stderr.splitlines() if line.startswith(f"    {path}:")]
@@ -68,7 +99,7 @@ def test_stoke_run_trains_on_keras_batches(script):
     assert len(advice) == len(set(advice))  # each call once
     assert all("→" in line for line in advice)
     if script in EXACT:  # the training loss, to the last printed digit
-        keras_own = _trained(_run("-m", "stoke", "run", "--no-accelerate", path))
+        keras_own = _trained(runs["keras", script])
         assert trained.split()[1] == keras_own.split()[1], (trained, keras_own)
 
 
@@ -80,13 +111,10 @@ DOCTOR_CALLBACK_BUG = pytest.mark.xfail(
 @pytest.mark.parametrize("script", [
     pytest.param(s, marks=DOCTOR_CALLBACK_BUG) if s == "tf_fit_workers.py" else s
     for s in SCRIPTS])
-def test_stoke_doctor_runs_the_script(script, tmp_path):
-    report = tmp_path / "doctor.json"
-    result = _run("-m", "stoke", "doctor", "--probe-seconds", "0.3", "--probe-after", "3",
-                  "--json", str(report), "--", sys.executable, os.path.join(CORPUS, script),
-                  timeout=400)
-    _trained(result)
-    assert json.loads(report.read_text())["verdict"]
+def test_stoke_doctor_runs_the_script(script, corpus_runs):
+    runs, folder = corpus_runs
+    _trained(runs["doctor", script])
+    assert json.loads((folder / f"{script}.json").read_text())["verdict"]
 
 
 def test_tensorflow_first_gets_the_shim_and_its_conversions(tmp_path):
