@@ -278,20 +278,22 @@ def _call(original, name: str, method: str, model, args: tuple, kwargs: dict,
     x = arguments.get("x")
     kind = input_kind(x)
     accelerate = not _state["keras2_only"]
+    keras2_call = bool(legacy_given) or method != name  # else a Keras 3 call: as written
     try:
         if accelerate and _routable(x):
             steps = arguments.get("steps_per_epoch" if name == "fit" else "steps")
             shuffle = bool(arguments.get("shuffle", True)) if name == "fit" else False
             arguments["x"] = _accelerated(x, legacy, shuffle, steps, opened)
-        elif inspect.isgenerator(x):  # as Keras 2 took it: bare arrays, class_weight
+        elif inspect.isgenerator(x) and (keras2_call or arguments.get("class_weight")):
+            # as Keras 2 took it: bare arrays, class_weight
             arguments["x"] = keras2_batches(x, arguments.pop("class_weight", None))
         validation = arguments.get("validation_data")
         if accelerate and name == "fit" and _routable(validation):
             arguments["validation_data"] = _accelerated(
                 validation, legacy, False, arguments.get("validation_steps"), opened)
-        elif inspect.isgenerator(validation):
+        elif inspect.isgenerator(validation) and keras2_call:
             arguments["validation_data"] = keras2_batches(validation, None)
-        if legacy_given or method != name or opened:
+        if keras2_call or opened:
             _note(Conversion(*call_site(user_frame(sys._getframe(1))), method=method,
                              input_kind=kind,
                              legacy_arguments=tuple(f"{k}={v!r}" for k, v in legacy_given.items()),
