@@ -113,9 +113,34 @@ class ImageIteratorSequence:
             return None
         return np.random.default_rng([seed, self._stoke_epoch]).permutation(len(self))
 
+    def __reduce__(self):
+        # the state holds Keras objects (the ImageDataGenerator): pickled inside, so that a
+        # worker can choose Keras' numpy backend before they import Keras
+        import cloudpickle
+
+        return (_rebuild, (cloudpickle.dumps(vars(self), protocol=5),))
+
     def __repr__(self) -> str:
         name = getattr(self._stoke_class, "__qualname__", self._stoke_class[-1])
         return f"ImageIteratorSequence({name}, {len(self)} batches)"
+
+
+def _rebuild(state: bytes) -> ImageIteratorSequence:
+    import pickle
+
+    _numpy_backend_in_worker()
+    wrapper = ImageIteratorSequence.__new__(ImageIteratorSequence)
+    vars(wrapper).update(pickle.loads(state))
+    return wrapper
+
+
+def _numpy_backend_in_worker() -> None:
+    """In a stoke worker process that has not imported Keras: Keras' numpy backend (the
+    iterators' code is numpy, PIL and scipy; importing TensorFlow or torch there would
+    cost seconds and memory per worker)."""
+    main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if "keras" not in sys.modules and getattr(main_spec, "name", "") == "stoke.executors.worker":
+        os.environ["KERAS_BACKEND"] = "numpy"
 
 
 def _view(wrapper: ImageIteratorSequence) -> Any:
@@ -130,11 +155,7 @@ def _view(wrapper: ImageIteratorSequence) -> Any:
 
 
 def _iterator_class(module_name: str, qualname: str) -> type:
-    main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    in_worker = getattr(main_spec, "name", "") == "stoke.executors.worker"
-    if "keras" not in sys.modules and in_worker:
-        # a worker process needs Keras' numpy code only, not a backend
-        os.environ["KERAS_BACKEND"] = "numpy"
+    _numpy_backend_in_worker()
     obj: Any = importlib.import_module(module_name)
     for part in qualname.split("."):
         obj = getattr(obj, part)
