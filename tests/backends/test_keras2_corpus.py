@@ -159,8 +159,10 @@ def test_scripts_own_exception_passes_through(tmp_path):
                       "load()\n")
     result = _run("-m", "stoke", "run", str(script))
     assert result.returncode == 1
-    trace = result.stderr
-    assert trace.startswith("Traceback (most recent call last):"), trace[-2000:]
+    trace = result.stderr[result.stderr.index("Traceback (most recent call last):"):]
+    plain = _run(str(script))  # what python itself prints
+    assert plain.returncode == 1
+    assert trace == plain.stderr[plain.stderr.index("Traceback (most recent call last):"):]
     assert f'File "{script}", line 6, in <module>' in trace
     assert f'File "{script}", line 4, in load' in trace
     assert trace.rstrip().endswith("KeyError: 'no such column: age'")
