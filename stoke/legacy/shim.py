@@ -133,9 +133,22 @@ def conversions() -> list[Conversion]:
 
 # -- patching ---------------------------------------------------------------------------------
 def _patch_if_installed(keras) -> None:
+    """Runs inside the script's ``import keras``: a failure here must not fail that import
+    (the script then meets Keras 3's own errors), so it is a warning."""
     with _lock:
         if _state["installed"] and not _state["originals"]:
-            _patch(keras)
+            try:
+                _patch(keras)
+            except Exception as exc:  # noqa: BLE001 - explained in the warning
+                import warnings
+
+                from stoke.errors import StokeWarning
+
+                warnings.warn(
+                    f"stoke could not patch Keras {getattr(keras, '__version__', '?')} for "
+                    f"Keras-2 calls ({type(exc).__name__}: {exc}); the script runs on plain "
+                    "Keras 3. Please report this with your Keras version.", StokeWarning,
+                    stacklevel=2)
 
 
 def _patch(keras) -> None:
