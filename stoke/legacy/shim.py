@@ -38,9 +38,10 @@ import inspect
 import random
 import sys
 import threading
+import warnings
 from typing import Any
 
-from stoke.errors import StokeError
+from stoke.errors import StokeError, StokeWarning
 from stoke.legacy import conversions as _records
 from stoke.legacy.conversions import Conversion, call_site, user_frame, where
 from stoke.legacy.imports import when_imported
@@ -140,10 +141,6 @@ def _patch_if_installed(keras) -> None:
             try:
                 _patch(keras)
             except Exception as exc:  # noqa: BLE001 - explained in the warning
-                import warnings
-
-                from stoke.errors import StokeWarning
-
                 warnings.warn(
                     f"stoke could not patch Keras {getattr(keras, '__version__', '?')} for "
                     f"Keras-2 calls ({type(exc).__name__}: {exc}); the script runs on plain "
