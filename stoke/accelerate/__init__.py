@@ -25,7 +25,10 @@ This package module only re-exports; each concept has a module of its own:
 - :mod:`.sequence`: :class:`AcceleratedSequence` and the per-index program its workers run;
 - :mod:`.generator`: :class:`AcceleratedGenerator`; :mod:`.generator_program` is what its
   workers run, :mod:`.streams` how the items of its copies are taken in turn;
-- :mod:`.items`: the layout of one item in the ring (padding, cutting back);
+- :mod:`.image_iterator`: Keras' legacy image iterators (``ImageDataGenerator.flow*``) as
+  Sequences that give Keras' batches;
+- :mod:`.items`: the layout of one item in the ring (padding, cutting back; float64 cast
+  outside the ring);
 - :mod:`.channel_loader`: a loader that can message its workers;
 - :mod:`.updates`: the channel that carries messages (``on_epoch_end`` state) to workers;
 - :mod:`.keras_base`: the stand-in for a dataset's Keras base, so workers need no Keras;

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from stoke.accelerate.items import ItemLayout
+from stoke.accelerate.items import ItemLayout, float64_message
 from stoke.accelerate.updates import ControlMessage, control_task, send_to_worker
 from stoke.errors import StokeWarning, UnpicklableError
 from stoke.executors.chunk import Task
@@ -154,6 +154,17 @@ class ChannelLoader(Loader):
         else:
             self.pool.submit(task)
         return task_id
+
+    def _raise_if_failed(self, result):
+        """As the loader's, with accelerate's own float64 warning: the ring holds
+        ``(item, rows)``, so the paths are the item's, and the opt-out is accelerate's."""
+        if result.cast_paths:
+            if not self._warned_float64:
+                self._warned_float64 = True
+                paths = [p.removeprefix("[0]") or "batch" for p in result.cast_paths]
+                warnings.warn(float64_message(paths), StokeWarning, stacklevel=5)
+            result = dataclasses.replace(result, cast_paths=())
+        return super()._raise_if_failed(result)
 
     def _submit(self, kind: str, epoch: int, indices: np.ndarray, slot: int = -1) -> int:
         if kind == "probe" and self._probe_worker is not None:

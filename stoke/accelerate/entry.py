@@ -11,6 +11,7 @@ import inspect
 from typing import Any
 
 from stoke.accelerate.generator import AcceleratedGenerator
+from stoke.accelerate.image_iterator import ImageIteratorSequence, is_keras_image_iterator
 from stoke.accelerate.keras_face import keras_face_if_imported
 from stoke.accelerate.sequence import AcceleratedSequence
 from stoke.pipeline import Pipeline
@@ -20,7 +21,7 @@ def accelerate(data: Any, *args: Any, workers: int | str = "auto", executor: str
                shuffle: bool | None = None, seed: int = 0, replicas: int | None = None,
                steps_per_epoch: int | None = None, kwargs: dict | None = None,
                ring_slots: int | None = None, timeout_s: float | None = 30.0,
-               memory_budget_bytes: int | None = None):
+               memory_budget_bytes: int | None = None, keep_float64: bool = False):
     """Run ``data``'s own loading code in stoke's workers; returns what ``model.fit`` takes.
 
     ``data`` is one of:
@@ -38,6 +39,10 @@ def accelerate(data: Any, *args: Any, workers: int | str = "auto", executor: str
       ``replicas=N``, N copies run in parallel; each gets the keyword arguments it accepts
       among ``worker_index``, ``worker_count`` and ``seed`` (see the module docstring for
       what each mode guarantees). ``steps_per_epoch`` gives Keras an epoch length.
+    - one of Keras' legacy image iterators (``ImageDataGenerator().flow(...)``,
+      ``.flow_from_directory(...)``, ``.flow_from_dataframe(...)``): run as a Sequence
+      that gives the batches Keras' own loop over it would (see
+      :mod:`stoke.accelerate.image_iterator`); the iterator given is left as it is.
     - a generator object (``gen()``, already called): stoke finds the function and the
       arguments it was called with and runs it as above; if it cannot (it was started, or
       is a generator expression), it runs in a background thread of the trainer.
@@ -45,7 +50,8 @@ def accelerate(data: Any, *args: Any, workers: int | str = "auto", executor: str
     ``executor``: ``"process"`` (shared-memory ring), ``"thread"``, ``"inline"`` or
     ``"auto"`` (processes; threads when the dataset cannot be pickled). ``timeout_s``: the
     longest wait for one batch. ``ring_slots``/``memory_budget_bytes``: see
-    :class:`~stoke.loader.LoaderOptions`.
+    :class:`~stoke.loader.LoaderOptions`. float64 arrays are delivered as float32 (one
+    warning), as stoke's pipelines do; ``keep_float64=True`` keeps them.
 
     Close the result (``acc.close()`` or ``with``) to stop its workers early; they also stop
     when it is garbage collected and at exit.
@@ -77,7 +83,8 @@ def accelerate(data: Any, *args: Any, workers: int | str = "auto", executor: str
             )
         return keras_face_if_imported(AcceleratedGenerator(
             data, args, dict(kwargs or {}), workers=workers, executor=executor, seed=seed,
-            replicas=replicas, steps_per_epoch=steps_per_epoch, options=options))
+            replicas=replicas, steps_per_epoch=steps_per_epoch, options=options,
+            keep_float64=keep_float64))
     if args or kwargs or replicas is not None:
         raise TypeError(
             "args, kwargs and replicas are for generator functions; "
@@ -105,5 +112,8 @@ def accelerate(data: Any, *args: Any, workers: int | str = "auto", executor: str
             "steps_per_epoch is for generators; a Sequence's epoch is len(dataset) batches. "
             "To train on fewer, pass steps_per_epoch to fit."
         )
+    if is_keras_image_iterator(data):  # it shuffles itself, as Keras' loop over it would
+        data, shuffle = ImageIteratorSequence(data, shuffle_batches=shuffle, seed=seed), False
     return keras_face_if_imported(AcceleratedSequence(
-        data, workers=workers, executor=executor, shuffle=shuffle, seed=seed, options=options))
+        data, workers=workers, executor=executor, shuffle=shuffle, seed=seed, options=options,
+        keep_float64=keep_float64))

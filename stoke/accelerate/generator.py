@@ -19,6 +19,7 @@ from typing import Any
 from stoke.accelerate.accelerated import Accelerated
 from stoke.accelerate.channel_loader import ChannelLoader
 from stoke.accelerate.generator_program import GeneratorProgram, accepted_names, replica_kwargs
+from stoke.accelerate.items import cast_float64, float64_message
 from stoke.accelerate.keras_requests import Answers, as_keras_batch, copy_batch
 from stoke.accelerate.streams import process_stream, round_robin_inline, thread_stream
 from stoke.errors import StokeError, StokeWarning, UnpicklableError
@@ -69,11 +70,22 @@ class AcceleratedGenerator(Accelerated):
     ``iter()`` yields its items, one pass (the generator run to its end; each later
     ``iter()`` starts it again). ``model.fit(acc, steps_per_epoch=...)`` takes it; Keras'
     epochs then continue one stream, as they did with ``fit_generator``.
+
+    ``endless``: Keras sees a stream without an epoch length (``num_batches`` None), so the
+    Keras call must say how many steps to take (``fit(steps_per_epoch=...)``,
+    ``evaluate(steps=...)``). Keras then keeps one iterator over it for the whole call;
+    with an epoch length, Keras on TensorFlow makes a new ``tf.data`` generator iterator
+    every epoch, which cost 0.4 s an epoch in ``benchmarks/keras2_run.py`` (``stoke run``
+    sets it when the script gave the steps).
     """
+
+    endless = False
 
     def __init__(self, data: Any, args: tuple, kwargs: dict, workers: int | str = "auto",
                  executor: str = "auto", seed: int = 0, replicas: int | None = None,
-                 steps_per_epoch: int | None = None, options: dict | None = None) -> None:
+                 steps_per_epoch: int | None = None, options: dict | None = None,
+                 keep_float64: bool = False) -> None:
+        self.keep_float64 = bool(keep_float64)
         if replicas is not None and (not isinstance(replicas, int) or replicas < 1):
             raise ValueError(f"replicas must be a positive int or None. Received: {replicas!r}")
         if workers != "auto" and workers != (replicas or 1):
@@ -177,7 +189,7 @@ class AcceleratedGenerator(Accelerated):
     # -- Keras' PyDataset protocol ---------------------------------------------------------
     @property
     def num_batches(self) -> int | None:
-        return self.steps_per_epoch
+        return None if self.endless else self.steps_per_epoch
 
     def __getitem__(self, index: int) -> Any:
         """What Keras calls: the next item of the running stream, whatever the index (see
@@ -243,10 +255,26 @@ class AcceleratedGenerator(Accelerated):
         else:
             makers = [self._maker(k) for k in range(self.replicas)]
         if self._kind == "inline":
-            return round_robin_inline(makers)
+            return self._as_float32(round_robin_inline(makers))
         depth = self._options.get("ring_slots") or 2 * self.replicas + 2
-        return thread_stream(makers, max(1, depth // self.replicas),
-                              self._options.get("timeout_s"), self.name)
+        return self._as_float32(thread_stream(makers, max(1, depth // self.replicas),
+                                              self._options.get("timeout_s"), self.name))
+
+    def _as_float32(self, stream: Iterator[Any]) -> Iterator[Any]:
+        """Items made outside the ring: float64 cast here (process workers cast in the ring)."""
+        if self.keep_float64:
+            yield from stream
+            return
+        warned = False
+        try:
+            for item in stream:
+                item, cast = cast_float64(item)
+                if cast and not warned:
+                    warned = True
+                    warnings.warn(float64_message(cast), StokeWarning, stacklevel=3)
+                yield item
+        finally:
+            stream.close()
 
     def _maker(self, index: int) -> Callable[[], Iterator[Any]]:
         def make():
@@ -258,7 +286,8 @@ class AcceleratedGenerator(Accelerated):
     def _start_loader(self) -> ChannelLoader:
         """Make the loader and start its worker processes, without waiting for them."""
         if self._loader is None:
-            program = GeneratorProgram(self.fn, self.args, self.kwargs, self.seed)
+            program = GeneratorProgram(self.fn, self.args, self.kwargs, self.seed,
+                                       self.keep_float64)
             # one worker per copy, however many the cores: each runs its own copy
             options = LoaderOptions(workers=self.replicas, executor="process",
                                     oversubscribe=True, **self._options)

@@ -32,9 +32,10 @@ class GeneratorProgram:
 
     steps: tuple = ()
     has_filter = False
-    dtype_policy = DtypePolicy(keep_float64=True)
 
-    def __init__(self, fn: Callable, args: tuple, kwargs: dict, seed: int) -> None:
+    def __init__(self, fn: Callable, args: tuple, kwargs: dict, seed: int,
+                 keep_float64: bool = False) -> None:
+        self.dtype_policy = DtypePolicy(keep_float64=keep_float64)  # float64 -> float32
         self.fn = fn
         self.source = fn
         self.args = args

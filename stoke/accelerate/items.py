@@ -120,6 +120,29 @@ def shape_item(template: ItemLayout | None, item: Any, where: str) -> tuple[Any,
     return unflatten(template.treedef, arrays), np.int64(rows)
 
 
+FLOAT64_ADVICE = ("stoke.accelerate delivers float64 as float32 (accelerators train in "
+                  "float32; as stoke's pipelines do). Pass stoke.accelerate(..., "
+                  "keep_float64=True) to keep float64.")
+
+
+def float64_message(paths) -> str:
+    """The one warning about float64 fields cast, naming them (item paths, e.g. ``[0]``)."""
+    return f"stoke: float64 field(s) {', '.join(paths)} of the batches: {FLOAT64_ADVICE}"
+
+
+def cast_float64(item: Any) -> tuple[Any, list[str]]:
+    """``item`` with its float64 arrays as float32 (for batches made outside the ring),
+    and the paths of those cast."""
+    treedef, leaves = flatten(item)
+    paths = leaf_paths(treedef)
+    cast = [path for path, leaf in zip(paths, leaves, strict=True)
+            if getattr(leaf, "dtype", None) == np.float64]
+    if not cast:
+        return item, []
+    return unflatten(treedef, [leaf.astype(np.float32) if getattr(leaf, "dtype", None)
+                               == np.float64 else leaf for leaf in leaves]), cast
+
+
 def cut_rows(template: ItemLayout, item: Any, rows: int) -> Any:
     if template.rows is None or not 0 <= rows < template.rows:
         return item

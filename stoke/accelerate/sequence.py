@@ -51,11 +51,11 @@ class _ItemProgram:
 
     steps: tuple = ()
     has_filter = False
-    dtype_policy = DtypePolicy(keep_float64=True)  # batches as __getitem__ returns them
 
-    def __init__(self, dataset: Any, seed: int = 0) -> None:
+    def __init__(self, dataset: Any, seed: int = 0, keep_float64: bool = False) -> None:
         self.source = dataset
         self.seed = seed
+        self.dtype_policy = DtypePolicy(keep_float64=keep_float64)  # float64 -> float32
         self.template: ItemLayout | None = None
         self.stage = f"{type(dataset).__name__}.__getitem__"
 
@@ -81,11 +81,13 @@ class _ItemProgram:
             state.pop(name, None)
 
     def __reduce__(self):
-        return (_rebuild_item_program, (detached_copy(self.source), self.seed, self.template))
+        return (_rebuild_item_program, (detached_copy(self.source), self.seed, self.template,
+                                        self.dtype_policy.keep_float64))
 
 
-def _rebuild_item_program(dataset: Any, seed: int, template: ItemLayout | None) -> _ItemProgram:
-    program = _ItemProgram(dataset, seed)
+def _rebuild_item_program(dataset: Any, seed: int, template: ItemLayout | None,
+                          keep_float64: bool = False) -> _ItemProgram:
+    program = _ItemProgram(dataset, seed, keep_float64)
     program.template = template
     return program
 
@@ -117,8 +119,10 @@ class AcceleratedSequence(Accelerated):
     """
 
     def __init__(self, dataset: Any, workers: int | str = "auto", executor: str = "auto",
-                 shuffle: bool | None = None, seed: int = 0, options: dict | None = None) -> None:
+                 shuffle: bool | None = None, seed: int = 0, options: dict | None = None,
+                 keep_float64: bool = False) -> None:
         self.dataset = dataset
+        self.keep_float64 = bool(keep_float64)
         self.shuffle = shuffle  # None: as the consumer asks (Keras' fit shuffles by default)
         self._keras_shuffles: bool | None = None  # seen in fit's requests; None: not yet
         self._random_at_epoch_begin: Any = None  # Python's random state when Keras began
@@ -281,7 +285,8 @@ class AcceleratedSequence(Accelerated):
         if self._loader is None:
             pipeline = Pipeline(self.dataset, shuffled=bool(self.shuffle), seed=self.seed)
             # workers="auto": process workers tuned as to_keras' are (stoke.autotune)
-            loader = ChannelLoader(pipeline, self._options, _ItemProgram(self.dataset, self.seed),
+            loader = ChannelLoader(pipeline, self._options,
+                                   _ItemProgram(self.dataset, self.seed, self.keep_float64),
                                    tuned=self._options.workers == "auto")
             loader.notify(self._pool_started, self._layout_known)
             self._loader = loader

@@ -1,6 +1,9 @@
-"""Running code written for Keras 2 on Keras 3: ``shim.py`` (the patches of ``keras.Model``)
-and ``run.py`` (``stoke run train.py``)."""
+"""Running code written for Keras 2 on Keras 3: ``shim.py`` (the patches of Keras),
+``conversions.py`` (what was translated, and where), ``imports.py`` (patching Keras however
+it is imported), ``preprocessing.py`` (Keras 2's import paths), ``optimizers.py`` (``lr``,
+``decay``) and ``run.py`` (``stoke run train.py``)."""
 
-from stoke.legacy.shim import install, installed, uninstall
+from stoke.legacy.conversions import Conversion
+from stoke.legacy.shim import Keras2CallError, conversions, install, installed, uninstall
 
-__all__ = ["install", "installed", "uninstall"]
+__all__ = ["Conversion", "Keras2CallError", "conversions", "install", "installed", "uninstall"]

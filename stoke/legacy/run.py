@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", default="auto",
                         help="stoke workers per dataset (default: what the script asks for, "
                              "at most one per core)")
+    parser.add_argument("--no-accelerate", action="store_true",
+                        help="translate the Keras-2 calls only: the script's data runs as "
+                             "Keras 3 runs it (as under `stoke doctor`; to compare)")
     parser.add_argument("--quiet", action="store_true",
                         help="do not print what to change in the script")
     parser.add_argument("script", help="the training script, e.g. train.py")
@@ -44,19 +47,37 @@ def main(args: argparse.Namespace) -> int:
             print(f"stoke run: --workers must be a positive int or 'auto'. Received: "
                   f"{args.workers!r}", file=sys.stderr)
             return 2
-    shim.install(workers=workers, quiet=args.quiet)
+    shim.install(workers=workers, quiet=args.quiet, keras2_only=args.no_accelerate)
     return run_script(script, list(args.script_args))
 
 
 def run_script(script: str, argv: list[str]) -> int:
-    """Run ``script`` as ``python script ARGV`` would; return its exit status."""
+    """Run ``script`` as ``python script ARGV`` would; return its exit status. An exception
+    the script raises is printed as ``python`` prints it (its traceback starting at the
+    script, not in stoke) and gives status 1."""
     sys.argv = [script, *argv]
     sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
     try:
         runpy.run_path(script, run_name="__main__")
     except SystemExit as exc:
         return exit_status(exc.code)
+    except Exception as exc:  # noqa: BLE001 - the script's own: printed as python would
+        print_from_script(exc, script)
+        return 1
     return 0
+
+
+def print_from_script(exc: BaseException, script: str) -> None:
+    """Print ``exc`` with its traceback from the script's first frame on (the frames of
+    ``stoke run`` and runpy above it are not the user's)."""
+    import traceback
+
+    target = os.path.abspath(script)
+    tb = exc.__traceback__
+    while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename) != target:
+        tb = tb.tb_next
+    traceback.print_exception(type(exc), exc, tb or exc.__traceback__)
+    sys.stderr.flush()
 
 
 def exit_status(code) -> int:

@@ -2,52 +2,89 @@
 
 Keras 3 rejects what Keras-2-era scripts pass: ``fit(..., workers=4,
 use_multiprocessing=True, max_queue_size=10)`` (``TypeError: fit() got an unexpected keyword
-argument 'workers'``) and ``fit_generator``/``evaluate_generator``/``predict_generator``
-(``AttributeError``). :func:`install` patches ``keras.Model`` so that they work again:
+argument 'workers'``), ``fit_generator``/``evaluate_generator``/``predict_generator``
+(``AttributeError``) and ``from keras.preprocessing.image import ImageDataGenerator``
+(``ImportError``). :func:`install` patches Keras as soon as it is imported (``import keras``,
+``from keras import ...``, ``tf.keras``, ``from tensorflow import keras``, before or after
+stoke, TensorFlow first or not at all) so that they work again:
 
 - ``fit``/``evaluate``/``predict`` accept the three old arguments. A ``Sequence``/
-  ``PyDataset`` or a generator given to them (as ``x`` or ``validation_data``) runs through
+  ``PyDataset``, one of Keras' legacy image iterators (``ImageDataGenerator.flow*``) or a
+  generator given to them (as ``x`` or ``validation_data``) runs through
   ``stoke.accelerate``: ``workers`` becomes stoke's process workers (at most one per core),
   ``max_queue_size`` its ring depth; ``use_multiprocessing`` needs no translation (stoke
-  uses processes when the dataset can be pickled, threads otherwise). For other data the
-  old arguments are dropped, as Keras 2 ignored them.
+  uses processes when the dataset can be pickled, threads otherwise). For other data
+  (arrays, a ``tf.data`` dataset) the old arguments are dropped, as Keras 2 ignored them.
 - ``fit_generator``/``evaluate_generator``/``predict_generator`` call ``fit``/``evaluate``/
   ``predict`` with their arguments renamed.
 - ``fit(shuffle=True)`` (the default) still shuffles a Sequence's batch order each epoch,
   seeded from Python's ``random`` (so ``keras.utils.set_random_seed`` makes it repeatable).
+- ``keras.preprocessing.image``/``.sequence``/``.text`` get back what Keras 3 still ships
+  under ``tf.keras`` only (``ImageDataGenerator``, ``TimeseriesGenerator``, ``Tokenizer``).
+- optimizers take Keras 2's ``lr=`` and ``decay=`` (:mod:`.optimizers`).
+- Keras-2 APIs with no Keras 3 equivalent (``predict_classes``, Keras 1's ``nb_epoch``...)
+  raise :class:`Keras2CallError`, naming the call, its line and what to write instead.
 
-The first time the shim acts it prints, once, what to change in the script to run without
-it. Owns nothing else: ``stoke run`` (``run.py``) installs it and runs the script.
+``install(keras2_only=True)`` (``stoke doctor``) translates the calls but feeds nothing
+through ``stoke.accelerate``: the script's data runs as Keras 3 runs it, so the doctor
+measures what the user wrote. :func:`conversions` lists each distinct call translated
+(:class:`~stoke.legacy.conversions.Conversion`). The first time a call is translated its
+line and replacement are printed, once (``stoke run`` names the script's own lines).
 """
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.util
 import inspect
-import os
 import random
 import sys
 import threading
+import warnings
 from typing import Any
+
+from stoke.errors import StokeError, StokeWarning
+from stoke.legacy import conversions as _records
+from stoke.legacy.conversions import Conversion, call_site, user_frame, where
+from stoke.legacy.imports import when_imported
 
 LEGACY_ARGUMENTS = ("max_queue_size", "workers", "use_multiprocessing")
 METHODS = ("fit", "evaluate", "predict", "fit_generator", "evaluate_generator",
            "predict_generator")
+# Keras 1/2 arguments that Keras 3 has no equivalent for: name -> what to write instead
+REMOVED_ARGUMENTS = {
+    "nb_epoch": "epochs=...",
+    "samples_per_epoch": "steps_per_epoch=samples // batch_size",
+    "nb_val_samples": "validation_steps=samples // batch_size",
+    "val_samples": "steps=samples // batch_size",
+    "nb_worker": "workers=... (or nothing: stoke picks the workers)",
+    "pickle_safe": "use_multiprocessing=... (or nothing)",
+}
+# Model methods that Keras 3 dropped without a method of the same meaning
+REMOVED_METHODS = {
+    "predict_classes": "np.argmax(model.predict(x), axis=-1) (a sigmoid output: "
+                       "(model.predict(x) > 0.5).astype('int32'))",
+    "predict_proba": "model.predict(x)",
+}
+NOTE_HEADER = "stoke: to run this script without `stoke run`, change:"
 
-_lock = threading.Lock()
+
+class Keras2CallError(StokeError, TypeError):
+    """A Keras-2 call that stoke cannot translate to Keras 3; the message says what to
+    write instead."""
+
+
+_lock = threading.RLock()
+_local = threading.local()  # .depth: inside a translated call (fit_generator -> fit)
 _state: dict[str, Any] = {"installed": False, "originals": {}, "told": False, "workers": "auto",
-                          "finder": None, "quiet": False, "keras2_only": False}
+                          "cancel": None, "quiet": False, "keras2_only": False,
+                          "added": [], "optimizer": None}
 
 
 def install(workers: int | str = "auto", quiet: bool = False, keras2_only: bool = False) -> None:
-    """Patch ``keras.Model`` now if Keras is imported, else as soon as it is (so that a
-    script can still choose its backend before importing Keras). ``workers``: stoke's
-    workers for every accelerated dataset ("auto": what the script asked for, at most one
-    per core). ``quiet``: do not print the note on what to change. ``keras2_only`` (the
-    doctor): accelerate only what a Keras-2 call passes (``fit_generator`` and the like, or
-    ``workers``/``use_multiprocessing``/``max_queue_size``); a plain Keras 3
-    ``fit(generator)`` runs as the script wrote it, so the doctor measures the user's input."""
+    """Patch Keras now if it is imported, else as soon as it is (so that a script can still
+    choose its backend before importing Keras). ``workers``: stoke's workers for every
+    accelerated dataset ("auto": what the script asked for, at most one per core).
+    ``quiet``: do not print what to change. ``keras2_only`` (the doctor): translate the
+    Keras-2 calls but do not feed their data through ``stoke.accelerate``."""
     with _lock:
         _state["workers"] = workers
         _state["quiet"] = quiet
@@ -55,21 +92,16 @@ def install(workers: int | str = "auto", quiet: bool = False, keras2_only: bool 
         if _state["installed"]:
             return
         _state["installed"] = True
-        if "keras" in sys.modules:
-            _patch(sys.modules["keras"])
-        else:
-            finder = _PatchOnImport()
-            _state["finder"] = finder
-            sys.meta_path.insert(0, finder)
+    _state["cancel"] = when_imported("keras", _patch_if_installed)
 
 
 def uninstall() -> None:
-    """Undo :func:`install`."""
+    """Undo :func:`install` (and forget the conversions)."""
     with _lock:
-        finder = _state["finder"]
-        if finder is not None and finder in sys.meta_path:
-            sys.meta_path.remove(finder)
-        _state["finder"] = None
+        cancel = _state["cancel"]
+        if cancel is not None:
+            cancel()
+        _state["cancel"] = None
         originals = _state["originals"]
         if originals and "keras" in sys.modules:
             model = sys.modules["keras"].Model
@@ -79,84 +111,72 @@ def uninstall() -> None:
                         delattr(model, name)
                 else:
                     setattr(model, name, original)
-        _state["originals"] = {}
-        _state["installed"] = False
+        for owner, name in _state["added"]:
+            if name in vars(owner):
+                delattr(owner, name)
+        if _state["optimizer"] is not None:
+            cls, original_init = _state["optimizer"]
+            cls.__init__ = original_init
+        _state.update(originals={}, added=[], optimizer=None, installed=False, told=False)
+        _noted_other.clear()
+        _records.forget()
 
 
 def installed() -> bool:
     return _state["installed"]
 
 
-class _PatchOnImport(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: when ``keras`` is imported, wraps its loader so the patch is
-    applied right after the package has run."""
+def conversions() -> list[Conversion]:
+    """Each distinct Keras-2 call translated so far (one record per file, line and
+    method), in the order first seen."""
+    return _records.recorded()
 
-    def find_spec(self, name, path=None, target=None):
-        if name != "keras":
-            return None
-        sys.meta_path.remove(self)
-        _state["finder"] = None
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.loader is None:
-            return spec
-        loader = spec.loader
-        exec_module = loader.exec_module
 
-        def exec_and_patch(module):
-            exec_module(module)
-            with _lock:
-                if _state["installed"]:
-                    _patch(module)
-
-        loader.exec_module = exec_and_patch
-        return spec
+# -- patching ---------------------------------------------------------------------------------
+def _patch_if_installed(keras) -> None:
+    """Runs inside the script's ``import keras``: a failure here must not fail that import
+    (the script then meets Keras 3's own errors), so it is a warning."""
+    with _lock:
+        if _state["installed"] and not _state["originals"]:
+            try:
+                _patch(keras)
+            except Exception as exc:  # noqa: BLE001 - explained in the warning
+                warnings.warn(
+                    f"stoke could not patch Keras {getattr(keras, '__version__', '?')} for "
+                    f"Keras-2 calls ({type(exc).__name__}: {exc}); the script runs on plain "
+                    "Keras 3. Please report this with your Keras version.", StokeWarning,
+                    stacklevel=2)
 
 
 def _patch(keras) -> None:
+    from stoke.legacy.optimizers import patch_optimizers
+    from stoke.legacy.preprocessing import restore_keras2_paths
+
     model = keras.Model
-    if _state["originals"]:
-        return
-    originals = {name: model.__dict__.get(name) for name in METHODS}
+    originals = {name: model.__dict__.get(name) for name in (*METHODS, *REMOVED_METHODS)}
     _state["originals"] = originals
     resolved = {name: getattr(model, name, None) for name in ("fit", "evaluate", "predict")}
 
     def fit(self, *args, **kwargs):
-        return _run(resolved["fit"], "fit", self, args, kwargs)
+        return _call(resolved["fit"], "fit", "fit", self, args, kwargs, {})
 
     def evaluate(self, *args, **kwargs):
-        return _run(resolved["evaluate"], "evaluate", self, args, kwargs)
+        return _call(resolved["evaluate"], "evaluate", "evaluate", self, args, kwargs, {})
 
     def predict(self, *args, **kwargs):
-        return _run(resolved["predict"], "predict", self, args, kwargs)
+        return _call(resolved["predict"], "predict", "predict", self, args, kwargs, {})
 
-    def fit_generator(self, generator, steps_per_epoch=None, epochs=1, verbose=1,
-                      callbacks=None, validation_data=None, validation_steps=None,
-                      validation_freq=1, class_weight=None, max_queue_size=10, workers=1,
-                      use_multiprocessing=False, shuffle=True, initial_epoch=0):
+    def fit_generator(self, *args, **kwargs):
         """Keras 2's ``fit_generator``, as ``fit`` (Keras 2 did the same)."""
-        _tell("fit_generator", {})
-        return self.fit(generator, steps_per_epoch=steps_per_epoch, epochs=epochs,
-                        verbose=verbose, callbacks=callbacks, validation_data=validation_data,
-                        validation_steps=validation_steps, validation_freq=validation_freq,
-                        class_weight=class_weight, max_queue_size=max_queue_size,
-                        workers=workers, use_multiprocessing=use_multiprocessing,
-                        shuffle=shuffle, initial_epoch=initial_epoch)
+        return _generator_call(resolved["fit"], "fit_generator", self, args, kwargs)
 
-    def evaluate_generator(self, generator, steps=None, callbacks=None, max_queue_size=10,
-                           workers=1, use_multiprocessing=False, verbose=0):
+    def evaluate_generator(self, *args, **kwargs):
         """Keras 2's ``evaluate_generator``, as ``evaluate``."""
-        _tell("evaluate_generator", {})
-        return self.evaluate(generator, steps=steps, callbacks=callbacks, verbose=verbose,
-                             max_queue_size=max_queue_size, workers=workers,
-                             use_multiprocessing=use_multiprocessing)
+        return _generator_call(resolved["evaluate"], "evaluate_generator", self, args, kwargs)
 
-    def predict_generator(self, generator, steps=None, callbacks=None, max_queue_size=10,
-                          workers=1, use_multiprocessing=False, verbose=0):
+    def predict_generator(self, *args, **kwargs):
         """Keras 2's ``predict_generator``, as ``predict``."""
-        _tell("predict_generator", {})
-        return self.predict(generator, steps=steps, callbacks=callbacks, verbose=verbose,
-                            max_queue_size=max_queue_size, workers=workers,
-                            use_multiprocessing=use_multiprocessing)
+        return _generator_call(resolved["predict"], "predict_generator", self, args, kwargs)
 
     for function in (fit, evaluate, predict):
         original = resolved[function.__name__]
@@ -164,38 +184,181 @@ def _patch(keras) -> None:
         function.__wrapped__ = original
     patched = dict(fit=fit, evaluate=evaluate, predict=predict, fit_generator=fit_generator,
                    evaluate_generator=evaluate_generator, predict_generator=predict_generator)
+    for name in REMOVED_METHODS:
+        patched[name] = _removed_method(name)
     for name, function in patched.items():
         function.__qualname__ = f"Model.{name}"
         setattr(model, name, function)
+    _state["added"] = restore_keras2_paths(keras)
+    _state["optimizer"] = patch_optimizers(keras, _note_other)
 
 
-def _run(original, name: str, model, args: tuple, kwargs: dict):
-    """Call Keras 3's ``original`` with the old arguments taken out and Sequences or
-    generators accelerated; close what was accelerated when it returns."""
+def _removed_method(name: str):
+    def removed(self, *args, **kwargs):
+        frame = user_frame(sys._getframe(1))
+        filename, lineno, source = call_site(frame)
+        raise Keras2CallError(
+            f"{filename}:{lineno}: `{source or f'model.{name}(...)'}`: Keras 3 has no "
+            f"Model.{name} (removed in Keras 2.6), and stoke cannot translate it. Write "
+            f"instead: {REMOVED_METHODS[name]}.")
+
+    return removed
+
+
+# Keras 2's signatures of the *_generator methods (their defaults are Keras 2's)
+def _fit_generator_signature(generator, steps_per_epoch=None, epochs=1, verbose=1,
+                             callbacks=None, validation_data=None, validation_steps=None,
+                             validation_freq=1, class_weight=None, max_queue_size=10,
+                             workers=1, use_multiprocessing=False, shuffle=True,
+                             initial_epoch=0):
+    pass
+
+
+def _evaluate_generator_signature(generator, steps=None, callbacks=None, max_queue_size=10,
+                                  workers=1, use_multiprocessing=False, verbose=0):
+    pass
+
+
+def _predict_generator_signature(generator, steps=None, callbacks=None, max_queue_size=10,
+                                 workers=1, use_multiprocessing=False, verbose=0):
+    pass
+
+
+_SIGNATURES = {
+    "fit_generator": inspect.signature(_fit_generator_signature),
+    "evaluate_generator": inspect.signature(_evaluate_generator_signature),
+    "predict_generator": inspect.signature(_predict_generator_signature),
+}
+
+
+def _generator_call(original, method: str, model, args: tuple, kwargs: dict):
+    """``fit_generator(...)`` and the like: bound to Keras 2's signature, then called as
+    ``fit``/``evaluate``/``predict`` with the generator as ``x``."""
+    _refuse_removed_arguments(method, kwargs)
+    try:
+        bound = _SIGNATURES[method].bind(*args, **kwargs)
+    except TypeError as exc:
+        raise _call_error(method, f"{exc} (Keras 2's signature: {method}"
+                                  f"{_SIGNATURES[method]})") from None
+    given = dict(bound.arguments)
+    bound.apply_defaults()
+    arguments = dict(bound.arguments)
+    arguments["x"] = arguments.pop("generator")
+    if method != "fit_generator":
+        arguments.setdefault("verbose", 0)
+    legacy_given = {k: given[k] for k in LEGACY_ARGUMENTS if k in given}
+    return _call(original, method.removesuffix("_generator"), method, model, (), arguments,
+                 legacy_given)
+
+
+def _refuse_removed_arguments(method: str, kwargs: dict) -> None:
+    removed = [k for k in kwargs if k in REMOVED_ARGUMENTS]
+    if removed:
+        raise _call_error(method, "Keras 1 argument(s) " + ", ".join(
+            f"{k}= (write {REMOVED_ARGUMENTS[k]})" for k in removed)
+            + " have no Keras 3 equivalent that stoke can derive")
+
+
+def _call_error(method: str, what: str) -> Keras2CallError:
+    frame = user_frame(sys._getframe(1))
+    filename, lineno, source = call_site(frame)
+    return Keras2CallError(f"{filename}:{lineno}: `{source or f'model.{method}(...)'}`: {what}.")
+
+
+def _call(original, name: str, method: str, model, args: tuple, kwargs: dict,
+          legacy_given: dict):
+    """Call Keras 3's ``original`` (``name``: fit, evaluate or predict) with the old
+    arguments taken out and (unless ``keras2_only``) Sequences or generators accelerated;
+    close what was accelerated when it returns. ``method``: what the script called."""
+    depth = getattr(_local, "depth", 0)
+    if depth:  # fit called by a translated call (or by a Keras method): as it is
+        for key in LEGACY_ARGUMENTS:
+            kwargs.pop(key, None)
+        return original(model, *args, **kwargs)
+    _refuse_removed_arguments(method, kwargs)
     legacy = {k: kwargs.pop(k) for k in LEGACY_ARGUMENTS if k in kwargs}
+    if method == name:  # (a *_generator call says which of them the script passed)
+        legacy_given = legacy
     try:
         bound = inspect.signature(original).bind(model, *args, **kwargs)
     except TypeError as exc:
-        raise TypeError(f"{name}(): {exc}") from None
+        raise TypeError(f"{method}(): {exc}") from None
     arguments = bound.arguments
-    opened = []
+    opened: list = []
+    x = arguments.get("x")
+    kind = input_kind(x)
+    accelerate = not _state["keras2_only"]
+    keras2_call = bool(legacy_given) or method != name  # else a Keras 3 call: as written
     try:
-        route = bool(legacy) or not _state["keras2_only"]
-        x = arguments.get("x")
-        if route and _routable(x):
+        if accelerate and _routable(x):
             steps = arguments.get("steps_per_epoch" if name == "fit" else "steps")
             shuffle = bool(arguments.get("shuffle", True)) if name == "fit" else False
             arguments["x"] = _accelerated(x, legacy, shuffle, steps, opened)
+        elif inspect.isgenerator(x) and (keras2_call or arguments.get("class_weight")):
+            # as Keras 2 took it: bare arrays, class_weight
+            arguments["x"] = keras2_batches(x, arguments.pop("class_weight", None))
         validation = arguments.get("validation_data")
-        if route and name == "fit" and _routable(validation):
+        if accelerate and name == "fit" and _routable(validation):
             arguments["validation_data"] = _accelerated(
                 validation, legacy, False, arguments.get("validation_steps"), opened)
-        if legacy or opened:
-            _tell(name, legacy)
-        return original(*bound.args, **bound.kwargs)
+        elif inspect.isgenerator(validation) and keras2_call:
+            arguments["validation_data"] = keras2_batches(validation, None)
+        if keras2_call or opened:
+            _note(Conversion(*call_site(user_frame(sys._getframe(1))), method=method,
+                             input_kind=kind,
+                             legacy_arguments=tuple(f"{k}={v!r}" for k, v in legacy_given.items()),
+                             accelerated=bool(opened)))
+        _local.depth = depth + 1
+        try:
+            return original(*bound.args, **bound.kwargs)
+        finally:
+            _local.depth = depth
     finally:
         for accelerated in opened:
             accelerated.close()
+
+
+def keras2_batches(generator, class_weight: dict | None):
+    """A generator's batches as Keras 3 takes them: a bare array as ``(x,)`` (Keras 2 took
+    it as is), and ``class_weight`` (which Keras 3 refuses for generators) as sample
+    weights, as Keras 2 applied it."""
+    import numpy as np
+
+    for batch in generator:
+        if isinstance(batch, list):
+            batch = tuple(batch)
+        if not isinstance(batch, (tuple, dict)):
+            batch = (batch,)
+        if class_weight is not None and isinstance(batch, tuple) and len(batch) == 2:
+            labels = np.asarray(batch[1])
+            if labels.ndim > 1 and labels.shape[-1] > 1:
+                labels = labels.argmax(axis=-1)
+            labels = labels.reshape(len(labels), -1)[:, 0]
+            weights = np.array([class_weight.get(int(c), 1.0) for c in labels], np.float32)
+            batch = (*batch, weights)
+        yield batch
+
+
+def input_kind(data: Any) -> str:
+    """What a training call was given, in the words of :class:`Conversion`."""
+    from stoke.accelerate.image_iterator import is_keras_image_iterator
+
+    if data is None:
+        return "none"
+    if inspect.isgenerator(data):
+        return "generator"
+    if is_keras_image_iterator(data):
+        return "image-iterator"
+    module = type(data).__module__ or ""
+    if module.startswith("tensorflow") and hasattr(data, "element_spec"):
+        return "tf.data"
+    if module.startswith("torch.utils.data"):
+        return "torch-dataloader"
+    if hasattr(data, "__len__") and hasattr(data, "__getitem__") and hasattr(data, "on_epoch_end"):
+        return "sequence"
+    if hasattr(data, "shape") or isinstance(data, (list, tuple, dict)):
+        return "arrays"
+    return "other"
 
 
 def _routable(data: Any) -> bool:
@@ -215,13 +378,15 @@ def _accelerated(data: Any, legacy: dict, shuffle: bool, steps: int | None, open
 
     workers = _state["workers"]
     if workers == "auto":
-        asked = legacy.get("workers", getattr(data, "_workers", None))
+        asked = legacy.get("workers", getattr(data, "workers", None))
         workers = min(asked, available_cores()) if isinstance(asked, int) and asked > 1 \
             else available_cores()
     queue = legacy.get("max_queue_size")
     ring_slots = max(2, int(queue)) if isinstance(queue, int) and queue > 0 else None
     if inspect.isgenerator(data):
         accelerated = accelerate(data, steps_per_epoch=steps, ring_slots=ring_slots)
+        # the call gives Keras the steps: one Keras iterator for the whole call (fast on TF)
+        accelerated.endless = steps is not None
     else:
         accelerated = accelerate(data, workers=workers, shuffle=shuffle,
                                  seed=random.getrandbits(31), ring_slots=ring_slots)
@@ -229,40 +394,32 @@ def _accelerated(data: Any, legacy: dict, shuffle: bool, steps: int | None, open
     return accelerated
 
 
-def _tell(name: str, legacy: dict) -> None:
-    """Print once what to change in the script so that it runs without the shim."""
+def _note(conversion: Conversion) -> None:
+    """Keep the record; print its line the first time this call is seen."""
+    if _records.record(conversion):
+        _print_note(conversion.advice())
+
+
+_noted_other: set[tuple[str, int]] = set()
+
+
+def _note_other(shown: str, instead: str) -> None:
+    """A translated call that is not a training call (an optimizer's ``lr=``): its line,
+    once."""
+    filename, lineno, _ = call_site(user_frame(sys._getframe(1)))
     with _lock:
-        if _state["told"] or _state["quiet"]:
+        if (filename, lineno) in _noted_other:
             return
+        _noted_other.add((filename, lineno))
+    _print_note(f"{where(filename, lineno)} `{shown}` → {instead}")
+
+
+def _print_note(line: str) -> None:
+    if _state["quiet"]:
+        return
+    with _lock:
+        header = not _state["told"]
         _state["told"] = True
-    where = _caller()
-    if name.endswith("_generator"):
-        used = f"model.{name}(...)"
-    elif legacy:
-        used = f"model.{name}(..., {', '.join(f'{k}={v!r}' for k, v in legacy.items())})"
-    else:
-        used = f"model.{name}(dataset)"
-    print(
-        f"stoke: {where}{used} ran through stoke.accelerate (Keras 3 has no "
-        "fit_generator and no workers/use_multiprocessing/max_queue_size arguments).\n"
-        "stoke: to run this script without `stoke run`, change:\n"
-        "    model.fit(seq, workers=4, use_multiprocessing=True, max_queue_size=10, ...)\n"
-        "        -> model.fit(stoke.accelerate(seq), ...)\n"
-        "    model.fit_generator(gen(a), steps_per_epoch=n, ...)\n"
-        "        -> model.fit(stoke.accelerate(gen, a, steps_per_epoch=n), ...)\n"
-        "    model.evaluate_generator(gen(a), steps=n)  (predict_generator alike)\n"
-        "        -> model.evaluate(stoke.accelerate(gen, a, steps_per_epoch=n))\n"
-        "  (and `import stoke`; this note is printed once)",
-        file=sys.stderr, flush=True)
-
-
-def _caller() -> str:
-    """``file:line: `` of the user's call, outside stoke and Keras."""
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    frame = sys._getframe(1)
-    while frame is not None:
-        filename = os.path.abspath(frame.f_code.co_filename)
-        if not filename.startswith(here) and f"{os.sep}keras{os.sep}" not in filename:
-            return f"{os.path.relpath(filename)}:{frame.f_lineno}: "
-        frame = frame.f_back
-    return ""
+    lines = [NOTE_HEADER] if header else []
+    lines.append(f"    {line}")
+    print("\n".join(lines), file=sys.stderr, flush=True)

@@ -260,9 +260,26 @@ def test_sequence_shuffle_permutes_batches_per_epoch_seeded(executor):
 
 def test_sequence_with_dicts_constants_and_float64_kept():
     expected = expected_passes(DictSequence, 1)[0]
-    with accelerate(DictSequence(), workers=2) as acc:
+    with accelerate(DictSequence(), workers=2, keep_float64=True) as acc:
         got = _copies(acc.iter())
     _same(got, expected)  # float64 stays float64; the (2,) constant is not cut to 2 rows
+
+
+@pytest.mark.parametrize("executor", ["process", "thread"])
+def test_float64_becomes_float32_with_one_warning(executor):
+    """As in pipelines: float64 leaves arrive as float32 (same values), one warning naming
+    them and the opt-out; other dtypes are untouched."""
+    expected = expected_passes(DictSequence, 1)[0]
+    with pytest.warns(StokeWarning) as caught:
+        with accelerate(DictSequence(), workers=2, executor=executor) as acc:
+            got = _copies(acc.iter())
+    messages = [str(w.message) for w in caught if "float64" in str(w.message)]
+    assert len(messages) == 1 and "keep_float64=True" in messages[0], messages
+    assert "[0]['image']" in messages[0]
+    for ours, theirs in zip(got, expected, strict=True):
+        assert ours[0]["image"].dtype == np.float32
+        np.testing.assert_array_equal(ours[0]["image"], theirs[0]["image"].astype(np.float32))
+        assert ours[1].dtype == theirs[1].dtype
 
 
 @pytest.mark.parametrize("executor", ["process", "thread"])
