@@ -585,7 +585,9 @@ def _measure(record: RunRecord) -> Diagnosis:
             verdict_reason=(
                 "no training step was measured: the script ended with an error before one finished"
                 if record.meta.get("error")
-                else "no training step was measured: did the script call model.fit()?"
+                else "no training step was measured: the doctor measures model.fit() and "
+                "train_on_batch; custom training loops (GradientTape, jax.grad, a torch loop) "
+                "are not measured. Findings below come from the setup alone"
             ),
             input_wait_fraction=None,
             throughput=None,

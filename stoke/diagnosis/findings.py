@@ -580,19 +580,29 @@ def small_batch(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
 # -- system ------------------------------------------------------------------------------------
 
 
+def contention_level(other_cores: float, cores: int, busy_fraction: float) -> str:
+    """How hard other processes press on this machine's cores: ``"none"``, ``"low"``
+    (they take at least a quarter of the cores, and half a core, but cores are still free) or
+    ``"high"`` (and the machine is at least 80% busy). The one rule ``stoke doctor``
+    (cpu-contention) and ``stoke env`` (cpu-load) share."""
+    if other_cores < max(CONTENTION_MIN_CORES, CONTENTION_CORE_SHARE * cores):
+        return "none"
+    return "high" if busy_fraction >= SATURATED_BUSY_FRACTION else "low"
+
+
 def cpu_contention(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
     """Other processes take the cores this run needs: for its input pipeline (it waits for
     input), for the model (it trains on the CPU) or for dispatch (the step is overhead-bound)."""
     cpu = diagnosis.cpu
     if cpu is None:
         return None
-    threshold = max(CONTENTION_MIN_CORES, CONTENTION_CORE_SHARE * cpu.cores)
-    if cpu.other_cores < threshold:
+    level = contention_level(cpu.other_cores, cpu.cores, cpu.busy_fraction)
+    if level == "none":
         return None
     wait = diagnosis.input_wait_fraction or 0.0
     model_on_cpu = _model_on_cpu(record)
     needs_cpu = wait >= _PARTLY_WAIT or model_on_cpu or diagnosis.verdict == "overhead-bound"
-    saturated = cpu.busy_fraction >= SATURATED_BUSY_FRACTION
+    saturated = level == "high"
     if not needs_cpu:
         return None
     if saturated:

@@ -47,7 +47,8 @@ from stoke.diagnosis.record import ProbeResult
 _perf_counter = time.perf_counter
 
 WARMUP_CALLS = 2
-MIN_CALLS = WARMUP_CALLS + 3
+MIN_TIMED_CALLS = 3
+MIN_CALLS = WARMUP_CALLS + MIN_TIMED_CALLS
 MAX_CALLS = 200
 # A run waiting less than this share of its steps so far has nothing to remove: no window.
 MIN_WAIT_FRACTION = 0.05
@@ -72,8 +73,15 @@ class InputFreeWindow:
     the training state put back, and leaves its measurement in ``result``."""
 
     def __init__(self, backend: str, model, step_result: Any, batch: Any, batch_size: int,
-                 planned: int, ready_pull_s: float = 0.0):
+                 planned: int, ready_pull_s: float = 0.0, loop_s: float = 0.0,
+                 max_seconds: float = 2.0):
         self.backend = backend
+        # what fit does per step outside the train function (callbacks, progress bar,
+        # iterator), measured on the run's own steps: the window's calls do not pay it
+        self.loop_s = loop_s
+        self.max_seconds = max_seconds
+        self._cpu_start = time.process_time()
+        self._cpu_from: float | None = None
         # TensorFlow: what pulling a batch that is already waiting costs (the doctor's measured
         # pull floor). Every real step pays it and the doctor counts it as compute, not wait;
         # the window hands its batch over without a pull, so it is added back per call.
@@ -100,19 +108,40 @@ class InputFreeWindow:
             self._restore = snapshot_variables(model)
 
     def call(self, original, sync, args: tuple) -> tuple[Any, bool]:
-        """Run one of the window's train-function calls; returns (result, window_finished)."""
+        """Run one of the window's train-function calls; returns (result, window_finished).
+        The window ends after ``planned`` calls, or once ``max_seconds`` have passed with at
+        least ``MIN_TIMED_CALLS`` timed (a slow step must not make the probe slow)."""
         result = original(*args)
         self.calls += 1
         if self.calls == WARMUP_CALLS:
             sync(result)
             self._timed_from = _perf_counter()
-        if self.calls < self.planned:
+            self._cpu_from = time.process_time()
+        timed_calls = self.calls - WARMUP_CALLS if self._timed_from is not None else 0
+        over_time = (
+            timed_calls >= MIN_TIMED_CALLS
+            and _perf_counter() - self.started_at >= self.max_seconds
+        )
+        if self.calls < self.planned and not over_time:
             return result, False
         sync(result)
         elapsed = _perf_counter() - (self._timed_from or self.started_at)
-        timed_calls = self.calls - WARMUP_CALLS if self._timed_from is not None else self.calls
-        self.result = self._measurement(timed_calls, elapsed)
-        return self._put_state_back(result), True
+        cpu_s = time.process_time() - (self._cpu_from if self._cpu_from is not None else self._cpu_start)
+        timed_calls = timed_calls or self.calls
+        self.result = self._measurement(timed_calls, elapsed, cpu_s)
+        return result, True
+
+    def restored_result(self, step_result, last_result):
+        """What the step hands back to ``fit`` after the window: the step's own logs, with the
+        training state of before the window (JAX: the copy; TensorFlow, torch: restored)."""
+        if self.backend == "jax":
+            logs, _state = step_result
+            state, self._saved_jax_state = self._saved_jax_state, None
+            return logs, state
+        if self._restore is not None:
+            self._restore()
+            self._restore = None
+        return step_result
 
     def abandon(self, model) -> None:
         """The window ended early (a step raised, the fit stopped): put the state back,
@@ -127,29 +156,25 @@ class InputFreeWindow:
             _hand_jax_state_to_model(model, (None, state))
             model.jax_state_sync()
 
-    def _put_state_back(self, result):
-        if self.backend == "jax":
-            logs, _state = result
-            state, self._saved_jax_state = self._saved_jax_state, None
-            return logs, state
-        if self._restore is not None:
-            self._restore()
-            self._restore = None
-        return result
-
-    def _measurement(self, calls: int, elapsed: float) -> ProbeResult:
-        per_call = (elapsed / calls if calls else 0.0) + self.ready_pull_s
+    def _measurement(self, calls: int, elapsed: float, cpu_s: float) -> ProbeResult:
+        per_call = (elapsed / calls if calls else 0.0) + self.ready_pull_s + self.loop_s
         return ProbeResult(
             samples_per_s=self.batch_size / per_call if per_call > 0 else 0.0,
             seconds=elapsed,
             batches=calls,
             detail={
                 "method": (
-                    "the run's own fit loop (iterator, callbacks, train step, the doctor's "
-                    "hooks) fed the previous step's batch again instead of pulling a new one, "
-                    "timed between two device syncs"
+                    "the run's train function called again on the step's own batch, back to "
+                    "back inside that step (out of the callbacks' sight), timed between two "
+                    "device syncs, plus the fit loop's own per-step time outside the train "
+                    "function (callbacks, progress bar, iterator) measured on the run's steps"
                 ),
                 "s_per_step": per_call,
+                "loop_s_per_step": self.loop_s,
+                # the whole process's CPU per call while the input was free: the trainer's own
+                # (its compute threads on a CPU model, dispatch on a GPU one), plus the
+                # loop's share; what the shared-cores prediction needs
+                "cpu_s_per_step": (cpu_s / calls if calls else 0.0) + self.loop_s,
                 "batch_size": self.batch_size,
                 "calls": self.calls,
                 "ready_pull_s": self.ready_pull_s,
@@ -160,8 +185,8 @@ class InputFreeWindow:
                     else "all model, optimizer and metric variables snapshotted and restored"
                 ),
                 "effect_on_run": (
-                    "extra calls of one step number; the epoch's own steps and batches were "
-                    "untouched"
+                    "extra calls inside one step, invisible to callbacks, progress bar and "
+                    "history; the epoch's own steps, batches and logs were untouched"
                 ),
             },
         )

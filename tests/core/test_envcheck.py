@@ -443,7 +443,13 @@ def test_effective_cores():
 
 def test_cpu_load():
     assert envcheck.check_cpu_load(3.5, 2).status == WARN
-    assert envcheck.check_cpu_load(0.5, 2).status == OK
+    assert envcheck.check_cpu_load(0.3, 2).status == OK
+    # the doctor's rule (cpu-contention): half a core of 2 taken by others is contention
+    assert envcheck.check_cpu_load(0.5, 2).status == WARN
+    # a CPU sample decides when there is one, with the doctor's thresholds and words
+    high = envcheck.check_cpu_load(0.1, 2, other_cores=1.2, busy_fraction=0.95)
+    assert high.status == WARN and "HIGH" in high.message
+    assert envcheck.check_cpu_load(3.0, 2, other_cores=0.2, busy_fraction=0.3).status == OK
     assert envcheck.check_cpu_load(None, 2) is None
 
 
