@@ -233,8 +233,11 @@ def input_too_slow(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
     kind = record.input.get("kind", "unknown")
     if diagnosis.input_is_limit is False:
         return None  # the input alone is far faster than the model: it is not the limit
-    if diagnosis.input_is_limit is None and _in_memory_input(record):
-        return None  # slicing arrays in memory is not a limit anyone measured here
+    if _in_memory_input(record):
+        # slicing arrays in memory: blamed only when measured slower than the model itself
+        rates = [r for r in (diagnosis.bound.no_wait_throughput, diagnosis.model_alone) if r]
+        if not (diagnosis.input_alone and rates and diagnosis.input_alone < min(rates)):
+            return None
     if _model_on_cpu(record) and kind in ("stoke", "pydataset", "torch_dataloader") and (
         diagnosis.prediction is not None and diagnosis.prediction.shared_cores.get("limited_by", "")
         .startswith("the cores")

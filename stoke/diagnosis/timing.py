@@ -190,8 +190,8 @@ class TimedTrainFunction:
             while True:
                 if jax_iterator is not None:
                     call_args = (current[1], jax_iterator)  # the state the last call returned
-                elif len(args) == 1 and isinstance(args[0], self._tf_iterator_types):
-                    call_args = (iter((window.batch,)),)  # TensorFlow pulled outside the graph
+                elif self.backend == "tensorflow":
+                    call_args = (iter((window.batch,)),)  # pulled outside the graph: no pull
                 else:
                     call_args = args  # torch: the step's own batch again
                 current, finished = window.call(self.original, self._sync, call_args)
