@@ -792,7 +792,7 @@ def _prediction(
             )
             with_stoke = round(max(1.0, rate / throughput), 2)
             if predicted_speedup:
-                with_stoke = min(with_stoke, round(predicted_speedup, 2))
+                with_stoke = min(with_stoke, predicted_speedup)  # never above the headline
             shared = {
                 "cores": cpu.cores,
                 "other_processes_cores": round(cpu.other_cores, 2),
