@@ -580,8 +580,9 @@ class Recorder:
 
     def host_code_watch_due(self, model) -> bool:
         """Watch one eager step for host code in the model (stoke.diagnosis.host_code): the
-        first step after the warm-up, once per run, only when Python runs inside the step."""
-        if self._host_code_watched or self._steps_in_fit != self.options.warmup_steps:
+        last warm-up step (left out of the numbers), once per run, only when Python runs
+        inside the step."""
+        if self._host_code_watched or self._steps_in_fit != max(0, self.options.warmup_steps - 1):
             return False
         self._host_code_watched = True
         from stoke.diagnosis.host_code import step_runs_eagerly
@@ -595,14 +596,6 @@ class Recorder:
             return
         model["host_ops"] = sorted({*(model.get("host_ops") or []), *found})
         model.setdefault("host_op_evidence", {}).update(found)
-
-    def skip_step(self, t_end: float) -> None:
-        """A step the doctor spent watching (not recorded): the next one counts from here."""
-        self.steps_seen += 1
-        self._steps_in_fit += 1
-        self._prev_end = t_end
-        self._wait_acc = 0.0
-        self._samples_acc = 0
 
     def pending_wait_s(self) -> float:
         """The wait noted so far for the step in progress."""

@@ -142,10 +142,11 @@ class TimedTrainFunction:
                 not_overhead_s = pulled - pull_started + calibration_s
                 args = (iter((data,)),)
         wait_before_call = recorder.pending_wait_s()
-        if recorder.host_code_watch_due(self.model):
-            return self._watched_step(args, t_enter, not_overhead_s)
         t_call = _perf_counter()
-        result = self.original(*args)
+        if recorder.host_code_watch_due(self.model):
+            result = self._watched_call(args)
+        else:
+            result = self.original(*args)
         t_returned = _perf_counter()
         synced = recorder.sync_due()
         if synced:
@@ -163,19 +164,14 @@ class TimedTrainFunction:
     def sync(self, result) -> None:
         self._sync(result)
 
-    def _watched_step(self, args: tuple, t_enter: float, not_overhead_s: float):
-        """One step with the host-code watch on (stoke.diagnosis.host_code): its time counts
-        as the doctor's, the step itself is not recorded."""
+    def _watched_call(self, args: tuple):
+        """The train function with the host-code watch on (stoke.diagnosis.host_code), for one
+        warm-up step: its time is left out of the steady state like the rest of the warm-up."""
         from stoke.diagnosis.host_code import watch_host_code
 
-        recorder = self.recorder
         with watch_host_code(self.model, self.backend) as found:
             result = self.original(*args)
-        self._sync(result)
-        recorder.note_host_code(found)
-        t_end = _perf_counter()
-        recorder.skip_step(t_end)
-        recorder.add_overhead(t_end - t_enter - not_overhead_s)
+        self.recorder.note_host_code(found)
         return result
 
     def _run_input_free(self, window: InputFreeWindow, args: tuple, result):
