@@ -787,6 +787,8 @@ def _prediction(
         else:
             input_per_sample, input_source = None, "not measured"
         if input_per_sample is not None:
+            # the run already makes `throughput` on these cores: they supply at least that
+            cores_free = max(cores_free, throughput * (trainer_per_sample + input_per_sample))
             rate = stoke_rate_on_shared_cores(
                 cores_free, trainer_per_sample, input_per_sample, predicted_throughput
             )

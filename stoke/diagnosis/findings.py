@@ -233,6 +233,8 @@ def input_too_slow(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
     kind = record.input.get("kind", "unknown")
     if diagnosis.input_is_limit is False:
         return None  # the input alone is far faster than the model: it is not the limit
+    if _in_memory_input(record) and diagnosis.input_wait_source != "measured":
+        return None  # an estimated wait on arrays in memory is no evidence against them
     if _in_memory_input(record):
         # slicing arrays in memory: blamed only when measured slower than the model itself
         rates = [r for r in (diagnosis.bound.no_wait_throughput, diagnosis.model_alone) if r]
@@ -311,7 +313,7 @@ def shared_cores(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
     if diagnosis.input_alone and diagnosis.model_alone:
         message += (
             f" (alone the input makes {_rate(diagnosis.input_alone)}, "
-            f"{diagnosis.input_alone / diagnosis.model_alone:.0f}x the model's "
+            f"{_times(diagnosis.input_alone / diagnosis.model_alone)} the model's "
             f"{_rate(diagnosis.model_alone)})"
         )
     message += (
@@ -342,6 +344,10 @@ def shared_cores(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
                   "model_alone_samples_per_s": _round(diagnosis.model_alone)},
         expected_gain=prediction.with_stoke_here,
     )
+
+
+def _times(ratio: float) -> str:
+    return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.1f}x"
 
 
 def _in_memory_input(record: RunRecord) -> bool:

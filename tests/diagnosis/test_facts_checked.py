@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from stoke.diagnosis.analysis import analyse
-from stoke.diagnosis.record import ProbeResult
+from stoke.diagnosis.record import ProbeResult, StepSample
 from tests.diagnosis.synthetic import make_record
 
 
@@ -139,3 +139,24 @@ def test_cpu_contention_fix_names_only_cores_the_machine_has(cores):
         assert int(high) < cores and int(low) <= int(high)
     if cores == 2:
         assert "taskset" not in finding.fix
+
+
+def test_mirrored_strategy_on_in_memory_data_with_an_estimated_wait():
+    # the pull runs in the graph: the wait is step minus the model-alone step, an estimate;
+    # no batch passed through Python, the batch size comes from the pipeline's graph
+    steps = [StepSample(step=i, epoch=0, t_s=0.0014 * (i + 1), wait_s=0.00083, step_s=0.0014,
+                        batch_size=0) for i in range(40)]
+    record = make_record(kind="tf.data", wait_s=0.0, step_s=0.0, steps=steps, backend="tensorflow",
+                         model_alone=116_000.0, input_alone=34_500.0,
+                         input_extra={"wait_method": "estimated-from-model-alone",
+                                      "tf_data_prefetch": True, "tf_data_map_parallelism": [],
+                                      "tf_data_py_function": False, "batch_size": 64})
+    diagnosis = analyse(record)
+    assert diagnosis.throughput == pytest.approx(64 / 0.0014)  # measured, not "?"
+    assert diagnosis.prediction.confidence != "high"
+    assert any("the wait itself" in text for text in diagnosis.prediction.unmeasured)
+    assert "input-too-slow" not in [f.id for f in diagnosis.findings]
+    from stoke.diagnosis.report import terminal_text
+
+    text = terminal_text(diagnosis, width=200)
+    assert "not measured → not measured" not in text and "batch ?" not in text

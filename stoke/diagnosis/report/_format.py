@@ -64,10 +64,9 @@ def headline(diagnosis: Diagnosis) -> str:
     """One sentence under the verdict."""
     text = diagnosis.verdict_reason
     if diagnosis.verdict in ("input-bound", "partly-input-bound") and diagnosis.predicted_speedup:
-        text += (
-            f"; if the input kept up: {speedup(diagnosis.predicted_speedup)} "
-            f"({rate(diagnosis.throughput)} → {rate(diagnosis.predicted_throughput)})"
-        )
+        text += f"; if the input kept up: {speedup(diagnosis.predicted_speedup)}"
+        if diagnosis.throughput and diagnosis.predicted_throughput:
+            text += f" ({rate(diagnosis.throughput)} → {rate(diagnosis.predicted_throughput)})"
         prediction = diagnosis.prediction
         if prediction is not None and prediction.with_stoke_here is not None and diagnosis.cpu:
             text += (
@@ -121,8 +120,10 @@ def key_numbers(diagnosis: Diagnosis) -> list[tuple[str, str]]:
         rows.append(
             (
                 "Predicted speedup",
-                f"{speedup(diagnosis.predicted_speedup)} → {rate(diagnosis.predicted_throughput)} "
-                "if the input were no longer the bottleneck"
+                f"{speedup(diagnosis.predicted_speedup)}"
+                + (f" → {rate(diagnosis.predicted_throughput)}" if diagnosis.predicted_throughput
+                   else " (batch size not known: no samples/s)")
+                + " if the input were no longer the bottleneck"
                 + (
                     f" (at most {speedup(prediction.wait_cap)}: what removing the wait allows)"
                     if prediction is not None and prediction.capped
