@@ -118,9 +118,10 @@ class InputFreeWindow:
             self._timed_from = _perf_counter()
             self._cpu_from = time.process_time()
         timed_calls = self.calls - WARMUP_CALLS if self._timed_from is not None else 0
-        over_time = (
-            timed_calls >= MIN_TIMED_CALLS
-            and _perf_counter() - self.started_at >= self.max_seconds
+        spent = _perf_counter() - self.started_at
+        # at least MIN_TIMED_CALLS timed calls, unless calls are so slow that one is enough
+        over_time = timed_calls >= 1 and spent >= self.max_seconds and (
+            timed_calls >= MIN_TIMED_CALLS or spent >= 3 * self.max_seconds
         )
         if self.calls < self.planned and not over_time:
             return result, False
