@@ -70,7 +70,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from stoke.diagnosis.findings import FINDING_CHECKS, SEVERITIES, Finding
+from stoke.diagnosis.findings import FINDING_CHECKS, SEVERITIES, Finding, in_memory_input
 from stoke.diagnosis.record import RunRecord, StepSample, SystemSample
 
 DIAGNOSIS_SCHEMA_VERSION = 1
@@ -652,6 +652,12 @@ def _measure(record: RunRecord) -> Diagnosis:
     input_is_limit = (
         None if not (input_alone and model_rate) else input_alone < INPUT_LIMIT_FACTOR * model_rate
     )
+    handover_only = input_is_limit is False and in_memory_input(record)
+    if handover_only:
+        # arrays in memory (or a tf.data pipeline with no map) many times faster than the
+        # model: what the trainer "waits" is handing the batch over, which every fix pays too
+        predicted_speedup = 1.0
+        predicted_throughput = throughput
     prediction = _prediction(
         record, cpu, wait_fraction, wait_source, throughput, predicted_throughput,
         predicted_speedup, wait_cap, capped, batch_size, input_alone, model_alone,
@@ -659,12 +665,26 @@ def _measure(record: RunRecord) -> Diagnosis:
 
     signals = overhead_signals(record, throughput, step_s, gpus)
     verdict, reason = _verdict(wait_fraction, signals)
+    if handover_only and wait_fraction >= PARTLY_INPUT_BOUND_WAIT_FRACTION:
+        # not the input's work: the per-step cost of taking a batch in (see the reason)
+        signals = (
+            f"{wait_fraction:.0%} of each step goes to taking in-memory batches that the input "
+            f"alone makes {input_alone / model_rate:.0f}x faster than the model uses them",
+            *signals,
+        )
+        verdict = "overhead-bound"
+        reason = f"the trainer spends {wait_fraction:.0%} of each step taking in its batch"
     if wait_source == "probes":
         reason += " (estimated from the probes: this input's wait cannot be timed directly)"
     elif wait_source == "model-alone-estimate":
         reason += " (estimated: step time minus the model-alone step; the pull runs in the graph)"
     elif wait_source == "unmeasured":
         reason += " (this input's wait cannot be timed directly, and no probe bounds it)"
+    if handover_only and wait_fraction >= PARTLY_INPUT_BOUND_WAIT_FRACTION:
+        reason += (
+            f"; but the input alone makes {input_alone / model_rate:.0f}x what the model takes: "
+            "that wait is the cost of handing each batch over, which no input fix removes"
+        )
     limited_by = {
         "input-bound": "input",
         "partly-input-bound": "model",

@@ -233,9 +233,9 @@ def input_too_slow(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
     kind = record.input.get("kind", "unknown")
     if diagnosis.input_is_limit is False:
         return None  # the input alone is far faster than the model: it is not the limit
-    if _in_memory_input(record) and diagnosis.input_wait_source != "measured":
+    if in_memory_input(record) and diagnosis.input_wait_source != "measured":
         return None  # an estimated wait on arrays in memory is no evidence against them
-    if _in_memory_input(record):
+    if in_memory_input(record):
         # slicing arrays in memory: blamed only when measured slower than the model itself
         rates = [r for r in (diagnosis.bound.no_wait_throughput, diagnosis.model_alone) if r]
         if not (diagnosis.input_alone and rates and diagnosis.input_alone < min(rates)):
@@ -350,7 +350,7 @@ def _times(ratio: float) -> str:
     return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.1f}x"
 
 
-def _in_memory_input(record: RunRecord) -> bool:
+def in_memory_input(record: RunRecord) -> bool:
     """Arrays in memory, or a tf.data pipeline with no map and no Python in it."""
     inputs = record.input
     kind = inputs.get("kind")

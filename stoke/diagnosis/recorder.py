@@ -273,7 +273,7 @@ class Recorder:
         no step (threads, devices, memory growth) are still taken, when Keras was imported."""
         import sys
 
-        if "keras" not in sys.modules or self.record.env:
+        if "keras" not in sys.modules or "gpus_visible" in self.record.env:
             return
         try:
             self.backend = self.backend or _keras_backend()

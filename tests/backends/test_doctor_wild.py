@@ -77,3 +77,11 @@ def test_cpu_trained_slow_generator_probes_out_of_sight_and_prediction_bounded()
     for finding in report["findings"]:
         if finding["category"] == "input" and finding["expected_gain"] is not None:
             assert finding["expected_gain"] <= report["predicted_speedup"] + 1e-6
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="a GradientTape loop")
+def test_custom_loop_gets_the_static_findings_and_a_note():
+    report, _ = doctor("custom_loop.py")
+    assert report["verdict"] == "unknown"
+    assert "custom training loops" in report["verdict_reason"]
+    assert "thread-config" in ids(report)  # 64 intra-op threads on this machine's cores

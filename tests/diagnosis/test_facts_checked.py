@@ -22,6 +22,11 @@ def test_in_memory_arrays_many_times_faster_than_the_model_get_no_input_too_slow
                                                             "producer": "native"})
     diagnosis = analyse(record)
     assert diagnosis.input_is_limit is False
+    # the "wait" is handing batches over: no input fix wins anything, the step's overhead is
+    # what to fix (small-batch: steps_per_execution)
+    assert diagnosis.verdict == "overhead-bound"
+    assert diagnosis.predicted_speedup == 1.0
+    assert "handing each batch over" in diagnosis.verdict_reason
     found = ids(record)
     assert "input-too-slow" not in found and "generator-on-main-thread" not in found
     assert not any("stoke.from_arrays" in f.fix for f in diagnosis.findings)
