@@ -11,24 +11,28 @@ times too high. The time a step takes right after a long wait is no good either:
 after a 20 ms wait ran 0.8 ms where back-to-back ones ran 0.3 ms (cold caches, idle cores).
 
 So the doctor measures it directly, once per run, inside the run, right before the probes:
-after the step that triggers them, Keras' epoch iterator yields that same step again
-``planned`` times, and the training iterator hands over the step's batch again instead of
-pulling a new one (JAX, torch: the wrapped ``EpochIterator`` iterator; TensorFlow when the
-doctor pulls outside the graph). Everything else of the fit loop runs as it does for every
-step. The first ``WARMUP_CALLS`` calls settle caches; the rest are timed from a device sync
-to a device sync, so asynchronous dispatch overlaps as it does in training. On TensorFlow
-each call is charged what pulling a batch that is already waiting costs (the doctor's measured
-pull floor, which its step times count as compute): the window hands its batch over unpulled.
+inside the step that triggers them, right after Keras' train function returned, the doctor
+calls that train function again ``planned`` times on the step's own batch (JAX: threading the
+state each call returns, the wrapped iterator handing the batch over again; torch: the same
+arguments; TensorFlow when the doctor pulls outside the graph: the batch unpulled), back to
+back, until ``planned`` calls or ``max_seconds``. The first ``WARMUP_CALLS`` calls settle
+caches; the rest are timed from a device sync to a device sync, so asynchronous dispatch
+overlaps as it does in training. What ``fit`` does per step outside the train function (the
+callbacks, the progress bar, the epoch iterator) is not in those calls: it is measured on the
+run's own steps (step time less wait less the train function's time, the median of recent
+steps) and added to each call (``detail["loop_s_per_step"]``). On TensorFlow each call is also
+charged what pulling a batch that is already waiting costs (the doctor's measured pull floor,
+which its step times count as compute). The process's CPU time per call is kept too
+(``detail["cpu_s_per_step"]``): the trainer's own CPU per step, for the shared-cores
+prediction.
 
 What it does to the run, on purpose and written in the result's ``detail``:
 
 - the weights, optimizer and metric state after the window are the ones before it: JAX gets
-  its state (copied before the window) back as the window's last step's result; TensorFlow and
-  torch get every model, optimizer and metric variable restored;
-- the epoch's own steps and batches are untouched: the window's calls are extra steps, so
-  the run trains on exactly what it would have trained on;
-- batch-level callbacks see the window's calls as repeats of one step number (with the
-  repeated batch's loss).
+  its state (copied before the window) back; TensorFlow and torch get every model, optimizer
+  and metric variable restored;
+- the step returns its own logs: no callback, progress bar update, history entry, metric or
+  checkpoint ever sees a window call; the epoch's own steps and batches are untouched.
 
 Not run for ``train_on_batch`` loops (the loop is the script's own code), for TensorFlow with
 the pull inside the graph, or for runs that barely wait (nothing to remove);
