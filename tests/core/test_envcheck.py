@@ -783,3 +783,14 @@ def test_a_hanging_probe_is_killed(monkeypatch):
     result = probe.result()
     assert "did not finish within 1 s" in result["error"]
     assert probe.process.poll() is not None
+
+
+def test_json_without_a_path_prints_to_stdout():
+    """README: `stoke env --json` (a bare flag) prints the JSON, nothing else, to stdout."""
+    out = subprocess.run([sys.executable, "-m", "stoke", "env", "--no-probe", "--json"],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode in (0, 1), out.stderr
+    payload = json.loads(out.stdout)
+    assert payload["schema_version"] >= 1
+    load = next(c for c in payload["checks"] if c["id"] == "cpu-load")
+    assert load["evidence"]["contention"] in ("none", "low", "high")
