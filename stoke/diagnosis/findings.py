@@ -143,7 +143,7 @@ def generator_on_main_thread(record: RunRecord, diagnosis: Diagnosis) -> Finding
         severity=_wait_severity(wait),
         category="input",
         message=message,
-        fix=_keras2_fix(record, legacy) if legacy is not None else _stoke_fix(record),
+        fix=_keras2_fix(record, legacy) if legacy is not None else _input_fix(record, diagnosis),
         evidence=evidence,
         expected_gain=here if here is not None else diagnosis.predicted_speedup,
         fix_language="bash" if legacy is not None else "python",
@@ -277,9 +277,28 @@ def input_too_slow(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
         severity=_wait_severity(wait) if diagnosis.input_is_limit else "medium",
         category="input",
         message=message,
-        fix=_stoke_fix(record),
+        fix=_input_fix(record, diagnosis),
         evidence=evidence,
         expected_gain=here if here is not None else diagnosis.predicted_speedup,
+    )
+
+
+def _input_fix(record: RunRecord, diagnosis: Diagnosis) -> str:
+    """stoke's fix for this input kind, unless the shared-cores model says stoke's workers
+    would bring nothing on these cores: then that comes first, with what would help."""
+    fix = _stoke_fix(record)
+    prediction = diagnosis.prediction
+    if prediction is None or prediction.with_stoke_here is None or prediction.with_stoke_here > 1.05:
+        return fix
+    shared = prediction.shared_cores
+    return (
+        f"# On these cores stoke's workers would not be faster: {_num(shared.get('cores_for_this_run'))}"
+        " core(s)\n"
+        f"# are left to this run (others take {_num(shared.get('other_processes_cores'))}),"
+        " and the trainer and the input\n"
+        "# already fill them. First free cores (stop or renice other jobs), move the\n"
+        "# model to a GPU, or make the per-batch work cheaper; then:\n"
+        + fix
     )
 
 

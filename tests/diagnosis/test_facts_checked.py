@@ -165,3 +165,18 @@ def test_mirrored_strategy_on_in_memory_data_with_an_estimated_wait():
 
     text = terminal_text(diagnosis, width=200)
     assert "not measured → not measured" not in text and "batch ?" not in text
+
+
+def test_stoke_is_not_the_first_fix_where_these_cores_leave_it_nothing_to_win():
+    # 2 cores, 1.8 taken by other processes; the trainer and the input already fill the rest
+    record = make_record(wait_s=0.03, step_s=0.04, cores=2, self_pct=20.0, other_pct=180.0,
+                         gpus_visible=0, gpus_used=0, model_alone=64 / 0.009,
+                         input_alone=64 / 0.03, input_extra={"main_thread": True})
+    record.probes["input_free"] = ProbeResult(64 / 0.01, 1.0, 50, {"s_per_step": 0.01,
+                                                                   "cpu_s_per_step": 0.01})
+    record.probes["input_alone"].detail["cpu_s_per_sample"] = 0.03 / 64
+    diagnosis = analyse(record)
+    assert diagnosis.prediction.with_stoke_here <= 1.05
+    first = diagnosis.finding("generator-on-main-thread")
+    assert first.fix.startswith("# On these cores stoke's workers would not be faster")
+    assert first.expected_gain == diagnosis.prediction.with_stoke_here
