@@ -164,7 +164,7 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="stoke-doctor-parent-watch", daemon=True).start()
 
 
-def _note_keras2_conversions(recorder: Recorder) -> None:
+def note_keras2_conversions(recorder: Recorder) -> None:
     """Put the Keras-2 calls the shim translated into the record (``meta["keras2_conversions"]``),
     so that the findings diagnose what the user wrote (a ``fit_generator`` on a plain generator
     is a generator on the main thread), not the translation."""
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
         deactivate(recorder)
-        _note_keras2_conversions(recorder)
+        note_keras2_conversions(recorder)
         try:
             record = recorder.finish(status, code, error, error_type)
         except Exception as doctor_error:  # a doctor bug must not cost the user the record
