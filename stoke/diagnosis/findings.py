@@ -17,6 +17,7 @@ first fix is stoke itself, with the code and the predicted speedup.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -538,9 +539,13 @@ def host_op_in_model(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
     step. Found by what runs (a tensor converted to NumPy inside the step) or, failing that,
     by reading the layer's source (``model["host_op_evidence"]`` says which)."""
     layers = [str(name) for name in record.model.get("host_ops") or []]
+    evidence_by_layer = dict(record.model.get("host_op_evidence") or {})
+    failed = layer_failed_on_host_conversion(record)
+    if failed is not None and failed[0] not in layers:
+        layers.append(failed[0])
+        evidence_by_layer[failed[0]] = failed[1]
     if not layers:
         return None
-    evidence_by_layer = record.model.get("host_op_evidence") or {}
     how = "; ".join(f"{name}: {evidence_by_layer[name]}" for name in layers if name in evidence_by_layer)
     return Finding(
         id="host-op-in-model",
@@ -556,6 +561,26 @@ def host_op_in_model(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
         evidence={"host_op_layers": layers, "verdict": diagnosis.verdict,
                   "how_found": evidence_by_layer},
     )
+
+
+# What the backends raise when a layer hands a symbolic or traced tensor to NumPy (TensorFlow
+# compiled, JAX traced: "Cannot convert a symbolic tf.Tensor to a numpy array",
+# TracerArrayConversionError; torch: "Can't call numpy() on Tensor that requires grad").
+_HOST_CONVERSION_ERRORS = re.compile(
+    r"numpy|symbolic|Tracer|_error_repr|__array__", re.IGNORECASE
+)
+_FAILED_LAYER_CALL = re.compile(r"when calling (\w+)\.call\(\)")
+
+
+def layer_failed_on_host_conversion(record: RunRecord) -> tuple[str, str] | None:
+    """(layer class, how) when the run itself failed inside a layer's ``call`` converting a
+    tensor to NumPy: host code that could not run at all on this backend or compiled."""
+    error = str(record.meta.get("error") or "")
+    match = _FAILED_LAYER_CALL.search(error)
+    if match is None or not _HOST_CONVERSION_ERRORS.search(error):
+        return None
+    first_line = error.strip().splitlines()[0][:160]
+    return match.group(1), f"the run failed inside {match.group(1)}.call() converting a tensor to NumPy ({first_line})"
 
 
 def small_batch(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:

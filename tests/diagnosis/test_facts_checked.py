@@ -180,3 +180,18 @@ def test_stoke_is_not_the_first_fix_where_these_cores_leave_it_nothing_to_win():
     first = diagnosis.finding("generator-on-main-thread")
     assert first.fix.startswith("# On these cores stoke's workers would not be faster")
     assert first.expected_gain == diagnosis.prediction.with_stoke_here
+
+
+def test_a_run_that_failed_on_numpy_in_a_layer_names_the_layer():
+    # torch: np.sin(inputs) on a tensor that requires grad raises before any step
+    error = ("RuntimeError: Exception encountered when calling NumpySin.call().\n\n"
+             "Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead.")
+    record = make_record(wait_s=0.0, step_s=0.04, steps=[], backend="torch",
+                         meta_extra={"error": error, "exit_status": "failed"})
+    finding = analyse(record).finding("host-op-in-model")
+    assert finding is not None and "NumpySin" in finding.message
+    assert "ops.sin" in finding.fix
+    other = make_record(wait_s=0.0, step_s=0.04, steps=[],
+                        meta_extra={"error": "ValueError: Exception encountered when calling "
+                                    "Dense.call(): shapes (3,) and (4,) do not match"})
+    assert analyse(other).finding("host-op-in-model") is None
