@@ -36,6 +36,7 @@ if str(ROOT / "benchmarks") not in sys.path:  # `common`, however this module is
 from common import write_json  # noqa: E402
 
 SCRIPT = ROOT / "tests" / "scripts" / "doctor_known.py"
+WILD = ROOT / "tests" / "scripts" / "doctor_wild"
 RESULTS = ROOT / "benchmarks" / "results"
 BACKENDS = ("jax", "torch", "tensorflow")
 TOLERANCE = 0.30
@@ -96,10 +97,11 @@ def _tail(out: subprocess.CompletedProcess) -> str:
     return f"{out.stdout[-2000:]}{out.stderr[-3000:]}"
 
 
-def run_plain(backend: str, script_args: list[str], timeout: float = 300) -> dict:
+def run_plain(backend: str, script_args: list[str], timeout: float = 300,
+              script: Path = SCRIPT) -> dict:
     """The script without the doctor; its own KNOWN_RESULT line."""
     out = subprocess.run(
-        [sys.executable, str(SCRIPT), *script_args],
+        [sys.executable, str(script), *script_args],
         env=child_env(backend),
         capture_output=True,
         text=True,
@@ -114,6 +116,7 @@ def run_plain(backend: str, script_args: list[str], timeout: float = 300) -> dic
 
 def run_under_doctor(
     backend: str, doctor_args: list[str], script_args: list[str], timeout: float = 300,
+    script: Path = SCRIPT,
 ) -> tuple[dict | None, dict | None, str]:
     """``stoke doctor --json REPORT DOCTOR_ARGS -- python SCRIPT SCRIPT_ARGS``: (the doctor's
     JSON report, the script's own KNOWN_RESULT: each None where missing; the output's tail,
@@ -123,7 +126,7 @@ def run_under_doctor(
         out = subprocess.run(
             [
                 sys.executable, "-m", "stoke", "doctor", "--json", str(report), *doctor_args,
-                "--", sys.executable, str(SCRIPT), *script_args,
+                "--", sys.executable, str(script), *script_args,
             ],
             env=child_env(backend),
             capture_output=True,
@@ -188,13 +191,70 @@ def measure_case(backend: str, script_args: list[str], rounds: int = 1, **doctor
     }
 
 
+# The wild corpus (tests/scripts/doctor_wild): script -> (backends it runs on, arguments of
+# the plain run as the user's code runs under Keras 3, the verdicts that are right). The fixed
+# twin is the same script with --fixed: the input made free (compared with the headline
+# prediction), except in WILD_COMPARE, where it applies a model fix (compared with that
+# finding's expected gain, "-" when the doctor gives none).
+WILD_CASES: dict[str, tuple[tuple[str, ...], list[str], tuple[str, ...]]] = {
+    "arrays_in_memory.py": (BACKENDS, [], ("compute-bound", "overhead-bound")),
+    "tfdata_plain.py": (("tensorflow",), [], ("compute-bound", "overhead-bound")),
+    "numpy_layer.py": (("tensorflow",), [], ("compute-bound", "overhead-bound")),
+    "fit_generator.py": (BACKENDS, ["--keras3"], ("input-bound",)),
+    "sequence_float64.py": (BACKENDS, [], ("input-bound", "partly-input-bound")),
+    "cpu_slow_generator.py": (BACKENDS, [], ("input-bound", "partly-input-bound")),
+}
+WILD_COMPARE = {"numpy_layer.py": "host-op-in-model"}
+
+
+def measure_wild(backend: str, script: str, plain_args: list[str], rounds: int,
+                 quick: bool, compare: str = "input") -> dict:
+    """One corpus script: the doctor's verdict and prediction, and the speedup its fixed twin
+    really gets (median step time of the plain runs, interleaved)."""
+    size = ["--epochs", "2", "--steps-per-epoch", "15"] if quick else []
+    report, _, tail = run_under_doctor(
+        backend, ["--steps", "25" if quick else "60", "--probe-seconds", "0.5" if quick else "1"],
+        size, script=WILD / script)
+    if report is None:
+        raise RuntimeError(f"{backend} {script}: no doctor report\n{tail}")
+    plain, fixed = [], []
+    for _ in range(rounds):
+        plain.append(run_plain(backend, [*plain_args, *size], script=WILD / script)["step_s"])
+        fixed.append(run_plain(backend, ["--fixed", *size], script=WILD / script)["step_s"])
+    measured = statistics.median(plain) / statistics.median(fixed)
+    finding_ids = [f["id"] for f in report["findings"]]
+    predicted = report.get("predicted_speedup")
+    if compare != "input":  # the twin applies a model fix: that finding's gain is the claim
+        finding = next((f for f in report["findings"] if f["id"] == compare), {})
+        predicted = finding.get("expected_gain")
+    error = None if predicted is None else predicted / measured - 1.0
+    return {
+        "backend": backend, "case": f"wild:{script}", "verdict": report.get("verdict"),
+        "input_wait_fraction": report.get("input_wait_fraction"),
+        "predicted_speedup": predicted,
+        "predicted_speedup_with_stoke": report.get("predicted_speedup_with_stoke"),
+        "measured_speedup": measured, "relative_error": error,
+        "within_tolerance": error is not None and abs(error) <= TOLERANCE,
+        "findings": finding_ids,
+        "confidence": (report.get("prediction") or {}).get("confidence"),
+        "probes_s": (report.get("overhead") or {}).get("probes_s"),
+        "plain_rounds": {"plain_s": plain, "fixed_s": fixed},
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--rounds", type=int, default=2, help="plain runs per side, interleaved")
     parser.add_argument("--out", default=str(RESULTS / "doctor_accuracy.json"))
+    parser.add_argument("--wild", action="store_true",
+                        help="also the wild corpus (tests/scripts/doctor_wild), one table")
+    parser.add_argument("--quick", action="store_true",
+                        help="short runs, one round: to see the benchmark works, not to quote")
     args = parser.parse_args()
+    if args.quick:
+        args.rounds = 1
     rows = []
     for backend in [b for b in args.backends.split(",") if b]:
         for name in [c for c in args.cases.split(",") if c]:
@@ -214,8 +274,28 @@ def main() -> int:
                 f"  {'ok' if row.get('within_tolerance') else 'OFF'}",
                 flush=True,
             )
+    backends = [b for b in args.backends.split(",") if b]
+    for script, (script_backends, plain_args, verdicts) in (WILD_CASES.items() if args.wild else ()):
+        for backend in [b for b in backends if b in script_backends]:
+            started = time.perf_counter()
+            try:
+                row = measure_wild(backend, script, plain_args, args.rounds, args.quick,
+                                   WILD_COMPARE.get(script, "input"))
+            except Exception as error:  # keep the other rows
+                row = {"backend": backend, "case": f"wild:{script}", "error": repr(error)[-1500:]}
+            row.update(expected_verdicts=list(verdicts), wall_s=time.perf_counter() - started)
+            row["verdict_ok"] = row.get("verdict") in verdicts
+            rows.append(row)
+            print(
+                f"{backend:10s} {script:24s} verdict {row.get('verdict')!s:19s} "
+                f"({'ok' if row['verdict_ok'] else 'WRONG'})  predicted x{_fmt(row.get('predicted_speedup'))}"
+                f"  measured x{_fmt(row.get('measured_speedup'))}  error {_pct(row.get('relative_error'))}"
+                f"  {'ok' if row.get('within_tolerance') else 'OFF'}  {','.join(row.get('findings', []))}",
+                flush=True,
+            )
     summary = {
         "benchmark": "doctor_accuracy",
+        "quick": args.quick,
         "tolerance": TOLERANCE,
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
                     "nvidia_gpu": has_nvidia_gpu()},

@@ -70,7 +70,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from stoke.diagnosis.findings import FINDING_CHECKS, SEVERITIES, Finding
+from stoke.diagnosis.findings import FINDING_CHECKS, SEVERITIES, Finding, in_memory_input
 from stoke.diagnosis.record import RunRecord, StepSample, SystemSample
 
 DIAGNOSIS_SCHEMA_VERSION = 1
@@ -89,6 +89,14 @@ MAX_OUTLIER_SHARE = 0.10
 # overhead-bound: the device (or the model on its own) accounts for less than this share of
 # the step although the trainer is not waiting for input.
 OVERHEAD_DEVICE_SHARE = 0.5
+
+# Removing a wait of w can make a step at most 1/(1 - w) faster; the input-free window may
+# find the trainer's own work a little faster still (warm caches once it stops waiting), so
+# the prediction may exceed that by this factor and no more (issue 14: <= 1.3/(1 - wait)).
+WAIT_CAP_MARGIN = 1.3
+# The input alone is "the limit" only when it makes fewer than this many times the samples/s
+# the model takes without waiting; 5x faster and the wait has another cause.
+INPUT_LIMIT_FACTOR = 5.0
 
 
 @dataclass(frozen=True)
@@ -145,6 +153,29 @@ class GpuSummary:
 
 
 @dataclass(frozen=True)
+class Prediction:
+    """The one model behind every speedup the doctor prints (headline, findings, JSON).
+
+    ``if_input_free``: the step with the input made free (the input-free window, else the
+    steps less their waits), never faster than the model alone, and never more than
+    ``WAIT_CAP_MARGIN / (1 - wait)`` (``capped`` says it was cut there). ``with_stoke_here``:
+    what stoke's workers can reach on the cores this run may use, sharing them with the
+    trainer (``shared_cores`` holds the numbers: cores, taken by others, the trainer's and the
+    input's CPU seconds per sample and where each came from). ``unmeasured``: the figures the
+    prediction had to do without, each in words with what that costs; ``confidence``
+    ("high", "medium", "low") falls with each.
+    """
+
+    if_input_free: float | None
+    with_stoke_here: float | None
+    wait_cap: float | None
+    capped: bool
+    confidence: str
+    unmeasured: tuple[str, ...] = ()
+    shared_cores: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Diagnosis:
     """The doctor's answer for one run. Build it with :func:`analyse`."""
 
@@ -166,6 +197,10 @@ class Diagnosis:
     # "probes" (estimated here, see wait_fraction_from_probes), "unmeasured"
     input_wait_source: str = "measured"
     findings: tuple[Finding, ...] = ()
+    prediction: Prediction | None = None
+    # the input alone makes fewer than INPUT_LIMIT_FACTOR x the no-wait samples/s (None: the
+    # input-alone probe did not run, so it is not known)
+    input_is_limit: bool | None = None
     record: RunRecord = field(default_factory=RunRecord, repr=False, compare=False)
 
     @property
@@ -182,7 +217,11 @@ class Diagnosis:
         ``schema_version``, ``record_schema_version``, ``units``; ``verdict`` (one of
         ``VERDICTS``), ``verdict_reason``; ``input_wait_fraction`` (0-1) and
         ``input_wait_source``; ``throughput``, ``predicted_throughput``, ``model_alone``,
-        ``input_alone`` (samples/s or null); ``predicted_speedup`` (>= 1 or null);
+        ``input_alone`` (samples/s or null); ``predicted_speedup`` (>= 1 or null: the input
+        made free, capped at 1.3/(1 - wait)); ``predicted_speedup_with_stoke`` (stoke's
+        workers on the cores this run can use, shared with the trainer; >= 1 or null);
+        ``prediction`` (how both were made: cap, confidence, what was not measured, the
+        shared-cores numbers); ``input_is_limit`` (bool or null);
         ``bound`` (``limited_by``, per-step ``step_s``/``wait_s``/``compute_s``, probe step
         times); ``overhead_signals`` (sentences); ``doctor_overhead_fraction``;
         ``steady_state`` (which steps count and which were left out); ``cpu`` and ``gpus``
@@ -209,6 +248,11 @@ class Diagnosis:
             "throughput": self.throughput,
             "predicted_throughput": self.predicted_throughput,
             "predicted_speedup": self.predicted_speedup,
+            "predicted_speedup_with_stoke": (
+                None if self.prediction is None else self.prediction.with_stoke_here
+            ),
+            "prediction": None if self.prediction is None else _asdict(self.prediction),
+            "input_is_limit": self.input_is_limit,
             "model_alone": self.model_alone,
             "input_alone": self.input_alone,
             "bound": _asdict(self.bound),
@@ -541,7 +585,9 @@ def _measure(record: RunRecord) -> Diagnosis:
             verdict_reason=(
                 "no training step was measured: the script ended with an error before one finished"
                 if record.meta.get("error")
-                else "no training step was measured: did the script call model.fit()?"
+                else "no training step was measured: the doctor measures model.fit() and "
+                "train_on_batch; custom training loops (GradientTape, jax.grad, a torch loop) "
+                "are not measured. Findings below come from the setup alone"
             ),
             input_wait_fraction=None,
             throughput=None,
@@ -593,19 +639,52 @@ def _measure(record: RunRecord) -> Diagnosis:
         compute_s = max(compute_s, _synced_compute_s(kept, wait_fraction))
     predicted_step_s = max(compute_s, model_step_s)
     predicted_speedup = max(1.0, step_s / predicted_step_s) if predicted_step_s > 0 else None
+    wait_cap = WAIT_CAP_MARGIN / (1.0 - wait_fraction) if wait_fraction < 0.999 else None
+    capped = bool(predicted_speedup and wait_cap and predicted_speedup > wait_cap)
+    if capped:
+        predicted_speedup = wait_cap
     no_wait_throughput = batch_size / compute_s if (batch_size and compute_s > 0) else None
     predicted_throughput = (
         throughput * predicted_speedup if (throughput and predicted_speedup) else None
     )
+    model_rate = min(r for r in (no_wait_throughput, model_alone) if r) if (
+        no_wait_throughput or model_alone) else None
+    input_is_limit = (
+        None if not (input_alone and model_rate) else input_alone < INPUT_LIMIT_FACTOR * model_rate
+    )
+    handover_only = input_is_limit is False and in_memory_input(record)
+    if handover_only:
+        # arrays in memory (or a tf.data pipeline with no map) many times faster than the
+        # model: what the trainer "waits" is handing the batch over, which every fix pays too
+        predicted_speedup = 1.0
+        predicted_throughput = throughput
+    prediction = _prediction(
+        record, cpu, wait_fraction, wait_source, throughput, predicted_throughput,
+        predicted_speedup, wait_cap, capped, batch_size, input_alone, model_alone,
+    )
 
     signals = overhead_signals(record, throughput, step_s, gpus)
     verdict, reason = _verdict(wait_fraction, signals)
+    if handover_only and wait_fraction >= PARTLY_INPUT_BOUND_WAIT_FRACTION:
+        # not the input's work: the per-step cost of taking a batch in (see the reason)
+        signals = (
+            f"{wait_fraction:.0%} of each step goes to taking in-memory batches that the input "
+            f"alone makes {input_alone / model_rate:.0f}x faster than the model uses them",
+            *signals,
+        )
+        verdict = "overhead-bound"
+        reason = f"the trainer spends {wait_fraction:.0%} of each step taking in its batch"
     if wait_source == "probes":
         reason += " (estimated from the probes: this input's wait cannot be timed directly)"
     elif wait_source == "model-alone-estimate":
         reason += " (estimated: step time minus the model-alone step; the pull runs in the graph)"
     elif wait_source == "unmeasured":
         reason += " (this input's wait cannot be timed directly, and no probe bounds it)"
+    if handover_only and wait_fraction >= PARTLY_INPUT_BOUND_WAIT_FRACTION:
+        reason += (
+            f"; but the input alone makes {input_alone / model_rate:.0f}x what the model takes: "
+            "that wait is the cost of handing each batch over, which no input fix removes"
+        )
     limited_by = {
         "input-bound": "input",
         "partly-input-bound": "model",
@@ -638,7 +717,130 @@ def _measure(record: RunRecord) -> Diagnosis:
         gpus=gpus,
         doctor_overhead_fraction=overhead_fraction,
         overhead_signals=signals,
+        prediction=prediction,
+        input_is_limit=input_is_limit,
         record=record,
+    )
+
+
+def stoke_rate_on_shared_cores(
+    cores_free: float,
+    trainer_cpu_s_per_sample: float,
+    input_cpu_s_per_sample: float,
+    bound_rate: float,
+) -> float:
+    """Samples/s stoke can deliver when its workers and the trainer share ``cores_free``
+    cores: every sample costs the trainer ``trainer_cpu_s_per_sample`` and the input
+    ``input_cpu_s_per_sample`` CPU seconds, so ``rate * (trainer + input) <= cores_free``;
+    and never more than ``bound_rate`` (the input made free)."""
+    per_sample = trainer_cpu_s_per_sample + input_cpu_s_per_sample
+    if per_sample <= 0:
+        return bound_rate
+    return min(bound_rate, cores_free / per_sample)
+
+
+def _prediction(
+    record: RunRecord,
+    cpu: CpuSummary | None,
+    wait_fraction: float,
+    wait_source: str,
+    throughput: float | None,
+    predicted_throughput: float | None,
+    predicted_speedup: float | None,
+    wait_cap: float | None,
+    capped: bool,
+    batch_size: float | None,
+    input_alone: float | None,
+    model_alone: float | None,
+) -> Prediction:
+    """One prediction (see :class:`Prediction`): the headline's bound, and stoke on these
+    cores from the trainer's and the input's measured CPU per sample."""
+    unmeasured: list[str] = []
+    notes = record.meta.get("probe_notes") or {}
+    waits = wait_fraction >= PARTLY_INPUT_BOUND_WAIT_FRACTION  # else nothing to predict
+    if wait_source != "measured":
+        unmeasured.append(
+            "the wait itself (this input's next() cannot be timed): estimated from the probes"
+            if wait_source in ("probes", "model-alone-estimate")
+            else "the wait itself (not timed, and no probe bounds it)"
+        )
+    if "input_free" not in record.probes and wait_fraction >= PARTLY_INPUT_BOUND_WAIT_FRACTION:
+        why = notes.get("input_free")
+        unmeasured.append(
+            "the step with the input made free"
+            + (f" ({why})" if why else "")
+            + ": taken as the steps less their waits, which runs long after long waits"
+        )
+    if input_alone is None and waits:
+        why = notes.get("input_alone")
+        unmeasured.append(
+            "the input alone" + (f" ({why})" if why else "")
+            + ": whether the input itself is the limit is not known"
+        )
+    if model_alone is None and waits:
+        why = notes.get("model_alone")
+        unmeasured.append("the model alone" + (f" ({why})" if why else ""))
+    shared: dict[str, Any] = {}
+    with_stoke = None
+    if cpu is not None and throughput and predicted_throughput and batch_size:
+        cores_free = max(0.5, cpu.cores - cpu.other_cores)
+        free_probe = record.probes.get("input_free")
+        trainer_cpu = _number(free_probe.detail.get("cpu_s_per_step")) if free_probe else None
+        if trainer_cpu is not None:
+            trainer_per_sample, trainer_source = trainer_cpu / batch_size, "measured"
+        else:
+            # not measured: the trainer keeps one core busy for its no-wait step (a model on
+            # the CPU with several threads takes more: then this is optimistic)
+            trainer_per_sample, trainer_source = 1.0 / predicted_throughput, "assumed one core"
+            if waits:
+                unmeasured.append(
+                    "the trainer's own CPU per step (assumed: one core while it works)"
+                )
+        input_probe = record.probes.get("input_alone")
+        input_cpu = (
+            _number(input_probe.detail.get("cpu_s_per_sample")) if input_probe else None
+        )
+        if input_cpu is not None:
+            input_per_sample, input_source = input_cpu, "measured"
+        elif input_alone:
+            input_per_sample, input_source = 1.0 / input_alone, "input alone on one core"
+        else:
+            input_per_sample, input_source = None, "not measured"
+        if input_per_sample is not None:
+            # the run already makes `throughput` on these cores: they supply at least that
+            cores_free = max(cores_free, throughput * (trainer_per_sample + input_per_sample))
+            rate = stoke_rate_on_shared_cores(
+                cores_free, trainer_per_sample, input_per_sample, predicted_throughput
+            )
+            with_stoke = round(max(1.0, rate / throughput), 2)
+            if predicted_speedup:
+                with_stoke = min(with_stoke, predicted_speedup)  # never above the headline
+            shared = {
+                "cores": cpu.cores,
+                "other_processes_cores": round(cpu.other_cores, 2),
+                "cores_for_this_run": round(cores_free, 2),
+                "trainer_cpu_ms_per_sample": round(trainer_per_sample * 1e3, 4),
+                "trainer_cpu_source": trainer_source,
+                "input_cpu_ms_per_sample": round(input_per_sample * 1e3, 4),
+                "input_cpu_source": input_source,
+                "samples_per_s_on_these_cores": round(rate, 1),
+                "limited_by": (
+                    "the input made free (model and loop)"
+                    if rate >= predicted_throughput * 0.999
+                    else "the cores, shared by the trainer and the input's workers"
+                ),
+            }
+    confidence = "high" if not unmeasured else ("medium" if len(unmeasured) == 1 else "low")
+    if wait_source == "unmeasured":
+        confidence = "low"
+    return Prediction(
+        if_input_free=predicted_speedup,
+        with_stoke_here=with_stoke,
+        wait_cap=wait_cap,
+        capped=capped,
+        confidence=confidence,
+        unmeasured=tuple(unmeasured),
+        shared_cores=shared,
     )
 
 

@@ -164,6 +164,33 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="stoke-doctor-parent-watch", daemon=True).start()
 
 
+def note_keras2_conversions(recorder: Recorder) -> None:
+    """Put the Keras-2 calls the shim translated into the record (``meta["keras2_conversions"]``),
+    so that the findings diagnose what the user wrote (a ``fit_generator`` on a plain generator
+    is a generator on the main thread), not the translation."""
+    from stoke.legacy import shim
+
+    # The one hasattr probe of this module: ``conversions()`` arrives with the adopt branch
+    # (stoke.legacy is that area's); until both are merged a shim without it records nothing.
+    if not hasattr(shim, "conversions"):
+        return
+    try:
+        recorder.record.meta["keras2_conversions"] = [
+            conversion_record(c) for c in shim.conversions()
+        ]
+    except Exception as error:  # the record must still be written
+        recorder.record.meta["keras2_conversions_error"] = repr(error)
+
+
+def conversion_record(conversion) -> dict:
+    """A shim ``Conversion`` (a frozen dataclass) as plain JSON types."""
+    import dataclasses
+
+    data = dataclasses.asdict(conversion) if dataclasses.is_dataclass(conversion) else dict(conversion)
+    return {key: value if isinstance(value, str | int | float | bool | type(None)) else repr(value)
+            for key, value in data.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     kind, target, args = _parse_target(argv)
@@ -208,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
         deactivate(recorder)
+        note_keras2_conversions(recorder)
         try:
             record = recorder.finish(status, code, error, error_type)
         except Exception as doctor_error:  # a doctor bug must not cost the user the record

@@ -85,6 +85,8 @@ def input_facts(epoch_iterator, arguments: dict[str, Any], backend: str, user_ge
         facts["main_thread"] = False
         facts["producer"] = "native"
         facts.update(tf_data_facts(x))
+        if not facts.get("batch_size") and facts.get("tf_data_batch_size"):
+            facts["batch_size"] = facts["tf_data_batch_size"]
         if facts.get("tf_data_py_function"):
             facts["producer"] = "tf.data-thread"
         if "dtypes" not in facts:
@@ -233,6 +235,12 @@ def tf_data_facts(dataset) -> dict[str, Any]:
     sequential_maps = parallel_maps = 0
     parallelism = []
     ops = [node.op for node in graph.node]
+    for node in graph.node:  # the batch size, for runs whose batches never reach Python
+        if node.op in ("BatchDataset", "BatchDatasetV2", "PaddedBatchDatasetV2"):
+            inputs = [i for i in node.input if not i.startswith("^")]
+            size = constants.get(inputs[1].split(":")[0]) if len(inputs) > 1 else None
+            if size:
+                facts["tf_data_batch_size"] = size
     for node in graph.node:
         if node.op == "MapDataset":
             sequential_maps += 1
@@ -294,9 +302,14 @@ def _tf_static_batch_size(fit: FitContext | None) -> int:
     try:
         dataset = fit.epoch_iterator._distributed_dataset
         first = next(iter(_leaves(dataset.element_spec)))[1]
-        return int(first.shape[0] or 0)
+        if first.shape[0]:
+            return int(first.shape[0])
     except Exception:
-        return 0
+        pass
+    x = fit.arguments.get("x")  # a tf.data pipeline: its batch op's size, from its graph
+    if x is not None and type(x).__module__.startswith("tensorflow"):
+        return int(tf_data_facts(x).get("tf_data_batch_size") or 0)
+    return 0
 
 
 def _known_fit_steps(epoch_iterator, arguments: dict[str, Any], model) -> int | None:

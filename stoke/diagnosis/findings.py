@@ -8,7 +8,7 @@ alone. The arithmetic (steady state, verdict, predicted speedup) belongs to
 :mod:`stoke.diagnosis.analysis`; the wording of reports to :mod:`stoke.diagnosis.report`.
 
 Finding ids are a public contract (JSON consumers match on them): ``generator-on-main-thread``,
-``input-too-slow``, ``sequential-map``, ``no-prefetch``, ``float64-input``, ``run-eagerly``,
+``input-too-slow``, ``shared-cores``, ``sequential-map``, ``no-prefetch``, ``float64-input``, ``run-eagerly``,
 ``host-op-in-model``, ``small-batch``, ``cpu-contention``, ``no-accelerator``,
 ``multi-gpu-unused``, ``thread-config``, ``gpu-memory-growth``. For an input-bound run the
 first fix is stoke itself, with the code and the predicted speedup.
@@ -16,6 +16,8 @@ first fix is stoke itself, with the code and the predicted speedup.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -88,16 +90,20 @@ Check = Callable[[RunRecord, "Diagnosis"], "Finding | None"]
 def generator_on_main_thread(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
     """Batches made by one Python thread, one at a time: the trainer's own thread (JAX, torch,
     a train_on_batch loop) or the single tf.data thread Keras wraps a generator in
-    (TensorFlow), which holds the GIL against the trainer."""
+    (TensorFlow), which holds the GIL against the trainer. A Keras-2 call (``fit_generator``)
+    translated for Keras 3 is diagnosed as what the user wrote: a generator."""
     inputs = record.input
-    kind = inputs.get("kind", "unknown")
-    on_main = inputs.get("main_thread") is True
+    legacy = keras2_generator_call(record)
+    kind = "generator" if legacy is not None else inputs.get("kind", "unknown")
+    on_main = inputs.get("main_thread") is True or legacy is not None
     serial_python = (
         kind == "generator" or on_main or inputs.get("producer") in _SERIAL_PYTHON_PRODUCERS
     )
     wait = diagnosis.input_wait_fraction
     if not serial_python or kind == "tf.data" or wait is None or wait < _PARTLY_WAIT:
         return None
+    if kind in ("arrays", "stoke") and legacy is None and diagnosis.input_is_limit is not True:
+        return None  # slicing arrays (or stoke inline) is not what the trainer waits for
     bound = diagnosis.bound
     overlap_gain = _overlap_gain(diagnosis)
     described = {
@@ -108,6 +114,11 @@ def generator_on_main_thread(record: RunRecord, diagnosis: Diagnosis) -> Finding
         "stoke": "the stoke pipeline (inline executor)",
         "train_on_batch": "the script's own loop between train_on_batch calls",
     }.get(kind, "the input pipeline")
+    if legacy is not None:
+        described = (
+            f"the Python generator passed to {legacy.get('method', 'fit_generator')}() "
+            f"({_where(legacy)})"
+        )
     where = (
         "on the trainer's main thread, one after the other with the training step"
         if on_main or inputs.get("producer") == "trainer-thread"
@@ -118,32 +129,46 @@ def generator_on_main_thread(record: RunRecord, diagnosis: Diagnosis) -> Finding
         f"Batches are made by {described} {where}: the trainer waits {wait:.0%} of every "
         f"step ({_ms(bound.wait_s)} of {_ms(bound.step_s)}) while Python builds the next batch."
     )
-    if diagnosis.predicted_speedup:
-        message += (
-            f" With the input off the critical path the run would make "
-            f"{_rate(diagnosis.predicted_throughput)} instead of {_rate(diagnosis.throughput)} "
-            f"(×{diagnosis.predicted_speedup:.1f})."
-        )
     evidence = _input_evidence(record, diagnosis)
+    if legacy is not None:
+        evidence["input_kind"] = "generator"
+        evidence["keras2_call"] = legacy.get("method")
     if overlap_gain is not None:
         evidence["speedup_overlap_only"] = round(overlap_gain, 2)
+    message += _prediction_sentence(diagnosis)
     here = stoke_gain_on_these_cores(record, diagnosis)
     if here is not None:
         evidence["speedup_with_stoke_on_these_cores"] = here
-        message += (
-            f" On this machine ({diagnosis.cpu.cores} cores, {diagnosis.cpu.other_cores:.1f} "
-            f"taken by other processes) stoke's workers can bring about ×{here:.1f}; more "
-            "cores bring more."
-        )
     return Finding(
         id="generator-on-main-thread",
         severity=_wait_severity(wait),
         category="input",
         message=message,
-        fix=_stoke_fix(record),
+        fix=_keras2_fix(record, legacy) if legacy is not None else _input_fix(record, diagnosis),
         evidence=evidence,
         expected_gain=here if here is not None else diagnosis.predicted_speedup,
+        fix_language="bash" if legacy is not None else "python",
     )
+
+
+def keras2_generator_call(record: RunRecord) -> dict[str, Any] | None:
+    """The first Keras-2 training call on a plain generator that the doctor's shim translated
+    (``meta["keras2_conversions"]``, from ``stoke.legacy.shim.conversions()``), or None."""
+    for conversion in record.meta.get("keras2_conversions") or []:
+        if not isinstance(conversion, dict):
+            continue
+        method = str(conversion.get("method", ""))
+        if conversion.get("input_kind") == "generator" and not method.startswith(
+            ("evaluate", "predict")
+        ):
+            return conversion
+    return None
+
+
+def _where(conversion: dict[str, Any]) -> str:
+    filename = str(conversion.get("filename") or "the script").rsplit("/", 1)[-1]
+    line = conversion.get("lineno")
+    return f"{filename}:{line}" if line else filename
 
 
 def sequential_map(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
@@ -198,13 +223,29 @@ def no_prefetch(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
 def input_too_slow(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
     """The run waits for input that already has workers (PyDataset workers, DataLoader workers,
     a parallel tf.data pipeline, stoke): the workers cannot keep up, or moving their batches
-    costs more than making them. Raised only when no more specific input finding explains it."""
+    costs more than making them. Raised only when no more specific input finding explains it,
+    and only when the input alone is the limit: measured slower than INPUT_LIMIT_FACTOR times
+    the model's no-wait rate (or, not measured, an input that does real work per batch)."""
     wait = diagnosis.input_wait_fraction
     if wait is None or wait < _PARTLY_WAIT:
         return None
     if any(f.category == "input" for f in diagnosis.findings):
         return None
     kind = record.input.get("kind", "unknown")
+    if diagnosis.input_is_limit is False:
+        return None  # the input alone is far faster than the model: it is not the limit
+    if in_memory_input(record) and diagnosis.input_wait_source != "measured":
+        return None  # an estimated wait on arrays in memory is no evidence against them
+    if in_memory_input(record):
+        # slicing arrays in memory: blamed only when measured slower than the model itself
+        rates = [r for r in (diagnosis.bound.no_wait_throughput, diagnosis.model_alone) if r]
+        if not (diagnosis.input_alone and rates and diagnosis.input_alone < min(rates)):
+            return None
+    if _model_on_cpu(record) and kind in ("stoke", "pydataset", "torch_dataloader") and (
+        diagnosis.prediction is not None and diagnosis.prediction.shared_cores.get("limited_by", "")
+        .startswith("the cores")
+    ):
+        return None  # the cores are the limit: shared-cores says so, with the numbers
     workers = record.input.get("pydataset_workers")
     detail = {
         "pydataset": (
@@ -216,7 +257,7 @@ def input_too_slow(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
             "the DataLoader's workers cannot keep up: every batch is pickled through a pipe and "
             "copied again from pageable memory"
         ),
-        "tf.data": "the tf.data pipeline cannot keep up although it maps in parallel and prefetches",
+        "tf.data": f"the tf.data pipeline ({_tf_data_shape(record)}) cannot keep up",
         "stoke": "the stoke pipeline cannot keep up with its current workers",
     }.get(kind, "the input pipeline cannot keep up with the model")
     message = f"The trainer waits {wait:.0%} of every step for input: {detail}."
@@ -225,15 +266,161 @@ def input_too_slow(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
             f" Alone, the input makes {_rate(diagnosis.input_alone)} and the model takes "
             f"{_rate(diagnosis.model_alone)}."
         )
+    elif diagnosis.input_is_limit is None:
+        message += " The input alone was not measured: that it is the limit is inferred from the wait."
+    message += _prediction_sentence(diagnosis)
+    here = stoke_gain_on_these_cores(record, diagnosis)
+    evidence = _input_evidence(record, diagnosis)
+    if here is not None:
+        evidence["speedup_with_stoke_on_these_cores"] = here
     return Finding(
         id="input-too-slow",
-        severity=_wait_severity(wait),
+        severity=_wait_severity(wait) if diagnosis.input_is_limit else "medium",
         category="input",
         message=message,
-        fix=_stoke_fix(record),
-        evidence=_input_evidence(record, diagnosis),
-        expected_gain=diagnosis.predicted_speedup,
+        fix=_input_fix(record, diagnosis),
+        evidence=evidence,
+        expected_gain=here if here is not None else diagnosis.predicted_speedup,
     )
+
+
+def _input_fix(record: RunRecord, diagnosis: Diagnosis) -> str:
+    """stoke's fix for this input kind, unless the shared-cores model says stoke's workers
+    would bring nothing on these cores: then that comes first, with what would help."""
+    fix = _stoke_fix(record)
+    prediction = diagnosis.prediction
+    if prediction is None or prediction.with_stoke_here is None or prediction.with_stoke_here > 1.05:
+        return fix
+    shared = prediction.shared_cores
+    return (
+        f"# On these cores stoke's workers would not be faster: {_num(shared.get('cores_for_this_run'))}"
+        " core(s)\n"
+        f"# are left to this run (others take {_num(shared.get('other_processes_cores'))}),"
+        " and the trainer and the input\n"
+        "# already fill them. First free cores (stop or renice other jobs), move the\n"
+        "# model to a GPU, or make the per-batch work cheaper; then:\n"
+        + fix
+    )
+
+
+def shared_cores(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
+    """The model trains on the CPU and its wait comes from sharing the cores with the input's
+    workers (or other work), not from an input too slow to keep up: the numbers of the
+    shared-cores model (:class:`stoke.diagnosis.analysis.Prediction`)."""
+    wait = diagnosis.input_wait_fraction
+    prediction = diagnosis.prediction
+    if wait is None or wait < _PARTLY_WAIT or not _model_on_cpu(record) or prediction is None:
+        return None
+    numbers = prediction.shared_cores
+    if not numbers:
+        return None
+    cores_limit = str(numbers.get("limited_by", "")).startswith("the cores")
+    if not cores_limit and diagnosis.input_is_limit is not False:
+        return None
+    if any(f.category == "input" for f in diagnosis.findings) and not cores_limit:
+        return None
+    trainer_ms = numbers["trainer_cpu_ms_per_sample"]
+    input_ms = numbers["input_cpu_ms_per_sample"]
+    cores_here = numbers["cores_for_this_run"]
+    rate = numbers["samples_per_s_on_these_cores"]
+    input_cores = rate * input_ms / 1e3
+    trainer_cores = rate * trainer_ms / 1e3
+    message = (
+        f"The model trains on the CPU and shares {_num(cores_here)} core(s) with the input: "
+        f"per sample the trainer takes {trainer_ms:.3g} ms of CPU and the input "
+        f"{input_ms:.3g} ms"
+    )
+    if diagnosis.input_alone and diagnosis.model_alone:
+        message += (
+            f" (alone the input makes {_rate(diagnosis.input_alone)}, "
+            f"{_times(diagnosis.input_alone / diagnosis.model_alone)} the model's "
+            f"{_rate(diagnosis.model_alone)})"
+        )
+    message += (
+        f". The trainer waits {wait:.0%} of each step because the cores are shared, not because "
+        f"the input is slow: at best these cores make {rate:,.0f} samples/s "
+        f"(trainer ~{trainer_cores:.1f} cores, input ~{input_cores:.1f})."
+    )
+    workers_needed = max(1, math.ceil(input_cores))
+    fix = (
+        "# The cores, not the workers, are the limit: more workers take cores from the model.\n"
+        f"# The input needs about {input_cores:.1f} core(s) at {rate:,.0f} samples/s: give it\n"
+        f"# {workers_needed} worker(s) and leave the rest to the model's threads, or let stoke's\n"
+        "# tuner budget the cores (it measures the trainer's own CPU per step):\n"
+        "import stoke\n"
+        f"train = stoke.from_sequence(samples).map(load).batch({record.input.get('batch_size') or 64})"
+        ".to_keras()\n"
+        "model.fit(train, epochs=10)\n"
+        "# More speed needs more cores or a GPU for the model.\n"
+    )
+    return Finding(
+        id="shared-cores",
+        severity="high" if wait >= _INPUT_BOUND_WAIT else "medium",
+        category="system",
+        message=message,
+        fix=fix,
+        evidence={**numbers, "input_wait_pct": _pct(wait),
+                  "input_alone_samples_per_s": _round(diagnosis.input_alone),
+                  "model_alone_samples_per_s": _round(diagnosis.model_alone)},
+        expected_gain=prediction.with_stoke_here,
+    )
+
+
+def _times(ratio: float) -> str:
+    return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.1f}x"
+
+
+def in_memory_input(record: RunRecord) -> bool:
+    """Arrays in memory, or a tf.data pipeline with no map and no Python in it."""
+    inputs = record.input
+    kind = inputs.get("kind")
+    if kind == "arrays":
+        return True
+    if kind == "tf.data":
+        has_map = bool(inputs.get("tf_data_map_parallelism")) or inputs.get(
+            "tf_data_parallel_map") is not None
+        return not has_map and not inputs.get("tf_data_py_function")
+    return False
+
+
+def _tf_data_shape(record: RunRecord) -> str:
+    """The tf.data pipeline in words, from the facts read off its graph (no claims beyond)."""
+    inputs = record.input
+    maps = inputs.get("tf_data_map_parallelism") or []
+    parts = []
+    if not maps and inputs.get("tf_data_parallel_map") is None:
+        parts.append("no map")
+    elif inputs.get("tf_data_parallel_map") is False:
+        parts.append("a map one element at a time")
+    else:
+        parts.append(f"{len(maps) or 'its'} parallel map(s)")
+    if inputs.get("tf_data_py_function"):
+        parts.append("Python inside (py_function / from_generator)")
+    prefetch = inputs.get("tf_data_prefetch")
+    if prefetch is True:
+        parts.append("prefetch")
+    elif prefetch is False:
+        parts.append("no prefetch")
+    return ", ".join(parts)
+
+
+def _prediction_sentence(diagnosis: Diagnosis) -> str:
+    """The shared prediction, in the words every input finding uses."""
+    prediction = diagnosis.prediction
+    if not diagnosis.predicted_speedup:
+        return ""
+    text = (
+        f" With the input off the critical path the run would make "
+        f"{_rate(diagnosis.predicted_throughput)} instead of {_rate(diagnosis.throughput)} "
+        f"(×{diagnosis.predicted_speedup:.2f})"
+    )
+    if prediction is not None and prediction.with_stoke_here is not None and diagnosis.cpu:
+        text += (
+            f"; stoke on these {diagnosis.cpu.cores} cores "
+            f"({diagnosis.cpu.other_cores:.1f} taken by other processes, the rest shared by the "
+            f"trainer and the workers): ×{prediction.with_stoke_here:.2f}"
+        )
+    return text + "."
 
 
 def float64_input(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
@@ -250,6 +437,16 @@ def float64_input(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
         fix = (
             "ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y),\n"
             "            num_parallel_calls=tf.data.AUTOTUNE)\n"
+        )
+    elif kind in ("pydataset", "generator") or keras2_generator_call(record) is not None:
+        fix = (
+            "# where each batch is made (__getitem__, the generator): float32, not\n"
+            "# float64 (the default of np.empty, np.zeros, np.random)\n"
+            "x = np.empty((batch_size, *shape), dtype=np.float32)\n"
+            "x_train = x_train.astype(\"float32\")  # arrays: once, where they are made\n"
+            "# or let stoke feed fit(): it ships float64 as float32 by default\n"
+            "import stoke\n"
+            "model.fit(stoke.accelerate(train_data), epochs=10)\n"
         )
     else:
         fix = (
@@ -276,64 +473,114 @@ def float64_input(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
 
 
 def run_eagerly(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
-    """``run_eagerly=True``: every op dispatched from Python, no graph, no XLA."""
+    """``run_eagerly=True``: every op dispatched from Python, no graph, no XLA. When the model
+    runs host code (NumPy on tensors, found while the step ran), compiling as it stands would
+    fail (``Cannot convert a symbolic tf.Tensor to a numpy array``): the fix then starts with
+    the host code."""
     if record.model.get("run_eagerly") is not True:
         return None
     backend = record.meta.get("backend", "unknown")
     on_torch = backend == "torch"
+    host_layers = [str(name) for name in record.model.get("host_ops") or []]
+    message = (
+        "The model runs eagerly (run_eagerly=True): every layer is dispatched from Python "
+        "on every step, with no compiled graph"
+        + (
+            "; on the torch backend the cost is smaller, but it also blocks jit_compile."
+            if on_torch
+            else "; compiled steps are typically several times faster."
+        )
+    )
+    fix = (
+        "# compile without run_eagerly=True (the default is a compiled step)\n"
+        "model.compile(optimizer=optimizer, loss=loss, metrics=metrics)\n"
+        "model.run_eagerly = False  # if it was set on the model\n"
+    )
+    if host_layers:
+        message += (
+            f" It cannot simply be turned off: {', '.join(host_layers)} run(s) host code on "
+            "the step's tensors (see host-op-in-model), which a compiled step cannot call. "
+            "Move that code onto the device first, then compile without run_eagerly."
+        )
+        fix = _HOST_OP_FIX + (
+            "\n# then, and only then, compile the step:\n"
+            "model.compile(optimizer=optimizer, loss=loss)  # no run_eagerly\n"
+        )
     return Finding(
         id="run-eagerly",
         severity="low" if on_torch else "high",
         category="model",
-        message=(
-            "The model runs eagerly (run_eagerly=True): every layer is dispatched from Python "
-            "on every step, with no compiled graph"
-            + (
-                "; on the torch backend the cost is smaller, but it also blocks jit_compile."
-                if on_torch
-                else "; compiled steps are typically several times faster."
-            )
-        ),
-        fix=(
-            "# compile without run_eagerly=True (the default is a compiled step)\n"
-            "model.compile(optimizer=optimizer, loss=loss, metrics=metrics)\n"
-            "model.run_eagerly = False  # if it was set on the model\n"
-        ),
+        message=message,
+        fix=fix,
         evidence={
             "run_eagerly": True,
             "backend": backend,
             "step_ms": _round_ms(diagnosis.bound.step_s),
+            "host_op_layers": host_layers,
         },
     )
 
 
+_HOST_OP_FIX = (
+    "import keras\n"
+    "from keras import ops\n"
+    "\n"
+    "class Normalise(keras.layers.Layer):\n"
+    "    def call(self, x):\n"
+    "        # was: np.sin(x), np.asarray(x) or a tf.py_function (on the host)\n"
+    "        return ops.sin(x)  # keras.ops: on the device, inside the compiled step\n"
+    "\n"
+    "# or do that preprocessing in the input pipeline, before the model\n"
+)
+
+
 def host_op_in_model(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
-    """NumPy, ``py_function`` or host callbacks inside the model: a device-host round trip per step."""
+    """NumPy, ``py_function`` or host callbacks inside the model: a device-host round trip per
+    step. Found by what runs (a tensor converted to NumPy inside the step) or, failing that,
+    by reading the layer's source (``model["host_op_evidence"]`` says which)."""
     layers = [str(name) for name in record.model.get("host_ops") or []]
+    evidence_by_layer = dict(record.model.get("host_op_evidence") or {})
+    failed = layer_failed_on_host_conversion(record)
+    if failed is not None and failed[0] not in layers:
+        layers.append(failed[0])
+        evidence_by_layer[failed[0]] = failed[1]
     if not layers:
         return None
+    how = "; ".join(f"{name}: {evidence_by_layer[name]}" for name in layers if name in evidence_by_layer)
     return Finding(
         id="host-op-in-model",
         severity="high" if diagnosis.verdict in ("compute-bound", "overhead-bound") else "medium",
         category="model",
         message=(
             f"{len(layers)} layer(s) run on the host inside the model ({', '.join(layers)}): "
-            "each step copies tensors from the device to Python and back, and the compiled "
-            "step cannot run ahead of Python."
+            "each step copies tensors from the device to Python and back, and the step cannot "
+            "be compiled (it must run eagerly) while they do."
+            + (f" Seen: {how}." if how else "")
         ),
-        fix=(
-            "import keras\n"
-            "from keras import ops\n"
-            "\n"
-            "class Normalise(keras.layers.Layer):\n"
-            "    def call(self, x):\n"
-            "        # was: np.log1p(np.asarray(x)) or a tf.py_function, on the host\n"
-            "        return ops.log1p(x)  # on the device, inside the compiled step\n"
-            "\n"
-            "# or do that preprocessing in the input pipeline, before the model\n"
-        ),
-        evidence={"host_op_layers": layers, "verdict": diagnosis.verdict},
+        fix=_HOST_OP_FIX,
+        evidence={"host_op_layers": layers, "verdict": diagnosis.verdict,
+                  "how_found": evidence_by_layer},
     )
+
+
+# What the backends raise when a layer hands a symbolic or traced tensor to NumPy (TensorFlow
+# compiled, JAX traced: "Cannot convert a symbolic tf.Tensor to a numpy array",
+# TracerArrayConversionError; torch: "Can't call numpy() on Tensor that requires grad").
+_HOST_CONVERSION_ERRORS = re.compile(
+    r"numpy|symbolic|Tracer|_error_repr|__array__", re.IGNORECASE
+)
+_FAILED_LAYER_CALL = re.compile(r"when calling (\w+)\.call\(\)")
+
+
+def layer_failed_on_host_conversion(record: RunRecord) -> tuple[str, str] | None:
+    """(layer class, how) when the run itself failed inside a layer's ``call`` converting a
+    tensor to NumPy: host code that could not run at all on this backend or compiled."""
+    error = str(record.meta.get("error") or "")
+    match = _FAILED_LAYER_CALL.search(error)
+    if match is None or not _HOST_CONVERSION_ERRORS.search(error):
+        return None
+    first_line = error.strip().splitlines()[0][:160]
+    return match.group(1), f"the run failed inside {match.group(1)}.call() converting a tensor to NumPy ({first_line})"
 
 
 def small_batch(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
@@ -386,19 +633,29 @@ def small_batch(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
 # -- system ------------------------------------------------------------------------------------
 
 
+def contention_level(other_cores: float, cores: int, busy_fraction: float) -> str:
+    """How hard other processes press on this machine's cores: ``"none"``, ``"low"``
+    (they take at least a quarter of the cores, and half a core, but cores are still free) or
+    ``"high"`` (and the machine is at least 80% busy). The one rule ``stoke doctor``
+    (cpu-contention) and ``stoke env`` (cpu-load) share."""
+    if other_cores < max(CONTENTION_MIN_CORES, CONTENTION_CORE_SHARE * cores):
+        return "none"
+    return "high" if busy_fraction >= SATURATED_BUSY_FRACTION else "low"
+
+
 def cpu_contention(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
     """Other processes take the cores this run needs: for its input pipeline (it waits for
     input), for the model (it trains on the CPU) or for dispatch (the step is overhead-bound)."""
     cpu = diagnosis.cpu
     if cpu is None:
         return None
-    threshold = max(CONTENTION_MIN_CORES, CONTENTION_CORE_SHARE * cpu.cores)
-    if cpu.other_cores < threshold:
+    level = contention_level(cpu.other_cores, cpu.cores, cpu.busy_fraction)
+    if level == "none":
         return None
     wait = diagnosis.input_wait_fraction or 0.0
     model_on_cpu = _model_on_cpu(record)
     needs_cpu = wait >= _PARTLY_WAIT or model_on_cpu or diagnosis.verdict == "overhead-bound"
-    saturated = cpu.busy_fraction >= SATURATED_BUSY_FRACTION
+    saturated = level == "high"
     if not needs_cpu:
         return None
     if saturated:
@@ -430,13 +687,7 @@ def cpu_contention(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
                 "will compete with them for the cores."
             )
         ),
-        fix=(
-            "# who takes the cores?\n"
-            "ps -eo pid,pcpu,comm --sort=-pcpu | head\n"
-            "# stop them, lower their priority, or give training its own cores:\n"
-            "renice -n 19 -p PID_OF_OTHER_JOB\n"
-            "taskset -c 0-7 python train.py\n"
-        ),
+        fix=_contention_fix(cpu.cores, cpu.other_cores),
         fix_language="bash",
         evidence={
             "cores": cpu.cores,
@@ -448,6 +699,29 @@ def cpu_contention(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
         },
         expected_gain=_gain(gain),
     )
+
+
+def _contention_fix(cores: int, other_cores: float) -> str:
+    """Who takes the cores, and how to keep them off training's: core numbers that exist on
+    this machine only."""
+    fix = (
+        "# who takes the cores?\n"
+        "ps -eo pid,pcpu,comm --sort=-pcpu | head\n"
+        "# stop them or lower their priority:\n"
+        "renice -n 19 -p PID_OF_OTHER_JOB\n"
+    )
+    others = max(1, math.ceil(other_cores))
+    if cores - others >= 2:
+        last_training = cores - others - 1
+        fix += (
+            f"# or split this machine's {cores} cores: training on 0-{last_training}, the other "
+            f"job on {last_training + 1}-{cores - 1}\n"
+            f"taskset -cp {last_training + 1}-{cores - 1} PID_OF_OTHER_JOB\n"
+            f"taskset -c 0-{last_training} python train.py\n"
+        )
+    else:
+        fix += f"# with {cores} core(s) there are none to set aside: run the other job later\n"
+    return fix
 
 
 def no_accelerator(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
@@ -641,6 +915,7 @@ FINDING_CHECKS: tuple[Check, ...] = (
     sequential_map,
     no_prefetch,
     input_too_slow,
+    shared_cores,
     float64_input,
     run_eagerly,
     host_op_in_model,
@@ -655,6 +930,7 @@ FINDING_CHECKS: tuple[Check, ...] = (
 FINDING_IDS: tuple[str, ...] = (
     "generator-on-main-thread",
     "input-too-slow",
+    "shared-cores",
     "sequential-map",
     "no-prefetch",
     "float64-input",
@@ -711,6 +987,14 @@ def _stoke_fix(record: RunRecord) -> str:
             f"train = stoke.from_sequence(train_loader.dataset).batch({batch}).to_keras()\n"
             "model.fit(train, epochs=10)\n"
         )
+    if kind == "tf.data" and not record.input.get("tf_data_py_function"):
+        return (
+            "# This pipeline runs TF ops only: keep tf.data, map in parallel and prefetch.\n"
+            "ds = ds.map(load_and_augment, num_parallel_calls=tf.data.AUTOTUNE)\n"
+            "ds = ds.prefetch(tf.data.AUTOTUNE)\n"
+            "# and if its per-sample work is Python, stoke runs it in worker processes:\n"
+            f"# stoke.from_sequence(samples).map(load_and_augment).batch({batch}).to_keras()\n"
+        )
     if kind == "tf.data":
         return (
             "import stoke\n"
@@ -757,6 +1041,18 @@ def _stoke_fix(record: RunRecord) -> str:
         "\n"
         "# A PyDataset, keras.utils.Sequence or generator: one line.\n"
         "model.fit(stoke.accelerate(train_data), epochs=10)\n"
+    )
+
+
+def _keras2_fix(record: RunRecord, conversion: dict[str, Any]) -> str:
+    """A Keras-2 script: ``stoke run`` runs it unchanged with the generator off the trainer's
+    thread; or the one-line change in the script."""
+    script = str(record.meta.get("script") or "train.py")
+    return (
+        f"stoke run {script}   # the script unchanged: {conversion.get('method', 'fit_generator')}"
+        "() is fed by stoke's workers\n"
+        "# or in the script, for Keras 3:\n"
+        "#   model.fit(stoke.accelerate(train_generator), steps_per_epoch=steps, epochs=10)\n"
     )
 
 
@@ -861,25 +1157,10 @@ def _input_evidence(record: RunRecord, diagnosis: Diagnosis) -> dict[str, Any]:
 
 
 def stoke_gain_on_these_cores(record: RunRecord, diagnosis: Diagnosis) -> float | None:
-    """The speedup stoke's workers can bring on this machine, not only the bound.
-
-    Workers make ``input_alone`` samples/s per core (the probe ran the input on one thread)
-    on the cores left after the trainer's own core and other processes. When the model
-    also trains on the CPU, the two share those cores: rate <= cores / (1/input + 1/model).
-    Never above the model-alone rate nor the predicted (bound) speedup.
-    """
-    per_core, model, now = diagnosis.input_alone, diagnosis.model_alone, diagnosis.throughput
-    if not per_core or not model or not now or diagnosis.cpu is None:
-        return None
-    cores_free = max(0.5, diagnosis.cpu.cores - diagnosis.cpu.other_cores)
-    worker_cores = max(1.0, cores_free - 1.0)
-    rate = min(model, per_core * worker_cores)
-    if _model_on_cpu(record):
-        rate = min(rate, cores_free / (1.0 / per_core + 1.0 / model))
-    gain = rate / now
-    if diagnosis.predicted_speedup:
-        gain = min(gain, diagnosis.predicted_speedup)
-    return round(max(1.0, gain), 2)
+    """The speedup stoke's workers can bring on this machine, sharing its cores with the
+    trainer: the one prediction's ``with_stoke_here`` (:mod:`stoke.diagnosis.analysis`)."""
+    prediction = diagnosis.prediction
+    return None if prediction is None else prediction.with_stoke_here
 
 
 def _overlap_gain(diagnosis: Diagnosis) -> float | None:

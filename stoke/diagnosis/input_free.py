@@ -11,24 +11,28 @@ times too high. The time a step takes right after a long wait is no good either:
 after a 20 ms wait ran 0.8 ms where back-to-back ones ran 0.3 ms (cold caches, idle cores).
 
 So the doctor measures it directly, once per run, inside the run, right before the probes:
-after the step that triggers them, Keras' epoch iterator yields that same step again
-``planned`` times, and the training iterator hands over the step's batch again instead of
-pulling a new one (JAX, torch: the wrapped ``EpochIterator`` iterator; TensorFlow when the
-doctor pulls outside the graph). Everything else of the fit loop runs as it does for every
-step. The first ``WARMUP_CALLS`` calls settle caches; the rest are timed from a device sync
-to a device sync, so asynchronous dispatch overlaps as it does in training. On TensorFlow
-each call is charged what pulling a batch that is already waiting costs (the doctor's measured
-pull floor, which its step times count as compute): the window hands its batch over unpulled.
+inside the step that triggers them, right after Keras' train function returned, the doctor
+calls that train function again ``planned`` times on the step's own batch (JAX: threading the
+state each call returns, the wrapped iterator handing the batch over again; torch: the same
+arguments; TensorFlow when the doctor pulls outside the graph: the batch unpulled), back to
+back, until ``planned`` calls or ``max_seconds``. The first ``WARMUP_CALLS`` calls settle
+caches; the rest are timed from a device sync to a device sync, so asynchronous dispatch
+overlaps as it does in training. What ``fit`` does per step outside the train function (the
+callbacks, the progress bar, the epoch iterator) is not in those calls: it is measured on the
+run's own steps (step time less wait less the train function's time, the median of recent
+steps) and added to each call (``detail["loop_s_per_step"]``). On TensorFlow each call is also
+charged what pulling a batch that is already waiting costs (the doctor's measured pull floor,
+which its step times count as compute). The process's CPU time per call is kept too
+(``detail["cpu_s_per_step"]``): the trainer's own CPU per step, for the shared-cores
+prediction.
 
 What it does to the run, on purpose and written in the result's ``detail``:
 
 - the weights, optimizer and metric state after the window are the ones before it: JAX gets
-  its state (copied before the window) back as the window's last step's result; TensorFlow and
-  torch get every model, optimizer and metric variable restored;
-- the epoch's own steps and batches are untouched: the window's calls are extra steps, so
-  the run trains on exactly what it would have trained on;
-- batch-level callbacks see the window's calls as repeats of one step number (with the
-  repeated batch's loss).
+  its state (copied before the window) back; TensorFlow and torch get every model, optimizer
+  and metric variable restored;
+- the step returns its own logs: no callback, progress bar update, history entry, metric or
+  checkpoint ever sees a window call; the epoch's own steps and batches are untouched.
 
 Not run for ``train_on_batch`` loops (the loop is the script's own code), for TensorFlow with
 the pull inside the graph, or for runs that barely wait (nothing to remove);
@@ -47,7 +51,8 @@ from stoke.diagnosis.record import ProbeResult
 _perf_counter = time.perf_counter
 
 WARMUP_CALLS = 2
-MIN_CALLS = WARMUP_CALLS + 3
+MIN_TIMED_CALLS = 3
+MIN_CALLS = WARMUP_CALLS + MIN_TIMED_CALLS
 MAX_CALLS = 200
 # A run waiting less than this share of its steps so far has nothing to remove: no window.
 MIN_WAIT_FRACTION = 0.05
@@ -72,8 +77,15 @@ class InputFreeWindow:
     the training state put back, and leaves its measurement in ``result``."""
 
     def __init__(self, backend: str, model, step_result: Any, batch: Any, batch_size: int,
-                 planned: int, ready_pull_s: float = 0.0):
+                 planned: int, ready_pull_s: float = 0.0, loop_s: float = 0.0,
+                 max_seconds: float = 2.0):
         self.backend = backend
+        # what fit does per step outside the train function (callbacks, progress bar,
+        # iterator), measured on the run's own steps: the window's calls do not pay it
+        self.loop_s = loop_s
+        self.max_seconds = max_seconds
+        self._cpu_start = time.process_time()
+        self._cpu_from: float | None = None
         # TensorFlow: what pulling a batch that is already waiting costs (the doctor's measured
         # pull floor). Every real step pays it and the doctor counts it as compute, not wait;
         # the window hands its batch over without a pull, so it is added back per call.
@@ -100,19 +112,41 @@ class InputFreeWindow:
             self._restore = snapshot_variables(model)
 
     def call(self, original, sync, args: tuple) -> tuple[Any, bool]:
-        """Run one of the window's train-function calls; returns (result, window_finished)."""
+        """Run one of the window's train-function calls; returns (result, window_finished).
+        The window ends after ``planned`` calls, or once ``max_seconds`` have passed with at
+        least ``MIN_TIMED_CALLS`` timed (a slow step must not make the probe slow)."""
         result = original(*args)
         self.calls += 1
         if self.calls == WARMUP_CALLS:
             sync(result)
             self._timed_from = _perf_counter()
-        if self.calls < self.planned:
+            self._cpu_from = time.process_time()
+        timed_calls = self.calls - WARMUP_CALLS if self._timed_from is not None else 0
+        spent = _perf_counter() - self.started_at
+        # at least MIN_TIMED_CALLS timed calls, unless calls are so slow that one is enough
+        over_time = timed_calls >= 1 and spent >= self.max_seconds and (
+            timed_calls >= MIN_TIMED_CALLS or spent >= 3 * self.max_seconds
+        )
+        if self.calls < self.planned and not over_time:
             return result, False
         sync(result)
         elapsed = _perf_counter() - (self._timed_from or self.started_at)
-        timed_calls = self.calls - WARMUP_CALLS if self._timed_from is not None else self.calls
-        self.result = self._measurement(timed_calls, elapsed)
-        return self._put_state_back(result), True
+        cpu_s = time.process_time() - (self._cpu_from if self._cpu_from is not None else self._cpu_start)
+        timed_calls = timed_calls or self.calls
+        self.result = self._measurement(timed_calls, elapsed, cpu_s)
+        return result, True
+
+    def restored_result(self, step_result, last_result):
+        """What the step hands back to ``fit`` after the window: the step's own logs, with the
+        training state of before the window (JAX: the copy; TensorFlow, torch: restored)."""
+        if self.backend == "jax":
+            logs, _state = step_result
+            state, self._saved_jax_state = self._saved_jax_state, None
+            return logs, state
+        if self._restore is not None:
+            self._restore()
+            self._restore = None
+        return step_result
 
     def abandon(self, model) -> None:
         """The window ended early (a step raised, the fit stopped): put the state back,
@@ -127,29 +161,25 @@ class InputFreeWindow:
             _hand_jax_state_to_model(model, (None, state))
             model.jax_state_sync()
 
-    def _put_state_back(self, result):
-        if self.backend == "jax":
-            logs, _state = result
-            state, self._saved_jax_state = self._saved_jax_state, None
-            return logs, state
-        if self._restore is not None:
-            self._restore()
-            self._restore = None
-        return result
-
-    def _measurement(self, calls: int, elapsed: float) -> ProbeResult:
-        per_call = (elapsed / calls if calls else 0.0) + self.ready_pull_s
+    def _measurement(self, calls: int, elapsed: float, cpu_s: float) -> ProbeResult:
+        per_call = (elapsed / calls if calls else 0.0) + self.ready_pull_s + self.loop_s
         return ProbeResult(
             samples_per_s=self.batch_size / per_call if per_call > 0 else 0.0,
             seconds=elapsed,
             batches=calls,
             detail={
                 "method": (
-                    "the run's own fit loop (iterator, callbacks, train step, the doctor's "
-                    "hooks) fed the previous step's batch again instead of pulling a new one, "
-                    "timed between two device syncs"
+                    "the run's train function called again on the step's own batch, back to "
+                    "back inside that step (out of the callbacks' sight), timed between two "
+                    "device syncs, plus the fit loop's own per-step time outside the train "
+                    "function (callbacks, progress bar, iterator) measured on the run's steps"
                 ),
                 "s_per_step": per_call,
+                "loop_s_per_step": self.loop_s,
+                # the whole process's CPU per call while the input was free: the trainer's own
+                # (its compute threads on a CPU model, dispatch on a GPU one), plus the
+                # loop's share; what the shared-cores prediction needs
+                "cpu_s_per_step": (cpu_s / calls if calls else 0.0) + self.loop_s,
                 "batch_size": self.batch_size,
                 "calls": self.calls,
                 "ready_pull_s": self.ready_pull_s,
@@ -160,8 +190,8 @@ class InputFreeWindow:
                     else "all model, optimizer and metric variables snapshotted and restored"
                 ),
                 "effect_on_run": (
-                    "extra calls of one step number; the epoch's own steps and batches were "
-                    "untouched"
+                    "extra calls inside one step, invisible to callbacks, progress bar and "
+                    "history; the epoch's own steps, batches and logs were untouched"
                 ),
             },
         )

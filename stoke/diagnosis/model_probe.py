@@ -207,6 +207,8 @@ def time_repeated_steps(
     sync(run_step())
     one_step = max(_perf_counter() - started, 1e-6)
     steps = int(min(max_steps, max(min_steps, seconds / one_step)))
+    if one_step * min_steps > 3 * seconds:
+        steps = 1  # steps so slow that one is a measurement: keep the probe within its budget
     started = _perf_counter()
     out = None
     for _ in range(steps):
@@ -338,6 +340,7 @@ def measure_input_alone(fit, backend: str, seconds: float) -> ProbeResult | None
                 "state (background producers of the training input may still run)",
             },
             finish=_device_wait_function(backend),
+            cpu_in_children=workers,
         )
     finally:
         close = getattr(iterator, "close", None)
@@ -385,7 +388,11 @@ def _device_wait_function(backend: str):
     return lambda batch: None
 
 
-def _time_pulls(pull, seconds: float, warmup: int, detail: dict, finish=None) -> ProbeResult | None:
+def _time_pulls(
+    pull, seconds: float, warmup: int, detail: dict, finish=None, cpu_in_children: bool = False
+) -> ProbeResult | None:
+    """Pull batches for about ``seconds``: samples/s, and (unless the work runs in worker
+    processes, ``cpu_in_children``) the CPU seconds per sample it cost this process."""
     from stoke.diagnosis.facts import _leading_dim
 
     exhausted = False
@@ -397,6 +404,7 @@ def _time_pulls(pull, seconds: float, warmup: int, detail: dict, finish=None) ->
         return None
     batches = samples = 0
     started = _perf_counter()
+    cpu_started = time.process_time()
     while batches < MAX_INPUT_BATCHES:
         try:
             batch = pull()
@@ -411,8 +419,13 @@ def _time_pulls(pull, seconds: float, warmup: int, detail: dict, finish=None) ->
     if finish is not None and last is not None:
         finish(last)  # the last transfer done: all earlier ones are too
     elapsed = _perf_counter() - started
+    cpu_s = time.process_time() - cpu_started
     if batches == 0 or elapsed <= 0:
         return None
+    if not cpu_in_children and samples:
+        # CPU seconds per sample of this process's threads (the pulling one, tf.data's,
+        # Keras' thread workers): what the input costs the cores, for the shared-cores model
+        detail = {**detail, "cpu_s_per_sample": cpu_s / samples}
     return ProbeResult(
         samples_per_s=samples / elapsed,
         seconds=elapsed,

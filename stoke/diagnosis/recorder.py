@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import statistics
 import threading
 import time
 import weakref
@@ -190,6 +191,7 @@ class Recorder:
         self._last_sync_t = -1e9
         self.tf_pull_floor_s: float | None = None
         self._probes_s = 0.0
+        self._loop_s: list[float] = []  # recent steps: fit's time outside the train function
         self._generator_s = 0.0
         self._generator_batches = 0
         self._generator_threads: set[int] = set()
@@ -199,6 +201,7 @@ class Recorder:
         self._train_on_batch_model: Any = None
         self._trainer_thread: int | None = None
         self._input_facts_taken = False
+        self._host_code_watched = False
         self._finished = False
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -245,6 +248,8 @@ class Recorder:
         meta["error_type"] = error_type
         meta["duration_s"] = _perf_counter() - self.started_at
         meta.setdefault("measured_from", None)
+        if meta["measured_from"] is None:
+            self._take_static_facts()
         self._finish_generator_facts()
         self._estimate_tf_waits()
         steps = self.record.steps
@@ -262,6 +267,21 @@ class Recorder:
         self.unwrap_models()
         self.last_batch = None
         return self.record
+
+    def _take_static_facts(self) -> None:
+        """No fit or train_on_batch ran (a custom training loop, or none): the facts that need
+        no step (threads, devices, memory growth) are still taken, when Keras was imported."""
+        import sys
+
+        if "keras" not in sys.modules or "gpus_visible" in self.record.env:
+            return
+        try:
+            self.backend = self.backend or _keras_backend()
+            self.record.meta["backend"] = self.backend
+            self.record.env.update(env_facts(self.backend, None))
+            self.record.meta["keras_version"] = _keras_version_string()
+        except Exception as error:
+            self.record.env["facts_error"] = repr(error)
 
     def unwrap_models(self) -> None:
         """Give every model its own train function back (the notebook case)."""
@@ -485,8 +505,14 @@ class Recorder:
             and _perf_counter() - self._last_sync_t >= self.options.sync_min_interval_s
         )
 
-    def end_step(self, t_end: float, synced: bool, sync_s: float) -> None:
+    def end_step(self, t_end: float, synced: bool, sync_s: float, call_s: float | None = None) -> None:
         prev_end = self._prev_end if self._prev_end is not None else t_end
+        if call_s is not None and self._steps_in_fit >= self.options.warmup_steps:
+            # the fit loop's own time per step, outside the train function and the wait
+            loop_s = (t_end - prev_end) - self._wait_acc - call_s
+            self._loop_s.append(max(0.0, loop_s))
+            if len(self._loop_s) > 64:
+                del self._loop_s[0]
         samples = self._samples_acc or self.tf_estimated_batch_size
         warmup = self._steps_in_fit < self.options.warmup_steps
         if len(self.record.steps) < self.options.max_recorded_steps:
@@ -537,15 +563,43 @@ class Recorder:
 
     # -- after a step: probes and the step limit ----------------------------------------------
 
-    def after_step(self, timed_function: TimedTrainFunction, args: tuple, result: Any) -> None:
+    def after_step(
+        self, timed_function: TimedTrainFunction, args: tuple, result: Any
+    ) -> InputFreeWindow | None:
+        """After a measured step: the input-free window to run now inside this step (the
+        caller runs it, then the probes and the step limit), or the probes and the limit."""
         # the window's checks only until it ran (or could not): then one attribute per step
         if (
             not self.input_free_done
             and self._input_free_due()
             and self._start_input_free(timed_function, result)
         ):
-            return  # the probes and the step limit come when the window ends
+            return self.input_free
         self.probes_and_limit(timed_function, args, result)
+        return None
+
+    def host_code_watch_due(self, model) -> bool:
+        """Watch one eager step for host code in the model (stoke.diagnosis.host_code): the
+        last warm-up step (left out of the numbers), once per run, only when Python runs
+        inside the step."""
+        if self._host_code_watched or self._steps_in_fit != max(0, self.options.warmup_steps - 1):
+            return False
+        self._host_code_watched = True
+        from stoke.diagnosis.host_code import step_runs_eagerly
+
+        return step_runs_eagerly(model, self.backend or "")
+
+    def note_host_code(self, found: dict[str, str]) -> None:
+        model = self.record.model
+        model["host_code_watched"] = True
+        if not found:
+            return
+        model["host_ops"] = sorted({*(model.get("host_ops") or []), *found})
+        model.setdefault("host_op_evidence", {}).update(found)
+
+    def pending_wait_s(self) -> float:
+        """The wait noted so far for the step in progress."""
+        return self._wait_acc
 
     def probes_and_limit(self, timed_function: TimedTrainFunction, args: tuple, result: Any) -> None:
         if (
@@ -596,6 +650,8 @@ class Recorder:
                     _leading_dim(self.last_batch),
                     input_free.planned_calls(recent, self.options.probe_seconds),
                     ready_pull_s=(self.tf_pull_floor_s or 0.0) if self.tf_pull_outside_graph else 0.0,
+                    loop_s=statistics.median(self._loop_s) if self._loop_s else 0.0,
+                    max_seconds=self.options.probe_seconds,
                 )
                 return True
             except Exception as error:

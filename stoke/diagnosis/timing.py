@@ -92,12 +92,7 @@ def _wrap_epoch_iterator(epoch_iterator, recorder: Recorder) -> None:
 
     def enumerate_marking_epochs():
         recorder.begin_epoch()
-        for item in original_enumerate():
-            yield item
-            while recorder.input_free is not None:
-                # the input-free window: the same step again, on the same batch, as many
-                # times as the window lasts; the epoch's own steps and batches stay as they were
-                yield item
+        yield from original_enumerate()
 
     epoch_iterator._enumerate_iterator = enumerate_marking_epochs
     if recorder.backend == "tensorflow":
@@ -130,8 +125,6 @@ class TimedTrainFunction:
         recorder = self.recorder
         if not recorder.measuring or recorder.in_train_on_batch:
             return self.original(*args)
-        if recorder.input_free is not None:
-            return self._input_free_call(recorder.input_free, args)
         t_enter = _perf_counter()
         not_overhead_s = 0.0  # the pull itself and a one-time calibration
         if recorder.tf_pull_outside_graph and len(args) == 1:
@@ -148,35 +141,66 @@ class TimedTrainFunction:
                 recorder.note_batch(data, max(0.0, pulled - pull_started - recorder.tf_pull_floor_s))
                 not_overhead_s = pulled - pull_started + calibration_s
                 args = (iter((data,)),)
+        wait_before_call = recorder.pending_wait_s()
         t_call = _perf_counter()
-        result = self.original(*args)
+        if recorder.host_code_watch_due(self.model):
+            result = self._watched_call(args)
+        else:
+            result = self.original(*args)
         t_returned = _perf_counter()
         synced = recorder.sync_due()
         if synced:
             self._sync(result)
         t_end = _perf_counter()
-        recorder.end_step(t_end, synced, t_end - t_returned)
+        # the step's own work: the call and its sync, less a wait inside it (JAX pulls there)
+        call_s = t_end - t_call - (recorder.pending_wait_s() - wait_before_call)
+        recorder.end_step(t_end, synced, t_end - t_returned, call_s=call_s)
         recorder.add_overhead((t_call - t_enter - not_overhead_s) + (_perf_counter() - t_end))
-        recorder.after_step(self, args, result)
+        window = recorder.after_step(self, args, result)
+        if window is not None:
+            result = self._run_input_free(window, args, result)
         return result
 
     def sync(self, result) -> None:
         self._sync(result)
 
-    def _input_free_call(self, window: InputFreeWindow, args: tuple):
+    def _watched_call(self, args: tuple):
+        """The train function with the host-code watch on (stoke.diagnosis.host_code), for one
+        warm-up step: its time is left out of the steady state like the rest of the warm-up."""
+        from stoke.diagnosis.host_code import watch_host_code
+
+        with watch_host_code(self.model, self.backend) as found:
+            result = self.original(*args)
+        self.recorder.note_host_code(found)
+        return result
+
+    def _run_input_free(self, window: InputFreeWindow, args: tuple, result):
+        """The input-free window, right here, inside this step's call: the train function again
+        on the step's own batch, back to back, out of sight of the callbacks, the progress bar
+        and the history (they only ever see this step's own result). The training state is
+        put back afterwards; the step returns its own logs."""
         recorder = self.recorder
-        if len(args) == 1 and isinstance(args[0], self._tf_iterator_types):
-            args = (iter((window.batch,)),)  # TensorFlow, pulled outside the graph: no pull
+        jax_iterator = args[1] if self.backend == "jax" and len(args) == 2 else None
+        current = result
         try:
-            result, finished = window.call(self.original, self._sync, args)
+            while True:
+                if jax_iterator is not None:
+                    call_args = (current[1], jax_iterator)  # the state the last call returned
+                elif self.backend == "tensorflow":
+                    call_args = (iter((window.batch,)),)  # pulled outside the graph: no pull
+                else:
+                    call_args = args  # torch: the step's own batch again
+                current, finished = window.call(self.original, self._sync, call_args)
+                if finished:
+                    break
         except BaseException:
             window.abandon(self.model)
             recorder.end_input_free(None, "a step of the window raised")
             raise
-        if finished:
-            recorder.end_input_free(window)
-            recorder.probes_and_limit(self, args, result)
-        return result
+        restored = window.restored_result(result, current)
+        recorder.end_input_free(window)
+        recorder.probes_and_limit(self, args, restored)
+        return restored
 
 
 def _device_sync_function(backend: str, model):

@@ -820,30 +820,55 @@ def check_threads(
     return checks
 
 
-def check_cpu_load(load_avg_1m: float | None, cores: int) -> Check | None:
-    """Other work on the machine: the trainer and the input pipeline get what is left."""
-    if load_avg_1m is None:
-        return None
-    evidence = {"load_avg_1m": load_avg_1m, "cores": cores}
-    if load_avg_1m >= cores:
+def check_cpu_load(
+    load_avg_1m: float | None,
+    cores: int,
+    other_cores: float | None = None,
+    busy_fraction: float | None = None,
+) -> Check | None:
+    """Other work on the machine: the trainer and the input pipeline get what is left.
+
+    With a CPU sample (``other_cores``: cores kept busy by other processes, ``busy_fraction``:
+    the machine's share busy, over a short window) the verdict is the doctor's own
+    (:func:`stoke.diagnosis.findings.contention_level`, cpu-contention), so the two agree on
+    the same machine state; without one, the 1-minute load average stands in for it."""
+    from stoke.diagnosis.findings import contention_level
+
+    if other_cores is None:
+        if load_avg_1m is None:
+            return None
+        other_cores = load_avg_1m
+        busy_fraction = min(1.0, load_avg_1m / max(1, cores))
+        measured = f"load average {load_avg_1m:.1f}"
+    else:
+        measured = f"other processes keep {other_cores:.1f} core(s) busy"
+        if load_avg_1m is not None:
+            measured += f" (load average {load_avg_1m:.1f})"
+    level = contention_level(other_cores, cores, busy_fraction or 0.0)
+    evidence = {"load_avg_1m": load_avg_1m, "cores": cores, "other_processes_cores": other_cores,
+                "machine_busy_fraction": busy_fraction, "contention": level}
+    if level == "high":
         return Check(
             "cpu-load",
             "CPU load",
             WARN,
-            f"load average {load_avg_1m:.1f} on {cores} core(s): other processes already keep "
-            "the CPUs busy, so input pipelines and the trainer get less than the core count "
-            "suggests.",
+            f"{measured} on {cores} core(s), the machine {busy_fraction:.0%} busy: contention "
+            "HIGH (what `stoke doctor` reports as cpu-contention); input pipelines and the "
+            "trainer get less than the core count suggests.",
             "top   # see who; `stoke doctor` measures this during a run (cpu-contention)",
             evidence,
         )
-    return Check(
-        "cpu-load",
-        "CPU load",
-        OK,
-        f"load average {load_avg_1m:.1f} on {cores} core(s)",
-        "",
-        evidence,
-    )
+    if level == "low":
+        return Check(
+            "cpu-load",
+            "CPU load",
+            WARN,
+            f"{measured} on {cores} core(s): contention LOW (cores are still free, but a "
+            "faster input pipeline will compete with that work for them).",
+            "top   # see who; `stoke doctor` measures this during a run (cpu-contention)",
+            evidence,
+        )
+    return Check("cpu-load", "CPU load", OK, f"{measured} on {cores} core(s)", "", evidence)
 
 
 def _true(value: str | None) -> bool | None:
@@ -1321,7 +1346,8 @@ def evaluate(facts: EnvFacts, jax_requires_jaxlib: str | None = None) -> list[Ch
         tf_intra_op=threads.get("tf_intra_op"),
         tf_inter_op=threads.get("tf_inter_op"),
     )
-    load = check_cpu_load(facts.host.load_avg_1m, facts.host.cores_effective)
+    load = check_cpu_load(facts.host.load_avg_1m, facts.host.cores_effective,
+                          facts.host.other_processes_cores, facts.host.machine_busy_fraction)
     if load:
         checks.append(load)
     checks += check_gpu_memory(

@@ -171,6 +171,10 @@ class HostFacts:
     memory_limit_bytes: int | None  # cgroup memory limit, None when unlimited
     shm_total_bytes: int | None
     shm_free_bytes: int | None
+    # a short CPU sample (as the doctor takes during a run): cores busy with other processes
+    # and the machine's busy share; None when it could not be taken
+    other_processes_cores: float | None = None
+    machine_busy_fraction: float | None = None
 
     @property
     def cores_effective(self) -> int:

@@ -294,7 +294,10 @@ def gather_host() -> HostFacts:
         with contextlib.suppress(OSError):
             stat = os.statvfs("/dev/shm")
             shm_total, shm_free = stat.f_blocks * stat.f_frsize, stat.f_bavail * stat.f_frsize
+    other_cores, busy = _cpu_sample(usable)
     return HostFacts(
+        other_processes_cores=other_cores,
+        machine_busy_fraction=busy,
         system=platform.system(),
         machine=platform.machine(),
         cores_logical=logical,
@@ -376,3 +379,23 @@ def _read_or_none(path: str) -> str | None:
         return Path(path).read_text()
     except (OSError, UnicodeDecodeError):
         return None
+
+
+def _cpu_sample(cores: int, seconds: float = 0.5) -> tuple[float | None, float | None]:
+    """Cores kept busy by other processes, and the machine's busy share, over ``seconds``: the
+    same quantities the doctor samples during a run (``cpu_other_pct``), so that both judge
+    contention on the same numbers."""
+    import psutil
+
+    try:
+        own = psutil.Process()
+        own.cpu_percent(None)
+        busy_pct = psutil.cpu_percent(interval=seconds, percpu=True)
+        own_pct = own.cpu_percent(None)
+    except Exception:
+        return None, None
+    if not busy_pct:
+        return None, None
+    busy_cores = sum(busy_pct) / 100.0
+    other = max(0.0, busy_cores - own_pct / 100.0)
+    return round(other, 2), round(min(1.0, busy_cores / max(1, len(busy_pct))), 3)

@@ -84,7 +84,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json",
         metavar="PATH",
-        help="also write the checks and the facts as JSON ('-' prints only the JSON)",
+        nargs="?",
+        const="-",
+        help="also write the checks and the facts as JSON to PATH; without PATH (or '-') "
+        "print only the JSON, to stdout",
     )
     parser.add_argument(
         "--backend",

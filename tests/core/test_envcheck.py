@@ -547,7 +547,13 @@ def test_effective_cores():
 
 def test_cpu_load():
     assert check_cpu_load(3.5, 2).status == WARN
-    assert check_cpu_load(0.5, 2).status == OK
+    assert check_cpu_load(0.3, 2).status == OK
+    # the doctor's rule (cpu-contention): half a core of 2 taken by others is contention
+    assert check_cpu_load(0.5, 2).status == WARN
+    # a CPU sample decides when there is one, with the doctor's thresholds and words
+    high = check_cpu_load(0.1, 2, other_cores=1.2, busy_fraction=0.95)
+    assert high.status == WARN and "HIGH" in high.message
+    assert check_cpu_load(3.0, 2, other_cores=0.2, busy_fraction=0.3).status == OK
     assert check_cpu_load(None, 2) is None
 
 
@@ -966,3 +972,14 @@ def test_a_hanging_probe_is_killed():
     result = probe.result()
     assert "did not finish within 1 s" in result["error"]
     assert probe.process.poll() is not None
+
+
+def test_json_without_a_path_prints_to_stdout():
+    """README: `stoke env --json` (a bare flag) prints the JSON, nothing else, to stdout."""
+    out = subprocess.run([sys.executable, "-m", "stoke", "env", "--no-probe", "--json"],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode in (0, 1), out.stderr
+    payload = json.loads(out.stdout)
+    assert payload["schema_version"] >= 1
+    load = next(c for c in payload["checks"] if c["id"] == "cpu-load")
+    assert load["evidence"]["contention"] in ("none", "low", "high")

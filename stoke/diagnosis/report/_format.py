@@ -64,10 +64,17 @@ def headline(diagnosis: Diagnosis) -> str:
     """One sentence under the verdict."""
     text = diagnosis.verdict_reason
     if diagnosis.verdict in ("input-bound", "partly-input-bound") and diagnosis.predicted_speedup:
-        text += (
-            f"; if the input kept up: {speedup(diagnosis.predicted_speedup)} "
-            f"({rate(diagnosis.throughput)} → {rate(diagnosis.predicted_throughput)})"
-        )
+        text += f"; if the input kept up: {speedup(diagnosis.predicted_speedup)}"
+        if diagnosis.throughput and diagnosis.predicted_throughput:
+            text += f" ({rate(diagnosis.throughput)} → {rate(diagnosis.predicted_throughput)})"
+        prediction = diagnosis.prediction
+        if prediction is not None and prediction.with_stoke_here is not None and diagnosis.cpu:
+            text += (
+                f"; with stoke on these {diagnosis.cpu.cores} cores: "
+                f"{speedup(prediction.with_stoke_here)}"
+            )
+        if prediction is not None and prediction.confidence != "high":
+            text += f" ({prediction.confidence} confidence: see Not measured)"
     return text
 
 
@@ -108,12 +115,52 @@ def key_numbers(diagnosis: Diagnosis) -> list[tuple[str, str]]:
             )
         )
     rows.append(("Limited by", bound.limited_by))
+    prediction = diagnosis.prediction
     if diagnosis.predicted_speedup is not None:
         rows.append(
             (
                 "Predicted speedup",
-                f"{speedup(diagnosis.predicted_speedup)} → {rate(diagnosis.predicted_throughput)} "
-                "if the input were no longer the bottleneck",
+                f"{speedup(diagnosis.predicted_speedup)}"
+                + (f" → {rate(diagnosis.predicted_throughput)}" if diagnosis.predicted_throughput
+                   else " (batch size not known: no samples/s)")
+                + " if the input were no longer the bottleneck"
+                + (
+                    f" (at most {speedup(prediction.wait_cap)}: what removing the wait allows)"
+                    if prediction is not None and prediction.capped
+                    else ""
+                ),
+            )
+        )
+    if prediction is not None and prediction.shared_cores and prediction.with_stoke_here:
+        shared = prediction.shared_cores
+        rows.append(
+            (
+                "With stoke, these cores",
+                f"{speedup(prediction.with_stoke_here)} → "
+                f"{rate(shared['samples_per_s_on_these_cores'])}: "
+                f"{_num(shared['cores_for_this_run'])} of {shared['cores']} cores for this run, "
+                f"trainer {shared['trainer_cpu_ms_per_sample']:.3g} ms + input "
+                f"{shared['input_cpu_ms_per_sample']:.3g} ms of CPU per sample "
+                f"(limited by {shared['limited_by']})",
+            )
+        )
+    if prediction is not None and prediction.unmeasured:
+        rows.append(
+            (
+                "Not measured",
+                f"{prediction.confidence} confidence: " + "; ".join(prediction.unmeasured),
+            )
+        )
+    probes_s = diagnosis.record.overhead.get("probes_s") if diagnosis.record is not None else None
+    if isinstance(probes_s, int | float) and probes_s > 0:
+        steps_wall = sum(s.step_s for s in diagnosis.record.steps)
+        rows.append(
+            (
+                "Probes",
+                f"{probes_s:.1f} s of wall time"
+                + (f" ({probes_s / steps_wall:.0%} of the measured steps' {steps_wall:.1f} s)"
+                   if steps_wall > 0 else "")
+                + ", out of sight of callbacks, progress bar and history",
             )
         )
     overhead = diagnosis.doctor_overhead_fraction

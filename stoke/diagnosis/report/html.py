@@ -95,8 +95,17 @@ def _verdict_section(diagnosis: Diagnosis, colour: str) -> str:
             speedup(diagnosis.predicted_speedup),
             f"→ {rate(diagnosis.predicted_throughput)}" if diagnosis.predicted_throughput else "",
         ),
-        ("Doctor overhead", pct(diagnosis.doctor_overhead_fraction, 1), "of step time"),
     ]
+    prediction = diagnosis.prediction
+    if prediction is not None and prediction.with_stoke_here is not None and diagnosis.cpu:
+        cards.append(("With stoke, these cores", speedup(prediction.with_stoke_here),
+                      f"{diagnosis.cpu.cores} cores shared by trainer and workers"))
+    if prediction is not None and prediction.unmeasured:
+        cards.append(("Confidence", prediction.confidence, "; ".join(prediction.unmeasured)))
+    cards.append(("Doctor overhead", pct(diagnosis.doctor_overhead_fraction, 1), "of step time"))
+    probes_s = diagnosis.record.overhead.get("probes_s")
+    if isinstance(probes_s, int | float) and probes_s > 0:
+        cards.append(("Probes", f"{probes_s:.1f} s", "wall time, out of the callbacks' sight"))
     card_html = "".join(
         f"<div class=\"card\"><div class=\"card-label\">{_e(label)}</div>"
         f"<div class=\"card-value\">{_e(value)}</div><div class=\"card-note\">{_e(note)}</div></div>"

@@ -35,6 +35,8 @@ from stoke.diagnosis.report._format import (
 def render_terminal(diagnosis: Diagnosis, console: Console | None = None) -> None:
     """Print the report to ``console`` (default: a new stdout console)."""
     console = console or Console()
+    # a progress bar may have left the cursor mid-line: the report starts on a line of its own
+    console.file.write("\n")
     for renderable in _renderables(diagnosis):
         console.print(renderable)
 

@@ -1,0 +1,143 @@
+"""Host code in the model, found by what runs: one eager training step watched.
+
+A layer whose ``call`` computes with NumPy on the step's tensors (``return np.sin(inputs)``)
+leaves the device every step and cannot be compiled. Reading the source misses most ways to
+write it, so the doctor watches one real step instead, when the step runs eagerly (the only
+way such code runs at all: ``run_eagerly=True``, or the torch backend without
+``jit_compile``). During that step:
+
+- every user-defined layer class (not Keras' own) has its ``call`` wrapped: a layer whose
+  output holds NumPy arrays although its inputs were backend tensors computed on the host;
+- the backend tensor's own conversions to NumPy are hooked where they are Python
+  (``torch.Tensor.__array__`` and ``.numpy()``, TensorFlow's ``EagerTensor.numpy`` and
+  ``__array__``): a conversion while a user layer's ``call`` runs names that layer.
+
+Everything is put back after the step; the step's result is untouched. Measured on the three
+backends by tests/backends/test_doctor_wild.py (``np.sin`` in a layer, run eagerly). Owns the
+watch only: the recorder decides when, the findings what to say.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+
+def step_runs_eagerly(model, backend: str) -> bool:
+    """Whether Python runs inside the train step (so host code in a layer can run at all)."""
+    if bool(getattr(model, "run_eagerly", False)):
+        return True
+    return backend == "torch" and not bool(getattr(model, "jit_compile", False))
+
+
+@contextlib.contextmanager
+def watch_host_code(model, backend: str) -> Iterator[dict[str, str]]:
+    """Within the block, user layers that compute on the host are noted in the yielded dict:
+    layer name -> how it was seen."""
+    found: dict[str, str] = {}
+    active: list[str] = []
+    restore: list[tuple[Any, str, Any]] = []
+    try:
+        for cls, _names in _user_layer_classes(model).items():
+            original = cls.__dict__.get("call")
+            if original is None:
+                continue
+            restore.append((cls, "call", original))
+            cls.call = _watched_call(original, active, found)
+        for owner, attribute in _conversion_points(backend):
+            original = owner.__dict__.get(attribute)
+            if original is None:
+                continue
+            restore.append((owner, attribute, original))
+            setattr(owner, attribute, _watched_conversion(original, attribute, active, found))
+    except Exception:
+        _put_back(restore)
+        restore = []
+    try:
+        yield found
+    finally:
+        _put_back(restore)
+
+
+def _put_back(restore) -> None:
+    for owner, attribute, original in reversed(restore):
+        try:
+            setattr(owner, attribute, original)
+        except Exception:
+            pass
+
+
+def _user_layer_classes(model) -> dict[type, list[str]]:
+    layers = [model]
+    try:
+        layers += list(model._flatten_layers(include_self=False))
+    except Exception:
+        layers += list(getattr(model, "layers", []))
+    classes: dict[type, list[str]] = {}
+    for layer in layers:
+        cls = type(layer)
+        if cls.__module__.split(".")[0] in ("keras", "tf_keras", "tensorflow"):
+            continue
+        classes.setdefault(cls, []).append(getattr(layer, "name", cls.__name__))
+    return classes
+
+
+def _watched_call(original, active: list[str], found: dict[str, str]):
+    def call(self, *args, **kwargs):
+        name = getattr(self, "name", type(self).__name__)
+        active.append(name)
+        try:
+            output = original(self, *args, **kwargs)
+        finally:
+            active.pop()
+        if name not in found and _holds_numpy(output) and not _holds_numpy((args, kwargs)):
+            found[name] = (
+                f"{type(self).__name__}.call returned a NumPy array from backend tensors "
+                "during a training step (computed on the host)"
+            )
+        return output
+
+    call.__wrapped__ = original
+    return call
+
+
+def _watched_conversion(original, attribute: str, active: list[str], found: dict[str, str]):
+    def conversion(self, *args, **kwargs):
+        if active and active[-1] not in found:
+            frame = sys._getframe(1)
+            where = f"{frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno}"
+            found[active[-1]] = (
+                f"a tensor converted to NumPy ({attribute}) inside call() during a training "
+                f"step, at {where}"
+            )
+        return original(self, *args, **kwargs)
+
+    return conversion
+
+
+def _conversion_points(backend: str) -> list[tuple[Any, str]]:
+    if backend == "torch":
+        import torch
+
+        return [(torch.Tensor, "__array__"), (torch.Tensor, "numpy")]
+    if backend == "tensorflow":
+        from tensorflow.python.framework import ops
+
+        return [(ops._EagerTensorBase, "__array__"), (ops._EagerTensorBase, "numpy")]
+    return []  # JAX arrays convert in C++: the layer's output tells instead
+
+
+def _holds_numpy(tree: Any, depth: int = 0) -> bool:
+    import numpy as np
+
+    if isinstance(tree, np.ndarray):
+        return tree.ndim > 0
+    if depth > 4:
+        return False
+    if isinstance(tree, dict):
+        return any(_holds_numpy(v, depth + 1) for v in tree.values())
+    if isinstance(tree, list | tuple):
+        return any(_holds_numpy(v, depth + 1) for v in tree)
+    return False
