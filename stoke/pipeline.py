@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from stoke.formats.shards import ShardedSource
 from stoke.loader import BatchIterator, Loader, LoaderOptions
 from stoke.plan import IteratorState, PlanSpec
 from stoke.program import FilterStep, MapStep, SampleProgram, wants_rng
@@ -166,8 +167,9 @@ class Pipeline:
         return self._plan_spec().batches_per_epoch()
 
     def _plan_spec(self) -> PlanSpec:
+        shards = self.source.shard_order() if isinstance(self.source, ShardedSource) else None
         return PlanSpec(len(self.source), self.batch_size or 1, self.drop_remainder,
-                        self.shuffled, self.seed, self.shard_index, self.shard_count)
+                        self.shuffled, self.seed, self.shard_index, self.shard_count, shards)
 
     def _program(self) -> SampleProgram:
         return SampleProgram(self.source, self.steps, self.seed, self.dtype_policy)

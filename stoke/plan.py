@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from stoke.shard_plan import ShardOrder
+
 STATE_VERSION = 1
 
 
@@ -26,6 +28,7 @@ class PlanSpec:
     seed: int = 0
     shard_index: int = 0
     shard_count: int = 1
+    shards: ShardOrder | None = None  # shard-based sources (TFRecord, tar): see shard_plan.py
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -38,6 +41,9 @@ class PlanSpec:
 
     def order(self, epoch: int) -> np.ndarray:
         """The source indices of this shard for ``epoch``, in the order they are read."""
+        if self.shards is not None:
+            return self.shards.order(self.seed, epoch, self.shuffle, self.shard_index,
+                                     self.shard_count)
         if self.shuffle:
             rng = np.random.default_rng([self.seed, epoch, 0x5704E])
             order = rng.permutation(self.length)
@@ -57,6 +63,8 @@ class PlanSpec:
 
     def batches_per_epoch(self) -> int:
         per_shard = len(range(self.shard_index, self.length, self.shard_count))
+        if self.shards is not None:
+            per_shard = self.shards.host_length(self.shard_index, self.shard_count)
         if self.drop_remainder:
             return per_shard // self.batch_size
         return -(-per_shard // self.batch_size)
@@ -95,4 +103,5 @@ def fingerprint(spec: PlanSpec) -> str:
     """A short string that changes when a saved state would no longer mean the same place."""
     return (f"n={spec.length},b={spec.batch_size},drop={int(spec.drop_remainder)},"
             f"shuffle={int(spec.shuffle)},seed={spec.seed},"
-            f"shard={spec.shard_index}/{spec.shard_count}")
+            f"shard={spec.shard_index}/{spec.shard_count}"
+            + (f",{spec.shards.fingerprint()}" if spec.shards is not None else ""))

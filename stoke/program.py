@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from stoke.errors import SampleError
+from stoke.formats.base import PrefetchingSource
 from stoke.structure import DtypePolicy
 
 FILTERED = object()  # what `run` returns for a sample that a filter dropped
@@ -113,6 +114,11 @@ class SampleProgram:
     @property
     def has_filter(self) -> bool:
         return any(isinstance(s, FilterStep) for s in self.steps)
+
+    def prefetch(self, indices: Any) -> None:
+        """Tell a source that reads ahead (remote shards) which samples come next."""
+        if isinstance(self.source, PrefetchingSource):
+            self.source.prefetch(indices)
 
     def run(self, index: int, epoch: int) -> Any:
         """The sample at ``index`` (a Python int) after every step, or :data:`FILTERED`.

@@ -69,6 +69,7 @@ def fill_slot(program: SampleProgram, task: Task, layout: BatchLayout,
     row = 0
     cast_paths: set[str] = set()
     specs = layout.leaves
+    program.prefetch(task.indices)  # remote shards: the whole chunk's reads at once
     for index in task.indices.tolist():
         sample = program.run(index, task.epoch)
         if sample is FILTERED:

@@ -27,6 +27,8 @@ class InlinePool:
         self.ring = ring
 
     def submit(self, task: Task) -> None:
+        if task.kind == "chunk":
+            self.program.prefetch(task.indices)  # remote shards: reads start now
         self.pending.append(task)
 
     def next_result(self, timeout_s: float) -> Result | None:

@@ -72,6 +72,8 @@ class ThreadPool:
         self.ring = ring
 
     def submit(self, task: Task) -> None:
+        if task.kind == "chunk":
+            self.program.prefetch(task.indices)  # remote shards: reads start now
         self.tasks.put(task)
 
     def next_result(self, timeout_s: float) -> Result | None:

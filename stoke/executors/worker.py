@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from multiprocessing.connection import Connection
 
 
@@ -44,7 +45,7 @@ def main() -> int:
 def _serve(sock: socket.socket, conn: Connection, name: str) -> int:
     from stoke.executors.chunk import run_task
     from stoke.executors.payload import unpack
-    from stoke.executors.ring import SharedBuffer, slot_views
+    from stoke.executors.ring import SharedBuffer
 
     kind, sys_path, data, spans = conn.recv()
     assert kind == "init"
@@ -64,11 +65,21 @@ def _serve(sock: socket.socket, conn: Connection, name: str) -> int:
     conn.send(("ready", os.getpid()))
     layout = None
     views: list = []
+    queued: deque = deque()  # messages already received, not yet handled
     while True:
-        message = conn.recv()
+        message = queued.popleft() if queued else conn.recv()
         kind = message[0]
         if kind == "task":
             task = message[1]
+            # tasks already sent to this worker: their reads (remote shards) start now
+            while conn.poll(0):
+                ahead = conn.recv()
+                if ahead[0] == "ring":  # its memory follows on the socket: take it now
+                    layout, views = _attach_ring(sock, ahead)
+                    continue
+                queued.append(ahead)
+                if ahead[0] == "task" and ahead[1].kind == "chunk":
+                    program.prefetch(ahead[1].indices)
             slot = views[task.slot] if (task.slot >= 0 and views) else None
             try:
                 result = run_task(program, task, layout, slot, name)
@@ -79,12 +90,19 @@ def _serve(sock: socket.socket, conn: Connection, name: str) -> int:
                 result = Result(task.task_id, error=sample_error(-1, "the worker", exc), worker=name)
             conn.send(("result", result))
         elif kind == "ring":
-            _, layout, nbytes, slots = message
-            _, fds, _, _ = socket.recv_fds(sock, 1, 1)
-            ring_memory = SharedBuffer.attach(fds[0], nbytes)
-            views = [slot_views(ring_memory.map, layout, s) for s in range(slots)]
+            layout, views = _attach_ring(sock, message)
         elif kind == "stop":
             return 0
+
+
+def _attach_ring(sock: socket.socket, message: tuple):
+    """Map the ring whose layout ``message`` gives; its memory comes as a descriptor."""
+    from stoke.executors.ring import SharedBuffer, slot_views
+
+    _, layout, nbytes, slots = message
+    _, fds, _, _ = socket.recv_fds(sock, 1, 1)
+    ring_memory = SharedBuffer.attach(fds[0], nbytes)
+    return layout, [slot_views(ring_memory.map, layout, s) for s in range(slots)]
 
 
 if __name__ == "__main__":
