@@ -45,8 +45,11 @@ class ArrayRecordSource:
         counts = []
         for path in paths:
             reader = _reader(path)
-            counts.append(reader.num_records())
-            reader.close()
+            try:
+                counts.append(reader.num_records())
+                reader.close()
+            except Exception as exc:  # noqa: BLE001 - the C++ status, with the file
+                raise RecordError(f"{path}: not a readable ArrayRecord file: {exc}") from exc
         self.counts = np.array(counts, dtype=np.int64)
         self.starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
         self.length = int(self.counts.sum())

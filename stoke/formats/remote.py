@@ -26,7 +26,7 @@ from typing import Any
 from stoke.formats.base import RecordError
 
 CONNECT_TIMEOUT_S = 5.0
-READ_TIMEOUT_S = 60.0
+READ_TIMEOUT_S = 4.0  # no byte for this long: not answering (fsspec may try twice)
 IO_THREADS = 16
 OPEN_FILES = 64
 

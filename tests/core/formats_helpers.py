@@ -113,6 +113,9 @@ class RangeServer:
         self.folder = Path(folder)
         self.latency_s = latency_s
         self.requests = 0
+        self.in_flight = 0
+        self.max_in_flight = 0  # most requests served at the same time
+        self._lock = threading.Lock()
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -132,9 +135,19 @@ class RangeServer:
                 self._answer(body=True)
 
             def _answer(self, body: bool) -> None:
-                server.requests += 1
-                if server.latency_s:
-                    time.sleep(server.latency_s)
+                with server._lock:
+                    server.requests += 1
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    if server.latency_s:
+                        time.sleep(server.latency_s)
+                    self._send(body)
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+            def _send(self, body: bool) -> None:
                 path = self._file()
                 if path is None:
                     self.send_response(404)
