@@ -12,10 +12,11 @@ mid-shard, and every record comes exactly once per epoch:
 2. shuffled, the host's shards are permuted by ``(seed, epoch)``;
 3. they are read ``cycle_length`` at a time, round-robin, ``block_records`` consecutive
    records from each in turn (tf.data's ``interleave``);
-4. shuffled, a seeded shuffle window of ``buffer_size`` records: each record's position is
+4. shuffled, a seeded shuffle window of ``buffer_size`` records: each block's position is
    jittered by a uniform draw in ``[0, buffer_size)`` and the sequence re-sorted, so a
    record moves at most ``buffer_size`` places (what a shuffle buffer of that size does to
-   a stream, but vectorised: 1M records in ~0.1 s).
+   a stream, but vectorised: 1M records in ~0.1 s). A block's records stay together, so a
+   chunk of a remote shard is read with one request per block, not one per record.
 
 Not shuffled, the order is every shard in turn, records in file order.
 """
@@ -76,12 +77,22 @@ class ShardOrder:
         group = place // self.cycle_length  # shards read together
         lane = place % self.cycle_length  # their turn within the round
         block = record // self.block_records
-        # sort by (group, block, lane, record): round-robin by block within each group
-        key = np.lexsort((record, lane, block, group))
+        # sort by (group, block, lane, record): round-robin by block within each group,
+        # as one int64 key (one argsort: 1M records in ~0.1 s)
+        blocks = int(block.max()) + 1
+        within = record - block * self.block_records
+        composite = ((group * blocks + block) * self.cycle_length + lane) * self.block_records
+        key = np.argsort(composite + within, kind="stable")
         order = (starts[shards][place] + record)[key]
         if self.buffer_size > 1:
-            jitter = rng.uniform(0, self.buffer_size, size=total)
-            order = order[np.argsort(np.arange(total) + jitter, kind="stable")]
+            # jitter whole blocks (a block's records stay together: one read for remote shards)
+            first = np.ones(total, dtype=bool)
+            first[1:] = (place[key][1:] != place[key][:-1]) | (block[key][1:] != block[key][:-1])
+            block_no = np.cumsum(first) - 1
+            block_start = np.flatnonzero(first)
+            jitter = rng.uniform(0, self.buffer_size, size=len(block_start))
+            moved = (block_start + jitter)[block_no]
+            order = order[np.argsort(moved, kind="stable")]
         return order.astype(np.int64)
 
     def fingerprint(self) -> str:

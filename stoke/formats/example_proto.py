@@ -94,3 +94,26 @@ def parse_example(record: bytes) -> dict[str, np.ndarray]:
         else:  # an empty Feature: TensorFlow treats it as a missing value
             out[name] = np.zeros(0, dtype=np.float32)
     return out
+
+
+def serialize_example(features: dict[str, Any]) -> bytes:
+    """The bytes of a ``tf.train.Example`` of ``features`` (name -> bytes, a list of bytes,
+    or an int/float array), as TensorFlow writes it: the inverse of :func:`parse_example`,
+    for writing TFRecords without TensorFlow."""
+    example = _example_class()()
+    for name, value in features.items():
+        feature = example.features.feature[name]
+        if isinstance(value, (bytes, bytearray)):
+            feature.bytes_list.value.append(bytes(value))
+            continue
+        values = np.asarray(value)
+        if values.dtype == object or values.dtype.kind == "S":
+            feature.bytes_list.value.extend(bytes(v) for v in values.ravel())
+        elif values.dtype.kind in "iub":
+            feature.int64_list.value.extend(values.ravel().astype(np.int64).tolist())
+        elif values.dtype.kind == "f":
+            feature.float_list.value.extend(values.ravel().astype(np.float32).tolist())
+        else:
+            raise TypeError(f"serialize_example: feature {name!r} has dtype {values.dtype}; "
+                            "give bytes, ints or floats.")
+    return example.SerializeToString()

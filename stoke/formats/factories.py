@@ -20,7 +20,7 @@ def _pipeline(source: Any, on_error: str) -> Pipeline:
 
 
 def from_tfrecord(paths: Any, *, on_error: str = "raise", cycle_length: int = 16,
-                  block_records: int = 1, buffer_size: int = 1024,
+                  block_records: int | None = None, buffer_size: int = 1024,
                   storage_options: dict | None = None) -> Pipeline:
     """The records of TFRecord files (a glob, a brace pattern ``train-{00000..01023}``, a
     list; local or any fsspec URL: ``gs://``, ``s3://``, ``https://``) as ``bytes``; parse
@@ -28,8 +28,9 @@ def from_tfrecord(paths: Any, *, on_error: str = "raise", cycle_length: int = 16
 
     The files are indexed once (their length headers); the epoch order is shard-based:
     shards permuted by ``(seed, epoch)`` when shuffled, ``cycle_length`` of them read
-    round-robin, ``block_records`` records at a time, then a seeded shuffle window of
-    ``buffer_size`` records (see :mod:`stoke.shard_plan`). ``on_error="skip"`` drops (and
+    round-robin, ``block_records`` records at a time (default 1 for local files, 16 for
+    remote ones: a block is one request), then a seeded shuffle window of ``buffer_size``
+    records that moves whole blocks (see :mod:`stoke.shard_plan`). ``on_error="skip"`` drops (and
     counts, with a warning) corrupt records instead of raising.
     """
     from stoke.formats.remote import expand_paths
@@ -43,7 +44,7 @@ def from_tfrecord(paths: Any, *, on_error: str = "raise", cycle_length: int = 16
 
 
 def from_webdataset(paths: Any, *, on_error: str = "raise", cycle_length: int = 16,
-                    block_records: int = 1, buffer_size: int = 1024,
+                    block_records: int | None = None, buffer_size: int = 1024,
                     storage_options: dict | None = None) -> Pipeline:
     """The samples of WebDataset tar shards (``"https://host/shard-{000..099}.tar"``, a
     glob, a list): ``{ext: bytes, ..., "__key__": key, "__url__": shard}``. Indexed once

@@ -48,12 +48,13 @@ class ParquetSource:
     def _setup(self) -> None:
         self._cache: OrderedDict[tuple[int, int], dict[str, np.ndarray]] = OrderedDict()
         self._cache_size = 0
+        self._sizes: dict[tuple[int, int], int] = {}  # bytes of each cached row group
         self._files: OrderedDict[int, Any] = OrderedDict()
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict:
         state = {k: v for k, v in self.__dict__.items()
-                 if k not in ("_cache", "_cache_size", "_files", "_lock")}
+                 if k not in ("_cache", "_cache_size", "_sizes", "_files", "_lock")}
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -129,13 +130,13 @@ class ParquetSource:
                 f"{type(exc).__name__}: {exc}") from exc
         columns = {name: table.column(name).to_numpy(zero_copy_only=False)
                    for name in table.column_names}
-        size = table.nbytes
         with self._lock:
             self._cache[key] = columns
-            self._cache_size += size
+            self._sizes[key] = table.nbytes
+            self._cache_size += table.nbytes
             while self._cache_size > self.cache_bytes and len(self._cache) > 1:
-                _, old = self._cache.popitem(last=False)
-                self._cache_size -= sum(getattr(a, "nbytes", 0) for a in old.values())
+                old, _ = self._cache.popitem(last=False)
+                self._cache_size -= self._sizes.pop(old)
         return columns
 
     def __getitem__(self, index: int) -> dict[str, Any]:

@@ -33,6 +33,8 @@ from stoke.shard_plan import ShardOrder
 INDEX_THREADS = 16
 PREFETCH_MAX_GAP = 64 << 10  # merge spans of one file closer than this into one request
 PREFETCH_TIMEOUT_S = 120.0
+PREFETCH_PENDING_MAX = 1 << 16  # prefetched samples never read (a probe's) are dropped past this
+REMOTE_BLOCK_RECORDS = 16  # default block_records for remote shards
 
 
 class ShardIndex:
@@ -54,10 +56,13 @@ class ShardedSource:
     format_name = "records"
 
     def __init__(self, paths: Sequence[str], *, on_error: str = "raise",
-                 cycle_length: int = 16, block_records: int = 1, buffer_size: int = 1024,
+                 cycle_length: int = 16, block_records: int | None = None,
+                 buffer_size: int = 1024,
                  storage_options: dict | None = None) -> None:
         self.paths = paths
         self.on_error = check_on_error(on_error)
+        if block_records is None:  # remote: a block of records is one request
+            block_records = REMOTE_BLOCK_RECORDS if len(paths) and is_remote(paths[0]) else 1
         ShardOrder((), cycle_length, block_records, buffer_size)  # validates
         self.cycle_length = cycle_length
         self.block_records = block_records
@@ -148,6 +153,8 @@ class ShardedSource:
         """Start reading the spans of ``indices`` (remote shards only: local reads are one
         ``pread`` each, already as cheap as it gets)."""
         self.ensure_index()
+        if len(self._pending) > PREFETCH_PENDING_MAX:
+            self._pending.clear()
         by_shard: dict[int, list[tuple[int, int, int]]] = {}
         for index in indices:
             index = int(index)

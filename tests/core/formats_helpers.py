@@ -189,3 +189,33 @@ class RangeServer:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(timeout=5)
+
+
+class ServerProcess:
+    """:class:`RangeServer` in a child process (``python -m tests.core.formats_helpers DIR
+    LATENCY_MS``), so that serving does not take the measuring process's GIL; ``url`` once
+    it listens. ``with ServerProcess(folder, 0.02) as url: ...``."""
+
+    def __init__(self, folder: str | Path, latency_s: float = 0.0) -> None:
+        self.args = [sys.executable, "-m", "tests.core.formats_helpers", str(folder),
+                     str(latency_s * 1000)]
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> str:
+        repo = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]))
+        self.process = subprocess.Popen(self.args, stdout=subprocess.PIPE, text=True, env=env,
+                                        cwd=repo)
+        return self.process.stdout.readline().strip()
+
+    def __exit__(self, *exc) -> None:
+        assert self.process is not None
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self.process.stdout.close()
+
+
+if __name__ == "__main__":
+    with RangeServer(sys.argv[1], float(sys.argv[2]) / 1000) as url:
+        print(url, flush=True)
+        threading.Event().wait()

@@ -38,21 +38,21 @@ def ids_of(pipe, **options) -> list[int]:
 @pytest.mark.parametrize("executor,workers", [("inline", 1), ("thread", 2), ("process", 2)])
 def test_tfrecord_over_http_matches_local(folder, executor, workers):
     local = stoke.from_tfrecord(str(folder / "train-*.tfrecord"), cycle_length=2,
-                                buffer_size=12).shuffle(5).map(example_id).batch(8)
+                                block_records=3, buffer_size=12).shuffle(5).map(example_id).batch(8)
     expected = ids_of(local, executor="inline")
     with RangeServer(folder, latency_s=0.02) as url:
         remote = stoke.from_tfrecord(url + "/train-{000..002}.tfrecord", cycle_length=2,
-                                     buffer_size=12).shuffle(5).map(example_id).batch(8)
+                                     block_records=3, buffer_size=12).shuffle(5).map(example_id).batch(8)
         assert ids_of(remote, executor=executor, workers=workers) == expected
 
 
 def test_webdataset_over_http_reads_each_chunk_concurrently(folder):
-    local = stoke.from_webdataset(str(folder / "shard-{000..002}.tar")).shuffle(1).map(
+    local = stoke.from_webdataset(str(folder / "shard-{000..002}.tar"), block_records=1).shuffle(1).map(
         sample_id).batch(16)
     expected = ids_of(local, executor="inline")
     server = RangeServer(folder, latency_s=0.05)
     with server as url:
-        remote = stoke.from_webdataset(url + "/shard-{000..002}.tar").shuffle(1).map(
+        remote = stoke.from_webdataset(url + "/shard-{000..002}.tar", block_records=1).shuffle(1).map(
             sample_id).batch(16)
         len(remote)  # the index: one pass per shard
         server.max_in_flight = 0
@@ -60,6 +60,19 @@ def test_webdataset_over_http_reads_each_chunk_concurrently(folder):
         assert ids_of(remote, executor="inline") == expected
         assert server.max_in_flight > 1  # a chunk's ranges were in flight together
         assert server.requests - requests_before <= sum(SIZES)  # at most one per sample
+
+
+def test_remote_blocks_are_read_with_one_request_each(folder):
+    server = RangeServer(folder)
+    with server as url:
+        pipe = stoke.from_tfrecord(url + "/train-{000..002}.tfrecord").shuffle(2).map(
+            example_id).batch(16)
+        assert pipe.source.block_records == 16  # the remote default
+        len(pipe)
+        before = server.requests
+        assert sorted(ids_of(pipe, executor="thread", workers=2)) == list(range(sum(SIZES)))
+        blocks = sum(-(-size // 16) for size in SIZES)
+        assert server.requests - before <= 2 * blocks  # a block split by a batch: two reads
 
 
 def test_parquet_over_http(folder):

@@ -147,6 +147,9 @@ def test_shard_order_reads_few_files_at_a_time():
     position = {v: p for p, v in enumerate(got.tolist())}
     moved = [abs(position[v] - p) for p, v in enumerate(jittered.tolist())]
     assert max(moved) < 50 and np.mean(moved) > 3
+    blocked = ShardOrder(tuple([100] * 20), cycle_length=4, block_records=5, buffer_size=50)
+    runs = blocked.order(seed=1, epoch=0, shuffle=True).reshape(-1, 5)
+    assert (np.diff(runs, axis=1) == 1).all() and (runs[:, 0] % 5 == 0).all()  # blocks intact
 
 
 def test_stoke_writer_is_read_back(tmp_path):
