@@ -24,8 +24,11 @@ _FOOTER = struct.Struct("<I")
 
 def masked_crc32c(data: bytes | memoryview) -> int:
     """TensorFlow's masked CRC32-C of ``data``."""
-    import google_crc32c
-
+    try:
+        import google_crc32c
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("reading TFRecords checks CRC32-C with google-crc32c: "
+                          "pip install 'stoke[tfrecord]' (or google-crc32c)") from exc
     crc = google_crc32c.value(bytes(data) if isinstance(data, memoryview) else data)
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
