@@ -30,6 +30,16 @@ def example_id(record):
     return np.int64(stoke.parse_example(record)["id"][0])
 
 
+def example_features(record):
+    """A TFRecord record written by :func:`write_tfrecords_with_tf` -> (x, y) for a model:
+    x = [id, id % 10, first float], y = id % 2."""
+    import stoke
+
+    example = stoke.parse_example(record)
+    i = int(example["id"][0])
+    return np.array([i, i % 10, example["x"][0]], np.float32), np.int64(i % 2)
+
+
 def raw_id(record):
     """A record written by :func:`record_bytes` -> its id."""
     return np.int64(int(bytes(record).split(b":")[0]))
