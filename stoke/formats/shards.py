@@ -8,9 +8,12 @@ thread pool, in the trainer at the first ``len()`` or iteration. It yields each 
 byte span ``[offset, offset + length)``; the spans are two int64 arrays that reach process
 workers through shared memory with the rest of the source. A worker then reads record
 ``i`` with one ``pread`` (local) or one range request (remote). For remote shards the
-worker hands the source its whole chunk first (:meth:`ShardedSource.prefetch`): spans
-close together in one file are merged into one request and all requests of the chunk are
-in flight together, so request latency overlaps.
+worker hands the source the chunks queued for it while it computes the current one, and the
+current one itself (:meth:`ShardedSource.prefetch`, called from ``executors/worker.py``,
+the thread and inline pools' ``submit`` and ``chunk.fill_slot``): spans close together in
+one file are merged into one request (a block of ``block_records`` records is contiguous in
+the plan) and all requests are in flight together on a per-process thread pool, so request
+latency overlaps with decoding.
 
 The epoch order of these sources is :class:`stoke.shard_plan.ShardOrder`: shards permuted,
 interleaved, shuffled in a window, never a global shuffle that would make each read a
