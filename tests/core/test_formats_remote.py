@@ -75,6 +75,20 @@ def test_remote_blocks_are_read_with_one_request_each(folder):
         assert server.requests - before <= 2 * blocks  # a block split by a batch: two reads
 
 
+def test_process_worker_reads_its_queued_batches_ahead(folder):
+    """One worker process, batches of one block each: while it computes one batch, the
+    reads of the batches queued behind it are already in flight."""
+    server = RangeServer(folder, latency_s=0.3)
+    with server as url:
+        pipe = stoke.from_tfrecord(url + "/train-{000..002}.tfrecord", block_records=8,
+                                   cycle_length=1, buffer_size=0).map(example_id).batch(8)
+        len(pipe)
+        server.max_in_flight = 0
+        got = ids_of(pipe, executor="process", workers=1, ring_slots=5)
+        assert got == list(range(sum(SIZES)))
+        assert server.max_in_flight >= 3  # one chunk alone needs at most 2 requests
+
+
 def test_parquet_over_http(folder):
     import numpy as np
     import pyarrow as pa
