@@ -115,11 +115,6 @@ class SampleProgram:
     def has_filter(self) -> bool:
         return any(isinstance(s, FilterStep) for s in self.steps)
 
-    def prefetch(self, indices: Any) -> None:
-        """Tell a source that reads ahead (remote shards) which samples come next."""
-        if isinstance(self.source, PrefetchingSource):
-            self.source.prefetch(indices)
-
     def run(self, index: int, epoch: int) -> Any:
         """The sample at ``index`` (a Python int) after every step, or :data:`FILTERED`.
 
@@ -142,6 +137,14 @@ class SampleProgram:
         except Exception as exc:  # noqa: BLE001 - re-raised with where it happened
             stage = "source read" if position < 0 else self.steps[position].name
             raise sample_error(int(index), stage, exc) from exc
+
+
+def prefetch_chunk(program: Any, indices: Any) -> None:
+    """Start the reads of a chunk's samples now, when the program's source reads ahead
+    (remote shards: :class:`~stoke.formats.base.PrefetchingSource`); nothing otherwise.
+    Any program of the executors' protocol (it has ``source``) may be given."""
+    if isinstance(program.source, PrefetchingSource):
+        program.source.prefetch(indices)
 
 
 def sample_error(index: int, stage: str, exc: BaseException) -> SampleError:

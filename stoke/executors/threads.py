@@ -12,7 +12,7 @@ import threading
 
 from stoke.executors.chunk import Result, Task, run_task
 from stoke.executors.ring import BatchRing
-from stoke.program import SampleProgram
+from stoke.program import SampleProgram, prefetch_chunk
 
 _STOP = None
 
@@ -73,7 +73,7 @@ class ThreadPool:
 
     def submit(self, task: Task) -> None:
         if task.kind == "chunk":
-            self.program.prefetch(task.indices)  # remote shards: reads start now
+            prefetch_chunk(self.program, task.indices)  # remote shards: reads start now
         self.tasks.put(task)
 
     def next_result(self, timeout_s: float) -> Result | None:

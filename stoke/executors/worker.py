@@ -46,6 +46,7 @@ def _serve(sock: socket.socket, conn: Connection, name: str) -> int:
     from stoke.executors.chunk import run_task
     from stoke.executors.payload import unpack
     from stoke.executors.ring import SharedBuffer
+    from stoke.program import prefetch_chunk
 
     kind, sys_path, data, spans = conn.recv()
     assert kind == "init"
@@ -79,7 +80,7 @@ def _serve(sock: socket.socket, conn: Connection, name: str) -> int:
                     continue
                 queued.append(ahead)
                 if ahead[0] == "task" and ahead[1].kind == "chunk":
-                    program.prefetch(ahead[1].indices)
+                    prefetch_chunk(program, ahead[1].indices)
             slot = views[task.slot] if (task.slot >= 0 and views) else None
             try:
                 result = run_task(program, task, layout, slot, name)

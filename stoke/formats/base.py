@@ -10,9 +10,10 @@ before it reads them one by one.
 
 from __future__ import annotations
 
+import abc
 import warnings
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from stoke.errors import StokeError, StokeWarning
 
@@ -61,9 +62,11 @@ class SkipCounter:
         return {"count": 0}  # each process counts its own
 
 
-@runtime_checkable
-class PrefetchingSource(Protocol):
+class PrefetchingSource(abc.ABC):
     """A source that starts reading many samples at once, in the background, when told
-    which ones come next; ``source[i]`` then waits for its sample instead of reading it."""
+    which ones come next; ``source[i]`` then waits for its sample instead of reading it.
+    A base class, not a protocol: a user's object with a method named ``prefetch`` is not
+    called by mistake."""
 
+    @abc.abstractmethod
     def prefetch(self, indices: Sequence[int]) -> None: ...

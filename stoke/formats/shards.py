@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from stoke.formats.base import RecordError, SkipCounter, check_on_error
+from stoke.formats.base import PrefetchingSource, RecordError, SkipCounter, check_on_error
 from stoke.formats.remote import ByteReader, coalesce, is_remote
 from stoke.shard_plan import ShardOrder
 
@@ -53,7 +53,7 @@ class ShardIndex:
         return len(self.offsets)
 
 
-class ShardedSource:
+class ShardedSource(PrefetchingSource):
     """Records of shard files addressed by global index; see the module docstring."""
 
     format_name = "records"
