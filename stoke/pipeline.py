@@ -95,7 +95,9 @@ class Pipeline:
 
     def shard(self, index: int, count: int) -> Pipeline:
         """Keep every ``count``-th sample of each epoch's permutation, from ``index``: one
-        shard per host or process; together the shards see every sample exactly once."""
+        shard per host or process; together the shards see every sample exactly once.
+        Shard-based sources (TFRecord, tar) split whole files: files ``index``,
+        ``index + count``, ... (see :mod:`stoke.shard_plan`)."""
         PlanSpec(1, 1, shard_index=index, shard_count=count)  # validates
         return dataclasses.replace(self, shard_index=index, shard_count=count)
 
