@@ -50,6 +50,13 @@ class ShardOrder:
         return int(sum(self.sizes))
 
     def host_shards(self, host_index: int, host_count: int) -> np.ndarray:
+        """The files of host ``host_index``: ``host_index, host_index + host_count, ...``.
+        Hosts get whole files, so their epochs differ in length when files do."""
+        if host_count > len(self.sizes):
+            raise ValueError(
+                f".shard({host_index}, {host_count}) splits whole files, but this source has "
+                f"{len(self.sizes)} file(s): some hosts would read nothing. Use at most "
+                f"{len(self.sizes)} shards, or write more, smaller files.")
         return np.arange(host_index, len(self.sizes), host_count, dtype=np.int64)
 
     def host_length(self, host_index: int, host_count: int) -> int:

@@ -131,6 +131,8 @@ def test_shard_splits_whole_files_across_hosts(tf_files):
         assert len(ids) == expected and len(base.shard(host, 2)) == -(-expected // 5)
         seen += ids
     assert sorted(seen) == list(range(TOTAL))
+    with pytest.raises(ValueError, match="splits whole files, but this source has 5 file"):
+        len(base.shard(0, 6))
 
 
 def test_shard_order_reads_few_files_at_a_time():
