@@ -176,3 +176,12 @@ def test_brace_pattern_is_lazy():
     import pickle
 
     assert len(pickle.dumps(paths)) < 1000  # the pattern travels, never the list
+
+
+# -- any len/[i] object keeps the global permutation ------------------------------------------
+def test_grain_map_dataset_through_from_sequence(array_record_files):
+    grain = pytest.importorskip("grain")
+    from array_record.python.array_record_data_source import ArrayRecordDataSource
+
+    dataset = grain.MapDataset.source(ArrayRecordDataSource(array_record_files)).map(raw_id)
+    check_executors(stoke.from_sequence(dataset).shuffle(6).batch(9), 80)
