@@ -302,8 +302,8 @@ def main(argv: list[str] | None = None) -> int:
                         rate = visit_grain(data["files"]["array_record"], args.workers,
                                            args.skip, args.batches)
                     else:
-                        pipe = stoke_pipe(name, data, jpegs, labels, url)
                         started = time.perf_counter()
+                        pipe = stoke_pipe(name, data, jpegs, labels, url)
                         len(pipe)  # indexing (shard-based formats), not part of the rate
                         index_s.setdefault(name, []).append(time.perf_counter() - started)
                         rate = visit_stoke(pipe, args.workers, args.skip, args.batches)
