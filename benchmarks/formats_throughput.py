@@ -210,6 +210,23 @@ def visit_grain(files: list[str], workers: int, skip: int, batches: int) -> floa
     return batches * BATCH / (time.perf_counter() - started)
 
 
+def read_cost_us(pipe, samples: int = 512) -> float:
+    """Microseconds to read one sample from the pipeline's source in this process (shuffled
+    order, warm, best of 3): the per-sample cost of the format alone, no map, no workers;
+    robust on a busy machine where rates are not."""
+    source = pipe.source
+    order = np.random.default_rng(0).permutation(len(source))[:samples]
+    for i in order[:32]:
+        source[int(i)]
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        for i in order:
+            source[int(i)]
+        best = min(best, (time.perf_counter() - started) / len(order))
+    return best * 1e6
+
+
 def first_batch_million_files(folder: Path, workers: int) -> float:
     """Seconds from ``pipe.iter()`` to the first batch of a 1,000,000-file brace pattern
     (only the files the first batches read exist), process workers started included."""
@@ -286,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     jpegs, labels = workloads.load_samples(workload)
     rates: dict[str, list[float]] = {}
     index_s: dict[str, list[float]] = {}  # seconds to index (or open) the source
+    read_us: dict[str, float] = {}  # microseconds to read one sample, in this process
     status: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="stoke-formats-") as tmp:
         folder = Path(tmp)
@@ -306,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
                         pipe = stoke_pipe(name, data, jpegs, labels, url)
                         len(pipe)  # indexing (shard-based formats), not part of the rate
                         index_s.setdefault(name, []).append(time.perf_counter() - started)
+                        if name not in read_us:
+                            read_us[name] = read_cost_us(pipe)
                         rate = visit_stoke(pipe, args.workers, args.skip, args.batches)
                 except ImportError as exc:
                     status[name] = f"skipped: {exc}"
@@ -323,10 +343,12 @@ def main(argv: list[str] | None = None) -> int:
         row = {"name": name, "kind": kind, "status": status.get(name, "ok"),
                "images_per_s": medians.get(name), "images_per_s_rounds": rates.get(name, []),
                "compared_with": against, "ratio": None,
-               "index_s": statistics.median(index_s[name]) if name in index_s else None}
+               "index_s": statistics.median(index_s[name]) if name in index_s else None,
+               "read_us_per_sample": read_us.get(name)}
         if name in medians and against in medians:
             row["ratio"] = medians[name] / medians[against]
-            print(f"{name:<20} {medians[name]:>9,.0f} img/s  {row['ratio']:.2f}x {against}")
+            print(f"{name:<20} {medians[name]:>9,.0f} img/s  {row['ratio']:.2f}x {against}"
+                  f"  (read {read_us.get(name, float('nan')):.1f} us/sample)")
         rows.append(row)
     result = {"schema": SCHEMA, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "machine": common.machine_info(), "workload": workload.as_dict(),
