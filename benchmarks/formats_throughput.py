@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                         pipe = stoke_pipe(name, data, jpegs, labels, url)
                         len(pipe)  # indexing (shard-based formats), not part of the rate
                         index_s.setdefault(name, []).append(time.perf_counter() - started)
-                        if name not in read_us:
+                        if name not in read_us and not name.endswith("-http"):
                             read_us[name] = read_cost_us(pipe)
                         rate = visit_stoke(pipe, args.workers, args.skip, args.batches)
                 except ImportError as exc:
