@@ -20,10 +20,12 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stoke.formats.base import RecordError
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 4.0  # no byte for this long: not answering (fsspec may try twice)
@@ -244,6 +246,8 @@ class ByteReader:
 
     def submit(self, path: str, start: int, end: int) -> Future:
         if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
             self._pool = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="stoke-io")
         return self._pool.submit(self.read, path, start, end)
 

@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from stoke.formats.base import PrefetchingSource, RecordError, SkipCounter, check_on_error
 from stoke.formats.remote import ByteReader, coalesce, is_remote
 from stoke.shard_plan import ShardOrder
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 INDEX_THREADS = 16
 PREFETCH_MAX_GAP = 64 << 10  # merge spans of one file closer than this into one request
@@ -99,6 +101,8 @@ class ShardedSource(PrefetchingSource):
             if threads == 1:
                 indexes = [self.index_shard(0, self.paths[0])]
             else:
+                from concurrent.futures import ThreadPoolExecutor
+
                 with ThreadPoolExecutor(threads, thread_name_prefix="stoke-index") as pool:
                     indexes = list(pool.map(self.index_shard, range(count),
                                             (self.paths[i] for i in range(count))))
