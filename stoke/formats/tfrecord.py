@@ -65,9 +65,12 @@ class TFRecordSource(ShardedSource):
                         break
                 length, length_crc = _HEADER.unpack(header)
                 if masked_crc32c(header[:8]) != length_crc:
+                    what = ("the file is GZIP-compressed: decompress it (gunzip), stoke reads "
+                            "uncompressed TFRecords" if position == 0 and header[:2] == b"\x1f\x8b"
+                            else "not a TFRecord file, or damaged")
                     error = RecordError(
                         f"{path}: record {record} at byte offset {position} is corrupt: its "
-                        "length header fails the CRC check (not a TFRecord file, or damaged)")
+                        f"length header fails the CRC check ({what})")
                     if self._index_error(error):
                         break
                 end = position + 12 + length + 4

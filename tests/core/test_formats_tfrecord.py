@@ -219,6 +219,16 @@ def test_not_a_tfrecord_file(tmp_path):
         len(stoke.from_tfrecord(str(path)))
 
 
+def test_gzip_tfrecord_says_to_decompress(tmp_path):
+    import gzip
+
+    path = tmp_path / "x.tfrecord.gz"
+    write_tfrecord(str(tmp_path / "plain.tfrecord"), [record_bytes(i) for i in range(3)])
+    path.write_bytes(gzip.compress((tmp_path / "plain.tfrecord").read_bytes()))
+    with pytest.raises(stoke.RecordError, match="GZIP-compressed: decompress it"):
+        len(stoke.from_tfrecord(str(path)))
+
+
 def test_no_files_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="from_tfrecord found no files"):
         stoke.from_tfrecord(str(tmp_path / "*.tfrecord"))
