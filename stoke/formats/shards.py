@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 INDEX_THREADS = 16
 PREFETCH_MAX_GAP = 64 << 10  # merge spans of one file closer than this into one request
 PREFETCH_TIMEOUT_S = 120.0
-PREFETCH_PENDING_MAX = 1 << 16  # prefetched samples never read (a probe's) are dropped past this
+PREFETCH_PENDING_MAX = 1 << 14  # prefetched samples never read (a probe's, an abandoned batch's) are dropped past this
 REMOTE_BLOCK_RECORDS = 16  # default block_records for remote shards
 
 
