@@ -111,7 +111,8 @@ class BracePaths(Sequence):
 
 
 def expand_paths(spec: Any, what: str) -> Sequence[str]:
-    """A list of paths, a brace pattern (lazy), a glob (local or remote) or one path.
+    """A list of paths, a brace pattern (lazy), a glob (local or remote), a local folder
+    (its files, sorted) or one path.
 
     Raises ``FileNotFoundError`` naming the pattern when nothing matches."""
     if isinstance(spec, (str, os.PathLike)):
@@ -119,6 +120,13 @@ def expand_paths(spec: Any, what: str) -> Sequence[str]:
         if _BRACE.search(pattern):
             paths = BracePaths(pattern)
             return paths
+        if not is_remote(pattern) and os.path.isdir(local_path(pattern)):
+            folder = local_path(pattern)
+            found = sorted(os.path.join(folder, name) for name in os.listdir(folder)
+                           if os.path.isfile(os.path.join(folder, name)))
+            if not found:
+                raise FileNotFoundError(f"{what} found no files in the folder {pattern!r}.")
+            return found
         if any(c in pattern for c in "*?["):
             found = _glob(pattern)
             if not found:

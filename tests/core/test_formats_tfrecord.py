@@ -232,3 +232,10 @@ def test_gzip_tfrecord_says_to_decompress(tmp_path):
 def test_no_files_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="from_tfrecord found no files"):
         stoke.from_tfrecord(str(tmp_path / "*.tfrecord"))
+    with pytest.raises(FileNotFoundError, match="found no files in the folder"):
+        stoke.from_tfrecord(str(tmp_path))
+
+
+def test_a_folder_means_its_files(tf_files):
+    pipe = stoke.from_tfrecord(os.path.dirname(tf_files[0]))
+    assert list(pipe.source.paths) == tf_files and len(pipe) == TOTAL
