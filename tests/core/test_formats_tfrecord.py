@@ -195,6 +195,20 @@ def test_corrupt_record_skipped_when_asked(tmp_path):
     assert len(skipped) == 1 and "1 skipped" in str(skipped[0].message)
 
 
+def test_skipping_pipeline_resumes_exactly_once(tmp_path):
+    path, _ = _corrupt(tmp_path)
+    pipe = stoke.from_tfrecord(path, on_error="skip").shuffle(2).map(raw_id).batch(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stoke.StokeWarning)
+        full = ids_of(pipe, executor="inline")
+        it = pipe.iter(executor="process", workers=2)
+        head = [int(i) for i in next(it)]
+        state = it.state()
+        it.close()
+        rest = ids_of(pipe, executor="thread", workers=2, state=state)
+    assert head + rest == full and sorted(full) == [0, 1, 2, 3, 5, 6, 7, 8, 9]
+
+
 def test_truncated_file_names_file_record_and_offset(tmp_path):
     path = str(tmp_path / "short.tfrecord")
     records = [record_bytes(i) for i in range(6)]
