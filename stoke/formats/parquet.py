@@ -4,7 +4,8 @@ gives one dict per row, ``{column: value}``.
 Indexed from the files' footers (row-group metadata; no data is read), so the plan stays a
 global permutation of rows. Reading row ``i`` reads (once per process) its row group's
 requested columns and keeps the decoded row groups in a per-process cache of
-``cache_bytes``; binary columns give ``bytes``, numeric ones numpy scalars, list columns
+``cache_bytes``; for remote files the row groups of the batches coming next are read
+together in background threads, each on its own handle (:meth:`ParquetSource.prefetch`); binary columns give ``bytes``, numeric ones numpy scalars, list columns
 numpy arrays. With data much larger than the cache, write small row groups (a global
 shuffle touches a random row group per row). A column that is not in a file is named with
 the columns that are.
@@ -20,13 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from stoke.formats.base import RecordError, SkipCounter, check_on_error
+from stoke.formats.base import PrefetchingSource, RecordError, SkipCounter, check_on_error
 from stoke.formats.remote import ByteReader, is_remote, local_path, unreachable
 
 DEFAULT_CACHE_BYTES = 256 << 20
 
 
-class ParquetSource:
+class ParquetSource(PrefetchingSource):
     """Rows of Parquet files; sample ``i`` is ``{column: value}`` of row ``i``."""
 
     def __init__(self, paths: Sequence[str], columns: Sequence[str] | None = None, *,
@@ -51,10 +52,13 @@ class ParquetSource:
         self._sizes: dict[tuple[int, int], int] = {}  # bytes of each cached row group
         self._files: OrderedDict[int, Any] = OrderedDict()
         self._lock = threading.Lock()
+        self._loading: dict[tuple[int, int], Any] = {}  # row group -> Future (remote files)
+        self._pool = None
 
     def __getstate__(self) -> dict:
         state = {k: v for k, v in self.__dict__.items()
-                 if k not in ("_cache", "_cache_size", "_sizes", "_files", "_lock")}
+                 if k not in ("_cache", "_cache_size", "_sizes", "_files", "_lock", "_loading",
+                              "_pool")}
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -109,6 +113,25 @@ class ParquetSource:
         group = int(np.searchsorted(self.group_starts[file], local, side="right")) - 1
         return file, group, local - int(self.group_starts[file][group])
 
+    def prefetch(self, indices: Sequence[int]) -> None:
+        """Remote files: start reading the row groups of ``indices`` that are not cached,
+        each on its own file handle in a background thread (pyarrow releases the GIL)."""
+        keys = set()
+        for index in indices:
+            file, group, _ = self.locate(int(index))
+            if is_remote(self.paths[file]):
+                keys.add((file, group))
+        if not keys:
+            return
+        with self._lock:
+            keys = [k for k in keys if k not in self._cache and k not in self._loading]
+            if keys and self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(8, thread_name_prefix="stoke-parquet")
+            for key in keys:
+                self._loading[key] = self._pool.submit(self._load, *key, None)
+
     def _row_group(self, file: int, group: int) -> dict[str, np.ndarray]:
         key = (file, group)
         with self._lock:
@@ -116,12 +139,23 @@ class ParquetSource:
             if columns is not None:
                 self._cache.move_to_end(key)
                 return columns
+            loading = self._loading.get(key)
+        if loading is not None:
+            return loading.result(timeout=120.0)
         parquet = self._files.get(file)
         if parquet is None:
             parquet = self._files[file] = self._open(file)
             while len(self._files) > 16:
                 self._files.popitem(last=False)
+        return self._load(file, group, parquet)
+
+    def _load(self, file: int, group: int, parquet: Any) -> dict[str, np.ndarray]:
+        """Read and decode one row group (on its own handle when ``parquet`` is None: a
+        background read), then cache it."""
+        key = (file, group)
         try:
+            if parquet is None:
+                parquet = self._open(file)
             table = parquet.read_row_group(group, columns=self.columns)
         except Exception as exc:  # noqa: BLE001 - pyarrow's errors, with where
             raise RecordError(
@@ -131,6 +165,7 @@ class ParquetSource:
         columns = {name: table.column(name).to_numpy(zero_copy_only=False)
                    for name in table.column_names}
         with self._lock:
+            self._loading.pop(key, None)
             self._cache[key] = columns
             self._sizes[key] = table.nbytes
             self._cache_size += table.nbytes

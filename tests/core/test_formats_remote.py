@@ -97,10 +97,17 @@ def test_parquet_over_http(folder):
     ids = np.arange(50)
     pq.write_table(pa.table({"id": ids, "x": ids * 2.0}), str(folder / "t.parquet"),
                    row_group_size=16)
-    with RangeServer(folder) as url:
+    server = RangeServer(folder, latency_s=0.05)
+    with server as url:
         pipe = stoke.from_parquet(url + "/t.parquet", columns=["id", "x"])
+        expected = ids_of(stoke.from_parquet(str(folder / "t.parquet")).shuffle(0).map(
+            sample_id).batch(10), executor="inline")
         got = ids_of(pipe.shuffle(0).map(sample_id).batch(10), executor="process", workers=2)
-        assert sorted(got) == list(range(50))
+        assert got == expected and sorted(got) == list(range(50))
+        server.max_in_flight = 0
+        got = ids_of(pipe.shuffle(0).map(sample_id).batch(10), executor="inline")
+        assert got == expected
+        assert server.max_in_flight > 1  # a batch's row groups were read together
         with pytest.raises(KeyError, match=r"\['label'\].*'id', 'x'"):
             stoke.from_parquet(url + "/t.parquet", columns=["label"])
 
