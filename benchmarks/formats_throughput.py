@@ -10,7 +10,8 @@ format (``--shards`` files each): TFRecord and ArrayRecord records are serialize
 ``tf.train.Example``s ``{image, label}`` (map: ``stoke.parse_example`` + the transform);
 Parquet has columns ``image`` and ``label``; tar samples ``{key}.jpg`` and ``{key}.cls``.
 Every stoke row runs ``--workers`` process workers, shuffled, batch 64; each visit starts
-fresh workers, skips ``--skip`` batches, then times ``--batches`` batches; rows are visited
+fresh workers, warms up (at least ``--skip`` batches and at least as long as start-up took:
+``common.warm_up``), then times ``--batches`` batches; rows are visited
 once per round, interleaved, the order rotating; medians over rounds. Goals (issue 15):
 each format >= 0.9x its in-memory ``from_sequence`` row; HTTP at 20 ms/request >= 0.8x
 local. The HTTP server is ``tests/core/formats_helpers.RangeServer`` (127.0.0.1, ranges), in
@@ -148,21 +149,30 @@ def stoke_pipe(name: str, data: dict, jpegs, labels, url: str | None):
 
 
 def visit_stoke(pipe, workers: int, skip: int, batches: int) -> float:
+    started = time.perf_counter()
     it = pipe.shuffle(0).batch(BATCH).repeat(None).iter(workers=workers, executor="process")
     try:
-        for _ in range(skip):
-            common.touch(next(it))
-        started = time.perf_counter()
-        for _ in range(batches):
-            common.touch(next(it))
-        return batches * BATCH / (time.perf_counter() - started)
+        return timed(it, skip, batches, started)
     finally:
         it.close()
+
+
+def timed(batches_it, skip: int, batches: int, started: float) -> float:
+    """The shared visit (``common.py``): the first batch (start-up), a warm-up of at least
+    ``skip`` batches and at least as long as start-up took, then ``batches`` timed."""
+    common.touch(next(batches_it))
+    window = common.Window(BATCH, batches, skip, 1)
+    common.warm_up(batches_it, window, time.perf_counter() - started)
+    begun = time.perf_counter()
+    for _ in range(batches):
+        common.touch(next(batches_it))
+    return batches * BATCH / (time.perf_counter() - begun)
 
 
 def visit_tf_data(files: list[str], skip: int, batches: int) -> float:
     import tensorflow as tf
 
+    started = time.perf_counter()
     spec = {"image": tf.io.FixedLenFeature([], tf.string),
             "label": tf.io.FixedLenFeature([1], tf.int64)}
     counter = iter(range(1 << 62))
@@ -180,13 +190,7 @@ def visit_tf_data(files: list[str], skip: int, batches: int) -> float:
     ds = (tf.data.TFRecordDataset(files, num_parallel_reads=tf.data.AUTOTUNE).repeat()
           .shuffle(1024, seed=0).map(load, num_parallel_calls=tf.data.AUTOTUNE)
           .batch(BATCH).prefetch(tf.data.AUTOTUNE))
-    it = iter(ds)
-    for _ in range(skip):
-        common.touch(next(it))
-    started = time.perf_counter()
-    for _ in range(batches):
-        common.touch(next(it))
-    return batches * BATCH / (time.perf_counter() - started)
+    return timed(iter(ds), skip, batches, started)
 
 
 def visit_grain(files: list[str], workers: int, skip: int, batches: int) -> float:
@@ -197,17 +201,12 @@ def visit_grain(files: list[str], workers: int, skip: int, batches: int) -> floa
         index, record = index_and_record
         return example_transform(record, workloads.sample_rng(0, 0, index))
 
+    started = time.perf_counter()
     source = ArrayRecordDataSource(files)
     ds = (grain.MapDataset.source(source).shuffle(seed=0).repeat()
           .map_with_index(lambda i, r: (i, r)).map(fn).batch(BATCH)
           .to_iter_dataset(grain.ReadOptions(num_threads=workers, prefetch_buffer_size=4 * BATCH)))
-    it = iter(ds)
-    for _ in range(skip):
-        common.touch(next(it))
-    started = time.perf_counter()
-    for _ in range(batches):
-        common.touch(next(it))
-    return batches * BATCH / (time.perf_counter() - started)
+    return timed(iter(ds), skip, batches, started)
 
 
 def read_cost_us(pipe, samples: int = 512) -> float:
