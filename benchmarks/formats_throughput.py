@@ -350,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"  (read {read_us.get(name, float('nan')):.1f} us/sample)")
         rows.append(row)
     result = {"schema": SCHEMA, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "machine": common.machine_info(), "workload": workload.as_dict(),
+              "machine": common.machine_info(), "load_average": common.load_average(),
+              "workload": workload.as_dict(),
               "workers": args.workers, "rounds": args.rounds, "timed_batches": args.batches,
               "shards": args.shards, "latency_ms": args.latency_ms, "quick": args.quick,
               "first_batch_million_files_s": first_batch_s,
