@@ -14,6 +14,14 @@ from stoke.errors import (
     WorkerDiedError,
     WorkerHungError,
 )
+from stoke.formats.base import RecordError
+from stoke.formats.factories import (
+    from_array_record,
+    from_parquet,
+    from_tfrecord,
+    from_webdataset,
+    parse_example,
+)
 from stoke.loader import BatchIterator, Loader
 from stoke.pipeline import Pipeline, from_arrays, from_files, from_sequence
 from stoke.plan import IteratorState
@@ -40,6 +48,7 @@ __all__ = [
     "LayoutError",
     "Loader",
     "Pipeline",
+    "RecordError",
     "SampleError",
     "StokeError",
     "StokeWarning",
@@ -49,7 +58,12 @@ __all__ = [
     "__version__",
     "accelerate",
     "doctor",
+    "from_array_record",
     "from_arrays",
     "from_files",
+    "from_parquet",
     "from_sequence",
+    "from_tfrecord",
+    "from_webdataset",
+    "parse_example",
 ]

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from stoke.formats.shards import ShardedSource
 from stoke.loader import BatchIterator, Loader, LoaderOptions
 from stoke.plan import IteratorState, PlanSpec
 from stoke.program import FilterStep, MapStep, SampleProgram, wants_rng
@@ -95,7 +96,9 @@ class Pipeline:
 
     def shard(self, index: int, count: int) -> Pipeline:
         """Keep every ``count``-th sample of each epoch's permutation, from ``index``: one
-        shard per host or process; together the shards see every sample exactly once."""
+        shard per host or process; together the shards see every sample exactly once.
+        Shard-based sources (TFRecord, tar) split whole files: files ``index``,
+        ``index + count``, ... (see :mod:`stoke.shard_plan`)."""
         index, count = as_count(index, "shard index", minimum=0), as_count(count, "shard count")
         PlanSpec(1, 1, shard_index=index, shard_count=count)  # validates
         return dataclasses.replace(self, shard_index=index, shard_count=count)
@@ -175,8 +178,9 @@ class Pipeline:
         return self._plan_spec().batches_per_epoch()
 
     def _plan_spec(self) -> PlanSpec:
+        shards = self.source.shard_order() if isinstance(self.source, ShardedSource) else None
         return PlanSpec(len(self.source), self.batch_size or 1, self.drop_remainder,
-                        self.shuffled, self.seed, self.shard_index, self.shard_count)
+                        self.shuffled, self.seed, self.shard_index, self.shard_count, shards)
 
     def _program(self) -> SampleProgram:
         return SampleProgram(self.source, self.steps, self.seed, self.dtype_policy)

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from stoke.shard_plan import ShardOrder
+
 STATE_VERSION = 1
 
 
@@ -27,6 +29,7 @@ class PlanSpec:
     shard_index: int = 0
     shard_count: int = 1
     fixed_order: tuple[int, ...] | None = None  # an order given from outside (Keras' shuffle)
+    shards: ShardOrder | None = None  # shard-based sources (TFRecord, tar): see shard_plan.py
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -39,6 +42,9 @@ class PlanSpec:
 
     def order(self, epoch: int) -> np.ndarray:
         """The source indices of this shard for ``epoch``, in the order they are read."""
+        if self.shards is not None:
+            return self.shards.order(self.seed, epoch, self.shuffle, self.shard_index,
+                                     self.shard_count)
         if self.fixed_order is not None:
             order = np.asarray(self.fixed_order, np.int64)
         elif self.shuffle:
@@ -60,6 +66,8 @@ class PlanSpec:
 
     def batches_per_epoch(self) -> int:
         per_shard = len(range(self.shard_index, self.length, self.shard_count))
+        if self.shards is not None:
+            per_shard = self.shards.host_length(self.shard_index, self.shard_count)
         if self.drop_remainder:
             return per_shard // self.batch_size
         return -(-per_shard // self.batch_size)
@@ -102,4 +110,5 @@ def fingerprint(spec: PlanSpec) -> str:
     """A short string that changes when a saved state would no longer mean the same place."""
     return (f"n={spec.length},b={spec.batch_size},drop={int(spec.drop_remainder)},"
             f"shuffle={int(spec.shuffle)},seed={spec.seed},"
-            f"shard={spec.shard_index}/{spec.shard_count}")
+            f"shard={spec.shard_index}/{spec.shard_count}"
+            + (f",{spec.shards.fingerprint()}" if spec.shards is not None else ""))

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from stoke.errors import SampleError
+from stoke.formats.base import PrefetchingSource
 from stoke.structure import DtypePolicy
 
 FILTERED = object()  # what `run` returns for a sample that a filter dropped
@@ -151,6 +152,14 @@ class SampleProgram:
             # (SystemExit and other BaseExceptions from user code too: they name the sample)
             stage = "source read" if position < 0 else self.steps[position].name
             raise sample_error(int(index), stage, exc) from exc
+
+
+def prefetch_chunk(program: Any, indices: Any) -> None:
+    """Start the reads of a chunk's samples now, when the program's source reads ahead
+    (remote shards: :class:`~stoke.formats.base.PrefetchingSource`); nothing otherwise.
+    Any program of the executors' protocol (it has ``source``) may be given."""
+    if isinstance(program.source, PrefetchingSource):
+        program.source.prefetch(indices)
 
 
 def sample_error(index: int, stage: str, exc: BaseException) -> SampleError:

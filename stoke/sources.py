@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from stoke.formats.remote import BracePaths
+
 
 class SequenceSource:
     """Any object with ``__len__`` and ``__getitem__(i)``, read one index at a time."""
@@ -76,7 +78,8 @@ class FileSource:
     """The raw bytes of each file (and optionally its label): decoding happens in ``map``."""
 
     def __init__(self, paths: Sequence[str | os.PathLike], labels: Sequence[Any] | None = None):
-        self.paths = [os.fspath(p) for p in paths]
+        # a brace pattern stays a pattern: a million paths cost nothing to ship to workers
+        self.paths = paths if isinstance(paths, BracePaths) else [os.fspath(p) for p in paths]
         if labels is not None and len(labels) != len(self.paths):
             raise ValueError(
                 f"from_files got {len(self.paths)} paths but {len(labels)} labels; "
@@ -98,10 +101,13 @@ class FileSource:
         return f"{len(self)} files"
 
 
-def resolve_paths(paths_or_glob: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
-    """A glob pattern, a directory (all files below it, sorted) or a list of paths."""
+def resolve_paths(paths_or_glob: str | os.PathLike | Sequence[str | os.PathLike]) -> Sequence[str]:
+    """A glob pattern, a directory (all files below it, sorted), a brace pattern
+    (``img-{0000000..0999999}.jpg``: computed lazily, never listed) or a list of paths."""
     if isinstance(paths_or_glob, (str, os.PathLike)):
         pattern = os.fspath(paths_or_glob)
+        if "{" in pattern and not os.path.exists(pattern):
+            return BracePaths(pattern)
         if os.path.isdir(pattern):
             found = sorted(str(p) for p in Path(pattern).rglob("*") if p.is_file())
         else:

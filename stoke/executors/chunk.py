@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stoke.errors import LayoutError, SampleError
-from stoke.program import FILTERED, SampleProgram
+from stoke.program import FILTERED, SampleProgram, prefetch_chunk
 from stoke.structure import BatchLayout, TreeDef, check_fits, flatten, to_leaf_arrays
 
 
@@ -69,6 +69,7 @@ def fill_slot(program: SampleProgram, task: Task, layout: BatchLayout,
     row = 0
     cast_paths: set[str] = set()
     specs = layout.leaves
+    prefetch_chunk(program, task.indices)  # remote shards: the whole chunk's reads at once
     for index in task.indices.tolist():
         sample = program.run(index, task.epoch)
         if sample is FILTERED:

@@ -10,7 +10,7 @@ from collections import deque
 
 from stoke.executors.chunk import Result, Task, run_task
 from stoke.executors.ring import BatchRing
-from stoke.program import SampleProgram
+from stoke.program import SampleProgram, prefetch_chunk
 
 
 class InlinePool:
@@ -30,6 +30,8 @@ class InlinePool:
         pass  # tasks read ring.views(slot) when they run
 
     def submit(self, task: Task) -> None:
+        if task.kind == "chunk":
+            prefetch_chunk(self.program, task.indices)  # remote shards: reads start now
         self.pending.append(task)
 
     def next_result(self, timeout_s: float) -> Result | None:

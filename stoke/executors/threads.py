@@ -17,7 +17,7 @@ import warnings
 from stoke.errors import StokeWarning
 from stoke.executors.chunk import Result, Task, run_task
 from stoke.executors.ring import BatchRing
-from stoke.program import SampleProgram
+from stoke.program import SampleProgram, prefetch_chunk
 
 _STOP = None
 
@@ -86,6 +86,8 @@ class ThreadPool:
         pass  # tasks read ring.views(slot) when they run
 
     def submit(self, task: Task) -> None:
+        if task.kind == "chunk":
+            prefetch_chunk(self.program, task.indices)  # remote shards: reads start now
         self.tasks.put(task)
 
     def next_result(self, timeout_s: float) -> Result | None:

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from multiprocessing.connection import Connection
 
 
@@ -65,8 +66,8 @@ def main() -> int:
 def _serve(sock: socket.socket, conn: Connection, name: str, index: int) -> int:
     from stoke.executors.chunk import run_task
     from stoke.executors.payload import unpack
-    from stoke.executors.ring import SharedBuffer, map_received, slot_views
-    from stoke.program import seed_worker_globals
+    from stoke.executors.ring import SharedBuffer
+    from stoke.program import prefetch_chunk, seed_worker_globals
 
     kind, trainer_path, data, spans = conn.recv()
     assert kind == "init"
@@ -91,11 +92,24 @@ def _serve(sock: socket.socket, conn: Connection, name: str, index: int) -> int:
         os.close(slot)  # the next worker of this slot loads now
     layout = None
     views: list = []
+    queued: deque = deque()  # messages already received, not yet handled
     while True:
-        message = conn.recv()
+        message = queued.popleft() if queued else conn.recv()
         kind = message[0]
         if kind == "task":
             task = message[1]
+            # tasks already sent to this worker: their reads (remote shards) start now
+            while conn.poll(0):
+                ahead = conn.recv()
+                if ahead[0] == "ring":  # its memory follows on the socket: take it now
+                    layout, views = _attach_ring(sock, ahead)
+                    continue
+                if ahead[0] == "slot":  # the same: a kept slot's new memory follows
+                    _replace_slot(sock, ahead, layout, views)
+                    continue
+                queued.append(ahead)
+                if ahead[0] == "task" and ahead[1].kind == "chunk":
+                    prefetch_chunk(program, ahead[1].indices)
             slot = views[task.slot] if (task.slot >= 0 and views) else None
             try:
                 result = run_task(program, task, layout, slot, name)
@@ -106,19 +120,34 @@ def _serve(sock: socket.socket, conn: Connection, name: str, index: int) -> int:
                 result = Result(task.task_id, error=sample_error(-1, "the worker", exc), worker=name)
             conn.send(("result", result))
         elif kind == "ring":  # one fd per slot follows
-            _, layout, slot_bytes, slots = message
-            fds: list[int] = []
-            while len(fds) < slots:
-                fds += socket.recv_fds(sock, 1, 200)[1]
             slot = None
-            views = [slot_views(map_received(fd, slot_bytes), layout, 0) for fd in fds]
+            layout, views = _attach_ring(sock, message)
         elif kind == "slot":  # the trainer kept that slot's batch: here is its new memory
-            _, number, slot_bytes = message
-            _, fds, _, _ = socket.recv_fds(sock, 1, 1)
             slot = None  # the old memory is unmapped once no view of it is left
-            views[number] = slot_views(map_received(fds[0], slot_bytes), layout, 0)
+            _replace_slot(sock, message, layout, views)
         elif kind == "stop":
             return 0
+
+
+def _attach_ring(sock: socket.socket, message: tuple):
+    """Map the ring whose layout ``message`` gives; one descriptor per slot follows it."""
+    from stoke.executors.ring import map_received, slot_views
+
+    _, layout, slot_bytes, slots = message
+    fds: list[int] = []
+    while len(fds) < slots:
+        fds += socket.recv_fds(sock, 1, 200)[1]
+    return layout, [slot_views(map_received(fd, slot_bytes), layout, 0) for fd in fds]
+
+
+def _replace_slot(sock: socket.socket, message: tuple, layout, views: list) -> None:
+    """The trainer kept slot ``number``'s batch: map the slot's new memory (its descriptor
+    follows ``message``) in place of the old one."""
+    from stoke.executors.ring import map_received, slot_views
+
+    _, number, slot_bytes = message
+    _, fds, _, _ = socket.recv_fds(sock, 1, 1)
+    views[number] = slot_views(map_received(fds[0], slot_bytes), layout, 0)
 
 
 if __name__ == "__main__":

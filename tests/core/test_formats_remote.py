@@ -1,0 +1,148 @@
+"""Remote shards through fsspec, from a real HTTP server on 127.0.0.1 with byte ranges and
+an injected per-request latency: the same samples in the same order as the local files,
+the reads of a chunk in flight together, and an unreachable URL named within 10 s."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+import stoke
+from tests.core.formats_helpers import (
+    RangeServer,
+    example_id,
+    sample_id,
+    write_tfrecords_with_tf,
+    write_webdataset,
+)
+
+pytest.importorskip("aiohttp")
+
+SIZES = [20, 33, 8]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    path = tmp_path_factory.mktemp("served")
+    write_tfrecords_with_tf(path, SIZES)
+    write_webdataset(path, SIZES)
+    return path
+
+
+def ids_of(pipe, **options) -> list[int]:
+    return [int(i) for batch in pipe.iter(**options) for i in batch]
+
+
+@pytest.mark.parametrize("executor,workers", [("inline", 1), ("thread", 2), ("process", 2)])
+def test_tfrecord_over_http_matches_local(folder, executor, workers):
+    local = stoke.from_tfrecord(str(folder / "train-*.tfrecord"), cycle_length=2,
+                                block_records=3, buffer_size=12).shuffle(5).map(example_id).batch(8)
+    expected = ids_of(local, executor="inline")
+    with RangeServer(folder, latency_s=0.02) as url:
+        remote = stoke.from_tfrecord(url + "/train-{000..002}.tfrecord", cycle_length=2,
+                                     block_records=3, buffer_size=12).shuffle(5).map(example_id).batch(8)
+        assert ids_of(remote, executor=executor, workers=workers) == expected
+
+
+def test_webdataset_over_http_reads_each_chunk_concurrently(folder):
+    local = stoke.from_webdataset(str(folder / "shard-{000..002}.tar"), block_records=1).shuffle(1).map(
+        sample_id).batch(16)
+    expected = ids_of(local, executor="inline")
+    server = RangeServer(folder, latency_s=0.05)
+    with server as url:
+        remote = stoke.from_webdataset(url + "/shard-{000..002}.tar", block_records=1).shuffle(1).map(
+            sample_id).batch(16)
+        len(remote)  # the index: one pass per shard
+        server.max_in_flight = 0
+        requests_before = server.requests
+        assert ids_of(remote, executor="inline") == expected
+        assert server.max_in_flight > 1  # a chunk's ranges were in flight together
+        assert server.requests - requests_before <= sum(SIZES)  # at most one per sample
+
+
+def test_remote_blocks_are_read_with_one_request_each(folder):
+    server = RangeServer(folder)
+    with server as url:
+        pipe = stoke.from_tfrecord(url + "/train-{000..002}.tfrecord").shuffle(2).map(
+            example_id).batch(16)
+        assert pipe.source.block_records == 16  # the remote default
+        len(pipe)
+        before = server.requests
+        assert sorted(ids_of(pipe, executor="thread", workers=2)) == list(range(sum(SIZES)))
+        blocks = sum(-(-size // 16) for size in SIZES)
+        assert server.requests - before <= 2 * blocks  # a block split by a batch: two reads
+
+
+def test_process_worker_reads_its_queued_batches_ahead(folder):
+    """One worker process, batches of one block each: while it computes one batch, the
+    reads of the batches queued behind it are already in flight."""
+    server = RangeServer(folder, latency_s=0.3)
+    with server as url:
+        pipe = stoke.from_tfrecord(url + "/train-{000..002}.tfrecord", block_records=8,
+                                   cycle_length=1, buffer_size=0).map(example_id).batch(8)
+        len(pipe)
+        server.max_in_flight = 0
+        got = ids_of(pipe, executor="process", workers=1, ring_slots=5)
+        assert got == list(range(sum(SIZES)))
+        assert server.max_in_flight >= 3  # one chunk alone needs at most 2 requests
+
+
+def test_parquet_over_http(folder):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ids = np.arange(50)
+    pq.write_table(pa.table({"id": ids, "x": ids * 2.0}), str(folder / "t.parquet"),
+                   row_group_size=16)
+    server = RangeServer(folder, latency_s=0.05)
+    with server as url:
+        pipe = stoke.from_parquet(url + "/t.parquet", columns=["id", "x"])
+        expected = ids_of(stoke.from_parquet(str(folder / "t.parquet")).shuffle(0).map(
+            sample_id).batch(10), executor="inline")
+        got = ids_of(pipe.shuffle(0).map(sample_id).batch(10), executor="process", workers=2)
+        assert got == expected and sorted(got) == list(range(50))
+        server.max_in_flight = 0
+        got = ids_of(pipe.shuffle(0).map(sample_id).batch(10), executor="inline")
+        assert got == expected
+        assert server.max_in_flight > 1  # a batch's row groups were read together
+        with pytest.raises(KeyError, match=r"\['label'\].*'id', 'x'"):
+            stoke.from_parquet(url + "/t.parquet", columns=["label"])
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_url_is_named_quickly():
+    url = f"http://127.0.0.1:{_closed_port()}/train-000.tfrecord"
+    started = time.monotonic()
+    with pytest.raises(stoke.RecordError) as info:
+        len(stoke.from_tfrecord(url))
+    assert time.monotonic() - started < 10
+    assert url in str(info.value) and "could not read" in str(info.value)
+
+
+def test_silent_server_is_named_within_10_s():
+    """A server that accepts the connection and never answers: no hang."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/shard-000.tar"
+    try:
+        started = time.monotonic()
+        with pytest.raises(stoke.RecordError, match="could not read"):
+            len(stoke.from_webdataset(url))
+        assert time.monotonic() - started < 12
+    finally:
+        listener.close()
+
+
+def test_missing_remote_file_is_named(folder):
+    with RangeServer(folder) as url:
+        with pytest.raises(stoke.RecordError, match="nothere.tfrecord"):
+            len(stoke.from_tfrecord(url + "/nothere.tfrecord"))
