@@ -61,6 +61,10 @@ class PlanSpec:
             return per_shard // self.batch_size
         return -(-per_shard // self.batch_size)
 
+    def describe_extra(self) -> str:
+        """What a plan that extends this one adds to its :func:`fingerprint` (mix, buckets)."""
+        return ""
+
 
 @dataclass(frozen=True)
 class IteratorState:
@@ -95,4 +99,4 @@ def fingerprint(spec: PlanSpec) -> str:
     """A short string that changes when a saved state would no longer mean the same place."""
     return (f"n={spec.length},b={spec.batch_size},drop={int(spec.drop_remainder)},"
             f"shuffle={int(spec.shuffle)},seed={spec.seed},"
-            f"shard={spec.shard_index}/{spec.shard_count}")
+            f"shard={spec.shard_index}/{spec.shard_count}{spec.describe_extra()}")

@@ -24,6 +24,12 @@ from stoke.structure import DtypePolicy
 FILTERED = object()  # what `run` returns for a sample that a filter dropped
 
 
+def keep_unfiltered(sample: Any) -> bool:
+    """A filter predicate for sources whose samples come out of another program (``cache()``,
+    ``stoke.mix``): a sample that program's filters dropped stays dropped."""
+    return sample is not FILTERED
+
+
 @dataclass(frozen=True)
 class MapStep:
     """``fn(sample)`` or ``fn(sample, rng)`` -> sample."""
