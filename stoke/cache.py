@@ -249,8 +249,8 @@ def default_budget_bytes() -> int:
 
 
 def make_cached_source(source: Any, steps: tuple, seed: int, description: str,
-                       memory_budget_bytes: int | None, path: str | os.PathLike | None
-                       ) -> CachedSource:
+                       memory_budget_bytes: int | None, path: str | os.PathLike | None,
+                       step_offset: int = 0) -> CachedSource:
     """The cached source of ``source`` followed by ``steps``; see the module docstring."""
     if memory_budget_bytes is not None and (
             not isinstance(memory_budget_bytes, int) or memory_budget_bytes < 1):
@@ -262,4 +262,5 @@ def make_cached_source(source: Any, steps: tuple, seed: int, description: str,
     budget = memory_budget_bytes or default_budget_bytes()
     store = CacheStore(len(source), budget, None if path is None else os.fspath(path),
                        description)
-    return CachedSource(SampleProgram(source, steps, seed), store, description)
+    return CachedSource(SampleProgram(source, steps, seed, step_offset=step_offset), store,
+                        description)

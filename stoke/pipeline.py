@@ -45,6 +45,7 @@ class Pipeline:
     shard_count: int = 1
     padding: PaddingSpec | None = None  # padded_batch / bucket_by_length (stoke/padding.py)
     buckets: BucketSpec | None = None  # bucket_by_length (stoke/buckets.py)
+    step_offset: int = 0  # rng step positions taken by steps before cache()
 
     # -- building ------------------------------------------------------------------------
     def shuffle(self, seed: int = 0) -> Pipeline:
@@ -148,9 +149,11 @@ class Pipeline:
         from stoke.cache import make_cached_source
 
         source = make_cached_source(self.source, self.steps, self.seed, repr(self),
-                                    memory_budget_bytes, path)
+                                    memory_budget_bytes, path, self.step_offset)
         steps = (FilterStep(keep_unfiltered),) if self.steps_have_filter() else ()
-        return dataclasses.replace(self, source=source, steps=steps)
+        # maps after cache() draw from the rng they would get without it
+        offset = self.step_offset + len(self.steps) - len(steps)
+        return dataclasses.replace(self, source=source, steps=steps, step_offset=offset)
 
     def repeat(self, count: int | None = None) -> Pipeline:
         """``iter()`` goes on for ``count`` epochs (None: forever), reshuffled each epoch, on
@@ -244,7 +247,8 @@ class Pipeline:
         return spec
 
     def _program(self) -> SampleProgram:
-        return SampleProgram(self.source, self.steps, self.seed, self.dtype_policy)
+        return SampleProgram(self.source, self.steps, self.seed, self.dtype_policy,
+                             self.step_offset)
 
     def __repr__(self) -> str:
         parts = [getattr(self.source, "describe", lambda: type(self.source).__name__)()]

@@ -115,6 +115,7 @@ class SampleProgram:
     steps: tuple[MapStep | FilterStep, ...] = ()
     seed: int = 0
     dtype_policy: DtypePolicy = field(default_factory=DtypePolicy)
+    step_offset: int = 0  # steps that ran before this program's source (cache()): rng positions
 
     @property
     def has_filter(self) -> bool:
@@ -131,7 +132,8 @@ class SampleProgram:
             for position, step in enumerate(self.steps):
                 if type(step) is MapStep:
                     if step.with_rng:
-                        sample = step.fn(sample, sample_rng(self.seed, epoch, index, position))
+                        sample = step.fn(sample, sample_rng(self.seed, epoch, index,
+                                                            position + self.step_offset))
                     else:
                         sample = step.fn(sample)
                 elif not step.predicate(sample):
