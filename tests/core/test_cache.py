@@ -63,7 +63,7 @@ def test_steps_before_cache_run_once_and_maps_after_keep_their_rng(tmp_path, exe
     plain = (stoke.from_arrays(np.arange(N, dtype=np.float32), np.arange(N))
              .map(CountingDecode(str(tmp_path / "plain.txt"))).shuffle(4).map(add_noise)
              .batch(8))
-    for epoch, batches in enumerate(epochs):
+    for batches in epochs:
         ys = np.concatenate([y for _, y in batches])
         assert sorted(ys.tolist()) == list(range(N))
         for x, y in batches:
