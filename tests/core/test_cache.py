@@ -162,3 +162,22 @@ def test_filter_before_cache_stays_applied(tmp_path):
 def test_cache_must_come_before_batch():
     with pytest.raises(ValueError, match="before .batch"):
         stoke.from_sequence([1, 2]).batch(2).cache()
+
+
+def test_the_cache_epochs_benchmark_runs_in_quick_mode(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "cache_epochs.json"
+    proc = subprocess.run([sys.executable, str(repo / "benchmarks" / "cache_epochs.py"),
+                           "--quick", "--after", "uint8", "--workers", "1", "--out", str(out)],
+                          cwd=repo, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    assert result["schema"] == "stoke.bench.cache_epochs/1" and result["quick"]
+    assert set(result["rows"]) == {"cached-uint8", "uncached-uint8"}
+    assert all(r > 0 for row in result["rows"].values() for r in row["images_per_s"])
+    assert result["epoch2_over_epoch1"]["uint8"] > 0
