@@ -123,7 +123,15 @@ class CacheStore:
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError as exc:
+            where = ("a file this machine cannot open" if self.persistent else
+                     "the trainer's memory, which only its own machine can map")
+            raise StokeError(
+                f"cache() cannot open its store {self.path} ({where}): {exc}. On a cluster, "
+                "give cache(path=...) a file on a file system every node shares."
+            ) from exc
         self._map()
         self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _close_fd, self.fd)
