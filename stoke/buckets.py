@@ -21,7 +21,8 @@ Then, each epoch:
 
 So the plan stays a pure function of ``(seed, epoch)``: every sample exactly once per epoch,
 the same batches for any executor and worker count, and ``it.state()`` is the usual
-``(epoch, batch)`` pair. A batch is padded to its longest sample after ``map``; the bucket
+``(epoch, batch)`` pair. The number of batches per epoch is fixed (``len()``), except with
+``.shard()``, where each shard's share of a bucket can change from epoch to epoch. A batch is padded to its longest sample after ``map``; the bucket
 only decides which samples share a batch.
 """
 

@@ -20,7 +20,9 @@ between processes, a thread lock inside one), once per sample, in the first epoc
 
 Guarantees: the steps before ``cache()`` run with the per-sample ``rng`` of epoch 0 (a
 cached augmentation is fixed, like any cached value); steps after it get the usual ``rng``
-of ``(seed, epoch, index)``. Cached arrays are read-only: a ``map`` after ``cache()`` that
+of ``(seed, epoch, index, step)``, the very one they would get without ``cache()`` (the
+pipeline keeps the cached steps' positions: ``SampleProgram.step_offset``), so adding
+``cache()`` changes no value delivered (unless a step before it draws from ``rng``). Cached arrays are read-only: a ``map`` after ``cache()`` that
 changes its input in place fails loudly instead of changing the cache. The capacity is the
 memory budget: once 32 samples are stored, a cache whose projected size does not fit says so
 before it fills memory (:class:`CacheFullError`), naming the size, the budget and the fixes.

@@ -159,3 +159,45 @@ def test_padded_batches_train_on_every_backend():
         history = m.fit(feed, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     assert [w[0] for _, w in SEEN] == expected  # each batch as long as its longest sample
+
+
+def with_id(i):
+    n = LENGTHS[i % len(LENGTHS)]
+    return np.full(n, i + 1, np.int32), np.float32(i % 2)
+
+
+def test_bucketed_cached_mixed_batches_train_exactly_once_per_epoch():
+    first = stoke.from_sequence(list(range(16))).map(with_id).cache()
+    second = stoke.from_sequence(list(range(100, 108))).map(with_id)
+    pipe = stoke.mix([first, second], weights=[2, 1], seed=0, samples_per_epoch=24)
+    per_epoch = [[int(row[0]) - 1 for row in x] for x, _ in
+                 pipe.padded_batch(5).iter(executor="inline", copy=True)]
+
+    class Ids(keras.layers.Layer):
+        def call(self, x, training=None):
+            if training:
+                try:
+                    SEEN.append((EPOCH[0], [int(r[0]) - 1 for r in
+                                            np.asarray(keras.ops.convert_to_numpy(x))]))
+                except Exception:  # noqa: BLE001 - symbolic while building
+                    pass
+            return x
+
+    m = keras.Sequential([keras.Input((None,), dtype="int32"), Ids(),
+                          keras.layers.Embedding(120, 4, mask_zero=True),
+                          keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1)])
+    m.compile("sgd", "mse", run_eagerly=True)
+    SEEN.clear()
+    with pipe.padded_batch(5).to_keras(workers=1, executor="process") as feed:
+        m.fit(feed, epochs=2, verbose=0, callbacks=[EpochMarker()])
+    seen = by_epoch(SEEN)
+    assert seen[0] == per_epoch
+    trained = [i for ids in seen[0] + seen[1] for i in ids]
+    assert sorted(i for i in trained if i < 100) == sorted(list(range(16)) * 2)
+    assert sorted(i for i in trained if i >= 100) == sorted(list(range(100, 108)) * 2)
+    buckets = stoke.from_sequence(list(range(16))).map(with_id).bucket_by_length(
+        lambda i: LENGTHS[i], [5, 10], [4, 3, 2])
+    SEEN.clear()
+    with buckets.to_keras(workers=1, executor="thread") as feed:
+        m.fit(feed, epochs=1, verbose=0, callbacks=[EpochMarker()])
+    assert sorted(i for ids in by_epoch(SEEN)[0] for i in ids) == list(range(16))
