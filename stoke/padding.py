@@ -211,9 +211,12 @@ def fill_padded_slot(program: SampleProgram, task, layout: BatchLayout,
     """Write each kept sample of the chunk into the next row of a padded slot, then pad the
     rows up to the batch's longest sample."""
     info = layout.padding
-    specs = layout.leaves
     users = info.user_leaves
-    length_views = slot_views[users:]
+    leaves_plan = [(view, spec.shape, spec.shape[1:], p, spec.numpy_dtype, spec.path)
+                   for view, spec, p in zip(slot_views, layout.leaves, info.padded)]
+    dtypes = [spec.numpy_dtype for spec in layout.leaves[:users]]
+    lengths: list[list[int]] = [[] for _ in range(len(slot_views) - users)]
+    fixed = info.spec.max_length is not None
     row = 0
     cast_paths: set[str] = set()
     for index in task.indices.tolist():
@@ -221,44 +224,45 @@ def fill_padded_slot(program: SampleProgram, task, layout: BatchLayout,
         if sample is FILTERED:
             continue
         treedef, leaves = flatten(sample)
-        arrays, cast = to_leaf_arrays(leaves, program.dtype_policy, index, treedef)
         if treedef != info.treedef:
             raise LayoutError(
                 f"sample {index} has a different structure than sample {layout.first_index}; "
                 "every sample must have the same structure (same tuple length / dict keys)."
             )
-        for position, (view, array) in enumerate(zip(slot_views[:users], arrays)):
-            spec = specs[position]
-            p = info.padded[position]
+        if all(type(leaf) is np.ndarray and leaf.dtype == dtype
+               for leaf, dtype in zip(leaves, dtypes)):
+            arrays, cast = leaves, ()  # already arrays of the layout's dtypes: no conversion
+        else:
+            arrays, cast = to_leaf_arrays(leaves, program.dtype_policy, index, treedef)
+        for (view, shape, rest, p, _, path), array in zip(leaves_plan, arrays):
             if p < 0:
-                if array.shape != spec.shape:
+                if array.shape != shape:
                     raise LayoutError(
-                        f"sample {index}, field {spec.path} has shape {array.shape}, but "
-                        f"sample {layout.first_index} has shape {spec.shape}.")
+                        f"sample {index}, field {path} has shape {array.shape}, but "
+                        f"sample {layout.first_index} has shape {shape}.")
                 view[row] = array
                 continue
-            if array.ndim != len(spec.shape) or array.shape[1:] != spec.shape[1:]:
+            if array.ndim == 0 or array.shape[1:] != rest:
                 raise LayoutError(
-                    f"sample {index}, field {spec.path} has shape {array.shape}; padded_batch "
+                    f"sample {index}, field {path} has shape {array.shape}; padded_batch "
                     f"pads the first axis only, and sample {layout.first_index} has "
-                    f"(length, {', '.join(map(str, spec.shape[1:]))}) there.")
+                    f"(length, {', '.join(map(str, rest))}) there.")
             length = array.shape[0]
-            if length > spec.shape[0]:
-                raise PaddedLengthError(index, spec.path, length, spec.shape[0],
-                                        info.spec.max_length is not None)
+            if length > shape[0]:
+                raise PaddedLengthError(index, path, length, shape[0], fixed)
             view[row, :length] = array
-            length_views[p][row] = length
+            lengths[p].append(length)
         cast_paths.update(cast)
         row += 1
     for position, p in enumerate(info.padded):
         if p < 0 or row == 0:
             continue
-        lengths = length_views[p][:row]
-        longest = int(lengths.max())
-        view = slot_views[position]
-        for r, length in enumerate(lengths.tolist()):
-            if length < longest:
-                view[r, length:longest] = info.spec.pad_value
+        written = slot_views[users + p][:row]
+        written[:] = lengths[p]
+        longest = max(lengths[p])
+        padding = np.arange(longest)[None, :] >= written[:, None]
+        if padding.any():  # one masked write per batch, only up to its longest sample
+            slot_views[position][:row, :longest][padding] = info.spec.pad_value
     return row, sorted(cast_paths)
 
 
