@@ -150,6 +150,9 @@ def mix(pipelines: Sequence[Pipeline], weights: Sequence[float] | None = None, s
                 f"pipeline {k} is already batched; mix samples, then batch: "
                 "stoke.mix([a, b], weights=...).batch(64)."
             )
+        if isinstance(pipe.source, MixSource):
+            raise ValueError(f"pipeline {k} is a mix itself; mix its pipelines in one "
+                             "stoke.mix with the weights multiplied out.")
         if pipe.shard_count != 1 or pipe.repeat_count != 1:
             raise ValueError(f"pipeline {k}: shard or repeat the mix, not the pipelines in it.")
         if len(pipe.source) == 0:

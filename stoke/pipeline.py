@@ -147,6 +147,11 @@ class Pipeline:
         """
         self._before_batch("cache")
         from stoke.cache import make_cached_source
+        from stoke.mix import MixSource
+
+        if isinstance(self.source, MixSource):
+            raise ValueError("cache() cannot follow stoke.mix (a mix's samples change from "
+                             "epoch to epoch); cache the pipelines before mixing them.")
 
         source = make_cached_source(self.source, self.steps, self.seed, repr(self),
                                     memory_budget_bytes, path, self.step_offset)

@@ -103,3 +103,7 @@ def test_mix_arguments_are_checked():
         stoke.mix([source(0, A).batch(2)])
     with pytest.raises(ValueError, match="at least one"):
         stoke.mix([])
+    with pytest.raises(ValueError, match="a mix itself"):
+        stoke.mix([mixed(), source(0, A)])
+    with pytest.raises(ValueError, match="cache the pipelines before mixing"):
+        mixed().cache()
