@@ -128,6 +128,10 @@ class Pipeline:
         if isinstance(self.source, MixSource):
             raise ValueError("bucket_by_length cannot follow stoke.mix yet (the lengths are "
                              "taken from source samples); pad the mix with padded_batch.")
+        if self.steps_have_filter():
+            raise ValueError("bucket_by_length cannot follow filter yet (filtered batches are "
+                             "re-batched across buckets); drop samples in length_fn's source "
+                             "instead, or use padded_batch.")
         padded = self.padded_batch(max(spec.batch_sizes), pad_value, max_length, lengths,
                                    drop_remainder, keep_float64)
         return dataclasses.replace(padded, buckets=spec)

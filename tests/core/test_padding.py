@@ -164,3 +164,5 @@ def test_bucket_arguments_are_checked():
         text_pipe().bucket_by_length(raw_length, [4, 10], [8, 4])
     with pytest.raises(ValueError, match="increasing"):
         text_pipe().bucket_by_length(raw_length, [10, 4], [8, 4, 2])
+    with pytest.raises(ValueError, match="cannot follow filter"):
+        text_pipe().filter(lambda s: True).bucket_by_length(raw_length, [4], [8, 4])
