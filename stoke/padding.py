@@ -234,6 +234,11 @@ def fill_padded_slot(program: SampleProgram, task, layout: BatchLayout,
             arrays, cast = leaves, ()  # already arrays of the layout's dtypes: no conversion
         else:
             arrays, cast = to_leaf_arrays(leaves, program.dtype_policy, index, treedef)
+            for (_, _, _, _, dtype, path), array in zip(leaves_plan, arrays):
+                if array.dtype != dtype and not np.can_cast(array.dtype, dtype, "same_kind"):
+                    raise LayoutError(
+                        f"sample {index}, field {path} has dtype {array.dtype}, but sample "
+                        f"{layout.first_index} has {dtype}; cast in your map function.")
         for (view, shape, rest, p, _, path), array in zip(leaves_plan, arrays):
             if p < 0:
                 if array.shape != shape:

@@ -166,3 +166,13 @@ def test_bucket_arguments_are_checked():
         text_pipe().bucket_by_length(raw_length, [10, 4], [8, 4, 2])
     with pytest.raises(ValueError, match="cannot follow filter"):
         text_pipe().filter(lambda s: True).bucket_by_length(raw_length, [4], [8, 4])
+
+
+def float_after_first(i):
+    return np.arange(LENGTHS[i], dtype=np.int32 if i == 0 else np.float32)
+
+
+def test_a_dtype_that_would_be_cut_is_refused():
+    pipe = stoke.from_sequence(list(range(len(LENGTHS)))).map(float_after_first).padded_batch(4)
+    with pytest.raises(LayoutError, match="dtype float32, but sample 0 has int32"):
+        list(pipe.iter(executor="inline"))
