@@ -16,7 +16,8 @@ loader's scheduling are not its business (bucketing: :mod:`stoke.buckets`).
   regrowths at most, each a short stall. Pass ``max_length`` to avoid them.
 - **Writing.** The worker writes each sample's rows, then pads only up to the batch's
   longest sample, not to the capacity.
-- **Delivery.** Views of the slot cut to the batch's longest: no copy. With ``lengths=``
+- **Delivery.** Views of the slot cut to the batch's longest (rounded up to
+  ``pad_to_multiple_of`` when given: fewer distinct shapes for XLA to compile): no copy. With ``lengths=``
   ``"lengths"`` (int32, one per sample) or ``"mask"`` (bool, ``True`` on real entries), a
   padded leaf that sits in a dict under key ``k`` gets a sibling ``k + "_lengths"`` (or
   ``k + "_mask"``); Keras models take dict inputs, so ``(x, y)`` stays ``(x, y)``.
@@ -53,6 +54,25 @@ class PaddingSpec:
     pad_value: float = 0
     max_length: int | None = None
     lengths: str | None = None
+    pad_to_multiple_of: int | None = None
+
+    def width(self, longest: int, capacity: int) -> int:
+        """How wide a batch whose longest sample is ``longest`` is delivered: ``longest``,
+        or rounded up to ``pad_to_multiple_of`` (within the capacity)."""
+        multiple = self.pad_to_multiple_of
+        if multiple is None:
+            return longest
+        return min(-(-longest // multiple) * multiple, capacity)
+
+    def capacity(self, length: int) -> int:
+        """A capacity that holds ``length``: a power of two (a multiple of
+        ``pad_to_multiple_of`` when given), or ``max_length`` when given."""
+        if self.max_length is not None:
+            return self.max_length
+        capacity = initial_capacity(length)
+        if self.pad_to_multiple_of is not None:
+            capacity = -(-capacity // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        return capacity
 
     def __post_init__(self) -> None:
         if self.lengths not in LENGTH_MODES:
@@ -62,6 +82,10 @@ class PaddingSpec:
                                             or self.max_length < 1):
             raise ValueError("max_length must be a positive int or None. Received: "
                              f"max_length={self.max_length!r}")
+        if self.pad_to_multiple_of is not None and (
+                not isinstance(self.pad_to_multiple_of, int) or self.pad_to_multiple_of < 1):
+            raise ValueError("pad_to_multiple_of must be a positive int or None. Received: "
+                             f"pad_to_multiple_of={self.pad_to_multiple_of!r}")
         if not np.isscalar(self.pad_value):
             raise ValueError(f"pad_value must be a number. Received: {self.pad_value!r}")
 
@@ -134,10 +158,8 @@ def padded_layout(arrays: list[np.ndarray], treedef: TreeDef, rows: int, first_i
         padded.append(count)
         if capacities and position in capacities:
             capacity = capacities[position]
-        elif spec.max_length is not None:
-            capacity = spec.max_length
         else:
-            capacity = initial_capacity(array.shape[0])
+            capacity = spec.capacity(array.shape[0])
         if spec.max_length is not None and array.shape[0] > spec.max_length:
             raise PaddedLengthError(first_index, paths[position], array.shape[0],
                                     spec.max_length, True)
@@ -264,10 +286,11 @@ def fill_padded_slot(program: SampleProgram, task, layout: BatchLayout,
             continue
         written = slot_views[users + p][:row]
         written[:] = lengths[p]
-        longest = max(lengths[p])
-        padding = np.arange(longest)[None, :] >= written[:, None]
-        if padding.any():  # one masked write per batch, only up to its longest sample
-            slot_views[position][:row, :longest][padding] = info.spec.pad_value
+        view = slot_views[position]
+        width = info.spec.width(max(lengths[p]), view.shape[1])
+        padding = np.arange(width)[None, :] >= written[:, None]
+        if padding.any():  # one masked write per batch, only up to its delivered width
+            view[:row, :width][padding] = info.spec.pad_value
     return row, sorted(cast_paths)
 
 
@@ -276,16 +299,19 @@ def deliver(layout: BatchLayout, leaves: list[np.ndarray]) -> Any:
     arrays cut to the batch's longest, plus lengths or masks if asked. Views, no copy."""
     info = layout.padding
     lengths = leaves[info.user_leaves:]
-    longest = [int(x.max()) if len(x) else 0 for x in lengths]
+    widths = [0] * len(lengths)
+    for position, p in enumerate(info.padded):
+        if p >= 0 and len(lengths[p]):
+            widths[p] = info.spec.width(int(lengths[p].max()), leaves[position].shape[1])
     out = []
     for kind, i in info.outputs:
         if kind == "leaf":
             p = info.padded[i]
-            out.append(leaves[i] if p < 0 else leaves[i][:, :longest[p]])
+            out.append(leaves[i] if p < 0 else leaves[i][:, :widths[p]])
         elif kind == "lengths":
             out.append(lengths[i])
         else:
-            out.append(np.arange(longest[i])[None, :] < lengths[i][:, None])
+            out.append(np.arange(widths[i])[None, :] < lengths[i][:, None])
     return unflatten(info.output_treedef, out)
 
 
@@ -294,7 +320,7 @@ def grown_layout(layout: BatchLayout, error: PaddedLengthError) -> BatchLayout:
     capacity (a power of two that holds the sample); everything else stays."""
     position = list(layout.padding.paths).index(error.path)
     old = layout.leaves[position].shape
-    capacity = max(2 * old[0], initial_capacity(error.length))
+    capacity = max(2 * old[0], layout.padding.spec.capacity(error.length))
     specs = []
     offset = 0
     for i, leaf in enumerate(layout.leaves):

@@ -92,7 +92,8 @@ class Pipeline:
 
     def padded_batch(self, batch_size: int, pad_value: float = 0, max_length: int | None = None,
                      lengths: str | None = None, drop_remainder: bool = False,
-                     keep_float64: bool = False) -> Pipeline:
+                     keep_float64: bool = False,
+                     pad_to_multiple_of: int | None = None) -> Pipeline:
         """Batch samples whose arrays differ in length along their first axis: each batch is
         padded with ``pad_value`` to its own longest sample (views of the ring, no copy).
 
@@ -100,18 +101,22 @@ class Pipeline:
         ``lengths="lengths"`` (or ``"mask"``) adds, next to each padded array that sits in a
         dict under key ``k``, the key ``k + "_lengths"`` (int32 per sample) or
         ``k + "_mask"`` (bool, True on real entries). ``max_length`` caps the length (a
-        longer sample is an error); without it the ring's capacity grows as needed. See
+        longer sample is an error); without it the ring's capacity grows as needed.
+        ``pad_to_multiple_of=m`` rounds each batch's width up to a multiple of ``m`` (JAX and
+        TensorFlow compile once per shape: fewer shapes, fewer compilations). See
         :mod:`stoke.padding`::
 
             pipe.map(tokenize).padded_batch(64, lengths="mask")   # {"tokens": ..., "tokens_mask": ...}
         """
         batched = self.batch(batch_size, drop_remainder, keep_float64)
-        return dataclasses.replace(batched, padding=PaddingSpec(pad_value, max_length, lengths))
+        return dataclasses.replace(batched, padding=PaddingSpec(pad_value, max_length, lengths,
+                                                                pad_to_multiple_of))
 
     def bucket_by_length(self, length_fn: Callable[[Any], int], boundaries: list[int],
                          batch_sizes: list[int], pad_value: float = 0,
                          max_length: int | None = None, lengths: str | None = None,
-                         drop_remainder: bool = False, keep_float64: bool = False) -> Pipeline:
+                         drop_remainder: bool = False, keep_float64: bool = False,
+                         pad_to_multiple_of: int | None = None) -> Pipeline:
         """Batch samples of similar length together, padded like :meth:`padded_batch`.
 
         ``length_fn(sample)`` gets each *source* sample (before ``map``) once, in the
@@ -133,7 +138,7 @@ class Pipeline:
                              "re-batched across buckets); drop samples in length_fn's source "
                              "instead, or use padded_batch.")
         padded = self.padded_batch(max(spec.batch_sizes), pad_value, max_length, lengths,
-                                   drop_remainder, keep_float64)
+                                   drop_remainder, keep_float64, pad_to_multiple_of)
         return dataclasses.replace(padded, buckets=spec)
 
     def cache(self, memory_budget_bytes: int | None = None,

@@ -176,3 +176,15 @@ def test_a_dtype_that_would_be_cut_is_refused():
     pipe = stoke.from_sequence(list(range(len(LENGTHS)))).map(float_after_first).padded_batch(4)
     with pytest.raises(LayoutError, match="dtype float32, but sample 0 has int32"):
         list(pipe.iter(executor="inline"))
+
+
+@pytest.mark.parametrize("executor", ["inline", "process"])
+def test_pad_to_multiple_of_rounds_the_width_up(executor):
+    pipe = text_pipe().padded_batch(4, pad_value=-1, lengths="mask", pad_to_multiple_of=8)
+    for batch in pipe.iter(executor=executor, workers=2, copy=True):
+        longest = max(LENGTHS[i] for i in batch["id"])
+        width = batch["tokens"].shape[1]
+        assert width % 8 == 0 and longest <= width < longest + 8
+        for row, index in zip(batch["tokens"], batch["id"].tolist()):
+            assert (row[LENGTHS[index]:] == -1).all()
+        assert batch["tokens_mask"].shape == batch["tokens"].shape
