@@ -6,8 +6,12 @@ made from (:class:`LengthTable`). Padding the batches is :mod:`stoke.padding`'s 
 Why a plan and not a stream re-batcher: stoke forms batches before samples are computed (a
 batch is a list of indices, a ring slot is filled by workers in parallel). So each sample's
 length must be known first: ``length_fn(raw sample)`` runs over the *source's* samples (the
-item ``source[i]``, before any ``map``) once per pipeline, in the trainer, at the first
-epoch (or the first ``len()``), and is kept. Keep it cheap (``len(text)``, a header field).
+item ``source[i]``, before any ``map``) once per pipeline, at the first epoch (or the first
+``len()``), and is kept: in the trainer for small sources, in worker processes (an ordinary
+stoke pipeline, ``executor="auto"``) from :data:`PARALLEL_FROM` samples on. Keep it cheap
+(``len(text)``, a header field). A stream re-batcher (bucketing samples as they come, as
+tf.data does) would need no pass, but its state would be the contents of every partial
+bucket, and its batches would depend on timing unless delivery were serialised.
 Then, each epoch:
 
 1. the epoch's order is the usual seeded permutation (or the source order), then sharded;
@@ -37,6 +41,18 @@ import numpy as np
 
 from stoke.plan import PlanSpec
 
+PARALLEL_FROM = 20_000  # sources at least this long get their lengths from worker processes
+
+
+class LengthOf:
+    """``length_fn`` as a picklable per-sample map: the sample's length as an int64."""
+
+    def __init__(self, length_fn: Callable[[Any], int]) -> None:
+        self.length_fn = length_fn
+
+    def __call__(self, sample: Any) -> np.ndarray:
+        return np.int64(self.length_fn(sample))
+
 
 class LengthTable:
     """``length_fn(source[i])`` for every ``i``, computed once on first use and kept."""
@@ -53,6 +69,8 @@ class LengthTable:
             return self._lengths
 
     def _compute(self, source: Any) -> np.ndarray:
+        if len(source) >= PARALLEL_FROM:
+            return self._compute_in_workers(source)
         out = np.empty(len(source), np.int64)
         for i in range(len(source)):
             try:
@@ -69,6 +87,17 @@ class LengthTable:
                     f"for sample {i}: {value!r}"
                 )
             out[i] = value
+        return out
+
+    def _compute_in_workers(self, source: Any) -> np.ndarray:
+        from stoke.pipeline import Pipeline
+
+        lengths = Pipeline(source).map(LengthOf(self.length_fn)).batch(4096)
+        out = np.concatenate([np.array(b) for b in lengths.iter(workers="auto", executor="auto")])
+        if (out < 0).any():
+            first = int(np.flatnonzero(out < 0)[0])
+            raise ValueError("bucket_by_length: length_fn must return a non-negative int. "
+                             f"Received for sample {first}: {int(out[first])}")
         return out
 
     def __getstate__(self) -> dict:  # travels with the pipeline; the table stays here

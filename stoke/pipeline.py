@@ -119,8 +119,8 @@ class Pipeline:
                          pad_to_multiple_of: int | None = None) -> Pipeline:
         """Batch samples of similar length together, padded like :meth:`padded_batch`.
 
-        ``length_fn(sample)`` gets each *source* sample (before ``map``) once, in the
-        trainer; bucket ``i`` holds lengths in ``[boundaries[i-1], boundaries[i])`` and
+        ``length_fn(sample)`` gets each *source* sample (before ``map``) once (in worker
+        processes for large sources); bucket ``i`` holds lengths in ``[boundaries[i-1], boundaries[i])`` and
         makes batches of ``batch_sizes[i]`` (one more batch size than boundaries). Exactly
         once per epoch, deterministic, resumable: see :mod:`stoke.buckets`::
 
