@@ -21,6 +21,10 @@ from its first batch, so samples trained on before the crash are trained on agai
   used: the epoch restarts from its beginning, with a warning.
 
 The pipeline must be the same on restart (the position carries the plan's fingerprint).
+With your own checkpointing instead: ``feed.position_after(batches_trained_this_epoch)``
+is a JSON-able :class:`~stoke.plan.IteratorState` (``.to_dict()``) to save with the
+weights, and ``feed.resume_from(saved)`` before ``fit(..., initial_epoch=...)`` starts the
+input there.
 Also fixes, in the subclass, Keras 3's epoch number for mid-epoch saves after a restart.
 """
 
