@@ -4,6 +4,7 @@ Public API only; everything else may change.
 """
 
 from stoke.accelerate import AcceleratedGenerator, AcceleratedSequence, accelerate
+from stoke.cache import CacheFullError
 from stoke.diagnosis.session import doctor
 from stoke.errors import (
     LayoutError,
@@ -23,6 +24,7 @@ from stoke.formats.factories import (
     parse_example,
 )
 from stoke.loader import BatchIterator, Loader
+from stoke.mix import mix
 from stoke.pipeline import Pipeline, from_arrays, from_files, from_sequence
 from stoke.plan import IteratorState
 
@@ -36,13 +38,19 @@ def __getattr__(name: str):
         from stoke.diagnosis.session import DoctorCallback
 
         return DoctorCallback
+    if name == "BackupAndRestore":  # subclasses keras.callbacks.BackupAndRestore: same reason
+        from stoke.keras.resume import backup_and_restore_class
+
+        return backup_and_restore_class()
     raise AttributeError(f"module 'stoke' has no attribute {name!r}")
 
 
 __all__ = [
     "AcceleratedGenerator",
     "AcceleratedSequence",
+    "BackupAndRestore",
     "BatchIterator",
+    "CacheFullError",
     "DoctorCallback",
     "IteratorState",
     "LayoutError",
@@ -66,4 +74,5 @@ __all__ = [
     "from_tfrecord",
     "from_webdataset",
     "parse_example",
+    "mix",
 ]

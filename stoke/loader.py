@@ -369,7 +369,22 @@ class Loader:
         if result.probe is None:
             return False
         index, treedef, arrays = result.probe
-        layout = BatchLayout.from_sample(arrays, treedef, self.plan.batch_size, index)
+        padding = self.pipeline.padding
+        if padding is not None:
+            from stoke.padding import padded_layout
+
+            try:
+                layout = padded_layout(arrays, treedef, self.plan.batch_size, index, padding)
+            except StokeError as exc:
+                self._fail(exc)
+        else:
+            layout = BatchLayout.from_sample(arrays, treedef, self.plan.batch_size, index)
+        self._lay_out(layout)
+        return True
+
+    def _lay_out(self, layout: BatchLayout) -> None:
+        """Make the ring for ``layout`` and hand it to the workers (again, when a padded
+        layout grows: the old ring is closed once nothing writes to it)."""
         if self._tuner is not None:
             try:
                 slots, depth = self._tuner.ring_size(layout)
@@ -386,9 +401,40 @@ class Loader:
         self._layout = layout
         self._free_slots = deque(range(depth))
         self._parked_slots = list(range(depth, slots))
+        self._lingering = []  # batches of an older ring keep its memory alive by themselves
         log.debug("stoke: ring of %d slots x %d bytes for %s", slots, layout.slot_bytes,
                   layout.describe())
-        return True
+
+    @property
+    def layout(self) -> BatchLayout | None:
+        """The batch layout of the ring (None until the first batch is planned)."""
+        return self._layout
+
+    def _grow_padding(self, error: BaseException) -> None:
+        """A sample was longer than the padded capacity: once no task writes to the ring,
+        lay it out again with room for that sample (see stoke/padding.py)."""
+        from stoke.padding import grown_layout
+
+        watch = StuckWatch(self.pool, self.options.timeout_s, "the abandoned batches")
+        while self._orphans:
+            try:
+                result = self.pool.next_result(POLL_S)
+            except WorkerDiedError as exc:
+                self._fail(exc)
+            if result is not None:
+                watch.progressed()
+                if self._orphans.pop(result.task_id, None) is None:
+                    self._results[result.task_id] = result
+                continue
+            stuck = watch.verdict()
+            if stuck is not None:
+                self._fail(stuck)
+        log.info("stoke: %s has length %d, over the padded capacity %d: growing the ring",
+                 error.path, error.length, error.capacity)
+        old = self._shutdown.ring
+        self._lay_out(grown_layout(self._layout, error))
+        if old is not None:
+            old.close()
 
     def tuning(self):
         """What this loader runs with and why: a :class:`stoke.autotune.Tuning` (the
@@ -590,6 +636,7 @@ class BatchIterator:
         self._state = state
         self._chunks = self._chunk_stream(state, epochs)
         self._stop_epoch = None if epochs is None else state.epoch + epochs  # saved in state()
+        self._end_epoch = None if epochs is None else state.epoch + epochs
         self._flight = _Flight(loader)
         self._inflight = self._flight.tasks
         self._exhausted = False
@@ -742,15 +789,21 @@ class BatchIterator:
                 if not self._pending:
                     self._state = IteratorState(epoch, position + 1, 0, self._state.fingerprint)
                 continue
-            result = loader._raise_if_failed(
-                loader._wait(task_id, f"batch {position} of epoch {epoch}"))
+            result = loader._wait(task_id, f"batch {position} of epoch {epoch}")
+            if loader._layout.padding is not None and result.error is not None:
+                from stoke.padding import PaddedLengthError
+
+                if isinstance(result.error, PaddedLengthError) and not result.error.fixed:
+                    self._regrow(result.error)
+                    continue
+            result = loader._raise_if_failed(result)
             self._inflight.popleft()
             if not filtered:
                 self._flight.held, leaves = loader._deliver(slot, result.rows)
                 self._state = IteratorState(epoch, position + 1, 0, self._state.fingerprint)
                 self.batches_delivered += 1
                 self._last_rows = result.rows
-                return self._unbatch(unflatten(loader._layout.treedef, leaves))
+                return self._unbatch(self._build(leaves))
             views = loader._ring_views(slot)
             # filter path: copy the kept rows out, free the slot, re-batch
             skip = self._skip_rows if (epoch, position) == (self._state.epoch, self._state.chunk) else 0
@@ -791,7 +844,31 @@ class BatchIterator:
         self._last_rows = count
         leaves = [np.concatenate(column) if len(column) > 1 else column[0]
                   for column in zip(*parts)]
-        return self._unbatch(unflatten(self.loader._layout.treedef, leaves))
+        return self._unbatch(self._build(leaves))
+
+    def _build(self, leaves: list[np.ndarray]) -> Any:
+        """The batch of the layout's structure from its leaves (rows already cut)."""
+        layout = self.loader._layout
+        if layout.padding is not None:
+            from stoke.padding import deliver
+
+            return deliver(layout, leaves)
+        return unflatten(layout.treedef, leaves)
+
+    def _regrow(self, error: BaseException) -> None:
+        """A padded sample did not fit: wait for this iterator's tasks, grow the ring, and
+        plan again from the state (nothing of it was delivered, so nothing repeats)."""
+        for task_id, *_ in self._inflight:
+            if task_id >= 0 and task_id != self._inflight[0][0]:
+                self.loader._wait(task_id, "a batch being drained")
+        self._inflight.clear()
+        self.loader._grow_padding(error)
+        left = None if self._end_epoch is None else self._end_epoch - self._state.epoch
+        self._chunks = self._chunk_stream(self._state, left)
+        self._exhausted = False
+        self._pending.clear()
+        self._pending_rows = 0
+        self._skip_rows = self._state.rows_delivered
 
     def _unbatch(self, batch: Any) -> Any:
         if self.loader.pipeline.batch_size is not None:

@@ -22,10 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from stoke.buckets import BucketSpec
 from stoke.formats.shards import ShardedSource
 from stoke.loader import BatchIterator, Loader, LoaderOptions
+from stoke.padding import PaddingSpec
 from stoke.plan import IteratorState, PlanSpec
-from stoke.program import FilterStep, MapStep, SampleProgram, wants_rng
+from stoke.program import FilterStep, MapStep, SampleProgram, keep_unfiltered, wants_rng
 from stoke.sources import ArraySource, FileSource, SequenceSource, resolve_paths
 from stoke.structure import DtypePolicy
 
@@ -44,6 +46,9 @@ class Pipeline:
     repeat_count: int | None = 1  # epochs per iter(); None repeats forever
     shard_index: int = 0
     shard_count: int = 1
+    padding: PaddingSpec | None = None  # padded_batch / bucket_by_length (stoke/padding.py)
+    buckets: BucketSpec | None = None  # bucket_by_length (stoke/buckets.py)
+    step_offset: int = 0  # rng step positions taken by steps before cache()
 
     # -- building ------------------------------------------------------------------------
     def shuffle(self, seed: int = 0) -> Pipeline:
@@ -86,6 +91,85 @@ class Pipeline:
         batch_size = as_count(batch_size, "batch size")
         return dataclasses.replace(self, batch_size=batch_size, drop_remainder=drop_remainder,
                                    dtype_policy=DtypePolicy(keep_float64=keep_float64))
+
+    def padded_batch(self, batch_size: int, pad_value: float = 0, max_length: int | None = None,
+                     lengths: str | None = None, drop_remainder: bool = False,
+                     keep_float64: bool = False,
+                     pad_to_multiple_of: int | None = None) -> Pipeline:
+        """Batch samples whose arrays differ in length along their first axis: each batch is
+        padded with ``pad_value`` to its own longest sample (views of the ring, no copy).
+
+        Every array leaf with at least one axis is padded (other axes must match).
+        ``lengths="lengths"`` (or ``"mask"``) adds, next to each padded array that sits in a
+        dict under key ``k``, the key ``k + "_lengths"`` (int32 per sample) or
+        ``k + "_mask"`` (bool, True on real entries). ``max_length`` caps the length (a
+        longer sample is an error); without it the ring's capacity grows as needed.
+        ``pad_to_multiple_of=m`` rounds each batch's width up to a multiple of ``m`` (JAX and
+        TensorFlow compile once per shape: fewer shapes, fewer compilations). See
+        :mod:`stoke.padding`::
+
+            pipe.map(tokenize).padded_batch(64, lengths="mask")   # {"tokens": ..., "tokens_mask": ...}
+        """
+        batched = self.batch(batch_size, drop_remainder, keep_float64)
+        return dataclasses.replace(batched, padding=PaddingSpec(pad_value, max_length, lengths,
+                                                                pad_to_multiple_of))
+
+    def bucket_by_length(self, length_fn: Callable[[Any], int], boundaries: list[int],
+                         batch_sizes: list[int], pad_value: float = 0,
+                         max_length: int | None = None, lengths: str | None = None,
+                         drop_remainder: bool = False, keep_float64: bool = False,
+                         pad_to_multiple_of: int | None = None) -> Pipeline:
+        """Batch samples of similar length together, padded like :meth:`padded_batch`.
+
+        ``length_fn(sample)`` gets each *source* sample (before ``map``) once (in worker
+        processes for large sources); bucket ``i`` holds lengths in ``[boundaries[i-1], boundaries[i])`` and
+        makes batches of ``batch_sizes[i]`` (one more batch size than boundaries). Exactly
+        once per epoch, deterministic, resumable: see :mod:`stoke.buckets`::
+
+            pipe.bucket_by_length(lambda s: len(s[0]), boundaries=[64, 128, 256],
+                                  batch_sizes=[128, 64, 32, 16])
+        """
+        spec = BucketSpec.make(length_fn, boundaries, batch_sizes)
+        from stoke.mix import MixSource
+
+        if isinstance(self.source, MixSource):
+            raise ValueError("bucket_by_length cannot follow stoke.mix yet (the lengths are "
+                             "taken from source samples); pad the mix with padded_batch.")
+        if self.steps_have_filter():
+            raise ValueError("bucket_by_length cannot follow filter yet (filtered batches are "
+                             "re-batched across buckets); drop samples in length_fn's source "
+                             "instead, or use padded_batch.")
+        padded = self.padded_batch(max(spec.batch_sizes), pad_value, max_length, lengths,
+                                   drop_remainder, keep_float64, pad_to_multiple_of)
+        return dataclasses.replace(padded, buckets=spec)
+
+    def cache(self, memory_budget_bytes: int | None = None,
+              path: str | None = None) -> Pipeline:
+        """Run the steps so far once per sample (in the first epoch) and keep the results;
+        later epochs, and later ``iter()`` calls, read them from the cache.
+
+        Kept in memory (shared by every worker; at most ``memory_budget_bytes``, default
+        half the memory available now: a cache that will not fit says so after 32 samples,
+        before it fills memory), or in the file ``path`` (kept for later runs: delete it
+        when the steps before ``cache()`` change). Steps after ``cache()`` still get their
+        per-sample ``rng``; cached arrays are read-only. See :mod:`stoke.cache`::
+
+            pipe = stoke.from_files(paths).map(decode).cache().map(augment).batch(64)
+        """
+        self._before_batch("cache")
+        from stoke.cache import make_cached_source
+        from stoke.mix import MixSource
+
+        if isinstance(self.source, MixSource):
+            raise ValueError("cache() cannot follow stoke.mix (a mix's samples change from "
+                             "epoch to epoch); cache the pipelines before mixing them.")
+
+        source = make_cached_source(self.source, self.steps, self.seed, repr(self),
+                                    memory_budget_bytes, path, self.step_offset)
+        steps = (FilterStep(keep_unfiltered),) if self.steps_have_filter() else ()
+        # maps after cache() draw from the rng they would get without it
+        offset = self.step_offset + len(self.steps) - len(steps)
+        return dataclasses.replace(self, source=source, steps=steps, step_offset=offset)
 
     def repeat(self, count: int | None = None) -> Pipeline:
         """``iter()`` goes on for ``count`` epochs (None: forever), reshuffled each epoch, on
@@ -179,18 +263,32 @@ class Pipeline:
 
     def _plan_spec(self) -> PlanSpec:
         shards = self.source.shard_order() if isinstance(self.source, ShardedSource) else None
-        return PlanSpec(len(self.source), self.batch_size or 1, self.drop_remainder,
-                        self.shuffled, self.seed, self.shard_index, self.shard_count, shards)
+        spec = PlanSpec(len(self.source), self.batch_size or 1, self.drop_remainder,
+                        self.shuffled, self.seed, self.shard_index, self.shard_count,
+                        shards=shards)
+        from stoke.mix import MixSource
+
+        if isinstance(self.source, MixSource):
+            spec = self.source.plan(spec)
+        if self.buckets is not None:
+            spec = self.buckets.plan(spec, self.source)
+        return spec
 
     def _program(self) -> SampleProgram:
-        return SampleProgram(self.source, self.steps, self.seed, self.dtype_policy)
+        return SampleProgram(self.source, self.steps, self.seed, self.dtype_policy,
+                             self.step_offset)
 
     def __repr__(self) -> str:
         parts = [getattr(self.source, "describe", lambda: type(self.source).__name__)()]
         if self.shuffled:
             parts.append(f"shuffle(seed={self.seed})")
         parts += [s.name for s in self.steps]
-        if self.batch_size:
+        if self.buckets:
+            parts.append(f"bucket_by_length({list(self.buckets.boundaries)}, "
+                         f"{list(self.buckets.batch_sizes)})")
+        elif self.padding:
+            parts.append(f"padded_batch({self.batch_size})")
+        elif self.batch_size:
             parts.append(f"batch({self.batch_size})")
         if self.repeat_count != 1:
             parts.append(f"repeat({self.repeat_count})")

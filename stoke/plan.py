@@ -72,6 +72,10 @@ class PlanSpec:
             return per_shard // self.batch_size
         return -(-per_shard // self.batch_size)
 
+    def describe_extra(self) -> str:
+        """What a plan that extends this one adds to its :func:`fingerprint` (mix, buckets)."""
+        return ""
+
 
 @dataclass(frozen=True)
 class IteratorState:
@@ -111,4 +115,5 @@ def fingerprint(spec: PlanSpec) -> str:
     return (f"n={spec.length},b={spec.batch_size},drop={int(spec.drop_remainder)},"
             f"shuffle={int(spec.shuffle)},seed={spec.seed},"
             f"shard={spec.shard_index}/{spec.shard_count}"
-            + (f",{spec.shards.fingerprint()}" if spec.shards is not None else ""))
+            + (f",{spec.shards.fingerprint()}" if spec.shards is not None else "")
+            + spec.describe_extra())

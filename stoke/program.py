@@ -25,6 +25,12 @@ from stoke.structure import DtypePolicy
 FILTERED = object()  # what `run` returns for a sample that a filter dropped
 
 
+def keep_unfiltered(sample: Any) -> bool:
+    """A filter predicate for sources whose samples come out of another program (``cache()``,
+    ``stoke.mix``): a sample that program's filters dropped stays dropped."""
+    return sample is not FILTERED
+
+
 @dataclass(frozen=True)
 class MapStep:
     """``fn(sample)`` or ``fn(sample, rng)`` -> sample."""
@@ -124,6 +130,7 @@ class SampleProgram:
     steps: tuple[MapStep | FilterStep, ...] = ()
     seed: int = 0
     dtype_policy: DtypePolicy = field(default_factory=DtypePolicy)
+    step_offset: int = 0  # steps that ran before this program's source (cache()): rng positions
 
     @property
     def has_filter(self) -> bool:
@@ -140,7 +147,8 @@ class SampleProgram:
             for position, step in enumerate(self.steps):
                 if type(step) is MapStep:
                     if step.with_rng:
-                        sample = step.fn(sample, sample_rng(self.seed, epoch, index, position))
+                        sample = step.fn(sample, sample_rng(self.seed, epoch, index,
+                                                            position + self.step_offset))
                     else:
                         sample = step.fn(sample)
                 elif not step.predicate(sample):

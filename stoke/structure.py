@@ -128,6 +128,7 @@ class BatchLayout:
     rows: int
     slot_bytes: int
     first_index: int = -1  # the sample the layout was taken from, for error messages
+    padding: Any = None  # a stoke.padding.PaddedLayout for padded_batch / bucket_by_length
 
     @classmethod
     def from_sample(cls, sample_leaves: list[np.ndarray], treedef: TreeDef, rows: int,
@@ -205,7 +206,9 @@ def check_fits(layout: BatchLayout, arrays: list[np.ndarray], treedef: TreeDef, 
             raise LayoutError(
                 f"sample {index}, field {spec.path} has shape {tuple(array.shape)}, but "
                 f"sample {first_index} has shape {spec.shape}; samples in one batch must "
-                "have the same shape. Resize or pad in your map function "
+                "have the same shape. For variable-length arrays use "
+                ".padded_batch(batch_size) (pads the first axis to the batch's longest) or "
+                ".bucket_by_length(...); else resize or pad in your map function "
                 "(e.g. crop to a fixed size), or use batch size 1."
             )
         if array.dtype != spec.numpy_dtype and not fits_dtype(array, spec.numpy_dtype):

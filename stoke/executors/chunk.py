@@ -66,6 +66,10 @@ def probe_first(program: SampleProgram, task: Task):
 def fill_slot(program: SampleProgram, task: Task, layout: BatchLayout,
               slot_views: list[np.ndarray]) -> tuple[int, list[str]]:
     """Write each kept sample of the chunk into the next row of the slot."""
+    if layout.padding is not None:
+        from stoke.padding import fill_padded_slot
+
+        return fill_padded_slot(program, task, layout, slot_views)
     row = 0
     cast_paths: set[str] = set()
     specs = layout.leaves

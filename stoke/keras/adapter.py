@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 
 from stoke.errors import StokeError
+from stoke.keras.resume import InputPositions, TrackedBatches, next_epoch_start
 from stoke.loader import BatchIterator, Loader, LoaderOptions
+from stoke.plan import IteratorState
 from stoke.structure import flatten, unflatten
 
 TESTED_KERAS = ((3, 8), (3, 99))
@@ -107,10 +109,12 @@ class KerasFeedMixin:
         self.epoch = 0  # the epoch the next iterator starts; advances when one is finished
         self._active: Any = None
         self._batches: BatchIterator | None = None
+        self._resume: IteratorState | None = None  # where the next epoch starts (resume.py)
+        self._positions = InputPositions()
 
     # -- what Keras asks -----------------------------------------------------------------
     @property
-    def num_batches(self):
+    def num_batches(self):  # Keras reads it once per fit: a resumed epoch is not shorter here
         if self.pipeline.repeat_count is None:
             return None
         try:
@@ -163,7 +167,10 @@ class KerasFeedMixin:
         from stoke.keras import tf_feed
 
         first = self._first_batch()
-        return tf_feed.make_dataset(self._next_epoch, first, self.prefetch, self.device_transform)
+        layout = self.loader.layout
+        variable = layout.padding.variable_output_paths() if layout.padding else frozenset()
+        return tf_feed.make_dataset(self._next_epoch, first, self.prefetch, self.device_transform,
+                                    variable)
 
     def on_epoch_begin(self):
         pass
@@ -180,6 +187,22 @@ class KerasFeedMixin:
         """The executor, workers and ring depth the feed runs with, and why (see
         :meth:`stoke.Loader.tuning`)."""
         return self.loader.tuning()
+
+    def resume_from(self, state: IteratorState | dict) -> None:
+        """Start the next epoch at ``state`` (an ``it.state()``, or what
+        :meth:`position_after` gave): used by ``stoke.BackupAndRestore`` on restart."""
+        state = next_epoch_start(IteratorState.from_dict(state), self.loader)
+        self._stop_active()
+        self._batches = None
+        self.epoch = state.epoch
+        self._resume = state if (state.chunk or state.rows_delivered) else None
+
+    def resumes_mid_epoch(self) -> bool:
+        return self._resume is not None
+
+    def position_after(self, batches: int) -> IteratorState | None:
+        """The input's state once Keras has consumed ``batches`` batches of this epoch."""
+        return self._positions.after(batches)
 
     def close(self) -> None:
         """Stop the prefetcher and the workers. Also happens when the feed is collected."""
@@ -204,10 +227,12 @@ class KerasFeedMixin:
         self._stop_active()
         if self._batches is not None and self._batches.finished:
             self.epoch += self.pipeline.repeat_count or 1
-        iterator = self.loader.iter(epoch=self.epoch, epochs=self.pipeline.repeat_count)
+            self._resume = None
+        iterator = self.loader.iter(epoch=self.epoch, state=self._resume,
+                                    epochs=self.pipeline.repeat_count)
         self._batches = iterator
         self._active = iterator
-        return iterator
+        return TrackedBatches(iterator, self._positions)
 
     def _prefetched(self, transfer):
         from stoke.keras.prefetch import Prefetcher

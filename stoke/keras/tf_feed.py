@@ -9,17 +9,21 @@ from typing import Any
 
 import numpy as np
 
-from stoke.structure import flatten, unflatten
+from stoke.structure import flatten, leaf_paths, unflatten
 
 
 def make_dataset(next_epoch: Callable[[], Any], first_batch: Any, prefetch: int,
-                 device_transform: Callable[[Any], Any] | None):
+                 device_transform: Callable[[Any], Any] | None,
+                 variable_paths: frozenset[str] = frozenset()):
+    """``variable_paths``: leaves (named as ``leaf_paths`` names them) whose second axis
+    changes from batch to batch (padded batches)."""
     import tensorflow as tf
 
     treedef, leaves = flatten(first_batch)
     signature = unflatten(treedef, [
-        tf.TensorSpec(shape=(None, *leaf.shape[1:]), dtype=tf.as_dtype(leaf.dtype))
-        for leaf in leaves
+        tf.TensorSpec(shape=(None, None, *leaf.shape[2:]) if path in variable_paths
+                      else (None, *leaf.shape[1:]), dtype=tf.as_dtype(leaf.dtype))
+        for path, leaf in zip(leaf_paths(treedef), leaves)
     ])
     if isinstance(signature, list):
         signature = tuple(signature)
