@@ -415,20 +415,7 @@ class Loader:
         lay it out again with room for that sample (see stoke/padding.py)."""
         from stoke.padding import grown_layout
 
-        watch = StuckWatch(self.pool, self.options.timeout_s, "the abandoned batches")
-        while self._orphans:
-            try:
-                result = self.pool.next_result(POLL_S)
-            except WorkerDiedError as exc:
-                self._fail(exc)
-            if result is not None:
-                watch.progressed()
-                if self._orphans.pop(result.task_id, None) is None:
-                    self._results[result.task_id] = result
-                continue
-            stuck = watch.verdict()
-            if stuck is not None:
-                self._fail(stuck)
+        self._wait_until(lambda: not self._orphans, "the abandoned batches")
         log.info("stoke: %s has length %d, over the padded capacity %d: growing the ring",
                  error.path, error.length, error.capacity)
         old = self._shutdown.ring

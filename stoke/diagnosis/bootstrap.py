@@ -17,8 +17,6 @@ The parent side (building this command, reading the record, reporting) is
 from __future__ import annotations
 
 import gc
-import importlib.abc
-import importlib.util
 import os
 import runpy
 import signal
@@ -27,6 +25,7 @@ import traceback
 
 from stoke.diagnosis.hooks import activate, deactivate, install_hooks, keras_version_warning
 from stoke.diagnosis.recorder import DoctorOptions, DoctorStepLimitReached, Recorder
+from stoke.legacy.imports import when_imported
 from stoke.legacy.run import exit_status
 
 RECORD_ENV = "STOKE_DOCTOR_RECORD"
@@ -34,45 +33,6 @@ PARENT_ENV = "STOKE_DOCTOR_PARENT_PID"  # the stoke doctor process this script d
 OPTIONS_ENV = "STOKE_DOCTOR_OPTIONS"
 
 USAGE = "usage: python -m stoke.diagnosis.bootstrap (SCRIPT | -m MODULE | -c CODE) [ARGS...]"
-
-
-class KerasImportWatcher(importlib.abc.MetaPathFinder):
-    """Calls ``on_import()`` once, right after the ``keras`` package has finished importing
-    (however it is imported: ``import keras``, ``from keras import layers``, ``tf.keras``)."""
-
-    def __init__(self, on_import):
-        self._on_import = on_import
-        self._finding = False
-        self.fired = False
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != "keras" or self._finding or self.fired:
-            return None
-        self._finding = True
-        try:
-            spec = importlib.util.find_spec(fullname)
-        finally:
-            self._finding = False
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return None
-        loader = spec.loader
-        exec_module = loader.exec_module
-        watcher = self
-
-        def exec_module_then_hook(module):
-            exec_module(module)
-            watcher.fire()
-
-        loader.exec_module = exec_module_then_hook
-        return spec
-
-    def fire(self) -> None:
-        if self.fired:
-            return
-        self.fired = True
-        if self in sys.meta_path:
-            sys.meta_path.remove(self)
-        self._on_import()
 
 
 def _install_or_explain(recorder: Recorder) -> None:
@@ -203,12 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     _exit_with_parent()
     recorder.start()
     activate(recorder)
-    if "keras" in sys.modules:
-        _install_or_explain(recorder)
-    else:
-        sys.meta_path.insert(0, KerasImportWatcher(lambda: _install_or_explain(recorder)))
+    # once Keras has imported, however it is reached (also TensorFlow first: tf.keras)
+    when_imported("keras", lambda _keras: _install_or_explain(recorder))
     # Keras-2-era scripts (fit(workers=..., use_multiprocessing=...), fit_generator) run
-    # under the doctor as under `stoke run`: the shim maps them onto stoke.accelerate.
+    # under the doctor translated to Keras 3 calls, on the script's own input (not stoke's)
     from stoke.legacy.shim import install as install_keras2_shim
 
     install_keras2_shim(keras2_only=True)  # Keras 3 calls stay as the script wrote them
