@@ -702,11 +702,14 @@ class BatchIterator:
             if self.owns_loader:
                 self.loader.close()
             raise
-        except BaseException:
+        except BaseException as error:
             self._done = True
-            self._abandon()
-            if self.owns_loader:
-                self.loader.close()
+            try:
+                self._abandon()
+                if self.owns_loader:
+                    self.loader.close()
+            except Exception as cleanup_error:  # Ctrl-C or the user's error stays the error
+                error.add_note(f"stoke: cleaning up after it also failed: {cleanup_error!r}")
             raise
 
     # -- internals ---------------------------------------------------------------------
