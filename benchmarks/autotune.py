@@ -333,7 +333,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def run_fit_workload(backend: str, args, log: Callable[[str], None]) -> dict[str, Any]:
     """``model.fit`` of the demo's CNN on the CPU, fed by ``to_keras`` (the demo's JPEG
     decode + augment): ``workers="auto"`` against every fixed process worker count (the
-    sweep), each visit a fresh ``python -m stoke.examples.naive_train`` (one backend per
+    sweep), each visit a fresh ``python -m stoke.commands.examples.naive_train`` (one backend per
     process; a warm-up fit, then ``--fit-steps`` timed steps), interleaved over rounds. The
     trainer and the workers share the cores: this is what the core budget is for."""
     import subprocess
@@ -348,7 +348,7 @@ def run_fit_workload(backend: str, args, log: Callable[[str], None]) -> dict[str
     started = time.time()
     for round_index, (executor, workers) in interleaved(settings, args.rounds):
         label = _label((executor, workers))
-        command = [sys.executable, "-m", "stoke.examples.naive_train", "--feed", "stoke",
+        command = [sys.executable, "-m", "stoke.commands.examples.naive_train", "--feed", "stoke",
                    "--steps", str(args.fit_steps), "--workers", str(workers)]
         out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
         if out.returncode != 0:

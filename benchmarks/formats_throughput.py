@@ -89,8 +89,8 @@ def write_formats(folder: Path, jpegs: list[bytes], labels: np.ndarray, shards: 
     import pyarrow.parquet as pq
     from array_record.python.array_record_module import ArrayRecordWriter
 
-    from stoke.formats.example_proto import serialize_example
-    from stoke.formats.tfrecord import write_tfrecord
+    from stoke.data.formats.example_proto import serialize_example
+    from stoke.data.formats.tfrecord import write_tfrecord
 
     examples = [serialize_example({"image": j, "label": [int(y)]}) for j, y in zip(jpegs, labels)]
     parts = np.array_split(np.arange(len(jpegs)), shards)

@@ -5,7 +5,7 @@ sample map, so the loader's own costs show. Rows, each on the same samples with 
 workers:
 
 - ``padded_batch``: stoke lays ring slots out at a capacity grown as needed and delivers
-  views cut to each batch's longest (``stoke/padding.py``);
+  views cut to each batch's longest (``stoke/data/padding.py``);
 - ``padded_batch max_length``: the same with the capacity fixed up front (no regrowth);
 - ``pad in map + batch``: what users do without it: pad every sample to the maximum in
   ``map``, then ``.batch`` (every batch as wide as the longest sample of the dataset);

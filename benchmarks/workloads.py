@@ -161,7 +161,7 @@ class JpegSamples:
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     """A per-sample generator for loaders that do not supply one: the one stoke gives its
     first ``map`` step, so they pay the same for randomness and draw the same numbers."""
-    from stoke.program import sample_rng as stoke_sample_rng
+    from stoke.data.program import sample_rng as stoke_sample_rng
 
     return stoke_sample_rng(seed, epoch, int(index), 0)
 

@@ -4,8 +4,19 @@ Public API only; everything else may change.
 """
 
 from stoke.accelerate import AcceleratedGenerator, AcceleratedSequence, accelerate
-from stoke.cache import CacheFullError
-from stoke.diagnosis.session import doctor
+from stoke.data.cache import CacheFullError
+from stoke.data.formats.base import RecordError
+from stoke.data.formats.factories import (
+    from_array_record,
+    from_parquet,
+    from_tfrecord,
+    from_webdataset,
+    parse_example,
+)
+from stoke.data.mix import mix
+from stoke.data.pipeline import Pipeline, from_arrays, from_files, from_sequence
+from stoke.data.plan import IteratorState
+from stoke.diagnosis.run.session import doctor
 from stoke.errors import (
     LayoutError,
     SampleError,
@@ -15,18 +26,7 @@ from stoke.errors import (
     WorkerDiedError,
     WorkerHungError,
 )
-from stoke.formats.base import RecordError
-from stoke.formats.factories import (
-    from_array_record,
-    from_parquet,
-    from_tfrecord,
-    from_webdataset,
-    parse_example,
-)
-from stoke.loader import BatchIterator, Loader
-from stoke.mix import mix
-from stoke.pipeline import Pipeline, from_arrays, from_files, from_sequence
-from stoke.plan import IteratorState
+from stoke.loader.loader import BatchIterator, Loader
 
 __version__ = "0.1.0"
 
@@ -35,7 +35,7 @@ def __getattr__(name: str):
     # DoctorCallback subclasses keras.callbacks.Callback: built on first use, so that
     # `import stoke` never imports Keras.
     if name == "DoctorCallback":
-        from stoke.diagnosis.session import DoctorCallback
+        from stoke.diagnosis.run.session import DoctorCallback
 
         return DoctorCallback
     if name == "BackupAndRestore":  # subclasses keras.callbacks.BackupAndRestore: same reason

@@ -2,6 +2,6 @@
 
 import sys
 
-from stoke.cli import main
+from stoke.commands.cli import main
 
 sys.exit(main())

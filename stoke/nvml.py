@@ -5,7 +5,7 @@ Owns: starting an NVML session, or saying why there is none (:class:`NvmlUnavail
 talk to), ending it, and NVML's text (bytes in old bindings, str in new ones). Both of stoke's
 readers go through it: ``stoke env`` takes one snapshot of the driver and its GPUs
 (:func:`stoke.envcheck.gather.gather_nvidia`), the doctor samples kernel-active time, memory
-and PCIe traffic during a run (:class:`stoke.diagnosis.nvml.NvmlReader`). Leaves to them what
+and PCIe traffic during a run (:class:`stoke.diagnosis.measure.nvml.NvmlReader`). Leaves to them what
 to read and what it means.
 
 ``pynvml`` is imported inside :func:`start` only, so ``import stoke`` never loads it.

@@ -1,10 +1,10 @@
-"""A :class:`~stoke.loader.Loader` with a channel to its workers (:class:`ChannelLoader`):
+"""A :class:`~stoke.loader.loader.Loader` with a channel to its workers (:class:`ChannelLoader`):
 it can message the workers' copy of the program, route a task to one worker, and drain
 abandoned tasks before the trainer changes what thread workers read.
 
 Owns also the pool choice of ``stoke.accelerate`` ("auto" falls back to threads with a
 warning). The message format is :mod:`.updates`'s; plans, rings and the rest of the
-loader's work stay in ``stoke.loader``.
+loader's work stay in ``stoke.loader.loader``.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import numpy as np
 
 from stoke.accelerate.items import ItemLayout, float64_message
 from stoke.accelerate.updates import ControlMessage, control_task, send_to_worker
+from stoke.data.pipeline import Pipeline
 from stoke.errors import StokeWarning, UnpicklableError
 from stoke.executors.chunk import Task
 from stoke.executors.limits import StuckWatch
-from stoke.loader import POLL_S, Loader, LoaderOptions, make_pool
-from stoke.pipeline import Pipeline
+from stoke.loader.loader import POLL_S, Loader, LoaderOptions, make_pool
 
 
 def _warn_thread_fallback(exc: UnpicklableError) -> None:
@@ -34,7 +34,7 @@ def _warn_thread_fallback(exc: UnpicklableError) -> None:
 
 
 class ChannelLoader(Loader):
-    """A :class:`~stoke.loader.Loader` that can also message its workers' copy of the
+    """A :class:`~stoke.loader.loader.Loader` that can also message its workers' copy of the
     program (:meth:`send`) and route a task to one worker. Both use the executors' existing
     task protocol (see :class:`ControlMessage`); they are what a ``pool.broadcast`` /
     ``pool.submit(task, worker=k)`` in the core would replace."""
@@ -43,7 +43,7 @@ class ChannelLoader(Loader):
                  tuned: bool = False) -> None:
         super().__init__(pipeline, options)
         self.program = program
-        self.tuned = tuned  # process workers resized by stoke.autotune (Sequences)
+        self.tuned = tuned  # process workers resized by stoke.autotune.tuner (Sequences)
         self._probe_worker: int | None = None
         self._broadcasts: list[bytes] = []  # every message sent to all workers, in order
         self._on_pool_started: weakref.WeakMethod | None = None
@@ -66,7 +66,7 @@ class ChannelLoader(Loader):
             return
         options = self.options
         if self.tuned:
-            from stoke.autotune import first_workers
+            from stoke.autotune.tuner import first_workers
 
             options = dataclasses.replace(options, workers=first_workers(options))
         pool = make_pool(self.program, options, on_thread_fallback=_warn_thread_fallback,
@@ -85,7 +85,7 @@ class ChannelLoader(Loader):
             import os
 
             from stoke.accelerate.tuned_workers import TunedWorkers
-            from stoke.autotune import make_tuner
+            from stoke.autotune.tuner import make_tuner
 
             self._tuner = make_tuner("process", self.options)
             self._tuner.attach(TunedWorkers(self, os.getpid()))

@@ -22,9 +22,9 @@ from stoke.accelerate.generator_program import GeneratorProgram, accepted_names,
 from stoke.accelerate.items import cast_float64, float64_message
 from stoke.accelerate.keras_requests import Answers, as_keras_batch, copy_batch
 from stoke.accelerate.streams import process_stream, round_robin_inline, thread_stream
+from stoke.data.pipeline import Pipeline
 from stoke.errors import StokeError, StokeWarning, UnpicklableError
-from stoke.loader import LoaderOptions
-from stoke.pipeline import Pipeline
+from stoke.loader.loader import LoaderOptions
 
 
 def _find_generator_call(generator: types.GeneratorType) -> tuple[Callable, tuple, dict] | None:

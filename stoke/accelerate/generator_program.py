@@ -16,9 +16,9 @@ import numpy as np
 
 from stoke.accelerate.items import ROWS_END, ItemLayout, shape_item
 from stoke.accelerate.updates import CONTROL_INDEX, apply_next_update
+from stoke.data.program import FILTERED, sample_error
+from stoke.data.structure import DtypePolicy
 from stoke.errors import StokeError
-from stoke.program import FILTERED, sample_error
-from stoke.structure import DtypePolicy
 
 PROBE_INDEX = -2  # make the first item, keep it for the first chunk
 

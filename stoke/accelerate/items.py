@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from stoke.data.structure import TreeDef, fits_dtype, flatten, leaf_paths, unflatten
 from stoke.errors import LayoutError
-from stoke.structure import TreeDef, fits_dtype, flatten, leaf_paths, unflatten
 
 ROWS_MISFIT = -1  # the item does not fit the slot layout: made again in the trainer
 ROWS_END = -2  # the generator copy is exhausted

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from stoke.structure import flatten, unflatten
+from stoke.data.structure import flatten, unflatten
 
 
 class Answers:

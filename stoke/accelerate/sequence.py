@@ -33,11 +33,11 @@ from stoke.accelerate.items import (
 from stoke.accelerate.keras_base import detached_copy
 from stoke.accelerate.keras_requests import Answers, copy_batch
 from stoke.accelerate.updates import CONTROL_INDEX, apply_next_update, fingerprints, pickled_state
+from stoke.data.pipeline import Pipeline
+from stoke.data.program import sample_error
+from stoke.data.structure import DtypePolicy
 from stoke.errors import StokeError, StokeWarning
-from stoke.loader import LoaderOptions
-from stoke.pipeline import Pipeline
-from stoke.program import sample_error
-from stoke.structure import DtypePolicy
+from stoke.loader.loader import LoaderOptions
 
 
 class _ItemProgram:
@@ -196,7 +196,7 @@ class AcceleratedSequence(Accelerated):
     def tuning(self):
         """The workers this dataset runs with and why: with ``workers="auto"``, what the
         tuner measured (steps/s, the trainer's CPU per step, other processes' share of the
-        cores) and chose (see :class:`stoke.autotune.Tuning`)."""
+        cores) and chose (see :class:`stoke.autotune.tuner.Tuning`)."""
         return self._get_loader().tuning()
 
     def __repr__(self) -> str:
@@ -284,7 +284,7 @@ class AcceleratedSequence(Accelerated):
             raise StokeError("this accelerated dataset is closed; call stoke.accelerate again")
         if self._loader is None:
             pipeline = Pipeline(self.dataset, shuffled=bool(self.shuffle), seed=self.seed)
-            # workers="auto": process workers tuned as to_keras' are (stoke.autotune)
+            # workers="auto": process workers tuned as to_keras' are (stoke.autotune.tuner)
             loader = ChannelLoader(pipeline, self._options,
                                    _ItemProgram(self.dataset, self.seed, self.keep_float64),
                                    tuned=self._options.workers == "auto")

@@ -20,11 +20,11 @@ import numpy as np
 from stoke.accelerate.channel_loader import ChannelLoader
 from stoke.accelerate.generator_program import PROBE_INDEX
 from stoke.accelerate.items import ROWS_END, cut_rows
+from stoke.data.structure import unflatten
 from stoke.errors import StokeError
 from stoke.executors.limits import StuckWatch
 from stoke.executors.threads import where_thread_is
-from stoke.loader import POLL_S
-from stoke.structure import unflatten
+from stoke.loader.loader import POLL_S
 
 
 def process_stream(loader: ChannelLoader, copies: int, name: str) -> Iterator[Any]:

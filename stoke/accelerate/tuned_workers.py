@@ -1,5 +1,5 @@
 """Tuned process workers for an accelerated Sequence: :class:`TunedWorkers` lets
-:class:`stoke.autotune.Tuner` resize a :class:`~.channel_loader.ChannelLoader`'s process
+:class:`stoke.autotune.tuner.Tuner` resize a :class:`~.channel_loader.ChannelLoader`'s process
 pool, by the same measurements as ``to_keras`` (delivered steps/s, the trainer's own CPU per
 step, other processes' share of the cores).
 
@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from stoke.autotune import CpuMeter
+from stoke.autotune.tuner import CpuMeter
 
 
 class TunedWorkers:
     """The tuner's view of a channel loader's process pool (``apply``, ``ready``,
-    ``cpu_seconds``, ...: the pool protocol :class:`stoke.autotune.Tuner` documents)."""
+    ``cpu_seconds``, ...: the pool protocol :class:`stoke.autotune.tuner.Tuner` documents)."""
 
     kind = "process"
 

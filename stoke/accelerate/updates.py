@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from stoke.data.program import FILTERED, sample_error
 from stoke.errors import UnpicklableError
 from stoke.executors.chunk import Task
-from stoke.program import FILTERED, sample_error
 
 CONTROL_INDEX = -1  # a task for this index carries a message to the worker's program
 

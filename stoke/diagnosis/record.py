@@ -138,7 +138,7 @@ class RunRecord:
     probes: dict[str, ProbeResult] = field(default_factory=dict)
     # probes: "input_alone", "model_alone", "input_free" (each absent when it could not run:
     #         see meta["probe_notes"]); detail: method, s_per_batch / s_per_step, batch_size, ...
-    #   input_free: the run's own fit loop fed a cached batch (stoke.diagnosis.input_free);
+    #   input_free: the run's own fit loop fed a cached batch (stoke.diagnosis.measure.input_free);
     #   detail.s_per_step is the step time with the input free, per train-function call.
     #   model_alone.detail may hold (all optional, seconds): fixed_s_per_step (the per-step cost
     #   that does not grow with the batch, e.g. from timing two batch sizes), device_s_per_batch

@@ -23,7 +23,7 @@ check reports the user's own settings.
     stoke env --no-probe           # no backend import: versions, driver, threads only (< 1 s)
     stoke env --json env.json      # also write the facts and checks for machines ("-": stdout)
 
-This package module holds only what ``stoke env`` (:mod:`stoke.cli`) calls,
+This package module holds only what ``stoke env`` (:mod:`stoke.commands.cli`) calls,
 :func:`~.report.add_arguments` and :func:`~.report.main`; each step has a module of its own,
 imported from there:
 

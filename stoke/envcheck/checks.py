@@ -830,9 +830,9 @@ def check_cpu_load(
 
     With a CPU sample (``other_cores``: cores kept busy by other processes, ``busy_fraction``:
     the machine's share busy, over a short window) the verdict is the doctor's own
-    (:func:`stoke.diagnosis.findings.contention_level`, cpu-contention), so the two agree on
+    (:func:`stoke.diagnosis.judge.findings.contention_level`, cpu-contention), so the two agree on
     the same machine state; without one, the 1-minute load average stands in for it."""
-    from stoke.diagnosis.findings import contention_level
+    from stoke.diagnosis.judge.findings import contention_level
 
     if other_cores is None:
         if load_avg_1m is None:

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stoke.data.program import FILTERED, SampleProgram, prefetch_chunk
+from stoke.data.structure import BatchLayout, TreeDef, check_fits, flatten, to_leaf_arrays
 from stoke.errors import LayoutError, SampleError
-from stoke.program import FILTERED, SampleProgram, prefetch_chunk
-from stoke.structure import BatchLayout, TreeDef, check_fits, flatten, to_leaf_arrays
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def fill_slot(program: SampleProgram, task: Task, layout: BatchLayout,
               slot_views: list[np.ndarray]) -> tuple[int, list[str]]:
     """Write each kept sample of the chunk into the next row of the slot."""
     if layout.padding is not None:
-        from stoke.padding import fill_padded_slot
+        from stoke.data.padding import fill_padded_slot
 
         return fill_padded_slot(program, task, layout, slot_views)
     row = 0

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections import deque
 
+from stoke.data.program import SampleProgram, prefetch_chunk
 from stoke.executors.chunk import Result, Task, run_task
 from stoke.executors.ring import BatchRing
-from stoke.program import SampleProgram, prefetch_chunk
 
 
 class InlinePool:

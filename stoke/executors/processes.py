@@ -22,11 +22,11 @@ from collections import deque
 from multiprocessing.connection import Connection, wait
 
 import stoke
+from stoke.data.program import SampleProgram
 from stoke.errors import StokeError, WorkerDiedError
 from stoke.executors.chunk import Result, Task
 from stoke.executors.payload import PackedProgram, pack
 from stoke.executors.ring import BatchRing
-from stoke.program import SampleProgram
 
 ONE_THREAD_ENV = {
     "OMP_NUM_THREADS": "1",
@@ -190,7 +190,7 @@ class ProcessPool:
         # worker._take_load_slot); the trainer keeps a core for its own set-up meanwhile.
         # Each slot is an unnamed file (nothing on disk to clean up) that a worker opens
         # anew through /proc, so that its lock is its own.
-        from stoke.loader import available_cores
+        from stoke.loader.loader import available_cores
 
         self._slot_fds: list[int] = []
         try:

@@ -67,10 +67,10 @@ from typing import Any
 
 import numpy as np
 
+from stoke.data.program import SampleProgram
 from stoke.errors import SampleError, StokeError, UnpicklableError, WorkerDiedError
 from stoke.executors.chunk import Result, Task, run_task
 from stoke.executors.ring import BatchRing, slot_views
-from stoke.program import SampleProgram
 
 log = logging.getLogger("stoke")
 

@@ -29,7 +29,7 @@ import weakref
 
 import numpy as np
 
-from stoke.structure import BatchLayout
+from stoke.data.structure import BatchLayout
 
 
 class SharedBuffer:

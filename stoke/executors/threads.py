@@ -14,10 +14,10 @@ import threading
 import traceback
 import warnings
 
+from stoke.data.program import SampleProgram, prefetch_chunk
 from stoke.errors import StokeWarning
 from stoke.executors.chunk import Result, Task, run_task
 from stoke.executors.ring import BatchRing
-from stoke.program import SampleProgram, prefetch_chunk
 
 _STOP = None
 

@@ -64,10 +64,10 @@ def main() -> int:
 
 
 def _serve(sock: socket.socket, conn: Connection, name: str, index: int) -> int:
+    from stoke.data.program import prefetch_chunk, seed_worker_globals
     from stoke.executors.chunk import run_task
     from stoke.executors.payload import unpack
     from stoke.executors.ring import SharedBuffer
-    from stoke.program import prefetch_chunk, seed_worker_globals
 
     kind, trainer_path, data, spans = conn.recv()
     assert kind == "init"
@@ -114,8 +114,8 @@ def _serve(sock: socket.socket, conn: Connection, name: str, index: int) -> int:
             try:
                 result = run_task(program, task, layout, slot, name)
             except BaseException as exc:  # noqa: BLE001 - a bug or MemoryError: report it
+                from stoke.data.program import sample_error
                 from stoke.executors.chunk import Result
-                from stoke.program import sample_error
 
                 result = Result(task.task_id, error=sample_error(-1, "the worker", exc), worker=name)
             conn.send(("result", result))

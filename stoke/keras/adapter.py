@@ -2,7 +2,7 @@
 
 :class:`KerasFeed` is a Keras ``DataAdapter`` (Keras passes adapter instances through
 unchanged, so no Keras enqueuer adds a second layer of workers or copies). It owns one
-persistent :class:`~stoke.loader.Loader` for all epochs; each time Keras starts an epoch it
+persistent :class:`~stoke.loader.loader.Loader` for all epochs; each time Keras starts an epoch it
 asks for an iterator, and the feed starts the next epoch of the plan with a device
 prefetcher for the active backend. ``DataAdapter`` lives in Keras' private ``keras.src``;
 its use is guarded by version and tested on every backend.
@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from stoke.data.plan import IteratorState
+from stoke.data.structure import flatten, unflatten
 from stoke.errors import StokeError
 from stoke.keras.resume import InputPositions, TrackedBatches, next_epoch_start
-from stoke.loader import BatchIterator, Loader, LoaderOptions
-from stoke.plan import IteratorState
-from stoke.structure import flatten, unflatten
+from stoke.loader.loader import BatchIterator, Loader, LoaderOptions
 
 TESTED_KERAS = ((3, 8), (3, 99))
 
@@ -64,7 +64,7 @@ def to_keras(pipeline, workers: int | str = "auto", executor: str = "auto", pref
     if workers == "auto" and executor == "ray":
         workers = default_workers_for_training()
     elif workers == "auto" or executor == "auto":
-        # tuned by measurement (stoke.autotune): the workers get the cores the trainer
+        # tuned by measurement (stoke.autotune.tuner): the workers get the cores the trainer
         # leaves, measured (its own CPU time per step), not a whole core reserved for it
         if executor == "auto":
             # Under fit the trainer's own Python (dispatch, callbacks) competes with thread

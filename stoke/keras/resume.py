@@ -22,7 +22,7 @@ from its first batch, so samples trained on before the crash are trained on agai
 
 The pipeline must be the same on restart (the position carries the plan's fingerprint).
 With your own checkpointing instead: ``feed.position_after(batches_trained_this_epoch)``
-is a JSON-able :class:`~stoke.plan.IteratorState` (``.to_dict()``) to save with the
+is a JSON-able :class:`~stoke.data.plan.IteratorState` (``.to_dict()``) to save with the
 weights, and ``feed.resume_from(saved)`` before ``fit(..., initial_epoch=...)`` starts the
 input there.
 Also fixes, in the subclass, Keras 3's epoch number for mid-epoch saves after a restart.
@@ -36,8 +36,8 @@ import threading
 import warnings
 from typing import Any
 
+from stoke.data.plan import IteratorState
 from stoke.errors import StokeWarning
-from stoke.plan import IteratorState
 
 INPUT_FILE = "stoke_input.json"
 _RAN_OUT = "Your input ran out of data"

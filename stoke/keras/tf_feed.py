@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from stoke.structure import flatten, leaf_paths, unflatten
+from stoke.data.structure import flatten, leaf_paths, unflatten
 
 
 def make_dataset(next_epoch: Callable[[], Any], first_batch: Any, prefetch: int,

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from stoke.structure import flatten, unflatten
+from stoke.data.structure import flatten, unflatten
 
 
 def make_transfer(device_transform: Callable[[Any], Any] | None) -> Callable[[Any], Any]:

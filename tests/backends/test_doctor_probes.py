@@ -21,12 +21,12 @@ import keras
 import numpy as np
 import pytest
 
-from stoke.diagnosis import cli, session
-from stoke.diagnosis.facts import host_op_layers
-from stoke.diagnosis.model_probe import snapshot_variables
+from stoke.diagnosis.measure.facts import host_op_layers
+from stoke.diagnosis.measure.model_probe import snapshot_variables
+from stoke.diagnosis.measure.recorder import DoctorOptions
 from stoke.diagnosis.record import RunRecord
-from stoke.diagnosis.recorder import DoctorOptions
-from stoke.diagnosis.runner import CommandError, build_child_command, run_measured
+from stoke.diagnosis.run import cli, session
+from stoke.diagnosis.run.runner import CommandError, build_child_command, run_measured
 
 BACKEND = keras.backend.backend()
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -277,7 +277,7 @@ def test_tf_data_pipeline_facts():
 # ---------------------------------------------------------------------------------------------
 # The whole path: `stoke doctor -- python script.py` in a child process.
 
-BOOTSTRAP = ["-m", "stoke.diagnosis.bootstrap"]
+BOOTSTRAP = ["-m", "stoke.diagnosis.run.bootstrap"]
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import stoke
-from stoke.autotune import AutoPool, Tuner, TunerSettings
+from stoke.autotune.tuner import AutoPool, Tuner, TunerSettings
 
 
 def sleepy(sample):
@@ -115,8 +115,8 @@ def tune(sim, kinds=("thread", "process"), batches=3000, cores=None, **kwargs):
                   settings=kwargs.pop("settings", QUICK), clock=sim.clock, **kwargs)
     sim.running = tuner.config
     tuner.attach(sim)
-    layout = stoke.structure.BatchLayout.from_sample([np.zeros(4, np.float32)],
-                                                     stoke.structure.flatten(0)[0], 32)
+    layout = stoke.data.structure.BatchLayout.from_sample([np.zeros(4, np.float32)],
+                                                     stoke.data.structure.flatten(0)[0], 32)
     tuner.ring_size(layout)
     sim.run(tuner, batches)
     return tuner

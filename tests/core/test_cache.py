@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import stoke
-from stoke.cache import CacheFullError
+from stoke.data.cache import CacheFullError
 from stoke.errors import SampleError
 
 N = 40

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from stoke.demo import measured_elsewhere, who_uses_the_cores
+from stoke.commands.demo import measured_elsewhere, who_uses_the_cores
 
 
 def test_the_line_names_the_cores_and_who_used_them():

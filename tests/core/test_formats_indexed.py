@@ -166,7 +166,7 @@ def test_webdataset_truncated_shard_is_named(tmp_path):
 
 
 def test_brace_pattern_is_lazy():
-    from stoke.formats.remote import BracePaths
+    from stoke.data.formats.remote import BracePaths
 
     paths = BracePaths("gs://b/shard-{000000..999999}.tar")
     assert len(paths) == 1_000_000

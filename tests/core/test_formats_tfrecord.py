@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import stoke
-from stoke.formats.tfrecord import write_tfrecord
+from stoke.data.formats.tfrecord import write_tfrecord
 from tests.core.formats_helpers import example_id, raw_id, record_bytes, write_tfrecords_with_tf
 
 REPO = Path(__file__).resolve().parents[2]
@@ -137,7 +137,7 @@ def test_shard_splits_whole_files_across_hosts(tf_files):
 
 def test_shard_order_reads_few_files_at_a_time():
     """Interleave of cycle_length shards: a window of the order touches about that many."""
-    from stoke.shard_plan import ShardOrder
+    from stoke.data.shard_plan import ShardOrder
 
     order = ShardOrder(tuple([100] * 20), cycle_length=4, buffer_size=0)
     got = order.order(seed=0, epoch=0, shuffle=True)

@@ -1,4 +1,4 @@
-"""stoke.mix: exact weighted shares, exactly once within each source's epoch, the same
+"""stoke.data.mix: exact weighted shares, exactly once within each source's epoch, the same
 order for every executor and worker count, resumable mid-epoch, each source's own rng."""
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from stoke.diagnosis.nvml import NvmlReader
+from stoke.diagnosis.measure.nvml import NvmlReader
 from stoke.nvml import NOT_INSTALLED, NvmlUnavailable, session, start, text
 
 HAS_BINDINGS = importlib.util.find_spec("pynvml") is not None

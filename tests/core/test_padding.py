@@ -191,21 +191,21 @@ def test_pad_to_multiple_of_rounds_the_width_up(executor):
 
 
 def test_lengths_of_a_large_source_come_from_worker_processes(monkeypatch):
-    import stoke.buckets
+    import stoke.data.buckets
 
     computed_in_workers = []
-    original = stoke.buckets.LengthTable._compute_in_workers
+    original = stoke.data.buckets.LengthTable._compute_in_workers
 
     def spy(self, source):
         computed_in_workers.append(len(source))
         return original(self, source)
 
-    monkeypatch.setattr(stoke.buckets.LengthTable, "_compute_in_workers", spy)
-    monkeypatch.setattr(stoke.buckets, "PARALLEL_FROM", 10)
+    monkeypatch.setattr(stoke.data.buckets.LengthTable, "_compute_in_workers", spy)
+    monkeypatch.setattr(stoke.data.buckets, "PARALLEL_FROM", 10)
     pipe = text_pipe().shuffle(5).bucket_by_length(raw_length, BOUNDARIES, SIZES)
     len(pipe)  # the lengths are computed now, once
     assert computed_in_workers == [len(LENGTHS)]
-    monkeypatch.setattr(stoke.buckets, "PARALLEL_FROM", 10**9)
+    monkeypatch.setattr(stoke.data.buckets, "PARALLEL_FROM", 10**9)
     serial = text_pipe().shuffle(5).bucket_by_length(raw_length, BOUNDARIES, SIZES)
     assert [b["id"].tolist() for b in pipe.iter(executor="inline", copy=True)] == \
         [b["id"].tolist() for b in serial.iter(executor="inline", copy=True)]

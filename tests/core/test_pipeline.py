@@ -70,7 +70,7 @@ def test_rng_and_order_do_not_depend_on_executor(executor, workers):
 
 
 def test_sample_rng_is_a_function_of_its_coordinates_only():
-    from stoke.program import sample_rng
+    from stoke.data.program import sample_rng
 
     fresh = sample_rng(7, 1, 5, 0).random(6)
     sample_rng(7, 1, 4, 0).standard_normal(1001)  # another sample leaves the generator mid-block

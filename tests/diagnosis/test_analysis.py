@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from stoke.diagnosis.analysis import (
+from stoke.diagnosis.judge.analysis import (
     DIAGNOSIS_SCHEMA_VERSION,
     VERDICTS,
     analyse,

@@ -7,8 +7,8 @@ import ast
 
 import pytest
 
-from stoke.diagnosis.analysis import analyse
-from stoke.diagnosis.findings import FINDING_CHECKS, FINDING_IDS, SEVERITIES, Finding
+from stoke.diagnosis.judge.analysis import analyse
+from stoke.diagnosis.judge.findings import FINDING_CHECKS, FINDING_IDS, SEVERITIES, Finding
 from stoke.diagnosis.record import ProbeResult
 from tests.diagnosis import synthetic
 from tests.diagnosis.synthetic import make_record
@@ -277,8 +277,7 @@ def test_input_bound_fix_per_kind_parses_and_names_stoke(kind):
 
 
 def test_a_broken_check_warns_and_the_others_still_run(monkeypatch):
-    from stoke.diagnosis import analysis
-
+    from stoke.diagnosis.judge import analysis
     def broken(record, diagnosis):
         raise KeyError("surprise")
 
@@ -326,7 +325,7 @@ def test_stoke_gain_on_these_cores_counts_cores_model_and_other_processes():
     (measured alone), trainer 0.28 ms of CPU per sample (measured in the input-free window).
     Free machine: 2 / 1.34 ms = 1,497 samples/s; with 0.9 core taken by others 1.1 / 1.34 ms
     = 823 samples/s. Never more than the input made free."""
-    from stoke.diagnosis.findings import stoke_gain_on_these_cores
+    from stoke.diagnosis.judge.findings import stoke_gain_on_these_cores
 
     def diagnose(other_pct):
         record = make_record(wait_s=0.0658, step_s=0.0823, batch_size=64, cores=2,

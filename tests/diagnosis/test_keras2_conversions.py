@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stoke.diagnosis import bootstrap
-from stoke.diagnosis.recorder import DoctorOptions, Recorder
+from stoke.diagnosis.measure.recorder import DoctorOptions, Recorder
+from stoke.diagnosis.run import bootstrap
 from stoke.legacy import shim
 
 

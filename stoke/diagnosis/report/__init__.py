@@ -1,7 +1,7 @@
 """Renderers of a diagnosis: terminal (rich), JSON (the public schema), single-file HTML.
 
-Renderers only read a :class:`~stoke.diagnosis.analysis.Diagnosis`; the numbers come from
-:mod:`stoke.diagnosis.analysis`. One renderer per module:
+Renderers only read a :class:`~stoke.diagnosis.judge.analysis.Diagnosis`; the numbers come from
+:mod:`stoke.diagnosis.judge.analysis`. One renderer per module:
 
     diagnosis = analyse(record)
     render_terminal(diagnosis)

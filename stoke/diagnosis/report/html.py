@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from stoke.diagnosis.analysis import DIAGNOSIS_SCHEMA_VERSION, Diagnosis
-from stoke.diagnosis.findings import Finding
+from stoke.diagnosis.judge.analysis import DIAGNOSIS_SCHEMA_VERSION, Diagnosis
+from stoke.diagnosis.judge.findings import Finding
 from stoke.diagnosis.report._format import (
     SEVERITY_COLOURS,
     VERDICT_COLOURS,

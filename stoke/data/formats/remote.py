@@ -1,0 +1,285 @@
+"""Paths and bytes, local or remote: the one place stoke touches files of record formats.
+
+A path is local (``/data/x.tfrecord``, ``file:///data/...``) or an fsspec URL (``gs://``,
+``s3://``, ``https://``, ...). :func:`expand_paths` turns what a user wrote into a sequence
+of paths: a list as given, a brace pattern (``shard-{000..099}.tar``, ``{train,val}``)
+expanded *lazily* (path ``i`` is computed, never listed, so a million-shard pattern costs
+nothing to ship to workers), or a glob. :class:`ByteReader` reads byte ranges: ``os.pread``
+on cached descriptors for local files, fsspec (imported only here, and only for remote
+paths) for URLs, with a per-process thread pool so that the ranges of a whole chunk are in
+flight together and request latency overlaps. Network errors become
+:class:`~stoke.data.formats.base.RecordError` naming the URL; no request waits longer than
+``connect_timeout_s`` to connect.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from stoke.data.formats.base import RecordError
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+CONNECT_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 4.0  # no byte for this long: not answering (fsspec may try twice)
+IO_THREADS = 16
+OPEN_FILES = 64
+
+_BRACE = re.compile(r"\{([^{}]*)\}")
+_RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
+
+
+def is_remote(path: str) -> bool:
+    """True for fsspec URLs other than ``file://``."""
+    scheme, sep, _ = path.partition("://")
+    return bool(sep) and scheme not in ("file", "local")
+
+
+def local_path(path: str) -> str:
+    return path[len("file://"):] if path.startswith("file://") else path
+
+
+class BracePaths(Sequence):
+    """``shard-{000..099}.tar`` or ``{train,val}-{0..9}.rec`` as a sequence computed on
+    demand: ``len()`` is the product of the alternatives, ``paths[i]`` is built from ``i``.
+    Numeric ranges keep the zero padding of the wider bound (``{000..099}``)."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self.literals: list[str] = []
+        self.choices: list[tuple] = []  # ("range", start, step, count, width) | ("list", items)
+        position = 0
+        for match in _BRACE.finditer(pattern):
+            self.literals.append(pattern[position:match.start()])
+            body = match.group(1)
+            numeric = _RANGE.match(body)
+            if numeric:
+                a, b = numeric.group(1), numeric.group(2)
+                start, stop = int(a), int(b)
+                width = max(len(a), len(b)) if (a.startswith("0") or b.startswith("0")) else 0
+                step = 1 if stop >= start else -1
+                self.choices.append(("range", start, step, abs(stop - start) + 1, width))
+            elif "," in body:
+                self.choices.append(("list", body.split(",")))
+            else:
+                raise ValueError(
+                    f"cannot expand {{{body}}} in {pattern!r}: use {{000..099}} for a numeric "
+                    "range or {a,b,c} for alternatives.")
+            position = match.end()
+        self.literals.append(pattern[position:])
+        self.sizes = [c[3] if c[0] == "range" else len(c[1]) for c in self.choices]
+        self.length = 1
+        for size in self.sizes:
+            self.length *= size
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self.length))]
+        index = int(index)
+        if index < 0:
+            index += self.length
+        if not 0 <= index < self.length:
+            raise IndexError(f"path {index} of {self.length} in {self.pattern!r}")
+        digits = []
+        for size in reversed(self.sizes):
+            index, digit = divmod(index, size)
+            digits.append(digit)
+        digits.reverse()
+        out = [self.literals[0]]
+        for choice, digit, literal in zip(self.choices, digits, self.literals[1:]):
+            if choice[0] == "range":
+                _, start, step, _, width = choice
+                value = start + step * digit
+                out.append(f"{value:0{width}d}" if width else str(value))
+            else:
+                out.append(choice[1][digit])
+            out.append(literal)
+        return "".join(out)
+
+    def __repr__(self) -> str:
+        return f"BracePaths({self.pattern!r}, {self.length} paths)"
+
+
+def expand_paths(spec: Any, what: str) -> Sequence[str]:
+    """A list of paths, a brace pattern (lazy), a glob (local or remote), a local folder
+    (its files, sorted) or one path.
+
+    Raises ``FileNotFoundError`` naming the pattern when nothing matches."""
+    if isinstance(spec, (str, os.PathLike)):
+        pattern = os.fspath(spec)
+        if _BRACE.search(pattern):
+            paths = BracePaths(pattern)
+            return paths
+        if not is_remote(pattern) and os.path.isdir(local_path(pattern)):
+            folder = local_path(pattern)
+            found = sorted(os.path.join(folder, name) for name in os.listdir(folder)
+                           if os.path.isfile(os.path.join(folder, name)))
+            if not found:
+                raise FileNotFoundError(f"{what} found no files in the folder {pattern!r}.")
+            return found
+        if any(c in pattern for c in "*?["):
+            found = _glob(pattern)
+            if not found:
+                raise FileNotFoundError(
+                    f"{what} found no files for {pattern!r}. Give a glob such as "
+                    "'data/train-*.tfrecord', a brace pattern 'shard-{000..099}.tar', or a "
+                    "list of paths.")
+            return found
+        return [pattern]
+    paths = [os.fspath(p) for p in spec]
+    if not paths:
+        raise FileNotFoundError(f"{what} got an empty list of paths.")
+    return paths
+
+
+def _glob(pattern: str) -> list[str]:
+    if not is_remote(pattern):
+        return sorted(glob.glob(local_path(pattern), recursive=True))
+    fs, _ = filesystem(pattern)
+    protocol = pattern.split("://", 1)[0]
+    found = sorted(fs.glob(pattern))
+    return [p if "://" in p else f"{protocol}://{p}" for p in found]
+
+
+def filesystem(url: str, storage_options: dict | None = None):
+    """The fsspec filesystem of ``url`` (with connect/read timeouts for HTTP)."""
+    import fsspec.core
+
+    options = dict(storage_options or {})
+    if url.startswith(("http://", "https://")) and "client_kwargs" not in options:
+        import aiohttp
+
+        options["client_kwargs"] = {"timeout": aiohttp.ClientTimeout(
+            total=None, connect=CONNECT_TIMEOUT_S, sock_connect=CONNECT_TIMEOUT_S,
+            sock_read=READ_TIMEOUT_S)}
+    fs, _ = fsspec.core.url_to_fs(url, **options)
+    return fs, url
+
+
+def unreachable(path: str, exc: BaseException) -> RecordError:
+    return RecordError(
+        f"could not read {path}: {type(exc).__name__}: {exc}. Check the URL, the network and "
+        "the credentials (fsspec storage_options=...).")
+
+
+class ByteReader:
+    """Byte ranges of local files and URLs, per process; nothing open is pickled.
+
+    ``read(path, start, end)`` reads one range now; ``submit`` starts one in the background
+    (a pool of ``IO_THREADS`` threads, for remote paths) and returns a future."""
+
+    def __init__(self, storage_options: dict | None = None) -> None:
+        self.storage_options = dict(storage_options or {})
+        self._setup()
+
+    def _setup(self) -> None:
+        self._fds: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._fs: dict[str, Any] = {}
+
+    def __getstate__(self) -> dict:
+        return {"storage_options": self.storage_options}
+
+    def __setstate__(self, state: dict) -> None:
+        self.storage_options = state["storage_options"]
+        self._setup()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        fds = getattr(self, "_fds", {})
+        for fd in fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        fds.clear()
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    # -- local --------------------------------------------------------------------------
+    def _fd(self, path: str) -> int:
+        with self._lock:
+            fd = self._fds.get(path)
+            if fd is not None:
+                self._fds.move_to_end(path)
+                return fd
+            fd = os.open(local_path(path), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            self._fds[path] = fd
+            while len(self._fds) > OPEN_FILES:
+                _, old = self._fds.popitem(last=False)
+                os.close(old)
+            return fd
+
+    # -- remote -------------------------------------------------------------------------
+    def fs(self, path: str):
+        protocol = path.split("://", 1)[0]
+        fs = self._fs.get(protocol)
+        if fs is None:
+            fs, _ = filesystem(path, self.storage_options)
+            self._fs[protocol] = fs
+        return fs
+
+    # -- reading ------------------------------------------------------------------------
+    def size(self, path: str) -> int:
+        if not is_remote(path):
+            return os.path.getsize(local_path(path))
+        try:
+            return int(self.fs(path).size(path))
+        except Exception as exc:  # noqa: BLE001 - said with the URL
+            raise unreachable(path, exc) from exc
+
+    def read(self, path: str, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of ``path`` (fewer only at the end of the file)."""
+        if not is_remote(path):
+            return os.pread(self._fd(path), end - start, start)
+        try:
+            return self.fs(path).cat_file(path, start=start, end=end)
+        except Exception as exc:  # noqa: BLE001 - said with the URL
+            raise unreachable(path, exc) from exc
+
+    def submit(self, path: str, start: int, end: int) -> Future:
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="stoke-io")
+        return self._pool.submit(self.read, path, start, end)
+
+    def open(self, path: str, block_size: int = 8 << 20):
+        """A file object for a sequential pass (indexing)."""
+        if not is_remote(path):
+            return open(local_path(path), "rb")  # noqa: SIM115 - the caller closes it
+        try:
+            return self.fs(path).open(path, "rb", block_size=block_size, cache_type="readahead")
+        except Exception as exc:  # noqa: BLE001 - said with the URL
+            raise unreachable(path, exc) from exc
+
+
+def coalesce(spans: list[tuple[int, int, int]], max_gap: int) -> list[tuple[int, int, list[int]]]:
+    """Merge ``(start, end, key)`` spans of one file that lie within ``max_gap`` bytes of
+    each other: ``(start, end, keys)`` ranges, each fetched by one request."""
+    merged: list[tuple[int, int, list[int]]] = []
+    for start, end, key in sorted(spans):
+        if merged and start - merged[-1][1] <= max_gap:
+            s, e, keys = merged[-1]
+            merged[-1] = (s, max(e, end), [*keys, key])
+        else:
+            merged.append((start, end, [key]))
+    return merged
+
+
+__all__ = ["BracePaths", "ByteReader", "coalesce", "expand_paths", "is_remote"]

@@ -1,0 +1,888 @@
+"""From a run record to a diagnosis: the verdict, the numbers behind it, and the findings.
+
+This module owns the arithmetic of the doctor: which steps count (the steady state), how much
+of a step is spent waiting for input, the bound the two probes give, the speedup predicted
+if the input stopped being the bottleneck, and the verdict. The findings themselves (causes,
+evidence, fixes) live in :mod:`stoke.diagnosis.judge.findings`; the probes that fill the record and
+the renderers that print the diagnosis live elsewhere. Everything here is pure: a
+:class:`~stoke.diagnosis.record.RunRecord` in, a :class:`Diagnosis` out, no Keras, no clock.
+
+    record = RunRecord.load("run.json")
+    diagnosis = analyse(record)
+    diagnosis.verdict              # "input-bound"
+    diagnosis.predicted_speedup    # 3.4
+    diagnosis.to_json_dict()       # the public, versioned JSON form
+
+**Steady state.** Steps are taken in time order. Steps the probes flagged ``warmup`` (the first
+steps of each ``fit``: tracing, compilation, worker start-up) are dropped; in a record without
+flags, the first ``WARMUP_STEPS`` steps of the first epoch are. Of the rest, a step whose
+compute time (``step_s - wait_s``) exceeds both ``COMPILE_OUTLIER_FACTOR`` times the median
+and the median plus ``COMPILE_OUTLIER_MIN_S`` (for a step synchronised with the device, that
+limit times the steps since the previous synchronised one: it carries their queued device
+work) is a (re)compilation - the last, smaller batch of
+an epoch triggers one on JAX and TensorFlow - and is dropped too, unless such steps are more
+than ``MAX_OUTLIER_SHARE`` of the run, in which case they are the run and stay. Waits at the
+start of later epochs stay in: the user pays them every epoch. When steps were synchronised
+with the device now and then (``StepSample.synced``), only the window from the first synced
+step's end to the last synced step's end is kept (if it holds at least half the steps): under
+asynchronous dispatch that is the window whose sums are exact.
+
+**Verdict** (XProf's vocabulary and thresholds, over the steady state):
+``input_wait_fraction = sum(wait_s) / sum(step_s)``; at least 20% -> ``input-bound``;
+5-20% -> ``partly-input-bound``; below 5% -> ``compute-bound``, or ``overhead-bound`` when
+the measurements show that host work, not the device, fills the step (see
+:func:`overhead_signals`). ``unknown`` when the record holds no usable step.
+
+**Predicted speedup** if the input were no longer the bottleneck. A step takes about
+``max(model, input) + exposed overhead``; with the input hidden, what is left is the time the
+trainer spends not waiting, and never less than the model needs on its own::
+
+    no_wait_step_s    = the input-free window's step     # measured, when it ran, else
+                      = typical (step_s - wait_s)       # see no_wait_step_s: mean or median
+    model_step_s      = batch_size / model_alone        # the model-alone probe, if run
+    predicted_step_s  = max(no_wait_step_s, model_step_s)
+    predicted_speedup = max(1.0, mean step_s / predicted_step_s)
+    predicted_throughput = throughput * predicted_speedup
+    # i.e. predicted_throughput = min(no-wait throughput, model_alone)
+
+The input-free window (:mod:`stoke.diagnosis.measure.input_free`) times a few of the run's own
+steps fed a cached batch: everything ``fit`` does per step but the input, the quantity the
+prediction needs. Without it the no-wait step comes from the run's steps less their waits,
+which runs long right after long waits (cold caches, idle cores) - several times too long for
+small models. Without the model-alone probe the no-wait estimate stands alone; on backends that dispatch
+asynchronously (JAX, TensorFlow) the device may run during the wait, so the compute time of
+steps measured after a device sync (``StepSample.synced``) is used when it is longer. Working
+in step time also holds when batch sizes were not recorded.
+
+**Unmeasurable wait.** When the record says ``input["wait_measured"] is False`` or
+``input["wait_method"] == "none"`` (a native tf.data pipeline's ``next()`` runs inside a
+``tf.function``), the wait is estimated from the probes (:func:`wait_fraction_from_probes`);
+``input_wait_source`` says where the number came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from stoke.diagnosis.judge.findings import FINDING_CHECKS, SEVERITIES, Finding, in_memory_input
+from stoke.diagnosis.record import RunRecord, StepSample, SystemSample
+
+DIAGNOSIS_SCHEMA_VERSION = 1
+
+VERDICTS = ("input-bound", "partly-input-bound", "compute-bound", "overhead-bound", "unknown")
+
+# XProf: input wait of at least 20% of the step is input-bound, 5-20% partly.
+INPUT_BOUND_WAIT_FRACTION = 0.20
+PARTLY_INPUT_BOUND_WAIT_FRACTION = 0.05
+
+WARMUP_STEPS = 2
+COMPILE_OUTLIER_FACTOR = 10.0
+COMPILE_OUTLIER_MIN_S = 0.2
+MAX_OUTLIER_SHARE = 0.10
+
+# overhead-bound: the device (or the model on its own) accounts for less than this share of
+# the step although the trainer is not waiting for input.
+OVERHEAD_DEVICE_SHARE = 0.5
+
+# Removing a wait of w can make a step at most 1/(1 - w) faster; the input-free window may
+# find the trainer's own work a little faster still (warm caches once it stops waiting), so
+# the prediction may exceed that by this factor and no more (issue 14: <= 1.3/(1 - wait)).
+WAIT_CAP_MARGIN = 1.3
+# The input alone is "the limit" only when it makes fewer than this many times the samples/s
+# the model takes without waiting; 5x faster and the wait has another cause.
+INPUT_LIMIT_FACTOR = 5.0
+
+
+@dataclass(frozen=True)
+class SteadyState:
+    """Which steps the numbers are computed over, and why the others were left out."""
+
+    steps_total: int
+    steps_used: int
+    warmup_dropped: tuple[tuple[int, int], ...] = ()  # (epoch, step) of each
+    outliers_dropped: tuple[tuple[int, int], ...] = ()  # (epoch, step): compilations
+    unsynced_trimmed: int = 0  # steps outside the first-to-last synced step window
+    t_start_s: float | None = None  # the steady window, in record time
+    t_end_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Bound:
+    """Where a steady step's time goes, and what the probes say each side could do alone.
+
+    ``limited_by`` is ``"input"``, ``"model"``, ``"overhead"`` or ``"unknown"``. Per-step
+    times are means over the steady state; probe times are per batch of ``batch_size``.
+    """
+
+    limited_by: str
+    batch_size: float | None
+    step_s: float | None
+    wait_s: float | None
+    compute_s: float | None
+    model_alone_step_s: float | None = None
+    input_alone_step_s: float | None = None
+    no_wait_throughput: float | None = None
+
+
+@dataclass(frozen=True)
+class CpuSummary:
+    """Host load over the steady window, in cores (1.0 = one core fully busy)."""
+
+    cores: int
+    self_cores: float  # median, this run and its children
+    other_cores: float  # median, every other process on the machine
+    busy_fraction: float  # median share of all cores busy (0-1)
+    samples: int
+
+
+@dataclass(frozen=True)
+class GpuSummary:
+    """One GPU over the steady window."""
+
+    index: int
+    kernel_active_pct: float  # median of NVML's utilization.gpu
+    memory_used_fraction_peak: float
+    memory_total_bytes: int
+    samples: int
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The one model behind every speedup the doctor prints (headline, findings, JSON).
+
+    ``if_input_free``: the step with the input made free (the input-free window, else the
+    steps less their waits), never faster than the model alone, and never more than
+    ``WAIT_CAP_MARGIN / (1 - wait)`` (``capped`` says it was cut there). ``with_stoke_here``:
+    what stoke's workers can reach on the cores this run may use, sharing them with the
+    trainer (``shared_cores`` holds the numbers: cores, taken by others, the trainer's and the
+    input's CPU seconds per sample and where each came from). ``unmeasured``: the figures the
+    prediction had to do without, each in words with what that costs; ``confidence``
+    ("high", "medium", "low") falls with each.
+    """
+
+    if_input_free: float | None
+    with_stoke_here: float | None
+    wait_cap: float | None
+    capped: bool
+    confidence: str
+    unmeasured: tuple[str, ...] = ()
+    shared_cores: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """The doctor's answer for one run. Build it with :func:`analyse`."""
+
+    verdict: str
+    verdict_reason: str
+    input_wait_fraction: float | None
+    throughput: float | None  # samples/s, steady state; None when batch sizes are unknown
+    predicted_throughput: float | None
+    predicted_speedup: float | None  # >= 1.0 whenever there are steps
+    model_alone: float | None  # samples/s, probe
+    input_alone: float | None  # samples/s, probe
+    bound: Bound
+    steady: SteadyState
+    cpu: CpuSummary | None
+    gpus: tuple[GpuSummary, ...]
+    doctor_overhead_fraction: float | None
+    overhead_signals: tuple[str, ...] = ()
+    # "measured" (timed), "model-alone-estimate" (the probes set wait_s = step_s - model step),
+    # "probes" (estimated here, see wait_fraction_from_probes), "unmeasured"
+    input_wait_source: str = "measured"
+    findings: tuple[Finding, ...] = ()
+    prediction: Prediction | None = None
+    # the input alone makes fewer than INPUT_LIMIT_FACTOR x the no-wait samples/s (None: the
+    # input-alone probe did not run, so it is not known)
+    input_is_limit: bool | None = None
+    record: RunRecord = field(default_factory=RunRecord, repr=False, compare=False)
+
+    @property
+    def input_wait_pct(self) -> float | None:
+        return None if self.input_wait_fraction is None else 100.0 * self.input_wait_fraction
+
+    def finding(self, finding_id: str) -> Finding | None:
+        return next((f for f in self.findings if f.id == finding_id), None)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The public JSON form (schema ``DIAGNOSIS_SCHEMA_VERSION``): plain types, no NaN.
+
+        Keys (add freely in later versions, never change a meaning without a new version):
+        ``schema_version``, ``record_schema_version``, ``units``; ``verdict`` (one of
+        ``VERDICTS``), ``verdict_reason``; ``input_wait_fraction`` (0-1) and
+        ``input_wait_source``; ``throughput``, ``predicted_throughput``, ``model_alone``,
+        ``input_alone`` (samples/s or null); ``predicted_speedup`` (>= 1 or null: the input
+        made free, capped at 1.3/(1 - wait)); ``predicted_speedup_with_stoke`` (stoke's
+        workers on the cores this run can use, shared with the trainer; >= 1 or null);
+        ``prediction`` (how both were made: cap, confidence, what was not measured, the
+        shared-cores numbers); ``input_is_limit`` (bool or null);
+        ``bound`` (``limited_by``, per-step ``step_s``/``wait_s``/``compute_s``, probe step
+        times); ``overhead_signals`` (sentences); ``doctor_overhead_fraction``;
+        ``steady_state`` (which steps count and which were left out); ``cpu`` and ``gpus``
+        (summaries over the steady window); ``findings`` (objects with ``id``, ``severity``,
+        ``category``, ``message``, ``fix``, ``fix_language``, ``evidence``,
+        ``expected_gain``), ordered as reported; and the record itself: ``steps``,
+        ``system``, ``probes``, ``meta``, ``input``, ``model``, ``env``, ``overhead``.
+        """
+        record = self.record
+        data = {
+            "schema_version": DIAGNOSIS_SCHEMA_VERSION,
+            "record_schema_version": record.schema_version,
+            "units": {
+                "throughput": "samples/s",
+                "time": "s",
+                "fractions": "0-1",
+                "pct": "0-100",
+                "bytes": "bytes",
+            },
+            "verdict": self.verdict,
+            "verdict_reason": self.verdict_reason,
+            "input_wait_fraction": self.input_wait_fraction,
+            "input_wait_source": self.input_wait_source,
+            "throughput": self.throughput,
+            "predicted_throughput": self.predicted_throughput,
+            "predicted_speedup": self.predicted_speedup,
+            "predicted_speedup_with_stoke": (
+                None if self.prediction is None else self.prediction.with_stoke_here
+            ),
+            "prediction": None if self.prediction is None else _asdict(self.prediction),
+            "input_is_limit": self.input_is_limit,
+            "model_alone": self.model_alone,
+            "input_alone": self.input_alone,
+            "bound": _asdict(self.bound),
+            "overhead_signals": list(self.overhead_signals),
+            "doctor_overhead_fraction": self.doctor_overhead_fraction,
+            "steady_state": _asdict(self.steady),
+            "cpu": None if self.cpu is None else _asdict(self.cpu),
+            "gpus": [_asdict(g) for g in self.gpus],
+            "findings": [f.to_json_dict() for f in self.findings],
+            "steps": [_asdict(s) for s in record.steps],
+            "system": [_asdict(s) for s in record.system],
+            "probes": {name: _asdict(p) for name, p in record.probes.items()},
+            "meta": record.meta,
+            "input": record.input,
+            "model": record.model,
+            "env": record.env,
+            "overhead": record.overhead,
+        }
+        return json_safe(data)
+
+
+def analyse(record: RunRecord) -> Diagnosis:
+    """Diagnose one run: steady state, verdict, bound, predicted speedup, then findings.
+
+    Each finding check sees the diagnosis so far (its ``findings`` hold those found before it,
+    in registry order). Findings are then ordered: for an input-bound run the input ones
+    (whose first fix is stoke) first, then by severity, then by registry order.
+    """
+    diagnosis = _measure(record)
+    found: list[Finding] = []
+    for check in FINDING_CHECKS:
+        try:
+            finding = check(record, replace(diagnosis, findings=tuple(found)))
+        except Exception as error:  # one broken check must not cost the user the whole report
+            warnings.warn(
+                f"stoke doctor: the {check.__name__} check failed on this run record and was "
+                f"skipped ({type(error).__name__}: {error}). Please report it with the record.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            continue
+        if finding is not None:
+            found.append(finding)
+    return replace(diagnosis, findings=order_findings(found, diagnosis.verdict))
+
+
+def order_findings(findings: Iterable[Finding], verdict: str) -> tuple[Finding, ...]:
+    input_first = verdict == "input-bound"
+    indexed = list(enumerate(findings))
+    indexed.sort(
+        key=lambda item: (
+            0 if input_first and item[1].category == "input" else 1,
+            SEVERITIES.index(item[1].severity),
+            item[0],
+        )
+    )
+    return tuple(f for _, f in indexed)
+
+
+def steady_steps(steps: Sequence[StepSample]) -> tuple[list[StepSample], SteadyState]:
+    """The steps that describe the run once it is warm (see the module docstring)."""
+    ordered = sorted((s for s in steps if s.step_s > 0), key=lambda s: (s.t_s, s.step))
+    if not ordered:
+        return [], SteadyState(steps_total=len(steps), steps_used=0)
+    flagged = [s for s in ordered if s.warmup]
+    if flagged and len(flagged) < len(ordered):
+        warmup = flagged  # the probes know which steps traced or compiled
+    else:
+        first_epoch = ordered[0].epoch
+        warmup_budget = min(WARMUP_STEPS, len(ordered) // 2)
+        warmup = [s for s in ordered if s.epoch == first_epoch][:warmup_budget]
+    warmup_ids = {id(s) for s in warmup}
+    candidates = [s for s in ordered if id(s) not in warmup_ids]
+    median_compute = statistics.median(_compute_s(s) for s in candidates)
+    limit = max(COMPILE_OUTLIER_FACTOR * median_compute, median_compute + COMPILE_OUTLIER_MIN_S)
+    outliers = [s for s, span in _sync_spans(candidates) if _compute_s(s) > limit * span]
+    if len(outliers) > MAX_OUTLIER_SHARE * len(candidates):
+        outliers = []  # that many slow steps are the run itself, not compilations
+    outlier_ids = {id(s) for s in outliers}
+    kept = [s for s in candidates if id(s) not in outlier_ids]
+    kept, trimmed = _between_syncs(kept)
+    steady = SteadyState(
+        steps_total=len(steps),
+        steps_used=len(kept),
+        warmup_dropped=tuple((s.epoch, s.step) for s in warmup),
+        outliers_dropped=tuple((s.epoch, s.step) for s in outliers),
+        unsynced_trimmed=trimmed,
+        t_start_s=min(s.t_s - s.step_s for s in kept),
+        t_end_s=max(s.t_s for s in kept),
+    )
+    return kept, steady
+
+
+def _sync_spans(steps: Sequence[StepSample]) -> list[tuple[StepSample, int]]:
+    """Each step with the number of steps whose device work it may carry: 1 for an unsynced
+    step; for a synced step, the steps since the previous synced one (itself included). Under
+    asynchronous dispatch a synced step waits for all the work queued since the last sync: a
+    compute-bound JAX run shows 0.4 ms steps and one 1 s step every 0.25 s, which is the run,
+    not a compilation."""
+    spans = []
+    since_sync = 0
+    for step in steps:
+        since_sync += 1
+        spans.append((step, since_sync if step.synced else 1))
+        if step.synced:
+            since_sync = 0
+    return spans
+
+
+def _between_syncs(kept: list[StepSample]) -> tuple[list[StepSample], int]:
+    """Under asynchronous dispatch only a window from one synced step's end to another's is
+    timed exactly (before it the device may still run older work, after it work is queued but
+    not done). Keep that window when there is one and it holds at least half the steps."""
+    synced = [i for i, s in enumerate(kept) if s.synced]
+    if len(synced) < 2:
+        return kept, 0
+    window = kept[synced[0] + 1 : synced[-1] + 1]
+    if len(window) < len(kept) / 2:
+        return kept, 0
+    return window, len(kept) - len(window)
+
+
+def overhead_signals(
+    record: RunRecord,
+    throughput: float | None,
+    step_s: float | None,
+    gpus: Sequence[GpuSummary],
+) -> tuple[str, ...]:
+    """Measured reasons to believe host work, not the device, fills the step.
+
+    Each signal is a sentence with its numbers; any one is enough for ``overhead-bound``
+    when the run is not waiting for input:
+
+    - the model-alone probe found a batch-size-independent cost per step
+      (``detail["fixed_s_per_step"]``) of at least half the steady step: the step is mostly
+      fixed per-step cost (dispatch, Python), not work that grows with the batch;
+    - the model-alone probe measured the device time of a step (``detail["device_s_per_batch"]``)
+      at less than half the steady step;
+    - the run reaches less than half the model-alone throughput: the step is more than twice
+      what the model needs on a cached batch, and the rest is neither input wait nor the
+      model (callbacks, logging, Python around the step, synchronisation);
+    - on a GPU run, the busiest GPU ran kernels less than half the time (NVML kernel-active).
+    """
+    signals: list[str] = []
+    model_probe = record.probes.get("model_alone")
+    detail = model_probe.detail if model_probe is not None else {}
+    fixed_s = _number(detail.get("fixed_s_per_step"))
+    if fixed_s is not None and step_s and fixed_s >= OVERHEAD_DEVICE_SHARE * step_s:
+        signals.append(
+            f"fixed per-step cost {fixed_s * 1e3:.2f} ms is {fixed_s / step_s:.0%} of the "
+            f"{step_s * 1e3:.2f} ms step"
+        )
+    device_s = _number(detail.get("device_s_per_batch"))
+    if device_s is not None and step_s and device_s < OVERHEAD_DEVICE_SHARE * step_s:
+        signals.append(
+            f"the device works {device_s * 1e3:.2f} ms of the {step_s * 1e3:.2f} ms step "
+            f"({device_s / step_s:.0%})"
+        )
+    model_alone = _probe_rate(record, "model_alone")
+    if model_alone and throughput and throughput < OVERHEAD_DEVICE_SHARE * model_alone:
+        signals.append(
+            f"the run makes {throughput:,.0f} samples/s, {throughput / model_alone:.0%} of the "
+            f"{model_alone:,.0f} samples/s the model reaches alone on a cached batch"
+        )
+    gpus_used = _number(record.env.get("gpus_used"))
+    model_on_cpu = record.model.get("device") == "cpu" or gpus_used == 0
+    if gpus and not model_on_cpu:
+        busiest = max(gpus, key=lambda g: g.kernel_active_pct)
+        if busiest.kernel_active_pct < 100.0 * OVERHEAD_DEVICE_SHARE:
+            signals.append(
+                f"GPU {busiest.index} ran kernels {busiest.kernel_active_pct:.0f}% of the time "
+                "(NVML kernel-active) while the trainer was not waiting for input"
+            )
+    return tuple(signals)
+
+
+def no_wait_step_s(kept: Sequence[StepSample], wait_fraction: float) -> float:
+    """The typical time of a step spent not waiting for input: what a step would take if the
+    input were free, before the model-alone bound.
+
+    The mean when the trainer barely waits (below 5%: then there is nothing to remove). When
+    it does wait, the median: the trainer's own work right after a long wait runs slower (cold
+    caches, a core that went idle, GIL hand-offs with loader threads), and that inflation
+    leaves with the wait; the median is robust to it, the mean is not. Measured on a JAX run
+    fed by a 20 ms generator: mean 0.95 ms, median 0.79 ms, and 0.48 ms once the wait was gone.
+    """
+    if not kept:
+        return 0.0
+    computes = [_compute_s(s) for s in kept]
+    if wait_fraction < PARTLY_INPUT_BOUND_WAIT_FRACTION:
+        return statistics.fmean(computes)
+    return statistics.median(computes)
+
+
+def input_free_step_s(record: RunRecord) -> float | None:
+    """The step time of the input-free window (:mod:`stoke.diagnosis.measure.input_free`), per
+    train-function call, when it ran."""
+    probe = record.probes.get("input_free")
+    if probe is None:
+        return None
+    value = _number(probe.detail.get("s_per_step"))
+    return value if value and value > 0 else None
+
+
+def _synced_compute_s(kept: Sequence[StepSample], wait_fraction: float) -> float:
+    """Steps timed after a device sync include the device work the wait may hide under
+    asynchronous dispatch: without a model-alone probe they bound the no-wait step from below."""
+    synced = [s for s in kept if s.synced]
+    return no_wait_step_s(synced, wait_fraction) if synced else 0.0
+
+
+def wait_fraction_from_probes(
+    throughput: float | None,
+    model_alone: float | None,
+    input_alone: float | None,
+    prefetch: bool | None,
+) -> float | None:
+    """The input wait when it cannot be timed (a native tf.data pipeline runs its ``next()``
+    inside a ``tf.function``), from the probes, as a share of the step.
+
+    Per sample, the input costs ``1/input_alone`` and the model ``1/model_alone``. Without
+    prefetch they run one after the other, so the wait is the whole input cost:
+    ``throughput / input_alone``. With prefetch they overlap, and only the input's excess over
+    the model shows: ``throughput / input_alone - throughput / model_alone``. Clamped to 0-1;
+    ``None`` when the probes needed are missing.
+    """
+    if not throughput or not input_alone:
+        return None
+    if prefetch is False:
+        estimate = throughput / input_alone
+    elif model_alone:
+        estimate = throughput / input_alone - throughput / model_alone
+    else:
+        return None
+    return min(1.0, max(0.0, estimate))
+
+
+def summarise_cpu(record: RunRecord, samples: Sequence[SystemSample]) -> CpuSummary | None:
+    if not samples:
+        return None
+    cores = _number(record.meta.get("cpu_count")) or max(len(s.cpu_per_core_pct) for s in samples)
+    cores = max(1, int(cores))
+    busy = [
+        (sum(s.cpu_per_core_pct) / (100.0 * len(s.cpu_per_core_pct)))
+        if s.cpu_per_core_pct
+        else (s.cpu_self_pct + s.cpu_other_pct) / (100.0 * cores)
+        for s in samples
+    ]
+    return CpuSummary(
+        cores=cores,
+        self_cores=statistics.median(s.cpu_self_pct for s in samples) / 100.0,
+        other_cores=statistics.median(s.cpu_other_pct for s in samples) / 100.0,
+        busy_fraction=min(1.0, statistics.median(busy)),
+        samples=len(samples),
+    )
+
+
+def summarise_gpus(samples: Sequence[SystemSample]) -> tuple[GpuSummary, ...]:
+    by_index: dict[int, list] = {}
+    for sample in samples:
+        for gpu in sample.gpus:
+            by_index.setdefault(gpu.index, []).append(gpu)
+    summaries = []
+    for index in sorted(by_index):
+        readings = by_index[index]
+        total = max(g.memory_total_bytes for g in readings)
+        summaries.append(
+            GpuSummary(
+                index=index,
+                kernel_active_pct=statistics.median(g.kernel_active_pct for g in readings),
+                memory_used_fraction_peak=(
+                    max(g.memory_used_bytes for g in readings) / total if total else 0.0
+                ),
+                memory_total_bytes=total,
+                samples=len(readings),
+            )
+        )
+    return tuple(summaries)
+
+
+def doctor_overhead_fraction(record: RunRecord) -> float | None:
+    """The doctor's own cost as a share of step time: as the probes reported it, else derived."""
+    overhead = record.overhead
+    fraction = _number(overhead.get("fraction_of_step"))
+    if fraction is not None:
+        return fraction
+    step_times = [s.step_s for s in record.steps if s.step_s > 0]
+    if not step_times:
+        return None
+    per_step = _number(overhead.get("doctor_s_per_step"))
+    if per_step is not None:
+        return per_step / statistics.fmean(step_times)
+    total = _number(overhead.get("doctor_s_total"))
+    if total is not None:
+        return total / sum(step_times)
+    return None
+
+
+def json_safe(value: Any) -> Any:
+    """Plain JSON types only: NaN and infinities become null, tuples lists, keys strings."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [json_safe(v) for v in value]
+    number = _number(value)  # numpy scalars and the like
+    if number is not None:
+        return json_safe(number)
+    return str(value)
+
+
+# -- internals -------------------------------------------------------------------------------
+
+
+def _measure(record: RunRecord) -> Diagnosis:
+    kept, steady = steady_steps(record.steps)
+    window = _window_samples(record.system, steady)
+    cpu = summarise_cpu(record, window)
+    gpus = summarise_gpus(window)
+    model_alone = _probe_rate(record, "model_alone")
+    input_alone = _probe_rate(record, "input_alone")
+    overhead_fraction = doctor_overhead_fraction(record)
+
+    if not kept:
+        return Diagnosis(
+            verdict="unknown",
+            verdict_reason=(
+                "no training step was measured: the script ended with an error before one finished"
+                if record.meta.get("error")
+                else "no training step was measured: the doctor measures model.fit() and "
+                "train_on_batch; custom training loops (GradientTape, jax.grad, a torch loop) "
+                "are not measured. Findings below come from the setup alone"
+            ),
+            input_wait_fraction=None,
+            throughput=None,
+            predicted_throughput=None,
+            predicted_speedup=None,
+            model_alone=model_alone,
+            input_alone=input_alone,
+            bound=Bound("unknown", None, None, None, None),
+            steady=steady,
+            cpu=cpu,
+            gpus=gpus,
+            doctor_overhead_fraction=overhead_fraction,
+            record=record,
+        )
+
+    samples = sum(s.batch_size for s in kept)
+    if samples <= 0:  # batch sizes not recorded per step: fall back on the configured one
+        samples = (_number(record.input.get("batch_size")) or 0.0) * len(kept)
+    total_step_s = sum(s.step_s for s in kept)
+    total_wait_s = sum(min(s.wait_s, s.step_s) for s in kept)
+    throughput = samples / total_step_s if samples > 0 else None
+
+    wait_source = "measured"
+    wait_method = record.input.get("wait_method")
+    if wait_method == "estimated-from-model-alone":
+        wait_source = "model-alone-estimate"  # the probes set wait_s = step_s - model step
+    elif record.input.get("wait_measured") is False or wait_method == "none":
+        estimate = wait_fraction_from_probes(
+            throughput, model_alone, input_alone, record.input.get("tf_data_prefetch")
+        )
+        wait_source = "unmeasured" if estimate is None else "probes"
+        if estimate is not None:
+            total_wait_s = estimate * total_step_s
+    wait_fraction = total_wait_s / total_step_s
+
+    # Predicted step after the fix: what is left without the wait, never less than the model
+    # needs alone. Same as min(no-wait throughput, model alone) in samples/s.
+    batch_size = samples / len(kept) if samples > 0 else None
+    step_s = total_step_s / len(kept)
+    if wait_source == "probes":  # per-step waits are not known, only their share
+        compute_s = step_s * (1.0 - wait_fraction)
+    else:
+        compute_s = no_wait_step_s(kept, wait_fraction)
+    model_step_s = batch_size / model_alone if (model_alone and batch_size) else 0.0
+    input_free_s = input_free_step_s(record)
+    if input_free_s is not None:
+        compute_s = input_free_s  # measured: the run's own steps with the input made free
+    elif not model_alone and wait_source == "measured":
+        compute_s = max(compute_s, _synced_compute_s(kept, wait_fraction))
+    predicted_step_s = max(compute_s, model_step_s)
+    predicted_speedup = max(1.0, step_s / predicted_step_s) if predicted_step_s > 0 else None
+    wait_cap = WAIT_CAP_MARGIN / (1.0 - wait_fraction) if wait_fraction < 0.999 else None
+    capped = bool(predicted_speedup and wait_cap and predicted_speedup > wait_cap)
+    if capped:
+        predicted_speedup = wait_cap
+    no_wait_throughput = batch_size / compute_s if (batch_size and compute_s > 0) else None
+    predicted_throughput = (
+        throughput * predicted_speedup if (throughput and predicted_speedup) else None
+    )
+    model_rate = min(r for r in (no_wait_throughput, model_alone) if r) if (
+        no_wait_throughput or model_alone) else None
+    input_is_limit = (
+        None if not (input_alone and model_rate) else input_alone < INPUT_LIMIT_FACTOR * model_rate
+    )
+    handover_only = input_is_limit is False and in_memory_input(record)
+    if handover_only:
+        # arrays in memory (or a tf.data pipeline with no map) many times faster than the
+        # model: what the trainer "waits" is handing the batch over, which every fix pays too
+        predicted_speedup = 1.0
+        predicted_throughput = throughput
+    prediction = _prediction(
+        record, cpu, wait_fraction, wait_source, throughput, predicted_throughput,
+        predicted_speedup, wait_cap, capped, batch_size, input_alone, model_alone,
+    )
+
+    signals = overhead_signals(record, throughput, step_s, gpus)
+    verdict, reason = _verdict(wait_fraction, signals)
+    if handover_only and wait_fraction >= PARTLY_INPUT_BOUND_WAIT_FRACTION:
+        # not the input's work: the per-step cost of taking a batch in (see the reason)
+        signals = (
+            f"{wait_fraction:.0%} of each step goes to taking in-memory batches that the input "
+            f"alone makes {input_alone / model_rate:.0f}x faster than the model uses them",
+            *signals,
+        )
+        verdict = "overhead-bound"
+        reason = f"the trainer spends {wait_fraction:.0%} of each step taking in its batch"
+    if wait_source == "probes":
+        reason += " (estimated from the probes: this input's wait cannot be timed directly)"
+    elif wait_source == "model-alone-estimate":
+        reason += " (estimated: step time minus the model-alone step; the pull runs in the graph)"
+    elif wait_source == "unmeasured":
+        reason += " (this input's wait cannot be timed directly, and no probe bounds it)"
+    if handover_only and wait_fraction >= PARTLY_INPUT_BOUND_WAIT_FRACTION:
+        reason += (
+            f"; but the input alone makes {input_alone / model_rate:.0f}x what the model takes: "
+            "that wait is the cost of handing each batch over, which no input fix removes"
+        )
+    limited_by = {
+        "input-bound": "input",
+        "partly-input-bound": "model",
+        "compute-bound": "model",
+        "overhead-bound": "overhead",
+    }[verdict]
+    bound = Bound(
+        limited_by=limited_by,
+        batch_size=batch_size,
+        step_s=step_s,
+        wait_s=total_wait_s / len(kept),
+        compute_s=(total_step_s - total_wait_s) / len(kept),
+        model_alone_step_s=batch_size / model_alone if (model_alone and batch_size) else None,
+        input_alone_step_s=batch_size / input_alone if (input_alone and batch_size) else None,
+        no_wait_throughput=no_wait_throughput,
+    )
+    return Diagnosis(
+        verdict=verdict,
+        verdict_reason=reason,
+        input_wait_fraction=wait_fraction,
+        throughput=throughput,
+        predicted_throughput=predicted_throughput,
+        predicted_speedup=predicted_speedup,
+        input_wait_source=wait_source,
+        model_alone=model_alone,
+        input_alone=input_alone,
+        bound=bound,
+        steady=steady,
+        cpu=cpu,
+        gpus=gpus,
+        doctor_overhead_fraction=overhead_fraction,
+        overhead_signals=signals,
+        prediction=prediction,
+        input_is_limit=input_is_limit,
+        record=record,
+    )
+
+
+def stoke_rate_on_shared_cores(
+    cores_free: float,
+    trainer_cpu_s_per_sample: float,
+    input_cpu_s_per_sample: float,
+    bound_rate: float,
+) -> float:
+    """Samples/s stoke can deliver when its workers and the trainer share ``cores_free``
+    cores: every sample costs the trainer ``trainer_cpu_s_per_sample`` and the input
+    ``input_cpu_s_per_sample`` CPU seconds, so ``rate * (trainer + input) <= cores_free``;
+    and never more than ``bound_rate`` (the input made free)."""
+    per_sample = trainer_cpu_s_per_sample + input_cpu_s_per_sample
+    if per_sample <= 0:
+        return bound_rate
+    return min(bound_rate, cores_free / per_sample)
+
+
+def _prediction(
+    record: RunRecord,
+    cpu: CpuSummary | None,
+    wait_fraction: float,
+    wait_source: str,
+    throughput: float | None,
+    predicted_throughput: float | None,
+    predicted_speedup: float | None,
+    wait_cap: float | None,
+    capped: bool,
+    batch_size: float | None,
+    input_alone: float | None,
+    model_alone: float | None,
+) -> Prediction:
+    """One prediction (see :class:`Prediction`): the headline's bound, and stoke on these
+    cores from the trainer's and the input's measured CPU per sample."""
+    unmeasured: list[str] = []
+    notes = record.meta.get("probe_notes") or {}
+    waits = wait_fraction >= PARTLY_INPUT_BOUND_WAIT_FRACTION  # else nothing to predict
+    if wait_source != "measured":
+        unmeasured.append(
+            "the wait itself (this input's next() cannot be timed): estimated from the probes"
+            if wait_source in ("probes", "model-alone-estimate")
+            else "the wait itself (not timed, and no probe bounds it)"
+        )
+    if "input_free" not in record.probes and wait_fraction >= PARTLY_INPUT_BOUND_WAIT_FRACTION:
+        why = notes.get("input_free")
+        unmeasured.append(
+            "the step with the input made free"
+            + (f" ({why})" if why else "")
+            + ": taken as the steps less their waits, which runs long after long waits"
+        )
+    if input_alone is None and waits:
+        why = notes.get("input_alone")
+        unmeasured.append(
+            "the input alone" + (f" ({why})" if why else "")
+            + ": whether the input itself is the limit is not known"
+        )
+    if model_alone is None and waits:
+        why = notes.get("model_alone")
+        unmeasured.append("the model alone" + (f" ({why})" if why else ""))
+    shared: dict[str, Any] = {}
+    with_stoke = None
+    if cpu is not None and throughput and predicted_throughput and batch_size:
+        cores_free = max(0.5, cpu.cores - cpu.other_cores)
+        free_probe = record.probes.get("input_free")
+        trainer_cpu = _number(free_probe.detail.get("cpu_s_per_step")) if free_probe else None
+        if trainer_cpu is not None:
+            trainer_per_sample, trainer_source = trainer_cpu / batch_size, "measured"
+        else:
+            # not measured: the trainer keeps one core busy for its no-wait step (a model on
+            # the CPU with several threads takes more: then this is optimistic)
+            trainer_per_sample, trainer_source = 1.0 / predicted_throughput, "assumed one core"
+            if waits:
+                unmeasured.append(
+                    "the trainer's own CPU per step (assumed: one core while it works)"
+                )
+        input_probe = record.probes.get("input_alone")
+        input_cpu = (
+            _number(input_probe.detail.get("cpu_s_per_sample")) if input_probe else None
+        )
+        if input_cpu is not None:
+            input_per_sample, input_source = input_cpu, "measured"
+        elif input_alone:
+            input_per_sample, input_source = 1.0 / input_alone, "input alone on one core"
+        else:
+            input_per_sample, input_source = None, "not measured"
+        if input_per_sample is not None:
+            # the run already makes `throughput` on these cores: they supply at least that
+            cores_free = max(cores_free, throughput * (trainer_per_sample + input_per_sample))
+            rate = stoke_rate_on_shared_cores(
+                cores_free, trainer_per_sample, input_per_sample, predicted_throughput
+            )
+            with_stoke = round(max(1.0, rate / throughput), 2)
+            if predicted_speedup:
+                with_stoke = min(with_stoke, predicted_speedup)  # never above the headline
+            shared = {
+                "cores": cpu.cores,
+                "other_processes_cores": round(cpu.other_cores, 2),
+                "cores_for_this_run": round(cores_free, 2),
+                "trainer_cpu_ms_per_sample": round(trainer_per_sample * 1e3, 4),
+                "trainer_cpu_source": trainer_source,
+                "input_cpu_ms_per_sample": round(input_per_sample * 1e3, 4),
+                "input_cpu_source": input_source,
+                "samples_per_s_on_these_cores": round(rate, 1),
+                "limited_by": (
+                    "the input made free (model and loop)"
+                    if rate >= predicted_throughput * 0.999
+                    else "the cores, shared by the trainer and the input's workers"
+                ),
+            }
+    confidence = "high" if not unmeasured else ("medium" if len(unmeasured) == 1 else "low")
+    if wait_source == "unmeasured":
+        confidence = "low"
+    return Prediction(
+        if_input_free=predicted_speedup,
+        with_stoke_here=with_stoke,
+        wait_cap=wait_cap,
+        capped=capped,
+        confidence=confidence,
+        unmeasured=tuple(unmeasured),
+        shared_cores=shared,
+    )
+
+
+def _verdict(wait_fraction: float, signals: Sequence[str]) -> tuple[str, str]:
+    pct = f"{wait_fraction:.0%}" if wait_fraction >= 0.1 else f"{wait_fraction:.1%}"
+    if wait_fraction >= INPUT_BOUND_WAIT_FRACTION:
+        return "input-bound", f"the trainer waits for the next batch {pct} of each step"
+    if wait_fraction >= PARTLY_INPUT_BOUND_WAIT_FRACTION:
+        return "partly-input-bound", f"the trainer waits for the next batch {pct} of each step"
+    if signals:
+        return "overhead-bound", f"input wait is {pct}, but host work fills the step: {signals[0]}"
+    return "compute-bound", f"input wait is {pct}; the model's own work fills the step"
+
+
+def _window_samples(samples: Sequence[SystemSample], steady: SteadyState) -> list[SystemSample]:
+    if steady.t_start_s is None or steady.t_end_s is None:
+        return list(samples)
+    inside = [s for s in samples if steady.t_start_s <= s.t_s <= steady.t_end_s]
+    return inside or list(samples)
+
+
+def _compute_s(step: StepSample) -> float:
+    return max(0.0, step.step_s - step.wait_s)
+
+
+def _probe_rate(record: RunRecord, name: str) -> float | None:
+    probe = record.probes.get(name)
+    if probe is None:
+        return None
+    rate = _number(probe.samples_per_s)
+    return rate if rate and rate > 0 else None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _asdict(obj: Any) -> dict[str, Any]:
+    return dataclasses.asdict(obj)

@@ -1,0 +1,197 @@
+"""The input-free window: a few steps of the user's own ``fit`` with the input made free.
+
+The third bound, next to the two probes of :mod:`stoke.diagnosis.measure.model_probe`. The model-alone
+probe repeats Keras' compiled step on a batch already on the device; what a run would take
+per step *if its input cost nothing* is that plus everything else ``fit`` does per step: the
+epoch iterator, the callbacks (the progress bar, the user's own), the host-to-device handling
+of the step, the doctor's hooks. For a large model the difference does not matter; for a
+small one it is most of the step (measured: a JAX model of 45 µs alone ran 300 µs per step in
+``fit`` fed from a cached batch), and a prediction from the model alone comes out several
+times too high. The time a step takes right after a long wait is no good either: the steps
+after a 20 ms wait ran 0.8 ms where back-to-back ones ran 0.3 ms (cold caches, idle cores).
+
+So the doctor measures it directly, once per run, inside the run, right before the probes:
+inside the step that triggers them, right after Keras' train function returned, the doctor
+calls that train function again ``planned`` times on the step's own batch (JAX: threading the
+state each call returns, the wrapped iterator handing the batch over again; torch: the same
+arguments; TensorFlow when the doctor pulls outside the graph: the batch unpulled), back to
+back, until ``planned`` calls or ``max_seconds``. The first ``WARMUP_CALLS`` calls settle
+caches; the rest are timed from a device sync to a device sync, so asynchronous dispatch
+overlaps as it does in training. What ``fit`` does per step outside the train function (the
+callbacks, the progress bar, the epoch iterator) is not in those calls: it is measured on the
+run's own steps (step time less wait less the train function's time, the median of recent
+steps) and added to each call (``detail["loop_s_per_step"]``). On TensorFlow each call is also
+charged what pulling a batch that is already waiting costs (the doctor's measured pull floor,
+which its step times count as compute). The process's CPU time per call is kept too
+(``detail["cpu_s_per_step"]``): the trainer's own CPU per step, for the shared-cores
+prediction.
+
+What it does to the run, on purpose and written in the result's ``detail``:
+
+- the weights, optimizer and metric state after the window are the ones before it: JAX gets
+  its state (copied before the window) back; TensorFlow and torch get every model, optimizer
+  and metric variable restored;
+- the step returns its own logs: no callback, progress bar update, history entry, metric or
+  checkpoint ever sees a window call; the epoch's own steps and batches are untouched.
+
+Not run for ``train_on_batch`` loops (the loop is the script's own code), for TensorFlow with
+the pull inside the graph, or for runs that barely wait (nothing to remove);
+``meta["probe_notes"]["input_free"]`` says why.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from typing import Any
+
+from stoke.diagnosis.record import ProbeResult
+
+_perf_counter = time.perf_counter
+
+WARMUP_CALLS = 2
+MIN_TIMED_CALLS = 3
+MIN_CALLS = WARMUP_CALLS + MIN_TIMED_CALLS
+MAX_CALLS = 200
+# A run waiting less than this share of its steps so far has nothing to remove: no window.
+MIN_WAIT_FRACTION = 0.05
+
+
+def planned_calls(recent_steps, seconds: float) -> int:
+    """How many calls the window should last: about ``seconds`` of back-to-back steps,
+    estimated from the recent steps' time not spent waiting, within [MIN_CALLS, MAX_CALLS]."""
+    computes = [max(s.step_s - s.wait_s, 1e-6) for s in recent_steps]
+    estimate = statistics.median(computes) if computes else 1e-3
+    return int(min(MAX_CALLS, max(MIN_CALLS, WARMUP_CALLS + math.ceil(seconds / estimate))))
+
+
+def wait_fraction(steps) -> float:
+    total = sum(s.step_s for s in steps)
+    return sum(min(s.wait_s, s.step_s) for s in steps) / total if total > 0 else 0.0
+
+
+class InputFreeWindow:
+    """One window in progress. Built by the recorder after a real step; each train-function
+    call of the window goes through :meth:`call`; the last one returns the step's result with
+    the training state put back, and leaves its measurement in ``result``."""
+
+    def __init__(self, backend: str, model, step_result: Any, batch: Any, batch_size: int,
+                 planned: int, ready_pull_s: float = 0.0, loop_s: float = 0.0,
+                 max_seconds: float = 2.0):
+        self.backend = backend
+        # what fit does per step outside the train function (callbacks, progress bar,
+        # iterator), measured on the run's own steps: the window's calls do not pay it
+        self.loop_s = loop_s
+        self.max_seconds = max_seconds
+        self._cpu_start = time.process_time()
+        self._cpu_from: float | None = None
+        # TensorFlow: what pulling a batch that is already waiting costs (the doctor's measured
+        # pull floor). Every real step pays it and the doctor counts it as compute, not wait;
+        # the window hands its batch over without a pull, so it is added back per call.
+        self.ready_pull_s = ready_pull_s
+        self.batch = batch
+        self.batch_size = batch_size
+        self.planned = planned
+        self.calls = 0
+        self.started_at = _perf_counter()
+        self.result: ProbeResult | None = None
+        self._timed_from: float | None = None
+        self._saved_jax_state = None
+        self._restore = None
+        if backend == "jax":
+            import jax
+            import jax.numpy as jnp
+
+            # Keras donates the state to each step: keep a copy to hand back at the end.
+            _logs, state = step_result
+            self._saved_jax_state = jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), state)
+        else:
+            from stoke.diagnosis.measure.model_probe import snapshot_variables
+
+            self._restore = snapshot_variables(model)
+
+    def call(self, original, sync, args: tuple) -> tuple[Any, bool]:
+        """Run one of the window's train-function calls; returns (result, window_finished).
+        The window ends after ``planned`` calls, or once ``max_seconds`` have passed with at
+        least ``MIN_TIMED_CALLS`` timed (a slow step must not make the probe slow)."""
+        result = original(*args)
+        self.calls += 1
+        if self.calls == WARMUP_CALLS:
+            sync(result)
+            self._timed_from = _perf_counter()
+            self._cpu_from = time.process_time()
+        timed_calls = self.calls - WARMUP_CALLS if self._timed_from is not None else 0
+        spent = _perf_counter() - self.started_at
+        # at least MIN_TIMED_CALLS timed calls, unless calls are so slow that one is enough
+        over_time = timed_calls >= 1 and spent >= self.max_seconds and (
+            timed_calls >= MIN_TIMED_CALLS or spent >= 3 * self.max_seconds
+        )
+        if self.calls < self.planned and not over_time:
+            return result, False
+        sync(result)
+        elapsed = _perf_counter() - (self._timed_from or self.started_at)
+        cpu_s = time.process_time() - (self._cpu_from if self._cpu_from is not None else self._cpu_start)
+        timed_calls = timed_calls or self.calls
+        self.result = self._measurement(timed_calls, elapsed, cpu_s)
+        return result, True
+
+    def restored_result(self, step_result, last_result):
+        """What the step hands back to ``fit`` after the window: the step's own logs, with the
+        training state of before the window (JAX: the copy; TensorFlow, torch: restored)."""
+        if self.backend == "jax":
+            logs, _state = step_result
+            state, self._saved_jax_state = self._saved_jax_state, None
+            return logs, state
+        if self._restore is not None:
+            self._restore()
+            self._restore = None
+        return step_result
+
+    def abandon(self, model) -> None:
+        """The window ended early (a step raised, the fit stopped): put the state back,
+        measure nothing."""
+        if self._restore is not None:
+            self._restore()
+            self._restore = None
+        if self._saved_jax_state is not None:
+            from stoke.diagnosis.measure.timing import _hand_jax_state_to_model
+
+            state, self._saved_jax_state = self._saved_jax_state, None
+            _hand_jax_state_to_model(model, (None, state))
+            model.jax_state_sync()
+
+    def _measurement(self, calls: int, elapsed: float, cpu_s: float) -> ProbeResult:
+        per_call = (elapsed / calls if calls else 0.0) + self.ready_pull_s + self.loop_s
+        return ProbeResult(
+            samples_per_s=self.batch_size / per_call if per_call > 0 else 0.0,
+            seconds=elapsed,
+            batches=calls,
+            detail={
+                "method": (
+                    "the run's train function called again on the step's own batch, back to "
+                    "back inside that step (out of the callbacks' sight), timed between two "
+                    "device syncs, plus the fit loop's own per-step time outside the train "
+                    "function (callbacks, progress bar, iterator) measured on the run's steps"
+                ),
+                "s_per_step": per_call,
+                "loop_s_per_step": self.loop_s,
+                # the whole process's CPU per call while the input was free: the trainer's own
+                # (its compute threads on a CPU model, dispatch on a GPU one), plus the
+                # loop's share; what the shared-cores prediction needs
+                "cpu_s_per_step": (cpu_s / calls if calls else 0.0) + self.loop_s,
+                "batch_size": self.batch_size,
+                "calls": self.calls,
+                "ready_pull_s": self.ready_pull_s,
+                "warmup_calls": WARMUP_CALLS,
+                "weights": (
+                    "the state before the window was handed back to the run"
+                    if self.backend == "jax"
+                    else "all model, optimizer and metric variables snapshotted and restored"
+                ),
+                "effect_on_run": (
+                    "extra calls inside one step, invisible to callbacks, progress bar and "
+                    "history; the epoch's own steps, batches and logs were untouched"
+                ),
+            },
+        )

@@ -1,0 +1,440 @@
+"""The two bounding probes: the input pipeline alone, and the model alone.
+
+Run once, in the middle of a measured run (after N steps, from
+:meth:`stoke.diagnosis.measure.recorder.Recorder.after_step`), while the trainer is paused:
+
+- **input alone** iterates the user's own data object for a few seconds with no model, the way
+  the backend's trainer would (``get_jax_iterator``, ``get_torch_dataloader``,
+  ``get_tf_dataset``; ``next()`` on a generator) and reports samples/s: how fast the input could
+  feed if the model cost nothing.
+- **model alone** repeats Keras' compiled train step on one batch already on the device (no
+  input pipeline, no host-to-device copy) and reports samples/s: how fast the model could train
+  if the input cost nothing (the headspace).
+
+With the measured step time they bound the answer: step ≈ max(model, input) + overhead, and
+the speedup from fixing the input is measured, not guessed. Judging is left to the analysis.
+
+What the probes do to the user's run, on purpose and documented in each result's ``detail``:
+the model-alone probe trains on one batch repeatedly, so it works on a *copy* of the training
+state (JAX) or snapshots every model, optimizer and metric variable and restores it afterwards
+(TensorFlow, torch): the weights the run continues with are the ones it had. The input-alone
+probe on a Python generator takes its batches from the user's generator: those batches are not
+trained on (a generator cannot be rewound). Index-based inputs (arrays, PyDataset, tf.data,
+DataLoader) get a fresh iterator and lose nothing. A ``next()`` that blocks forever in user code
+blocks the probe as it would block Keras.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from stoke.diagnosis.record import ProbeResult
+
+_perf_counter = time.perf_counter
+
+MAX_INPUT_BATCHES = 5_000
+MAX_MODEL_STEPS = 2_000
+MIN_MODEL_STEPS = 3
+
+
+def run_fit_probes(recorder, timed_function, args: tuple, result: Any) -> None:
+    """Run both probes inside a measured ``fit``; results go to ``recorder.record.probes``,
+    reasons for a skipped probe to ``record.meta["probe_notes"]``."""
+    from stoke.diagnosis.measure.facts import _leading_dim
+
+    notes = recorder.record.meta.setdefault("probe_notes", {})
+    backend = recorder.backend
+    seconds = recorder.options.probe_seconds
+    batch = recorder.last_batch
+    if batch is None and backend == "tensorflow" and args:
+        try:
+            batch = next(args[0])  # the pull is in the graph: take one batch for the probe
+        except Exception:
+            batch = None
+    if batch is None:
+        notes["model_alone"] = "no batch was cached for the probe"
+    else:
+        try:
+            recorder.record.probes["model_alone"] = _model_alone_in_fit(
+                backend, timed_function, result, batch, seconds, _leading_dim(batch)
+            )
+        except Exception as error:
+            notes["model_alone"] = f"the model-alone probe failed: {error!r}"
+    fit = recorder.fit
+    if fit is None:
+        notes["input_alone"] = "no fit in progress"
+        return
+    run_ends_after_probes = (
+        recorder.options.on_step_limit == "raise"
+        and recorder.options.stop_after_steps is not None
+        and recorder.steps_seen >= recorder.options.stop_after_steps
+    )
+    if recorder.record.input.get("kind") == "stoke" and not run_ends_after_probes:
+        notes["input_alone"] = (
+            "a stoke feed runs one epoch iterator at a time: probing it mid-run would stop "
+            "training's; run `stoke doctor --steps N` (the probe then closes the run) or "
+            "`stoke bench`"
+        )
+        return
+    try:
+        probe = measure_input_alone(fit, backend, seconds)
+        if probe is None:
+            notes["input_alone"] = "the input produced no batch within the probe"
+        else:
+            recorder.record.probes["input_alone"] = probe
+    except Exception as error:
+        notes["input_alone"] = f"the input-alone probe failed: {error!r}"
+
+
+def run_train_on_batch_probes(recorder, original, model, args: tuple, kwargs: dict) -> None:
+    """The model-alone probe for a ``train_on_batch`` loop: ``train_on_batch`` itself on the
+    last batch, moved to the device first (the loop's per-call cost is the model's cost)."""
+    from stoke.diagnosis.measure.facts import _leading_dim
+
+    notes = recorder.record.meta.setdefault("probe_notes", {})
+    notes["input_alone"] = (
+        "a train_on_batch loop makes its batches in the script's own code; there is no data "
+        "object the doctor could run alone"
+    )
+    backend = recorder.backend
+    device_args = tuple(to_device(backend, model, a) for a in args)
+    device_kwargs = {k: to_device(backend, model, v) for k, v in kwargs.items()}
+    batch_size = _leading_dim(args[0] if args else kwargs.get("x"))
+    restore = snapshot_variables(model)
+    try:
+        steps, elapsed = time_repeated_steps(
+            lambda: original(model, *device_args, **device_kwargs),
+            sync=lambda out: None,  # train_on_batch returns Python floats: already synced
+            seconds=recorder.options.probe_seconds,
+        )
+    except Exception as error:
+        notes["model_alone"] = f"the model-alone probe failed: {error!r}"
+        return
+    finally:
+        restore()
+    recorder.record.probes["model_alone"] = _model_result(
+        steps, elapsed, batch_size, flavor="train_on_batch", state="snapshot-restored"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Model alone.
+
+
+def _model_alone_in_fit(backend, timed_function, result, batch, seconds, batch_size):
+    original = timed_function.original
+    sync = timed_function.sync
+    model = timed_function.model
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        _logs, state = result
+        # Keras donates the state to each step: run the probe on a copy, the run keeps its own.
+        state_box = [jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), state)]
+        device_batch = _jax_device_batch(batch)
+        jax.block_until_ready(device_batch)
+
+        def run_step():
+            logs, state_box[0] = original(state_box[0], iter((device_batch,)))
+            return logs
+
+        steps, elapsed = time_repeated_steps(run_step, sync, seconds)
+        state_box.clear()
+        return _model_result(steps, elapsed, batch_size, flavor="train_function", state="copy")
+
+    device_batch = to_device(backend, model, batch)
+    if backend == "torch":
+
+        def run_step():
+            return original([device_batch])
+
+    else:
+
+        def run_step():
+            return original(iter((device_batch,)))
+
+    restore = snapshot_variables(model)
+    try:
+        steps, elapsed = time_repeated_steps(run_step, sync, seconds)
+    finally:
+        restore()
+    return _model_result(steps, elapsed, batch_size, flavor="train_function", state="snapshot-restored")
+
+
+def _model_result(steps: int, elapsed: float, batch_size: int, flavor: str, state: str):
+    per_step = elapsed / steps
+    return ProbeResult(
+        samples_per_s=batch_size * steps / elapsed if elapsed > 0 else 0.0,
+        seconds=elapsed,
+        batches=steps,
+        detail={
+            "method": (
+                "Keras' compiled train step repeated on one batch already on the device, "
+                "synchronised once at the end"
+                if flavor == "train_function"
+                else "train_on_batch repeated on one batch already on the device"
+            ),
+            "flavor": flavor,
+            "s_per_step": per_step,
+            "batch_size": batch_size,
+            "weights": (
+                "trained a copy of the state; the run's own state was untouched"
+                if state == "copy"
+                else "all model, optimizer and metric variables snapshotted and restored"
+            ),
+        },
+    )
+
+
+def time_repeated_steps(
+    run_step: Callable[[], Any],
+    sync: Callable[[Any], None],
+    seconds: float,
+    min_steps: int = MIN_MODEL_STEPS,
+    max_steps: int = MAX_MODEL_STEPS,
+) -> tuple[int, float]:
+    """Run ``run_step`` repeatedly for about ``seconds`` and return (steps, elapsed).
+
+    Two synchronised warm-up steps, one synchronised step to size the loop, then the timed
+    loop synchronised once at its end: asynchronous dispatch pipelines as in training.
+    """
+    for _ in range(2):
+        sync(run_step())
+    started = _perf_counter()
+    sync(run_step())
+    one_step = max(_perf_counter() - started, 1e-6)
+    steps = int(min(max_steps, max(min_steps, seconds / one_step)))
+    if one_step * min_steps > 3 * seconds:
+        steps = 1  # steps so slow that one is a measurement: keep the probe within its budget
+    started = _perf_counter()
+    out = None
+    for _ in range(steps):
+        out = run_step()
+    sync(out)
+    return steps, _perf_counter() - started
+
+
+def snapshot_variables(model) -> Callable[[], None]:
+    """Copy every model, optimizer and metric variable (on its device); the returned function
+    puts them back."""
+    import keras
+
+    variables = []
+    seen = set()
+    optimizer = getattr(model, "optimizer", None)
+    groups = (
+        getattr(model, "variables", []),
+        getattr(optimizer, "variables", []) if optimizer is not None else [],
+        getattr(model, "metrics_variables", []),
+    )
+    for group in groups:
+        for variable in group:
+            if id(variable) not in seen:
+                seen.add(id(variable))
+                variables.append(variable)
+    saved = [keras.ops.copy(variable.value) for variable in variables]
+
+    def restore() -> None:
+        for variable, value in zip(variables, saved, strict=True):
+            variable.assign(value)
+
+    return restore
+
+
+def to_device(backend: str, model, batch):
+    """The batch as tensors on the device the model's variables live on."""
+    from keras import tree
+
+    if batch is None:
+        return None
+    if backend == "jax":
+        return _jax_device_batch(batch)
+    if backend == "torch":
+        from keras.src.backend.torch.core import convert_to_tensor
+
+        return tree.map_structure(
+            lambda leaf: convert_to_tensor(leaf) if leaf is not None else None,
+            batch,
+            none_is_leaf=True,
+        )
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        device = _tf_model_device(model)
+        with tf.device(device):
+            return tree.map_structure(
+                lambda leaf: tf.identity(leaf) if leaf is not None else None,
+                batch,
+                none_is_leaf=True,
+            )
+    return batch
+
+
+def _jax_device_batch(batch):
+    try:
+        from keras.src.backend.jax.trainer import _distribute_data
+
+        return _distribute_data(batch)
+    except Exception:
+        import jax
+
+        return jax.device_put(batch)
+
+
+def _tf_model_device(model) -> str:
+    try:
+        device = str(model.trainable_variables[0].value.device)
+        return device or "/CPU:0"
+    except Exception:
+        return "/CPU:0"
+
+
+# ---------------------------------------------------------------------------------------------
+# Input alone.
+
+
+def measure_input_alone(fit, backend: str, seconds: float) -> ProbeResult | None:
+    """Iterate the run's data object with no model for about ``seconds``. None if it yielded
+    nothing."""
+    if fit.user_generator is not None:
+        generator, lock = fit.user_generator, fit.generator_lock
+        # Hold the generator for the whole probe: on TensorFlow a tf.data thread also pulls
+        # from it (prefetch); it waits on the lock, outside the GIL, until the probe is done.
+        if not lock.acquire(timeout=60.0):
+            return None
+        try:
+            return _time_pulls(
+                lambda: next(generator),
+                seconds,
+                warmup=0,
+                detail={
+                    "method": "next() on the script's generator, on this thread",
+                    "note": "batches taken by the probe are not trained on",
+                },
+            )
+        finally:
+            lock.release()
+    adapter = getattr(fit.epoch_iterator, "data_adapter", None)
+    if adapter is None:
+        return None
+    fresh_pool = False
+    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+
+    if isinstance(adapter, PyDatasetAdapter):
+        # The training adapter's worker pool is busy with the epoch: build a second one.
+        adapter = PyDatasetAdapter(adapter.py_dataset, shuffle=False)
+        fresh_pool = adapter.enqueuer is not None
+    iterator, how = _fresh_trainer_iterator(fit.epoch_iterator, adapter, backend)
+    workers = fresh_pool or int(getattr(fit.arguments.get("x"), "num_workers", 0) or 0) > 0
+    try:
+        return _time_pulls(
+            lambda: next(iterator),
+            seconds,
+            warmup=2 if workers else 1,
+            detail={
+                "method": how,
+                "note": "a fresh iterator over the same data; training's own input keeps its "
+                "state (background producers of the training input may still run)",
+            },
+            finish=_device_wait_function(backend),
+            cpu_in_children=workers,
+        )
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:
+                pass
+        if fresh_pool:
+            try:
+                adapter.enqueuer.stop()
+            except Exception:
+                pass
+
+
+def _fresh_trainer_iterator(epoch_iterator, adapter, backend: str):
+    """A new iterator down the trainer's own input path: the backend EpochIterator's
+    ``_get_iterator`` (JAX: with its device transfer, one batch ahead on accelerators; torch:
+    the DataLoader that converts to device tensors; TensorFlow: the dataset it iterates)."""
+    import copy
+
+    if backend == "tensorflow":
+        if adapter is epoch_iterator.data_adapter and hasattr(epoch_iterator, "_distributed_dataset"):
+            return iter(epoch_iterator._distributed_dataset), "the training dataset, iterated eagerly"
+        return iter(adapter.get_tf_dataset()), "the data adapter's get_tf_dataset(), iterated eagerly"
+    clone = copy.copy(epoch_iterator)
+    for name in ("_get_iterator", "_enumerate_iterator", "_stoke_doctor_recorder"):
+        clone.__dict__.pop(name, None)  # the doctor's instance wrappers: not on this path
+    clone.data_adapter = adapter
+    how = f"{type(epoch_iterator).__name__}._get_iterator(): the trainer's own input path"
+    return iter(type(epoch_iterator)._get_iterator(clone)), how
+
+
+def _device_wait_function(backend: str):
+    """Wait until a batch is on the device (transfers are asynchronous on JAX and CUDA)."""
+    if backend == "jax":
+        import jax
+
+        return jax.block_until_ready
+    if backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            return lambda batch: torch.cuda.synchronize()
+    return lambda batch: None
+
+
+def _time_pulls(
+    pull, seconds: float, warmup: int, detail: dict, finish=None, cpu_in_children: bool = False
+) -> ProbeResult | None:
+    """Pull batches for about ``seconds``: samples/s, and (unless the work runs in worker
+    processes, ``cpu_in_children``) the CPU seconds per sample it cost this process."""
+    from stoke.diagnosis.measure.facts import _leading_dim
+
+    exhausted = False
+    last = None
+    try:
+        for _ in range(warmup):
+            pull()
+    except StopIteration:
+        return None
+    batches = samples = 0
+    started = _perf_counter()
+    cpu_started = time.process_time()
+    while batches < MAX_INPUT_BATCHES:
+        try:
+            batch = pull()
+        except StopIteration:
+            exhausted = True
+            break
+        batches += 1
+        samples += _leading_dim(batch)
+        last = batch
+        if _perf_counter() - started >= seconds:
+            break
+    if finish is not None and last is not None:
+        finish(last)  # the last transfer done: all earlier ones are too
+    elapsed = _perf_counter() - started
+    cpu_s = time.process_time() - cpu_started
+    if batches == 0 or elapsed <= 0:
+        return None
+    if not cpu_in_children and samples:
+        # CPU seconds per sample of this process's threads (the pulling one, tf.data's,
+        # Keras' thread workers): what the input costs the cores, for the shared-cores model
+        detail = {**detail, "cpu_s_per_sample": cpu_s / samples}
+    return ProbeResult(
+        samples_per_s=samples / elapsed,
+        seconds=elapsed,
+        batches=batches,
+        detail={
+            **detail,
+            "s_per_batch": elapsed / batches,
+            "samples": samples,
+            "warmup_batches": warmup,
+            "exhausted": exhausted,
+        },
+    )

@@ -1,0 +1,793 @@
+"""The recorder: one measured run of a Keras training script, step by step.
+
+Owns what the doctor records per step and what it decides along the way: how it measures
+(:class:`DoctorOptions`), the ``fit`` in progress (:class:`FitContext`), and the
+:class:`Recorder`, which collects the :class:`~stoke.diagnosis.record.RunRecord`: the step
+clock (each step's time and its wait for the batch, fed by :mod:`stoke.diagnosis.measure.timing`),
+when to sync the device (:meth:`Recorder.sync_due`), taking the facts once, the orchestration
+of the input-free window and the bounding probes at the planned step, and the step limit
+(:class:`DoctorStepLimitReached`).
+
+Leaves the timed wrappers around Keras' loop to :mod:`stoke.diagnosis.measure.timing`, patching Keras
+to :mod:`stoke.diagnosis.measure.hooks`, the facts to :mod:`stoke.diagnosis.measure.facts`, the two bounding
+probes to :mod:`stoke.diagnosis.measure.model_probe`, the input-free window to
+:mod:`stoke.diagnosis.measure.input_free`, host and GPU sampling to :mod:`stoke.diagnosis.measure.system`,
+running a script to :mod:`stoke.diagnosis.run.bootstrap` and :mod:`stoke.diagnosis.run.runner`, and
+judging to the analysis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from stoke.diagnosis.measure.facts import (
+    _base_meta,
+    _keras_backend,
+    _keras_version_string,
+    _known_fit_steps,
+    _leading_dim,
+    _tf_element_spec_facts,
+    _tf_static_batch_size,
+    batch_facts,
+    env_facts,
+    input_facts,
+    model_facts,
+)
+from stoke.diagnosis.measure.input_free import InputFreeWindow
+from stoke.diagnosis.measure.timing import (
+    TimedTrainFunction,
+    _hand_jax_state_to_model,
+    _tf_ready_pull_seconds,
+    _untimed_cost_per_step_s,
+    _wrap_epoch_iterator,
+)
+from stoke.diagnosis.record import RunRecord, StepSample
+
+_perf_counter = time.perf_counter
+
+
+class DoctorStepLimitReached(BaseException):
+    """Raised in the measured process after ``--steps N`` steps (and the probes) to end the
+    user's script at once; :mod:`stoke.diagnosis.run.bootstrap` catches it and exits cleanly. A
+    BaseException so that a script's ``except Exception`` does not swallow it."""
+
+
+class KerasInternalsChanged(RuntimeError):
+    """The Keras internals the doctor hooks into are not where it expects them."""
+
+
+@dataclass(frozen=True)
+class DoctorOptions:
+    """How the doctor measures a run.
+
+    ``stop_after_steps``: end the run after this many measured steps (``None``: run to the end).
+    ``probe_after_steps``: run the bounding probes after this many steps (or at
+    ``stop_after_steps``, or at the last step of a shorter ``fit`` when its length is known).
+    ``sync_every_steps`` and ``sync_min_interval_s``: block on the device at most every N-th
+    step and at most every S seconds (both must have passed), plus on the first steady step
+    and the last step before the probes or the step limit, so that windows of steps are timed
+    exactly while the run keeps its asynchronous dispatch (1 and 0 make every step
+    synchronous: not the user's run).
+    ``on_step_limit``: ``"raise"`` ends the script (``stoke doctor``); ``"stop_training"`` sets
+    ``model.stop_training`` and lets ``fit`` return (notebooks).
+
+        DoctorOptions(stop_after_steps=200, probe_seconds=3.0)
+    """
+
+    stop_after_steps: int | None = None
+    probe_after_steps: int = 50
+    probes: bool = True
+    probe_seconds: float = 2.0
+    sync_every_steps: int = 10
+    sync_min_interval_s: float = 0.25
+    warmup_steps: int = 2
+    system_interval_s: float = 0.25
+    on_step_limit: str = "raise"
+    max_recorded_steps: int = 200_000
+
+    def __post_init__(self):
+        if self.stop_after_steps is not None and self.stop_after_steps < 1:
+            raise ValueError(
+                f"stop_after_steps must be >= 1 (or None to run to the end). "
+                f"Received: stop_after_steps={self.stop_after_steps}"
+            )
+        if self.probe_after_steps < 1:
+            raise ValueError(
+                f"probe_after_steps must be >= 1. Received: probe_after_steps={self.probe_after_steps}"
+            )
+        if not self.probe_seconds > 0:
+            raise ValueError(
+                f"probe_seconds must be > 0. Received: probe_seconds={self.probe_seconds}"
+            )
+        if self.sync_every_steps < 1:
+            raise ValueError(
+                f"sync_every_steps must be >= 1. Received: sync_every_steps={self.sync_every_steps}"
+            )
+        if self.sync_min_interval_s < 0:
+            raise ValueError(
+                f"sync_min_interval_s must be >= 0 seconds. "
+                f"Received: sync_min_interval_s={self.sync_min_interval_s}"
+            )
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0. Received: warmup_steps={self.warmup_steps}")
+        if not self.system_interval_s > 0:
+            raise ValueError(
+                f"system_interval_s must be > 0 seconds. "
+                f"Received: system_interval_s={self.system_interval_s}"
+            )
+        if self.on_step_limit not in ("raise", "stop_training"):
+            raise ValueError(
+                f"on_step_limit must be 'raise' or 'stop_training'. "
+                f"Received: on_step_limit={self.on_step_limit!r}"
+            )
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> DoctorOptions:
+        data = json.loads(text) if text else {}
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# ---------------------------------------------------------------------------------------------
+# The recorder: one measured run.
+
+
+@dataclass
+class FitContext:
+    """What the doctor knows about the ``fit`` call in progress."""
+
+    model: Any
+    arguments: dict[str, Any]
+    trainer_thread: int
+    user_generator: Any = None
+    generator_lock: threading.Lock | None = None
+    epoch_iterator: Any = None
+    attached: bool = False
+    steps_at_start: int = 0
+
+
+class Recorder:
+    """Collects one run's :class:`RunRecord` while hooks feed it. Not thread-safe by design:
+    the step clock is driven from the trainer's thread only."""
+
+    def __init__(self, options: DoctorOptions | None = None, argv=None, script=None):
+        self.options = options or DoctorOptions()
+        self.started_at = _perf_counter()
+        self.record = RunRecord(meta=_base_meta(argv, script))
+        self.fit: FitContext | None = None
+        self.backend: str | None = None
+        self.active = False
+        self.measuring = False
+        self.in_train_on_batch = False
+        self.steps_seen = 0
+        self.probes_done = False
+        self.probe_at_step: int | None = None
+        self.input_free: InputFreeWindow | None = None  # the input-free window in progress
+        self.input_free_done = not self.options.probes  # done: nothing to run, nothing to check
+        self.last_batch: Any = None
+        self.keep_last_batch = False
+        self.pending_facts_batch = True
+        self.tf_pull_outside_graph = False
+        self.tf_estimated_batch_size = 0
+        self._prev_end: float | None = None
+        self._wait_acc = 0.0
+        self._samples_acc = 0
+        self._epoch = -1
+        self._steps_in_fit = 0
+        self._overhead_s = 0.0
+        self._sync_s = 0.0
+        self._synced_steps = 0
+        self._last_sync_step = -1
+        self._last_sync_t = -1e9
+        self.tf_pull_floor_s: float | None = None
+        self._probes_s = 0.0
+        self._loop_s: list[float] = []  # recent steps: fit's time outside the train function
+        self._generator_s = 0.0
+        self._generator_batches = 0
+        self._generator_threads: set[int] = set()
+        self._generator_lock = threading.Lock()
+        self._sampler = None
+        self._wrapped_models: list[weakref.ref] = []
+        self._train_on_batch_model: Any = None
+        self._trainer_thread: int | None = None
+        self._input_facts_taken = False
+        self._host_code_watched = False
+        self._finished = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self, sample_system: bool = True) -> None:
+        """Start the background sampler (host CPU, RSS, GPUs)."""
+        if not sample_system or self._sampler is not None:
+            return
+        from stoke.diagnosis.measure.nvml import NvmlReader
+        from stoke.diagnosis.measure.system import SystemSampler
+
+        reader = NvmlReader.open()
+        self.record.env["nvml"] = reader is not None
+        if reader is not None:
+            self.record.env["gpus_physical"] = reader.gpu_count
+            self.record.env["gpu_names"] = reader.names
+        self._sampler = SystemSampler(
+            started_at=self.started_at,
+            interval_s=self.options.system_interval_s,
+            gpu_reader=reader,
+        )
+        self._sampler.start()
+
+    def finish(
+        self,
+        exit_status: str = "completed",
+        exit_code: int = 0,
+        error: str | None = None,
+        error_type: str | None = None,
+    ) -> RunRecord:
+        """Stop sampling, fill the summary fields and return the record (idempotent)."""
+        if self._finished:
+            return self.record
+        self._finished = True
+        self.active = False
+        self.measuring = False
+        if self._sampler is not None:
+            self.record.system = self._sampler.stop()
+            self.record.overhead["sampler_cpu_s"] = round(self._sampler.cpu_time_s, 6)
+        meta = self.record.meta
+        meta["exit_status"] = exit_status
+        meta["exit_code"] = exit_code
+        meta["error"] = error
+        meta["error_type"] = error_type
+        meta["duration_s"] = _perf_counter() - self.started_at
+        meta.setdefault("measured_from", None)
+        if meta["measured_from"] is None:
+            self._take_static_facts()
+        self._finish_generator_facts()
+        self._estimate_tf_waits()
+        steps = self.record.steps
+        step_total = sum(s.step_s for s in steps)
+        overhead = self.record.overhead
+        # The hooks time themselves with perf_counter; the calls to it and to the wrappers
+        # are not inside any timed span: add them, measured on this machine.
+        self._overhead_s += len(steps) * _untimed_cost_per_step_s()
+        overhead["doctor_s_total"] = self._overhead_s
+        overhead["doctor_s_per_step"] = self._overhead_s / len(steps) if steps else 0.0
+        overhead["fraction_of_step"] = self._overhead_s / step_total if step_total > 0 else 0.0
+        overhead["sync_s_total"] = self._sync_s
+        overhead["synced_steps"] = self._synced_steps
+        overhead["probes_s"] = self._probes_s
+        self.unwrap_models()
+        self.last_batch = None
+        return self.record
+
+    def _take_static_facts(self) -> None:
+        """No fit or train_on_batch ran (a custom training loop, or none): the facts that need
+        no step (threads, devices, memory growth) are still taken, when Keras was imported."""
+        import sys
+
+        if "keras" not in sys.modules or "gpus_visible" in self.record.env:
+            return
+        try:
+            self.backend = self.backend or _keras_backend()
+            self.record.meta["backend"] = self.backend
+            self.record.env.update(env_facts(self.backend, None))
+            self.record.meta["keras_version"] = _keras_version_string()
+        except Exception as error:
+            self.record.env["facts_error"] = repr(error)
+
+    def unwrap_models(self) -> None:
+        """Give every model its own train function back (the notebook case)."""
+        for ref in self._wrapped_models:
+            model = ref()
+            function = getattr(model, "train_function", None) if model is not None else None
+            if isinstance(function, TimedTrainFunction) and function.recorder is self:
+                model.train_function = function.original
+        self._wrapped_models.clear()
+
+    # -- fit ----------------------------------------------------------------------------------
+
+    def begin_fit(self, model, arguments: dict[str, Any], user_generator=None, lock=None) -> None:
+        self.fit = FitContext(
+            model=model,
+            arguments=arguments,
+            trainer_thread=threading.get_ident(),
+            user_generator=user_generator,
+            generator_lock=lock,
+            steps_at_start=self.steps_seen,
+        )
+        self._trainer_thread = self.fit.trainer_thread
+
+    def end_fit(self) -> None:
+        if self.input_free is not None and self.fit is not None:
+            # the fit ended inside the window (a callback stopped training): state back
+            self.input_free.abandon(self.fit.model)
+            self.end_input_free(None, "the fit ended before the window did")
+        self.measuring = False
+        self.fit = None
+
+    def offer_epoch_iterator(self, epoch_iterator) -> None:
+        """The first EpochIterator built inside a measured ``fit`` is the training one. Its
+        input facts are taken now: a run can fail before its first step (a worker that
+        raises on the batch Keras reads to build the model)."""
+        fit = self.fit
+        if fit is not None and fit.epoch_iterator is None and not fit.attached:
+            fit.epoch_iterator = epoch_iterator
+            self.backend = _keras_backend()
+            self.record.meta["backend"] = self.backend
+            self._take_input_facts(epoch_iterator)
+
+    def on_train_function_made(self, model) -> None:
+        fit = self.fit
+        if fit is None or model is not fit.model:
+            return
+        if fit.attached:
+            self.wrap_train_function(model)  # Keras rebuilt it: wrap the new one
+        else:
+            self.attach(model, fit.epoch_iterator)
+
+    def attach(self, model, epoch_iterator) -> None:
+        """Start measuring the ``fit`` in progress: wrap its batch iterator and train function,
+        take the facts, start the clock. Called once the train function exists, before the
+        first epoch (from the ``make_train_function`` hook, or from ``DoctorCallback``)."""
+        fit = self.fit
+        if fit is None:
+            raise RuntimeError("Recorder.attach() needs begin_fit() first.")
+        fit.attached = True
+        fit.epoch_iterator = epoch_iterator
+        self.backend = _keras_backend()
+        self.record.meta["measured_from"] = "fit"
+        self.record.meta["backend"] = self.backend
+        self._steps_in_fit = 0
+        if epoch_iterator is not None:
+            _wrap_epoch_iterator(epoch_iterator, self)
+        self.wrap_train_function(model)
+        self._decide_tf_pull(model)
+        self._take_input_facts(epoch_iterator)
+        self.record.input["wait_method"], self.record.input["wait_note"] = self._wait_method()
+        if self.backend == "tensorflow" and not self.tf_pull_outside_graph:
+            # no batch will pass through Python: read dtypes off the dataset's element spec
+            dataset = getattr(epoch_iterator, "_distributed_dataset", None)
+            if dataset is not None and "dtypes" not in self.record.input:
+                self.record.input.update(_tf_element_spec_facts(dataset))
+        self._take_model_and_env_facts(model)
+        self._plan_probes(epoch_iterator, model)
+        self.measuring = True
+        self._reset_clock()
+
+    def _take_input_facts(self, epoch_iterator) -> None:
+        if self._input_facts_taken or self.fit is None:
+            return
+        self._input_facts_taken = True
+        try:
+            self.record.input.update(
+                input_facts(epoch_iterator, self.fit.arguments, self.backend, self.fit.user_generator)
+            )
+        except Exception as error:  # facts are best effort: never break the user's run
+            self.record.input["facts_error"] = repr(error)
+
+    def wrap_train_function(self, model) -> None:
+        function = getattr(model, "train_function", None)
+        if function is None:
+            return
+        if isinstance(function, TimedTrainFunction):
+            if function.recorder is self:
+                return
+            function = function.original
+        model.train_function = TimedTrainFunction(function, self, model)
+        self._wrapped_models.append(weakref.ref(model))
+
+    def _decide_tf_pull(self, model) -> None:
+        self.tf_pull_outside_graph = False
+        if self.backend != "tensorflow":
+            return
+        strategy = getattr(model, "distribute_strategy", None)
+        default_strategy = strategy is None or "Default" in type(strategy).__name__
+        self.tf_pull_outside_graph = (
+            int(getattr(model, "steps_per_execution", 1) or 1) == 1 and default_strategy
+        )
+        if not self.tf_pull_outside_graph:
+            self.tf_estimated_batch_size = _tf_static_batch_size(self.fit) * int(
+                getattr(model, "steps_per_execution", 1) or 1
+            )
+
+    def _wait_method(self) -> tuple[str, str]:
+        if self.backend == "tensorflow":
+            if self.tf_pull_outside_graph:
+                return (
+                    "timed-next-outside-graph",
+                    "TensorFlow pulls batches inside a tf.function; the doctor pulls each batch "
+                    "eagerly itself (timed) and hands it to Keras' step function (the path "
+                    "Keras takes for Python iterators). An eager pull costs its dispatch even "
+                    "when a batch is ready (tf_pull_floor_s, measured at the start): that is "
+                    "taken off each wait, so only time the prefetch buffer was empty counts.",
+                )
+            return (
+                "estimated-from-model-alone",
+                "TensorFlow pulls batches inside the compiled loop (steps_per_execution > 1 or "
+                "a distribution strategy), invisible to Python: wait_s is estimated as the "
+                "step time minus the model-alone step time, and is 0 without that probe.",
+            )
+        if self.backend == "jax":
+            return (
+                "timed-next",
+                "Each next() on the training iterator is timed on the trainer's thread "
+                "(includes Keras' one-batch-ahead device_put). JAX dispatch is asynchronous: "
+                "the device may still run the previous step while the trainer waits.",
+            )
+        return (
+            "timed-next",
+            "Each next() on the training iterator is timed on the trainer's thread "
+            "(includes Keras' conversion of the batch to a tensor on the device).",
+        )
+
+    def _take_model_and_env_facts(self, model) -> None:
+        try:
+            self.record.model.update(model_facts(model, self.backend))
+        except Exception as error:
+            self.record.model["facts_error"] = repr(error)
+        try:
+            self.record.env.update(env_facts(self.backend, self.record.model.get("device")))
+        except Exception as error:
+            self.record.env["facts_error"] = repr(error)
+        self.record.meta["keras_version"] = _keras_version_string()
+
+    def _plan_probes(self, epoch_iterator, model) -> None:
+        if self.probes_done or self.probe_at_step is not None:
+            return
+        # With --steps N the probes close the measured window; otherwise they run after
+        # probe_after_steps, or at the last step of a fit known to be shorter.
+        planned = self.options.stop_after_steps or self.options.probe_after_steps
+        total = _known_fit_steps(epoch_iterator, self.fit.arguments if self.fit else {}, model)
+        if total is not None and total > 0:
+            planned = min(planned, total)
+        self.probe_at_step = self.steps_seen + planned
+        self.keep_last_batch = self.options.probes
+
+    # -- the clock ----------------------------------------------------------------------------
+
+    def _reset_clock(self) -> None:
+        self._prev_end = _perf_counter()
+        self._wait_acc = 0.0
+        self._samples_acc = 0
+
+    def begin_epoch(self) -> None:
+        if not self.measuring:
+            return
+        self._epoch += 1
+        self._reset_clock()
+
+    def note_batch(self, batch, wait_s: float) -> None:
+        """A batch reached the trainer after ``wait_s`` seconds of waiting."""
+        self._wait_acc += wait_s
+        self._samples_acc += _leading_dim(batch)
+        if self.keep_last_batch and self.steps_seen + 1 >= self.probe_at_step:
+            # only the probe step's batch is kept: holding others would pin buffers (a
+            # shared-memory slot, a device batch) the input wants back
+            self.last_batch = batch
+        if self.pending_facts_batch:
+            self.pending_facts_batch = False
+            try:
+                facts = batch_facts(batch)
+                self.record.input.update(facts)
+                if not self.record.input.get("batch_size"):
+                    self.record.input["batch_size"] = facts["first_batch_size"] or None
+            except Exception as error:
+                self.record.input["batch_facts_error"] = repr(error)
+
+    def note_generator_batch(self, seconds: float) -> None:
+        if not self.measuring:
+            return  # Keras peeks at the first batches while building the adapter: not training
+        with self._generator_lock:
+            self._generator_s += seconds
+            self._generator_batches += 1
+            if len(self._generator_threads) < 8:
+                self._generator_threads.add(threading.get_ident())
+
+    def sync_due(self) -> bool:
+        """Whether the step now ending should wait for the device: the first steady step of
+        a fit, the step before the probes or the limit, else when both ``sync_every_steps``
+        steps and ``sync_min_interval_s`` seconds have passed since the last sync."""
+        number = self.steps_seen + 1
+        if self._steps_in_fit == self.options.warmup_steps:
+            return True
+        if number == self.probe_at_step or number == self.options.stop_after_steps:
+            return True
+        return (
+            number - self._last_sync_step >= self.options.sync_every_steps
+            and _perf_counter() - self._last_sync_t >= self.options.sync_min_interval_s
+        )
+
+    def end_step(self, t_end: float, synced: bool, sync_s: float, call_s: float | None = None) -> None:
+        prev_end = self._prev_end if self._prev_end is not None else t_end
+        if call_s is not None and self._steps_in_fit >= self.options.warmup_steps:
+            # the fit loop's own time per step, outside the train function and the wait
+            loop_s = (t_end - prev_end) - self._wait_acc - call_s
+            self._loop_s.append(max(0.0, loop_s))
+            if len(self._loop_s) > 64:
+                del self._loop_s[0]
+        samples = self._samples_acc or self.tf_estimated_batch_size
+        warmup = self._steps_in_fit < self.options.warmup_steps
+        if len(self.record.steps) < self.options.max_recorded_steps:
+            self.record.steps.append(
+                StepSample(
+                    step=self.steps_seen,
+                    epoch=max(self._epoch, 0),
+                    t_s=t_end - self.started_at,
+                    wait_s=self._wait_acc,
+                    step_s=t_end - prev_end,
+                    batch_size=samples,
+                    synced=synced,
+                    warmup=warmup,
+                )
+            )
+        else:
+            self.record.meta["steps_truncated"] = True
+        self.steps_seen += 1
+        self._steps_in_fit += 1
+        if synced:
+            self._synced_steps += 1
+            self._sync_s += sync_s
+            self._last_sync_step = self.steps_seen
+            self._last_sync_t = t_end
+        self._prev_end = t_end
+        self._wait_acc = 0.0
+        self._samples_acc = 0
+
+    def add_overhead(self, seconds: float) -> None:
+        self._overhead_s += seconds
+
+    def calibrate_tf_pull(self, batch) -> float:
+        """Measure what an eager ``next()`` costs on this batch structure when a batch is
+        already waiting in the buffer (the median of a few pulls from an in-memory dataset);
+        the time is moved out of the step that paid it."""
+        started = _perf_counter()
+        self.tf_pull_floor_s = 0.0
+        try:
+            self.tf_pull_floor_s = _tf_ready_pull_seconds(batch)
+        except Exception as error:
+            self.record.input["tf_pull_floor_error"] = repr(error)
+        self.record.input["tf_pull_floor_s"] = self.tf_pull_floor_s
+        spent = _perf_counter() - started
+        self.record.overhead["calibration_s"] = spent
+        if self._prev_end is not None:
+            self._prev_end += spent
+        return spent
+
+    # -- after a step: probes and the step limit ----------------------------------------------
+
+    def after_step(
+        self, timed_function: TimedTrainFunction, args: tuple, result: Any
+    ) -> InputFreeWindow | None:
+        """After a measured step: the input-free window to run now inside this step (the
+        caller runs it, then the probes and the step limit), or the probes and the limit."""
+        # the window's checks only until it ran (or could not): then one attribute per step
+        if (
+            not self.input_free_done
+            and self._input_free_due()
+            and self._start_input_free(timed_function, result)
+        ):
+            return self.input_free
+        self.probes_and_limit(timed_function, args, result)
+        return None
+
+    def host_code_watch_due(self, model) -> bool:
+        """Watch one eager step for host code in the model (stoke.diagnosis.measure.host_code): the
+        last warm-up step (left out of the numbers), once per run, only when Python runs
+        inside the step."""
+        if self._host_code_watched or self._steps_in_fit != max(0, self.options.warmup_steps - 1):
+            return False
+        self._host_code_watched = True
+        from stoke.diagnosis.measure.host_code import step_runs_eagerly
+
+        return step_runs_eagerly(model, self.backend or "")
+
+    def note_host_code(self, found: dict[str, str]) -> None:
+        model = self.record.model
+        model["host_code_watched"] = True
+        if not found:
+            return
+        model["host_ops"] = sorted({*(model.get("host_ops") or []), *found})
+        model.setdefault("host_op_evidence", {}).update(found)
+
+    def pending_wait_s(self) -> float:
+        """The wait noted so far for the step in progress."""
+        return self._wait_acc
+
+    def probes_and_limit(self, timed_function: TimedTrainFunction, args: tuple, result: Any) -> None:
+        if (
+            not self.probes_done
+            and self.probe_at_step is not None
+            and self.steps_seen >= self.probe_at_step
+        ):
+            self.run_probes(timed_function, args, result)
+        limit = self.options.stop_after_steps
+        if limit is not None and self.steps_seen >= limit:
+            self.record.meta["stopped_after_steps"] = self.steps_seen
+            if self.options.on_step_limit == "stop_training":
+                timed_function.model.stop_training = True
+            else:
+                self.measuring = False
+                if self.backend == "jax":
+                    _hand_jax_state_to_model(timed_function.model, result)
+                raise DoctorStepLimitReached(f"stoke doctor: stopped after {self.steps_seen} steps")
+
+    # -- the input-free window (stoke.diagnosis.measure.input_free) -------------------------------------
+
+    def _input_free_due(self) -> bool:
+        return (
+            self.options.probes
+            and self.input_free is None
+            and not self.probes_done
+            and self.probe_at_step is not None
+            and self.steps_seen >= self.probe_at_step
+            and self.fit is not None
+        )
+
+    def _start_input_free(self, timed_function: TimedTrainFunction, result: Any) -> bool:
+        """Open the window after this step when it can run; True when it did."""
+        from stoke.diagnosis.measure import input_free
+        recent = [s for s in self.record.steps[-64:] if not s.warmup]
+        reason = None
+        if self.backend == "tensorflow" and not self.tf_pull_outside_graph:
+            reason = "TensorFlow pulls this run's batches inside the compiled loop: none can be swapped"
+        elif self.last_batch is None:
+            reason = "no batch of the run was kept"
+        elif recent and input_free.wait_fraction(recent) < input_free.MIN_WAIT_FRACTION:
+            reason = "the run barely waits for its input: there is no input cost to remove"
+        if reason is None:
+            try:
+                self.input_free = input_free.InputFreeWindow(
+                    self.backend, timed_function.model, result, self.last_batch,
+                    _leading_dim(self.last_batch),
+                    input_free.planned_calls(recent, self.options.probe_seconds),
+                    ready_pull_s=(self.tf_pull_floor_s or 0.0) if self.tf_pull_outside_graph else 0.0,
+                    loop_s=statistics.median(self._loop_s) if self._loop_s else 0.0,
+                    max_seconds=self.options.probe_seconds,
+                )
+                return True
+            except Exception as error:
+                reason = f"the window could not start: {error!r}"
+        self.input_free_done = True
+        self.record.meta.setdefault("probe_notes", {})["input_free"] = reason
+        return False
+
+    def end_input_free(self, window: InputFreeWindow | None, failure: str | None = None) -> None:
+        """The window is over: keep its measurement, restart the step clock."""
+        current, self.input_free = self.input_free, None
+        self.input_free_done = True
+        if window is not None and window.result is not None:
+            self.record.probes["input_free"] = window.result
+        else:
+            self.record.meta.setdefault("probe_notes", {})["input_free"] = failure or "no result"
+        if current is not None:
+            self._probes_s += _perf_counter() - current.started_at
+        self._reset_clock()
+
+    def run_probes(self, timed_function, args, result) -> None:
+        self.probes_done = True
+        self.keep_last_batch = False
+        started = _perf_counter()
+        try:
+            if self.options.probes:
+                from stoke.diagnosis.measure.model_probe import run_fit_probes
+
+                run_fit_probes(self, timed_function, args, result)
+            else:
+                self.record.meta.setdefault("probe_notes", {})["all"] = "probes disabled (--no-probes)"
+        finally:
+            self.last_batch = None
+            self._probes_s += _perf_counter() - started
+            self._reset_clock()
+
+    # -- train_on_batch loops -----------------------------------------------------------------
+
+    def measure_train_on_batch(self, original, model, args, kwargs):
+        t_start = _perf_counter()
+        if self._train_on_batch_model is not model:
+            self._attach_train_on_batch(model, args, kwargs)
+        wait = t_start - self._prev_end if self._prev_end is not None else 0.0
+        self.in_train_on_batch = True
+        try:
+            result = original(model, *args, **kwargs)
+        finally:
+            self.in_train_on_batch = False
+        t_end = _perf_counter()
+        batch = args[0] if args else kwargs.get("x")
+        self._wait_acc = wait
+        self._samples_acc = _leading_dim(batch)
+        if self._prev_end is None:
+            self._prev_end = t_start
+        self.end_step(t_end, synced=True, sync_s=0.0)
+        self.add_overhead(_perf_counter() - t_end)
+        if (
+            not self.probes_done
+            and self.probe_at_step is not None
+            and self.steps_seen >= self.probe_at_step
+        ):
+            self.probes_done = True
+            started = _perf_counter()
+            try:
+                if self.options.probes:
+                    from stoke.diagnosis.measure.model_probe import run_train_on_batch_probes
+
+                    run_train_on_batch_probes(self, original, model, args, kwargs)
+            finally:
+                self._probes_s += _perf_counter() - started
+                self._prev_end = _perf_counter()
+        limit = self.options.stop_after_steps
+        if limit is not None and self.steps_seen >= limit:
+            self.record.meta["stopped_after_steps"] = self.steps_seen
+            if self.options.on_step_limit == "raise":
+                raise DoctorStepLimitReached(f"stoke doctor: stopped after {self.steps_seen} steps")
+        return result
+
+    def _attach_train_on_batch(self, model, args, kwargs) -> None:
+        self._train_on_batch_model = model
+        self.backend = _keras_backend()
+        self.record.meta["measured_from"] = self.record.meta.get("measured_from") or "train_on_batch"
+        self.record.meta["backend"] = self.backend
+        self._steps_in_fit = 0
+        self._prev_end = None
+        batch = (
+            args[0] if args else kwargs.get("x"),
+            args[1] if len(args) > 1 else kwargs.get("y"),
+        )
+        if not self._input_facts_taken:
+            self._input_facts_taken = True
+            self.record.input.update(
+                {
+                    "kind": "train_on_batch",
+                    "main_thread": True,
+                    "producer": "trainer-thread",
+                    "wait_method": "between-calls",
+                    "wait_note": (
+                        "A train_on_batch loop makes its batches in the script's own code: "
+                        "wait_s is the time spent outside train_on_batch between two calls "
+                        "(loading data and anything else the loop does)."
+                    ),
+                }
+            )
+            try:
+                self.record.input.update(batch_facts(batch))
+            except Exception as error:
+                self.record.input["batch_facts_error"] = repr(error)
+        self._take_model_and_env_facts(model)
+        if self.probe_at_step is None:
+            planned = self.options.stop_after_steps or self.options.probe_after_steps
+            self.probe_at_step = self.steps_seen + planned
+
+    # -- finishing ------------------------------------------------------------------------------
+
+    def _finish_generator_facts(self) -> None:
+        if not self._generator_batches:
+            return
+        inputs = self.record.input
+        inputs["generator_s_per_batch"] = self._generator_s / self._generator_batches
+        inputs["generator_batches"] = self._generator_batches
+        if self._trainer_thread is not None and self._generator_threads:
+            on_trainer = self._trainer_thread in self._generator_threads
+            inputs["main_thread"] = on_trainer
+            if on_trainer:
+                inputs["producer"] = "trainer-thread"
+            elif inputs.get("producer") == "trainer-thread":
+                inputs["producer"] = "tf.data-thread"
+
+    def _estimate_tf_waits(self) -> None:
+        if self.record.input.get("wait_method") != "estimated-from-model-alone":
+            return
+        probe = self.record.probes.get("model_alone")
+        if probe is None:
+            return
+        per_step = float(probe.detail.get("s_per_step", 0.0)) * max(
+            1, int(self.record.model.get("steps_per_execution") or 1)
+        )
+        for step in self.record.steps:
+            step.wait_s = max(0.0, step.step_s - per_step)

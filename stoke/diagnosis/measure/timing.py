@@ -1,0 +1,302 @@
+"""The timed wrappers that sit in the user's Keras run: how a step and its wait are timed.
+
+Owns the stand-ins for the training ``EpochIterator``'s batches (:class:`_TimedBatches`) and for
+``model.train_function`` (:class:`TimedTrainFunction`), the per-backend device sync, the
+TensorFlow ready-pull calibration, a user generator's timed wrapper, and the hooks' own untimed
+cost. They measure and feed the :class:`~stoke.diagnosis.measure.recorder.Recorder`, which decides.
+
+How a step is timed. A step is one call of Keras' train function; it ends when the call
+returns; now and then (see :meth:`~stoke.diagnosis.measure.recorder.Recorder.sync_due`) after the
+device finished (``synced=True``).
+``step_s`` is the time from the previous step's end; the first step of each epoch counts from
+the moment the epoch's batches were asked for, so validation and epoch-end callbacks are not
+inside any step. ``wait_s`` is the time the trainer was blocked pulling its batch:
+
+- JAX: ``next()`` runs on the trainer's thread inside the train function; the iterator the
+  training ``EpochIterator`` hands over is wrapped and each ``next()`` is timed (this includes
+  Keras' one-batch-ahead ``device_put`` on accelerators).
+- torch: ``EpochIterator.__next__`` pulls from a worker-less ``DataLoader`` (Keras converts each
+  batch to a tensor on the device there, synchronously); the same wrapper times it.
+- TensorFlow: Keras pulls inside a ``tf.function``, out of Python's sight. With
+  ``steps_per_execution == 1`` and no distribution strategy the doctor pulls the batch itself,
+  eagerly (timed), and hands it to Keras' own step function (the path Keras takes for Python
+  iterators): same step, one graph boundary moved. An eager ``next()`` costs ~0.2-0.8 ms of
+  dispatch even when a batch is waiting; that cost, measured once on a ready in-memory
+  dataset of the same structure (``input["tf_pull_floor_s"]``), is taken off each wait.
+  Otherwise (``steps_per_execution > 1``, a strategy) the pull stays in the graph and
+  ``wait_s`` is estimated after the run as step time minus the model-alone step time
+  (``input["wait_method"]`` says which).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from stoke.diagnosis.measure.facts import _keras_backend
+
+if TYPE_CHECKING:
+    from stoke.diagnosis.measure.input_free import InputFreeWindow
+    from stoke.diagnosis.measure.recorder import Recorder
+
+_perf_counter = time.perf_counter
+
+
+class _TimedBatches:
+    """The trainer's batch iterator with each ``next()`` timed into the recorder."""
+
+    __slots__ = ("_inner", "_recorder")
+
+    def __init__(self, inner, recorder: Recorder):
+        self._inner = inner
+        self._recorder = recorder
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        recorder = self._recorder
+        if not recorder.measuring:
+            return next(self._inner)
+        window = recorder.input_free
+        if window is not None:
+            return window.batch  # the input-free window: the input costs nothing
+        started = _perf_counter()
+        batch = next(self._inner)
+        arrived = _perf_counter()
+        recorder.note_batch(batch, arrived - started)
+        recorder.add_overhead(_perf_counter() - arrived)
+        return batch
+
+
+class _TimedBatchIterable:
+    """What the wrapped ``EpochIterator._get_iterator`` returns: Keras calls ``iter()`` on it."""
+
+    __slots__ = ("_inner", "_recorder")
+
+    def __init__(self, inner, recorder: Recorder):
+        self._inner = inner
+        self._recorder = recorder
+
+    def __iter__(self):
+        return _TimedBatches(iter(self._inner), self._recorder)
+
+
+def _wrap_epoch_iterator(epoch_iterator, recorder: Recorder) -> None:
+    """Time the training EpochIterator's batches (JAX, torch) and mark epoch starts."""
+    if getattr(epoch_iterator, "_stoke_doctor_recorder", None) is recorder:
+        return
+    epoch_iterator._stoke_doctor_recorder = recorder
+    original_enumerate = epoch_iterator._enumerate_iterator
+
+    def enumerate_marking_epochs():
+        recorder.begin_epoch()
+        yield from original_enumerate()
+
+    epoch_iterator._enumerate_iterator = enumerate_marking_epochs
+    if recorder.backend == "tensorflow":
+        return  # TensorFlow pulls inside the train function: see TimedTrainFunction.
+    original_get_iterator = epoch_iterator._get_iterator
+
+    def timed_get_iterator():
+        return _TimedBatchIterable(original_get_iterator(), recorder)
+
+    epoch_iterator._get_iterator = timed_get_iterator
+
+
+class TimedTrainFunction:
+    """Stands in for ``model.train_function``: times the call, syncs the device on sampled
+    steps, and (TensorFlow) pulls the batch outside the graph. ``original`` is Keras' own."""
+
+    def __init__(self, original, recorder: Recorder, model):
+        self.original = original
+        self.recorder = recorder
+        self.model = model
+        self.backend = _keras_backend()
+        self._sync = _device_sync_function(self.backend, model)
+        self._tf_iterator_types: tuple = ()
+        if self.backend == "tensorflow":
+            import tensorflow as tf
+
+            self._tf_iterator_types = (tf.data.Iterator, tf.distribute.DistributedIterator)
+
+    def __call__(self, *args):
+        recorder = self.recorder
+        if not recorder.measuring or recorder.in_train_on_batch:
+            return self.original(*args)
+        t_enter = _perf_counter()
+        not_overhead_s = 0.0  # the pull itself and a one-time calibration
+        if recorder.tf_pull_outside_graph and len(args) == 1:
+            iterator = args[0]
+            if isinstance(iterator, self._tf_iterator_types):
+                pull_started = _perf_counter()
+                data = next(iterator)  # StopIteration ends the epoch, as in Keras' own path
+                pulled = _perf_counter()
+                calibration_s = 0.0
+                if recorder.tf_pull_floor_s is None:
+                    calibration_s = recorder.calibrate_tf_pull(data)
+                # An eager get_next costs its dispatch even when a batch is ready; Keras'
+                # in-graph pull costs about as much inside its step. Only the rest is waiting.
+                recorder.note_batch(data, max(0.0, pulled - pull_started - recorder.tf_pull_floor_s))
+                not_overhead_s = pulled - pull_started + calibration_s
+                args = (iter((data,)),)
+        wait_before_call = recorder.pending_wait_s()
+        t_call = _perf_counter()
+        if recorder.host_code_watch_due(self.model):
+            result = self._watched_call(args)
+        else:
+            result = self.original(*args)
+        t_returned = _perf_counter()
+        synced = recorder.sync_due()
+        if synced:
+            self._sync(result)
+        t_end = _perf_counter()
+        # the step's own work: the call and its sync, less a wait inside it (JAX pulls there)
+        call_s = t_end - t_call - (recorder.pending_wait_s() - wait_before_call)
+        recorder.end_step(t_end, synced, t_end - t_returned, call_s=call_s)
+        recorder.add_overhead((t_call - t_enter - not_overhead_s) + (_perf_counter() - t_end))
+        window = recorder.after_step(self, args, result)
+        if window is not None:
+            result = self._run_input_free(window, args, result)
+        return result
+
+    def sync(self, result) -> None:
+        self._sync(result)
+
+    def _watched_call(self, args: tuple):
+        """The train function with the host-code watch on (stoke.diagnosis.measure.host_code), for one
+        warm-up step: its time is left out of the steady state like the rest of the warm-up."""
+        from stoke.diagnosis.measure.host_code import watch_host_code
+
+        with watch_host_code(self.model, self.backend) as found:
+            result = self.original(*args)
+        self.recorder.note_host_code(found)
+        return result
+
+    def _run_input_free(self, window: InputFreeWindow, args: tuple, result):
+        """The input-free window, right here, inside this step's call: the train function again
+        on the step's own batch, back to back, out of sight of the callbacks, the progress bar
+        and the history (they only ever see this step's own result). The training state is
+        put back afterwards; the step returns its own logs."""
+        recorder = self.recorder
+        jax_iterator = args[1] if self.backend == "jax" and len(args) == 2 else None
+        current = result
+        try:
+            while True:
+                if jax_iterator is not None:
+                    call_args = (current[1], jax_iterator)  # the state the last call returned
+                elif self.backend == "tensorflow":
+                    call_args = (iter((window.batch,)),)  # pulled outside the graph: no pull
+                else:
+                    call_args = args  # torch: the step's own batch again
+                current, finished = window.call(self.original, self._sync, call_args)
+                if finished:
+                    break
+        except BaseException:
+            window.abandon(self.model)
+            recorder.end_input_free(None, "a step of the window raised")
+            raise
+        restored = window.restored_result(result, current)
+        recorder.end_input_free(window)
+        recorder.probes_and_limit(self, args, restored)
+        return restored
+
+
+def _device_sync_function(backend: str, model):
+    """A function that blocks until the device finished the step that produced ``result``."""
+    if backend == "jax":
+        import jax
+
+        def sync_jax(result):
+            jax.block_until_ready(result)
+
+        return sync_jax
+    if backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+
+            def sync_torch(result):
+                torch.cuda.synchronize()
+
+            return sync_torch
+        return lambda result: None
+    if backend == "tensorflow":
+        from keras import tree
+
+        def sync_tensorflow(result):
+            for value in tree.flatten(result):
+                numpy = getattr(value, "numpy", None)
+                if numpy is not None:
+                    numpy()
+
+        return sync_tensorflow
+    return lambda result: None
+
+
+def _tf_ready_pull_seconds(batch, pulls: int = 25) -> float:
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensors(batch).repeat().prefetch(4)
+    iterator = iter(dataset)
+    for _ in range(3):
+        next(iterator)
+    times = []
+    for _ in range(pulls):
+        time.sleep(0.0005)  # let the prefetch buffer refill: measure a ready pull
+        started = _perf_counter()
+        next(iterator)
+        times.append(_perf_counter() - started)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def _hand_jax_state_to_model(model, result) -> None:
+    """Give the model a JAX training state ``result = (logs, state)`` to sync into its
+    variables: the last step's before ending a ``fit`` early (Keras' ``fit`` does this after
+    the train function returns; its ``finally`` then syncs it), or the state an abandoned
+    input-free window saved."""
+    try:
+        _logs, state = result
+        trainable, non_trainable, optimizer_variables, metrics_variables = state
+        model._jax_state = {
+            "trainable_variables": trainable,
+            "non_trainable_variables": non_trainable,
+            "optimizer_variables": optimizer_variables,
+            "metrics_variables": metrics_variables,
+        }
+        model._jax_state_synced = False
+    except Exception:
+        pass
+
+
+def _untimed_cost_per_step_s(repeats: int = 2000) -> float:
+    """What a step's hooks spend outside their own timed spans: about six perf_counter()
+    calls and two Python calls (the wrapper and the iterator's __next__)."""
+
+    def noop():
+        return None
+
+    started = _perf_counter()
+    for _ in range(repeats):
+        _perf_counter()
+        _perf_counter()
+        _perf_counter()
+        noop()
+    per_three = (_perf_counter() - started) / repeats
+    return 2 * per_three
+
+
+def timed_generator(generator, recorder: Recorder, lock: threading.Lock):
+    """Yield the user's generator's batches, timing each ``next()`` and noting the thread
+    that asked. A real generator, because Keras accepts only ``types.GeneratorType``."""
+    while True:
+        started = _perf_counter()
+        with lock:
+            try:
+                item = next(generator)
+            except StopIteration:
+                return
+        recorder.note_generator_batch(_perf_counter() - started)
+        yield item

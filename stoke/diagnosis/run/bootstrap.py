@@ -1,0 +1,217 @@
+"""The measured process: run the user's script unchanged, with the doctor's hooks in Keras.
+
+``python -m stoke.diagnosis.run.bootstrap SCRIPT ARGS`` (or ``-m MODULE ARGS``, ``-c CODE ARGS``)
+runs the target as ``__main__`` the way ``python`` would (``sys.argv``, ``sys.path[0]``), with
+a :class:`~stoke.diagnosis.measure.recorder.Recorder` active. Keras is not imported here: the script may
+pick its backend (``os.environ["KERAS_BACKEND"] = ...``) before importing it, so the hooks are
+installed by an import watcher the moment ``keras`` finishes importing.
+
+On the way out (normal end, ``sys.exit``, an exception, Ctrl-C/SIGTERM, or the doctor's own
+stop after ``--steps N``) the record is written to the path in ``STOKE_DOCTOR_RECORD``, and the
+process exits with the script's exit status (0 when the doctor stopped it).
+
+The parent side (building this command, reading the record, reporting) is
+:mod:`stoke.diagnosis.run.runner`.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import runpy
+import signal
+import sys
+import traceback
+
+from stoke.diagnosis.measure.hooks import activate, deactivate, install_hooks, keras_version_warning
+from stoke.diagnosis.measure.recorder import DoctorOptions, DoctorStepLimitReached, Recorder
+from stoke.legacy.imports import when_imported
+from stoke.legacy.run import exit_status
+
+RECORD_ENV = "STOKE_DOCTOR_RECORD"
+PARENT_ENV = "STOKE_DOCTOR_PARENT_PID"  # the stoke doctor process this script dies with
+OPTIONS_ENV = "STOKE_DOCTOR_OPTIONS"
+
+USAGE = "usage: python -m stoke.diagnosis.run.bootstrap (SCRIPT | -m MODULE | -c CODE) [ARGS...]"
+
+
+def _install_or_explain(recorder: Recorder) -> None:
+    try:
+        install_hooks()
+    except Exception as error:
+        message = f"stoke doctor: cannot measure this run: {error}"
+        print(message, file=sys.stderr, flush=True)
+        recorder.record.meta["hook_error"] = str(error)
+        return
+    warning = keras_version_warning()
+    if warning:
+        print(f"stoke doctor: {warning}", file=sys.stderr, flush=True)
+        recorder.record.meta["keras_warning"] = warning
+
+
+def _parse_target(argv: list[str]) -> tuple[str, str, list[str]]:
+    """(kind, target, args) with kind "path", "module" or "code"."""
+    if not argv:
+        raise SystemExit(USAGE)
+    if argv[0] == "-m":
+        if len(argv) < 2:
+            raise SystemExit(USAGE)
+        return "module", argv[1], argv[2:]
+    if argv[0] == "-c":
+        if len(argv) < 2:
+            raise SystemExit(USAGE)
+        return "code", argv[1], argv[2:]
+    return "path", argv[0], argv[1:]
+
+
+def _run_target(kind: str, target: str, args: list[str]) -> None:
+    if kind == "path":
+        sys.argv = [target, *args]
+        sys.path[0] = os.path.dirname(os.path.abspath(target))
+        runpy.run_path(target, run_name="__main__")
+    elif kind == "module":
+        sys.argv = [target, *args]
+        sys.path[0] = os.getcwd()
+        runpy.run_module(target, run_name="__main__", alter_sys=True)
+    else:
+        sys.argv = ["-c", *args]
+        sys.path[0] = ""
+        code = compile(target, "<string>", "exec")
+        namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+        exec(code, namespace)
+
+
+_BOOTSTRAP_PID = os.getpid()
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    """SIGTERM in the measured process ends it like Ctrl-C, so the record is written. Forked
+    children (a PyDataset's pool workers) get their default handler back at fork time, and
+    this one is a no-op trap for any that would still reach it."""
+    if os.getpid() != _BOOTSTRAP_PID:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _exit_with_parent() -> None:
+    """If ``stoke doctor`` is killed, the measured script must not run on as an orphan: a
+    daemon thread ends this process once the doctor's process is gone. (Its pid comes in the
+    environment: a wrapper such as ``conda run`` may stand between the two.)"""
+    import threading
+    import time
+
+    doctor = int(os.environ.get(PARENT_ENV) or os.getppid())
+
+    def doctor_alive() -> bool:
+        try:
+            os.kill(doctor, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    if not doctor_alive():  # the doctor died while this process was starting
+        os._exit(137)
+
+    def watch() -> None:
+        while doctor_alive():
+            time.sleep(0.5)
+        os._exit(137)
+
+    threading.Thread(target=watch, name="stoke-doctor-parent-watch", daemon=True).start()
+
+
+def note_keras2_conversions(recorder: Recorder) -> None:
+    """Put the Keras-2 calls the shim translated into the record (``meta["keras2_conversions"]``),
+    so that the findings diagnose what the user wrote (a ``fit_generator`` on a plain generator
+    is a generator on the main thread), not the translation."""
+    from stoke.legacy import shim
+
+    # The one hasattr probe of this module: ``conversions()`` arrives with the adopt branch
+    # (stoke.legacy is that area's); until both are merged a shim without it records nothing.
+    if not hasattr(shim, "conversions"):
+        return
+    try:
+        recorder.record.meta["keras2_conversions"] = [
+            conversion_record(c) for c in shim.conversions()
+        ]
+    except Exception as error:  # the record must still be written
+        recorder.record.meta["keras2_conversions_error"] = repr(error)
+
+
+def conversion_record(conversion) -> dict:
+    """A shim ``Conversion`` (a frozen dataclass) as plain JSON types."""
+    import dataclasses
+
+    data = dataclasses.asdict(conversion) if dataclasses.is_dataclass(conversion) else dict(conversion)
+    return {key: value if isinstance(value, str | int | float | bool | type(None)) else repr(value)
+            for key, value in data.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    kind, target, args = _parse_target(argv)
+    if kind == "path" and not os.path.exists(target):
+        print(f"stoke doctor: no such script: {target!r}", file=sys.stderr)
+        return 2
+    record_path = os.environ.get(RECORD_ENV)
+    options = DoctorOptions.from_json(os.environ.get(OPTIONS_ENV, ""))
+    recorder = Recorder(options, argv=[target, *args], script=target if kind != "code" else "-c")
+    _exit_with_parent()
+    recorder.start()
+    activate(recorder)
+    # once Keras has imported, however it is reached (also TensorFlow first: tf.keras)
+    when_imported("keras", lambda _keras: _install_or_explain(recorder))
+    # Keras-2-era scripts (fit(workers=..., use_multiprocessing=...), fit_generator) run
+    # under the doctor translated to Keras 3 calls, on the script's own input (not stoke's)
+    from stoke.legacy.shim import install as install_keras2_shim
+
+    install_keras2_shim(keras2_only=True)  # Keras 3 calls stay as the script wrote them
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, previous_sigterm))
+    status, code, error, error_type = "completed", 0, None, None
+    try:
+        _run_target(kind, target, args)
+    except DoctorStepLimitReached:
+        status = "stopped-after-steps"
+    except SystemExit as exit_request:
+        code = exit_status(exit_request.code)
+        status = "completed" if code == 0 else "failed"
+        if code != 0:
+            error, error_type = f"the script exited with status {code}", "SystemExit"
+    except KeyboardInterrupt:
+        status, code = "interrupted", 130
+        error, error_type = "interrupted (Ctrl-C or SIGTERM)", "KeyboardInterrupt"
+    except BaseException as exception:  # the user's error: report it the way python would
+        traceback.print_exc()
+        status, code = "failed", 1
+        error = "".join(traceback.format_exception_only(type(exception), exception)).strip()
+        error_type = type(exception).__name__
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+        deactivate(recorder)
+        note_keras2_conversions(recorder)
+        try:
+            record = recorder.finish(status, code, error, error_type)
+        except Exception as doctor_error:  # a doctor bug must not cost the user the record
+            record = recorder.record
+            record.meta.update(exit_status=status, exit_code=code, error=error)
+            record.meta["doctor_error"] = repr(doctor_error)
+        if record_path:
+            temporary = f"{record_path}.partial"
+            record.save(temporary)
+            os.replace(temporary, record_path)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Free what the run left in reference cycles now, while threads can still take the
+        # GIL: a tf.data iterator over a Python generator that is destroyed during interpreter
+        # shutdown waits forever for its prefetch thread, which needs the GIL to stop.
+        gc.collect()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""The parent side of ``stoke doctor``: run the user's command in a child process with the
+doctor's hooks installed, wait for it, and read back its run record.
+
+Owns turning ``python train.py ARGS`` (or ``train.py ARGS``, ``python -m pkg ARGS``) into
+``python -m stoke.diagnosis.run.bootstrap train.py ARGS`` with the same interpreter and flags, the
+environment that carries the options and the record's path, and the waiting (Ctrl-C is passed
+on to the script, which then writes what it measured). The child's output goes straight to the
+terminal. Analysis and rendering are left to :mod:`stoke.diagnosis.run.cli`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from stoke.diagnosis.measure.recorder import DoctorOptions
+from stoke.diagnosis.record import RunRecord
+from stoke.diagnosis.run.bootstrap import OPTIONS_ENV, PARENT_ENV, RECORD_ENV
+
+# Interpreter options that take a value (python -X dev, -W error, ...).
+_OPTIONS_WITH_VALUE = {"-X", "-W", "--check-hash-based-pycs"}
+_PYTHON_NAME = re.compile(r"^python(\d+(\.\d+)*)?(\.exe)?$")
+
+# After the script's process ends, how long its own children may take to go.
+_CHILDREN_GRACE_S = 10.0
+# After Ctrl-C, how long the script may take to write its record before it is killed.
+_INTERRUPT_GRACE_S = 30.0
+
+
+class CommandError(ValueError):
+    """The command after ``--`` is not a Python training command the doctor can run."""
+
+
+@dataclass
+class DoctorRun:
+    """What came back from a measured run."""
+
+    record: RunRecord | None
+    exit_code: int
+    command: list[str]
+    message: str | None = None  # set when something went wrong outside the script
+
+    @property
+    def script_failed(self) -> bool:
+        if self.record is None:
+            return self.exit_code != 0
+        return self.record.meta.get("exit_status") in ("failed", "interrupted")
+
+
+def build_child_command(command: list[str]) -> list[str]:
+    """``python [flags] (script | -m mod | -c code) args`` -> the same under the bootstrap.
+
+    A bare ``python`` (``python3``, ``python3.11``) means the interpreter stoke runs in; a path
+    to an interpreter (``.venv/bin/python``) is used as given, and must be able to import stoke.
+    """
+    if not command:
+        raise CommandError(
+            "Give the training command after `--`, e.g. `stoke doctor -- python train.py`."
+        )
+    first = command[0]
+    if _PYTHON_NAME.match(first):
+        # A bare `python`: the interpreter stoke runs in (the one that has stoke and, in
+        # practice, the script's packages), whatever comes first on PATH.
+        interpreter = sys.executable
+        rest = command[1:]
+    elif _PYTHON_NAME.match(os.path.basename(first)) or _same_file(first, sys.executable):
+        interpreter = shutil.which(first) or first  # an explicit interpreter path: use it
+        rest = command[1:]
+    elif first.endswith(".py"):
+        interpreter = sys.executable
+        rest = command
+    else:
+        raise CommandError(
+            f"stoke doctor runs Python training scripts: give `python train.py ARGS` or "
+            f"`train.py ARGS` after `--`. Received: {' '.join(command)!r}"
+        )
+    flags: list[str] = []
+    index = 0
+    while index < len(rest) and rest[index].startswith("-") and rest[index] not in ("-m", "-c"):
+        flags.append(rest[index])
+        if rest[index] in _OPTIONS_WITH_VALUE and index + 1 < len(rest):
+            flags.append(rest[index + 1])
+            index += 1
+        index += 1
+    target = rest[index:]
+    if not target:
+        raise CommandError(
+            f"No script to run in {' '.join(command)!r}: give `python train.py ARGS`."
+        )
+    if target[0] in ("-m", "-c") and len(target) < 2:
+        raise CommandError(f"`{target[0]}` needs a value. Received: {' '.join(command)!r}")
+    return [interpreter, *flags, "-m", "stoke.diagnosis.run.bootstrap", *target]
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(shutil.which(a) or a, b)
+    except OSError:
+        return False
+
+
+def child_environment(options: DoctorOptions, record_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env[RECORD_ENV] = str(record_path)
+    env[OPTIONS_ENV] = options.to_json()
+    env[PARENT_ENV] = str(os.getpid())
+    # The child may run another interpreter: make sure it can import this stoke.
+    stoke_root = str(Path(__file__).resolve().parents[3])
+    existing = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = stoke_root if not existing else f"{stoke_root}{os.pathsep}{existing}"
+    return env
+
+
+def run_measured(
+    command: list[str],
+    options: DoctorOptions | None = None,
+    timeout_s: float | None = None,
+    cwd: str | None = None,
+    extra_env: dict[str, str] | None = None,
+    capture_output: bool = False,
+) -> DoctorRun:
+    """Run ``command`` under the doctor and return its record (None if none was written).
+
+    ``timeout_s`` bounds the whole run (None: as long as the script runs); at the limit the
+    script is interrupted and, after a grace period, killed. ``capture_output`` (tests) sends
+    the script's output to a pipe instead of the terminal; it is returned in ``message``.
+    """
+    options = options or DoctorOptions()
+    child_command = build_child_command(command)
+    with tempfile.TemporaryDirectory(prefix="stoke-doctor-") as folder:
+        record_path = Path(folder) / "record.json"
+        env = child_environment(options, record_path)
+        if extra_env:
+            env.update(extra_env)
+        output = subprocess.PIPE if capture_output else None
+        try:
+            process = subprocess.Popen(
+                child_command,
+                env=env,
+                cwd=cwd,
+                stdout=output,
+                stderr=subprocess.STDOUT if capture_output else None,
+                text=capture_output,
+            )
+        except OSError as error:
+            return DoctorRun(None, 127, command, f"could not start {child_command[0]!r}: {error}")
+        descendants = _Descendants(process.pid)
+        captured, message = _wait(process, timeout_s, capture_output, descendants)
+        descendants.reap()
+        record = RunRecord.load(record_path) if record_path.exists() else None
+    exit_code = process.returncode if process.returncode is not None else 1
+    if exit_code < 0:
+        exit_code = 128 - exit_code  # killed by signal N -> 128 + N, as shells report it
+    if record is None and message is None:
+        message = (
+            f"the script ended (exit status {exit_code}) before the doctor could write its "
+            f"record: it may have been killed (out of memory?) or called os._exit()"
+        )
+    if capture_output:
+        message = captured if message is None else f"{message}\n{captured}"
+    return DoctorRun(record, exit_code, command, message)
+
+
+def _wait(
+    process: subprocess.Popen, timeout_s, capture_output: bool, descendants: _Descendants
+) -> tuple[str, str | None]:
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    message = None
+    captured = ""
+    interrupted_at = None
+    while True:
+        descendants.refresh()
+        try:
+            if capture_output:
+                left = 1.0 if deadline is None else max(0.1, min(1.0, deadline - time.monotonic()))
+                try:
+                    out, _ = process.communicate(timeout=left)
+                    captured += out or ""
+                    return captured, message
+                except subprocess.TimeoutExpired:
+                    pass
+            else:
+                try:
+                    process.wait(timeout=0.5)
+                    return captured, message
+                except subprocess.TimeoutExpired:
+                    pass
+            now = time.monotonic()
+            if interrupted_at is not None and now - interrupted_at > _INTERRUPT_GRACE_S:
+                _kill_tree(process.pid)
+                message = message or "the script did not stop after being interrupted: killed"
+            elif deadline is not None and now > deadline and interrupted_at is None:
+                message = f"the script ran past the doctor's time limit ({timeout_s:g} s)"
+                interrupted_at = now
+                _signal(process, signal.SIGINT)
+        except KeyboardInterrupt:
+            # Ctrl-C reached the script too (same terminal); give it time to write its record.
+            if interrupted_at is None:
+                interrupted_at = time.monotonic()
+                _signal(process, signal.SIGINT)
+            else:
+                _kill_tree(process.pid)
+                message = "interrupted twice: the script was killed"
+
+
+def _signal(process: subprocess.Popen, signum: int) -> None:
+    try:
+        process.send_signal(signum)
+    except ProcessLookupError:
+        pass
+
+
+def _kill_tree(pid: int) -> None:
+    try:
+        parent = psutil.Process(pid)
+        processes = parent.children(recursive=True) + [parent]
+    except psutil.Error:
+        return
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
+
+
+class _Descendants:
+    """The processes the script started, remembered by (pid, create time) while it runs, so
+    that any it leaves behind can be ended by id after it exits (and no one else's)."""
+
+    def __init__(self, pid: int):
+        self._pid = pid
+        self._known: dict[int, float] = {}
+        self._checked_at = 0.0
+
+    def refresh(self, every_s: float = 1.0) -> None:
+        now = time.monotonic()
+        if now - self._checked_at < every_s:
+            return
+        self._checked_at = now
+        try:
+            for child in psutil.Process(self._pid).children(recursive=True):
+                self._known.setdefault(child.pid, child.create_time())
+        except psutil.Error:
+            pass
+
+    def alive(self) -> list[psutil.Process]:
+        found = []
+        for pid, created in self._known.items():
+            try:
+                process = psutil.Process(pid)
+                if process.create_time() == created and process.status() != psutil.STATUS_ZOMBIE:
+                    found.append(process)
+            except psutil.Error:
+                continue
+        return found
+
+    def reap(self, grace_s: float = _CHILDREN_GRACE_S) -> None:
+        """Wait up to ``grace_s`` for leftovers to exit, then kill them."""
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            if not self.alive():
+                return
+            time.sleep(0.1)
+        for process in self.alive():
+            try:
+                process.kill()
+            except psutil.Error:
+                pass

@@ -1,9 +1,0 @@
-"""Record formats: TFRecord, Parquet, ArrayRecord and WebDataset tar shards, local or remote.
-
-One module per format, ``remote.py`` for every path (local files and fsspec URLs),
-``example_proto.py`` for ``tf.train.Example`` without TensorFlow, ``shards.py`` for what the
-shard-based formats (TFRecord, tar) share: an index of record byte spans per shard, read
-once, which makes every record addressable as ``(shard, record)``. The epoch order of those
-formats is :mod:`stoke.shard_plan`. Optional dependencies (pyarrow, array_record, fsspec's
-HTTP/GCS/S3 back ends) are imported only inside the module that needs them.
-"""
