@@ -36,7 +36,9 @@ imported from there:
 - :mod:`.gather`: reading this machine into :class:`EnvFacts` (impure; the NVIDIA driver
   through :mod:`stoke.nvml`, ``nvidia-smi``'s text as the fallback);
 - :mod:`.probe`: the backend imported in a child process, its devices and a matmul;
-- :mod:`.checks`: the ``check_*`` decisions, and :func:`evaluate`, which runs them all;
+- :mod:`.checks`: the ``check_*`` decisions, one module per group (the stack, the driver
+  and its GPUs, the builds, the backend's devices, CPUs, GPU memory, the host), and
+  :func:`~.checks.evaluate.evaluate`, which runs them all;
 - :mod:`.report`: the command (``add_arguments``, ``main``), the table and the JSON.
 """
 

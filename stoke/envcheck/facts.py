@@ -5,7 +5,8 @@ gathers (the host, the NVIDIA driver, the installed packages, the backend probes
 Owns: the check statuses, the names stoke env looks for (the Keras backends, the
 distributions that provide their frameworks, the packages and environment variables it
 records), the dataclasses, and what the facts answer directly (the cores work can use,
-which installed distribution provides a framework). Everything here is serialisable.
+which installed distribution provides a framework, which JAX CUDA plugins are installed).
+Everything here is serialisable.
 Leaves to others: filling the facts (:mod:`.gather`, :mod:`.probe`), judging them
 (:mod:`.checks`), printing them (:mod:`.report`).
 """
@@ -214,3 +215,14 @@ def framework_distribution(framework: str, packages: Mapping[str, str]) -> str |
         if name in packages:
             return name
     return None
+
+
+def jax_cuda_packages(packages: Mapping[str, str]) -> dict[int, dict[str, str]]:
+    """The JAX CUDA plugins installed, by CUDA major: {12: {"jax-cuda12-plugin": "0.10.2"}}."""
+    found: dict[int, dict[str, str]] = {}
+    for major in JAX_CUDA_MAJORS:
+        for part in ("plugin", "pjrt"):
+            name = f"jax-cuda{major}-{part}"
+            if name in packages:
+                found.setdefault(major, {})[name] = packages[name]
+    return found

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from stoke.envcheck.checks import evaluate, worst_status
+from stoke.envcheck.checks.evaluate import evaluate, worst_status
 from stoke.envcheck.facts import FAIL, INFO, OK, STATUSES, TRAINING_BACKENDS, WARN, Check, EnvFacts
 from stoke.envcheck.gather import gather_facts, jax_jaxlib_requirement
 

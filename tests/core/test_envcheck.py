@@ -20,26 +20,14 @@ import pytest
 from rich.console import Console
 
 import stoke
-from stoke.envcheck.checks import (
-    check_backend,
-    check_backend_devices,
-    check_cpu_load,
-    check_cuda_driver,
-    check_framework_build,
-    check_gpu_memory,
-    check_gpu_processes,
-    check_gpu_visibility,
-    check_host,
-    check_keras,
-    check_matmul,
-    check_nvidia,
-    check_packages,
-    check_python,
-    check_shm,
-    check_threads,
-    evaluate,
-    worst_status,
-)
+from stoke.envcheck.checks.builds import check_cuda_driver, check_framework_build
+from stoke.envcheck.checks.cpu import check_cpu_load, check_threads
+from stoke.envcheck.checks.devices import check_backend_devices, check_matmul
+from stoke.envcheck.checks.evaluate import evaluate, worst_status
+from stoke.envcheck.checks.gpu import check_gpu_processes, check_gpu_visibility, check_nvidia
+from stoke.envcheck.checks.gpu_memory import check_gpu_memory
+from stoke.envcheck.checks.host import check_host, check_shm
+from stoke.envcheck.checks.stack import check_backend, check_keras, check_packages, check_python
 from stoke.envcheck.facts import (
     FAIL,
     GIB,
@@ -946,7 +934,7 @@ def test_command_rejects_a_bad_timeout():
 def test_gathering_imports_no_framework():
     code = (
         "import sys; from stoke.envcheck.gather import gather_facts; "
-        "from stoke.envcheck.checks import evaluate; "
+        "from stoke.envcheck.checks.evaluate import evaluate; "
         "facts = gather_facts(probe=False); evaluate(facts); "
         "heavy = {'tensorflow', 'torch', 'jax', 'keras'} & set(sys.modules); "
         "assert not heavy, heavy; print(facts.gather_s)"
