@@ -25,12 +25,6 @@ from stoke.loader.loader import BatchIterator, Loader, LoaderOptions
 TESTED_KERAS = ((3, 8), (3, 99))
 
 
-def _backend() -> str:
-    import keras
-
-    return keras.backend.backend()
-
-
 def _data_adapter_class():
     import keras
 
