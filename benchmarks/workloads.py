@@ -2,10 +2,11 @@
 
 What it owns:
 
-- :func:`ensure_jpegs` writes N JPEG files once into a cache folder (smooth colour fields,
-  a few soft shapes and sensor-like noise, quality 90, 4:2:0 chroma: sizes and decode times
-  close to real photos of the same resolution) and :func:`load_samples` reads them back
-  into memory, so no loader ever waits on the disk.
+- :func:`ensure_jpegs` writes N JPEG files once into a cache folder (stoke's synthetic
+  photo-like images, :mod:`stoke.commands.examples.images`: smooth colour fields, a few soft
+  shapes and sensor-like noise, quality 90, 4:2:0 chroma: sizes and decode times close to
+  real photos of the same resolution) and :func:`load_samples` reads them back into memory,
+  so no loader ever waits on the disk.
 - :class:`JpegSamples` is the source every loader reads: ``samples[i] -> (jpeg bytes,
   label)``. Its length is the number of samples a run streams, which may exceed the number
   of distinct files (index ``i`` reads file ``i % files``), so short and long runs use the
@@ -82,48 +83,17 @@ def default_cache_dir() -> Path:
     return Path(root) / "stoke-bench"
 
 
-def _photo_like(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A smooth random colour field with soft blobs and noise: compresses and decodes like a
-    photo (natural images are mostly low-frequency with fine texture)."""
-    from PIL import Image, ImageFilter
-
-    coarse = rng.integers(0, 256, size=(rng.integers(3, 8), rng.integers(3, 8), 3), dtype=np.uint8)
-    field = np.asarray(Image.fromarray(coarse).resize((size, size), Image.BICUBIC), np.float32)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    for _ in range(int(rng.integers(2, 6))):  # soft-edged "objects"
-        cy, cx = rng.uniform(0, size, 2)
-        radius = rng.uniform(size / 10, size / 3)
-        mask = 1.0 / (1.0 + np.exp(((yy - cy) ** 2 + (xx - cx) ** 2) ** 0.5 / 3 - radius / 3))
-        field += mask[..., None] * (rng.uniform(-90, 90, 3).astype(np.float32))
-    texture = rng.normal(0.0, 1.0, (size, size, 3)).astype(np.float32)
-    texture = np.asarray(
-        Image.fromarray(np.clip(texture * 40 + 128, 0, 255).astype(np.uint8))
-        .filter(ImageFilter.GaussianBlur(0.8)), np.float32) - 128
-    image = field + 0.35 * texture + rng.normal(0.0, 3.0, (size, size, 3))
-    return np.clip(image, 0, 255).astype(np.uint8)
-
-
 def ensure_jpegs(workload: Workload, data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """The workload's JPEG files, generated once into ``data_dir`` (default
+    """The workload's JPEG files (:func:`stoke.commands.examples.images.write_jpegs`, the one
+    maker of synthetic JPEGs), generated once into ``data_dir`` (default
     ``~/.cache/stoke-bench``) under a folder named by the parameters. Idempotent."""
-    from PIL import Image
+    from stoke.commands.examples.images import write_jpegs
 
     root = Path(data_dir) if data_dir is not None else default_cache_dir()
     folder = root / (f"jpeg-v{CACHE_VERSION}-{workload.image_size}px-q{workload.quality}"
                      f"-seed{workload.seed}")
-    folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{i:06d}.jpg" for i in range(workload.files)]
-    for i, path in enumerate(paths):
-        if path.exists():
-            continue
-        rng = np.random.default_rng([workload.seed, i])
-        buffer = io.BytesIO()
-        Image.fromarray(_photo_like(rng, workload.image_size)).save(
-            buffer, "JPEG", quality=workload.quality, subsampling="4:2:0")
-        partial = path.with_suffix(".tmp")
-        partial.write_bytes(buffer.getvalue())
-        os.replace(partial, path)  # never a half-written file, even when interrupted
-    return paths
+    return write_jpegs(paths, workload.image_size, workload.quality, workload.seed)
 
 
 def load_samples(workload: Workload, data_dir: str | os.PathLike | None = None

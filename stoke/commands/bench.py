@@ -43,12 +43,17 @@ SCHEMA = "stoke.bench/1"
 
 class ExampleJpegs:
     """``samples[i] -> (jpeg bytes, int32 label)``: ``files`` synthetic photo-like JPEGs
-    (smooth colour fields, soft blobs, sensor-like noise; quality 90), made in memory once
-    and read round-robin for ``length`` samples. Picklable: the bytes travel with it."""
+    (:mod:`stoke.commands.examples.images`; quality 90), made in memory once and read
+    round-robin for ``length`` samples. Picklable: the bytes travel with it."""
 
     def __init__(self, files: int = 256, length: int = 8192, size: int = 160, seed: int = 0):
-        self.jpegs = [_encode(_photo_like(np.random.default_rng([seed, i]), size))
-                      for i in range(files)]
+        from stoke.commands.examples.images import encode_jpeg, photo_like
+
+        try:
+            self.jpegs = [encode_jpeg(photo_like(np.random.default_rng([seed, i]), size))
+                          for i in range(files)]
+        except ImportError as exc:
+            raise SystemExit(f"stoke bench --example: {exc}") from None
         self.length = length
 
     def __len__(self) -> int:
@@ -56,42 +61,6 @@ class ExampleJpegs:
 
     def __getitem__(self, index: int):
         return self.jpegs[int(index) % len(self.jpegs)], np.int32(int(index) % 1000)
-
-
-def _photo_like(rng: np.random.Generator, size: int) -> np.ndarray:
-    coarse = rng.uniform(0, 255, (6, 6, 3))
-    axis = np.linspace(0, 5, size)
-    low, frac = np.floor(axis).astype(int), axis - np.floor(axis)
-    high = np.minimum(low + 1, 5)
-    rows = coarse[low] * (1 - frac)[:, None, None] + coarse[high] * frac[:, None, None]
-    field = rows[:, low] * (1 - frac)[None, :, None] + rows[:, high] * frac[None, :, None]
-    yy, xx = np.mgrid[0:size, 0:size]
-    for _ in range(int(rng.integers(2, 5))):
-        cy, cx, radius = rng.uniform(0, size), rng.uniform(0, size), rng.uniform(size / 10, size / 3)
-        mask = 1 / (1 + np.exp((np.hypot(yy - cy, xx - cx) - radius) / 3))
-        field = field + mask[..., None] * rng.uniform(-80, 80, 3)
-    field = field + rng.normal(0, 6, field.shape)
-    return np.clip(field, 0, 255).astype(np.uint8)
-
-
-def _encode(image: np.ndarray) -> bytes:
-    try:
-        import simplejpeg
-
-        return simplejpeg.encode_jpeg(np.ascontiguousarray(image), quality=90,
-                                      colorspace="RGB", colorsubsampling="420")
-    except ImportError:
-        pass
-    try:
-        from PIL import Image
-    except ImportError:
-        raise SystemExit("stoke bench --example needs simplejpeg or Pillow: "
-                         "pip install 'stoke[images]'") from None
-    import io
-
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, "JPEG", quality=90, subsampling="4:2:0")
-    return buffer.getvalue()
 
 
 def _decode(jpeg: bytes) -> np.ndarray:

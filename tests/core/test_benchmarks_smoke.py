@@ -201,6 +201,26 @@ def test_the_caption_step_keeps_the_batches(monkeypatch, tmp_path):
     assert len(workloads.tokenize_caption(3, 50)) == 16
 
 
+def test_one_maker_of_synthetic_jpegs(monkeypatch, tmp_path):
+    """The benchmark's JPEG files and `stoke bench --example`'s are the same images, made by
+    stoke.commands.examples.images; files are made once and decode to photo-sized images."""
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    import workloads
+
+    from stoke.commands.bench import ExampleJpegs
+
+    workload = workloads.Workload(files=3, image_size=48, crop_size=32)
+    paths = workloads.ensure_jpegs(workload, tmp_path)
+    stamps = [p.stat().st_mtime_ns for p in paths]
+    assert [p.stat().st_mtime_ns for p in workloads.ensure_jpegs(workload, tmp_path)] == stamps
+    assert not list(tmp_path.rglob("*.tmp"))
+    example = ExampleJpegs(files=3, length=3, size=48)
+    assert example.jpegs == [p.read_bytes() for p in paths]
+    image = workloads.decode(example.jpegs[0])
+    assert image.shape == (48, 48, 3) and image.std() > 10  # not a flat colour
+    assert example.jpegs[0] != example.jpegs[1]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("workload,x_shape", [("tabular", [16, 64]),
                                               ("large-arrays", [16, 224, 224, 3])])
