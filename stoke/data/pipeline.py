@@ -26,7 +26,14 @@ from stoke.data.buckets import BucketSpec
 from stoke.data.formats.shards import ShardedSource
 from stoke.data.padding import PaddingSpec
 from stoke.data.plan import IteratorState, PlanSpec
-from stoke.data.program import FilterStep, MapStep, SampleProgram, keep_unfiltered, wants_rng
+from stoke.data.program import (
+    FilterStep,
+    MapStep,
+    SampleProgram,
+    has_filter,
+    keep_unfiltered,
+    wants_rng,
+)
 from stoke.data.sources import ArraySource, FileSource, SequenceSource, resolve_paths
 from stoke.data.structure import DtypePolicy
 from stoke.loader.loader import BatchIterator, Loader, LoaderOptions
@@ -253,11 +260,11 @@ class Pipeline:
         return to_keras(self, workers, executor, prefetch, device_transform, **options)
 
     def steps_have_filter(self) -> bool:
-        return any(isinstance(s, FilterStep) for s in self.steps)
+        return has_filter(self.steps)
 
     def __len__(self) -> int:
         """Batches (or samples, when unbatched) per epoch of this shard."""
-        if any(isinstance(s, FilterStep) for s in self.steps):
+        if self.steps_have_filter():
             raise TypeError("the length of a filtered pipeline is not known before it runs.")
         return self._plan_spec().batches_per_epoch()
 

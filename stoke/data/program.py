@@ -54,6 +54,12 @@ class FilterStep:
         return f"filter({_callable_name(self.predicate)})"
 
 
+def has_filter(steps: tuple[MapStep | FilterStep, ...]) -> bool:
+    """Whether ``steps`` hold a ``filter``: then how many samples an epoch yields, and so its
+    length and how its batches fill, is known only once it runs."""
+    return any(isinstance(step, FilterStep) for step in steps)
+
+
 def _callable_name(fn: Any) -> str:
     return getattr(fn, "__qualname__", None) or type(fn).__name__
 
@@ -134,7 +140,7 @@ class SampleProgram:
 
     @property
     def has_filter(self) -> bool:
-        return any(isinstance(s, FilterStep) for s in self.steps)
+        return has_filter(self.steps)
 
     def run(self, index: int, epoch: int) -> Any:
         """The sample at ``index`` (a Python int) after every step, or :data:`FILTERED`.

@@ -126,6 +126,25 @@ def test_filter_keeps_batches_full():
     assert sorted(labels) == list(range(1, 40, 2))
 
 
+@pytest.mark.parametrize("filtered", [False, True])
+def test_the_pipeline_its_length_and_its_program_agree_on_a_filter(filtered):
+    x, y = data(12)
+    pipe = stoke.from_arrays(x, y).map(helpers.identity)
+    if filtered:
+        pipe = pipe.filter(helpers.keep_odd)
+    pipe = pipe.batch(4)
+    assert pipe.steps_have_filter() is filtered
+    with pipe.loader(workers=1, executor="inline") as loader:
+        assert loader.program.has_filter is filtered
+        sizes = [len(b[1]) for b in loader.iter(epoch=0)]
+    assert sizes == ([4, 2] if filtered else [4, 4, 4])
+    if filtered:
+        with pytest.raises(TypeError, match="not known before it runs"):
+            len(pipe)
+    else:
+        assert len(pipe) == 3
+
+
 def test_repeat_runs_several_epochs_on_the_same_workers():
     x, y = data(10)
     pipe = stoke.from_arrays(x, y).shuffle(seed=0).batch(5).repeat(3)
