@@ -15,7 +15,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("stoke.commands.demo", "naive Keras run, the doctor's verdict on it, the same run fed by stoke"),
     "doctor": ("stoke.diagnosis.run.cli", "run a training script unchanged and say why the GPU waits"),
-    "env": ("stoke.envcheck", "check the stack: versions, devices, threads, memory growth"),
+    "env": ("stoke.envcheck.report", "check the stack: versions, devices, threads, memory growth"),
     "run": ("stoke.legacy.run", "run a Keras-2-era training script on Keras 3, fed by stoke"),
     "bench": ("stoke.commands.bench", "measure a pipeline alone with each executor and worker count"),
 }

@@ -23,9 +23,8 @@ check reports the user's own settings.
     stoke env --no-probe           # no backend import: versions, driver, threads only (< 1 s)
     stoke env --json env.json      # also write the facts and checks for machines ("-": stdout)
 
-This package module holds only what ``stoke env`` (:mod:`stoke.commands.cli`) calls,
-:func:`~.report.add_arguments` and :func:`~.report.main`; each step has a module of its own,
-imported from there:
+The command is :mod:`.report` (``add_arguments``, ``main``, run by :mod:`stoke.commands.cli`);
+this package module re-exports nothing. Each step has a module of its own:
 
 - :mod:`.facts`: the plain values (:class:`EnvFacts`, :class:`Check`, the statuses, the names
   of the backends, packages and environment variables looked for);
@@ -41,9 +40,3 @@ imported from there:
   :func:`~.checks.evaluate.evaluate`, which runs them all;
 - :mod:`.report`: the command (``add_arguments``, ``main``), the table and the JSON.
 """
-
-from __future__ import annotations
-
-from stoke.envcheck.report import add_arguments, main
-
-__all__ = ["add_arguments", "main"]
