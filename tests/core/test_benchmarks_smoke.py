@@ -277,3 +277,68 @@ def test_worker_allocator_benchmark_runs_both_allocators(tmp_path):
         assert row["glibc_default_samples_per_s"] > 0 and row["keep_freed_samples_per_s"] > 0
         assert row["ratio"] == pytest.approx(
             row["keep_freed_samples_per_s"] / row["glibc_default_samples_per_s"])
+
+
+# -- the A/B script ---------------------------------------------------------------------------
+AB = REPO / "benchmarks" / "ab_throughput.py"
+
+
+@pytest.fixture
+def ab(monkeypatch):
+    """benchmarks/ab_throughput.py as a module (it runs as a script, not a package)."""
+    from importlib import util
+
+    monkeypatch.syspath_prepend(str(AB.parent))
+    spec = util.spec_from_file_location("ab_throughput_under_test", AB)
+    module = util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ab_alternates_the_sides_and_pairs_the_rounds(ab):
+    order = ab.schedule(["jpeg", "tabular"], 2)
+    assert order == [(0, "jpeg", "A"), (0, "jpeg", "B"), (0, "tabular", "A"), (0, "tabular", "B"),
+                     (1, "jpeg", "B"), (1, "jpeg", "A"), (1, "tabular", "B"), (1, "tabular", "A")]
+    rates = {("A", 0): 100.0, ("B", 0): 110.0, ("A", 1): 200.0, ("B", 1): 180.0,
+             ("A", 2): 150.0, ("B", 2): 150.0}
+    visits = [{"round": r, "workload": "jpeg", "side": s, "images_per_s": v, "startup_s": 1.0}
+              for (s, r), v in rates.items()]
+    summary = ab.summarise(visits, ["jpeg"])["jpeg"]
+    assert summary["ratio"] == pytest.approx(1.0)  # medians 150 and 150
+    assert summary["ratio_rounds"] == pytest.approx([1.1, 0.9, 1.0])  # B / the same round's A
+    assert (summary["ratio_min"], summary["ratio_max"]) == pytest.approx((0.9, 1.1))
+    assert summary["within_spread"] is True
+    assert summary["a_spread"] == pytest.approx((200 - 100) / 150)
+
+
+def test_ab_refuses_a_tree_without_the_benchmark(tmp_path):
+    proc = subprocess.run([sys.executable, str(AB), "--quick", "--a", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "has no benchmarks/pipeline_throughput.py" in proc.stderr
+
+
+@pytest.mark.slow
+def test_ab_quick_measures_each_tree_in_its_own_process_and_draws(tmp_path):
+    out = tmp_path / "ab.json"
+    proc = subprocess.run(
+        [sys.executable, str(AB), "--quick", "--a", str(REPO), "--b", str(REPO),
+         "--workloads", "tabular", "--rounds", "2", "--workers", "2",
+         "--data-dir", str(tmp_path / "data"), "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, _explain(proc)
+    result = json.loads(out.read_text())
+    assert result["schema"] == "stoke.bench.ab_throughput/1"
+    for side in ("A", "B"):
+        assert Path(result["trees"][side]["stoke_file"]).is_relative_to(REPO)
+    assert result["harness_differs"] == []
+    assert [(v["round"], v["side"]) for v in result["visits"]] == [(0, "A"), (0, "B"),
+                                                                   (1, "B"), (1, "A")]
+    tabular = result["workloads"]["tabular"]
+    assert len(tabular["a_per_s_rounds"]) == len(tabular["b_per_s_rounds"]) == 2
+    assert tabular["ratio"] == pytest.approx(tabular["b_per_s"] / tabular["a_per_s"])
+    assert tabular["ratio_min"] <= tabular["ratio_max"]
+    assert all(v["leftover_processes"] == [] for v in result["visits"])
+    if _installed("matplotlib"):
+        assert out.with_suffix(".png").stat().st_size > 0
