@@ -90,7 +90,7 @@ def test_tf_data_sequential_map_and_no_prefetch():
     sequential = only(record, "sequential-map")
     # TF ops only (no py_function in the graph): tf.data's own fix first, stoke as the option
     assert sequential.fix.index("num_parallel_calls") < sequential.fix.index("stoke.")
-    record.input["tf_data_py_function"] = True  # Python per element: stoke's workers first
+    record.input.tf_data_py_function = True  # Python per element: stoke's workers first
     sequential = only(record, "sequential-map")
     assert sequential.fix.index("stoke.") < sequential.fix.index("num_parallel_calls")
     prefetch = only(record, "no-prefetch")

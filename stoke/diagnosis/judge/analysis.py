@@ -54,8 +54,8 @@ asynchronously (JAX, TensorFlow) the device may run during the wait, so the comp
 steps measured after a device sync (``StepSample.synced``) is used when it is longer. Working
 in step time also holds when batch sizes were not recorded.
 
-**Unmeasurable wait.** When the record says ``input["wait_measured"] is False`` or
-``input["wait_method"] == "none"`` (a native tf.data pipeline's ``next()`` runs inside a
+**Unmeasurable wait.** When the record says ``input.wait_measured is False`` or
+``input.wait_method == "none"`` (a native tf.data pipeline's ``next()`` runs inside a
 ``tf.function``), the wait is estimated from the probes (:func:`wait_fraction_from_probes`);
 ``input_wait_source`` says where the number came from.
 """
@@ -265,11 +265,11 @@ class Diagnosis:
             "steps": [_asdict(s) for s in record.steps],
             "system": [_asdict(s) for s in record.system],
             "probes": {name: _asdict(p) for name, p in record.probes.items()},
-            "meta": record.meta,
-            "input": record.input,
-            "model": record.model,
-            "env": record.env,
-            "overhead": record.overhead,
+            "meta": record.meta.to_dict(),
+            "input": record.input.to_dict(),
+            "model": record.model.to_dict(),
+            "env": record.env.to_dict(),
+            "overhead": record.overhead.to_dict(),
         }
         return json_safe(data)
 
@@ -417,8 +417,8 @@ def overhead_signals(
             f"the run makes {throughput:,.0f} samples/s, {throughput / model_alone:.0%} of the "
             f"{model_alone:,.0f} samples/s the model reaches alone on a cached batch"
         )
-    gpus_used = _number(record.env.get("gpus_used"))
-    model_on_cpu = record.model.get("device") == "cpu" or gpus_used == 0
+    gpus_used = _number(record.env.gpus_used)
+    model_on_cpu = record.model.device == "cpu" or gpus_used == 0
     if gpus and not model_on_cpu:
         busiest = max(gpus, key=lambda g: g.kernel_active_pct)
         if busiest.kernel_active_pct < 100.0 * OVERHEAD_DEVICE_SHARE:
@@ -493,7 +493,7 @@ def wait_fraction_from_probes(
 def summarise_cpu(record: RunRecord, samples: Sequence[SystemSample]) -> CpuSummary | None:
     if not samples:
         return None
-    cores = _number(record.meta.get("cpu_count")) or max(len(s.cpu_per_core_pct) for s in samples)
+    cores = _number(record.meta.cpu_count) or max(len(s.cpu_per_core_pct) for s in samples)
     cores = max(1, int(cores))
     busy = [
         (sum(s.cpu_per_core_pct) / (100.0 * len(s.cpu_per_core_pct)))
@@ -536,16 +536,16 @@ def summarise_gpus(samples: Sequence[SystemSample]) -> tuple[GpuSummary, ...]:
 def doctor_overhead_fraction(record: RunRecord) -> float | None:
     """The doctor's own cost as a share of step time: as the probes reported it, else derived."""
     overhead = record.overhead
-    fraction = _number(overhead.get("fraction_of_step"))
+    fraction = _number(overhead.fraction_of_step)
     if fraction is not None:
         return fraction
     step_times = [s.step_s for s in record.steps if s.step_s > 0]
     if not step_times:
         return None
-    per_step = _number(overhead.get("doctor_s_per_step"))
+    per_step = _number(overhead.doctor_s_per_step)
     if per_step is not None:
         return per_step / statistics.fmean(step_times)
-    total = _number(overhead.get("doctor_s_total"))
+    total = _number(overhead.doctor_s_total)
     if total is not None:
         return total / sum(step_times)
     return None
@@ -584,7 +584,7 @@ def _measure(record: RunRecord) -> Diagnosis:
             verdict="unknown",
             verdict_reason=(
                 "no training step was measured: the script ended with an error before one finished"
-                if record.meta.get("error")
+                if record.meta.error
                 else "no training step was measured: the doctor measures model.fit() and "
                 "train_on_batch; custom training loops (GradientTape, jax.grad, a torch loop) "
                 "are not measured. Findings below come from the setup alone"
@@ -605,18 +605,18 @@ def _measure(record: RunRecord) -> Diagnosis:
 
     samples = sum(s.batch_size for s in kept)
     if samples <= 0:  # batch sizes not recorded per step: fall back on the configured one
-        samples = (_number(record.input.get("batch_size")) or 0.0) * len(kept)
+        samples = (_number(record.input.batch_size) or 0.0) * len(kept)
     total_step_s = sum(s.step_s for s in kept)
     total_wait_s = sum(min(s.wait_s, s.step_s) for s in kept)
     throughput = samples / total_step_s if samples > 0 else None
 
     wait_source = "measured"
-    wait_method = record.input.get("wait_method")
+    wait_method = record.input.wait_method
     if wait_method == "estimated-from-model-alone":
         wait_source = "model-alone-estimate"  # the probes set wait_s = step_s - model step
-    elif record.input.get("wait_measured") is False or wait_method == "none":
+    elif record.input.wait_measured is False or wait_method == "none":
         estimate = wait_fraction_from_probes(
-            throughput, model_alone, input_alone, record.input.get("tf_data_prefetch")
+            throughput, model_alone, input_alone, record.input.tf_data_prefetch
         )
         wait_source = "unmeasured" if estimate is None else "probes"
         if estimate is not None:
@@ -756,7 +756,7 @@ def _prediction(
     """One prediction (see :class:`Prediction`): the headline's bound, and stoke on these
     cores from the trainer's and the input's measured CPU per sample."""
     unmeasured: list[str] = []
-    notes = record.meta.get("probe_notes") or {}
+    notes = record.meta.probe_notes or {}
     waits = wait_fraction >= PARTLY_INPUT_BOUND_WAIT_FRACTION  # else nothing to predict
     if wait_source != "measured":
         unmeasured.append(

@@ -94,10 +94,10 @@ def generator_on_main_thread(record: RunRecord, diagnosis: Diagnosis) -> Finding
     translated for Keras 3 is diagnosed as what the user wrote: a generator."""
     inputs = record.input
     legacy = keras2_generator_call(record)
-    kind = "generator" if legacy is not None else inputs.get("kind", "unknown")
-    on_main = inputs.get("main_thread") is True or legacy is not None
+    kind = "generator" if legacy is not None else (inputs.kind or "unknown")
+    on_main = inputs.main_thread is True or legacy is not None
     serial_python = (
-        kind == "generator" or on_main or inputs.get("producer") in _SERIAL_PYTHON_PRODUCERS
+        kind == "generator" or on_main or inputs.producer in _SERIAL_PYTHON_PRODUCERS
     )
     wait = diagnosis.input_wait_fraction
     if not serial_python or kind == "tf.data" or wait is None or wait < _PARTLY_WAIT:
@@ -121,7 +121,7 @@ def generator_on_main_thread(record: RunRecord, diagnosis: Diagnosis) -> Finding
         )
     where = (
         "on the trainer's main thread, one after the other with the training step"
-        if on_main or inputs.get("producer") == "trainer-thread"
+        if on_main or inputs.producer == "trainer-thread"
         else "in a single Python thread (Keras wraps it in tf.data), holding the GIL "
         "against the trainer"
     )
@@ -154,7 +154,7 @@ def generator_on_main_thread(record: RunRecord, diagnosis: Diagnosis) -> Finding
 def keras2_generator_call(record: RunRecord) -> dict[str, Any] | None:
     """The first Keras-2 training call on a plain generator that the doctor's shim translated
     (``meta["keras2_conversions"]``, from ``stoke.legacy.shim.conversions()``), or None."""
-    for conversion in record.meta.get("keras2_conversions") or []:
+    for conversion in record.meta.keras2_conversions or []:
         if not isinstance(conversion, dict):
             continue
         method = str(conversion.get("method", ""))
@@ -174,7 +174,7 @@ def _where(conversion: dict[str, Any]) -> str:
 def sequential_map(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
     """A tf.data ``map`` without ``num_parallel_calls``: one element at a time, one core."""
     wait = diagnosis.input_wait_fraction
-    if record.input.get("kind") != "tf.data" or record.input.get("tf_data_parallel_map") is not False:
+    if record.input.kind != "tf.data" or record.input.tf_data_parallel_map is not False:
         return None
     if wait is None or wait < _PARTLY_WAIT:
         return None
@@ -196,7 +196,7 @@ def sequential_map(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
 def no_prefetch(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
     """A tf.data pipeline without ``prefetch``: the next batch is made only when asked for."""
     wait = diagnosis.input_wait_fraction
-    if record.input.get("kind") != "tf.data" or record.input.get("tf_data_prefetch") is not False:
+    if record.input.kind != "tf.data" or record.input.tf_data_prefetch is not False:
         return None
     if wait is None or wait < _PARTLY_WAIT:
         return None
@@ -231,7 +231,7 @@ def input_too_slow(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
         return None
     if any(f.category == "input" for f in diagnosis.findings):
         return None
-    kind = record.input.get("kind", "unknown")
+    kind = record.input.kind or "unknown"
     if diagnosis.input_is_limit is False:
         return None  # the input alone is far faster than the model: it is not the limit
     if in_memory_input(record) and diagnosis.input_wait_source != "measured":
@@ -246,11 +246,11 @@ def input_too_slow(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
         .startswith("the cores")
     ):
         return None  # the cores are the limit: shared-cores says so, with the numbers
-    workers = record.input.get("pydataset_workers")
+    workers = record.input.pydataset_workers
     detail = {
         "pydataset": (
             f"PyDataset(workers={workers}, use_multiprocessing="
-            f"{record.input.get('use_multiprocessing')}) cannot keep up: process workers pickle "
+            f"{record.input.use_multiprocessing}) cannot keep up: process workers pickle "
             "every batch through a pipe, thread workers share the GIL with the trainer"
         ),
         "torch_dataloader": (
@@ -348,7 +348,7 @@ def shared_cores(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
         f"# {workers_needed} worker(s) and leave the rest to the model's threads, or let stoke's\n"
         "# tuner budget the cores (it measures the trainer's own CPU per step):\n"
         "import stoke\n"
-        f"train = stoke.from_sequence(samples).map(load).batch({record.input.get('batch_size') or 64})"
+        f"train = stoke.from_sequence(samples).map(load).batch({record.input.batch_size or 64})"
         ".to_keras()\n"
         "model.fit(train, epochs=10)\n"
         "# More speed needs more cores or a GPU for the model.\n"
@@ -373,30 +373,29 @@ def _times(ratio: float) -> str:
 def in_memory_input(record: RunRecord) -> bool:
     """Arrays in memory, or a tf.data pipeline with no map and no Python in it."""
     inputs = record.input
-    kind = inputs.get("kind")
+    kind = inputs.kind
     if kind == "arrays":
         return True
     if kind == "tf.data":
-        has_map = bool(inputs.get("tf_data_map_parallelism")) or inputs.get(
-            "tf_data_parallel_map") is not None
-        return not has_map and not inputs.get("tf_data_py_function")
+        has_map = bool(inputs.tf_data_map_parallelism) or inputs.tf_data_parallel_map is not None
+        return not has_map and not inputs.tf_data_py_function
     return False
 
 
 def _tf_data_shape(record: RunRecord) -> str:
     """The tf.data pipeline in words, from the facts read off its graph (no claims beyond)."""
     inputs = record.input
-    maps = inputs.get("tf_data_map_parallelism") or []
+    maps = inputs.tf_data_map_parallelism or []
     parts = []
-    if not maps and inputs.get("tf_data_parallel_map") is None:
+    if not maps and inputs.tf_data_parallel_map is None:
         parts.append("no map")
-    elif inputs.get("tf_data_parallel_map") is False:
+    elif inputs.tf_data_parallel_map is False:
         parts.append("a map one element at a time")
     else:
         parts.append(f"{len(maps) or 'its'} parallel map(s)")
-    if inputs.get("tf_data_py_function"):
+    if inputs.tf_data_py_function:
         parts.append("Python inside (py_function / from_generator)")
-    prefetch = inputs.get("tf_data_prefetch")
+    prefetch = inputs.tf_data_prefetch
     if prefetch is True:
         parts.append("prefetch")
     elif prefetch is False:
@@ -425,14 +424,14 @@ def _prediction_sentence(diagnosis: Diagnosis) -> str:
 
 def float64_input(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
     """float64 arrays fed to a float32 model: twice the bytes to make, move and cast."""
-    dtypes = record.input.get("dtypes")
+    dtypes = record.input.dtypes
     if not isinstance(dtypes, dict):
         return None
     wide = sorted(_field_label(str(path)) for path, dtype in dtypes.items() if "float64" in str(dtype))
     if not wide:
         return None
     wait = diagnosis.input_wait_fraction or 0.0
-    kind = record.input.get("kind", "unknown")
+    kind = record.input.kind or "unknown"
     if kind == "tf.data":
         fix = (
             "ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y),\n"
@@ -477,11 +476,11 @@ def run_eagerly(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
     runs host code (NumPy on tensors, found while the step ran), compiling as it stands would
     fail (``Cannot convert a symbolic tf.Tensor to a numpy array``): the fix then starts with
     the host code."""
-    if record.model.get("run_eagerly") is not True:
+    if record.model.run_eagerly is not True:
         return None
-    backend = record.meta.get("backend", "unknown")
+    backend = record.meta.backend or "unknown"
     on_torch = backend == "torch"
-    host_layers = [str(name) for name in record.model.get("host_ops") or []]
+    host_layers = [str(name) for name in record.model.host_ops or []]
     message = (
         "The model runs eagerly (run_eagerly=True): every layer is dispatched from Python "
         "on every step, with no compiled graph"
@@ -538,8 +537,8 @@ def host_op_in_model(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
     """NumPy, ``py_function`` or host callbacks inside the model: a device-host round trip per
     step. Found by what runs (a tensor converted to NumPy inside the step) or, failing that,
     by reading the layer's source (``model["host_op_evidence"]`` says which)."""
-    layers = [str(name) for name in record.model.get("host_ops") or []]
-    evidence_by_layer = dict(record.model.get("host_op_evidence") or {})
+    layers = [str(name) for name in record.model.host_ops or []]
+    evidence_by_layer = dict(record.model.host_op_evidence or {})
     failed = layer_failed_on_host_conversion(record)
     if failed is not None and failed[0] not in layers:
         layers.append(failed[0])
@@ -575,7 +574,7 @@ _FAILED_LAYER_CALL = re.compile(r"when calling (\w+)\.call\(\)")
 def layer_failed_on_host_conversion(record: RunRecord) -> tuple[str, str] | None:
     """(layer class, how) when the run itself failed inside a layer's ``call`` converting a
     tensor to NumPy: host code that could not run at all on this backend or compiled."""
-    error = str(record.meta.get("error") or "")
+    error = str(record.meta.error or "")
     match = _FAILED_LAYER_CALL.search(error)
     if match is None or not _HOST_CONVERSION_ERRORS.search(error):
         return None
@@ -591,7 +590,7 @@ def small_batch(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
     if wait >= _INPUT_BOUND_WAIT:
         return None  # fix the input first; the overhead is hidden behind the wait
     batch_size = diagnosis.bound.batch_size
-    steps_per_execution = record.model.get("steps_per_execution") or 1
+    steps_per_execution = record.model.steps_per_execution or 1
     gain = None
     fixed_s = _detail(record, "model_alone", "fixed_s_per_step")
     step_s = diagnosis.bound.step_s
@@ -620,7 +619,7 @@ def small_batch(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
         evidence={
             "batch_size": _num(batch_size),
             "steps_per_execution": steps_per_execution,
-            "jit_compile": record.model.get("jit_compile"),
+            "jit_compile": record.model.jit_compile,
             "step_ms": _round_ms(step_s),
             "fixed_ms_per_step": _round_ms(fixed_s),
             "model_alone_samples_per_s": _round(diagnosis.model_alone),
@@ -727,14 +726,14 @@ def _contention_fix(cores: int, other_cores: float) -> str:
 def no_accelerator(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
     """No GPU visible to the backend, or the model on the CPU while one is."""
     env = record.env
-    visible = env.get("gpus_visible")
+    visible = env.gpus_visible
     if visible is None:
         return None
-    used = env.get("gpus_used")
-    physical = env.get("gpus_physical")
+    used = env.gpus_used
+    physical = env.gpus_physical
     if physical is None and diagnosis.gpus:
         physical = len(diagnosis.gpus)
-    backend = record.meta.get("backend", "unknown")
+    backend = record.meta.backend or "unknown"
     if visible == 0 and physical:
         return Finding(
             id="no-accelerator",
@@ -762,7 +761,7 @@ def no_accelerator(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
             fix_language="bash",
             evidence={"gpus_visible": 0, "backend": backend},
         )
-    if visible > 0 and (used == 0 or record.model.get("device") == "cpu"):
+    if visible > 0 and (used == 0 or record.model.device == "cpu"):
         return Finding(
             id="no-accelerator",
             severity="high",
@@ -779,7 +778,7 @@ def no_accelerator(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
             evidence={
                 "gpus_visible": visible,
                 "gpus_used": used,
-                "model_device": record.model.get("device"),
+                "model_device": record.model.device,
                 "backend": backend,
             },
         )
@@ -788,12 +787,12 @@ def no_accelerator(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
 
 def multi_gpu_unused(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
     """More GPUs visible than the run uses."""
-    visible = record.env.get("gpus_visible") or 0
-    used = record.env.get("gpus_used")
+    visible = record.env.gpus_visible or 0
+    used = record.env.gpus_used
     if visible < 2 or used is None or used < 1 or used >= visible:
         return None
     idle = [g.index for g in diagnosis.gpus if g.kernel_active_pct < IDLE_GPU_PCT]
-    backend = record.meta.get("backend", "unknown")
+    backend = record.meta.backend or "unknown"
     compute_bound = diagnosis.verdict == "compute-bound"
     message = f"The run uses {used} of {visible} visible GPUs"
     if idle:
@@ -821,14 +820,14 @@ def multi_gpu_unused(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
 
 def thread_config(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
     """Thread settings that leave cores idle under a CPU model, or oversubscribe them."""
-    cores = (diagnosis.cpu.cores if diagnosis.cpu else None) or record.meta.get("cpu_count")
+    cores = (diagnosis.cpu.cores if diagnosis.cpu else None) or record.meta.cpu_count
     if not cores:
         return None
     env = record.env
-    intra = env.get("tf_intra_op_threads") or None  # 0 means "all cores"
-    inter = env.get("tf_inter_op_threads") or None
-    omp = _int_or_none(env.get("omp_num_threads"))
-    backend = record.meta.get("backend", "unknown")
+    intra = env.tf_intra_op_threads or None  # 0 means "all cores"
+    inter = env.tf_inter_op_threads or None
+    omp = _int_or_none(env.omp_num_threads)
+    backend = record.meta.backend or "unknown"
     evidence = {
         "cores": cores,
         "tf_intra_op_threads": intra,
@@ -880,7 +879,7 @@ def thread_config(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
 
 def gpu_memory_growth(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
     """TensorFlow holding (nearly) all GPU memory up front, with memory growth off."""
-    if record.meta.get("backend") != "tensorflow" or record.env.get("memory_growth") is True:
+    if record.meta.backend != "tensorflow" or record.env.memory_growth is True:
         return None
     full = [g for g in diagnosis.gpus if g.memory_used_fraction_peak >= MEMORY_RESERVED_FRACTION]
     if not full:
@@ -900,7 +899,7 @@ def gpu_memory_growth(record: RunRecord, diagnosis: Diagnosis) -> Finding | None
             "    tf.config.experimental.set_memory_growth(gpu, True)  # before any op runs\n"
         ),
         evidence={
-            "memory_growth": record.env.get("memory_growth"),
+            "memory_growth": record.env.memory_growth,
             "gpu_memory_used_pct": {
                 str(g.index): round(100.0 * g.memory_used_fraction_peak, 1) for g in full
             },
@@ -950,8 +949,8 @@ FINDING_IDS: tuple[str, ...] = (
 
 def _stoke_fix(record: RunRecord) -> str:
     """stoke, with the code for this input kind: the first fix for an input-bound run."""
-    kind = record.input.get("kind", "unknown")
-    batch = record.input.get("batch_size") or 64
+    kind = record.input.kind or "unknown"
+    batch = record.input.batch_size or 64
     if kind == "generator":
         return (
             "import stoke\n"
@@ -987,7 +986,7 @@ def _stoke_fix(record: RunRecord) -> str:
             f"train = stoke.from_sequence(train_loader.dataset).batch({batch}).to_keras()\n"
             "model.fit(train, epochs=10)\n"
         )
-    if kind == "tf.data" and not record.input.get("tf_data_py_function"):
+    if kind == "tf.data" and not record.input.tf_data_py_function:
         return (
             "# This pipeline runs TF ops only: keep tf.data, map in parallel and prefetch.\n"
             "ds = ds.map(load_and_augment, num_parallel_calls=tf.data.AUTOTUNE)\n"
@@ -1047,7 +1046,7 @@ def _stoke_fix(record: RunRecord) -> str:
 def _keras2_fix(record: RunRecord, conversion: dict[str, Any]) -> str:
     """A Keras-2 script: ``stoke run`` runs it unchanged with the generator off the trainer's
     thread; or the one-line change in the script."""
-    script = str(record.meta.get("script") or "train.py")
+    script = str(record.meta.script or "train.py")
     return (
         f"stoke run {script}   # the script unchanged: {conversion.get('method', 'fit_generator')}"
         "() is fed by stoke's workers\n"
@@ -1127,7 +1126,7 @@ def _data_parallel_fix(backend: str) -> str:
 def _input_evidence(record: RunRecord, diagnosis: Diagnosis) -> dict[str, Any]:
     bound = diagnosis.bound
     evidence: dict[str, Any] = {
-        "input_kind": record.input.get("kind", "unknown"),
+        "input_kind": record.input.kind or "unknown",
         "input_wait_pct": _pct(diagnosis.input_wait_fraction),
         "wait_ms_per_step": _round_ms(bound.wait_s),
         "step_ms": _round_ms(bound.step_s),
@@ -1138,19 +1137,20 @@ def _input_evidence(record: RunRecord, diagnosis: Diagnosis) -> dict[str, Any]:
         evidence["input_alone_samples_per_s"] = _round(diagnosis.input_alone)
     if diagnosis.model_alone:
         evidence["model_alone_samples_per_s"] = _round(diagnosis.model_alone)
-    for key in (
-        "producer",
-        "pydataset_workers",
-        "use_multiprocessing",
-        "torch_num_workers",
-        "tf_data_parallel_map",
-        "tf_data_prefetch",
-        "tf_data_py_function",
-        "wait_method",
+    inputs = record.input
+    for key, value in (
+        ("producer", inputs.producer),
+        ("pydataset_workers", inputs.pydataset_workers),
+        ("use_multiprocessing", inputs.use_multiprocessing),
+        ("torch_num_workers", inputs.torch_num_workers),
+        ("tf_data_parallel_map", inputs.tf_data_parallel_map),
+        ("tf_data_prefetch", inputs.tf_data_prefetch),
+        ("tf_data_py_function", inputs.tf_data_py_function),
+        ("wait_method", inputs.wait_method),
     ):
-        if record.input.get(key) is not None:
-            evidence[key] = record.input[key]
-    generator_s = record.input.get("generator_s_per_batch")
+        if value is not None:
+            evidence[key] = value
+    generator_s = inputs.generator_s_per_batch
     if isinstance(generator_s, int | float):
         evidence["generator_ms_per_batch"] = _round_ms(float(generator_s))
     return evidence
@@ -1185,9 +1185,9 @@ def _field_label(path: str) -> str:
 
 
 def _model_on_cpu(record: RunRecord) -> bool:
-    if record.model.get("device") == "cpu":
+    if record.model.device == "cpu":
         return True
-    return record.env.get("gpus_used") == 0 or record.env.get("gpus_visible") == 0
+    return record.env.gpus_used == 0 or record.env.gpus_visible == 0
 
 
 def _detail(record: RunRecord, probe: str, key: str) -> float | None:

@@ -48,7 +48,7 @@ from stoke.diagnosis.measure.timing import (
     _untimed_cost_per_step_s,
     _wrap_epoch_iterator,
 )
-from stoke.diagnosis.record import RunRecord, StepSample
+from stoke.diagnosis.record import Measurements, RunRecord, StepSample
 
 _perf_counter = time.perf_counter
 
@@ -157,13 +157,14 @@ class FitContext:
 
 
 class Recorder:
-    """Collects one run's :class:`RunRecord` while hooks feed it. Not thread-safe by design:
+    """Collects one run's :class:`Measurements` (``self.record``) while hooks feed it;
+    :meth:`finish` returns them as a typed :class:`RunRecord`. Not thread-safe by design:
     the step clock is driven from the trainer's thread only."""
 
     def __init__(self, options: DoctorOptions | None = None, argv=None, script=None):
         self.options = options or DoctorOptions()
         self.started_at = _perf_counter()
-        self.record = RunRecord(meta=base_meta(argv, script))
+        self.record = Measurements(meta=base_meta(argv, script))
         self.fit: FitContext | None = None
         self.backend: str | None = None
         self.active = False
@@ -234,7 +235,7 @@ class Recorder:
     ) -> RunRecord:
         """Stop sampling, fill the summary fields and return the record (idempotent)."""
         if self._finished:
-            return self.record
+            return RunRecord.from_measurements(self.record)
         self._finished = True
         self.active = False
         self.measuring = False
@@ -266,7 +267,7 @@ class Recorder:
         overhead["probes_s"] = self._probes_s
         self.unwrap_models()
         self.last_batch = None
-        return self.record
+        return RunRecord.from_measurements(self.record)
 
     def _take_static_facts(self) -> None:
         """No fit or train_on_batch ran (a custom training loop, or none): the facts that need

@@ -57,7 +57,7 @@ def terminal_text(diagnosis: Diagnosis, width: int = 100, colour: bool = False) 
 
 def _renderables(diagnosis: Diagnosis) -> list:
     title = Text("stoke doctor")
-    script = diagnosis.record.meta.get("script")
+    script = diagnosis.record.meta.script
     if script:
         title.append(" · ")
         title.append(str(script))
@@ -67,7 +67,7 @@ def _renderables(diagnosis: Diagnosis) -> list:
     header = Group(verdict, Text(headline(diagnosis)))
     parts: list = [Panel(header, title=title, title_align="left", border_style="dim")]
 
-    error = diagnosis.record.meta.get("error")
+    error = diagnosis.record.meta.error
     if error:
         parts.append(Text.assemble(("The script ended with an error: ", "bold red"), str(error)))
 

@@ -123,8 +123,8 @@ def main(args: argparse.Namespace) -> int:
         )
         return 1
     if run.script_failed:
-        status = run.record.meta.get("exit_status")
-        error = run.record.meta.get("error") or f"exit status {run.exit_code}"
+        status = run.record.meta.exit_status
+        error = run.record.meta.error or f"exit status {run.exit_code}"
         print(
             f"stoke doctor: the script {status} ({error}); the report above covers the "
             f"{len(run.record.steps)} steps measured before that.",
