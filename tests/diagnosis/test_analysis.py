@@ -8,13 +8,8 @@ import math
 
 import pytest
 
-from stoke.diagnosis.judge.analysis import (
-    DIAGNOSIS_SCHEMA_VERSION,
-    VERDICTS,
-    analyse,
-    doctor_overhead_fraction,
-    steady_steps,
-)
+from stoke.diagnosis.judge.analysis import VERDICTS, doctor_overhead_fraction, steady_steps
+from stoke.diagnosis.judge.diagnosis import DIAGNOSIS_SCHEMA_VERSION, analyse
 from stoke.diagnosis.record import OverheadFacts, ProbeResult, RunRecord, StepSample
 from tests.diagnosis import synthetic
 from tests.diagnosis.synthetic import make_record, make_steps

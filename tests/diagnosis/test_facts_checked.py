@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from stoke.diagnosis.judge.analysis import analyse
+from stoke.diagnosis.judge.diagnosis import analyse
 from stoke.diagnosis.record import ProbeResult, StepSample
 from tests.diagnosis.synthetic import make_record
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from stoke.diagnosis.judge.analysis import Diagnosis, input_free_step_s
+from stoke.diagnosis.judge.analysis import input_free_step_s
+from stoke.diagnosis.judge.diagnosis import Diagnosis
 
 VERDICT_COLOURS = {
     "input-bound": "#d9480f",

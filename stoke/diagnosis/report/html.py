@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from stoke.diagnosis.judge.analysis import DIAGNOSIS_SCHEMA_VERSION, Diagnosis
+from stoke.diagnosis.judge.diagnosis import DIAGNOSIS_SCHEMA_VERSION, Diagnosis
 from stoke.diagnosis.judge.findings import Finding
 from stoke.diagnosis.report._format import (
     SEVERITY_COLOURS,

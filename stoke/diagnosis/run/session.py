@@ -43,8 +43,8 @@ class DoctorSession:
         self.record: RunRecord | None = None
 
     def diagnosis(self):
-        """The verdict, numbers and findings (:class:`stoke.diagnosis.judge.analysis.Diagnosis`)."""
-        from stoke.diagnosis.judge.analysis import analyse
+        """The verdict, numbers and findings (:class:`stoke.diagnosis.judge.diagnosis.Diagnosis`)."""
+        from stoke.diagnosis.judge.diagnosis import analyse
 
         return analyse(self._finished_record())
 
@@ -113,7 +113,7 @@ def doctor(
 
 
 def _report(record: RunRecord, format: str, path: str | None) -> Any:
-    from stoke.diagnosis.judge.analysis import analyse
+    from stoke.diagnosis.judge.diagnosis import analyse
 
     diagnosis = analyse(record)
     if format == "terminal":
