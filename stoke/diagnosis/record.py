@@ -372,7 +372,7 @@ class RunRecord:
     def from_measurements(cls, measurements: Measurements) -> RunRecord:
         """The one boundary from the probes' dicts to typed facts: an unknown key (or probe
         name) raises :class:`UnknownFactError`."""
-        _check_probe_names(measurements.probes)
+        _check_probe_names(measurements.probes, measurements.meta.get("probe_notes"))
         return cls(
             meta=RunFacts.from_dict(measurements.meta),
             steps=list(measurements.steps),
@@ -400,18 +400,27 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        """A record from its JSON form: a newer schema says "upgrade"; an unknown key, at the
+        top or in a facts group, raises :class:`UnknownFactError`."""
         version = data.get("schema_version", RECORD_SCHEMA_VERSION)
         if version > RECORD_SCHEMA_VERSION:
             raise ValueError(
                 f"This run record has schema_version={version}, newer than this stoke "
                 f"understands ({RECORD_SCHEMA_VERSION}). Upgrade stoke to read it."
             )
+        parts = [item.name for item in dataclasses.fields(cls)]
+        unknown = [key for key in data if key not in parts]
+        if unknown:
+            raise UnknownFactError(
+                f"A run record has no part {', '.join(map(repr, unknown))}; its parts are "
+                f"{', '.join(parts)}."
+            )
         system = [
             SystemSample(**{**s, "gpus": [GpuSample(**g) for g in s.get("gpus", [])]})
             for s in data.get("system", [])
         ]
         probes = {k: ProbeResult(**v) for k, v in data.get("probes", {}).items()}
-        _check_probe_names(probes)
+        _check_probe_names(probes, data.get("meta", {}).get("probe_notes"))
         return cls(
             meta=RunFacts.from_dict(data.get("meta", {})),
             steps=[StepSample(**s) for s in data.get("steps", [])],
@@ -432,10 +441,12 @@ class RunRecord:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-def _check_probe_names(probes: Mapping[str, Any]) -> None:
+def _check_probe_names(probes: Mapping[str, Any], notes: Mapping[str, Any] | None) -> None:
+    """Probe results are keyed by ``PROBE_NAMES``; ``meta.probe_notes`` by those or ``"all"``."""
     unknown = [name for name in probes if name not in PROBE_NAMES]
+    unknown += [name for name in notes or {} if name not in (*PROBE_NAMES, "all")]
     if unknown:
         raise UnknownFactError(
             f"Unknown probe(s) {', '.join(map(repr, unknown))} in the run record; the probes are "
-            f"{', '.join(PROBE_NAMES)}."
+            f"{', '.join(PROBE_NAMES)} (and \"all\" in probe_notes)."
         )

@@ -74,6 +74,17 @@ def test_an_unknown_probe_fails_loudly():
         RunRecord.from_measurements(written)
 
 
+def test_an_unknown_probe_note_or_record_part_fails_loudly():
+    written = measurements()
+    written.meta["probe_notes"] = {"input_fre": "not run"}
+    with pytest.raises(UnknownFactError, match="input_fre"):
+        RunRecord.from_measurements(written)
+    data = synthetic.input_bound_generator().to_dict()
+    data["stpes"] = []
+    with pytest.raises(UnknownFactError, match="stpes"):
+        RunRecord.from_dict(data)
+
+
 def test_a_saved_record_loads_back_unchanged(tmp_path):
     path = tmp_path / "record.json"
     record = RunRecord.from_measurements(measurements())
