@@ -241,9 +241,9 @@ def no_prefetch(record: RunRecord, analysis: Analysis) -> Finding | None:
 def input_too_slow(record: RunRecord, analysis: Analysis) -> Finding | None:
     """The run waits for input that already has workers (PyDataset workers, DataLoader workers,
     a parallel tf.data pipeline, stoke): the workers cannot keep up, or moving their batches
-    costs more than making them. Raised only when no more specific input finding explains it,
-    and only when the input alone is the limit: measured slower than INPUT_LIMIT_FACTOR times
-    the model's no-wait rate (or, not measured, an input that does real work per batch)."""
+    costs more than making them. Raised only when the input alone is the limit: measured
+    slower than INPUT_LIMIT_FACTOR times the model's no-wait rate (or, not measured, an input
+    that does real work per batch); it gives way to a named input cause (``FINDING_CHECKS``)."""
     wait = analysis.input_wait_fraction
     if wait is None or wait < _PARTLY_WAIT:
         return None
@@ -303,7 +303,9 @@ def input_too_slow(record: RunRecord, analysis: Analysis) -> Finding | None:
 def shared_cores(record: RunRecord, analysis: Analysis) -> Finding | None:
     """The model trains on the CPU and its wait comes from sharing the cores with the input's
     workers (or other work), not from an input too slow to keep up: the numbers of the
-    shared-cores model (:class:`stoke.diagnosis.judge.analysis.Prediction`)."""
+    shared-cores model (:class:`stoke.diagnosis.judge.analysis.Prediction`). Unless the cores
+    are the limit (:func:`cores_are_the_limit`), it gives way to the input findings
+    (``FINDING_CHECKS``)."""
     wait = analysis.input_wait_fraction
     prediction = analysis.prediction
     if wait is None or wait < _PARTLY_WAIT or not _model_on_cpu(record) or prediction is None:
