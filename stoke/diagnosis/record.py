@@ -23,7 +23,6 @@ Times are seconds, rates are per second, sizes are bytes, percentages are 0-100.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import json
 from collections.abc import Mapping
@@ -168,6 +167,8 @@ def _field_keys(cls: type) -> dict[str, str]:
 
 
 def _unknown_message(cls: type, *names: str) -> str:
+    import difflib  # only on the error path
+
     known = sorted(item.metadata.get("key", item.name) for item in dataclasses.fields(cls))
     parts = []
     for name in names:
