@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -130,8 +130,8 @@ class Facts:
         self._key_order = tuple(key_order)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name != "_key_order" and name not in _field_keys(type(self)):
-            raise UnknownFactError(_unknown_message(type(self), name))
+        if name != "_key_order" and name not in _attribute_names(type(self)):
+            raise UnknownFactError(_unknown_message(type(self), [name], _attribute_names(type(self))))
         object.__setattr__(self, name, value)
 
     @classmethod
@@ -141,7 +141,7 @@ class Facts:
         keys = _field_keys(cls)
         unknown = [key for key in data if key not in keys]
         if unknown:
-            raise UnknownFactError(_unknown_message(cls, *unknown))
+            raise UnknownFactError(_unknown_message(cls, unknown, keys))
         return cls(**{keys[key]: value for key, value in data.items()}, key_order=tuple(data))
 
     def to_dict(self) -> dict[str, Any]:
@@ -157,19 +157,20 @@ class Facts:
 
 @functools.cache
 def _field_keys(cls: type) -> dict[str, str]:
-    """JSON key -> attribute name, for every field of a facts class (and the names themselves,
-    so both spellings of an aliased field are known)."""
-    keys: dict[str, str] = {}
-    for item in dataclasses.fields(cls):
-        keys[item.metadata.get("key", item.name)] = item.name
-        keys[item.name] = item.name
-    return keys
+    """JSON key -> attribute name, for every field of a facts class (``class_name`` is
+    ``"class"`` in JSON)."""
+    return {item.metadata.get("key", item.name): item.name for item in dataclasses.fields(cls)}
 
 
-def _unknown_message(cls: type, *names: str) -> str:
+@functools.cache
+def _attribute_names(cls: type) -> frozenset[str]:
+    return frozenset(item.name for item in dataclasses.fields(cls))
+
+
+def _unknown_message(cls: type, names: list[str], known_names: Iterable[str]) -> str:
     import difflib  # only on the error path
 
-    known = sorted(item.metadata.get("key", item.name) for item in dataclasses.fields(cls))
+    known = sorted(known_names)
     parts = []
     for name in names:
         close = difflib.get_close_matches(name, known, n=1)
