@@ -121,3 +121,19 @@ def test_a_newer_schema_says_upgrade():
     data["schema_version"] = RECORD_SCHEMA_VERSION + 1
     with pytest.raises(ValueError, match="Upgrade stoke"):
         RunRecord.from_dict(data)
+
+
+def test_the_recorder_hands_over_a_typed_record_and_rejects_a_misspelled_write():
+    from stoke.diagnosis.measure.recorder import DoctorOptions, Recorder
+
+    recorder = Recorder(DoctorOptions(probes=False), argv=["train.py"], script="train.py")
+    recorder.record.input["kind"] = "generator"
+    record = recorder.finish()
+    assert isinstance(record, RunRecord)
+    assert record.meta.script == "train.py" and record.meta.exit_status == "completed"
+    assert record.input.kind == "generator"
+
+    recorder = Recorder(DoctorOptions(probes=False), argv=["train.py"], script="train.py")
+    recorder.record.input["knid"] = "generator"
+    with pytest.raises(UnknownFactError, match="knid"):
+        recorder.finish()
