@@ -1,7 +1,8 @@
 """The doctor (``stoke doctor``, ``stoke.doctor()``): measure where a Keras training run's time goes, say why, and what to change.
 
-Pipeline of its own: probes (``hooks.py``, ``timing.py``, ``recorder.py``, ``facts.py``,
-``model_probe.py``, ``input_free.py``, ``system.py``, ``nvml.py``) fill a serialisable
-:class:`~stoke.diagnosis.record.RunRecord`; ``analysis.py`` turns a record into a verdict and
-findings (pure functions); renderers in ``report/`` only read.
+Pipeline of its own, one way: probes in ``measure/`` write their measurements, which
+``record.py`` turns into a typed, serialisable :class:`~stoke.diagnosis.record.RunRecord`;
+``judge/`` turns a record into numbers (``analysis.py``), findings (``findings.py``, their fixes
+in ``fixes.py``) and the :class:`~stoke.diagnosis.judge.diagnosis.Diagnosis` (pure functions);
+renderers in ``report/`` only read; ``run/`` runs a script under the doctor.
 """

@@ -1,8 +1,21 @@
-"""The run record: everything the doctor measured about one training run, serialisable.
+"""The run record: everything the doctor measured about one training run, typed and serialisable.
 
 The record is the only thing that flows from the probes (which watch a live run) to the
-analysis and the renderers (which never touch Keras). Its JSON form is a public interface,
-versioned by ``RECORD_SCHEMA_VERSION``: add fields freely, never change the meaning of one.
+analysis and the renderers (which never touch Keras). Two forms, one boundary:
+
+- :class:`Measurements` is what the measuring side (:mod:`stoke.diagnosis.measure`) writes while
+  the run goes on: plain dicts it fills as facts become known, the step samples, the probes.
+- :class:`RunRecord` is what everything downstream reads: the same content as typed facts
+  (:class:`RunFacts`, :class:`InputFacts`, :class:`ModelFacts`, :class:`EnvFacts`,
+  :class:`OverheadFacts`), read as attributes. :meth:`RunRecord.from_measurements` is the one
+  place the dicts become facts; a key no facts class declares fails there, loudly
+  (:class:`UnknownFactError`), as does a misspelled attribute set or read on a facts object.
+
+The JSON form (:meth:`RunRecord.save` / :meth:`RunRecord.load`) is a public interface, versioned
+by ``RECORD_SCHEMA_VERSION``: a new field is a new schema version (an older stoke then says
+"upgrade" instead of failing on the unknown key); never change the meaning of a field. Each facts
+group serialises the keys the probes wrote, in the order they wrote them, plus any field set
+since: a record loads and saves back unchanged.
 
 Times are seconds, rates are per second, sizes are bytes, percentages are 0-100.
 """
@@ -10,12 +23,22 @@ Times are seconds, rates are per second, sizes are bytes, percentages are 0-100.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 RECORD_SCHEMA_VERSION = 1
+
+# The probes a record may hold (RunRecord.probes keys; RunFacts.probe_notes also takes "all").
+PROBE_NAMES = ("input_alone", "model_alone", "input_free")
+
+
+class UnknownFactError(ValueError):
+    """A key or attribute that no facts class declares: a misspelling, or a fact a probe
+    writes that the record does not know yet (then declare it, with its meaning)."""
 
 
 @dataclass
@@ -78,7 +101,8 @@ class SystemSample:
 @dataclass
 class ProbeResult:
     """A bound measured on its own: the input pipeline alone, or the model alone on a batch
-    already on the device. ``samples_per_s`` is the headline; ``detail`` says how."""
+    already on the device. ``samples_per_s`` is the headline; ``detail`` says how (method,
+    ``s_per_batch`` / ``s_per_step``, ``batch_size``, ...; see :class:`RunRecord`)."""
 
     samples_per_s: float
     seconds: float
@@ -86,94 +110,328 @@ class ProbeResult:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+# -- typed facts ------------------------------------------------------------------------------
+
+FactsT = TypeVar("FactsT", bound="Facts")
+
+
 @dataclass
-class RunRecord:
-    """Everything measured about one run. Build it with the probes; read it anywhere."""
+class Facts:
+    """One group of facts about a run: typed fields, each None (or its default) when unknown.
+
+    Setting or reading an attribute that is not a field raises; :meth:`from_dict` rejects
+    unknown keys. :meth:`to_dict` gives back the keys :meth:`from_dict` was given, in their
+    order, and every field set to something other than its default since.
+    """
+
+    key_order: InitVar[tuple[str, ...]] = ()
+
+    def __post_init__(self, key_order: tuple[str, ...]) -> None:
+        self._key_order = tuple(key_order)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name != "_key_order" and name not in _attribute_names(type(self)):
+            raise UnknownFactError(_unknown_message(type(self), [name], _attribute_names(type(self))))
+        object.__setattr__(self, name, value)
+
+    @classmethod
+    def from_dict(cls: type[FactsT], data: Mapping[str, Any]) -> FactsT:
+        """The facts in ``data`` (JSON keys, as the probes wrote them); an unknown key raises
+        :class:`UnknownFactError`."""
+        keys = _field_keys(cls)
+        unknown = [key for key in data if key not in keys]
+        if unknown:
+            raise UnknownFactError(_unknown_message(cls, unknown, keys))
+        return cls(**{keys[key]: value for key, value in data.items()}, key_order=tuple(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types, keyed as the record's JSON form (see the class docstring)."""
+        names = _field_keys(type(self))
+        out = {key: getattr(self, names[key]) for key in self._key_order if key in names}
+        for item in dataclasses.fields(self):
+            key = item.metadata.get("key", item.name)
+            if key not in out and getattr(self, item.name) != item.default:
+                out[key] = getattr(self, item.name)
+        return out
+
+
+@functools.cache
+def _field_keys(cls: type) -> dict[str, str]:
+    """JSON key -> attribute name, for every field of a facts class (``class_name`` is
+    ``"class"`` in JSON)."""
+    return {item.metadata.get("key", item.name): item.name for item in dataclasses.fields(cls)}
+
+
+@functools.cache
+def _attribute_names(cls: type) -> frozenset[str]:
+    return frozenset(item.name for item in dataclasses.fields(cls))
+
+
+def _unknown_message(cls: type, names: list[str], known_names: Iterable[str]) -> str:
+    import difflib  # only on the error path
+
+    known = sorted(known_names)
+    parts = []
+    for name in names:
+        close = difflib.get_close_matches(name, known, n=1)
+        parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return (
+        f"{cls.__name__} has no fact {', '.join(parts)}. Known facts: {', '.join(known)}. "
+        "A new fact is declared as a field of this class (record.py), with its meaning."
+    )
+
+
+@dataclass
+class RunFacts(Facts):
+    """The run itself (the record's ``meta``): versions, host, command, how it ended."""
+
+    stoke_version: str | None = None
+    python: str | None = None
+    keras_version: str | None = None
+    backend: str | None = None  # "jax" | "tensorflow" | "torch"
+    argv: list[str] | None = None
+    script: str | None = None
+    started_at: str | None = None  # ISO 8601
+    hostname: str | None = None
+    cpu_count: int | None = None
+    # "completed" | "stopped-after-steps" (the doctor ended the run after --steps N) |
+    # "failed" (the script raised or exited non-zero) | "interrupted"
+    exit_status: str | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    error_type: str | None = None
+    duration_s: float | None = None
+    measured_from: str | None = None  # "fit" | "train_on_batch" | None: no training step seen
+    steps_truncated: bool | None = None  # more steps ran than the record keeps
+    stopped_after_steps: int | None = None
+    probe_notes: dict[str, str] | None = None  # probe name (or "all") -> why it is missing
+    hook_error: str | None = None  # the hooks could not be installed: nothing was measured
+    keras_warning: str | None = None  # Keras outside the tested range
+    attach_note: str | None = None  # DoctorCallback: what it could not attach to
+    # Keras-2 calls the shim translated (stoke.legacy.shim.conversions(), as plain dicts)
+    keras2_conversions: list[dict[str, Any]] | None = None
+    keras2_conversions_error: str | None = None
+    doctor_error: str | None = None  # the doctor's own failure while finishing the record
+
+
+@dataclass
+class InputFacts(Facts):
+    """What fed the trainer, and how its wait was measured."""
+
+    # "generator" | "pydataset" | "tf.data" | "stoke" | "arrays" | "torch_dataloader" | "grain"
+    # | "train_on_batch" | "unknown"
+    kind: str | None = None
+    adapter: str | None = None  # Keras' data adapter class
+    batch_size: int | None = None
+    steps_per_epoch: int | None = None
+    num_batches: int | None = None
+    first_batch_size: int | None = None  # the leading dimension of the first batch seen
+    main_thread: bool | None = None  # batches made on the trainer's thread
+    # "trainer-thread" | "tf.data-thread" | "worker-threads" | "worker-processes" | "native"
+    producer: str | None = None
+    # how wait_s was measured: "timed-next" (the trainer's next() on its batch iterator, timed in
+    # Python: JAX, torch), "timed-next-outside-graph" (TensorFlow: the doctor pulls the batch
+    # eagerly and hands it to Keras' step function), "between-calls" (train_on_batch loops: the
+    # time spent outside train_on_batch), "estimated-from-model-alone" (TensorFlow with the pull
+    # inside the graph: step_s minus the model-alone step time; wait_s is an estimate), "none"
+    wait_method: str | None = None
+    wait_note: str | None = None  # the method's limits, in plain words
+    # False when next() cannot be timed (a native tf.data pipeline on TensorFlow): the analysis
+    # then estimates the wait from the probes (analysis.wait_fraction_from_probes)
+    wait_measured: bool | None = None
+    dtypes: dict[str, str] | None = None  # field path ("0", "1/mask") -> dtype of the batches seen
+    shapes: dict[str, list[int | None] | None] | None = None
+    batch_bytes: int | None = None
+    # arrays: the dtypes passed to fit, before Keras casts floats to floatx once
+    source_dtypes: dict[str, str] | None = None
+    pydataset_workers: int | None = None
+    use_multiprocessing: bool | None = None
+    max_queue_size: int | None = None
+    torch_num_workers: int | None = None
+    torch_pin_memory: bool | None = None
+    stoke_executor: str | None = None
+    stoke_workers: int | str | None = None
+    tf_data_parallel_map: bool | None = None  # None: no map
+    tf_data_prefetch: bool | None = None
+    tf_data_py_function: bool | None = None  # Python inside the tf.data graph
+    tf_data_map_parallelism: list[int] | None = None  # one per map, -1 = AUTOTUNE
+    tf_data_batch_size: int | None = None
+    tf_data_ops: list[str] | None = None
+    tf_data_inject_prefetch: bool | None = None
+    tf_data_graph_error: str | None = None
+    # TensorFlow: the cost of an eager next() on a ready batch, taken off each wait
+    tf_pull_floor_s: float | None = None
+    tf_pull_floor_error: str | None = None
+    generator_s_per_batch: float | None = None  # mean time inside the user's generator
+    generator_batches: int | None = None
+    facts_error: str | None = None
+    batch_facts_error: str | None = None
+
+
+@dataclass
+class ModelFacts(Facts):
+    """The model and how its step is compiled and placed."""
+
+    name: str | None = None
+    class_name: str | None = field(default=None, metadata={"key": "class"})
+    layers: int | None = None
+    params: int | None = None
+    optimizer: str | None = None
+    dtype_policy: str | None = None
+    run_eagerly: bool | None = None
+    jit_compile: bool | str | None = None
+    steps_per_execution: int | None = None
+    device: str | None = None  # "cpu" | "gpu" | "tpu"
+    # layers doing NumPy / py_function / host callbacks, and how each was found
+    host_ops: list[str] | None = None
+    host_op_evidence: dict[str, str] | None = None
+    host_ops_error: str | None = None
+    host_code_watched: bool | None = None  # one eager step was watched for host code
+    facts_error: str | None = None
+
+
+@dataclass
+class EnvFacts(Facts):
+    """The devices and thread settings the backend runs with."""
+
+    gpus_visible: int | None = None
+    gpus_used: int | None = None
+    # NVIDIA GPUs on the machine whatever the backend sees (NVML): tells "no GPU here" from
+    # "a GPU the backend cannot see"
+    gpus_physical: int | None = None
+    gpu_names: list[str] | None = None
+    nvml: bool | None = None  # GPU sampling worked
+    accelerator_kind: str | None = None
+    cuda_visible_devices: str | None = None
+    memory_growth: bool | None = None
+    tf_intra_op_threads: int | None = None  # 0: one per core
+    tf_inter_op_threads: int | None = None
+    omp_num_threads: str | None = None  # the environment variable, as set
+    jax_platform: str | None = None
+    torch_cuda: str | None = None
+    torch_threads: int | None = None
+    facts_error: str | None = None
+
+
+@dataclass
+class OverheadFacts(Facts):
+    """The doctor's own cost."""
+
+    doctor_s_total: float | None = None  # time inside the hooks, sampled device syncs excluded
+    doctor_s_per_step: float | None = None
+    fraction_of_step: float | None = None
+    sync_s_total: float | None = None  # blocked in sampled syncs: work the device did anyway
+    synced_steps: int | None = None
+    sampler_cpu_s: float | None = None  # CPU time of the background sampler thread
+    probes_s: float | None = None  # wall time the probes added
+    calibration_s: float | None = None  # TensorFlow: measuring an eager pull's floor
+
+
+# -- the record -------------------------------------------------------------------------------
+
+
+@dataclass
+class Measurements:
+    """What the measuring side writes while a run goes on (plain dicts, keyed as the record's
+    JSON form). Only :mod:`stoke.diagnosis.measure` and the run's bootstrap write it; everything
+    else reads the :class:`RunRecord` made from it by :meth:`RunRecord.from_measurements`."""
 
     meta: dict[str, Any] = field(default_factory=dict)
-    # meta: stoke_version, python, keras_version, backend, argv (list), script, started_at (ISO),
-    #       hostname, cpu_count, exit_status, error (str or None)
-    #       exit_status: "completed" | "stopped-after-steps" (the doctor ended the run after
-    #       --steps N) | "failed" (the script raised or exited non-zero) | "interrupted";
-    #       exit_code (int), error_type (str or None), duration_s, measured_from
-    #       ("fit" | "train_on_batch" | None when no training step was seen), steps_truncated,
-    #       stopped_after_steps, probe_notes {probe name or "all": why it is missing},
-    #       hook_error (the hooks could not be installed: nothing was measured),
-    #       keras_warning (Keras outside the tested range), attach_note
     steps: list[StepSample] = field(default_factory=list)
     system: list[SystemSample] = field(default_factory=list)
     input: dict[str, Any] = field(default_factory=dict)
-    # input: kind ("generator" | "pydataset" | "tf.data" | "stoke" | "arrays" | "torch_dataloader"
-    #        | "grain" | "unknown"), dtypes {field path: dtype str}, batch_size,
-    #        pydataset_workers, use_multiprocessing, tf_data_parallel_map (bool | None),
-    #        tf_data_prefetch (bool | None), main_thread (bool: batches made on the trainer's thread),
-    #        wait_measured (optional bool, default true: false when next() cannot be timed, e.g. a
-    #        native tf.data pipeline on TensorFlow; the analysis then estimates the wait from
-    #        the probes, see analysis.wait_fraction_from_probes)
-    #        also: wait_method, how wait_s was measured: "timed-next" (the trainer's next() on its
-    #        batch iterator, timed in Python: JAX, torch), "timed-next-outside-graph" (TensorFlow:
-    #        the doctor pulls the batch eagerly and hands it to Keras' step function),
-    #        "between-calls" (train_on_batch loops: the time spent outside train_on_batch),
-    #        "estimated-from-model-alone" (TensorFlow with the pull inside the graph: step_s minus
-    #        the model-alone step time; wait_s is an estimate), "none"; wait_note (plain words
-    #        on the method's limits); shapes {field path: list}, batch_bytes, producer
-    #        ("trainer-thread" | "tf.data-thread" | "worker-threads" | "worker-processes" |
-    #        "native"), tf_data_py_function (bool | None: Python inside the tf.data graph),
-    #        tf_data_map_parallelism (list of ints, -1 = AUTOTUNE), torch_num_workers,
-    #        torch_pin_memory, generator_s_per_batch (mean time inside the user's generator),
-    #        source_dtypes (arrays: the dtypes passed to fit, before Keras casts floats to
-    #        floatx once; "dtypes" are those of the batches the trainer sees), tf_pull_floor_s
-    #        (TensorFlow: the cost of an eager next() on a ready batch, taken off each wait)
     model: dict[str, Any] = field(default_factory=dict)
-    # model: run_eagerly, jit_compile, steps_per_execution, params, device ("cpu" | "gpu" | ...),
-    #        host_ops (list of layer names doing NumPy / py_function / host callbacks)
-    #        also: name, class, layers (count), optimizer, dtype_policy
     env: dict[str, Any] = field(default_factory=dict)
-    # env: gpus_visible (int), gpus_used (int), accelerator_kind, tf_intra_op_threads,
-    #      tf_inter_op_threads, memory_growth (bool | None), omp_num_threads
-    #      also: gpu_names (list), cuda_visible_devices, nvml (bool: GPU sampling worked),
-    #      jax_platform, torch_cuda,
-    #      gpus_physical (optional int: NVIDIA GPUs on the machine whatever the backend sees,
-    #      e.g. from NVML; tells "no GPU here" from "a GPU the backend cannot see")
     probes: dict[str, ProbeResult] = field(default_factory=dict)
-    # probes: "input_alone", "model_alone", "input_free" (each absent when it could not run:
-    #         see meta["probe_notes"]); detail: method, s_per_batch / s_per_step, batch_size, ...
-    #   input_free: the run's own fit loop fed a cached batch (stoke.diagnosis.measure.input_free);
-    #   detail.s_per_step is the step time with the input free, per train-function call.
-    #   model_alone.detail may hold (all optional, seconds): fixed_s_per_step (the per-step cost
-    #   that does not grow with the batch, e.g. from timing two batch sizes), device_s_per_batch
-    #   (device time of one step), batch_size. analysis.overhead_signals reads them.
-    overhead: dict[str, float] = field(default_factory=dict)
-    # overhead: doctor_s_total, doctor_s_per_step, fraction_of_step (time inside the doctor's
-    #           hooks, excluding the sampled device syncs), also: sync_s_total (time blocked in
-    #           sampled syncs, work the device did anyway), synced_steps, sampler_cpu_s (CPU
-    #           time of the background sampler thread), probes_s (wall time the probes added)
+    overhead: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunRecord:
+    """Everything measured about one run, typed. Made from the probes'
+    :class:`Measurements` (:meth:`from_measurements`) or a saved JSON (:meth:`load`).
+
+    ``probes``: ``"input_alone"``, ``"model_alone"``, ``"input_free"`` (each absent when it
+    could not run: see ``meta.probe_notes``). ``input_free`` is the run's own fit loop fed a
+    cached batch (:mod:`stoke.diagnosis.measure.input_free`); its ``detail["s_per_step"]`` is
+    the step time with the input free, per train-function call. ``model_alone.detail`` may hold
+    (all optional, seconds): ``fixed_s_per_step`` (the per-step cost that does not grow with the
+    batch, e.g. from timing two batch sizes), ``device_s_per_batch`` (device time of one step),
+    ``batch_size``; ``analysis.overhead_signals`` reads them.
+    """
+
+    meta: RunFacts = field(default_factory=RunFacts)
+    steps: list[StepSample] = field(default_factory=list)
+    system: list[SystemSample] = field(default_factory=list)
+    input: InputFacts = field(default_factory=InputFacts)
+    model: ModelFacts = field(default_factory=ModelFacts)
+    env: EnvFacts = field(default_factory=EnvFacts)
+    probes: dict[str, ProbeResult] = field(default_factory=dict)
+    overhead: OverheadFacts = field(default_factory=OverheadFacts)
     schema_version: int = RECORD_SCHEMA_VERSION
 
+    @classmethod
+    def from_measurements(cls, measurements: Measurements) -> RunRecord:
+        """The one boundary from the probes' dicts to typed facts: an unknown key (or probe
+        name) raises :class:`UnknownFactError`."""
+        _check_probe_names(measurements.probes, measurements.meta.get("probe_notes"))
+        return cls(
+            meta=RunFacts.from_dict(measurements.meta),
+            steps=list(measurements.steps),
+            system=list(measurements.system),
+            input=InputFacts.from_dict(measurements.input),
+            model=ModelFacts.from_dict(measurements.model),
+            env=EnvFacts.from_dict(measurements.env),
+            probes=dict(measurements.probes),
+            overhead=OverheadFacts.from_dict(measurements.overhead),
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The JSON form: plain types (see :meth:`from_dict`)."""
+        return {
+            "meta": self.meta.to_dict(),
+            "steps": [dataclasses.asdict(s) for s in self.steps],
+            "system": [dataclasses.asdict(s) for s in self.system],
+            "input": self.input.to_dict(),
+            "model": self.model.to_dict(),
+            "env": self.env.to_dict(),
+            "probes": {name: dataclasses.asdict(p) for name, p in self.probes.items()},
+            "overhead": self.overhead.to_dict(),
+            "schema_version": self.schema_version,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        """A record from its JSON form: a newer schema says "upgrade"; an unknown key, at the
+        top or in a facts group, raises :class:`UnknownFactError`."""
         version = data.get("schema_version", RECORD_SCHEMA_VERSION)
         if version > RECORD_SCHEMA_VERSION:
             raise ValueError(
                 f"This run record has schema_version={version}, newer than this stoke "
                 f"understands ({RECORD_SCHEMA_VERSION}). Upgrade stoke to read it."
             )
+        parts = [item.name for item in dataclasses.fields(cls)]
+        unknown = [key for key in data if key not in parts]
+        if unknown:
+            raise UnknownFactError(
+                f"A run record has no part {', '.join(map(repr, unknown))}; its parts are "
+                f"{', '.join(parts)}."
+            )
         system = [
             SystemSample(**{**s, "gpus": [GpuSample(**g) for g in s.get("gpus", [])]})
             for s in data.get("system", [])
         ]
+        probes = {k: ProbeResult(**v) for k, v in data.get("probes", {}).items()}
+        _check_probe_names(probes, data.get("meta", {}).get("probe_notes"))
         return cls(
-            meta=dict(data.get("meta", {})),
+            meta=RunFacts.from_dict(data.get("meta", {})),
             steps=[StepSample(**s) for s in data.get("steps", [])],
             system=system,
-            input=dict(data.get("input", {})),
-            model=dict(data.get("model", {})),
-            env=dict(data.get("env", {})),
-            probes={k: ProbeResult(**v) for k, v in data.get("probes", {}).items()},
-            overhead=dict(data.get("overhead", {})),
+            input=InputFacts.from_dict(data.get("input", {})),
+            model=ModelFacts.from_dict(data.get("model", {})),
+            env=EnvFacts.from_dict(data.get("env", {})),
+            probes=probes,
+            overhead=OverheadFacts.from_dict(data.get("overhead", {})),
             schema_version=version,
         )
 
@@ -183,3 +441,14 @@ class RunRecord:
     @classmethod
     def load(cls, path: str | Path) -> RunRecord:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _check_probe_names(probes: Mapping[str, Any], notes: Mapping[str, Any] | None) -> None:
+    """Probe results are keyed by ``PROBE_NAMES``; ``meta.probe_notes`` by those or ``"all"``."""
+    unknown = [name for name in probes if name not in PROBE_NAMES]
+    unknown += [name for name in notes or {} if name not in (*PROBE_NAMES, "all")]
+    if unknown:
+        raise UnknownFactError(
+            f"Unknown probe(s) {', '.join(map(repr, unknown))} in the run record; the probes are "
+            f"{', '.join(PROBE_NAMES)} (and \"all\" in probe_notes)."
+        )

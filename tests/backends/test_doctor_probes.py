@@ -81,28 +81,28 @@ def test_generator_wait_is_the_time_spent_making_batches():
     record = d.record
     assert len(record.steps) == 16
     assert {s.epoch for s in record.steps} == {0, 1}
-    made_s = record.input["generator_s_per_batch"]
+    made_s = record.input.generator_s_per_batch
     assert made_s == pytest.approx(load_s, rel=0.5)
     mean_wait_s = sum(s.wait_s for s in steady(record)) / len(steady(record))
     if BACKEND == "tensorflow":
         # a tf.data thread runs the generator one batch ahead: the model step is hidden
-        assert record.input["main_thread"] is False
-        assert record.input["wait_method"] == "timed-next-outside-graph"
+        assert record.input.main_thread is False
+        assert record.input.wait_method == "timed-next-outside-graph"
         assert 0.5 * made_s < mean_wait_s < 1.3 * made_s
     else:
-        assert record.input["main_thread"] is True
-        assert record.input["wait_method"] == "timed-next"
+        assert record.input.main_thread is True
+        assert record.input.wait_method == "timed-next"
         assert mean_wait_s == pytest.approx(made_s, rel=0.3)
     assert wait_fraction(record) > 0.5
-    assert record.input["kind"] == "generator"
-    assert record.input["dtypes"] == {"0": "float64", "1": "float32"}
-    assert record.input["batch_size"] == 32
+    assert record.input.kind == "generator"
+    assert record.input.dtypes == {"0": "float64", "1": "float32"}
+    assert record.input.batch_size == 32
     input_alone = record.probes["input_alone"]
     assert input_alone.samples_per_s == pytest.approx(32 / load_s, rel=0.4)
     assert record.probes["model_alone"].samples_per_s > 3 * input_alone.samples_per_s
-    assert record.overhead["fraction_of_step"] < 0.03
-    assert record.model["params"] == model.count_params()
-    assert record.meta["measured_from"] == "fit"
+    assert record.overhead.fraction_of_step < 0.03
+    assert record.model.params == model.count_params()
+    assert record.meta.measured_from == "fit"
 
 
 def test_compute_bound_arrays_script_waits_little(monkeypatch):
@@ -112,13 +112,13 @@ def test_compute_bound_arrays_script_waits_little(monkeypatch):
     record = d.record
     assert len(record.steps) == 32  # 4096 samples / 128
     assert wait_fraction(record) < 0.15
-    assert record.input["kind"] == "arrays"
+    assert record.input.kind == "arrays"
     # the script passes float64 arrays; Keras casts them to float32 once, before training
-    assert record.input["source_dtypes"] == {"0": "float64", "1": "float64"}
-    assert record.input["dtypes"] == {"0": "float32", "1": "float32"}
-    assert record.input["batch_size"] == 128
+    assert record.input.source_dtypes == {"0": "float64", "1": "float64"}
+    assert record.input.dtypes == {"0": "float32", "1": "float32"}
+    assert record.input.batch_size == 128
     assert any(s.synced for s in steady(record))
-    assert record.meta["probe_notes"]["all"].startswith("probes disabled")
+    assert record.meta.probe_notes["all"].startswith("probes disabled")
 
 
 def test_probes_leave_the_weights_as_training_left_them():
@@ -163,7 +163,7 @@ def test_input_free_window_measures_the_loop_and_leaves_training_as_it_was():
     with session.doctor(probe_after_steps=8, probe_seconds=0.1, sample_system=False) as d:
         measured.fit(SlowBatches(12, 0.01), epochs=2, shuffle=False, verbose=0)
     window = d.record.probes.get("input_free")
-    assert window is not None, d.record.meta.get("probe_notes")
+    assert window is not None, d.record.meta.probe_notes
     assert window.detail["calls"] >= 5 and window.batches == window.detail["calls"] - 2
     # the loop without its 10 ms loads: far below the run's steps, above the model alone
     steps = steady(d.record)
@@ -217,14 +217,14 @@ def test_train_on_batch_loop_wait_is_the_time_between_calls():
             time.sleep(0.02)  # the loop loads its next batch
             model.train_on_batch(x, y)
     record = d.record
-    assert record.meta["measured_from"] == "train_on_batch"
-    assert record.input["wait_method"] == "between-calls"
+    assert record.meta.measured_from == "train_on_batch"
+    assert record.input.wait_method == "between-calls"
     assert len(record.steps) == 10
     waits = [s.wait_s for s in steady(record)]
     assert sum(waits) / len(waits) == pytest.approx(0.02, rel=0.5)
     assert "model_alone" in record.probes
     assert "input_alone" not in record.probes
-    assert "train_on_batch" in record.meta["probe_notes"]["input_alone"]
+    assert "train_on_batch" in record.meta.probe_notes["input_alone"]
 
 
 def test_doctor_callback_measures_the_fit_it_is_given_to():
@@ -233,7 +233,7 @@ def test_doctor_callback_measures_the_fit_it_is_given_to():
     model.fit(slow_batches(0.015), steps_per_epoch=5, epochs=2, verbose=0, callbacks=[callback])
     record = callback.record
     assert len(record.steps) == 10
-    assert record.input["kind"] == "generator"
+    assert record.input.kind == "generator"
     assert wait_fraction(record) > 0.4
     # only train begin/end are overridden: Keras keeps dispatching batch callbacks async
     from keras.src.utils import is_default
@@ -248,7 +248,7 @@ def test_step_limit_stops_fit_in_a_session():
         history = model.fit(x, x[:, :1], batch_size=32, epochs=50, verbose=0)
     assert len(d.record.steps) == 5
     assert len(history.history["loss"]) == 1
-    assert d.record.meta["stopped_after_steps"] == 5
+    assert d.record.meta.stopped_after_steps == 5
 
 
 @pytest.mark.skipif(
@@ -264,12 +264,12 @@ def test_tf_data_pipeline_facts():
     with session.doctor(probe_after_steps=6, probe_seconds=0.2, sample_system=False) as d:
         doctor_tfdata.make_model().fit(doctor_tfdata.make_dataset(), epochs=1, verbose=0)
     record = d.record
-    assert record.input["kind"] == "tf.data"
-    assert record.input["tf_data_parallel_map"] is False
-    assert record.input["tf_data_prefetch"] is False
-    assert record.input["tf_data_map_parallelism"] == [1]
-    assert record.input["tf_data_py_function"] is False
-    assert record.input["dtypes"] == {"0": "float32", "1": "int64"}
+    assert record.input.kind == "tf.data"
+    assert record.input.tf_data_parallel_map is False
+    assert record.input.tf_data_prefetch is False
+    assert record.input.tf_data_map_parallelism == [1]
+    assert record.input.tf_data_py_function is False
+    assert record.input.dtypes == {"0": "float32", "1": "int64"}
     assert "input_alone" in record.probes and "model_alone" in record.probes
     assert len(record.steps) == 16
 
@@ -332,15 +332,15 @@ def test_stoke_doctor_stops_a_generator_script_after_n_steps(tmp_path, monkeypat
     )
     assert cli.main(args) == 0
     record = RunRecord.load(tmp_path / "record.json")
-    assert record.meta["exit_status"] == "stopped-after-steps"
-    assert record.meta["exit_code"] == 0
+    assert record.meta.exit_status == "stopped-after-steps"
+    assert record.meta.exit_code == 0
     assert len(record.steps) == 12
     assert record.steps[-1].synced
-    assert record.meta["backend"] == BACKEND
-    assert record.meta["script"].endswith("doctor_generator.py")
-    assert record.meta["argv"][1:] == ["--load-ms", "15", "--epochs", "100"]
-    assert record.input["kind"] == "generator"
-    assert record.input["dtypes"]["0"] == "float64"
+    assert record.meta.backend == BACKEND
+    assert record.meta.script.endswith("doctor_generator.py")
+    assert record.meta.argv[1:] == ["--load-ms", "15", "--epochs", "100"]
+    assert record.input.kind == "generator"
+    assert record.input.dtypes["0"] == "float64"
     assert set(record.probes) == {"input_alone", "model_alone", "input_free"}
     assert record.system, "the background sampler took no sample"
     report = json.loads((tmp_path / "doctor.json").read_text())
@@ -368,16 +368,16 @@ def test_stoke_doctor_reports_a_crash_in_a_pydataset_worker_process():
     assert run.exit_code == 1, run.message
     assert run.script_failed
     record = run.record
-    assert record.meta["exit_status"] == "failed"
+    assert record.meta.exit_status == "failed"
     # TensorFlow runs the PyDataset in a tf.data function, which re-raises it as its own
-    assert record.meta["error_type"] in ("ValueError", "InvalidArgumentError")
-    assert "batch 20: truncated data" in record.meta["error"]
+    assert record.meta.error_type in ("ValueError", "InvalidArgumentError")
+    assert "batch 20: truncated data" in record.meta.error
     assert "Traceback" in run.message
     assert "AFTER FIT" not in run.message
     assert len(record.steps) < 60  # 2 epochs of 30 shuffled batches: the corrupt one is hit
     facts = record.input
-    assert facts["kind"] == "pydataset"
-    assert facts["pydataset_workers"] == 2
-    assert facts["use_multiprocessing"] is True
-    assert facts["producer"] == "worker-processes"
-    assert facts["main_thread"] is False
+    assert facts.kind == "pydataset"
+    assert facts.pydataset_workers == 2
+    assert facts.use_multiprocessing is True
+    assert facts.producer == "worker-processes"
+    assert facts.main_thread is False

@@ -7,7 +7,18 @@ start, host and GPU load, and the two probes. The expected numbers follow by han
 
 from __future__ import annotations
 
-from stoke.diagnosis.record import GpuSample, ProbeResult, RunRecord, StepSample, SystemSample
+from stoke.diagnosis.record import (
+    EnvFacts,
+    GpuSample,
+    InputFacts,
+    ModelFacts,
+    OverheadFacts,
+    ProbeResult,
+    RunFacts,
+    RunRecord,
+    StepSample,
+    SystemSample,
+)
 
 GIB = 1024**3
 
@@ -118,7 +129,7 @@ def make_record(
         probes["input_alone"] = ProbeResult(samples_per_s=input_alone, seconds=2.0, batches=50)
     env = {"gpus_visible": gpus_visible, "gpus_used": gpus_used, **(env_extra or {})}
     return RunRecord(
-        meta={
+        meta=RunFacts.from_dict({
             "stoke_version": "0.1.0",
             "python": "3.11.2",
             "keras_version": "3.15.1",
@@ -131,7 +142,7 @@ def make_record(
             "exit_status": 0,
             "error": None,
             **(meta_extra or {}),
-        },
+        }),
         steps=steps,
         system=make_system(
             duration,
@@ -141,18 +152,18 @@ def make_record(
             gpu_kernel_active=gpu_kernel_active,
             gpu_memory_fraction=gpu_memory_fraction,
         ),
-        input={
+        input=InputFacts.from_dict({
             "kind": kind,
             "dtypes": {"x": "float32", "y": "int64"},
             "batch_size": batch_size,
             **(input_extra or {}),
-        },
-        model={"run_eagerly": False, "jit_compile": True, "steps_per_execution": 1,
+        }),
+        model=ModelFacts.from_dict({"run_eagerly": False, "jit_compile": True, "steps_per_execution": 1,
                "params": 1_000_000, "device": "gpu" if gpus_used else "cpu", "host_ops": [],
-               **(model_extra or {})},
-        env={key: value for key, value in env.items() if value is not None},
+               **(model_extra or {})}),
+        env=EnvFacts.from_dict({key: value for key, value in env.items() if value is not None}),
         probes=probes,
-        overhead={"doctor_s_total": 0.05, "doctor_s_per_step": 0.0002, "fraction_of_step": 0.005},
+        overhead=OverheadFacts(doctor_s_total=0.05, doctor_s_per_step=0.0002, fraction_of_step=0.005),
     )
 
 

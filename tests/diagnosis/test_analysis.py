@@ -8,14 +8,9 @@ import math
 
 import pytest
 
-from stoke.diagnosis.judge.analysis import (
-    DIAGNOSIS_SCHEMA_VERSION,
-    VERDICTS,
-    analyse,
-    doctor_overhead_fraction,
-    steady_steps,
-)
-from stoke.diagnosis.record import ProbeResult, RunRecord, StepSample
+from stoke.diagnosis.judge.analysis import VERDICTS, doctor_overhead_fraction, steady_steps
+from stoke.diagnosis.judge.diagnosis import DIAGNOSIS_SCHEMA_VERSION, analyse
+from stoke.diagnosis.record import OverheadFacts, ProbeResult, RunRecord, StepSample
 from tests.diagnosis import synthetic
 from tests.diagnosis.synthetic import make_record, make_steps
 
@@ -197,10 +192,10 @@ def test_no_steps_gives_unknown_and_still_serialises():
 def test_doctor_overhead_fraction_sources():
     record = make_record(wait_s=0.01, step_s=0.05)
     assert doctor_overhead_fraction(record) == pytest.approx(0.005)
-    record.overhead = {"doctor_s_per_step": 0.0005}
+    record.overhead = OverheadFacts(doctor_s_per_step=0.0005)
     steps = [s.step_s for s in record.steps]
     assert doctor_overhead_fraction(record) == pytest.approx(0.0005 / (sum(steps) / len(steps)))
-    record.overhead = {}
+    record.overhead = OverheadFacts()
     assert doctor_overhead_fraction(record) is None
 
 
@@ -230,11 +225,12 @@ def test_json_dict_has_the_public_schema():
 
 
 def test_json_dict_has_no_nan():
-    record = make_record(wait_s=0.01, step_s=0.05, meta_extra={"weird": float("nan")})
-    record.overhead = {"fraction_of_step": float("inf")}
+    record = make_record(wait_s=0.01, step_s=0.05, meta_extra={"duration_s": float("nan")})
+    record.overhead = OverheadFacts(fraction_of_step=float("inf"))
     data = analyse(record).to_json_dict()
     text = json.dumps(data, allow_nan=False)
-    assert json.loads(text)["meta"]["weird"] is None
+    assert json.loads(text)["meta"]["duration_s"] is None
+    assert json.loads(text)["overhead"]["fraction_of_step"] is None
 
 
 def test_saved_record_gives_the_same_diagnosis(tmp_path):
@@ -282,7 +278,7 @@ def test_unknown_batch_sizes_still_give_a_verdict_and_speedup():
     steps = [StepSample(s.step, s.epoch, s.t_s, s.wait_s, s.step_s, batch_size=0)
              for s in make_steps(wait_s=0.03, step_s=0.04)]
     record = make_record(wait_s=0.03, step_s=0.04, steps=steps)
-    record.input.pop("batch_size")
+    record.input.batch_size = None
     diagnosis = analyse(record)
     assert diagnosis.verdict == "input-bound"
     assert diagnosis.throughput is None

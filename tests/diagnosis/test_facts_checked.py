@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from stoke.diagnosis.judge.analysis import analyse
+from stoke.diagnosis.judge.diagnosis import analyse
 from stoke.diagnosis.record import ProbeResult, StepSample
 from tests.diagnosis.synthetic import make_record
 
@@ -82,7 +82,8 @@ def test_fit_generator_is_a_generator_on_the_main_thread_with_stoke_run_as_the_f
     assert "train.py:41" in first.message
     assert not any("already feeds" in f.fix for f in diagnosis.findings)
     # the shim of before the adopt merge fed the call through stoke: still the user's generator
-    record.input.update(kind="stoke", producer="worker-processes", main_thread=False)
+    record.input.kind, record.input.producer = "stoke", "worker-processes"
+    record.input.main_thread = False
     first = analyse(record).findings[0]
     assert first.id == "generator-on-main-thread" and "stoke run" in first.fix
 
@@ -102,7 +103,7 @@ def test_prediction_never_exceeds_what_removing_the_wait_allows(wait_s):
 
 def test_what_was_not_measured_lowers_the_confidence_and_is_named():
     record = make_record(wait_s=0.03, step_s=0.04, model_alone=None, input_alone=None)
-    record.meta["probe_notes"] = {"input_alone": "the input produced no batch within the probe"}
+    record.meta.probe_notes = {"input_alone": "the input produced no batch within the probe"}
     prediction = analyse(record).prediction
     assert prediction.confidence == "low"
     text = " ".join(prediction.unmeasured)

@@ -7,8 +7,14 @@ import ast
 
 import pytest
 
-from stoke.diagnosis.judge.analysis import analyse
-from stoke.diagnosis.judge.findings import FINDING_CHECKS, FINDING_IDS, SEVERITIES, Finding
+from stoke.diagnosis.judge.diagnosis import analyse
+from stoke.diagnosis.judge.findings import (
+    FINDING_CHECKS,
+    FINDING_IDS,
+    SEVERITIES,
+    Finding,
+    FindingCheck,
+)
 from stoke.diagnosis.record import ProbeResult
 from tests.diagnosis import synthetic
 from tests.diagnosis.synthetic import make_record
@@ -90,7 +96,7 @@ def test_tf_data_sequential_map_and_no_prefetch():
     sequential = only(record, "sequential-map")
     # TF ops only (no py_function in the graph): tf.data's own fix first, stoke as the option
     assert sequential.fix.index("num_parallel_calls") < sequential.fix.index("stoke.")
-    record.input["tf_data_py_function"] = True  # Python per element: stoke's workers first
+    record.input.tf_data_py_function = True  # Python per element: stoke's workers first
     sequential = only(record, "sequential-map")
     assert sequential.fix.index("stoke.") < sequential.fix.index("num_parallel_calls")
     prefetch = only(record, "no-prefetch")
@@ -277,13 +283,14 @@ def test_input_bound_fix_per_kind_parses_and_names_stoke(kind):
 
 
 def test_a_broken_check_warns_and_the_others_still_run(monkeypatch):
-    from stoke.diagnosis.judge import analysis
-    def broken(record, diagnosis):
+    from stoke.diagnosis.judge import findings
+
+    def broken(record, analysis):
         raise KeyError("surprise")
 
-    monkeypatch.setattr(analysis, "FINDING_CHECKS", (broken, *FINDING_CHECKS))
+    monkeypatch.setattr(findings, "FINDING_CHECKS", (FindingCheck("broken", broken), *FINDING_CHECKS))
     with pytest.warns(RuntimeWarning, match="broken check failed"):
-        diagnosis = analysis.analyse(synthetic.input_bound_generator())
+        diagnosis = analyse(synthetic.input_bound_generator())
     assert diagnosis.findings[0].id == "generator-on-main-thread"
 
 
@@ -351,3 +358,46 @@ def test_stoke_gain_on_these_cores_counts_cores_model_and_other_processes():
     # the finding quotes the same number as the JSON
     finding = busy.finding("generator-on-main-thread")
     assert finding.expected_gain == busy.to_json_dict()["predicted_speedup_with_stoke"]
+
+
+def test_findings_do_not_depend_on_the_order_checks_run_in(monkeypatch):
+    """One way: each check sees the record and the numbers, never another finding; which
+    finding gives way to which is declared (yields_to), so any registry order keeps the same."""
+    from stoke.diagnosis.judge import findings
+
+    records = [
+        synthetic.input_bound_generator(),
+        synthetic.partly_input_bound(),
+        make_record(kind="tf.data", wait_s=0.03, step_s=0.04, model_alone=64 / 0.009,
+                    input_alone=64 / 0.03,
+                    input_extra={"tf_data_parallel_map": False, "tf_data_prefetch": False}),
+        # the model on the CPU, the input alone far faster: shared-cores would be raised, but
+        # the generator on the trainer's thread explains the wait (and the cores are no limit)
+        make_record(kind="generator", wait_s=0.03, step_s=0.04, gpus_visible=0, gpus_used=0,
+                    model_alone=64 / 0.009, input_alone=1e6, input_extra={"main_thread": True}),
+    ]
+    before = [set(ids(record)) for record in records]
+    monkeypatch.setattr(findings, "FINDING_CHECKS", tuple(reversed(findings.FINDING_CHECKS)))
+    assert [set(ids(record)) for record in records] == before
+    assert "input-too-slow" not in before[0]  # the generator explains the wait
+    assert findings.shared_cores(records[3], analyse(records[3])) is not None
+    assert "shared-cores" not in before[3] and "generator-on-main-thread" in before[3]
+
+
+def test_input_too_slow_gives_way_to_a_named_cause():
+    record = make_record(kind="tf.data", wait_s=0.03, step_s=0.04, model_alone=64 / 0.009,
+                         input_alone=64 / 0.03, input_extra={"tf_data_parallel_map": False,
+                                                             "tf_data_prefetch": True})
+    found = ids(record)
+    assert "sequential-map" in found and "input-too-slow" not in found
+    record.input.tf_data_parallel_map = True  # no named cause left: the input is too slow
+    assert "input-too-slow" in ids(record)
+
+
+def test_every_check_is_registered_under_the_id_it_raises(monkeypatch):
+    from stoke.diagnosis.judge import findings
+
+    mislabelled = FindingCheck("no-prefetch", findings.generator_on_main_thread)
+    monkeypatch.setattr(findings, "FINDING_CHECKS", (mislabelled,))
+    with pytest.warns(RuntimeWarning, match="registered as 'no-prefetch'"):
+        assert analyse(synthetic.input_bound_generator()).findings == ()

@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ElementTree
 import numpy as np
 import pytest
 
-from stoke.diagnosis.judge.analysis import DIAGNOSIS_SCHEMA_VERSION, analyse
+from stoke.diagnosis.judge.diagnosis import DIAGNOSIS_SCHEMA_VERSION, analyse
 from stoke.diagnosis.report import render_html, terminal_text, to_json, write_html, write_json
 from stoke.diagnosis.report.html import COMPUTE_COLOUR, WAIT_COLOUR
 from tests.diagnosis import synthetic

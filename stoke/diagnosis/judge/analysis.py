@@ -1,17 +1,17 @@
-"""From a run record to a diagnosis: the verdict, the numbers behind it, and the findings.
+"""From a run record to the numbers of a diagnosis: the verdict and what stands behind it.
 
 This module owns the arithmetic of the doctor: which steps count (the steady state), how much
 of a step is spent waiting for input, the bound the two probes give, the speedup predicted
-if the input stopped being the bottleneck, and the verdict. The findings themselves (causes,
-evidence, fixes) live in :mod:`stoke.diagnosis.judge.findings`; the probes that fill the record and
-the renderers that print the diagnosis live elsewhere. Everything here is pure: a
-:class:`~stoke.diagnosis.record.RunRecord` in, a :class:`Diagnosis` out, no Keras, no clock.
+if the input stopped being the bottleneck, and the verdict. It is the first step of a one-way
+chain: the numbers (:class:`Analysis`) are read by the findings
+(:mod:`stoke.diagnosis.judge.findings`: causes, evidence, fixes), and both make the
+:class:`~stoke.diagnosis.judge.diagnosis.Diagnosis` (:func:`~stoke.diagnosis.judge.diagnosis.analyse`);
+nothing here knows a finding. Everything here is pure: a
+:class:`~stoke.diagnosis.record.RunRecord` in, an :class:`Analysis` out, no Keras, no clock.
 
-    record = RunRecord.load("run.json")
-    diagnosis = analyse(record)
-    diagnosis.verdict              # "input-bound"
-    diagnosis.predicted_speedup    # 3.4
-    diagnosis.to_json_dict()       # the public, versioned JSON form
+    numbers = analyse_run(RunRecord.load("run.json"))
+    numbers.verdict                # "input-bound"
+    numbers.predicted_speedup      # 3.4
 
 **Steady state.** Steps are taken in time order. Steps the probes flagged ``warmup`` (the first
 steps of each ``fit``: tracing, compilation, worker start-up) are dropped; in a record without
@@ -54,26 +54,21 @@ asynchronously (JAX, TensorFlow) the device may run during the wait, so the comp
 steps measured after a device sync (``StepSample.synced``) is used when it is longer. Working
 in step time also holds when batch sizes were not recorded.
 
-**Unmeasurable wait.** When the record says ``input["wait_measured"] is False`` or
-``input["wait_method"] == "none"`` (a native tf.data pipeline's ``next()`` runs inside a
+**Unmeasurable wait.** When the record says ``input.wait_measured is False`` or
+``input.wait_method == "none"`` (a native tf.data pipeline's ``next()`` runs inside a
 ``tf.function``), the wait is estimated from the probes (:func:`wait_fraction_from_probes`);
 ``input_wait_source`` says where the number came from.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import statistics
-import warnings
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from stoke.diagnosis.judge.findings import FINDING_CHECKS, SEVERITIES, Finding, in_memory_input
 from stoke.diagnosis.record import RunRecord, StepSample, SystemSample
-
-DIAGNOSIS_SCHEMA_VERSION = 1
 
 VERDICTS = ("input-bound", "partly-input-bound", "compute-bound", "overhead-bound", "unknown")
 
@@ -176,8 +171,10 @@ class Prediction:
 
 
 @dataclass(frozen=True)
-class Diagnosis:
-    """The doctor's answer for one run. Build it with :func:`analyse`."""
+class Analysis:
+    """The numbers of one run: verdict, steady state, bound, prediction, host and GPU load.
+    Build it with :func:`analyse_run`; findings (:mod:`stoke.diagnosis.judge.findings`) read it,
+    and :class:`stoke.diagnosis.judge.diagnosis.Diagnosis` adds them to it."""
 
     verdict: str
     verdict_reason: str
@@ -196,120 +193,14 @@ class Diagnosis:
     # "measured" (timed), "model-alone-estimate" (the probes set wait_s = step_s - model step),
     # "probes" (estimated here, see wait_fraction_from_probes), "unmeasured"
     input_wait_source: str = "measured"
-    findings: tuple[Finding, ...] = ()
     prediction: Prediction | None = None
     # the input alone makes fewer than INPUT_LIMIT_FACTOR x the no-wait samples/s (None: the
     # input-alone probe did not run, so it is not known)
     input_is_limit: bool | None = None
-    record: RunRecord = field(default_factory=RunRecord, repr=False, compare=False)
 
     @property
     def input_wait_pct(self) -> float | None:
         return None if self.input_wait_fraction is None else 100.0 * self.input_wait_fraction
-
-    def finding(self, finding_id: str) -> Finding | None:
-        return next((f for f in self.findings if f.id == finding_id), None)
-
-    def to_json_dict(self) -> dict[str, Any]:
-        """The public JSON form (schema ``DIAGNOSIS_SCHEMA_VERSION``): plain types, no NaN.
-
-        Keys (add freely in later versions, never change a meaning without a new version):
-        ``schema_version``, ``record_schema_version``, ``units``; ``verdict`` (one of
-        ``VERDICTS``), ``verdict_reason``; ``input_wait_fraction`` (0-1) and
-        ``input_wait_source``; ``throughput``, ``predicted_throughput``, ``model_alone``,
-        ``input_alone`` (samples/s or null); ``predicted_speedup`` (>= 1 or null: the input
-        made free, capped at 1.3/(1 - wait)); ``predicted_speedup_with_stoke`` (stoke's
-        workers on the cores this run can use, shared with the trainer; >= 1 or null);
-        ``prediction`` (how both were made: cap, confidence, what was not measured, the
-        shared-cores numbers); ``input_is_limit`` (bool or null);
-        ``bound`` (``limited_by``, per-step ``step_s``/``wait_s``/``compute_s``, probe step
-        times); ``overhead_signals`` (sentences); ``doctor_overhead_fraction``;
-        ``steady_state`` (which steps count and which were left out); ``cpu`` and ``gpus``
-        (summaries over the steady window); ``findings`` (objects with ``id``, ``severity``,
-        ``category``, ``message``, ``fix``, ``fix_language``, ``evidence``,
-        ``expected_gain``), ordered as reported; and the record itself: ``steps``,
-        ``system``, ``probes``, ``meta``, ``input``, ``model``, ``env``, ``overhead``.
-        """
-        record = self.record
-        data = {
-            "schema_version": DIAGNOSIS_SCHEMA_VERSION,
-            "record_schema_version": record.schema_version,
-            "units": {
-                "throughput": "samples/s",
-                "time": "s",
-                "fractions": "0-1",
-                "pct": "0-100",
-                "bytes": "bytes",
-            },
-            "verdict": self.verdict,
-            "verdict_reason": self.verdict_reason,
-            "input_wait_fraction": self.input_wait_fraction,
-            "input_wait_source": self.input_wait_source,
-            "throughput": self.throughput,
-            "predicted_throughput": self.predicted_throughput,
-            "predicted_speedup": self.predicted_speedup,
-            "predicted_speedup_with_stoke": (
-                None if self.prediction is None else self.prediction.with_stoke_here
-            ),
-            "prediction": None if self.prediction is None else _asdict(self.prediction),
-            "input_is_limit": self.input_is_limit,
-            "model_alone": self.model_alone,
-            "input_alone": self.input_alone,
-            "bound": _asdict(self.bound),
-            "overhead_signals": list(self.overhead_signals),
-            "doctor_overhead_fraction": self.doctor_overhead_fraction,
-            "steady_state": _asdict(self.steady),
-            "cpu": None if self.cpu is None else _asdict(self.cpu),
-            "gpus": [_asdict(g) for g in self.gpus],
-            "findings": [f.to_json_dict() for f in self.findings],
-            "steps": [_asdict(s) for s in record.steps],
-            "system": [_asdict(s) for s in record.system],
-            "probes": {name: _asdict(p) for name, p in record.probes.items()},
-            "meta": record.meta,
-            "input": record.input,
-            "model": record.model,
-            "env": record.env,
-            "overhead": record.overhead,
-        }
-        return json_safe(data)
-
-
-def analyse(record: RunRecord) -> Diagnosis:
-    """Diagnose one run: steady state, verdict, bound, predicted speedup, then findings.
-
-    Each finding check sees the diagnosis so far (its ``findings`` hold those found before it,
-    in registry order). Findings are then ordered: for an input-bound run the input ones
-    (whose first fix is stoke) first, then by severity, then by registry order.
-    """
-    diagnosis = _measure(record)
-    found: list[Finding] = []
-    for check in FINDING_CHECKS:
-        try:
-            finding = check(record, replace(diagnosis, findings=tuple(found)))
-        except Exception as error:  # one broken check must not cost the user the whole report
-            warnings.warn(
-                f"stoke doctor: the {check.__name__} check failed on this run record and was "
-                f"skipped ({type(error).__name__}: {error}). Please report it with the record.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            continue
-        if finding is not None:
-            found.append(finding)
-    return replace(diagnosis, findings=order_findings(found, diagnosis.verdict))
-
-
-def order_findings(findings: Iterable[Finding], verdict: str) -> tuple[Finding, ...]:
-    input_first = verdict == "input-bound"
-    indexed = list(enumerate(findings))
-    indexed.sort(
-        key=lambda item: (
-            0 if input_first and item[1].category == "input" else 1,
-            SEVERITIES.index(item[1].severity),
-            item[0],
-        )
-    )
-    return tuple(f for _, f in indexed)
 
 
 def steady_steps(steps: Sequence[StepSample]) -> tuple[list[StepSample], SteadyState]:
@@ -399,13 +290,13 @@ def overhead_signals(
     signals: list[str] = []
     model_probe = record.probes.get("model_alone")
     detail = model_probe.detail if model_probe is not None else {}
-    fixed_s = _number(detail.get("fixed_s_per_step"))
+    fixed_s = as_number(detail.get("fixed_s_per_step"))
     if fixed_s is not None and step_s and fixed_s >= OVERHEAD_DEVICE_SHARE * step_s:
         signals.append(
             f"fixed per-step cost {fixed_s * 1e3:.2f} ms is {fixed_s / step_s:.0%} of the "
             f"{step_s * 1e3:.2f} ms step"
         )
-    device_s = _number(detail.get("device_s_per_batch"))
+    device_s = as_number(detail.get("device_s_per_batch"))
     if device_s is not None and step_s and device_s < OVERHEAD_DEVICE_SHARE * step_s:
         signals.append(
             f"the device works {device_s * 1e3:.2f} ms of the {step_s * 1e3:.2f} ms step "
@@ -417,8 +308,8 @@ def overhead_signals(
             f"the run makes {throughput:,.0f} samples/s, {throughput / model_alone:.0%} of the "
             f"{model_alone:,.0f} samples/s the model reaches alone on a cached batch"
         )
-    gpus_used = _number(record.env.get("gpus_used"))
-    model_on_cpu = record.model.get("device") == "cpu" or gpus_used == 0
+    gpus_used = as_number(record.env.gpus_used)
+    model_on_cpu = record.model.device == "cpu" or gpus_used == 0
     if gpus and not model_on_cpu:
         busiest = max(gpus, key=lambda g: g.kernel_active_pct)
         if busiest.kernel_active_pct < 100.0 * OVERHEAD_DEVICE_SHARE:
@@ -453,7 +344,7 @@ def input_free_step_s(record: RunRecord) -> float | None:
     probe = record.probes.get("input_free")
     if probe is None:
         return None
-    value = _number(probe.detail.get("s_per_step"))
+    value = as_number(probe.detail.get("s_per_step"))
     return value if value and value > 0 else None
 
 
@@ -493,7 +384,7 @@ def wait_fraction_from_probes(
 def summarise_cpu(record: RunRecord, samples: Sequence[SystemSample]) -> CpuSummary | None:
     if not samples:
         return None
-    cores = _number(record.meta.get("cpu_count")) or max(len(s.cpu_per_core_pct) for s in samples)
+    cores = as_number(record.meta.cpu_count) or max(len(s.cpu_per_core_pct) for s in samples)
     cores = max(1, int(cores))
     busy = [
         (sum(s.cpu_per_core_pct) / (100.0 * len(s.cpu_per_core_pct)))
@@ -536,41 +427,38 @@ def summarise_gpus(samples: Sequence[SystemSample]) -> tuple[GpuSummary, ...]:
 def doctor_overhead_fraction(record: RunRecord) -> float | None:
     """The doctor's own cost as a share of step time: as the probes reported it, else derived."""
     overhead = record.overhead
-    fraction = _number(overhead.get("fraction_of_step"))
+    fraction = as_number(overhead.fraction_of_step)
     if fraction is not None:
         return fraction
     step_times = [s.step_s for s in record.steps if s.step_s > 0]
     if not step_times:
         return None
-    per_step = _number(overhead.get("doctor_s_per_step"))
+    per_step = as_number(overhead.doctor_s_per_step)
     if per_step is not None:
         return per_step / statistics.fmean(step_times)
-    total = _number(overhead.get("doctor_s_total"))
+    total = as_number(overhead.doctor_s_total)
     if total is not None:
         return total / sum(step_times)
     return None
 
 
-def json_safe(value: Any) -> Any:
-    """Plain JSON types only: NaN and infinities become null, tuples lists, keys strings."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, bool | int | str) or value is None:
-        return value
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set):
-        return [json_safe(v) for v in value]
-    number = _number(value)  # numpy scalars and the like
-    if number is not None:
-        return json_safe(number)
-    return str(value)
+def in_memory_input(record: RunRecord) -> bool:
+    """Arrays in memory, or a tf.data pipeline with no map and no Python in it."""
+    inputs = record.input
+    kind = inputs.kind
+    if kind == "arrays":
+        return True
+    if kind == "tf.data":
+        has_map = bool(inputs.tf_data_map_parallelism) or inputs.tf_data_parallel_map is not None
+        return not has_map and not inputs.tf_data_py_function
+    return False
 
 
 # -- internals -------------------------------------------------------------------------------
 
 
-def _measure(record: RunRecord) -> Diagnosis:
+def analyse_run(record: RunRecord) -> Analysis:
+    """The numbers of one run (see the module docstring): pure, no findings."""
     kept, steady = steady_steps(record.steps)
     window = _window_samples(record.system, steady)
     cpu = summarise_cpu(record, window)
@@ -580,11 +468,11 @@ def _measure(record: RunRecord) -> Diagnosis:
     overhead_fraction = doctor_overhead_fraction(record)
 
     if not kept:
-        return Diagnosis(
+        return Analysis(
             verdict="unknown",
             verdict_reason=(
                 "no training step was measured: the script ended with an error before one finished"
-                if record.meta.get("error")
+                if record.meta.error
                 else "no training step was measured: the doctor measures model.fit() and "
                 "train_on_batch; custom training loops (GradientTape, jax.grad, a torch loop) "
                 "are not measured. Findings below come from the setup alone"
@@ -600,23 +488,22 @@ def _measure(record: RunRecord) -> Diagnosis:
             cpu=cpu,
             gpus=gpus,
             doctor_overhead_fraction=overhead_fraction,
-            record=record,
         )
 
     samples = sum(s.batch_size for s in kept)
     if samples <= 0:  # batch sizes not recorded per step: fall back on the configured one
-        samples = (_number(record.input.get("batch_size")) or 0.0) * len(kept)
+        samples = (as_number(record.input.batch_size) or 0.0) * len(kept)
     total_step_s = sum(s.step_s for s in kept)
     total_wait_s = sum(min(s.wait_s, s.step_s) for s in kept)
     throughput = samples / total_step_s if samples > 0 else None
 
     wait_source = "measured"
-    wait_method = record.input.get("wait_method")
+    wait_method = record.input.wait_method
     if wait_method == "estimated-from-model-alone":
         wait_source = "model-alone-estimate"  # the probes set wait_s = step_s - model step
-    elif record.input.get("wait_measured") is False or wait_method == "none":
+    elif record.input.wait_measured is False or wait_method == "none":
         estimate = wait_fraction_from_probes(
-            throughput, model_alone, input_alone, record.input.get("tf_data_prefetch")
+            throughput, model_alone, input_alone, record.input.tf_data_prefetch
         )
         wait_source = "unmeasured" if estimate is None else "probes"
         if estimate is not None:
@@ -701,7 +588,7 @@ def _measure(record: RunRecord) -> Diagnosis:
         input_alone_step_s=batch_size / input_alone if (input_alone and batch_size) else None,
         no_wait_throughput=no_wait_throughput,
     )
-    return Diagnosis(
+    return Analysis(
         verdict=verdict,
         verdict_reason=reason,
         input_wait_fraction=wait_fraction,
@@ -719,7 +606,6 @@ def _measure(record: RunRecord) -> Diagnosis:
         overhead_signals=signals,
         prediction=prediction,
         input_is_limit=input_is_limit,
-        record=record,
     )
 
 
@@ -756,7 +642,7 @@ def _prediction(
     """One prediction (see :class:`Prediction`): the headline's bound, and stoke on these
     cores from the trainer's and the input's measured CPU per sample."""
     unmeasured: list[str] = []
-    notes = record.meta.get("probe_notes") or {}
+    notes = record.meta.probe_notes or {}
     waits = wait_fraction >= PARTLY_INPUT_BOUND_WAIT_FRACTION  # else nothing to predict
     if wait_source != "measured":
         unmeasured.append(
@@ -785,7 +671,7 @@ def _prediction(
     if cpu is not None and throughput and predicted_throughput and batch_size:
         cores_free = max(0.5, cpu.cores - cpu.other_cores)
         free_probe = record.probes.get("input_free")
-        trainer_cpu = _number(free_probe.detail.get("cpu_s_per_step")) if free_probe else None
+        trainer_cpu = as_number(free_probe.detail.get("cpu_s_per_step")) if free_probe else None
         if trainer_cpu is not None:
             trainer_per_sample, trainer_source = trainer_cpu / batch_size, "measured"
         else:
@@ -798,7 +684,7 @@ def _prediction(
                 )
         input_probe = record.probes.get("input_alone")
         input_cpu = (
-            _number(input_probe.detail.get("cpu_s_per_sample")) if input_probe else None
+            as_number(input_probe.detail.get("cpu_s_per_sample")) if input_probe else None
         )
         if input_cpu is not None:
             input_per_sample, input_source = input_cpu, "measured"
@@ -870,11 +756,12 @@ def _probe_rate(record: RunRecord, name: str) -> float | None:
     probe = record.probes.get(name)
     if probe is None:
         return None
-    rate = _number(probe.samples_per_s)
+    rate = as_number(probe.samples_per_s)
     return rate if rate and rate > 0 else None
 
 
-def _number(value: Any) -> float | None:
+def as_number(value: Any) -> float | None:
+    """A finite float from a recorded value (numpy scalars too), or None (bools, text, NaN)."""
     if isinstance(value, bool) or value is None:
         return None
     try:
@@ -883,6 +770,3 @@ def _number(value: Any) -> float | None:
         return None
     return number if math.isfinite(number) else None
 
-
-def _asdict(obj: Any) -> dict[str, Any]:
-    return dataclasses.asdict(obj)

@@ -1,11 +1,15 @@
 """The doctor's findings: one check per cause, each with its evidence, its fix and its gain.
 
-A check is a function ``(record, diagnosis) -> Finding | None``. It reads the run record and
-the diagnosis computed so far (verdict, steady-state numbers, CPU and GPU summaries, and the
-findings raised by the checks before it in ``FINDING_CHECKS``) and raises a finding only when
-the record holds evidence for it: numbers from the run, never a guess from the input kind
-alone. The arithmetic (steady state, verdict, predicted speedup) belongs to
-:mod:`stoke.diagnosis.judge.analysis`; the wording of reports to :mod:`stoke.diagnosis.report`.
+A check is a function ``(record, analysis) -> Finding | None``. It reads the run record and
+the run's numbers (:class:`~stoke.diagnosis.judge.analysis.Analysis`: verdict, steady-state
+numbers, CPU and GPU summaries, the prediction) and raises a finding only when the record
+holds evidence for it: numbers from the run, never a guess from the input kind alone. Checks
+see no other finding: one way, measurements -> findings -> diagnosis. Where a finding gives
+way to a more specific one (``input-too-slow`` when a named input cause explains the wait),
+its entry in ``FINDING_CHECKS`` says so (``yields_to``), and :func:`find` applies it after
+every check ran. The arithmetic (steady state, verdict, predicted speedup) belongs to
+:mod:`stoke.diagnosis.judge.analysis`, the code each fix shows to
+:mod:`stoke.diagnosis.judge.fixes`, the wording of reports to :mod:`stoke.diagnosis.report`.
 
 Finding ids are a public contract (JSON consumers match on them): ``generator-on-main-thread``,
 ``input-too-slow``, ``shared-cores``, ``sequential-map``, ``no-prefetch``, ``float64-input``, ``run-eagerly``,
@@ -16,16 +20,34 @@ first fix is stoke itself, with the code and the predicted speedup.
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from stoke.diagnosis.judge.analysis import Analysis, in_memory_input
+from stoke.diagnosis.judge.fixes import (
+    HOST_OP_FIX,
+    MEMORY_GROWTH_FIX,
+    PREFETCH_FIX,
+    SMALL_BATCH_FIX,
+    STOKE_ENV_FIX,
+    TF_OVERSUBSCRIBED_FIX,
+    compile_fix,
+    contention_fix,
+    data_parallel_fix,
+    float64_fix,
+    gpu_install_fix,
+    input_fix,
+    keras2_fix,
+    plain_number,
+    shared_cores_fix,
+    stoke_fix,
+    thread_limit_fix,
+    use_gpu_fix,
+)
 from stoke.diagnosis.record import RunRecord
-
-if TYPE_CHECKING:
-    from stoke.diagnosis.judge.analysis import Diagnosis
 
 SEVERITIES = ("high", "medium", "low", "info")
 CATEGORIES = ("input", "model", "system")
@@ -81,31 +103,31 @@ class Finding:
         }
 
 
-Check = Callable[[RunRecord, "Diagnosis"], "Finding | None"]
+Check = Callable[[RunRecord, Analysis], "Finding | None"]
 
 
 # -- input -------------------------------------------------------------------------------------
 
 
-def generator_on_main_thread(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
+def generator_on_main_thread(record: RunRecord, analysis: Analysis) -> Finding | None:
     """Batches made by one Python thread, one at a time: the trainer's own thread (JAX, torch,
     a train_on_batch loop) or the single tf.data thread Keras wraps a generator in
     (TensorFlow), which holds the GIL against the trainer. A Keras-2 call (``fit_generator``)
     translated for Keras 3 is diagnosed as what the user wrote: a generator."""
     inputs = record.input
     legacy = keras2_generator_call(record)
-    kind = "generator" if legacy is not None else inputs.get("kind", "unknown")
-    on_main = inputs.get("main_thread") is True or legacy is not None
+    kind = "generator" if legacy is not None else (inputs.kind or "unknown")
+    on_main = inputs.main_thread is True or legacy is not None
     serial_python = (
-        kind == "generator" or on_main or inputs.get("producer") in _SERIAL_PYTHON_PRODUCERS
+        kind == "generator" or on_main or inputs.producer in _SERIAL_PYTHON_PRODUCERS
     )
-    wait = diagnosis.input_wait_fraction
+    wait = analysis.input_wait_fraction
     if not serial_python or kind == "tf.data" or wait is None or wait < _PARTLY_WAIT:
         return None
-    if kind in ("arrays", "stoke") and legacy is None and diagnosis.input_is_limit is not True:
+    if kind in ("arrays", "stoke") and legacy is None and analysis.input_is_limit is not True:
         return None  # slicing arrays (or stoke inline) is not what the trainer waits for
-    bound = diagnosis.bound
-    overlap_gain = _overlap_gain(diagnosis)
+    bound = analysis.bound
+    overlap_gain = _overlap_gain(analysis)
     described = {
         "generator": "a Python generator",
         "pydataset": "the PyDataset (no workers)",
@@ -121,7 +143,7 @@ def generator_on_main_thread(record: RunRecord, diagnosis: Diagnosis) -> Finding
         )
     where = (
         "on the trainer's main thread, one after the other with the training step"
-        if on_main or inputs.get("producer") == "trainer-thread"
+        if on_main or inputs.producer == "trainer-thread"
         else "in a single Python thread (Keras wraps it in tf.data), holding the GIL "
         "against the trainer"
     )
@@ -129,14 +151,14 @@ def generator_on_main_thread(record: RunRecord, diagnosis: Diagnosis) -> Finding
         f"Batches are made by {described} {where}: the trainer waits {wait:.0%} of every "
         f"step ({_ms(bound.wait_s)} of {_ms(bound.step_s)}) while Python builds the next batch."
     )
-    evidence = _input_evidence(record, diagnosis)
+    evidence = _input_evidence(record, analysis)
     if legacy is not None:
         evidence["input_kind"] = "generator"
         evidence["keras2_call"] = legacy.get("method")
     if overlap_gain is not None:
         evidence["speedup_overlap_only"] = round(overlap_gain, 2)
-    message += _prediction_sentence(diagnosis)
-    here = stoke_gain_on_these_cores(record, diagnosis)
+    message += _prediction_sentence(analysis)
+    here = stoke_gain_on_these_cores(record, analysis)
     if here is not None:
         evidence["speedup_with_stoke_on_these_cores"] = here
     return Finding(
@@ -144,9 +166,9 @@ def generator_on_main_thread(record: RunRecord, diagnosis: Diagnosis) -> Finding
         severity=_wait_severity(wait),
         category="input",
         message=message,
-        fix=_keras2_fix(record, legacy) if legacy is not None else _input_fix(record, diagnosis),
+        fix=keras2_fix(record.meta.script, legacy.get("method", "fit_generator")) if legacy is not None else input_fix(record.input, analysis.prediction),
         evidence=evidence,
-        expected_gain=here if here is not None else diagnosis.predicted_speedup,
+        expected_gain=here if here is not None else analysis.predicted_speedup,
         fix_language="bash" if legacy is not None else "python",
     )
 
@@ -154,7 +176,7 @@ def generator_on_main_thread(record: RunRecord, diagnosis: Diagnosis) -> Finding
 def keras2_generator_call(record: RunRecord) -> dict[str, Any] | None:
     """The first Keras-2 training call on a plain generator that the doctor's shim translated
     (``meta["keras2_conversions"]``, from ``stoke.legacy.shim.conversions()``), or None."""
-    for conversion in record.meta.get("keras2_conversions") or []:
+    for conversion in record.meta.keras2_conversions or []:
         if not isinstance(conversion, dict):
             continue
         method = str(conversion.get("method", ""))
@@ -171,10 +193,10 @@ def _where(conversion: dict[str, Any]) -> str:
     return f"{filename}:{line}" if line else filename
 
 
-def sequential_map(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
+def sequential_map(record: RunRecord, analysis: Analysis) -> Finding | None:
     """A tf.data ``map`` without ``num_parallel_calls``: one element at a time, one core."""
-    wait = diagnosis.input_wait_fraction
-    if record.input.get("kind") != "tf.data" or record.input.get("tf_data_parallel_map") is not False:
+    wait = analysis.input_wait_fraction
+    if record.input.kind != "tf.data" or record.input.tf_data_parallel_map is not False:
         return None
     if wait is None or wait < _PARTLY_WAIT:
         return None
@@ -184,23 +206,23 @@ def sequential_map(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
         category="input",
         message=(
             f"The tf.data pipeline maps one element at a time (no num_parallel_calls): "
-            f"the trainer waits {wait:.0%} of every step ({_ms(diagnosis.bound.wait_s)} of "
-            f"{_ms(diagnosis.bound.step_s)}) for a pipeline that uses one core."
+            f"the trainer waits {wait:.0%} of every step ({_ms(analysis.bound.wait_s)} of "
+            f"{_ms(analysis.bound.step_s)}) for a pipeline that uses one core."
         ),
-        fix=_stoke_fix(record),
-        evidence=_input_evidence(record, diagnosis),
-        expected_gain=diagnosis.predicted_speedup,
+        fix=stoke_fix(record.input),
+        evidence=_input_evidence(record, analysis),
+        expected_gain=analysis.predicted_speedup,
     )
 
 
-def no_prefetch(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
+def no_prefetch(record: RunRecord, analysis: Analysis) -> Finding | None:
     """A tf.data pipeline without ``prefetch``: the next batch is made only when asked for."""
-    wait = diagnosis.input_wait_fraction
-    if record.input.get("kind") != "tf.data" or record.input.get("tf_data_prefetch") is not False:
+    wait = analysis.input_wait_fraction
+    if record.input.kind != "tf.data" or record.input.tf_data_prefetch is not False:
         return None
     if wait is None or wait < _PARTLY_WAIT:
         return None
-    gain = _overlap_gain(diagnosis)
+    gain = _overlap_gain(analysis)
     return Finding(
         id="no-prefetch",
         severity=_wait_severity(wait),
@@ -210,47 +232,41 @@ def no_prefetch(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
             f"step asks for it: the trainer waits {wait:.0%} of every step instead of "
             f"overlapping input and compute."
         ),
-        fix=(
-            "# last in the chain: batch n+1 is made while the model trains on batch n\n"
-            "ds = ds.prefetch(tf.data.AUTOTUNE)\n"
-            "model.fit(ds, epochs=10)\n"
-        ),
-        evidence=_input_evidence(record, diagnosis),
+        fix=PREFETCH_FIX,
+        evidence=_input_evidence(record, analysis),
         expected_gain=gain,
     )
 
 
-def input_too_slow(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
+def input_too_slow(record: RunRecord, analysis: Analysis) -> Finding | None:
     """The run waits for input that already has workers (PyDataset workers, DataLoader workers,
     a parallel tf.data pipeline, stoke): the workers cannot keep up, or moving their batches
-    costs more than making them. Raised only when no more specific input finding explains it,
-    and only when the input alone is the limit: measured slower than INPUT_LIMIT_FACTOR times
-    the model's no-wait rate (or, not measured, an input that does real work per batch)."""
-    wait = diagnosis.input_wait_fraction
+    costs more than making them. Raised only when the input alone is the limit: measured
+    slower than INPUT_LIMIT_FACTOR times the model's no-wait rate (or, not measured, an input
+    that does real work per batch); it gives way to a named input cause (``FINDING_CHECKS``)."""
+    wait = analysis.input_wait_fraction
     if wait is None or wait < _PARTLY_WAIT:
         return None
-    if any(f.category == "input" for f in diagnosis.findings):
-        return None
-    kind = record.input.get("kind", "unknown")
-    if diagnosis.input_is_limit is False:
+    kind = record.input.kind or "unknown"
+    if analysis.input_is_limit is False:
         return None  # the input alone is far faster than the model: it is not the limit
-    if in_memory_input(record) and diagnosis.input_wait_source != "measured":
+    if in_memory_input(record) and analysis.input_wait_source != "measured":
         return None  # an estimated wait on arrays in memory is no evidence against them
     if in_memory_input(record):
         # slicing arrays in memory: blamed only when measured slower than the model itself
-        rates = [r for r in (diagnosis.bound.no_wait_throughput, diagnosis.model_alone) if r]
-        if not (diagnosis.input_alone and rates and diagnosis.input_alone < min(rates)):
+        rates = [r for r in (analysis.bound.no_wait_throughput, analysis.model_alone) if r]
+        if not (analysis.input_alone and rates and analysis.input_alone < min(rates)):
             return None
     if _model_on_cpu(record) and kind in ("stoke", "pydataset", "torch_dataloader") and (
-        diagnosis.prediction is not None and diagnosis.prediction.shared_cores.get("limited_by", "")
+        analysis.prediction is not None and analysis.prediction.shared_cores.get("limited_by", "")
         .startswith("the cores")
     ):
         return None  # the cores are the limit: shared-cores says so, with the numbers
-    workers = record.input.get("pydataset_workers")
+    workers = record.input.pydataset_workers
     detail = {
         "pydataset": (
             f"PyDataset(workers={workers}, use_multiprocessing="
-            f"{record.input.get('use_multiprocessing')}) cannot keep up: process workers pickle "
+            f"{record.input.use_multiprocessing}) cannot keep up: process workers pickle "
             "every batch through a pipe, thread workers share the GIL with the trainer"
         ),
         "torch_dataloader": (
@@ -261,63 +277,43 @@ def input_too_slow(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
         "stoke": "the stoke pipeline cannot keep up with its current workers",
     }.get(kind, "the input pipeline cannot keep up with the model")
     message = f"The trainer waits {wait:.0%} of every step for input: {detail}."
-    if diagnosis.input_alone and diagnosis.model_alone:
+    if analysis.input_alone and analysis.model_alone:
         message += (
-            f" Alone, the input makes {_rate(diagnosis.input_alone)} and the model takes "
-            f"{_rate(diagnosis.model_alone)}."
+            f" Alone, the input makes {_rate(analysis.input_alone)} and the model takes "
+            f"{_rate(analysis.model_alone)}."
         )
-    elif diagnosis.input_is_limit is None:
+    elif analysis.input_is_limit is None:
         message += " The input alone was not measured: that it is the limit is inferred from the wait."
-    message += _prediction_sentence(diagnosis)
-    here = stoke_gain_on_these_cores(record, diagnosis)
-    evidence = _input_evidence(record, diagnosis)
+    message += _prediction_sentence(analysis)
+    here = stoke_gain_on_these_cores(record, analysis)
+    evidence = _input_evidence(record, analysis)
     if here is not None:
         evidence["speedup_with_stoke_on_these_cores"] = here
     return Finding(
         id="input-too-slow",
-        severity=_wait_severity(wait) if diagnosis.input_is_limit else "medium",
+        severity=_wait_severity(wait) if analysis.input_is_limit else "medium",
         category="input",
         message=message,
-        fix=_input_fix(record, diagnosis),
+        fix=input_fix(record.input, analysis.prediction),
         evidence=evidence,
-        expected_gain=here if here is not None else diagnosis.predicted_speedup,
+        expected_gain=here if here is not None else analysis.predicted_speedup,
     )
 
 
-def _input_fix(record: RunRecord, diagnosis: Diagnosis) -> str:
-    """stoke's fix for this input kind, unless the shared-cores model says stoke's workers
-    would bring nothing on these cores: then that comes first, with what would help."""
-    fix = _stoke_fix(record)
-    prediction = diagnosis.prediction
-    if prediction is None or prediction.with_stoke_here is None or prediction.with_stoke_here > 1.05:
-        return fix
-    shared = prediction.shared_cores
-    return (
-        f"# On these cores stoke's workers would not be faster: {_num(shared.get('cores_for_this_run'))}"
-        " core(s)\n"
-        f"# are left to this run (others take {_num(shared.get('other_processes_cores'))}),"
-        " and the trainer and the input\n"
-        "# already fill them. First free cores (stop or renice other jobs), move the\n"
-        "# model to a GPU, or make the per-batch work cheaper; then:\n"
-        + fix
-    )
-
-
-def shared_cores(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
+def shared_cores(record: RunRecord, analysis: Analysis) -> Finding | None:
     """The model trains on the CPU and its wait comes from sharing the cores with the input's
     workers (or other work), not from an input too slow to keep up: the numbers of the
-    shared-cores model (:class:`stoke.diagnosis.judge.analysis.Prediction`)."""
-    wait = diagnosis.input_wait_fraction
-    prediction = diagnosis.prediction
+    shared-cores model (:class:`stoke.diagnosis.judge.analysis.Prediction`). Unless the cores
+    are the limit (:func:`cores_are_the_limit`), it gives way to the input findings
+    (``FINDING_CHECKS``)."""
+    wait = analysis.input_wait_fraction
+    prediction = analysis.prediction
     if wait is None or wait < _PARTLY_WAIT or not _model_on_cpu(record) or prediction is None:
         return None
     numbers = prediction.shared_cores
     if not numbers:
         return None
-    cores_limit = str(numbers.get("limited_by", "")).startswith("the cores")
-    if not cores_limit and diagnosis.input_is_limit is not False:
-        return None
-    if any(f.category == "input" for f in diagnosis.findings) and not cores_limit:
+    if not cores_are_the_limit(analysis) and analysis.input_is_limit is not False:
         return None
     trainer_ms = numbers["trainer_cpu_ms_per_sample"]
     input_ms = numbers["input_cpu_ms_per_sample"]
@@ -326,33 +322,22 @@ def shared_cores(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
     input_cores = rate * input_ms / 1e3
     trainer_cores = rate * trainer_ms / 1e3
     message = (
-        f"The model trains on the CPU and shares {_num(cores_here)} core(s) with the input: "
+        f"The model trains on the CPU and shares {plain_number(cores_here)} core(s) with the input: "
         f"per sample the trainer takes {trainer_ms:.3g} ms of CPU and the input "
         f"{input_ms:.3g} ms"
     )
-    if diagnosis.input_alone and diagnosis.model_alone:
+    if analysis.input_alone and analysis.model_alone:
         message += (
-            f" (alone the input makes {_rate(diagnosis.input_alone)}, "
-            f"{_times(diagnosis.input_alone / diagnosis.model_alone)} the model's "
-            f"{_rate(diagnosis.model_alone)})"
+            f" (alone the input makes {_rate(analysis.input_alone)}, "
+            f"{_times(analysis.input_alone / analysis.model_alone)} the model's "
+            f"{_rate(analysis.model_alone)})"
         )
     message += (
         f". The trainer waits {wait:.0%} of each step because the cores are shared, not because "
         f"the input is slow: at best these cores make {rate:,.0f} samples/s "
         f"(trainer ~{trainer_cores:.1f} cores, input ~{input_cores:.1f})."
     )
-    workers_needed = max(1, math.ceil(input_cores))
-    fix = (
-        "# The cores, not the workers, are the limit: more workers take cores from the model.\n"
-        f"# The input needs about {input_cores:.1f} core(s) at {rate:,.0f} samples/s: give it\n"
-        f"# {workers_needed} worker(s) and leave the rest to the model's threads, or let stoke's\n"
-        "# tuner budget the cores (it measures the trainer's own CPU per step):\n"
-        "import stoke\n"
-        f"train = stoke.from_sequence(samples).map(load).batch({record.input.get('batch_size') or 64})"
-        ".to_keras()\n"
-        "model.fit(train, epochs=10)\n"
-        "# More speed needs more cores or a GPU for the model.\n"
-    )
+    fix = shared_cores_fix(input_cores, rate, record.input.batch_size or 64)
     return Finding(
         id="shared-cores",
         severity="high" if wait >= _INPUT_BOUND_WAIT else "medium",
@@ -360,43 +345,38 @@ def shared_cores(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
         message=message,
         fix=fix,
         evidence={**numbers, "input_wait_pct": _pct(wait),
-                  "input_alone_samples_per_s": _round(diagnosis.input_alone),
-                  "model_alone_samples_per_s": _round(diagnosis.model_alone)},
+                  "input_alone_samples_per_s": _round(analysis.input_alone),
+                  "model_alone_samples_per_s": _round(analysis.model_alone)},
         expected_gain=prediction.with_stoke_here,
     )
+
+
+def cores_are_the_limit(analysis: Analysis) -> bool:
+    """The shared-cores model says the cores, shared by the trainer and the input's workers,
+    limit this run (not the input made free): then shared-cores stands beside input findings."""
+    prediction = analysis.prediction
+    numbers = prediction.shared_cores if prediction is not None else {}
+    return str(numbers.get("limited_by", "")).startswith("the cores")
 
 
 def _times(ratio: float) -> str:
     return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.1f}x"
 
 
-def in_memory_input(record: RunRecord) -> bool:
-    """Arrays in memory, or a tf.data pipeline with no map and no Python in it."""
-    inputs = record.input
-    kind = inputs.get("kind")
-    if kind == "arrays":
-        return True
-    if kind == "tf.data":
-        has_map = bool(inputs.get("tf_data_map_parallelism")) or inputs.get(
-            "tf_data_parallel_map") is not None
-        return not has_map and not inputs.get("tf_data_py_function")
-    return False
-
-
 def _tf_data_shape(record: RunRecord) -> str:
     """The tf.data pipeline in words, from the facts read off its graph (no claims beyond)."""
     inputs = record.input
-    maps = inputs.get("tf_data_map_parallelism") or []
+    maps = inputs.tf_data_map_parallelism or []
     parts = []
-    if not maps and inputs.get("tf_data_parallel_map") is None:
+    if not maps and inputs.tf_data_parallel_map is None:
         parts.append("no map")
-    elif inputs.get("tf_data_parallel_map") is False:
+    elif inputs.tf_data_parallel_map is False:
         parts.append("a map one element at a time")
     else:
         parts.append(f"{len(maps) or 'its'} parallel map(s)")
-    if inputs.get("tf_data_py_function"):
+    if inputs.tf_data_py_function:
         parts.append("Python inside (py_function / from_generator)")
-    prefetch = inputs.get("tf_data_prefetch")
+    prefetch = inputs.tf_data_prefetch
     if prefetch is True:
         parts.append("prefetch")
     elif prefetch is False:
@@ -404,57 +384,38 @@ def _tf_data_shape(record: RunRecord) -> str:
     return ", ".join(parts)
 
 
-def _prediction_sentence(diagnosis: Diagnosis) -> str:
+def _prediction_sentence(analysis: Analysis) -> str:
     """The shared prediction, in the words every input finding uses."""
-    prediction = diagnosis.prediction
-    if not diagnosis.predicted_speedup:
+    prediction = analysis.prediction
+    if not analysis.predicted_speedup:
         return ""
     text = (
         f" With the input off the critical path the run would make "
-        f"{_rate(diagnosis.predicted_throughput)} instead of {_rate(diagnosis.throughput)} "
-        f"(×{diagnosis.predicted_speedup:.2f})"
+        f"{_rate(analysis.predicted_throughput)} instead of {_rate(analysis.throughput)} "
+        f"(×{analysis.predicted_speedup:.2f})"
     )
-    if prediction is not None and prediction.with_stoke_here is not None and diagnosis.cpu:
+    if prediction is not None and prediction.with_stoke_here is not None and analysis.cpu:
         text += (
-            f"; stoke on these {diagnosis.cpu.cores} cores "
-            f"({diagnosis.cpu.other_cores:.1f} taken by other processes, the rest shared by the "
+            f"; stoke on these {analysis.cpu.cores} cores "
+            f"({analysis.cpu.other_cores:.1f} taken by other processes, the rest shared by the "
             f"trainer and the workers): ×{prediction.with_stoke_here:.2f}"
         )
     return text + "."
 
 
-def float64_input(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
+def float64_input(record: RunRecord, analysis: Analysis) -> Finding | None:
     """float64 arrays fed to a float32 model: twice the bytes to make, move and cast."""
-    dtypes = record.input.get("dtypes")
+    dtypes = record.input.dtypes
     if not isinstance(dtypes, dict):
         return None
     wide = sorted(_field_label(str(path)) for path, dtype in dtypes.items() if "float64" in str(dtype))
     if not wide:
         return None
-    wait = diagnosis.input_wait_fraction or 0.0
-    kind = record.input.get("kind", "unknown")
-    if kind == "tf.data":
-        fix = (
-            "ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y),\n"
-            "            num_parallel_calls=tf.data.AUTOTUNE)\n"
-        )
-    elif kind in ("pydataset", "generator") or keras2_generator_call(record) is not None:
-        fix = (
-            "# where each batch is made (__getitem__, the generator): float32, not\n"
-            "# float64 (the default of np.empty, np.zeros, np.random)\n"
-            "x = np.empty((batch_size, *shape), dtype=np.float32)\n"
-            "x_train = x_train.astype(\"float32\")  # arrays: once, where they are made\n"
-            "# or let stoke feed fit(): it ships float64 as float32 by default\n"
-            "import stoke\n"
-            "model.fit(stoke.accelerate(train_data), epochs=10)\n"
-        )
-    else:
-        fix = (
-            "x_train = x_train.astype(\"float32\")  # once, where the arrays are made\n"
-            "# or let stoke feed fit(): it ships float64 as float32 by default\n"
-            "import stoke\n"
-            "model.fit(stoke.accelerate(train_data), epochs=10)\n"
-        )
+    wait = analysis.input_wait_fraction or 0.0
+    kind = record.input.kind or "unknown"
+    fix = float64_fix(
+        kind, kind in ("pydataset", "generator") or keras2_generator_call(record) is not None
+    )
     return Finding(
         id="float64-input",
         severity="medium" if wait >= _PARTLY_WAIT else "low",
@@ -472,16 +433,16 @@ def float64_input(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
 # -- model -------------------------------------------------------------------------------------
 
 
-def run_eagerly(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
+def run_eagerly(record: RunRecord, analysis: Analysis) -> Finding | None:
     """``run_eagerly=True``: every op dispatched from Python, no graph, no XLA. When the model
     runs host code (NumPy on tensors, found while the step ran), compiling as it stands would
     fail (``Cannot convert a symbolic tf.Tensor to a numpy array``): the fix then starts with
     the host code."""
-    if record.model.get("run_eagerly") is not True:
+    if record.model.run_eagerly is not True:
         return None
-    backend = record.meta.get("backend", "unknown")
+    backend = record.meta.backend or "unknown"
     on_torch = backend == "torch"
-    host_layers = [str(name) for name in record.model.get("host_ops") or []]
+    host_layers = [str(name) for name in record.model.host_ops or []]
     message = (
         "The model runs eagerly (run_eagerly=True): every layer is dispatched from Python "
         "on every step, with no compiled graph"
@@ -491,55 +452,33 @@ def run_eagerly(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
             else "; compiled steps are typically several times faster."
         )
     )
-    fix = (
-        "# compile without run_eagerly=True (the default is a compiled step)\n"
-        "model.compile(optimizer=optimizer, loss=loss, metrics=metrics)\n"
-        "model.run_eagerly = False  # if it was set on the model\n"
-    )
     if host_layers:
         message += (
             f" It cannot simply be turned off: {', '.join(host_layers)} run(s) host code on "
             "the step's tensors (see host-op-in-model), which a compiled step cannot call. "
             "Move that code onto the device first, then compile without run_eagerly."
         )
-        fix = _HOST_OP_FIX + (
-            "\n# then, and only then, compile the step:\n"
-            "model.compile(optimizer=optimizer, loss=loss)  # no run_eagerly\n"
-        )
     return Finding(
         id="run-eagerly",
         severity="low" if on_torch else "high",
         category="model",
         message=message,
-        fix=fix,
+        fix=compile_fix(host_code=bool(host_layers)),
         evidence={
             "run_eagerly": True,
             "backend": backend,
-            "step_ms": _round_ms(diagnosis.bound.step_s),
+            "step_ms": _round_ms(analysis.bound.step_s),
             "host_op_layers": host_layers,
         },
     )
 
 
-_HOST_OP_FIX = (
-    "import keras\n"
-    "from keras import ops\n"
-    "\n"
-    "class Normalise(keras.layers.Layer):\n"
-    "    def call(self, x):\n"
-    "        # was: np.sin(x), np.asarray(x) or a tf.py_function (on the host)\n"
-    "        return ops.sin(x)  # keras.ops: on the device, inside the compiled step\n"
-    "\n"
-    "# or do that preprocessing in the input pipeline, before the model\n"
-)
-
-
-def host_op_in_model(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
+def host_op_in_model(record: RunRecord, analysis: Analysis) -> Finding | None:
     """NumPy, ``py_function`` or host callbacks inside the model: a device-host round trip per
     step. Found by what runs (a tensor converted to NumPy inside the step) or, failing that,
     by reading the layer's source (``model["host_op_evidence"]`` says which)."""
-    layers = [str(name) for name in record.model.get("host_ops") or []]
-    evidence_by_layer = dict(record.model.get("host_op_evidence") or {})
+    layers = [str(name) for name in record.model.host_ops or []]
+    evidence_by_layer = dict(record.model.host_op_evidence or {})
     failed = layer_failed_on_host_conversion(record)
     if failed is not None and failed[0] not in layers:
         layers.append(failed[0])
@@ -549,7 +488,7 @@ def host_op_in_model(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
     how = "; ".join(f"{name}: {evidence_by_layer[name]}" for name in layers if name in evidence_by_layer)
     return Finding(
         id="host-op-in-model",
-        severity="high" if diagnosis.verdict in ("compute-bound", "overhead-bound") else "medium",
+        severity="high" if analysis.verdict in ("compute-bound", "overhead-bound") else "medium",
         category="model",
         message=(
             f"{len(layers)} layer(s) run on the host inside the model ({', '.join(layers)}): "
@@ -557,8 +496,8 @@ def host_op_in_model(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
             "be compiled (it must run eagerly) while they do."
             + (f" Seen: {how}." if how else "")
         ),
-        fix=_HOST_OP_FIX,
-        evidence={"host_op_layers": layers, "verdict": diagnosis.verdict,
+        fix=HOST_OP_FIX,
+        evidence={"host_op_layers": layers, "verdict": analysis.verdict,
                   "how_found": evidence_by_layer},
     )
 
@@ -575,7 +514,7 @@ _FAILED_LAYER_CALL = re.compile(r"when calling (\w+)\.call\(\)")
 def layer_failed_on_host_conversion(record: RunRecord) -> tuple[str, str] | None:
     """(layer class, how) when the run itself failed inside a layer's ``call`` converting a
     tensor to NumPy: host code that could not run at all on this backend or compiled."""
-    error = str(record.meta.get("error") or "")
+    error = str(record.meta.error or "")
     match = _FAILED_LAYER_CALL.search(error)
     if match is None or not _HOST_CONVERSION_ERRORS.search(error):
         return None
@@ -583,48 +522,42 @@ def layer_failed_on_host_conversion(record: RunRecord) -> tuple[str, str] | None
     return match.group(1), f"the run failed inside {match.group(1)}.call() converting a tensor to NumPy ({first_line})"
 
 
-def small_batch(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
+def small_batch(record: RunRecord, analysis: Analysis) -> Finding | None:
     """Fixed per-step cost (dispatch, Python) dominates: too little work per step."""
-    if not diagnosis.overhead_signals:
+    if not analysis.overhead_signals:
         return None
-    wait = diagnosis.input_wait_fraction or 0.0
+    wait = analysis.input_wait_fraction or 0.0
     if wait >= _INPUT_BOUND_WAIT:
         return None  # fix the input first; the overhead is hidden behind the wait
-    batch_size = diagnosis.bound.batch_size
-    steps_per_execution = record.model.get("steps_per_execution") or 1
+    batch_size = analysis.bound.batch_size
+    steps_per_execution = record.model.steps_per_execution or 1
     gain = None
     fixed_s = _detail(record, "model_alone", "fixed_s_per_step")
-    step_s = diagnosis.bound.step_s
+    step_s = analysis.bound.step_s
     if fixed_s is not None and step_s:
         after = step_s - min(fixed_s, step_s) * (1.0 - 1.0 / 32)
         gain = step_s / after if after > 0 else None
-    elif diagnosis.model_alone and diagnosis.throughput and diagnosis.model_alone > diagnosis.throughput:
-        gain = diagnosis.model_alone / diagnosis.throughput
+    elif analysis.model_alone and analysis.throughput and analysis.model_alone > analysis.throughput:
+        gain = analysis.model_alone / analysis.throughput
     return Finding(
         id="small-batch",
-        severity="high" if diagnosis.verdict == "overhead-bound" else "medium",
+        severity="high" if analysis.verdict == "overhead-bound" else "medium",
         category="model",
         message=(
-            f"Each step does too little work for its fixed cost (batch {_num(batch_size)}, "
+            f"Each step does too little work for its fixed cost (batch {plain_number(batch_size)}, "
             f"steps_per_execution={steps_per_execution}, step {_ms(step_s)}): "
-            + "; ".join(diagnosis.overhead_signals)
+            + "; ".join(analysis.overhead_signals)
             + "."
         ),
-        fix=(
-            "model.compile(optimizer=optimizer, loss=loss,\n"
-            "              steps_per_execution=32,  # one dispatch runs 32 steps\n"
-            "              jit_compile=True)\n"
-            "# and a larger batch where it is chosen (scale the learning rate with it):\n"
-            "model.fit(x_train, y_train, batch_size=256, epochs=10)\n"
-        ),
+        fix=SMALL_BATCH_FIX,
         evidence={
-            "batch_size": _num(batch_size),
+            "batch_size": plain_number(batch_size),
             "steps_per_execution": steps_per_execution,
-            "jit_compile": record.model.get("jit_compile"),
+            "jit_compile": record.model.jit_compile,
             "step_ms": _round_ms(step_s),
             "fixed_ms_per_step": _round_ms(fixed_s),
-            "model_alone_samples_per_s": _round(diagnosis.model_alone),
-            "throughput_samples_per_s": _round(diagnosis.throughput),
+            "model_alone_samples_per_s": _round(analysis.model_alone),
+            "throughput_samples_per_s": _round(analysis.throughput),
         },
         expected_gain=_gain(gain),
     )
@@ -643,18 +576,18 @@ def contention_level(other_cores: float, cores: int, busy_fraction: float) -> st
     return "high" if busy_fraction >= SATURATED_BUSY_FRACTION else "low"
 
 
-def cpu_contention(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
+def cpu_contention(record: RunRecord, analysis: Analysis) -> Finding | None:
     """Other processes take the cores this run needs: for its input pipeline (it waits for
     input), for the model (it trains on the CPU) or for dispatch (the step is overhead-bound)."""
-    cpu = diagnosis.cpu
+    cpu = analysis.cpu
     if cpu is None:
         return None
     level = contention_level(cpu.other_cores, cpu.cores, cpu.busy_fraction)
     if level == "none":
         return None
-    wait = diagnosis.input_wait_fraction or 0.0
+    wait = analysis.input_wait_fraction or 0.0
     model_on_cpu = _model_on_cpu(record)
-    needs_cpu = wait >= _PARTLY_WAIT or model_on_cpu or diagnosis.verdict == "overhead-bound"
+    needs_cpu = wait >= _PARTLY_WAIT or model_on_cpu or analysis.verdict == "overhead-bound"
     saturated = level == "high"
     if not needs_cpu:
         return None
@@ -669,9 +602,9 @@ def cpu_contention(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
     else:
         need = "spends its steps in host work"
     gain = None
-    if saturated and diagnosis.predicted_speedup and cpu.cores > cpu.other_cores:
+    if saturated and analysis.predicted_speedup and cpu.cores > cpu.other_cores:
         freed = cpu.cores / (cpu.cores - cpu.other_cores)  # if the run could use those cores
-        gain = freed if model_on_cpu else min(freed, diagnosis.predicted_speedup)
+        gain = freed if model_on_cpu else min(freed, analysis.predicted_speedup)
     return Finding(
         id="cpu-contention",
         severity=severity,
@@ -687,7 +620,7 @@ def cpu_contention(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
                 "will compete with them for the cores."
             )
         ),
-        fix=_contention_fix(cpu.cores, cpu.other_cores),
+        fix=contention_fix(cpu.cores, cpu.other_cores),
         fix_language="bash",
         evidence={
             "cores": cpu.cores,
@@ -701,40 +634,17 @@ def cpu_contention(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
     )
 
 
-def _contention_fix(cores: int, other_cores: float) -> str:
-    """Who takes the cores, and how to keep them off training's: core numbers that exist on
-    this machine only."""
-    fix = (
-        "# who takes the cores?\n"
-        "ps -eo pid,pcpu,comm --sort=-pcpu | head\n"
-        "# stop them or lower their priority:\n"
-        "renice -n 19 -p PID_OF_OTHER_JOB\n"
-    )
-    others = max(1, math.ceil(other_cores))
-    if cores - others >= 2:
-        last_training = cores - others - 1
-        fix += (
-            f"# or split this machine's {cores} cores: training on 0-{last_training}, the other "
-            f"job on {last_training + 1}-{cores - 1}\n"
-            f"taskset -cp {last_training + 1}-{cores - 1} PID_OF_OTHER_JOB\n"
-            f"taskset -c 0-{last_training} python train.py\n"
-        )
-    else:
-        fix += f"# with {cores} core(s) there are none to set aside: run the other job later\n"
-    return fix
-
-
-def no_accelerator(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
+def no_accelerator(record: RunRecord, analysis: Analysis) -> Finding | None:
     """No GPU visible to the backend, or the model on the CPU while one is."""
     env = record.env
-    visible = env.get("gpus_visible")
+    visible = env.gpus_visible
     if visible is None:
         return None
-    used = env.get("gpus_used")
-    physical = env.get("gpus_physical")
-    if physical is None and diagnosis.gpus:
-        physical = len(diagnosis.gpus)
-    backend = record.meta.get("backend", "unknown")
+    used = env.gpus_used
+    physical = env.gpus_physical
+    if physical is None and analysis.gpus:
+        physical = len(analysis.gpus)
+    backend = record.meta.backend or "unknown"
     if visible == 0 and physical:
         return Finding(
             id="no-accelerator",
@@ -745,7 +655,7 @@ def no_accelerator(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
                 "none: training runs on the CPU. The installed build has no CUDA support, or "
                 "CUDA_VISIBLE_DEVICES hides the GPUs."
             ),
-            fix=_gpu_install_fix(backend),
+            fix=gpu_install_fix(backend),
             fix_language="bash",
             evidence={"gpus_physical": physical, "gpus_visible": 0, "backend": backend},
         )
@@ -758,11 +668,11 @@ def no_accelerator(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
                 f"No GPU is visible, so the {backend} backend trains on the CPU. That is fine "
                 "if intended; the input pipeline then shares the cores with the model."
             ),
-            fix="stoke env  # shows the devices each backend sees and why\n",
+            fix=STOKE_ENV_FIX,
             fix_language="bash",
             evidence={"gpus_visible": 0, "backend": backend},
         )
-    if visible > 0 and (used == 0 or record.model.get("device") == "cpu"):
+    if visible > 0 and (used == 0 or record.model.device == "cpu"):
         return Finding(
             id="no-accelerator",
             severity="high",
@@ -770,31 +680,31 @@ def no_accelerator(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
             message=(
                 f"{visible} GPU(s) are visible, but the model runs on the CPU"
                 + (
-                    f" (GPU kernel-active {max(g.kernel_active_pct for g in diagnosis.gpus):.0f}%)."
-                    if diagnosis.gpus
+                    f" (GPU kernel-active {max(g.kernel_active_pct for g in analysis.gpus):.0f}%)."
+                    if analysis.gpus
                     else "."
                 )
             ),
-            fix=_use_gpu_fix(backend),
+            fix=use_gpu_fix(backend),
             evidence={
                 "gpus_visible": visible,
                 "gpus_used": used,
-                "model_device": record.model.get("device"),
+                "model_device": record.model.device,
                 "backend": backend,
             },
         )
     return None
 
 
-def multi_gpu_unused(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
+def multi_gpu_unused(record: RunRecord, analysis: Analysis) -> Finding | None:
     """More GPUs visible than the run uses."""
-    visible = record.env.get("gpus_visible") or 0
-    used = record.env.get("gpus_used")
+    visible = record.env.gpus_visible or 0
+    used = record.env.gpus_used
     if visible < 2 or used is None or used < 1 or used >= visible:
         return None
-    idle = [g.index for g in diagnosis.gpus if g.kernel_active_pct < IDLE_GPU_PCT]
-    backend = record.meta.get("backend", "unknown")
-    compute_bound = diagnosis.verdict == "compute-bound"
+    idle = [g.index for g in analysis.gpus if g.kernel_active_pct < IDLE_GPU_PCT]
+    backend = record.meta.backend or "unknown"
+    compute_bound = analysis.verdict == "compute-bound"
     message = f"The run uses {used} of {visible} visible GPUs"
     if idle:
         message += f" (GPU {', '.join(map(str, idle))} idle: kernel-active under {IDLE_GPU_PCT:.0f}%)"
@@ -808,33 +718,33 @@ def multi_gpu_unused(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
         severity="medium" if compute_bound else "low",
         category="system",
         message=message,
-        fix=_data_parallel_fix(backend),
+        fix=data_parallel_fix(backend),
         evidence={
             "gpus_visible": visible,
             "gpus_used": used,
             "idle_gpus": idle,
-            "kernel_active_pct": {str(g.index): round(g.kernel_active_pct, 1) for g in diagnosis.gpus},
+            "kernel_active_pct": {str(g.index): round(g.kernel_active_pct, 1) for g in analysis.gpus},
             "speedup_upper_bound": round(visible / used, 2) if compute_bound else None,
         },
     )
 
 
-def thread_config(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
+def thread_config(record: RunRecord, analysis: Analysis) -> Finding | None:
     """Thread settings that leave cores idle under a CPU model, or oversubscribe them."""
-    cores = (diagnosis.cpu.cores if diagnosis.cpu else None) or record.meta.get("cpu_count")
+    cores = (analysis.cpu.cores if analysis.cpu else None) or record.meta.cpu_count
     if not cores:
         return None
     env = record.env
-    intra = env.get("tf_intra_op_threads") or None  # 0 means "all cores"
-    inter = env.get("tf_inter_op_threads") or None
-    omp = _int_or_none(env.get("omp_num_threads"))
-    backend = record.meta.get("backend", "unknown")
+    intra = env.tf_intra_op_threads or None  # 0 means "all cores"
+    inter = env.tf_inter_op_threads or None
+    omp = _int_or_none(env.omp_num_threads)
+    backend = record.meta.backend or "unknown"
     evidence = {
         "cores": cores,
         "tf_intra_op_threads": intra,
         "tf_inter_op_threads": inter,
         "omp_num_threads": omp,
-        "this_run_cores": round(diagnosis.cpu.self_cores, 2) if diagnosis.cpu else None,
+        "this_run_cores": round(analysis.cpu.self_cores, 2) if analysis.cpu else None,
     }
     if intra is not None and intra > cores:
         return Finding(
@@ -845,25 +755,16 @@ def thread_config(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
                 f"TensorFlow is set to {intra} intra-op threads on a {cores}-core machine: "
                 "the threads fight over cores with each other and with the input pipeline."
             ),
-            fix=(
-                "# 0 (the default): one thread per core\n"
-                "tf.config.threading.set_intra_op_parallelism_threads(0)\n"
-            ),
+            fix=TF_OVERSUBSCRIBED_FIX,
             evidence=evidence,
         )
     limit = intra if backend == "tensorflow" and intra is not None else omp
-    if limit is None or not _model_on_cpu(record) or diagnosis.verdict != "compute-bound":
+    if limit is None or not _model_on_cpu(record) or analysis.verdict != "compute-bound":
         return None
     if limit >= cores / 2:
         return None
     setting = "intra-op threads" if limit == intra else "OMP_NUM_THREADS"
-    fix = (
-        "# before any op runs; 0 (the default): one thread per core\n"
-        "tf.config.threading.set_intra_op_parallelism_threads(0)\n"
-        if setting == "intra-op threads"
-        else "unset OMP_NUM_THREADS  # or export OMP_NUM_THREADS=<cores>\n"
-        "python train.py\n"
-    )
+    fix = thread_limit_fix(tf_intra_op=setting == "intra-op threads")
     return Finding(
         id="thread-config",
         severity="medium",
@@ -878,11 +779,11 @@ def thread_config(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
     )
 
 
-def gpu_memory_growth(record: RunRecord, diagnosis: Diagnosis) -> Finding | None:
+def gpu_memory_growth(record: RunRecord, analysis: Analysis) -> Finding | None:
     """TensorFlow holding (nearly) all GPU memory up front, with memory growth off."""
-    if record.meta.get("backend") != "tensorflow" or record.env.get("memory_growth") is True:
+    if record.meta.backend != "tensorflow" or record.env.memory_growth is True:
         return None
-    full = [g for g in diagnosis.gpus if g.memory_used_fraction_peak >= MEMORY_RESERVED_FRACTION]
+    full = [g for g in analysis.gpus if g.memory_used_fraction_peak >= MEMORY_RESERVED_FRACTION]
     if not full:
         return None
     return Finding(
@@ -894,13 +795,9 @@ def gpu_memory_growth(record: RunRecord, diagnosis: Diagnosis) -> Finding | None
             f"memory up front (memory growth off): the real need is hidden, and any other "
             "process on the GPU (a second run, an evaluation job) will fail to allocate."
         ),
-        fix=(
-            "import tensorflow as tf\n"
-            "for gpu in tf.config.list_physical_devices(\"GPU\"):\n"
-            "    tf.config.experimental.set_memory_growth(gpu, True)  # before any op runs\n"
-        ),
+        fix=MEMORY_GROWTH_FIX,
         evidence={
-            "memory_growth": record.env.get("memory_growth"),
+            "memory_growth": record.env.memory_growth,
             "gpu_memory_used_pct": {
                 str(g.index): round(100.0 * g.memory_used_fraction_peak, 1) for g in full
             },
@@ -908,272 +805,175 @@ def gpu_memory_growth(record: RunRecord, diagnosis: Diagnosis) -> Finding | None
     )
 
 
-# The order checks run in (later checks see the findings of earlier ones) and, within one
-# severity, the order findings are reported in.
-FINDING_CHECKS: tuple[Check, ...] = (
-    generator_on_main_thread,
-    sequential_map,
-    no_prefetch,
-    input_too_slow,
-    shared_cores,
-    float64_input,
-    run_eagerly,
-    host_op_in_model,
-    small_batch,
-    cpu_contention,
-    no_accelerator,
-    multi_gpu_unused,
-    thread_config,
-    gpu_memory_growth,
+@dataclass(frozen=True)
+class FindingCheck:
+    """One entry of the registry: the finding ``id`` a check raises, the check, and the
+    findings it gives way to (``yields_to``: when one of those is raised, this one is left out,
+    unless ``stands_when(analysis)`` says it stands beside them)."""
+
+    id: str
+    check: Check
+    yields_to: tuple[str, ...] = ()
+    stands_when: Callable[[Analysis], bool] | None = None
+
+
+# Named input causes: a wait they explain needs no "input too slow" on top.
+_NAMED_INPUT_CAUSES = ("generator-on-main-thread", "sequential-map", "no-prefetch")
+
+# Every check, with its id; within one severity, the order findings are reported in.
+FINDING_CHECKS: tuple[FindingCheck, ...] = (
+    FindingCheck("generator-on-main-thread", generator_on_main_thread),
+    FindingCheck("sequential-map", sequential_map),
+    FindingCheck("no-prefetch", no_prefetch),
+    FindingCheck("input-too-slow", input_too_slow, yields_to=_NAMED_INPUT_CAUSES),
+    FindingCheck(
+        "shared-cores",
+        shared_cores,
+        yields_to=(*_NAMED_INPUT_CAUSES, "input-too-slow"),
+        stands_when=cores_are_the_limit,
+    ),
+    FindingCheck("float64-input", float64_input),
+    FindingCheck("run-eagerly", run_eagerly),
+    FindingCheck("host-op-in-model", host_op_in_model),
+    FindingCheck("small-batch", small_batch),
+    FindingCheck("cpu-contention", cpu_contention),
+    FindingCheck("no-accelerator", no_accelerator),
+    FindingCheck("multi-gpu-unused", multi_gpu_unused),
+    FindingCheck("thread-config", thread_config),
+    FindingCheck("gpu-memory-growth", gpu_memory_growth),
 )
 
-FINDING_IDS: tuple[str, ...] = (
-    "generator-on-main-thread",
-    "input-too-slow",
-    "shared-cores",
-    "sequential-map",
-    "no-prefetch",
-    "float64-input",
-    "run-eagerly",
-    "host-op-in-model",
-    "small-batch",
-    "cpu-contention",
-    "no-accelerator",
-    "multi-gpu-unused",
-    "thread-config",
-    "gpu-memory-growth",
-)
+FINDING_IDS: tuple[str, ...] = tuple(entry.id for entry in FINDING_CHECKS)
 
 
-# -- fixes ------------------------------------------------------------------------------------
+def find(record: RunRecord, analysis: Analysis) -> tuple[Finding, ...]:
+    """Every finding of one run, in report order: each check runs on the record and the
+    numbers alone; then a finding whose ``yields_to`` names one that is kept is left out
+    (:class:`FindingCheck`); then :func:`order_findings`. A check that fails is skipped with a
+    warning: one broken check must not cost the user the whole report."""
+    raised: dict[str, Finding] = {}
+    for entry in FINDING_CHECKS:
+        try:
+            finding = entry.check(record, analysis)
+            if finding is not None and finding.id != entry.id:
+                raise ValueError(f"it raised {finding.id!r}, registered as {entry.id!r}")
+        except Exception as error:
+            warnings.warn(
+                f"stoke doctor: the {entry.check.__name__} check failed on this run record and "
+                f"was skipped ({type(error).__name__}: {error}). Please report it with the record.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            continue
+        if finding is not None:
+            raised[entry.id] = finding
+    entries = {entry.id: entry for entry in FINDING_CHECKS}
+    kept: dict[str, bool] = {}
+
+    def keep(finding_id: str) -> bool:
+        if finding_id not in kept:
+            entry = entries[finding_id]
+            kept[finding_id] = finding_id in raised and (
+                (entry.stands_when is not None and entry.stands_when(analysis))
+                or not any(keep(other) for other in entry.yields_to)
+            )
+        return kept[finding_id]
+
+    found = [raised[entry.id] for entry in FINDING_CHECKS if keep(entry.id)]
+    return order_findings(found, analysis.verdict)
 
 
-def _stoke_fix(record: RunRecord) -> str:
-    """stoke, with the code for this input kind: the first fix for an input-bound run."""
-    kind = record.input.get("kind", "unknown")
-    batch = record.input.get("batch_size") or 64
-    if kind == "generator":
-        return (
-            "import stoke\n"
-            "\n"
-            "# One line: stoke runs the generator off the trainer's thread and\n"
-            "# prefetches to the device: batch n+1 is made while the model trains on n.\n"
-            "model.fit(stoke.accelerate(train_generator), steps_per_epoch=steps, epochs=10)\n"
-            "\n"
-            "# All cores: give stoke the samples (anything with len() and [i]) and\n"
-            "# your per-sample function; its worker processes build batches in parallel.\n"
-            "train = (\n"
-            "    stoke.from_sequence(samples)\n"
-            "    .map(load_and_augment)\n"
-            f"    .batch({batch})\n"
-            "    .to_keras()\n"
-            ")\n"
-            "model.fit(train, epochs=10)\n"
+def order_findings(findings: Iterable[Finding], verdict: str) -> tuple[Finding, ...]:
+    """For an input-bound run the input findings (whose first fix is stoke) first, then by
+    severity, then in the order given (the registry's)."""
+    input_first = verdict == "input-bound"
+    indexed = list(enumerate(findings))
+    indexed.sort(
+        key=lambda item: (
+            0 if input_first and item[1].category == "input" else 1,
+            SEVERITIES.index(item[1].severity),
+            item[0],
         )
-    if kind == "pydataset":
-        return (
-            "import stoke\n"
-            "\n"
-            "# One line: your PyDataset's batches are built in parallel worker processes and\n"
-            "# handed to fit() through shared memory (no pickling), prefetched to the device.\n"
-            "model.fit(stoke.accelerate(train_dataset), epochs=10)\n"
-        )
-    if kind == "torch_dataloader":
-        return (
-            "import stoke\n"
-            "\n"
-            "# The same torch Dataset (len() and [i]); stoke's workers write samples\n"
-            "# straight into shared memory and prefetch to the device.\n"
-            f"train = stoke.from_sequence(train_loader.dataset).batch({batch}).to_keras()\n"
-            "model.fit(train, epochs=10)\n"
-        )
-    if kind == "tf.data" and not record.input.get("tf_data_py_function"):
-        return (
-            "# This pipeline runs TF ops only: keep tf.data, map in parallel and prefetch.\n"
-            "ds = ds.map(load_and_augment, num_parallel_calls=tf.data.AUTOTUNE)\n"
-            "ds = ds.prefetch(tf.data.AUTOTUNE)\n"
-            "# and if its per-sample work is Python, stoke runs it in worker processes:\n"
-            f"# stoke.from_sequence(samples).map(load_and_augment).batch({batch}).to_keras()\n"
-        )
-    if kind == "tf.data":
-        return (
-            "import stoke\n"
-            "\n"
-            "# Python per-sample work (py_function / numpy_function) runs in stoke's worker\n"
-            "# processes, outside the GIL, and is prefetched to the device:\n"
-            "train = (\n"
-            "    stoke.from_sequence(samples)\n"
-            "    .map(load_and_augment)\n"
-            f"    .batch({batch})\n"
-            "    .to_keras()\n"
-            ")\n"
-            "model.fit(train, epochs=10)\n"
-            "\n"
-            "# Staying with tf.data (TF ops only): map in parallel and prefetch.\n"
-            "ds = ds.map(load_and_augment, num_parallel_calls=tf.data.AUTOTUNE)\n"
-            "ds = ds.prefetch(tf.data.AUTOTUNE)\n"
-        )
-    if kind == "train_on_batch":
-        return (
-            "import stoke\n"
-            "\n"
-            "# stoke's worker processes build the batches ahead of your loop:\n"
-            f"batches = stoke.from_sequence(samples).map(load_and_augment).batch({batch})\n"
-            "for x, y in batches.iter():\n"
-            "    model.train_on_batch(x, y)\n"
-        )
-    if kind == "arrays":
-        return (
-            "import stoke\n"
-            "\n"
-            f"train = stoke.from_arrays(x_train, y_train).batch({batch}).to_keras()\n"
-            "model.fit(train, epochs=10)\n"
-        )
-    if kind == "stoke":
-        return (
-            "# stoke already feeds this run and its workers cannot keep up. Measure\n"
-            "# the pipeline alone with each executor and worker count (shell:\n"
-            "# `stoke bench`), then give it more workers or cores, or run its map\n"
-            "# stage on a Ray cluster.\n"
-        )
-    return (
-        "import stoke\n"
-        "\n"
-        "# A PyDataset, keras.utils.Sequence or generator: one line.\n"
-        "model.fit(stoke.accelerate(train_data), epochs=10)\n"
     )
+    return tuple(f for _, f in indexed)
 
 
-def _keras2_fix(record: RunRecord, conversion: dict[str, Any]) -> str:
-    """A Keras-2 script: ``stoke run`` runs it unchanged with the generator off the trainer's
-    thread; or the one-line change in the script."""
-    script = str(record.meta.get("script") or "train.py")
-    return (
-        f"stoke run {script}   # the script unchanged: {conversion.get('method', 'fit_generator')}"
-        "() is fed by stoke's workers\n"
-        "# or in the script, for Keras 3:\n"
-        "#   model.fit(stoke.accelerate(train_generator), steps_per_epoch=steps, epochs=10)\n"
-    )
+def _check_registry(checks: tuple[FindingCheck, ...]) -> None:
+    """Ids are unique and every ``yields_to`` names a registered id, with no loop."""
+    ids = [entry.id for entry in checks]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"FINDING_CHECKS registers an id twice: {ids}")
+    yields = {entry.id: entry.yields_to for entry in checks}
+    for entry in checks:
+        seen, todo = set(), list(entry.yields_to)
+        while todo:
+            other = todo.pop()
+            if other not in yields:
+                raise ValueError(f"{entry.id} yields to {other!r}, which no check raises")
+            if other == entry.id:
+                raise ValueError(f"{entry.id} yields to itself through {sorted(seen)}")
+            if other not in seen:
+                seen.add(other)
+                todo.extend(yields[other])
 
 
-def _gpu_install_fix(backend: str) -> str:
-    install = {
-        "jax": 'pip install -U "jax[cuda12]"',
-        "tensorflow": 'pip uninstall -y tensorflow-cpu && pip install "tensorflow[and-cuda]"',
-        "torch": "pip install torch --index-url https://download.pytorch.org/whl/cu124",
-    }.get(backend, 'pip install -U "jax[cuda12]"  # or the CUDA build of your backend')
-    return (
-        "nvidia-smi                      # the driver sees the GPU?\n"
-        "echo $CUDA_VISIBLE_DEVICES      # empty or unset, not -1\n"
-        f"{install}\n"
-        "stoke env                       # checks that a matmul really runs on the GPU\n"
-    )
-
-
-def _use_gpu_fix(backend: str) -> str:
-    if backend == "tensorflow":
-        return (
-            "import tensorflow as tf\n"
-            "print(tf.config.list_logical_devices(\"GPU\"))\n"
-            "# remove any `with tf.device(\"/CPU:0\"):` around model building and fit()\n"
-        )
-    if backend == "torch":
-        return (
-            "import torch\n"
-            "print(torch.cuda.is_available())\n"
-            "# Keras places the model on cuda when it is available; remove any .to(\"cpu\") or\n"
-            "# keras.device(\"cpu\") scope around model building and fit()\n"
-        )
-    return (
-        "import jax\n"
-        "print(jax.devices())  # expect CudaDevice entries\n"
-        "# remove JAX_PLATFORMS=cpu and any keras.device(\"cpu\") scope around the model\n"
-    )
-
-
-def _data_parallel_fix(backend: str) -> str:
-    if backend == "tensorflow":
-        return (
-            "import tensorflow as tf\n"
-            "\n"
-            "strategy = tf.distribute.MirroredStrategy()  # every visible GPU\n"
-            "with strategy.scope():\n"
-            "    model = build_model()\n"
-            "    model.compile(optimizer=optimizer, loss=loss)\n"
-            "model.fit(train, epochs=10)  # batch size is global: scale it with the GPU count\n"
-        )
-    if backend == "torch":
-        return (
-            "# Keras' distribution API needs the JAX backend; with torch, run one\n"
-            "# process per GPU (torch.distributed / DDP), or switch:\n"
-            "import os\n"
-            "os.environ[\"KERAS_BACKEND\"] = \"jax\"  # before importing keras\n"
-            "import keras\n"
-            "keras.distribution.set_distribution(keras.distribution.DataParallel())\n"
-        )
-    return (
-        "import keras\n"
-        "\n"
-        "# before building the model: shard every batch over all visible GPUs\n"
-        "keras.distribution.set_distribution(keras.distribution.DataParallel())\n"
-        "model = build_model()\n"
-        "model.fit(train, epochs=10)  # batch size is global: scale it with the GPU count\n"
-    )
+_check_registry(FINDING_CHECKS)
 
 
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def _input_evidence(record: RunRecord, diagnosis: Diagnosis) -> dict[str, Any]:
-    bound = diagnosis.bound
+def _input_evidence(record: RunRecord, analysis: Analysis) -> dict[str, Any]:
+    bound = analysis.bound
     evidence: dict[str, Any] = {
-        "input_kind": record.input.get("kind", "unknown"),
-        "input_wait_pct": _pct(diagnosis.input_wait_fraction),
+        "input_kind": record.input.kind or "unknown",
+        "input_wait_pct": _pct(analysis.input_wait_fraction),
         "wait_ms_per_step": _round_ms(bound.wait_s),
         "step_ms": _round_ms(bound.step_s),
-        "throughput_samples_per_s": _round(diagnosis.throughput),
-        "predicted_samples_per_s": _round(diagnosis.predicted_throughput),
+        "throughput_samples_per_s": _round(analysis.throughput),
+        "predicted_samples_per_s": _round(analysis.predicted_throughput),
     }
-    if diagnosis.input_alone:
-        evidence["input_alone_samples_per_s"] = _round(diagnosis.input_alone)
-    if diagnosis.model_alone:
-        evidence["model_alone_samples_per_s"] = _round(diagnosis.model_alone)
-    for key in (
-        "producer",
-        "pydataset_workers",
-        "use_multiprocessing",
-        "torch_num_workers",
-        "tf_data_parallel_map",
-        "tf_data_prefetch",
-        "tf_data_py_function",
-        "wait_method",
+    if analysis.input_alone:
+        evidence["input_alone_samples_per_s"] = _round(analysis.input_alone)
+    if analysis.model_alone:
+        evidence["model_alone_samples_per_s"] = _round(analysis.model_alone)
+    inputs = record.input
+    for key, value in (
+        ("producer", inputs.producer),
+        ("pydataset_workers", inputs.pydataset_workers),
+        ("use_multiprocessing", inputs.use_multiprocessing),
+        ("torch_num_workers", inputs.torch_num_workers),
+        ("tf_data_parallel_map", inputs.tf_data_parallel_map),
+        ("tf_data_prefetch", inputs.tf_data_prefetch),
+        ("tf_data_py_function", inputs.tf_data_py_function),
+        ("wait_method", inputs.wait_method),
     ):
-        if record.input.get(key) is not None:
-            evidence[key] = record.input[key]
-    generator_s = record.input.get("generator_s_per_batch")
+        if value is not None:
+            evidence[key] = value
+    generator_s = inputs.generator_s_per_batch
     if isinstance(generator_s, int | float):
         evidence["generator_ms_per_batch"] = _round_ms(float(generator_s))
     return evidence
 
 
-def stoke_gain_on_these_cores(record: RunRecord, diagnosis: Diagnosis) -> float | None:
+def stoke_gain_on_these_cores(record: RunRecord, analysis: Analysis) -> float | None:
     """The speedup stoke's workers can bring on this machine, sharing its cores with the
     trainer: the one prediction's ``with_stoke_here`` (:mod:`stoke.diagnosis.judge.analysis`)."""
-    prediction = diagnosis.prediction
+    prediction = analysis.prediction
     return None if prediction is None else prediction.with_stoke_here
 
 
-def _overlap_gain(diagnosis: Diagnosis) -> float | None:
+def _overlap_gain(analysis: Analysis) -> float | None:
     """Speedup from overlapping (not parallelising) the input: step -> max(wait, compute)."""
-    bound = diagnosis.bound
+    bound = analysis.bound
     if not bound.step_s or bound.wait_s is None or bound.compute_s is None:
         return None
     overlapped = max(bound.wait_s, bound.compute_s)
     if overlapped <= 0:
         return None
     gain = bound.step_s / overlapped
-    if diagnosis.predicted_speedup:
-        gain = min(gain, diagnosis.predicted_speedup)
+    if analysis.predicted_speedup:
+        gain = min(gain, analysis.predicted_speedup)
     return _gain(gain)
 
 
@@ -1185,9 +985,9 @@ def _field_label(path: str) -> str:
 
 
 def _model_on_cpu(record: RunRecord) -> bool:
-    if record.model.get("device") == "cpu":
+    if record.model.device == "cpu":
         return True
-    return record.env.get("gpus_used") == 0 or record.env.get("gpus_visible") == 0
+    return record.env.gpus_used == 0 or record.env.gpus_visible == 0
 
 
 def _detail(record: RunRecord, probe: str, key: str) -> float | None:
@@ -1229,9 +1029,3 @@ def _ms(seconds: float | None) -> str:
 
 def _rate(samples_per_s: float | None) -> str:
     return "?" if samples_per_s is None else f"{samples_per_s:,.0f} samples/s"
-
-
-def _num(value: float | None) -> float | int | None:
-    if value is None:
-        return None
-    return int(value) if float(value).is_integer() else round(value, 1)

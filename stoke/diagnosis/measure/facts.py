@@ -90,7 +90,7 @@ def input_facts(epoch_iterator, arguments: dict[str, Any], backend: str, user_ge
         if facts.get("tf_data_py_function"):
             facts["producer"] = "tf.data-thread"
         if "dtypes" not in facts:
-            facts.update(_tf_element_spec_facts(x))
+            facts.update(tf_element_spec_facts(x))
     elif kind == "torch_dataloader":
         workers = int(getattr(x, "num_workers", 0) or 0)
         facts["torch_num_workers"] = workers
@@ -138,7 +138,7 @@ def batch_facts(batch) -> dict[str, Any]:
         "dtypes": dtypes,
         "shapes": shapes,
         "batch_bytes": total_bytes,
-        "first_batch_size": _leading_dim(batch),
+        "first_batch_size": leading_dim(batch),
     }
 
 
@@ -183,7 +183,9 @@ def _nbytes(shape: list, dtype: str) -> int:
     return count * itemsize
 
 
-def _leading_dim(batch) -> int:
+def leading_dim(batch) -> int:
+    """The batch size of one batch: the leading dimension of its first leaf (a tuple, list or
+    dict is followed to its first element); 0 when the batch has no shaped leaf."""
     node = batch
     for _ in range(8):
         if isinstance(node, (tuple, list)):
@@ -274,7 +276,9 @@ def tf_data_facts(dataset) -> dict[str, Any]:
     return facts
 
 
-def _tf_element_spec_facts(dataset) -> dict[str, Any]:
+def tf_element_spec_facts(dataset) -> dict[str, Any]:
+    """``dtypes`` and ``shapes`` (by field path) read off a tf.data dataset's element spec, for
+    runs whose batches never pass through Python; ``{}`` when the spec cannot be read."""
     try:
         spec = dataset.element_spec
     except Exception:
@@ -289,7 +293,10 @@ def _tf_element_spec_facts(dataset) -> dict[str, Any]:
     return {"dtypes": dtypes, "shapes": shapes}
 
 
-def _tf_static_batch_size(fit: FitContext | None) -> int:
+def tf_static_batch_size(fit: FitContext | None) -> int:
+    """The batch size of a ``fit`` on TensorFlow known without seeing a batch: the ``batch_size``
+    argument, the adapter's, the dataset's static leading dimension or its batch op's size
+    (read from the tf.data graph); 0 when none says."""
     if fit is None:
         return 0
     batch_size = fit.arguments.get("batch_size")
@@ -312,7 +319,7 @@ def _tf_static_batch_size(fit: FitContext | None) -> int:
     return 0
 
 
-def _known_fit_steps(epoch_iterator, arguments: dict[str, Any], model) -> int | None:
+def known_fit_steps(epoch_iterator, arguments: dict[str, Any], model) -> int | None:
     """How many train-function calls this ``fit`` will make, when Keras knows it."""
     try:
         per_epoch = epoch_iterator.num_batches if epoch_iterator is not None else None
@@ -522,19 +529,22 @@ def _tensorflow_env_facts() -> dict[str, Any]:
 # Small helpers: Keras' backend and version, the run's meta (used by the recorder and hooks).
 
 
-def _keras_backend() -> str:
+def keras_backend() -> str:
+    """The active Keras backend's name (``"jax"``, ``"tensorflow"``, ``"torch"``); imports Keras."""
     import keras
 
     return keras.backend.backend()
 
 
-def _keras_version_string() -> str | None:
+def keras_version_string() -> str | None:
+    """The imported Keras' ``__version__``, or None when Keras is not imported (never imports it)."""
     keras = sys.modules.get("keras")
     return getattr(keras, "__version__", None) if keras is not None else None
 
 
-def _keras_version_tuple() -> tuple[int, ...] | None:
-    text = _keras_version_string()
+def keras_version_tuple() -> tuple[int, ...] | None:
+    """The imported Keras' version as up to three integers (``(3, 15, 1)``), or None."""
+    text = keras_version_string()
     if not text:
         return None
     parts = []
@@ -546,13 +556,15 @@ def _keras_version_tuple() -> tuple[int, ...] | None:
     return tuple(parts) if parts else None
 
 
-def _base_meta(argv, script) -> dict[str, Any]:
+def base_meta(argv, script) -> dict[str, Any]:
+    """The run's meta known before anything runs: versions, backend, argv, script, host, cores
+    (the start of the run record's ``meta``)."""
     from stoke import __version__
 
     return {
         "stoke_version": __version__,
         "python": platform.python_version(),
-        "keras_version": _keras_version_string(),
+        "keras_version": keras_version_string(),
         "backend": os.environ.get("KERAS_BACKEND"),
         "argv": list(argv) if argv is not None else list(sys.argv),
         "script": script,

@@ -24,7 +24,7 @@ import threading
 import types
 from typing import Any
 
-from stoke.diagnosis.measure.facts import _keras_version_string, _keras_version_tuple
+from stoke.diagnosis.measure.facts import keras_version_string, keras_version_tuple
 from stoke.diagnosis.measure.recorder import DoctorStepLimitReached, KerasInternalsChanged, Recorder
 from stoke.diagnosis.measure.timing import timed_generator
 
@@ -108,13 +108,13 @@ def uninstall_hooks() -> None:
 
 def keras_version_warning() -> str | None:
     """A warning when the installed Keras is outside the tested range, else None."""
-    version = _keras_version_tuple()
+    version = keras_version_tuple()
     if version is None:
         return None
     if not (TESTED_KERAS[0] <= version[:2] <= TESTED_KERAS[1]):
         return (
             f"stoke doctor was tested with keras {_version_range_text()}; this is keras "
-            f"{_keras_version_string()}. The hooks installed, but if the numbers look wrong, "
+            f"{keras_version_string()}. The hooks installed, but if the numbers look wrong, "
             f"pin keras to the tested range."
         )
     return None

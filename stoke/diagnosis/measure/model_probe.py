@@ -42,7 +42,7 @@ MIN_MODEL_STEPS = 3
 def run_fit_probes(recorder, timed_function, args: tuple, result: Any) -> None:
     """Run both probes inside a measured ``fit``; results go to ``recorder.record.probes``,
     reasons for a skipped probe to ``record.meta["probe_notes"]``."""
-    from stoke.diagnosis.measure.facts import _leading_dim
+    from stoke.diagnosis.measure.facts import leading_dim
 
     notes = recorder.record.meta.setdefault("probe_notes", {})
     backend = recorder.backend
@@ -58,7 +58,7 @@ def run_fit_probes(recorder, timed_function, args: tuple, result: Any) -> None:
     else:
         try:
             recorder.record.probes["model_alone"] = _model_alone_in_fit(
-                backend, timed_function, result, batch, seconds, _leading_dim(batch)
+                backend, timed_function, result, batch, seconds, leading_dim(batch)
             )
         except Exception as error:
             notes["model_alone"] = f"the model-alone probe failed: {error!r}"
@@ -91,7 +91,7 @@ def run_fit_probes(recorder, timed_function, args: tuple, result: Any) -> None:
 def run_train_on_batch_probes(recorder, original, model, args: tuple, kwargs: dict) -> None:
     """The model-alone probe for a ``train_on_batch`` loop: ``train_on_batch`` itself on the
     last batch, moved to the device first (the loop's per-call cost is the model's cost)."""
-    from stoke.diagnosis.measure.facts import _leading_dim
+    from stoke.diagnosis.measure.facts import leading_dim
 
     notes = recorder.record.meta.setdefault("probe_notes", {})
     notes["input_alone"] = (
@@ -101,7 +101,7 @@ def run_train_on_batch_probes(recorder, original, model, args: tuple, kwargs: di
     backend = recorder.backend
     device_args = tuple(to_device(backend, model, a) for a in args)
     device_kwargs = {k: to_device(backend, model, v) for k, v in kwargs.items()}
-    batch_size = _leading_dim(args[0] if args else kwargs.get("x"))
+    batch_size = leading_dim(args[0] if args else kwargs.get("x"))
     restore = snapshot_variables(model)
     try:
         steps, elapsed = time_repeated_steps(
@@ -393,7 +393,7 @@ def _time_pulls(
 ) -> ProbeResult | None:
     """Pull batches for about ``seconds``: samples/s, and (unless the work runs in worker
     processes, ``cpu_in_children``) the CPU seconds per sample it cost this process."""
-    from stoke.diagnosis.measure.facts import _leading_dim
+    from stoke.diagnosis.measure.facts import leading_dim
 
     exhausted = False
     last = None
@@ -412,7 +412,7 @@ def _time_pulls(
             exhausted = True
             break
         batches += 1
-        samples += _leading_dim(batch)
+        samples += leading_dim(batch)
         last = batch
         if _perf_counter() - started >= seconds:
             break

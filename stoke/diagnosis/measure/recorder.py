@@ -28,17 +28,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from stoke.diagnosis.measure.facts import (
-    _base_meta,
-    _keras_backend,
-    _keras_version_string,
-    _known_fit_steps,
-    _leading_dim,
-    _tf_element_spec_facts,
-    _tf_static_batch_size,
+    base_meta,
     batch_facts,
     env_facts,
     input_facts,
+    keras_backend,
+    keras_version_string,
+    known_fit_steps,
+    leading_dim,
     model_facts,
+    tf_element_spec_facts,
+    tf_static_batch_size,
 )
 from stoke.diagnosis.measure.input_free import InputFreeWindow
 from stoke.diagnosis.measure.timing import (
@@ -48,7 +48,7 @@ from stoke.diagnosis.measure.timing import (
     _untimed_cost_per_step_s,
     _wrap_epoch_iterator,
 )
-from stoke.diagnosis.record import RunRecord, StepSample
+from stoke.diagnosis.record import Measurements, RunRecord, StepSample
 
 _perf_counter = time.perf_counter
 
@@ -157,13 +157,14 @@ class FitContext:
 
 
 class Recorder:
-    """Collects one run's :class:`RunRecord` while hooks feed it. Not thread-safe by design:
+    """Collects one run's :class:`Measurements` (``self.record``) while hooks feed it;
+    :meth:`finish` returns them as a typed :class:`RunRecord`. Not thread-safe by design:
     the step clock is driven from the trainer's thread only."""
 
     def __init__(self, options: DoctorOptions | None = None, argv=None, script=None):
         self.options = options or DoctorOptions()
         self.started_at = _perf_counter()
-        self.record = RunRecord(meta=_base_meta(argv, script))
+        self.record = Measurements(meta=base_meta(argv, script))
         self.fit: FitContext | None = None
         self.backend: str | None = None
         self.active = False
@@ -234,7 +235,7 @@ class Recorder:
     ) -> RunRecord:
         """Stop sampling, fill the summary fields and return the record (idempotent)."""
         if self._finished:
-            return self.record
+            return RunRecord.from_measurements(self.record)
         self._finished = True
         self.active = False
         self.measuring = False
@@ -266,7 +267,7 @@ class Recorder:
         overhead["probes_s"] = self._probes_s
         self.unwrap_models()
         self.last_batch = None
-        return self.record
+        return RunRecord.from_measurements(self.record)
 
     def _take_static_facts(self) -> None:
         """No fit or train_on_batch ran (a custom training loop, or none): the facts that need
@@ -276,10 +277,10 @@ class Recorder:
         if "keras" not in sys.modules or "gpus_visible" in self.record.env:
             return
         try:
-            self.backend = self.backend or _keras_backend()
+            self.backend = self.backend or keras_backend()
             self.record.meta["backend"] = self.backend
             self.record.env.update(env_facts(self.backend, None))
-            self.record.meta["keras_version"] = _keras_version_string()
+            self.record.meta["keras_version"] = keras_version_string()
         except Exception as error:
             self.record.env["facts_error"] = repr(error)
 
@@ -320,7 +321,7 @@ class Recorder:
         fit = self.fit
         if fit is not None and fit.epoch_iterator is None and not fit.attached:
             fit.epoch_iterator = epoch_iterator
-            self.backend = _keras_backend()
+            self.backend = keras_backend()
             self.record.meta["backend"] = self.backend
             self._take_input_facts(epoch_iterator)
 
@@ -342,7 +343,7 @@ class Recorder:
             raise RuntimeError("Recorder.attach() needs begin_fit() first.")
         fit.attached = True
         fit.epoch_iterator = epoch_iterator
-        self.backend = _keras_backend()
+        self.backend = keras_backend()
         self.record.meta["measured_from"] = "fit"
         self.record.meta["backend"] = self.backend
         self._steps_in_fit = 0
@@ -356,7 +357,7 @@ class Recorder:
             # no batch will pass through Python: read dtypes off the dataset's element spec
             dataset = getattr(epoch_iterator, "_distributed_dataset", None)
             if dataset is not None and "dtypes" not in self.record.input:
-                self.record.input.update(_tf_element_spec_facts(dataset))
+                self.record.input.update(tf_element_spec_facts(dataset))
         self._take_model_and_env_facts(model)
         self._plan_probes(epoch_iterator, model)
         self.measuring = True
@@ -394,7 +395,7 @@ class Recorder:
             int(getattr(model, "steps_per_execution", 1) or 1) == 1 and default_strategy
         )
         if not self.tf_pull_outside_graph:
-            self.tf_estimated_batch_size = _tf_static_batch_size(self.fit) * int(
+            self.tf_estimated_batch_size = tf_static_batch_size(self.fit) * int(
                 getattr(model, "steps_per_execution", 1) or 1
             )
 
@@ -437,7 +438,7 @@ class Recorder:
             self.record.env.update(env_facts(self.backend, self.record.model.get("device")))
         except Exception as error:
             self.record.env["facts_error"] = repr(error)
-        self.record.meta["keras_version"] = _keras_version_string()
+        self.record.meta["keras_version"] = keras_version_string()
 
     def _plan_probes(self, epoch_iterator, model) -> None:
         if self.probes_done or self.probe_at_step is not None:
@@ -445,7 +446,7 @@ class Recorder:
         # With --steps N the probes close the measured window; otherwise they run after
         # probe_after_steps, or at the last step of a fit known to be shorter.
         planned = self.options.stop_after_steps or self.options.probe_after_steps
-        total = _known_fit_steps(epoch_iterator, self.fit.arguments if self.fit else {}, model)
+        total = known_fit_steps(epoch_iterator, self.fit.arguments if self.fit else {}, model)
         if total is not None and total > 0:
             planned = min(planned, total)
         self.probe_at_step = self.steps_seen + planned
@@ -467,7 +468,7 @@ class Recorder:
     def note_batch(self, batch, wait_s: float) -> None:
         """A batch reached the trainer after ``wait_s`` seconds of waiting."""
         self._wait_acc += wait_s
-        self._samples_acc += _leading_dim(batch)
+        self._samples_acc += leading_dim(batch)
         if self.keep_last_batch and self.steps_seen + 1 >= self.probe_at_step:
             # only the probe step's batch is kept: holding others would pin buffers (a
             # shared-memory slot, a device batch) the input wants back
@@ -646,7 +647,7 @@ class Recorder:
             try:
                 self.input_free = input_free.InputFreeWindow(
                     self.backend, timed_function.model, result, self.last_batch,
-                    _leading_dim(self.last_batch),
+                    leading_dim(self.last_batch),
                     input_free.planned_calls(recent, self.options.probe_seconds),
                     ready_pull_s=(self.tf_pull_floor_s or 0.0) if self.tf_pull_outside_graph else 0.0,
                     loop_s=statistics.median(self._loop_s) if self._loop_s else 0.0,
@@ -702,7 +703,7 @@ class Recorder:
         t_end = _perf_counter()
         batch = args[0] if args else kwargs.get("x")
         self._wait_acc = wait
-        self._samples_acc = _leading_dim(batch)
+        self._samples_acc = leading_dim(batch)
         if self._prev_end is None:
             self._prev_end = t_start
         self.end_step(t_end, synced=True, sync_s=0.0)
@@ -731,7 +732,7 @@ class Recorder:
 
     def _attach_train_on_batch(self, model, args, kwargs) -> None:
         self._train_on_batch_model = model
-        self.backend = _keras_backend()
+        self.backend = keras_backend()
         self.record.meta["measured_from"] = self.record.meta.get("measured_from") or "train_on_batch"
         self.record.meta["backend"] = self.backend
         self._steps_in_fit = 0

@@ -34,7 +34,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from stoke.diagnosis.measure.facts import _keras_backend
+from stoke.diagnosis.measure.facts import keras_backend
 
 if TYPE_CHECKING:
     from stoke.diagnosis.measure.input_free import InputFreeWindow
@@ -113,7 +113,7 @@ class TimedTrainFunction:
         self.original = original
         self.recorder = recorder
         self.model = model
-        self.backend = _keras_backend()
+        self.backend = keras_backend()
         self._sync = _device_sync_function(self.backend, model)
         self._tf_iterator_types: tuple = ()
         if self.backend == "tensorflow":

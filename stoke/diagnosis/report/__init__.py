@@ -1,6 +1,6 @@
 """Renderers of a diagnosis: terminal (rich), JSON (the public schema), single-file HTML.
 
-Renderers only read a :class:`~stoke.diagnosis.judge.analysis.Diagnosis`; the numbers come from
+Renderers only read a :class:`~stoke.diagnosis.judge.diagnosis.Diagnosis`; the numbers come from
 :mod:`stoke.diagnosis.judge.analysis`. One renderer per module:
 
     diagnosis = analyse(record)

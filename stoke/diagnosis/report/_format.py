@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from stoke.diagnosis.judge.analysis import Diagnosis, input_free_step_s
+from stoke.diagnosis.judge.analysis import input_free_step_s
+from stoke.diagnosis.judge.diagnosis import Diagnosis
 
 VERDICT_COLOURS = {
     "input-bound": "#d9480f",
@@ -151,7 +152,7 @@ def key_numbers(diagnosis: Diagnosis) -> list[tuple[str, str]]:
                 f"{prediction.confidence} confidence: " + "; ".join(prediction.unmeasured),
             )
         )
-    probes_s = diagnosis.record.overhead.get("probes_s") if diagnosis.record is not None else None
+    probes_s = diagnosis.record.overhead.probes_s if diagnosis.record is not None else None
     if isinstance(probes_s, int | float) and probes_s > 0:
         steps_wall = sum(s.step_s for s in diagnosis.record.steps)
         rows.append(
@@ -211,24 +212,24 @@ def run_description(diagnosis: Diagnosis) -> list[tuple[str, str]]:
     """(label, value) rows about the run itself; every value comes from the user's run."""
     meta = diagnosis.record.meta
     rows = []
-    script = meta.get("script")
+    script = meta.script
     if script:
         rows.append(("Script", str(script)))
-    argv = meta.get("argv")
+    argv = meta.argv
     if argv:
         rows.append(("Command", " ".join(str(a) for a in argv) if isinstance(argv, list) else str(argv)))
-    for key, label in (
-        ("backend", "Backend"),
-        ("keras_version", "Keras"),
-        ("python", "Python"),
-        ("stoke_version", "stoke"),
-        ("hostname", "Host"),
-        ("started_at", "Started"),
-        ("exit_status", "Exit status"),
+    for label, value in (
+        ("Backend", meta.backend),
+        ("Keras", meta.keras_version),
+        ("Python", meta.python),
+        ("stoke", meta.stoke_version),
+        ("Host", meta.hostname),
+        ("Started", meta.started_at),
+        ("Exit status", meta.exit_status),
     ):
-        if meta.get(key) not in (None, ""):
-            rows.append((label, str(meta[key])))
-    kind = diagnosis.record.input.get("kind")
+        if value not in (None, ""):
+            rows.append((label, str(value)))
+    kind = diagnosis.record.input.kind
     if kind:
         rows.append(("Input", str(kind)))
     return rows

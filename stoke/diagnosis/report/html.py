@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from stoke.diagnosis.judge.analysis import DIAGNOSIS_SCHEMA_VERSION, Diagnosis
+from stoke.diagnosis.judge.diagnosis import DIAGNOSIS_SCHEMA_VERSION, Diagnosis
 from stoke.diagnosis.judge.findings import Finding
 from stoke.diagnosis.report._format import (
     SEVERITY_COLOURS,
@@ -54,7 +54,7 @@ CHART_WIDTH = 1000
 def render_html(diagnosis: Diagnosis) -> str:
     """The whole report as one HTML string."""
     record = diagnosis.record
-    script = record.meta.get("script") or "training run"
+    script = record.meta.script or "training run"
     colour = VERDICT_COLOURS[diagnosis.verdict]
     sections = [
         _verdict_section(diagnosis, colour),
@@ -103,7 +103,7 @@ def _verdict_section(diagnosis: Diagnosis, colour: str) -> str:
     if prediction is not None and prediction.unmeasured:
         cards.append(("Confidence", prediction.confidence, "; ".join(prediction.unmeasured)))
     cards.append(("Doctor overhead", pct(diagnosis.doctor_overhead_fraction, 1), "of step time"))
-    probes_s = diagnosis.record.overhead.get("probes_s")
+    probes_s = diagnosis.record.overhead.probes_s
     if isinstance(probes_s, int | float) and probes_s > 0:
         cards.append(("Probes", f"{probes_s:.1f} s", "wall time, out of the callbacks' sight"))
     card_html = "".join(
@@ -111,7 +111,7 @@ def _verdict_section(diagnosis: Diagnosis, colour: str) -> str:
         f"<div class=\"card-value\">{_e(value)}</div><div class=\"card-note\">{_e(note)}</div></div>"
         for label, value, note in cards
     )
-    error = diagnosis.record.meta.get("error")
+    error = diagnosis.record.meta.error
     error_html = (
         f"<div class=\"error\"><strong>The script ended with an error:</strong>"
         f"<pre>{_e(error)}</pre></div>"

@@ -1,6 +1,6 @@
 """The JSON report: the diagnosis in its public, versioned form.
 
-The schema is :meth:`stoke.diagnosis.judge.analysis.Diagnosis.to_json_dict` (``schema_version``
+The schema is :meth:`stoke.diagnosis.judge.diagnosis.Diagnosis.to_json_dict` (``schema_version``
 ``DIAGNOSIS_SCHEMA_VERSION``); this module only serialises it, strictly (no NaN).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from stoke.diagnosis.judge.analysis import Diagnosis
+from stoke.diagnosis.judge.diagnosis import Diagnosis
 
 
 def to_json(diagnosis: Diagnosis, indent: int | None = 1) -> str:

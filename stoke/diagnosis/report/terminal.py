@@ -1,6 +1,6 @@
 """The terminal report (rich): verdict, key numbers, then each finding with its fix.
 
-Reads a :class:`~stoke.diagnosis.judge.analysis.Diagnosis`, prints; never computes a number of its
+Reads a :class:`~stoke.diagnosis.judge.diagnosis.Diagnosis`, prints; never computes a number of its
 own (that is :mod:`stoke.diagnosis.judge.analysis`). Text from the user's run goes through
 ``rich.text.Text``, never through markup, so ``[bold]`` in a script name prints as written.
 
@@ -18,7 +18,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from stoke.diagnosis.judge.analysis import Diagnosis
+from stoke.diagnosis.judge.diagnosis import Diagnosis
 from stoke.diagnosis.judge.findings import Finding
 from stoke.diagnosis.report._format import (
     SEVERITY_RICH_STYLES,
@@ -57,7 +57,7 @@ def terminal_text(diagnosis: Diagnosis, width: int = 100, colour: bool = False) 
 
 def _renderables(diagnosis: Diagnosis) -> list:
     title = Text("stoke doctor")
-    script = diagnosis.record.meta.get("script")
+    script = diagnosis.record.meta.script
     if script:
         title.append(" · ")
         title.append(str(script))
@@ -67,7 +67,7 @@ def _renderables(diagnosis: Diagnosis) -> list:
     header = Group(verdict, Text(headline(diagnosis)))
     parts: list = [Panel(header, title=title, title_align="left", border_style="dim")]
 
-    error = diagnosis.record.meta.get("error")
+    error = diagnosis.record.meta.error
     if error:
         parts.append(Text.assemble(("The script ended with an error: ", "bold red"), str(error)))
 

@@ -25,6 +25,7 @@ import traceback
 
 from stoke.diagnosis.measure.hooks import activate, deactivate, install_hooks, keras_version_warning
 from stoke.diagnosis.measure.recorder import DoctorOptions, DoctorStepLimitReached, Recorder
+from stoke.diagnosis.record import RunRecord
 from stoke.legacy.imports import when_imported
 from stoke.legacy.run import exit_status
 
@@ -197,9 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             record = recorder.finish(status, code, error, error_type)
         except Exception as doctor_error:  # a doctor bug must not cost the user the record
-            record = recorder.record
-            record.meta.update(exit_status=status, exit_code=code, error=error)
-            record.meta["doctor_error"] = repr(doctor_error)
+            measurements = recorder.record
+            measurements.meta.update(exit_status=status, exit_code=code, error=error)
+            measurements.meta["doctor_error"] = repr(doctor_error)
+            record = RunRecord.from_measurements(measurements)
         if record_path:
             temporary = f"{record_path}.partial"
             record.save(temporary)

@@ -5,7 +5,7 @@
                  -- python train.py ARGS
 
 Owns the sub-command's options and its exit status; the measured run is
-:mod:`stoke.diagnosis.run.runner`, the verdict :mod:`stoke.diagnosis.judge.analysis`, the reports
+:mod:`stoke.diagnosis.run.runner`, the verdict :mod:`stoke.diagnosis.judge.diagnosis`, the reports
 :mod:`stoke.diagnosis.report`. Exit status: the script's own when it failed (non-zero), else 0;
 2 for a command the doctor cannot run. What was measured is reported even when the script
 failed part-way.
@@ -123,8 +123,8 @@ def main(args: argparse.Namespace) -> int:
         )
         return 1
     if run.script_failed:
-        status = run.record.meta.get("exit_status")
-        error = run.record.meta.get("error") or f"exit status {run.exit_code}"
+        status = run.record.meta.exit_status
+        error = run.record.meta.error or f"exit status {run.exit_code}"
         print(
             f"stoke doctor: the script {status} ({error}); the report above covers the "
             f"{len(run.record.steps)} steps measured before that.",
@@ -137,7 +137,7 @@ def main(args: argparse.Namespace) -> int:
 def report(record, json_path=None, html_path=None, console=None) -> None:
     """Analyse a record and print/write its reports. The one place the CLI meets the
     analysis and the renderers."""
-    from stoke.diagnosis.judge.analysis import analyse
+    from stoke.diagnosis.judge.diagnosis import analyse
     from stoke.diagnosis.report import render_terminal, write_html, write_json
 
     diagnosis = analyse(record)

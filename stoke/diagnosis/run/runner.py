@@ -54,7 +54,7 @@ class DoctorRun:
     def script_failed(self) -> bool:
         if self.record is None:
             return self.exit_code != 0
-        return self.record.meta.get("exit_status") in ("failed", "interrupted")
+        return self.record.meta.exit_status in ("failed", "interrupted")
 
 
 def build_child_command(command: list[str]) -> list[str]:

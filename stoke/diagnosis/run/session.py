@@ -17,7 +17,8 @@ instead of ending the script. ``DoctorCallback`` overrides only ``on_train_begin
 ``fit`` that is already running (its iterator is found on the caller's stack); if that ``fit``
 raises, ``on_train_end`` never runs: call ``callback.finish()`` to get what was measured.
 
-Keras is imported when a session starts, not when this module is imported.
+Keras (and the measuring side) is imported when a session starts, not when this module is
+imported.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from stoke.diagnosis.measure.recorder import DoctorOptions, Recorder
-from stoke.diagnosis.record import RunRecord
+if TYPE_CHECKING:
+    from stoke.diagnosis.measure.recorder import Recorder
+    from stoke.diagnosis.record import RunRecord
 
 # DoctorCallback is built on first access (module __getattr__), so it is not listed here.
 __all__ = ["DoctorSession", "doctor"]
@@ -43,8 +45,8 @@ class DoctorSession:
         self.record: RunRecord | None = None
 
     def diagnosis(self):
-        """The verdict, numbers and findings (:class:`stoke.diagnosis.judge.analysis.Diagnosis`)."""
-        from stoke.diagnosis.judge.analysis import analyse
+        """The verdict, numbers and findings (:class:`stoke.diagnosis.judge.diagnosis.Diagnosis`)."""
+        from stoke.diagnosis.judge.diagnosis import analyse
 
         return analyse(self._finished_record())
 
@@ -77,6 +79,8 @@ def doctor(
     The other arguments are those of :class:`~stoke.diagnosis.measure.recorder.DoctorOptions`.
     """
     from stoke.diagnosis.measure import hooks
+    from stoke.diagnosis.measure.recorder import DoctorOptions, Recorder
+
     options = DoctorOptions(
         stop_after_steps=steps,
         probe_after_steps=probe_after_steps,
@@ -113,7 +117,7 @@ def doctor(
 
 
 def _report(record: RunRecord, format: str, path: str | None) -> Any:
-    from stoke.diagnosis.judge.analysis import analyse
+    from stoke.diagnosis.judge.diagnosis import analyse
 
     diagnosis = analyse(record)
     if format == "terminal":
@@ -148,6 +152,8 @@ def _doctor_callback_class():
     import keras
 
     from stoke.diagnosis.measure import hooks
+    from stoke.diagnosis.measure.recorder import DoctorOptions, Recorder
+
     class DoctorCallback(keras.callbacks.Callback):
         """Measure the ``fit`` this callback is passed to (see the module docstring).
 

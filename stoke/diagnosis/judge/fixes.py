@@ -1,0 +1,361 @@
+"""The fixes the doctor's findings recommend: the code (Python or shell) a user can paste.
+
+Owns the text of every fix: stoke for each input kind, tf.data settings, compiling the step,
+batch size and ``steps_per_execution``, threads, GPUs, memory growth, other processes on the
+cores. Each template takes the facts it fills in (an input kind, a batch size, a backend, core
+counts) and nothing else; which fix a run gets, and why, is decided by the checks in
+:mod:`stoke.diagnosis.judge.findings`.
+"""
+
+from __future__ import annotations
+
+import math
+
+from stoke.diagnosis.judge.analysis import Prediction
+from stoke.diagnosis.record import InputFacts
+
+# -- input --------------------------------------------------------------------------------------
+
+
+def input_fix(inputs: InputFacts, prediction: Prediction | None) -> str:
+    """stoke's fix for this input kind, unless the shared-cores model says stoke's workers
+    would bring nothing on these cores: then that comes first, with what would help."""
+    fix = stoke_fix(inputs)
+    if prediction is None or prediction.with_stoke_here is None or prediction.with_stoke_here > 1.05:
+        return fix
+    shared = prediction.shared_cores
+    return (
+        f"# On these cores stoke's workers would not be faster: {plain_number(shared.get('cores_for_this_run'))}"
+        " core(s)\n"
+        f"# are left to this run (others take {plain_number(shared.get('other_processes_cores'))}),"
+        " and the trainer and the input\n"
+        "# already fill them. First free cores (stop or renice other jobs), move the\n"
+        "# model to a GPU, or make the per-batch work cheaper; then:\n"
+        + fix
+    )
+
+
+def stoke_fix(inputs: InputFacts) -> str:
+    """stoke, with the code for this input kind: the first fix for an input-bound run."""
+    kind = inputs.kind or "unknown"
+    batch = inputs.batch_size or 64
+    if kind == "generator":
+        return (
+            "import stoke\n"
+            "\n"
+            "# One line: stoke runs the generator off the trainer's thread and\n"
+            "# prefetches to the device: batch n+1 is made while the model trains on n.\n"
+            "model.fit(stoke.accelerate(train_generator), steps_per_epoch=steps, epochs=10)\n"
+            "\n"
+            "# All cores: give stoke the samples (anything with len() and [i]) and\n"
+            "# your per-sample function; its worker processes build batches in parallel.\n"
+            "train = (\n"
+            "    stoke.from_sequence(samples)\n"
+            "    .map(load_and_augment)\n"
+            f"    .batch({batch})\n"
+            "    .to_keras()\n"
+            ")\n"
+            "model.fit(train, epochs=10)\n"
+        )
+    if kind == "pydataset":
+        return (
+            "import stoke\n"
+            "\n"
+            "# One line: your PyDataset's batches are built in parallel worker processes and\n"
+            "# handed to fit() through shared memory (no pickling), prefetched to the device.\n"
+            "model.fit(stoke.accelerate(train_dataset), epochs=10)\n"
+        )
+    if kind == "torch_dataloader":
+        return (
+            "import stoke\n"
+            "\n"
+            "# The same torch Dataset (len() and [i]); stoke's workers write samples\n"
+            "# straight into shared memory and prefetch to the device.\n"
+            f"train = stoke.from_sequence(train_loader.dataset).batch({batch}).to_keras()\n"
+            "model.fit(train, epochs=10)\n"
+        )
+    if kind == "tf.data" and not inputs.tf_data_py_function:
+        return (
+            "# This pipeline runs TF ops only: keep tf.data, map in parallel and prefetch.\n"
+            "ds = ds.map(load_and_augment, num_parallel_calls=tf.data.AUTOTUNE)\n"
+            "ds = ds.prefetch(tf.data.AUTOTUNE)\n"
+            "# and if its per-sample work is Python, stoke runs it in worker processes:\n"
+            f"# stoke.from_sequence(samples).map(load_and_augment).batch({batch}).to_keras()\n"
+        )
+    if kind == "tf.data":
+        return (
+            "import stoke\n"
+            "\n"
+            "# Python per-sample work (py_function / numpy_function) runs in stoke's worker\n"
+            "# processes, outside the GIL, and is prefetched to the device:\n"
+            "train = (\n"
+            "    stoke.from_sequence(samples)\n"
+            "    .map(load_and_augment)\n"
+            f"    .batch({batch})\n"
+            "    .to_keras()\n"
+            ")\n"
+            "model.fit(train, epochs=10)\n"
+            "\n"
+            "# Staying with tf.data (TF ops only): map in parallel and prefetch.\n"
+            "ds = ds.map(load_and_augment, num_parallel_calls=tf.data.AUTOTUNE)\n"
+            "ds = ds.prefetch(tf.data.AUTOTUNE)\n"
+        )
+    if kind == "train_on_batch":
+        return (
+            "import stoke\n"
+            "\n"
+            "# stoke's worker processes build the batches ahead of your loop:\n"
+            f"batches = stoke.from_sequence(samples).map(load_and_augment).batch({batch})\n"
+            "for x, y in batches.iter():\n"
+            "    model.train_on_batch(x, y)\n"
+        )
+    if kind == "arrays":
+        return (
+            "import stoke\n"
+            "\n"
+            f"train = stoke.from_arrays(x_train, y_train).batch({batch}).to_keras()\n"
+            "model.fit(train, epochs=10)\n"
+        )
+    if kind == "stoke":
+        return (
+            "# stoke already feeds this run and its workers cannot keep up. Measure\n"
+            "# the pipeline alone with each executor and worker count (shell:\n"
+            "# `stoke bench`), then give it more workers or cores, or run its map\n"
+            "# stage on a Ray cluster.\n"
+        )
+    return (
+        "import stoke\n"
+        "\n"
+        "# A PyDataset, keras.utils.Sequence or generator: one line.\n"
+        "model.fit(stoke.accelerate(train_data), epochs=10)\n"
+    )
+
+
+def keras2_fix(script: str | None, method: str) -> str:
+    """A Keras-2 script: ``stoke run`` runs it unchanged with the generator off the trainer's
+    thread; or the one-line change in the script."""
+    script = str(script or "train.py")
+    return (
+        f"stoke run {script}   # the script unchanged: {method}"
+        "() is fed by stoke's workers\n"
+        "# or in the script, for Keras 3:\n"
+        "#   model.fit(stoke.accelerate(train_generator), steps_per_epoch=steps, epochs=10)\n"
+    )
+
+def float64_fix(kind: str, generator_like: bool) -> str:
+    """float64 inputs: cast where the batches are made, or let stoke ship float32."""
+    if kind == "tf.data":
+        return (
+            "ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y),\n"
+            "            num_parallel_calls=tf.data.AUTOTUNE)\n"
+        )
+    if generator_like:
+        return (
+            "# where each batch is made (__getitem__, the generator): float32, not\n"
+            "# float64 (the default of np.empty, np.zeros, np.random)\n"
+            "x = np.empty((batch_size, *shape), dtype=np.float32)\n"
+            "x_train = x_train.astype(\"float32\")  # arrays: once, where they are made\n"
+            "# or let stoke feed fit(): it ships float64 as float32 by default\n"
+            "import stoke\n"
+            "model.fit(stoke.accelerate(train_data), epochs=10)\n"
+        )
+    return (
+        "x_train = x_train.astype(\"float32\")  # once, where the arrays are made\n"
+        "# or let stoke feed fit(): it ships float64 as float32 by default\n"
+        "import stoke\n"
+        "model.fit(stoke.accelerate(train_data), epochs=10)\n"
+    )
+
+
+# a tf.data pipeline without prefetch (no-prefetch)
+PREFETCH_FIX = (
+    "# last in the chain: batch n+1 is made while the model trains on batch n\n"
+    "ds = ds.prefetch(tf.data.AUTOTUNE)\n"
+    "model.fit(ds, epochs=10)\n"
+)
+
+
+def shared_cores_fix(input_cores: float, rate: float, batch_size: int) -> str:
+    """The cores, not the workers, are the limit: size the workers to what the input needs."""
+    workers_needed = max(1, math.ceil(input_cores))
+    return (
+        "# The cores, not the workers, are the limit: more workers take cores from the model.\n"
+        f"# The input needs about {input_cores:.1f} core(s) at {rate:,.0f} samples/s: give it\n"
+        f"# {workers_needed} worker(s) and leave the rest to the model's threads, or let stoke's\n"
+        "# tuner budget the cores (it measures the trainer's own CPU per step):\n"
+        "import stoke\n"
+        f"train = stoke.from_sequence(samples).map(load).batch({batch_size})"
+        ".to_keras()\n"
+        "model.fit(train, epochs=10)\n"
+        "# More speed needs more cores or a GPU for the model.\n"
+    )
+
+
+# -- model --------------------------------------------------------------------------------------
+
+
+# host code in the model: move it onto the device (host-op-in-model, run-eagerly)
+HOST_OP_FIX = (
+    "import keras\n"
+    "from keras import ops\n"
+    "\n"
+    "class Normalise(keras.layers.Layer):\n"
+    "    def call(self, x):\n"
+    "        # was: np.sin(x), np.asarray(x) or a tf.py_function (on the host)\n"
+    "        return ops.sin(x)  # keras.ops: on the device, inside the compiled step\n"
+    "\n"
+    "# or do that preprocessing in the input pipeline, before the model\n"
+)
+
+
+def compile_fix(host_code: bool) -> str:
+    """Compile the step (no ``run_eagerly``); with host code in the model, move it first."""
+    if host_code:
+        return HOST_OP_FIX + (
+            "\n# then, and only then, compile the step:\n"
+            "model.compile(optimizer=optimizer, loss=loss)  # no run_eagerly\n"
+        )
+    return (
+        "# compile without run_eagerly=True (the default is a compiled step)\n"
+        "model.compile(optimizer=optimizer, loss=loss, metrics=metrics)\n"
+        "model.run_eagerly = False  # if it was set on the model\n"
+    )
+
+
+# too little work per step for its fixed cost (small-batch)
+SMALL_BATCH_FIX = (
+    "model.compile(optimizer=optimizer, loss=loss,\n"
+    "              steps_per_execution=32,  # one dispatch runs 32 steps\n"
+    "              jit_compile=True)\n"
+    "# and a larger batch where it is chosen (scale the learning rate with it):\n"
+    "model.fit(x_train, y_train, batch_size=256, epochs=10)\n"
+)
+
+
+# -- system -------------------------------------------------------------------------------------
+
+
+def contention_fix(cores: int, other_cores: float) -> str:
+    """Who takes the cores, and how to keep them off training's: core numbers that exist on
+    this machine only."""
+    fix = (
+        "# who takes the cores?\n"
+        "ps -eo pid,pcpu,comm --sort=-pcpu | head\n"
+        "# stop them or lower their priority:\n"
+        "renice -n 19 -p PID_OF_OTHER_JOB\n"
+    )
+    others = max(1, math.ceil(other_cores))
+    if cores - others >= 2:
+        last_training = cores - others - 1
+        fix += (
+            f"# or split this machine's {cores} cores: training on 0-{last_training}, the other "
+            f"job on {last_training + 1}-{cores - 1}\n"
+            f"taskset -cp {last_training + 1}-{cores - 1} PID_OF_OTHER_JOB\n"
+            f"taskset -c 0-{last_training} python train.py\n"
+        )
+    else:
+        fix += f"# with {cores} core(s) there are none to set aside: run the other job later\n"
+    return fix
+
+
+def gpu_install_fix(backend: str) -> str:
+    """No GPU visible to the backend: check the driver, then install the CUDA build."""
+    install = {
+        "jax": 'pip install -U "jax[cuda12]"',
+        "tensorflow": 'pip uninstall -y tensorflow-cpu && pip install "tensorflow[and-cuda]"',
+        "torch": "pip install torch --index-url https://download.pytorch.org/whl/cu124",
+    }.get(backend, 'pip install -U "jax[cuda12]"  # or the CUDA build of your backend')
+    return (
+        "nvidia-smi                      # the driver sees the GPU?\n"
+        "echo $CUDA_VISIBLE_DEVICES      # empty or unset, not -1\n"
+        f"{install}\n"
+        "stoke env                       # checks that a matmul really runs on the GPU\n"
+    )
+
+
+def use_gpu_fix(backend: str) -> str:
+    """A GPU is visible but the model runs on the CPU: find what keeps it there."""
+    if backend == "tensorflow":
+        return (
+            "import tensorflow as tf\n"
+            "print(tf.config.list_logical_devices(\"GPU\"))\n"
+            "# remove any `with tf.device(\"/CPU:0\"):` around model building and fit()\n"
+        )
+    if backend == "torch":
+        return (
+            "import torch\n"
+            "print(torch.cuda.is_available())\n"
+            "# Keras places the model on cuda when it is available; remove any .to(\"cpu\") or\n"
+            "# keras.device(\"cpu\") scope around model building and fit()\n"
+        )
+    return (
+        "import jax\n"
+        "print(jax.devices())  # expect CudaDevice entries\n"
+        "# remove JAX_PLATFORMS=cpu and any keras.device(\"cpu\") scope around the model\n"
+    )
+
+
+def data_parallel_fix(backend: str) -> str:
+    """Train on every visible GPU, the way this backend does it."""
+    if backend == "tensorflow":
+        return (
+            "import tensorflow as tf\n"
+            "\n"
+            "strategy = tf.distribute.MirroredStrategy()  # every visible GPU\n"
+            "with strategy.scope():\n"
+            "    model = build_model()\n"
+            "    model.compile(optimizer=optimizer, loss=loss)\n"
+            "model.fit(train, epochs=10)  # batch size is global: scale it with the GPU count\n"
+        )
+    if backend == "torch":
+        return (
+            "# Keras' distribution API needs the JAX backend; with torch, run one\n"
+            "# process per GPU (torch.distributed / DDP), or switch:\n"
+            "import os\n"
+            "os.environ[\"KERAS_BACKEND\"] = \"jax\"  # before importing keras\n"
+            "import keras\n"
+            "keras.distribution.set_distribution(keras.distribution.DataParallel())\n"
+        )
+    return (
+        "import keras\n"
+        "\n"
+        "# before building the model: shard every batch over all visible GPUs\n"
+        "keras.distribution.set_distribution(keras.distribution.DataParallel())\n"
+        "model = build_model()\n"
+        "model.fit(train, epochs=10)  # batch size is global: scale it with the GPU count\n"
+    )
+
+
+# no GPU visible, and none on the machine either (no-accelerator, info)
+STOKE_ENV_FIX = "stoke env  # shows the devices each backend sees and why\n"
+
+# TensorFlow set to more intra-op threads than cores (thread-config)
+TF_OVERSUBSCRIBED_FIX = (
+    "# 0 (the default): one thread per core\n"
+    "tf.config.threading.set_intra_op_parallelism_threads(0)\n"
+)
+
+
+def thread_limit_fix(tf_intra_op: bool) -> str:
+    """A CPU model held to few threads: TensorFlow's intra-op setting, or OMP_NUM_THREADS."""
+    if tf_intra_op:
+        return (
+            "# before any op runs; 0 (the default): one thread per core\n"
+            "tf.config.threading.set_intra_op_parallelism_threads(0)\n"
+        )
+    return "unset OMP_NUM_THREADS  # or export OMP_NUM_THREADS=<cores>\npython train.py\n"
+
+
+# TensorFlow holding all GPU memory up front (gpu-memory-growth)
+MEMORY_GROWTH_FIX = (
+    "import tensorflow as tf\n"
+    "for gpu in tf.config.list_physical_devices(\"GPU\"):\n"
+    "    tf.config.experimental.set_memory_growth(gpu, True)  # before any op runs\n"
+)
+
+
+def plain_number(value: float | None) -> float | int | None:
+    """A number as a person writes it: whole numbers without ``.0``, others to one decimal."""
+    if value is None:
+        return None
+    return int(value) if float(value).is_integer() else round(value, 1)
