@@ -26,6 +26,7 @@ from stoke.data.buckets import BucketSpec
 from stoke.data.formats.shards import ShardedSource
 from stoke.data.padding import PaddingSpec
 from stoke.data.plan import IteratorState, PlanSpec
+from stoke.data.shard_plan import ShardOrder
 from stoke.data.program import FilterStep, MapStep, SampleProgram, keep_unfiltered, wants_rng
 from stoke.data.sources import ArraySource, FileSource, SequenceSource, resolve_paths
 from stoke.data.structure import DtypePolicy
@@ -263,7 +264,8 @@ class Pipeline:
 
     def _plan_spec(self) -> PlanSpec:
         shards = self.source.shard_order() if isinstance(self.source, ShardedSource) else None
-        spec = PlanSpec(len(self.source), self.batch_size or 1, self.drop_remainder,
+        length = len(self.source) if shards is None or isinstance(shards, ShardOrder) else -1
+        spec = PlanSpec(length, self.batch_size or 1, self.drop_remainder,
                         self.shuffled, self.seed, self.shard_index, self.shard_count,
                         shards=shards)
         from stoke.data.mix import MixSource
