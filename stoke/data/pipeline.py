@@ -26,8 +26,8 @@ from stoke.data.buckets import BucketSpec
 from stoke.data.formats.shards import ShardedSource
 from stoke.data.padding import PaddingSpec
 from stoke.data.plan import IteratorState, PlanSpec
-from stoke.data.shard_plan import ShardOrder
 from stoke.data.program import FilterStep, MapStep, SampleProgram, keep_unfiltered, wants_rng
+from stoke.data.shard_plan import ShardOrder
 from stoke.data.sources import ArraySource, FileSource, SequenceSource, resolve_paths
 from stoke.data.structure import DtypePolicy
 from stoke.loader.loader import BatchIterator, Loader, LoaderOptions

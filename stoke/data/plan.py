@@ -8,11 +8,10 @@ see chunks; they never decide the order.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
-
-from collections.abc import Iterator
 
 from stoke.data.shard_plan import LazyShardOrder, ShardOrder
 
