@@ -216,6 +216,13 @@ class ShardedSource(PrefetchingSource):
                 self._sizes[shard] = len(index)
         return self._sizes[np.asarray(shards, np.int64)]
 
+    def indexed_shards(self) -> int:
+        """How many shards this process has indexed so far (lazy: the plan's; eager: all
+        once indexed)."""
+        if self.lazy:
+            return 0 if self._sizes is None else int((self._sizes >= 0).sum())
+        return 0 if self.offsets is None else len(self.paths)
+
     # -- reading ------------------------------------------------------------------------
     def locate(self, index: int) -> tuple[int, int]:
         """``(shard, record)`` of a global index (eager) or a record key (lazy)."""
