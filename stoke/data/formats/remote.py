@@ -169,9 +169,9 @@ def describe_paths(paths: Sequence[str]) -> str:
     return hashlib.sha1(ends).hexdigest()[:12]
 
 
-def expand_paths(spec: Any, what: str) -> Sequence[str]:
-    """A list of paths, a brace pattern (lazy), a glob (local or remote), a local folder
-    (its files, sorted) or one path.
+def expand_paths(spec: Any, what: str, storage_options: dict | None = None) -> Sequence[str]:
+    """A list of paths, a brace pattern (lazy), a glob (local or remote: listed with
+    ``storage_options``), a local folder (its files, sorted) or one path.
 
     Raises ``FileNotFoundError`` naming the pattern when nothing matches."""
     if isinstance(spec, (str, os.PathLike)):
@@ -187,7 +187,7 @@ def expand_paths(spec: Any, what: str) -> Sequence[str]:
                 raise FileNotFoundError(f"{what} found no files in the folder {pattern!r}.")
             return found
         if any(c in pattern for c in "*?["):
-            found = _glob(pattern)
+            found = _glob(pattern, storage_options)
             if not found:
                 raise FileNotFoundError(
                     f"{what} found no files for {pattern!r}. Give a glob such as "
@@ -201,17 +201,23 @@ def expand_paths(spec: Any, what: str) -> Sequence[str]:
     return paths
 
 
-def _glob(pattern: str) -> list[str]:
+def _glob(pattern: str, storage_options: dict | None = None) -> list[str]:
     if not is_remote(pattern):
         return sorted(glob.glob(local_path(pattern), recursive=True))
-    fs, _ = filesystem(pattern)
     protocol = pattern.split("://", 1)[0]
-    found = sorted(fs.glob(pattern))
+    try:
+        fs, _ = filesystem(pattern, storage_options)
+        found = sorted(fs.glob(pattern))
+    except FileNotFoundError:
+        found = []
+    except Exception as exc:  # noqa: BLE001 - said with the URL
+        raise unreachable(pattern, exc) from exc
     return [p if "://" in p else f"{protocol}://{p}" for p in found]
 
 
 def filesystem(url: str, storage_options: dict | None = None):
-    """The fsspec filesystem of ``url`` (with connect/read timeouts for HTTP)."""
+    """The fsspec filesystem of ``url`` (with connect/read timeouts for HTTP and S3, unless
+    ``storage_options`` sets them)."""
     import fsspec.core
 
     options = dict(storage_options or {})
@@ -221,6 +227,12 @@ def filesystem(url: str, storage_options: dict | None = None):
         options["client_kwargs"] = {"timeout": aiohttp.ClientTimeout(
             total=None, connect=CONNECT_TIMEOUT_S, sock_connect=CONNECT_TIMEOUT_S,
             sock_read=READ_TIMEOUT_S)}
+    if url.startswith(("s3://", "s3a://")) and "config_kwargs" not in options:
+        # botocore's defaults (60 s to connect, retried with back-off) would keep an
+        # unreachable endpoint silent for minutes; s3fs adds its own retries on top
+        options["config_kwargs"] = {"connect_timeout": CONNECT_TIMEOUT_S,
+                                    "read_timeout": READ_TIMEOUT_S,
+                                    "retries": {"max_attempts": 1, "mode": "standard"}}
     fs, _ = fsspec.core.url_to_fs(url, **options)
     return fs, url
 
