@@ -41,10 +41,10 @@ def from_tfrecord(paths: Any, *, on_error: str = "raise", cycle_length: int = 16
     from stoke.data.formats.tfrecord import TFRecordSource
 
     check_on_error(on_error)
-    source = TFRecordSource(expand_paths(paths, "from_tfrecord", storage_options), on_error=on_error,
-                            cycle_length=cycle_length, block_records=block_records,
-                            buffer_size=buffer_size, storage_options=storage_options,
-                            index=index)
+    paths = expand_paths(paths, "from_tfrecord", storage_options)
+    source = TFRecordSource(paths, on_error=on_error, cycle_length=cycle_length,
+                            block_records=block_records, buffer_size=buffer_size,
+                            storage_options=storage_options, index=index)
     return _pipeline(source, on_error)
 
 
@@ -59,10 +59,10 @@ def from_webdataset(paths: Any, *, on_error: str = "raise", cycle_length: int = 
     from stoke.data.formats.webdataset import WebDatasetSource
 
     check_on_error(on_error)
-    source = WebDatasetSource(expand_paths(paths, "from_webdataset", storage_options), on_error=on_error,
-                              cycle_length=cycle_length, block_records=block_records,
-                              buffer_size=buffer_size, storage_options=storage_options,
-                              index=index)
+    paths = expand_paths(paths, "from_webdataset", storage_options)
+    source = WebDatasetSource(paths, on_error=on_error, cycle_length=cycle_length,
+                              block_records=block_records, buffer_size=buffer_size,
+                              storage_options=storage_options, index=index)
     return _pipeline(source, on_error)
 
 
@@ -75,7 +75,8 @@ def from_parquet(paths: Any, columns: Sequence[str] | None = None, *, on_error: 
     from stoke.data.formats.remote import expand_paths
 
     check_on_error(on_error)
-    source = ParquetSource(expand_paths(paths, "from_parquet", storage_options), columns, on_error=on_error,
+    paths = expand_paths(paths, "from_parquet", storage_options)
+    source = ParquetSource(paths, columns, on_error=on_error,
                            storage_options=storage_options, cache_bytes=cache_bytes)
     return _pipeline(source, on_error)
 
