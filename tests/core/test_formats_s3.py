@@ -1,6 +1,6 @@
 """Shards on an S3-compatible server running on this machine (moto's server on 127.0.0.1,
-written and read through the real S3 API with s3fs): TFRecord, WebDataset tar and Parquet
-read with ``s3://`` URLs give every sample exactly once per epoch, in the order of the same
+written and read through the real S3 API with s3fs): TFRecord, WebDataset tar, Parquet and
+ArrayRecord (through its local copy) read with ``s3://`` URLs give every sample exactly once per epoch, in the order of the same
 files on local disk, with process workers; a missing bucket or key is named with its URL
 within 10 s."""
 
@@ -36,6 +36,7 @@ def s3(tmp_path_factory):
     import pyarrow as pa
     import pyarrow.parquet as pq
     import s3fs
+    from array_record.python.array_record_module import ArrayRecordWriter
 
     port = free_port()
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -51,6 +52,10 @@ def s3(tmp_path_factory):
         ids = np.arange(start, start + size)
         pq.write_table(pa.table({"id": ids, "blob": [record_bytes(int(i)) for i in ids]}),
                        str(folder / f"part-{shard}.parquet"), row_group_size=8)
+        writer = ArrayRecordWriter(str(folder / f"rec-{shard}.array_record"), "group_size:1")
+        for i in range(start, start + size):
+            writer.write(record_bytes(i))
+        writer.close()
         start += size
     write_webdataset(folder, SIZES)
     fs = s3fs.S3FileSystem(**options)
@@ -100,6 +105,17 @@ def test_webdataset_and_parquet_from_s3(s3):
                                storage_options=options).shuffle(2).map(sample_id).batch(6)
     assert len(table.source) == TOTAL
     assert sorted(ids_of(table, executor="process", workers=2)) == list(range(TOTAL))
+
+
+def test_array_record_from_s3_through_the_local_cache(s3, tmp_path):
+    options, folder = s3
+    pipe = stoke.from_array_record(f"s3://{BUCKET}/data/rec-*.array_record",
+                                   cache_dir=str(tmp_path), storage_options=options)
+    assert len(pipe) == TOTAL and len(list(tmp_path.iterdir())) == 3  # copied once, here
+    local = stoke.from_array_record(str(folder / "rec-*.array_record"))
+    expected = ids_of(local.shuffle(4).map(raw_id).batch(7), executor="inline")
+    assert ids_of(pipe.shuffle(4).map(raw_id).batch(7), executor="process",
+                  workers=2) == expected
 
 
 @pytest.mark.parametrize("url", [f"s3://{BUCKET}/data/nope-000.tfrecord",

@@ -81,14 +81,19 @@ def from_parquet(paths: Any, columns: Sequence[str] | None = None, *, on_error: 
     return _pipeline(source, on_error)
 
 
-def from_array_record(paths: Any, *, on_error: str = "raise") -> Pipeline:
-    """The records of ArrayRecord files (local) as ``bytes``: random access, so the plan is
-    a global permutation. Needs the ``array_record`` package (installed with grain)."""
+def from_array_record(paths: Any, *, on_error: str = "raise", cache_dir: str | None = None,
+                      storage_options: dict | None = None) -> Pipeline:
+    """The records of ArrayRecord files as ``bytes``: random access, so the plan is a global
+    permutation. Needs the ``array_record`` package (installed with grain), which reads
+    local files: remote ones (any fsspec URL) are copied once into ``cache_dir`` (default
+    ``$TMPDIR/stoke-array-record``, kept for later runs) before the first batch."""
     from stoke.data.formats.array_record import ArrayRecordSource
     from stoke.data.formats.remote import expand_paths
 
     check_on_error(on_error)
-    source = ArrayRecordSource(expand_paths(paths, "from_array_record"), on_error=on_error)
+    paths = expand_paths(paths, "from_array_record", storage_options)
+    source = ArrayRecordSource(paths, on_error=on_error, cache_dir=cache_dir,
+                               storage_options=storage_options)
     return _pipeline(source, on_error)
 
 
