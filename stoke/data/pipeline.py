@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from stoke.data.buckets import BucketSpec
+from stoke.data.formats.base import SkippingSource
 from stoke.data.formats.shards import ShardedSource
 from stoke.data.padding import PaddingSpec
 from stoke.data.plan import IteratorState, PlanSpec
@@ -253,6 +254,13 @@ class Pipeline:
 
         return to_keras(self, workers, executor, prefetch, device_transform, **options)
 
+    def skipped_records(self) -> int:
+        """Bad records skipped so far by a record-format source built with
+        ``on_error="skip"``, summed over the trainer and its worker processes on this
+        machine (each skip also warns, with this running count); 0 for sources that never
+        skip. Counts every epoch since the pipeline was made."""
+        return skipped_in(self.source)
+
     def steps_have_filter(self) -> bool:
         return any(isinstance(s, FilterStep) for s in self.steps)
 
@@ -295,6 +303,20 @@ class Pipeline:
         if self.repeat_count != 1:
             parts.append(f"repeat({self.repeat_count})")
         return "Pipeline(" + " -> ".join(parts) + ")"
+
+
+def skipped_in(source: Any) -> int:
+    """The skipped-record count of ``source`` and of the sources it reads (cache, mix)."""
+    from stoke.data.cache import CachedSource
+    from stoke.data.mix import MixSource
+
+    if isinstance(source, SkippingSource):
+        return source.skipped_records()
+    if isinstance(source, CachedSource):
+        return skipped_in(source.program.source)
+    if isinstance(source, MixSource):
+        return sum(skipped_in(program.source) for program in source.programs)
+    return 0
 
 
 def as_count(value: Any, what: str, minimum: int = 1, none_ok: bool = False) -> int:

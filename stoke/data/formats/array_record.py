@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from stoke.data.formats.base import RecordError, SkipCounter, check_on_error
+from stoke.data.formats.base import RecordError, SkippingSource, check_on_error
 from stoke.data.formats.remote import ByteReader, is_remote, local_path, unreachable
+from stoke.data.formats.skips import SkipCounter
 
 READER_OPTIONS = "readahead_buffer_size:0"
 _CHUNK_AT = re.compile(r"chunk at (\d+)")
@@ -67,7 +68,7 @@ def local_copy(url: str, cache_dir: str, reader: ByteReader) -> str:
     return path
 
 
-class ArrayRecordSource:
+class ArrayRecordSource(SkippingSource):
     """Records of ArrayRecord files; sample ``i`` is the bytes of record ``i``."""
 
     def __init__(self, paths: Sequence[str], *, on_error: str = "raise",
@@ -76,7 +77,7 @@ class ArrayRecordSource:
         self.on_error = check_on_error(on_error)
         self.cache_dir = cache_dir or default_cache_dir()
         self.reader = ByteReader(storage_options)
-        self.skips = SkipCounter()
+        self.skips = SkipCounter(shared=self.on_error == "skip")
         self.local_paths = [local_copy(p, self.cache_dir, self.reader) if is_remote(p) else p
                             for p in paths]
         counts = []

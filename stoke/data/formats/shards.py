@@ -29,7 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stoke.data.formats.base import PrefetchingSource, RecordError, SkipCounter, check_on_error
+from stoke.data.formats.base import (
+    PrefetchingSource,
+    RecordError,
+    SkippingSource,
+    check_on_error,
+)
 from stoke.data.formats.remote import (
     ByteReader,
     coalesce,
@@ -37,6 +42,7 @@ from stoke.data.formats.remote import (
     is_remote,
     shippable_paths,
 )
+from stoke.data.formats.skips import SkipCounter
 from stoke.data.shard_plan import RECORD_BITS, RECORD_MASK, LazyShardOrder, ShardOrder
 
 if TYPE_CHECKING:
@@ -68,7 +74,7 @@ class ShardIndex:
         return len(self.offsets)
 
 
-class ShardedSource(PrefetchingSource):
+class ShardedSource(PrefetchingSource, SkippingSource):
     """Records of shard files addressed by global index (``index="eager"``) or by
     ``(shard << 32) | record`` keys (``index="lazy"``); see the module docstring."""
 
@@ -90,7 +96,7 @@ class ShardedSource(PrefetchingSource):
         self.block_records = block_records
         self.buffer_size = buffer_size
         self.reader = ByteReader(storage_options)
-        self.skips = SkipCounter()
+        self.skips = SkipCounter(shared=self.on_error == "skip")
         # eager: every shard indexed at once, records numbered globally
         self.offsets: np.ndarray | None = None  # global, per record
         self.lengths: np.ndarray | None = None
