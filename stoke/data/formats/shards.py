@@ -1,13 +1,25 @@
 """Shard-based record sources: many files, each a sequence of records with no index of its
-own (TFRecord, WebDataset tar). :class:`ShardedSource` indexes them once and then reads any
-record by its global index.
+own (TFRecord, WebDataset tar). :class:`ShardedSource` indexes them and then reads any
+record by its address.
 
-Indexing is one sequential pass over each shard's headers (for a local TFRecord, a seek
-over each length header; remote shards are streamed once), all shards concurrently on a
-thread pool, in the trainer at the first ``len()`` or iteration. It yields each record's
-byte span ``[offset, offset + length)``; the spans are two int64 arrays that reach process
-workers through shared memory with the rest of the source. A worker then reads record
-``i`` with one ``pread`` (local) or one range request (remote). For remote shards the
+Indexing a shard is one sequential pass over its headers (for a local TFRecord, a seek
+over each length header; remote shards are streamed once). It yields each record's byte
+span ``[offset, offset + length)``. Two ways, by ``index``:
+
+- ``"eager"`` (the default up to :data:`EAGER_MAX_SHARDS` files): every shard at once,
+  concurrently on a thread pool, in the trainer at the first ``len()`` or iteration;
+  records are numbered globally, and the spans (two int64 arrays) reach process workers
+  through shared memory with the rest of the source;
+- ``"lazy"`` (the default past that): a shard is indexed when it is first read, in each
+  process that reads it (kept for the last :data:`RECENT_SHARDS`); the trainer indexes the
+  shards its plan reaches (:class:`~stoke.data.shard_plan.LazyShardOrder`: the current
+  group of ``cycle_length`` and a few groups ahead, in the background) to know their sizes.
+  Records are addressed as ``(shard << 32) | record``; nothing of size O(shards) is
+  pickled for the workers (a brace pattern stays a pattern; a long list becomes one
+  shared-memory buffer, :class:`~stoke.data.formats.remote.PathTable`). The cost: each
+  worker indexes the shards it reads again (for remote shards, one more streamed pass).
+
+A worker then reads a record with one ``pread`` (local) or one range request (remote). For remote shards the
 worker hands the source the chunks queued for it while it computes the current one, and the
 current one itself (:meth:`ShardedSource.prefetch`, called from ``executors/worker.py``,
 the thread and inline pools' ``submit`` and ``chunk.fill_slot``): spans close together in
