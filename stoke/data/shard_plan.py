@@ -35,6 +35,17 @@ from typing import Protocol
 import numpy as np
 
 
+def host_files(host_index: int, host_count: int, files: int) -> np.ndarray:
+    """The files of host ``host_index`` of ``host_count``: ``host_index, host_index +
+    host_count, ...`` of ``files``."""
+    if host_count > files:
+        raise ValueError(
+            f".shard({host_index}, {host_count}) splits whole files, but this source has "
+            f"{files} file(s): some hosts would read nothing. Use at most {files} shards, "
+            "or write more, smaller files.")
+    return np.arange(host_index, files, host_count, dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class ShardOrder:
     """Records per shard and how to interleave them. ``sizes``: records in each shard."""
@@ -58,12 +69,7 @@ class ShardOrder:
     def host_shards(self, host_index: int, host_count: int) -> np.ndarray:
         """The files of host ``host_index``: ``host_index, host_index + host_count, ...``.
         Hosts get whole files, so their epochs differ in length when files do."""
-        if host_count > len(self.sizes):
-            raise ValueError(
-                f".shard({host_index}, {host_count}) splits whole files, but this source has "
-                f"{len(self.sizes)} file(s): some hosts would read nothing. Use at most "
-                f"{len(self.sizes)} shards, or write more, smaller files.")
-        return np.arange(host_index, len(self.sizes), host_count, dtype=np.int64)
+        return host_files(host_index, host_count, len(self.sizes))
 
     def host_length(self, host_index: int, host_count: int) -> int:
         sizes = np.asarray(self.sizes, dtype=np.int64)
@@ -162,7 +168,7 @@ class LazyShardOrder:
         ShardOrder((), self.cycle_length, self.block_records, self.buffer_size)  # validates
 
     def host_shards(self, host_index: int, host_count: int) -> np.ndarray:
-        return ShardOrder((0,) * self.shard_count).host_shards(host_index, host_count)
+        return host_files(host_index, host_count, self.shard_count)
 
     def host_length(self, host_index: int, host_count: int) -> int:
         raise TypeError(
