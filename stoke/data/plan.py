@@ -68,6 +68,14 @@ class PlanSpec:
         count = len(order) // self.batch_size if drop else -(-len(order) // self.batch_size)
         return [order[i * self.batch_size : (i + 1) * self.batch_size] for i in range(count)]
 
+    def chunk_count(self, epoch: int, drop_partial: bool | None = None) -> int:
+        """How many chunks :meth:`chunks` gives for ``epoch`` (a lazily indexed shard
+        source makes them all to count them: every shard of the host gets indexed)."""
+        chunks = self.chunks(epoch, drop_partial)
+        if isinstance(chunks, LazyChunks):
+            return sum(1 for _ in chunks)
+        return len(chunks)
+
     def batches_per_epoch(self) -> int:
         per_shard = len(range(self.shard_index, self.length, self.shard_count))
         if self.shards is not None:

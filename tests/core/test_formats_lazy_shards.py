@@ -156,3 +156,20 @@ def test_bad_record_in_a_lazy_shard_is_named_and_skipped_once(tmp_path):
         warnings.simplefilter("always")
         assert ids_of(skipping, executor="process", workers=2) == [0, 1, 2, 3, 4, 5, 6]
     assert len([w for w in caught if "skipped a bad record" in str(w.message)]) == 1
+
+
+def test_resume_inside_fit_counts_a_lazy_epoch(files):
+    """keras/resume.py asks whether a saved state is at the end of its epoch."""
+    from stoke.keras.resume import next_epoch_start
+
+    pipe = stoke.from_tfrecord(files, index="lazy").shuffle(1).map(raw_id).batch(4)
+    loader = pipe.loader(executor="inline")
+    try:
+        batches = -(-TOTAL // 4)
+        assert loader.plan.chunk_count(0) == batches
+        at_end = stoke.IteratorState(epoch=0, chunk=batches)
+        assert next_epoch_start(at_end, loader).epoch == 1
+        inside = stoke.IteratorState(epoch=0, chunk=batches - 1)
+        assert next_epoch_start(inside, loader) == inside
+    finally:
+        loader.close()
