@@ -193,7 +193,7 @@ class ShardedSource(PrefetchingSource, SkippingSource):
     # -- lazy index -----------------------------------------------------------------------
     def shard_index(self, shard: int) -> ShardIndex:
         """Shard ``shard``'s index, made on first use in this process (lazy mode); the
-        last :data:`RECENT_SHARDS` are kept."""
+        last :data:`RECENT_SHARDS` (at least 4 x ``cycle_length``) are kept."""
         with self._lock:
             found = self._recent.get(shard)
             if found is not None:
@@ -204,7 +204,7 @@ class ShardedSource(PrefetchingSource, SkippingSource):
         with self._lock:
             self._indexing.pop(shard, None)
             self._recent[shard] = index
-            while len(self._recent) > RECENT_SHARDS:
+            while len(self._recent) > max(RECENT_SHARDS, 4 * self.cycle_length):
                 self._recent.popitem(last=False)
         return index
 
