@@ -91,6 +91,7 @@ def plot(result: dict, out: Path) -> None:
         ax.plot([int(c) for c in counts], [points[c] for c in counts], marker="o",
                 label=f"{row} ({result['ratios'][row]:.2f}x from fewest to most shards)")
     ax.set_xscale("log")
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("shards (files)")
     ax.set_ylabel("seconds to the first batch (median)")
     m = result["machine"]
