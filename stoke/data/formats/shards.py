@@ -19,15 +19,16 @@ span ``[offset, offset + length)``. Two ways, by ``index``:
   shared-memory buffer, :class:`~stoke.data.formats.remote.PathTable`). The cost: each
   worker indexes the shards it reads again (for remote shards, one more streamed pass).
 
-A worker then reads a record with one ``pread`` (local) or one range request (remote). For remote shards the
-worker hands the source the chunks queued for it while it computes the current one, and the
-current one itself (:meth:`ShardedSource.prefetch`, called from ``executors/worker.py``,
+A worker then reads a record with one ``pread`` (local) or one range request (remote).
+For remote shards the worker hands the source the chunks queued for it while it computes
+the current one, and the current one itself (:meth:`ShardedSource.prefetch`, called from ``executors/worker.py``,
 the thread and inline pools' ``submit`` and ``chunk.fill_slot``): spans close together in
 one file are merged into one request (a block of ``block_records`` records is contiguous in
 the plan) and all requests are in flight together on a per-process thread pool, so request
 latency overlaps with decoding.
 
-The epoch order of these sources is :class:`stoke.data.shard_plan.ShardOrder`: shards permuted,
+The epoch order of these sources is :class:`stoke.data.shard_plan.ShardOrder` (or its lazy
+twin): shards permuted,
 interleaved, shuffled in a window, never a global shuffle that would make each read a
 random seek. Formats implement :meth:`index_shard` and :meth:`decode`.
 """
