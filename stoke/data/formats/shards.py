@@ -210,7 +210,8 @@ class ShardedSource(PrefetchingSource, SkippingSource):
         return index
 
     def index_ahead(self, shards: np.ndarray) -> None:
-        """Start indexing ``shards`` on a background thread pool (the trainer, lazy mode)."""
+        """Start indexing ``shards`` on a background thread pool (lazy mode: the trainer's
+        plan, a worker's prefetch)."""
         with self._lock:
             if self._index_pool is None:
                 from concurrent.futures import ThreadPoolExecutor
@@ -293,7 +294,10 @@ class ShardedSource(PrefetchingSource, SkippingSource):
 
     def prefetch(self, indices: Sequence[int]) -> None:
         """Start reading the spans of ``indices`` (remote shards only: local reads are one
-        ``pread`` each, already as cheap as it gets)."""
+        ``pread`` each, already as cheap as it gets); lazily indexed, start indexing their
+        shards first, concurrently."""
+        if self.lazy:  # the shards of these records not indexed here yet: all at once
+            self.index_ahead(np.unique(np.asarray(indices, np.int64) >> RECORD_BITS))
         if len(self._pending) > PREFETCH_PENDING_MAX:
             self._pending.clear()
         by_shard: dict[int, list[tuple[int, int, int]]] = {}
