@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from stoke.data.buckets import BucketSpec
+from stoke.data.formats.base import SkippingSource
 from stoke.data.formats.shards import ShardedSource
 from stoke.data.padding import PaddingSpec
 from stoke.data.plan import IteratorState, PlanSpec
@@ -34,6 +35,7 @@ from stoke.data.program import (
     keep_unfiltered,
     wants_rng,
 )
+from stoke.data.shard_plan import ShardOrder
 from stoke.data.sources import ArraySource, FileSource, SequenceSource, resolve_paths
 from stoke.data.structure import DtypePolicy
 from stoke.loader.loader import BatchIterator, Loader, LoaderOptions
@@ -259,6 +261,13 @@ class Pipeline:
 
         return to_keras(self, workers, executor, prefetch, device_transform, **options)
 
+    def skipped_records(self) -> int:
+        """Bad records skipped so far by a record-format source built with
+        ``on_error="skip"``, summed over the trainer and its worker processes on this
+        machine (each skip also warns, with this running count); 0 for sources that never
+        skip. Counts every epoch since the pipeline was made."""
+        return skipped_in(self.source)
+
     def steps_have_filter(self) -> bool:
         return has_filter(self.steps)
 
@@ -270,7 +279,8 @@ class Pipeline:
 
     def _plan_spec(self) -> PlanSpec:
         shards = self.source.shard_order() if isinstance(self.source, ShardedSource) else None
-        spec = PlanSpec(len(self.source), self.batch_size or 1, self.drop_remainder,
+        length = len(self.source) if shards is None or isinstance(shards, ShardOrder) else -1
+        spec = PlanSpec(length, self.batch_size or 1, self.drop_remainder,
                         self.shuffled, self.seed, self.shard_index, self.shard_count,
                         shards=shards)
         from stoke.data.mix import MixSource
@@ -300,6 +310,20 @@ class Pipeline:
         if self.repeat_count != 1:
             parts.append(f"repeat({self.repeat_count})")
         return "Pipeline(" + " -> ".join(parts) + ")"
+
+
+def skipped_in(source: Any) -> int:
+    """The skipped-record count of ``source`` and of the sources it reads (cache, mix)."""
+    from stoke.data.cache import CachedSource
+    from stoke.data.mix import MixSource
+
+    if isinstance(source, SkippingSource):
+        return source.skipped_records()
+    if isinstance(source, CachedSource):
+        return skipped_in(source.program.source)
+    if isinstance(source, MixSource):
+        return sum(skipped_in(program.source) for program in source.programs)
+    return 0
 
 
 def as_count(value: Any, what: str, minimum: int = 1, none_ok: bool = False) -> int:

@@ -8,11 +8,12 @@ see chunks; they never decide the order.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from stoke.data.shard_plan import ShardOrder
+from stoke.data.shard_plan import LazyShardOrder, ShardOrder
 
 STATE_VERSION = 1
 
@@ -21,7 +22,7 @@ STATE_VERSION = 1
 class PlanSpec:
     """Everything that fixes an epoch's plan except the epoch number."""
 
-    length: int
+    length: int  # samples in the source; -1: not known before an epoch ends (lazy shards)
     batch_size: int
     drop_remainder: bool = False
     shuffle: bool = False
@@ -29,7 +30,7 @@ class PlanSpec:
     shard_index: int = 0
     shard_count: int = 1
     fixed_order: tuple[int, ...] | None = None  # an order given from outside (Keras' shuffle)
-    shards: ShardOrder | None = None  # shard-based sources (TFRecord, tar): see shard_plan.py
+    shards: ShardOrder | LazyShardOrder | None = None  # TFRecord, tar: see shard_plan.py
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -56,13 +57,24 @@ class PlanSpec:
             order = order[self.shard_index :: self.shard_count]
         return order.astype(np.int64)
 
-    def chunks(self, epoch: int, drop_partial: bool | None = None) -> list[np.ndarray]:
+    def chunks(self, epoch: int, drop_partial: bool | None = None) -> list[np.ndarray] | LazyChunks:
         """The epoch cut into chunks of ``batch_size`` indices (the last may be shorter, or
-        dropped when ``drop_partial``; defaults to ``drop_remainder``)."""
-        order = self.order(epoch)
+        dropped when ``drop_partial``; defaults to ``drop_remainder``). A lazily indexed
+        shard source gives :class:`LazyChunks`, made as they are iterated."""
         drop = self.drop_remainder if drop_partial is None else drop_partial
+        if isinstance(self.shards, LazyShardOrder):
+            return LazyChunks(self, epoch, drop)
+        order = self.order(epoch)
         count = len(order) // self.batch_size if drop else -(-len(order) // self.batch_size)
         return [order[i * self.batch_size : (i + 1) * self.batch_size] for i in range(count)]
+
+    def chunk_count(self, epoch: int, drop_partial: bool | None = None) -> int:
+        """How many chunks :meth:`chunks` gives for ``epoch`` (a lazily indexed shard
+        source makes them all to count them: every shard of the host gets indexed)."""
+        chunks = self.chunks(epoch, drop_partial)
+        if isinstance(chunks, LazyChunks):
+            return sum(1 for _ in chunks)
+        return len(chunks)
 
     def batches_per_epoch(self) -> int:
         per_shard = len(range(self.shard_index, self.length, self.shard_count))
@@ -75,6 +87,33 @@ class PlanSpec:
     def describe_extra(self) -> str:
         """What a plan that extends this one adds to its :func:`fingerprint` (mix, buckets)."""
         return ""
+
+
+class LazyChunks:
+    """The chunks of an epoch whose length is not known before it ends (a lazily indexed
+    shard source): iterable once per ``iter()``, made a group of shards at a time; no
+    ``len()``."""
+
+    def __init__(self, spec: PlanSpec, epoch: int, drop: bool) -> None:
+        self.spec = spec
+        self.epoch = epoch
+        self.drop = drop
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        spec, size = self.spec, self.spec.batch_size
+        held = np.zeros(0, np.int64)
+        for part in spec.shards.stream(spec.seed, self.epoch, spec.shuffle, spec.shard_index,
+                                       spec.shard_count):
+            held = np.concatenate([held, part]) if len(held) else part
+            whole = len(held) // size
+            for i in range(whole):
+                yield held[i * size:(i + 1) * size]
+            held = held[whole * size:]
+        if len(held) and not self.drop:
+            yield held
+
+    def __len__(self) -> int:
+        return self.spec.shards.host_length(self.spec.shard_index, self.spec.shard_count)
 
 
 @dataclass(frozen=True)

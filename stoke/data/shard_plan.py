@@ -19,14 +19,31 @@ mid-shard, and every record comes exactly once per epoch:
    chunk of a remote shard is read with one request per block, not one per record.
 
 Not shuffled, the order is every shard in turn, records in file order.
+
+A source with more shards than it indexes up front (``index="lazy"``, the default past
+1,024 shards) gets :class:`LazyShardOrder`: the same steps made a group of shards at a time,
+so that the first batch needs the sizes of ``cycle_length`` shards, not of all of them.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
+
+
+def host_files(host_index: int, host_count: int, files: int) -> np.ndarray:
+    """The files of host ``host_index`` of ``host_count``: ``host_index, host_index +
+    host_count, ...`` of ``files``."""
+    if host_count > files:
+        raise ValueError(
+            f".shard({host_index}, {host_count}) splits whole files, but this source has "
+            f"{files} file(s): some hosts would read nothing. Use at most {files} shards, "
+            "or write more, smaller files.")
+    return np.arange(host_index, files, host_count, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -52,12 +69,7 @@ class ShardOrder:
     def host_shards(self, host_index: int, host_count: int) -> np.ndarray:
         """The files of host ``host_index``: ``host_index, host_index + host_count, ...``.
         Hosts get whole files, so their epochs differ in length when files do."""
-        if host_count > len(self.sizes):
-            raise ValueError(
-                f".shard({host_index}, {host_count}) splits whole files, but this source has "
-                f"{len(self.sizes)} file(s): some hosts would read nothing. Use at most "
-                f"{len(self.sizes)} shards, or write more, smaller files.")
-        return np.arange(host_index, len(self.sizes), host_count, dtype=np.int64)
+        return host_files(host_index, host_count, len(self.sizes))
 
     def host_length(self, host_index: int, host_count: int) -> int:
         sizes = np.asarray(self.sizes, dtype=np.int64)
@@ -105,4 +117,126 @@ class ShardOrder:
     def fingerprint(self) -> str:
         digest = hashlib.sha1(np.asarray(self.sizes, dtype=np.int64).tobytes()).hexdigest()[:12]
         return (f"shards={len(self.sizes)}:{digest},cycle={self.cycle_length},"
+                f"block={self.block_records},buffer={self.buffer_size}")
+
+
+RECORD_BITS = 32  # a lazily indexed source's sample key: (shard << RECORD_BITS) | record
+RECORD_MASK = (1 << RECORD_BITS) - 1
+LOOKAHEAD_GROUPS = 2  # groups of shards whose sizes are asked for ahead of the one read
+
+
+def record_key(shards: np.ndarray, records: np.ndarray) -> np.ndarray:
+    """The sample keys of a lazily indexed source: ``(shard << 32) | record``."""
+    return (np.asarray(shards, np.int64) << RECORD_BITS) | np.asarray(records, np.int64)
+
+
+class ShardSizes(Protocol):
+    """What :class:`LazyShardOrder` asks the source (in the trainer)."""
+
+    def shard_sizes(self, shards: np.ndarray) -> np.ndarray:
+        """Records in each of ``shards`` (indexing those not indexed yet)."""
+
+    def index_ahead(self, shards: np.ndarray) -> None:
+        """Start indexing ``shards`` in the background (they are read next)."""
+
+
+@dataclass(frozen=True)
+class LazyShardOrder:
+    """The order of a source with too many shards to index before the first batch.
+
+    The same steps as :class:`ShardOrder` (host split, seeded shard permutation, round-robin
+    of ``cycle_length`` shards by blocks, shuffle window of ``buffer_size`` records), made
+    group by group: the sizes of only the ``cycle_length`` shards read now (and of the next
+    :data:`LOOKAHEAD_GROUPS` groups, indexed in the background) are needed, so the first
+    batch costs the same for 100 shards or 1,000,000. The records are addressed by
+    :func:`record_key` (no global numbering: that would need every shard's size), and the
+    epoch's length is not known before it ends (``len()`` raises ``TypeError``).
+
+    The shuffle window is streamed exactly: a block of records at position ``p`` moves to
+    ``p + U[0, buffer_size)``, so once the records up to position ``q`` are made, every
+    record whose moved position is below ``q`` is final.
+    """
+
+    shard_count: int
+    sizes: ShardSizes = field(compare=False, repr=False)
+    identity: str = ""  # the paths' description, for the fingerprint
+    cycle_length: int = 16
+    block_records: int = 1
+    buffer_size: int = 1024
+
+    def __post_init__(self) -> None:
+        ShardOrder((), self.cycle_length, self.block_records, self.buffer_size)  # validates
+
+    def host_shards(self, host_index: int, host_count: int) -> np.ndarray:
+        return host_files(host_index, host_count, self.shard_count)
+
+    def host_length(self, host_index: int, host_count: int) -> int:
+        raise TypeError(
+            f"the number of records of this source ({self.shard_count} shards, indexed "
+            "lazily while it is read) is not known before an epoch has read them all. "
+            "Give index='eager' to index every shard first (len(), cache(), mix() and "
+            "bucket_by_length need it), or iterate without len().")
+
+    def order(self, seed: int, epoch: int, shuffle: bool, host_index: int = 0,
+              host_count: int = 1) -> np.ndarray:
+        """The whole epoch's keys (indexes every shard of the host: prefer :meth:`stream`)."""
+        parts = list(self.stream(seed, epoch, shuffle, host_index, host_count))
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+    def stream(self, seed: int, epoch: int, shuffle: bool, host_index: int = 0,
+               host_count: int = 1) -> Iterator[np.ndarray]:
+        """The epoch's record keys in reading order, a group of shards at a time."""
+        shards = self.host_shards(host_index, host_count)
+        rng = np.random.default_rng([seed, epoch, 0x5A4D])
+        if shuffle:
+            shards = shards[rng.permutation(len(shards))]
+        cycle = self.cycle_length if shuffle else 1
+        window = shuffle and self.buffer_size > 1
+        carry_keys = np.zeros(0, np.int64)
+        carry_moved = np.zeros(0, np.float64)
+        position = 0
+        for start in range(0, len(shards), cycle):
+            group = shards[start:start + cycle]
+            ahead = shards[start + cycle:start + cycle * (1 + LOOKAHEAD_GROUPS)]
+            if len(ahead):
+                self.sizes.index_ahead(ahead)
+            keys, first = self._interleave(group, np.asarray(self.sizes.shard_sizes(group)))
+            if not window:
+                if len(keys):
+                    yield keys
+                continue
+            block_no = np.cumsum(first) - 1
+            jitter = rng.uniform(0, self.buffer_size, size=int(first.sum()))
+            moved = (position + np.flatnonzero(first) + jitter)[block_no]
+            position += len(keys)
+            keys = np.concatenate([carry_keys, keys])
+            moved = np.concatenate([carry_moved, moved])
+            by_move = np.argsort(moved, kind="stable")
+            keys, moved = keys[by_move], moved[by_move]
+            final = int(np.searchsorted(moved, position, side="left"))
+            carry_keys, carry_moved = keys[final:], moved[final:]
+            if final:
+                yield keys[:final]
+        if len(carry_keys):
+            yield carry_keys
+
+    def _interleave(self, group: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Keys of ``group`` read round-robin by blocks, and where each block starts."""
+        counts = sizes.astype(np.int64)
+        total = int(counts.sum())
+        if total == 0:
+            return np.zeros(0, np.int64), np.zeros(0, bool)
+        lane = np.repeat(np.arange(len(group)), counts)
+        record = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+        block = record // self.block_records
+        within = record - block * self.block_records
+        by_turn = np.argsort((block * len(group) + lane) * self.block_records + within,
+                             kind="stable")
+        lane, record, block = lane[by_turn], record[by_turn], block[by_turn]
+        first = np.ones(total, dtype=bool)
+        first[1:] = (lane[1:] != lane[:-1]) | (block[1:] != block[:-1])
+        return record_key(group[lane], record), first
+
+    def fingerprint(self) -> str:
+        return (f"lazy-shards={self.shard_count}:{self.identity},cycle={self.cycle_length},"
                 f"block={self.block_records},buffer={self.buffer_size}")

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from stoke.data.formats.remote import BracePaths
+from stoke.data.formats.remote import BracePaths, shippable_paths
 
 
 class SequenceSource:
@@ -96,6 +96,10 @@ class FileSource:
         if self.labels is None:
             return data
         return data, self.labels[index]
+
+    def __getstate__(self) -> dict:
+        # a long list travels to process workers as one shared-memory buffer, not a list
+        return dict(self.__dict__, paths=shippable_paths(self.paths))
 
     def describe(self) -> str:
         return f"{len(self)} files"

@@ -90,8 +90,8 @@ class TrackedBatches:
 def next_epoch_start(state: IteratorState, loader) -> IteratorState:
     """``state``, or the start of the next epoch when ``state`` is at the end of one."""
     plan = loader.plan
-    chunks = len(plan.chunks(state.epoch, drop_partial=False if loader.program.has_filter
-                             else None))
+    chunks = plan.chunk_count(state.epoch, drop_partial=False if loader.program.has_filter
+                              else None)
     if state.chunk >= chunks:
         return IteratorState(state.epoch + 1, 0, 0, state.fingerprint)
     return state

@@ -20,6 +20,7 @@ memory budget also make the loader deliver copies, with one warning.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -642,10 +643,12 @@ class BatchIterator:
         start = state.chunk
         drop = None if not self.loader.program.has_filter else False
         while epochs is None or epoch < state.epoch + epochs:
-            chunks = self.loader.plan.chunks(epoch, drop_partial=drop)
-            for position in range(start, len(chunks)):
-                yield epoch, position, chunks[position]
-            yield epoch, len(chunks), None  # end-of-epoch marker
+            position = start  # chunks may be made as they go (lazy shards): no len()
+            for chunk in itertools.islice(self.loader.plan.chunks(epoch, drop_partial=drop),
+                                          start, None):
+                yield epoch, position, chunk
+                position += 1
+            yield epoch, position, None  # end-of-epoch marker
             epoch += 1
             start = 0
 

@@ -72,3 +72,17 @@ def test_fit_and_predict_on_webdataset(tmp_path):
     with pipe.to_keras(workers=2, executor="thread") as feed:
         out = identity_model(2).predict(feed, verbose=0)
     assert sorted(int(round(v)) for v in np.asarray(out)[:, 0]) == list(range(37))
+
+
+def test_fit_on_lazily_indexed_tfrecords(tfrecords):
+    """index="lazy" (the default past 1,024 files): the epoch's length is unknown, so Keras
+    runs each epoch to its end; every record is seen once per epoch."""
+    pipe = stoke.from_tfrecord(tfrecords, index="lazy", cycle_length=2, buffer_size=16).shuffle(
+        2).map(example_features).batch(16)
+    with pipe.to_keras(workers=2, executor="process") as feed:
+        assert feed.num_batches is None
+        history = model_of(3).fit(feed, epochs=2, verbose=0)
+        assert len(history.history["loss"]) == 2 and np.isfinite(history.history["loss"]).all()
+    with pipe.to_keras(workers=2, executor="thread") as feed:
+        out = identity_model(3).predict(feed, verbose=0)
+    assert sorted(int(round(v)) for v in np.asarray(out)[:, 0]) == list(range(TOTAL))

@@ -27,3 +27,17 @@ def test_formats_benchmark_quick(tmp_path):
     assert by_name["tfrecord"]["compared_with"] == "memory-examples"
     assert by_name["tfrecord-http"]["ratio"] > 0
     assert result["first_batch_million_files_s"] > 0
+
+
+def test_first_batch_benchmark_quick(tmp_path):
+    out = tmp_path / "first_batch.json"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "first_batch.py"), "--quick", "--workers",
+         "1", "--brace-counts", "100,1000000", "--glob-counts", "20,200", "--out", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["schema"] == "stoke.bench.first_batch/1"
+    assert set(result["rows"]) == {"brace-lazy", "glob-eager", "glob-lazy"}
+    assert list(result["rows"]["brace-lazy"]) == ["100", "1000000"]
+    assert all(r > 0 for r in result["ratios"].values())

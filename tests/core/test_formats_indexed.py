@@ -5,6 +5,8 @@ executor and worker count, resumable; a missing column names the columns that ex
 
 from __future__ import annotations
 
+import os
+import re
 import tarfile
 
 import numpy as np
@@ -118,9 +120,44 @@ def test_array_record_bad_file_is_named(tmp_path):
         stoke.from_array_record(str(path))
 
 
-def test_array_record_remote_paths_refused():
-    with pytest.raises(ValueError, match="local files only"):
-        stoke.from_array_record(["gs://bucket/x.array_record"])
+def test_array_record_corrupt_record_names_file_record_and_offset(tmp_path):
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    path = str(tmp_path / "hurt.array_record")
+    writer = ArrayRecordWriter(path, "group_size:1")
+    for i in range(20):
+        writer.write(record_bytes(i, 100))
+    writer.close()
+    with open(path, "r+b") as f:  # damage a chunk of an early record
+        f.seek(300)
+        data = f.read(20)
+        f.seek(300)
+        f.write(bytes(b ^ 0xFF for b in data))
+    pipe = stoke.from_array_record(path).map(raw_id).batch(4)
+    with pytest.raises(stoke.SampleError) as info:
+        ids_of(pipe, executor="process", workers=2)
+    assert re.search(r"hurt\.array_record: record \d+ at byte offset \d+ \(its chunk\)",
+                     str(info.value)), str(info.value)
+
+
+def test_array_record_remote_files_are_copied_once_to_the_cache(array_record_files, tmp_path):
+    from tests.core.formats_helpers import RangeServer
+
+    folder = os.path.dirname(array_record_files[0])
+    cache = tmp_path / "cache"
+    local = stoke.from_array_record(array_record_files).shuffle(5).map(raw_id).batch(9)
+    with RangeServer(folder) as url:
+        urls = [f"{url}/{os.path.basename(p)}" for p in array_record_files]
+        remote = stoke.from_array_record(urls, cache_dir=str(cache)).shuffle(5).map(
+            raw_id).batch(9)
+        assert len(remote) == len(local) and len(os.listdir(cache)) == 3
+        assert ids_of(remote, executor="process", workers=2) == ids_of(local, executor="inline")
+        again = stoke.from_array_record(urls, cache_dir=str(cache))  # the copies are reused
+        assert again.source.local_paths == remote.source.local_paths
+        with pytest.raises(stoke.RecordError, match=f"could not read {url}/absent.array_record"):
+            stoke.from_array_record([f"{url}/absent.array_record"], cache_dir=str(cache))
+    assert sorted(os.listdir(cache)) == sorted(os.path.basename(p)
+                                               for p in remote.source.local_paths)
 
 
 # -- WebDataset -----------------------------------------------------------------------------

@@ -37,3 +37,16 @@ def test_missing_file_of_a_pattern_is_named(tmp_path):
         assert "x-0.bin" in str(exc) and exc.index == 0
     else:
         raise AssertionError("a missing file must raise")
+
+
+def test_globbed_file_list_travels_out_of_band(tmp_path):
+    for i in range(12_000):
+        (tmp_path / f"file-with-a-long-name-{i:06d}.bin").write_bytes(bytes([i % 256]))
+    pipe = stoke.from_files(str(tmp_path / "file-*.bin")).map(first_byte).batch(50)
+    packed = pack(pipe._program())
+    try:
+        assert len(packed.data) < 20_000 and packed.spans  # the list is one shared buffer
+    finally:
+        packed.close()
+    with pipe.iter(executor="process", workers=2) as it:
+        assert next(it).tolist() == list(range(50))

@@ -146,3 +146,15 @@ def test_missing_remote_file_is_named(folder):
     with RangeServer(folder) as url:
         with pytest.raises(stoke.RecordError, match="nothere.tfrecord"):
             len(stoke.from_tfrecord(url + "/nothere.tfrecord"))
+
+
+def test_lazy_index_over_http_matches_local(folder):
+    """index="lazy": each worker indexes the remote shards of its chunks, all at once."""
+    local = stoke.from_tfrecord(str(folder / "train-*.tfrecord"), index="lazy", cycle_length=2,
+                                block_records=3, buffer_size=12).shuffle(6).map(example_id).batch(8)
+    expected = ids_of(local, executor="inline")
+    with RangeServer(folder, latency_s=0.02) as url:
+        remote = stoke.from_tfrecord(url + "/train-{000..002}.tfrecord", index="lazy",
+                                     cycle_length=2, block_records=3, buffer_size=12).shuffle(
+            6).map(example_id).batch(8)
+        assert ids_of(remote, executor="process", workers=2) == expected

@@ -195,6 +195,24 @@ def test_corrupt_record_skipped_when_asked(tmp_path):
     assert len(skipped) == 1 and "1 skipped" in str(skipped[0].message)
 
 
+def test_skips_of_every_worker_are_summed(tmp_path):
+    paths = []
+    for k in range(3):  # record 4 of each file is bad
+        folder = tmp_path / str(k)
+        folder.mkdir()
+        paths.append(_corrupt(folder)[0])
+    pipe = stoke.from_tfrecord(paths, on_error="skip", cycle_length=3).shuffle(1).map(
+        raw_id).batch(2)
+    assert pipe.skipped_records() == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stoke.StokeWarning)
+        got = ids_of(pipe, executor="process", workers=2)
+        assert len(got) == 27 and pipe.skipped_records() == 3  # read in the workers, summed
+        ids_of(pipe, executor="thread", workers=2, epoch=1)
+    assert pipe.skipped_records() == 6  # every epoch since the pipeline was made
+    assert stoke.from_tfrecord(paths).skipped_records() == 0
+
+
 def test_skipping_pipeline_resumes_exactly_once(tmp_path):
     path, _ = _corrupt(tmp_path)
     pipe = stoke.from_tfrecord(path, on_error="skip").shuffle(2).map(raw_id).batch(3)

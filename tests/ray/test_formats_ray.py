@@ -47,7 +47,9 @@ def test_tfrecord_and_webdataset_on_ray(tmp_path):
         formats_helpers.example_id).batch(8)
     wds = stoke.from_webdataset(tars, cycle_length=2, buffer_size=10).shuffle(4).map(
         formats_helpers.sample_id).batch(8)
-    for pipe, total in ((tfr, 66), (wds, 41)):
+    lazy = stoke.from_tfrecord(tfrecords, index="lazy", cycle_length=2, buffer_size=10).shuffle(
+        4).map(formats_helpers.example_id).batch(8)
+    for pipe, total in ((tfr, 66), (wds, 41), (lazy, 66)):
         expected, _ = ids_with(pipe, None, epoch=1)
         got, _ = ids_with(pipe, 2, epoch=1)
         assert got == expected and sorted(got) == list(range(total))

@@ -2,8 +2,8 @@
 
 ``RecordError`` names the file, the record number and the byte offset of a bad record. A
 source built with ``on_error="skip"`` returns :data:`SKIPPED` for such a record instead of
-raising (with a warning that counts them); the pipeline drops it with :func:`not_skipped`,
-its first filter. A source that can read a whole chunk of samples at once, concurrently
+raising (with a warning that counts them across processes: :mod:`stoke.data.formats.skips`);
+the pipeline drops it with :func:`not_skipped`, its first filter. A source that can read a whole chunk of samples at once, concurrently
 (remote shards), is a :class:`PrefetchingSource`: the worker hands it the chunk's indices
 before it reads them one by one.
 """
@@ -11,11 +11,13 @@ before it reads them one by one.
 from __future__ import annotations
 
 import abc
-import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from stoke.errors import StokeError, StokeWarning
+from stoke.errors import StokeError
+
+if TYPE_CHECKING:
+    from stoke.data.formats.skips import SkipCounter
 
 ON_ERROR = ("raise", "skip")
 
@@ -46,20 +48,15 @@ def check_on_error(on_error: str) -> str:
     return on_error
 
 
-class SkipCounter:
-    """Counts the records one process skipped and warns for each (with the running count)."""
+class SkippingSource(abc.ABC):
+    """A source that may skip bad records (``on_error="skip"``), counted by its
+    :class:`~stoke.data.formats.skips.SkipCounter` ``skips`` across processes."""
 
-    def __init__(self) -> None:
-        self.count = 0
+    skips: SkipCounter
 
-    def skip(self, error: RecordError) -> Any:
-        self.count += 1
-        warnings.warn(f"stoke: skipped a bad record (on_error=\"skip\"; {self.count} skipped "
-                      f"so far in this process): {error}", StokeWarning, stacklevel=3)
-        return SKIPPED
-
-    def __getstate__(self) -> dict:
-        return {"count": 0}  # each process counts its own
+    def skipped_records(self) -> int:
+        """Bad records skipped so far, summed over the trainer and its workers."""
+        return self.skips.total()
 
 
 class PrefetchingSource(abc.ABC):

@@ -21,13 +21,19 @@ from typing import Any
 
 import numpy as np
 
-from stoke.data.formats.base import PrefetchingSource, RecordError, SkipCounter, check_on_error
+from stoke.data.formats.base import (
+    PrefetchingSource,
+    RecordError,
+    SkippingSource,
+    check_on_error,
+)
 from stoke.data.formats.remote import ByteReader, is_remote, local_path, unreachable
+from stoke.data.formats.skips import SkipCounter
 
 DEFAULT_CACHE_BYTES = 256 << 20
 
 
-class ParquetSource(PrefetchingSource):
+class ParquetSource(PrefetchingSource, SkippingSource):
     """Rows of Parquet files; sample ``i`` is ``{column: value}`` of row ``i``."""
 
     def __init__(self, paths: Sequence[str], columns: Sequence[str] | None = None, *,
@@ -38,7 +44,7 @@ class ParquetSource(PrefetchingSource):
         self.on_error = check_on_error(on_error)
         self.cache_bytes = int(cache_bytes)
         self.reader = ByteReader(storage_options)
-        self.skips = SkipCounter()
+        self.skips = SkipCounter(shared=self.on_error == "skip")
         self.group_rows: list[np.ndarray] = []  # rows per row group, per file
         self.file_starts = np.zeros(0, np.int64)
         self.group_starts: list[np.ndarray] = []

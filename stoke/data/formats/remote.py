@@ -22,6 +22,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from stoke.data.formats.base import RecordError
 
 if TYPE_CHECKING:
@@ -110,9 +112,66 @@ class BracePaths(Sequence):
         return f"BracePaths({self.pattern!r}, {self.length} paths)"
 
 
-def expand_paths(spec: Any, what: str) -> Sequence[str]:
-    """A list of paths, a brace pattern (lazy), a glob (local or remote), a local folder
-    (its files, sorted) or one path.
+class PathTable(Sequence):
+    """A long list of paths (a glob's matches) as one array of UTF-8 bytes with the end of
+    each path: pickled, it is one contiguous buffer, which the process pool ships out of
+    band through shared memory once for every worker (``executors/payload.py``) instead
+    of one pickled string per path per worker."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        encoded = [os.fsencode(p) for p in paths]
+        ends = np.cumsum([len(e) for e in encoded], dtype=np.int64)
+        # one array: the ends, then the bytes (one out-of-band buffer, not two)
+        self.table = np.concatenate([ends.view(np.uint8),
+                                     np.frombuffer(b"".join(encoded), np.uint8)])
+        self.count = len(encoded)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self.count))]
+        index = int(index)
+        if index < 0:
+            index += self.count
+        if not 0 <= index < self.count:
+            raise IndexError(f"path {index} of {self.count}")
+        ends = self.table[:8 * self.count].view(np.int64)
+        base = 8 * self.count
+        start = int(ends[index - 1]) if index else 0
+        return os.fsdecode(self.table[base + start: base + int(ends[index])].tobytes())
+
+    def __repr__(self) -> str:
+        return f"PathTable({self.count} paths)"
+
+
+SHIP_AS_TABLE_FROM = 256  # a list of more paths than this travels as a PathTable
+
+
+def shippable_paths(paths: Sequence[str]) -> Sequence[str]:
+    """``paths`` as they best travel to worker processes: a pattern stays a pattern, a long
+    list becomes a :class:`PathTable` (a size that does not grow the pickled program)."""
+    if isinstance(paths, (BracePaths, PathTable)) or len(paths) <= SHIP_AS_TABLE_FROM:
+        return paths
+    return PathTable(paths)
+
+
+def describe_paths(paths: Sequence[str]) -> str:
+    """A short fingerprint of a sequence of paths (its pattern, or its count and ends)."""
+    if isinstance(paths, BracePaths):
+        return paths.pattern
+    if not len(paths):
+        return "0"
+    import hashlib
+
+    ends = f"{len(paths)}:{paths[0]}:{paths[-1]}".encode()
+    return hashlib.sha1(ends).hexdigest()[:12]
+
+
+def expand_paths(spec: Any, what: str, storage_options: dict | None = None) -> Sequence[str]:
+    """A list of paths, a brace pattern (lazy), a glob (local or remote: listed with
+    ``storage_options``), a local folder (its files, sorted) or one path.
 
     Raises ``FileNotFoundError`` naming the pattern when nothing matches."""
     if isinstance(spec, (str, os.PathLike)):
@@ -128,7 +187,7 @@ def expand_paths(spec: Any, what: str) -> Sequence[str]:
                 raise FileNotFoundError(f"{what} found no files in the folder {pattern!r}.")
             return found
         if any(c in pattern for c in "*?["):
-            found = _glob(pattern)
+            found = _glob(pattern, storage_options)
             if not found:
                 raise FileNotFoundError(
                     f"{what} found no files for {pattern!r}. Give a glob such as "
@@ -142,17 +201,23 @@ def expand_paths(spec: Any, what: str) -> Sequence[str]:
     return paths
 
 
-def _glob(pattern: str) -> list[str]:
+def _glob(pattern: str, storage_options: dict | None = None) -> list[str]:
     if not is_remote(pattern):
         return sorted(glob.glob(local_path(pattern), recursive=True))
-    fs, _ = filesystem(pattern)
     protocol = pattern.split("://", 1)[0]
-    found = sorted(fs.glob(pattern))
+    try:
+        fs, _ = filesystem(pattern, storage_options)
+        found = sorted(fs.glob(pattern))
+    except FileNotFoundError:
+        found = []
+    except Exception as exc:  # noqa: BLE001 - said with the URL
+        raise unreachable(pattern, exc) from exc
     return [p if "://" in p else f"{protocol}://{p}" for p in found]
 
 
 def filesystem(url: str, storage_options: dict | None = None):
-    """The fsspec filesystem of ``url`` (with connect/read timeouts for HTTP)."""
+    """The fsspec filesystem of ``url`` (with connect/read timeouts for HTTP and S3, unless
+    ``storage_options`` sets them)."""
     import fsspec.core
 
     options = dict(storage_options or {})
@@ -162,6 +227,12 @@ def filesystem(url: str, storage_options: dict | None = None):
         options["client_kwargs"] = {"timeout": aiohttp.ClientTimeout(
             total=None, connect=CONNECT_TIMEOUT_S, sock_connect=CONNECT_TIMEOUT_S,
             sock_read=READ_TIMEOUT_S)}
+    if url.startswith(("s3://", "s3a://")) and "config_kwargs" not in options:
+        # botocore's defaults (60 s to connect, retried with back-off) would keep an
+        # unreachable endpoint silent for minutes; s3fs adds its own retries on top
+        options["config_kwargs"] = {"connect_timeout": CONNECT_TIMEOUT_S,
+                                    "read_timeout": READ_TIMEOUT_S,
+                                    "retries": {"max_attempts": 1, "mode": "standard"}}
     fs, _ = fsspec.core.url_to_fs(url, **options)
     return fs, url
 
@@ -282,4 +353,4 @@ def coalesce(spans: list[tuple[int, int, int]], max_gap: int) -> list[tuple[int,
     return merged
 
 
-__all__ = ["BracePaths", "ByteReader", "coalesce", "expand_paths", "is_remote"]
+__all__ = ["BracePaths", "ByteReader", "PathTable", "coalesce", "expand_paths", "is_remote"]

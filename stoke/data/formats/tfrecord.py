@@ -51,6 +51,7 @@ class TFRecordSource(ShardedSource):
     def index_shard(self, shard: int, path: str) -> ShardIndex:
         offsets: list[int] = []
         lengths: list[int] = []
+        errors: list[RecordError] = []
         size = self.reader.size(path)
         position = 0
         with self.reader.open(path) as f:
@@ -61,8 +62,8 @@ class TFRecordSource(ShardedSource):
                     error = RecordError(
                         f"{path}: record {record} at byte offset {position} is truncated: "
                         f"{len(header)} of 12 header bytes, then the file ends")
-                    if self._index_error(error):
-                        break
+                    self.index_error(error, errors)
+                    break
                 length, length_crc = _HEADER.unpack(header)
                 if masked_crc32c(header[:8]) != length_crc:
                     what = ("the file is GZIP-compressed: decompress it (gunzip), stoke reads "
@@ -71,32 +72,24 @@ class TFRecordSource(ShardedSource):
                     error = RecordError(
                         f"{path}: record {record} at byte offset {position} is corrupt: its "
                         f"length header fails the CRC check ({what})")
-                    if self._index_error(error):
-                        break
+                    self.index_error(error, errors)
+                    break
                 end = position + 12 + length + 4
                 if end > size:
                     error = RecordError(
                         f"{path}: record {record} at byte offset {position} is truncated: it "
                         f"needs {length + 16} bytes, the file has {size - position} left")
-                    if self._index_error(error):
-                        break
+                    self.index_error(error, errors)
+                    break
                 offsets.append(position)
                 lengths.append(length + 16)
                 position = end
                 f.seek(position)
-        return ShardIndex(offsets, lengths)
+        return ShardIndex(offsets, lengths, errors=errors)
 
-    def _index_error(self, error: RecordError) -> bool:
-        """Raise, or (on_error="skip") warn and say the rest of this shard is skipped."""
-        if self.on_error == "skip":
-            self.skips.skip(RecordError(f"{error}; the rest of this file is skipped"))
-            return True
-        raise error
-
-    def decode(self, shard: int, record: int, data: bytes, extra: Any) -> bytes:
+    def decode(self, shard: int, record: int, offset: int, data: bytes, extra: Any) -> bytes:
         view = memoryview(data)
         length, length_crc = _HEADER.unpack_from(view, 0)
-        offset = int(self.offsets[self.shard_starts[shard] + record])
         if length != len(view) - 16 or masked_crc32c(view[:8]) != length_crc:
             raise RecordError(f"{self.paths[shard]}: record {record} at byte offset {offset} "
                               "is corrupt: its length header changed since the file was indexed")

@@ -33,6 +33,7 @@ class WebDatasetSource(ShardedSource):
         offsets: list[int] = []
         lengths: list[int] = []
         samples: list[tuple[str, tuple[tuple[str, int, int], ...]]] = []
+        errors: list[RecordError] = []
         current_key = None
         members: list[tuple[str, int, int]] = []
         start = 0
@@ -64,16 +65,16 @@ class WebDatasetSource(ShardedSource):
                     f"corrupt: {type(exc).__name__}: {exc}")
                 if self.on_error != "skip":
                     raise error from exc
-                self.skips.skip(RecordError(f"{error}; the rest of this file is skipped"))
+                self.index_error(error, errors)
                 members = []
         close_sample()
         size = self.reader.size(path)
         if offsets and offsets[-1] + lengths[-1] > size:
             raise RecordError(f"{path}: sample {len(offsets) - 1} at byte offset {offsets[-1]} "
                               f"is truncated: the file ends at byte {size}")
-        return ShardIndex(offsets, lengths, samples)
+        return ShardIndex(offsets, lengths, samples, errors)
 
-    def decode(self, shard: int, record: int, data: bytes, extra: Any) -> dict[str, Any]:
+    def decode(self, shard: int, record: int, offset: int, data: bytes, extra: Any) -> dict[str, Any]:
         key, members = extra[record]
         sample: dict[str, Any] = {"__key__": key, "__url__": self.paths[shard]}
         view = memoryview(data)
