@@ -143,8 +143,8 @@ def ray_data(reservation: bool) -> Callable[[Bench], Running]:
         context.op_resource_reservation_enabled = reservation
         context.execution_options.preserve_order = True
         context.enable_progress_bars = False
-        chunks = bench.pipe._plan_spec().chunks(0)
-        program_box = [ray.put(bench.pipe._program())]
+        chunks = bench.pipe.plan_spec.chunks(0)
+        program_box = [ray.put(bench.pipe.program)]
         dataset = (ray.data.from_items([{"chunk": c} for c in chunks],
                                        override_num_blocks=len(chunks))
                    .map_batches(_run_chunk_for_ray_data, batch_size=1, num_cpus=1,

@@ -259,9 +259,13 @@ class Pipeline:
         """Batches (or samples, when unbatched) per epoch of this shard."""
         if any(isinstance(s, FilterStep) for s in self.steps):
             raise TypeError("the length of a filtered pipeline is not known before it runs.")
-        return self._plan_spec().batches_per_epoch()
+        return self.plan_spec.batches_per_epoch()
 
-    def _plan_spec(self) -> PlanSpec:
+    @property
+    def plan_spec(self) -> PlanSpec:
+        """What the epoch plans of this pipeline are made from (length, batch size,
+        shuffling, seed, shard, mix and bucket order): a new :class:`~stoke.data.plan.PlanSpec`
+        at each read, which loaders turn into each epoch's chunks."""
         shards = self.source.shard_order() if isinstance(self.source, ShardedSource) else None
         spec = PlanSpec(len(self.source), self.batch_size or 1, self.drop_remainder,
                         self.shuffled, self.seed, self.shard_index, self.shard_count,
@@ -274,7 +278,10 @@ class Pipeline:
             spec = self.buckets.plan(spec, self.source)
         return spec
 
-    def _program(self) -> SampleProgram:
+    @property
+    def program(self) -> SampleProgram:
+        """What a worker runs per sample (source, steps, seed, dtype policy): a new
+        :class:`~stoke.data.program.SampleProgram` at each read, to be packed for workers."""
         return SampleProgram(self.source, self.steps, self.seed, self.dtype_policy,
                              self.step_offset)
 

@@ -72,7 +72,7 @@ def to_keras(pipeline, workers: int | str = "auto", executor: str = "auto", pref
             # trainer, not the workers: processes whenever the program can travel.
             from stoke.executors.payload import can_pickle
 
-            executor = "process" if can_pickle(pipeline._program()) else "thread"
+            executor = "process" if can_pickle(pipeline.program) else "thread"
     return feed_class(pipeline, LoaderOptions(workers=workers, executor=executor, **options),
                       prefetch, device_transform)
 
@@ -132,7 +132,7 @@ class KerasFeedMixin:
 
     @property
     def partial_batch_size(self):
-        plan = self.pipeline._plan_spec()
+        plan = self.pipeline.plan_spec
         per_shard = len(range(plan.shard_index, plan.length, plan.shard_count))
         remainder = per_shard % plan.batch_size
         if plan.drop_remainder or remainder == 0 or self.pipeline.steps_have_filter():
@@ -280,7 +280,7 @@ def _keras_batches(batches: BatchIterator, pipeline):
 
 
 def empty_feed_message(pipeline) -> str:
-    plan = pipeline._plan_spec()
+    plan = pipeline.plan_spec
     why = [f"the source has {plan.length} sample(s)"]
     if plan.shard_count > 1:
         why.append(f"shard {plan.shard_index} of {plan.shard_count}")

@@ -190,8 +190,8 @@ class Loader:
     def __init__(self, pipeline: Pipeline, options: LoaderOptions | None = None) -> None:
         self.pipeline = pipeline
         self.options = options or LoaderOptions()
-        self.program = pipeline._program()
-        self.plan = pipeline._plan_spec()
+        self.program = pipeline.program
+        self.plan = pipeline.plan_spec
         self._shutdown = _Shutdown()
         self._finalizer = weakref.finalize(self, self._shutdown)
         self._layout: BatchLayout | None = None

@@ -556,7 +556,7 @@ def test_removed_process_workers_finish_their_tasks_then_exit():
 def test_a_pool_that_fails_to_start_in_the_background_is_dropped():
     # process workers that cannot import the function's module: auto stays with threads
     pipe = stoke.from_arrays(np.zeros((8, 1), np.float32), np.arange(8)).batch(4)
-    pool = AutoPool(pipe._program(), ("thread", "process"), 1)
+    pool = AutoPool(pipe.program, ("thread", "process"), 1)
     try:
         pool._packed.data = b"not a pickle"
         pool.apply("process", 1)
@@ -593,7 +593,7 @@ def test_auto_falls_back_to_threads_when_process_workers_cannot_load_the_pipelin
 
 def test_release_idle_keeps_the_pool_being_switched_to():
     pipe = stoke.from_arrays(np.zeros((8, 1), np.float32), np.arange(8)).batch(4)
-    pool = AutoPool(pipe._program(), ("thread", "process"), 1)
+    pool = AutoPool(pipe.program, ("thread", "process"), 1)
     try:
         pool.apply("process", 1)  # booting in the background: not active yet
         pool.release_idle()

@@ -182,11 +182,11 @@ def warm_up(nodes) -> None:
 def test_missing_ray_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     with pytest.raises(StokeError, match=r"pip install 'stoke\[ray\]'"):
-        RayPool(dataset()._program())
+        RayPool(dataset().program)
 
 
 def test_options_that_would_break_the_guarantees_are_refused():
-    program = dataset()._program()
+    program = dataset().program
     with pytest.raises(ValueError, match="task_options cannot set max_retries"):
         RayPool(program, task_options={"max_retries": 5})
     with pytest.raises(ValueError, match="workers must be a positive int or None"):
@@ -316,7 +316,7 @@ def test_unserialisable_function_is_named(cluster):
 
     pipe = dataset(8).map(locked).batch(4)
     with pytest.raises(UnpicklableError, match=r"map\(.*locked\) cannot be sent to the Ray") as info:
-        RayPool(pipe._program(), 2)
+        RayPool(pipe.program, 2)
     assert "module level" in str(info.value)
 
 
@@ -340,7 +340,7 @@ def test_ray_address_from_the_environment(cluster, monkeypatch):
 @pytest.mark.slow
 def test_other_address_than_the_connected_cluster_is_refused(cluster):
     with pytest.raises(StokeError, match="already connected"):
-        RayPool(dataset()._program(), 2, ray_address=f"127.0.0.1:{free_port()}")
+        RayPool(dataset().program, 2, ray_address=f"127.0.0.1:{free_port()}")
 
 
 @pytest.mark.slow
@@ -408,7 +408,7 @@ def test_worker_node_killed_mid_epoch_every_sample_once(cluster, tmp_path):
     assert sorted(labels(got)) == list(range(n))  # every sample exactly once
     assert_same(got, expected)  # and the same batches in the same order
     made = collections.Counter(int(line.split()[0]) for line in runs.read_text().splitlines())
-    made[int(pipe._plan_spec().order(0)[0])] -= 1  # the layout probe made the first one too
+    made[int(pipe.plan_spec.order(0)[0])] -= 1  # the layout probe made the first one too
     assert set(made) == set(range(n))
     # the kill interrupted work: Ray made some samples again, the trainer got each once
     assert max(made.values()) >= 2, "no sample was made twice: the kill hit an idle node"
