@@ -114,7 +114,7 @@ def stoke_ray(nodes: int) -> Callable[[Bench], Running]:
         if "ray" in EXECUTORS and options is None:
             loader = bench.pipe.loader(executor="ray", workers=nodes)
         else:  # until the loader routes executor="ray" (or for node pinning)
-            loader._shutdown.pool = RayPool(loader.program, nodes, task_options=options)
+            loader.scheduler.resources.pool = RayPool(loader.program, nodes, task_options=options)
         return Running(iter(loader.iter()), loader.close)
 
     return build

@@ -29,7 +29,8 @@ from stoke.data.plan import IteratorState, PlanSpec
 from stoke.data.program import FilterStep, MapStep, SampleProgram, keep_unfiltered, wants_rng
 from stoke.data.sources import ArraySource, FileSource, SequenceSource, resolve_paths
 from stoke.data.structure import DtypePolicy
-from stoke.loader.loader import BatchIterator, Loader, LoaderOptions
+from stoke.loader.iterator import BatchIterator
+from stoke.loader.loader import Loader, LoaderOptions
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ from stoke.data.plan import IteratorState
 from stoke.data.structure import flatten, unflatten
 from stoke.errors import StokeError
 from stoke.keras.resume import InputPositions, TrackedBatches, next_epoch_start
-from stoke.loader.loader import BatchIterator, Loader, LoaderOptions
+from stoke.loader.iterator import BatchIterator
+from stoke.loader.loader import Loader, LoaderOptions
 
 TESTED_KERAS = ((3, 8), (3, 99))
 

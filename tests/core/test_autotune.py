@@ -467,7 +467,7 @@ def test_options_are_validated():
 def _muted(loader):
     """Start ``loader``'s pool with the tuner muted: the test drives the pool itself."""
     pool = loader.pool
-    loader._tuner.observe = lambda rows, wait_s: None
+    loader.tuner.observe = lambda rows, wait_s: None
     return pool
 
 
@@ -501,7 +501,7 @@ def test_exactly_once_in_order_while_resized_and_switched_mid_epoch():
             if index in schedule:
                 pool.apply(*schedule[index])
             if index == 50:
-                loader._tuner.depth = loader._tuner.capacity  # a deeper ring mid-epoch
+                loader.tuner.depth = loader.tuner.capacity  # a deeper ring mid-epoch
         assert len(got) == len(expected)
         for (gx, gy), (ex, ey) in zip(got, expected):
             np.testing.assert_array_equal(gy, ey)

@@ -6,7 +6,7 @@ the object store. The same batches as the inline executor, exactly once, also wh
 node is killed mid-epoch. Object stores are kept small: the machine is shared.
 
 Until the loader knows ``executor="ray"``, the tests put a :class:`RayPool` into a loader
-directly (``loader._shutdown.pool``), which is what ``make_pool`` will do.
+directly (``loader.scheduler.resources.pool``), which is what ``make_pool`` will do.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def copied(batch):
 def ray_loader(pipe, workers: int = 2, **pool_options):
     """A loader whose pool is a RayPool: what ``pipe.loader(executor="ray")`` will build."""
     loader = pipe.loader(executor="inline", timeout_s=WAIT_S)
-    loader._shutdown.pool = RayPool(loader.program, workers, **pool_options)
+    loader.scheduler.resources.pool = RayPool(loader.program, workers, **pool_options)
     return loader
 
 
@@ -214,7 +214,7 @@ def test_without_address_starts_a_local_ray_and_stops_it(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     pipe = dataset(24).shuffle(seed=5).map(augment).batch(8)
     loader = pipe.loader(executor="inline", timeout_s=WAIT_S)
-    loader._shutdown.pool = RayPool(loader.program, 1)
+    loader.scheduler.resources.pool = RayPool(loader.program, 1)
     try:
         assert ray.is_initialized() and ray.cluster_resources()["CPU"] == 1
         got, _ = batches(loader)
