@@ -184,7 +184,10 @@ class SlotScheduler:
         task = Task(task_id, kind, epoch, indices, slot)
         if worker is not None:
             if self.route_to_worker is None:
-                raise StokeError("this loader cannot send a task to a given worker")
+                raise StokeError(
+                    f"submit(..., worker={worker}) needs a route_to_worker hook (how a task "
+                    "reaches one given worker; stoke.accelerate's ChannelLoader sets one) and "
+                    "this scheduler has none. Submit without worker=, or set the hook.")
             self.route_to_worker(self.pool, worker, task)
             return task_id
         try:
