@@ -40,7 +40,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,6 +49,10 @@ from stoke.errors import StokeError, StokeWarning, WorkerDiedError
 from stoke.executors.chunk import Result, Task
 from stoke.executors.limits import StuckWatch
 from stoke.executors.ring import BatchRing, Delivery
+
+if TYPE_CHECKING:
+    from stoke.data.padding import PaddingSpec
+    from stoke.loader.loader import LoaderOptions
 
 log = logging.getLogger("stoke")
 
@@ -110,7 +114,7 @@ class SlotScheduler:
     warning), ``route_to_worker`` (``(pool, worker, task)``: sends a task to one given
     worker, for ``submit(..., worker=k)``)."""
 
-    def __init__(self, options: Any, batch_size: int, padding: Any,
+    def __init__(self, options: LoaderOptions, batch_size: int, padding: PaddingSpec | None,
                  pool: Callable[[], Any]) -> None:
         self.options = options
         self.batch_size = batch_size
