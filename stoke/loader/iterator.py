@@ -210,16 +210,16 @@ class BatchIterator:
                 raise StopIteration
             entry = self._inflight[0]
             epoch, position = entry.epoch, entry.position
-            if entry.kind is Entry.EPOCH_END:
-                if filtered and rebatcher.rows:
-                    if not loader.plan.drop_remainder:
-                        return self._emit_pending(rebatcher.rows)
-                    rebatcher.clear()
-                self._inflight.popleft()
-                self._state = IteratorState(epoch + 1, 0, 0, self._state.fingerprint)
-                continue
-            if entry.kind is Entry.ALL_FILTERED:  # nothing to wait for
-                self._inflight.popleft()
+            if entry.kind is not Entry.TASK:  # a marker: nothing to wait for
+                if entry.kind is Entry.EPOCH_END:
+                    if filtered and rebatcher.rows:
+                        if not loader.plan.drop_remainder:
+                            return self._emit_pending(rebatcher.rows)
+                        rebatcher.clear()
+                    self._inflight.popleft()
+                    self._state = IteratorState(epoch + 1, 0, 0, self._state.fingerprint)
+                    continue
+                self._inflight.popleft()  # Entry.ALL_FILTERED
                 if not rebatcher.has_pending:
                     self._state = IteratorState(epoch, position + 1, 0, self._state.fingerprint)
                 continue

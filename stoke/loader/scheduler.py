@@ -120,6 +120,7 @@ class SlotScheduler:
         self.batch_size = batch_size
         self.padding = padding
         self._pool = pool
+        self._started_pool = None  # what pool() returned, until close()
         self.resources = Resources()
         self._finalizer = weakref.finalize(self, self.resources)
         self.tuner = None  # a stoke.autotune.tuner.Tuner when workers or executor is "auto"
@@ -150,7 +151,10 @@ class SlotScheduler:
     @property
     def pool(self):
         """The started workers (started on first use), or the error that stopped them."""
-        return self._pool()
+        pool = self._started_pool
+        if pool is None:  # not started yet, or stopped: the loader starts it or raises
+            pool = self._started_pool = self._pool()
+        return pool
 
     def raise_if_stopped(self) -> None:
         """Raise the error that stopped the workers (never lose it), or say the scheduler
@@ -163,6 +167,7 @@ class SlotScheduler:
     def close(self) -> None:
         """Stop the workers and free the ring (batches the consumer holds stay valid)."""
         self.closed = True
+        self._started_pool = None
         self._lingering.clear()
         self._finalizer()
 
