@@ -133,12 +133,12 @@ class BatchIterator:
                     "this iterator was ended by a newer loader.iter() on the same loader; a "
                     "loader serves one iterator at a time. Finish or close this one first, or "
                     "make a second loader (pipe.loader(...)) to read two streams at once.")
-            if self.loader.failure is not None:
-                raise self.loader.failure
+            if self.scheduler.failure is not None:
+                raise self.scheduler.failure
             raise StopIteration
-        if self.loader.failure is not None:
+        if self.scheduler.failure is not None:  # the loader's failure
             self._done = True
-            raise self.loader.failure
+            raise self.scheduler.failure
         started = time.perf_counter()
         try:
             batch = self._next()

@@ -189,7 +189,8 @@ class SlotScheduler:
         """Send a task (``kind`` "chunk" writes ``slot``; "probe" returns the first sample
         that passes the filters) to the workers, or to worker ``worker`` through
         :attr:`route_to_worker`; returns its task id."""
-        task_id = self.new_task_id()
+        task_id = self._next_task_id
+        self._next_task_id += 1
         task = Task(task_id, kind, epoch, indices, slot)
         if worker is not None:
             if self.route_to_worker is None:
@@ -324,6 +325,7 @@ class SlotScheduler:
 
     @property
     def free_slot_count(self) -> int:
+        """Slots free for the next tasks now (not counting lingering ones)."""
         return len(self._free_slots)
 
     @property
