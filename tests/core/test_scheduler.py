@@ -101,3 +101,19 @@ def test_rebatcher_skips_the_rows_a_restored_state_already_delivered():
     # only the chunk the state points at skips rows
     rebatcher.add_chunk(1, 5, _chunk([20, 21]), 2, state)
     assert rebatcher.rows == 2
+
+
+def test_a_dropped_loader_stops_its_workers_at_once_without_the_cycle_collector():
+    """Nothing of the scheduler holds its loader: reference counting alone frees both (a
+    BatchIterator is freed by the cycle collector: its chunk stream is its own generator)."""
+    pipe = numbered(64).batch(4)
+    loader = pipe.loader(workers=1, executor="thread")
+    assert loader.scheduler.ensure_layout(0, loader.plan.chunks(0)[0])
+    resources = loader.scheduler.resources
+    assert resources.pool is not None and resources.ring is not None
+    gc.disable()
+    try:
+        del loader
+        assert resources.pool is None and resources.ring is None
+    finally:
+        gc.enable()
