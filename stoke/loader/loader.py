@@ -162,13 +162,17 @@ class Loader:
         self.plan = pipeline.plan_spec
         self.scheduler = SlotScheduler(self.options, self.plan.batch_size, pipeline.padding,
                                        _started_pool_of(self))
-        self._shutdown = self.scheduler.resources  # the workers this loader starts, and the ring
+        # the scheduler's Resources: the workers this loader starts, and the ring (closed by
+        # close(), a failure or garbage collection)
+        self._shutdown = self.scheduler.resources
         self._active: weakref.ref | None = None
         self._starting = False  # start() began the workers; the first use waits for them
 
     # -- life cycle ---------------------------------------------------------------------
     @property
     def pool(self):
+        """The workers, started (and waited for) at first use; a failed or closed loader
+        raises instead."""
         self.scheduler.raise_if_stopped()  # a failed loader raises its error, again
         if self._shutdown.pool is None:
             self.start()
