@@ -114,7 +114,7 @@ def stoke_ray(nodes: int) -> Callable[[Bench], Running]:
         if "ray" in EXECUTORS and options is None:
             loader = bench.pipe.loader(executor="ray", workers=nodes)
         else:  # until the loader routes executor="ray" (or for node pinning)
-            loader._shutdown.pool = RayPool(loader.program, nodes, task_options=options)
+            loader.scheduler.resources.pool = RayPool(loader.program, nodes, task_options=options)
         return Running(iter(loader.iter()), loader.close)
 
     return build
@@ -143,8 +143,8 @@ def ray_data(reservation: bool) -> Callable[[Bench], Running]:
         context.op_resource_reservation_enabled = reservation
         context.execution_options.preserve_order = True
         context.enable_progress_bars = False
-        chunks = bench.pipe._plan_spec().chunks(0)
-        program_box = [ray.put(bench.pipe._program())]
+        chunks = bench.pipe.plan_spec.chunks(0)
+        program_box = [ray.put(bench.pipe.program)]
         dataset = (ray.data.from_items([{"chunk": c} for c in chunks],
                                        override_num_blocks=len(chunks))
                    .map_batches(_run_chunk_for_ray_data, batch_size=1, num_cpus=1,

@@ -26,7 +26,8 @@ from stoke.errors import (
     WorkerDiedError,
     WorkerHungError,
 )
-from stoke.loader.loader import BatchIterator, Loader
+from stoke.loader.iterator import BatchIterator
+from stoke.loader.loader import Loader
 
 __version__ = "0.1.0"
 

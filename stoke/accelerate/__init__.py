@@ -16,7 +16,7 @@ Owns two adapters and what they need beyond the feeder core:
 
 The returned object iterates numpy batches (``acc.iter()``) and is what ``model.fit`` takes:
 it also speaks Keras' ``PyDataset`` protocol (see :mod:`stoke.accelerate.keras_face`).
-Plans, executors and the ring belong to ``stoke.loader.loader``/``stoke.executors``; the device
+Plans, slots and the ring belong to ``stoke.loader``/``stoke.executors``; the device
 feed to ``stoke.keras``.
 
 This package module only re-exports; each concept has a module of its own:

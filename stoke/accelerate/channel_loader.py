@@ -4,7 +4,8 @@ abandoned tasks before the trainer changes what thread workers read.
 
 Owns also the pool choice of ``stoke.accelerate`` ("auto" falls back to threads with a
 warning). The message format is :mod:`.updates`'s; plans, rings and the rest of the
-loader's work stay in ``stoke.loader.loader``.
+loader's work stay in ``stoke.loader``: this module uses the slot scheduler's public
+methods and hooks (:class:`~stoke.loader.scheduler.SlotScheduler`), never its state.
 """
 
 from __future__ import annotations
@@ -15,15 +16,40 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from stoke.accelerate.items import ItemLayout, float64_message
 from stoke.accelerate.updates import ControlMessage, control_task, send_to_worker
 from stoke.data.pipeline import Pipeline
 from stoke.errors import StokeWarning, UnpicklableError
 from stoke.executors.chunk import Task
-from stoke.executors.limits import StuckWatch
-from stoke.loader.loader import POLL_S, Loader, LoaderOptions, make_pool
+from stoke.loader.loader import Loader, LoaderOptions, make_pool
+
+
+def _warn_float64_items(paths: list[str]) -> None:
+    """The float64 warning of ``stoke.accelerate``: the ring holds ``(item, rows)``, so the
+    paths are the item's, and the opt-out is accelerate's."""
+    # stacklevel: the scheduler's raise_if_failed and the loop that waited are in between
+    paths = [p.removeprefix("[0]") or "batch" for p in paths]
+    warnings.warn(float64_message(paths), StokeWarning, stacklevel=6)
+
+
+def _route_to_worker(pool: Any, worker: int, task: Task) -> None:
+    """Send ``task`` to worker ``worker`` of a process pool (threads and inline share one
+    queue: any worker)."""
+    if pool.kind == "process":
+        send_to_worker(pool, worker, task, task)
+    else:
+        pool.submit(task)
+
+
+def _call_weakly(method: weakref.WeakMethod) -> Callable[[], None]:
+    """Call ``method`` if its object is still alive (a hook that does not keep it)."""
+
+    def call() -> None:
+        bound = method()
+        if bound is not None:
+            bound()
+
+    return call
 
 
 def _warn_thread_fallback(exc: UnpicklableError) -> None:
@@ -35,20 +61,20 @@ def _warn_thread_fallback(exc: UnpicklableError) -> None:
 
 class ChannelLoader(Loader):
     """A :class:`~stoke.loader.loader.Loader` that can also message its workers' copy of the
-    program (:meth:`send`) and route a task to one worker. Both use the executors' existing
-    task protocol (see :class:`ControlMessage`); they are what a ``pool.broadcast`` /
-    ``pool.submit(task, worker=k)`` in the core would replace."""
+    program (:meth:`send`) and route a task to one worker (``scheduler.submit(...,
+    worker=k)``, through the scheduler's ``route_to_worker`` hook). Both use the executors'
+    existing task protocol (see :class:`ControlMessage`); they are what a
+    ``pool.broadcast`` / ``pool.submit(task, worker=k)`` in the core would replace."""
 
     def __init__(self, pipeline: Pipeline, options: LoaderOptions, program: Any,
                  tuned: bool = False) -> None:
         super().__init__(pipeline, options)
         self.program = program
         self.tuned = tuned  # process workers resized by stoke.autotune.tuner (Sequences)
-        self._probe_worker: int | None = None
         self._broadcasts: list[bytes] = []  # every message sent to all workers, in order
         self._on_pool_started: weakref.WeakMethod | None = None
-        self._on_layout: weakref.WeakMethod | None = None
-        self._unanswered: dict[int, str] = {}  # messages to workers still starting: task id -> what
+        self.scheduler.on_float64 = _warn_float64_items
+        self.scheduler.route_to_worker = _route_to_worker
 
     def notify(self, on_pool_started: Callable[[Any], None],
                on_layout: Callable[[], None]) -> None:
@@ -56,7 +82,7 @@ class ChannelLoader(Loader):
         ring's layout is known. Held weakly: the loader does not keep its owner (an
         accelerated dataset) alive, so that dropping the owner stops the workers at once."""
         self._on_pool_started = weakref.WeakMethod(on_pool_started)
-        self._on_layout = weakref.WeakMethod(on_layout)
+        self.scheduler.on_layout = _call_weakly(weakref.WeakMethod(on_layout))
 
     def start(self) -> None:
         """Start the workers without waiting for them (see :meth:`Loader.start`): a fixed
@@ -78,8 +104,8 @@ class ChannelLoader(Loader):
             # now: the workers hold the program as it was packed, at this moment
             callback(pool)
 
-    def _finish_start(self) -> None:
-        super()._finish_start()
+    def finish_start(self) -> None:
+        super().finish_start()
         pool = self._shutdown.pool
         if self.tuned and pool.kind == "process":
             import os
@@ -87,8 +113,8 @@ class ChannelLoader(Loader):
             from stoke.accelerate.tuned_workers import TunedWorkers
             from stoke.autotune.tuner import make_tuner
 
-            self._tuner = make_tuner("process", self.options)
-            self._tuner.attach(TunedWorkers(self, os.getpid()))
+            self.scheduler.tuner = make_tuner("process", self.options)
+            self.scheduler.tuner.attach(TunedWorkers(self, os.getpid()))
 
     def process_pool(self):
         """The process pool as it runs (started; for :mod:`.tuned_workers`)."""
@@ -99,9 +125,10 @@ class ChannelLoader(Loader):
         order, so that it holds the program as the others do before its first task."""
         pool = self._shutdown.pool
         for payload in self._broadcasts:
-            task_id = self._new_task_id()
+            task_id = self.scheduler.new_task_id()
             send_to_worker(pool, worker, control_task(task_id), ControlMessage(task_id, payload))
-            self._unanswered[task_id] = "a message replayed to a worker added by the tuner"
+            self.scheduler.expect_answer(
+                task_id, "a message replayed to a worker added by the tuner")
 
     @property
     def process_workers(self) -> bool:
@@ -118,71 +145,26 @@ class ChannelLoader(Loader):
             return
         import cloudpickle
 
+        scheduler = self.scheduler
         payload = cloudpickle.dumps(update, protocol=5)
         targets = range(pool.workers) if worker is None else [worker]
         if worker is None:
             self._broadcasts.append(payload)
         task_ids = []
         for target in targets:
-            task_id = self._new_task_id()
+            task_id = scheduler.new_task_id()
             up = pool.worker_ready(target)
             send_to_worker(pool, target, control_task(task_id), ControlMessage(task_id, payload))
             if up:
                 task_ids.append(task_id)
             else:
-                self._unanswered[task_id] = what
+                scheduler.expect_answer(task_id, what)
         for task_id in task_ids:
-            self._raise_if_failed(self._wait(task_id, what))
-
-    def _wait(self, task_id: int, describe: str):
-        result = super()._wait(task_id, describe)
-        for answered in [t for t in self._unanswered if t in self._results]:
-            del self._unanswered[answered]
-            self._raise_if_failed(self._results.pop(answered))
-        return result
-
-    def _new_task_id(self) -> int:
-        task_id = self._next_task_id
-        self._next_task_id += 1
-        return task_id
-
-    def submit_to(self, worker: int, kind: str, epoch: int, indices: np.ndarray, slot: int) -> int:
-        task_id = self._new_task_id()
-        task = Task(task_id, kind, epoch, indices, slot)
-        if self.pool.kind == "process":
-            send_to_worker(self.pool, worker, task, task)
-        else:
-            self.pool.submit(task)
-        return task_id
-
-    def _raise_if_failed(self, result):
-        """As the loader's, with accelerate's own float64 warning: the ring holds
-        ``(item, rows)``, so the paths are the item's, and the opt-out is accelerate's."""
-        if result.cast_paths:
-            if not self._warned_float64:
-                self._warned_float64 = True
-                paths = [p.removeprefix("[0]") or "batch" for p in result.cast_paths]
-                warnings.warn(float64_message(paths), StokeWarning, stacklevel=5)
-            result = dataclasses.replace(result, cast_paths=())
-        return super()._raise_if_failed(result)
-
-    def _submit(self, kind: str, epoch: int, indices: np.ndarray, slot: int = -1) -> int:
-        if kind == "probe" and self._probe_worker is not None:
-            return self.submit_to(self._probe_worker, kind, epoch, indices, slot)
-        return super()._submit(kind, epoch, indices, slot)
-
-    def _ensure_layout(self, epoch: int, indices: np.ndarray) -> bool:
-        if self._layout is not None:
-            return True
-        ready = super()._ensure_layout(epoch, indices)
-        callback = self._on_layout() if self._on_layout is not None else None
-        if ready and callback is not None:
-            callback()
-        return ready
+            scheduler.raise_if_failed(scheduler.wait(task_id, what))
 
     def template(self) -> ItemLayout:
         """The item layout, from the ring's: the slot holds ``(item, rows)``."""
-        layout = self._layout
+        layout = self.layout
         item_def = layout.treedef[1][0]
         specs = layout.leaves[:-1]
         return ItemLayout(item_def, tuple(s.shape for s in specs), tuple(s.dtype for s in specs))
@@ -192,26 +174,4 @@ class ChannelLoader(Loader):
         trainer changes the dataset they read)."""
         if self._shutdown.pool is None:
             return
-        pool = self.pool
-        if pool.kind == "inline":
-            pool.pending.clear()
-            self._free_slots.extend(s for s in self._orphans.values() if s >= 0)
-            self._orphans.clear()
-            return
-        for task_id in [t for t in self._orphans if t in self._results]:  # already back
-            self._orphan(task_id, self._orphans.pop(task_id))
-        watch = StuckWatch(pool, self.options.timeout_s, "the abandoned batches")
-        while self._orphans:
-            result = pool.next_result(POLL_S)
-            if result is None:
-                stuck = watch.verdict()  # busy workers are waited for; idle ones reported
-                if stuck is not None:
-                    self.close()
-                    raise stuck
-                continue
-            watch.progressed()
-            slot = self._orphans.pop(result.task_id, None)
-            if slot is None:
-                self._results[result.task_id] = result
-            elif slot >= 0:
-                self._free_slots.append(slot)
+        self.scheduler.drain_abandoned()

@@ -201,7 +201,7 @@ class AcceleratedSequence(Accelerated):
 
     def __repr__(self) -> str:
         where = "not started"
-        if self._loader is not None and self._loader._shutdown.pool is not None:
+        if self._loader is not None and self._loader.started:
             where = f"{self.worker_count} {self.executor} worker(s)"
         return (f"AcceleratedSequence({type(self.dataset).__name__}, {len(self)} batches, "
                 f"{where})")

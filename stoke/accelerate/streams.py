@@ -24,63 +24,59 @@ from stoke.data.structure import unflatten
 from stoke.errors import StokeError
 from stoke.executors.limits import StuckWatch
 from stoke.executors.threads import where_thread_is
-from stoke.loader.loader import POLL_S
+from stoke.loader.scheduler import POLL_S, InFlight
 
 
 def process_stream(loader: ChannelLoader, copies: int, name: str) -> Iterator[Any]:
     """Items of ``copies`` generator copies (worker k runs copy k), taken in turn."""
+    scheduler = loader.scheduler
     active = list(range(copies))
-    if loader._layout is None:
+    if scheduler.layout is None:
         while active:
-            loader._probe_worker = active[0]
-            if loader._ensure_layout(0, np.array([PROBE_INDEX], np.int64)):
+            if scheduler.ensure_layout(0, np.array([PROBE_INDEX], np.int64), worker=active[0]):
                 break
             active.pop(0)  # this copy yielded nothing
-        loader._probe_worker = None
         if not active:
             return
         loader.send({"template": loader.template()}, what="the item layout")
     template = loader.template()
-    slots_each = max(1, len(loader._free_slots) // copies)
-    inflight: dict[int, collections.deque] = {k: collections.deque() for k in range(copies)}
+    slots_each = max(1, scheduler.free_slot_count // copies)
+    inflight: dict[int, collections.deque[InFlight]] = {
+        k: collections.deque() for k in range(copies)}
     sequence = dict.fromkeys(range(copies), 0)
     held = None
     try:
         turn = 0
         while active:
-            loader._reclaim(force=not any(inflight.values()) and not loader._free_slots)
+            scheduler.reclaim(force=not any(inflight.values()) and not scheduler.has_free_slot)
             for k in active:  # keep every copy busy
-                while loader._free_slots and len(inflight[k]) < slots_each:
-                    slot = loader._free_slots.popleft()
-                    task_id = loader.submit_to(k, "chunk", 0,
-                                               np.array([sequence[k]], np.int64), slot)
-                    inflight[k].append((task_id, slot, sequence[k]))
+                while scheduler.has_free_slot and len(inflight[k]) < slots_each:
+                    inflight[k].append(scheduler.submit_chunk(
+                        0, sequence[k], np.array([sequence[k]], np.int64), worker=k))
                     sequence[k] += 1
             k = active[turn % len(active)]
-            task_id, slot, number = inflight[k].popleft()
-            result = loader._raise_if_failed(
-                loader._wait(task_id, f"item {number} of copy {k} of {name}"))
-            rows = int(loader._ring_views(slot)[-1][0]) if result.rows else ROWS_END
+            entry = inflight[k].popleft()
+            result = scheduler.raise_if_failed(
+                scheduler.wait(entry.task_id, f"item {entry.position} of copy {k} of {name}"))
+            rows = int(scheduler.views(entry.slot)[-1][0]) if result.rows else ROWS_END
             if rows == ROWS_END:
-                loader._free_slots.append(slot)
-                for task_id, slot, _ in inflight.pop(k):
-                    loader._orphan(task_id, slot)
+                scheduler.put_back(entry.slot)
+                scheduler.abandon(inflight.pop(k))
                 active.remove(k)
                 continue
             # a view of a kept item is never overwritten (see stoke.executors.ring)
-            held, leaves = loader._deliver(slot, 1)
-            item, _ = unflatten(loader._layout.treedef, [leaf[0] for leaf in leaves])
+            held, leaves = scheduler.deliver(entry.slot, 1)
+            item, _ = unflatten(scheduler.layout.treedef, [leaf[0] for leaf in leaves])
             out = [cut_rows(template, item, rows)]
             del item, leaves
             yield out.pop()
-            loader._release(held)
+            scheduler.release(held)
             held = None
             turn = (active.index(k) + 1) if k in active else turn
     finally:
-        loader._release(held)
-        for tasks in inflight.values():
-            for task_id, slot, _ in tasks:
-                loader._orphan(task_id, slot)
+        scheduler.release(held)
+        for entries in inflight.values():
+            scheduler.abandon(entries)
 
 
 def round_robin_inline(makers: list[Callable[[], Iterator[Any]]]) -> Iterator[Any]:

@@ -163,7 +163,7 @@ def mix(pipelines: Sequence[Pipeline], weights: Sequence[float] | None = None, s
         len(p.source) for p in pipelines)
     if not isinstance(total, int) or total < 1:
         raise ValueError(f"samples_per_epoch must be a positive int. Received: {total!r}")
-    source = MixSource([p._program() for p in pipelines], [p._plan_spec() for p in pipelines],
+    source = MixSource([p.program for p in pipelines], [p.plan_spec for p in pipelines],
                        weights, seed, total)
     has_filter = any(p.steps_have_filter() for p in pipelines)
     steps = (FilterStep(keep_unfiltered),) if has_filter else ()

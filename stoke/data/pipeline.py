@@ -38,7 +38,8 @@ from stoke.data.program import (
 from stoke.data.shard_plan import ShardOrder
 from stoke.data.sources import ArraySource, FileSource, SequenceSource, resolve_paths
 from stoke.data.structure import DtypePolicy
-from stoke.loader.loader import BatchIterator, Loader, LoaderOptions
+from stoke.loader.iterator import BatchIterator
+from stoke.loader.loader import Loader, LoaderOptions
 
 
 @dataclass(frozen=True)
@@ -275,9 +276,13 @@ class Pipeline:
         """Batches (or samples, when unbatched) per epoch of this shard."""
         if self.steps_have_filter():
             raise TypeError("the length of a filtered pipeline is not known before it runs.")
-        return self._plan_spec().batches_per_epoch()
+        return self.plan_spec.batches_per_epoch()
 
-    def _plan_spec(self) -> PlanSpec:
+    @property
+    def plan_spec(self) -> PlanSpec:
+        """What the epoch plans of this pipeline are made from (length, batch size,
+        shuffling, seed, shard, mix and bucket order): a new :class:`~stoke.data.plan.PlanSpec`
+        at each read, which loaders turn into each epoch's chunks."""
         shards = self.source.shard_order() if isinstance(self.source, ShardedSource) else None
         length = len(self.source) if shards is None or isinstance(shards, ShardOrder) else -1
         spec = PlanSpec(length, self.batch_size or 1, self.drop_remainder,
@@ -291,7 +296,10 @@ class Pipeline:
             spec = self.buckets.plan(spec, self.source)
         return spec
 
-    def _program(self) -> SampleProgram:
+    @property
+    def program(self) -> SampleProgram:
+        """What a worker runs per sample (source, steps, seed, dtype policy): a new
+        :class:`~stoke.data.program.SampleProgram` at each read, to be packed for workers."""
         return SampleProgram(self.source, self.steps, self.seed, self.dtype_policy,
                              self.step_offset)
 

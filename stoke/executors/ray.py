@@ -344,7 +344,7 @@ class RayPool:
     nodes that have that resource, ``{"num_cpus": 2}`` for a map that uses two cores, or a
     ``runtime_env``.
 
-    >>> pool = RayPool(pipe._program(), ray_address="10.0.0.5:6379")   # doctest: +SKIP
+    >>> pool = RayPool(pipe.program, ray_address="10.0.0.5:6379")   # doctest: +SKIP
     """
 
     kind = "ray"

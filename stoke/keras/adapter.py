@@ -20,7 +20,8 @@ from stoke.data.plan import IteratorState
 from stoke.data.structure import flatten, unflatten
 from stoke.errors import StokeError
 from stoke.keras.resume import InputPositions, TrackedBatches, next_epoch_start
-from stoke.loader.loader import BatchIterator, Loader, LoaderOptions
+from stoke.loader.iterator import BatchIterator
+from stoke.loader.loader import Loader, LoaderOptions
 
 TESTED_KERAS = ((3, 8), (3, 99))
 
@@ -66,7 +67,7 @@ def to_keras(pipeline, workers: int | str = "auto", executor: str = "auto", pref
             # trainer, not the workers: processes whenever the program can travel.
             from stoke.executors.payload import can_pickle
 
-            executor = "process" if can_pickle(pipeline._program()) else "thread"
+            executor = "process" if can_pickle(pipeline.program) else "thread"
     return feed_class(pipeline, LoaderOptions(workers=workers, executor=executor, **options),
                       prefetch, device_transform)
 
@@ -126,7 +127,7 @@ class KerasFeedMixin:
 
     @property
     def partial_batch_size(self):
-        plan = self.pipeline._plan_spec()
+        plan = self.pipeline.plan_spec
         per_shard = len(range(plan.shard_index, plan.length, plan.shard_count))
         remainder = per_shard % plan.batch_size
         if plan.drop_remainder or remainder == 0 or self.pipeline.steps_have_filter():
@@ -274,7 +275,7 @@ def _keras_batches(batches: BatchIterator, pipeline):
 
 
 def empty_feed_message(pipeline) -> str:
-    plan = pipeline._plan_spec()
+    plan = pipeline.plan_spec
     why = [f"the source has {plan.length} sample(s)"]
     if plan.shard_count > 1:
         why.append(f"shard {plan.shard_index} of {plan.shard_count}")

@@ -467,7 +467,7 @@ def test_options_are_validated():
 def _muted(loader):
     """Start ``loader``'s pool with the tuner muted: the test drives the pool itself."""
     pool = loader.pool
-    loader._tuner.observe = lambda rows, wait_s: None
+    loader.tuner.observe = lambda rows, wait_s: None
     return pool
 
 
@@ -501,7 +501,7 @@ def test_exactly_once_in_order_while_resized_and_switched_mid_epoch():
             if index in schedule:
                 pool.apply(*schedule[index])
             if index == 50:
-                loader._tuner.depth = loader._tuner.capacity  # a deeper ring mid-epoch
+                loader.tuner.depth = loader.tuner.capacity  # a deeper ring mid-epoch
         assert len(got) == len(expected)
         for (gx, gy), (ex, ey) in zip(got, expected):
             np.testing.assert_array_equal(gy, ey)
@@ -556,7 +556,7 @@ def test_removed_process_workers_finish_their_tasks_then_exit():
 def test_a_pool_that_fails_to_start_in_the_background_is_dropped():
     # process workers that cannot import the function's module: auto stays with threads
     pipe = stoke.from_arrays(np.zeros((8, 1), np.float32), np.arange(8)).batch(4)
-    pool = AutoPool(pipe._program(), ("thread", "process"), 1)
+    pool = AutoPool(pipe.program, ("thread", "process"), 1)
     try:
         pool._packed.data = b"not a pickle"
         pool.apply("process", 1)
@@ -593,7 +593,7 @@ def test_auto_falls_back_to_threads_when_process_workers_cannot_load_the_pipelin
 
 def test_release_idle_keeps_the_pool_being_switched_to():
     pipe = stoke.from_arrays(np.zeros((8, 1), np.float32), np.arange(8)).batch(4)
-    pool = AutoPool(pipe._program(), ("thread", "process"), 1)
+    pool = AutoPool(pipe.program, ("thread", "process"), 1)
     try:
         pool.apply("process", 1)  # booting in the background: not active yet
         pool.release_idle()

@@ -99,7 +99,7 @@ def test_ring_memory_is_private_and_unnamed():
     pipe = stoke.from_arrays(np.zeros((8, 4), np.float32), np.arange(8)).batch(4)
     iterator = pipe.iter(executor="process", workers=2)
     next(iterator)
-    ring = iterator.loader._shutdown.ring
+    ring = iterator.loader.scheduler.resources.ring
     target = os.readlink(f"/proc/self/fd/{ring.fd(0)}")
     assert target.startswith("/memfd:stoke-ring")
     fd_dir_mode = stat.S_IMODE(os.stat("/proc/self/fd").st_mode)

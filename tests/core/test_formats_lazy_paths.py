@@ -21,7 +21,7 @@ def test_million_file_pattern_ships_the_pattern_not_the_list(tmp_path):
         (tmp_path / f"img-{i:07d}.bin").write_bytes(bytes([i % 256]) * 10)
     pipe = stoke.from_files(str(tmp_path / "img-{0000000..0999999}.bin")).map(first_byte).batch(64)
     assert len(pipe) == -(-1_000_000 // 64)
-    assert len(pack(pipe._program()).data) < 20_000  # bytes sent to each worker
+    assert len(pack(pipe.program).data) < 20_000  # bytes sent to each worker
     started = time.monotonic()
     with pipe.iter(executor="process", workers=2, ring_slots=4) as it:
         batch = next(it)
@@ -43,7 +43,7 @@ def test_globbed_file_list_travels_out_of_band(tmp_path):
     for i in range(12_000):
         (tmp_path / f"file-with-a-long-name-{i:06d}.bin").write_bytes(bytes([i % 256]))
     pipe = stoke.from_files(str(tmp_path / "file-*.bin")).map(first_byte).batch(50)
-    packed = pack(pipe._program())
+    packed = pack(pipe.program)
     try:
         assert len(packed.data) < 20_000 and packed.spans  # the list is one shared buffer
     finally:

@@ -46,7 +46,7 @@ def test_million_name_pattern_reads_its_first_batches_without_listing(tmp_path):
     pipe = stoke.from_tfrecord(str(tmp_path / "train-{000000..999999}.tfrecord")).map(
         raw_id).batch(6)
     assert pipe.source.lazy and len(pipe.source.paths) == 1_000_000
-    assert len(pack(pipe._program()).data) < 20_000  # the pattern travels, not a list
+    assert len(pack(pipe.program).data) < 20_000  # the pattern travels, not a list
     with pytest.raises(TypeError, match="indexed lazily"):
         len(pipe)
     with pipe.iter(executor="process", workers=2, ring_slots=4) as it:
@@ -65,7 +65,7 @@ def test_glob_of_many_files_ships_a_fixed_size_and_indexes_few(tmp_path):
         pipe = stoke.from_tfrecord(str(folder / "s-*.tfrecord"), cycle_length=8,
                                    buffer_size=16).shuffle(3).map(raw_id).batch(4)
         assert pipe.source.lazy  # past 1,024 files
-        packed = pack(pipe._program())
+        packed = pack(pipe.program)
         sizes[count] = len(packed.data)
         packed.close()
         with pipe.iter(executor="process", workers=2) as it:

@@ -208,7 +208,7 @@ def test_large_arrays_travel_by_shared_memory():
 
     x = np.zeros((512, 1024), np.float32)  # 2 MiB
     pipe = stoke.from_arrays(x, np.arange(512)).batch(64)
-    packed = pack(pipe._program())
+    packed = pack(pipe.program)
     try:
         assert len(packed.data) < 100_000 and packed.spans
     finally:

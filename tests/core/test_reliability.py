@@ -121,7 +121,7 @@ def test_a_kept_part_of_a_batch_is_safe_and_the_rest_is_given_back():
     with pipe.loader(workers=2, executor="process") as loader:
         kept = [y for _, y in loader.iter()]
         assert sorted(np.concatenate(kept).tolist()) == list(range(256))
-        ring = loader._shutdown.ring
+        ring = loader.scheduler.resources.ring
         # only y of the retired batches is kept (later ones came as copies); x went back
         assert loader.batches_kept >= 1
         assert ring.retired_bytes() == loader.batches_kept * kept[0].nbytes
@@ -261,7 +261,7 @@ def test_300_early_breaks_lose_no_ring_slot():
         labels = [y.copy() for _, y in loader.iter(epoch=300)]
         assert sorted(np.concatenate(labels).tolist()) == list(range(400))
         # every slot is back: free, or lingering after the last batch
-        assert len(loader._free_slots) + len(loader._lingering) == 8
+        assert loader.scheduler.free_slot_count + loader.scheduler.lingering_count == 8
 
 
 def test_thread_workers_and_on_epoch_end_never_stall():

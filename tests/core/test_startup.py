@@ -248,8 +248,8 @@ def test_accelerate_auto_is_tuned_and_workers_added_later_hold_the_same_state():
     try:
         loader = acc._get_loader()
         loader.pool  # noqa: B018 - up, with its tuner
-        assert loader._tuner is not None and acc.tuning().tuned
-        loader._tuner.observe = lambda rows, wait_s: None  # the test resizes the pool itself
+        assert loader.tuner is not None and acc.tuning().tuned
+        loader.tuner.observe = lambda rows, wait_s: None  # the test resizes the pool itself
         workers = TunedWorkers(loader, 0)
         got, used = [], set()
         for number in range(5):

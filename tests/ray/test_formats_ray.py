@@ -23,7 +23,7 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 def ids_with(pipe, pool_workers: int | None, epoch: int = 0, state=None, stop=None):
     loader = pipe.loader(executor="inline", timeout_s=120.0)
     if pool_workers is not None:
-        loader._shutdown.pool = RayPool(loader.program, pool_workers)
+        loader.scheduler.resources.pool = RayPool(loader.program, pool_workers)
     try:
         out = []
         iterator = loader.iter(epoch=epoch, state=state)

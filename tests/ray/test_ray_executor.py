@@ -6,7 +6,7 @@ the object store. The same batches as the inline executor, exactly once, also wh
 node is killed mid-epoch. Object stores are kept small: the machine is shared.
 
 Until the loader knows ``executor="ray"``, the tests put a :class:`RayPool` into a loader
-directly (``loader._shutdown.pool``), which is what ``make_pool`` will do.
+directly (``loader.scheduler.resources.pool``), which is what ``make_pool`` will do.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def copied(batch):
 def ray_loader(pipe, workers: int = 2, **pool_options):
     """A loader whose pool is a RayPool: what ``pipe.loader(executor="ray")`` will build."""
     loader = pipe.loader(executor="inline", timeout_s=WAIT_S)
-    loader._shutdown.pool = RayPool(loader.program, workers, **pool_options)
+    loader.scheduler.resources.pool = RayPool(loader.program, workers, **pool_options)
     return loader
 
 
@@ -182,11 +182,11 @@ def warm_up(nodes) -> None:
 def test_missing_ray_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     with pytest.raises(StokeError, match=r"pip install 'stoke\[ray\]'"):
-        RayPool(dataset()._program())
+        RayPool(dataset().program)
 
 
 def test_options_that_would_break_the_guarantees_are_refused():
-    program = dataset()._program()
+    program = dataset().program
     with pytest.raises(ValueError, match="task_options cannot set max_retries"):
         RayPool(program, task_options={"max_retries": 5})
     with pytest.raises(ValueError, match="workers must be a positive int or None"):
@@ -214,7 +214,7 @@ def test_without_address_starts_a_local_ray_and_stops_it(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     pipe = dataset(24).shuffle(seed=5).map(augment).batch(8)
     loader = pipe.loader(executor="inline", timeout_s=WAIT_S)
-    loader._shutdown.pool = RayPool(loader.program, 1)
+    loader.scheduler.resources.pool = RayPool(loader.program, 1)
     try:
         assert ray.is_initialized() and ray.cluster_resources()["CPU"] == 1
         got, _ = batches(loader)
@@ -316,7 +316,7 @@ def test_unserialisable_function_is_named(cluster):
 
     pipe = dataset(8).map(locked).batch(4)
     with pytest.raises(UnpicklableError, match=r"map\(.*locked\) cannot be sent to the Ray") as info:
-        RayPool(pipe._program(), 2)
+        RayPool(pipe.program, 2)
     assert "module level" in str(info.value)
 
 
@@ -340,7 +340,7 @@ def test_ray_address_from_the_environment(cluster, monkeypatch):
 @pytest.mark.slow
 def test_other_address_than_the_connected_cluster_is_refused(cluster):
     with pytest.raises(StokeError, match="already connected"):
-        RayPool(dataset()._program(), 2, ray_address=f"127.0.0.1:{free_port()}")
+        RayPool(dataset().program, 2, ray_address=f"127.0.0.1:{free_port()}")
 
 
 @pytest.mark.slow
@@ -408,7 +408,7 @@ def test_worker_node_killed_mid_epoch_every_sample_once(cluster, tmp_path):
     assert sorted(labels(got)) == list(range(n))  # every sample exactly once
     assert_same(got, expected)  # and the same batches in the same order
     made = collections.Counter(int(line.split()[0]) for line in runs.read_text().splitlines())
-    made[int(pipe._plan_spec().order(0)[0])] -= 1  # the layout probe made the first one too
+    made[int(pipe.plan_spec.order(0)[0])] -= 1  # the layout probe made the first one too
     assert set(made) == set(range(n))
     # the kill interrupted work: Ray made some samples again, the trainer got each once
     assert max(made.values()) >= 2, "no sample was made twice: the kill hit an idle node"
