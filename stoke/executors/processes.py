@@ -19,12 +19,14 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 
 import stoke
 from stoke.data.program import SampleProgram
 from stoke.errors import StokeError, WorkerDiedError
 from stoke.executors.chunk import Result, Task
+from stoke.executors.messages import INIT, INIT_ERROR, READY, RESULT, RING, SLOT, STOP, TASK
 from stoke.executors.payload import PackedProgram, pack
 from stoke.executors.ring import BatchRing
 
@@ -63,16 +65,18 @@ def trainer_import_path() -> list[str]:
 
 class _Worker:
     """One worker process and its socket. Its start-up message (the pickled program, maybe
-    megabytes) is sent by a helper thread, so that starting many workers, or adding one to
-    a running pool, never blocks the trainer while a child boots."""
+    megabytes) is sent by a helper thread that runs ``send_init(worker)``, so that starting
+    many workers, or adding one to a running pool, never blocks the trainer while a child
+    boots. ``load_slot``: the lock file it holds while it loads the program."""
 
-    def __init__(self, index: int, pool: ProcessPool) -> None:
+    def __init__(self, index: int, load_slot: str,
+                 send_init: Callable[[_Worker], None]) -> None:
         self.name = f"worker process {index}"
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = dict(os.environ)
         for key, value in ONE_THREAD_ENV.items():
             env.setdefault(key, value)
-        env["STOKE_LOAD_SLOT"] = pool.load_slot(index)
+        env["STOKE_LOAD_SLOT"] = load_slot
         package_root = os.path.dirname(os.path.dirname(os.path.abspath(stoke.__file__)))
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (package_root, env.get("PYTHONPATH", "")) if p
@@ -93,7 +97,7 @@ class _Worker:
         self.init_done = False  # the start-up thread sent everything it had to send
         self.retiring = False  # takes no new task; stopped once its tasks are done
         self.stopped = False  # asked to stop
-        self.starter = threading.Thread(target=pool._send_init, args=(self,),
+        self.starter = threading.Thread(target=send_init, args=(self,),
                                         name=f"stoke-start-{index}", daemon=True)
         self.starter.start()
 
@@ -107,13 +111,13 @@ class _Worker:
     def send_ring(self, ring: BatchRing) -> None:
         """The layout, then one fd per slot (at most 200 in one message: the kernel's
         limit is 253)."""
-        self.conn.send(("ring", ring.layout, ring.slot_bytes, ring.slots))
+        self.conn.send((RING, ring.layout, ring.slot_bytes, ring.slots))
         fds = [ring.fd(slot) for slot in range(ring.slots)]
         for start in range(0, len(fds), 200):
             socket.send_fds(self.sock, [b"F"], fds[start:start + 200])
 
     def send_slot(self, ring: BatchRing, slot: int) -> None:
-        self.conn.send(("slot", slot, ring.slot_bytes))
+        self.conn.send((SLOT, slot, ring.slot_bytes))
         self.send_fd(ring.fd(slot))
 
     def stop(self) -> None:
@@ -123,7 +127,7 @@ class _Worker:
             self.process.kill()
             return
         try:
-            self.conn.send(("stop",))
+            self.conn.send((STOP,))
         except OSError:
             pass
 
@@ -133,7 +137,7 @@ class _Worker:
         try:
             if self.conn.poll(0):
                 message = self.conn.recv()
-                if message[0] == "init-error":
+                if message[0] == INIT_ERROR:
                     return _init_error(self, message[1])
         except (EOFError, OSError):
             pass
@@ -226,7 +230,8 @@ class ProcessPool:
     def add_workers(self, count: int) -> None:
         """Start ``count`` more workers; they take tasks once they have loaded the program."""
         for _ in range(count):
-            self._workers.append(_Worker(self._next_index, self))
+            index = self._next_index
+            self._workers.append(_Worker(index, self.load_slot(index), self._send_init))
             self._next_index += 1
         self._started_at = time.monotonic()
 
@@ -259,7 +264,7 @@ class ProcessPool:
         The trainer sends nothing else to this worker until ``init_done``."""
         packed = self.packed
         try:
-            worker.conn.send(("init", trainer_import_path(), packed.data, packed.spans))
+            worker.conn.send((INIT, trainer_import_path(), packed.data, packed.spans))
             if packed.buffer is not None:
                 worker.send_fd(packed.buffer.fd)
             with self._send_lock:
@@ -306,15 +311,15 @@ class ProcessPool:
         except (EOFError, OSError):
             raise worker.died() from None
         kind = message[0]
-        if kind == "result":
+        if kind == RESULT:
             result: Result = message[1]
             worker.outstanding.pop(result.task_id, None)
             self._ready.append(result)
             if worker.retiring and not worker.outstanding and not worker.stopped:
                 worker.stop()
-        elif kind == "ready":
+        elif kind == READY:
             worker.ready = True
-        elif kind == "init-error":
+        elif kind == INIT_ERROR:
             raise _init_error(worker, message[1])
 
     # -- the WorkerPool protocol --------------------------------------------------------
@@ -347,7 +352,7 @@ class ProcessPool:
         worker = min(candidates, key=lambda w: len(w.outstanding))
         worker.outstanding[task.task_id] = task
         try:
-            worker.conn.send(("task", task))
+            worker.conn.send((TASK, task))
         except (BrokenPipeError, ConnectionResetError, OSError):
             raise worker.died() from None
 
