@@ -283,7 +283,7 @@ class AutoPool:
 
     A change of executor starts the other pool (process workers in the background) and
     makes it active once its workers are up; the old pool keeps and finishes the tasks it
-    holds. Resizing uses the executors' ``add_workers``/``remove_workers``. The ring is
+    holds. Resizing uses the executors' ``resize``. The ring is
     always shared memory (an anonymous ``memfd``): both kinds can write into it, and pages of
     slots not in rotation are never touched, so they cost no memory.
     """
@@ -416,14 +416,11 @@ class AutoPool:
                 return None
 
     def busy_workers(self) -> list[str]:
-        return [line for pool in self._pools.values()
-                for line in getattr(pool, "busy_workers", lambda: [])()]
+        return [line for pool in self._pools.values() for line in pool.busy_workers()]
 
     def check_alive(self) -> None:
         for pool in self._pools.values():
-            check = getattr(pool, "check_alive", None)
-            if check is not None:
-                check()
+            pool.check_alive()
 
     def close(self) -> None:
         pools, self._pools = list(self._pools.values()), {}
@@ -446,10 +443,8 @@ class AutoPool:
             except (StokeError, OSError) as exc:
                 self.unavailable[kind] = f"{kind} workers could not start: {exc}"
                 return
-        elif pool.workers < workers:
-            pool.add_workers(workers - pool.workers)
-        elif pool.workers > workers:
-            pool.remove_workers(pool.workers - workers)
+        else:
+            pool.resize(workers)
         self._switch_if_ready()
 
     def prestart(self, kind: str, workers: int) -> None:
@@ -483,7 +478,7 @@ class AutoPool:
         by pid."""
         pids = []
         for pool in self._pools.values():
-            pids += getattr(pool, "worker_pids", lambda: [])()
+            pids += pool.worker_pids()
         return self._meter.cpu_seconds(pids)
 
     def idle_seconds(self) -> float:

@@ -1,7 +1,9 @@
 """The inline executor: tasks run in the caller's thread when their result is asked for.
 
 No parallelism; the reference the other executors are tested against, and the right choice
-for cheap samples or debugging (a breakpoint in ``map`` just works).
+for cheap samples or debugging (a breakpoint in ``map`` just works). Follows
+:class:`~stoke.executors.base.WorkerPool` with its one "worker", the caller: it is always
+ready, cannot be resized and has no process to watch.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from collections import deque
 
 from stoke.data.program import SampleProgram, prefetch_chunk
+from stoke.errors import StokeError
 from stoke.executors.chunk import Result, Task, run_task
 from stoke.executors.ring import BatchRing
 
@@ -23,13 +26,27 @@ class InlinePool:
         self.ring: BatchRing | None = None
         self.pending: deque[Task] = deque()
 
+    def ready(self) -> bool:
+        return True
+
+    def wait_ready(self, timeout_s: float | None = None, first: bool = False) -> None:
+        pass  # nothing to start
+
+    def resize(self, workers: int) -> None:
+        if workers != 1:
+            raise StokeError(
+                f"the inline executor runs tasks in the caller: it has one worker, not "
+                f"{workers}. Use executor=\"thread\" or \"process\" for more.")
+
     def set_ring(self, ring: BatchRing) -> None:
         self.ring = ring
 
     def replace_slot(self, slot: int) -> None:
         pass  # tasks read ring.views(slot) when they run
 
-    def submit(self, task: Task) -> None:
+    def submit(self, task: Task, worker: int | None = None) -> None:
+        if worker not in (None, 0):
+            raise StokeError(f"the inline executor has one worker (0), not worker {worker}.")
         if task.kind == "chunk":
             prefetch_chunk(self.program, task.indices)  # remote shards: reads start now
         self.pending.append(task)
@@ -41,6 +58,12 @@ class InlinePool:
         views = self.ring.views(task.slot) if (self.ring and task.slot >= 0) else None
         layout = self.ring.layout if self.ring else None
         return run_task(self.program, task, layout, views, "the inline executor")
+
+    def worker_pids(self) -> list[int]:
+        return []  # the caller does the work
+
+    def check_alive(self) -> None:
+        pass  # the caller is alive
 
     def cpu_seconds(self) -> float | None:
         return None  # the work runs in the caller: it never waits on a worker

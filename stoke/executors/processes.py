@@ -171,8 +171,9 @@ class ProcessPool:
     """``workers`` persistent worker processes. ``packed``: the program already packed
     (the caller then owns it and closes it). ``wait``: block until every worker has loaded
     the program (else they come up in the background, and tasks go to ready ones only).
-    :meth:`add_workers` and :meth:`remove_workers` resize a running pool; a removed worker
-    finishes the tasks it holds before it is stopped, so no task is lost or run twice."""
+    :meth:`resize` resizes a running pool; a removed worker finishes the tasks it holds
+    before it is stopped, so no task is lost or run twice. Follows
+    :class:`~stoke.executors.base.WorkerPool`."""
 
     kind = "process"
     shared_ring = True
@@ -204,7 +205,7 @@ class ProcessPool:
         except (AttributeError, OSError):  # no O_TMPFILE here: workers load at once
             self._close_slots()
         try:
-            self.add_workers(workers)
+            self._add_workers(workers)
             if wait:
                 self._wait_ready(start_timeout_s)
         except BaseException:
@@ -227,7 +228,17 @@ class ProcessPool:
             os.close(fd)
 
     # -- starting and resizing ----------------------------------------------------------
-    def add_workers(self, count: int) -> None:
+    def resize(self, workers: int) -> None:
+        """Run ``workers`` workers: new ones take tasks once they have loaded the program;
+        those taken out (still starting first, then the least busy) finish their tasks."""
+        if workers < 1:
+            raise ValueError(f"a process pool needs at least one worker. Received: {workers}")
+        if workers > len(self._workers):
+            self._add_workers(workers - len(self._workers))
+        elif workers < len(self._workers):
+            self._remove_workers(len(self._workers) - workers)
+
+    def _add_workers(self, count: int) -> None:
         """Start ``count`` more workers; they take tasks once they have loaded the program."""
         for _ in range(count):
             index = self._next_index
@@ -235,7 +246,7 @@ class ProcessPool:
             self._next_index += 1
         self._started_at = time.monotonic()
 
-    def remove_workers(self, count: int) -> None:
+    def _remove_workers(self, count: int) -> None:
         """Take ``count`` workers out: those still starting first, then the least busy. Each
         finishes the tasks it holds (their results come as usual), then is stopped."""
         count = min(count, len(self._workers) - 1)
@@ -342,14 +353,23 @@ class ProcessPool:
                     except (BrokenPipeError, ConnectionResetError, OSError):
                         raise worker.died() from None
 
-    def submit(self, task: Task) -> None:
+    def submit(self, task: Task, worker: int | None = None) -> None:
+        if worker is not None:
+            self._send(self._workers[worker], task)
+            return
         candidates = [w for w in self._workers if w.available]
         if not candidates:
             # none has loaded the program yet: queue behind the start-up of any of them
             for worker in self._workers:
                 worker.starter.join(timeout=self.start_timeout_s)
             candidates = [w for w in self._workers if w.init_done] or self._workers
-        worker = min(candidates, key=lambda w: len(w.outstanding))
+        self._send(min(candidates, key=lambda w: len(w.outstanding)), task)
+
+    def _send(self, worker: _Worker, task: Task) -> None:
+        """Send ``task`` to ``worker`` (after its start-up messages), accounted to it so
+        that its death names the task."""
+        if not worker.init_done:
+            worker.starter.join(timeout=self.start_timeout_s)  # the program first
         worker.outstanding[task.task_id] = task
         try:
             worker.conn.send((TASK, task))

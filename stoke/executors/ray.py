@@ -392,6 +392,25 @@ class RayPool:
         log.debug("stoke: Ray executor, %d tasks in flight, cluster CPUs %d", self.workers, cpus)
 
     # -- WorkerPool protocol -------------------------------------------------------------------
+    def ready(self) -> bool:
+        return True  # the cluster's workers load the program with their first task
+
+    def wait_ready(self, timeout_s: float | None = None, first: bool = False) -> None:
+        pass  # nothing is started here: tasks wait for the cluster's CPUs
+
+    def resize(self, workers: int) -> None:
+        """Keep ``workers`` tasks in flight (the cluster decides where they run)."""
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1. Received: {workers}")
+        self.workers = workers
+        self._dispatch()
+
+    def worker_pids(self) -> list[int]:
+        return []  # Ray's worker processes are the cluster's, not this process's children
+
+    def check_alive(self) -> None:
+        pass  # a lost Ray task comes back as a RayTaskLostError result
+
     def replace_slot(self, slot: int) -> None:
         pass  # results are copied into ring.views(slot) in the trainer
 
@@ -405,7 +424,11 @@ class RayPool:
             log.info("stoke: Ray results in flight limited to %d by the object store budget "
                      "(%d MiB)", self._max_in_flight, budget >> 20)
 
-    def submit(self, task: Task) -> None:
+    def submit(self, task: Task, worker: int | None = None) -> None:
+        if worker is not None:
+            raise StokeError(
+                f"the Ray executor cannot give a task to worker {worker}: Ray places each "
+                "task on the cluster itself. Use executor=\"process\" to address one worker.")
         self._check_open()
         self._queued.append(task)
         self._dispatch()
