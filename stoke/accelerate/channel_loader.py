@@ -3,7 +3,8 @@ it can message the workers' copy of the program, route a task to one worker, and
 abandoned tasks before the trainer changes what thread workers read.
 
 Owns also the pool choice of ``stoke.accelerate`` ("auto" falls back to threads with a
-warning). The message format is :mod:`.updates`'s; plans, rings and the rest of the
+warning). Messages travel as :class:`~stoke.executors.messages.ProgramUpdate` through the
+pool's ``broadcast`` and ``submit(..., worker=k)``; plans, rings and the rest of the
 loader's work stay in ``stoke.loader.loader``.
 """
 
@@ -18,11 +19,11 @@ from typing import Any
 import numpy as np
 
 from stoke.accelerate.items import ItemLayout, float64_message
-from stoke.accelerate.updates import ControlMessage, control_task, send_to_worker
 from stoke.data.pipeline import Pipeline
 from stoke.errors import StokeWarning, UnpicklableError
 from stoke.executors.chunk import Task
 from stoke.executors.limits import StuckWatch
+from stoke.executors.messages import ProgramUpdate
 from stoke.loader.loader import POLL_S, Loader, LoaderOptions, make_pool
 
 
@@ -35,9 +36,8 @@ def _warn_thread_fallback(exc: UnpicklableError) -> None:
 
 class ChannelLoader(Loader):
     """A :class:`~stoke.loader.loader.Loader` that can also message its workers' copy of the
-    program (:meth:`send`) and route a task to one worker. Both use the executors' existing
-    task protocol (see :class:`ControlMessage`); they are what a ``pool.broadcast`` /
-    ``pool.submit(task, worker=k)`` in the core would replace."""
+    program (:meth:`send`: ``pool.broadcast`` or ``pool.submit(update, worker=k)``) and
+    route a task to one worker (``pool.submit(task, worker=k)``)."""
 
     def __init__(self, pipeline: Pipeline, options: LoaderOptions, program: Any,
                  tuned: bool = False) -> None:
@@ -45,7 +45,7 @@ class ChannelLoader(Loader):
         self.program = program
         self.tuned = tuned  # process workers resized by stoke.autotune.tuner (Sequences)
         self._probe_worker: int | None = None
-        self._broadcasts: list[bytes] = []  # every message sent to all workers, in order
+        self._broadcasts: list[tuple[Any, str]] = []  # every (update, what) sent to all, in order
         self._on_pool_started: weakref.WeakMethod | None = None
         self._on_layout: weakref.WeakMethod | None = None
         self._unanswered: dict[int, str] = {}  # messages to workers still starting: task id -> what
@@ -98,10 +98,10 @@ class ChannelLoader(Loader):
         """Send worker ``worker`` (just added) every message sent to all workers so far, in
         order, so that it holds the program as the others do before its first task."""
         pool = self._shutdown.pool
-        for payload in self._broadcasts:
-            task_id = self._new_task_id()
-            send_to_worker(pool, worker, control_task(task_id), ControlMessage(task_id, payload))
-            self._unanswered[task_id] = "a message replayed to a worker added by the tuner"
+        for update, what in self._broadcasts:
+            message = ProgramUpdate(self._new_task_id(), update, what)
+            pool.submit(message, worker=worker)
+            self._unanswered[message.task_id] = "a message replayed to a worker added by the tuner"
 
     @property
     def process_workers(self) -> bool:
@@ -110,29 +110,21 @@ class ChannelLoader(Loader):
     def send(self, update: dict, worker: int | None = None, what: str = "a message") -> None:
         """Deliver ``update`` to the program in every worker (or in ``worker``), after the
         tasks already sent to it and before any sent later; waits until the workers that
-        are up applied it. A worker still loading the program (start-up) applies it before
-        its first task; its answer is checked when it comes (an error raises then)."""
+        are up applied it. While workers are still loading the program (start-up), each
+        applies it before its first task and the answer is checked when it comes (an error
+        raises then). Thread and inline workers share the trainer's program: it applies the
+        update at once."""
         pool = self.pool
-        if pool.kind != "process":
-            self.program.apply(update)  # threads and inline share the trainer's program
-            return
-        import cloudpickle
-
-        payload = cloudpickle.dumps(update, protocol=5)
-        targets = range(pool.workers) if worker is None else [worker]
+        message = ProgramUpdate(self._new_task_id(), update, what)
         if worker is None:
-            self._broadcasts.append(payload)
-        task_ids = []
-        for target in targets:
-            task_id = self._new_task_id()
-            up = pool.worker_ready(target)
-            send_to_worker(pool, target, control_task(task_id), ControlMessage(task_id, payload))
-            if up:
-                task_ids.append(task_id)
-            else:
-                self._unanswered[task_id] = what
-        for task_id in task_ids:
-            self._raise_if_failed(self._wait(task_id, what))
+            self._broadcasts.append((update, what))
+            pool.broadcast(message)
+        else:
+            pool.submit(message, worker=worker)
+        if pool.ready():
+            self._raise_if_failed(self._wait(message.task_id, what))
+        else:
+            self._unanswered[message.task_id] = what
 
     def _wait(self, task_id: int, describe: str):
         result = super()._wait(task_id, describe)
@@ -148,11 +140,7 @@ class ChannelLoader(Loader):
 
     def submit_to(self, worker: int, kind: str, epoch: int, indices: np.ndarray, slot: int) -> int:
         task_id = self._new_task_id()
-        task = Task(task_id, kind, epoch, indices, slot)
-        if self.pool.kind == "process":
-            send_to_worker(self.pool, worker, task, task)
-        else:
-            self.pool.submit(task)
+        self.pool.submit(Task(task_id, kind, epoch, indices, slot), worker=worker)
         return task_id
 
     def _raise_if_failed(self, result):

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from stoke.executors.chunk import Result, Task
+from stoke.executors.messages import ProgramUpdate
 from stoke.executors.ring import BatchRing
 
 
@@ -52,9 +53,16 @@ class WorkerPool(Protocol):
         ...
 
     # -- work -----------------------------------------------------------------------------
-    def submit(self, task: Task, worker: int | None = None) -> None:
+    def submit(self, task: Task | ProgramUpdate, worker: int | None = None) -> None:
         """Queue ``task`` for whichever worker is free, or for live worker number ``worker``
-        (after the tasks already sent to it)."""
+        (after the tasks already sent to it). An update needs ``worker``."""
+        ...
+
+    def broadcast(self, update: ProgramUpdate) -> None:
+        """Have every live worker apply ``update`` to its copy of the program, after the
+        tasks already sent to it and before any sent later; one result for
+        ``update.task_id`` comes from :meth:`next_result` (its error: the first failure).
+        Workers that share the trainer's program (threads, inline) apply it once, now."""
         ...
 
     def next_result(self, timeout_s: float) -> Result | None: ...

@@ -13,6 +13,7 @@ from collections import deque
 from stoke.data.program import SampleProgram, prefetch_chunk
 from stoke.errors import StokeError
 from stoke.executors.chunk import Result, Task, run_task
+from stoke.executors.messages import ProgramUpdate, apply_update
 from stoke.executors.ring import BatchRing
 
 
@@ -25,6 +26,7 @@ class InlinePool:
         self.workers = 1
         self.ring: BatchRing | None = None
         self.pending: deque[Task] = deque()
+        self.answers: deque[Result] = deque()  # of updates, applied when broadcast
 
     def ready(self) -> bool:
         return True
@@ -44,14 +46,24 @@ class InlinePool:
     def replace_slot(self, slot: int) -> None:
         pass  # tasks read ring.views(slot) when they run
 
-    def submit(self, task: Task, worker: int | None = None) -> None:
+    def submit(self, task: Task | ProgramUpdate, worker: int | None = None) -> None:
         if worker not in (None, 0):
             raise StokeError(f"the inline executor has one worker (0), not worker {worker}.")
+        if isinstance(task, ProgramUpdate):
+            self.broadcast(task)  # its one worker is the caller
+            return
         if task.kind == "chunk":
             prefetch_chunk(self.program, task.indices)  # remote shards: reads start now
         self.pending.append(task)
 
+    def broadcast(self, update: ProgramUpdate) -> None:
+        """The caller holds the program: it applies ``update`` now."""
+        self.answers.append(apply_update(self.program, update.task_id, update.update,
+                                         update.what, "the inline executor"))
+
     def next_result(self, timeout_s: float) -> Result | None:
+        if self.answers:
+            return self.answers.popleft()
         if not self.pending:
             return None
         task = self.pending.popleft()
@@ -73,3 +85,4 @@ class InlinePool:
 
     def close(self) -> None:
         self.pending.clear()
+        self.answers.clear()

@@ -20,13 +20,25 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
 import stoke
 from stoke.data.program import SampleProgram
 from stoke.errors import StokeError, WorkerDiedError
 from stoke.executors.chunk import Result, Task
-from stoke.executors.messages import INIT, INIT_ERROR, READY, RESULT, RING, SLOT, STOP, TASK
+from stoke.executors.messages import (
+    INIT,
+    INIT_ERROR,
+    READY,
+    RESULT,
+    RING,
+    SLOT,
+    STOP,
+    TASK,
+    UPDATE,
+    ProgramUpdate,
+)
 from stoke.executors.payload import PackedProgram, pack
 from stoke.executors.ring import BatchRing
 
@@ -54,6 +66,16 @@ WORKER_COMMAND = (
 
 NEW_PROCESS_GROUP = ({"process_group": 0} if sys.version_info >= (3, 11)
                      else {"start_new_session": True})
+
+
+def _pickled_update(task: Task | ProgramUpdate) -> bytes | None:
+    """An update's content, pickled for the workers (cloudpickle: it may hold functions of
+    the user's script); None for a task."""
+    if not isinstance(task, ProgramUpdate):
+        return None
+    import cloudpickle
+
+    return cloudpickle.dumps(task.update, protocol=5)
 
 
 def trainer_import_path() -> list[str]:
@@ -145,10 +167,7 @@ class _Worker:
             code = self.process.wait(timeout=5.0)
         except subprocess.TimeoutExpired:
             code = None
-        held = ", ".join(
-            f"batch of samples {t.indices[:4].tolist()}{'...' if len(t.indices) > 4 else ''} "
-            f"(epoch {t.epoch})" for t in self.outstanding.values()
-        ) or "no batch"
+        held = ", ".join(_held(t) for t in self.outstanding.values()) or "no batch"
         return WorkerDiedError(self.name, code, held)
 
     def close_handles(self) -> None:
@@ -157,6 +176,23 @@ class _Worker:
                 handle.close()
             except OSError:
                 pass
+
+
+def _held(task: Task | ProgramUpdate) -> str:
+    """What a worker holds, in words: a batch's samples, or the update it is applying."""
+    if isinstance(task, ProgramUpdate):
+        return f"{task.what} (a message to the program)"
+    more = "..." if len(task.indices) > 4 else ""
+    return f"batch of samples {task.indices[:4].tolist()}{more} (epoch {task.epoch})"
+
+
+@dataclass
+class _Answers:
+    """The answers still awaited to one broadcast update (from these workers), and whether
+    its result was reported (at the first failure, or once every worker applied it)."""
+
+    waiting: set[_Worker]
+    reported: bool = False
 
 
 def _init_error(worker: _Worker, trace: str) -> StokeError:
@@ -186,6 +222,7 @@ class ProcessPool:
         self._workers: list[_Worker] = []  # live: take tasks (once ready)
         self._retiring: list[_Worker] = []  # removed: finishing their tasks, then stopped
         self._ready: deque[Result] = deque()
+        self._broadcasts: dict[int, _Answers] = {}  # task id of an update sent to all
         self._send_lock = threading.Lock()
         self._ring: BatchRing | None = None
         self._next_index = 0
@@ -263,10 +300,6 @@ class ProcessPool:
         """Has every live worker loaded the program?"""
         return all(w.ready and w.init_done for w in self._workers)
 
-    def worker_ready(self, index: int) -> bool:
-        """Has live worker ``index`` said it loaded the program?"""
-        return self._workers[index].ready
-
     def worker_pids(self) -> list[int]:
         return [w.process.pid for w in (*self._workers, *self._retiring) if not w.stopped]
 
@@ -325,13 +358,27 @@ class ProcessPool:
         if kind == RESULT:
             result: Result = message[1]
             worker.outstanding.pop(result.task_id, None)
-            self._ready.append(result)
+            answers = self._broadcasts.get(result.task_id)
+            if answers is None:
+                self._ready.append(result)
+            else:
+                self._answered(answers, worker, result)
             if worker.retiring and not worker.outstanding and not worker.stopped:
                 worker.stop()
         elif kind == READY:
             worker.ready = True
         elif kind == INIT_ERROR:
             raise _init_error(worker, message[1])
+
+    def _answered(self, answers: _Answers, worker: _Worker, result: Result) -> None:
+        """``worker`` answered a broadcast update: its result is the broadcast's when it
+        failed (the first failure, at once) or when it was the last answer awaited."""
+        answers.waiting.discard(worker)
+        if not answers.reported and (result.error is not None or not answers.waiting):
+            answers.reported = True
+            self._ready.append(result)
+        if not answers.waiting:
+            del self._broadcasts[result.task_id]
 
     # -- the WorkerPool protocol --------------------------------------------------------
     def set_ring(self, ring: BatchRing) -> None:
@@ -353,10 +400,13 @@ class ProcessPool:
                     except (BrokenPipeError, ConnectionResetError, OSError):
                         raise worker.died() from None
 
-    def submit(self, task: Task, worker: int | None = None) -> None:
+    def submit(self, task: Task | ProgramUpdate, worker: int | None = None) -> None:
         if worker is not None:
-            self._send(self._workers[worker], task)
+            self._send(self._workers[worker], task, _pickled_update(task))
             return
+        if isinstance(task, ProgramUpdate):
+            raise ValueError("an update goes to every worker (pool.broadcast(update)) or to "
+                             "one given worker (pool.submit(update, worker=k))")
         candidates = [w for w in self._workers if w.available]
         if not candidates:
             # none has loaded the program yet: queue behind the start-up of any of them
@@ -365,14 +415,29 @@ class ProcessPool:
             candidates = [w for w in self._workers if w.init_done] or self._workers
         self._send(min(candidates, key=lambda w: len(w.outstanding)), task)
 
-    def _send(self, worker: _Worker, task: Task) -> None:
-        """Send ``task`` to ``worker`` (after its start-up messages), accounted to it so
-        that its death names the task."""
+    def broadcast(self, update: ProgramUpdate) -> None:
+        """Every live worker applies ``update`` before the tasks sent to it later (one
+        still loading the program, before its first task); one result for
+        ``update.task_id`` comes once all did, or at the first failure. Workers added
+        later do not get it: the sender replays what they need."""
+        payload = _pickled_update(update)
+        self._broadcasts[update.task_id] = _Answers(set(self._workers))
+        for worker in list(self._workers):
+            self._send(worker, update, payload)
+
+    def _send(self, worker: _Worker, task: Task | ProgramUpdate,
+              payload: bytes | None = None) -> None:
+        """Send ``task`` (an update: its ``payload``) to ``worker`` (after its start-up
+        messages), accounted to it so that its death names the task."""
         if not worker.init_done:
             worker.starter.join(timeout=self.start_timeout_s)  # the program first
         worker.outstanding[task.task_id] = task
+        if isinstance(task, ProgramUpdate):
+            message = (UPDATE, task.task_id, payload, task.what)
+        else:
+            message = (TASK, task)
         try:
-            worker.conn.send((TASK, task))
+            worker.conn.send(message)
         except (BrokenPipeError, ConnectionResetError, OSError):
             raise worker.died() from None
 
@@ -422,7 +487,8 @@ class ProcessPool:
 
     def busy_workers(self) -> list[str]:
         return [
-            f"{w.name} (pid {w.process.pid}) on samples {t.indices[:4].tolist()}"
+            f"{w.name} (pid {w.process.pid}) on " + (
+                t.what if isinstance(t, ProgramUpdate) else f"samples {t.indices[:4].tolist()}")
             for w in (*self._workers, *self._retiring) for t in w.outstanding.values()
         ]
 

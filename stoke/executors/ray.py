@@ -70,6 +70,7 @@ import numpy as np
 from stoke.data.program import SampleProgram
 from stoke.errors import SampleError, StokeError, UnpicklableError, WorkerDiedError
 from stoke.executors.chunk import Result, Task, run_task
+from stoke.executors.messages import ProgramUpdate
 from stoke.executors.ring import BatchRing, slot_views
 
 log = logging.getLogger("stoke")
@@ -424,14 +425,22 @@ class RayPool:
             log.info("stoke: Ray results in flight limited to %d by the object store budget "
                      "(%d MiB)", self._max_in_flight, budget >> 20)
 
-    def submit(self, task: Task, worker: int | None = None) -> None:
+    def submit(self, task: Task | ProgramUpdate, worker: int | None = None) -> None:
         if worker is not None:
             raise StokeError(
                 f"the Ray executor cannot give a task to worker {worker}: Ray places each "
                 "task on the cluster itself. Use executor=\"process\" to address one worker.")
+        if isinstance(task, ProgramUpdate):
+            self.broadcast(task)  # says why it cannot
         self._check_open()
         self._queued.append(task)
         self._dispatch()
+
+    def broadcast(self, update: ProgramUpdate) -> None:
+        raise StokeError(
+            f"the Ray executor cannot send {update.what} to its workers: each Ray task runs "
+            "the program as it was put in the object store when the pool started. Make a new "
+            "loader after changing the pipeline, or use executor=\"process\".")
 
     def next_result(self, timeout_s: float) -> Result | None:
         self._check_open()

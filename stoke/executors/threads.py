@@ -19,6 +19,7 @@ import warnings
 from stoke.data.program import SampleProgram, prefetch_chunk
 from stoke.errors import StokeError, StokeWarning
 from stoke.executors.chunk import Result, Task, run_task
+from stoke.executors.messages import ProgramUpdate, apply_update
 from stoke.executors.ring import BatchRing
 
 _STOP = None
@@ -100,14 +101,23 @@ class ThreadPool:
     def replace_slot(self, slot: int) -> None:
         pass  # tasks read ring.views(slot) when they run
 
-    def submit(self, task: Task, worker: int | None = None) -> None:
+    def submit(self, task: Task | ProgramUpdate, worker: int | None = None) -> None:
         if worker is not None:
             raise StokeError(
                 f"thread workers share one task queue: a task cannot be given to worker "
                 f"{worker} alone. Use executor=\"process\" to address one worker.")
+        if isinstance(task, ProgramUpdate):
+            raise ValueError("thread workers share the trainer's program: send an update "
+                             "with pool.broadcast(update)")
         if task.kind == "chunk":
             prefetch_chunk(self.program, task.indices)  # remote shards: reads start now
         self.tasks.put(task)
+
+    def broadcast(self, update: ProgramUpdate) -> None:
+        """The threads share the trainer's program: it applies ``update`` now, once (call
+        it while no task runs, as the sender of a state change does)."""
+        self.results.put(apply_update(self.program, update.task_id, update.update,
+                                      update.what, "the trainer"))
 
     def next_result(self, timeout_s: float) -> Result | None:
         try:

@@ -3,7 +3,8 @@ INDEX``.
 
 Started by ``processes.py`` with one end of a Unix socket. It receives the sample program
 once, then the ring's memory (a file descriptor per slot; a new one for a slot whose batch
-the trainer kept), then tasks; it writes samples into ring
+the trainer kept), then tasks and updates for the program (``program.apply``), each a
+message of a named kind (:mod:`stoke.executors.messages`); it writes samples into ring
 rows and answers with small result messages. It exits when asked, when the socket closes, or
 when its parent disappears (a watchdog thread checks), so no worker outlives its trainer.
 """
@@ -66,7 +67,18 @@ def main() -> int:
 def _serve(sock: socket.socket, conn: Connection, name: str, index: int) -> int:
     from stoke.data.program import prefetch_chunk, seed_worker_globals
     from stoke.executors.chunk import run_task
-    from stoke.executors.messages import INIT, INIT_ERROR, READY, RESULT, RING, SLOT, STOP, TASK
+    from stoke.executors.messages import (
+        INIT,
+        INIT_ERROR,
+        READY,
+        RESULT,
+        RING,
+        SLOT,
+        STOP,
+        TASK,
+        UPDATE,
+        apply_update,
+    )
     from stoke.executors.payload import unpack
     from stoke.executors.ring import SharedBuffer
 
@@ -126,6 +138,9 @@ def _serve(sock: socket.socket, conn: Connection, name: str, index: int) -> int:
         elif kind == SLOT:  # the trainer kept that slot's batch: here is its new memory
             slot = None  # the old memory is unmapped once no view of it is left
             _replace_slot(sock, message, layout, views)
+        elif kind == UPDATE:  # a message for the program, between two tasks, in order
+            _, task_id, payload, what = message
+            conn.send((RESULT, apply_update(program, task_id, payload, what, name, pickled=True)))
         elif kind == STOP:
             return 0
         else:  # a trainer of another stoke version: say so, never guess

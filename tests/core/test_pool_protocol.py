@@ -11,10 +11,11 @@ import pytest
 
 from stoke.data.program import SampleProgram
 from stoke.data.sources import SequenceSource
-from stoke.errors import StokeError
+from stoke.errors import SampleError, StokeError
 from stoke.executors.base import WorkerPool
 from stoke.executors.chunk import Result, Task
 from stoke.executors.inline import InlinePool
+from stoke.executors.messages import ProgramUpdate
 from stoke.executors.processes import ProcessPool
 from stoke.executors.threads import ThreadPool
 
@@ -46,7 +47,7 @@ def probe(task_id: int, index: int) -> Task:
 
 @pytest.mark.parametrize("kind", ["inline", "thread", "process"])
 def test_every_executor_has_every_protocol_member(kind):
-    assert {"ready", "wait_ready", "resize", "submit", "worker_pids", "cpu_seconds",
+    assert {"ready", "wait_ready", "resize", "submit", "broadcast", "worker_pids", "cpu_seconds",
             "busy_workers", "check_alive", "close"} <= set(MEMBERS)
     pool = make(kind)
     try:
@@ -118,3 +119,88 @@ def test_the_inline_executor_cannot_be_resized():
     with pytest.raises(StokeError, match="one worker"):
         pool.resize(2)
     pool.resize(1)
+
+
+class Scaled:
+    """A program that takes updates (``apply``), as stoke.accelerate's programs do: its
+    samples are ``index * factor``; an update sets the factor, or fails on purpose."""
+
+    seed = 0
+    steps = ()
+    has_filter = False
+
+    def __init__(self) -> None:
+        self.source = list(range(16))
+        self.factor = 1.0
+        self.dtype_policy = PROGRAM.dtype_policy
+
+    def run(self, index: int, epoch: int):
+        return np.float32(index * self.factor)
+
+    def apply(self, update: dict) -> None:
+        if "fail" in update:
+            raise KeyError(update["fail"])
+        self.factor = update["factor"]
+
+
+def sample(pool, task_id: int, index: int, worker: int | None = None) -> float:
+    pool.submit(probe(task_id, index), worker=worker)
+    return float(result_of(pool, task_id).probe[2][0])
+
+
+@pytest.mark.parametrize("kind", ["inline", "thread", "process"])
+def test_a_broadcast_update_reaches_every_worker_before_later_tasks(kind):
+    program = Scaled()
+    pool = {"process": lambda: ProcessPool(program, 2), "thread": lambda: ThreadPool(program, 2),
+            "inline": lambda: InlinePool(program)}[kind]()
+    try:
+        assert sample(pool, 0, 3) == 3.0
+        pool.broadcast(ProgramUpdate(1, {"factor": 10.0}, "the factor"))
+        answer = result_of(pool, 1)
+        assert answer.error is None
+        workers = [0, 1] if kind == "process" else [None]
+        for task_id, worker in enumerate(workers, start=2):
+            assert sample(pool, task_id, 3, worker) == 30.0  # each worker applied it
+    finally:
+        pool.close()
+
+
+def test_an_update_to_one_process_worker_changes_that_worker_only():
+    pool = ProcessPool(Scaled(), 2)
+    try:
+        pool.submit(ProgramUpdate(0, {"factor": 2.0}, "the factor"), worker=1)
+        assert result_of(pool, 0).error is None
+        assert sample(pool, 1, 4, worker=0) == 4.0
+        assert sample(pool, 2, 4, worker=1) == 8.0
+        with pytest.raises(ValueError, match="broadcast"):
+            pool.submit(ProgramUpdate(3, {"factor": 3.0}))  # to which worker?
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_a_failed_update_comes_back_as_an_error_naming_the_message(kind):
+    program = Scaled()
+    pool = ProcessPool(program, 2) if kind == "process" else ThreadPool(program, 2)
+    try:
+        pool.broadcast(ProgramUpdate(0, {"fail": "boom"}, "the broken update"))
+        answer = result_of(pool, 0)
+        assert isinstance(answer.error, SampleError)
+        assert "the broken update" in str(answer.error) and "boom" in str(answer.error)
+        assert pool.next_result(0.5) is None  # one answer per broadcast, not one per worker
+    finally:
+        pool.close()
+
+
+def test_message_kinds_are_distinct_and_an_update_is_plain_data():
+    """The worker loop reads named kinds; an update is plain data (issue 17.2: no
+    ``__reduce__`` that acts when the message is unpickled)."""
+    import pickle
+
+    from stoke.executors import messages
+
+    kinds = [messages.INIT, messages.RING, messages.SLOT, messages.TASK, messages.UPDATE,
+             messages.STOP, messages.READY, messages.INIT_ERROR, messages.RESULT]
+    assert len(set(kinds)) == len(kinds)
+    update = ProgramUpdate(7, {"factor": 2.0}, "the factor")
+    assert pickle.loads(pickle.dumps(update)) == update
