@@ -67,7 +67,7 @@ from typing import Any
 
 import numpy as np
 
-from stoke.data.program import SampleProgram
+from stoke.data.program import SampleProgram, seed_worker_globals
 from stoke.errors import SampleError, StokeError, UnpicklableError, WorkerDiedError
 from stoke.executors.chunk import Result, Task, run_task
 from stoke.executors.messages import ProgramUpdate
@@ -267,10 +267,16 @@ def _first_line(exc: BaseException) -> str:
 # -- what runs on the cluster ------------------------------------------------------------------
 _PROGRAMS: OrderedDict[str, SampleProgram] = OrderedDict()  # per worker process: ref -> program
 _PROGRAMS_KEPT = 2
+_SEEDED: set[str] = set()  # programs this worker process seeded its global rngs for
 
 
 def _program_of(program_ref) -> SampleProgram:
-    """The program behind ``program_ref``, unpickled once per worker process."""
+    """The program behind ``program_ref``, unpickled once per worker process. The first
+    time, the process's global ``random`` and ``numpy.random`` are seeded as a process
+    worker's are (after the user's modules were imported: one may seed them at the top),
+    from the pipeline seed and this Ray worker's id, so that code drawing from them gets a
+    different stream in each worker. Which worker runs which task is Ray's choice, so these
+    draws differ from run to run; the per-sample ``rng`` of ``map`` never does."""
     key = program_ref.hex()
     program = _PROGRAMS.get(key)
     if program is None:
@@ -280,6 +286,9 @@ def _program_of(program_ref) -> SampleProgram:
         _PROGRAMS[key] = program
         while len(_PROGRAMS) > _PROGRAMS_KEPT:
             _PROGRAMS.popitem(last=False)
+        if key not in _SEEDED:  # once: a program evicted and loaded again keeps its stream
+            _SEEDED.add(key)
+            seed_worker_globals(program.seed, int(ray.get_runtime_context().get_worker_id(), 16))
     else:
         _PROGRAMS.move_to_end(key)
     return program
