@@ -19,7 +19,7 @@ from stoke.autotune.tuner import CpuMeter
 
 class TunedWorkers:
     """The tuner's view of a channel loader's process pool (``apply``, ``ready``,
-    ``cpu_seconds``, ...: the pool protocol :class:`stoke.autotune.tuner.Tuner` documents)."""
+    ``cpu_seconds_by_pid``, ...: the pool protocol :class:`stoke.autotune.tuner.Tuner` documents)."""
 
     kind = "process"
 
@@ -44,7 +44,7 @@ class TunedWorkers:
     def ready(self) -> bool:
         return self.pool.ready()
 
-    def cpu_seconds(self) -> dict[int, float]:
+    def cpu_seconds_by_pid(self) -> dict[int, float]:
         return self._meter.cpu_seconds(self.pool.worker_pids())
 
     def idle_seconds(self) -> float:

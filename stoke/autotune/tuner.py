@@ -473,9 +473,15 @@ class AutoPool:
             log.debug("stoke: closing the idle %s workers", kind)
             self._pools.pop(kind).close()
 
-    def cpu_seconds(self) -> dict[int, float]:
+    def cpu_seconds(self) -> float | None:
+        """The WorkerPool protocol's: CPU time the workers of every pool used so far (None:
+        not known), for the loader's stuck-workers check."""
+        seconds = [pool.cpu_seconds() for pool in self._pools.values()]
+        return None if None in seconds else sum(seconds)
+
+    def cpu_seconds_by_pid(self) -> dict[int, float]:
         """CPU seconds so far of this process (``trainer_pid``) and of each process worker,
-        by pid."""
+        by pid (for the tuner)."""
         pids = []
         for pool in self._pools.values():
             pids += pool.worker_pids()
@@ -559,7 +565,7 @@ class Tuner:
     The loader reports every delivered batch (:meth:`observe`: its rows and how long the
     consumer waited for it); the tuner tells its pool what to run (``apply``) and publishes
     the ring depth it wants (:attr:`depth`). ``pool`` needs ``apply(kind, workers)``,
-    ``ready()``, ``unavailable`` (kind -> reason), ``cpu_seconds()`` (pid -> seconds),
+    ``ready()``, ``unavailable`` (kind -> reason), ``cpu_seconds_by_pid()`` (pid -> seconds),
     ``idle_seconds()``, ``worker_bytes()`` and ``release_idle()`` (:class:`AutoPool`; the
     tests use a simulated one), and may have ``prestart(kind, workers)``.
     """
@@ -728,7 +734,7 @@ class Tuner:
 
     def _cpu(self) -> dict[int, float] | None:
         try:
-            return self.pool.cpu_seconds()
+            return self.pool.cpu_seconds_by_pid()
         except Exception:  # noqa: BLE001 - CPU use is informative only
             return None
 

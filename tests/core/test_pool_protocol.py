@@ -9,9 +9,10 @@ import time
 import numpy as np
 import pytest
 
+import stoke
 from stoke.data.program import SampleProgram
 from stoke.data.sources import SequenceSource
-from stoke.errors import SampleError, StokeError
+from stoke.errors import SampleError, StokeError, WorkerHungError
 from stoke.executors.base import WorkerPool
 from stoke.executors.chunk import Result, Task
 from stoke.executors.inline import InlinePool
@@ -204,3 +205,19 @@ def test_message_kinds_are_distinct_and_an_update_is_plain_data():
     assert len(set(kinds)) == len(kinds)
     update = ProgramUpdate(7, {"factor": 2.0}, "the factor")
     assert pickle.loads(pickle.dumps(update)) == update
+
+
+def hang_from_8(index):
+    if index >= 8:
+        time.sleep(600)  # asleep: no CPU, no result
+    return np.float32(index)
+
+
+def test_stuck_workers_of_the_default_autotuned_pool_are_reported_as_hung():
+    """workers="auto", executor="auto" (an AutoPool) answers ``cpu_seconds`` as every pool
+    does, so a hang is a WorkerHungError naming the stuck batch, not a TypeError from
+    subtracting two dicts."""
+    pipe = stoke.from_sequence(list(range(64))).map(hang_from_8).batch(4)
+    with pytest.raises(WorkerHungError, match="seem stuck"):
+        for _ in pipe.iter(workers="auto", executor="auto", timeout_s=3):
+            pass
