@@ -1,7 +1,9 @@
 """The protocol every executor follows, so the loader does not care who does the work.
 
 A pool is started with the sample program, told the ring once the layout is known (and each
-slot the ring replaces), then given tasks and asked for results. ``next_result`` never
+slot the ring replaces), then given tasks (to any worker, or to one) and updates for its
+workers' copy of the program (:class:`~stoke.executors.messages.ProgramUpdate`, to every
+worker or to one), and asked for results. ``next_result`` never
 blocks forever: it returns ``None`` after ``timeout_s`` and raises
 :class:`~stoke.errors.WorkerDiedError` when a worker is gone.
 
