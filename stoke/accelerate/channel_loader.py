@@ -3,9 +3,10 @@ it can message the workers' copy of the program, route a task to one worker, and
 abandoned tasks before the trainer changes what thread workers read.
 
 Owns also the pool choice of ``stoke.accelerate`` ("auto" falls back to threads with a
-warning). The message format is :mod:`.updates`'s; plans, rings and the rest of the
-loader's work stay in ``stoke.loader``: this module uses the slot scheduler's public
-methods and hooks (:class:`~stoke.loader.scheduler.SlotScheduler`), never its state.
+warning). Messages travel as :class:`~stoke.executors.messages.ProgramUpdate` through the
+pool's ``broadcast`` and ``submit(..., worker=k)``; plans, rings and the rest of the loader's
+work stay in ``stoke.loader``: this module uses the slot scheduler's public methods and
+hooks (:class:`~stoke.loader.scheduler.SlotScheduler`), never its state.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from collections.abc import Callable
 from typing import Any
 
 from stoke.accelerate.items import ItemLayout, float64_message
-from stoke.accelerate.updates import ControlMessage, control_task, send_to_worker
 from stoke.data.pipeline import Pipeline
 from stoke.errors import StokeWarning, UnpicklableError
 from stoke.executors.chunk import Task
+from stoke.executors.messages import ProgramUpdate
 from stoke.loader.loader import Loader, LoaderOptions, make_pool
 
 
@@ -36,7 +37,7 @@ def _route_to_worker(pool: Any, worker: int, task: Task) -> None:
     """Send ``task`` to worker ``worker`` of a process pool (threads and inline share one
     queue: any worker)."""
     if pool.kind == "process":
-        send_to_worker(pool, worker, task, task)
+        pool.submit(task, worker=worker)
     else:
         pool.submit(task)
 
@@ -61,17 +62,16 @@ def _warn_thread_fallback(exc: UnpicklableError) -> None:
 
 class ChannelLoader(Loader):
     """A :class:`~stoke.loader.loader.Loader` that can also message its workers' copy of the
-    program (:meth:`send`) and route a task to one worker (``scheduler.submit(...,
-    worker=k)``, through the scheduler's ``route_to_worker`` hook). Both use the executors'
-    existing task protocol (see :class:`ControlMessage`); they are what a
-    ``pool.broadcast`` / ``pool.submit(task, worker=k)`` in the core would replace."""
+    program (:meth:`send`: ``pool.broadcast`` or ``pool.submit(update, worker=k)``) and
+    route a task to one worker (``scheduler.submit(..., worker=k)``, through the scheduler's
+    ``route_to_worker`` hook: ``pool.submit(task, worker=k)``)."""
 
     def __init__(self, pipeline: Pipeline, options: LoaderOptions, program: Any,
                  tuned: bool = False) -> None:
         super().__init__(pipeline, options)
         self.program = program
         self.tuned = tuned  # process workers resized by stoke.autotune.tuner (Sequences)
-        self._broadcasts: list[bytes] = []  # every message sent to all workers, in order
+        self._broadcasts: list[tuple[Any, str]] = []  # every (update, what) sent to all, in order
         self._on_pool_started: weakref.WeakMethod | None = None
         self.scheduler.on_float64 = _warn_float64_items
         self.scheduler.route_to_worker = _route_to_worker
@@ -124,11 +124,11 @@ class ChannelLoader(Loader):
         """Send worker ``worker`` (just added) every message sent to all workers so far, in
         order, so that it holds the program as the others do before its first task."""
         pool = self._shutdown.pool
-        for payload in self._broadcasts:
-            task_id = self.scheduler.new_task_id()
-            send_to_worker(pool, worker, control_task(task_id), ControlMessage(task_id, payload))
+        for update, what in self._broadcasts:
+            message = ProgramUpdate(self.scheduler.new_task_id(), update, what)
+            pool.submit(message, worker=worker)
             self.scheduler.expect_answer(
-                task_id, "a message replayed to a worker added by the tuner")
+                message.task_id, "a message replayed to a worker added by the tuner")
 
     @property
     def process_workers(self) -> bool:
@@ -137,30 +137,22 @@ class ChannelLoader(Loader):
     def send(self, update: dict, worker: int | None = None, what: str = "a message") -> None:
         """Deliver ``update`` to the program in every worker (or in ``worker``), after the
         tasks already sent to it and before any sent later; waits until the workers that
-        are up applied it. A worker still loading the program (start-up) applies it before
-        its first task; its answer is checked when it comes (an error raises then)."""
+        are up applied it. While workers are still loading the program (start-up), each
+        applies it before its first task and the answer is checked when it comes (an error
+        raises then). Thread and inline workers share the trainer's program: it applies the
+        update at once."""
         pool = self.pool
-        if pool.kind != "process":
-            self.program.apply(update)  # threads and inline share the trainer's program
-            return
-        import cloudpickle
-
         scheduler = self.scheduler
-        payload = cloudpickle.dumps(update, protocol=5)
-        targets = range(pool.workers) if worker is None else [worker]
+        message = ProgramUpdate(scheduler.new_task_id(), update, what)
         if worker is None:
-            self._broadcasts.append(payload)
-        task_ids = []
-        for target in targets:
-            task_id = scheduler.new_task_id()
-            up = pool.worker_ready(target)
-            send_to_worker(pool, target, control_task(task_id), ControlMessage(task_id, payload))
-            if up:
-                task_ids.append(task_id)
-            else:
-                scheduler.expect_answer(task_id, what)
-        for task_id in task_ids:
-            scheduler.raise_if_failed(scheduler.wait(task_id, what))
+            self._broadcasts.append((update, what))
+            pool.broadcast(message)
+        else:
+            pool.submit(message, worker=worker)
+        if pool.ready():
+            scheduler.raise_if_failed(scheduler.wait(message.task_id, what))
+        else:
+            scheduler.expect_answer(message.task_id, what)
 
     def template(self) -> ItemLayout:
         """The item layout, from the ring's: the slot holds ``(item, rows)``."""

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from stoke.accelerate.items import ROWS_END, ItemLayout, shape_item
-from stoke.accelerate.updates import CONTROL_INDEX, apply_next_update
 from stoke.data.program import FILTERED, sample_error
 from stoke.data.structure import DtypePolicy
 from stoke.errors import StokeError
@@ -49,8 +48,6 @@ class GeneratorProgram:
         self.stage = f"{getattr(fn, '__qualname__', fn)} (generator)"
 
     def run(self, index: int, epoch: int) -> Any:
-        if index == CONTROL_INDEX:
-            return apply_next_update(self, "a message to the generator's worker")
         if self._pending is not None:
             item, self._pending = self._pending, None
             if index != PROBE_INDEX:

@@ -32,7 +32,7 @@ from stoke.accelerate.items import (
 )
 from stoke.accelerate.keras_base import detached_copy
 from stoke.accelerate.keras_requests import Answers, copy_batch
-from stoke.accelerate.updates import CONTROL_INDEX, apply_next_update, fingerprints, pickled_state
+from stoke.accelerate.updates import fingerprints, pickled_state
 from stoke.data.pipeline import Pipeline
 from stoke.data.program import sample_error
 from stoke.data.structure import DtypePolicy
@@ -60,8 +60,6 @@ class _ItemProgram:
         self.stage = f"{type(dataset).__name__}.__getitem__"
 
     def run(self, index: int, epoch: int) -> Any:
-        if index == CONTROL_INDEX:
-            return apply_next_update(self, "the update of the dataset's state in a worker")
         try:
             item = self.source[index]
         except Exception as exc:  # noqa: BLE001 - re-raised with where it happened

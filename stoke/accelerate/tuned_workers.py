@@ -3,7 +3,7 @@
 pool, by the same measurements as ``to_keras`` (delivered steps/s, the trainer's own CPU per
 step, other processes' share of the cores).
 
-Owns what resizing needs beyond the pool's ``add_workers``/``remove_workers``: a worker
+Owns what resizing needs beyond the pool's ``resize``: a worker
 added later starts from the program as it was packed at start-up, so every message broadcast
 since (the batch layout, the state ``on_epoch_end`` changed) is sent to it again, in order,
 before its first task. The decisions are the tuner's; the messages are :mod:`.updates`'s.
@@ -19,7 +19,7 @@ from stoke.autotune.tuner import CpuMeter
 
 class TunedWorkers:
     """The tuner's view of a channel loader's process pool (``apply``, ``ready``,
-    ``cpu_seconds``, ...: the pool protocol :class:`stoke.autotune.tuner.Tuner` documents)."""
+    ``cpu_seconds_by_pid``, ...: the pool protocol :class:`stoke.autotune.tuner.Tuner` documents)."""
 
     kind = "process"
 
@@ -37,17 +37,14 @@ class TunedWorkers:
     def apply(self, kind: str, workers: int) -> None:
         pool = self.pool
         now = pool.workers
-        if workers > now:
-            pool.add_workers(workers - now)
-            for index in range(now, workers):
-                self.loader.replay_to(index)
-        elif workers < now:
-            pool.remove_workers(now - workers)
+        pool.resize(workers)
+        for index in range(now, workers):  # the workers just added, if any
+            self.loader.replay_to(index)
 
     def ready(self) -> bool:
         return self.pool.ready()
 
-    def cpu_seconds(self) -> dict[int, float]:
+    def cpu_seconds_by_pid(self) -> dict[int, float]:
         return self._meter.cpu_seconds(self.pool.worker_pids())
 
     def idle_seconds(self) -> float:

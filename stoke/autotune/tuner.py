@@ -283,7 +283,7 @@ class AutoPool:
 
     A change of executor starts the other pool (process workers in the background) and
     makes it active once its workers are up; the old pool keeps and finishes the tasks it
-    holds. Resizing uses the executors' ``add_workers``/``remove_workers``. The ring is
+    holds. Resizing uses the executors' ``resize``. The ring is
     always shared memory (an anonymous ``memfd``): both kinds can write into it, and pages of
     slots not in rotation are never touched, so they cost no memory.
     """
@@ -416,14 +416,11 @@ class AutoPool:
                 return None
 
     def busy_workers(self) -> list[str]:
-        return [line for pool in self._pools.values()
-                for line in getattr(pool, "busy_workers", lambda: [])()]
+        return [line for pool in self._pools.values() for line in pool.busy_workers()]
 
     def check_alive(self) -> None:
         for pool in self._pools.values():
-            check = getattr(pool, "check_alive", None)
-            if check is not None:
-                check()
+            pool.check_alive()
 
     def close(self) -> None:
         pools, self._pools = list(self._pools.values()), {}
@@ -446,10 +443,8 @@ class AutoPool:
             except (StokeError, OSError) as exc:
                 self.unavailable[kind] = f"{kind} workers could not start: {exc}"
                 return
-        elif pool.workers < workers:
-            pool.add_workers(workers - pool.workers)
-        elif pool.workers > workers:
-            pool.remove_workers(pool.workers - workers)
+        else:
+            pool.resize(workers)
         self._switch_if_ready()
 
     def prestart(self, kind: str, workers: int) -> None:
@@ -478,12 +473,18 @@ class AutoPool:
             log.debug("stoke: closing the idle %s workers", kind)
             self._pools.pop(kind).close()
 
-    def cpu_seconds(self) -> dict[int, float]:
+    def cpu_seconds(self) -> float | None:
+        """The WorkerPool protocol's: CPU time the workers of every pool used so far (None:
+        not known), for the loader's stuck-workers check."""
+        seconds = [pool.cpu_seconds() for pool in self._pools.values()]
+        return None if None in seconds else sum(seconds)
+
+    def cpu_seconds_by_pid(self) -> dict[int, float]:
         """CPU seconds so far of this process (``trainer_pid``) and of each process worker,
-        by pid."""
+        by pid (for the tuner)."""
         pids = []
         for pool in self._pools.values():
-            pids += getattr(pool, "worker_pids", lambda: [])()
+            pids += pool.worker_pids()
         return self._meter.cpu_seconds(pids)
 
     def idle_seconds(self) -> float:
@@ -564,7 +565,7 @@ class Tuner:
     The loader reports every delivered batch (:meth:`observe`: its rows and how long the
     consumer waited for it); the tuner tells its pool what to run (``apply``) and publishes
     the ring depth it wants (:attr:`depth`). ``pool`` needs ``apply(kind, workers)``,
-    ``ready()``, ``unavailable`` (kind -> reason), ``cpu_seconds()`` (pid -> seconds),
+    ``ready()``, ``unavailable`` (kind -> reason), ``cpu_seconds_by_pid()`` (pid -> seconds),
     ``idle_seconds()``, ``worker_bytes()`` and ``release_idle()`` (:class:`AutoPool`; the
     tests use a simulated one), and may have ``prestart(kind, workers)``.
     """
@@ -733,7 +734,7 @@ class Tuner:
 
     def _cpu(self) -> dict[int, float] | None:
         try:
-            return self.pool.cpu_seconds()
+            return self.pool.cpu_seconds_by_pid()
         except Exception:  # noqa: BLE001 - CPU use is informative only
             return None
 

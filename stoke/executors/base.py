@@ -1,8 +1,16 @@
 """The protocol every executor follows, so the loader does not care who does the work.
 
 A pool is started with the sample program, told the ring once the layout is known (and each
-slot the ring replaces), then given tasks and asked for results. ``next_result`` never blocks forever: it returns ``None``
-after ``timeout_s`` and raises :class:`~stoke.errors.WorkerDiedError` when a worker is gone.
+slot the ring replaces), then given tasks (to any worker, or to one) and updates for its
+workers' copy of the program (:class:`~stoke.executors.messages.ProgramUpdate`, to every
+worker or to one), and asked for results. ``next_result`` never
+blocks forever: it returns ``None`` after ``timeout_s`` and raises
+:class:`~stoke.errors.WorkerDiedError` when a worker is gone.
+
+Every member is implemented by every executor (``inline.py``, ``threads.py``,
+``processes.py``, ``ray.py``): one that cannot do something says so in its own method (a
+neutral answer where one is true, e.g. no worker processes, or a :class:`~stoke.StokeError`
+that names the executor). Callers never probe a pool for a member.
 """
 
 from __future__ import annotations
@@ -10,14 +18,35 @@ from __future__ import annotations
 from typing import Protocol
 
 from stoke.executors.chunk import Result, Task
+from stoke.executors.messages import ProgramUpdate
 from stoke.executors.ring import BatchRing
 
 
 class WorkerPool(Protocol):
-    kind: str
-    workers: int
+    kind: str  # "process", "thread", "inline", "ray"
     shared_ring: bool  # does the ring have to be shared memory?
 
+    @property
+    def workers(self) -> int:
+        """Live workers (tasks kept in flight, for Ray)."""
+        ...
+
+    # -- starting and resizing ------------------------------------------------------------
+    def ready(self) -> bool:
+        """Has every live worker loaded the program (can take tasks)?"""
+        ...
+
+    def wait_ready(self, timeout_s: float | None = None, first: bool = False) -> None:
+        """Block until every worker (``first``: one worker) has loaded the program; raises
+        what a failed start raises. Returns at once for executors that need no start-up."""
+        ...
+
+    def resize(self, workers: int) -> None:
+        """Run ``workers`` workers from now on; a worker taken out finishes the tasks it
+        holds first, so no task is lost or run twice."""
+        ...
+
+    # -- the ring -------------------------------------------------------------------------
     def set_ring(self, ring: BatchRing) -> None: ...
 
     def replace_slot(self, slot: int) -> None:
@@ -25,14 +54,36 @@ class WorkerPool(Protocol):
         from now on. Process workers are sent the new block; others read the ring."""
         ...
 
-    def submit(self, task: Task) -> None: ...
+    # -- work -----------------------------------------------------------------------------
+    def submit(self, task: Task | ProgramUpdate, worker: int | None = None) -> None:
+        """Queue ``task`` for whichever worker is free, or for live worker number ``worker``
+        (after the tasks already sent to it). An update needs ``worker``."""
+        ...
+
+    def broadcast(self, update: ProgramUpdate) -> None:
+        """Have every live worker apply ``update`` to its copy of the program, after the
+        tasks already sent to it and before any sent later; one result for
+        ``update.task_id`` comes from :meth:`next_result` (its error: the first failure).
+        Workers that share the trainer's program (threads, inline) apply it once, now."""
+        ...
 
     def next_result(self, timeout_s: float) -> Result | None: ...
 
+    # -- watching -------------------------------------------------------------------------
+    def worker_pids(self) -> list[int]:
+        """The pids of this process's worker processes (none for threads, inline, Ray)."""
+        ...
+
     def cpu_seconds(self) -> float | None:
         """CPU time the workers used so far (None: not known), to tell slow from stuck."""
+        ...
 
     def busy_workers(self) -> list[str]:
         """What each busy worker holds, for the stuck-workers error."""
+        ...
+
+    def check_alive(self) -> None:
+        """Raise :class:`~stoke.errors.WorkerDiedError` if a worker is gone."""
+        ...
 
     def close(self) -> None: ...

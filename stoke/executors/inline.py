@@ -1,7 +1,9 @@
 """The inline executor: tasks run in the caller's thread when their result is asked for.
 
 No parallelism; the reference the other executors are tested against, and the right choice
-for cheap samples or debugging (a breakpoint in ``map`` just works).
+for cheap samples or debugging (a breakpoint in ``map`` just works). Follows
+:class:`~stoke.executors.base.WorkerPool` with its one "worker", the caller: it is always
+ready, cannot be resized and has no process to watch.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 from collections import deque
 
 from stoke.data.program import SampleProgram, prefetch_chunk
+from stoke.errors import StokeError
 from stoke.executors.chunk import Result, Task, run_task
+from stoke.executors.messages import ProgramUpdate, apply_update
 from stoke.executors.ring import BatchRing
 
 
@@ -22,6 +26,19 @@ class InlinePool:
         self.workers = 1
         self.ring: BatchRing | None = None
         self.pending: deque[Task] = deque()
+        self.answers: deque[Result] = deque()  # of updates, applied when broadcast
+
+    def ready(self) -> bool:
+        return True
+
+    def wait_ready(self, timeout_s: float | None = None, first: bool = False) -> None:
+        pass  # nothing to start
+
+    def resize(self, workers: int) -> None:
+        if workers != 1:
+            raise StokeError(
+                f"the inline executor runs tasks in the caller: it has one worker, not "
+                f"{workers}. Use executor=\"thread\" or \"process\" for more.")
 
     def set_ring(self, ring: BatchRing) -> None:
         self.ring = ring
@@ -29,18 +46,36 @@ class InlinePool:
     def replace_slot(self, slot: int) -> None:
         pass  # tasks read ring.views(slot) when they run
 
-    def submit(self, task: Task) -> None:
+    def submit(self, task: Task | ProgramUpdate, worker: int | None = None) -> None:
+        if worker not in (None, 0):
+            raise StokeError(f"the inline executor has one worker (0), not worker {worker}.")
+        if isinstance(task, ProgramUpdate):
+            self.broadcast(task)  # its one worker is the caller
+            return
         if task.kind == "chunk":
             prefetch_chunk(self.program, task.indices)  # remote shards: reads start now
         self.pending.append(task)
 
+    def broadcast(self, update: ProgramUpdate) -> None:
+        """The caller holds the program: it applies ``update`` now."""
+        self.answers.append(apply_update(self.program, update.task_id, update.update,
+                                         update.what, "the inline executor"))
+
     def next_result(self, timeout_s: float) -> Result | None:
+        if self.answers:
+            return self.answers.popleft()
         if not self.pending:
             return None
         task = self.pending.popleft()
         views = self.ring.views(task.slot) if (self.ring and task.slot >= 0) else None
         layout = self.ring.layout if self.ring else None
         return run_task(self.program, task, layout, views, "the inline executor")
+
+    def worker_pids(self) -> list[int]:
+        return []  # the caller does the work
+
+    def check_alive(self) -> None:
+        pass  # the caller is alive
 
     def cpu_seconds(self) -> float | None:
         return None  # the work runs in the caller: it never waits on a worker
@@ -50,3 +85,4 @@ class InlinePool:
 
     def close(self) -> None:
         self.pending.clear()
+        self.answers.clear()

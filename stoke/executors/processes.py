@@ -19,12 +19,26 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
 import stoke
 from stoke.data.program import SampleProgram
 from stoke.errors import StokeError, WorkerDiedError
 from stoke.executors.chunk import Result, Task
+from stoke.executors.messages import (
+    INIT,
+    INIT_ERROR,
+    READY,
+    RESULT,
+    RING,
+    SLOT,
+    STOP,
+    TASK,
+    UPDATE,
+    ProgramUpdate,
+)
 from stoke.executors.payload import PackedProgram, pack
 from stoke.executors.ring import BatchRing
 
@@ -54,6 +68,16 @@ NEW_PROCESS_GROUP = ({"process_group": 0} if sys.version_info >= (3, 11)
                      else {"start_new_session": True})
 
 
+def _pickled_update(task: Task | ProgramUpdate) -> bytes | None:
+    """An update's content, pickled for the workers (cloudpickle: it may hold functions of
+    the user's script); None for a task."""
+    if not isinstance(task, ProgramUpdate):
+        return None
+    import cloudpickle
+
+    return cloudpickle.dumps(task.update, protocol=5)
+
+
 def trainer_import_path() -> list[str]:
     """The trainer's ``sys.path`` for the workers: they import the user's modules from where
     the trainer does. An empty entry (a notebook, ``python -c``) means the current directory
@@ -63,16 +87,18 @@ def trainer_import_path() -> list[str]:
 
 class _Worker:
     """One worker process and its socket. Its start-up message (the pickled program, maybe
-    megabytes) is sent by a helper thread, so that starting many workers, or adding one to
-    a running pool, never blocks the trainer while a child boots."""
+    megabytes) is sent by a helper thread that runs ``send_init(worker)``, so that starting
+    many workers, or adding one to a running pool, never blocks the trainer while a child
+    boots. ``load_slot``: the lock file it holds while it loads the program."""
 
-    def __init__(self, index: int, pool: ProcessPool) -> None:
+    def __init__(self, index: int, load_slot: str,
+                 send_init: Callable[[_Worker], None]) -> None:
         self.name = f"worker process {index}"
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = dict(os.environ)
         for key, value in ONE_THREAD_ENV.items():
             env.setdefault(key, value)
-        env["STOKE_LOAD_SLOT"] = pool.load_slot(index)
+        env["STOKE_LOAD_SLOT"] = load_slot
         package_root = os.path.dirname(os.path.dirname(os.path.abspath(stoke.__file__)))
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (package_root, env.get("PYTHONPATH", "")) if p
@@ -93,7 +119,7 @@ class _Worker:
         self.init_done = False  # the start-up thread sent everything it had to send
         self.retiring = False  # takes no new task; stopped once its tasks are done
         self.stopped = False  # asked to stop
-        self.starter = threading.Thread(target=pool._send_init, args=(self,),
+        self.starter = threading.Thread(target=send_init, args=(self,),
                                         name=f"stoke-start-{index}", daemon=True)
         self.starter.start()
 
@@ -107,13 +133,13 @@ class _Worker:
     def send_ring(self, ring: BatchRing) -> None:
         """The layout, then one fd per slot (at most 200 in one message: the kernel's
         limit is 253)."""
-        self.conn.send(("ring", ring.layout, ring.slot_bytes, ring.slots))
+        self.conn.send((RING, ring.layout, ring.slot_bytes, ring.slots))
         fds = [ring.fd(slot) for slot in range(ring.slots)]
         for start in range(0, len(fds), 200):
             socket.send_fds(self.sock, [b"F"], fds[start:start + 200])
 
     def send_slot(self, ring: BatchRing, slot: int) -> None:
-        self.conn.send(("slot", slot, ring.slot_bytes))
+        self.conn.send((SLOT, slot, ring.slot_bytes))
         self.send_fd(ring.fd(slot))
 
     def stop(self) -> None:
@@ -123,7 +149,7 @@ class _Worker:
             self.process.kill()
             return
         try:
-            self.conn.send(("stop",))
+            self.conn.send((STOP,))
         except OSError:
             pass
 
@@ -133,7 +159,7 @@ class _Worker:
         try:
             if self.conn.poll(0):
                 message = self.conn.recv()
-                if message[0] == "init-error":
+                if message[0] == INIT_ERROR:
                     return _init_error(self, message[1])
         except (EOFError, OSError):
             pass
@@ -141,10 +167,7 @@ class _Worker:
             code = self.process.wait(timeout=5.0)
         except subprocess.TimeoutExpired:
             code = None
-        held = ", ".join(
-            f"batch of samples {t.indices[:4].tolist()}{'...' if len(t.indices) > 4 else ''} "
-            f"(epoch {t.epoch})" for t in self.outstanding.values()
-        ) or "no batch"
+        held = ", ".join(_held(t) for t in self.outstanding.values()) or "no batch"
         return WorkerDiedError(self.name, code, held)
 
     def close_handles(self) -> None:
@@ -153,6 +176,23 @@ class _Worker:
                 handle.close()
             except OSError:
                 pass
+
+
+def _held(task: Task | ProgramUpdate) -> str:
+    """What a worker holds, in words: a batch's samples, or the update it is applying."""
+    if isinstance(task, ProgramUpdate):
+        return f"{task.what} (a message to the program)"
+    more = "..." if len(task.indices) > 4 else ""
+    return f"batch of samples {task.indices[:4].tolist()}{more} (epoch {task.epoch})"
+
+
+@dataclass
+class _Answers:
+    """The answers still awaited to one broadcast update (from these workers), and whether
+    its result was reported (at the first failure, or once every worker applied it)."""
+
+    waiting: set[_Worker]
+    reported: bool = False
 
 
 def _init_error(worker: _Worker, trace: str) -> StokeError:
@@ -167,8 +207,9 @@ class ProcessPool:
     """``workers`` persistent worker processes. ``packed``: the program already packed
     (the caller then owns it and closes it). ``wait``: block until every worker has loaded
     the program (else they come up in the background, and tasks go to ready ones only).
-    :meth:`add_workers` and :meth:`remove_workers` resize a running pool; a removed worker
-    finishes the tasks it holds before it is stopped, so no task is lost or run twice."""
+    :meth:`resize` resizes a running pool; a removed worker finishes the tasks it holds
+    before it is stopped, so no task is lost or run twice. Follows
+    :class:`~stoke.executors.base.WorkerPool`."""
 
     kind = "process"
     shared_ring = True
@@ -181,6 +222,7 @@ class ProcessPool:
         self._workers: list[_Worker] = []  # live: take tasks (once ready)
         self._retiring: list[_Worker] = []  # removed: finishing their tasks, then stopped
         self._ready: deque[Result] = deque()
+        self._broadcasts: dict[int, _Answers] = {}  # task id of an update sent to all
         self._send_lock = threading.Lock()
         self._ring: BatchRing | None = None
         self._next_index = 0
@@ -200,7 +242,7 @@ class ProcessPool:
         except (AttributeError, OSError):  # no O_TMPFILE here: workers load at once
             self._close_slots()
         try:
-            self.add_workers(workers)
+            self._add_workers(workers)
             if wait:
                 self._wait_ready(start_timeout_s)
         except BaseException:
@@ -223,14 +265,25 @@ class ProcessPool:
             os.close(fd)
 
     # -- starting and resizing ----------------------------------------------------------
-    def add_workers(self, count: int) -> None:
+    def resize(self, workers: int) -> None:
+        """Run ``workers`` workers: new ones take tasks once they have loaded the program;
+        those taken out (still starting first, then the least busy) finish their tasks."""
+        if workers < 1:
+            raise ValueError(f"a process pool needs at least one worker. Received: {workers}")
+        if workers > len(self._workers):
+            self._add_workers(workers - len(self._workers))
+        elif workers < len(self._workers):
+            self._remove_workers(len(self._workers) - workers)
+
+    def _add_workers(self, count: int) -> None:
         """Start ``count`` more workers; they take tasks once they have loaded the program."""
         for _ in range(count):
-            self._workers.append(_Worker(self._next_index, self))
+            index = self._next_index
+            self._workers.append(_Worker(index, self.load_slot(index), self._send_init))
             self._next_index += 1
         self._started_at = time.monotonic()
 
-    def remove_workers(self, count: int) -> None:
+    def _remove_workers(self, count: int) -> None:
         """Take ``count`` workers out: those still starting first, then the least busy. Each
         finishes the tasks it holds (their results come as usual), then is stopped."""
         count = min(count, len(self._workers) - 1)
@@ -247,10 +300,6 @@ class ProcessPool:
         """Has every live worker loaded the program?"""
         return all(w.ready and w.init_done for w in self._workers)
 
-    def worker_ready(self, index: int) -> bool:
-        """Has live worker ``index`` said it loaded the program?"""
-        return self._workers[index].ready
-
     def worker_pids(self) -> list[int]:
         return [w.process.pid for w in (*self._workers, *self._retiring) if not w.stopped]
 
@@ -259,7 +308,7 @@ class ProcessPool:
         The trainer sends nothing else to this worker until ``init_done``."""
         packed = self.packed
         try:
-            worker.conn.send(("init", trainer_import_path(), packed.data, packed.spans))
+            worker.conn.send((INIT, trainer_import_path(), packed.data, packed.spans))
             if packed.buffer is not None:
                 worker.send_fd(packed.buffer.fd)
             with self._send_lock:
@@ -306,16 +355,30 @@ class ProcessPool:
         except (EOFError, OSError):
             raise worker.died() from None
         kind = message[0]
-        if kind == "result":
+        if kind == RESULT:
             result: Result = message[1]
             worker.outstanding.pop(result.task_id, None)
-            self._ready.append(result)
+            answers = self._broadcasts.get(result.task_id)
+            if answers is None:
+                self._ready.append(result)
+            else:
+                self._answered(answers, worker, result)
             if worker.retiring and not worker.outstanding and not worker.stopped:
                 worker.stop()
-        elif kind == "ready":
+        elif kind == READY:
             worker.ready = True
-        elif kind == "init-error":
+        elif kind == INIT_ERROR:
             raise _init_error(worker, message[1])
+
+    def _answered(self, answers: _Answers, worker: _Worker, result: Result) -> None:
+        """``worker`` answered a broadcast update: its result is the broadcast's when it
+        failed (the first failure, at once) or when it was the last answer awaited."""
+        answers.waiting.discard(worker)
+        if not answers.reported and (result.error is not None or not answers.waiting):
+            answers.reported = True
+            self._ready.append(result)
+        if not answers.waiting:
+            del self._broadcasts[result.task_id]
 
     # -- the WorkerPool protocol --------------------------------------------------------
     def set_ring(self, ring: BatchRing) -> None:
@@ -337,17 +400,44 @@ class ProcessPool:
                     except (BrokenPipeError, ConnectionResetError, OSError):
                         raise worker.died() from None
 
-    def submit(self, task: Task) -> None:
+    def submit(self, task: Task | ProgramUpdate, worker: int | None = None) -> None:
+        if worker is not None:
+            self._send(self._workers[worker], task, _pickled_update(task))
+            return
+        if isinstance(task, ProgramUpdate):
+            raise ValueError("an update goes to every worker (pool.broadcast(update)) or to "
+                             "one given worker (pool.submit(update, worker=k))")
         candidates = [w for w in self._workers if w.available]
         if not candidates:
             # none has loaded the program yet: queue behind the start-up of any of them
             for worker in self._workers:
                 worker.starter.join(timeout=self.start_timeout_s)
             candidates = [w for w in self._workers if w.init_done] or self._workers
-        worker = min(candidates, key=lambda w: len(w.outstanding))
+        self._send(min(candidates, key=lambda w: len(w.outstanding)), task)
+
+    def broadcast(self, update: ProgramUpdate) -> None:
+        """Every live worker applies ``update`` before the tasks sent to it later (one
+        still loading the program, before its first task); one result for
+        ``update.task_id`` comes once all did, or at the first failure. Workers added
+        later do not get it: the sender replays what they need."""
+        payload = _pickled_update(update)
+        self._broadcasts[update.task_id] = _Answers(set(self._workers))
+        for worker in list(self._workers):
+            self._send(worker, update, payload)
+
+    def _send(self, worker: _Worker, task: Task | ProgramUpdate,
+              payload: bytes | None = None) -> None:
+        """Send ``task`` (an update: its ``payload``) to ``worker`` (after its start-up
+        messages), accounted to it so that its death names the task."""
+        if not worker.init_done:
+            worker.starter.join(timeout=self.start_timeout_s)  # the program first
         worker.outstanding[task.task_id] = task
+        if isinstance(task, ProgramUpdate):
+            message = (UPDATE, task.task_id, payload, task.what)
+        else:
+            message = (TASK, task)
         try:
-            worker.conn.send(("task", task))
+            worker.conn.send(message)
         except (BrokenPipeError, ConnectionResetError, OSError):
             raise worker.died() from None
 
@@ -397,7 +487,8 @@ class ProcessPool:
 
     def busy_workers(self) -> list[str]:
         return [
-            f"{w.name} (pid {w.process.pid}) on samples {t.indices[:4].tolist()}"
+            f"{w.name} (pid {w.process.pid}) on " + (
+                t.what if isinstance(t, ProgramUpdate) else f"samples {t.indices[:4].tolist()}")
             for w in (*self._workers, *self._retiring) for t in w.outstanding.values()
         ]
 

@@ -67,9 +67,10 @@ from typing import Any
 
 import numpy as np
 
-from stoke.data.program import SampleProgram
+from stoke.data.program import SampleProgram, seed_worker_globals
 from stoke.errors import SampleError, StokeError, UnpicklableError, WorkerDiedError
 from stoke.executors.chunk import Result, Task, run_task
+from stoke.executors.messages import ProgramUpdate
 from stoke.executors.ring import BatchRing, slot_views
 
 log = logging.getLogger("stoke")
@@ -266,10 +267,16 @@ def _first_line(exc: BaseException) -> str:
 # -- what runs on the cluster ------------------------------------------------------------------
 _PROGRAMS: OrderedDict[str, SampleProgram] = OrderedDict()  # per worker process: ref -> program
 _PROGRAMS_KEPT = 2
+_SEEDED: set[str] = set()  # programs this worker process seeded its global rngs for
 
 
 def _program_of(program_ref) -> SampleProgram:
-    """The program behind ``program_ref``, unpickled once per worker process."""
+    """The program behind ``program_ref``, unpickled once per worker process. The first
+    time, the process's global ``random`` and ``numpy.random`` are seeded as a process
+    worker's are (after the user's modules were imported: one may seed them at the top),
+    from the pipeline seed and this Ray worker's id, so that code drawing from them gets a
+    different stream in each worker. Which worker runs which task is Ray's choice, so these
+    draws differ from run to run; the per-sample ``rng`` of ``map`` never does."""
     key = program_ref.hex()
     program = _PROGRAMS.get(key)
     if program is None:
@@ -279,6 +286,9 @@ def _program_of(program_ref) -> SampleProgram:
         _PROGRAMS[key] = program
         while len(_PROGRAMS) > _PROGRAMS_KEPT:
             _PROGRAMS.popitem(last=False)
+        if key not in _SEEDED:  # once: a program evicted and loaded again keeps its stream
+            _SEEDED.add(key)
+            seed_worker_globals(program.seed, int(ray.get_runtime_context().get_worker_id(), 16))
     else:
         _PROGRAMS.move_to_end(key)
     return program
@@ -392,6 +402,25 @@ class RayPool:
         log.debug("stoke: Ray executor, %d tasks in flight, cluster CPUs %d", self.workers, cpus)
 
     # -- WorkerPool protocol -------------------------------------------------------------------
+    def ready(self) -> bool:
+        return True  # the cluster's workers load the program with their first task
+
+    def wait_ready(self, timeout_s: float | None = None, first: bool = False) -> None:
+        pass  # nothing is started here: tasks wait for the cluster's CPUs
+
+    def resize(self, workers: int) -> None:
+        """Keep ``workers`` tasks in flight (the cluster decides where they run)."""
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1. Received: {workers}")
+        self.workers = workers
+        self._dispatch()
+
+    def worker_pids(self) -> list[int]:
+        return []  # Ray's worker processes are the cluster's, not this process's children
+
+    def check_alive(self) -> None:
+        pass  # a lost Ray task comes back as a RayTaskLostError result
+
     def replace_slot(self, slot: int) -> None:
         pass  # results are copied into ring.views(slot) in the trainer
 
@@ -405,10 +434,22 @@ class RayPool:
             log.info("stoke: Ray results in flight limited to %d by the object store budget "
                      "(%d MiB)", self._max_in_flight, budget >> 20)
 
-    def submit(self, task: Task) -> None:
+    def submit(self, task: Task | ProgramUpdate, worker: int | None = None) -> None:
+        if worker is not None:
+            raise StokeError(
+                f"the Ray executor cannot give a task to worker {worker}: Ray places each "
+                "task on the cluster itself. Use executor=\"process\" to address one worker.")
+        if isinstance(task, ProgramUpdate):
+            self.broadcast(task)  # says why it cannot
         self._check_open()
         self._queued.append(task)
         self._dispatch()
+
+    def broadcast(self, update: ProgramUpdate) -> None:
+        raise StokeError(
+            f"the Ray executor cannot send {update.what} to its workers: each Ray task runs "
+            "the program as it was put in the object store when the pool started. Make a new "
+            "loader after changing the pipeline, or use executor=\"process\".")
 
     def next_result(self, timeout_s: float) -> Result | None:
         self._check_open()

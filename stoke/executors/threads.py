@@ -2,7 +2,9 @@
 
 Best when ``map`` releases the GIL (image decoders, OpenCV, large numpy) and for functions
 that cannot be pickled. Threads are started once and live until ``close``; the autotuner
-may add some or let some go (:meth:`ThreadPool.add_workers`, :meth:`ThreadPool.remove_workers`).
+may add some or let some go (:meth:`ThreadPool.resize`). Follows
+:class:`~stoke.executors.base.WorkerPool`; the threads share one task queue, so a task
+cannot be given to one of them.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import traceback
 import warnings
 
 from stoke.data.program import SampleProgram, prefetch_chunk
-from stoke.errors import StokeWarning
+from stoke.errors import StokeError, StokeWarning
 from stoke.executors.chunk import Result, Task, run_task
+from stoke.executors.messages import ProgramUpdate, apply_update
 from stoke.executors.ring import BatchRing
 
 _STOP = None
@@ -36,9 +39,19 @@ class ThreadPool:
         self._started = 0
         self._native_ids: dict[int, int] = {}  # worker index -> OS thread id (CPU time)
         self._running: dict[int, tuple[Task, int]] = {}  # worker index -> (task, ident)
-        self.add_workers(workers)
+        self._add_workers(workers)
 
-    def add_workers(self, count: int) -> None:
+    def resize(self, workers: int) -> None:
+        """Run ``workers`` threads: new ones take tasks at once; those let go finish the
+        tasks queued before them."""
+        if workers < 1:
+            raise ValueError(f"a thread pool needs at least one worker. Received: {workers}")
+        if workers > self.workers:
+            self._add_workers(workers - self.workers)
+        elif workers < self.workers:
+            self._remove_workers(self.workers - workers)
+
+    def _add_workers(self, count: int) -> None:
         """Start ``count`` more threads (they take tasks at once)."""
         for _ in range(count):
             index, self._started = self._started, self._started + 1
@@ -48,7 +61,7 @@ class ThreadPool:
             thread.start()
         self.workers += count
 
-    def remove_workers(self, count: int) -> None:
+    def _remove_workers(self, count: int) -> None:
         """Let ``count`` threads go: each stop marker is queued behind the tasks already
         given, so every task is still run, by whichever thread is free."""
         count = min(count, self.workers - 1)
@@ -58,7 +71,10 @@ class ThreadPool:
         self.threads = [t for t in self.threads if t.is_alive()]
 
     def ready(self) -> bool:
-        return True
+        return True  # threads need no start-up
+
+    def wait_ready(self, timeout_s: float | None = None, first: bool = False) -> None:
+        pass  # threads need no start-up
 
     def _loop(self, worker_index: int) -> None:
         name = f"worker thread {worker_index}"
@@ -85,16 +101,35 @@ class ThreadPool:
     def replace_slot(self, slot: int) -> None:
         pass  # tasks read ring.views(slot) when they run
 
-    def submit(self, task: Task) -> None:
+    def submit(self, task: Task | ProgramUpdate, worker: int | None = None) -> None:
+        if worker is not None:
+            raise StokeError(
+                f"thread workers share one task queue: a task cannot be given to worker "
+                f"{worker} alone. Use executor=\"process\" to address one worker.")
+        if isinstance(task, ProgramUpdate):
+            raise ValueError("thread workers share the trainer's program: send an update "
+                             "with pool.broadcast(update)")
         if task.kind == "chunk":
             prefetch_chunk(self.program, task.indices)  # remote shards: reads start now
         self.tasks.put(task)
+
+    def broadcast(self, update: ProgramUpdate) -> None:
+        """The threads share the trainer's program: it applies ``update`` now, once (call
+        it while no task runs, as the sender of a state change does)."""
+        self.results.put(apply_update(self.program, update.task_id, update.update,
+                                      update.what, "the trainer"))
 
     def next_result(self, timeout_s: float) -> Result | None:
         try:
             return self.results.get(timeout=timeout_s)
         except queue.Empty:
             return None
+
+    def worker_pids(self) -> list[int]:
+        return []  # the threads run in this process
+
+    def check_alive(self) -> None:
+        pass  # a thread cannot die: its errors come back as results
 
     def cpu_seconds(self) -> float | None:
         import psutil

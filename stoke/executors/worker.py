@@ -3,7 +3,8 @@ INDEX``.
 
 Started by ``processes.py`` with one end of a Unix socket. It receives the sample program
 once, then the ring's memory (a file descriptor per slot; a new one for a slot whose batch
-the trainer kept), then tasks; it writes samples into ring
+the trainer kept), then tasks and updates for the program (``program.apply``), each a
+message of a named kind (:mod:`stoke.executors.messages`); it writes samples into ring
 rows and answers with small result messages. It exits when asked, when the socket closes, or
 when its parent disappears (a watchdog thread checks), so no worker outlives its trainer.
 """
@@ -66,11 +67,23 @@ def main() -> int:
 def _serve(sock: socket.socket, conn: Connection, name: str, index: int) -> int:
     from stoke.data.program import prefetch_chunk, seed_worker_globals
     from stoke.executors.chunk import run_task
+    from stoke.executors.messages import (
+        INIT,
+        INIT_ERROR,
+        READY,
+        RESULT,
+        RING,
+        SLOT,
+        STOP,
+        TASK,
+        UPDATE,
+        apply_update,
+    )
     from stoke.executors.payload import unpack
     from stoke.executors.ring import SharedBuffer
 
     kind, trainer_path, data, spans = conn.recv()
-    assert kind == "init"
+    assert kind == INIT, kind
     # the trainer's import path, in its order (the user's modules resolve as they did there),
     # then anything of the worker's own that it lacks
     sys.path[:] = [*trainer_path, *(p for p in sys.path if p not in trainer_path)]
@@ -83,11 +96,11 @@ def _serve(sock: socket.socket, conn: Connection, name: str, index: int) -> int:
     try:
         program = unpack(data, spans, shared)
     except BaseException:  # noqa: BLE001 - reported, then exit
-        conn.send(("init-error", traceback.format_exc()))
+        conn.send((INIT_ERROR, traceback.format_exc()))
         return 3
     # after the user's modules were imported (one may call np.random.seed(0) at the top)
     seed_worker_globals(program.seed, index)
-    conn.send(("ready", os.getpid()))
+    conn.send((READY, os.getpid()))
     if slot is not None:
         os.close(slot)  # the next worker of this slot loads now
     layout = None
@@ -96,19 +109,19 @@ def _serve(sock: socket.socket, conn: Connection, name: str, index: int) -> int:
     while True:
         message = queued.popleft() if queued else conn.recv()
         kind = message[0]
-        if kind == "task":
+        if kind == TASK:
             task = message[1]
             # tasks already sent to this worker: their reads (remote shards) start now
             while conn.poll(0):
                 ahead = conn.recv()
-                if ahead[0] == "ring":  # its memory follows on the socket: take it now
+                if ahead[0] == RING:  # its memory follows on the socket: take it now
                     layout, views = _attach_ring(sock, ahead)
                     continue
-                if ahead[0] == "slot":  # the same: a kept slot's new memory follows
+                if ahead[0] == SLOT:  # the same: a kept slot's new memory follows
                     _replace_slot(sock, ahead, layout, views)
                     continue
                 queued.append(ahead)
-                if ahead[0] == "task" and ahead[1].kind == "chunk":
+                if ahead[0] == TASK and ahead[1].kind == "chunk":
                     prefetch_chunk(program, ahead[1].indices)
             slot = views[task.slot] if (task.slot >= 0 and views) else None
             try:
@@ -118,15 +131,20 @@ def _serve(sock: socket.socket, conn: Connection, name: str, index: int) -> int:
                 from stoke.executors.chunk import Result
 
                 result = Result(task.task_id, error=sample_error(-1, "the worker", exc), worker=name)
-            conn.send(("result", result))
-        elif kind == "ring":  # one fd per slot follows
+            conn.send((RESULT, result))
+        elif kind == RING:  # one fd per slot follows
             slot = None
             layout, views = _attach_ring(sock, message)
-        elif kind == "slot":  # the trainer kept that slot's batch: here is its new memory
+        elif kind == SLOT:  # the trainer kept that slot's batch: here is its new memory
             slot = None  # the old memory is unmapped once no view of it is left
             _replace_slot(sock, message, layout, views)
-        elif kind == "stop":
+        elif kind == UPDATE:  # a message for the program, between two tasks, in order
+            _, task_id, payload, what = message
+            conn.send((RESULT, apply_update(program, task_id, payload, what, name, pickled=True)))
+        elif kind == STOP:
             return 0
+        else:  # a trainer of another stoke version: say so, never guess
+            raise RuntimeError(f"{name}: unknown message kind {kind!r}")
 
 
 def _attach_ring(sock: socket.socket, message: tuple):

@@ -74,7 +74,7 @@ class SimulatedPipeline:
 
     trainer_pid = 0
 
-    def cpu_seconds(self):
+    def cpu_seconds_by_pid(self):
         return {self.trainer_pid: self.trainer_cpu, 1: self.cpu}
 
     def idle_seconds(self):

@@ -111,7 +111,7 @@ def test_string_fields_are_refused_with_advice():
 
 
 def _worker_pids(iterator) -> list[int]:
-    return [w.process.pid for w in iterator.loader.pool._workers]
+    return iterator.loader.pool.worker_pids()
 
 
 def test_garbage_collected_iterator_stops_its_workers():

@@ -158,11 +158,11 @@ def test_loader_keeps_workers_across_epochs():
     x, y = data(12)
     pipe = stoke.from_arrays(x, y).shuffle(seed=0).batch(4)
     with pipe.loader(workers=2, executor="process") as loader:
-        pids_before = [w.process.pid for w in loader.pool._workers]
+        pids_before = loader.pool.worker_pids()
         for epoch in range(3):
             labels = np.concatenate([np.array(b[1]) for b in loader.iter(epoch=epoch)])
             assert sorted(labels) == list(range(12))
-        assert [w.process.pid for w in loader.pool._workers] == pids_before
+        assert loader.pool.worker_pids() == pids_before
 
 
 def test_loader_drains_an_abandoned_epoch():

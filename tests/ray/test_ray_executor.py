@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import functools
 import os
+import random
 import socket
 import sys
 import threading
@@ -252,6 +253,78 @@ def test_work_runs_on_both_worker_nodes(cluster):
         got, _ = batches(loader)
     assert sorted(int(v) for b in got for v in b[0]) == list(range(64))
     assert len({int(v) for b in got for v in b[1]}) == 2  # both nodes made samples
+
+
+class SeedsGlobalsOnLoad:
+    """A source that draws from the global ``numpy.random`` and ``random``, and seeds them
+    with 0 when it is loaded (unpickled), as a module that calls ``np.random.seed(0)`` at
+    its top does when a worker imports it: every worker would draw the same stream."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int):
+        time.sleep(0.004)  # long enough for both nodes to take chunks
+        draws = [np.random.randint(1 << 30), random.getrandbits(30), os.getpid()]
+        return np.array(draws, np.int64), np.int64(index)
+
+    def __setstate__(self, state) -> None:
+        self.__dict__.update(state)
+        np.random.seed(0)
+        random.seed(0)
+
+
+@pytest.mark.slow
+def test_each_ray_worker_seeds_its_global_rngs_apart(cluster):
+    """Issue 12 item 8 for Ray: a dataset's own global-rng draws are not the same in every
+    worker (process workers are seeded per worker; so are Ray's, after loading)."""
+    pipe = stoke.from_sequence(SeedsGlobalsOnLoad(64)).batch(4)
+    with ray_loader(pipe) as loader:
+        got, _ = batches(loader)
+    rows = np.concatenate([b[0] for b in got])
+    assert sorted(int(v) for b in got for v in b[1]) == list(range(64))
+    by_worker: dict[int, list[tuple[int, int]]] = collections.defaultdict(list)
+    for numpy_draw, random_draw, pid in rows.tolist():
+        by_worker[pid].append((numpy_draw, random_draw))
+    assert len(by_worker) >= 2, "the test needs two Ray workers to compare"
+    seeded_zero = (np.random.RandomState(0).randint(1 << 30), random.Random(0).getrandbits(30))
+    firsts = [draws[0] for draws in by_worker.values()]
+    assert seeded_zero not in firsts  # the source's own seed(0) was replaced
+    assert len(set(firsts)) == len(firsts)  # no two workers start the same stream
+    all_draws = [d for draws in by_worker.values() for d in draws]
+    assert len(set(all_draws)) == len(all_draws)  # no draw repeated across workers
+
+
+@pytest.mark.slow
+def test_the_ray_pool_follows_the_whole_pool_protocol(cluster):
+    from stoke.executors.base import WorkerPool
+    from stoke.executors.chunk import Task
+    from stoke.executors.messages import ProgramUpdate
+
+    pool = RayPool(dataset(8).batch(4).loader(executor="inline").program, 2)
+    try:
+        missing = [n for n in vars(WorkerPool) if not n.startswith("_") and not hasattr(pool, n)]
+        assert not missing
+        pool.wait_ready(timeout_s=1)
+        assert pool.ready() and pool.worker_pids() == [] and pool.busy_workers()[-1]
+        pool.check_alive()
+        with pytest.raises(StokeError, match="cannot give a task to worker 1"):
+            pool.submit(Task(0, "probe", 0, np.array([1])), worker=1)
+        with pytest.raises(StokeError, match="cannot send the layout"):
+            pool.broadcast(ProgramUpdate(2, {}, "the layout"))
+        pool.resize(3)
+        assert pool.workers == 3
+        pool.submit(Task(1, "probe", 0, np.array([5])))
+        deadline = time.monotonic() + WAIT_S
+        result = None
+        while result is None and time.monotonic() < deadline:
+            result = pool.next_result(0.2)
+        assert result is not None and result.task_id == 1 and result.probe[0] == 5
+    finally:
+        pool.close()
 
 
 @pytest.mark.slow

@@ -1,0 +1,223 @@
+"""Every local executor fulfils the whole worker-pool protocol (stoke/executors/base.py):
+what it can do, it does (a task to one given worker, resizing); what it cannot, it says in
+a clear error. The Ray executor's side is in tests/ray/test_ray_executor.py."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+import stoke
+from stoke.data.program import SampleProgram
+from stoke.data.sources import SequenceSource
+from stoke.errors import SampleError, StokeError, WorkerHungError
+from stoke.executors.base import WorkerPool
+from stoke.executors.chunk import Result, Task
+from stoke.executors.inline import InlinePool
+from stoke.executors.messages import ProgramUpdate
+from stoke.executors.processes import ProcessPool
+from stoke.executors.threads import ThreadPool
+
+PROGRAM = SampleProgram(SequenceSource([np.float32(i) for i in range(16)]))
+MEMBERS = [name for name in vars(WorkerPool) if not name.startswith("_")]
+
+
+def make(kind: str, workers: int = 2):
+    if kind == "process":
+        return ProcessPool(PROGRAM, workers)
+    if kind == "thread":
+        return ThreadPool(PROGRAM, workers)
+    return InlinePool(PROGRAM)
+
+
+def result_of(pool, task_id: int, timeout_s: float = 60.0) -> Result:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = pool.next_result(0.1)
+        if result is not None:
+            assert result.task_id == task_id
+            return result
+    raise AssertionError(f"no result for task {task_id} in {timeout_s} s")
+
+
+def probe(task_id: int, index: int) -> Task:
+    return Task(task_id, "probe", 0, np.array([index], np.int64))
+
+
+@pytest.mark.parametrize("kind", ["inline", "thread", "process"])
+def test_every_executor_has_every_protocol_member(kind):
+    assert {"ready", "wait_ready", "resize", "submit", "broadcast", "worker_pids", "cpu_seconds",
+            "busy_workers", "check_alive", "close"} <= set(MEMBERS)
+    pool = make(kind)
+    try:
+        missing = [name for name in MEMBERS if not hasattr(pool, name)]
+        assert not missing, f"{type(pool).__name__} lacks {missing}"
+        pool.wait_ready(timeout_s=60)
+        assert pool.ready()
+        pool.check_alive()
+        assert pool.busy_workers() == []
+        assert len(pool.worker_pids()) == (2 if kind == "process" else 0)
+        pool.submit(probe(1, 5))
+        assert result_of(pool, 1).probe[0] == 5
+    finally:
+        pool.close()
+
+
+def test_a_task_goes_to_the_process_worker_it_is_given_to():
+    pool = make("process", workers=2)
+    try:
+        for task_id, worker in enumerate([1, 0, 1, 1]):
+            pool.submit(probe(task_id, task_id), worker=worker)
+            assert result_of(pool, task_id).worker == f"worker process {worker}"
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("kind", ["thread", "inline"])
+def test_executors_that_cannot_address_one_worker_say_so(kind):
+    pool = make(kind)
+    try:
+        with pytest.raises(StokeError, match="worker 1"):
+            pool.submit(probe(0, 0), worker=1)
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_resize_grows_and_shrinks_without_losing_a_task(kind):
+    pool = make(kind, workers=1)
+    try:
+        pool.resize(3)
+        assert pool.workers == 3
+        pool.wait_ready(timeout_s=60)
+        for task_id in range(6):
+            pool.submit(probe(task_id, task_id))
+        pool.resize(1)
+        assert pool.workers == 1
+        seen: set[int] = set()
+        deadline = time.monotonic() + 60
+        while len(seen) < 6 and time.monotonic() < deadline:
+            result = pool.next_result(0.1)
+            if result is not None:
+                assert result.error is None
+                seen.add(result.task_id)
+        assert seen == set(range(6))
+        if kind == "process":
+            deadline = time.monotonic() + 10
+            while len(pool.worker_pids()) > 1 and time.monotonic() < deadline:
+                pool.next_result(0.05)  # retired workers are reaped here
+            assert len(pool.worker_pids()) == 1
+        with pytest.raises(ValueError, match="at least one worker"):
+            pool.resize(0)
+    finally:
+        pool.close()
+
+
+def test_the_inline_executor_cannot_be_resized():
+    pool = make("inline")
+    with pytest.raises(StokeError, match="one worker"):
+        pool.resize(2)
+    pool.resize(1)
+
+
+class Scaled:
+    """A program that takes updates (``apply``), as stoke.accelerate's programs do: its
+    samples are ``index * factor``; an update sets the factor, or fails on purpose."""
+
+    seed = 0
+    steps = ()
+    has_filter = False
+
+    def __init__(self) -> None:
+        self.source = list(range(16))
+        self.factor = 1.0
+        self.dtype_policy = PROGRAM.dtype_policy
+
+    def run(self, index: int, epoch: int):
+        return np.float32(index * self.factor)
+
+    def apply(self, update: dict) -> None:
+        if "fail" in update:
+            raise KeyError(update["fail"])
+        self.factor = update["factor"]
+
+
+def sample(pool, task_id: int, index: int, worker: int | None = None) -> float:
+    pool.submit(probe(task_id, index), worker=worker)
+    return float(result_of(pool, task_id).probe[2][0])
+
+
+@pytest.mark.parametrize("kind", ["inline", "thread", "process"])
+def test_a_broadcast_update_reaches_every_worker_before_later_tasks(kind):
+    program = Scaled()
+    pool = {"process": lambda: ProcessPool(program, 2), "thread": lambda: ThreadPool(program, 2),
+            "inline": lambda: InlinePool(program)}[kind]()
+    try:
+        assert sample(pool, 0, 3) == 3.0
+        pool.broadcast(ProgramUpdate(1, {"factor": 10.0}, "the factor"))
+        answer = result_of(pool, 1)
+        assert answer.error is None
+        workers = [0, 1] if kind == "process" else [None]
+        for task_id, worker in enumerate(workers, start=2):
+            assert sample(pool, task_id, 3, worker) == 30.0  # each worker applied it
+    finally:
+        pool.close()
+
+
+def test_an_update_to_one_process_worker_changes_that_worker_only():
+    pool = ProcessPool(Scaled(), 2)
+    try:
+        pool.submit(ProgramUpdate(0, {"factor": 2.0}, "the factor"), worker=1)
+        assert result_of(pool, 0).error is None
+        assert sample(pool, 1, 4, worker=0) == 4.0
+        assert sample(pool, 2, 4, worker=1) == 8.0
+        with pytest.raises(ValueError, match="broadcast"):
+            pool.submit(ProgramUpdate(3, {"factor": 3.0}))  # to which worker?
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_a_failed_update_comes_back_as_an_error_naming_the_message(kind):
+    program = Scaled()
+    pool = ProcessPool(program, 2) if kind == "process" else ThreadPool(program, 2)
+    try:
+        pool.broadcast(ProgramUpdate(0, {"fail": "boom"}, "the broken update"))
+        answer = result_of(pool, 0)
+        assert isinstance(answer.error, SampleError)
+        assert "the broken update" in str(answer.error) and "boom" in str(answer.error)
+        assert pool.next_result(0.5) is None  # one answer per broadcast, not one per worker
+    finally:
+        pool.close()
+
+
+def test_message_kinds_are_distinct_and_an_update_is_plain_data():
+    """The worker loop reads named kinds; an update is plain data (issue 17.2: no
+    ``__reduce__`` that acts when the message is unpickled)."""
+    import pickle
+
+    from stoke.executors import messages
+
+    kinds = [messages.INIT, messages.RING, messages.SLOT, messages.TASK, messages.UPDATE,
+             messages.STOP, messages.READY, messages.INIT_ERROR, messages.RESULT]
+    assert len(set(kinds)) == len(kinds)
+    update = ProgramUpdate(7, {"factor": 2.0}, "the factor")
+    assert pickle.loads(pickle.dumps(update)) == update
+
+
+def hang_from_8(index):
+    if index >= 8:
+        time.sleep(600)  # asleep: no CPU, no result
+    return np.float32(index)
+
+
+def test_stuck_workers_of_the_default_autotuned_pool_are_reported_as_hung():
+    """workers="auto", executor="auto" (an AutoPool) answers ``cpu_seconds`` as every pool
+    does, so a hang is a WorkerHungError naming the stuck batch, not a TypeError from
+    subtracting two dicts."""
+    pipe = stoke.from_sequence(list(range(64))).map(hang_from_8).batch(4)
+    with pytest.raises(WorkerHungError, match="seem stuck"):
+        for _ in pipe.iter(workers="auto", executor="auto", timeout_s=3):
+            pass
