@@ -250,11 +250,11 @@ class CpuMeter:
     @staticmethod
     def idle_seconds() -> float:
         """Idle (and I/O-wait) CPU seconds so far, summed over the cores we may run on."""
-        import os
-
         import psutil
 
-        allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        from stoke.executors.host import allowed_cpus
+
+        allowed = allowed_cpus()
         total = 0.0
         for index, times in enumerate(psutil.cpu_times(percpu=True)):
             if allowed is None or index in allowed:
@@ -1210,7 +1210,7 @@ AUTO_EXECUTOR_WHY = (
 
 def first_workers(options: Any, settings: TunerSettings | None = None) -> int:
     """The worker count a tuned pool starts with."""
-    from stoke.loader.loader import available_cores
+    from stoke.executors.host import available_cores
 
     settings = settings or TunerSettings()
     if options.workers != "auto":
@@ -1247,15 +1247,11 @@ def make_tuner(kind: str, options: Any, settings: TunerSettings | None = None) -
     process may use unless ``cpu_budget_cores``; memory: a quarter of what is available
     unless ``memory_budget_bytes``); attach it to a pool that runs
     ``first_workers(options)``."""
-    from stoke.loader.loader import available_cores
+    from stoke.executors.host import available_cores, memory_budget_bytes
 
     machine = available_cores()
     cores = options.cpu_budget_cores or machine
-    budget = options.memory_budget_bytes
-    if budget is None:
-        import psutil
-
-        budget = psutil.virtual_memory().available // 4
+    budget = memory_budget_bytes(options.memory_budget_bytes)
     fixed = None if options.workers == "auto" else options.workers
     return Tuner((kind,), cores, fixed_workers=fixed, memory_budget_bytes=budget,
                  ring_slots=options.ring_slots, settings=settings, machine_cores=machine)

@@ -190,7 +190,7 @@ class ProcessPool:
         # worker._take_load_slot); the trainer keeps a core for its own set-up meanwhile.
         # Each slot is an unnamed file (nothing on disk to clean up) that a worker opens
         # anew through /proc, so that its lock is its own.
-        from stoke.loader.loader import available_cores
+        from stoke.executors.host import available_cores
 
         self._slot_fds: list[int] = []
         try:

@@ -10,7 +10,6 @@ its use is guarded by version and tested on every backend.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -299,5 +298,6 @@ def _as_keras(batch: Any) -> Any:
 
 def default_workers_for_training() -> int:
     """Leave the trainer one core."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) - 1)
+    from stoke.executors.host import available_cores
+
+    return max(1, available_cores() - 1)

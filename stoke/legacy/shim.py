@@ -374,7 +374,7 @@ def _routable(data: Any) -> bool:
 
 def _accelerated(data: Any, legacy: dict, shuffle: bool, steps: int | None, opened: list):
     from stoke.accelerate import accelerate
-    from stoke.loader.loader import available_cores
+    from stoke.executors.host import available_cores
 
     workers = _state["workers"]
     if workers == "auto":

@@ -21,7 +21,6 @@ memory budget also make the loader deliver copies, with one warning.
 from __future__ import annotations
 
 import logging
-import os
 import time
 import warnings
 import weakref
@@ -41,6 +40,7 @@ from stoke.errors import (
     WorkerDiedError,
 )
 from stoke.executors.chunk import Result, Task
+from stoke.executors.host import available_cores, memory_budget_bytes
 from stoke.executors.inline import InlinePool
 from stoke.executors.limits import StuckWatch, cap_workers
 from stoke.executors.ring import BatchRing, Delivery
@@ -54,13 +54,6 @@ log = logging.getLogger("stoke")
 EXECUTORS = ("auto", "process", "thread", "inline", "ray")
 POLL_S = 0.25
 DROPS_TO_ZERO_COPY = 4  # copies the consumer dropped in a row before views come back
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS
-        return os.cpu_count() or 1
 
 
 def resolve_workers(workers: int | str) -> int:
@@ -515,11 +508,7 @@ class Loader:
         self._update_copying(ring)
 
     def _set_keep_budget(self, ring: BatchRing) -> None:
-        budget = self.options.memory_budget_bytes
-        if budget is None:
-            import psutil
-
-            budget = psutil.virtual_memory().available // 4
+        budget = memory_budget_bytes(self.options.memory_budget_bytes)
         self._keep_budget_bytes = max(0, budget - ring.nbytes)
         import resource
 
@@ -552,11 +541,7 @@ class Loader:
             self._orphans[task_id] = slot
 
     def _check_memory(self, layout: BatchLayout, slots: int) -> None:
-        budget = self.options.memory_budget_bytes
-        if budget is None:
-            import psutil
-
-            budget = psutil.virtual_memory().available // 4
+        budget = memory_budget_bytes(self.options.memory_budget_bytes)
         needed = layout.slot_bytes * slots
         if needed > budget:
             self.close()
