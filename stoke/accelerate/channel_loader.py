@@ -18,19 +18,23 @@ from typing import Any
 import numpy as np
 
 from stoke.accelerate.items import ItemLayout, float64_message
+from stoke.accelerate.tuned_workers import TunedWorkers
 from stoke.accelerate.updates import ControlMessage, control_task, send_to_worker
 from stoke.data.pipeline import Pipeline
 from stoke.errors import StokeWarning, UnpicklableError
+from stoke.executors.choose import start_pool, tune_pinned
 from stoke.executors.chunk import Task
 from stoke.executors.limits import StuckWatch
-from stoke.loader.loader import POLL_S, Loader, LoaderOptions, make_pool
+from stoke.executors.options import LoaderOptions
+from stoke.loader.loader import POLL_S, Loader
 
 
 def _warn_thread_fallback(exc: UnpicklableError) -> None:
     """An unpicklable dataset runs in threads: said in a warning (the loader only logs it)."""
-    # stacklevel: the user's accelerate(...) call (-> AcceleratedSequence -> start -> make_pool)
+    # stacklevel: the user's accelerate(...) call
+    # (-> AcceleratedSequence -> start -> start_pool -> make_pool)
     warnings.warn(f"stoke.accelerate runs in threads, not processes: {exc}", StokeWarning,
-                  stacklevel=6)
+                  stacklevel=7)
 
 
 class ChannelLoader(Loader):
@@ -39,11 +43,9 @@ class ChannelLoader(Loader):
     task protocol (see :class:`ControlMessage`); they are what a ``pool.broadcast`` /
     ``pool.submit(task, worker=k)`` in the core would replace."""
 
-    def __init__(self, pipeline: Pipeline, options: LoaderOptions, program: Any,
-                 tuned: bool = False) -> None:
+    def __init__(self, pipeline: Pipeline, options: LoaderOptions, program: Any) -> None:
         super().__init__(pipeline, options)
         self.program = program
-        self.tuned = tuned  # process workers resized by stoke.autotune.tuner (Sequences)
         self._probe_worker: int | None = None
         self._broadcasts: list[bytes] = []  # every message sent to all workers, in order
         self._on_pool_started: weakref.WeakMethod | None = None
@@ -59,18 +61,13 @@ class ChannelLoader(Loader):
         self._on_layout = weakref.WeakMethod(on_layout)
 
     def start(self) -> None:
-        """Start the workers without waiting for them (see :meth:`Loader.start`): a fixed
-        pool ("auto": one process worker per core), not a tuned one, since messages and
-        generator copies go to a given worker."""
+        """Start the workers without waiting for them (see :meth:`Loader.start`): a pinned
+        pool (messages and generator copies go to a given worker), whose process workers
+        the tuner resizes with ``workers="auto"`` (see :mod:`stoke.executors.choose`)."""
         if self._shutdown.pool is not None or self.closed or self.failure is not None:
             return
-        options = self.options
-        if self.tuned:
-            from stoke.autotune.tuner import first_workers
-
-            options = dataclasses.replace(options, workers=first_workers(options))
-        pool = make_pool(self.program, options, on_thread_fallback=_warn_thread_fallback,
-                         wait=False)
+        pool = start_pool(self.program, self.options, pinned=True,
+                          on_thread_fallback=_warn_thread_fallback)
         self._shutdown.pool = pool
         self._starting = True
         callback = self._on_pool_started() if self._on_pool_started is not None else None
@@ -80,15 +77,10 @@ class ChannelLoader(Loader):
 
     def _finish_start(self) -> None:
         super()._finish_start()
-        pool = self._shutdown.pool
-        if self.tuned and pool.kind == "process":
-            import os
+        import os
 
-            from stoke.accelerate.tuned_workers import TunedWorkers
-            from stoke.autotune.tuner import make_tuner
-
-            self._tuner = make_tuner("process", self.options)
-            self._tuner.attach(TunedWorkers(self, os.getpid()))
+        self._tuner = tune_pinned(self._shutdown.pool, self.options,
+                                  TunedWorkers(self, os.getpid()))
 
     def process_pool(self):
         """The process pool as it runs (started; for :mod:`.tuned_workers`)."""

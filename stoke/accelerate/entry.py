@@ -50,7 +50,7 @@ def accelerate(data: Any, *args: Any, workers: int | str = "auto", executor: str
     ``executor``: ``"process"`` (shared-memory ring), ``"thread"``, ``"inline"`` or
     ``"auto"`` (processes; threads when the dataset cannot be pickled). ``timeout_s``: the
     longest wait for one batch. ``ring_slots``/``memory_budget_bytes``: see
-    :class:`~stoke.loader.loader.LoaderOptions`. float64 arrays are delivered as float32 (one
+    :class:`~stoke.executors.options.LoaderOptions`. float64 arrays are delivered as float32 (one
     warning), as stoke's pipelines do; ``keep_float64=True`` keeps them.
 
     Close the result (``acc.close()`` or ``with``) to stop its workers early; they also stop

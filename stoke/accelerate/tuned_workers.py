@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stoke.autotune.tuner import CpuMeter
+from stoke.autotune.meter import CpuMeter
 
 
 class TunedWorkers:

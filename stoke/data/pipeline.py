@@ -29,7 +29,8 @@ from stoke.data.plan import IteratorState, PlanSpec
 from stoke.data.program import FilterStep, MapStep, SampleProgram, keep_unfiltered, wants_rng
 from stoke.data.sources import ArraySource, FileSource, SequenceSource, resolve_paths
 from stoke.data.structure import DtypePolicy
-from stoke.loader.loader import BatchIterator, Loader, LoaderOptions
+from stoke.executors.options import LoaderOptions
+from stoke.loader.loader import BatchIterator, Loader
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,7 @@ class Pipeline:
         ``state``: an ``it.state()`` saved earlier, to go on from there: the rest of that
         iteration (of ``repeat(n)``: the epochs that were left, not ``n`` more); a state saved
         once its iteration was finished starts the next one (``n`` epochs from there).
-        Other options: see :class:`~stoke.loader.loader.LoaderOptions`.
+        Other options: see :class:`~stoke.executors.options.LoaderOptions`.
         """
         epochs = self.repeat_count
         if state is not None:

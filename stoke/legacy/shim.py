@@ -374,13 +374,10 @@ def _routable(data: Any) -> bool:
 
 def _accelerated(data: Any, legacy: dict, shuffle: bool, steps: int | None, opened: list):
     from stoke.accelerate import accelerate
-    from stoke.executors.host import available_cores
+    from stoke.executors.choose import for_legacy_script
 
-    workers = _state["workers"]
-    if workers == "auto":
-        asked = legacy.get("workers", getattr(data, "workers", None))
-        workers = min(asked, available_cores()) if isinstance(asked, int) and asked > 1 \
-            else available_cores()
+    workers = for_legacy_script(_state["workers"],
+                                legacy.get("workers", getattr(data, "workers", None)))
     queue = legacy.get("max_queue_size")
     ring_slots = max(2, int(queue)) if isinstance(queue, int) and queue > 0 else None
     if inspect.isgenerator(data):

@@ -26,133 +26,33 @@ import warnings
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from stoke.autotune.report import fixed_tuning
 from stoke.data.plan import IteratorState, fingerprint
 from stoke.data.structure import BatchLayout, unflatten
 from stoke.errors import (
     StokeError,
     StokeWarning,
-    UnpicklableError,
     WorkerDiedError,
 )
+from stoke.executors.choose import finish_start, start_pool
 from stoke.executors.chunk import Result, Task
-from stoke.executors.host import available_cores, memory_budget_bytes
-from stoke.executors.inline import InlinePool
-from stoke.executors.limits import StuckWatch, cap_workers
+from stoke.executors.host import memory_budget_bytes
+from stoke.executors.limits import StuckWatch
+from stoke.executors.options import LoaderOptions
 from stoke.executors.ring import BatchRing, Delivery
-from stoke.executors.threads import ThreadPool
 
 if TYPE_CHECKING:
     from stoke.data.pipeline import Pipeline
 
 log = logging.getLogger("stoke")
 
-EXECUTORS = ("auto", "process", "thread", "inline", "ray")
 POLL_S = 0.25
 DROPS_TO_ZERO_COPY = 4  # copies the consumer dropped in a row before views come back
-
-
-def resolve_workers(workers: int | str) -> int:
-    if workers == "auto":
-        return max(1, available_cores())
-    if not isinstance(workers, (int, np.integer)) or isinstance(workers, (bool, np.bool_)) \
-            or workers < 1:
-        raise ValueError(f"workers must be a positive int or \"auto\". Received: workers={workers!r}")
-    return int(workers)  # numpy integers too (np.int64(4) from a config or an array)
-
-
-@dataclass(frozen=True)
-class LoaderOptions:
-    """How a loader runs. ``timeout_s``: how long workers may go without a result and
-    without using CPU before they are reported stuck (busy ones are slow, not stuck: see
-    :mod:`stoke.executors.limits`; None: wait as long as they are alive). ``oversubscribe``:
-    start more process/thread workers than cores (else cut to the cores, with a warning).
-    ``ring_slots``: batches in flight (default 2 per worker + 2). ``copy``: yield copies
-    instead of zero-copy views (views are safe to keep too: a slot whose batch is still
-    referenced is never overwritten). ``memory_budget_bytes``: most memory the ring may
-    take, and the batches the consumer keeps from it before they are delivered as copies
-    (default a quarter of available RAM). ``ray_address``: the Ray cluster of
-    ``executor="ray"`` (default: the one ``ray.init()`` joined, else ``RAY_ADDRESS``, else a
-    local Ray); with that executor ``workers="auto"`` means the cluster's CPUs.
-
-    ``workers="auto"`` / ``executor="auto"`` (the defaults) choose both, and the ring depth,
-    by measurement while batches flow (see :mod:`stoke.autotune.tuner`; ``it.tuning()`` says what
-    was chosen and why), within ``cpu_budget_cores`` (default every available core, less
-    what the trainer process and other processes are measured to use) and
-    ``memory_budget_bytes``."""
-
-    workers: int | str = "auto"
-    executor: str = "auto"
-    ring_slots: int | None = None
-    timeout_s: float | None = 30.0
-    copy: bool = False
-    memory_budget_bytes: int | None = None
-    ray_address: str | None = None
-    cpu_budget_cores: int | None = None
-    oversubscribe: bool = False
-
-    def __post_init__(self) -> None:
-        if self.executor not in EXECUTORS:
-            raise ValueError(
-                f"executor must be one of {', '.join(map(repr, EXECUTORS))}. "
-                f"Received: executor={self.executor!r}"
-            )
-        if self.ray_address is not None and self.executor != "ray":
-            raise ValueError(
-                "ray_address is only used with executor=\"ray\". Received: "
-                f"executor={self.executor!r}, ray_address={self.ray_address!r}"
-            )
-        resolve_workers(self.workers)
-        if self.ring_slots is not None and self.ring_slots < 2:
-            raise ValueError(f"ring_slots must be >= 2. Received: ring_slots={self.ring_slots}")
-        if self.timeout_s is not None and self.timeout_s <= 0:
-            raise ValueError(f"timeout_s must be > 0 or None. Received: timeout_s={self.timeout_s}")
-        if self.cpu_budget_cores is not None and (
-                not isinstance(self.cpu_budget_cores, int) or self.cpu_budget_cores < 1):
-            raise ValueError("cpu_budget_cores must be a positive int or None. Received: "
-                             f"cpu_budget_cores={self.cpu_budget_cores!r}")
-        if self.memory_budget_bytes is not None and self.memory_budget_bytes < 1:
-            raise ValueError("memory_budget_bytes must be > 0 or None. Received: "
-                             f"memory_budget_bytes={self.memory_budget_bytes!r}")
-
-
-def make_pool(program, options: LoaderOptions,
-              on_thread_fallback: Callable[[UnpicklableError], None] | None = None,
-              wait: bool = True):
-    """The pool ``options`` ask for. "auto" means process workers, even for one; when the
-    program cannot be pickled it falls back to threads, logged (or told to
-    ``on_thread_fallback``, given the error). ``wait=False``: process workers load the
-    program in the background (``pool.wait_ready()`` waits for them)."""
-    workers = resolve_workers(options.workers)
-    kind = options.executor
-    if kind == "auto":
-        kind = "process"  # even one worker process overlaps with the consumer
-    workers = cap_workers(workers, available_cores(), kind, options.oversubscribe)
-    if kind == "ray":
-        from stoke.executors.ray import RayPool
-
-        auto = options.workers == "auto"  # on a cluster: its CPUs, not this machine's cores
-        return RayPool(program, None if auto else workers, ray_address=options.ray_address)
-    if kind == "inline":
-        return InlinePool(program)
-    if kind == "thread":
-        return ThreadPool(program, workers)
-    from stoke.executors.processes import ProcessPool
-
-    try:
-        return ProcessPool(program, workers, wait=wait)
-    except UnpicklableError as exc:
-        if options.executor != "auto":
-            raise
-        if on_thread_fallback is None:
-            log.info("stoke: using thread workers: %s", exc)
-        else:
-            on_thread_fallback(exc)
-        return ThreadPool(program, workers)
 
 
 class _Shutdown:
@@ -190,7 +90,7 @@ class Loader:
         self._layout: BatchLayout | None = None
         self._free_slots: deque[int] = deque()
         self._parked_slots: list[int] = []  # allocated, not in rotation (autotuned depth)
-        self._tuner = None  # a stoke.autotune.tuner.Tuner when workers or executor is "auto"
+        self._tuner = None  # a stoke.autotune.tuner.Tuner when the chooser tunes this loader
         self._results: dict[int, Result] = {}
         self._orphans: dict[int, int] = {}  # task id -> slot, of abandoned iterators
         self._next_task_id = 0
@@ -229,25 +129,15 @@ class Loader:
         stop at ``close()``, when the loader is collected, or at exit."""
         if self._shutdown.pool is not None or self.closed or self.failure is not None:
             return
-        from stoke.autotune.tuner import start_pool, wants_tuning
-
-        if wants_tuning(self.options):
-            self._shutdown.pool = start_pool(self.program, self.options)
-        else:
-            self._shutdown.pool = make_pool(self.program, self.options, wait=False)
+        self._shutdown.pool = start_pool(self.program, self.options)
         self._starting = True
 
     def _finish_start(self) -> None:
         """Wait for the workers :meth:`start` began (and start tuning them); a pool whose
         workers cannot start is closed and the error raised."""
-        from stoke.autotune.tuner import AutoPool, attach_tuner
-
         pool = self._shutdown.pool
         try:
-            if isinstance(pool, AutoPool):
-                self._tuner = attach_tuner(pool, self.options)
-            elif pool.kind == "process":
-                pool.wait_ready(first=True)  # the others take tasks once they are up
+            self._tuner = finish_start(pool, self.options)
         except BaseException:
             self._shutdown.pool = None
             pool.close()
@@ -417,11 +307,10 @@ class Loader:
             old.close()
 
     def tuning(self):
-        """What this loader runs with and why: a :class:`stoke.autotune.tuner.Tuning` (the
+        """What this loader runs with and why: a :class:`stoke.autotune.report.Tuning` (the
         decisions with their measurements when tuned, else the settings you gave)."""
         if self._tuner is not None:
             return self._tuner.report()
-        from stoke.autotune.tuner import fixed_tuning
 
         pool = self._shutdown.pool
         ring = self._shutdown.ring
