@@ -27,8 +27,7 @@ from stoke.errors import (
     WorkerHungError,
 )
 from stoke.loader.loader import BatchIterator, Loader
-
-__version__ = "0.1.0"
+from stoke.version import __version__
 
 
 def __getattr__(name: str):

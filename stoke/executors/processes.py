@@ -21,12 +21,14 @@ import time
 from collections import deque
 from multiprocessing.connection import Connection, wait
 
-import stoke
 from stoke.data.program import SampleProgram
 from stoke.errors import StokeError, WorkerDiedError
 from stoke.executors.chunk import Result, Task
 from stoke.executors.payload import PackedProgram, pack
 from stoke.executors.ring import BatchRing
+
+# the folder that holds the ``stoke`` package (stoke/executors/processes.py -> ../../..)
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 ONE_THREAD_ENV = {
     "OMP_NUM_THREADS": "1",
@@ -73,7 +75,7 @@ class _Worker:
         for key, value in ONE_THREAD_ENV.items():
             env.setdefault(key, value)
         env["STOKE_LOAD_SLOT"] = pool.load_slot(index)
-        package_root = os.path.dirname(os.path.dirname(os.path.abspath(stoke.__file__)))
+        package_root = PACKAGE_ROOT
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (package_root, env.get("PYTHONPATH", "")) if p
         )

@@ -547,7 +547,7 @@ def _keras_version_tuple() -> tuple[int, ...] | None:
 
 
 def _base_meta(argv, script) -> dict[str, Any]:
-    from stoke import __version__
+    from stoke.version import __version__
 
     return {
         "stoke_version": __version__,
