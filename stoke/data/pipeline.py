@@ -24,6 +24,7 @@ import numpy as np
 
 from stoke.data.buckets import BucketSpec
 from stoke.data.formats.shards import ShardedSource
+from stoke.data.mix_source import MixSource
 from stoke.data.padding import PaddingSpec
 from stoke.data.plan import IteratorState, PlanSpec
 from stoke.data.program import FilterStep, MapStep, SampleProgram, keep_unfiltered, wants_rng
@@ -130,9 +131,7 @@ class Pipeline:
             pipe.bucket_by_length(lambda s: len(s[0]), boundaries=[64, 128, 256],
                                   batch_sizes=[128, 64, 32, 16])
         """
-        spec = BucketSpec.make(length_fn, boundaries, batch_sizes)
-        from stoke.data.mix import MixSource
-
+        spec = BucketSpec.make(length_fn, boundaries, batch_sizes, map_in_workers)
         if isinstance(self.source, MixSource):
             raise ValueError("bucket_by_length cannot follow stoke.mix yet (the lengths are "
                              "taken from source samples); pad the mix with padded_batch.")
@@ -159,7 +158,6 @@ class Pipeline:
         """
         self._before_batch("cache")
         from stoke.data.cache import make_cached_source
-        from stoke.data.mix import MixSource
 
         if isinstance(self.source, MixSource):
             raise ValueError("cache() cannot follow stoke.mix (a mix's samples change from "
@@ -267,8 +265,6 @@ class Pipeline:
         spec = PlanSpec(len(self.source), self.batch_size or 1, self.drop_remainder,
                         self.shuffled, self.seed, self.shard_index, self.shard_count,
                         shards=shards)
-        from stoke.data.mix import MixSource
-
         if isinstance(self.source, MixSource):
             spec = self.source.plan(spec)
         if self.buckets is not None:
@@ -304,6 +300,13 @@ def as_count(value: Any, what: str, minimum: int = 1, none_ok: bool = False) -> 
         none = " or None" if none_ok else ""
         raise ValueError(f"{what} must be an int >= {minimum}{none}. Received: {value!r}")
     return int(value)
+
+
+def map_in_workers(source: Any, fn: Callable[[Any], Any]) -> np.ndarray:
+    """``fn(source[i])`` for every ``i``, as one array, computed by stoke's workers (an
+    ordinary pipeline, ``workers="auto"``): the lengths of ``bucket_by_length``."""
+    mapped = Pipeline(source).map(fn).batch(4096)
+    return np.concatenate([np.array(b) for b in mapped.iter(workers="auto", executor="auto")])
 
 
 def from_sequence(sequence: Any) -> Pipeline:
