@@ -124,8 +124,9 @@ class Tuner:
     consumer waited for it); the tuner tells its pool what to run (``apply``) and publishes
     the ring depth it wants (:attr:`depth`). ``pool`` needs ``apply(kind, workers)``,
     ``ready()``, ``unavailable`` (kind -> reason), ``cpu_seconds()`` (pid -> seconds),
-    ``idle_seconds()``, ``worker_bytes()`` and ``release_idle()`` (:class:`AutoPool`; the
-    tests use a simulated one), and may have ``prestart(kind, workers)``.
+    ``idle_seconds()``, ``worker_bytes()`` and ``release_idle()``
+    (:class:`~stoke.executors.auto.AutoPool`, :class:`~stoke.accelerate.tuned_workers.TunedWorkers`;
+    the tests use a simulated one), and may have ``prestart(kind, workers)``.
     """
 
     def __init__(self, kinds: Iterable[str], cpu_budget_cores: int, *,

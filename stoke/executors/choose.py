@@ -16,7 +16,7 @@ watches it (or none). The one home of the decisions on executor, workers and bud
   ``cpu_budget_cores``, its memory a quarter of the available memory unless
   ``memory_budget_bytes`` (both read in :mod:`stoke.executors.host`).
 - Callers that know more say so here: ``to_keras`` (:func:`for_training`) and ``stoke run``
-  (:func:`for_legacy_script`).
+  (:func:`for_legacy_script`: tuned, the script's ``workers`` capping the cores).
 
 The measurements and decisions of tuning itself are :mod:`stoke.autotune.tuner`'s; the
 options and their checks :mod:`stoke.executors.options`'s.
@@ -193,11 +193,15 @@ def for_training(program: Any, workers: int | str, executor: str) -> tuple[int |
     return workers, executor
 
 
-def for_legacy_script(workers: int | str, asked: Any) -> int | str:
-    """The workers of a dataset of a Keras-2 script run by ``stoke run``: ``workers`` given
-    to stoke, else what the script asked for (``fit(workers=...)`` or the dataset's own
-    ``workers``), at most one per core, and every core when it asked for none or one."""
+def for_legacy_script(workers: int | str, asked: Any) -> dict[str, Any]:
+    """The worker options (``stoke.accelerate``'s ``workers`` and ``cpu_budget_cores``) of a
+    dataset of a Keras-2 script run by ``stoke run``: ``workers`` given to stoke (``stoke
+    run --workers N``) is a fixed count; else the workers are tuned as ``to_keras``' are,
+    and what the script asked for (``fit(workers=N)`` or the dataset's own ``workers``)
+    caps the cores they may take (at most the cores this process may use). Keras 2's
+    default, one worker, is no cap: it was rarely a choice."""
     if workers != "auto":
-        return workers
-    cores = available_cores()
-    return min(asked, cores) if isinstance(asked, int) and asked > 1 else cores
+        return {"workers": workers}
+    if isinstance(asked, int) and not isinstance(asked, bool) and asked > 1:
+        return {"workers": "auto", "cpu_budget_cores": min(asked, available_cores())}
+    return {"workers": "auto"}
