@@ -1,7 +1,7 @@
 """What a tuning window measures of the machine: :class:`CpuMeter`, the CPU seconds of the
 trainer process and of worker processes (by pid), the idle seconds of the cores this
 process may run on, and a process worker's own memory. Read through ``psutil``; which cores
-count is :mod:`stoke.executors.host`'s answer."""
+count is told by its maker (:func:`stoke.executors.host.allowed_cpus`)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from typing import Any
 
 class CpuMeter:
     """CPU seconds of the trainer process and of worker processes, by pid, and the idle
-    seconds of the cores this process may run on: what each tuning window measures."""
+    seconds of the cores this process may run on: what each tuning window measures.
+    ``cpus``: the indices of those cores (None: every core)."""
 
-    def __init__(self, trainer_pid: int) -> None:
+    def __init__(self, trainer_pid: int, cpus: set[int] | None) -> None:
         self.trainer_pid = trainer_pid
+        self.cpus = cpus
         self._procs: dict[int, Any] = {}
 
     def cpu_seconds(self, worker_pids: Iterable[int]) -> dict[int, float]:
@@ -31,14 +33,11 @@ class CpuMeter:
                 self._procs.pop(pid, None)
         return seconds
 
-    @staticmethod
-    def idle_seconds() -> float:
+    def idle_seconds(self) -> float:
         """Idle (and I/O-wait) CPU seconds so far, summed over the cores we may run on."""
         import psutil
 
-        from stoke.executors.host import allowed_cpus
-
-        allowed = allowed_cpus()
+        allowed = self.cpus
         total = 0.0
         for index, times in enumerate(psutil.cpu_times(percpu=True)):
             if allowed is None or index in allowed:

@@ -18,6 +18,7 @@ from typing import Any
 from stoke.autotune.meter import CpuMeter
 from stoke.errors import StokeError, UnpicklableError
 from stoke.executors.chunk import Result, Task
+from stoke.executors.host import allowed_cpus
 from stoke.executors.ring import BatchRing
 
 log = logging.getLogger("stoke")
@@ -61,7 +62,7 @@ class AutoPool:
         self._owner: dict[int, str] = {}
         self._ring: BatchRing | None = None
         self._worker_bytes: int | None = None
-        self._meter = CpuMeter(self.trainer_pid)
+        self._meter = CpuMeter(self.trainer_pid, allowed_cpus())
         self.active = ""
         self._first_workers = workers
         self._waiting_for_first = False  # started with wait=False, not yet known to be up
