@@ -108,7 +108,7 @@ def stoke_ray(nodes: int) -> Callable[[Bench], Running]:
 
             options = {"scheduling_strategy": NodeAffinitySchedulingStrategy(
                 bench.nodes[0].node_id, soft=False)}
-        from stoke.loader.loader import EXECUTORS
+        from stoke.executors.options import EXECUTORS
 
         loader = bench.pipe.loader(executor="inline")
         if "ray" in EXECUTORS and options is None:

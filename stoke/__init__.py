@@ -28,8 +28,7 @@ from stoke.errors import (
 )
 from stoke.loader.iterator import BatchIterator
 from stoke.loader.loader import Loader
-
-__version__ = "0.1.0"
+from stoke.version import __version__
 
 
 def __getattr__(name: str):

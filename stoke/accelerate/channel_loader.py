@@ -11,18 +11,21 @@ hooks (:class:`~stoke.loader.scheduler.SlotScheduler`), never its state.
 
 from __future__ import annotations
 
-import dataclasses
+import os
 import warnings
 import weakref
 from collections.abc import Callable
 from typing import Any
 
 from stoke.accelerate.items import ItemLayout, float64_message
+from stoke.accelerate.tuned_workers import TunedWorkers
 from stoke.data.pipeline import Pipeline
 from stoke.errors import StokeWarning, UnpicklableError
+from stoke.executors.choose import start_pool, tune_pinned
 from stoke.executors.chunk import Task
 from stoke.executors.messages import ProgramUpdate
-from stoke.loader.loader import Loader, LoaderOptions, make_pool
+from stoke.executors.options import LoaderOptions
+from stoke.loader.loader import Loader
 
 
 def _warn_float64_items(paths: list[str]) -> None:
@@ -55,9 +58,10 @@ def _call_weakly(method: weakref.WeakMethod) -> Callable[[], None]:
 
 def _warn_thread_fallback(exc: UnpicklableError) -> None:
     """An unpicklable dataset runs in threads: said in a warning (the loader only logs it)."""
-    # stacklevel: the user's accelerate(...) call (-> AcceleratedSequence -> start -> make_pool)
+    # stacklevel: the user's accelerate(...) call
+    # (-> AcceleratedSequence -> start -> start_pool -> make_pool)
     warnings.warn(f"stoke.accelerate runs in threads, not processes: {exc}", StokeWarning,
-                  stacklevel=6)
+                  stacklevel=7)
 
 
 class ChannelLoader(Loader):
@@ -66,11 +70,9 @@ class ChannelLoader(Loader):
     route a task to one worker (``scheduler.submit(..., worker=k)``, through the scheduler's
     ``route_to_worker`` hook: ``pool.submit(task, worker=k)``)."""
 
-    def __init__(self, pipeline: Pipeline, options: LoaderOptions, program: Any,
-                 tuned: bool = False) -> None:
+    def __init__(self, pipeline: Pipeline, options: LoaderOptions, program: Any) -> None:
         super().__init__(pipeline, options)
         self.program = program
-        self.tuned = tuned  # process workers resized by stoke.autotune.tuner (Sequences)
         self._broadcasts: list[tuple[Any, str]] = []  # every (update, what) sent to all, in order
         self._on_pool_started: weakref.WeakMethod | None = None
         self.scheduler.on_float64 = _warn_float64_items
@@ -85,18 +87,13 @@ class ChannelLoader(Loader):
         self.scheduler.on_layout = _call_weakly(weakref.WeakMethod(on_layout))
 
     def start(self) -> None:
-        """Start the workers without waiting for them (see :meth:`Loader.start`): a fixed
-        pool ("auto": one process worker per core), not a tuned one, since messages and
-        generator copies go to a given worker."""
+        """Start the workers without waiting for them (see :meth:`Loader.start`): a pinned
+        pool (messages and generator copies go to a given worker), whose process workers
+        the tuner resizes with ``workers="auto"`` (see :mod:`stoke.executors.choose`)."""
         if self._shutdown.pool is not None or self.closed or self.failure is not None:
             return
-        options = self.options
-        if self.tuned:
-            from stoke.autotune.tuner import first_workers
-
-            options = dataclasses.replace(options, workers=first_workers(options))
-        pool = make_pool(self.program, options, on_thread_fallback=_warn_thread_fallback,
-                         wait=False)
+        pool = start_pool(self.program, self.options, pinned=True,
+                          on_thread_fallback=_warn_thread_fallback)
         self._shutdown.pool = pool
         self._starting = True
         callback = self._on_pool_started() if self._on_pool_started is not None else None
@@ -106,15 +103,8 @@ class ChannelLoader(Loader):
 
     def finish_start(self) -> None:
         super().finish_start()
-        pool = self._shutdown.pool
-        if self.tuned and pool.kind == "process":
-            import os
-
-            from stoke.accelerate.tuned_workers import TunedWorkers
-            from stoke.autotune.tuner import make_tuner
-
-            self.scheduler.tuner = make_tuner("process", self.options)
-            self.scheduler.tuner.attach(TunedWorkers(self, os.getpid()))
+        self.scheduler.tuner = tune_pinned(self._shutdown.pool, self.options,
+                                           TunedWorkers(self, os.getpid()))
 
     def process_pool(self):
         """The process pool as it runs (started; for :mod:`.tuned_workers`)."""

@@ -21,14 +21,15 @@ def accelerate(data: Any, *args: Any, workers: int | str = "auto", executor: str
                shuffle: bool | None = None, seed: int = 0, replicas: int | None = None,
                steps_per_epoch: int | None = None, kwargs: dict | None = None,
                ring_slots: int | None = None, timeout_s: float | None = 30.0,
-               memory_budget_bytes: int | None = None, keep_float64: bool = False):
+               memory_budget_bytes: int | None = None, keep_float64: bool = False,
+               cpu_budget_cores: int | None = None):
     """Run ``data``'s own loading code in stoke's workers; returns what ``model.fit`` takes.
 
     ``data`` is one of:
 
     - a ``keras.utils.PyDataset``/``Sequence``, or any object with ``len()`` and
       ``__getitem__(batch_index)`` returning a whole batch. ``workers`` process workers
-      (``"auto"``: one per core) run ``__getitem__``. ``shuffle=True`` permutes the batch
+      (``"auto"``: tuned by measurement, as ``to_keras``' are) run ``__getitem__``. ``shuffle=True`` permutes the batch
       order each epoch, seeded by ``(seed, epoch)``; ``shuffle=False`` keeps ``0..n-1``; the
       default (None) follows the consumer: ``model.fit`` with its ``shuffle=True`` (the
       default) gets Keras' own permutation (drawn from Python's ``random``, so
@@ -49,8 +50,9 @@ def accelerate(data: Any, *args: Any, workers: int | str = "auto", executor: str
 
     ``executor``: ``"process"`` (shared-memory ring), ``"thread"``, ``"inline"`` or
     ``"auto"`` (processes; threads when the dataset cannot be pickled). ``timeout_s``: the
-    longest wait for one batch. ``ring_slots``/``memory_budget_bytes``: see
-    :class:`~stoke.loader.loader.LoaderOptions`. float64 arrays are delivered as float32 (one
+    longest wait for one batch. ``ring_slots``/``memory_budget_bytes``/``cpu_budget_cores``
+    (the most cores ``workers="auto"`` may give a Sequence's workers): see
+    :class:`~stoke.executors.options.LoaderOptions`. float64 arrays are delivered as float32 (one
     warning), as stoke's pipelines do; ``keep_float64=True`` keeps them.
 
     Close the result (``acc.close()`` or ``with``) to stop its workers early; they also stop
@@ -64,7 +66,7 @@ def accelerate(data: Any, *args: Any, workers: int | str = "auto", executor: str
             f"Received: executor={executor!r}"
         )
     options = dict(ring_slots=ring_slots, timeout_s=timeout_s,
-                   memory_budget_bytes=memory_budget_bytes)
+                   memory_budget_bytes=memory_budget_bytes, cpu_budget_cores=cpu_budget_cores)
     if steps_per_epoch is not None and (not isinstance(steps_per_epoch, int)
                                         or steps_per_epoch < 1):
         raise ValueError(

@@ -24,7 +24,7 @@ from stoke.accelerate.keras_requests import Answers, as_keras_batch, copy_batch
 from stoke.accelerate.streams import process_stream, round_robin_inline, thread_stream
 from stoke.data.pipeline import Pipeline
 from stoke.errors import StokeError, StokeWarning, UnpicklableError
-from stoke.loader.loader import LoaderOptions
+from stoke.executors.options import LoaderOptions
 
 
 def _find_generator_call(generator: types.GeneratorType) -> tuple[Callable, tuple, dict] | None:

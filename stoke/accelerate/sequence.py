@@ -37,7 +37,7 @@ from stoke.data.pipeline import Pipeline
 from stoke.data.program import sample_error
 from stoke.data.structure import DtypePolicy
 from stoke.errors import StokeError, StokeWarning
-from stoke.loader.loader import LoaderOptions
+from stoke.executors.options import LoaderOptions
 
 
 class _ItemProgram:
@@ -194,7 +194,7 @@ class AcceleratedSequence(Accelerated):
     def tuning(self):
         """The workers this dataset runs with and why: with ``workers="auto"``, what the
         tuner measured (steps/s, the trainer's CPU per step, other processes' share of the
-        cores) and chose (see :class:`stoke.autotune.tuner.Tuning`)."""
+        cores) and chose (see :class:`stoke.autotune.report.Tuning`)."""
         return self._get_loader().tuning()
 
     def __repr__(self) -> str:
@@ -282,10 +282,9 @@ class AcceleratedSequence(Accelerated):
             raise StokeError("this accelerated dataset is closed; call stoke.accelerate again")
         if self._loader is None:
             pipeline = Pipeline(self.dataset, shuffled=bool(self.shuffle), seed=self.seed)
-            # workers="auto": process workers tuned as to_keras' are (stoke.autotune.tuner)
+            # workers="auto": process workers tuned as to_keras' are (stoke.executors.choose)
             loader = ChannelLoader(pipeline, self._options,
-                                   _ItemProgram(self.dataset, self.seed, self.keep_float64),
-                                   tuned=self._options.workers == "auto")
+                                   _ItemProgram(self.dataset, self.seed, self.keep_float64))
             loader.notify(self._pool_started, self._layout_known)
             self._loader = loader
         return self._loader

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from stoke.autotune.tuner import CpuMeter
+from stoke.autotune.meter import CpuMeter
+from stoke.executors.host import allowed_cpus
 
 
 class TunedWorkers:
@@ -27,7 +28,7 @@ class TunedWorkers:
         self.loader = loader
         self.unavailable: dict[str, str] = {}
         self.trainer_pid = trainer_pid
-        self._meter = CpuMeter(trainer_pid)
+        self._meter = CpuMeter(trainer_pid, allowed_cpus())
         self._worker_bytes: int | None = None
 
     @property

@@ -1,1 +1,3 @@
-"""The autotuner: measures delivered batches and the trainer's own CPU use and picks the executor and worker count."""
+"""The autotuner: measures delivered batches and the trainer's own CPU use and picks the
+executor and worker count. ``tuner.py`` decides, ``meter.py`` measures the machine,
+``report.py`` says what was chosen and why (``it.tuning()``)."""

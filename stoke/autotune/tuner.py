@@ -1,16 +1,12 @@
-"""Autotuning: the executor, the number of workers and the ring depth, chosen by measurement.
+"""The tuner: the executor, the number of workers and the ring depth, chosen by measurement.
 
-What it owns:
-
-- :class:`AutoPool`, a worker pool (the protocol of ``executors/base.py``) that holds a thread
-  pool and/or a process pool. Each task goes to the active one; results come from all; it
-  grows, shrinks and switches pools while tasks are in flight without losing or repeating
-  one (a pool that is let go first finishes what it holds).
-- :class:`Tuner`, the decisions: plain logic over measured windows (delivered samples/s, the
-  share of time the consumer waited in ``next()``, CPU use of trainer + workers), driven by a
-  clock it is given, so that tests can replay any situation in no time.
-- :class:`Tuning`, what was chosen and why: ``it.tuning()``; progress is logged at debug
-  level on the ``stoke`` logger.
+:class:`Tuner` holds the decisions: plain logic over measured windows (delivered samples/s,
+the share of time the consumer waited in ``next()``, CPU use of trainer + workers), driven by
+a clock it is given, so that tests can replay any situation in no time. What it reports is
+:mod:`stoke.autotune.report`'s (``it.tuning()``; progress is logged at debug level on the
+``stoke`` logger), what a window measures of the machine :mod:`stoke.autotune.meter`'s, the
+pool whose executor and workers it changes :class:`stoke.executors.auto.AutoPool`, and when
+a loader is tuned at all, with which budgets, :mod:`stoke.executors.choose`.
 
 It leaves the plan, the order of delivery and the ring to the loader, and running tasks to
 the executors. Tuning never changes *what* is delivered: the plan and per-sample randomness
@@ -64,131 +60,18 @@ import logging
 import math
 import time
 from collections.abc import Callable, Generator, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from stoke.autotune.report import Decision, Trial, Tuning
 from stoke.data.structure import BatchLayout
-from stoke.errors import StokeError, UnpicklableError
-from stoke.executors.chunk import Result, Task
-from stoke.executors.ring import BatchRing
+from stoke.errors import StokeError
 
 log = logging.getLogger("stoke")
 
 Config = tuple[str, int]  # (executor kind, workers)
 MAX_WORKERS = 64
 MAX_TRIALS_KEPT = 500
-
-
-# ======================================================================================
-# What tuning reports
-# ======================================================================================
-
-
-@dataclass(frozen=True)
-class Trial:
-    """One measured window of one setting."""
-
-    executor: str
-    workers: int
-    samples_per_s: float
-    consumer_wait: float  # share of the window the consumer spent waiting in next()
-    cpu_cores: float | None  # CPU seconds of trainer + workers per second
-    idle_cores: float | None  # idle CPU seconds per second on the cores this process may use
-    seconds: float
-    batches: int
-    at_s: float  # since tuning began
-    trainer_cores: float | None = None  # the trainer process's own CPU seconds per second
-    other_cores: float | None = None  # CPU taken by other processes on our cores, per second
-
-    @property
-    def steps_per_s(self) -> float:
-        """Batches delivered per second: the steps per second of the training it feeds."""
-        return self.batches / self.seconds
-
-    @property
-    def trainer_ms_per_step(self) -> float | None:
-        """The trainer's own CPU time per delivered batch (process workers only)."""
-        if self.trainer_cores is None or not self.batches:
-            return None
-        return 1000 * self.trainer_cores * self.seconds / self.batches
-
-    def describe(self) -> str:
-        cpu = ""
-        if self.trainer_cores is not None and self.cpu_cores is not None:
-            cpu = (f"; cores: trainer {self.trainer_cores:.1f} "
-                   f"({self.trainer_ms_per_step:.1f} ms of CPU per step), workers "
-                   f"{max(0.0, self.cpu_cores - self.trainer_cores):.1f}")
-            if self.other_cores is not None:
-                cpu += f", other processes {self.other_cores:.1f}"
-        elif self.cpu_cores is not None:
-            cpu = f", {self.cpu_cores:.1f} cores busy"
-        return (f"{self.executor} x {self.workers}: {self.steps_per_s:,.1f} steps/s "
-                f"({self.samples_per_s:,.0f} samples/s), consumer waited "
-                f"{self.consumer_wait:.0%}{cpu}")
-
-
-@dataclass(frozen=True)
-class Decision:
-    """One choice: ``what`` ("executor", "workers", "ring", "retune", "budget"), the value
-    chosen, why, and the numbers it rests on."""
-
-    what: str
-    choice: Any
-    why: str
-    at_s: float
-    batch: int
-    measured: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Tuning:
-    """What a loader runs with, how it got there, and the measurements.
-
-    >>> it = pipe.iter()                      # doctest: +SKIP
-    >>> ... ; print(it.tuning())              # doctest: +SKIP
-    process x 2 workers, ring 6 of 20 slots (settled after 1.2 s)
-      ring: 6 -- 20 slots of 12.0 MiB allocated (0.23 GiB of a 5.65 GiB budget), 6 in ...
-      executor: process -- faster: process x 2: 6,047 samples/s, consumer waited 100%, ...
-      workers: 2 -- at the budget (2 cores, 20 ring slots, 19 MiB per process worker): ...
-      settled: process x 2 -- process x 2: 6,047 samples/s, consumer waited 100%, ...
-      measured:
-        process x 2: 6,047 samples/s, consumer waited 100%, 2.0 cores busy
-        thread x 2: 4,795 samples/s, consumer waited 99%, 1.7 cores busy
-
-    ``as_dict()`` gives the same as plain data (JSON-ready).
-    """
-
-    executor: str
-    workers: int
-    ring_slots: int | None  # slots in rotation (None before the first batch)
-    ring_capacity: int | None  # slots allocated
-    tuned: bool  # False: the user set executor and workers
-    settled: bool
-    settled_after_s: float | None
-    cpu_budget_cores: int | None
-    memory_budget_bytes: int | None
-    decisions: tuple[Decision, ...] = ()
-    trials: tuple[Trial, ...] = ()
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def __str__(self) -> str:
-        ring = (f", ring {self.ring_slots} of {self.ring_capacity} slots"
-                if self.ring_slots is not None else "")
-        state = ("set by you" if not self.tuned else
-                 f"settled after {self.settled_after_s:.1f} s" if self.settled else "still measuring")
-        lines = [f"{self.executor} x {self.workers} workers{ring} ({state})"]
-        lines += [f"  {d.what}: {d.choice} -- {d.why}" for d in self.decisions]
-        if self.trials:
-            lines.append("  measured:")
-            lines += [f"    {t.describe()}" for t in self.trials]
-        return "\n".join(lines)
-
-
-# ======================================================================================
-# The knobs of the tuner itself (not user options)
-# ======================================================================================
 
 
 @dataclass(frozen=True)
@@ -220,331 +103,6 @@ class TunerSettings:
     # that window held other work of the trainer (compilation): measured again
 
 
-# ======================================================================================
-# What a window measures of the machine
-# ======================================================================================
-
-
-class CpuMeter:
-    """CPU seconds of the trainer process and of worker processes, by pid, and the idle
-    seconds of the cores this process may run on: what each tuning window measures."""
-
-    def __init__(self, trainer_pid: int) -> None:
-        self.trainer_pid = trainer_pid
-        self._procs: dict[int, Any] = {}
-
-    def cpu_seconds(self, worker_pids: Iterable[int]) -> dict[int, float]:
-        """CPU seconds so far (user + system) of the trainer and of ``worker_pids``."""
-        import psutil
-
-        seconds = {}
-        for pid in (self.trainer_pid, *worker_pids):
-            try:
-                proc = self._procs.get(pid) or self._procs.setdefault(pid, psutil.Process(pid))
-                times = proc.cpu_times()
-                seconds[pid] = times.user + times.system
-            except psutil.Error:
-                self._procs.pop(pid, None)
-        return seconds
-
-    @staticmethod
-    def idle_seconds() -> float:
-        """Idle (and I/O-wait) CPU seconds so far, summed over the cores we may run on."""
-        import os
-
-        import psutil
-
-        allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-        total = 0.0
-        for index, times in enumerate(psutil.cpu_times(percpu=True)):
-            if allowed is None or index in allowed:
-                total += times.idle + getattr(times, "iowait", 0.0)
-        return total
-
-    @staticmethod
-    def own_memory(worker_pids: list[int]) -> int | None:
-        """Memory of its own (USS) of the first of ``worker_pids``, or None."""
-        import psutil
-
-        try:
-            return psutil.Process(worker_pids[0]).memory_full_info().uss
-        except (psutil.Error, IndexError, AttributeError):
-            return None
-
-
-# ======================================================================================
-# The pool that can change
-# ======================================================================================
-
-
-class AutoPool:
-    """A pool of pools: sends each task to the active pool (thread or process), collects
-    results from every pool that holds tasks, and carries out the tuner's changes.
-
-    A change of executor starts the other pool (process workers in the background) and
-    makes it active once its workers are up; the old pool keeps and finishes the tasks it
-    holds. Resizing uses the executors' ``resize``. The ring is
-    always shared memory (an anonymous ``memfd``): both kinds can write into it, and pages of
-    slots not in rotation are never touched, so they cost no memory.
-    """
-
-    shared_ring = True
-
-    def __init__(self, program: Any, kinds: Iterable[str], workers: int,
-                 wait: bool = True) -> None:
-        import os
-
-        self.program = program
-        self.kinds = tuple(kinds)
-        self.trainer_pid = os.getpid()  # this process: the consumer, and thread workers
-        self.unavailable: dict[str, str] = {}  # kind -> why it cannot run
-        self._packed = None
-        if "process" in self.kinds:
-            from stoke.executors.payload import pack
-
-            try:
-                self._packed = pack(program)
-            except UnpicklableError as exc:
-                if self.kinds == ("process",):
-                    raise
-                self.unavailable["process"] = str(exc)
-        self._pools: dict[str, Any] = {}
-        self._outstanding: dict[str, int] = {}
-        self._owner: dict[int, str] = {}
-        self._ring: BatchRing | None = None
-        self._worker_bytes: int | None = None
-        self._meter = CpuMeter(self.trainer_pid)
-        self.active = ""
-        self._first_workers = workers
-        self._waiting_for_first = False  # started with wait=False, not yet known to be up
-        try:
-            self._start_first(workers, wait)
-        except BaseException:
-            self.close()
-            raise
-        self.target: Config = (self.active, workers)
-
-    def wait_ready(self) -> None:
-        """Wait until the first pool, started with ``wait=False``, has its workers up (they
-        loaded the pipeline in the background meanwhile); if process workers cannot load
-        it, go on with the next kind (threads), as a waited start would have."""
-        if not self._waiting_for_first:
-            return
-        self._waiting_for_first = False
-        kind = self.active
-        try:
-            # the first batches need one worker; the others come up meanwhile (the tuner
-            # measures nothing until they are all up)
-            self._pools[kind].wait_ready(first=True)
-        except StokeError as exc:
-            if kind == self.kinds[-1]:
-                raise
-            log.debug("stoke: %s workers could not start: %s", kind, exc)
-            self.unavailable[kind] = f"{kind} workers could not start: {exc}"
-            self._pools.pop(kind).close()
-            self._outstanding.pop(kind, None)
-            self._start_first(self._first_workers, wait=True)
-            self.target = (self.active, self._first_workers)
-
-    def _start_first(self, workers: int, wait: bool = True) -> None:
-        """Start the first kind that can run (waiting until its workers are up, so that
-        errors surface here, unless ``wait`` is False: then :meth:`wait_ready` does);
-        process workers that cannot load the pipeline leave it to threads when those are
-        allowed."""
-        for kind in self.kinds:
-            if kind in self.unavailable:
-                continue
-            if not wait and kind == "process":
-                self._pools[kind] = self._start(kind, workers, wait=False)
-                self.active = kind
-                self._waiting_for_first = True
-                return
-            try:
-                self._pools[kind] = self._start(kind, workers, wait=True)
-            except StokeError as exc:
-                if kind == self.kinds[-1] or isinstance(exc, UnpicklableError):
-                    raise
-                log.debug("stoke: %s workers could not start: %s", kind, exc)
-                self.unavailable[kind] = f"{kind} workers could not start: {exc}"
-                continue
-            self.active = kind
-            return
-
-    # -- the WorkerPool protocol --------------------------------------------------------
-    @property
-    def kind(self) -> str:
-        return self.active
-
-    @property
-    def workers(self) -> int:
-        return self._pools[self.active].workers
-
-    def set_ring(self, ring: BatchRing) -> None:
-        self._ring = ring
-        for pool in self._pools.values():
-            pool.set_ring(ring)
-
-    def replace_slot(self, slot: int) -> None:
-        for pool in self._pools.values():
-            pool.replace_slot(slot)
-
-    def submit(self, task: Task) -> None:
-        self._switch_if_ready()
-        kind = self.active
-        self._owner[task.task_id] = kind
-        self._outstanding[kind] += 1
-        self._pools[kind].submit(task)
-
-    def next_result(self, timeout_s: float) -> Result | None:
-        self._switch_if_ready()
-        busy = [k for k, n in self._outstanding.items() if n > 0]
-        main = busy[0] if len(busy) == 1 else self.active
-        for kind in list(self._pools):  # others: results, start-up messages, liveness
-            if kind != main:
-                result = self._poll(kind, 0.0)
-                if result is not None:
-                    return result
-        if len(busy) <= 1:
-            return self._poll(main, timeout_s)
-        deadline = time.monotonic() + timeout_s
-        while True:  # several pools hold tasks (during a switch): short turns on each
-            for kind in busy:
-                result = self._poll(kind, 0.002)
-                if result is not None:
-                    return result
-            if time.monotonic() >= deadline:
-                return None
-
-    def busy_workers(self) -> list[str]:
-        return [line for pool in self._pools.values() for line in pool.busy_workers()]
-
-    def check_alive(self) -> None:
-        for pool in self._pools.values():
-            pool.check_alive()
-
-    def close(self) -> None:
-        pools, self._pools = list(self._pools.values()), {}
-        for pool in pools:
-            pool.close()
-        if self._packed is not None:
-            self._packed.close()
-            self._packed = None
-
-    # -- what the tuner asks ------------------------------------------------------------
-    def apply(self, kind: str, workers: int) -> None:
-        """Run ``workers`` workers of ``kind``; a new kind becomes active once it is up."""
-        if kind in self.unavailable:
-            return
-        self.target = (kind, workers)
-        pool = self._pools.get(kind)
-        if pool is None:
-            try:
-                self._pools[kind] = self._start(kind, workers, wait=False)
-            except (StokeError, OSError) as exc:
-                self.unavailable[kind] = f"{kind} workers could not start: {exc}"
-                return
-        else:
-            pool.resize(workers)
-        self._switch_if_ready()
-
-    def prestart(self, kind: str, workers: int) -> None:
-        """Start ``workers`` workers of ``kind`` in the background, to be tried later."""
-        if kind in self.unavailable or kind in self._pools:
-            return
-        try:
-            self._pools[kind] = self._start(kind, workers, wait=False)
-        except (StokeError, OSError) as exc:
-            self.unavailable[kind] = f"{kind} workers could not start: {exc}"
-
-    def ready(self) -> bool:
-        """Does the target setting run alone: its workers up, no other pool holding tasks
-        or still starting (a booting pool takes CPU from the one being measured)?"""
-        self._switch_if_ready()
-        kind, workers = self.target
-        pool = self._pools.get(kind)
-        return (pool is not None and self.active == kind and pool.workers == workers
-                and all(p.ready() for p in self._pools.values())
-                and all(n == 0 for k, n in self._outstanding.items() if k != kind))
-
-    def release_idle(self) -> None:
-        """Close the pools that are neither active nor the target, and hold no task."""
-        keep = (self.active, self.target[0])
-        for kind in [k for k in self._pools if k not in keep and not self._outstanding[k]]:
-            log.debug("stoke: closing the idle %s workers", kind)
-            self._pools.pop(kind).close()
-
-    def cpu_seconds(self) -> float | None:
-        """The WorkerPool protocol's: CPU time the workers of every pool used so far (None:
-        not known), for the loader's stuck-workers check."""
-        seconds = [pool.cpu_seconds() for pool in self._pools.values()]
-        return None if None in seconds else sum(seconds)
-
-    def cpu_seconds_by_pid(self) -> dict[int, float]:
-        """CPU seconds so far of this process (``trainer_pid``) and of each process worker,
-        by pid (for the tuner)."""
-        pids = []
-        for pool in self._pools.values():
-            pids += pool.worker_pids()
-        return self._meter.cpu_seconds(pids)
-
-    def idle_seconds(self) -> float:
-        return self._meter.idle_seconds()
-
-    def worker_bytes(self) -> int | None:
-        """Memory of its own (USS) of one process worker, measured once."""
-        pool = self._pools.get("process")
-        if self._worker_bytes is None and pool is not None and pool.ready():
-            self._worker_bytes = self._meter.own_memory(pool.worker_pids())
-        return self._worker_bytes
-
-    # -- internals ----------------------------------------------------------------------
-    def _start(self, kind: str, workers: int, wait: bool):
-        if kind == "thread":
-            from stoke.executors.threads import ThreadPool
-
-            pool = ThreadPool(self.program, workers)
-        else:
-            from stoke.executors.processes import ProcessPool
-
-            pool = ProcessPool(self.program, workers, packed=self._packed, wait=wait)
-        if self._ring is not None:
-            pool.set_ring(self._ring)
-        self._outstanding[kind] = 0
-        return pool
-
-    def _switch_if_ready(self) -> None:
-        kind = self.target[0]
-        if kind != self.active and kind in self._pools and self._pools[kind].ready():
-            log.debug("stoke: %s workers are up; they take the next tasks", kind)
-            self.active = kind
-
-    def _poll(self, kind: str, timeout_s: float) -> Result | None:
-        pool = self._pools.get(kind)
-        if pool is None:
-            return None
-        try:
-            result = pool.next_result(timeout_s)
-        except StokeError as exc:
-            if kind == self.active or self._outstanding[kind]:
-                raise
-            # a pool started in the background failed before it held any task: go on
-            # without it (the tuner is told through `unavailable`)
-            log.debug("stoke: %s workers failed to start: %s", kind, exc)
-            self.unavailable[kind] = f"{kind} workers could not start: {exc}"
-            self._pools.pop(kind).close()
-            self._outstanding.pop(kind, None)
-            return None
-        if result is not None:
-            owner = self._owner.pop(result.task_id, None)
-            if owner is not None:
-                self._outstanding[owner] -= 1
-        return result
-
-
-# ======================================================================================
-# The decisions
-# ======================================================================================
-
 
 class _Window:
     def __init__(self, start: float, cpu: dict[int, float] | None, idle: float | None) -> None:
@@ -566,8 +124,9 @@ class Tuner:
     consumer waited for it); the tuner tells its pool what to run (``apply``) and publishes
     the ring depth it wants (:attr:`depth`). ``pool`` needs ``apply(kind, workers)``,
     ``ready()``, ``unavailable`` (kind -> reason), ``cpu_seconds_by_pid()`` (pid -> seconds),
-    ``idle_seconds()``, ``worker_bytes()`` and ``release_idle()`` (:class:`AutoPool`; the
-    tests use a simulated one), and may have ``prestart(kind, workers)``.
+    ``idle_seconds()``, ``worker_bytes()`` and ``release_idle()``
+    (:class:`~stoke.executors.auto.AutoPool`, :class:`~stoke.accelerate.tuned_workers.TunedWorkers`;
+    the tests use a simulated one), and may have ``prestart(kind, workers)``.
     """
 
     def __init__(self, kinds: Iterable[str], cpu_budget_cores: int, *,
@@ -617,7 +176,7 @@ class Tuner:
         if len(self.kinds) > 1 or self.config[0] not in pool.unavailable:
             for kind, why in pool.unavailable.items():
                 self._noted.add(kind)
-                self._decide("executor", self.config[0], f"not {kind}: {why}")
+                self.decide("executor", self.config[0], f"not {kind}: {why}")
         self._search = self._explore(self.config, compare_kinds=True)
         first = next(self._search)
         assert first == self.config, (first, self.config)
@@ -650,7 +209,7 @@ class Tuner:
                    f"{depth} in rotation (2 per worker + 2)")
         self.capacity, self.depth = capacity, depth
         self._skip = depth
-        self._decide("ring", depth, why, slot_bytes=slot, capacity=capacity)
+        self.decide("ring", depth, why, slot_bytes=slot, capacity=capacity)
         return capacity, depth
 
     # -- observing ----------------------------------------------------------------------
@@ -780,7 +339,7 @@ class Tuner:
         self.settled_at = round(self.clock() - self._t0, 3)
         kind, workers = config
         trial = self._measured.get(config)
-        self._decide("settled", f"{kind} x {workers}",
+        self.decide("settled", f"{kind} x {workers}",
                      trial.describe() if trial else "no measurement needed",
                      **({"samples_per_s": round(trial.samples_per_s, 1)} if trial else {}))
         self._idle_windows = 0
@@ -793,7 +352,7 @@ class Tuner:
     def _retune(self, why: str, trial: Trial, executors_too: bool) -> None:
         """Search again from the current setting: the worker count, and the executors too
         when they have not been told apart yet (or ``executors_too``)."""
-        self._decide("retune", f"{self.config[0]} x {self.config[1]}", why,
+        self.decide("retune", f"{self.config[0]} x {self.config[1]}", why,
                      **_numbers(trial))
         self._measured = {}
         self.settled_at = None
@@ -804,7 +363,9 @@ class Tuner:
         assert first == self.config
         self._advance(trial)
 
-    def _decide(self, what: str, choice: Any, why: str, **measured: Any) -> None:
+    def decide(self, what: str, choice: Any, why: str, **measured: Any) -> None:
+        """Record a choice (``what``: "executor", "workers", "ring", ...) with why and the
+        numbers it rests on: it is part of :meth:`report` and logged at debug level."""
         decision = Decision(what, choice, why, round(self.clock() - self._t0, 3),
                             self._batches, measured)
         self.decisions.append(decision)
@@ -850,7 +411,7 @@ class Tuner:
             if trial is None or top is None:
                 continue
             if trial.samples_per_s > top.samples_per_s * (1 + s.min_gain):
-                self._decide("executor", other, f"{trial.describe()}; {top.describe()}",
+                self.decide("executor", other, f"{trial.describe()}; {top.describe()}",
                              **_numbers(trial))
                 best = yield from self._climb(other, best[1])
             elif (trial.samples_per_s >= top.samples_per_s * (1 - s.near)
@@ -858,7 +419,7 @@ class Tuner:
                 candidate = yield from self._climb(other, best[1], quiet=True)
                 tried = self._measured.get(candidate)
                 if tried is not None and tried.samples_per_s > top.samples_per_s * (1 + s.min_gain):
-                    self._decide("executor", other,
+                    self.decide("executor", other,
                                  f"it climbs further: {tried.describe()}; {top.describe()}",
                                  **_numbers(tried))
                     best = candidate
@@ -872,7 +433,7 @@ class Tuner:
             fresh = {k: why for k, why in self.pool.unavailable.items() if k not in self._noted}
             if fresh and len(self.kinds) > 1:
                 self._noted.update(fresh)
-                self._decide("executor", chosen, "; ".join(f"not {k}: {why}"
+                self.decide("executor", chosen, "; ".join(f"not {k}: {why}"
                                                            for k, why in fresh.items()),
                              **_numbers(trial))
             return chosen
@@ -894,7 +455,7 @@ class Tuner:
                 and process.cpu_cores > 1.25 * thread.cpu_cores):
             why += f"; threads kept only {thread.cpu_cores:.1f} cores busy (the GIL)"
         why = f"{why}: " + "; ".join(t.describe() for _, t in measured)
-        self._decide("executor", chosen, why,
+        self.decide("executor", chosen, why,
                      **{f"{k}_samples_per_s": round(t.samples_per_s, 1) for k, t in measured})
         return chosen
 
@@ -907,7 +468,7 @@ class Tuner:
             low = yield from self._measure((kind, workers))
             if low is None:
                 return (kind, workers)
-        note = (lambda *a, **k: None) if quiet else self._decide
+        note = (lambda *a, **k: None) if quiet else self.decide
         while True:
             if self.fixed_workers is not None:
                 break
@@ -1095,7 +656,7 @@ class Tuner:
             if ratio < 1 - s.drift and self.depth < self.capacity and not self._deepened:
                 self._deepened = True
                 self.depth = min(self.capacity, self.depth + max(2, workers))
-                self._decide("ring", self.depth,
+                self.decide("ring", self.depth,
                              f"deliveries fell to {trial.samples_per_s:,.0f} samples/s while the "
                              f"consumer waited, below the {made.samples_per_s:,.0f} the workers "
                              "made: more batches in flight absorb an uneven consumer",
@@ -1115,7 +676,7 @@ class Tuner:
                 per_worker = made.samples_per_s / workers
                 needed = max(1, math.ceil(trial.samples_per_s * s.shrink_headroom / per_worker))
                 if needed < workers:
-                    self._decide("workers", needed,
+                    self.decide("workers", needed,
                                  f"the consumer takes {trial.samples_per_s:,.0f} samples/s and "
                                  f"has not waited for {self._idle_windows} windows; "
                                  f"{workers} workers make {made.samples_per_s:,.0f}",
@@ -1187,96 +748,3 @@ def _memory_error(layout: BatchLayout, slots: int, budget: int | None) -> StokeE
         "(finish normalisation on the device), or raise memory_budget_bytes (default: a "
         "quarter of the available RAM)."
     )
-
-
-# ======================================================================================
-# Wiring, used by the loader
-# ======================================================================================
-
-
-def wants_tuning(options: Any) -> bool:
-    """Does this loader tune? Yes when workers or executor is "auto" (and not inline)."""
-    if options.executor in ("inline", "ray"):  # ray sizes itself to its cluster
-        return False
-    if options.workers == "auto":
-        return True
-    return options.executor == "auto" and options.workers > 1
-
-
-AUTO_EXECUTOR_WHY = (
-    "process workers run your code apart from the trainer, so that a sample that crashes "
-    "(a segfault in a C extension) raises WorkerDiedError instead of killing the training; "
-    "thread workers only when process workers cannot run the pipeline")
-
-
-def first_workers(options: Any, settings: TunerSettings | None = None) -> int:
-    """The worker count a tuned pool starts with."""
-    from stoke.loader.loader import available_cores
-
-    settings = settings or TunerSettings()
-    if options.workers != "auto":
-        return options.workers
-    cores = options.cpu_budget_cores or available_cores()
-    return max(1, min(settings.start_workers, cores))
-
-
-def start_pool(program: Any, options: Any, settings: TunerSettings | None = None) -> AutoPool:
-    """The pool of a loader with ``workers``/``executor`` set to "auto", started without
-    waiting: its workers load the pipeline in the background while the caller goes on
-    (building a model, say). :func:`attach_tuner` waits for them and starts tuning.
-
-    ``executor="auto"`` runs process workers; thread workers only when the pipeline cannot
-    be pickled or process workers cannot load it (user code in the trainer's threads could
-    take the trainer down with it)."""
-    kinds = ("process", "thread") if options.executor == "auto" else (options.executor,)
-    return AutoPool(program, kinds, first_workers(options, settings), wait=False)
-
-
-def attach_tuner(pool: AutoPool, options: Any, settings: TunerSettings | None = None) -> Tuner:
-    """Wait until ``pool`` (from :func:`start_pool`) is up, then tune it: the worker count
-    and ring depth within the cores the trainer leaves (measured) and the memory budget."""
-    pool.wait_ready()
-    tuner = make_tuner(pool.kind, options, settings)
-    if options.executor == "auto" and pool.kind == "process":
-        tuner._decide("executor", "process", AUTO_EXECUTOR_WHY)
-    tuner.attach(pool)
-    return tuner
-
-
-def make_tuner(kind: str, options: Any, settings: TunerSettings | None = None) -> Tuner:
-    """A tuner of ``kind`` workers within ``options``' budgets (cores: every core this
-    process may use unless ``cpu_budget_cores``; memory: a quarter of what is available
-    unless ``memory_budget_bytes``); attach it to a pool that runs
-    ``first_workers(options)``."""
-    from stoke.loader.loader import available_cores
-
-    machine = available_cores()
-    cores = options.cpu_budget_cores or machine
-    budget = options.memory_budget_bytes
-    if budget is None:
-        import psutil
-
-        budget = psutil.virtual_memory().available // 4
-    fixed = None if options.workers == "auto" else options.workers
-    return Tuner((kind,), cores, fixed_workers=fixed, memory_budget_bytes=budget,
-                 ring_slots=options.ring_slots, settings=settings, machine_cores=machine)
-
-
-def start_autotuned(program: Any, options: Any,
-                    settings: TunerSettings | None = None) -> tuple[AutoPool, Tuner]:
-    """The pool and tuner for a loader with ``workers``/``executor`` set to "auto"."""
-    pool = start_pool(program, options, settings)
-    try:
-        return pool, attach_tuner(pool, options, settings)
-    except BaseException:
-        pool.close()
-        raise
-
-
-def fixed_tuning(kind: str, workers: int, ring_slots: int | None,
-                 capacity: int | None) -> Tuning:
-    """The report of a loader whose executor and workers were set by the user."""
-    return Tuning(kind, workers, ring_slots, capacity, tuned=False, settled=True,
-                  settled_after_s=0.0, cpu_budget_cores=None, memory_budget_bytes=None,
-                  decisions=(Decision("executor", kind, "set by you", 0.0, 0),
-                             Decision("workers", workers, "set by you", 0.0, 0)))

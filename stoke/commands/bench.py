@@ -321,7 +321,7 @@ def main(args: argparse.Namespace) -> int:
         err.print("[red]stoke bench: give a pipeline (MODULE:ATTR) or --example, not both "
                   "and not neither.[/red] Example: stoke bench mypkg.data:make_pipeline")
         return 2
-    from stoke.loader.loader import available_cores
+    from stoke.executors.host import available_cores
 
     cores = available_cores()
     try:

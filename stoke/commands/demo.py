@@ -44,7 +44,7 @@ def pipeline_alone(seconds: float = 4.0) -> dict[str, float]:
     import stoke
     from stoke.commands.examples.images import ensure_images, label_of
     from stoke.commands.examples.naive_train import decode_sample, read_file
-    from stoke.loader.loader import available_cores
+    from stoke.executors.host import available_cores
 
     paths = [str(p) for p in ensure_images()]
     labels = [label_of(p) for p in paths]

@@ -54,11 +54,17 @@ class LengthOf:
         return np.int64(self.length_fn(sample))
 
 
-class LengthTable:
-    """``length_fn(source[i])`` for every ``i``, computed once on first use and kept."""
+MapInWorkers = Callable[[Any, Callable[[Any], Any]], np.ndarray]
 
-    def __init__(self, length_fn: Callable[[Any], int]) -> None:
+
+class LengthTable:
+    """``length_fn(source[i])`` for every ``i``, computed once on first use and kept.
+    ``map_in_workers(source, fn)``: ``fn`` of every sample of ``source`` as one array,
+    computed in worker processes (the pipeline gives it: an ordinary stoke pipeline)."""
+
+    def __init__(self, length_fn: Callable[[Any], int], map_in_workers: MapInWorkers) -> None:
         self.length_fn = length_fn
+        self.map_in_workers = map_in_workers
         self._lengths: np.ndarray | None = None
         self._lock = threading.Lock()
 
@@ -90,10 +96,7 @@ class LengthTable:
         return out
 
     def _compute_in_workers(self, source: Any) -> np.ndarray:
-        from stoke.data.pipeline import Pipeline
-
-        lengths = Pipeline(source).map(LengthOf(self.length_fn)).batch(4096)
-        out = np.concatenate([np.array(b) for b in lengths.iter(workers="auto", executor="auto")])
+        out = self.map_in_workers(source, LengthOf(self.length_fn))
         if (out < 0).any():
             first = int(np.flatnonzero(out < 0)[0])
             raise ValueError("bucket_by_length: length_fn must return a non-negative int. "
@@ -101,7 +104,8 @@ class LengthTable:
         return out
 
     def __getstate__(self) -> dict:  # travels with the pipeline; the table stays here
-        return {"length_fn": self.length_fn, "_lengths": None}
+        return {"length_fn": self.length_fn, "map_in_workers": self.map_in_workers,
+                "_lengths": None}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -118,7 +122,7 @@ class BucketSpec:
 
     @classmethod
     def make(cls, length_fn: Callable[[Any], int], boundaries: Sequence[int],
-             batch_sizes: Sequence[int]) -> BucketSpec:
+             batch_sizes: Sequence[int], map_in_workers: MapInWorkers) -> BucketSpec:
         if not callable(length_fn):
             raise TypeError(f"bucket_by_length needs a callable length_fn. Received: "
                             f"{type(length_fn).__name__}")
@@ -135,7 +139,7 @@ class BucketSpec:
                 f"boundary). Received: boundaries={list(boundaries)}, "
                 f"batch_sizes={list(batch_sizes)}"
             )
-        return cls(LengthTable(length_fn), boundaries, batch_sizes)
+        return cls(LengthTable(length_fn, map_in_workers), boundaries, batch_sizes)
 
     def plan(self, base: PlanSpec, source: Any) -> BucketPlan:
         return BucketPlan(base.length, max(self.batch_sizes), base.drop_remainder,

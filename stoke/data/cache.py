@@ -254,9 +254,9 @@ class CachedSource:
 
 def default_budget_bytes() -> int:
     """Half of the memory available now."""
-    import psutil
+    from stoke.executors.host import available_memory_bytes
 
-    return int(psutil.virtual_memory().available // 2)
+    return available_memory_bytes() // 2
 
 
 def make_cached_source(source: Any, steps: tuple, seed: int, description: str,

@@ -25,6 +25,7 @@ import numpy as np
 from stoke.data.buckets import BucketSpec
 from stoke.data.formats.base import SkippingSource
 from stoke.data.formats.shards import ShardedSource
+from stoke.data.mix_source import MixSource
 from stoke.data.padding import PaddingSpec
 from stoke.data.plan import IteratorState, PlanSpec
 from stoke.data.program import (
@@ -38,8 +39,9 @@ from stoke.data.program import (
 from stoke.data.shard_plan import ShardOrder
 from stoke.data.sources import ArraySource, FileSource, SequenceSource, resolve_paths
 from stoke.data.structure import DtypePolicy
+from stoke.executors.options import LoaderOptions
 from stoke.loader.iterator import BatchIterator
-from stoke.loader.loader import Loader, LoaderOptions
+from stoke.loader.loader import Loader
 
 
 @dataclass(frozen=True)
@@ -139,9 +141,7 @@ class Pipeline:
             pipe.bucket_by_length(lambda s: len(s[0]), boundaries=[64, 128, 256],
                                   batch_sizes=[128, 64, 32, 16])
         """
-        spec = BucketSpec.make(length_fn, boundaries, batch_sizes)
-        from stoke.data.mix import MixSource
-
+        spec = BucketSpec.make(length_fn, boundaries, batch_sizes, map_in_workers)
         if isinstance(self.source, MixSource):
             raise ValueError("bucket_by_length cannot follow stoke.mix yet (the lengths are "
                              "taken from source samples); pad the mix with padded_batch.")
@@ -168,7 +168,6 @@ class Pipeline:
         """
         self._before_batch("cache")
         from stoke.data.cache import make_cached_source
-        from stoke.data.mix import MixSource
 
         if isinstance(self.source, MixSource):
             raise ValueError("cache() cannot follow stoke.mix (a mix's samples change from "
@@ -214,7 +213,7 @@ class Pipeline:
         ``state``: an ``it.state()`` saved earlier, to go on from there: the rest of that
         iteration (of ``repeat(n)``: the epochs that were left, not ``n`` more); a state saved
         once its iteration was finished starts the next one (``n`` epochs from there).
-        Other options: see :class:`~stoke.loader.loader.LoaderOptions`.
+        Other options: see :class:`~stoke.executors.options.LoaderOptions`.
         """
         epochs = self.repeat_count
         if state is not None:
@@ -288,8 +287,6 @@ class Pipeline:
         spec = PlanSpec(length, self.batch_size or 1, self.drop_remainder,
                         self.shuffled, self.seed, self.shard_index, self.shard_count,
                         shards=shards)
-        from stoke.data.mix import MixSource
-
         if isinstance(self.source, MixSource):
             spec = self.source.plan(spec)
         if self.buckets is not None:
@@ -323,7 +320,6 @@ class Pipeline:
 def skipped_in(source: Any) -> int:
     """The skipped-record count of ``source`` and of the sources it reads (cache, mix)."""
     from stoke.data.cache import CachedSource
-    from stoke.data.mix import MixSource
 
     if isinstance(source, SkippingSource):
         return source.skipped_records()
@@ -342,6 +338,13 @@ def as_count(value: Any, what: str, minimum: int = 1, none_ok: bool = False) -> 
         none = " or None" if none_ok else ""
         raise ValueError(f"{what} must be an int >= {minimum}{none}. Received: {value!r}")
     return int(value)
+
+
+def map_in_workers(source: Any, fn: Callable[[Any], Any]) -> np.ndarray:
+    """``fn(source[i])`` for every ``i``, as one array, computed by stoke's workers (an
+    ordinary pipeline, ``workers="auto"``): the lengths of ``bucket_by_length``."""
+    mapped = Pipeline(source).map(fn).batch(4096)
+    return np.concatenate([np.array(b) for b in mapped.iter(workers="auto", executor="auto")])
 
 
 def from_sequence(sequence: Any) -> Pipeline:

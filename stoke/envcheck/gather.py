@@ -48,6 +48,7 @@ from stoke.envcheck.parsers import (
 )
 from stoke.envcheck.probe import RunningProbe
 from stoke.envcheck.versions import cuda_from_nvml
+from stoke.executors.host import available_cores
 from stoke.nvml import NvmlUnavailable
 from stoke.nvml import session as nvml_session
 from stoke.nvml import text as nvml_text
@@ -276,10 +277,7 @@ def gather_host() -> HostFacts:
     import psutil
 
     logical = os.cpu_count() or 1
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = logical
+    usable = available_cores()
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):

@@ -25,7 +25,7 @@ _STYLES = {OK: "green", INFO: "blue", WARN: "bold yellow", FAIL: "bold red"}
 
 
 def to_json(facts: EnvFacts, checks: list[Check]) -> dict[str, Any]:
-    from stoke import __version__
+    from stoke.version import __version__
 
     counts = {status: sum(1 for c in checks if c.status == status) for status in STATUSES}
     return {

@@ -23,7 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
-import stoke
 from stoke.data.program import SampleProgram
 from stoke.errors import StokeError, WorkerDiedError
 from stoke.executors.chunk import Result, Task
@@ -41,6 +40,9 @@ from stoke.executors.messages import (
 )
 from stoke.executors.payload import PackedProgram, pack
 from stoke.executors.ring import BatchRing
+
+# the folder that holds the ``stoke`` package (stoke/executors/processes.py -> ../../..)
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 ONE_THREAD_ENV = {
     "OMP_NUM_THREADS": "1",
@@ -99,7 +101,7 @@ class _Worker:
         for key, value in ONE_THREAD_ENV.items():
             env.setdefault(key, value)
         env["STOKE_LOAD_SLOT"] = load_slot
-        package_root = os.path.dirname(os.path.dirname(os.path.abspath(stoke.__file__)))
+        package_root = PACKAGE_ROOT
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (package_root, env.get("PYTHONPATH", "")) if p
         )
@@ -232,7 +234,7 @@ class ProcessPool:
         # worker._take_load_slot); the trainer keeps a core for its own set-up meanwhile.
         # Each slot is an unnamed file (nothing on disk to clean up) that a worker opens
         # anew through /proc, so that its lock is its own.
-        from stoke.loader.loader import available_cores
+        from stoke.executors.host import available_cores
 
         self._slot_fds: list[int] = []
         try:

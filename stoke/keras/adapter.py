@@ -10,7 +10,6 @@ its use is guarded by version and tested on every backend.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -19,9 +18,11 @@ import numpy as np
 from stoke.data.plan import IteratorState
 from stoke.data.structure import flatten, unflatten
 from stoke.errors import StokeError
+from stoke.executors.choose import for_training
+from stoke.executors.options import LoaderOptions
 from stoke.keras.resume import InputPositions, TrackedBatches, next_epoch_start
 from stoke.loader.iterator import BatchIterator
-from stoke.loader.loader import Loader, LoaderOptions
+from stoke.loader.loader import Loader
 
 TESTED_KERAS = ((3, 8), (3, 99))
 
@@ -56,18 +57,7 @@ def to_keras(pipeline, workers: int | str = "auto", executor: str = "auto", pref
             "to_keras needs a batched pipeline: add .batch(batch_size) before .to_keras()."
         )
     feed_class = _feed_class()
-    if workers == "auto" and executor == "ray":
-        workers = default_workers_for_training()
-    elif workers == "auto" or executor == "auto":
-        # tuned by measurement (stoke.autotune.tuner): the workers get the cores the trainer
-        # leaves, measured (its own CPU time per step), not a whole core reserved for it
-        if executor == "auto":
-            # Under fit the trainer's own Python (dispatch, callbacks) competes with thread
-            # workers for the GIL, and a trial window during compilation measures the
-            # trainer, not the workers: processes whenever the program can travel.
-            from stoke.executors.payload import can_pickle
-
-            executor = "process" if can_pickle(pipeline.program) else "thread"
+    workers, executor = for_training(pipeline.program, workers, executor)
     return feed_class(pipeline, LoaderOptions(workers=workers, executor=executor, **options),
                       prefetch, device_transform)
 
@@ -291,8 +281,3 @@ def _as_keras(batch: Any) -> Any:
     """Keras unpacks tuples as (x, y, sample_weight): lists become tuples."""
     return tuple(batch) if isinstance(batch, list) else batch
 
-
-def default_workers_for_training() -> int:
-    """Leave the trainer one core."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) - 1)

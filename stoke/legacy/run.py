@@ -17,8 +17,8 @@ import sys
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", default="auto",
-                        help="stoke workers per dataset (default: what the script asks for, "
-                             "at most one per core)")
+                        help="stoke workers per dataset (default: tuned by measurement, "
+                             "within the cores the script asks for with workers=)")
     parser.add_argument("--no-accelerate", action="store_true",
                         help="translate the Keras-2 calls only: the script's data runs as "
                              "Keras 3 runs it (as under `stoke doctor`; to compare)")

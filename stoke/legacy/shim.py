@@ -11,8 +11,9 @@ stoke, TensorFlow first or not at all) so that they work again:
 - ``fit``/``evaluate``/``predict`` accept the three old arguments. A ``Sequence``/
   ``PyDataset``, one of Keras' legacy image iterators (``ImageDataGenerator.flow*``) or a
   generator given to them (as ``x`` or ``validation_data``) runs through
-  ``stoke.accelerate``: ``workers`` becomes stoke's process workers (at most one per core),
-  ``max_queue_size`` its ring depth; ``use_multiprocessing`` needs no translation (stoke
+  ``stoke.accelerate``: stoke's process workers are tuned by measurement as ``to_keras``'
+  are, ``workers`` capping the cores they may take (at most the cores this process may
+  use), ``max_queue_size`` their ring depth; ``use_multiprocessing`` needs no translation (stoke
   uses processes when the dataset can be pickled, threads otherwise). For other data
   (arrays, a ``tf.data`` dataset) the old arguments are dropped, as Keras 2 ignored them.
 - ``fit_generator``/``evaluate_generator``/``predict_generator`` call ``fit``/``evaluate``/
@@ -82,7 +83,8 @@ _state: dict[str, Any] = {"installed": False, "originals": {}, "told": False, "w
 def install(workers: int | str = "auto", quiet: bool = False, keras2_only: bool = False) -> None:
     """Patch Keras now if it is imported, else as soon as it is (so that a script can still
     choose its backend before importing Keras). ``workers``: stoke's workers for every
-    accelerated dataset ("auto": what the script asked for, at most one per core).
+    accelerated dataset ("auto": tuned by measurement, within the cores the script asked
+    for with ``workers=``, at most the cores this process may use).
     ``quiet``: do not print what to change. ``keras2_only`` (the doctor): translate the
     Keras-2 calls but do not feed their data through ``stoke.accelerate``."""
     with _lock:
@@ -374,13 +376,10 @@ def _routable(data: Any) -> bool:
 
 def _accelerated(data: Any, legacy: dict, shuffle: bool, steps: int | None, opened: list):
     from stoke.accelerate import accelerate
-    from stoke.loader.loader import available_cores
+    from stoke.executors.choose import for_legacy_script
 
-    workers = _state["workers"]
-    if workers == "auto":
-        asked = legacy.get("workers", getattr(data, "workers", None))
-        workers = min(asked, available_cores()) if isinstance(asked, int) and asked > 1 \
-            else available_cores()
+    worker_options = for_legacy_script(_state["workers"],
+                                       legacy.get("workers", getattr(data, "workers", None)))
     queue = legacy.get("max_queue_size")
     ring_slots = max(2, int(queue)) if isinstance(queue, int) and queue > 0 else None
     if inspect.isgenerator(data):
@@ -388,7 +387,7 @@ def _accelerated(data: Any, legacy: dict, shuffle: bool, steps: int | None, open
         # the call gives Keras the steps: one Keras iterator for the whole call (fast on TF)
         accelerated.endless = steps is not None
     else:
-        accelerated = accelerate(data, workers=workers, shuffle=shuffle,
+        accelerated = accelerate(data, **worker_options, shuffle=shuffle,
                                  seed=random.getrandbits(31), ring_slots=ring_slots)
     opened.append(accelerated)
     return accelerated

@@ -47,12 +47,13 @@ import numpy as np
 from stoke.data.structure import BatchLayout
 from stoke.errors import StokeError, StokeWarning, WorkerDiedError
 from stoke.executors.chunk import Result, Task
+from stoke.executors.host import memory_budget_bytes
 from stoke.executors.limits import StuckWatch
 from stoke.executors.ring import BatchRing, Delivery
 
 if TYPE_CHECKING:
     from stoke.data.padding import PaddingSpec
-    from stoke.loader.loader import LoaderOptions
+    from stoke.executors.options import LoaderOptions
 
 log = logging.getLogger("stoke")
 
@@ -409,11 +410,7 @@ class SlotScheduler:
                   layout.describe())
 
     def _check_memory(self, layout: BatchLayout, slots: int) -> None:
-        budget = self.options.memory_budget_bytes
-        if budget is None:
-            import psutil
-
-            budget = psutil.virtual_memory().available // 4
+        budget = memory_budget_bytes(self.options.memory_budget_bytes)
         needed = layout.slot_bytes * slots
         if needed > budget:
             self.close()
@@ -501,11 +498,7 @@ class SlotScheduler:
         self._update_copying(ring)
 
     def _set_keep_budget(self, ring: BatchRing) -> None:
-        budget = self.options.memory_budget_bytes
-        if budget is None:
-            import psutil
-
-            budget = psutil.virtual_memory().available // 4
+        budget = memory_budget_bytes(self.options.memory_budget_bytes)
         self._keep_budget_bytes = max(0, budget - ring.nbytes)
         import resource
 

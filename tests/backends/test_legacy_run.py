@@ -56,3 +56,43 @@ def test_stoke_run_passes_arguments_and_exit_status(tmp_path):
     assert "['3', '--flag']" in result.stdout
     missing = _run("-m", "stoke", "run", str(tmp_path / "nope.py"))
     assert missing.returncode == 2 and "no such script" in missing.stderr
+
+
+TUNED_SCRIPT = """
+import logging
+import sys
+
+import numpy as np
+import keras
+
+handler = logging.StreamHandler(sys.stderr)
+logging.getLogger("stoke").addHandler(handler)
+logging.getLogger("stoke").setLevel(logging.DEBUG)
+
+
+class Batches(keras.utils.Sequence):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, index):
+        return np.full((4, 3), index, np.float32), np.full((4, 1), index % 2, np.float32)
+
+
+model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+model.compile("sgd", "mse")
+model.fit(Batches(), epochs=1, workers=4, use_multiprocessing=True, verbose=0)
+print("TRAINED")
+"""
+
+
+def test_stoke_run_tunes_the_workers_the_script_asked_for(tmp_path):
+    """``fit(workers=4)`` caps the cores of tuned workers (the tuner's decisions are logged);
+    ``stoke run --workers 2`` fixes the count (no tuner)."""
+    script = tmp_path / "tuned.py"
+    script.write_text(TUNED_SCRIPT)
+    tuned = _run("-m", "stoke", "run", str(script))
+    assert tuned.returncode == 0 and "TRAINED" in tuned.stdout, tuned.stderr[-3000:]
+    assert "stoke: ring -> " in tuned.stderr, tuned.stderr[-3000:]  # the tuner sized the ring
+    fixed = _run("-m", "stoke", "run", "--workers", "2", str(script))
+    assert fixed.returncode == 0 and "TRAINED" in fixed.stdout, fixed.stderr[-3000:]
+    assert "stoke: ring -> " not in fixed.stderr and "stoke: ring of " in fixed.stderr

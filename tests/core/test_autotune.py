@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import stoke
-from stoke.autotune.tuner import AutoPool, Tuner, TunerSettings
+from stoke.autotune.tuner import Tuner, TunerSettings
+from stoke.executors.auto import AutoPool
 
 
 def sleepy(sample):

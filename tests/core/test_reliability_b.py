@@ -273,7 +273,8 @@ def test_oversubscribe_starts_every_worker_asked_for():
 
 
 def test_stuck_workers_are_reported_within_30_seconds_by_default():
-    from stoke.loader.loader import LoaderOptions  # what pipe.iter(), loader() and to_keras() use
+    # what pipe.iter(), loader() and to_keras() use
+    from stoke.executors.options import LoaderOptions
 
     assert LoaderOptions().timeout_s <= 30
     assert inspect.signature(stoke.accelerate).parameters["timeout_s"].default <= 30

@@ -437,7 +437,7 @@ def test_object_store_budget_bounds_tasks_in_flight(cluster):
 
 @pytest.mark.slow
 def test_pipe_iter_executor_ray(cluster):
-    from stoke.loader.loader import EXECUTORS
+    from stoke.executors.options import EXECUTORS
 
     if "ray" not in EXECUTORS:
         pytest.skip("the loader does not route executor=\"ray\" yet")

@@ -559,7 +559,7 @@ def keras_version_tuple() -> tuple[int, ...] | None:
 def base_meta(argv, script) -> dict[str, Any]:
     """The run's meta known before anything runs: versions, backend, argv, script, host, cores
     (the start of the run record's ``meta``)."""
-    from stoke import __version__
+    from stoke.version import __version__
 
     return {
         "stoke_version": __version__,
