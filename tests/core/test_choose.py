@@ -52,7 +52,7 @@ def test_first_workers_stay_within_the_core_budget():
 
 
 def test_a_tuned_loader_gets_an_auto_pool_and_a_tuner_a_fixed_one_neither():
-    program = stoke.from_arrays(np.arange(8.0)).map(double).batch(4)._program()
+    program = stoke.from_arrays(np.arange(8.0)).map(double).batch(4).program
     pool = choose.start_pool(program, LoaderOptions(executor="thread"))
     try:
         assert isinstance(pool, AutoPool)
@@ -71,9 +71,9 @@ def test_a_tuned_loader_gets_an_auto_pool_and_a_tuner_a_fixed_one_neither():
 
 
 def test_to_keras_runs_processes_when_the_program_travels_else_threads():
-    picklable = stoke.from_arrays(np.arange(8.0)).map(double)._program()
+    picklable = stoke.from_arrays(np.arange(8.0)).map(double).program
     lock = threading.Lock()
-    unpicklable = stoke.from_arrays(np.arange(8.0)).map(lambda s, lock=lock: s)._program()
+    unpicklable = stoke.from_arrays(np.arange(8.0)).map(lambda s, lock=lock: s).program
     assert choose.for_training(picklable, "auto", "auto") == ("auto", "process")
     assert choose.for_training(unpicklable, "auto", "auto") == ("auto", "thread")
     assert choose.for_training(picklable, 3, "thread") == (3, "thread")
