@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 from stoke.diagnosis.measure.facts import host_op_layers
-from stoke.diagnosis.measure.model_probe import snapshot_variables
 from stoke.diagnosis.measure.recorder import DoctorOptions
+from stoke.diagnosis.measure.training_state import snapshot_variables
 from stoke.diagnosis.record import RunRecord
 from stoke.diagnosis.run import cli, session
 from stoke.diagnosis.run.runner import CommandError, build_child_command, run_measured

@@ -83,7 +83,7 @@ class _TimedBatchIterable:
         return _TimedBatches(iter(self._inner), self._recorder)
 
 
-def _wrap_epoch_iterator(epoch_iterator, recorder: Recorder) -> None:
+def wrap_epoch_iterator(epoch_iterator, recorder: Recorder) -> None:
     """Time the training EpochIterator's batches (JAX, torch) and mark epoch starts."""
     if getattr(epoch_iterator, "_stoke_doctor_recorder", None) is recorder:
         return
@@ -235,7 +235,10 @@ def _device_sync_function(backend: str, model):
     return lambda result: None
 
 
-def _tf_ready_pull_seconds(batch, pulls: int = 25) -> float:
+def tf_ready_pull_seconds(batch, pulls: int = 25) -> float:
+    """What an eager ``next()`` on a ``tf.data`` iterator costs when a batch of this structure
+    is already waiting in its buffer: the median of ``pulls`` pulls from an in-memory dataset
+    (the TensorFlow pull floor, taken off each measured wait)."""
     import tensorflow as tf
 
     dataset = tf.data.Dataset.from_tensors(batch).repeat().prefetch(4)
@@ -252,27 +255,9 @@ def _tf_ready_pull_seconds(batch, pulls: int = 25) -> float:
     return times[len(times) // 2]
 
 
-def _hand_jax_state_to_model(model, result) -> None:
-    """Give the model a JAX training state ``result = (logs, state)`` to sync into its
-    variables: the last step's before ending a ``fit`` early (Keras' ``fit`` does this after
-    the train function returns; its ``finally`` then syncs it), or the state an abandoned
-    input-free window saved."""
-    try:
-        _logs, state = result
-        trainable, non_trainable, optimizer_variables, metrics_variables = state
-        model._jax_state = {
-            "trainable_variables": trainable,
-            "non_trainable_variables": non_trainable,
-            "optimizer_variables": optimizer_variables,
-            "metrics_variables": metrics_variables,
-        }
-        model._jax_state_synced = False
-    except Exception:
-        pass
-
-
-def _untimed_cost_per_step_s(repeats: int = 2000) -> float:
-    """What a step's hooks spend outside their own timed spans: about six perf_counter()
+def untimed_cost_per_step_s(repeats: int = 2000) -> float:
+    """Seconds per step the doctor adds outside its timed spans (added to its overhead at the
+    end of a run). What a step's hooks spend outside their own timed spans: about six perf_counter()
     calls and two Python calls (the wrapper and the iterator's __next__)."""
 
     def noop():
