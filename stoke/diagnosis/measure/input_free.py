@@ -15,7 +15,8 @@ inside the step that triggers them, right after Keras' train function returned, 
 calls that train function again ``planned`` times on the step's own batch (JAX: threading the
 state each call returns, the wrapped iterator handing the batch over again; torch: the same
 arguments; TensorFlow when the doctor pulls outside the graph: the batch unpulled), back to
-back, until ``planned`` calls or ``max_seconds``. The first ``WARMUP_CALLS`` calls settle
+back, until ``planned`` calls or ``max_seconds`` (or the probe budget's ``deadline``: see
+:mod:`stoke.diagnosis.measure.probe_schedule`, which opens the window). The first ``WARMUP_CALLS`` calls settle
 caches; the rest are timed from a device sync to a device sync, so asynchronous dispatch
 overlaps as it does in training. What ``fit`` does per step outside the train function (the
 callbacks, the progress bar, the epoch iterator) is not in those calls: it is measured on the
@@ -77,7 +78,7 @@ def wait_fraction(steps) -> float:
 
 
 class InputFreeWindow:
-    """One window in progress. Built by the recorder after a real step; each train-function
+    """One window in progress. Opened by the probe schedule after a real step; each train-function
     call of the window goes through :meth:`call`; the last one returns the step's result with
     the training state put back, and leaves its measurement in ``result``."""
 
