@@ -143,6 +143,11 @@ class ProbeSchedule:
             self.cached_batch = batch
             self._cached_batch_size = batch_size
 
+    def drop_batch(self) -> None:
+        """Let the kept batch go (the run is over: it pins what the input wants back)."""
+        self.cached_batch = None
+        self._keep_batch = False
+
     def due(self) -> bool:
         """Whether the probes are due after the step that just ended."""
         return not self.done and self.at_step is not None and self.clock.steps_seen >= self.at_step
@@ -253,7 +258,6 @@ class ProbeSchedule:
         results go to ``record.probes``, reasons for a probe not run to
         ``meta["probe_notes"]``. Once per run; the step clock restarts afterwards."""
         self.done = True
-        self._keep_batch = False
         checkpoint = _perf_counter()
         try:
             if not self.enabled:
@@ -285,6 +289,6 @@ class ProbeSchedule:
                 self.spent_s += now - checkpoint
                 checkpoint = now
         finally:
-            self.cached_batch = None
+            self.drop_batch()
             self.spent_s += _perf_counter() - checkpoint
             self.clock.restart()

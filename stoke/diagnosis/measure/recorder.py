@@ -45,8 +45,10 @@ from stoke.diagnosis.measure.probe_schedule import ProbeBudget, ProbeSchedule
 from stoke.diagnosis.measure.step_clock import StepClock
 from stoke.diagnosis.measure.timing import (
     TimedTrainFunction,
+    tf_pull_outside_graph,
     tf_ready_pull_seconds,
     untimed_cost_per_step_s,
+    wait_method,
     wrap_epoch_iterator,
 )
 from stoke.diagnosis.measure.training_state import hand_jax_state_to_model
@@ -285,7 +287,7 @@ class Recorder:
         if self.schedule.applied_budget_s is not None:
             overhead["probe_budget_s"] = self.schedule.applied_budget_s
         self.unwrap_models()
-        self.schedule.cached_batch = None
+        self.schedule.drop_batch()
         return self.record
 
     def _take_static_facts(self) -> None:
@@ -370,7 +372,9 @@ class Recorder:
         self.wrap_train_function(model)
         self._decide_tf_pull(model)
         self._take_input_facts(epoch_iterator)
-        self.record.input["wait_method"], self.record.input["wait_note"] = self._wait_method()
+        self.record.input["wait_method"], self.record.input["wait_note"] = wait_method(
+            self.backend, self.tf_pull_outside_graph
+        )
         if self.backend == "tensorflow" and not self.tf_pull_outside_graph:
             # no batch will pass through Python: read dtypes off the dataset's element spec
             dataset = getattr(epoch_iterator, "_distributed_dataset", None)
@@ -406,48 +410,11 @@ class Recorder:
         self._wrapped_models.append(weakref.ref(model))
 
     def _decide_tf_pull(self, model) -> None:
-        self.tf_pull_outside_graph = False
-        if self.backend != "tensorflow":
-            return
-        strategy = getattr(model, "distribute_strategy", None)
-        default_strategy = strategy is None or "Default" in type(strategy).__name__
-        self.tf_pull_outside_graph = (
-            int(getattr(model, "steps_per_execution", 1) or 1) == 1 and default_strategy
-        )
-        if not self.tf_pull_outside_graph:
+        self.tf_pull_outside_graph = self.backend == "tensorflow" and tf_pull_outside_graph(model)
+        if self.backend == "tensorflow" and not self.tf_pull_outside_graph:
             self.clock.unseen_batch_size = _tf_static_batch_size(self.fit) * int(
                 getattr(model, "steps_per_execution", 1) or 1
             )
-
-    def _wait_method(self) -> tuple[str, str]:
-        if self.backend == "tensorflow":
-            if self.tf_pull_outside_graph:
-                return (
-                    "timed-next-outside-graph",
-                    "TensorFlow pulls batches inside a tf.function; the doctor pulls each batch "
-                    "eagerly itself (timed) and hands it to Keras' step function (the path "
-                    "Keras takes for Python iterators). An eager pull costs its dispatch even "
-                    "when a batch is ready (tf_pull_floor_s, measured at the start): that is "
-                    "taken off each wait, so only time the prefetch buffer was empty counts.",
-                )
-            return (
-                "estimated-from-model-alone",
-                "TensorFlow pulls batches inside the compiled loop (steps_per_execution > 1 or "
-                "a distribution strategy), invisible to Python: wait_s is estimated as the "
-                "step time minus the model-alone step time, and is 0 without that probe.",
-            )
-        if self.backend == "jax":
-            return (
-                "timed-next",
-                "Each next() on the training iterator is timed on the trainer's thread "
-                "(includes Keras' one-batch-ahead device_put). JAX dispatch is asynchronous: "
-                "the device may still run the previous step while the trainer waits.",
-            )
-        return (
-            "timed-next",
-            "Each next() on the training iterator is timed on the trainer's thread "
-            "(includes Keras' conversion of the batch to a tensor on the device).",
-        )
 
     def _take_model_and_env_facts(self, model) -> None:
         try:

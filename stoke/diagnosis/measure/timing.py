@@ -1,7 +1,8 @@
 """The timed wrappers that sit in the user's Keras run: how a step and its wait are timed.
 
 Owns the stand-ins for the training ``EpochIterator``'s batches (:class:`_TimedBatches`) and for
-``model.train_function`` (:class:`TimedTrainFunction`), the per-backend device sync, the
+``model.train_function`` (:class:`TimedTrainFunction`), how the wait is measured on each
+backend (:func:`wait_method`, :func:`tf_pull_outside_graph`), the per-backend device sync, the
 TensorFlow ready-pull calibration, a user generator's timed wrapper, and the hooks' own untimed
 cost. They measure and feed the :class:`~stoke.diagnosis.measure.recorder.Recorder`, which decides.
 
@@ -201,6 +202,47 @@ class TimedTrainFunction:
         recorder.end_input_free(window)
         recorder.probes_and_limit(self, args, restored)
         return restored
+
+
+def tf_pull_outside_graph(model) -> bool:
+    """TensorFlow: whether the doctor can pull each batch itself, eagerly and timed, and hand
+    it to Keras' step function: with ``steps_per_execution == 1`` and no distribution
+    strategy (else the pull stays inside the compiled loop, out of Python's sight)."""
+    strategy = getattr(model, "distribute_strategy", None)
+    default_strategy = strategy is None or "Default" in type(strategy).__name__
+    return int(getattr(model, "steps_per_execution", 1) or 1) == 1 and default_strategy
+
+
+def wait_method(backend: str, pull_outside_graph: bool) -> tuple[str, str]:
+    """How this run's wait is measured: (``input["wait_method"]``, ``input["wait_note"]``)."""
+    if backend == "tensorflow":
+        if pull_outside_graph:
+            return (
+                "timed-next-outside-graph",
+                "TensorFlow pulls batches inside a tf.function; the doctor pulls each batch "
+                "eagerly itself (timed) and hands it to Keras' step function (the path "
+                "Keras takes for Python iterators). An eager pull costs its dispatch even "
+                "when a batch is ready (tf_pull_floor_s, measured at the start): that is "
+                "taken off each wait, so only time the prefetch buffer was empty counts.",
+            )
+        return (
+            "estimated-from-model-alone",
+            "TensorFlow pulls batches inside the compiled loop (steps_per_execution > 1 or "
+            "a distribution strategy), invisible to Python: wait_s is estimated as the "
+            "step time minus the model-alone step time, and is 0 without that probe.",
+        )
+    if backend == "jax":
+        return (
+            "timed-next",
+            "Each next() on the training iterator is timed on the trainer's thread "
+            "(includes Keras' one-batch-ahead device_put). JAX dispatch is asynchronous: "
+            "the device may still run the previous step while the trainer waits.",
+        )
+    return (
+        "timed-next",
+        "Each next() on the training iterator is timed on the trainer's thread "
+        "(includes Keras' conversion of the batch to a tensor on the device).",
+    )
 
 
 def _device_sync_function(backend: str, model):
