@@ -9,17 +9,23 @@ import pytest
 
 from stoke.diagnosis.measure.probe_schedule import Probe, ProbeBudget, ProbeNotRun, ProbeSchedule
 from stoke.diagnosis.measure.step_clock import StepClock
-from stoke.diagnosis.record import ProbeResult, RunRecord, StepSample
+from stoke.diagnosis.record import ProbeResult, RunRecord
 
 
 def run_with_steps(step_s: float, steps: int, **schedule_args) -> tuple[ProbeSchedule, RunRecord]:
     record = RunRecord()
+    started = time.perf_counter()
+    clock = StepClock(started, record.steps, warmup_steps=0)
+    clock.begin_call_loop()
+    clock.start_if_idle(started)
     for number in range(steps):
-        record.steps.append(StepSample(step=number, epoch=0, t_s=number * step_s, wait_s=0.0,
-                                       step_s=step_s, batch_size=32, synced=False, warmup=False))
-    clock = StepClock(time.perf_counter(), record.steps, warmup_steps=0)
-    clock.steps_seen = steps
+        step_by_step(clock, started + (number + 1) * step_s)
     return ProbeSchedule(record, clock, **schedule_args), record
+
+
+def step_by_step(clock: StepClock, t_end: float) -> None:
+    clock.note_batch(wait_s=0.0, samples=32)
+    clock.end_step(t_end, synced=False, sync_s=0.0)
 
 
 def sleeping_probe(name: str, step_s: float, fixed_steps: int = 2) -> tuple[Probe, list[float]]:
@@ -119,9 +125,11 @@ def test_plan_is_made_once_and_keeps_only_the_probe_steps_batch():
     assert schedule.at_step == 13
     schedule.offer_batch("early", 32)
     assert schedule.cached_batch is None
-    schedule.clock.steps_seen = 12
+    step_by_step(schedule.clock, time.perf_counter())
+    step_by_step(schedule.clock, time.perf_counter())
+    assert schedule.clock.steps_seen == 12
     schedule.offer_batch("the probe step's", 32)
     assert schedule.cached_batch == "the probe step's"
     assert not schedule.due()
-    schedule.clock.steps_seen = 13
+    step_by_step(schedule.clock, time.perf_counter())
     assert schedule.due()
