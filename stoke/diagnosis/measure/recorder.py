@@ -44,6 +44,7 @@ from stoke.diagnosis.measure.input_free import InputFreeWindow
 from stoke.diagnosis.measure.probe_schedule import ProbeBudget, ProbeSchedule
 from stoke.diagnosis.measure.step_clock import StepClock
 from stoke.diagnosis.measure.timing import (
+    GeneratorTally,
     TimedTrainFunction,
     tf_pull_outside_graph,
     tf_ready_pull_seconds,
@@ -202,10 +203,7 @@ class Recorder:
         self.tf_pull_outside_graph = False
         self.tf_pull_floor_s: float | None = None
         self._pending_facts_batch = True
-        self._generator_s = 0.0
-        self._generator_batches = 0
-        self._generator_threads: set[int] = set()
-        self._generator_lock = threading.Lock()
+        self._generator_tally = GeneratorTally()
         self._sampler = None
         self._wrapped_models: list[weakref.ref] = []
         self._train_on_batch_model: Any = None
@@ -451,11 +449,7 @@ class Recorder:
     def note_generator_batch(self, seconds: float) -> None:
         if not self.measuring:
             return  # Keras peeks at the first batches while building the adapter: not training
-        with self._generator_lock:
-            self._generator_s += seconds
-            self._generator_batches += 1
-            if len(self._generator_threads) < 8:
-                self._generator_threads.add(threading.get_ident())
+        self._generator_tally.note(seconds)
 
     def pending_wait_s(self) -> float:
         """The wait noted so far for the step in progress."""
@@ -645,18 +639,8 @@ class Recorder:
     # -- finishing ------------------------------------------------------------------------------
 
     def _finish_generator_facts(self) -> None:
-        if not self._generator_batches:
-            return
         inputs = self.record.input
-        inputs["generator_s_per_batch"] = self._generator_s / self._generator_batches
-        inputs["generator_batches"] = self._generator_batches
-        if self._trainer_thread is not None and self._generator_threads:
-            on_trainer = self._trainer_thread in self._generator_threads
-            inputs["main_thread"] = on_trainer
-            if on_trainer:
-                inputs["producer"] = "trainer-thread"
-            elif inputs.get("producer") == "trainer-thread":
-                inputs["producer"] = "tf.data-thread"
+        inputs.update(self._generator_tally.input_facts(self._trainer_thread, inputs.get("producer")))
 
     def _estimate_tf_waits(self) -> None:
         """TensorFlow with the pull inside the graph: each step's wait is estimated after the

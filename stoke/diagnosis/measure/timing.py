@@ -3,8 +3,8 @@
 Owns the stand-ins for the training ``EpochIterator``'s batches (:class:`_TimedBatches`) and for
 ``model.train_function`` (:class:`TimedTrainFunction`), how the wait is measured on each
 backend (:func:`wait_method`, :func:`tf_pull_outside_graph`), the per-backend device sync, the
-TensorFlow ready-pull calibration, a user generator's timed wrapper, and the hooks' own untimed
-cost. They measure and feed the :class:`~stoke.diagnosis.measure.recorder.Recorder`, which decides.
+TensorFlow ready-pull calibration, a user generator's timed wrapper and its tally
+(:class:`GeneratorTally`), and the hooks' own untimed cost. They measure and feed the :class:`~stoke.diagnosis.measure.recorder.Recorder`, which decides.
 
 How a step is timed. A step is one call of Keras' train function; it ends when the call
 returns; now and then (see :meth:`~stoke.diagnosis.measure.recorder.Recorder.sync_due`) after the
@@ -313,6 +313,45 @@ def untimed_cost_per_step_s(repeats: int = 2000) -> float:
         noop()
     per_three = (_perf_counter() - started) / repeats
     return 2 * per_three
+
+
+class GeneratorTally:
+    """What a user's generator cost while training was measured: seconds and batches, and
+    which threads asked for them (the trainer's own, or a tf.data thread). Thread-safe."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._seconds = 0.0
+        self._batches = 0
+        self._threads: set[int] = set()
+
+    def note(self, seconds: float) -> None:
+        """The calling thread waited ``seconds`` for one batch of the generator."""
+        with self._lock:
+            self._seconds += seconds
+            self._batches += 1
+            if len(self._threads) < 8:
+                self._threads.add(threading.get_ident())
+
+    def input_facts(self, trainer_thread: int | None, producer: str | None) -> dict:
+        """The input facts the tally adds to ``record.input`` (none when no batch was made):
+        ``generator_s_per_batch``, ``generator_batches``, and, when the trainer's thread is
+        known, ``main_thread`` and ``producer`` (``producer``: what the facts said so far)."""
+        with self._lock:
+            if not self._batches:
+                return {}
+            facts: dict = {
+                "generator_s_per_batch": self._seconds / self._batches,
+                "generator_batches": self._batches,
+            }
+            if trainer_thread is not None and self._threads:
+                on_trainer = trainer_thread in self._threads
+                facts["main_thread"] = on_trainer
+                if on_trainer:
+                    facts["producer"] = "trainer-thread"
+                elif producer == "trainer-thread":
+                    facts["producer"] = "tf.data-thread"
+            return facts
 
 
 def timed_generator(generator, recorder: Recorder, lock: threading.Lock):
