@@ -324,6 +324,9 @@ class OverheadFacts(Facts):
     synced_steps: int | None = None
     sampler_cpu_s: float | None = None  # CPU time of the background sampler thread
     probes_s: float | None = None  # wall time the probes added
+    # the probes' wall-time budget (DoctorOptions.probe_budget_fraction of the estimated run,
+    # at least probe_budget_min_s); None when no probe was scheduled
+    probe_budget_s: float | None = None
     calibration_s: float | None = None  # TensorFlow: measuring an eager pull's floor
 
 

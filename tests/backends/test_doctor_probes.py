@@ -21,10 +21,12 @@ import keras
 import numpy as np
 import pytest
 
+from stoke.diagnosis.judge.diagnosis import analyse
 from stoke.diagnosis.measure.facts import host_op_layers
-from stoke.diagnosis.measure.model_probe import snapshot_variables
 from stoke.diagnosis.measure.recorder import DoctorOptions
+from stoke.diagnosis.measure.training_state import snapshot_variables
 from stoke.diagnosis.record import RunRecord
+from stoke.diagnosis.report import terminal_text
 from stoke.diagnosis.run import cli, session
 from stoke.diagnosis.run.runner import CommandError, build_child_command, run_measured
 
@@ -347,6 +349,35 @@ def test_stoke_doctor_stops_a_generator_script_after_n_steps(tmp_path, monkeypat
     assert report["verdict"] == "input-bound"
     assert report["predicted_speedup"] > 1.5
     assert (tmp_path / "doctor.html").read_text().lstrip().lower().startswith("<!doctype html>")
+
+
+def test_probes_of_a_slow_step_script_stay_within_their_budget_and_the_report_says_so():
+    # ~230 ms steps (150 ms of model, 80 ms of input): 30 steps make ~7 s, a budget of ~1.7 s
+    # (25%; the 60 s floor lowered to 1 s for a short test). Unbounded, the three probes at
+    # 2 s each, with their warm-up steps, would take about 7 s.
+    probe_seconds = 2.0
+    run = run_measured(
+        ["python", str(SCRIPTS / "doctor_slow_steps.py")],
+        DoctorOptions(stop_after_steps=30, probe_seconds=probe_seconds, probe_budget_min_s=1.0),
+        timeout_s=240,
+        extra_env=CHILD_ENV,
+        capture_output=True,
+    )
+    assert run.exit_code == 0, run.message
+    record = run.record
+    steps_wall = sum(s.step_s for s in record.steps)
+    budget = record.overhead.probe_budget_s
+    assert budget == pytest.approx(max(1.0, 0.25 * steps_wall), rel=0.05)
+    assert 3 * probe_seconds > 2 * budget, "the case lost its point: the probes fit anyway"
+    probes_s = record.overhead.probes_s
+    assert 0 < probes_s <= budget, (probes_s, budget, record.meta.probe_notes)
+    assert record.probes, record.meta.probe_notes
+    for name, probe in record.probes.items():
+        assert probe.seconds < probe_seconds, f"{name} was not cut to its share of the budget"
+    text = terminal_text(analyse(record), width=200)
+    assert "Doctor overhead" in text
+    assert f"probes {probes_s:.1f} s of wall time" in text
+    assert f"within their {budget:.1f} s budget" in text
 
 
 def test_stoke_doctor_reports_a_crash_in_a_pydataset_worker_process():

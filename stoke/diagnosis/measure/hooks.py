@@ -43,14 +43,13 @@ def active_recorder() -> Recorder | None:
 
 def activate(recorder: Recorder) -> None:
     global _ACTIVE
-    recorder.active = True
+    recorder.set_active(True)
     _ACTIVE = recorder
 
 
 def deactivate(recorder: Recorder) -> None:
     global _ACTIVE
-    recorder.active = False
-    recorder.measuring = False
+    recorder.set_active(False)
     if _ACTIVE is recorder:
         _ACTIVE = None
 

@@ -15,7 +15,8 @@ inside the step that triggers them, right after Keras' train function returned, 
 calls that train function again ``planned`` times on the step's own batch (JAX: threading the
 state each call returns, the wrapped iterator handing the batch over again; torch: the same
 arguments; TensorFlow when the doctor pulls outside the graph: the batch unpulled), back to
-back, until ``planned`` calls or ``max_seconds``. The first ``WARMUP_CALLS`` calls settle
+back, until ``planned`` calls or ``max_seconds`` (or the probe budget's ``deadline``: see
+:mod:`stoke.diagnosis.measure.probe_schedule`, which opens the window). The first ``WARMUP_CALLS`` calls settle
 caches; the rest are timed from a device sync to a device sync, so asynchronous dispatch
 overlaps as it does in training. What ``fit`` does per step outside the train function (the
 callbacks, the progress bar, the epoch iterator) is not in those calls: it is measured on the
@@ -46,6 +47,11 @@ import statistics
 import time
 from typing import Any
 
+from stoke.diagnosis.measure.training_state import (
+    copy_jax_state,
+    hand_jax_state_to_model,
+    snapshot_variables,
+)
 from stoke.diagnosis.record import ProbeResult
 
 _perf_counter = time.perf_counter
@@ -72,18 +78,20 @@ def wait_fraction(steps) -> float:
 
 
 class InputFreeWindow:
-    """One window in progress. Built by the recorder after a real step; each train-function
+    """One window in progress. Opened by the probe schedule after a real step; each train-function
     call of the window goes through :meth:`call`; the last one returns the step's result with
     the training state put back, and leaves its measurement in ``result``."""
 
     def __init__(self, backend: str, model, step_result: Any, batch: Any, batch_size: int,
                  planned: int, ready_pull_s: float = 0.0, loop_s: float = 0.0,
-                 max_seconds: float = 2.0):
+                 max_seconds: float = 2.0, deadline: float | None = None):
         self.backend = backend
         # what fit does per step outside the train function (callbacks, progress bar,
         # iterator), measured on the run's own steps: the window's calls do not pay it
         self.loop_s = loop_s
         self.max_seconds = max_seconds
+        # the perf_counter() time the probe budget ends this window by (None: no budget)
+        self.deadline = deadline
         self._cpu_start = time.process_time()
         self._cpu_from: float | None = None
         # TensorFlow: what pulling a batch that is already waiting costs (the doctor's measured
@@ -100,21 +108,17 @@ class InputFreeWindow:
         self._saved_jax_state = None
         self._restore = None
         if backend == "jax":
-            import jax
-            import jax.numpy as jnp
-
             # Keras donates the state to each step: keep a copy to hand back at the end.
             _logs, state = step_result
-            self._saved_jax_state = jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), state)
+            self._saved_jax_state = copy_jax_state(state)
         else:
-            from stoke.diagnosis.measure.model_probe import snapshot_variables
-
             self._restore = snapshot_variables(model)
 
     def call(self, original, sync, args: tuple) -> tuple[Any, bool]:
         """Run one of the window's train-function calls; returns (result, window_finished).
         The window ends after ``planned`` calls, or once ``max_seconds`` have passed with at
         least ``MIN_TIMED_CALLS`` timed (a slow step must not make the probe slow)."""
+        called = _perf_counter()
         result = original(*args)
         self.calls += 1
         if self.calls == WARMUP_CALLS:
@@ -122,11 +126,17 @@ class InputFreeWindow:
             self._timed_from = _perf_counter()
             self._cpu_from = time.process_time()
         timed_calls = self.calls - WARMUP_CALLS if self._timed_from is not None else 0
-        spent = _perf_counter() - self.started_at
+        now = _perf_counter()
+        spent = now - self.started_at
         # at least MIN_TIMED_CALLS timed calls, unless calls are so slow that one is enough
         over_time = timed_calls >= 1 and spent >= self.max_seconds and (
             timed_calls >= MIN_TIMED_CALLS or spent >= 3 * self.max_seconds
         )
+        # the budget: no call that would end past the deadline, once one call was timed
+        over_budget = (
+            self.deadline is not None and timed_calls >= 1 and now + (now - called) >= self.deadline
+        )
+        over_time = over_time or over_budget
         if self.calls < self.planned and not over_time:
             return result, False
         sync(result)
@@ -155,10 +165,8 @@ class InputFreeWindow:
             self._restore()
             self._restore = None
         if self._saved_jax_state is not None:
-            from stoke.diagnosis.measure.timing import _hand_jax_state_to_model
-
             state, self._saved_jax_state = self._saved_jax_state, None
-            _hand_jax_state_to_model(model, (None, state))
+            hand_jax_state_to_model(model, (None, state))
             model.jax_state_sync()
 
     def _measurement(self, calls: int, elapsed: float, cpu_s: float) -> ProbeResult:

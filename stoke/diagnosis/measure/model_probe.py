@@ -1,7 +1,9 @@
 """The two bounding probes: the input pipeline alone, and the model alone.
 
-Run once, in the middle of a measured run (after N steps, from
-:meth:`stoke.diagnosis.measure.recorder.Recorder.after_step`), while the trainer is paused:
+Run once, in the middle of a measured run (after N steps), while the trainer is paused, by
+:class:`~stoke.diagnosis.measure.probe_schedule.ProbeSchedule`, which gives each its seconds
+from the run's probe budget (:func:`fit_probes`, :func:`train_on_batch_probes` say which probes
+a path runs):
 
 - **input alone** iterates the user's own data object for a few seconds with no model, the way
   the backend's trainer would (``get_jax_iterator``, ``get_torch_dataloader``,
@@ -30,6 +32,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from stoke.diagnosis.measure.probe_schedule import Probe, ProbeNotRun
+from stoke.diagnosis.measure.training_state import copy_jax_state, snapshot_variables
 from stoke.diagnosis.record import ProbeResult
 
 _perf_counter = time.perf_counter
@@ -39,101 +43,110 @@ MAX_MODEL_STEPS = 2_000
 MIN_MODEL_STEPS = 3
 
 
-def run_fit_probes(recorder, timed_function, args: tuple, result: Any) -> None:
-    """Run both probes inside a measured ``fit``; results go to ``recorder.record.probes``,
-    reasons for a skipped probe to ``record.meta["probe_notes"]``."""
+def fit_probes(
+    backend: str,
+    timed_function,
+    args: tuple,
+    result: Any,
+    batch: Any,
+    fit,
+    input_kind: str | None,
+    run_ends_after_probes: bool,
+    step_s: float,
+    pull_s: float,
+) -> list[Probe]:
+    """The two probes of a measured ``fit``, in the order they run: the model alone on
+    ``batch`` (the probe step's, kept by the schedule), then the input alone. ``step_s`` and
+    ``pull_s``: what one step and one pull are expected to cost (the run's own steps)."""
     from stoke.diagnosis.measure.facts import leading_dim
 
-    notes = recorder.record.meta.setdefault("probe_notes", {})
-    backend = recorder.backend
-    seconds = recorder.options.probe_seconds
-    batch = recorder.last_batch
-    if batch is None and backend == "tensorflow" and args:
-        try:
-            batch = next(args[0])  # the pull is in the graph: take one batch for the probe
-        except Exception:
-            batch = None
-    if batch is None:
-        notes["model_alone"] = "no batch was cached for the probe"
-    else:
-        try:
-            recorder.record.probes["model_alone"] = _model_alone_in_fit(
-                backend, timed_function, result, batch, seconds, leading_dim(batch)
-            )
-        except Exception as error:
-            notes["model_alone"] = f"the model-alone probe failed: {error!r}"
-    fit = recorder.fit
+    def model_alone(seconds: float, deadline: float) -> ProbeResult:
+        probe_batch = batch
+        if probe_batch is None and backend == "tensorflow" and args:
+            try:
+                probe_batch = next(args[0])  # the pull is in the graph: take one batch for the probe
+            except Exception:
+                probe_batch = None
+        if probe_batch is None:
+            raise ProbeNotRun("no batch was cached for the probe")
+        return _model_alone_in_fit(
+            backend, timed_function, result, probe_batch, seconds, leading_dim(probe_batch), deadline
+        )
+
+    input_skipped = None
     if fit is None:
-        notes["input_alone"] = "no fit in progress"
-        return
-    run_ends_after_probes = (
-        recorder.options.on_step_limit == "raise"
-        and recorder.options.stop_after_steps is not None
-        and recorder.steps_seen >= recorder.options.stop_after_steps
-    )
-    if recorder.record.input.get("kind") == "stoke" and not run_ends_after_probes:
-        notes["input_alone"] = (
+        input_skipped = "no fit in progress"
+    elif input_kind == "stoke" and not run_ends_after_probes:
+        input_skipped = (
             "a stoke feed runs one epoch iterator at a time: probing it mid-run would stop "
             "training's; run `stoke doctor --steps N` (the probe then closes the run) or "
             "`stoke bench`"
         )
-        return
-    try:
-        probe = measure_input_alone(fit, backend, seconds)
-        if probe is None:
-            notes["input_alone"] = "the input produced no batch within the probe"
-        else:
-            recorder.record.probes["input_alone"] = probe
-    except Exception as error:
-        notes["input_alone"] = f"the input-alone probe failed: {error!r}"
+    return [
+        Probe("model_alone", "model-alone", model_alone, fixed_s=3 * step_s, unit_s=step_s),
+        Probe(
+            "input_alone",
+            "input-alone",
+            lambda seconds, deadline: measure_input_alone(fit, backend, seconds),
+            fixed_s=2 * pull_s,
+            unit_s=pull_s,
+            skipped=input_skipped,
+            empty="the input produced no batch within the probe",
+        ),
+    ]
 
 
-def run_train_on_batch_probes(recorder, original, model, args: tuple, kwargs: dict) -> None:
-    """The model-alone probe for a ``train_on_batch`` loop: ``train_on_batch`` itself on the
-    last batch, moved to the device first (the loop's per-call cost is the model's cost)."""
+def train_on_batch_probes(backend: str, original, model, args: tuple, kwargs: dict,
+                          step_s: float) -> list[Probe]:
+    """The probes of a ``train_on_batch`` loop: the model alone only, ``train_on_batch`` itself
+    on the last batch moved to the device first (the loop's per-call cost is the model's
+    cost); there is no data object to run alone."""
     from stoke.diagnosis.measure.facts import leading_dim
 
-    notes = recorder.record.meta.setdefault("probe_notes", {})
-    notes["input_alone"] = (
-        "a train_on_batch loop makes its batches in the script's own code; there is no data "
-        "object the doctor could run alone"
-    )
-    backend = recorder.backend
-    device_args = tuple(to_device(backend, model, a) for a in args)
-    device_kwargs = {k: to_device(backend, model, v) for k, v in kwargs.items()}
-    batch_size = leading_dim(args[0] if args else kwargs.get("x"))
-    restore = snapshot_variables(model)
-    try:
-        steps, elapsed = time_repeated_steps(
-            lambda: original(model, *device_args, **device_kwargs),
-            sync=lambda out: None,  # train_on_batch returns Python floats: already synced
-            seconds=recorder.options.probe_seconds,
-        )
-    except Exception as error:
-        notes["model_alone"] = f"the model-alone probe failed: {error!r}"
-        return
-    finally:
-        restore()
-    recorder.record.probes["model_alone"] = _model_result(
-        steps, elapsed, batch_size, flavor="train_on_batch", state="snapshot-restored"
-    )
+    def model_alone(seconds: float, deadline: float) -> ProbeResult:
+        device_args = tuple(to_device(backend, model, a) for a in args)
+        device_kwargs = {k: to_device(backend, model, v) for k, v in kwargs.items()}
+        batch_size = leading_dim(args[0] if args else kwargs.get("x"))
+        restore = snapshot_variables(model)
+        try:
+            steps, elapsed = time_repeated_steps(
+                lambda: original(model, *device_args, **device_kwargs),
+                sync=lambda out: None,  # train_on_batch returns Python floats: already synced
+                seconds=seconds,
+                deadline=deadline,
+            )
+        finally:
+            restore()
+        return _model_result(steps, elapsed, batch_size, flavor="train_on_batch", state="snapshot-restored")
+
+    return [
+        Probe(
+            "input_alone",
+            "input-alone",
+            lambda seconds, deadline: None,
+            skipped=(
+                "a train_on_batch loop makes its batches in the script's own code; there is no "
+                "data object the doctor could run alone"
+            ),
+        ),
+        Probe("model_alone", "model-alone", model_alone, fixed_s=3 * step_s, unit_s=step_s),
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
 # Model alone.
 
 
-def _model_alone_in_fit(backend, timed_function, result, batch, seconds, batch_size):
+def _model_alone_in_fit(backend, timed_function, result, batch, seconds, batch_size, deadline=None):
     original = timed_function.original
     sync = timed_function.sync
     model = timed_function.model
     if backend == "jax":
         import jax
-        import jax.numpy as jnp
 
         _logs, state = result
         # Keras donates the state to each step: run the probe on a copy, the run keeps its own.
-        state_box = [jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), state)]
+        state_box = [copy_jax_state(state)]
         device_batch = _jax_device_batch(batch)
         jax.block_until_ready(device_batch)
 
@@ -141,7 +154,7 @@ def _model_alone_in_fit(backend, timed_function, result, batch, seconds, batch_s
             logs, state_box[0] = original(state_box[0], iter((device_batch,)))
             return logs
 
-        steps, elapsed = time_repeated_steps(run_step, sync, seconds)
+        steps, elapsed = time_repeated_steps(run_step, sync, seconds, deadline=deadline)
         state_box.clear()
         return _model_result(steps, elapsed, batch_size, flavor="train_function", state="copy")
 
@@ -158,7 +171,7 @@ def _model_alone_in_fit(backend, timed_function, result, batch, seconds, batch_s
 
     restore = snapshot_variables(model)
     try:
-        steps, elapsed = time_repeated_steps(run_step, sync, seconds)
+        steps, elapsed = time_repeated_steps(run_step, sync, seconds, deadline=deadline)
     finally:
         restore()
     return _model_result(steps, elapsed, batch_size, flavor="train_function", state="snapshot-restored")
@@ -195,53 +208,35 @@ def time_repeated_steps(
     seconds: float,
     min_steps: int = MIN_MODEL_STEPS,
     max_steps: int = MAX_MODEL_STEPS,
+    deadline: float | None = None,
 ) -> tuple[int, float]:
     """Run ``run_step`` repeatedly for about ``seconds`` and return (steps, elapsed).
 
     Two synchronised warm-up steps, one synchronised step to size the loop, then the timed
     loop synchronised once at its end: asynchronous dispatch pipelines as in training.
+    ``deadline`` (a ``perf_counter()`` time, the probe budget's): the timed loop runs no more
+    steps than fit before it; when none does, the sizing step is the measurement.
     """
     for _ in range(2):
         sync(run_step())
     started = _perf_counter()
     sync(run_step())
-    one_step = max(_perf_counter() - started, 1e-6)
+    sized = _perf_counter()
+    one_step = max(sized - started, 1e-6)
     steps = int(min(max_steps, max(min_steps, seconds / one_step)))
     if one_step * min_steps > 3 * seconds:
         steps = 1  # steps so slow that one is a measurement: keep the probe within its budget
+    if deadline is not None:
+        fitting = int((deadline - sized) / one_step)
+        if fitting < 1:
+            return 1, one_step  # no time left for the loop: the sizing step is the measurement
+        steps = min(steps, fitting)
     started = _perf_counter()
     out = None
     for _ in range(steps):
         out = run_step()
     sync(out)
     return steps, _perf_counter() - started
-
-
-def snapshot_variables(model) -> Callable[[], None]:
-    """Copy every model, optimizer and metric variable (on its device); the returned function
-    puts them back."""
-    import keras
-
-    variables = []
-    seen = set()
-    optimizer = getattr(model, "optimizer", None)
-    groups = (
-        getattr(model, "variables", []),
-        getattr(optimizer, "variables", []) if optimizer is not None else [],
-        getattr(model, "metrics_variables", []),
-    )
-    for group in groups:
-        for variable in group:
-            if id(variable) not in seen:
-                seen.add(id(variable))
-                variables.append(variable)
-    saved = [keras.ops.copy(variable.value) for variable in variables]
-
-    def restore() -> None:
-        for variable, value in zip(variables, saved, strict=True):
-            variable.assign(value)
-
-    return restore
 
 
 def to_device(backend: str, model, batch):

@@ -1,26 +1,28 @@
-"""The recorder: one measured run of a Keras training script, step by step.
+"""The recorder: one measured run of a Keras training script, wired from its parts.
 
-Owns what the doctor records per step and what it decides along the way: how it measures
-(:class:`DoctorOptions`), the ``fit`` in progress (:class:`FitContext`), and the
-:class:`Recorder`, which collects the :class:`~stoke.diagnosis.record.RunRecord`: the step
-clock (each step's time and its wait for the batch, fed by :mod:`stoke.diagnosis.measure.timing`),
-when to sync the device (:meth:`Recorder.sync_due`), taking the facts once, the orchestration
-of the input-free window and the bounding probes at the planned step, and the step limit
-(:class:`DoctorStepLimitReached`).
+Owns how the doctor measures (:class:`DoctorOptions`), the ``fit`` in progress
+(:class:`FitContext`), the step limit (:class:`DoctorStepLimitReached`), and the
+:class:`Recorder`, which the hooks feed and which collects the run's
+:class:`~stoke.diagnosis.record.Measurements` (returned as a typed
+:class:`~stoke.diagnosis.record.RunRecord` by :meth:`Recorder.finish`): it takes the facts
+once, decides how the wait is measured on this backend, and hands each event to its part: the
+step times to the
+:class:`~stoke.diagnosis.measure.step_clock.StepClock`, the probe plan, the input-free window
+and the bounding probes (for ``fit`` and ``train_on_batch`` alike, within one budget) to the
+:class:`~stoke.diagnosis.measure.probe_schedule.ProbeSchedule`.
 
-Leaves the timed wrappers around Keras' loop to :mod:`stoke.diagnosis.measure.timing`, patching Keras
-to :mod:`stoke.diagnosis.measure.hooks`, the facts to :mod:`stoke.diagnosis.measure.facts`, the two bounding
-probes to :mod:`stoke.diagnosis.measure.model_probe`, the input-free window to
-:mod:`stoke.diagnosis.measure.input_free`, host and GPU sampling to :mod:`stoke.diagnosis.measure.system`,
-running a script to :mod:`stoke.diagnosis.run.bootstrap` and :mod:`stoke.diagnosis.run.runner`, and
-judging to the analysis.
+Leaves the timed wrappers around Keras' loop to :mod:`stoke.diagnosis.measure.timing`, patching
+Keras to :mod:`stoke.diagnosis.measure.hooks`, the facts to :mod:`stoke.diagnosis.measure.facts`,
+the probes' measurements to :mod:`stoke.diagnosis.measure.model_probe` and
+:mod:`stoke.diagnosis.measure.input_free`, host and GPU sampling to
+:mod:`stoke.diagnosis.measure.system`, running a script to :mod:`stoke.diagnosis.run.bootstrap`
+and :mod:`stoke.diagnosis.run.runner`, and judging to the analysis.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import statistics
 import threading
 import time
 import weakref
@@ -41,14 +43,19 @@ from stoke.diagnosis.measure.facts import (
     tf_static_batch_size,
 )
 from stoke.diagnosis.measure.input_free import InputFreeWindow
+from stoke.diagnosis.measure.probe_schedule import ProbeBudget, ProbeSchedule
+from stoke.diagnosis.measure.step_clock import StepClock
 from stoke.diagnosis.measure.timing import (
+    GeneratorTally,
     TimedTrainFunction,
-    _hand_jax_state_to_model,
-    _tf_ready_pull_seconds,
-    _untimed_cost_per_step_s,
-    _wrap_epoch_iterator,
+    tf_pull_outside_graph,
+    tf_ready_pull_seconds,
+    untimed_cost_per_step_s,
+    wait_method,
+    wrap_epoch_iterator,
 )
-from stoke.diagnosis.record import Measurements, RunRecord, StepSample
+from stoke.diagnosis.measure.training_state import hand_jax_state_to_model
+from stoke.diagnosis.record import Measurements, RunRecord
 
 _perf_counter = time.perf_counter
 
@@ -77,6 +84,10 @@ class DoctorOptions:
     synchronous: not the user's run).
     ``on_step_limit``: ``"raise"`` ends the script (``stoke doctor``); ``"stop_training"`` sets
     ``model.stop_training`` and lets ``fit`` return (notebooks).
+    ``probe_budget_fraction`` and ``probe_budget_min_s``: all probes together (the input-free
+    window, the model alone, the input alone) take at most that share of the measured steps'
+    wall time, or that many seconds, whichever is larger; a probe that does not fit in what is
+    left is not run (:class:`~stoke.diagnosis.measure.probe_schedule.ProbeBudget`).
 
         DoctorOptions(stop_after_steps=200, probe_seconds=3.0)
     """
@@ -91,8 +102,11 @@ class DoctorOptions:
     system_interval_s: float = 0.25
     on_step_limit: str = "raise"
     max_recorded_steps: int = 200_000
+    probe_budget_fraction: float = 0.25
+    probe_budget_min_s: float = 60.0
 
     def __post_init__(self):
+        ProbeBudget(self.probe_budget_fraction, self.probe_budget_min_s)  # says what is wrong
         if self.stop_after_steps is not None and self.stop_after_steps < 1:
             raise ValueError(
                 f"stop_after_steps must be >= 1 (or None to run to the end). "
@@ -159,44 +173,40 @@ class FitContext:
 class Recorder:
     """Collects one run's :class:`Measurements` (``self.record``) while hooks feed it;
     :meth:`finish` returns them as a typed :class:`RunRecord`. Not thread-safe by design:
-    the step clock is driven from the trainer's thread only."""
+    the step clock is driven from the trainer's thread only (the generator tally aside)."""
 
     def __init__(self, options: DoctorOptions | None = None, argv=None, script=None):
         self.options = options or DoctorOptions()
         self.started_at = _perf_counter()
         self.record = Measurements(meta=base_meta(argv, script))
+        self.clock = StepClock(
+            self.started_at,
+            self.record.steps,
+            warmup_steps=self.options.warmup_steps,
+            sync_every_steps=self.options.sync_every_steps,
+            sync_min_interval_s=self.options.sync_min_interval_s,
+            max_recorded_steps=self.options.max_recorded_steps,
+        )
+        self.schedule = ProbeSchedule(
+            self.record,
+            self.clock,
+            enabled=self.options.probes,
+            probe_after_steps=self.options.probe_after_steps,
+            stop_after_steps=self.options.stop_after_steps,
+            probe_seconds=self.options.probe_seconds,
+            budget=ProbeBudget(self.options.probe_budget_fraction, self.options.probe_budget_min_s),
+        )
         self.fit: FitContext | None = None
         self.backend: str | None = None
-        self.active = False
-        self.measuring = False
+        self.active = False  # the process's active recorder (hooks.activate)
+        self.measuring = False  # steps are being timed
         self.in_train_on_batch = False
-        self.steps_seen = 0
-        self.probes_done = False
-        self.probe_at_step: int | None = None
-        self.input_free: InputFreeWindow | None = None  # the input-free window in progress
-        self.input_free_done = not self.options.probes  # done: nothing to run, nothing to check
-        self.last_batch: Any = None
-        self.keep_last_batch = False
-        self.pending_facts_batch = True
+        # TensorFlow: the doctor pulls each batch itself, outside the graph, and what an eager
+        # pull of a ready batch costs (measured once, on the first batch)
         self.tf_pull_outside_graph = False
-        self.tf_estimated_batch_size = 0
-        self._prev_end: float | None = None
-        self._wait_acc = 0.0
-        self._samples_acc = 0
-        self._epoch = -1
-        self._steps_in_fit = 0
-        self._overhead_s = 0.0
-        self._sync_s = 0.0
-        self._synced_steps = 0
-        self._last_sync_step = -1
-        self._last_sync_t = -1e9
         self.tf_pull_floor_s: float | None = None
-        self._probes_s = 0.0
-        self._loop_s: list[float] = []  # recent steps: fit's time outside the train function
-        self._generator_s = 0.0
-        self._generator_batches = 0
-        self._generator_threads: set[int] = set()
-        self._generator_lock = threading.Lock()
+        self._pending_facts_batch = True
+        self._generator_tally = GeneratorTally()
         self._sampler = None
         self._wrapped_models: list[weakref.ref] = []
         self._train_on_batch_model: Any = None
@@ -206,6 +216,13 @@ class Recorder:
         self._finished = False
 
     # -- lifecycle ----------------------------------------------------------------------------
+
+    def set_active(self, active: bool) -> None:
+        """Mark this recorder as the process's active one (or no longer: then it stops
+        measuring too). Called by :func:`stoke.diagnosis.measure.hooks.activate`."""
+        self.active = active
+        if not active:
+            self.measuring = False
 
     def start(self, sample_system: bool = True) -> None:
         """Start the background sampler (host CPU, RSS, GPUs)."""
@@ -251,6 +268,8 @@ class Recorder:
         meta.setdefault("measured_from", None)
         if meta["measured_from"] is None:
             self._take_static_facts()
+        if self.clock.truncated:
+            meta["steps_truncated"] = True
         self._finish_generator_facts()
         self._estimate_tf_waits()
         steps = self.record.steps
@@ -258,15 +277,18 @@ class Recorder:
         overhead = self.record.overhead
         # The hooks time themselves with perf_counter; the calls to it and to the wrappers
         # are not inside any timed span: add them, measured on this machine.
-        self._overhead_s += len(steps) * _untimed_cost_per_step_s()
-        overhead["doctor_s_total"] = self._overhead_s
-        overhead["doctor_s_per_step"] = self._overhead_s / len(steps) if steps else 0.0
-        overhead["fraction_of_step"] = self._overhead_s / step_total if step_total > 0 else 0.0
-        overhead["sync_s_total"] = self._sync_s
-        overhead["synced_steps"] = self._synced_steps
-        overhead["probes_s"] = self._probes_s
+        self.clock.add_overhead(len(steps) * untimed_cost_per_step_s())
+        doctor_s = self.clock.overhead_s
+        overhead["doctor_s_total"] = doctor_s
+        overhead["doctor_s_per_step"] = doctor_s / len(steps) if steps else 0.0
+        overhead["fraction_of_step"] = doctor_s / step_total if step_total > 0 else 0.0
+        overhead["sync_s_total"] = self.clock.sync_s
+        overhead["synced_steps"] = self.clock.synced_steps
+        overhead["probes_s"] = self.schedule.spent_s
+        if self.schedule.applied_budget_s is not None:
+            overhead["probe_budget_s"] = self.schedule.applied_budget_s
         self.unwrap_models()
-        self.last_batch = None
+        self.schedule.drop_batch()
         return RunRecord.from_measurements(self.record)
 
     def _take_static_facts(self) -> None:
@@ -302,15 +324,14 @@ class Recorder:
             trainer_thread=threading.get_ident(),
             user_generator=user_generator,
             generator_lock=lock,
-            steps_at_start=self.steps_seen,
+            steps_at_start=self.clock.steps_seen,
         )
         self._trainer_thread = self.fit.trainer_thread
 
     def end_fit(self) -> None:
-        if self.input_free is not None and self.fit is not None:
+        if self.fit is not None:
             # the fit ended inside the window (a callback stopped training): state back
-            self.input_free.abandon(self.fit.model)
-            self.end_input_free(None, "the fit ended before the window did")
+            self.schedule.abandon_window(self.fit.model, "the fit ended before the window did")
         self.measuring = False
         self.fit = None
 
@@ -346,22 +367,26 @@ class Recorder:
         self.backend = keras_backend()
         self.record.meta["measured_from"] = "fit"
         self.record.meta["backend"] = self.backend
-        self._steps_in_fit = 0
+        self.clock.begin_loop()
         if epoch_iterator is not None:
-            _wrap_epoch_iterator(epoch_iterator, self)
+            wrap_epoch_iterator(epoch_iterator, self)
         self.wrap_train_function(model)
         self._decide_tf_pull(model)
         self._take_input_facts(epoch_iterator)
-        self.record.input["wait_method"], self.record.input["wait_note"] = self._wait_method()
+        self.record.input["wait_method"], self.record.input["wait_note"] = wait_method(
+            self.backend, self.tf_pull_outside_graph
+        )
         if self.backend == "tensorflow" and not self.tf_pull_outside_graph:
             # no batch will pass through Python: read dtypes off the dataset's element spec
             dataset = getattr(epoch_iterator, "_distributed_dataset", None)
             if dataset is not None and "dtypes" not in self.record.input:
                 self.record.input.update(tf_element_spec_facts(dataset))
         self._take_model_and_env_facts(model)
-        self._plan_probes(epoch_iterator, model)
+        # With --steps N the probes close the measured window; otherwise they run after
+        # probe_after_steps, or at the last step of a fit known to be shorter.
+        self.schedule.plan(known_fit_steps(epoch_iterator, fit.arguments, model))
         self.measuring = True
-        self._reset_clock()
+        self.clock.restart()
 
     def _take_input_facts(self, epoch_iterator) -> None:
         if self._input_facts_taken or self.fit is None:
@@ -386,48 +411,11 @@ class Recorder:
         self._wrapped_models.append(weakref.ref(model))
 
     def _decide_tf_pull(self, model) -> None:
-        self.tf_pull_outside_graph = False
-        if self.backend != "tensorflow":
-            return
-        strategy = getattr(model, "distribute_strategy", None)
-        default_strategy = strategy is None or "Default" in type(strategy).__name__
-        self.tf_pull_outside_graph = (
-            int(getattr(model, "steps_per_execution", 1) or 1) == 1 and default_strategy
-        )
-        if not self.tf_pull_outside_graph:
-            self.tf_estimated_batch_size = tf_static_batch_size(self.fit) * int(
+        self.tf_pull_outside_graph = self.backend == "tensorflow" and tf_pull_outside_graph(model)
+        if self.backend == "tensorflow" and not self.tf_pull_outside_graph:
+            self.clock.unseen_batch_size = tf_static_batch_size(self.fit) * int(
                 getattr(model, "steps_per_execution", 1) or 1
             )
-
-    def _wait_method(self) -> tuple[str, str]:
-        if self.backend == "tensorflow":
-            if self.tf_pull_outside_graph:
-                return (
-                    "timed-next-outside-graph",
-                    "TensorFlow pulls batches inside a tf.function; the doctor pulls each batch "
-                    "eagerly itself (timed) and hands it to Keras' step function (the path "
-                    "Keras takes for Python iterators). An eager pull costs its dispatch even "
-                    "when a batch is ready (tf_pull_floor_s, measured at the start): that is "
-                    "taken off each wait, so only time the prefetch buffer was empty counts.",
-                )
-            return (
-                "estimated-from-model-alone",
-                "TensorFlow pulls batches inside the compiled loop (steps_per_execution > 1 or "
-                "a distribution strategy), invisible to Python: wait_s is estimated as the "
-                "step time minus the model-alone step time, and is 0 without that probe.",
-            )
-        if self.backend == "jax":
-            return (
-                "timed-next",
-                "Each next() on the training iterator is timed on the trainer's thread "
-                "(includes Keras' one-batch-ahead device_put). JAX dispatch is asynchronous: "
-                "the device may still run the previous step while the trainer waits.",
-            )
-        return (
-            "timed-next",
-            "Each next() on the training iterator is timed on the trainer's thread "
-            "(includes Keras' conversion of the batch to a tensor on the device).",
-        )
 
     def _take_model_and_env_facts(self, model) -> None:
         try:
@@ -440,41 +428,19 @@ class Recorder:
             self.record.env["facts_error"] = repr(error)
         self.record.meta["keras_version"] = keras_version_string()
 
-    def _plan_probes(self, epoch_iterator, model) -> None:
-        if self.probes_done or self.probe_at_step is not None:
-            return
-        # With --steps N the probes close the measured window; otherwise they run after
-        # probe_after_steps, or at the last step of a fit known to be shorter.
-        planned = self.options.stop_after_steps or self.options.probe_after_steps
-        total = known_fit_steps(epoch_iterator, self.fit.arguments if self.fit else {}, model)
-        if total is not None and total > 0:
-            planned = min(planned, total)
-        self.probe_at_step = self.steps_seen + planned
-        self.keep_last_batch = self.options.probes
-
-    # -- the clock ----------------------------------------------------------------------------
-
-    def _reset_clock(self) -> None:
-        self._prev_end = _perf_counter()
-        self._wait_acc = 0.0
-        self._samples_acc = 0
+    # -- the clock (fed by stoke.diagnosis.measure.timing) -------------------------------------
 
     def begin_epoch(self) -> None:
-        if not self.measuring:
-            return
-        self._epoch += 1
-        self._reset_clock()
+        if self.measuring:
+            self.clock.begin_epoch()
 
     def note_batch(self, batch, wait_s: float) -> None:
         """A batch reached the trainer after ``wait_s`` seconds of waiting."""
-        self._wait_acc += wait_s
-        self._samples_acc += leading_dim(batch)
-        if self.keep_last_batch and self.steps_seen + 1 >= self.probe_at_step:
-            # only the probe step's batch is kept: holding others would pin buffers (a
-            # shared-memory slot, a device batch) the input wants back
-            self.last_batch = batch
-        if self.pending_facts_batch:
-            self.pending_facts_batch = False
+        samples = leading_dim(batch)
+        self.clock.note_batch(wait_s, samples)
+        self.schedule.offer_batch(batch, samples)
+        if self._pending_facts_batch:
+            self._pending_facts_batch = False
             try:
                 facts = batch_facts(batch)
                 self.record.input.update(facts)
@@ -486,64 +452,22 @@ class Recorder:
     def note_generator_batch(self, seconds: float) -> None:
         if not self.measuring:
             return  # Keras peeks at the first batches while building the adapter: not training
-        with self._generator_lock:
-            self._generator_s += seconds
-            self._generator_batches += 1
-            if len(self._generator_threads) < 8:
-                self._generator_threads.add(threading.get_ident())
+        self._generator_tally.note(seconds)
+
+    def pending_wait_s(self) -> float:
+        """The wait noted so far for the step in progress."""
+        return self.clock.pending_wait_s()
 
     def sync_due(self) -> bool:
-        """Whether the step now ending should wait for the device: the first steady step of
-        a fit, the step before the probes or the limit, else when both ``sync_every_steps``
-        steps and ``sync_min_interval_s`` seconds have passed since the last sync."""
-        number = self.steps_seen + 1
-        if self._steps_in_fit == self.options.warmup_steps:
-            return True
-        if number == self.probe_at_step or number == self.options.stop_after_steps:
-            return True
-        return (
-            number - self._last_sync_step >= self.options.sync_every_steps
-            and _perf_counter() - self._last_sync_t >= self.options.sync_min_interval_s
-        )
+        """Whether the step now ending should wait for the device: the clock's policy, and
+        the step before the probes or the step limit."""
+        return self.clock.sync_due((self.schedule.at_step, self.options.stop_after_steps))
 
     def end_step(self, t_end: float, synced: bool, sync_s: float, call_s: float | None = None) -> None:
-        prev_end = self._prev_end if self._prev_end is not None else t_end
-        if call_s is not None and self._steps_in_fit >= self.options.warmup_steps:
-            # the fit loop's own time per step, outside the train function and the wait
-            loop_s = (t_end - prev_end) - self._wait_acc - call_s
-            self._loop_s.append(max(0.0, loop_s))
-            if len(self._loop_s) > 64:
-                del self._loop_s[0]
-        samples = self._samples_acc or self.tf_estimated_batch_size
-        warmup = self._steps_in_fit < self.options.warmup_steps
-        if len(self.record.steps) < self.options.max_recorded_steps:
-            self.record.steps.append(
-                StepSample(
-                    step=self.steps_seen,
-                    epoch=max(self._epoch, 0),
-                    t_s=t_end - self.started_at,
-                    wait_s=self._wait_acc,
-                    step_s=t_end - prev_end,
-                    batch_size=samples,
-                    synced=synced,
-                    warmup=warmup,
-                )
-            )
-        else:
-            self.record.meta["steps_truncated"] = True
-        self.steps_seen += 1
-        self._steps_in_fit += 1
-        if synced:
-            self._synced_steps += 1
-            self._sync_s += sync_s
-            self._last_sync_step = self.steps_seen
-            self._last_sync_t = t_end
-        self._prev_end = t_end
-        self._wait_acc = 0.0
-        self._samples_acc = 0
+        self.clock.end_step(t_end, synced, sync_s, call_s)
 
     def add_overhead(self, seconds: float) -> None:
-        self._overhead_s += seconds
+        self.clock.add_overhead(seconds)
 
     def calibrate_tf_pull(self, batch) -> float:
         """Measure what an eager ``next()`` costs on this batch structure when a batch is
@@ -552,38 +476,20 @@ class Recorder:
         started = _perf_counter()
         self.tf_pull_floor_s = 0.0
         try:
-            self.tf_pull_floor_s = _tf_ready_pull_seconds(batch)
+            self.tf_pull_floor_s = tf_ready_pull_seconds(batch)
         except Exception as error:
             self.record.input["tf_pull_floor_error"] = repr(error)
         self.record.input["tf_pull_floor_s"] = self.tf_pull_floor_s
         spent = _perf_counter() - started
         self.record.overhead["calibration_s"] = spent
-        if self._prev_end is not None:
-            self._prev_end += spent
+        self.clock.shift(spent)
         return spent
-
-    # -- after a step: probes and the step limit ----------------------------------------------
-
-    def after_step(
-        self, timed_function: TimedTrainFunction, args: tuple, result: Any
-    ) -> InputFreeWindow | None:
-        """After a measured step: the input-free window to run now inside this step (the
-        caller runs it, then the probes and the step limit), or the probes and the limit."""
-        # the window's checks only until it ran (or could not): then one attribute per step
-        if (
-            not self.input_free_done
-            and self._input_free_due()
-            and self._start_input_free(timed_function, result)
-        ):
-            return self.input_free
-        self.probes_and_limit(timed_function, args, result)
-        return None
 
     def host_code_watch_due(self, model) -> bool:
         """Watch one eager step for host code in the model (stoke.diagnosis.measure.host_code): the
         last warm-up step (left out of the numbers), once per run, only when Python runs
         inside the step."""
-        if self._host_code_watched or self._steps_in_fit != max(0, self.options.warmup_steps - 1):
+        if self._host_code_watched or not self.clock.is_last_warmup_step():
             return False
         self._host_code_watched = True
         from stoke.diagnosis.measure.host_code import step_runs_eagerly
@@ -598,95 +504,79 @@ class Recorder:
         model["host_ops"] = sorted({*(model.get("host_ops") or []), *found})
         model.setdefault("host_op_evidence", {}).update(found)
 
-    def pending_wait_s(self) -> float:
-        """The wait noted so far for the step in progress."""
-        return self._wait_acc
+    # -- after a step: the schedule's probes and the step limit -------------------------------
+
+    @property
+    def input_free(self) -> InputFreeWindow | None:
+        """The input-free window in progress (its steps take the cached batch), else None."""
+        return self.schedule.window
+
+    def after_step(
+        self, timed_function: TimedTrainFunction, args: tuple, result: Any
+    ) -> InputFreeWindow | None:
+        """After a measured step: the input-free window to run now inside this step (the
+        caller runs it, then the probes and the step limit), or the probes and the limit."""
+        if self.schedule.window_due(self.fit is not None):
+            window = self.schedule.open_window(
+                self.backend,
+                timed_function.model,
+                result,
+                batches_pass_python=self.backend != "tensorflow" or self.tf_pull_outside_graph,
+                ready_pull_s=(self.tf_pull_floor_s or 0.0) if self.tf_pull_outside_graph else 0.0,
+            )
+            if window is not None:
+                return window
+        self.probes_and_limit(timed_function, args, result)
+        return None
+
+    def end_input_free(self, window: InputFreeWindow | None, failure: str | None = None) -> None:
+        """The window is over: keep its measurement, restart the step clock."""
+        self.schedule.close_window(window, failure)
 
     def probes_and_limit(self, timed_function: TimedTrainFunction, args: tuple, result: Any) -> None:
-        if (
-            not self.probes_done
-            and self.probe_at_step is not None
-            and self.steps_seen >= self.probe_at_step
-        ):
-            self.run_probes(timed_function, args, result)
-        limit = self.options.stop_after_steps
-        if limit is not None and self.steps_seen >= limit:
-            self.record.meta["stopped_after_steps"] = self.steps_seen
+        if self.schedule.due():
+            from stoke.diagnosis.measure.model_probe import fit_probes
+
+            self.schedule.run(
+                fit_probes(
+                    self.backend,
+                    timed_function,
+                    args,
+                    result,
+                    self.schedule.cached_batch,
+                    self.fit,
+                    self.record.input.get("kind"),
+                    run_ends_after_probes=self._run_ends_after_probes(),
+                    step_s=self.clock.compute_s_estimate(),
+                    pull_s=self.clock.wait_s_estimate(),
+                )
+            )
+        if self._step_limit_reached():
             if self.options.on_step_limit == "stop_training":
                 timed_function.model.stop_training = True
             else:
                 self.measuring = False
                 if self.backend == "jax":
-                    _hand_jax_state_to_model(timed_function.model, result)
-                raise DoctorStepLimitReached(f"stoke doctor: stopped after {self.steps_seen} steps")
+                    hand_jax_state_to_model(timed_function.model, result)
+                self._raise_step_limit()
 
-    # -- the input-free window (stoke.diagnosis.measure.input_free) -------------------------------------
-
-    def _input_free_due(self) -> bool:
+    def _run_ends_after_probes(self) -> bool:
+        limit = self.options.stop_after_steps
         return (
-            self.options.probes
-            and self.input_free is None
-            and not self.probes_done
-            and self.probe_at_step is not None
-            and self.steps_seen >= self.probe_at_step
-            and self.fit is not None
+            self.options.on_step_limit == "raise"
+            and limit is not None
+            and self.clock.steps_seen >= limit
         )
 
-    def _start_input_free(self, timed_function: TimedTrainFunction, result: Any) -> bool:
-        """Open the window after this step when it can run; True when it did."""
-        from stoke.diagnosis.measure import input_free
-        recent = [s for s in self.record.steps[-64:] if not s.warmup]
-        reason = None
-        if self.backend == "tensorflow" and not self.tf_pull_outside_graph:
-            reason = "TensorFlow pulls this run's batches inside the compiled loop: none can be swapped"
-        elif self.last_batch is None:
-            reason = "no batch of the run was kept"
-        elif recent and input_free.wait_fraction(recent) < input_free.MIN_WAIT_FRACTION:
-            reason = "the run barely waits for its input: there is no input cost to remove"
-        if reason is None:
-            try:
-                self.input_free = input_free.InputFreeWindow(
-                    self.backend, timed_function.model, result, self.last_batch,
-                    leading_dim(self.last_batch),
-                    input_free.planned_calls(recent, self.options.probe_seconds),
-                    ready_pull_s=(self.tf_pull_floor_s or 0.0) if self.tf_pull_outside_graph else 0.0,
-                    loop_s=statistics.median(self._loop_s) if self._loop_s else 0.0,
-                    max_seconds=self.options.probe_seconds,
-                )
-                return True
-            except Exception as error:
-                reason = f"the window could not start: {error!r}"
-        self.input_free_done = True
-        self.record.meta.setdefault("probe_notes", {})["input_free"] = reason
-        return False
+    def _step_limit_reached(self) -> bool:
+        limit = self.options.stop_after_steps
+        if limit is None or self.clock.steps_seen < limit:
+            return False
+        self.record.meta["stopped_after_steps"] = self.clock.steps_seen
+        return True
 
-    def end_input_free(self, window: InputFreeWindow | None, failure: str | None = None) -> None:
-        """The window is over: keep its measurement, restart the step clock."""
-        current, self.input_free = self.input_free, None
-        self.input_free_done = True
-        if window is not None and window.result is not None:
-            self.record.probes["input_free"] = window.result
-        else:
-            self.record.meta.setdefault("probe_notes", {})["input_free"] = failure or "no result"
-        if current is not None:
-            self._probes_s += _perf_counter() - current.started_at
-        self._reset_clock()
-
-    def run_probes(self, timed_function, args, result) -> None:
-        self.probes_done = True
-        self.keep_last_batch = False
-        started = _perf_counter()
-        try:
-            if self.options.probes:
-                from stoke.diagnosis.measure.model_probe import run_fit_probes
-
-                run_fit_probes(self, timed_function, args, result)
-            else:
-                self.record.meta.setdefault("probe_notes", {})["all"] = "probes disabled (--no-probes)"
-        finally:
-            self.last_batch = None
-            self._probes_s += _perf_counter() - started
-            self._reset_clock()
+    def _raise_step_limit(self) -> None:
+        raise DoctorStepLimitReached(f"stoke doctor: stopped after {self.clock.steps_seen} steps")
 
     # -- train_on_batch loops -----------------------------------------------------------------
 
@@ -694,40 +584,27 @@ class Recorder:
         t_start = _perf_counter()
         if self._train_on_batch_model is not model:
             self._attach_train_on_batch(model, args, kwargs)
-        wait = t_start - self._prev_end if self._prev_end is not None else 0.0
+        wait = self.clock.since_last_step(t_start)
         self.in_train_on_batch = True
         try:
             result = original(model, *args, **kwargs)
         finally:
             self.in_train_on_batch = False
         t_end = _perf_counter()
-        batch = args[0] if args else kwargs.get("x")
-        self._wait_acc = wait
-        self._samples_acc = leading_dim(batch)
-        if self._prev_end is None:
-            self._prev_end = t_start
-        self.end_step(t_end, synced=True, sync_s=0.0)
-        self.add_overhead(_perf_counter() - t_end)
-        if (
-            not self.probes_done
-            and self.probe_at_step is not None
-            and self.steps_seen >= self.probe_at_step
-        ):
-            self.probes_done = True
-            started = _perf_counter()
-            try:
-                if self.options.probes:
-                    from stoke.diagnosis.measure.model_probe import run_train_on_batch_probes
+        self.clock.note_batch(wait, leading_dim(args[0] if args else kwargs.get("x")))
+        self.clock.start_if_idle(t_start)
+        self.clock.end_step(t_end, synced=True, sync_s=0.0)
+        self.clock.add_overhead(_perf_counter() - t_end)
+        if self.schedule.due():
+            from stoke.diagnosis.measure.model_probe import train_on_batch_probes
 
-                    run_train_on_batch_probes(self, original, model, args, kwargs)
-            finally:
-                self._probes_s += _perf_counter() - started
-                self._prev_end = _perf_counter()
-        limit = self.options.stop_after_steps
-        if limit is not None and self.steps_seen >= limit:
-            self.record.meta["stopped_after_steps"] = self.steps_seen
-            if self.options.on_step_limit == "raise":
-                raise DoctorStepLimitReached(f"stoke doctor: stopped after {self.steps_seen} steps")
+            self.schedule.run(
+                train_on_batch_probes(
+                    self.backend, original, model, args, kwargs, self.clock.compute_s_estimate()
+                )
+            )
+        if self._step_limit_reached() and self.options.on_step_limit == "raise":
+            self._raise_step_limit()
         return result
 
     def _attach_train_on_batch(self, model, args, kwargs) -> None:
@@ -735,8 +612,7 @@ class Recorder:
         self.backend = keras_backend()
         self.record.meta["measured_from"] = self.record.meta.get("measured_from") or "train_on_batch"
         self.record.meta["backend"] = self.backend
-        self._steps_in_fit = 0
-        self._prev_end = None
+        self.clock.begin_call_loop()
         batch = (
             args[0] if args else kwargs.get("x"),
             args[1] if len(args) > 1 else kwargs.get("y"),
@@ -761,27 +637,18 @@ class Recorder:
             except Exception as error:
                 self.record.input["batch_facts_error"] = repr(error)
         self._take_model_and_env_facts(model)
-        if self.probe_at_step is None:
-            planned = self.options.stop_after_steps or self.options.probe_after_steps
-            self.probe_at_step = self.steps_seen + planned
+        self.schedule.plan(keep_batch=False)
 
     # -- finishing ------------------------------------------------------------------------------
 
     def _finish_generator_facts(self) -> None:
-        if not self._generator_batches:
-            return
         inputs = self.record.input
-        inputs["generator_s_per_batch"] = self._generator_s / self._generator_batches
-        inputs["generator_batches"] = self._generator_batches
-        if self._trainer_thread is not None and self._generator_threads:
-            on_trainer = self._trainer_thread in self._generator_threads
-            inputs["main_thread"] = on_trainer
-            if on_trainer:
-                inputs["producer"] = "trainer-thread"
-            elif inputs.get("producer") == "trainer-thread":
-                inputs["producer"] = "tf.data-thread"
+        inputs.update(self._generator_tally.input_facts(self._trainer_thread, inputs.get("producer")))
 
     def _estimate_tf_waits(self) -> None:
+        """TensorFlow with the pull inside the graph: each step's wait is estimated after the
+        run as its time less the model-alone step time. The estimate goes in ``wait_s`` (the
+        documented ``wait_method`` says so); the raw step times stay as measured."""
         if self.record.input.get("wait_method") != "estimated-from-model-alone":
             return
         probe = self.record.probes.get("model_alone")

@@ -1,9 +1,10 @@
 """The timed wrappers that sit in the user's Keras run: how a step and its wait are timed.
 
 Owns the stand-ins for the training ``EpochIterator``'s batches (:class:`_TimedBatches`) and for
-``model.train_function`` (:class:`TimedTrainFunction`), the per-backend device sync, the
-TensorFlow ready-pull calibration, a user generator's timed wrapper, and the hooks' own untimed
-cost. They measure and feed the :class:`~stoke.diagnosis.measure.recorder.Recorder`, which decides.
+``model.train_function`` (:class:`TimedTrainFunction`), how the wait is measured on each
+backend (:func:`wait_method`, :func:`tf_pull_outside_graph`), the per-backend device sync, the
+TensorFlow ready-pull calibration, a user generator's timed wrapper and its tally
+(:class:`GeneratorTally`), and the hooks' own untimed cost. They measure and feed the :class:`~stoke.diagnosis.measure.recorder.Recorder`, which decides.
 
 How a step is timed. A step is one call of Keras' train function; it ends when the call
 returns; now and then (see :meth:`~stoke.diagnosis.measure.recorder.Recorder.sync_due`) after the
@@ -83,7 +84,7 @@ class _TimedBatchIterable:
         return _TimedBatches(iter(self._inner), self._recorder)
 
 
-def _wrap_epoch_iterator(epoch_iterator, recorder: Recorder) -> None:
+def wrap_epoch_iterator(epoch_iterator, recorder: Recorder) -> None:
     """Time the training EpochIterator's batches (JAX, torch) and mark epoch starts."""
     if getattr(epoch_iterator, "_stoke_doctor_recorder", None) is recorder:
         return
@@ -203,6 +204,47 @@ class TimedTrainFunction:
         return restored
 
 
+def tf_pull_outside_graph(model) -> bool:
+    """TensorFlow: whether the doctor can pull each batch itself, eagerly and timed, and hand
+    it to Keras' step function: with ``steps_per_execution == 1`` and no distribution
+    strategy (else the pull stays inside the compiled loop, out of Python's sight)."""
+    strategy = getattr(model, "distribute_strategy", None)
+    default_strategy = strategy is None or "Default" in type(strategy).__name__
+    return int(getattr(model, "steps_per_execution", 1) or 1) == 1 and default_strategy
+
+
+def wait_method(backend: str, pull_outside_graph: bool) -> tuple[str, str]:
+    """How this run's wait is measured: (``input["wait_method"]``, ``input["wait_note"]``)."""
+    if backend == "tensorflow":
+        if pull_outside_graph:
+            return (
+                "timed-next-outside-graph",
+                "TensorFlow pulls batches inside a tf.function; the doctor pulls each batch "
+                "eagerly itself (timed) and hands it to Keras' step function (the path "
+                "Keras takes for Python iterators). An eager pull costs its dispatch even "
+                "when a batch is ready (tf_pull_floor_s, measured at the start): that is "
+                "taken off each wait, so only time the prefetch buffer was empty counts.",
+            )
+        return (
+            "estimated-from-model-alone",
+            "TensorFlow pulls batches inside the compiled loop (steps_per_execution > 1 or "
+            "a distribution strategy), invisible to Python: wait_s is estimated as the "
+            "step time minus the model-alone step time, and is 0 without that probe.",
+        )
+    if backend == "jax":
+        return (
+            "timed-next",
+            "Each next() on the training iterator is timed on the trainer's thread "
+            "(includes Keras' one-batch-ahead device_put). JAX dispatch is asynchronous: "
+            "the device may still run the previous step while the trainer waits.",
+        )
+    return (
+        "timed-next",
+        "Each next() on the training iterator is timed on the trainer's thread "
+        "(includes Keras' conversion of the batch to a tensor on the device).",
+    )
+
+
 def _device_sync_function(backend: str, model):
     """A function that blocks until the device finished the step that produced ``result``."""
     if backend == "jax":
@@ -235,7 +277,10 @@ def _device_sync_function(backend: str, model):
     return lambda result: None
 
 
-def _tf_ready_pull_seconds(batch, pulls: int = 25) -> float:
+def tf_ready_pull_seconds(batch, pulls: int = 25) -> float:
+    """What an eager ``next()`` on a ``tf.data`` iterator costs when a batch of this structure
+    is already waiting in its buffer: the median of ``pulls`` pulls from an in-memory dataset
+    (the TensorFlow pull floor, taken off each measured wait)."""
     import tensorflow as tf
 
     dataset = tf.data.Dataset.from_tensors(batch).repeat().prefetch(4)
@@ -252,27 +297,9 @@ def _tf_ready_pull_seconds(batch, pulls: int = 25) -> float:
     return times[len(times) // 2]
 
 
-def _hand_jax_state_to_model(model, result) -> None:
-    """Give the model a JAX training state ``result = (logs, state)`` to sync into its
-    variables: the last step's before ending a ``fit`` early (Keras' ``fit`` does this after
-    the train function returns; its ``finally`` then syncs it), or the state an abandoned
-    input-free window saved."""
-    try:
-        _logs, state = result
-        trainable, non_trainable, optimizer_variables, metrics_variables = state
-        model._jax_state = {
-            "trainable_variables": trainable,
-            "non_trainable_variables": non_trainable,
-            "optimizer_variables": optimizer_variables,
-            "metrics_variables": metrics_variables,
-        }
-        model._jax_state_synced = False
-    except Exception:
-        pass
-
-
-def _untimed_cost_per_step_s(repeats: int = 2000) -> float:
-    """What a step's hooks spend outside their own timed spans: about six perf_counter()
+def untimed_cost_per_step_s(repeats: int = 2000) -> float:
+    """Seconds per step the doctor adds outside its timed spans (added to its overhead at the
+    end of a run). What a step's hooks spend outside their own timed spans: about six perf_counter()
     calls and two Python calls (the wrapper and the iterator's __next__)."""
 
     def noop():
@@ -286,6 +313,45 @@ def _untimed_cost_per_step_s(repeats: int = 2000) -> float:
         noop()
     per_three = (_perf_counter() - started) / repeats
     return 2 * per_three
+
+
+class GeneratorTally:
+    """What a user's generator cost while training was measured: seconds and batches, and
+    which threads asked for them (the trainer's own, or a tf.data thread). Thread-safe."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._seconds = 0.0
+        self._batches = 0
+        self._threads: set[int] = set()
+
+    def note(self, seconds: float) -> None:
+        """The calling thread waited ``seconds`` for one batch of the generator."""
+        with self._lock:
+            self._seconds += seconds
+            self._batches += 1
+            if len(self._threads) < 8:
+                self._threads.add(threading.get_ident())
+
+    def input_facts(self, trainer_thread: int | None, producer: str | None) -> dict:
+        """The input facts the tally adds to ``record.input`` (none when no batch was made):
+        ``generator_s_per_batch``, ``generator_batches``, and, when the trainer's thread is
+        known, ``main_thread`` and ``producer`` (``producer``: what the facts said so far)."""
+        with self._lock:
+            if not self._batches:
+                return {}
+            facts: dict = {
+                "generator_s_per_batch": self._seconds / self._batches,
+                "generator_batches": self._batches,
+            }
+            if trainer_thread is not None and self._threads:
+                on_trainer = trainer_thread in self._threads
+                facts["main_thread"] = on_trainer
+                if on_trainer:
+                    facts["producer"] = "trainer-thread"
+                elif producer == "trainer-thread":
+                    facts["producer"] = "tf.data-thread"
+            return facts
 
 
 def timed_generator(generator, recorder: Recorder, lock: threading.Lock):

@@ -26,6 +26,7 @@ from stoke.diagnosis.report._format import (
     SEVERITY_COLOURS,
     VERDICT_COLOURS,
     VERDICT_MEANINGS,
+    doctor_overhead,
     evidence_text,
     headline,
     key_numbers,
@@ -102,10 +103,8 @@ def _verdict_section(diagnosis: Diagnosis, colour: str) -> str:
                       f"{diagnosis.cpu.cores} cores shared by trainer and workers"))
     if prediction is not None and prediction.unmeasured:
         cards.append(("Confidence", prediction.confidence, "; ".join(prediction.unmeasured)))
-    cards.append(("Doctor overhead", pct(diagnosis.doctor_overhead_fraction, 1), "of step time"))
-    probes_s = diagnosis.record.overhead.probes_s
-    if isinstance(probes_s, int | float) and probes_s > 0:
-        cards.append(("Probes", f"{probes_s:.1f} s", "wall time, out of the callbacks' sight"))
+    overhead, overhead_note = doctor_overhead(diagnosis)
+    cards.append(("Doctor overhead", pct(overhead, 1), f"of the measured steps' time: {overhead_note}"))
     card_html = "".join(
         f"<div class=\"card\"><div class=\"card-label\">{_e(label)}</div>"
         f"<div class=\"card-value\">{_e(value)}</div><div class=\"card-note\">{_e(note)}</div></div>"

@@ -1,0 +1,294 @@
+"""The probe schedule: when the doctor probes, what it keeps for the probes, and how long they
+may take.
+
+Owns, for both ways a run is measured (``fit`` and a ``train_on_batch`` loop), one plan: the
+step the probes run after (:meth:`ProbeSchedule.plan`), the one batch kept for them
+(:meth:`ProbeSchedule.offer_batch`), the input-free window's turn (``fit`` only: opened inside
+the step that triggers the probes, :meth:`ProbeSchedule.open_window`), then the bounding probes
+in order (:meth:`ProbeSchedule.run`), each given its seconds from one global budget
+(:class:`ProbeBudget`): all probes together take at most ``fraction`` of the measured steps'
+wall time, or ``min_s`` seconds, whichever is larger. A probe whose least run would not fit in
+what is left is not run and ``meta["probe_notes"]`` says so; the probes' wall time
+(``overhead["probes_s"]``) and the budget that applied (``overhead["probe_budget_s"]``) go in
+the record.
+
+Leaves the measurements to :mod:`stoke.diagnosis.measure.model_probe` and
+:mod:`stoke.diagnosis.measure.input_free`, the step numbers to
+:mod:`stoke.diagnosis.measure.step_clock`, and which probes a path runs to the recorder.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from stoke.diagnosis.record import Measurements, ProbeResult
+
+if TYPE_CHECKING:
+    from stoke.diagnosis.measure.input_free import InputFreeWindow
+    from stoke.diagnosis.measure.step_clock import StepClock
+
+_perf_counter = time.perf_counter
+
+# The probes are planned to end within this share of what is left of the budget: what a
+# probe costs outside its timed part (copying the training state, a fresh iterator) is not
+# known in advance.
+PLANNING_MARGIN = 0.9
+
+
+@dataclass(frozen=True)
+class ProbeBudget:
+    """How long all of one run's probes may take together: ``fraction`` of the measured
+    steps' wall time, or ``min_s`` seconds, whichever is larger.
+
+        ProbeBudget(fraction=0.25, min_s=60.0).limit_s(steps_wall_s=400.0)  # 100.0
+    """
+
+    fraction: float = 0.25
+    min_s: float = 60.0
+
+    def __post_init__(self):
+        if not 0 < self.fraction:
+            raise ValueError(
+                f"probe_budget_fraction must be > 0. Received: probe_budget_fraction={self.fraction}"
+            )
+        if self.min_s < 0:
+            raise ValueError(
+                f"probe_budget_min_s must be >= 0 seconds. Received: probe_budget_min_s={self.min_s}"
+            )
+
+    def limit_s(self, steps_wall_s: float) -> float:
+        return max(self.min_s, self.fraction * steps_wall_s)
+
+    def describe(self, steps_wall_s: float) -> str:
+        return (
+            f"{self.limit_s(steps_wall_s):.1f} s: {self.fraction:.0%} of the measured steps' "
+            f"{steps_wall_s:.1f} s, at least {self.min_s:g} s"
+        )
+
+
+class ProbeNotRun(Exception):
+    """Raised by a probe that finds it cannot run; its message is the note."""
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One bounding probe, as the schedule runs it.
+
+    ``run(seconds, deadline)`` measures for about ``seconds`` and ends by the
+    ``perf_counter()`` time ``deadline`` (at the granularity of one step or pull); returns its
+    result, None when it measured nothing (``empty`` is noted), or raises :class:`ProbeNotRun`.
+    ``fixed_s`` and ``unit_s`` are what its warm-up and its least timed part (one step, one
+    pull) are expected to cost, from the run's own steps: the budget needs them.
+    ``skipped``: why it cannot run at all (noted, not run)."""
+
+    name: str
+    label: str
+    run: Callable[[float, float], ProbeResult | None]
+    fixed_s: float = 0.0
+    unit_s: float = 0.0
+    skipped: str | None = None
+    empty: str = "the probe measured nothing"
+
+
+class ProbeSchedule:
+    """One run's probe plan, budget and input-free window. Driven from the trainer's thread."""
+
+    def __init__(
+        self,
+        record: Measurements,
+        clock: StepClock,
+        enabled: bool = True,
+        probe_after_steps: int = 50,
+        stop_after_steps: int | None = None,
+        probe_seconds: float = 2.0,
+        budget: ProbeBudget | None = None,
+    ):
+        self.record = record
+        self.clock = clock
+        self.enabled = enabled
+        self.probe_after_steps = probe_after_steps
+        self.stop_after_steps = stop_after_steps
+        self.probe_seconds = probe_seconds
+        self.budget = budget or ProbeBudget()
+        self.at_step: int | None = None  # the probes run once this many steps were measured
+        self.done = False
+        self.window: InputFreeWindow | None = None  # the input-free window in progress
+        self.window_done = not enabled  # done: nothing to run, nothing to check
+        self.cached_batch: Any = None  # the probe step's batch
+        self.spent_s = 0.0  # the probes' wall time so far
+        self.applied_budget_s: float | None = None  # the budget when the probes ran
+        self._keep_batch = False
+        self._cached_batch_size = 0
+
+    # -- the plan ---------------------------------------------------------------------------
+
+    def plan(self, total_steps: int | None = None, keep_batch: bool = True) -> None:
+        """Plan the probes once: after ``probe_after_steps`` more steps (or at the step
+        limit), or at the last step of a loop known to be ``total_steps`` long."""
+        if self.done or self.at_step is not None:
+            return
+        planned = self.stop_after_steps or self.probe_after_steps
+        if total_steps is not None and total_steps > 0:
+            planned = min(planned, total_steps)
+        self.at_step = self.clock.steps_seen + planned
+        self._keep_batch = self.enabled and keep_batch
+
+    def offer_batch(self, batch: Any, batch_size: int) -> None:
+        """A batch reached the trainer: kept when it is the probe step's (holding others
+        would pin buffers, a shared-memory slot or a device batch, the input wants back)."""
+        if self._keep_batch and self.clock.steps_seen + 1 >= self.at_step:
+            self.cached_batch = batch
+            self._cached_batch_size = batch_size
+
+    def drop_batch(self) -> None:
+        """Let the kept batch go (the run is over: it pins what the input wants back)."""
+        self.cached_batch = None
+        self._keep_batch = False
+
+    def due(self) -> bool:
+        """Whether the probes are due after the step that just ended."""
+        return not self.done and self.at_step is not None and self.clock.steps_seen >= self.at_step
+
+    def notes(self) -> dict[str, str]:
+        return self.record.meta.setdefault("probe_notes", {})
+
+    # -- the budget -------------------------------------------------------------------------
+
+    def budget_s(self) -> float:
+        return self.budget.limit_s(self.clock.steps_wall_s())
+
+    def _allot(self, probes_left: int, fixed_s: float, unit_s: float) -> tuple[float, float] | str:
+        """(seconds, deadline) for the next probe, or why it does not fit: what is left of
+        the budget, shared among the probes left."""
+        budget_s = self.applied_budget_s = self.budget_s()
+        left_s = budget_s * PLANNING_MARGIN - self.spent_s
+        share_s = left_s / max(1, probes_left)
+        seconds = min(self.probe_seconds, share_s - fixed_s)
+        if seconds <= 0 or seconds < unit_s:
+            return (
+                f"not run: the probe budget ({self.budget.describe(self.clock.steps_wall_s())}) "
+                f"had {max(0.0, budget_s - self.spent_s):.1f} s left, this probe needs about "
+                f"{fixed_s + unit_s:.1f} s"
+            )
+        return seconds, _perf_counter() + share_s
+
+    # -- the input-free window (fit only) ---------------------------------------------------
+
+    def window_due(self, fit_in_progress: bool) -> bool:
+        return (
+            not self.window_done
+            and self.enabled
+            and self.window is None
+            and fit_in_progress
+            and self.due()
+        )
+
+    def open_window(
+        self,
+        backend: str,
+        model,
+        step_result: Any,
+        batches_pass_python: bool,
+        ready_pull_s: float,
+        probes_after: int = 2,
+    ) -> InputFreeWindow | None:
+        """Open the input-free window after this step when it can run (the window and the
+        ``probes_after`` probes after it share what is left of the budget); None when it
+        cannot, with the reason noted. ``batches_pass_python``: the run's batches reach the
+        train function through Python (not on TensorFlow with the pull inside the graph)."""
+        from stoke.diagnosis.measure import input_free
+
+        recent = self.clock.recent_steady_steps()
+        reason = None
+        if not batches_pass_python:
+            reason = "TensorFlow pulls this run's batches inside the compiled loop: none can be swapped"
+        elif self.cached_batch is None:
+            reason = "no batch of the run was kept"
+        elif recent and input_free.wait_fraction(recent) < input_free.MIN_WAIT_FRACTION:
+            reason = "the run barely waits for its input: there is no input cost to remove"
+        if reason is None:
+            step_s = self.clock.compute_s_estimate()
+            allotted = self._allot(1 + probes_after, input_free.WARMUP_CALLS * step_s, step_s)
+            if isinstance(allotted, str):
+                reason = allotted
+        if reason is None:
+            seconds, deadline = allotted
+            try:
+                self.window = input_free.InputFreeWindow(
+                    backend, model, step_result, self.cached_batch, self._cached_batch_size,
+                    input_free.planned_calls(recent, seconds),
+                    ready_pull_s=ready_pull_s,
+                    loop_s=self.clock.loop_s_median(),
+                    max_seconds=seconds,
+                    deadline=deadline,
+                )
+                return self.window
+            except Exception as error:
+                reason = f"the window could not start: {error!r}"
+        self.window_done = True
+        self.notes()["input_free"] = reason
+        return None
+
+    def close_window(self, window: InputFreeWindow | None, failure: str | None = None) -> None:
+        """The window is over: keep its measurement (or why there is none), charge its wall
+        time to the budget, restart the step clock."""
+        current, self.window = self.window, None
+        self.window_done = True
+        if window is not None and window.result is not None:
+            self.record.probes["input_free"] = window.result
+        else:
+            self.notes()["input_free"] = failure or "no result"
+        if current is not None:
+            self.spent_s += _perf_counter() - current.started_at
+        self.clock.restart()
+
+    def abandon_window(self, model, failure: str) -> None:
+        """The loop ended inside the window: the training state back, no measurement."""
+        if self.window is not None:
+            self.window.abandon(model)
+            self.close_window(None, failure)
+
+    # -- the bounding probes ----------------------------------------------------------------
+
+    def run(self, probes: list[Probe]) -> None:
+        """Run the due probes in order, each within its share of what is left of the budget;
+        results go to ``record.probes``, reasons for a probe not run to
+        ``meta["probe_notes"]``. Once per run; the step clock restarts afterwards."""
+        self.done = True
+        checkpoint = _perf_counter()
+        try:
+            if not self.enabled:
+                self.notes()["all"] = "probes disabled (--no-probes)"
+                return
+            runnable = [probe for probe in probes if probe.skipped is None]
+            for probe in probes:
+                if probe.skipped is not None:
+                    self.notes()[probe.name] = probe.skipped
+                    continue
+                allotted = self._allot(len(runnable), probe.fixed_s, probe.unit_s)
+                runnable.remove(probe)
+                if isinstance(allotted, str):
+                    self.notes()[probe.name] = allotted
+                    continue
+                seconds, deadline = allotted
+                try:
+                    result = probe.run(seconds, deadline)
+                except ProbeNotRun as reason:
+                    self.notes()[probe.name] = str(reason)
+                except Exception as error:
+                    self.notes()[probe.name] = f"the {probe.label} probe failed: {error!r}"
+                else:
+                    if result is None:
+                        self.notes()[probe.name] = probe.empty
+                    else:
+                        self.record.probes[probe.name] = result
+                now = _perf_counter()
+                self.spent_s += now - checkpoint
+                checkpoint = now
+        finally:
+            self.drop_batch()
+            self.spent_s += _perf_counter() - checkpoint
+            self.clock.restart()

@@ -1,0 +1,69 @@
+"""The training state the doctor's probes borrow and give back.
+
+Owns the three ways a probe leaves the run's weights as training left them: a copy of a JAX
+training state (Keras donates the state to each step, so a probe steps on a copy), a snapshot
+of every model, optimizer and metric variable put back afterwards (TensorFlow, torch), and
+handing a JAX state back to the model (the last step's before the doctor ends a ``fit`` early,
+or the state an abandoned input-free window saved). Used by
+:mod:`stoke.diagnosis.measure.model_probe`, :mod:`stoke.diagnosis.measure.input_free` and the
+recorder's step limit; Keras and JAX are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def copy_jax_state(state: Any) -> Any:
+    """A copy of a JAX training state (every array copied on its device)."""
+    import jax
+    import jax.numpy as jnp
+
+    return jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), state)
+
+
+def snapshot_variables(model) -> Callable[[], None]:
+    """Copy every model, optimizer and metric variable (on its device); the returned function
+    puts them back."""
+    import keras
+
+    variables = []
+    seen = set()
+    optimizer = getattr(model, "optimizer", None)
+    groups = (
+        getattr(model, "variables", []),
+        getattr(optimizer, "variables", []) if optimizer is not None else [],
+        getattr(model, "metrics_variables", []),
+    )
+    for group in groups:
+        for variable in group:
+            if id(variable) not in seen:
+                seen.add(id(variable))
+                variables.append(variable)
+    saved = [keras.ops.copy(variable.value) for variable in variables]
+
+    def restore() -> None:
+        for variable, value in zip(variables, saved, strict=True):
+            variable.assign(value)
+
+    return restore
+
+
+def hand_jax_state_to_model(model, result) -> None:
+    """Give the model a JAX training state ``result = (logs, state)`` to sync into its
+    variables: the last step's before ending a ``fit`` early (Keras' ``fit`` does this after
+    the train function returns; its ``finally`` then syncs it), or the state an abandoned
+    input-free window saved."""
+    try:
+        _logs, state = result
+        trainable, non_trainable, optimizer_variables, metrics_variables = state
+        model._jax_state = {
+            "trainable_variables": trainable,
+            "non_trainable_variables": non_trainable,
+            "optimizer_variables": optimizer_variables,
+            "metrics_variables": metrics_variables,
+        }
+        model._jax_state_synced = False
+    except Exception:
+        pass

@@ -1,0 +1,135 @@
+"""The probe schedule without Keras: one plan and one budget for every probe, fed by a real
+step clock and real probes that take real (short) time."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from stoke.diagnosis.measure.probe_schedule import Probe, ProbeBudget, ProbeNotRun, ProbeSchedule
+from stoke.diagnosis.measure.step_clock import StepClock
+from stoke.diagnosis.record import Measurements, ProbeResult
+
+
+def run_with_steps(step_s: float, steps: int, **schedule_args) -> tuple[ProbeSchedule, Measurements]:
+    record = Measurements()
+    started = time.perf_counter()
+    clock = StepClock(started, record.steps, warmup_steps=0)
+    clock.begin_call_loop()
+    clock.start_if_idle(started)
+    for number in range(steps):
+        step_by_step(clock, started + (number + 1) * step_s)
+    return ProbeSchedule(record, clock, **schedule_args), record
+
+
+def step_by_step(clock: StepClock, t_end: float) -> None:
+    clock.note_batch(wait_s=0.0, samples=32)
+    clock.end_step(t_end, synced=False, sync_s=0.0)
+
+
+def sleeping_probe(name: str, step_s: float, fixed_steps: int = 2) -> tuple[Probe, list[float]]:
+    """A probe that works like the model-alone one: warm-up steps, then steps until its
+    seconds or its deadline; it keeps the seconds it was given."""
+    given: list[float] = []
+
+    def run(seconds: float, deadline: float) -> ProbeResult:
+        given.append(seconds)
+        time.sleep(fixed_steps * step_s)
+        started = time.perf_counter()
+        steps = 0
+        while time.perf_counter() - started < seconds and time.perf_counter() + step_s <= deadline:
+            time.sleep(step_s)
+            steps += 1
+        return ProbeResult(samples_per_s=1.0, seconds=time.perf_counter() - started, batches=steps)
+
+    return Probe(name, name, run, fixed_s=fixed_steps * step_s, unit_s=step_s), given
+
+
+def test_budget_is_a_share_of_the_steps_or_its_floor():
+    budget = ProbeBudget(fraction=0.25, min_s=60.0)
+    assert budget.limit_s(100.0) == 60.0
+    assert budget.limit_s(400.0) == 100.0
+    with pytest.raises(ValueError, match="probe_budget_fraction must be > 0. Received"):
+        ProbeBudget(fraction=0.0)
+    with pytest.raises(ValueError, match="probe_budget_min_s must be >= 0 seconds. Received"):
+        ProbeBudget(min_s=-1.0)
+
+
+def test_probes_that_would_overrun_the_budget_share_it():
+    # 40 steps of 50 ms: 2 s of steps, a budget of 0.5 s; unbounded, each probe would take
+    # its 2 warm-up steps and probe_seconds = 1 s: 3.3 s in all
+    schedule, record = run_with_steps(0.05, 40, probe_seconds=1.0,
+                                      budget=ProbeBudget(fraction=0.25, min_s=0.1))
+    probes = [sleeping_probe(name, 0.02) for name in ("a", "b", "c")]
+    schedule.run([probe for probe, _given in probes])
+    assert schedule.applied_budget_s == pytest.approx(0.5)
+    assert schedule.spent_s <= 0.5
+    assert set(record.probes) == {"a", "b", "c"}
+    for _probe, given in probes:
+        assert given and given[0] < 1.0  # each was cut to its share
+    assert schedule.done and schedule.cached_batch is None
+
+
+def test_a_probe_that_does_not_fit_is_noted_and_the_rest_still_run():
+    schedule, record = run_with_steps(0.01, 20, probe_seconds=1.0,
+                                      budget=ProbeBudget(fraction=0.25, min_s=0.2))
+    slow, slow_given = sleeping_probe("slow", 0.5)  # its warm-up alone is past the budget
+    quick, _ = sleeping_probe("quick", 0.01)
+    schedule.run([slow, quick])
+    assert slow_given == []
+    notes = record.meta["probe_notes"]
+    assert "not run: the probe budget (0.2 s" in notes["slow"]
+    assert "needs about 1.5 s" in notes["slow"]
+    assert "quick" in record.probes
+    assert schedule.spent_s <= 0.2
+
+
+def test_skipped_failed_and_empty_probes_say_why():
+    schedule, record = run_with_steps(0.01, 10)
+
+    def cannot(seconds, deadline):
+        raise ProbeNotRun("no batch was cached for the probe")
+
+    def breaks(seconds, deadline):
+        raise RuntimeError("boom")
+
+    schedule.run([
+        Probe("skipped", "skipped", breaks, skipped="a train_on_batch loop has no data object"),
+        Probe("cannot", "cannot", cannot),
+        Probe("breaks", "model-alone", breaks),
+        Probe("empty", "input-alone", lambda seconds, deadline: None, empty="no batch came"),
+    ])
+    assert record.meta["probe_notes"] == {
+        "skipped": "a train_on_batch loop has no data object",
+        "cannot": "no batch was cached for the probe",
+        "breaks": "the model-alone probe failed: RuntimeError('boom')",
+        "empty": "no batch came",
+    }
+    assert record.probes == {}
+
+
+def test_disabled_probes_run_nothing_and_say_so():
+    schedule, record = run_with_steps(0.01, 10, enabled=False)
+    ran = []
+    schedule.run([Probe("a", "a", lambda seconds, deadline: ran.append(seconds))])
+    assert ran == []
+    assert record.meta["probe_notes"] == {"all": "probes disabled (--no-probes)"}
+
+
+def test_plan_is_made_once_and_keeps_only_the_probe_steps_batch():
+    schedule, _record = run_with_steps(0.01, 10, probe_after_steps=5)
+    schedule.plan(total_steps=3)
+    assert schedule.at_step == 13  # the last step of a loop known to be 3 steps long
+    schedule.plan(total_steps=100)
+    assert schedule.at_step == 13
+    schedule.offer_batch("early", 32)
+    assert schedule.cached_batch is None
+    step_by_step(schedule.clock, time.perf_counter())
+    step_by_step(schedule.clock, time.perf_counter())
+    assert schedule.clock.steps_seen == 12
+    schedule.offer_batch("the probe step's", 32)
+    assert schedule.cached_batch == "the probe step's"
+    assert not schedule.due()
+    step_by_step(schedule.clock, time.perf_counter())
+    assert schedule.due()

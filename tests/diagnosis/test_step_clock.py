@@ -1,0 +1,56 @@
+"""The step clock without Keras: what a step records, the warm-up, the sync policy."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from stoke.diagnosis.measure.step_clock import StepClock
+from stoke.diagnosis.record import StepSample
+
+
+def test_a_step_is_its_time_from_the_previous_end_and_its_wait():
+    steps: list[StepSample] = []
+    clock = StepClock(100.0, steps, warmup_steps=1)
+    clock.begin_call_loop()
+    clock.start_if_idle(100.0)
+    for number, t_end in enumerate((100.5, 100.7, 101.0)):
+        clock.note_batch(wait_s=0.05, samples=16)
+        clock.note_batch(wait_s=0.05, samples=16)
+        assert clock.pending_wait_s() == pytest.approx(0.1)
+        clock.end_step(t_end, synced=number == 2, sync_s=0.01, call_s=0.1)
+    assert [s.step_s for s in steps] == pytest.approx([0.5, 0.2, 0.3])
+    assert [s.wait_s for s in steps] == pytest.approx([0.1, 0.1, 0.1])
+    assert [s.warmup for s in steps] == [True, False, False]
+    assert [s.batch_size for s in steps] == [32, 32, 32]
+    assert steps[-1].t_s == pytest.approx(1.0) and steps[-1].synced
+    assert clock.steps_seen == 3 and clock.synced_steps == 1 and clock.sync_s == pytest.approx(0.01)
+    # the loop's own time: step less wait less the call, steady steps only
+    assert clock.loop_s_median() == pytest.approx(0.05)
+    assert clock.compute_s_estimate() == pytest.approx(0.15)
+    assert clock.wait_s_estimate() == pytest.approx(0.1)
+    assert clock.steps_wall_s() == pytest.approx(1.0)
+
+
+def test_sync_policy_first_steady_step_named_steps_and_every_nth():
+    clock = StepClock(time.perf_counter(), [], warmup_steps=2, sync_every_steps=3,
+                      sync_min_interval_s=0.0)
+    clock.restart()
+    due = []
+    for _ in range(10):
+        synced = clock.sync_due(also_at_steps=(8, None))
+        due.append(synced)
+        clock.end_step(time.perf_counter(), synced=synced, sync_s=0.0)
+    # every 3rd step since the last sync (2: 3 since "step -1"), step 3 (the first steady
+    # one), step 8 (named); not 9 nor 10: counted from the named sync
+    assert [n + 1 for n, synced in enumerate(due) if synced] == [2, 3, 6, 8]
+
+
+def test_steps_past_the_limit_are_counted_not_recorded():
+    steps: list[StepSample] = []
+    clock = StepClock(time.perf_counter(), steps, warmup_steps=0, max_recorded_steps=2)
+    clock.restart()
+    for _ in range(3):
+        clock.end_step(time.perf_counter(), synced=False, sync_s=0.0)
+    assert len(steps) == 2 and clock.steps_seen == 3 and clock.truncated
