@@ -105,7 +105,24 @@ class ChannelLoader(Loader):
 
     @property
     def process_workers(self) -> bool:
-        return self.pool.kind == "process"
+        pool = self._shutdown.pool  # its kind is known once started: no wait for the workers
+        return (pool if pool is not None else self.pool).kind == "process"
+
+    def workers_up(self) -> bool:
+        """Without waiting: can the workers take tasks? False while every process worker is
+        still loading the program (its imports): the trainer may make batches meanwhile."""
+        pool = self._shutdown.pool
+        if pool is None or not self._starting or pool.kind != "process":
+            return True
+        return pool.first_ready()
+
+    def warn_float64(self, paths) -> None:
+        """Accelerate's float64 warning, once per loader (batches made in the trainer too):
+        the ring holds ``(item, rows)``, so the paths are the item's."""
+        if not self._warned_float64:
+            self._warned_float64 = True
+            paths = [p.removeprefix("[0]") or "batch" for p in paths]
+            warnings.warn(float64_message(paths), StokeWarning, stacklevel=6)
 
     def send(self, update: dict, worker: int | None = None, what: str = "a message") -> None:
         """Deliver ``update`` to the program in every worker (or in ``worker``), after the
@@ -159,10 +176,7 @@ class ChannelLoader(Loader):
         """As the loader's, with accelerate's own float64 warning: the ring holds
         ``(item, rows)``, so the paths are the item's, and the opt-out is accelerate's."""
         if result.cast_paths:
-            if not self._warned_float64:
-                self._warned_float64 = True
-                paths = [p.removeprefix("[0]") or "batch" for p in result.cast_paths]
-                warnings.warn(float64_message(paths), StokeWarning, stacklevel=5)
+            self.warn_float64(result.cast_paths)
             result = dataclasses.replace(result, cast_paths=())
         return super()._raise_if_failed(result)
 

@@ -26,6 +26,7 @@ from stoke.accelerate.channel_loader import ChannelLoader
 from stoke.accelerate.items import (
     ROWS_MISFIT,
     ItemLayout,
+    cast_float64,
     cut_rows,
     describe_layout,
     item_arrays,
@@ -37,7 +38,7 @@ from stoke.accelerate.updates import CONTROL_INDEX, apply_next_update, fingerpri
 from stoke.data.pipeline import Pipeline
 from stoke.data.plan import IteratorState
 from stoke.data.program import sample_error
-from stoke.data.structure import DtypePolicy
+from stoke.data.structure import DtypePolicy, unflatten
 from stoke.errors import StokeError, StokeWarning
 from stoke.loader.loader import LoaderOptions
 
@@ -136,6 +137,9 @@ class AcceleratedSequence(Accelerated):
         if not isinstance(length, int) or length < 0:
             raise TypeError(f"len() of the dataset must be an int >= 0. Received: {length!r}")
         self._options = LoaderOptions(workers=workers, executor=executor, **(options or {}))
+        # executor="auto": while every worker still starts, the trainer makes the batches
+        # asked (see _made_while_workers_start); "process": every batch in a worker
+        self._start_in_trainer = executor == "auto"
         self._loader: ChannelLoader | None = None
         self._pass: _Pass | None = None
         self._workers_state: dict[str, bytes] | None = None  # what process workers hold
@@ -354,9 +358,10 @@ class AcceleratedSequence(Accelerated):
         self._loader.send({"template": self._template}, what="the batch layout")
 
     def _open_pass(self, keep_order: bool = False, first: int = 0) -> _Pass:
+        """Open the next pass (from position ``first``); its batches are made by the
+        workers, or, while they are still starting, in the trainer (see :meth:`_next`)."""
         loader = self._get_loader()
-        loader.pool  # start the workers with the dataset as it is now  # noqa: B018
-        self._sync_state()
+        loader.start()  # (when closed before: the error says so)
         length = len(self.dataset)
         if length != loader.plan.length:  # Keras reads len() again every epoch; so do we
             loader.plan = dataclasses.replace(loader.plan, length=length, fixed_order=None)
@@ -365,9 +370,41 @@ class AcceleratedSequence(Accelerated):
             # from Python's random now; checked again at the epoch's first request
             order = tuple(keras_permutation(random.getstate(), length))
             loader.plan = dataclasses.replace(loader.plan, fixed_order=order)
-        batches = loader.iter(state=IteratorState(epoch=self.epoch, chunk=first))
-        self._pass = _Pass(self.epoch, batches, loader.plan.order(self.epoch), first)
+        self._pass = _Pass(self.epoch, None, loader.plan.order(self.epoch), first)
+        if not self._start_in_trainer or loader.workers_up():
+            self._start_in_workers(self._pass)
         return self._pass
+
+    def _start_in_workers(self, current: _Pass) -> None:
+        """The workers make the rest of the pass, from its next position."""
+        loader = self._get_loader()
+        loader.pool  # the workers are up; with the dataset as it is now  # noqa: B018
+        self._sync_state()
+        current.batches = loader.iter(state=IteratorState(epoch=current.epoch,
+                                                          chunk=current.delivered))
+
+    def _made_while_workers_start(self, index: int) -> Any:
+        """Batch ``index`` made in the trainer, as a worker would deliver it (float64 as
+        float32 unless kept), while every worker still loads the dataset (and what it
+        imports): the trainer has all of that already, so ``fit``'s first steps need not
+        wait for the workers' start-up. Python's and numpy's global random states are
+        left as they were: when the workers come up changes nothing the trainer draws."""
+        python_random, numpy_random = random.getstate(), np.random.get_state()
+        try:
+            item = self.dataset[index]
+        except Exception as exc:  # noqa: BLE001 - re-raised with where it happened
+            raise sample_error(index, f"{type(self.dataset).__name__}.__getitem__",
+                               exc) from exc
+        finally:
+            random.setstate(python_random)
+            np.random.set_state(numpy_random)
+        treedef, arrays = item_arrays(item, f"batch {index} of {type(self.dataset).__name__}")
+        item = unflatten(treedef, arrays)
+        if not self.keep_float64:
+            item, cast = cast_float64(item)
+            if cast:
+                self._loader.warn_float64([f"[0]{path}" for path in cast])
+        return item
 
     def _next(self) -> tuple[Any, int] | None:
         """The next batch of the open pass and its position, or None at its end."""
@@ -375,6 +412,11 @@ class AcceleratedSequence(Accelerated):
         if current.complete:
             return None
         try:
+            if current.batches is None:
+                if self._start_in_trainer and not self._loader.workers_up():
+                    return self._deliver(current, self._made_while_workers_start(
+                        int(current.order[current.delivered])))
+                self._start_in_workers(current)
             sample = next(current.batches)
         except StopIteration:
             current.complete = True
@@ -384,9 +426,11 @@ class AcceleratedSequence(Accelerated):
             current.close()
             self._pass = None
             raise
+        return self._deliver(current, self._unwrap(sample, int(current.order[current.delivered])))
+
+    def _deliver(self, current: _Pass, batch: Any) -> tuple[Any, int]:
         position = current.delivered
         current.delivered += 1
-        batch = self._unwrap(sample, int(current.order[position]))
         if current.delivered == len(current.order):
             # the last batch: the pass is complete now, not when someone asks past its end
             # (its slot stays valid until the next pass submits work, after the next request)
