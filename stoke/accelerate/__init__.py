@@ -32,7 +32,8 @@ This package module only re-exports; each concept has a module of its own:
 - :mod:`.channel_loader`: a loader that can message its workers;
 - :mod:`.updates`: the channel that carries messages (``on_epoch_end`` state) to workers;
 - :mod:`.keras_base`: the stand-in for a dataset's Keras base, so workers need no Keras;
-- :mod:`.keras_requests`: how Keras' ``__getitem__`` requests are answered;
+- :mod:`.keras_requests`: how Keras' ``__getitem__`` requests are answered (which of
+  Keras' iterators asks: a new one starts over, a continued one goes on);
 - :mod:`.accelerated`: the surface both kinds share; :mod:`.keras_face`: Keras' view of it.
 
 What each kind guarantees
@@ -41,7 +42,9 @@ Sequence: every pass (epoch) delivers each batch index exactly once, in order ``
 (``shuffle=True``: a permutation seeded by ``(seed, epoch)``; under ``model.fit`` with its
 default ``shuffle=True``, Keras' own permutation of the epoch), the same arrays as
 ``dataset[i]`` would return after the same ``on_epoch_begin``/``on_epoch_end`` calls,
-whatever the number of workers.
+whatever the number of workers. Under ``fit(steps_per_epoch=k)`` the batches Keras' own
+adapter gives: its one iterator goes on across epochs. With ``executor="auto"`` the trainer
+makes the batches asked while every worker is still starting; the workers go on from there.
 
 Generator, one copy (``replicas=None``): every item the generator yields, once, in its order.
 

@@ -31,9 +31,9 @@ from stoke.loader.loader import Loader
 def _warn_float64_items(paths: list[str]) -> None:
     """The float64 warning of ``stoke.accelerate``: the ring holds ``(item, rows)``, so the
     paths are the item's, and the opt-out is accelerate's."""
-    # stacklevel: the scheduler's raise_if_failed and the loop that waited are in between
+    # stacklevel: the scheduler's raise_if_failed and say_float64, and the loop that waited
     paths = [p.removeprefix("[0]") or "batch" for p in paths]
-    warnings.warn(float64_message(paths), StokeWarning, stacklevel=6)
+    warnings.warn(float64_message(paths), StokeWarning, stacklevel=7)
 
 
 def _route_to_worker(pool: Any, worker: int, task: Task) -> None:
@@ -122,7 +122,21 @@ class ChannelLoader(Loader):
 
     @property
     def process_workers(self) -> bool:
-        return self.pool.kind == "process"
+        pool = self._shutdown.pool  # its kind is known once started: no wait for the workers
+        return (pool if pool is not None else self.pool).kind == "process"
+
+    def workers_up(self) -> bool:
+        """Without waiting: can the workers take tasks? False while every process worker is
+        still loading the program (its imports): the trainer may make batches meanwhile."""
+        pool = self._shutdown.pool
+        if pool is None or not self._starting or pool.kind != "process":
+            return True
+        return pool.first_ready()
+
+    def warn_float64(self, paths) -> None:
+        """Accelerate's float64 warning, once per loader (batches made in the trainer too:
+        see :meth:`SlotScheduler.say_float64`)."""
+        self.scheduler.say_float64(list(paths))
 
     def send(self, update: dict, worker: int | None = None, what: str = "a message") -> None:
         """Deliver ``update`` to the program in every worker (or in ``worker``), after the

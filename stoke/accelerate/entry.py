@@ -48,10 +48,13 @@ def accelerate(data: Any, *args: Any, workers: int | str = "auto", executor: str
       arguments it was called with and runs it as above; if it cannot (it was started, or
       is a generator expression), it runs in a background thread of the trainer.
 
-    ``executor``: ``"process"`` (shared-memory ring), ``"thread"``, ``"inline"`` or
-    ``"auto"`` (processes; threads when the dataset cannot be pickled). ``timeout_s``: the
-    longest wait for one batch. ``ring_slots``/``memory_budget_bytes``/``cpu_budget_cores``
-    (the most cores ``workers="auto"`` may give a Sequence's workers): see
+    ``executor``: ``"process"`` (shared-memory ring; every batch made in a worker),
+    ``"thread"``, ``"inline"`` or ``"auto"`` (processes; threads when the dataset cannot be
+    pickled; for a Sequence, while every worker is still starting, the trainer makes the
+    batches asked, so that ``fit``'s first steps never wait for the workers' imports).
+    ``timeout_s``: the longest wait for one batch.
+    ``ring_slots``/``memory_budget_bytes``/``cpu_budget_cores`` (the most cores
+    ``workers="auto"`` may give a Sequence's workers): see
     :class:`~stoke.executors.options.LoaderOptions`. float64 arrays are delivered as float32 (one
     warning), as stoke's pipelines do; ``keep_float64=True`` keeps them.
 

@@ -10,6 +10,7 @@ to :mod:`.keras_requests`.
 from __future__ import annotations
 
 import inspect
+import sys
 import threading
 import types
 import warnings
@@ -20,7 +21,12 @@ from stoke.accelerate.accelerated import Accelerated
 from stoke.accelerate.channel_loader import ChannelLoader
 from stoke.accelerate.generator_program import GeneratorProgram, accepted_names, replica_kwargs
 from stoke.accelerate.items import cast_float64, float64_message
-from stoke.accelerate.keras_requests import Answers, as_keras_batch, copy_batch
+from stoke.accelerate.keras_requests import (
+    KeptBatches,
+    KerasRequests,
+    as_keras_batch,
+    copy_batch,
+)
 from stoke.accelerate.streams import process_stream, round_robin_inline, thread_stream
 from stoke.data.pipeline import Pipeline
 from stoke.errors import StokeError, StokeWarning, UnpicklableError
@@ -132,7 +138,8 @@ class AcceleratedGenerator(Accelerated):
         self._stream: Iterator[Any] | None = None  # the current pass
         self._passes = 0
         self._lock = threading.RLock()
-        self._answers = Answers()
+        self._requests = KerasRequests()  # which of Keras' iterators asks (keras_requests)
+        self._kept = KeptBatches()  # the last items given, by item number
         self._items_given = 0
         self._closed = False
         self._copies_told = False  # each worker was sent its copy's index
@@ -178,6 +185,7 @@ class AcceleratedGenerator(Accelerated):
     def close(self) -> None:
         with self._lock:
             self._closed = True
+            self._requests.clear()
             self._stop_stream()
             if self._loader is not None:
                 self._loader.close()
@@ -192,28 +200,46 @@ class AcceleratedGenerator(Accelerated):
         return None if self.endless else self.steps_per_epoch
 
     def __getitem__(self, index: int) -> Any:
-        """What Keras calls: the next item of the running stream, whatever the index (see
-        :class:`Answers` for indices asked again)."""
+        """What Keras calls: the next item of the running stream, whatever the index. A new
+        iterator of Keras' (after the model's build took an item, say) is given again the
+        items an unfinished earlier one got, while they are kept; one that goes on after an
+        epoch's end (``fit(steps_per_epoch=k)``) goes on (see :mod:`.keras_requests`)."""
         index = int(index)
+        caller = sys._getframe(1)  # the iterator of Keras' that asks (its generator's frame)
         with self._lock:
-            key = self._answers.lookup(index)
-            if key is not None:
-                batch = self._answers.batch(key)
+            stream, new = self._requests.stream(caller, index)
+            if new:
+                stream.base = self._first_item_for(stream.previous)
+            position = stream.asked_before(index)
+            if position is None:
+                position = stream.take(index, self._requests.epoch_ends)
+            key = stream.base + position
+            if key < self._items_given:
+                batch = self._kept.get(key)
                 if batch is not None:
                     return batch
+                stream.base = self._items_given - position  # no longer kept: a new item
             batch = as_keras_batch(self._next_item())
-            self._answers.record(index, self._items_given, batch)
+            self._kept.put(self._items_given, batch)
             self._items_given += 1
             return batch
+
+    def _first_item_for(self, previous) -> int:
+        """Where a new Keras iterator starts: at the first item of the one before it if that
+        one stopped early (the model's build) and its items are still kept, else at a new item."""
+        steps = self.steps_per_epoch
+        if previous is None or (steps is not None and previous.next_position >= steps):
+            return self._items_given
+        if self._items_given - previous.base > KeptBatches.KEEP:
+            return self._items_given
+        return previous.base
 
     def on_epoch_begin(self) -> None:
         pass
 
     def on_epoch_end(self) -> None:
         with self._lock:
-            steps = self.steps_per_epoch
-            self._answers.next_epoch(carry_over=steps is not None
-                                     and self._answers.answered() < steps, length=steps)
+            self._requests.epoch_ended()
 
     def _next_item(self) -> Any:
         if self._stream is None:

@@ -1,13 +1,29 @@
-"""How both accelerated kinds answer Keras' ``__getitem__`` requests: which batch each
-index gets (:class:`Answers`, for indices asked again and epochs ended early), and the
-batch as Keras takes it (:func:`copy_batch`: a copy, lists as tuples).
+"""How both accelerated kinds answer Keras' ``__getitem__`` requests: which of Keras'
+iterators asks (:class:`KerasRequests`, :class:`KerasStream`), the batches kept to answer
+again (:class:`KeptBatches`), and the batch as Keras takes it (:func:`copy_batch`: a copy,
+lists as tuples).
 
-The batches themselves come from :mod:`.sequence` and :mod:`.generator`.
+Keras reads a ``PyDataset`` through iterators it makes: a generator of its PyDataset
+adapter asks ``dataset[i]`` for each index of its order (in the trainer's thread, or in
+``tf.data``'s threads on TensorFlow). A new iterator means Keras starts over: the model's
+build (one batch), each epoch, each evaluation. With ``fit(steps_per_epoch=k)``, Keras keeps
+*one* iterator across epochs (``keras/src/trainers/epoch_iterator.py``) and continues it
+after each epoch's end, until it has asked every index. TensorFlow's signature probe asks
+the first batches directly, outside any iterator.
+
+So each request is put to the iterator that made it: the caller's frame (a generator's
+frame lives as long as the generator, and is the same in every thread that runs it). Its
+requests are a stream: the n-th new index it asks gets the n-th batch of the stream's
+order, whatever the index; an index asked again gets the same batch again, unless an epoch
+ended since (a caller that is not Keras' iterator, asking a new pass from the start). No
+guess from indices or timing: a continued stream goes on, a new one starts from the first
+batch. The batches themselves come from :mod:`.sequence` and :mod:`.generator`.
 """
 
 from __future__ import annotations
 
 import collections
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -15,75 +31,90 @@ import numpy as np
 from stoke.data.structure import flatten, unflatten
 
 
-class Answers:
-    """Which batch each of Keras' requests got, for the Keras face of both kinds.
+class KerasStream:
+    """The requests of one of Keras' iterators: ``position(index)`` is the place in the
+    stream's order of the batch that index gets. ``reads``: what the owner serves it from
+    (a pass of a Sequence); ``base``: the first item number it gets (a generator)."""
 
-    Keras may ask for an index twice (TensorFlow's signature probe asks for the first two
-    before the epoch asks again), and may end an epoch early, after one batch to build the
-    model, then start over, with indices in a shuffled order. A batch already handed out is
-    therefore handed out again: to the same index within the epoch, and to the first new
-    indices of the next epoch, in the order it was first given. So every batch is trained on,
-    once an epoch, in the stream's order, whatever indices Keras asks for. Batches are keys
-    (a position in the pass, or an item number); the last few are kept to answer again.
+    def __init__(self, previous: KerasStream | None) -> None:
+        self.previous = previous  # the stream asked before this one, when this one began
+        self.positions: dict[int, tuple[int, int]] = {}  # index -> (position, epoch ends)
+        self.next_position = 0
+        self.reads: Any = None
+        self.base = 0
 
-    With ``fit(steps_per_epoch=k)`` Keras ends each epoch after k batches and *continues*
-    its stream in the next one (indices it has not asked yet): then nothing is given again.
-    Keras is taken to start over when it asks an index it already asked in this pass, or
-    when the epoch that ended took at most :attr:`PROBE` batches (a build or a probe).
-    """
+    def asked_before(self, index: int) -> int | None:
+        """The position this index got already, or None."""
+        got = self.positions.get(index)
+        return None if got is None else got[0]
 
-    KEEP = 8
-    PROBE = 2
+    def restart(self) -> None:
+        """Start the stream over (it asked more new indices than its order has)."""
+        self.positions.clear()
+        self.next_position = 0
+
+    def take(self, index: int, epoch_ends: int) -> int:
+        """The position of a new index: the stream's next."""
+        position = self.next_position
+        self.positions[index] = (position, epoch_ends)
+        self.next_position += 1
+        return position
+
+
+class KerasRequests:
+    """Which stream each request belongs to: one :class:`KerasStream` per asking frame (the
+    last :attr:`STREAMS` are kept; their frames are held so that a new one never takes an
+    old one's identity)."""
+
+    STREAMS = 4
 
     def __init__(self) -> None:
-        self.by_index: dict[int, int] = {}
-        self.carry: collections.deque[int] = collections.deque()
-        self.asked: set[int] = set()  # indices asked in earlier epochs of this pass
-        self.probe_ended = False  # the last epoch took at most PROBE batches
+        self.streams: collections.OrderedDict[FrameType, KerasStream] = collections.OrderedDict()
+        self.epoch_ends = 0
+
+    def stream(self, caller: FrameType, index: int) -> tuple[KerasStream, bool]:
+        """The stream of a request made from ``caller``, and whether it is a new one."""
+        stream = self.streams.get(caller)
+        if stream is not None:
+            got = stream.positions.get(index)
+            if got is None or got[1] == self.epoch_ends:
+                self.streams.move_to_end(caller)
+                return stream, False
+            del self.streams[caller]  # asked again after an epoch's end: a new pass
+        previous = next(reversed(self.streams.values()), None)
+        if previous is not None:
+            previous.previous = None  # one stream back is all a new one needs
+        stream = self.streams[caller] = KerasStream(previous)
+        while len(self.streams) > self.STREAMS:
+            self.streams.popitem(last=False)
+        return stream, True
+
+    def epoch_ended(self) -> None:
+        self.epoch_ends += 1
+
+    def clear(self) -> None:
+        self.streams.clear()
+
+
+class KeptBatches:
+    """The last :attr:`KEEP` batches handed to Keras, by key, to answer again."""
+
+    KEEP = 8
+
+    def __init__(self) -> None:
         self.batches: collections.OrderedDict[int, Any] = collections.OrderedDict()
 
-    def lookup(self, index: int) -> int | None:
-        """The key this index gets again, or None for a new batch."""
-        if index in self.by_index:
-            return self.by_index[index]
-        if self.carry and not self.probe_ended and index not in self.asked:
-            self.carry.clear()  # Keras continues its stream (steps_per_epoch): go on
-        if self.carry:
-            key = self.by_index[index] = self.carry.popleft()
-            return key
-        return None
-
-    def batch(self, key: int) -> Any:
+    def get(self, key: int) -> Any:
         """The batch of ``key`` if it is still kept, else None."""
         if key in self.batches:
             self.batches.move_to_end(key)
             return self.batches[key]
         return None
 
-    def record(self, index: int, key: int, batch: Any) -> None:
-        self.by_index[index] = key
+    def put(self, key: int, batch: Any) -> None:
         self.batches[key] = batch
         while len(self.batches) > self.KEEP:
             self.batches.popitem(last=False)
-
-    def answered(self) -> int:
-        return len(self.by_index)
-
-    def next_epoch(self, carry_over: bool, length: int | None = None) -> None:
-        """A new epoch of requests: the batches of this one are given again first (an
-        epoch that ended early), or forgotten. ``length``: Keras' number of indices; once
-        every one was asked, Keras' stream is over and the next one starts afresh."""
-        if carry_over and length is not None and len(self.asked | self.by_index.keys()) >= length:
-            carry_over = False
-        if carry_over:
-            self.carry = collections.deque(sorted({*self.by_index.values(), *self.carry}))
-            self.probe_ended = len(self.by_index) <= self.PROBE
-            self.asked.update(self.by_index)
-        else:
-            self.carry.clear()
-            self.batches.clear()
-            self.asked.clear()
-        self.by_index = {}
 
 
 def copy_batch(batch: Any) -> Any:

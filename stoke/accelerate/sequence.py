@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import random
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
@@ -25,17 +26,19 @@ from stoke.accelerate.channel_loader import ChannelLoader
 from stoke.accelerate.items import (
     ROWS_MISFIT,
     ItemLayout,
+    cast_float64,
     cut_rows,
     describe_layout,
     item_arrays,
     shape_item,
 )
 from stoke.accelerate.keras_base import detached_copy
-from stoke.accelerate.keras_requests import Answers, copy_batch
+from stoke.accelerate.keras_requests import KeptBatches, KerasRequests, KerasStream, copy_batch
 from stoke.accelerate.updates import fingerprints, pickled_state
 from stoke.data.pipeline import Pipeline
+from stoke.data.plan import IteratorState
 from stoke.data.program import sample_error
-from stoke.data.structure import DtypePolicy
+from stoke.data.structure import DtypePolicy, unflatten
 from stoke.errors import StokeError, StokeWarning
 from stoke.executors.options import LoaderOptions
 
@@ -91,16 +94,18 @@ def _rebuild_item_program(dataset: Any, seed: int, template: ItemLayout | None,
 
 
 class _Pass:
-    """One pass over a Sequence: its batch iterator, the item order, and the answers given
-    to Keras' requests (keys are positions in the pass)."""
+    """One pass over a Sequence: its batch iterator, the item order, and the batches kept to
+    answer Keras again (keys are positions in the pass). A pass begun at ``first`` (a Keras
+    stream that goes on after the dataset's state changed) delivers the positions from there."""
 
-    def __init__(self, epoch: int, batches, order: np.ndarray) -> None:
+    def __init__(self, epoch: int, batches, order: np.ndarray, first: int = 0) -> None:
         self.epoch = epoch
         self.batches = batches
         self.order = order
-        self.delivered = 0
+        self.first = first
+        self.delivered = first
         self.complete = False
-        self.answers = Answers()
+        self.kept = KeptBatches()
 
     def close(self) -> None:
         if self.batches is not None:
@@ -130,12 +135,16 @@ class AcceleratedSequence(Accelerated):
         if not isinstance(length, int) or length < 0:
             raise TypeError(f"len() of the dataset must be an int >= 0. Received: {length!r}")
         self._options = LoaderOptions(workers=workers, executor=executor, **(options or {}))
+        # executor="auto": while every worker still starts, the trainer makes the batches
+        # asked (see _made_while_workers_start); "process": every batch in a worker
+        self._start_in_trainer = executor == "auto"
         self._loader: ChannelLoader | None = None
         self._pass: _Pass | None = None
         self._workers_state: dict[str, bytes] | None = None  # what process workers hold
         self._hooks_called = False
         self._warned_misfit = False
         self._template: ItemLayout | None = None
+        self._requests = KerasRequests()  # which of Keras' iterators asks (keras_requests)
         self._lock = threading.RLock()
         self._closed = False
         # the workers start now, loading the dataset (and what it imports: Keras, say) while
@@ -176,6 +185,7 @@ class AcceleratedSequence(Accelerated):
         """Stop the workers and free the ring. Safe to call twice."""
         with self._lock:
             self._closed = True
+            self._requests.clear()
             if self._pass is not None:
                 self._pass.close()
                 self._pass = None
@@ -206,34 +216,80 @@ class AcceleratedSequence(Accelerated):
 
     # -- Keras' PyDataset protocol ----------------------------------------------------------
     def __getitem__(self, index: int) -> Any:
-        """What Keras calls: each index asked for in a pass gets the next batch of the pass,
-        in the pass's order, whatever the index (see :class:`Answers`)."""
+        """What Keras calls: the n-th new index one of Keras' iterators asks gets the n-th
+        batch of the pass it reads, in the pass's order, whatever the index; an iterator
+        that goes on after an epoch's end (``fit(steps_per_epoch=k)``) goes on in its pass
+        (see :mod:`.keras_requests`)."""
         if not isinstance(index, (int, np.integer)):
             raise TypeError(f"batch index must be an int. Received: {index!r}")
         index = int(index)
         if not 0 <= index < len(self.dataset):
             raise IndexError(f"batch index {index} out of range for {len(self.dataset)} batches")
+        caller = sys._getframe(1)  # the iterator of Keras' that asks (its generator's frame)
         with self._lock:
-            current = self._pass or self._open_pass()
-            if self._random_at_epoch_begin is not None:
-                current = self._follow_keras_order(index, current)
-            position = current.answers.lookup(index)
-            if position is not None:
-                batch = current.answers.batch(position)
-                if batch is None:  # no longer kept: make it again here
-                    batch = copy_batch(self.dataset[int(current.order[position])])
-                return batch
+            stream, new = self._requests.stream(caller, index)
+            snapshot, self._random_at_epoch_begin = self._random_at_epoch_begin, None
+            if not new:
+                position = stream.asked_before(index)
+                if position is not None:
+                    return self._again(stream.reads, position)
+                current = self._pass_going_on(stream, index, snapshot)
+            else:
+                current = self._pass_for_new_stream(stream, index, snapshot)
+            position = stream.take(index, self._requests.epoch_ends)
+            if position < current.delivered:  # given to an earlier stream of this pass
+                return self._again(current, position)
             got = self._next()
-            if got is None:  # every batch of this pass was given: a new pass
-                self._end_pass(call_hook=False)
-                current = self._open_pass()
-                got = self._next()
-                if got is None:
-                    raise IndexError("the dataset has no batches")
+            if got is None:
+                raise IndexError(f"the pass has no batch {position}: the dataset has "
+                                 f"{len(self.dataset)} batches now")
             batch, position = got
             batch = copy_batch(batch)
-            current.answers.record(index, position, batch)
+            current.kept.put(position, batch)
             return batch
+
+    def _again(self, current: _Pass, position: int) -> Any:
+        """The batch at ``position`` of a pass, given once already: kept, or made again
+        here (in the trainer, with the dataset as it is now)."""
+        batch = current.kept.get(position)
+        if batch is None:
+            batch = copy_batch(self.dataset[int(current.order[position])])
+        return batch
+
+    def _pass_for_new_stream(self, stream: KerasStream, index: int, snapshot: Any) -> _Pass:
+        """Keras started over (a new iterator): the stream reads the open pass from its
+        first batch (batches given already are given again), in Keras' order."""
+        current = self._pass or self._open_pass()
+        if snapshot is not None:
+            current = self._follow_keras_order(index, current, snapshot)
+        if current.first or current.complete:  # it cannot give its first batches again
+            self._abandon_pass()
+            current = self._open_pass()
+        stream.reads = current
+        return current
+
+    def _pass_going_on(self, stream: KerasStream, index: int, snapshot: Any) -> _Pass:
+        """Keras continues an iterator (``fit(steps_per_epoch=k)``): the next batch of its
+        pass. When that pass was dropped (the dataset's state changed at an epoch's end),
+        a pass of the same order begins at the stream's next position, so that Keras gets
+        the batches its own adapter would: the next indices, with the dataset as it is now."""
+        previous = stream.reads
+        if stream.next_position >= len(previous.order) or (
+                self._pass is not previous and len(self.dataset) != len(previous.order)):
+            # nothing left of its order (or the dataset's length changed): start over
+            stream.restart()
+            return self._pass_for_new_stream(stream, index, snapshot)
+        if self._pass is previous:
+            return previous
+        if self._pass is not None:
+            self._abandon_pass()
+        loader = self._get_loader()
+        order = tuple(int(i) for i in previous.order)
+        if tuple(loader.plan.order(previous.epoch).tolist()) != order:
+            loader.plan = dataclasses.replace(loader.plan, fixed_order=order)
+        self.epoch = previous.epoch
+        stream.reads = self._open_pass(keep_order=True, first=stream.next_position)
+        return stream.reads
 
     def on_epoch_begin(self) -> None:
         with self._lock:
@@ -244,17 +300,18 @@ class AcceleratedSequence(Accelerated):
 
     def on_epoch_end(self) -> None:
         with self._lock:
+            self._requests.epoch_ended()
             self._end_pass(call_hook=True, prefetch_next=True)
 
     # -- Keras' order ---------------------------------------------------------------------------
-    def _follow_keras_order(self, index: int, current: _Pass) -> _Pass:
+    def _follow_keras_order(self, index: int, current: _Pass, snapshot: Any) -> _Pass:
         """At the first request of a Keras epoch: is fit shuffling (its default), and in
         which order? Keras draws its permutation from Python's ``random`` just after
         ``on_epoch_begin``; the same draw on a copy of that state predicts it, and the first
         index asked confirms it. Then the pass is (re)opened in that order, so the model
         sees the batches in the order Keras itself would give. With ``shuffle`` given to
-        ``accelerate``, that choice stands."""
-        snapshot, self._random_at_epoch_begin = self._random_at_epoch_begin, None
+        ``accelerate``, that choice stands. Only a new iterator of Keras' draws an order
+        (``snapshot``: Python's random state at ``on_epoch_begin``)."""
         if self.shuffle is not None:
             return current
         predicted = keras_permutation(snapshot, len(self.dataset))
@@ -297,10 +354,11 @@ class AcceleratedSequence(Accelerated):
         self._template = self._loader.template()
         self._loader.send({"template": self._template}, what="the batch layout")
 
-    def _open_pass(self, keep_order: bool = False) -> _Pass:
+    def _open_pass(self, keep_order: bool = False, first: int = 0) -> _Pass:
+        """Open the next pass (from position ``first``); its batches are made by the
+        workers, or, while they are still starting, in the trainer (see :meth:`_next`)."""
         loader = self._get_loader()
-        loader.pool  # start the workers with the dataset as it is now  # noqa: B018
-        self._sync_state()
+        loader.start()  # (when closed before: the error says so)
         length = len(self.dataset)
         if length != loader.plan.length:  # Keras reads len() again every epoch; so do we
             loader.plan = dataclasses.replace(loader.plan, length=length, fixed_order=None)
@@ -309,9 +367,41 @@ class AcceleratedSequence(Accelerated):
             # from Python's random now; checked again at the epoch's first request
             order = tuple(keras_permutation(random.getstate(), length))
             loader.plan = dataclasses.replace(loader.plan, fixed_order=order)
-        batches = loader.iter(epoch=self.epoch)
-        self._pass = _Pass(self.epoch, batches, loader.plan.order(self.epoch))
+        self._pass = _Pass(self.epoch, None, loader.plan.order(self.epoch), first)
+        if not self._start_in_trainer or loader.workers_up():
+            self._start_in_workers(self._pass)
         return self._pass
+
+    def _start_in_workers(self, current: _Pass) -> None:
+        """The workers make the rest of the pass, from its next position."""
+        loader = self._get_loader()
+        loader.pool  # the workers are up; with the dataset as it is now  # noqa: B018
+        self._sync_state()
+        current.batches = loader.iter(state=IteratorState(epoch=current.epoch,
+                                                          chunk=current.delivered))
+
+    def _made_while_workers_start(self, index: int) -> Any:
+        """Batch ``index`` made in the trainer, as a worker would deliver it (float64 as
+        float32 unless kept), while every worker still loads the dataset (and what it
+        imports): the trainer has all of that already, so ``fit``'s first steps need not
+        wait for the workers' start-up. Python's and numpy's global random states are
+        left as they were: when the workers come up changes nothing the trainer draws."""
+        python_random, numpy_random = random.getstate(), np.random.get_state()
+        try:
+            item = self.dataset[index]
+        except Exception as exc:  # noqa: BLE001 - re-raised with where it happened
+            raise sample_error(index, f"{type(self.dataset).__name__}.__getitem__",
+                               exc) from exc
+        finally:
+            random.setstate(python_random)
+            np.random.set_state(numpy_random)
+        treedef, arrays = item_arrays(item, f"batch {index} of {type(self.dataset).__name__}")
+        item = unflatten(treedef, arrays)
+        if not self.keep_float64:
+            item, cast = cast_float64(item)
+            if cast:
+                self._loader.warn_float64([f"[0]{path}" for path in cast])
+        return item
 
     def _next(self) -> tuple[Any, int] | None:
         """The next batch of the open pass and its position, or None at its end."""
@@ -319,6 +409,11 @@ class AcceleratedSequence(Accelerated):
         if current.complete:
             return None
         try:
+            if current.batches is None:
+                if self._start_in_trainer and not self._loader.workers_up():
+                    return self._deliver(current, self._made_while_workers_start(
+                        int(current.order[current.delivered])))
+                self._start_in_workers(current)
             sample = next(current.batches)
         except StopIteration:
             current.complete = True
@@ -328,9 +423,11 @@ class AcceleratedSequence(Accelerated):
             current.close()
             self._pass = None
             raise
+        return self._deliver(current, self._unwrap(sample, int(current.order[current.delivered])))
+
+    def _deliver(self, current: _Pass, batch: Any) -> tuple[Any, int]:
         position = current.delivered
         current.delivered += 1
-        batch = self._unwrap(sample, int(current.order[position]))
         if current.delivered == len(current.order):
             # the last batch: the pass is complete now, not when someone asks past its end
             # (its slot stays valid until the next pass submits work, after the next request)
@@ -374,8 +471,6 @@ class AcceleratedSequence(Accelerated):
             current.close()
             self._pass = None
             self.epoch += 1
-        elif current is not None:
-            current.answers.next_epoch(carry_over=True)
         if call_hook:
             self._call_hook("on_epoch_end")
         if (prefetch_next and self._pass is None and not self._closed

@@ -302,6 +302,15 @@ class ProcessPool:
         """Has every live worker loaded the program?"""
         return all(w.ready and w.init_done for w in self._workers)
 
+    def first_ready(self) -> bool:
+        """Without waiting: has one worker loaded the program (and got its start-up)? Reads
+        the start-up answers that already came; a start-up error raises, as in
+        :meth:`wait_ready`."""
+        starting = {w.conn: w for w in self._workers if not w.ready}
+        for conn in wait(list(starting), timeout=0):
+            self._receive(starting[conn])
+        return any(w.ready and w.init_done for w in self._workers)
+
     def worker_pids(self) -> list[int]:
         return [w.process.pid for w in (*self._workers, *self._retiring) if not w.stopped]
 

@@ -235,17 +235,25 @@ class SlotScheduler:
         float64 fields became float32 (see :attr:`on_float64`)."""
         if result.error is not None:
             self.fail(result.error)
-        if result.cast_paths and not self._warned_float64:
-            self._warned_float64 = True
-            if self.on_float64 is not None:
-                self.on_float64(list(result.cast_paths))
-            else:
-                warnings.warn(
-                    f"stoke: float64 field(s) {', '.join(result.cast_paths)} are delivered "
-                    "as float32 (accelerators train in float32). Pass "
-                    ".batch(..., keep_float64=True) to keep float64.", StokeWarning,
-                    stacklevel=4)
+        if result.cast_paths:
+            self.say_float64(list(result.cast_paths), stacklevel=5)
         return result
+
+    def say_float64(self, paths: list[str], stacklevel: int = 4) -> None:
+        """Say once per loader that the float64 fields ``paths`` are delivered as float32
+        (through :attr:`on_float64` when set): for batches the workers made, and for any
+        the caller made itself."""
+        if self._warned_float64:
+            return
+        self._warned_float64 = True
+        if self.on_float64 is not None:
+            self.on_float64(paths)
+        else:
+            warnings.warn(
+                f"stoke: float64 field(s) {', '.join(paths)} are delivered "
+                "as float32 (accelerators train in float32). Pass "
+                ".batch(..., keep_float64=True) to keep float64.", StokeWarning,
+                stacklevel=stacklevel)
 
     def abandon_task(self, task_id: int, slot: int) -> None:
         """An abandoned task: its slot comes back when its result does (or now, when the

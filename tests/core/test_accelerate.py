@@ -38,6 +38,18 @@ def _copies(batches):
     return [_copy(b) for b in batches]
 
 
+def _keras_iterator(acc, indices):
+    """What one of Keras' iterators does: ask each index in turn, from its own generator
+    (stoke tells Keras' iterators apart by the generator that asks)."""
+    for index in indices:
+        yield acc[index]
+
+
+def _asked(acc, indices):
+    """Copies of the batches one new Keras iterator gets for ``indices``."""
+    return [_copy(b) for b in _keras_iterator(acc, indices)]
+
+
 def _copy(batch):
     if isinstance(batch, dict):
         return {k: _copy(v) for k, v in batch.items()}
@@ -350,9 +362,9 @@ def test_keras_protocol_answers_each_index_once_per_pass():
     with accelerate(ShufflingSequence(), workers=2) as acc:
         probe_0, probe_1 = _copy(acc[0]), _copy(acc[1])  # TF's signature probe
         acc.on_epoch_begin()
-        first = [_copy(acc[i]) for i in [0, 1, 5, 2, 3, 4]]
+        first = _asked(acc, [0, 1, 5, 2, 3, 4])
         acc.on_epoch_end()
-        second = [_copy(acc[i]) for i in range(6)]
+        second = _asked(acc, range(6))
         acc.on_epoch_end()
     _same([probe_0, probe_1], expected[0][:2])
     _same(first, expected[0])  # batches in the pass's order, whatever index Keras asked
@@ -370,7 +382,7 @@ def test_keras_protocol_without_epoch_hooks_keeps_every_batch_in_the_workers():
         epochs = []
         for _ in range(3):
             acc.on_epoch_begin()
-            epochs.append([_copy(acc[i]) for i in np.random.default_rng(0).permutation(12)])
+            epochs.append(_asked(acc, np.random.default_rng(0).permutation(12)))
             acc.on_epoch_end()
     orders = [[int(y[0]) for _, y in batches] for batches in epochs]
     for order, batches in zip(orders, epochs, strict=True):
@@ -384,11 +396,11 @@ def test_state_changed_between_epochs_by_a_callback_reaches_the_workers():
     callback, say) is still seen: the early work is dropped when the epoch begins."""
     with accelerate(ShufflingSequence(), workers=2, executor="process") as acc:
         acc.on_epoch_begin()
-        [_copy(acc[i]) for i in range(6)]
+        _asked(acc, range(6))
         acc.on_epoch_end()  # the next pass is being made now
         acc.dataset.indexes[:] = np.arange(22)[::-1]  # a callback's curriculum step
         acc.on_epoch_begin()
-        got = [_copy(acc[i]) for i in range(2)]
+        got = _asked(acc, range(2))
         acc.on_epoch_end()
     assert [y.tolist() for _, y in got] == [[21, 20, 19, 18], [17, 16, 15, 14]]
 
@@ -400,7 +412,7 @@ def test_keras_build_probe_then_on_epoch_end_restarts_with_the_new_state():
         _copy(acc[0])  # Keras builds the model from one batch, then ends the "epoch"
         acc.on_epoch_end()
         acc.on_epoch_begin()
-        got = [_copy(acc[i]) for i in range(6)]
+        got = _asked(acc, range(6))
         acc.on_epoch_end()
     _same(got, expected[1])
 
@@ -545,8 +557,8 @@ def test_generator_keras_protocol_continues_one_stream():
         assert acc.num_batches == 4
         probe = int(acc[0][1])
         acc.on_epoch_end()  # Keras built the model from one item: not a full epoch
-        first = [int(acc[i][1]) for i in range(4)]
+        first = [int(b[1]) for b in _keras_iterator(acc, range(4))]
         acc.on_epoch_end()
-        second = [int(acc[i][1]) for i in range(4)]
+        second = [int(b[1]) for b in _keras_iterator(acc, range(4))]
         acc.on_epoch_end()
     assert probe == 0 and first == [0, 1, 2, 3] and second == [4, 5, 6, 7]

@@ -269,3 +269,82 @@ def test_accelerate_auto_is_tuned_and_workers_added_later_hold_the_same_state():
         assert len(used) == 4  # two workers were added along the way
     finally:
         acc.close()
+
+
+# -- the trainer makes the first batches while every worker still starts --------------------
+class GatedSequence:
+    """Batch i holds i + offset and the pid that made it. A worker copy loads only once the
+    ``gate`` file exists (a worker still importing, held as long as the test wants);
+    ``__getitem__`` draws from numpy's global random (the trainer's must stay as it was);
+    ``on_epoch_end`` changes the offset (the change must reach the workers when they come)."""
+
+    def __init__(self, gate: str, batches: int = 6) -> None:
+        self.gate = gate
+        self.batches = batches
+        self.offset = 0
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def __getitem__(self, index: int):
+        import os
+
+        np.random.random()
+        return (np.full((2, 1), index + self.offset, np.float64),
+                np.full(2, os.getpid(), np.int64))
+
+    def on_epoch_end(self) -> None:
+        self.offset += 100
+
+    def __setstate__(self, state):
+        import os
+
+        deadline = time.monotonic() + 60
+        while not os.path.exists(state["gate"]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.__dict__.update(state)
+
+
+def _keras_iterator(acc, indices):
+    for index in indices:
+        yield acc[index]
+
+
+def test_auto_serves_the_first_batches_from_the_trainer_while_the_workers_start(tmp_path):
+    import os
+
+    gate = tmp_path / "gate"
+    acc = stoke.accelerate(GatedSequence(str(gate)), workers=2)  # executor="auto"
+    try:
+        numpy_state = np.random.get_state()[1].copy()
+        stream = _keras_iterator(acc, range(6))
+        with pytest.warns(stoke.StokeWarning, match="float64"):
+            early = [next(stream) for _ in range(2)]  # no worker is up: the trainer makes them
+        np.testing.assert_array_equal(np.random.get_state()[1], numpy_state)
+        assert [int(y[0]) for _, y in early] == [os.getpid()] * 2
+        assert all(x.dtype == np.float32 for x, _ in early)  # as the workers deliver them
+        gate.touch()
+        assert _wait_for(lambda: acc._get_loader().workers_up())
+        late = list(stream)
+        assert os.getpid() not in {int(y[0]) for _, y in late}  # the workers go on
+        assert [int(x[0, 0]) for x, _ in early + late] == list(range(6))  # once, in order
+        acc.on_epoch_end()  # the state the workers must get
+        following = [(int(x[0, 0]), int(y[0])) for x, y in _keras_iterator(acc, range(6))]
+        assert [x for x, _ in following] == [100 + i for i in range(6)]
+        assert os.getpid() not in {pid for _, pid in following}
+    finally:
+        acc.close()
+
+
+def test_process_executor_makes_every_batch_in_a_worker(tmp_path):
+    import os
+    import threading
+
+    gate = tmp_path / "gate"
+    acc = stoke.accelerate(GatedSequence(str(gate)), workers=1, executor="process")
+    try:
+        threading.Timer(0.5, gate.touch).start()
+        got = [int(y[0]) for _, y in _keras_iterator(acc, range(6))]
+        assert os.getpid() not in got
+    finally:
+        acc.close()
