@@ -103,14 +103,7 @@ def test_stoke_run_trains_on_keras_batches(script, corpus_runs):
         assert trained.split()[1] == keras_own.split()[1], (trained, keras_own)
 
 
-DOCTOR_CALLBACK_BUG = pytest.mark.xfail(
-    reason="the doctor's input-free window calls the script's on_train_batch_end callbacks "
-           "(200 calls more; issue 14's area)", strict=False)
-
-
-@pytest.mark.parametrize("script", [
-    pytest.param(s, marks=DOCTOR_CALLBACK_BUG) if s == "tf_fit_workers.py" else s
-    for s in SCRIPTS])
+@pytest.mark.parametrize("script", SCRIPTS)
 def test_stoke_doctor_runs_the_script(script, corpus_runs):
     runs, folder = corpus_runs
     _trained(runs["doctor", script])
