@@ -5,6 +5,6 @@
   every loop that reads the ring uses its public methods (also ``stoke.accelerate``);
 - :mod:`.iterator`: :class:`~.iterator.BatchIterator`, epochs of a plan in plan order;
 - :mod:`.rebatch`: full batches from the chunks of a filtered pipeline;
-- :mod:`.loader`: :class:`~.loader.Loader` (workers and ring for a pipeline's life), its
-  options and the pool they choose.
+- :mod:`.loader`: :class:`~.loader.Loader` (workers and ring for a pipeline's life); which
+  pool its options get is :mod:`stoke.executors.choose`'s.
 """
