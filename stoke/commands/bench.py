@@ -356,6 +356,7 @@ def main(args: argparse.Namespace) -> int:
         record = {"schema": SCHEMA, "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
                   "pipeline": what, "cores": cores, "seconds": seconds, "warmup_s": warmup,
                   "rows": [asdict(r) for r in results], "verdict": verdict}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(record, indent=2, default=str))
         out.print(f"results written to {args.json}")
     return 0 if any(r.samples_per_s for r in results) else 1

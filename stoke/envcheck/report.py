@@ -122,6 +122,7 @@ def main(args: argparse.Namespace) -> int:
     else:
         render(facts, checks)
         if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
             print(f"wrote {args.json}")
     return 1 if any(c.status == FAIL for c in checks) else 0

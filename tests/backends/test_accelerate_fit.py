@@ -137,3 +137,30 @@ def test_shim_routes_keras2_arguments_and_generators(capsys):
     assert "workers=4" in err and "test_accelerate_fit.py" in err
     with pytest.raises(TypeError, match="workers"):
         model.fit(ShufflingSequence(), epochs=1, verbose=0, workers=4)
+
+
+class FailsAtSix(keras.utils.PyDataset):
+    """A loader whose batch 6 cannot be read (a missing file)."""
+
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, index):
+        if index == 6:
+            raise KeyError("missing image 6.jpg")
+        return np.zeros((4, 3), "float32"), np.zeros((4, 1), "float32")
+
+
+def test_fit_on_a_failing_accelerated_sequence_names_the_batch_and_the_error():
+    import stoke
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    with accelerate(FailsAtSix(), workers=2) as accelerated:
+        with pytest.raises(Exception, match="sample 6 failed in FailsAtSix.__getitem__") as info:
+            model.fit(accelerated, epochs=1, verbose=0, shuffle=False)
+    assert "KeyError: 'missing image 6.jpg'" in str(info.value)
+    # TensorFlow wraps errors raised inside tf.data in its own type (UnknownError); the
+    # message stays. The other backends give the SampleError itself.
+    if keras.backend.backend() != "tensorflow":
+        assert isinstance(info.value, stoke.SampleError) and info.value.index == 6

@@ -412,3 +412,39 @@ def test_stoke_doctor_reports_a_crash_in_a_pydataset_worker_process():
     assert facts.use_multiprocessing is True
     assert facts.producer == "worker-processes"
     assert facts.main_thread is False
+
+
+def test_stoke_doctor_writes_reports_into_folders_it_makes(tmp_path, monkeypatch):
+    """`--json reports/run1/doctor.json` as users type it: the folders do not exist yet."""
+    for name, value in CHILD_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    out = tmp_path / "reports" / "run1"
+    args = parser.parse_args([
+        "--steps", "6", "--no-probes",
+        "--json", str(out / "doctor.json"), "--html", str(out / "html" / "doctor.html"),
+        "--record", str(out / "raw" / "record.json"),
+        "--", "python", str(SCRIPTS / "doctor_generator.py"), "--load-ms", "5", "--epochs", "100",
+    ])
+    assert cli.main(args) == 0
+    report = json.loads((out / "doctor.json").read_text())
+    assert report["verdict"] and report["findings"]
+    assert "<html" in (out / "html" / "doctor.html").read_text().lower()
+    assert RunRecord.load(out / "raw" / "record.json").steps
+    assert not (tmp_path / "stoke-doctor-record.json").exists()
+
+
+def test_stoke_doctor_refuses_a_report_path_it_cannot_write_before_the_run(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("")
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args([
+        "--json", str(tmp_path / "a_file" / "doctor.json"),
+        "--", "python", str(SCRIPTS / "doctor_generator.py"), "--epochs", "100",
+    ])
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "a_file" in err and "--json" in err
+    assert "Epoch" not in err  # the script never ran

@@ -562,3 +562,41 @@ def test_generator_keras_protocol_continues_one_stream():
         second = [int(b[1]) for b in _keras_iterator(acc, range(4))]
         acc.on_epoch_end()
     assert probe == 0 and first == [0, 1, 2, 3] and second == [4, 5, 6, 7]
+
+
+class KilledAtFive:
+    """A Sequence whose worker dies (SIGKILL, as the out-of-memory killer does) on batch 5."""
+
+    def __init__(self):
+        self.trainer = os.getpid()
+
+    def __len__(self):
+        return 12
+
+    def __getitem__(self, index):
+        if index == 5 and os.getpid() != self.trainer:
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+        return np.full((2, 2), index, np.float32)
+
+
+def killed_at_three(trainer):
+    import signal
+
+    for index in range(1000):
+        if index == 3 and os.getpid() != trainer:
+            os.kill(os.getpid(), signal.SIGKILL)
+        yield np.full((2, 2), index, np.float32)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("make", ["sequence", "generator"])
+def test_a_killed_worker_is_worker_died_error_not_a_hang(make):
+    from stoke.errors import WorkerDiedError
+
+    acc = accelerate(KilledAtFive(), workers=2, executor="process") if make == "sequence" \
+        else accelerate(killed_at_three, os.getpid(), executor="process")
+    with acc:
+        with pytest.raises(WorkerDiedError, match="killed by signal SIGKILL"):
+            list(acc.iter())

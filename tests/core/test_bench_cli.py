@@ -78,3 +78,12 @@ def test_an_object_that_is_not_a_pipeline_says_what_it_is():
     run = bench("tests.core.test_bench_cli:ROOT", "--quick")
     assert run.returncode == 2
     assert "not a stoke Pipeline" in run.stderr
+
+
+def test_json_into_a_folder_that_does_not_exist_yet(tmp_path):
+    record = tmp_path / "results" / "today" / "bench.json"
+    run = bench("tests.core.test_bench_cli:small_pipeline", "--quick", "--executors", "thread",
+                "--workers", "1", "--no-auto", "--seconds", "0.2", "--warmup", "0.05",
+                "--json", str(record))
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(record.read_text())["schema"] == "stoke.bench/1"

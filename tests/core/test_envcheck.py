@@ -971,3 +971,11 @@ def test_json_without_a_path_prints_to_stdout():
     assert payload["schema_version"] >= 1
     load = next(c for c in payload["checks"] if c["id"] == "cpu-load")
     assert load["evidence"]["contention"] in ("none", "low", "high")
+
+
+def test_json_into_a_folder_that_does_not_exist_yet(tmp_path):
+    path = tmp_path / "reports" / "env" / "env.json"
+    out = subprocess.run([sys.executable, "-m", "stoke", "env", "--no-probe", "--json", str(path)],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode in (0, 1), out.stderr[-2000:]
+    assert json.loads(path.read_text())["schema_version"] >= 1

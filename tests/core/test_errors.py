@@ -194,3 +194,42 @@ def test_ctrl_c_or_kill_of_the_trainer_leaves_nothing(tmp_path, sig):
         out = proc.stdout.read()
         assert "INTERRUPTED" in out, stderr_path.read_text()[-6000:]
         assert proc.returncode != 0
+
+
+USER_SCRIPT_FAILING_MAP = textwrap.dedent("""
+    import numpy as np, stoke
+
+    def decode(sample):
+        x, y = sample
+        if int(y) == 13:
+            raise KeyError("no such file: 13.jpg")
+        return sample
+
+    pipe = stoke.from_arrays(np.zeros((32, 4), np.float32), np.arange(32)).map(decode).batch(4)
+    try:
+        for _ in pipe.iter(executor="{executor}", workers=2):
+            pass
+    except stoke.SampleError as error:
+        print(error.index, error.original_type)
+        print(error.worker_traceback)
+""")
+
+
+@pytest.mark.parametrize("executor", [
+    "inline", "thread",
+    pytest.param("process", marks=pytest.mark.xfail(strict=True, reason=(
+        "a function defined in the user's script travels to process workers by value "
+        "(cloudpickle), which renames its code file to '<dynamic-code>': the worker "
+        "traceback names neither the script nor the failing source line"))),
+])
+def test_failing_map_in_a_user_script_names_the_script_in_the_traceback(tmp_path, executor):
+    """Users define map functions in their training script, not in an importable module:
+    the worker traceback must still point at the script's file and line."""
+    script = tmp_path / "train.py"
+    script.write_text(USER_SCRIPT_FAILING_MAP.replace("{executor}", executor))
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.startswith("13 KeyError"), out.stdout
+    assert f'File "{script}", line 7, in decode' in out.stdout, out.stdout

@@ -7,8 +7,9 @@
 Owns the sub-command's options and its exit status; the measured run is
 :mod:`stoke.diagnosis.run.runner`, the verdict :mod:`stoke.diagnosis.judge.diagnosis`, the reports
 :mod:`stoke.diagnosis.report`. Exit status: the script's own when it failed (non-zero), else 0;
-2 for a command the doctor cannot run. What was measured is reported even when the script
-failed part-way.
+2 for a command the doctor cannot run or a report folder it cannot make (said before the
+run; missing folders are made). What was measured is reported even when the script failed
+part-way.
 """
 
 from __future__ import annotations
@@ -91,6 +92,10 @@ def main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    unwritable = _unwritable_output(args)
+    if unwritable:
+        print(f"stoke doctor: {unwritable}", file=sys.stderr)
+        return 2
     options = DoctorOptions(
         stop_after_steps=args.steps,
         probe_after_steps=args.probe_after,
@@ -148,6 +153,25 @@ def report(record, json_path=None, html_path=None, console=None) -> None:
     if html_path:
         write_html(diagnosis, html_path)
         print(f"stoke doctor: HTML report written to {html_path}", file=sys.stderr)
+
+
+def _unwritable_output(args: argparse.Namespace) -> str:
+    """Make the folders of ``--json``/``--html``/``--record`` (as ``mkdir -p``) before the
+    run, so a report path is never found unwritable after the training ran; the problem
+    when one cannot be made, else ``""``."""
+    import os
+
+    for option, path in (("--json", args.json_path), ("--html", args.html_path),
+                         ("--record", args.record_path)):
+        if not path:
+            continue
+        folder = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as error:
+            return (f"cannot write {option} {path}: its folder {folder} cannot be made "
+                    f"({error.strerror or error}); nothing was run")
+    return ""
 
 
 def _positive_int(text: str) -> int:
