@@ -62,7 +62,7 @@ class SimulatedPipeline:
         self._starting = 0
         self.applied = []
 
-    # -- the pool interface the tuner uses
+    # -- the tuner's target (stoke.autotune.target.TunerTarget)
     def apply(self, kind, workers):
         if kind in self.unavailable:
             return
@@ -70,8 +70,15 @@ class SimulatedPipeline:
         self.running = (kind, workers)
         self._starting = self.start_delay_batches
 
+    def prestart(self, kind, workers):
+        pass  # the simulated kinds start when applied (start_delay_batches)
+
     def ready(self):
         return self._starting == 0
+
+    @property
+    def kind(self):
+        return self.running[0]
 
     trainer_pid = 0
 
