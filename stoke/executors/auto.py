@@ -211,6 +211,16 @@ class AutoPool:
             if time.monotonic() >= deadline:
                 return None
 
+    def drop_queued(self) -> list[int]:
+        """What its pools drop (thread and process workers run what they were given:
+        none)."""
+        dropped = [task_id for pool in self._pools.values() for task_id in pool.drop_queued()]
+        for task_id in dropped:
+            owner = self._owner.pop(task_id, None)
+            if owner is not None:
+                self._outstanding[owner] -= 1
+        return dropped
+
     def worker_pids(self) -> list[int]:
         """The pids of the process workers of every pool (the active one and those
         starting or finishing their tasks); none for thread workers."""

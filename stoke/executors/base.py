@@ -69,6 +69,13 @@ class WorkerPool(Protocol):
 
     def next_result(self, timeout_s: float) -> Result | None: ...
 
+    def drop_queued(self) -> list[int]:
+        """Forget the tasks queued to run in the caller's own thread when a result is
+        asked for (the inline executor's), before they ran; returns their task ids (the
+        caller frees what they held). Tasks given to workers (threads, processes, Ray)
+        are not dropped: they run, and their results come from :meth:`next_result`."""
+        ...
+
     # -- watching -------------------------------------------------------------------------
     def worker_pids(self) -> list[int]:
         """The pids of this process's worker processes (none for threads, inline, Ray)."""

@@ -302,6 +302,9 @@ class ProcessPool:
         """Has every live worker loaded the program?"""
         return all(w.ready and w.init_done for w in self._workers)
 
+    def drop_queued(self) -> list[int]:
+        return []  # every task was sent to a worker process, which runs it
+
     def worker_pids(self) -> list[int]:
         return [w.process.pid for w in (*self._workers, *self._retiring) if not w.stopped]
 
