@@ -36,6 +36,13 @@ class AutoPool:
     holds. Resizing uses the executors' ``resize``. The ring is
     always shared memory (an anonymous ``memfd``): both kinds can write into it, and pages of
     slots not in rotation are never touched, so they cost no memory.
+
+    As a :class:`~stoke.executors.base.WorkerPool`: ``kind`` and ``workers`` are the active
+    pool's; :meth:`ready` is stricter than the protocol's (the tuner's target setting runs
+    alone); tasks cannot be given to one worker and program updates cannot be sent (both
+    raise a :class:`~stoke.StokeError`: the tuner changes the workers under them). As a
+    :class:`~stoke.autotune.target.TunerTarget`: :meth:`apply`, :meth:`prestart`,
+    :meth:`release_idle` and the measurements.
     """
 
     shared_ring = True

@@ -8,9 +8,10 @@ blocks forever: it returns ``None`` after ``timeout_s`` and raises
 :class:`~stoke.errors.WorkerDiedError` when a worker is gone.
 
 Every member is implemented by every executor (``inline.py``, ``threads.py``,
-``processes.py``, ``ray.py``): one that cannot do something says so in its own method (a
-neutral answer where one is true, e.g. no worker processes, or a :class:`~stoke.StokeError`
-that names the executor). Callers never probe a pool for a member.
+``processes.py``, ``ray.py``, and ``auto.py``'s pool of pools that the tuner switches): one
+that cannot do something says so in its own method (a neutral answer where one is true, e.g.
+no worker processes, or a :class:`~stoke.StokeError` that names the executor). Callers
+never probe a pool for a member.
 """
 
 from __future__ import annotations
