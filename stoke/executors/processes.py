@@ -302,9 +302,6 @@ class ProcessPool:
         """Has every live worker loaded the program?"""
         return all(w.ready and w.init_done for w in self._workers)
 
-    def drop_queued(self) -> list[int]:
-        return []  # every task was sent to a worker process, which runs it
-
     def worker_pids(self) -> list[int]:
         return [w.process.pid for w in (*self._workers, *self._retiring) if not w.stopped]
 
@@ -457,6 +454,9 @@ class ProcessPool:
             self.check_alive()
         self._reap()
         return self._ready.popleft() if self._ready else None
+
+    def drop_queued(self) -> list[int]:
+        return []  # every task was sent to a worker process, which runs it
 
     def check_alive(self) -> None:
         for worker in (*self._workers, *self._retiring):
