@@ -99,6 +99,7 @@ def analyse() -> dict:
                         private_imports.append(
                             f"{path.relative_to(ROOT)}:{node.lineno} imports {alias.name} "
                             f"from {source}")
+        outside_bases = super_calls_into_outside_bases(tree, outside_modules)
         for node in ast.walk(tree):
             if (isinstance(node, ast.Attribute) and is_private(node.attr)
                     and isinstance(node.ctx, (ast.Load, ast.Store, ast.Del))):
@@ -106,7 +107,8 @@ def analyse() -> dict:
                 if isinstance(value, ast.Name) and (
                         value.id in ("self", "cls") or value.id in outside_modules):
                     continue
-                where = (outside_members if node.attr not in own_private
+                where = (outside_members
+                         if node.attr not in own_private or id(value) in outside_bases
                          else private_members)
                 where.append(f"{path.relative_to(ROOT)}:{node.lineno} .{node.attr} on "
                              f"{ast.unparse(value)}")
@@ -117,6 +119,30 @@ def analyse() -> dict:
         "private_members": private_members,
         "outside_private_members": outside_members,
     }
+
+
+def super_calls_into_outside_bases(tree: ast.AST, outside_modules: set[str]) -> set[int]:
+    """The ``super()`` calls (their node ids) inside classes whose bases all come from
+    outside stoke (``class X(keras.callbacks.BackupAndRestore)``). ``super()._name`` there
+    runs the other library's implementation: a stoke override of a Keras hook that calls
+    Keras' own is a private member of Keras, even though stoke's override has the same name
+    (which is why the name alone would count it as stoke's)."""
+    calls: set[int] = set()
+    for cls in ast.walk(tree):
+        if not isinstance(cls, ast.ClassDef) or not cls.bases:
+            continue
+        roots = []
+        for base in cls.bases:
+            while isinstance(base, ast.Attribute):
+                base = base.value
+            roots.append(base.id if isinstance(base, ast.Name) else None)
+        if not all(root in outside_modules for root in roots):
+            continue
+        for node in ast.walk(cls):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id == "super" and not node.args):
+                calls.add(id(node))
+    return calls
 
 
 def defined_private_members(trees) -> set[str]:

@@ -61,7 +61,7 @@ class ImageIteratorSequence:
             self._stoke_lazy_index_at = self._stoke_count
             if self.seed is not None:
                 np.random.seed(self.seed + self._stoke_count)
-            _view(self)._set_index_array()
+            self._stoke_view()._set_index_array()
         self._stoke_order = self._batch_order()
 
     def __len__(self) -> int:
@@ -70,7 +70,7 @@ class ImageIteratorSequence:
     def __getitem__(self, position: int) -> Any:
         if not 0 <= position < len(self):
             raise IndexError(f"batch {position} out of range for {len(self)} batches")
-        view = _view(self)
+        view = self._stoke_view()
         index = int(self._stoke_order[position]) if self._stoke_order is not None else position
         count = self._stoke_count + position
         self._seed_as_keras(count)
@@ -88,8 +88,19 @@ class ImageIteratorSequence:
                                                 self.batch_size * (index + 1)])
         self._stoke_count += len(self)
         self._stoke_epoch += 1
-        _view(self)._set_index_array()
+        self._stoke_view()._set_index_array()
         self._stoke_order = self._batch_order()
+
+    def _stoke_view(self) -> Any:
+        """An instance of the iterator's class that shares this wrapper's attributes, for
+        its methods to run on (no lock, no index generator: the methods used need
+        neither)."""
+        cls = self._stoke_class
+        if not isinstance(cls, type):
+            cls = _iterator_class(*cls)
+        view = cls.__new__(cls)
+        view.__dict__ = self.__dict__
+        return view
 
     def _seed_as_keras(self, count: int) -> None:
         if self.seed is not None:
@@ -141,17 +152,6 @@ def _numpy_backend_in_worker() -> None:
     main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     if "keras" not in sys.modules and getattr(main_spec, "name", "") == "stoke.executors.worker":
         os.environ["KERAS_BACKEND"] = "numpy"
-
-
-def _view(wrapper: ImageIteratorSequence) -> Any:
-    """An instance of the iterator's class that shares ``wrapper``'s attributes, for its
-    methods to run on (no lock, no index generator: the methods used need neither)."""
-    cls = wrapper._stoke_class
-    if not isinstance(cls, type):
-        cls = _iterator_class(*cls)
-    view = cls.__new__(cls)
-    view.__dict__ = wrapper.__dict__
-    return view
 
 
 def _iterator_class(module_name: str, qualname: str) -> type:

@@ -19,8 +19,9 @@ from stoke.executors.host import allowed_cpus
 
 
 class TunedWorkers:
-    """The tuner's view of a channel loader's process pool (``apply``, ``ready``,
-    ``cpu_seconds_by_pid``, ...: the pool protocol :class:`stoke.autotune.tuner.Tuner` documents)."""
+    """The tuner's view of a channel loader's process pool: a
+    :class:`~stoke.autotune.target.TunerTarget` that resizes it (process workers only: the
+    executor is not tuned here)."""
 
     kind = "process"
 
@@ -36,6 +37,7 @@ class TunedWorkers:
         return self.loader.process_pool()
 
     def apply(self, kind: str, workers: int) -> None:
+        """Resize the process pool to ``workers`` (``kind`` is always "process" here)."""
         pool = self.pool
         now = pool.workers
         pool.resize(workers)
@@ -56,5 +58,8 @@ class TunedWorkers:
             self._worker_bytes = self._meter.own_memory(self.pool.worker_pids())
         return self._worker_bytes
 
+    def prestart(self, kind: str, workers: int) -> None:
+        pass  # one kind (process workers), already running: nothing to start ahead
+
     def release_idle(self) -> None:
-        pass
+        pass  # one pool: a worker taken out by apply() is let go by the pool itself

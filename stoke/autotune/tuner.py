@@ -64,6 +64,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stoke.autotune.report import Decision, Trial, Tuning
+from stoke.autotune.target import TunerTarget
 from stoke.data.structure import BatchLayout
 from stoke.errors import StokeError
 
@@ -122,11 +123,10 @@ class Tuner:
 
     The loader reports every delivered batch (:meth:`observe`: its rows and how long the
     consumer waited for it); the tuner tells its pool what to run (``apply``) and publishes
-    the ring depth it wants (:attr:`depth`). ``pool`` needs ``apply(kind, workers)``,
-    ``ready()``, ``unavailable`` (kind -> reason), ``cpu_seconds_by_pid()`` (pid -> seconds),
-    ``idle_seconds()``, ``worker_bytes()`` and ``release_idle()``
+    the ring depth it wants (:attr:`depth`). Its pool follows
+    :class:`~stoke.autotune.target.TunerTarget`
     (:class:`~stoke.executors.auto.AutoPool`, :class:`~stoke.accelerate.tuned_workers.TunedWorkers`;
-    the tests use a simulated one), and may have ``prestart(kind, workers)``.
+    the tests use a simulated one).
     """
 
     def __init__(self, kinds: Iterable[str], cpu_budget_cores: int, *,
@@ -151,7 +151,7 @@ class Tuner:
         self.decisions: list[Decision] = []
         self.trials: list[Trial] = []
         self.settled_at: float | None = None
-        self.pool: Any = None
+        self.pool: TunerTarget | None = None
         self._t0 = clock()
         self._batches = 0
         self._phase = _WARMUP
@@ -169,10 +169,10 @@ class Tuner:
         self._kinds_told_apart = len(self.kinds) == 1
 
     # -- set-up -------------------------------------------------------------------------
-    def attach(self, pool: Any) -> None:
+    def attach(self, pool: TunerTarget) -> None:
         """Start with ``pool``, already running the first kind it could (``pool.kind``)."""
         self.pool = pool
-        self.config = (getattr(pool, "kind", self.config[0]) or self.config[0], self.config[1])
+        self.config = (pool.kind, self.config[1])
         if len(self.kinds) > 1 or self.config[0] not in pool.unavailable:
             for kind, why in pool.unavailable.items():
                 self._noted.add(kind)
@@ -180,11 +180,9 @@ class Tuner:
         self._search = self._explore(self.config, compare_kinds=True)
         first = next(self._search)
         assert first == self.config, (first, self.config)
-        prestart = getattr(pool, "prestart", None)
-        if prestart is not None:
-            for kind in self.kinds:  # ready to be tried while the first kind feeds the consumer
-                if kind != self.config[0]:
-                    prestart(kind, self.config[1])
+        for kind in self.kinds:  # ready to be tried while the first kind feeds the consumer
+            if kind != self.config[0]:
+                pool.prestart(kind, self.config[1])
 
     def ring_size(self, layout: BatchLayout) -> tuple[int, int]:
         """(slots to allocate, slots in rotation) for batches of ``layout``, within the
@@ -276,8 +274,8 @@ class Tuner:
             idle_cores = max(0.0, idle - window.idle) / seconds
         kind, workers = self.config
         trainer_cores = other_cores = None
-        trainer = getattr(self.pool, "trainer_pid", None)
-        if (kind == "process" and cpu_cores is not None and trainer is not None
+        trainer = self.pool.trainer_pid
+        if (kind == "process" and cpu_cores is not None
                 and trainer in end and trainer in window.cpu):
             # process workers: the trainer process's CPU is the trainer's own work
             trainer_cores = max(0.0, end[trainer] - window.cpu[trainer]) / seconds

@@ -19,6 +19,7 @@ from stoke.autotune.meter import CpuMeter
 from stoke.errors import StokeError, UnpicklableError
 from stoke.executors.chunk import Result, Task
 from stoke.executors.host import allowed_cpus
+from stoke.executors.messages import ProgramUpdate
 from stoke.executors.ring import BatchRing
 
 log = logging.getLogger("stoke")
@@ -35,6 +36,13 @@ class AutoPool:
     holds. Resizing uses the executors' ``resize``. The ring is
     always shared memory (an anonymous ``memfd``): both kinds can write into it, and pages of
     slots not in rotation are never touched, so they cost no memory.
+
+    As a :class:`~stoke.executors.base.WorkerPool`: ``kind`` and ``workers`` are the active
+    pool's; :meth:`ready` is stricter than the protocol's (the tuner's target setting runs
+    alone); tasks cannot be given to one worker and program updates cannot be sent (both
+    raise a :class:`~stoke.StokeError`: the tuner changes the workers under them). As a
+    :class:`~stoke.autotune.target.TunerTarget`: :meth:`apply`, :meth:`prestart`,
+    :meth:`release_idle` and the measurements.
     """
 
     shared_ring = True
@@ -73,18 +81,22 @@ class AutoPool:
             raise
         self.target: Config = (self.active, workers)
 
-    def wait_ready(self) -> None:
-        """Wait until the first pool, started with ``wait=False``, has its workers up (they
-        loaded the pipeline in the background meanwhile); if process workers cannot load
-        it, go on with the next kind (threads), as a waited start would have."""
+    def wait_ready(self, timeout_s: float | None = None, first: bool = False) -> None:
+        """The WorkerPool protocol's: block until the active pool's workers (``first``: one
+        of them) have loaded the program. For the first pool, started with ``wait=False``
+        (its workers loaded the pipeline in the background meanwhile): if process workers
+        cannot load it, go on with the next kind (threads), as a waited start would have.
+        Pools started in the background to be tried (:meth:`prestart`, :meth:`apply`) are
+        not waited for: :meth:`ready` tells when the target setting runs alone."""
         if not self._waiting_for_first:
+            self._pools[self.active].wait_ready(timeout_s, first)
             return
         self._waiting_for_first = False
         kind = self.active
         try:
-            # the first batches need one worker; the others come up meanwhile (the tuner
-            # measures nothing until they are all up)
-            self._pools[kind].wait_ready(first=True)
+            # the first batches need one worker (first=True); the others come up meanwhile
+            # (the tuner measures nothing until they are all up)
+            self._pools[kind].wait_ready(timeout_s, first)
         except StokeError as exc:
             if kind == self.kinds[-1]:
                 raise
@@ -137,12 +149,54 @@ class AutoPool:
         for pool in self._pools.values():
             pool.replace_slot(slot)
 
-    def submit(self, task: Task) -> None:
+    def ready(self) -> bool:
+        """The WorkerPool protocol's, stricter: not only are the active pool's workers up,
+        the tuner's target setting runs alone: its pool active with the target's worker
+        count, every pool's workers up, and no other pool holding tasks or still starting
+        (a booting pool takes CPU from the one being measured). So a tuner measures one
+        setting at a time; :meth:`wait_ready` waits only for the active pool."""
+        self._switch_if_ready()
+        kind, workers = self.target
+        pool = self._pools.get(kind)
+        return (pool is not None and self.active == kind and pool.workers == workers
+                and all(p.ready() for p in self._pools.values())
+                and all(n == 0 for k, n in self._outstanding.items() if k != kind))
+
+    def resize(self, workers: int) -> None:
+        """Run ``workers`` workers of the active kind from now on (the tuner's
+        :meth:`apply`: a switch of executor it had asked for and that is not done yet is
+        given up). A worker taken out finishes the tasks it holds first."""
+        if workers < 1:
+            raise ValueError(f"an auto-tuned pool needs at least one worker. Received: {workers}")
+        self.apply(self.active, workers)
+
+    def submit(self, task: Task | ProgramUpdate, worker: int | None = None) -> None:
+        """Queue ``task`` on the active pool. Not to one given worker: the tuner resizes
+        and switches pools while tasks are in flight, so worker ``k`` would not stay the
+        same worker (a loader that addresses its workers runs a fixed pool, see
+        :func:`stoke.executors.choose.start_pool` ``pinned``)."""
+        if worker is not None or isinstance(task, ProgramUpdate):
+            to = f"worker {worker}" if worker is not None else "a worker"
+            raise StokeError(
+                f"an auto-tuned pool (executor or workers \"auto\") cannot give a task or "
+                f"an update to {to}: the tuner resizes and switches its pools, so worker "
+                f"numbers do not stay the same workers. Use a fixed pool (workers=N, "
+                f"executor=\"process\") to address one worker.")
         self._switch_if_ready()
         kind = self.active
         self._owner[task.task_id] = kind
         self._outstanding[kind] += 1
         self._pools[kind].submit(task)
+
+    def broadcast(self, update: ProgramUpdate) -> None:
+        """Not possible right across pools: a pool the tuner starts later (or workers it
+        adds) would load the program as packed at start-up, without ``update``, and each
+        pool would answer for itself. Raises a :class:`~stoke.StokeError` saying so."""
+        raise StokeError(
+            f"an auto-tuned pool (executor or workers \"auto\") cannot send "
+            f"{update.what} to its workers: the workers and pools the tuner starts later "
+            f"would not get it. Use a fixed pool (workers=N) or a pinned pool "
+            f"(stoke.executors.choose.start_pool(..., pinned=True)) for program updates.")
 
     def next_result(self, timeout_s: float) -> Result | None:
         self._switch_if_ready()
@@ -163,6 +217,21 @@ class AutoPool:
                     return result
             if time.monotonic() >= deadline:
                 return None
+
+    def drop_queued(self) -> list[int]:
+        """What its pools drop (thread and process workers run what they were given:
+        none)."""
+        dropped = [task_id for pool in self._pools.values() for task_id in pool.drop_queued()]
+        for task_id in dropped:
+            owner = self._owner.pop(task_id, None)
+            if owner is not None:
+                self._outstanding[owner] -= 1
+        return dropped
+
+    def worker_pids(self) -> list[int]:
+        """The pids of the process workers of every pool (the active one and those
+        starting or finishing their tasks); none for thread workers."""
+        return [pid for pool in self._pools.values() for pid in pool.worker_pids()]
 
     def busy_workers(self) -> list[str]:
         return [line for pool in self._pools.values() for line in pool.busy_workers()]
@@ -205,16 +274,6 @@ class AutoPool:
         except (StokeError, OSError) as exc:
             self.unavailable[kind] = f"{kind} workers could not start: {exc}"
 
-    def ready(self) -> bool:
-        """Does the target setting run alone: its workers up, no other pool holding tasks
-        or still starting (a booting pool takes CPU from the one being measured)?"""
-        self._switch_if_ready()
-        kind, workers = self.target
-        pool = self._pools.get(kind)
-        return (pool is not None and self.active == kind and pool.workers == workers
-                and all(p.ready() for p in self._pools.values())
-                and all(n == 0 for k, n in self._outstanding.items() if k != kind))
-
     def release_idle(self) -> None:
         """Close the pools that are neither active nor the target, and hold no task."""
         keep = (self.active, self.target[0])
@@ -231,10 +290,7 @@ class AutoPool:
     def cpu_seconds_by_pid(self) -> dict[int, float]:
         """CPU seconds so far of this process (``trainer_pid``) and of each process worker,
         by pid (for the tuner)."""
-        pids = []
-        for pool in self._pools.values():
-            pids += pool.worker_pids()
-        return self._meter.cpu_seconds(pids)
+        return self._meter.cpu_seconds(self.worker_pids())
 
     def idle_seconds(self) -> float:
         return self._meter.idle_seconds()

@@ -8,9 +8,10 @@ blocks forever: it returns ``None`` after ``timeout_s`` and raises
 :class:`~stoke.errors.WorkerDiedError` when a worker is gone.
 
 Every member is implemented by every executor (``inline.py``, ``threads.py``,
-``processes.py``, ``ray.py``): one that cannot do something says so in its own method (a
-neutral answer where one is true, e.g. no worker processes, or a :class:`~stoke.StokeError`
-that names the executor). Callers never probe a pool for a member.
+``processes.py``, ``ray.py``, and ``auto.py``'s pool of pools that the tuner switches): one
+that cannot do something says so in its own method (a neutral answer where one is true, e.g.
+no worker processes, or a :class:`~stoke.StokeError` that names the executor). Callers
+never probe a pool for a member.
 """
 
 from __future__ import annotations
@@ -68,6 +69,13 @@ class WorkerPool(Protocol):
         ...
 
     def next_result(self, timeout_s: float) -> Result | None: ...
+
+    def drop_queued(self) -> list[int]:
+        """Forget the tasks queued to run in the caller's own thread when a result is
+        asked for (the inline executor's), before they ran; returns their task ids (the
+        caller frees what they held). Tasks given to workers (threads, processes, Ray)
+        are not dropped: they run, and their results come from :meth:`next_result`."""
+        ...
 
     # -- watching -------------------------------------------------------------------------
     def worker_pids(self) -> list[int]:

@@ -29,6 +29,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from stoke.autotune.target import TunerTarget
 from stoke.autotune.tuner import Tuner, TunerSettings
 from stoke.errors import UnpicklableError
 from stoke.executors.auto import AutoPool
@@ -150,11 +151,9 @@ def finish_start(pool, options: LoaderOptions, settings: TunerSettings | None = 
     """Wait until the workers of ``pool`` (from :func:`start_pool`) are up; returns the
     tuner of a tuned pool (the worker count and ring depth within the cores the trainer
     leaves, measured, and the memory budget), else None."""
+    pool.wait_ready(first=True)  # the others take tasks once they are up
     if not isinstance(pool, AutoPool):
-        if pool.kind == "process":
-            pool.wait_ready(first=True)  # the others take tasks once they are up
         return None
-    pool.wait_ready()
     tuner = make_tuner(pool.kind, options, settings)
     if options.executor == "auto" and pool.kind == "process":
         tuner.decide("executor", "process", AUTO_EXECUTOR_WHY)
@@ -162,11 +161,11 @@ def finish_start(pool, options: LoaderOptions, settings: TunerSettings | None = 
     return tuner
 
 
-def tune_pinned(pool, options: LoaderOptions, resizer: Any,
+def tune_pinned(pool, options: LoaderOptions, resizer: TunerTarget,
                 settings: TunerSettings | None = None) -> Tuner | None:
     """The tuner of a pinned pool (from ``start_pool(..., pinned=True)``, up): with
     ``workers="auto"`` and process workers, a tuner that resizes it through ``resizer``
-    (the tuner's pool protocol: ``apply``, ``ready``, ``cpu_seconds``, ...); else None."""
+    (a :class:`~stoke.autotune.target.TunerTarget`); else None."""
     if options.workers != "auto" or pool.kind != "process":
         return None
     tuner = make_tuner("process", options, settings)

@@ -71,6 +71,13 @@ class InlinePool:
         layout = self.ring.layout if self.ring else None
         return run_task(self.program, task, layout, views, "the inline executor")
 
+    def drop_queued(self) -> list[int]:
+        """The tasks submitted and not run yet: they would run in the caller at the next
+        ``next_result``; dropped now."""
+        dropped = [task.task_id for task in self.pending]
+        self.pending.clear()
+        return dropped
+
     def worker_pids(self) -> list[int]:
         return []  # the caller does the work
 

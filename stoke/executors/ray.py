@@ -415,6 +415,9 @@ class RayPool:
         self.workers = workers
         self._dispatch()
 
+    def drop_queued(self) -> list[int]:
+        return []  # queued tasks go to the cluster as others finish: they run
+
     def worker_pids(self) -> list[int]:
         return []  # Ray's worker processes are the cluster's, not this process's children
 

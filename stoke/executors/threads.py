@@ -125,6 +125,9 @@ class ThreadPool:
         except queue.Empty:
             return None
 
+    def drop_queued(self) -> list[int]:
+        return []  # the threads take every queued task on their own
+
     def worker_pids(self) -> list[int]:
         return []  # the threads run in this process
 

@@ -282,11 +282,10 @@ class SlotScheduler:
         """Wait until every abandoned task is back (thread workers must be idle before the
         trainer changes the dataset they read)."""
         pool = self.pool
-        if pool.kind == "inline":
-            pool.pending.clear()
-            self._free_slots.extend(s for s in self._orphans.values() if s >= 0)
-            self._orphans.clear()
-            return
+        for task_id in pool.drop_queued():  # inline: they would run here, now
+            slot = self._orphans.pop(task_id, None)
+            if slot is not None and slot >= 0:
+                self._free_slots.append(slot)
         for task_id in [t for t in self._orphans if t in self._results]:  # already back
             self.abandon_task(task_id, self._orphans.pop(task_id))
         watch = StuckWatch(pool, self.options.timeout_s, "the abandoned batches")

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import stoke
+from stoke.autotune.target import TunerTarget
 from stoke.autotune.tuner import Tuner, TunerSettings
 from stoke.executors.auto import AutoPool
 
@@ -62,7 +63,7 @@ class SimulatedPipeline:
         self._starting = 0
         self.applied = []
 
-    # -- the pool interface the tuner uses
+    # -- the tuner's target (stoke.autotune.target.TunerTarget)
     def apply(self, kind, workers):
         if kind in self.unavailable:
             return
@@ -70,8 +71,15 @@ class SimulatedPipeline:
         self.running = (kind, workers)
         self._starting = self.start_delay_batches
 
+    def prestart(self, kind, workers):
+        pass  # the simulated kinds start when applied (start_delay_batches)
+
     def ready(self):
         return self._starting == 0
+
+    @property
+    def kind(self):
+        return self.running[0]
 
     trainer_pid = 0
 
@@ -115,6 +123,7 @@ def tune(sim, kinds=("thread", "process"), batches=3000, cores=None, **kwargs):
     tuner = Tuner(kinds, cores or sim.cores, memory_budget_bytes=8 << 30,
                   settings=kwargs.pop("settings", QUICK), clock=sim.clock, **kwargs)
     sim.running = tuner.config
+    assert isinstance(sim, TunerTarget)
     tuner.attach(sim)
     layout = stoke.data.structure.BatchLayout.from_sample([np.zeros(4, np.float32)],
                                                      stoke.data.structure.flatten(0)[0], 32)

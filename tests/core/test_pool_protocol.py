@@ -1,18 +1,22 @@
 """Every local executor fulfils the whole worker-pool protocol (stoke/executors/base.py):
 what it can do, it does (a task to one given worker, resizing); what it cannot, it says in
-a clear error. The Ray executor's side is in tests/ray/test_ray_executor.py."""
+a clear error. The tuned pool of pools (``AutoPool``, "auto") too, with real workers. The Ray
+executor's side is in tests/ray/test_ray_executor.py."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
 import pytest
 
 import stoke
+from stoke.autotune.target import TunerTarget
 from stoke.data.program import SampleProgram
 from stoke.data.sources import SequenceSource
 from stoke.errors import SampleError, StokeError, WorkerHungError
+from stoke.executors.auto import AutoPool
 from stoke.executors.base import WorkerPool
 from stoke.executors.chunk import Result, Task
 from stoke.executors.inline import InlinePool
@@ -25,6 +29,8 @@ MEMBERS = [name for name in vars(WorkerPool) if not name.startswith("_")]
 
 
 def make(kind: str, workers: int = 2):
+    if kind == "auto":  # the tuner's pool: process workers first, threads if they cannot run
+        return AutoPool(PROGRAM, ("process", "thread"), workers)
     if kind == "process":
         return ProcessPool(PROGRAM, workers)
     if kind == "thread":
@@ -46,10 +52,10 @@ def probe(task_id: int, index: int) -> Task:
     return Task(task_id, "probe", 0, np.array([index], np.int64))
 
 
-@pytest.mark.parametrize("kind", ["inline", "thread", "process"])
+@pytest.mark.parametrize("kind", ["inline", "thread", "process", "auto"])
 def test_every_executor_has_every_protocol_member(kind):
     assert {"ready", "wait_ready", "resize", "submit", "broadcast", "worker_pids", "cpu_seconds",
-            "busy_workers", "check_alive", "close"} <= set(MEMBERS)
+            "busy_workers", "check_alive", "drop_queued", "close"} <= set(MEMBERS)
     pool = make(kind)
     try:
         missing = [name for name in MEMBERS if not hasattr(pool, name)]
@@ -58,7 +64,7 @@ def test_every_executor_has_every_protocol_member(kind):
         assert pool.ready()
         pool.check_alive()
         assert pool.busy_workers() == []
-        assert len(pool.worker_pids()) == (2 if kind == "process" else 0)
+        assert len(pool.worker_pids()) == (2 if kind in ("process", "auto") else 0)
         pool.submit(probe(1, 5))
         assert result_of(pool, 1).probe[0] == 5
     finally:
@@ -75,7 +81,7 @@ def test_a_task_goes_to_the_process_worker_it_is_given_to():
         pool.close()
 
 
-@pytest.mark.parametrize("kind", ["thread", "inline"])
+@pytest.mark.parametrize("kind", ["thread", "inline", "auto"])
 def test_executors_that_cannot_address_one_worker_say_so(kind):
     pool = make(kind)
     try:
@@ -85,7 +91,7 @@ def test_executors_that_cannot_address_one_worker_say_so(kind):
         pool.close()
 
 
-@pytest.mark.parametrize("kind", ["thread", "process"])
+@pytest.mark.parametrize("kind", ["thread", "process", "auto"])
 def test_resize_grows_and_shrinks_without_losing_a_task(kind):
     pool = make(kind, workers=1)
     try:
@@ -104,7 +110,7 @@ def test_resize_grows_and_shrinks_without_losing_a_task(kind):
                 assert result.error is None
                 seen.add(result.task_id)
         assert seen == set(range(6))
-        if kind == "process":
+        if kind in ("process", "auto"):
             deadline = time.monotonic() + 10
             while len(pool.worker_pids()) > 1 and time.monotonic() < deadline:
                 pool.next_result(0.05)  # retired workers are reaped here
@@ -221,3 +227,97 @@ def test_stuck_workers_of_the_default_autotuned_pool_are_reported_as_hung():
     with pytest.raises(WorkerHungError, match="seem stuck"):
         for _ in pipe.iter(workers="auto", executor="auto", timeout_s=3):
             pass
+
+
+# -- AutoPool: the pool of pools the tuner switches -----------------------------------------
+
+
+def test_an_autotuned_pool_started_in_the_background_waits_like_the_others():
+    pool = AutoPool(PROGRAM, ("process", "thread"), 2, wait=False)
+    try:
+        pool.wait_ready(timeout_s=60, first=True)  # one worker up: the first batch can go
+        pool.submit(probe(0, 3))
+        assert result_of(pool, 0).probe[0] == 3
+        pool.wait_ready(timeout_s=60)  # every worker
+        assert pool.kind == "process" and pool.workers == 2
+        assert pool.ready()  # the target setting runs alone
+        assert len(pool.worker_pids()) == 2
+    finally:
+        pool.close()
+
+
+def test_an_autotuned_pool_lists_the_worker_pids_of_every_pool_it_holds():
+    """After a switch to threads the process pool lingers (finishing what it held) until
+    the tuner releases it: its workers are still this process's children."""
+    pool = make("auto", workers=1)
+    try:
+        pids = pool.worker_pids()
+        assert len(pids) == 1
+        pool.apply("thread", 2)
+        pool.submit(probe(0, 4))
+        assert result_of(pool, 0).worker.startswith("worker thread")
+        assert pool.kind == "thread"
+        assert pool.worker_pids() == pids  # the process pool is still held
+        pool.release_idle()
+        assert pool.worker_pids() == []
+        pool.resize(1)  # the active kind: threads now
+        assert (pool.kind, pool.workers) == ("thread", 1)
+    finally:
+        pool.close()
+
+
+def test_an_autotuned_pool_cannot_send_program_updates_and_says_why():
+    """Its tuner starts pools and workers that would load the program without the update:
+    broadcast and updates to one worker are refused in words, not lost."""
+    pool = make("auto")
+    try:
+        with pytest.raises(StokeError, match="the factor.*pools the tuner starts later"):
+            pool.broadcast(ProgramUpdate(0, {"factor": 2.0}, "the factor"))
+        with pytest.raises(StokeError, match="cannot give a task or an update"):
+            pool.submit(ProgramUpdate(1, {"factor": 2.0}, "the factor"))
+        pool.submit(probe(2, 5))  # still a working pool
+        assert result_of(pool, 2).probe[0] == 5
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("kind", ["inline", "thread", "process", "auto"])
+def test_only_tasks_the_caller_would_run_are_dropped(kind):
+    """drop_queued: the inline executor forgets the tasks it has not run (they would run in
+    the caller); workers run what they were given, and it comes back."""
+    pool = make(kind)
+    try:
+        pool.wait_ready(timeout_s=60)
+        for task_id in range(3):
+            pool.submit(probe(task_id, task_id))
+        dropped = pool.drop_queued()
+        if kind == "inline":
+            assert dropped == [0, 1, 2]
+            assert pool.next_result(0.1) is None
+            return
+        assert dropped == []
+        seen = {result_of_any(pool).task_id for _ in range(3)}
+        assert seen == {0, 1, 2}
+    finally:
+        pool.close()
+
+
+def result_of_any(pool, timeout_s: float = 60.0) -> Result:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = pool.next_result(0.1)
+        if result is not None:
+            return result
+    raise AssertionError(f"no result in {timeout_s} s")
+
+
+def test_the_pools_a_tuner_tunes_are_tuner_targets():
+    from stoke.accelerate.tuned_workers import TunedWorkers
+
+    pool = make("auto")
+    try:
+        assert isinstance(pool, TunerTarget)
+        assert pool.kind == "process" and pool.trainer_pid == os.getpid()
+    finally:
+        pool.close()
+    assert isinstance(TunedWorkers(loader=None, trainer_pid=os.getpid()), TunerTarget)

@@ -117,3 +117,39 @@ def test_a_dropped_loader_stops_its_workers_at_once_without_the_cycle_collector(
         assert resources.pool is None and resources.ring is None
     finally:
         gc.enable()
+
+
+RAN: list[int] = []  # samples run in this process (inline and thread workers)
+
+
+def counted(sample):
+    RAN.append(int(sample[1]))
+    return sample
+
+
+@pytest.mark.parametrize("executor", ["inline", "thread", "process"])
+def test_draining_abandoned_tasks_gives_every_slot_back(executor):
+    """``drain_abandoned`` (before the trainer changes what thread workers read): workers'
+    tasks are waited for; the inline executor's, which would run in the caller, are
+    dropped unrun (the pool's ``drop_queued``). Either way every slot comes back."""
+    RAN.clear()
+    pipe = numbered(16).map(counted).batch(4)
+    with pipe.loader(workers=2, executor=executor, ring_slots=2) as loader:
+        scheduler = loader.scheduler
+        chunks = loader.plan.chunks(0)
+        assert scheduler.ensure_layout(0, chunks[0])  # runs one sample: the layout
+        RAN.clear()
+        entries = [scheduler.submit_chunk(0, i, chunks[i]) for i in range(2)]
+        assert not scheduler.has_free_slot
+        scheduler.abandon(entries)
+        scheduler.drain_abandoned()
+        assert scheduler.free_slot_count == 2
+        if executor == "inline":
+            assert RAN == []  # dropped, not run in the caller
+        assert loader.pool.next_result(0.2) is None  # nothing left to come back
+        again = scheduler.submit_chunk(0, 2, chunks[2])  # and the loop can go on
+        result = scheduler.raise_if_failed(scheduler.wait(again.task_id, "batch 2"))
+        held, (x, y) = scheduler.deliver(again.slot, result.rows)
+        assert y.tolist() == chunks[2].tolist()
+        del x, y
+        scheduler.release(held)
