@@ -176,10 +176,12 @@ class Loader:
 
     def tuning(self):
         """What this loader runs with and why: a :class:`stoke.autotune.report.Tuning` (the
-        decisions with their measurements when tuned, else the settings you gave)."""
+        decisions with their measurements when tuned, else the settings you gave). Workers
+        still starting are waited for: what runs is known once they are up."""
+        if self._starting and not self.closed and self.failure is None:
+            self.finish_start()
         if self.tuner is not None:
             return self.tuner.report()
-
         pool = self._shutdown.pool
         ring = self._shutdown.ring
         slots = ring.slots if ring is not None else None
