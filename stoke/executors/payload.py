@@ -26,8 +26,12 @@ OUT_OF_BAND_MIN_BYTES = 1 << 20
 
 
 def reduce_code(code: types.CodeType):
-    """cloudpickle's reduction of ``code``, rebuilt by :func:`code_in_file` in its file."""
-    rebuild, args = cloudpickle.Pickler.dispatch_table[types.CodeType](code)
+    """cloudpickle's reduction of ``code``, rebuilt by :func:`code_in_file` in its file (a
+    reduction of another form than cloudpickle's ``(constructor, args)`` is sent as is)."""
+    reduced = cloudpickle.Pickler.dispatch_table[types.CodeType](code)
+    if len(reduced) != 2:
+        return reduced
+    rebuild, args = reduced
     return code_in_file, (rebuild, args, code.co_filename)
 
 
