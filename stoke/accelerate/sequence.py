@@ -511,10 +511,10 @@ class AcceleratedSequence(Accelerated):
         sent = self._workers_state
         if now == sent:
             return
-        import cloudpickle
+        from stoke.executors.payload import dumps
 
         if not hasattr(self.dataset, "__dict__"):
-            update = {"dataset": cloudpickle.dumps(detached_copy(self.dataset), protocol=5)}
+            update = {"dataset": dumps(detached_copy(self.dataset))}
         else:
             changed = [k for k in now if sent.get(k) != now[k]]
             update = {"state": pickled_state(self.dataset, changed),

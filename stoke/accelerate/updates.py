@@ -39,13 +39,13 @@ def fingerprints(obj: Any) -> dict[str, bytes]:
 
 def pickled_state(dataset: Any, names: list[str]) -> dict[str, bytes]:
     """The attributes ``names`` of ``dataset``, pickled for the workers."""
-    import cloudpickle
+    from stoke.executors.payload import dumps
 
     state = vars(dataset)
     pickled = {}
     for name in names:
         try:
-            pickled[name] = cloudpickle.dumps(state[name], protocol=5)
+            pickled[name] = dumps(state[name])
         except Exception as exc:  # noqa: BLE001 - turned into advice
             raise UnpicklableError(
                 f"{type(dataset).__name__}.{name} ({type(state[name]).__name__}), set or "

@@ -2,14 +2,19 @@
 
 The program (source + map/filter functions) is pickled with cloudpickle, so functions defined
 in ``__main__`` or as lambdas travel by value and a user's script is never re-imported in the
-workers. Large contiguous numpy arrays inside it (an in-memory dataset) go out of band
+workers; such a function keeps its real file name (cloudpickle would name it
+"<dynamic-code>"), so a worker's traceback names the user's script, its line and the line's
+text, as a thread's does. Large contiguous numpy arrays inside it (an in-memory dataset) go out of band
 (pickle protocol 5) into one anonymous shared-memory block that every worker maps read-only:
 one copy for all workers, not one per worker through a pipe.
 """
 
 from __future__ import annotations
 
+import io
 import pickle
+import types
+from collections import ChainMap
 from dataclasses import dataclass
 
 import cloudpickle
@@ -18,6 +23,38 @@ from stoke.errors import UnpicklableError
 from stoke.executors.ring import SharedBuffer
 
 OUT_OF_BAND_MIN_BYTES = 1 << 20
+
+
+def reduce_code(code: types.CodeType):
+    """cloudpickle's reduction of ``code``, rebuilt by :func:`code_in_file` in its file (a
+    reduction of another form than cloudpickle's ``(constructor, args)`` is sent as is)."""
+    reduced = cloudpickle.Pickler.dispatch_table[types.CodeType](code)
+    if len(reduced) != 2:
+        return reduced
+    rebuild, args = reduced
+    return code_in_file, (rebuild, args, code.co_filename)
+
+
+class KeepFileNamesPickler(cloudpickle.Pickler):
+    """cloudpickle's pickler, except that the code of a function sent by value keeps its
+    real ``co_filename``: tracebacks in the worker then name the file and (read from it by
+    ``linecache`` when the worker's machine has it) the line's text."""
+
+    dispatch_table = ChainMap({types.CodeType: reduce_code},
+                              cloudpickle.Pickler.dispatch_table)
+
+
+def code_in_file(rebuild, args: tuple, filename: str) -> types.CodeType:
+    """The code object ``rebuild(*args)``, named as defined in ``filename`` (unpickling)."""
+    return rebuild(*args).replace(co_filename=filename)
+
+
+def dumps(obj, buffer_callback=None) -> bytes:
+    """``cloudpickle.dumps(obj, protocol=5)``, by-value functions keeping their file name
+    (:class:`KeepFileNamesPickler`): what stoke sends to worker processes."""
+    with io.BytesIO() as file:
+        KeepFileNamesPickler(file, protocol=5, buffer_callback=buffer_callback).dump(obj)
+        return file.getvalue()
 
 
 @dataclass
@@ -44,7 +81,7 @@ def pack(program) -> PackedProgram:
         return True
 
     try:
-        data = cloudpickle.dumps(program, protocol=5, buffer_callback=keep_out_of_band)
+        data = dumps(program, buffer_callback=keep_out_of_band)
     except Exception as exc:  # noqa: BLE001 - turned into advice
         raise UnpicklableError(_explain(program, exc)) from exc
     if not big:

@@ -38,7 +38,7 @@ from stoke.executors.messages import (
     UPDATE,
     ProgramUpdate,
 )
-from stoke.executors.payload import PackedProgram, pack
+from stoke.executors.payload import PackedProgram, dumps, pack
 from stoke.executors.ring import BatchRing
 
 # the folder that holds the ``stoke`` package (stoke/executors/processes.py -> ../../..)
@@ -72,12 +72,10 @@ NEW_PROCESS_GROUP = ({"process_group": 0} if sys.version_info >= (3, 11)
 
 def _pickled_update(task: Task | ProgramUpdate) -> bytes | None:
     """An update's content, pickled for the workers (cloudpickle: it may hold functions of
-    the user's script); None for a task."""
+    the user's script, which keep their file name); None for a task."""
     if not isinstance(task, ProgramUpdate):
         return None
-    import cloudpickle
-
-    return cloudpickle.dumps(task.update, protocol=5)
+    return dumps(task.update)
 
 
 def trainer_import_path() -> list[str]:

@@ -215,13 +215,7 @@ USER_SCRIPT_FAILING_MAP = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("executor", [
-    "inline", "thread",
-    pytest.param("process", marks=pytest.mark.xfail(strict=True, reason=(
-        "a function defined in the user's script travels to process workers by value "
-        "(cloudpickle), which renames its code file to '<dynamic-code>': the worker "
-        "traceback names neither the script nor the failing source line"))),
-])
+@pytest.mark.parametrize("executor", ["inline", "thread", "process"])
 def test_failing_map_in_a_user_script_names_the_script_in_the_traceback(tmp_path, executor):
     """Users define map functions in their training script, not in an importable module:
     the worker traceback must still point at the script's file and line."""
@@ -233,3 +227,51 @@ def test_failing_map_in_a_user_script_names_the_script_in_the_traceback(tmp_path
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.startswith("13 KeyError"), out.stdout
     assert f'File "{script}", line 7, in decode' in out.stdout, out.stdout
+    assert 'raise KeyError("no such file: 13.jpg")' in out.stdout, out.stdout
+
+
+USER_SCRIPT_FAILING_SEQUENCE = textwrap.dedent("""
+    import numpy as np, stoke
+
+    class Images:
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, index):
+            if index == 5:
+                raise FileNotFoundError("batch_5.npz")
+            return np.zeros((2, 4), np.float32), np.zeros(2, np.float32)
+
+    def stream(n):
+        for i in range(n):
+            if i == 3:
+                raise RuntimeError("stream broke at 3")
+            yield np.array([i], np.float32)
+
+    for dataset, args in [(Images(), ()), (stream, (6,))]:
+        with stoke.accelerate(dataset, *args, executor="process") as acc:
+            try:
+                for _ in acc.iter():
+                    pass
+            except stoke.SampleError as error:
+                print(error)
+""")
+
+
+def test_failing_accelerated_sequence_in_a_user_script_names_the_script_and_line(tmp_path):
+    """A Keras-2-era Sequence (or generator) lives in the training script: it travels to the
+    worker processes by value, and the error still names the script, the line and its
+    text."""
+    script = tmp_path / "train.py"
+    script.write_text(USER_SCRIPT_FAILING_SEQUENCE)
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.startswith("sample 5 failed in Images.__getitem__"), out.stdout
+    assert f'File "{script}", line 10, in __getitem__' in out.stdout, out.stdout
+    assert 'raise FileNotFoundError("batch_5.npz")' in out.stdout, out.stdout
+    assert "sample 3 failed in stream (generator)" in out.stdout, out.stdout
+    assert f'File "{script}", line 16, in stream' in out.stdout, out.stdout
+    assert 'raise RuntimeError("stream broke at 3")' in out.stdout, out.stdout
+    assert "<dynamic-code>" not in out.stdout, out.stdout
