@@ -60,10 +60,14 @@ def test_stoke_run_passes_arguments_and_exit_status(tmp_path):
 
 TUNED_SCRIPT = """
 import logging
+import os
 import sys
+import time
 
 import numpy as np
 import keras
+
+TRAINER = os.getpid()  # travels with the Sequence: a worker sees the trainer's pid here
 
 handler = logging.StreamHandler(sys.stderr)
 logging.getLogger("stoke").addHandler(handler)
@@ -72,9 +76,13 @@ logging.getLogger("stoke").setLevel(logging.DEBUG)
 
 class Batches(keras.utils.Sequence):
     def __len__(self):
-        return 8
+        return 64
 
     def __getitem__(self, index):
+        if os.getpid() == TRAINER:
+            # stoke makes the first batches in the trainer while its workers start; slow
+            # ones here leave the workers (and the tuner) time to take over
+            time.sleep(0.25)
         return np.full((4, 3), index, np.float32), np.full((4, 1), index % 2, np.float32)
 
 
