@@ -179,12 +179,7 @@ def main(argv: list[str] | None = None) -> int:
               "uncached epoch 2")
     tag = args.tag or socket.gethostname()
     out = Path(args.out) if args.out else HERE / "results" / f"cache_epochs-{tag}.json"
-    common.write_json(out, result)
-    print(f"wrote {out}")
-    try:
-        print(f"wrote {plot(result, out.with_suffix('.png'))}")
-    except ImportError:
-        print("matplotlib is not installed: no plot")
+    common.write_results(out, result, plot)
     return 0
 
 

@@ -198,3 +198,19 @@ def write_json(path: str | os.PathLike, record: Any,
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2, default=default) + "\n")
     return path
+
+
+def write_results(path: str | os.PathLike, record: Any,
+                  plot: Callable[[Any, Path], Any] | None = None) -> Path:
+    """Write a benchmark's results record (:func:`write_json`) and, given ``plot(record,
+    png_path)``, its plot beside it (said and skipped when matplotlib is missing)."""
+    path = write_json(path, record)
+    print(f"wrote {path}")
+    if plot is not None:
+        png = Path(path).with_suffix(".png")
+        try:
+            plot(record, png)
+            print(f"wrote {png}")
+        except ImportError:
+            print("matplotlib is not installed: no plot")
+    return path

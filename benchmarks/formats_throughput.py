@@ -358,13 +358,7 @@ def main(argv: list[str] | None = None) -> int:
               "rows": rows}
     tag = args.tag or socket.gethostname()
     out = Path(args.out) if args.out else HERE / "results" / f"formats_throughput-{tag}.json"
-    common.write_json(out, result)
-    print(f"wrote {out}")
-    try:
-        plot(result, out.with_suffix(".png"))
-        print(f"wrote {out.with_suffix('.png')}")
-    except ImportError:
-        pass
+    common.write_results(out, result, plot)
     return 0
 
 

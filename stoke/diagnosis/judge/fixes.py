@@ -35,6 +35,19 @@ def input_fix(inputs: InputFacts, prediction: Prediction | None) -> str:
     )
 
 
+def stoke_pipeline(batch: int) -> str:
+    """The stoke pipeline every per-sample fix ends with, fed to ``fit``."""
+    return (
+        "train = (\n"
+        "    stoke.from_sequence(samples)\n"
+        "    .map(load_and_augment)\n"
+        f"    .batch({batch})\n"
+        "    .to_keras()\n"
+        ")\n"
+        "model.fit(train, epochs=10)\n"
+    )
+
+
 def stoke_fix(inputs: InputFacts) -> str:
     """stoke, with the code for this input kind: the first fix for an input-bound run."""
     kind = inputs.kind or "unknown"
@@ -49,13 +62,7 @@ def stoke_fix(inputs: InputFacts) -> str:
             "\n"
             "# All cores: give stoke the samples (anything with len() and [i]) and\n"
             "# your per-sample function; its worker processes build batches in parallel.\n"
-            "train = (\n"
-            "    stoke.from_sequence(samples)\n"
-            "    .map(load_and_augment)\n"
-            f"    .batch({batch})\n"
-            "    .to_keras()\n"
-            ")\n"
-            "model.fit(train, epochs=10)\n"
+            + stoke_pipeline(batch)
         )
     if kind == "pydataset":
         return (
@@ -88,14 +95,8 @@ def stoke_fix(inputs: InputFacts) -> str:
             "\n"
             "# Python per-sample work (py_function / numpy_function) runs in stoke's worker\n"
             "# processes, outside the GIL, and is prefetched to the device:\n"
-            "train = (\n"
-            "    stoke.from_sequence(samples)\n"
-            "    .map(load_and_augment)\n"
-            f"    .batch({batch})\n"
-            "    .to_keras()\n"
-            ")\n"
-            "model.fit(train, epochs=10)\n"
-            "\n"
+            + stoke_pipeline(batch)
+            + "\n"
             "# Staying with tf.data (TF ops only): map in parallel and prefetch.\n"
             "ds = ds.map(load_and_augment, num_parallel_calls=tf.data.AUTOTUNE)\n"
             "ds = ds.prefetch(tf.data.AUTOTUNE)\n"
