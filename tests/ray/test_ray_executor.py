@@ -78,6 +78,15 @@ def record_run(sample, path):
     return sample
 
 
+def hold_on_node(sample, node_id, busy):
+    """On the node ``node_id`` only: say so in the file ``busy``, then wait there to be killed."""
+    if ray.get_runtime_context().get_node_id() == node_id:
+        with open(busy, "a") as note:
+            note.write(f"{int(sample[1])}\n")
+        time.sleep(WAIT_S)
+    return sample
+
+
 def exit_on_5(sample):
     if int(sample[1]) == 5:
         os._exit(3)
@@ -447,41 +456,39 @@ def test_pipe_iter_executor_ray(cluster):
 
 @pytest.mark.slow
 def test_worker_node_killed_mid_epoch_every_sample_once(cluster, tmp_path):
-    """Kept last in this file: it changes the cluster (one node killed, another added)."""
+    """Kept last in this file: it changes the cluster (one of its two worker nodes is killed).
+
+    The victim node is caught busy for sure: a sample it makes holds its chunk (after the
+    sample was logged as made) until the node is killed, so Ray must make that chunk again.
+    """
     n = 480
-    runs = tmp_path / "runs.log"
+    runs, busy = tmp_path / "runs.log", tmp_path / "victim-busy"
+    victim = cluster.worker_nodes_started[0]
     # 16 KiB samples: a chunk's result (128 KiB) is too big to travel inside Ray's reply, so
     # it sits in the object store of the node that made it, and is lost with that node.
     pipe = (dataset(n, features=4096).shuffle(seed=11).map(slow)
-            .map(functools.partial(record_run, path=str(runs))).map(augment).batch(8))
+            .map(functools.partial(record_run, path=str(runs)))
+            .map(functools.partial(hold_on_node, node_id=victim.node_id, busy=str(busy)))
+            .map(augment).batch(8))
     expected = inline_batches(pipe)
     runs.unlink()
-    victim = cluster.worker_nodes_started[0]
-    with ray_loader(pipe) as loader:
-        pool = loader.pool
-        makers = []  # the node of each result, in arrival order
-        collect = pool._collect
 
-        def watched(ref, task):
-            result = collect(ref, task)
-            makers.append(result.worker.rsplit(" ", 1)[-1])
-            return result
-
-        pool._collect = watched
-        iterator = loader.iter()
-        got = [copied(next(iterator))]
-        # kill the node while it is busy with our chunks: once it has made some and 2+ are out
-        while not (victim.node_id[:8] in makers and len(pool._in_flight) >= 2) and len(got) < 40:
-            got.append(copied(next(iterator)))
-        assert victim.node_id[:8] in makers and len(pool._in_flight) >= 2
+    def kill_when_busy():
+        deadline = time.monotonic() + WAIT_S
+        while not busy.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
         cluster.remove_node(victim, allow_graceful=False)
-        got += [copied(next(iterator)) for _ in range(10)]
-        cluster.add_node(num_cpus=1, object_store_memory=OBJECT_STORE_BYTES)
-        got += [copied(b) for b in iterator]
+
+    killer = threading.Thread(target=kill_when_busy, daemon=True)
+    with ray_loader(pipe) as loader:
+        killer.start()
+        got = [copied(b) for b in loader.iter()]
+    killer.join(timeout=WAIT_S)
+    assert busy.exists(), "the victim node never started a chunk"
     assert sorted(labels(got)) == list(range(n))  # every sample exactly once
     assert_same(got, expected)  # and the same batches in the same order
     made = collections.Counter(int(line.split()[0]) for line in runs.read_text().splitlines())
     made[int(pipe.plan_spec.order(0)[0])] -= 1  # the layout probe made the first one too
     assert set(made) == set(range(n))
-    # the kill interrupted work: Ray made some samples again, the trainer got each once
+    # the kill interrupted work: Ray made the held chunk again, the trainer got each sample once
     assert max(made.values()) >= 2, "no sample was made twice: the kill hit an idle node"
