@@ -126,10 +126,11 @@ class ChannelLoader(Loader):
         return (pool if pool is not None else self.pool).kind == "process"
 
     def workers_up(self) -> bool:
-        """Without waiting: can the workers take tasks? False while every process worker is
-        still loading the program (its imports): the trainer may make batches meanwhile."""
+        """Without waiting: can the workers take tasks? False while every worker is still
+        loading the program (process workers: their imports): the trainer may make batches
+        meanwhile."""
         pool = self._shutdown.pool
-        if pool is None or not self._starting or pool.kind != "process":
+        if pool is None or not self._starting:
             return True
         return pool.first_ready()
 

@@ -100,12 +100,31 @@ class AutoPool:
         except StokeError as exc:
             if kind == self.kinds[-1]:
                 raise
-            log.debug("stoke: %s workers could not start: %s", kind, exc)
-            self.unavailable[kind] = f"{kind} workers could not start: {exc}"
-            self._pools.pop(kind).close()
-            self._outstanding.pop(kind, None)
-            self._start_first(self._first_workers, wait=True)
-            self.target = (self.active, self._first_workers)
+            self._first_failed(kind, exc)
+
+    def first_ready(self) -> bool:
+        """The WorkerPool protocol's, for the active pool. A first pool started in the
+        background that cannot load the program leaves it to the next kind (started and
+        waited for), as :meth:`wait_ready` does."""
+        kind = self.active
+        try:
+            return self._pools[kind].first_ready()
+        except StokeError as exc:
+            if not self._waiting_for_first or kind == self.kinds[-1]:
+                raise
+            self._waiting_for_first = False
+            self._first_failed(kind, exc)
+        return self._pools[self.active].first_ready()
+
+    def _first_failed(self, kind: str, exc: StokeError) -> None:
+        """The first pool (``kind``, started in the background) could not start: go on with
+        the next kind, started and waited for."""
+        log.debug("stoke: %s workers could not start: %s", kind, exc)
+        self.unavailable[kind] = f"{kind} workers could not start: {exc}"
+        self._pools.pop(kind).close()
+        self._outstanding.pop(kind, None)
+        self._start_first(self._first_workers, wait=True)
+        self.target = (self.active, self._first_workers)
 
     def _start_first(self, workers: int, wait: bool = True) -> None:
         """Start the first kind that can run (waiting until its workers are up, so that

@@ -37,6 +37,12 @@ class WorkerPool(Protocol):
         """Has every live worker loaded the program (can take tasks)?"""
         ...
 
+    def first_ready(self) -> bool:
+        """Without waiting: can one worker take tasks now? The non-blocking form of
+        ``wait_ready(first=True)``: reads the start-up answers already come and raises what
+        a failed start raises. True at once for executors that need no start-up."""
+        ...
+
     def wait_ready(self, timeout_s: float | None = None, first: bool = False) -> None:
         """Block until every worker (``first``: one worker) has loaded the program; raises
         what a failed start raises. Returns at once for executors that need no start-up."""

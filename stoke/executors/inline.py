@@ -31,6 +31,9 @@ class InlinePool:
     def ready(self) -> bool:
         return True
 
+    def first_ready(self) -> bool:
+        return True  # nothing to start
+
     def wait_ready(self, timeout_s: float | None = None, first: bool = False) -> None:
         pass  # nothing to start
 

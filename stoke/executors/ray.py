@@ -405,6 +405,9 @@ class RayPool:
     def ready(self) -> bool:
         return True  # the cluster's workers load the program with their first task
 
+    def first_ready(self) -> bool:
+        return True  # the cluster's workers load the program with their first task
+
     def wait_ready(self, timeout_s: float | None = None, first: bool = False) -> None:
         pass  # nothing is started here: tasks wait for the cluster's CPUs
 

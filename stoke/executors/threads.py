@@ -73,6 +73,9 @@ class ThreadPool:
     def ready(self) -> bool:
         return True  # threads need no start-up
 
+    def first_ready(self) -> bool:
+        return True  # threads need no start-up
+
     def wait_ready(self, timeout_s: float | None = None, first: bool = False) -> None:
         pass  # threads need no start-up
 

@@ -54,14 +54,14 @@ def probe(task_id: int, index: int) -> Task:
 
 @pytest.mark.parametrize("kind", ["inline", "thread", "process", "auto"])
 def test_every_executor_has_every_protocol_member(kind):
-    assert {"ready", "wait_ready", "resize", "submit", "broadcast", "worker_pids", "cpu_seconds",
-            "busy_workers", "check_alive", "drop_queued", "close"} <= set(MEMBERS)
+    assert {"ready", "first_ready", "wait_ready", "resize", "submit", "broadcast", "worker_pids",
+            "cpu_seconds", "busy_workers", "check_alive", "drop_queued", "close"} <= set(MEMBERS)
     pool = make(kind)
     try:
         missing = [name for name in MEMBERS if not hasattr(pool, name)]
         assert not missing, f"{type(pool).__name__} lacks {missing}"
         pool.wait_ready(timeout_s=60)
-        assert pool.ready()
+        assert pool.ready() and pool.first_ready()
         pool.check_alive()
         assert pool.busy_workers() == []
         assert len(pool.worker_pids()) == (2 if kind in ("process", "auto") else 0)
@@ -321,3 +321,62 @@ def test_the_pools_a_tuner_tunes_are_tuner_targets():
     finally:
         pool.close()
     assert isinstance(TunedWorkers(loader=None, trainer_pid=os.getpid()), TunerTarget)
+
+
+# -- first_ready: can one worker take tasks, without waiting -------------------------------
+
+
+@pytest.fixture
+def unloadable_program(tmp_path, monkeypatch):
+    """A program whose map lives in a module the worker processes cannot import (it is
+    on the trainer's sys.path only while the map is imported)."""
+    import importlib
+    import sys
+
+    (tmp_path / "stoke_protocol_only_here.py").write_text(
+        "def double(sample):\n    return sample * 2\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("stoke_protocol_only_here")
+    sys.path.remove(str(tmp_path))
+    yield stoke.from_arrays(np.arange(8.0)).map(module.double).program
+    sys.modules.pop("stoke_protocol_only_here", None)
+
+
+def poll_first_ready(pool, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not pool.first_ready():
+        assert time.monotonic() < deadline, f"no worker up in {timeout_s} s"
+        time.sleep(0.05)
+
+
+def test_first_ready_turns_true_once_a_process_worker_is_up_without_a_wait():
+    pool = ProcessPool(PROGRAM, 2, wait=False)
+    try:
+        poll_first_ready(pool)  # never waits: the answers come in between the calls
+        pool.submit(probe(0, 6))
+        assert result_of(pool, 0).probe[0] == 6
+    finally:
+        pool.close()
+
+
+def test_first_ready_raises_the_start_up_error_of_a_process_worker(unloadable_program):
+    pool = ProcessPool(unloadable_program, 1, wait=False)
+    try:
+        with pytest.raises(StokeError, match="could not load the pipeline"):
+            poll_first_ready(pool)
+    finally:
+        pool.close()
+
+
+def test_an_autotuned_pool_goes_on_with_threads_when_first_ready_finds_processes_failed(
+        unloadable_program):
+    pool = AutoPool(unloadable_program, ("process", "thread"), 2, wait=False)
+    try:
+        poll_first_ready(pool)
+        assert (pool.kind, pool.workers) == ("thread", 2)
+        assert "could not load the pipeline" in pool.unavailable["process"]
+        assert pool.worker_pids() == []
+        pool.submit(probe(0, 3))
+        assert result_of(pool, 0).probe[0] == 3
+    finally:
+        pool.close()
