@@ -37,9 +37,9 @@ def _warn_float64_items(paths: list[str]) -> None:
 
 
 def _route_to_worker(pool: Any, worker: int, task: Task) -> None:
-    """Send ``task`` to worker ``worker`` of a process pool (threads and inline share one
-    queue: any worker)."""
-    if pool.kind == "process":
+    """Send ``task`` to worker ``worker`` of a pool that can address one (processes; threads
+    and inline share one queue: any worker)."""
+    if pool.addressable:
         pool.submit(task, worker=worker)
     else:
         pool.submit(task)
@@ -121,9 +121,12 @@ class ChannelLoader(Loader):
                 message.task_id, "a message replayed to a worker added by the tuner")
 
     @property
-    def process_workers(self) -> bool:
-        pool = self._shutdown.pool  # its kind is known once started: no wait for the workers
-        return (pool if pool is not None else self.pool).kind == "process"
+    def shares_program(self) -> bool:
+        """Do the workers run the trainer's program object (threads, inline: see
+        :attr:`~stoke.executors.base.WorkerPool.shares_program`)? Known once the pool is
+        started, without waiting for its workers."""
+        pool = self._shutdown.pool
+        return (pool if pool is not None else self.pool).shares_program
 
     def workers_up(self) -> bool:
         """Without waiting: can the workers take tasks? False while every worker is still

@@ -140,7 +140,7 @@ class AcceleratedSequence(Accelerated):
         self._start_in_trainer = executor == "auto"
         self._loader: ChannelLoader | None = None
         self._pass: _Pass | None = None
-        self._workers_state: dict[str, bytes] | None = None  # what process workers hold
+        self._workers_state: dict[str, bytes] | None = None  # what workers with a copy hold
         self._hooks_called = False
         self._warned_misfit = False
         self._template: ItemLayout | None = None
@@ -347,7 +347,7 @@ class AcceleratedSequence(Accelerated):
         return self._loader
 
     def _pool_started(self, pool) -> None:
-        if pool.kind == "process":
+        if not pool.shares_program:
             self._workers_state = fingerprints(self.dataset)
 
     def _layout_known(self) -> None:
@@ -462,10 +462,11 @@ class AcceleratedSequence(Accelerated):
         early, e.g. after taking one batch to build the model) stays open unless the
         dataset's state changes, so that no prepared batch is thrown away for nothing.
 
-        ``prefetch_next``: with process workers, open the next pass at once, with the state
-        ``on_epoch_end`` left, so that its first batches are made while the model finishes
-        this epoch (last step, validation, callbacks). If the state changes again before
-        the next epoch begins (a callback's doing), that work is dropped and redone."""
+        ``prefetch_next``: with workers that hold a copy of the dataset (processes), open
+        the next pass at once, with the state ``on_epoch_end`` left, so that its first
+        batches are made while the model finishes this epoch (last step, validation,
+        callbacks). If the state changes again before the next epoch begins (a callback's
+        doing), that work is dropped and redone."""
         current = self._pass
         if current is not None and current.complete:
             current.close()
@@ -474,14 +475,14 @@ class AcceleratedSequence(Accelerated):
         if call_hook:
             self._call_hook("on_epoch_end")
         if (prefetch_next and self._pass is None and not self._closed
-                and self._loader is not None and self._loader.process_workers):
+                and self._loader is not None and not self._loader.shares_program):
             self._open_pass()
 
     def _call_hook(self, name: str) -> None:
         """Call the dataset's ``name`` hook (if it has one) in the trainer; an open pass
         whose batches no longer match the dataset's state is dropped."""
         hook = getattr(self.dataset, name, None)
-        if hook is not None and self._pass is not None and not self._loader.process_workers:
+        if hook is not None and self._pass is not None and self._loader.shares_program:
             # thread/inline workers read the trainer's dataset: stop them before it changes
             self._abandon_pass()
             self._loader.drain()

@@ -46,6 +46,7 @@ class AutoPool:
     """
 
     shared_ring = True
+    addressable = False  # the tuner changes the workers under the tasks
 
     def __init__(self, program: Any, kinds: Iterable[str], workers: int,
                  wait: bool = True) -> None:
@@ -158,6 +159,11 @@ class AutoPool:
     @property
     def workers(self) -> int:
         return self._pools[self.active].workers
+
+    @property
+    def shares_program(self) -> bool:
+        """True while any of its pools runs the trainer's program (threads)."""
+        return any(pool.shares_program for pool in self._pools.values())
 
     def set_ring(self, ring: BatchRing) -> None:
         self._ring = ring

@@ -32,6 +32,20 @@ class WorkerPool(Protocol):
         """Live workers (tasks kept in flight, for Ray)."""
         ...
 
+    @property
+    def addressable(self) -> bool:
+        """Can a task or an update be given to one worker (``submit(..., worker=k)``)? Only
+        where each worker has a queue of its own (processes); the others' ``submit`` says
+        why not."""
+        ...
+
+    @property
+    def shares_program(self) -> bool:
+        """Do workers run the trainer's own program object (threads, inline)? Then a change
+        the trainer makes to it reaches them at once, and must wait until they are idle.
+        Else each worker holds its own copy (processes, Ray): changed by messages only."""
+        ...
+
     # -- starting and resizing ------------------------------------------------------------
     def ready(self) -> bool:
         """Has every live worker loaded the program (can take tasks)?"""

@@ -20,6 +20,8 @@ from stoke.executors.ring import BatchRing
 class InlinePool:
     kind = "inline"
     shared_ring = False
+    addressable = False  # one worker, the caller: nothing to address
+    shares_program = True  # the caller runs its own program
 
     def __init__(self, program: SampleProgram) -> None:
         self.program = program

@@ -213,6 +213,8 @@ class ProcessPool:
 
     kind = "process"
     shared_ring = True
+    addressable = True  # each worker has its own socket: submit(..., worker=k)
+    shares_program = False  # each worker unpickled its own copy
 
     def __init__(self, program: SampleProgram, workers: int, start_timeout_s: float = 120.0,
                  *, packed: PackedProgram | None = None, wait: bool = True) -> None:

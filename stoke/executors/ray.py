@@ -359,6 +359,8 @@ class RayPool:
 
     kind = "ray"
     shared_ring = False
+    addressable = False  # Ray places each task on the cluster itself
+    shares_program = False  # each task runs the program put in the object store
 
     def __init__(self, program: SampleProgram, workers: int | None = None,
                  ray_address: str | None = None, *, max_retries: int = DEFAULT_MAX_RETRIES,

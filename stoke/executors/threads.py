@@ -28,6 +28,8 @@ _STOP = None
 class ThreadPool:
     kind = "thread"
     shared_ring = False
+    addressable = False  # one task queue for all threads
+    shares_program = True  # the threads run the trainer's program object
 
     def __init__(self, program: SampleProgram, workers: int) -> None:
         self.program = program

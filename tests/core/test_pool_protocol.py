@@ -55,13 +55,16 @@ def probe(task_id: int, index: int) -> Task:
 @pytest.mark.parametrize("kind", ["inline", "thread", "process", "auto"])
 def test_every_executor_has_every_protocol_member(kind):
     assert {"ready", "first_ready", "wait_ready", "resize", "submit", "broadcast", "worker_pids",
-            "cpu_seconds", "busy_workers", "check_alive", "drop_queued", "close"} <= set(MEMBERS)
+            "cpu_seconds", "busy_workers", "check_alive", "drop_queued", "close", "addressable",
+            "shares_program"} <= set(MEMBERS)
     pool = make(kind)
     try:
         missing = [name for name in MEMBERS if not hasattr(pool, name)]
         assert not missing, f"{type(pool).__name__} lacks {missing}"
         pool.wait_ready(timeout_s=60)
         assert pool.ready() and pool.first_ready()
+        assert pool.addressable is (kind == "process")  # auto: the tuner moves the workers
+        assert pool.shares_program is (kind in ("inline", "thread"))  # auto: processes here
         pool.check_alive()
         assert pool.busy_workers() == []
         assert len(pool.worker_pids()) == (2 if kind in ("process", "auto") else 0)
@@ -375,7 +378,7 @@ def test_an_autotuned_pool_goes_on_with_threads_when_first_ready_finds_processes
         poll_first_ready(pool)
         assert (pool.kind, pool.workers) == ("thread", 2)
         assert "could not load the pipeline" in pool.unavailable["process"]
-        assert pool.worker_pids() == []
+        assert pool.shares_program and pool.worker_pids() == []
         pool.submit(probe(0, 3))
         assert result_of(pool, 0).probe[0] == 3
     finally:
