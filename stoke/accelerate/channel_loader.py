@@ -21,7 +21,7 @@ from stoke.accelerate.items import ItemLayout, float64_message
 from stoke.accelerate.tuned_workers import TunedWorkers
 from stoke.data.pipeline import Pipeline
 from stoke.errors import StokeWarning, UnpicklableError
-from stoke.executors.choose import start_pool, tune_pinned
+from stoke.executors.choose import start_pool
 from stoke.executors.chunk import Task
 from stoke.executors.messages import ProgramUpdate
 from stoke.executors.options import LoaderOptions
@@ -101,10 +101,10 @@ class ChannelLoader(Loader):
             # now: the workers hold the program as it was packed, at this moment
             callback(pool)
 
-    def finish_start(self) -> None:
-        super().finish_start()
-        self.scheduler.tuner = tune_pinned(self._shutdown.pool, self.options,
-                                           TunedWorkers(self, os.getpid()))
+    def resizer(self) -> TunedWorkers:
+        """The pinned pool's resizer: a worker added by the tuner is sent every message
+        broadcast so far (see :mod:`.tuned_workers`)."""
+        return TunedWorkers(self, os.getpid())
 
     def process_pool(self):
         """The process pool as it runs (started; for :mod:`.tuned_workers`)."""

@@ -146,13 +146,17 @@ def start_pool(program: Any, options: LoaderOptions, *, pinned: bool = False,
     return AutoPool(program, kinds, first_workers(options, settings), wait=False)
 
 
-def finish_start(pool, options: LoaderOptions, settings: TunerSettings | None = None
-                 ) -> Tuner | None:
+def finish_start(pool, options: LoaderOptions, settings: TunerSettings | None = None,
+                 *, resizer: TunerTarget | None = None) -> Tuner | None:
     """Wait until the workers of ``pool`` (from :func:`start_pool`) are up; returns the
-    tuner of a tuned pool (the worker count and ring depth within the cores the trainer
-    leaves, measured, and the memory budget), else None."""
+    tuner of a tuned pool (:func:`tunes`: the worker count and ring depth within the cores
+    the trainer leaves, measured, and the memory budget), else None. ``resizer``: the pool
+    is pinned (``start_pool(..., pinned=True)``); its tuner, if any, is
+    :func:`tune_pinned`'s, through ``resizer``."""
     pool.wait_ready(first=True)  # the others take tasks once they are up
-    if not isinstance(pool, AutoPool):
+    if resizer is not None:
+        return tune_pinned(pool, options, resizer, settings)
+    if not tunes(options):  # start_pool made a fixed pool
         return None
     tuner = make_tuner(pool.kind, options, settings)
     if options.executor == "auto" and pool.kind == "process":

@@ -30,6 +30,7 @@ from stoke.loader.iterator import BatchIterator
 from stoke.loader.scheduler import SlotScheduler
 
 if TYPE_CHECKING:
+    from stoke.autotune.target import TunerTarget
     from stoke.data.pipeline import Pipeline
 
 log = logging.getLogger("stoke")
@@ -109,13 +110,19 @@ class Loader:
         :attr:`pool`; a loader that starts its own pool may extend it."""
         pool = self._shutdown.pool
         try:
-            self.scheduler.tuner = finish_start(pool, self.options)
+            self.scheduler.tuner = finish_start(pool, self.options, resizer=self.resizer())
         except BaseException:
             self._shutdown.pool = None
             pool.close()
             raise
         finally:
             self._starting = False
+
+    def resizer(self) -> TunerTarget | None:
+        """What resizes this loader's workers for a tuner when the loader pins them (starts
+        them with ``start_pool(..., pinned=True)``: see :mod:`stoke.executors.choose`);
+        None: the chooser's pool tunes itself."""
+        return None
 
     @property
     def executor(self) -> str:
