@@ -11,6 +11,15 @@ anywhere in the chain; ``map`` and ``filter`` run per sample, before batching.
 ...         .batch(4))
 >>> [x.shape for x, y in pipe.iter(executor="inline")]
 [(4,), (4,), (2,)]
+
+The one module of ``stoke/data/`` that imports what consumes it, on purpose: ``Pipeline`` is
+the public facade, and ``iter``/``loader`` hand it to a :class:`~stoke.loader.loader.Loader`
+(imported at the top, where a reader sees it), ``to_keras`` to the Keras adapter (imported
+when called: ``import stoke`` never loads the Keras side). The consumers see a pipeline only
+through its public members (``program``, ``plan_spec``, ``batch_size``...; the loader
+imports :class:`Pipeline` for type hints only), so there is no cycle. Imports moved into
+the methods would hide this dependency, not remove it: ``import stoke`` loads the loader for
+``stoke.Loader`` anyway, and ``tools/import_graph.py`` counts imports inside functions.
 """
 
 from __future__ import annotations
