@@ -319,6 +319,7 @@ def test_the_ray_pool_follows_the_whole_pool_protocol(cluster):
         assert not missing
         pool.wait_ready(timeout_s=1)
         assert pool.ready() and pool.worker_pids() == [] and pool.busy_workers()[-1]
+        assert pool.first_ready() and not pool.addressable and not pool.shares_program
         pool.check_alive()
         with pytest.raises(StokeError, match="cannot give a task to worker 1"):
             pool.submit(Task(0, "probe", 0, np.array([1])), worker=1)
