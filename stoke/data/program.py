@@ -176,6 +176,16 @@ def prefetch_chunk(program: Any, indices: Any) -> None:
         program.source.prefetch(indices)
 
 
+def tasks_per_worker(program: Any) -> int:
+    """Tasks to keep sent to each worker: the one it runs and the chunks queued behind it,
+    whose reads start as they arrive (:func:`prefetch_chunk`): 2, or more when the source
+    reads over the network (:meth:`~stoke.data.formats.base.PrefetchingSource.chunks_ahead`).
+    The ring's default depth is this many slots per worker, plus 2."""
+    source = program.source
+    ahead = source.chunks_ahead() if isinstance(source, PrefetchingSource) else 1
+    return 1 + max(1, int(ahead))
+
+
 def sample_error(index: int, stage: str, exc: BaseException) -> SampleError:
     return SampleError(index, stage, type(exc).__name__, str(exc),
                        "".join(traceback.format_exception(exc)))

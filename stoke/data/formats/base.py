@@ -5,7 +5,10 @@ source built with ``on_error="skip"`` returns :data:`SKIPPED` for such a record 
 raising (with a warning that counts them across processes: :mod:`stoke.data.formats.skips`);
 the pipeline drops it with :func:`not_skipped`, its first filter. A source that can read a whole chunk of samples at once, concurrently
 (remote shards), is a :class:`PrefetchingSource`: the worker hands it the chunk's indices
-before it reads them one by one.
+before it reads them one by one, and the indices of the chunks already queued behind it;
+a source that reads over the network asks for more chunks queued per worker
+(:meth:`PrefetchingSource.chunks_ahead`), so that their requests are in flight long before
+the worker runs them.
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ if TYPE_CHECKING:
     from stoke.data.formats.skips import SkipCounter
 
 ON_ERROR = ("raise", "skip")
+# chunks queued behind the running one on each worker when the source reads over the network:
+# their requests start as they arrive, so a worker hides a request latency up to about this
+# many chunks' work (measured: HTTP at 20 ms/request, 2 workers, 64 JPEGs per chunk:
+# benchmarks/formats_throughput.py); local reads keep the default ring, one chunk queued
+REMOTE_CHUNKS_AHEAD = 4
 
 
 class RecordError(StokeError):
@@ -67,3 +75,13 @@ class PrefetchingSource(abc.ABC):
 
     @abc.abstractmethod
     def prefetch(self, indices: Sequence[int]) -> None: ...
+
+    def reads_remote(self) -> bool:
+        """Do reads go over the network (an fsspec URL), so that each waits on a request?"""
+        return False
+
+    def chunks_ahead(self) -> int:
+        """Chunks each worker should have queued behind the one it runs, their reads started:
+        :data:`REMOTE_CHUNKS_AHEAD` for remote reads, else 1 (the default ring). The ring
+        gets the slots for them within the memory budget (``stoke/loader/scheduler.py``)."""
+        return REMOTE_CHUNKS_AHEAD if self.reads_remote() else 1

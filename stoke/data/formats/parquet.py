@@ -138,6 +138,9 @@ class ParquetSource(PrefetchingSource, SkippingSource):
             for key in keys:
                 self._loading[key] = self._pool.submit(self._load, *key, None)
 
+    def reads_remote(self) -> bool:
+        return bool(len(self.paths)) and is_remote(self.paths[0])
+
     def _row_group(self, file: int, group: int) -> dict[str, np.ndarray]:
         key = (file, group)
         with self._lock:

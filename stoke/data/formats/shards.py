@@ -103,7 +103,7 @@ class ShardedSource(PrefetchingSource, SkippingSource):
         self.lazy = index == "lazy" or (index == "auto" and len(paths) > EAGER_MAX_SHARDS)
         self.on_error = check_on_error(on_error)
         if block_records is None:  # remote: a block of records is one request
-            block_records = REMOTE_BLOCK_RECORDS if len(paths) and is_remote(paths[0]) else 1
+            block_records = REMOTE_BLOCK_RECORDS if self.reads_remote() else 1
         ShardOrder((), cycle_length, block_records, buffer_size)  # validates
         self.cycle_length = cycle_length
         self.block_records = block_records
@@ -190,6 +190,9 @@ class ShardedSource(PrefetchingSource, SkippingSource):
     def __len__(self) -> int:
         self.ensure_index()
         return len(self.offsets)
+
+    def reads_remote(self) -> bool:
+        return bool(len(self.paths)) and is_remote(self.paths[0])
 
     # -- lazy index -----------------------------------------------------------------------
     def shard_index(self, shard: int) -> ShardIndex:
