@@ -173,3 +173,25 @@ def test_resume_inside_fit_counts_a_lazy_epoch(files):
         assert next_epoch_start(inside, loader) == inside
     finally:
         loader.close()
+
+
+@pytest.mark.parametrize("executor,workers", [("inline", 1), ("process", 2)])
+def test_failing_sample_is_named_by_file_and_record(files, executor, workers):
+    """A lazy source's sample key is ``(shard << 32) | record``: the error names the file
+    and the record instead (id 9 is record 0 of the second file)."""
+    import functools
+
+    from tests.core.formats_helpers import raw_id_failing_at
+
+    fails = functools.partial(raw_id_failing_at, bad=9)
+    lazy = stoke.from_tfrecord(files, index="lazy").map(fails).batch(4)
+    with pytest.raises(stoke.SampleError) as info:
+        ids_of(lazy, executor=executor, workers=workers)
+    message = str(info.value)
+    assert message.startswith("sample at record 0 of ") and files[1] in message.splitlines()[0]
+    assert "id 9 is bad" in message and str(1 << RECORD_BITS) not in message
+    assert info.value.index == 1 << RECORD_BITS  # the key stays in the error's fields
+    eager = stoke.from_tfrecord(files, index="eager").map(fails).batch(4)
+    with pytest.raises(stoke.SampleError, match=r"^sample 9 \(record 0 of .*part-001\.tfrecord\)"):
+        ids_of(eager, executor=executor, workers=workers)
+

@@ -67,6 +67,17 @@ class SkippingSource(abc.ABC):
         return self.skips.total()
 
 
+class DescribedSamples(abc.ABC):
+    """A source whose sample index says little to a person (a lazily indexed shard source's
+    ``(shard << 32) | record`` key): :meth:`describe_sample` names the file and record, and
+    a :class:`~stoke.errors.SampleError` says that instead of the index."""
+
+    @abc.abstractmethod
+    def describe_sample(self, index: int) -> str:
+        """How an error message names sample ``index`` after the word "sample", e.g.
+        ``"at record 3 of data/train-007.tfrecord"``; must not raise."""
+
+
 class PrefetchingSource(abc.ABC):
     """A source that starts reading many samples at once, in the background, when told
     which ones come next; ``source[i]`` then waits for its sample instead of reading it.

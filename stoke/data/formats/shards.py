@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from stoke.data.formats.base import (
+    DescribedSamples,
     PrefetchingSource,
     RecordError,
     SkippingSource,
@@ -87,7 +88,7 @@ class ShardIndex:
         return len(self.offsets)
 
 
-class ShardedSource(PrefetchingSource, SkippingSource):
+class ShardedSource(PrefetchingSource, SkippingSource, DescribedSamples):
     """Records of shard files addressed by global index (``index="eager"``) or by
     ``(shard << 32) | record`` keys (``index="lazy"``); see the module docstring."""
 
@@ -254,6 +255,16 @@ class ShardedSource(PrefetchingSource, SkippingSource):
         self.ensure_index()
         shard = int(np.searchsorted(self.shard_starts, index, side="right")) - 1
         return shard, index - int(self.shard_starts[shard])
+
+    def describe_sample(self, index: int) -> str:
+        """``"at record 3 of PATH"`` (lazy: the key alone is ``(shard << 32) | record``),
+        ``"41 (record 3 of PATH)"`` (eager)."""
+        try:
+            shard, record = self.locate(int(index))
+            where = f"record {record} of {self.paths[shard]}"
+        except Exception:  # noqa: BLE001 - an index out of range: its number says enough
+            return str(index)
+        return f"at {where}" if self.lazy else f"{index} ({where})"
 
     def span(self, index: int) -> tuple[int, int, int, int, Any]:
         """``(shard, record, offset, length, extra)`` of sample ``index``."""
