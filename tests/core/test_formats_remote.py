@@ -125,6 +125,20 @@ def test_unreachable_url_is_named_quickly():
         len(stoke.from_tfrecord(url))
     assert time.monotonic() - started < 10
     assert url in str(info.value) and "could not read" in str(info.value)
+    # what happened, not only fsspec's bare FileNotFoundError(url)
+    assert "Cannot connect to host" in str(info.value)
+
+
+def test_unreachable_url_of_a_lazy_source_is_named_quickly():
+    """index="lazy": the trainer indexes the first shards while it makes the plan."""
+    base = f"http://127.0.0.1:{_closed_port()}"
+    pipe = stoke.from_tfrecord(base + "/train-{000..002}.tfrecord", index="lazy").map(
+        example_id).batch(8)
+    started = time.monotonic()
+    with pytest.raises(stoke.RecordError, match="could not read .*Cannot connect to host") as info:
+        ids_of(pipe, executor="thread", workers=2)
+    assert time.monotonic() - started < 10
+    assert base + "/train-00" in str(info.value)
 
 
 def test_silent_server_is_named_within_10_s():
@@ -135,11 +149,34 @@ def test_silent_server_is_named_within_10_s():
     url = f"http://127.0.0.1:{listener.getsockname()[1]}/shard-000.tar"
     try:
         started = time.monotonic()
-        with pytest.raises(stoke.RecordError, match="could not read"):
+        with pytest.raises(stoke.RecordError, match="could not read") as info:
             len(stoke.from_webdataset(url))
-        assert time.monotonic() - started < 12
+        assert time.monotonic() - started < 10
+        assert url in str(info.value)
+        lazy = stoke.from_webdataset(url, index="lazy").map(sample_id).batch(4)
+        started = time.monotonic()
+        with pytest.raises(stoke.RecordError, match="could not read") as info:
+            ids_of(lazy, executor="inline")
+        assert time.monotonic() - started < 10
+        assert url in str(info.value)
     finally:
         listener.close()
+
+
+def test_server_that_stops_answering_mid_epoch_is_named_within_10_s(folder):
+    """Indexed, then every request hangs: the read of a batch fails, naming the URL and the
+    timeout, instead of waiting for ever."""
+    server = RangeServer(folder)
+    with server as url:
+        pipe = stoke.from_tfrecord(url + "/train-{000..002}.tfrecord").map(example_id).batch(8)
+        len(pipe)
+        server.latency_s = 8.0  # past the read timeout; the server's threads end soon after
+        started = time.monotonic()
+        with pytest.raises(stoke.SampleError) as info:
+            ids_of(pipe, executor="thread", workers=2)
+        assert time.monotonic() - started < 10
+        message = str(info.value).splitlines()[0]
+        assert "could not read " + url + "/train-00" in message and "no answer within" in message
 
 
 def test_missing_remote_file_is_named(folder):
