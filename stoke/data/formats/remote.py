@@ -46,6 +46,12 @@ def is_remote(path: str) -> bool:
     return bool(sep) and scheme not in ("file", "local")
 
 
+def remote_paths(paths: Sequence[str]) -> bool:
+    """Are ``paths`` read over the network (judged by the first: a source's paths share a
+    place)?"""
+    return bool(len(paths)) and is_remote(paths[0])
+
+
 def local_path(path: str) -> str:
     return path[len("file://"):] if path.startswith("file://") else path
 
@@ -377,4 +383,5 @@ def coalesce(spans: list[tuple[int, int, int]], max_gap: int) -> list[tuple[int,
     return merged
 
 
-__all__ = ["BracePaths", "ByteReader", "PathTable", "coalesce", "expand_paths", "is_remote"]
+__all__ = ["BracePaths", "ByteReader", "PathTable", "coalesce", "expand_paths", "is_remote",
+           "remote_paths"]

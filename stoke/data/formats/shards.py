@@ -54,6 +54,7 @@ from stoke.data.formats.remote import (
     coalesce,
     describe_paths,
     is_remote,
+    remote_paths,
     shippable_paths,
 )
 from stoke.data.formats.skips import SkipCounter
@@ -193,7 +194,7 @@ class ShardedSource(PrefetchingSource, SkippingSource, DescribedSamples):
         return len(self.offsets)
 
     def reads_remote(self) -> bool:
-        return bool(len(self.paths)) and is_remote(self.paths[0])
+        return remote_paths(self.paths)
 
     # -- lazy index -----------------------------------------------------------------------
     def shard_index(self, shard: int) -> ShardIndex:
