@@ -11,26 +11,30 @@ class SampleError(StokeError):
     """A user function (source read, ``map``, ``filter``) raised on one sample.
 
     ``index`` is the sample's index in the source; ``original_type`` the exception's class
-    name; ``worker_traceback`` the traceback as text, as it was in the worker.
+    name; ``worker_traceback`` the traceback as text, as it was in the worker. ``sample``:
+    how the message names the sample when its index alone says little (a record source:
+    its file and record number, e.g. ``"at record 3 of data/train-007.tfrecord"``).
     """
 
     def __init__(self, index: int, stage: str, original_type: str, message: str,
-                 worker_traceback: str, worker: str = "") -> None:
+                 worker_traceback: str, worker: str = "", sample: str = "") -> None:
         self.index = index
         self.stage = stage
         self.original_type = original_type
         self.original_message = message
         self.worker_traceback = worker_traceback
         self.worker = worker
+        self.sample = sample
         where = f" in {worker}" if worker else ""
         super().__init__(
-            f"sample {index} failed in {stage}{where}: {original_type}: {message}\n"
+            f"sample {sample or index} failed in {stage}{where}: {original_type}: {message}\n"
             f"--- traceback in the worker ---\n{worker_traceback.rstrip()}"
         )
 
     def __reduce__(self):
         return (SampleError, (self.index, self.stage, self.original_type,
-                              self.original_message, self.worker_traceback, self.worker))
+                              self.original_message, self.worker_traceback, self.worker,
+                              self.sample))
 
 
 class WorkerDiedError(StokeError):

@@ -146,6 +146,7 @@ class Tuner:
         start = fixed_workers or min(self.settings.start_workers, self.cpu_budget_cores)
         self.config: Config = (self.kinds[0], start)
         self.depth = 0  # slots in rotation; 0 until the ring exists
+        self.tasks_per_worker = 2  # slots in rotation per worker (set with the ring)
         self.capacity = 0  # slots allocated
         self.slot_bytes = 0
         self.decisions: list[Decision] = []
@@ -184,10 +185,13 @@ class Tuner:
             if kind != self.config[0]:
                 pool.prestart(kind, self.config[1])
 
-    def ring_size(self, layout: BatchLayout) -> tuple[int, int]:
+    def ring_size(self, layout: BatchLayout, tasks_per_worker: int = 2) -> tuple[int, int]:
         """(slots to allocate, slots in rotation) for batches of ``layout``, within the
-        memory budget; raises :class:`StokeError` when not even two batches fit."""
+        memory budget: ``tasks_per_worker`` per worker + 2 in rotation (more than 2 for
+        remote reads: ``stoke.data.program.tasks_per_worker``); raises
+        :class:`StokeError` when not even two batches fit."""
         self.slot_bytes = slot = layout.slot_bytes
+        self.tasks_per_worker = per = tasks_per_worker
         budget = self.memory_budget_bytes
         fits = budget // slot if budget is not None else 1 << 30
         if self.ring_slots_option is not None:
@@ -199,12 +203,13 @@ class Tuner:
             if fits < 2:
                 raise _memory_error(layout, 2, budget)
             most = self._hard_max_workers()
-            capacity = min(fits, 2 * most + 2 + self.cpu_budget_cores)
-            depth = min(capacity, 2 * self.config[1] + 2)
+            capacity = min(fits, per * most + 2 + self.cpu_budget_cores)
+            depth = min(capacity, per * self.config[1] + 2)
             why = (f"{capacity} slots of {slot / 2**20:.1f} MiB allocated "
                    f"({capacity * slot / 2**30:.2f} GiB"
                    + (f" of a {budget / 2**30:.2f} GiB budget" if budget else "") + "), "
-                   f"{depth} in rotation (2 per worker + 2)")
+                   f"{depth} in rotation ({per} per worker + 2"
+                   + (": remote reads, queued to hide their latency" if per > 2 else "") + ")")
         self.capacity, self.depth = capacity, depth
         self._skip = depth
         self.decide("ring", depth, why, slot_bytes=slot, capacity=capacity)
@@ -309,7 +314,8 @@ class Tuner:
             self.pool.apply(*config)
             self.config = config
             if self.capacity:
-                self.depth = max(self.depth, min(self.capacity, 2 * config[1] + 2))
+                self.depth = max(self.depth, min(self.capacity,
+                                                 self.tasks_per_worker * config[1] + 2))
             self._phase = _WARMUP
             self._skip = self.depth
         else:

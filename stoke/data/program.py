@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from stoke.data.formats.base import PrefetchingSource
+from stoke.data.formats.base import DescribedSamples, PrefetchingSource
 from stoke.data.structure import DtypePolicy
 from stoke.errors import SampleError
 
@@ -165,7 +165,7 @@ class SampleProgram:
         except BaseException as exc:  # noqa: BLE001 - re-raised with where it happened
             # (SystemExit and other BaseExceptions from user code too: they name the sample)
             stage = "source read" if position < 0 else self.steps[position].name
-            raise sample_error(int(index), stage, exc) from exc
+            raise sample_error(int(index), stage, exc, self.source) from exc
 
 
 def prefetch_chunk(program: Any, indices: Any) -> None:
@@ -176,6 +176,19 @@ def prefetch_chunk(program: Any, indices: Any) -> None:
         program.source.prefetch(indices)
 
 
-def sample_error(index: int, stage: str, exc: BaseException) -> SampleError:
+def tasks_per_worker(program: Any) -> int:
+    """Tasks to keep sent to each worker: the one it runs and the chunks queued behind it,
+    whose reads start as they arrive (:func:`prefetch_chunk`): 2, or more when the source
+    reads over the network (:meth:`~stoke.data.formats.base.PrefetchingSource.chunks_ahead`).
+    The ring's default depth is this many slots per worker, plus 2."""
+    source = program.source
+    ahead = source.chunks_ahead() if isinstance(source, PrefetchingSource) else 1
+    return 1 + max(1, int(ahead))
+
+
+def sample_error(index: int, stage: str, exc: BaseException, source: Any = None) -> SampleError:
+    """The :class:`SampleError` of ``exc``, raised at ``stage`` on sample ``index`` (named by
+    ``source`` when it describes its samples: :class:`~stoke.data.formats.base.DescribedSamples`)."""
+    sample = source.describe_sample(index) if isinstance(source, DescribedSamples) else ""
     return SampleError(index, stage, type(exc).__name__, str(exc),
-                       "".join(traceback.format_exception(exc)))
+                       "".join(traceback.format_exception(exc)), sample=sample)

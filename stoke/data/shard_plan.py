@@ -177,6 +177,13 @@ class LazyShardOrder:
             "Give index='eager' to index every shard first (len(), cache(), mix() and "
             "bucket_by_length need it), or iterate without len().")
 
+    def counted_length(self, host_index: int, host_count: int) -> int:
+        """Records of the host's shards, indexing the ones not indexed yet: cheap once an
+        epoch has been read through (an error message after an empty epoch), else every
+        shard of the host is read (prefer :meth:`host_length`'s error to this)."""
+        shards = self.host_shards(host_index, host_count)
+        return int(np.asarray(self.sizes.shard_sizes(shards), np.int64).sum()) if len(shards) else 0
+
     def order(self, seed: int, epoch: int, shuffle: bool, host_index: int = 0,
               host_count: int = 1) -> np.ndarray:
         """The whole epoch's keys (indexes every shard of the host: prefer :meth:`stream`)."""

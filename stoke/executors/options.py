@@ -27,7 +27,8 @@ class LoaderOptions:
     without using CPU before they are reported stuck (busy ones are slow, not stuck: see
     :mod:`stoke.executors.limits`; None: wait as long as they are alive). ``oversubscribe``:
     start more process/thread workers than cores (else cut to the cores, with a warning).
-    ``ring_slots``: batches in flight (default 2 per worker + 2). ``copy``: yield copies
+    ``ring_slots``: batches in flight (default 2 per worker + 2; 5 per worker + 2 for a
+    remote source, within the memory budget: its reads hide their latency). ``copy``: yield copies
     instead of zero-copy views (views are safe to keep too: a slot whose batch is still
     referenced is never overwritten). ``memory_budget_bytes``: most memory the ring may
     take, and the batches the consumer keeps from it before they are delivered as copies

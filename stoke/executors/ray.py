@@ -329,7 +329,7 @@ def _run_chunk(program_box: list, task: Task, layout) -> tuple[Result, np.ndarra
     error = result.error
     if isinstance(error, SampleError) and not error.worker:
         error = SampleError(error.index, error.stage, error.original_type,
-                            error.original_message, error.worker_traceback, worker)
+                            error.original_message, error.worker_traceback, worker, error.sample)
         return Result(task.task_id, error=error, worker=worker), None
     if error is not None:
         return result, None

@@ -266,7 +266,12 @@ def _keras_batches(batches: BatchIterator, pipeline):
 
 def empty_feed_message(pipeline) -> str:
     plan = pipeline.plan_spec
-    why = [f"the source has {plan.length} sample(s)"]
+    if plan.length >= 0:
+        why = [f"the source has {plan.length} sample(s)"]
+    else:  # shards indexed lazily: counted now (the empty epoch has indexed them all)
+        why = [f"the source's {len(plan.shards.host_shards(plan.shard_index, plan.shard_count))} "
+               f"shard(s) read here, indexed lazily, hold "
+               f"{plan.shards.counted_length(plan.shard_index, plan.shard_count)} sample(s)"]
     if plan.shard_count > 1:
         why.append(f"shard {plan.shard_index} of {plan.shard_count}")
     if pipeline.steps_have_filter():

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from stoke.autotune.report import fixed_tuning
 from stoke.data.plan import IteratorState, fingerprint
+from stoke.data.program import tasks_per_worker
 from stoke.data.structure import BatchLayout
 from stoke.errors import StokeError
 from stoke.executors.choose import finish_start, start_pool
@@ -50,7 +51,7 @@ class Loader:
         self.program = pipeline.program
         self.plan = pipeline.plan_spec
         self.scheduler = SlotScheduler(self.options, self.plan.batch_size, pipeline.padding,
-                                       _started_pool_of(self))
+                                       _started_pool_of(self), tasks_per_worker(self.program))
         # the scheduler's Resources: the workers this loader starts, and the ring (closed by
         # close(), a failure or garbage collection)
         self._shutdown = self.scheduler.resources

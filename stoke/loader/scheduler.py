@@ -116,8 +116,11 @@ class SlotScheduler:
     worker, for ``submit(..., worker=k)``)."""
 
     def __init__(self, options: LoaderOptions, batch_size: int, padding: PaddingSpec | None,
-                 pool: Callable[[], Any]) -> None:
+                 pool: Callable[[], Any], tasks_per_worker: int = 2) -> None:
         self.options = options
+        # the default ring depth per worker (stoke.data.program.tasks_per_worker): more for
+        # a source whose reads wait on the network, within the memory budget
+        self.tasks_per_worker = tasks_per_worker
         self.batch_size = batch_size
         self.padding = padding
         self._pool = pool
@@ -398,13 +401,17 @@ class SlotScheduler:
         layout grows: the old ring is closed once nothing writes to it)."""
         if self.tuner is not None:
             try:
-                slots, depth = self.tuner.ring_size(layout)
+                slots, depth = self.tuner.ring_size(layout, self.tasks_per_worker)
             except StokeError:
                 self.close()
                 raise
         else:
             slots = depth = self.options.ring_slots or 2 * self.pool.workers + 2
             self._check_memory(layout, slots)
+            if self.options.ring_slots is None and self.tasks_per_worker > 2:
+                # deeper for remote reads, as far as the memory budget allows
+                fits = memory_budget_bytes(self.options.memory_budget_bytes) // layout.slot_bytes
+                slots = depth = max(slots, min(fits, self.tasks_per_worker * self.pool.workers + 2))
         ring = BatchRing(layout, slots, shared=self.pool.shared_ring)
         self.resources.ring = ring
         self._set_keep_budget(ring)

@@ -45,6 +45,14 @@ def raw_id(record):
     return np.int64(int(bytes(record).split(b":")[0]))
 
 
+def raw_id_failing_at(record, bad: int):
+    """:func:`raw_id`, raising ``ValueError`` on id ``bad`` (``functools.partial`` it)."""
+    i = raw_id(record)
+    if i == bad:
+        raise ValueError(f"id {bad} is bad")
+    return i
+
+
 def sample_id(sample):
     """A WebDataset sample or a Parquet row -> its id."""
     if "__key__" in sample:

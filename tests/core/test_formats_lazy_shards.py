@@ -173,3 +173,42 @@ def test_resume_inside_fit_counts_a_lazy_epoch(files):
         assert next_epoch_start(inside, loader) == inside
     finally:
         loader.close()
+
+
+@pytest.mark.parametrize("executor,workers", [("inline", 1), ("process", 2)])
+def test_failing_sample_is_named_by_file_and_record(files, executor, workers):
+    """A lazy source's sample key is ``(shard << 32) | record``: the error names the file
+    and the record instead (id 9 is record 0 of the second file)."""
+    import functools
+
+    from tests.core.formats_helpers import raw_id_failing_at
+
+    fails = functools.partial(raw_id_failing_at, bad=9)
+    lazy = stoke.from_tfrecord(files, index="lazy").map(fails).batch(4)
+    with pytest.raises(stoke.SampleError) as info:
+        ids_of(lazy, executor=executor, workers=workers)
+    message = str(info.value)
+    assert message.startswith("sample at record 0 of ") and files[1] in message.splitlines()[0]
+    assert "id 9 is bad" in message and str(1 << RECORD_BITS) not in message
+    assert info.value.index == 1 << RECORD_BITS  # the key stays in the error's fields
+    eager = stoke.from_tfrecord(files, index="eager").map(fails).batch(4)
+    with pytest.raises(stoke.SampleError, match=r"^sample 9 \(record 0 of .*part-001\.tfrecord\)"):
+        ids_of(eager, executor=executor, workers=workers)
+
+
+def test_empty_lazy_feed_says_how_many_samples_its_shards_hold(tmp_path, files):
+    """A lazy source's length is -1 before an epoch is read; the empty-feed message of
+    ``to_keras`` counts its samples instead (the empty epoch indexed every shard)."""
+    from stoke.keras.adapter import empty_feed_message
+
+    empty = stoke.from_tfrecord(write_shards(tmp_path, [0, 0, 0]), index="lazy").map(
+        raw_id).batch(2)
+    assert ids_of(empty, executor="inline") == []
+    message = empty_feed_message(empty)
+    assert "-1" not in message
+    assert "3 shard(s) read here, indexed lazily, hold 0 sample(s)" in message
+    filtered = stoke.from_tfrecord(files, index="lazy").map(raw_id).filter(
+        np.isnan).batch(2)  # ids are never NaN: every sample is filtered out
+    assert ids_of(filtered, executor="inline") == []
+    message = empty_feed_message(filtered)
+    assert f"hold {TOTAL} sample(s)" in message and "filters may have removed" in message

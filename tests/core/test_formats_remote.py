@@ -125,6 +125,20 @@ def test_unreachable_url_is_named_quickly():
         len(stoke.from_tfrecord(url))
     assert time.monotonic() - started < 10
     assert url in str(info.value) and "could not read" in str(info.value)
+    # what happened, not only fsspec's bare FileNotFoundError(url)
+    assert "Cannot connect to host" in str(info.value)
+
+
+def test_unreachable_url_of_a_lazy_source_is_named_quickly():
+    """index="lazy": the trainer indexes the first shards while it makes the plan."""
+    base = f"http://127.0.0.1:{_closed_port()}"
+    pipe = stoke.from_tfrecord(base + "/train-{000..002}.tfrecord", index="lazy").map(
+        example_id).batch(8)
+    started = time.monotonic()
+    with pytest.raises(stoke.RecordError, match="could not read .*Cannot connect to host") as info:
+        ids_of(pipe, executor="thread", workers=2)
+    assert time.monotonic() - started < 10
+    assert base + "/train-00" in str(info.value)
 
 
 def test_silent_server_is_named_within_10_s():
@@ -135,11 +149,34 @@ def test_silent_server_is_named_within_10_s():
     url = f"http://127.0.0.1:{listener.getsockname()[1]}/shard-000.tar"
     try:
         started = time.monotonic()
-        with pytest.raises(stoke.RecordError, match="could not read"):
+        with pytest.raises(stoke.RecordError, match="could not read") as info:
             len(stoke.from_webdataset(url))
-        assert time.monotonic() - started < 12
+        assert time.monotonic() - started < 10
+        assert url in str(info.value)
+        lazy = stoke.from_webdataset(url, index="lazy").map(sample_id).batch(4)
+        started = time.monotonic()
+        with pytest.raises(stoke.RecordError, match="could not read") as info:
+            ids_of(lazy, executor="inline")
+        assert time.monotonic() - started < 10
+        assert url in str(info.value)
     finally:
         listener.close()
+
+
+def test_server_that_stops_answering_mid_epoch_is_named_within_10_s(folder):
+    """Indexed, then every request hangs: the read of a batch fails, naming the URL and the
+    timeout, instead of waiting for ever."""
+    server = RangeServer(folder)
+    with server as url:
+        pipe = stoke.from_tfrecord(url + "/train-{000..002}.tfrecord").map(example_id).batch(8)
+        len(pipe)
+        server.latency_s = 8.0  # past the read timeout; the server's threads end soon after
+        started = time.monotonic()
+        with pytest.raises(stoke.SampleError) as info:
+            ids_of(pipe, executor="thread", workers=2)
+        assert time.monotonic() - started < 10
+        message = str(info.value).splitlines()[0]
+        assert "could not read " + url + "/train-00" in message and "no answer within" in message
 
 
 def test_missing_remote_file_is_named(folder):
@@ -158,3 +195,46 @@ def test_lazy_index_over_http_matches_local(folder):
                                      cycle_length=2, block_records=3, buffer_size=12).shuffle(
             6).map(example_id).batch(8)
         assert ids_of(remote, executor="process", workers=2) == expected
+
+
+def test_remote_source_gets_a_deeper_ring_within_the_memory_budget(folder):
+    """Each worker's look-ahead is the tasks queued on it (their reads start as they
+    arrive): a remote source gets REMOTE_CHUNKS_AHEAD of them, a local one the default ring;
+    never past the memory budget."""
+    from stoke.data.formats.base import REMOTE_CHUNKS_AHEAD
+
+    def ring_of(base, **options):
+        pipe = stoke.from_tfrecord(base + "/train-{000..002}.tfrecord").map(example_id).batch(8)
+        with pipe.loader(workers=2, executor="thread", **options) as loader:
+            assert sorted(int(i) for b in loader.iter() for i in b) == list(range(sum(SIZES)))
+            return loader.tuning().ring_slots, loader.layout.slot_bytes
+
+    local, slot_bytes = ring_of(str(folder))
+    assert local == 2 * 2 + 2
+    with RangeServer(folder) as url:
+        assert ring_of(url)[0] == (1 + REMOTE_CHUNKS_AHEAD) * 2 + 2
+        # a budget of 8 slots: the deeper ring stops there
+        assert ring_of(url, memory_budget_bytes=8 * slot_bytes)[0] == 8
+        # below the default ring: the same error as for a local source
+        with pytest.raises(stoke.StokeError, match="memory budget"):
+            ring_of(url, memory_budget_bytes=4 * slot_bytes)
+        # ring_slots given: exactly that
+        assert ring_of(url, ring_slots=3)[0] == 3
+
+
+def test_tuned_ring_is_deeper_for_remote_reads_within_the_budget():
+    import numpy as np
+
+    from stoke.autotune.tuner import Tuner
+    from stoke.data.structure import BatchLayout, flatten
+
+    layout = BatchLayout.from_sample([np.zeros(1024, np.float32)], flatten(0)[0], 64)
+    budget = 100 * layout.slot_bytes
+    tuner = Tuner(("process",), 2, fixed_workers=2, memory_budget_bytes=budget)
+    assert tuner.ring_size(layout) == (2 * 2 + 2 + 2, 2 * 2 + 2)  # local: 2 per worker + 2
+    tuner = Tuner(("process",), 2, fixed_workers=2, memory_budget_bytes=budget)
+    capacity, depth = tuner.ring_size(layout, tasks_per_worker=5)
+    assert depth == 5 * 2 + 2 and capacity >= depth
+    assert "remote reads" in tuner.decisions[-1].why
+    tuner = Tuner(("process",), 2, fixed_workers=2, memory_budget_bytes=9 * layout.slot_bytes)
+    assert tuner.ring_size(layout, tasks_per_worker=5) == (9, 9)  # the budget caps it

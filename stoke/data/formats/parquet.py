@@ -27,7 +27,13 @@ from stoke.data.formats.base import (
     SkippingSource,
     check_on_error,
 )
-from stoke.data.formats.remote import ByteReader, is_remote, local_path, unreachable
+from stoke.data.formats.remote import (
+    ByteReader,
+    is_remote,
+    local_path,
+    remote_paths,
+    unreachable,
+)
 from stoke.data.formats.skips import SkipCounter
 
 DEFAULT_CACHE_BYTES = 256 << 20
@@ -137,6 +143,9 @@ class ParquetSource(PrefetchingSource, SkippingSource):
                 self._pool = ThreadPoolExecutor(8, thread_name_prefix="stoke-parquet")
             for key in keys:
                 self._loading[key] = self._pool.submit(self._load, *key, None)
+
+    def reads_remote(self) -> bool:
+        return remote_paths(self.paths)
 
     def _row_group(self, file: int, group: int) -> dict[str, np.ndarray]:
         key = (file, group)

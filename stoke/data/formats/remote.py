@@ -29,8 +29,10 @@ from stoke.data.formats.base import RecordError
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
 
-CONNECT_TIMEOUT_S = 5.0
-READ_TIMEOUT_S = 4.0  # no byte for this long: not answering (fsspec may try twice)
+# an unreachable or silent server is named within 10 s: fsspec asks for a file's size twice
+# (HEAD, then GET) before it gives up, each bounded by these
+CONNECT_TIMEOUT_S = 4.0
+READ_TIMEOUT_S = 3.0  # no byte for this long: not answering
 IO_THREADS = 16
 OPEN_FILES = 64
 
@@ -42,6 +44,12 @@ def is_remote(path: str) -> bool:
     """True for fsspec URLs other than ``file://``."""
     scheme, sep, _ = path.partition("://")
     return bool(sep) and scheme not in ("file", "local")
+
+
+def remote_paths(paths: Sequence[str]) -> bool:
+    """Are ``paths`` read over the network (judged by the first: a source's paths share a
+    place)?"""
+    return bool(len(paths)) and is_remote(paths[0])
 
 
 def local_path(path: str) -> str:
@@ -238,9 +246,31 @@ def filesystem(url: str, storage_options: dict | None = None):
 
 
 def unreachable(path: str, exc: BaseException) -> RecordError:
+    """The error of a path that could not be read: the URL, what went wrong and what caused
+    it (fsspec reports a refused connection or an unknown host as a bare
+    ``FileNotFoundError(url)``; its causes say which)."""
     return RecordError(
-        f"could not read {path}: {type(exc).__name__}: {exc}. Check the URL, the network and "
+        f"could not read {path}: {failure_words(exc, path)}. Check the URL, the network and "
         "the credentials (fsspec storage_options=...).")
+
+
+def failure_words(exc: BaseException, path: str = "") -> str:
+    """``exc`` and the chain of errors that caused it, in a line: ``"FileNotFoundError,
+    caused by ClientConnectorError: Cannot connect to host ..."``; a message that only
+    repeats ``path`` is left out, a timeout with none says which timeouts ran out."""
+    words: list[str] = []
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen and len(words) < 4:
+        seen.add(id(exc))
+        text = str(exc).strip()
+        if not text and isinstance(exc, TimeoutError):  # fsspec's FSTimeoutError too
+            text = (f"no answer within the timeouts ({CONNECT_TIMEOUT_S:g} s to connect, "
+                    f"{READ_TIMEOUT_S:g} s between bytes)")
+        if text in (path, repr(path)):
+            text = ""
+        words.append(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return ", caused by ".join(words)
 
 
 class ByteReader:
@@ -353,4 +383,5 @@ def coalesce(spans: list[tuple[int, int, int]], max_gap: int) -> list[tuple[int,
     return merged
 
 
-__all__ = ["BracePaths", "ByteReader", "PathTable", "coalesce", "expand_paths", "is_remote"]
+__all__ = ["BracePaths", "ByteReader", "PathTable", "coalesce", "expand_paths", "is_remote",
+           "remote_paths"]

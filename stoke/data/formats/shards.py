@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from stoke.data.formats.base import (
+    DescribedSamples,
     PrefetchingSource,
     RecordError,
     SkippingSource,
@@ -53,6 +54,7 @@ from stoke.data.formats.remote import (
     coalesce,
     describe_paths,
     is_remote,
+    remote_paths,
     shippable_paths,
 )
 from stoke.data.formats.skips import SkipCounter
@@ -87,7 +89,7 @@ class ShardIndex:
         return len(self.offsets)
 
 
-class ShardedSource(PrefetchingSource, SkippingSource):
+class ShardedSource(PrefetchingSource, SkippingSource, DescribedSamples):
     """Records of shard files addressed by global index (``index="eager"``) or by
     ``(shard << 32) | record`` keys (``index="lazy"``); see the module docstring."""
 
@@ -103,7 +105,7 @@ class ShardedSource(PrefetchingSource, SkippingSource):
         self.lazy = index == "lazy" or (index == "auto" and len(paths) > EAGER_MAX_SHARDS)
         self.on_error = check_on_error(on_error)
         if block_records is None:  # remote: a block of records is one request
-            block_records = REMOTE_BLOCK_RECORDS if len(paths) and is_remote(paths[0]) else 1
+            block_records = REMOTE_BLOCK_RECORDS if self.reads_remote() else 1
         ShardOrder((), cycle_length, block_records, buffer_size)  # validates
         self.cycle_length = cycle_length
         self.block_records = block_records
@@ -191,6 +193,9 @@ class ShardedSource(PrefetchingSource, SkippingSource):
         self.ensure_index()
         return len(self.offsets)
 
+    def reads_remote(self) -> bool:
+        return remote_paths(self.paths)
+
     # -- lazy index -----------------------------------------------------------------------
     def shard_index(self, shard: int) -> ShardIndex:
         """Shard ``shard``'s index, made on first use in this process (lazy mode); the
@@ -251,6 +256,16 @@ class ShardedSource(PrefetchingSource, SkippingSource):
         self.ensure_index()
         shard = int(np.searchsorted(self.shard_starts, index, side="right")) - 1
         return shard, index - int(self.shard_starts[shard])
+
+    def describe_sample(self, index: int) -> str:
+        """``"at record 3 of PATH"`` (lazy: the key alone is ``(shard << 32) | record``),
+        ``"41 (record 3 of PATH)"`` (eager)."""
+        try:
+            shard, record = self.locate(int(index))
+            where = f"record {record} of {self.paths[shard]}"
+        except Exception:  # noqa: BLE001 - an index out of range: its number says enough
+            return str(index)
+        return f"at {where}" if self.lazy else f"{index} ({where})"
 
     def span(self, index: int) -> tuple[int, int, int, int, Any]:
         """``(shard, record, offset, length, extra)`` of sample ``index``."""
