@@ -185,10 +185,11 @@ class AcceleratedGenerator(Accelerated):
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            self._requests.clear()
+            let_go = self._requests.clear()
             self._stop_stream()
             if self._loader is not None:
                 self._loader.close()
+        del let_go  # after the lock (see KerasRequests.take_let_go)
 
     def __repr__(self) -> str:
         return (f"AcceleratedGenerator({self.name}, {self.replicas} cop"
@@ -208,6 +209,7 @@ class AcceleratedGenerator(Accelerated):
         caller = sys._getframe(1)  # the iterator of Keras' that asks (its generator's frame)
         with self._lock:
             stream, new = self._requests.stream(caller, index)
+            let_go = self._requests.take_let_go()  # dropped on return, after the lock  # noqa: F841
             if new:
                 stream.base = self._first_item_for(stream.previous)
             position = stream.asked_before(index)

@@ -71,6 +71,7 @@ class KerasRequests:
     def __init__(self) -> None:
         self.streams: collections.OrderedDict[FrameType, KerasStream] = collections.OrderedDict()
         self.epoch_ends = 0
+        self.let_go: list[FrameType] = []  # frames no longer followed, not yet released
 
     def stream(self, caller: FrameType, index: int) -> tuple[KerasStream, bool]:
         """The stream of a request made from ``caller``, and whether it is a new one."""
@@ -80,20 +81,33 @@ class KerasRequests:
             if got is None or got[1] == self.epoch_ends:
                 self.streams.move_to_end(caller)
                 return stream, False
-            del self.streams[caller]  # asked again after an epoch's end: a new pass
+            self.let_go.append(caller)  # asked again after an epoch's end: a new pass
+            del self.streams[caller]
         previous = next(reversed(self.streams.values()), None)
         if previous is not None:
             previous.previous = None  # one stream back is all a new one needs
         stream = self.streams[caller] = KerasStream(previous)
         while len(self.streams) > self.STREAMS:
-            self.streams.popitem(last=False)
+            self.let_go.append(self.streams.popitem(last=False)[0])
         return stream, True
 
     def epoch_ended(self) -> None:
         self.epoch_ends += 1
 
-    def clear(self) -> None:
+    def take_let_go(self) -> list[FrameType]:
+        """The frames no longer followed. The caller drops them only after releasing its
+        lock: the last reference to a Keras iterator's frame can run finalizers (a TensorFlow
+        iterator's waits for its ``py_function`` threads), and such a thread may be waiting on
+        that lock to ask for its next batch."""
+        let_go, self.let_go = self.let_go, []
+        return let_go
+
+    def clear(self) -> list[FrameType]:
+        """Follow no frame any more; the frames, to drop after the lock (see
+        :meth:`take_let_go`)."""
+        self.let_go.extend(self.streams)
         self.streams.clear()
+        return self.take_let_go()
 
 
 class KeptBatches:

@@ -185,12 +185,13 @@ class AcceleratedSequence(Accelerated):
         """Stop the workers and free the ring. Safe to call twice."""
         with self._lock:
             self._closed = True
-            self._requests.clear()
+            let_go = self._requests.clear()
             if self._pass is not None:
                 self._pass.close()
                 self._pass = None
             if self._loader is not None:
                 self._loader.close()
+        del let_go  # after the lock (see KerasRequests.take_let_go)
 
     @property
     def executor(self) -> str:
@@ -228,6 +229,7 @@ class AcceleratedSequence(Accelerated):
         caller = sys._getframe(1)  # the iterator of Keras' that asks (its generator's frame)
         with self._lock:
             stream, new = self._requests.stream(caller, index)
+            let_go = self._requests.take_let_go()  # dropped on return, after the lock  # noqa: F841
             snapshot, self._random_at_epoch_begin = self._random_at_epoch_begin, None
             if not new:
                 position = stream.asked_before(index)

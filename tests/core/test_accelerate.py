@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from stoke.accelerate import AcceleratedGenerator, AcceleratedSequence, accelerate
+from stoke.accelerate.keras_requests import KerasRequests
 from stoke.errors import LayoutError, SampleError, StokeError, StokeWarning, UnpicklableError
 
 EXECUTORS = ["process", "thread", "inline"]
@@ -600,3 +601,62 @@ def test_a_killed_worker_is_worker_died_error_not_a_hang(make):
     with acc:
         with pytest.raises(WorkerDiedError, match="killed by signal SIGKILL"):
             list(acc.iter())
+
+
+class WaitsForAnotherAsker:
+    """A finalizer that waits for another thread's request, as a TensorFlow iterator's waits
+    for its ``py_function`` threads (which ask for the next batch) when it is let go."""
+
+    def __init__(self, acc):
+        self.acc = acc
+        self.answered: list[bool] = []
+
+    def __del__(self):
+        asker = threading.Thread(target=self.acc.on_epoch_end, daemon=True)
+        asker.start()
+        asker.join(timeout=10)
+        self.answered.append(not asker.is_alive())
+
+
+@pytest.mark.parametrize("kind", ["sequence", "generator"])
+def test_keras_iterators_let_go_at_close_finalize_outside_the_lock(kind):
+    """``stoke run``'s ``evaluate_generator`` on TensorFlow hung at close: dropping Keras'
+    iterator frame ran a finalizer that waited for a thread waiting on the lock close held."""
+    if kind == "sequence":
+        acc = accelerate(ShufflingSequence(6), executor="thread")
+    else:
+        acc = accelerate(counting_batches, 12, steps_per_epoch=4, executor="thread")
+    answered: list[bool] = []
+
+    def keras_iterator():
+        waiter = WaitsForAnotherAsker(acc)
+        waiter.answered = answered
+        for index in range(2):
+            yield acc[index]
+
+    iterator = keras_iterator()
+    next(iterator)
+    del iterator  # the accelerated object's record of who asks keeps the frame
+    acc.close()
+    assert answered == [True]
+
+
+def test_a_keras_iterator_no_longer_followed_finalizes_outside_the_lock():
+    acc = accelerate(ShufflingSequence(6), executor="thread")
+    answered: list[bool] = []
+
+    def keras_iterator():
+        waiter = WaitsForAnotherAsker(acc)
+        waiter.answered = answered
+        for index in range(2):
+            yield acc[index]
+
+    iterator = keras_iterator()
+    next(iterator)
+    del iterator
+    try:
+        for _ in range(KerasRequests.STREAMS):  # newer iterators: the first one is let go
+            next(_keras_iterator(acc, [0]))
+        assert answered == [True]
+    finally:
+        acc.close()
