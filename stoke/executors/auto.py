@@ -98,14 +98,37 @@ class AutoPool:
             # (the tuner measures nothing until they are all up)
             self._pools[kind].wait_ready(timeout_s, first)
         except StokeError as exc:
-            if kind == self.kinds[-1]:
-                raise
-            log.debug("stoke: %s workers could not start: %s", kind, exc)
-            self.unavailable[kind] = f"{kind} workers could not start: {exc}"
-            self._pools.pop(kind).close()
-            self._outstanding.pop(kind, None)
-            self._start_first(self._first_workers, wait=True)
-            self.target = (self.active, self._first_workers)
+            self._first_failed(kind, exc)
+
+    def first_ready(self) -> bool:
+        """Without waiting: can the active pool take tasks (one of its workers is up)? For
+        the first pool started in the background, as :meth:`wait_ready` (``first``) but
+        never blocking: process workers that cannot load the program leave it to the next
+        kind (threads; then True), or their error raises."""
+        if not self._waiting_for_first:
+            return True
+        kind = self.active
+        try:
+            up = self._pools[kind].first_ready()
+        except StokeError as exc:
+            self._waiting_for_first = False
+            self._first_failed(kind, exc)
+            return True
+        if up:
+            self._waiting_for_first = False
+        return up
+
+    def _first_failed(self, kind: str, exc: StokeError) -> None:
+        """The first pool's workers (``kind``) could not start: go on with the next kind,
+        started now and waited for, or raise ``exc`` when there is none."""
+        if kind == self.kinds[-1]:
+            raise exc
+        log.debug("stoke: %s workers could not start: %s", kind, exc)
+        self.unavailable[kind] = f"{kind} workers could not start: {exc}"
+        self._pools.pop(kind).close()
+        self._outstanding.pop(kind, None)
+        self._start_first(self._first_workers, wait=True)
+        self.target = (self.active, self._first_workers)
 
     def _start_first(self, workers: int, wait: bool = True) -> None:
         """Start the first kind that can run (waiting until its workers are up, so that
