@@ -73,6 +73,7 @@ class TrainerFirst:
         self.seed = program.seed
         self.handed_over = False  # a worker is up: every task goes to the workers
         self.tasks_run_here = 0  # tasks the trainer ran while the workers started
+        self.start_error: StokeError | None = None  # why the workers could not start
         self._stand_in_random: tuple[Any, Any] | None = None  # its own global states
 
     # -- the WorkerPool protocol --------------------------------------------------------
@@ -146,11 +147,19 @@ class TrainerFirst:
     # -- ours ---------------------------------------------------------------------------
     def hand_over_if_up(self) -> bool:
         """Is a worker up (never waits)? At the first yes, the tasks queued for the trainer
-        and not run yet go to the workers, in order."""
+        and not run yet go to the workers, in order. Workers that cannot start raise their
+        error, now and at every later call: the trainer stands in for them, not instead of
+        them."""
         if self.handed_over:
             return True
-        if not self.workers_pool.first_ready():
-            return False
+        if self.start_error is not None:
+            raise self.start_error
+        try:
+            if not self.workers_pool.first_ready():
+                return False
+        except StokeError as exc:  # the workers cannot start: said now and at every later use
+            self.start_error = exc
+            raise
         self.handed_over = True
         queued = list(self.stand_in.pending)
         self.stand_in.pending.clear()

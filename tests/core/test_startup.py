@@ -422,6 +422,8 @@ def test_trainer_first_still_raises_when_no_worker_can_load_the_pipeline():
         with pytest.raises(stoke.StokeError, match="cannot be loaded in a worker"):
             for _ in loader.iter(epochs=None):
                 assert time.monotonic() < deadline, "the workers' error never came"
+        with pytest.raises(stoke.StokeError, match="cannot be loaded in a worker"):
+            next(loader.iter())  # and again at every later use
     finally:
         loader.close()
     assert _wait_for(lambda: not _workers())
