@@ -19,9 +19,13 @@ Rows:
 - ``stoke-accelerate-made-last``: the same, made right before ``fit`` (nothing to overlap:
   what start-up costs without the overlap);
 - ``stoke-to_keras``: a stoke pipeline whose map calls ``keras.utils.to_categorical``,
-  ``.to_keras()`` made before the model.
+  ``.to_keras()`` made before the model (``executor="auto"``: the trainer makes the first
+  batches while the workers start);
+- ``stoke-to_keras-process``: the same with ``executor="process"`` (every batch in a worker:
+  the first waits for one to be up).
 
     KERAS_BACKEND=jax python benchmarks/startup.py --quick     # one round, a smoke run
+    KERAS_BACKEND=jax python benchmarks/startup.py --rows model-alone,stoke-to_keras
     KERAS_BACKEND=jax python benchmarks/startup.py --rounds 3 --out benchmarks/results/startup-2core-jax.json
 """
 
@@ -46,7 +50,8 @@ from common import interleaved, write_json  # noqa: E402
 
 SCHEMA = "stoke.bench.startup/1"
 ROWS = ("model-alone", "keras-no-workers", "keras-threads", "keras-processes",
-        "stoke-accelerate", "stoke-accelerate-made-last", "stoke-to_keras")
+        "stoke-accelerate", "stoke-accelerate-made-last", "stoke-to_keras",
+        "stoke-to_keras-process")
 BATCH, BATCHES, CLASSES, STEPS = 32, 64, 10, 4
 
 
@@ -93,8 +98,9 @@ def run_row(row: str, workers: int) -> dict:
             return stoke.accelerate(LabelledSequence())
         n = BATCH * BATCHES
         data = np.random.default_rng(0).random((n, 28, 28), dtype=np.float32)
+        executor = "process" if row == "stoke-to_keras-process" else "auto"
         return (stoke.from_arrays(data, np.arange(n) % CLASSES).map(one_hot).batch(BATCH)
-                .repeat(None).to_keras())
+                .repeat(None).to_keras(executor=executor))
 
     made = time.perf_counter()
     feed = None if row == "stoke-accelerate-made-last" else make_feed()
@@ -136,6 +142,9 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=common.available_cores())
     parser.add_argument("--quick", action="store_true", help="one round")
+    parser.add_argument("--rows", default=",".join(ROWS),
+                        help="comma-separated rows to run (model-alone is always run: the "
+                             "start-up column is measured against it)")
     parser.add_argument("--out", default=None, help="results JSON (default: results/startup-dev.json)")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # a row, in this process
     args = parser.parse_args(argv)
@@ -143,8 +152,13 @@ def main(argv=None) -> int:
         print(json.dumps(run_row(args.one, args.workers)))
         return 0
     rounds = 1 if args.quick else args.rounds
-    runs: dict[str, list[dict]] = {row: [] for row in ROWS}
-    for round_index, row in interleaved(ROWS, rounds):
+    asked = [row.strip() for row in args.rows.split(",") if row.strip()]
+    unknown = sorted(set(asked) - set(ROWS))
+    if unknown:
+        parser.error(f"unknown row(s) {', '.join(unknown)}; the rows are {', '.join(ROWS)}")
+    rows_run = [row for row in ROWS if row == "model-alone" or row in asked]
+    runs: dict[str, list[dict]] = {row: [] for row in rows_run}
+    for round_index, row in interleaved(rows_run, rounds):
         out = subprocess.run([sys.executable, __file__, "--one", row, "--workers",
                               str(args.workers)], capture_output=True, text=True, timeout=600)
         if out.returncode != 0:
@@ -161,7 +175,7 @@ def main(argv=None) -> int:
 
     alone = median("model-alone", "first_step_s")
     rows = []
-    for row in ROWS:
+    for row in rows_run:
         first = median(row, "first_step_s")
         rows.append({"row": row, "first_step_s": round(first, 3),
                      "startup_s": round(max(0.0, first - alone), 3),

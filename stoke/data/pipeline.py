@@ -253,7 +253,10 @@ class Pipeline:
                  device_transform: Callable[[Any], Any] | None = None, **options: Any):
         """What ``model.fit`` / ``evaluate`` / ``predict`` take, on every Keras backend.
 
-        Workers start once and serve every epoch; each epoch is reshuffled; batches move to
+        Workers start here (they load the pipeline while the model is built) and serve
+        every epoch; with ``executor="auto"`` the trainer makes ``fit``'s first batches
+        until one worker is up (``executor="process"``: every batch in a worker); each
+        epoch is reshuffled; batches move to
         the device ``prefetch`` batches ahead on a background thread (JAX ``device_put``
         honouring ``keras.distribution``; torch pinned staging and a side CUDA stream;
         TensorFlow ``tf.data`` under the active ``tf.distribute`` strategy).

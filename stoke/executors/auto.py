@@ -99,27 +99,31 @@ class AutoPool:
             # (the tuner measures nothing until they are all up)
             self._pools[kind].wait_ready(timeout_s, first)
         except StokeError as exc:
-            if kind == self.kinds[-1]:
-                raise
             self._first_failed(kind, exc)
 
     def first_ready(self) -> bool:
-        """The WorkerPool protocol's, for the active pool. A first pool started in the
-        background that cannot load the program leaves it to the next kind (started and
-        waited for), as :meth:`wait_ready` does."""
+        """Without waiting: can the active pool take tasks (one of its workers is up)? For
+        the first pool started in the background, as :meth:`wait_ready` (``first``) but
+        never blocking: process workers that cannot load the program leave it to the next
+        kind (threads; then True), or their error raises."""
+        if not self._waiting_for_first:
+            return True
         kind = self.active
         try:
-            return self._pools[kind].first_ready()
+            up = self._pools[kind].first_ready()
         except StokeError as exc:
-            if not self._waiting_for_first or kind == self.kinds[-1]:
-                raise
             self._waiting_for_first = False
             self._first_failed(kind, exc)
-        return self._pools[self.active].first_ready()
+            return True
+        if up:
+            self._waiting_for_first = False
+        return up
 
     def _first_failed(self, kind: str, exc: StokeError) -> None:
-        """The first pool (``kind``, started in the background) could not start: go on with
-        the next kind, started and waited for."""
+        """The first pool's workers (``kind``) could not start: go on with the next kind,
+        started now and waited for, or raise ``exc`` when there is none."""
+        if kind == self.kinds[-1]:
+            raise exc
         log.debug("stoke: %s workers could not start: %s", kind, exc)
         self.unavailable[kind] = f"{kind} workers could not start: {exc}"
         self._pools.pop(kind).close()

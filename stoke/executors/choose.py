@@ -38,6 +38,7 @@ from stoke.executors.inline import InlinePool
 from stoke.executors.limits import cap_workers
 from stoke.executors.options import LoaderOptions, check_workers
 from stoke.executors.threads import ThreadPool
+from stoke.executors.trainer_first import TrainerFirst
 
 log = logging.getLogger("stoke")
 
@@ -126,7 +127,7 @@ def make_pool(program, options: LoaderOptions,
 
 def start_pool(program: Any, options: LoaderOptions, *, pinned: bool = False,
                on_thread_fallback: Callable[[UnpicklableError], None] | None = None,
-               settings: TunerSettings | None = None):
+               settings: TunerSettings | None = None, trainer_first: bool = False):
     """The pool of a loader, started without waiting: its workers load the program in the
     background while the caller goes on (building a model, say); :func:`finish_start`
     waits for them.
@@ -135,27 +136,37 @@ def start_pool(program: Any, options: LoaderOptions, *, pinned: bool = False,
     thread workers only when the pipeline cannot be pickled or process workers cannot load
     it (user code in the trainer's threads could take the trainer down with it).
     ``pinned``: a plain pool whose workers can be addressed one by one (``stoke.accelerate``),
-    starting with the tuner's first worker count when ``workers="auto"``."""
+    starting with the tuner's first worker count when ``workers="auto"``.
+    ``trainer_first`` (``to_keras`` with ``executor="auto"``): process workers are wrapped in
+    a :class:`~stoke.executors.trainer_first.TrainerFirst`, so that the caller makes the
+    batches asked for until one worker is up."""
     if pinned:
         if options.workers == "auto":
             options = dataclasses.replace(options, workers=first_workers(options, settings))
         return make_pool(program, options, on_thread_fallback=on_thread_fallback, wait=False)
     if not tunes(options):
-        return make_pool(program, options, on_thread_fallback=on_thread_fallback, wait=False)
-    kinds = ("process", "thread") if options.executor == "auto" else (options.executor,)
-    return AutoPool(program, kinds, first_workers(options, settings), wait=False)
+        pool = make_pool(program, options, on_thread_fallback=on_thread_fallback, wait=False)
+    else:
+        kinds = ("process", "thread") if options.executor == "auto" else (options.executor,)
+        pool = AutoPool(program, kinds, first_workers(options, settings), wait=False)
+    if trainer_first and pool.kind == "process":
+        return TrainerFirst(pool, program)
+    return pool
 
 
 def finish_start(pool, options: LoaderOptions, settings: TunerSettings | None = None,
                  *, resizer: TunerTarget | None = None) -> Tuner | None:
-    """Wait until the workers of ``pool`` (from :func:`start_pool`) are up; returns the
-    tuner of a tuned pool (:func:`tunes`: the worker count and ring depth within the cores
-    the trainer leaves, measured, and the memory budget), else None. ``resizer``: the pool
-    is pinned (``start_pool(..., pinned=True)``); its tuner, if any, is
-    :func:`tune_pinned`'s, through ``resizer``."""
+    """Wait until the workers of ``pool`` (from :func:`start_pool`) are up (one of them;
+    none when the trainer makes the first batches meanwhile); returns the tuner of a tuned
+    pool (:func:`tunes`: the worker count and ring depth within the cores the trainer
+    leaves, measured, and the memory budget), else None. ``resizer``: the pool is pinned
+    (``start_pool(..., pinned=True)``); its tuner, if any, is :func:`tune_pinned`'s, through
+    ``resizer``."""
     pool.wait_ready(first=True)  # the others take tasks once they are up
     if resizer is not None:
         return tune_pinned(pool, options, resizer, settings)
+    if isinstance(pool, TrainerFirst):
+        pool = pool.workers_pool
     if not tunes(options):  # start_pool made a fixed pool
         return None
     tuner = make_tuner(pool.kind, options, settings)

@@ -23,8 +23,9 @@ class InlinePool:
     addressable = False  # one worker, the caller: nothing to address
     shares_program = True  # the caller runs its own program
 
-    def __init__(self, program: SampleProgram) -> None:
+    def __init__(self, program: SampleProgram, name: str = "the inline executor") -> None:
         self.program = program
+        self.name = name  # who ran a task, in its result (and in a sample's error)
         self.workers = 1
         self.ring: BatchRing | None = None
         self.pending: deque[Task] = deque()
@@ -64,7 +65,7 @@ class InlinePool:
     def broadcast(self, update: ProgramUpdate) -> None:
         """The caller holds the program: it applies ``update`` now."""
         self.answers.append(apply_update(self.program, update.task_id, update.update,
-                                         update.what, "the inline executor"))
+                                         update.what, self.name))
 
     def next_result(self, timeout_s: float) -> Result | None:
         if self.answers:
@@ -74,7 +75,7 @@ class InlinePool:
         task = self.pending.popleft()
         views = self.ring.views(task.slot) if (self.ring and task.slot >= 0) else None
         layout = self.ring.layout if self.ring else None
-        return run_task(self.program, task, layout, views, "the inline executor")
+        return run_task(self.program, task, layout, views, self.name)
 
     def drop_queued(self) -> list[int]:
         """The tasks submitted and not run yet: they would run in the caller at the next

@@ -57,9 +57,11 @@ def to_keras(pipeline, workers: int | str = "auto", executor: str = "auto", pref
             "to_keras needs a batched pipeline: add .batch(batch_size) before .to_keras()."
         )
     feed_class = _feed_class()
+    # executor="auto": the trainer makes the first batches while the workers start
+    trainer_first = executor == "auto"
     workers, executor = for_training(pipeline.program, workers, executor)
     return feed_class(pipeline, LoaderOptions(workers=workers, executor=executor, **options),
-                      prefetch, device_transform)
+                      prefetch, device_transform, trainer_first)
 
 
 _FEED_CLASS = None
@@ -82,13 +84,15 @@ class KerasFeedMixin:
     """
 
     def __init__(self, pipeline, options: LoaderOptions, prefetch: int,
-                 device_transform: Callable[[Any], Any] | None) -> None:
+                 device_transform: Callable[[Any], Any] | None,
+                 trainer_first: bool = False) -> None:
         if prefetch < 1:
             raise ValueError(f"prefetch must be >= 1. Received: prefetch={prefetch}")
         self.pipeline = pipeline
         self.loader = Loader(pipeline, options)
-        # the workers start now and load the pipeline while the model is built and compiled
-        self.loader.start()
+        # the workers start now and load the pipeline while the model is built and compiled;
+        # trainer_first: fit's first batches are made in the trainer until one is up
+        self.loader.start(trainer_first=trainer_first)
         self.prefetch = prefetch
         self.device_transform = device_transform
         self.epoch = 0  # the epoch the next iterator starts; advances when one is finished

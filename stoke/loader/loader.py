@@ -95,14 +95,18 @@ class Loader:
         when they are "auto" (None otherwise, or before the workers are up)."""
         return self.scheduler.tuner
 
-    def start(self) -> None:
+    def start(self, trainer_first: bool = False) -> None:
         """Start the workers now without waiting for them: they load the pipeline (and
         whatever it imports) in the background, in parallel, while the caller goes on
         (building and compiling a model); the first batch waits for what is left. They
-        stop at ``close()``, when the loader is collected, or at exit."""
+        stop at ``close()``, when the loader is collected, or at exit.
+
+        ``trainer_first``: until one process worker is up, the batches asked for are made
+        in the caller's thread (``to_keras`` with ``executor="auto"``; see
+        :mod:`stoke.executors.trainer_first`), so the first batch waits for no worker."""
         if self._shutdown.pool is not None or self.closed or self.failure is not None:
             return
-        self._shutdown.pool = start_pool(self.program, self.options)
+        self._shutdown.pool = start_pool(self.program, self.options, trainer_first=trainer_first)
         self._starting = True
 
     def finish_start(self) -> None:
@@ -173,6 +177,10 @@ class Loader:
         previous = self._active() if self._active else None
         if previous is not None:
             previous.supersede()
+        if self._shutdown.pool is not None and not self._starting:
+            # no iterator runs now: what the earlier ones left queued to run in the caller's
+            # thread would run there for nothing (a probe iterator's read-ahead)
+            self.scheduler.drop_abandoned_queued()
         iterator = BatchIterator(self, state, epochs)
         self._active = weakref.ref(iterator)
         return iterator

@@ -281,14 +281,20 @@ class SlotScheduler:
             self._wait_until(lambda: bool(self._free_slots),
                              "the ring slots of an abandoned iterator")
 
-    def drain_abandoned(self) -> None:
-        """Wait until every abandoned task is back (thread workers must be idle before the
-        trainer changes the dataset they read)."""
-        pool = self.pool
-        for task_id in pool.drop_queued():  # inline: they would run here, now
+    def drop_abandoned_queued(self) -> None:
+        """Drop the tasks queued to run in the caller's own thread (the inline executor's,
+        or the trainer's while the workers start: the pool's ``drop_queued``), and free
+        their slots now. Only when no loop runs: every task in flight is abandoned."""
+        for task_id in self.pool.drop_queued():  # inline: they would run here, later
             slot = self._orphans.pop(task_id, None)
             if slot is not None and slot >= 0:
                 self._free_slots.append(slot)
+
+    def drain_abandoned(self) -> None:
+        """Wait until every abandoned task is back (thread workers must be idle before the
+        trainer changes the dataset they read)."""
+        self.drop_abandoned_queued()
+        pool = self.pool
         for task_id in [t for t in self._orphans if t in self._results]:  # already back
             self.abandon_task(task_id, self._orphans.pop(task_id))
         watch = StuckWatch(pool, self.options.timeout_s, "the abandoned batches")

@@ -7,12 +7,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
 import pytest
 
 import stoke
+from tests.core.helpers import GatedSamples, with_maker
 
 BACKEND = keras.backend.backend()
 
@@ -133,3 +135,94 @@ def test_distribution_on_two_cpu_devices():
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["devices"] == 2 and report["batch_devices"] == 2
     assert len(report["losses"]) == 2 and all(np.isfinite(report["losses"]))
+
+
+# -- start-up: the trainer makes the first batches while the workers start ------------------
+def _worker_processes() -> list:
+    import psutil
+
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "stoke.executors.worker" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _wait_for(condition, timeout_s: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def _gated_pipe(gate, n=40):
+    x, y = data(n)
+    return (stoke.from_sequence(GatedSamples(str(gate), x, y)).map(with_maker).shuffle(1)
+            .batch(8))
+
+
+def _inline_epoch(pipe, epoch):
+    return [(bx, by) for bx, by, _ in pipe.iter(executor="inline", epoch=epoch, copy=True)]
+
+
+def test_auto_makes_the_first_batches_in_the_trainer_until_a_worker_is_up(tmp_path):
+    gate = tmp_path / "gate"
+    pipe = _gated_pipe(gate)
+    with pipe.to_keras(workers=1) as feed:  # executor="auto"
+        assert len(_worker_processes()) == 1  # started by to_keras(), before any batch
+        numpy_state = np.random.get_state()[1].copy()
+        batches = feed.iter()  # numpy batches of the next epoch, as fit gets them
+        early = [next(batches) for _ in range(2)]  # no worker is up: made in the trainer
+        np.testing.assert_array_equal(np.random.get_state()[1], numpy_state)
+        assert [int(pid[0]) for _, _, pid in early] == [os.getpid()] * 2
+        gate.touch()
+        pool = feed.loader.pool
+        assert _wait_for(pool.hand_over_if_up)  # asked in this thread, between batches
+        late = list(batches)
+        assert os.getpid() not in {int(p) for _, _, pid in late for p in pid}  # the worker
+        second = list(feed.iter())
+        assert os.getpid() not in {int(p) for _, _, pid in second for p in pid}
+    # the same batches as ever, each sample once per epoch, in the plan's order
+    for epoch, got in enumerate([early + late, second]):
+        expected = _inline_epoch(pipe, epoch)
+        assert len(got) == len(expected) == 5
+        for (gx, gy, _), (ex, ey) in zip(got, expected):
+            np.testing.assert_array_equal(gx, ex)
+            np.testing.assert_array_equal(gy, ey)
+
+
+def test_auto_feeds_the_backend_exactly_once_across_the_hand_over(tmp_path):
+    gate = tmp_path / "gate"
+    pipe = _gated_pipe(gate, n=64)
+    with pipe.to_keras(workers=1) as feed:
+        epochs = []
+        for number in range(2):
+            got = []
+            for batch in backend_batches(feed):
+                got.append([to_numpy(leaf) for leaf in batch])
+                if number == 0 and len(got) == 2:
+                    gate.touch()  # the worker comes up while the epoch goes on
+            epochs.append(got)
+        assert int(epochs[0][0][2][0]) == os.getpid()  # the first batch: the trainer's
+    for number, got in enumerate(epochs):
+        expected = _inline_epoch(pipe, number)
+        assert len(got) == len(expected) == 8
+        for (gx, gy, _), (ex, ey) in zip(got, expected):
+            np.testing.assert_array_equal(gx, ex)
+            np.testing.assert_array_equal(gy, ey)
+
+
+def test_process_executor_never_makes_a_batch_in_the_trainer(tmp_path):
+    import threading
+
+    gate = tmp_path / "gate"
+    pipe = _gated_pipe(gate)
+    threading.Timer(0.5, gate.touch).start()
+    with pipe.to_keras(workers=1, executor="process") as feed:
+        pids = {int(p) for _, _, pid in feed.iter() for p in pid}
+    assert os.getpid() not in pids

@@ -63,3 +63,49 @@ def slow_square(sample):
 def as_dict(sample):
     x, y = sample
     return {"image": np.full((2, 2), x[0], np.float32), "label": y, "extra": [y, y]}
+
+
+class GatedSamples:
+    """Samples ``(x[i], y[i])``. A worker's copy loads only once the ``gate`` file exists (a
+    worker still importing, held as long as a test wants; at most 60 s)."""
+
+    def __init__(self, gate: str, x: np.ndarray, y: np.ndarray) -> None:
+        self.gate = gate
+        self.x = x
+        self.y = y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index: int):
+        return self.x[index], self.y[index]
+
+    def __setstate__(self, state):
+        deadline = time.monotonic() + 60
+        while not os.path.exists(state["gate"]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.__dict__.update(state)
+
+
+def with_maker(sample):
+    """The sample and the pid of the process that made it; draws from numpy's global random
+    (code that does must leave the trainer's state as it was)."""
+    x, y = sample
+    np.random.random()
+    return x, y, np.int64(os.getpid())
+
+
+class LoadsOnlyInTheTrainer:
+    """Samples ``i``; a worker's copy cannot be loaded (its unpickling raises)."""
+
+    def __init__(self) -> None:
+        self.length = 8  # some state: unpickling calls __setstate__
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int):
+        return np.full(2, index, np.float32)
+
+    def __setstate__(self, state):
+        raise RuntimeError("this source cannot be loaded in a worker")

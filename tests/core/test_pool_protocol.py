@@ -23,6 +23,7 @@ from stoke.executors.inline import InlinePool
 from stoke.executors.messages import ProgramUpdate
 from stoke.executors.processes import ProcessPool
 from stoke.executors.threads import ThreadPool
+from stoke.executors.trainer_first import TrainerFirst
 
 PROGRAM = SampleProgram(SequenceSource([np.float32(i) for i in range(16)]))
 MEMBERS = [name for name in vars(WorkerPool) if not name.startswith("_")]
@@ -35,6 +36,8 @@ def make(kind: str, workers: int = 2):
         return ProcessPool(PROGRAM, workers)
     if kind == "thread":
         return ThreadPool(PROGRAM, workers)
+    if kind == "trainer-first":  # to_keras' (executor="auto"): the caller until one is up
+        return TrainerFirst(ProcessPool(PROGRAM, workers, wait=False), PROGRAM)
     return InlinePool(PROGRAM)
 
 
@@ -52,7 +55,7 @@ def probe(task_id: int, index: int) -> Task:
     return Task(task_id, "probe", 0, np.array([index], np.int64))
 
 
-@pytest.mark.parametrize("kind", ["inline", "thread", "process", "auto"])
+@pytest.mark.parametrize("kind", ["inline", "thread", "process", "auto", "trainer-first"])
 def test_every_executor_has_every_protocol_member(kind):
     assert {"ready", "first_ready", "wait_ready", "resize", "submit", "broadcast", "worker_pids",
             "cpu_seconds", "busy_workers", "check_alive", "drop_queued", "close", "addressable",
@@ -67,7 +70,8 @@ def test_every_executor_has_every_protocol_member(kind):
         assert pool.shares_program is (kind in ("inline", "thread"))  # auto: processes here
         pool.check_alive()
         assert pool.busy_workers() == []
-        assert len(pool.worker_pids()) == (2 if kind in ("process", "auto") else 0)
+        assert len(pool.worker_pids()) == (2 if kind in ("process", "auto", "trainer-first")
+                                           else 0)
         pool.submit(probe(1, 5))
         assert result_of(pool, 1).probe[0] == 5
     finally:
@@ -94,7 +98,7 @@ def test_executors_that_cannot_address_one_worker_say_so(kind):
         pool.close()
 
 
-@pytest.mark.parametrize("kind", ["thread", "process", "auto"])
+@pytest.mark.parametrize("kind", ["thread", "process", "auto", "trainer-first"])
 def test_resize_grows_and_shrinks_without_losing_a_task(kind):
     pool = make(kind, workers=1)
     try:
@@ -381,5 +385,28 @@ def test_an_autotuned_pool_goes_on_with_threads_when_first_ready_finds_processes
         assert pool.shares_program and pool.worker_pids() == []
         pool.submit(probe(0, 3))
         assert result_of(pool, 0).probe[0] == 3
+    finally:
+        pool.close()
+
+
+def test_the_trainer_stands_in_for_workers_still_starting_and_says_what_it_cannot_take(tmp_path):
+    from tests.core.helpers import GatedSamples
+
+    x = np.arange(8, dtype=np.float32)
+    program = SampleProgram(SequenceSource(GatedSamples(str(tmp_path / "gate"), x, x)))
+    pool = TrainerFirst(ProcessPool(program, 1, wait=False), program)  # the gate stays shut
+    try:
+        pool.wait_ready(first=True)  # at once: the caller is the first worker
+        assert pool.kind == "process" and len(pool.worker_pids()) == 1
+        pool.submit(probe(0, 3))
+        result = result_of(pool, 0)
+        assert result.probe[0] == 3 and result.worker.startswith("the trainer")
+        assert not pool.handed_over and pool.tasks_run_here == 1
+        with pytest.raises(StokeError, match="program update"):
+            pool.broadcast(ProgramUpdate(1, {"offset": 1}, "an offset"))
+        with pytest.raises(StokeError, match="worker 0"):
+            pool.submit(probe(2, 0), worker=0)
+        pool.submit(probe(3, 4))
+        assert pool.drop_queued() == [3]  # queued for the caller, not run
     finally:
         pool.close()

@@ -348,3 +348,82 @@ def test_process_executor_makes_every_batch_in_a_worker(tmp_path):
         assert os.getpid() not in got
     finally:
         acc.close()
+
+
+# -- a loader whose first batches the trainer makes while its workers start (to_keras) ------
+def _gated_loader(gate, n=40):
+    from tests.core.helpers import GatedSamples, with_maker
+
+    x = np.arange(n * 2, dtype=np.float32).reshape(n, 2)
+    pipe = stoke.from_sequence(GatedSamples(str(gate), x, np.arange(n))).map(with_maker)
+    pipe = pipe.shuffle(2).batch(4)
+    loader = pipe.loader(workers=1, executor="process")
+    loader.start(trainer_first=True)
+    return pipe, loader
+
+
+def test_trainer_first_hands_the_rest_of_the_epoch_to_the_worker_once_it_is_up(tmp_path):
+    import os
+
+    gate = tmp_path / "gate"
+    pipe, loader = _gated_loader(gate)
+    try:
+        assert len(_workers()) == 1  # started, loading the program
+        batches = loader.iter(epoch=0)
+        early = [tuple(a.copy() for a in next(batches)) for _ in range(3)]
+        assert [int(pid[0]) for _, _, pid in early] == [os.getpid()] * 3
+        gate.touch()
+        pool = loader.pool
+        assert _wait_for(pool.hand_over_if_up, timeout_s=60)
+        late = [tuple(a.copy() for a in batch) for batch in batches]
+        assert os.getpid() not in {int(p) for _, _, pid in late for p in pid}
+        assert loader.tuning().executor == "process"
+    finally:
+        loader.close()
+    expected = list(pipe.iter(executor="inline", epoch=0, copy=True))
+    assert len(early) + len(late) == len(expected) == 10
+    for (x, y, _), (ex, ey, _) in zip(early + late, expected):
+        np.testing.assert_array_equal(x, ex)
+        np.testing.assert_array_equal(y, ey)
+
+
+def test_an_iterator_dropped_early_leaves_nothing_for_the_trainer_to_make(tmp_path):
+    """A probe (Keras takes one batch to build the model, then starts the epoch again): the
+    batches queued behind it are dropped when the next iterator starts, not made in the
+    trainer for nothing."""
+    gate = tmp_path / "gate"  # never opened: the trainer makes every batch
+    pipe, loader = _gated_loader(gate)
+    try:
+        probe = loader.iter(epoch=0)
+        first = next(probe)[1].copy()
+        probe.close()
+        pool = loader.pool
+        made = pool.tasks_run_here  # the layout probe and the first batch
+        again = loader.iter(epoch=0)
+        np.testing.assert_array_equal(next(again)[1], first)
+        assert pool.tasks_run_here == made + 1
+        assert len(list(again)) == 9
+        assert pool.tasks_run_here == made + 10
+    finally:
+        loader.close()
+
+
+def test_trainer_first_still_raises_when_no_worker_can_load_the_pipeline():
+    """The trainer stands in while the workers start, not instead of them: workers that
+    cannot load the pipeline stop the feed with their error (never served by the trainer
+    alone, silently)."""
+    from tests.core.helpers import LoadsOnlyInTheTrainer
+
+    pipe = stoke.from_sequence(LoadsOnlyInTheTrainer()).batch(2)
+    loader = pipe.loader(workers=1, executor="process")
+    loader.start(trainer_first=True)
+    try:
+        deadline = time.monotonic() + 120
+        with pytest.raises(stoke.StokeError, match="cannot be loaded in a worker"):
+            for _ in loader.iter(epochs=None):
+                assert time.monotonic() < deadline, "the workers' error never came"
+        with pytest.raises(stoke.StokeError, match="cannot be loaded in a worker"):
+            next(loader.iter())  # and again at every later use
+    finally:
+        loader.close()
+    assert _wait_for(lambda: not _workers())
