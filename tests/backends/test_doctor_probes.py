@@ -276,6 +276,32 @@ def test_tf_data_pipeline_facts():
     assert len(record.steps) == 16
 
 
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="only TensorFlow pulls inside the graph")
+def test_tf_data_pulled_in_the_graph_has_its_wait_estimated_not_timed():
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import doctor_tfdata
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    model = doctor_tfdata.make_model()
+    model.compile(optimizer="adam", steps_per_execution=2,  # the pull stays in the graph
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with session.doctor(probe_after_steps=4, probe_seconds=0.2, sample_system=False) as d:
+        model.fit(doctor_tfdata.make_dataset(), epochs=1, verbose=0)
+    record = d.record
+    assert record.input.wait_method == "estimated-from-model-alone"
+    assert "model_alone" in record.probes
+    assert record.steps and all(not s.wait_timed and s.wait_s == 0.0 for s in record.steps)
+    per_call_s = record.probes["model_alone"].detail["s_per_step"] * 2
+    for step in record.steps:
+        assert step.wait_estimated_s == pytest.approx(max(0.0, step.step_s - per_call_s))
+    diagnosis = analyse(record)
+    assert diagnosis.input_wait_source == "model-alone-estimate"
+    assert diagnosis.wait_estimated_steps == diagnosis.steady.steps_used
+    assert diagnosis.prediction.confidence != "high"
+    assert "estimated" in terminal_text(diagnosis, width=200)
+
+
 # ---------------------------------------------------------------------------------------------
 # The whole path: `stoke doctor -- python script.py` in a child process.
 

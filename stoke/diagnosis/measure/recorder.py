@@ -412,7 +412,8 @@ class Recorder:
 
     def _decide_tf_pull(self, model) -> None:
         self.tf_pull_outside_graph = self.backend == "tensorflow" and tf_pull_outside_graph(model)
-        if self.backend == "tensorflow" and not self.tf_pull_outside_graph:
+        self.clock.waits_timed = self.backend != "tensorflow" or self.tf_pull_outside_graph
+        if not self.clock.waits_timed:
             self.clock.unseen_batch_size = tf_static_batch_size(self.fit) * int(
                 getattr(model, "steps_per_execution", 1) or 1
             )
@@ -646,11 +647,10 @@ class Recorder:
         inputs.update(self._generator_tally.input_facts(self._trainer_thread, inputs.get("producer")))
 
     def _estimate_tf_waits(self) -> None:
-        """TensorFlow with the pull inside the graph: each step's wait is estimated after the
-        run as its time less the model-alone step time. The estimate goes in ``wait_s`` (the
-        documented ``wait_method`` says so); the raw step times stay as measured."""
-        if self.record.input.get("wait_method") != "estimated-from-model-alone":
-            return
+        """TensorFlow with the pull inside the graph: the wait of each step that could not be
+        timed (``wait_timed`` False) is estimated after the run as its time less the
+        model-alone step time, into ``wait_estimated_s``; ``wait_s`` stays what was timed
+        (nothing), and steps without the probe stay unestimated."""
         probe = self.record.probes.get("model_alone")
         if probe is None:
             return
@@ -658,4 +658,5 @@ class Recorder:
             1, int(self.record.model.get("steps_per_execution") or 1)
         )
         for step in self.record.steps:
-            step.wait_s = max(0.0, step.step_s - per_step)
+            if not step.wait_timed:
+                step.wait_estimated_s = max(0.0, step.step_s - per_step)

@@ -63,6 +63,9 @@ class StepClock:
         self.synced_steps = 0
         # the default batch size of a step whose batches are not seen (TensorFlow, pull in graph)
         self.unseen_batch_size = 0
+        # False while the trainer's pull cannot be timed (TensorFlow, pull in graph): the
+        # steps say so (StepSample.wait_timed) and their wait is estimated after the run
+        self.waits_timed = True
         self._steps_in_loop = 0
         self._epoch = -1
         self._prev_end: float | None = None
@@ -82,6 +85,7 @@ class StepClock:
         """A ``train_on_batch`` loop starts: warm-up again, and no step has ended yet (the
         first call's wait is unknown)."""
         self._steps_in_loop = 0
+        self.waits_timed = True  # the time between two calls is timed
         self._prev_end = None
 
     def begin_epoch(self) -> None:
@@ -169,6 +173,7 @@ class StepClock:
                     batch_size=self._samples or self.unseen_batch_size,
                     synced=synced,
                     warmup=self.in_warmup(),
+                    wait_timed=self.waits_timed,
                 )
             )
         else:

@@ -24,9 +24,9 @@ inside any step. ``wait_s`` is the time the trainer was blocked pulling its batc
   iterators): same step, one graph boundary moved. An eager ``next()`` costs ~0.2-0.8 ms of
   dispatch even when a batch is waiting; that cost, measured once on a ready in-memory
   dataset of the same structure (``input["tf_pull_floor_s"]``), is taken off each wait.
-  Otherwise (``steps_per_execution > 1``, a strategy) the pull stays in the graph and
-  ``wait_s`` is estimated after the run as step time minus the model-alone step time
-  (``input["wait_method"]`` says which).
+  Otherwise (``steps_per_execution > 1``, a strategy) the pull stays in the graph: the steps
+  are marked ``wait_timed=False`` and their wait is estimated after the run as step time minus
+  the model-alone step time, into ``wait_estimated_s`` (``input["wait_method"]`` says which).
 """
 
 from __future__ import annotations
@@ -228,8 +228,9 @@ def wait_method(backend: str, pull_outside_graph: bool) -> tuple[str, str]:
         return (
             "estimated-from-model-alone",
             "TensorFlow pulls batches inside the compiled loop (steps_per_execution > 1 or "
-            "a distribution strategy), invisible to Python: wait_s is estimated as the "
-            "step time minus the model-alone step time, and is 0 without that probe.",
+            "a distribution strategy), invisible to Python: the wait is not timed but "
+            "estimated as the step time minus the model-alone step time "
+            "(wait_estimated_s), and is not known without that probe.",
         )
     if backend == "jax":
         return (
