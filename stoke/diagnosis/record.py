@@ -61,8 +61,9 @@ class StepSample:
 
     One sample is one call of Keras' train function: with ``steps_per_execution > 1`` it
     covers several batches, and ``batch_size`` is the samples of all of them. ``warmup`` marks
-    steps that include tracing or compilation (the first steps of each ``fit``): leave them
-    out of rates. Under asynchronous dispatch (JAX, torch on a GPU) the host may wait for a
+    steps that include tracing or compilation (the first steps of each ``fit``), or that were
+    fed batches the input-alone probe had taken from a generator and kept (no wait): leave
+    them out of rates. Under asynchronous dispatch (JAX, torch on a GPU) the host may wait for a
     batch while the device still runs the previous step, so ``wait_s`` is the trainer's wait,
     not the device's idle time; sums over a window that ends on a ``synced`` step are exact.
     """

@@ -107,6 +107,38 @@ def test_generator_wait_is_the_time_spent_making_batches():
     assert record.meta.measured_from == "fit"
 
 
+def test_the_input_probe_takes_no_batch_from_a_finite_generator(recwarn):
+    # exactly the batches fit asks for: the probe's must come back, or fit runs out early
+    steps_per_epoch, epochs = 12, 2
+    made = []
+
+    def finite_batches():
+        rng = np.random.default_rng(0)
+        for _ in range(steps_per_epoch * epochs):
+            time.sleep(0.005)
+            features = rng.normal(size=(8, 16)).astype("float32")
+            made.append(features)
+            yield features, features.sum(axis=1, keepdims=True)
+
+    seen = []
+
+    class Batches(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(batch)
+
+    model = tiny_model()
+    with session.doctor(probe_after_steps=4, probe_seconds=0.3, sample_system=False) as d:
+        history = model.fit(finite_batches(), steps_per_epoch=steps_per_epoch, epochs=epochs,
+                            verbose=0, callbacks=[Batches()])
+    record = d.record
+    assert record.probes["input_alone"].batches >= 1
+    assert len(made) == steps_per_epoch * epochs  # nothing made twice, nothing left
+    assert len(seen) == steps_per_epoch * epochs and len(history.history["loss"]) == epochs
+    assert len(record.steps) == steps_per_epoch * epochs
+    assert not [w for w in recwarn if "ran out of data" in str(w.message)]
+    assert record.input.generator_batches <= len(made)
+
+
 def test_compute_bound_arrays_script_waits_little(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["doctor_arrays.py", "--epochs", "1"])
     with session.doctor(probes=False, sample_system=False) as d:

@@ -48,6 +48,7 @@ from stoke.diagnosis.measure.step_clock import StepClock
 from stoke.diagnosis.measure.timing import (
     GeneratorTally,
     TimedTrainFunction,
+    UserGenerator,
     tf_pull_outside_graph,
     tf_ready_pull_seconds,
     untimed_cost_per_step_s,
@@ -163,8 +164,7 @@ class FitContext:
     model: Any
     arguments: dict[str, Any]
     trainer_thread: int
-    user_generator: Any = None
-    generator_lock: threading.Lock | None = None
+    user_generator: UserGenerator | None = None  # the script's generator, as fit gets it
     epoch_iterator: Any = None
     attached: bool = False
     steps_at_start: int = 0
@@ -317,13 +317,14 @@ class Recorder:
 
     # -- fit ----------------------------------------------------------------------------------
 
-    def begin_fit(self, model, arguments: dict[str, Any], user_generator=None, lock=None) -> None:
+    def begin_fit(
+        self, model, arguments: dict[str, Any], user_generator: UserGenerator | None = None
+    ) -> None:
         self.fit = FitContext(
             model=model,
             arguments=arguments,
             trainer_thread=threading.get_ident(),
             user_generator=user_generator,
-            generator_lock=lock,
             steps_at_start=self.clock.steps_seen,
         )
         self._trainer_thread = self.fit.trainer_thread
@@ -454,6 +455,13 @@ class Recorder:
         if not self.measuring:
             return  # Keras peeks at the first batches while building the adapter: not training
         self._generator_tally.note(seconds)
+
+    def note_kept_batch(self) -> None:
+        """Training was handed a batch the input-alone probe had taken from the script's
+        generator: the step in progress did not wait for it, and is left out of the numbers
+        (with the warm-up after it: prefetching inputs take a step or two to catch up)."""
+        if self.measuring:
+            self.clock.hold_out()
 
     def pending_wait_s(self) -> float:
         """The wait noted so far for the step in progress."""

@@ -127,6 +127,12 @@ class StepClock:
         """Whether the step in progress is the last warm-up step (the first with none)."""
         return self._steps_in_loop == max(0, self.warmup_steps - 1)
 
+    def hold_out(self) -> None:
+        """Record the step in progress as warm-up, and the warm-up count starts again after
+        it: its batch was made earlier (the input-alone probe kept it), so its wait is not the
+        input's. May be called from a tf.data thread."""
+        self._steps_in_loop = 0
+
     def note_batch(self, wait_s: float, samples: int) -> None:
         """A batch of ``samples`` reached the trainer after ``wait_s`` seconds of waiting."""
         self._wait_s += wait_s
