@@ -76,3 +76,18 @@ def test_steps_fed_a_kept_batch_are_left_out_with_the_warm_up_after_them():
     # steps 4 and 5 took the kept batches; step 6 is the warm-up after them
     assert [s.warmup for s in clock.steps] == [True, True, False, False,
                                                 True, True, True, False, False, False]
+
+
+def test_a_later_fit_on_the_same_generator_still_gets_the_kept_batches():
+    # a Keras-2 loop: for epoch in range(n): model.fit(generator, epochs=1, ...)
+    measuring = recorder()
+    generator = numbered(6)
+    first = measuring.feed_generator(generator)
+    with first.lock:
+        first.take_for_probe()
+        first.take_for_probe()
+    again = measuring.feed_generator(generator)
+    assert again is first
+    assert [batch[0][0, 0] for batch in again.batches()] == list(range(6))
+    assert measuring.feed_generator(numbered(1)) is not first
+    measuring.finish()

@@ -26,7 +26,6 @@ from typing import Any
 
 from stoke.diagnosis.measure.facts import keras_version_string, keras_version_tuple
 from stoke.diagnosis.measure.recorder import DoctorStepLimitReached, KerasInternalsChanged, Recorder
-from stoke.diagnosis.measure.timing import UserGenerator
 
 # Keras versions whose internals these hooks were written against and tested on. Outside the
 # range the hooks still install when every internal they touch is present, with a warning.
@@ -176,7 +175,7 @@ def _fit_hook(original):
         x = bound.arguments.get("x")
         user_generator = None
         if isinstance(x, types.GeneratorType):
-            user_generator = UserGenerator(x, recorder)
+            user_generator = recorder.feed_generator(x)
             bound.arguments["x"] = user_generator.batches()
         arguments = {k: v for k, v in bound.arguments.items() if k != "self"}
         arguments["x"] = x

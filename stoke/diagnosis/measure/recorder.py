@@ -207,6 +207,7 @@ class Recorder:
         self.tf_pull_floor_s: float | None = None
         self._pending_facts_batch = True
         self._generator_tally = GeneratorTally()
+        self._user_generator: UserGenerator | None = None  # the last script generator fed
         self._sampler = None
         self._wrapped_models: list[weakref.ref] = []
         self._train_on_batch_model: Any = None
@@ -289,6 +290,7 @@ class Recorder:
             overhead["probe_budget_s"] = self.schedule.applied_budget_s
         self.unwrap_models()
         self.schedule.drop_batch()
+        self._user_generator = None
         return RunRecord.from_measurements(self.record)
 
     def _take_static_facts(self) -> None:
@@ -316,6 +318,15 @@ class Recorder:
         self._wrapped_models.clear()
 
     # -- fit ----------------------------------------------------------------------------------
+
+    def feed_generator(self, generator) -> UserGenerator:
+        """The script's generator as ``fit`` gets it (:class:`UserGenerator`): the same one
+        again for a later ``fit`` on the same generator (a Keras-2 loop of one-epoch fits),
+        so batches the input-alone probe kept are still trained on."""
+        current = self._user_generator
+        if current is None or current.generator is not generator:
+            current = self._user_generator = UserGenerator(generator, self)
+        return current
 
     def begin_fit(
         self, model, arguments: dict[str, Any], user_generator: UserGenerator | None = None
