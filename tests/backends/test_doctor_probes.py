@@ -438,6 +438,24 @@ def test_probes_of_a_slow_step_script_stay_within_their_budget_and_the_report_sa
     assert f"within their {budget:.1f} s budget" in text
 
 
+def test_stoke_doctor_leaves_a_finite_generator_every_batch():
+    # the script's generator makes exactly epochs x steps batches; the input-alone probe's
+    # batches go back to training, so fit trains them all and does not run out early
+    run = run_measured(
+        ["python", str(SCRIPTS / "doctor_generator.py"), "--finite", "--load-ms", "10",
+         "--epochs", "2", "--steps-per-epoch", "10"],
+        DoctorOptions(probe_after_steps=6, probe_seconds=0.3),
+        timeout_s=150,
+        extra_env=CHILD_ENV,
+        capture_output=True,
+    )
+    assert run.exit_code == 0, run.message
+    assert "EPOCHS TRAINED 2" in run.message and "ran out of data" not in run.message
+    record = run.record
+    assert len(record.steps) == 20
+    assert "input_alone" in record.probes
+
+
 def test_stoke_doctor_reports_a_crash_in_a_pydataset_worker_process():
     run = run_measured(
         [
