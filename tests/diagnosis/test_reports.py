@@ -203,3 +203,10 @@ def test_every_report_says_when_the_wait_is_an_estimate():
     assert "wait 30.00 ms (estimated)" in page  # a bar's title
     timed = render_html(analyse(synthetic.input_bound_generator()))
     assert "estimated" not in timed.split("<footer")[0].split("Where each step goes")[1].split("</section>")[0]
+
+
+def test_steps_fed_the_probes_kept_batches_are_named_where_a_generator_was_probed():
+    text = terminal_text(analyse(synthetic.input_bound_generator()), width=200)
+    assert "2 warm-up or fed the batches the input probe kept left out" in text
+    arrays = make_record(kind="arrays", wait_s=0.001, step_s=0.04, input_alone=9000.0)
+    assert "2 warm-up left out" in terminal_text(analyse(arrays), width=200)

@@ -174,7 +174,13 @@ def key_numbers(diagnosis: Diagnosis) -> list[tuple[str, str]]:
     rows.append(("Doctor overhead", f"{pct(overhead, 1)} of the measured steps' time: {overhead_note}"))
     dropped = []
     if steady.warmup_dropped:
-        dropped.append(f"{len(steady.warmup_dropped)} warm-up")
+        record = diagnosis.record
+        kept = record.input.kind == "generator" and "input_alone" in record.probes
+        dropped.append(
+            f"{len(steady.warmup_dropped)} warm-up"
+            # the batches the input probe took from the generator are trained on afterwards
+            + (" or fed the batches the input probe kept" if kept else "")
+        )
     if steady.outliers_dropped:
         dropped.append(f"{len(steady.outliers_dropped)} compilation")
     rows.append(
