@@ -30,7 +30,9 @@ from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-RECORD_SCHEMA_VERSION = 1
+# 2: StepSample.wait_timed and wait_estimated_s (schema 1 wrote the TensorFlow in-graph
+# estimate into wait_s; RunRecord.from_dict moves it where schema 2 keeps it)
+RECORD_SCHEMA_VERSION = 2
 
 # The probes a record may hold (RunRecord.probes keys; RunFacts.probe_notes also takes "all").
 PROBE_NAMES = ("input_alone", "model_alone", "input_free")
@@ -50,10 +52,18 @@ class StepSample:
     previous step to the end of this one, so ``wait_s <= step_s``. ``synced`` says the step's
     end was measured after the device finished (sampled steps), not merely dispatched.
 
+    ``wait_s`` is only ever what was timed. ``wait_timed`` is False for a step whose pull the
+    doctor could not time (TensorFlow pulling inside the compiled loop: ``steps_per_execution
+    > 1`` or a distribution strategy); its ``wait_s`` is then 0.0 and means nothing, and
+    ``wait_estimated_s`` holds the wait estimated after the run (``InputFacts.wait_method``
+    says how), or None when nothing could estimate it. :attr:`wait_used_s` is the wait the
+    analysis counts for the step.
+
     One sample is one call of Keras' train function: with ``steps_per_execution > 1`` it
     covers several batches, and ``batch_size`` is the samples of all of them. ``warmup`` marks
-    steps that include tracing or compilation (the first steps of each ``fit``): leave them
-    out of rates. Under asynchronous dispatch (JAX, torch on a GPU) the host may wait for a
+    steps that include tracing or compilation (the first steps of each ``fit``), or that were
+    fed batches the input-alone probe had taken from a generator and kept (no wait): leave
+    them out of rates. Under asynchronous dispatch (JAX, torch on a GPU) the host may wait for a
     batch while the device still runs the previous step, so ``wait_s`` is the trainer's wait,
     not the device's idle time; sums over a window that ends on a ``synced`` step are exact.
     """
@@ -66,6 +76,16 @@ class StepSample:
     batch_size: int
     synced: bool = False
     warmup: bool = False
+    wait_timed: bool = True
+    wait_estimated_s: float | None = None
+
+    @property
+    def wait_used_s(self) -> float:
+        """The wait to count for this step: the timed one where it was timed, else the
+        estimate, else 0.0 (not known at all: see ``wait_timed``)."""
+        if self.wait_timed:
+            return self.wait_s
+        return self.wait_estimated_s if self.wait_estimated_s is not None else 0.0
 
 
 @dataclass
@@ -233,7 +253,8 @@ class InputFacts(Facts):
     # Python: JAX, torch), "timed-next-outside-graph" (TensorFlow: the doctor pulls the batch
     # eagerly and hands it to Keras' step function), "between-calls" (train_on_batch loops: the
     # time spent outside train_on_batch), "estimated-from-model-alone" (TensorFlow with the pull
-    # inside the graph: step_s minus the model-alone step time; wait_s is an estimate), "none"
+    # inside the graph: not timed; each such step's wait_estimated_s is step_s minus the
+    # model-alone step time), "none"
     wait_method: str | None = None
     wait_note: str | None = None  # the method's limits, in plain words
     # False when next() cannot be timed (a native tf.data pipeline on TensorFlow): the analysis
@@ -426,9 +447,13 @@ class RunRecord:
         ]
         probes = {k: ProbeResult(**v) for k, v in data.get("probes", {}).items()}
         _check_probe_names(probes, data.get("meta", {}).get("probe_notes"))
+        steps = [StepSample(**s) for s in data.get("steps", [])]
+        if version < 2:
+            _steps_from_schema_1(steps, data.get("input", {}), "model_alone" in probes)
+            version = RECORD_SCHEMA_VERSION
         return cls(
             meta=RunFacts.from_dict(data.get("meta", {})),
-            steps=[StepSample(**s) for s in data.get("steps", [])],
+            steps=steps,
             system=system,
             input=InputFacts.from_dict(data.get("input", {})),
             model=ModelFacts.from_dict(data.get("model", {})),
@@ -444,6 +469,18 @@ class RunRecord:
     @classmethod
     def load(cls, path: str | Path) -> RunRecord:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _steps_from_schema_1(steps: list[StepSample], inputs: Mapping[str, Any], model_alone: bool) -> None:
+    """Schema 1 kept the TensorFlow in-graph estimate (``wait_method``
+    ``"estimated-from-model-alone"``) in ``wait_s`` (0.0 without the model-alone probe): move it
+    where schema 2 keeps it, ``wait_estimated_s``, and mark the waits as not timed."""
+    if inputs.get("wait_method") != "estimated-from-model-alone":
+        return
+    for step in steps:
+        step.wait_timed = False
+        step.wait_estimated_s = step.wait_s if model_alone else None
+        step.wait_s = 0.0
 
 
 def _check_probe_names(probes: Mapping[str, Any], notes: Mapping[str, Any] | None) -> None:

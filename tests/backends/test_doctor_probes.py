@@ -107,6 +107,38 @@ def test_generator_wait_is_the_time_spent_making_batches():
     assert record.meta.measured_from == "fit"
 
 
+def test_the_input_probe_takes_no_batch_from_a_finite_generator(recwarn):
+    # exactly the batches fit asks for: the probe's must come back, or fit runs out early
+    steps_per_epoch, epochs = 12, 2
+    made = []
+
+    def finite_batches():
+        rng = np.random.default_rng(0)
+        for _ in range(steps_per_epoch * epochs):
+            time.sleep(0.005)
+            features = rng.normal(size=(8, 16)).astype("float32")
+            made.append(features)
+            yield features, features.sum(axis=1, keepdims=True)
+
+    seen = []
+
+    class Batches(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(batch)
+
+    model = tiny_model()
+    with session.doctor(probe_after_steps=4, probe_seconds=0.3, sample_system=False) as d:
+        history = model.fit(finite_batches(), steps_per_epoch=steps_per_epoch, epochs=epochs,
+                            verbose=0, callbacks=[Batches()])
+    record = d.record
+    assert record.probes["input_alone"].batches >= 1
+    assert len(made) == steps_per_epoch * epochs  # nothing made twice, nothing left
+    assert len(seen) == steps_per_epoch * epochs and len(history.history["loss"]) == epochs
+    assert len(record.steps) == steps_per_epoch * epochs
+    assert not [w for w in recwarn if "ran out of data" in str(w.message)]
+    assert record.input.generator_batches <= len(made)
+
+
 def test_compute_bound_arrays_script_waits_little(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["doctor_arrays.py", "--epochs", "1"])
     with session.doctor(probes=False, sample_system=False) as d:
@@ -276,6 +308,32 @@ def test_tf_data_pipeline_facts():
     assert len(record.steps) == 16
 
 
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="only TensorFlow pulls inside the graph")
+def test_tf_data_pulled_in_the_graph_has_its_wait_estimated_not_timed():
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import doctor_tfdata
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    model = doctor_tfdata.make_model()
+    model.compile(optimizer="adam", steps_per_execution=2,  # the pull stays in the graph
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with session.doctor(probe_after_steps=4, probe_seconds=0.2, sample_system=False) as d:
+        model.fit(doctor_tfdata.make_dataset(), epochs=1, verbose=0)
+    record = d.record
+    assert record.input.wait_method == "estimated-from-model-alone"
+    assert "model_alone" in record.probes
+    assert record.steps and all(not s.wait_timed and s.wait_s == 0.0 for s in record.steps)
+    per_call_s = record.probes["model_alone"].detail["s_per_step"] * 2
+    for step in record.steps:
+        assert step.wait_estimated_s == pytest.approx(max(0.0, step.step_s - per_call_s))
+    diagnosis = analyse(record)
+    assert diagnosis.input_wait_source == "model-alone-estimate"
+    assert diagnosis.wait_estimated_steps == diagnosis.steady.steps_used
+    assert diagnosis.prediction.confidence != "high"
+    assert "estimated" in terminal_text(diagnosis, width=200)
+
+
 # ---------------------------------------------------------------------------------------------
 # The whole path: `stoke doctor -- python script.py` in a child process.
 
@@ -378,6 +436,24 @@ def test_probes_of_a_slow_step_script_stay_within_their_budget_and_the_report_sa
     assert "Doctor overhead" in text
     assert f"probes {probes_s:.1f} s of wall time" in text
     assert f"within their {budget:.1f} s budget" in text
+
+
+def test_stoke_doctor_leaves_a_finite_generator_every_batch():
+    # the script's generator makes exactly epochs x steps batches; the input-alone probe's
+    # batches go back to training, so fit trains them all and does not run out early
+    run = run_measured(
+        ["python", str(SCRIPTS / "doctor_generator.py"), "--finite", "--load-ms", "10",
+         "--epochs", "2", "--steps-per-epoch", "10"],
+        DoctorOptions(probe_after_steps=6, probe_seconds=0.3),
+        timeout_s=150,
+        extra_env=CHILD_ENV,
+        capture_output=True,
+    )
+    assert run.exit_code == 0, run.message
+    assert "EPOCHS TRAINED 2" in run.message and "ran out of data" not in run.message
+    record = run.record
+    assert len(record.steps) == 20
+    assert "input_alone" in record.probes
 
 
 def test_stoke_doctor_reports_a_crash_in_a_pydataset_worker_process():

@@ -34,8 +34,11 @@ def make_steps(
     first_wait_s: float = 1.0,
     synced_every: int = 0,
     synced_compute_s: float | None = None,
+    estimated: bool = False,
 ) -> list[StepSample]:
-    """``count`` steps per epoch; the first step of the run also compiles and starts workers."""
+    """``count`` steps per epoch; the first step of the run also compiles and starts workers.
+    ``estimated``: the waits were not timed but estimated after the run (TensorFlow pulling
+    inside the compiled loop), as the recorder writes them."""
     steps = []
     t = 0.0
     number = 0
@@ -50,8 +53,9 @@ def make_steps(
             t += step
             steps.append(
                 StepSample(
-                    step=number, epoch=epoch, t_s=t, wait_s=wait, step_s=step,
-                    batch_size=batch_size, synced=synced,
+                    step=number, epoch=epoch, t_s=t, wait_s=0.0 if estimated else wait,
+                    step_s=step, batch_size=batch_size, synced=synced,
+                    wait_timed=not estimated, wait_estimated_s=wait if estimated else None,
                 )
             )
             number += 1

@@ -301,6 +301,7 @@ def test_step_numbers_restarting_each_epoch():
 
 def test_wait_estimated_by_the_probes_is_labelled():
     record = make_record(kind="tf.data", wait_s=0.03, step_s=0.04, model_alone=64 / 0.010,
+                         steps=make_steps(wait_s=0.03, step_s=0.04, estimated=True),
                          input_extra={"wait_method": "estimated-from-model-alone"})
     diagnosis = analyse(record)
     assert diagnosis.input_wait_source == "model-alone-estimate"
@@ -347,3 +348,60 @@ def test_no_wait_step_is_the_mean_when_the_trainer_barely_waits():
     diagnosis = analyse(make_record(wait_s=0.001, step_s=0.05, steps=steps))
     bound = diagnosis.bound
     assert diagnosis.predicted_speedup == pytest.approx(bound.step_s / bound.compute_s)
+
+
+def _in_graph_record(steps, model_alone=64 / 0.010, input_alone=None):
+    return make_record(kind="tf.data", wait_s=0.0, step_s=0.0, steps=steps, backend="tensorflow",
+                       model_alone=model_alone, input_alone=input_alone,
+                       input_extra={"wait_method": "estimated-from-model-alone",
+                                    "tf_data_prefetch": True, "tf_data_parallel_map": True})
+
+
+def _every_probe(record):
+    """The input-free window and the CPU per sample: nothing but the wait left to estimate."""
+    record.probes["input_free"] = ProbeResult(64 / 0.01, 1.0, 50, {"s_per_step": 0.01,
+                                                                   "cpu_s_per_step": 0.01})
+    record.probes["input_alone"].detail["cpu_s_per_sample"] = 0.03 / 64
+    return record
+
+
+def test_an_estimated_wait_lowers_the_confidence_of_the_same_numbers():
+    timed = analyse(_every_probe(make_record(
+        kind="tf.data", wait_s=0.03, step_s=0.04, model_alone=64 / 0.010, input_alone=64 / 0.03,
+        backend="tensorflow")))
+    estimated = analyse(_every_probe(_in_graph_record(
+        make_steps(wait_s=0.03, step_s=0.04, estimated=True), input_alone=64 / 0.03)))
+    assert timed.prediction.confidence == "high"
+    assert estimated.input_wait_fraction == pytest.approx(timed.input_wait_fraction)
+    assert estimated.predicted_speedup == pytest.approx(timed.predicted_speedup)
+    assert timed.input_wait_source == "measured" and timed.wait_estimated_steps == 0
+    assert estimated.input_wait_source == "model-alone-estimate"
+    assert estimated.wait_estimated_steps == estimated.steady.steps_used
+    order = ["low", "medium", "high"]
+    assert order.index(estimated.prediction.confidence) < order.index(timed.prediction.confidence)
+    assert any("estimated as step time minus the model-alone step" in text
+               for text in estimated.prediction.unmeasured)
+
+
+def test_a_timed_wait_counts_as_timed_beside_estimated_ones():
+    # one fit timed its pulls (10 ms waits), a second pulled in the graph (30 ms estimated)
+    first = make_steps(count=50, wait_s=0.010, step_s=0.040)
+    end = first[-1].t_s
+    second = [StepSample(50 + i, 1, end + 0.04 * (i + 1), 0.0, 0.040, 64, wait_timed=False,
+                         wait_estimated_s=0.030) for i in range(50)]
+    steps = first + second
+    diagnosis = analyse(_in_graph_record(steps))
+    used = diagnosis.steady.steps_used
+    assert diagnosis.wait_estimated_steps == 50 < used
+    assert diagnosis.input_wait_fraction == pytest.approx((50 * 0.03 + (used - 50) * 0.01) / (used * 0.04))
+    assert f"estimated for 50 of {used} steps" in diagnosis.verdict_reason
+
+
+def test_waits_neither_timed_nor_estimated_are_not_read_as_no_wait():
+    # the pull ran in the graph and the model-alone probe did not run: nothing estimated it
+    steps = [StepSample(s.step, s.epoch, s.t_s, 0.0, s.step_s, s.batch_size, wait_timed=False)
+             for s in make_steps(wait_s=0.03, step_s=0.04)]
+    diagnosis = analyse(_in_graph_record(steps, model_alone=None, input_alone=64 / 0.03))
+    assert diagnosis.input_wait_source == "unmeasured"
+    assert diagnosis.prediction.confidence == "low"
+    assert "cannot be timed" in diagnosis.verdict_reason

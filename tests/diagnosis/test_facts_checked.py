@@ -150,8 +150,9 @@ def test_cpu_contention_fix_names_only_cores_the_machine_has(cores):
 def test_mirrored_strategy_on_in_memory_data_with_an_estimated_wait():
     # the pull runs in the graph: the wait is step minus the model-alone step, an estimate;
     # no batch passed through Python, the batch size comes from the pipeline's graph
-    steps = [StepSample(step=i, epoch=0, t_s=0.0014 * (i + 1), wait_s=0.00083, step_s=0.0014,
-                        batch_size=0) for i in range(40)]
+    steps = [StepSample(step=i, epoch=0, t_s=0.0014 * (i + 1), wait_s=0.0, step_s=0.0014,
+                        batch_size=0, wait_timed=False, wait_estimated_s=0.00083)
+             for i in range(40)]
     record = make_record(kind="tf.data", wait_s=0.0, step_s=0.0, steps=steps, backend="tensorflow",
                          model_alone=116_000.0, input_alone=34_500.0,
                          input_extra={"wait_method": "estimated-from-model-alone",

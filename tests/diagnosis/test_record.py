@@ -4,6 +4,7 @@ misspelled fact fails loudly there (and on the attribute), and the JSON form rou
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -137,3 +138,56 @@ def test_the_recorder_hands_over_a_typed_record_and_rejects_a_misspelled_write()
     recorder.record.input["knid"] = "generator"
     with pytest.raises(UnknownFactError, match="knid"):
         recorder.finish()
+
+
+def test_a_schema_1_record_gets_its_in_graph_estimate_moved_out_of_wait_s():
+    # schema 1 wrote the TensorFlow in-graph estimate into wait_s: schema 2 keeps wait_s for
+    # what was timed and the estimate apart
+    data = synthetic.make_record(kind="tf.data", wait_s=0.03, step_s=0.04, model_alone=6400.0,
+                                 input_extra={"wait_method": "estimated-from-model-alone"}).to_dict()
+    data["schema_version"] = 1
+    for step in data["steps"]:
+        del step["wait_timed"], step["wait_estimated_s"]
+    record = RunRecord.from_dict(data)
+    assert record.schema_version == RECORD_SCHEMA_VERSION
+    assert all(not s.wait_timed and s.wait_s == 0.0 for s in record.steps)
+    assert record.steps[5].wait_estimated_s == pytest.approx(0.03)
+    assert record.steps[5].wait_used_s == pytest.approx(0.03)
+    # a timed record of schema 1 is unchanged
+    timed = synthetic.input_bound_generator().to_dict()
+    timed["schema_version"] = 1
+    assert RunRecord.from_dict(timed).steps == synthetic.input_bound_generator().steps
+
+
+def test_an_estimated_wait_round_trips_apart_from_the_timed_one():
+    steps = [StepSample(0, 0, 0.1, 0.0, 0.1, 32, wait_timed=False, wait_estimated_s=0.07),
+             StepSample(1, 0, 0.2, 0.0, 0.1, 32, wait_timed=False),
+             StepSample(2, 0, 0.3, 0.02, 0.1, 32)]
+    record = RunRecord.from_dict(json.loads(json.dumps(RunRecord(steps=steps).to_dict())))
+    assert record.steps == steps
+    assert [s.wait_used_s for s in record.steps] == [0.07, 0.0, 0.02]
+
+
+def test_the_recorder_estimates_only_the_waits_it_could_not_time():
+    from stoke.diagnosis.measure.recorder import DoctorOptions, Recorder
+
+    recorder = Recorder(DoctorOptions(probes=False, warmup_steps=0), argv=["t.py"], script="t.py")
+    clock = recorder.clock
+    clock.restart()
+    time.sleep(0.006)
+    clock.note_batch(wait_s=0.005, samples=32)  # a first fit, its pull timed
+    clock.end_step(time.perf_counter(), synced=False, sync_s=0.0)
+    clock.waits_timed = False  # a second fit pulls in the graph
+    for _ in range(3):
+        time.sleep(0.002)
+        clock.end_step(time.perf_counter(), synced=False, sync_s=0.0)
+    recorder.record.input["wait_method"] = "estimated-from-model-alone"
+    recorder.record.model["steps_per_execution"] = 1
+    recorder.record.probes["model_alone"] = ProbeResult(32 / 0.001, 1.0, 10, {"s_per_step": 0.001})
+    record = recorder.finish()
+    timed, *in_graph = record.steps
+    assert timed.wait_timed and timed.wait_s == pytest.approx(0.005)
+    assert timed.wait_estimated_s is None
+    for step in in_graph:
+        assert not step.wait_timed and step.wait_s == 0.0
+        assert step.wait_estimated_s == pytest.approx(step.step_s - 0.001)

@@ -179,3 +179,34 @@ def test_html_system_chart_decimates_long_runs():
     system_chart = re.findall(r"<svg .*?</svg>", render_html(analyse(record)), flags=re.S)[2]
     for points in re.findall(r"<polyline points=\"([^\"]*)\"", system_chart):
         assert len(points.split()) <= 600
+
+
+def test_every_report_says_when_the_wait_is_an_estimate():
+    steps = synthetic.make_steps(wait_s=0.03, step_s=0.04, estimated=True)
+    record = make_record(kind="tf.data", wait_s=0.0, step_s=0.0, steps=steps, backend="tensorflow",
+                         model_alone=64 / 0.010, input_alone=64 / 0.03,
+                         input_extra={"wait_method": "estimated-from-model-alone"})
+    diagnosis = analyse(record)
+    text = terminal_text(diagnosis, width=200)
+    assert "75.0% of step time (estimated: step time minus the model-alone step" in text
+    assert "waiting for input (estimated)" in text
+    assert "confidence" in text
+    data = json.loads(to_json(diagnosis))
+    assert data["input_wait_source"] == "model-alone-estimate"
+    assert data["input_wait_estimated_steps"] == diagnosis.steady.steps_used
+    assert data["prediction"]["confidence"] != "high"
+    assert data["steps"][5]["wait_timed"] is False and data["steps"][5]["wait_s"] == 0.0
+    assert data["steps"][5]["wait_estimated_s"] == pytest.approx(0.03)
+    page = render_html(diagnosis)
+    assert "(estimated, not timed)" in page
+    assert "The wait is not timed: estimated" in page
+    assert "wait 30.00 ms (estimated)" in page  # a bar's title
+    timed = render_html(analyse(synthetic.input_bound_generator()))
+    assert "estimated" not in timed.split("<footer")[0].split("Where each step goes")[1].split("</section>")[0]
+
+
+def test_steps_fed_the_probes_kept_batches_are_named_where_a_generator_was_probed():
+    text = terminal_text(analyse(synthetic.input_bound_generator()), width=200)
+    assert "2 warm-up or fed the batches the input probe kept left out" in text
+    arrays = make_record(kind="arrays", wait_s=0.001, step_s=0.04, input_alone=9000.0)
+    assert "2 warm-up left out" in terminal_text(analyse(arrays), width=200)

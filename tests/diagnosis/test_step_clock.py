@@ -54,3 +54,18 @@ def test_steps_past_the_limit_are_counted_not_recorded():
     for _ in range(3):
         clock.end_step(time.perf_counter(), synced=False, sync_s=0.0)
     assert len(steps) == 2 and clock.steps_seen == 3 and clock.truncated
+
+
+def test_steps_whose_pull_cannot_be_timed_say_so():
+    steps: list[StepSample] = []
+    clock = StepClock(time.perf_counter(), steps, warmup_steps=0)
+    clock.restart()
+    clock.waits_timed = False  # TensorFlow pulling inside the compiled loop
+    clock.end_step(time.perf_counter(), synced=False, sync_s=0.0)
+    clock.begin_call_loop()  # a train_on_batch loop: the time between calls is timed
+    clock.start_if_idle(time.perf_counter())
+    clock.note_batch(wait_s=0.01, samples=8)
+    clock.end_step(time.perf_counter(), synced=True, sync_s=0.0)
+    assert [s.wait_timed for s in steps] == [False, True]
+    assert steps[0].wait_s == 0.0 and steps[0].wait_estimated_s is None
+    assert steps[1].wait_s == pytest.approx(0.01)

@@ -54,10 +54,16 @@ asynchronously (JAX, TensorFlow) the device may run during the wait, so the comp
 steps measured after a device sync (``StepSample.synced``) is used when it is longer. Working
 in step time also holds when batch sizes were not recorded.
 
-**Unmeasurable wait.** When the record says ``input.wait_measured is False`` or
-``input.wait_method == "none"`` (a native tf.data pipeline's ``next()`` runs inside a
-``tf.function``), the wait is estimated from the probes (:func:`wait_fraction_from_probes`);
-``input_wait_source`` says where the number came from.
+**Unmeasurable wait.** Each step counts its timed wait where it was timed and the estimate
+where it was not (:attr:`~stoke.diagnosis.record.StepSample.wait_used_s`: TensorFlow pulling
+inside the compiled loop, estimated after the run as step time less the model-alone step);
+``input_wait_source`` is then ``"model-alone-estimate"`` and ``wait_estimated_steps`` counts
+those steps. When a step's wait is neither timed nor estimated, or the record says
+``input.wait_measured is False`` or ``input.wait_method == "none"`` (a native tf.data
+pipeline's ``next()`` runs inside a ``tf.function``), the wait's share is estimated from the
+probes (:func:`wait_fraction_from_probes`, source ``"probes"``), or not known
+(``"unmeasured"``). Every source but ``"measured"`` is named in the verdict's reason and
+lowers the prediction's confidence.
 """
 
 from __future__ import annotations
@@ -190,9 +196,11 @@ class Analysis:
     gpus: tuple[GpuSummary, ...]
     doctor_overhead_fraction: float | None
     overhead_signals: tuple[str, ...] = ()
-    # "measured" (timed), "model-alone-estimate" (the probes set wait_s = step_s - model step),
-    # "probes" (estimated here, see wait_fraction_from_probes), "unmeasured"
+    # "measured" (timed), "model-alone-estimate" (some steps' waits not timed but estimated
+    # after the run: StepSample.wait_estimated_s), "probes" (estimated here, see
+    # wait_fraction_from_probes), "unmeasured"
     input_wait_source: str = "measured"
+    wait_estimated_steps: int = 0  # steady steps whose wait is an estimate, not timed
     prediction: Prediction | None = None
     # the input alone makes fewer than INPUT_LIMIT_FACTOR x the no-wait samples/s (None: the
     # input-alone probe did not run, so it is not known)
@@ -494,20 +502,27 @@ def analyse_run(record: RunRecord) -> Analysis:
     if samples <= 0:  # batch sizes not recorded per step: fall back on the configured one
         samples = (as_number(record.input.batch_size) or 0.0) * len(kept)
     total_step_s = sum(s.step_s for s in kept)
-    total_wait_s = sum(min(s.wait_s, s.step_s) for s in kept)
+    total_wait_s = sum(min(s.wait_used_s, s.step_s) for s in kept)
     throughput = samples / total_step_s if samples > 0 else None
 
     wait_source = "measured"
+    untimed = [s for s in kept if not s.wait_timed]
+    estimated_steps = sum(1 for s in untimed if s.wait_estimated_s is not None)
     wait_method = record.input.wait_method
-    if wait_method == "estimated-from-model-alone":
-        wait_source = "model-alone-estimate"  # the probes set wait_s = step_s - model step
-    elif record.input.wait_measured is False or wait_method == "none":
+    if (
+        estimated_steps < len(untimed)  # waits neither timed nor estimated
+        or record.input.wait_measured is False
+        or wait_method == "none"
+    ):
+        estimated_steps = 0
         estimate = wait_fraction_from_probes(
             throughput, model_alone, input_alone, record.input.tf_data_prefetch
         )
         wait_source = "unmeasured" if estimate is None else "probes"
         if estimate is not None:
             total_wait_s = estimate * total_step_s
+    elif untimed:
+        wait_source = "model-alone-estimate"  # estimated after the run, where not timed
     wait_fraction = total_wait_s / total_step_s
 
     # Predicted step after the fix: what is left without the wait, never less than the model
@@ -564,7 +579,11 @@ def analyse_run(record: RunRecord) -> Analysis:
     if wait_source == "probes":
         reason += " (estimated from the probes: this input's wait cannot be timed directly)"
     elif wait_source == "model-alone-estimate":
-        reason += " (estimated: step time minus the model-alone step; the pull runs in the graph)"
+        share = "" if estimated_steps == len(kept) else f" for {estimated_steps} of {len(kept)} steps"
+        reason += (
+            f" (estimated{share}: step time minus the model-alone step; the pull runs in the "
+            "graph, where it cannot be timed)"
+        )
     elif wait_source == "unmeasured":
         reason += " (this input's wait cannot be timed directly, and no probe bounds it)"
     if handover_only and wait_fraction >= PARTLY_INPUT_BOUND_WAIT_FRACTION:
@@ -596,6 +615,7 @@ def analyse_run(record: RunRecord) -> Analysis:
         predicted_throughput=predicted_throughput,
         predicted_speedup=predicted_speedup,
         input_wait_source=wait_source,
+        wait_estimated_steps=estimated_steps,
         model_alone=model_alone,
         input_alone=input_alone,
         bound=bound,
@@ -646,9 +666,13 @@ def _prediction(
     waits = wait_fraction >= PARTLY_INPUT_BOUND_WAIT_FRACTION  # else nothing to predict
     if wait_source != "measured":
         unmeasured.append(
-            "the wait itself (this input's next() cannot be timed): estimated from the probes"
-            if wait_source in ("probes", "model-alone-estimate")
-            else "the wait itself (not timed, and no probe bounds it)"
+            {
+                "probes": "the wait itself (this input's next() cannot be timed): estimated "
+                "from the probes",
+                "model-alone-estimate": "the wait itself (TensorFlow pulls the batch inside "
+                "the compiled step, out of the doctor's sight): estimated as step time minus "
+                "the model-alone step",
+            }.get(wait_source, "the wait itself (not timed, and no probe bounds it)")
         )
     if "input_free" not in record.probes and wait_fraction >= PARTLY_INPUT_BOUND_WAIT_FRACTION:
         why = notes.get("input_free")
@@ -749,7 +773,7 @@ def _window_samples(samples: Sequence[SystemSample], steady: SteadyState) -> lis
 
 
 def _compute_s(step: StepSample) -> float:
-    return max(0.0, step.step_s - step.wait_s)
+    return max(0.0, step.step_s - step.wait_used_s)
 
 
 def _probe_rate(record: RunRecord, name: str) -> float | None:

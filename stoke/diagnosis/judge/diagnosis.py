@@ -42,8 +42,10 @@ class Diagnosis(Analysis):
 
         Keys (add freely in later versions, never change a meaning without a new version):
         ``schema_version``, ``record_schema_version``, ``units``; ``verdict`` (one of
-        ``VERDICTS``), ``verdict_reason``; ``input_wait_fraction`` (0-1) and
-        ``input_wait_source``; ``throughput``, ``predicted_throughput``, ``model_alone``,
+        ``VERDICTS``), ``verdict_reason``; ``input_wait_fraction`` (0-1),
+        ``input_wait_source`` (``"measured"``: timed; anything else is an estimate, see
+        :class:`~stoke.diagnosis.judge.analysis.Analysis`) and ``input_wait_estimated_steps``
+        (steady steps whose wait was estimated, not timed); ``throughput``, ``predicted_throughput``, ``model_alone``,
         ``input_alone`` (samples/s or null); ``predicted_speedup`` (>= 1 or null: the input
         made free, capped at 1.3/(1 - wait)); ``predicted_speedup_with_stoke`` (stoke's
         workers on the cores this run can use, shared with the trainer; >= 1 or null);
@@ -72,6 +74,7 @@ class Diagnosis(Analysis):
             "verdict_reason": self.verdict_reason,
             "input_wait_fraction": self.input_wait_fraction,
             "input_wait_source": self.input_wait_source,
+            "input_wait_estimated_steps": self.wait_estimated_steps,
             "throughput": self.throughput,
             "predicted_throughput": self.predicted_throughput,
             "predicted_speedup": self.predicted_speedup,

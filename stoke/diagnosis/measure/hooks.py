@@ -26,7 +26,6 @@ from typing import Any
 
 from stoke.diagnosis.measure.facts import keras_version_string, keras_version_tuple
 from stoke.diagnosis.measure.recorder import DoctorStepLimitReached, KerasInternalsChanged, Recorder
-from stoke.diagnosis.measure.timing import timed_generator
 
 # Keras versions whose internals these hooks were written against and tested on. Outside the
 # range the hooks still install when every internal they touch is present, with a warning.
@@ -174,14 +173,13 @@ def _fit_hook(original):
             return original(self, *args, **kwargs)  # let Keras say what is wrong
         bound.apply_defaults()
         x = bound.arguments.get("x")
-        user_generator = lock = None
+        user_generator = None
         if isinstance(x, types.GeneratorType):
-            user_generator = x
-            lock = threading.Lock()
-            bound.arguments["x"] = timed_generator(x, recorder, lock)
+            user_generator = recorder.feed_generator(x)
+            bound.arguments["x"] = user_generator.batches()
         arguments = {k: v for k, v in bound.arguments.items() if k != "self"}
         arguments["x"] = x
-        recorder.begin_fit(self, arguments, user_generator, lock)
+        recorder.begin_fit(self, arguments, user_generator)
         try:
             return original(*bound.args, **bound.kwargs)
         except DoctorStepLimitReached:

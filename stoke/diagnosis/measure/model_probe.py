@@ -20,8 +20,10 @@ What the probes do to the user's run, on purpose and documented in each result's
 the model-alone probe trains on one batch repeatedly, so it works on a *copy* of the training
 state (JAX) or snapshots every model, optimizer and metric variable and restores it afterwards
 (TensorFlow, torch): the weights the run continues with are the ones it had. The input-alone
-probe on a Python generator takes its batches from the user's generator: those batches are not
-trained on (a generator cannot be rewound). Index-based inputs (arrays, PyDataset, tf.data,
+probe on a Python generator takes its batches from the user's generator (a generator cannot be
+rewound): they are kept and handed to training next, in order
+(:class:`~stoke.diagnosis.measure.timing.UserGenerator`), so training gets every batch the
+script makes, as many steps as without the doctor. Index-based inputs (arrays, PyDataset, tf.data,
 DataLoader) get a fresh iterator and lose nothing. A ``next()`` that blocks forever in user code
 blocks the probe as it would block Keras.
 """
@@ -294,24 +296,25 @@ def _tf_model_device(model) -> str:
 def measure_input_alone(fit, backend: str, seconds: float) -> ProbeResult | None:
     """Iterate the run's data object with no model for about ``seconds``. None if it yielded
     nothing."""
-    if fit.user_generator is not None:
-        generator, lock = fit.user_generator, fit.generator_lock
+    generator = fit.user_generator
+    if generator is not None:
         # Hold the generator for the whole probe: on TensorFlow a tf.data thread also pulls
         # from it (prefetch); it waits on the lock, outside the GIL, until the probe is done.
-        if not lock.acquire(timeout=60.0):
+        if not generator.lock.acquire(timeout=60.0):
             return None
         try:
             return _time_pulls(
-                lambda: next(generator),
+                generator.take_for_probe,
                 seconds,
                 warmup=0,
                 detail={
                     "method": "next() on the script's generator, on this thread",
-                    "note": "batches taken by the probe are not trained on",
+                    "note": "the batches the probe takes are kept and trained on next, in order",
                 },
+                enough=generator.kept_full,
             )
         finally:
-            lock.release()
+            generator.lock.release()
     adapter = getattr(fit.epoch_iterator, "data_adapter", None)
     if adapter is None:
         return None
@@ -384,10 +387,17 @@ def _device_wait_function(backend: str):
 
 
 def _time_pulls(
-    pull, seconds: float, warmup: int, detail: dict, finish=None, cpu_in_children: bool = False
+    pull,
+    seconds: float,
+    warmup: int,
+    detail: dict,
+    finish=None,
+    cpu_in_children: bool = False,
+    enough: Callable[[], bool] | None = None,
 ) -> ProbeResult | None:
-    """Pull batches for about ``seconds``: samples/s, and (unless the work runs in worker
-    processes, ``cpu_in_children``) the CPU seconds per sample it cost this process."""
+    """Pull batches for about ``seconds`` (or until ``enough()``): samples/s, and (unless the
+    work runs in worker processes, ``cpu_in_children``) the CPU seconds per sample it cost
+    this process."""
     from stoke.diagnosis.measure.facts import leading_dim
 
     exhausted = False
@@ -409,7 +419,7 @@ def _time_pulls(
         batches += 1
         samples += leading_dim(batch)
         last = batch
-        if _perf_counter() - started >= seconds:
+        if _perf_counter() - started >= seconds or (enough is not None and enough()):
             break
     if finish is not None and last is not None:
         finish(last)  # the last transfer done: all earlier ones are too

@@ -48,6 +48,7 @@ from stoke.diagnosis.measure.step_clock import StepClock
 from stoke.diagnosis.measure.timing import (
     GeneratorTally,
     TimedTrainFunction,
+    UserGenerator,
     tf_pull_outside_graph,
     tf_ready_pull_seconds,
     untimed_cost_per_step_s,
@@ -163,8 +164,7 @@ class FitContext:
     model: Any
     arguments: dict[str, Any]
     trainer_thread: int
-    user_generator: Any = None
-    generator_lock: threading.Lock | None = None
+    user_generator: UserGenerator | None = None  # the script's generator, as fit gets it
     epoch_iterator: Any = None
     attached: bool = False
     steps_at_start: int = 0
@@ -207,6 +207,7 @@ class Recorder:
         self.tf_pull_floor_s: float | None = None
         self._pending_facts_batch = True
         self._generator_tally = GeneratorTally()
+        self._user_generator: UserGenerator | None = None  # the last script generator fed
         self._sampler = None
         self._wrapped_models: list[weakref.ref] = []
         self._train_on_batch_model: Any = None
@@ -289,6 +290,7 @@ class Recorder:
             overhead["probe_budget_s"] = self.schedule.applied_budget_s
         self.unwrap_models()
         self.schedule.drop_batch()
+        self._user_generator = None
         return RunRecord.from_measurements(self.record)
 
     def _take_static_facts(self) -> None:
@@ -317,13 +319,23 @@ class Recorder:
 
     # -- fit ----------------------------------------------------------------------------------
 
-    def begin_fit(self, model, arguments: dict[str, Any], user_generator=None, lock=None) -> None:
+    def feed_generator(self, generator) -> UserGenerator:
+        """The script's generator as ``fit`` gets it (:class:`UserGenerator`): the same one
+        again for a later ``fit`` on the same generator (a Keras-2 loop of one-epoch fits),
+        so batches the input-alone probe kept are still trained on."""
+        current = self._user_generator
+        if current is None or current.generator is not generator:
+            current = self._user_generator = UserGenerator(generator, self)
+        return current
+
+    def begin_fit(
+        self, model, arguments: dict[str, Any], user_generator: UserGenerator | None = None
+    ) -> None:
         self.fit = FitContext(
             model=model,
             arguments=arguments,
             trainer_thread=threading.get_ident(),
             user_generator=user_generator,
-            generator_lock=lock,
             steps_at_start=self.clock.steps_seen,
         )
         self._trainer_thread = self.fit.trainer_thread
@@ -412,7 +424,8 @@ class Recorder:
 
     def _decide_tf_pull(self, model) -> None:
         self.tf_pull_outside_graph = self.backend == "tensorflow" and tf_pull_outside_graph(model)
-        if self.backend == "tensorflow" and not self.tf_pull_outside_graph:
+        self.clock.waits_timed = self.backend != "tensorflow" or self.tf_pull_outside_graph
+        if not self.clock.waits_timed:
             self.clock.unseen_batch_size = tf_static_batch_size(self.fit) * int(
                 getattr(model, "steps_per_execution", 1) or 1
             )
@@ -453,6 +466,13 @@ class Recorder:
         if not self.measuring:
             return  # Keras peeks at the first batches while building the adapter: not training
         self._generator_tally.note(seconds)
+
+    def note_kept_batch(self) -> None:
+        """Training was handed a batch the input-alone probe had taken from the script's
+        generator: the step in progress did not wait for it, and is left out of the numbers
+        (with the warm-up after it: prefetching inputs take a step or two to catch up)."""
+        if self.measuring:
+            self.clock.hold_out()
 
     def pending_wait_s(self) -> float:
         """The wait noted so far for the step in progress."""
@@ -646,11 +666,10 @@ class Recorder:
         inputs.update(self._generator_tally.input_facts(self._trainer_thread, inputs.get("producer")))
 
     def _estimate_tf_waits(self) -> None:
-        """TensorFlow with the pull inside the graph: each step's wait is estimated after the
-        run as its time less the model-alone step time. The estimate goes in ``wait_s`` (the
-        documented ``wait_method`` says so); the raw step times stay as measured."""
-        if self.record.input.get("wait_method") != "estimated-from-model-alone":
-            return
+        """TensorFlow with the pull inside the graph: the wait of each step that could not be
+        timed (``wait_timed`` False) is estimated after the run as its time less the
+        model-alone step time, into ``wait_estimated_s``; ``wait_s`` stays what was timed
+        (nothing), and steps without the probe stay unestimated."""
         probe = self.record.probes.get("model_alone")
         if probe is None:
             return
@@ -658,4 +677,5 @@ class Recorder:
             1, int(self.record.model.get("steps_per_execution") or 1)
         )
         for step in self.record.steps:
-            step.wait_s = max(0.0, step.step_s - per_step)
+            if not step.wait_timed:
+                step.wait_estimated_s = max(0.0, step.step_s - per_step)

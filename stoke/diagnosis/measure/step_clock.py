@@ -63,6 +63,9 @@ class StepClock:
         self.synced_steps = 0
         # the default batch size of a step whose batches are not seen (TensorFlow, pull in graph)
         self.unseen_batch_size = 0
+        # False while the trainer's pull cannot be timed (TensorFlow, pull in graph): the
+        # steps say so (StepSample.wait_timed) and their wait is estimated after the run
+        self.waits_timed = True
         self._steps_in_loop = 0
         self._epoch = -1
         self._prev_end: float | None = None
@@ -82,6 +85,7 @@ class StepClock:
         """A ``train_on_batch`` loop starts: warm-up again, and no step has ended yet (the
         first call's wait is unknown)."""
         self._steps_in_loop = 0
+        self.waits_timed = True  # the time between two calls is timed
         self._prev_end = None
 
     def begin_epoch(self) -> None:
@@ -122,6 +126,12 @@ class StepClock:
     def is_last_warmup_step(self) -> bool:
         """Whether the step in progress is the last warm-up step (the first with none)."""
         return self._steps_in_loop == max(0, self.warmup_steps - 1)
+
+    def hold_out(self) -> None:
+        """Record the step in progress as warm-up, and the warm-up count starts again after
+        it: its batch was made earlier (the input-alone probe kept it), so its wait is not the
+        input's. May be called from a tf.data thread."""
+        self._steps_in_loop = 0
 
     def note_batch(self, wait_s: float, samples: int) -> None:
         """A batch of ``samples`` reached the trainer after ``wait_s`` seconds of waiting."""
@@ -169,6 +179,7 @@ class StepClock:
                     batch_size=self._samples or self.unseen_batch_size,
                     synced=synced,
                     warmup=self.in_warmup(),
+                    wait_timed=self.waits_timed,
                 )
             )
         else:

@@ -3,8 +3,9 @@
 Owns the stand-ins for the training ``EpochIterator``'s batches (:class:`_TimedBatches`) and for
 ``model.train_function`` (:class:`TimedTrainFunction`), how the wait is measured on each
 backend (:func:`wait_method`, :func:`tf_pull_outside_graph`), the per-backend device sync, the
-TensorFlow ready-pull calibration, a user generator's timed wrapper and its tally
-(:class:`GeneratorTally`), and the hooks' own untimed cost. They measure and feed the :class:`~stoke.diagnosis.measure.recorder.Recorder`, which decides.
+TensorFlow ready-pull calibration, the script's generator as the doctor feeds it to Keras
+(:class:`UserGenerator`) and its tally (:class:`GeneratorTally`), and the hooks' own untimed
+cost. They measure and feed the :class:`~stoke.diagnosis.measure.recorder.Recorder`, which decides.
 
 How a step is timed. A step is one call of Keras' train function; it ends when the call
 returns; now and then (see :meth:`~stoke.diagnosis.measure.recorder.Recorder.sync_due`) after the
@@ -24,15 +25,16 @@ inside any step. ``wait_s`` is the time the trainer was blocked pulling its batc
   iterators): same step, one graph boundary moved. An eager ``next()`` costs ~0.2-0.8 ms of
   dispatch even when a batch is waiting; that cost, measured once on a ready in-memory
   dataset of the same structure (``input["tf_pull_floor_s"]``), is taken off each wait.
-  Otherwise (``steps_per_execution > 1``, a strategy) the pull stays in the graph and
-  ``wait_s`` is estimated after the run as step time minus the model-alone step time
-  (``input["wait_method"]`` says which).
+  Otherwise (``steps_per_execution > 1``, a strategy) the pull stays in the graph: the steps
+  are marked ``wait_timed=False`` and their wait is estimated after the run as step time minus
+  the model-alone step time, into ``wait_estimated_s`` (``input["wait_method"]`` says which).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from typing import TYPE_CHECKING
 
 from stoke.diagnosis.measure.facts import keras_backend
@@ -228,8 +230,9 @@ def wait_method(backend: str, pull_outside_graph: bool) -> tuple[str, str]:
         return (
             "estimated-from-model-alone",
             "TensorFlow pulls batches inside the compiled loop (steps_per_execution > 1 or "
-            "a distribution strategy), invisible to Python: wait_s is estimated as the "
-            "step time minus the model-alone step time, and is 0 without that probe.",
+            "a distribution strategy), invisible to Python: the wait is not timed but "
+            "estimated as the step time minus the model-alone step time "
+            "(wait_estimated_s), and is not known without that probe.",
         )
     if backend == "jax":
         return (
@@ -354,15 +357,76 @@ class GeneratorTally:
             return facts
 
 
-def timed_generator(generator, recorder: Recorder, lock: threading.Lock):
-    """Yield the user's generator's batches, timing each ``next()`` and noting the thread
-    that asked. A real generator, because Keras accepts only ``types.GeneratorType``."""
-    while True:
-        started = _perf_counter()
-        with lock:
-            try:
-                item = next(generator)
-            except StopIteration:
-                return
-        recorder.note_generator_batch(_perf_counter() - started)
-        yield item
+# The batches the input-alone probe may keep for training, at most (then it stops pulling).
+KEPT_BATCHES_MAX_BYTES = 256 * 2**20
+
+
+class UserGenerator:
+    """The script's own Python generator, as the doctor hands it to Keras.
+
+    :meth:`batches` is what ``fit`` iterates: each ``next()`` on the script's generator timed
+    (:meth:`~stoke.diagnosis.measure.recorder.Recorder.note_generator_batch`). The input-alone
+    probe pulls through :meth:`take_for_probe`, holding :attr:`lock`: a generator cannot be
+    rewound, so the batches it takes are kept and :meth:`batches` hands them to training
+    first, in order. The probe changes neither what the run trains on nor how many steps it
+    gets (a finite generator would otherwise run out early and end ``fit`` before its time).
+    The steps fed a kept batch did not wait for it: the recorder leaves them out of the
+    numbers (:meth:`~stoke.diagnosis.measure.recorder.Recorder.note_kept_batch`).
+    Thread-safe: on TensorFlow a tf.data thread pulls.
+    """
+
+    def __init__(self, generator, recorder: Recorder):
+        self.generator = generator
+        self.lock = threading.Lock()  # held by the probe for its whole run
+        self._recorder = recorder
+        self._kept: deque = deque()
+        self._kept_bytes = 0
+
+    def batches(self):
+        """Yield the kept batches, then the generator's, each ``next()`` timed. A real
+        generator, because Keras accepts only ``types.GeneratorType``."""
+        recorder = self._recorder
+        while True:
+            started = _perf_counter()
+            with self.lock:
+                kept = bool(self._kept)
+                if kept:
+                    item = self._kept.popleft()
+                    if not self._kept:
+                        self._kept_bytes = 0
+                else:
+                    try:
+                        item = next(self.generator)
+                    except StopIteration:
+                        return
+            if kept:
+                recorder.note_kept_batch()
+            else:
+                recorder.note_generator_batch(_perf_counter() - started)
+            yield item
+
+    def take_for_probe(self):
+        """``next()`` on the script's generator for the input-alone probe (which holds
+        :attr:`lock`); the batch is kept for training."""
+        item = next(self.generator)
+        self._kept.append(item)
+        self._kept_bytes += _tree_nbytes(item)
+        return item
+
+    def kept_full(self) -> bool:
+        """The kept batches reached ``KEPT_BATCHES_MAX_BYTES``: the probe stops pulling."""
+        return self._kept_bytes >= KEPT_BATCHES_MAX_BYTES
+
+    @property
+    def kept_batches(self) -> int:
+        return len(self._kept)
+
+
+def _tree_nbytes(item) -> int:
+    """Bytes of the arrays in a batch (tuples, lists, dicts of arrays; others count 0)."""
+    if isinstance(item, tuple | list):
+        return sum(_tree_nbytes(part) for part in item)
+    if isinstance(item, dict):
+        return sum(_tree_nbytes(part) for part in item.values())
+    nbytes = getattr(item, "nbytes", 0)
+    return nbytes if isinstance(nbytes, int) else 0

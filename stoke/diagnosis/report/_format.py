@@ -79,22 +79,40 @@ def headline(diagnosis: Diagnosis) -> str:
     return text
 
 
+def wait_source_note(diagnosis: Diagnosis) -> str:
+    """How the input wait was known, in words, when it was not timed ("" when it was)."""
+    source = diagnosis.input_wait_source
+    if source == "model-alone-estimate":
+        used = diagnosis.steady.steps_used
+        share = "" if diagnosis.wait_estimated_steps >= used else (
+            f" for {diagnosis.wait_estimated_steps} of {used} steps, timed for the rest"
+        )
+        return (
+            f"estimated{share}: step time minus the model-alone step; TensorFlow pulls the "
+            "batch inside the compiled step, where it cannot be timed"
+        )
+    return {
+        "probes": "estimated from the probes: this input's wait cannot be timed",
+        "unmeasured": "not timed: this input's wait cannot be timed, and no probe bounds it",
+    }.get(source, "")
+
+
 def key_numbers(diagnosis: Diagnosis) -> list[tuple[str, str]]:
     """(label, value) rows of the numbers table, in reading order."""
     bound = diagnosis.bound
     steady = diagnosis.steady
     rows = [("Throughput (steady state)", rate(diagnosis.throughput))]
-    source = {
-        "probes": " (estimated from the probes: this input's wait cannot be timed)",
-        "unmeasured": " (not timed: this input's wait cannot be timed, and no probe bounds it)",
-        "model-alone-estimate": " (estimated: step time minus the model-alone step)",
-    }.get(diagnosis.input_wait_source, "")
-    rows.append(("Input wait", f"{pct(diagnosis.input_wait_fraction, 1)} of step time{source}"))
+    source = wait_source_note(diagnosis)
+    rows.append(
+        ("Input wait", f"{pct(diagnosis.input_wait_fraction, 1)} of step time"
+         + (f" ({source})" if source else ""))
+    )
     if bound.step_s is not None:
+        waiting = "waiting for input" + (" (estimated)" if source else "")
         rows.append(
             (
                 "Step time",
-                f"{ms(bound.step_s)} = {ms(bound.wait_s)} waiting for input + "
+                f"{ms(bound.step_s)} = {ms(bound.wait_s)} {waiting} + "
                 f"{ms(bound.compute_s)} computing and dispatching (batch {_num(bound.batch_size)})",
             )
         )
@@ -156,7 +174,13 @@ def key_numbers(diagnosis: Diagnosis) -> list[tuple[str, str]]:
     rows.append(("Doctor overhead", f"{pct(overhead, 1)} of the measured steps' time: {overhead_note}"))
     dropped = []
     if steady.warmup_dropped:
-        dropped.append(f"{len(steady.warmup_dropped)} warm-up")
+        record = diagnosis.record
+        kept = record.input.kind == "generator" and "input_alone" in record.probes
+        dropped.append(
+            f"{len(steady.warmup_dropped)} warm-up"
+            # the batches the input probe took from the generator are trained on afterwards
+            + (" or fed the batches the input probe kept" if kept else "")
+        )
     if steady.outliers_dropped:
         dropped.append(f"{len(steady.outliers_dropped)} compilation")
     rows.append(

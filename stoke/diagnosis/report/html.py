@@ -35,6 +35,7 @@ from stoke.diagnosis.report._format import (
     rate,
     run_description,
     speedup,
+    wait_source_note,
 )
 
 WAIT_COLOUR = "#f08c00"
@@ -90,7 +91,11 @@ def write_html(diagnosis: Diagnosis, path: str | Path) -> Path:
 def _verdict_section(diagnosis: Diagnosis, colour: str) -> str:
     cards = [
         ("Throughput", rate(diagnosis.throughput), "steady state"),
-        ("Input wait", pct(diagnosis.input_wait_fraction, 1), "of step time"),
+        (
+            "Input wait",
+            pct(diagnosis.input_wait_fraction, 1),
+            "of step time" + (" (estimated, not timed)" if wait_source_note(diagnosis) else ""),
+        ),
         (
             "Predicted speedup",
             speedup(diagnosis.predicted_speedup),
@@ -147,6 +152,9 @@ def _step_caption(diagnosis: Diagnosis) -> str:
         f"(blue). {steady.steps_used} of {steady.steps_total} steps count"
     )
     text += f"; {left_out} faded ones are warm-up or compilation." if left_out else "."
+    source = wait_source_note(diagnosis)
+    if source:
+        text += f" The wait is not timed: {source}."
     if diagnosis.bound.model_alone_step_s is not None:
         text += " The dashed green line is the model alone on a cached batch."
     return f"<p class=\"caption\">{_e(text)}</p>"
@@ -248,10 +256,13 @@ def _step_split_chart(diagnosis: Diagnosis) -> str:
         chunk = steps[start : start + bin_size]
         counted = [s for s in chunk if (s.epoch, s.step) not in left_out]
         used = counted or chunk
-        wait_ms = sum(min(s.wait_s, s.step_s) for s in used) / len(used) * 1e3
+        wait_ms = sum(min(s.wait_used_s, s.step_s) for s in used) / len(used) * 1e3
         step_ms = sum(s.step_s for s in used) / len(used) * 1e3
-        bins.append((start, chunk[0], wait_ms, max(0.0, step_ms - wait_ms), bool(counted)))
-    steady_totals = [w + c for _, _, w, c, counted in bins if counted] or [w + c for _, _, w, c, _ in bins]
+        estimated = not all(s.wait_timed for s in used)
+        bins.append((start, chunk[0], wait_ms, max(0.0, step_ms - wait_ms), bool(counted), estimated))
+    steady_totals = [w + c for _, _, w, c, counted, _ in bins if counted] or [
+        w + c for _, _, w, c, _, _ in bins
+    ]
     y_top = _nice_ceiling(max(steady_totals) * 1.15)
     height = 300
     frame = _Frame(64, 28, CHART_WIDTH - 84, height - 28 - 44, 0, len(bins), 0, y_top)
@@ -259,15 +270,16 @@ def _step_split_chart(diagnosis: Diagnosis) -> str:
     parts.append(_y_grid(frame, "ms per step"))
     slot = frame.width / len(bins)
     gap = slot * 0.18 if slot > 4 else 0.0
-    for index, (_, first, wait_ms, compute_ms, counted) in enumerate(bins):
+    for index, (_, first, wait_ms, compute_ms, counted, estimated) in enumerate(bins):
         x = frame.x(index) + gap / 2
         bar_width = max(slot - gap, 0.6)
         opacity = "1" if counted else "0.35"
         wait_top = min(wait_ms, y_top)
         total_top = min(wait_ms + compute_ms, y_top)
         title = (
-            f"step {first.step} (epoch {first.epoch}): wait {wait_ms:.2f} ms, "
-            f"compute {compute_ms:.2f} ms" + ("" if counted else " - left out")
+            f"step {first.step} (epoch {first.epoch}): wait {wait_ms:.2f} ms"
+            + (" (estimated)" if estimated else "")
+            + f", compute {compute_ms:.2f} ms" + ("" if counted else " - left out")
         )
         parts.append(
             f"<g opacity=\"{opacity}\"><title>{_e(title)}</title>"
