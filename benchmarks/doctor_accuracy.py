@@ -40,6 +40,7 @@ WILD = ROOT / "tests" / "scripts" / "doctor_wild"
 RESULTS = ROOT / "benchmarks" / "results"
 BACKENDS = ("jax", "torch", "tensorflow")
 TOLERANCE = 0.30
+KEEP_REPORTS: Path | None = None  # --keep-reports DIR: each doctor JSON report is kept there
 # One compute thread on every backend: timings on a small shared machine swing much less, and
 # the probe and the run compete for the same cores the same way.
 CHILD_ENV = {
@@ -136,6 +137,9 @@ def run_under_doctor(
             cwd=str(ROOT),
         )
         data = json.loads(report.read_text()) if report.exists() else None
+    if data is not None and KEEP_REPORTS is not None:  # --keep-reports: to read why
+        args_part = "_".join(a.strip("-") for a in script_args) or "default"
+        write_json(KEEP_REPORTS / f"{backend}-{script.stem}-{args_part}.json", data)
     return data, known_result(out.stdout), _tail(out)
 
 
@@ -252,7 +256,11 @@ def main() -> int:
                         help="also the wild corpus (tests/scripts/doctor_wild), one table")
     parser.add_argument("--quick", action="store_true",
                         help="short runs, one round: to see the benchmark works, not to quote")
+    parser.add_argument("--keep-reports", metavar="DIR",
+                        help="keep each doctor JSON report in DIR (to read why a row is off)")
     args = parser.parse_args()
+    global KEEP_REPORTS
+    KEEP_REPORTS = Path(args.keep_reports) if args.keep_reports else None
     if args.quick:
         args.rounds = 1
     rows = []
