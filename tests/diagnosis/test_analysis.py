@@ -347,3 +347,26 @@ def test_no_wait_step_is_the_mean_when_the_trainer_barely_waits():
     diagnosis = analyse(make_record(wait_s=0.001, step_s=0.05, steps=steps))
     bound = diagnosis.bound
     assert diagnosis.predicted_speedup == pytest.approx(bound.step_s / bound.compute_s)
+
+
+def test_the_handover_of_a_ready_batch_stays_in_the_predicted_step():
+    # A generator on the trainer's thread: each timed next() is the generator's own 11 ms and
+    # 1 ms of Keras taking the batch in (tensors, device). A fixed generator still pays that
+    # 1 ms every step; the input-free window (8 ms, a batch already taken in) does not.
+    record = make_record(
+        wait_s=0.012, step_s=0.020, batch_size=32,
+        input_extra={"main_thread": True, "wait_method": "timed-next",
+                     "generator_s_per_batch": 0.011},
+    )
+    record.probes["input_free"] = ProbeResult(
+        samples_per_s=32 / 0.008, seconds=0.2, batches=100, detail={"s_per_step": 0.008}
+    )
+    assert analyse(record).predicted_speedup == pytest.approx(0.020 / (0.008 + 0.001))
+    # the batches made on another thread (tf.data, workers): the wait is not generator plus
+    # handover one after the other, nothing is added
+    record.input.main_thread = False
+    assert analyse(record).predicted_speedup == pytest.approx(0.020 / 0.008)
+    # a generator timed slower than the wait (noise, batches made for the probes) adds nothing
+    record.input.main_thread = True
+    record.input.generator_s_per_batch = 0.013
+    assert analyse(record).predicted_speedup == pytest.approx(0.020 / 0.008)
