@@ -138,9 +138,57 @@ def run_under_doctor(
         )
         data = json.loads(report.read_text()) if report.exists() else None
     if data is not None and KEEP_REPORTS is not None:  # --keep-reports: to read why
-        args_part = "_".join(a.strip("-") for a in script_args) or "default"
-        write_json(KEEP_REPORTS / f"{backend}-{script.stem}-{args_part}.json", data)
+        write_json(kept_report(KEEP_REPORTS, backend, script, script_args), data)
     return data, known_result(out.stdout), _tail(out)
+
+
+def kept_report(folder: Path, backend: str, script: Path, script_args: list[str]) -> Path:
+    """Where --keep-reports keeps the doctor's report of one row (and --rejudge reads it)."""
+    args_part = "_".join(a.strip("-") for a in script_args) or "default"
+    return Path(folder) / f"{backend}-{Path(script).stem}-{args_part}.json"
+
+
+def rejudge(results: Path, reports: Path) -> dict:
+    """The rows of an earlier run judged again by this checkout's doctor, from the records
+    kept with --keep-reports: same measurements, same measured speedups, the prediction and
+    verdict of the current model (``predicted_before`` keeps the one printed then). To see
+    what a change to the judge does to every row without measuring again."""
+    from stoke.diagnosis.judge.diagnosis import analyse
+    from stoke.diagnosis.record import RunRecord
+
+    summary = json.loads(Path(results).read_text())
+    parts = set(RunRecord.__dataclass_fields__)
+    for row in summary["rows"]:
+        case = row.get("case", "")
+        if case.startswith("wild:"):
+            script = WILD / case[len("wild:"):]
+            size = ["--epochs", "2", "--steps-per-epoch", "15"] if summary.get("quick") else []
+        else:
+            script, size = SCRIPT, row.get("args", [])
+        path = kept_report(reports, row["backend"], script, size)
+        if "measured_speedup" not in row or not path.exists():
+            row["rejudged"] = False
+            continue
+        report = json.loads(path.read_text())
+        diagnosis = analyse(RunRecord.from_dict({k: v for k, v in report.items() if k in parts}))
+        data = diagnosis.to_json_dict()
+        predicted = data.get("predicted_speedup")
+        compare = WILD_COMPARE.get(case[len("wild:"):]) if case.startswith("wild:") else None
+        if compare is not None:
+            finding = next((f for f in data["findings"] if f["id"] == compare), {})
+            predicted = finding.get("expected_gain")
+        error = None if predicted is None else predicted / row["measured_speedup"] - 1.0
+        row.update(
+            rejudged=True, predicted_before=row.get("predicted_speedup"),
+            verdict_before=row.get("verdict"), verdict=data.get("verdict"),
+            predicted_speedup=predicted, relative_error=error,
+            within_tolerance=error is not None and abs(error) <= TOLERANCE,
+            input_wait_fraction=data.get("input_wait_fraction"),
+        )
+        row["verdict_ok"] = row["verdict"] in row.get("expected_verdicts", [row["verdict"]])
+    summary["all_within_tolerance"] = all(r.get("within_tolerance") for r in summary["rows"])
+    summary["all_verdicts_ok"] = all(r.get("verdict_ok") for r in summary["rows"])
+    return summary
 
 
 def run_doctor(
@@ -258,7 +306,19 @@ def main() -> int:
                         help="short runs, one round: to see the benchmark works, not to quote")
     parser.add_argument("--keep-reports", metavar="DIR",
                         help="keep each doctor JSON report in DIR (to read why a row is off)")
+    parser.add_argument("--rejudge", nargs=2, metavar=("RESULTS", "DIR"),
+                        help="judge the rows of RESULTS again from the reports kept in DIR "
+                             "(no measuring); writes --out")
     args = parser.parse_args()
+    if args.rejudge:
+        summary = rejudge(Path(args.rejudge[0]), Path(args.rejudge[1]))
+        for row in summary["rows"]:
+            print(f"{row['backend']:10s} {row.get('case', '')!s:28s} verdict {row.get('verdict')!s:19s}"
+                  f" predicted x{_fmt(row.get('predicted_before'))} -> x{_fmt(row.get('predicted_speedup'))}"
+                  f"  measured x{_fmt(row.get('measured_speedup'))}  error {_pct(row.get('relative_error'))}"
+                  f"  {'ok' if row.get('within_tolerance') else 'OFF'}")
+        print(f"written {write_json(args.out, summary)}")
+        return 0
     global KEEP_REPORTS
     KEEP_REPORTS = Path(args.keep_reports) if args.keep_reports else None
     if args.quick:
