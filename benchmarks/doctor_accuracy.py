@@ -142,6 +142,26 @@ def run_under_doctor(
     return data, known_result(out.stdout), _tail(out)
 
 
+def issue_checks(report: dict) -> dict:
+    """Issue 14's checks on one doctor report ("How we will measure"): the verdict is known;
+    no input-too-slow when the input alone makes 5x the samples/s the model takes; the
+    predicted speedup at most 1.3/(1 - wait). Each True (passed), False, or None (not
+    applicable: no wait, or a probe missing)."""
+    wait = report.get("input_wait_fraction")
+    predicted = report.get("predicted_speedup")
+    ids = [f["id"] for f in report.get("findings", [])]
+    input_alone = report.get("input_alone")
+    model_rate = [r for r in (report.get("model_alone"),
+                              (report.get("bound") or {}).get("no_wait_throughput")) if r]
+    fast_input = bool(input_alone and model_rate and input_alone >= 5 * min(model_rate))
+    return {
+        "verdict_known": report.get("verdict") not in (None, "unknown"),
+        "no_input_too_slow_on_fast_input": None if not fast_input else "input-too-slow" not in ids,
+        "within_wait_cap": None if (wait is None or predicted is None or wait >= 0.999)
+        else predicted <= 1.3 / (1 - wait) + 1e-9,
+    }
+
+
 def kept_report(folder: Path, backend: str, script: Path, script_args: list[str]) -> Path:
     """Where --keep-reports keeps the doctor's report of one row (and --rejudge reads it)."""
     args_part = "_".join(a.strip("-") for a in script_args) or "default"
@@ -184,11 +204,17 @@ def rejudge(results: Path, reports: Path) -> dict:
             predicted_speedup=predicted, relative_error=error,
             within_tolerance=error is not None and abs(error) <= TOLERANCE,
             input_wait_fraction=data.get("input_wait_fraction"),
+            checks=issue_checks(data),
         )
         row["verdict_ok"] = row["verdict"] in row.get("expected_verdicts", [row["verdict"]])
     summary["all_within_tolerance"] = all(r.get("within_tolerance") for r in summary["rows"])
     summary["all_verdicts_ok"] = all(r.get("verdict_ok") for r in summary["rows"])
+    summary["all_checks_ok"] = _all_checks_ok(summary["rows"])
     return summary
+
+
+def _all_checks_ok(rows: list[dict]) -> bool:
+    return all(value is not False for row in rows for value in (row.get("checks") or {}).values())
 
 
 def run_doctor(
@@ -239,6 +265,7 @@ def measure_case(backend: str, script_args: list[str], rounds: int = 1, **doctor
         "doctor_compute_s": bound.get("compute_s"),
         "doctor_model_alone_step_s": bound.get("model_alone_step_s"),
         "model_alone_detail": model_alone.get("detail"),
+        "checks": issue_checks(report),
         "plain_rounds": {"with_input_s": with_input, "input_removed_s": cached},
     }
 
@@ -288,6 +315,7 @@ def measure_wild(backend: str, script: str, plain_args: list[str], rounds: int,
         "measured_speedup": measured, "relative_error": error,
         "within_tolerance": error is not None and abs(error) <= TOLERANCE,
         "findings": finding_ids,
+        "checks": issue_checks(report),
         "confidence": (report.get("prediction") or {}).get("confidence"),
         "probes_s": (report.get("overhead") or {}).get("probes_s"),
         "plain_rounds": {"plain_s": plain, "fixed_s": fixed},
@@ -363,6 +391,7 @@ def main() -> int:
             )
     summary = {
         "benchmark": "doctor_accuracy",
+        "load_average": os.getloadavg(),  # at the end: how busy the machine was
         "quick": args.quick,
         "tolerance": TOLERANCE,
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
@@ -370,6 +399,7 @@ def main() -> int:
         "rows": rows,
         "all_within_tolerance": all(r.get("within_tolerance") for r in rows),
         "all_verdicts_ok": all(r.get("verdict_ok") for r in rows),
+        "all_checks_ok": _all_checks_ok(rows),
     }
     out = write_json(args.out, summary)
     print(f"written {out}")
