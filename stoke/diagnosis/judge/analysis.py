@@ -93,6 +93,9 @@ WAIT_CAP_MARGIN = 1.3
 # The input alone is "the limit" only when it makes fewer than this many times the samples/s
 # the model takes without waiting; 5x faster and the wait has another cause.
 INPUT_LIMIT_FACTOR = 5.0
+# The probes' no-wait step may come out this much longer than the run's mean step (timing
+# noise) before they are said to contradict the run (probes_disagree).
+PROBE_DISAGREEMENT = 1.10
 
 
 @dataclass(frozen=True)
@@ -339,6 +342,26 @@ def no_wait_step_s(kept: Sequence[StepSample], wait_fraction: float) -> float:
     return statistics.median(computes)
 
 
+def probes_disagree(no_wait_step_s: float, step_s: float, wait_fraction: float) -> str | None:
+    """Why the prediction cannot be trusted when the probes (the input-free window, the model
+    alone) timed the step with the input made free longer than the run's own mean step,
+    although those steps also waited for input: in a steady run that cannot be (each step
+    holds the trainer's and the device's work, the wait on top), so the probes and the steps
+    ran under different conditions - the machine's load changed between them, other processes
+    took the cores. The ×1.0 that follows is then not a measured "no gain": said, and the
+    confidence falls. ``PROBE_DISAGREEMENT`` leaves room for the timing noise of probes a few
+    hundred steps long. None when they agree or the run barely waits (nothing to predict)."""
+    if wait_fraction < PARTLY_INPUT_BOUND_WAIT_FRACTION or not step_s:
+        return None
+    if no_wait_step_s <= PROBE_DISAGREEMENT * step_s:
+        return None
+    return (
+        f"the step with the input made free: the probes timed it at {no_wait_step_s * 1e3:.2f} "
+        f"ms, longer than this run's own {step_s * 1e3:.2f} ms steps that also waited for "
+        "input (the machine's load changed between them): the gain is not known"
+    )
+
+
 def handover_s_per_step(record: RunRecord, wait_s_per_step: float) -> float:
     """The part of each step's wait that is not the user's input code: Keras taking in a batch
     the input has made (converting it to tensors, copying it to the device). A fixed or faster
@@ -572,9 +595,12 @@ def analyse_run(record: RunRecord) -> Analysis:
         # model: what the trainer "waits" is handing the batch over, which every fix pays too
         predicted_speedup = 1.0
         predicted_throughput = throughput
+    disagreement = None if handover_only else probes_disagree(
+        predicted_step_s, step_s, wait_fraction)
     prediction = _prediction(
         record, cpu, wait_fraction, wait_source, throughput, predicted_throughput,
         predicted_speedup, wait_cap, capped, batch_size, input_alone, model_alone,
+        disagreement,
     )
 
     signals = overhead_signals(record, throughput, step_s, gpus)
@@ -665,10 +691,12 @@ def _prediction(
     batch_size: float | None,
     input_alone: float | None,
     model_alone: float | None,
+    disagreement: str | None = None,
 ) -> Prediction:
     """One prediction (see :class:`Prediction`): the headline's bound, and stoke on these
-    cores from the trainer's and the input's measured CPU per sample."""
-    unmeasured: list[str] = []
+    cores from the trainer's and the input's measured CPU per sample. ``disagreement``: the
+    probes and the run's steps contradict each other (:func:`probes_disagree`)."""
+    unmeasured: list[str] = [disagreement] if disagreement else []
     notes = record.meta.probe_notes or {}
     waits = wait_fraction >= PARTLY_INPUT_BOUND_WAIT_FRACTION  # else nothing to predict
     if wait_source != "measured":
