@@ -40,6 +40,7 @@ WILD = ROOT / "tests" / "scripts" / "doctor_wild"
 RESULTS = ROOT / "benchmarks" / "results"
 BACKENDS = ("jax", "torch", "tensorflow")
 TOLERANCE = 0.30
+KEEP_REPORTS: Path | None = None  # --keep-reports DIR: each doctor JSON report is kept there
 # One compute thread on every backend: timings on a small shared machine swing much less, and
 # the probe and the run compete for the same cores the same way.
 CHILD_ENV = {
@@ -136,7 +137,84 @@ def run_under_doctor(
             cwd=str(ROOT),
         )
         data = json.loads(report.read_text()) if report.exists() else None
+    if data is not None and KEEP_REPORTS is not None:  # --keep-reports: to read why
+        write_json(kept_report(KEEP_REPORTS, backend, script, script_args), data)
     return data, known_result(out.stdout), _tail(out)
+
+
+def issue_checks(report: dict) -> dict:
+    """Issue 14's checks on one doctor report ("How we will measure"): the verdict is known;
+    no input-too-slow when the input alone makes 5x the samples/s the model takes; the
+    predicted speedup at most 1.3/(1 - wait). Each True (passed), False, or None (not
+    applicable: no wait, or a probe missing)."""
+    wait = report.get("input_wait_fraction")
+    predicted = report.get("predicted_speedup")
+    ids = [f["id"] for f in report.get("findings", [])]
+    input_alone = report.get("input_alone")
+    model_rate = [r for r in (report.get("model_alone"),
+                              (report.get("bound") or {}).get("no_wait_throughput")) if r]
+    fast_input = bool(input_alone and model_rate and input_alone >= 5 * min(model_rate))
+    return {
+        "verdict_known": report.get("verdict") not in (None, "unknown"),
+        "no_input_too_slow_on_fast_input": None if not fast_input else "input-too-slow" not in ids,
+        "within_wait_cap": None if (wait is None or predicted is None or wait >= 0.999)
+        else predicted <= 1.3 / (1 - wait) + 1e-9,
+    }
+
+
+def kept_report(folder: Path, backend: str, script: Path, script_args: list[str]) -> Path:
+    """Where --keep-reports keeps the doctor's report of one row (and --rejudge reads it)."""
+    args_part = "_".join(a.strip("-") for a in script_args) or "default"
+    return Path(folder) / f"{backend}-{Path(script).stem}-{args_part}.json"
+
+
+def rejudge(results: Path, reports: Path) -> dict:
+    """The rows of an earlier run judged again by this checkout's doctor, from the records
+    kept with --keep-reports: same measurements, same measured speedups, the prediction and
+    verdict of the current model (``predicted_before`` keeps the one printed then). To see
+    what a change to the judge does to every row without measuring again."""
+    from stoke.diagnosis.judge.diagnosis import analyse
+    from stoke.diagnosis.record import RunRecord
+
+    summary = json.loads(Path(results).read_text())
+    parts = set(RunRecord.__dataclass_fields__)
+    for row in summary["rows"]:
+        case = row.get("case", "")
+        if case.startswith("wild:"):
+            script = WILD / case[len("wild:"):]
+            size = ["--epochs", "2", "--steps-per-epoch", "15"] if summary.get("quick") else []
+        else:
+            script, size = SCRIPT, row.get("args", [])
+        path = kept_report(reports, row["backend"], script, size)
+        if "measured_speedup" not in row or not path.exists():
+            row["rejudged"] = False
+            continue
+        report = json.loads(path.read_text())
+        diagnosis = analyse(RunRecord.from_dict({k: v for k, v in report.items() if k in parts}))
+        data = diagnosis.to_json_dict()
+        predicted = data.get("predicted_speedup")
+        compare = WILD_COMPARE.get(case[len("wild:"):]) if case.startswith("wild:") else None
+        if compare is not None:
+            finding = next((f for f in data["findings"] if f["id"] == compare), {})
+            predicted = finding.get("expected_gain")
+        error = None if predicted is None else predicted / row["measured_speedup"] - 1.0
+        row.update(
+            rejudged=True, predicted_before=row.get("predicted_speedup"),
+            verdict_before=row.get("verdict"), verdict=data.get("verdict"),
+            predicted_speedup=predicted, relative_error=error,
+            within_tolerance=error is not None and abs(error) <= TOLERANCE,
+            input_wait_fraction=data.get("input_wait_fraction"),
+            checks=issue_checks(data),
+        )
+        row["verdict_ok"] = row["verdict"] in row.get("expected_verdicts", [row["verdict"]])
+    summary["all_within_tolerance"] = all(r.get("within_tolerance") for r in summary["rows"])
+    summary["all_verdicts_ok"] = all(r.get("verdict_ok") for r in summary["rows"])
+    summary["all_checks_ok"] = _all_checks_ok(summary["rows"])
+    return summary
+
+
+def _all_checks_ok(rows: list[dict]) -> bool:
+    return all(value is not False for row in rows for value in (row.get("checks") or {}).values())
 
 
 def run_doctor(
@@ -187,6 +265,7 @@ def measure_case(backend: str, script_args: list[str], rounds: int = 1, **doctor
         "doctor_compute_s": bound.get("compute_s"),
         "doctor_model_alone_step_s": bound.get("model_alone_step_s"),
         "model_alone_detail": model_alone.get("detail"),
+        "checks": issue_checks(report),
         "plain_rounds": {"with_input_s": with_input, "input_removed_s": cached},
     }
 
@@ -236,6 +315,7 @@ def measure_wild(backend: str, script: str, plain_args: list[str], rounds: int,
         "measured_speedup": measured, "relative_error": error,
         "within_tolerance": error is not None and abs(error) <= TOLERANCE,
         "findings": finding_ids,
+        "checks": issue_checks(report),
         "confidence": (report.get("prediction") or {}).get("confidence"),
         "probes_s": (report.get("overhead") or {}).get("probes_s"),
         "plain_rounds": {"plain_s": plain, "fixed_s": fixed},
@@ -252,7 +332,23 @@ def main() -> int:
                         help="also the wild corpus (tests/scripts/doctor_wild), one table")
     parser.add_argument("--quick", action="store_true",
                         help="short runs, one round: to see the benchmark works, not to quote")
+    parser.add_argument("--keep-reports", metavar="DIR",
+                        help="keep each doctor JSON report in DIR (to read why a row is off)")
+    parser.add_argument("--rejudge", nargs=2, metavar=("RESULTS", "DIR"),
+                        help="judge the rows of RESULTS again from the reports kept in DIR "
+                             "(no measuring); writes --out")
     args = parser.parse_args()
+    if args.rejudge:
+        summary = rejudge(Path(args.rejudge[0]), Path(args.rejudge[1]))
+        for row in summary["rows"]:
+            print(f"{row['backend']:10s} {row.get('case', '')!s:28s} verdict {row.get('verdict')!s:19s}"
+                  f" predicted x{_fmt(row.get('predicted_before'))} -> x{_fmt(row.get('predicted_speedup'))}"
+                  f"  measured x{_fmt(row.get('measured_speedup'))}  error {_pct(row.get('relative_error'))}"
+                  f"  {'ok' if row.get('within_tolerance') else 'OFF'}")
+        print(f"written {write_json(args.out, summary)}")
+        return 0
+    global KEEP_REPORTS
+    KEEP_REPORTS = Path(args.keep_reports) if args.keep_reports else None
     if args.quick:
         args.rounds = 1
     rows = []
@@ -295,6 +391,7 @@ def main() -> int:
             )
     summary = {
         "benchmark": "doctor_accuracy",
+        "load_average": os.getloadavg(),  # at the end: how busy the machine was
         "quick": args.quick,
         "tolerance": TOLERANCE,
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
@@ -302,6 +399,7 @@ def main() -> int:
         "rows": rows,
         "all_within_tolerance": all(r.get("within_tolerance") for r in rows),
         "all_verdicts_ok": all(r.get("verdict_ok") for r in rows),
+        "all_checks_ok": _all_checks_ok(rows),
     }
     out = write_json(args.out, summary)
     print(f"written {out}")

@@ -405,3 +405,45 @@ def test_waits_neither_timed_nor_estimated_are_not_read_as_no_wait():
     assert diagnosis.input_wait_source == "unmeasured"
     assert diagnosis.prediction.confidence == "low"
     assert "cannot be timed" in diagnosis.verdict_reason
+
+
+def test_the_handover_of_a_ready_batch_stays_in_the_predicted_step():
+    # A generator on the trainer's thread: each timed next() is the generator's own 11 ms and
+    # 1 ms of Keras taking the batch in (tensors, device). A fixed generator still pays that
+    # 1 ms every step; the input-free window (8 ms, a batch already taken in) does not.
+    record = make_record(
+        wait_s=0.012, step_s=0.020, batch_size=32,
+        input_extra={"main_thread": True, "wait_method": "timed-next",
+                     "generator_s_per_batch": 0.011},
+    )
+    record.probes["input_free"] = ProbeResult(
+        samples_per_s=32 / 0.008, seconds=0.2, batches=100, detail={"s_per_step": 0.008}
+    )
+    assert analyse(record).predicted_speedup == pytest.approx(0.020 / (0.008 + 0.001))
+    # the batches made on another thread (tf.data, workers): the wait is not generator plus
+    # handover one after the other, nothing is added
+    record.input.main_thread = False
+    assert analyse(record).predicted_speedup == pytest.approx(0.020 / 0.008)
+    # a generator timed slower than the wait (noise, batches made for the probes) adds nothing
+    record.input.main_thread = True
+    record.input.generator_s_per_batch = 0.013
+    assert analyse(record).predicted_speedup == pytest.approx(0.020 / 0.008)
+
+
+def test_probes_slower_than_the_run_itself_lower_the_confidence():
+    # 22% of each 26 ms step waits, yet the model alone, timed when the machine was busier,
+    # takes 41 ms (seen on torch, a model on 2 loaded cores): the x1.0 that follows is not a
+    # measured "no gain", and the prediction says so.
+    record = make_record(wait_s=0.0057, step_s=0.026, batch_size=32, model_alone=32 / 0.041)
+    record.probes["input_free"] = ProbeResult(
+        samples_per_s=32 / 0.0275, seconds=1.0, batches=36, detail={"s_per_step": 0.0275}
+    )
+    diagnosis = analyse(record)
+    assert diagnosis.predicted_speedup == pytest.approx(1.0)
+    assert diagnosis.prediction.confidence != "high"
+    assert any("timed it at 41.00 ms, longer than this run's own 26.00 ms steps" in u
+               for u in diagnosis.prediction.unmeasured)
+    # probes within the timing noise of the steps, or faster: they agree
+    record.probes["model_alone"].samples_per_s = 32 / 0.020
+    unmeasured = analyse(record).prediction.unmeasured
+    assert not any("longer than this run's own" in u for u in unmeasured)

@@ -40,10 +40,11 @@ trainer spends not waiting, and never less than the model needs on its own::
     no_wait_step_s    = the input-free window's step     # measured, when it ran, else
                       = typical (step_s - wait_s)       # see no_wait_step_s: mean or median
     model_step_s      = batch_size / model_alone        # the model-alone probe, if run
-    predicted_step_s  = max(no_wait_step_s, model_step_s)
+    handover_s        = the wait less the generator's own time (see handover_s_per_step)
+    predicted_step_s  = max(no_wait_step_s, model_step_s) + handover_s
     predicted_speedup = max(1.0, mean step_s / predicted_step_s)
     predicted_throughput = throughput * predicted_speedup
-    # i.e. predicted_throughput = min(no-wait throughput, model_alone)
+    # i.e. predicted_throughput = min(no-wait throughput, model_alone), less the handover
 
 The input-free window (:mod:`stoke.diagnosis.measure.input_free`) times a few of the run's own
 steps fed a cached batch: everything ``fit`` does per step but the input, the quantity the
@@ -98,6 +99,9 @@ WAIT_CAP_MARGIN = 1.3
 # The input alone is "the limit" only when it makes fewer than this many times the samples/s
 # the model takes without waiting; 5x faster and the wait has another cause.
 INPUT_LIMIT_FACTOR = 5.0
+# The probes' no-wait step may come out this much longer than the run's mean step (timing
+# noise) before they are said to contradict the run (probes_disagree).
+PROBE_DISAGREEMENT = 1.10
 
 
 @dataclass(frozen=True)
@@ -346,6 +350,49 @@ def no_wait_step_s(kept: Sequence[StepSample], wait_fraction: float) -> float:
     return statistics.median(computes)
 
 
+def probes_disagree(no_wait_step_s: float, step_s: float, wait_fraction: float) -> str | None:
+    """Why the prediction cannot be trusted when the probes (the input-free window, the model
+    alone) timed the step with the input made free longer than the run's own mean step,
+    although those steps also waited for input: in a steady run that cannot be (each step
+    holds the trainer's and the device's work, the wait on top), so the probes and the steps
+    ran under different conditions - the machine's load changed between them, other processes
+    took the cores. The ×1.0 that follows is then not a measured "no gain": said, and the
+    confidence falls. ``PROBE_DISAGREEMENT`` leaves room for the timing noise of probes a few
+    hundred steps long. None when they agree or the run barely waits (nothing to predict)."""
+    if wait_fraction < PARTLY_INPUT_BOUND_WAIT_FRACTION or not step_s:
+        return None
+    if no_wait_step_s <= PROBE_DISAGREEMENT * step_s:
+        return None
+    return (
+        f"the step with the input made free: the probes timed it at {no_wait_step_s * 1e3:.2f} "
+        f"ms, longer than this run's own {step_s * 1e3:.2f} ms steps that also waited for "
+        "input (the machine's load changed between them): the gain is not known"
+    )
+
+
+def handover_s_per_step(record: RunRecord, wait_s_per_step: float) -> float:
+    """The part of each step's wait that is not the user's input code: Keras taking in a batch
+    the input has made (converting it to tensors, copying it to the device). A fixed or faster
+    input still pays it every step, stoke's batches too; the input-free window and the
+    model-alone probe do not (they reuse a batch already taken in), so the predicted step adds
+    it back.
+
+    Known when the user's generator runs on the trainer's thread inside the timed ``next()``
+    (``input.main_thread``, ``wait_method == "timed-next"``): the wait is then the generator's
+    own time (``input.generator_s_per_batch``, timed around each of its ``next()`` calls) plus
+    this, one after the other. Measured on torch, a 15 ms generator (the wild corpus'
+    fit_generator.py): wait 16.99 ms, generator 16.36 ms; x7.27 predicted without the 0.63 ms,
+    x6.19 with it, x5.76 measured on its fixed twin. 0.0 otherwise (another
+    thread makes the batches, or the wait is not timed on the trainer's ``next()``: TensorFlow
+    charges its own ready-pull floor inside the window instead)."""
+    inputs = record.input
+    generator_s = as_number(inputs.generator_s_per_batch)
+    if (generator_s is None or inputs.main_thread is not True
+            or inputs.wait_method != "timed-next"):
+        return 0.0
+    return max(0.0, min(wait_s_per_step, wait_s_per_step - generator_s))
+
+
 def input_free_step_s(record: RunRecord) -> float | None:
     """The step time of the input-free window (:mod:`stoke.diagnosis.measure.input_free`), per
     train-function call, when it ran."""
@@ -539,7 +586,11 @@ def analyse_run(record: RunRecord) -> Analysis:
         compute_s = input_free_s  # measured: the run's own steps with the input made free
     elif not model_alone and wait_source == "measured":
         compute_s = max(compute_s, _synced_compute_s(kept, wait_fraction))
-    predicted_step_s = max(compute_s, model_step_s)
+    # what each step still pays to take in a batch that is ready (the window and the model
+    # alone reuse a batch already taken in): free input still has to be handed over
+    handover_s = handover_s_per_step(record, total_wait_s / len(kept)) if (
+        wait_source == "measured") else 0.0
+    predicted_step_s = max(compute_s, model_step_s) + handover_s
     predicted_speedup = max(1.0, step_s / predicted_step_s) if predicted_step_s > 0 else None
     wait_cap = WAIT_CAP_MARGIN / (1.0 - wait_fraction) if wait_fraction < 0.999 else None
     capped = bool(predicted_speedup and wait_cap and predicted_speedup > wait_cap)
@@ -560,9 +611,12 @@ def analyse_run(record: RunRecord) -> Analysis:
         # model: what the trainer "waits" is handing the batch over, which every fix pays too
         predicted_speedup = 1.0
         predicted_throughput = throughput
+    disagreement = None if handover_only else probes_disagree(
+        predicted_step_s, step_s, wait_fraction)
     prediction = _prediction(
         record, cpu, wait_fraction, wait_source, throughput, predicted_throughput,
         predicted_speedup, wait_cap, capped, batch_size, input_alone, model_alone,
+        disagreement,
     )
 
     signals = overhead_signals(record, throughput, step_s, gpus)
@@ -658,10 +712,12 @@ def _prediction(
     batch_size: float | None,
     input_alone: float | None,
     model_alone: float | None,
+    disagreement: str | None = None,
 ) -> Prediction:
     """One prediction (see :class:`Prediction`): the headline's bound, and stoke on these
-    cores from the trainer's and the input's measured CPU per sample."""
-    unmeasured: list[str] = []
+    cores from the trainer's and the input's measured CPU per sample. ``disagreement``: the
+    probes and the run's steps contradict each other (:func:`probes_disagree`)."""
+    unmeasured: list[str] = [disagreement] if disagreement else []
     notes = record.meta.probe_notes or {}
     waits = wait_fraction >= PARTLY_INPUT_BOUND_WAIT_FRACTION  # else nothing to predict
     if wait_source != "measured":
