@@ -70,9 +70,13 @@ class ChannelLoader(Loader):
     route a task to one worker (``scheduler.submit(..., worker=k)``, through the scheduler's
     ``route_to_worker`` hook: ``pool.submit(task, worker=k)``)."""
 
-    def __init__(self, pipeline: Pipeline, options: LoaderOptions, program: Any) -> None:
+    def __init__(self, pipeline: Pipeline, options: LoaderOptions, program: Any,
+                 stream_tuner: Any = None) -> None:
         super().__init__(pipeline, options)
         self.program = program
+        # a generator's (stoke.autotune.prefetch.PrefetchTuner): the ring depth of pinned
+        # streams; else the chooser's tuner of the worker count (tune_pinned), or none
+        self.stream_tuner = stream_tuner
         self._broadcasts: list[tuple[Any, str]] = []  # every (update, what) sent to all, in order
         self._on_pool_started: weakref.WeakMethod | None = None
         self.scheduler.on_float64 = _warn_float64_items
@@ -103,8 +107,12 @@ class ChannelLoader(Loader):
 
     def finish_start(self) -> None:
         super().finish_start()
-        self.scheduler.tuner = tune_pinned(self._shutdown.pool, self.options,
-                                           TunedWorkers(self, os.getpid()))
+        meter = TunedWorkers(self, os.getpid())
+        if self.stream_tuner is not None and self._shutdown.pool.kind == "process":
+            self.stream_tuner.attach(meter)
+            self.scheduler.tuner = self.stream_tuner
+            return
+        self.scheduler.tuner = tune_pinned(self._shutdown.pool, self.options, meter)
 
     def process_pool(self):
         """The process pool as it runs (started; for :mod:`.tuned_workers`)."""
