@@ -42,7 +42,7 @@ PROCESS_WHY = (
 ONE_COPY_WHY = (
     "a generator is one stream in one order, and its state lives where it runs: one "
     "worker runs it, however many cores (Keras 2's workers=N ran N copies of it, each "
-    "yielding the same items, in processes, or shared one under a lock, in threads). "
+    "yielding the same items, in processes, or shared one between threads). "
     "replicas=N runs N copies, for a generator that shards (worker_index/worker_count) or "
     "draws (seed)")
 COPIES_WHY = (
