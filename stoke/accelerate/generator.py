@@ -1,8 +1,9 @@
 """A generator run by stoke: :class:`AcceleratedGenerator`, in one worker process, as
 ``replicas`` copies in worker processes, or (when it cannot be sent) in a background thread.
 
-Owns choosing where it runs, finding the function behind a generator object, and Keras'
-view of one continuing stream. Leaves what a worker runs to :mod:`.generator_program`, how
+Owns choosing where it runs (fixed before the first item, said in ``tuning()`` with why),
+finding the function behind a generator object, and Keras' view of one continuing stream.
+How far ahead process workers run is tuned by :mod:`stoke.autotune.prefetch`. Leaves what a worker runs to :mod:`.generator_program`, how
 the copies' items are taken in turn to :mod:`.streams`, and the answers to Keras' requests
 to :mod:`.keras_requests`.
 """
