@@ -232,10 +232,13 @@ class AcceleratedGenerator(Accelerated):
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            self._requests.clear()
+            requests, self._requests = self._requests, KerasRequests()
             self._stop_stream()
             if self._loader is not None:
                 self._loader.close()
+        # Keras' iterators are let go outside the lock: a tf.data iterator's destructor waits
+        # for its prefetch thread, which may be waiting for this lock in __getitem__
+        del requests
 
     def __repr__(self) -> str:
         return (f"AcceleratedGenerator({self.name}, {self.replicas} cop"

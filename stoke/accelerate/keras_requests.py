@@ -92,9 +92,6 @@ class KerasRequests:
     def epoch_ended(self) -> None:
         self.epoch_ends += 1
 
-    def clear(self) -> None:
-        self.streams.clear()
-
 
 class KeptBatches:
     """The last :attr:`KEEP` batches handed to Keras, by key, to answer again."""

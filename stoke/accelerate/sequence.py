@@ -185,12 +185,15 @@ class AcceleratedSequence(Accelerated):
         """Stop the workers and free the ring. Safe to call twice."""
         with self._lock:
             self._closed = True
-            self._requests.clear()
+            requests, self._requests = self._requests, KerasRequests()
             if self._pass is not None:
                 self._pass.close()
                 self._pass = None
             if self._loader is not None:
                 self._loader.close()
+        # Keras' iterators are let go outside the lock: a tf.data iterator's destructor waits
+        # for its prefetch thread, which may be waiting for this lock in __getitem__
+        del requests
 
     @property
     def executor(self) -> str:

@@ -649,3 +649,44 @@ def test_a_killed_worker_is_worker_died_error_not_a_hang(make):
     with acc:
         with pytest.raises(WorkerDiedError, match="killed by signal SIGKILL"):
             list(acc.iter())
+
+
+class JoinsOnDel:
+    """Held only by a frame of Keras' that asked for a batch; when dropped, waits for a
+    thread that asks again (as a tf.data iterator's destructor waits for its prefetch
+    thread, which may be in ``__getitem__``)."""
+
+    def __init__(self, acc):
+        self.acc = acc
+        self.answered = threading.Event()
+
+    def __del__(self):
+        def ask_again():
+            try:
+                self.acc[1]
+            except StokeError:
+                pass  # closed: what it should say
+            answered.set()
+
+        answered = self.answered
+        thread = threading.Thread(target=ask_again, daemon=True)
+        thread.start()
+        thread.join(timeout=30)
+
+
+def ask_first(acc, holder):
+    return acc[0]  # this frame, with holder in it, is the caller stoke keeps
+
+
+@pytest.mark.parametrize("kind", ["generator", "sequence"])
+def test_close_lets_keras_iterators_go_outside_its_lock(kind):
+    """It hung at the end of fit under stoke run on TensorFlow: close() dropped Keras'
+    iterators while holding the lock their prefetch thread waited for."""
+    acc = (accelerate(counting, 100, steps_per_epoch=5, executor="inline") if kind == "generator"
+           else accelerate(ShufflingSequence(), workers=1, executor="inline"))
+    holder = JoinsOnDel(acc)
+    answered = holder.answered
+    ask_first(acc, holder)
+    del holder
+    acc.close()  # drops the frame, then the holder: its thread asks while close() runs
+    assert answered.is_set()
