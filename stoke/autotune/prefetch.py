@@ -12,9 +12,12 @@ the consumer's wait, the trainer process's own CPU per step, the copies' CPU per
 other processes take of the cores):
 
 1. The ring is allocated once, within ``memory_budget_bytes`` (at most
-   ``MAX_DEPTH_PER_COPY`` slots a copy); ``2 x copies + 2`` slots are in rotation at first.
+   ``MAX_DEPTH_PER_COPY`` slots a copy); ``START_DEPTH`` (Keras' own default queue,
+   ``max_queue_size=10``) or ``2 x copies + 2`` slots, the more, are in rotation at first.
    Slots beyond the depth are never touched (they take no memory).
-2. The first window (often the model's compilation) is recorded, not judged.
+2. Windows last ``WINDOW_S`` and ``4 x depth`` items at least (uneven items come now and
+   then: a window must hold several). The first (often the model's compilation) is
+   recorded, not judged.
 3. A window in which the consumer hardly waited settles the depth: the copies keep up.
 4. A window in which the consumer waited for most items (``COPY_BOUND_ITEMS`` of them) says
    that the copies make items slower than they are taken, all the time: they never run
@@ -50,6 +53,8 @@ log = logging.getLogger("stoke")
 
 MAX_DEPTH_PER_COPY = 32  # items a copy may run ahead, at most
 MAX_CAPACITY = 64  # ring slots allocated, at most (each is a shared-memory file)
+START_DEPTH = 10  # items ahead at first: Keras' default max_queue_size
+WINDOW_S = 1.0  # a search window lasts at least this long
 COPY_BOUND_ITEMS = 0.5  # the consumer waited for this share of the items: copy-bound
 WAITED_S = 0.0005  # a wait this long (or longer) for an item counts as waiting for it
 
@@ -116,8 +121,9 @@ class PrefetchTuner:
             if fits < 2:
                 raise memory_error(layout, 2, budget)
             capacity = min(fits, MAX_CAPACITY, MAX_DEPTH_PER_COPY * self.copies + 2)
-            depth = min(capacity, 2 * self.copies + 2)
-            why = (f"{depth} in rotation (2 per copy + 2) of {capacity} slots of "
+            depth = min(capacity, max(START_DEPTH, 2 * self.copies + 2))
+            why = (f"{depth} in rotation (as Keras' max_queue_size=10; 2 per copy + 2 if "
+                   f"more) of {capacity} slots of "
                    f"{slot / 2**20:.1f} MiB allocated ({capacity * slot / 2**30:.2f} GiB"
                    + (f" of a {budget / 2**30:.2f} GiB budget" if budget else "")
                    + "); deeper while the consumer waits and the copies have slack")
@@ -146,8 +152,8 @@ class PrefetchTuner:
         window["waited"] += wait_s >= WAITED_S
         elapsed = now - window["start"]
         if self.settled_at is None:
-            if (elapsed >= self.settings.window_s
-                    and window["batches"] >= max(self.settings.window_batches, 2 * self.depth)):
+            if (elapsed >= max(self.settings.window_s, WINDOW_S)
+                    and window["batches"] >= max(self.settings.window_batches, 4 * self.depth)):
                 self._judge(self._close(now), now)
         elif elapsed >= self._watch_s and window["batches"] >= 2 * self.depth:
             self._watch(self._close(now), now)

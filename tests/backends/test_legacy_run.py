@@ -141,5 +141,6 @@ def test_stoke_run_tuning_says_how_a_generator_was_fed(tmp_path):
     for report in (fit_generator, fit):
         assert "AcceleratedGenerator(batches, 1 copy, process)" in report, report
         assert "workers: 1 -- a generator is one stream in one order" in report, report
-    assert "ring: 4 -- 4 in rotation (2 per copy + 2)" in fit_generator, fit_generator
+    assert "ring: 10 -- 10 in rotation (as Keras' max_queue_size=10" in fit_generator, \
+        fit_generator
     assert "ring: 3 -- ring_slots set by you (max_queue_size" in fit, fit

@@ -679,22 +679,22 @@ def simulate(cost_s, consume_s, items, **kwargs):
 
 
 def test_uneven_items_get_a_deeper_ring_until_the_consumer_stops_waiting():
-    # 0.5 ms an item, but every 20th waits 30 ms more (a file read): on average the copy
-    # is far ahead of a consumer that takes 3 ms; 4 slots ahead do not cover the 30 ms
-    tuner, sim = simulate(lambda i: 0.0005 + (0.030 if i % 20 == 19 else 0.0), 0.003, 3000)
+    # 0.5 ms an item, but every 40th waits 60 ms more (a file read): on average the copy
+    # is far ahead of a consumer that takes 3 ms; 10 slots ahead do not cover the 60 ms
+    tuner, sim = simulate(lambda i: 0.0005 + (0.060 if i % 40 == 39 else 0.0), 0.003, 6000)
     report = tuner.report()
     assert report.tuned and report.settled and report.executor == "process"
-    assert report.workers == 1 and report.ring_slots >= 16
-    assert any(d.what == "ring" and d.choice > 4 for d in report.decisions)
+    assert report.workers == 1 and report.ring_slots >= 20
+    assert any(d.what == "ring" and d.choice > 10 for d in report.decisions)
     assert not any(d.what == "bottleneck" for d in report.decisions)
-    assert sum(sim.waits[-500:]) < 0.01 * 500 * 0.003  # it no longer waits
-    assert sum(sim.waits[:100]) > 0.05  # it did with 4 (18 ms each 20 items)
+    assert sum(sim.waits[-1000:]) < 0.01 * 1000 * 0.003  # it no longer waits
+    assert sum(sim.waits[:200]) > 0.1  # it did with 10 (about 30 ms each 40 items)
 
 
 def test_a_copy_slower_than_the_consumer_is_said_to_be_the_bottleneck():
     tuner, sim = simulate(lambda i: 0.004, 0.001, 1000)
     report = tuner.report()
-    assert report.settled and report.ring_slots == 4  # deeper would stay empty
+    assert report.settled and report.ring_slots == 10  # deeper would stay empty
     bottleneck = [d for d in report.decisions if d.what == "bottleneck"]
     assert bottleneck and "replicas=N" in bottleneck[0].why
     assert bottleneck[0].measured["items_waited_for"] > 0.9
@@ -703,13 +703,13 @@ def test_a_copy_slower_than_the_consumer_is_said_to_be_the_bottleneck():
 def test_a_copy_that_keeps_up_keeps_the_first_ring():
     tuner, _ = simulate(lambda i: 0.001, 0.003, 1000)
     report = tuner.report()
-    assert report.settled and report.ring_slots == 4
+    assert report.settled and report.ring_slots == 10
     assert [d.what for d in report.decisions] == ["ring", "settled"]
     assert "keep up" in report.decisions[-1].why
 
 
 def test_a_ring_depth_set_by_the_user_is_kept_and_measured():
-    tuner, _ = simulate(lambda i: 0.0005 + (0.030 if i % 20 == 19 else 0.0), 0.003, 2000,
+    tuner, _ = simulate(lambda i: 0.0005 + (0.060 if i % 40 == 39 else 0.0), 0.003, 2000,
                         ring_slots=3)
     report = tuner.report()
     assert not report.tuned and report.ring_slots == report.ring_capacity == 3
@@ -724,7 +724,7 @@ def test_the_ring_fits_the_memory_budget():
     treedef, leaves = flatten(np.zeros(1 << 16, np.float32))  # 2 MiB rows x 8
     layout = BatchLayout.from_sample(leaves, treedef, rows=8)
     tuner = PrefetchTuner(1, machine_cores=2, memory_budget_bytes=5 * layout.slot_bytes)
-    assert tuner.ring_size(layout) == (5, 4)
+    assert tuner.ring_size(layout) == (5, 5)
     with pytest.raises(stoke.StokeError, match="memory budget"):
         PrefetchTuner(1, machine_cores=2, memory_budget_bytes=layout.slot_bytes).ring_size(
             layout)
