@@ -70,9 +70,13 @@ class ChannelLoader(Loader):
     route a task to one worker (``scheduler.submit(..., worker=k)``, through the scheduler's
     ``route_to_worker`` hook: ``pool.submit(task, worker=k)``)."""
 
-    def __init__(self, pipeline: Pipeline, options: LoaderOptions, program: Any) -> None:
+    def __init__(self, pipeline: Pipeline, options: LoaderOptions, program: Any,
+                 stream_tuner: Any = None) -> None:
         super().__init__(pipeline, options)
         self.program = program
+        # a generator's (stoke.autotune.prefetch.PrefetchTuner): the ring depth of pinned
+        # streams; else the chooser's tuner of the worker count (tune_pinned), or none
+        self.stream_tuner = stream_tuner
         self._broadcasts: list[tuple[Any, str]] = []  # every (update, what) sent to all, in order
         self._on_pool_started: weakref.WeakMethod | None = None
         self.scheduler.on_float64 = _warn_float64_items
@@ -105,6 +109,14 @@ class ChannelLoader(Loader):
         """The pinned pool's resizer: a worker added by the tuner is sent every message
         broadcast so far (see :mod:`.tuned_workers`)."""
         return TunedWorkers(self, os.getpid())
+
+    def finish_start(self) -> None:
+        """The base's, then a generator's stream tuner (its prefetch depth) on process
+        workers."""
+        super().finish_start()
+        if self.stream_tuner is not None and self.pool.kind == "process":
+            self.stream_tuner.attach(self.resizer())
+            self.scheduler.tuner = self.stream_tuner
 
     def process_pool(self):
         """The process pool as it runs (started; for :mod:`.tuned_workers`)."""

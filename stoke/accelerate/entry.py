@@ -39,7 +39,10 @@ def accelerate(data: Any, *args: Any, workers: int | str = "auto", executor: str
       copy of the arguments; large arrays among them are shared, not copied). With
       ``replicas=N``, N copies run in parallel; each gets the keyword arguments it accepts
       among ``worker_index``, ``worker_count`` and ``seed`` (see the module docstring for
-      what each mode guarantees). ``steps_per_epoch`` gives Keras an epoch length.
+      what each mode guarantees). ``steps_per_epoch`` gives Keras an epoch length. Its
+      items come as it yields them; where it runs and its copies are fixed before the first
+      item, how far ahead the copies run is tuned (``acc.tuning()`` says what was measured
+      and chosen; see :mod:`stoke.autotune.prefetch`).
     - one of Keras' legacy image iterators (``ImageDataGenerator().flow(...)``,
       ``.flow_from_directory(...)``, ``.flow_from_dataframe(...)``): run as a Sequence
       that gives the batches Keras' own loop over it would (see

@@ -1,8 +1,9 @@
 """A generator run by stoke: :class:`AcceleratedGenerator`, in one worker process, as
 ``replicas`` copies in worker processes, or (when it cannot be sent) in a background thread.
 
-Owns choosing where it runs, finding the function behind a generator object, and Keras'
-view of one continuing stream. Leaves what a worker runs to :mod:`.generator_program`, how
+Owns choosing where it runs (fixed before the first item, said in ``tuning()`` with why),
+finding the function behind a generator object, and Keras' view of one continuing stream.
+How far ahead process workers run is tuned by :mod:`stoke.autotune.prefetch`. Leaves what a worker runs to :mod:`.generator_program`, how
 the copies' items are taken in turn to :mod:`.streams`, and the answers to Keras' requests
 to :mod:`.keras_requests`.
 """
@@ -28,9 +29,26 @@ from stoke.accelerate.keras_requests import (
     copy_batch,
 )
 from stoke.accelerate.streams import process_stream, round_robin_inline, thread_stream
+from stoke.autotune.prefetch import PrefetchTuner
+from stoke.autotune.report import Decision, Tuning
 from stoke.data.pipeline import Pipeline
 from stoke.errors import StokeError, StokeWarning, UnpicklableError
+from stoke.executors.host import available_cores, memory_budget_bytes
 from stoke.executors.options import LoaderOptions
+
+PROCESS_WHY = (
+    "the generator runs apart from the trainer, on a core of its own when one is free (a "
+    "crash in it raises instead of killing the training); chosen before its first item: "
+    "a running generator cannot move between a process and a thread")
+ONE_COPY_WHY = (
+    "a generator is one stream in one order, and its state lives where it runs: one "
+    "worker runs it, however many cores (Keras 2's workers=N ran N copies of it, each "
+    "yielding the same items, in processes, or shared one between threads). "
+    "replicas=N runs N copies, for a generator that shards (worker_index/worker_count) or "
+    "draws (seed)")
+COPIES_WHY = (
+    "replicas set by you: each copy's items depend on the number of copies (its shard, its "
+    "seed), so the number is not tuned")
 
 
 def _find_generator_call(generator: types.GeneratorType) -> tuple[Callable, tuple, dict] | None:
@@ -147,6 +165,9 @@ class AcceleratedGenerator(Accelerated):
             self._start_loader()  # workers load the generator while the caller goes on
 
     def _choose_kind(self, executor: str) -> str:
+        """Where the generator runs (fixed for good); :attr:`kind_why` says why."""
+        self.kind_why = ("not a process: a generator object that was started, or a generator "
+                         "expression, cannot be moved to one")
         if self.generator_object is not None:
             if executor == "process":
                 raise UnpicklableError(
@@ -162,18 +183,44 @@ class AcceleratedGenerator(Accelerated):
                 cloudpickle.dumps((self.fn, self.args, self.kwargs), protocol=5,
                                   buffer_callback=lambda _: False)
             except Exception as exc:  # noqa: BLE001 - explained in the warning
+                self.kind_why = (f"not a process: it cannot be pickled ({type(exc).__name__}"
+                                 f": {exc})")
                 warnings.warn(
                     f"stoke.accelerate runs {self.name} in a thread, not a process: it cannot "
                     f"be pickled ({type(exc).__name__}: {exc}). Define it at module level to "
                     "run it in a worker process.", StokeWarning, stacklevel=5)
                 return "thread"
+            self.kind_why = PROCESS_WHY
             return "process"
+        self.kind_why = "set by you"
         return executor
 
     # -- public ---------------------------------------------------------------------------
     @property
     def executor(self) -> str:
         return self._kind
+
+    def tuning(self) -> Tuning:
+        """Where the generator runs and why, and how far ahead it runs: in process workers,
+        the ring depth tuned by measurement (steps/s, the consumer's wait, the trainer's
+        CPU per step, the copies' CPU per item; see :mod:`stoke.autotune.prefetch`). The
+        executor and the number of copies are fixed (a running generator cannot move, and
+        its copies' items depend on their number): the report says so."""
+        if self._kind == "process":
+            return self._start_loader().tuning()
+        depth = self._thread_depth() if self._kind == "thread" else 1
+        decisions = tuple(Decision(what, choice, why, 0.0, 0)
+                          for what, choice, why in self._fixed_decisions())
+        ring_why = ("ring_slots set by you" if self._options.get("ring_slots") else
+                    "2 per copy + 2") + f"; {depth} item(s) ahead per copy, not tuned in threads"
+        return Tuning(self._kind, self.replicas, depth, depth, tuned=False, settled=True,
+                      settled_after_s=0.0, cpu_budget_cores=None, memory_budget_bytes=None,
+                      decisions=(*decisions, Decision("ring", depth, ring_why, 0.0, 0)))
+
+    def _fixed_decisions(self) -> tuple[tuple[str, Any, str], ...]:
+        copies_why = ONE_COPY_WHY if self.replicas == 1 else COPIES_WHY
+        return (("executor", self._kind, self.kind_why),
+                ("workers", self.replicas, copies_why))
 
     def iter(self) -> Iterator[Any]:
         """The generator's items, from its start to its end."""
@@ -284,9 +331,13 @@ class AcceleratedGenerator(Accelerated):
             makers = [self._maker(k) for k in range(self.replicas)]
         if self._kind == "inline":
             return self._as_float32(round_robin_inline(makers))
-        depth = self._options.get("ring_slots") or 2 * self.replicas + 2
-        return self._as_float32(thread_stream(makers, max(1, depth // self.replicas),
+        return self._as_float32(thread_stream(makers, self._thread_depth(),
                                               self._options.get("timeout_s"), self.name))
+
+    def _thread_depth(self) -> int:
+        """Items each copy's thread makes ahead."""
+        depth = self._options.get("ring_slots") or 2 * self.replicas + 2
+        return max(1, depth // self.replicas)
 
     def _as_float32(self, stream: Iterator[Any]) -> Iterator[Any]:
         """Items made outside the ring: float64 cast here (process workers cast in the ring)."""
@@ -319,7 +370,13 @@ class AcceleratedGenerator(Accelerated):
             # one worker per copy, however many the cores: each runs its own copy
             options = LoaderOptions(workers=self.replicas, executor="process",
                                     oversubscribe=True, **self._options)
-            self._loader = ChannelLoader(Pipeline(range(1)), options, program)
+            # how far ahead the copies run: tuned (stoke.autotune.prefetch)
+            tuner = PrefetchTuner(self.replicas, machine_cores=available_cores(),
+                                  memory_budget_bytes=memory_budget_bytes(
+                                      options.memory_budget_bytes),
+                                  ring_slots=options.ring_slots,
+                                  fixed=self._fixed_decisions())
+            self._loader = ChannelLoader(Pipeline(range(1)), options, program, tuner)
             self._loader.start()
         return self._loader
 

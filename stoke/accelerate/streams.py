@@ -11,6 +11,7 @@ import collections
 import queue
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -28,7 +29,9 @@ from stoke.loader.scheduler import POLL_S, InFlight
 
 
 def process_stream(loader: ChannelLoader, copies: int, name: str) -> Iterator[Any]:
-    """Items of ``copies`` generator copies (worker k runs copy k), taken in turn."""
+    """Items of ``copies`` generator copies (worker k runs copy k), taken in turn; each copy
+    runs ahead by its share of the ring depth (the loader's tuner's, when it has one: each
+    wait is reported to it)."""
     scheduler = loader.scheduler
     active = list(range(copies))
     if scheduler.layout is None:
@@ -40,6 +43,7 @@ def process_stream(loader: ChannelLoader, copies: int, name: str) -> Iterator[An
             return
         loader.send({"template": loader.template()}, what="the item layout")
     template = loader.template()
+    tuner = scheduler.tuner  # a generator's PrefetchTuner (stoke.autotune.prefetch), or None
     slots_each = max(1, scheduler.free_slot_count // copies)
     inflight: dict[int, collections.deque[InFlight]] = {
         k: collections.deque() for k in range(copies)}
@@ -49,6 +53,8 @@ def process_stream(loader: ChannelLoader, copies: int, name: str) -> Iterator[An
         turn = 0
         while active:
             scheduler.reclaim(force=not any(inflight.values()) and not scheduler.has_free_slot)
+            if tuner is not None:  # the depth it chose, shared by the copies
+                slots_each = max(1, tuner.depth // copies)
             for k in active:  # keep every copy busy
                 while scheduler.has_free_slot and len(inflight[k]) < slots_each:
                     inflight[k].append(scheduler.submit_chunk(
@@ -56,8 +62,10 @@ def process_stream(loader: ChannelLoader, copies: int, name: str) -> Iterator[An
                     sequence[k] += 1
             k = active[turn % len(active)]
             entry = inflight[k].popleft()
+            asked = time.perf_counter()
             result = scheduler.raise_if_failed(
                 scheduler.wait(entry.task_id, f"item {entry.position} of copy {k} of {name}"))
+            waited = time.perf_counter() - asked
             rows = int(scheduler.views(entry.slot)[-1][0]) if result.rows else ROWS_END
             if rows == ROWS_END:
                 scheduler.put_back(entry.slot)
@@ -69,6 +77,8 @@ def process_stream(loader: ChannelLoader, copies: int, name: str) -> Iterator[An
             item, _ = unflatten(scheduler.layout.treedef, [leaf[0] for leaf in leaves])
             out = [cut_rows(template, item, rows)]
             del item, leaves
+            if tuner is not None:
+                scheduler.observe(rows, waited)  # the tuner's window; its depth put in rotation
             yield out.pop()
             scheduler.release(held)
             held = None

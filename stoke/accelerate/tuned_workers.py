@@ -7,7 +7,9 @@ Owns what resizing needs beyond the pool's ``resize``: a worker
 added later starts from the program as it was packed at start-up, so every message broadcast
 since (the batch layout, the state ``on_epoch_end`` changed) is sent to it again, in order,
 before its first task. The decisions are the tuner's; the messages are :mod:`.updates`'s.
-Generators are not tuned (each copy is pinned to its worker).
+A generator's copies are never resized (each is pinned to its worker): only their prefetch
+depth is tuned (:class:`stoke.autotune.prefetch.PrefetchTuner`), measured through this
+class's CPU readings.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ class Trial:
     at_s: float  # since tuning began
     trainer_cores: float | None = None  # the trainer process's own CPU seconds per second
     other_cores: float | None = None  # CPU taken by other processes on our cores, per second
+    depth: int | None = None  # slots in rotation, where the ring depth was what was tried
 
     @property
     def steps_per_s(self) -> float:
@@ -49,7 +50,8 @@ class Trial:
                 cpu += f", other processes {self.other_cores:.1f}"
         elif self.cpu_cores is not None:
             cpu = f", {self.cpu_cores:.1f} cores busy"
-        return (f"{self.executor} x {self.workers}: {self.steps_per_s:,.1f} steps/s "
+        ring = f", ring {self.depth}" if self.depth is not None else ""
+        return (f"{self.executor} x {self.workers}{ring}: {self.steps_per_s:,.1f} steps/s "
                 f"({self.samples_per_s:,.0f} samples/s), consumer waited "
                 f"{self.consumer_wait:.0%}{cpu}")
 

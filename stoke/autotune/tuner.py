@@ -197,11 +197,11 @@ class Tuner:
         if self.ring_slots_option is not None:
             capacity = depth = self.ring_slots_option
             if capacity > fits:
-                raise _memory_error(layout, capacity, budget)
+                raise memory_error(layout, capacity, budget)
             why = "ring_slots set by you"
         else:
             if fits < 2:
-                raise _memory_error(layout, 2, budget)
+                raise memory_error(layout, 2, budget)
             most = self._hard_max_workers()
             capacity = min(fits, per * most + 2 + self.cpu_budget_cores)
             depth = min(capacity, per * self.config[1] + 2)
@@ -742,7 +742,8 @@ def _numbers(trial: Trial) -> dict[str, Any]:
             "other_cores": rounded(trial.other_cores)}
 
 
-def _memory_error(layout: BatchLayout, slots: int, budget: int | None) -> StokeError:
+def memory_error(layout: BatchLayout, slots: int, budget: int | None) -> StokeError:
+    """The error of a ring of ``slots`` batches of ``layout`` over the memory ``budget``."""
     need = slots * layout.slot_bytes
     return StokeError(
         f"a batch does not fit the memory budget: one batch takes "

@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "Keras 3 runs it (as under `stoke doctor`; to compare)")
     parser.add_argument("--quiet", action="store_true",
                         help="do not print what to change in the script")
+    parser.add_argument("--tuning", action="store_true",
+                        help="when a training call returns, print what fed its data and why "
+                             "(workers, ring depth: what was measured and chosen)")
     parser.add_argument("script", help="the training script, e.g. train.py")
     parser.add_argument("script_args", nargs=argparse.REMAINDER,
                         help="the script's own arguments")
@@ -47,7 +50,8 @@ def main(args: argparse.Namespace) -> int:
             print(f"stoke run: --workers must be a positive int or 'auto'. Received: "
                   f"{args.workers!r}", file=sys.stderr)
             return 2
-    shim.install(workers=workers, quiet=args.quiet, keras2_only=args.no_accelerate)
+    shim.install(workers=workers, quiet=args.quiet, keras2_only=args.no_accelerate,
+                 show_tuning=args.tuning)
     return run_script(script, list(args.script_args))
 
 

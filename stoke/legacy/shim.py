@@ -77,19 +77,23 @@ _lock = threading.RLock()
 _local = threading.local()  # .depth: inside a translated call (fit_generator -> fit)
 _state: dict[str, Any] = {"installed": False, "originals": {}, "told": False, "workers": "auto",
                           "cancel": None, "quiet": False, "keras2_only": False,
+                          "show_tuning": False,
                           "added": [], "optimizer": None}
 
 
-def install(workers: int | str = "auto", quiet: bool = False, keras2_only: bool = False) -> None:
+def install(workers: int | str = "auto", quiet: bool = False, keras2_only: bool = False,
+            show_tuning: bool = False) -> None:
     """Patch Keras now if it is imported, else as soon as it is (so that a script can still
     choose its backend before importing Keras). ``workers``: stoke's workers for every
     accelerated dataset ("auto": tuned by measurement, within the cores the script asked
     for with ``workers=``, at most the cores this process may use).
     ``quiet``: do not print what to change. ``keras2_only`` (the doctor): translate the
-    Keras-2 calls but do not feed their data through ``stoke.accelerate``."""
+    Keras-2 calls but do not feed their data through ``stoke.accelerate``. ``show_tuning``:
+    when a call returns, print what fed each of its datasets and why (``acc.tuning()``)."""
     with _lock:
         _state["workers"] = workers
         _state["quiet"] = quiet
+        _state["show_tuning"] = show_tuning
         _state["keras2_only"] = keras2_only
         if _state["installed"]:
             return
@@ -119,7 +123,8 @@ def uninstall() -> None:
         if _state["optimizer"] is not None:
             cls, original_init = _state["optimizer"]
             cls.__init__ = original_init
-        _state.update(originals={}, added=[], optimizer=None, installed=False, told=False)
+        _state.update(originals={}, added=[], optimizer=None, installed=False, told=False,
+                      show_tuning=False)
         _noted_other.clear()
         _records.forget()
 
@@ -295,14 +300,14 @@ def _call(original, name: str, method: str, model, args: tuple, kwargs: dict,
         if accelerate and _routable(x):
             steps = arguments.get("steps_per_epoch" if name == "fit" else "steps")
             shuffle = bool(arguments.get("shuffle", True)) if name == "fit" else False
-            arguments["x"] = _accelerated(x, legacy, shuffle, steps, opened)
+            arguments["x"] = _accelerated(x, legacy, legacy_given, shuffle, steps, opened)
         elif inspect.isgenerator(x) and (keras2_call or arguments.get("class_weight")):
             # as Keras 2 took it: bare arrays, class_weight
             arguments["x"] = keras2_batches(x, arguments.pop("class_weight", None))
         validation = arguments.get("validation_data")
         if accelerate and name == "fit" and _routable(validation):
             arguments["validation_data"] = _accelerated(
-                validation, legacy, False, arguments.get("validation_steps"), opened)
+                validation, legacy, legacy_given, False, arguments.get("validation_steps"), opened)
         elif inspect.isgenerator(validation) and keras2_call:
             arguments["validation_data"] = keras2_batches(validation, None)
         if keras2_call or opened:
@@ -316,8 +321,21 @@ def _call(original, name: str, method: str, model, args: tuple, kwargs: dict,
         finally:
             _local.depth = depth
     finally:
+        if _state["show_tuning"] and opened:
+            _print_tuning(method, opened)
         for accelerated in opened:
             accelerated.close()
+
+
+def _print_tuning(method: str, opened: list) -> None:
+    """``stoke run --tuning``: what fed each dataset of a call that returned, and why."""
+    for accelerated in opened:
+        try:
+            report = accelerated.tuning()
+        except Exception as exc:  # noqa: BLE001 - a report must not fail the script
+            report = f"(no report: {type(exc).__name__}: {exc})"
+        print(f"stoke: {method}() was fed by {accelerated!r}:\n{report}", file=sys.stderr,
+              flush=True)
 
 
 def keras2_batches(generator, class_weight: dict | None):
@@ -374,7 +392,10 @@ def _routable(data: Any) -> bool:
     return keras is not None and isinstance(data, keras.utils.PyDataset)
 
 
-def _accelerated(data: Any, legacy: dict, shuffle: bool, steps: int | None, opened: list):
+def _accelerated(data: Any, legacy: dict, given: dict, shuffle: bool, steps: int | None,
+                 opened: list):
+    """``data`` accelerated for a call whose Keras-2 arguments are ``legacy`` (``given``:
+    those the script wrote; the others are Keras 2's defaults)."""
     from stoke.accelerate import accelerate
     from stoke.executors.choose import for_legacy_script
 
@@ -383,6 +404,9 @@ def _accelerated(data: Any, legacy: dict, shuffle: bool, steps: int | None, open
     queue = legacy.get("max_queue_size")
     ring_slots = max(2, int(queue)) if isinstance(queue, int) and queue > 0 else None
     if inspect.isgenerator(data):
+        # one copy, in order (workers= cannot apply: see stoke.accelerate.generator); its
+        # ring depth tuned unless the script chose max_queue_size (not Keras 2's default)
+        ring_slots = ring_slots if "max_queue_size" in given else None
         accelerated = accelerate(data, steps_per_epoch=steps, ring_slots=ring_slots)
         # the call gives Keras the steps: one Keras iterator for the whole call (fast on TF)
         accelerated.endless = steps is not None

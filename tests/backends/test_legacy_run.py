@@ -104,3 +104,43 @@ def test_stoke_run_tunes_the_workers_the_script_asked_for(tmp_path):
     fixed = _run("-m", "stoke", "run", "--workers", "2", str(script))
     assert fixed.returncode == 0 and "TRAINED" in fixed.stdout, fixed.stderr[-3000:]
     assert "stoke: ring -> " not in fixed.stderr and "stoke: ring of " in fixed.stderr
+
+
+GENERATOR_SCRIPT = """
+import numpy as np
+import keras
+
+
+def batches(batch_size=8):
+    number = 0
+    while True:
+        yield np.full((batch_size, 3), number, np.float32), np.zeros((batch_size, 1))
+        number += 1
+
+
+model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+model.compile("sgd", "mse")
+model.fit_generator(batches(), steps_per_epoch=5, epochs=2, workers=4,
+                    use_multiprocessing=True, verbose=0)
+model.fit(batches(), steps_per_epoch=3, epochs=1, workers=2, use_multiprocessing=True,
+          max_queue_size=3, verbose=0)
+print("TRAINED")
+"""
+
+
+def test_stoke_run_tuning_says_how_a_generator_was_fed(tmp_path):
+    """``stoke run --tuning``: a generator runs as one copy whatever ``workers=`` asked
+    (said, with why), its ring depth tuned unless the script chose ``max_queue_size``."""
+    script = tmp_path / "generator.py"
+    script.write_text(GENERATOR_SCRIPT)
+    result = _run("-m", "stoke", "run", "--quiet", "--tuning", str(script))
+    assert result.returncode == 0 and "TRAINED" in result.stdout, result.stderr[-3000:]
+    reports = result.stderr.split("stoke: ")
+    fit_generator = next(r for r in reports if r.startswith("fit_generator() was fed by"))
+    fit = next(r for r in reports if r.startswith("fit() was fed by"))
+    for report in (fit_generator, fit):
+        assert "AcceleratedGenerator(batches, 1 copy, process)" in report, report
+        assert "workers: 1 -- a generator is one stream in one order" in report, report
+    assert "ring: 10 -- 10 in rotation (as Keras' max_queue_size=10" in fit_generator, \
+        fit_generator
+    assert "ring: 3 -- ring_slots set by you (max_queue_size" in fit, fit

@@ -553,6 +553,55 @@ def test_failing_generator_raises_with_its_traceback(executor):
     assert got == [0, 1, 2]
 
 
+def uneven(count):
+    """Items of uneven cost: every 10th waits 20 ms more (a file read)."""
+    import time
+
+    for number in range(count):
+        if number % 10 == 9:
+            time.sleep(0.02)
+        yield np.full((4, 3), number, np.float32), np.full(4, number)
+
+
+def test_a_generators_tuning_says_what_is_fixed_and_why_and_keeps_its_items():
+    import time
+
+    with accelerate(uneven, 300) as acc:
+        got = []
+        for x, y in acc.iter():
+            time.sleep(0.002)  # a consumer that takes its time: the ring may deepen
+            got.append((x.tolist(), y.tolist()))
+        report = acc.tuning()
+    # exactly the generator's items, in its order
+    assert got == [([[n] * 3] * 4, [n] * 4) for n in range(300)]
+    decisions = {d.what: d for d in report.decisions}
+    assert report.executor == "process" and report.workers == 1 and report.tuned
+    assert "cannot move" in decisions["executor"].why
+    assert "one stream in one order" in decisions["workers"].why
+    assert report.ring_slots <= report.ring_capacity
+    assert all(t.depth is not None and t.depth <= report.ring_capacity for t in report.trials)
+    assert report.as_dict()["decisions"][0]["what"] == "executor"
+
+
+def test_replicas_are_reported_as_set_by_the_user():
+    with accelerate(counting, 10, replicas=3) as acc:
+        assert sorted(int(y) for _, y in acc.iter()) == list(range(10))
+        report = acc.tuning()
+    assert report.workers == 3
+    assert "replicas set by you" in [d for d in report.decisions if d.what == "workers"][0].why
+
+
+def test_a_generator_in_a_thread_reports_why_and_its_fixed_depth():
+    generator = counting(5)
+    next(generator)
+    with accelerate(generator, ring_slots=3) as acc:
+        report = acc.tuning()
+        assert [int(y) for _, y in acc.iter()] == [1, 2, 3, 4]
+    assert report.executor == "thread" and not report.tuned and report.ring_slots == 3
+    assert "cannot be moved" in report.decisions[0].why
+    assert "ring_slots set by you" in report.decisions[-1].why
+
+
 def test_generator_keras_protocol_continues_one_stream():
     with accelerate(counting, 100, steps_per_epoch=4) as acc:
         assert acc.num_batches == 4

@@ -616,3 +616,115 @@ def test_release_idle_keeps_the_pool_being_switched_to():
         assert list(pool._pools) == ["process"]
     finally:
         pool.close()
+
+
+# ======================================================================================
+# The prefetch depth of a generator's copies (stoke.autotune.prefetch), simulated
+# ======================================================================================
+
+
+class SimulatedGenerator:
+    """One generator copy that runs ahead by the tuner's depth, and a consumer that takes
+    ``consume_s`` per item: item i starts when item i-1 is made and item i-depth was taken
+    (its slot is free), and takes ``cost_s(i)``. The clock is the consumer's."""
+
+    def __init__(self, tuner, cost_s, consume_s):
+        from stoke.data.structure import BatchLayout, flatten
+
+        self.tuner = tuner
+        self.cost_s = cost_s
+        self.consume_s = consume_s
+        self.now = 0.0
+        treedef, leaves = flatten(np.zeros(4, np.float32))
+        tuner.ring_size(BatchLayout.from_sample(leaves, treedef, rows=8))
+        self.made = []  # when each item was ready
+        self.taken = []  # when the consumer took each item
+        self.waits = []
+
+    def run(self, items):
+        for _ in range(items):
+            i = len(self.made)
+            depth = self.tuner.depth
+            start = max(self.made[-1] if self.made else 0.0,
+                        self.taken[i - depth] if i >= depth else 0.0)
+            self.made.append(start + self.cost_s(i))
+            asked = self.taken[-1] + self.consume_s if self.taken else 0.0
+            self.now = max(asked, self.made[i])
+            self.taken.append(self.now)
+            self.waits.append(self.now - asked)
+            self.tuner.observe(8, self.now - asked)
+        return self
+
+
+def prefetch_tuner(**kwargs):
+    from stoke.autotune.prefetch import PrefetchTuner
+
+    clock = {"now": 0.0}
+    tuner = PrefetchTuner(1, machine_cores=2, memory_budget_bytes=1 << 30,
+                          clock=lambda: clock["now"], **kwargs)
+    return tuner, clock
+
+
+def simulate(cost_s, consume_s, items, **kwargs):
+    tuner, clock = prefetch_tuner(**kwargs)
+    sim = SimulatedGenerator(tuner, cost_s, consume_s)
+    original = tuner.observe
+
+    def observe(rows, wait_s):  # the tuner reads the simulated consumer's clock
+        clock["now"] = sim.now
+        original(rows, wait_s)
+
+    tuner.observe = observe
+    return tuner, sim.run(items)
+
+
+def test_uneven_items_get_a_deeper_ring_until_the_consumer_stops_waiting():
+    # 0.5 ms an item, but every 40th waits 60 ms more (a file read): on average the copy
+    # is far ahead of a consumer that takes 3 ms; 10 slots ahead do not cover the 60 ms
+    tuner, sim = simulate(lambda i: 0.0005 + (0.060 if i % 40 == 39 else 0.0), 0.003, 6000)
+    report = tuner.report()
+    assert report.tuned and report.settled and report.executor == "process"
+    assert report.workers == 1 and report.ring_slots >= 20
+    assert any(d.what == "ring" and d.choice > 10 for d in report.decisions)
+    assert not any(d.what == "bottleneck" for d in report.decisions)
+    assert sum(sim.waits[-1000:]) < 0.01 * 1000 * 0.003  # it no longer waits
+    assert sum(sim.waits[:200]) > 0.1  # it did with 10 (about 30 ms each 40 items)
+
+
+def test_a_copy_slower_than_the_consumer_is_said_to_be_the_bottleneck():
+    tuner, sim = simulate(lambda i: 0.004, 0.001, 1000)
+    report = tuner.report()
+    assert report.settled and report.ring_slots == 10  # deeper would stay empty
+    bottleneck = [d for d in report.decisions if d.what == "bottleneck"]
+    assert bottleneck and "replicas=N" in bottleneck[0].why
+    assert bottleneck[0].measured["items_waited_for"] > 0.9
+
+
+def test_a_copy_that_keeps_up_keeps_the_first_ring():
+    tuner, _ = simulate(lambda i: 0.001, 0.003, 1000)
+    report = tuner.report()
+    assert report.settled and report.ring_slots == 10
+    assert [d.what for d in report.decisions] == ["ring", "settled"]
+    assert "keep up" in report.decisions[-1].why
+
+
+def test_a_ring_depth_set_by_the_user_is_kept_and_measured():
+    tuner, _ = simulate(lambda i: 0.0005 + (0.060 if i % 40 == 39 else 0.0), 0.003, 2000,
+                        ring_slots=3)
+    report = tuner.report()
+    assert not report.tuned and report.ring_slots == report.ring_capacity == 3
+    assert "set by you" in report.decisions[0].why
+    assert report.trials and all(t.depth == 3 for t in report.trials)
+
+
+def test_the_ring_fits_the_memory_budget():
+    from stoke.autotune.prefetch import PrefetchTuner
+    from stoke.data.structure import BatchLayout, flatten
+
+    treedef, leaves = flatten(np.zeros(1 << 16, np.float32))  # 2 MiB rows x 8
+    layout = BatchLayout.from_sample(leaves, treedef, rows=8)
+    tuner = PrefetchTuner(1, machine_cores=2, memory_budget_bytes=5 * layout.slot_bytes)
+    assert tuner.ring_size(layout) == (5, 5)
+    with pytest.raises(stoke.StokeError, match="memory budget"):
+        PrefetchTuner(1, machine_cores=2, memory_budget_bytes=layout.slot_bytes).ring_size(
+            layout)
