@@ -7,14 +7,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
 import pytest
 
 import stoke
-from tests.core.helpers import GatedSamples, with_maker
+from tests.core.helpers import GatedSamples, wait_for, with_maker, worker_processes
 
 BACKEND = keras.backend.backend()
 
@@ -138,28 +137,6 @@ def test_distribution_on_two_cpu_devices():
 
 
 # -- start-up: the trainer makes the first batches while the workers start ------------------
-def _worker_processes() -> list:
-    import psutil
-
-    found = []
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if "stoke.executors.worker" in " ".join(child.cmdline()):
-                found.append(child)
-        except psutil.Error:
-            continue
-    return found
-
-
-def _wait_for(condition, timeout_s: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
 def _gated_pipe(gate, n=40):
     x, y = data(n)
     return (stoke.from_sequence(GatedSamples(str(gate), x, y)).map(with_maker).shuffle(1)
@@ -174,7 +151,7 @@ def test_auto_makes_the_first_batches_in_the_trainer_until_a_worker_is_up(tmp_pa
     gate = tmp_path / "gate"
     pipe = _gated_pipe(gate)
     with pipe.to_keras(workers=1) as feed:  # executor="auto"
-        assert len(_worker_processes()) == 1  # started by to_keras(), before any batch
+        assert len(worker_processes()) == 1  # started by to_keras(), before any batch
         numpy_state = np.random.get_state()[1].copy()
         batches = feed.iter()  # numpy batches of the next epoch, as fit gets them
         early = [next(batches) for _ in range(2)]  # no worker is up: made in the trainer
@@ -182,7 +159,7 @@ def test_auto_makes_the_first_batches_in_the_trainer_until_a_worker_is_up(tmp_pa
         assert [int(pid[0]) for _, _, pid in early] == [os.getpid()] * 2
         gate.touch()
         pool = feed.loader.pool
-        assert _wait_for(pool.hand_over_if_up)  # asked in this thread, between batches
+        assert wait_for(pool.hand_over_if_up, timeout_s=60.0)  # asked in this thread, between batches
         late = list(batches)
         assert os.getpid() not in {int(p) for _, _, pid in late for p in pid}  # the worker
         second = list(feed.iter())

@@ -109,3 +109,28 @@ class LoadsOnlyInTheTrainer:
 
     def __setstate__(self, state):
         raise RuntimeError("this source cannot be loaded in a worker")
+
+
+# -- watching the worker processes of the current process ------------------------------------
+def worker_processes() -> list:
+    """The stoke worker processes below this one (psutil processes)."""
+    import psutil
+
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "stoke.executors.worker" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.Error:
+            continue
+    return found
+
+
+def wait_for(condition, timeout_s: float = 20.0) -> bool:
+    """Poll ``condition`` until it is true or ``timeout_s`` passed; its last answer."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()

@@ -667,6 +667,20 @@ class WaitsForAnotherAsker:
         self.answered.append(not asker.is_alive())
 
 
+def held_by_an_iterator_let_go(acc, answered: list[bool]) -> None:
+    """A Keras-like iterator that asked one batch, holding a :class:`WaitsForAnotherAsker`,
+    dropped by its user: only the accelerated object's record of who asks keeps its frame."""
+
+    def keras_iterator():
+        waiter = WaitsForAnotherAsker(acc)
+        waiter.answered = answered
+        for index in range(2):
+            yield acc[index]
+
+    iterator = keras_iterator()
+    next(iterator)
+
+
 @pytest.mark.parametrize("kind", ["sequence", "generator"])
 def test_keras_iterators_let_go_at_close_finalize_outside_the_lock(kind):
     """``stoke run``'s ``evaluate_generator`` on TensorFlow hung at close: dropping Keras'
@@ -676,16 +690,7 @@ def test_keras_iterators_let_go_at_close_finalize_outside_the_lock(kind):
     else:
         acc = accelerate(counting_batches, 12, steps_per_epoch=4, executor="thread")
     answered: list[bool] = []
-
-    def keras_iterator():
-        waiter = WaitsForAnotherAsker(acc)
-        waiter.answered = answered
-        for index in range(2):
-            yield acc[index]
-
-    iterator = keras_iterator()
-    next(iterator)
-    del iterator  # the accelerated object's record of who asks keeps the frame
+    held_by_an_iterator_let_go(acc, answered)
     acc.close()
     assert answered == [True]
 
@@ -693,16 +698,7 @@ def test_keras_iterators_let_go_at_close_finalize_outside_the_lock(kind):
 def test_a_keras_iterator_no_longer_followed_finalizes_outside_the_lock():
     acc = accelerate(ShufflingSequence(6), executor="thread")
     answered: list[bool] = []
-
-    def keras_iterator():
-        waiter = WaitsForAnotherAsker(acc)
-        waiter.answered = answered
-        for index in range(2):
-            yield acc[index]
-
-    iterator = keras_iterator()
-    next(iterator)
-    del iterator
+    held_by_an_iterator_let_go(acc, answered)
     try:
         for _ in range(KerasRequests.STREAMS):  # newer iterators: the first one is let go
             next(_keras_iterator(acc, [0]))

@@ -16,27 +16,7 @@ import psutil
 import pytest
 
 import stoke
-from tests.core.helpers import identity
-
-
-def _workers() -> list[psutil.Process]:
-    found = []
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if "stoke.executors.worker" in " ".join(child.cmdline()):
-                found.append(child)
-        except psutil.Error:
-            continue
-    return found
-
-
-def _wait_for(condition, timeout_s: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
+from tests.core.helpers import identity, wait_for, worker_processes
 
 
 class SquaresSequence:
@@ -66,31 +46,31 @@ def test_a_loader_starts_its_workers_without_waiting_and_serves_every_batch():
         started = time.perf_counter()
         loader.start()
         assert time.perf_counter() - started < 1.0  # did not wait for the workers to load
-        assert len(_workers()) >= 1  # but they run, before any batch was asked for
+        assert len(worker_processes()) >= 1  # but they run, before any batch was asked for
         labels = [int(v) for _, y in loader.iter() for v in y]
         assert labels == list(range(32))
         assert loader.tuning().executor == "process"
     finally:
         loader.close()
-    assert _wait_for(lambda: not _workers())
+    assert wait_for(lambda: not worker_processes())
 
 
 def test_accelerate_starts_workers_before_the_first_batch():
     acc = stoke.accelerate(SquaresSequence(), workers=2)
     try:
-        assert len(_workers()) == 2  # started by accelerate(), no batch asked for yet
+        assert len(worker_processes()) == 2  # started by accelerate(), no batch asked for yet
         batches = [(x.copy(), y.copy()) for x, y in acc.iter()]
         assert len(batches) == 6
         np.testing.assert_array_equal(batches[5][1], np.arange(20, 24, dtype=np.float32) ** 2)
     finally:
         acc.close()
-    assert _wait_for(lambda: not _workers())
+    assert wait_for(lambda: not worker_processes())
 
 
 def test_a_generator_starts_its_worker_copies_when_accelerated():
     acc = stoke.accelerate(counting, replicas=2)
     try:
-        assert len(_workers()) == 2
+        assert len(worker_processes()) == 2
         got = sorted(int(y[0]) for _, y in acc.iter())
         assert got == list(range(8))
     finally:
@@ -106,10 +86,10 @@ def test_workers_of_a_feed_nobody_iterated_stop_when_it_is_dropped(make):
     feed = make()
     if isinstance(feed, stoke.Loader):
         feed.start()
-    assert _wait_for(lambda: len(_workers()) >= 1)
+    assert wait_for(lambda: len(worker_processes()) >= 1)
     del feed
     gc.collect()
-    assert _wait_for(lambda: not _workers(), timeout_s=10.0), "workers outlived their feed"
+    assert wait_for(lambda: not worker_processes(), timeout_s=10.0), "workers outlived their feed"
 
 
 def test_a_feed_never_iterated_leaves_no_worker_at_exit(tmp_path):
@@ -133,7 +113,7 @@ def test_a_feed_never_iterated_leaves_no_worker_at_exit(tmp_path):
     assert out.returncode == 0, out.stderr
     pids = [int(p) for p in out.stdout.split()]
     assert len(pids) >= 3
-    assert _wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status()
+    assert wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status()
                                      != psutil.STATUS_ZOMBIE for p in pids), timeout_s=10.0)
 
 
@@ -324,7 +304,7 @@ def test_auto_serves_the_first_batches_from_the_trainer_while_the_workers_start(
         assert [int(y[0]) for _, y in early] == [os.getpid()] * 2
         assert all(x.dtype == np.float32 for x, _ in early)  # as the workers deliver them
         gate.touch()
-        assert _wait_for(lambda: acc._get_loader().workers_up())
+        assert wait_for(lambda: acc._get_loader().workers_up())
         late = list(stream)
         assert os.getpid() not in {int(y[0]) for _, y in late}  # the workers go on
         assert [int(x[0, 0]) for x, _ in early + late] == list(range(6))  # once, in order
@@ -368,13 +348,13 @@ def test_trainer_first_hands_the_rest_of_the_epoch_to_the_worker_once_it_is_up(t
     gate = tmp_path / "gate"
     pipe, loader = _gated_loader(gate)
     try:
-        assert len(_workers()) == 1  # started, loading the program
+        assert len(worker_processes()) == 1  # started, loading the program
         batches = loader.iter(epoch=0)
         early = [tuple(a.copy() for a in next(batches)) for _ in range(3)]
         assert [int(pid[0]) for _, _, pid in early] == [os.getpid()] * 3
         gate.touch()
         pool = loader.pool
-        assert _wait_for(pool.hand_over_if_up, timeout_s=60)
+        assert wait_for(pool.hand_over_if_up, timeout_s=60)
         late = [tuple(a.copy() for a in batch) for batch in batches]
         assert os.getpid() not in {int(p) for _, _, pid in late for p in pid}
         assert loader.tuning().executor == "process"
@@ -426,4 +406,4 @@ def test_trainer_first_still_raises_when_no_worker_can_load_the_pipeline():
             next(loader.iter())  # and again at every later use
     finally:
         loader.close()
-    assert _wait_for(lambda: not _workers())
+    assert wait_for(lambda: not worker_processes())
