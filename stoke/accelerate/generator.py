@@ -185,10 +185,11 @@ class AcceleratedGenerator(Accelerated):
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            self._requests.clear()
+            streams = self._requests.clear()  # dropped below, out of the lock
             self._stop_stream()
             if self._loader is not None:
                 self._loader.close()
+        streams.clear()  # Keras' iterators' frames (see KerasRequests.clear)
 
     def __repr__(self) -> str:
         return (f"AcceleratedGenerator({self.name}, {self.replicas} cop"

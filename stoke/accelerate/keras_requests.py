@@ -92,8 +92,12 @@ class KerasRequests:
     def epoch_ended(self) -> None:
         self.epoch_ends += 1
 
-    def clear(self) -> None:
-        self.streams.clear()
+    def clear(self) -> collections.OrderedDict:
+        """Forget every stream; returns them, for the caller to drop once it no longer holds
+        its lock: dropping a frame of Keras' can destroy a tf.data iterator, which waits for
+        its threads, one of which may be waiting for that lock in ``__getitem__``."""
+        streams, self.streams = self.streams, collections.OrderedDict()
+        return streams
 
 
 class KeptBatches:
@@ -123,5 +127,9 @@ def copy_batch(batch: Any) -> Any:
 
 
 def as_keras_batch(batch: Any) -> Any:
-    """Keras unpacks tuples as (x, y, sample_weight): lists become tuples."""
-    return tuple(batch) if isinstance(batch, list) else batch
+    """Keras unpacks tuples as (x, y, sample_weight): lists become tuples, and so do lists
+    within them (Keras 2's multi-input ``([x1, x2], y)``: Keras 3 on TensorFlow refuses a
+    list in a PyDataset's batches, tf.data's ``output_signature`` takes none)."""
+    if isinstance(batch, list) or type(batch) is tuple:
+        return tuple(as_keras_batch(part) for part in batch)
+    return batch

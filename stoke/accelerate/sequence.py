@@ -185,12 +185,13 @@ class AcceleratedSequence(Accelerated):
         """Stop the workers and free the ring. Safe to call twice."""
         with self._lock:
             self._closed = True
-            self._requests.clear()
+            streams = self._requests.clear()  # dropped below, out of the lock
             if self._pass is not None:
                 self._pass.close()
                 self._pass = None
             if self._loader is not None:
                 self._loader.close()
+        streams.clear()  # Keras' iterators' frames (see KerasRequests.clear)
 
     @property
     def executor(self) -> str:
