@@ -137,5 +137,9 @@ def copy_batch(batch: Any) -> Any:
 
 
 def as_keras_batch(batch: Any) -> Any:
-    """Keras unpacks tuples as (x, y, sample_weight): lists become tuples."""
-    return tuple(batch) if isinstance(batch, list) else batch
+    """Keras unpacks tuples as (x, y, sample_weight): lists become tuples, and so do lists
+    within them (Keras 2's multi-input ``([x1, x2], y)``: Keras 3 on TensorFlow refuses a
+    list in a PyDataset's batches, tf.data's ``output_signature`` takes none)."""
+    if isinstance(batch, list) or type(batch) is tuple:
+        return tuple(as_keras_batch(part) for part in batch)
+    return batch

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -26,37 +27,16 @@ class Prefetcher:
                  name: str = "stoke-prefetch") -> None:
         if depth < 1:
             raise ValueError(f"prefetch depth must be >= 1. Received: {depth}")
-        self._batches = batches
-        self._transfer = transfer
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._finished = False
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        # the thread holds the queue and the batches, not this object: a consumer that drops
+        # the prefetcher unread (Keras' last iterator of a fit, a feed collected) stops it,
+        # else it would wait on a full queue forever, keeping the loader and its workers
+        self._thread = threading.Thread(target=_produce, name=name, daemon=True,
+                                        args=(batches, transfer, self._queue, self._stop))
         self._thread.start()
-
-    def _put(self, item: tuple) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=_POLL_S)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self) -> None:
-        try:
-            for batch in self._batches:
-                if self._stop.is_set():
-                    return
-                if not self._put(("batch", self._transfer(batch))):
-                    return
-            self._put(("end",))
-        except BaseException as exc:  # noqa: BLE001 - handed to the trainer
-            self._put(("error", exc))
-        finally:
-            close = getattr(self._batches, "close", None)
-            if close is not None and self._stop.is_set():
-                close()
+        weakref.finalize(self, self._stop.set)
 
     def __iter__(self) -> Prefetcher:
         return self
@@ -89,3 +69,31 @@ class Prefetcher:
             except queue.Empty:
                 break
         self._thread.join(timeout=timeout_s)
+
+
+def _put(out: queue.Queue, stop: threading.Event, item: tuple) -> bool:
+    while not stop.is_set():
+        try:
+            out.put(item, timeout=_POLL_S)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _produce(batches: Iterator[Any], transfer: Callable[[Any], Any], out: queue.Queue,
+             stop: threading.Event) -> None:
+    """The thread: ``transfer`` each batch into ``out`` until the end, an error or ``stop``."""
+    try:
+        for batch in batches:
+            if stop.is_set():
+                return
+            if not _put(out, stop, ("batch", transfer(batch))):
+                return
+        _put(out, stop, ("end",))
+    except BaseException as exc:  # noqa: BLE001 - handed to the trainer
+        _put(out, stop, ("error", exc))
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None and stop.is_set():
+            close()

@@ -22,7 +22,8 @@ stoke, TensorFlow first or not at all) so that they work again:
   seeded from Python's ``random`` (so ``keras.utils.set_random_seed`` makes it repeatable).
 - ``keras.preprocessing.image``/``.sequence``/``.text`` get back what Keras 3 still ships
   under ``tf.keras`` only (``ImageDataGenerator``, ``TimeseriesGenerator``, ``Tokenizer``).
-- optimizers take Keras 2's ``lr=`` and ``decay=`` (:mod:`.optimizers`).
+- optimizers take Keras 2's ``lr=`` and ``decay=`` (:mod:`.optimizers`); a float step count
+  (``steps_per_epoch=len(x) / 32``) is counted as Keras 2 did (its ceiling).
 - Keras-2 APIs with no Keras 3 equivalent (``predict_classes``, Keras 1's ``nb_epoch``...)
   raise :class:`Keras2CallError`, naming the call, its line and what to write instead.
 
@@ -291,6 +292,7 @@ def _call(original, name: str, method: str, model, args: tuple, kwargs: dict,
     except TypeError as exc:
         raise TypeError(f"{method}(): {exc}") from None
     arguments = bound.arguments
+    _count_steps_as_keras2(arguments)
     opened: list = []
     x = arguments.get("x")
     kind = input_kind(x)
@@ -336,6 +338,21 @@ def _print_tuning(method: str, opened: list) -> None:
             report = f"(no report: {type(exc).__name__}: {exc})"
         print(f"stoke: {method}() was fed by {accelerated!r}:\n{report}", file=sys.stderr,
               flush=True)
+
+
+STEP_ARGUMENTS = ("steps_per_epoch", "validation_steps", "steps")
+
+
+def _count_steps_as_keras2(arguments: dict) -> None:
+    """A float step count (Keras 2's own example: ``steps_per_epoch=len(x_train) / 32``) as
+    Keras 2 counted it: steps ran while ``steps_done < steps``, so ``ceil(steps)``; Keras 3's
+    ``range()`` refuses floats."""
+    import math
+
+    for name in STEP_ARGUMENTS:
+        value = arguments.get(name)
+        if isinstance(value, float) and math.isfinite(value):
+            arguments[name] = math.ceil(value)
 
 
 def keras2_batches(generator, class_weight: dict | None):

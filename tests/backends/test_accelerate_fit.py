@@ -164,3 +164,82 @@ def test_fit_on_a_failing_accelerated_sequence_names_the_batch_and_the_error():
     # message stays. The other backends give the SampleError itself.
     if keras.backend.backend() != "tensorflow":
         assert isinstance(info.value, stoke.SampleError) and info.value.index == 6
+
+
+class TwoInputs(keras.utils.PyDataset):
+    """Keras 2's multi-input form: ``([x1, x2], y)`` (a list of inputs)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        x1 = np.full((8, 5), index, "float32")
+        return [x1, x1[:, :3]], np.full((8, 1), index, "float32")
+
+
+def test_fit_on_a_sequence_with_a_list_of_inputs():
+    """Keras 3 on TensorFlow refuses a PyDataset whose inputs are a list (tf.data's
+    output_signature takes no lists); Keras-2 scripts return ``[x1, x2]`` everywhere: stoke
+    gives Keras tuples, which every backend takes."""
+    first = keras.Input((5,))
+    second = keras.Input((3,))
+    joined = keras.layers.concatenate([keras.layers.Dense(2)(first), keras.layers.Dense(2)(second)])
+    model = keras.Model([first, second], keras.layers.Dense(1)(joined))
+    model.compile(loss="mse")
+    with accelerate(TwoInputs(), workers=1) as accelerated:
+        history = model.fit(accelerated, epochs=1, verbose=0)
+        batch = accelerated[0]
+    assert len(history.history["loss"]) == 1
+    assert isinstance(batch[0], tuple) and [a.shape for a in batch[0]] == [(8, 5), (8, 3)]
+
+
+class AsksWhenDropped:
+    """Dropped, it asks ``accelerated`` for a batch from another thread and waits for the
+    answer (as dropping a frame of Keras' that holds a tf.data iterator waits for tf.data's
+    threads, one of which may be asking for a batch)."""
+
+    def __init__(self, accelerated, answered: list):
+        self.accelerated = accelerated
+        self.answered = answered
+
+    def __del__(self):
+        import threading
+
+        def ask():
+            try:
+                self.accelerated[0]
+            except Exception:  # noqa: BLE001 - closed: any answer is an answer
+                pass
+            self.answered.append(True)
+
+        thread = threading.Thread(target=ask, daemon=True)
+        thread.start()
+        thread.join(timeout=30)
+
+
+def _keras_like_iterator(accelerated, guard):
+    while True:
+        yield accelerated[0]
+
+
+@pytest.mark.parametrize("kind", ["sequence", "generator"])
+def test_close_answers_requests_made_while_it_drops_kerass_iterators(kind):
+    """``stoke run`` closes what it accelerated when fit_generator returns. It dropped Keras'
+    iterators' frames (a TFEpochIterator's tf.data iterator among them) while holding the
+    feed's lock; the tf.data iterator's destructor waits for its prefetch thread, which was
+    waiting for that lock in ``__getitem__``: ``stoke run`` hung forever after training."""
+    def batches():
+        for index in range(100):
+            yield np.full((2, 1), index, "float32"), np.zeros((2, 1), "float32")
+
+    answered: list = []
+    accelerated = (accelerate(TwoInputs(), workers=1, executor="thread") if kind == "sequence"
+                   else accelerate(batches, steps_per_epoch=4))
+    iterator = _keras_like_iterator(accelerated, AsksWhenDropped(accelerated, answered))
+    next(iterator)
+    del iterator  # its frame, and so the guard, stays with the feed's record of Keras' iterators
+    accelerated.close()
+    assert answered == [True]

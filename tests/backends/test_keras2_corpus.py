@@ -278,3 +278,35 @@ def test_keras1_arguments_are_named_with_what_to_write(tmp_path):
     assert (f"{script}:7: `m.fit_generator(gen(), samples_per_epoch=100, nb_epoch=2)`: Keras 1 "
             "argument(s) samples_per_epoch= (write steps_per_epoch=samples // batch_size), "
             "nb_epoch= (write epochs=...)") in result.stderr, result.stderr[-2000:]
+
+
+def test_float_steps_count_as_keras2_counted_them(tmp_path):
+    """Keras 2's own ImageDataGenerator example passes ``steps_per_epoch=len(x_train) / 32``
+    (a float; Keras 2 ran steps while ``steps_done < steps_per_epoch``: ceil); Keras 3's
+    ``range()`` refuses it with ``TypeError: 'float' object cannot be interpreted as an
+    integer``."""
+    script = tmp_path / "float_steps.py"
+    script.write_text(
+        "import keras, numpy as np\n"
+        "from keras.preprocessing.image import ImageDataGenerator\n"
+        "x, y = np.random.rand(44, 6, 6, 3), np.arange(44) % 2\n"
+        "class Steps(keras.callbacks.Callback):\n"
+        "    def on_epoch_begin(self, epoch, logs=None):\n"
+        "        self.steps = 0\n"
+        "    def on_train_batch_end(self, batch, logs=None):\n"
+        "        self.steps += 1\n"
+        "    def on_epoch_end(self, epoch, logs=None):\n"
+        "        print('STEPS', self.steps, flush=True)\n"
+        "m = keras.Sequential([keras.Input((6, 6, 3)), keras.layers.Flatten(),"
+        " keras.layers.Dense(1, activation='sigmoid')])\n"
+        "m.compile(loss='binary_crossentropy')\n"
+        "datagen = ImageDataGenerator(horizontal_flip=True)\n"
+        "m.fit_generator(datagen.flow(x, y, batch_size=8), steps_per_epoch=len(x) / 8, epochs=2,"
+        " validation_data=datagen.flow(x, y, batch_size=8), validation_steps=len(x) / 16,"
+        " callbacks=[Steps()], verbose=0)\n"
+        "print('EVAL', m.evaluate_generator(datagen.flow(x, y, batch_size=8), steps=len(x) / 8))\n")
+    result = _run("-m", "stoke", "run", str(script))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [line for line in result.stdout.splitlines() if line.startswith("STEPS")] == \
+        ["STEPS 6", "STEPS 6"], result.stdout[-2000:]
+    assert "EVAL" in result.stdout

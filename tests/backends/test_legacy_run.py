@@ -144,3 +144,52 @@ def test_stoke_run_tuning_says_how_a_generator_was_fed(tmp_path):
     assert "ring: 10 -- 10 in rotation (as Keras' max_queue_size=10" in fit_generator, \
         fit_generator
     assert "ring: 3 -- ring_slots set by you (max_queue_size" in fit, fit
+
+
+FEWER_STEPS_SCRIPT = """
+import numpy as np
+import keras
+
+
+class Batches(keras.utils.Sequence):
+    def __len__(self):
+        return 5
+
+    def __getitem__(self, index):
+        return np.full((4, 3), index, np.float32), np.zeros((4, 1), np.float32)
+
+
+class Steps(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        print("STEPS", self.steps, flush=True)
+
+
+model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+model.compile("sgd", "mse")
+# the ImageDataGenerator tutorials' steps_per_epoch=generator.samples // batch_size: one
+# batch fewer than len() when the last batch is partial
+model.fit_generator(Batches(), steps_per_epoch=4, epochs=3, workers=2, callbacks=[Steps()],
+                    verbose=0)
+"""
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Keras 2's fit_generator read a Sequence through an enqueuer that loops over it (each pass "
+    "followed by on_epoch_end), so steps_per_epoch=len-1 trained len-1 steps every epoch; "
+    "Keras 3 (and so stoke run, accelerated or not) ends the pass after len batches: epochs of "
+    "4, 1, 4 steps, with 'Your input ran out of data'. Fix: a Keras-2 call with "
+    "steps_per_epoch < len(seq) feeds an endless stream of passes (needs an endless mode in "
+    "AcceleratedSequence, as AcceleratedGenerator.endless, and the same for --no-accelerate)"))
+def test_fit_generator_with_fewer_steps_than_batches_trains_every_step_of_every_epoch(tmp_path):
+    script = tmp_path / "fewer_steps.py"
+    script.write_text(FEWER_STEPS_SCRIPT)
+    result = _run("-m", "stoke", "run", str(script))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [line for line in result.stdout.splitlines() if line.startswith("STEPS")] == \
+        ["STEPS 4"] * 3, result.stdout[-2000:]
