@@ -447,3 +447,19 @@ def test_probes_slower_than_the_run_itself_lower_the_confidence():
     record.probes["model_alone"].samples_per_s = 32 / 0.020
     unmeasured = analyse(record).prediction.unmeasured
     assert not any("longer than this run's own" in u for u in unmeasured)
+
+
+@pytest.mark.parametrize("run_pull_s, source", [
+    (0.015, "the run's own next() on the generator"),  # cheaper than the probe's pulls
+    (0.060, "measured"),  # dearer (a wait inside the generator, say): the probe's CPU
+])
+def test_a_main_thread_generator_costs_the_cores_what_the_run_paid_for_it(run_pull_s, source):
+    # the probe's pulls keep their batches for training (fresh memory each), 0.03 s a batch
+    record = _every_probe(make_record(
+        kind="generator", wait_s=0.03, step_s=0.04, model_alone=64 / 0.010,
+        input_alone=64 / 0.03, input_extra={"main_thread": True, "wait_method": "timed-next",
+                                            "generator_s_per_batch": run_pull_s}))
+    shared = analyse(record).prediction.shared_cores
+    assert shared["input_cpu_source"] == source
+    expected_ms = min(run_pull_s, 0.03) / 64 * 1e3
+    assert shared["input_cpu_ms_per_sample"] == pytest.approx(expected_ms, abs=1e-4)

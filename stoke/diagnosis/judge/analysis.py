@@ -772,6 +772,15 @@ def _prediction(
             input_per_sample, input_source = 1.0 / input_alone, "input alone on one core"
         else:
             input_per_sample, input_source = None, "not measured"
+        run_pull_s = record.input.generator_s_per_batch
+        if (record.input.main_thread and run_pull_s and (
+                input_per_sample is None or run_pull_s / batch_size < input_per_sample)):
+            # a generator on the trainer's thread: its time in the run's own next() calls is
+            # an upper bound of its CPU per sample, as the run pays it. The probe's pulls keep
+            # their batches for training (fresh memory for every batch, page faults the run
+            # does not pay), so they can cost more than the run's own
+            input_per_sample = run_pull_s / batch_size
+            input_source = "the run's own next() on the generator"
         if input_per_sample is not None:
             # the run already makes `throughput` on these cores: they supply at least that
             cores_free = max(cores_free, throughput * (trainer_per_sample + input_per_sample))
