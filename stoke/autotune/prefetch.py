@@ -46,7 +46,7 @@ from collections.abc import Callable
 from typing import Any
 
 from stoke.autotune.report import Decision, Trial, Tuning
-from stoke.autotune.tuner import TunerSettings, memory_error
+from stoke.autotune.tuner import TunerSettings, slots_that_fit
 from stoke.data.structure import BatchLayout
 
 log = logging.getLogger("stoke")
@@ -113,15 +113,11 @@ class PrefetchTuner:
         kept ahead by the depth this tuner sets.)"""
         slot = layout.slot_bytes
         budget = self.memory_budget_bytes
-        fits = budget // slot if budget is not None else 1 << 30
+        fits = slots_that_fit(layout, budget, self.ring_slots_option)
         if self.ring_slots_option is not None:
             capacity = depth = self.ring_slots_option
-            if capacity > fits:
-                raise memory_error(layout, capacity, budget)
             why = "ring_slots set by you (max_queue_size under stoke run)"
         else:
-            if fits < 2:
-                raise memory_error(layout, 2, budget)
             capacity = min(fits, MAX_CAPACITY, MAX_DEPTH_PER_COPY * self.copies + 2)
             depth = min(capacity, max(START_DEPTH, 2 * self.copies + 2))
             why = (f"{depth} in rotation (as Keras' max_queue_size=10; 2 per copy + 2 if "

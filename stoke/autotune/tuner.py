@@ -193,15 +193,11 @@ class Tuner:
         self.slot_bytes = slot = layout.slot_bytes
         self.tasks_per_worker = per = tasks_per_worker
         budget = self.memory_budget_bytes
-        fits = budget // slot if budget is not None else 1 << 30
+        fits = slots_that_fit(layout, budget, self.ring_slots_option)
         if self.ring_slots_option is not None:
             capacity = depth = self.ring_slots_option
-            if capacity > fits:
-                raise memory_error(layout, capacity, budget)
             why = "ring_slots set by you"
         else:
-            if fits < 2:
-                raise memory_error(layout, 2, budget)
             most = self._hard_max_workers()
             capacity = min(fits, per * most + 2 + self.cpu_budget_cores)
             depth = min(capacity, per * self.config[1] + 2)
@@ -740,6 +736,17 @@ def _numbers(trial: Trial) -> dict[str, Any]:
             "trainer_cores": rounded(trial.trainer_cores),
             "trainer_ms_per_step": rounded(trial.trainer_ms_per_step),
             "other_cores": rounded(trial.other_cores)}
+
+
+def slots_that_fit(layout: BatchLayout, budget: int | None, asked: int | None) -> int:
+    """How many batches of ``layout`` the memory ``budget`` holds (None: no limit); raises
+    :func:`memory_error` when the ``asked`` slots (the user's ``ring_slots``) or, without
+    them, two slots do not fit."""
+    fits = budget // layout.slot_bytes if budget is not None else 1 << 30
+    need = asked if asked is not None else 2
+    if need > fits:
+        raise memory_error(layout, need, budget)
+    return fits
 
 
 def memory_error(layout: BatchLayout, slots: int, budget: int | None) -> StokeError:
