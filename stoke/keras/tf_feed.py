@@ -29,12 +29,13 @@ def make_dataset(next_epoch: Callable[[], Any], first_batch: Any, prefetch: int,
         signature = tuple(signature)
 
     def generate():
+        # Only copies live across a ``yield``: tf.data may keep a generator suspended after
+        # Keras has moved on to the next epoch's iterator, and a view of the ring held by
+        # that frame would make the loader retire its slot as a batch the user kept.
         iterator = next_epoch()
         try:
-            for batch in iterator:
-                structure, parts = flatten(batch)
-                out = unflatten(structure, [np.array(p) for p in parts])
-                yield tuple(out) if isinstance(out, list) else out
+            while (out := copied_next(iterator)) is not END:
+                yield out
         finally:
             iterator.close()
 
@@ -43,3 +44,17 @@ def make_dataset(next_epoch: Callable[[], Any], first_batch: Any, prefetch: int,
         # tf.data unpacks tuple elements into arguments: give the transform one batch
         dataset = dataset.map(lambda *parts: device_transform(parts if len(parts) > 1 else parts[0]))
     return dataset.prefetch(prefetch)
+
+
+END = object()
+
+
+def copied_next(iterator) -> Any:
+    """The iterator's next batch copied out of the ring (``END`` when it is done); the ring's
+    views are dropped when this returns."""
+    batch = next(iterator, END)
+    if batch is END:
+        return END
+    structure, parts = flatten(batch)
+    out = unflatten(structure, [np.array(part) for part in parts])
+    return tuple(out) if isinstance(out, list) else out
