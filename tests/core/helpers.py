@@ -126,6 +126,18 @@ def worker_processes() -> list:
     return found
 
 
+def running(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie does not). Never raises: a process that
+    ends between two looks (``pid_exists`` then ``Process(pid)``) is reaped by then, and
+    psutil raises NoSuchProcess for it, which made tests that watch workers exit fail."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def wait_for(condition, timeout_s: float = 20.0) -> bool:
     """Poll ``condition`` until it is true or ``timeout_s`` passed; its last answer."""
     deadline = time.monotonic() + timeout_s
