@@ -663,7 +663,7 @@ class WaitsForAnotherAsker:
     def __del__(self):
         asker = threading.Thread(target=self.acc.on_epoch_end, daemon=True)
         asker.start()
-        asker.join(timeout=10)
+        asker.join(timeout=60)  # a deadlock never ends; a loaded machine may take seconds
         self.answered.append(not asker.is_alive())
 
 
