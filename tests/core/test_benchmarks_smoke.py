@@ -165,7 +165,7 @@ def test_arguments_scale_with_workers_and_quick_is_small(bench):
 
 
 def test_unknown_loader_is_refused_with_the_choices(tmp_path):
-    proc = _run(tmp_path, "--only", "stoke-process,pytorch", timeout_s=60)
+    proc = _run(tmp_path, "--only", "stoke-process,pytorch", timeout_s=300)
     assert proc.returncode == 2
     assert "unknown loader(s) pytorch" in proc.stderr
     assert "grain-processes" in proc.stderr  # the valid choices are listed
@@ -314,7 +314,7 @@ def test_ab_alternates_the_sides_and_pairs_the_rounds(ab):
 
 def test_ab_refuses_a_tree_without_the_benchmark(tmp_path):
     proc = subprocess.run([sys.executable, str(AB), "--quick", "--a", str(tmp_path)],
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "has no benchmarks/pipeline_throughput.py" in proc.stderr
 
