@@ -246,15 +246,17 @@ class ReshufflingSequence(keras.utils.PyDataset):
 
 
 def test_fit_with_thread_workers_and_on_epoch_end_does_not_stall():
-    """Issue 12 item 3: 'abandoned batches did not come back' after timeout_s."""
+    """Issue 12 item 3: 'abandoned batches did not come back' after timeout_s. A stall
+    raises after timeout_s (120 s); a run that ends without one takes far less (7.6 s at
+    load 17; 36 s once in a fully loaded suite, past the old 25 s bound)."""
     import time
 
-    acc = stoke.accelerate(ReshufflingSequence(), workers=2, executor="thread", timeout_s=30)
+    acc = stoke.accelerate(ReshufflingSequence(), workers=2, executor="thread", timeout_s=120)
     try:
         started = time.monotonic()
         history = summing_model().fit(acc, epochs=3, steps_per_epoch=5, verbose=0)
         assert len(history.history["loss"]) == 3
-        assert time.monotonic() - started < 25
+        assert time.monotonic() - started < 110
     finally:
         acc.close()
 
