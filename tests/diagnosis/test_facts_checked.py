@@ -197,3 +197,33 @@ def test_a_run_that_failed_on_numpy_in_a_layer_names_the_layer():
                         meta_extra={"error": "ValueError: Exception encountered when calling "
                                     "Dense.call(): shapes (3,) and (4,) do not match"})
     assert analyse(other).finding("host-op-in-model") is None
+
+
+def _tf_arrays_record(ready_pull_s: float | None, input_alone_x: float = 3.75):
+    """Keras' array adapter on TensorFlow, the doctor pulling eagerly: 0.13 of 1.1 ms "waited"
+    (12%), the floor 0.30 ms already off; input alone 3.75x the model (under the 5x line)."""
+    record = make_record(kind="arrays", wait_s=0.00013, step_s=0.0011, batch_size=64,
+                         model_alone=64 / 0.001, input_alone=input_alone_x * 64 / 0.001,
+                         backend="tensorflow", gpus_used=0, gpus_visible=0,
+                         input_extra={"main_thread": False, "producer": "native",
+                                      "wait_method": "timed-next-outside-graph",
+                                      "tf_pull_floor_s": 0.00030})
+    if ready_pull_s is not None:
+        record.probes["input_alone"].detail["ready_pull_s"] = ready_pull_s
+    return record
+
+
+def test_tf_array_pipeline_handing_over_a_ready_batch_is_not_waiting():
+    # without the pipeline's own ready pull, the 12% is taken for waiting (as it was)
+    assert analyse(_tf_arrays_record(None)).verdict == "partly-input-bound"
+    # measured: this pipeline hands a ready batch over in 0.42 ms, 0.12 ms over the floor;
+    # the wait left is 0.01 of 1.1 ms: not input-bound, nothing to gain from the input
+    diagnosis = analyse(_tf_arrays_record(0.00042))
+    assert diagnosis.input_wait_fraction == pytest.approx(0.01 / 1.1, abs=1e-3)
+    assert diagnosis.verdict in ("compute-bound", "overhead-bound")
+    assert "hand over a batch it has ready" in diagnosis.verdict_reason
+    assert diagnosis.predicted_speedup < 1.02
+    assert "input-too-slow" not in [f.id for f in diagnosis.findings]
+    # a ready pull at or under the floor changes nothing
+    assert analyse(_tf_arrays_record(0.00025)).input_wait_fraction == pytest.approx(
+        analyse(_tf_arrays_record(None)).input_wait_fraction)

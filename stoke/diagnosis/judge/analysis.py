@@ -55,6 +55,11 @@ asynchronously (JAX, TensorFlow) the device may run during the wait, so the comp
 steps measured after a device sync (``StepSample.synced``) is used when it is longer. Working
 in step time also holds when batch sizes were not recorded.
 
+**A ready batch is not a wait.** On TensorFlow the doctor times its own eager pull and takes
+off the floor (a trivial pipeline's ready pull); the run's own pipeline may take longer to hand
+over a batch it has ready (Keras' array adapter: ~0.1 ms more), and that difference
+(:func:`pipeline_handover_s`, from the input-alone probe) comes off each timed wait too.
+
 **Unmeasurable wait.** Each step counts its timed wait where it was timed and the estimate
 where it was not (:attr:`~stoke.diagnosis.record.StepSample.wait_used_s`: TensorFlow pulling
 inside the compiled loop, estimated after the run as step time less the model-alone step);
@@ -69,6 +74,7 @@ lowers the prediction's confidence.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Sequence
@@ -512,9 +518,36 @@ def in_memory_input(record: RunRecord) -> bool:
 # -- internals -------------------------------------------------------------------------------
 
 
+def pipeline_handover_s(record: RunRecord) -> float:
+    """Seconds of each timed TensorFlow wait that are the pipeline handing over a batch it
+    had ready, not waiting: the run's own pipeline's ready pull (the input-alone probe's
+    ``detail["ready_pull_s"]``, :mod:`stoke.diagnosis.measure.tf_pulls`) less the floor the
+    recorder already took off each wait (``input.tf_pull_floor_s``, a trivial pipeline's).
+    Keras' array adapter pipeline hands a ready batch over ~0.1 ms slower than the floor: on
+    a 1 ms step, 10% "wait" that no input fix removes. 0.0 when either is not measured, or
+    the waits were not timed by the doctor's eager pull."""
+    floor = as_number(record.input.tf_pull_floor_s)
+    probe = record.probes.get("input_alone")
+    ready = as_number(probe.detail.get("ready_pull_s")) if probe is not None else None
+    if floor is None or ready is None or record.input.wait_method != "timed-next-outside-graph":
+        return 0.0
+    return max(0.0, ready - floor)
+
+
+def _less_handover(steps: Sequence[StepSample], handover_s: float) -> list[StepSample]:
+    """The steps with ``handover_s`` taken off each timed wait (not below zero)."""
+    if handover_s <= 0:
+        return list(steps)
+    return [
+        dataclasses.replace(s, wait_s=max(0.0, s.wait_s - handover_s)) if s.wait_timed else s
+        for s in steps
+    ]
+
+
 def analyse_run(record: RunRecord) -> Analysis:
     """The numbers of one run (see the module docstring): pure, no findings."""
-    kept, steady = steady_steps(record.steps)
+    handover_in_pull_s = pipeline_handover_s(record)
+    kept, steady = steady_steps(_less_handover(record.steps, handover_in_pull_s))
     window = _window_samples(record.system, steady)
     cpu = summarise_cpu(record, window)
     gpus = summarise_gpus(window)
@@ -630,6 +663,11 @@ def analyse_run(record: RunRecord) -> Analysis:
         )
         verdict = "overhead-bound"
         reason = f"the trainer spends {wait_fraction:.0%} of each step taking in its batch"
+    if handover_in_pull_s > 0 and wait_source == "measured":
+        reason += (
+            f" (not counted as waiting: the {handover_in_pull_s * 1e3:.2f} ms a step this "
+            "pipeline takes to hand over a batch it has ready)"
+        )
     if wait_source == "probes":
         reason += " (estimated from the probes: this input's wait cannot be timed directly)"
     elif wait_source == "model-alone-estimate":
