@@ -330,6 +330,8 @@ def main() -> int:
     parser.add_argument("--out", default=str(RESULTS / "doctor_accuracy.json"))
     parser.add_argument("--wild", action="store_true",
                         help="also the wild corpus (tests/scripts/doctor_wild), one table")
+    parser.add_argument("--wild-cases", default=",".join(WILD_CASES),
+                        help="with --wild: these corpus scripts only (comma-separated)")
     parser.add_argument("--quick", action="store_true",
                         help="short runs, one round: to see the benchmark works, not to quote")
     parser.add_argument("--keep-reports", metavar="DIR",
@@ -371,7 +373,9 @@ def main() -> int:
                 flush=True,
             )
     backends = [b for b in args.backends.split(",") if b]
-    for script, (script_backends, plain_args, verdicts) in (WILD_CASES.items() if args.wild else ()):
+    wild = [c for c in args.wild_cases.split(",") if c] if args.wild else []
+    for script in wild:
+        script_backends, plain_args, verdicts = WILD_CASES[script]
         for backend in [b for b in backends if b in script_backends]:
             started = time.perf_counter()
             try:
