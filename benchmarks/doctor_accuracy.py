@@ -303,11 +303,14 @@ def measure_wild(backend: str, script: str, plain_args: list[str], rounds: int,
     measured = statistics.median(plain) / statistics.median(fixed)
     finding_ids = [f["id"] for f in report["findings"]]
     predicted = report.get("predicted_speedup")
+    not_predicted = None
     if compare != "input":  # the twin applies a model fix: that finding's gain is the claim
         finding = next((f for f in report["findings"] if f["id"] == compare), {})
         predicted = finding.get("expected_gain")
+        not_predicted = (finding.get("evidence") or {}).get("expected_gain_not_predicted")
     error = None if predicted is None else predicted / measured - 1.0
     return {
+        "not_predicted_why": not_predicted,
         "backend": backend, "case": f"wild:{script}", "verdict": report.get("verdict"),
         "input_wait_fraction": report.get("input_wait_fraction"),
         "predicted_speedup": predicted,
