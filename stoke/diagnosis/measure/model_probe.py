@@ -381,7 +381,8 @@ def _tf_ready_pull(epoch_iterator, adapter, alone: ProbeResult) -> dict:
     dataset the trainer iterates; the doctor's timed waits count only the floor's share of it.
     Only for the training dataset itself (no second copy of in-memory arrays) when it is a
     plain ``tf.data.Dataset``. Each pull waits twice what the pipeline took per batch alone
-    (``alone``) first, so that a ready batch is what it times; at most ~0.3 s in all."""
+    (``alone``) first, so that a ready batch is what it times; at most ~0.3 s in all, and not
+    at all for a pipeline slower than 30 ms a batch."""
     import tensorflow as tf
 
     from stoke.diagnosis.measure.tf_pulls import READY_PAUSE_S, ready_pull_seconds
@@ -389,8 +390,10 @@ def _tf_ready_pull(epoch_iterator, adapter, alone: ProbeResult) -> dict:
     dataset = getattr(epoch_iterator, "_distributed_dataset", None)
     if adapter is not epoch_iterator.data_adapter or not isinstance(dataset, tf.data.Dataset):
         return {}
+    pause_s = max(READY_PAUSE_S, 2.0 * alone.detail.get("s_per_batch", 0.0))
+    if pause_s > 0.06:
+        return {}  # a pipeline this slow: a tenth of a millisecond more or less does not matter
     try:
-        pause_s = max(READY_PAUSE_S, 2.0 * alone.detail.get("s_per_batch", 0.0))
         pulls = int(max(5, min(25, 0.3 / pause_s)))
         return {"ready_pull_s": ready_pull_seconds(dataset, pulls, pause_s)}
     except Exception as error:  # the probe's rate stands without it
