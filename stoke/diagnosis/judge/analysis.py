@@ -429,10 +429,14 @@ def after_wait_slowdown_s(
     in the timed ``next()``: measured on JAX, a 20 ms generator before a 0.14 ms model: 2.9 ms
     a step not waiting against 0.6 ms back to back (a loaded 2-core machine); 0.43 against
     0.21 ms quiet, where the fixed twin ran x99.8 against the x62.8 the timed wait allowed.
-    0.0 when the run barely waits (below 5%: nothing to remove) or the window did not run."""
-    if not input_free_s or wait_fraction < PARTLY_INPUT_BOUND_WAIT_FRACTION or not kept:
+    Only for a run the timed wait alone makes input-bound (at least 20%): on a run that waits
+    little, a window timed at a quieter moment than the steps would turn load into "wait"
+    and the verdict with it; and never more than the mean timed wait itself (a cold start
+    costs less than the idle time behind it). 0.0 otherwise, or when the window did not run."""
+    if not input_free_s or wait_fraction < INPUT_BOUND_WAIT_FRACTION or not kept:
         return 0.0
-    return max(0.0, no_wait_step_s(kept, wait_fraction) - input_free_s)
+    mean_wait_s = statistics.fmean(min(s.wait_used_s, s.step_s) for s in kept)
+    return min(mean_wait_s, max(0.0, no_wait_step_s(kept, wait_fraction) - input_free_s))
 
 
 def handover_s_per_step(record: RunRecord, wait_s_per_step: float) -> float:
