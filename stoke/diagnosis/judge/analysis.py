@@ -421,8 +421,9 @@ def after_wait_slowdown_s(
     kept: Sequence[StepSample], wait_fraction: float, input_free_s: float | None
 ) -> float:
     """Per step, how much longer the trainer's own work runs right after a wait than back to
-    back: the steps' typical time not waiting (:func:`no_wait_step_s`) less the input-free
-    window's step, which times the same work fed a ready batch. After a wait the trainer
+    back: the steps' mean time not waiting less the input-free window's step, which times the
+    same work fed a ready batch (the mean, as the wait's share is a ratio of sums: the cap
+    1.3/(1 - wait) then never cuts the window's prediction). After a wait the trainer
     starts cold: its caches were used by the input code or other processes, the runtime's
     worker threads went to sleep and must be woken, on a busy machine its core was given away.
     That cost is the input's (a free input leaves none), though it lands inside the step, not
@@ -436,7 +437,8 @@ def after_wait_slowdown_s(
     if not input_free_s or wait_fraction < INPUT_BOUND_WAIT_FRACTION or not kept:
         return 0.0
     mean_wait_s = statistics.fmean(min(s.wait_used_s, s.step_s) for s in kept)
-    return min(mean_wait_s, max(0.0, no_wait_step_s(kept, wait_fraction) - input_free_s))
+    mean_not_waiting_s = statistics.fmean(_compute_s(s) for s in kept)
+    return min(mean_wait_s, max(0.0, mean_not_waiting_s - input_free_s))
 
 
 def handover_s_per_step(record: RunRecord, wait_s_per_step: float) -> float:
