@@ -263,3 +263,20 @@ def test_a_tf_data_thread_producer_is_predicted_as_keras_overlaps_it():
     slow = analyse(_tf_sequence_record("tf.data-thread", False, 4.5))
     assert slow.predicted_speedup == pytest.approx(1.5, rel=0.01)
     assert slow.prediction.overlapped_producer["limited_by"] == "input"
+
+
+def test_a_tf_data_thread_overlaps_only_as_far_as_the_cores_allow():
+    # the same Sequence, CPU measured: the step's 2.8 ms and the input's 1.9 ms of CPU; with
+    # 1.9 of the 2 cores free they overlap (max(3.0, 1.9) ms); with 1 core free they cannot:
+    # 4.7 ms of CPU on one core is the step, and freeing the input wins 4.7 / 3.0
+    def record(other_pct):
+        made = _tf_sequence_record("tf.data-thread", False, 1.9)
+        made.probes["input_free"].detail["cpu_s_per_step"] = 0.0028
+        made.probes["input_alone"].detail["cpu_s_per_sample"] = 0.0019 / 32
+        made.system = make_record(wait_s=0.0018, step_s=0.0054, other_pct=other_pct).system
+        return analyse(made)
+
+    assert record(10.0).predicted_speedup == pytest.approx(1.0)
+    crowded = record(100.0)
+    assert crowded.prediction.overlapped_producer["limited_by"].startswith("the cores")
+    assert crowded.predicted_speedup == pytest.approx(0.0047 / 0.003, rel=0.01)

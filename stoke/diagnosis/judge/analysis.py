@@ -389,7 +389,7 @@ def probes_disagree(no_wait_step_s: float, step_s: float, wait_fraction: float) 
 
 def overlapped_producer(
     record: RunRecord, no_wait_step_s: float, batch_size: float | None,
-    input_alone: float | None,
+    input_alone: float | None, cpu: CpuSummary | None = None, step_s: float | None = None,
 ) -> dict[str, Any] | None:
     """The step Keras really runs when one tf.data thread makes the batches alongside it
     (TensorFlow's ``from_generator`` around a PyDataset or generator: ``input.producer ==
@@ -400,7 +400,11 @@ def overlapped_producer(
     and freeing the input wins ``that / no-wait step``. The doctor's own eager pull returns
     to Python after each batch and must take the GIL back from that thread: it times a wait
     Keras' in-graph pull does not pay (the tutorial Sequence on TensorFlow: 34% "wait" and
-    x1.88 predicted, x1.00 measured on its fixed twin). None when another producer makes the
+    x1.88 predicted, x1.00 measured on its fixed twin). The two overlap only as far as the
+    cores allow: when the trainer's CPU per step (the input-free window's) and the input's
+    (the input-alone probe's) are measured, the step is also at least their sum over the
+    cores other processes leave (``cpu``), and never more than the run's own ``step_s`` on
+    that account (it already ran them on these cores). None when another producer makes the
     batches or the input alone was not measured."""
     inputs = record.input
     if (inputs.producer != "tf.data-thread" or inputs.main_thread is not False
@@ -408,12 +412,25 @@ def overlapped_producer(
         return None
     input_step_s = batch_size / input_alone
     keras_step_s = max(no_wait_step_s, input_step_s)
+    limited_by = "input" if input_step_s > no_wait_step_s else "model and loop"
+    free_probe, input_probe = record.probes.get("input_free"), record.probes.get("input_alone")
+    trainer_cpu_s = as_number(free_probe.detail.get("cpu_s_per_step")) if free_probe else None
+    input_cpu_s = as_number(input_probe.detail.get("cpu_s_per_sample")) if input_probe else None
+    cores_step_s = None
+    if cpu is not None and trainer_cpu_s is not None and input_cpu_s is not None:
+        cores_free = max(0.5, cpu.cores - cpu.other_cores)
+        cores_step_s = (trainer_cpu_s + input_cpu_s * batch_size) / cores_free
+        if step_s:
+            cores_step_s = min(cores_step_s, step_s)
+        if cores_step_s > keras_step_s:
+            keras_step_s, limited_by = cores_step_s, "the cores, shared by the step and the input"
     return {
         "input_s_per_batch": input_step_s,
         "no_wait_step_s": no_wait_step_s,
+        "cores_step_s": cores_step_s,
         "keras_step_s": keras_step_s,
         "speedup": keras_step_s / no_wait_step_s,
-        "limited_by": "input" if input_step_s > no_wait_step_s else "model and loop",
+        "limited_by": limited_by,
     }
 
 
@@ -697,7 +714,7 @@ def analyse_run(record: RunRecord) -> Analysis:
         wait_fraction = total_wait_s / total_step_s
     predicted_step_s = max(compute_s, model_step_s) + handover_s
     predicted_speedup = max(1.0, step_s / predicted_step_s) if predicted_step_s > 0 else None
-    overlap = overlapped_producer(record, predicted_step_s, batch_size, input_alone)
+    overlap = overlapped_producer(record, predicted_step_s, batch_size, input_alone, cpu, step_s)
     if overlap is not None and predicted_speedup is not None:
         predicted_speedup = min(predicted_speedup, overlap["speedup"])
     wait_cap = WAIT_CAP_MARGIN / (1.0 - wait_fraction) if wait_fraction < 0.999 else None
