@@ -28,9 +28,9 @@ step's end to the last synced step's end is kept (if it holds at least half the 
 asynchronous dispatch that is the window whose sums are exact.
 
 **Verdict** (XProf's vocabulary and thresholds, over the steady state):
-``input_wait_fraction = sum(wait_s) / sum(step_s)``, the waits including what the trainer's work
-right after each wait takes beyond its back-to-back time (:func:`after_wait_slowdown_s`); at least 20% -> ``input-bound``;
-5-20% -> ``partly-input-bound``; below 5% -> ``compute-bound``, or ``overhead-bound`` when
+``input_wait_fraction = sum(wait_s) / sum(step_s)``, the waits including what the trainer's
+work right after each wait takes beyond its back-to-back time (:func:`after_wait_slowdown_s`);
+at least 20% -> ``input-bound``; 5-20% -> ``partly-input-bound``; below 5% -> ``compute-bound``, or ``overhead-bound`` when
 the measurements show that host work, not the device, fills the step (see
 :func:`overhead_signals`). ``unknown`` when the record holds no usable step.
 
@@ -179,8 +179,8 @@ class Prediction:
     trainer (``shared_cores`` holds the numbers: cores, taken by others, the trainer's and the
     input's CPU seconds per sample and where each came from). ``overlapped_producer``: when a
     tf.data thread makes the batches alongside the step, the step Keras really runs and the
-    speedup that follows (:func:`overlapped_producer`), which ``if_input_free`` never exceeds. ``unmeasured``: the figures the
-    prediction had to do without, each in words with what that costs; ``confidence``
+    speedup that follows (:func:`overlapped_producer`), which ``if_input_free`` never
+    exceeds. ``unmeasured``: the figures the prediction had to do without, each in words with what that costs; ``confidence``
     ("high", "medium", "low") falls with each.
     """
 
