@@ -30,9 +30,9 @@ asynchronous dispatch that is the window whose sums are exact.
 **Verdict** (XProf's vocabulary and thresholds, over the steady state):
 ``input_wait_fraction = sum(wait_s) / sum(step_s)``, the waits including what the trainer's
 work right after each wait takes beyond its back-to-back time (:func:`after_wait_slowdown_s`);
-at least 20% -> ``input-bound``; 5-20% -> ``partly-input-bound``; below 5% -> ``compute-bound``, or ``overhead-bound`` when
-the measurements show that host work, not the device, fills the step (see
-:func:`overhead_signals`). ``unknown`` when the record holds no usable step.
+at least 20% -> ``input-bound``; 5-20% -> ``partly-input-bound``; below 5% ->
+``compute-bound``, or ``overhead-bound`` when the measurements show that host work, not the
+device, fills the step (see :func:`overhead_signals`). ``unknown`` when the record holds no usable step.
 
 **Predicted speedup** if the input were no longer the bottleneck. A step takes about
 ``max(model, input) + exposed overhead``; with the input hidden, what is left is the time the
