@@ -303,11 +303,14 @@ def measure_wild(backend: str, script: str, plain_args: list[str], rounds: int,
     measured = statistics.median(plain) / statistics.median(fixed)
     finding_ids = [f["id"] for f in report["findings"]]
     predicted = report.get("predicted_speedup")
+    not_predicted = None
     if compare != "input":  # the twin applies a model fix: that finding's gain is the claim
         finding = next((f for f in report["findings"] if f["id"] == compare), {})
         predicted = finding.get("expected_gain")
+        not_predicted = (finding.get("evidence") or {}).get("expected_gain_not_predicted")
     error = None if predicted is None else predicted / measured - 1.0
     return {
+        "not_predicted_why": not_predicted,
         "backend": backend, "case": f"wild:{script}", "verdict": report.get("verdict"),
         "input_wait_fraction": report.get("input_wait_fraction"),
         "predicted_speedup": predicted,
@@ -330,6 +333,8 @@ def main() -> int:
     parser.add_argument("--out", default=str(RESULTS / "doctor_accuracy.json"))
     parser.add_argument("--wild", action="store_true",
                         help="also the wild corpus (tests/scripts/doctor_wild), one table")
+    parser.add_argument("--wild-cases", default=",".join(WILD_CASES),
+                        help="with --wild: these corpus scripts only (comma-separated)")
     parser.add_argument("--quick", action="store_true",
                         help="short runs, one round: to see the benchmark works, not to quote")
     parser.add_argument("--keep-reports", metavar="DIR",
@@ -371,7 +376,9 @@ def main() -> int:
                 flush=True,
             )
     backends = [b for b in args.backends.split(",") if b]
-    for script, (script_backends, plain_args, verdicts) in (WILD_CASES.items() if args.wild else ()):
+    wild = [c for c in args.wild_cases.split(",") if c] if args.wild else []
+    for script in wild:
+        script_backends, plain_args, verdicts = WILD_CASES[script]
         for backend in [b for b in backends if b in script_backends]:
             started = time.perf_counter()
             try:

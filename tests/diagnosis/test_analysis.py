@@ -65,10 +65,13 @@ def test_input_free_window_sets_the_prediction_over_the_steps_after_waits():
         samples_per_s=32 / 0.0003, seconds=0.06, batches=200, detail={"s_per_step": 0.0003}
     )
     diagnosis = analyse(record)
-    # the window says x69, but removing a 96% wait cannot give more than 1.3/(1 - 0.96)
-    wait = diagnosis.input_wait_fraction
-    assert diagnosis.predicted_speedup == pytest.approx(min(0.0208 / 0.0003, 1.3 / (1 - wait)))
-    assert diagnosis.prediction.capped
+    # the window says x69; the 0.5 ms the steps after a wait take beyond it are the input's
+    # cost too, counted in the wait (20.5 of 20.8 ms), so the cap 1.3/(1 - wait) allows it
+    assert diagnosis.after_wait_s == pytest.approx(0.0005)
+    assert diagnosis.input_wait_fraction == pytest.approx(0.0205 / 0.0208)
+    assert diagnosis.predicted_speedup == pytest.approx(0.0208 / 0.0003)
+    assert not diagnosis.prediction.capped
+    assert "slower right after each wait" in diagnosis.verdict_reason
     assert diagnosis.bound.no_wait_throughput == pytest.approx(32 / 0.0003)
     # ... and the model alone still bounds it from below
     record.probes["input_free"].detail["s_per_step"] = 0.00001
@@ -463,3 +466,32 @@ def test_a_main_thread_generator_costs_the_cores_what_the_run_paid_for_it(run_pu
     assert shared["input_cpu_source"] == source
     expected_ms = min(run_pull_s, 0.03) / 64 * 1e3
     assert shared["input_cpu_ms_per_sample"] == pytest.approx(expected_ms, abs=1e-4)
+
+
+def test_the_slowdown_after_waits_counts_only_where_there_is_a_wait_and_a_window():
+    window = ProbeResult(samples_per_s=32 / 0.0003, seconds=0.06, batches=200,
+                         detail={"s_per_step": 0.0003})
+    # no window: the steps less their waits stand, nothing is moved into the wait
+    record = make_record(wait_s=0.020, step_s=0.0208, batch_size=32)
+    assert analyse(record).after_wait_s == 0.0
+    assert analyse(record).input_wait_fraction == pytest.approx(0.020 / 0.0208)
+    # a run that waits little (6%, partly input-bound): its 9.4 ms not waiting less a 7 ms
+    # window (load that changed) is not the input's, and the verdict stays
+    quiet = make_record(wait_s=0.0006, step_s=0.010, batch_size=32)
+    quiet.probes["input_free"] = ProbeResult(samples_per_s=32 / 0.007, seconds=0.2, batches=20,
+                                             detail={"s_per_step": 0.007})
+    assert analyse(quiet).after_wait_s == 0.0
+    assert analyse(quiet).input_wait_fraction == pytest.approx(0.06)
+    assert analyse(quiet).verdict == "partly-input-bound"
+    # never more than the timed wait itself: 5 of 10 ms waited, 5 ms not waiting
+    half = make_record(wait_s=0.005, step_s=0.010, batch_size=32)
+    half.probes["input_free"] = ProbeResult(samples_per_s=32 / 0.001, seconds=0.2, batches=20,
+                                            detail={"s_per_step": 0.001})
+    assert analyse(half).after_wait_s == pytest.approx(0.004)  # 5 ms less a 1 ms window
+    fifth = make_record(wait_s=0.002, step_s=0.010, batch_size=32)  # 8 ms not waiting
+    fifth.probes["input_free"] = half.probes["input_free"]
+    assert analyse(fifth).after_wait_s == pytest.approx(0.002)  # 7 ms, bounded by the 2 ms wait
+    # with both, the prediction and the cap 1.3 / (1 - wait) agree
+    record.probes["input_free"] = window
+    diagnosis = analyse(record)
+    assert diagnosis.predicted_speedup <= 1.3 / (1 - diagnosis.input_wait_fraction)

@@ -28,10 +28,11 @@ step's end to the last synced step's end is kept (if it holds at least half the 
 asynchronous dispatch that is the window whose sums are exact.
 
 **Verdict** (XProf's vocabulary and thresholds, over the steady state):
-``input_wait_fraction = sum(wait_s) / sum(step_s)``; at least 20% -> ``input-bound``;
-5-20% -> ``partly-input-bound``; below 5% -> ``compute-bound``, or ``overhead-bound`` when
-the measurements show that host work, not the device, fills the step (see
-:func:`overhead_signals`). ``unknown`` when the record holds no usable step.
+``input_wait_fraction = sum(wait_s) / sum(step_s)``, the waits including what the trainer's
+work right after each wait takes beyond its back-to-back time (:func:`after_wait_slowdown_s`);
+at least 20% -> ``input-bound``; 5-20% -> ``partly-input-bound``; below 5% ->
+``compute-bound``, or ``overhead-bound`` when the measurements show that host work, not the
+device, fills the step (see :func:`overhead_signals`). ``unknown`` when the record holds no usable step.
 
 **Predicted speedup** if the input were no longer the bottleneck. A step takes about
 ``max(model, input) + exposed overhead``; with the input hidden, what is left is the time the
@@ -46,6 +47,10 @@ trainer spends not waiting, and never less than the model needs on its own::
     predicted_throughput = throughput * predicted_speedup
     # i.e. predicted_throughput = min(no-wait throughput, model_alone), less the handover
 
+When one tf.data thread makes the batches alongside the step (TensorFlow wrapping a PyDataset
+or generator), Keras overlaps the two, and the speedup is never above
+``max(no-wait step, input alone per batch) / no-wait step`` (:func:`overlapped_producer`).
+
 The input-free window (:mod:`stoke.diagnosis.measure.input_free`) times a few of the run's own
 steps fed a cached batch: everything ``fit`` does per step but the input, the quantity the
 prediction needs. Without it the no-wait step comes from the run's steps less their waits,
@@ -54,6 +59,11 @@ small models. Without the model-alone probe the no-wait estimate stands alone; o
 asynchronously (JAX, TensorFlow) the device may run during the wait, so the compute time of
 steps measured after a device sync (``StepSample.synced``) is used when it is longer. Working
 in step time also holds when batch sizes were not recorded.
+
+**A ready batch is not a wait.** On TensorFlow the doctor times its own eager pull and takes
+off the floor (a trivial pipeline's ready pull); the run's own pipeline may take longer to hand
+over a batch it has ready (Keras' array adapter: ~0.1 ms more), and that difference
+(:func:`pipeline_handover_s`, from the input-alone probe) comes off each timed wait too.
 
 **Unmeasurable wait.** Each step counts its timed wait where it was timed and the estimate
 where it was not (:attr:`~stoke.diagnosis.record.StepSample.wait_used_s`: TensorFlow pulling
@@ -69,6 +79,7 @@ lowers the prediction's confidence.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Sequence
@@ -166,8 +177,10 @@ class Prediction:
     ``WAIT_CAP_MARGIN / (1 - wait)`` (``capped`` says it was cut there). ``with_stoke_here``:
     what stoke's workers can reach on the cores this run may use, sharing them with the
     trainer (``shared_cores`` holds the numbers: cores, taken by others, the trainer's and the
-    input's CPU seconds per sample and where each came from). ``unmeasured``: the figures the
-    prediction had to do without, each in words with what that costs; ``confidence``
+    input's CPU seconds per sample and where each came from). ``overlapped_producer``: when a
+    tf.data thread makes the batches alongside the step, the step Keras really runs and the
+    speedup that follows (:func:`overlapped_producer`), which ``if_input_free`` never
+    exceeds. ``unmeasured``: the figures the prediction had to do without, each in words with what that costs; ``confidence``
     ("high", "medium", "low") falls with each.
     """
 
@@ -178,6 +191,7 @@ class Prediction:
     confidence: str
     unmeasured: tuple[str, ...] = ()
     shared_cores: dict[str, Any] = field(default_factory=dict)
+    overlapped_producer: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -209,6 +223,9 @@ class Analysis:
     # the input alone makes fewer than INPUT_LIMIT_FACTOR x the no-wait samples/s (None: the
     # input-alone probe did not run, so it is not known)
     input_is_limit: bool | None = None
+    # seconds a step, counted in the wait: the trainer's work right after a wait beyond its
+    # back-to-back time (after_wait_slowdown_s)
+    after_wait_s: float = 0.0
 
     @property
     def input_wait_pct(self) -> float | None:
@@ -370,6 +387,77 @@ def probes_disagree(no_wait_step_s: float, step_s: float, wait_fraction: float) 
     )
 
 
+def overlapped_producer(
+    record: RunRecord, no_wait_step_s: float, batch_size: float | None,
+    input_alone: float | None, cpu: CpuSummary | None = None, step_s: float | None = None,
+) -> dict[str, Any] | None:
+    """The step Keras really runs when one tf.data thread makes the batches alongside it
+    (TensorFlow's ``from_generator`` around a PyDataset or generator: ``input.producer ==
+    "tf.data-thread"``, off the trainer's thread), and the speedup of making the input free.
+
+    Keras pulls inside its compiled step: while the step runs (outside the GIL), the thread
+    makes the next batch, so a step takes ``max(no-wait step, the input alone per batch)``
+    and freeing the input wins ``that / no-wait step``. The doctor's own eager pull returns
+    to Python after each batch and must take the GIL back from that thread: it times a wait
+    Keras' in-graph pull does not pay (the tutorial Sequence on TensorFlow: 34% "wait" and
+    x1.88 predicted, x1.00 measured on its fixed twin). The two overlap only as far as the
+    cores allow: when the trainer's CPU per step (the input-free window's) and the input's
+    (the input-alone probe's) are measured, the step is also at least their sum over the
+    cores other processes leave (``cpu``), and never more than the run's own ``step_s`` on
+    that account (it already ran them on these cores). None when another producer makes the
+    batches or the input alone was not measured."""
+    inputs = record.input
+    if (inputs.producer != "tf.data-thread" or inputs.main_thread is not False
+            or not input_alone or not batch_size or no_wait_step_s <= 0):
+        return None
+    input_step_s = batch_size / input_alone
+    keras_step_s = max(no_wait_step_s, input_step_s)
+    limited_by = "input" if input_step_s > no_wait_step_s else "model and loop"
+    free_probe, input_probe = record.probes.get("input_free"), record.probes.get("input_alone")
+    trainer_cpu_s = as_number(free_probe.detail.get("cpu_s_per_step")) if free_probe else None
+    input_cpu_s = as_number(input_probe.detail.get("cpu_s_per_sample")) if input_probe else None
+    cores_step_s = None
+    if cpu is not None and trainer_cpu_s is not None and input_cpu_s is not None:
+        cores_free = max(0.5, cpu.cores - cpu.other_cores)
+        cores_step_s = (trainer_cpu_s + input_cpu_s * batch_size) / cores_free
+        if step_s:
+            cores_step_s = min(cores_step_s, step_s)
+        if cores_step_s > keras_step_s:
+            keras_step_s, limited_by = cores_step_s, "the cores, shared by the step and the input"
+    return {
+        "input_s_per_batch": input_step_s,
+        "no_wait_step_s": no_wait_step_s,
+        "cores_step_s": cores_step_s,
+        "keras_step_s": keras_step_s,
+        "speedup": keras_step_s / no_wait_step_s,
+        "limited_by": limited_by,
+    }
+
+
+def after_wait_slowdown_s(
+    kept: Sequence[StepSample], wait_fraction: float, input_free_s: float | None
+) -> float:
+    """Per step, how much longer the trainer's own work runs right after a wait than back to
+    back: the steps' mean time not waiting less the input-free window's step, which times the
+    same work fed a ready batch (the mean, as the wait's share is a ratio of sums: the cap
+    1.3/(1 - wait) then never cuts the window's prediction). After a wait the trainer
+    starts cold: its caches were used by the input code or other processes, the runtime's
+    worker threads went to sleep and must be woken, on a busy machine its core was given away.
+    That cost is the input's (a free input leaves none), though it lands inside the step, not
+    in the timed ``next()``: measured on JAX, a 20 ms generator before a 0.14 ms model: 2.9 ms
+    a step not waiting against 0.6 ms back to back (a loaded 2-core machine); 0.43 against
+    0.21 ms quiet, where the fixed twin ran x99.8 against the x62.8 the timed wait allowed.
+    Only for a run the timed wait alone makes input-bound (at least 20%): on a run that waits
+    little, a window timed at a quieter moment than the steps would turn load into "wait"
+    and the verdict with it; and never more than the mean timed wait itself (a cold start
+    costs less than the idle time behind it). 0.0 otherwise, or when the window did not run."""
+    if not input_free_s or wait_fraction < INPUT_BOUND_WAIT_FRACTION or not kept:
+        return 0.0
+    mean_wait_s = statistics.fmean(min(s.wait_used_s, s.step_s) for s in kept)
+    mean_not_waiting_s = statistics.fmean(_compute_s(s) for s in kept)
+    return min(mean_wait_s, max(0.0, mean_not_waiting_s - input_free_s))
+
+
 def handover_s_per_step(record: RunRecord, wait_s_per_step: float) -> float:
     """The part of each step's wait that is not the user's input code: Keras taking in a batch
     the input has made (converting it to tensors, copying it to the device). A fixed or faster
@@ -512,9 +600,36 @@ def in_memory_input(record: RunRecord) -> bool:
 # -- internals -------------------------------------------------------------------------------
 
 
+def pipeline_handover_s(record: RunRecord) -> float:
+    """Seconds of each timed TensorFlow wait that are the pipeline handing over a batch it
+    had ready, not waiting: the run's own pipeline's ready pull (the input-alone probe's
+    ``detail["ready_pull_s"]``, :mod:`stoke.diagnosis.measure.tf_pulls`) less the floor the
+    recorder already took off each wait (``input.tf_pull_floor_s``, a trivial pipeline's).
+    Keras' array adapter pipeline hands a ready batch over ~0.1 ms slower than the floor: on
+    a 1 ms step, 10% "wait" that no input fix removes. 0.0 when either is not measured, or
+    the waits were not timed by the doctor's eager pull."""
+    floor = as_number(record.input.tf_pull_floor_s)
+    probe = record.probes.get("input_alone")
+    ready = as_number(probe.detail.get("ready_pull_s")) if probe is not None else None
+    if floor is None or ready is None or record.input.wait_method != "timed-next-outside-graph":
+        return 0.0
+    return max(0.0, ready - floor)
+
+
+def _less_handover(steps: Sequence[StepSample], handover_s: float) -> list[StepSample]:
+    """The steps with ``handover_s`` taken off each timed wait (not below zero)."""
+    if handover_s <= 0:
+        return list(steps)
+    return [
+        dataclasses.replace(s, wait_s=max(0.0, s.wait_s - handover_s)) if s.wait_timed else s
+        for s in steps
+    ]
+
+
 def analyse_run(record: RunRecord) -> Analysis:
     """The numbers of one run (see the module docstring): pure, no findings."""
-    kept, steady = steady_steps(record.steps)
+    handover_in_pull_s = pipeline_handover_s(record)
+    kept, steady = steady_steps(_less_handover(record.steps, handover_in_pull_s))
     window = _window_samples(record.system, steady)
     cpu = summarise_cpu(record, window)
     gpus = summarise_gpus(window)
@@ -590,8 +705,18 @@ def analyse_run(record: RunRecord) -> Analysis:
     # alone reuse a batch already taken in): free input still has to be handed over
     handover_s = handover_s_per_step(record, total_wait_s / len(kept)) if (
         wait_source == "measured") else 0.0
+    # the trainer's own work right after each wait, beyond what it takes back to back: the
+    # input's cost too (it leaves with the wait), so counted as waiting
+    after_wait_s = after_wait_slowdown_s(kept, wait_fraction, input_free_s) if (
+        wait_source == "measured") else 0.0
+    if after_wait_s > 0:
+        total_wait_s = min(total_step_s, total_wait_s + after_wait_s * len(kept))
+        wait_fraction = total_wait_s / total_step_s
     predicted_step_s = max(compute_s, model_step_s) + handover_s
     predicted_speedup = max(1.0, step_s / predicted_step_s) if predicted_step_s > 0 else None
+    overlap = overlapped_producer(record, predicted_step_s, batch_size, input_alone, cpu, step_s)
+    if overlap is not None and predicted_speedup is not None:
+        predicted_speedup = min(predicted_speedup, overlap["speedup"])
     wait_cap = WAIT_CAP_MARGIN / (1.0 - wait_fraction) if wait_fraction < 0.999 else None
     capped = bool(predicted_speedup and wait_cap and predicted_speedup > wait_cap)
     if capped:
@@ -616,7 +741,7 @@ def analyse_run(record: RunRecord) -> Analysis:
     prediction = _prediction(
         record, cpu, wait_fraction, wait_source, throughput, predicted_throughput,
         predicted_speedup, wait_cap, capped, batch_size, input_alone, model_alone,
-        disagreement,
+        disagreement, overlap,
     )
 
     signals = overhead_signals(record, throughput, step_s, gpus)
@@ -630,6 +755,16 @@ def analyse_run(record: RunRecord) -> Analysis:
         )
         verdict = "overhead-bound"
         reason = f"the trainer spends {wait_fraction:.0%} of each step taking in its batch"
+    if after_wait_s > 0:
+        reason += (
+            f" (with {after_wait_s * 1e3:.2f} ms a step the trainer's own work runs slower right "
+            "after each wait than back to back: the input's cost, inside the step)"
+        )
+    if handover_in_pull_s > 0 and wait_source == "measured":
+        reason += (
+            f" (not counted as waiting: the {handover_in_pull_s * 1e3:.2f} ms a step this "
+            "pipeline takes to hand over a batch it has ready)"
+        )
     if wait_source == "probes":
         reason += " (estimated from the probes: this input's wait cannot be timed directly)"
     elif wait_source == "model-alone-estimate":
@@ -680,6 +815,7 @@ def analyse_run(record: RunRecord) -> Analysis:
         overhead_signals=signals,
         prediction=prediction,
         input_is_limit=input_is_limit,
+        after_wait_s=after_wait_s,
     )
 
 
@@ -713,6 +849,7 @@ def _prediction(
     input_alone: float | None,
     model_alone: float | None,
     disagreement: str | None = None,
+    overlap: dict[str, Any] | None = None,
 ) -> Prediction:
     """One prediction (see :class:`Prediction`): the headline's bound, and stoke on these
     cores from the trainer's and the input's measured CPU per sample. ``disagreement``: the
@@ -816,6 +953,7 @@ def _prediction(
         confidence=confidence,
         unmeasured=tuple(unmeasured),
         shared_cores=shared,
+        overlapped_producer=overlap or {},
     )
 
 

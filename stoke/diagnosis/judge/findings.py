@@ -63,6 +63,13 @@ SATURATED_BUSY_FRACTION = 0.8
 MEMORY_RESERVED_FRACTION = 0.9
 # multi-gpu-unused: a GPU below this kernel-active % is idle.
 IDLE_GPU_PCT = 5.0
+# Why host-op-in-model has no expected gain (its evidence and message say it).
+HOST_OP_GAIN_NOT_PREDICTED = (
+    "No gain is predicted: the gain is the compiled step's, and while the layer calls NumPy the "
+    "step cannot be compiled, so the doctor cannot time it (timing the host call alone would "
+    "leave out the eager dispatch of every other layer, most of what compiling wins); rewrite "
+    "the layer with keras.ops and run `stoke doctor` again to see the compiled step."
+)
 # input["producer"] values that mean one Python thread makes the batches, one at a time.
 _SERIAL_PYTHON_PRODUCERS = ("trainer-thread", "tf.data-thread")
 
@@ -495,11 +502,14 @@ def host_op_in_model(record: RunRecord, analysis: Analysis) -> Finding | None:
             "each step copies tensors from the device to Python and back, and the step cannot "
             "be compiled (it must run eagerly) while they do."
             + (f" Seen: {how}." if how else "")
+            + " " + HOST_OP_GAIN_NOT_PREDICTED
         ),
         fix=HOST_OP_FIX,
         evidence={"host_op_layers": layers, "verdict": analysis.verdict,
-                  "how_found": evidence_by_layer},
+                  "how_found": evidence_by_layer,
+                  "expected_gain_not_predicted": HOST_OP_GAIN_NOT_PREDICTED},
     )
+
 
 
 # What the backends raise when a layer hands a symbolic or traced tensor to NumPy (TensorFlow

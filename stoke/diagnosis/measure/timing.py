@@ -283,21 +283,13 @@ def _device_sync_function(backend: str, model):
 def tf_ready_pull_seconds(batch, pulls: int = 25) -> float:
     """What an eager ``next()`` on a ``tf.data`` iterator costs when a batch of this structure
     is already waiting in its buffer: the median of ``pulls`` pulls from an in-memory dataset
-    (the TensorFlow pull floor, taken off each measured wait)."""
+    (the TensorFlow pull floor, taken off each measured wait; see
+    :mod:`stoke.diagnosis.measure.tf_pulls`)."""
     import tensorflow as tf
 
-    dataset = tf.data.Dataset.from_tensors(batch).repeat().prefetch(4)
-    iterator = iter(dataset)
-    for _ in range(3):
-        next(iterator)
-    times = []
-    for _ in range(pulls):
-        time.sleep(0.0005)  # let the prefetch buffer refill: measure a ready pull
-        started = _perf_counter()
-        next(iterator)
-        times.append(_perf_counter() - started)
-    times.sort()
-    return times[len(times) // 2]
+    from stoke.diagnosis.measure.tf_pulls import ready_pull_seconds
+
+    return ready_pull_seconds(tf.data.Dataset.from_tensors(batch).repeat().prefetch(4), pulls)
 
 
 def untimed_cost_per_step_s(repeats: int = 2000) -> float:

@@ -1,0 +1,58 @@
+"""What taking a batch that is already made costs, on a ``tf.data`` pipeline (TensorFlow only).
+
+On TensorFlow the doctor pulls each batch eagerly and times it
+(:mod:`stoke.diagnosis.measure.timing`); a pull costs something even when the pipeline's buffer
+holds a batch ready: the eager dispatch, and the pipeline's own hand-over. Only the rest is
+waiting. Two pipelines are measured the same way, by :func:`ready_pull_seconds`:
+
+- the *floor* (``input["tf_pull_floor_s"]``, at the run's first step): a trivial in-memory
+  pipeline of the run's batch structure, ``from_tensors(batch).repeat().prefetch(4)``;
+- the *run's own pipeline* (the input-alone probe's ``detail["ready_pull_s"]``, mid-run): a
+  fresh iterator over the dataset the trainer iterates. Keras' array adapter pipeline
+  (a parallel ``map`` of ``gather`` over shuffled indices) hands a ready batch over
+  0.09-0.14 ms slower than the floor (measured on 2 loaded cores: 0.38-0.45 ms against
+  0.26-0.36 ms), which the doctor counted as waiting: in-memory arrays came out 10-13%
+  "partly input-bound" (issue 14). The analysis takes the difference off each timed wait
+  (:func:`stoke.diagnosis.judge.analysis.pipeline_handover_s`).
+
+Owns nothing else: when each is measured belongs to the recorder and the probe.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+_perf_counter = time.perf_counter
+
+READY_PAUSE_S = 0.0005  # between pulls: the pipeline's buffer refills, the pull finds it ready
+WARMUP_PULLS = 3
+
+
+def ready_pull_seconds(dataset, pulls: int = 25, pause_s: float = READY_PAUSE_S) -> float:
+    """The median time of ``pulls`` eager ``next()`` calls on ``dataset`` (a ``tf.data.Dataset``),
+    each after a pause of ``pause_s`` that lets its buffers refill (give a slow pipeline
+    longer than it takes to make a batch): what taking a ready batch costs.
+    A finite dataset is iterated again when it ends (making the iterator is not timed);
+    ``StopIteration`` when it yields nothing at all."""
+    iterator = iter(dataset)
+    times: list[float] = []
+    fresh = True
+    warm = 0
+    while len(times) < pulls:
+        started = _perf_counter()
+        try:
+            next(iterator)
+        except StopIteration:
+            if fresh:
+                raise
+            iterator, fresh = iter(dataset), True
+            continue
+        took = _perf_counter() - started
+        fresh = False
+        if warm < WARMUP_PULLS:
+            warm += 1
+        else:
+            times.append(took)
+        time.sleep(pause_s)
+    return statistics.median(times)
