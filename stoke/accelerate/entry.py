@@ -113,7 +113,7 @@ def accelerate(data: Any, *args: Any, workers: int | str = "auto", executor: str
         raise TypeError(
             "accelerate needs a keras.utils.PyDataset/Sequence (or any object with len() and "
             "__getitem__(batch_index)), a generator function or a generator. "
-            f"Received: {type(data).__name__}."
+            f"Received: {type(data).__name__}.{_hint_for_other_loader(data)}"
         )
     if steps_per_epoch is not None:
         raise TypeError(
@@ -125,3 +125,15 @@ def accelerate(data: Any, *args: Any, workers: int | str = "auto", executor: str
     return keras_face_if_imported(AcceleratedSequence(
         data, workers=workers, executor=executor, shuffle=shuffle, seed=seed, options=options,
         keep_float64=keep_float64))
+
+
+def _hint_for_other_loader(data: Any) -> str:
+    """What to write instead when ``data`` is another library's loader (users try these)."""
+    module = type(data).__module__
+    if module.startswith("torch.") and hasattr(data, "dataset"):
+        return (" A torch DataLoader batches in its own workers; give stoke its dataset: "
+                "stoke.from_sequence(loader.dataset).batch(loader.batch_size).to_keras().")
+    if module.startswith("tensorflow."):
+        return (" A tf.data.Dataset runs its own parallel pipeline: give it to fit as it is "
+                "(`stoke doctor` says whether it keeps up).")
+    return ""

@@ -38,6 +38,7 @@ from stoke.data.structure import (
     TreeDef,
     flatten,
     leaf_paths,
+    structure_mismatch,
     to_leaf_arrays,
     unflatten,
 )
@@ -247,10 +248,7 @@ def fill_padded_slot(program: SampleProgram, task, layout: BatchLayout,
             continue
         treedef, leaves = flatten(sample)
         if treedef != info.treedef:
-            raise LayoutError(
-                f"sample {index} has a different structure than sample {layout.first_index}; "
-                "every sample must have the same structure (same tuple length / dict keys)."
-            )
+            raise structure_mismatch(index, treedef, layout.first_index, info.treedef)
         if all(type(leaf) is np.ndarray and leaf.dtype == dtype
                for leaf, dtype in zip(leaves, dtypes)):
             arrays, cast = leaves, ()  # already arrays of the layout's dtypes: no conversion

@@ -196,11 +196,7 @@ def check_fits(layout: BatchLayout, arrays: list[np.ndarray], treedef: TreeDef, 
     """Raise :class:`LayoutError` naming the sample and both shapes when it does not fit."""
     first_index = layout.first_index
     if treedef != layout.treedef:
-        raise LayoutError(
-            f"sample {index} has a different structure than sample {first_index}: "
-            f"{_describe_tree(treedef)} vs {_describe_tree(layout.treedef)}. "
-            "Every sample must have the same structure (same tuple length / dict keys)."
-        )
+        raise structure_mismatch(index, treedef, first_index, layout.treedef)
     for spec, array in zip(layout.leaves, arrays):
         if array.shape != spec.shape:
             raise LayoutError(
@@ -254,6 +250,58 @@ def _value_range(array: np.ndarray) -> str:
 
 def _wider(array: np.ndarray, spec: LeafSpec) -> str:
     return np.result_type(array.dtype, spec.numpy_dtype).name
+
+
+def structure_mismatch(index: int, treedef: TreeDef, first_index: int,
+                       first_treedef: TreeDef) -> LayoutError:
+    """The error for a sample whose structure differs from the first sample's: where they
+    first differ, both shapes there, and, when a Python list is involved (a list is a
+    structure, one field per item, as in torch's ``default_collate``), how to make it one
+    array (token ids as a Hugging Face dataset's rows give them)."""
+    path, mine, first = _first_difference(treedef, first_treedef)
+    message = (
+        f"sample {index} has a different structure than sample {first_index} at "
+        f"{path or 'the top'}: {_describe_node(mine)} vs {_describe_node(first)}. Every "
+        "sample must have the same structure (same tuple length / dict keys)."
+    )
+    if "list" in (mine[0], first[0]):
+        message += (
+            " A Python list is a structure (one field per item); a variable-length "
+            "sequence (token ids, e.g. a Hugging Face dataset's rows) must be one array: "
+            f"make it np.asarray(sample{path}) in a map before .padded_batch()."
+        )
+    return LayoutError(message)
+
+
+def _first_difference(mine: TreeDef, first: TreeDef, path: str = "") -> tuple[str, TreeDef, TreeDef]:
+    kind = mine[0]
+    if kind != first[0] or kind == "leaf":
+        return path, mine, first
+    if kind == "dict":
+        if mine[1] != first[1]:
+            return path, mine, first
+        children = [(f"{path}[{key!r}]", a, b) for key, a, b in zip(mine[1], mine[2], first[2])]
+    elif kind == "namedtuple":
+        if mine[1:3] != first[1:3]:
+            return path, mine, first
+        children = [(f"{path}.{name}", a, b) for name, a, b in zip(mine[2], mine[3], first[3])]
+    else:
+        if len(mine[1]) != len(first[1]):
+            return path, mine, first
+        children = [(f"{path}[{i}]", a, b) for i, (a, b) in enumerate(zip(mine[1], first[1]))]
+    for child_path, a, b in children:
+        if a != b:
+            return _first_difference(a, b, child_path)
+    return path, mine, first
+
+
+def _describe_node(treedef: TreeDef) -> str:
+    """A short description: a long list of arrays is "a list of 300 items", not 300 names."""
+    if treedef[0] in ("list", "tuple") and len(treedef[1]) > 4:
+        return f"a {treedef[0]} of {len(treedef[1])} items"
+    if treedef[0] == "list" and all(child == LEAF for child in treedef[1]):
+        return f"a list of {len(treedef[1])} items"
+    return _describe_tree(treedef)
 
 
 def _describe_tree(treedef: TreeDef) -> str:

@@ -116,6 +116,18 @@ def test_fit_on_an_accelerated_generator_continues_the_stream():
     assert len(history.history["loss"]) == 2
 
 
+@pytest.mark.xfail(strict=True, reason="open: an accelerated generator of unknown length "
+                   "raises StokeError at its end instead of ending the epoch (redteam report)")
+def test_fit_on_a_finite_generator_without_steps_trains_its_one_epoch():
+    """Keras 3 alone trains ``fit(finite_generator, epochs=1)`` to the generator's end (one
+    epoch of unknown length); accelerated, the same call must too, not fail after training
+    the batches (losing on_epoch_end: checkpoints, history)."""
+    with accelerate(counting, 22) as acc:
+        got, history, _ = _train(acc, epochs=1)
+    assert sum(got, []) == list(range(22))
+    assert len(history.history["loss"]) == 1
+
+
 def test_shim_routes_keras2_arguments_and_generators(capsys):
     shim.install(workers=2)
     try:

@@ -449,6 +449,15 @@ def test_accelerating_twice_is_the_same_object():
         assert accelerate(acc) is acc
 
 
+def test_another_librarys_loader_is_refused_with_what_to_write():
+    torch_data = pytest.importorskip("torch.utils.data")
+    import torch
+
+    loader = torch_data.DataLoader(torch_data.TensorDataset(torch.zeros(8, 2)), batch_size=4)
+    with pytest.raises(TypeError, match=r"stoke.from_sequence\(loader.dataset\)"):
+        accelerate(loader)
+
+
 def test_argument_errors_say_what_to_do():
     with pytest.raises(TypeError, match=r"len\(\) and __getitem__"):
         accelerate(42)

@@ -209,3 +209,18 @@ def test_lengths_of_a_large_source_come_from_worker_processes(monkeypatch):
     serial = text_pipe().shuffle(5).bucket_by_length(raw_length, BOUNDARIES, SIZES)
     assert [b["id"].tolist() for b in pipe.iter(executor="inline", copy=True)] == \
         [b["id"].tolist() for b in serial.iter(executor="inline", copy=True)]
+
+
+@pytest.mark.parametrize("batching", ["padded_batch", "batch"])
+def test_token_lists_of_different_lengths_name_the_field_and_the_fix(batching):
+    # rows as a Hugging Face dataset gives them (python lists of token ids): a list is a
+    # structure, so rows of other lengths differ in structure; the error must say where and
+    # what to write, whichever sample comes first
+    rows = [{"input_ids": list(range(1, 2 + i % 4)), "label": i % 3} for i in range(8)]
+    pipe = getattr(stoke.from_sequence(rows), batching)(4)
+    with pytest.raises(LayoutError) as caught:
+        list(pipe.iter(executor="inline"))
+    message = str(caught.value)
+    assert "['input_ids']" in message, message
+    assert "list of 2 items" in message and "list of 1 items" in message, message
+    assert "np.asarray" in message, message
