@@ -272,3 +272,17 @@ def test_remote_ranges_are_read_on_fsspecs_event_loop(folder):
         assert slow.cancelled()
         server.latency_s = 0.0
 
+
+def test_prefetch_reads_each_shards_span_of_a_chunk_with_one_request(folder):
+    """A chunk of whole shards (eager index): one request per shard, the samples then read
+    from it with no request of their own; indices already pending are not asked again."""
+    server = RangeServer(folder)
+    with server as url:
+        source = stoke.from_webdataset(url + "/shard-{000..002}.tar").source
+        len(source)  # the index
+        before = server.requests
+        source.prefetch(range(sum(SIZES)))
+        source.prefetch(range(SIZES[0]))  # pending: nothing more
+        ids = [int(source[i]["id"]) for i in range(sum(SIZES))]
+        assert ids == list(range(sum(SIZES)))
+        assert server.requests - before == len(SIZES)

@@ -316,20 +316,36 @@ class ShardedSource(PrefetchingSource, SkippingSource, DescribedSamples):
         if len(self._pending) > PREFETCH_PENDING_MAX:
             self._pending.clear()
         by_shard: dict[int, list[tuple[int, int, int]]] = {}
-        for index in indices:
-            index = int(index)
-            if index in self._pending:
-                continue
-            shard, _ = self.locate(index)
-            if not is_remote(self.paths[shard]):
-                continue
-            _, _, offset, length, _ = self.span(index)
-            by_shard.setdefault(shard, []).append((offset, offset + length, index))
+        for shard, start, end, index in self.remote_spans(indices):
+            by_shard.setdefault(shard, []).append((start, end, index))
         for shard, spans in by_shard.items():
             for start, end, keys in coalesce(spans, PREFETCH_MAX_GAP):
                 future = self.reader.submit(self.paths[shard], start, end)
                 for key in keys:
                     self._pending[key] = (future, start)
+
+    def remote_spans(self, indices: Sequence[int]) -> list[tuple[int, int, int, int]]:
+        """``(shard, start, end, index)`` of each of ``indices`` in a remote shard, not
+        pending yet. Eager: one vectorised lookup for the chunk, not one per sample (an index
+        out of range is left to ``source[index]`` to name)."""
+        if self.lazy:
+            spans = []
+            for index in (int(i) for i in indices):
+                shard, _ = self.locate(index)
+                if index not in self._pending and is_remote(self.paths[shard]):
+                    _, _, offset, length, _ = self.span(index)
+                    spans.append((shard, offset, offset + length, index))
+            return spans
+        self.ensure_index()
+        wanted = np.asarray(indices, np.int64).reshape(-1)
+        wanted = wanted[(wanted >= 0) & (wanted < len(self.offsets))]
+        shards = np.searchsorted(self.shard_starts, wanted, side="right") - 1
+        starts = self.offsets[wanted]
+        ends = starts + self.lengths[wanted]
+        remote = {int(s): is_remote(self.paths[int(s)]) for s in np.unique(shards)}
+        return [(shard, start, end, index) for shard, start, end, index in zip(
+            shards.tolist(), starts.tolist(), ends.tolist(), wanted.tolist())
+            if remote[shard] and index not in self._pending]
 
     def __getstate__(self) -> dict:
         if not self.lazy:
