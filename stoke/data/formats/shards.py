@@ -94,6 +94,7 @@ class ShardedSource(PrefetchingSource, SkippingSource, DescribedSamples):
     ``(shard << 32) | record`` keys (``index="lazy"``); see the module docstring."""
 
     format_name = "records"
+    factory = "stoke.from_<format>"  # the function users call to make it, for messages
 
     def __init__(self, paths: Sequence[str], *, on_error: str = "raise",
                  cycle_length: int = 16, block_records: int | None = None,
@@ -146,11 +147,7 @@ class ShardedSource(PrefetchingSource, SkippingSource, DescribedSamples):
     # -- eager index ----------------------------------------------------------------------
     def ensure_index(self) -> None:
         if self.lazy:
-            raise TypeError(
-                f"{self.describe()} is indexed lazily, shard by shard as it is read, so its "
-                "number of records is not known before an epoch has read them all. Give "
-                "index='eager' to index every shard first (len(), cache(), mix() and "
-                "bucket_by_length need it), or iterate without len().")
+            raise self.length_unknown()
         if self.offsets is not None:
             return
         with self._lock:
@@ -175,6 +172,18 @@ class ShardedSource(PrefetchingSource, SkippingSource, DescribedSamples):
             self.extras = [ix.extra for ix in indexes]
             self.offsets = (np.concatenate([ix.offsets for ix in indexes])
                             if indexes else np.zeros(0, np.int64))
+
+    def length_unknown(self) -> TypeError:
+        """What a lazily indexed source says when asked for its number of records (``len()``,
+        ``cache()``, ``stoke.mix``, ``bucket_by_length``): why not, and the call to write."""
+        why = ("index='lazy'" if len(self.paths) <= EAGER_MAX_SHARDS
+               else f"index='lazy', the default past {EAGER_MAX_SHARDS} shards")
+        return TypeError(
+            f"{self.format_name} of {len(self.paths)} shards is indexed lazily, shard by shard "
+            f"as it is read ({why}), so its number of records is not known before an epoch "
+            "has read them all; len(), cache(), stoke.mix and bucket_by_length need it. Index "
+            f"every shard first: {self.factory}(..., index='eager') (one pass over each "
+            "file's headers before the first batch), or iterate without them.")
 
     def count_skips(self, index: ShardIndex) -> None:
         for error in index.errors:
