@@ -40,6 +40,7 @@ READ_TIMEOUT_S = 3.0  # no byte for this long: not answering
 IO_THREADS = 16
 OPEN_FILES = 64
 
+RECENT_PATHS = 4096  # paths of a brace pattern kept per process once built
 _BRACE = re.compile(r"\{([^{}]*)\}")
 _RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
 
@@ -63,10 +64,13 @@ def local_path(path: str) -> str:
 class BracePaths(Sequence):
     """``shard-{000..099}.tar`` or ``{train,val}-{0..9}.rec`` as a sequence computed on
     demand: ``len()`` is the product of the alternatives, ``paths[i]`` is built from ``i``.
-    Numeric ranges keep the zero padding of the wider bound (``{000..099}``)."""
+    Numeric ranges keep the zero padding of the wider bound (``{000..099}``). The last
+    :data:`RECENT_PATHS` paths built are kept (a sample's path is asked for per sample: its
+    shard's ``__url__``), per process: a pickled pattern stays its pattern."""
 
     def __init__(self, pattern: str) -> None:
         self.pattern = pattern
+        self.recent: dict[int, str] = {}
         self.literals: list[str] = []
         self.choices: list[tuple] = []  # ("range", start, step, count, width) | ("list", items)
         position = 0
@@ -96,14 +100,27 @@ class BracePaths(Sequence):
     def __len__(self) -> int:
         return self.length
 
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "recent": {}}
+
     def __getitem__(self, index):  # type: ignore[override]
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(self.length))]
+        found = self.recent.get(index)
+        if found is not None:
+            return found
         index = int(index)
         if index < 0:
             index += self.length
         if not 0 <= index < self.length:
             raise IndexError(f"path {index} of {self.length} in {self.pattern!r}")
+        if len(self.recent) >= RECENT_PATHS:
+            self.recent.clear()
+        self.recent[index] = path = self.build(index)
+        return path
+
+    def build(self, index: int) -> str:
+        """Path ``index`` (``0 <= index < len(self)``), built from the pattern."""
         digits = []
         for size in reversed(self.sizes):
             index, digit = divmod(index, size)
