@@ -346,8 +346,10 @@ def main(argv: list[str] | None = None) -> int:
                "read_us_per_sample": read_us.get(name)}
         if name in medians and against in medians:
             row["ratio"] = medians[name] / medians[against]
+            read = (f"read {read_us[name]:.1f} us/sample" if name in read_us else
+                    "read cost not measured: one request at a time would time the latency")
             print(f"{name:<20} {medians[name]:>9,.0f} img/s  {row['ratio']:.2f}x {against}"
-                  f"  (read {read_us.get(name, float('nan')):.1f} us/sample)")
+                  f"  ({read})")
         rows.append(row)
     result = {"schema": SCHEMA, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "machine": common.machine_info(), "load_average": common.load_average(),

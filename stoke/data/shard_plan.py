@@ -139,6 +139,10 @@ class ShardSizes(Protocol):
     def index_ahead(self, shards: np.ndarray) -> None:
         """Start indexing ``shards`` in the background (they are read next)."""
 
+    def length_unknown(self) -> TypeError:
+        """The error of asking for the number of records before they are all indexed: it
+        says what to write instead."""
+
 
 @dataclass(frozen=True)
 class LazyShardOrder:
@@ -171,11 +175,7 @@ class LazyShardOrder:
         return host_files(host_index, host_count, self.shard_count)
 
     def host_length(self, host_index: int, host_count: int) -> int:
-        raise TypeError(
-            f"the number of records of this source ({self.shard_count} shards, indexed "
-            "lazily while it is read) is not known before an epoch has read them all. "
-            "Give index='eager' to index every shard first (len(), cache(), mix() and "
-            "bucket_by_length need it), or iterate without len().")
+        raise self.sizes.length_unknown()
 
     def counted_length(self, host_index: int, host_count: int) -> int:
         """Records of the host's shards, indexing the ones not indexed yet: cheap once an

@@ -27,6 +27,10 @@ def test_formats_benchmark_quick(tmp_path):
     assert by_name["tfrecord"]["compared_with"] == "memory-examples"
     assert by_name["tfrecord-http"]["ratio"] > 0
     assert result["first_batch_million_files_s"] > 0
+    # every compared row says its read cost, or that it was not measured (never "nan")
+    assert "nan" not in done.stdout
+    assert "read cost not measured" in next(
+        line for line in done.stdout.splitlines() if line.startswith("tfrecord-http "))
 
 
 def test_first_batch_benchmark_quick(tmp_path):

@@ -213,6 +213,10 @@ def test_brace_pattern_is_lazy():
     import pickle
 
     assert len(pickle.dumps(paths)) < 1000  # the pattern travels, never the list
+    built = [paths[i] for i in range(0, 1_000_000, 97)]  # kept once built, up to a bound
+    assert built[1] == "gs://b/shard-000097.tar" == paths[97]
+    assert len(pickle.dumps(paths)) < 1000  # ... and never travel
+    assert pickle.loads(pickle.dumps(paths))[-1] == "gs://b/shard-999999.tar"
 
 
 # -- any len/[i] object keeps the global permutation ------------------------------------------

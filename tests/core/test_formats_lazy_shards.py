@@ -126,11 +126,30 @@ def test_keys_address_shard_and_record(files):
         source[(4 << RECORD_BITS) | 11]
 
 
+def bucket_length(record) -> int:
+    return int(raw_id(record)) % 5  # length_fn gets the record, before the map
+
+
 def test_lazy_source_says_what_needs_eager(files):
-    pipe = stoke.from_tfrecord(files, index="lazy")
-    for needs_length in (lambda: pipe.cache(), lambda: stoke.mix([pipe, pipe])):
-        with pytest.raises(TypeError, match="index='eager'"):
-            needs_length()
+    """Whatever needs the number of records says why a lazy source has none yet and the
+    call to write instead; written so, each works."""
+    pipe = stoke.from_tfrecord(files, index="lazy").map(raw_id)
+    needs_length = {
+        "len": lambda p: len(p),
+        "cache": lambda p: p.cache(),
+        "mix": lambda p: stoke.mix([p, p], seed=0),
+        "bucket_by_length": lambda p: list(p.bucket_by_length(
+            bucket_length, boundaries=[2], batch_sizes=[4, 2]).iter(executor="inline")),
+    }
+    for name, needs in needs_length.items():
+        with pytest.raises(TypeError) as info:
+            needs(pipe)
+        message = str(info.value)
+        assert "TFRecord of 7 shards is indexed lazily" in message, name
+        assert "stoke.from_tfrecord(..., index='eager')" in message, name
+    eager = stoke.from_tfrecord(files, index="eager").map(raw_id)
+    for needs in needs_length.values():
+        needs(eager)
     with pytest.raises(ValueError, match='index must be "auto", "eager" or "lazy"'):
         stoke.from_tfrecord(files, index="later")
 

@@ -238,3 +238,51 @@ def test_tuned_ring_is_deeper_for_remote_reads_within_the_budget():
     assert "remote reads" in tuner.decisions[-1].why
     tuner = Tuner(("process",), 2, fixed_workers=2, memory_budget_bytes=9 * layout.slot_bytes)
     assert tuner.ring_size(layout, tasks_per_worker=5) == (9, 9)  # the budget caps it
+
+
+def _io_threads() -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name.startswith("stoke-io")]
+
+
+def test_remote_ranges_are_read_on_fsspecs_event_loop(folder):
+    """An asynchronous filesystem (HTTP): each range is a coroutine on fsspec's loop, no
+    thread of stoke's own per request; its bytes are the file's; a missing file is a
+    RecordError naming the URL; close() cancels what is still in flight."""
+    from stoke.data.formats.remote import ByteReader
+
+    data = (folder / "train-001.tfrecord").read_bytes()
+    server = RangeServer(folder)
+    with server as url:
+        reader = ByteReader()
+        try:
+            futures = [reader.submit(url + "/train-001.tfrecord", start, start + 100)
+                       for start in (0, 100, len(data) - 50)]
+            assert [f.result(timeout=60) for f in futures] == [
+                data[:100], data[100:200], data[-50:]]
+            assert _io_threads() == []
+            missing = reader.submit(url + "/nothere.tar", 0, 10)
+            with pytest.raises(stoke.RecordError, match="could not read .*/nothere.tar"):
+                missing.result(timeout=60)
+            server.latency_s = 5.0
+            slow = reader.submit(url + "/train-001.tfrecord", 0, 10)
+        finally:
+            reader.close()
+        assert slow.cancelled()
+        server.latency_s = 0.0
+
+
+def test_prefetch_reads_each_shards_span_of_a_chunk_with_one_request(folder):
+    """A chunk of whole shards (eager index): one request per shard, the samples then read
+    from it with no request of their own; indices already pending are not asked again."""
+    server = RangeServer(folder)
+    with server as url:
+        source = stoke.from_webdataset(url + "/shard-{000..002}.tar").source
+        len(source)  # the index
+        before = server.requests
+        source.prefetch(range(sum(SIZES)))
+        source.prefetch(range(SIZES[0]))  # pending: nothing more
+        ids = [int(source[i]["id"]) for i in range(sum(SIZES))]
+        assert ids == list(range(sum(SIZES)))
+        assert server.requests - before == len(SIZES)

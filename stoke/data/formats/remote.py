@@ -6,14 +6,19 @@ of paths: a list as given, a brace pattern (``shard-{000..099}.tar``, ``{train,v
 expanded *lazily* (path ``i`` is computed, never listed, so a million-shard pattern costs
 nothing to ship to workers), or a glob. :class:`ByteReader` reads byte ranges: ``os.pread``
 on cached descriptors for local files, fsspec (imported only here, and only for remote
-paths) for URLs, with a per-process thread pool so that the ranges of a whole chunk are in
-flight together and request latency overlaps. Network errors become
+paths) for URLs. The ranges of a whole chunk are in flight together, so that request latency
+overlaps: on fsspec's own event loop when the filesystem is asynchronous (HTTP, S3, GCS: each
+range one coroutine, no thread hop per request: 580 -> 360 us of client CPU per 140 KB
+range, measured against the tests' HTTP server on a loaded 2-core machine), else on a
+per-process thread pool.
+Network errors become
 :class:`~stoke.data.formats.base.RecordError` naming the URL; no request waits longer than
 ``connect_timeout_s`` to connect.
 """
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import os
 import re
@@ -36,6 +41,7 @@ READ_TIMEOUT_S = 3.0  # no byte for this long: not answering
 IO_THREADS = 16
 OPEN_FILES = 64
 
+RECENT_PATHS = 4096  # paths of a brace pattern kept per process once built
 _BRACE = re.compile(r"\{([^{}]*)\}")
 _RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
 
@@ -59,10 +65,13 @@ def local_path(path: str) -> str:
 class BracePaths(Sequence):
     """``shard-{000..099}.tar`` or ``{train,val}-{0..9}.rec`` as a sequence computed on
     demand: ``len()`` is the product of the alternatives, ``paths[i]`` is built from ``i``.
-    Numeric ranges keep the zero padding of the wider bound (``{000..099}``)."""
+    Numeric ranges keep the zero padding of the wider bound (``{000..099}``). The last
+    :data:`RECENT_PATHS` paths built are kept (a sample's path is asked for per sample: its
+    shard's ``__url__``), per process: a pickled pattern stays its pattern."""
 
     def __init__(self, pattern: str) -> None:
         self.pattern = pattern
+        self.recent: dict[int, str] = {}
         self.literals: list[str] = []
         self.choices: list[tuple] = []  # ("range", start, step, count, width) | ("list", items)
         position = 0
@@ -92,14 +101,27 @@ class BracePaths(Sequence):
     def __len__(self) -> int:
         return self.length
 
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "recent": {}}
+
     def __getitem__(self, index):  # type: ignore[override]
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(self.length))]
+        found = self.recent.get(index)
+        if found is not None:
+            return found
         index = int(index)
         if index < 0:
             index += self.length
         if not 0 <= index < self.length:
             raise IndexError(f"path {index} of {self.length} in {self.pattern!r}")
+        if len(self.recent) >= RECENT_PATHS:
+            self.recent.clear()
+        self.recent[index] = path = self.build(index)
+        return path
+
+    def build(self, index: int) -> str:
+        """Path ``index`` (``0 <= index < len(self)``), built from the pattern."""
         digits = []
         for size in reversed(self.sizes):
             index, digit = divmod(index, size)
@@ -277,7 +299,8 @@ class ByteReader:
     """Byte ranges of local files and URLs, per process; nothing open is pickled.
 
     ``read(path, start, end)`` reads one range now; ``submit`` starts one in the background
-    (a pool of ``IO_THREADS`` threads, for remote paths) and returns a future."""
+    and returns a future: a coroutine on fsspec's event loop for an asynchronous filesystem,
+    else a job for a pool of ``IO_THREADS`` threads."""
 
     def __init__(self, storage_options: dict | None = None) -> None:
         self.storage_options = dict(storage_options or {})
@@ -288,6 +311,7 @@ class ByteReader:
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._fs: dict[str, Any] = {}
+        self._in_flight: set[Future] = set()  # coroutines on fsspec's loop, cancelled at close
 
     def __getstate__(self) -> dict:
         return {"storage_options": self.storage_options}
@@ -307,6 +331,8 @@ class ByteReader:
             except OSError:
                 pass
         fds.clear()
+        for future in list(getattr(self, "_in_flight", ())):
+            future.cancel()
         pool = getattr(self, "_pool", None)
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -354,11 +380,35 @@ class ByteReader:
             raise unreachable(path, exc) from exc
 
     def submit(self, path: str, start: int, end: int) -> Future:
+        """Start reading bytes ``[start, end)`` of ``path``; the future's result is
+        :meth:`read`'s (or its :class:`~stoke.data.formats.base.RecordError`)."""
+        if is_remote(path):
+            fs = self.fs(path)
+            if fs.async_impl:
+                future = asyncio.run_coroutine_threadsafe(
+                    self._read_async(fs, path, start, end), fs.loop)
+                self._in_flight.add(future)
+                future.add_done_callback(self._in_flight.discard)
+                return future
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="stoke-io")
         return self._pool.submit(self.read, path, start, end)
+
+    @staticmethod
+    async def _read_async(fs, path: str, start: int, end: int) -> bytes:
+        """:meth:`read` of a URL as a coroutine on ``fs``'s event loop; its errors are said as
+        fsspec's ``sync`` says them (a timeout becomes ``FSTimeoutError``), with the URL."""
+        try:
+            try:
+                return await fs._cat_file(path, start=start, end=end)
+            except asyncio.TimeoutError as exc:
+                from fsspec.exceptions import FSTimeoutError
+
+                raise FSTimeoutError from exc
+        except Exception as exc:  # noqa: BLE001 - said with the URL
+            raise unreachable(path, exc) from exc
 
     def open(self, path: str, block_size: int = 8 << 20):
         """A file object for a sequential pass (indexing)."""

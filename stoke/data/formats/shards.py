@@ -94,6 +94,7 @@ class ShardedSource(PrefetchingSource, SkippingSource, DescribedSamples):
     ``(shard << 32) | record`` keys (``index="lazy"``); see the module docstring."""
 
     format_name = "records"
+    factory = "stoke.from_<format>"  # the function users call to make it, for messages
 
     def __init__(self, paths: Sequence[str], *, on_error: str = "raise",
                  cycle_length: int = 16, block_records: int | None = None,
@@ -146,11 +147,7 @@ class ShardedSource(PrefetchingSource, SkippingSource, DescribedSamples):
     # -- eager index ----------------------------------------------------------------------
     def ensure_index(self) -> None:
         if self.lazy:
-            raise TypeError(
-                f"{self.describe()} is indexed lazily, shard by shard as it is read, so its "
-                "number of records is not known before an epoch has read them all. Give "
-                "index='eager' to index every shard first (len(), cache(), mix() and "
-                "bucket_by_length need it), or iterate without len().")
+            raise self.length_unknown()
         if self.offsets is not None:
             return
         with self._lock:
@@ -175,6 +172,18 @@ class ShardedSource(PrefetchingSource, SkippingSource, DescribedSamples):
             self.extras = [ix.extra for ix in indexes]
             self.offsets = (np.concatenate([ix.offsets for ix in indexes])
                             if indexes else np.zeros(0, np.int64))
+
+    def length_unknown(self) -> TypeError:
+        """What a lazily indexed source says when asked for its number of records (``len()``,
+        ``cache()``, ``stoke.mix``, ``bucket_by_length``): why not, and the call to write."""
+        why = ("index='lazy'" if len(self.paths) <= EAGER_MAX_SHARDS
+               else f"index='lazy', the default past {EAGER_MAX_SHARDS} shards")
+        return TypeError(
+            f"{self.format_name} of {len(self.paths)} shards is indexed lazily, shard by shard "
+            f"as it is read ({why}), so its number of records is not known before an epoch "
+            "has read them all; len(), cache(), stoke.mix and bucket_by_length need it. Index "
+            f"every shard first: {self.factory}(..., index='eager') (one pass over each "
+            "file's headers before the first batch), or iterate without them.")
 
     def count_skips(self, index: ShardIndex) -> None:
         for error in index.errors:
@@ -316,20 +325,36 @@ class ShardedSource(PrefetchingSource, SkippingSource, DescribedSamples):
         if len(self._pending) > PREFETCH_PENDING_MAX:
             self._pending.clear()
         by_shard: dict[int, list[tuple[int, int, int]]] = {}
-        for index in indices:
-            index = int(index)
-            if index in self._pending:
-                continue
-            shard, _ = self.locate(index)
-            if not is_remote(self.paths[shard]):
-                continue
-            _, _, offset, length, _ = self.span(index)
-            by_shard.setdefault(shard, []).append((offset, offset + length, index))
+        for shard, start, end, index in self.remote_spans(indices):
+            by_shard.setdefault(shard, []).append((start, end, index))
         for shard, spans in by_shard.items():
             for start, end, keys in coalesce(spans, PREFETCH_MAX_GAP):
                 future = self.reader.submit(self.paths[shard], start, end)
                 for key in keys:
                     self._pending[key] = (future, start)
+
+    def remote_spans(self, indices: Sequence[int]) -> list[tuple[int, int, int, int]]:
+        """``(shard, start, end, index)`` of each of ``indices`` in a remote shard, not
+        pending yet. Eager: one vectorised lookup for the chunk, not one per sample (an index
+        out of range is left to ``source[index]`` to name)."""
+        if self.lazy:
+            spans = []
+            for index in (int(i) for i in indices):
+                shard, _ = self.locate(index)
+                if index not in self._pending and is_remote(self.paths[shard]):
+                    _, _, offset, length, _ = self.span(index)
+                    spans.append((shard, offset, offset + length, index))
+            return spans
+        self.ensure_index()
+        wanted = np.asarray(indices, np.int64).reshape(-1)
+        wanted = wanted[(wanted >= 0) & (wanted < len(self.offsets))]
+        shards = np.searchsorted(self.shard_starts, wanted, side="right") - 1
+        starts = self.offsets[wanted]
+        ends = starts + self.lengths[wanted]
+        remote = {int(s): is_remote(self.paths[int(s)]) for s in np.unique(shards)}
+        return [(shard, start, end, index) for shard, start, end, index in zip(
+            shards.tolist(), starts.tolist(), ends.tolist(), wanted.tolist())
+            if remote[shard] and index not in self._pending]
 
     def __getstate__(self) -> dict:
         if not self.lazy:

@@ -47,6 +47,7 @@ class TFRecordSource(ShardedSource):
     """The records of TFRecord shards; sample ``i`` is the bytes of record ``i``."""
 
     format_name = "TFRecord"
+    factory = "stoke.from_tfrecord"
 
     def index_shard(self, shard: int, path: str) -> ShardIndex:
         offsets: list[int] = []

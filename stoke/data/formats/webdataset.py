@@ -28,6 +28,7 @@ class WebDatasetSource(ShardedSource):
     """Samples of WebDataset tar shards; sample ``i`` is ``{ext: bytes, "__key__": key}``."""
 
     format_name = "WebDataset"
+    factory = "stoke.from_webdataset"
 
     def index_shard(self, shard: int, path: str) -> ShardIndex:
         offsets: list[int] = []
