@@ -16,11 +16,23 @@ from typing import Any
 
 
 def copy_jax_state(state: Any) -> Any:
-    """A copy of a JAX training state (every array copied on its device)."""
+    """A copy of a JAX training state (every array copied on its device, with its sharding).
+
+    ``jax.device_put(..., may_alias=False)`` copies buffers without compiling anything;
+    ``jnp.array(a, copy=True)`` compiled one ``jit(copy)`` per shape and dtype (measured:
+    0.4 s of a short CPU run's 7 s under the doctor)."""
     import jax
     import jax.numpy as jnp
 
-    return jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), state)
+    def copy(leaf):
+        if isinstance(leaf, jax.Array):
+            try:
+                return jax.device_put(leaf, leaf.sharding, may_alias=False)
+            except Exception:  # an older JAX without may_alias
+                pass
+        return jnp.array(leaf, copy=True)
+
+    return jax.tree_util.tree_map(copy, state)
 
 
 def snapshot_variables(model) -> Callable[[], None]:

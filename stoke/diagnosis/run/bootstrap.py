@@ -152,6 +152,19 @@ def conversion_record(conversion) -> dict:
             for key, value in data.items()}
 
 
+def _seconds_since_process_start() -> float | None:
+    """Wall time since this process started (the interpreter's start and the doctor's imports
+    before the script runs); None when the system does not say."""
+    import time
+
+    try:
+        import psutil
+
+        return max(0.0, time.time() - psutil.Process().create_time())
+    except Exception:
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     kind, target, args = _parse_target(argv)
@@ -161,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     record_path = os.environ.get(RECORD_ENV)
     options = DoctorOptions.from_json(os.environ.get(OPTIONS_ENV, ""))
     recorder = Recorder(options, argv=[target, *args], script=target if kind != "code" else "-c")
+    recorder.record.overhead["bootstrap_s"] = _seconds_since_process_start()
     _exit_with_parent()
     recorder.start()
     activate(recorder)
