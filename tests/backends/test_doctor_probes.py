@@ -107,6 +107,42 @@ def test_generator_wait_is_the_time_spent_making_batches():
     assert record.meta.measured_from == "fit"
 
 
+class CountingCallback(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.batches_ended = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches_ended += 1
+
+
+def test_a_short_fit_of_known_length_gets_probes_scaled_to_it_out_of_sight():
+    # 2 epochs x 10 steps: the fit's length is known from its first step, so the probes get
+    # a share of its expected run (at least 1 s), not the 60 s floor of a run of unknown length
+    model = tiny_model()
+    counter = CountingCallback()
+    with session.doctor(probe_after_steps=12, sample_system=False) as d:
+        history = model.fit(slow_batches(0.005), steps_per_epoch=10, epochs=2, verbose=0,
+                            callbacks=[counter])
+    record = d.record
+    overhead = record.overhead
+    assert overhead.expected_run_s is not None and overhead.expected_run_s > 0
+    assert 1.0 <= overhead.probe_budget_s < 60.0
+    assert overhead.probes_s > 0
+    ran_or_noted = set(record.probes) | set(record.meta.probe_notes or {})
+    assert ran_or_noted == {"input_free", "model_alone", "input_alone"}
+    assert set(overhead.probe_s_each) <= ran_or_noted
+    assert overhead.bootstrap_s is None  # a session in this process: no bootstrap
+    assert overhead.facts_s is not None and overhead.finish_s is not None
+    # no probe step reached the user's callbacks or history
+    assert counter.batches_ended == 20
+    assert len(history.history["loss"]) == 2
+    assert len(record.steps) == 20
+    text = terminal_text(analyse(record), width=200)
+    assert f"probes {overhead.probes_s:.1f} s of wall time" in text
+    assert f"budget (for a run of about {overhead.expected_run_s:.1f} s of steps)" in text
+
+
 def test_the_input_probe_takes_no_batch_from_a_finite_generator(recwarn):
     # exactly the batches fit asks for: the probe's must come back, or fit runs out early
     steps_per_epoch, epochs = 12, 2
