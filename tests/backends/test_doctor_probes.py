@@ -78,7 +78,8 @@ def wait_fraction(record) -> float:
 def test_generator_wait_is_the_time_spent_making_batches():
     load_s = 0.025
     model = tiny_model()
-    with session.doctor(probe_after_steps=14, probe_seconds=0.3, sample_system=False) as d:
+    with session.doctor(probe_after_steps=14, probe_seconds=0.3, sample_system=False,
+                        probe_budget_min_s=60.0) as d:
         model.fit(slow_batches(load_s), steps_per_epoch=8, epochs=2, verbose=0)
     record = d.record
     assert len(record.steps) == 16
@@ -163,7 +164,8 @@ def test_the_input_probe_takes_no_batch_from_a_finite_generator(recwarn):
             seen.append(batch)
 
     model = tiny_model()
-    with session.doctor(probe_after_steps=4, probe_seconds=0.3, sample_system=False) as d:
+    with session.doctor(probe_after_steps=4, probe_seconds=0.3, sample_system=False,
+                        probe_budget_min_s=60.0) as d:
         history = model.fit(finite_batches(), steps_per_epoch=steps_per_epoch, epochs=epochs,
                             verbose=0, callbacks=[Batches()])
     record = d.record
@@ -199,7 +201,8 @@ def test_probes_leave_the_weights_as_training_left_them():
     measured = tiny_model()
     measured.set_weights(plain.get_weights())
     plain.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
-    with session.doctor(probe_after_steps=3, probe_seconds=0.2, sample_system=False) as d:
+    with session.doctor(probe_after_steps=3, probe_seconds=0.2, sample_system=False,
+                        probe_budget_min_s=60.0) as d:
         measured.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
     assert d.record.probes["model_alone"].batches >= 3  # it trained, on something else
     for after_plain, after_measured in zip(plain.get_weights(), measured.get_weights(), strict=True):
@@ -230,7 +233,8 @@ def test_input_free_window_measures_the_loop_and_leaves_training_as_it_was():
     measured = tiny_model()
     measured.set_weights(plain.get_weights())
     plain.fit(SlowBatches(12, 0.01), epochs=2, shuffle=False, verbose=0)
-    with session.doctor(probe_after_steps=8, probe_seconds=0.1, sample_system=False) as d:
+    with session.doctor(probe_after_steps=8, probe_seconds=0.1, sample_system=False,
+                        probe_budget_min_s=60.0) as d:
         measured.fit(SlowBatches(12, 0.01), epochs=2, shuffle=False, verbose=0)
     window = d.record.probes.get("input_free")
     assert window is not None, d.record.meta.probe_notes
@@ -282,7 +286,8 @@ def test_train_on_batch_loop_wait_is_the_time_between_calls():
     model = tiny_model()
     x = np.random.default_rng(3).normal(size=(32, 16)).astype("float32")
     y = np.zeros((32, 1), "float32")
-    with session.doctor(probe_after_steps=8, probe_seconds=0.2, sample_system=False) as d:
+    with session.doctor(probe_after_steps=8, probe_seconds=0.2, sample_system=False,
+                        probe_budget_min_s=60.0) as d:
         for _ in range(10):
             time.sleep(0.02)  # the loop loads its next batch
             model.train_on_batch(x, y)
@@ -331,7 +336,8 @@ def test_tf_data_pipeline_facts():
         import doctor_tfdata
     finally:
         sys.path.remove(str(SCRIPTS))
-    with session.doctor(probe_after_steps=6, probe_seconds=0.2, sample_system=False) as d:
+    with session.doctor(probe_after_steps=6, probe_seconds=0.2, sample_system=False,
+                        probe_budget_min_s=60.0) as d:
         doctor_tfdata.make_model().fit(doctor_tfdata.make_dataset(), epochs=1, verbose=0)
     record = d.record
     assert record.input.kind == "tf.data"
@@ -354,7 +360,8 @@ def test_tf_data_pulled_in_the_graph_has_its_wait_estimated_not_timed():
     model = doctor_tfdata.make_model()
     model.compile(optimizer="adam", steps_per_execution=2,  # the pull stays in the graph
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    with session.doctor(probe_after_steps=4, probe_seconds=0.2, sample_system=False) as d:
+    with session.doctor(probe_after_steps=4, probe_seconds=0.2, sample_system=False,
+                        probe_budget_min_s=60.0) as d:
         model.fit(doctor_tfdata.make_dataset(), epochs=1, verbose=0)
     record = d.record
     assert record.input.wait_method == "estimated-from-model-alone"
@@ -480,7 +487,7 @@ def test_stoke_doctor_leaves_a_finite_generator_every_batch():
     run = run_measured(
         ["python", str(SCRIPTS / "doctor_generator.py"), "--finite", "--load-ms", "10",
          "--epochs", "2", "--steps-per-epoch", "10"],
-        DoctorOptions(probe_after_steps=6, probe_seconds=0.3),
+        DoctorOptions(probe_after_steps=6, probe_seconds=0.3, probe_budget_known_min_s=60.0),
         timeout_s=150,
         extra_env=CHILD_ENV,
         capture_output=True,
