@@ -181,9 +181,13 @@ def test_a_probe_cut_by_the_budget_says_so_and_one_that_ended_on_its_own_does_no
     def ended_at_its_cap(seconds, deadline):
         return ProbeResult(samples_per_s=1.0, seconds=0.001, batches=100)
 
+    def ran_out_of_input(seconds, deadline):
+        return ProbeResult(samples_per_s=1.0, seconds=0.001, batches=3, detail={"exhausted": True})
+
     schedule.run([
         Probe("cut", "cut", used_all_it_was_given, max_units=1000),
         Probe("capped", "capped", ended_at_its_cap, max_units=100),
+        Probe("ran_out", "ran out", ran_out_of_input, max_units=1000),
     ])
     assert schedule.applied_budget_s == pytest.approx(0.5)
     assert schedule.applied_expected_run_s == pytest.approx(2.0)
@@ -191,7 +195,8 @@ def test_a_probe_cut_by_the_budget_says_so_and_one_that_ended_on_its_own_does_no
     assert shortened.startswith("timed 5 step(s) or pull(s) in ")
     assert "25% of the run's expected 2.0 s of steps, at least 0.1 s" in shortened
     assert "shortened" not in record.probes["capped"].detail
-    assert set(schedule.spent_each) == {"cut", "capped"}
+    assert "shortened" not in record.probes["ran_out"].detail
+    assert set(schedule.spent_each) == {"cut", "capped", "ran_out"}
 
 
 def test_a_probe_given_its_full_seconds_is_never_shortened():

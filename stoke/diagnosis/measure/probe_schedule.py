@@ -235,8 +235,8 @@ class ProbeSchedule:
         """Say in ``result.detail["shortened"]`` when the budget cut the probe: it was given
         less than ``probe_seconds`` and stopped well before it would have ended on its own
         (``probe_seconds`` of its steps or pulls, at most ``max_units``)."""
-        if seconds >= self.probe_seconds or result.batches <= 0:
-            return
+        if seconds >= self.probe_seconds or result.batches <= 0 or result.detail.get("exhausted"):
+            return  # given its full time, or it ended on its own (an input that ran out)
         per_unit = result.seconds / result.batches
         full_s = self.probe_seconds
         if max_units is not None:
