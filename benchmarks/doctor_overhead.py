@@ -18,8 +18,21 @@ sampler, as ``stoke doctor`` installs them). Separate processes differ in start-
 placement, which on a small shared machine moves sub-millisecond steps by up to +-30% either
 way (measured: TensorFlow's fast step ran 30% *faster* under the doctor).
 
+``--wall`` measures what a user sees (issue 14: the doctored run within 1.5x the plain run,
+short scripts too): the whole command's wall time, ``python SCRIPT`` against ``stoke doctor
+-- python SCRIPT`` (probes on, default options), interleaved, on short scripts of three input
+kinds, with the doctor's own breakdown from each run's record: its start in the script's
+process (``bootstrap_s``: importing stoke and the hooks), taking facts, each probe's wall time
+and the budget it had (and the expected run it came from), the hooks, the sampled syncs,
+finishing the record, and what is left outside the script's process (``stoke doctor``'s own
+start, the report, the process exits) plus noise. The load average is recorded with each
+row: on a shared machine, read the paired ratio.
+
+    .venv/bin/python benchmarks/doctor_overhead.py --wall --rounds 2
+    .venv/bin/python benchmarks/doctor_overhead.py --wall --quick      # one script, one round
+
 Writes benchmarks/results/doctor_overhead.json (step time with/without, overhead %, and the
-doctor's own estimate of its overhead from the record).
+doctor's own estimate of its overhead from the record; ``--wall``: doctor_overhead-wall.json).
 """
 
 from __future__ import annotations
@@ -168,6 +181,111 @@ def measure_in_process(backend: str, name: str, rounds: int) -> dict:
             "doctor_self_estimate_pct": [], "plain_step_s": plain, "doctor_step_s": doctored}
 
 
+# --wall: short scripts (a few seconds of training after the imports), one per input kind.
+WALL_SCRIPTS = {
+    "generator": (ROOT / "tests" / "scripts" / "doctor_known.py", []),
+    "arrays": (ROOT / "tests" / "scripts" / "doctor_wild" / "arrays_in_memory.py", []),
+    "sequence": (ROOT / "tests" / "scripts" / "doctor_wild" / "sequence_float64.py", []),
+}
+# what the --wall breakdown reads from each doctored run's record (overhead / meta)
+BREAKDOWN = ("bootstrap_s", "facts_s", "probes_s", "probe_budget_s", "expected_run_s",
+             "doctor_s_total", "sync_s_total", "calibration_s", "finish_s", "sampler_cpu_s")
+
+
+def _timed(command: list[str], backend: str, timeout: float = 600) -> tuple[float, str]:
+    import subprocess
+
+    from doctor_accuracy import child_env
+
+    started = time.perf_counter()
+    out = subprocess.run(command, env=child_env(backend), capture_output=True, text=True,
+                         timeout=timeout, check=False, cwd=str(ROOT))
+    wall = time.perf_counter() - started
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[-3:])}: exit {out.returncode}\n"
+                           f"{out.stdout[-1500:]}{out.stderr[-1500:]}")
+    return wall, out.stdout
+
+
+def wall_once(backend: str, script: Path, script_args: list[str], doctored: bool) -> dict:
+    """One run's wall time; doctored: with the record's breakdown."""
+    import json
+    import tempfile
+
+    if not doctored:
+        wall, _ = _timed([sys.executable, str(script), *script_args], backend)
+        return {"wall_s": wall}
+    with tempfile.TemporaryDirectory(prefix="doctor-wall-") as folder:
+        record_path = Path(folder) / "record.json"
+        wall, _ = _timed([sys.executable, "-m", "stoke", "doctor", "--record", str(record_path),
+                          "--", sys.executable, str(script), *script_args], backend)
+        record = json.loads(record_path.read_text())
+    overhead, meta = record.get("overhead", {}), record.get("meta", {})
+    row = {"wall_s": wall, "script_s": meta.get("duration_s"),
+           **{key: overhead.get(key) for key in BREAKDOWN},
+           "probe_s_each": overhead.get("probe_s_each") or {},
+           "probe_notes": meta.get("probe_notes") or {},
+           "shortened": sorted(name for name, probe in (record.get("probes") or {}).items()
+                               if "shortened" in (probe.get("detail") or {})),
+           "probes_run": sorted(record.get("probes") or {}),
+           "steps": len(record.get("steps") or [])}
+    inside = (row["bootstrap_s"] or 0.0) + (row["script_s"] or 0.0)
+    row["outside_script_process_s"] = wall - inside  # stoke doctor's start, report, exits
+    return row
+
+
+def _median(values):
+    numbers = [v for v in values if isinstance(v, int | float)]
+    return statistics.median(numbers) if numbers else None
+
+
+def measure_wall(backend: str, name: str, rounds: int) -> dict:
+    script, script_args = WALL_SCRIPTS[name]
+    plain, doctored = [], []
+    load_before = os.getloadavg()
+    for round_index in range(rounds):
+        order = (False, True) if round_index % 2 == 0 else (True, False)
+        for side in order:
+            (doctored if side else plain).append(wall_once(backend, script, script_args, side))
+    ratios = [d["wall_s"] / p["wall_s"] for p, d in zip(plain, doctored, strict=True)]
+    breakdown = {key: _median(d.get(key) for d in doctored)
+                 for key in ("script_s", "outside_script_process_s", *BREAKDOWN)}
+    each_names = sorted({n for d in doctored for n in d["probe_s_each"]})
+    breakdown["probe_s_each"] = {n: _median(d["probe_s_each"].get(n) for d in doctored)
+                                 for n in each_names}
+    return {
+        "backend": backend, "workload": name, "mode": "wall", "script": str(script.relative_to(ROOT)),
+        "rounds": rounds, "plain_wall_s": _median(p["wall_s"] for p in plain),
+        "doctor_wall_s": _median(d["wall_s"] for d in doctored),
+        "ratio_paired_median": statistics.median(ratios), "ratios": ratios,
+        "extra_s": _median(d["wall_s"] - p["wall_s"] for p, d in zip(plain, doctored, strict=True)),
+        "breakdown_median": breakdown,
+        "probes_run": doctored[-1]["probes_run"], "shortened": doctored[-1]["shortened"],
+        "probe_notes": doctored[-1]["probe_notes"],
+        "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+        "plain_runs": plain, "doctor_runs": doctored,
+    }
+
+
+def _print_wall(row: dict) -> None:
+    b = row["breakdown_median"]
+
+    def f(value):
+        return "-" if value is None else f"{value:.2f}"
+
+    each = " ".join(f"{k}={f(v)}" for k, v in b["probe_s_each"].items())
+    print(f"{row['backend']:10s} {row['workload']:9s} plain {row['plain_wall_s']:6.2f} s  doctor "
+          f"{row['doctor_wall_s']:6.2f} s  x{row['ratio_paired_median']:.2f} (paired median; "
+          f"load {row['loadavg_before'][0]:.1f}->{row['loadavg_after'][0]:.1f})\n"
+          f"    extra {f(row['extra_s'])} s: bootstrap {f(b['bootstrap_s'])}, facts "
+          f"{f(b['facts_s'])}, probes {f(b['probes_s'])} [{each}] (budget "
+          f"{f(b['probe_budget_s'])} of expected {f(b['expected_run_s'])}), hooks "
+          f"{f(b['doctor_s_total'])}, syncs {f(b['sync_s_total'])}, finish {f(b['finish_s'])}, "
+          f"outside the script's process {f(b['outside_script_process_s'])} (script itself "
+          f"{f(b['script_s'])}); shortened {row['shortened']}; not run "
+          f"{sorted(row['probe_notes'])}", flush=True)
+
+
 def main() -> int:
     if len(sys.argv) == 5 and sys.argv[1] == "--child":
         in_process_child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
@@ -180,8 +298,16 @@ def main() -> int:
     parser.add_argument("--in-process", action="store_true",
                         help="both sides in one process, alternating blocks of fit (default "
                         "out: results/doctor_overhead-inprocess.json)")
+    parser.add_argument("--wall", action="store_true",
+                        help="the whole command's wall time, plain vs stoke doctor (probes on), "
+                        "on short scripts, with the doctor's breakdown (default out: "
+                        "results/doctor_overhead-wall.json)")
+    parser.add_argument("--quick", action="store_true",
+                        help="--wall: one script (generator), one round")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    if args.wall:
+        return main_wall(args)
     if args.out is None:
         args.out = str(RESULTS / ("doctor_overhead-inprocess.json" if args.in_process
                                   else "doctor_overhead.json"))
@@ -209,6 +335,35 @@ def main() -> int:
     out = write_json(args.out, {
         "benchmark": "doctor_overhead",
         "target_pct": 3.0,
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
+                    "nvidia_gpu": has_nvidia_gpu()},
+        "rows": rows,
+    })
+    print(f"written {out}")
+    return 0
+
+
+def main_wall(args) -> int:
+    names = ["generator"] if args.quick else [w for w in args.workloads.split(",") if w]
+    if not args.quick and args.workloads == ",".join(WORKLOADS):
+        names = list(WALL_SCRIPTS)
+    rounds = 1 if args.quick else args.rounds
+    rows = []
+    for backend in [b for b in args.backends.split(",") if b]:
+        for name in names:
+            started = time.perf_counter()
+            try:
+                row = measure_wall(backend, name, rounds)
+            except Exception as error:
+                row = {"backend": backend, "workload": name, "error": repr(error)[-1500:]}
+                print(f"{backend:10s} {name:9s} ERROR {row['error'][:600]}", flush=True)
+            else:
+                _print_wall(row)
+            row["bench_wall_s"] = time.perf_counter() - started
+            rows.append(row)
+    out = write_json(args.out or str(RESULTS / "doctor_overhead-wall.json"), {
+        "benchmark": "doctor_overhead --wall",
+        "target_ratio": 1.5,
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
                     "nvidia_gpu": has_nvidia_gpu()},
         "rows": rows,

@@ -345,10 +345,17 @@ class OverheadFacts(Facts):
     synced_steps: int | None = None
     sampler_cpu_s: float | None = None  # CPU time of the background sampler thread
     probes_s: float | None = None  # wall time the probes added
-    # the probes' wall-time budget (DoctorOptions.probe_budget_fraction of the estimated run,
-    # at least probe_budget_min_s); None when no probe was scheduled
+    probe_s_each: dict[str, float] | None = None  # each probe's wall time (input_free, ...)
+    # the probes' wall-time budget (DoctorOptions.probe_budget_fraction of the run's expected
+    # steps' wall time when its length is known, else of the measured steps, at least
+    # probe_budget_min_s); None when no probe was scheduled
     probe_budget_s: float | None = None
+    expected_run_s: float | None = None  # the expected steps' wall time the budget came from
     calibration_s: float | None = None  # TensorFlow: measuring an eager pull's floor
+    # where else the doctor's wall time went, for benchmarks/doctor_overhead.py --wall:
+    bootstrap_s: float | None = None  # process start -> the script starts (the doctor's imports)
+    facts_s: float | None = None  # taking the run's facts (input, model, environment)
+    finish_s: float | None = None  # the script's end -> the record is ready to be written
 
 
 # -- the record -------------------------------------------------------------------------------

@@ -87,7 +87,8 @@ def test_generator_wait_is_the_time_spent_making_batches():
     load_s = 0.05
     model = tiny_model()
     really_made_s: list[float] = []
-    with session.doctor(probe_after_steps=14, probe_seconds=0.3, sample_system=False) as d:
+    with session.doctor(probe_after_steps=14, probe_seconds=0.3, sample_system=False,
+                        probe_budget_min_s=60.0) as d:
         model.fit(slow_batches(load_s, made_s=really_made_s), steps_per_epoch=8, epochs=2,
                   verbose=0)
     record = d.record
@@ -120,6 +121,42 @@ def test_generator_wait_is_the_time_spent_making_batches():
     assert record.meta.measured_from == "fit"
 
 
+class CountingCallback(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.batches_ended = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches_ended += 1
+
+
+def test_a_short_fit_of_known_length_gets_probes_scaled_to_it_out_of_sight():
+    # 2 epochs x 10 steps: the fit's length is known from its first step, so the probes get
+    # a share of its expected run (at least 1 s), not the 60 s floor of a run of unknown length
+    model = tiny_model()
+    counter = CountingCallback()
+    with session.doctor(probe_after_steps=12, sample_system=False) as d:
+        history = model.fit(slow_batches(0.005), steps_per_epoch=10, epochs=2, verbose=0,
+                            callbacks=[counter])
+    record = d.record
+    overhead = record.overhead
+    assert overhead.expected_run_s is not None and overhead.expected_run_s > 0
+    assert 1.0 <= overhead.probe_budget_s < 60.0
+    assert overhead.probes_s > 0
+    ran_or_noted = set(record.probes) | set(record.meta.probe_notes or {})
+    assert ran_or_noted == {"input_free", "model_alone", "input_alone"}
+    assert set(overhead.probe_s_each) <= ran_or_noted
+    assert overhead.bootstrap_s is None  # a session in this process: no bootstrap
+    assert overhead.facts_s is not None and overhead.finish_s is not None
+    # no probe step reached the user's callbacks or history
+    assert counter.batches_ended == 20
+    assert len(history.history["loss"]) == 2
+    assert len(record.steps) == 20
+    text = terminal_text(analyse(record), width=200)
+    assert f"probes {overhead.probes_s:.1f} s of wall time" in text
+    assert f"budget (for a run of about {overhead.expected_run_s:.1f} s of steps)" in text
+
+
 def test_the_input_probe_takes_no_batch_from_a_finite_generator(recwarn):
     # exactly the batches fit asks for: the probe's must come back, or fit runs out early
     steps_per_epoch, epochs = 12, 2
@@ -140,7 +177,8 @@ def test_the_input_probe_takes_no_batch_from_a_finite_generator(recwarn):
             seen.append(batch)
 
     model = tiny_model()
-    with session.doctor(probe_after_steps=4, probe_seconds=0.3, sample_system=False) as d:
+    with session.doctor(probe_after_steps=4, probe_seconds=0.3, sample_system=False,
+                        probe_budget_min_s=60.0) as d:
         history = model.fit(finite_batches(), steps_per_epoch=steps_per_epoch, epochs=epochs,
                             verbose=0, callbacks=[Batches()])
     record = d.record
@@ -176,7 +214,8 @@ def test_probes_leave_the_weights_as_training_left_them():
     measured = tiny_model()
     measured.set_weights(plain.get_weights())
     plain.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
-    with session.doctor(probe_after_steps=3, probe_seconds=0.2, sample_system=False) as d:
+    with session.doctor(probe_after_steps=3, probe_seconds=0.2, sample_system=False,
+                        probe_budget_min_s=60.0) as d:
         measured.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
     assert d.record.probes["model_alone"].batches >= 3  # it trained, on something else
     for after_plain, after_measured in zip(plain.get_weights(), measured.get_weights(), strict=True):
@@ -207,7 +246,8 @@ def test_input_free_window_measures_the_loop_and_leaves_training_as_it_was():
     measured = tiny_model()
     measured.set_weights(plain.get_weights())
     plain.fit(SlowBatches(12, 0.01), epochs=2, shuffle=False, verbose=0)
-    with session.doctor(probe_after_steps=8, probe_seconds=0.1, sample_system=False) as d:
+    with session.doctor(probe_after_steps=8, probe_seconds=0.1, sample_system=False,
+                        probe_budget_min_s=60.0) as d:
         measured.fit(SlowBatches(12, 0.01), epochs=2, shuffle=False, verbose=0)
     window = d.record.probes.get("input_free")
     assert window is not None, d.record.meta.probe_notes
@@ -260,7 +300,8 @@ def test_train_on_batch_loop_wait_is_the_time_between_calls():
     x = np.random.default_rng(3).normal(size=(32, 16)).astype("float32")
     y = np.zeros((32, 1), "float32")
     gaps = []  # what the loop really spent between two calls (0.02 s, more under load)
-    with session.doctor(probe_after_steps=8, probe_seconds=0.2, sample_system=False) as d:
+    with session.doctor(probe_after_steps=8, probe_seconds=0.2, sample_system=False,
+                        probe_budget_min_s=60.0) as d:
         ended = time.perf_counter()
         for _ in range(10):
             time.sleep(0.02)  # the loop loads its next batch
@@ -317,7 +358,8 @@ def test_tf_data_pipeline_facts():
         import doctor_tfdata
     finally:
         sys.path.remove(str(SCRIPTS))
-    with session.doctor(probe_after_steps=6, probe_seconds=0.2, sample_system=False) as d:
+    with session.doctor(probe_after_steps=6, probe_seconds=0.2, sample_system=False,
+                        probe_budget_min_s=60.0) as d:
         doctor_tfdata.make_model().fit(doctor_tfdata.make_dataset(), epochs=1, verbose=0)
     record = d.record
     assert record.input.kind == "tf.data"
@@ -340,7 +382,8 @@ def test_tf_data_pulled_in_the_graph_has_its_wait_estimated_not_timed():
     model = doctor_tfdata.make_model()
     model.compile(optimizer="adam", steps_per_execution=2,  # the pull stays in the graph
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    with session.doctor(probe_after_steps=4, probe_seconds=0.2, sample_system=False) as d:
+    with session.doctor(probe_after_steps=4, probe_seconds=0.2, sample_system=False,
+                        probe_budget_min_s=60.0) as d:
         model.fit(doctor_tfdata.make_dataset(), epochs=1, verbose=0)
     record = d.record
     assert record.input.wait_method == "estimated-from-model-alone"
@@ -466,7 +509,7 @@ def test_stoke_doctor_leaves_a_finite_generator_every_batch():
     run = run_measured(
         ["python", str(SCRIPTS / "doctor_generator.py"), "--finite", "--load-ms", "10",
          "--epochs", "2", "--steps-per-epoch", "10"],
-        DoctorOptions(probe_after_steps=6, probe_seconds=0.3),
+        DoctorOptions(probe_after_steps=6, probe_seconds=0.3, probe_budget_known_min_s=60.0),
         timeout_s=400,  # a loaded 2-core machine: a Keras script alone can take minutes
         extra_env=CHILD_ENV,
         capture_output=True,

@@ -158,3 +158,75 @@ def test_plan_is_made_once_and_keeps_only_the_probe_steps_batch():
     assert not schedule.due()
     step_by_step(schedule.clock, CLOCK())
     assert schedule.due()
+
+
+def test_a_run_of_known_length_gets_a_share_of_its_expected_steps_not_the_floor():
+    budget = ProbeBudget(fraction=0.25, min_s=60.0, known_min_s=0.5)
+    # 160 steps of 20 ms expected: 3.2 s of steps, 0.8 s of probes (the 60 s floor is for
+    # runs of unknown length)
+    assert budget.limit_s(1.0, expected_run_s=3.2) == pytest.approx(0.8)
+    # more measured than expected (the estimate ran short): the measured steps count
+    assert budget.limit_s(8.0, expected_run_s=3.2) == pytest.approx(2.0)
+    assert budget.limit_s(0.5, expected_run_s=1.0) == 0.5  # a tiny run: its own small floor
+    assert budget.limit_s(1.0, expected_run_s=None) == 60.0
+    assert "25% of the run's expected 3.2 s of steps, at least 0.5 s" in budget.describe(1.0, 3.2)
+    assert "at least 60 s" in budget.describe(1.0)
+    with pytest.raises(ValueError, match="probe_budget_known_min_s must be >= 0 seconds"):
+        ProbeBudget(known_min_s=-1.0)
+
+
+def test_the_expected_run_comes_from_the_fits_length_and_its_measured_steps():
+    # 50 steps of 20 ms timed (given timestamps: the step times are exact), a fit of 160
+    schedule, _record = run_with_steps(0.02, 50, budget=ProbeBudget(fraction=0.25, min_s=60.0,
+                                                                    known_min_s=0.1))
+    assert schedule.expected_run_s() is None
+    assert schedule.budget_s() == 60.0  # length unknown yet: the floor
+    schedule.plan(total_steps=160)
+    assert schedule.expected_steps == 160
+    assert schedule.expected_run_s() == pytest.approx(160 * 0.02)
+    assert schedule.budget_s() == pytest.approx(0.25 * 160 * 0.02)
+
+
+def test_a_step_limit_makes_a_measuring_session_with_the_floor():
+    schedule, _record = run_with_steps(0.02, 50, stop_after_steps=30,
+                                       budget=ProbeBudget(fraction=0.25, min_s=5.0))
+    schedule.plan(total_steps=160)
+    assert schedule.expected_steps is None
+    assert schedule.budget_s() == 5.0
+
+
+def test_a_probe_cut_by_the_budget_says_so_and_one_that_ended_on_its_own_does_not():
+    schedule, record = run_with_steps(0.02, 50, probe_seconds=2.0,
+                                      budget=ProbeBudget(fraction=0.25, min_s=60.0, known_min_s=0.1))
+    schedule.plan(total_steps=100)  # 2 s of steps expected: 0.5 s of probes for all
+
+    def used_all_it_was_given(seconds, deadline):
+        return ProbeResult(samples_per_s=1.0, seconds=seconds, batches=5)
+
+    def ended_at_its_cap(seconds, deadline):
+        return ProbeResult(samples_per_s=1.0, seconds=0.001, batches=100)
+
+    def ran_out_of_input(seconds, deadline):
+        return ProbeResult(samples_per_s=1.0, seconds=0.001, batches=3, detail={"exhausted": True})
+
+    schedule.run([
+        Probe("cut", "cut", used_all_it_was_given, max_units=1000),
+        Probe("capped", "capped", ended_at_its_cap, max_units=100),
+        Probe("ran_out", "ran out", ran_out_of_input, max_units=1000),
+    ])
+    assert schedule.applied_budget_s == pytest.approx(0.5)
+    assert schedule.applied_expected_run_s == pytest.approx(2.0)
+    shortened = record.probes["cut"].detail["shortened"]
+    assert shortened.startswith("timed 5 step(s) or pull(s) in ")
+    assert "25% of the run's expected 2.0 s of steps, at least 0.1 s" in shortened
+    assert "shortened" not in record.probes["capped"].detail
+    assert "shortened" not in record.probes["ran_out"].detail
+    assert set(schedule.spent_each) == {"cut", "capped", "ran_out"}
+
+
+def test_a_probe_given_its_full_seconds_is_never_shortened():
+    schedule, record = run_with_steps(0.02, 50, probe_seconds=0.01,
+                                      budget=ProbeBudget(fraction=0.25, min_s=60.0))
+    schedule.run([Probe("full", "full",
+                        lambda seconds, deadline: ProbeResult(1.0, seconds / 10, batches=1))])
+    assert "shortened" not in record.probes["full"].detail

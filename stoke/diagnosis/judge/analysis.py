@@ -835,6 +835,15 @@ def stoke_rate_on_shared_cores(
     return min(bound_rate, cores_free / per_sample)
 
 
+# Probes the budget of a short run cut short (``detail["shortened"]``, set by the probe
+# schedule): measured, but over fewer steps than a probe runs, so they lower the confidence.
+SHORTENED_LABELS = {
+    "input_free": "the step with the input made free",
+    "input_alone": "the input alone",
+    "model_alone": "the model alone",
+}
+
+
 def _prediction(
     record: RunRecord,
     cpu: CpuSummary | None,
@@ -883,6 +892,11 @@ def _prediction(
     if model_alone is None and waits:
         why = notes.get("model_alone")
         unmeasured.append("the model alone" + (f" ({why})" if why else ""))
+    for name, label in SHORTENED_LABELS.items():
+        probe = record.probes.get(name)
+        shortened = probe.detail.get("shortened") if probe is not None else None
+        if shortened and waits:
+            unmeasured.append(f"{label} only briefly (the probe {shortened})")
     shared: dict[str, Any] = {}
     with_stoke = None
     if cpu is not None and throughput and predicted_throughput and batch_size:

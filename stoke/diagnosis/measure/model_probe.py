@@ -85,13 +85,15 @@ def fit_probes(
             "`stoke bench`"
         )
     return [
-        Probe("model_alone", "model-alone", model_alone, fixed_s=3 * step_s, unit_s=step_s),
+        Probe("model_alone", "model-alone", model_alone, fixed_s=3 * step_s, unit_s=step_s,
+              max_units=MAX_MODEL_STEPS),
         Probe(
             "input_alone",
             "input-alone",
             lambda seconds, deadline: measure_input_alone(fit, backend, seconds),
             fixed_s=2 * pull_s,
             unit_s=pull_s,
+            max_units=MAX_INPUT_BATCHES,
             skipped=input_skipped,
             empty="the input produced no batch within the probe",
         ),
@@ -131,7 +133,8 @@ def train_on_batch_probes(backend: str, original, model, args: tuple, kwargs: di
                 "data object the doctor could run alone"
             ),
         ),
-        Probe("model_alone", "model-alone", model_alone, fixed_s=3 * step_s, unit_s=step_s),
+        Probe("model_alone", "model-alone", model_alone, fixed_s=3 * step_s, unit_s=step_s,
+              max_units=MAX_MODEL_STEPS),
     ]
 
 

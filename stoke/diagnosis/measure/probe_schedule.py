@@ -6,11 +6,19 @@ step the probes run after (:meth:`ProbeSchedule.plan`), the one batch kept for t
 (:meth:`ProbeSchedule.offer_batch`), the input-free window's turn (``fit`` only: opened inside
 the step that triggers the probes, :meth:`ProbeSchedule.open_window`), then the bounding probes
 in order (:meth:`ProbeSchedule.run`), each given its seconds from one global budget
-(:class:`ProbeBudget`): all probes together take at most ``fraction`` of the measured steps'
-wall time, or ``min_s`` seconds, whichever is larger. A probe whose least run would not fit in
-what is left is not run and ``meta["probe_notes"]`` says so; the probes' wall time
-(``overhead["probes_s"]``) and the budget that applied (``overhead["probe_budget_s"]``) go in
-the record.
+(:class:`ProbeBudget`). The budget scales with the run: once ``fit`` has its length (steps x
+epochs) and a few steps were timed, all probes together take at most ``fraction`` of the run's
+expected steps' wall time (its steps x the measured step time), or ``known_min_s`` (1 s),
+whichever is larger, so a short script stays short; when the length is not known (a generator without ``steps_per_epoch``, a ``train_on_batch``
+loop) or the doctor ends the run itself (``--steps N``: a measuring session), at most
+``fraction`` of the steps measured so far, or ``min_s`` seconds, whichever is larger.
+
+A probe given less than ``probe_seconds`` that used its whole share is *shortened*: its
+result says so (``detail["shortened"]``), and the analysis names it among what lowers the
+prediction's confidence. A probe whose least run would not fit in what is left is not run
+and ``meta["probe_notes"]`` says so. The probes' wall time (``overhead["probes_s"]``, and per
+probe ``overhead["probe_s_each"]``), the budget that applied (``overhead["probe_budget_s"]``)
+and the expected run it came from (``overhead["expected_run_s"]``) go in the record.
 
 Leaves the measurements to :mod:`stoke.diagnosis.measure.model_probe` and
 :mod:`stoke.diagnosis.measure.input_free`, the step numbers to
@@ -19,6 +27,7 @@ Leaves the measurements to :mod:`stoke.diagnosis.measure.model_probe` and
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,14 +49,22 @@ PLANNING_MARGIN = 0.9
 
 @dataclass(frozen=True)
 class ProbeBudget:
-    """How long all of one run's probes may take together: ``fraction`` of the measured
+    """How long all of one run's probes may take together.
+
+    With the run's expected steps' wall time known (``expected_run_s``: the run's length
+    times its measured step time): ``fraction`` of it (of the steps measured so far, if more),
+    or ``known_min_s`` seconds, whichever is larger: a short run gets short probes (issue 14:
+    the doctored run within 1.5x the plain one). Without it: ``fraction`` of the measured
     steps' wall time, or ``min_s`` seconds, whichever is larger.
 
-        ProbeBudget(fraction=0.25, min_s=60.0).limit_s(steps_wall_s=400.0)  # 100.0
+        ProbeBudget().limit_s(steps_wall_s=400.0)  # 100.0
+        ProbeBudget().limit_s(1.0, expected_run_s=8.0)  # 2.0
+        ProbeBudget().limit_s(1.0, expected_run_s=2.0)  # 1.0 (known_min_s)
     """
 
     fraction: float = 0.25
     min_s: float = 60.0
+    known_min_s: float = 1.0
 
     def __post_init__(self):
         if not 0 < self.fraction:
@@ -58,13 +75,26 @@ class ProbeBudget:
             raise ValueError(
                 f"probe_budget_min_s must be >= 0 seconds. Received: probe_budget_min_s={self.min_s}"
             )
+        if self.known_min_s < 0:
+            raise ValueError(
+                f"probe_budget_known_min_s must be >= 0 seconds. "
+                f"Received: probe_budget_known_min_s={self.known_min_s}"
+            )
 
-    def limit_s(self, steps_wall_s: float) -> float:
+    def limit_s(self, steps_wall_s: float, expected_run_s: float | None = None) -> float:
+        if expected_run_s is not None:
+            return max(self.known_min_s, self.fraction * max(steps_wall_s, expected_run_s))
         return max(self.min_s, self.fraction * steps_wall_s)
 
-    def describe(self, steps_wall_s: float) -> str:
+    def describe(self, steps_wall_s: float, expected_run_s: float | None = None) -> str:
+        limit = self.limit_s(steps_wall_s, expected_run_s)
+        if expected_run_s is not None:
+            return (
+                f"{limit:.1f} s: {self.fraction:.0%} of the run's expected "
+                f"{max(steps_wall_s, expected_run_s):.1f} s of steps, at least {self.known_min_s:g} s"
+            )
         return (
-            f"{self.limit_s(steps_wall_s):.1f} s: {self.fraction:.0%} of the measured steps' "
+            f"{limit:.1f} s: {self.fraction:.0%} of the measured steps' "
             f"{steps_wall_s:.1f} s, at least {self.min_s:g} s"
         )
 
@@ -82,6 +112,8 @@ class Probe:
     result, None when it measured nothing (``empty`` is noted), or raises :class:`ProbeNotRun`.
     ``fixed_s`` and ``unit_s`` are what its warm-up and its least timed part (one step, one
     pull) are expected to cost, from the run's own steps: the budget needs them.
+    ``max_units``: the most steps or pulls it times however long it may run (None: no cap);
+    with it the schedule tells a probe cut by the budget from one that ended on its own.
     ``skipped``: why it cannot run at all (noted, not run)."""
 
     name: str
@@ -89,6 +121,7 @@ class Probe:
     run: Callable[[float, float], ProbeResult | None]
     fixed_s: float = 0.0
     unit_s: float = 0.0
+    max_units: int | None = None
     skipped: str | None = None
     empty: str = "the probe measured nothing"
 
@@ -119,7 +152,11 @@ class ProbeSchedule:
         self.window_done = not enabled  # done: nothing to run, nothing to check
         self.cached_batch: Any = None  # the probe step's batch
         self.spent_s = 0.0  # the probes' wall time so far
+        self.spent_each: dict[str, float] = {}  # each probe's wall time (input_free, ...)
         self.applied_budget_s: float | None = None  # the budget when the probes ran
+        # the run's steps when known (its length; None: unknown, or the doctor ends the run)
+        self.expected_steps: int | None = None
+        self.applied_expected_run_s: float | None = None  # what the budget was a share of
         self._keep_batch = False
         self._cached_batch_size = 0
 
@@ -127,12 +164,16 @@ class ProbeSchedule:
 
     def plan(self, total_steps: int | None = None, keep_batch: bool = True) -> None:
         """Plan the probes once: after ``probe_after_steps`` more steps (or at the step
-        limit), or at the last step of a loop known to be ``total_steps`` long."""
+        limit), or at the last step of a loop known to be ``total_steps`` long. A known
+        length (and no step limit: the run is the user's, not a measuring session) makes
+        the budget a share of the expected run (:meth:`expected_run_s`)."""
         if self.done or self.at_step is not None:
             return
         planned = self.stop_after_steps or self.probe_after_steps
         if total_steps is not None and total_steps > 0:
             planned = min(planned, total_steps)
+            if self.stop_after_steps is None:
+                self.expected_steps = total_steps
         self.at_step = self.clock.steps_seen + planned
         self._keep_batch = self.enabled and keep_batch
 
@@ -157,23 +198,55 @@ class ProbeSchedule:
 
     # -- the budget -------------------------------------------------------------------------
 
+    def expected_run_s(self) -> float | None:
+        """The run's expected steps' wall time: its known length times the median time of
+        its recent steady steps (of all its steps while none is steady yet); None when the
+        length is not known or no step was timed."""
+        if self.expected_steps is None:
+            return None
+        steps = self.clock.recent_steady_steps() or self.clock.steps
+        if not steps:
+            return None
+        return self.expected_steps * statistics.median(s.step_s for s in steps)
+
     def budget_s(self) -> float:
-        return self.budget.limit_s(self.clock.steps_wall_s())
+        return self.budget.limit_s(self.clock.steps_wall_s(), self.expected_run_s())
+
+    def describe_budget(self) -> str:
+        return self.budget.describe(self.clock.steps_wall_s(), self.expected_run_s())
 
     def _allot(self, probes_left: int, fixed_s: float, unit_s: float) -> tuple[float, float] | str:
         """(seconds, deadline) for the next probe, or why it does not fit: what is left of
         the budget, shared among the probes left."""
         budget_s = self.applied_budget_s = self.budget_s()
+        self.applied_expected_run_s = self.expected_run_s()
         left_s = budget_s * PLANNING_MARGIN - self.spent_s
         share_s = left_s / max(1, probes_left)
         seconds = min(self.probe_seconds, share_s - fixed_s)
         if seconds <= 0 or seconds < unit_s:
             return (
-                f"not run: the probe budget ({self.budget.describe(self.clock.steps_wall_s())}) "
+                f"not run: the probe budget ({self.describe_budget()}) "
                 f"had {max(0.0, budget_s - self.spent_s):.1f} s left, this probe needs about "
                 f"{fixed_s + unit_s:.1f} s"
             )
         return seconds, _perf_counter() + share_s
+
+    def mark_if_shortened(self, result: ProbeResult, seconds: float, max_units: int | None) -> None:
+        """Say in ``result.detail["shortened"]`` when the budget cut the probe: it was given
+        less than ``probe_seconds`` and stopped well before it would have ended on its own
+        (``probe_seconds`` of its steps or pulls, at most ``max_units``)."""
+        if seconds >= self.probe_seconds or result.batches <= 0 or result.detail.get("exhausted"):
+            return  # given its full time, or it ended on its own (an input that ran out)
+        per_unit = result.seconds / result.batches
+        full_s = self.probe_seconds
+        if max_units is not None:
+            full_s = min(full_s, max_units * per_unit)
+        if result.seconds >= 0.8 * full_s:
+            return
+        result.detail["shortened"] = (
+            f"timed {result.batches} step(s) or pull(s) in {result.seconds:.2f} s instead of "
+            f"about {full_s:.2f} s: its share of the probe budget ({self.describe_budget()})"
+        )
 
     # -- the input-free window (fit only) ---------------------------------------------------
 
@@ -238,11 +311,16 @@ class ProbeSchedule:
         current, self.window = self.window, None
         self.window_done = True
         if window is not None and window.result is not None:
+            from stoke.diagnosis.measure.input_free import MAX_CALLS
+
+            self.mark_if_shortened(window.result, window.max_seconds, MAX_CALLS)
             self.record.probes["input_free"] = window.result
         else:
             self.notes()["input_free"] = failure or "no result"
         if current is not None:
-            self.spent_s += _perf_counter() - current.started_at
+            spent = _perf_counter() - current.started_at
+            self.spent_s += spent
+            self.spent_each["input_free"] = self.spent_each.get("input_free", 0.0) + spent
         self.clock.restart()
 
     def abandon_window(self, model, failure: str) -> None:
@@ -284,9 +362,11 @@ class ProbeSchedule:
                     if result is None:
                         self.notes()[probe.name] = probe.empty
                     else:
+                        self.mark_if_shortened(result, seconds, probe.max_units)
                         self.record.probes[probe.name] = result
                 now = _perf_counter()
                 self.spent_s += now - checkpoint
+                self.spent_each[probe.name] = now - checkpoint
                 checkpoint = now
         finally:
             self.drop_batch()

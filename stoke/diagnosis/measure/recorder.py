@@ -86,9 +86,13 @@ class DoctorOptions:
     ``on_step_limit``: ``"raise"`` ends the script (``stoke doctor``); ``"stop_training"`` sets
     ``model.stop_training`` and lets ``fit`` return (notebooks).
     ``probe_budget_fraction`` and ``probe_budget_min_s``: all probes together (the input-free
-    window, the model alone, the input alone) take at most that share of the measured steps'
-    wall time, or that many seconds, whichever is larger; a probe that does not fit in what is
-    left is not run (:class:`~stoke.diagnosis.measure.probe_schedule.ProbeBudget`).
+    window, the model alone, the input alone) take at most that share of the run's expected
+    steps' wall time when ``fit`` knows its length (steps x epochs, timed by its first steps);
+    or ``probe_budget_known_min_s`` seconds, whichever is larger; otherwise (or with
+    ``stop_after_steps``) that share of the measured steps' wall time, or
+    ``probe_budget_min_s`` seconds, whichever is larger. A probe cut short by the budget says so; one that
+    does not fit in what is left is not run
+    (:class:`~stoke.diagnosis.measure.probe_schedule.ProbeBudget`).
 
         DoctorOptions(stop_after_steps=200, probe_seconds=3.0)
     """
@@ -105,9 +109,10 @@ class DoctorOptions:
     max_recorded_steps: int = 200_000
     probe_budget_fraction: float = 0.25
     probe_budget_min_s: float = 60.0
+    probe_budget_known_min_s: float = 1.0
 
     def __post_init__(self):
-        ProbeBudget(self.probe_budget_fraction, self.probe_budget_min_s)  # says what is wrong
+        self.probe_budget()  # says what is wrong
         if self.stop_after_steps is not None and self.stop_after_steps < 1:
             raise ValueError(
                 f"stop_after_steps must be >= 1 (or None to run to the end). "
@@ -142,6 +147,11 @@ class DoctorOptions:
                 f"on_step_limit must be 'raise' or 'stop_training'. "
                 f"Received: on_step_limit={self.on_step_limit!r}"
             )
+
+    def probe_budget(self) -> ProbeBudget:
+        return ProbeBudget(
+            self.probe_budget_fraction, self.probe_budget_min_s, self.probe_budget_known_min_s
+        )
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -194,7 +204,7 @@ class Recorder:
             probe_after_steps=self.options.probe_after_steps,
             stop_after_steps=self.options.stop_after_steps,
             probe_seconds=self.options.probe_seconds,
-            budget=ProbeBudget(self.options.probe_budget_fraction, self.options.probe_budget_min_s),
+            budget=self.options.probe_budget(),
         )
         self.fit: FitContext | None = None
         self.backend: str | None = None
@@ -215,6 +225,7 @@ class Recorder:
         self._input_facts_taken = False
         self._host_code_watched = False
         self._finished = False
+        self._facts_s = 0.0  # wall time taking facts (overhead["facts_s"])
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -255,6 +266,7 @@ class Recorder:
         if self._finished:
             return RunRecord.from_measurements(self.record)
         self._finished = True
+        finish_started = _perf_counter()
         self.active = False
         self.measuring = False
         if self._sampler is not None:
@@ -268,7 +280,9 @@ class Recorder:
         meta["duration_s"] = _perf_counter() - self.started_at
         meta.setdefault("measured_from", None)
         if meta["measured_from"] is None:
+            facts_started = _perf_counter()
             self._take_static_facts()
+            self._facts_s += _perf_counter() - facts_started
         if self.clock.truncated:
             meta["steps_truncated"] = True
         self._finish_generator_facts()
@@ -286,11 +300,16 @@ class Recorder:
         overhead["sync_s_total"] = self.clock.sync_s
         overhead["synced_steps"] = self.clock.synced_steps
         overhead["probes_s"] = self.schedule.spent_s
+        if self.schedule.spent_each:
+            overhead["probe_s_each"] = dict(self.schedule.spent_each)
         if self.schedule.applied_budget_s is not None:
             overhead["probe_budget_s"] = self.schedule.applied_budget_s
+            overhead["expected_run_s"] = self.schedule.applied_expected_run_s
+        overhead["facts_s"] = self._facts_s
         self.unwrap_models()
         self.schedule.drop_batch()
         self._user_generator = None
+        overhead["finish_s"] = _perf_counter() - finish_started
         return RunRecord.from_measurements(self.record)
 
     def _take_static_facts(self) -> None:
@@ -404,12 +423,14 @@ class Recorder:
         if self._input_facts_taken or self.fit is None:
             return
         self._input_facts_taken = True
+        started = _perf_counter()
         try:
             self.record.input.update(
                 input_facts(epoch_iterator, self.fit.arguments, self.backend, self.fit.user_generator)
             )
         except Exception as error:  # facts are best effort: never break the user's run
             self.record.input["facts_error"] = repr(error)
+        self._facts_s += _perf_counter() - started
 
     def wrap_train_function(self, model) -> None:
         function = getattr(model, "train_function", None)
@@ -431,6 +452,7 @@ class Recorder:
             )
 
     def _take_model_and_env_facts(self, model) -> None:
+        started = _perf_counter()
         try:
             self.record.model.update(model_facts(model, self.backend))
         except Exception as error:
@@ -440,6 +462,7 @@ class Recorder:
         except Exception as error:
             self.record.env["facts_error"] = repr(error)
         self.record.meta["keras_version"] = keras_version_string()
+        self._facts_s += _perf_counter() - started
 
     # -- the clock (fed by stoke.diagnosis.measure.timing) -------------------------------------
 

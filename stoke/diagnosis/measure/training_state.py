@@ -16,11 +16,25 @@ from typing import Any
 
 
 def copy_jax_state(state: Any) -> Any:
-    """A copy of a JAX training state (every array copied on its device)."""
+    """A copy of a JAX training state (every array copied where it lives).
+
+    ``jax.device_put(a, may_alias=False)`` copies buffers without compiling anything, and
+    keeps each array as committed (to its sharding) as it was: ``jnp.array(a, copy=True)``
+    compiled one ``jit(copy)`` per shape and dtype (measured: 0.4 s of a short CPU run's 7 s
+    under the doctor), and naming the sharding commits an uncommitted state, which makes the
+    train step compile again (seconds) when the probe steps on the copy."""
     import jax
     import jax.numpy as jnp
 
-    return jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), state)
+    def copy(leaf):
+        if isinstance(leaf, jax.Array):
+            try:
+                return jax.device_put(leaf, may_alias=False)
+            except Exception:  # an older JAX without may_alias
+                pass
+        return jnp.array(leaf, copy=True)
+
+    return jax.tree_util.tree_map(copy, state)
 
 
 def snapshot_variables(model) -> Callable[[], None]:

@@ -227,11 +227,18 @@ def doctor_overhead(diagnosis: Diagnosis) -> tuple[float | None, str]:
         within = ""
         if isinstance(budget, int | float) and budget > 0:
             within = f", {'within' if probes_s <= budget else 'over'} their {budget:.1f} s budget"
+            expected = record.overhead.expected_run_s
+            if isinstance(expected, int | float) and expected > 0:
+                within += f" (for a run of about {expected:.1f} s of steps)"
+        shortened = [name for name, probe in record.probes.items() if probe.detail.get("shortened")]
+        not_run = [name for name in (record.meta.probe_notes or {}) if name != "all"]
         parts.append(
             f"probes {probes_s:.1f} s of wall time"
             + (f" ({pct(share, 1)} of the measured steps' {steps_wall:.1f} s)" if share is not None else "")
             + within
             + ", out of sight of callbacks, progress bar and history"
+            + (f"; shortened by the budget: {', '.join(_probe_words(shortened))}" if shortened else "")
+            + (f"; not run: {', '.join(_probe_words(not_run))}" if not_run else "")
         )
     parts.append(
         f"hooks {pct(hooks, 1)} of step time"
@@ -242,6 +249,12 @@ def doctor_overhead(diagnosis: Diagnosis) -> tuple[float | None, str]:
         )
     )
     return total, "; ".join(parts)
+
+
+def _probe_words(names: list[str]) -> list[str]:
+    words = {"input_free": "input-free window", "input_alone": "input alone",
+             "model_alone": "model alone"}
+    return [words.get(name, name) for name in names]
 
 
 def run_description(diagnosis: Diagnosis) -> list[tuple[str, str]]:

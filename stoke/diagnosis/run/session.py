@@ -72,10 +72,13 @@ def doctor(
     probe_seconds: float = 2.0,
     sync_every_steps: int = 10,
     sample_system: bool = True,
+    probe_budget_min_s: float | None = None,
 ) -> Iterator[DoctorSession]:
     """Measure every ``fit`` (and ``train_on_batch`` loop) run inside the block.
 
     ``steps``: stop training (``model.stop_training``) after that many measured steps.
+    ``probe_budget_min_s``: let the probes take at least that many seconds in all, however
+    short the run (None: 25% of a fit of known length, at least 1 s; 60 s otherwise).
     The other arguments are those of :class:`~stoke.diagnosis.measure.recorder.DoctorOptions`.
     """
     from stoke.diagnosis.measure import hooks
@@ -88,6 +91,7 @@ def doctor(
         probe_seconds=probe_seconds,
         sync_every_steps=sync_every_steps,
         on_step_limit="stop_training",
+        **budget_floors(probe_budget_min_s),
     )
     if hooks.active_recorder() is not None:
         raise RuntimeError(
@@ -114,6 +118,15 @@ def doctor(
         session.record = recorder.finish(status, 0 if status == "completed" else 1, error, error_type)
         if installed_here:
             hooks.uninstall_hooks()
+
+
+def budget_floors(probe_budget_min_s: float | None) -> dict[str, float]:
+    """The DoctorOptions fields a single ``probe_budget_min_s`` sets: both floors (the run's
+    length known or not); none when None (the defaults)."""
+    if probe_budget_min_s is None:
+        return {}
+    return {"probe_budget_min_s": probe_budget_min_s,
+            "probe_budget_known_min_s": probe_budget_min_s}
 
 
 def _report(record: RunRecord, format: str, path: str | None) -> Any:
@@ -168,6 +181,7 @@ def _doctor_callback_class():
             probe_seconds: float = 2.0,
             sync_every_steps: int = 10,
             sample_system: bool = True,
+            probe_budget_min_s: float | None = None,
         ):
             super().__init__()
             self.options = DoctorOptions(
@@ -177,6 +191,7 @@ def _doctor_callback_class():
                 probe_seconds=probe_seconds,
                 sync_every_steps=sync_every_steps,
                 on_step_limit="stop_training",
+                **budget_floors(probe_budget_min_s),
             )
             self.sample_system = sample_system
             self.record: RunRecord | None = None
