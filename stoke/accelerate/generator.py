@@ -22,6 +22,7 @@ from stoke.accelerate.accelerated import Accelerated
 from stoke.accelerate.channel_loader import ChannelLoader
 from stoke.accelerate.generator_program import GeneratorProgram, accepted_names, replica_kwargs
 from stoke.accelerate.items import cast_float64, float64_message
+from stoke.accelerate.keras_face import held_weakly_by_keras
 from stoke.accelerate.keras_requests import (
     KeptBatches,
     KerasRequests,
@@ -256,6 +257,8 @@ class AcceleratedGenerator(Accelerated):
         caller = sys._getframe(1)  # the iterator of Keras' that asks (its generator's frame)
         with self._lock:
             stream, new = self._requests.stream(caller, index)
+            if new:
+                held_weakly_by_keras(self, caller)
             let_go = self._requests.take_let_go()  # dropped on return, after the lock  # noqa: F841
             if new:
                 stream.base = self._first_item_for(stream.previous)

@@ -33,6 +33,7 @@ from stoke.accelerate.items import (
     shape_item,
 )
 from stoke.accelerate.keras_base import detached_copy
+from stoke.accelerate.keras_face import held_weakly_by_keras
 from stoke.accelerate.keras_requests import KeptBatches, KerasRequests, KerasStream, copy_batch
 from stoke.accelerate.updates import fingerprints, pickled_state
 from stoke.data.pipeline import Pipeline
@@ -229,6 +230,8 @@ class AcceleratedSequence(Accelerated):
         caller = sys._getframe(1)  # the iterator of Keras' that asks (its generator's frame)
         with self._lock:
             stream, new = self._requests.stream(caller, index)
+            if new:
+                held_weakly_by_keras(self, caller)
             let_go = self._requests.take_let_go()  # dropped on return, after the lock  # noqa: F841
             snapshot, self._random_at_epoch_begin = self._random_at_epoch_begin, None
             if not new:

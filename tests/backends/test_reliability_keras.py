@@ -288,6 +288,23 @@ def test_a_tf_data_iterator_left_suspended_keeps_no_ring_slot():
         del first, second
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.data's generators")
+def test_a_tf_data_dataset_kept_after_its_feed_says_so():
+    """TensorFlow keeps a from_generator dataset's generator for good, so the dataset holds
+    its feed weakly: a dataset read after its feed was collected raises, naming why."""
+    import gc
+
+    import tensorflow as tf
+
+    feed = stoke.from_sequence(labelled(32)).batch(8).to_keras(workers=1, executor="process")
+    dataset = feed.get_tf_dataset()
+    del feed
+    gc.collect()
+    assert workers_stop_within(30)
+    with pytest.raises(tf.errors.OpError, match="stoke feed that was garbage collected"):
+        next(iter(dataset))
+
+
 class FailingAt(IdSequence):
     """IdSequence whose batch ``bad`` raises (a corrupt file); -1: none does."""
 
@@ -301,22 +318,14 @@ class FailingAt(IdSequence):
         return super().__getitem__(index)
 
 
-TENSORFLOW_KEEPS_PYDATASETS = pytest.mark.xfail(
-    keras.backend.backend() == "tensorflow", strict=True,
-    reason="Keras' TensorFlow adapter feeds a PyDataset through tf.data's from_generator, whose "
-           "generator registry keeps the adapter, and so the PyDataset, alive after fit (plain "
-           "Keras leaks the user's Sequence the same way); a stoke feed it keeps keeps its "
-           "workers and ring. Needs a signal other than garbage collection: e.g. workers that "
-           "stop when the feed is idle after a finished pass and start again on the next request")
-
-
-@TENSORFLOW_KEEPS_PYDATASETS
-@pytest.mark.parametrize("kind", ["trains", "fails", "to_keras"])
+@pytest.mark.parametrize("kind", ["trains", "fails", "to_keras", "generator"])
 def test_fits_in_a_loop_leave_no_feed_behind(kind):
     """k-fold loops, hyperparameter searches, a notebook's retry loop: each
-    ``fit(stoke.accelerate(seq))`` or ``fit(pipe.to_keras())`` (that trains, or whose sample
-    fails and is caught) leaves nothing alive once the user drops the feed: not the feed, not
-    its workers, not its ring."""
+    ``fit(stoke.accelerate(seq))``, ``fit(stoke.accelerate(gen_fn))`` or
+    ``fit(pipe.to_keras())`` (that trains, or whose sample fails and is caught) leaves
+    nothing alive once the user drops the feed: not the feed, not its workers, not its ring
+    (on TensorFlow, tf.data's from_generator keeps what it reads for good: the feed must be
+    held weakly there)."""
     import gc
     import weakref
 
@@ -328,6 +337,8 @@ def test_fits_in_a_loop_leave_no_feed_behind(kind):
             if kind == "to_keras":
                 feed = stoke.from_sequence(labelled(64)).map(first_of_x).batch(8).to_keras(
                     workers=1, executor="process")
+            elif kind == "generator":
+                feed = stoke.accelerate(id_batches, steps_per_epoch=8, executor="process")
             else:
                 feed = stoke.accelerate(FailingAt(5 if kind == "fails" else -1), workers=1,
                                         executor="process")
@@ -345,6 +356,13 @@ def test_fits_in_a_loop_leave_no_feed_behind(kind):
     finally:  # what a failed check left alive: closed, so that no worker outlives the test
         if alive is not None and alive() is not None:
             alive().close()
+
+
+def id_batches():
+    """IdSequence's 8 batches, from a generator."""
+    sequence = IdSequence()
+    for index in range(len(sequence)):
+        yield sequence[index]
 
 
 def workers_stop_within(seconds: float) -> bool:
