@@ -17,7 +17,9 @@ stoke, TensorFlow first or not at all) so that they work again:
   uses processes when the dataset can be pickled, threads otherwise). For other data
   (arrays, a ``tf.data`` dataset) the old arguments are dropped, as Keras 2 ignored them.
 - ``fit_generator``/``evaluate_generator``/``predict_generator`` call ``fit``/``evaluate``/
-  ``predict`` with their arguments renamed.
+  ``predict`` with their arguments renamed. A Sequence given to such a Keras-2 call with
+  steps other than its length is read as Keras 2's enqueuer read it, one stream of passes
+  (each epoch the next ``steps_per_epoch`` batches; ``AcceleratedSequence.endless``).
 - ``fit(shuffle=True)`` (the default) still shuffles a Sequence's batch order each epoch,
   seeded from Python's ``random`` (so ``keras.utils.set_random_seed`` makes it repeatable).
 - ``keras.preprocessing.image``/``.sequence``/``.text`` get back what Keras 3 still ships
@@ -302,7 +304,8 @@ def _call(original, name: str, method: str, model, args: tuple, kwargs: dict,
         if accelerate and _routable(x):
             steps = arguments.get("steps_per_epoch" if name == "fit" else "steps")
             shuffle = bool(arguments.get("shuffle", True)) if name == "fit" else False
-            arguments["x"] = _accelerated(x, legacy, legacy_given, shuffle, steps, opened)
+            arguments["x"] = _accelerated(x, legacy, legacy_given, shuffle, steps, opened,
+                                          endless=keras2_call)
         elif inspect.isgenerator(x) and (keras2_call or arguments.get("class_weight")):
             # as Keras 2 took it: bare arrays, class_weight
             arguments["x"] = keras2_batches(x, arguments.pop("class_weight", None))
@@ -410,9 +413,11 @@ def _routable(data: Any) -> bool:
 
 
 def _accelerated(data: Any, legacy: dict, given: dict, shuffle: bool, steps: int | None,
-                 opened: list):
+                 opened: list, endless: bool = False):
     """``data`` accelerated for a call whose Keras-2 arguments are ``legacy`` (``given``:
-    those the script wrote; the others are Keras 2's defaults)."""
+    those the script wrote; the others are Keras 2's defaults). ``endless`` (a Keras-2
+    call): a Sequence read for ``steps`` other than its length is one stream of passes, as
+    Keras 2's enqueuer read it (see ``AcceleratedSequence.endless``)."""
     from stoke.accelerate import accelerate
     from stoke.executors.choose import for_legacy_script
 
@@ -430,6 +435,7 @@ def _accelerated(data: Any, legacy: dict, given: dict, shuffle: bool, steps: int
     else:
         accelerated = accelerate(data, **worker_options, shuffle=shuffle,
                                  seed=random.getrandbits(31), ring_slots=ring_slots)
+        accelerated.endless = endless and steps is not None and steps != len(accelerated)
     opened.append(accelerated)
     return accelerated
 
