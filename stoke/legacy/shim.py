@@ -253,6 +253,8 @@ def _generator_call(original, method: str, model, args: tuple, kwargs: dict):
     given = dict(bound.arguments)
     bound.apply_defaults()
     arguments = dict(bound.arguments)
+    if "shuffle" not in given:  # Keras 3's default is Keras 2's (True); see _keep_quiet_shuffle
+        arguments.pop("shuffle", None)
     arguments["x"] = arguments.pop("generator")
     if method != "fit_generator":
         arguments.setdefault("verbose", 0)
@@ -315,6 +317,8 @@ def _call(original, name: str, method: str, model, args: tuple, kwargs: dict,
                 validation, legacy, legacy_given, False, arguments.get("validation_steps"), opened)
         elif inspect.isgenerator(validation) and keras2_call:
             arguments["validation_data"] = keras2_batches(validation, None)
+        if name == "fit" and (keras2_call or arguments.get("x") is not x):
+            _keep_quiet_shuffle(arguments)
         if keras2_call or opened:
             _note(Conversion(*call_site(user_frame(sys._getframe(1))), method=method,
                              input_kind=kind,
@@ -330,6 +334,25 @@ def _call(original, name: str, method: str, model, args: tuple, kwargs: dict,
             _print_tuning(method, opened)
         for accelerated in opened:
             accelerated.close()
+
+
+def _keep_quiet_shuffle(arguments: dict) -> None:
+    """``fit``'s ``shuffle`` default (True) off where Keras would ignore it with a warning
+    ("`shuffle=True` was passed, but will be ignored since the data `x` was provided as
+    ..."): data that comes in its own order (a generator, an endless PyDataset, a
+    ``tf.data`` dataset...). Such data reaches ``fit`` by the shim's routing (a generator
+    made endless, ``fit_generator``'s Keras-2 default), not as the script wrote it; a
+    ``shuffle`` the script passed itself is left to Keras."""
+    if "shuffle" in arguments:
+        return
+    x = arguments.get("x")
+    keras = sys.modules.get("keras")
+    if keras is not None and isinstance(x, keras.utils.PyDataset):
+        ignored = getattr(x, "num_batches", None) is None  # as Keras asks it
+    else:
+        ignored = input_kind(x) not in ("arrays", "none")
+    if ignored:
+        arguments["shuffle"] = False
 
 
 def _print_tuning(method: str, opened: list) -> None:
