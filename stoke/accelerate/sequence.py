@@ -291,10 +291,10 @@ class AcceleratedSequence(Accelerated):
         a pass of the same order begins at the stream's next position, so that Keras gets
         the batches its own adapter would: the next indices, with the dataset as it is now."""
         previous = stream.reads
-        if stream.next_position >= len(previous.order) or (
-                self._pass is not previous and len(self.dataset) != len(previous.order)):
+        read_all = stream.next_position >= len(previous.order)
+        if read_all or (self._pass is not previous and len(self.dataset) != len(previous.order)):
             # nothing left of its order (or the dataset's length changed): start over
-            if self.endless:
+            if read_all and self.endless:
                 self._turn_endless_pass()
             stream.restart()
             return self._pass_for_new_stream(stream, index, snapshot)
