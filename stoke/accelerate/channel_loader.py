@@ -32,7 +32,7 @@ def _warn_float64_items(paths: list[str]) -> None:
     """The float64 warning of ``stoke.accelerate``: the ring holds ``(item, rows)``, so the
     paths are the item's, and the opt-out is accelerate's."""
     # stacklevel: the scheduler's raise_if_failed and say_float64, and the loop that waited
-    paths = [p.removeprefix("[0]") or "batch" for p in paths]
+    paths = [p.removeprefix("[0]") for p in paths]  # "": the item is one array
     warnings.warn(float64_message(paths), StokeWarning, stacklevel=7)
 
 

@@ -126,15 +126,19 @@ FLOAT64_ADVICE = ("stoke.accelerate delivers float64 as float32 (accelerators tr
 
 
 def float64_message(paths) -> str:
-    """The one warning about float64 fields cast, naming them (item paths, e.g. ``[0]``)."""
-    return f"stoke: float64 field(s) {', '.join(paths)} of the batches: {FLOAT64_ADVICE}"
+    """The one warning about float64 fields cast, naming them (item paths, e.g. ``[0]``;
+    ``""``: the batch is one float64 array)."""
+    named = [path for path in paths if path]
+    if not named:
+        return f"stoke: the batches are float64 arrays: {FLOAT64_ADVICE}"
+    return f"stoke: float64 field(s) {', '.join(named)} of the batches: {FLOAT64_ADVICE}"
 
 
 def cast_float64(item: Any) -> tuple[Any, list[str]]:
     """``item`` with its float64 arrays as float32 (for batches made outside the ring),
-    and the paths of those cast."""
+    and the paths of those cast (``""``: the item is one array)."""
     treedef, leaves = flatten(item)
-    paths = leaf_paths(treedef)
+    paths = [""] if treedef[0] == "leaf" else leaf_paths(treedef)
     cast = [path for path, leaf in zip(paths, leaves, strict=True)
             if getattr(leaf, "dtype", None) == np.float64]
     if not cast:

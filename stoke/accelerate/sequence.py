@@ -120,7 +120,17 @@ class AcceleratedSequence(Accelerated):
     ``iter()`` yields numpy batches pass after pass; ``model.fit(acc)`` takes it directly
     (with Keras imported, it is also a ``keras.utils.PyDataset``). Batches from ``iter()``
     are zero-copy views into the ring, never overwritten while referenced; Keras gets copies.
+
+    ``endless``: Keras sees one stream of passes without an epoch length (``num_batches``
+    None), as Keras 2's ``fit_generator`` read a Sequence through its ``OrderedEnqueuer``:
+    each of Keras' epochs takes the next ``steps_per_epoch`` batches, wrapping around; the
+    dataset's ``on_epoch_end`` (and ``on_epoch_begin``) run where a pass ends and the next
+    begins, not at Keras' epoch ends. The Keras call must give the steps (``stoke run`` sets
+    it for a Keras-2 call whose steps differ from ``len(dataset)``; Keras 3 alone ends such
+    an epoch at the pass's end: epochs of 4, 1, 4 steps for 4 of 5 batches).
     """
+
+    endless = False
 
     def __init__(self, dataset: Any, workers: int | str = "auto", executor: str = "auto",
                  shuffle: bool | None = None, seed: int = 0, options: dict | None = None,
@@ -143,6 +153,7 @@ class AcceleratedSequence(Accelerated):
         self._pass: _Pass | None = None
         self._workers_state: dict[str, bytes] | None = None  # what workers with a copy hold
         self._hooks_called = False
+        self._endless_began = False  # endless: the first pass began (on Keras' first epoch)
         self._warned_misfit = False
         self._template: ItemLayout | None = None
         self._requests = KerasRequests()  # which of Keras' iterators asks (keras_requests)
@@ -217,6 +228,10 @@ class AcceleratedSequence(Accelerated):
                 f"{where})")
 
     # -- Keras' PyDataset protocol ----------------------------------------------------------
+    @property
+    def num_batches(self) -> int | None:
+        return None if self.endless else len(self.dataset)
+
     def __getitem__(self, index: int) -> Any:
         """What Keras calls: the n-th new index one of Keras' iterators asks gets the n-th
         batch of the pass it reads, in the pass's order, whatever the index; an iterator
@@ -225,7 +240,7 @@ class AcceleratedSequence(Accelerated):
         if not isinstance(index, (int, np.integer)):
             raise TypeError(f"batch index must be an int. Received: {index!r}")
         index = int(index)
-        if not 0 <= index < len(self.dataset):
+        if index < 0 or (index >= len(self.dataset) and not self.endless):
             raise IndexError(f"batch index {index} out of range for {len(self.dataset)} batches")
         caller = sys._getframe(1)  # the iterator of Keras' that asks (its generator's frame)
         with self._lock:
@@ -279,9 +294,11 @@ class AcceleratedSequence(Accelerated):
         a pass of the same order begins at the stream's next position, so that Keras gets
         the batches its own adapter would: the next indices, with the dataset as it is now."""
         previous = stream.reads
-        if stream.next_position >= len(previous.order) or (
-                self._pass is not previous and len(self.dataset) != len(previous.order)):
+        read_all = stream.next_position >= len(previous.order)
+        if read_all or (self._pass is not previous and len(self.dataset) != len(previous.order)):
             # nothing left of its order (or the dataset's length changed): start over
+            if read_all and self.endless:
+                self._turn_endless_pass()
             stream.restart()
             return self._pass_for_new_stream(stream, index, snapshot)
         if self._pass is previous:
@@ -296,7 +313,17 @@ class AcceleratedSequence(Accelerated):
         stream.reads = self._open_pass(keep_order=True, first=stream.next_position)
         return stream.reads
 
+    def _turn_endless_pass(self) -> None:
+        """Endless mode, a stream read its whole pass: the pass ends (the dataset's
+        ``on_epoch_end``) and the next begins (``on_epoch_begin``), as Keras 2's enqueuer
+        went on from one pass to the next."""
+        self._end_pass(call_hook=True, prefetch_next=True)
+        self._call_hook("on_epoch_begin")
+
     def on_epoch_begin(self) -> None:
+        if self.endless and self._endless_began:  # passes begin where the stream turns
+            return
+        self._endless_began = self.endless
         with self._lock:
             self._call_hook("on_epoch_begin")
             # Keras' PyDataset adapter shuffles right after this (fit's shuffle=True, the
@@ -304,6 +331,8 @@ class AcceleratedSequence(Accelerated):
             self._random_at_epoch_begin = random.getstate()
 
     def on_epoch_end(self) -> None:
+        if self.endless:  # Keras' epoch ends inside a pass; the stream goes on
+            return
         with self._lock:
             self._requests.epoch_ended()
             self._end_pass(call_hook=True, prefetch_next=True)

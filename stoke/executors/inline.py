@@ -28,7 +28,7 @@ class InlinePool:
         self.name = name  # who ran a task, in its result (and in a sample's error)
         self.workers = 1
         self.ring: BatchRing | None = None
-        self.pending: deque[Task] = deque()
+        self._pending: deque[Task] = deque()  # submitted, run at the next next_result
         self.answers: deque[Result] = deque()  # of updates, applied when broadcast
 
     def ready(self) -> bool:
@@ -60,7 +60,7 @@ class InlinePool:
             return
         if task.kind == "chunk":
             prefetch_chunk(self.program, task.indices)  # remote shards: reads start now
-        self.pending.append(task)
+        self._pending.append(task)
 
     def broadcast(self, update: ProgramUpdate) -> None:
         """The caller holds the program: it applies ``update`` now."""
@@ -70,19 +70,28 @@ class InlinePool:
     def next_result(self, timeout_s: float) -> Result | None:
         if self.answers:
             return self.answers.popleft()
-        if not self.pending:
+        if not self._pending:
             return None
-        task = self.pending.popleft()
+        task = self._pending.popleft()
         views = self.ring.views(task.slot) if (self.ring and task.slot >= 0) else None
         layout = self.ring.layout if self.ring else None
         return run_task(self.program, task, layout, views, self.name)
 
+    def has_queued(self) -> bool:
+        """Are tasks submitted and not run yet (the next ``next_result`` runs one)?"""
+        return bool(self._pending)
+
+    def hand_over_queued(self) -> list[Task]:
+        """The tasks submitted and not run yet, in order, for another pool to run (the
+        trainer's stand-in hands them to the workers once one is up); none stays here."""
+        queued = list(self._pending)
+        self._pending.clear()
+        return queued
+
     def drop_queued(self) -> list[int]:
         """The tasks submitted and not run yet: they would run in the caller at the next
         ``next_result``; dropped now."""
-        dropped = [task.task_id for task in self.pending]
-        self.pending.clear()
-        return dropped
+        return [task.task_id for task in self.hand_over_queued()]
 
     def worker_pids(self) -> list[int]:
         return []  # the caller does the work
@@ -97,5 +106,5 @@ class InlinePool:
         return []
 
     def close(self) -> None:
-        self.pending.clear()
+        self._pending.clear()
         self.answers.clear()

@@ -125,7 +125,7 @@ class TrainerFirst:
 
     def next_result(self, timeout_s: float) -> Result | None:
         """A worker's result, or, while none is up, the next task run here and now."""
-        if self.hand_over_if_up() or not self.stand_in.pending:
+        if self.hand_over_if_up() or not self.stand_in.has_queued():
             return self.workers_pool.next_result(timeout_s)
         return self._run_here()
 
@@ -166,9 +166,7 @@ class TrainerFirst:
             self.start_error = exc
             raise
         self.handed_over = True
-        queued = list(self.stand_in.pending)
-        self.stand_in.pending.clear()
-        for task in queued:
+        for task in self.stand_in.hand_over_queued():
             self.workers_pool.submit(task)
         return True
 

@@ -62,7 +62,7 @@ class Conversion:
     def replacement(self) -> str:
         receiver = _receiver(self.call_source, self.method) or "model"
         target = self.method.removesuffix("_generator")
-        data = _first_argument(self.call_source) or "data"
+        data = first_argument(self.call_source) or "data"
         if self.input_kind in ("generator", "sequence", "image-iterator") and self.accelerated:
             return f"`{receiver}.{target}(stoke.accelerate({data}), ...)` (and `import stoke`)"
         if self.input_kind == "generator" and self.method.endswith("_generator"):
@@ -178,8 +178,10 @@ def _receiver(call_source: str, method: str) -> str:
     return match.group(1) if match else ""
 
 
-def _first_argument(call_source: str) -> str:
-    """The first argument's text in ``f(a, b=...)``, if the call parses."""
+def first_argument(call_source: str) -> str:
+    """The data argument's text in a training call's source, ``f(a, b=...)`` (its first
+    positional argument, else ``x=``/``generator=``); ``""`` if the call does not parse.
+    The doctor's fixes name the script's own variable with it."""
     import ast
 
     try:

@@ -17,7 +17,9 @@ stoke, TensorFlow first or not at all) so that they work again:
   uses processes when the dataset can be pickled, threads otherwise). For other data
   (arrays, a ``tf.data`` dataset) the old arguments are dropped, as Keras 2 ignored them.
 - ``fit_generator``/``evaluate_generator``/``predict_generator`` call ``fit``/``evaluate``/
-  ``predict`` with their arguments renamed.
+  ``predict`` with their arguments renamed. A Sequence given to such a Keras-2 call with
+  steps other than its length is read as Keras 2's enqueuer read it, one stream of passes
+  (each epoch the next ``steps_per_epoch`` batches; ``AcceleratedSequence.endless``).
 - ``fit(shuffle=True)`` (the default) still shuffles a Sequence's batch order each epoch,
   seeded from Python's ``random`` (so ``keras.utils.set_random_seed`` makes it repeatable).
 - ``keras.preprocessing.image``/``.sequence``/``.text`` get back what Keras 3 still ships
@@ -251,6 +253,8 @@ def _generator_call(original, method: str, model, args: tuple, kwargs: dict):
     given = dict(bound.arguments)
     bound.apply_defaults()
     arguments = dict(bound.arguments)
+    if "shuffle" not in given:  # Keras 3's default is Keras 2's (True); see _keep_quiet_shuffle
+        arguments.pop("shuffle", None)
     arguments["x"] = arguments.pop("generator")
     if method != "fit_generator":
         arguments.setdefault("verbose", 0)
@@ -302,7 +306,8 @@ def _call(original, name: str, method: str, model, args: tuple, kwargs: dict,
         if accelerate and _routable(x):
             steps = arguments.get("steps_per_epoch" if name == "fit" else "steps")
             shuffle = bool(arguments.get("shuffle", True)) if name == "fit" else False
-            arguments["x"] = _accelerated(x, legacy, legacy_given, shuffle, steps, opened)
+            arguments["x"] = _accelerated(x, legacy, legacy_given, shuffle, steps, opened,
+                                          endless=keras2_call)
         elif inspect.isgenerator(x) and (keras2_call or arguments.get("class_weight")):
             # as Keras 2 took it: bare arrays, class_weight
             arguments["x"] = keras2_batches(x, arguments.pop("class_weight", None))
@@ -312,6 +317,8 @@ def _call(original, name: str, method: str, model, args: tuple, kwargs: dict,
                 validation, legacy, legacy_given, False, arguments.get("validation_steps"), opened)
         elif inspect.isgenerator(validation) and keras2_call:
             arguments["validation_data"] = keras2_batches(validation, None)
+        if name == "fit" and (keras2_call or arguments.get("x") is not x):
+            _keep_quiet_shuffle(arguments)
         if keras2_call or opened:
             _note(Conversion(*call_site(user_frame(sys._getframe(1))), method=method,
                              input_kind=kind,
@@ -327,6 +334,25 @@ def _call(original, name: str, method: str, model, args: tuple, kwargs: dict,
             _print_tuning(method, opened)
         for accelerated in opened:
             accelerated.close()
+
+
+def _keep_quiet_shuffle(arguments: dict) -> None:
+    """``fit``'s ``shuffle`` default (True) off where Keras would ignore it with a warning
+    ("`shuffle=True` was passed, but will be ignored since the data `x` was provided as
+    ..."): data that comes in its own order (a generator, an endless PyDataset, a
+    ``tf.data`` dataset...). Such data reaches ``fit`` by the shim's routing (a generator
+    made endless, ``fit_generator``'s Keras-2 default), not as the script wrote it; a
+    ``shuffle`` the script passed itself is left to Keras."""
+    if "shuffle" in arguments:
+        return
+    x = arguments.get("x")
+    keras = sys.modules.get("keras")
+    if keras is not None and isinstance(x, keras.utils.PyDataset):
+        ignored = getattr(x, "num_batches", None) is None  # as Keras asks it
+    else:
+        ignored = input_kind(x) not in ("arrays", "none")
+    if ignored:
+        arguments["shuffle"] = False
 
 
 def _print_tuning(method: str, opened: list) -> None:
@@ -410,9 +436,11 @@ def _routable(data: Any) -> bool:
 
 
 def _accelerated(data: Any, legacy: dict, given: dict, shuffle: bool, steps: int | None,
-                 opened: list):
+                 opened: list, endless: bool = False):
     """``data`` accelerated for a call whose Keras-2 arguments are ``legacy`` (``given``:
-    those the script wrote; the others are Keras 2's defaults)."""
+    those the script wrote; the others are Keras 2's defaults). ``endless`` (a Keras-2
+    call): a Sequence read for ``steps`` other than its length is one stream of passes, as
+    Keras 2's enqueuer read it (see ``AcceleratedSequence.endless``)."""
     from stoke.accelerate import accelerate
     from stoke.executors.choose import for_legacy_script
 
@@ -430,6 +458,7 @@ def _accelerated(data: Any, legacy: dict, given: dict, shuffle: bool, steps: int
     else:
         accelerated = accelerate(data, **worker_options, shuffle=shuffle,
                                  seed=random.getrandbits(31), ring_slots=ring_slots)
+        accelerated.endless = endless and steps is not None and steps != len(accelerated)
     opened.append(accelerated)
     return accelerated
 

@@ -295,6 +295,39 @@ def test_float64_becomes_float32_with_one_warning(executor):
         assert ours[1].dtype == theirs[1].dtype
 
 
+class BareFloat64Sequence:
+    """Batches that are one float64 array each (no tuple)."""
+
+    def __len__(self):
+        return 3
+
+    def __getitem__(self, index):
+        return np.full((2, 3), index, np.float64)
+
+
+def bare_float64_batches():
+    for index in range(3):
+        yield np.full((2, 3), index, np.float64)
+
+
+@pytest.mark.parametrize("data, executor", [(BareFloat64Sequence, "process"),
+                                            (BareFloat64Sequence, "thread"),
+                                            (bare_float64_batches, "thread")])
+def test_float64_warning_for_batches_that_are_one_array(data, executor):
+    """A batch that is one float64 array has no field to name: the warning says the batches
+    are float64 (not "field(s) batch of the batches")."""
+    source = data() if data is BareFloat64Sequence else data
+    with pytest.warns(StokeWarning) as caught:
+        with accelerate(source, executor=executor) as acc:
+            got = [np.array(batch) for batch in acc.iter()]
+    messages = [str(w.message) for w in caught if "float64" in str(w.message)]
+    assert messages == [messages[0]] and messages[0].startswith(
+        "stoke: the batches are float64 arrays: stoke.accelerate delivers float64 as float32"), \
+        messages
+    assert [batch.dtype for batch in got] == [np.float32] * 3
+    assert [batch[0, 0] for batch in got] == [0, 1, 2]
+
+
 @pytest.mark.parametrize("executor", ["process", "thread"])
 def test_batch_of_another_shape_is_made_in_the_trainer_with_a_warning(executor):
     expected = expected_passes(VariableSequence, 2)

@@ -309,6 +309,20 @@ def test_only_tasks_the_caller_would_run_are_dropped(kind):
         pool.close()
 
 
+def test_the_inline_executor_hands_over_what_it_has_not_run():
+    """hand_over_queued: the tasks not run yet, in order, for another pool to run (the
+    trainer's stand-in gives them to the workers once one is up); none runs here after."""
+    pool = make("inline")
+    assert not pool.has_queued() and pool.hand_over_queued() == []
+    for task_id in (4, 2, 7):
+        pool.submit(probe(task_id, task_id))
+    assert pool.has_queued()
+    assert [task.task_id for task in pool.hand_over_queued()] == [4, 2, 7]
+    assert not pool.has_queued() and pool.next_result(0.1) is None
+    pool.submit(probe(5, 5))
+    assert pool.next_result(0.1).task_id == 5 and not pool.has_queued()
+
+
 def result_of_any(pool, timeout_s: float = 60.0) -> Result:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -38,3 +38,55 @@ def test_a_shim_without_conversions_records_nothing(monkeypatch):
     recorder = Recorder(DoctorOptions(probes=False))
     bootstrap.note_keras2_conversions(recorder)
     assert "keras2_conversions" not in recorder.record.meta
+
+
+def _conversion(call_source: str, input_kind: str, method: str = "fit_generator") -> dict:
+    return {"filename": "/home/u/train.py", "lineno": 41, "call_source": call_source,
+            "method": method, "input_kind": input_kind, "legacy_arguments": "()",
+            "accelerated": False}
+
+
+def test_the_fix_names_the_scripts_own_sequence():
+    """``fit_generator(training_batches, ...)`` over a Sequence: the fix accelerates
+    ``training_batches``, not a made-up ``train_dataset``."""
+    from stoke.diagnosis.judge.diagnosis import analyse
+    from tests.diagnosis.synthetic import make_record
+
+    conversions = [
+        _conversion("model.evaluate_generator(test_batches, steps=3)", "sequence",
+                    "evaluate_generator"),  # not the training call
+        _conversion("model.fit_generator(training_batches, epochs=2, workers=1)", "sequence"),
+    ]
+    record = make_record(kind="pydataset", wait_s=0.03, step_s=0.04,
+                         input_extra={"pydataset_workers": 0, "main_thread": True},
+                         meta_extra={"keras2_conversions": conversions})
+    finding = analyse(record).finding("generator-on-main-thread")
+    assert "stoke.accelerate(training_batches)" in finding.fix, finding.fix
+    assert "train_dataset" not in finding.fix
+    # workers that cannot keep up: the same name
+    record = make_record(
+        kind="pydataset", wait_s=0.03, step_s=0.04, model_alone=64 / 0.009, input_alone=1400.0,
+        input_extra={"pydataset_workers": 4, "use_multiprocessing": True, "main_thread": False},
+        meta_extra={"keras2_conversions": [_conversion(
+            "model.fit_generator(generator=self.train_seq, workers=4)", "sequence")]})
+    finding = analyse(record).finding("input-too-slow")
+    assert "stoke.accelerate(self.train_seq)" in finding.fix, finding.fix
+    # not known (a Keras 3 call, no conversion): the generic name
+    record = make_record(kind="pydataset", wait_s=0.03, step_s=0.04,
+                         input_extra={"pydataset_workers": 0, "main_thread": True})
+    assert "stoke.accelerate(train_dataset)" in \
+        analyse(record).finding("generator-on-main-thread").fix
+
+
+def test_the_keras2_generator_fix_names_the_scripts_own_generator():
+    from stoke.diagnosis.judge.diagnosis import analyse
+    from tests.diagnosis.synthetic import make_record
+
+    record = make_record(kind="generator", wait_s=0.03, step_s=0.04, model_alone=64 / 0.009,
+                         input_alone=64 / 0.03, input_extra={"main_thread": True},
+                         meta_extra={"keras2_conversions": [_conversion(
+                             "model.fit_generator(batch_generator(x, y, 32), 20)",
+                             "generator")]})
+    finding = analyse(record).finding("generator-on-main-thread")
+    assert "stoke run" in finding.fix
+    assert "stoke.accelerate(batch_generator(x, y, 32))" in finding.fix, finding.fix

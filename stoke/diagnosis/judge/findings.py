@@ -173,7 +173,7 @@ def generator_on_main_thread(record: RunRecord, analysis: Analysis) -> Finding |
         severity=_wait_severity(wait),
         category="input",
         message=message,
-        fix=keras2_fix(record.meta.script, legacy.get("method", "fit_generator")) if legacy is not None else input_fix(record.input, analysis.prediction),
+        fix=keras2_fix(record.meta.script, legacy.get("method", "fit_generator"), keras2_data_name(record)) if legacy is not None else input_fix(record.input, analysis.prediction, keras2_data_name(record)),
         evidence=evidence,
         expected_gain=here if here is not None else analysis.predicted_speedup,
         fix_language="bash" if legacy is not None else "python",
@@ -191,6 +191,21 @@ def keras2_generator_call(record: RunRecord) -> dict[str, Any] | None:
             ("evaluate", "predict")
         ):
             return conversion
+    return None
+
+
+def keras2_data_name(record: RunRecord) -> str | None:
+    """The script's own text for the data of its first Keras-2 training call on a generator,
+    Sequence or image iterator (``model.fit_generator(training_batches, ...)``:
+    ``training_batches``), for the fixes to name; None when the doctor does not know it."""
+    from stoke.legacy.conversions import first_argument
+
+    for conversion in record.meta.keras2_conversions or []:
+        if not isinstance(conversion, dict) or str(conversion.get("method", "")).startswith(
+                ("evaluate", "predict")):
+            continue
+        if conversion.get("input_kind") in ("generator", "sequence", "image-iterator"):
+            return first_argument(str(conversion.get("call_source") or "")) or None
     return None
 
 
@@ -301,7 +316,7 @@ def input_too_slow(record: RunRecord, analysis: Analysis) -> Finding | None:
         severity=_wait_severity(wait) if analysis.input_is_limit else "medium",
         category="input",
         message=message,
-        fix=input_fix(record.input, analysis.prediction),
+        fix=input_fix(record.input, analysis.prediction, keras2_data_name(record)),
         evidence=evidence,
         expected_gain=here if here is not None else analysis.predicted_speedup,
     )

@@ -17,10 +17,12 @@ from stoke.diagnosis.record import InputFacts
 # -- input --------------------------------------------------------------------------------------
 
 
-def input_fix(inputs: InputFacts, prediction: Prediction | None) -> str:
+def input_fix(inputs: InputFacts, prediction: Prediction | None,
+              data_name: str | None = None) -> str:
     """stoke's fix for this input kind, unless the shared-cores model says stoke's workers
-    would bring nothing on these cores: then that comes first, with what would help."""
-    fix = stoke_fix(inputs)
+    would bring nothing on these cores: then that comes first, with what would help.
+    ``data_name``: the script's own text for its data, where known (see :func:`stoke_fix`)."""
+    fix = stoke_fix(inputs, data_name)
     if prediction is None or prediction.with_stoke_here is None or prediction.with_stoke_here > 1.05:
         return fix
     shared = prediction.shared_cores
@@ -48,8 +50,10 @@ def stoke_pipeline(batch: int) -> str:
     )
 
 
-def stoke_fix(inputs: InputFacts) -> str:
-    """stoke, with the code for this input kind: the first fix for an input-bound run."""
+def stoke_fix(inputs: InputFacts, data_name: str | None = None) -> str:
+    """stoke, with the code for this input kind: the first fix for an input-bound run.
+    ``data_name``: what the script calls its generator or Sequence, where the doctor knows it
+    (a Keras-2 call's argument); else a generic name."""
     kind = inputs.kind or "unknown"
     batch = inputs.batch_size or 64
     if kind == "generator":
@@ -58,7 +62,8 @@ def stoke_fix(inputs: InputFacts) -> str:
             "\n"
             "# One line: stoke runs the generator off the trainer's thread and\n"
             "# prefetches to the device: batch n+1 is made while the model trains on n.\n"
-            "model.fit(stoke.accelerate(train_generator), steps_per_epoch=steps, epochs=10)\n"
+            f"model.fit(stoke.accelerate({data_name or 'train_generator'}), "
+            "steps_per_epoch=steps, epochs=10)\n"
             "\n"
             "# All cores: give stoke the samples (anything with len() and [i]) and\n"
             "# your per-sample function; its worker processes build batches in parallel.\n"
@@ -70,7 +75,7 @@ def stoke_fix(inputs: InputFacts) -> str:
             "\n"
             "# One line: your PyDataset's batches are built in parallel worker processes and\n"
             "# handed to fit() through shared memory (no pickling), prefetched to the device.\n"
-            "model.fit(stoke.accelerate(train_dataset), epochs=10)\n"
+            f"model.fit(stoke.accelerate({data_name or 'train_dataset'}), epochs=10)\n"
         )
     if kind == "torch_dataloader":
         return (
@@ -132,15 +137,16 @@ def stoke_fix(inputs: InputFacts) -> str:
     )
 
 
-def keras2_fix(script: str | None, method: str) -> str:
+def keras2_fix(script: str | None, method: str, data_name: str | None = None) -> str:
     """A Keras-2 script: ``stoke run`` runs it unchanged with the generator off the trainer's
-    thread; or the one-line change in the script."""
+    thread; or the one-line change in the script (``data_name``: the call's argument)."""
     script = str(script or "train.py")
     return (
         f"stoke run {script}   # the script unchanged: {method}"
         "() is fed by stoke's workers\n"
         "# or in the script, for Keras 3:\n"
-        "#   model.fit(stoke.accelerate(train_generator), steps_per_epoch=steps, epochs=10)\n"
+        f"#   model.fit(stoke.accelerate({data_name or 'train_generator'}), "
+        "steps_per_epoch=steps, epochs=10)\n"
     )
 
 def float64_fix(kind: str, generator_like: bool) -> str:
