@@ -335,12 +335,16 @@ def main() -> int:
     out = write_json(args.out, {
         "benchmark": "doctor_overhead",
         "target_pct": 3.0,
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
-                    "nvidia_gpu": has_nvidia_gpu()},
+        "machine": this_machine(),
         "rows": rows,
     })
     print(f"written {out}")
     return 0
+
+
+def this_machine() -> dict:
+    return {"cpus": os.cpu_count(), "python": sys.version.split()[0],
+            "nvidia_gpu": has_nvidia_gpu()}
 
 
 def main_wall(args) -> int:
@@ -364,8 +368,7 @@ def main_wall(args) -> int:
     out = write_json(args.out or str(RESULTS / "doctor_overhead-wall.json"), {
         "benchmark": "doctor_overhead --wall",
         "target_ratio": 1.5,
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
-                    "nvidia_gpu": has_nvidia_gpu()},
+        "machine": this_machine(),
         "rows": rows,
     })
     print(f"written {out}")
