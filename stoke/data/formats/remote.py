@@ -10,10 +10,8 @@ paths) for URLs. The ranges of a whole chunk are in flight together, so that req
 overlaps: on fsspec's own event loop when the filesystem is asynchronous (HTTP, S3, GCS: each
 range one coroutine, no thread hop per request: 580 -> 360 us of client CPU per 140 KB
 range, measured against the tests' HTTP server on a loaded 2-core machine), else on a
-per-process thread pool.
-Network errors become
-:class:`~stoke.data.formats.base.RecordError` naming the URL; no request waits longer than
-``connect_timeout_s`` to connect.
+per-process thread pool. Network errors become :class:`~stoke.data.formats.base.RecordError`
+naming the URL; no request waits longer than ``connect_timeout_s`` to connect.
 """
 
 from __future__ import annotations
