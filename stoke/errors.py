@@ -72,3 +72,35 @@ class LayoutError(StokeError):
 
 class StokeWarning(UserWarning):
     """Warnings stoke gives (float64 cast, fallbacks)."""
+
+
+# Frames of these top-level packages are never "the user's code": a warning raised inside them
+# (stoke's own frames, Keras' fit loop calling into stoke, the threading machinery) points past
+# them, at the first frame of the script that called in.
+_LIBRARY_PACKAGES = frozenset({
+    "stoke", "keras", "tensorflow", "tf_keras", "jax", "jaxlib", "torch", "optree", "tree",
+    "threading", "contextlib", "concurrent", "queue", "runpy", "importlib",
+})
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a ``warnings.warn`` called by the caller of this function
+    point at the user's line: the first frame up the stack whose module is not stoke's nor a
+    library's that calls into stoke (Keras' ``fit`` loop, threading). When the stack holds no
+    such frame (a batch made on a background thread), the outermost frame.
+
+        warnings.warn("stoke: ...", StokeWarning, stacklevel=user_stacklevel())
+    """
+    import sys
+
+    frame = sys._getframe(1)  # the frame that calls warnings.warn (stacklevel 1)
+    level = 1
+    outermost = 1
+    while frame is not None:
+        module = frame.f_globals.get("__name__") or ""
+        if module.partition(".")[0] not in _LIBRARY_PACKAGES:
+            return level
+        outermost = level
+        frame = frame.f_back
+        level += 1
+    return outermost

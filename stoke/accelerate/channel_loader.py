@@ -20,7 +20,7 @@ from typing import Any
 from stoke.accelerate.items import ItemLayout, float64_message
 from stoke.accelerate.tuned_workers import TunedWorkers
 from stoke.data.pipeline import Pipeline
-from stoke.errors import StokeWarning, UnpicklableError
+from stoke.errors import StokeWarning, UnpicklableError, user_stacklevel
 from stoke.executors.choose import start_pool
 from stoke.executors.chunk import Task
 from stoke.executors.messages import ProgramUpdate
@@ -31,9 +31,8 @@ from stoke.loader.loader import Loader
 def _warn_float64_items(paths: list[str]) -> None:
     """The float64 warning of ``stoke.accelerate``: the ring holds ``(item, rows)``, so the
     paths are the item's, and the opt-out is accelerate's."""
-    # stacklevel: the scheduler's raise_if_failed and say_float64, and the loop that waited
     paths = [p.removeprefix("[0]") for p in paths]  # "": the item is one array
-    warnings.warn(float64_message(paths), StokeWarning, stacklevel=7)
+    warnings.warn(float64_message(paths), StokeWarning, stacklevel=user_stacklevel())
 
 
 def _route_to_worker(pool: Any, worker: int, task: Task) -> None:

@@ -33,7 +33,7 @@ from stoke.accelerate.streams import process_stream, round_robin_inline, thread_
 from stoke.autotune.prefetch import PrefetchTuner
 from stoke.autotune.report import Decision, Tuning
 from stoke.data.pipeline import Pipeline
-from stoke.errors import StokeError, StokeWarning, UnpicklableError
+from stoke.errors import StokeError, StokeWarning, UnpicklableError, user_stacklevel
 from stoke.executors.host import available_cores, memory_budget_bytes
 from stoke.executors.options import LoaderOptions
 
@@ -353,7 +353,8 @@ class AcceleratedGenerator(Accelerated):
                 item, cast = cast_float64(item)
                 if cast and not warned:
                     warned = True
-                    warnings.warn(float64_message(cast), StokeWarning, stacklevel=3)
+                    warnings.warn(float64_message(cast), StokeWarning,
+                                  stacklevel=user_stacklevel())
                 yield item
         finally:
             stream.close()

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from stoke.data.structure import BatchLayout
-from stoke.errors import StokeError, StokeWarning, WorkerDiedError
+from stoke.errors import StokeError, StokeWarning, WorkerDiedError, user_stacklevel
 from stoke.executors.chunk import Result, Task
 from stoke.executors.host import memory_budget_bytes
 from stoke.executors.limits import StuckWatch
@@ -239,10 +239,10 @@ class SlotScheduler:
         if result.error is not None:
             self.fail(result.error)
         if result.cast_paths:
-            self.say_float64(list(result.cast_paths), stacklevel=5)
+            self.say_float64(list(result.cast_paths))
         return result
 
-    def say_float64(self, paths: list[str], stacklevel: int = 4) -> None:
+    def say_float64(self, paths: list[str]) -> None:
         """Say once per loader that the float64 fields ``paths`` are delivered as float32
         (through :attr:`on_float64` when set): for batches the workers made, and for any
         the caller made itself."""
@@ -256,7 +256,7 @@ class SlotScheduler:
                 f"stoke: float64 field(s) {', '.join(paths)} are delivered "
                 "as float32 (accelerators train in float32). Pass "
                 ".batch(..., keep_float64=True) to keep float64.", StokeWarning,
-                stacklevel=stacklevel)
+                stacklevel=user_stacklevel())
 
     def abandon_task(self, task_id: int, slot: int) -> None:
         """An abandoned task: its slot comes back when its result does (or now, when the
