@@ -78,6 +78,9 @@ class StepSample:
     warmup: bool = False
     wait_timed: bool = True
     wait_estimated_s: float | None = None
+    # which ``fit`` (or ``train_on_batch`` loop) of the run made the step, counted from 0: a
+    # script that fits twice (pretrain, then fine-tune with another batch size) has two
+    fit: int = 0
 
     @property
     def wait_used_s(self) -> float:

@@ -213,3 +213,81 @@ def partly_input_bound() -> RunRecord:
         gpu_kernel_active=[88.0],
         input_extra={"pydataset_workers": 4, "use_multiprocessing": True, "main_thread": False},
     )
+
+
+def multi_fit() -> RunRecord:
+    """Pretraining (batch 16, 2 epochs of 40 steps, 2 of 10 ms waiting) then fine-tuning
+    (batch 4, 1 epoch of 40 steps, 8 of 10 ms waiting): two fits, two batch sizes. Each fit
+    starts with two warm-up steps. A mean batch size over the fits (about 12) describes
+    neither."""
+    steps = []
+    t = 0.0
+    number = 0
+    for fit, (batch_size, epochs, wait_s) in enumerate([(16, 2, 0.002), (4, 1, 0.008)]):
+        for epoch_in_fit in range(epochs):
+            for index in range(40):
+                warmup = epoch_in_fit == 0 and index < 2
+                step_s = 0.5 if warmup and index == 0 else 0.010
+                t += step_s
+                steps.append(StepSample(
+                    step=number, epoch=len({s.epoch for s in steps if s.fit < fit}) + epoch_in_fit,
+                    t_s=t, wait_s=wait_s, step_s=step_s, batch_size=batch_size, warmup=warmup,
+                    fit=fit,
+                ))
+                number += 1
+    return make_record(
+        kind="generator", wait_s=0.0, step_s=0.0, steps=steps, batch_size=16,
+        model_alone=16 / 0.004, input_alone=16 / 0.009, input_extra={"main_thread": True},
+        model_detail={"s_per_step": 0.004, "batch_size": 16},
+    )
+
+
+def batch_size_unknown() -> RunRecord:
+    """Batch sizes recorded nowhere (0 per step, none configured): no samples/s can be said,
+    only step times; 5 of 20 ms wait."""
+    return make_record(
+        kind="generator", wait_s=0.005, step_s=0.020, batch_size=0,
+        input_extra={"batch_size": None, "main_thread": True},
+    )
+
+
+def mirrored_strategy_tf_data() -> RunRecord:
+    """MirroredStrategy over a tf.data pipeline: TensorFlow pulls inside the compiled step
+    (no wait timed, none estimated), the per-replica batch size is not seen (0 per step), no
+    probe ran. Nothing bounds the wait: the report says what was not measured."""
+    steps = make_steps(wait_s=0.0, step_s=0.020, batch_size=0, estimated=True)
+    for step in steps:
+        step.wait_estimated_s = None
+    return make_record(
+        kind="tf.data", wait_s=0.0, step_s=0.020, steps=steps, backend="tensorflow",
+        input_extra={"batch_size": None, "wait_method": "none", "wait_measured": False,
+                     "tf_data_prefetch": True},
+        meta_extra={"probe_notes": {"all": "a distribution strategy is active"}},
+    )
+
+
+def no_fit() -> RunRecord:
+    """A custom training loop: no step measured, the setup's facts only (16 threads on 2
+    cores)."""
+    return make_record(
+        kind=None, wait_s=0.0, step_s=0.0, steps=[], backend="tensorflow",
+        env_extra={"tf_intra_op_threads": 16}, other_pct=5.0,
+    )
+
+
+def input_bound_no_gain() -> RunRecord:
+    """30 of 40 ms wait, but the model alone takes 45 ms a batch: the probes say removing the
+    wait would not speed the run up (×1.00) although the verdict blames the input."""
+    return make_record(
+        kind="generator", wait_s=0.030, step_s=0.040, model_alone=64 / 0.045,
+        input_alone=64 / 0.030, input_extra={"main_thread": True},
+    )
+
+
+def input_bound_large_gain() -> RunRecord:
+    """38 of 40 ms wait, the model alone 1 ms a batch: a ×20 prediction (written "×20"
+    everywhere, never "×20.00" in one place and "×20" in another)."""
+    return make_record(
+        kind="generator", wait_s=0.038, step_s=0.040, model_alone=64 / 0.001,
+        input_alone=64 / 0.038, input_extra={"main_thread": True},
+    )

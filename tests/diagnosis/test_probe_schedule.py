@@ -230,3 +230,26 @@ def test_a_probe_given_its_full_seconds_is_never_shortened():
     schedule.run([Probe("full", "full",
                         lambda seconds, deadline: ProbeResult(1.0, seconds / 10, batches=1))])
     assert "shortened" not in record.probes["full"].detail
+
+
+def test_a_window_not_opened_for_a_run_that_did_not_wait_says_what_was_measured():
+    """The note names the steps it judged by and their wait, true whatever the run's other
+    steps did (a later fit that waits 27% must not sit beside "the run barely waits")."""
+    schedule, record = run_with_steps(0.02, 50)
+    schedule.cached_batch = object()
+    assert schedule.open_window("jax", None, None, True, 0.0) is None
+    note = record.meta["probe_notes"]["input_free"]
+    assert note == "the 50 steps before it waited 0.0% of their time (below 5%): no input cost to remove there"
+    assert "barely" not in note
+
+
+def test_the_recorded_run_length_is_the_one_the_budget_was_a_share_of():
+    # 50 steps of 20 ms measured (1.0 s), a fit announced as 20 steps (0.4 s expected): the
+    # budget is a share of the 1.0 s measured, and the record says 1.0 s, not 0.4 s
+    schedule, _record = run_with_steps(0.02, 50, budget=ProbeBudget(fraction=0.25, min_s=60.0,
+                                                                    known_min_s=0.1))
+    schedule.plan(total_steps=20)
+    probe, _given = sleeping_probe("model_alone", 0.001)
+    schedule.run([probe])
+    assert schedule.applied_budget_s == pytest.approx(0.25)
+    assert schedule.applied_expected_run_s == pytest.approx(1.0)

@@ -69,3 +69,20 @@ def test_steps_whose_pull_cannot_be_timed_say_so():
     assert [s.wait_timed for s in steps] == [False, True]
     assert steps[0].wait_s == 0.0 and steps[0].wait_estimated_s is None
     assert steps[1].wait_s == pytest.approx(0.01)
+
+
+def test_each_step_names_the_fit_that_made_it():
+    """A script that fits twice (pretrain, fine-tune): each step says which fit it belongs
+    to, so the report can give each fit's batch size instead of a mean over both."""
+    steps: list[StepSample] = []
+    clock = StepClock(100.0, steps, warmup_steps=1)
+    t = 100.0
+    for batch_size in (16, 4):
+        clock.begin_loop()
+        clock.begin_epoch()
+        for _ in range(3):
+            t += 0.1
+            clock.note_batch(wait_s=0.01, samples=batch_size)
+            clock.end_step(t, synced=False, sync_s=0.0)
+    assert [(s.fit, s.batch_size, s.warmup) for s in steps] == [
+        (0, 16, True), (0, 16, False), (0, 16, False), (1, 4, True), (1, 4, False), (1, 4, False)]

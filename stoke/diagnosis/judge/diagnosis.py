@@ -21,6 +21,7 @@ from typing import Any
 
 from stoke.diagnosis.judge.analysis import Analysis, analyse_run, as_number
 from stoke.diagnosis.judge.findings import Finding, find
+from stoke.diagnosis.judge.fits import fit_summaries
 from stoke.diagnosis.record import RunRecord
 
 DIAGNOSIS_SCHEMA_VERSION = 1
@@ -53,7 +54,9 @@ class Diagnosis(Analysis):
         shared-cores numbers); ``input_is_limit`` (bool or null);
         ``bound`` (``limited_by``, per-step ``step_s``/``wait_s``/``compute_s``, probe step
         times); ``overhead_signals`` (sentences); ``doctor_overhead_fraction``;
-        ``steady_state`` (which steps count and which were left out); ``cpu`` and ``gpus``
+        ``steady_state`` (which steps count and which were left out); ``fits`` (each ``fit``
+        call: ``number``, ``batch_size``, ``epochs``, ``steps``, ``steps_counted``, and over
+        its counted steps ``samples_per_s`` and ``wait_fraction``, timed, null when not measured); ``cpu`` and ``gpus``
         (summaries over the steady window); ``findings`` (objects with ``id``, ``severity``,
         ``category``, ``message``, ``fix``, ``fix_language``, ``evidence``,
         ``expected_gain``), ordered as reported; and the record itself: ``steps``,
@@ -89,6 +92,8 @@ class Diagnosis(Analysis):
             "overhead_signals": list(self.overhead_signals),
             "doctor_overhead_fraction": self.doctor_overhead_fraction,
             "steady_state": _asdict(self.steady),
+            "fits": [_asdict(f) for f in fit_summaries(
+                record, self.steady, self.input_wait_source != "unmeasured")],
             "cpu": None if self.cpu is None else _asdict(self.cpu),
             "gpus": [_asdict(g) for g in self.gpus],
             "findings": [f.to_json_dict() for f in self.findings],

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stoke.diagnosis.judge.analysis import Analysis, in_memory_input
+from stoke.diagnosis.judge.fits import batch_size_words, fit_summaries
 from stoke.diagnosis.judge.fixes import (
     HOST_OP_FIX,
     MEMORY_GROWTH_FIX,
@@ -47,6 +48,7 @@ from stoke.diagnosis.judge.fixes import (
     thread_limit_fix,
     use_gpu_fix,
 )
+from stoke.diagnosis.judge.words import ms, rate, speedup
 from stoke.diagnosis.record import RunRecord
 
 SEVERITIES = ("high", "medium", "low", "info")
@@ -156,7 +158,7 @@ def generator_on_main_thread(record: RunRecord, analysis: Analysis) -> Finding |
     )
     message = (
         f"Batches are made by {described} {where}: the trainer waits {wait:.0%} of every "
-        f"step ({_ms(bound.wait_s)} of {_ms(bound.step_s)}) while Python builds the next batch."
+        f"step ({ms(bound.wait_s)} of {ms(bound.step_s)}) while Python builds the next batch."
     )
     evidence = _input_evidence(record, analysis)
     if legacy is not None:
@@ -228,8 +230,8 @@ def sequential_map(record: RunRecord, analysis: Analysis) -> Finding | None:
         category="input",
         message=(
             f"The tf.data pipeline maps one element at a time (no num_parallel_calls): "
-            f"the trainer waits {wait:.0%} of every step ({_ms(analysis.bound.wait_s)} of "
-            f"{_ms(analysis.bound.step_s)}) for a pipeline that uses one core."
+            f"the trainer waits {wait:.0%} of every step ({ms(analysis.bound.wait_s)} of "
+            f"{ms(analysis.bound.step_s)}) for a pipeline that uses one core."
         ),
         fix=stoke_fix(record.input),
         evidence=_input_evidence(record, analysis),
@@ -301,8 +303,8 @@ def input_too_slow(record: RunRecord, analysis: Analysis) -> Finding | None:
     message = f"The trainer waits {wait:.0%} of every step for input: {detail}."
     if analysis.input_alone and analysis.model_alone:
         message += (
-            f" Alone, the input makes {_rate(analysis.input_alone)} and the model takes "
-            f"{_rate(analysis.model_alone)}."
+            f" Alone, the input makes {rate(analysis.input_alone)} and the model takes "
+            f"{rate(analysis.model_alone)}."
         )
     elif analysis.input_is_limit is None:
         message += " The input alone was not measured: that it is the limit is inferred from the wait."
@@ -340,9 +342,9 @@ def shared_cores(record: RunRecord, analysis: Analysis) -> Finding | None:
     trainer_ms = numbers["trainer_cpu_ms_per_sample"]
     input_ms = numbers["input_cpu_ms_per_sample"]
     cores_here = numbers["cores_for_this_run"]
-    rate = numbers["samples_per_s_on_these_cores"]
-    input_cores = rate * input_ms / 1e3
-    trainer_cores = rate * trainer_ms / 1e3
+    cores_rate = numbers["samples_per_s_on_these_cores"]
+    input_cores = cores_rate * input_ms / 1e3
+    trainer_cores = cores_rate * trainer_ms / 1e3
     message = (
         f"The model trains on the CPU and shares {plain_number(cores_here)} core(s) with the input: "
         f"per sample the trainer takes {trainer_ms:.3g} ms of CPU and the input "
@@ -350,16 +352,16 @@ def shared_cores(record: RunRecord, analysis: Analysis) -> Finding | None:
     )
     if analysis.input_alone and analysis.model_alone:
         message += (
-            f" (alone the input makes {_rate(analysis.input_alone)}, "
-            f"{_times(analysis.input_alone / analysis.model_alone)} the model's "
-            f"{_rate(analysis.model_alone)})"
+            f" (alone the input makes {rate(analysis.input_alone)}, "
+            f"{_times(analysis.input_alone / analysis.model_alone)} "
+            f"{rate(analysis.model_alone)})"
         )
     message += (
         f". The trainer waits {wait:.0%} of each step because the cores are shared, not because "
-        f"the input is slow: at best these cores make {rate:,.0f} samples/s "
+        f"the input is slow: at best these cores make {rate(cores_rate)} "
         f"(trainer ~{trainer_cores:.1f} cores, input ~{input_cores:.1f})."
     )
-    fix = shared_cores_fix(input_cores, rate, record.input.batch_size or 64)
+    fix = shared_cores_fix(input_cores, cores_rate, record.input.batch_size or 64)
     return Finding(
         id="shared-cores",
         severity="high" if wait >= _INPUT_BOUND_WAIT else "medium",
@@ -382,7 +384,12 @@ def cores_are_the_limit(analysis: Analysis) -> bool:
 
 
 def _times(ratio: float) -> str:
-    return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.1f}x"
+    """One rate against another's, ending where the other's figure follows: "12x the
+    model's", "1.5x the model's", or below 1 "85x fewer than the model's" (never "0.0x")."""
+    if ratio >= 1:
+        return (f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.1f}x") + " the model's"
+    fewer = 1.0 / ratio if ratio > 0 else float("inf")
+    return (f"{fewer:.0f}x" if fewer >= 10 else f"{fewer:.1f}x") + " fewer than the model's"
 
 
 def _tf_data_shape(record: RunRecord) -> str:
@@ -411,16 +418,27 @@ def _prediction_sentence(analysis: Analysis) -> str:
     prediction = analysis.prediction
     if not analysis.predicted_speedup:
         return ""
-    text = (
-        f" With the input off the critical path the run would make "
-        f"{_rate(analysis.predicted_throughput)} instead of {_rate(analysis.throughput)} "
-        f"(×{analysis.predicted_speedup:.2f})"
-    )
+    gain = analysis.predicted_speedup
+    step_s = analysis.bound.step_s
+    if analysis.throughput and analysis.predicted_throughput:
+        text = (
+            f" With the input off the critical path the run would make "
+            f"{rate(analysis.predicted_throughput)} instead of {rate(analysis.throughput)} "
+            f"({speedup(gain)})"
+        )
+    elif step_s:
+        text = (
+            f" With the input off the critical path each step would take {ms(step_s / gain)} "
+            f"instead of {ms(step_s)} ({speedup(gain)}; no samples/s: the batch size was not "
+            "recorded)"
+        )
+    else:
+        text = f" With the input off the critical path the run would be {speedup(gain)} as fast"
     if prediction is not None and prediction.with_stoke_here is not None and analysis.cpu:
         text += (
             f"; stoke on these {analysis.cpu.cores} cores "
             f"({analysis.cpu.other_cores:.1f} taken by other processes, the rest shared by the "
-            f"trainer and the workers): ×{prediction.with_stoke_here:.2f}"
+            f"trainer and the workers): {speedup(prediction.with_stoke_here)}"
         )
     return text + "."
 
@@ -555,6 +573,8 @@ def small_batch(record: RunRecord, analysis: Analysis) -> Finding | None:
     if wait >= _INPUT_BOUND_WAIT:
         return None  # fix the input first; the overhead is hidden behind the wait
     batch_size = analysis.bound.batch_size
+    # the fits' own batch sizes, never a mean over fits of different batch sizes
+    batch_words = batch_size_words(fit_summaries(record, analysis.steady))
     steps_per_execution = record.model.steps_per_execution or 1
     gain = None
     fixed_s = _detail(record, "model_alone", "fixed_s_per_step")
@@ -569,14 +589,16 @@ def small_batch(record: RunRecord, analysis: Analysis) -> Finding | None:
         severity="high" if analysis.verdict == "overhead-bound" else "medium",
         category="model",
         message=(
-            f"Each step does too little work for its fixed cost (batch {plain_number(batch_size)}, "
-            f"steps_per_execution={steps_per_execution}, step {_ms(step_s)}): "
+            "Each step does too little work for its fixed cost ("
+            + (f"batch {batch_words}, " if batch_words else "")
+            + f"steps_per_execution={steps_per_execution}, step {ms(step_s)}): "
             + "; ".join(analysis.overhead_signals)
             + "."
         ),
         fix=SMALL_BATCH_FIX,
         evidence={
-            "batch_size": plain_number(batch_size),
+            "batch_size": (batch_words if batch_words and not batch_words.isdigit()
+                           else plain_number(batch_size)),
             "steps_per_execution": steps_per_execution,
             "jit_compile": record.model.jit_compile,
             "step_ms": _round_ms(step_s),
@@ -1046,11 +1068,3 @@ def _round(value: float | None) -> float | None:
 
 def _round_ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1e3, 2)
-
-
-def _ms(seconds: float | None) -> str:
-    return "?" if seconds is None else f"{seconds * 1e3:.1f} ms"
-
-
-def _rate(samples_per_s: float | None) -> str:
-    return "?" if samples_per_s is None else f"{samples_per_s:,.0f} samples/s"

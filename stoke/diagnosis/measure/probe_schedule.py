@@ -219,7 +219,10 @@ class ProbeSchedule:
         """(seconds, deadline) for the next probe, or why it does not fit: what is left of
         the budget, shared among the probes left."""
         budget_s = self.applied_budget_s = self.budget_s()
-        self.applied_expected_run_s = self.expected_run_s()
+        expected_s = self.expected_run_s()
+        # the steps' wall time the budget is a share of (as describe_budget says it)
+        self.applied_expected_run_s = (
+            None if expected_s is None else max(self.clock.steps_wall_s(), expected_s))
         left_s = budget_s * PLANNING_MARGIN - self.spent_s
         share_s = left_s / max(1, probes_left)
         seconds = min(self.probe_seconds, share_s - fixed_s)
@@ -281,7 +284,11 @@ class ProbeSchedule:
         elif self.cached_batch is None:
             reason = "no batch of the run was kept"
         elif recent and input_free.wait_fraction(recent) < input_free.MIN_WAIT_FRACTION:
-            reason = "the run barely waits for its input: there is no input cost to remove"
+            reason = (
+                f"the {len(recent)} steps before it waited "
+                f"{input_free.wait_fraction(recent):.1%} of their time (below "
+                f"{input_free.MIN_WAIT_FRACTION:.0%}): no input cost to remove there"
+            )
         if reason is None:
             step_s = self.clock.compute_s_estimate()
             allotted = self._allot(1 + probes_after, input_free.WARMUP_CALLS * step_s, step_s)

@@ -67,6 +67,7 @@ class StepClock:
         # steps say so (StepSample.wait_timed) and their wait is estimated after the run
         self.waits_timed = True
         self._steps_in_loop = 0
+        self._loop = -1  # the fit (or train_on_batch loop) in progress, from 0
         self._epoch = -1
         self._prev_end: float | None = None
         self._wait_s = 0.0
@@ -80,6 +81,7 @@ class StepClock:
     def begin_loop(self) -> None:
         """A ``fit`` starts measuring: its first steps are warm-up again."""
         self._steps_in_loop = 0
+        self._loop += 1
 
     def begin_call_loop(self) -> None:
         """A ``train_on_batch`` loop starts: warm-up again, and no step has ended yet (the
@@ -180,6 +182,7 @@ class StepClock:
                     synced=synced,
                     warmup=self.in_warmup(),
                     wait_timed=self.waits_timed,
+                    fit=max(self._loop, 0),
                 )
             )
         else:

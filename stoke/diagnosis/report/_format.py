@@ -10,6 +10,14 @@ from typing import Any
 
 from stoke.diagnosis.judge.analysis import input_free_step_s
 from stoke.diagnosis.judge.diagnosis import Diagnosis
+from stoke.diagnosis.judge.fits import (
+    FitSummary,
+    batch_size_words,
+    counted_fits,
+    figures_source,
+    fit_summaries,
+)
+from stoke.diagnosis.judge.words import ms, pct, rate, speedup
 
 VERDICT_COLOURS = {
     "input-bound": "#d9480f",
@@ -42,31 +50,58 @@ VERDICT_MEANINGS = {
 }
 
 
-def rate(samples_per_s: float | None) -> str:
-    return "not measured" if samples_per_s is None else f"{samples_per_s:,.0f} samples/s"
+def wait_unmeasured(diagnosis: Diagnosis) -> bool:
+    """The run's wait was neither timed nor estimated: its share (0 in the numbers) is no
+    measurement, and no figure may be printed for it."""
+    return diagnosis.input_wait_source == "unmeasured" and diagnosis.steady.steps_used > 0
 
 
-def ms(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    value = seconds * 1e3
-    return f"{value:.2f} ms" if value < 10 else f"{value:.1f} ms"
+def unmeasured_wait_why(diagnosis: Diagnosis) -> str:
+    """Why the wait is not known, in words (for a run whose wait was not measured)."""
+    why = "this input's wait cannot be timed, and no probe bounds it"
+    notes = diagnosis.record.meta.probe_notes or {} if diagnosis.record is not None else {}
+    if notes.get("all"):
+        why += f" (no probe ran: {notes['all']})"
+    return why
 
 
-def pct(fraction: float | None, digits: int = 0) -> str:
-    return "n/a" if fraction is None else f"{100.0 * fraction:.{digits}f}%"
+def verdict_meaning(diagnosis: Diagnosis) -> str:
+    """The verdict in words, under the badge; said as a guess when the wait was not measured."""
+    if wait_unmeasured(diagnosis) and diagnosis.verdict in ("compute-bound", "overhead-bound"):
+        return "as far as measured: the input's wait was not measured, so whether it keeps up is not known"
+    return VERDICT_MEANINGS[diagnosis.verdict]
 
 
-def speedup(multiplier: float | None) -> str:
-    return "n/a" if multiplier is None else f"×{multiplier:.2f}" if multiplier < 10 else f"×{multiplier:.0f}"
+def no_findings_text(diagnosis: Diagnosis) -> str:
+    """What the report says when no finding fired."""
+    if diagnosis.verdict == "unknown":
+        return "No findings."
+    if wait_unmeasured(diagnosis):
+        return "No findings in what was measured; the input's wait was not (see Not measured)."
+    return "No findings: nothing in this run needs fixing."
 
 
 def headline(diagnosis: Diagnosis) -> str:
     """One sentence under the verdict."""
+    if wait_unmeasured(diagnosis):
+        prediction = diagnosis.prediction
+        confidence = prediction.confidence if prediction is not None else "low"
+        return (
+            f"the input's wait was not measured ({unmeasured_wait_why(diagnosis)}); the step takes "
+            f"{ms(diagnosis.bound.step_s)} and no speedup is predicted ({confidence} confidence: "
+            "see Not measured)"
+        )
     text = diagnosis.verdict_reason
+    waits = [fit for fit in counted_fits(fits_of(diagnosis)) if fit.wait_fraction is not None]
+    if len(waits) > 1 and max(f.wait_fraction for f in waits) - min(f.wait_fraction for f in waits) >= 0.05:
+        text += " (over " + figures_source(fits_of(diagnosis)) + "; as timed, " + ", ".join(
+            f"{pct(fit.wait_fraction)} in fit {fit.number}" for fit in waits) + ")"
     if diagnosis.verdict in ("input-bound", "partly-input-bound") and diagnosis.predicted_speedup:
         text += f"; if the input kept up: {speedup(diagnosis.predicted_speedup)}"
-        if diagnosis.throughput and diagnosis.predicted_throughput:
+        no_gain = no_gain_reason(diagnosis)
+        if no_gain:
+            text += f" ({no_gain})"
+        elif diagnosis.throughput and diagnosis.predicted_throughput:
             text += f" ({rate(diagnosis.throughput)} → {rate(diagnosis.predicted_throughput)})"
         prediction = diagnosis.prediction
         if prediction is not None and prediction.with_stoke_here is not None and diagnosis.cpu:
@@ -77,6 +112,37 @@ def headline(diagnosis: Diagnosis) -> str:
         if prediction is not None and prediction.confidence != "high":
             text += f" ({prediction.confidence} confidence: see Not measured)"
     return text
+
+
+def no_gain_reason(diagnosis: Diagnosis) -> str:
+    """Why a run that waits for its input is predicted no faster without the wait ("" when
+    the prediction is above ×1.00): a verdict that blames the input never sits beside a
+    ×1.00 without it."""
+    gain = diagnosis.predicted_speedup
+    if gain is None or gain >= 1.005:
+        return ""
+    prediction = diagnosis.prediction
+    bound = diagnosis.bound
+    if prediction is not None and prediction.overlapped_producer:
+        return (
+            "no faster: one thread already makes the batches alongside the step, and it "
+            "takes as long as the step itself"
+        )
+    if bound.model_alone_step_s is not None and bound.step_s and bound.model_alone_step_s >= 0.95 * bound.step_s:
+        return (
+            f"no faster: the model alone takes {ms(bound.model_alone_step_s)} a batch, about the "
+            f"run's whole {ms(bound.step_s)} step, so the model would still be the limit; the "
+            "probes and the timed wait disagree (see Not measured)"
+        )
+    if diagnosis.input_is_limit is False:
+        return (
+            "no faster: the input alone is many times faster than the model, so the wait is the "
+            "cost of handing each batch over, which every input pays"
+        )
+    return (
+        "no faster: the step with the input made free, as measured, takes as long as the run's "
+        "step; the wait is not what limits it"
+    )
 
 
 def wait_source_note(diagnosis: Diagnosis) -> str:
@@ -101,27 +167,52 @@ def key_numbers(diagnosis: Diagnosis) -> list[tuple[str, str]]:
     """(label, value) rows of the numbers table, in reading order."""
     bound = diagnosis.bound
     steady = diagnosis.steady
-    rows = [("Throughput (steady state)", rate(diagnosis.throughput))]
+    fits = fits_of(diagnosis)
+    if diagnosis.verdict == "unknown" and not steady.steps_used:
+        rows = [("Throughput (steady state)", "not measured: no training step was measured")]
+    else:
+        over = figures_source(fits)
+        rows = [("Throughput (steady state)", (
+            rate(diagnosis.throughput) if diagnosis.throughput is not None
+            else "not measured: the batch size was not recorded (step times only)")
+                 + (f" (over {over})" if over else ""))]
+    if len(fits) > 1:
+        rows.append(("Fits", fits_line(fits)))
     source = wait_source_note(diagnosis)
-    rows.append(
-        ("Input wait", f"{pct(diagnosis.input_wait_fraction, 1)} of step time"
-         + (f" ({source})" if source else ""))
-    )
-    if bound.step_s is not None:
+    if wait_unmeasured(diagnosis):
+        rows.append(("Input wait", f"not measured: {unmeasured_wait_why(diagnosis)}"))
+    elif diagnosis.input_wait_fraction is not None:
+        rows.append(
+            ("Input wait", f"{pct(diagnosis.input_wait_fraction, 1)} of step time"
+             + (f" ({source})" if source else ""))
+        )
+    else:
+        rows.append(("Input wait", "not measured: no training step was measured"))
+    batch = batch_size_words(fits) or (_num(bound.batch_size) if bound.batch_size else None)
+    batch_note = f" (batch {batch})" if batch else " (batch size not recorded)"
+    if wait_unmeasured(diagnosis) and bound.step_s is not None:
+        rows.append(("Step time", f"{ms(bound.step_s)}{batch_note}; how much of it waits for "
+                     "input: not measured"))
+    elif bound.step_s is not None and bound.wait_s is not None and bound.compute_s is not None:
         waiting = "waiting for input" + (" (estimated)" if source else "")
         rows.append(
             (
                 "Step time",
                 f"{ms(bound.step_s)} = {ms(bound.wait_s)} {waiting} + "
-                f"{ms(bound.compute_s)} computing and dispatching (batch {_num(bound.batch_size)})",
+                f"{ms(bound.compute_s)} computing and dispatching{batch_note}",
             )
         )
+    mixed_batches = len({f.batch_size for f in fits if f.batch_size is not None}) > 1
     model_line = rate(diagnosis.model_alone)
-    if bound.model_alone_step_s is not None:
+    if mixed_batches:
+        model_line += _probe_batch(diagnosis, "model_alone")
+    elif bound.model_alone_step_s is not None:
         model_line += f" ({ms(bound.model_alone_step_s)} per batch)"
     rows.append(("Model alone (probe)", model_line))
     input_line = rate(diagnosis.input_alone)
-    if bound.input_alone_step_s is not None:
+    if mixed_batches:
+        input_line += _probe_batch(diagnosis, "input_alone")
+    elif bound.input_alone_step_s is not None:
         input_line += f" ({ms(bound.input_alone_step_s)} per batch)"
     rows.append(("Input alone (probe)", input_line))
     free_step_s = input_free_step_s(diagnosis.record) if diagnosis.record is not None else None
@@ -133,9 +224,14 @@ def key_numbers(diagnosis: Diagnosis) -> list[tuple[str, str]]:
                 "fit loop fed a cached batch",
             )
         )
-    rows.append(("Limited by", bound.limited_by))
+    rows.append(("Limited by", "not known: the input's wait was not measured"
+                 if wait_unmeasured(diagnosis) else bound.limited_by))
     prediction = diagnosis.prediction
-    if diagnosis.predicted_speedup is not None:
+    if wait_unmeasured(diagnosis):
+        rows.append(("Predicted speedup", "not predicted: the wait it would remove was not measured"))
+    elif diagnosis.predicted_speedup is not None:
+        no_gain = no_gain_reason(diagnosis) if diagnosis.verdict in (
+            "input-bound", "partly-input-bound") else ""
         rows.append(
             (
                 "Predicted speedup",
@@ -147,7 +243,8 @@ def key_numbers(diagnosis: Diagnosis) -> list[tuple[str, str]]:
                     f" (at most {speedup(prediction.wait_cap)}: what removing the wait allows)"
                     if prediction is not None and prediction.capped
                     else ""
-                ),
+                )
+                + (f": {no_gain}" if no_gain else ""),
             )
         )
     if prediction is not None and prediction.shared_cores and prediction.with_stoke_here:
@@ -170,8 +267,9 @@ def key_numbers(diagnosis: Diagnosis) -> list[tuple[str, str]]:
                 f"{prediction.confidence} confidence: " + "; ".join(prediction.unmeasured),
             )
         )
-    overhead, overhead_note = doctor_overhead(diagnosis)
-    rows.append(("Doctor overhead", f"{pct(overhead, 1)} of the measured steps' time: {overhead_note}"))
+    if steady.steps_total:
+        overhead, overhead_note = doctor_overhead(diagnosis)
+        rows.append(("Doctor overhead", f"{pct(overhead, 1)} of the measured steps' time: {overhead_note}"))
     dropped = []
     if steady.warmup_dropped:
         record = diagnosis.record
@@ -183,6 +281,8 @@ def key_numbers(diagnosis: Diagnosis) -> list[tuple[str, str]]:
         )
     if steady.outliers_dropped:
         dropped.append(f"{len(steady.outliers_dropped)} compilation")
+    if steady.unsynced_trimmed:
+        dropped.append(f"{steady.unsynced_trimmed} outside the device-synchronised window")
     rows.append(
         (
             "Steps measured",
@@ -208,6 +308,51 @@ def key_numbers(diagnosis: Diagnosis) -> list[tuple[str, str]]:
             )
         )
     return rows
+
+
+def _probe_batch(diagnosis: Diagnosis, name: str) -> str:
+    """A probe's own time per batch and that batch's size, as it recorded them (the run's
+    fits used several batch sizes: a time per batch needs its size)."""
+    probe = diagnosis.record.probes.get(name)
+    if probe is None:
+        return ""
+    detail = probe.detail
+    seconds = detail.get("s_per_step", detail.get("s_per_batch"))
+    size = detail.get("batch_size")
+    if size is None and detail.get("samples") and probe.batches:
+        size = detail["samples"] / probe.batches
+    if not isinstance(seconds, int | float) or not isinstance(size, int | float) or size <= 0:
+        return ""
+    return f" ({ms(seconds)} per batch of {_num(size)})"
+
+
+def fits_of(diagnosis: Diagnosis) -> tuple[FitSummary, ...]:
+    """The run's fits (:mod:`stoke.diagnosis.judge.fits`), as every renderer shows them."""
+    if diagnosis.record is None:
+        return ()
+    return fit_summaries(diagnosis.record, diagnosis.steady, not wait_unmeasured(diagnosis))
+
+
+def fits_line(fits: tuple[FitSummary, ...]) -> str:
+    """Each fit in a few words: its batch size, epochs, steps and the steps counted."""
+    return f"{len(fits)}: " + "; ".join(
+        f"fit {fit.number}: "
+        + (f"batch {fit.batch_size}, " if fit.batch_size is not None else "")
+        + f"{fit.epochs} epoch{'s' if fit.epochs != 1 else ''}, {fit.steps} steps, "
+        + f"{fit.steps_counted} counted"
+        + (
+            " (" + ", ".join(
+                part for part in (
+                    rate(fit.samples_per_s) if fit.samples_per_s is not None else "",
+                    f"{pct(fit.wait_fraction)} of it waiting, as timed"
+                    if fit.wait_fraction is not None else "",
+                ) if part
+            ) + ")"
+            if fit.steps_counted and (fit.samples_per_s is not None or fit.wait_fraction is not None)
+            else ""
+        )
+        for fit in fits
+    )
 
 
 def doctor_overhead(diagnosis: Diagnosis) -> tuple[float | None, str]:

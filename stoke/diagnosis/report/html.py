@@ -22,20 +22,19 @@ from pathlib import Path
 
 from stoke.diagnosis.judge.diagnosis import DIAGNOSIS_SCHEMA_VERSION, Diagnosis
 from stoke.diagnosis.judge.findings import Finding
+from stoke.diagnosis.judge.words import ms, pct, rate, speedup
 from stoke.diagnosis.report._format import (
     SEVERITY_COLOURS,
     VERDICT_COLOURS,
-    VERDICT_MEANINGS,
     doctor_overhead,
     evidence_text,
     headline,
     key_numbers,
-    ms,
-    pct,
-    rate,
+    no_findings_text,
     run_description,
-    speedup,
+    verdict_meaning,
     wait_source_note,
+    wait_unmeasured,
 )
 
 WAIT_COLOUR = "#f08c00"
@@ -63,7 +62,7 @@ def render_html(diagnosis: Diagnosis) -> str:
         _section("Where each step goes", _step_split_chart(diagnosis), _step_caption(diagnosis)),
         _section("The bound", _bound_chart(diagnosis), _numbers_table(diagnosis)),
         _section("Host and GPU over time", _system_chart(diagnosis), ""),
-        _findings_section(diagnosis.findings, diagnosis.verdict),
+        _findings_section(diagnosis),
         _run_section(diagnosis),
     ]
     return (
@@ -89,27 +88,35 @@ def write_html(diagnosis: Diagnosis, path: str | Path) -> Path:
 
 
 def _verdict_section(diagnosis: Diagnosis, colour: str) -> str:
-    cards = [
-        ("Throughput", rate(diagnosis.throughput), "steady state"),
-        (
+    measured = diagnosis.steady.steps_used > 0
+    throughput_note = "steady state" if measured else "no training step was measured"
+    if measured and diagnosis.throughput is None:
+        throughput_note = "the batch size was not recorded: step times only"
+    if wait_unmeasured(diagnosis):
+        wait_card = ("Input wait", "not measured", wait_source_note(diagnosis))
+        speedup_card = ("Predicted speedup", "not predicted", "the wait it would remove was not measured")
+    else:
+        wait_card = (
             "Input wait",
             pct(diagnosis.input_wait_fraction, 1),
-            "of step time" + (" (estimated, not timed)" if wait_source_note(diagnosis) else ""),
-        ),
-        (
+            ("of step time" if measured else "no training step was measured")
+            + (" (estimated, not timed)" if wait_source_note(diagnosis) else ""),
+        )
+        speedup_card = (
             "Predicted speedup",
             speedup(diagnosis.predicted_speedup),
             f"→ {rate(diagnosis.predicted_throughput)}" if diagnosis.predicted_throughput else "",
-        ),
-    ]
+        )
+    cards = [("Throughput", rate(diagnosis.throughput), throughput_note), wait_card, speedup_card]
     prediction = diagnosis.prediction
     if prediction is not None and prediction.with_stoke_here is not None and diagnosis.cpu:
         cards.append(("With stoke, these cores", speedup(prediction.with_stoke_here),
                       f"{diagnosis.cpu.cores} cores shared by trainer and workers"))
     if prediction is not None and prediction.unmeasured:
         cards.append(("Confidence", prediction.confidence, "; ".join(prediction.unmeasured)))
-    overhead, overhead_note = doctor_overhead(diagnosis)
-    cards.append(("Doctor overhead", pct(overhead, 1), f"of the measured steps' time: {overhead_note}"))
+    if diagnosis.steady.steps_total:
+        overhead, overhead_note = doctor_overhead(diagnosis)
+        cards.append(("Doctor overhead", pct(overhead, 1), f"of the measured steps' time: {overhead_note}"))
     card_html = "".join(
         f"<div class=\"card\"><div class=\"card-label\">{_e(label)}</div>"
         f"<div class=\"card-value\">{_e(value)}</div><div class=\"card-note\">{_e(note)}</div></div>"
@@ -125,7 +132,7 @@ def _verdict_section(diagnosis: Diagnosis, colour: str) -> str:
     return (
         f"<section class=\"verdict\" style=\"border-left-color:{colour}\">"
         f"<span class=\"badge\" style=\"background:{colour}\">{_e(diagnosis.verdict)}</span>"
-        f"<p class=\"meaning\">{_e(VERDICT_MEANINGS[diagnosis.verdict])}</p>"
+        f"<p class=\"meaning\">{_e(verdict_meaning(diagnosis))}</p>"
         f"<p class=\"headline\">{_e(headline(diagnosis))}</p>"
         f"<div class=\"cards\">{card_html}</div>{error_html}</section>"
     )
@@ -160,10 +167,10 @@ def _step_caption(diagnosis: Diagnosis) -> str:
     return f"<p class=\"caption\">{_e(text)}</p>"
 
 
-def _findings_section(findings: Sequence[Finding], verdict: str) -> str:
+def _findings_section(diagnosis: Diagnosis) -> str:
+    findings = diagnosis.findings
     if not findings:
-        text = "No findings." if verdict == "unknown" else "No findings: nothing in this run needs fixing."
-        return _section("Findings", f"<p class=\"none\">{_e(text)}</p>", "")
+        return _section("Findings", f"<p class=\"none\">{_e(no_findings_text(diagnosis))}</p>", "")
     items = "".join(_finding(number, f) for number, f in enumerate(findings, start=1))
     return _section(f"Findings ({len(findings)})", items, "")
 

@@ -20,15 +20,16 @@ from rich.text import Text
 
 from stoke.diagnosis.judge.diagnosis import Diagnosis
 from stoke.diagnosis.judge.findings import Finding
+from stoke.diagnosis.judge.words import speedup
 from stoke.diagnosis.report._format import (
     SEVERITY_RICH_STYLES,
-    VERDICT_MEANINGS,
     VERDICT_RICH_STYLES,
     evidence_text,
     headline,
     key_numbers,
+    no_findings_text,
     run_description,
-    speedup,
+    verdict_meaning,
 )
 
 
@@ -63,7 +64,7 @@ def _renderables(diagnosis: Diagnosis) -> list:
         title.append(str(script))
     verdict = Text(f" {diagnosis.verdict.upper()} ", style=VERDICT_RICH_STYLES[diagnosis.verdict])
     verdict.append("  ")
-    verdict.append(VERDICT_MEANINGS[diagnosis.verdict], style="bold")
+    verdict.append(verdict_meaning(diagnosis), style="bold")
     header = Group(verdict, Text(headline(diagnosis)))
     parts: list = [Panel(header, title=title, title_align="left", border_style="dim")]
 
@@ -83,7 +84,7 @@ def _renderables(diagnosis: Diagnosis) -> list:
         for number, finding in enumerate(diagnosis.findings, start=1):
             parts.extend(_finding(number, finding))
     elif diagnosis.verdict != "unknown":
-        parts.append(Text("\nNo findings: nothing in this run needs fixing.", style="bold green"))
+        parts.append(Text("\n" + no_findings_text(diagnosis), style="bold green"))
 
     run = Table(show_header=False, box=None, padding=(0, 2), pad_edge=False)
     run.add_column(style="dim", no_wrap=True)

@@ -1,0 +1,239 @@
+"""The three reports say one thing: every figure the terminal, the HTML and the JSON print for
+a run is the same figure, written the same way; no report prints "?", "nan", "n/a" or "not
+measured → not measured"; a figure that was not measured is said to be so; a run that called
+``fit`` more than once is described per fit, never by a mean batch size over fits (issue 14,
+point 4). Rendered from the synthetic records, whose numbers are known."""
+
+from __future__ import annotations
+
+import html.parser
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from stoke.diagnosis.judge.diagnosis import analyse
+from stoke.diagnosis.judge.words import pct, rate, speedup
+from stoke.diagnosis.report import render_html, terminal_text, to_json
+from tests.diagnosis import synthetic
+
+RECORDS = {
+    "input_bound_generator": synthetic.input_bound_generator,
+    "compute_bound_tf_data": synthetic.compute_bound_tf_data,
+    "partly_input_bound": synthetic.partly_input_bound,
+    "multi_fit": synthetic.multi_fit,
+    "batch_size_unknown": synthetic.batch_size_unknown,
+    "mirrored_strategy_tf_data": synthetic.mirrored_strategy_tf_data,
+    "no_fit": synthetic.no_fit,
+    "input_bound_no_gain": synthetic.input_bound_no_gain,
+    "input_bound_large_gain": synthetic.input_bound_large_gain,
+}
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+# what a report must never print: placeholders for a figure it does not have
+FORBIDDEN = [
+    re.compile(r"\bnan\b", re.I),
+    re.compile(r"\binf\b"),
+    re.compile(r"\bn/a\b"),
+    re.compile(r"not measured\s*→\s*not measured"),
+    re.compile(r"instead of not measured"),
+    re.compile(r"make not measured"),
+    re.compile(r"\?\s*(ms|samples/s|%)"),
+    re.compile(r"batch \?"),
+    re.compile(r"\(\?\)"),
+    re.compile(r"×\s*(not|None)"),
+    re.compile(r"\bNone\b"),
+]
+
+
+class _Text(html.parser.HTMLParser):
+    """The text a reader sees: everything but the style sheet."""
+
+    def __init__(self):
+        super().__init__()
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("style", "head"):
+            self._skip += 1
+
+    def handle_endtag(self, tag):
+        if tag in ("style", "head"):
+            self._skip -= 1
+
+    def handle_data(self, data):
+        if not self._skip:
+            self.parts.append(data)
+
+
+def html_text(page: str) -> str:
+    parser = _Text()
+    parser.feed(page)
+    return _flat(" ".join(parser.parts))
+
+
+def _flat(text: str) -> str:
+    """Whitespace (line wrapping, table padding) made single spaces."""
+    return re.sub(r"\s+", " ", text)
+
+
+def _terminal(diagnosis) -> str:
+    return _flat(terminal_text(diagnosis, width=400))
+
+
+def _reports(name):
+    diagnosis = analyse(RECORDS[name]())
+    data = json.loads(to_json(diagnosis))
+    return diagnosis, data, _terminal(diagnosis), html_text(render_html(diagnosis))
+
+
+def _outside_fixes(text: str, diagnosis) -> str:
+    """The report less its fix snippets (code may hold a "?" of its own)."""
+    for finding in diagnosis.findings:
+        for line in finding.fix.splitlines():
+            if line.strip():
+                text = text.replace(_flat(line).strip(), " ")
+    return text
+
+
+@pytest.mark.parametrize("name", sorted(RECORDS))
+def test_no_report_prints_a_placeholder_for_a_figure(name):
+    diagnosis, data, terminal, page = _reports(name)
+    for label, text in (("terminal", terminal), ("html", page)):
+        text = _outside_fixes(text, diagnosis)
+        for pattern in FORBIDDEN:
+            match = pattern.search(text)
+            assert match is None, (
+                f"{label} report of {name} prints {match.group(0)!r}: "
+                f"...{text[max(0, match.start() - 120): match.end() + 60]}..."
+            )
+
+
+@pytest.mark.parametrize("name", sorted(RECORDS))
+def test_every_figure_is_the_same_in_terminal_html_and_json(name):
+    diagnosis, data, terminal, page = _reports(name)
+    measured = data["input_wait_source"] != "unmeasured" and data["steady_state"]["steps_used"]
+    expected = []
+    if data["throughput"] is not None:
+        expected.append(rate(data["throughput"]))
+    if measured and data["input_wait_fraction"] is not None:
+        expected.append(pct(data["input_wait_fraction"], 1))
+    if measured and data["predicted_speedup"] is not None:
+        expected.append(speedup(data["predicted_speedup"]))
+    if data["predicted_speedup_with_stoke"] is not None:
+        expected.append(speedup(data["predicted_speedup_with_stoke"]))
+    if data["predicted_throughput"] is not None and data["predicted_speedup"] > 1.005:
+        expected.append(rate(data["predicted_throughput"]))
+    for finding in data["findings"]:
+        expected.append(_flat(finding["message"]))
+        if finding["expected_gain"] is not None:
+            expected.append(f"expected {speedup(finding['expected_gain'])}")
+    for figure in expected:
+        assert figure in terminal, f"terminal report of {name} lacks {figure!r}"
+        assert figure in page, f"HTML report of {name} lacks {figure!r}"
+
+
+@pytest.mark.parametrize("name", sorted(RECORDS))
+def test_every_speedup_printed_is_one_the_json_holds(name):
+    """A "×" figure in a report is the prediction, stoke on these cores, the cap, or a
+    finding's gain, as the JSON gives them: no second model, no other rounding."""
+    diagnosis, data, terminal, page = _reports(name)
+    prediction = data["prediction"] or {}
+    known = {
+        speedup(value)
+        for value in (
+            data["predicted_speedup"], data["predicted_speedup_with_stoke"],
+            prediction.get("wait_cap"),
+            *(f["expected_gain"] for f in data["findings"]),
+        )
+        if value is not None
+    }
+    for label, text in (("terminal", terminal), ("html", page)):
+        printed = set(re.findall(r"×\d+(?:\.\d+)?", _outside_fixes(text, diagnosis)))
+        assert printed <= known, f"{label} report of {name} prints {printed - known}, JSON has {known}"
+
+
+def test_a_run_of_several_fits_is_described_per_fit():
+    diagnosis, data, terminal, page = _reports("multi_fit")
+    assert [(f["number"], f["batch_size"], f["epochs"], f["steps"]) for f in data["fits"]] == [
+        (1, 16, 2, 80), (2, 4, 1, 40)]
+    assert data["fits"][0]["wait_fraction"] == pytest.approx(0.2)
+    assert data["fits"][1]["wait_fraction"] == pytest.approx(0.8)
+    for text in (terminal, page):
+        assert "batch 16 in fit 1, 4 in fit 2" in text
+        assert "fit 1: batch 16, 2 epochs, 80 steps, 78 counted (1,600 samples/s, 20% of it waiting" in text
+        assert "fit 2: batch 4, 1 epoch, 40 steps, 38 counted (400 samples/s, 80% of it waiting" in text
+        assert "over all 2 fits" in text
+        assert "20% in fit 1, 80% in fit 2" in text  # the headline's wait is a mean over fits
+        # a batch size averaged over the fits (about 12) describes neither
+        assert not re.search(r"batch 1[0-5]\.\d", text)
+        assert "per batch)" not in text  # a probe's time per batch names its batch size
+        assert "4,000 samples/s (4.00 ms per batch of 16)" in text  # as the probe ran it
+
+
+def test_one_fit_reports_no_fits_row():
+    diagnosis, data, terminal, page = _reports("input_bound_generator")
+    assert len(data["fits"]) == 1 and data["fits"][0]["batch_size"] == 64
+    assert "Fits" not in terminal and "(batch 64)" in terminal and "over all" not in terminal
+
+
+def test_an_unmeasured_wait_is_said_and_predicts_nothing():
+    """MirroredStrategy over tf.data: the pull is inside the graph, no probe ran, the batch
+    size is not seen. No 0.0% wait, no ×1.00, no "the input keeps up"."""
+    diagnosis, data, terminal, page = _reports("mirrored_strategy_tf_data")
+    assert data["input_wait_source"] == "unmeasured"
+    assert data["prediction"]["confidence"] == "low"
+    for text in (terminal, page):
+        assert "0.0%" not in text and "×1.00" not in text
+        assert "the input keeps up" not in text
+        assert "the input's wait was not measured" in text
+        assert "no probe ran: a distribution strategy is active" in text
+        assert "the batch size was not recorded" in text
+    assert "Input wait not measured: this input's wait cannot be timed" in terminal
+    assert "Predicted speedup not predicted: the wait it would remove was not measured" in terminal
+    assert "No findings in what was measured" in terminal
+
+
+def test_batch_size_unknown_gives_step_times_not_missing_rates():
+    diagnosis, data, terminal, page = _reports("batch_size_unknown")
+    assert data["throughput"] is None and data["predicted_speedup"] == pytest.approx(4 / 3)
+    for text in (terminal, page):
+        assert "each step would take 15.0 ms instead of 20.0 ms (×1.33" in text
+        assert "not measured: the batch size was not recorded" in text
+
+
+def test_an_input_bound_verdict_beside_no_gain_says_why():
+    diagnosis, data, terminal, page = _reports("input_bound_no_gain")
+    assert data["verdict"] == "input-bound" and data["predicted_speedup"] == 1.0
+    for text in (terminal, page):
+        assert "×1.00 (no faster: the model alone takes 45.0 ms a batch" in text
+
+
+def test_a_run_with_no_fit_reports_the_setup_and_the_unmeasured_loop():
+    diagnosis, data, terminal, page = _reports("no_fit")
+    assert data["verdict"] == "unknown"
+    assert [f["id"] for f in data["findings"]] == ["thread-config"]
+    for text in (terminal, page):
+        assert "custom training loops (GradientTape, jax.grad, a torch loop) are not measured" in text
+        assert "Doctor overhead" not in text  # nothing was measured to weigh it against
+        assert "no training step was measured" in text
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed")
+def test_chromium_reads_the_same_figures(tmp_path):
+    """The page as a real browser parses it (its DOM) holds the per-fit figures."""
+    diagnosis = analyse(synthetic.multi_fit())
+    page = tmp_path / "report.html"
+    page.write_text(render_html(diagnosis), encoding="utf-8")
+    result = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    dom = html_text(result.stdout)
+    assert "batch 16 in fit 1, 4 in fit 2" in dom, result.stderr[-2000:]
+    assert rate(diagnosis.throughput) in dom
+    assert speedup(diagnosis.predicted_speedup) in dom
