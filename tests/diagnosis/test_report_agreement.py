@@ -15,6 +15,7 @@ import subprocess
 import pytest
 
 from stoke.diagnosis.judge.diagnosis import analyse
+from stoke.diagnosis.judge.fits import timed_wait_fraction
 from stoke.diagnosis.judge.words import pct, rate, speedup
 from stoke.diagnosis.report import render_html, terminal_text, to_json
 from tests.diagnosis import synthetic
@@ -167,7 +168,7 @@ def test_a_run_of_several_fits_is_described_per_fit():
         assert "fit 1: batch 16, 2 epochs, 80 steps, 78 counted (1,600 samples/s, 20% of it waiting" in text
         assert "fit 2: batch 4, 1 epoch, 40 steps, 38 counted (400 samples/s, 80% of it waiting" in text
         assert "over all 2 fits" in text
-        assert "20% in fit 1, 80% in fit 2" in text  # the headline's wait is a mean over fits
+        assert "over all 2 fits: 20% in fit 1, 80% in fit 2" in text  # a mean over fits
         # a batch size averaged over the fits (about 12) describes neither
         assert not re.search(r"batch 1[0-5]\.\d", text)
         assert "per batch)" not in text  # a probe's time per batch names its batch size
@@ -209,7 +210,8 @@ def test_an_input_bound_verdict_beside_no_gain_says_why():
     diagnosis, data, terminal, page = _reports("input_bound_no_gain")
     assert data["verdict"] == "input-bound" and data["predicted_speedup"] == 1.0
     for text in (terminal, page):
-        assert "×1.00 (no faster: the model alone takes 45.0 ms a batch" in text
+        assert ("×1.00 (no faster: the model alone makes 1,422 samples/s, no more than the "
+                "run's 1,600 samples/s") in text
 
 
 def test_a_run_with_no_fit_reports_the_setup_and_the_unmeasured_loop():
@@ -237,3 +239,52 @@ def test_chromium_reads_the_same_figures(tmp_path):
     assert "batch 16 in fit 1, 4 in fit 2" in dom, result.stderr[-2000:]
     assert rate(diagnosis.throughput) in dom
     assert speedup(diagnosis.predicted_speedup) in dom
+
+
+def test_a_finding_beside_no_gain_does_not_print_the_same_rate_twice():
+    diagnosis, data, terminal, page = _reports("input_bound_no_gain")
+    for text in (terminal, page):
+        assert "instead of 1,600 samples/s" not in text
+        assert ("Taking the input off the critical path is predicted to gain nothing (×1.00): the "
+                "model alone makes 1,422 samples/s and the run 1,600 samples/s") in text
+
+
+@pytest.mark.parametrize(("other_pct", "level"), [(120.0, "HIGH"), (70.0, "LOW")])
+def test_stoke_env_and_the_doctor_name_contention_alike(other_pct, level):
+    """The same machine state: `stoke env`'s CPU load check and the doctor's cpu-contention
+    finding say the same level, in the same word."""
+    from stoke.envcheck.checks.cpu import check_cpu_load
+
+    record = synthetic.make_record(wait_s=0.03, step_s=0.04, cores=2, self_pct=200.0 - other_pct
+                                   if level == "HIGH" else 20.0, other_pct=other_pct)
+    diagnosis = analyse(record)
+    finding = diagnosis.finding("cpu-contention")
+    assert finding is not None and finding.evidence["contention"] == level.lower()
+    cpu = diagnosis.cpu
+    check = check_cpu_load(None, cpu.cores, other_cores=cpu.other_cores, busy_fraction=cpu.busy_fraction)
+    assert check.evidence["contention"] == level.lower()
+    assert f"contention {level}" in finding.message and f"contention {level}" in check.message
+    for text in (_terminal(diagnosis), html_text(render_html(diagnosis))):
+        assert f"contention {level} (as `stoke env` calls it)" in text
+
+
+def test_contention_evidence_has_no_wait_when_no_step_was_measured():
+    record = synthetic.make_record(wait_s=0.0, step_s=0.0, steps=[], self_pct=20.0, other_pct=190.0,
+                                   gpus_visible=0, gpus_used=0)
+    finding = analyse(record).finding("cpu-contention")
+    assert finding is not None and finding.evidence["input_wait_pct"] is None
+
+
+@pytest.mark.parametrize("name", sorted(RECORDS))
+def test_the_fits_waits_make_the_runs_wait(name):
+    """Per fit, the wait is counted as the run's is: weighted by their time, the fits' waits
+    are the headline's wait (a report may not say 93% over fits of 67% and 74%)."""
+    diagnosis, data, terminal, page = _reports(name)
+    fits = [f for f in data["fits"] if f["steps_counted"] and f["wait_fraction"] is not None]
+    if not fits:
+        return
+    weighted = sum(f["wait_fraction"] * f["seconds_counted"] for f in fits) / sum(
+        f["seconds_counted"] for f in fits)
+    assert weighted == pytest.approx(timed_wait_fraction(diagnosis), abs=1e-9)
+    if diagnosis.after_wait_s == 0:
+        assert weighted == pytest.approx(data["input_wait_fraction"], abs=1e-9)

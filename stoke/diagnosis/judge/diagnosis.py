@@ -56,7 +56,8 @@ class Diagnosis(Analysis):
         times); ``overhead_signals`` (sentences); ``doctor_overhead_fraction``;
         ``steady_state`` (which steps count and which were left out); ``fits`` (each ``fit``
         call: ``number``, ``batch_size``, ``epochs``, ``steps``, ``steps_counted``, and over
-        its counted steps ``samples_per_s`` and ``wait_fraction``, timed, null when not measured); ``cpu`` and ``gpus``
+        its counted steps ``seconds_counted``, ``samples_per_s`` and ``wait_fraction``, null when
+        not known per step; weighted by ``seconds_counted`` the fits' waits make the run's); ``cpu`` and ``gpus``
         (summaries over the steady window); ``findings`` (objects with ``id``, ``severity``,
         ``category``, ``message``, ``fix``, ``fix_language``, ``evidence``,
         ``expected_gain``), ordered as reported; and the record itself: ``steps``,
@@ -92,8 +93,7 @@ class Diagnosis(Analysis):
             "overhead_signals": list(self.overhead_signals),
             "doctor_overhead_fraction": self.doctor_overhead_fraction,
             "steady_state": _asdict(self.steady),
-            "fits": [_asdict(f) for f in fit_summaries(
-                record, self.steady, self.input_wait_source != "unmeasured")],
+            "fits": [_asdict(f) for f in fit_summaries(record, self)],
             "cpu": None if self.cpu is None else _asdict(self.cpu),
             "gpus": [_asdict(g) for g in self.gpus],
             "findings": [f.to_json_dict() for f in self.findings],

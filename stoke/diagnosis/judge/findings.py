@@ -420,7 +420,14 @@ def _prediction_sentence(analysis: Analysis) -> str:
         return ""
     gain = analysis.predicted_speedup
     step_s = analysis.bound.step_s
-    if analysis.throughput and analysis.predicted_throughput:
+    if gain < 1.005:
+        text = f" Taking the input off the critical path is predicted to gain nothing ({speedup(gain)})"
+        if analysis.model_alone and analysis.throughput:
+            text += (
+                f": the model alone makes {rate(analysis.model_alone)} and the run "
+                f"{rate(analysis.throughput)}"
+            )
+    elif analysis.throughput and analysis.predicted_throughput:
         text = (
             f" With the input off the critical path the run would make "
             f"{rate(analysis.predicted_throughput)} instead of {rate(analysis.throughput)} "
@@ -574,7 +581,7 @@ def small_batch(record: RunRecord, analysis: Analysis) -> Finding | None:
         return None  # fix the input first; the overhead is hidden behind the wait
     batch_size = analysis.bound.batch_size
     # the fits' own batch sizes, never a mean over fits of different batch sizes
-    batch_words = batch_size_words(fit_summaries(record, analysis.steady))
+    batch_words = batch_size_words(fit_summaries(record, analysis))
     steps_per_execution = record.model.steps_per_execution or 1
     gain = None
     fixed_s = _detail(record, "model_alone", "fixed_s_per_step")
@@ -659,11 +666,11 @@ def cpu_contention(record: RunRecord, analysis: Analysis) -> Finding | None:
         message=(
             f"Other processes take {cpu.other_cores:.1f} of the machine's {cpu.cores} cores "
             f"(median over the run) and this run {cpu.self_cores:.1f}; the machine is "
-            f"{cpu.busy_fraction:.0%} busy"
+            f"{cpu.busy_fraction:.0%} busy: contention {level.upper()} (as `stoke env` calls it)"
             + (
-                f": the training {need} and cannot get more cores."
+                f"; the training {need} and cannot get more cores."
                 if saturated
-                else ", so cores are still free: little harm now, but a faster input pipeline "
+                else ", cores are still free: little harm now, but a faster input pipeline "
                 "will compete with them for the cores."
             )
         ),
@@ -674,7 +681,8 @@ def cpu_contention(record: RunRecord, analysis: Analysis) -> Finding | None:
             "other_processes_cores": round(cpu.other_cores, 2),
             "this_run_cores": round(cpu.self_cores, 2),
             "machine_busy_pct": _pct(cpu.busy_fraction),
-            "input_wait_pct": _pct(wait),
+            "contention": level,
+            "input_wait_pct": _pct(analysis.input_wait_fraction),
             "samples": cpu.samples,
         },
         expected_gain=_gain(gain),

@@ -7,9 +7,9 @@ are taken over the steady steps of all of them (:func:`stoke.diagnosis.judge.ana
 this module says, per fit, what those figures are made of, so that a report never prints a
 batch size averaged over fits (11.5 from 16 and 4) or leaves the reader to guess which fit a
 figure comes from. Pure: a record and its steady state in, :class:`FitSummary` tuples out; no
-figure of the analysis is recomputed here.
+figure of the analysis is recomputed here (a fit's wait is the run's, counted over its steps).
 
-    fits = fit_summaries(record, analysis.steady)
+    fits = fit_summaries(record, analysis)
     batch_size_words(fits)        # "16 in fit 1, 4 in fit 2" (or "16" when all agree)
 """
 
@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from stoke.diagnosis.judge.analysis import SteadyState
+from stoke.diagnosis.judge.analysis import Analysis, SteadyState, pipeline_handover_s
 from stoke.diagnosis.record import RunRecord, StepSample
 
 
@@ -39,17 +39,28 @@ class FitSummary:
     steps: int
     steps_counted: int
     # over its counted steps: samples/s (None: batch sizes not recorded) and the share of
-    # their time spent waiting for input, timed or estimated per step (None: not measured)
+    # their time spent waiting for input, counted as the run's is (None: not known per step)
     samples_per_s: float | None = None
     wait_fraction: float | None = None
+    seconds_counted: float = 0.0  # the wall time of its counted steps
 
 
-def fit_summaries(
-    record: RunRecord, steady: SteadyState, wait_measured: bool = True
-) -> tuple[FitSummary, ...]:
-    """Every fit of the run that recorded a step, in order. ``wait_measured``: False when
-    the run's wait was neither timed nor estimated (then no fit has a wait share)."""
+def fit_summaries(record: RunRecord, analysis: Analysis) -> tuple[FitSummary, ...]:
+    """Every fit of the run that recorded a step, in order. Each fit's wait is its steps'
+    waits as the analysis counts them (timed, or estimated where not timed; the handover
+    taken off each timed wait) before the run-wide slowdown after each wait is added
+    (``analysis.after_wait_s``, one figure for the whole run, not per fit): weighted by
+    their time, the fits' waits make :func:`timed_wait_fraction`. No fit has one when the
+    run's wait came from the probes or was not measured."""
+    steady = analysis.steady
     counted = counted_steps(record.steps, steady)
+    per_step = analysis.input_wait_source in ("measured", "model-alone-estimate")
+    handover_s = pipeline_handover_s(record)
+
+    def wait_s(step: StepSample) -> float:
+        timed = max(0.0, step.wait_s - handover_s) if step.wait_timed else step.wait_used_s
+        return min(timed, step.step_s)
+
     by_fit: dict[int, list[StepSample]] = {}
     for step in record.steps:
         by_fit.setdefault(step.fit, []).append(step)
@@ -68,9 +79,10 @@ def fit_summaries(
                 steps_counted=len(mine),
                 samples_per_s=samples / time_s if (samples > 0 and time_s > 0) else None,
                 wait_fraction=(
-                    sum(min(s.wait_used_s, s.step_s) for s in mine) / time_s
-                    if (wait_measured and time_s > 0) else None
+                    min(1.0, sum(wait_s(s) for s in mine) / time_s)
+                    if (per_step and time_s > 0) else None
                 ),
+                seconds_counted=time_s,
             )
         )
     return tuple(summaries)
@@ -91,6 +103,18 @@ def counted_steps(steps: Sequence[StepSample], steady: SteadyState) -> set[tuple
         and s.t_s - s.step_s >= steady.t_start_s
         and s.t_s <= steady.t_end_s
     }
+
+
+def timed_wait_fraction(analysis: Analysis) -> float | None:
+    """The run's wait before the slowdown after each wait is added: what the fits' waits
+    make, weighted by their time (None when the wait is not known per step)."""
+    if analysis.input_wait_fraction is None or analysis.input_wait_source not in (
+            "measured", "model-alone-estimate"):
+        return None
+    step_s = analysis.bound.step_s
+    if not step_s or analysis.after_wait_s <= 0:
+        return analysis.input_wait_fraction
+    return max(0.0, analysis.input_wait_fraction - analysis.after_wait_s / step_s)
 
 
 def counted_fits(fits: Sequence[FitSummary]) -> list[FitSummary]:

@@ -16,6 +16,7 @@ from stoke.diagnosis.judge.fits import (
     counted_fits,
     figures_source,
     fit_summaries,
+    timed_wait_fraction,
 )
 from stoke.diagnosis.judge.words import ms, pct, rate, speedup
 
@@ -94,8 +95,13 @@ def headline(diagnosis: Diagnosis) -> str:
     text = diagnosis.verdict_reason
     waits = [fit for fit in counted_fits(fits_of(diagnosis)) if fit.wait_fraction is not None]
     if len(waits) > 1 and max(f.wait_fraction for f in waits) - min(f.wait_fraction for f in waits) >= 0.05:
-        text += " (over " + figures_source(fits_of(diagnosis)) + "; as timed, " + ", ".join(
-            f"{pct(fit.wait_fraction)} in fit {fit.number}" for fit in waits) + ")"
+        timed = timed_wait_fraction(diagnosis)
+        text += (
+            " (over " + figures_source(fits_of(diagnosis))
+            + (f"; the wait before that slowdown, {pct(timed)}, is " if diagnosis.after_wait_s > 0
+               else ": ")
+            + ", ".join(f"{pct(fit.wait_fraction)} in fit {fit.number}" for fit in waits) + ")"
+        )
     if diagnosis.verdict in ("input-bound", "partly-input-bound") and diagnosis.predicted_speedup:
         text += f"; if the input kept up: {speedup(diagnosis.predicted_speedup)}"
         no_gain = no_gain_reason(diagnosis)
@@ -122,16 +128,16 @@ def no_gain_reason(diagnosis: Diagnosis) -> str:
     if gain is None or gain >= 1.005:
         return ""
     prediction = diagnosis.prediction
-    bound = diagnosis.bound
     if prediction is not None and prediction.overlapped_producer:
         return (
             "no faster: one thread already makes the batches alongside the step, and it "
             "takes as long as the step itself"
         )
-    if bound.model_alone_step_s is not None and bound.step_s and bound.model_alone_step_s >= 0.95 * bound.step_s:
+    if (diagnosis.model_alone and diagnosis.throughput
+            and diagnosis.model_alone <= 1.05 * diagnosis.throughput):
         return (
-            f"no faster: the model alone takes {ms(bound.model_alone_step_s)} a batch, about the "
-            f"run's whole {ms(bound.step_s)} step, so the model would still be the limit; the "
+            f"no faster: the model alone makes {rate(diagnosis.model_alone)}, no more than the "
+            f"run's {rate(diagnosis.throughput)}, so the model would still be the limit; the "
             "probes and the timed wait disagree (see Not measured)"
         )
     if diagnosis.input_is_limit is False:
@@ -177,7 +183,7 @@ def key_numbers(diagnosis: Diagnosis) -> list[tuple[str, str]]:
             else "not measured: the batch size was not recorded (step times only)")
                  + (f" (over {over})" if over else ""))]
     if len(fits) > 1:
-        rows.append(("Fits", fits_line(fits)))
+        rows.append(("Fits", fits_line(fits, diagnosis.after_wait_s > 0)))
     source = wait_source_note(diagnosis)
     if wait_unmeasured(diagnosis):
         rows.append(("Input wait", f"not measured: {unmeasured_wait_why(diagnosis)}"))
@@ -330,11 +336,12 @@ def fits_of(diagnosis: Diagnosis) -> tuple[FitSummary, ...]:
     """The run's fits (:mod:`stoke.diagnosis.judge.fits`), as every renderer shows them."""
     if diagnosis.record is None:
         return ()
-    return fit_summaries(diagnosis.record, diagnosis.steady, not wait_unmeasured(diagnosis))
+    return fit_summaries(diagnosis.record, diagnosis)
 
 
-def fits_line(fits: tuple[FitSummary, ...]) -> str:
-    """Each fit in a few words: its batch size, epochs, steps and the steps counted."""
+def fits_line(fits: tuple[FitSummary, ...], after_wait: bool = False) -> str:
+    """Each fit in a few words: its batch size, epochs, steps and the steps counted.
+    ``after_wait``: the run's wait adds a slowdown after each wait that no fit's own does."""
     return f"{len(fits)}: " + "; ".join(
         f"fit {fit.number}: "
         + (f"batch {fit.batch_size}, " if fit.batch_size is not None else "")
@@ -344,7 +351,7 @@ def fits_line(fits: tuple[FitSummary, ...]) -> str:
             " (" + ", ".join(
                 part for part in (
                     rate(fit.samples_per_s) if fit.samples_per_s is not None else "",
-                    f"{pct(fit.wait_fraction)} of it waiting, as timed"
+                    f"{pct(fit.wait_fraction)} of it waiting"
                     if fit.wait_fraction is not None else "",
                 ) if part
             ) + ")"
@@ -352,7 +359,7 @@ def fits_line(fits: tuple[FitSummary, ...]) -> str:
             else ""
         )
         for fit in fits
-    )
+    ) + ("; the fits' waits leave out the slowdown after each wait" if after_wait else "")
 
 
 def doctor_overhead(diagnosis: Diagnosis) -> tuple[float | None, str]:
