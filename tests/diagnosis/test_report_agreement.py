@@ -288,3 +288,27 @@ def test_the_fits_waits_make_the_runs_wait(name):
     assert weighted == pytest.approx(timed_wait_fraction(diagnosis), abs=1e-9)
     if diagnosis.after_wait_s == 0:
         assert weighted == pytest.approx(data["input_wait_fraction"], abs=1e-9)
+
+
+def test_the_report_box_starts_on_a_line_of_its_own_after_a_progress_bar():
+    import io
+
+    from rich.console import Console
+
+    from stoke.diagnosis.report import render_terminal
+
+    buffer = io.StringIO()
+    buffer.write("12/16 ━━━━━━━━━━━━━━━━━━━━ 0s 7ms/step - loss: 0.2088")  # no newline: Keras' bar
+    render_terminal(analyse(synthetic.multi_fit()), Console(file=buffer, width=100))
+    box_line = next(line for line in buffer.getvalue().splitlines() if "stoke doctor" in line)
+    assert box_line.startswith("╭")
+
+
+def test_the_step_chart_marks_fits_and_draws_no_model_line_for_mixed_batch_sizes():
+    page = render_html(analyse(synthetic.multi_fit()))
+    chart = page.split("Where each step goes")[1].split("</section>")[0]
+    assert ">fit 2</text>" in chart and ">epoch 1</text>" in chart
+    assert "model alone 3.0" not in chart  # a time per batch of a mean batch size: no batch ran it
+    assert "No model-alone line: the fits used different batch sizes" in chart
+    single = render_html(analyse(synthetic.input_bound_generator()))
+    assert "model alone 9.00 ms" in single and ">fit " not in single

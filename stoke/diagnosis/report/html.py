@@ -28,6 +28,7 @@ from stoke.diagnosis.report._format import (
     VERDICT_COLOURS,
     doctor_overhead,
     evidence_text,
+    fits_of,
     headline,
     key_numbers,
     no_findings_text,
@@ -162,9 +163,20 @@ def _step_caption(diagnosis: Diagnosis) -> str:
     source = wait_source_note(diagnosis)
     if source:
         text += f" The wait is not timed: {source}."
-    if diagnosis.bound.model_alone_step_s is not None:
+    if model_alone_line_s(diagnosis) is not None:
         text += " The dashed green line is the model alone on a cached batch."
+    elif diagnosis.bound.model_alone_step_s is not None:
+        text += (" No model-alone line: the fits used different batch sizes, and the probe "
+                 "timed one of them.")
     return f"<p class=\"caption\">{_e(text)}</p>"
+
+
+def model_alone_line_s(diagnosis: Diagnosis) -> float | None:
+    """The model alone's time per batch, as the step chart draws it; None when the fits used
+    different batch sizes (one line cannot stand for all of them)."""
+    if len({f.batch_size for f in fits_of(diagnosis) if f.batch_size is not None}) > 1:
+        return None
+    return diagnosis.bound.model_alone_step_s
 
 
 def _findings_section(diagnosis: Diagnosis) -> str:
@@ -303,18 +315,22 @@ def _step_split_chart(diagnosis: Diagnosis) -> str:
                 f"<text x=\"{cx + 6:.1f}\" y=\"{frame.top + 8:.1f}\" class=\"note\">"
                 f"{_e(f'{wait_ms + compute_ms:,.0f} ms')}</text>"
             )
-    previous_epoch = bins[0][1].epoch
+    previous = (bins[0][1].fit, bins[0][1].epoch)
+    fits = fits_of(diagnosis)
     for index, (_, first, *_rest) in enumerate(bins):
-        if first.epoch != previous_epoch:
+        if (first.fit, first.epoch) != previous:
             x = frame.x(index)
+            # a new fit is named as the report names it ("fit 2"), an epoch by its number
+            label = (f"fit {first.fit + 1}" if first.fit != previous[0] and len(fits) > 1
+                     else f"epoch {first.epoch}")
             parts.append(
                 f"<line x1=\"{x:.1f}\" x2=\"{x:.1f}\" y1=\"{frame.top}\" y2=\"{frame.bottom}\" "
                 "stroke=\"#868e96\" stroke-dasharray=\"3 3\"/>"
                 f"<text x=\"{x + 3:.1f}\" y=\"{frame.top + 20:.1f}\" class=\"note\">"
-                f"{_e(f'epoch {first.epoch}')}</text>"
+                f"{_e(label)}</text>"
             )
-            previous_epoch = first.epoch
-    model_step_s = diagnosis.bound.model_alone_step_s
+            previous = (first.fit, first.epoch)
+    model_step_s = model_alone_line_s(diagnosis)
     if model_step_s is not None and model_step_s * 1e3 <= y_top:
         y = frame.y(model_step_s * 1e3)
         parts.append(
