@@ -312,3 +312,10 @@ def test_the_step_chart_marks_fits_and_draws_no_model_line_for_mixed_batch_sizes
     assert "No model-alone line: the fits used different batch sizes" in chart
     single = render_html(analyse(synthetic.input_bound_generator()))
     assert "model alone 9.00 ms" in single and ">fit " not in single
+
+
+def test_a_nan_in_the_evidence_reads_not_measured():
+    from stoke.diagnosis.report._format import evidence_text
+
+    assert evidence_text(float("nan")) == "not measured"
+    assert evidence_text([1.5, float("inf")]) == "1.5, not measured"

@@ -6,6 +6,7 @@ that the terminal and the HTML report say the same thing.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from stoke.diagnosis.judge.analysis import input_free_step_s
@@ -18,7 +19,7 @@ from stoke.diagnosis.judge.fits import (
     fit_summaries,
     timed_wait_fraction,
 )
-from stoke.diagnosis.judge.words import ms, pct, rate, speedup
+from stoke.diagnosis.judge.words import NOT_MEASURED, ms, pct, rate, speedup
 
 VERDICT_COLOURS = {
     "input-bound": "#d9480f",
@@ -438,6 +439,8 @@ def run_description(diagnosis: Diagnosis) -> list[tuple[str, str]]:
 
 def evidence_text(value: Any) -> str:
     if isinstance(value, float):
+        if not math.isfinite(value):
+            return NOT_MEASURED
         return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
     if isinstance(value, list):
         return ", ".join(evidence_text(v) for v in value) or "-"
@@ -447,6 +450,6 @@ def evidence_text(value: Any) -> str:
 
 
 def _num(value: float | None) -> str:
-    if value is None:
-        return "?"
+    if value is None or not math.isfinite(value):
+        return NOT_MEASURED
     return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"

@@ -473,7 +473,8 @@ def _bound_chart(diagnosis: Diagnosis) -> str:
             )
         else:
             parts.append(
-                f"<text x=\"{frame.left + 8}\" y=\"{y + 17:.1f}\" class=\"note\">not measured</text>"
+                f"<text x=\"{frame.left + 8}\" y=\"{y + 17:.1f}\" class=\"note\">"
+                f"{'not predicted' if colour == PREDICTED_COLOUR else 'not measured'}</text>"
             )
     parts.append(
         f"<text x=\"{frame.left + frame.width / 2:.1f}\" y=\"{height - 6}\" text-anchor=\"middle\" "
