@@ -222,6 +222,7 @@ def test_a_run_with_no_fit_reports_the_setup_and_the_unmeasured_loop():
         assert "custom training loops (GradientTape, jax.grad, a torch loop) are not measured" in text
         assert "Doctor overhead" not in text  # nothing was measured to weigh it against
         assert "no training step was measured" in text
+    assert "Limited by not known: no training step was measured" in terminal
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed")

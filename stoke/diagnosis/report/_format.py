@@ -231,8 +231,12 @@ def key_numbers(diagnosis: Diagnosis) -> list[tuple[str, str]]:
                 "fit loop fed a cached batch",
             )
         )
-    rows.append(("Limited by", "not known: the input's wait was not measured"
-                 if wait_unmeasured(diagnosis) else bound.limited_by))
+    if wait_unmeasured(diagnosis):
+        rows.append(("Limited by", "not known: the input's wait was not measured"))
+    elif not steady.steps_used:
+        rows.append(("Limited by", "not known: no training step was measured"))
+    else:
+        rows.append(("Limited by", bound.limited_by))
     prediction = diagnosis.prediction
     if wait_unmeasured(diagnosis):
         rows.append(("Predicted speedup", "not predicted: the wait it would remove was not measured"))
