@@ -320,3 +320,12 @@ def test_a_nan_in_the_evidence_reads_not_measured():
 
     assert evidence_text(float("nan")) == "not measured"
     assert evidence_text([1.5, float("inf")]) == "1.5, not measured"
+
+
+def test_the_step_chart_does_not_split_steps_whose_wait_was_not_measured():
+    page = render_html(analyse(synthetic.mirrored_strategy_tf_data()))
+    chart = page.split("Where each step goes")[1].split("</section>")[0]
+    assert "step (wait not measured)" in chart and "20.00 ms, wait not measured" in chart
+    assert "computing" not in chart and "wait 0.00 ms" not in chart
+    assert "Each step whole (grey): the wait within it was not measured" in chart
+    assert "not timed: not timed" not in page

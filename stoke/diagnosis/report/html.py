@@ -33,6 +33,7 @@ from stoke.diagnosis.report._format import (
     key_numbers,
     no_findings_text,
     run_description,
+    unmeasured_wait_why,
     verdict_meaning,
     wait_source_note,
     wait_unmeasured,
@@ -155,13 +156,20 @@ def _step_caption(diagnosis: Diagnosis) -> str:
     if not steady.steps_used:
         return ""
     left_out = len(steady.warmup_dropped) + len(steady.outliers_dropped)
-    text = (
-        f"Stacked: waiting for the next batch (orange) and everything else in the step "
-        f"(blue). {steady.steps_used} of {steady.steps_total} steps count"
-    )
+    if wait_unmeasured(diagnosis):
+        text = (
+            f"Each step whole (grey): the wait within it was not measured "
+            f"({unmeasured_wait_why(diagnosis)}). {steady.steps_used} of {steady.steps_total} "
+            "steps count"
+        )
+    else:
+        text = (
+            f"Stacked: waiting for the next batch (orange) and everything else in the step "
+            f"(blue). {steady.steps_used} of {steady.steps_total} steps count"
+        )
     text += f"; {left_out} faded ones are warm-up or compilation." if left_out else "."
     source = wait_source_note(diagnosis)
-    if source:
+    if source and not wait_unmeasured(diagnosis):
         text += f" The wait is not timed: {source}."
     if model_alone_line_s(diagnosis) is not None:
         text += " The dashed green line is the model alone on a cached batch."
@@ -269,6 +277,8 @@ def _step_split_chart(diagnosis: Diagnosis) -> str:
     if not steps:
         return _empty_chart("No training step was measured.")
     left_out = set(diagnosis.steady.warmup_dropped) | set(diagnosis.steady.outliers_dropped)
+    unmeasured = wait_unmeasured(diagnosis)
+    step_colour = MEASURED_COLOUR if unmeasured else COMPUTE_COLOUR
     bin_size = max(1, math.ceil(len(steps) / MAX_BARS))
     bins = []
     for start in range(0, len(steps), bin_size):
@@ -285,7 +295,8 @@ def _step_split_chart(diagnosis: Diagnosis) -> str:
     y_top = _nice_ceiling(max(steady_totals) * 1.15)
     height = 300
     frame = _Frame(64, 28, CHART_WIDTH - 84, height - 28 - 44, 0, len(bins), 0, y_top)
-    parts = [_svg_open(CHART_WIDTH, height, "Step time split into waiting for input and computing")]
+    parts = [_svg_open(CHART_WIDTH, height, "Step time (the wait within it not measured)" if unmeasured
+                       else "Step time split into waiting for input and computing")]
     parts.append(_y_grid(frame, "ms per step"))
     slot = frame.width / len(bins)
     gap = slot * 0.18 if slot > 4 else 0.0
@@ -296,16 +307,18 @@ def _step_split_chart(diagnosis: Diagnosis) -> str:
         wait_top = min(wait_ms, y_top)
         total_top = min(wait_ms + compute_ms, y_top)
         title = (
-            f"step {first.step} (epoch {first.epoch}): wait {wait_ms:.2f} ms"
-            + (" (estimated)" if estimated else "")
-            + f", compute {compute_ms:.2f} ms" + ("" if counted else " - left out")
+            f"step {first.step} (epoch {first.epoch}): "
+            + (f"{wait_ms + compute_ms:.2f} ms, wait not measured" if unmeasured else
+               f"wait {wait_ms:.2f} ms" + (" (estimated)" if estimated else "")
+               + f", compute {compute_ms:.2f} ms")
+            + ("" if counted else " - left out")
         )
         parts.append(
             f"<g opacity=\"{opacity}\"><title>{_e(title)}</title>"
             f"<rect x=\"{x:.2f}\" y=\"{frame.y(wait_top):.2f}\" width=\"{bar_width:.2f}\" "
             f"height=\"{frame.bottom - frame.y(wait_top):.2f}\" fill=\"{WAIT_COLOUR}\"/>"
             f"<rect x=\"{x:.2f}\" y=\"{frame.y(total_top):.2f}\" width=\"{bar_width:.2f}\" "
-            f"height=\"{frame.y(wait_top) - frame.y(total_top):.2f}\" fill=\"{COMPUTE_COLOUR}\"/></g>"
+            f"height=\"{frame.y(wait_top) - frame.y(total_top):.2f}\" fill=\"{step_colour}\"/></g>"
         )
         if wait_ms + compute_ms > y_top:
             cx = x + bar_width / 2
@@ -354,7 +367,8 @@ def _step_split_chart(diagnosis: Diagnosis) -> str:
         _legend(
             frame.left,
             14,
-            [("waiting for input", WAIT_COLOUR), ("computing", COMPUTE_COLOUR)]
+            ([("step (wait not measured)", MEASURED_COLOUR)] if unmeasured
+             else [("waiting for input", WAIT_COLOUR), ("computing", COMPUTE_COLOUR)])
             + ([("model alone", MODEL_COLOUR)] if model_step_s is not None else []),
         )
     )
