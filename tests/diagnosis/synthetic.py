@@ -291,3 +291,23 @@ def input_bound_large_gain() -> RunRecord:
         kind="generator", wait_s=0.038, step_s=0.040, model_alone=64 / 0.001,
         input_alone=64 / 0.038, input_extra={"main_thread": True},
     )
+
+
+def tf_data_no_prefetch() -> RunRecord:
+    """A tf.data pipeline with no prefetch: 12 of 40 ms wait; overlapping the two would make
+    a step 28 ms."""
+    return make_record(
+        kind="tf.data", wait_s=0.012, step_s=0.040, backend="tensorflow",
+        model_alone=64 / 0.027, input_alone=64 / 0.012,
+        input_extra={"tf_data_parallel_map": True, "tf_data_prefetch": False},
+        env_extra={"memory_growth": True},
+    )
+
+
+def contended_generator() -> RunRecord:
+    """The input-bound generator on a machine where other processes take 1.5 of 2 cores."""
+    return make_record(
+        kind="generator", wait_s=0.030, step_s=0.040, model_alone=64 / 0.009,
+        input_alone=64 / 0.030, self_pct=45.0, other_pct=150.0, gpu_kernel_active=[22.0],
+        input_extra={"main_thread": True},
+    )

@@ -30,6 +30,8 @@ RECORDS = {
     "no_fit": synthetic.no_fit,
     "input_bound_no_gain": synthetic.input_bound_no_gain,
     "input_bound_large_gain": synthetic.input_bound_large_gain,
+    "tf_data_no_prefetch": synthetic.tf_data_no_prefetch,
+    "contended_generator": synthetic.contended_generator,
 }
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
@@ -329,3 +331,23 @@ def test_the_step_chart_does_not_split_steps_whose_wait_was_not_measured():
     assert "computing" not in chart and "wait 0.00 ms" not in chart
     assert "Each step whole (grey): the wait within it was not measured" in chart
     assert "not timed: not timed" not in page
+
+
+@pytest.mark.parametrize("name", sorted(RECORDS))
+def test_a_finding_with_a_gain_of_its_own_says_where_it_comes_from(name):
+    """A finding whose expected gain is not the headline's prediction (nor stoke on these
+    cores) names that gain in its message, with what it is made of."""
+    diagnosis, data, terminal, page = _reports(name)
+    headline = {speedup(v) for v in (data["predicted_speedup"], data["predicted_speedup_with_stoke"])
+                if v is not None}
+    for finding in data["findings"]:
+        gain = finding["expected_gain"]
+        if gain is not None and speedup(gain) not in headline:
+            assert speedup(gain) in finding["message"], (finding["id"], finding["message"])
+
+
+def test_the_gains_of_their_own_are_found():
+    assert analyse(synthetic.tf_data_no_prefetch()).finding("no-prefetch").expected_gain is not None
+    contention = analyse(synthetic.contended_generator()).finding("cpu-contention")
+    assert contention is not None and contention.expected_gain is not None
+    assert "With those cores back (2 instead of 0.5)" in contention.message

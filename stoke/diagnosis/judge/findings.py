@@ -255,6 +255,7 @@ def no_prefetch(record: RunRecord, analysis: Analysis) -> Finding | None:
             f"The tf.data pipeline has no prefetch, so the next batch is made only after the "
             f"step asks for it: the trainer waits {wait:.0%} of every step instead of "
             f"overlapping input and compute."
+            + (_overlap_sentence(analysis, gain) if gain is not None else "")
         ),
         fix=PREFETCH_FIX,
         evidence=_input_evidence(record, analysis),
@@ -673,6 +674,13 @@ def cpu_contention(record: RunRecord, analysis: Analysis) -> Finding | None:
                 else ", cores are still free: little harm now, but a faster input pipeline "
                 "will compete with them for the cores."
             )
+            + (
+                f" With those cores back ({cpu.cores} instead of "
+                f"{cpu.cores - cpu.other_cores:.1f}): up to {speedup(_gain(gain))}"
+                + ("" if model_on_cpu else ", never more than removing the wait gives")
+                + "."
+                if gain is not None else ""
+            )
         ),
         fix=contention_fix(cpu.cores, cpu.other_cores),
         fix_language="bash",
@@ -1016,6 +1024,16 @@ def stoke_gain_on_these_cores(record: RunRecord, analysis: Analysis) -> float | 
     trainer: the one prediction's ``with_stoke_here`` (:mod:`stoke.diagnosis.judge.analysis`)."""
     prediction = analysis.prediction
     return None if prediction is None else prediction.with_stoke_here
+
+
+def _overlap_sentence(analysis: Analysis, gain: float) -> str:
+    """The overlap gain (:func:`_overlap_gain`) in words, with the step times it comes from."""
+    bound = analysis.bound
+    overlapped = max(bound.wait_s, bound.compute_s)
+    text = f" Overlapped, a step takes the longer of the two ({ms(overlapped)} instead of {ms(bound.step_s)})"
+    if abs(bound.step_s / overlapped - gain) > 0.005:
+        return text + f", but no more than the prediction allows: {speedup(gain)}."
+    return text + f": {speedup(gain)}."
 
 
 def _overlap_gain(analysis: Analysis) -> float | None:
