@@ -6,7 +6,7 @@ size, or one-epoch fits in a loop. The figures of a diagnosis (throughput, wait,
 are taken over the steady steps of all of them (:func:`stoke.diagnosis.judge.analysis.steady_steps`);
 this module says, per fit, what those figures are made of, so that a report never prints a
 batch size averaged over fits (11.5 from 16 and 4) or leaves the reader to guess which fit a
-figure comes from. Pure: a record and its steady state in, :class:`FitSummary` tuples out; no
+figure comes from. Pure: a record and its analysis in, :class:`FitSummary` tuples out; no
 figure of the analysis is recomputed here (a fit's wait is the run's, counted over its steps).
 
     fits = fit_summaries(record, analysis)
