@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import keras
-import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from doctor_accuracy import child_env  # noqa: E402
