@@ -137,6 +137,22 @@ def test_cpu_trained_run_with_fast_input_is_shared_cores_not_more_workers():
     assert "cores" in shared.message and "80x" in shared.message
 
 
+def test_cpu_trained_run_on_arrays_gets_no_shared_cores_that_wins_nothing():
+    # tf.keras CNN on NumPy arrays, trained on 2 loaded CPU cores (rttf's red team, s01): 6%
+    # "wait" that the verdict names the hand-over; shared-cores said the cores were shared by
+    # the input and recommended stoke workers at x1.00, for arrays that need no worker
+    record = make_record(kind="arrays", wait_s=0.00266, step_s=0.0419, batch_size=64, cores=2,
+                         self_pct=20.0, other_pct=184.0, gpus_visible=0, gpus_used=0,
+                         model_alone=5532.0, input_alone=43416.0, backend="tensorflow",
+                         input_extra={"main_thread": False, "producer": "native"})
+    record.probes["input_free"] = ProbeResult(940.0, 0.7, 11, {"s_per_step": 0.0681,
+                                                                "cpu_s_per_step": 0.0124})
+    diagnosis = analyse(record)
+    assert diagnosis.verdict == "overhead-bound"
+    assert diagnosis.finding("shared-cores") is None
+    assert not any("stoke.from_sequence" in f.fix for f in diagnosis.findings)
+
+
 @pytest.mark.parametrize("cores", [2, 4, 16])
 def test_cpu_contention_fix_names_only_cores_the_machine_has(cores):
     record = make_record(wait_s=0.03, step_s=0.04, cores=cores, self_pct=100.0 * cores * 0.4,

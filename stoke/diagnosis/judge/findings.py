@@ -337,6 +337,10 @@ def shared_cores(record: RunRecord, analysis: Analysis) -> Finding | None:
         return None
     if not cores_are_the_limit(analysis) and analysis.input_is_limit is not False:
         return None
+    if not cores_are_the_limit(analysis) and (prediction.with_stoke_here or 1.0) < 1 + _PARTLY_WAIT:
+        # the input made free is the limit and its workers would win nothing: the wait is the
+        # hand-over the verdict names (NumPy arrays on a CPU-trained model), not the cores
+        return None
     trainer_ms = numbers["trainer_cpu_ms_per_sample"]
     input_ms = numbers["input_cpu_ms_per_sample"]
     cores_here = numbers["cores_for_this_run"]
