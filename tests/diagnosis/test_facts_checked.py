@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from stoke.diagnosis.judge import findings
 from stoke.diagnosis.judge.diagnosis import analyse
 from stoke.diagnosis.record import ProbeResult, StepSample
 from tests.diagnosis.synthetic import make_record
@@ -151,6 +152,24 @@ def test_cpu_trained_run_on_arrays_gets_no_shared_cores_that_wins_nothing():
     assert diagnosis.verdict == "overhead-bound"
     assert diagnosis.finding("shared-cores") is None
     assert not any("stoke.from_sequence" in f.fix for f in diagnosis.findings)
+
+
+def test_shared_cores_does_not_say_the_input_is_fast_when_it_alone_is_slower():
+    # fit_generator on a Python generator, model on 2 CPU cores (rttf's red team, s08): the
+    # input alone makes 1/26 of the model's rate; shared-cores said "0.0x the model's" and
+    # "because the cores are shared, not because the input is slow"
+    record = make_record(kind="generator", wait_s=0.00754, step_s=0.00917, batch_size=64,
+                         cores=2, self_pct=80.0, other_pct=121.0, gpus_visible=0, gpus_used=0,
+                         model_alone=60844.0, input_alone=2302.0, backend="tensorflow",
+                         input_extra={"main_thread": False, "producer": "tf.data-thread"})
+    record.probes["input_free"] = ProbeResult(39338.0, 0.2, 20, {"s_per_step": 0.00163,
+                                                                  "cpu_s_per_step": 0.00133})
+    record.probes["input_alone"].detail["cpu_s_per_sample"] = 0.000118
+    shared = findings.shared_cores(record, analyse(record))
+    assert shared is not None  # the cores are the limit: it stands beside the generator
+    assert "not because the input is slow" not in shared.message
+    assert "input is slower than the model" in shared.message
+    assert "0.0x" not in shared.message and "1/26" in shared.message
 
 
 @pytest.mark.parametrize("cores", [2, 4, 16])

@@ -358,10 +358,16 @@ def shared_cores(record: RunRecord, analysis: Analysis) -> Finding | None:
             f"{_times(analysis.input_alone / analysis.model_alone)} the model's "
             f"{_rate(analysis.model_alone)})"
         )
+    slow_input = bool(analysis.input_alone and analysis.model_alone
+                      and analysis.input_alone < analysis.model_alone)
+    because = (
+        "the input is slower than the model and shares the cores with it" if slow_input
+        else "the cores are shared, not because the input is slow"
+    )
     message += (
-        f". The trainer waits {wait:.0%} of each step because the cores are shared, not because "
-        f"the input is slow: at best these cores make {rate:,.0f} samples/s "
-        f"(trainer ~{trainer_cores:.1f} cores, input ~{input_cores:.1f})."
+        f". The trainer waits {wait:.0%} of each step because {because}: at best these cores "
+        f"make {rate:,.0f} samples/s (trainer ~{trainer_cores:.1f} cores, input "
+        f"~{input_cores:.1f})."
     )
     fix = shared_cores_fix(input_cores, rate, record.input.batch_size or 64)
     return Finding(
@@ -386,6 +392,8 @@ def cores_are_the_limit(analysis: Analysis) -> bool:
 
 
 def _times(ratio: float) -> str:
+    if ratio < 0.1:
+        return f"1/{1 / ratio:.0f}"  # not "0.0x"
     return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.1f}x"
 
 
