@@ -73,6 +73,25 @@ def test_run_eagerly_with_numpy_in_a_layer_gets_the_host_op_fix():
     assert eager.fix.index("ops.") < eager.fix.index("model.compile")
 
 
+def test_eager_step_with_a_numpy_layer_gets_no_small_batch_fix_that_would_fail():
+    # a tf.keras layer calling inputs.numpy() and np.clip, run_eagerly=True (rttf's red team,
+    # s09): small-batch's fix (steps_per_execution=32, jit_compile=True) cannot compile that
+    # layer; the fixed per-step cost is the eager dispatch, which run-eagerly's fix removes
+    record = make_record(kind="arrays", wait_s=0.0055, step_s=0.1129, batch_size=32,
+                         backend="tensorflow", model_alone=32 / 0.09, input_alone=255 * 32 / 0.09,
+                         gpus_visible=0, gpus_used=0, model_detail={"fixed_s_per_step": 0.08},
+                         input_extra={"main_thread": False, "producer": "native"},
+                         model_extra={"run_eagerly": True, "host_ops": ["log_scale"],
+                                      "host_op_evidence": {"log_scale": "a tensor converted to "
+                                                           "NumPy (numpy) inside call()"}})
+    diagnosis = analyse(record)
+    assert diagnosis.verdict == "overhead-bound"
+    assert diagnosis.finding("small-batch") is None
+    assert not any("jit_compile=True" in f.fix for f in diagnosis.findings)
+    assert diagnosis.finding("run-eagerly") is not None
+    assert diagnosis.finding("host-op-in-model") is not None
+
+
 def test_fit_generator_is_a_generator_on_the_main_thread_with_stoke_run_as_the_fix():
     conversion = {"filename": "/home/u/train.py", "lineno": 41, "call_source": "model.fit_generator(",
                   "method": "fit_generator", "input_kind": "generator",

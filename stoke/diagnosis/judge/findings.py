@@ -876,7 +876,9 @@ FINDING_CHECKS: tuple[FindingCheck, ...] = (
     FindingCheck("float64-input", float64_input),
     FindingCheck("run-eagerly", run_eagerly),
     FindingCheck("host-op-in-model", host_op_in_model),
-    FindingCheck("small-batch", small_batch),
+    # an eager step's fixed cost is the eager dispatch: compiling is the fix (run-eagerly), and
+    # small-batch's jit_compile=True would fail on a layer that calls NumPy (host-op-in-model)
+    FindingCheck("small-batch", small_batch, yields_to=("run-eagerly", "host-op-in-model")),
     FindingCheck("cpu-contention", cpu_contention),
     FindingCheck("no-accelerator", no_accelerator),
     FindingCheck("multi-gpu-unused", multi_gpu_unused),
