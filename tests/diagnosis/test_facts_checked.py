@@ -73,6 +73,26 @@ def test_run_eagerly_with_numpy_in_a_layer_gets_the_host_op_fix():
     assert eager.fix.index("ops.") < eager.fix.index("model.compile")
 
 
+def test_fit_generator_on_flow_from_directory_is_named_with_stoke_run_as_the_fix():
+    # `from tensorflow import keras`, flow_from_directory into model.fit_generator (rttf's red
+    # team, s06): the report said "the PyDataset (no workers)" and fixed it with
+    # stoke.accelerate in a fit the script does not have; what the user wrote is named
+    conversion = {"filename": "/home/u/train.py", "lineno": 30,
+                  "call_source": "model.fit_generator(train_generator, steps_per_epoch=10)",
+                  "method": "fit_generator", "input_kind": "image-iterator",
+                  "legacy_arguments": "()", "accelerated": False}
+    record = make_record(kind="pydataset", wait_s=0.0339, step_s=0.0425, batch_size=16,
+                         model_alone=2253.0, input_alone=427.0, backend="tensorflow",
+                         input_extra={"main_thread": False, "producer": "tf.data-thread",
+                                      "pydataset_workers": 1},
+                         meta_extra={"keras2_conversions": [conversion]})
+    finding = analyse(record).finding("generator-on-main-thread")
+    assert finding is not None
+    assert "image iterator passed to fit_generator() (train.py:30)" in finding.message
+    assert "PyDataset" not in finding.message
+    assert finding.fix.startswith("stoke run") and "stoke.accelerate(train_generator)" in finding.fix
+
+
 def test_eager_step_with_a_numpy_layer_gets_no_small_batch_fix_that_would_fail():
     # a tf.keras layer calling inputs.numpy() and np.clip, run_eagerly=True (rttf's red team,
     # s09): small-batch's fix (steps_per_execution=32, jit_compile=True) cannot compile that

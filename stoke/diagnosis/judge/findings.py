@@ -143,10 +143,15 @@ def generator_on_main_thread(record: RunRecord, analysis: Analysis) -> Finding |
         "stoke": "the stoke pipeline (inline executor)",
         "train_on_batch": "the script's own loop between train_on_batch calls",
     }.get(kind, "the input pipeline")
-    if legacy is not None:
+    # a Sequence or image iterator (flow_from_directory) given to fit_generator: still the
+    # user's own call, and `stoke run` its fix (it runs the script unchanged, fed by workers)
+    named_call = legacy or keras2_generator_call(record, ("sequence", "image-iterator"))
+    if named_call is not None:
+        what = {"sequence": "Sequence", "image-iterator": "image iterator"}.get(
+            str(named_call.get("input_kind")), "Python generator")
         described = (
-            f"the Python generator passed to {legacy.get('method', 'fit_generator')}() "
-            f"({_where(legacy)})"
+            f"the {what} passed to {named_call.get('method', 'fit_generator')}() "
+            f"({_where(named_call)}){' with no workers' if legacy is None else ''}"
         )
     where = (
         "on the trainer's main thread, one after the other with the training step"
@@ -173,21 +178,24 @@ def generator_on_main_thread(record: RunRecord, analysis: Analysis) -> Finding |
         severity=_wait_severity(wait),
         category="input",
         message=message,
-        fix=keras2_fix(record.meta.script, legacy.get("method", "fit_generator"), keras2_data_name(record)) if legacy is not None else input_fix(record.input, analysis.prediction, keras2_data_name(record)),
+        fix=keras2_fix(record.meta.script, named_call.get("method", "fit_generator"), keras2_data_name(record)) if named_call is not None else input_fix(record.input, analysis.prediction, keras2_data_name(record)),
         evidence=evidence,
         expected_gain=here if here is not None else analysis.predicted_speedup,
-        fix_language="bash" if legacy is not None else "python",
+        fix_language="bash" if named_call is not None else "python",
     )
 
 
-def keras2_generator_call(record: RunRecord) -> dict[str, Any] | None:
-    """The first Keras-2 training call on a plain generator that the doctor's shim translated
+def keras2_generator_call(
+    record: RunRecord, input_kinds: tuple[str, ...] = ("generator",)
+) -> dict[str, Any] | None:
+    """The first Keras-2 training call on a plain generator (or on one of ``input_kinds``:
+    ``"sequence"``, ``"image-iterator"``) that the doctor's shim translated
     (``meta["keras2_conversions"]``, from ``stoke.legacy.shim.conversions()``), or None."""
     for conversion in record.meta.keras2_conversions or []:
         if not isinstance(conversion, dict):
             continue
         method = str(conversion.get("method", ""))
-        if conversion.get("input_kind") == "generator" and not method.startswith(
+        if conversion.get("input_kind") in input_kinds and not method.startswith(
             ("evaluate", "predict")
         ):
             return conversion
