@@ -285,6 +285,7 @@ WILD_CASES: dict[str, tuple[tuple[str, ...], list[str], tuple[str, ...]]] = {
     "keras_callbacks.py": (("tensorflow",), [], ("compute-bound", "overhead-bound")),
     "tfdata_py_function.py": (("tensorflow",), [], ("input-bound", "partly-input-bound")),
     "image_flow.py": (("tensorflow",), [], ("input-bound", "partly-input-bound")),
+    "image_directory.py": (("tensorflow",), ["--keras3"], ("input-bound", "partly-input-bound")),
 }
 WILD_COMPARE = {"numpy_layer.py": "host-op-in-model"}
 

@@ -146,3 +146,14 @@ def test_image_data_generator_flow_is_one_python_thread_and_gains_agree():
     if small is not None and small["expected_gain"] and report["input_alone"]:
         # fewer dispatches speed up the model, never the input
         assert small["expected_gain"] <= report["input_alone"] / report["throughput"] + 0.01
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.keras flow_from_directory")
+def test_fit_generator_on_flow_from_directory_is_named_as_written():
+    report, _ = doctor("image_directory.py")
+    assert report["verdict"] != "unknown", report["verdict_reason"]
+    finding = next(f for f in report["findings"] if f["id"] == "generator-on-main-thread")
+    assert "image iterator passed to fit_generator()" in finding["message"]
+    assert "image_directory.py:" in finding["message"]
+    assert finding["fix"].startswith("stoke run")
+    assert "input-too-slow" not in ids(report)
