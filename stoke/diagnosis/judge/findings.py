@@ -574,6 +574,12 @@ def small_batch(record: RunRecord, analysis: Analysis) -> Finding | None:
     wait = analysis.input_wait_fraction or 0.0
     if wait >= _INPUT_BOUND_WAIT:
         return None  # fix the input first; the overhead is hidden behind the wait
+    if record.model.host_ops or (record.model.run_eagerly is True
+                                 and record.meta.backend != "torch"):
+        # the fixed cost is the eager dispatch, which run-eagerly's fix (compiling) removes;
+        # jit_compile=True would fail on a layer that calls NumPy (host-op-in-model). On torch
+        # eager dispatch is cheap and small-batch's fix still applies.
+        return None
     batch_size = analysis.bound.batch_size
     steps_per_execution = record.model.steps_per_execution or 1
     gain = None
@@ -884,9 +890,7 @@ FINDING_CHECKS: tuple[FindingCheck, ...] = (
     FindingCheck("float64-input", float64_input),
     FindingCheck("run-eagerly", run_eagerly),
     FindingCheck("host-op-in-model", host_op_in_model),
-    # an eager step's fixed cost is the eager dispatch: compiling is the fix (run-eagerly), and
-    # small-batch's jit_compile=True would fail on a layer that calls NumPy (host-op-in-model)
-    FindingCheck("small-batch", small_batch, yields_to=("run-eagerly", "host-op-in-model")),
+    FindingCheck("small-batch", small_batch),
     FindingCheck("cpu-contention", cpu_contention),
     FindingCheck("no-accelerator", no_accelerator),
     FindingCheck("multi-gpu-unused", multi_gpu_unused),
