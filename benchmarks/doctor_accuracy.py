@@ -282,6 +282,10 @@ WILD_CASES: dict[str, tuple[tuple[str, ...], list[str], tuple[str, ...]]] = {
     "fit_generator.py": (BACKENDS, ["--keras3"], ("input-bound",)),
     "sequence_float64.py": (BACKENDS, [], ("input-bound", "partly-input-bound")),
     "cpu_slow_generator.py": (BACKENDS, [], ("input-bound", "partly-input-bound")),
+    "keras_callbacks.py": (("tensorflow",), [], ("compute-bound", "overhead-bound")),
+    "tfdata_py_function.py": (("tensorflow",), [], ("input-bound", "partly-input-bound")),
+    "image_flow.py": (("tensorflow",), [], ("input-bound", "partly-input-bound")),
+    "image_directory.py": (("tensorflow",), ["--keras3"], ("input-bound", "partly-input-bound")),
 }
 WILD_COMPARE = {"numpy_layer.py": "host-op-in-model"}
 

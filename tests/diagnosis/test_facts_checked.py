@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from stoke.diagnosis.judge import findings
 from stoke.diagnosis.judge.diagnosis import analyse
 from stoke.diagnosis.record import ProbeResult, StepSample
 from tests.diagnosis.synthetic import make_record
@@ -72,6 +73,45 @@ def test_run_eagerly_with_numpy_in_a_layer_gets_the_host_op_fix():
     assert eager.fix.index("ops.") < eager.fix.index("model.compile")
 
 
+def test_fit_generator_on_flow_from_directory_is_named_with_stoke_run_as_the_fix():
+    # `from tensorflow import keras`, flow_from_directory into model.fit_generator (rttf's red
+    # team, s06): the report said "the PyDataset (no workers)" and fixed it with
+    # stoke.accelerate in a fit the script does not have; what the user wrote is named
+    conversion = {"filename": "/home/u/train.py", "lineno": 30,
+                  "call_source": "model.fit_generator(train_generator, steps_per_epoch=10)",
+                  "method": "fit_generator", "input_kind": "image-iterator",
+                  "legacy_arguments": "()", "accelerated": False}
+    record = make_record(kind="pydataset", wait_s=0.0339, step_s=0.0425, batch_size=16,
+                         model_alone=2253.0, input_alone=427.0, backend="tensorflow",
+                         input_extra={"main_thread": False, "producer": "tf.data-thread",
+                                      "pydataset_workers": 1},
+                         meta_extra={"keras2_conversions": [conversion]})
+    finding = analyse(record).finding("generator-on-main-thread")
+    assert finding is not None
+    assert "image iterator passed to fit_generator() (train.py:30)" in finding.message
+    assert "PyDataset" not in finding.message
+    assert finding.fix.startswith("stoke run") and "stoke.accelerate(train_generator)" in finding.fix
+
+
+def test_eager_step_with_a_numpy_layer_gets_no_small_batch_fix_that_would_fail():
+    # a tf.keras layer calling inputs.numpy() and np.clip, run_eagerly=True (rttf's red team,
+    # s09): small-batch's fix (steps_per_execution=32, jit_compile=True) cannot compile that
+    # layer; the fixed per-step cost is the eager dispatch, which run-eagerly's fix removes
+    record = make_record(kind="arrays", wait_s=0.0055, step_s=0.1129, batch_size=32,
+                         backend="tensorflow", model_alone=32 / 0.09, input_alone=255 * 32 / 0.09,
+                         gpus_visible=0, gpus_used=0, model_detail={"fixed_s_per_step": 0.08},
+                         input_extra={"main_thread": False, "producer": "native"},
+                         model_extra={"run_eagerly": True, "host_ops": ["log_scale"],
+                                      "host_op_evidence": {"log_scale": "a tensor converted to "
+                                                           "NumPy (numpy) inside call()"}})
+    diagnosis = analyse(record)
+    assert diagnosis.verdict == "overhead-bound"
+    assert diagnosis.finding("small-batch") is None
+    assert not any("jit_compile=True" in f.fix for f in diagnosis.findings)
+    assert diagnosis.finding("run-eagerly") is not None
+    assert diagnosis.finding("host-op-in-model") is not None
+
+
 def test_fit_generator_is_a_generator_on_the_main_thread_with_stoke_run_as_the_fix():
     conversion = {"filename": "/home/u/train.py", "lineno": 41, "call_source": "model.fit_generator(",
                   "method": "fit_generator", "input_kind": "generator",
@@ -135,6 +175,40 @@ def test_cpu_trained_run_with_fast_input_is_shared_cores_not_more_workers():
     assert "more workers" not in shared.fix.replace("more workers take", "")
     assert shared.evidence["trainer_cpu_ms_per_sample"] > 0
     assert "cores" in shared.message and "80x" in shared.message
+
+
+def test_cpu_trained_run_on_arrays_gets_no_shared_cores_that_wins_nothing():
+    # tf.keras CNN on NumPy arrays, trained on 2 loaded CPU cores (rttf's red team, s01): 6%
+    # "wait" that the verdict names the hand-over; shared-cores said the cores were shared by
+    # the input and recommended stoke workers at x1.00, for arrays that need no worker
+    record = make_record(kind="arrays", wait_s=0.00266, step_s=0.0419, batch_size=64, cores=2,
+                         self_pct=20.0, other_pct=184.0, gpus_visible=0, gpus_used=0,
+                         model_alone=5532.0, input_alone=43416.0, backend="tensorflow",
+                         input_extra={"main_thread": False, "producer": "native"})
+    record.probes["input_free"] = ProbeResult(940.0, 0.7, 11, {"s_per_step": 0.0681,
+                                                                "cpu_s_per_step": 0.0124})
+    diagnosis = analyse(record)
+    assert diagnosis.verdict == "overhead-bound"
+    assert diagnosis.finding("shared-cores") is None
+    assert not any("stoke.from_sequence" in f.fix for f in diagnosis.findings)
+
+
+def test_shared_cores_does_not_say_the_input_is_fast_when_it_alone_is_slower():
+    # fit_generator on a Python generator, model on 2 CPU cores (rttf's red team, s08): the
+    # input alone makes 1/26 of the model's rate; shared-cores said "0.0x the model's" and
+    # "because the cores are shared, not because the input is slow"
+    record = make_record(kind="generator", wait_s=0.00754, step_s=0.00917, batch_size=64,
+                         cores=2, self_pct=80.0, other_pct=121.0, gpus_visible=0, gpus_used=0,
+                         model_alone=60844.0, input_alone=2302.0, backend="tensorflow",
+                         input_extra={"main_thread": False, "producer": "tf.data-thread"})
+    record.probes["input_free"] = ProbeResult(39338.0, 0.2, 20, {"s_per_step": 0.00163,
+                                                                  "cpu_s_per_step": 0.00133})
+    record.probes["input_alone"].detail["cpu_s_per_sample"] = 0.000118
+    shared = findings.shared_cores(record, analyse(record))
+    assert shared is not None  # the cores are the limit: it stands beside the generator
+    assert "not because the input is slow" not in shared.message
+    assert "input is slower than the model" in shared.message
+    assert "0.0x" not in shared.message and "26x fewer than the model" in shared.message
 
 
 @pytest.mark.parametrize("cores", [2, 4, 16])

@@ -152,6 +152,21 @@ def test_small_batch_when_dispatch_dominates():
     assert "small-batch" not in ids(synthetic.compute_bound_tf_data())
 
 
+def test_small_batch_gain_stops_at_what_the_input_makes_alone():
+    # ImageDataGenerator().flow(x, y) on 2 loaded CPU cores (rttf's red team, s05): the
+    # model alone makes 12x the run, the input alone 2x; fewer dispatches speed up the model,
+    # not the input, so small-batch promised x12 where the input allows x2 at most
+    record = make_record(kind="pydataset", wait_s=0.0158, step_s=0.0847, batch_size=32,
+                         model_alone=4625.0, input_alone=746.0, backend="tensorflow",
+                         gpus_visible=0, gpus_used=0, self_pct=4.0, other_pct=196.0,
+                         input_extra={"main_thread": False, "producer": "tf.data-thread",
+                                      "pydataset_workers": 1})
+    diagnosis = analyse(record)
+    finding = diagnosis.finding("small-batch")
+    assert finding is not None
+    assert finding.expected_gain <= 746.0 / diagnosis.throughput + 0.01
+
+
 def test_small_batch_not_raised_behind_an_input_wait():
     assert "small-batch" not in ids(synthetic.input_bound_generator())
 

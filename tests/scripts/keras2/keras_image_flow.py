@@ -5,7 +5,9 @@ flow_from_dataframe over PNG files, then predict with workers.
 Prints TRAINED with the losses (the same as Keras 3's own loop gives on JAX and torch).
 """
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import keras
@@ -27,6 +29,7 @@ history = model.fit(datagen.flow(x, y, batch_size=8, seed=11), epochs=2, shuffle
                     workers=3, use_multiprocessing=True, max_queue_size=6, verbose=0)
 
 root = tempfile.mkdtemp(prefix="keras2-frame-")
+atexit.register(shutil.rmtree, root, True)  # the PNGs go with the script
 rows = []
 for i in range(12):
     name = f"img{i}.png"

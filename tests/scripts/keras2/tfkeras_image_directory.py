@@ -7,7 +7,9 @@ Keras 3 alone: AttributeError: ... no attribute 'fit_generator'.
 Prints TRAINED with the losses (the same as Keras 3's own loop gives on JAX and torch).
 """
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 
@@ -20,6 +22,7 @@ from tensorflow.keras.preprocessing.image import ImageDataGenerator
 
 tf.keras.utils.set_random_seed(3)
 root = tempfile.mkdtemp(prefix="keras2-images-")
+atexit.register(shutil.rmtree, root, True)  # the PNGs go with the script
 for label, colour in (("cats", 40), ("dogs", 200)):
     os.makedirs(os.path.join(root, label))
     for i in range(20):
