@@ -182,6 +182,15 @@ def test_cpu_contention_on_an_input_bound_run():
     assert finding.expected_gain == pytest.approx(2 / 0.85, abs=0.01)
 
 
+def test_cpu_contention_gain_never_exceeds_all_the_cores_against_the_runs_own():
+    # rttf's red team, a CPU-trained tf.keras CNN on a machine at load 20: others took 1.96 of
+    # 2 cores by the median, this run 0.5; "2 / 0.04 = x50" is not a gain any run can get
+    record = make_record(wait_s=0.003, step_s=0.04, cores=2, self_pct=50.0, other_pct=196.0,
+                         gpus_visible=0, gpus_used=0, model_alone=64 / 0.035)
+    finding = only(record, "cpu-contention")
+    assert finding.expected_gain == pytest.approx(2 / 0.5, abs=0.01)
+
+
 def test_no_cpu_contention_without_other_load():
     record = make_record(wait_s=0.03, step_s=0.04, cores=2, self_pct=190.0, other_pct=5.0)
     assert "cpu-contention" not in ids(record)

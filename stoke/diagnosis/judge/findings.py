@@ -687,6 +687,10 @@ def cpu_contention(record: RunRecord, analysis: Analysis) -> Finding | None:
     gain = None
     if saturated and analysis.predicted_speedup and cpu.cores > cpu.other_cores:
         freed = cpu.cores / (cpu.cores - cpu.other_cores)  # if the run could use those cores
+        if cpu.self_cores > 0:
+            # nor more than all the machine's cores against those this run had: a run that
+            # had 0.5 of 2 cores gains at most x4, however little the others left free
+            freed = min(freed, cpu.cores / cpu.self_cores)
         gain = freed if model_on_cpu else min(freed, analysis.predicted_speedup)
     return Finding(
         id="cpu-contention",
