@@ -195,7 +195,9 @@ WALL_SCRIPTS = {
     # JAX and torch cannot run np.sin on a traced tensor: the script fails in its first step,
     # with and without the doctor (what is timed then is how soon each says so)
     "numpy-layer": (WILD / "numpy_layer.py", [], None),
-    "fit-generator": (WILD / "fit_generator.py", [], None),
+    # --keras3: fit() on the same plain generator (Keras 3 has no fit_generator: the plain run
+    # of the Keras-2 call would fail; under the doctor the shim would translate it)
+    "fit-generator": (WILD / "fit_generator.py", ["--keras3"], None),
     "generator-10s": (ROOT / "tests" / "scripts" / "doctor_known.py",
                       ["--epochs", "5", "--steps-per-epoch", "80"], None),
 }
@@ -208,19 +210,27 @@ BREAKDOWN = ("bootstrap_s", "facts_s", "probes_s", "probe_budget_s", "expected_r
 
 
 def _timed(command: list[str], backend: str, may_fail: bool = False,
-           timeout: float = 600) -> tuple[float, int]:
+           timeout: float = 600) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds of the command and every process it waited for, exit code)."""
+    import resource
     import subprocess
 
     from doctor_accuracy import child_env
 
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    cpu_before = cpu()
     started = time.perf_counter()
     out = subprocess.run(command, env=child_env(backend), capture_output=True, text=True,
                          timeout=timeout, check=False, cwd=str(ROOT))
     wall = time.perf_counter() - started
+    cpu_s = cpu() - cpu_before
     if out.returncode != 0 and not may_fail:
         raise RuntimeError(f"{' '.join(command[-3:])}: exit {out.returncode}\n"
                            f"{out.stdout[-1500:]}{out.stderr[-1500:]}")
-    return wall, out.returncode
+    return wall, cpu_s, out.returncode
 
 
 def wall_once(backend: str, script: Path, script_args: list[str], doctored: bool,
@@ -230,16 +240,17 @@ def wall_once(backend: str, script: Path, script_args: list[str], doctored: bool
     import tempfile
 
     if not doctored:
-        wall, exit_code = _timed([sys.executable, str(script), *script_args], backend, may_fail)
-        return {"wall_s": wall, "exit_code": exit_code}
+        wall, cpu_s, exit_code = _timed([sys.executable, str(script), *script_args], backend,
+                                        may_fail)
+        return {"wall_s": wall, "cpu_s": cpu_s, "exit_code": exit_code}
     with tempfile.TemporaryDirectory(prefix="doctor-wall-") as folder:
         record_path = Path(folder) / "record.json"
-        wall, exit_code = _timed([sys.executable, "-m", "stoke", "doctor", "--record",
+        wall, cpu_s, exit_code = _timed([sys.executable, "-m", "stoke", "doctor", "--record",
                                   str(record_path), "--", sys.executable, str(script),
                                   *script_args], backend, may_fail)
         record = json.loads(record_path.read_text())
     overhead, meta = record.get("overhead", {}), record.get("meta", {})
-    row = {"wall_s": wall, "exit_code": exit_code, "script_s": meta.get("duration_s"),
+    row = {"wall_s": wall, "cpu_s": cpu_s, "exit_code": exit_code, "script_s": meta.get("duration_s"),
            **{key: overhead.get(key) for key in BREAKDOWN},
            "probe_s_each": overhead.get("probe_s_each") or {},
            "probe_notes": meta.get("probe_notes") or {},
@@ -278,6 +289,12 @@ def measure_wall(backend: str, name: str, rounds: int) -> dict:
         "rounds": rounds, "plain_wall_s": _median(p["wall_s"] for p in plain),
         "doctor_wall_s": _median(d["wall_s"] for d in doctored),
         "ratio_paired_median": statistics.median(ratios), "ratios": ratios,
+        # CPU seconds of both commands (and their children): less moved by other users' load
+        # than wall time; their ratio is near the idle-machine wall ratio for a CPU-bound run
+        "plain_cpu_s": _median(p["cpu_s"] for p in plain),
+        "doctor_cpu_s": _median(d["cpu_s"] for d in doctored),
+        "cpu_ratio_paired_median": statistics.median(
+            d["cpu_s"] / p["cpu_s"] for p, d in zip(plain, doctored, strict=True)),
         "extra_s": _median(d["wall_s"] - p["wall_s"] for p, d in zip(plain, doctored, strict=True)),
         "breakdown_median": breakdown,
         "probes_run": doctored[-1]["probes_run"], "shortened": doctored[-1]["shortened"],
@@ -296,7 +313,8 @@ def _print_wall(row: dict) -> None:
     each = " ".join(f"{k}={f(v)}" for k, v in b["probe_s_each"].items())
     print(f"{row['backend']:10s} {row['workload']:13s} plain {row['plain_wall_s']:6.2f} s  doctor "
           f"{row['doctor_wall_s']:6.2f} s  x{row['ratio_paired_median']:.2f} (paired median; "
-          f"load {row['loadavg_before'][0]:.1f}->{row['loadavg_after'][0]:.1f})\n"
+          f"load {row['loadavg_before'][0]:.1f}->{row['loadavg_after'][0]:.1f}); CPU "
+          f"{row['plain_cpu_s']:.2f} -> {row['doctor_cpu_s']:.2f} s x{row['cpu_ratio_paired_median']:.2f}\n"
           f"    extra {f(row['extra_s'])} s: bootstrap {f(b['bootstrap_s'])}, facts "
           f"{f(b['facts_s'])}, probes {f(b['probes_s'])} [{each}] (budget "
           f"{f(b['probe_budget_s'])} of expected {f(b['expected_run_s'])}), hooks "
