@@ -126,3 +126,21 @@ def test_the_doctors_child_imports_nothing_heavy_before_the_script():
     # the bootstrap runs `-c CODE` as the user's script: CODE sees what the doctor imported
     heavy = fresh("import json; print(json.dumps(loaded()))", "-m", "stoke.diagnosis.run.bootstrap")
     assert heavy == []
+
+
+def test_a_generator_worker_imports_its_program_without_the_trainer_side():
+    # a worker process (python -m stoke.executors.worker) loads the program's module only:
+    # the package stoke.accelerate re-exports lazily, so its trainer side stays out
+    result = fresh("""
+    import json, sys
+    import stoke.executors.worker, stoke.accelerate.generator_program
+    trainer_side = [m for m in ("stoke.accelerate.entry", "stoke.accelerate.generator",
+                                "stoke.accelerate.sequence", "stoke.loader.loader",
+                                "stoke.data.pipeline") if m in sys.modules]
+    from stoke.accelerate import AcceleratedGenerator, AcceleratedSequence, accelerate
+    package = sys.modules["stoke.accelerate"]
+    print(json.dumps({"trainer_side": trainer_side,
+                      "same": accelerate is stoke.accelerate is package.accelerate,
+                      "dir": sorted(set(package.__all__) - set(dir(package)))}))
+    """)
+    assert result == {"trainer_side": [], "same": True, "dir": []}
