@@ -248,6 +248,10 @@ def wall_once(backend: str, script: Path, script_args: list[str], doctored: bool
         wall, cpu_s, exit_code = _timed([sys.executable, "-m", "stoke", "doctor", "--record",
                                   str(record_path), "--", sys.executable, str(script),
                                   *script_args], backend, may_fail)
+        # the record is written (os.replace of a finished file) when the script's run ends:
+        # what follows is that process's exit (the interpreter's teardown, which the plain run
+        # pays too), the report, and stoke doctor's own exit
+        after_record_s = time.time() - record_path.stat().st_mtime
         record = json.loads(record_path.read_text())
     overhead, meta = record.get("overhead", {}), record.get("meta", {})
     row = {"wall_s": wall, "cpu_s": cpu_s, "exit_code": exit_code, "script_s": meta.get("duration_s"),
@@ -260,6 +264,7 @@ def wall_once(backend: str, script: Path, script_args: list[str], doctored: bool
            "steps": len(record.get("steps") or [])}
     inside = (row["bootstrap_s"] or 0.0) + (row["script_s"] or 0.0)
     row["outside_script_process_s"] = wall - inside  # stoke doctor's start, report, exits
+    row["after_record_s"] = after_record_s
     return row
 
 
@@ -279,7 +284,8 @@ def measure_wall(backend: str, name: str, rounds: int) -> dict:
                 wall_once(backend, script, script_args, side, may_fail=name in MAY_FAIL))
     ratios = [d["wall_s"] / p["wall_s"] for p, d in zip(plain, doctored, strict=True)]
     breakdown = {key: _median(d.get(key) for d in doctored)
-                 for key in ("script_s", "outside_script_process_s", *BREAKDOWN)}
+                 for key in ("script_s", "outside_script_process_s", "after_record_s",
+                             *BREAKDOWN)}
     each_names = sorted({n for d in doctored for n in d["probe_s_each"]})
     breakdown["probe_s_each"] = {n: _median(d["probe_s_each"].get(n) for d in doctored)
                                  for n in each_names}
@@ -319,7 +325,8 @@ def _print_wall(row: dict) -> None:
           f"{f(b['facts_s'])}, probes {f(b['probes_s'])} [{each}] (budget "
           f"{f(b['probe_budget_s'])} of expected {f(b['expected_run_s'])}), hooks "
           f"{f(b['doctor_s_total'])}, syncs {f(b['sync_s_total'])}, finish {f(b['finish_s'])}, "
-          f"outside the script's process {f(b['outside_script_process_s'])} (script itself "
+          f"outside the script's process {f(b['outside_script_process_s'])} (of which after "
+          f"the record was written {f(b['after_record_s'])}: exit, report) (script itself "
           f"{f(b['script_s'])}); shortened {row['shortened']}; not run "
           f"{sorted(row['probe_notes'])}", flush=True)
 
