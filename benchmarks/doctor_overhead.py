@@ -21,7 +21,8 @@ way (measured: TensorFlow's fast step ran 30% *faster* under the doctor).
 ``--wall`` measures what a user sees (issue 14: the doctored run within 1.5x the plain run,
 short scripts too): the whole command's wall time, ``python SCRIPT`` against ``stoke doctor
 -- python SCRIPT`` (probes on, default options), interleaved, on short scripts of three input
-kinds, with the doctor's own breakdown from each run's record: its start in the script's
+kinds (``--workloads all``: also tf.data, a NumPy layer, ``fit_generator`` and a ~10 s
+run; the names are in ``WALL_SCRIPTS``), with the doctor's own breakdown from each run's record: its start in the script's
 process (``bootstrap_s``: importing stoke and the hooks), taking facts, each probe's wall time
 and the budget it had (and the expected run it came from), the hooks, the sampled syncs,
 finishing the record, and what is left outside the script's process (``stoke doctor``'s own
@@ -30,6 +31,8 @@ row: on a shared machine, read the paired ratio.
 
     .venv/bin/python benchmarks/doctor_overhead.py --wall --rounds 2
     .venv/bin/python benchmarks/doctor_overhead.py --wall --quick      # one script, one round
+    .venv/bin/python benchmarks/doctor_overhead.py --wall --workloads all --backends jax,torch
+    .venv/bin/python benchmarks/doctor_overhead.py --wall --workloads tfdata,generator-10s
 
 Writes benchmarks/results/doctor_overhead.json (step time with/without, overhead %, and the
 doctor's own estimate of its overhead from the record; ``--wall``: doctor_overhead-wall.json).
@@ -181,47 +184,77 @@ def measure_in_process(backend: str, name: str, rounds: int) -> dict:
             "doctor_self_estimate_pct": [], "plain_step_s": plain, "doctor_step_s": doctored}
 
 
-# --wall: short scripts (a few seconds of training after the imports), one per input kind.
+# --wall: short scripts (a few seconds of training after the imports), one per input kind,
+# and one of ~10 s: name -> (script, its arguments, the backends it is written for or None).
+WILD = ROOT / "tests" / "scripts" / "doctor_wild"
 WALL_SCRIPTS = {
-    "generator": (ROOT / "tests" / "scripts" / "doctor_known.py", []),
-    "arrays": (ROOT / "tests" / "scripts" / "doctor_wild" / "arrays_in_memory.py", []),
-    "sequence": (ROOT / "tests" / "scripts" / "doctor_wild" / "sequence_float64.py", []),
+    "generator": (ROOT / "tests" / "scripts" / "doctor_known.py", [], None),
+    "arrays": (WILD / "arrays_in_memory.py", [], None),
+    "sequence": (WILD / "sequence_float64.py", [], None),
+    "tfdata": (WILD / "tfdata_plain.py", [], ("tensorflow",)),
+    # JAX and torch cannot run np.sin on a traced tensor: the script fails in its first step,
+    # with and without the doctor (what is timed then is how soon each says so)
+    "numpy-layer": (WILD / "numpy_layer.py", [], None),
+    # --keras3: fit() on the same plain generator (Keras 3 has no fit_generator: the plain run
+    # of the Keras-2 call would fail; under the doctor the shim would translate it)
+    "fit-generator": (WILD / "fit_generator.py", ["--keras3"], None),
+    "generator-10s": (ROOT / "tests" / "scripts" / "doctor_known.py",
+                      ["--epochs", "5", "--steps-per-epoch", "80"], None),
 }
+MAY_FAIL = {"numpy-layer"}  # a non-zero exit is what the script does, not a benchmark error
+# the three of the last session's table (the default); "all" runs every script
+WALL_DEFAULT = ("generator", "arrays", "sequence")
 # what the --wall breakdown reads from each doctored run's record (overhead / meta)
 BREAKDOWN = ("bootstrap_s", "facts_s", "probes_s", "probe_budget_s", "expected_run_s",
              "doctor_s_total", "sync_s_total", "calibration_s", "finish_s", "sampler_cpu_s")
 
 
-def _timed(command: list[str], backend: str, timeout: float = 600) -> tuple[float, str]:
+def _timed(command: list[str], backend: str, may_fail: bool = False,
+           timeout: float = 600) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds of the command and every process it waited for, exit code)."""
+    import resource
     import subprocess
 
     from doctor_accuracy import child_env
 
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    cpu_before = cpu()
     started = time.perf_counter()
     out = subprocess.run(command, env=child_env(backend), capture_output=True, text=True,
                          timeout=timeout, check=False, cwd=str(ROOT))
     wall = time.perf_counter() - started
-    if out.returncode != 0:
+    cpu_s = cpu() - cpu_before
+    if out.returncode != 0 and not may_fail:
         raise RuntimeError(f"{' '.join(command[-3:])}: exit {out.returncode}\n"
                            f"{out.stdout[-1500:]}{out.stderr[-1500:]}")
-    return wall, out.stdout
+    return wall, cpu_s, out.returncode
 
 
-def wall_once(backend: str, script: Path, script_args: list[str], doctored: bool) -> dict:
+def wall_once(backend: str, script: Path, script_args: list[str], doctored: bool,
+              may_fail: bool = False) -> dict:
     """One run's wall time; doctored: with the record's breakdown."""
     import json
     import tempfile
 
     if not doctored:
-        wall, _ = _timed([sys.executable, str(script), *script_args], backend)
-        return {"wall_s": wall}
+        wall, cpu_s, exit_code = _timed([sys.executable, str(script), *script_args], backend,
+                                        may_fail)
+        return {"wall_s": wall, "cpu_s": cpu_s, "exit_code": exit_code}
     with tempfile.TemporaryDirectory(prefix="doctor-wall-") as folder:
         record_path = Path(folder) / "record.json"
-        wall, _ = _timed([sys.executable, "-m", "stoke", "doctor", "--record", str(record_path),
-                          "--", sys.executable, str(script), *script_args], backend)
+        wall, cpu_s, exit_code = _timed([sys.executable, "-m", "stoke", "doctor", "--record",
+                                  str(record_path), "--", sys.executable, str(script),
+                                  *script_args], backend, may_fail)
+        # the record is written (os.replace of a finished file) when the script's run ends:
+        # what follows is that process's exit (the interpreter's teardown, which the plain run
+        # pays too), the report, and stoke doctor's own exit
+        after_record_s = time.time() - record_path.stat().st_mtime
         record = json.loads(record_path.read_text())
     overhead, meta = record.get("overhead", {}), record.get("meta", {})
-    row = {"wall_s": wall, "script_s": meta.get("duration_s"),
+    row = {"wall_s": wall, "cpu_s": cpu_s, "exit_code": exit_code, "script_s": meta.get("duration_s"),
            **{key: overhead.get(key) for key in BREAKDOWN},
            "probe_s_each": overhead.get("probe_s_each") or {},
            "probe_notes": meta.get("probe_notes") or {},
@@ -231,6 +264,7 @@ def wall_once(backend: str, script: Path, script_args: list[str], doctored: bool
            "steps": len(record.get("steps") or [])}
     inside = (row["bootstrap_s"] or 0.0) + (row["script_s"] or 0.0)
     row["outside_script_process_s"] = wall - inside  # stoke doctor's start, report, exits
+    row["after_record_s"] = after_record_s
     return row
 
 
@@ -240,24 +274,33 @@ def _median(values):
 
 
 def measure_wall(backend: str, name: str, rounds: int) -> dict:
-    script, script_args = WALL_SCRIPTS[name]
+    script, script_args, _ = WALL_SCRIPTS[name]
     plain, doctored = [], []
     load_before = os.getloadavg()
     for round_index in range(rounds):
         order = (False, True) if round_index % 2 == 0 else (True, False)
         for side in order:
-            (doctored if side else plain).append(wall_once(backend, script, script_args, side))
+            (doctored if side else plain).append(
+                wall_once(backend, script, script_args, side, may_fail=name in MAY_FAIL))
     ratios = [d["wall_s"] / p["wall_s"] for p, d in zip(plain, doctored, strict=True)]
     breakdown = {key: _median(d.get(key) for d in doctored)
-                 for key in ("script_s", "outside_script_process_s", *BREAKDOWN)}
+                 for key in ("script_s", "outside_script_process_s", "after_record_s",
+                             *BREAKDOWN)}
     each_names = sorted({n for d in doctored for n in d["probe_s_each"]})
     breakdown["probe_s_each"] = {n: _median(d["probe_s_each"].get(n) for d in doctored)
                                  for n in each_names}
     return {
         "backend": backend, "workload": name, "mode": "wall", "script": str(script.relative_to(ROOT)),
+        "script_args": script_args, "exit_codes": sorted({r["exit_code"] for r in plain + doctored}),
         "rounds": rounds, "plain_wall_s": _median(p["wall_s"] for p in plain),
         "doctor_wall_s": _median(d["wall_s"] for d in doctored),
         "ratio_paired_median": statistics.median(ratios), "ratios": ratios,
+        # CPU seconds of both commands (and their children): less moved by other users' load
+        # than wall time; their ratio is near the idle-machine wall ratio for a CPU-bound run
+        "plain_cpu_s": _median(p["cpu_s"] for p in plain),
+        "doctor_cpu_s": _median(d["cpu_s"] for d in doctored),
+        "cpu_ratio_paired_median": statistics.median(
+            d["cpu_s"] / p["cpu_s"] for p, d in zip(plain, doctored, strict=True)),
         "extra_s": _median(d["wall_s"] - p["wall_s"] for p, d in zip(plain, doctored, strict=True)),
         "breakdown_median": breakdown,
         "probes_run": doctored[-1]["probes_run"], "shortened": doctored[-1]["shortened"],
@@ -274,14 +317,16 @@ def _print_wall(row: dict) -> None:
         return "-" if value is None else f"{value:.2f}"
 
     each = " ".join(f"{k}={f(v)}" for k, v in b["probe_s_each"].items())
-    print(f"{row['backend']:10s} {row['workload']:9s} plain {row['plain_wall_s']:6.2f} s  doctor "
+    print(f"{row['backend']:10s} {row['workload']:13s} plain {row['plain_wall_s']:6.2f} s  doctor "
           f"{row['doctor_wall_s']:6.2f} s  x{row['ratio_paired_median']:.2f} (paired median; "
-          f"load {row['loadavg_before'][0]:.1f}->{row['loadavg_after'][0]:.1f})\n"
+          f"load {row['loadavg_before'][0]:.1f}->{row['loadavg_after'][0]:.1f}); CPU "
+          f"{row['plain_cpu_s']:.2f} -> {row['doctor_cpu_s']:.2f} s x{row['cpu_ratio_paired_median']:.2f}\n"
           f"    extra {f(row['extra_s'])} s: bootstrap {f(b['bootstrap_s'])}, facts "
           f"{f(b['facts_s'])}, probes {f(b['probes_s'])} [{each}] (budget "
           f"{f(b['probe_budget_s'])} of expected {f(b['expected_run_s'])}), hooks "
           f"{f(b['doctor_s_total'])}, syncs {f(b['sync_s_total'])}, finish {f(b['finish_s'])}, "
-          f"outside the script's process {f(b['outside_script_process_s'])} (script itself "
+          f"outside the script's process {f(b['outside_script_process_s'])} (of which after "
+          f"the record was written {f(b['after_record_s'])}: exit, report) (script itself "
           f"{f(b['script_s'])}); shortened {row['shortened']}; not run "
           f"{sorted(row['probe_notes'])}", flush=True)
 
@@ -348,13 +393,19 @@ def this_machine() -> dict:
 
 
 def main_wall(args) -> int:
-    names = ["generator"] if args.quick else [w for w in args.workloads.split(",") if w]
-    if not args.quick and args.workloads == ",".join(WORKLOADS):
+    names = [w for w in args.workloads.split(",") if w]
+    if args.quick:
+        names = ["generator"]
+    elif args.workloads == ",".join(WORKLOADS):
+        names = list(WALL_DEFAULT)
+    elif names == ["all"]:
         names = list(WALL_SCRIPTS)
     rounds = 1 if args.quick else args.rounds
     rows = []
     for backend in [b for b in args.backends.split(",") if b]:
         for name in names:
+            if WALL_SCRIPTS[name][2] and backend not in WALL_SCRIPTS[name][2]:
+                continue
             started = time.perf_counter()
             try:
                 row = measure_wall(backend, name, rounds)

@@ -8,7 +8,9 @@ when the feed is made and import Keras meanwhile, in parallel); then ``fit`` for
 steps. Measured: ``first_step_s``, from the start of ``fit`` to the end of its first step
 (a callback), and ``setup_s``, the model's build and compile. The start-up column is
 ``first_step_s`` less the ``model-alone`` row's (the same model fed in-memory arrays: the
-first step's own tracing and compilation), i.e. what the feed added to the first step.
+first step's own tracing and compilation), i.e. what the feed added to the first step. Each
+process also times ``import stoke``, first thing (``import_stoke_s``; lazy: its public names
+are imported when first used, here when the feed is made).
 
 Rows:
 
@@ -57,6 +59,10 @@ BATCH, BATCHES, CLASSES, STEPS = 32, 64, 10, 4
 
 # -- one row, in its own process ------------------------------------------------------------
 def run_row(row: str, workers: int) -> dict:
+    started = time.perf_counter()
+    import stoke  # lazy: its names are imported when the feed is made
+
+    import_stoke_s = time.perf_counter() - started
     import numpy as np
 
     started = time.perf_counter()
@@ -84,8 +90,6 @@ def run_row(row: str, workers: int) -> dict:
         return x, keras.utils.to_categorical(label, CLASSES)
 
     def make_feed():
-        import stoke
-
         if row == "model-alone":
             return None
         if row == "keras-no-workers":
@@ -128,7 +132,8 @@ def run_row(row: str, workers: int) -> dict:
         model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[FirstStep()])
     else:
         model.fit(feed, epochs=1, steps_per_epoch=STEPS, verbose=0, callbacks=[FirstStep()])
-    result = {"row": row, "import_keras_s": import_s, "feed_made_s": made_s,
+    result = {"row": row, "import_stoke_s": import_stoke_s, "import_keras_s": import_s,
+              "feed_made_s": made_s,
               "setup_s": setup_s, "first_step_s": first["t"] - fit_started}
     close = getattr(feed, "close", None)
     if close is not None:
@@ -178,12 +183,14 @@ def main(argv=None) -> int:
     for row in rows_run:
         first = median(row, "first_step_s")
         rows.append({"row": row, "first_step_s": round(first, 3),
+                     "import_stoke_s": round(median(row, "import_stoke_s"), 4),
                      "startup_s": round(max(0.0, first - alone), 3),
                      "setup_s": round(median(row, "setup_s"), 3)})
-    print(f"\n{'row':28s} {'first step':>10s} {'start-up':>9s} {'set-up':>7s}")
+    print(f"\n{'row':28s} {'first step':>10s} {'start-up':>9s} {'set-up':>7s} "
+          f"{'import stoke':>12s}")
     for r in rows:
         print(f"{r['row']:28s} {r['first_step_s']:9.2f}s {r['startup_s']:8.2f}s "
-              f"{r['setup_s']:6.2f}s")
+              f"{r['setup_s']:6.2f}s {r['import_stoke_s']:11.3f}s")
     record = {"schema": SCHEMA, "date": dt.datetime.now().isoformat(timespec="seconds"),
               "machine": common.machine_info(), "load_average": common.load_average(),
               "workers": args.workers, "rounds": rounds, "batch_size": BATCH,

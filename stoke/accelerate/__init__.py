@@ -59,8 +59,33 @@ data exactly once is the generator's promise (shard by ``worker_index``).
 >>> for x, y in acc.iter(): ...                                     # doctest: +SKIP
 """
 
-from stoke.accelerate.entry import accelerate
-from stoke.accelerate.generator import AcceleratedGenerator
-from stoke.accelerate.sequence import AcceleratedSequence
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from stoke.accelerate.entry import accelerate
+    from stoke.accelerate.generator import AcceleratedGenerator
+    from stoke.accelerate.sequence import AcceleratedSequence
+
+# Imported on first use (PEP 562), so that a worker loading one module of this package (its
+# program: ``generator_program``, ``items``) does not import the trainer's side with it.
+_EXPORTS = {"AcceleratedGenerator": "stoke.accelerate.generator",
+            "AcceleratedSequence": "stoke.accelerate.sequence",
+            "accelerate": "stoke.accelerate.entry"}
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'stoke.accelerate' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = ["AcceleratedGenerator", "AcceleratedSequence", "accelerate"]

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,12 +129,15 @@ def run_measured(
     cwd: str | None = None,
     extra_env: dict[str, str] | None = None,
     capture_output: bool = False,
+    on_started: Callable[[], None] | None = None,
 ) -> DoctorRun:
     """Run ``command`` under the doctor and return its record (None if none was written).
 
     ``timeout_s`` bounds the whole run (None: as long as the script runs); at the limit the
     script is interrupted and, after a grace period, killed. ``capture_output`` (tests) sends
     the script's output to a pipe instead of the terminal; it is returned in ``message``.
+    ``on_started``: called once the script's process has started (the command line's work
+    that can wait goes there, so that it does not delay the start).
     """
     options = options or DoctorOptions()
     child_command = build_child_command(command)
@@ -154,6 +158,8 @@ def run_measured(
             )
         except OSError as error:
             return DoctorRun(None, 127, command, f"could not start {child_command[0]!r}: {error}")
+        if on_started is not None:
+            on_started()
         descendants = _Descendants(process.pid)
         captured, message = _wait(process, timeout_s, capture_output, descendants)
         descendants.reap()
