@@ -45,6 +45,7 @@ from stoke.diagnosis.judge.fixes import (
     shared_cores_fix,
     stoke_fix,
     thread_limit_fix,
+    torch_threads_fix,
     use_gpu_fix,
 )
 from stoke.diagnosis.record import RunRecord
@@ -781,6 +782,20 @@ def thread_config(record: RunRecord, analysis: Analysis) -> Finding | None:
                 "the threads fight over cores with each other and with the input pipeline."
             ),
             fix=TF_OVERSUBSCRIBED_FIX,
+            evidence=evidence,
+        )
+    torch_threads = env.torch_threads if backend == "torch" else None
+    if torch_threads is not None and torch_threads > cores:
+        evidence["torch_threads"] = torch_threads
+        return Finding(
+            id="thread-config",
+            severity="low",
+            category="system",
+            message=(
+                f"torch is set to {torch_threads} threads on a {cores}-core machine: the threads "
+                "fight over cores with each other and with the input pipeline."
+            ),
+            fix=torch_threads_fix(cores),
             evidence=evidence,
         )
     limit = intra if backend == "tensorflow" and intra is not None else omp
