@@ -88,3 +88,19 @@ def test_custom_loop_gets_the_static_findings_and_a_note():
     assert report["verdict"] == "unknown"
     assert "custom training loops" in report["verdict_reason"]
     assert "thread-config" in ids(report)  # 64 intra-op threads on this machine's cores
+
+
+@pytest.mark.skipif(BACKEND == "tensorflow", reason="JAX and torch here; TensorFlow: numpy_layer.py")
+@pytest.mark.parametrize("how", ["convert_to_numpy", "asarray"])
+def test_a_layer_taking_its_tensor_to_numpy_is_named(how):
+    report, _ = doctor("numpy_convert_layer.py", QUICK, *(["--asarray"] if how == "asarray" else []))
+    host = next(f for f in report["findings"] if f["id"] == "host-op-in-model")
+    assert "ops.sin" in host["fix"]
+    if BACKEND == "jax":  # the run fails converting a tracer in that call: the failure names it
+        assert "SinFeatures" in host["message"], host["message"]
+        return
+    assert "sin_features" in host["message"], host["message"]
+    # the user's line, not the Keras backend's convert_to_numpy
+    assert "numpy_convert_layer.py:" in host["message"], host["message"]
+    eager = next(f for f in report["findings"] if f["id"] == "run-eagerly")
+    assert eager["fix"].index("ops.") < eager["fix"].index("model.compile")
