@@ -282,6 +282,8 @@ WILD_CASES: dict[str, tuple[tuple[str, ...], list[str], tuple[str, ...]]] = {
     "fit_generator.py": (BACKENDS, ["--keras3"], ("input-bound",)),
     "sequence_float64.py": (BACKENDS, [], ("input-bound", "partly-input-bound")),
     "cpu_slow_generator.py": (BACKENDS, [], ("input-bound", "partly-input-bound")),
+    "pydataset_workers.py": (("jax",), [], ("input-bound", "partly-input-bound")),
+    "torch_dataloader.py": (("torch",), [], ("input-bound", "partly-input-bound")),
 }
 WILD_COMPARE = {"numpy_layer.py": "host-op-in-model"}
 
