@@ -355,10 +355,13 @@ def shared_cores(record: RunRecord, analysis: Analysis) -> Finding | None:
             f"{_times(analysis.input_alone / analysis.model_alone)} the model's "
             f"{_rate(analysis.model_alone)})"
         )
+    if analysis.input_is_limit is False:
+        why = "because the cores are shared, not because the input is slow"
+    else:  # the cores are the limit, and the input alone is slower than the model too
+        why = "and the input is slow alone too, but the cores, shared, are the limit"
     message += (
-        f". The trainer waits {wait:.0%} of each step because the cores are shared, not because "
-        f"the input is slow: at best these cores make {rate:,.0f} samples/s "
-        f"(trainer ~{trainer_cores:.1f} cores, input ~{input_cores:.1f})."
+        f". The trainer waits {wait:.0%} of each step {why}: at best these cores make "
+        f"{rate:,.0f} samples/s (trainer ~{trainer_cores:.1f} cores, input ~{input_cores:.1f})."
     )
     fix = shared_cores_fix(input_cores, rate, record.input.batch_size or 64)
     return Finding(
@@ -383,7 +386,9 @@ def cores_are_the_limit(analysis: Analysis) -> bool:
 
 
 def _times(ratio: float) -> str:
-    return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.1f}x"
+    if ratio >= 10:
+        return f"{ratio:.0f}x"
+    return f"{ratio:.1f}x" if ratio >= 0.1 else f"{ratio:.2g}x"  # not "0.0x"
 
 
 def _tf_data_shape(record: RunRecord) -> str:
