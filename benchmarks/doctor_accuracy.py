@@ -286,6 +286,8 @@ WILD_CASES: dict[str, tuple[tuple[str, ...], list[str], tuple[str, ...]]] = {
     "tfdata_py_function.py": (("tensorflow",), [], ("input-bound", "partly-input-bound")),
     "image_flow.py": (("tensorflow",), [], ("input-bound", "partly-input-bound")),
     "image_directory.py": (("tensorflow",), ["--keras3"], ("input-bound", "partly-input-bound")),
+    "pydataset_workers.py": (("jax",), [], ("input-bound", "partly-input-bound")),
+    "torch_dataloader.py": (("torch",), [], ("input-bound", "partly-input-bound")),
 }
 WILD_COMPARE = {"numpy_layer.py": "host-op-in-model"}
 

@@ -5,6 +5,9 @@ benchmarks/doctor_accuracy.py --wild."""
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import keras
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from doctor_accuracy import WILD, run_under_doctor  # noqa: E402
+from doctor_accuracy import WILD, child_env, known_result, run_under_doctor  # noqa: E402
 
 BACKEND = keras.backend.backend()
 QUICK = ["--steps", "25", "--probe-seconds", "0.5"]
@@ -157,3 +160,85 @@ def test_fit_generator_on_flow_from_directory_is_named_as_written():
     assert "image_directory.py:" in finding["message"]
     assert finding["fix"].startswith("stoke run")
     assert "input-too-slow" not in ids(report)
+@pytest.mark.skipif(BACKEND != "jax", reason="the script sets KERAS_BACKEND=jax itself")
+def test_a_script_that_picks_its_backend_and_a_pydataset_on_the_trainer_thread():
+    report, _ = doctor("pydataset_workers.py")  # workers=1: Keras calls it on its own thread
+    assert report["meta"]["backend"] == "jax"
+    assert report["verdict"] != "unknown", report["verdict_reason"]
+    assert report["input"]["kind"] == "pydataset" and report["input"]["main_thread"] is True
+    assert "generator-on-main-thread" in ids(report)
+    pooled, _ = doctor("pydataset_workers.py", QUICK, "--workers", "4", "--multiprocessing")
+    assert pooled["input"]["producer"] == "worker-processes"
+    assert "generator-on-main-thread" not in ids(pooled)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="a torch DataLoader, the script sets torch itself")
+def test_torch_dataloader_in_fit_named_for_what_it_is_and_probes_out_of_sight():
+    probes = ["--probe-after", "8", "--probe-seconds", "0.5"]
+    report, known = doctor("torch_dataloader.py", probes, "--epochs", "2", "--steps-per-epoch", "12")
+    assert known is not None, "the script did not finish under the doctor"
+    assert known["batches_seen"] == 2 * 12, "a probe step reached the user's callbacks"
+    assert report["input"]["kind"] == "torch_dataloader"
+    assert report["verdict"] != "unknown", report["verdict_reason"]
+    assert "generator-on-main-thread" in ids(report)  # num_workers=0: on the trainer's thread
+    workers, _ = doctor("torch_dataloader.py", QUICK, "--num-workers", "2")
+    assert workers["input"]["torch_num_workers"] == 2
+    assert "generator-on-main-thread" not in ids(workers)
+
+
+@pytest.mark.skipif(BACKEND == "tensorflow", reason="JAX and torch here; TensorFlow: numpy_layer.py")
+@pytest.mark.parametrize("how", ["convert_to_numpy", "asarray"])
+def test_a_layer_taking_its_tensor_to_numpy_is_named(how):
+    report, _ = doctor("numpy_convert_layer.py", QUICK, *(["--asarray"] if how == "asarray" else []))
+    host = next(f for f in report["findings"] if f["id"] == "host-op-in-model")
+    assert "ops.sin" in host["fix"]
+    if BACKEND == "jax":  # the run fails converting a tracer in that call: the failure names it
+        assert "SinFeatures" in host["message"], host["message"]
+        return
+    assert "sin_features" in host["message"], host["message"]
+    # the user's line, not the Keras backend's convert_to_numpy
+    assert "numpy_convert_layer.py:" in host["message"], host["message"]
+    eager = next(f for f in report["findings"] if f["id"] == "run-eagerly")
+    assert eager["fix"].index("ops.") < eager["fix"].index("model.compile")
+
+
+def progress_counters(stdout: str, steps: int) -> list[int]:
+    # Keras prints the count in bold (ANSI escapes) on the epoch's last update
+    return [int(n) for n in re.findall(rf"(?<!\d)(\d+)/{steps}(?!\d)", stdout)]
+
+
+def test_probes_never_reach_progress_bar_callbacks_history_or_checkpoints(tmp_path):
+    # verbose=1, ModelCheckpoint, EarlyStopping, CSVLogger, a counting callback; fit twice
+    report_path = tmp_path / "report.json"
+    out = subprocess.run(
+        [sys.executable, "-m", "stoke", "doctor", "--json", str(report_path),
+         "--probe-after", "8", "--probe-seconds", "0.5", "--",
+         sys.executable, str(WILD / "callbacks_fit_twice.py")],
+        env=child_env(BACKEND), capture_output=True, text=True, timeout=600, check=False,
+        cwd=str(Path(__file__).resolve().parents[2]))
+    known = known_result(out.stdout)
+    assert known is not None, out.stdout[-2000:] + out.stderr[-3000:]
+    assert known["batches_first_fit"] == 3 * 15 and known["batches_second_fit"] == 2 * 15
+    assert known["history_first_fit"] == 3 and known["history_second_fit"] == 2
+    assert known["files"] == ["ep1.keras", "ep2.keras", "ep3.keras", "train.csv", "tune.csv"]
+    assert known["csv_rows"] == 3
+    counters = progress_counters(out.stdout, 15)
+    assert counters and max(counters) == 15
+    # a probe in the progress bar shows as the same count printed again mid-epoch
+    stuck = [a for a, b in zip(counters, counters[1:], strict=False) if a == b and a < 15]
+    assert not stuck, counters
+    assert report_path.exists()
+    report = json.loads(report_path.read_text())
+    assert report["verdict"] != "unknown", report["verdict_reason"]
+    assert "generator-on-main-thread" in ids(report)
+    assert report["overhead"]["probes_s"] > 0
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="a torch loop; the script sets torch itself")
+def test_torch_loop_without_fit_gets_the_static_findings_and_a_note():
+    report, _ = doctor("torch_loop.py")
+    assert report["verdict"] == "unknown"
+    assert "custom training loops" in report["verdict_reason"]
+    threads = next(f for f in report["findings"] if f["id"] == "thread-config")
+    assert threads["evidence"]["torch_threads"] > threads["evidence"]["cores"]
+    assert "torch.set_num_threads(" in threads["fix"]

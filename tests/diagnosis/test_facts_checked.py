@@ -354,3 +354,19 @@ def test_a_tf_data_thread_overlaps_only_as_far_as_the_cores_allow():
     crowded = record(100.0)
     assert crowded.prediction.overlapped_producer["limited_by"].startswith("the cores")
     assert crowded.predicted_speedup == pytest.approx(0.0047 / 0.003, rel=0.01)
+
+
+def test_shared_cores_does_not_say_the_input_is_fast_when_it_is_slow_alone_too():
+    # the model on 2 busy CPU cores; the generator alone makes 946 samples/s, the model 3,580:
+    # the cores are the limit, and the input is slow too (a JAX script at load 25)
+    record = make_record(wait_s=0.0658, step_s=0.0823, batch_size=64, cores=2, self_pct=100.0,
+                         other_pct=90.0, gpus_visible=0, gpus_used=0, model_alone=3580.0,
+                         input_alone=946.0, input_extra={"main_thread": True})
+    record.probes["input_free"] = ProbeResult(samples_per_s=64 / 0.0165, seconds=1.0, batches=60,
+                                              detail={"s_per_step": 0.0165,
+                                                      "cpu_s_per_step": 64 * 0.00028})
+    record.probes["input_alone"].detail["cpu_s_per_sample"] = 0.001057
+    shared = analyse(record).finding("shared-cores")
+    assert shared is not None
+    assert "not because the input is slow" not in shared.message, shared.message
+    assert "3.8x fewer than the model's" in shared.message  # 946 / 3,580, not "0.0x"

@@ -247,6 +247,18 @@ def test_thread_config_oversubscribed():
     assert only(record, "thread-config").evidence["tf_intra_op_threads"] == 32
 
 
+def test_thread_config_torch_oversubscribed():
+    # torch.set_num_threads(24) on 2 cores (a torch loop around a Keras model, or a fit)
+    record = make_record(wait_s=0.001, step_s=0.05, cores=2, backend="torch",
+                         env_extra={"torch_threads": 24})
+    finding = only(record, "thread-config")
+    assert finding.evidence["torch_threads"] == 24
+    assert "torch.set_num_threads(2)" in finding.fix
+    assert "thread-config" not in ids(make_record(wait_s=0.001, step_s=0.05, cores=2,
+                                                  backend="torch",
+                                                  env_extra={"torch_threads": 2}))
+
+
 def test_thread_config_cpu_model_limited_to_one_thread():
     record = make_record(wait_s=0.001, step_s=0.05, cores=16, gpus_visible=0, gpus_used=0,
                          self_pct=100.0, env_extra={"omp_num_threads": "1"})

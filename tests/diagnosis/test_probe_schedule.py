@@ -110,6 +110,20 @@ def test_a_probe_that_does_not_fit_is_noted_and_the_rest_still_run():
     assert schedule.spent_s <= 0.2
 
 
+def test_a_probe_left_out_for_its_share_says_its_share():
+    # 2 s of budget, 3 probes: the first's share (0.6 s) is less than the 1.5 s it needs,
+    # though the budget's 2 s are more: the note must say the share, not only the 2 s
+    schedule, record = run_with_steps(0.01, 20, probe_seconds=1.0,
+                                      budget=ProbeBudget(fraction=0.25, min_s=2.0))
+    slow, slow_given = sleeping_probe("slow", 0.5)
+    quick = [sleeping_probe(name, 0.01)[0] for name in ("quick1", "quick2")]
+    schedule.run([slow, *quick])
+    assert slow_given == []
+    note = record.meta["probe_notes"]["slow"]
+    assert "had 2.0 s left, 0.6 s of it for this probe (shared with the 2 after it)" in note
+    assert "needs about 1.5 s" in note
+
+
 def test_skipped_failed_and_empty_probes_say_why():
     schedule, record = run_with_steps(0.01, 10)
 

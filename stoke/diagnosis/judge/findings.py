@@ -46,6 +46,7 @@ from stoke.diagnosis.judge.fixes import (
     shared_cores_fix,
     stoke_fix,
     thread_limit_fix,
+    torch_threads_fix,
     use_gpu_fix,
 )
 from stoke.diagnosis.judge.words import ms, rate, speedup
@@ -371,10 +372,12 @@ def shared_cores(record: RunRecord, analysis: Analysis) -> Finding | None:
         )
     slow_input = bool(analysis.input_alone and analysis.model_alone
                       and analysis.input_alone < analysis.model_alone)
-    because = (
-        "the input is slower than the model and shares the cores with it" if slow_input
-        else "the cores are shared, not because the input is slow"
-    )
+    if slow_input:
+        because = "the input is slower than the model and shares the cores with it"
+    elif analysis.input_is_limit is False:
+        because = "the cores are shared, not because the input is slow"
+    else:  # the cores are the limit, and the input alone is slow too
+        because = "the input is slow alone too, but the cores, shared, are the limit"
     message += (
         f". The trainer waits {wait:.0%} of each step because {because}: at best these cores "
         f"make {rate(cores_rate)} (trainer ~{trainer_cores:.1f} cores, input "
@@ -851,6 +854,20 @@ def thread_config(record: RunRecord, analysis: Analysis) -> Finding | None:
                 "the threads fight over cores with each other and with the input pipeline."
             ),
             fix=TF_OVERSUBSCRIBED_FIX,
+            evidence=evidence,
+        )
+    torch_threads = env.torch_threads if backend == "torch" else None
+    if torch_threads is not None and torch_threads > cores:
+        evidence["torch_threads"] = torch_threads
+        return Finding(
+            id="thread-config",
+            severity="low",
+            category="system",
+            message=(
+                f"torch is set to {torch_threads} threads on a {cores}-core machine: the threads "
+                "fight over cores with each other and with the input pipeline."
+            ),
+            fix=torch_threads_fix(cores),
             evidence=evidence,
         )
     limit = intra if backend == "tensorflow" and intra is not None else omp

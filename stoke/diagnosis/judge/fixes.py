@@ -343,6 +343,11 @@ TF_OVERSUBSCRIBED_FIX = (
 )
 
 
+def torch_threads_fix(cores: int) -> str:
+    """torch set to more threads than the machine has cores."""
+    return f"# at most one thread per core (torch's default)\ntorch.set_num_threads({cores})\n"
+
+
 def thread_limit_fix(tf_intra_op: bool) -> str:
     """A CPU model held to few threads: TensorFlow's intra-op setting, or OMP_NUM_THREADS."""
     if tf_intra_op:

@@ -106,8 +106,7 @@ def _watched_call(original, active: list[str], found: dict[str, str]):
 def _watched_conversion(original, attribute: str, active: list[str], found: dict[str, str]):
     def conversion(self, *args, **kwargs):
         if active and active[-1] not in found:
-            frame = sys._getframe(1)
-            where = f"{frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno}"
+            where = _user_site(sys._getframe(1))
             found[active[-1]] = (
                 f"a tensor converted to NumPy ({attribute}) inside call() during a training "
                 f"step, at {where}"
@@ -115,6 +114,23 @@ def _watched_conversion(original, attribute: str, active: list[str], found: dict
         return original(self, *args, **kwargs)
 
     return conversion
+
+
+# Modules whose frames are passed over to find the user's line that asked for the conversion
+# (``keras.ops.convert_to_numpy(x)`` converts inside Keras' backend code).
+_LIBRARY_MODULES = frozenset(
+    {"keras", "tf_keras", "tensorflow", "torch", "jax", "jaxlib", "numpy", "stoke"}
+)
+
+
+def _user_site(frame) -> str:
+    """``file.py:line`` of the innermost frame outside the libraries (the first frame when
+    there is none)."""
+    site = frame
+    while site is not None and (site.f_globals.get("__name__") or "").split(".")[0] in _LIBRARY_MODULES:
+        site = site.f_back
+    site = site or frame
+    return f"{site.f_code.co_filename.rsplit('/', 1)[-1]}:{site.f_lineno}"
 
 
 def _conversion_points(backend: str) -> list[tuple[Any, str]]:

@@ -227,10 +227,13 @@ class ProbeSchedule:
         share_s = left_s / max(1, probes_left)
         seconds = min(self.probe_seconds, share_s - fixed_s)
         if seconds <= 0 or seconds < unit_s:
+            # the share is what decided: "2.6 s left, needs 1.4 s" alone reads as a contradiction
+            share = (f", {max(0.0, share_s):.1f} s of it for this probe (shared with the "
+                     f"{probes_left - 1} after it)" if probes_left > 1 else "")
             return (
                 f"not run: the probe budget ({self.describe_budget()}) "
-                f"had {max(0.0, budget_s - self.spent_s):.1f} s left, this probe needs about "
-                f"{fixed_s + unit_s:.1f} s"
+                f"had {max(0.0, budget_s - self.spent_s):.1f} s left{share}, this probe needs "
+                f"about {fixed_s + unit_s:.1f} s"
             )
         return seconds, _perf_counter() + share_s
 

@@ -19,8 +19,12 @@ import psutil
 
 from stoke.diagnosis.record import SystemSample
 
-# How often the list of child processes is refreshed: walking /proc costs more than a read.
-_CHILDREN_REFRESH_S = 2.0
+# How often the list of child processes is refreshed: walking /proc costs more than a read,
+# so at most this often, and at most 2% of a core (the last walk's cost times 50); on a
+# machine with a few hundred processes that is every reading, which sees pool workers that
+# live for one epoch.
+_CHILDREN_REFRESH_MAX_S = 2.0
+_CHILDREN_REFRESH_COST_FACTOR = 50.0
 
 
 class SystemSampler:
@@ -58,6 +62,12 @@ class SystemSampler:
         self._process = psutil.Process()
         self._children: dict[int, psutil.Process] = {}
         self._children_checked_at = -1e9
+        self._children_refresh_s = _CHILDREN_REFRESH_MAX_S
+        self._cpu_seen: dict[int, float] = {}  # pid -> CPU seconds counted up to now
+        self._credit_s: dict[int, float] = {}  # pid -> exited children's counted seconds
+        self._parent_of: dict[int, int] = {}
+        self._read_at = time.monotonic()
+        self._children_walked = False
         self.cpu_time_s = 0.0
 
     @property
@@ -70,7 +80,10 @@ class SystemSampler:
             return
         # Prime the stateful psutil counters: the first reading of each is meaningless.
         psutil.cpu_percent(percpu=True)
-        self._process.cpu_percent()
+        self._read_at = time.monotonic()
+        self._cpu_seen[self._process.pid] = _cpu_seconds(self._process)
+        self._refresh_children()  # the children alive now count from now on
+        self._children_checked_at = time.monotonic()
         self._thread = threading.Thread(
             target=self._run, name="stoke-doctor-system-sampler", daemon=True
         )
@@ -108,33 +121,79 @@ class SystemSampler:
         )
 
     def _process_tree_usage(self) -> tuple[float, int]:
+        """(CPU % of this process tree since the previous reading, its RSS in bytes).
+
+        CPU is counted from cumulative CPU times, not per-process ``cpu_percent``: worker
+        processes that live shorter than the children refresh (a ``PyDataset`` with
+        ``use_multiprocessing=True`` makes a new pool each epoch; a ``DataLoader`` without
+        ``persistent_workers`` new workers) are never seen alive, but their CPU time lands in
+        the parent's ``children_user``/``children_system`` when they are reaped. A tracked
+        child's time already counted is taken off its parent's at that moment, so nothing
+        is counted twice."""
         now = time.monotonic()
-        if now - self._children_checked_at >= _CHILDREN_REFRESH_S:
+        if now - self._children_checked_at >= self._children_refresh_s:
             self._children_checked_at = now
-            try:
-                current = {c.pid: c for c in self._process.children(recursive=True)}
-            except psutil.Error:
-                current = {}
-            for pid, child in current.items():
-                if pid not in self._children:
-                    self._children[pid] = child
-                    try:
-                        child.cpu_percent()  # prime: counts from now on
-                    except psutil.Error:
-                        pass
-            for pid in list(self._children):
-                if pid not in current:
-                    del self._children[pid]
-        cpu = 0.0
+            walk_started = time.thread_time()
+            self._refresh_children()
+            self._children_refresh_s = min(
+                _CHILDREN_REFRESH_MAX_S,
+                _CHILDREN_REFRESH_COST_FACTOR * (time.thread_time() - walk_started))
+        counted_s = 0.0
         rss = 0
-        for process in (self._process, *self._children.values()):
+        # children first: one found gone hands its counted time to its parent's credit
+        # before the parent's reaped-children counters are read
+        for pid, process in [*self._children.items(), (self._process.pid, self._process)]:
             try:
                 with process.oneshot():
-                    cpu += process.cpu_percent()
+                    total = _cpu_seconds(process)
                     rss += process.memory_info().rss
             except psutil.Error:
+                self._child_gone(pid)
                 continue
-        return cpu, rss
+            previous = self._cpu_seen.get(pid, total)
+            delta = total - previous - self._credit_s.pop(pid, 0.0)
+            if delta < 0:  # the credit outweighs this interval: keep the rest for later
+                self._credit_s[pid] = -delta
+                delta = 0.0
+            counted_s += delta
+            self._cpu_seen[pid] = total
+        elapsed = now - self._read_at
+        self._read_at = now
+        return (100.0 * counted_s / elapsed if elapsed > 0 else 0.0), rss
+
+    def _refresh_children(self) -> None:
+        first_walk = not self._children_walked
+        self._children_walked = True
+        try:
+            current = {c.pid: c for c in self._process.children(recursive=True)}
+        except psutil.Error:
+            current = {}
+        for pid, child in current.items():
+            if pid in self._children:
+                continue
+            try:
+                with child.oneshot():
+                    self._parent_of[pid] = child.ppid()
+                    # found after the first walk, it was born while the run is measured:
+                    # all its CPU time is the run's (create_time() is no use: it is only
+                    # exact to the second)
+                    self._cpu_seen[pid] = _cpu_seconds(child) if first_walk else 0.0
+            except psutil.Error:
+                continue
+            self._children[pid] = child
+        for pid in list(self._children):
+            if pid not in current:
+                self._child_gone(pid)
+
+    def _child_gone(self, pid: int) -> None:
+        """A tracked child has exited: its CPU time counted so far will show up again in its
+        parent's reaped-children counters, so it is credited against that parent."""
+        self._children.pop(pid, None)
+        seen = self._cpu_seen.pop(pid, 0.0)
+        parent = self._parent_of.pop(pid, None)
+        self._credit_s.pop(pid, None)
+        if parent is not None and (parent == self._process.pid or parent in self._children):
+            self._credit_s[parent] = self._credit_s.get(parent, 0.0) + seen
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval_s):
@@ -150,3 +209,10 @@ class SystemSampler:
                         self._samples = self._samples[::2]
                         self._interval_s *= 2
             self.cpu_time_s += time.thread_time() - started_cpu
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    """CPU seconds a process has used, with those of the children it has reaped."""
+    times = process.cpu_times()
+    return (times.user + times.system + getattr(times, "children_user", 0.0)
+            + getattr(times, "children_system", 0.0))
