@@ -39,7 +39,8 @@ device, fills the step (see :func:`overhead_signals`). ``unknown`` when the reco
 ``max(model, input) + exposed overhead``; with the input hidden, what is left is the time the
 trainer spends not waiting, and never less than the model needs on its own::
 
-    no_wait_step_s    = the input-free window's step     # measured, when it ran, else
+    no_wait_step_s    = the input-free window's step     # measured, when it ran and is
+                                                        # no longer than the run's step, else
                       = typical (step_s - wait_s)       # see no_wait_step_s: mean or median
     model_step_s      = batch_size / model_alone        # the model-alone probe, if run
     handover_s        = the wait less the generator's own time (see handover_s_per_step)
@@ -391,6 +392,26 @@ def probes_disagree(no_wait_step_s: float, step_s: float, wait_fraction: float) 
     )
 
 
+def window_contradicts_run(
+    input_free_s: float | None, step_s: float, wait_fraction: float
+) -> str | None:
+    """Why the input-free window cannot stand for the step with the input made free: it timed
+    that step longer than the run's own mean step, which also waited for its input
+    (:func:`probes_disagree`: the machine's load changed between the two). The prediction
+    then falls back on the run's own steps less their waits, bounded by the model alone,
+    timed in the same steps as the wait the verdict reads (a window taken as it is printed
+    x1.00 under "input-bound": JAX, the tutorial Sequence, 31% wait, x1.49 on its fixed
+    twin). None when the window agrees with the run, or did not run."""
+    if input_free_s is None or probes_disagree(input_free_s, step_s, wait_fraction) is None:
+        return None
+    return (
+        f"the step with the input made free: the input-free window timed it at "
+        f"{input_free_s * 1e3:.2f} ms, longer than this run's own {step_s * 1e3:.2f} ms steps "
+        "that also waited for input (the machine's load changed between them): taken as the "
+        "steps less their waits instead"
+    )
+
+
 def overlapped_producer(
     record: RunRecord, no_wait_step_s: float, batch_size: float | None,
     input_alone: float | None, cpu: CpuSummary | None = None, step_s: float | None = None,
@@ -731,6 +752,9 @@ def analyse_run(record: RunRecord) -> Analysis:
         compute_s = no_wait_step_s(kept, wait_fraction)
     model_step_s = batch_size / model_alone if (model_alone and batch_size) else 0.0
     input_free_s = input_free_step_s(record)
+    window_rejected = window_contradicts_run(input_free_s, step_s, wait_fraction)
+    if window_rejected is not None:
+        input_free_s = None  # the run's own steps less their waits stand instead
     if input_free_s is not None:
         compute_s = input_free_s  # measured: the run's own steps with the input made free
     elif not model_alone and wait_source == "measured":
@@ -778,8 +802,8 @@ def analyse_run(record: RunRecord) -> Analysis:
         # model: what the trainer "waits" is handing the batch over, which every fix pays too
         predicted_speedup = 1.0
         predicted_throughput = throughput
-    disagreement = None if handover_only else probes_disagree(
-        predicted_step_s, step_s, timed_wait_fraction)
+    disagreement = None if handover_only else (
+        probes_disagree(predicted_step_s, step_s, timed_wait_fraction) or window_rejected)
     prediction = _prediction(
         record, cpu, wait_fraction, wait_source, throughput, predicted_throughput,
         predicted_speedup, wait_cap, capped, batch_size, input_alone, model_alone,
