@@ -516,17 +516,19 @@ def test_a_wait_the_model_works_through_is_not_input_wait():
     assert diagnosis.prediction.confidence != "high"
     # torch on the CPU dispatches synchronously: nothing runs through its wait
     assert analyse(make_record(wait_s=0.00044, step_s=0.0088, batch_size=256, backend="torch",
-                               gpus_used=0, model_alone=256 / 0.0176)).wait_behind_model_s == 0.0
+                               gpus_used=0, model_alone=256 / 0.0176,
+                               input_alone=256 / 0.0002)).wait_behind_model_s == 0.0
     # only the excess counts: the model alone 9.2 of a 10 ms step with 2 ms waits leaves
     # 0.8 ms exposed, the share the prediction gains (step / model step)
-    partly = make_record(wait_s=0.002, step_s=0.010, model_alone=64 / 0.0092)
+    partly = make_record(wait_s=0.002, step_s=0.010, model_alone=64 / 0.0092,
+                         input_alone=64 / 0.001)
     diagnosis = analyse(partly)
     assert diagnosis.wait_behind_model_s == pytest.approx(0.0012)
     assert diagnosis.input_wait_fraction == pytest.approx(0.08)
     assert diagnosis.verdict == "partly-input-bound"
     assert diagnosis.predicted_speedup == pytest.approx(1 / (1 - diagnosis.input_wait_fraction))
     # a model that fits in the time not waiting leaves the wait as timed
-    fits = make_record(wait_s=0.002, step_s=0.010, model_alone=64 / 0.008)
+    fits = make_record(wait_s=0.002, step_s=0.010, model_alone=64 / 0.008, input_alone=64 / 0.001)
     assert analyse(fits).wait_behind_model_s == 0.0
     assert analyse(fits).input_wait_fraction == pytest.approx(0.2)
 
@@ -550,3 +552,21 @@ def test_a_window_longer_than_the_run_s_own_step_gives_way_to_the_steps():
     diagnosis = analyse(record)
     assert diagnosis.predicted_speedup == pytest.approx(0.010 / 0.0075)
     assert not any("window timed it" in u for u in diagnosis.prediction.unmeasured)
+
+
+def test_a_model_alone_longer_than_the_step_hides_no_wait_the_input_explains():
+    # TensorFlow on loaded cores: a 30 ms generator, 71% of 32.7 ms steps waiting, the model
+    # alone timed at 33.2 ms under heavier load, the input alone at 43.5 ms a batch: the input
+    # is the longer side, the critical path, and the wait stays: input-bound
+    record = make_record(wait_s=0.0232, step_s=0.0327, batch_size=128, backend="tensorflow",
+                         model_alone=128 / 0.0332, input_alone=128 / 0.0435)
+    diagnosis = analyse(record)
+    assert diagnosis.wait_behind_model_s == 0.0
+    assert diagnosis.verdict == "input-bound"
+    assert diagnosis.prediction.confidence != "high"  # the probes disagree, and it says so
+    # the same probe with an input alone far faster than the model: the wait ran behind it
+    record.probes["input_alone"].samples_per_s = 128 / 0.0002
+    assert analyse(record).wait_behind_model_s == pytest.approx(0.0232)
+    # the input alone not measured: which side is longer is not known, the wait stays
+    del record.probes["input_alone"]
+    assert analyse(record).wait_behind_model_s == 0.0

@@ -490,7 +490,9 @@ def asynchronous_dispatch(record: RunRecord) -> bool:
     return record.meta.backend in ("jax", "tensorflow") or record.model.device == "gpu"
 
 
-def wait_behind_model_s(step_s: float, wait_s: float, model_step_s: float) -> float:
+def wait_behind_model_s(
+    step_s: float, wait_s: float, model_step_s: float, input_step_s: float | None = None
+) -> float:
     """Per step, the part of the timed wait during which the model's own work ran: the
     model alone (on a cached batch, the model-alone probe) takes longer than the step less its
     wait, so at least that much of its work went on while the trainer waited. Under
@@ -504,8 +506,19 @@ def wait_behind_model_s(step_s: float, wait_s: float, model_step_s: float) -> fl
     (``step_s / max(no-wait step, model step)``) gains, so the verdict and the headline
     agree. 0.0 when the model alone fits in the time not waiting, or was not measured; not
     applied where dispatch is synchronous (:func:`asynchronous_dispatch`: there a model alone
-    slower than the step is a probe timed under other load, :func:`probes_disagree`)."""
+    slower than the step is a probe timed under other load, :func:`probes_disagree`).
+
+    Only where the model is the longer of the two sides: a step under asynchronous dispatch
+    takes about ``max(the trainer's thread, the device)``, so the device's work hides the
+    wait only when the model alone takes longer than the input alone makes a batch
+    (``input_step_s``, the input-alone probe); when the input takes as long or longer, it is
+    the critical path and the wait stays as timed (TensorFlow on loaded cores: a 30 ms
+    generator, 71% wait, the model alone timed at 33 ms, about the step, under heavier load,
+    the input alone at 43 ms a batch: still input-bound). 0.0 too when the input alone was
+    not measured: which side is longer is then not known."""
     if model_step_s <= 0 or wait_s <= 0 or step_s <= 0:
+        return 0.0
+    if input_step_s is None or input_step_s >= model_step_s:
         return 0.0
     excess = model_step_s - (step_s - wait_s)
     if excess <= 1e-9 * step_s:  # equal, to the rounding of the probe's samples/s
@@ -773,7 +786,9 @@ def analyse_run(record: RunRecord) -> Analysis:
     # the part of each timed wait the model's own work ran through (asynchronous dispatch):
     # not exposed, so neither the input's cost nor anything a fix removes
     timed_wait_fraction = wait_fraction
-    behind_model_s = wait_behind_model_s(step_s, total_wait_s / len(kept), model_step_s) if (
+    input_step_s = batch_size / input_alone if (input_alone and batch_size) else None
+    behind_model_s = wait_behind_model_s(
+        step_s, total_wait_s / len(kept), model_step_s, input_step_s) if (
         wait_source == "measured" and asynchronous_dispatch(record)) else 0.0
     if behind_model_s > 0:
         total_wait_s = max(0.0, total_wait_s - behind_model_s * len(kept))
