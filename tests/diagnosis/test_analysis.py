@@ -81,7 +81,12 @@ def test_input_free_window_sets_the_prediction_over_the_steps_after_waits():
 
 def test_predicted_speedup_never_below_one():
     # A pessimistic probe (slower than the run itself) must not predict a slowdown.
+    # (the probe contradicts the run: the prediction falls back on the timed wait, x4)
     diagnosis = analyse(make_record(wait_s=0.030, step_s=0.040, model_alone=100.0))
+    assert diagnosis.predicted_speedup == pytest.approx(1 / (1 - 0.75))
+    assert diagnosis.predicted_throughput == pytest.approx(4 * diagnosis.throughput)
+    # a run that barely waits, with the same probe: x1.0, never below
+    diagnosis = analyse(make_record(wait_s=0.001, step_s=0.040, model_alone=100.0))
     assert diagnosis.predicted_speedup == 1.0
     assert diagnosis.predicted_throughput == pytest.approx(diagnosis.throughput)
 
@@ -435,15 +440,17 @@ def test_the_handover_of_a_ready_batch_stays_in_the_predicted_step():
 
 def test_probes_slower_than_the_run_itself_lower_the_confidence():
     # 22% of each 26 ms step waits, yet the model alone, timed when the machine was busier,
-    # takes 41 ms (seen on torch, a model on 2 loaded cores): the x1.0 that follows is not a
-    # measured "no gain", and the prediction says so.
+    # takes 41 ms (seen on torch, a model on 2 loaded cores): a x1.0 from it would not be a
+    # measured "no gain" and would contradict the verdict; the prediction falls back on the
+    # timed wait, 1/(1 - wait), and says so.
     record = make_record(wait_s=0.0057, step_s=0.026, batch_size=32, model_alone=32 / 0.041,
                          backend="torch", gpus_used=0)
     record.probes["input_free"] = ProbeResult(
         samples_per_s=32 / 0.0275, seconds=1.0, batches=36, detail={"s_per_step": 0.0275}
     )
     diagnosis = analyse(record)
-    assert diagnosis.predicted_speedup == pytest.approx(1.0)
+    assert diagnosis.verdict == "input-bound"
+    assert diagnosis.predicted_speedup == pytest.approx(1 / (1 - 0.0057 / 0.026))
     assert diagnosis.prediction.confidence != "high"
     assert any("timed it at 41.00 ms, longer than this run's own 26.00 ms steps" in u
                for u in diagnosis.prediction.unmeasured)

@@ -378,9 +378,11 @@ def probes_disagree(no_wait_step_s: float, step_s: float, wait_fraction: float) 
     although those steps also waited for input: in a steady run that cannot be (each step
     holds the trainer's and the device's work, the wait on top), so the probes and the steps
     ran under different conditions - the machine's load changed between them, other processes
-    took the cores. The ×1.0 that follows is then not a measured "no gain": said, and the
-    confidence falls. ``PROBE_DISAGREEMENT`` leaves room for the timing noise of probes a few
-    hundred steps long. None when they agree or the run barely waits (nothing to predict)."""
+    took the cores. A x1.0 from them would not be a measured "no gain", and would contradict
+    a verdict read from the same wait: the prediction falls back on the wait the run timed,
+    ``1 / (1 - wait)`` (what removing exactly that wait wins), says so, and its confidence
+    falls. ``PROBE_DISAGREEMENT`` leaves room for the timing noise of probes a few hundred
+    steps long. None when they agree or the run barely waits (nothing to predict)."""
     if wait_fraction < PARTLY_INPUT_BOUND_WAIT_FRACTION or not step_s:
         return None
     if no_wait_step_s <= PROBE_DISAGREEMENT * step_s:
@@ -388,7 +390,8 @@ def probes_disagree(no_wait_step_s: float, step_s: float, wait_fraction: float) 
     return (
         f"the step with the input made free: the probes timed it at {no_wait_step_s * 1e3:.2f} "
         f"ms, longer than this run's own {step_s * 1e3:.2f} ms steps that also waited for "
-        "input (the machine's load changed between them): the gain is not known"
+        "input (the machine's load changed between them): the gain is taken as the timed "
+        "wait's own, 1/(1 - wait)"
     )
 
 
@@ -795,6 +798,10 @@ def analyse_run(record: RunRecord) -> Analysis:
         wait_fraction = total_wait_s / total_step_s
     predicted_step_s = max(compute_s, model_step_s) + handover_s
     predicted_speedup = max(1.0, step_s / predicted_step_s) if predicted_step_s > 0 else None
+    disagreement = probes_disagree(predicted_step_s, step_s, timed_wait_fraction)
+    if disagreement is not None and wait_fraction < 0.999:
+        # the probes contradict the run: the wait it timed is the figure left to go by
+        predicted_speedup = max(1.0, 1.0 / (1.0 - wait_fraction))
     overlap = overlapped_producer(record, predicted_step_s, batch_size, input_alone, cpu, step_s)
     if overlap is not None and predicted_speedup is not None:
         predicted_speedup = min(predicted_speedup, overlap["speedup"])
@@ -817,8 +824,7 @@ def analyse_run(record: RunRecord) -> Analysis:
         # model: what the trainer "waits" is handing the batch over, which every fix pays too
         predicted_speedup = 1.0
         predicted_throughput = throughput
-    disagreement = None if handover_only else (
-        probes_disagree(predicted_step_s, step_s, timed_wait_fraction) or window_rejected)
+    disagreement = None if handover_only else (disagreement or window_rejected)
     prediction = _prediction(
         record, cpu, wait_fraction, wait_source, throughput, predicted_throughput,
         predicted_speedup, wait_cap, capped, batch_size, input_alone, model_alone,
