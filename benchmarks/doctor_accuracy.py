@@ -351,7 +351,7 @@ def main() -> int:
             print(f"{row['backend']:10s} {row.get('case', '')!s:28s} verdict {row.get('verdict')!s:19s}"
                   f" predicted x{_fmt(row.get('predicted_before'))} -> x{_fmt(row.get('predicted_speedup'))}"
                   f"  measured x{_fmt(row.get('measured_speedup'))}  error {_pct(row.get('relative_error'))}"
-                  f"  {_mark(row)}")
+                  f"  {row_mark(row)}")
         print(f"written {write_json(args.out, summary)}")
         return 0
     global KEEP_REPORTS
@@ -374,7 +374,7 @@ def main() -> int:
                 f"{backend:10s} {name:24s} verdict {row.get('verdict')!s:19s} "
                 f"({'ok' if row['verdict_ok'] else 'WRONG'})  predicted x{_fmt(row.get('predicted_speedup'))}"
                 f"  measured x{_fmt(row.get('measured_speedup'))}  error {_pct(row.get('relative_error'))}"
-                f"  {_mark(row)}",
+                f"  {row_mark(row)}",
                 flush=True,
             )
     backends = [b for b in args.backends.split(",") if b]
@@ -395,7 +395,7 @@ def main() -> int:
                 f"{backend:10s} {script:24s} verdict {row.get('verdict')!s:19s} "
                 f"({'ok' if row['verdict_ok'] else 'WRONG'})  predicted x{_fmt(row.get('predicted_speedup'))}"
                 f"  measured x{_fmt(row.get('measured_speedup'))}  error {_pct(row.get('relative_error'))}"
-                f"  {_mark(row)}  {','.join(row.get('findings', []))}",
+                f"  {row_mark(row)}  {','.join(row.get('findings', []))}",
                 flush=True,
             )
     summary = {
@@ -415,7 +415,7 @@ def main() -> int:
     return 0
 
 
-def _mark(row: dict) -> str:
+def row_mark(row: dict) -> str:
     """ok, OFF, or "no gain predicted, says why" (a row whose finding gives its reason)."""
     if row.get("within_tolerance"):
         return "ok"

@@ -6,12 +6,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from doctor_accuracy import _mark  # noqa: E402
+from doctor_accuracy import row_mark  # noqa: E402
 
 
 def test_a_row_whose_finding_says_why_it_predicts_nothing_is_marked_so():
-    assert _mark({"within_tolerance": True, "predicted_speedup": 2.0}) == "ok"
-    assert _mark({"within_tolerance": False, "predicted_speedup": 2.0}) == "OFF"
-    assert _mark({"within_tolerance": False, "predicted_speedup": None}) == "OFF"
-    assert _mark({"within_tolerance": False, "predicted_speedup": None,
+    assert row_mark({"within_tolerance": True, "predicted_speedup": 2.0}) == "ok"
+    assert row_mark({"within_tolerance": False, "predicted_speedup": 2.0}) == "OFF"
+    assert row_mark({"within_tolerance": False, "predicted_speedup": None}) == "OFF"
+    assert row_mark({"within_tolerance": False, "predicted_speedup": None,
                   "not_predicted_why": "the step cannot be compiled"}).startswith("NOT PREDICTED")
