@@ -49,6 +49,11 @@ trainer spends not waiting, and never less than the model needs on its own::
     predicted_throughput = throughput * predicted_speedup
     # i.e. predicted_throughput = min(no-wait throughput, model_alone), less the handover
 
+When the probes time the no-wait step longer than the run's own mean step (which also waited:
+impossible in a steady run, so the load changed between them, :func:`probes_disagree`), the
+prediction is the timed wait's own, ``1 / (1 - wait)``, with lowered confidence: never a x1.00
+under a verdict that reads a wait.
+
 When one tf.data thread makes the batches alongside the step (TensorFlow wrapping a PyDataset
 or generator), Keras overlaps the two, and the speedup is never above
 ``max(no-wait step, input alone per batch) / no-wait step`` (:func:`overlapped_producer`).
