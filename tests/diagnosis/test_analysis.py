@@ -577,3 +577,19 @@ def test_a_model_alone_longer_than_the_step_hides_no_wait_the_input_explains():
     # the input alone not measured: which side is longer is not known, the wait stays
     del record.probes["input_alone"]
     assert analyse(record).wait_behind_model_s == 0.0
+
+
+def test_a_model_alone_longer_than_the_step_is_believed_only_if_the_input_cannot_explain_it():
+    # TensorFlow, a CPU-heavy generator on loaded cores: 0.9 ms of 3.0 ms steps waiting, the
+    # model alone timed at 8.1 ms (longer than the whole step: the probe contradicts the run),
+    # the input alone at 3.4 ms a batch: longer than the wait, so the wait may be the input's
+    record = make_record(wait_s=0.0009, step_s=0.003, batch_size=32, backend="tensorflow",
+                         model_alone=32 / 0.0081, input_alone=32 / 0.0034)
+    diagnosis = analyse(record)
+    assert diagnosis.wait_behind_model_s == 0.0
+    assert diagnosis.verdict == "input-bound"
+    # an input alone that makes a batch in less than the wait cannot be what the trainer
+    # waited for: the model's time is believed (JAX compute-bound, quiet)
+    record.probes["input_alone"].samples_per_s = 32 / 0.0002
+    assert analyse(record).wait_behind_model_s == pytest.approx(0.0009)
+    assert analyse(record).verdict == "compute-bound"
