@@ -593,3 +593,20 @@ def test_a_model_alone_longer_than_the_step_is_believed_only_if_the_input_cannot
     record.probes["input_alone"].samples_per_s = 32 / 0.0002
     assert analyse(record).wait_behind_model_s == pytest.approx(0.0009)
     assert analyse(record).verdict == "compute-bound"
+
+
+def test_when_the_probes_disagree_a_tf_data_thread_overlaps_the_timed_wait_s_step():
+    # TensorFlow, a generator wrapped in a tf.data thread, loaded cores: 71% of 32.7 ms steps
+    # waiting, the window (39 ms) and the model alone (33.2 ms) timed under heavier load. The
+    # fallback on the timed wait (x3.4) is bounded by the overlap of the input (43.5 ms a
+    # batch) with the step less its wait (9.5 ms), not by the disagreeing probes' (x1.11)
+    record = make_record(wait_s=0.0232, step_s=0.0327, batch_size=128, backend="tensorflow",
+                         model_alone=128 / 0.0332, input_alone=128 / 0.0435,
+                         input_extra={"producer": "tf.data-thread", "main_thread": False})
+    record.probes["input_free"] = ProbeResult(samples_per_s=128 / 0.039, seconds=1.0,
+                                              batches=25, detail={"s_per_step": 0.039})
+    diagnosis = analyse(record)
+    assert diagnosis.verdict == "input-bound"
+    assert diagnosis.predicted_speedup == pytest.approx(1 / (1 - 0.0232 / 0.0327))
+    assert diagnosis.prediction.overlapped_producer["no_wait_step_s"] == pytest.approx(
+        0.0327 - 0.0232)

@@ -31,9 +31,9 @@ asynchronous dispatch that is the window whose sums are exact.
 ``input_wait_fraction = sum(wait_s) / sum(step_s)``, the waits including what the trainer's
 work right after each wait takes beyond its back-to-back time (:func:`after_wait_slowdown_s`),
 and not the part of them the model's own work ran through (the model alone takes longer than
-the step less its wait: asynchronous dispatch, :func:`wait_behind_model_s`); at least 20% -> ``input-bound``; 5-20% -> ``partly-input-bound``; below 5% ->
-``compute-bound``, or ``overhead-bound`` when the measurements show that host work, not the
-device, fills the step (see :func:`overhead_signals`). ``unknown`` when the record holds no usable step.
+the step less its wait: asynchronous dispatch, :func:`wait_behind_model_s`); at least 20% ->
+``input-bound``; 5-20% -> ``partly-input-bound``; below 5% -> ``compute-bound``, or
+``overhead-bound`` when the measurements show that host work, not the device, fills the step (see :func:`overhead_signals`). ``unknown`` when the record holds no usable step.
 
 **Predicted speedup** if the input were no longer the bottleneck. A step takes about
 ``max(model, input) + exposed overhead``; with the input hidden, what is left is the time the
@@ -397,6 +397,26 @@ def probes_disagree(no_wait_step_s: float, step_s: float, wait_fraction: float) 
         f"ms, longer than this run's own {step_s * 1e3:.2f} ms steps that also waited for "
         "input (the machine's load changed between them): the gain is taken as the timed "
         "wait's own, 1/(1 - wait)"
+    )
+
+
+def input_slower_than_run(
+    input_step_s: float | None, step_s: float, wait_fraction: float
+) -> str | None:
+    """Why the probes cannot be trusted when the input-alone probe made a batch more slowly
+    than the run took for a whole step (beyond ``PROBE_DISAGREEMENT``): the run cannot go
+    faster than its own input, so the probes ran under heavier load than the steps, and the
+    model-alone and input-free figures taken with them too (TensorFlow on loaded cores: 32.7
+    ms steps, 71% waiting, the input alone 43.5 ms a batch, the model alone 33.2 ms: a x1.0
+    under "input-bound"). None when it agrees, was not measured, or the run barely waits."""
+    if (input_step_s is None or wait_fraction < PARTLY_INPUT_BOUND_WAIT_FRACTION
+            or not step_s or input_step_s <= PROBE_DISAGREEMENT * step_s):
+        return None
+    return (
+        f"the input alone: the probe made a batch in {input_step_s * 1e3:.2f} ms, longer than "
+        f"this run's own {step_s * 1e3:.2f} ms steps (the machine's load changed between them, "
+        "and the other probes ran under it too): the gain is taken as the timed wait's own, "
+        "1/(1 - wait)"
     )
 
 
@@ -812,11 +832,14 @@ def analyse_run(record: RunRecord) -> Analysis:
         wait_fraction = total_wait_s / total_step_s
     predicted_step_s = max(compute_s, model_step_s) + handover_s
     predicted_speedup = max(1.0, step_s / predicted_step_s) if predicted_step_s > 0 else None
-    disagreement = probes_disagree(predicted_step_s, step_s, timed_wait_fraction)
+    disagreement = probes_disagree(predicted_step_s, step_s, timed_wait_fraction) or (
+        input_slower_than_run(input_step_s, step_s, timed_wait_fraction))
+    overlap_no_wait_s = predicted_step_s
     if disagreement is not None and wait_fraction < 0.999:
         # the probes contradict the run: the wait it timed is the figure left to go by
         predicted_speedup = max(1.0, 1.0 / (1.0 - wait_fraction))
-    overlap = overlapped_producer(record, predicted_step_s, batch_size, input_alone, cpu, step_s)
+        overlap_no_wait_s = step_s * (1.0 - wait_fraction)
+    overlap = overlapped_producer(record, overlap_no_wait_s, batch_size, input_alone, cpu, step_s)
     if overlap is not None and predicted_speedup is not None:
         predicted_speedup = min(predicted_speedup, overlap["speedup"])
     wait_cap = WAIT_CAP_MARGIN / (1.0 - wait_fraction) if wait_fraction < 0.999 else None
@@ -865,8 +888,9 @@ def analyse_run(record: RunRecord) -> Analysis:
         reason += (
             f" (not counted as waiting: {behind_model_s * 1e3:.2f} ms a step during which the "
             f"model's own work ran: alone, on a cached batch, it takes {model_step_s * 1e3:.2f} "
-            f"ms of the {step_s * 1e3:.2f} ms step, so it kept working while the trainer "
-            "waited, as asynchronous dispatch lets it)"
+            f"ms a step, more than the {(step_s - timed_wait_fraction * step_s) * 1e3:.2f} ms "
+            "of each step not spent waiting, so it kept working while the trainer waited, as "
+            "asynchronous dispatch lets it)"
         )
     if handover_in_pull_s > 0 and wait_source == "measured":
         reason += (
