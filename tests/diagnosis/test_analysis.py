@@ -521,6 +521,11 @@ def test_a_wait_the_model_works_through_is_not_input_wait():
     # the model alone (17.6 ms) longer than the whole step (8.8 ms): the probe and the steps
     # disagree, which the prediction still says
     assert diagnosis.prediction.confidence != "high"
+    # TensorFlow run eagerly on the CPU dispatches synchronously too
+    assert analyse(make_record(wait_s=0.00044, step_s=0.0088, batch_size=256,
+                               backend="tensorflow", gpus_used=0, model_alone=256 / 0.0176,
+                               input_alone=256 / 0.0002, model_extra={"run_eagerly": True})
+                   ).wait_behind_model_s == 0.0
     # torch on the CPU dispatches synchronously: nothing runs through its wait
     assert analyse(make_record(wait_s=0.00044, step_s=0.0088, batch_size=256, backend="torch",
                                gpus_used=0, model_alone=256 / 0.0176,

@@ -513,9 +513,13 @@ def after_wait_slowdown_s(
 
 def asynchronous_dispatch(record: RunRecord) -> bool:
     """Whether the trainer's thread only queues a step and goes on while the device runs it:
-    JAX and TensorFlow (compiled steps), and any backend on a GPU; not torch on the CPU, whose
-    step returns when its work is done."""
-    return record.meta.backend in ("jax", "tensorflow") or record.model.device == "gpu"
+    JAX, TensorFlow's compiled steps, and any backend on a GPU; not torch on the CPU, nor
+    TensorFlow run eagerly on the CPU, whose steps return when their work is done."""
+    if record.model.device == "gpu":
+        return True
+    if record.meta.backend == "tensorflow":
+        return record.model.run_eagerly is not True
+    return record.meta.backend == "jax"
 
 
 def wait_behind_model_s(
