@@ -197,6 +197,8 @@ def rejudge(results: Path, reports: Path) -> dict:
         if compare is not None:
             finding = next((f for f in data["findings"] if f["id"] == compare), {})
             predicted = finding.get("expected_gain")
+            row["not_predicted_why"] = (finding.get("evidence") or {}).get(
+                "expected_gain_not_predicted")
         error = None if predicted is None else predicted / row["measured_speedup"] - 1.0
         row.update(
             rejudged=True, predicted_before=row.get("predicted_speedup"),
@@ -355,7 +357,7 @@ def main() -> int:
             print(f"{row['backend']:10s} {row.get('case', '')!s:28s} verdict {row.get('verdict')!s:19s}"
                   f" predicted x{_fmt(row.get('predicted_before'))} -> x{_fmt(row.get('predicted_speedup'))}"
                   f"  measured x{_fmt(row.get('measured_speedup'))}  error {_pct(row.get('relative_error'))}"
-                  f"  {'ok' if row.get('within_tolerance') else 'OFF'}")
+                  f"  {row_mark(row)}")
         print(f"written {write_json(args.out, summary)}")
         return 0
     global KEEP_REPORTS
@@ -378,7 +380,7 @@ def main() -> int:
                 f"{backend:10s} {name:24s} verdict {row.get('verdict')!s:19s} "
                 f"({'ok' if row['verdict_ok'] else 'WRONG'})  predicted x{_fmt(row.get('predicted_speedup'))}"
                 f"  measured x{_fmt(row.get('measured_speedup'))}  error {_pct(row.get('relative_error'))}"
-                f"  {'ok' if row.get('within_tolerance') else 'OFF'}",
+                f"  {row_mark(row)}",
                 flush=True,
             )
     backends = [b for b in args.backends.split(",") if b]
@@ -399,7 +401,7 @@ def main() -> int:
                 f"{backend:10s} {script:24s} verdict {row.get('verdict')!s:19s} "
                 f"({'ok' if row['verdict_ok'] else 'WRONG'})  predicted x{_fmt(row.get('predicted_speedup'))}"
                 f"  measured x{_fmt(row.get('measured_speedup'))}  error {_pct(row.get('relative_error'))}"
-                f"  {'ok' if row.get('within_tolerance') else 'OFF'}  {','.join(row.get('findings', []))}",
+                f"  {row_mark(row)}  {','.join(row.get('findings', []))}",
                 flush=True,
             )
     summary = {
@@ -417,6 +419,15 @@ def main() -> int:
     out = write_json(args.out, summary)
     print(f"written {out}")
     return 0
+
+
+def row_mark(row: dict) -> str:
+    """ok, OFF, or "no gain predicted, says why" (a row whose finding gives its reason)."""
+    if row.get("within_tolerance"):
+        return "ok"
+    if row.get("predicted_speedup") is None and row.get("not_predicted_why"):
+        return "NOT PREDICTED (the finding says why)"
+    return "OFF"
 
 
 def _fmt(value) -> str:

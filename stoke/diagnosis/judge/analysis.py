@@ -29,16 +29,18 @@ asynchronous dispatch that is the window whose sums are exact.
 
 **Verdict** (XProf's vocabulary and thresholds, over the steady state):
 ``input_wait_fraction = sum(wait_s) / sum(step_s)``, the waits including what the trainer's
-work right after each wait takes beyond its back-to-back time (:func:`after_wait_slowdown_s`);
-at least 20% -> ``input-bound``; 5-20% -> ``partly-input-bound``; below 5% ->
-``compute-bound``, or ``overhead-bound`` when the measurements show that host work, not the
-device, fills the step (see :func:`overhead_signals`). ``unknown`` when the record holds no usable step.
+work right after each wait takes beyond its back-to-back time (:func:`after_wait_slowdown_s`),
+and not the part of them the model's own work ran through (the model alone takes longer than
+the step less its wait: asynchronous dispatch, :func:`wait_behind_model_s`); at least 20% ->
+``input-bound``; 5-20% -> ``partly-input-bound``; below 5% -> ``compute-bound``, or
+``overhead-bound`` when the measurements show that host work, not the device, fills the step (see :func:`overhead_signals`). ``unknown`` when the record holds no usable step.
 
 **Predicted speedup** if the input were no longer the bottleneck. A step takes about
 ``max(model, input) + exposed overhead``; with the input hidden, what is left is the time the
 trainer spends not waiting, and never less than the model needs on its own::
 
-    no_wait_step_s    = the input-free window's step     # measured, when it ran, else
+    no_wait_step_s    = the input-free window's step     # measured, when it ran and is
+                                                        # no longer than the run's step, else
                       = typical (step_s - wait_s)       # see no_wait_step_s: mean or median
     model_step_s      = batch_size / model_alone        # the model-alone probe, if run
     handover_s        = the wait less the generator's own time (see handover_s_per_step)
@@ -46,6 +48,11 @@ trainer spends not waiting, and never less than the model needs on its own::
     predicted_speedup = max(1.0, mean step_s / predicted_step_s)
     predicted_throughput = throughput * predicted_speedup
     # i.e. predicted_throughput = min(no-wait throughput, model_alone), less the handover
+
+When the probes time the no-wait step longer than the run's own mean step (which also waited:
+impossible in a steady run, so the load changed between them, :func:`probes_disagree`), the
+prediction is the timed wait's own, ``1 / (1 - wait)``, with lowered confidence: never a x1.00
+under a verdict that reads a wait.
 
 When one tf.data thread makes the batches alongside the step (TensorFlow wrapping a PyDataset
 or generator), Keras overlaps the two, and the speedup is never above
@@ -226,6 +233,9 @@ class Analysis:
     # seconds a step, counted in the wait: the trainer's work right after a wait beyond its
     # back-to-back time (after_wait_slowdown_s)
     after_wait_s: float = 0.0
+    # seconds a step, taken out of the timed wait: the model's own work ran through them
+    # (wait_behind_model_s)
+    wait_behind_model_s: float = 0.0
 
     @property
     def input_wait_pct(self) -> float | None:
@@ -373,9 +383,11 @@ def probes_disagree(no_wait_step_s: float, step_s: float, wait_fraction: float) 
     although those steps also waited for input: in a steady run that cannot be (each step
     holds the trainer's and the device's work, the wait on top), so the probes and the steps
     ran under different conditions - the machine's load changed between them, other processes
-    took the cores. The ×1.0 that follows is then not a measured "no gain": said, and the
-    confidence falls. ``PROBE_DISAGREEMENT`` leaves room for the timing noise of probes a few
-    hundred steps long. None when they agree or the run barely waits (nothing to predict)."""
+    took the cores. A x1.0 from them would not be a measured "no gain", and would contradict
+    a verdict read from the same wait: the prediction falls back on the wait the run timed,
+    ``1 / (1 - wait)`` (what removing exactly that wait wins), says so, and its confidence
+    falls. ``PROBE_DISAGREEMENT`` leaves room for the timing noise of probes a few hundred
+    steps long. None when they agree or the run barely waits (nothing to predict)."""
     if wait_fraction < PARTLY_INPUT_BOUND_WAIT_FRACTION or not step_s:
         return None
     if no_wait_step_s <= PROBE_DISAGREEMENT * step_s:
@@ -383,7 +395,48 @@ def probes_disagree(no_wait_step_s: float, step_s: float, wait_fraction: float) 
     return (
         f"the step with the input made free: the probes timed it at {no_wait_step_s * 1e3:.2f} "
         f"ms, longer than this run's own {step_s * 1e3:.2f} ms steps that also waited for "
-        "input (the machine's load changed between them): the gain is not known"
+        "input (the machine's load changed between them): the gain is taken as the timed "
+        "wait's own, 1/(1 - wait)"
+    )
+
+
+def input_slower_than_run(
+    input_step_s: float | None, step_s: float, wait_fraction: float
+) -> str | None:
+    """Why the probes cannot be trusted when the input-alone probe made a batch more slowly
+    than the run took for a whole step (beyond ``PROBE_DISAGREEMENT``): the run cannot go
+    faster than its own input, so the probes ran under heavier load than the steps, and the
+    model-alone and input-free figures taken with them too (TensorFlow on loaded cores: 32.7
+    ms steps, 71% waiting, the input alone 43.5 ms a batch, the model alone 33.2 ms: a x1.0
+    under "input-bound"). None when it agrees, was not measured, or the run barely waits."""
+    if (input_step_s is None or wait_fraction < PARTLY_INPUT_BOUND_WAIT_FRACTION
+            or not step_s or input_step_s <= PROBE_DISAGREEMENT * step_s):
+        return None
+    return (
+        f"the input alone: the probe made a batch in {input_step_s * 1e3:.2f} ms, longer than "
+        f"this run's own {step_s * 1e3:.2f} ms steps (the machine's load changed between them, "
+        "and the other probes ran under it too): the gain is taken as the timed wait's own, "
+        "1/(1 - wait)"
+    )
+
+
+def window_contradicts_run(
+    input_free_s: float | None, step_s: float, wait_fraction: float
+) -> str | None:
+    """Why the input-free window cannot stand for the step with the input made free: it timed
+    that step longer than the run's own mean step, which also waited for its input
+    (:func:`probes_disagree`: the machine's load changed between the two). The prediction
+    then falls back on the run's own steps less their waits, bounded by the model alone,
+    timed in the same steps as the wait the verdict reads (a window taken as it is printed
+    x1.00 under "input-bound": JAX, the tutorial Sequence, 31% wait, x1.49 on its fixed
+    twin). None when the window agrees with the run, or did not run."""
+    if input_free_s is None or probes_disagree(input_free_s, step_s, wait_fraction) is None:
+        return None
+    return (
+        f"the step with the input made free: the input-free window timed it at "
+        f"{input_free_s * 1e3:.2f} ms, longer than this run's own {step_s * 1e3:.2f} ms steps "
+        "that also waited for input (the machine's load changed between them): taken as the "
+        "steps less their waits instead"
     )
 
 
@@ -456,6 +509,62 @@ def after_wait_slowdown_s(
     mean_wait_s = statistics.fmean(min(s.wait_used_s, s.step_s) for s in kept)
     mean_not_waiting_s = statistics.fmean(_compute_s(s) for s in kept)
     return min(mean_wait_s, max(0.0, mean_not_waiting_s - input_free_s))
+
+
+def asynchronous_dispatch(record: RunRecord) -> bool:
+    """Whether the trainer's thread only queues a step and goes on while the device runs it:
+    JAX, TensorFlow's compiled steps, and any backend on a GPU; not torch on the CPU, nor
+    TensorFlow run eagerly on the CPU, whose steps return when their work is done."""
+    if record.model.device == "gpu":
+        return True
+    if record.meta.backend == "tensorflow":
+        return record.model.run_eagerly is not True
+    return record.meta.backend == "jax"
+
+
+def wait_behind_model_s(
+    step_s: float, wait_s: float, model_step_s: float, input_step_s: float | None = None
+) -> float:
+    """Per step, the part of the timed wait during which the model's own work ran: the
+    model alone (on a cached batch, the model-alone probe) takes longer than the step less its
+    wait, so at least that much of its work went on while the trainer waited. Under
+    asynchronous dispatch (JAX, TensorFlow, a GPU) the trainer's thread only queues the step
+    and goes on to pull the next batch while the device works through the queue: that pull
+    is timed as a wait, but the device never stood still, and a free input gains nothing by
+    it. Measured on JAX, a compute-bound run (a 0.2 ms generator before an 18 ms model):
+    5.0% "wait", 8.8 ms steps against 17.6 ms for the model alone, x1.01 on the fixed twin.
+    Only the excess counts (``model_step_s - (step_s - wait_s)``, never more than the wait):
+    the exposed share left is ``1 - model_step_s / step_s``, the very share the prediction
+    (``step_s / max(no-wait step, model step)``) gains, so the verdict and the headline
+    agree. 0.0 when the model alone fits in the time not waiting, or was not measured; not
+    applied where dispatch is synchronous (:func:`asynchronous_dispatch`: there a model alone
+    slower than the step is a probe timed under other load, :func:`probes_disagree`).
+
+    Only where the model is the longer of the two sides: a step under asynchronous dispatch
+    takes about ``max(the trainer's thread, the device)``, so the device's work hides the
+    wait only when the model alone takes longer than the input alone makes a batch
+    (``input_step_s``, the input-alone probe); when the input takes as long or longer, it is
+    the critical path and the wait stays as timed (TensorFlow on loaded cores: a 30 ms
+    generator, 71% wait, the model alone timed at 33 ms, about the step, under heavier load,
+    the input alone at 43 ms a batch: still input-bound). 0.0 too when the input alone was
+    not measured: which side is longer is then not known.
+
+    A model alone longer than the whole step (beyond ``PROBE_DISAGREEMENT``) contradicts the
+    run (the probe ran under heavier load, or the steps' sum came out short): it is believed
+    only when the input alone also makes a batch in less than the trainer waited for it, so
+    that the input cannot be what it waited for (TensorFlow, a CPU-heavy generator on loaded
+    cores: the model alone timed at 8.1 ms against 3.0 ms steps, the input alone at 3.4 ms a
+    batch, 0.9 ms waits: the wait stays)."""
+    if model_step_s <= 0 or wait_s <= 0 or step_s <= 0:
+        return 0.0
+    if input_step_s is None or input_step_s >= model_step_s:
+        return 0.0
+    if model_step_s > PROBE_DISAGREEMENT * step_s and input_step_s >= wait_s:
+        return 0.0
+    excess = model_step_s - (step_s - wait_s)
+    if excess <= 1e-9 * step_s:  # equal, to the rounding of the probe's samples/s
+        return 0.0
+    return min(wait_s, excess)
 
 
 def handover_s_per_step(record: RunRecord, wait_s_per_step: float) -> float:
@@ -697,6 +806,9 @@ def analyse_run(record: RunRecord) -> Analysis:
         compute_s = no_wait_step_s(kept, wait_fraction)
     model_step_s = batch_size / model_alone if (model_alone and batch_size) else 0.0
     input_free_s = input_free_step_s(record)
+    window_rejected = window_contradicts_run(input_free_s, step_s, wait_fraction)
+    if window_rejected is not None:
+        input_free_s = None  # the run's own steps less their waits stand instead
     if input_free_s is not None:
         compute_s = input_free_s  # measured: the run's own steps with the input made free
     elif not model_alone and wait_source == "measured":
@@ -712,9 +824,26 @@ def analyse_run(record: RunRecord) -> Analysis:
     if after_wait_s > 0:
         total_wait_s = min(total_step_s, total_wait_s + after_wait_s * len(kept))
         wait_fraction = total_wait_s / total_step_s
+    # the part of each timed wait the model's own work ran through (asynchronous dispatch):
+    # not exposed, so neither the input's cost nor anything a fix removes
+    timed_wait_fraction = wait_fraction
+    input_step_s = batch_size / input_alone if (input_alone and batch_size) else None
+    behind_model_s = wait_behind_model_s(
+        step_s, total_wait_s / len(kept), model_step_s, input_step_s) if (
+        wait_source == "measured" and asynchronous_dispatch(record)) else 0.0
+    if behind_model_s > 0:
+        total_wait_s = max(0.0, total_wait_s - behind_model_s * len(kept))
+        wait_fraction = total_wait_s / total_step_s
     predicted_step_s = max(compute_s, model_step_s) + handover_s
     predicted_speedup = max(1.0, step_s / predicted_step_s) if predicted_step_s > 0 else None
-    overlap = overlapped_producer(record, predicted_step_s, batch_size, input_alone, cpu, step_s)
+    disagreement = probes_disagree(predicted_step_s, step_s, timed_wait_fraction) or (
+        input_slower_than_run(input_step_s, step_s, timed_wait_fraction))
+    overlap_no_wait_s = predicted_step_s
+    if disagreement is not None and wait_fraction < 0.999:
+        # the probes contradict the run: the wait it timed is the figure left to go by
+        predicted_speedup = max(1.0, 1.0 / (1.0 - wait_fraction))
+        overlap_no_wait_s = step_s * (1.0 - wait_fraction)
+    overlap = overlapped_producer(record, overlap_no_wait_s, batch_size, input_alone, cpu, step_s)
     if overlap is not None and predicted_speedup is not None:
         predicted_speedup = min(predicted_speedup, overlap["speedup"])
     wait_cap = WAIT_CAP_MARGIN / (1.0 - wait_fraction) if wait_fraction < 0.999 else None
@@ -736,8 +865,7 @@ def analyse_run(record: RunRecord) -> Analysis:
         # model: what the trainer "waits" is handing the batch over, which every fix pays too
         predicted_speedup = 1.0
         predicted_throughput = throughput
-    disagreement = None if handover_only else probes_disagree(
-        predicted_step_s, step_s, wait_fraction)
+    disagreement = None if handover_only else (disagreement or window_rejected)
     prediction = _prediction(
         record, cpu, wait_fraction, wait_source, throughput, predicted_throughput,
         predicted_speedup, wait_cap, capped, batch_size, input_alone, model_alone,
@@ -759,6 +887,14 @@ def analyse_run(record: RunRecord) -> Analysis:
         reason += (
             f" (with {after_wait_s * 1e3:.2f} ms a step the trainer's own work runs slower right "
             "after each wait than back to back: the input's cost, inside the step)"
+        )
+    if behind_model_s > 0:
+        reason += (
+            f" (not counted as waiting: {behind_model_s * 1e3:.2f} ms a step during which the "
+            f"model's own work ran: alone, on a cached batch, it takes {model_step_s * 1e3:.2f} "
+            f"ms a step, more than the {(step_s - timed_wait_fraction * step_s) * 1e3:.2f} ms "
+            "of each step not spent waiting, so it kept working while the trainer waited, as "
+            "asynchronous dispatch lets it)"
         )
     if handover_in_pull_s > 0 and wait_source == "measured":
         reason += (
@@ -816,6 +952,7 @@ def analyse_run(record: RunRecord) -> Analysis:
         prediction=prediction,
         input_is_limit=input_is_limit,
         after_wait_s=after_wait_s,
+        wait_behind_model_s=behind_model_s,
     )
 
 
