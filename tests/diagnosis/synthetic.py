@@ -277,8 +277,9 @@ def no_fit() -> RunRecord:
 
 
 def input_bound_no_gain() -> RunRecord:
-    """30 of 40 ms wait, but the model alone takes 45 ms a batch: the probes say removing the
-    wait would not speed the run up (×1.00) although the verdict blames the input."""
+    """30 of 40 ms wait, but the model alone takes 45 ms a batch, longer than the run's whole
+    step (the load changed between them): the probes contradict the run, so the gain is the
+    timed wait's own, 1/(1 - wait), with low confidence (never "input-bound, ×1.00")."""
     return make_record(
         kind="generator", wait_s=0.030, step_s=0.040, model_alone=64 / 0.045,
         input_alone=64 / 0.030, input_extra={"main_thread": True},
