@@ -280,6 +280,9 @@ def test_unmeasurable_wait_without_probes_says_so():
     diagnosis = analyse(record)
     assert diagnosis.input_wait_source == "unmeasured"
     assert "cannot be timed" in diagnosis.verdict_reason
+    # the verdict's reason never reads an unmeasured wait as "input wait is 0.0%"
+    assert diagnosis.verdict_reason.startswith("input wait not measured")
+    assert "0.0%" not in diagnosis.verdict_reason
 
 
 def test_unknown_batch_sizes_still_give_a_verdict_and_speedup():

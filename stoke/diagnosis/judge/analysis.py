@@ -873,7 +873,7 @@ def analyse_run(record: RunRecord) -> Analysis:
     )
 
     signals = overhead_signals(record, throughput, step_s, gpus)
-    verdict, reason = _verdict(wait_fraction, signals)
+    verdict, reason = _verdict(wait_fraction, signals, wait_known=wait_source != "unmeasured")
     if handover_only and wait_fraction >= PARTLY_INPUT_BOUND_WAIT_FRACTION:
         # not the input's work: the per-step cost of taking a batch in (see the reason)
         signals = (
@@ -1108,7 +1108,12 @@ def _prediction(
     )
 
 
-def _verdict(wait_fraction: float, signals: Sequence[str]) -> tuple[str, str]:
+def _verdict(wait_fraction: float, signals: Sequence[str], wait_known: bool = True
+             ) -> tuple[str, str]:
+    if not wait_known:  # never "input wait is 0.0%" for a wait nobody measured
+        if signals:
+            return "overhead-bound", f"input wait not measured; host work fills the step: {signals[0]}"
+        return "compute-bound", "input wait not measured; no wait is counted against the model"
     pct = f"{wait_fraction:.0%}" if wait_fraction >= 0.1 else f"{wait_fraction:.1%}"
     if wait_fraction >= INPUT_BOUND_WAIT_FRACTION:
         return "input-bound", f"the trainer waits for the next batch {pct} of each step"
