@@ -267,7 +267,9 @@ def test_input_free_window_measures_the_loop_and_leaves_training_as_it_was():
         measured.fit(SlowBatches(12, load_s), epochs=2, shuffle=False, verbose=0)
     window = d.record.probes.get("input_free")
     assert window is not None, d.record.meta.probe_notes
-    assert window.detail["calls"] >= 5 and window.batches == window.detail["calls"] - 2
+    # two warm-up calls and at least one timed (was >= 5 calls: at load ~20 on TensorFlow a
+    # call took so long that one timed call was the window, as input_free.py intends)
+    assert window.detail["calls"] >= 3 and window.batches == window.detail["calls"] - 2
     # the loop without its loads: about the steps' own work (the step less its wait, timed in
     # the same run, not a fraction of the whole step: a loaded machine makes the work as long
     # as the load), never that plus a load; and not below the quickest of those steps by far
