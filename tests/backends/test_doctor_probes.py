@@ -76,11 +76,6 @@ def steady(record):
     return [s for s in record.steps if not s.warmup]
 
 
-def wait_fraction(record) -> float:
-    steps = steady(record)
-    return sum(s.wait_s for s in steps) / sum(s.step_s for s in steps)
-
-
 def test_generator_wait_is_the_time_spent_making_batches():
     # 50 ms a batch (was 25): a tiny model's step took 40 ms at load 19 on 2 cores, and the run
     # must stay input-bound there (the wait fraction below: 0.37 at 25 ms, failing > 0.5)
@@ -211,7 +206,17 @@ def test_compute_bound_arrays_script_waits_little(monkeypatch):
         runpy.run_path(str(SCRIPTS / "doctor_arrays.py"), run_name="__main__")
     record = d.record
     assert len(record.steps) == 32  # 4096 samples / 128
-    assert wait_fraction(record) < 0.15
+    steps = steady(record)
+    if BACKEND == "tensorflow":
+        # the typical step waited little: medians, not the run's total wait over its total
+        # time (that was 0.29 at load ~20: a few eager pulls the scheduler paused for a long
+        # time, in ~30 steps); a pipeline slow on every step still fails
+        typical_wait_s = statistics.median(s.wait_s for s in steps)
+        assert typical_wait_s < 0.15 * statistics.median(s.step_s for s in steps), typical_wait_s
+    else:
+        # JAX/torch dispatch asynchronously: only sums over the run (its synced steps end
+        # windows) hold the compute; a median step is a dispatch of 0.2 ms
+        assert sum(s.wait_s for s in steps) < 0.15 * sum(s.step_s for s in steps)
     assert record.input.kind == "arrays"
     # the script passes float64 arrays; Keras casts them to float32 once, before training
     assert record.input.source_dtypes == {"0": "float64", "1": "float64"}
@@ -257,7 +262,9 @@ class SlowBatches(keras.utils.PyDataset):
 
 
 def test_input_free_window_measures_the_loop_and_leaves_training_as_it_was():
-    load_s = 0.05  # (was 10 ms) well above how much a loaded machine swings a tiny model's step
+    # (was 10 ms) well above how much a loaded machine swings a tiny model's step: at load ~18
+    # on torch the window's calls took 124 ms against 64 ms for the steps' own work
+    load_s = 0.2
     plain = tiny_model()
     measured = tiny_model()
     measured.set_weights(plain.get_weights())
