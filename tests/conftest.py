@@ -1,13 +1,31 @@
-"""Suite-wide checks: after every test, no stoke worker process and no stoke shared-memory
-segment is left behind (the standards: also after crashes, kills and Ctrl-C)."""
+"""Suite-wide checks: after every test, no stoke worker process, no stoke shared-memory
+segment and no stoke temporary file is left behind (the standards: also after crashes, kills
+and Ctrl-C).
+
+The session, and every process it starts, gets a temporary directory of its own (``TMPDIR``,
+removed at the end): what a test leaves there is its own, not another run's on a shared
+machine, and a check of it cannot be flaky.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 
 import psutil
 import pytest
+
+SUITE_TMP = tempfile.mkdtemp(prefix="stoke-suite-")
+os.environ["TMPDIR"] = SUITE_TMP
+tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+# what stoke (stoke-doctor-..., stoke-ray-...) and the test scripts (keras2-...) name theirs
+OWN_TEMP_PREFIXES = ("stoke-", "keras2-")
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(SUITE_TMP, ignore_errors=True)
 
 
 def _stoke_children() -> list[psutil.Process]:
@@ -32,6 +50,7 @@ def _stoke_shm() -> set[str]:
 @pytest.fixture(autouse=True)
 def no_leaks():
     shm_before = _stoke_shm()
+    temp_before = _own_temp()
     yield
     deadline = time.monotonic() + 60.0  # ending workers wait for a CPU on a loaded machine
     while _stoke_children() and time.monotonic() < deadline:
@@ -42,3 +61,11 @@ def no_leaks():
     assert not children, f"stoke left child processes behind: {[c.pid for c in children]}"
     leaked = _stoke_shm() - shm_before
     assert not leaked, f"stoke left shared memory behind: {sorted(leaked)}"
+    left = _own_temp() - temp_before
+    for name in left:
+        shutil.rmtree(os.path.join(SUITE_TMP, name), ignore_errors=True)  # not the next test's
+    assert not left, f"left temporary files behind in {SUITE_TMP}: {sorted(left)}"
+
+
+def _own_temp() -> set[str]:
+    return {name for name in os.listdir(SUITE_TMP) if name.startswith(OWN_TEMP_PREFIXES)}

