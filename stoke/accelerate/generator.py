@@ -15,6 +15,7 @@ import sys
 import threading
 import types
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -102,6 +103,12 @@ class AcceleratedGenerator(Accelerated):
     with an epoch length, Keras on TensorFlow makes a new ``tf.data`` generator iterator
     every epoch, which cost 0.4 s an epoch in ``benchmarks/keras2_run.py`` (``stoke run``
     sets it when the script gave the steps).
+
+    Without ``steps_per_epoch`` (given to ``accelerate``), Keras reads it as it reads a plain
+    generator (:mod:`.keras_face`): ``fit(acc)`` trains one epoch of every item and ends
+    it where the generator ends, with Keras' own "ran out of data" warning, exactly as
+    ``fit(gen())`` does; each of Keras' calls (``fit``, ``evaluate``, ``predict``) reads a
+    new pass (:meth:`keras_batches`).
     """
 
     endless = False
@@ -276,6 +283,36 @@ class AcceleratedGenerator(Accelerated):
             self._items_given += 1
             return batch
 
+    # -- Keras' generator adapter (no epoch length: see keras_face) -------------------------
+    def keras_batches(self) -> Iterator[Any]:
+        """A new pass of the generator as Keras' generator adapter reads it: each item copied
+        out of the ring as a Keras batch (lists as tuples, a bare array as ``(x,)``), to the
+        generator's end. Holds this object weakly (TensorFlow keeps what ``tf.data`` iterates
+        for good: see :func:`~.keras_face.held_weakly_by_keras`); another reader starting a
+        pass (``iter()``, a second Keras call) ends this one with an error, not silently."""
+        with self._lock:
+            self._stop_stream()
+            self._stream = self._new_stream()
+            number = self._passes
+        return _keras_pass(weakref.ref(self), number)
+
+    def next_keras_batch(self, number: int) -> Any:
+        """The next batch of pass ``number`` (see :meth:`keras_batches`), or None at its end."""
+        with self._lock:
+            if self._passes != number:
+                raise StokeError(
+                    f"this pass of {self.name} was ended by another reader of it (iter(), or "
+                    "another of Keras' calls): give each reader its own stoke.accelerate")
+            if self._stream is None:
+                return None
+            try:
+                item = next(self._stream)
+            except StopIteration:
+                self._stream = None
+                return None
+            batch = copy_batch(item)
+        return batch if isinstance(batch, (tuple, dict)) else (batch,)
+
     def _first_item_for(self, previous) -> int:
         """Where a new Keras iterator starts: at the first item of the one before it if that
         one stopped early (the model's build) and its items are still kept, else at a new item."""
@@ -397,6 +434,20 @@ class AcceleratedGenerator(Accelerated):
         if restart:
             loader.send({"restart": True}, what="the generator's restart")
         return process_stream(loader, self.replicas, self.name)
+
+
+def _keras_pass(ref: weakref.ref, number: int) -> Iterator[Any]:
+    """The batches of pass ``number`` of the generator ``ref`` refers to (see
+    :meth:`AcceleratedGenerator.keras_batches`); ends when it is collected."""
+    while True:
+        accelerated = ref()
+        if accelerated is None:
+            return
+        batch = accelerated.next_keras_batch(number)
+        del accelerated
+        if batch is None:
+            return
+        yield batch
 
 
 def _signature(fn: Callable) -> str:

@@ -127,7 +127,16 @@ class AcceleratedSequence(Accelerated):
     dataset's ``on_epoch_end`` (and ``on_epoch_begin``) run where a pass ends and the next
     begins, not at Keras' epoch ends. The Keras call must give the steps (``stoke run`` sets
     it for a Keras-2 call whose steps differ from ``len(dataset)``; Keras 3 alone ends such
-    an epoch at the pass's end: epochs of 4, 1, 4 steps for 4 of 5 batches).
+    an epoch at the pass's end: epochs of 4, 1, 4 steps for 4 of 5 batches). Set it before
+    the Keras call; ``iter()`` is not affected. With ``shuffle=True`` each pass is a
+    permutation (Keras 2's ``fit_generator`` default); else ``0..n-1``, wrapping around::
+
+        acc = stoke.accelerate(Batches())  # 5 batches
+        acc.endless = True
+        model.fit(acc, steps_per_epoch=4, epochs=3, shuffle=False)
+        # epochs of 4 steps: batches 0-3; 4, 0, 1, 2; 3, 4, 0, 1
+
+    (README.md, "Fewer steps than batches", has it as a script to run.)
     """
 
     endless = False

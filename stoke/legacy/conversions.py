@@ -32,7 +32,10 @@ class Conversion:
     ``"tf.data"``, ``"arrays"``, ``"image-iterator"``, ``"other"``); ``legacy_arguments``:
     the Keras-2 arguments the script passed, as ``"name=value"`` texts in its order;
     ``accelerated``: whether the data ran through ``stoke.accelerate`` (False under
-    ``stoke doctor``, and for data stoke does not feed, such as a ``tf.data`` dataset).
+    ``stoke doctor``, and for data stoke does not feed, such as a ``tf.data`` dataset);
+    ``read_as_stream``: a Sequence given steps other than its length, read as Keras 2 read
+    it, one stream of passes (Keras 3 alone would end an epoch where the Sequence ends:
+    the advice says how to keep Keras 2's epochs).
     """
 
     filename: str
@@ -42,6 +45,7 @@ class Conversion:
     input_kind: str
     legacy_arguments: tuple[str, ...]
     accelerated: bool
+    read_as_stream: bool = False
 
     @property
     def where(self) -> str:
@@ -63,6 +67,18 @@ class Conversion:
         receiver = _receiver(self.call_source, self.method) or "model"
         target = self.method.removesuffix("_generator")
         data = first_argument(self.call_source) or "data"
+        if self.read_as_stream:
+            stream = (f"`acc = stoke.accelerate({data})`, `acc.endless = True`, "
+                      f"`{receiver}.{target}(acc, ...)`")
+            if self.accelerated:
+                return (f"{stream} (and `import stoke`; without `endless`, Keras 3 ends an "
+                        "epoch where the Sequence ends, as it does without stoke)")
+            return (f"{self._plain_replacement(receiver, target, data)}; Keras 3 ends an epoch "
+                    f"where {data} ends, not after steps_per_epoch batches: to go on as Keras "
+                    f"2 did, {stream} (and `import stoke`)")
+        return self._plain_replacement(receiver, target, data)
+
+    def _plain_replacement(self, receiver: str, target: str, data: str) -> str:
         if self.input_kind in ("generator", "sequence", "image-iterator") and self.accelerated:
             return f"`{receiver}.{target}(stoke.accelerate({data}), ...)` (and `import stoke`)"
         if self.input_kind == "generator" and self.method.endswith("_generator"):

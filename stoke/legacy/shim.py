@@ -19,7 +19,8 @@ stoke, TensorFlow first or not at all) so that they work again:
 - ``fit_generator``/``evaluate_generator``/``predict_generator`` call ``fit``/``evaluate``/
   ``predict`` with their arguments renamed. A Sequence given to such a Keras-2 call with
   steps other than its length is read as Keras 2's enqueuer read it, one stream of passes
-  (each epoch the next ``steps_per_epoch`` batches; ``AcceleratedSequence.endless``).
+  (each epoch the next ``steps_per_epoch`` batches; ``AcceleratedSequence.endless``, or
+  :mod:`.keras2_stream` when nothing is fed by stoke).
 - ``fit(shuffle=True)`` (the default) still shuffles a Sequence's batch order each epoch,
   seeded from Python's ``random`` (so ``keras.utils.set_random_seed`` makes it repeatable).
 - ``keras.preprocessing.image``/``.sequence``/``.text`` get back what Keras 3 still ships
@@ -29,9 +30,12 @@ stoke, TensorFlow first or not at all) so that they work again:
 - Keras-2 APIs with no Keras 3 equivalent (``predict_classes``, Keras 1's ``nb_epoch``...)
   raise :class:`Keras2CallError`, naming the call, its line and what to write instead.
 
-``install(keras2_only=True)`` (``stoke doctor``) translates the calls but feeds nothing
-through ``stoke.accelerate``: the script's data runs as Keras 3 runs it, so the doctor
-measures what the user wrote. :func:`conversions` lists each distinct call translated
+``install(keras2_only=True)`` (``stoke doctor``, ``stoke run --no-accelerate``) translates
+the calls but feeds nothing through ``stoke.accelerate``: the script's data runs in the
+trainer as Keras 3 runs it, so the doctor measures what the user wrote; only a Sequence
+given to a Keras-2 ``fit`` with steps other than its length is read as Keras 2 read it, one
+stream of passes (:mod:`.keras2_stream`), so that every mode trains Keras 2's steps.
+:func:`conversions` lists each distinct call translated
 (:class:`~stoke.legacy.conversions.Conversion`). The first time a call is translated its
 line and replacement are printed, once (``stoke run`` names the script's own lines).
 """
@@ -302,15 +306,27 @@ def _call(original, name: str, method: str, model, args: tuple, kwargs: dict,
     kind = input_kind(x)
     accelerate = not _state["keras2_only"]
     keras2_call = bool(legacy_given) or method != name  # else a Keras 3 call: as written
+    read_as_stream = False  # a Sequence read as Keras 2's stream of passes
     try:
         if accelerate and _routable(x):
             steps = arguments.get("steps_per_epoch" if name == "fit" else "steps")
             shuffle = bool(arguments.get("shuffle", True)) if name == "fit" else False
             arguments["x"] = _accelerated(x, legacy, legacy_given, shuffle, steps, opened,
                                           endless=keras2_call)
+            # (one evaluate or predict: Keras 3 reads the first steps, as Keras 2 did)
+            read_as_stream = (name == "fit" and not inspect.isgenerator(x)
+                              and arguments["x"].endless)
         elif inspect.isgenerator(x) and (keras2_call or arguments.get("class_weight")):
             # as Keras 2 took it: bare arrays, class_weight
             arguments["x"] = keras2_batches(x, arguments.pop("class_weight", None))
+        elif name == "fit" and keras2_call and _read_as_keras2_stream(x, arguments):
+            from stoke.legacy.keras2_stream import keras2_stream
+
+            # the batches and step counts of Keras 2's enqueuer, read in the trainer; the
+            # stream shuffles (fit_generator's default), so Keras need not be told to
+            arguments["x"] = keras2_stream(x, shuffle=bool(arguments.get("shuffle", True)))
+            arguments["shuffle"] = False
+            read_as_stream = True
         validation = arguments.get("validation_data")
         if accelerate and name == "fit" and _routable(validation):
             arguments["validation_data"] = _accelerated(
@@ -323,7 +339,7 @@ def _call(original, name: str, method: str, model, args: tuple, kwargs: dict,
             _note(Conversion(*call_site(user_frame(sys._getframe(1))), method=method,
                              input_kind=kind,
                              legacy_arguments=tuple(f"{k}={v!r}" for k, v in legacy_given.items()),
-                             accelerated=bool(opened)))
+                             accelerated=bool(opened), read_as_stream=read_as_stream))
         _local.depth = depth + 1
         try:
             return original(*bound.args, **bound.kwargs)
@@ -334,6 +350,21 @@ def _call(original, name: str, method: str, model, args: tuple, kwargs: dict,
             _print_tuning(method, opened)
         for accelerated in opened:
             accelerated.close()
+
+
+def _read_as_keras2_stream(x: Any, arguments: dict) -> bool:
+    """Whether a Keras-2 ``fit`` not fed by stoke reads ``x`` as Keras 2 did, one stream of
+    passes (:mod:`stoke.legacy.keras2_stream`): a Sequence of known length, given steps
+    other than its length, that Keras reads in the trainer (a PyDataset made with
+    ``workers>1`` or ``use_multiprocessing`` keeps Keras 3's own enqueuer, and its epochs)."""
+    keras = sys.modules.get("keras")
+    steps = arguments.get("steps_per_epoch")
+    if keras is None or steps is None or not isinstance(x, keras.utils.PyDataset):
+        return False
+    length = x.num_batches
+    workers = x.workers
+    enqueued = workers > 1 or (workers > 0 and x.use_multiprocessing)
+    return length is not None and steps != length and not enqueued
 
 
 def _keep_quiet_shuffle(arguments: dict) -> None:

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 
+import stoke
 from stoke.accelerate import accelerate
 from stoke.legacy import shim
 
@@ -116,15 +117,94 @@ def test_fit_on_an_accelerated_generator_continues_the_stream():
     assert len(history.history["loss"]) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="open: an accelerated generator of unknown length "
-                   "raises StokeError at its end instead of ending the epoch (redteam report)")
-def test_fit_on_a_finite_generator_without_steps_trains_its_one_epoch():
+def _train_in(module, data, epochs, **fit_kwargs):
+    """``_train`` with Keras reached as ``module`` (an import style), and the UserWarnings
+    Keras gave, in order (their first words)."""
+    import warnings
+
+    seen: list[list[int]] = []
+    keras.utils.set_random_seed(0)
+    model = module.Sequential([module.Input((2,)), Record(seen), module.layers.Dense(1)])
+    model.compile("sgd", "mse", run_eagerly=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = model.fit(data, epochs=epochs, verbose=0, **fit_kwargs)
+    said = [str(w.message)[:30] for w in caught if w.category is UserWarning]
+    return seen, len(history.history["loss"]), said
+
+
+def _keras_module(style):
+    if style == "import keras":
+        return keras
+    tf = pytest.importorskip("tensorflow")
+    if style == "from tensorflow import keras":
+        from tensorflow import keras as module
+
+        return module
+    return tf.keras
+
+
+@pytest.mark.parametrize("style, epochs, steps", [
+    ("import keras", 1, None), ("from tensorflow import keras", 1, None),
+    ("import tensorflow as tf; tf.keras", 1, None), ("import keras", 3, None),
+    ("import keras", 2, 4)])
+def test_fit_on_a_finite_generator_without_steps_trains_its_one_epoch(style, epochs, steps):
     """Keras 3 alone trains ``fit(finite_generator, epochs=1)`` to the generator's end (one
-    epoch of unknown length); accelerated, the same call must too, not fail after training
-    the batches (losing on_epoch_end: checkpoints, history)."""
+    epoch of unknown length, "Your input ran out of data"); accelerated, the same call must
+    too, not fail after training the batches (losing on_epoch_end: checkpoints, history).
+    With more epochs (or steps beyond the end), what Keras gives a plain generator: each
+    later epoch trains the batches Keras peeked at, with the same warnings."""
+    module = _keras_module(style)
+    fit_kwargs = {} if steps is None else {"steps_per_epoch": steps}
+    expected = _train_in(module, counting(22), epochs, **fit_kwargs)
     with accelerate(counting, 22) as acc:
-        got, history, _ = _train(acc, epochs=1)
-    assert sum(got, []) == list(range(22))
+        got = _train_in(module, acc, epochs, **fit_kwargs)
+    assert got == expected
+    seen, epochs_recorded, said = got
+    assert sum(seen[:6], []) == list(range(22)) and epochs_recorded == epochs
+    assert said.count("Your input ran out of data; in") == (1 if steps else epochs)
+    assert said.count("`shuffle=True` was passed, but") == 1
+
+
+class StopAfter(keras.callbacks.Callback):
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch + 1 >= self.batches:
+            self.model.stop_training = True
+
+
+def test_a_stopped_fit_on_a_generator_without_steps_leaves_the_next_fit_a_new_pass():
+    """A fit stopped early (a callback) leaves its pass; the next call reads the generator
+    from its start again, as ``fit(gen())`` would; ``iter()`` starts a pass of its own, and
+    the Keras pass it ended says so instead of ending quietly."""
+    with accelerate(counting, 22) as acc:
+        seen, history, model = _train(acc, epochs=1, callbacks=[StopAfter(2)])
+        assert sum(seen, []) == list(range(8)) and len(history.history["loss"]) == 1
+        again, history, _ = _train(acc, epochs=1)
+        assert sum(again, []) == list(range(22)) and len(history.history["loss"]) == 1
+        kept = [y for _, y in acc.iter()]  # kept batches stay intact after the next read
+        assert np.concatenate(kept).tolist() == list(range(22))
+        loss = model.evaluate(acc, verbose=0)
+        assert np.isfinite(loss)
+        batches = acc.keras_batches()
+        next(batches)
+        for _ in acc.iter():
+            break
+        with pytest.raises(stoke.StokeError, match="ended by another reader"):
+            next(batches)
+
+
+def test_class_weight_with_a_generator_without_steps_is_refused_not_dropped():
+    """Keras 3 refuses ``class_weight`` for a generator; an accelerated generator of unknown
+    length is read as one, so it says so (and how to pass it) rather than ignore it."""
+    with accelerate(counting, 22) as acc:
+        with pytest.raises(ValueError, match="steps_per_epoch to stoke.accelerate"):
+            _train(acc, epochs=1, class_weight={0: 1.0})
+    with accelerate(counting, 400, steps_per_epoch=5) as acc:  # a PyDataset: it takes it
+        _, history, _ = _train(acc, epochs=1, class_weight={0: 1.0})
     assert len(history.history["loss"]) == 1
 
 
@@ -164,8 +244,6 @@ class FailsAtSix(keras.utils.PyDataset):
 
 
 def test_fit_on_a_failing_accelerated_sequence_names_the_batch_and_the_error():
-    import stoke
-
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     model.compile("sgd", "mse")
     with accelerate(FailsAtSix(), workers=2) as accelerated:
@@ -255,3 +333,47 @@ def test_close_answers_requests_made_while_it_drops_kerass_iterators(kind):
     del iterator  # its frame, and so the guard, stays with the feed's record of Keras' iterators
     accelerated.close()
     assert answered == [True]
+
+
+def test_the_readme_example_of_endless_runs(tmp_path):
+    """README.md's ``acc.endless`` example, as a user copies it: it runs, and trains 3 epochs
+    of 4 steps of a 5-batch Sequence (Keras 3 alone: 4, 1, 4)."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    readme = open(os.path.join(root, "README.md")).read()
+    [example] = [block for block in re.findall(r"```python\n(.*?)```", readme, re.S)
+                 if "acc.endless = True" in block]
+    assert example.count('if __name__ == "__main__":') == 1
+    assert example.count("model.fit(acc,") == 1 and example.endswith("\n")
+    main = 'if __name__ == "__main__":'
+    counted = (example.replace(main, COUNT_STEPS + main)
+               .replace("model.fit(acc,", "model.fit(acc, callbacks=[Count()],")
+               + "    print('STEPS', STEPS)\n")
+    script = tmp_path / "endless_example.py"
+    script.write_text(counted)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": root}
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=280)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "3 epochs of 4 steps" in result.stdout, result.stdout[-2000:]
+    assert "STEPS [4, 4, 4]" in result.stdout, result.stdout[-2000:]
+
+
+# put into the README example: the steps of each epoch, counted by a callback
+COUNT_STEPS = """
+class Count(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        STEPS.append(0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        STEPS[-1] += 1
+
+
+STEPS = []
+
+
+"""

@@ -226,7 +226,7 @@ def test_conversions_are_frozen_records():
 
     assert [f.name for f in fields(Conversion)] == [
         "filename", "lineno", "call_source", "method", "input_kind", "legacy_arguments",
-        "accelerated"]
+        "accelerated", "read_as_stream"]
     record = Conversion("train.py", 42, "model.fit_generator(training_generator, workers=6)",
                         "fit_generator", "sequence", ("workers=6",), True)
     with pytest.raises(FrozenInstanceError):
@@ -236,6 +236,17 @@ def test_conversions_are_frozen_records():
                                "(and `import stoke`)")
     assert re.search(r"delete workers=\.\.\.", Conversion(
         "t.py", 1, "m.fit(ds, workers=4)", "fit", "tf.data", ("workers=4",), False).advice())
+    # a Sequence given fewer steps than its length: the advice keeps Keras 2's epochs
+    call = "model.fit_generator(seq, steps_per_epoch=4)"
+    fed = Conversion("t.py", 3, call, "fit_generator", "sequence", (), True, True).advice()
+    assert fed == ("t.py:3 `model.fit_generator(...)` → `acc = stoke.accelerate(seq)`, "
+                   "`acc.endless = True`, `model.fit(acc, ...)` (and `import stoke`; without "
+                   "`endless`, Keras 3 ends an epoch where the Sequence ends, as it does "
+                   "without stoke)")
+    plain = Conversion("t.py", 3, call, "fit_generator", "sequence", (), False, True).advice()
+    assert plain.startswith("t.py:3 `model.fit_generator(...)` → `model.fit(seq, ...)`; Keras 3 "
+                            "ends an epoch where seq ends"), plain
+    assert "`acc.endless = True`" in plain
 
 
 def test_optimizers_take_keras2_lr_and_decay(tmp_path):

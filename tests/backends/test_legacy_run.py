@@ -264,3 +264,41 @@ def test_fit_generator_with_fewer_steps_than_batches_goes_on_as_keras2_did(
     # the pass ends (at least the two read in full; the feed may have begun a third)
     assert len(_printed(result.stdout, "PASS_ENDS")) >= 2, result.stdout[-2000:]
     assert "ran out of data" not in result.stderr, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("mode, imports, keras, shuffle", [
+    ("--no-accelerate", "import keras", "keras", ", shuffle=False"),
+    ("--no-accelerate", "from tensorflow import keras", "keras", ""),
+    ("doctor", "import tensorflow as tf", "tf.keras", ", shuffle=False"),
+])
+def test_fit_generator_with_fewer_steps_goes_on_as_keras2_did_without_stokes_feed(
+        tmp_path, mode, imports, keras, shuffle):
+    """``stoke run --no-accelerate`` and ``stoke doctor`` feed nothing through stoke, yet the
+    script trains as under ``stoke run``: Keras 2's epochs of ``steps_per_epoch`` batches
+    (the Sequence read in the trainer as one stream of passes), not Keras 3's 4, 1, 4. The
+    doctor measures that input as the script's own Sequence, not as a stoke feed."""
+    import json
+
+    script = tmp_path / "fewer_steps.py"
+    script.write_text(FEWER_STEPS_SCRIPT.format(imports=imports, keras=keras, shuffle=shuffle))
+    report = tmp_path / "report.json"
+    if mode == "doctor":
+        result = _run("-m", "stoke", "doctor", "--probe-seconds", "0.3", "--probe-after", "3",
+                      "--json", str(report), "--", sys.executable, str(script))
+    else:
+        result = _run("-m", "stoke", "run", mode, str(script))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _printed(result.stdout, "STEPS") == [4, 4, 4], result.stdout[-2000:]
+    seen = _printed(result.stdout, "SEEN")
+    if shuffle:
+        assert seen == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1], seen
+    else:  # fit_generator's shuffle=True: each pass a permutation, each batch once
+        assert len(seen) == 12 and sorted(seen[:5]) == sorted(seen[5:10]) == [0, 1, 2, 3, 4]
+        assert "`shuffle=True` was passed" not in result.stderr, result.stderr[-3000:]
+    assert len(_printed(result.stdout, "PASS_ENDS")) >= 2, result.stdout[-2000:]
+    assert "ran out of data" not in result.stderr, result.stderr[-3000:]
+    # the note says that Keras 3 alone would end the epochs early, and how to keep Keras 2's
+    assert "acc.endless = True" in result.stderr, result.stderr[-3000:]
+    if mode == "doctor":
+        facts = json.loads(report.read_text())["input"]
+        assert facts["kind"] == "pydataset" and facts["adapter"] == "PyDatasetAdapter", facts

@@ -318,12 +318,13 @@ class FailingAt(IdSequence):
         return super().__getitem__(index)
 
 
-@pytest.mark.parametrize("kind", ["trains", "fails", "to_keras", "generator"])
+@pytest.mark.parametrize("kind", ["trains", "fails", "to_keras", "generator",
+                                  "generator-no-steps"])
 def test_fits_in_a_loop_leave_no_feed_behind(kind):
     """k-fold loops, hyperparameter searches, a notebook's retry loop: each
-    ``fit(stoke.accelerate(seq))``, ``fit(stoke.accelerate(gen_fn))`` or
-    ``fit(pipe.to_keras())`` (that trains, or whose sample fails and is caught) leaves
-    nothing alive once the user drops the feed: not the feed, not its workers, not its ring
+    ``fit(stoke.accelerate(seq))``, ``fit(stoke.accelerate(gen_fn))`` (with steps or of
+    unknown length) or ``fit(pipe.to_keras())`` (that trains, or whose sample fails and is
+    caught) leaves nothing alive once the user drops the feed: not the feed, not its workers, not its ring
     (on TensorFlow, tf.data's from_generator keeps what it reads for good: the feed must be
     held weakly there)."""
     import gc
@@ -339,6 +340,8 @@ def test_fits_in_a_loop_leave_no_feed_behind(kind):
                     workers=1, executor="process")
             elif kind == "generator":
                 feed = stoke.accelerate(id_batches, steps_per_epoch=8, executor="process")
+            elif kind == "generator-no-steps":  # read as a plain generator (keras_face)
+                feed = stoke.accelerate(id_batches, executor="process")
             else:
                 feed = stoke.accelerate(FailingAt(5 if kind == "fails" else -1), workers=1,
                                         executor="process")

@@ -118,7 +118,10 @@ def input_facts(epoch_iterator, arguments: dict[str, Any], backend: str, user_ge
 
 
 def _is_stoke_object(obj) -> bool:
-    return obj is not None and type(obj).__module__.split(".")[0] == "stoke"
+    # a Sequence the Keras-2 shim reads as Keras 2 did (stoke.legacy.keras2_stream) is the
+    # script's own input, read in the trainer: not a stoke feed
+    return (obj is not None and type(obj).__module__.split(".")[0] == "stoke"
+            and not hasattr(obj, "keras2_sequence"))
 
 
 def batch_facts(batch) -> dict[str, Any]:

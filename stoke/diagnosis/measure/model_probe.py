@@ -325,8 +325,12 @@ def measure_input_alone(fit, backend: str, seconds: float) -> ProbeResult | None
     from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
 
     if isinstance(adapter, PyDatasetAdapter):
-        # The training adapter's worker pool is busy with the epoch: build a second one.
-        adapter = PyDatasetAdapter(adapter.py_dataset, shuffle=False)
+        # The training adapter's worker pool is busy with the epoch: build a second one
+        # (over the script's Sequence itself when the Keras-2 shim reads it as Keras 2's
+        # stream of passes: stoke.legacy.keras2_stream; reading that stream would run the
+        # Sequence's on_epoch_end at the probe's pass ends).
+        dataset = getattr(adapter.py_dataset, "keras2_sequence", adapter.py_dataset)
+        adapter = PyDatasetAdapter(dataset, shuffle=False)
         fresh_pool = adapter.enqueuer is not None
     iterator, how = _fresh_trainer_iterator(fit.epoch_iterator, adapter, backend)
     workers = fresh_pool or int(getattr(fit.arguments.get("x"), "num_workers", 0) or 0) > 0
