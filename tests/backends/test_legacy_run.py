@@ -237,6 +237,22 @@ def _printed(stdout: str, name: str) -> list:
     line = next(line for line in stdout.splitlines() if line.startswith(name + " "))
     return ast.literal_eval(line.removeprefix(name + " "))
 
+def _assert_keras2_epochs(result, shuffle: str) -> None:
+    """The fewer-steps script trained Keras 2's epochs: 3 of 4 steps over one stream of passes
+    of its 5-batch Sequence, ``on_epoch_end`` where each pass ends, and no Keras 3 warnings."""
+    assert _printed(result.stdout, "STEPS") == [4, 4, 4], result.stdout[-2000:]
+    seen = _printed(result.stdout, "SEEN")
+    if shuffle:  # in order, wrapping around
+        assert seen == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1], seen
+    else:  # fit_generator's shuffle=True: each pass a permutation, each batch once
+        assert len(seen) == 12 and sorted(seen[:5]) == sorted(seen[5:10]) == [0, 1, 2, 3, 4]
+        # the script never passed shuffle: no Keras warning that it "will be ignored"
+        assert "`shuffle=True` was passed" not in result.stderr, result.stderr[-3000:]
+    # the pass ends (at least the two read in full; the feed may have begun a third)
+    assert len(_printed(result.stdout, "PASS_ENDS")) >= 2, result.stdout[-2000:]
+    assert "ran out of data" not in result.stderr, result.stderr[-3000:]
+
+
 
 @pytest.mark.parametrize("imports, keras, shuffle", [
     ("import tensorflow as tf", "tf.keras", ", shuffle=False"),
@@ -253,17 +269,7 @@ def test_fit_generator_with_fewer_steps_than_batches_goes_on_as_keras2_did(
     script.write_text(FEWER_STEPS_SCRIPT.format(imports=imports, keras=keras, shuffle=shuffle))
     result = _run("-m", "stoke", "run", str(script))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert _printed(result.stdout, "STEPS") == [4, 4, 4], result.stdout[-2000:]
-    seen = _printed(result.stdout, "SEEN")
-    if shuffle:  # in order, wrapping around
-        assert seen == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1], seen
-    else:  # fit_generator's shuffle=True: each pass a permutation, each batch once
-        assert len(seen) == 12 and sorted(seen[:5]) == sorted(seen[5:10]) == [0, 1, 2, 3, 4]
-        # the script never passed shuffle: no Keras warning that it "will be ignored"
-        assert "`shuffle=True` was passed" not in result.stderr, result.stderr[-3000:]
-    # the pass ends (at least the two read in full; the feed may have begun a third)
-    assert len(_printed(result.stdout, "PASS_ENDS")) >= 2, result.stdout[-2000:]
-    assert "ran out of data" not in result.stderr, result.stderr[-3000:]
+    _assert_keras2_epochs(result, shuffle)
 
 
 @pytest.mark.parametrize("mode, imports, keras, shuffle", [
@@ -288,15 +294,7 @@ def test_fit_generator_with_fewer_steps_goes_on_as_keras2_did_without_stokes_fee
     else:
         result = _run("-m", "stoke", "run", mode, str(script))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert _printed(result.stdout, "STEPS") == [4, 4, 4], result.stdout[-2000:]
-    seen = _printed(result.stdout, "SEEN")
-    if shuffle:
-        assert seen == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1], seen
-    else:  # fit_generator's shuffle=True: each pass a permutation, each batch once
-        assert len(seen) == 12 and sorted(seen[:5]) == sorted(seen[5:10]) == [0, 1, 2, 3, 4]
-        assert "`shuffle=True` was passed" not in result.stderr, result.stderr[-3000:]
-    assert len(_printed(result.stdout, "PASS_ENDS")) >= 2, result.stdout[-2000:]
-    assert "ran out of data" not in result.stderr, result.stderr[-3000:]
+    _assert_keras2_epochs(result, shuffle)
     # the note says that Keras 3 alone would end the epochs early, and how to keep Keras 2's
     assert "acc.endless = True" in result.stderr, result.stderr[-3000:]
     if mode == "doctor":
