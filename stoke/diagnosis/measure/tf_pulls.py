@@ -3,7 +3,7 @@
 On TensorFlow the doctor pulls each batch eagerly and times it
 (:mod:`stoke.diagnosis.measure.timing`); a pull costs something even when the pipeline's buffer
 holds a batch ready: the eager dispatch, and the pipeline's own hand-over. Only the rest is
-waiting. Two pipelines are measured the same way, by :func:`ready_pull_seconds`:
+waiting. Three pipelines are measured the same way, by :func:`ready_pull_seconds`:
 
 - the *floor* (``input["tf_pull_floor_s"]``, at the run's first step): a trivial in-memory
   pipeline of the run's batch structure, ``from_tensors(batch).repeat().prefetch(4)``;
@@ -14,6 +14,14 @@ waiting. Two pipelines are measured the same way, by :func:`ready_pull_seconds`:
   0.26-0.36 ms), which the doctor counted as waiting: in-memory arrays came out 10-13%
   "partly input-bound" (issue 14). The analysis takes the difference off each timed wait
   (:func:`stoke.diagnosis.judge.analysis.pipeline_handover_s`).
+- for a generator or PyDataset (``input["tf_generator_pull_s"]``, at the run's first step,
+  :func:`generator_ready_pull_seconds`): Keras' own ``from_generator`` pipeline of the run's
+  batch structure, fed an endless generator of one cached batch. Each batch crosses a
+  ``py_function`` (a thread hop, the GIL, NumPy to tensor) that a ready, pre-made batch still
+  pays every step; the input-free window does not (issue 14: a fixed generator's twin ran
+  1.36 ms a step, the window 0.98 ms; this pipeline's ready pull 0.47 ms against a floor of
+  0.17 ms). The analysis keeps the difference in the predicted step
+  (:func:`stoke.diagnosis.judge.analysis.generator_handover_s`).
 
 Owns nothing else: when each is measured belongs to the recorder and the probe.
 """
@@ -56,3 +64,17 @@ def ready_pull_seconds(dataset, pulls: int = 25, pause_s: float = READY_PAUSE_S)
             times.append(took)
         time.sleep(pause_s)
     return statistics.median(times)
+
+
+def generator_ready_pull_seconds(batch, pulls: int = 25) -> float:
+    """:func:`ready_pull_seconds` on the pipeline Keras builds on TensorFlow for a generator
+    (``GeneratorDataAdapter.get_tf_dataset()``: ``from_generator`` with the output signature
+    of the batches, then ``prefetch``), over an endless generator that yields ``batch``: what
+    a ready batch costs to hand over through that pipeline, the generator's own work aside."""
+    from keras.src.trainers.data_adapters.generator_data_adapter import GeneratorDataAdapter
+
+    def endless():
+        while True:
+            yield batch
+
+    return ready_pull_seconds(GeneratorDataAdapter(endless()).get_tf_dataset(), pulls)
