@@ -291,8 +291,9 @@ class InputFacts(Facts):
     # TensorFlow: the cost of an eager next() on a ready batch, taken off each wait
     tf_pull_floor_s: float | None = None
     tf_pull_floor_error: str | None = None
-    # TensorFlow, a generator or PyDataset: the same on Keras' from_generator pipeline of the
-    # batch structure yielding a ready batch (measure.tf_pulls.generator_ready_pull_seconds)
+    # TensorFlow, a generator or PyDataset: next() pulled back to back on Keras' from_generator
+    # pipeline of the batch structure yielding a cached batch, per batch
+    # (measure.tf_pulls.generator_ready_pull_seconds)
     tf_generator_pull_s: float | None = None
     tf_generator_pull_error: str | None = None
     generator_s_per_batch: float | None = None  # mean time inside the user's generator

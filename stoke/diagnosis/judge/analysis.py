@@ -733,14 +733,16 @@ def pipeline_handover_s(record: RunRecord) -> float:
 def generator_handover_s(record: RunRecord) -> float:
     """Seconds each step pays on TensorFlow to take a generator's (or PyDataset's) batch in
     through Keras' ``from_generator`` pipeline, beyond the floor the input-free window already
-    charges: the ready pull of that pipeline fed one cached batch (``input.tf_generator_pull_s``,
-    :mod:`stoke.diagnosis.measure.tf_pulls`) less ``input.tf_pull_floor_s``. A fixed, faster or
+    charges: the per-batch pull of that pipeline fed one cached batch
+    (``input.tf_generator_pull_s``, :mod:`stoke.diagnosis.measure.tf_pulls`) less
+    ``input.tf_pull_floor_s``. A fixed, faster or
     pre-made input still crosses the ``py_function`` every step, so the predicted step keeps
-    it, and it is not counted as waiting. Measured on 2 loaded cores, fit_generator.py
-    ``--keras3`` (a 15 ms generator): the window 0.98 ms a step, its fixed twin 1.36 ms, this
-    0.30-0.35 ms; x15.7 predicted without it against x12.2 measured, x12.4 with it against
-    x12.5. 0.0 for other inputs, when
-    not measured, or when the waits were not timed by the doctor's eager pull."""
+    it, and it is not counted as waiting. Measured on 2 cores, fit_generator.py ``--keras3``
+    (a 15 ms generator) against its fixed twin: x15.7 predicted without it against x12.2
+    measured at load 9 (the window 0.98 ms a step, the twin 1.36 ms); quiet, x14.6 against
+    x13.5 without it, x16.1 against x14.6 with it (0.22 ms a step), and doctor_known.py's
+    tiny model x14.6 against x16.7 without, x18.1 against x17.3 with it. 0.0 for other
+    inputs, when not measured, or when the waits were not timed by the doctor's eager pull."""
     inputs = record.input
     floor = as_number(inputs.tf_pull_floor_s)
     ready = as_number(inputs.tf_generator_pull_s)
