@@ -237,6 +237,11 @@ class RunFacts(Facts):
     doctor_error: str | None = None  # the doctor's own failure while finishing the record
 
 
+# Input kinds Keras feeds on TensorFlow through ``tf.data.Dataset.from_generator`` (one
+# ``py_function`` call a batch): their hand-over is measured apart (``tf_generator_pull_s``).
+FROM_GENERATOR_INPUT_KINDS = ("generator", "pydataset")
+
+
 @dataclass
 class InputFacts(Facts):
     """What fed the trainer, and how its wait was measured."""
@@ -286,6 +291,11 @@ class InputFacts(Facts):
     # TensorFlow: the cost of an eager next() on a ready batch, taken off each wait
     tf_pull_floor_s: float | None = None
     tf_pull_floor_error: str | None = None
+    # TensorFlow, a generator or PyDataset: next() pulled back to back on Keras' from_generator
+    # pipeline of the batch structure yielding a cached batch, per batch
+    # (measure.tf_pulls.generator_ready_pull_seconds)
+    tf_generator_pull_s: float | None = None
+    tf_generator_pull_error: str | None = None
     generator_s_per_batch: float | None = None  # mean time inside the user's generator
     generator_batches: int | None = None
     facts_error: str | None = None

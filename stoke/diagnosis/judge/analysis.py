@@ -70,7 +70,10 @@ in step time also holds when batch sizes were not recorded.
 **A ready batch is not a wait.** On TensorFlow the doctor times its own eager pull and takes
 off the floor (a trivial pipeline's ready pull); the run's own pipeline may take longer to hand
 over a batch it has ready (Keras' array adapter: ~0.1 ms more), and that difference
-(:func:`pipeline_handover_s`, from the input-alone probe) comes off each timed wait too.
+(:func:`pipeline_handover_s`, from the input-alone probe) comes off each timed wait too. A
+generator's or PyDataset's batch crosses Keras' ``from_generator`` pipeline (a ``py_function``)
+every step, a pre-made one too: that hand-over (:func:`generator_handover_s`) comes off each
+timed wait and stays in the predicted step.
 
 **Unmeasurable wait.** Each step counts its timed wait where it was timed and the estimate
 where it was not (:attr:`~stoke.diagnosis.record.StepSample.wait_used_s`: TensorFlow pulling
@@ -93,7 +96,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from stoke.diagnosis.record import RunRecord, StepSample, SystemSample
+from stoke.diagnosis.record import FROM_GENERATOR_INPUT_KINDS, RunRecord, StepSample, SystemSample
 
 VERDICTS = ("input-bound", "partly-input-bound", "compute-bound", "overhead-bound", "unknown")
 
@@ -715,12 +718,36 @@ def pipeline_handover_s(record: RunRecord) -> float:
     ``detail["ready_pull_s"]``, :mod:`stoke.diagnosis.measure.tf_pulls`) less the floor the
     recorder already took off each wait (``input.tf_pull_floor_s``, a trivial pipeline's).
     Keras' array adapter pipeline hands a ready batch over ~0.1 ms slower than the floor: on
-    a 1 ms step, 10% "wait" that no input fix removes. 0.0 when either is not measured, or
-    the waits were not timed by the doctor's eager pull."""
+    a 1 ms step, 10% "wait" that no input fix removes. A generator's or PyDataset's pipeline
+    (Keras' ``from_generator``) is not the probe's to pull: its ready pull is measured at the
+    first step (:func:`generator_handover_s`). 0.0 when not measured, or the waits were not
+    timed by the doctor's eager pull."""
     floor = as_number(record.input.tf_pull_floor_s)
     probe = record.probes.get("input_alone")
     ready = as_number(probe.detail.get("ready_pull_s")) if probe is not None else None
     if floor is None or ready is None or record.input.wait_method != "timed-next-outside-graph":
+        return generator_handover_s(record)
+    return max(0.0, ready - floor)
+
+
+def generator_handover_s(record: RunRecord) -> float:
+    """Seconds each step pays on TensorFlow to take a generator's (or PyDataset's) batch in
+    through Keras' ``from_generator`` pipeline, beyond the floor the input-free window already
+    charges: the per-batch pull of that pipeline fed one cached batch
+    (``input.tf_generator_pull_s``, :mod:`stoke.diagnosis.measure.tf_pulls`) less
+    ``input.tf_pull_floor_s``. A fixed, faster or
+    pre-made input still crosses the ``py_function`` every step, so the predicted step keeps
+    it, and it is not counted as waiting. Measured on 2 cores, fit_generator.py ``--keras3``
+    (a 15 ms generator) against its fixed twin: x15.7 predicted without it against x12.2
+    measured at load 9 (the window 0.98 ms a step, the twin 1.36 ms); quiet, x14.6 against
+    x13.5 without it, x16.1 against x14.6 with it (0.22 ms a step), and doctor_known.py's
+    tiny model x14.6 against x16.7 without, x18.1 against x17.3 with it. 0.0 for other
+    inputs, when not measured, or when the waits were not timed by the doctor's eager pull."""
+    inputs = record.input
+    floor = as_number(inputs.tf_pull_floor_s)
+    ready = as_number(inputs.tf_generator_pull_s)
+    if (floor is None or ready is None or inputs.kind not in FROM_GENERATOR_INPUT_KINDS
+            or inputs.wait_method != "timed-next-outside-graph"):
         return 0.0
     return max(0.0, ready - floor)
 
@@ -817,9 +844,14 @@ def analyse_run(record: RunRecord) -> Analysis:
     # alone reuse a batch already taken in): free input still has to be handed over
     handover_s = handover_s_per_step(record, total_wait_s / len(kept)) if (
         wait_source == "measured") else 0.0
+    # TensorFlow: a generator's batch crosses Keras' from_generator pipeline every step, a
+    # ready one too; the window's cached batch does not (taken off the waits above as well)
+    from_generator_s = generator_handover_s(record) if wait_source == "measured" else 0.0
+    handover_s += from_generator_s
     # the trainer's own work right after each wait, beyond what it takes back to back: the
     # input's cost too (it leaves with the wait), so counted as waiting
-    after_wait_s = after_wait_slowdown_s(kept, wait_fraction, input_free_s) if (
+    after_wait_s = after_wait_slowdown_s(
+        kept, wait_fraction, input_free_s + from_generator_s if input_free_s else None) if (
         wait_source == "measured") else 0.0
     if after_wait_s > 0:
         total_wait_s = min(total_step_s, total_wait_s + after_wait_s * len(kept))

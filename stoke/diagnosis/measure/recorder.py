@@ -45,6 +45,7 @@ from stoke.diagnosis.measure.facts import (
 from stoke.diagnosis.measure.input_free import InputFreeWindow
 from stoke.diagnosis.measure.probe_schedule import ProbeBudget, ProbeSchedule
 from stoke.diagnosis.measure.step_clock import StepClock
+from stoke.diagnosis.measure.tf_pulls import generator_ready_pull_seconds
 from stoke.diagnosis.measure.timing import (
     GeneratorTally,
     TimedTrainFunction,
@@ -56,7 +57,7 @@ from stoke.diagnosis.measure.timing import (
     wrap_epoch_iterator,
 )
 from stoke.diagnosis.measure.training_state import hand_jax_state_to_model
-from stoke.diagnosis.record import Measurements, RunRecord
+from stoke.diagnosis.record import FROM_GENERATOR_INPUT_KINDS, Measurements, RunRecord
 
 _perf_counter = time.perf_counter
 
@@ -514,8 +515,9 @@ class Recorder:
 
     def calibrate_tf_pull(self, batch) -> float:
         """Measure what an eager ``next()`` costs on this batch structure when a batch is
-        already waiting in the buffer (the median of a few pulls from an in-memory dataset);
-        the time is moved out of the step that paid it."""
+        already waiting in the buffer (the median of a few pulls from an in-memory dataset;
+        for a generator or PyDataset also from Keras' ``from_generator`` pipeline,
+        :mod:`stoke.diagnosis.measure.tf_pulls`); the time is moved out of the step that paid it."""
         started = _perf_counter()
         self.tf_pull_floor_s = 0.0
         try:
@@ -523,6 +525,11 @@ class Recorder:
         except Exception as error:
             self.record.input["tf_pull_floor_error"] = repr(error)
         self.record.input["tf_pull_floor_s"] = self.tf_pull_floor_s
+        if self.record.input.get("kind") in FROM_GENERATOR_INPUT_KINDS:
+            try:
+                self.record.input["tf_generator_pull_s"] = generator_ready_pull_seconds(batch)
+            except Exception as error:
+                self.record.input["tf_generator_pull_error"] = repr(error)[:300]
         spent = _perf_counter() - started
         self.record.overhead["calibration_s"] = spent
         self.clock.shift(spent)

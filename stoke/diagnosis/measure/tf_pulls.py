@@ -3,7 +3,7 @@
 On TensorFlow the doctor pulls each batch eagerly and times it
 (:mod:`stoke.diagnosis.measure.timing`); a pull costs something even when the pipeline's buffer
 holds a batch ready: the eager dispatch, and the pipeline's own hand-over. Only the rest is
-waiting. Two pipelines are measured the same way, by :func:`ready_pull_seconds`:
+waiting. Three pipelines are measured by :func:`ready_pull_seconds`:
 
 - the *floor* (``input["tf_pull_floor_s"]``, at the run's first step): a trivial in-memory
   pipeline of the run's batch structure, ``from_tensors(batch).repeat().prefetch(4)``;
@@ -14,6 +14,16 @@ waiting. Two pipelines are measured the same way, by :func:`ready_pull_seconds`:
   0.26-0.36 ms), which the doctor counted as waiting: in-memory arrays came out 10-13%
   "partly input-bound" (issue 14). The analysis takes the difference off each timed wait
   (:func:`stoke.diagnosis.judge.analysis.pipeline_handover_s`).
+- for a generator or PyDataset (``input["tf_generator_pull_s"]``, at the run's first step,
+  :func:`generator_ready_pull_seconds`): Keras' own ``from_generator`` pipeline of the run's
+  batch structure, fed an endless generator of one cached batch, pulled back to back (no
+  pause): each batch crosses a ``py_function`` (a thread hop, the GIL, NumPy to tensor) on
+  the pipeline's thread, work that competes with the step for the GIL and the cores even
+  when the batch is ready; back to back, a pull takes what the pipeline needs per batch.
+  A pre-made batch still pays it every step; the input-free window does not (issue 14:
+  a fixed generator's twin ran 1.36 ms a step, the window 0.98 ms). The analysis keeps the
+  difference from the floor in the predicted step
+  (:func:`stoke.diagnosis.judge.analysis.generator_handover_s`).
 
 Owns nothing else: when each is measured belongs to the recorder and the probe.
 """
@@ -56,3 +66,21 @@ def ready_pull_seconds(dataset, pulls: int = 25, pause_s: float = READY_PAUSE_S)
             times.append(took)
         time.sleep(pause_s)
     return statistics.median(times)
+
+
+def generator_ready_pull_seconds(batch, pulls: int = 50) -> float:
+    """:func:`ready_pull_seconds`, back to back, on the pipeline Keras builds on TensorFlow for
+    a generator (``GeneratorDataAdapter.get_tf_dataset()``: ``from_generator`` with the output
+    signature of the batches, then ``prefetch``), over an endless generator that yields
+    ``batch``: what handing a batch over through that pipeline costs per batch, the
+    generator's own work aside. Back to back because the pipeline's thread does its work
+    while the trainer steps, not inside the pull: a paused pull finds the batch made and
+    times only the floor's part (measured on 2 quiet cores: 0.17-0.41 ms paused, 0.23-0.34
+    ms back to back, a floor of 0.14 ms, a fixed twin 0.3 ms a step slower than the window)."""
+    from keras.src.trainers.data_adapters.generator_data_adapter import GeneratorDataAdapter
+
+    def endless():
+        while True:
+            yield batch
+
+    return ready_pull_seconds(GeneratorDataAdapter(endless()).get_tf_dataset(), pulls, pause_s=0.0)
