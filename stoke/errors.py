@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from types import FrameType
+
 
 class StokeError(Exception):
     """Base class of every error stoke raises on purpose."""
@@ -76,11 +79,17 @@ class StokeWarning(UserWarning):
 
 # Frames of these top-level packages are never "the user's code": a warning raised inside them
 # (stoke's own frames, Keras' fit loop calling into stoke, the threading machinery) points past
-# them, at the first frame of the script that called in.
-_LIBRARY_PACKAGES = frozenset({
-    "stoke", "keras", "tensorflow", "tf_keras", "jax", "jaxlib", "torch", "optree", "tree",
-    "threading", "contextlib", "concurrent", "queue", "runpy", "importlib",
+# them, at the first frame of the script that called in; so does the doctor when it names the
+# line that converted a tensor to NumPy (Keras' ``convert_to_numpy`` converts inside Keras).
+LIBRARY_PACKAGES = frozenset({
+    "stoke", "keras", "tensorflow", "tf_keras", "jax", "jaxlib", "torch", "numpy", "optree",
+    "tree", "threading", "contextlib", "concurrent", "queue", "runpy", "importlib",
 })
+
+
+def in_library(frame: FrameType) -> bool:
+    """Whether ``frame`` runs code of one of ``LIBRARY_PACKAGES`` (not the user's)."""
+    return (frame.f_globals.get("__name__") or "").partition(".")[0] in LIBRARY_PACKAGES
 
 
 def user_stacklevel() -> int:
@@ -91,14 +100,11 @@ def user_stacklevel() -> int:
 
         warnings.warn("stoke: ...", StokeWarning, stacklevel=user_stacklevel())
     """
-    import sys
-
     frame = sys._getframe(1)  # the frame that calls warnings.warn (stacklevel 1)
     level = 1
     outermost = 1
     while frame is not None:
-        module = frame.f_globals.get("__name__") or ""
-        if module.partition(".")[0] not in _LIBRARY_PACKAGES:
+        if not in_library(frame):
             return level
         outermost = level
         frame = frame.f_back

@@ -24,6 +24,8 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from stoke.errors import in_library
+
 
 def step_runs_eagerly(model, backend: str) -> bool:
     """Whether Python runs inside the train step (so host code in a layer can run at all)."""
@@ -116,18 +118,11 @@ def _watched_conversion(original, attribute: str, active: list[str], found: dict
     return conversion
 
 
-# Modules whose frames are passed over to find the user's line that asked for the conversion
-# (``keras.ops.convert_to_numpy(x)`` converts inside Keras' backend code).
-_LIBRARY_MODULES = frozenset(
-    {"keras", "tf_keras", "tensorflow", "torch", "jax", "jaxlib", "numpy", "stoke"}
-)
-
-
 def _user_site(frame) -> str:
-    """``file.py:line`` of the innermost frame outside the libraries (the first frame when
-    there is none)."""
+    """``file.py:line`` of the innermost frame outside the libraries (:func:`stoke.errors.in_library`;
+    the first frame when there is none)."""
     site = frame
-    while site is not None and (site.f_globals.get("__name__") or "").split(".")[0] in _LIBRARY_MODULES:
+    while site is not None and in_library(site):
         site = site.f_back
     site = site or frame
     return f"{site.f_code.co_filename.rsplit('/', 1)[-1]}:{site.f_lineno}"
