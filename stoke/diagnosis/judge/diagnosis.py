@@ -21,7 +21,7 @@ from typing import Any
 
 from stoke.diagnosis.judge.analysis import Analysis, analyse_run, as_number
 from stoke.diagnosis.judge.findings import Finding, find
-from stoke.diagnosis.judge.fits import fit_summaries
+from stoke.diagnosis.judge.fits import FitSummary, fit_summaries
 from stoke.diagnosis.record import RunRecord
 
 DIAGNOSIS_SCHEMA_VERSION = 1
@@ -33,6 +33,8 @@ class Diagnosis(Analysis):
     report order, and the record they came from. Build it with :func:`analyse`."""
 
     findings: tuple[Finding, ...] = ()
+    # each fit of the run, as every report shows it (:mod:`stoke.diagnosis.judge.fits`)
+    fits: tuple[FitSummary, ...] = ()
     record: RunRecord = field(default_factory=RunRecord, repr=False, compare=False)
 
     def finding(self, finding_id: str) -> Finding | None:
@@ -93,7 +95,7 @@ class Diagnosis(Analysis):
             "overhead_signals": list(self.overhead_signals),
             "doctor_overhead_fraction": self.doctor_overhead_fraction,
             "steady_state": _asdict(self.steady),
-            "fits": [_asdict(f) for f in fit_summaries(record, self)],
+            "fits": [_asdict(f) for f in self.fits],
             "cpu": None if self.cpu is None else _asdict(self.cpu),
             "gpus": [_asdict(g) for g in self.gpus],
             "findings": [f.to_json_dict() for f in self.findings],
@@ -116,6 +118,7 @@ def analyse(record: RunRecord) -> Diagnosis:
     return Diagnosis(
         **{item.name: getattr(numbers, item.name) for item in dataclasses.fields(Analysis)},
         findings=find(record, numbers),
+        fits=fit_summaries(record, numbers),
         record=record,
     )
 

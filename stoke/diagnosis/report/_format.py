@@ -16,7 +16,6 @@ from stoke.diagnosis.judge.fits import (
     batch_size_words,
     counted_fits,
     figures_source,
-    fit_summaries,
     timed_wait_fraction,
 )
 from stoke.diagnosis.judge.words import NOT_MEASURED, ms, pct, rate, speedup
@@ -94,11 +93,11 @@ def headline(diagnosis: Diagnosis) -> str:
             "see Not measured)"
         )
     text = diagnosis.verdict_reason
-    waits = [fit for fit in counted_fits(fits_of(diagnosis)) if fit.wait_fraction is not None]
+    waits = [fit for fit in counted_fits(diagnosis.fits) if fit.wait_fraction is not None]
     if len(waits) > 1 and max(f.wait_fraction for f in waits) - min(f.wait_fraction for f in waits) >= 0.05:
         timed = timed_wait_fraction(diagnosis)
         text += (
-            " (over " + figures_source(fits_of(diagnosis))
+            " (over " + figures_source(diagnosis.fits)
             + (f"; the wait before that slowdown, {pct(timed)}, is " if diagnosis.after_wait_s > 0
                else ": ")
             + ", ".join(f"{pct(fit.wait_fraction)} in fit {fit.number}" for fit in waits) + ")"
@@ -174,7 +173,7 @@ def key_numbers(diagnosis: Diagnosis) -> list[tuple[str, str]]:
     """(label, value) rows of the numbers table, in reading order."""
     bound = diagnosis.bound
     steady = diagnosis.steady
-    fits = fits_of(diagnosis)
+    fits = diagnosis.fits
     if diagnosis.verdict == "unknown" and not steady.steps_used:
         rows = [("Throughput (steady state)", "not measured: no training step was measured")]
     else:
@@ -335,13 +334,6 @@ def _probe_batch(diagnosis: Diagnosis, name: str) -> str:
     if not isinstance(seconds, int | float) or not isinstance(size, int | float) or size <= 0:
         return ""
     return f" ({ms(seconds)} per batch of {_num(size)})"
-
-
-def fits_of(diagnosis: Diagnosis) -> tuple[FitSummary, ...]:
-    """The run's fits (:mod:`stoke.diagnosis.judge.fits`), as every renderer shows them."""
-    if diagnosis.record is None:
-        return ()
-    return fit_summaries(diagnosis.record, diagnosis)
 
 
 def fits_line(fits: tuple[FitSummary, ...], after_wait: bool = False) -> str:

@@ -28,7 +28,6 @@ from stoke.diagnosis.report._format import (
     VERDICT_COLOURS,
     doctor_overhead,
     evidence_text,
-    fits_of,
     headline,
     key_numbers,
     no_findings_text,
@@ -182,7 +181,7 @@ def _step_caption(diagnosis: Diagnosis) -> str:
 def model_alone_line_s(diagnosis: Diagnosis) -> float | None:
     """The model alone's time per batch, as the step chart draws it; None when the fits used
     different batch sizes (one line cannot stand for all of them)."""
-    if len({f.batch_size for f in fits_of(diagnosis) if f.batch_size is not None}) > 1:
+    if len({f.batch_size for f in diagnosis.fits if f.batch_size is not None}) > 1:
         return None
     return diagnosis.bound.model_alone_step_s
 
@@ -329,7 +328,7 @@ def _step_split_chart(diagnosis: Diagnosis) -> str:
                 f"{_e(f'{wait_ms + compute_ms:,.0f} ms')}</text>"
             )
     previous = (bins[0][1].fit, bins[0][1].epoch)
-    fits = fits_of(diagnosis)
+    fits = diagnosis.fits
     for index, (_, first, *_rest) in enumerate(bins):
         if (first.fit, first.epoch) != previous:
             x = frame.x(index)
