@@ -11,11 +11,11 @@ which module defines each name.
 
 from __future__ import annotations
 
-import importlib
 import sys
 import types
 from typing import TYPE_CHECKING
 
+from stoke.lazy_exports import lazy_attributes
 from stoke.version import __version__
 
 if TYPE_CHECKING:  # what the names are, for type checkers and editors (imported lazily below;
@@ -82,21 +82,8 @@ _EXPORTS: dict[str, str] = {
 }
 
 
-def __getattr__(name: str):
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'stoke' has no attribute {name!r}")
-    module = importlib.import_module(module_name)
-    if name == "BackupAndRestore":
-        value = module.backup_and_restore_class()
-    else:
-        value = getattr(module, name)
-    globals()[name] = value  # the next access finds it without this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(
+    __name__, globals(), _EXPORTS, built_by={"BackupAndRestore": "backup_and_restore_class"})
 
 
 class _StokeModule(types.ModuleType):

@@ -61,8 +61,9 @@ data exactly once is the generator's promise (shard by ``worker_index``).
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from stoke.lazy_exports import lazy_attributes
 
 if TYPE_CHECKING:
     from stoke.accelerate.entry import accelerate
@@ -76,16 +77,6 @@ _EXPORTS = {"AcceleratedGenerator": "stoke.accelerate.generator",
             "accelerate": "stoke.accelerate.entry"}
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'stoke.accelerate' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
-
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _EXPORTS)
 
 __all__ = ["AcceleratedGenerator", "AcceleratedSequence", "accelerate"]

@@ -42,7 +42,7 @@ def test_import_stoke_imports_nothing_heavy():
                       "version": stoke.__version__}))
     """)
     assert result["heavy"] == []
-    assert result["stoke"] == ["stoke", "stoke.version"]
+    assert result["stoke"] == ["stoke", "stoke.lazy_exports", "stoke.version"]
     assert result["version"] == stoke.__version__
 
 
