@@ -204,6 +204,8 @@ def rejudge(results: Path, reports: Path) -> dict:
             rejudged=True, predicted_before=row.get("predicted_speedup"),
             verdict_before=row.get("verdict"), verdict=data.get("verdict"),
             predicted_speedup=predicted, relative_error=error,
+            with_stoke_before=row.get("predicted_speedup_with_stoke"),
+            predicted_speedup_with_stoke=data.get("predicted_speedup_with_stoke"),
             within_tolerance=error is not None and abs(error) <= TOLERANCE,
             input_wait_fraction=data.get("input_wait_fraction"),
             checks=issue_checks(data),
@@ -290,6 +292,7 @@ WILD_CASES: dict[str, tuple[tuple[str, ...], list[str], tuple[str, ...]]] = {
     "image_directory.py": (("tensorflow",), ["--keras3"], ("input-bound", "partly-input-bound")),
     "pydataset_workers.py": (("jax",), [], ("input-bound", "partly-input-bound")),
     "torch_dataloader.py": (("torch",), [], ("input-bound", "partly-input-bound")),
+    "pydataset_io.py": (BACKENDS, [], ("input-bound", "partly-input-bound")),
 }
 WILD_COMPARE = {"numpy_layer.py": "host-op-in-model"}
 
@@ -357,7 +360,8 @@ def main() -> int:
             print(f"{row['backend']:10s} {row.get('case', '')!s:28s} verdict {row.get('verdict')!s:19s}"
                   f" predicted x{_fmt(row.get('predicted_before'))} -> x{_fmt(row.get('predicted_speedup'))}"
                   f"  measured x{_fmt(row.get('measured_speedup'))}  error {_pct(row.get('relative_error'))}"
-                  f"  {row_mark(row)}")
+                  f"  {row_mark(row)}  with stoke here x{_fmt(row.get('with_stoke_before'))}"
+                  f" -> x{_fmt(row.get('predicted_speedup_with_stoke'))}")
         print(f"written {write_json(args.out, summary)}")
         return 0
     global KEEP_REPORTS

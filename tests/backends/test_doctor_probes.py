@@ -558,6 +558,31 @@ def test_stoke_doctor_leaves_a_finite_generator_every_batch():
     assert "input_alone" in record.probes
 
 
+def test_the_input_probe_counts_sleeping_worker_processes_by_their_cpu_not_their_wall_time():
+    # a PyDataset on 4 worker processes, each batch 60 ms of sleep (a remote store): the
+    # input alone takes wall time but almost no CPU. Its wall time read as CPU made the
+    # shared-cores model think the cores were full (x2.31 predicted with stoke, x4.1 measured)
+    run = run_measured(
+        ["python", str(SCRIPTS / "doctor_pydataset.py"), "--workers", "4", "--processes",
+         "--load-ms", "60", "--epochs", "2"],
+        DoctorOptions(probe_after_steps=8, probe_seconds=1.0, probe_budget_known_min_s=60.0),
+        timeout_s=400,  # a loaded 2-core machine: a Keras script alone can take minutes
+        extra_env=CHILD_ENV,
+        capture_output=True,
+    )
+    assert run.exit_code == 0, run.message
+    probe = run.record.probes["input_alone"]
+    assert probe.batches >= 4
+    detail = probe.detail
+    # CPU of the probe's process tree (its pool included), against the wall time of the
+    # same pulls: a sleeping input costs the cores a small share of it, whatever the load
+    assert detail["cpu_s"] == pytest.approx(detail["cpu_s_per_sample"] * detail["samples"])
+    assert detail["cpu_s"] < 0.3 * probe.seconds, (detail["cpu_s"], probe.seconds)
+    shared = analyse(run.record).prediction.shared_cores
+    if shared:  # the model shares the cores with the input
+        assert shared["input_cpu_source"] == "measured"
+
+
 def test_stoke_doctor_reports_a_crash_in_a_pydataset_worker_process():
     run = run_measured(
         [

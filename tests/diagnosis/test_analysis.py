@@ -657,3 +657,51 @@ def test_when_the_probes_disagree_a_tf_data_thread_overlaps_the_timed_wait_s_ste
     assert diagnosis.predicted_speedup == pytest.approx(1 / (1 - 0.0232 / 0.0327))
     assert diagnosis.prediction.overlapped_producer["no_wait_step_s"] == pytest.approx(
         0.0327 - 0.0232)
+
+
+def _sleeping_pool_record(input_cpu_s_per_sample: float | None) -> RunRecord:
+    """A PyDataset on 4 worker processes that sleep 100 ms a batch (a remote store), a model
+    trained on 2 CPU cores: 27 of 30 ms steps waiting, the model alone 3 ms a step, the
+    input alone 25 ms a batch of wall time, yet the run's process tree used 0.12 cores (the
+    trainer's 3 ms a step and the sleeping workers' next to nothing)."""
+    record = make_record(
+        kind="pydataset", wait_s=0.027, step_s=0.030, model_alone=64 / 0.003,
+        input_alone=64 / 0.025, self_pct=12.0, other_pct=5.0, gpus_visible=0, gpus_used=0,
+        input_extra={"pydataset_workers": 4, "use_multiprocessing": True, "main_thread": False,
+                     "producer": "worker-processes"},
+    )
+    record.probes["input_free"] = ProbeResult(64 / 0.003, 1.0, 300, {"s_per_step": 0.003,
+                                                                    "cpu_s_per_step": 0.003})
+    if input_cpu_s_per_sample is not None:  # the probe counted its workers' CPU
+        record.probes["input_alone"].detail["cpu_s_per_sample"] = input_cpu_s_per_sample
+    return record
+
+
+@pytest.mark.parametrize("input_cpu_s_per_sample", [0.0002 / 64, None],
+                         ids=["probe-counted-its-workers", "record-without-it"])
+def test_workers_sleeping_on_io_are_not_taken_for_cores_busy(input_cpu_s_per_sample):
+    # the input alone's wall time (25 ms a batch) is not its CPU: taken as CPU, the cores
+    # looked full (2.1 ms of the trainer and the input per sample on 1.95 cores: x2.09 with
+    # stoke here, "limited by the cores") while more sleeping workers keep up on these cores
+    diagnosis = analyse(_sleeping_pool_record(input_cpu_s_per_sample))
+    prediction = diagnosis.prediction
+    assert diagnosis.predicted_speedup == pytest.approx(10.0)
+    shared = prediction.shared_cores
+    assert shared["input_cpu_ms_per_sample"] < 0.05 * (1e3 * 0.025 / 64)
+    assert shared["input_cpu_source"] == (
+        "measured" if input_cpu_s_per_sample else "the run's own CPU less the trainer's")
+    assert shared["limited_by"] == "the input made free (model and loop)"
+    assert prediction.with_stoke_here == pytest.approx(diagnosis.predicted_speedup)
+    assert "shared-cores" not in [f.id for f in diagnosis.findings]
+
+
+def test_workers_busy_on_cpu_still_fill_the_cores():
+    # the same pool computing instead: its probe counted 25 ms of CPU a batch (four workers
+    # on two cores), and the run used both cores: the cores stay the limit
+    record = _sleeping_pool_record(0.025 / 64)
+    record.system = synthetic.make_system(record.steps[-1].t_s, self_pct=190.0, other_pct=5.0)
+    diagnosis = analyse(record)
+    shared = diagnosis.prediction.shared_cores
+    assert shared["input_cpu_source"] == "measured"
+    assert shared["limited_by"] == "the cores, shared by the trainer and the input's workers"
+    assert diagnosis.prediction.with_stoke_here < 2.5

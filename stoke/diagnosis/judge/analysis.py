@@ -1004,6 +1004,20 @@ def stoke_rate_on_shared_cores(
     return min(bound_rate, cores_free / per_sample)
 
 
+def input_cpu_from_run(
+    cpu: CpuSummary | None, throughput: float | None, trainer_per_sample: float
+) -> float | None:
+    """The input's CPU seconds per sample where its probe did not measure them (a record
+    from before the probe counted its worker processes): what this run's process tree used
+    per sample over the steady window (the sampler's ``self_cores``, threads and worker
+    processes included), less the trainer's own. Not the input alone's wall time per
+    sample: a worker waiting on I/O uses no CPU (a PyDataset sleeping 60 ms a batch on 4
+    processes), and several busy ones use more than their wall time. None without samples."""
+    if cpu is None or not throughput or not cpu.self_cores:
+        return None
+    return max(0.0, cpu.self_cores / throughput - trainer_per_sample)
+
+
 # Probes the budget of a short run cut short (``detail["shortened"]``, set by the probe
 # schedule): measured, but over fewer steps than a probe runs, so they lower the confidence.
 SHORTENED_LABELS = {
@@ -1086,8 +1100,11 @@ def _prediction(
         input_cpu = (
             as_number(input_probe.detail.get("cpu_s_per_sample")) if input_probe else None
         )
+        from_run = input_cpu_from_run(cpu, throughput, trainer_per_sample)
         if input_cpu is not None:
             input_per_sample, input_source = input_cpu, "measured"
+        elif from_run is not None:
+            input_per_sample, input_source = from_run, "the run's own CPU less the trainer's"
         elif input_alone:
             input_per_sample, input_source = 1.0 / input_alone, "input alone on one core"
         else:

@@ -8,7 +8,9 @@ a path runs):
 - **input alone** iterates the user's own data object for a few seconds with no model, the way
   the backend's trainer would (``get_jax_iterator``, ``get_torch_dataloader``,
   ``get_tf_dataset``; ``next()`` on a generator) and reports samples/s: how fast the input could
-  feed if the model cost nothing.
+  feed if the model cost nothing; and beside that wall time, the CPU seconds the pulls cost this
+  process and the worker processes they ran in (``cpu_s``, ``cpu_s_per_sample``): what the input
+  takes from the cores, which a worker sleeping on I/O does not.
 - **model alone** repeats Keras' compiled train step on one batch already on the device (no
   input pipeline, no host-to-device copy) and reports samples/s: how fast the model could train
   if the input cost nothing (the headspace).
@@ -299,6 +301,11 @@ def _tf_model_device(model) -> str:
 def measure_input_alone(fit, backend: str, seconds: float) -> ProbeResult | None:
     """Iterate the run's data object with no model for about ``seconds``. None if it yielded
     nothing."""
+    from stoke.diagnosis.measure.system import child_pids
+
+    # processes the run had before the probe (the training input's own workers, still
+    # filling their queue): not the probe's input, left out of its CPU
+    running = child_pids()
     generator = fit.user_generator
     if generator is not None:
         # Hold the generator for the whole probe: on TensorFlow a tf.data thread also pulls
@@ -315,6 +322,7 @@ def measure_input_alone(fit, backend: str, seconds: float) -> ProbeResult | None
                     "note": "the batches the probe takes are kept and trained on next, in order",
                 },
                 enough=generator.kept_full,
+                not_the_probes=running,
             )
         finally:
             generator.lock.release()
@@ -345,7 +353,7 @@ def measure_input_alone(fit, backend: str, seconds: float) -> ProbeResult | None
                 "state (background producers of the training input may still run)",
             },
             finish=_device_wait_function(backend),
-            cpu_in_children=workers,
+            not_the_probes=running,
         )
         if result is not None and backend == "tensorflow":
             result.detail.update(_tf_ready_pull(fit.epoch_iterator, adapter, result))
@@ -427,13 +435,16 @@ def _time_pulls(
     warmup: int,
     detail: dict,
     finish=None,
-    cpu_in_children: bool = False,
     enough: Callable[[], bool] | None = None,
+    not_the_probes: set[int] | frozenset[int] = frozenset(),
 ) -> ProbeResult | None:
-    """Pull batches for about ``seconds`` (or until ``enough()``): samples/s, and (unless the
-    work runs in worker processes, ``cpu_in_children``) the CPU seconds per sample it cost
-    this process."""
+    """Pull batches for about ``seconds`` (or until ``enough()``): samples/s, and the CPU
+    seconds per sample they cost this process (every thread) and the worker processes the
+    pulls run in (:class:`~stoke.diagnosis.measure.system.ProcessTreeCpu`, less the
+    processes in ``not_the_probes``). CPU, not wall time, is what the input takes from the
+    cores: a worker waiting on I/O takes none, several busy ones more than the wall time."""
     from stoke.diagnosis.measure.facts import leading_dim
+    from stoke.diagnosis.measure.system import ProcessTreeCpu
 
     exhausted = False
     last = None
@@ -443,8 +454,9 @@ def _time_pulls(
     except StopIteration:
         return None
     batches = samples = 0
+    cpu = ProcessTreeCpu(exclude=not_the_probes)
+    cpu.start()
     started = _perf_counter()
-    cpu_started = time.process_time()
     while batches < MAX_INPUT_BATCHES:
         try:
             batch = pull()
@@ -459,13 +471,14 @@ def _time_pulls(
     if finish is not None and last is not None:
         finish(last)  # the last transfer done: all earlier ones are too
     elapsed = _perf_counter() - started
-    cpu_s = time.process_time() - cpu_started
+    cpu_s = cpu.seconds()
     if batches == 0 or elapsed <= 0:
         return None
-    if not cpu_in_children and samples:
-        # CPU seconds per sample of this process's threads (the pulling one, tf.data's,
-        # Keras' thread workers): what the input costs the cores, for the shared-cores model
-        detail = {**detail, "cpu_s_per_sample": cpu_s / samples}
+    if samples:
+        # what the input costs the cores, for the shared-cores model; its wall time
+        # (``seconds``) is what it costs the trainer's wait
+        detail = {**detail, "cpu_s_per_sample": cpu_s / samples, "cpu_s": cpu_s,
+                  "cpu_cores_busy": cpu_s / elapsed}
     return ProbeResult(
         samples_per_s=samples / elapsed,
         seconds=elapsed,

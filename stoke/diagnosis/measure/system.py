@@ -8,6 +8,10 @@ tree, and, when :mod:`stoke.diagnosis.measure.nvml` finds GPUs, one NVML reading
 Times are seconds on the same clock as the step samples (``time.perf_counter()`` minus the
 run's start), so the analysis can line steps and load up. The sampler's own CPU time is kept
 (:attr:`SystemSampler.cpu_time_s`) so the doctor can report what it cost.
+
+Also owns :class:`ProcessTreeCpu`: the CPU seconds this process and its worker processes use
+over one interval (a probe), where the interval's wall time is no measure of them (workers
+that sleep on I/O, several of them at once).
 """
 
 from __future__ import annotations
@@ -209,6 +213,62 @@ class SystemSampler:
                         self._samples = self._samples[::2]
                         self._interval_s *= 2
             self.cpu_time_s += time.thread_time() - started_cpu
+
+
+class ProcessTreeCpu:
+    """CPU seconds this process (every thread) and its descendant processes use from
+    :meth:`start` to :meth:`seconds`: what a piece of work costs the cores, which its wall time
+    is not (a worker sleeping on I/O costs none; four busy ones cost four times their wall).
+
+    ``exclude``: pids of processes left out (the training input's own worker pool, still
+    alive while a probe starts its own). Processes born later count in full, whoever their
+    parent (a ``forkserver`` started earlier forks the new pool's workers), and so do those
+    that exit within the interval (an exited child's time reaches its parent's
+    reaped-children counters when the parent waits for it).
+
+        clock = ProcessTreeCpu(exclude=child_pids())
+        clock.start()
+        ...  # the work, with its worker processes
+        cpu_s = clock.seconds()
+    """
+
+    def __init__(self, exclude: set[int] | frozenset[int] = frozenset()):
+        self._process = psutil.Process()
+        self._exclude = set(exclude)
+        self._started: dict[int, float] = {}
+
+    def start(self) -> None:
+        self._started = self._read()
+
+    def seconds(self) -> float:
+        now = self._read()
+        used = sum(total - self._started.get(pid, 0.0) for pid, total in now.items())
+        # alive at the start and gone now: its whole time is in its parent's reaped counters,
+        # of which only what it used after the start belongs to the interval
+        used -= sum(total for pid, total in self._started.items() if pid not in now)
+        return max(0.0, used)
+
+    def _read(self) -> dict[int, float]:
+        try:
+            children = self._process.children(recursive=True)
+        except psutil.Error:
+            children = []
+        children = [child for child in children if child.pid not in self._exclude]
+        seconds = {}
+        for process in (self._process, *children):
+            try:
+                seconds[process.pid] = _cpu_seconds(process)
+            except psutil.Error:
+                continue
+        return seconds
+
+
+def child_pids() -> set[int]:
+    """The pids of this process's descendants now."""
+    try:
+        return {child.pid for child in psutil.Process().children(recursive=True)}
+    except psutil.Error:
+        return set()
 
 
 def _cpu_seconds(process: psutil.Process) -> float:
