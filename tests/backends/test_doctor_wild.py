@@ -172,6 +172,20 @@ def test_a_script_that_picks_its_backend_and_a_pydataset_on_the_trainer_thread()
     assert "generator-on-main-thread" not in ids(pooled)
 
 
+def test_workers_waiting_on_a_store_cost_the_cores_their_cpu_not_their_wall_time():
+    # a PyDataset whose 4 worker processes mostly sleep: the shared-cores model must see
+    # what they take from the cores (CPU), not how long the input alone takes (wall time)
+    report, _ = doctor("pydataset_io.py")
+    assert report["input"]["producer"] == "worker-processes"
+    probe = report["probes"]["input_alone"]
+    assert probe["detail"]["cpu_s"] < 0.3 * probe["seconds"], probe
+    shared = (report.get("prediction") or {}).get("shared_cores") or {}
+    if shared:
+        assert shared["input_cpu_source"] == "measured"
+        wall_ms_per_sample = 1e3 / report["input_alone"]
+        assert shared["input_cpu_ms_per_sample"] < 0.3 * wall_ms_per_sample, shared
+
+
 @pytest.mark.skipif(BACKEND != "torch", reason="a torch DataLoader, the script sets torch itself")
 def test_torch_dataloader_in_fit_named_for_what_it_is_and_probes_out_of_sight():
     probes = ["--probe-after", "8", "--probe-seconds", "0.5"]
