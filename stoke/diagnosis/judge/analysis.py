@@ -1008,7 +1008,7 @@ def input_cpu_from_run(
     cpu: CpuSummary | None, throughput: float | None, trainer_per_sample: float
 ) -> float | None:
     """The input's CPU seconds per sample where its probe did not measure them (a record
-    from before the probe counted its worker processes): what this run's process tree used
+    from before the probe counted its worker processes' CPU): what this run's process tree used
     per sample over the steady window (the sampler's ``self_cores``, threads and worker
     processes included), less the trainer's own. Not the input alone's wall time per
     sample: a worker waiting on I/O uses no CPU (a PyDataset sleeping 60 ms a batch on 4
@@ -1100,7 +1100,10 @@ def _prediction(
         input_cpu = (
             as_number(input_probe.detail.get("cpu_s_per_sample")) if input_probe else None
         )
-        from_run = input_cpu_from_run(cpu, throughput, trainer_per_sample)
+        # the input probe ran on worker processes without counting their CPU (records from
+        # before it did): the run's own CPU bounds it, not the probe's wall time
+        from_run = input_cpu_from_run(cpu, throughput, trainer_per_sample) if (
+            input_alone and record.input.producer == "worker-processes") else None
         if input_cpu is not None:
             input_per_sample, input_source = input_cpu, "measured"
         elif from_run is not None:
