@@ -108,9 +108,12 @@ class GpuSample:
 class SystemSample:
     """Host (and GPU) load at one moment.
 
-    ``cpu_per_core_pct`` is the whole machine per core; ``cpu_self_pct`` is this training
-    process and its children (sum over cores, so up to 100 * cores); ``cpu_other_pct`` is
-    everything else on the machine, on the same scale.
+    ``cpu_per_core_pct`` is the whole machine per core, busy with work that competes with the
+    run; ``cpu_self_pct`` is this training process and its children (sum over cores, so up to
+    100 * cores); ``cpu_other_pct`` is everything else on the machine that competes with the
+    run, on the same scale; ``cpu_yielding_pct`` is lower-priority (niced) work of other
+    processes, which yields the cores to the run and is not counted as contention
+    (:mod:`stoke.diagnosis.measure.core_load`).
     """
 
     t_s: float
@@ -119,6 +122,7 @@ class SystemSample:
     cpu_other_pct: float
     rss_bytes: int
     gpus: list[GpuSample] = field(default_factory=list)
+    cpu_yielding_pct: float = 0.0
 
 
 @dataclass

@@ -381,14 +381,19 @@ def _read_or_none(path: str) -> str | None:
 
 def _cpu_sample(cores: int, seconds: float = 0.5) -> tuple[float | None, float | None]:
     """Cores kept busy by other processes, and the machine's busy share, over ``seconds``: the
-    same quantities the doctor samples during a run (``cpu_other_pct``), so that both judge
-    contention on the same numbers."""
+    same quantities the doctor samples during a run (``cpu_other_pct``; niced work, which
+    yields to a run at normal priority, is not counted), so that both judge contention on the
+    same numbers."""
     import psutil
+
+    from stoke.diagnosis.measure.core_load import CoreLoadMeter
 
     try:
         own = psutil.Process()
         own.cpu_percent(None)
-        busy_pct = psutil.cpu_percent(interval=seconds, percpu=True)
+        meter = CoreLoadMeter()
+        time.sleep(seconds)
+        busy_pct = meter.read().competing_pct
         own_pct = own.cpu_percent(None)
     except Exception:
         return None, None

@@ -2,7 +2,8 @@
 
 Owns :class:`SystemSampler`: one daemon thread that, a few times a second, reads per-core CPU
 of the whole machine, the CPU of this process and its children, the CPU everything else takes
-(machine total minus ours: other users' jobs competing for the cores), the RSS of this process
+(machine total minus ours: other users' jobs competing for the cores; lower-priority work,
+which yields to the run, is kept apart: :mod:`.core_load`), the RSS of this process
 tree, and, when :mod:`stoke.diagnosis.measure.nvml` finds GPUs, one NVML reading per GPU.
 
 Times are seconds on the same clock as the step samples (``time.perf_counter()`` minus the
@@ -22,6 +23,7 @@ import time
 
 import psutil
 
+from stoke.diagnosis.measure.core_load import CoreLoadMeter
 from stoke.diagnosis.record import SystemSample
 
 # How often the list of child processes is refreshed: walking /proc costs more than a read,
@@ -73,6 +75,7 @@ class SystemSampler:
         self._parent_of: dict[int, int] = {}
         self._read_at = time.monotonic()
         self._children_walked = False
+        self._core_load: CoreLoadMeter | None = None
         self.cpu_time_s = 0.0
 
     @property
@@ -83,8 +86,7 @@ class SystemSampler:
     def start(self) -> None:
         if self._thread is not None:
             return
-        # Prime the stateful psutil counters: the first reading of each is meaningless.
-        psutil.cpu_percent(percpu=True)
+        self._core_load = CoreLoadMeter()  # readings count from now
         self._read_at = time.monotonic()
         self._cpu_seen[self._process.pid] = _cpu_seconds(self._process)
         self._refresh_children()  # the children alive now count from now on
@@ -107,7 +109,10 @@ class SystemSampler:
     def sample_once(self) -> SystemSample:
         """Take one reading now (also usable without the thread)."""
         t_s = time.perf_counter() - self._started_at
-        per_core = [float(p) for p in psutil.cpu_percent(percpu=True)]
+        if self._core_load is None:
+            self._core_load = CoreLoadMeter()
+        load = self._core_load.read()
+        per_core = load.competing_pct
         self_pct, rss = self._process_tree_usage()
         other_pct = max(0.0, sum(per_core) - self_pct)
         gpus = []
@@ -121,6 +126,7 @@ class SystemSampler:
             cpu_per_core_pct=per_core,
             cpu_self_pct=self_pct,
             cpu_other_pct=other_pct,
+            cpu_yielding_pct=sum(load.yielding_pct),
             rss_bytes=rss,
             gpus=gpus,
         )
