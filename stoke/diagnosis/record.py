@@ -369,6 +369,8 @@ class OverheadFacts(Facts):
     bootstrap_s: float | None = None  # process start -> the script starts (the doctor's imports)
     facts_s: float | None = None  # taking the run's facts (input, model, environment)
     finish_s: float | None = None  # the script's end -> the record is ready to be written
+    # when each part of the run happened, Unix times (stoke.diagnosis.measure.phases.PHASES)
+    phases: dict[str, float] | None = None
 
 
 # -- the record -------------------------------------------------------------------------------

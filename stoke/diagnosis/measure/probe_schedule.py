@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from stoke.diagnosis.measure import phases
 from stoke.diagnosis.record import Measurements, ProbeResult
 
 if TYPE_CHECKING:
@@ -308,6 +309,9 @@ class ProbeSchedule:
                     max_seconds=seconds,
                     deadline=deadline,
                 )
+                # when the window started (its state copy included), as a Unix time
+                phases.mark(self.record.overhead, "probes_started",
+                            time.time() - (_perf_counter() - self.window.started_at))
                 return self.window
             except Exception as error:
                 reason = f"the window could not start: {error!r}"
@@ -331,6 +335,7 @@ class ProbeSchedule:
             spent = _perf_counter() - current.started_at
             self.spent_s += spent
             self.spent_each["input_free"] = self.spent_each.get("input_free", 0.0) + spent
+            phases.mark(self.record.overhead, "probes_ended")
         self.clock.restart()
 
     def abandon_window(self, model, failure: str) -> None:
@@ -351,6 +356,7 @@ class ProbeSchedule:
             if not self.enabled:
                 self.notes()["all"] = "probes disabled (--no-probes)"
                 return
+            phases.mark(self.record.overhead, "probes_started")
             runnable = [probe for probe in probes if probe.skipped is None]
             for probe in probes:
                 if probe.skipped is not None:
@@ -381,4 +387,6 @@ class ProbeSchedule:
         finally:
             self.drop_batch()
             self.spent_s += _perf_counter() - checkpoint
+            if self.enabled:
+                phases.mark(self.record.overhead, "probes_ended")
             self.clock.restart()
