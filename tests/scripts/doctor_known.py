@@ -50,6 +50,10 @@ def cached_batch(rng):
     return batch
 
 
+# what making the batches took, measured by the generator itself: [seconds, batches]
+made = [0.0, 0]
+
+
 def batches():
     rng = np.random.default_rng(0)
     if args.cached:
@@ -57,9 +61,13 @@ def batches():
         while True:
             yield batch
     while True:
+        started = time.perf_counter()
         if args.load_ms > 0:
             time.sleep(args.load_ms / 1000)  # reading and decoding files
-        yield make_batch(rng)
+        batch = make_batch(rng)
+        made[0] += time.perf_counter() - started
+        made[1] += 1
+        yield batch
 
 
 class EpochTimes(keras.callbacks.Callback):
@@ -95,5 +103,7 @@ result = {
     "epoch_s": timer.seconds,
     "cached": args.cached,
     "load_ms": args.load_ms,
+    # the input's own cost per batch in this run (0 with --cached: nothing is made)
+    "input_s_per_batch": made[0] / made[1] if made[1] else 0.0,
 }
 print("KNOWN_RESULT " + json.dumps(result), flush=True)
