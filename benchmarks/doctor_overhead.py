@@ -26,8 +26,12 @@ run; the names are in ``WALL_SCRIPTS``), with the doctor's own breakdown from ea
 process (``bootstrap_s``: importing stoke and the hooks), taking facts, each probe's wall time
 and the budget it had (and the expected run it came from), the hooks, the sampled syncs,
 finishing the record, and what is left outside the script's process (``stoke doctor``'s own
-start, the report, the process exits) plus noise. The load average is recorded with each
-row: on a shared machine, read the paired ratio.
+start, the report, the process exits) plus noise; and, from the record's phase marks
+(``overhead.phases``, :mod:`stoke.diagnosis.measure.phases`), the run split in time
+(``PHASE_SPANS``: stoke doctor's start and imports, the script process's bootstrap, the
+script up to Keras, the fit up to the probes, the probes' span, the record, the script
+process's exit, the report). The load average is recorded with each row: on a shared
+machine, read the paired ratio, and the CPU ratio.
 
     .venv/bin/python benchmarks/doctor_overhead.py --wall --rounds 2
     .venv/bin/python benchmarks/doctor_overhead.py --wall --quick      # one script, one round
