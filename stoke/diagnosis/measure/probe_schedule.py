@@ -199,6 +199,14 @@ class ProbeSchedule:
 
     # -- the budget -------------------------------------------------------------------------
 
+    def charge(self, name: str, seconds: float) -> None:
+        """A measurement made outside the probes that paused training the way a probe does
+        (on TensorFlow, timing ready pulls at the first step: 0.04 s on a quiet machine,
+        2.6 s at load 20): its wall time is the probes' (stated in the report with theirs,
+        under ``name`` in ``probe_s_each``) and comes off their budget."""
+        self.spent_s += seconds
+        self.spent_each[name] = self.spent_each.get(name, 0.0) + seconds
+
     def expected_run_s(self) -> float | None:
         """The run's expected steps' wall time: its known length times the median time of
         its recent steady steps (of all its steps while none is steady yet); None when the

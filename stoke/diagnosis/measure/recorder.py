@@ -441,6 +441,8 @@ class Recorder:
                 self.record.input["tf_generator_pull_error"] = repr(error)[:300]
         spent = _perf_counter() - started
         self.record.overhead["calibration_s"] = spent
+        if self.schedule.enabled:  # paused training like a probe: stated and budgeted as one
+            self.schedule.charge("tf_pulls", spent)
         self.clock.shift(spent)
         return spent
 
