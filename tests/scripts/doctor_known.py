@@ -5,8 +5,9 @@ known (it sleeps ``--load-ms``), feeding a model whose cost is set by ``--width`
 (on JAX already on the device: see ``cached_batch``).
 The speedup measured between a normal run and a ``--cached`` run is what the doctor's
 predicted speedup should match. The script times its own steady state (epochs after the first,
-wall time per step, device synchronised at each epoch's end by Keras' logs) and prints it on a
-line ``KNOWN_RESULT {json}``.
+wall time per step, device synchronised at each epoch's end by Keras' logs), and what making a
+batch took its generator (``input_s_per_batch``: the input's own cost in this run, whatever the
+load), and prints them on a line ``KNOWN_RESULT {json}``.
 
 Used by benchmarks/doctor_accuracy.py, benchmarks/doctor_overhead.py and
 tests/backends/test_doctor_accuracy.py.
