@@ -3,8 +3,8 @@ the options and the record's path from ``stoke doctor`` to the script's process.
 
 Kept apart from the recorder so that ``stoke doctor``'s own process, which only starts the
 script and reads its record, imports none of the measuring machinery (the script's process
-imports it; importing it twice cost the doctored run's start 0.1-0.2 s of CPU, seconds of
-wall time on a loaded machine). Leaves the measuring to
+imports it; importing it in both cost stoke doctor's start 0.13 s of CPU against 0.09 s
+without, more wall time on a loaded machine). Leaves the measuring to
 :mod:`stoke.diagnosis.measure.recorder` and running the script to :mod:`stoke.diagnosis.run`.
 """
 
