@@ -26,8 +26,12 @@ run; the names are in ``WALL_SCRIPTS``), with the doctor's own breakdown from ea
 process (``bootstrap_s``: importing stoke and the hooks), taking facts, each probe's wall time
 and the budget it had (and the expected run it came from), the hooks, the sampled syncs,
 finishing the record, and what is left outside the script's process (``stoke doctor``'s own
-start, the report, the process exits) plus noise. The load average is recorded with each
-row: on a shared machine, read the paired ratio.
+start, the report, the process exits) plus noise; and, from the record's phase marks
+(``overhead.phases``, :mod:`stoke.diagnosis.measure.phases`), the run split in time
+(``PHASE_SPANS``: stoke doctor's start and imports, the script process's bootstrap, the
+script up to Keras, the fit up to the probes, the probes' span, the record, the script
+process's exit, the report). The load average is recorded with each row: on a shared
+machine, read the paired ratio, and the CPU ratio.
 
     .venv/bin/python benchmarks/doctor_overhead.py --wall --rounds 2
     .venv/bin/python benchmarks/doctor_overhead.py --wall --quick      # one script, one round
@@ -245,13 +249,14 @@ def wall_once(backend: str, script: Path, script_args: list[str], doctored: bool
         return {"wall_s": wall, "cpu_s": cpu_s, "exit_code": exit_code}
     with tempfile.TemporaryDirectory(prefix="doctor-wall-") as folder:
         record_path = Path(folder) / "record.json"
+        launched = time.time()
         wall, cpu_s, exit_code = _timed([sys.executable, "-m", "stoke", "doctor", "--record",
                                   str(record_path), "--", sys.executable, str(script),
                                   *script_args], backend, may_fail)
-        # the record is written (os.replace of a finished file) when the script's run ends:
-        # what follows is that process's exit (the interpreter's teardown, which the plain run
-        # pays too), the report, and stoke doctor's own exit
-        after_record_s = time.time() - record_path.stat().st_mtime
+        ended = time.time()
+        # --record: stoke doctor's copy of the record, saved once the script's process ended
+        # (with its marks from both processes: stoke.diagnosis.measure.phases), before the report
+        saved = record_path.stat().st_mtime
         record = json.loads(record_path.read_text())
     overhead, meta = record.get("overhead", {}), record.get("meta", {})
     row = {"wall_s": wall, "cpu_s": cpu_s, "exit_code": exit_code, "script_s": meta.get("duration_s"),
@@ -261,11 +266,43 @@ def wall_once(backend: str, script: Path, script_args: list[str], doctored: bool
            "shortened": sorted(name for name, probe in (record.get("probes") or {}).items()
                                if "shortened" in (probe.get("detail") or {})),
            "probes_run": sorted(record.get("probes") or {}),
-           "steps": len(record.get("steps") or [])}
+           "steps": len(record.get("steps") or []),
+           "phases_s": phase_durations(overhead.get("phases") or {}, launched, ended)}
     inside = (row["bootstrap_s"] or 0.0) + (row["script_s"] or 0.0)
     row["outside_script_process_s"] = wall - inside  # stoke doctor's start, report, exits
-    row["after_record_s"] = after_record_s
+    row["after_record_s"] = ended - saved  # the report and stoke doctor's exit
     return row
+
+
+# what --wall splits a doctored run into, from the record's phase marks
+# (stoke.diagnosis.measure.phases): name -> (from, to); "launch" and "end" are the command's
+# start and end, as the benchmark saw them
+PHASE_SPANS = {
+    "doctor_start": ("launch", "doctor_started"),  # exec of stoke doctor's interpreter
+    "doctor_imports": ("doctor_started", "child_spawned"),  # stoke doctor's own imports
+    "child_bootstrap": ("child_spawned", "script_started"),  # the script's process: the doctor's imports
+    "script_imports": ("script_started", "keras_imported"),  # the script up to Keras (its own)
+    "hooks": ("keras_imported", "hooks_installed"),
+    "to_fit": ("hooks_installed", "fit_attached"),
+    "fit_to_probes": ("fit_attached", "probes_started"),
+    "probe_span": ("probes_started", "probes_ended"),
+    "after_probes": ("probes_ended", "script_ended"),
+    "finish": ("script_ended", "record_ready"),
+    # writing the record, then the interpreter's teardown (which the plain run pays too)
+    "child_exit": ("record_ready", "child_exited"),
+    "reap_and_load": ("child_exited", "record_loaded"),
+    "report_and_exit": ("record_loaded", "end"),
+}
+
+
+def phase_durations(phases: dict, launched: float, ended: float) -> dict:
+    """Seconds of each span of :data:`PHASE_SPANS` the record's marks allow (None: a mark missing)."""
+    marks = {**phases, "launch": launched, "end": ended}
+    spans = {}
+    for name, (start, stop) in PHASE_SPANS.items():
+        a, b = marks.get(start), marks.get(stop)
+        spans[name] = None if a is None or b is None else b - a
+    return spans
 
 
 def _median(values):
@@ -289,6 +326,8 @@ def measure_wall(backend: str, name: str, rounds: int) -> dict:
     each_names = sorted({n for d in doctored for n in d["probe_s_each"]})
     breakdown["probe_s_each"] = {n: _median(d["probe_s_each"].get(n) for d in doctored)
                                  for n in each_names}
+    breakdown["phases_s"] = {n: _median(d["phases_s"].get(n) for d in doctored)
+                             for n in PHASE_SPANS}
     return {
         "backend": backend, "workload": name, "mode": "wall", "script": str(script.relative_to(ROOT)),
         "script_args": script_args, "exit_codes": sorted({r["exit_code"] for r in plain + doctored}),
@@ -326,9 +365,10 @@ def _print_wall(row: dict) -> None:
           f"{f(b['probe_budget_s'])} of expected {f(b['expected_run_s'])}), hooks "
           f"{f(b['doctor_s_total'])}, syncs {f(b['sync_s_total'])}, finish {f(b['finish_s'])}, "
           f"outside the script's process {f(b['outside_script_process_s'])} (of which after "
-          f"the record was written {f(b['after_record_s'])}: exit, report) (script itself "
+          f"stoke doctor saved the record {f(b['after_record_s'])}: report, exit) (script itself "
           f"{f(b['script_s'])}); shortened {row['shortened']}; not run "
-          f"{sorted(row['probe_notes'])}", flush=True)
+          f"{sorted(row['probe_notes'])}\n    phases (median s): "
+          + ", ".join(f"{k} {f(v)}" for k, v in b["phases_s"].items()), flush=True)
 
 
 def main() -> int:

@@ -361,18 +361,23 @@ class OverheadFacts(Facts):
     sync_s_total: float | None = None  # blocked in sampled syncs: work the device did anyway
     synced_steps: int | None = None
     sampler_cpu_s: float | None = None  # CPU time of the background sampler thread
-    probes_s: float | None = None  # wall time the probes added
-    probe_s_each: dict[str, float] | None = None  # each probe's wall time (input_free, ...)
+    # wall time the probes added (TensorFlow's ready-pull timing at the first step included)
+    probes_s: float | None = None
+    # each probe's wall time (input_free, model_alone, input_alone, tf_pulls)
+    probe_s_each: dict[str, float] | None = None
     # the probes' wall-time budget (DoctorOptions.probe_budget_fraction of the run's expected
     # steps' wall time when its length is known, else of the measured steps, at least
     # probe_budget_min_s); None when no probe was scheduled
     probe_budget_s: float | None = None
     expected_run_s: float | None = None  # the expected steps' wall time the budget came from
-    calibration_s: float | None = None  # TensorFlow: measuring an eager pull's floor
+    # TensorFlow: timing ready pulls at the first step (in probes_s as "tf_pulls" too)
+    calibration_s: float | None = None
     # where else the doctor's wall time went, for benchmarks/doctor_overhead.py --wall:
     bootstrap_s: float | None = None  # process start -> the script starts (the doctor's imports)
     facts_s: float | None = None  # taking the run's facts (input, model, environment)
     finish_s: float | None = None  # the script's end -> the record is ready to be written
+    # when each part of the run happened, Unix times (stoke.diagnosis.measure.phases.PHASES)
+    phases: dict[str, float] | None = None
 
 
 # -- the record -------------------------------------------------------------------------------

@@ -267,3 +267,24 @@ def test_the_recorded_run_length_is_the_one_the_budget_was_a_share_of():
     schedule.run([probe])
     assert schedule.applied_budget_s == pytest.approx(0.25)
     assert schedule.applied_expected_run_s == pytest.approx(1.0)
+
+
+def test_a_first_step_measurement_is_stated_with_the_probes_and_comes_off_the_share_not_the_floor():
+    budget = ProbeBudget(fraction=0.25, min_s=60.0, known_min_s=1.0)
+    # a short run (2 s of steps): the floor stays the probes' own, after 0.8 s of first-step timing
+    assert budget.limit_s(1.0, expected_run_s=2.0, charged_s=0.8) == pytest.approx(1.8)
+    # a long run: the share (25% of 40 s) covers both
+    assert budget.limit_s(1.0, expected_run_s=40.0, charged_s=0.8) == pytest.approx(10.0)
+    assert "at least 1 s after the 0.8 s of first-step timing" in budget.describe(1.0, 2.0, 0.8)
+    schedule, record = run_with_steps(0.01, 30, probe_after_steps=20, probe_seconds=2.0,
+                                      budget=budget)
+    schedule.plan(total_steps=200)  # 2 s of steps expected: 0.5 s of share, the 1 s floor
+    schedule.charge("tf_pulls", 0.8)
+    probe, _ = sleeping_probe("model_alone", 0.01)
+    schedule.run([probe])
+    spent = schedule.spent_each
+    assert set(spent) == {"tf_pulls", "model_alone"} and spent["tf_pulls"] == 0.8
+    assert schedule.spent_s == pytest.approx(sum(spent.values()))
+    # the probe got the floor's time (0.9 of the 1 s: the planning margin), not 0.1 s
+    assert spent["model_alone"] >= 0.8
+    assert schedule.spent_s <= schedule.applied_budget_s == pytest.approx(1.8)

@@ -5,8 +5,9 @@ known (it sleeps ``--load-ms``), feeding a model whose cost is set by ``--width`
 (on JAX already on the device: see ``cached_batch``).
 The speedup measured between a normal run and a ``--cached`` run is what the doctor's
 predicted speedup should match. The script times its own steady state (epochs after the first,
-wall time per step, device synchronised at each epoch's end by Keras' logs) and prints it on a
-line ``KNOWN_RESULT {json}``.
+wall time per step, device synchronised at each epoch's end by Keras' logs), and what making a
+batch took its generator (``input_s_per_batch``: the input's own cost in this run, whatever the
+load), and prints them on a line ``KNOWN_RESULT {json}``.
 
 Used by benchmarks/doctor_accuracy.py, benchmarks/doctor_overhead.py and
 tests/backends/test_doctor_accuracy.py.
@@ -50,6 +51,10 @@ def cached_batch(rng):
     return batch
 
 
+# what making the batches took, measured by the generator itself: [seconds, batches]
+made = [0.0, 0]
+
+
 def batches():
     rng = np.random.default_rng(0)
     if args.cached:
@@ -57,9 +62,13 @@ def batches():
         while True:
             yield batch
     while True:
+        started = time.perf_counter()
         if args.load_ms > 0:
             time.sleep(args.load_ms / 1000)  # reading and decoding files
-        yield make_batch(rng)
+        batch = make_batch(rng)
+        made[0] += time.perf_counter() - started
+        made[1] += 1
+        yield batch
 
 
 class EpochTimes(keras.callbacks.Callback):
@@ -95,5 +104,7 @@ result = {
     "epoch_s": timer.seconds,
     "cached": args.cached,
     "load_ms": args.load_ms,
+    # the input's own cost per batch in this run (0 with --cached: nothing is made)
+    "input_s_per_batch": made[0] / made[1] if made[1] else 0.0,
 }
 print("KNOWN_RESULT " + json.dumps(result), flush=True)

@@ -21,17 +21,16 @@ import os
 import runpy
 import signal
 import sys
+import time
 import traceback
 
+from stoke.diagnosis.measure import phases
 from stoke.diagnosis.measure.hooks import activate, deactivate, install_hooks, keras_version_warning
-from stoke.diagnosis.measure.recorder import DoctorOptions, DoctorStepLimitReached, Recorder
+from stoke.diagnosis.measure.options import OPTIONS_ENV, PARENT_ENV, RECORD_ENV, DoctorOptions
+from stoke.diagnosis.measure.recorder import DoctorStepLimitReached, Recorder
 from stoke.diagnosis.record import RunRecord
 from stoke.legacy.imports import when_imported
 from stoke.legacy.run import exit_status
-
-RECORD_ENV = "STOKE_DOCTOR_RECORD"
-PARENT_ENV = "STOKE_DOCTOR_PARENT_PID"  # the stoke doctor process this script dies with
-OPTIONS_ENV = "STOKE_DOCTOR_OPTIONS"
 
 USAGE = "usage: python -m stoke.diagnosis.run.bootstrap (SCRIPT | -m MODULE | -c CODE) [ARGS...]"
 
@@ -45,8 +44,10 @@ def _keras_imported(recorder: Recorder) -> None:
     milliseconds. Objects alive at import are modules, classes and functions: they live to
     the end anyway. ``gc.unfreeze()`` after the last collection hands them back for the
     interpreter's shutdown."""
+    phases.mark(recorder.record.overhead, "keras_imported")
     _install_or_explain(recorder)
     gc.freeze()
+    phases.mark(recorder.record.overhead, "hooks_installed")
 
 
 def _install_or_explain(recorder: Recorder) -> None:
@@ -165,17 +166,25 @@ def conversion_record(conversion) -> dict:
             for key, value in data.items()}
 
 
-def _seconds_since_process_start() -> float | None:
-    """Wall time since this process started (the interpreter's start and the doctor's imports
-    before the script runs); None when the system does not say."""
-    import time
-
-    try:
-        import psutil
-
-        return max(0.0, time.time() - psutil.Process().create_time())
-    except Exception:
-        return None
+def _mark_start(overhead: dict) -> None:
+    """The marks of this process's start (and of stoke doctor's, passed in the environment),
+    and ``bootstrap_s``: from this process's start until the script starts."""
+    spawned = os.environ.get(phases.SPAWNED_ENV, "").split()
+    if len(spawned) == 2:
+        try:
+            doctor_started, child_spawned = (float(value) for value in spawned)
+        except ValueError:
+            pass
+        else:
+            if doctor_started > 0:
+                phases.mark(overhead, "doctor_started", doctor_started)
+            phases.mark(overhead, "child_spawned", child_spawned)
+    started = phases.process_started_at()
+    if started is not None:
+        phases.mark(overhead, "process_started", started)
+    phases.mark(overhead, "script_started")
+    if started is not None:
+        overhead["bootstrap_s"] = max(0.0, overhead["phases"]["script_started"] - started)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,7 +196,6 @@ def main(argv: list[str] | None = None) -> int:
     record_path = os.environ.get(RECORD_ENV)
     options = DoctorOptions.from_json(os.environ.get(OPTIONS_ENV, ""))
     recorder = Recorder(options, argv=[target, *args], script=target if kind != "code" else "-c")
-    recorder.record.overhead["bootstrap_s"] = _seconds_since_process_start()
     _exit_with_parent()
     recorder.start()
     activate(recorder)
@@ -201,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, previous_sigterm))
     status, code, error, error_type = "completed", 0, None, None
+    _mark_start(recorder.record.overhead)
     try:
         _run_target(kind, target, args)
     except DoctorStepLimitReached:
@@ -219,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         error = "".join(traceback.format_exception_only(type(exception), exception)).strip()
         error_type = type(exception).__name__
     finally:
+        phases.mark(recorder.record.overhead, "script_ended")
         signal.signal(signal.SIGTERM, previous_sigterm)
         deactivate(recorder)
         note_keras2_conversions(recorder)
@@ -229,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             measurements.meta.update(exit_status=status, exit_code=code, error=error)
             measurements.meta["doctor_error"] = repr(doctor_error)
             record = RunRecord.from_measurements(measurements)
+        record.overhead.phases = {**(record.overhead.phases or {}), "record_ready": time.time()}
         if record_path:
             temporary = f"{record_path}.partial"
             record.save(temporary)

@@ -88,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from stoke.diagnosis.measure.recorder import DoctorOptions
+    from stoke.diagnosis.measure.options import DoctorOptions
     from stoke.diagnosis.run.runner import CommandError, run_measured
     from stoke.diagnosis.run.session import budget_floors
 

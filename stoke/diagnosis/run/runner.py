@@ -24,9 +24,9 @@ from pathlib import Path
 
 import psutil
 
-from stoke.diagnosis.measure.recorder import DoctorOptions
+from stoke.diagnosis.measure import phases
+from stoke.diagnosis.measure.options import OPTIONS_ENV, PARENT_ENV, RECORD_ENV, DoctorOptions
 from stoke.diagnosis.record import RunRecord
-from stoke.diagnosis.run.bootstrap import OPTIONS_ENV, PARENT_ENV, RECORD_ENV
 
 # Interpreter options that take a value (python -X dev, -W error, ...).
 _OPTIONS_WITH_VALUE = {"-X", "-W", "--check-hash-based-pycs"}
@@ -147,6 +147,7 @@ def run_measured(
         if extra_env:
             env.update(extra_env)
         output = subprocess.PIPE if capture_output else None
+        env[phases.SPAWNED_ENV] = f"{phases.process_started_at() or 0.0!r} {time.time()!r}"
         try:
             process = subprocess.Popen(
                 child_command,
@@ -162,8 +163,12 @@ def run_measured(
             on_started()
         descendants = _Descendants(process.pid)
         captured, message = _wait(process, timeout_s, capture_output, descendants)
+        exited_at = time.time()
         descendants.reap()
         record = RunRecord.load(record_path) if record_path.exists() else None
+        if record is not None:
+            record.overhead.phases = {**(record.overhead.phases or {}),
+                                      "child_exited": exited_at, "record_loaded": time.time()}
     exit_code = process.returncode if process.returncode is not None else 1
     if exit_code < 0:
         exit_code = 128 - exit_code  # killed by signal N -> 128 + N, as shells report it
