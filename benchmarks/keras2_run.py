@@ -92,6 +92,27 @@ def run_once(kind: str, path: str, before_root: str | None = None) -> list[float
             if line.startswith("EPOCH_S")]
 
 
+def _run_rounds(args, folder: str) -> dict[str, list[list[float]]]:
+    """Write both scripts into ``folder`` and run the interleaved rounds: each kind's epoch
+    times, round by round."""
+    paths = {}
+    for kind, call in (("stoke run", KERAS2), ("keras 3 by hand", KERAS3)):
+        path = os.path.join(folder, kind.replace(" ", "_") + ".py")
+        with open(path, "w") as f:
+            f.write(SCRIPT.format(steps=args.steps, epochs=args.epochs,
+                                  work_ms=args.batch_work_ms, uneven_every=args.uneven_every,
+                                  uneven_ms=args.uneven_ms, call=call))
+        paths[kind] = path
+    if args.before:
+        paths["stoke run (before)"] = paths["stoke run"]
+    epochs: dict[str, list[list[float]]] = {kind: [] for kind in paths}
+    order = list(paths)
+    for round_index in range(args.rounds):
+        for kind in order[round_index % 2:] + order[:round_index % 2]:
+            epochs[kind].append(run_once(kind, paths[kind], args.before))
+    return epochs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -110,22 +131,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.epochs, args.steps = 1, 3, 20
-    folder = tempfile.mkdtemp(prefix="stoke-keras2-run-")
-    paths = {}
-    for kind, call in (("stoke run", KERAS2), ("keras 3 by hand", KERAS3)):
-        path = os.path.join(folder, kind.replace(" ", "_") + ".py")
-        with open(path, "w") as f:
-            f.write(SCRIPT.format(steps=args.steps, epochs=args.epochs,
-                                  work_ms=args.batch_work_ms, uneven_every=args.uneven_every,
-                                  uneven_ms=args.uneven_ms, call=call))
-        paths[kind] = path
-    if args.before:
-        paths["stoke run (before)"] = paths["stoke run"]
-    epochs: dict[str, list[list[float]]] = {kind: [] for kind in paths}
-    order = list(paths)
-    for round_index in range(args.rounds):
-        for kind in order[round_index % 2:] + order[:round_index % 2]:
-            epochs[kind].append(run_once(kind, paths[kind], args.before))
+    with tempfile.TemporaryDirectory(prefix="stoke-keras2-run-") as folder:  # gone on Ctrl-C too
+        epochs = _run_rounds(args, folder)
     rows = {}
     for kind, runs in epochs.items():
         steady = [t for run in runs for t in run[1:]]

@@ -37,7 +37,10 @@ given to a Keras-2 ``fit`` with steps other than its length is read as Keras 2 r
 stream of passes (:mod:`.keras2_stream`), so that every mode trains Keras 2's steps.
 :func:`conversions` lists each distinct call translated
 (:class:`~stoke.legacy.conversions.Conversion`). The first time a call is translated its
-line and replacement are printed, once (``stoke run`` names the script's own lines).
+line and replacement are printed, once (``stoke run`` names the script's own lines), on lines
+of their own where no progress bar is drawn: before the call starts, or, for a line that
+comes while a training call runs (an optimizer made in a callback, a call from another
+thread), held until the last running call returns.
 """
 
 from __future__ import annotations
@@ -85,7 +88,8 @@ _local = threading.local()  # .depth: inside a translated call (fit_generator ->
 _state: dict[str, Any] = {"installed": False, "originals": {}, "told": False, "workers": "auto",
                           "cancel": None, "quiet": False, "keras2_only": False,
                           "show_tuning": False,
-                          "added": [], "optimizer": None}
+                          "added": [], "optimizer": None,
+                          "running": 0, "held": []}  # training calls running (all threads)
 
 
 def install(workers: int | str = "auto", quiet: bool = False, keras2_only: bool = False,
@@ -131,7 +135,7 @@ def uninstall() -> None:
             cls, original_init = _state["optimizer"]
             cls.__init__ = original_init
         _state.update(originals={}, added=[], optimizer=None, installed=False, told=False,
-                      show_tuning=False)
+                      show_tuning=False, held=[])
         _noted_other.clear()
         _records.forget()
 
@@ -341,10 +345,12 @@ def _call(original, name: str, method: str, model, args: tuple, kwargs: dict,
                              legacy_arguments=tuple(f"{k}={v!r}" for k, v in legacy_given.items()),
                              accelerated=bool(opened), read_as_stream=read_as_stream))
         _local.depth = depth + 1
+        _calls_running(+1)
         try:
             return original(*bound.args, **bound.kwargs)
         finally:
             _local.depth = depth
+            _calls_running(-1)
     finally:
         if _state["show_tuning"] and opened:
             _print_tuning(method, opened)
@@ -514,12 +520,33 @@ def _note_other(shown: str, instead: str) -> None:
     _print_note(f"{where(filename, lineno)} `{shown}` → {instead}")
 
 
+def _calls_running(change: int) -> None:
+    """Count the training calls running; print the notes held while any ran once none does
+    (their progress bars are finished then)."""
+    with _lock:
+        _state["running"] += change
+        held = _state["held"] if _state["running"] == 0 else []
+        _state["held"] = [] if held else _state["held"]
+    if held:
+        _print_lines(held)
+
+
 def _print_note(line: str) -> None:
+    """Print ``line`` now, or hold it while a training call runs (its progress bar would be
+    cut in the middle)."""
     if _state["quiet"]:
         return
     with _lock:
+        if _state["running"]:
+            _state["held"].append(line)
+            return
+    _print_lines([line])
+
+
+def _print_lines(lines: list[str]) -> None:
+    with _lock:
         header = not _state["told"]
         _state["told"] = True
-    lines = [NOTE_HEADER] if header else []
-    lines.append(f"    {line}")
-    print("\n".join(lines), file=sys.stderr, flush=True)
+    shown = [NOTE_HEADER] if header else []
+    shown.extend(f"    {line}" for line in lines)
+    print("\n".join(shown), file=sys.stderr, flush=True)

@@ -321,3 +321,42 @@ def test_float_steps_count_as_keras2_counted_them(tmp_path):
     assert [line for line in result.stdout.splitlines() if line.startswith("STEPS")] == \
         ["STEPS 6", "STEPS 6"], result.stdout[-2000:]
     assert "EVAL" in result.stdout
+
+
+NOTE_DURING_FIT = """
+import keras, numpy as np
+
+
+class RecompileLater(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:  # a Keras-2 optimizer made while fit runs (its progress bar is open)
+            self.made = keras.optimizers.SGD(lr=0.01)
+
+
+m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+m.compile(optimizer="sgd", loss="mse")
+m.fit(np.ones((16, 3)), np.ones(16), batch_size=4, epochs=2, verbose=1,
+      callbacks=[RecompileLater()])
+print("FIT DONE", flush=True)
+"""
+
+
+@pytest.mark.parametrize("runner", ["stoke run", "stoke doctor"])
+def test_a_note_that_comes_during_fit_waits_for_its_end(tmp_path, runner):
+    script = tmp_path / "note_during_fit.py"
+    script.write_text(NOTE_DURING_FIT)
+    command = ("-m", "stoke", "run", "--no-accelerate", str(script)) if runner == "stoke run" \
+        else ("-m", "stoke", "doctor", "--no-probes", "--", "python", str(script))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT}
+    # one pipe for both streams: the lines in the order the script wrote them
+    result = subprocess.run([sys.executable, *command], cwd=ROOT, env=env, timeout=400,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0, result.stdout[-3000:]
+    advice = [i for i, line in enumerate(lines) if "`SGD(..., lr=0.01)`" in line]
+    last_epoch = [i for i, line in enumerate(lines) if line.startswith("Epoch 2/2")]
+    done = lines.index("FIT DONE")
+    assert len(advice) == 1 and last_epoch, result.stdout[-3000:]
+    # after the last epoch's progress, before the script goes on: not inside fit's output
+    assert last_epoch[0] < advice[0] < done, result.stdout[-3000:]
+    assert lines[advice[0] - 1].endswith("stoke run`, change:"), result.stdout[-3000:]

@@ -1,5 +1,5 @@
 """How the doctor measures a run (:class:`DoctorOptions`), and the environment that carries
-the options and the record's path from ``stoke doctor`` to the script's process.
+the options and the record's file from ``stoke doctor`` to the script's process.
 
 Kept apart from the recorder so that ``stoke doctor``'s own process, which only starts the
 script and reads its record, imports none of the measuring machinery (the script's process
@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 from stoke.diagnosis.measure.probe_schedule import ProbeBudget
 
-RECORD_ENV = "STOKE_DOCTOR_RECORD"  # where the script's process writes its record
-PARENT_ENV = "STOKE_DOCTOR_PARENT_PID"  # the stoke doctor process the script dies with
+# where the script's process writes its record: a descriptor of an anonymous file the doctor
+# made and passed (nothing is left on disk however either process ends)
+RECORD_FD_ENV = "STOKE_DOCTOR_RECORD_FD"
 OPTIONS_ENV = "STOKE_DOCTOR_OPTIONS"  # DoctorOptions.to_json()
 
 

@@ -7,8 +7,15 @@ pick its backend (``os.environ["KERAS_BACKEND"] = ...``) before importing it, so
 installed by an import watcher the moment ``keras`` finishes importing.
 
 On the way out (normal end, ``sys.exit``, an exception, Ctrl-C/SIGTERM, or the doctor's own
-stop after ``--steps N``) the record is written to the path in ``STOKE_DOCTOR_RECORD``, and the
-process exits with the script's exit status (0 when the doctor stopped it).
+stop after ``--steps N``) the record is written to the file descriptor in
+``STOKE_DOCTOR_RECORD_FD`` (an anonymous file the doctor made: nothing is left on disk however
+either process ends), and the process exits with the script's exit status (0 when the doctor
+stopped it). A further Ctrl-C while the record is written is ignored (the doctor kills the
+script if it does not end).
+
+The first thing it does is to watch the doctor (:mod:`stoke.diagnosis.run.parent_watch`), before
+importing the measuring side: a doctor killed during the script's start-up takes the script
+with it at once. Those imports are therefore inside the functions that use them.
 
 The parent side (building this command, reading the record, reporting) is
 :mod:`stoke.diagnosis.run.runner`.
@@ -17,20 +24,21 @@ The parent side (building this command, reading the record, reporting) is
 from __future__ import annotations
 
 import gc
+import json
 import os
 import runpy
 import signal
 import sys
 import time
 import traceback
+from typing import TYPE_CHECKING
 
 from stoke.diagnosis.measure import phases
-from stoke.diagnosis.measure.hooks import activate, deactivate, install_hooks, keras_version_warning
-from stoke.diagnosis.measure.options import OPTIONS_ENV, PARENT_ENV, RECORD_ENV, DoctorOptions
-from stoke.diagnosis.measure.recorder import DoctorStepLimitReached, Recorder
-from stoke.diagnosis.record import RunRecord
-from stoke.legacy.imports import when_imported
-from stoke.legacy.run import exit_status
+from stoke.diagnosis.run.parent_watch import exit_with_doctor
+
+if TYPE_CHECKING:
+    from stoke.diagnosis.measure.recorder import Recorder
+    from stoke.diagnosis.record import RunRecord
 
 USAGE = "usage: python -m stoke.diagnosis.run.bootstrap (SCRIPT | -m MODULE | -c CODE) [ARGS...]"
 
@@ -51,6 +59,8 @@ def _keras_imported(recorder: Recorder) -> None:
 
 
 def _install_or_explain(recorder: Recorder) -> None:
+    from stoke.diagnosis.measure.hooks import install_hooks, keras_version_warning
+
     try:
         install_hooks()
     except Exception as error:
@@ -110,35 +120,6 @@ def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _exit_with_parent() -> None:
-    """If ``stoke doctor`` is killed, the measured script must not run on as an orphan: a
-    daemon thread ends this process once the doctor's process is gone. (Its pid comes in the
-    environment: a wrapper such as ``conda run`` may stand between the two.)"""
-    import threading
-    import time
-
-    doctor = int(os.environ.get(PARENT_ENV) or os.getppid())
-
-    def doctor_alive() -> bool:
-        try:
-            os.kill(doctor, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
-    if not doctor_alive():  # the doctor died while this process was starting
-        os._exit(137)
-
-    def watch() -> None:
-        while doctor_alive():
-            time.sleep(0.5)
-        os._exit(137)
-
-    threading.Thread(target=watch, name="stoke-doctor-parent-watch", daemon=True).start()
-
-
 def note_keras2_conversions(recorder: Recorder) -> None:
     """Put the Keras-2 calls the shim translated into the record (``meta["keras2_conversions"]``),
     so that the findings diagnose what the user wrote (a ``fit_generator`` on a plain generator
@@ -187,16 +168,45 @@ def _mark_start(overhead: dict) -> None:
         overhead["bootstrap_s"] = max(0.0, overhead["phases"]["script_started"] - started)
 
 
+def write_record(record: RunRecord, fd: int) -> None:
+    """Write ``record`` (JSON) over what the file ``fd`` holds; the doctor reads it once this
+    process has ended (one cut short by a kill reads as no record)."""
+    data = memoryview(json.dumps(record.to_dict()).encode())
+    os.ftruncate(fd, 0)
+    written = 0
+    while written < len(data):
+        written += os.pwrite(fd, data[written:], written)
+
+
+def _record_fd() -> int | None:
+    """The descriptor the doctor passed (kept from the script's own child processes)."""
+    from stoke.diagnosis.measure.options import RECORD_FD_ENV
+
+    text = os.environ.get(RECORD_FD_ENV)
+    if not text:
+        return None
+    fd = int(text)
+    os.set_inheritable(fd, False)
+    return fd
+
+
 def main(argv: list[str] | None = None) -> int:
+    exit_with_doctor()  # first: before the imports below, which take seconds on a busy machine
     argv = list(sys.argv[1:] if argv is None else argv)
     kind, target, args = _parse_target(argv)
     if kind == "path" and not os.path.exists(target):
         print(f"stoke doctor: no such script: {target!r}", file=sys.stderr)
         return 2
-    record_path = os.environ.get(RECORD_ENV)
+    from stoke.diagnosis.measure.hooks import activate, deactivate
+    from stoke.diagnosis.measure.options import OPTIONS_ENV, DoctorOptions
+    from stoke.diagnosis.measure.recorder import DoctorStepLimitReached, Recorder
+    from stoke.diagnosis.record import RunRecord
+    from stoke.legacy.imports import when_imported
+    from stoke.legacy.run import exit_status
+
+    record_fd = _record_fd()
     options = DoctorOptions.from_json(os.environ.get(OPTIONS_ENV, ""))
     recorder = Recorder(options, argv=[target, *args], script=target if kind != "code" else "-c")
-    _exit_with_parent()
     recorder.start()
     activate(recorder)
     # once Keras has imported, however it is reached (also TensorFlow first: tf.keras)
@@ -230,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         phases.mark(recorder.record.overhead, "script_ended")
         signal.signal(signal.SIGTERM, previous_sigterm)
+        # the script is over: a second Ctrl-C (the terminal's, then the doctor's own) must
+        # not cost the record; the doctor kills this process if it does not end
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         deactivate(recorder)
         note_keras2_conversions(recorder)
         try:
@@ -240,10 +253,8 @@ def main(argv: list[str] | None = None) -> int:
             measurements.meta["doctor_error"] = repr(doctor_error)
             record = RunRecord.from_measurements(measurements)
         record.overhead.phases = {**(record.overhead.phases or {}), "record_ready": time.time()}
-        if record_path:
-            temporary = f"{record_path}.partial"
-            record.save(temporary)
-            os.replace(temporary, record_path)
+        if record_fd is not None:
+            write_record(record, record_fd)
         sys.stdout.flush()
         sys.stderr.flush()
         # Free what the run left in reference cycles now, while threads can still take the

@@ -3,13 +3,18 @@ doctor's hooks installed, wait for it, and read back its run record.
 
 Owns turning ``python train.py ARGS`` (or ``train.py ARGS``, ``python -m pkg ARGS``) into
 ``python -m stoke.diagnosis.run.bootstrap train.py ARGS`` with the same interpreter and flags, the
-environment that carries the options and the record's path, and the waiting (Ctrl-C is passed
-on to the script, which then writes what it measured). The child's output goes straight to the
+environment that carries the options, the anonymous file the record comes back in (passed as a
+file descriptor: no name on disk, so a doctor killed with SIGKILL leaves no temporary file
+behind; the script ends with the doctor, :mod:`stoke.diagnosis.run.parent_watch`), and the
+waiting (Ctrl-C, or SIGTERM to the doctor, is passed on to the script, which then writes what
+it measured; the processes it leaves are ended). The child's output goes straight to the
 terminal. Analysis and rendering are left to :mod:`stoke.diagnosis.run.cli`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import shutil
@@ -17,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,8 +31,9 @@ from pathlib import Path
 import psutil
 
 from stoke.diagnosis.measure import phases
-from stoke.diagnosis.measure.options import OPTIONS_ENV, PARENT_ENV, RECORD_ENV, DoctorOptions
+from stoke.diagnosis.measure.options import OPTIONS_ENV, RECORD_FD_ENV, DoctorOptions
 from stoke.diagnosis.record import RunRecord
+from stoke.diagnosis.run.parent_watch import PARENT_ENV
 
 # Interpreter options that take a value (python -X dev, -W error, ...).
 _OPTIONS_WITH_VALUE = {"-X", "-W", "--check-hash-based-pycs"}
@@ -110,9 +117,9 @@ def _same_file(a: str, b: str) -> bool:
         return False
 
 
-def child_environment(options: DoctorOptions, record_path: Path) -> dict[str, str]:
+def child_environment(options: DoctorOptions, record_fd: int) -> dict[str, str]:
     env = dict(os.environ)
-    env[RECORD_ENV] = str(record_path)
+    env[RECORD_FD_ENV] = str(record_fd)
     env[OPTIONS_ENV] = options.to_json()
     env[PARENT_ENV] = str(os.getpid())
     # The child may run another interpreter: make sure it can import this stoke.
@@ -141,9 +148,8 @@ def run_measured(
     """
     options = options or DoctorOptions()
     child_command = build_child_command(command)
-    with tempfile.TemporaryDirectory(prefix="stoke-doctor-") as folder:
-        record_path = Path(folder) / "record.json"
-        env = child_environment(options, record_path)
+    with tempfile.TemporaryFile(prefix="stoke-doctor-record-") as record_file:
+        env = child_environment(options, record_file.fileno())
         if extra_env:
             env.update(extra_env)
         output = subprocess.PIPE if capture_output else None
@@ -156,22 +162,26 @@ def run_measured(
                 stdout=output,
                 stderr=subprocess.STDOUT if capture_output else None,
                 text=capture_output,
+                pass_fds=(record_file.fileno(),),
             )
         except OSError as error:
             return DoctorRun(None, 127, command, f"could not start {child_command[0]!r}: {error}")
         if on_started is not None:
             on_started()
         descendants = _Descendants(process.pid)
-        captured, message = _wait(process, timeout_s, capture_output, descendants)
+        with _sigterm_as_interrupt():
+            captured, message = _wait(process, timeout_s, capture_output, descendants)
         exited_at = time.time()
         descendants.reap()
-        record = RunRecord.load(record_path) if record_path.exists() else None
+        record, cut_short = _read_record(record_file)
         if record is not None:
             record.overhead.phases = {**(record.overhead.phases or {}),
                                       "child_exited": exited_at, "record_loaded": time.time()}
     exit_code = process.returncode if process.returncode is not None else 1
     if exit_code < 0:
         exit_code = 128 - exit_code  # killed by signal N -> 128 + N, as shells report it
+    if cut_short and message is None:
+        message = f"the script ended (exit status {exit_code}) while it wrote its record"
     if record is None and message is None:
         message = (
             f"the script ended (exit status {exit_code}) before the doctor could write its "
@@ -182,6 +192,39 @@ def run_measured(
     return DoctorRun(record, exit_code, command, message)
 
 
+def _read_record(record_file) -> tuple[RunRecord | None, bool]:
+    """The record the script wrote into ``record_file``, and whether what it holds was cut
+    short (a script killed while it wrote)."""
+    record_file.seek(0)
+    data = record_file.read()
+    if not data:
+        return None, False
+    try:
+        return RunRecord.from_dict(json.loads(data)), False
+    except ValueError:
+        return None, True
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While the script runs, SIGTERM to the doctor (``kill``, a job scheduler) is handled as
+    Ctrl-C: passed on to the script, which writes its record; the processes it leaves are
+    ended. (Python's default would end the doctor at once, the script only later, with the
+    doctor.) Only where signals can be handled: the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _wait(
     process: subprocess.Popen, timeout_s, capture_output: bool, descendants: _Descendants
 ) -> tuple[str, str | None]:
@@ -190,8 +233,8 @@ def _wait(
     captured = ""
     interrupted_at = None
     while True:
-        descendants.refresh()
         try:
+            descendants.refresh()
             if capture_output:
                 left = 1.0 if deadline is None else max(0.1, min(1.0, deadline - time.monotonic()))
                 try:
