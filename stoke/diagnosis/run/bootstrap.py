@@ -33,7 +33,6 @@ import time
 import traceback
 from typing import TYPE_CHECKING
 
-from stoke.diagnosis.measure import phases
 from stoke.diagnosis.run.parent_watch import exit_with_doctor
 
 if TYPE_CHECKING:
@@ -52,6 +51,8 @@ def _keras_imported(recorder: Recorder) -> None:
     milliseconds. Objects alive at import are modules, classes and functions: they live to
     the end anyway. ``gc.unfreeze()`` after the last collection hands them back for the
     interpreter's shutdown."""
+    from stoke.diagnosis.measure import phases
+
     phases.mark(recorder.record.overhead, "keras_imported")
     _install_or_explain(recorder)
     gc.freeze()
@@ -150,6 +151,8 @@ def conversion_record(conversion) -> dict:
 def _mark_start(overhead: dict) -> None:
     """The marks of this process's start (and of stoke doctor's, passed in the environment),
     and ``bootstrap_s``: from this process's start until the script starts."""
+    from stoke.diagnosis.measure import phases
+
     spawned = os.environ.get(phases.SPAWNED_ENV, "").split()
     if len(spawned) == 2:
         try:
@@ -197,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     if kind == "path" and not os.path.exists(target):
         print(f"stoke doctor: no such script: {target!r}", file=sys.stderr)
         return 2
+    from stoke.diagnosis.measure import phases
     from stoke.diagnosis.measure.hooks import activate, deactivate
     from stoke.diagnosis.measure.options import OPTIONS_ENV, DoctorOptions
     from stoke.diagnosis.measure.recorder import DoctorStepLimitReached, Recorder
