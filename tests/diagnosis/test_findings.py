@@ -124,6 +124,22 @@ def test_float64_input():
     assert "float64-input" not in ids(make_record(wait_s=0.03, step_s=0.04))
 
 
+def test_float64_arrays_cast_once_by_keras_are_named_with_their_real_cost():
+    # float64_small_batch.py on torch (issue 14): np.random arrays into fit; Keras casts them
+    # to float32 when fit starts, so the batches seen are float32 and nothing was named
+    record = make_record(wait_s=0.0, step_s=0.04, kind="arrays", input_extra={
+        "dtypes": {"0": "float32", "1": "float32"},
+        "source_dtypes": {"0": "float64", "1": "float64"}})
+    finding = only(record, "float64-input")
+    assert finding.evidence["float64_fields"] == ["x", "y"]
+    assert finding.severity == "low"
+    assert "once, when fit starts" in finding.message
+    assert 'astype("float32")' in finding.fix and "stoke" not in finding.fix
+    float32 = make_record(wait_s=0.0, step_s=0.04, kind="arrays", input_extra={
+        "dtypes": {"0": "float32"}, "source_dtypes": {"0": "float32", "1": "int64"}})
+    assert "float64-input" not in ids(float32)
+
+
 def test_run_eagerly():
     assert only(make_record(wait_s=0.0, step_s=0.05, model_extra={"run_eagerly": True}),
                 "run-eagerly").severity == "high"

@@ -86,3 +86,71 @@ def test_each_step_names_the_fit_that_made_it():
             clock.end_step(t, synced=False, sync_s=0.0)
     assert [(s.fit, s.batch_size, s.warmup) for s in steps] == [
         (0, 16, True), (0, 16, False), (0, 16, False), (1, 4, True), (1, 4, False), (1, 4, False)]
+
+
+def test_a_wait_between_epochs_is_carried_to_the_next_step(monkeypatch):
+    # Keras drains a PyDataset's worker pool after an epoch's last step, before the next
+    # epoch restarts the clock: that wait belongs to the next step, as wait and as time
+    now = [10.0]
+    monkeypatch.setattr("stoke.diagnosis.measure.step_clock._perf_counter", lambda: now[0])
+    steps: list[StepSample] = []
+    clock = StepClock(0.0, steps, warmup_steps=0)
+    clock.begin_loop()
+    clock.begin_epoch()
+    clock.note_batch(wait_s=0.01, samples=32)
+    clock.end_step(10.05, synced=False, sync_s=0.0)
+    clock.carry_wait(0.3)
+    now[0] = 10.6
+    clock.begin_epoch()
+    clock.note_batch(wait_s=0.01, samples=32)
+    clock.end_step(10.65, synced=False, sync_s=0.0)
+    now[0] = 11.0
+    clock.begin_epoch()  # carried once, not again
+    clock.note_batch(wait_s=0.01, samples=32)
+    clock.end_step(11.05, synced=False, sync_s=0.0)
+    assert [s.wait_s for s in steps] == pytest.approx([0.01, 0.31, 0.01])
+    assert [s.step_s for s in steps] == pytest.approx([0.05, 0.35, 0.05])
+
+
+def test_the_worker_pools_drain_at_an_epochs_end_is_timed_less_kerass_own_poll(monkeypatch):
+    from stoke.diagnosis.measure import timing
+
+    now = [5.0]
+    monkeypatch.setattr(timing, "_perf_counter", lambda: now[0])
+    noted = []
+
+    class Recorder:
+        backend = "jax"
+
+        def begin_epoch(self):
+            pass
+
+        def note_epoch_end_wait(self, seconds):
+            noted.append(seconds)
+
+    class Adapter:
+        def __init__(self, enqueuer):
+            self.enqueuer = enqueuer
+
+        def on_epoch_end(self):
+            now[0] += 0.45  # the batches in flight finish, then Keras' empty poll
+
+    class EpochIterator:
+        def __init__(self, enqueuer):
+            self.data_adapter = Adapter(enqueuer)
+
+        def _enumerate_iterator(self):
+            yield from ()
+
+        def _get_iterator(self):
+            return iter(())
+
+    pooled = EpochIterator(enqueuer=object())
+    timing.wrap_epoch_iterator(pooled, Recorder())
+    pooled.data_adapter.on_epoch_end()
+    assert noted == pytest.approx([0.45 - timing.ENQUEUER_EMPTY_POLL_S])
+    # no worker pool (workers=1, a generator, arrays): nothing drains, nothing is timed
+    plain = EpochIterator(enqueuer=None)
+    timing.wrap_epoch_iterator(plain, Recorder())
+    plain.data_adapter.on_epoch_end()
+    assert len(noted) == 1

@@ -473,13 +473,16 @@ def _prediction_sentence(analysis: Analysis) -> str:
 
 
 def float64_input(record: RunRecord, analysis: Analysis) -> Finding | None:
-    """float64 arrays fed to a float32 model: twice the bytes to make, move and cast."""
+    """float64 inputs to a float32 model: batches made as float64 (twice the bytes to make,
+    move and cast, every step), or float64 arrays passed to ``fit``, which Keras casts to
+    floatx once when ``fit`` starts (the batches are float32 then: no cost per step, but a
+    float32 copy of the whole array beside the user's; :func:`_float64_arrays`)."""
     dtypes = record.input.dtypes
     if not isinstance(dtypes, dict):
         return None
     wide = sorted(_field_label(str(path)) for path, dtype in dtypes.items() if "float64" in str(dtype))
     if not wide:
-        return None
+        return _float64_arrays(record)
     wait = analysis.input_wait_fraction or 0.0
     kind = record.input.kind or "unknown"
     fix = float64_fix(
@@ -496,6 +499,33 @@ def float64_input(record: RunRecord, analysis: Analysis) -> Finding | None:
         ),
         fix=fix,
         evidence={"float64_fields": wide, "input_kind": kind, "input_wait_pct": _pct(wait)},
+    )
+
+
+def _float64_arrays(record: RunRecord) -> Finding | None:
+    """float64 arrays passed to ``fit`` (``input.source_dtypes``) whose batches reach the
+    trainer as float32: Keras cast them once, when ``fit`` started. Named (a beginner's
+    ``np.random.rand`` table on JAX/torch went unreported) with what it really costs: a copy,
+    not a step; the fix is the cast, never a feeder for arrays already in memory."""
+    source = record.input.source_dtypes
+    if not isinstance(source, dict):
+        return None
+    wide = sorted(_field_label(str(path)) for path, dtype in source.items() if "float64" in str(dtype))
+    if not wide:
+        return None
+    return Finding(
+        id="float64-input",
+        severity="low",
+        category="input",
+        message=(
+            f"{len(wide)} array(s) passed to fit are float64 ({', '.join(wide)}): Keras casts "
+            "them to float32 once, when fit starts, so the steps do not pay for it, but it "
+            "keeps a float32 copy of each whole array beside yours (1.5x their memory) and "
+            "casts them again in every fit."
+        ),
+        fix='x_train = x_train.astype("float32")  # once, where the arrays are made\n',
+        evidence={"float64_fields": wide, "input_kind": record.input.kind or "unknown",
+                  "cast": "once, when fit starts (Keras' array adapter)"},
     )
 
 

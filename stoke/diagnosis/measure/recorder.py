@@ -380,6 +380,13 @@ class Recorder:
         if self.measuring:
             self.clock.begin_epoch()
 
+    def note_epoch_end_wait(self, seconds: float) -> None:
+        """The trainer waited ``seconds`` at an epoch's end for the input's workers to finish
+        the batches in flight (see :func:`stoke.diagnosis.measure.timing.wrap_epoch_iterator`):
+        the next step carries them."""
+        if self.measuring:
+            self.clock.carry_wait(seconds)
+
     def note_batch(self, batch, wait_s: float) -> None:
         """A batch reached the trainer after ``wait_s`` seconds of waiting."""
         samples = leading_dim(batch)

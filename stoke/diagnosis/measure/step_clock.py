@@ -71,6 +71,7 @@ class StepClock:
         self._epoch = -1
         self._prev_end: float | None = None
         self._wait_s = 0.0
+        self._carried_wait_s = 0.0
         self._samples = 0
         self._last_sync_step = -1
         self._last_sync_t = -1e9
@@ -95,10 +96,18 @@ class StepClock:
         self.restart()
 
     def restart(self) -> None:
-        """The next step counts from now (after an epoch start, the probes, a pause)."""
-        self._prev_end = _perf_counter()
-        self._wait_s = 0.0
+        """The next step counts from now (after an epoch start, the probes, a pause), and
+        holds the wait carried to it (:meth:`carry_wait`) as wait and as time."""
+        carried, self._carried_wait_s = self._carried_wait_s, 0.0
+        self._prev_end = _perf_counter() - carried
+        self._wait_s = carried
         self._samples = 0
+
+    def carry_wait(self, seconds: float) -> None:
+        """The trainer waited ``seconds`` for its input between two steps, outside any step's
+        clock (Keras draining a PyDataset's worker pool at an epoch's end, before the next
+        epoch restarts the clock): the next step counts them as its wait and its time."""
+        self._carried_wait_s += max(0.0, seconds)
 
     def start_if_idle(self, t: float) -> None:
         """The next step counts from ``t`` when no step ended before it in this loop."""
