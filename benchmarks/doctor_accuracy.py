@@ -286,6 +286,7 @@ WILD_CASES: dict[str, tuple[tuple[str, ...], list[str], tuple[str, ...]]] = {
     "cpu_slow_generator.py": (BACKENDS, [], ("input-bound", "partly-input-bound")),
     "keras_callbacks.py": (("tensorflow",), [], ("compute-bound", "overhead-bound")),
     "tfdata_py_function.py": (("tensorflow",), [], ("input-bound", "partly-input-bound")),
+    "custom_train_step.py": (("tensorflow",), [], ("input-bound", "partly-input-bound")),
     "image_flow.py": (("tensorflow",), [], ("input-bound", "partly-input-bound")),
     "image_directory.py": (("tensorflow",), ["--keras3"], ("input-bound", "partly-input-bound")),
     "pydataset_workers.py": (("jax",), [], ("input-bound", "partly-input-bound")),
