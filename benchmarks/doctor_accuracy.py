@@ -287,6 +287,8 @@ WILD_CASES: dict[str, tuple[tuple[str, ...], list[str], tuple[str, ...]]] = {
     "keras_callbacks.py": (("tensorflow",), [], ("compute-bound", "overhead-bound")),
     "tfdata_py_function.py": (("tensorflow",), [], ("input-bound", "partly-input-bound")),
     "custom_train_step.py": (("tensorflow",), [], ("input-bound", "partly-input-bound")),
+    "custom_train_step_jax.py": (("jax",), [], ("input-bound", "partly-input-bound")),
+    "custom_train_step_torch.py": (("torch",), [], ("input-bound", "partly-input-bound")),
     "image_flow.py": (("tensorflow",), [], ("input-bound", "partly-input-bound")),
     "image_directory.py": (("tensorflow",), ["--keras3"], ("input-bound", "partly-input-bound")),
     "pydataset_workers.py": (("jax",), [], ("input-bound", "partly-input-bound")),
