@@ -93,4 +93,4 @@ model.compile(optimizer="adam",
               metrics=["accuracy"])
 timer = EpochTimes(args.steps_per_epoch)
 model.fit(dataset, epochs=args.epochs, callbacks=[timer], verbose=0)
-timer.report(fixed=args.fixed)
+timer.report(fixed=args.fixed, optimizer_iterations=int(model.optimizer.iterations.numpy()))
