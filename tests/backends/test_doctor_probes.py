@@ -356,6 +356,41 @@ def test_snapshot_restores_model_and_optimizer_variables():
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable.value), old)
 
 
+class TwoOptimizers(keras.Model):
+    """keras.io's GAN style: ``compile(d_optimizer=..., g_optimizer=...)`` keeps its own
+    optimizers as attributes, which a custom ``train_step`` applies; ``model.optimizer`` is
+    None and Keras' layer tracking does not see them."""
+
+    def __init__(self):
+        super().__init__()
+        self.discriminator = keras.layers.Dense(1)
+        self.generator = keras.layers.Dense(4)
+
+    def call(self, x):
+        return self.discriminator(self.generator(x))
+
+    def compile(self, d_optimizer, g_optimizer):
+        super().compile()
+        self.d_optimizer = d_optimizer
+        self.g_optimizer = g_optimizer
+
+
+def test_snapshot_restores_the_optimizers_a_custom_train_step_keeps():
+    model = TwoOptimizers()
+    model(np.zeros((2, 3), "float32"))
+    model.compile(d_optimizer=keras.optimizers.Adam(), g_optimizer=keras.optimizers.SGD(momentum=0.9))
+    model.d_optimizer.build(model.discriminator.trainable_variables)
+    model.g_optimizer.build(model.generator.trainable_variables)
+    variables = model.d_optimizer.variables + model.g_optimizer.variables
+    before = [keras.ops.convert_to_numpy(v.value) for v in variables]
+    restore = snapshot_variables(model)
+    for variable in variables:  # what the probes' steps do to them
+        variable.assign(variable.value + keras.ops.ones_like(variable.value))
+    restore()
+    for variable, old in zip(variables, before, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable.value), old)
+
+
 class PrintsItsMean(keras.layers.Layer):
     def call(self, x):
         if not self.trainable:

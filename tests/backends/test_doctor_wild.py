@@ -135,6 +135,36 @@ def test_tf_data_python_decode_in_a_plain_map_is_named():
         assert report["predicted_speedup"] <= 1.3 / (1 - wait) + 1e-6
 
 
+CUSTOM_TRAIN_STEP = {"tensorflow": "custom_train_step.py", "jax": "custom_train_step_jax.py",
+                     "torch": "custom_train_step_torch.py"}
+
+
+def test_custom_train_step_is_what_the_probes_step_and_they_stay_out_of_sight():
+    # keras.io's train_step override for this backend; the script runs to its end
+    probes = ["--probe-after", "8", "--probe-seconds", "0.5"]
+    report, known = doctor(CUSTOM_TRAIN_STEP[BACKEND], probes, "--epochs", "2",
+                           "--steps-per-epoch", "12")
+    assert known is not None, "the script did not finish under the doctor"
+    assert known["batches_seen"] == 2 * 12, "a probe step reached the user's callbacks"
+    # the probes stepped the user's train_step on the optimizer; its state was put back
+    assert known["optimizer_iterations"] == 2 * 12
+    assert report["probes"]["model_alone"]["batches"] >= 3
+    assert report["verdict"] in ("input-bound", "partly-input-bound"), report["verdict_reason"]
+    wait = report["input_wait_fraction"]
+    if report["predicted_speedup"] is not None and wait < 1:
+        assert report["predicted_speedup"] <= 1.3 / (1 - wait) + 1e-6
+    if BACKEND == "torch":
+        assert "generator-on-main-thread" in ids(report)  # a DataLoader without workers
+        return
+    assert "sequential-map" in ids(report)
+    if BACKEND == "tensorflow":
+        assert "no-prefetch" in ids(report)
+        prefetched, _ = doctor("custom_train_step.py", QUICK, "--prefetch")
+        assert "no-prefetch" not in ids(prefetched)
+        sequential = next(f for f in prefetched["findings"] if f["id"] == "sequential-map")
+        assert "num_parallel_calls" in sequential["fix"] and ".prefetch(" not in sequential["fix"]
+
+
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.keras ImageDataGenerator")
 def test_image_data_generator_flow_is_one_python_thread_and_gains_agree():
     report, _ = doctor("image_flow.py")

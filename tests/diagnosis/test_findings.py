@@ -105,6 +105,19 @@ def test_tf_data_sequential_map_and_no_prefetch():
     assert prefetch.expected_gain == pytest.approx(1.33, abs=0.01)
 
 
+@pytest.mark.parametrize("py_function", [False, True])
+def test_sequential_map_fix_does_not_add_the_prefetch_the_run_has(py_function):
+    # `.map(f).batch(32).prefetch(tf.data.AUTOTUNE)`: the map is the cause, prefetch is there
+    record = make_record(kind="tf.data", wait_s=0.03, step_s=0.04, backend="tensorflow",
+                         input_extra={"tf_data_parallel_map": False, "tf_data_prefetch": True,
+                                      "tf_data_py_function": py_function})
+    found = ids(record)
+    assert "sequential-map" in found and "no-prefetch" not in found
+    fix = only(record, "sequential-map").fix
+    assert "num_parallel_calls=tf.data.AUTOTUNE" in fix
+    assert ".prefetch(" not in fix and "already prefetches" in fix
+
+
 def test_parallel_prefetched_tf_data_has_neither():
     record = make_record(kind="tf.data", wait_s=0.03, step_s=0.04, backend="tensorflow",
                          input_extra={"tf_data_parallel_map": True, "tf_data_prefetch": True})

@@ -88,10 +88,9 @@ def stoke_fix(inputs: InputFacts, data_name: str | None = None) -> str:
         )
     if kind == "tf.data" and not inputs.tf_data_py_function:
         return (
-            "# This pipeline runs TF ops only: keep tf.data, map in parallel and prefetch.\n"
-            "ds = ds.map(load_and_augment, num_parallel_calls=tf.data.AUTOTUNE)\n"
-            "ds = ds.prefetch(tf.data.AUTOTUNE)\n"
-            "# and if its per-sample work is Python, stoke runs it in worker processes:\n"
+            f"# This pipeline runs TF ops only: keep tf.data, {_tf_data_steps(inputs)}.\n"
+            + _tf_data_lines(inputs)
+            + "# and if its per-sample work is Python, stoke runs it in worker processes:\n"
             f"# stoke.from_sequence(samples).map(load_and_augment).batch({batch}).to_keras()\n"
         )
     if kind == "tf.data":
@@ -102,9 +101,8 @@ def stoke_fix(inputs: InputFacts, data_name: str | None = None) -> str:
             "# processes, outside the GIL, and is prefetched to the device:\n"
             + stoke_pipeline(batch)
             + "\n"
-            "# Staying with tf.data (TF ops only): map in parallel and prefetch.\n"
-            "ds = ds.map(load_and_augment, num_parallel_calls=tf.data.AUTOTUNE)\n"
-            "ds = ds.prefetch(tf.data.AUTOTUNE)\n"
+            f"# Staying with tf.data (TF ops only): {_tf_data_steps(inputs)}.\n"
+            + _tf_data_lines(inputs)
         )
     if kind == "train_on_batch":
         return (
@@ -148,6 +146,22 @@ def keras2_fix(script: str | None, method: str, data_name: str | None = None) ->
         f"#   model.fit(stoke.accelerate({data_name or 'train_generator'}), "
         "steps_per_epoch=steps, epochs=10)\n"
     )
+
+def _tf_data_steps(inputs: InputFacts) -> str:
+    """What a tf.data pipeline still lacks of "map in parallel and prefetch", in words: a
+    pipeline that already prefetches is not told to."""
+    if inputs.tf_data_prefetch is True:
+        return "map in parallel (it already prefetches)"
+    return "map in parallel and prefetch"
+
+
+def _tf_data_lines(inputs: InputFacts) -> str:
+    """The code for :func:`_tf_data_steps`."""
+    lines = "ds = ds.map(load_and_augment, num_parallel_calls=tf.data.AUTOTUNE)\n"
+    if inputs.tf_data_prefetch is not True:
+        lines += "ds = ds.prefetch(tf.data.AUTOTUNE)\n"
+    return lines
+
 
 def float64_fix(kind: str, generator_like: bool) -> str:
     """float64 inputs: cast where the batches are made, or let stoke ship float32."""

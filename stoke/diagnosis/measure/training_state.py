@@ -39,15 +39,17 @@ def copy_jax_state(state: Any) -> Any:
 
 def snapshot_variables(model) -> Callable[[], None]:
     """Copy every model, optimizer and metric variable (on its device); the returned function
-    puts them back."""
+    puts them back. The optimizers are ``model.optimizer`` and any other the model holds as an
+    attribute: a custom ``train_step`` may apply its own (keras.io's GAN keeps
+    ``d_optimizer`` and ``g_optimizer``, ``model.optimizer`` None), and Keras' layer tracking
+    does not see optimizers."""
     import keras
 
     variables = []
     seen = set()
-    optimizer = getattr(model, "optimizer", None)
     groups = (
         getattr(model, "variables", []),
-        getattr(optimizer, "variables", []) if optimizer is not None else [],
+        *(optimizer.variables for optimizer in model_optimizers(model)),
         getattr(model, "metrics_variables", []),
     )
     for group in groups:
@@ -62,6 +64,20 @@ def snapshot_variables(model) -> Callable[[], None]:
             variable.assign(value)
 
     return restore
+
+
+def model_optimizers(model) -> list:
+    """``model.optimizer`` and every other Keras optimizer the model holds as an attribute,
+    each once."""
+    import keras
+
+    found = []
+    candidates = [getattr(model, "optimizer", None), *vars(model).values()]
+    for candidate in candidates:
+        if isinstance(candidate, keras.optimizers.Optimizer) and all(
+                candidate is not other for other in found):
+            found.append(candidate)
+    return found
 
 
 def hand_jax_state_to_model(model, result) -> None:
