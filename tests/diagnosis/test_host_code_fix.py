@@ -1,0 +1,111 @@
+"""Host code in the model (issue 14: ``np.sin(inputs)`` in a layer, run eagerly): the gain of its
+fix comes from the compiled-step probe (the step with the host layers stood in, compiled) and
+is the one figure the headline, both findings that fix it, the terminal, the JSON and the HTML
+print. Synthetic records: the arithmetic and the agreement, no training."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from stoke.diagnosis.judge.analysis import analyse_run, host_code_fix_prediction
+from stoke.diagnosis.judge.diagnosis import analyse
+from stoke.diagnosis.judge.words import speedup
+from stoke.diagnosis.record import ProbeResult
+from stoke.diagnosis.report.html import render_html
+from stoke.diagnosis.report.json_report import to_json
+from stoke.diagnosis.report.terminal import terminal_text
+from tests.diagnosis.synthetic import make_record
+
+HOST_MODEL = {"run_eagerly": True, "jit_compile": False, "device": "cpu",
+              "host_ops": ["numpy_sin"],
+              "host_op_evidence": {"numpy_sin": "NumpySin.call returned a NumPy array"},
+              "host_op_stand_ins": {"numpy_sin": "identity"}}
+
+
+def numpy_layer_record(compiled_s: float | None = 0.004, loop_s: float = 0.0005,
+                       ready_pull_s: float = 0.001, input_alone: float = 64 / 0.0015,
+                       notes: dict | None = None):
+    """numpy_layer.py on TensorFlow as the doctor records it: a 40 ms eager step on arrays
+    that barely waits; the compiled step with numpy_sin stood in takes ``compiled_s``."""
+    record = make_record(kind="arrays", wait_s=0.0, step_s=0.040, backend="tensorflow",
+                         model_alone=64 / 0.039, input_alone=input_alone,
+                         gpus_visible=0, gpus_used=0, model_extra=HOST_MODEL,
+                         input_extra={"main_thread": True, "producer": "native",
+                                      "wait_method": "timed-next-outside-graph",
+                                      "tf_pull_floor_s": 0.0004},
+                         meta_extra={"probe_notes": notes} if notes else None)
+    record.probes["input_alone"].detail["ready_pull_s"] = ready_pull_s
+    if compiled_s is not None:
+        record.probes["compiled_step"] = ProbeResult(
+            samples_per_s=64 / compiled_s, seconds=1.0, batches=int(1.0 / compiled_s),
+            detail={"s_per_step": compiled_s, "loop_s_per_step": loop_s,
+                    "stood_in": ["numpy_sin"], "stand_in": "identity", "jit_compile": False})
+    return record
+
+
+def test_the_fix_gain_is_the_run_step_over_the_compiled_step_with_loop_and_pull():
+    numbers = host_code_fix_prediction(numpy_layer_record(), step_s=0.040, wait_s=0.0,
+                                       batch_size=64, input_alone=64 / 0.0015)
+    # 4 ms compiled step + 0.5 ms of fit's loop + the pipeline's 1 ms ready pull, in graph
+    assert numbers["fixed_step_s"] == pytest.approx(0.0055)
+    assert numbers["speedup"] == pytest.approx(0.040 / 0.0055)
+    assert numbers["limited_by"] == "the compiled step and fit's loop"
+
+
+def test_the_fix_never_goes_past_the_input_alone():
+    # the input alone makes a batch in 20 ms: the fixed step cannot be shorter
+    record = numpy_layer_record(input_alone=64 / 0.020)
+    numbers = host_code_fix_prediction(record, step_s=0.040, wait_s=0.0, batch_size=64,
+                                       input_alone=64 / 0.020)
+    assert numbers["fixed_step_s"] == pytest.approx(0.020)
+    assert numbers["speedup"] == pytest.approx(2.0)
+    assert numbers["limited_by"] == "the input alone"
+
+
+def test_one_figure_in_headline_findings_terminal_json_and_html():
+    diagnosis = analyse(numpy_layer_record())
+    assert diagnosis.verdict != "input-bound"
+    gain = diagnosis.prediction.if_host_code_fixed
+    assert gain is not None and gain > 5
+    words = speedup(gain)
+    host, eager = diagnosis.finding("host-op-in-model"), diagnosis.finding("run-eagerly")
+    # the same fix (the layer on the device, then compile): the same expected gain
+    assert host.expected_gain == eager.expected_gain == round(gain, 2)
+    assert words in host.message and "stood in by the identity" in host.message
+    assert "expected_gain_not_predicted" not in host.evidence
+    text = terminal_text(diagnosis, width=200)
+    assert f"host-op-in-model): {words}" in text  # the headline
+    assert f"expected {words}" in text  # the findings' gains
+    assert "Host code fixed (probe)" in text
+    data = json.loads(to_json(diagnosis))
+    assert data["prediction"]["if_host_code_fixed"] == pytest.approx(gain)
+    by_id = {f["id"]: f for f in data["findings"]}
+    assert by_id["host-op-in-model"]["expected_gain"] == host.expected_gain
+    assert by_id["run-eagerly"]["expected_gain"] == host.expected_gain
+    html = render_html(diagnosis)
+    assert "Host code fixed" in html and words in html
+    # the input's own prediction is untouched: the model fix is not an input wait
+    assert diagnosis.predicted_speedup == analyse_run(numpy_layer_record()).predicted_speedup
+
+
+def test_no_stand_in_means_no_number_and_the_reason():
+    why = ("no traceable stand-in for numpy_sin: its output (32, 64) float64 differs from its "
+           "input (32, 64) float32 (the identity cannot stand in for it)")
+    diagnosis = analyse(numpy_layer_record(compiled_s=None, notes={"compiled_step": why}))
+    host, eager = diagnosis.finding("host-op-in-model"), diagnosis.finding("run-eagerly")
+    assert host.expected_gain is None and eager.expected_gain is None
+    assert diagnosis.prediction.if_host_code_fixed is None
+    assert "No gain is predicted" in host.message and "float64 differs" in host.message
+    assert "float64 differs" in host.evidence["expected_gain_not_predicted"]
+    assert "host-op-in-model)" not in terminal_text(diagnosis, width=200).split("Findings")[0]
+
+
+def test_a_model_without_host_code_gets_no_host_fix_figure():
+    record = make_record(kind="arrays", wait_s=0.0, step_s=0.040, backend="tensorflow",
+                         model_extra={"run_eagerly": True})
+    diagnosis = analyse(record)
+    assert diagnosis.prediction.if_host_code_fixed is None
+    assert diagnosis.prediction.host_code_fix == {}
+    assert diagnosis.finding("run-eagerly").expected_gain is None
