@@ -109,3 +109,34 @@ def test_a_model_without_host_code_gets_no_host_fix_figure():
     assert diagnosis.prediction.if_host_code_fixed is None
     assert diagnosis.prediction.host_code_fix == {}
     assert diagnosis.finding("run-eagerly").expected_gain is None
+
+
+def test_a_run_that_failed_in_the_layer_says_why_there_is_no_number():
+    # JAX builds the model on tracers: np.sin(convert_to_numpy(x)) fails before any step
+    error = ("TracerArrayConversionError: The numpy.ndarray conversion method __array__() was "
+             "called on traced array. Exception encountered when calling SinFeatures.call().")
+    record = make_record(kind="arrays", wait_s=0.0, step_s=0.040, backend="jax", steps=[],
+                         model_extra={"run_eagerly": True}, meta_extra={"error": error})
+    diagnosis = analyse(record)
+    host = diagnosis.finding("host-op-in-model")
+    assert host is not None and host.expected_gain is None
+    assert "failed inside the layer" in host.evidence["expected_gain_not_predicted"]
+
+
+def test_on_torch_the_eager_step_without_host_code_is_compared_with_the_model_alone():
+    # torch does not compile: the probe times the same eager step without the host round
+    # trip; the model-alone probe, just before, the step with it. Their ratio is the gain,
+    # not the run's step against a probe taken under another load
+    record = make_record(kind="arrays", wait_s=0.0, step_s=0.140, backend="torch",
+                         model_alone=64 / 0.100, input_alone=64 / 0.0015,
+                         gpus_visible=0, gpus_used=0, model_extra=HOST_MODEL,
+                         model_detail={"s_per_step": 0.100})
+    record.probes["compiled_step"] = ProbeResult(
+        samples_per_s=64 / 0.109, seconds=1.0, batches=9,
+        detail={"s_per_step": 0.109, "loop_s_per_step": 0.0, "stood_in": ["numpy_sin"],
+                "jit_compile": False})
+    diagnosis = analyse(record)
+    assert diagnosis.prediction.host_code_fix["compared_with"] == "model-alone probe"
+    assert diagnosis.prediction.if_host_code_fixed == pytest.approx(1.0)
+    record.probes["compiled_step"].detail["s_per_step"] = 0.050  # the host trip was half
+    assert analyse(record).prediction.if_host_code_fixed == pytest.approx(2.0)

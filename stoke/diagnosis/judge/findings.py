@@ -580,7 +580,9 @@ def host_op_in_model(record: RunRecord, analysis: Analysis) -> Finding | None:
             step_ms=_round_ms(fix_numbers["step_s"]),
         )
     else:
-        why = fix_numbers.get("not_predicted") or "no compiled-step probe in this record"
+        why = fix_numbers.get("not_predicted") or (
+            "the run failed inside the layer before a step could be timed" if failed is not None
+            else "no compiled-step probe in this record")
         gain_words = " " + HOST_OP_GAIN_NOT_PREDICTED.format(why=why)
         evidence["expected_gain_not_predicted"] = gain_words.strip()
     return Finding(
