@@ -16,32 +16,23 @@ from stoke.diagnosis.record import ProbeResult
 from stoke.diagnosis.report.html import render_html
 from stoke.diagnosis.report.json_report import to_json
 from stoke.diagnosis.report.terminal import terminal_text
+from tests.diagnosis import synthetic
 from tests.diagnosis.synthetic import make_record
 
-HOST_MODEL = {"run_eagerly": True, "jit_compile": False, "device": "cpu",
-              "host_ops": ["numpy_sin"],
-              "host_op_evidence": {"numpy_sin": "NumpySin.call returned a NumPy array"},
-              "host_op_stand_ins": {"numpy_sin": "identity"}}
+HOST_MODEL = synthetic.numpy_layer_eager().model.to_dict()
 
 
-def numpy_layer_record(compiled_s: float | None = 0.004, loop_s: float = 0.0005,
-                       ready_pull_s: float = 0.001, input_alone: float = 64 / 0.0015,
+def numpy_layer_record(compiled_s: float | None = 0.004, input_alone: float = 64 / 0.0015,
                        notes: dict | None = None):
-    """numpy_layer.py on TensorFlow as the doctor records it: a 40 ms eager step on arrays
-    that barely waits; the compiled step with numpy_sin stood in takes ``compiled_s``."""
-    record = make_record(kind="arrays", wait_s=0.0, step_s=0.040, backend="tensorflow",
-                         model_alone=64 / 0.039, input_alone=input_alone,
-                         gpus_visible=0, gpus_used=0, model_extra=HOST_MODEL,
-                         input_extra={"main_thread": True, "producer": "native",
-                                      "wait_method": "timed-next-outside-graph",
-                                      "tf_pull_floor_s": 0.0004},
-                         meta_extra={"probe_notes": notes} if notes else None)
-    record.probes["input_alone"].detail["ready_pull_s"] = ready_pull_s
-    if compiled_s is not None:
-        record.probes["compiled_step"] = ProbeResult(
-            samples_per_s=64 / compiled_s, seconds=1.0, batches=int(1.0 / compiled_s),
-            detail={"s_per_step": compiled_s, "loop_s_per_step": loop_s,
-                    "stood_in": ["numpy_sin"], "stand_in": "identity", "jit_compile": False})
+    """synthetic.numpy_layer_eager (a 40 ms eager step; fit's loop 0.5 ms, ready pull 1 ms)
+    with the compiled step at ``compiled_s`` (None: not run, ``notes`` say why)."""
+    record = synthetic.numpy_layer_eager()
+    record.probes["input_alone"].samples_per_s = input_alone
+    if compiled_s is None:
+        del record.probes["compiled_step"]
+        record.meta.probe_notes = notes
+    else:
+        record.probes["compiled_step"].detail["s_per_step"] = compiled_s
     return record
 
 
