@@ -223,12 +223,21 @@ def test_a_layer_taking_its_tensor_to_numpy_is_named(how):
     assert "ops.sin" in host["fix"]
     if BACKEND == "jax":  # the run fails converting a tracer in that call: the failure names it
         assert "SinFeatures" in host["message"], host["message"]
+        # no step ran, so no fixed step was timed: no number, and why
+        assert host["expected_gain"] is None
+        assert "failed inside the layer" in host["evidence"]["expected_gain_not_predicted"]
         return
     assert "sin_features" in host["message"], host["message"]
     # the user's line, not the Keras backend's convert_to_numpy
     assert "numpy_convert_layer.py:" in host["message"], host["message"]
     eager = next(f for f in report["findings"] if f["id"] == "run-eagerly")
     assert eager["fix"].index("ops.") < eager["fix"].index("model.compile")
+    # torch does not compile: the probe times the same eager step with sin_features stood in,
+    # against the model-alone probe's step with it in; one figure for both findings
+    fix = report["prediction"]["host_code_fix"]
+    assert fix.get("compared_with") == "model-alone probe", (fix, report["meta"].get("probe_notes"))
+    gain = report["prediction"]["if_host_code_fixed"]
+    assert host["expected_gain"] == eager["expected_gain"] == round(gain, 2)
 
 
 def progress_counters(stdout: str, steps: int) -> list[int]:
