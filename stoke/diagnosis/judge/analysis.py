@@ -669,6 +669,9 @@ def host_code_fix_prediction(
         "input_s": input_s,
         "limited_by": limited_by,
         "compared_with": compared_with,
+        # how the probe ran the fixed step, in words (torch: Keras does not compile it)
+        "step_words": ("the same eager step" if compared_with == "model-alone probe"
+                       else "the step compiled"),
         "stood_in": list(probe.detail.get("stood_in") or []),
         "jit_compile": probe.detail.get("jit_compile"),
         "shortened": probe.detail.get("shortened"),

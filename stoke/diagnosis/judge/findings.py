@@ -566,9 +566,12 @@ def host_op_in_model(record: RunRecord, analysis: Analysis) -> Finding | None:
     if gain is not None:
         gain_words = (
             f" Fixed, the step takes about {ms(fix_numbers['fixed_step_s'])} instead of "
-            f"{ms(fix_numbers['step_s'])}: {speedup(gain)}. Timed: the train step with "
-            f"{', '.join(fix_numbers['stood_in'])} stood in by the identity, compiled, on a "
-            f"cached batch ({ms(fix_numbers['compiled_step_s'])}), plus fit's own loop "
+            f"{ms(fix_numbers['step_s'])}: {speedup(gain)}. Timed: {fix_numbers['step_words']} "
+            f"with {', '.join(fix_numbers['stood_in'])} stood in by the identity, on a "
+            f"cached batch ({ms(fix_numbers['compiled_step_s'])}"
+            + (", against the model-alone probe's step with it in"
+               if fix_numbers["compared_with"] == "model-alone probe" else "")
+            + f"), plus fit's own loop "
             f"({ms(fix_numbers['loop_s'])}) and the input ({ms(fix_numbers['input_s'])}) a step"
             + (f"; limited by {fix_numbers['limited_by']}"
                if fix_numbers["limited_by"] == "the input alone" else "")

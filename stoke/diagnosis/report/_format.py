@@ -288,7 +288,7 @@ def key_numbers(diagnosis: Diagnosis) -> list[tuple[str, str]]:
             (
                 "Host code fixed (probe)",
                 f"{speedup(prediction.if_host_code_fixed)} → {ms(fix['fixed_step_s'])} a step: "
-                f"the step compiled with {', '.join(fix['stood_in'])} stood in by the identity "
+                f"{fix['step_words']} with {', '.join(fix['stood_in'])} stood in by the identity "
                 f"{ms(fix['compiled_step_s'])} + fit's loop {ms(fix['loop_s'])} + input "
                 f"{ms(fix['input_s'])} (see host-op-in-model)",
             )
