@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 RECORD_SCHEMA_VERSION = 2
 
 # The probes a record may hold (RunRecord.probes keys; RunFacts.probe_notes also takes "all").
-PROBE_NAMES = ("input_alone", "model_alone", "input_free")
+PROBE_NAMES = ("input_alone", "model_alone", "input_free", "compiled_step")
 
 
 class UnknownFactError(ValueError):
@@ -323,6 +323,8 @@ class ModelFacts(Facts):
     # layers doing NumPy / py_function / host callbacks, and how each was found
     host_ops: list[str] | None = None
     host_op_evidence: dict[str, str] | None = None
+    # each host layer's traceable stand-in: "identity", or why none is known (host_code.stand_in_for)
+    host_op_stand_ins: dict[str, str] | None = None
     host_ops_error: str | None = None
     host_code_watched: bool | None = None  # one eager step was watched for host code
     facts_error: str | None = None
@@ -404,8 +406,11 @@ class RunRecord:
     """Everything measured about one run, typed. Made from the probes'
     :class:`Measurements` (:meth:`from_measurements`) or a saved JSON (:meth:`load`).
 
-    ``probes``: ``"input_alone"``, ``"model_alone"``, ``"input_free"`` (each absent when it
-    could not run: see ``meta.probe_notes``). ``input_free`` is the run's own fit loop fed a
+    ``probes``: ``"input_alone"``, ``"model_alone"``, ``"input_free"``, ``"compiled_step"``
+    (each absent when it could not run: see ``meta.probe_notes``; ``compiled_step`` only with
+    host code in the model, :mod:`stoke.diagnosis.measure.compiled_step`: its
+    ``detail["s_per_step"]`` is the step its fix gives, ``detail["loop_s_per_step"]`` the fit
+    loop's own time). ``input_free`` is the run's own fit loop fed a
     cached batch (:mod:`stoke.diagnosis.measure.input_free`); its ``detail["s_per_step"]`` is
     the step time with the input free, per train-function call. ``model_alone.detail`` may hold
     (all optional, seconds): ``fixed_s_per_step`` (the per-step cost that does not grow with the

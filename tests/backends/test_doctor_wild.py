@@ -60,6 +60,35 @@ def test_numpy_call_in_a_layer_is_found_by_what_runs():
     assert "returned a NumPy array" in str(report["model"]["host_op_evidence"]["numpy_sin"])
     eager = next(f for f in report["findings"] if f["id"] == "run-eagerly")
     assert eager["fix"].index("ops.") < eager["fix"].index("model.compile")
+    # the fix's gain, timed: the step compiled with numpy_sin stood in by the identity, one
+    # figure for both findings that fix it and the prediction (never the input's verdict)
+    assert report["model"]["host_op_stand_ins"] == {"numpy_sin": "identity"}
+    probe = report["probes"]["compiled_step"]
+    assert probe["detail"]["stood_in"] == ["numpy_sin"] and probe["batches"] >= 1
+    gain = report["prediction"]["if_host_code_fixed"]
+    assert gain is not None and gain >= 1.0, report["meta"].get("probe_notes")
+    assert host["expected_gain"] == eager["expected_gain"] == round(gain, 2)
+    assert report["verdict"] != "input-bound", report["verdict_reason"]
+    # compiled on a cached batch: faster than the run's own eager step, as that same run timed it
+    assert probe["detail"]["s_per_step"] < report["bound"]["step_s"]
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="np.sin(inputs) runs on TensorFlow eagerly")
+def test_compiled_step_probe_is_out_of_sight_and_gives_everything_back():
+    # the script runs to its end: its own callback counts the batches; after fit it reports
+    # that the model is still eager, its layer's own call, and the optimizer's step count
+    report, known = doctor("numpy_layer.py", ["--probe-after", "8", "--probe-seconds", "0.3",
+                                              "--probe-budget-min", "30"],
+                           "--epochs", "2", "--steps-per-epoch", "15", "--check-state")
+    assert known is not None, "the script did not finish under the doctor"
+    assert "compiled_step" in report["probes"], report["meta"].get("probe_notes")
+    assert known["batches_seen"] == 2 * 15, "a probe step reached the user's callbacks"
+    assert known["history_epochs"] == 2
+    assert known["run_eagerly"] is True
+    assert known["numpy_sin_call"] == "NumpySin.call"  # the layer's own call, put back
+    # the optimizer state training left: its own 30 steps, none of the probes' (the model
+    # alone and the compiled step each train on a cached batch, then restore every variable)
+    assert known["optimizer_iterations"] == 2 * 15
 
 
 def test_sequence_with_float64_buffers_is_named():
@@ -240,12 +269,21 @@ def test_a_layer_taking_its_tensor_to_numpy_is_named(how):
     assert "ops.sin" in host["fix"]
     if BACKEND == "jax":  # the run fails converting a tracer in that call: the failure names it
         assert "SinFeatures" in host["message"], host["message"]
+        # no step ran, so no fixed step was timed: no number, and why
+        assert host["expected_gain"] is None
+        assert "failed inside the layer" in host["evidence"]["expected_gain_not_predicted"]
         return
     assert "sin_features" in host["message"], host["message"]
     # the user's line, not the Keras backend's convert_to_numpy
     assert "numpy_convert_layer.py:" in host["message"], host["message"]
     eager = next(f for f in report["findings"] if f["id"] == "run-eagerly")
     assert eager["fix"].index("ops.") < eager["fix"].index("model.compile")
+    # torch does not compile: the probe times the same eager step with sin_features stood in,
+    # against the model-alone probe's step with it in; one figure for both findings
+    fix = report["prediction"]["host_code_fix"]
+    assert fix.get("compared_with") == "model-alone probe", (fix, report["meta"].get("probe_notes"))
+    gain = report["prediction"]["if_host_code_fixed"]
+    assert host["expected_gain"] == eager["expected_gain"] == round(gain, 2)
 
 
 def progress_counters(stdout: str, steps: int) -> list[int]:

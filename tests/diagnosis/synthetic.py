@@ -313,3 +313,27 @@ def contended_generator() -> RunRecord:
         input_alone=64 / 0.030, self_pct=45.0, other_pct=150.0, gpu_kernel_active=[22.0],
         input_extra={"main_thread": True},
     )
+
+
+def numpy_layer_eager() -> RunRecord:
+    """numpy_layer.py on TensorFlow (``np.sin(inputs)`` in a layer, run eagerly, arrays): a
+    40 ms eager step that barely waits; the compiled-step probe timed the step with numpy_sin
+    stood in by the identity at 4 ms, fit's loop 0.5 ms, the pipeline's ready pull 1 ms.
+
+    Known answers: the host-code fix x40/5.5 = x7.27, for host-op-in-model and run-eagerly."""
+    record = make_record(
+        kind="arrays", wait_s=0.0, step_s=0.040, backend="tensorflow",
+        model_alone=64 / 0.039, input_alone=64 / 0.0015, gpus_visible=0, gpus_used=0,
+        model_extra={"run_eagerly": True, "jit_compile": False, "device": "cpu",
+                     "host_ops": ["numpy_sin"],
+                     "host_op_evidence": {"numpy_sin": "NumpySin.call returned a NumPy array"},
+                     "host_op_stand_ins": {"numpy_sin": "identity"}},
+        input_extra={"main_thread": True, "producer": "native",
+                     "wait_method": "timed-next-outside-graph", "tf_pull_floor_s": 0.0004},
+    )
+    record.probes["input_alone"].detail["ready_pull_s"] = 0.001
+    record.probes["compiled_step"] = ProbeResult(
+        samples_per_s=64 / 0.004, seconds=1.0, batches=250,
+        detail={"s_per_step": 0.004, "loop_s_per_step": 0.0005, "stood_in": ["numpy_sin"],
+                "stand_in": "identity", "jit_compile": False})
+    return record

@@ -32,6 +32,7 @@ RECORDS = {
     "input_bound_large_gain": synthetic.input_bound_large_gain,
     "tf_data_no_prefetch": synthetic.tf_data_no_prefetch,
     "contended_generator": synthetic.contended_generator,
+    "numpy_layer_eager": synthetic.numpy_layer_eager,
 }
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
@@ -149,7 +150,7 @@ def test_every_speedup_printed_is_one_the_json_holds(name):
         speedup(value)
         for value in (
             data["predicted_speedup"], data["predicted_speedup_with_stoke"],
-            prediction.get("wait_cap"),
+            prediction.get("wait_cap"), prediction.get("if_host_code_fixed"),
             *(f["expected_gain"] for f in data["findings"]),
         )
         if value is not None

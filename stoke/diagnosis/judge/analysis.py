@@ -190,7 +190,10 @@ class Prediction:
     input's CPU seconds per sample and where each came from). ``overlapped_producer``: when a
     tf.data thread makes the batches alongside the step, the step Keras really runs and the
     speedup that follows (:func:`overlapped_producer`), which ``if_input_free`` never
-    exceeds. ``unmeasured``: the figures the prediction had to do without, each in words with what that costs; ``confidence``
+    exceeds. ``if_host_code_fixed``: with host code in the model, what its fix (the layer on
+    the device, the step compiled) wins, the compiled-step probe's step against the run's
+    (:func:`host_code_fix_prediction`; ``host_code_fix`` holds the numbers, or why there is
+    none): a model fix, not the input's, so neither capped by the wait nor in the verdict. ``unmeasured``: the figures the prediction had to do without, each in words with what that costs; ``confidence``
     ("high", "medium", "low") falls with each.
     """
 
@@ -202,6 +205,10 @@ class Prediction:
     unmeasured: tuple[str, ...] = ()
     shared_cores: dict[str, Any] = field(default_factory=dict)
     overlapped_producer: dict[str, Any] = field(default_factory=dict)
+    # host code in the model (host-op-in-model): the gain of its fix, from the compiled-step
+    # probe (host_code_fix_prediction), and its numbers, or {"not_predicted": why}
+    if_host_code_fixed: float | None = None
+    host_code_fix: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -606,6 +613,84 @@ def generator_s_per_step(record: RunRecord) -> float | None:
     return generator_s * max(1, int(as_number(record.model.steps_per_execution) or 1))
 
 
+def host_code_fix_prediction(
+    record: RunRecord, step_s: float | None, wait_s: float, batch_size: float | None,
+    input_alone: float | None, input_is_limit: bool | None = None,
+) -> dict[str, Any]:
+    """What fixing the host code in the model wins (``host-op-in-model``: the layer moved onto
+    the device, the step compiled), from the compiled-step probe
+    (:mod:`stoke.diagnosis.measure.compiled_step`: the step with the host layers stood in by
+    the identity, compiled as Keras compiles it once ``run_eagerly`` is off)::
+
+        fixed_step_s = compiled step + the fit loop's own time per step (the run's)
+                       + the input's time per step
+        fixed_step_s = max(fixed_step_s, the input alone per batch)  # never past the input
+        speedup      = max(1, the run's mean step / fixed_step_s)
+
+    The input's time per step: the run's wait; on TensorFlow, where the compiled step pulls
+    inside its graph, plus the pipeline's ready pull (the input-alone probe's
+    ``ready_pull_s``, else the floor: the doctor's timed wait leaves it out), and without the
+    wait when the input alone is many times faster than the model (``input_is_limit`` False):
+    that wait was the eager ``next()`` handing a ready batch over on loaded cores, which the
+    in-graph pull does not pay (numpy_layer.py at load 14: 6.1 ms "wait" an eager step, the
+    input alone 2.8 ms a batch).
+
+    On torch Keras does not compile (``jit_compile="auto"`` is eager there): the fix removes
+    the host round trip only, and the probe times the same eager step without it. Then the
+    model-alone probe, timed just before on the same batch with the host code in, is the
+    step to compare it with: the run's step less its loop and input is scaled by their ratio
+    (``"compared_with": "model-alone probe"``), so a load that changed between the run and
+    the probes is not read as a gain (numpy_convert_layer.py at load 15: the run's step 141
+    ms, the probes 100 ms with the host code and 109 ms without: x1.27 from the run, x1.00
+    from the probes).
+
+    Returns the numbers with ``speedup``, or ``{"not_predicted": why}`` when the model has
+    host code but the probe did not run; ``{}`` when the model has none."""
+    if not record.model.host_ops:
+        return {}
+    probe = record.probes.get("compiled_step")
+    compiled_s = as_number(probe.detail.get("s_per_step")) if probe is not None else None
+    if not compiled_s or not step_s:
+        why = (record.meta.probe_notes or {}).get("compiled_step") or (
+            "the compiled-step probe did not run" if step_s else "no step was measured")
+        return {"not_predicted": why}
+    loop_s = as_number(probe.detail.get("loop_s_per_step")) or 0.0
+    input_s = max(0.0, wait_s)
+    if record.meta.backend == "tensorflow":
+        alone = record.probes.get("input_alone")
+        ready = as_number(alone.detail.get("ready_pull_s")) if alone is not None else None
+        pull_s = ready if ready is not None else (as_number(record.input.tf_pull_floor_s) or 0.0)
+        input_s = pull_s + (0.0 if input_is_limit is False else input_s)
+    fixed_step_s = compiled_s + loop_s + input_s
+    compared_with = "the run's step"
+    model_probe = record.probes.get("model_alone")
+    eager_s = as_number(model_probe.detail.get("s_per_step")) if model_probe is not None else None
+    if record.meta.backend == "torch" and not probe.detail.get("jit_compile") and eager_s:
+        model_s = max(0.0, step_s - loop_s - input_s)
+        fixed_step_s = model_s * min(1.0, compiled_s / eager_s) + loop_s + input_s
+        compared_with = "model-alone probe"
+    input_step_s = batch_size / input_alone if (batch_size and input_alone) else None
+    limited_by = "the compiled step and fit's loop"
+    if input_step_s is not None and input_step_s > fixed_step_s:
+        fixed_step_s, limited_by = input_step_s, "the input alone"
+    return {
+        "speedup": max(1.0, step_s / fixed_step_s),
+        "step_s": step_s,
+        "fixed_step_s": fixed_step_s,
+        "compiled_step_s": compiled_s,
+        "loop_s": loop_s,
+        "input_s": input_s,
+        "limited_by": limited_by,
+        "compared_with": compared_with,
+        # how the probe ran the fixed step, in words (torch: Keras does not compile it)
+        "step_words": ("the same eager step" if compared_with == "model-alone probe"
+                       else "the step compiled"),
+        "stood_in": list(probe.detail.get("stood_in") or []),
+        "jit_compile": probe.detail.get("jit_compile"),
+        "shortened": probe.detail.get("shortened"),
+    }
+
+
 def input_free_step_s(record: RunRecord) -> float | None:
     """The step time of the input-free window (:mod:`stoke.diagnosis.measure.input_free`), per
     train-function call, when it ran."""
@@ -916,6 +1001,10 @@ def analyse_run(record: RunRecord) -> Analysis:
         predicted_speedup, wait_cap, capped, batch_size, input_alone, model_alone,
         disagreement, overlap,
     )
+    host_fix = host_code_fix_prediction(
+        record, step_s, total_wait_s / len(kept), batch_size, input_alone, input_is_limit)
+    prediction = dataclasses.replace(
+        prediction, if_host_code_fixed=host_fix.get("speedup"), host_code_fix=host_fix)
 
     signals = overhead_signals(record, throughput, step_s, gpus)
     verdict, reason = _verdict(wait_fraction, signals, wait_known=wait_source != "unmeasured")
@@ -1037,6 +1126,7 @@ SHORTENED_LABELS = {
     "input_free": "the step with the input made free",
     "input_alone": "the input alone",
     "model_alone": "the model alone",
+    "compiled_step": "the compiled step with the host layers stood in",
 }
 
 

@@ -66,12 +66,11 @@ SATURATED_BUSY_FRACTION = 0.8
 MEMORY_RESERVED_FRACTION = 0.9
 # multi-gpu-unused: a GPU below this kernel-active % is idle.
 IDLE_GPU_PCT = 5.0
-# Why host-op-in-model has no expected gain (its evidence and message say it).
+# Why host-op-in-model has no expected gain when the compiled-step probe could not time its fix.
 HOST_OP_GAIN_NOT_PREDICTED = (
-    "No gain is predicted: the gain is the compiled step's, and while the layer calls NumPy the "
-    "step cannot be compiled, so the doctor cannot time it (timing the host call alone would "
-    "leave out the eager dispatch of every other layer, most of what compiling wins); rewrite "
-    "the layer with keras.ops and run `stoke doctor` again to see the compiled step."
+    "No gain is predicted: the gain is the compiled step's, and the doctor could not time "
+    "that step with the layer stood in ({why}); rewrite the layer with keras.ops and run "
+    "`stoke doctor` again to see the compiled step."
 )
 # input["producer"] values that mean one Python thread makes the batches, one at a time.
 _SERIAL_PYTHON_PRODUCERS = ("trainer-thread", "tf.data-thread")
@@ -551,12 +550,16 @@ def run_eagerly(record: RunRecord, analysis: Analysis) -> Finding | None:
             else "; compiled steps are typically several times faster."
         )
     )
+    gain = None
     if host_layers:
         message += (
             f" It cannot simply be turned off: {', '.join(host_layers)} run(s) host code on "
             "the step's tensors (see host-op-in-model), which a compiled step cannot call. "
             "Move that code onto the device first, then compile without run_eagerly."
         )
+        gain = _host_code_fix_gain(analysis)  # the same fix as host-op-in-model's: its gain
+        if gain is not None:
+            message += f" Both together: {speedup(gain)} (see host-op-in-model)."
     return Finding(
         id="run-eagerly",
         severity="low" if on_torch else "high",
@@ -569,6 +572,7 @@ def run_eagerly(record: RunRecord, analysis: Analysis) -> Finding | None:
             "step_ms": _round_ms(analysis.bound.step_s),
             "host_op_layers": host_layers,
         },
+        expected_gain=gain,
     )
 
 
@@ -585,6 +589,35 @@ def host_op_in_model(record: RunRecord, analysis: Analysis) -> Finding | None:
     if not layers:
         return None
     how = "; ".join(f"{name}: {evidence_by_layer[name]}" for name in layers if name in evidence_by_layer)
+    fix_numbers = analysis.prediction.host_code_fix if analysis.prediction is not None else {}
+    gain = _host_code_fix_gain(analysis)
+    evidence: dict[str, Any] = {"host_op_layers": layers, "verdict": analysis.verdict,
+                                "how_found": evidence_by_layer}
+    if gain is not None:
+        gain_words = (
+            f" Fixed, the step takes about {ms(fix_numbers['fixed_step_s'])} instead of "
+            f"{ms(fix_numbers['step_s'])}: {speedup(gain)}. Timed: {fix_numbers['step_words']} "
+            f"with {', '.join(fix_numbers['stood_in'])} stood in by the identity, on a "
+            f"cached batch ({ms(fix_numbers['compiled_step_s'])}"
+            + (", against the model-alone probe's step with it in"
+               if fix_numbers["compared_with"] == "model-alone probe" else "")
+            + f"), plus fit's own loop "
+            f"({ms(fix_numbers['loop_s'])}) and the input ({ms(fix_numbers['input_s'])}) a step"
+            + (f"; limited by {fix_numbers['limited_by']}"
+               if fix_numbers["limited_by"] == "the input alone" else "")
+            + "."
+        )
+        evidence.update(
+            fixed_step_ms=_round_ms(fix_numbers["fixed_step_s"]),
+            compiled_step_ms=_round_ms(fix_numbers["compiled_step_s"]),
+            step_ms=_round_ms(fix_numbers["step_s"]),
+        )
+    else:
+        why = fix_numbers.get("not_predicted") or (
+            "the run failed inside the layer before a step could be timed" if failed is not None
+            else "no compiled-step probe in this record")
+        gain_words = " " + HOST_OP_GAIN_NOT_PREDICTED.format(why=why)
+        evidence["expected_gain_not_predicted"] = gain_words.strip()
     return Finding(
         id="host-op-in-model",
         severity="high" if analysis.verdict in ("compute-bound", "overhead-bound") else "medium",
@@ -594,13 +627,20 @@ def host_op_in_model(record: RunRecord, analysis: Analysis) -> Finding | None:
             "each step copies tensors from the device to Python and back, and the step cannot "
             "be compiled (it must run eagerly) while they do."
             + (f" Seen: {how}." if how else "")
-            + " " + HOST_OP_GAIN_NOT_PREDICTED
+            + gain_words
         ),
         fix=HOST_OP_FIX,
-        evidence={"host_op_layers": layers, "verdict": analysis.verdict,
-                  "how_found": evidence_by_layer,
-                  "expected_gain_not_predicted": HOST_OP_GAIN_NOT_PREDICTED},
+        evidence=evidence,
+        expected_gain=gain,
     )
+
+
+def _host_code_fix_gain(analysis: Analysis) -> float | None:
+    """The one predicted gain of fixing host code in the model (the layer on the device, the
+    step compiled): the prediction's ``if_host_code_fixed``, rounded as every gain is."""
+    if analysis.prediction is None:
+        return None
+    return _gain(analysis.prediction.if_host_code_fixed)
 
 
 

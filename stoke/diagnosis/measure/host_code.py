@@ -13,8 +13,14 @@ way such code runs at all: ``run_eagerly=True``, or the torch backend without
   ``__array__``): a conversion while a user layer's ``call`` runs names that layer.
 
 Everything is put back after the step; the step's result is untouched. Measured on the three
-backends by tests/backends/test_doctor_wild.py (``np.sin`` in a layer, run eagerly). Owns the
-watch only: the recorder decides when, the findings what to say.
+backends by tests/backends/test_doctor_wild.py (``np.sin`` in a layer, run eagerly).
+
+For each layer seen computing on the host the watch also says whether a traceable stand-in
+exists (:func:`stand_in_for`): the identity, when the layer's output has its input's shape and
+dtype (``np.sin(x)``, a host normalisation), else the reason there is none. The compiled-step
+probe (:mod:`stoke.diagnosis.measure.compiled_step`) swaps the layers' ``call`` for it
+(:func:`stood_in`) to time the step the host-op fix gives. Owns the watch and the stand-ins:
+the recorder decides when, the findings what to say.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from stoke.errors import in_library
@@ -34,11 +41,30 @@ def step_runs_eagerly(model, backend: str) -> bool:
     return backend == "torch" and not bool(getattr(model, "jit_compile", False))
 
 
+IDENTITY = "identity"
+
+
+@dataclass
+class HostCodeSeen:
+    """What one watched step showed: ``found``, user layer name -> how it was seen computing
+    on the host; ``shapes``, each user layer called -> its stand-in (:func:`stand_in_for`)."""
+
+    found: dict[str, str] = field(default_factory=dict)
+    shapes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def stand_ins(self) -> dict[str, str]:
+        """For each host layer: ``IDENTITY``, or why no traceable stand-in is known."""
+        return {name: self.shapes.get(name, "its input and output were not seen")
+                for name in self.found}
+
+
 @contextlib.contextmanager
-def watch_host_code(model, backend: str) -> Iterator[dict[str, str]]:
-    """Within the block, user layers that compute on the host are noted in the yielded dict:
-    layer name -> how it was seen."""
-    found: dict[str, str] = {}
+def watch_host_code(model, backend: str) -> Iterator[HostCodeSeen]:
+    """Within the block, user layers that compute on the host are noted in the yielded
+    :class:`HostCodeSeen`."""
+    seen = HostCodeSeen()
+    found, shapes = seen.found, seen.shapes
     active: list[str] = []
     restore: list[tuple[Any, str, Any]] = []
     try:
@@ -47,7 +73,7 @@ def watch_host_code(model, backend: str) -> Iterator[dict[str, str]]:
             if original is None:
                 continue
             restore.append((cls, "call", original))
-            cls.call = _watched_call(original, active, found)
+            cls.call = _watched_call(original, active, found, shapes)
         for owner, attribute in _conversion_points(backend):
             original = owner.__dict__.get(attribute)
             if original is None:
@@ -58,7 +84,7 @@ def watch_host_code(model, backend: str) -> Iterator[dict[str, str]]:
         _put_back(restore)
         restore = []
     try:
-        yield found
+        yield seen
     finally:
         _put_back(restore)
 
@@ -71,14 +97,18 @@ def _put_back(restore) -> None:
             pass
 
 
-def _user_layer_classes(model) -> dict[type, list[str]]:
+def _all_layers(model) -> list:
     layers = [model]
     try:
         layers += list(model._flatten_layers(include_self=False))
     except Exception:
         layers += list(getattr(model, "layers", []))
+    return layers
+
+
+def _user_layer_classes(model) -> dict[type, list[str]]:
     classes: dict[type, list[str]] = {}
-    for layer in layers:
+    for layer in _all_layers(model):
         cls = type(layer)
         if cls.__module__.split(".")[0] in ("keras", "tf_keras", "tensorflow"):
             continue
@@ -86,7 +116,7 @@ def _user_layer_classes(model) -> dict[type, list[str]]:
     return classes
 
 
-def _watched_call(original, active: list[str], found: dict[str, str]):
+def _watched_call(original, active: list[str], found: dict[str, str], shapes: dict[str, str]):
     def call(self, *args, **kwargs):
         name = getattr(self, "name", type(self).__name__)
         active.append(name)
@@ -94,6 +124,8 @@ def _watched_call(original, active: list[str], found: dict[str, str]):
             output = original(self, *args, **kwargs)
         finally:
             active.pop()
+        if name not in shapes:
+            shapes[name] = stand_in_for(args[0] if args else None, output)
         if name not in found and _holds_numpy(output) and not _holds_numpy((args, kwargs)):
             found[name] = (
                 f"{type(self).__name__}.call returned a NumPy array from backend tensors "
@@ -103,6 +135,62 @@ def _watched_call(original, active: list[str], found: dict[str, str]):
 
     call.__wrapped__ = original
     return call
+
+
+def stand_in_for(inputs: Any, output: Any) -> str:
+    """``IDENTITY`` when returning ``inputs`` is a faithful stand-in for a layer that returned
+    ``output``: one array each, of the same shape and dtype (what the next layer is built
+    for); else why no traceable stand-in is known."""
+    spec_in, spec_out = _array_spec(inputs), _array_spec(output)
+    if spec_in is None or spec_out is None:
+        return "its input or output is not a single array (no traceable stand-in is known)"
+    if spec_in != spec_out:
+        return (f"its output {_spec_words(spec_out)} differs from its input {_spec_words(spec_in)} "
+                "(the identity cannot stand in for it)")
+    return IDENTITY
+
+
+def stood_in(model, layer_names: list[str]):
+    """A context manager in which the user layers named ``layer_names`` (their classes' ``call``)
+    return their first input: the identity stand-in of :func:`stand_in_for`. Put back on exit."""
+    classes = {type(layer) for layer in _all_layers(model) if getattr(layer, "name", None) in layer_names}
+    return _swapped_calls(classes)
+
+
+@contextlib.contextmanager
+def _swapped_calls(classes: set[type]) -> Iterator[set[type]]:
+    def identity(self, inputs, *args, **kwargs):
+        return inputs
+
+    restore = []
+    try:
+        for cls in classes:
+            original = cls.__dict__.get("call")
+            if original is None:
+                raise RuntimeError(f"{cls.__name__} defines no call() of its own to stand in for")
+            restore.append((cls, "call", original))
+            cls.call = identity
+        yield classes
+    finally:
+        _put_back(restore)
+
+
+def _array_spec(value: Any) -> tuple[tuple, str] | None:
+    shape = getattr(value, "shape", None)
+    dtype = getattr(value, "dtype", None)
+    if shape is None or dtype is None:
+        return None
+    try:
+        from keras import backend
+
+        return tuple(int(d) if d is not None else None for d in shape), backend.standardize_dtype(dtype)
+    except Exception:
+        return None
+
+
+def _spec_words(spec: tuple[tuple, str]) -> str:
+    shape, dtype = spec
+    return f"{shape} {dtype}"
 
 
 def _watched_conversion(original, attribute: str, active: list[str], found: dict[str, str]):

@@ -145,9 +145,18 @@ def train_on_batch_probes(backend: str, original, model, args: tuple, kwargs: di
 
 
 def _model_alone_in_fit(backend, timed_function, result, batch, seconds, batch_size, deadline=None):
-    original = timed_function.original
-    sync = timed_function.sync
-    model = timed_function.model
+    steps, elapsed, state = time_train_function(
+        backend, timed_function.original, timed_function.sync, timed_function.model, result,
+        batch, seconds, deadline)
+    return _model_result(steps, elapsed, batch_size, flavor="train_function", state=state)
+
+
+def time_train_function(backend, train_function, sync, model, result, batch, seconds,
+                        deadline=None) -> tuple[int, float, str]:
+    """``train_function`` (a Keras train function of ``model``, as ``fit`` calls it) repeated
+    on ``batch`` already on the device (:func:`time_repeated_steps`): (steps, elapsed, how the
+    run's state was kept: ``"copy"``, JAX, a copy of the state in ``result``, the last step's;
+    ``"snapshot-restored"``, every variable put back)."""
     if backend == "jax":
         import jax
 
@@ -158,30 +167,30 @@ def _model_alone_in_fit(backend, timed_function, result, batch, seconds, batch_s
         jax.block_until_ready(device_batch)
 
         def run_step():
-            logs, state_box[0] = original(state_box[0], iter((device_batch,)))
+            logs, state_box[0] = train_function(state_box[0], iter((device_batch,)))
             return logs
 
         steps, elapsed = time_repeated_steps(run_step, sync, seconds, deadline=deadline)
         state_box.clear()
-        return _model_result(steps, elapsed, batch_size, flavor="train_function", state="copy")
+        return steps, elapsed, "copy"
 
     device_batch = to_device(backend, model, batch)
     if backend == "torch":
 
         def run_step():
-            return original([device_batch])
+            return train_function([device_batch])
 
     else:
 
         def run_step():
-            return original(iter((device_batch,)))
+            return train_function(iter((device_batch,)))
 
     restore = snapshot_variables(model)
     try:
         steps, elapsed = time_repeated_steps(run_step, sync, seconds, deadline=deadline)
     finally:
         restore()
-    return _model_result(steps, elapsed, batch_size, flavor="train_function", state="snapshot-restored")
+    return steps, elapsed, "snapshot-restored"
 
 
 def _model_result(steps: int, elapsed: float, batch_size: int, flavor: str, state: str):

@@ -464,13 +464,16 @@ class Recorder:
 
         return step_runs_eagerly(model, self.backend or "")
 
-    def note_host_code(self, found: dict[str, str]) -> None:
+    def note_host_code(self, found: dict[str, str], stand_ins: dict[str, str]) -> None:
+        """The watched step's host layers (name -> how seen) and their traceable stand-ins
+        (name -> ``host_code.IDENTITY`` or why none; the compiled-step probe needs them)."""
         model = self.record.model
         model["host_code_watched"] = True
         if not found:
             return
         model["host_ops"] = sorted({*(model.get("host_ops") or []), *found})
         model.setdefault("host_op_evidence", {}).update(found)
+        model.setdefault("host_op_stand_ins", {}).update(stand_ins)
 
     # -- after a step: the schedule's probes and the step limit -------------------------------
 
@@ -503,22 +506,32 @@ class Recorder:
 
     def probes_and_limit(self, timed_function: TimedTrainFunction, args: tuple, result: Any) -> None:
         if self.schedule.due():
+            from stoke.diagnosis.measure.compiled_step import compiled_step_probe
             from stoke.diagnosis.measure.model_probe import fit_probes
 
-            self.schedule.run(
-                fit_probes(
-                    self.backend,
-                    timed_function,
-                    args,
-                    result,
-                    self.schedule.cached_batch,
-                    self.fit,
-                    self.record.input.get("kind"),
-                    run_ends_after_probes=self._run_ends_after_probes(),
-                    step_s=self.clock.compute_s_estimate(),
-                    pull_s=self.clock.wait_s_estimate(),
-                )
+            step_s = self.clock.compute_s_estimate()
+            probes = fit_probes(
+                self.backend,
+                timed_function,
+                args,
+                result,
+                self.schedule.cached_batch,
+                self.fit,
+                self.record.input.get("kind"),
+                run_ends_after_probes=self._run_ends_after_probes(),
+                step_s=step_s,
+                pull_s=self.clock.wait_s_estimate(),
             )
+            # host code in the model: the step its fix gives, after the model alone
+            model = self.record.model
+            compiled = compiled_step_probe(
+                self.backend, timed_function, result, self.schedule.cached_batch,
+                list(model.get("host_ops") or []), dict(model.get("host_op_stand_ins") or {}),
+                step_s=step_s, loop_s=self.clock.loop_s_median(),
+            )
+            if compiled is not None:
+                probes.insert(1, compiled)
+            self.schedule.run(probes)
         if self._step_limit_reached():
             if self.options.on_step_limit == "stop_training":
                 timed_function.model.stop_training = True

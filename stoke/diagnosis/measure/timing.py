@@ -201,9 +201,9 @@ class TimedTrainFunction:
         warm-up step: its time is left out of the steady state like the rest of the warm-up."""
         from stoke.diagnosis.measure.host_code import watch_host_code
 
-        with watch_host_code(self.model, self.backend) as found:
+        with watch_host_code(self.model, self.backend) as seen:
             result = self.original(*args)
-        self.recorder.note_host_code(found)
+        self.recorder.note_host_code(seen.found, seen.stand_ins)
         return result
 
     def _run_input_free(self, window: InputFreeWindow, args: tuple, result):

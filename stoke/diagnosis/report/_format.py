@@ -117,7 +117,19 @@ def headline(diagnosis: Diagnosis) -> str:
             )
         if prediction is not None and prediction.confidence != "high":
             text += f" ({prediction.confidence} confidence: see Not measured)"
+    host_fix = host_code_fix_words(diagnosis)
+    if host_fix:
+        text += f"; {host_fix}"
     return text
+
+
+def host_code_fix_words(diagnosis: Diagnosis) -> str:
+    """The predicted gain of fixing host code in the model (host-op-in-model), as the headline
+    and the numbers print it; "" when the model has none or it was not predicted."""
+    prediction = diagnosis.prediction
+    if prediction is None or prediction.if_host_code_fixed is None:
+        return ""
+    return f"with the host code in the model fixed (host-op-in-model): {speedup(prediction.if_host_code_fixed)}"
 
 
 def no_gain_reason(diagnosis: Diagnosis) -> str:
@@ -270,6 +282,17 @@ def key_numbers(diagnosis: Diagnosis) -> list[tuple[str, str]]:
                 f"(limited by {shared['limited_by']})",
             )
         )
+    if prediction is not None and prediction.if_host_code_fixed is not None:
+        fix = prediction.host_code_fix
+        rows.append(
+            (
+                "Host code fixed (probe)",
+                f"{speedup(prediction.if_host_code_fixed)} → {ms(fix['fixed_step_s'])} a step: "
+                f"{fix['step_words']} with {', '.join(fix['stood_in'])} stood in by the identity "
+                f"{ms(fix['compiled_step_s'])} + fit's loop {ms(fix['loop_s'])} + input "
+                f"{ms(fix['input_s'])} (see host-op-in-model)",
+            )
+        )
     if prediction is not None and prediction.unmeasured:
         rows.append(
             (
@@ -402,7 +425,7 @@ def doctor_overhead(diagnosis: Diagnosis) -> tuple[float | None, str]:
 
 def _probe_words(names: list[str]) -> list[str]:
     words = {"input_free": "input-free window", "input_alone": "input alone",
-             "model_alone": "model alone"}
+             "model_alone": "model alone", "compiled_step": "compiled step (host layers stood in)"}
     return [words.get(name, name) for name in names]
 
 

@@ -113,6 +113,10 @@ def _verdict_section(diagnosis: Diagnosis, colour: str) -> str:
     if prediction is not None and prediction.with_stoke_here is not None and diagnosis.cpu:
         cards.append(("With stoke, these cores", speedup(prediction.with_stoke_here),
                       f"{diagnosis.cpu.cores} cores shared by trainer and workers"))
+    if prediction is not None and prediction.if_host_code_fixed is not None:
+        cards.append(("Host code fixed", speedup(prediction.if_host_code_fixed),
+                      f"{prediction.host_code_fix['step_words']} with the host layers stood "
+                      "in (see host-op-in-model)"))
     if prediction is not None and prediction.unmeasured:
         cards.append(("Confidence", prediction.confidence, "; ".join(prediction.unmeasured)))
     if diagnosis.steady.steps_total:
