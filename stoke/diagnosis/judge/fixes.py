@@ -149,6 +149,23 @@ def keras2_fix(script: str | None, method: str, data_name: str | None = None) ->
         "steps_per_epoch=steps, epochs=10)\n"
     )
 
+def validation_generator_fix(script: str | None) -> str:
+    """A Python generator as ``fit``'s ``validation_data``: made once before ``fit`` when it
+    fits in memory, or fed by stoke's workers (``stoke run`` routes it as it routes ``x``)."""
+    script = str(script or "train.py")
+    return (
+        "# the script unchanged, validation_data's generator fed by stoke's workers:\n"
+        f"stoke run {script}\n"
+        "# or in the script:\n"
+        "#   model.fit(..., validation_data=stoke.accelerate(val_generator),\n"
+        "#             validation_steps=validation_steps)\n"
+        "# or, when the validation set fits in memory, make its batches once, before fit:\n"
+        "#   batches = [next(val_generator) for _ in range(validation_steps)]\n"
+        "#   x_val, y_val = (np.concatenate(part) for part in zip(*batches))\n"
+        "#   model.fit(..., validation_data=(x_val, y_val))\n"
+    )
+
+
 def float64_fix(kind: str, generator_like: bool) -> str:
     """float64 inputs: cast where the batches are made, or let stoke ship float32."""
     if kind == "tf.data":
