@@ -302,8 +302,12 @@ WILD_CASES: dict[str, tuple[tuple[str, ...], list[str], tuple[str, ...]]] = {
     # the doctor read compute-bound (1.6% wait): an open row, not a settled one
     "pydataset_threads.py": (("jax",), [], ("input-bound", "partly-input-bound")),
     "torch_persistent_loader.py": (("torch",), [], ("input-bound", "partly-input-bound")),
+    "tfdata_from_generator.py": (("tensorflow",), [], ("input-bound", "partly-input-bound")),
+    "slow_validation.py": (("tensorflow",), [], ("compute-bound", "overhead-bound")),
+    "mixed_precision_spe.py": (("tensorflow",), [], ("compute-bound", "overhead-bound")),
 }
-WILD_COMPARE = {"numpy_layer.py": "host-op-in-model"}
+# the twin applies a fix one finding names (not the headline's input fix): that finding's gain
+WILD_COMPARE = {"numpy_layer.py": "host-op-in-model", "slow_validation.py": "slow-validation"}
 
 
 def measure_wild(backend: str, script: str, plain_args: list[str], rounds: int,

@@ -302,6 +302,13 @@ class InputFacts(Facts):
     tf_generator_pull_error: str | None = None
     generator_s_per_batch: float | None = None  # mean time inside the user's generator
     generator_batches: int | None = None
+    # fit's validation (measure.validation): the kind of validation_data ("generator",
+    # "arrays", "tf.data", ...), each evaluate call's seconds inside measured fits, and the
+    # seconds spent inside the script's validation generator (all its batches)
+    validation_kind: str | None = None
+    validation_call_s: list[float] | None = None
+    validation_input_s: float | None = None
+    validation_input_batches: int | None = None
     facts_error: str | None = None
     batch_facts_error: str | None = None
 

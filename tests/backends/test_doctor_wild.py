@@ -219,6 +219,46 @@ def test_fit_generator_on_flow_from_directory_is_named_as_written():
     assert "image_directory.py:" in finding["message"]
     assert finding["fix"].startswith("stoke run")
     assert "input-too-slow" not in ids(report)
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="the user's own tf.data from_generator")
+def test_user_from_generator_in_tf_data_is_python_in_the_pipeline():
+    report, _ = doctor("tfdata_from_generator.py")
+    assert report["verdict"] in ("input-bound", "partly-input-bound"), report["verdict_reason"]
+    assert report["input"]["kind"] == "tf.data"
+    assert report["input"]["tf_data_py_function"] is True  # from_generator: Python inside
+    assert report["input"]["tf_data_prefetch"] is True
+    assert "no-prefetch" not in ids(report)  # it prefetches: that is not the fix
+    assert not any("maps in parallel" in f["message"] for f in report["findings"])
+    wait = report["input_wait_fraction"]
+    if report["predicted_speedup"] is not None and wait < 1:
+        assert report["predicted_speedup"] <= 1.3 / (1 - wait) + 1e-6
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="a tf.keras script validating on a generator")
+def test_slow_validation_generator_is_named_though_training_never_waits_for_it():
+    # 45 steps: two validations (the first traces the test function)
+    report, known = doctor("slow_validation.py", ["--steps", "45", "--probe-seconds", "0.5"])
+    assert report["verdict"] != "unknown", report["verdict_reason"]
+    assert "input-too-slow" not in ids(report)  # training is fed by in-memory arrays
+    assert report["input"]["validation_kind"] == "generator"
+    assert len(report["input"]["validation_call_s"]) >= 2
+    finding = next(f for f in report["findings"] if f["id"] == "slow-validation")
+    assert "validation_data is a Python generator" in finding["message"]
+    assert "stoke run" in finding["fix"] and "slow_validation.py" in finding["fix"]
+    assert "validation_data=(x_val, y_val)" in finding["fix"]
+    assert finding["expected_gain"] and finding["expected_gain"] > 1.0
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="mixed_float16 and steps_per_execution")
+def test_mixed_precision_with_steps_per_execution_on_arrays_is_not_called_slow():
+    report, known = doctor("mixed_precision_spe.py", ["--probe-after", "6",
+                                                      "--probe-seconds", "0.5"])
+    assert known is not None and known["batches_seen"] == 3 * 24 // 8  # one per execution
+    assert report["verdict"] != "unknown", report["verdict_reason"]
+    assert report["model"]["steps_per_execution"] == 8
+    assert "input-too-slow" not in ids(report)
+    assert not any("stoke.from_arrays" in f["fix"] for f in report["findings"])
+
+
 @pytest.mark.skipif(BACKEND != "jax", reason="the script sets KERAS_BACKEND=jax itself")
 def test_a_script_that_picks_its_backend_and_a_pydataset_on_the_trainer_thread():
     report, _ = doctor("pydataset_workers.py")  # workers=1: Keras calls it on its own thread

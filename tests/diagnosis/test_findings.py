@@ -22,7 +22,7 @@ from tests.diagnosis.synthetic import make_record
 CONTRACT_IDS = {
     "generator-on-main-thread", "float64-input", "no-prefetch", "sequential-map", "run-eagerly",
     "host-op-in-model", "small-batch", "cpu-contention", "no-accelerator", "multi-gpu-unused",
-    "thread-config", "gpu-memory-growth",
+    "thread-config", "gpu-memory-growth", "slow-validation",
 }
 
 
@@ -466,3 +466,37 @@ def test_every_check_is_registered_under_the_id_it_raises(monkeypatch):
     monkeypatch.setattr(findings, "FINDING_CHECKS", (mislabelled,))
     with pytest.warns(RuntimeWarning, match="registered as 'no-prefetch'"):
         assert analyse(synthetic.input_bound_generator()).findings == ()
+
+
+def validating(kind: str = "generator", calls=(2.0, 0.5, 0.5), input_s: float | None = 1.2):
+    """A compute-bound run on arrays, 20 steps of 20 ms an epoch, whose fit validates on
+    ``kind`` (the first validation traces the test function)."""
+    extra = {"steps_per_epoch": 20, "validation_kind": kind, "validation_call_s": list(calls)}
+    if input_s is not None:
+        extra.update(validation_input_s=input_s, validation_input_batches=31)
+    return make_record(kind="arrays", wait_s=0.0002, step_s=0.02, backend="tensorflow",
+                       input_extra=extra)
+
+
+def test_slow_validation_generator_is_named_with_the_epoch_it_costs():
+    # the training steps never wait for validation: the verdict cannot see it, the epoch does
+    record = validating()
+    assert analyse(record).verdict in ("compute-bound", "overhead-bound")
+    finding = only(record, "slow-validation")
+    # epoch 20 x 20 ms + 500 ms (the traced first call left out); 400 ms of it in the generator
+    assert finding.evidence["validation_s_per_epoch"] == pytest.approx(0.5)
+    assert finding.evidence["validation_input_s_per_epoch"] == pytest.approx(0.4)
+    assert finding.expected_gain == pytest.approx(0.9 / 0.5, abs=0.01)
+    assert "Python generator" in finding.message and "56%" in finding.message
+    assert "stoke run train.py" in finding.fix
+    assert "validation_data=stoke.accelerate(val_generator)" in finding.fix
+    assert "validation_data=(x_val, y_val)" in finding.fix
+    assert max(map(len, finding.fix.splitlines())) <= 80
+
+
+def test_no_slow_validation_when_validation_is_arrays_short_or_not_the_generator():
+    assert "slow-validation" not in ids(validating(kind="arrays", input_s=None))
+    assert "slow-validation" not in ids(validating(calls=(0.5, 0.05, 0.05), input_s=0.1))
+    # validation is long, but the generator made its batches in little of that time
+    assert "slow-validation" not in ids(validating(input_s=0.3))
+    assert "slow-validation" not in ids(make_record(kind="arrays", wait_s=0.0002, step_s=0.02))

@@ -14,7 +14,7 @@ every check ran. The arithmetic (steady state, verdict, predicted speedup) belon
 Finding ids are a public contract (JSON consumers match on them): ``generator-on-main-thread``,
 ``input-too-slow``, ``shared-cores``, ``sequential-map``, ``no-prefetch``, ``float64-input``, ``run-eagerly``,
 ``host-op-in-model``, ``small-batch``, ``cpu-contention``, ``no-accelerator``,
-``multi-gpu-unused``, ``thread-config``, ``gpu-memory-growth``. For an input-bound run the
+``multi-gpu-unused``, ``thread-config``, ``gpu-memory-growth``, ``slow-validation``. For an input-bound run the
 first fix is stoke itself, with the code and the predicted speedup.
 """
 
@@ -48,6 +48,7 @@ from stoke.diagnosis.judge.fixes import (
     thread_limit_fix,
     torch_threads_fix,
     use_gpu_fix,
+    validation_generator_fix,
 )
 from stoke.diagnosis.judge.words import ms, rate, speedup
 from stoke.diagnosis.record import RunRecord
@@ -469,6 +470,75 @@ def _prediction_sentence(analysis: Analysis) -> str:
             f"trainer and the workers): {speedup(prediction.with_stoke_here)}"
         )
     return text + "."
+
+
+# the share of an epoch fit's validation must take, and its generator's share of that, to be named
+_VALIDATION_EPOCH_SHARE = 0.2
+_VALIDATION_INPUT_SHARE = 0.5
+
+
+def slow_validation(record: RunRecord, analysis: Analysis) -> Finding | None:
+    """``validation_data`` from a Python generator that takes a large share of each epoch: the
+    training steps never wait for it (the verdict does not see it), but every epoch does.
+    Measured by ``measure.validation``: each ``evaluate`` call of a measured ``fit`` (the
+    first one, which traces the test function, left out when there are more) and the time
+    spent inside the generator. The gain is the epoch with the generator's time taken off."""
+    inputs = record.input
+    calls = list(inputs.validation_call_s or ())
+    if inputs.validation_kind != "generator" or not calls or not inputs.validation_input_s:
+        return None
+    steady_calls = calls[1:] or calls
+    validation_s = sum(steady_calls) / len(steady_calls)
+    input_s = min(inputs.validation_input_s / len(calls), validation_s)
+    step_s = analysis.bound.step_s
+    steps = _steps_per_epoch(record)
+    if step_s is None or not steps:
+        return None
+    training_s = step_s * steps
+    epoch_s = training_s + validation_s
+    if validation_s < _VALIDATION_EPOCH_SHARE * epoch_s or input_s < _VALIDATION_INPUT_SHARE * validation_s:
+        return None
+    gain = epoch_s / (epoch_s - input_s)
+    share = validation_s / epoch_s
+    return Finding(
+        id="slow-validation",
+        severity="high" if share >= 0.4 else "medium",
+        category="input",
+        message=(
+            f"fit's validation_data is a Python generator, and validation takes {share:.0%} of "
+            f"each epoch ({ms(validation_s)} after {steps} training steps of {ms(step_s)}); "
+            f"{ms(input_s)} of it is spent inside the generator "
+            f"({inputs.validation_input_batches} batches made in {len(calls)} validation(s)). "
+            f"The training steps never wait for it, so the verdict above does not count it. "
+            f"With its batches made off the trainer's thread (or once, before fit), each "
+            f"epoch would take {ms(epoch_s - input_s)} instead of {ms(epoch_s)}: "
+            f"{speedup(gain)}."
+        ),
+        fix=validation_generator_fix(record.meta.script),
+        evidence={
+            "validation_kind": inputs.validation_kind,
+            "validation_s_per_epoch": round(validation_s, 4),
+            "validation_input_s_per_epoch": round(input_s, 4),
+            "training_s_per_epoch": round(training_s, 4),
+            "steps_per_epoch": steps,
+            "validation_calls": len(calls),
+            "validation_share_of_epoch_pct": round(100 * share, 1),
+        },
+        expected_gain=_gain(gain),
+        fix_language="bash",
+    )
+
+
+def _steps_per_epoch(record: RunRecord) -> int | None:
+    """Training steps (train-function calls) an epoch takes: what fit was told, else the most
+    steps one epoch of the record holds."""
+    per_execution = record.model.steps_per_execution or 1
+    if record.input.steps_per_epoch:
+        return max(1, record.input.steps_per_epoch // per_execution)
+    counts: dict[tuple[int, int], int] = {}
+    for step in record.steps:
+        counts[(step.fit, step.epoch)] = counts.get((step.fit, step.epoch), 0) + 1
+    return max(counts.values()) if counts else None
 
 
 def float64_input(record: RunRecord, analysis: Analysis) -> Finding | None:
@@ -1014,6 +1084,7 @@ FINDING_CHECKS: tuple[FindingCheck, ...] = (
         yields_to=(*_NAMED_INPUT_CAUSES, "input-too-slow"),
         stands_when=cores_are_the_limit,
     ),
+    FindingCheck("slow-validation", slow_validation),
     FindingCheck("float64-input", float64_input),
     FindingCheck("run-eagerly", run_eagerly),
     FindingCheck("host-op-in-model", host_op_in_model),

@@ -147,6 +147,7 @@ def keras2_fix(script: str | None, method: str, data_name: str | None = None) ->
         "steps_per_epoch=steps, epochs=10)\n"
     )
 
+
 def _tf_data_steps(inputs: InputFacts) -> str:
     """What a tf.data pipeline still lacks of "map in parallel and prefetch", in words: a
     pipeline that already prefetches is not told to."""
@@ -161,6 +162,23 @@ def _tf_data_lines(inputs: InputFacts) -> str:
     if inputs.tf_data_prefetch is not True:
         lines += "ds = ds.prefetch(tf.data.AUTOTUNE)\n"
     return lines
+
+
+def validation_generator_fix(script: str | None) -> str:
+    """A Python generator as ``fit``'s ``validation_data``: made once before ``fit`` when it
+    fits in memory, or fed by stoke's workers (``stoke run`` routes it as it routes ``x``)."""
+    script = str(script or "train.py")
+    return (
+        "# the script unchanged, validation_data's generator fed by stoke's workers:\n"
+        f"stoke run {script}\n"
+        "# or in the script:\n"
+        "#   model.fit(..., validation_data=stoke.accelerate(val_generator),\n"
+        "#             validation_steps=validation_steps)\n"
+        "# or, when the validation set fits in memory, make its batches once, before fit:\n"
+        "#   batches = [next(val_generator) for _ in range(validation_steps)]\n"
+        "#   x_val, y_val = (np.concatenate(part) for part in zip(*batches))\n"
+        "#   model.fit(..., validation_data=(x_val, y_val))\n"
+    )
 
 
 def float64_fix(kind: str, generator_like: bool) -> str:

@@ -1,6 +1,7 @@
 """Installing the doctor's hooks into Keras, and the recorder they feed.
 
-Owns the patches (``EpochIterator.__init__``, and the backend trainer's ``fit``,
+Owns the patches (``EpochIterator.__init__``, and the backend trainer's ``fit``, ``evaluate``
+(fit's validation, timed into :mod:`stoke.diagnosis.measure.validation`),
 ``make_train_function`` and ``train_on_batch``): applied at runtime, checked against the
 installed Keras before anything is patched (``KerasInternalsChanged``), warned about outside
 the tested range (``TESTED_KERAS``), removable.
@@ -21,11 +22,13 @@ import functools
 import inspect
 import sys
 import threading
+import time
 import types
 from typing import Any
 
 from stoke.diagnosis.measure.facts import keras_version_string, keras_version_tuple
 from stoke.diagnosis.measure.recorder import DoctorStepLimitReached, KerasInternalsChanged, Recorder
+from stoke.diagnosis.measure.validation import timed_validation_generator, validation_kind
 
 # Keras versions whose internals these hooks were written against and tested on. Outside the
 # range the hooks still install when every internal they touch is present, with a warning.
@@ -75,7 +78,7 @@ def install_hooks() -> None:
         epoch_iterator_class = epoch_iterator_module.EpochIterator
         needed = {
             epoch_iterator_class: ("__init__", "_get_iterator", "_enumerate_iterator"),
-            trainer_class: ("fit", "make_train_function", "train_on_batch"),
+            trainer_class: ("fit", "evaluate", "make_train_function", "train_on_batch"),
         }
         missing = [
             f"{owner.__module__}.{owner.__qualname__}.{name}"
@@ -92,6 +95,7 @@ def install_hooks() -> None:
             )
         _patch(epoch_iterator_class, "__init__", _epoch_iterator_init_hook)
         _patch(trainer_class, "fit", _fit_hook)
+        _patch(trainer_class, "evaluate", _evaluate_hook)
         _patch(trainer_class, "make_train_function", _make_train_function_hook)
         _patch(trainer_class, "train_on_batch", _train_on_batch_hook)
 
@@ -177,8 +181,15 @@ def _fit_hook(original):
         if isinstance(x, types.GeneratorType):
             user_generator = recorder.feed_generator(x)
             bound.arguments["x"] = user_generator.batches()
+        validation_data = bound.arguments.get("validation_data")
+        recorder.validation.kind = validation_kind(validation_data)
+        if isinstance(validation_data, types.GeneratorType):
+            bound.arguments["validation_data"] = timed_validation_generator(
+                validation_data, recorder.validation
+            )
         arguments = {k: v for k, v in bound.arguments.items() if k != "self"}
         arguments["x"] = x
+        arguments["validation_data"] = validation_data
         recorder.begin_fit(self, arguments, user_generator)
         try:
             return original(*bound.args, **bound.kwargs)
@@ -189,6 +200,20 @@ def _fit_hook(original):
             recorder.end_fit()
 
     return fit
+
+
+def _evaluate_hook(original):
+    def evaluate(self, *args, **kwargs):
+        recorder = _ACTIVE
+        if recorder is None or recorder.fit is None or recorder.fit.model is not self:
+            return original(self, *args, **kwargs)  # not fit's own validation
+        started = time.perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            recorder.validation.note_call(time.perf_counter() - started)
+
+    return evaluate
 
 
 def _make_train_function_hook(original):

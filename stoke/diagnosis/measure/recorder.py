@@ -57,6 +57,7 @@ from stoke.diagnosis.measure.timing import (
     wrap_epoch_iterator,
 )
 from stoke.diagnosis.measure.training_state import hand_jax_state_to_model
+from stoke.diagnosis.measure.validation import ValidationTally
 from stoke.diagnosis.record import FROM_GENERATOR_INPUT_KINDS, Measurements, RunRecord
 
 _perf_counter = time.perf_counter
@@ -126,6 +127,7 @@ class Recorder:
         self.tf_pull_floor_s: float | None = None
         self._pending_facts_batch = True
         self._generator_tally = GeneratorTally()
+        self.validation = ValidationTally()  # fit's validation: hooks.evaluate feeds it
         self._user_generator: UserGenerator | None = None  # the last script generator fed
         self._sampler = None
         self._wrapped_models: list[weakref.ref] = []
@@ -626,6 +628,7 @@ class Recorder:
     def _finish_generator_facts(self) -> None:
         inputs = self.record.input
         inputs.update(self._generator_tally.input_facts(self._trainer_thread, inputs.get("producer")))
+        inputs.update(self.validation.input_facts())
 
     def _estimate_tf_waits(self) -> None:
         """TensorFlow with the pull inside the graph: the wait of each step that could not be
