@@ -4,48 +4,65 @@ CPU seconds the kernel booked, not wall time: the test holds on a loaded machine
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import psutil
 import pytest
 
-from stoke.diagnosis.measure.core_load import CoreLoadMeter, runs_at_normal_priority
+from stoke.diagnosis.measure.core_load import CoreLoadMeter, own_priority
 
-# a process that lowers its own priority (what `renice -n 19` does to a job) and burns 0.5 s
-# of CPU time
-NICED_BURN = "import os, time\nos.nice(19)\nwhile time.process_time() < 0.5:\n    pass\n"
+# a job at nice N (what `renice -n N` does to it) that burns 0.5 s of CPU time when told to
+JOB = """import os, sys, time
+os.nice({nice})
+print("ready", flush=True)
+sys.stdin.readline()
+start = time.process_time()
+while time.process_time() - start < 0.5:
+    pass
+print("done", flush=True)
+sys.stdin.read()
+"""
 
 
-def reaped_children_cpu_s() -> float:
-    times = psutil.Process().cpu_times()
-    return times.children_user + times.children_system
+def burn_while_measured(nice: int) -> tuple[float, float, float]:
+    """(seconds the job burned, yielding and competing CPU seconds the meter read)."""
+    job = subprocess.Popen([sys.executable, "-c", JOB.format(nice=nice)],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert job.stdout.readline().strip() == "ready"
+        process = psutil.Process(job.pid)
+        before = sum(process.cpu_times()[:2])
+        meter = CoreLoadMeter()
+        job.stdin.write("go\n")
+        job.stdin.flush()
+        assert job.stdout.readline().strip() == "done"
+        load = meter.read()
+        burned_s = sum(process.cpu_times()[:2]) - before
+    finally:
+        job.stdin.close()
+        job.wait(timeout=120)
+    yielding_s = sum(load.yielding_pct) / 100.0 * load.seconds
+    competing_s = sum(load.competing_pct) / 100.0 * load.seconds
+    assert len(load.competing_pct) == len(load.yielding_pct) == psutil.cpu_count()
+    return burned_s, yielding_s, competing_s
 
 
 def test_a_niced_job_is_counted_as_yielding_not_as_competing():
-    before = reaped_children_cpu_s()
-    meter = CoreLoadMeter()
-    subprocess.run([sys.executable, "-c", NICED_BURN], check=True)
-    load = meter.read()
-    burned_s = reaped_children_cpu_s() - before
+    burned_s, yielding_s, _ = burn_while_measured(nice=19)
     assert burned_s >= 0.45  # the job did burn its 0.5 s, at nice 19
-    yielding_s = sum(load.yielding_pct) / 100.0 * load.seconds
-    assert len(load.competing_pct) == len(load.yielding_pct) == psutil.cpu_count()
-    if runs_at_normal_priority():
-        # the kernel booked the job's time as niced: all of it is kept apart (10 ms ticks)
+    if own_priority() < 19:
+        # all of the job's time is kept apart (the scale is the kernel's 10 ms ticks)
         assert yielding_s >= 0.8 * burned_s, (yielding_s, burned_s)
-    else:  # this test itself is niced: that job competes with it on equal terms
+    else:  # this test itself runs at nice 19: that job competes with it on equal terms
         assert yielding_s == 0.0
 
 
-def test_a_job_at_normal_priority_competes():
-    if not runs_at_normal_priority() or os.getpriority(os.PRIO_PROCESS, 0) < 0:
-        pytest.skip("this test runs niced: every job competes with it (see the test above)")
-    before = reaped_children_cpu_s()
-    meter = CoreLoadMeter()
-    subprocess.run([sys.executable, "-c", NICED_BURN.replace("os.nice(19)\n", "")], check=True)
-    load = meter.read()
-    burned_s = reaped_children_cpu_s() - before
-    competing_s = sum(load.competing_pct) / 100.0 * load.seconds
+def test_a_job_at_this_priority_competes():
+    priority = own_priority()
+    if priority < 0:
+        pytest.skip("a job cannot raise its priority to this test's (negative nice)")
+    burned_s, yielding_s, competing_s = burn_while_measured(nice=0)
+    assert burned_s >= 0.45
+    # os.nice(0) keeps the test's own priority: the job competes, none of it yields
     assert competing_s >= 0.8 * burned_s, (competing_s, burned_s)
