@@ -32,6 +32,7 @@ RECORDS = {
     "input_bound_large_gain": synthetic.input_bound_large_gain,
     "tf_data_no_prefetch": synthetic.tf_data_no_prefetch,
     "contended_generator": synthetic.contended_generator,
+    "tiny_model_generator": synthetic.tiny_model_generator,
 }
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
