@@ -43,7 +43,8 @@ trainer spends not waiting, and never less than the model needs on its own::
                                                         # no longer than the run's step, else
                       = typical (step_s - wait_s)       # see no_wait_step_s: mean or median
     model_step_s      = batch_size / model_alone        # the model-alone probe, if run
-    handover_s        = the wait less the generator's own time (see handover_s_per_step)
+    handover_s        = the wait less the generator's own time, or that hand-over timed
+                        back to back in the window (see handover_s_per_step)
     predicted_step_s  = max(no_wait_step_s, model_step_s) + handover_s
     predicted_speedup = max(1.0, mean step_s / predicted_step_s)
     predicted_throughput = throughput * predicted_speedup
