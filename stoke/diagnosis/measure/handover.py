@@ -41,6 +41,8 @@ def ready_handover_seconds(epoch_iterator, backend: str, batch, pulls: int = 30)
 
     host = tree.map_structure(lambda leaf: None if leaf is None else np.asarray(leaf), batch,
                               none_is_leaf=True)
+    if isinstance(host, list):  # torch's DataLoader hands a tuple over as a list
+        host = tuple(host)
 
     def endless():
         while True:
