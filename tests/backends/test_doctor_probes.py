@@ -291,7 +291,8 @@ def test_input_free_window_measures_the_loop_and_leaves_training_as_it_was():
     if model_alone is not None:
         assert detail["call_s_per_step"] > 0.25 * model_alone.detail["s_per_step"], detail
     assert 0 < detail["warm_share"] <= 1.0
-    assert detail["loop_s_per_step"] == pytest.approx(detail["warm_share"] * detail["loop_s_after_wait"])
+    share = detail["warm_share"] if BACKEND == "jax" else 1.0
+    assert detail["loop_s_per_step"] == pytest.approx(share * detail["loop_s_after_wait"])
     assert window_s == pytest.approx(
         detail["call_s_per_step"] + detail["loop_s_per_step"] + detail["ready_pull_s"])
     # every own batch of both epochs was trained on, once, and the window's steps left no trace

@@ -60,6 +60,13 @@ def test_the_fit_loop_counts_as_fast_as_the_train_function_ran_back_to_back(cloc
     assert detail["s_per_step"] == pytest.approx(0.0001)  # was 0.45 ms: the loop as timed
 
 
+def test_the_loop_keeps_its_after_wait_time_where_the_share_is_not_applied(clock):
+    # torch, TensorFlow: the share is recorded, the loop stays as the steps timed it
+    detail = run_window(clock, 0.00005, loop_s=0.0004, call_s_after_wait=0.0004, scale_loop=False)
+    assert detail["warm_share"] == pytest.approx(0.125) and detail["loop_scaled"] is False
+    assert detail["s_per_step"] == pytest.approx(0.00045)
+
+
 def test_a_window_slower_than_the_steps_makes_the_loop_no_slower(clock):
     # the window ran under heavier load than the steps: the loop stays as the steps timed it
     detail = run_window(clock, 0.0005, loop_s=0.0004, call_s_after_wait=0.0002)

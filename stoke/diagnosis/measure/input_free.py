@@ -26,7 +26,11 @@ back to back, as the train function does (issue 14: on JAX with a tiny model, 2.
 3.2x for the train function, steps after a 20 ms sleep against steps after none in one run).
 The window times that train function both ways (its calls back to back, and the median of the
 run's steps' ``call_s``, ``detail["call_s_after_wait"]``), and the loop is added to each call
-scaled by the same ratio (``detail["warm_share"]``, never above 1), ``detail["loop_s_per_step"]``.
+scaled by the same ratio (``detail["warm_share"]``, never above 1), ``detail["loop_s_per_step"]``:
+on JAX, where that was measured (``benchmarks/after_wait_slowdown.py``: the loop 2.1-4.3x, the
+train function 3.2-8.3x); elsewhere (``scale_loop`` False: torch within 10% of its fixed twins,
+TensorFlow above them already) the loop stays as the steps timed it and the share is only
+recorded.
 Where the run's batches come from the script's generator on the trainer's thread (JAX, torch),
 taking a ready batch in (the hand-over, which a fixed input still pays) is timed warm at the
 window's end (:mod:`stoke.diagnosis.measure.handover`, ``detail["handover_s"]``): the analysis
@@ -96,13 +100,16 @@ class InputFreeWindow:
                  planned: int, ready_pull_s: float = 0.0, loop_s: float = 0.0,
                  max_seconds: float = 2.0, deadline: float | None = None,
                  call_s_after_wait: float = 0.0,
-                 handover: Callable[[Any], float] | None = None):
+                 handover: Callable[[Any], float] | None = None,
+                 scale_loop: bool = True):
         self.backend = backend
         # what fit does per step outside the train function (callbacks, progress bar,
         # iterator), measured on the run's own steps: the window's calls do not pay it
         self.loop_s = loop_s
         # the train function's own time per step on the run's steps (right after their waits)
         self.call_s_after_wait = call_s_after_wait
+        # whether the loop counts at the train function's warm share (else as the steps took it)
+        self.scale_loop = scale_loop
         # times taking a ready batch (the window's) in, warm (None: not this run's input path)
         self.handover = handover
         self.max_seconds = max_seconds
@@ -206,7 +213,7 @@ class InputFreeWindow:
     def _measurement(self, calls: int, elapsed: float, cpu_s: float) -> ProbeResult:
         call_s = elapsed / calls if calls else 0.0
         share = self.warm_share(call_s)
-        loop_s = self.loop_s * share  # the fit loop's own work, back to back
+        loop_s = self.loop_s * share if self.scale_loop else self.loop_s  # back to back
         per_call = call_s + self.ready_pull_s + loop_s
         return ProbeResult(
             samples_per_s=self.batch_size / per_call if per_call > 0 else 0.0,
@@ -227,6 +234,7 @@ class InputFreeWindow:
                 "call_s_per_step": call_s,
                 "call_s_after_wait": self.call_s_after_wait,
                 "warm_share": share,
+                "loop_scaled": self.scale_loop,
                 # the whole process's CPU per call while the input was free: the trainer's own
                 # (its compute threads on a CPU model, dispatch on a GPU one), plus the
                 # loop's share; what the shared-cores prediction needs

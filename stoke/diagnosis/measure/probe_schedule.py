@@ -312,6 +312,7 @@ class ProbeSchedule:
                     deadline=deadline,
                     call_s_after_wait=self.clock.call_s_median(),
                     handover=handover,
+                    scale_loop=backend == "jax",
                 )
                 return self.window
             except Exception as error:
