@@ -464,6 +464,23 @@ def test_the_generators_time_counts_once_per_batch_of_a_step_with_steps_per_exec
     assert shared["input_cpu_ms_per_sample"] == pytest.approx(1.0 / 32, rel=0.01)
 
 
+def test_the_handover_timed_warm_in_the_window_stands_for_the_one_after_each_wait():
+    # issue 14, JAX, a tiny model: the wait less the generator's time (0.15 ms) is Keras taking
+    # the batch in right after the generator's 19.85 ms, cold; the window timed the same path
+    # back to back at 0.01 ms, what a fixed input pays
+    record = synthetic.tiny_model_generator()
+    diagnosis = analyse(record)
+    assert diagnosis.predicted_speedup == pytest.approx(0.0208 / (0.0001 + 0.00001))
+    assert diagnosis.predicted_speedup <= 1.3 / (1 - diagnosis.input_wait_fraction)
+    assert not diagnosis.prediction.capped
+    # a warm figure above the cold one (timed under heavier load): the cold one stands
+    record.probes["input_free"].detail["handover_s"] = 0.0005
+    assert analyse(record).predicted_speedup == pytest.approx(0.0208 / (0.0001 + 0.00015))
+    # a record without it (the window did not time it): the cold one, as before
+    del record.probes["input_free"].detail["handover_s"]
+    assert analyse(record).predicted_speedup == pytest.approx(0.0208 / (0.0001 + 0.00015))
+
+
 def _tf_generator_record(kind: str = "generator", generator_pull_s: float | None = 0.00045):
     """fit_generator.py --keras3 on TensorFlow (issue 14), in round numbers: a 15 ms generator
     behind Keras' from_generator pipeline, 15 of each 16 ms step timed as wait by the doctor's

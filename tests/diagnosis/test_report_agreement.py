@@ -33,6 +33,7 @@ RECORDS = {
     "tf_data_no_prefetch": synthetic.tf_data_no_prefetch,
     "contended_generator": synthetic.contended_generator,
     "numpy_layer_eager": synthetic.numpy_layer_eager,
+    "tiny_model_generator": synthetic.tiny_model_generator,
 }
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 

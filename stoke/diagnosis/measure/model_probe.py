@@ -349,7 +349,7 @@ def measure_input_alone(fit, backend: str, seconds: float) -> ProbeResult | None
         dataset = getattr(adapter.py_dataset, "keras2_sequence", adapter.py_dataset)
         adapter = PyDatasetAdapter(dataset, shuffle=False)
         fresh_pool = adapter.enqueuer is not None
-    iterator, how = _fresh_trainer_iterator(fit.epoch_iterator, adapter, backend)
+    iterator, how = fresh_trainer_iterator(fit.epoch_iterator, adapter, backend)
     workers = fresh_pool or int(getattr(fit.arguments.get("x"), "num_workers", 0) or 0) > 0
     try:
         result = _time_pulls(
@@ -381,7 +381,7 @@ def measure_input_alone(fit, backend: str, seconds: float) -> ProbeResult | None
                 pass
 
 
-def _fresh_trainer_iterator(epoch_iterator, adapter, backend: str):
+def fresh_trainer_iterator(epoch_iterator, adapter, backend: str):
     """A new iterator down the trainer's own input path: the backend EpochIterator's
     ``_get_iterator`` (JAX: with its device transfer, one batch ahead on accelerators; torch:
     the DataLoader that converts to device tensors; TensorFlow: the dataset it iterates)."""

@@ -297,11 +297,14 @@ class ProbeSchedule:
         batches_pass_python: bool,
         ready_pull_s: float,
         probes_after: int = 2,
+        handover: Callable[[Any], float] | None = None,
     ) -> InputFreeWindow | None:
         """Open the input-free window after this step when it can run (the window and the
         ``probes_after`` probes after it share what is left of the budget); None when it
         cannot, with the reason noted. ``batches_pass_python``: the run's batches reach the
-        train function through Python (not on TensorFlow with the pull inside the graph)."""
+        train function through Python (not on TensorFlow with the pull inside the graph).
+        ``handover``: times taking a ready batch in, warm, at the window's end (see
+        :class:`~stoke.diagnosis.measure.input_free.InputFreeWindow`)."""
         from stoke.diagnosis.measure import input_free
 
         recent = self.clock.recent_steady_steps()
@@ -331,6 +334,9 @@ class ProbeSchedule:
                     loop_s=self.clock.loop_s_median(),
                     max_seconds=seconds,
                     deadline=deadline,
+                    call_s_after_wait=self.clock.call_s_median(),
+                    handover=handover,
+                    scale_loop=backend == "jax",
                 )
                 # when the window started (its state copy included), as a Unix time
                 phases.mark(self.record.overhead, "probes_started",

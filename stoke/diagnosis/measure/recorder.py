@@ -496,11 +496,25 @@ class Recorder:
                 result,
                 batches_pass_python=self.backend != "tensorflow" or self.tf_pull_outside_graph,
                 ready_pull_s=(self.tf_pull_floor_s or 0.0) if self.tf_pull_outside_graph else 0.0,
+                handover=self._handover_timer(),
             )
             if window is not None:
                 return window
         self.probes_and_limit(timed_function, args, result)
         return None
+
+    def _handover_timer(self):
+        """What times taking a ready batch in at the window's end, warm
+        (:mod:`stoke.diagnosis.measure.handover`): where the script's generator runs on the
+        trainer's thread inside the timed ``next()`` (JAX, torch); None otherwise."""
+        fit = self.fit
+        if (self.backend not in ("jax", "torch") or fit is None or fit.user_generator is None
+                or fit.epoch_iterator is None):
+            return None
+        from stoke.diagnosis.measure.handover import ready_handover_seconds
+
+        epoch_iterator, backend = fit.epoch_iterator, self.backend
+        return lambda batch: ready_handover_seconds(epoch_iterator, backend, batch)
 
     def end_input_free(self, window: InputFreeWindow | None, failure: str | None = None) -> None:
         """The window is over: keep its measurement, restart the step clock."""

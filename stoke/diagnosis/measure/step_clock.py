@@ -4,7 +4,8 @@ and when the device is synchronised.
 Owns the per-step numbers the doctor records (:class:`~stoke.diagnosis.record.StepSample`:
 step time, wait, batch size, warm-up, synced), the running counters (steps seen, steps since
 the loop started, epoch), the doctor's own time inside its hooks and in the sampled syncs,
-the fit loop's own time per step outside the train function, and the sync policy
+the fit loop's own time per step outside the train function and the train function's own time
+(both as the run's steps take them: right after their waits), and the sync policy
 (:meth:`StepClock.sync_due`). Raw measurements only: estimates made from them (the recent
 steps' compute, their wait) are separate methods, never written back into a step.
 
@@ -76,6 +77,7 @@ class StepClock:
         self._last_sync_step = -1
         self._last_sync_t = -1e9
         self._loop_s: deque[float] = deque(maxlen=RECENT_STEPS)
+        self._call_s: deque[float] = deque(maxlen=RECENT_STEPS)
 
     # -- the loop and the epoch -------------------------------------------------------------
 
@@ -179,6 +181,7 @@ class StepClock:
         if call_s is not None and not self.in_warmup():
             # the fit loop's own time per step, outside the train function and the wait
             self._loop_s.append(max(0.0, (t_end - prev_end) - self._wait_s - call_s))
+            self._call_s.append(max(0.0, call_s))
         if len(self.steps) < self.max_recorded_steps:
             self.steps.append(
                 StepSample(
@@ -217,6 +220,12 @@ class StepClock:
         """The fit loop's own time per step outside the train function (median of recent
         steps; 0 when unknown)."""
         return statistics.median(self._loop_s) if self._loop_s else 0.0
+
+    def call_s_median(self) -> float:
+        """The train function's own time per step, its wait left out, as the run's steps took
+        it (median of recent steps; 0 when unknown): the input-free window's calls time the
+        same work back to back, and the ratio says how much slower it runs after a wait."""
+        return statistics.median(self._call_s) if self._call_s else 0.0
 
     def compute_s_estimate(self) -> float:
         """A step's time not spent waiting (median of the recent steady steps; 0 when none)."""
