@@ -187,11 +187,9 @@ def test_custom_train_step_is_what_the_probes_step_and_they_stay_out_of_sight():
         return
     assert "sequential-map" in ids(report)
     if BACKEND == "tensorflow":
+        # (a pipeline that prefetches is not told to: test_findings' sequential-map fix test,
+        # and tfdata_from_generator.py's run below, without a second doctor run here)
         assert "no-prefetch" in ids(report)
-        prefetched, _ = doctor("custom_train_step.py", QUICK, "--prefetch")
-        assert "no-prefetch" not in ids(prefetched)
-        sequential = next(f for f in prefetched["findings"] if f["id"] == "sequential-map")
-        assert "num_parallel_calls" in sequential["fix"] and ".prefetch(" not in sequential["fix"]
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.keras ImageDataGenerator")
@@ -271,6 +269,8 @@ def test_a_script_that_picks_its_backend_and_a_pydataset_on_the_trainer_thread()
     assert "generator-on-main-thread" not in ids(pooled)
 
 
+@pytest.mark.skipif(BACKEND != "jax", reason="the probe's CPU clock is the same on every backend: "
+                    "one backend keeps the suite within CI's time")
 def test_workers_waiting_on_a_store_cost_the_cores_their_cpu_not_their_wall_time():
     # a PyDataset whose 4 worker processes mostly sleep: the shared-cores model must see
     # what they take from the cores (CPU), not how long the input alone takes (wall time).

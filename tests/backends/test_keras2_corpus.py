@@ -341,6 +341,8 @@ print("FIT DONE", flush=True)
 """
 
 
+@pytest.mark.skipif(os.environ.get("KERAS_BACKEND") != "jax", reason="the Keras-2 shim holds its notes "
+                    "the same way on every backend: one keeps the suite within CI's time")
 @pytest.mark.parametrize("runner", ["stoke run", "stoke doctor"])
 def test_a_note_that_comes_during_fit_waits_for_its_end(tmp_path, runner):
     script = tmp_path / "note_during_fit.py"
