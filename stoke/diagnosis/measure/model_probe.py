@@ -349,6 +349,10 @@ def measure_input_alone(fit, backend: str, seconds: float) -> ProbeResult | None
         dataset = getattr(adapter.py_dataset, "keras2_sequence", adapter.py_dataset)
         adapter = PyDatasetAdapter(dataset, shuffle=False)
         fresh_pool = adapter.enqueuer is not None
+    elif getattr(adapter, "_dataloader", None) is not None and getattr(
+            adapter._dataloader, "persistent_workers", False):
+        adapter = _without_persistent_workers(adapter)
+        fresh_pool = True
     iterator, how = fresh_trainer_iterator(fit.epoch_iterator, adapter, backend)
     workers = fresh_pool or int(getattr(fit.arguments.get("x"), "num_workers", 0) or 0) > 0
     try:
@@ -379,6 +383,21 @@ def measure_input_alone(fit, backend: str, seconds: float) -> ProbeResult | None
                 adapter.enqueuer.stop()
             except Exception:
                 pass
+
+
+def _without_persistent_workers(adapter):
+    """A torch ``DataLoader`` with ``persistent_workers=True`` hands every ``iter()`` the same
+    iterator, reset: a second iterator for the probe would restart the epoch the trainer is
+    reading (the user's callbacks saw 20 of 24 batches). The probe reads a copy that starts
+    workers of its own, ended with its iterator."""
+    import copy
+
+    from keras.src.trainers.data_adapters.torch_data_loader_adapter import TorchDataLoaderAdapter
+
+    loader = copy.copy(adapter._dataloader)
+    object.__setattr__(loader, "persistent_workers", False)  # DataLoader forbids a plain set
+    object.__setattr__(loader, "_iterator", None)
+    return TorchDataLoaderAdapter(loader)
 
 
 def fresh_trainer_iterator(epoch_iterator, adapter, backend: str):
