@@ -791,3 +791,20 @@ def test_an_epochs_first_wait_is_the_inputs_and_not_recurring_work():
     record = make_record(wait_s=0.015, step_s=0.020, batch_size=32,
                          steps=_epochs_with_a_pool_restart(0.2, 0.0, restart_wait_s=0.2))
     assert analyse(record).prediction.epoch_overhead_s_per_step == 0.0
+
+
+def test_window_loop_holding_the_queued_step_is_not_counted_twice():
+    # JAX, a PyDataset on the trainer's thread (the wild corpus' pydataset_workers.py, kept
+    # record): the run's calls only queued the step (0.33 ms) and the loop blocked on its work
+    # (3.31 ms); the window's calls, synced, took the whole step (2.91 ms). Its step of 6.21
+    # ms held the step's work twice: x1.15 predicted, x2.01 on the fixed twin.
+    record = make_record(wait_s=0.0035, step_s=0.0072, batch_size=32, gpus_used=0,
+                         gpus_visible=0, model_alone=32 / 0.00256)
+    record.probes["input_free"] = ProbeResult(32 / 0.00621, 0.58, 198, {
+        "s_per_step": 0.00621, "call_s_per_step": 0.00291, "call_s_after_wait": 0.00033,
+        "loop_s_per_step": 0.00331})
+    diagnosis = analyse(record)
+    assert diagnosis.predicted_speedup == pytest.approx(0.0072 / (0.00621 - 0.00258))
+    # synchronous dispatch (torch on the CPU): a shorter call in the run is noise, not queued
+    record.meta.backend = "torch"
+    assert analyse(record).predicted_speedup == pytest.approx(0.0072 / 0.00621)
