@@ -244,6 +244,17 @@ class RunFacts(Facts):
 # Input kinds Keras feeds on TensorFlow through ``tf.data.Dataset.from_generator`` (one
 # ``py_function`` call a batch): their hand-over is measured apart (``tf_generator_pull_s``).
 FROM_GENERATOR_INPUT_KINDS = ("generator", "pydataset")
+# Producers whose work runs beside the trainer's, in the same run and at the same time
+# (``InputFacts.producer``): a ``PyDataset``'s or ``DataLoader``'s threads or processes.
+BACKGROUND_PRODUCERS = ("worker-threads", "worker-processes")
+
+
+def input_shares_the_cores(device: str | None, producer: str | None) -> bool:
+    """Whether the input's workers (``producer``, :data:`BACKGROUND_PRODUCERS`) run beside a
+    model trained on the CPU (``device``): they fill Keras' queue ahead of the trainer, so it
+    barely waits, while their work takes the cores (threads: the GIL too) its step needs. The
+    input's cost then shows as a slower step, not as a wait."""
+    return device == "cpu" and producer in BACKGROUND_PRODUCERS
 
 
 @dataclass

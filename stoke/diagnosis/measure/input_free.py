@@ -49,7 +49,9 @@ What it does to the run, on purpose and written in the result's ``detail``:
   checkpoint ever sees a window call; the epoch's own steps and batches are untouched.
 
 Not run for ``train_on_batch`` loops (the loop is the script's own code), for TensorFlow with
-the pull inside the graph, or for runs that barely wait (nothing to remove);
+the pull inside the graph, or for runs that barely wait (nothing to remove), unless the input's
+workers share a CPU-trained model's cores (:func:`stoke.diagnosis.record.input_shares_the_cores`:
+their cost shows as a slower step, not as a wait);
 ``meta["probe_notes"]["input_free"]`` says why.
 """
 
