@@ -808,3 +808,28 @@ def test_window_loop_holding_the_queued_step_is_not_counted_twice():
     # synchronous dispatch (torch on the CPU): a shorter call in the run is noise, not queued
     record.meta.backend = "torch"
     assert analyse(record).predicted_speedup == pytest.approx(0.0072 / 0.00621)
+
+
+def test_workers_sharing_a_cpu_models_cores_count_the_steps_slowdown_as_wait():
+    # JAX, two PyDataset threads augmenting batches beside a model trained on the CPU (the
+    # wild corpus' pydataset_threads.py, quiet): steps of 9.1 ms waiting 1.2 ms, 5.0 ms in
+    # the input-free window, the input alone 15 ms a batch (its fresh workers beside the
+    # training's own). The fixed twin ran x1.69; the timed wait alone said x1.15.
+    def record(producer):
+        made = make_record(wait_s=0.0012, step_s=0.0091, batch_size=32, gpus_used=0,
+                           gpus_visible=0, model_alone=32 / 0.0035, input_alone=32 / 0.015,
+                           input_extra={"kind": "pydataset", "producer": producer})
+        made.probes["input_free"] = ProbeResult(32 / 0.005, 0.5, 100, {"s_per_step": 0.005})
+        return made
+
+    diagnosis = analyse(record("worker-threads"))
+    assert diagnosis.verdict == "input-bound"
+    assert diagnosis.input_wait_fraction == pytest.approx((0.0012 + 0.0079 - 0.005) / 0.0091)
+    assert diagnosis.predicted_speedup == pytest.approx(0.0091 / 0.005)
+    # the slower input alone voids nothing
+    assert not [u for u in diagnosis.prediction.unmeasured if u.startswith("the input alone")]
+    # a generator on the trainer's thread: the wait is the timed one, and the input alone
+    # slower than the run's steps says the load changed
+    diagnosis = analyse(record("trainer-thread"))
+    assert diagnosis.input_wait_fraction == pytest.approx(0.0012 / 0.0091)
+    assert diagnosis.predicted_speedup == pytest.approx(1 / (1 - 0.0012 / 0.0091))

@@ -257,6 +257,29 @@ def test_a_window_not_opened_for_a_run_that_did_not_wait_says_what_was_measured(
     assert "barely" not in note
 
 
+def test_a_window_opens_without_a_wait_where_the_inputs_workers_share_a_cpu_models_cores():
+    """A PyDataset's threads beside a model trained on the CPU fill Keras' queue ahead of the
+    trainer: it barely waits, but its step runs slower. The window is what measures that."""
+    schedule, record = run_with_steps(0.02, 50)
+    schedule.cached_batch = object()
+    record.input["producer"], record.model["device"] = "worker-threads", "cpu"
+
+    class Model:  # the window snapshots nothing from it: no variables
+        trainable_variables = non_trainable_variables = variables = ()
+        optimizer = None
+        metrics = ()
+
+    window = schedule.open_window("torch", Model(), None, True, 0.0)
+    note = record.meta.get("probe_notes", {}).get("input_free", "")
+    assert window is not None, note
+    # the same run on a GPU: no window (the workers do not take the model's cores)
+    schedule, record = run_with_steps(0.02, 50)
+    schedule.cached_batch = object()
+    record.input["producer"], record.model["device"] = "worker-threads", "gpu"
+    assert schedule.open_window("torch", Model(), None, True, 0.0) is None
+    assert "below 5%" in record.meta["probe_notes"]["input_free"]
+
+
 def test_the_recorded_run_length_is_the_one_the_budget_was_a_share_of():
     # 50 steps of 20 ms measured (1.0 s), a fit announced as 20 steps (0.4 s expected): the
     # budget is a share of the 1.0 s measured, and the record says 1.0 s, not 0.4 s
