@@ -826,6 +826,8 @@ def test_workers_sharing_a_cpu_models_cores_count_the_steps_slowdown_as_wait():
     assert diagnosis.verdict == "input-bound"
     assert diagnosis.input_wait_fraction == pytest.approx((0.0012 + 0.0079 - 0.005) / 0.0091)
     assert diagnosis.predicted_speedup == pytest.approx(0.0091 / 0.005)
+    assert "2.90 ms a step is the trainer's own work running beyond the 5.00 ms" in (
+        diagnosis.verdict_reason)
     # the slower input alone voids nothing
     assert not [u for u in diagnosis.prediction.unmeasured if u.startswith("the input alone")]
     # a generator on the trainer's thread: the wait is the timed one, and the input alone

@@ -1177,6 +1177,13 @@ def analyse_run(record: RunRecord) -> Analysis:
             f" (with {after_wait_s * 1e3:.2f} ms a step the trainer's own work runs slower right "
             "after each wait than back to back: the input's cost, inside the step)"
         )
+    if sharing_s > 0:
+        reason += (
+            f" (of which {sharing_s * 1e3:.2f} ms a step is the trainer's own work running "
+            f"beyond the {compute_s * 1e3:.2f} ms it takes with the input made free: the "
+            "input's workers share its cores, so their cost lands inside the step; counted "
+            "as the shared cores' wait)"
+        )
     if behind_model_s > 0:
         reason += (
             f" (not counted as waiting: {behind_model_s * 1e3:.2f} ms a step during which the "
