@@ -502,7 +502,8 @@ def test_tf_data_pipeline_facts():
     record = d.record
     assert record.input.kind == "tf.data"
     assert record.input.tf_data_parallel_map is False
-    assert record.input.tf_data_prefetch is False
+    assert record.input.tf_data_prefetch is False  # none in the script,
+    assert record.input.tf_data_inject_prefetch is True  # but tf.data injects one (unset option)
     assert record.input.tf_data_map_parallelism == [1]
     assert record.input.tf_data_py_function is False
     assert record.input.dtypes == {"0": "float32", "1": "int64"}
