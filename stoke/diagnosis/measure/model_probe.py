@@ -255,8 +255,9 @@ def _tf_multi_step_call(train_function, model, device_batch, batches_per_call: i
     batches are per-replica values), Keras' Python path over that many copies."""
     import tensorflow as tf
 
-    strategy = getattr(model, "distribute_strategy", None)
-    if strategy is None or "Default" in type(strategy).__name__:
+    from stoke.diagnosis.measure.timing import tf_default_strategy
+
+    if tf_default_strategy(model):
         try:
             iterator = iter(tf.data.Dataset.from_tensors(device_batch).repeat())
         except (TypeError, ValueError):
