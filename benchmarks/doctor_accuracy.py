@@ -190,7 +190,11 @@ def rejudge(results: Path, reports: Path) -> dict:
             row["rejudged"] = False
             continue
         report = json.loads(path.read_text())
-        diagnosis = analyse(RunRecord.from_dict({k: v for k, v in report.items() if k in parts}))
+        record = {k: v for k, v in report.items() if k in parts}
+        # the report's schema_version is the report's; the record's is record_schema_version
+        # (read as record schema 1, TensorFlow's in-graph wait estimates were zeroed)
+        record["schema_version"] = report.get("record_schema_version", report.get("schema_version"))
+        diagnosis = analyse(RunRecord.from_dict(record))
         data = diagnosis.to_json_dict()
         predicted = data.get("predicted_speedup")
         compare = WILD_COMPARE.get(case[len("wild:"):]) if case.startswith("wild:") else None

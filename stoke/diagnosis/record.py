@@ -301,6 +301,8 @@ class InputFacts(Facts):
     tf_data_map_parallelism: list[int] | None = None  # one per map, -1 = AUTOTUNE
     tf_data_batch_size: int | None = None
     tf_data_ops: list[str] | None = None
+    # tf.data adds prefetch(AUTOTUNE) after a last transformation that is not a prefetch (its
+    # option; unset, TensorFlow applies it while autotune is on): measure.facts
     tf_data_inject_prefetch: bool | None = None
     tf_data_graph_error: str | None = None
     # TensorFlow: the cost of an eager next() on a ready batch, taken off each wait
@@ -322,6 +324,15 @@ class InputFacts(Facts):
     validation_input_batches: int | None = None
     facts_error: str | None = None
     batch_facts_error: str | None = None
+
+    @property
+    def tf_data_prefetches(self) -> bool | None:
+        """Whether a tf.data pipeline makes its batches ahead of the step: a ``prefetch`` of
+        its own (``tf_data_prefetch``) or the one tf.data injects (``tf_data_inject_prefetch``,
+        not known: none); None when the pipeline's graph was not read."""
+        if self.tf_data_inject_prefetch is True:
+            return True
+        return self.tf_data_prefetch
 
 
 @dataclass

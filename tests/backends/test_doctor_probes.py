@@ -502,7 +502,8 @@ def test_tf_data_pipeline_facts():
     record = d.record
     assert record.input.kind == "tf.data"
     assert record.input.tf_data_parallel_map is False
-    assert record.input.tf_data_prefetch is False
+    assert record.input.tf_data_prefetch is False  # none in the script,
+    assert record.input.tf_data_inject_prefetch is True  # but tf.data injects one (unset option)
     assert record.input.tf_data_map_parallelism == [1]
     assert record.input.tf_data_py_function is False
     assert record.input.dtypes == {"0": "float32", "1": "int64"}
@@ -526,8 +527,11 @@ def test_tf_data_pulled_in_the_graph_has_its_wait_estimated_not_timed():
     record = d.record
     assert record.input.wait_method == "estimated-from-model-alone"
     assert "model_alone" in record.probes
+    # the probe's batch is taken beside training, not from its iterator: every batch trained
+    assert int(model.optimizer.iterations.numpy()) == sum(1 for _ in doctor_tfdata.make_dataset())
+    assert record.probes["model_alone"].detail["batches_per_call"] == 2
     assert record.steps and all(not s.wait_timed and s.wait_s == 0.0 for s in record.steps)
-    per_call_s = record.probes["model_alone"].detail["s_per_step"] * 2
+    per_call_s = record.probes["model_alone"].detail["s_per_step"]  # a call: 2 batches
     for step in record.steps:
         assert step.wait_estimated_s == pytest.approx(max(0.0, step.step_s - per_call_s))
     diagnosis = analyse(record)

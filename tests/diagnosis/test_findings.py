@@ -105,6 +105,20 @@ def test_tf_data_sequential_map_and_no_prefetch():
     assert prefetch.expected_gain == pytest.approx(1.33, abs=0.01)
 
 
+def test_no_prefetch_is_not_told_to_a_pipeline_tf_data_prefetches_for():
+    # `from_tensor_slices(...).map(f).batch(32)`, no prefetch in the script: TensorFlow 2.21
+    # injects prefetch(AUTOTUNE) (tf.data.Options inject_prefetch unset: on while autotune is)
+    record = make_record(kind="tf.data", wait_s=0.03, step_s=0.04, backend="tensorflow",
+                         input_extra={"tf_data_parallel_map": False, "tf_data_prefetch": False,
+                                      "tf_data_inject_prefetch": True})
+    found = ids(record)
+    assert "sequential-map" in found and "no-prefetch" not in found
+    fix = only(record, "sequential-map").fix
+    assert ".prefetch(" not in fix and "already prefetches" in fix
+    record.input.tf_data_inject_prefetch = False  # the option set off, or autotune off
+    assert "no-prefetch" in ids(record)
+
+
 @pytest.mark.parametrize("py_function", [False, True])
 def test_sequential_map_fix_does_not_add_the_prefetch_the_run_has(py_function):
     # `.map(f).batch(32).prefetch(tf.data.AUTOTUNE)`: the map is the cause, prefetch is there

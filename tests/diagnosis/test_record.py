@@ -168,6 +168,26 @@ def test_an_estimated_wait_round_trips_apart_from_the_timed_one():
     assert [s.wait_used_s for s in record.steps] == [0.07, 0.0, 0.02]
 
 
+def test_an_in_graph_wait_is_the_step_less_the_probes_call_of_as_many_batches():
+    # steps_per_execution=8: the model-alone probe's call trains on 8 batches too, in Keras'
+    # compiled loop (batches_per_call); one that ran 1 batch a call is scaled to the step's 8
+    from stoke.diagnosis.measure.recorder import DoctorOptions, Recorder
+
+    for per_call, call_s in ((8, 0.032), (1, 0.004)):
+        recorder = Recorder(DoctorOptions(probes=False, warmup_steps=0), argv=["t.py"],
+                            script="t.py")
+        recorder.clock.waits_timed = False
+        recorder.clock.restart()
+        time.sleep(0.05)
+        recorder.clock.end_step(time.perf_counter(), synced=False, sync_s=0.0)
+        recorder.record.input["wait_method"] = "estimated-from-model-alone"
+        recorder.record.model["steps_per_execution"] = 8
+        recorder.record.probes["model_alone"] = ProbeResult(
+            512 / call_s, 1.0, 10, {"s_per_step": call_s, "batches_per_call": per_call})
+        (step,) = recorder.finish().steps
+        assert step.wait_estimated_s == pytest.approx(step.step_s - 0.032), per_call
+
+
 def test_the_recorder_estimates_only_the_waits_it_could_not_time():
     from stoke.diagnosis.measure.recorder import DoctorOptions, Recorder
 

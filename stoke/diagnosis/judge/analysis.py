@@ -1047,7 +1047,7 @@ def analyse_run(record: RunRecord) -> Analysis:
     ):
         estimated_steps = 0
         estimate = wait_fraction_from_probes(
-            throughput, model_alone, input_alone, record.input.tf_data_prefetch
+            throughput, model_alone, input_alone, record.input.tf_data_prefetches
         )
         wait_source = "unmeasured" if estimate is None else "probes"
         if estimate is not None:

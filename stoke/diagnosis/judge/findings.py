@@ -251,8 +251,8 @@ def sequential_map(record: RunRecord, analysis: Analysis) -> Finding | None:
 def no_prefetch(record: RunRecord, analysis: Analysis) -> Finding | None:
     """A tf.data pipeline without ``prefetch``: the next batch is made only when asked for."""
     wait = analysis.input_wait_fraction
-    if record.input.kind != "tf.data" or record.input.tf_data_prefetch is not False:
-        return None
+    if record.input.kind != "tf.data" or record.input.tf_data_prefetches is not False:
+        return None  # a prefetch of its own, or the one tf.data injects (or not known)
     if wait is None or wait < _PARTLY_WAIT:
         return None
     gain = _overlap_gain(analysis)
@@ -427,9 +427,11 @@ def _tf_data_shape(record: RunRecord) -> str:
         parts.append(f"{len(maps) or 'its'} parallel map(s)")
     if inputs.tf_data_py_function:
         parts.append("Python inside (py_function / from_generator)")
-    prefetch = inputs.tf_data_prefetch
-    if prefetch is True:
+    prefetch = inputs.tf_data_prefetches
+    if inputs.tf_data_prefetch is True:
         parts.append("prefetch")
+    elif prefetch is True:
+        parts.append("prefetch injected by tf.data")
     elif prefetch is False:
         parts.append("no prefetch")
     return ", ".join(parts)

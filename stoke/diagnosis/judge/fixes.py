@@ -151,7 +151,7 @@ def keras2_fix(script: str | None, method: str, data_name: str | None = None) ->
 def _tf_data_steps(inputs: InputFacts) -> str:
     """What a tf.data pipeline still lacks of "map in parallel and prefetch", in words: a
     pipeline that already prefetches is not told to."""
-    if inputs.tf_data_prefetch is True:
+    if inputs.tf_data_prefetches is True:
         return "map in parallel (it already prefetches)"
     return "map in parallel and prefetch"
 
@@ -159,7 +159,7 @@ def _tf_data_steps(inputs: InputFacts) -> str:
 def _tf_data_lines(inputs: InputFacts) -> str:
     """The code for :func:`_tf_data_steps`."""
     lines = "ds = ds.map(load_and_augment, num_parallel_calls=tf.data.AUTOTUNE)\n"
-    if inputs.tf_data_prefetch is not True:
+    if inputs.tf_data_prefetches is not True:
         lines += "ds = ds.prefetch(tf.data.AUTOTUNE)\n"
     return lines
 

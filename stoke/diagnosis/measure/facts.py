@@ -271,12 +271,24 @@ def tf_data_facts(dataset) -> dict[str, Any]:
     facts["tf_data_py_function"] = in_functions or any(op in python_ops for op in ops)
     facts["tf_data_ops"] = sorted({op for op in ops if op.endswith("Dataset") or "Dataset" in op})
     try:
-        facts["tf_data_inject_prefetch"] = bool(
-            dataset.options().experimental_optimization.inject_prefetch
-        )
+        facts["tf_data_inject_prefetch"] = tf_data_injects_prefetch(dataset.options())
     except Exception:
         pass
     return facts
+
+
+def tf_data_injects_prefetch(options) -> bool:
+    """Whether tf.data adds ``prefetch(AUTOTUNE)`` after a pipeline's last transformation
+    when that is not a prefetch (``tf.data.Options``: ``experimental_optimization
+    .inject_prefetch``, "If None, defaults to True", one of the default optimizations; the
+    rewrite is skipped with autotune off: tensorflow/core/grappler/optimizers/data/
+    inject_prefetch.cc). An unset option read as False had ``no-prefetch`` recommend the
+    prefetch TensorFlow 2.21 already adds to ``from_tensor_slices(...).map(f).batch(32)``."""
+    optimization = options.experimental_optimization
+    inject = optimization.inject_prefetch
+    if inject is None:
+        inject = optimization.apply_default_optimizations is not False
+    return bool(inject) and options.autotune.enabled is not False
 
 
 def tf_element_spec_facts(dataset) -> dict[str, Any]:

@@ -50,7 +50,6 @@ MIN_MODEL_STEPS = 3
 def fit_probes(
     backend: str,
     timed_function,
-    args: tuple,
     result: Any,
     batch: Any,
     fit,
@@ -60,17 +59,15 @@ def fit_probes(
     pull_s: float,
 ) -> list[Probe]:
     """The two probes of a measured ``fit``, in the order they run: the model alone on
-    ``batch`` (the probe step's, kept by the schedule), then the input alone. ``step_s`` and
+    ``batch`` (the probe step's, kept by the schedule; on TensorFlow pulling inside the graph,
+    one taken beside training: :func:`tf_batch_beside_training`), then the input alone. ``step_s`` and
     ``pull_s``: what one step and one pull are expected to cost (the run's own steps)."""
     from stoke.diagnosis.measure.facts import leading_dim
 
     def model_alone(seconds: float, deadline: float) -> ProbeResult:
         probe_batch = batch
-        if probe_batch is None and backend == "tensorflow" and args:
-            try:
-                probe_batch = next(args[0])  # the pull is in the graph: take one batch for the probe
-            except Exception:
-                probe_batch = None
+        if probe_batch is None and backend == "tensorflow":
+            probe_batch = tf_batch_beside_training(fit)  # the pull is in the graph
         if probe_batch is None:
             raise ProbeNotRun("no batch was cached for the probe")
         return _model_alone_in_fit(
@@ -145,18 +142,74 @@ def train_on_batch_probes(backend: str, original, model, args: tuple, kwargs: di
 
 
 def _model_alone_in_fit(backend, timed_function, result, batch, seconds, batch_size, deadline=None):
+    model = timed_function.model
+    per_call = tf_batches_per_call(model) if backend == "tensorflow" else 1
     steps, elapsed, state = time_train_function(
-        backend, timed_function.original, timed_function.sync, timed_function.model, result,
-        batch, seconds, deadline)
-    return _model_result(steps, elapsed, batch_size, flavor="train_function", state=state)
+        backend, timed_function.original, timed_function.sync, model, result,
+        batch, seconds, deadline, batches_per_call=per_call)
+    probe = _model_result(steps, elapsed, batch_size * per_call, flavor="train_function",
+                          state=state)
+    probe.detail["batches_per_call"] = per_call
+    return probe
+
+
+def tf_batches_per_call(model) -> int:
+    """TensorFlow: the batches one call of Keras' train function trains on when it pulls them
+    itself, inside its compiled loop (``steps_per_execution``)."""
+    return max(1, int(getattr(model, "steps_per_execution", 1) or 1))
+
+
+def tf_batch_beside_training(fit) -> Any:
+    """TensorFlow pulling inside the compiled loop (``steps_per_execution > 1``, a distribution
+    strategy): no batch passes through Python for the probe to keep. One batch of the run's
+    data, taken without touching the iterator training reads (a batch taken from it is one
+    training never sees, and at an epoch's end there is none: mixed_precision_spe.py's probe,
+    after the run's last step, found none and the doctor read x1.00 against a twin's x2.16):
+
+    - a script's generator: one ``next()`` through the probe's side of it, kept and handed to
+      training next (:meth:`~stoke.diagnosis.measure.timing.UserGenerator.take_for_probe`);
+    - a ``PyDataset``: its first batch, by index (no second worker pool);
+    - a ``tf.data`` dataset (in-memory arrays too, through Keras' adapter pipeline): the first
+      batch of a fresh iterator over the dataset training iterates.
+
+    Raises :class:`ProbeNotRun` with the reason when none can be taken."""
+    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+
+    if fit is None:
+        raise ProbeNotRun("no fit in progress, no batch to probe the model on")
+    generator = fit.user_generator
+    if generator is not None:
+        if not generator.lock.acquire(timeout=60.0):
+            raise ProbeNotRun("the script's generator stayed busy: no batch for the probe")
+        try:
+            return generator.take_for_probe()
+        except StopIteration:
+            raise ProbeNotRun("the script's generator had no batch left for the probe") from None
+        finally:
+            generator.lock.release()
+    epoch_iterator = fit.epoch_iterator
+    adapter = getattr(epoch_iterator, "data_adapter", None)
+    if isinstance(adapter, PyDatasetAdapter):
+        dataset = getattr(adapter.py_dataset, "keras2_sequence", adapter.py_dataset)
+        return dataset[0]
+    dataset = getattr(epoch_iterator, "_distributed_dataset", None)
+    if dataset is None:
+        raise ProbeNotRun("no dataset to take a batch from for the probe")
+    try:
+        return next(iter(dataset))
+    except StopIteration:
+        raise ProbeNotRun("the training dataset yielded no batch for the probe") from None
 
 
 def time_train_function(backend, train_function, sync, model, result, batch, seconds,
-                        deadline=None) -> tuple[int, float, str]:
+                        deadline=None, batches_per_call: int = 1) -> tuple[int, float, str]:
     """``train_function`` (a Keras train function of ``model``, as ``fit`` calls it) repeated
     on ``batch`` already on the device (:func:`time_repeated_steps`): (steps, elapsed, how the
     run's state was kept: ``"copy"``, JAX, a copy of the state in ``result``, the last step's;
-    ``"snapshot-restored"``, every variable put back)."""
+    ``"snapshot-restored"``, every variable put back). ``batches_per_call`` (TensorFlow, the
+    model's ``steps_per_execution``): each call trains on that many copies of ``batch``, inside
+    Keras' compiled loop as the run's calls do, pulled from ``from_tensors(batch).repeat()``
+    (with a distribution strategy, one compiled step per batch, called from Python)."""
     if backend == "jax":
         import jax
 
@@ -180,6 +233,8 @@ def time_train_function(backend, train_function, sync, model, result, batch, sec
         def run_step():
             return train_function([device_batch])
 
+    elif batches_per_call > 1:
+        run_step = _tf_multi_step_call(train_function, model, device_batch, batches_per_call)
     else:
 
         def run_step():
@@ -191,6 +246,26 @@ def time_train_function(backend, train_function, sync, model, result, batch, sec
     finally:
         restore()
     return steps, elapsed, "snapshot-restored"
+
+
+def _tf_multi_step_call(train_function, model, device_batch, batches_per_call: int):
+    """One call of a TensorFlow train function that runs ``batches_per_call`` steps on
+    ``device_batch``: through Keras' compiled loop (its ``tf.data`` iterator path, as the run
+    pulls) over a dataset that repeats the batch, or, under a distribution strategy (whose
+    batches are per-replica values), Keras' Python path over that many copies."""
+    import tensorflow as tf
+
+    from stoke.diagnosis.measure.timing import tf_default_strategy
+
+    if tf_default_strategy(model):
+        try:
+            iterator = iter(tf.data.Dataset.from_tensors(device_batch).repeat())
+        except (TypeError, ValueError):
+            iterator = None  # a structure tf.data cannot hold (a None in it): the Python path
+        if iterator is not None:
+            return lambda: train_function(iterator)
+    copies = (device_batch,) * batches_per_call
+    return lambda: train_function(iter(copies))
 
 
 def _model_result(steps: int, elapsed: float, batch_size: int, flavor: str, state: str):

@@ -529,7 +529,6 @@ class Recorder:
             probes = fit_probes(
                 self.backend,
                 timed_function,
-                args,
                 result,
                 self.schedule.cached_batch,
                 self.fit,
@@ -652,9 +651,10 @@ class Recorder:
         probe = self.record.probes.get("model_alone")
         if probe is None:
             return
-        per_step = float(probe.detail.get("s_per_step", 0.0)) * max(
-            1, int(self.record.model.get("steps_per_execution") or 1)
-        )
+        # the probe's call trained on batches_per_call batches, the run's on steps_per_execution
+        per_batch = float(probe.detail.get("s_per_step", 0.0)) / max(
+            1, int(probe.detail.get("batches_per_call") or 1))
+        per_step = per_batch * max(1, int(self.record.model.get("steps_per_execution") or 1))
         for step in self.record.steps:
             if not step.wait_timed:
                 step.wait_estimated_s = max(0.0, step.step_s - per_step)

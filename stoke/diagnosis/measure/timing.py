@@ -239,9 +239,14 @@ def tf_pull_outside_graph(model) -> bool:
     """TensorFlow: whether the doctor can pull each batch itself, eagerly and timed, and hand
     it to Keras' step function: with ``steps_per_execution == 1`` and no distribution
     strategy (else the pull stays inside the compiled loop, out of Python's sight)."""
+    return int(getattr(model, "steps_per_execution", 1) or 1) == 1 and tf_default_strategy(model)
+
+
+def tf_default_strategy(model) -> bool:
+    """TensorFlow: whether ``model`` trains under the default strategy (no distribution: its
+    batches are plain tensors, not per-replica values)."""
     strategy = getattr(model, "distribute_strategy", None)
-    default_strategy = strategy is None or "Default" in type(strategy).__name__
-    return int(getattr(model, "steps_per_execution", 1) or 1) == 1 and default_strategy
+    return strategy is None or "Default" in type(strategy).__name__
 
 
 def wait_method(backend: str, pull_outside_graph: bool) -> tuple[str, str]:
