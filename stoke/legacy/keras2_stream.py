@@ -1,15 +1,16 @@
-"""Keras 2's reading of a Sequence under ``fit_generator(seq, steps_per_epoch=k)``, with
-nothing fed by stoke: :func:`keras2_stream` (``stoke run --no-accelerate``, ``stoke doctor``).
+"""Standalone Keras' reading of a Sequence under ``fit_generator(seq, steps_per_epoch=k)``
+(the multi-backend ``keras`` package, 2.3 and before), with nothing fed by stoke:
+:func:`keras2_stream` (``stoke run --no-accelerate``, ``stoke doctor``).
 
-Keras 2's ``fit_generator`` read a Sequence through its ``OrderedEnqueuer``: one stream of
-passes (each pass in order, or a ``random.shuffle`` of it with ``shuffle=True``), the
+Standalone Keras' ``fit_generator`` read a Sequence through its ``OrderedEnqueuer``: one stream
+of passes (each pass in order, or a ``random.shuffle`` of it with ``shuffle=True``), the
 Sequence's ``on_epoch_end`` between passes, each of Keras' epochs taking the next ``k``
 batches, wrapping around. Keras 3 ends an epoch where a pass ends instead: ``k = len - 1``
 gives epochs of 4, 1, 4 steps for 5 batches, with "Your input ran out of data". The stream
 here is a ``PyDataset`` without an epoch length whose batch ``i`` is the ``i``-th of that
 stream, read in the trainer as Keras 3 reads the Sequence itself: the step counts and
-batches are Keras 2's, the work per batch the script's own. The stoke-fed equivalent is
-``AcceleratedSequence.endless`` (:mod:`stoke.accelerate.sequence`).
+batches are those standalone Keras trained on, the work per batch the script's own. The
+stoke-fed equivalent is ``AcceleratedSequence.endless`` (:mod:`stoke.accelerate.sequence`).
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ _STREAM_CLASS: list[type] = []
 
 
 def keras2_stream(sequence: Any, shuffle: bool) -> Any:
-    """``sequence`` (a ``keras.utils.PyDataset`` of known length) as Keras 2's enqueuer
-    read it: a ``PyDataset`` of unknown length (see the module docstring). ``shuffle``:
-    each pass a ``random.shuffle`` of the batch order, drawn from Python's ``random`` when
-    the pass begins, as Keras 2 drew it."""
+    """``sequence`` (a ``keras.utils.PyDataset`` of known length) as standalone Keras'
+    enqueuer read it: a ``PyDataset`` of unknown length (see the module docstring).
+    ``shuffle``: each pass a ``random.shuffle`` of the batch order, drawn from Python's
+    ``random`` when the pass begins, as that enqueuer drew it."""
     if not _STREAM_CLASS:
         _STREAM_CLASS.append(_define_stream_class())
     return _STREAM_CLASS[0](sequence, shuffle)

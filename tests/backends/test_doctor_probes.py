@@ -700,6 +700,31 @@ def test_the_input_probe_counts_sleeping_worker_processes_by_their_cpu_not_their
         assert shared["input_cpu_source"] == "measured"
 
 
+@pytest.mark.skipif(BACKEND != "torch", reason="a torch DataLoader on the torch trainer's path")
+def test_a_fresh_trainer_iterator_leaves_a_persistent_dataloader_epoch_where_it_was():
+    # a DataLoader with persistent_workers hands every iter() the same iterator, reset: a
+    # probe's "fresh" iterator restarted the epoch the trainer was reading
+    import torch
+    from keras.src.backend.torch.trainer import TorchEpochIterator
+
+    from stoke.diagnosis.measure.model_probe import fresh_trainer_iterator
+
+    loader = torch.utils.data.DataLoader(list(range(8)), batch_size=1, num_workers=1,
+                                         persistent_workers=True)
+    epoch_iterator = TorchEpochIterator(x=loader)
+    trainer = iter(epoch_iterator._get_iterator())  # what fit's epoch reads on torch
+    try:
+        seen = [int(next(trainer)) for _ in range(2)]
+        fresh, _how = fresh_trainer_iterator(epoch_iterator, epoch_iterator.data_adapter, "torch")
+        probed = [int(next(fresh)) for _ in range(3)]
+        del fresh
+        seen += [int(batch) for batch in trainer]
+    finally:
+        trainer._shutdown_workers()
+    assert probed == [0, 1, 2]
+    assert seen == list(range(8))  # reset under the trainer, it read 0, 1, 3, 4, ..., 7
+
+
 def test_stoke_doctor_reports_a_crash_in_a_pydataset_worker_process():
     run = run_measured(
         [

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 import psutil
 
+from stoke.diagnosis.measure.process_cpu import cpu_seconds
+
 # The process scan runs at most every (its last cost x this factor) seconds: 2% of a core.
 _SCAN_COST_FACTOR = 50.0
 
@@ -108,7 +110,7 @@ class CoreLoadMeter:
             nice, times = info.get("nice"), info.get("cpu_times")
             if nice is None or times is None or nice <= self._priority:
                 continue
-            cpu_s = times.user + times.system
+            cpu_s = cpu_seconds(times, reaped_children=False)
             seen[process.pid] = cpu_s
             if not first and process.pid in self._lower_seen:
                 used_s += max(0.0, cpu_s - self._lower_seen[process.pid])

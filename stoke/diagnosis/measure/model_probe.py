@@ -424,10 +424,6 @@ def measure_input_alone(fit, backend: str, seconds: float) -> ProbeResult | None
         dataset = getattr(adapter.py_dataset, "keras2_sequence", adapter.py_dataset)
         adapter = PyDatasetAdapter(dataset, shuffle=False)
         fresh_pool = adapter.enqueuer is not None
-    elif getattr(adapter, "_dataloader", None) is not None and getattr(
-            adapter._dataloader, "persistent_workers", False):
-        adapter = _without_persistent_workers(adapter)
-        fresh_pool = True
     iterator, how = fresh_trainer_iterator(fit.epoch_iterator, adapter, backend)
     workers = fresh_pool or int(getattr(fit.arguments.get("x"), "num_workers", 0) or 0) > 0
     try:
@@ -460,27 +456,17 @@ def measure_input_alone(fit, backend: str, seconds: float) -> ProbeResult | None
                 pass
 
 
-def _without_persistent_workers(adapter):
-    """A torch ``DataLoader`` with ``persistent_workers=True`` hands every ``iter()`` the same
-    iterator, reset: a second iterator for the probe would restart the epoch the trainer is
-    reading (the user's callbacks saw 20 of 24 batches). The probe reads a copy that starts
-    workers of its own, ended with its iterator."""
-    import copy
-
-    from keras.src.trainers.data_adapters.torch_data_loader_adapter import TorchDataLoaderAdapter
-
-    loader = copy.copy(adapter._dataloader)
-    object.__setattr__(loader, "persistent_workers", False)  # DataLoader forbids a plain set
-    object.__setattr__(loader, "_iterator", None)
-    return TorchDataLoaderAdapter(loader)
-
-
 def fresh_trainer_iterator(epoch_iterator, adapter, backend: str):
     """A new iterator down the trainer's own input path: the backend EpochIterator's
     ``_get_iterator`` (JAX: with its device transfer, one batch ahead on accelerators; torch:
-    the DataLoader that converts to device tensors; TensorFlow: the dataset it iterates)."""
+    the DataLoader that converts to device tensors; TensorFlow: the dataset it iterates).
+    The iterator the trainer holds keeps its place: over a torch ``DataLoader`` with
+    persistent workers, it reads a copy that starts workers of its own
+    (:func:`_without_persistent_workers`)."""
     import copy
 
+    if _shares_one_iterator(adapter):
+        adapter = _without_persistent_workers(adapter)
     if backend == "tensorflow":
         if adapter is epoch_iterator.data_adapter and hasattr(epoch_iterator, "_distributed_dataset"):
             return iter(epoch_iterator._distributed_dataset), "the training dataset, iterated eagerly"
@@ -493,6 +479,28 @@ def fresh_trainer_iterator(epoch_iterator, adapter, backend: str):
     return iter(type(epoch_iterator)._get_iterator(clone)), how
 
 
+def _shares_one_iterator(adapter) -> bool:
+    """Whether a second ``iter()`` over ``adapter``'s data would reset the trainer's iterator:
+    a torch ``DataLoader`` with ``persistent_workers=True`` hands every ``iter()`` the same
+    iterator, reset (a probe's "fresh" iterator restarted the epoch the trainer was reading:
+    the user's callbacks saw 20 of 24 batches)."""
+    loader = getattr(adapter, "_dataloader", None)  # Keras' TorchDataLoaderAdapter
+    return loader is not None and bool(getattr(loader, "persistent_workers", False))
+
+
+def _without_persistent_workers(adapter):
+    """A copy of a torch ``DataLoader`` adapter whose loader starts workers of its own for
+    each iterator, ended with it."""
+    import copy
+
+    from keras.src.trainers.data_adapters.torch_data_loader_adapter import TorchDataLoaderAdapter
+
+    loader = copy.copy(adapter._dataloader)
+    object.__setattr__(loader, "persistent_workers", False)  # DataLoader forbids a plain set
+    object.__setattr__(loader, "_iterator", None)
+    return TorchDataLoaderAdapter(loader)
+
+
 def _tf_ready_pull(epoch_iterator, adapter, alone: ProbeResult) -> dict:
     """TensorFlow: what taking a ready batch from this run's own pipeline costs
     (``ready_pull_s``, :mod:`stoke.diagnosis.measure.tf_pulls`), a fresh iterator over the
@@ -500,13 +508,15 @@ def _tf_ready_pull(epoch_iterator, adapter, alone: ProbeResult) -> dict:
     Only for the training dataset itself (no second copy of in-memory arrays) when it is a
     plain ``tf.data.Dataset``. Each pull waits twice what the pipeline took per batch alone
     (``alone``) first, so that a ready batch is what it times; at most ~0.3 s in all, and not
-    at all for a pipeline slower than 30 ms a batch."""
+    at all for a pipeline slower than 30 ms a batch, nor over a loader whose second iterator
+    would reset the trainer's (:func:`_shares_one_iterator`)."""
     import tensorflow as tf
 
     from stoke.diagnosis.measure.tf_pulls import READY_PAUSE_S, ready_pull_seconds
 
     dataset = getattr(epoch_iterator, "_distributed_dataset", None)
-    if adapter is not epoch_iterator.data_adapter or not isinstance(dataset, tf.data.Dataset):
+    if (adapter is not epoch_iterator.data_adapter or not isinstance(dataset, tf.data.Dataset)
+            or _shares_one_iterator(adapter)):
         return {}
     pause_s = max(READY_PAUSE_S, 2.0 * alone.detail.get("s_per_batch", 0.0))
     if pause_s > 0.06:

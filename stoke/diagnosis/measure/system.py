@@ -24,6 +24,7 @@ import time
 import psutil
 
 from stoke.diagnosis.measure.core_load import CoreLoadMeter
+from stoke.diagnosis.measure.process_cpu import cpu_seconds
 from stoke.diagnosis.record import SystemSample
 
 # How often the list of child processes is refreshed: walking /proc costs more than a read,
@@ -88,7 +89,8 @@ class SystemSampler:
             return
         self._core_load = CoreLoadMeter()  # readings count from now
         self._read_at = time.monotonic()
-        self._cpu_seen[self._process.pid] = _cpu_seconds(self._process)
+        self._cpu_seen[self._process.pid] = cpu_seconds(self._process.cpu_times(),
+                                                        reaped_children=True)
         self._refresh_children()  # the children alive now count from now on
         self._children_checked_at = time.monotonic()
         self._thread = threading.Thread(
@@ -156,7 +158,7 @@ class SystemSampler:
         for pid, process in [*self._children.items(), (self._process.pid, self._process)]:
             try:
                 with process.oneshot():
-                    total = _cpu_seconds(process)
+                    total = cpu_seconds(process.cpu_times(), reaped_children=True)
                     rss += process.memory_info().rss
             except psutil.Error:
                 self._child_gone(pid)
@@ -188,7 +190,8 @@ class SystemSampler:
                     # found after the first walk, it was born while the run is measured:
                     # all its CPU time is the run's (create_time() is no use: it is only
                     # exact to the second)
-                    self._cpu_seen[pid] = _cpu_seconds(child) if first_walk else 0.0
+                    self._cpu_seen[pid] = (cpu_seconds(child.cpu_times(), reaped_children=True)
+                                           if first_walk else 0.0)
             except psutil.Error:
                 continue
             self._children[pid] = child
@@ -268,7 +271,7 @@ class ProcessTreeCpu:
                                        + reaped.children_system)}
         for process in children:
             try:
-                seconds[process.pid] = _cpu_seconds(process)
+                seconds[process.pid] = cpu_seconds(process.cpu_times(), reaped_children=True)
             except psutil.Error:
                 continue
         return seconds
@@ -280,10 +283,3 @@ def child_pids() -> set[int]:
         return {child.pid for child in psutil.Process().children(recursive=True)}
     except psutil.Error:
         return set()
-
-
-def _cpu_seconds(process: psutil.Process) -> float:
-    """CPU seconds a process has used, with those of the children it has reaped."""
-    times = process.cpu_times()
-    return (times.user + times.system + getattr(times, "children_user", 0.0)
-            + getattr(times, "children_system", 0.0))
