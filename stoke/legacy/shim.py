@@ -40,8 +40,7 @@ stream of passes (:mod:`.keras2_stream`), so that every mode trains Keras 2's st
 line and replacement are printed, once (``stoke run`` names the script's own lines), on lines
 of their own where no progress bar is drawn: before the call starts, or, for a line that
 comes while a training call runs (an optimizer made in a callback, a call from another
-thread), held until the last running call returns; after a line the script left unfinished
-(``print(..., end=" ")``), on the next (:mod:`.output_lines`).
+thread), held until the last running call returns.
 """
 
 from __future__ import annotations
@@ -55,7 +54,6 @@ from typing import Any
 
 from stoke.errors import StokeError, StokeWarning
 from stoke.legacy import conversions as _records
-from stoke.legacy import output_lines
 from stoke.legacy.conversions import Conversion, call_site, user_frame, where
 from stoke.legacy.imports import when_imported
 
@@ -111,7 +109,6 @@ def install(workers: int | str = "auto", quiet: bool = False, keras2_only: bool 
         if _state["installed"]:
             return
         _state["installed"] = True
-    output_lines.track()  # a note starts on a line of its own
     _state["cancel"] = when_imported("keras", _patch_if_installed)
 
 
@@ -141,7 +138,6 @@ def uninstall() -> None:
                       show_tuning=False, held=[])
         _noted_other.clear()
         _records.forget()
-        output_lines.untrack()
 
 
 def installed() -> bool:
@@ -553,14 +549,4 @@ def _print_lines(lines: list[str]) -> None:
         _state["told"] = True
     shown = [NOTE_HEADER] if header else []
     shown.extend(f"    {line}" for line in lines)
-    _flush(sys.stdout)  # the script's own lines first, where both streams share a pipe
-    if output_lines.line_break_needed():
-        shown.insert(0, "")  # the script's last line was left unfinished
     print("\n".join(shown), file=sys.stderr, flush=True)
-
-
-def _flush(stream: Any) -> None:
-    try:
-        stream.flush()
-    except Exception:  # closed, or not ours to flush: the note still prints
-        pass
