@@ -514,3 +514,13 @@ def test_no_slow_validation_when_validation_is_arrays_short_or_not_the_generator
     # validation is long, but the generator made its batches in little of that time
     assert "slow-validation" not in ids(validating(input_s=0.3))
     assert "slow-validation" not in ids(make_record(kind="arrays", wait_s=0.0002, step_s=0.02))
+
+
+def test_a_grain_dataset_is_told_about_its_own_threads_not_a_generic_loader():
+    # a Grain MapDataset read by Keras (GrainDatasetAdapter): threads, not a PyDataset
+    record = make_record(kind="grain", wait_s=0.03, step_s=0.04, input_alone=64 / 0.03,
+                         model_alone=64 / 0.009)
+    finding = only(record, "input-too-slow")
+    assert "Grain" in finding.message and "PyDataset" not in finding.fix
+    assert "stoke.accelerate(dataset)" in finding.fix
+    ast.parse(finding.fix)

@@ -291,7 +291,7 @@ def input_too_slow(record: RunRecord, analysis: Analysis) -> Finding | None:
         rates = [r for r in (analysis.bound.no_wait_throughput, analysis.model_alone) if r]
         if not (analysis.input_alone and rates and analysis.input_alone < min(rates)):
             return None
-    if _model_on_cpu(record) and kind in ("stoke", "pydataset", "torch_dataloader") and (
+    if _model_on_cpu(record) and kind in ("stoke", "pydataset", "torch_dataloader", "grain") and (
         analysis.prediction is not None and analysis.prediction.shared_cores.get("limited_by", "")
         .startswith("the cores")
     ):
@@ -309,6 +309,10 @@ def input_too_slow(record: RunRecord, analysis: Analysis) -> Finding | None:
         ),
         "tf.data": f"the tf.data pipeline ({_tf_data_shape(record)}) cannot keep up",
         "stoke": "the stoke pipeline cannot keep up with its current workers",
+        "grain": (
+            "the Grain dataset cannot keep up: its reading threads share the GIL with the "
+            "trainer"
+        ),
     }.get(kind, "the input pipeline cannot keep up with the model")
     message = f"The trainer waits {wait:.0%} of every step for input: {detail}."
     if analysis.input_alone and analysis.model_alone:
