@@ -2,9 +2,9 @@
 
 ``tests/scripts/doctor_known.py`` has a known input cost per batch (a sleep) and a flag that
 removes it (``--cached``). Each test runs the script under ``stoke doctor --steps 50``
-(the probes close the run), then twice without the doctor, with and without the input cost,
-and checks the verdict and that the predicted speedup is within 30% of the measured one (issue
-4). One compute thread per backend, so that a small shared machine does not swing the timings.
+(the probes close the run) and checks the verdict; the input-bound one then runs it twice
+without the doctor, with and without the input cost, and checks the predicted speedup against
+the measured one (issue 4). One compute thread per backend, so that a small shared machine does not swing the timings.
 The full comparison, several rounds and more cases, is benchmarks/doctor_accuracy.py.
 """
 
@@ -86,11 +86,12 @@ def test_input_bound_generator_speedup_is_predicted():
 
 
 def test_compute_bound_run_is_predicted_no_gain():
-    report, measured, _, _ = predicted_and_measured(
+    # the doctor's run alone: nothing here is judged against the plain runs' speedup, so
+    # they are not run (two runs of the script, 20-40 s a backend in CI)
+    report, _ = run_doctor(BACKEND, [
         # steps of a few ms: more of them, so that the timed epochs last long enough
-        ["--load-ms", "0", "--width", "1024", "--depth", "3", "--batch-size", "256",
-         "--epochs", "3", "--steps-per-epoch", "40"]
-    )
+        "--load-ms", "0", "--width", "1024", "--depth", "3", "--batch-size", "256",
+        "--epochs", "3", "--steps-per-epoch", "40"], steps=50, probe_seconds=0.7)
     assert report["verdict"] != "input-bound", report["verdict_reason"]
     assert report["input_wait_fraction"] < 0.2
     predicted = report["predicted_speedup"]

@@ -759,6 +759,8 @@ def test_stoke_doctor_reports_a_crash_in_a_pydataset_worker_process():
     assert facts.main_thread is False
 
 
+@pytest.mark.skipif(BACKEND != "jax", reason="the command line makes the report folders the same "
+                    "way on every backend: one keeps the suite within CI's time")
 def test_stoke_doctor_writes_reports_into_folders_it_makes(tmp_path, monkeypatch):
     """`--json reports/run1/doctor.json` as users type it: the folders do not exist yet."""
     for name, value in CHILD_ENV.items():

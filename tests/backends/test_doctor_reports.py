@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import keras
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from doctor_accuracy import child_env  # noqa: E402
@@ -37,6 +38,8 @@ def run_doctor(tmp_path: Path, *script_args: str) -> tuple[dict, str, str, str]:
             html_text(page.read_text(encoding="utf-8")), out.stdout)
 
 
+@pytest.mark.skipif(BACKEND != "jax", reason="the reports render each fit's record the same way on "
+                    "every backend: one keeps the suite within CI's time")
 def test_pretrain_then_fine_tune_is_reported_per_fit(tmp_path):
     data, terminal, page, stdout = run_doctor(tmp_path, "--mode", "finetune", "--load-ms", "3",
                                       "--steps-per-epoch", "20")

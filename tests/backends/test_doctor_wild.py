@@ -5,6 +5,7 @@ benchmarks/doctor_accuracy.py --wild."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import subprocess
@@ -47,8 +48,17 @@ def test_plain_tf_data_pipeline_is_not_called_too_slow_nor_said_to_map():
     assert not any("maps in parallel" in f["message"] for f in report["findings"])
 
 
+@functools.cache
+def numpy_layer_run_to_its_end() -> tuple[dict, dict | None]:
+    """numpy_layer.py under the doctor on TensorFlow, run to its end with its state checked:
+    one run for both of its tests below (a doctor run less in CI)."""
+    return doctor("numpy_layer.py", ["--probe-after", "8", "--probe-seconds", "0.3",
+                                     "--probe-budget-min", "30"],
+                  "--epochs", "2", "--steps-per-epoch", "15", "--check-state")
+
+
 def test_numpy_call_in_a_layer_is_found_by_what_runs():
-    report, _ = doctor("numpy_layer.py")
+    report, _ = numpy_layer_run_to_its_end() if BACKEND == "tensorflow" else doctor("numpy_layer.py")
     host = next(f for f in report["findings"] if f["id"] == "host-op-in-model")
     assert "ops.sin" in host["fix"]
     if BACKEND != "tensorflow":
@@ -77,9 +87,7 @@ def test_numpy_call_in_a_layer_is_found_by_what_runs():
 def test_compiled_step_probe_is_out_of_sight_and_gives_everything_back():
     # the script runs to its end: its own callback counts the batches; after fit it reports
     # that the model is still eager, its layer's own call, and the optimizer's step count
-    report, known = doctor("numpy_layer.py", ["--probe-after", "8", "--probe-seconds", "0.3",
-                                              "--probe-budget-min", "30"],
-                           "--epochs", "2", "--steps-per-epoch", "15", "--check-state")
+    report, known = numpy_layer_run_to_its_end()
     assert known is not None, "the script did not finish under the doctor"
     assert "compiled_step" in report["probes"], report["meta"].get("probe_notes")
     assert known["batches_seen"] == 2 * 15, "a probe step reached the user's callbacks"

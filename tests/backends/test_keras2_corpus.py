@@ -110,6 +110,9 @@ def test_stoke_doctor_runs_the_script(script, corpus_runs):
     assert json.loads((folder / f"{script}.json").read_text())["verdict"]
 
 
+@pytest.mark.skipif(os.environ.get("KERAS_BACKEND") != "tensorflow", reason="the shim's install "
+                    "under a first TensorFlow import does not depend on the backend: TensorFlow's "
+                    "own keeps the suite within CI's time")
 def test_tensorflow_first_gets_the_shim_and_its_conversions(tmp_path):
     """TensorFlow imported first (its __init__ probes find_spec("keras")), keras reached as
     tf.keras: the shim is in place, and conversions() names the script's call."""
@@ -134,6 +137,8 @@ def test_tensorflow_first_gets_the_shim_and_its_conversions(tmp_path):
     assert "stoke.accelerate(ds)" not in result.stderr
 
 
+@pytest.mark.skipif(os.environ.get("KERAS_BACKEND") != "jax", reason="the Keras-2 shim names a call "
+                    "the same way on every backend: one keeps the suite within CI's time")
 def test_keras2_call_without_equivalent_is_named(tmp_path):
     script = tmp_path / "classes.py"
     script.write_text(
@@ -146,6 +151,8 @@ def test_keras2_call_without_equivalent_is_named(tmp_path):
     assert "np.argmax(model.predict(x), axis=-1)" in result.stderr
 
 
+@pytest.mark.skipif(os.environ.get("KERAS_BACKEND") != "jax", reason="the Keras-2 shim passes a script's exception through "
+                    "the same way on every backend: one keeps the suite within CI's time")
 def test_scripts_own_exception_passes_through(tmp_path):
     script = tmp_path / "raises.py"
     script.write_text("import keras\n\ndef load():\n    raise KeyError('no such column: age')\n\n"
@@ -162,6 +169,8 @@ def test_scripts_own_exception_passes_through(tmp_path):
     assert "stoke/legacy" not in trace and "runpy" not in trace
 
 
+@pytest.mark.skipif(os.environ.get("KERAS_BACKEND") != "jax", reason="the image iterator's batches "
+                    "are NumPy on every backend: one keeps the suite within CI's time")
 @pytest.mark.parametrize("seed", [11, None])
 def test_image_iterator_gives_keras_batches(seed):
     """flow() with augmentation, read through stoke.accelerate by 2 process workers: with a
@@ -249,6 +258,8 @@ def test_conversions_are_frozen_records():
     assert "`acc.endless = True`" in plain
 
 
+@pytest.mark.skipif(os.environ.get("KERAS_BACKEND") != "jax", reason="the Keras-2 shim converts optimizer arguments "
+                    "the same way on every backend: one keeps the suite within CI's time")
 def test_optimizers_take_keras2_lr_and_decay(tmp_path):
     """`SGD(lr=0.1, decay=0.5)`: Keras 3 refuses lr and ignores decay; under the shim it is
     Keras 2's time decay (0.1 / (1 + 0.5 * 2) after two updates), noted once with its line."""
@@ -273,6 +284,8 @@ def test_optimizers_take_keras2_lr_and_decay(tmp_path):
     assert f"{shown}:8 `Adam(..., lr=0.5)` → `Adam(learning_rate=0.5, ...)`" in result.stderr
 
 
+@pytest.mark.skipif(os.environ.get("KERAS_BACKEND") != "jax", reason="the Keras-2 shim names Keras 1 arguments "
+                    "the same way on every backend: one keeps the suite within CI's time")
 def test_keras1_arguments_are_named_with_what_to_write(tmp_path):
     script = tmp_path / "keras1.py"
     script.write_text(
@@ -291,6 +304,8 @@ def test_keras1_arguments_are_named_with_what_to_write(tmp_path):
             "nb_epoch= (write epochs=...)") in result.stderr, result.stderr[-2000:]
 
 
+@pytest.mark.skipif(os.environ.get("KERAS_BACKEND") != "jax", reason="the Keras-2 shim counts float "
+                    "steps the same way on every backend: one keeps the suite within CI's time")
 def test_float_steps_count_as_keras2_counted_them(tmp_path):
     """Keras 2's own ImageDataGenerator example passes ``steps_per_epoch=len(x_train) / 32``
     (a float; Keras 2 ran steps while ``steps_done < steps_per_epoch``: ceil); Keras 3's
