@@ -138,6 +138,21 @@ def running(pid: int) -> bool:
         return False
 
 
+def still_running(processes: list) -> list:
+    """Those of ``processes`` (psutil processes) still running: a zombie has exited (its new
+    parent just has not reaped it), and one gone is passed over."""
+    import psutil
+
+    alive = []
+    for process in processes:
+        try:
+            if process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(process)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
 def wait_for(condition, timeout_s: float = 20.0) -> bool:
     """Poll ``condition`` until it is true or ``timeout_s`` passed; its last answer."""
     deadline = time.monotonic() + timeout_s

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import psutil
 
+from tests.core.helpers import still_running
+
 REPO = Path(__file__).resolve().parents[2]
 DEADLINE_S = 300.0  # TensorFlow's import and a first fit on a loaded 2-core machine
 
@@ -30,17 +32,6 @@ def _stoke_shm() -> set[str]:
         return {name for name in os.listdir("/dev/shm") if "stoke" in name}
     except FileNotFoundError:
         return set()
-
-
-def _running(processes: list[psutil.Process]) -> list[psutil.Process]:
-    running = []
-    for process in processes:
-        try:
-            if process.status() != psutil.STATUS_ZOMBIE:
-                running.append(process)
-        except psutil.NoSuchProcess:
-            pass
-    return running
 
 
 def _stoke_workers(root: psutil.Process) -> list[psutil.Process]:
@@ -82,9 +73,9 @@ def test_ctrl_c_during_stoke_run_under_the_keras2_benchmark_leaves_nothing(tmp_p
         os.killpg(bench.pid, signal.SIGINT)
         bench.wait(timeout=DEADLINE_S)
         deadline = time.monotonic() + DEADLINE_S
-        while _running(list(seen.values())) and time.monotonic() < deadline:
+        while still_running(list(seen.values())) and time.monotonic() < deadline:
             time.sleep(0.05)
-        alive = _running(list(seen.values()))
+        alive = still_running(list(seen.values()))
         assert not alive, f"left running: {[p.cmdline()[:4] for p in alive]}"
         assert sorted(os.listdir(temp)) == [], "left in the temporary folder"
         assert _stoke_shm() == shm_before
@@ -92,5 +83,5 @@ def test_ctrl_c_during_stoke_run_under_the_keras2_benchmark_leaves_nothing(tmp_p
         if bench.poll() is None:
             os.killpg(bench.pid, signal.SIGKILL)
             bench.wait()
-        for process in _running(list(seen.values())):
+        for process in still_running(list(seen.values())):
             process.kill()

@@ -34,6 +34,7 @@ from stoke.diagnosis.measure import phases
 from stoke.diagnosis.measure.options import OPTIONS_ENV, RECORD_FD_ENV, DoctorOptions
 from stoke.diagnosis.record import RunRecord
 from stoke.diagnosis.run.parent_watch import PARENT_ENV
+from stoke.diagnosis.run.process_tree import end_tree
 
 # Interpreter options that take a value (python -X dev, -W error, ...).
 _OPTIONS_WITH_VALUE = {"-X", "-W", "--check-hash-based-pycs"}
@@ -251,7 +252,7 @@ def _wait(
                     pass
             now = time.monotonic()
             if interrupted_at is not None and now - interrupted_at > _INTERRUPT_GRACE_S:
-                _kill_tree(process.pid)
+                end_tree(process.pid)
                 message = message or "the script did not stop after being interrupted: killed"
             elif deadline is not None and now > deadline and interrupted_at is None:
                 message = f"the script ran past the doctor's time limit ({timeout_s:g} s)"
@@ -263,7 +264,7 @@ def _wait(
                 interrupted_at = time.monotonic()
                 _signal(process, signal.SIGINT)
             else:
-                _kill_tree(process.pid)
+                end_tree(process.pid)
                 message = "interrupted twice: the script was killed"
 
 
@@ -272,19 +273,6 @@ def _signal(process: subprocess.Popen, signum: int) -> None:
         process.send_signal(signum)
     except ProcessLookupError:
         pass
-
-
-def _kill_tree(pid: int) -> None:
-    try:
-        parent = psutil.Process(pid)
-        processes = parent.children(recursive=True) + [parent]
-    except psutil.Error:
-        return
-    for process in processes:
-        try:
-            process.kill()
-        except psutil.Error:
-            pass
 
 
 class _Descendants:
