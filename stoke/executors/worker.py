@@ -48,8 +48,27 @@ def _take_load_slot() -> int | None:
     return fd
 
 
+# Workers run below the trainer's priority: they only fill cores the trainer leaves. Their
+# start-up (importing what the dataset's code imports: Keras, with the trainer's backend, is
+# seconds of CPU per worker) otherwise took the cores from a CPU-trained model for the
+# whole of a short fit (issue 14: a tutorial Sequence on torch, 2 cores, 2.7x slower under
+# stoke.accelerate). A trainer that waits on its input leaves them the cores anyway.
+WORKER_NICE = 10
+
+
+def lower_priority(environ=os.environ) -> int:
+    """Lower this process's priority by ``STOKE_WORKER_NICE`` (default :data:`WORKER_NICE`;
+    0 keeps the trainer's); the niceness it runs at."""
+    try:
+        step = int(environ.get("STOKE_WORKER_NICE", WORKER_NICE))
+    except ValueError:
+        step = WORKER_NICE
+    return os.nice(max(0, step))
+
+
 def main() -> int:
     fd, parent_pid, name = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    lower_priority()
     index = int(sys.argv[4])  # seeds the worker's global random generators
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle
     from stoke.executors.allocator import keep_freed_memory

@@ -747,3 +747,23 @@ def test_a_keras_iterator_no_longer_followed_finalizes_outside_the_lock():
         assert answered == [True]
     finally:
         acc.close()
+
+
+
+class NiceSequence:
+    """Each batch: the niceness of the process that made it."""
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        return np.array([os.nice(0)]), np.array([index])
+
+
+def test_process_workers_run_below_the_trainers_priority(monkeypatch):
+    """Workers only fill the cores the trainer leaves: their start-up (importing what the
+    dataset imports) took a CPU-trained model's cores for a whole short fit (issue 14)."""
+    monkeypatch.delenv("STOKE_WORKER_NICE", raising=False)
+    with accelerate(NiceSequence(), workers=1, executor="process") as acc:
+        seen = {int(x[0]) for x, _ in acc.iter()}
+    assert seen == {min(19, os.nice(0) + 10)}
