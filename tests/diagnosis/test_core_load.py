@@ -25,13 +25,24 @@ sys.stdin.read()
 """
 
 
-def burn_while_measured(nice: int) -> tuple[float, float, float]:
-    """(seconds the job burned, yielding and competing CPU seconds the meter read)."""
-    job = subprocess.Popen([sys.executable, "-c", JOB.format(nice=nice)],
-                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+# starts the job and exits: the job, reparented, is another program's, not this test's child
+DETACHED = """import subprocess, sys
+job = subprocess.Popen([sys.executable, "-c", sys.argv[1]])
+print(job.pid, flush=True)
+"""
+
+
+def burn_while_measured(nice: int, own_child: bool = False) -> tuple[float, float, float]:
+    """(seconds the job burned, yielding and competing CPU seconds the meter read). The job is
+    another process' (detached from this one) unless ``own_child``."""
+    command = [sys.executable, "-c", JOB.format(nice=nice)]
+    if not own_child:
+        command = [sys.executable, "-c", DETACHED, JOB.format(nice=nice)]
+    job = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
+        pid = job.pid if own_child else int(job.stdout.readline())
         assert job.stdout.readline().strip() == "ready"
-        process = psutil.Process(job.pid)
+        process = psutil.Process(pid)
         before = sum(process.cpu_times()[:2])
         meter = CoreLoadMeter()
         job.stdin.write("go\n")
@@ -42,6 +53,8 @@ def burn_while_measured(nice: int) -> tuple[float, float, float]:
     finally:
         job.stdin.close()
         job.wait(timeout=120)
+        if not own_child:
+            psutil.wait_procs([process], timeout=120)
     yielding_s = sum(load.yielding_pct) / 100.0 * load.seconds
     competing_s = sum(load.competing_pct) / 100.0 * load.seconds
     assert len(load.competing_pct) == len(load.yielding_pct) == psutil.cpu_count()
@@ -66,3 +79,10 @@ def test_a_job_at_this_priority_competes():
     assert burned_s >= 0.45
     # os.nice(0) keeps the test's own priority: the job competes, none of it yields
     assert competing_s >= 0.8 * burned_s, (competing_s, burned_s)
+
+
+def test_the_runs_own_niced_workers_are_not_others_yielding_work():
+    # stoke's process workers run at nice +10 below their trainer: their CPU is the run's own
+    burned_s, yielding_s, _ = burn_while_measured(nice=19, own_child=True)
+    assert burned_s >= 0.45
+    assert yielding_s <= 0.2 * burned_s, (yielding_s, burned_s)

@@ -63,6 +63,21 @@ def _busy_and_total(times) -> tuple[float, float]:
     return total - times.idle - getattr(times, "iowait", 0.0), total
 
 
+def _descendants(root: int, parents: dict[int, int]) -> set[int]:
+    """The pids below ``root`` in a pid -> parent pid map."""
+    children: dict[int, list[int]] = {}
+    for pid, parent in parents.items():
+        children.setdefault(parent, []).append(pid)
+    found: set[int] = set()
+    pending = list(children.get(root, ()))
+    while pending:
+        pid = pending.pop()
+        if pid not in found:
+            found.add(pid)
+            pending.extend(children.get(pid, ()))
+    return found
+
+
 class CoreLoadMeter:
     """Reads the machine's per-core CPU times and the CPU time of lower-priority processes;
     each :meth:`read` covers the time since the previous one (the first, since the meter was
@@ -99,21 +114,31 @@ class CoreLoadMeter:
         )
 
     def _scan_lower_priority(self, first: bool) -> None:
-        """The CPU of processes at a lower priority than this one since the last scan, in
-        cores (a process first seen now counts from now; one gone since is not counted)."""
+        """The CPU of other processes at a lower priority than this one since the last scan, in
+        cores (a process first seen now counts from now; one gone since is not counted). This
+        process' own descendants are not others: stoke's process workers run niced below
+        their trainer, and their CPU is the run's own (the sampler counts it in its tree)."""
         started = time.thread_time()
         now = time.monotonic()
         seen: dict[int, float] = {}
         used_s = 0.0
-        for process in psutil.process_iter(["nice", "cpu_times"]):
+        lower: dict[int, float] = {}
+        parents: dict[int, int] = {}
+        for process in psutil.process_iter(["nice", "cpu_times", "ppid"]):
             info = process.info
             nice, times = info.get("nice"), info.get("cpu_times")
+            if info.get("ppid") is not None:
+                parents[process.pid] = info["ppid"]
             if nice is None or times is None or nice <= self._priority:
                 continue
-            cpu_s = cpu_seconds(times, reaped_children=False)
-            seen[process.pid] = cpu_s
-            if not first and process.pid in self._lower_seen:
-                used_s += max(0.0, cpu_s - self._lower_seen[process.pid])
+            lower[process.pid] = cpu_seconds(times, reaped_children=False)
+        own = _descendants(os.getpid(), parents)
+        for pid, cpu_s in lower.items():
+            if pid in own:
+                continue  # this run's own workers (stoke's run at nice +10): not others' work
+            seen[pid] = cpu_s
+            if not first and pid in self._lower_seen:
+                used_s += max(0.0, cpu_s - self._lower_seen[pid])
         elapsed = now - self._scanned_at
         if not first and elapsed > 0:
             self._lower_cores = used_s / elapsed
