@@ -42,6 +42,7 @@ from stoke.data.program import sample_error
 from stoke.data.structure import DtypePolicy, unflatten
 from stoke.errors import StokeError, StokeWarning
 from stoke.executors.options import LoaderOptions
+from stoke.executors.trainer_first import StandInRandom
 
 
 class _ItemProgram:
@@ -158,6 +159,7 @@ class AcceleratedSequence(Accelerated):
         # executor="auto": while every worker still starts, the trainer makes the batches
         # asked (see _made_while_workers_start); "process": every batch in a worker
         self._start_in_trainer = executor == "auto"
+        self._stand_in_random = StandInRandom(self.seed)  # for batches made in the trainer
         self._loader: ChannelLoader | None = None
         self._pass: _Pass | None = None
         self._workers_state: dict[str, bytes] | None = None  # what workers with a copy hold
@@ -427,17 +429,15 @@ class AcceleratedSequence(Accelerated):
         """Batch ``index`` made in the trainer, as a worker would deliver it (float64 as
         float32 unless kept), while every worker still loads the dataset (and what it
         imports): the trainer has all of that already, so ``fit``'s first steps need not
-        wait for the workers' start-up. Python's and numpy's global random states are
-        left as they were: when the workers come up changes nothing the trainer draws."""
-        python_random, numpy_random = random.getstate(), np.random.get_state()
+        wait for the workers' start-up. The dataset draws from global random streams of
+        the trainer's stand-in (:class:`~stoke.executors.trainer_first.StandInRandom`), new
+        numbers for each batch; the user's own streams are left as they were."""
         try:
-            item = self.dataset[index]
+            with self._stand_in_random:
+                item = self.dataset[index]
         except Exception as exc:  # noqa: BLE001 - re-raised with where it happened
             raise sample_error(index, f"{type(self.dataset).__name__}.__getitem__",
                                exc) from exc
-        finally:
-            random.setstate(python_random)
-            np.random.set_state(numpy_random)
         treedef, arrays = item_arrays(item, f"batch {index} of {type(self.dataset).__name__}")
         item = unflatten(treedef, arrays)
         if not self.keep_float64:

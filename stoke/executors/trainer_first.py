@@ -42,6 +42,44 @@ from stoke.executors.ring import BatchRing
 STAND_IN_INDEX = 1 << 31
 
 
+class StandInRandom:
+    """Global ``random``/``numpy.random`` streams of the trainer's own while it stands in for
+    workers: inside ``with stand_in:`` the code drawing from them continues its stream (the
+    first time: seeded as a worker's, :func:`~stoke.data.program.seed_worker_globals`, with
+    index :data:`STAND_IN_INDEX`); outside, the trainer's states are as they were. So
+    batches made one after the other in the trainer draw new numbers, as in a worker, and the
+    user's own draws are untouched.
+
+    >>> stand_in = StandInRandom(seed=0)
+    >>> with stand_in:
+    ...     a = np.random.random()
+    >>> with stand_in:
+    ...     b = np.random.random()
+    >>> a != b
+    True
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self._states: tuple[Any, Any] | None = None  # the stand-in's, between uses
+        self._trainer: list[tuple[Any, Any]] = []  # the trainer's, while inside
+
+    def __enter__(self) -> StandInRandom:
+        self._trainer.append((random.getstate(), np.random.get_state()))
+        if self._states is None:
+            seed_worker_globals(self.seed, STAND_IN_INDEX)
+        else:
+            random.setstate(self._states[0])
+            np.random.set_state(self._states[1])
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._states = (random.getstate(), np.random.get_state())
+        trainer = self._trainer.pop()
+        random.setstate(trainer[0])
+        np.random.set_state(trainer[1])
+
+
 class TrainerFirst:
     """A :class:`~stoke.executors.base.WorkerPool`: ``workers`` (started without waiting),
     with the caller standing in for them until one of them is up (see the module
@@ -64,7 +102,7 @@ class TrainerFirst:
         self.handed_over = False  # a worker is up: every task goes to the workers
         self.tasks_run_here = 0  # tasks the trainer ran while the workers started
         self.start_error: StokeError | None = None  # why the workers could not start
-        self._stand_in_random: tuple[Any, Any] | None = None  # its own global states
+        self._stand_in_random = StandInRandom(program.seed)  # its own global streams
 
     # -- the WorkerPool protocol --------------------------------------------------------
     @property
@@ -173,18 +211,8 @@ class TrainerFirst:
     def _run_here(self) -> Result | None:
         """Run the next queued task in the caller, with the stand-in's own global random
         states (the trainer's are put back after)."""
-        trainer_random = (random.getstate(), np.random.get_state())
-        if self._stand_in_random is None:
-            seed_worker_globals(self.seed, STAND_IN_INDEX)
-        else:
-            random.setstate(self._stand_in_random[0])
-            np.random.set_state(self._stand_in_random[1])
-        try:
+        with self._stand_in_random:
             result = self.stand_in.next_result(0.0)
-        finally:
-            self._stand_in_random = (random.getstate(), np.random.get_state())
-            random.setstate(trainer_random[0])
-            np.random.set_state(trainer_random[1])
         self.tasks_run_here += 1
         return result
 

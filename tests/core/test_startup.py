@@ -321,6 +321,30 @@ def test_auto_serves_the_first_batches_from_the_trainer_while_the_workers_start(
         acc.close()
 
 
+class GatedAugmentation(GatedSequence):
+    """A tutorial augmentation: each batch is a fresh draw from numpy's global random."""
+
+    def __getitem__(self, index: int):
+        return np.full((2, 1), np.random.random(), np.float32), np.zeros(2, np.float32)
+
+
+def test_batches_made_in_the_trainer_draw_new_numbers_and_leave_the_users_draws(tmp_path):
+    # each batch made while the workers start continues one stream of the stand-in's own:
+    # restoring the trainer's state after each batch made them all draw the same numbers
+    acc = stoke.accelerate(GatedAugmentation(str(tmp_path / "gate")), workers=1)
+    try:
+        np.random.seed(7)
+        expected_user_draw = np.random.random(3)
+        np.random.seed(7)
+        stream = _keras_iterator(acc, range(6))
+        draws = [float(next(stream)[0][0, 0]) for _ in range(4)]  # the gate is closed
+        assert len(set(draws)) == 4, draws
+        np.testing.assert_array_equal(np.random.random(3), expected_user_draw)
+    finally:
+        (tmp_path / "gate").touch()
+        acc.close()
+
+
 def test_process_executor_makes_every_batch_in_a_worker(tmp_path):
     import os
     import threading
