@@ -90,3 +90,23 @@ def test_the_keras2_generator_fix_names_the_scripts_own_generator():
     finding = analyse(record).finding("generator-on-main-thread")
     assert "stoke run" in finding.fix
     assert "stoke.accelerate(batch_generator(x, y, 32))" in finding.fix, finding.fix
+
+
+def test_a_sequences_ignored_workers_are_named_not_denied():
+    """``fit_generator(seq, workers=6, use_multiprocessing=True)``, read on the trainer's
+    thread under Keras 3: the finding says the call's workers start nothing, rather than that
+    the user gave none (a real script: movie-genre's keras_script.py)."""
+    from stoke.diagnosis.judge.diagnosis import analyse
+    from tests.diagnosis.synthetic import make_record
+
+    conversion = _conversion("model.fit_generator(generator=training_generator, "
+                             "use_multiprocessing=True, workers=6)", "sequence")
+    conversion["legacy_arguments"] = "('workers=6', 'use_multiprocessing=True')"
+    record = make_record(kind="pydataset", wait_s=0.03, step_s=0.04,
+                         input_extra={"pydataset_workers": 1, "main_thread": True},
+                         meta_extra={"keras2_conversions": [conversion]})
+    message = analyse(record).finding("generator-on-main-thread").message
+    assert "fit() has no workers=6, use_multiprocessing=True" in message, message
+    conversion["legacy_arguments"] = "()"  # a call without them: plainly no workers
+    message = analyse(record).finding("generator-on-main-thread").message
+    assert "with no workers on the trainer's main thread" in message, message

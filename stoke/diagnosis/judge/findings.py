@@ -154,7 +154,7 @@ def generator_on_main_thread(record: RunRecord, analysis: Analysis) -> Finding |
             str(named_call.get("input_kind")), "Python generator")
         described = (
             f"the {what} passed to {named_call.get('method', 'fit_generator')}() "
-            f"({_where(named_call)}){' with no workers' if legacy is None else ''}"
+            f"({_where(named_call)}){_no_workers(named_call) if legacy is None else ''}"
         )
     where = (
         "on the trainer's main thread, one after the other with the training step"
@@ -218,6 +218,18 @@ def keras2_data_name(record: RunRecord) -> str | None:
         if conversion.get("input_kind") in ("generator", "sequence", "image-iterator"):
             return first_argument(str(conversion.get("call_source") or "")) or None
     return None
+
+
+def _no_workers(conversion: dict[str, Any]) -> str:
+    """" with no workers", and why when the call asked for them: Keras 3's ``fit`` has no
+    ``workers``/``use_multiprocessing`` (a PyDataset takes them in its constructor), so those
+    of a ``fit_generator(seq, workers=6, use_multiprocessing=True)`` run nothing."""
+    asked = re.findall(r"\b((?:workers|use_multiprocessing)=[^,'\")]+)",
+                       str(conversion.get("legacy_arguments") or ""))
+    if not asked:
+        return " with no workers"
+    return (f" with no workers (Keras 3's fit() has no {', '.join(asked)}: they start "
+            f"nothing)")
 
 
 def _where(conversion: dict[str, Any]) -> str:
