@@ -314,10 +314,18 @@ WILD_CASES: dict[str, tuple[tuple[str, ...], list[str], tuple[str, ...]]] = {
 WILD_COMPARE = {"numpy_layer.py": "host-op-in-model", "slow_validation.py": "slow-validation"}
 
 
+# epochs of each timed plain run of a corpus script: the first is left out (warm-up), and each
+# run's step time is its median steady epoch (tests/scripts/doctor_wild/_timing.py). The
+# scripts' own 3 epochs left two, of a tenth of a second each in the in-memory rows: one slowed
+# epoch moved a row by x2 (tfdata_plain's twin, the same script, measured x0.48 in session 9)
+WILD_TIMED_EPOCHS = 7
+
+
 def measure_wild(backend: str, script: str, plain_args: list[str], rounds: int,
                  quick: bool, compare: str = "input") -> dict:
     """One corpus script: the doctor's verdict and prediction, and the speedup its fixed twin
-    really gets (median step time of the plain runs, interleaved)."""
+    really gets (median step time of the plain runs, interleaved, the twin first every other
+    round)."""
     size = ["--epochs", "2", "--steps-per-epoch", "15"] if quick else []
     report, _, tail = run_under_doctor(
         backend, ["--steps", "25" if quick else "60", "--probe-seconds", "0.5" if quick else "1"],
@@ -325,9 +333,13 @@ def measure_wild(backend: str, script: str, plain_args: list[str], rounds: int,
     if report is None:
         raise RuntimeError(f"{backend} {script}: no doctor report\n{tail}")
     plain, fixed = [], []
-    for _ in range(rounds):
-        plain.append(run_plain(backend, [*plain_args, *size], script=WILD / script)["step_s"])
-        fixed.append(run_plain(backend, ["--fixed", *size], script=WILD / script)["step_s"])
+    timed = size or ["--epochs", str(WILD_TIMED_EPOCHS)]
+    sides = [(plain, [*plain_args, *timed]), (fixed, ["--fixed", *timed])]
+    for round_ in range(rounds):
+        # every other round the twin runs first: a drift in the machine's load over a pair
+        # (or whatever the run before leaves behind) does not always favour the same side
+        for times, script_args in sides if round_ % 2 == 0 else sides[::-1]:
+            times.append(run_plain(backend, script_args, script=WILD / script)["step_s"])
     measured = statistics.median(plain) / statistics.median(fixed)
     finding_ids = [f["id"] for f in report["findings"]]
     predicted = report.get("predicted_speedup")
@@ -357,7 +369,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--cases", default=",".join(CASES))
-    parser.add_argument("--rounds", type=int, default=2, help="plain runs per side, interleaved")
+    # three: a median that is one run's own figure. Quiet, one script's runs differ by up to
+    # 35% from one process to the next (torch arrays_in_memory.py: 75 against 100 ms epochs);
+    # with two, the median was their mean, and one such run moved a row as much
+    parser.add_argument("--rounds", type=int, default=3, help="plain runs per side, interleaved")
     parser.add_argument("--out", default=str(RESULTS / "doctor_accuracy.json"))
     parser.add_argument("--wild", action="store_true",
                         help="also the wild corpus (tests/scripts/doctor_wild), one table")
