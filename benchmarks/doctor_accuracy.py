@@ -362,6 +362,10 @@ def measure_wild(backend: str, script: str, plain_args: list[str], rounds: int,
         "confidence": (report.get("prediction") or {}).get("confidence"),
         "probes_s": (report.get("overhead") or {}).get("probes_s"),
         "plain_rounds": {"plain_s": plain, "fixed_s": fixed},
+        # how far one side's runs spread (slowest over fastest, less 1): a row's error within
+        # that is the machine's noise, not the doctor's (2 cores shared with niced jobs, quiet:
+        # 20-60% for the same script run again)
+        "spread": {"plain": max(plain) / min(plain) - 1.0, "fixed": max(fixed) / min(fixed) - 1.0},
     }
 
 
