@@ -41,3 +41,5 @@ def test_a_wild_twin_is_timed_over_more_epochs_and_runs_first_every_other_round(
     epochs = ["--epochs", str(doctor_accuracy.WILD_TIMED_EPOCHS)]
     assert all(args[-2:] == epochs for _, args in calls)
     assert row["measured_speedup"] == 2.0 / 1.05  # the medians: the slow twin run left out
+    assert row["measured_speedup_fastest"] == 1.9 / 1.0
+    assert row["spread"]["fixed"] == 3.0 / 1.0 - 1.0
