@@ -6,7 +6,10 @@ epoch's steps (input made free a second way). Keras makes a new iterator over th
 epoch, and so over this finite dataset: the once-an-epoch restart (the first call of each epoch,
 tens of ms on 2 cores) stays on both sides, as the doctor counts it on both sides of an input
 fix. Repeated forever with `steps_per_epoch`, one iterator served every epoch: the twin took
-the restart away too, and measured x2.16 against the doctor's x1.00 (session 9)."""
+the restart away too, and measured x2.16 against the doctor's x1.00 (session 9). This twin,
+quiet: x1.28-x1.38; what is left is Keras' array pipeline starting again more slowly than this
+one (~30 ms an epoch, at the first call of each epoch; its steady calls match the doctor's
+model-alone probe)."""
 
 import argparse
 
