@@ -785,6 +785,33 @@ def test_work_that_recurs_once_an_epoch_is_paid_before_and_after_the_fix():
     assert analyse(one_boundary).prediction.epoch_overhead_s_per_step == 0.0
 
 
+def test_a_pause_at_one_later_epoch_boundary_is_not_work_that_recurs():
+    # tfdata_py_function.py, quiet (kept record): the doctor's 60 steps were 3 epochs, so one
+    # boundary after the first; its first step took 268 ms (47 ms waiting) against 49 ms steps,
+    # the first boundary 0.6 ms a step: 11.2 ms a step of "epoch work" on both sides of the
+    # fix, x4.19 predicted against x15.6 on the fixed twin. Work that recurs each epoch is at
+    # the first boundary too: that one bounds the others
+    steps = make_steps(16, wait_s=0.015, step_s=0.020, batch_size=32, epochs=3, synced_every=4)
+    shift = 0.0
+    for step in steps:
+        if step.step == 32:  # the third epoch's first step: a pause, once
+            shift += 0.2
+            step.step_s += 0.2
+        step.t_s += shift
+    diagnosis = analyse(make_record(wait_s=0.015, step_s=0.020, batch_size=32, steps=steps))
+    assert diagnosis.prediction.epoch_overhead_s_per_step == 0.0
+    # the mean step holds the pause (60% waiting): the wait's cap, 1.3 / 0.4; counted as
+    # epoch work on both sides, x1.86
+    assert diagnosis.predicted_speedup == pytest.approx(1.3 / 0.4, rel=0.01)
+    # a restart at each boundary, the first too, is still counted (the test above)
+    restarts = make_record(wait_s=0.015, step_s=0.020, batch_size=32,
+                           steps=[s for s in _epochs_with_a_pool_restart(0.2, 0.004)
+                                  if s.epoch < 3])
+    assert restarts.steps[-1].epoch == 2
+    assert analyse(restarts).prediction.epoch_overhead_s_per_step == pytest.approx(
+        0.204 / 16, rel=0.01)
+
+
 def test_an_epochs_first_wait_is_the_inputs_and_not_recurring_work():
     # a tf.data map refilling at an epoch's start: timed as wait, removed by the input's fix
     # (and a first step the steady steps keep is in their mean: not counted again)

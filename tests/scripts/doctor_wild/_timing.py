@@ -2,6 +2,7 @@
 ``KNOWN_RESULT {json}`` (benchmarks/doctor_accuracy.py reads it)."""
 
 import json
+import statistics
 import time
 
 import keras
@@ -24,8 +25,10 @@ class EpochTimes(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._started)
 
     def report(self, **extra):
+        # the median steady epoch: one epoch slowed by something else on a shared machine
+        # (steps of a millisecond or two, epochs of a tenth of a second) does not move it
         steady = self.seconds[1:] or self.seconds
-        step_s = sum(steady) / (len(steady) * self.steps_per_epoch) if steady else None
+        step_s = statistics.median(steady) / self.steps_per_epoch if steady else None
         print("KNOWN_RESULT " + json.dumps({"step_s": step_s, "epoch_s": self.seconds,
                                                "batches_seen": self.batches_seen, **extra}),
               flush=True)
