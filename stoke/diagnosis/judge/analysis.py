@@ -763,9 +763,15 @@ def epoch_overhead_s_per_step(
     ``use_multiprocessing`` starts a new worker pool each epoch), over the epoch's steps; the
     median over such epochs (0.0 with none: a run of two epochs or less). A first step's wait
     is the input's and stays out (a tf.data map refilling at an epoch's start is removed by
-    its fix). The second figure: the extra time of the epochs' first steps (after the fit's
-    first epoch) that the steady steps kept, over the steady steps: the mean step holds it
-    once already.
+    its fix). Never more than the fit's first boundary took: work that recurs every epoch is
+    there too, with the one-time work, so a later boundary beyond it holds a one-off
+    (custom_train_step_jax.py, 60 steps doctored, 20 an epoch, one boundary counted: 0.24 s at
+    the third epoch's first step in two doctor runs, sessions 9 and 11, read as 11.5 ms a step
+    of recurring work, x4.70 predicted, where the first boundary took 74 ms; doctored for
+    120 steps, such steps came at 2 of 4 boundaries; its plain runs had one 0.4-1.1 s event
+    in their second epoch, none after). The second figure: the extra time of the epochs'
+    first steps (after the fit's first epoch) that the steady steps kept, over the steady
+    steps: the mean step holds it once already.
 
     pydataset_io.py (a 4-process pool, 16 steps an epoch, ~0.2 s to start the pool again
     each epoch) was predicted x2.35-x5.27 against x1.34-x1.51 measured on its fixed twins:
@@ -779,7 +785,7 @@ def epoch_overhead_s_per_step(
         epochs.setdefault((step.fit, step.epoch), []).append(step)
     ordered = sorted(epochs)
     first_of_fit = {fit: min(epoch for f, epoch in ordered if f == fit) for fit, _ in ordered}
-    per_step, in_mean_s = [], 0.0
+    per_step, first_boundaries, in_mean_s = [], [], 0.0
     for previous, current in zip(ordered, ordered[1:]):
         if previous[0] != current[0]:
             continue
@@ -789,11 +795,16 @@ def epoch_overhead_s_per_step(
         extra_s = max(0.0, first_busy_s - steady_busy_s)
         if id(first) in kept_ids:
             in_mean_s += extra_s  # any epoch's first step the mean holds
+        boundary_s = (gap_s + extra_s) / max(len(epochs[previous]), len(epochs[current]))
         if previous[1] != first_of_fit[previous[0]]:
-            per_step.append((gap_s + extra_s) / max(len(epochs[previous]), len(epochs[current])))
+            per_step.append(boundary_s)
+        else:
+            first_boundaries.append(boundary_s)
     if not per_step:
         return 0.0, 0.0
-    return statistics.median(per_step), in_mean_s / len(kept)
+    # work that recurs every epoch is at the first boundary too (with the one-time work)
+    ceiling_s = min(first_boundaries) if first_boundaries else math.inf
+    return min(statistics.median(per_step), ceiling_s), in_mean_s / len(kept)
 
 
 def input_free_step_s(record: RunRecord) -> float | None:
