@@ -36,11 +36,15 @@ from stoke.accelerate.keras_base import detached_copy
 from stoke.accelerate.keras_face import held_weakly_by_keras
 from stoke.accelerate.keras_requests import KeptBatches, KerasRequests, KerasStream, copy_batch
 from stoke.accelerate.updates import fingerprints, pickled_state
+from stoke.accelerate.worker_start import WorkerStart
+from stoke.autotune.report import Decision, Tuning
 from stoke.data.pipeline import Pipeline
 from stoke.data.plan import IteratorState
 from stoke.data.program import sample_error
 from stoke.data.structure import DtypePolicy, unflatten
 from stoke.errors import StokeError, StokeWarning
+from stoke.executors.choose import first_workers
+from stoke.executors.host import available_cores
 from stoke.executors.options import LoaderOptions
 from stoke.executors.trainer_first import StandInRandom
 
@@ -159,6 +163,12 @@ class AcceleratedSequence(Accelerated):
         # executor="auto": while every worker still starts, the trainer makes the batches
         # asked (see _made_while_workers_start); "process": every batch in a worker
         self._start_in_trainer = executor == "auto"
+        # executor and workers "auto": no worker starts until the batches made in the
+        # trainer say that workers pay (see stoke.accelerate.worker_start)
+        self._worker_start = (
+            WorkerStart(available_cores(),
+                        batches_per_epoch=length, workers=first_workers(self._options))
+            if executor == "auto" and workers == "auto" else None)
         self._stand_in_random = StandInRandom(self.seed)  # for batches made in the trainer
         self._loader: ChannelLoader | None = None
         self._pass: _Pass | None = None
@@ -170,9 +180,10 @@ class AcceleratedSequence(Accelerated):
         self._requests = KerasRequests()  # which of Keras' iterators asks (keras_requests)
         self._lock = threading.RLock()
         self._closed = False
-        # the workers start now, loading the dataset (and what it imports: Keras, say) while
-        # the caller builds its model; the first batch waits only for what is left
-        self._get_loader().start()
+        if self._worker_start is None:
+            # the workers start now, loading the dataset (and what it imports: Keras, say)
+            # while the caller builds its model; the first batch waits only for what is left
+            self._get_loader().start()
 
     # -- public ---------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -218,22 +229,41 @@ class AcceleratedSequence(Accelerated):
 
     @property
     def executor(self) -> str:
-        """The executor the workers run in ("process", "thread", "inline")."""
+        """The executor the workers run in ("process", "thread", "inline"; "inline" while
+        the trainer makes the batches because workers would not pay yet)."""
+        if self._deferring():
+            return "inline"
         return self._get_loader().pool.kind
 
     @property
     def worker_count(self) -> int:
+        """The workers running (0 while the trainer makes the batches)."""
+        if self._deferring():
+            return 0
         return self._get_loader().pool.workers
 
     def tuning(self):
-        """The workers this dataset runs with and why: with ``workers="auto"``, what the
-        tuner measured (steps/s, the trainer's CPU per step, other processes' share of the
-        cores) and chose (see :class:`stoke.autotune.report.Tuning`)."""
-        return self._get_loader().tuning()
+        """The workers this dataset runs with and why: with ``executor`` and ``workers``
+        "auto", when the workers started (or why not yet: see
+        :mod:`stoke.accelerate.worker_start`), what the tuner measured (steps/s, the
+        trainer's CPU per step, other processes' share of the cores) and chose (see
+        :class:`stoke.autotune.report.Tuning`)."""
+        starts = ()
+        if self._worker_start is not None:
+            starts = tuple(Decision("start", answer.start, answer.why(), 0.0, answer.batches)
+                           for answer in self._worker_start.answers)
+            if self._deferring():
+                return Tuning("inline", 0, None, None, tuned=True, settled=False,
+                              settled_after_s=None, cpu_budget_cores=self._options.cpu_budget_cores,
+                              memory_budget_bytes=None, decisions=starts)
+        report = self._get_loader().tuning()
+        return dataclasses.replace(report, decisions=(*starts, *report.decisions))
 
     def __repr__(self) -> str:
         where = "not started"
-        if self._loader is not None and self._loader.started:
+        if self._deferring():
+            where = "batches made in the trainer"
+        elif self._loader is not None and self._loader.started:
             where = f"{self.worker_count} {self.executor} worker(s)"
         return (f"AcceleratedSequence({type(self.dataset).__name__}, {len(self)} batches, "
                 f"{where})")
@@ -403,7 +433,8 @@ class AcceleratedSequence(Accelerated):
         """Open the next pass (from position ``first``); its batches are made by the
         workers, or, while they are still starting, in the trainer (see :meth:`_next`)."""
         loader = self._get_loader()
-        loader.start()  # (when closed before: the error says so)
+        if not self._deferring():
+            loader.start()  # (when closed before: the error says so)
         length = len(self.dataset)
         if length != loader.plan.length:  # Keras reads len() again every epoch; so do we
             loader.plan = dataclasses.replace(loader.plan, length=length, fixed_order=None)
@@ -413,9 +444,15 @@ class AcceleratedSequence(Accelerated):
             order = tuple(keras_permutation(random.getstate(), length))
             loader.plan = dataclasses.replace(loader.plan, fixed_order=order)
         self._pass = _Pass(self.epoch, None, loader.plan.order(self.epoch), first)
-        if not self._start_in_trainer or loader.workers_up():
+        if not self._deferring() and (not self._start_in_trainer or loader.workers_up()):
             self._start_in_workers(self._pass)
         return self._pass
+
+    def _deferring(self) -> bool:
+        """Are the workers not started because they would not pay yet (the trainer makes
+        the batches: see :mod:`stoke.accelerate.worker_start`)?"""
+        return self._worker_start is not None and not (
+            self._loader is not None and self._loader.started)
 
     def _start_in_workers(self, current: _Pass) -> None:
         """The workers make the rest of the pass, from its next position."""
@@ -446,6 +483,17 @@ class AcceleratedSequence(Accelerated):
                 self._loader.warn_float64([f"[0]{path}" for path in cast])
         return item
 
+    def _made_before_workers(self, index: int) -> Any:
+        """Batch ``index`` made in the trainer before any worker starts, timed; the workers
+        start when the times say they pay (they take over once one is up)."""
+        rule = self._worker_start
+        began = rule.now()
+        item = self._made_while_workers_start(index)
+        rule.made(began, rule.now())
+        if rule.should_start():
+            self._get_loader().start()
+        return item
+
     def _next(self) -> tuple[Any, int] | None:
         """The next batch of the open pass and its position, or None at its end."""
         current = self._pass
@@ -453,6 +501,9 @@ class AcceleratedSequence(Accelerated):
             return None
         try:
             if current.batches is None:
+                if self._deferring():
+                    return self._deliver(current, self._made_before_workers(
+                        int(current.order[current.delivered])))
                 if self._start_in_trainer and not self._loader.workers_up():
                     return self._deliver(current, self._made_while_workers_start(
                         int(current.order[current.delivered])))
@@ -518,14 +569,16 @@ class AcceleratedSequence(Accelerated):
         if call_hook:
             self._call_hook("on_epoch_end")
         if (prefetch_next and self._pass is None and not self._closed
-                and self._loader is not None and not self._loader.shares_program):
+                and self._loader is not None and not self._deferring()
+                and not self._loader.shares_program):
             self._open_pass()
 
     def _call_hook(self, name: str) -> None:
         """Call the dataset's ``name`` hook (if it has one) in the trainer; an open pass
         whose batches no longer match the dataset's state is dropped."""
         hook = getattr(self.dataset, name, None)
-        if hook is not None and self._pass is not None and self._loader.shares_program:
+        if (hook is not None and self._pass is not None and not self._deferring()
+                and self._loader.shares_program):
             # thread/inline workers read the trainer's dataset: stop them before it changes
             self._abandon_pass()
             self._loader.drain()
@@ -542,6 +595,8 @@ class AcceleratedSequence(Accelerated):
             self.epoch += 1
 
     def _state_changed(self) -> bool:
+        if self._deferring():  # no worker holds a copy: each batch reads the dataset as it is
+            return False
         if self._workers_state is None:
             return True
         return fingerprints(self.dataset) != self._workers_state

@@ -58,8 +58,8 @@ class Trial:
 
 @dataclass(frozen=True)
 class Decision:
-    """One choice: ``what`` ("executor", "workers", "ring", "retune", "budget"), the value
-    chosen, why, and the numbers it rests on."""
+    """One choice: ``what`` ("start", "executor", "workers", "ring", "retune", "budget"), the
+    value chosen, why, and the numbers it rests on."""
 
     what: str
     choice: Any

@@ -91,7 +91,7 @@ def test_stoke_run_tunes_the_workers_within_the_cores_the_script_asked_for():
 
 
 def test_an_accelerated_sequence_with_a_core_budget_is_tuned_within_it():
-    acc = stoke.accelerate(Batches(), cpu_budget_cores=1)
+    acc = stoke.accelerate(Batches(), executor="process", cpu_budget_cores=1)
     try:
         assert [int(x[0, 0]) for x, _ in acc.iter()] == list(range(6))
         tuning = acc.tuning()

@@ -1,0 +1,171 @@
+"""When stoke.accelerate starts its workers (stoke.accelerate.worker_start): the rule on
+clocks the test drives, then an accelerated Sequence that defers them and one that starts them."""
+
+import os
+
+import numpy as np
+import pytest
+
+import stoke
+from stoke.accelerate.worker_start import (
+    FIRST_LOOK,
+    LOOK_AGAIN,
+    MIN_GAIN,
+    STARTUP_CPU_CAP_S,
+    WorkerStart,
+    gain,
+    startup_cost_s,
+)
+
+
+class Clocks:
+    """Wall, process-CPU and thread-CPU clocks that move only when told."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = self.thread = 0.0
+
+    def rule(self, cores=2, batches_per_epoch=1000, workers=2, startup_cpu_s=4.0):
+        return WorkerStart(cores, batches_per_epoch, workers, startup_cpu_s,
+                           clock=lambda: self.wall, cpu_clock=lambda: self.cpu,
+                           thread_clock=lambda: self.thread)
+
+    def batches(self, rule, n, make_s, rest_s, rest_cores):
+        """n batches: __getitem__ takes make_s (all CPU), the step make_s after it rest_s
+        using rest_cores cores; the answers should_start gave."""
+        answers = []
+        for _ in range(n):
+            began = rule.now()
+            self.wall += make_s
+            self.cpu += make_s
+            self.thread += make_s
+            rule.made(began, rule.now())
+            answers.append(rule.should_start())
+            self.wall += rest_s
+            self.cpu += rest_s * rest_cores
+        return answers
+
+
+def test_gain_is_the_batch_made_beside_the_step_bounded_by_the_step_and_the_cores():
+    # a slow __getitem__ before a GPU step: the step becomes the rest alone
+    assert gain(0.050, 0.050, 0.010, 0.2, 16) == pytest.approx(6.0)
+    # a model filling 2 cores on the CPU: the batch's CPU comes out of the same cores
+    assert gain(0.001, 0.001, 0.010, 2.0, 2) == pytest.approx(0.011 / 0.0105)
+    assert gain(0.0, 0.0, 0.0, 0.0, 2) == 1.0
+
+
+def test_startup_cost_grows_with_how_full_the_cores_are():
+    assert startup_cost_s(4.0, 2, 0.0, 2) == 0.0  # idle cores: the imports run beside
+    assert startup_cost_s(4.0, 2, 2.0, 2) == pytest.approx(4.0)  # every core busy
+    assert startup_cost_s(4.0, 2, 8.0, 2) == pytest.approx(4.0)  # never beyond all of them
+    assert startup_cost_s(4.0, 2, 1.6, 16) == pytest.approx(0.05)
+
+
+def test_a_slow_getitem_before_a_gpu_step_starts_the_workers_after_the_first_look():
+    clocks = Clocks()
+    rule = clocks.rule(cores=16)
+    answers = clocks.batches(rule, FIRST_LOOK + 1, make_s=0.050, rest_s=0.010, rest_cores=0.3)
+    assert answers == [False] * FIRST_LOOK + [True]
+    (answer,) = rule.answers
+    assert answer.start and answer.gain > 5
+    assert answer.saved_per_epoch_s > answer.startup_cost_s
+    assert "workers started" in answer.why()
+
+
+def test_a_model_that_fills_the_cores_keeps_the_batches_in_the_trainer():
+    clocks = Clocks()
+    rule = clocks.rule(cores=2)
+    answers = clocks.batches(rule, FIRST_LOOK + 1, make_s=0.001, rest_s=0.010, rest_cores=2.0)
+    assert not any(answers)
+    assert rule.answers[0].gain < MIN_GAIN
+    assert "workers would need" in rule.answers[0].why()
+    # asked again after LOOK_AGAIN more batches, on fresh numbers: the step did not change
+    answers = clocks.batches(rule, LOOK_AGAIN, make_s=0.001, rest_s=0.010, rest_cores=2.0)
+    assert not any(answers) and len(rule.answers) == 2
+
+
+def test_workers_that_pay_per_step_but_not_their_start_up_within_an_epoch_stay_off():
+    # x1.5 a step, on cores the model fills, but a short epoch: 20 batches save 0.1 s where
+    # two workers' imports (4 CPU-s each on 2 busy cores) cost 4 s
+    clocks = Clocks()
+    rule = clocks.rule(cores=2, batches_per_epoch=20)
+    clocks.batches(rule, FIRST_LOOK + 1, make_s=0.010, rest_s=0.010, rest_cores=0.5)
+    answer = rule.answers[0]
+    assert answer.gain >= MIN_GAIN and not answer.start
+    assert answer.saved_per_epoch_s < answer.startup_cost_s
+    assert "start-up costs" in answer.why()
+    # the same numbers with a long epoch pay for the start-up
+    clocks = Clocks()
+    rule = clocks.rule(cores=2, batches_per_epoch=5000)
+    assert clocks.batches(rule, FIRST_LOOK + 1, make_s=0.010, rest_s=0.010, rest_cores=0.5)[-1]
+
+
+def test_the_start_up_cpu_is_the_trainers_own_so_far_capped():
+    assert WorkerStart(2, 10, cpu_clock=lambda: 3.5).startup_cpu_s == 3.5
+    assert WorkerStart(2, 10, cpu_clock=lambda: 1e4).startup_cpu_s == STARTUP_CPU_CAP_S
+
+
+def test_an_epoch_end_among_the_rests_is_left_out():
+    clocks = Clocks()
+    rule = clocks.rule(cores=16)
+    clocks.batches(rule, 4, make_s=0.050, rest_s=0.010, rest_cores=0.3)
+    clocks.batches(rule, 1, make_s=0.050, rest_s=5.0, rest_cores=0.3)  # validation, say
+    clocks.batches(rule, FIRST_LOOK, make_s=0.050, rest_s=0.010, rest_cores=0.3)
+    assert rule.answers[0].rest_ms == pytest.approx(10.0)
+
+
+class Augmenting:
+    """A tutorial Sequence: float64 batches from np.empty, augmented with np.random."""
+
+    def __init__(self, batches: int, make_s: float = 0.0) -> None:
+        self.batches = batches
+        self.make_s = make_s
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def __getitem__(self, index: int):
+        import time
+
+        time.sleep(self.make_s)
+        x = np.empty((4, 3))
+        x[:] = index + np.random.random((4, 1)) * 1e-3
+        return x, np.full(4, os.getpid(), np.int64)
+
+
+def test_a_cheap_sequence_is_fed_by_the_trainer_with_no_worker_started():
+    acc = stoke.accelerate(Augmenting(40), shuffle=False, keep_float64=True)
+    try:
+        assert acc.worker_count == 0 and acc.executor == "inline"
+        batches = [acc[i] for i in range(40)]
+        assert [int(x[0, 0]) for x, _ in batches] == list(range(40))
+        assert {int(y[0]) for _, y in batches} == {os.getpid()}  # made in the trainer
+        assert acc.worker_count == 0  # a cheap __getitem__ gains nothing from workers
+        decisions = [d for d in acc.tuning().decisions if d.what == "start"]
+        assert decisions and not decisions[0].choice
+        assert "batches made in the trainer" in repr(acc)
+    finally:
+        acc.close()
+
+
+def test_a_slow_sequence_starts_its_workers_and_they_take_over(tmp_path):
+    acc = stoke.accelerate(Augmenting(400, make_s=0.02), shuffle=False, keep_float64=True)
+    try:
+        stream = (acc[i] for i in range(400))
+        made = [next(stream) for _ in range(FIRST_LOOK + 1)]
+        assert {int(y[0]) for _, y in made} == {os.getpid()}
+        assert acc.worker_count >= 1  # started after FIRST_LOOK timed batches
+        rest = list(stream)
+        assert [int(x[0, 0]) for x, _ in made + rest] == list(range(400))  # once, in order
+        assert {int(y[0]) for _, y in rest} - {os.getpid()}  # the workers made some
+        assert any(d.what == "start" and d.choice for d in acc.tuning().decisions)
+    finally:
+        acc.close()
+
+
+def test_an_explicit_worker_count_or_executor_starts_the_workers_at_once():
+    for kwargs in ({"workers": 1}, {"executor": "process"}):
+        acc = stoke.accelerate(Augmenting(4), keep_float64=True, **kwargs)
+        try:
+            assert acc.worker_count >= 1
+        finally:
+            acc.close()
