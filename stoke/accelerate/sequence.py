@@ -582,10 +582,13 @@ class AcceleratedSequence(Accelerated):
             # thread/inline workers read the trainer's dataset: stop them before it changes
             self._abandon_pass()
             self._loader.drain()
+        # no worker holds a copy: the pass drops what it made if the hook changes the dataset
+        before = (fingerprints(self.dataset)
+                  if hook is not None and self._pass is not None and self._deferring() else None)
         if hook is not None:
             hook()
         self._hooks_called = True
-        if self._pass is not None and self._state_changed():
+        if self._pass is not None and self._state_changed(before):
             self._abandon_pass()
 
     def _abandon_pass(self) -> None:
@@ -594,9 +597,11 @@ class AcceleratedSequence(Accelerated):
         if current.delivered:  # a pass nobody read keeps its epoch (and its permutation)
             self.epoch += 1
 
-    def _state_changed(self) -> bool:
-        if self._deferring():  # no worker holds a copy: each batch reads the dataset as it is
-            return False
+    def _state_changed(self, before_hook: dict[str, bytes] | None = None) -> bool:
+        """Does the dataset differ from the copy the workers hold (deferring, no worker holds
+        one: from ``before_hook``, its fingerprints before a hook ran)?"""
+        if self._deferring():
+            return before_hook is not None and fingerprints(self.dataset) != before_hook
         if self._workers_state is None:
             return True
         return fingerprints(self.dataset) != self._workers_state

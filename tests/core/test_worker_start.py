@@ -169,3 +169,36 @@ def test_an_explicit_worker_count_or_executor_starts_the_workers_at_once():
             assert acc.worker_count >= 1
         finally:
             acc.close()
+
+
+class Reshuffling:
+    """The tutorial DataGenerator: on_epoch_end reshuffles its indexes with np.random."""
+
+    def __init__(self) -> None:
+        self.on_epoch_end()
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int):
+        return np.full((2, 1), self.indexes[index], np.float32), np.zeros(2, np.float32)
+
+    def on_epoch_end(self) -> None:
+        self.indexes = np.random.permutation(100)
+
+
+def test_a_batch_made_before_a_hook_changed_the_dataset_is_made_again():
+    # Keras 3 reads batch 0 to learn the structure, then calls on_epoch_end before the epoch
+    # (fromtf_fit_generator.py under stoke run: the peeked batch 0 was delivered again, from
+    # the indexes before the reshuffle, and the loss differed from Keras' own)
+    acc = stoke.accelerate(Reshuffling())
+    try:
+        peeked = acc[0]
+        acc.on_epoch_end()
+        indexes = acc.dataset.indexes
+        epoch = [int(acc[i][0][0, 0]) for i in range(4)]
+        assert acc.worker_count == 0
+        assert epoch == [int(v) for v in indexes[:4]]
+        assert int(peeked[0][0, 0]) != epoch[0] or indexes[0] == peeked[0][0, 0]
+    finally:
+        acc.close()
