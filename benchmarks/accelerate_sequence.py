@@ -14,7 +14,9 @@ Rows, each reading whole epochs exactly as ``fit`` does (Keras' ``PyDatasetAdapt
 - ``keras-threads``: ``workers=W`` (Keras' thread pool);
 - ``keras-processes``: ``workers=W, use_multiprocessing=True`` (Keras' process pool, which
   it starts again every epoch);
-- ``stoke-accelerate``: ``stoke.accelerate(seq)`` with W process workers.
+- ``stoke-accelerate``: ``stoke.accelerate(seq)`` with W process workers;
+- ``stoke-accelerate-auto``: ``stoke.accelerate(seq)`` with its defaults: the trainer makes
+  the first batches and starts workers once they pay (``stoke.accelerate.worker_start``).
 
 Method: all rows run in this one process, interleaved (each round visits every row; the
 order rotates), each visit on a fresh Sequence. A visit reads ``--epochs`` epochs; the first
@@ -179,8 +181,13 @@ def build_rows(settings: Settings) -> dict[str, Callable[..., Visit]]:
                                  workers=workers)
         return Visit(accelerated, accelerated.close)
 
+    def stoke_accelerate_auto(paths, labels, variant):
+        accelerated = accelerate(make_sequence(paths, labels, settings, variant))
+        return Visit(accelerated, accelerated.close)
+
     return {"keras-no-workers": no_workers, "keras-threads": threads,
-            "keras-processes": processes, "stoke-accelerate": stoke_accelerate}
+            "keras-processes": processes, "stoke-accelerate": stoke_accelerate,
+            "stoke-accelerate-auto": stoke_accelerate_auto}
 
 
 def read_epochs(data: Any, epochs: int) -> tuple[list[float], int]:
@@ -239,7 +246,7 @@ def run(settings: Settings, variants: list[str], rows_wanted: list[str] | None,
             for round_index, name in interleaved(list(rows), settings.rounds):
                 result = measure(rows[name], paths, labels, variant, settings.epochs)
                 rounds[name].append(result)
-                log(f"{variant:<7} round {round_index + 1}/{settings.rounds}  {name:<18}"
+                log(f"{variant:<7} round {round_index + 1}/{settings.rounds}  {name:<21}"
                     f" {result['images_per_s']:8.0f} img/s   first epoch "
                     f"{result['first_epoch_s']:.2f} s")
             results[variant] = summarise(rounds)
@@ -289,10 +296,10 @@ def machine_info() -> dict[str, Any]:
 def print_table(results: dict[str, Any]) -> None:
     for variant, result in results.items():
         print(f"\n{variant}: {VARIANT_NOTES[variant]}")
-        print(f"  {'row':<18} {'img/s':>8} {'x no-workers':>13} {'x best keras':>13} "
+        print(f"  {'row':<21} {'img/s':>8} {'x no-workers':>13} {'x best keras':>13} "
               f"{'first epoch':>12}")
         for row in result["rows"]:
-            print(f"  {row['name']:<18} {row['images_per_s']:8.0f} "
+            print(f"  {row['name']:<21} {row['images_per_s']:8.0f} "
                   f"{row.get('vs_no_workers', float('nan')):12.2f}x "
                   f"{row.get('vs_best_keras', float('nan')):12.2f}x "
                   f"{row['first_epoch_s']:11.2f}s")

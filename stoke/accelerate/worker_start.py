@@ -8,24 +8,31 @@ process used meanwhile. Workers start once those numbers say they pay (:func:`ga
 ``MIN_GAIN``):
 
     step now            = make + rest
-    step with workers   = max(rest, (make_cpu + cores_used * rest) / cores)
+    step with workers   = max(rest + handover,
+                              (make_cpu + cores_used * rest + 2 * handover) / cores)
 
 the batch made beside the step instead of before it, never faster than the rest of the step,
-and never faster than the cores can do the work of both. A model trained on the CPU that
+and never faster than the cores can do the work of both (``handover``: a batch through the
+shared-memory ring costs the worker and the trainer each about ``HANDOVER_S``; measured on
+2 cores, a 128 KiB batch: 0.13 ms of the trainer's CPU). A model trained on the CPU that
 already fills the cores gains next to nothing from workers that take cores from it; a cheap
 ``__getitem__`` beside a long step gains nothing either.
 
-And the workers' start-up must pay for itself within an epoch: each worker imports what the
-dataset uses (Keras and its backend are seconds of CPU each), on cores the trainer uses
-``cores_used`` of. The start-up costs the trainer about
+And the workers' start-up must pay for itself: each worker imports what the dataset uses
+(Keras and its backend are seconds of CPU each). Workers run at a lower priority, so a core
+the trainer leaves idle absorbs their start-ups, one after the other, at no cost to it; on
+cores the trainer fills, their CPU is the trainer's loss:
 
-    start-up cost = start-up CPU * workers * min(1, cores_used / cores) / cores
+    start-up cost = start-up CPU * workers * clip(1 - (cores - cores_used), 0, 1) / cores
 
-seconds (the trainer's own CPU time when the dataset was wrapped stands for a worker's
-start-up CPU: the same interpreter importing the same modules, at most ``STARTUP_CPU_CAP_S``),
-and the workers must save more than that over one epoch's batches. Measured on 2 cores
-(``benchmarks/accelerate_tutorial.py``, torch, a model trained on the CPU): workers at once
-took the run from 11.3 s to 18.8 s; deferred, the rule kept them off. A slow
+(the trainer's own CPU time when the dataset was wrapped stands for a worker's start-up CPU:
+the same interpreter importing the same modules, at most ``STARTUP_CPU_CAP_S``). The workers
+must save more than that, and at least ``MIN_SAVED_S`` (no processes started to save a few
+milliseconds), over the batches still to come, taken to be at least an epoch and
+at least as many as the trainer made so far (a run tends to last as long again as it has:
+a "no" on a short epoch becomes a "yes" once the run has shown itself long). Measured on 2
+cores (``benchmarks/accelerate_tutorial.py``, torch, a model trained on the CPU): workers at
+once took the run from 11.3 s to 18.8 s; deferred, the rule kept them off. A slow
 ``__getitem__`` before a GPU step (the case stoke is for) gains many times over, with cores to
 spare: the workers start after ``FIRST_LOOK`` batches, and the trainer goes on making batches
 until one is up.
@@ -45,14 +52,18 @@ MIN_GAIN = 1.1  # start workers when they would make the step at least 10% short
 FIRST_LOOK = 8  # timed batches (each with the rest of the step before the next) to decide on
 LOOK_AGAIN = 64  # batches before a "no" is asked again
 OUTLIER = 4.0  # a rest this many times the median (an epoch's end, compilation) is left out
-STARTUP_CPU_CAP_S = 20.0  # the most a worker's start-up is taken to cost, in CPU seconds
+HANDOVER_S = 0.15e-3  # a batch through the ring, for the worker and for the trainer each
+MIN_SAVED_S = 1.0  # the least saving (beyond the start-up's cost) that starts workers
+STARTUP_CPU_CAP_S = 10.0  # the most a worker's start-up is taken to cost, in CPU seconds
 
 
 def startup_cost_s(startup_cpu_s: float, workers: int, cores_used: float, cores: float) -> float:
     """Seconds of the trainer's time that starting ``workers`` workers costs, each taking
-    ``startup_cpu_s`` of CPU on cores the trainer uses ``cores_used`` of (module docstring)."""
+    ``startup_cpu_s`` of CPU, beside a trainer that uses ``cores_used`` of ``cores`` (module
+    docstring): nothing while a core stays idle, all of it on full cores."""
     cores = max(cores, 1.0)
-    return startup_cpu_s * workers * min(1.0, max(cores_used, 0.0) / cores) / cores
+    contended = min(1.0, max(0.0, 1.0 - (cores - max(cores_used, 0.0))))
+    return startup_cpu_s * workers * contended / cores
 
 
 def gain(make_s: float, make_cpu_s: float, rest_s: float, cores_used: float,
@@ -62,7 +73,8 @@ def gain(make_s: float, make_cpu_s: float, rest_s: float, cores_used: float,
     process's CPU seconds per second during the rest of the step; ``cores``: the cores it
     may use."""
     now = make_s + rest_s
-    with_workers = max(rest_s, (make_cpu_s + cores_used * rest_s) / max(cores, 1.0))
+    with_workers = max(rest_s + HANDOVER_S,
+                       (make_cpu_s + cores_used * rest_s + 2 * HANDOVER_S) / max(cores, 1.0))
     if with_workers <= 0.0:
         return 1.0
     return now / with_workers
@@ -80,8 +92,9 @@ class StartAnswer:
     cores_used: float
     cores: float
     batches: int
-    saved_per_epoch_s: float = 0.0  # what the workers would save over one epoch's batches
+    saved_s: float = 0.0  # what the workers would save over the batches to come
     startup_cost_s: float = 0.0  # what starting them would cost the trainer
+    horizon: int = 0  # the batches to come the saving is counted over
 
     def why(self) -> str:
         if self.start:
@@ -90,8 +103,9 @@ class StartAnswer:
             verdict = f"batches made in the trainer (workers would need x{MIN_GAIN:.2f})"
         else:
             verdict = (f"batches made in the trainer (workers would save "
-                       f"{self.saved_per_epoch_s:.2f} s an epoch, less than the "
-                       f"{self.startup_cost_s:.2f} s their start-up costs)")
+                       f"{self.saved_s:.2f} s over the next {self.horizon} batches: not "
+                       f"{MIN_SAVED_S:g} s beyond the {self.startup_cost_s:.2f} s their "
+                       f"start-up costs)")
         return (f"x{self.gain:.2f} with workers: __getitem__ {self.make_ms:.2f} ms, the rest "
                 f"of the step {self.rest_ms:.2f} ms using {self.cores_used:.1f} of "
                 f"{self.cores:g} cores ({self.batches} batches timed): {verdict}")
@@ -122,11 +136,13 @@ class WorkerStart:
         self._timed: list[tuple[float, float, float, float]] = []
         self._last_end: tuple[float, float] | None = None  # (wall, process CPU) at the last end
         self._next_look = FIRST_LOOK
+        self.batches_made = 0  # by the trainer, every one
         self.answers: list[StartAnswer] = []
 
     def made(self, began: tuple[float, float, float], ended: tuple[float, float, float]) -> None:
         """Record one batch made in the trainer: ``(wall, process CPU, thread CPU)`` clock
         readings (:meth:`now`) before and after ``__getitem__``."""
+        self.batches_made += 1
         if self._last_end is not None:
             rest_s = began[0] - self._last_end[0]
             rest_cpu_s = began[1] - self._last_end[1]
@@ -160,7 +176,9 @@ class WorkerStart:
         cores_used = sum(t[3] for t in kept) / rest_wall if rest_wall > 0 else 0.0
         cores_used = min(max(cores_used, 0.0), self.cores)
         found = gain(make_s, make_cpu_s, rest_s, cores_used, self.cores)
-        saved_s = (make_s + rest_s) * (1.0 - 1.0 / found) * self.batches_per_epoch
+        horizon = max(self.batches_per_epoch, self.batches_made)
+        saved_s = (make_s + rest_s) * (1.0 - 1.0 / found) * horizon
         cost_s = startup_cost_s(self.startup_cpu_s, self.workers, cores_used, self.cores)
-        return StartAnswer(found >= MIN_GAIN and saved_s > cost_s, found, 1000 * make_s,
-                           1000 * rest_s, cores_used, self.cores, len(kept), saved_s, cost_s)
+        return StartAnswer(found >= MIN_GAIN and saved_s > cost_s + MIN_SAVED_S, found, 1000 * make_s,
+                           1000 * rest_s, cores_used, self.cores, len(kept), saved_s, cost_s,
+                           horizon)

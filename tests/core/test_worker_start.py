@@ -9,8 +9,10 @@ import pytest
 import stoke
 from stoke.accelerate.worker_start import (
     FIRST_LOOK,
+    HANDOVER_S,
     LOOK_AGAIN,
     MIN_GAIN,
+    MIN_SAVED_S,
     STARTUP_CPU_CAP_S,
     WorkerStart,
     gain,
@@ -46,18 +48,22 @@ class Clocks:
 
 
 def test_gain_is_the_batch_made_beside_the_step_bounded_by_the_step_and_the_cores():
-    # a slow __getitem__ before a GPU step: the step becomes the rest alone
-    assert gain(0.050, 0.050, 0.010, 0.2, 16) == pytest.approx(6.0)
+    # a slow __getitem__ before a GPU step: the step becomes the rest alone (and the handover)
+    assert gain(0.050, 0.050, 0.010, 0.2, 16) == pytest.approx(0.060 / (0.010 + HANDOVER_S))
     # a model filling 2 cores on the CPU: the batch's CPU comes out of the same cores
-    assert gain(0.001, 0.001, 0.010, 2.0, 2) == pytest.approx(0.011 / 0.0105)
-    assert gain(0.0, 0.0, 0.0, 0.0, 2) == 1.0
+    assert gain(0.001, 0.001, 0.010, 2.0, 2) == pytest.approx(
+        0.011 / ((0.001 + 0.020 + 2 * HANDOVER_S) / 2))
+    # a batch cheaper than handing it over: workers only slow it
+    assert gain(0.0001, 0.0001, 0.0, 1.0, 2) < 1.0
 
 
-def test_startup_cost_grows_with_how_full_the_cores_are():
+def test_startup_cost_is_what_the_trainer_leaves_no_idle_core_for():
     assert startup_cost_s(4.0, 2, 0.0, 2) == 0.0  # idle cores: the imports run beside
+    assert startup_cost_s(4.0, 2, 1.0, 2) == 0.0  # one core idle takes them one by one
+    assert startup_cost_s(4.0, 2, 1.5, 2) == pytest.approx(2.0)
     assert startup_cost_s(4.0, 2, 2.0, 2) == pytest.approx(4.0)  # every core busy
     assert startup_cost_s(4.0, 2, 8.0, 2) == pytest.approx(4.0)  # never beyond all of them
-    assert startup_cost_s(4.0, 2, 1.6, 16) == pytest.approx(0.05)
+    assert startup_cost_s(4.0, 2, 1.6, 16) == 0.0  # a GPU run's trainer on a big host
 
 
 def test_a_slow_getitem_before_a_gpu_step_starts_the_workers_after_the_first_look():
@@ -67,7 +73,7 @@ def test_a_slow_getitem_before_a_gpu_step_starts_the_workers_after_the_first_loo
     assert answers == [False] * FIRST_LOOK + [True]
     (answer,) = rule.answers
     assert answer.start and answer.gain > 5
-    assert answer.saved_per_epoch_s > answer.startup_cost_s
+    assert answer.saved_s > answer.startup_cost_s
     assert "workers started" in answer.why()
 
 
@@ -83,20 +89,27 @@ def test_a_model_that_fills_the_cores_keeps_the_batches_in_the_trainer():
     assert not any(answers) and len(rule.answers) == 2
 
 
-def test_workers_that_pay_per_step_but_not_their_start_up_within_an_epoch_stay_off():
-    # x1.5 a step, on cores the model fills, but a short epoch: 20 batches save 0.1 s where
+def test_workers_that_pay_per_step_but_not_their_start_up_stay_off_until_the_run_is_long():
+    # x1.33 a step on cores the model fills, 20 batches an epoch: 0.1 s saved an epoch where
     # two workers' imports (4 CPU-s each on 2 busy cores) cost 4 s
     clocks = Clocks()
     rule = clocks.rule(cores=2, batches_per_epoch=20)
-    clocks.batches(rule, FIRST_LOOK + 1, make_s=0.010, rest_s=0.010, rest_cores=0.5)
+    clocks.batches(rule, FIRST_LOOK + 1, make_s=0.010, rest_s=0.010, rest_cores=2.0)
     answer = rule.answers[0]
     assert answer.gain >= MIN_GAIN and not answer.start
-    assert answer.saved_per_epoch_s < answer.startup_cost_s
+    assert answer.saved_s < answer.startup_cost_s == pytest.approx(4.0)
     assert "start-up costs" in answer.why()
-    # the same numbers with a long epoch pay for the start-up
+    # the run goes on: the saving is counted over as many batches as it made so far, and
+    # once those save more than the start-up costs, the workers start
+    answers = clocks.batches(rule, 3000, make_s=0.010, rest_s=0.010, rest_cores=2.0)
+    started_at = FIRST_LOOK + 1 + answers.index(True) + 1
+    saved_per_batch_s = 0.020 * (1 - 1 / gain(0.010, 0.010, 0.010, 2.0, 2))
+    needed = (4.0 + MIN_SAVED_S) / saved_per_batch_s
+    assert rule.answers[-1].start and needed <= started_at <= needed + LOOK_AGAIN + 1
+    # the same numbers with a long epoch pay for the start-up at once
     clocks = Clocks()
     rule = clocks.rule(cores=2, batches_per_epoch=5000)
-    assert clocks.batches(rule, FIRST_LOOK + 1, make_s=0.010, rest_s=0.010, rest_cores=0.5)[-1]
+    assert clocks.batches(rule, FIRST_LOOK + 1, make_s=0.010, rest_s=0.010, rest_cores=2.0)[-1]
 
 
 def test_the_start_up_cpu_is_the_trainers_own_so_far_capped():
