@@ -31,7 +31,7 @@ class SampleError(StokeError):
         where = f" in {worker}" if worker else ""
         super().__init__(
             f"sample {sample or index} failed in {stage}{where}: {original_type}: {message}\n"
-            f"--- traceback in the worker ---\n{worker_traceback.rstrip()}"
+            f"--- the original traceback ---\n{worker_traceback.rstrip()}"
         )
 
     def __reduce__(self):
