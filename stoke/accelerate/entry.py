@@ -29,7 +29,10 @@ def accelerate(data: Any, *args: Any, workers: int | str = "auto", executor: str
 
     - a ``keras.utils.PyDataset``/``Sequence``, or any object with ``len()`` and
       ``__getitem__(batch_index)`` returning a whole batch. ``workers`` process workers
-      (``"auto"``: tuned by measurement, as ``to_keras``' are) run ``__getitem__``. ``shuffle=True`` permutes the batch
+      run ``__getitem__`` (``"auto"``: tuned by measurement, as ``to_keras``' are; with
+      ``executor="auto"`` too, started only once the trainer's timings of the first
+      batches, made by the trainer, say they pay: :mod:`stoke.accelerate.worker_start`).
+      ``shuffle=True`` permutes the batch
       order each epoch, seeded by ``(seed, epoch)``; ``shuffle=False`` keeps ``0..n-1``; the
       default (None) follows the consumer: ``model.fit`` with its ``shuffle=True`` (the
       default) gets Keras' own permutation (drawn from Python's ``random``, so

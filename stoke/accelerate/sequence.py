@@ -11,6 +11,7 @@ Keras to :mod:`.keras_base`, and the answers to Keras' requests to :mod:`.keras_
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import pickle
 import random
 import sys
@@ -47,6 +48,8 @@ from stoke.executors.choose import first_workers
 from stoke.executors.host import available_cores
 from stoke.executors.options import LoaderOptions
 from stoke.executors.trainer_first import StandInRandom
+
+_WRAPPED = itertools.count()  # the Sequences this process wrapped: each stand-in's stream
 
 
 class _ItemProgram:
@@ -112,6 +115,7 @@ class _Pass:
         self.delivered = first
         self.complete = False
         self.kept = KeptBatches()
+        self.made_with: dict[str, bytes] | None = None  # deferring: the dataset's state then
 
     def close(self) -> None:
         if self.batches is not None:
@@ -161,7 +165,7 @@ class AcceleratedSequence(Accelerated):
             raise TypeError(f"len() of the dataset must be an int >= 0. Received: {length!r}")
         self._options = LoaderOptions(workers=workers, executor=executor, **(options or {}))
         # executor="auto": while every worker still starts, the trainer makes the batches
-        # asked (see _made_while_workers_start); "process": every batch in a worker
+        # asked (see _made_here); "process": every batch in a worker
         self._start_in_trainer = executor == "auto"
         # executor and workers "auto": no worker starts until the batches made in the
         # trainer say that workers pay (see stoke.accelerate.worker_start)
@@ -169,7 +173,9 @@ class AcceleratedSequence(Accelerated):
             WorkerStart(available_cores(),
                         batches_per_epoch=length, workers=first_workers(self._options))
             if executor == "auto" and workers == "auto" else None)
-        self._stand_in_random = StandInRandom(self.seed)  # for batches made in the trainer
+        # for batches made in the trainer: a stream of this wrapper's own (a Sequence wrapped
+        # again for each fit, or a training and a validation set, draw other numbers)
+        self._stand_in_random = StandInRandom(self.seed, stream=next(_WRAPPED))
         self._loader: ChannelLoader | None = None
         self._pass: _Pass | None = None
         self._workers_state: dict[str, bytes] | None = None  # what workers with a copy hold
@@ -314,7 +320,7 @@ class AcceleratedSequence(Accelerated):
         here (in the trainer, with the dataset as it is now)."""
         batch = current.kept.get(position)
         if batch is None:
-            batch = copy_batch(self.dataset[int(current.order[position])])
+            batch = copy_batch(self._made_here(int(current.order[position])))
         return batch
 
     def _pass_for_new_stream(self, stream: KerasStream, index: int, snapshot: Any) -> _Pass:
@@ -459,16 +465,23 @@ class AcceleratedSequence(Accelerated):
         loader = self._get_loader()
         loader.pool  # the workers are up; with the dataset as it is now  # noqa: B018
         self._sync_state()
+        if len(self.dataset):
+            # the ring is laid out for batch 0, a full batch: the pass's next one may be the
+            # smaller last batch (a shuffled order, or workers that take over at its end),
+            # and a ring sized for it would fit no other
+            loader.scheduler.ensure_layout(current.epoch, np.array([0], np.int64))
         current.batches = loader.iter(state=IteratorState(epoch=current.epoch,
                                                           chunk=current.delivered))
 
-    def _made_while_workers_start(self, index: int) -> Any:
+    def _made_here(self, index: int) -> Any:
         """Batch ``index`` made in the trainer, as a worker would deliver it (float64 as
-        float32 unless kept), while every worker still loads the dataset (and what it
-        imports): the trainer has all of that already, so ``fit``'s first steps need not
-        wait for the workers' start-up. The dataset draws from global random streams of
-        the trainer's stand-in (:class:`~stoke.executors.trainer_first.StandInRandom`), new
-        numbers for each batch; the user's own streams are left as they were."""
+        float32 unless kept): before the workers start (:meth:`_made_before_workers`), while
+        every worker still loads the dataset (and what it imports: the trainer has all of
+        that already, so ``fit``'s first steps need not wait for the workers' start-up), a
+        batch that does not fit the ring, a batch given again. The dataset draws from global
+        random streams of the trainer's stand-in
+        (:class:`~stoke.executors.trainer_first.StandInRandom`), new numbers for each batch;
+        the user's own streams are left as they were."""
         try:
             with self._stand_in_random:
                 item = self.dataset[index]
@@ -487,8 +500,10 @@ class AcceleratedSequence(Accelerated):
         """Batch ``index`` made in the trainer before any worker starts, timed; the workers
         start when the times say they pay (they take over once one is up)."""
         rule = self._worker_start
+        if self._pass.made_with is None:
+            self._pass.made_with = fingerprints(self.dataset)
         began = rule.now()
-        item = self._made_while_workers_start(index)
+        item = self._made_here(index)
         rule.made(began, rule.now())
         if rule.should_start():
             self._get_loader().start()
@@ -505,7 +520,7 @@ class AcceleratedSequence(Accelerated):
                     return self._deliver(current, self._made_before_workers(
                         int(current.order[current.delivered])))
                 if self._start_in_trainer and not self._loader.workers_up():
-                    return self._deliver(current, self._made_while_workers_start(
+                    return self._deliver(current, self._made_here(
                         int(current.order[current.delivered])))
                 self._start_in_workers(current)
             sample = next(current.batches)
@@ -537,7 +552,7 @@ class AcceleratedSequence(Accelerated):
         return cut_rows(self._template, item, rows)
 
     def _made_in_trainer(self, index: int) -> Any:
-        item = self.dataset[index]
+        item = self._made_here(index)
         if not self._warned_misfit:
             self._warned_misfit = True
             template = self._template
@@ -582,13 +597,10 @@ class AcceleratedSequence(Accelerated):
             # thread/inline workers read the trainer's dataset: stop them before it changes
             self._abandon_pass()
             self._loader.drain()
-        # no worker holds a copy: the pass drops what it made if the hook changes the dataset
-        before = (fingerprints(self.dataset)
-                  if hook is not None and self._pass is not None and self._deferring() else None)
         if hook is not None:
             hook()
         self._hooks_called = True
-        if self._pass is not None and self._state_changed(before):
+        if self._pass is not None and self._state_changed():
             self._abandon_pass()
 
     def _abandon_pass(self) -> None:
@@ -597,11 +609,13 @@ class AcceleratedSequence(Accelerated):
         if current.delivered:  # a pass nobody read keeps its epoch (and its permutation)
             self.epoch += 1
 
-    def _state_changed(self, before_hook: dict[str, bytes] | None = None) -> bool:
+    def _state_changed(self) -> bool:
         """Does the dataset differ from the copy the workers hold (deferring, no worker holds
-        one: from ``before_hook``, its fingerprints before a hook ran)?"""
+        one: from what the open pass's batches were made with, by a hook or by anyone since,
+        a callback's ``on_train_begin`` say, after Keras took batch 0 to build the model)?"""
         if self._deferring():
-            return before_hook is not None and fingerprints(self.dataset) != before_hook
+            made_with = self._pass.made_with if self._pass is not None else None
+            return made_with is not None and fingerprints(self.dataset) != made_with
         if self._workers_state is None:
             return True
         return fingerprints(self.dataset) != self._workers_state

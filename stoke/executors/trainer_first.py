@@ -46,9 +46,11 @@ class StandInRandom:
     """Global ``random``/``numpy.random`` streams of the trainer's own while it stands in for
     workers: inside ``with stand_in:`` the code drawing from them continues its stream (the
     first time: seeded as a worker's, :func:`~stoke.data.program.seed_worker_globals`, with
-    index :data:`STAND_IN_INDEX`); outside, the trainer's states are as they were. So
-    batches made one after the other in the trainer draw new numbers, as in a worker, and the
-    user's own draws are untouched.
+    index :data:`STAND_IN_INDEX` + ``stream``); outside, the trainer's states are as they
+    were. So batches made one after the other in the trainer draw new numbers, as in a
+    worker, and the user's own draws are untouched. (The states are the process's: code on
+    another thread that draws from them while a batch is made inside draws from the
+    stand-in's.)
 
     >>> stand_in = StandInRandom(seed=0)
     >>> with stand_in:
@@ -59,15 +61,16 @@ class StandInRandom:
     True
     """
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, stream: int = 0) -> None:
         self.seed = seed
+        self.stream = stream  # one stand-in's streams from another's, of the same seed
         self._states: tuple[Any, Any] | None = None  # the stand-in's, between uses
         self._trainer: list[tuple[Any, Any]] = []  # the trainer's, while inside
 
     def __enter__(self) -> StandInRandom:
         self._trainer.append((random.getstate(), np.random.get_state()))
         if self._states is None:
-            seed_worker_globals(self.seed, STAND_IN_INDEX)
+            seed_worker_globals(self.seed, STAND_IN_INDEX + self.stream)
         else:
             random.setstate(self._states[0])
             np.random.set_state(self._states[1])

@@ -2,6 +2,7 @@
 clocks the test drives, then an accelerated Sequence that defers them and one that starts them."""
 
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -215,3 +216,69 @@ def test_a_batch_made_before_a_hook_changed_the_dataset_is_made_again():
         assert int(peeked[0][0, 0]) != epoch[0] or indexes[0] == peeked[0][0, 0]
     finally:
         acc.close()
+
+
+class Ragged:
+    """Five batches, the last one smaller (2 rows of 4)."""
+
+    def __len__(self) -> int:
+        return 5
+
+    def __getitem__(self, index: int):
+        rows = 2 if index == 4 else 4
+        return np.full((rows, 3), index, np.float32), np.full(rows, index, np.int64)
+
+
+def test_workers_whose_first_batch_is_the_smaller_last_one_lay_the_ring_out_for_full_ones():
+    # a shuffled order that begins with the last batch (or workers that take over at a pass's
+    # end): a ring laid out for its 2 rows fit no other batch, and every later batch was made
+    # again in the trainer (float64 kept, the user's random drawn), with a warning
+    orders = []
+    for seed in range(40):
+        acc = stoke.accelerate(Ragged(), shuffle=True, seed=seed, executor="process",
+                               workers=1)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", stoke.StokeWarning)  # no batch misfits
+                batches = [(int(x[0, 0]), x.shape[0]) for x, _ in acc.iter(epochs=2)]
+        finally:
+            acc.close()
+        orders.append(batches[0][0])
+        if batches[0][0] == 4:
+            assert sorted(batches) == sorted([(i, 2 if i == 4 else 4) for i in range(5)] * 2)
+            break
+    assert orders[-1] == 4, orders  # a seed whose first pass begins with the last batch
+
+
+def test_a_change_made_after_a_batch_was_made_in_the_trainer_makes_it_again():
+    # Keras takes batch 0 to build the model; a callback's on_train_begin then changes the
+    # dataset (a curriculum switch): the batch made before the change is not the epoch's
+    acc = stoke.accelerate(Reshuffling())
+    try:
+        acc[0]  # Keras' look at batch 0
+        acc.dataset.indexes = np.arange(100)[::-1]
+        acc.on_epoch_begin()
+        assert [int(acc[i][0][0, 0]) for i in range(4)] == [99, 98, 97, 96]
+        assert acc.worker_count == 0
+    finally:
+        acc.close()
+
+
+def test_two_wrapped_sequences_draw_other_numbers_in_the_trainer():
+    # a training and a validation set, or a Sequence wrapped again for each fit
+    draws = []
+    for _ in range(2):
+        acc = stoke.accelerate(GaussianNoise())
+        try:
+            draws.append([float(acc[i][0][0, 0]) for i in range(3)])
+        finally:
+            acc.close()
+    assert draws[0] != draws[1]
+
+
+class GaussianNoise:
+    def __len__(self) -> int:
+        return 3
+
+    def __getitem__(self, index: int):
+        return np.random.normal(size=(2, 1)).astype(np.float32), np.zeros(2, np.float32)

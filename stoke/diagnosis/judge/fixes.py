@@ -146,12 +146,14 @@ def stoke_fix(inputs: InputFacts, data_name: str | None = None) -> str:
 
 
 def keras2_fix(script: str | None, method: str, data_name: str | None = None) -> str:
-    """A Keras-2 script: ``stoke run`` runs it unchanged with the generator off the trainer's
-    thread; or the one-line change in the script (``data_name``: the call's argument)."""
+    """A Keras-2 script: ``stoke run`` runs it unchanged, fed by ``stoke.accelerate`` (a
+    generator off the trainer's thread; a Sequence's workers once they pay: see
+    :mod:`stoke.accelerate.worker_start`); or the one-line change in the script
+    (``data_name``: the call's argument)."""
     script = str(script or "train.py")
     return (
         f"stoke run {script}   # the script unchanged: {method}"
-        "() is fed by stoke's workers\n"
+        "() is fed by stoke.accelerate\n"
         "# or in the script, for Keras 3:\n"
         f"#   model.fit(stoke.accelerate({data_name or 'train_generator'}), "
         "steps_per_epoch=steps, epochs=10)\n"
