@@ -450,6 +450,7 @@ def main() -> int:
             row.update(case=name, expected_verdicts=list(verdicts), wall_s=time.perf_counter() - started)
             row["verdict_ok"] = row.get("verdict") in verdicts
             rows.append(row)
+            write_json(args.out, accuracy_summary(rows, args.quick))  # a cut-off run keeps its rows
             print(
                 f"{backend:10s} {name:24s} verdict {row.get('verdict')!s:19s} "
                 f"({'ok' if row['verdict_ok'] else 'WRONG'})  predicted x{_fmt(row.get('predicted_speedup'))}"
@@ -471,6 +472,7 @@ def main() -> int:
             row.update(expected_verdicts=list(verdicts), wall_s=time.perf_counter() - started)
             row["verdict_ok"] = row.get("verdict") in verdicts
             rows.append(row)
+            write_json(args.out, accuracy_summary(rows, args.quick))  # a cut-off run keeps its rows
             print(
                 f"{backend:10s} {script:24s} verdict {row.get('verdict')!s:19s} "
                 f"({'ok' if row['verdict_ok'] else 'WRONG'})  predicted x{_fmt(row.get('predicted_speedup'))}"
@@ -480,10 +482,17 @@ def main() -> int:
                 f"  {row_mark(row)}  {','.join(row.get('findings', []))}",
                 flush=True,
             )
-    summary = {
+    out = write_json(args.out, accuracy_summary(rows, args.quick))
+    print(f"written {out}")
+    return 0
+
+
+def accuracy_summary(rows: list[dict], quick: bool) -> dict:
+    """The results file: every row so far, and whether all pass."""
+    return {
         "benchmark": "doctor_accuracy",
-        "load_average": os.getloadavg(),  # at the end: how busy the machine was
-        "quick": args.quick,
+        "load_average": os.getloadavg(),  # when written: how busy the machine was
+        "quick": quick,
         "tolerance": TOLERANCE,
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
                     "nvidia_gpu": has_nvidia_gpu()},
@@ -492,9 +501,6 @@ def main() -> int:
         "all_verdicts_ok": all(r.get("verdict_ok") for r in rows),
         "all_checks_ok": _all_checks_ok(rows),
     }
-    out = write_json(args.out, summary)
-    print(f"written {out}")
-    return 0
 
 
 def row_mark(row: dict) -> str:
