@@ -250,7 +250,11 @@ def test_slow_validation_generator_is_named_though_training_never_waits_for_it()
     assert "input-too-slow" not in ids(report)  # training is fed by in-memory arrays
     assert report["input"]["validation_kind"] == "generator"
     assert len(report["input"]["validation_call_s"]) >= 2
-    finding = next(f for f in report["findings"] if f["id"] == "slow-validation")
+    found = [f for f in report["findings"] if f["id"] == "slow-validation"]
+    # (failed once in four suite runs, passed on rerun: what the finding reads, to see why)
+    assert found, ({k: v for k, v in report["input"].items() if "validation" in k},
+                   report.get("throughput"), [f["id"] for f in report["findings"]])
+    finding = found[0]
     assert "validation_data is a Python generator" in finding["message"]
     assert "stoke run" in finding["fix"] and "slow_validation.py" in finding["fix"]
     assert "validation_data=(x_val, y_val)" in finding["fix"]
