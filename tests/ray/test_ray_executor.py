@@ -291,7 +291,8 @@ def test_each_ray_worker_seeds_its_global_rngs_apart(cluster):
     """Issue 12 item 8 for Ray: a dataset's own global-rng draws are not the same in every
     worker (process workers are seeded per worker; so are Ray's, after loading)."""
     pipe = stoke.from_sequence(SeedsGlobalsOnLoad(64)).batch(4)
-    with ray_loader(pipe) as loader:
+    # SPREAD: Ray's default packs a busy machine's short tasks onto one node (CI once saw one).
+    with ray_loader(pipe, task_options={"scheduling_strategy": "SPREAD"}) as loader:
         got, _ = batches(loader)
     rows = np.concatenate([b[0] for b in got])
     assert sorted(int(v) for b in got for v in b[1]) == list(range(64))
