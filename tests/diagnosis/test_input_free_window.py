@@ -72,6 +72,18 @@ def test_the_loop_keeps_its_after_wait_time_where_the_share_is_not_applied(clock
     assert detail["s_per_step"] == pytest.approx(0.00045)
 
 
+def test_the_pull_of_a_ready_batch_is_charged_once(clock):
+    # TensorFlow, the doctor pulling each batch itself: its steps' loop (step less wait less
+    # the train function) holds the pull's floor, which the window charges its calls (no
+    # pull); counted twice, custom_train_step.py came out x15.9 against x29-34 (issue 14)
+    detail = run_window(clock, 0.0015, loop_s=0.0005, ready_pull_s=0.00035, scale_loop=False)
+    assert detail["loop_s_per_step"] == pytest.approx(0.00015)
+    assert detail["s_per_step"] == pytest.approx(0.0015 + 0.00035 + 0.00015)
+    # a loop shorter than the floor (a pull faster than the floor: no wait) adds nothing
+    detail = run_window(clock, 0.0015, loop_s=0.0002, ready_pull_s=0.00035, scale_loop=False)
+    assert detail["s_per_step"] == pytest.approx(0.0015 + 0.00035)
+
+
 def test_a_window_slower_than_the_steps_makes_the_loop_no_slower(clock):
     # the window ran under heavier load than the steps: the loop stays as the steps timed it
     detail = run_window(clock, 0.0005, loop_s=0.0004, call_s_after_wait=0.0002)

@@ -751,7 +751,7 @@ def host_code_fix_prediction(
 
 
 def epoch_overhead_s_per_step(
-    steps: Sequence[StepSample], kept: Sequence[StepSample]
+    steps: Sequence[StepSample], kept: Sequence[StepSample], iterator_start_s: float = 0.0
 ) -> tuple[float, float]:
     """Work that recurs once an epoch and that no fix of the input removes, in seconds a step,
     and the part of it the steady steps' mean already holds.
@@ -780,7 +780,16 @@ def epoch_overhead_s_per_step(
 
     pydataset_io.py (a 4-process pool, 16 steps an epoch, ~0.2 s to start the pool again
     each epoch) was predicted x2.35-x5.27 against x1.34-x1.51 measured on its fixed twins:
-    the run's mean step held the restarts, the input-free window's step did not."""
+    the run's mean step held the restarts, the input-free window's step did not.
+
+    ``iterator_start_s``: what making a new iterator over the user's ``tf.data`` pipeline
+    costs (:func:`input_restart_s`). Keras makes one when an epoch has taken all its batches
+    (in the gap) and one when the next epoch starts (inside its first step's clock): the
+    input's work, which a free input does not pay. Each boundary's gap and first-step extra
+    are taken down by that much each. custom_train_step.py (a shuffle over file names, a
+    ``py_function`` map, 20 steps an epoch): 10-13 ms of gap and 12 ms of first-step extra at
+    each boundary, 0.89 ms a step of "epoch work"; its pipeline's iterator took 8-12 ms to
+    make, the fixed twin's (cached) 0.7 ms, whose whole epoch took 27 ms."""
     if not kept:
         return 0.0, 0.0
     steady_busy_s = statistics.median(s.step_s - min(s.wait_used_s, s.step_s) for s in kept)
@@ -796,9 +805,9 @@ def epoch_overhead_s_per_step(
         if previous[0] != current[0]:
             continue
         last, first = epochs[previous][-1], epochs[current][0]
-        gap_s = max(0.0, (first.t_s - first.step_s) - last.t_s)
+        gap_s = max(0.0, (first.t_s - first.step_s) - last.t_s - iterator_start_s)
         first_busy_s = first.step_s - min(first.wait_used_s, first.step_s)
-        extra_s = max(0.0, first_busy_s - steady_busy_s)
+        extra_s = max(0.0, first_busy_s - steady_busy_s - iterator_start_s)
         if id(first) in kept_ids:
             in_mean_s += extra_s  # any epoch's first step the mean holds
         figure_s = (gap_s + extra_s) / max(len(epochs[previous]), len(epochs[current]))
@@ -809,6 +818,18 @@ def epoch_overhead_s_per_step(
     if not per_step:
         return 0.0, 0.0
     return statistics.median(per_step), in_mean_s / len(kept)
+
+
+def input_restart_s(record: RunRecord) -> float:
+    """Seconds the user's ``tf.data`` pipeline takes to start over (a new iterator, which
+    Keras makes at every epoch's boundary on TensorFlow): the input-alone probe's
+    ``detail["iterator_start_s"]`` (:func:`stoke.diagnosis.measure.tf_pulls.iterator_start_seconds`).
+    0.0 for other inputs (Keras' own pipelines over arrays or a generator start over on a
+    fixed input too) or when not measured."""
+    probe = record.probes.get("input_alone")
+    if probe is None or record.input.kind != "tf.data":
+        return 0.0
+    return as_number(probe.detail.get("iterator_start_s")) or 0.0
 
 
 def input_free_step_s(record: RunRecord) -> float | None:
@@ -1130,7 +1151,7 @@ def analyse_run(record: RunRecord) -> Analysis:
     overlap = overlapped_producer(record, overlap_no_wait_s, batch_size, input_alone, cpu, step_s)
     if overlap is not None and predicted_speedup is not None:
         predicted_speedup = min(predicted_speedup, overlap["speedup"])
-    epoch_s, epoch_in_mean_s = epoch_overhead_s_per_step(steps, kept)
+    epoch_s, epoch_in_mean_s = epoch_overhead_s_per_step(steps, kept, input_restart_s(record))
     if epoch_s > 0 and predicted_speedup is not None and predicted_speedup > 1.0:
         # once an epoch, before and after the fix alike; where the mean step holds part of it
         # already, that part comes off the step first (and off the step predicted from the

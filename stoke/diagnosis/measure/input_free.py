@@ -41,7 +41,10 @@ taking a ready batch in (the hand-over, which a fixed input still pays) is timed
 window's end (:mod:`stoke.diagnosis.measure.handover`, ``detail["handover_s"]``): the analysis
 keeps that in the predicted step, not the wait less the generator's time. On TensorFlow each call is also
 charged what pulling a batch that is already waiting costs (the doctor's measured pull floor,
-which its step times count as compute). The process's CPU time per call is kept too
+which its step times count as compute), once: the loop the steps timed holds it already (the
+pull less the floor is their wait), and comes without it (custom_train_step.py, tf.data,
+a 1.2 ms model: the floor, 0.36 ms, counted twice in a 2.4 ms step, x15.9 predicted against
+x29-34 measured on its fixed twin). The process's CPU time per call is kept too
 (``detail["cpu_s_per_step"]``): the trainer's own CPU per step, for the shared-cores
 prediction.
 
@@ -223,7 +226,9 @@ class InputFreeWindow:
         call_s = elapsed / calls if calls else 0.0
         share = self.warm_share(call_s)
         loop_share = share ** LOOP_SHARE_EXPONENT if self.scale_loop else 1.0
-        loop_s = self.loop_s * loop_share  # back to back
+        # the run's steps timed the doctor's pull of a ready batch (its floor) in their loop:
+        # counted once, as ready_pull_s, which the window's calls (no pull) are charged
+        loop_s = max(0.0, self.loop_s - self.ready_pull_s) * loop_share  # back to back
         per_call = call_s + self.ready_pull_s + loop_s
         return ProbeResult(
             samples_per_s=self.batch_size / per_call if per_call > 0 else 0.0,

@@ -441,6 +441,7 @@ def measure_input_alone(fit, backend: str, seconds: float) -> ProbeResult | None
         )
         if result is not None and backend == "tensorflow":
             result.detail.update(_tf_ready_pull(fit.epoch_iterator, adapter, result))
+            result.detail.update(_tf_iterator_start(fit.epoch_iterator, adapter))
         return result
     finally:
         close = getattr(iterator, "close", None)
@@ -526,6 +527,21 @@ def _tf_ready_pull(epoch_iterator, adapter, alone: ProbeResult) -> dict:
         return {"ready_pull_s": ready_pull_seconds(dataset, pulls, pause_s)}
     except Exception as error:  # the probe's rate stands without it
         return {"ready_pull_error": repr(error)[:300]}
+
+
+def _tf_iterator_start(epoch_iterator, adapter) -> dict:
+    """TensorFlow: what making a new iterator over the dataset the trainer iterates costs
+    (``iterator_start_s``, :func:`stoke.diagnosis.measure.tf_pulls.iterator_start_seconds`),
+    which Keras pays at each epoch's boundary. Only for the training dataset itself."""
+    from stoke.diagnosis.measure.tf_pulls import iterator_start_seconds
+
+    dataset = getattr(epoch_iterator, "_distributed_dataset", None)
+    if adapter is not epoch_iterator.data_adapter or dataset is None:
+        return {}
+    try:
+        return {"iterator_start_s": iterator_start_seconds(dataset)}
+    except Exception as error:  # the probe's rate stands without it
+        return {"iterator_start_error": repr(error)[:300]}
 
 
 def _device_wait_function(backend: str):

@@ -25,6 +25,14 @@ waiting. Three pipelines are measured by :func:`ready_pull_seconds`:
   difference from the floor in the predicted step
   (:func:`stoke.diagnosis.judge.analysis.generator_handover_s`).
 
+And what starting the pipeline over costs (:func:`iterator_start_seconds`, the input-alone
+probe's ``detail["iterator_start_s"]``): Keras on TensorFlow makes a new iterator over the
+training dataset when an epoch has taken all its batches and again when the next one starts
+(``EpochIterator._enumerate_iterator``, Keras 3.15), each time building the whole pipeline
+(a ``shuffle`` over file names and a ``py_function`` map: 8-12 ms, twice an epoch; the same
+pipeline cached, 0.7 ms). That is the input's time at the epoch's boundary, which a free
+input does not pay (:func:`stoke.diagnosis.judge.analysis.epoch_overhead_s_per_step`).
+
 Owns nothing else: when each is measured belongs to the recorder and the probe.
 """
 
@@ -84,3 +92,15 @@ def generator_ready_pull_seconds(batch, pulls: int = 50) -> float:
             yield batch
 
     return ready_pull_seconds(GeneratorDataAdapter(endless()).get_tf_dataset(), pulls, pause_s=0.0)
+
+
+def iterator_start_seconds(dataset, tries: int = 3) -> float:
+    """The median time of ``tries`` ``iter(dataset)`` calls: what making a new iterator over
+    the pipeline costs (no batch is pulled; each iterator is dropped before the next)."""
+    times: list[float] = []
+    for _ in range(tries):
+        started = _perf_counter()
+        iterator = iter(dataset)
+        times.append(_perf_counter() - started)
+        del iterator
+    return statistics.median(times)
