@@ -348,6 +348,21 @@ def known_fit_steps(epoch_iterator, arguments: dict[str, Any], model) -> int | N
     return max(0, epochs) * calls_per_epoch
 
 
+def batches_left_in_epoch(epoch_iterator, steps_in_epoch: int, model) -> int | None:
+    """Batches the epoch in progress has still to train on after ``steps_in_epoch``
+    train-function calls, when Keras knows the epoch's length (``steps_per_epoch``, or the
+    input's ``num_batches``); None when it does not (a finite generator ends its epoch)."""
+    try:
+        per_epoch = (getattr(epoch_iterator, "steps_per_epoch", None)
+                     or epoch_iterator.num_batches) if epoch_iterator is not None else None
+    except Exception:
+        per_epoch = None
+    if not per_epoch:
+        return None
+    per_execution = max(1, int(getattr(model, "steps_per_execution", 1) or 1))
+    return max(0, int(per_epoch) - steps_in_epoch * per_execution)
+
+
 _HOST_MARKERS = (
     (re.compile(r"\bpy_function\b"), "tf.py_function"),
     (re.compile(r"\bnumpy_function\b"), "tf.numpy_function"),

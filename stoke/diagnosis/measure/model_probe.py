@@ -57,11 +57,14 @@ def fit_probes(
     run_ends_after_probes: bool,
     step_s: float,
     pull_s: float,
+    batches_left: int | None = None,
 ) -> list[Probe]:
     """The two probes of a measured ``fit``, in the order they run: the model alone on
     ``batch`` (the probe step's, kept by the schedule; on TensorFlow pulling inside the graph,
     one taken beside training: :func:`tf_batch_beside_training`), then the input alone. ``step_s`` and
-    ``pull_s``: what one step and one pull are expected to cost (the run's own steps)."""
+    ``pull_s``: what one step and one pull are expected to cost (the run's own steps).
+    ``batches_left``: the batches the epoch in progress has still to train on (None: not
+    known), which a script's generator may give the input-alone probe at most."""
     from stoke.diagnosis.measure.facts import leading_dim
 
     def model_alone(seconds: float, deadline: float) -> ProbeResult:
@@ -89,7 +92,7 @@ def fit_probes(
         Probe(
             "input_alone",
             "input-alone",
-            lambda seconds, deadline: measure_input_alone(fit, backend, seconds),
+            lambda seconds, deadline: measure_input_alone(fit, backend, seconds, batches_left),
             fixed_s=2 * pull_s,
             unit_s=pull_s,
             max_units=MAX_INPUT_BATCHES,
@@ -382,9 +385,18 @@ def _tf_model_device(model) -> str:
 # Input alone.
 
 
-def measure_input_alone(fit, backend: str, seconds: float) -> ProbeResult | None:
+def measure_input_alone(
+    fit, backend: str, seconds: float, batches_left: int | None = None
+) -> ProbeResult | None:
     """Iterate the run's data object with no model for about ``seconds``. None if it yielded
-    nothing."""
+    nothing.
+
+    A script's generator cannot be rewound: the batches the probe takes are kept and trained
+    on next. It takes no more than the epoch in progress has still to train on
+    (``batches_left``, counting those kept already): a later epoch's batches may depend on
+    what training does in between (a callback that raises a curriculum's difficulty each
+    epoch: the red-team's s20_curriculum_generator.py trained all 4 epochs on the first
+    level's batches, the probe having pulled 1,614 batches where 350 were left)."""
     from stoke.diagnosis.measure.system import child_pids
 
     # processes the run had before the probe (the training input's own workers, still
@@ -397,15 +409,25 @@ def measure_input_alone(fit, backend: str, seconds: float) -> ProbeResult | None
         if not generator.lock.acquire(timeout=60.0):
             return None
         try:
+            room = None if batches_left is None else batches_left - generator.kept_batches
+            if room is not None and room <= 0:
+                raise ProbeNotRun(
+                    "the epoch in progress had no batch left to take from the script's "
+                    "generator (the probe keeps what it takes for training, and a later "
+                    "epoch's batches may depend on what training changes)")
+            limit = None if room is None else generator.kept_batches + room
             return _time_pulls(
                 generator.take_for_probe,
                 seconds,
                 warmup=0,
                 detail={
                     "method": "next() on the script's generator, on this thread",
-                    "note": "the batches the probe takes are kept and trained on next, in order",
+                    "note": "the batches the probe takes are kept and trained on next, in "
+                            "order; no more than the epoch in progress has left",
+                    "batches_left_in_epoch": batches_left,
                 },
-                enough=generator.kept_full,
+                enough=lambda: generator.kept_full() or (
+                    limit is not None and generator.kept_batches >= limit),
                 not_the_probes=running,
             )
         finally:

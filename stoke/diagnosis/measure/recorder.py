@@ -31,6 +31,7 @@ from stoke.diagnosis.measure import phases
 from stoke.diagnosis.measure.facts import (
     base_meta,
     batch_facts,
+    batches_left_in_epoch,
     env_facts,
     input_facts,
     keras_backend,
@@ -536,6 +537,9 @@ class Recorder:
                 run_ends_after_probes=self._run_ends_after_probes(),
                 step_s=step_s,
                 pull_s=self.clock.wait_s_estimate(),
+                batches_left=batches_left_in_epoch(
+                    self.fit.epoch_iterator if self.fit else None, self.clock.steps_in_epoch,
+                    timed_function.model),
             )
             # host code in the model: the step its fix gives, after the model alone
             model = self.record.model

@@ -68,6 +68,7 @@ class StepClock:
         # steps say so (StepSample.wait_timed) and their wait is estimated after the run
         self.waits_timed = True
         self._steps_in_loop = 0
+        self.steps_in_epoch = 0  # steps ended since the epoch in progress began
         self._loop = -1  # the fit (or train_on_batch loop) in progress, from 0
         self._epoch = -1
         self._prev_end: float | None = None
@@ -95,6 +96,7 @@ class StepClock:
 
     def begin_epoch(self) -> None:
         self._epoch += 1
+        self.steps_in_epoch = 0
         self.restart()
 
     def restart(self) -> None:
@@ -200,6 +202,7 @@ class StepClock:
         else:
             self.truncated = True
         self.steps_seen += 1
+        self.steps_in_epoch += 1
         self._steps_in_loop += 1
         if synced:
             self.synced_steps += 1
