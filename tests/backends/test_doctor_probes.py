@@ -309,6 +309,34 @@ def test_probes_leave_the_weights_as_training_left_them():
         np.testing.assert_allclose(after_measured, after_plain, rtol=1e-5, atol=1e-6)
 
 
+def test_probes_leave_a_seeded_runs_random_draws_as_they_were():
+    # the red-team's s23_determinism.py (torch): a seeded model with Dropout trained to other
+    # weights under the doctor, from the epoch after the probes on (unseeded dropout draws
+    # from torch's global generator, and so did the probes' steps)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(96, 16)).astype("float32")
+    y = rng.normal(size=(96, 1)).astype("float32")
+
+    def seeded_fit(doctored: bool):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32, activation="relu"),
+                                  keras.layers.Dropout(0.3), keras.layers.Dense(1)])
+        model.compile(optimizer="adam", loss="mse")
+        if not doctored:
+            model.fit(x, y, batch_size=32, epochs=3, verbose=0)
+            return model, None
+        with session.doctor(probe_after_steps=3, probe_seconds=0.2, sample_system=False,
+                            probe_budget_min_s=60.0) as d:
+            model.fit(x, y, batch_size=32, epochs=3, verbose=0)
+        return model, d.record
+
+    plain, _ = seeded_fit(False)
+    measured, record = seeded_fit(True)
+    assert record.probes["model_alone"].batches >= 3
+    for after_plain, after_measured in zip(plain.get_weights(), measured.get_weights(), strict=True):
+        np.testing.assert_array_equal(after_measured, after_plain)
+
+
 class SlowBatches(keras.utils.PyDataset):
     """An index-based input that takes ``load_s`` per batch: the same batches in the same
     order every epoch, so two runs can be compared weight for weight."""

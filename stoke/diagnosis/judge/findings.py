@@ -490,9 +490,13 @@ def _prediction_sentence(analysis: Analysis) -> str:
     return text + "."
 
 
-# the share of an epoch fit's validation must take, and its generator's share of that, to be named
+# the share of an epoch fit's validation must take, and its generator's share of that, to be named.
+# The generator's time is known over all validations, the first (tracing) one's too, the
+# validation's without the first: on a loaded machine the second validation of
+# slow_validation.py took 0.42 s against 0.26 s for the first, its generator 0.35 s over both
+# (0.17 s a call: 42%, unnamed at a half)
 _VALIDATION_EPOCH_SHARE = 0.2
-_VALIDATION_INPUT_SHARE = 0.5
+_VALIDATION_INPUT_SHARE = 1 / 3
 
 
 def slow_validation(record: RunRecord, analysis: Analysis) -> Finding | None:

@@ -37,7 +37,11 @@ from collections.abc import Callable
 from typing import Any
 
 from stoke.diagnosis.measure.probe_schedule import Probe, ProbeNotRun
-from stoke.diagnosis.measure.training_state import copy_jax_state, snapshot_variables
+from stoke.diagnosis.measure.training_state import (
+    copy_jax_state,
+    snapshot_global_random,
+    snapshot_variables,
+)
 from stoke.diagnosis.record import ProbeResult
 
 _perf_counter = time.perf_counter
@@ -446,6 +450,8 @@ def measure_input_alone(
         dataset = getattr(adapter.py_dataset, "keras2_sequence", adapter.py_dataset)
         adapter = PyDatasetAdapter(dataset, shuffle=False)
         fresh_pool = adapter.enqueuer is not None
+    # the batches are dropped: so are the random draws the fresh iterator made
+    restore_random = snapshot_global_random()
     iterator, how = fresh_trainer_iterator(fit.epoch_iterator, adapter, backend)
     workers = fresh_pool or int(getattr(fit.arguments.get("x"), "num_workers", 0) or 0) > 0
     try:
@@ -477,6 +483,7 @@ def measure_input_alone(
                 adapter.enqueuer.stop()
             except Exception:
                 pass
+        restore_random()
 
 
 def fresh_trainer_iterator(epoch_iterator, adapter, backend: str):

@@ -4,13 +4,15 @@ Owns the three ways a probe leaves the run's weights as training left them: a co
 training state (Keras donates the state to each step, so a probe steps on a copy), a snapshot
 of every model, optimizer and metric variable put back afterwards (TensorFlow, torch), and
 handing a JAX state back to the model (the last step's before the doctor ends a ``fit`` early,
-or the state an abandoned input-free window saved). Used by
+or the state an abandoned input-free window saved). And torch's global random state, which
+a probe's steps and a fresh ``DataLoader`` iterator draw from (:func:`snapshot_torch_random`). Used by
 :mod:`stoke.diagnosis.measure.model_probe`, :mod:`stoke.diagnosis.measure.input_free` and the
 recorder's step limit; Keras and JAX are imported inside the functions.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -58,10 +60,59 @@ def snapshot_variables(model) -> Callable[[], None]:
                 seen.add(id(variable))
                 variables.append(variable)
     saved = [keras.ops.copy(variable.value) for variable in variables]
+    restore_random = snapshot_torch_random()
 
     def restore() -> None:
         for variable, value in zip(variables, saved, strict=True):
             variable.assign(value)
+        restore_random()
+
+    return restore
+
+
+def snapshot_global_random() -> Callable[[], None]:
+    """Python's, NumPy's and torch's global random states (:func:`snapshot_torch_random`);
+    the returned function puts them back. For the input-alone probe's fresh iterator, whose
+    batches are dropped: Keras' array adapter draws each iterator's shuffle from NumPy's
+    global stream (``np.random.permutation``, JAX and NumPy paths), a script's dataset may
+    draw its augmentations there (a seeded JAX run with Dropout on shuffled arrays trained to
+    other weights under the doctor: the probe's iterator had drawn a permutation). Draws the
+    run's own background producers (a prefetching ``tf.data`` map in Python, a ``PyDataset``'s
+    threads) make while the probe runs come back too: they are made again, not lost."""
+    import random
+
+    import numpy as np
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    restore_torch = snapshot_torch_random()
+
+    def restore() -> None:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        restore_torch()
+
+    return restore
+
+
+def snapshot_torch_random() -> Callable[[], None]:
+    """torch's global random state (the CPU generator, and each CUDA device's once CUDA is
+    initialised); the returned function puts it back. A probe draws from it where the run
+    would not: Keras' torch dropout without a seed is ``torch.nn.functional.dropout`` on the
+    global generator, and a ``DataLoader``'s new iterator draws its base seed and its
+    sampler's there (the red-team's s23_determinism.py and s25_torch_loader_seeded.py, seeded
+    with ``keras.utils.set_random_seed``: History and weights differed from the second epoch
+    on under the doctor). Not Python's or NumPy's global streams: the run's own input threads
+    may draw from those while the probes run. A no-op when torch was never imported."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return lambda: None
+    cpu = torch.random.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+
+    def restore() -> None:
+        torch.random.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
 
     return restore
 
