@@ -389,3 +389,35 @@ def test_a_python_input_on_the_trainers_thread_is_not_called_a_hand_over():
         reason = no_gain_reason(diagnosis)
         assert reason.startswith("no faster"), reason
         assert ("handing each batch over" in reason) is handover, (kind, reason)
+
+
+_PARALLEL_PREFETCHED = {"tf_data_parallel_map": True, "tf_data_map_parallelism": [-1],
+                        "tf_data_prefetch": False, "tf_data_inject_prefetch": True}
+
+
+def test_parallel_tf_data_faster_than_the_model_alone_is_not_called_too_slow():
+    # s18_tfrecord_noprefetch.py on TF: TFRecord interleave, map(num_parallel_calls=AUTOTUNE),
+    # batch, tf.data's own prefetch; 6-8% wait, input alone 1.28x the model: it keeps up alone
+    extra = {**_PARALLEL_PREFETCHED, "tf_data_py_function": False}
+    record = make_record(kind="tf.data", wait_s=0.0012, step_s=0.015, batch_size=32,
+                         backend="tensorflow", model_alone=8794.0, input_alone=11233.0,
+                         input_extra=extra)
+    assert analyse(record).input_is_limit is True  # under INPUT_LIMIT_FACTOR, yet faster
+    assert "input-too-slow" not in ids(record)
+
+
+@pytest.mark.parametrize("py_function", [False, True])
+def test_a_parallel_prefetched_tf_data_pipeline_is_not_told_to_map_in_parallel(py_function):
+    # s11_tfdata_numpy_function_parallel.py (numpy_function in a parallel map, prefetch) and
+    # its TF-ops twin: the input alone really slower than the model. The fix names what the
+    # pipeline lacks, and it lacks neither a parallel map nor a prefetch
+    extra = {**_PARALLEL_PREFETCHED, "tf_data_py_function": py_function}
+    record = make_record(kind="tf.data", wait_s=0.03, step_s=0.04, backend="tensorflow",
+                         model_alone=64 / 0.009, input_alone=64 / 0.03, input_extra=extra)
+    finding = analyse(record).finding("input-too-slow")
+    assert finding is not None
+    assert "num_parallel_calls" not in finding.fix and ".prefetch(" not in finding.fix
+    assert "already maps in parallel and prefetches" in finding.fix
+    assert "ds.cache()" in finding.fix
+    # stoke only for the Python map (numpy_function holds the GIL in tf.data's threads)
+    assert ("stoke." in finding.fix) is py_function
