@@ -421,3 +421,29 @@ def test_a_parallel_prefetched_tf_data_pipeline_is_not_told_to_map_in_parallel(p
     assert "ds.cache()" in finding.fix
     # stoke only for the Python map (numpy_function holds the GIL in tf.data's threads)
     assert ("stoke." in finding.fix) is py_function
+
+
+def test_stoke_on_a_plain_generator_is_bounded_by_the_generator_alone():
+    # s10_long_for_ctrlc.py on JAX: a generator sleeping 5 ms a batch on the trainer's thread,
+    # a tiny model on 2 CPU cores. The cores allowed 115,760 samples/s, so "with stoke" read
+    # x21.5; stoke.accelerate runs one copy of a generator (6,021 samples/s alone): x1.03
+    record = make_record(kind="generator", wait_s=0.00574, step_s=0.00595, batch_size=32,
+                         cores=2, self_pct=100.0, other_pct=4.0, gpus_visible=0, gpus_used=0,
+                         model_alone=550502.0, input_alone=6021.0, backend="jax",
+                         input_extra={"main_thread": True, "producer": "trainer-thread",
+                                      "generator_s_per_batch": 0.005257})
+    record.probes["input_free"] = ProbeResult(143384.0, 0.2, 100, {"s_per_step": 32 / 143384.0,
+                                                                    "cpu_s_per_step": 32 * 6.7e-6})
+    record.probes["input_alone"].detail["cpu_s_per_sample"] = 1.03e-5
+    diagnosis = analyse(record)
+    generator_alone = max(6021.0, 32 / 0.005257)
+    with_stoke = diagnosis.prediction.with_stoke_here
+    assert diagnosis.predicted_speedup > 10  # the input made free: the model is that fast
+    assert with_stoke <= generator_alone / diagnosis.throughput + 0.01
+    shared = diagnosis.prediction.shared_cores
+    assert shared["limited_by"].startswith("the generator itself")
+    assert shared["generator_alone_samples_per_s"] == pytest.approx(generator_alone, rel=1e-3)
+    finding = diagnosis.finding("generator-on-main-thread")
+    assert finding.expected_gain == with_stoke
+    assert "no more than the generator makes alone" in finding.message
+    assert "shared-cores" not in ids(record)  # the generator is the limit, not the cores

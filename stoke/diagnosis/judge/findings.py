@@ -500,6 +500,15 @@ def _prediction_sentence(analysis: Analysis) -> str:
             f"({analysis.cpu.other_cores:.1f} taken by other processes, the rest shared by the "
             f"trainer and the workers): {speedup(prediction.with_stoke_here)}"
         )
+        generator_rate = prediction.shared_cores.get("generator_alone_samples_per_s")
+        if generator_rate and str(prediction.shared_cores.get("limited_by", "")).startswith(
+                "the generator itself"):
+            text += (
+                f", no more than the generator makes alone ({rate(generator_rate)}): "
+                "stoke.accelerate runs one copy of a generator, off the trainer's thread, so "
+                "it overlaps it with the step but cannot spread it over workers (a dataset "
+                "with len() and [i] can be)"
+            )
     return text + "."
 
 
