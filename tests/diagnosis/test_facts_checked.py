@@ -8,7 +8,7 @@ import pytest
 from stoke.diagnosis.judge import findings
 from stoke.diagnosis.judge.diagnosis import analyse
 from stoke.diagnosis.record import ProbeResult, StepSample
-from tests.diagnosis.synthetic import make_record
+from tests.diagnosis.synthetic import make_record, make_steps
 
 
 def ids(record) -> list[str]:
@@ -447,3 +447,39 @@ def test_stoke_on_a_plain_generator_is_bounded_by_the_generator_alone():
     assert finding.expected_gain == with_stoke
     assert "no more than the generator makes alone" in finding.message
     assert "shared-cores" not in ids(record)  # the generator is the limit, not the cores
+
+
+def _mirrored_in_memory(input_alone: float):
+    # s24_mirrored_strategy.py on TF: from_tensor_slices -> shuffle -> batch -> prefetch (no
+    # map) under MirroredStrategy: the pull is inside the graph, so the 42% "wait" is the step
+    # less the model-alone step, an estimate; the model alone makes 14,396 samples/s
+    extra = {"wait_method": "estimated-from-model-alone", "tf_data_parallel_map": None,
+             "tf_data_map_parallelism": None, "tf_data_prefetch": True,
+             "tf_data_py_function": False, "main_thread": False, "producer": "native",
+             "tf_data_ops": ["BatchDatasetV2", "PrefetchDataset", "ShuffleDatasetV3",
+                             "TensorSliceDataset"]}
+    return make_record(kind="tf.data", wait_s=0.00324, step_s=0.00767, batch_size=64,
+                       steps=make_steps(wait_s=0.00324, step_s=0.00767, estimated=True),
+                       cores=2, gpus_visible=0, gpus_used=0, backend="tensorflow",
+                       model_alone=14396.0, input_alone=input_alone, input_extra=extra)
+
+
+def test_an_estimated_wait_on_an_in_memory_pipeline_is_not_called_the_limit():
+    record = _mirrored_in_memory(input_alone=26261.0)  # 1.8x the model
+    diagnosis = analyse(record)
+    assert diagnosis.input_wait_source == "model-alone-estimate"
+    assert diagnosis.verdict not in ("input-bound", "partly-input-bound")
+    assert diagnosis.bound.limited_by != "input"
+    assert diagnosis.predicted_speedup == 1.0
+    assert diagnosis.prediction.with_stoke_here in (None, 1.0)
+    assert diagnosis.prediction.confidence != "high"
+    assert "estimate" in diagnosis.verdict_reason and "in memory" in diagnosis.verdict_reason
+    assert not {"input-too-slow", "shared-cores", "no-prefetch"} & set(ids(record))
+    assert not any("stoke." in f.fix for f in diagnosis.findings)
+
+
+def test_an_in_memory_pipeline_measured_slower_than_the_model_is_still_blamed():
+    # the same pipeline, its input alone measured at half the model's rate: the estimate stands
+    diagnosis = analyse(_mirrored_in_memory(input_alone=7000.0))
+    assert diagnosis.verdict == "input-bound"
+    assert diagnosis.predicted_speedup > 1.0

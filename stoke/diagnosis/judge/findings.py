@@ -376,6 +376,8 @@ def shared_cores(record: RunRecord, analysis: Analysis) -> Finding | None:
     numbers = prediction.shared_cores
     if not numbers:
         return None
+    if in_memory_input(record) and analysis.input_wait_source != "measured":
+        return None  # an estimated wait on arrays in memory: no workers to size (analysis)
     if not cores_are_the_limit(analysis) and analysis.input_is_limit is not False:
         return None
     if not cores_are_the_limit(analysis) and (prediction.with_stoke_here or 1.0) < 1 + _PARTLY_WAIT:
@@ -403,7 +405,8 @@ def shared_cores(record: RunRecord, analysis: Analysis) -> Finding | None:
                       and analysis.input_alone < analysis.model_alone)
     if slow_input:
         because = "the input is slower than the model and shares the cores with it"
-    elif analysis.input_is_limit is False:
+    elif analysis.input_is_limit is False or _input_keeps_up_alone(analysis):
+        # s24_mirrored_strategy.py: input alone 2.3x the model was "slow alone too"
         because = "the cores are shared, not because the input is slow"
     else:  # the cores are the limit, and the input alone is slow too
         because = "the input is slow alone too, but the cores, shared, are the limit"
