@@ -509,3 +509,22 @@ def test_a_prediction_below_the_input_free_step_says_why():
     plain = analyse(make_record(kind="generator", wait_s=0.03, step_s=0.04,
                                 input_extra={"main_thread": True}))
     assert findings.below_input_free_window(plain) == ""
+
+
+def test_shared_cores_on_a_tf_data_pipeline_of_tf_ops_keeps_tf_data():
+    # s18_tfrecord_noprefetch.py re-run on a loaded machine (1.5 of 2 cores taken): the cores
+    # are the limit; the fix bounds the map's parallel calls instead of moving to stoke
+    extra = {**_PARALLEL_PREFETCHED, "tf_data_py_function": False}
+    record = make_record(kind="tf.data", wait_s=0.00244, step_s=0.0147, batch_size=32,
+                         cores=2, self_pct=53.0, other_pct=147.0, gpus_visible=0, gpus_used=0,
+                         backend="tensorflow", model_alone=4849.0, input_alone=12323.0,
+                         input_extra=extra)
+    record.probes["input_free"] = ProbeResult(2490.0, 0.2, 20, {"s_per_step": 0.0122,
+                                                                "cpu_s_per_step": 32 * 1.287e-4})
+    record.probes["input_alone"].detail["cpu_s_per_sample"] = 8.24e-5
+    diagnosis = analyse(record)
+    shared = diagnosis.finding("shared-cores")
+    assert shared is not None
+    assert "not because the input is slow" in shared.message
+    assert "stoke." not in shared.fix and "num_parallel_calls=1" in shared.fix
+    assert "input-too-slow" not in ids(record)

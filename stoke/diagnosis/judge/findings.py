@@ -415,7 +415,7 @@ def shared_cores(record: RunRecord, analysis: Analysis) -> Finding | None:
         f"make {rate(cores_rate)} (trainer ~{trainer_cores:.1f} cores, input "
         f"~{input_cores:.1f})."
     )
-    fix = shared_cores_fix(input_cores, cores_rate, record.input.batch_size or 64)
+    fix = shared_cores_fix(input_cores, cores_rate, record.input.batch_size or 64, record.input)
     return Finding(
         id="shared-cores",
         severity="high" if wait >= _INPUT_BOUND_WAIT else "medium",
@@ -497,6 +497,9 @@ def _prediction_sentence(analysis: Analysis) -> str:
         )
     else:
         text = f" With the input off the critical path the run would be {speedup(gain)} as fast"
+    below = below_input_free_window(analysis)
+    if below:
+        text += f" ({below})"
     if prediction is not None and prediction.with_stoke_here is not None and analysis.cpu:
         text += (
             f"; stoke on these {analysis.cpu.cores} cores "
@@ -512,9 +515,6 @@ def _prediction_sentence(analysis: Analysis) -> str:
                 "it overlaps it with the step but cannot spread it over workers (a dataset "
                 "with len() and [i] can be)"
             )
-    below = below_input_free_window(analysis)
-    if below:
-        text += f" ({below})"
     return text + "."
 
 

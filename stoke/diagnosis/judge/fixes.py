@@ -262,13 +262,28 @@ PREFETCH_FIX = (
 )
 
 
-def shared_cores_fix(input_cores: float, rate: float, batch_size: int) -> str:
-    """The cores, not the workers, are the limit: size the workers to what the input needs."""
+def shared_cores_fix(input_cores: float, rate: float, batch_size: int,
+                     inputs: InputFacts | None = None) -> str:
+    """The cores, not the workers, are the limit: size the workers to what the input needs.
+    A tf.data pipeline of TF ops (``inputs``) keeps tf.data, its parallelism bounded: stoke's
+    workers are for Python per-sample work (s18_tfrecord_noprefetch.py on TF, input alone 2.5x
+    the model, was told to move to ``stoke.from_sequence``)."""
     workers_needed = max(1, math.ceil(input_cores))
-    return (
+    head = (
         "# The cores, not the workers, are the limit: more workers take cores from the model.\n"
         f"# The input needs about {input_cores:.1f} core(s) at {rate:,.0f} samples/s: give it\n"
-        f"# {workers_needed} worker(s) and leave the rest to the model's threads, or let stoke's\n"
+    )
+    if inputs is not None and inputs.kind == "tf.data" and inputs.tf_data_py_function is False:
+        return (
+            head
+            + f"# {workers_needed} parallel call(s), not AUTOTUNE (which sizes its threads to every\n"
+            "# core), and leave the rest to the model's threads:\n"
+            f"ds = ds.map(load_and_augment, num_parallel_calls={workers_needed})\n"
+            "# More speed needs more cores or a GPU for the model.\n"
+        )
+    return (
+        head
+        + f"# {workers_needed} worker(s) and leave the rest to the model's threads, or let stoke's\n"
         "# tuner budget the cores (it measures the trainer's own CPU per step):\n"
         "import stoke\n"
         f"train = stoke.from_sequence(samples).map(load).batch({batch_size})"
