@@ -1224,15 +1224,15 @@ def analyse_run(record: RunRecord) -> Analysis:
         alone = (f"; alone it makes {input_alone / model_rate:.1f}x what the model takes"
                  if input_alone and model_rate else "")
         signals = (
-            f"each step takes {wait_fraction:.0%} longer than the model alone on a cached batch "
+            f"{wait_fraction:.0%} of each step is time beyond the model alone on a cached batch "
             f"(an estimate: the input's wait was not timed), and the input is in memory{alone}",
             *signals,
         )
         verdict = "overhead-bound"
         reason = (
-            f"the step takes {wait_fraction:.0%} longer than the model alone (not measured as "
-            "a wait: estimated as step time minus the model-alone step, since TensorFlow pulls "
-            "the batch inside the compiled loop); the input is arrays in memory "
+            f"{wait_fraction:.0%} of each step is time beyond the model alone on a cached batch "
+            "(not measured as a wait: estimated as step time minus the model-alone step, since "
+            "TensorFlow pulls the batch inside the compiled loop); the input is arrays in memory "
             "(or a tf.data pipeline with no map), which no input fix makes faster, so that "
             f"time is not counted against it{alone}"
         )
