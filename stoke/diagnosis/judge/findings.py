@@ -518,6 +518,10 @@ def _prediction_sentence(analysis: Analysis) -> str:
     return text + "."
 
 
+# overlapped_producer's "limited_by", in the words below_input_free_window prints
+_OVERLAP_LIMITS = {"input": "the input alone", "model and loop": "the model and loop"}
+
+
 def below_input_free_window(analysis: Analysis) -> str:
     """Why the one prediction is below what the input-free window alone gives (its step against
     the run's), in words with the numbers, or "" when it is not (within 10%): the report prints
@@ -537,11 +541,13 @@ def below_input_free_window(analysis: Analysis) -> str:
         return ""
     reasons = []
     overlap = prediction.overlapped_producer
-    if overlap and overlap.get("keras_step_s", 0) > overlap.get("no_wait_step_s", 0):
+    if (overlap and overlap.get("keras_step_s", 0) > overlap.get("no_wait_step_s", 0)
+            and overlap.get("keras_step_s", 0) < 0.95 * bound.step_s):
         reasons.append(
             f"Keras pulls inside its compiled step while one tf.data thread makes the next "
             f"batch, so without the doctor's timed pull a step already takes "
-            f"{ms(overlap['keras_step_s'])} (limited by {overlap.get('limited_by')}), not the "
+            f"{ms(overlap['keras_step_s'])} (limited by "
+            f"{_OVERLAP_LIMITS.get(overlap.get('limited_by'), overlap.get('limited_by'))}), not the "
             f"{ms(bound.step_s)} timed here; freeing the input takes that to "
             f"{ms(overlap['no_wait_step_s'])} ({speedup(overlap['speedup'])})"
         )
