@@ -8,7 +8,7 @@ import pytest
 from stoke.diagnosis.judge import findings
 from stoke.diagnosis.judge.diagnosis import analyse
 from stoke.diagnosis.record import ProbeResult, StepSample
-from tests.diagnosis.synthetic import make_record
+from tests.diagnosis.synthetic import make_record, make_steps
 
 
 def ids(record) -> list[str]:
@@ -389,3 +389,142 @@ def test_a_python_input_on_the_trainers_thread_is_not_called_a_hand_over():
         reason = no_gain_reason(diagnosis)
         assert reason.startswith("no faster"), reason
         assert ("handing each batch over" in reason) is handover, (kind, reason)
+
+
+_PARALLEL_PREFETCHED = {"tf_data_parallel_map": True, "tf_data_map_parallelism": [-1],
+                        "tf_data_prefetch": False, "tf_data_inject_prefetch": True}
+
+
+def test_parallel_tf_data_faster_than_the_model_alone_is_not_called_too_slow():
+    # s18_tfrecord_noprefetch.py on TF: TFRecord interleave, map(num_parallel_calls=AUTOTUNE),
+    # batch, tf.data's own prefetch; 6-8% wait, input alone 1.28x the model: it keeps up alone
+    extra = {**_PARALLEL_PREFETCHED, "tf_data_py_function": False}
+    record = make_record(kind="tf.data", wait_s=0.0012, step_s=0.015, batch_size=32,
+                         backend="tensorflow", model_alone=8794.0, input_alone=11233.0,
+                         input_extra=extra)
+    assert analyse(record).input_is_limit is True  # under INPUT_LIMIT_FACTOR, yet faster
+    assert "input-too-slow" not in ids(record)
+
+
+@pytest.mark.parametrize("py_function", [False, True])
+def test_a_parallel_prefetched_tf_data_pipeline_is_not_told_to_map_in_parallel(py_function):
+    # s11_tfdata_numpy_function_parallel.py (numpy_function in a parallel map, prefetch) and
+    # its TF-ops twin: the input alone really slower than the model. The fix names what the
+    # pipeline lacks, and it lacks neither a parallel map nor a prefetch
+    extra = {**_PARALLEL_PREFETCHED, "tf_data_py_function": py_function}
+    record = make_record(kind="tf.data", wait_s=0.03, step_s=0.04, backend="tensorflow",
+                         model_alone=64 / 0.009, input_alone=64 / 0.03, input_extra=extra)
+    finding = analyse(record).finding("input-too-slow")
+    assert finding is not None
+    assert "num_parallel_calls" not in finding.fix and ".prefetch(" not in finding.fix
+    assert "already maps in parallel and prefetches" in finding.fix
+    assert "ds.cache()" in finding.fix
+    # stoke only for the Python map (numpy_function holds the GIL in tf.data's threads)
+    assert ("stoke." in finding.fix) is py_function
+
+
+def test_stoke_on_a_plain_generator_is_bounded_by_the_generator_alone():
+    # s10_long_for_ctrlc.py on JAX: a generator sleeping 5 ms a batch on the trainer's thread,
+    # a tiny model on 2 CPU cores. The cores allowed 115,760 samples/s, so "with stoke" read
+    # x21.5; stoke.accelerate runs one copy of a generator (6,021 samples/s alone): x1.03
+    record = make_record(kind="generator", wait_s=0.00574, step_s=0.00595, batch_size=32,
+                         cores=2, self_pct=100.0, other_pct=4.0, gpus_visible=0, gpus_used=0,
+                         model_alone=550502.0, input_alone=6021.0, backend="jax",
+                         input_extra={"main_thread": True, "producer": "trainer-thread",
+                                      "generator_s_per_batch": 0.005257})
+    record.probes["input_free"] = ProbeResult(143384.0, 0.2, 100, {"s_per_step": 32 / 143384.0,
+                                                                    "cpu_s_per_step": 32 * 6.7e-6})
+    record.probes["input_alone"].detail["cpu_s_per_sample"] = 1.03e-5
+    diagnosis = analyse(record)
+    generator_alone = max(6021.0, 32 / 0.005257)
+    with_stoke = diagnosis.prediction.with_stoke_here
+    assert diagnosis.predicted_speedup > 10  # the input made free: the model is that fast
+    assert with_stoke <= generator_alone / diagnosis.throughput + 0.01
+    shared = diagnosis.prediction.shared_cores
+    assert shared["limited_by"].startswith("the generator itself")
+    assert shared["generator_alone_samples_per_s"] == pytest.approx(generator_alone, rel=1e-3)
+    finding = diagnosis.finding("generator-on-main-thread")
+    assert finding.expected_gain == with_stoke
+    assert "no more than the generator makes alone" in finding.message
+    assert "shared-cores" not in ids(record)  # the generator is the limit, not the cores
+
+
+def _mirrored_in_memory(input_alone: float):
+    # s24_mirrored_strategy.py on TF: from_tensor_slices -> shuffle -> batch -> prefetch (no
+    # map) under MirroredStrategy: the pull is inside the graph, so the 42% "wait" is the step
+    # less the model-alone step, an estimate; the model alone makes 14,396 samples/s
+    extra = {"wait_method": "estimated-from-model-alone", "tf_data_parallel_map": None,
+             "tf_data_map_parallelism": None, "tf_data_prefetch": True,
+             "tf_data_py_function": False, "main_thread": False, "producer": "native",
+             "tf_data_ops": ["BatchDatasetV2", "PrefetchDataset", "ShuffleDatasetV3",
+                             "TensorSliceDataset"]}
+    return make_record(kind="tf.data", wait_s=0.00324, step_s=0.00767, batch_size=64,
+                       steps=make_steps(wait_s=0.00324, step_s=0.00767, estimated=True),
+                       cores=2, gpus_visible=0, gpus_used=0, backend="tensorflow",
+                       model_alone=14396.0, input_alone=input_alone, input_extra=extra)
+
+
+def test_an_estimated_wait_on_an_in_memory_pipeline_is_not_called_the_limit():
+    record = _mirrored_in_memory(input_alone=26261.0)  # 1.8x the model
+    diagnosis = analyse(record)
+    assert diagnosis.input_wait_source == "model-alone-estimate"
+    assert diagnosis.verdict not in ("input-bound", "partly-input-bound")
+    assert diagnosis.bound.limited_by != "input"
+    assert diagnosis.predicted_speedup == 1.0
+    assert diagnosis.prediction.with_stoke_here in (None, 1.0)
+    assert diagnosis.prediction.confidence != "high"
+    assert "estimate" in diagnosis.verdict_reason and "in memory" in diagnosis.verdict_reason
+    assert not {"input-too-slow", "shared-cores", "no-prefetch"} & set(ids(record))
+    assert not any("stoke." in f.fix for f in diagnosis.findings)
+
+
+def test_an_in_memory_pipeline_measured_slower_than_the_model_is_still_blamed():
+    # the same pipeline, its input alone measured at half the model's rate: the estimate stands
+    diagnosis = analyse(_mirrored_in_memory(input_alone=7000.0))
+    assert diagnosis.verdict == "input-bound"
+    assert diagnosis.predicted_speedup > 1.0
+
+
+def test_a_prediction_below_the_input_free_step_says_why():
+    # s03_sequence_multi_input.py on TF: a PyDataset in Keras' tf.data thread, 46% wait timed
+    # by the doctor's eager pull; the input-free step (2.29 ms, 2.2x the run) beside "x1.05"
+    # read as a contradiction. Keras' own pull overlaps that thread: a step takes the input
+    # alone's 2.79 ms without the doctor, and freeing the input wins only that
+    from stoke.diagnosis.report.terminal import terminal_text
+
+    record = make_record(kind="pydataset", wait_s=0.00239, step_s=0.00514, batch_size=32,
+                         backend="tensorflow", model_alone=23099.0, input_alone=11462.0,
+                         input_extra={"main_thread": False, "producer": "tf.data-thread"})
+    record.probes["input_free"] = ProbeResult(13972.0, 0.13, 79, {"s_per_step": 0.00229})
+    diagnosis = analyse(record)
+    window = diagnosis.bound.no_wait_throughput / diagnosis.throughput
+    assert window > 1.5 * diagnosis.predicted_speedup  # the two figures the report prints
+    why = findings.below_input_free_window(diagnosis)
+    assert "one tf.data thread" in why and "2.79 ms" in why
+    assert why in " ".join(terminal_text(diagnosis, width=10_000).split())
+    finding = diagnosis.finding("generator-on-main-thread")
+    assert finding.expected_gain == pytest.approx(diagnosis.predicted_speedup, abs=0.01)
+    assert why in finding.message
+    # a prediction that is the input-free step's own needs no such words
+    plain = analyse(make_record(kind="generator", wait_s=0.03, step_s=0.04,
+                                input_extra={"main_thread": True}))
+    assert findings.below_input_free_window(plain) == ""
+
+
+def test_shared_cores_on_a_tf_data_pipeline_of_tf_ops_keeps_tf_data():
+    # s18_tfrecord_noprefetch.py re-run on a loaded machine (1.5 of 2 cores taken): the cores
+    # are the limit; the fix bounds the map's parallel calls instead of moving to stoke
+    extra = {**_PARALLEL_PREFETCHED, "tf_data_py_function": False}
+    record = make_record(kind="tf.data", wait_s=0.00244, step_s=0.0147, batch_size=32,
+                         cores=2, self_pct=53.0, other_pct=147.0, gpus_visible=0, gpus_used=0,
+                         backend="tensorflow", model_alone=4849.0, input_alone=12323.0,
+                         input_extra=extra)
+    record.probes["input_free"] = ProbeResult(2490.0, 0.2, 20, {"s_per_step": 0.0122,
+                                                                "cpu_s_per_step": 32 * 1.287e-4})
+    record.probes["input_alone"].detail["cpu_s_per_sample"] = 8.24e-5
+    diagnosis = analyse(record)
+    shared = diagnosis.finding("shared-cores")
+    assert shared is not None
+    assert "not because the input is slow" in shared.message
+    assert "stoke." not in shared.fix and "num_parallel_calls=1" in shared.fix
+    assert "input-too-slow" not in ids(record)

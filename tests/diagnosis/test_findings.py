@@ -410,11 +410,13 @@ def test_stoke_gain_on_these_cores_counts_cores_model_and_other_processes():
     """The demo's case: 2 cores, the model on the CPU. Input 1.06 ms of CPU per sample
     (measured alone), trainer 0.28 ms of CPU per sample (measured in the input-free window).
     Free machine: 2 / 1.34 ms = 1,497 samples/s; with 0.9 core taken by others 1.1 / 1.34 ms
-    = 823 samples/s. Never more than the input made free."""
+    = 823 samples/s. Never more than the input made free. A PyDataset without workers (len()
+    and [i]: stoke spreads it over the cores; a plain generator it cannot, see
+    test_facts_checked's generator bound)."""
     from stoke.diagnosis.judge.findings import stoke_gain_on_these_cores
 
     def diagnose(other_pct):
-        record = make_record(wait_s=0.0658, step_s=0.0823, batch_size=64, cores=2,
+        record = make_record(kind="pydataset", wait_s=0.0658, step_s=0.0823, batch_size=64, cores=2,
                              self_pct=100.0, other_pct=other_pct, gpus_visible=0, gpus_used=0,
                              model_alone=3580.0, input_alone=946.0,
                              input_extra={"main_thread": True})

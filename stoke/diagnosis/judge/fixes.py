@@ -10,6 +10,7 @@ counts) and nothing else; which fix a run gets, and why, is decided by the check
 from __future__ import annotations
 
 import math
+import textwrap
 
 from stoke.diagnosis.judge.analysis import Prediction
 from stoke.diagnosis.record import InputFacts
@@ -87,11 +88,16 @@ def stoke_fix(inputs: InputFacts, data_name: str | None = None) -> str:
             "model.fit(train, epochs=10)\n"
         )
     if kind == "tf.data" and not inputs.tf_data_py_function:
+        # the stoke line is for Python per-sample work: not offered where the graph was read
+        # and holds none (issue 14: "suggests stoke for py_function work" on TF ops)
+        python_hint = "" if inputs.tf_data_py_function is False else (
+            "# and if its per-sample work is Python, stoke runs it in worker processes:\n"
+            f"# stoke.from_sequence(samples).map(load_and_augment).batch({batch}).to_keras()\n")
         return (
-            f"# This pipeline runs TF ops only: keep tf.data, {_tf_data_steps(inputs)}.\n"
+            "# This pipeline runs TF ops only: keep tf.data and\n"
+            + _comment(f"{_tf_data_steps(inputs)}.")
             + _tf_data_lines(inputs)
-            + "# and if its per-sample work is Python, stoke runs it in worker processes:\n"
-            f"# stoke.from_sequence(samples).map(load_and_augment).batch({batch}).to_keras()\n"
+            + python_hint
         )
     if kind == "tf.data":
         return (
@@ -101,7 +107,8 @@ def stoke_fix(inputs: InputFacts, data_name: str | None = None) -> str:
             "# processes, outside the GIL, and is prefetched to the device:\n"
             + stoke_pipeline(batch)
             + "\n"
-            f"# Staying with tf.data (TF ops only): {_tf_data_steps(inputs)}.\n"
+            + "# Staying with tf.data (TF ops only):\n"
+            + _comment(f"{_tf_data_steps(inputs)}.")
             + _tf_data_lines(inputs)
         )
     if kind == "grain":
@@ -160,19 +167,48 @@ def keras2_fix(script: str | None, method: str, data_name: str | None = None) ->
     )
 
 
+def _comment(text: str) -> str:
+    """``text`` as Python comment lines of at most 80 characters."""
+    return "".join(f"# {line}\n" for line in textwrap.wrap(text, 78))
+
+
+def _tf_data_missing(inputs: InputFacts) -> tuple[bool, bool]:
+    """What a tf.data pipeline lacks of "map in parallel and prefetch": (a map that runs one
+    element at a time, no prefetch). A map already parallel, a pipeline with no map, or a
+    prefetch of its own or tf.data's are never recommended (issue 14: a fix is never what the
+    run already does; s18_tfrecord_noprefetch.py, ``map(num_parallel_calls=AUTOTUNE)``, was
+    told to map in parallel)."""
+    return inputs.tf_data_parallel_map is False, inputs.tf_data_prefetches is not True
+
+
 def _tf_data_steps(inputs: InputFacts) -> str:
-    """What a tf.data pipeline still lacks of "map in parallel and prefetch", in words: a
-    pipeline that already prefetches is not told to."""
-    if inputs.tf_data_prefetches is True:
+    """What a tf.data pipeline still lacks of "map in parallel and prefetch", in words; when
+    it lacks neither, what is left to tf.data: caching what repeats every epoch, and cores."""
+    sequential, no_prefetch = _tf_data_missing(inputs)
+    if sequential and no_prefetch:
+        return "map in parallel and prefetch"
+    if sequential:
         return "map in parallel (it already prefetches)"
-    return "map in parallel and prefetch"
+    already = ("it already maps in parallel" if inputs.tf_data_parallel_map
+               else "it has no map")
+    if no_prefetch:
+        return f"prefetch ({already})"
+    return (f"{already} and prefetches, so tf.data has no step left to add: cache what "
+            "every epoch repeats (reading, decoding) if it fits in memory, or give the "
+            "input more cores")
 
 
 def _tf_data_lines(inputs: InputFacts) -> str:
     """The code for :func:`_tf_data_steps`."""
-    lines = "ds = ds.map(load_and_augment, num_parallel_calls=tf.data.AUTOTUNE)\n"
-    if inputs.tf_data_prefetches is not True:
+    sequential, no_prefetch = _tf_data_missing(inputs)
+    lines = ""
+    if sequential:
+        lines += "ds = ds.map(load_and_augment, num_parallel_calls=tf.data.AUTOTUNE)\n"
+    if no_prefetch:
         lines += "ds = ds.prefetch(tf.data.AUTOTUNE)\n"
+    if not lines:
+        lines = ("ds = ds.cache()  # after the deterministic map, before shuffle and the "
+                 "random augmentation\n")
     return lines
 
 
@@ -226,13 +262,28 @@ PREFETCH_FIX = (
 )
 
 
-def shared_cores_fix(input_cores: float, rate: float, batch_size: int) -> str:
-    """The cores, not the workers, are the limit: size the workers to what the input needs."""
+def shared_cores_fix(input_cores: float, rate: float, batch_size: int,
+                     inputs: InputFacts | None = None) -> str:
+    """The cores, not the workers, are the limit: size the workers to what the input needs.
+    A tf.data pipeline of TF ops (``inputs``) keeps tf.data, its parallelism bounded: stoke's
+    workers are for Python per-sample work (s18_tfrecord_noprefetch.py on TF, input alone 2.5x
+    the model, was told to move to ``stoke.from_sequence``)."""
     workers_needed = max(1, math.ceil(input_cores))
-    return (
+    head = (
         "# The cores, not the workers, are the limit: more workers take cores from the model.\n"
         f"# The input needs about {input_cores:.1f} core(s) at {rate:,.0f} samples/s: give it\n"
-        f"# {workers_needed} worker(s) and leave the rest to the model's threads, or let stoke's\n"
+    )
+    if inputs is not None and inputs.kind == "tf.data" and inputs.tf_data_py_function is False:
+        return (
+            head
+            + f"# {workers_needed} parallel call(s), not AUTOTUNE (which sizes its threads to every\n"
+            "# core), and leave the rest to the model's threads:\n"
+            f"ds = ds.map(load_and_augment, num_parallel_calls={workers_needed})\n"
+            "# More speed needs more cores or a GPU for the model.\n"
+        )
+    return (
+        head
+        + f"# {workers_needed} worker(s) and leave the rest to the model's threads, or let stoke's\n"
         "# tuner budget the cores (it measures the trainer's own CPU per step):\n"
         "import stoke\n"
         f"train = stoke.from_sequence(samples).map(load).batch({batch_size})"

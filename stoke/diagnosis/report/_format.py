@@ -11,6 +11,7 @@ from typing import Any
 
 from stoke.diagnosis.judge.analysis import in_memory_input, input_free_step_s
 from stoke.diagnosis.judge.diagnosis import Diagnosis
+from stoke.diagnosis.judge.findings import below_input_free_window
 from stoke.diagnosis.judge.fits import (
     FitSummary,
     batch_size_words,
@@ -269,7 +270,8 @@ def key_numbers(diagnosis: Diagnosis) -> list[tuple[str, str]]:
                     if prediction is not None and prediction.capped
                     else ""
                 )
-                + (f": {no_gain}" if no_gain else ""),
+                + (f": {no_gain}" if no_gain else "")
+                + (f" ({below})" if (below := below_input_free_window(diagnosis)) else ""),
             )
         )
     if prediction is not None and prediction.shared_cores and prediction.with_stoke_here:
