@@ -354,8 +354,13 @@ class ModelFacts(Facts):
     host_op_evidence: dict[str, str] | None = None
     # each host layer's traceable stand-in: "identity", or why none is known (host_code.stand_in_for)
     host_op_stand_ins: dict[str, str] | None = None
+    host_op_classes: dict[str, str] | None = None  # each host layer's class ("Lambda", "LogAbs")
     host_ops_error: str | None = None
     host_code_watched: bool | None = None  # one eager step was watched for host code
+    # the run failed inside a layer's call: its layer, class, function, site (file:line),
+    # raised_in (the frame that raised) and error (host_code.failed_in_layer)
+    failed_in_layer: dict[str, str] | None = None
+    failed_in_layer_error: str | None = None
     facts_error: str | None = None
 
 

@@ -317,23 +317,27 @@ def test_torch_dataloader_in_fit_named_for_what_it_is_and_probes_out_of_sight():
 
 
 @pytest.mark.skipif(BACKEND == "tensorflow", reason="JAX and torch here; TensorFlow: numpy_layer.py")
-@pytest.mark.parametrize("how", ["convert_to_numpy", "asarray"])
+@pytest.mark.parametrize("how", ["convert_to_numpy", "asarray_in_lambda"])
 def test_a_layer_taking_its_tensor_to_numpy_is_named(how):
-    report, _ = doctor("numpy_convert_layer.py", QUICK, *(["--asarray"] if how == "asarray" else []))
+    in_lambda = how == "asarray_in_lambda"  # Keras' own Lambda runs it (s06_lambda_numpy.py)
+    report, _ = doctor("numpy_convert_layer.py", QUICK, *(["--asarray"] if in_lambda else []))
     host = next(f for f in report["findings"] if f["id"] == "host-op-in-model")
-    assert "ops.sin" in host["fix"]
-    if BACKEND == "jax":  # the run fails converting a tracer in that call: the failure names it
-        assert "SinFeatures" in host["message"], host["message"]
+    assert ("Lambda(lambda x: ops." if in_lambda else "ops.sin") in host["fix"]
+    layer = "sin_lambda" if in_lambda else "sin_features"
+    assert host["evidence"]["host_op_layers"] == [layer], host["message"]
+    if in_lambda:  # named with its function
+        assert "host_sin" in host["message"], host["message"]
+    if BACKEND == "jax":  # the run fails converting a tracer in that call: its frames name it
+        assert ("Lambda" if in_lambda else "SinFeatures") + ".call()" in host["message"]
         # no step ran, so no fixed step was timed: no number, and why
         assert host["expected_gain"] is None
         assert "failed inside the layer" in host["evidence"]["expected_gain_not_predicted"]
         return
-    assert "sin_features" in host["message"], host["message"]
     # the user's line, not the Keras backend's convert_to_numpy
     assert "numpy_convert_layer.py:" in host["message"], host["message"]
     eager = next(f for f in report["findings"] if f["id"] == "run-eagerly")
     assert eager["fix"].index("ops.") < eager["fix"].index("model.compile")
-    # torch does not compile: the probe times the same eager step with sin_features stood in,
+    # torch does not compile: the probe times the same eager step with the layer stood in,
     # against the model-alone probe's step with it in; one figure for both findings
     fix = report["prediction"]["host_code_fix"]
     assert fix.get("compared_with") == "model-alone probe", (fix, report["meta"].get("probe_notes"))

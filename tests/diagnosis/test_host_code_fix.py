@@ -114,6 +114,51 @@ def test_a_run_that_failed_in_the_layer_says_why_there_is_no_number():
     assert "failed inside the layer" in host.evidence["expected_gain_not_predicted"]
 
 
+# s06_lambda_numpy.py on JAX: Keras re-raises the Lambda's failure from the model's call, and
+# its message names the model only (cut at 160 characters, the finding read "...when its
+# variables have "); the failure's frames name the Lambda, its function and the user's line
+KERAS_BUILD_ERROR = (
+    "RuntimeError: Unable to automatically build the model. Please build it yourself before "
+    "calling fit/evaluate/predict. A model is 'built' when its variables have been created and "
+    "its `self.built` attribute is True.\nException encountered:\n'Exception encountered when "
+    "calling Sequential.call().\n\n'str' object has no attribute '_error_repr''")
+LAMBDA_FAILURE = {
+    "layer": "lambda", "class": "Lambda", "function": "<lambda>",
+    "site": "s06_lambda_numpy.py:11", "raised_in": "__array__",
+    "error": ("TracerArrayConversionError: The numpy.ndarray conversion method __array__() was "
+              "called on traced array with shape float32[32,32]"),
+}
+
+
+def test_a_run_that_failed_in_a_lambda_names_the_lambda_its_line_and_the_whole_error():
+    record = make_record(kind="arrays", wait_s=0.0, step_s=0.040, backend="torch", steps=[],
+                         model_extra={"run_eagerly": True, "failed_in_layer": LAMBDA_FAILURE},
+                         meta_extra={"error": KERAS_BUILD_ERROR})
+    diagnosis = analyse(record)
+    host = diagnosis.finding("host-op-in-model")
+    assert host.evidence["host_op_layers"] == ["lambda"]  # not "Sequential"
+    assert "<lambda> at s06_lambda_numpy.py:11" in host.message
+    assert "with shape float32[32,32])" in host.message  # the whole first line, not cut
+    # the fix is in the Lambda's function; run-eagerly's fix starts with it (compiling alone
+    # would fail inside the Lambda as the run did)
+    assert "keras.layers.Lambda(lambda x: ops." in host.fix
+    eager = diagnosis.finding("run-eagerly")
+    assert eager.evidence["host_op_layers"] == ["lambda"]
+    assert eager.fix.index("ops.") < eager.fix.index("model.compile")
+
+
+def test_a_failure_read_from_its_message_keeps_its_first_sentence_whole():
+    # a record without the failure's frames: the layer the message names, and its first
+    # sentence whole (it was cut at 160 characters, mid-sentence)
+    error = KERAS_BUILD_ERROR.replace("'str' object has no attribute '_error_repr'",
+                                      "TracerArrayConversionError: __array__() on a traced array")
+    record = make_record(kind="arrays", wait_s=0.0, step_s=0.040, backend="jax", steps=[],
+                         model_extra={"run_eagerly": True}, meta_extra={"error": error})
+    host = analyse(record).finding("host-op-in-model")
+    assert "(RuntimeError: Unable to automatically build the model)" in host.message
+    assert "variables have " not in host.message
+
+
 def test_on_torch_the_eager_step_without_host_code_is_compared_with_the_model_alone():
     # torch does not compile: the probe times the same eager step without the host round
     # trip; the model-alone probe, just before, the step with it. Their ratio is the gain,

@@ -29,7 +29,6 @@ from typing import Any
 from stoke.diagnosis.judge.analysis import Analysis, in_memory_input
 from stoke.diagnosis.judge.fits import batch_size_words, fit_summaries
 from stoke.diagnosis.judge.fixes import (
-    HOST_OP_FIX,
     MEMORY_GROWTH_FIX,
     PREFETCH_FIX,
     SMALL_BATCH_FIX,
@@ -40,6 +39,7 @@ from stoke.diagnosis.judge.fixes import (
     data_parallel_fix,
     float64_fix,
     gpu_install_fix,
+    host_op_fix,
     input_fix,
     keras2_fix,
     plain_number,
@@ -711,6 +711,9 @@ def run_eagerly(record: RunRecord, analysis: Analysis) -> Finding | None:
     backend = record.meta.backend or "unknown"
     on_torch = backend == "torch"
     host_layers = [str(name) for name in record.model.host_ops or []]
+    failed = layer_failed_on_host_conversion(record)
+    if failed is not None and failed[0] not in host_layers:
+        host_layers.append(failed[0])  # the run failed in it: compiling cannot fix that either
     message = (
         "The model runs eagerly (run_eagerly=True): every layer is dispatched from Python "
         "on every step, with no compiled graph"
@@ -735,7 +738,7 @@ def run_eagerly(record: RunRecord, analysis: Analysis) -> Finding | None:
         severity="low" if on_torch else "high",
         category="model",
         message=message,
-        fix=compile_fix(host_code=bool(host_layers)),
+        fix=compile_fix(host_code=bool(host_layers), in_lambda=_in_lambda(record, host_layers)),
         evidence={
             "run_eagerly": True,
             "backend": backend,
@@ -799,10 +802,19 @@ def host_op_in_model(record: RunRecord, analysis: Analysis) -> Finding | None:
             + (f" Seen: {how}." if how else "")
             + gain_words
         ),
-        fix=HOST_OP_FIX,
+        fix=host_op_fix(_in_lambda(record, layers)),
         evidence=evidence,
         expected_gain=gain,
     )
+
+
+def _in_lambda(record: RunRecord, layers: list[str]) -> bool:
+    """Whether every host layer is a Lambda layer (its fix is in the Lambda's function)."""
+    classes = dict(record.model.host_op_classes or {})
+    failure = record.model.failed_in_layer or {}
+    if failure.get("layer"):
+        classes.setdefault(str(failure["layer"]), str(failure.get("class") or ""))
+    return bool(layers) and all(classes.get(name) == "Lambda" for name in layers)
 
 
 def _host_code_fix_gain(analysis: Analysis) -> float | None:
@@ -824,14 +836,37 @@ _FAILED_LAYER_CALL = re.compile(r"when calling (\w+)\.call\(\)")
 
 
 def layer_failed_on_host_conversion(record: RunRecord) -> tuple[str, str] | None:
-    """(layer class, how) when the run itself failed inside a layer's ``call`` converting a
-    tensor to NumPy: host code that could not run at all on this backend or compiled."""
+    """(layer, how) when the run itself failed inside a layer's ``call`` converting a tensor to
+    NumPy: host code that could not run at all on this backend or compiled. The layer and the
+    user's line come from the failure's frames (``model.failed_in_layer``): on JAX the message
+    names the outer model (s06_lambda_numpy.py: "when calling Sequential.call()" for a failing
+    Lambda). Records without them: the layer class the message names."""
     error = str(record.meta.error or "")
+    failure = record.model.failed_in_layer or {}
+    if failure.get("layer"):
+        inner = str(failure.get("error") or "")
+        if not _HOST_CONVERSION_ERRORS.search(f"{error} {inner} {failure.get('raised_in') or ''}"):
+            return None
+        name, cls, function = failure["layer"], failure.get("class") or "", failure.get("function")
+        where = (f", in its function {function} at {failure.get('site')}," if function != "call"
+                 else f" at {failure.get('site')}")
+        return name, (f"the run failed inside {cls}.call(){where} converting a tensor to NumPy "
+                      f"({_error_words(inner or error)})")
     match = _FAILED_LAYER_CALL.search(error)
     if match is None or not _HOST_CONVERSION_ERRORS.search(error):
         return None
-    first_line = error.strip().splitlines()[0][:160]
-    return match.group(1), f"the run failed inside {match.group(1)}.call() converting a tensor to NumPy ({first_line})"
+    return match.group(1), (f"the run failed inside {match.group(1)}.call() converting a tensor "
+                            f"to NumPy ({_error_words(error)})")
+
+
+def _error_words(error: str, limit: int = 200) -> str:
+    """An error's first sentence, whole: cut at a word with "…" only past ``limit`` characters
+    (Keras' build error was cut at 160 characters mid-sentence: "...when its variables have ")."""
+    line = (error.strip().splitlines() or [""])[0]
+    sentence = re.split(r"(?<=[.!?])\s", line, maxsplit=1)[0]
+    if len(sentence) <= limit:
+        return sentence.rstrip(".")
+    return sentence[:limit].rsplit(" ", 1)[0].rstrip(" ,;:") + "…"
 
 
 def small_batch(record: RunRecord, analysis: Analysis) -> Finding | None:

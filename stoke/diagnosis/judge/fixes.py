@@ -308,12 +308,29 @@ HOST_OP_FIX = (
     "\n"
     "# or do that preprocessing in the input pipeline, before the model\n"
 )
+# the same, when the host code is a Lambda layer's function (s06_lambda_numpy.py)
+HOST_OP_LAMBDA_FIX = (
+    "import keras\n"
+    "from keras import ops\n"
+    "\n"
+    "# was: keras.layers.Lambda(lambda x: np.log1p(np.abs(x)))  (NumPy: on the host)\n"
+    "keras.layers.Lambda(lambda x: ops.log1p(ops.abs(x)))  # keras.ops: on the device\n"
+    "\n"
+    "# or do that preprocessing in the input pipeline, before the model\n"
+)
 
 
-def compile_fix(host_code: bool) -> str:
-    """Compile the step (no ``run_eagerly``); with host code in the model, move it first."""
+def host_op_fix(in_lambda: bool) -> str:
+    """Host code in the model onto the device: in a layer's ``call``, or in a Lambda layer's
+    function (``in_lambda``)."""
+    return HOST_OP_LAMBDA_FIX if in_lambda else HOST_OP_FIX
+
+
+def compile_fix(host_code: bool, in_lambda: bool = False) -> str:
+    """Compile the step (no ``run_eagerly``); with host code in the model, move it first (in a
+    Lambda layer's function: ``in_lambda``)."""
     if host_code:
-        return HOST_OP_FIX + (
+        return host_op_fix(in_lambda) + (
             "\n# then, and only then, compile the step:\n"
             "model.compile(optimizer=optimizer, loss=loss)  # no run_eagerly\n"
         )

@@ -4,7 +4,8 @@ A layer that computes with NumPy on the step's tensors (``host-op-in-model``) ke
 eager, and its fix (``keras.ops`` in the layer, then compile without ``run_eagerly``) wins
 what compiling wins: the eager dispatch of every layer, and the host round trip. That gain
 cannot be read from the eager run, so this probe times the fixed step itself: the layers the
-host-code watch found (:mod:`stoke.diagnosis.measure.host_code`) have their ``call`` stood in
+host-code watch found (:mod:`stoke.diagnosis.measure.host_code`) have their ``call`` (a Lambda
+layer its ``function``) stood in
 by a traceable stand-in (the identity, only where their output has their input's shape and
 dtype: :func:`~stoke.diagnosis.measure.host_code.stand_in_for`), the model's ``run_eagerly``
 is turned off and ``jit_compile`` resolved as Keras' ``"auto"`` would without it, and a new
@@ -118,7 +119,8 @@ def time_compiled_step(backend, timed_function, result, batch, layers, seconds, 
         batches=steps,
         detail={
             "method": (
-                "the train step with the host layers' call stood in by the identity, "
+                "the train step with the host layers' call (a Lambda layer's function) stood "
+                "in by the identity, "
                 "run_eagerly off" + (", jit_compile on" if jit_compile else "")
                 + ("" if backend == "torch" else ", compiled")
                 + ", repeated on one batch already on the device, synchronised once at the end"
@@ -134,7 +136,8 @@ def time_compiled_step(backend, timed_function, result, batch, layers, seconds, 
                 if state == "copy"
                 else "all model, optimizer and metric variables snapshotted and restored"
             ),
-            "restored": "the layers' call, run_eagerly, jit_compile and the train function",
+            "restored": ("the layers' call (a Lambda layer's function), run_eagerly, "
+                         "jit_compile and the train function"),
         },
     )
 

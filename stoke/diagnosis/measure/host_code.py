@@ -6,7 +6,10 @@ write it, so the doctor watches one real step instead, when the step runs eagerl
 way such code runs at all: ``run_eagerly=True``, or the torch backend without
 ``jit_compile``). During that step:
 
-- every user-defined layer class (not Keras' own) has its ``call`` wrapped: a layer whose
+- every user-defined layer class (not Keras' own) has its ``call`` wrapped, and every
+  ``keras.layers.Lambda`` its ``function`` (on the instance: the user's code that Keras' own
+  ``Lambda.call`` runs; s06_lambda_numpy.py, ``Lambda(lambda t: np.log1p(np.abs(t)))`` on
+  TensorFlow run eagerly, went unnamed when only user classes were watched): a layer whose
   output holds NumPy arrays although its inputs were backend tensors computed on the host;
 - the backend tensor's own conversions to NumPy are hooked where they are Python
   (``torch.Tensor.__array__`` and ``.numpy()``, TensorFlow's ``EagerTensor.numpy`` and
@@ -19,8 +22,15 @@ For each layer seen computing on the host the watch also says whether a traceabl
 exists (:func:`stand_in_for`): the identity, when the layer's output has its input's shape and
 dtype (``np.sin(x)``, a host normalisation), else the reason there is none. The compiled-step
 probe (:mod:`stoke.diagnosis.measure.compiled_step`) swaps the layers' ``call`` for it
-(:func:`stood_in`) to time the step the host-op fix gives. Owns the watch and the stand-ins:
-the recorder decides when, the findings what to say.
+(:func:`stood_in`) to time the step the host-op fix gives.
+
+When host code cannot run at all (JAX builds the model on tracers; torch's tensors require
+grad), the run fails inside the layer: :func:`failed_in_layer` reads the failure's own frames
+(the innermost layer ``call`` and the user's line in it), not its message, which Keras may
+name after the outer model (JAX: "when calling Sequential.call()" for a failing Lambda).
+
+Owns the watch, the stand-ins and the failure's layer: the recorder decides when, the
+findings what to say.
 """
 
 from __future__ import annotations
@@ -47,10 +57,12 @@ IDENTITY = "identity"
 @dataclass
 class HostCodeSeen:
     """What one watched step showed: ``found``, user layer name -> how it was seen computing
-    on the host; ``shapes``, each user layer called -> its stand-in (:func:`stand_in_for`)."""
+    on the host; ``shapes``, each user layer called -> its stand-in (:func:`stand_in_for`);
+    ``classes``, each user layer called -> its class name (``Lambda`` for a Lambda layer)."""
 
     found: dict[str, str] = field(default_factory=dict)
     shapes: dict[str, str] = field(default_factory=dict)
+    classes: dict[str, str] = field(default_factory=dict)  # each user layer called -> its class
 
     @property
     def stand_ins(self) -> dict[str, str]:
@@ -64,8 +76,7 @@ def watch_host_code(model, backend: str) -> Iterator[HostCodeSeen]:
     """Within the block, user layers that compute on the host are noted in the yielded
     :class:`HostCodeSeen`."""
     seen = HostCodeSeen()
-    found, shapes = seen.found, seen.shapes
-    active: list[str] = []
+    active: list[tuple[str, str]] = []  # the user code running now: (layer name, what runs)
     restore: list[tuple[Any, str, Any]] = []
     try:
         for cls, _names in _user_layer_classes(model).items():
@@ -73,13 +84,17 @@ def watch_host_code(model, backend: str) -> Iterator[HostCodeSeen]:
             if original is None:
                 continue
             restore.append((cls, "call", original))
-            cls.call = _watched_call(original, active, found, shapes)
+            cls.call = _watched_call(original, active, seen)
+        for layer in _lambda_layers(model):
+            original = layer.__dict__["function"]
+            restore.append((layer, "function", original))
+            layer.function = _watched_function(layer, original, active, seen)
         for owner, attribute in _conversion_points(backend):
             original = owner.__dict__.get(attribute)
             if original is None:
                 continue
             restore.append((owner, attribute, original))
-            setattr(owner, attribute, _watched_conversion(original, attribute, active, found))
+            setattr(owner, attribute, _watched_conversion(original, attribute, active, seen.found))
     except Exception:
         _put_back(restore)
         restore = []
@@ -116,25 +131,70 @@ def _user_layer_classes(model) -> dict[type, list[str]]:
     return classes
 
 
-def _watched_call(original, active: list[str], found: dict[str, str], shapes: dict[str, str]):
+def _lambda_layers(model) -> list:
+    """The model's ``keras.layers.Lambda`` layers whose ``function`` is set on the instance
+    (Keras' own class: :func:`_user_layer_classes` leaves it out, its function is the user's)."""
+    from keras.layers import Lambda
+
+    return [layer for layer in _all_layers(model)
+            if isinstance(layer, Lambda) and callable(layer.__dict__.get("function"))]
+
+
+def lambda_words(function) -> str:
+    """How a Lambda layer's function is named in the evidence: ``<lambda> (train.py:11)``."""
+    code = getattr(function, "__code__", None)
+    name = getattr(function, "__name__", type(function).__name__)
+    if code is None:
+        return name
+    return f"{name} ({code.co_filename.rsplit('/', 1)[-1]}:{code.co_firstlineno})"
+
+
+def _watched_call(original, active: list[tuple[str, str]], seen: HostCodeSeen):
     def call(self, *args, **kwargs):
         name = getattr(self, "name", type(self).__name__)
-        active.append(name)
+        active.append((name, "call()"))
         try:
             output = original(self, *args, **kwargs)
         finally:
             active.pop()
-        if name not in shapes:
-            shapes[name] = stand_in_for(args[0] if args else None, output)
-        if name not in found and _holds_numpy(output) and not _holds_numpy((args, kwargs)):
-            found[name] = (
-                f"{type(self).__name__}.call returned a NumPy array from backend tensors "
-                "during a training step (computed on the host)"
-            )
+        seen.classes.setdefault(name, type(self).__name__)
+        _note_output(name, f"{type(self).__name__}.call", args, kwargs, output, seen)
         return output
 
     call.__wrapped__ = original
     return call
+
+
+def _watched_function(layer, original, active: list[tuple[str, str]], seen: HostCodeSeen):
+    """A Lambda layer's ``function`` watched as a user layer's ``call`` is, under the layer's
+    name."""
+    name = getattr(layer, "name", "lambda")
+    words = f"its Lambda function {lambda_words(original)}"
+
+    def function(*args, **kwargs):
+        active.append((name, words))
+        try:
+            output = original(*args, **kwargs)
+        finally:
+            active.pop()
+        seen.classes.setdefault(name, type(layer).__name__)
+        _note_output(name, words, args, kwargs, output, seen)
+        return output
+
+    function.__wrapped__ = original
+    return function
+
+
+def _note_output(name: str, what: str, args: tuple, kwargs: dict, output: Any,
+                 seen: HostCodeSeen) -> None:
+    found, shapes = seen.found, seen.shapes
+    if name not in shapes:
+        shapes[name] = stand_in_for(args[0] if args else None, output)
+    if name not in found and _holds_numpy(output) and not _holds_numpy((args, kwargs)):
+        found[name] = (
+            f"{what} returned a NumPy array from backend tensors during a training step "
+            "(computed on the host)"
+        )
 
 
 def stand_in_for(inputs: Any, output: Any) -> str:
@@ -151,15 +211,22 @@ def stand_in_for(inputs: Any, output: Any) -> str:
 
 
 def stood_in(model, layer_names: list[str]):
-    """A context manager in which the user layers named ``layer_names`` (their classes' ``call``)
-    return their first input: the identity stand-in of :func:`stand_in_for`. Put back on exit."""
-    classes = {type(layer) for layer in _all_layers(model) if getattr(layer, "name", None) in layer_names}
-    return _swapped_calls(classes)
+    """A context manager in which the user layers named ``layer_names`` (their classes' ``call``;
+    a Lambda layer's own ``function``) return their first input: the identity stand-in of
+    :func:`stand_in_for`. Put back on exit."""
+    lambdas = [layer for layer in _lambda_layers(model) if layer.name in layer_names]
+    lambda_ids = {id(layer) for layer in lambdas}
+    classes = {type(layer) for layer in _all_layers(model)
+               if getattr(layer, "name", None) in layer_names and id(layer) not in lambda_ids}
+    return _swapped_calls(classes, lambdas)
 
 
 @contextlib.contextmanager
-def _swapped_calls(classes: set[type]) -> Iterator[set[type]]:
+def _swapped_calls(classes: set[type], lambdas: list) -> Iterator[set[type]]:
     def identity(self, inputs, *args, **kwargs):
+        return inputs
+
+    def identity_function(inputs, *args, **kwargs):
         return inputs
 
     restore = []
@@ -170,6 +237,9 @@ def _swapped_calls(classes: set[type]) -> Iterator[set[type]]:
                 raise RuntimeError(f"{cls.__name__} defines no call() of its own to stand in for")
             restore.append((cls, "call", original))
             cls.call = identity
+        for layer in lambdas:
+            restore.append((layer, "function", layer.__dict__["function"]))
+            layer.function = identity_function
         yield classes
     finally:
         _put_back(restore)
@@ -193,12 +263,14 @@ def _spec_words(spec: tuple[tuple, str]) -> str:
     return f"{shape} {dtype}"
 
 
-def _watched_conversion(original, attribute: str, active: list[str], found: dict[str, str]):
+def _watched_conversion(original, attribute: str, active: list[tuple[str, str]],
+                        found: dict[str, str]):
     def conversion(self, *args, **kwargs):
-        if active and active[-1] not in found:
+        if active and active[-1][0] not in found:
+            name, what = active[-1]
             where = _user_site(sys._getframe(1))
-            found[active[-1]] = (
-                f"a tensor converted to NumPy ({attribute}) inside call() during a training "
+            found[name] = (
+                f"a tensor converted to NumPy ({attribute}) inside {what} during a training "
                 f"step, at {where}"
             )
         return original(self, *args, **kwargs)
@@ -240,3 +312,71 @@ def _holds_numpy(tree: Any, depth: int = 0) -> bool:
     if isinstance(tree, list | tuple):
         return any(_holds_numpy(v, depth + 1) for v in tree)
     return False
+
+
+def failed_in_layer(exception: BaseException) -> dict[str, str] | None:
+    """Where a run that failed inside a layer failed, read from the failure's own frames: the
+    innermost Keras layer ``call`` (the layer's name and class), the user's line inside it
+    (``site``; ``function``: its function, a Lambda layer's ``<lambda>``), the frame that raised
+    (``raised_in``: ``__array__`` when a tensor was handed to NumPy) and that error's first line
+    (``error``). None when no layer's ``call`` is on the failure's stack.
+
+    The chain of exceptions is read innermost first (``__cause__``, ``__context__``): Keras
+    re-raises a layer's failure from the outer model's call, and on JAX its message then names
+    the model ("when calling Sequential.call()") and loses the layer's (s06_lambda_numpy.py).
+    The frames keep it: the innermost exception's stack runs ``Lambda.call`` (``self``: the
+    layer) and the user's ``<lambda>``, on the three backends."""
+    for error in reversed(_exception_chain(exception)):
+        frame = _innermost_frame(error.__traceback__)
+        found = _layer_call_below(frame)
+        if found is None:
+            continue
+        layer, user = found
+        lines = (str(error).strip().splitlines() or [""])
+        return {
+            "layer": str(getattr(layer, "name", type(layer).__name__)),
+            "class": type(layer).__name__,
+            "function": user.f_code.co_name if user is not None else "call",
+            "site": _user_site(user if user is not None else frame),
+            "raised_in": frame.f_code.co_name,
+            "error": f"{type(error).__name__}: {lines[0]}"[:500],
+        }
+    return None
+
+
+def _exception_chain(exception: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    error: BaseException | None = exception
+    while error is not None and all(error is not seen for seen in chain) and len(chain) < 16:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
+def _innermost_frame(tb):
+    frame = None
+    while tb is not None:
+        frame = tb.tb_frame
+        tb = tb.tb_next
+    return frame
+
+
+def _layer_call_below(frame):
+    """(layer, the innermost user frame below its ``call``) for the innermost frame up the stack
+    from ``frame`` that runs a Keras layer's ``call`` (``self`` a ``keras.layers.Layer``)."""
+    keras = sys.modules.get("keras")
+    layer_type = getattr(getattr(keras, "layers", None), "Layer", None)
+    if layer_type is None:
+        return None
+    user = None
+    depth = 0
+    while frame is not None and depth < 200:
+        if frame.f_code.co_name == "call":
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, layer_type):
+                return owner, user
+        if user is None and not in_library(frame):
+            user = frame
+        frame = frame.f_back
+        depth += 1
+    return None

@@ -467,9 +467,11 @@ class Recorder:
 
         return step_runs_eagerly(model, self.backend or "")
 
-    def note_host_code(self, found: dict[str, str], stand_ins: dict[str, str]) -> None:
-        """The watched step's host layers (name -> how seen) and their traceable stand-ins
-        (name -> ``host_code.IDENTITY`` or why none; the compiled-step probe needs them)."""
+    def note_host_code(self, found: dict[str, str], stand_ins: dict[str, str],
+                       classes: dict[str, str] | None = None) -> None:
+        """The watched step's host layers (name -> how seen), their traceable stand-ins
+        (name -> ``host_code.IDENTITY`` or why none; the compiled-step probe needs them) and
+        their classes (name -> class name: ``Lambda`` takes another fix)."""
         model = self.record.model
         model["host_code_watched"] = True
         if not found:
@@ -477,6 +479,21 @@ class Recorder:
         model["host_ops"] = sorted({*(model.get("host_ops") or []), *found})
         model.setdefault("host_op_evidence", {}).update(found)
         model.setdefault("host_op_stand_ins", {}).update(stand_ins)
+        model.setdefault("host_op_classes", {}).update(
+            {name: cls for name, cls in (classes or {}).items() if name in found})
+
+    def note_failure(self, exception: BaseException) -> None:
+        """The script failed: where inside the model, when it failed in a layer's ``call``
+        (stoke.diagnosis.measure.host_code.failed_in_layer: the layer, the user's line)."""
+        from stoke.diagnosis.measure.host_code import failed_in_layer
+
+        try:
+            failure = failed_in_layer(exception)
+        except Exception as error:  # a doctor bug must not cost the user the record
+            self.record.model["failed_in_layer_error"] = repr(error)[:300]
+            return
+        if failure is not None:
+            self.record.model["failed_in_layer"] = failure
 
     # -- after a step: the schedule's probes and the step limit -------------------------------
 

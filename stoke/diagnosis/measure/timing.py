@@ -203,7 +203,7 @@ class TimedTrainFunction:
 
         with watch_host_code(self.model, self.backend) as seen:
             result = self.original(*args)
-        self.recorder.note_host_code(seen.found, seen.stand_ins)
+        self.recorder.note_host_code(seen.found, seen.stand_ins, seen.classes)
         return result
 
     def _run_input_free(self, window: InputFreeWindow, args: tuple, result):

@@ -238,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         error, error_type = "interrupted (Ctrl-C or SIGTERM)", "KeyboardInterrupt"
     except BaseException as exception:  # the user's error: report it the way python would
         traceback.print_exc()
+        recorder.note_failure(exception)
         status, code = "failed", 1
         error = "".join(traceback.format_exception_only(type(exception), exception)).strip()
         error_type = type(exception).__name__

@@ -112,6 +112,7 @@ def doctor(
         raise
     except BaseException as exception:
         status, error, error_type = "failed", repr(exception), type(exception).__name__
+        recorder.note_failure(exception)
         raise
     finally:
         hooks.deactivate(recorder)

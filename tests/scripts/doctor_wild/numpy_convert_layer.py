@@ -1,5 +1,6 @@
 """A layer that takes its tensor to NumPy the way Keras 3 users do it,
-``np.sin(keras.ops.convert_to_numpy(x))`` (--asarray: ``np.asarray(x)``), so the model is
+``np.sin(keras.ops.convert_to_numpy(x))`` (--asarray: ``np.asarray(x)``, in a
+``keras.layers.Lambda`` as red-team s06_lambda_numpy.py wrote its NumPy), so the model is
 compiled with ``run_eagerly=True``. Functional model, the backend the runner picked.
 --fixed: keras.ops.sin and a compiled step (the doctor's fix)."""
 
@@ -21,15 +22,19 @@ class SinFeatures(keras.layers.Layer):
     def call(self, x):
         if args.fixed:
             return keras.ops.sin(x)
-        if args.asarray:
-            return keras.ops.convert_to_tensor(np.sin(np.asarray(x)))
         return keras.ops.convert_to_tensor(np.sin(keras.ops.convert_to_numpy(x)))
+
+
+def host_sin(x):
+    return keras.ops.convert_to_tensor(np.sin(np.asarray(x)))
 
 
 x = np.random.rand(32 * args.steps_per_epoch, 16).astype("float32")
 y = np.random.rand(len(x), 1).astype("float32")
 inputs = keras.Input((16,))
-hidden = keras.layers.Dense(32, activation="relu")(SinFeatures(name="sin_features")(inputs))
+sin = (keras.layers.Lambda(host_sin, name="sin_lambda") if args.asarray and not args.fixed
+       else SinFeatures(name="sin_features"))
+hidden = keras.layers.Dense(32, activation="relu")(sin(inputs))
 model = keras.Model(inputs, keras.layers.Dense(1)(hidden))
 model.compile(optimizer="adam", loss="mse", run_eagerly=not args.fixed)
 timer = EpochTimes(args.steps_per_epoch)
