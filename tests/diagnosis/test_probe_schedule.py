@@ -201,6 +201,18 @@ def test_the_expected_run_comes_from_the_fits_length_and_its_measured_steps():
     assert schedule.budget_s() == pytest.approx(0.25 * 160 * 0.02)
 
 
+def test_a_fit_of_unknown_epoch_length_gets_a_share_of_the_least_it_can_last():
+    # a TFRecord dataset (unknown cardinality), 3 epochs, the probes due in the first: at
+    # least 3 x the 50 steps its epoch took so far (was the 60 s floor: 3.3-3.5 s of probes
+    # beside 1.4 s of steps, the red-team's s18_tfrecord_noprefetch.py)
+    schedule, _record = run_with_steps(0.02, 50, budget=ProbeBudget(fraction=0.25, min_s=60.0,
+                                                                    known_min_s=0.1))
+    schedule.plan(epochs=3)
+    assert schedule.expected_steps is None
+    assert schedule.expected_run_s() == pytest.approx(3 * 50 * 0.02)
+    assert schedule.budget_s() == pytest.approx(0.25 * 3 * 50 * 0.02)
+
+
 def test_a_step_limit_makes_a_measuring_session_with_the_floor():
     schedule, _record = run_with_steps(0.02, 50, stop_after_steps=30,
                                        budget=ProbeBudget(fraction=0.25, min_s=5.0))

@@ -328,7 +328,9 @@ class Recorder:
         self._take_model_and_env_facts(model)
         # With --steps N the probes close the measured window; otherwise they run after
         # probe_after_steps, or at the last step of a fit known to be shorter.
-        self.schedule.plan(known_fit_steps(epoch_iterator, fit.arguments, model))
+        epochs = int(fit.arguments.get("epochs") or 1) - int(fit.arguments.get("initial_epoch") or 0)
+        self.schedule.plan(known_fit_steps(epoch_iterator, fit.arguments, model),
+                           epochs=max(1, epochs))
         self.measuring = True
         self.clock.restart()
 
