@@ -528,3 +528,18 @@ def test_shared_cores_on_a_tf_data_pipeline_of_tf_ops_keeps_tf_data():
     assert "not because the input is slow" in shared.message
     assert "stoke." not in shared.fix and "num_parallel_calls=1" in shared.fix
     assert "input-too-slow" not in ids(record)
+
+
+def test_shared_cores_offers_no_stoke_that_is_predicted_no_faster():
+    # the red-team's s17_pydataset_mp.py (a PyDataset on 4 processes, the model on 2 busy
+    # cores): "let stoke's tuner budget the cores" beside "with stoke on these cores: x1.00"
+    from stoke.diagnosis.judge.fixes import shared_cores_fix
+    from stoke.diagnosis.record import InputFacts
+
+    pydataset = InputFacts.from_dict({"kind": "pydataset"})
+    no_gain = shared_cores_fix(0.7, 3046.0, 32, pydataset, stoke_gain=1.0)
+    assert "stoke." not in no_gain and "import stoke" not in no_gain
+    assert "super().__init__(workers=1, use_multiprocessing=True)" in no_gain
+    assert "more cores or a GPU" in no_gain
+    # where stoke's tuner is predicted faster, it is still offered
+    assert "stoke.from_sequence" in shared_cores_fix(0.7, 3046.0, 32, pydataset, stoke_gain=1.4)

@@ -415,7 +415,8 @@ def shared_cores(record: RunRecord, analysis: Analysis) -> Finding | None:
         f"make {rate(cores_rate)} (trainer ~{trainer_cores:.1f} cores, input "
         f"~{input_cores:.1f})."
     )
-    fix = shared_cores_fix(input_cores, cores_rate, record.input.batch_size or 64, record.input)
+    fix = shared_cores_fix(input_cores, cores_rate, record.input.batch_size or 64, record.input,
+                           prediction.with_stoke_here)
     return Finding(
         id="shared-cores",
         severity="high" if wait >= _INPUT_BOUND_WAIT else "medium",

@@ -263,11 +263,14 @@ PREFETCH_FIX = (
 
 
 def shared_cores_fix(input_cores: float, rate: float, batch_size: int,
-                     inputs: InputFacts | None = None) -> str:
+                     inputs: InputFacts | None = None, stoke_gain: float | None = None) -> str:
     """The cores, not the workers, are the limit: size the workers to what the input needs.
     A tf.data pipeline of TF ops (``inputs``) keeps tf.data, its parallelism bounded: stoke's
     workers are for Python per-sample work (s18_tfrecord_noprefetch.py on TF, input alone 2.5x
-    the model, was told to move to ``stoke.from_sequence``)."""
+    the model, was told to move to ``stoke.from_sequence``). Where stoke on these cores is
+    predicted no faster (``stoke_gain`` below 1.05), it is not offered: the red-team's
+    s17_pydataset_mp.py (a PyDataset on 4 processes, 2 cores) was pointed to stoke's tuner
+    beside "with stoke on these cores: x1.00"."""
     workers_needed = max(1, math.ceil(input_cores))
     head = (
         "# The cores, not the workers, are the limit: more workers take cores from the model.\n"
@@ -279,6 +282,19 @@ def shared_cores_fix(input_cores: float, rate: float, batch_size: int,
             + f"# {workers_needed} parallel call(s), not AUTOTUNE (which sizes its threads to every\n"
             "# core), and leave the rest to the model's threads:\n"
             f"ds = ds.map(load_and_augment, num_parallel_calls={workers_needed})\n"
+            "# More speed needs more cores or a GPU for the model.\n"
+        )
+    if stoke_gain is not None and stoke_gain < 1.05:
+        kind = inputs.kind if inputs is not None else None
+        how = {
+            "pydataset": f"super().__init__(workers={workers_needed}, use_multiprocessing=True)",
+            "torch_dataloader": f"DataLoader(dataset, num_workers={workers_needed}, ...)",
+        }.get(kind)
+        return (
+            head
+            + f"# {workers_needed} worker(s) and leave the rest to the model's threads"
+            + (f":\n{how}\n" if how else ".\n")
+            + f"# stoke on these cores is predicted no faster (x{stoke_gain:.2f}): they are the limit.\n"
             "# More speed needs more cores or a GPU for the model.\n"
         )
     return (
