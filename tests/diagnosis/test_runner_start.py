@@ -38,3 +38,15 @@ def test_on_started_runs_once_with_the_script_already_started(tmp_path):
     assert run.record is not None and run.record.meta.exit_status == "completed"
     assert len(seen) == 1
     assert any("stoke.diagnosis.run.bootstrap" in line for line in seen[0]), seen
+
+
+def test_a_ctrl_c_in_the_script_prints_its_traceback_as_python_does():
+    # the red-team's s10_long_for_ctrlc.py: exit status 130 and the script's except block ran,
+    # but the KeyboardInterrupt traceback python prints was gone under the doctor
+    script = "def train():\n    raise KeyboardInterrupt\ntrain()\n"
+    run = run_measured(["python", "-c", script], DoctorOptions(probes=False), timeout_s=300,
+                       capture_output=True)
+    assert run.exit_code == 130
+    assert run.record is not None and run.record.meta.exit_status == "interrupted"
+    assert "Traceback (most recent call last)" in run.message, run.message
+    assert "in train" in run.message and "KeyboardInterrupt" in run.message

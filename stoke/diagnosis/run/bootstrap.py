@@ -233,7 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         status = "completed" if code == 0 else "failed"
         if code != 0:
             error, error_type = f"the script exited with status {code}", "SystemExit"
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        if not interrupt.args:  # Ctrl-C: its traceback, as python prints it (a signal's: none)
+            traceback.print_exc()
         status, code = "interrupted", 130
         error, error_type = "interrupted (Ctrl-C or SIGTERM)", "KeyboardInterrupt"
     except BaseException as exception:  # the user's error: report it the way python would
