@@ -50,3 +50,5 @@ def test_a_ctrl_c_in_the_script_prints_its_traceback_as_python_does():
     assert run.record is not None and run.record.meta.exit_status == "interrupted"
     assert "Traceback (most recent call last)" in run.message, run.message
     assert "in train" in run.message and "KeyboardInterrupt" in run.message
+    # as python prints it: none of the doctor's own frames (s09_exception.py gained six)
+    assert "bootstrap.py" not in run.message and "runpy" not in run.message, run.message

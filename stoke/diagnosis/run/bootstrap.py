@@ -90,11 +90,39 @@ def _parse_target(argv: list[str]) -> tuple[str, str, list[str]]:
     return "path", argv[0], argv[1:]
 
 
+def print_script_traceback() -> None:
+    """The exception being handled, printed as python prints a script's: the doctor's own
+    frames (this bootstrap, ``runpy``, stoke's hooks around ``fit``) left out, the script's
+    and its libraries' kept (the red-team's s09_exception.py gained six stoke frames)."""
+    import types
+
+    kind, value, tb = sys.exc_info()
+    frames = []
+    while tb is not None:
+        if not _doctors_frame(tb.tb_frame.f_code.co_filename):
+            frames.append(tb)
+        tb = tb.tb_next
+    chain = None
+    for kept in reversed(frames):
+        chain = types.TracebackType(chain, kept.tb_frame, kept.tb_lasti, kept.tb_lineno)
+    traceback.print_exception(kind, value, chain if chain is not None else value.__traceback__)
+
+
+def _doctors_frame(filename: str) -> bool:
+    """A frame of the doctor's measuring side or of the Keras-2 translation it installs (not of
+    stoke's feeder, whose frames a script using stoke would see without the doctor too)."""
+    stoke_dir = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return (filename.startswith((os.path.join(stoke_dir, "diagnosis") + os.sep,
+                                 os.path.join(stoke_dir, "legacy") + os.sep))
+            or filename == "<frozen runpy>" or os.path.basename(filename) == "runpy.py")
+
+
 def _run_target(kind: str, target: str, args: list[str]) -> None:
     if kind == "path":
         sys.argv = [target, *args]
         sys.path[0] = os.path.dirname(os.path.abspath(target))
-        runpy.run_path(target, run_name="__main__")
+        # python names a script by its absolute path (__file__, tracebacks) since 3.9
+        runpy.run_path(os.path.abspath(target), run_name="__main__")
     elif kind == "module":
         sys.argv = [target, *args]
         sys.path[0] = os.getcwd()
@@ -235,11 +263,11 @@ def main(argv: list[str] | None = None) -> int:
             error, error_type = f"the script exited with status {code}", "SystemExit"
     except KeyboardInterrupt as interrupt:
         if not interrupt.args:  # Ctrl-C: its traceback, as python prints it (a signal's: none)
-            traceback.print_exc()
+            print_script_traceback()
         status, code = "interrupted", 130
         error, error_type = "interrupted (Ctrl-C or SIGTERM)", "KeyboardInterrupt"
     except BaseException as exception:  # the user's error: report it the way python would
-        traceback.print_exc()
+        print_script_traceback()
         recorder.note_failure(exception)
         status, code = "failed", 1
         error = "".join(traceback.format_exception_only(type(exception), exception)).strip()
