@@ -790,10 +790,11 @@ def test_a_tf_data_pipeline_starting_over_at_each_boundary_is_the_inputs_work():
     # tf.data pipeline when an epoch has taken its batches (in the gap) and when the next starts
     # (in its first step), 10 ms each; its fixed twin (the pipeline cached) does not pay them:
     # counted as epoch work, x15.9 predicted against x29-34 measured
-    def boundaries(kind: str, iterator_start_s: float | None):
+    def boundaries(kind: str, iterator_start_s: float | None, **lengths):
         record = make_record(kind=kind, wait_s=0.015, step_s=0.020, batch_size=32,
                              input_alone=32 / 0.016, backend="tensorflow",
-                             steps=_epochs_with_a_pool_restart(0.010, 0.010))
+                             steps=_epochs_with_a_pool_restart(0.010, 0.010),
+                             input_extra={"num_batches": 16, **lengths})
         if iterator_start_s is not None:
             record.probes["input_alone"].detail["iterator_start_s"] = iterator_start_s
         return analyse(record).prediction.epoch_overhead_s_per_step
@@ -801,6 +802,10 @@ def test_a_tf_data_pipeline_starting_over_at_each_boundary_is_the_inputs_work():
     assert boundaries("tf.data", 0.010) == 0.0
     assert boundaries("tf.data", 0.004) == pytest.approx(2 * 0.006 / 16, rel=0.01)
     assert boundaries("tf.data", None) == pytest.approx(0.020 / 16, rel=0.01)
+    # a dataset of unknown length (a TFRecord file): one new iterator, as the epoch starts
+    assert boundaries("tf.data", 0.010, num_batches=None) == pytest.approx(0.010 / 16, rel=0.01)
+    # with steps_per_epoch the iterator runs on from epoch to epoch: nothing is the input's
+    assert boundaries("tf.data", 0.010, steps_per_epoch=16) == pytest.approx(0.020 / 16, rel=0.01)
     # Keras' own pipeline over a generator starts over on a fixed input too: still counted
     assert boundaries("generator", 0.010) == pytest.approx(0.020 / 16, rel=0.01)
 

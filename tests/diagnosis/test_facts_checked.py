@@ -543,3 +543,16 @@ def test_shared_cores_offers_no_stoke_that_is_predicted_no_faster():
     assert "more cores or a GPU" in no_gain
     # where stoke's tuner is predicted faster, it is still offered
     assert "stoke.from_sequence" in shared_cores_fix(0.7, 3046.0, 32, pydataset, stoke_gain=1.4)
+
+
+def test_a_tf_data_graph_not_read_gets_the_whole_advice_not_it_has_no_map():
+    # (the reviewer's case) tf_data_graph_error: tf_data_parallel_map is None because nothing
+    # is known, not because there is no map
+    from stoke.diagnosis.judge.fixes import stoke_fix
+    from stoke.diagnosis.record import InputFacts
+
+    unread = InputFacts.from_dict({"kind": "tf.data", "tf_data_py_function": False,
+                                   "tf_data_graph_error": "RuntimeError()"})
+    fix = stoke_fix(unread)
+    assert "num_parallel_calls=tf.data.AUTOTUNE" in fix and "prefetch" in fix
+    assert "no map" not in fix

@@ -52,3 +52,13 @@ def test_a_ctrl_c_in_the_script_prints_its_traceback_as_python_does():
     assert "in train" in run.message and "KeyboardInterrupt" in run.message
     # as python prints it: none of the doctor's own frames (s09_exception.py gained six)
     assert "bootstrap.py" not in run.message and "runpy" not in run.message, run.message
+
+
+def test_a_script_that_does_not_compile_gets_pythons_own_message(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text("x = (\n")
+    run = run_measured(["python", str(script)], DoctorOptions(probes=False), timeout_s=300,
+                       capture_output=True)
+    assert run.exit_code == 1
+    assert "SyntaxError" in run.message and f'File "{script}", line 1' in run.message
+    assert "bootstrap.py" not in run.message and "runpy" not in run.message, run.message

@@ -751,7 +751,8 @@ def host_code_fix_prediction(
 
 
 def epoch_overhead_s_per_step(
-    steps: Sequence[StepSample], kept: Sequence[StepSample], iterator_start_s: float = 0.0
+    steps: Sequence[StepSample], kept: Sequence[StepSample],
+    restarts: tuple[float, float] = (0.0, 0.0),
 ) -> tuple[float, float]:
     """Work that recurs once an epoch and that no fix of the input removes, in seconds a step,
     and the part of it the steady steps' mean already holds.
@@ -782,11 +783,10 @@ def epoch_overhead_s_per_step(
     each epoch) was predicted x2.35-x5.27 against x1.34-x1.51 measured on its fixed twins:
     the run's mean step held the restarts, the input-free window's step did not.
 
-    ``iterator_start_s``: what making a new iterator over the user's ``tf.data`` pipeline
-    costs (:func:`input_restart_s`). Keras makes one when an epoch has taken all its batches
-    (in the gap) and one when the next epoch starts (inside its first step's clock): the
-    input's work, which a free input does not pay. Each boundary's gap and first-step extra
-    are taken down by that much each. custom_train_step.py (a shuffle over file names, a
+    ``restarts``: what making new iterators over the user's ``tf.data`` pipeline costs at a
+    boundary, in its gap and in its first step (:func:`input_restarts_s`): the input's work,
+    which a free input does not pay. Each boundary's gap and first-step extra are taken down
+    by that much. custom_train_step.py (a shuffle over file names, a
     ``py_function`` map, 20 steps an epoch): 10-13 ms of gap and 12 ms of first-step extra at
     each boundary, 0.89 ms a step of "epoch work"; its pipeline's iterator took 8-12 ms to
     make, the fixed twin's (cached) 0.7 ms, whose whole epoch took 27 ms."""
@@ -805,9 +805,9 @@ def epoch_overhead_s_per_step(
         if previous[0] != current[0]:
             continue
         last, first = epochs[previous][-1], epochs[current][0]
-        gap_s = max(0.0, (first.t_s - first.step_s) - last.t_s - iterator_start_s)
+        gap_s = max(0.0, (first.t_s - first.step_s) - last.t_s - restarts[0])
         first_busy_s = first.step_s - min(first.wait_used_s, first.step_s)
-        extra_s = max(0.0, first_busy_s - steady_busy_s - iterator_start_s)
+        extra_s = max(0.0, first_busy_s - steady_busy_s - restarts[1])
         if id(first) in kept_ids:
             in_mean_s += extra_s  # any epoch's first step the mean holds
         figure_s = (gap_s + extra_s) / max(len(epochs[previous]), len(epochs[current]))
@@ -820,16 +820,22 @@ def epoch_overhead_s_per_step(
     return statistics.median(per_step), in_mean_s / len(kept)
 
 
-def input_restart_s(record: RunRecord) -> float:
-    """Seconds the user's ``tf.data`` pipeline takes to start over (a new iterator, which
-    Keras makes at every epoch's boundary on TensorFlow): the input-alone probe's
-    ``detail["iterator_start_s"]`` (:func:`stoke.diagnosis.measure.tf_pulls.iterator_start_seconds`).
-    0.0 for other inputs (Keras' own pipelines over arrays or a generator start over on a
-    fixed input too) or when not measured."""
+def input_restarts_s(record: RunRecord) -> tuple[float, float]:
+    """Seconds the user's ``tf.data`` pipeline takes to start over at an epoch's boundary on
+    TensorFlow, in the boundary's gap and in the next epoch's first step: the input-alone
+    probe's ``detail["iterator_start_s"]``
+    (:func:`stoke.diagnosis.measure.tf_pulls.iterator_start_seconds`) for each new iterator
+    Keras makes there (``EpochIterator._enumerate_iterator``, Keras 3.15): with no
+    ``steps_per_epoch``, one as the next epoch starts, and, for a dataset of known length,
+    one more in the gap once the epoch took all its batches; with ``steps_per_epoch``, none
+    (the iterator runs on). (0.0, 0.0) for other inputs (Keras' own pipelines over arrays or
+    a generator start over on a fixed input too) or when not measured."""
     probe = record.probes.get("input_alone")
-    if probe is None or record.input.kind != "tf.data":
-        return 0.0
-    return as_number(probe.detail.get("iterator_start_s")) or 0.0
+    inputs = record.input
+    if probe is None or inputs.kind != "tf.data" or inputs.steps_per_epoch:
+        return 0.0, 0.0
+    start_s = as_number(probe.detail.get("iterator_start_s")) or 0.0
+    return (start_s if inputs.num_batches else 0.0), start_s
 
 
 def input_free_step_s(record: RunRecord) -> float | None:
@@ -1151,7 +1157,7 @@ def analyse_run(record: RunRecord) -> Analysis:
     overlap = overlapped_producer(record, overlap_no_wait_s, batch_size, input_alone, cpu, step_s)
     if overlap is not None and predicted_speedup is not None:
         predicted_speedup = min(predicted_speedup, overlap["speedup"])
-    epoch_s, epoch_in_mean_s = epoch_overhead_s_per_step(steps, kept, input_restart_s(record))
+    epoch_s, epoch_in_mean_s = epoch_overhead_s_per_step(steps, kept, input_restarts_s(record))
     if epoch_s > 0 and predicted_speedup is not None and predicted_speedup > 1.0:
         # once an epoch, before and after the fix alike; where the mean step holds part of it
         # already, that part comes off the step first (and off the step predicted from the
@@ -1192,6 +1198,8 @@ def analyse_run(record: RunRecord) -> Analysis:
         and not (input_alone and model_rate and input_alone < model_rate)
     )
     handover_only = (input_is_limit is False and in_memory_input(record)) or estimated_in_memory
+    if estimated_in_memory:
+        input_is_limit = False  # as the verdict says (the JSON showed true beside it)
     if handover_only:
         # arrays in memory (or a tf.data pipeline with no map) many times faster than the
         # model: what the trainer "waits" is handing the batch over, which every fix pays too
@@ -1229,9 +1237,11 @@ def analyse_run(record: RunRecord) -> Analysis:
             *signals,
         )
         verdict = "overhead-bound"
+        how = ("from the throughput against the input alone" if wait_source == "probes"
+               else "as step time minus the model-alone step")
         reason = (
             f"{wait_fraction:.0%} of each step is time beyond the model alone on a cached batch "
-            "(not measured as a wait: estimated as step time minus the model-alone step, since "
+            f"(not measured as a wait: estimated {how}, since "
             "TensorFlow pulls the batch inside the compiled loop); the input is arrays in memory "
             "(or a tf.data pipeline with no map), which no input fix makes faster, so that "
             f"time is not counted against it{alone}"

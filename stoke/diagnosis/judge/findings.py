@@ -303,8 +303,9 @@ def input_too_slow(record: RunRecord, analysis: Analysis) -> Finding | None:
         rates = [r for r in (analysis.bound.no_wait_throughput, analysis.model_alone) if r]
         if not (analysis.input_alone and rates and analysis.input_alone < min(rates)):
             return None
-    if _input_keeps_up_alone(analysis):
-        # measured faster than the model: not the limit, whatever the wait (issue 14).
+    if _input_keeps_up_alone(analysis) and (wait or 0.0) < _INPUT_BOUND_WAIT:
+        # measured faster than the model, and little wait: not the limit (issue 14); a large
+        # wait beside an input that barely keeps up alone is still the input's.
         # s18_tfrecord_noprefetch.py on TF: input alone 1.01-1.28x the model, 6-8% wait, was
         # told "cannot keep up" and to map in parallel, which it already did
         return None
@@ -535,7 +536,8 @@ def below_input_free_window(analysis: Analysis) -> str:
     bound = analysis.bound
     gain = analysis.predicted_speedup
     if (prediction is None or not gain or not bound.no_wait_throughput or not analysis.throughput
-            or not bound.step_s):
+            or not bound.step_s or analysis.input_is_limit is False):
+        # (an input not the limit: the verdict's reason says why no input fix gains)
         return ""
     window = bound.no_wait_throughput / analysis.throughput
     if window <= gain * 1.1:

@@ -178,6 +178,9 @@ def _tf_data_missing(inputs: InputFacts) -> tuple[bool, bool]:
     prefetch of its own or tf.data's are never recommended (issue 14: a fix is never what the
     run already does; s18_tfrecord_noprefetch.py, ``map(num_parallel_calls=AUTOTUNE)``, was
     told to map in parallel)."""
+    if not inputs.tf_data_ops and inputs.tf_data_parallel_map is None:
+        # the graph was not read (tf_data_graph_error): nothing is known to be there
+        return True, True
     return inputs.tf_data_parallel_map is False, inputs.tf_data_prefetches is not True
 
 
@@ -329,7 +332,7 @@ HOST_OP_LAMBDA_FIX = (
     "import keras\n"
     "from keras import ops\n"
     "\n"
-    "# was: keras.layers.Lambda(lambda x: np.log1p(np.abs(x)))  (NumPy: on the host)\n"
+    "# for example, was: keras.layers.Lambda(lambda x: np.log1p(np.abs(x)))  (on the host)\n"
     "keras.layers.Lambda(lambda x: ops.log1p(ops.abs(x)))  # keras.ops: on the device\n"
     "\n"
     "# or do that preprocessing in the input pipeline, before the model\n"

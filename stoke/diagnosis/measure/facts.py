@@ -334,12 +334,19 @@ def tf_static_batch_size(fit: FitContext | None) -> int:
     return 0
 
 
-def known_fit_steps(epoch_iterator, arguments: dict[str, Any], model) -> int | None:
-    """How many train-function calls this ``fit`` will make, when Keras knows it."""
+def batches_per_epoch(epoch_iterator) -> int | None:
+    """The batches an epoch of this ``fit`` takes, when Keras knows it (``steps_per_epoch``,
+    else the input's length)."""
     try:
         per_epoch = epoch_iterator.num_batches if epoch_iterator is not None else None
     except Exception:
-        per_epoch = None
+        return None
+    return int(per_epoch) if per_epoch else None
+
+
+def known_fit_steps(epoch_iterator, arguments: dict[str, Any], model) -> int | None:
+    """How many train-function calls this ``fit`` will make, when Keras knows it."""
+    per_epoch = batches_per_epoch(epoch_iterator)
     if not per_epoch:
         return None
     epochs = int(arguments.get("epochs") or 1) - int(arguments.get("initial_epoch") or 0)
@@ -352,15 +359,11 @@ def batches_left_in_epoch(epoch_iterator, steps_in_epoch: int, model) -> int | N
     """Batches the epoch in progress has still to train on after ``steps_in_epoch``
     train-function calls, when Keras knows the epoch's length (``steps_per_epoch``, or the
     input's ``num_batches``); None when it does not (a finite generator ends its epoch)."""
-    try:
-        per_epoch = (getattr(epoch_iterator, "steps_per_epoch", None)
-                     or epoch_iterator.num_batches) if epoch_iterator is not None else None
-    except Exception:
-        per_epoch = None
+    per_epoch = batches_per_epoch(epoch_iterator)
     if not per_epoch:
         return None
     per_execution = max(1, int(getattr(model, "steps_per_execution", 1) or 1))
-    return max(0, int(per_epoch) - steps_in_epoch * per_execution)
+    return max(0, per_epoch - steps_in_epoch * per_execution)
 
 
 _HOST_MARKERS = (

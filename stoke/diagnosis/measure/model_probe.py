@@ -450,11 +450,13 @@ def measure_input_alone(
         dataset = getattr(adapter.py_dataset, "keras2_sequence", adapter.py_dataset)
         adapter = PyDatasetAdapter(dataset, shuffle=False)
         fresh_pool = adapter.enqueuer is not None
-    # the batches are dropped: so are the random draws the fresh iterator made
-    restore_random = snapshot_global_random()
-    iterator, how = fresh_trainer_iterator(fit.epoch_iterator, adapter, backend)
-    workers = fresh_pool or int(getattr(fit.arguments.get("x"), "num_workers", 0) or 0) > 0
+    # the batches are dropped: so are the random draws the fresh iterator made (a DataLoader's
+    # own generator too: the probe's iterator shares it with training's)
+    restore_random = snapshot_global_random(getattr(adapter, "_dataloader", None))
+    iterator = None
     try:
+        iterator, how = fresh_trainer_iterator(fit.epoch_iterator, adapter, backend)
+        workers = fresh_pool or int(getattr(fit.arguments.get("x"), "num_workers", 0) or 0) > 0
         result = _time_pulls(
             lambda: next(iterator),
             seconds,
@@ -545,8 +547,8 @@ def _tf_ready_pull(epoch_iterator, adapter, alone: ProbeResult) -> dict:
     from stoke.diagnosis.measure.tf_pulls import READY_PAUSE_S, ready_pull_seconds
 
     dataset = getattr(epoch_iterator, "_distributed_dataset", None)
-    if (adapter is not epoch_iterator.data_adapter or not isinstance(dataset, tf.data.Dataset)
-            or _shares_one_iterator(adapter)):
+    if (adapter is not epoch_iterator.data_adapter or type(adapter).__name__ != "TFDatasetAdapter"
+            or not isinstance(dataset, tf.data.Dataset)):
         return {}
     pause_s = max(READY_PAUSE_S, 2.0 * alone.detail.get("s_per_batch", 0.0))
     if pause_s > 0.06:
@@ -561,11 +563,15 @@ def _tf_ready_pull(epoch_iterator, adapter, alone: ProbeResult) -> dict:
 def _tf_iterator_start(epoch_iterator, adapter) -> dict:
     """TensorFlow: what making a new iterator over the dataset the trainer iterates costs
     (``iterator_start_s``, :func:`stoke.diagnosis.measure.tf_pulls.iterator_start_seconds`),
-    which Keras pays at each epoch's boundary. Only for the training dataset itself."""
+    which Keras pays at each epoch's boundary. Only for the user's own ``tf.data`` dataset
+    (Keras' ``TFDatasetAdapter``), not under a distribution strategy."""
+    import tensorflow as tf
+
     from stoke.diagnosis.measure.tf_pulls import iterator_start_seconds
 
     dataset = getattr(epoch_iterator, "_distributed_dataset", None)
-    if adapter is not epoch_iterator.data_adapter or dataset is None:
+    if (adapter is not epoch_iterator.data_adapter or type(adapter).__name__ != "TFDatasetAdapter"
+            or not isinstance(dataset, tf.data.Dataset)):
         return {}
     try:
         return {"iterator_start_s": iterator_start_seconds(dataset)}

@@ -192,7 +192,8 @@ class ProbeSchedule:
             planned = min(planned, total_steps)
             if self.stop_after_steps is None:
                 self.expected_steps = total_steps
-        elif epochs and self.stop_after_steps is None:
+        elif epochs and epochs > 1 and self.stop_after_steps is None:
+            # (one epoch of unknown length, an endless input's: nothing bounds it, the floor)
             self.epochs = epochs
         self.at_step = self.clock.steps_seen + planned
         self._keep_batch = self.enabled and keep_batch

@@ -70,9 +70,11 @@ def snapshot_variables(model) -> Callable[[], None]:
     return restore
 
 
-def snapshot_global_random() -> Callable[[], None]:
-    """Python's, NumPy's and torch's global random states (:func:`snapshot_torch_random`);
-    the returned function puts them back. For the input-alone probe's fresh iterator, whose
+def snapshot_global_random(loader: Any = None) -> Callable[[], None]:
+    """Python's, NumPy's and torch's global random states (:func:`snapshot_torch_random`),
+    and a torch ``DataLoader``'s own generators (``loader``: its ``generator=``, its
+    sampler's), which a second iterator over it draws from as training's does; the returned
+    function puts them back. For the input-alone probe's fresh iterator, whose
     batches are dropped: Keras' array adapter draws each iterator's shuffle from NumPy's
     global stream (``np.random.permutation``, JAX and NumPy paths), a script's dataset may
     draw its augmentations there (a seeded JAX run with Dropout on shuffled arrays trained to
@@ -85,13 +87,33 @@ def snapshot_global_random() -> Callable[[], None]:
 
     python_state, numpy_state = random.getstate(), np.random.get_state()
     restore_torch = snapshot_torch_random()
+    generators = _loader_generators(loader)
+    generator_states = [generator.get_state() for generator in generators]
 
     def restore() -> None:
         random.setstate(python_state)
         np.random.set_state(numpy_state)
         restore_torch()
+        for generator, state in zip(generators, generator_states, strict=True):
+            generator.set_state(state)
 
     return restore
+
+
+def _loader_generators(loader: Any) -> list:
+    """The torch generators a ``DataLoader`` draws from of its own (``generator=``, its
+    sampler's, its batch sampler's sampler's), each once; [] for anything else."""
+    torch = sys.modules.get("torch")
+    if torch is None or loader is None:
+        return []
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    owners = (loader, getattr(loader, "sampler", None), getattr(batch_sampler, "sampler", None))
+    found: list = []
+    for owner in owners:
+        generator = getattr(owner, "generator", None)
+        if isinstance(generator, torch.Generator) and all(generator is not g for g in found):
+            found.append(generator)
+    return found
 
 
 def snapshot_torch_random() -> Callable[[], None]:
@@ -101,8 +123,9 @@ def snapshot_torch_random() -> Callable[[], None]:
     global generator, and a ``DataLoader``'s new iterator draws its base seed and its
     sampler's there (the red-team's s23_determinism.py and s25_torch_loader_seeded.py, seeded
     with ``keras.utils.set_random_seed``: History and weights differed from the second epoch
-    on under the doctor). Not Python's or NumPy's global streams: the run's own input threads
-    may draw from those while the probes run. A no-op when torch was never imported."""
+    on under the doctor). Not Python's or NumPy's global streams here (the model probes): the
+    run's own input threads may draw from those while they run. A no-op when torch was never
+    imported."""
     torch = sys.modules.get("torch")
     if torch is None:
         return lambda: None

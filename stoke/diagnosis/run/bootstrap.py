@@ -97,24 +97,34 @@ def print_script_traceback() -> None:
     import types
 
     kind, value, tb = sys.exc_info()
-    frames = []
+    every, frames = [], []
     while tb is not None:
+        every.append(tb)
         if not _doctors_frame(tb.tb_frame.f_code.co_filename):
             frames.append(tb)
         tb = tb.tb_next
+    if every and _stoke_frame(every[-1].tb_frame.f_code.co_filename):
+        traceback.print_exception(kind, value, value.__traceback__)  # raised by the doctor
+        return
     chain = None
     for kept in reversed(frames):
         chain = types.TracebackType(chain, kept.tb_frame, kept.tb_lasti, kept.tb_lineno)
-    traceback.print_exception(kind, value, chain if chain is not None else value.__traceback__)
+    # none left (a SyntaxError in the script): python prints no frame either
+    traceback.print_exception(kind, value, chain)
 
 
 def _doctors_frame(filename: str) -> bool:
+    """A frame of the doctor's (:func:`_stoke_frame`) or of ``runpy``, which runs the script."""
+    return (_stoke_frame(filename) or filename == "<frozen runpy>"
+            or os.path.basename(filename) == "runpy.py")
+
+
+def _stoke_frame(filename: str) -> bool:
     """A frame of the doctor's measuring side or of the Keras-2 translation it installs (not of
     stoke's feeder, whose frames a script using stoke would see without the doctor too)."""
     stoke_dir = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return (filename.startswith((os.path.join(stoke_dir, "diagnosis") + os.sep,
-                                 os.path.join(stoke_dir, "legacy") + os.sep))
-            or filename == "<frozen runpy>" or os.path.basename(filename) == "runpy.py")
+    return filename.startswith((os.path.join(stoke_dir, "diagnosis") + os.sep,
+                                os.path.join(stoke_dir, "legacy") + os.sep))
 
 
 def _run_target(kind: str, target: str, args: list[str]) -> None:
