@@ -918,7 +918,8 @@ def test_an_input_already_in_memory_is_predicted_no_more_than_its_wait(kind):
     diagnosis = analyse(record)
     wait = diagnosis.input_wait_fraction
     assert wait < 0.05
-    assert diagnosis.predicted_speedup == pytest.approx(1.0 / (1.0 - wait))
+    # faster alone than the model: its wait is the hand-over, no fix gains (tfdata_plain.py)
+    assert diagnosis.predicted_speedup == 1.0
     # a generator's batches are made by the user's code: the window stands
     record.input.kind = "generator"
     assert analyse(record).predicted_speedup > 1.1
