@@ -297,6 +297,9 @@ class InputFacts(Facts):
     stoke_workers: int | str | None = None
     tf_data_parallel_map: bool | None = None  # None: no map
     tf_data_prefetch: bool | None = None
+    # a shuffle that draws a new order for every iterator from a fixed seed: a second
+    # iterator (a probe's) would change the orders training reads; probes read training's own
+    tf_data_seeded_reshuffle: bool | None = None
     tf_data_py_function: bool | None = None  # Python inside the tf.data graph
     tf_data_map_parallelism: list[int] | None = None  # one per map, -1 = AUTOTUNE
     tf_data_batch_size: int | None = None

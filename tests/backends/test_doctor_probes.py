@@ -337,6 +337,42 @@ def test_probes_leave_a_seeded_runs_random_draws_as_they_were():
         np.testing.assert_array_equal(after_measured, after_plain)
 
 
+def test_probes_leave_a_seeded_tf_data_shuffle_as_it_was():
+    # a shuffle(seed=7) that reshuffles each epoch draws the next order for every iterator
+    # made over it: the input-alone probe's fresh iterator made the epochs after it train on
+    # other orders (kernel 1.069475 against 1.069543 after epoch 2, on TensorFlow). The probe
+    # now reads training's own iterator and keeps the batches for it (checked by the weights
+    # after each epoch: plain SGD depends on the order)
+    import tensorflow as tf
+
+    x = (np.arange(1024, dtype="float32") / 1024).reshape(-1, 1)
+    y = (x[:, 0] * 3.0 + 1.0).astype("float32")
+
+    def seeded_fit(doctored: bool) -> list[float]:
+        keras.utils.set_random_seed(0)
+        dataset = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(1024, seed=7).map(
+            lambda a, b: tf.py_function(lambda u, v: (u, v), [a, b], [tf.float32, tf.float32])
+        ).map(lambda a, b: (tf.reshape(a, (1,)), tf.reshape(b, ()))).batch(32)
+        model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse")
+        kernels: list[float] = []
+        record_kernel = keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: kernels.append(float(model.get_weights()[0][0, 0])))
+        if not doctored:
+            model.fit(dataset, epochs=3, callbacks=[record_kernel], verbose=0)
+            return kernels
+        with session.doctor(probe_after_steps=5, probe_seconds=0.2, sample_system=False,
+                            probe_budget_min_s=60.0) as d:
+            model.fit(dataset, epochs=3, callbacks=[record_kernel], verbose=0)
+        alone = d.record.probes.get("input_alone")
+        assert alone is not None, d.record.meta.probe_notes
+        assert alone.detail["method"] == "next() on the iterator training reads"
+        assert d.record.input.tf_data_seeded_reshuffle is True
+        return kernels
+
+    assert seeded_fit(True) == seeded_fit(False)
+
+
 class SlowBatches(keras.utils.PyDataset):
     """An index-based input that takes ``load_s`` per batch: the same batches in the same
     order every epoch, so two runs can be compared weight for weight."""

@@ -271,6 +271,20 @@ class Analysis:
     def input_wait_pct(self) -> float | None:
         return None if self.input_wait_fraction is None else 100.0 * self.input_wait_fraction
 
+    @property
+    def model_rate(self) -> float | None:
+        """The samples/s the model takes batches at (:func:`model_take_rate`)."""
+        return model_take_rate(self.bound.no_wait_throughput if self.bound else None,
+                               self.model_alone)
+
+
+def model_take_rate(no_wait_throughput: float | None, model_alone: float | None) -> float | None:
+    """The samples/s the model takes batches at: its no-wait rate in the run or alone,
+    whichever is lower (None when neither was measured). The input is the limit only when it
+    makes fewer than that."""
+    rates = [rate for rate in (no_wait_throughput, model_alone) if rate]
+    return min(rates) if rates else None
+
 
 def steady_steps(steps: Sequence[StepSample]) -> tuple[list[StepSample], SteadyState]:
     """The steps that describe the run once it is warm (see the module docstring)."""
@@ -1179,8 +1193,7 @@ def analyse_run(record: RunRecord) -> Analysis:
     predicted_throughput = (
         throughput * predicted_speedup if (throughput and predicted_speedup) else None
     )
-    model_rate = min(r for r in (no_wait_throughput, model_alone) if r) if (
-        no_wait_throughput or model_alone) else None
+    model_rate = model_take_rate(no_wait_throughput, model_alone)
     input_is_limit = (
         None if not (input_alone and model_rate) else input_alone < INPUT_LIMIT_FACTOR * model_rate
     )

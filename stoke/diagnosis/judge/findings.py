@@ -300,8 +300,8 @@ def input_too_slow(record: RunRecord, analysis: Analysis) -> Finding | None:
         return None  # an estimated wait on arrays in memory is no evidence against them
     if in_memory_input(record):
         # slicing arrays in memory: blamed only when measured slower than the model itself
-        rates = [r for r in (analysis.bound.no_wait_throughput, analysis.model_alone) if r]
-        if not (analysis.input_alone and rates and analysis.input_alone < min(rates)):
+        model_rate = analysis.model_rate
+        if not (analysis.input_alone and model_rate and analysis.input_alone < model_rate):
             return None
     if _input_keeps_up_alone(analysis) and (wait or 0.0) < _INPUT_BOUND_WAIT:
         # measured faster than the model, and little wait: not the limit (issue 14); a large
@@ -360,8 +360,8 @@ def _input_keeps_up_alone(analysis: Analysis) -> bool:
     """The input alone was measured at least as fast as the model takes batches (its no-wait
     rate, or alone, whichever is lower): then its wait has another cause (the cores it shares,
     handing batches over), and ``input-too-slow`` is not said."""
-    rates = [r for r in (analysis.bound.no_wait_throughput, analysis.model_alone) if r]
-    return bool(analysis.input_alone and rates and analysis.input_alone >= min(rates))
+    model_rate = analysis.model_rate
+    return bool(analysis.input_alone and model_rate and analysis.input_alone >= model_rate)
 
 
 def shared_cores(record: RunRecord, analysis: Analysis) -> Finding | None:

@@ -264,6 +264,8 @@ def tf_data_facts(dataset) -> dict[str, Any]:
         facts["tf_data_parallel_map"] = sequential_maps == 0
     facts["tf_data_map_parallelism"] = parallelism
     facts["tf_data_prefetch"] = any(op == "PrefetchDataset" for op in ops)
+    facts["tf_data_seeded_reshuffle"] = any(
+        _reshuffles_from_a_seed(node, constants) for node in graph.node)
     python_ops = {"EagerPyFunc", "PyFunc", "PyFuncStateless"}
     in_functions = any(
         node.op in python_ops for function in graph.library.function for node in function.node_def
@@ -275,6 +277,26 @@ def tf_data_facts(dataset) -> dict[str, Any]:
     except Exception:
         pass
     return facts
+
+
+_SHUFFLE_OPS = ("ShuffleDataset", "ShuffleDatasetV3", "ShuffleAndRepeatDataset",
+                "ShuffleAndRepeatDatasetV2")
+
+
+def _reshuffles_from_a_seed(node, constants: dict[str, int]) -> bool:
+    """A ``shuffle`` node that draws a new order for every iterator (reshuffle_each_iteration,
+    the default) from a fixed seed (``seed=``, or TensorFlow's global seed: seed and seed2
+    inputs not both 0). Every iterator made over such a pipeline, a probe's too, advances
+    the orders the next epochs train on (a seeded run trained to other weights under the
+    doctor: its input-alone probe's iterator had drawn an order)."""
+    if node.op not in _SHUFFLE_OPS:
+        return False
+    reshuffle = node.attr["reshuffle_each_iteration"].b if "reshuffle_each_iteration" in node.attr else True
+    inputs = [i for i in node.input if not i.startswith("^")]
+    if not reshuffle or len(inputs) < 4:
+        return False
+    seeds = [constants.get(name.split(":")[0]) for name in inputs[2:4]]
+    return any(seed for seed in seeds)
 
 
 def tf_data_injects_prefetch(options) -> bool:

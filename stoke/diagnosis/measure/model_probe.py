@@ -62,19 +62,25 @@ def fit_probes(
     step_s: float,
     pull_s: float,
     batches_left: int | None = None,
+    training_pulls=None,
 ) -> list[Probe]:
     """The two probes of a measured ``fit``, in the order they run: the model alone on
     ``batch`` (the probe step's, kept by the schedule; on TensorFlow pulling inside the graph,
     one taken beside training: :func:`tf_batch_beside_training`), then the input alone. ``step_s`` and
     ``pull_s``: what one step and one pull are expected to cost (the run's own steps).
     ``batches_left``: the batches the epoch in progress has still to train on (None: not
-    known), which a script's generator may give the input-alone probe at most."""
+    known), which a script's generator may give the input-alone probe at most.
+    ``training_pulls``: the run's :class:`~stoke.diagnosis.measure.timing.TrainingPulls`
+    when its input must not be iterated a second time (a ``tf.data`` pipeline reshuffling
+    from a fixed seed): the probes take their batches from training's own iterator and keep
+    them for it, or take none."""
     from stoke.diagnosis.measure.facts import leading_dim
 
     def model_alone(seconds: float, deadline: float) -> ProbeResult:
         probe_batch = batch
         if probe_batch is None and backend == "tensorflow":
-            probe_batch = tf_batch_beside_training(fit)  # the pull is in the graph
+            # the pull is in the graph
+            probe_batch = tf_batch_beside_training(fit, second_iterator=training_pulls is None)
         if probe_batch is None:
             raise ProbeNotRun("no batch was cached for the probe")
         return _model_alone_in_fit(
@@ -96,7 +102,8 @@ def fit_probes(
         Probe(
             "input_alone",
             "input-alone",
-            lambda seconds, deadline: measure_input_alone(fit, backend, seconds, batches_left),
+            lambda seconds, deadline: measure_input_alone(
+                fit, backend, seconds, batches_left, training_pulls),
             fixed_s=2 * pull_s,
             unit_s=pull_s,
             max_units=MAX_INPUT_BATCHES,
@@ -166,7 +173,7 @@ def tf_batches_per_call(model) -> int:
     return max(1, int(getattr(model, "steps_per_execution", 1) or 1))
 
 
-def tf_batch_beside_training(fit) -> Any:
+def tf_batch_beside_training(fit, second_iterator: bool = True) -> Any:
     """TensorFlow pulling inside the compiled loop (``steps_per_execution > 1``, a distribution
     strategy): no batch passes through Python for the probe to keep. One batch of the run's
     data, taken without touching the iterator training reads (a batch taken from it is one
@@ -177,7 +184,9 @@ def tf_batch_beside_training(fit) -> Any:
       training next (:meth:`~stoke.diagnosis.measure.timing.UserGenerator.take_for_probe`);
     - a ``PyDataset``: its first batch, by index (no second worker pool);
     - a ``tf.data`` dataset (in-memory arrays too, through Keras' adapter pipeline): the first
-      batch of a fresh iterator over the dataset training iterates.
+      batch of a fresh iterator over the dataset training iterates; unless a second iterator
+      would change what training reads (``second_iterator`` False: a pipeline reshuffling
+      from a fixed seed), then zeros of its element spec at its batch size.
 
     Raises :class:`ProbeNotRun` with the reason when none can be taken."""
     from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
@@ -202,6 +211,8 @@ def tf_batch_beside_training(fit) -> Any:
     dataset = getattr(epoch_iterator, "_distributed_dataset", None)
     if dataset is None:
         raise ProbeNotRun("no dataset to take a batch from for the probe")
+    if not second_iterator:
+        return _zeros_like_batches_of(fit.arguments.get("x"))
     try:
         return next(iter(dataset))
     except StopIteration:
@@ -389,8 +400,29 @@ def _tf_model_device(model) -> str:
 # Input alone.
 
 
+def _zeros_like_batches_of(dataset) -> Any:
+    """A batch of zeros shaped as ``dataset``'s batches (a ``tf.data`` dataset whose batch
+    size its graph gives): for the model-alone probe, whose step takes as long on zeros."""
+    import tensorflow as tf
+
+    from stoke.diagnosis.measure.facts import tf_data_facts
+
+    batch_size = tf_data_facts(dataset).get("tf_data_batch_size") if dataset is not None else None
+    spec = getattr(dataset, "element_spec", None)
+    if not batch_size or spec is None:
+        raise ProbeNotRun(
+            "the training dataset reshuffles each epoch from a fixed seed (a second iterator "
+            "would change the orders the next epochs train on) and its batch size is not known")
+
+    def zeros(leaf):
+        shape = [batch_size if size is None else size for size in leaf.shape.as_list()]
+        return tf.zeros(shape, leaf.dtype)
+
+    return tf.nest.map_structure(zeros, spec)
+
+
 def measure_input_alone(
-    fit, backend: str, seconds: float, batches_left: int | None = None
+    fit, backend: str, seconds: float, batches_left: int | None = None, training_pulls=None,
 ) -> ProbeResult | None:
     """Iterate the run's data object with no model for about ``seconds``. None if it yielded
     nothing.
@@ -400,12 +432,18 @@ def measure_input_alone(
     (``batches_left``, counting those kept already): a later epoch's batches may depend on
     what training does in between (a callback that raises a curriculum's difficulty each
     epoch: the red-team's s20_curriculum_generator.py trained all 4 epochs on the first
-    level's batches, the probe having pulled 1,614 batches where 350 were left)."""
+    level's batches, the probe having pulled 1,614 batches where 350 were left).
+
+    An input a second iterator would change (``training_pulls``: a ``tf.data`` pipeline that
+    reshuffles from a fixed seed) is read the same way, from training's own iterator, the
+    batches kept for training (:func:`_input_alone_from_training`)."""
     from stoke.diagnosis.measure.system import child_pids
 
     # processes the run had before the probe (the training input's own workers, still
     # filling their queue): not the probe's input, left out of its CPU
     running = child_pids()
+    if training_pulls is not None:
+        return _input_alone_from_training(training_pulls, seconds, batches_left, running)
     generator = fit.user_generator
     if generator is not None:
         # Hold the generator for the whole probe: on TensorFlow a tf.data thread also pulls
@@ -486,6 +524,34 @@ def measure_input_alone(
             except Exception:
                 pass
         restore_random()
+
+
+def _input_alone_from_training(training_pulls, seconds: float, batches_left: int | None,
+                               running) -> ProbeResult | None:
+    """The input alone, read from the iterator training reads (see :func:`measure_input_alone`):
+    no more than the epoch in progress has left, each batch kept and trained on next."""
+    why = ("the training dataset reshuffles each epoch from a fixed seed: a second iterator "
+           "over it would change the orders the next epochs train on")
+    if training_pulls.iterator is None:
+        raise ProbeNotRun(f"{why}, and its batches are pulled inside the compiled loop, out of "
+                          "the probe's reach")
+    already = len(training_pulls.kept)
+    if batches_left is not None and batches_left - already <= 0:
+        raise ProbeNotRun(f"{why}, and the epoch in progress had no batch left to read from "
+                          "training's own iterator")
+    return _time_pulls(
+        training_pulls.take_for_probe,
+        seconds,
+        warmup=0,
+        detail={
+            "method": "next() on the iterator training reads",
+            "note": f"{why}; the batches the probe reads are kept and trained on next, in "
+                    "order; no more than the epoch in progress has left",
+            "batches_left_in_epoch": batches_left,
+        },
+        enough=lambda: batches_left is not None and len(training_pulls.kept) >= batches_left,
+        not_the_probes=running,
+    )
 
 
 def fresh_trainer_iterator(epoch_iterator, adapter, backend: str):

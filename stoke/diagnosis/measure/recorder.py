@@ -50,6 +50,7 @@ from stoke.diagnosis.measure.tf_pulls import generator_ready_pull_seconds
 from stoke.diagnosis.measure.timing import (
     GeneratorTally,
     TimedTrainFunction,
+    TrainingPulls,
     UserGenerator,
     tf_pull_outside_graph,
     tf_ready_pull_seconds,
@@ -127,6 +128,8 @@ class Recorder:
         self.tf_pull_outside_graph = False
         self.tf_pull_floor_s: float | None = None
         self._pending_facts_batch = True
+        # batches the input-alone probe took from training's own iterator, kept for it
+        self.training_pulls = TrainingPulls()
         self._generator_tally = GeneratorTally()
         self.validation = ValidationTally()  # fit's validation: hooks.evaluate feeds it
         self._user_generator: UserGenerator | None = None  # the last script generator fed
@@ -559,6 +562,8 @@ class Recorder:
                 batches_left=batches_left_in_epoch(
                     self.fit.epoch_iterator if self.fit else None, self.clock.steps_in_epoch,
                     timed_function.model),
+                training_pulls=(self.training_pulls
+                                if self.record.input.get("tf_data_seeded_reshuffle") else None),
             )
             # host code in the model: the step its fix gives, after the model alone
             model = self.record.model

@@ -4,7 +4,8 @@ Owns the stand-ins for the training ``EpochIterator``'s batches (:class:`_TimedB
 ``model.train_function`` (:class:`TimedTrainFunction`), how the wait is measured on each
 backend (:func:`wait_method`, :func:`tf_pull_outside_graph`), the per-backend device sync, the
 TensorFlow ready-pull calibration, the script's generator as the doctor feeds it to Keras
-(:class:`UserGenerator`) and its tally (:class:`GeneratorTally`), and the hooks' own untimed
+(:class:`UserGenerator`) and its tally (:class:`GeneratorTally`), the batches a probe took from
+training's own iterator and keeps for it (:class:`TrainingPulls`), and the hooks' own untimed
 cost. They measure and feed the :class:`~stoke.diagnosis.measure.recorder.Recorder`, which decides.
 
 How a step is timed. A step is one call of Keras' train function; it ends when the call
@@ -46,6 +47,36 @@ if TYPE_CHECKING:
 _perf_counter = time.perf_counter
 
 
+class TrainingPulls:
+    """Batches the input-alone probe took from the iterator training reads, handed to the
+    next steps in order, for an input that a second iterator would change: a ``tf.data``
+    pipeline that reshuffles each epoch from a fixed seed (``input["tf_data_seeded_reshuffle"]``:
+    every iterator made over it draws the next order, so a probe's fresh iterator made the
+    epochs after it train on other orders, and a seeded run on other weights). The trainer's
+    side calls :meth:`next_for_training` with the iterator it reads; the probe
+    :meth:`take_for_probe`."""
+
+    def __init__(self) -> None:
+        self.iterator = None  # the iterator training reads now (None: none seen yet)
+        self.kept: deque = deque()
+
+    def next_for_training(self, iterator):
+        """The next batch for training from ``iterator``: a kept one first. Kept batches of
+        an iterator training no longer reads (a new epoch's, a new fit's) are dropped."""
+        if iterator is not self.iterator:
+            self.kept.clear()
+            self.iterator = iterator
+        if self.kept:
+            return self.kept.popleft()
+        return next(iterator)
+
+    def take_for_probe(self):
+        """One batch from training's iterator, kept for training."""
+        batch = next(self.iterator)
+        self.kept.append(batch)
+        return batch
+
+
 class _TimedBatches:
     """The trainer's batch iterator with each ``next()`` timed into the recorder."""
 
@@ -66,7 +97,7 @@ class _TimedBatches:
         if window is not None:
             return window.batch  # the input-free window: the input costs nothing
         started = _perf_counter()
-        batch = next(self._inner)
+        batch = recorder.training_pulls.next_for_training(self._inner)
         arrived = _perf_counter()
         recorder.note_batch(batch, arrived - started)
         recorder.add_overhead(_perf_counter() - arrived)
@@ -163,7 +194,8 @@ class TimedTrainFunction:
             iterator = args[0]
             if isinstance(iterator, self._tf_iterator_types):
                 pull_started = _perf_counter()
-                data = next(iterator)  # StopIteration ends the epoch, as in Keras' own path
+                # StopIteration ends the epoch, as in Keras' own path
+                data = recorder.training_pulls.next_for_training(iterator)
                 pulled = _perf_counter()
                 calibration_s = 0.0
                 if recorder.tf_pull_floor_s is None:
