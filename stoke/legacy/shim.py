@@ -309,7 +309,11 @@ def _call(original, name: str, method: str, model, args: tuple, kwargs: dict,
     x = arguments.get("x")
     kind = input_kind(x)
     accelerate = not _state["keras2_only"]
-    keras2_call = bool(legacy_given) or method != name  # else a Keras 3 call: as written
+    # Keras 2 took class_weight with a generator, Keras 3 refuses it: a Keras-2 call too
+    class_weight = arguments.get("class_weight")
+    class_weight_on_generator = inspect.isgenerator(x) and class_weight is not None
+    keras2_call = bool(legacy_given) or method != name or class_weight_on_generator
+    # (else a Keras 3 call: as written)
     read_as_stream = False  # a Sequence read as Keras 2's stream of passes
     try:
         if accelerate and _routable(x):
@@ -320,7 +324,7 @@ def _call(original, name: str, method: str, model, args: tuple, kwargs: dict,
             # (one evaluate or predict: Keras 3 reads the first steps, as Keras 2 did)
             read_as_stream = (name == "fit" and not inspect.isgenerator(x)
                               and arguments["x"].endless)
-        elif inspect.isgenerator(x) and (keras2_call or arguments.get("class_weight")):
+        elif inspect.isgenerator(x) and keras2_call:
             # as Keras 2 took it: bare arrays, class_weight
             arguments["x"] = keras2_batches(x, arguments.pop("class_weight", None))
         elif name == "fit" and keras2_call and _read_as_keras2_stream(x, arguments):
@@ -342,7 +346,10 @@ def _call(original, name: str, method: str, model, args: tuple, kwargs: dict,
         if keras2_call or opened:
             _note(Conversion(*call_site(user_frame(sys._getframe(1))), method=method,
                              input_kind=kind,
-                             legacy_arguments=tuple(f"{k}={v!r}" for k, v in legacy_given.items()),
+                             legacy_arguments=tuple(
+                                 f"{k}={v!r}" for k, v in legacy_given.items()) + (
+                                 (f"class_weight={class_weight!r}",)
+                                 if class_weight_on_generator else ()),
                              accelerated=bool(opened), read_as_stream=read_as_stream))
         _local.depth = depth + 1
         _calls_running(+1)

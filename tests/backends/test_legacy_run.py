@@ -311,3 +311,50 @@ def test_fit_generator_with_fewer_steps_goes_on_as_keras2_did_without_stokes_fee
     if mode == "doctor":
         facts = json.loads(report.read_text())["input"]
         assert facts["kind"] == "pydataset" and facts["adapter"] == "PyDatasetAdapter", facts
+
+
+CLASS_WEIGHT_SCRIPT = """
+import time
+
+import numpy as np
+import keras
+
+def batches():
+    rng = np.random.default_rng(0)
+    while True:
+        time.sleep(0.004)  # Python making each batch, on the trainer's thread
+        x = rng.normal(size=(16, 8)).astype("float32")
+        yield x, (x.sum(axis=1) > 0).astype("int32")
+
+model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1, activation="sigmoid")])
+model.compile(optimizer="adam", loss="binary_crossentropy")
+model.fit(batches(), steps_per_epoch=30, epochs=3, class_weight={0: 1.0, 1: 4.0}, verbose=0)
+print("TRAINED")
+"""
+
+
+@pytest.mark.skipif(os.environ.get("KERAS_BACKEND") == "tensorflow", reason="the shim's class_weight "
+                    "path is the same on every backend: two keep the suite within CI's time")
+def test_the_doctor_says_it_ran_a_keras2_class_weight_on_a_generator(tmp_path):
+    """Keras 2 took ``fit(generator, class_weight=...)``; Keras 3 refuses it. The doctor runs
+    it as Keras 2 did (it diagnoses what the user wrote) and says so: the report names the
+    call, and the fix is ``stoke run`` with the Keras-3 change spelled out (the red-team's
+    a04_classweight_gen.py: exit 0 under the doctor against 1 plain, no word of it, and a
+    fix, ``stoke.accelerate(gen)`` with class_weight, that raises)."""
+    import json
+
+    script = tmp_path / "weighted.py"
+    script.write_text(CLASS_WEIGHT_SCRIPT)
+    plain = _run(str(script))
+    assert plain.returncode == 1 and "class_weight" in plain.stderr, plain.stderr[-2000:]
+    report = tmp_path / "report.json"
+    result = _run("-m", "stoke", "doctor", "--probe-seconds", "0.3", "--probe-after", "5",
+                  "--json", str(report), "--", sys.executable, str(script))
+    assert result.returncode == 0 and "TRAINED" in result.stdout, result.stderr[-3000:]
+    assert "fit(class_weight=) (weighted.py:" in " ".join(result.stdout.split())
+    record = json.loads(report.read_text())
+    (conversion,) = record["meta"]["keras2_conversions"]
+    assert "class_weight={0: 1.0, 1: 4.0}" in conversion["legacy_arguments"]
+    fixes = {f["id"]: f["fix"] for f in record["findings"]}
+    fix = fixes["generator-on-main-thread"]
+    assert fix.startswith("stoke run ") and "drop class_weight=" in fix, fix

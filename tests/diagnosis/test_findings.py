@@ -4,6 +4,7 @@ and the right gain, and is not raised where the record holds no evidence for it.
 from __future__ import annotations
 
 import ast
+from dataclasses import replace
 
 import pytest
 
@@ -193,6 +194,35 @@ def test_small_batch_when_dispatch_dominates():
     # 4 ms step, 3 ms of it fixed, amortised over 32 steps: 4 / (4 - 3 * 31/32)
     assert finding.expected_gain == pytest.approx(0.004 / (0.004 - 0.003 * 31 / 32), abs=0.01)
     assert "small-batch" not in ids(synthetic.compute_bound_tf_data())
+
+
+@pytest.mark.parametrize("backend, kind, jit_compile", [
+    ("torch", "generator", None), ("tensorflow", "tf.data", True), ("jax", "arrays", False)])
+def test_small_batch_fix_is_one_this_run_can_take(backend, kind, jit_compile):
+    # the red-team (session 14): on torch the fix's steps_per_execution=32 raised ("must be 1
+    # with the PyTorch backend"); for a tf.data dataset it said batch_size=256, which fit
+    # ignores for a dataset; it said jit_compile=True to a model compiled with False
+    record = make_record(kind=kind, wait_s=0.0001, step_s=0.004, batch_size=8,
+                         model_alone=8 / 0.0039, model_detail={"fixed_s_per_step": 0.003},
+                         backend=backend, model_extra={"jit_compile": jit_compile})
+    fix = only(record, "small-batch").fix
+    assert ("steps_per_execution" in fix) is (backend != "torch")
+    assert ("jit_compile=True" in fix) is (backend != "torch" and jit_compile is not False)
+    assert (".batch(256)" in fix) is (kind == "tf.data")
+    assert ("batch_size=256" in fix) is (kind == "arrays")
+    compile(fix, "fix", "exec")  # runnable Python
+
+
+def test_a_finding_predicted_to_gain_nothing_is_not_high():
+    # a06 (torch IterableDataset on the trainer's thread): [HIGH] beside "expected x1.00"
+    from stoke.diagnosis.judge.findings import Finding, no_gain_is_low
+
+    finding = Finding(id="generator-on-main-thread", severity="high", category="input",
+                      message="m", fix="f", expected_gain=1.0)
+    assert no_gain_is_low(finding).severity == "low"
+    assert no_gain_is_low(replace(finding, expected_gain=1.4)).severity == "high"
+    assert no_gain_is_low(replace(finding, expected_gain=None)).severity == "high"
+    assert no_gain_is_low(replace(finding, severity="info")).severity == "info"
 
 
 def test_small_batch_gain_stops_at_what_the_input_makes_alone():

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from stoke.diagnosis.judge.analysis import Analysis, in_memory_input
@@ -31,7 +31,6 @@ from stoke.diagnosis.judge.fits import batch_size_words, fit_summaries
 from stoke.diagnosis.judge.fixes import (
     MEMORY_GROWTH_FIX,
     PREFETCH_FIX,
-    SMALL_BATCH_FIX,
     STOKE_ENV_FIX,
     TF_OVERSUBSCRIBED_FIX,
     compile_fix,
@@ -44,6 +43,7 @@ from stoke.diagnosis.judge.fixes import (
     keras2_fix,
     plain_number,
     shared_cores_fix,
+    small_batch_fix,
     stoke_fix,
     thread_limit_fix,
     torch_threads_fix,
@@ -181,7 +181,12 @@ def generator_on_main_thread(record: RunRecord, analysis: Analysis) -> Finding |
         severity=_wait_severity(wait),
         category="input",
         message=message,
-        fix=keras2_fix(record.meta.script, named_call.get("method", "fit_generator"), keras2_data_name(record)) if named_call is not None else input_fix(record.input, analysis.prediction, keras2_data_name(record)),
+        fix=keras2_fix(
+            record.meta.script, named_call.get("method", "fit_generator"),
+            keras2_data_name(record),
+            class_weight="class_weight=" in str(named_call.get("legacy_arguments") or ""),
+        ) if named_call is not None else input_fix(
+            record.input, analysis.prediction, keras2_data_name(record)),
         evidence=evidence,
         expected_gain=here if here is not None else analysis.predicted_speedup,
         fix_language="bash" if named_call is not None else "python",
@@ -912,7 +917,7 @@ def small_batch(record: RunRecord, analysis: Analysis) -> Finding | None:
             + "; ".join(analysis.overhead_signals)
             + "."
         ),
-        fix=SMALL_BATCH_FIX,
+        fix=small_batch_fix(record.meta.backend, record.input.kind, record.model.jit_compile),
         evidence={
             "batch_size": (batch_words if batch_words and not batch_words.isdigit()
                            else plain_number(batch_size)),
@@ -1270,8 +1275,23 @@ def find(record: RunRecord, analysis: Analysis) -> tuple[Finding, ...]:
             )
         return kept[finding_id]
 
-    found = [raised[entry.id] for entry in FINDING_CHECKS if keep(entry.id)]
+    found = [no_gain_is_low(raised[entry.id]) for entry in FINDING_CHECKS if keep(entry.id)]
     return order_findings(found, analysis.verdict)
+
+
+# an expected gain below this is no gain: its finding is not high or medium
+_NO_GAIN = 1.05
+
+
+def no_gain_is_low(finding: Finding) -> Finding:
+    """A finding whose fix is predicted to gain nothing here (its own figure, below
+    ``_NO_GAIN``) is not high or medium, whatever the cause's weight elsewhere (the
+    red-team's a06: a torch IterableDataset on the trainer's thread, ``[HIGH]`` beside
+    "expected x1.00")."""
+    gain = finding.expected_gain
+    if gain is None or gain >= _NO_GAIN or finding.severity not in ("high", "medium"):
+        return finding
+    return replace(finding, severity="low")
 
 
 def order_findings(findings: Iterable[Finding], verdict: str) -> tuple[Finding, ...]:

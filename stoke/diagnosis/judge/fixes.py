@@ -152,16 +152,26 @@ def stoke_fix(inputs: InputFacts, data_name: str | None = None) -> str:
     )
 
 
-def keras2_fix(script: str | None, method: str, data_name: str | None = None) -> str:
+def keras2_fix(script: str | None, method: str, data_name: str | None = None,
+               class_weight: bool = False) -> str:
     """A Keras-2 script: ``stoke run`` runs it unchanged, fed by ``stoke.accelerate`` (a
     generator off the trainer's thread; a Sequence's workers once they pay: see
     :mod:`stoke.accelerate.worker_start`); or the one-line change in the script
-    (``data_name``: the call's argument)."""
+    (``data_name``: the call's argument). ``class_weight``: the call gave a generator a
+    ``class_weight``, which Keras 3 refuses (``stoke run`` turns it into sample weights, as
+    Keras 2 did; in the script, the generator yields them)."""
     script = str(script or "train.py")
+    weights = (
+        "#   (Keras 3 takes no class_weight with a generator: yield (x, y, w),\n"
+        "#   w = np.array([class_weight[int(c)] for c in y], 'float32'),\n"
+        "#   and drop class_weight=)\n"
+        if class_weight else ""
+    )
     return (
         f"stoke run {script}   # the script unchanged: {method}"
         "() is fed by stoke.accelerate\n"
         "# or in the script, for Keras 3:\n"
+        f"{weights}"
         f"#   model.fit(stoke.accelerate({data_name or 'train_generator'}), "
         "steps_per_epoch=steps, epochs=10)\n"
     )
@@ -360,14 +370,31 @@ def compile_fix(host_code: bool, in_lambda: bool = False) -> str:
     )
 
 
-# too little work per step for its fixed cost (small-batch)
-SMALL_BATCH_FIX = (
-    "model.compile(optimizer=optimizer, loss=loss,\n"
-    "              steps_per_execution=32,  # one dispatch runs 32 steps\n"
-    "              jit_compile=True)\n"
-    "# and a larger batch where it is chosen (scale the learning rate with it):\n"
-    "model.fit(x_train, y_train, batch_size=256, epochs=10)\n"
-)
+def small_batch_fix(backend: str | None, input_kind: str | None,
+                    jit_compile: bool | None) -> str:
+    """Too little work per step for its fixed cost (small-batch): more steps per dispatch and
+    a larger batch, as this run can take them. No ``steps_per_execution`` on torch (Keras'
+    torch trainer refuses any but 1), no ``jit_compile=True`` over the user's own
+    ``jit_compile=False`` (a model that does not compile), and the batch where the input
+    makes it: ``.batch()`` of a tf.data pipeline (``fit`` ignores ``batch_size`` for a
+    dataset), the generator or Sequence's own, ``batch_size=`` for arrays."""
+    lines = []
+    if backend != "torch":
+        compile_args = "steps_per_execution=32"  # one dispatch runs 32 steps
+        if jit_compile is not False:
+            compile_args += ", jit_compile=True"
+        lines.append("model.compile(optimizer=optimizer, loss=loss,\n"
+                     f"              {compile_args})  # one dispatch runs 32 steps\n")
+    lines.append("# a larger batch (scale the learning rate with it):\n")
+    if input_kind == "tf.data":
+        lines.append("dataset = dataset.unbatch().batch(256)  # or .batch(256) where it is built\n"
+                     "model.fit(dataset, epochs=10)\n")
+    elif input_kind == "arrays":
+        lines.append("model.fit(x_train, y_train, batch_size=256, epochs=10)\n")
+    else:
+        lines.append("# make 256 samples a batch where the batches are made (the generator,\n"
+                     "# the Sequence's __getitem__, the DataLoader's batch_size)\n")
+    return "".join(lines)
 
 
 # -- system -------------------------------------------------------------------------------------

@@ -563,6 +563,8 @@ def fresh_trainer_iterator(epoch_iterator, adapter, backend: str):
     (:func:`_without_persistent_workers`)."""
     import copy
 
+    from stoke.diagnosis.measure.timing import EPOCH_ITERATOR_WRAPPERS
+
     if _shares_one_iterator(adapter):
         adapter = _without_persistent_workers(adapter)
     if backend == "tensorflow":
@@ -570,7 +572,7 @@ def fresh_trainer_iterator(epoch_iterator, adapter, backend: str):
             return iter(epoch_iterator._distributed_dataset), "the training dataset, iterated eagerly"
         return iter(adapter.get_tf_dataset()), "the data adapter's get_tf_dataset(), iterated eagerly"
     clone = copy.copy(epoch_iterator)
-    for name in ("_get_iterator", "_enumerate_iterator", "_stoke_doctor_recorder"):
+    for name in EPOCH_ITERATOR_WRAPPERS:
         clone.__dict__.pop(name, None)  # the doctor's instance wrappers: not on this path
     clone.data_adapter = adapter
     how = f"{type(epoch_iterator).__name__}._get_iterator(): the trainer's own input path"

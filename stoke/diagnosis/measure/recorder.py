@@ -55,6 +55,7 @@ from stoke.diagnosis.measure.timing import (
     tf_pull_outside_graph,
     tf_ready_pull_seconds,
     untimed_cost_per_step_s,
+    unwrap_epoch_iterator,
     wait_method,
     wrap_epoch_iterator,
 )
@@ -278,6 +279,10 @@ class Recorder:
         if self.fit is not None:
             # the fit ended inside the window (a callback stopped training): state back
             self.schedule.abandon_window(self.fit.model, "the fit ended before the window did")
+            # what the doctor wrapped, unwrapped: the epoch iterator and its input are freed
+            # when Keras lets go of them, as without the doctor
+            unwrap_epoch_iterator(self.fit.epoch_iterator)
+        self.training_pulls.forget()
         self.measuring = False
         self.fit = None
 

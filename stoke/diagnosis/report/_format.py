@@ -7,6 +7,7 @@ that the terminal and the HTML report say the same thing.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from stoke.diagnosis.judge.analysis import in_memory_input, input_free_step_s
@@ -458,7 +459,31 @@ def run_description(diagnosis: Diagnosis) -> list[tuple[str, str]]:
     kind = diagnosis.record.input.kind
     if kind:
         rows.append(("Input", str(kind)))
+    translated = keras2_calls_text(meta.keras2_conversions or [])
+    if translated:
+        rows.append(("Keras-2 calls", translated))
     return rows
+
+
+def keras2_calls_text(conversions: list) -> str:
+    """The Keras-2 calls the doctor ran as Keras 2 ran them (Keras 3 alone refuses them or
+    reads them otherwise): ``fit_generator (train.py:31), fit(class_weight=) (train.py:40)``,
+    with what that means; "" when there were none."""
+    calls = []
+    for conversion in conversions:
+        if not isinstance(conversion, dict):
+            continue
+        # (the record keeps them as the text of a tuple of "name=value" texts)
+        arguments = re.findall(r"['\"(,]\s*(\w+)=", str(conversion.get("legacy_arguments") or ""))
+        method = str(conversion.get("method") or "fit")
+        call = f"{method}({', '.join(a + '=' for a in arguments)})" if arguments else method
+        where = str(conversion.get("filename") or "").rsplit("/", 1)[-1]
+        line = conversion.get("lineno")
+        calls.append(f"{call} ({where}:{line})" if where and line else call)
+    if not calls:
+        return ""
+    return (", ".join(calls) + ": run as Keras 2 ran them (Keras 3 alone refuses them or reads "
+            "them otherwise; `stoke run` runs them so)")
 
 
 def evidence_text(value: Any) -> str:
