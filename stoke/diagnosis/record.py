@@ -300,6 +300,9 @@ class InputFacts(Facts):
     # a shuffle that draws a new order for every iterator from a fixed seed: a second
     # iterator (a probe's) would change the orders training reads; probes read training's own
     tf_data_seeded_reshuffle: bool | None = None
+    # a torch DataLoader over an IterableDataset (no [i]); its collate_fn, if the user's own
+    torch_iterable_dataset: bool | None = None
+    torch_collate_fn: str | None = None
     tf_data_py_function: bool | None = None  # Python inside the tf.data graph
     tf_data_map_parallelism: list[int] | None = None  # one per map, -1 = AUTOTUNE
     tf_data_batch_size: int | None = None

@@ -148,8 +148,16 @@ def test_float64_input():
     finding = only(record, "float64-input")
     assert finding.evidence["float64_fields"] == ["x/image", "y"]
     assert finding.severity == "medium"
-    assert 'astype("float32")' in finding.fix
+    # a generator's batches: the cast where each batch is made, the float64 fields named (the
+    # red-team's a03: "sample_weight, y/priority" were told x_train = x_train.astype(...))
+    assert "astype(np.float32)" in finding.fix and "x_train" not in finding.fix
+    assert "# float64 here: x/image, y" in finding.fix
     assert "float64-input" not in ids(make_record(wait_s=0.03, step_s=0.04))
+    # a torch DataLoader: in its Dataset, never stoke.accelerate (which refuses a DataLoader)
+    loader = make_record(kind="torch_dataloader", wait_s=0.03, step_s=0.04, backend="torch",
+                         input_extra={"dtypes": dtypes})
+    fix = only(loader, "float64-input").fix
+    assert "torch.float32" in fix and "stoke.accelerate" not in fix
 
 
 def test_float64_arrays_cast_once_by_keras_are_named_with_their_real_cost():
@@ -559,3 +567,22 @@ def test_a_grain_dataset_is_told_about_its_own_threads_not_a_generic_loader():
     assert "Grain" in finding.message and "PyDataset" not in finding.fix
     assert "stoke.accelerate(dataset)" in finding.fix
     ast.parse(finding.fix)
+
+
+@pytest.mark.parametrize("shape", [{"torch_iterable_dataset": True},
+                                   {"torch_iterable_dataset": False, "torch_collate_fn": "pad"}])
+def test_a_dataloader_stoke_cannot_take_keeps_its_loader_in_the_fix(shape):
+    # the red-team's a06 (an IterableDataset) and a18 (a collate_fn padding token lists): the
+    # fix stoke.from_sequence(train_loader.dataset).batch(32) raised on both
+    record = make_record(kind="torch_dataloader", wait_s=0.03, step_s=0.04, backend="torch",
+                         input_alone=900.0, model_alone=5000.0,
+                         input_extra={"torch_num_workers": 0, "main_thread": True,
+                                      "producer": "trainer-thread", **shape})
+    fixes = [f.fix for f in analyse(record).findings if f.category == "input"]
+    assert fixes
+    for fix in fixes:
+        assert "from_sequence(train_loader.dataset)" not in fix and "stoke.accelerate" not in fix
+    first = fixes[0]
+    assert "persistent_workers=True" in first and "num_workers=2" in first
+    assert ("collate_fn=pad" in first) is ("torch_collate_fn" in shape)
+    compile(first, "fix", "exec")

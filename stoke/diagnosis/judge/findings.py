@@ -663,7 +663,8 @@ def float64_input(record: RunRecord, analysis: Analysis) -> Finding | None:
     wait = analysis.input_wait_fraction or 0.0
     kind = record.input.kind or "unknown"
     fix = float64_fix(
-        kind, kind in ("pydataset", "generator") or keras2_generator_call(record) is not None
+        kind, kind in ("pydataset", "generator") or keras2_generator_call(record) is not None,
+        wide,
     )
     return Finding(
         id="float64-input",

@@ -78,6 +78,26 @@ def stoke_fix(inputs: InputFacts, data_name: str | None = None) -> str:
             "# handed to fit() through shared memory (no pickling), prefetched to the device.\n"
             f"model.fit(stoke.accelerate({data_name or 'train_dataset'}), epochs=10)\n"
         )
+    if kind == "torch_dataloader" and (inputs.torch_iterable_dataset or inputs.torch_collate_fn):
+        # stoke's pipeline takes samples by index and stacks them: not an IterableDataset,
+        # not what a collate_fn of the user's makes (the red-team's a06, a18: both raised)
+        keep = ", ".join(filter(None, (
+            "an IterableDataset" if inputs.torch_iterable_dataset else None,
+            f"collate_fn={inputs.torch_collate_fn}" if inputs.torch_collate_fn else None)))
+        workers = max(2, 2 * (inputs.torch_num_workers or 0))
+        collate = f", collate_fn={inputs.torch_collate_fn}" if inputs.torch_collate_fn else ""
+        split = ("\n# (an IterableDataset splits its stream among workers itself: see\n"
+                 "# torch.utils.data.get_worker_info() in its __iter__)"
+                 if inputs.torch_iterable_dataset else "")
+        return (
+            f"# Keep the DataLoader ({keep}: stoke's pipeline takes samples by\n"
+            "# index and stacks them) and let it make batches in worker processes,\n"
+            f"# alive between epochs:{split}\n"
+            f"train_loader = DataLoader(dataset, batch_size={batch}{collate},\n"
+            f"                          num_workers={workers}, persistent_workers=True,\n"
+            "                          prefetch_factor=4)\n"
+            "model.fit(train_loader, epochs=10)\n"
+        )
     if kind == "torch_dataloader":
         return (
             "import stoke\n"
@@ -242,25 +262,39 @@ def validation_generator_fix(script: str | None) -> str:
     )
 
 
-def float64_fix(kind: str, generator_like: bool) -> str:
-    """float64 inputs: cast where the batches are made, or let stoke ship float32."""
+def float64_fix(kind: str, generator_like: bool, fields: list[str] | None = None) -> str:
+    """float64 inputs: cast where the batches are made, or let stoke ship float32. ``fields``:
+    the float64 ones, named in the fix (a multi-output dict's ``sample_weight, y/priority`` was
+    told ``x_train = x_train.astype(...)``)."""
+    named = f"# float64 here: {', '.join(fields)}\n" if fields else ""
     if kind == "tf.data":
         return (
-            "ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y),\n"
+            named
+            + "ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y),\n"
             "            num_parallel_calls=tf.data.AUTOTUNE)\n"
+        )
+    if kind == "torch_dataloader":
+        # stoke.accelerate refuses a DataLoader (it batches in its own workers)
+        return (
+            named
+            + "# where each sample is made (the Dataset's __getitem__ or __iter__, or your\n"
+            "# collate_fn): float32, not float64 (the default of np.random, np.zeros)\n"
+            "x = torch.as_tensor(x, dtype=torch.float32)  # or x.astype(np.float32)\n"
         )
     if generator_like:
         return (
-            "# where each batch is made (__getitem__, the generator): float32, not\n"
+            named
+            + "# where each batch is made (__getitem__, the generator): float32, not\n"
             "# float64 (the default of np.empty, np.zeros, np.random)\n"
             "x = np.empty((batch_size, *shape), dtype=np.float32)\n"
-            "x_train = x_train.astype(\"float32\")  # arrays: once, where they are made\n"
+            "y = y.astype(np.float32)  # each float64 field, where it is made\n"
             "# or let stoke feed fit(): it ships float64 as float32 by default\n"
             "import stoke\n"
             "model.fit(stoke.accelerate(train_data), epochs=10)\n"
         )
     return (
-        "x_train = x_train.astype(\"float32\")  # once, where the arrays are made\n"
+        named
+        + "x_train = x_train.astype(\"float32\")  # once, where the arrays are made\n"
         "# or let stoke feed fit(): it ships float64 as float32 by default\n"
         "import stoke\n"
         "model.fit(stoke.accelerate(train_data), epochs=10)\n"

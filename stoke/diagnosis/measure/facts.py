@@ -96,6 +96,7 @@ def input_facts(epoch_iterator, arguments: dict[str, Any], backend: str, user_ge
         facts["torch_num_workers"] = workers
         facts["torch_pin_memory"] = bool(getattr(x, "pin_memory", False))
         facts["batch_size"] = getattr(x, "batch_size", None)
+        facts.update(torch_loader_shape(x))
         if workers > 0:
             facts["main_thread"] = False
             facts["producer"] = "worker-processes"
@@ -206,6 +207,25 @@ def leading_dim(batch) -> int:
         return int(shape[0]) if shape is not None and len(shape) else 0
     except (TypeError, ValueError, IndexError):
         return 0
+
+
+def torch_loader_shape(loader) -> dict[str, Any]:
+    """What a torch ``DataLoader`` reads that stoke's own pipeline would not take as it is:
+    an ``IterableDataset`` (no ``[i]``: ``torch_iterable_dataset``) and a ``collate_fn`` of the
+    user's (``torch_collate_fn``: its name; padding variable-length samples, say). The input
+    fix then keeps the loader and gives it workers."""
+    facts: dict[str, Any] = {}
+    try:
+        from torch.utils.data import IterableDataset
+        from torch.utils.data._utils.collate import default_collate
+
+        facts["torch_iterable_dataset"] = isinstance(getattr(loader, "dataset", None), IterableDataset)
+        collate = getattr(loader, "collate_fn", None)
+        if collate is not None and collate is not default_collate:
+            facts["torch_collate_fn"] = getattr(collate, "__name__", type(collate).__name__)
+    except Exception:  # facts are best effort
+        pass
+    return facts
 
 
 def tf_data_facts(dataset) -> dict[str, Any]:
