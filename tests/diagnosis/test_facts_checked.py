@@ -558,3 +558,26 @@ def test_a_tf_data_graph_not_read_gets_the_whole_advice_not_it_has_no_map():
     fix = stoke_fix(unread)
     assert "num_parallel_calls=tf.data.AUTOTUNE" in fix and "prefetch" in fix
     assert "no map" not in fix
+
+
+def test_a_tf_data_map_is_not_told_autotune_where_the_cores_are_the_limit():
+    # the red-team's a17 (JAX on 2 cores, a tf.data map one element at a time):
+    # sequential-map said num_parallel_calls=AUTOTUNE (x1.52) while shared-cores said "1
+    # parallel call, not AUTOTUNE"; AUTOTUNE ran x1.01. Where the cores shared by the model
+    # and the map are the limit, shared-cores sizes the map alone
+    record = make_record(kind="tf.data", wait_s=0.004, step_s=0.010, batch_size=32, cores=2,
+                         self_pct=190.0, other_pct=5.0, gpus_visible=0, gpus_used=0,
+                         model_alone=5000.0, input_alone=6000.0, backend="jax",
+                         input_extra={"main_thread": False, "producer": "tf.data-thread",
+                                      "tf_data_parallel_map": False, "tf_data_prefetch": True,
+                                      "tf_data_map_parallelism": [1],
+                                      "tf_data_py_function": False})
+    record.probes["input_free"] = ProbeResult(5000.0, 0.5, 50, {"s_per_step": 0.0064,
+                                                                "cpu_s_per_step": 0.0064})
+    record.probes["input_alone"].detail["cpu_s_per_sample"] = 0.00035
+    diagnosis = analyse(record)
+    assert findings.cores_are_the_limit(diagnosis)
+    ids = [f.id for f in diagnosis.findings]
+    assert "shared-cores" in ids
+    assert "sequential-map" not in ids and "input-too-slow" not in ids
+    assert not any("AUTOTUNE)" in f.fix for f in diagnosis.findings)
