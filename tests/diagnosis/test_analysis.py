@@ -898,6 +898,14 @@ def test_workers_sharing_a_cpu_models_cores_count_the_steps_slowdown_as_wait():
         diagnosis.verdict_reason)
     # the slower input alone voids nothing
     assert not [u for u in diagnosis.prediction.unmeasured if u.startswith("the input alone")]
+    # a tf.data pipeline of TF ops mapping in parallel: its threads share the cores too (the
+    # red-team's a13 on TensorFlow: PNGs decoded with AUTOTUNE, 4.7% wait, x1.04 predicted
+    # against x2.34-2.53 on its twin)
+    parallel = record("native")
+    parallel.input.kind, parallel.input.tf_data_parallel_map = "tf.data", True
+    assert analyse(parallel).input_wait_fraction == pytest.approx(diagnosis.input_wait_fraction)
+    parallel.input.tf_data_parallel_map = False  # one map thread: its wait is the timed one
+    assert analyse(parallel).input_wait_fraction == pytest.approx(0.0012 / 0.0091)
     # a generator on the trainer's thread: the wait is the timed one, and the input alone
     # slower than the run's steps says the load changed
     diagnosis = analyse(record("trainer-thread"))

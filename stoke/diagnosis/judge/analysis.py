@@ -578,7 +578,8 @@ def shared_cores_slowdown_s(
     apply (it covers a run the timed wait makes input-bound); 0.0 otherwise, or when the
     window did not run."""
     if (not input_free_s or not kept
-            or not input_shares_the_cores(record.model.device, record.input.producer)):
+            or not input_shares_the_cores(record.model.device, record.input.producer,
+                                          record.input.tf_data_parallel_map)):
         return 0.0
     mean_not_waiting_s = statistics.fmean(_compute_s(s) for s in kept)
     return max(0.0, mean_not_waiting_s - input_free_s)

@@ -331,7 +331,8 @@ class ProbeSchedule:
             reason = "no batch of the run was kept"
         elif (recent and input_free.wait_fraction(recent) < input_free.MIN_WAIT_FRACTION
               and not input_shares_the_cores(self.record.model.get("device"),
-                                             self.record.input.get("producer"))):
+                                             self.record.input.get("producer"),
+                                             self.record.input.get("tf_data_parallel_map"))):
             # (where the input's workers share a CPU-trained model's cores, its cost shows as a
             # slower step, not as a wait: the window times the step without them)
             reason = (
