@@ -931,3 +931,19 @@ def test_an_input_already_in_memory_is_predicted_no_more_than_its_wait(kind):
     # a generator's batches are made by the user's code: the window stands
     record.input.kind = "generator"
     assert analyse(record).predicted_speedup > 1.1
+
+
+def test_a_run_of_a_few_steps_is_not_judged_with_confidence():
+    # the red-team's a07 (a TensorBoard callback failing after the first step on TensorFlow):
+    # compute-bound, confidence "high", nothing listed as not measured, from one step
+    few = make_record(wait_s=0.0, step_s=0.02, steps=make_steps(4, wait_s=0.0, step_s=0.02),
+                      model_alone=64 / 0.019, input_alone=64 / 0.002,
+                      meta_extra={"error": "ModuleNotFoundError: tensorboard"})
+    diagnosis = analyse(few)
+    kept = diagnosis.steady.steps_used
+    assert kept < 10
+    assert diagnosis.prediction.confidence != "high"
+    (note,) = [u for u in diagnosis.prediction.unmeasured if u.startswith("the steady state")]
+    assert f"{kept} step(s) timed, the script ended with an error" in note
+    many = make_record(wait_s=0.0, step_s=0.02, model_alone=64 / 0.019, input_alone=64 / 0.002)
+    assert not [u for u in analyse(many).prediction.unmeasured if u.startswith("the steady")]

@@ -272,6 +272,15 @@ def test_cpu_contention_gain_never_exceeds_all_the_cores_against_the_runs_own():
     assert finding.expected_gain == pytest.approx(2 / 0.5, abs=0.01)
 
 
+def test_low_cpu_contention_says_how_many_cores_are_free():
+    # the red-team's a13: "cores are still free" beside others 0.9 and the run 1.0 of 2
+    record = make_record(wait_s=0.03, step_s=0.04, cores=4, self_pct=100.0, other_pct=120.0,
+                         model_alone=64 / 0.009)
+    finding = only(record, "cpu-contention")
+    assert finding.evidence["contention"] == "low"
+    assert "1.8 core(s) still free" in finding.message
+
+
 def test_no_cpu_contention_without_other_load():
     record = make_record(wait_s=0.03, step_s=0.04, cores=2, self_pct=190.0, other_pct=5.0)
     assert "cpu-contention" not in ids(record)

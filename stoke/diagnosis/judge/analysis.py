@@ -1237,7 +1237,7 @@ def analyse_run(record: RunRecord) -> Analysis:
     prediction = _prediction(
         record, cpu, wait_fraction, wait_source, throughput, predicted_throughput,
         predicted_speedup, wait_cap, capped, batch_size, input_alone, model_alone,
-        disagreement, overlap,
+        disagreement, overlap, steady_steps_timed=len(kept),
     )
     host_fix = host_code_fix_prediction(
         record, step_s, total_wait_s / len(kept), batch_size, input_alone, input_is_limit,
@@ -1406,6 +1406,9 @@ def input_cpu_from_run(
     return max(0.0, cpu.self_cores / throughput - trainer_per_sample)
 
 
+# Fewer steady steps than this: the run's own figures stand on too little to be confident.
+FEW_STEADY_STEPS = 10
+
 # Probes the budget of a short run cut short (``detail["shortened"]``, set by the probe
 # schedule): measured, but over fewer steps than a probe runs, so they lower the confidence.
 SHORTENED_LABELS = {
@@ -1431,12 +1434,22 @@ def _prediction(
     model_alone: float | None,
     disagreement: str | None = None,
     overlap: dict[str, Any] | None = None,
+    steady_steps_timed: int = FEW_STEADY_STEPS,
 ) -> Prediction:
     """One prediction (see :class:`Prediction`): the headline's bound, and stoke on these
     cores from the trainer's and the input's measured CPU per sample. ``disagreement``: the
     probes and the run's steps contradict each other (:func:`probes_disagree`)."""
     unmeasured: list[str] = [disagreement] if disagreement else []
     notes = record.meta.probe_notes or {}
+    if steady_steps_timed < FEW_STEADY_STEPS:
+        # the red-team's a07: a script that failed after its first step (the compilation)
+        # was read compute-bound with high confidence from that step alone
+        unmeasured.append(
+            f"the steady state: {steady_steps_timed} step(s) timed"
+            + (", the script ended with an error" if record.meta.error else "")
+            + f" (fewer than {FEW_STEADY_STEPS}: a step that compiles, or one slowed by "
+            "anything else, is the whole figure)"
+        )
     waits = wait_fraction >= PARTLY_INPUT_BOUND_WAIT_FRACTION  # else nothing to predict
     if wait_source != "measured":
         unmeasured.append(
