@@ -947,3 +947,18 @@ def test_a_run_of_a_few_steps_is_not_judged_with_confidence():
     assert f"{kept} step(s) timed, the script ended with an error" in note
     many = make_record(wait_s=0.0, step_s=0.02, model_alone=64 / 0.019, input_alone=64 / 0.002)
     assert not [u for u in analyse(many).prediction.unmeasured if u.startswith("the steady")]
+
+
+def test_a_wait_the_input_made_free_does_not_shorten_is_not_partly_input_bound():
+    # the red-team's a20 (a Sequence on TensorFlow): partly-input-bound beside x1.00 predicted
+    # (its fixed twin: x0.9-1.0). A 10% wait whose steps the input-free window finds no faster
+    record = make_record(wait_s=0.004, step_s=0.04, model_alone=64 / 0.035,
+                         input_alone=64 / 0.01)
+    record.probes["input_free"] = ProbeResult(64 / 0.04, 0.5, 20, {"s_per_step": 0.04})
+    diagnosis = analyse(record)
+    assert diagnosis.predicted_speedup < 1.05
+    assert diagnosis.verdict in ("compute-bound", "overhead-bound")
+    assert "not the input's cost to remove" in diagnosis.verdict_reason
+    # the same wait with steps the window finds faster: partly-input-bound, as before
+    record.probes["input_free"] = ProbeResult(64 / 0.036, 0.5, 20, {"s_per_step": 0.036})
+    assert analyse(record).verdict == "partly-input-bound"

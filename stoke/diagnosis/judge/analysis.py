@@ -1275,6 +1275,17 @@ def analyse_run(record: RunRecord) -> Analysis:
         )
         verdict = "overhead-bound"
         reason = f"the trainer spends {wait_fraction:.0%} of each step taking in its batch"
+    elif (verdict == "partly-input-bound" and predicted_speedup is not None
+          and predicted_speedup < NO_GAIN_SPEEDUP):
+        # the red-team's a20 (a Sequence on TensorFlow): "partly-input-bound" beside x1.00
+        # predicted, and its fixed twin ran x0.9-1.0: a wait the input made free does not
+        # shorten is not the input's to remove
+        verdict = "overhead-bound" if signals else "compute-bound"
+        reason = (
+            f"the trainer waits for the next batch {wait_fraction:.0%} of each step, but with "
+            f"the input made free its steps are predicted no faster (x{predicted_speedup:.2f}): "
+            "that wait is not the input's cost to remove"
+        )
     if after_wait_s > 0:
         reason += (
             f" (with {after_wait_s * 1e3:.2f} ms a step the trainer's own work runs slower right "
@@ -1405,6 +1416,9 @@ def input_cpu_from_run(
         return None
     return max(0.0, cpu.self_cores / throughput - trainer_per_sample)
 
+
+# A predicted speedup below this is no gain: a wait it comes from is not called the limit.
+NO_GAIN_SPEEDUP = 1.05
 
 # Fewer steady steps than this: the run's own figures stand on too little to be confident.
 FEW_STEADY_STEPS = 10

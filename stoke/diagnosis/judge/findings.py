@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from stoke.diagnosis.judge.analysis import Analysis, in_memory_input
+from stoke.diagnosis.judge.analysis import NO_GAIN_SPEEDUP, Analysis, in_memory_input
 from stoke.diagnosis.judge.fits import batch_size_words, fit_summaries
 from stoke.diagnosis.judge.fixes import (
     MEMORY_GROWTH_FIX,
@@ -1305,17 +1305,13 @@ def find(record: RunRecord, analysis: Analysis) -> tuple[Finding, ...]:
     return order_findings(found, analysis.verdict)
 
 
-# an expected gain below this is no gain: its finding is not high or medium
-_NO_GAIN = 1.05
-
-
 def no_gain_is_low(finding: Finding) -> Finding:
     """A finding whose fix is predicted to gain nothing here (its own figure, below
-    ``_NO_GAIN``) is not high or medium, whatever the cause's weight elsewhere (the
+    ``NO_GAIN_SPEEDUP``) is not high or medium, whatever the cause's weight elsewhere (the
     red-team's a06: a torch IterableDataset on the trainer's thread, ``[HIGH]`` beside
     "expected x1.00")."""
     gain = finding.expected_gain
-    if gain is None or gain >= _NO_GAIN or finding.severity not in ("high", "medium"):
+    if gain is None or gain >= NO_GAIN_SPEEDUP or finding.severity not in ("high", "medium"):
         return finding
     return replace(finding, severity="low")
 
