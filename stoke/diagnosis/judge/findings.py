@@ -453,10 +453,12 @@ def cores_are_the_limit(analysis: Analysis) -> bool:
 
 
 def _cores_size_the_input(record: RunRecord, analysis: Analysis) -> bool:
-    """The model trains on the CPU and the cores it shares with the input are the limit:
-    the input's parallelism is then shared-cores' to size (more of it takes cores from the
-    model), not AUTOTUNE's."""
-    return _model_on_cpu(record) and cores_are_the_limit(analysis)
+    """A tf.data pipeline of TF ops (no Python in its graph) beside a model trained on the
+    CPU, the cores they share being the limit: the map's parallelism is then shared-cores' to
+    size (more of it takes cores from the model), not AUTOTUNE's. A map in Python
+    (``py_function``) keeps sequential-map, whose first fix moves it to processes."""
+    return (record.input.tf_data_py_function is False and _model_on_cpu(record)
+            and cores_are_the_limit(analysis))
 
 
 def _times(ratio: float) -> str:
