@@ -154,7 +154,7 @@ def generator_on_main_thread(record: RunRecord, analysis: Analysis) -> Finding |
             str(named_call.get("input_kind")), "Python generator")
         described = (
             f"the {what} passed to {named_call.get('method', 'fit_generator')}() "
-            f"({_where(named_call)}){_no_workers(named_call) if legacy is None else ''}"
+            f"({conversion_site(named_call)}){_no_workers(named_call) if legacy is None else ''}"
         )
     where = (
         "on the trainer's main thread, one after the other with the training step"
@@ -237,7 +237,9 @@ def _no_workers(conversion: dict[str, Any]) -> str:
             f"nothing)")
 
 
-def _where(conversion: dict[str, Any]) -> str:
+def conversion_site(conversion: dict[str, Any]) -> str:
+    """Where the script made a translated Keras-2 call, as the report shows it:
+    ``train.py:31`` (the file's name, never its folder)."""
     filename = str(conversion.get("filename") or "the script").rsplit("/", 1)[-1]
     line = conversion.get("lineno")
     return f"{filename}:{line}" if line else filename

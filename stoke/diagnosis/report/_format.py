@@ -12,7 +12,7 @@ from typing import Any
 
 from stoke.diagnosis.judge.analysis import in_memory_input, input_free_step_s
 from stoke.diagnosis.judge.diagnosis import Diagnosis
-from stoke.diagnosis.judge.findings import below_input_free_window
+from stoke.diagnosis.judge.findings import below_input_free_window, conversion_site
 from stoke.diagnosis.judge.fits import (
     FitSummary,
     batch_size_words,
@@ -477,9 +477,7 @@ def keras2_calls_text(conversions: list) -> str:
         arguments = re.findall(r"['\"(,]\s*(\w+)=", str(conversion.get("legacy_arguments") or ""))
         method = str(conversion.get("method") or "fit")
         call = f"{method}({', '.join(a + '=' for a in arguments)})" if arguments else method
-        where = str(conversion.get("filename") or "").rsplit("/", 1)[-1]
-        line = conversion.get("lineno")
-        calls.append(f"{call} ({where}:{line})" if where and line else call)
+        calls.append(f"{call} ({conversion_site(conversion)})")
     if not calls:
         return ""
     return (", ".join(calls) + ": run as Keras 2 ran them (Keras 3 alone refuses them or reads "
