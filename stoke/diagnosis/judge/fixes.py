@@ -337,6 +337,9 @@ def shared_cores_fix(input_cores: float, rate: float, batch_size: int,
             "pydataset": f"super().__init__(workers={workers_needed}, use_multiprocessing=True)",
             "torch_dataloader": f"DataLoader(dataset, num_workers={workers_needed}, ...)",
         }.get(kind)
+        if kind == "torch_dataloader" and inputs.torch_num_workers == workers_needed:
+            # never what the run already does (torch_persistent_loader.py, 2 workers)
+            how = f"# (the DataLoader's {workers_needed} worker(s) already are that: keep them)"
         return (
             head
             + f"# {workers_needed} worker(s) and leave the rest to the model's threads"
