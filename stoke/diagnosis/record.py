@@ -32,7 +32,9 @@ from typing import Any, TypeVar
 
 # 2: StepSample.wait_timed and wait_estimated_s (schema 1 wrote the TensorFlow in-graph
 # estimate into wait_s; RunRecord.from_dict moves it where schema 2 keeps it)
-RECORD_SCHEMA_VERSION = 2
+# 3: input facts tf_data_seeded_reshuffle, torch_iterable_dataset, torch_collate_fn,
+# torch_persistent_workers (a schema-2 record reads as it is: each is None there)
+RECORD_SCHEMA_VERSION = 3
 
 # The probes a record may hold (RunRecord.probes keys; RunFacts.probe_notes also takes "all").
 PROBE_NAMES = ("input_alone", "model_alone", "input_free", "compiled_step")
@@ -299,6 +301,8 @@ class InputFacts(Facts):
     max_queue_size: int | None = None
     torch_num_workers: int | None = None
     torch_pin_memory: bool | None = None
+    # a DataLoader with workers keeps them between epochs (else it starts new ones each epoch)
+    torch_persistent_workers: bool | None = None
     stoke_executor: str | None = None
     stoke_workers: int | str | None = None
     tf_data_parallel_map: bool | None = None  # None: no map

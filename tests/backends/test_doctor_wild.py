@@ -318,6 +318,14 @@ def test_torch_dataloader_in_fit_named_for_what_it_is_and_probes_out_of_sight():
     workers, _ = doctor("torch_dataloader.py", QUICK, "--num-workers", "2")
     assert workers["input"]["torch_num_workers"] == 2
     assert "generator-on-main-thread" not in ids(workers)
+    # new workers each epoch (the red-team's a19): named, with the restart it measured
+    assert workers["input"]["torch_persistent_workers"] is False
+    restart = next(f for f in workers["findings"] if f["id"] == "workers-restart-each-epoch")
+    assert restart["evidence"]["epoch_start_extra_ms"] > 0 and restart["expected_gain"] > 1.0
+    assert "persistent_workers=True" in restart["fix"]
+    kept, _ = doctor("torch_dataloader.py", QUICK, "--num-workers", "2", "--persistent")
+    assert kept["input"]["torch_persistent_workers"] is True
+    assert "workers-restart-each-epoch" not in ids(kept)
 
 
 @pytest.mark.skipif(BACKEND == "tensorflow", reason="JAX and torch here; TensorFlow: numpy_layer.py")

@@ -547,6 +547,27 @@ def test_shared_cores_offers_no_stoke_that_is_predicted_no_faster():
     assert "stoke.from_sequence" in shared_cores_fix(0.7, 3046.0, 32, pydataset, stoke_gain=1.4)
 
 
+def test_shared_cores_never_tells_a_dataloader_the_workers_it_has():
+    # the red-team's a19 (a DataLoader with 2 workers, JAX, 2 cores): "give it 2 worker(s)
+    # ... or let stoke's tuner budget the cores", with stoke over `samples` and `load` the
+    # script does not have
+    from stoke.diagnosis.judge.fixes import shared_cores_fix
+    from stoke.diagnosis.record import InputFacts
+
+    def loader(workers, **facts):
+        return InputFacts.from_dict({"kind": "torch_dataloader", "torch_num_workers": workers,
+                                     **facts})
+
+    same = shared_cores_fix(1.1, 29000.0, 64, loader(2), stoke_gain=1.4)
+    assert "give it" not in same and "the DataLoader's 2 worker(s)" in same
+    assert "stoke.from_sequence(train_loader.dataset).batch(64)" in same
+    more = shared_cores_fix(1.1, 29000.0, 64, loader(4), stoke_gain=1.4)
+    assert "give it\n# 2 worker(s)" in more
+    # stoke's pipeline takes samples by index: not a loader with a collate_fn of its own
+    collate = shared_cores_fix(1.1, 29000.0, 64, loader(4, torch_collate_fn="pad"), 1.4)
+    assert "train_loader.dataset" not in collate
+
+
 def test_a_tf_data_graph_not_read_gets_the_whole_advice_not_it_has_no_map():
     # (the reviewer's case) tf_data_graph_error: tf_data_parallel_map is None because nothing
     # is known, not because there is no map

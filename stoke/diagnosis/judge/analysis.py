@@ -22,7 +22,9 @@ limit times the steps since the previous synchronised one: it carries their queu
 work) is a (re)compilation - the last, smaller batch of
 an epoch triggers one on JAX and TensorFlow - and is dropped too, unless such steps are more
 than ``MAX_OUTLIER_SHARE`` of the run, in which case they are the run and stay. Waits at the
-start of later epochs stay in: the user pays them every epoch. When steps were synchronised
+start of later epochs stay in: the user pays them every epoch (a DataLoader starting its workers
+there: its cost beyond a steady step's is the run's side of the prediction, kept or not:
+:func:`epoch_start_input_s`). When steps were synchronised
 with the device now and then (``StepSample.synced``), only the window from the first synced
 step's end to the last synced step's end is kept (if it holds at least half the steps): under
 asynchronous dispatch that is the window whose sums are exact.
@@ -50,7 +52,10 @@ trainer spends not waiting, and never less than the model needs on its own::
     predicted_step_s  = max(no_wait_step_s, model_step_s) + handover_s
     epoch_s           = work that recurs once an epoch outside the steps' waits, a step
                         (see epoch_overhead_s_per_step): paid before and after the fix
-    predicted_speedup = max(1.0, (mean step_s + epoch_s) / (predicted_step_s + epoch_s))
+    start_s           = a DataLoader starting its workers at each epoch's first step, a
+                        step (see epoch_start_input_s): before the fix only
+    predicted_speedup = max(1.0, (steady step_s + epoch_s + start_s)
+                                 / (predicted_step_s + epoch_s))
     predicted_throughput = throughput * predicted_speedup
     # i.e. predicted_throughput = min(no-wait throughput, model_alone), less the handover
     # (and the epoch's own work)
@@ -209,7 +214,10 @@ class Prediction:
     (:func:`host_code_fix_prediction`; ``host_code_fix`` holds the numbers, or why there is
     none): a model fix, not the input's, so neither capped by the wait nor in the verdict. ``epoch_overhead_s_per_step``: work that recurs once an epoch outside the steps' waits, spread
     over the epoch's steps (:func:`epoch_overhead_s_per_step`), in the step before and after
-    every fix. ``unmeasured``: the figures the prediction had to do without, each in words with what that costs; ``confidence``
+    every fix; ``epoch_start_input_s_per_step``: the input's cost at the epochs' first
+    steps beyond a steady step's, spread the same way (:func:`epoch_start_input_s`), in the
+    step before the fix only, and ``epoch_start_in_mean_s_per_step`` the part of the steady
+    steps' mean it makes. ``unmeasured``: the figures the prediction had to do without, each in words with what that costs; ``confidence``
     ("high", "medium", "low") falls with each.
     """
 
@@ -229,6 +237,11 @@ class Prediction:
     # started again, the epoch's iterator, epoch-end callbacks and validation), spread over the
     # epoch's steps: paid after any input fix too (epoch_overhead_s_per_step)
     epoch_overhead_s_per_step: float = 0.0
+    # seconds a step: the input's cost at the epochs' first steps beyond a steady step's (a
+    # DataLoader starting its workers again), over the epoch's steps (in the step before the
+    # fix only), and the part of the steady steps' mean it makes: epoch_start_input_s
+    epoch_start_input_s_per_step: float = 0.0
+    epoch_start_in_mean_s_per_step: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -767,7 +780,7 @@ def host_code_fix_prediction(
 
 def epoch_overhead_s_per_step(
     steps: Sequence[StepSample], kept: Sequence[StepSample],
-    restarts: tuple[float, float] = (0.0, 0.0),
+    restarts: tuple[float, float] = (0.0, 0.0), first_step_is_input: bool = False,
 ) -> tuple[float, float]:
     """Work that recurs once an epoch and that no fix of the input removes, in seconds a step,
     and the part of it the steady steps' mean already holds.
@@ -801,7 +814,9 @@ def epoch_overhead_s_per_step(
     ``restarts``: what making new iterators over the user's ``tf.data`` pipeline costs at a
     boundary, in its gap and in its first step (:func:`input_restarts_s`): the input's work,
     which a free input does not pay. Each boundary's gap and first-step extra are taken down
-    by that much. custom_train_step.py (a shuffle over file names, a
+    by that much. Where the whole first step is the input's
+    (``first_step_is_input``, :func:`loader_restarts_workers`: a ``DataLoader`` starting
+    its workers), its extra is left out (:func:`epoch_start_input_s` counts it). custom_train_step.py (a shuffle over file names, a
     ``py_function`` map, 20 steps an epoch): 10-13 ms of gap and 12 ms of first-step extra at
     each boundary, 0.89 ms a step of "epoch work"; its pipeline's iterator took 8-12 ms to
     make, the fixed twin's (cached) 0.7 ms, whose whole epoch took 27 ms."""
@@ -822,7 +837,8 @@ def epoch_overhead_s_per_step(
         last, first = epochs[previous][-1], epochs[current][0]
         gap_s = max(0.0, (first.t_s - first.step_s) - last.t_s - restarts[0])
         first_busy_s = first.step_s - min(first.wait_used_s, first.step_s)
-        extra_s = max(0.0, first_busy_s - steady_busy_s - restarts[1])
+        extra_s = 0.0 if first_step_is_input else max(
+            0.0, first_busy_s - steady_busy_s - restarts[1])
         if id(first) in kept_ids:
             in_mean_s += extra_s  # any epoch's first step the mean holds
         figure_s = (gap_s + extra_s) / max(len(epochs[previous]), len(epochs[current]))
@@ -830,6 +846,63 @@ def epoch_overhead_s_per_step(
             first_boundary_s[previous[0]] = figure_s
         else:
             per_step.append(min(figure_s, first_boundary_s.get(previous[0], figure_s)))
+    if not per_step:
+        return 0.0, 0.0
+    return statistics.median(per_step), in_mean_s / len(kept)
+
+
+def loader_restarts_workers(record: RunRecord) -> bool:
+    """A torch ``DataLoader`` with worker processes and no ``persistent_workers``: Keras makes
+    a new iterator over it each epoch, which starts new workers (inside the epoch's first
+    step, outside its timed wait) and waits for their first batches. That first step's cost
+    beyond a steady step's is the input's: a free input does not pay it."""
+    inputs = record.input
+    return (inputs.kind == "torch_dataloader" and bool(inputs.torch_num_workers)
+            and inputs.torch_persistent_workers is False)
+
+
+def epoch_start_input_s(
+    steps: Sequence[StepSample], kept: Sequence[StepSample],
+) -> tuple[float, float]:
+    """Where each epoch's first step is the input's (:func:`loader_restarts_workers`), what
+    it costs beyond a steady step (its wait beyond a steady wait, its work beyond a steady
+    step's work), in seconds a step. Two figures: the median over the boundaries after each
+    ``fit``'s first epoch (whose first step holds the compilation) of that cost over the
+    epoch's steps, 0.0 with none; and the part of the steady steps' mean it makes (the first
+    steps they kept: their cost over the steady steps), to take off the mean before adding
+    the first figure back.
+
+    A free input does not pay it, so a fix of the input takes it off the run's epochs
+    (:func:`analyse_run`). Other inputs' first steps are left as they were: a ``PyDataset``
+    starting its pool again pays that after its fixed twin's fix too
+    (:func:`epoch_overhead_s_per_step`). The red-team's a19 (a ``DataLoader`` over a
+    TensorDataset, 2 workers, not persistent, JAX, 2 cores, 64 steps of 1-2 ms an epoch):
+    each epoch's first step waited 40-65 ms and took 23-30 ms of work more, starting the
+    workers; read as work that recurs after any fix (:func:`epoch_overhead_s_per_step`), a19
+    was predicted x5.6-6.0 against x10.8-16.6 on its fixed twin (arrays), and
+    ``persistent_workers=True`` alone measured x1.45."""
+    if not kept:
+        return 0.0, 0.0
+    steady_wait_s = statistics.median(min(s.wait_used_s, s.step_s) for s in kept)
+    steady_busy_s = statistics.median(s.step_s - min(s.wait_used_s, s.step_s) for s in kept)
+    kept_ids = {id(s) for s in kept}
+    epochs: dict[tuple[int, int], list[StepSample]] = {}
+    for step in sorted(steps, key=lambda s: (s.t_s, s.step)):
+        epochs.setdefault((step.fit, step.epoch), []).append(step)
+    first_of_fit: dict[int, int] = {}
+    for fit, epoch in sorted(epochs):
+        first_of_fit.setdefault(fit, epoch)
+    per_step, in_mean_s = [], 0.0
+    for (fit, epoch), epoch_steps in epochs.items():
+        if epoch == first_of_fit[fit]:
+            continue
+        first = epoch_steps[0]
+        wait_s = min(first.wait_used_s, first.step_s)
+        cost_s = (max(0.0, wait_s - steady_wait_s)
+                  + max(0.0, first.step_s - wait_s - steady_busy_s))
+        per_step.append(cost_s / len(epoch_steps))
+        if id(first) in kept_ids:
+            in_mean_s += cost_s
     if not per_step:
         return 0.0, 0.0
     return statistics.median(per_step), in_mean_s / len(kept)
@@ -1172,12 +1245,19 @@ def analyse_run(record: RunRecord) -> Analysis:
     overlap = overlapped_producer(record, overlap_no_wait_s, batch_size, input_alone, cpu, step_s)
     if overlap is not None and predicted_speedup is not None:
         predicted_speedup = min(predicted_speedup, overlap["speedup"])
-    epoch_s, epoch_in_mean_s = epoch_overhead_s_per_step(steps, kept, input_restarts_s(record))
-    if epoch_s > 0 and predicted_speedup is not None and predicted_speedup > 1.0:
+    restarting = loader_restarts_workers(record)
+    epoch_s, epoch_in_mean_s = epoch_overhead_s_per_step(
+        steps, kept, input_restarts_s(record), first_step_is_input=restarting)
+    # the input's cost at the epochs' first steps that the steady steps left out: before the
+    # fix only
+    start_input_s, start_in_mean_s = epoch_start_input_s(steps, kept) if (
+        restarting and wait_source == "measured") else (0.0, 0.0)
+    if ((epoch_s > 0 or start_input_s > 0) and predicted_speedup is not None
+            and predicted_speedup > 1.0):
         # once an epoch, before and after the fix alike; where the mean step holds part of it
         # already, that part comes off the step first (and off the step predicted from the
         # run's own steps, which held it too)
-        steady_step_s = max(1e-9, step_s - epoch_in_mean_s)
+        steady_step_s = max(1e-9, step_s - epoch_in_mean_s - start_in_mean_s)
         fixed_step_s = step_s / predicted_speedup
         if input_free_s is None and model_step_s <= compute_s:
             # only as far as that step is above the steady steps' median: a median left the
@@ -1185,7 +1265,7 @@ def analyse_run(record: RunRecord) -> Analysis:
             busy_s = statistics.median(s.step_s - min(s.wait_used_s, s.step_s) for s in kept)
             fixed_step_s -= min(epoch_in_mean_s, max(0.0, compute_s - busy_s))
         predicted_speedup = max(
-            1.0, (steady_step_s + epoch_s) / (fixed_step_s + epoch_s))
+            1.0, (steady_step_s + epoch_s + start_input_s) / (fixed_step_s + epoch_s))
     wait_cap = WAIT_CAP_MARGIN / (1.0 - wait_fraction) if wait_fraction < 0.999 else None
     capped = bool(predicted_speedup and wait_cap and predicted_speedup > wait_cap)
     if capped:
@@ -1244,7 +1324,8 @@ def analyse_run(record: RunRecord) -> Analysis:
         epoch_s)
     prediction = dataclasses.replace(
         prediction, if_host_code_fixed=host_fix.get("speedup"), host_code_fix=host_fix,
-        epoch_overhead_s_per_step=epoch_s)
+        epoch_overhead_s_per_step=epoch_s, epoch_start_input_s_per_step=start_input_s,
+        epoch_start_in_mean_s_per_step=start_in_mean_s)
 
     signals = overhead_signals(record, throughput, step_s, gpus)
     verdict, reason = _verdict(wait_fraction, signals, wait_known=wait_source != "unmeasured")

@@ -38,6 +38,20 @@ def input_fix(inputs: InputFacts, prediction: Prediction | None,
     )
 
 
+def persistent_workers_fix(inputs: InputFacts) -> str:
+    """A torch ``DataLoader`` that starts its worker processes again every epoch: the same
+    loader, its own arguments as they are (``...``: its shuffle, sampler, collate_fn), with
+    ``persistent_workers=True``."""
+    workers = inputs.torch_num_workers or 2
+    return (
+        f"# Keep the DataLoader's {workers} worker process(es) alive between epochs: without\n"
+        "# persistent_workers it starts new ones, and waits for their first batches, at\n"
+        "# every epoch's start. Your other arguments (...) stay as they are:\n"
+        f"train_loader = DataLoader(dataset, ..., num_workers={workers}, persistent_workers=True)\n"
+        "model.fit(train_loader, epochs=10)\n"
+    )
+
+
 def stoke_pipeline(batch: int) -> str:
     """The stoke pipeline every per-sample fix ends with, fed to ``fit``."""
     return (
@@ -347,13 +361,23 @@ def shared_cores_fix(input_cores: float, rate: float, batch_size: int,
             + f"# stoke on these cores is predicted no faster (x{stoke_gain:.2f}): they are the limit.\n"
             "# More speed needs more cores or a GPU for the model.\n"
         )
+    kind = inputs.kind if inputs is not None else None
+    if kind == "torch_dataloader" and inputs.torch_num_workers == workers_needed:
+        # never what the run already does (the red-team's a19: "give it 2 worker(s)" to a
+        # DataLoader with 2)
+        head = head.replace(": give it\n", f": the DataLoader's {workers_needed} worker(s)\n")
+        workers = "# are that: keep them and leave the rest to the model's threads, or\n"
+    else:
+        workers = f"# {workers_needed} worker(s) and leave the rest to the model's threads, or\n"
+    samples = ("stoke.from_sequence(train_loader.dataset)" if kind == "torch_dataloader"
+               and not (inputs.torch_iterable_dataset or inputs.torch_collate_fn)
+               else "stoke.from_sequence(samples).map(load)")
     return (
         head
-        + f"# {workers_needed} worker(s) and leave the rest to the model's threads, or let stoke's\n"
-        "# tuner budget the cores (it measures the trainer's own CPU per step):\n"
+        + workers
+        + "# let stoke's tuner budget the cores (it measures the trainer's own CPU per step):\n"
         "import stoke\n"
-        f"train = stoke.from_sequence(samples).map(load).batch({batch_size})"
-        ".to_keras()\n"
+        f"train = {samples}.batch({batch_size}).to_keras()\n"
         "model.fit(train, epochs=10)\n"
         "# More speed needs more cores or a GPU for the model.\n"
     )

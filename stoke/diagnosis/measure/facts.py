@@ -95,6 +95,7 @@ def input_facts(epoch_iterator, arguments: dict[str, Any], backend: str, user_ge
         workers = int(getattr(x, "num_workers", 0) or 0)
         facts["torch_num_workers"] = workers
         facts["torch_pin_memory"] = bool(getattr(x, "pin_memory", False))
+        facts["torch_persistent_workers"] = bool(getattr(x, "persistent_workers", False))
         facts["batch_size"] = getattr(x, "batch_size", None)
         facts.update(torch_loader_shape(x))
         if workers > 0:

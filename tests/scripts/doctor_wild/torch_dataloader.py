@@ -1,7 +1,8 @@
 """A ``torch.utils.data.DataLoader`` passed straight to ``model.fit`` on the torch backend
 (Keras 3 accepts it), the script setting its backend itself; per-sample NumPy work in the
 Dataset. --num-workers 0 (the default): the loader runs on the trainer's thread;
---num-workers 2: worker processes (new ones each epoch). --fixed: no per-sample work."""
+--num-workers 2: worker processes (new ones each epoch; with --persistent, kept between
+epochs). --fixed: no per-sample work."""
 
 import os
 
@@ -20,6 +21,7 @@ parser.add_argument("--fixed", action="store_true")
 parser.add_argument("--epochs", type=int, default=3)
 parser.add_argument("--steps-per-epoch", type=int, default=16)
 parser.add_argument("--num-workers", type=int, default=0)
+parser.add_argument("--persistent", action="store_true")
 args = parser.parse_args()
 
 
@@ -40,11 +42,12 @@ class NoisyDataset(Dataset):
 
 
 loader = DataLoader(NoisyDataset(32 * args.steps_per_epoch), batch_size=32, shuffle=True,
-                    num_workers=args.num_workers)
+                    num_workers=args.num_workers,
+                    persistent_workers=args.persistent and args.num_workers > 0)
 model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(128, activation="relu"),
                           keras.layers.Dense(4)])
 model.compile(optimizer="adam", metrics=["accuracy"],
               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 timer = EpochTimes(args.steps_per_epoch)
 model.fit(loader, epochs=args.epochs, callbacks=[timer], verbose=0)
-timer.report(fixed=args.fixed, num_workers=args.num_workers)
+timer.report(fixed=args.fixed, num_workers=args.num_workers, persistent=args.persistent)
