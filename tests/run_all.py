@@ -22,7 +22,9 @@ BACKENDS = ("tensorflow", "jax", "torch")
 def _pytest(paths: list[str], extra: list[str], env: dict[str, str], label: str) -> int:
     started = time.monotonic()
     print(f"\n=== {label} ===", flush=True)
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *paths, *extra]
+    # the slowest tests of each part, listed after it: CI's budget is 45 minutes
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=10",
+           *paths, *extra]
     code = subprocess.call(cmd, env=env)
     # pytest exits 5 when a -k filter selects nothing in this part: that is not a failure.
     if code == 5:
