@@ -267,6 +267,40 @@ def test_the_input_probe_takes_no_batch_from_a_finite_generator(recwarn):
     assert levels[steps_per_epoch + ahead:] == [1] * (steps_per_epoch - ahead), levels
 
 
+def test_ctrl_c_during_a_probe_leaves_the_model_trained_as_far_as_it_got(tmp_path):
+    # the red-team's s01_sigint.py on JAX: Ctrl-C while the doctor probed, the script's
+    # `except KeyboardInterrupt: model.save(...)` met "Array has been deleted" (the step's new
+    # state lived only in the doctor's hands; Keras had donated the one before) and left a
+    # 0-byte checkpoint. Here the interrupt comes where a Ctrl-C would: inside the input-alone
+    # probe's pull from the script's generator
+    import traceback
+
+    def batches():
+        rng = np.random.default_rng(0)
+        while True:
+            if any(frame.filename.endswith("model_probe.py")
+                   for frame in traceback.extract_stack()):
+                raise KeyboardInterrupt
+            features = rng.normal(size=(8, 16)).astype("float32")
+            yield features, features.sum(axis=1, keepdims=True)
+
+    model = tiny_model()
+    with pytest.raises(KeyboardInterrupt):
+        with session.doctor(probe_after_steps=4, probe_seconds=0.3, sample_system=False,
+                            probe_budget_min_s=60.0) as d:
+            model.fit(batches(), steps_per_epoch=20, epochs=2, verbose=0)
+    steps = len(d.record.steps)
+    assert 4 <= steps < 20, steps  # interrupted in the probes, after the steps before them
+    assert int(model.optimizer.iterations.numpy()) == steps  # each step's update, and no other
+    weights = model.get_weights()
+    assert all(np.isfinite(w).all() for w in weights)
+    path = tmp_path / "interrupted.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    for saved, kept in zip(loaded.get_weights(), weights):
+        np.testing.assert_array_equal(saved, kept)
+
+
 def test_compute_bound_arrays_script_waits_little(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["doctor_arrays.py", "--epochs", "1"])
     with session.doctor(probes=False, sample_system=False) as d:

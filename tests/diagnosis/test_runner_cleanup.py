@@ -195,3 +195,52 @@ def test_the_script_ends_with_a_doctor_killed_during_its_start_up(tmp_path):
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+# The common pattern: catch Ctrl-C, save a checkpoint, exit with a status of one's own. A
+# second SIGINT while saving interrupts the save (the red-team's s01_sigint.py: a 0-byte
+# .keras file, exit status 130 where the plain run exited 3).
+CATCHING_SCRIPT = """
+import sys, time
+open(sys.argv[1], "w").close()
+try:
+    while True:
+        time.sleep(0.05)
+except KeyboardInterrupt:
+    try:
+        time.sleep(1.5)  # saving a checkpoint
+    except KeyboardInterrupt:
+        print("INTERRUPTED WHILE SAVING", flush=True)
+        sys.exit(4)
+    print("SAVED", flush=True)
+    sys.exit(3)
+"""
+
+
+@pytest.mark.parametrize("how", ["Ctrl-C to the group", "SIGINT to the doctor",
+                                 "SIGTERM to the group"])
+def test_a_scripts_own_ctrl_c_handler_gets_one_signal(tmp_path, how):
+    script = tmp_path / "train.py"
+    script.write_text(CATCHING_SCRIPT)
+    ready = tmp_path / "ready"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    doctor = subprocess.Popen(
+        [sys.executable, "-m", "stoke", "doctor", "--no-probes", "--", "python", str(script),
+         str(ready)], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True, preexec_fn=_default_sigint)
+    try:
+        _wait_for(lambda: ready.exists() or doctor.poll() is not None, "the script to start")
+        assert doctor.poll() is None, doctor.communicate()[0]
+        if how == "Ctrl-C to the group":  # as a terminal sends it: the doctor and the script
+            os.killpg(doctor.pid, signal.SIGINT)
+        elif how == "SIGTERM to the group":  # a scheduler ending every process of a job
+            os.killpg(doctor.pid, signal.SIGTERM)
+        else:  # a kill aimed at the doctor alone: passed on to the script, once
+            doctor.send_signal(signal.SIGINT)
+        output, _ = doctor.communicate(timeout=DEADLINE_S)
+    finally:
+        if doctor.poll() is None:
+            os.killpg(doctor.pid, signal.SIGKILL)
+            doctor.wait()
+    assert "SAVED" in output and "INTERRUPTED WHILE SAVING" not in output, output
+    assert doctor.returncode == 3, output

@@ -262,10 +262,26 @@ class TimedTrainFunction:
         call_s = t_end - t_call - (recorder.pending_wait_s() - wait_before_call)
         recorder.end_step(t_end, synced, t_end - t_returned, call_s=call_s)
         recorder.add_overhead((t_call - t_enter - not_overhead_s) + (_perf_counter() - t_end))
-        window = recorder.after_step(self, args, result)
+        try:
+            window = recorder.after_step(self, args, result)
+        except BaseException:
+            self._keep_step_state(result)
+            raise
         if window is not None:
             result = self._run_input_free(window, args, result)
         return result
+
+    def _keep_step_state(self, result) -> None:
+        """The doctor's work after a step raised (Ctrl-C during a probe, the step limit): on
+        JAX the step's new state lives only in ``result`` (Keras donated the one before it),
+        so the model gets it, as Keras' own ``fit`` would have once the step returned; its
+        ``finally`` syncs it into the variables. Without it, a user's ``except
+        KeyboardInterrupt: model.save(...)`` met deleted arrays (the red-team's s01_sigint.py,
+        Ctrl-C during the probes: "Array has been deleted")."""
+        if self.backend == "jax":
+            from stoke.diagnosis.measure.training_state import hand_jax_state_to_model
+
+            hand_jax_state_to_model(self.model, result)
 
     def sync(self, result) -> None:
         self._sync(result)
@@ -305,7 +321,11 @@ class TimedTrainFunction:
             raise
         restored = window.restored_result(result, current)
         recorder.end_input_free(window)
-        recorder.probes_and_limit(self, args, restored)
+        try:
+            recorder.probes_and_limit(self, args, restored)
+        except BaseException:
+            self._keep_step_state(restored)
+            raise
         return restored
 
 

@@ -15,7 +15,9 @@ script if it does not end).
 
 The first thing it does is to watch the doctor (:mod:`stoke.diagnosis.run.parent_watch`), before
 importing the measuring side: a doctor killed during the script's start-up takes the script
-with it at once. Those imports are therefore inside the functions that use them.
+with it at once. Then it tells the doctor of the signals it gets
+(:mod:`stoke.diagnosis.run.signal_notice`): a Ctrl-C that reached this process too is not passed
+on a second time. Those imports are therefore inside the functions that use them.
 
 The parent side (building this command, reading the record, reporting) is
 :mod:`stoke.diagnosis.run.runner`.
@@ -33,6 +35,7 @@ import time
 import traceback
 from typing import TYPE_CHECKING
 
+from stoke.diagnosis.run import signal_notice
 from stoke.diagnosis.run.parent_watch import exit_with_doctor
 
 if TYPE_CHECKING:
@@ -233,6 +236,7 @@ def _record_fd() -> int | None:
 
 def main(argv: list[str] | None = None) -> int:
     exit_with_doctor()  # first: before the imports below, which take seconds on a busy machine
+    signal_notice.install_in_script()  # the doctor passes a Ctrl-C on only where this missed it
     argv = list(sys.argv[1:] if argv is None else argv)
     kind, target, args = _parse_target(argv)
     if kind == "path" and not os.path.exists(target):

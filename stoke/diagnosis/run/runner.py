@@ -6,8 +6,9 @@ Owns turning ``python train.py ARGS`` (or ``train.py ARGS``, ``python -m pkg ARG
 environment that carries the options, the anonymous file the record comes back in (passed as a
 file descriptor: no name on disk, so a doctor killed with SIGKILL leaves no temporary file
 behind; the script ends with the doctor, :mod:`stoke.diagnosis.run.parent_watch`), and the
-waiting (Ctrl-C, or SIGTERM to the doctor, is passed on to the script, which then writes what
-it measured; the processes it leaves are ended). The child's output goes straight to the
+waiting (Ctrl-C, or SIGTERM to the doctor, is passed on to the script unless the script got it
+too, :mod:`stoke.diagnosis.run.signal_notice`; the script then writes what it measured; the
+processes it leaves are ended). The child's output goes straight to the
 terminal. Analysis and rendering are left to :mod:`stoke.diagnosis.run.cli`.
 """
 
@@ -35,6 +36,7 @@ from stoke.diagnosis.measure.options import OPTIONS_ENV, RECORD_FD_ENV, DoctorOp
 from stoke.diagnosis.record import RunRecord
 from stoke.diagnosis.run.parent_watch import PARENT_ENV
 from stoke.diagnosis.run.process_tree import end_tree
+from stoke.diagnosis.run.signal_notice import SIGNAL_FD_ENV, open_pipe, script_got_signal
 
 # Interpreter options that take a value (python -X dev, -W error, ...).
 _OPTIONS_WITH_VALUE = {"-X", "-W", "--check-hash-based-pycs"}
@@ -149,8 +151,11 @@ def run_measured(
     """
     options = options or DoctorOptions()
     child_command = build_child_command(command)
-    with tempfile.TemporaryFile(prefix="stoke-doctor-record-") as record_file:
+    notices, notice_end = open_pipe()  # the script's own Ctrl-C/SIGTERM, told to the doctor
+    with tempfile.TemporaryFile(prefix="stoke-doctor-record-") as record_file, \
+            os.fdopen(notices, "rb", buffering=0) as notice_file:
         env = child_environment(options, record_file.fileno())
+        env[SIGNAL_FD_ENV] = str(notice_end)
         if extra_env:
             env.update(extra_env)
         output = subprocess.PIPE if capture_output else None
@@ -163,15 +168,18 @@ def run_measured(
                 stdout=output,
                 stderr=subprocess.STDOUT if capture_output else None,
                 text=capture_output,
-                pass_fds=(record_file.fileno(),),
+                pass_fds=(record_file.fileno(), notice_end),
             )
         except OSError as error:
             return DoctorRun(None, 127, command, f"could not start {child_command[0]!r}: {error}")
+        finally:
+            os.close(notice_end)
         if on_started is not None:
             on_started()
         descendants = _Descendants(process.pid)
         with _sigterm_as_interrupt():
-            captured, message = _wait(process, timeout_s, capture_output, descendants)
+            captured, message = _wait(process, timeout_s, capture_output, descendants,
+                                      notice_file.fileno())
         exited_at = time.time()
         descendants.reap()
         record, cut_short = _read_record(record_file)
@@ -227,7 +235,8 @@ def _sigterm_as_interrupt():
 
 
 def _wait(
-    process: subprocess.Popen, timeout_s, capture_output: bool, descendants: _Descendants
+    process: subprocess.Popen, timeout_s, capture_output: bool, descendants: _Descendants,
+    notices: int,
 ) -> tuple[str, str | None]:
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     message = None
@@ -259,10 +268,12 @@ def _wait(
                 interrupted_at = now
                 _signal(process, signal.SIGINT)
         except KeyboardInterrupt:
-            # Ctrl-C reached the script too (same terminal); give it time to write its record.
+            # give the script time to write its record; pass the signal on only where it did
+            # not reach the script too (a terminal's Ctrl-C reaches both: one is enough)
             if interrupted_at is None:
                 interrupted_at = time.monotonic()
-                _signal(process, signal.SIGINT)
+                if not script_got_signal(notices):
+                    _signal(process, signal.SIGINT)
             else:
                 end_tree(process.pid)
                 message = "interrupted twice: the script was killed"
