@@ -338,11 +338,19 @@ def shared_cores_fix(input_cores: float, rate: float, batch_size: int,
         f"# The input needs about {input_cores:.1f} core(s) at {rate:,.0f} samples/s: give it\n"
     )
     if inputs is not None and inputs.kind == "tf.data" and inputs.tf_data_py_function is False:
+        # the pipeline's own thread pool, capped: it holds for maps a Keras utility made too
+        # (image_dataset_from_directory has no map in the script: the red-team's s09 was told
+        # ds.map(load_and_augment, ...) about a function it does not have)
         return (
             head
-            + f"# {workers_needed} parallel call(s), not AUTOTUNE (which sizes its threads to every\n"
-            "# core), and leave the rest to the model's threads:\n"
-            f"ds = ds.map(load_and_augment, num_parallel_calls={workers_needed})\n"
+            + f"# {workers_needed} thread(s), not AUTOTUNE's one per core, and leave the rest to the\n"
+            "# model's threads: cap the pipeline's thread pool (its maps, yours or a Keras\n"
+            "# utility's like image_dataset_from_directory, share it):\n"
+            "options = tf.data.Options()\n"
+            f"options.threading.private_threadpool_size = {workers_needed}\n"
+            "ds = ds.with_options(options)\n"
+            "# or, in a map of your own: ds.map(fn, "
+            f"num_parallel_calls={workers_needed})\n"
             "# More speed needs more cores or a GPU for the model.\n"
         )
     if stoke_gain is not None and stoke_gain < 1.05:
