@@ -343,6 +343,83 @@ def test_probes_leave_the_weights_as_training_left_them():
         np.testing.assert_allclose(after_measured, after_plain, rtol=1e-5, atol=1e-6)
 
 
+def _conv_model() -> keras.Model:
+    model = keras.Sequential([
+        keras.Input((16, 16, 3)), keras.layers.Conv2D(8, 3, activation="relu"),
+        keras.layers.MaxPooling2D(), keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(4)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def _same_fit_with_and_without_the_doctor(fit, **doctor_options):
+    """``fit(model)`` on two copies of one model, the second under the doctor: the weights and
+    the optimizer's step counts each ends with."""
+    plain, measured = _conv_model(), _conv_model()
+    measured.set_weights(plain.get_weights())
+    fit(plain)
+    with session.doctor(sample_system=False, probe_budget_min_s=60.0, **doctor_options):
+        fit(measured)
+    return ((plain.get_weights(), int(plain.optimizer.iterations.numpy())),
+            (measured.get_weights(), int(measured.optimizer.iterations.numpy())))
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="the doctor's own pull: TensorFlow's")
+def test_a_tf_data_run_trains_the_very_step_it_trains_without_the_doctor():
+    # the red-team's s11_tfkeras_aug.py (a conv net on tf.data, TensorFlow): the batches the
+    # doctor pulled went to a step traced for their concrete shapes, not the dataset's spec:
+    # other weights (1e-7 relative at step 84, the loss's sixth decimal by the end), even with
+    # --no-probes. Compared bit for bit.
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = rng.random((640, 16, 16, 3), dtype=np.float32)
+    y = rng.integers(0, 4, 640)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(64).prefetch(tf.data.AUTOTUNE)
+    (plain, plain_steps), (measured, measured_steps) = _same_fit_with_and_without_the_doctor(
+        lambda model: model.fit(dataset, epochs=3, verbose=0),
+        probe_after_steps=4, probe_seconds=0.2)
+    assert measured_steps == plain_steps == 30
+    for after_plain, after_measured in zip(plain, measured, strict=True):
+        np.testing.assert_array_equal(after_measured, after_plain)
+
+    # the data of unknown length running out: Keras' own step meets the end (its graph still
+    # counts an optimizer step there; the red-team's s04_padded_batch.py ended with 252
+    # iterations under the doctor against 256 without, and other weights)
+    def batches():
+        for i in range(150):
+            yield x[i], y[i]
+
+    generated = tf.data.Dataset.from_generator(batches, output_signature=(
+        tf.TensorSpec((16, 16, 3), tf.float32), tf.TensorSpec((), tf.int64))).batch(64)
+    (plain, plain_steps), (measured, measured_steps) = _same_fit_with_and_without_the_doctor(
+        lambda model: model.fit(generated, epochs=2, verbose=0), probe_after_steps=100)
+    assert measured_steps == plain_steps
+    for after_plain, after_measured in zip(plain, measured, strict=True):
+        np.testing.assert_array_equal(after_measured, after_plain)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="the doctor's own pull: TensorFlow's")
+def test_a_tf_data_step_that_fails_without_the_doctor_fails_under_it():
+    # the red-team's s12_raise.py: a py_function map with no output shapes fails Keras' step
+    # ("Cannot take the length of shape with unknown rank"); under the doctor it trained
+    # (exit status 0: the step was traced for the pulled batch's concrete shapes)
+    import tensorflow as tf
+
+    def features(i):
+        return np.full((16, 16, 3), float(i), dtype=np.float32), np.int64(i % 4)
+
+    unshaped = tf.data.Dataset.range(64).map(
+        lambda i: tf.py_function(features, [i], (tf.float32, tf.int64))).batch(8)
+    with pytest.raises(ValueError, match="unknown rank") as plain:
+        _conv_model().fit(unshaped, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="unknown rank") as measured:
+        with session.doctor(sample_system=False, probe_budget_min_s=60.0):
+            _conv_model().fit(unshaped, epochs=1, verbose=0)
+    assert type(measured.value) is type(plain.value)
+
+
 def test_probes_leave_a_seeded_runs_random_draws_as_they_were():
     # the red-team's s23_determinism.py (torch): a seeded model with Dropout trained to other
     # weights under the doctor, from the epoch after the probes on (unseeded dropout draws
