@@ -45,7 +45,6 @@ from stoke.diagnosis.measure.facts import keras_backend
 if TYPE_CHECKING:
     from stoke.diagnosis.measure.input_free import InputFreeWindow
     from stoke.diagnosis.measure.recorder import Recorder
-    from stoke.diagnosis.measure.tf_handoff import Handoff, Handoffs
 
 _perf_counter = time.perf_counter
 
@@ -222,17 +221,13 @@ class TimedTrainFunction:
         self.backend = keras_backend()
         self._sync = _device_sync_function(self.backend, model)
         self._tf_iterator_types: tuple = ()
-        # TensorFlow: the batches the doctor pulls go to the step through an iterator of the
-        # run's own element spec (stoke.diagnosis.measure.tf_handoff); the last one used
-        self._handoffs: Handoffs | None = None
-        self._handoff: Handoff | None = None
+        # TensorFlow: the element specs Keras' step was traced for before the doctor fed it
+        # the batches it pulled (stoke.diagnosis.measure.tf_step_trace)
+        self._traced_specs: list = []
         if self.backend == "tensorflow":
             import tensorflow as tf
 
-            from stoke.diagnosis.measure.tf_handoff import Handoffs
-
             self._tf_iterator_types = (tf.data.Iterator, tf.distribute.DistributedIterator)
-            self._handoffs = Handoffs()
 
     def __call__(self, *args):
         recorder = self.recorder
@@ -253,26 +248,22 @@ class TimedTrainFunction:
                     # with 252 iterations under the doctor against 256 without)
                     return self.original(*args)
                 pulled = _perf_counter()
-                calibration_s = 0.0
                 if recorder.tf_pull_floor_s is None:
-                    calibration_s = recorder.calibrate_tf_pull(data)
+                    recorder.calibrate_tf_pull(data)
                 # An eager get_next costs its dispatch even when a batch is ready; Keras'
                 # in-graph pull costs about as much inside its step. Only the rest is waiting.
                 recorder.note_batch(data, max(0.0, pulled - pull_started - recorder.tf_pull_floor_s))
-                not_overhead_s = pulled - pull_started + calibration_s
-                self._handoff = self._handoffs.for_iterator(iterator)
-                args = (self._hand(data),)
+                # the step traced for the dataset's spec once, at the fit's first step (a
+                # warm-up step, which traces anyway): the step's time, not the doctor's
+                self._trace_for(iterator)
+                not_overhead_s = _perf_counter() - pull_started  # the calibration included
+                args = (iter((data,)),)
         wait_before_call = recorder.pending_wait_s()
         t_call = _perf_counter()
-        try:
-            if recorder.host_code_watch_due(self.model):
-                result = self._watched_call(args)
-            else:
-                result = self.original(*args)
-        except BaseException:
-            if self._handoff is not None:
-                self._handoff.drop_unread()
-            raise
+        if recorder.host_code_watch_due(self.model):
+            result = self._watched_call(args)
+        else:
+            result = self.original(*args)
         t_returned = _perf_counter()
         synced = recorder.sync_due()
         if synced:
@@ -291,12 +282,16 @@ class TimedTrainFunction:
             result = self._run_input_free(window, args, result)
         return result
 
-    def _hand(self, batch):
-        """TensorFlow: what to call Keras' train function with for a batch the doctor pulled:
-        an iterator of the run's element spec (:class:`Handoff`), else a Python one."""
-        if self._handoff is None:
-            return iter((batch,))
-        return self._handoff.hand(batch)
+    def _trace_for(self, iterator) -> None:
+        """TensorFlow: Keras' step traced for ``iterator``'s element spec before it is fed a
+        batch the doctor pulled (:func:`trace_for_spec`), once per spec."""
+        from stoke.diagnosis.measure.tf_step_trace import trace_for_spec
+
+        spec = getattr(iterator, "element_spec", None)
+        if spec is None or any(spec == traced for traced in self._traced_specs):
+            return
+        self._traced_specs.append(spec)
+        trace_for_spec(self.original, spec)
 
     def _keep_step_state(self, result) -> None:
         """The doctor's work after a step raised (Ctrl-C during a probe, the step limit): on
@@ -336,7 +331,7 @@ class TimedTrainFunction:
                 if jax_iterator is not None:
                     call_args = (current[1], jax_iterator)  # the state the last call returned
                 elif self.backend == "tensorflow":
-                    call_args = (self._hand(window.batch),)  # pulled outside the graph: no pull
+                    call_args = (iter((window.batch,)),)  # pulled outside the graph: no pull
                 else:
                     call_args = args  # torch: the step's own batch again
                 current, finished = window.call(self.original, self._sync, call_args)
