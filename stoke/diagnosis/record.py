@@ -33,7 +33,8 @@ from typing import Any, TypeVar
 # 2: StepSample.wait_timed and wait_estimated_s (schema 1 wrote the TensorFlow in-graph
 # estimate into wait_s; RunRecord.from_dict moves it where schema 2 keeps it)
 # 3: input facts tf_data_seeded_reshuffle, torch_iterable_dataset, torch_collate_fn,
-# torch_persistent_workers (a schema-2 record reads as it is: each is None there)
+# torch_persistent_workers; meta fit_models, probed_fit (a schema-2 record reads as it is:
+# each is None there)
 RECORD_SCHEMA_VERSION = 3
 
 # The probes a record may hold (RunRecord.probes keys; RunFacts.probe_notes also takes "all").
@@ -241,6 +242,10 @@ class RunFacts(Facts):
     keras2_conversions: list[dict[str, Any]] | None = None
     keras2_conversions_error: str | None = None
     doctor_error: str | None = None  # the doctor's own failure while finishing the record
+    # per fit (StepSample.fit), the model it trained: its name, made unique per model object
+    # ("sequential", "sequential (2)" for another model of that name)
+    fit_models: list[str | None] | None = None
+    probed_fit: int | None = None  # the fit (StepSample.fit) the probes and the window ran in
 
 
 # Input kinds Keras feeds on TensorFlow through ``tf.data.Dataset.from_generator`` (one

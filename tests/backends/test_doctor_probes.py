@@ -301,6 +301,31 @@ def test_ctrl_c_during_a_probe_leaves_the_model_trained_as_far_as_it_got(tmp_pat
         np.testing.assert_array_equal(saved, kept)
 
 
+def test_two_models_fit_in_one_script_are_told_apart():
+    # the red-team's s03_two_models.py: one function fits an MLP on a generator, then a CNN
+    # on arrays; the probes measure the first: the second fit is named, and not judged
+    def batches():
+        rng = np.random.default_rng(0)
+        while True:
+            time.sleep(0.003)
+            features = rng.normal(size=(8, 16)).astype("float32")
+            yield features, features.sum(axis=1, keepdims=True)
+
+    first, second = tiny_model(), tiny_model()
+    x = np.random.default_rng(1).normal(size=(64, 16)).astype("float32")
+    with session.doctor(probe_after_steps=4, probe_seconds=0.2, sample_system=False,
+                        probe_budget_min_s=60.0) as d:
+        first.fit(batches(), steps_per_epoch=10, epochs=1, verbose=0)
+        second.fit(x, x[:, :1], batch_size=8, epochs=1, verbose=0)
+        first.fit(batches(), steps_per_epoch=10, epochs=1, verbose=0)  # the first, again
+    meta = d.record.meta
+    assert meta.fit_models == [first.name, second.name, first.name] and first.name != second.name
+    assert meta.probed_fit == 0
+    diagnosis = analyse(d.record)
+    assert diagnosis.steady.other_model_fits == (1,)
+    assert [fit.other_model for fit in diagnosis.fits] == [False, True, False]
+
+
 def test_compute_bound_arrays_script_waits_little(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["doctor_arrays.py", "--epochs", "1"])
     with session.doctor(probes=False, sample_system=False) as d:

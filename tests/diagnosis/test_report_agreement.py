@@ -179,6 +179,32 @@ def test_a_run_of_several_fits_is_described_per_fit():
         assert "4,000 samples/s (4.00 ms per batch of 16)" in text  # as the probe ran it
 
 
+def test_a_fit_of_another_model_than_the_probes_measured_is_not_judged():
+    # the red-team's s03_two_models.py (a function that fits an MLP on a generator, then a
+    # CNN on arrays, JAX): "x2.96 if the input kept up" over both fits, from the MLP's probes;
+    # a fix of the MLP's input measured x1.18 on the whole run
+    def run(models):
+        record = synthetic.multi_fit()
+        record.meta.fit_models = models
+        record.meta.probed_fit = 0
+        diagnosis = analyse(record)
+        return diagnosis, _terminal(diagnosis), html_text(render_html(diagnosis))
+
+    one, _, _ = run(["mlp", "mlp"])  # pretraining then fine-tuning: one model, both judged
+    assert one.steady.other_model_fits == () and one.steady.steps_used == 78 + 38
+    two, terminal, page = run(["mlp", "cnn"])
+    assert two.steady.other_model_fits == (1,)
+    assert two.steady.steps_used == 78 and two.steady.steps_total == 120
+    assert two.input_wait_fraction == pytest.approx(0.2)  # fit 1's alone (fit 2: 80%)
+    assert [f.steps_counted for f in two.fits] == [78, 0]
+    data = json.loads(to_json(two))
+    assert data["steady_state"]["other_model_fits"] == [1]
+    for text in (terminal, page):
+        assert ("fit 1 only: fit 2 trained another model (cnn) than the probes measured "
+                "(mlp): not judged") in text
+        assert "fit 2 (cnn, not judged): batch 4" in text and "fit 1 (mlp): batch 16" in text
+
+
 def test_one_fit_reports_no_fits_row():
     diagnosis, data, terminal, page = _reports("input_bound_generator")
     assert len(data["fits"]) == 1 and data["fits"][0]["batch_size"] == 64

@@ -155,6 +155,9 @@ class SteadyState:
     unsynced_trimmed: int = 0  # steps outside the first-to-last synced step window
     t_start_s: float | None = None  # the steady window, in record time
     t_end_s: float | None = None
+    # fits (StepSample.fit) of models other than the one the probes measured: not judged
+    # (other_model_fits)
+    other_model_fits: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -297,6 +300,23 @@ def model_take_rate(no_wait_throughput: float | None, model_alone: float | None)
     makes fewer than that."""
     rates = [rate for rate in (no_wait_throughput, model_alone) if rate]
     return min(rates) if rates else None
+
+
+def other_model_fits(record: RunRecord) -> tuple[int, ...]:
+    """The fits (``StepSample.fit``) that trained another model than the fit the probes and
+    the input-free window measured (``meta.probed_fit``, ``meta.fit_models``): their steps
+    are left out of every figure, which the probes' model-alone and input-free steps would
+    otherwise be set against. The red-team's s03_two_models.py (a function that fits an MLP
+    on a generator, then a CNN on arrays): "x2.96 if the input kept up" for both, from the
+    MLP's probes, where a fix of the MLP's input measured x1.18 on the whole run (the CNN's
+    fit, 1% waiting, unchanged). () when the probes did not run in a fit, or every fit
+    trained one model."""
+    meta = record.meta
+    fits, probed = meta.fit_models, meta.probed_fit
+    if not fits or probed is None or probed >= len(fits) or fits[probed] is None:
+        return ()
+    return tuple(number for number, label in enumerate(fits)
+                 if label is not None and label != fits[probed])
 
 
 def steady_steps(steps: Sequence[StepSample]) -> tuple[list[StepSample], SteadyState]:
@@ -1128,7 +1148,12 @@ def analyse_run(record: RunRecord) -> Analysis:
     """The numbers of one run (see the module docstring): pure, no findings."""
     handover_in_pull_s = pipeline_handover_s(record)
     steps = _less_handover(record.steps, handover_in_pull_s)
+    others = other_model_fits(record)
+    steps_total = len(steps)
+    steps = [s for s in steps if s.fit not in others]
     kept, steady = steady_steps(steps)
+    if others:
+        steady = dataclasses.replace(steady, steps_total=steps_total, other_model_fits=others)
     window = _window_samples(record.system, steady)
     cpu = summarise_cpu(record, window)
     gpus = summarise_gpus(window)

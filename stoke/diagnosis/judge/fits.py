@@ -43,6 +43,9 @@ class FitSummary:
     samples_per_s: float | None = None
     wait_fraction: float | None = None
     seconds_counted: float = 0.0  # the wall time of its counted steps
+    model: str | None = None  # the model it trained (meta.fit_models), when recorded
+    # it trained another model than the probes measured: not judged (other_model_fits)
+    other_model: bool = False
 
 
 def fit_summaries(record: RunRecord, analysis: Analysis) -> tuple[FitSummary, ...]:
@@ -64,8 +67,9 @@ def fit_summaries(record: RunRecord, analysis: Analysis) -> tuple[FitSummary, ..
     by_fit: dict[int, list[StepSample]] = {}
     for step in record.steps:
         by_fit.setdefault(step.fit, []).append(step)
+    models = record.meta.fit_models or []
     summaries = []
-    for number, (_, steps) in enumerate(sorted(by_fit.items()), start=1):
+    for number, (fit, steps) in enumerate(sorted(by_fit.items()), start=1):
         sizes = Counter(s.batch_size for s in steps if s.batch_size > 0)
         mine = [s for s in steps if (s.epoch, s.step) in counted]
         time_s = sum(s.step_s for s in mine)
@@ -83,6 +87,8 @@ def fit_summaries(record: RunRecord, analysis: Analysis) -> tuple[FitSummary, ..
                     if (per_step and time_s > 0) else None
                 ),
                 seconds_counted=time_s,
+                model=models[fit] if fit < len(models) else None,
+                other_model=fit in steady.other_model_fits,
             )
         )
     return tuple(summaries)
@@ -99,6 +105,7 @@ def counted_steps(steps: Sequence[StepSample], steady: SteadyState) -> set[tuple
         (s.epoch, s.step)
         for s in steps
         if s.step_s > 0
+        and s.fit not in steady.other_model_fits
         and (s.epoch, s.step) not in left_out
         and s.t_s - s.step_s >= steady.t_start_s
         and s.t_s <= steady.t_end_s
@@ -138,18 +145,30 @@ def batch_size_words(fits: Sequence[FitSummary]) -> str | None:
 
 def figures_source(fits: Sequence[FitSummary]) -> str:
     """Which fits the figures come from, in words, when the run had more than one ("" when
-    it had one): ``"all 4 fits"``, ``"fit 1 only: fit 2's steps are not counted (...)"``."""
+    it had one): ``"all 4 fits"``, ``"fit 1 only: fit 2's steps are not counted (...)"``,
+    ``"fit 1 only: fit 2 trained another model (cnn) than the probes measured (mlp): not
+    judged"``."""
     used = counted_fits(fits)
     if len(fits) < 2 or not used:
         return ""
     if len(used) == len(fits):
         return f"all {len(fits)} fits"
-    left = [fit for fit in fits if not fit.steps_counted]
-    return (
-        _names(used) + " only: " + _names(left)
-        + ("'s steps are" if len(left) == 1 else "' steps are")
-        + " not counted (warm-up, or outside the device-synchronised window)"
-    )
+    left = [fit for fit in fits if not fit.steps_counted and not fit.other_model]
+    other = [fit for fit in fits if fit.other_model]
+    reasons = []
+    if left:
+        reasons.append(
+            _names(left) + ("'s steps are" if len(left) == 1 else "' steps are")
+            + " not counted (warm-up, or outside the device-synchronised window)")
+    if other:
+        trained = sorted({fit.model for fit in other if fit.model})
+        probed = sorted({fit.model for fit in used if fit.model})
+        reasons.append(
+            _names(other) + " trained another model"
+            + (f" ({', '.join(trained)})" if trained else "")
+            + " than the probes measured" + (f" ({', '.join(probed)})" if probed else "")
+            + ": not judged")
+    return _names(used) + " only: " + "; ".join(reasons)
 
 
 def _names(fits: Sequence[FitSummary]) -> str:

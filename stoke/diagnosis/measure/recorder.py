@@ -136,6 +136,7 @@ class Recorder:
         self._user_generator: UserGenerator | None = None  # the last script generator fed
         self._sampler = None
         self._wrapped_models: list[weakref.ref] = []
+        self._model_labels: list[tuple[weakref.ref, str]] = []  # each fit's model, named
         self._train_on_batch_model: Any = None
         self._trainer_thread: int | None = None
         self._input_facts_taken = False
@@ -320,6 +321,7 @@ class Recorder:
         self.record.meta["measured_from"] = "fit"
         self.record.meta["backend"] = self.backend
         self.clock.begin_loop()
+        self._note_fit_model(model)
         if epoch_iterator is not None:
             wrap_epoch_iterator(epoch_iterator, self)
         self.wrap_train_function(model)
@@ -341,6 +343,27 @@ class Recorder:
                            epochs=max(1, epochs))
         self.measuring = True
         self.clock.restart()
+
+    def _note_fit_model(self, model) -> None:
+        """The model this fit trains, by a name unique per model object (``meta.fit_models``,
+        one per fit): the analysis judges the probed model's fits only."""
+        known = [label for ref, label in self._model_labels if ref() is model]
+        if known:
+            label = known[0]
+        else:
+            name = str(getattr(model, "name", None) or type(model).__name__)
+            taken = {label for _, label in self._model_labels}
+            label, number = name, 1
+            while label in taken:
+                number += 1
+                label = f"{name} ({number})"
+            try:
+                self._model_labels.append((weakref.ref(model), label))
+            except TypeError:  # not weakly referenceable: named, not remembered
+                pass
+        fits = self.record.meta.setdefault("fit_models", [])
+        fits.extend([None] * (self.clock.loop_number - len(fits)))  # fits never attached
+        fits.append(label)
 
     def _take_input_facts(self, epoch_iterator) -> None:
         if self._input_facts_taken or self.fit is None:
@@ -579,6 +602,7 @@ class Recorder:
             )
             if compiled is not None:
                 probes.insert(1, compiled)
+            self.record.meta.setdefault("probed_fit", self.clock.loop_number)
             self.schedule.run(probes)
         if self._step_limit_reached():
             if self.options.on_step_limit == "stop_training":

@@ -87,6 +87,11 @@ class StepClock:
         self._steps_in_loop = 0
         self._loop += 1
 
+    @property
+    def loop_number(self) -> int:
+        """The fit in progress (``StepSample.fit`` of its steps), from 0."""
+        return max(self._loop, 0)
+
     def begin_call_loop(self) -> None:
         """A ``train_on_batch`` loop starts: warm-up again, and no step has ended yet (the
         first call's wait is unknown)."""
@@ -196,7 +201,7 @@ class StepClock:
                     synced=synced,
                     warmup=self.in_warmup(),
                     wait_timed=self.waits_timed,
-                    fit=max(self._loop, 0),
+                    fit=self.loop_number,
                 )
             )
         else:

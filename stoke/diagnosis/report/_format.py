@@ -366,10 +366,15 @@ def _probe_batch(diagnosis: Diagnosis, name: str) -> str:
 
 
 def fits_line(fits: tuple[FitSummary, ...], after_wait: bool = False) -> str:
-    """Each fit in a few words: its batch size, epochs, steps and the steps counted.
+    """Each fit in a few words: its batch size, epochs, steps and the steps counted, and the
+    model it trained where the fits trained several (one not judged says so).
     ``after_wait``: the run's wait adds a slowdown after each wait that no fit's own does."""
+    named = len({fit.model for fit in fits}) > 1  # several models: each fit's is named
     return f"{len(fits)}: " + "; ".join(
-        f"fit {fit.number}: "
+        f"fit {fit.number}"
+        + (f" ({fit.model}" + (", not judged" if fit.other_model else "") + ")"
+           if named and fit.model else "")
+        + ": "
         + (f"batch {fit.batch_size}, " if fit.batch_size is not None else "")
         + f"{fit.epochs} epoch{'s' if fit.epochs != 1 else ''}, {fit.steps} steps, "
         + f"{fit.steps_counted} counted"
