@@ -842,13 +842,10 @@ def epoch_overhead_s_per_step(
     make, the fixed twin's (cached) 0.7 ms, whose whole epoch took 27 ms."""
     if not kept:
         return 0.0, 0.0
-    steady_busy_s = statistics.median(s.step_s - min(s.wait_used_s, s.step_s) for s in kept)
+    steady_busy_s = statistics.median(_compute_s(s) for s in kept)
     kept_ids = {id(s) for s in kept}
-    epochs: dict[tuple[int, int], list[StepSample]] = {}
-    for step in sorted(steps, key=lambda s: (s.t_s, s.step)):
-        epochs.setdefault((step.fit, step.epoch), []).append(step)
-    ordered = sorted(epochs)
-    first_of_fit = {fit: min(epoch for f, epoch in ordered if f == fit) for fit, _ in ordered}
+    epochs, first_of_fit = _epochs_by_fit(steps)
+    ordered = list(epochs)
     per_step, in_mean_s = [], 0.0
     first_boundary_s: dict[int, float] = {}  # per fit: its first boundary's figure, a bound
     for previous, current in zip(ordered, ordered[1:]):
@@ -856,9 +853,8 @@ def epoch_overhead_s_per_step(
             continue
         last, first = epochs[previous][-1], epochs[current][0]
         gap_s = max(0.0, (first.t_s - first.step_s) - last.t_s - restarts[0])
-        first_busy_s = first.step_s - min(first.wait_used_s, first.step_s)
         extra_s = 0.0 if first_step_is_input else max(
-            0.0, first_busy_s - steady_busy_s - restarts[1])
+            0.0, _compute_s(first) - steady_busy_s - restarts[1])
         if id(first) in kept_ids:
             in_mean_s += extra_s  # any epoch's first step the mean holds
         figure_s = (gap_s + extra_s) / max(len(epochs[previous]), len(epochs[current]))
@@ -869,6 +865,21 @@ def epoch_overhead_s_per_step(
     if not per_step:
         return 0.0, 0.0
     return statistics.median(per_step), in_mean_s / len(kept)
+
+
+def _epochs_by_fit(
+    steps: Sequence[StepSample],
+) -> tuple[dict[tuple[int, int], list[StepSample]], dict[int, int]]:
+    """Each ``(fit, epoch)``'s steps in time order, keyed in that order, and each fit's
+    first epoch (the one whose first step holds the compilation)."""
+    epochs: dict[tuple[int, int], list[StepSample]] = {}
+    for step in sorted(steps, key=lambda s: (s.t_s, s.step)):
+        epochs.setdefault((step.fit, step.epoch), []).append(step)
+    epochs = dict(sorted(epochs.items()))
+    first_of_fit: dict[int, int] = {}
+    for fit, epoch in epochs:
+        first_of_fit.setdefault(fit, epoch)
+    return epochs, first_of_fit
 
 
 def loader_restarts_workers(record: RunRecord) -> bool:
@@ -904,22 +915,16 @@ def epoch_start_input_s(
     if not kept:
         return 0.0, 0.0
     steady_wait_s = statistics.median(min(s.wait_used_s, s.step_s) for s in kept)
-    steady_busy_s = statistics.median(s.step_s - min(s.wait_used_s, s.step_s) for s in kept)
+    steady_busy_s = statistics.median(_compute_s(s) for s in kept)
     kept_ids = {id(s) for s in kept}
-    epochs: dict[tuple[int, int], list[StepSample]] = {}
-    for step in sorted(steps, key=lambda s: (s.t_s, s.step)):
-        epochs.setdefault((step.fit, step.epoch), []).append(step)
-    first_of_fit: dict[int, int] = {}
-    for fit, epoch in sorted(epochs):
-        first_of_fit.setdefault(fit, epoch)
+    epochs, first_of_fit = _epochs_by_fit(steps)
     per_step, in_mean_s = [], 0.0
     for (fit, epoch), epoch_steps in epochs.items():
         if epoch == first_of_fit[fit]:
             continue
         first = epoch_steps[0]
-        wait_s = min(first.wait_used_s, first.step_s)
-        cost_s = (max(0.0, wait_s - steady_wait_s)
-                  + max(0.0, first.step_s - wait_s - steady_busy_s))
+        cost_s = (max(0.0, min(first.wait_used_s, first.step_s) - steady_wait_s)
+                  + max(0.0, _compute_s(first) - steady_busy_s))
         per_step.append(cost_s / len(epoch_steps))
         if id(first) in kept_ids:
             in_mean_s += cost_s
@@ -1273,8 +1278,8 @@ def analyse_run(record: RunRecord) -> Analysis:
     restarting = loader_restarts_workers(record)
     epoch_s, epoch_in_mean_s = epoch_overhead_s_per_step(
         steps, kept, input_restarts_s(record), first_step_is_input=restarting)
-    # the input's cost at the epochs' first steps that the steady steps left out: before the
-    # fix only
+    # a DataLoader starting its workers at each epoch's first step: the input's cost, before
+    # the fix only (and the part of the steady mean it makes, taken off first)
     start_input_s, start_in_mean_s = epoch_start_input_s(steps, kept) if (
         restarting and wait_source == "measured") else (0.0, 0.0)
     if ((epoch_s > 0 or start_input_s > 0) and predicted_speedup is not None

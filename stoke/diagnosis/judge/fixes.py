@@ -65,6 +65,12 @@ def stoke_pipeline(batch: int) -> str:
     )
 
 
+def stoke_takes_the_loaders_dataset(inputs: InputFacts) -> bool:
+    """Whether stoke's pipeline can take a torch ``DataLoader``'s dataset as it is: by index,
+    its samples stacked (not an ``IterableDataset``, nor a ``collate_fn`` of the user's)."""
+    return not (inputs.torch_iterable_dataset or inputs.torch_collate_fn)
+
+
 def stoke_fix(inputs: InputFacts, data_name: str | None = None) -> str:
     """stoke, with the code for this input kind: the first fix for an input-bound run.
     ``data_name``: what the script calls its generator or Sequence, where the doctor knows it
@@ -92,7 +98,7 @@ def stoke_fix(inputs: InputFacts, data_name: str | None = None) -> str:
             "# handed to fit() through shared memory (no pickling), prefetched to the device.\n"
             f"model.fit(stoke.accelerate({data_name or 'train_dataset'}), epochs=10)\n"
         )
-    if kind == "torch_dataloader" and (inputs.torch_iterable_dataset or inputs.torch_collate_fn):
+    if kind == "torch_dataloader" and not stoke_takes_the_loaders_dataset(inputs):
         # stoke's pipeline takes samples by index and stacks them: not an IterableDataset,
         # not what a collate_fn of the user's makes (the red-team's a06, a18: both raised)
         keep = ", ".join(filter(None, (
@@ -333,16 +339,23 @@ def shared_cores_fix(input_cores: float, rate: float, batch_size: int,
     s17_pydataset_mp.py (a PyDataset on 4 processes, 2 cores) was pointed to stoke's tuner
     beside "with stoke on these cores: x1.00"."""
     workers_needed = max(1, math.ceil(input_cores))
-    head = (
-        "# The cores, not the workers, are the limit: more workers take cores from the model.\n"
-        f"# The input needs about {input_cores:.1f} core(s) at {rate:,.0f} samples/s: give it\n"
-    )
-    if inputs is not None and inputs.kind == "tf.data" and inputs.tf_data_py_function is False:
+    kind = inputs.kind if inputs is not None else None
+    # never what the run already does: a DataLoader with those workers keeps them (the
+    # red-team's a19 and torch_persistent_loader.py were told "give it 2" with 2)
+    loader_has_them = kind == "torch_dataloader" and inputs.torch_num_workers == workers_needed
+
+    def head(what: str = "give it") -> str:
+        return (
+            "# The cores, not the workers, are the limit: more workers take cores from the model.\n"
+            f"# The input needs about {input_cores:.1f} core(s) at {rate:,.0f} samples/s: {what}\n"
+        )
+
+    if kind == "tf.data" and inputs.tf_data_py_function is False:
         # the pipeline's own thread pool, capped: it holds for maps a Keras utility made too
         # (image_dataset_from_directory has no map in the script: the red-team's s09 was told
         # ds.map(load_and_augment, ...) about a function it does not have)
         return (
-            head
+            head()
             + f"# {workers_needed} thread(s), not AUTOTUNE's one per core, and leave the rest to the\n"
             "# model's threads: cap the pipeline's thread pool (its maps, yours or a Keras\n"
             "# utility's like image_dataset_from_directory, share it):\n"
@@ -354,35 +367,30 @@ def shared_cores_fix(input_cores: float, rate: float, batch_size: int,
             "# More speed needs more cores or a GPU for the model.\n"
         )
     if stoke_gain is not None and stoke_gain < 1.05:
-        kind = inputs.kind if inputs is not None else None
         how = {
             "pydataset": f"super().__init__(workers={workers_needed}, use_multiprocessing=True)",
             "torch_dataloader": f"DataLoader(dataset, num_workers={workers_needed}, ...)",
         }.get(kind)
-        if kind == "torch_dataloader" and inputs.torch_num_workers == workers_needed:
-            # never what the run already does (torch_persistent_loader.py, 2 workers)
+        if loader_has_them:
             how = f"# (the DataLoader's {workers_needed} worker(s) already are that: keep them)"
         return (
-            head
+            head()
             + f"# {workers_needed} worker(s) and leave the rest to the model's threads"
             + (f":\n{how}\n" if how else ".\n")
             + f"# stoke on these cores is predicted no faster (x{stoke_gain:.2f}): they are the limit.\n"
             "# More speed needs more cores or a GPU for the model.\n"
         )
-    kind = inputs.kind if inputs is not None else None
-    if kind == "torch_dataloader" and inputs.torch_num_workers == workers_needed:
-        # never what the run already does (the red-team's a19: "give it 2 worker(s)" to a
-        # DataLoader with 2)
-        head = head.replace(": give it\n", f": the DataLoader's {workers_needed} worker(s)\n")
-        workers = "# are that: keep them and leave the rest to the model's threads, or\n"
+    if loader_has_them:
+        workers = (head(f"the DataLoader's {workers_needed} worker(s)")
+                   + "# are that: keep them and leave the rest to the model's threads, or\n")
     else:
-        workers = f"# {workers_needed} worker(s) and leave the rest to the model's threads, or\n"
-    samples = ("stoke.from_sequence(train_loader.dataset)" if kind == "torch_dataloader"
-               and not (inputs.torch_iterable_dataset or inputs.torch_collate_fn)
+        workers = (head()
+                   + f"# {workers_needed} worker(s) and leave the rest to the model's threads, or\n")
+    samples = ("stoke.from_sequence(train_loader.dataset)"
+               if kind == "torch_dataloader" and stoke_takes_the_loaders_dataset(inputs)
                else "stoke.from_sequence(samples).map(load)")
     return (
-        head
-        + workers
+        workers
         + "# let stoke's tuner budget the cores (it measures the trainer's own CPU per step):\n"
         "import stoke\n"
         f"train = {samples}.batch({batch_size}).to_keras()\n"
