@@ -47,7 +47,7 @@ from stoke.errors import StokeError, StokeWarning
 from stoke.executors.choose import first_workers
 from stoke.executors.host import available_cores
 from stoke.executors.options import LoaderOptions
-from stoke.executors.trainer_first import StandInRandom
+from stoke.executors.stand_in_random import StandInRandom
 
 _WRAPPED = itertools.count()  # the Sequences this process wrapped: each stand-in's stream
 
@@ -480,7 +480,7 @@ class AcceleratedSequence(Accelerated):
         that already, so ``fit``'s first steps need not wait for the workers' start-up), a
         batch that does not fit the ring, a batch given again. The dataset draws from global
         random streams of the trainer's stand-in
-        (:class:`~stoke.executors.trainer_first.StandInRandom`), new numbers for each batch;
+        (:class:`~stoke.executors.stand_in_random.StandInRandom`), new numbers for each batch;
         the user's own streams are left as they were."""
         try:
             with self._stand_in_random:

@@ -12,8 +12,8 @@ Every task runs exactly once, in the trainer or in a worker, and makes the same 
 way (a sample depends on its index, epoch and seed, not on who runs it); only code that
 draws from the global ``random``/``numpy.random`` draws other numbers, as it does in each
 worker. The trainer stands in with global random states of its own, seeded as a worker's
-are (:func:`~stoke.data.program.seed_worker_globals`), and its own states are left as
-they were.
+are (:class:`~stoke.executors.stand_in_random.StandInRandom`), and its own states are left
+as they were.
 
 The cost: user code runs in the trainer's process for those first batches, so a sample that
 crashes the process (a segfault in a C extension) takes the trainer down then, not a worker.
@@ -24,63 +24,15 @@ start_pool`), as ``stoke.accelerate`` makes a Sequence's first batches in the tr
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
-import numpy as np
-
-from stoke.data.program import seed_worker_globals
 from stoke.errors import StokeError
 from stoke.executors.base import WorkerPool
 from stoke.executors.chunk import Result, Task
 from stoke.executors.inline import InlinePool
 from stoke.executors.messages import ProgramUpdate
 from stoke.executors.ring import BatchRing
-
-# the worker index whose global random streams the trainer uses while it stands in (worker
-# processes count from 0; no pool grows this far)
-STAND_IN_INDEX = 1 << 31
-
-
-class StandInRandom:
-    """Global ``random``/``numpy.random`` streams of the trainer's own while it stands in for
-    workers: inside ``with stand_in:`` the code drawing from them continues its stream (the
-    first time: seeded as a worker's, :func:`~stoke.data.program.seed_worker_globals`, with
-    index :data:`STAND_IN_INDEX` + ``stream``); outside, the trainer's states are as they
-    were. So batches made one after the other in the trainer draw new numbers, as in a
-    worker, and the user's own draws are untouched. (The states are the process's: code on
-    another thread that draws from them while a batch is made inside draws from the
-    stand-in's.)
-
-    >>> stand_in = StandInRandom(seed=0)
-    >>> with stand_in:
-    ...     a = np.random.random()
-    >>> with stand_in:
-    ...     b = np.random.random()
-    >>> a != b
-    True
-    """
-
-    def __init__(self, seed: int, stream: int = 0) -> None:
-        self.seed = seed
-        self.stream = stream  # one stand-in's streams from another's, of the same seed
-        self._states: tuple[Any, Any] | None = None  # the stand-in's, between uses
-        self._trainer: list[tuple[Any, Any]] = []  # the trainer's, while inside
-
-    def __enter__(self) -> StandInRandom:
-        self._trainer.append((random.getstate(), np.random.get_state()))
-        if self._states is None:
-            seed_worker_globals(self.seed, STAND_IN_INDEX + self.stream)
-        else:
-            random.setstate(self._states[0])
-            np.random.set_state(self._states[1])
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._states = (random.getstate(), np.random.get_state())
-        trainer = self._trainer.pop()
-        random.setstate(trainer[0])
-        np.random.set_state(trainer[1])
+from stoke.executors.stand_in_random import StandInRandom
 
 
 class TrainerFirst:
