@@ -5,7 +5,9 @@ The Sequence (:class:`ImageSequence`) reads small JPEG and PNG files this script
 a temporary folder, one file per sample, decodes them with PIL, augments them in
 numpy/Python inside ``__getitem__`` (random crop, flip, brightness and contrast, cutout; the
 ``python`` variant also jitters every row in a Python loop, the kind of code that holds the
-GIL), and reshuffles its index array in ``on_epoch_end``.
+GIL), and reshuffles its index array in ``on_epoch_end``. The ``ragged`` variant is a cheap
+one instead (:class:`RaggedSequence`, about 1 ms a batch), where stoke's own cost per batch
+shows.
 
 Rows, each reading whole epochs exactly as ``fit`` does (Keras' ``PyDatasetAdapter``:
 ``on_epoch_begin``, the numpy iterator, ``on_epoch_end``):
@@ -58,7 +60,7 @@ from stoke.accelerate import accelerate  # noqa: E402
 
 SCHEMA = "stoke.bench.accelerate_sequence/1"
 RESULTS = HERE / "results" / "accelerate_sequence.json"
-VARIANTS = ("images", "python")
+VARIANTS = ("images", "python", "ragged")
 
 
 # -- the Sequence users write ------------------------------------------------------------
@@ -114,6 +116,27 @@ class ImageSequence(keras.utils.Sequence):
         np.random.shuffle(self.indexes)
 
 
+class RaggedSequence(keras.utils.Sequence):
+    """A cheap ``__getitem__`` (about 1 ms on 2 cores): variable-length rows of Python lists,
+    padded per batch with ``keras.utils.pad_sequences`` (the red-team's s05). Where the
+    batch costs little, stoke's own per-batch cost is what a row shows."""
+
+    def __init__(self, count, batch_size=64, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        rng = np.random.default_rng(seed)
+        self.rows = [rng.random((int(rng.integers(10, 120)), 8)).tolist() for _ in range(count)]
+        self.targets = np.array([float(np.mean(row)) for row in self.rows], np.float32)
+        self.batch_size = batch_size
+
+    def __len__(self):
+        return int(np.ceil(len(self.rows) / self.batch_size))
+
+    def __getitem__(self, index):
+        chosen = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        x = keras.utils.pad_sequences(self.rows[chosen], dtype="float32", padding="post")
+        return x[..., None], self.targets[chosen]
+
+
 def write_images(folder: Path, count: int, size: int, seed: int) -> tuple[list[str], np.ndarray]:
     """``count`` small photo-like images, alternately JPEG (quality 90) and PNG."""
     from PIL import Image
@@ -159,6 +182,8 @@ class Visit:
 
 def make_sequence(paths, labels, settings: Settings, variant: str, **keras_kwargs):
     np.random.seed(settings.seed)
+    if variant == "ragged":
+        return RaggedSequence(len(paths), seed=settings.seed, **keras_kwargs)
     return ImageSequence(paths, labels, settings.batch_size, settings.crop,
                          python_jitter=variant == "python", **keras_kwargs)
 
@@ -308,6 +333,7 @@ def print_table(results: dict[str, Any]) -> None:
 VARIANT_NOTES = {
     "images": "decode + numpy augmentation in __getitem__",
     "python": "decode + numpy augmentation + a per-row Python loop (GIL-heavy)",
+    "ragged": "pad_sequences over 64 Python lists in __getitem__ (about 1 ms a batch)",
 }
 
 

@@ -377,3 +377,18 @@ STEPS = []
 
 
 """
+
+
+def test_batches_made_in_the_trainer_follow_on_epoch_end_after_whole_and_shortened_epochs():
+    """``stoke.accelerate``'s defaults make a cheap Sequence's batches in the trainer (no
+    worker pays). Whole epochs first (stoke stops noting the dataset's state at each pass),
+    then ``fit(steps_per_epoch=4)``, whose epochs end inside a pass while ``on_epoch_end``
+    reshuffles: the model sees the batches Keras gives the plain Sequence."""
+    plain = ShufflingSequence()
+    expected = [_train(plain, epochs=2, shuffle=False)[0],
+                _train(plain, epochs=3, steps_per_epoch=4, shuffle=False)[0]]
+    with accelerate(ShufflingSequence()) as acc:
+        got = [_train(acc, epochs=2, shuffle=False)[0],
+               _train(acc, epochs=3, steps_per_epoch=4, shuffle=False)[0]]
+        assert "batches made in the trainer" in repr(acc)
+    assert got == expected
