@@ -175,10 +175,41 @@ class WorkerStart:
         rest_wall = sum(t[2] for t in kept)
         cores_used = sum(t[3] for t in kept) / rest_wall if rest_wall > 0 else 0.0
         cores_used = min(max(cores_used, 0.0), self.cores)
-        found = gain(make_s, make_cpu_s, rest_s, cores_used, self.cores)
-        horizon = max(self.batches_per_epoch, self.batches_made)
-        saved_s = (make_s + rest_s) * (1.0 - 1.0 / found) * horizon
-        cost_s = startup_cost_s(self.startup_cpu_s, self.workers, cores_used, self.cores)
-        return StartAnswer(found >= MIN_GAIN and saved_s > cost_s + MIN_SAVED_S, found, 1000 * make_s,
-                           1000 * rest_s, cores_used, self.cores, len(kept), saved_s, cost_s,
-                           horizon)
+        return decide(make_s, make_cpu_s, rest_s, cores_used, self.cores,
+                      horizon=max(self.batches_per_epoch, self.batches_made),
+                      workers=self.workers, startup_cpu_s=self.startup_cpu_s,
+                      batches=len(kept))
+
+
+def decide(make_s: float, make_cpu_s: float, rest_s: float, cores_used: float, cores: float,
+           horizon: int, workers: int, startup_cpu_s: float, batches: int = 0) -> StartAnswer:
+    """The rule (module docstring) on typical timings: start the workers if they make the
+    step at least ``MIN_GAIN`` times shorter and save, over ``horizon`` batches, more than
+    their start-up costs plus ``MIN_SAVED_S``."""
+    found = gain(make_s, make_cpu_s, rest_s, cores_used, cores)
+    saved_s = (make_s + rest_s) * (1.0 - 1.0 / found) * horizon
+    cost_s = startup_cost_s(min(startup_cpu_s, STARTUP_CPU_CAP_S), workers, cores_used, cores)
+    return StartAnswer(found >= MIN_GAIN and saved_s > cost_s + MIN_SAVED_S, found,
+                       1000 * make_s, 1000 * rest_s, cores_used, cores, batches, saved_s,
+                       cost_s, horizon)
+
+
+def when_workers_start(make_s: float, make_cpu_s: float, rest_s: float, cores_used: float,
+                       cores: float, batches_per_epoch: int, run_batches: int, workers: int,
+                       startup_cpu_s: float) -> tuple[int | None, StartAnswer]:
+    """How many batches a run of ``run_batches`` batches with these steady timings has the
+    trainer make before :class:`WorkerStart` starts the workers (None: never within the run),
+    and the answer given then (or the last "no"): the rule asked after ``FIRST_LOOK`` timed
+    batches, then every ``LOOK_AGAIN``, the saving counted over at least an epoch and at
+    least the batches made so far. What ``stoke doctor`` predicts ``stoke.accelerate`` does."""
+    made = FIRST_LOOK + 1  # the first batch is made, not timed against a rest before it
+    answer = decide(make_s, make_cpu_s, rest_s, cores_used, cores,
+                    max(batches_per_epoch, made), workers, startup_cpu_s, FIRST_LOOK)
+    while made <= run_batches:
+        answer = decide(make_s, make_cpu_s, rest_s, cores_used, cores,
+                        max(batches_per_epoch, made), workers, startup_cpu_s,
+                        FIRST_LOOK if made == FIRST_LOOK + 1 else LOOK_AGAIN)
+        if answer.start:
+            return made, answer
+        made += LOOK_AGAIN
+    return None, answer

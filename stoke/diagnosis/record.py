@@ -35,7 +35,8 @@ from typing import Any, TypeVar
 # 3: input facts tf_data_seeded_reshuffle, torch_iterable_dataset, torch_collate_fn,
 # torch_persistent_workers; meta fit_models, probed_fit (a schema-2 record reads as it is:
 # each is None there)
-RECORD_SCHEMA_VERSION = 3
+# 4: meta trainer_cpu_s_at_first_fit (None in a schema-3 record)
+RECORD_SCHEMA_VERSION = 4
 
 # The probes a record may hold (RunRecord.probes keys; RunFacts.probe_notes also takes "all").
 PROBE_NAMES = ("input_alone", "model_alone", "input_free", "compiled_step")
@@ -246,6 +247,9 @@ class RunFacts(Facts):
     # ("sequential", "sequential (2)" for another model of that name)
     fit_models: list[str | None] | None = None
     probed_fit: int | None = None  # the fit (StepSample.fit) the probes and the window ran in
+    # the process CPU seconds the script had used when its first fit began (its imports, the
+    # model's build): what stoke.accelerate takes a worker's start-up to cost
+    trainer_cpu_s_at_first_fit: float | None = None
 
 
 # Input kinds Keras feeds on TensorFlow through ``tf.data.Dataset.from_generator`` (one

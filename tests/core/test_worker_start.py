@@ -18,6 +18,7 @@ from stoke.accelerate.worker_start import (
     WorkerStart,
     gain,
     startup_cost_s,
+    when_workers_start,
 )
 
 
@@ -282,3 +283,24 @@ class GaussianNoise:
 
     def __getitem__(self, index: int):
         return np.random.normal(size=(2, 1)).astype(np.float32), np.zeros(2, np.float32)
+
+
+@pytest.mark.parametrize("make_s, rest_s, rest_cores, per_epoch, startup_cpu_s", [
+    (0.0012, 0.0011, 0.9, 16, 3.0),    # s05: a cheap Sequence, short epochs: late
+    (0.0012, 0.0011, 1.9, 16, 3.0),    # the same beside a trainer that fills both cores
+    (0.030, 0.010, 0.5, 100, 4.0),     # a slow __getitem__ before a short step: at once
+    (0.0001, 0.0100, 1.0, 1000, 4.0),  # a cheap batch beside a long step: never
+])
+def test_the_doctors_forecast_of_the_start_is_what_the_rule_does(
+        make_s, rest_s, rest_cores, per_epoch, startup_cpu_s):
+    """when_workers_start (what stoke doctor predicts stoke.accelerate does) gives the batch
+    at which WorkerStart, fed those timings batch after batch, says start (or never)."""
+    run_batches = 3000
+    clocks = Clocks()
+    rule = clocks.rule(batches_per_epoch=per_epoch, startup_cpu_s=startup_cpu_s)
+    answers = clocks.batches(rule, run_batches, make_s, rest_s, rest_cores)
+    started = answers.index(True) + 1 if True in answers else None
+    forecast, answer = when_workers_start(make_s, make_s, rest_s, rest_cores, 2.0, per_epoch,
+                                          run_batches, 2, startup_cpu_s)
+    assert forecast == started
+    assert answer.start is (started is not None)

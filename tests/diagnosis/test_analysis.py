@@ -1006,3 +1006,51 @@ def test_a_wait_the_input_made_free_does_not_shorten_is_not_partly_input_bound()
     # the same wait with steps the window finds faster: partly-input-bound, as before
     record.probes["input_free"] = ProbeResult(64 / 0.036, 0.5, 20, {"s_per_step": 0.036})
     assert analyse(record).verdict == "partly-input-bound"
+
+
+def _cheap_sequence_record(epochs: int) -> RunRecord:
+    """The red-team's s05_ragged_sequence.py in numbers: a PyDataset (Keras' one worker, the
+    trainer's thread) whose ``__getitem__`` takes 1.2 ms before a 1.15 ms step on 2 CPU cores,
+    16 batches an epoch; the script had used 3 s of CPU when fit began."""
+    return make_record(
+        kind="pydataset", wait_s=0.00115, step_s=0.0023, model_alone=64 / 0.0006,
+        input_alone=64 / 0.0012, self_pct=140.0, other_pct=3.0, gpus_visible=0, gpus_used=0,
+        steps=make_steps(count=16, epochs=epochs, wait_s=0.00115, step_s=0.0023,
+                         compile_s=0.5, first_wait_s=0.0012),
+        input_extra={"pydataset_workers": 1, "use_multiprocessing": False, "main_thread": True,
+                     "producer": "trainer-thread", "num_batches": 16},
+        meta_extra={"trainer_cpu_s_at_first_fit": 3.0},
+    )
+
+
+def test_with_stoke_follows_stoke_accelerates_own_rule_for_when_workers_start():
+    """stoke.accelerate makes a Sequence's batches in the trainer until its workers would
+    save a second beyond their start-up (stoke.accelerate.worker_start): over s05's 64
+    batches of 2.3 ms they never start, and the doctor predicted "with stoke x2.03" where
+    stoke.accelerate measured x0.87. Over a run 100 times as long they start early on."""
+    short = analyse(_cheap_sequence_record(epochs=4))
+    shared = short.prediction.shared_cores
+    assert short.predicted_speedup > 1.5  # the input made free would help...
+    assert short.prediction.with_stoke_here == 1.0  # ...stoke would not start its workers
+    assert shared["accelerate_workers_start_after_batches"] is None
+    assert shared["run_batches"] == 64
+    assert shared["limited_by"].startswith("stoke.accelerate's own rule")
+    longer = shared["accelerate_workers_start_in_a_long_run_after_batches"]
+    assert 64 < longer < 6400
+    assert shared["speedup_once_workers_run"] > 1.3
+    finding = next(f for f in short.findings if f.id == "generator-on-main-thread")
+    assert finding.expected_gain == 1.0
+    assert "so it would not start them" in finding.fix
+    assert f"A run of more than {longer:,} batches starts them" in finding.fix
+    assert "shared-cores" not in [f.id for f in short.findings]
+
+    for epochs, named in ((400, True), (2000, False)):  # the first 1,033 batches: 16%, 3%
+        long = analyse(_cheap_sequence_record(epochs=epochs))
+        shared = long.prediction.shared_cores
+        assert shared["accelerate_workers_start_after_batches"] == longer
+        steady = shared["speedup_once_workers_run"]
+        run_batches = 16 * epochs
+        assert long.prediction.with_stoke_here == pytest.approx(
+            run_batches / (longer + (run_batches - longer) / steady), abs=0.01)
+        assert long.prediction.with_stoke_here > 1.3
+        assert shared["limited_by"].startswith("stoke.accelerate's own rule") is named

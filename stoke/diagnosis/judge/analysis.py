@@ -1514,6 +1514,82 @@ def serial_producer_rate(
     return max(rates) if rates else None
 
 
+def accelerate_workers_start(
+    record: RunRecord, cores: float, throughput: float, wait_fraction: float,
+    batch_size: float, trainer_cpu_s_per_sample: float, input_cpu_s_per_sample: float,
+    input_alone: float | None,
+) -> dict[str, Any] | None:
+    """When ``stoke.accelerate`` (the fix for a Sequence/PyDataset) would start its workers
+    in this run, by its own rule (:func:`stoke.accelerate.worker_start.when_workers_start`):
+    the trainer makes the batches, as Keras does, until workers would save more than their
+    start-up costs plus a second. None where the fix is not ``stoke.accelerate`` or the run's
+    length is not known (steps kept only in part).
+
+    The rule's inputs, from the run: ``__getitem__``'s time (the input-alone probe's batch,
+    else the wait), its CPU, the rest of the step (the step less the wait) and the trainer's
+    cores meanwhile, the batches of an epoch and of the run (the judged fits' steps), and a
+    worker's start-up CPU (the script's CPU when its first fit began, as stoke takes it). The
+    red-team's s05_ragged_sequence.py (JAX, 64 batches of 2.3 ms, a 1.2 ms ``pad_sequences``):
+    "with stoke x2.03", where ``stoke.accelerate`` made every batch in the trainer, as its rule
+    says for a run that short (workers would have saved 0.05 s), and measured x0.87."""
+    if record.input.kind != "pydataset" or record.meta.steps_truncated:
+        return None
+    from stoke.accelerate.worker_start import when_workers_start
+    from stoke.autotune.tuner import TunerSettings
+
+    step_s = batch_size / throughput
+    wait_s = wait_fraction * step_s
+    make_s = batch_size / input_alone if input_alone else wait_s
+    rest_s = max(step_s - wait_s, 1e-6)
+    cores_used = min(cores, trainer_cpu_s_per_sample * batch_size / rest_s)
+    others = other_model_fits(record)
+    run_batches = sum(1 for s in record.steps if s.fit not in others)
+    per_epoch = record.input.num_batches or record.input.steps_per_epoch or run_batches
+    startup_cpu_s = record.meta.trainer_cpu_s_at_first_fit
+    if not run_batches or startup_cpu_s is None:
+        return None
+    workers = max(1, min(TunerSettings().start_workers, int(cores)))
+    rule = (make_s, input_cpu_s_per_sample * batch_size, rest_s, cores_used, cores, per_epoch)
+    started_after, answer = when_workers_start(*rule, run_batches, workers, startup_cpu_s)
+    in_a_long_run, _ = when_workers_start(*rule, LONG_RUN_BATCHES, workers, startup_cpu_s)
+    return {
+        "accelerate_workers_start_after_batches": started_after,
+        "accelerate_workers_start_in_a_long_run_after_batches": in_a_long_run,
+        "run_batches": run_batches,
+        "accelerate_rule": answer.why(),
+        "accelerate_workers_saved_s": round(answer.saved_s, 3),
+        "accelerate_workers_startup_cost_s": round(answer.startup_cost_s, 3),
+    }
+
+
+# A run this long stands for "a longer run" where stoke.accelerate's start rule is asked when
+# its workers would start in any run
+LONG_RUN_BATCHES = 10**6
+
+
+def accelerate_start_words(start: dict[str, Any]) -> str | None:
+    """What stoke.accelerate's start rule does to this run (:func:`accelerate_workers_start`),
+    in words, where it keeps some of its batches in the trainer; None where the workers would
+    make them all."""
+    from stoke.accelerate.worker_start import MIN_SAVED_S
+
+    after, run_batches = start["accelerate_workers_start_after_batches"], start["run_batches"]
+    longer = start["accelerate_workers_start_in_a_long_run_after_batches"]
+    if after is None:
+        words = (
+            "stoke.accelerate's own rule: it makes the batches in the trainer, as Keras does "
+            "now, until its workers would pay for their start-up; over this run's "
+            f"{run_batches:,} batches they would save {start['accelerate_workers_saved_s']:.2f}"
+            f" s, not the {MIN_SAVED_S:g} s beyond their start-up "
+            f"({start['accelerate_workers_startup_cost_s']:.2f} s) it asks for")
+        return words + (f"; a run of more than {longer:,} batches starts them"
+                        if longer is not None else "")
+    if after > 0.05 * run_batches:
+        return (f"stoke.accelerate's own rule: the trainer makes the first {after:,} of this "
+                f"run's {run_batches:,} batches, as Keras does now, before its workers start")
+    return None
+
+
 def input_cpu_from_run(
     cpu: CpuSummary | None, throughput: float | None, trainer_per_sample: float
 ) -> float | None:
@@ -1672,6 +1748,17 @@ def _prediction(
             with_stoke = round(max(1.0, rate / throughput), 2)
             if predicted_speedup:
                 with_stoke = min(with_stoke, predicted_speedup)  # never above the headline
+            start = accelerate_workers_start(
+                record, cpu.cores, throughput, wait_fraction, batch_size, trainer_per_sample,
+                input_per_sample, input_alone) if with_stoke > 1.0 else None
+            if start is not None:
+                after, run_batches = (start["accelerate_workers_start_after_batches"],
+                                      start["run_batches"])
+                start["speedup_once_workers_run"] = with_stoke
+                # the batches before the workers start run as they do now
+                with_stoke = round(run_batches / (
+                    (after or run_batches) + (run_batches - (after or run_batches)) / with_stoke
+                ), 2)
             shared = {
                 "cores": cpu.cores,
                 "other_processes_cores": round(cpu.other_cores, 2),
@@ -1685,6 +1772,9 @@ def _prediction(
             }
             if serial_rate is not None:
                 shared["generator_alone_samples_per_s"] = round(serial_rate, 1)
+            if start is not None:
+                shared.update(start)
+                shared["limited_by"] = accelerate_start_words(start) or limited_by
     confidence = "high" if not unmeasured else ("medium" if len(unmeasured) == 1 else "low")
     if wait_source == "unmeasured":
         confidence = "low"

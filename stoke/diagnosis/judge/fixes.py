@@ -13,6 +13,7 @@ import math
 import textwrap
 
 from stoke.diagnosis.judge.analysis import Prediction
+from stoke.diagnosis.judge.words import speedup
 from stoke.diagnosis.record import InputFacts
 
 # -- input --------------------------------------------------------------------------------------
@@ -27,6 +28,19 @@ def input_fix(inputs: InputFacts, prediction: Prediction | None,
     if prediction is None or prediction.with_stoke_here is None or prediction.with_stoke_here > 1.05:
         return fix
     shared = prediction.shared_cores
+    if "accelerate_workers_start_after_batches" in shared:
+        longer = shared["accelerate_workers_start_in_a_long_run_after_batches"]
+        return (
+            "# stoke.accelerate makes the batches in the trainer, as Keras does now, until\n"
+            "# its workers would pay for their start-up: in this run's "
+            f"{shared['run_batches']:,} batches they\n"
+            f"# would save {shared['accelerate_workers_saved_s']:.2f} s, so it would not start "
+            "them.\n"
+            + (f"# A run of more than {longer:,} batches starts them "
+               f"({speedup(shared['speedup_once_workers_run'])} once they run):\n"
+               if longer is not None else "# Make __getitem__ cheaper first; then:\n")
+            + fix
+        )
     return (
         f"# On these cores stoke's workers would not be faster: {plain_number(shared.get('cores_for_this_run'))}"
         " core(s)\n"

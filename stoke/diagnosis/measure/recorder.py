@@ -275,6 +275,7 @@ class Recorder:
             steps_at_start=self.clock.steps_seen,
         )
         self._trainer_thread = self.fit.trainer_thread
+        self.record.meta.setdefault("trainer_cpu_s_at_first_fit", round(time.process_time(), 3))
 
     def end_fit(self) -> None:
         if self.fit is not None:

@@ -277,11 +277,14 @@ def key_numbers(diagnosis: Diagnosis) -> list[tuple[str, str]]:
         )
     if prediction is not None and prediction.shared_cores and prediction.with_stoke_here:
         shared = prediction.shared_cores
+        once = shared.get("speedup_once_workers_run")
         rows.append(
             (
                 "With stoke, these cores",
-                f"{speedup(prediction.with_stoke_here)} → "
-                f"{rate(shared['samples_per_s_on_these_cores'])}: "
+                (f"{speedup(prediction.with_stoke_here)} in this run, {speedup(once)} once "
+                 "its workers run" if once is not None and once != prediction.with_stoke_here
+                 else speedup(prediction.with_stoke_here))
+                + f" → {rate(shared['samples_per_s_on_these_cores'])}: "
                 f"{_num(shared['cores_for_this_run'])} of {shared['cores']} cores for this run, "
                 f"trainer {shared['trainer_cpu_ms_per_sample']:.3g} ms + input "
                 f"{shared['input_cpu_ms_per_sample']:.3g} ms of CPU per sample "
