@@ -35,7 +35,8 @@ from typing import Any, TypeVar
 # 3: input facts tf_data_seeded_reshuffle, torch_iterable_dataset, torch_collate_fn,
 # torch_persistent_workers; meta fit_models, probed_fit (a schema-2 record reads as it is:
 # each is None there)
-# 4: meta trainer_cpu_s_at_first_fit (None in a schema-3 record)
+# 4: meta trainer_cpu_s_at_first_fit, model compiles_watched, StepSample.compiled_s (None,
+# None and 0.0 in a schema-3 record)
 RECORD_SCHEMA_VERSION = 4
 
 # The probes a record may hold (RunRecord.probes keys; RunFacts.probe_notes also takes "all").
@@ -85,6 +86,10 @@ class StepSample:
     # which ``fit`` (or ``train_on_batch`` loop) of the run made the step, counted from 0: a
     # script that fits twice (pretrain, then fine-tune with another batch size) has two
     fit: int = 0
+    # seconds the backend spent compiling the train step inside this step (JAX: a new batch
+    # shape; stoke.diagnosis.measure.compiles); 0.0 where it did not, or was not watched
+    # (ModelFacts.compiles_watched)
+    compiled_s: float = 0.0
 
     @property
     def wait_used_s(self) -> float:
@@ -382,6 +387,9 @@ class ModelFacts(Facts):
     host_op_classes: dict[str, str] | None = None  # each host layer's class ("Lambda", "LogAbs")
     host_ops_error: str | None = None
     host_code_watched: bool | None = None  # one eager step was watched for host code
+    # the backend's compilations of the train step were counted per step (JAX:
+    # StepSample.compiled_s); None: not watched (the other backends)
+    compiles_watched: bool | None = None
     # the run failed inside a layer's call: its layer, class, function, site (file:line),
     # raised_in (the frame that raised) and error (host_code.failed_in_layer)
     failed_in_layer: dict[str, str] | None = None

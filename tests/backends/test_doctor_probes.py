@@ -1038,3 +1038,44 @@ def test_stoke_doctor_refuses_a_report_path_it_cannot_write_before_the_run(tmp_p
     err = capsys.readouterr().err
     assert "a_file" in err and "--json" in err
     assert "Epoch" not in err  # the script never ran
+
+
+class _PaddedPerBatch(keras.utils.PyDataset):
+    """Rows of 4-40 steps, padded per batch to its longest (the red-team's s05), or all to
+    ``maxlen``; 10 batches of 8 and a last one of 4."""
+
+    def __init__(self, maxlen: int | None = None):
+        super().__init__()
+        rng = np.random.default_rng(0)
+        self.rows = [rng.random((int(rng.integers(4, 40)), 3)).tolist() for _ in range(84)]
+        self.maxlen = maxlen
+
+    def __len__(self):
+        return 11
+
+    def __getitem__(self, index):
+        rows = self.rows[8 * index:8 * (index + 1)]
+        x = keras.utils.pad_sequences(rows, maxlen=self.maxlen, dtype="float32",
+                                      padding="post")
+        return x, x.sum(axis=(1, 2))[:, None]
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX compiles per batch shape")
+@pytest.mark.parametrize("maxlen", [None, 40])
+def test_the_steps_that_compiled_for_a_new_batch_shape_are_recorded(maxlen):
+    model = keras.Sequential([keras.Input((None, 3)), keras.layers.Conv1D(4, 3),
+                              keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    with session.doctor(probe_after_steps=20, probe_seconds=0.2, sample_system=False) as d:
+        model.fit(_PaddedPerBatch(maxlen), epochs=3, verbose=0, shuffle=False)
+    record = d.record
+    assert record.model.compiles_watched is True
+    compiled = [s for s in record.steps if s.compiled_s > 0]
+    shapes = {(len(b[0]), b[0].shape[1]) for b in (_PaddedPerBatch(maxlen)[i] for i in range(11))}
+    assert len(compiled) == len(shapes)  # once per shape, in the first epoch
+    assert all(s.epoch == 0 for s in compiled)
+    finding = analyse(record).finding("step-recompiles")
+    if maxlen is None:
+        assert finding is not None and finding.evidence["compiling_steps"] == len(shapes)
+    else:  # one length: the full batch and the smaller last one, no finding
+        assert len(shapes) == 2 and finding is None

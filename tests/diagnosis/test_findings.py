@@ -629,3 +629,63 @@ def test_a_dataloader_restarting_its_workers_each_epoch_is_named_with_what_it_co
     assert "workers-restart-each-epoch" not in ids(_restarting_loader(persistent=True))
     assert "workers-restart-each-epoch" not in ids(_restarting_loader(False, workers=0))
     assert "workers-restart-each-epoch" not in ids(_restarting_loader(False, restart_s=0.005))
+
+
+def _compiling_run(compiles: dict[int, int], watched: bool = True, compile_s: float = 0.3,
+                   kind: str = "pydataset", epochs: int = 4):
+    """A JAX run of 16 steps of 2 ms an epoch; the steps in ``compiles`` (index: batch size)
+    compiled the train step (``compile_s`` each), as the doctor's compile watch records."""
+    steps = synthetic.make_steps(count=16, epochs=epochs, wait_s=0.0002, step_s=0.002,
+                                 compile_s=0.0, first_wait_s=0.0002)
+    for index, size in compiles.items():
+        steps[index] = replace(steps[index], step_s=0.002 + compile_s, compiled_s=compile_s,
+                               batch_size=size)
+    return synthetic.make_record(
+        kind=kind, wait_s=0.0002, step_s=0.002, steps=steps, model_alone=64 / 0.0018,
+        input_alone=64 / 0.0002, gpus_visible=0, gpus_used=0,
+        model_extra={"compiles_watched": watched})
+
+
+def test_a_step_compiled_again_for_each_batch_shape_is_named_with_what_it_costs():
+    # the red-team's s05_ragged_sequence.py (JAX): sequences padded per batch, 7 compiles
+    # (six lengths of the full batch, one smaller last batch) in a run of 2 ms steps
+    compiles = {0: 64, 1: 64, 3: 64, 4: 64, 6: 64, 8: 64, 15: 40}
+    record = _compiling_run(compiles)
+    finding = only(record, "step-recompiles")
+    fits_s = sum(s.step_s for s in record.steps)
+    lengths_s = 5 * 0.3  # the full batch compiled again, 5 times beyond its first
+    assert finding.expected_gain == pytest.approx(fits_s / (fits_s - lengths_s), abs=0.01)
+    assert finding.severity == "high"
+    assert finding.evidence["compiling_steps"] == 7
+    assert finding.evidence["other_lengths_s"] == pytest.approx(lengths_s, abs=0.01)
+    assert finding.evidence["smaller_batches_s"] == pytest.approx(0.3, abs=0.01)
+    assert "compiled the train step 7 times" in finding.message
+    both = fits_s / (fits_s - lengths_s - 0.3)
+    assert f"one batch size too (the smaller last batches, 0.3 s): at most ×{both:.2f}" in (
+        finding.message)
+    assert "pad_sequences(rows, maxlen=MAXLEN" in finding.fix
+    ast.parse(finding.fix)
+    tf_data = only(_compiling_run(compiles, kind="tf.data"), "step-recompiles")
+    assert "padded_batch(" in tf_data.fix and "bucket_by_sequence_length" in tf_data.fix
+    ast.parse(tf_data.fix)
+    # every compiling step is left out of the steady state, however many there are
+    diagnosis = analyse(record)
+    assert len(diagnosis.steady.outliers_dropped) + len(diagnosis.steady.warmup_dropped) >= 7
+    assert diagnosis.bound.step_s == pytest.approx(0.002, rel=0.05)
+
+
+def test_a_smaller_last_batch_alone_is_named_only_when_it_compiles_often():
+    # the first compile and one for the last batch: every run has them
+    assert "step-recompiles" not in ids(_compiling_run({0: 64, 15: 40}))
+    # one smaller batch size per fit of a few: only the batch size to fix (drop_remainder)
+    record = _compiling_run({0: 64, 15: 40, 31: 48, 47: 56}, kind="tf.data")
+    finding = only(record, "step-recompiles")
+    assert "Only the smaller last batches had another shape" in finding.message
+    assert "drop_remainder=True" in finding.fix
+    assert finding.evidence["expected_gain_is_upper_bound"] is False
+    # not watched (TensorFlow, torch): not named, whatever the step times
+    assert "step-recompiles" not in ids(_compiling_run({0: 64, 1: 64, 3: 64, 4: 64, 6: 64},
+                                                       watched=False))
+    # compiles too cheap to matter beside the run
+    assert "step-recompiles" not in ids(_compiling_run({0: 64, 1: 64, 3: 64, 4: 64},
+                                                       compile_s=0.002, epochs=40))

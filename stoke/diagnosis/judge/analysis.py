@@ -333,11 +333,16 @@ def steady_steps(steps: Sequence[StepSample]) -> tuple[list[StepSample], SteadyS
         warmup = [s for s in ordered if s.epoch == first_epoch][:warmup_budget]
     warmup_ids = {id(s) for s in warmup}
     candidates = [s for s in ordered if id(s) not in warmup_ids]
-    median_compute = statistics.median(_compute_s(s) for s in candidates)
+    # steps the backend compiled in, as it said (JAX: a new batch shape), are compilations
+    # however many (the red-team's s04_padded_batch.py: more than MAX_OUTLIER_SHARE of them)
+    compiled = [s for s in candidates if s.compiled_s > 0]
+    median_compute = statistics.median(
+        _compute_s(s) for s in ([s for s in candidates if s.compiled_s <= 0] or candidates))
     limit = max(COMPILE_OUTLIER_FACTOR * median_compute, median_compute + COMPILE_OUTLIER_MIN_S)
     outliers = [s for s, span in _sync_spans(candidates) if _compute_s(s) > limit * span]
     if len(outliers) > MAX_OUTLIER_SHARE * len(candidates):
         outliers = []  # that many slow steps are the run itself, not compilations
+    outliers += [s for s in compiled if s not in outliers]
     outlier_ids = {id(s) for s in outliers}
     kept = [s for s in candidates if id(s) not in outlier_ids]
     kept, trimmed = _between_syncs(kept)
@@ -1588,6 +1593,70 @@ def accelerate_start_words(start: dict[str, Any]) -> str | None:
         return (f"stoke.accelerate's own rule: the trainer makes the first {after:,} of this "
                 f"run's {run_batches:,} batches, as Keras does now, before its workers start")
     return None
+
+
+@dataclass(frozen=True)
+class Recompiles:
+    """The train step compiled again and again (JAX, a new batch shape each time): the
+    judged fits' steps that compiled (``StepSample.compiled_s``), what those steps took
+    beyond a steady step, and what could be saved (every compiling step but each model's
+    first)."""
+
+    steps: int  # steps that compiled, the first included
+    compile_s: float  # the backend's own compiling time in them
+    excess_s: float  # their time beyond a steady step
+    fits_s: float  # the judged fits' steps, all of them
+    # (batch size, time beyond a steady step) of each compiling step, in order
+    compiling: tuple[tuple[int, float], ...] = ()
+
+    @property
+    def full_batch(self) -> int:
+        return max(size for size, _ in self.compiling)
+
+    @property
+    def other_lengths_s(self) -> float:
+        """What the compiles of a batch size seen before cost: shapes that differ in more
+        than the batch size (lengths padded per batch), saved by padding to one length."""
+        seen: set[int] = set()
+        total = 0.0
+        for size, excess in self.compiling:
+            if size in seen:
+                total += excess
+            seen.add(size)
+        return total
+
+    @property
+    def smaller_batches_s(self) -> float:
+        """What the first compile of each batch size below the full one cost (an epoch's
+        smaller last batch): saved by batches of one size (drop or pad the last)."""
+        seen: set[int] = set()
+        total = 0.0
+        for size, excess in self.compiling:
+            if size not in seen and size < self.full_batch:
+                total += excess
+            seen.add(size)
+        return total
+
+
+def recompiles(record: RunRecord, steady_step_s: float | None) -> Recompiles | None:
+    """The train step's compilations in this run (:class:`Recompiles`), where they were
+    watched (JAX) and the step compiled at least once; None elsewhere."""
+    if not record.model.compiles_watched:
+        return None
+    others = other_model_fits(record)
+    judged = [s for s in record.steps if s.fit not in others]
+    compiled = sorted((s for s in judged if s.compiled_s > 0), key=lambda s: (s.t_s, s.step))
+    if not compiled:
+        return None
+    typical = steady_step_s or 0.0
+    excess = [max(0.0, s.step_s - typical) for s in compiled]
+    return Recompiles(
+        steps=len(compiled),
+        compile_s=sum(s.compiled_s for s in compiled),
+        excess_s=sum(excess),
+        fits_s=sum(s.step_s for s in judged),
+        compiling=tuple((s.batch_size, e) for s, e in zip(compiled, excess)),
+    )
 
 
 def input_cpu_from_run(

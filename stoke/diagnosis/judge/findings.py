@@ -32,6 +32,7 @@ from stoke.diagnosis.judge.analysis import (
     Analysis,
     in_memory_input,
     loader_restarts_workers,
+    recompiles,
 )
 from stoke.diagnosis.judge.fits import batch_size_words, fit_summaries
 from stoke.diagnosis.judge.fixes import (
@@ -47,6 +48,7 @@ from stoke.diagnosis.judge.fixes import (
     host_op_fix,
     input_fix,
     keras2_fix,
+    one_shape_fix,
     persistent_workers_fix,
     plain_number,
     shared_cores_fix,
@@ -1015,6 +1017,71 @@ def small_batch(record: RunRecord, analysis: Analysis) -> Finding | None:
     )
 
 
+# A share of the fits' time the step's compilations beyond the first take: named above this.
+_RECOMPILE_SHARE = 0.10
+# Compiling steps a run may have without a finding: the first, and a smaller last batch's.
+_EXPECTED_COMPILES = 2
+
+
+def step_recompiles(record: RunRecord, analysis: Analysis) -> Finding | None:
+    """JAX compiled the train step again and again, once per new batch shape
+    (:func:`~stoke.diagnosis.judge.analysis.recompiles`): the red-team's s05 (sequences padded
+    per batch) spent 2.3 s of a 2.5 s run compiling, and the doctor said nothing. Its gain:
+    the compiles of shapes beyond the batch size (padding to one length saves them), and
+    with one batch size too, the smaller last batch's; at most, since padded batches make
+    each step do the padded length's work."""
+    found = recompiles(record, analysis.bound.step_s if analysis.bound else None)
+    if found is None or found.steps <= _EXPECTED_COMPILES or not found.fits_s:
+        return None
+    lengths_s, sizes_s = found.other_lengths_s, found.smaller_batches_s
+    if (lengths_s + sizes_s) / found.fits_s < _RECOMPILE_SHARE:
+        return None
+    last_batch_only = lengths_s / found.fits_s < _RECOMPILE_SHARE
+    saved_s = sizes_s if last_batch_only else lengths_s
+    gain = found.fits_s / max(found.fits_s - saved_s, 1e-9)
+    both = found.fits_s / max(found.fits_s - lengths_s - sizes_s, 1e-9)
+    backend = record.meta.backend or "jax"
+    message = (
+        f"The {backend} backend compiled the train step {found.steps} times in this run "
+        f"({found.compile_s:.1f} s of compiling): it compiles the step again for every new "
+        f"batch shape. The steps that compiled took {found.excess_s:.1f} s beyond a steady "
+        f"step, of the fits' {found.fits_s:.1f} s. "
+    )
+    if last_batch_only:
+        message += (
+            f"Only the smaller last batches had another shape: {sizes_s:.1f} s "
+            f"({sizes_s / found.fits_s:.0%}); one batch size saves them: {speedup(gain)}."
+        )
+    else:
+        message += (
+            f"Batches of other lengths compiled it {lengths_s:.1f} s "
+            f"({lengths_s / found.fits_s:.0%}); one length saves that: at most "
+            f"{speedup(gain)} (padded to one length, each step does that length's work)"
+            + (f"; one batch size too (the smaller last batches, {sizes_s:.1f} s): at most "
+               f"{speedup(both)}" if sizes_s > 0 else "")
+            + "."
+        )
+    share = saved_s / found.fits_s
+    return Finding(
+        id="step-recompiles",
+        severity="high" if share >= 0.3 else "medium",
+        category="model",
+        message=message,
+        fix=one_shape_fix(record.input.kind, last_batch_only),
+        evidence={
+            "compiling_steps": found.steps,
+            "compile_s": round(found.compile_s, 3),
+            "compiling_steps_excess_s": round(found.excess_s, 3),
+            "other_lengths_s": round(lengths_s, 3),
+            "smaller_batches_s": round(sizes_s, 3),
+            "fits_s": round(found.fits_s, 3),
+            "compiling_batch_sizes": sorted({size for size, _ in found.compiling}),
+            "expected_gain_is_upper_bound": not last_batch_only,
+        },
+        expected_gain=_gain(gain),
+    )
+
+
 # -- system ------------------------------------------------------------------------------------
 
 
@@ -1326,6 +1393,7 @@ FINDING_CHECKS: tuple[FindingCheck, ...] = (
     FindingCheck("run-eagerly", run_eagerly),
     FindingCheck("host-op-in-model", host_op_in_model),
     FindingCheck("small-batch", small_batch),
+    FindingCheck("step-recompiles", step_recompiles),
     FindingCheck("cpu-contention", cpu_contention),
     FindingCheck("no-accelerator", no_accelerator),
     FindingCheck("multi-gpu-unused", multi_gpu_unused),

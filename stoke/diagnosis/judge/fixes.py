@@ -491,6 +491,32 @@ def small_batch_fix(backend: str | None, input_kind: str | None,
 # -- system -------------------------------------------------------------------------------------
 
 
+def one_shape_fix(input_kind: str | None, last_batch_only: bool) -> str:
+    """Batches of one shape, so the step compiles once: for a smaller last batch, drop it;
+    for lengths that vary, pad to one length (or bucket into a few, each compiled once)."""
+    if last_batch_only:
+        if input_kind == "tf.data":
+            return ("# Only the epoch's smaller last batch has another shape: drop it\n"
+                    "ds = ds.batch(64, drop_remainder=True)\n")
+        return ("# Only the epoch's smaller last batch has another shape: leave it out\n"
+                "# (__len__ = len(samples) // batch_size), or pad it to the full batch size\n")
+    if input_kind == "tf.data":
+        return (
+            "# One shape for every batch: pad to one length (MAXLEN: your longest, or a cap)\n"
+            "ds = ds.padded_batch(64, padded_shapes=([MAXLEN, FEATURES], []),\n"
+            "                     drop_remainder=True)\n"
+            "# or a few lengths, each compiled once:\n"
+            "ds = ds.bucket_by_sequence_length(lambda x, y: tf.shape(x)[0],\n"
+            "                                  bucket_boundaries=[32, 64, 128],\n"
+            "                                  bucket_batch_sizes=[64, 64, 64, 64])\n"
+        )
+    return (
+        "# One shape for every batch: pad to one length (MAXLEN: your longest, or a cap)\n"
+        "x = keras.utils.pad_sequences(rows, maxlen=MAXLEN, padding=\"post\", dtype=\"float32\")\n"
+        "# and give every batch the same size (drop or pad the last one)\n"
+    )
+
+
 def contention_fix(cores: int, other_cores: float) -> str:
     """Who takes the cores, and how to keep them off training's: core numbers that exist on
     this machine only."""

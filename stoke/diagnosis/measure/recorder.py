@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stoke.diagnosis.measure import phases
+from stoke.diagnosis.measure.compiles import CompileWatch
 from stoke.diagnosis.measure.facts import (
     base_meta,
     batch_facts,
@@ -135,6 +136,8 @@ class Recorder:
         self.validation = ValidationTally()  # fit's validation: hooks.evaluate feeds it
         self._user_generator: UserGenerator | None = None  # the last script generator fed
         self._sampler = None
+        # JAX: which steps compiled the train step (stoke.diagnosis.measure.compiles)
+        self.compile_watch: CompileWatch | None = None
         self._wrapped_models: list[weakref.ref] = []
         self._model_labels: list[tuple[weakref.ref, str]] = []  # each fit's model, named
         self._train_on_batch_model: Any = None
@@ -186,6 +189,8 @@ class Recorder:
         finish_started = _perf_counter()
         self.active = False
         self.measuring = False
+        if self.compile_watch is not None:
+            self.compile_watch.close()
         if self._sampler is not None:
             self.record.system = self._sampler.stop()
             self.record.overhead["sampler_cpu_s"] = round(self._sampler.cpu_time_s, 6)
@@ -322,6 +327,9 @@ class Recorder:
         self.record.meta["measured_from"] = "fit"
         self.record.meta["backend"] = self.backend
         self.clock.begin_loop()
+        if self.compile_watch is None:
+            self.compile_watch = CompileWatch.for_backend(self.backend)
+            self.record.model["compiles_watched"] = self.compile_watch is not None
         self._note_fit_model(model)
         if epoch_iterator is not None:
             wrap_epoch_iterator(epoch_iterator, self)
@@ -460,8 +468,9 @@ class Recorder:
         the step before the probes or the step limit."""
         return self.clock.sync_due((self.schedule.at_step, self.options.stop_after_steps))
 
-    def end_step(self, t_end: float, synced: bool, sync_s: float, call_s: float | None = None) -> None:
-        self.clock.end_step(t_end, synced, sync_s, call_s)
+    def end_step(self, t_end: float, synced: bool, sync_s: float, call_s: float | None = None,
+                 compiled_s: float = 0.0) -> None:
+        self.clock.end_step(t_end, synced, sync_s, call_s, compiled_s)
 
     def add_overhead(self, seconds: float) -> None:
         self.clock.add_overhead(seconds)

@@ -259,11 +259,17 @@ class TimedTrainFunction:
                 not_overhead_s = _perf_counter() - pull_started  # the calibration included
                 args = (iter((data,)),)
         wait_before_call = recorder.pending_wait_s()
+        watch = recorder.compile_watch
+        if watch is not None:
+            watch.start()
         t_call = _perf_counter()
-        if recorder.host_code_watch_due(self.model):
-            result = self._watched_call(args)
-        else:
-            result = self.original(*args)
+        try:
+            if recorder.host_code_watch_due(self.model):
+                result = self._watched_call(args)
+            else:
+                result = self.original(*args)
+        finally:
+            compiled_s = watch.stop()[0] if watch is not None else 0.0
         t_returned = _perf_counter()
         synced = recorder.sync_due()
         if synced:
@@ -271,7 +277,8 @@ class TimedTrainFunction:
         t_end = _perf_counter()
         # the step's own work: the call and its sync, less a wait inside it (JAX pulls there)
         call_s = t_end - t_call - (recorder.pending_wait_s() - wait_before_call)
-        recorder.end_step(t_end, synced, t_end - t_returned, call_s=call_s)
+        recorder.end_step(t_end, synced, t_end - t_returned, call_s=call_s,
+                          compiled_s=compiled_s)
         recorder.add_overhead((t_call - t_enter - not_overhead_s) + (_perf_counter() - t_end))
         try:
             window = recorder.after_step(self, args, result)
