@@ -185,7 +185,8 @@ class AcceleratedSequence(Accelerated):
         # for a pass still open at an epoch's end: Keras' look at batch 0 to build the model
         # (at a fit's start), fit(steps_per_epoch=k) (every epoch). So: until a pass has
         # completed; a pass not noted that is open at a hook is taken as made with another
-        # state (it is dropped), and every pass is noted from then on
+        # state (it is dropped), and every pass is noted from then on (so a later fit of a
+        # fresh model, whose build looks at batch 0, pays it again: the order is kept)
         self._note_state_each_pass = True
         self._note_for_good = False
         self._endless_began = False  # endless: the first pass began (on Keras' first epoch)
@@ -508,6 +509,8 @@ class AcceleratedSequence(Accelerated):
         """Batch ``index`` made in the trainer before any worker starts, timed; the workers
         start when the times say they pay (they take over once one is up)."""
         rule = self._worker_start
+        # (noting turns on only in _state_changed, which drops the open pass: a pass is
+        # noted at its first batch or not at all)
         if self._pass.made_with is None and self._note_state_each_pass:
             self._pass.made_with = fingerprints(self.dataset)
         began = rule.now()

@@ -10,27 +10,24 @@ the trainer's states are swapped out around each batch and back in after it.
 numpy's ``get_state``/``set_state`` copy the Mersenne Twister's 624-word key one element at a
 time: about 32 µs each, four a batch, 0.13 ms. On a 1 ms ``__getitem__`` (the red-team's
 s05: ``pad_sequences`` over 64 short lists) that made ``stoke.accelerate`` 16% slower than
-the plain loop (1.27 ms a batch against 1.09 ms). :class:`NumpyGlobalStream` swaps the
-Twister's state as the 2,500 bytes it is (numpy's public ctypes interface to the bit
-generator, ``state_address``): under a microsecond. Beside it numpy's legacy global keeps a
-cached normal (``has_gauss``), which only ``get_state``/``set_state`` reach; it is tracked, and
-the slow, exact path is taken whenever it may be set:
-
-- a cached normal is made only by a normal draw, which moves the Twister: a side whose
-  cache was last seen empty and whose Twister has not moved since still has an empty cache;
-- a side with a cached normal, or one that moved, is read in full (``get_state``);
-- the raw swap is used only where both sides' caches are empty (the cache's value is then
-  not read by numpy), else ``set_state`` puts the whole state in.
-
-Where the raw layout does not hold (another bit generator set with
-``np.random.set_bit_generator``, a numpy whose MT19937 state is laid out otherwise: checked
-once against ``get_state``), every swap takes the slow path.
+the plain loop (1.27 ms a batch against 1.09 ms). :class:`NumpyGlobalStream` copies the
+state as the bytes it is instead: the Twister's 2,500 bytes (numpy's public ctypes interface
+to the bit generator, ``state_address``), and the legacy global's cached normal beside it
+(``has_gauss``, ``gauss``: 16 bytes of the ``RandomState`` object, which only
+``get_state``/``set_state`` reach otherwise), each under the bit generator's lock. Both
+layouts are found and checked once, on generators of their own, against what ``get_state``
+and ``set_state`` read and write; where either does not hold (another bit generator set with
+``np.random.set_bit_generator``, another numpy, another Python), every swap takes
+``get_state``/``set_state``. A swap costs a few µs; Python's own ``random.getstate`` (8 µs)
+stays as it is.
 """
 
 from __future__ import annotations
 
 import ctypes
 import random
+import struct
+import sys
 from typing import Any
 
 import numpy as np
@@ -68,61 +65,106 @@ def raw_twister_layout_holds() -> bool:
         return False
 
 
+# numpy's aug_bitgen_t beside the Twister: int has_gauss, (padding), double gauss
+CACHED_NORMAL_BYTES = 16
+
+
+def cached_normal_offset() -> int | None:
+    """Where a legacy ``RandomState`` keeps its cached normal: the offset, in the object's
+    memory (CPython: ``id()`` is its address), of ``has_gauss`` (an int; ``gauss``, a
+    double, 8 bytes after it). Found on a RandomState of its own by ``set_state`` with marker
+    values, then checked both ways (read after ``set_state``, written then read by
+    ``get_state``); None where that fails: then the slow path."""
+    try:
+        size = sys.getsizeof(np.random.RandomState(np.random.MT19937(0)))
+        probe = np.random.RandomState(np.random.MT19937(1))
+        name, key, pos, _, _ = probe.get_state()
+        marker = 1.2345678901234567
+        probe.set_state((name, key, pos, 1, marker))
+        memory = ctypes.string_at(id(probe), size)
+        wanted = struct.pack("=i", 1)
+        found = [offset for offset in range(0, size - CACHED_NORMAL_BYTES + 1, 8)
+                 if memory[offset + 8:offset + 16] == struct.pack("=d", marker)
+                 and memory[offset:offset + 4] == wanted]
+        if len(found) != 1:
+            return None
+        offset = found[0]
+        probe.set_state((name, key, pos, 0, -2.5))  # read: set_state's values, at offset
+        has_gauss, gauss = _cached_normal(ctypes.string_at(id(probe) + offset,
+                                                           CACHED_NORMAL_BYTES))
+        if (has_gauss, gauss) != (0, -2.5):
+            return None
+        other = np.random.RandomState(np.random.MT19937(2))  # written: get_state reads it
+        ctypes.memmove(id(other) + offset, struct.pack("=i4xd", 1, 0.75), CACHED_NORMAL_BYTES)
+        _, _, _, has_gauss, gauss = other.get_state()
+        return offset if (has_gauss, gauss) == (1, 0.75) else None
+    except Exception:  # noqa: BLE001 - any surprise: the slow path, which always holds
+        return None
+
+
+def _cached_normal(raw: bytes) -> tuple[int, float]:
+    has_gauss, gauss = struct.unpack("=i4xd", raw)
+    return has_gauss, gauss
+
+
 class NumpyGlobalStream:
     """numpy's legacy global stream (``np.random.random`` and the rest), saved and put back.
 
-    A saved state is ``(raw, full)``: the Twister's raw bytes, and ``get_state(legacy=False)``'s
-    dict where it was read in full (None where the cache is known to be empty: see the module docstring).
+    A saved state is ``("raw", twister bytes, cached normal bytes)`` where the layouts hold
+    (see the module docstring), else ``("full", get_state(legacy=False))``.
 
     >>> stream = NumpyGlobalStream()
-    >>> saved = stream.save(None)
-    >>> a = np.random.random()
+    >>> saved = stream.save()
+    >>> a = np.random.normal()
     >>> stream.restore(saved)
-    >>> a == np.random.random()
+    >>> a == np.random.normal()
     True
     """
 
-    _layout_holds: bool | None = None  # checked once per process
+    _layouts: tuple[bool, int | None] | None = None  # checked once per process
 
     def __init__(self) -> None:
-        if NumpyGlobalStream._layout_holds is None:
-            NumpyGlobalStream._layout_holds = raw_twister_layout_holds()
+        if NumpyGlobalStream._layouts is None:
+            NumpyGlobalStream._layouts = (raw_twister_layout_holds(), cached_normal_offset())
+        # numpy's global RandomState (np.random.random is its bound method); it keeps its
+        # identity when set_bit_generator gives it another generator
+        self._global = np.random.random.__self__
 
-    @staticmethod
-    def _address() -> int | None:
+    def _raw_places(self) -> tuple[Any, int, int] | None:
+        """(the global's bit generator, the Twister's address, the cached normal's) where
+        the raw copy holds now; None: the slow path."""
+        twister_holds, normal_offset = NumpyGlobalStream._layouts
         generator = np.random.get_bit_generator()
-        if not NumpyGlobalStream._layout_holds or type(generator) is not np.random.MT19937:
+        if not twister_holds or normal_offset is None or type(generator) is not np.random.MT19937:
             return None
-        return generator.ctypes.state_address
+        return generator, generator.ctypes.state_address, id(self._global) + normal_offset
 
-    def save(self, last: tuple[bytes | None, Any] | None) -> tuple[bytes | None, Any]:
-        """The global stream's state now. ``last``: what this side was left with when it was
-        last put in (its cache then known), or None."""
-        address = self._address()
-        if address is None:
-            return None, np.random.get_state(legacy=False)
-        raw = ctypes.string_at(address, TWISTER_STATE_BYTES)
-        if last is not None and last[0] == raw and last[1] is None:
-            return raw, None  # unmoved, and its cache was empty: it still is
-        full = np.random.get_state(legacy=False)
-        return raw, (full if full["has_gauss"] else None)
+    def save(self) -> tuple:
+        """The global stream's state now."""
+        places = self._raw_places()
+        if places is None:
+            return ("full", np.random.get_state(legacy=False))
+        generator, twister, normal = places
+        with generator.lock:
+            return ("raw", ctypes.string_at(twister, TWISTER_STATE_BYTES),
+                    ctypes.string_at(normal, CACHED_NORMAL_BYTES))
 
-    def restore(self, saved: tuple[bytes | None, Any], now: tuple[bytes | None, Any]
-                | None = None) -> None:
-        """Put ``saved`` in. ``now``: the state being replaced, as :meth:`save` gave it (its
-        cache decides whether the raw swap is exact); None: taken to have a cached normal."""
-        raw, full = saved
-        address = self._address()
-        if (address is not None and raw is not None and full is None
-                and now is not None and now[1] is None):
-            ctypes.memmove(address, raw, TWISTER_STATE_BYTES)
+    def restore(self, saved: tuple) -> None:
+        """Put ``saved`` (from :meth:`save`) in."""
+        places = self._raw_places()
+        if saved[0] == "raw" and places is not None:
+            generator, twister, normal = places
+            with generator.lock:
+                ctypes.memmove(twister, saved[1], TWISTER_STATE_BYTES)
+                ctypes.memmove(normal, saved[2], CACHED_NORMAL_BYTES)
             return
-        if full is None:  # an empty cache: the raw key and position with has_gauss 0
-            key = np.frombuffer(raw, "<u4", TWISTER_KEY_WORDS).astype(np.uint32)
-            pos = int.from_bytes(raw[-4:], "little", signed=True)
-            full = {"bit_generator": "MT19937", "state": {"key": key, "pos": pos},
-                    "has_gauss": 0, "gauss": 0.0}
-        np.random.set_state(full)
+        if saved[0] == "raw":  # saved raw, the global has another generator now
+            has_gauss, gauss = _cached_normal(saved[2])
+            key = np.frombuffer(saved[1], "<u4", TWISTER_KEY_WORDS).astype(np.uint32)
+            pos = int.from_bytes(saved[1][-4:], "little", signed=True)
+            saved = ("full", {"bit_generator": "MT19937", "state": {"key": key, "pos": pos},
+                              "has_gauss": has_gauss, "gauss": gauss})
+        np.random.set_state(saved[1])
 
 
 class StandInRandom:
@@ -149,25 +191,27 @@ class StandInRandom:
         self.stream = stream  # one stand-in's streams from another's, of the same seed
         self._numpy = NumpyGlobalStream()
         self._python_state: Any = None  # the stand-in's, between uses
-        self._numpy_state: tuple[bytes | None, Any] | None = None
-        self._trainer: list[tuple[Any, tuple[bytes | None, Any]]] = []  # while inside
-        self._trainer_left: tuple[bytes | None, Any] | None = None  # as last put back
+        self._numpy_state: tuple | None = None
+        self._trainer: list[tuple[Any, tuple]] = []  # the trainer's, while inside
 
     def __enter__(self) -> StandInRandom:
-        trainer_numpy = self._numpy.save(self._trainer_left)
-        self._trainer.append((random.getstate(), trainer_numpy))
-        if self._numpy_state is None:
-            seed_worker_globals(self.seed, STAND_IN_INDEX + self.stream)
-        else:
-            random.setstate(self._python_state)
-            self._numpy.restore(self._numpy_state, trainer_numpy)
+        trainer = (random.getstate(), self._numpy.save())
+        try:
+            if self._numpy_state is None:
+                seed_worker_globals(self.seed, STAND_IN_INDEX + self.stream)
+            else:
+                random.setstate(self._python_state)
+                self._numpy.restore(self._numpy_state)
+        except BaseException:  # (a state for another bit generator): the trainer's back
+            random.setstate(trainer[0])
+            self._numpy.restore(trainer[1])
+            raise
+        self._trainer.append(trainer)
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self._python_state = random.getstate()
-        mine = self._numpy.save(self._numpy_state)
-        self._numpy_state = mine
+        self._numpy_state = self._numpy.save()
         trainer_python, trainer_numpy = self._trainer.pop()
         random.setstate(trainer_python)
-        self._numpy.restore(trainer_numpy, mine)
-        self._trainer_left = trainer_numpy
+        self._numpy.restore(trainer_numpy)
