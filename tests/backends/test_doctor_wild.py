@@ -454,3 +454,17 @@ def test_persistent_torch_workers_are_named_and_probes_stay_out_of_sight():
     assert report["verdict"] != "unknown", report["verdict_reason"]
     assert "generator-on-main-thread" not in ids(report)
     assert not any("num_workers=2" in f["fix"] for f in report["findings"])
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX compiles the step once per batch shape")
+def test_sequences_padded_per_batch_are_named_for_their_compiles_with_a_one_shape_fix():
+    # the red-team's s05: 2.3 s of compiling in a 2.5 s run of 2 ms steps, and nothing said
+    report, known = doctor("ragged_sequence.py", ["--probe-seconds", "0.5"])
+    assert report["verdict"] != "unknown", report["verdict_reason"]
+    assert known is not None and known["batches_seen"] == 3 * 16  # no probe step in sight
+    finding = next(f for f in report["findings"] if f["id"] == "step-recompiles")
+    compiled = [s for s in report["steps"] if s.get("compiled_s", 0) > 0]
+    assert finding["evidence"]["compiling_steps"] == len(compiled) > 2
+    assert all(s["epoch"] == 0 for s in compiled)  # each shape once, then cached
+    assert "pad_sequences(rows, maxlen=MAXLEN" in finding["fix"]
+    assert finding["expected_gain"] > 1.0
