@@ -388,7 +388,7 @@ class ModelFacts(Facts):
     host_ops_error: str | None = None
     host_code_watched: bool | None = None  # one eager step was watched for host code
     # the backend's compilations of the train step were counted per step (JAX:
-    # StepSample.compiled_s); None: not watched (the other backends)
+    # StepSample.compiled_s); False: not watched (the other backends), None: no fit measured
     compiles_watched: bool | None = None
     # the run failed inside a layer's call: its layer, class, function, site (file:line),
     # raised_in (the frame that raised) and error (host_code.failed_in_layer)
