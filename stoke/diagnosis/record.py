@@ -35,8 +35,8 @@ from typing import Any, TypeVar
 # 3: input facts tf_data_seeded_reshuffle, torch_iterable_dataset, torch_collate_fn,
 # torch_persistent_workers; meta fit_models, probed_fit (a schema-2 record reads as it is:
 # each is None there)
-# 4: meta trainer_cpu_s_at_first_fit, model compiles_watched, StepSample.compiled_s (None,
-# None and 0.0 in a schema-3 record)
+# 4: meta trainer_cpu_s_at_first_fit, model compiles_watched, StepSample.compiled_s and
+# compiles (None, None, 0.0 and 0 in a schema-3 record)
 RECORD_SCHEMA_VERSION = 4
 
 # The probes a record may hold (RunRecord.probes keys; RunFacts.probe_notes also takes "all").
@@ -90,6 +90,7 @@ class StepSample:
     # shape; stoke.diagnosis.measure.compiles); 0.0 where it did not, or was not watched
     # (ModelFacts.compiles_watched)
     compiled_s: float = 0.0
+    compiles: int = 0  # how many compilations (a step of steps_per_execution > 1: several)
 
     @property
     def wait_used_s(self) -> float:

@@ -1054,3 +1054,21 @@ def test_with_stoke_follows_stoke_accelerates_own_rule_for_when_workers_start():
             run_batches / (longer + (run_batches - longer) / steady), abs=0.01)
         assert long.prediction.with_stoke_here > 1.3
         assert shared["limited_by"].startswith("stoke.accelerate's own rule") is named
+
+
+def test_workers_that_never_pay_are_said_to_never_start_not_once_they_run():
+    # the red-team's s5_varbatch.py: the rule's x0.65 with workers, yet "x1.56 once its
+    # workers run" and "would save -0.01 s"
+    from stoke.diagnosis.judge.analysis import accelerate_start_words
+    from stoke.diagnosis.judge.fixes import input_fix
+    from stoke.diagnosis.report import terminal_text
+
+    diagnosis = analyse(_cheap_sequence_record(epochs=4))
+    shared = diagnosis.prediction.shared_cores
+    shared["accelerate_workers_start_in_a_long_run_after_batches"] = None
+    shared["accelerate_rule"] = "x0.65 with workers: ..."
+    words = accelerate_start_words(shared)
+    assert "in a run of any length" in words and "x0.65 with workers" in words
+    fix = input_fix(diagnosis.record.input, diagnosis.prediction)
+    assert "in a run of any length" in fix and "would save" not in fix
+    assert "once its workers run" not in terminal_text(diagnosis)

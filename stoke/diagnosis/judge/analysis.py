@@ -1580,6 +1580,10 @@ def accelerate_start_words(start: dict[str, Any]) -> str | None:
 
     after, run_batches = start["accelerate_workers_start_after_batches"], start["run_batches"]
     longer = start["accelerate_workers_start_in_a_long_run_after_batches"]
+    if after is None and longer is None:
+        return ("stoke.accelerate's own rule: it makes the batches in the trainer, as Keras "
+                "does now: its workers would not make these steps enough shorter in a run of "
+                f"any length ({start['accelerate_rule']})")
     if after is None:
         words = (
             "stoke.accelerate's own rule: it makes the batches in the trainer, as Keras does "
@@ -1598,44 +1602,26 @@ def accelerate_start_words(start: dict[str, Any]) -> str | None:
 @dataclass(frozen=True)
 class Recompiles:
     """The train step compiled again and again (JAX, a new batch shape each time): the
-    judged fits' steps that compiled (``StepSample.compiled_s``), what those steps took
-    beyond a steady step, and what could be saved (every compiling step but each model's
-    first)."""
+    judged fits' compilations (``StepSample.compiled_s``, ``compiles``), what their steps took
+    beyond a steady step (a step of several compilations, ``steps_per_execution``: shared
+    among them), and what could be saved, by kind:
 
-    steps: int  # steps that compiled, the first included
-    compile_s: float  # the backend's own compiling time in them
-    excess_s: float  # their time beyond a steady step
+    - ``last_batches_s``: the first compilation of a smaller batch size that comes once an
+      epoch, the epoch's only other size (its smaller last batch, wherever a shuffle puts
+      it): saved by one batch size (drop or pad it);
+    - ``other_shapes_s``: every other compilation but the run's first (lengths padded per
+      batch, images of other sizes, batch sizes that vary within the epoch): saved by one
+      shape."""
+
+    compiles: int
+    steps: int  # steps that compiled
+    compile_s: float  # the backend's own compiling time
+    excess_s: float  # the compiling steps' time beyond a steady step
     fits_s: float  # the judged fits' steps, all of them
-    # (batch size, time beyond a steady step) of each compiling step, in order
-    compiling: tuple[tuple[int, float], ...] = ()
-
-    @property
-    def full_batch(self) -> int:
-        return max(size for size, _ in self.compiling)
-
-    @property
-    def other_lengths_s(self) -> float:
-        """What the compiles of a batch size seen before cost: shapes that differ in more
-        than the batch size (lengths padded per batch), saved by padding to one length."""
-        seen: set[int] = set()
-        total = 0.0
-        for size, excess in self.compiling:
-            if size in seen:
-                total += excess
-            seen.add(size)
-        return total
-
-    @property
-    def smaller_batches_s(self) -> float:
-        """What the first compile of each batch size below the full one cost (an epoch's
-        smaller last batch): saved by batches of one size (drop or pad the last)."""
-        seen: set[int] = set()
-        total = 0.0
-        for size, excess in self.compiling:
-            if size not in seen and size < self.full_batch:
-                total += excess
-            seen.add(size)
-        return total
+    other_shapes_s: float
+    last_batches_s: float
+    sizes_vary: bool  # a batch size other than the usual one compiled within an epoch
+    batch_sizes: tuple[int, ...]  # the compiling steps' batch sizes
 
 
 def recompiles(record: RunRecord, steady_step_s: float | None) -> Recompiles | None:
@@ -1644,18 +1630,46 @@ def recompiles(record: RunRecord, steady_step_s: float | None) -> Recompiles | N
     if not record.model.compiles_watched:
         return None
     others = other_model_fits(record)
-    judged = [s for s in record.steps if s.fit not in others]
-    compiled = sorted((s for s in judged if s.compiled_s > 0), key=lambda s: (s.t_s, s.step))
+    judged = sorted((s for s in record.steps if s.fit not in others), key=lambda s: (s.t_s, s.step))
+    compiled = [s for s in judged if s.compiled_s > 0]
     if not compiled:
         return None
+    usual = statistics.mode(s.batch_size for s in judged)
+    # a smaller batch size that comes at most once an epoch, and one smaller size an epoch:
+    # the epoch's last batch (anywhere in it: fit(shuffle=True) shuffles a PyDataset's batches)
+    per_epoch: dict[tuple[int, int], dict[int, int]] = {}
+    for step in judged:
+        sizes = per_epoch.setdefault((step.fit, step.epoch), {})
+        sizes[step.batch_size] = sizes.get(step.batch_size, 0) + 1
+    last_batch_sizes = {size for sizes in per_epoch.values() for size, count in sizes.items()
+                        if size < usual and count == 1
+                        and sum(1 for other in sizes if other != usual) == 1}
     typical = steady_step_s or 0.0
-    excess = [max(0.0, s.step_s - typical) for s in compiled]
+    other_shapes = last_batches = 0.0
+    sizes_seen: set[int] = set()
+    sizes_vary = False
+    for number, step in enumerate(compiled):
+        count = max(1, step.compiles)
+        each = max(0.0, step.step_s - typical) / count
+        unavoidable = 1 if number == 0 else 0  # the run's first compilation
+        if (number and step.batch_size in last_batch_sizes
+                and step.batch_size not in sizes_seen):
+            last_batches += each
+            unavoidable = 1
+        elif step.batch_size != usual and step.batch_size not in last_batch_sizes:
+            sizes_vary = True
+        sizes_seen.add(step.batch_size)
+        other_shapes += each * (count - unavoidable)
     return Recompiles(
+        compiles=sum(max(1, s.compiles) for s in compiled),
         steps=len(compiled),
         compile_s=sum(s.compiled_s for s in compiled),
-        excess_s=sum(excess),
+        excess_s=sum(max(0.0, s.step_s - typical) for s in compiled),
         fits_s=sum(s.step_s for s in judged),
-        compiling=tuple((s.batch_size, e) for s, e in zip(compiled, excess)),
+        other_shapes_s=other_shapes,
+        last_batches_s=last_batches,
+        sizes_vary=sizes_vary,
+        batch_sizes=tuple(sorted({s.batch_size for s in compiled})),
     )
 
 

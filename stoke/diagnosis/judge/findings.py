@@ -1027,38 +1027,39 @@ def step_recompiles(record: RunRecord, analysis: Analysis) -> Finding | None:
     """JAX compiled the train step again and again, once per new batch shape
     (:func:`~stoke.diagnosis.judge.analysis.recompiles`): the red-team's s05 (sequences padded
     per batch) spent 2.3 s of a 2.5 s run compiling, and the doctor said nothing. Its gain:
-    the compiles of shapes beyond the batch size (padding to one length saves them), and
-    with one batch size too, the smaller last batch's; at most, since padded batches make
-    each step do the padded length's work."""
+    the compilations of other shapes (one shape saves them), at most, since a batch padded
+    or resized to one shape does that shape's work in every step; the smaller last batches'
+    beside it (one batch size saves them)."""
     found = recompiles(record, analysis.bound.step_s if analysis.bound else None)
-    if found is None or found.steps <= _EXPECTED_COMPILES or not found.fits_s:
+    if found is None or found.compiles <= _EXPECTED_COMPILES or not found.fits_s:
         return None
-    lengths_s, sizes_s = found.other_lengths_s, found.smaller_batches_s
-    if (lengths_s + sizes_s) / found.fits_s < _RECOMPILE_SHARE:
+    shapes_s, last_s = found.other_shapes_s, found.last_batches_s
+    if (shapes_s + last_s) / found.fits_s < _RECOMPILE_SHARE:
         return None
-    last_batch_only = lengths_s / found.fits_s < _RECOMPILE_SHARE
-    saved_s = sizes_s if last_batch_only else lengths_s
+    last_batch_only = shapes_s / found.fits_s < _RECOMPILE_SHARE
+    saved_s = last_s if last_batch_only else shapes_s
     gain = found.fits_s / max(found.fits_s - saved_s, 1e-9)
-    both = found.fits_s / max(found.fits_s - lengths_s - sizes_s, 1e-9)
+    both = found.fits_s / max(found.fits_s - shapes_s - last_s, 1e-9)
     backend = record.meta.backend or "jax"
     message = (
-        f"The {backend} backend compiled the train step {found.steps} times in this run "
+        f"The {backend} backend compiled the train step {found.compiles} times in this run "
         f"({found.compile_s:.1f} s of compiling): it compiles the step again for every new "
         f"batch shape. The steps that compiled took {found.excess_s:.1f} s beyond a steady "
         f"step, of the fits' {found.fits_s:.1f} s. "
     )
     if last_batch_only:
         message += (
-            f"Only the smaller last batches had another shape: {sizes_s:.1f} s "
-            f"({sizes_s / found.fits_s:.0%}); one batch size saves them: {speedup(gain)}."
+            f"Only the epochs' smaller last batches had another shape: {last_s:.1f} s "
+            f"({last_s / found.fits_s:.0%}); one batch size saves them: {speedup(gain)}."
         )
     else:
         message += (
-            f"Batches of other lengths compiled it {lengths_s:.1f} s "
-            f"({lengths_s / found.fits_s:.0%}); one length saves that: at most "
-            f"{speedup(gain)} (padded to one length, each step does that length's work)"
-            + (f"; one batch size too (the smaller last batches, {sizes_s:.1f} s): at most "
-               f"{speedup(both)}" if sizes_s > 0 else "")
+            f"Batches of other shapes ({'batch sizes that vary within the epoch, ' if found.sizes_vary else ''}"
+            f"lengths padded per batch or images of other sizes) compiled it {shapes_s:.1f} s "
+            f"({shapes_s / found.fits_s:.0%}); one shape saves that: at most {speedup(gain)} "
+            "(padded or resized to one shape, each step does that shape's work)"
+            + (f"; the smaller last batches too ({last_s:.1f} s): at most {speedup(both)}"
+               if last_s > 0 else "")
             + "."
         )
     share = saved_s / found.fits_s
@@ -1067,15 +1068,16 @@ def step_recompiles(record: RunRecord, analysis: Analysis) -> Finding | None:
         severity="high" if share >= 0.3 else "medium",
         category="model",
         message=message,
-        fix=one_shape_fix(record.input.kind, last_batch_only),
+        fix=one_shape_fix(record.input.kind, last_batch_only, found.sizes_vary),
         evidence={
+            "compiles": found.compiles,
             "compiling_steps": found.steps,
             "compile_s": round(found.compile_s, 3),
             "compiling_steps_excess_s": round(found.excess_s, 3),
-            "other_lengths_s": round(lengths_s, 3),
-            "smaller_batches_s": round(sizes_s, 3),
+            "other_shapes_s": round(shapes_s, 3),
+            "last_batches_s": round(last_s, 3),
             "fits_s": round(found.fits_s, 3),
-            "compiling_batch_sizes": sorted({size for size, _ in found.compiling}),
+            "compiling_batch_sizes": list(found.batch_sizes),
             "expected_gain_is_upper_bound": not last_batch_only,
         },
         expected_gain=_gain(gain),

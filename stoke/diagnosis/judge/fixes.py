@@ -30,15 +30,22 @@ def input_fix(inputs: InputFacts, prediction: Prediction | None,
     shared = prediction.shared_cores
     if "accelerate_workers_start_after_batches" in shared:
         longer = shared["accelerate_workers_start_in_a_long_run_after_batches"]
+        if longer is None:
+            return (
+                "# stoke.accelerate makes the batches in the trainer, as Keras does now, until\n"
+                "# its workers would pay; here they would not make the steps enough shorter\n"
+                "# in a run of any length (beside the model, on these cores). Make\n"
+                "# __getitem__ cheaper first, or train on a GPU; then:\n"
+                + fix
+            )
         return (
             "# stoke.accelerate makes the batches in the trainer, as Keras does now, until\n"
             "# its workers would pay for their start-up: in this run's "
             f"{shared['run_batches']:,} batches they\n"
             f"# would save {shared['accelerate_workers_saved_s']:.2f} s, so it would not start "
             "them.\n"
-            + (f"# A run of more than {longer:,} batches starts them "
-               f"({speedup(shared['speedup_once_workers_run'])} once they run):\n"
-               if longer is not None else "# Make __getitem__ cheaper first; then:\n")
+            + f"# A run of more than {longer:,} batches starts them "
+            f"({speedup(shared['speedup_once_workers_run'])} once they run):\n"
             + fix
         )
     return (
@@ -491,29 +498,39 @@ def small_batch_fix(backend: str | None, input_kind: str | None,
 # -- system -------------------------------------------------------------------------------------
 
 
-def one_shape_fix(input_kind: str | None, last_batch_only: bool) -> str:
+def one_shape_fix(input_kind: str | None, last_batch_only: bool, sizes_vary: bool = False
+                  ) -> str:
     """Batches of one shape, so the step compiles once: for a smaller last batch, drop it;
-    for lengths that vary, pad to one length (or bucket into a few, each compiled once)."""
+    for lengths or sizes that vary, pad or resize to one (or bucket into a few lengths,
+    each compiled once)."""
     if last_batch_only:
         if input_kind == "tf.data":
             return ("# Only the epoch's smaller last batch has another shape: drop it\n"
                     "ds = ds.batch(64, drop_remainder=True)\n")
         return ("# Only the epoch's smaller last batch has another shape: leave it out\n"
                 "# (__len__ = len(samples) // batch_size), or pad it to the full batch size\n")
+    sizes = ("# and one batch size: every batch as large as the others\n" if sizes_vary else
+             "# and one batch size (drop or pad the epoch's smaller last batch)\n")
     if input_kind == "tf.data":
         return (
             "# One shape for every batch: pad to one length (MAXLEN: your longest, or a cap)\n"
             "ds = ds.padded_batch(64, padded_shapes=([MAXLEN, FEATURES], []),\n"
             "                     drop_remainder=True)\n"
-            "# or a few lengths, each compiled once:\n"
+            "# or a few lengths, each compiled once (if you bucket already: fewer buckets)\n"
             "ds = ds.bucket_by_sequence_length(lambda x, y: tf.shape(x)[0],\n"
             "                                  bucket_boundaries=[32, 64, 128],\n"
             "                                  bucket_batch_sizes=[64, 64, 64, 64])\n"
+            "# images: ds.map(lambda x, y: (tf.image.resize(x, (SIZE, SIZE)), y)) first\n"
+            + sizes
         )
     return (
-        "# One shape for every batch: pad to one length (MAXLEN: your longest, or a cap)\n"
-        "x = keras.utils.pad_sequences(rows, maxlen=MAXLEN, padding=\"post\", dtype=\"float32\")\n"
-        "# and give every batch the same size (drop or pad the last one)\n"
+        "# One shape for every batch. Sequences: pad to one length (MAXLEN: your longest,\n"
+        "# or a cap), with the dtype you use now\n"
+        "x = keras.utils.pad_sequences(rows, maxlen=MAXLEN, padding=\"post\")\n"
+        "# images: resize or crop each to one size\n"
+        "x = np.stack([keras.ops.convert_to_numpy(keras.ops.image.resize(image, (SIZE, SIZE)))\n"
+        "              for image in images])\n"
+        + sizes
     )
 
 

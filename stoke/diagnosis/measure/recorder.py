@@ -469,8 +469,8 @@ class Recorder:
         return self.clock.sync_due((self.schedule.at_step, self.options.stop_after_steps))
 
     def end_step(self, t_end: float, synced: bool, sync_s: float, call_s: float | None = None,
-                 compiled_s: float = 0.0) -> None:
-        self.clock.end_step(t_end, synced, sync_s, call_s, compiled_s)
+                 compiled: tuple[float, int] = (0.0, 0)) -> None:
+        self.clock.end_step(t_end, synced, sync_s, call_s, compiled)
 
     def add_overhead(self, seconds: float) -> None:
         self.clock.add_overhead(seconds)

@@ -182,10 +182,11 @@ class StepClock:
         )
 
     def end_step(self, t_end: float, synced: bool, sync_s: float, call_s: float | None = None,
-                 compiled_s: float = 0.0) -> None:
+                 compiled: tuple[float, int] = (0.0, 0)) -> None:
         """The step in progress ended at ``t_end`` (after a device sync of ``sync_s`` seconds
         when ``synced``); ``call_s``: the train function's own time in it, when known;
-        ``compiled_s``: the backend's compiling inside it (JAX, :mod:`.compiles`)."""
+        ``compiled``: the backend's compiling inside it, seconds and compilations (JAX,
+        :mod:`.compiles`)."""
         prev_end = self._prev_end if self._prev_end is not None else t_end
         if call_s is not None and not self.in_warmup():
             # the fit loop's own time per step, outside the train function and the wait
@@ -204,7 +205,8 @@ class StepClock:
                     warmup=self.in_warmup(),
                     wait_timed=self.waits_timed,
                     fit=self.loop_number,
-                    compiled_s=round(compiled_s, 6),
+                    compiled_s=round(compiled[0], 6),
+                    compiles=compiled[1],
                 )
             )
         else:

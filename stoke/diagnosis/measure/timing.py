@@ -269,7 +269,7 @@ class TimedTrainFunction:
             else:
                 result = self.original(*args)
         finally:
-            compiled_s = watch.stop()[0] if watch is not None else 0.0
+            compiled = watch.stop() if watch is not None else (0.0, 0)
         t_returned = _perf_counter()
         synced = recorder.sync_due()
         if synced:
@@ -278,7 +278,7 @@ class TimedTrainFunction:
         # the step's own work: the call and its sync, less a wait inside it (JAX pulls there)
         call_s = t_end - t_call - (recorder.pending_wait_s() - wait_before_call)
         recorder.end_step(t_end, synced, t_end - t_returned, call_s=call_s,
-                          compiled_s=compiled_s)
+                          compiled=compiled)
         recorder.add_overhead((t_call - t_enter - not_overhead_s) + (_perf_counter() - t_end))
         try:
             window = recorder.after_step(self, args, result)

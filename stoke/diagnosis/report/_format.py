@@ -277,7 +277,8 @@ def key_numbers(diagnosis: Diagnosis) -> list[tuple[str, str]]:
         )
     if prediction is not None and prediction.shared_cores and prediction.with_stoke_here:
         shared = prediction.shared_cores
-        once = shared.get("speedup_once_workers_run")
+        once = (shared.get("speedup_once_workers_run")
+                if shared.get("accelerate_workers_start_in_a_long_run_after_batches") else None)
         rows.append(
             (
                 "With stoke, these cores",
