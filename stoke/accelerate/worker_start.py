@@ -202,14 +202,21 @@ def when_workers_start(make_s: float, make_cpu_s: float, rest_s: float, cores_us
     and the answer given then (or the last "no"): the rule asked after ``FIRST_LOOK`` timed
     batches, then every ``LOOK_AGAIN``, the saving counted over at least an epoch and at
     least the batches made so far. What ``stoke doctor`` predicts ``stoke.accelerate`` does."""
+    def look(made: int) -> StartAnswer:
+        return decide(make_s, make_cpu_s, rest_s, cores_used, cores,
+                      max(batches_per_epoch, made), workers, startup_cpu_s,
+                      FIRST_LOOK if made == FIRST_LOOK + 1 else LOOK_AGAIN)
+
     made = FIRST_LOOK + 1  # the first batch is made, not timed against a rest before it
-    answer = decide(make_s, make_cpu_s, rest_s, cores_used, cores,
-                    max(batches_per_epoch, made), workers, startup_cpu_s, FIRST_LOOK)
-    while made <= run_batches:
-        answer = decide(make_s, make_cpu_s, rest_s, cores_used, cores,
-                        max(batches_per_epoch, made), workers, startup_cpu_s,
-                        FIRST_LOOK if made == FIRST_LOOK + 1 else LOOK_AGAIN)
+    answer = look(made)
+    if made > run_batches:
+        return None, answer
+    if answer.gain < MIN_GAIN:  # the gain does not grow with the run: no look starts them
+        return None, look(made + LOOK_AGAIN * ((run_batches - made) // LOOK_AGAIN))
+    while True:
         if answer.start:
             return made, answer
+        if made + LOOK_AGAIN > run_batches:
+            return None, answer
         made += LOOK_AGAIN
-    return None, answer
+        answer = look(made)
