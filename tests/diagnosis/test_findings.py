@@ -693,6 +693,50 @@ def test_a_smaller_last_batch_alone_is_named_only_when_it_compiles_often():
                                                        compile_s=0.002, epochs=40))
 
 
+def test_a_pipeline_that_buckets_or_pads_already_is_told_what_it_lacks_not_what_it_does():
+    # the red-team's s3 (bucket_by_sequence_length, JAX) was told HIGH and "bucket": it does
+    compiles = {0: 64, 1: 64, 3: 64, 4: 64, 6: 64, 8: 64}
+    ops = ["GroupByWindowDataset", "MapDataset", "PrefetchDataset", "TensorSliceDataset"]
+    record = _compiling_run(compiles, kind="tf.data")
+    record = replace(record, input=replace(record.input, tf_data_ops=ops))
+    finding = only(record, "step-recompiles")
+    assert "it buckets already" in finding.message
+    assert "The pipeline buckets already" in finding.fix
+    assert "pad_to_bucket_boundary=True" in finding.fix and "drop_remainder=True" in finding.fix
+    assert "padded_shapes=" in finding.fix
+    assert "a few lengths" not in finding.fix
+    ast.parse(finding.fix)
+    # padded_batch with no padded_shapes: told the argument it lacks
+    padded = replace(record, input=replace(record.input, tf_data_ops=[
+        "MapDataset", "PaddedBatchDatasetV2", "PrefetchDataset", "TensorSliceDataset"]))
+    finding = only(padded, "step-recompiles")
+    assert "padded_batch pads each batch to its own longest" in finding.message
+    assert finding.fix.startswith("# padded_batch without padded_shapes")
+    assert "buckets already" not in finding.fix
+    ast.parse(finding.fix)
+    # a pipeline that does neither: pad to one length, or bucket (padded to each boundary,
+    # else each batch of a bucket is padded to its own longest and compiles again)
+    plain = only(_compiling_run(compiles, kind="tf.data"), "step-recompiles")
+    assert "bucket_by_sequence_length" in plain.fix and "pad_to_bucket_boundary=True" in plain.fix
+    assert "buckets already" not in plain.fix + plain.message
+
+
+def test_the_headline_names_compiles_that_took_much_of_the_run():
+    # the red-team's s1: COMPUTE-BOUND alone in the headline, with 86% of the fit compiling
+    from stoke.diagnosis.report._format import headline
+    diagnosis = analyse(_compiling_run({0: 64, 1: 64, 3: 64, 4: 64, 6: 64, 8: 64, 15: 40}))
+    finding = diagnosis.finding("step-recompiles")
+    share = finding.evidence["other_shapes_s"] / finding.evidence["fits_s"]
+    assert share >= 0.3
+    text = headline(diagnosis)
+    assert (f"compiling the step again for new batch shapes took {share:.0%} of the fits' time "
+            f"(step-recompiles): at most ×{finding.expected_gain:.2f} with one shape") in text
+    # a finding of a smaller share stays out of the headline
+    small = analyse(_compiling_run({0: 64, 1: 64, 3: 64, 4: 64}, compile_s=0.006))
+    assert small.finding("step-recompiles") is not None
+    assert "compiling the step again" not in headline(small)
+
+
 def test_batch_sizes_that_vary_within_the_epoch_and_several_compiles_a_step_are_counted():
     # the red-team's s5_varbatch.py: sizes 16-48 drawn all through the epoch were read as
     # "smaller last batches" (x4.19, not an upper bound, against x2.94 measured)

@@ -1053,9 +1053,16 @@ def step_recompiles(record: RunRecord, analysis: Analysis) -> Finding | None:
             f"({last_s / found.fits_s:.0%}); one batch size saves them: {speedup(gain)}."
         )
     else:
+        tf_data_ops = record.input.tf_data_ops or ()
+        if "GroupByWindowDataset" in tf_data_ops:
+            shapes = "the pipeline's buckets (it buckets already), and batches shorter or smaller than their bucket's"
+        elif "PaddedBatchDatasetV2" in tf_data_ops:
+            shapes = "padded_batch pads each batch to its own longest"
+        else:
+            shapes = "lengths padded per batch or images of other sizes"
         message += (
             f"Batches of other shapes ({'batch sizes that vary within the epoch, ' if found.sizes_vary else ''}"
-            f"lengths padded per batch or images of other sizes) compiled it {shapes_s:.1f} s "
+            f"{shapes}) compiled it {shapes_s:.1f} s "
             f"({shapes_s / found.fits_s:.0%}); one shape saves that: at most {speedup(gain)} "
             "(padded or resized to one shape, each step does that shape's work)"
             + (f"; the smaller last batches too ({last_s:.1f} s): at most {speedup(both)}"
@@ -1068,7 +1075,8 @@ def step_recompiles(record: RunRecord, analysis: Analysis) -> Finding | None:
         severity="high" if share >= 0.3 else "medium",
         category="model",
         message=message,
-        fix=one_shape_fix(record.input.kind, last_batch_only, found.sizes_vary),
+        fix=one_shape_fix(record.input.kind, last_batch_only, found.sizes_vary,
+                          record.input.tf_data_ops or ()),
         evidence={
             "compiles": found.compiles,
             "compiling_steps": found.steps,

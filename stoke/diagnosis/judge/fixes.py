@@ -498,11 +498,14 @@ def small_batch_fix(backend: str | None, input_kind: str | None,
 # -- system -------------------------------------------------------------------------------------
 
 
-def one_shape_fix(input_kind: str | None, last_batch_only: bool, sizes_vary: bool = False
-                  ) -> str:
+def one_shape_fix(input_kind: str | None, last_batch_only: bool, sizes_vary: bool = False,
+                  tf_data_ops: list[str] | tuple[str, ...] = ()) -> str:
     """Batches of one shape, so the step compiles once: for a smaller last batch, drop it;
     for lengths or sizes that vary, pad or resize to one (or bucket into a few lengths,
-    each compiled once)."""
+    each compiled once). A tf.data pipeline that buckets already (``GroupByWindowDataset``
+    in its graph: ``bucket_by_sequence_length``, ``group_by_window``) is not told to bucket
+    (the red-team's s3: it was); one that pads per batch (``padded_batch`` with no
+    ``padded_shapes``: each batch as long as its longest) is told which argument it lacks."""
     if last_batch_only:
         if input_kind == "tf.data":
             return ("# Only the epoch's smaller last batch has another shape: drop it\n"
@@ -511,15 +514,35 @@ def one_shape_fix(input_kind: str | None, last_batch_only: bool, sizes_vary: boo
                 "# (__len__ = len(samples) // batch_size), or pad it to the full batch size\n")
     sizes = ("# and one batch size: every batch as large as the others\n" if sizes_vary else
              "# and one batch size (drop or pad the epoch's smaller last batch)\n")
-    if input_kind == "tf.data":
+    if input_kind == "tf.data" and "GroupByWindowDataset" in tf_data_ops:
         return (
-            "# One shape for every batch: pad to one length (MAXLEN: your longest, or a cap)\n"
+            "# The pipeline buckets already: each bucket's length compiles once, and every\n"
+            "# batch shorter than its bucket or smaller than its bucket's batch size again.\n"
+            "# Pad each batch to its bucket's boundary (the last boundary above your longest)\n"
+            "# and drop the buckets' smaller batches; fewer buckets compile fewer shapes:\n"
+            "ds = ds.bucket_by_sequence_length(lambda x, y: tf.shape(x)[0],\n"
+            "                                  bucket_boundaries=[64, MAXLEN + 1],\n"
+            "                                  bucket_batch_sizes=[64, 64, 64],\n"
+            "                                  pad_to_bucket_boundary=True,\n"
+            "                                  drop_remainder=True)\n"
+            "# or one length for every batch: one compilation in all\n"
             "ds = ds.padded_batch(64, padded_shapes=([MAXLEN, FEATURES], []),\n"
             "                     drop_remainder=True)\n"
-            "# or a few lengths, each compiled once (if you bucket already: fewer buckets)\n"
+        )
+    if input_kind == "tf.data":
+        pads_per_batch = "PaddedBatchDatasetV2" in tf_data_ops
+        return (
+            ("# padded_batch without padded_shapes pads each batch to its own longest: one\n"
+             "# length for every batch (MAXLEN: your longest, or a cap)\n" if pads_per_batch else
+             "# One shape for every batch: pad to one length (MAXLEN: your longest, or a cap)\n")
+            + "ds = ds.padded_batch(64, padded_shapes=([MAXLEN, FEATURES], []),\n"
+            "                     drop_remainder=True)\n"
+            "# or a few lengths, each compiled once\n"
             "ds = ds.bucket_by_sequence_length(lambda x, y: tf.shape(x)[0],\n"
             "                                  bucket_boundaries=[32, 64, 128],\n"
-            "                                  bucket_batch_sizes=[64, 64, 64, 64])\n"
+            "                                  bucket_batch_sizes=[64, 64, 64, 64],\n"
+            "                                  pad_to_bucket_boundary=True,\n"
+            "                                  drop_remainder=True)\n"
             "# images: ds.map(lambda x, y: (tf.image.resize(x, (SIZE, SIZE)), y)) first\n"
             + sizes
         )
