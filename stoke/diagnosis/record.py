@@ -37,7 +37,8 @@ from typing import Any, TypeVar
 # each is None there)
 # 4: meta trainer_cpu_s_at_first_fit, model compiles_watched, StepSample.compiled_s and
 # compiles (None, None, 0.0 and 0 in a schema-3 record)
-RECORD_SCHEMA_VERSION = 4
+# 5: model batch_end_async (None in a schema-4 record)
+RECORD_SCHEMA_VERSION = 5
 
 # The probes a record may hold (RunRecord.probes keys; RunFacts.probe_notes also takes "all").
 PROBE_NAMES = ("input_alone", "model_alone", "input_free", "compiled_step")
@@ -391,6 +392,10 @@ class ModelFacts(Facts):
     # the backend's compilations of the train step were counted per step (JAX:
     # StepSample.compiled_s); False: not watched (the other backends), None: no fit measured
     compiles_watched: bool | None = None
+    # fit's callbacks ran each step's batch-end on Keras' thread pool (asynchronous dispatch:
+    # no callback of the fit overrides on_(train_)batch_end, on a thread-safe backend);
+    # False: on the trainer's thread; None: not known (facts.batch_end_async)
+    batch_end_async: bool | None = None
     # the run failed inside a layer's call: its layer, class, function, site (file:line),
     # raised_in (the frame that raised) and error (host_code.failed_in_layer)
     failed_in_layer: dict[str, str] | None = None

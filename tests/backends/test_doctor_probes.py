@@ -1079,3 +1079,29 @@ def test_the_steps_that_compiled_for_a_new_batch_shape_are_recorded(maxlen):
         assert finding is not None and finding.evidence["compiling_steps"] == len(shapes)
     else:  # one length: the full batch and the smaller last one, no finding
         assert len(shapes) == 2 and finding is None
+
+
+def test_batch_end_dispatch_is_read_as_keras_decides_it(tmp_path):
+    # fit hands batch-ends to Keras' thread pool on JAX and torch unless a callback
+    # overrides on_(train_)batch_end without saying async_safe (ModelCheckpoint does)
+    from stoke.diagnosis.measure.facts import batch_end_async
+
+    class EpochOnly(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            pass
+
+    class PerBatch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            pass
+
+    pooled = keras.backend.backend() in ("jax", "torch")
+    assert batch_end_async(None) is pooled
+    assert batch_end_async([EpochOnly(), keras.callbacks.EarlyStopping()]) is pooled
+    assert batch_end_async([EpochOnly(), PerBatch()]) is False
+    checkpoint = keras.callbacks.ModelCheckpoint(str(tmp_path / "m.keras"))
+    assert batch_end_async([checkpoint]) is False
+    safe = PerBatch()
+    safe.async_safe = True
+    assert batch_end_async([safe]) is pooled
+    assert batch_end_async(keras.callbacks.CallbackList([PerBatch()])) is False
+    assert batch_end_async(keras.callbacks.CallbackList([EpochOnly()])) is pooled

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from stoke.diagnosis.measure import input_free, step_clock
+from stoke.diagnosis.measure.facts import batch_end_async
 from stoke.diagnosis.measure.input_free import InputFreeWindow
 from stoke.diagnosis.measure.step_clock import StepClock
 
@@ -125,3 +126,47 @@ def test_the_step_clock_keeps_the_train_functions_time_on_steady_steps(clock):
         clock_.end_step(clock(), synced=False, sync_s=0.0, call_s=call_s)
     assert clock_.call_s_median() == pytest.approx(0.002)
     assert StepClock(clock(), []).call_s_median() == 0.0
+
+
+class Logs:
+    """A log value that notes the thread that turns it into a Python number."""
+
+    def __init__(self, threads: list) -> None:
+        self.threads = threads
+
+    def __float__(self) -> float:
+        import threading
+
+        self.threads.append(threading.get_ident())
+        return 0.5
+
+
+def test_the_window_hands_each_calls_logs_to_a_thread_pool_where_fit_does(clock):
+    # fit with no per-batch callback hands every step's logs to Keras' thread pool (JAX,
+    # torch): the fixed twin pays that pool beside each step, so the window's calls do too
+    import threading
+
+    threads: list[int] = []
+    before = threading.active_count()
+    for pooled in (True, False):
+        threads.clear()
+        window = InputFreeWindow("torch", object(), None, batch=("x", "y"), batch_size=32,
+                                 planned=12, batch_end_async=pooled, loop_s=0.0002)
+
+        def original(*args):
+            clock.sleep(0.0001)
+            return {"loss": Logs(threads)}
+
+        while not window.call(original, lambda result: None, ())[1]:
+            pass
+        detail = window.result.detail
+        assert detail["batch_end_async"] is pooled
+        if pooled:  # every call's logs, all converted by the window's end
+            assert len(threads) == 12
+            # off this thread where Keras' CallbackList pools batch-ends on this backend (as
+            # fit's does; on TensorFlow it never does, and no run records batch_end_async)
+            assert (threading.get_ident() not in threads) is batch_end_async([])
+        else:
+            assert threads == []
+    # the pool's threads are gone with the window
+    assert threading.active_count() == before

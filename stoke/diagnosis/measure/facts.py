@@ -460,6 +460,24 @@ def host_op_layers(model) -> dict[str, str]:
     return found
 
 
+def batch_end_async(callbacks) -> bool | None:
+    """Whether ``fit`` with these callbacks (its ``callbacks`` argument) dispatches each step's
+    batch-end to Keras' thread pool: Keras' own ``CallbackList`` decides it (a thread-safe
+    backend, JAX or torch, and no callback overriding ``on_batch_end``/``on_train_batch_end``
+    unless it says ``async_safe``). Read off a ``CallbackList`` the script built, else off one
+    built here over the same callbacks (no model, no parameters: nothing is set on them).
+    None when Keras' list does not say."""
+    try:
+        import keras
+
+        if not isinstance(callbacks, keras.callbacks.CallbackList):
+            callbacks = keras.callbacks.CallbackList(callbacks=list(callbacks or []))
+        value = getattr(callbacks, "_async_train", None)
+    except Exception:  # facts are best effort
+        return None
+    return value if isinstance(value, bool) else None
+
+
 def model_facts(model, backend: str) -> dict[str, Any]:
     facts: dict[str, Any] = {
         "name": getattr(model, "name", None),

@@ -358,6 +358,7 @@ class ProbeSchedule:
                     call_s_after_wait=self.clock.call_s_median(),
                     handover=handover,
                     scale_loop=backend == "jax",
+                    batch_end_async=self.record.model.get("batch_end_async") is True,
                 )
                 # when the window started (its state copy included), as a Unix time
                 phases.mark(self.record.overhead, "probes_started",

@@ -31,6 +31,7 @@ from stoke.diagnosis.measure import phases
 from stoke.diagnosis.measure.compiles import CompileWatch
 from stoke.diagnosis.measure.facts import (
     base_meta,
+    batch_end_async,
     batch_facts,
     batches_left_in_epoch,
     env_facts,
@@ -410,6 +411,9 @@ class Recorder:
         started = _perf_counter()
         try:
             self.record.model.update(model_facts(model, self.backend))
+            if self.fit is not None:
+                self.record.model["batch_end_async"] = batch_end_async(
+                    self.fit.arguments.get("callbacks"))
         except Exception as error:
             self.record.model["facts_error"] = repr(error)
         try:
