@@ -700,7 +700,7 @@ def test_a_pipeline_that_buckets_or_pads_already_is_told_what_it_lacks_not_what_
     record = _compiling_run(compiles, kind="tf.data")
     record = replace(record, input=replace(record.input, tf_data_ops=ops))
     finding = only(record, "step-recompiles")
-    assert "it buckets already" in finding.message
+    assert "the pipeline buckets already: each bucket's length" in finding.message
     assert "The pipeline buckets already" in finding.fix
     assert "pad_to_bucket_boundary=True" in finding.fix and "drop_remainder=True" in finding.fix
     assert "padded_shapes=" in finding.fix

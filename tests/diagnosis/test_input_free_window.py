@@ -161,12 +161,15 @@ def test_the_window_hands_each_calls_logs_to_a_thread_pool_where_fit_does(clock)
             pass
         detail = window.result.detail
         assert detail["batch_end_async"] is pooled
-        if pooled:  # every call's logs, all converted by the window's end
-            assert len(threads) == 12
+        if pooled:  # the second half's calls' logs, all converted by the window's end; the
+            # first half times the train function alone (the warm share's figure)
+            assert len(threads) == 12 - (input_free.WARMUP_CALLS + (12 - input_free.WARMUP_CALLS) // 2)
+            assert detail["call_s_per_step"] == pytest.approx(0.0001)
+            assert detail["pooled_call_s_per_step"] == pytest.approx(0.0001)
             # off this thread where Keras' CallbackList pools batch-ends on this backend (as
             # fit's does; on TensorFlow it never does, and no run records batch_end_async)
             assert (threading.get_ident() not in threads) is batch_end_async([])
         else:
-            assert threads == []
+            assert threads == [] and detail["pooled_call_s_per_step"] is None
     # the pool's threads are gone with the window
     assert threading.active_count() == before

@@ -1055,7 +1055,8 @@ def step_recompiles(record: RunRecord, analysis: Analysis) -> Finding | None:
     else:
         tf_data_ops = record.input.tf_data_ops or ()
         if "GroupByWindowDataset" in tf_data_ops:
-            shapes = "the pipeline's buckets (it buckets already), and batches shorter or smaller than their bucket's"
+            shapes = ("the pipeline buckets already: each bucket's length, and batches shorter "
+                      "or smaller than their bucket's")
         elif "PaddedBatchDatasetV2" in tf_data_ops:
             shapes = "padded_batch pads each batch to its own longest"
         else:

@@ -57,17 +57,19 @@ What it does to the run, on purpose and written in the result's ``detail``:
   checkpoint ever sees a window call; the epoch's own steps and batches are untouched.
 
 Where the run's ``fit`` dispatches each step's batch-end to Keras' thread pool (no callback
-overriding ``on_train_batch_end``, on JAX or torch: ``ModelFacts.batch_end_async``), each of
-the window's calls hands its logs to a ``CallbackList`` of its own, with no callback in it,
-as ``fit`` does (``detail["batch_end_async"]``): a pool thread converts them to Python
-numbers beside the next call, and with the input free that thread competes with the steps
-for the cores and the interpreter, which it did not during the run's waits. Measured on JAX,
-2 cores, a Dense-64 model (``/tmp/s17/async.py`` in session 17): its fixed twin ran
-0.225-0.245 ms a step with no per-batch callback against 0.139 ms with one; the window
-without the pool predicted 0.175 ms (x19.5 against x14.5 measured), with it 0.234 ms
-(x14.9); for a Dense-512 model both gave 0.278 ms (twin 0.257-0.280 ms). The run's loop
-(``loop_s``) holds only the hand-off's cost on the trainer's thread, which the window's
-calls now pay too: that part is not added twice (``detail["handoff_s"]``).
+overriding ``on_train_batch_end``, on JAX or torch: ``ModelFacts.batch_end_async``), the
+fixed twin pays that pool beside every step: a pool thread converts the step's logs to Python
+numbers while the next step runs, competing with it for the cores and the interpreter, which
+it did not during the run's waits. So the window's second half hands each call's logs to a
+``CallbackList`` of its own with no callback in it, as ``fit`` does (its first
+``POOL_WARMUP_CALLS`` untimed, while the pool's threads start), and its per-call time is that
+half's (``detail["pooled_call_s_per_step"]``); the first half times the train function alone,
+the figure the warm share compares with the run's steps. The run's loop holds the hand-off's
+cost on the trainer's thread, which the pooled calls pay too: not added twice
+(``detail["handoff_s"]``). Measured in session 17 on JAX, 2 cores, a Dense-64 model behind a
+3 ms generator (the wild corpus' generator_tiny_model.py): its fixed twin ran 0.20-0.28 ms a
+step (0.14 ms with a per-batch callback, batch-ends on the trainer's thread); the window
+without the pool gave 0.12-0.25 ms (median 0.156), with it 0.21-0.32 ms.
 
 Not run for ``train_on_batch`` loops (the loop is the script's own code), for TensorFlow with
 the pull inside the graph, or for runs that barely wait (nothing to remove), unless the input's
@@ -97,6 +99,9 @@ WARMUP_CALLS = 2
 MIN_TIMED_CALLS = 3
 MIN_CALLS = WARMUP_CALLS + MIN_TIMED_CALLS
 MAX_CALLS = 200
+# Where the run pools its batch-ends: calls of the window's second half hand their logs to a
+# pool, the first of them untimed while its threads start
+POOL_WARMUP_CALLS = 2
 # The fit loop's after-wait slowdown is the train function's to this power (see above).
 LOOP_SHARE_EXPONENT = 0.7
 # A run waiting less than this share of its steps so far has nothing to remove: no window.
@@ -141,7 +146,17 @@ class InputFreeWindow:
         # fit hands each step's logs to Keras' thread pool: the window's calls do too (see above)
         self.batch_end_async = batch_end_async
         self._batch_ends = None  # the window's own CallbackList, no callback in it
-        self._handoff_s = 0.0  # the timed calls' hand-offs, on the trainer's thread
+        self._handoff_s = 0.0  # the timed pooled calls' hand-offs, on the trainer's thread
+        # the call after which the window's calls pool their batch-ends (None: never): the
+        # first half times the train function alone (the warm share's figure), the second
+        # with the pool, as the run's fit has it
+        half = (planned - WARMUP_CALLS) // 2
+        self._pool_after = (
+            WARMUP_CALLS + half
+            if batch_end_async and half >= MIN_TIMED_CALLS + POOL_WARMUP_CALLS else None
+        )
+        self._alone: tuple[int, float] | None = None  # (calls, seconds) before the pool
+        self._pooled_from: float | None = None
         # the perf_counter() time the probe budget ends this window by (None: no budget)
         self.deadline = deadline
         self._cpu_start = time.process_time()
@@ -173,12 +188,20 @@ class InputFreeWindow:
         called = _perf_counter()
         result = original(*args)
         self.calls += 1
-        if self.batch_end_async:
+        pool_after = self._pool_after
+        if pool_after is not None and self.calls > pool_after:
             self._hand_logs_over(result)
         if self.calls == WARMUP_CALLS:
             sync(result)
             self._timed_from = _perf_counter()
             self._cpu_from = time.process_time()
+        elif pool_after is not None and self.calls == pool_after:
+            sync(result)
+            self._alone = (self.calls - WARMUP_CALLS, _perf_counter() - self._timed_from)
+        elif pool_after is not None and self.calls == pool_after + POOL_WARMUP_CALLS:
+            sync(result)
+            self._pooled_from = _perf_counter()
+            self._handoff_s = 0.0
         timed_calls = self.calls - WARMUP_CALLS if self._timed_from is not None else 0
         now = _perf_counter()
         spent = now - self.started_at
@@ -195,10 +218,14 @@ class InputFreeWindow:
             return result, False
         self._end_batch_ends()
         sync(result)
-        elapsed = _perf_counter() - (self._timed_from or self.started_at)
+        ended = _perf_counter()
+        elapsed = ended - (self._timed_from or self.started_at)
         cpu_s = time.process_time() - (self._cpu_from if self._cpu_from is not None else self._cpu_start)
         timed_calls = timed_calls or self.calls
-        self.result = self._measurement(timed_calls, elapsed, cpu_s)
+        pooled = None
+        if self._pooled_from is not None and self.calls > pool_after + POOL_WARMUP_CALLS:
+            pooled = (self.calls - pool_after - POOL_WARMUP_CALLS, ended - self._pooled_from)
+        self.result = self._measurement(timed_calls, elapsed, cpu_s, self._alone, pooled)
         self._time_handover()
         return result, True
 
@@ -214,7 +241,7 @@ class InputFreeWindow:
             self._batch_ends.on_train_begin()
         logs = result[0] if self.backend == "jax" else result
         self._batch_ends.on_train_batch_end(self.calls, logs)
-        if self._timed_from is not None:
+        if self._pooled_from is not None:
             self._handoff_s += _perf_counter() - started
 
     def _end_batch_ends(self) -> None:
@@ -264,17 +291,25 @@ class InputFreeWindow:
             return 1.0
         return min(1.0, call_s / self.call_s_after_wait)
 
-    def _measurement(self, calls: int, elapsed: float, cpu_s: float) -> ProbeResult:
-        call_s = elapsed / calls if calls else 0.0
+    def _measurement(self, calls: int, elapsed: float, cpu_s: float,
+                     alone: tuple[int, float] | None = None,
+                     pooled: tuple[int, float] | None = None) -> ProbeResult:
+        """``alone``/``pooled``: (calls, seconds) of the window's halves without and with the
+        pool, where the run pools its batch-ends and both were timed."""
+        if alone is not None and pooled is not None and alone[0] and pooled[0]:
+            call_s = alone[1] / alone[0]  # the train function's own, for the warm share
+            pooled_call_s = pooled[1] / pooled[0]
+            handoff_s = self._handoff_s / pooled[0]
+        else:
+            call_s = elapsed / calls if calls else 0.0
+            pooled_call_s, handoff_s = None, 0.0
         share = self.warm_share(call_s)
         loop_share = share ** LOOP_SHARE_EXPONENT if self.scale_loop else 1.0
         # the run's steps timed the doctor's pull of a ready batch (its floor) in their loop:
-        # counted once, as ready_pull_s, which the window's calls (no pull) are charged
-        # the calls' own hand-offs (asynchronous batch-ends) are in call_s; the run's loop
-        # held them too
-        handoff_s = self._handoff_s / calls if calls else 0.0
+        # counted once, as ready_pull_s, which the window's calls (no pull) are charged;
+        # the pooled calls' own hand-offs are in their time, and the run's loop held them too
         loop_s = max(0.0, self.loop_s - self.ready_pull_s - handoff_s) * loop_share  # back to back
-        per_call = call_s + self.ready_pull_s + loop_s
+        per_call = (pooled_call_s or call_s) + self.ready_pull_s + loop_s
         return ProbeResult(
             samples_per_s=self.batch_size / per_call if per_call > 0 else 0.0,
             seconds=elapsed,
@@ -297,6 +332,9 @@ class InputFreeWindow:
                 "loop_share": loop_share,
                 "loop_scaled": self.scale_loop,
                 "batch_end_async": self.batch_end_async,
+                # each call with the pool converting its logs (None: not timed), and the
+                # hand-off's own part of it, on the trainer's thread
+                "pooled_call_s_per_step": pooled_call_s,
                 "handoff_s": handoff_s,
                 # the whole process's CPU per call while the input was free: the trainer's own
                 # (its compute threads on a CPU model, dispatch on a GPU one), plus the
