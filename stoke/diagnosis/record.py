@@ -366,6 +366,19 @@ class InputFacts(Facts):
             return True
         return self.tf_data_prefetch
 
+    @property
+    def tf_data_shapes_batches(self) -> str | None:
+        """How a tf.data pipeline gives its batches their lengths, read off its graph's ops:
+        "buckets" (``bucket_by_sequence_length``/``group_by_window``: a
+        ``GroupByWindowDataset``), "pads" (``padded_batch``: ``PaddedBatchDatasetV2``), or
+        None (neither, or the graph was not read)."""
+        ops = self.tf_data_ops or ()
+        if "GroupByWindowDataset" in ops:
+            return "buckets"
+        if "PaddedBatchDatasetV2" in ops:
+            return "pads"
+        return None
+
 
 @dataclass
 class ModelFacts(Facts):

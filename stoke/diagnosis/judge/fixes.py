@@ -499,13 +499,13 @@ def small_batch_fix(backend: str | None, input_kind: str | None,
 
 
 def one_shape_fix(input_kind: str | None, last_batch_only: bool, sizes_vary: bool = False,
-                  tf_data_ops: list[str] | tuple[str, ...] = ()) -> str:
+                  tf_data_shapes_batches: str | None = None) -> str:
     """Batches of one shape, so the step compiles once: for a smaller last batch, drop it;
     for lengths or sizes that vary, pad or resize to one (or bucket into a few lengths,
-    each compiled once). A tf.data pipeline that buckets already (``GroupByWindowDataset``
-    in its graph: ``bucket_by_sequence_length``, ``group_by_window``) is not told to bucket
-    (the red-team's s3: it was); one that pads per batch (``padded_batch`` with no
-    ``padded_shapes``: each batch as long as its longest) is told which argument it lacks."""
+    each compiled once). A tf.data pipeline that buckets already
+    (``InputFacts.tf_data_shapes_batches`` "buckets") is not told to bucket (the red-team's
+    s3: it was); one that pads per batch ("pads": ``padded_batch`` with no ``padded_shapes``,
+    each batch as long as its longest) is told which argument it lacks."""
     if last_batch_only:
         if input_kind == "tf.data":
             return ("# Only the epoch's smaller last batch has another shape: drop it\n"
@@ -514,7 +514,7 @@ def one_shape_fix(input_kind: str | None, last_batch_only: bool, sizes_vary: boo
                 "# (__len__ = len(samples) // batch_size), or pad it to the full batch size\n")
     sizes = ("# and one batch size: every batch as large as the others\n" if sizes_vary else
              "# and one batch size (drop or pad the epoch's smaller last batch)\n")
-    if input_kind == "tf.data" and "GroupByWindowDataset" in tf_data_ops:
+    if input_kind == "tf.data" and tf_data_shapes_batches == "buckets":
         return (
             "# The pipeline buckets already: each bucket's length compiles once, and every\n"
             "# batch shorter than its bucket or smaller than its bucket's batch size again.\n"
@@ -530,7 +530,7 @@ def one_shape_fix(input_kind: str | None, last_batch_only: bool, sizes_vary: boo
             "                     drop_remainder=True)\n"
         )
     if input_kind == "tf.data":
-        pads_per_batch = "PaddedBatchDatasetV2" in tf_data_ops
+        pads_per_batch = tf_data_shapes_batches == "pads"
         return (
             ("# padded_batch without padded_shapes pads each batch to its own longest: one\n"
              "# length for every batch (MAXLEN: your longest, or a cap)\n" if pads_per_batch else

@@ -125,28 +125,20 @@ def headline(diagnosis: Diagnosis) -> str:
     return text
 
 
-# A share of the fits' time in compilations a fix saves: named in the headline from this
-# (the finding itself is reported from 10%).
-HEADLINE_COMPILE_SHARE = 0.3
-
-
 def recompile_words(diagnosis: Diagnosis) -> str:
-    """The step's compilations for new batch shapes, where they took much of the run
-    (step-recompiles): the verdict is about the steady steps, and the red-team's s1 read
-    COMPUTE-BOUND alone with 86% of its fit spent compiling. "" when not named."""
+    """The step's compilations for new batch shapes, where they took much of the run (a
+    step-recompiles finding of high severity: its fix saves 30% of the fits' time or more):
+    the verdict is about the steady steps, and the red-team's s1 read COMPUTE-BOUND alone
+    with 86% of its fit spent compiling. "" when not named."""
     finding = diagnosis.finding("step-recompiles")
-    if finding is None or not finding.evidence.get("fits_s"):
+    if finding is None or finding.severity != "high" or finding.expected_gain is None:
         return ""
-    evidence = finding.evidence
-    saved = evidence["last_batches_s"] if not evidence["expected_gain_is_upper_bound"] else evidence["other_shapes_s"]
-    share = saved / evidence["fits_s"]
-    if share < HEADLINE_COMPILE_SHARE or finding.expected_gain is None:
-        return ""
-    bound = "at most " if evidence["expected_gain_is_upper_bound"] else ""
+    one_shape = finding.evidence["expected_gain_is_upper_bound"]
     return (
-        f"but compiling the step again for new batch shapes took {pct(share)} of the fits' time "
-        f"(step-recompiles): {bound}{speedup(finding.expected_gain)} with "
-        + ("one batch size" if not evidence["expected_gain_is_upper_bound"] else "one shape")
+        f"but compiling the step again for new batch shapes took "
+        f"{pct(finding.evidence['saved_share'])} of the fits' time (step-recompiles): "
+        + ("at most " if one_shape else "")
+        + f"{speedup(finding.expected_gain)} with " + ("one shape" if one_shape else "one batch size")
     )
 
 
