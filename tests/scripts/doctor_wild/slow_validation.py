@@ -14,6 +14,7 @@ parser.add_argument("--fixed", action="store_true")
 parser.add_argument("--epochs", type=int, default=3)
 parser.add_argument("--steps-per-epoch", type=int, default=20)
 parser.add_argument("--validation-steps", type=int, default=10)
+parser.add_argument("--decode-rounds", type=int, default=24)
 args = parser.parse_args()
 BATCH = 32
 IMG = 24
@@ -25,7 +26,7 @@ y_val = np.random.randint(0, 10, len(x_val))
 
 
 def preprocess(image):
-    for _ in range(24):  # the "decode + resize" of a validation image, in NumPy
+    for _ in range(args.decode_rounds):  # the "decode + resize" of a validation image, in NumPy
         image = 0.5 * image + 0.25 * (np.roll(image, 1, axis=0) + np.roll(image, 1, axis=1))
     return image
 
