@@ -38,7 +38,8 @@ from typing import Any, TypeVar
 # 4: meta trainer_cpu_s_at_first_fit, model compiles_watched, StepSample.compiled_s and
 # compiles (None, None, 0.0 and 0 in a schema-3 record)
 # 5: model batch_end_async (None in a schema-4 record)
-RECORD_SCHEMA_VERSION = 5
+# 6: input tf_in_graph_step_s (None in a schema-5 record)
+RECORD_SCHEMA_VERSION = 6
 
 # The probes a record may hold (RunRecord.probes keys; RunFacts.probe_notes also takes "all").
 PROBE_NAMES = ("input_alone", "model_alone", "input_free", "compiled_step")
@@ -345,6 +346,9 @@ class InputFacts(Facts):
     # (measure.tf_pulls.generator_ready_pull_seconds)
     tf_generator_pull_s: float | None = None
     tf_generator_pull_error: str | None = None
+    # TensorFlow, one tf.data thread making the batches: a few of the run's steps with Keras'
+    # own pull inside the step, each step's seconds (measure.in_graph_steps)
+    tf_in_graph_step_s: list[float] | None = None
     generator_s_per_batch: float | None = None  # mean time inside the user's generator
     generator_batches: int | None = None
     # fit's validation (measure.validation): the kind of validation_data ("generator",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -104,6 +105,31 @@ def test_sequence_with_float64_buffers_is_named():
     float64 = next(f for f in report["findings"] if f["id"] == "float64-input")
     assert "x" in float64["evidence"]["float64_fields"]
     assert "float32" in float64["fix"]
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="Keras' from_generator thread: TensorFlow")
+def test_steps_before_the_probes_run_with_kerass_own_pull_and_reach_the_users_callbacks():
+    # the tutorial Sequence, in Keras' tf.data thread: the doctor's eager pull makes its
+    # steps slower than the run's own, so a few steps before the probe step (the 30th) run
+    # with Keras' pull inside the step, timed (measure.in_graph_steps); the script runs to
+    # its end and its callback counts every batch
+    report, known = doctor("sequence_float64.py", ["--probe-after", "30",
+                                                   "--probe-seconds", "0.5"])
+    assert known is not None and known["batches_seen"] == 3 * 20
+    assert report["input"]["producer"] == "tf.data-thread"
+    # inside the second epoch (steps 20-39), never its first nor its last step, a third of
+    # the 30 steps up to the probe step at most: steps 21-22 untimed, 23-28 timed
+    timed = report["input"]["tf_in_graph_step_s"]
+    assert len(timed) == 6 and all(seconds > 0 for seconds in timed)
+    recorded = [step["step"] for step in report["steps"]]
+    assert recorded == [n for n in range(60) if not 21 <= n <= 28]
+    assert report["overhead"]["probe_s_each"]["in_graph_steps"] > 0  # their trace, stated
+    overlap = report["prediction"]["overlapped_producer"]
+    assert overlap["in_graph_steps"] == 6
+    assert overlap["keras_step_s"] == pytest.approx(statistics.median(timed))
+    assert report["verdict"] != "unknown"
+    float64 = next(f for f in report["findings"] if f["id"] == "float64-input")
+    assert "x" in float64["evidence"]["float64_fields"]
 
 
 def test_cpu_trained_slow_generator_probes_out_of_sight_and_prediction_bounded():

@@ -56,6 +56,25 @@ def test_steps_past_the_limit_are_counted_not_recorded():
     assert len(steps) == 2 and clock.steps_seen == 3 and clock.truncated
 
 
+def test_a_passed_step_is_counted_not_recorded_and_the_next_counts_from_its_end():
+    # TensorFlow's steps with Keras' own pull (measure.in_graph_steps): in the run's step
+    # count (the probes' step, the step limit), not among the measured steps
+    steps: list[StepSample] = []
+    clock = StepClock(100.0, steps, warmup_steps=0)
+    clock.begin_call_loop()
+    clock.start_if_idle(100.0)
+    clock.end_step(100.1, synced=False, sync_s=0.0)
+    assert clock.since_last_step(100.25) == pytest.approx(0.15)
+    clock.pass_step(100.25)
+    clock.pass_step(100.4)
+    clock.note_batch(wait_s=0.02, samples=8)
+    clock.end_step(100.5, synced=False, sync_s=0.0)
+    assert [s.step_s for s in steps] == pytest.approx([0.1, 0.1])
+    assert [s.step for s in steps] == [0, 3]
+    assert clock.steps_seen == 4 and clock.steps_in_epoch == 4
+    assert clock.steps_wall_s() == pytest.approx(0.2)
+
+
 def test_steps_whose_pull_cannot_be_timed_say_so():
     steps: list[StepSample] = []
     clock = StepClock(time.perf_counter(), steps, warmup_steps=0)

@@ -44,6 +44,7 @@ from stoke.diagnosis.measure.facts import (
     tf_element_spec_facts,
     tf_static_batch_size,
 )
+from stoke.diagnosis.measure.in_graph_steps import InGraphSteps
 from stoke.diagnosis.measure.input_free import InputFreeWindow
 from stoke.diagnosis.measure.options import DoctorOptions
 from stoke.diagnosis.measure.probe_schedule import ProbeSchedule
@@ -130,6 +131,8 @@ class Recorder:
         # pull of a ready batch costs (measured once, on the first batch)
         self.tf_pull_outside_graph = False
         self.tf_pull_floor_s: float | None = None
+        # TensorFlow, one tf.data thread making the batches: steps with Keras' own pull
+        self.in_graph_steps = InGraphSteps()
         self._pending_facts_batch = True
         # batches the input-alone probe took from training's own iterator, kept for it
         self.training_pulls = TrainingPulls()
@@ -209,6 +212,7 @@ class Recorder:
         if self.clock.truncated:
             meta["steps_truncated"] = True
         self._finish_generator_facts()
+        self.record.input.update(self.in_graph_steps.facts())
         self._estimate_tf_waits()
         steps = self.record.steps
         step_total = sum(s.step_s for s in steps)
@@ -291,6 +295,8 @@ class Recorder:
             # when Keras lets go of them, as without the doctor
             unwrap_epoch_iterator(self.fit.epoch_iterator)
         self.training_pulls.forget()
+        if self.in_graph_steps.started:
+            self.in_graph_steps.end()  # a later fit traces its loop again: not timed
         self.measuring = False
         self.fit = None
 
@@ -502,6 +508,41 @@ class Recorder:
             self.schedule.charge("tf_pulls", spent)
         self.clock.shift(spent)
         return spent
+
+    def in_graph_step_due(self) -> bool:
+        """TensorFlow, one tf.data thread making the batches (:mod:`.in_graph_steps`): whether
+        the next step runs with Keras' own pull, timed. The stretch ends right before the
+        probe step, takes at most a third of the steps up to it (the rest are measured as
+        usual), and stays inside one epoch, never its first or last step (an epoch's
+        boundary stays between two recorded steps: the epoch's own work is read there)."""
+        stretch, schedule, clock, fit = self.in_graph_steps, self.schedule, self.clock, self.fit
+        if (stretch.done or not self.tf_pull_outside_graph or fit is None or not schedule.enabled
+                or schedule.done or schedule.at_step is None
+                or self.record.input.get("producer") != "tf.data-thread"):
+            return False
+        to_probe = schedule.at_step - 1 - clock.steps_seen  # steps before the probe step
+        left = batches_left_in_epoch(fit.epoch_iterator, clock.steps_in_epoch, fit.model)
+        inside_epoch = clock.steps_in_epoch >= 1 and left is not None and left >= 2
+        if not stretch.started:
+            room = min(stretch.longest, (schedule.at_step - fit.steps_at_start) // 3)
+            wanted = (inside_epoch and stretch.shortest <= min(to_probe, left - 1)
+                      and to_probe <= room and not clock.in_warmup()
+                      and not self.training_pulls.kept)
+        else:
+            wanted = inside_epoch and to_probe >= 1 and not self.training_pulls.kept
+            if not wanted:
+                stretch.end()
+        return stretch.due(wanted)
+
+    def run_in_graph_step(self, train_function, iterator, sync):
+        """One step with Keras' own pull (:meth:`in_graph_step_due`); the untimed first ones'
+        wall time (their trace, mostly) is charged to the probes."""
+        stretch = self.in_graph_steps
+        warmup_before_s = stretch.warmup_s
+        result = stretch.run_step(train_function, iterator, sync, self.clock)
+        if stretch.warmup_s > warmup_before_s:
+            self.schedule.charge("in_graph_steps", stretch.warmup_s - warmup_before_s)
+        return result
 
     def host_code_watch_due(self, model) -> bool:
         """Watch one eager step for host code in the model (stoke.diagnosis.measure.host_code): the

@@ -223,6 +223,17 @@ class StepClock:
         self._wait_s = 0.0
         self._samples = 0
 
+    def pass_step(self, t_end: float) -> None:
+        """A step of the run ended at ``t_end`` that the clock counts but does not record
+        (TensorFlow, the batch pulled inside Keras' step: :mod:`.in_graph_steps`): the next
+        step counts from ``t_end``; the step limit and the probes' step count it."""
+        self.steps_seen += 1
+        self.steps_in_epoch += 1
+        self._steps_in_loop += 1
+        self._prev_end = t_end
+        self._wait_s = 0.0
+        self._samples = 0
+
     # -- estimates from the recorded steps (never written into them) -------------------------
 
     def recent_steady_steps(self) -> list[StepSample]:

@@ -238,6 +238,8 @@ class TimedTrainFunction:
         if recorder.tf_pull_outside_graph and len(args) == 1:
             iterator = args[0]
             if isinstance(iterator, self._tf_iterator_types):
+                if recorder.in_graph_step_due():  # Keras' own pull, timed (.in_graph_steps)
+                    return recorder.run_in_graph_step(self.original, iterator, self._sync)
                 pull_started = _perf_counter()
                 try:
                     data = recorder.training_pulls.next_for_training(iterator)
