@@ -455,7 +455,8 @@ class OverheadFacts(Facts):
     sampler_cpu_s: float | None = None  # CPU time of the background sampler thread
     # wall time the probes added (TensorFlow's ready-pull timing at the first step included)
     probes_s: float | None = None
-    # each probe's wall time (input_free, model_alone, input_alone, tf_pulls)
+    # each probe's wall time (input_free, model_alone, input_alone, tf_pulls, in_graph_steps:
+    # the untimed first steps with Keras' own pull, measure.in_graph_steps)
     probe_s_each: dict[str, float] | None = None
     # the probes' wall-time budget (DoctorOptions.probe_budget_fraction of the run's expected
     # steps' wall time when its length is known, else of the measured steps, at least

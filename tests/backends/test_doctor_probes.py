@@ -863,7 +863,11 @@ def test_probes_of_a_slow_step_script_stay_within_their_budget_and_the_report_sa
     record = run.record
     steps_wall = sum(s.step_s for s in record.steps)
     budget = record.overhead.probe_budget_s
-    assert budget == pytest.approx(max(1.0, 0.25 * steps_wall), rel=0.05)
+    # what paused training outside the probes (TensorFlow: timing ready pulls, tracing the
+    # steps with Keras' own pull) comes off the share, over the floor (ProbeBudget.limit_s)
+    charged = sum((record.overhead.probe_s_each or {}).get(name, 0.0)
+                  for name in ("tf_pulls", "in_graph_steps"))
+    assert budget == pytest.approx(max(1.0 + charged, 0.25 * steps_wall), rel=0.05)
     assert 3 * probe_seconds > 2 * budget, "the case lost its point: the probes fit anyway"
     probes_s = record.overhead.probes_s
     assert 0 < probes_s <= budget, (probes_s, budget, record.meta.probe_notes)

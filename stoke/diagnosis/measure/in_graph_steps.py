@@ -17,7 +17,8 @@ run's own steps, in order, seen by its callbacks; the step clock does not record
 wait cannot be timed; the step count and the step limit include them) and the probe step
 after them is measured as usual. The seconds land in
 ``input["tf_in_graph_step_s"]``; :func:`stoke.diagnosis.judge.analysis.overlapped_producer`
-reads them. The warm-up steps' time (the trace, mostly) is charged to the probes.
+reads them. What the untimed steps took beyond as many timed ones (the trace) is charged to
+the probes.
 """
 
 from __future__ import annotations
@@ -90,6 +91,14 @@ class InGraphSteps:
     def end(self) -> None:
         """No more stretch steps (the probes came, the fit ended)."""
         self.done = True
+
+    def trace_s(self) -> float:
+        """What the untimed first steps took beyond as many timed ones (Keras tracing its
+        loop over the iterator, mostly): the doctor's cost, not the run's."""
+        if not self.step_s:
+            return self.warmup_s
+        typical_s = sorted(self.step_s)[len(self.step_s) // 2]
+        return max(0.0, self.warmup_s - (WARMUP_STEPS - self._warmup_left) * typical_s)
 
     def facts(self) -> dict:
         """``input["tf_in_graph_step_s"]``: the timed steps (none when no step was timed)."""

@@ -133,6 +133,7 @@ class Recorder:
         self.tf_pull_floor_s: float | None = None
         # TensorFlow, one tf.data thread making the batches: steps with Keras' own pull
         self.in_graph_steps = InGraphSteps()
+        self._in_graph_trace_charged = False
         self._pending_facts_batch = True
         # batches the input-alone probe took from training's own iterator, kept for it
         self.training_pulls = TrainingPulls()
@@ -297,6 +298,7 @@ class Recorder:
         self.training_pulls.forget()
         if self.in_graph_steps.started:
             self.in_graph_steps.end()  # a later fit traces its loop again: not timed
+            self._charge_in_graph_trace()
         self.measuring = False
         self.fit = None
 
@@ -516,6 +518,7 @@ class Recorder:
         usual), and stays inside one epoch, never its first or last step (an epoch's
         boundary stays between two recorded steps: the epoch's own work is read there)."""
         stretch, schedule, clock, fit = self.in_graph_steps, self.schedule, self.clock, self.fit
+        self._charge_in_graph_trace()
         if (stretch.done or not self.tf_pull_outside_graph or fit is None or not schedule.enabled
                 or schedule.done or schedule.at_step is None
                 or self.record.input.get("producer") != "tf.data-thread"):
@@ -532,17 +535,20 @@ class Recorder:
             wanted = inside_epoch and to_probe >= 1 and not self.training_pulls.kept
             if not wanted:
                 stretch.end()
+                self._charge_in_graph_trace()
         return stretch.due(wanted)
 
     def run_in_graph_step(self, train_function, iterator, sync):
-        """One step with Keras' own pull (:meth:`in_graph_step_due`); the untimed first ones'
-        wall time (their trace, mostly) is charged to the probes."""
+        """One step with Keras' own pull (:meth:`in_graph_step_due`)."""
+        return self.in_graph_steps.run_step(train_function, iterator, sync, self.clock)
+
+    def _charge_in_graph_trace(self) -> None:
+        """Once the steps with Keras' own pull are over: what their untimed first steps took
+        beyond as many timed ones (the trace) is the probes' time, and off their budget."""
         stretch = self.in_graph_steps
-        warmup_before_s = stretch.warmup_s
-        result = stretch.run_step(train_function, iterator, sync, self.clock)
-        if stretch.warmup_s > warmup_before_s:
-            self.schedule.charge("in_graph_steps", stretch.warmup_s - warmup_before_s)
-        return result
+        if stretch.done and stretch.started and not self._in_graph_trace_charged:
+            self._in_graph_trace_charged = True
+            self.schedule.charge("in_graph_steps", stretch.trace_s())
 
     def host_code_watch_due(self, model) -> bool:
         """Watch one eager step for host code in the model (stoke.diagnosis.measure.host_code): the
