@@ -127,6 +127,10 @@ def test_steps_before_the_probes_run_with_kerass_own_pull_and_reach_the_users_ca
     overlap = report["prediction"]["overlapped_producer"]
     assert overlap["in_graph_steps"] == 6
     assert overlap["keras_step_s"] == pytest.approx(statistics.median(timed))
+    # the run's step, wait and throughput are those steps' (not the doctor's timed pulls')
+    assert report["bound"]["step_s"] == pytest.approx(statistics.median(timed))
+    assert report["throughput"] == pytest.approx(32 / statistics.median(timed))
+    assert "measured on 6 of the run's steps run as Keras runs them" in report["verdict_reason"]
     assert report["verdict"] != "unknown"
     float64 = next(f for f in report["findings"] if f["id"] == "float64-input")
     assert "x" in float64["evidence"]["float64_fields"]

@@ -343,10 +343,11 @@ def test_a_tf_data_thread_producer_is_predicted_as_keras_overlaps_it():
     assert slow.prediction.overlapped_producer["limited_by"] == "input"
 
 
-def test_a_tf_data_thread_producer_is_predicted_from_the_steps_run_with_kerass_own_pull():
+def test_a_tf_data_thread_producer_is_judged_from_the_steps_run_with_kerass_own_pull():
     # the model above says x1.00 (max(3.0, 1.9) ms); the tutorial Sequence's plain runs took
     # 3.2-3.9 ms against its twin's 2.3-2.9 (x1.37): where the doctor timed some of the run's
-    # steps with Keras' pull inside the step, their median is the step, 4.1 / 3.0 ms
+    # steps with Keras' pull inside the step, their median is the run's step (4.1 ms), and
+    # the wait, the gain and the throughput are what it takes beyond the 3.0 ms input-free one
     record = _tf_sequence_record("tf.data-thread", False, 1.9)
     record.input.tf_in_graph_step_s = [0.0040, 0.0041, 0.0043, 0.0039, 0.012]
     diagnosis = analyse(record)
@@ -354,20 +355,29 @@ def test_a_tf_data_thread_producer_is_predicted_from_the_steps_run_with_kerass_o
     assert overlap["keras_step_s"] == pytest.approx(0.0041)
     assert overlap["in_graph_steps"] == 5 and overlap["limited_by"].startswith("measured")
     assert diagnosis.predicted_speedup == pytest.approx(0.0041 / 0.003, rel=0.01)
+    assert diagnosis.input_wait_fraction == pytest.approx(1 - 0.003 / 0.0041, rel=0.01)
+    assert diagnosis.verdict == "input-bound"
+    assert diagnosis.throughput == pytest.approx(32 / 0.0041)
+    assert diagnosis.bound.step_s == pytest.approx(0.0041)
+    assert diagnosis.bound.compute_s == pytest.approx(0.003, rel=0.01)
+    assert "measured on 5 of the run's steps run as Keras runs them" in diagnosis.verdict_reason
+    # (1.8 ms timed, and 0.6 ms of the step beyond the 3.0 ms back to back right after it)
+    assert "timed pull, which returns to Python after each batch, read 44%" in (
+        diagnosis.verdict_reason)
     words = " ".join(terminal_text(diagnosis, width=400).split())
-    assert "timed on 5 of the run's steps run that way" in words
-    # never above what the timed wait allows (5.4 / 3.0 ms), however slow those steps
-    record.input.tf_in_graph_step_s = [0.009] * 5
-    assert analyse(record).predicted_speedup == pytest.approx(1.8, rel=0.01)
-    # as fast as the input-free step: no gain, and the headline says why
+    assert "Step time 4.10 ms = 1.10 ms waiting for input + 3.00 ms computing" in words
+    # as fast as the input-free step: no wait, no gain, and the headline says why
     record.input.tf_in_graph_step_s = [0.0029] * 5
     quick = analyse(record)
     assert quick.predicted_speedup == pytest.approx(1.0)
+    assert quick.input_wait_fraction == 0.0 and quick.verdict != "input-bound"
     assert "timed with Keras' own pull took no longer" in no_gain_reason(quick)
-    # too few of them (a fit that ended during them): the model above
+    # too few of them (a fit that ended during them): the model above, the timed wait
     record.input.tf_in_graph_step_s = [0.0041] * 3
-    assert analyse(record).predicted_speedup == pytest.approx(1.0)
-    assert "in_graph_steps" not in analyse(record).prediction.overlapped_producer
+    few = analyse(record)
+    assert few.predicted_speedup == pytest.approx(1.0)
+    assert few.input_wait_fraction == pytest.approx(0.0024 / 0.0054, rel=0.01)
+    assert "in_graph_steps" not in few.prediction.overlapped_producer
 
 
 def test_a_tf_data_thread_overlaps_only_as_far_as_the_cores_allow():

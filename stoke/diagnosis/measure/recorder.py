@@ -524,12 +524,13 @@ class Recorder:
                 or self.record.input.get("producer") != "tf.data-thread"):
             return False
         to_probe = schedule.at_step - 1 - clock.steps_seen  # steps before the probe step
+        room = min(stretch.longest, (schedule.at_step - fit.steps_at_start) // 3)
+        if not stretch.started and not stretch.shortest <= to_probe <= room:
+            return False
         left = batches_left_in_epoch(fit.epoch_iterator, clock.steps_in_epoch, fit.model)
         inside_epoch = clock.steps_in_epoch >= 1 and left is not None and left >= 2
         if not stretch.started:
-            room = min(stretch.longest, (schedule.at_step - fit.steps_at_start) // 3)
-            wanted = (inside_epoch and stretch.shortest <= min(to_probe, left - 1)
-                      and to_probe <= room and not clock.in_warmup()
+            wanted = (inside_epoch and stretch.shortest <= left - 1 and not clock.in_warmup()
                       and not self.training_pulls.kept)
         else:
             wanted = inside_epoch and to_probe >= 1 and not self.training_pulls.kept
