@@ -366,6 +366,15 @@ def test_a_tf_data_thread_producer_is_judged_from_the_steps_run_with_kerass_own_
         diagnosis.verdict_reason)
     words = " ".join(terminal_text(diagnosis, width=400).split())
     assert "Step time 4.10 ms = 1.10 ms waiting for input + 3.00 ms computing" in words
+    # faster than the input alone makes a batch (batches it had stocked went first): that is
+    # the least a step takes
+    record.input.tf_in_graph_step_s = [0.0035] * 5
+    record.probes["input_alone"].samples_per_s = 32 / 0.0042
+    stocked = analyse(record)
+    assert stocked.prediction.overlapped_producer["keras_step_s"] == pytest.approx(0.0042)
+    assert stocked.predicted_speedup == pytest.approx(0.0042 / 0.003, rel=0.01)
+    assert "their median 3.50 ms, but no step outruns the input alone" in stocked.verdict_reason
+    record.probes["input_alone"].samples_per_s = 32 / 0.0019
     # as fast as the input-free step: no wait, no gain, and the headline says why
     record.input.tf_in_graph_step_s = [0.0029] * 5
     quick = analyse(record)

@@ -251,6 +251,10 @@ class ProbeSchedule:
         return self.budget.limit_s(self.clock.steps_wall_s(), self.expected_run_s(),
                                    self.charged_s)
 
+    def left_s(self) -> float:
+        """What the probes may still spend, within the planning margin."""
+        return self.budget_s() * PLANNING_MARGIN - self.spent_s
+
     def describe_budget(self) -> str:
         return self.budget.describe(self.clock.steps_wall_s(), self.expected_run_s(),
                                     self.charged_s)
@@ -263,7 +267,7 @@ class ProbeSchedule:
         # the steps' wall time the budget is a share of (as describe_budget says it)
         self.applied_expected_run_s = (
             None if expected_s is None else max(self.clock.steps_wall_s(), expected_s))
-        left_s = budget_s * PLANNING_MARGIN - self.spent_s
+        left_s = self.left_s()
         share_s = left_s / max(1, probes_left)
         seconds = min(self.probe_seconds, share_s - fixed_s)
         if seconds <= 0 or seconds < unit_s:

@@ -531,13 +531,22 @@ class Recorder:
         inside_epoch = clock.steps_in_epoch >= 1 and left is not None and left >= 2
         if not stretch.started:
             wanted = (inside_epoch and stretch.shortest <= left - 1 and not clock.in_warmup()
-                      and not self.training_pulls.kept)
+                      and not self.training_pulls.kept and self._in_graph_trace_affordable())
         else:
             wanted = inside_epoch and to_probe >= 1 and not self.training_pulls.kept
             if not wanted:
                 stretch.end()
                 self._charge_in_graph_trace()
         return stretch.due(wanted)
+
+    def _in_graph_trace_affordable(self) -> bool:
+        """Whether the probes' budget left holds what tracing Keras' loop may cost: half the
+        fit's first step, which traced the step itself (sequence_float64.py: a first step of
+        0.42 s, the loop's trace 0.07 s), so that the probes after it keep most of theirs."""
+        clock, schedule = self.clock, self.schedule
+        first_step_s = next(
+            (s.step_s for s in clock.steps if s.fit == clock.loop_number), 0.0)
+        return schedule.left_s() >= 0.5 * first_step_s
 
     def run_in_graph_step(self, train_function, iterator, sync):
         """One step with Keras' own pull (:meth:`in_graph_step_due`)."""
