@@ -366,6 +366,13 @@ def test_a_tf_data_thread_producer_is_judged_from_the_steps_run_with_kerass_own_
         diagnosis.verdict_reason)
     words = " ".join(terminal_text(diagnosis, width=400).split())
     assert "Step time 4.10 ms = 1.10 ms waiting for input + 3.00 ms computing" in words
+    # slower than the doctor's own steps (5.4 ms: a moment's load on those few steps): Keras'
+    # own pull costs no more than the doctor's, so those steps bound it
+    record.input.tf_in_graph_step_s = [0.0080] * 5
+    loaded = analyse(record)
+    assert loaded.prediction.overlapped_producer["keras_step_s"] == pytest.approx(0.0054)
+    assert loaded.predicted_speedup == pytest.approx(0.0054 / 0.003, rel=0.01)
+    assert "their median 8.00 ms, but Keras' own pull costs no more" in loaded.verdict_reason
     # faster than the input alone makes a batch (batches it had stocked went first): that is
     # the least a step takes
     record.input.tf_in_graph_step_s = [0.0035] * 5
