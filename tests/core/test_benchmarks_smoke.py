@@ -342,3 +342,35 @@ def test_ab_quick_measures_each_tree_in_its_own_process_and_draws(tmp_path):
     assert all(v["leftover_processes"] == [] for v in result["visits"])
     if _installed("matplotlib"):
         assert out.with_suffix(".png").stat().st_size > 0
+
+
+PLOT_ACCURACY = REPO / "benchmarks" / "plot_accuracy.py"
+
+
+def test_doctor_accuracy_results_draw_one_point_a_measured_row(tmp_path):
+    # a results file of doctor_accuracy.py as the benchmark wrote it (session 17, TensorFlow)
+    results = REPO / "benchmarks" / "results" / "doctor_accuracy-2core-s17-tf.json"
+    spec = importlib.util.spec_from_file_location("plot_accuracy_under_test", PLOT_ACCURACY)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = json.loads(results.read_text())
+    points = module.points(result)
+    measured = [r for r in result["rows"] if r.get("measured_speedup")]
+    assert len(points) == len(measured) > 0
+    for point, row in zip(points, measured):
+        assert point["measured"] == row["measured_speedup"]
+        assert point["mark"] == ("ok" if row["within_tolerance"] else "off")
+    assert any(p["mark"] == "off" and "sequence_float64" in p["label"] for p in points)
+    if importlib.util.find_spec("matplotlib") is None:
+        pytest.skip("matplotlib is not installed: plot not checked")
+    png = tmp_path / "accuracy.png"
+    plot = subprocess.run([sys.executable, str(PLOT_ACCURACY), str(results), "-o", str(png)],
+                          capture_output=True, text=True, timeout=120)
+    assert plot.returncode == 0, _explain(plot)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # another benchmark's JSON is refused, with what it is
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"benchmark": "doctor_overhead", "rows": []}))
+    refused = subprocess.run([sys.executable, str(PLOT_ACCURACY), str(other)],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "not a doctor_accuracy result" in refused.stderr

@@ -60,3 +60,38 @@ def test_a_plain_runs_step_is_its_steady_epochs_median_so_one_event_does_not_dec
     assert steady_step_s({"step_s": 0.5 / 20, "epoch_s": [2.0, 0.5, 0.5, 0.5]}) == pytest.approx(0.5 / 20)
     # a run that recorded no epochs keeps its own figure
     assert steady_step_s({"step_s": 0.01}) == 0.01
+
+
+def test_more_doctor_rounds_run_the_doctor_among_the_plain_runs_and_take_the_median(monkeypatch):
+    """--doctor-rounds: the doctor again at the start of the later rounds, between the plain
+    runs, and the row's prediction the median of its runs' (one doctor run is one moment of a
+    machine whose speed drifts; the plain runs' median is spread over minutes)."""
+    import doctor_accuracy
+
+    predictions = iter([1.0, 1.6, 1.3])
+    order = []
+
+    def run_under_doctor(*args, **kwargs):
+        order.append("doctor")
+        return {"findings": [], "predicted_speedup": next(predictions),
+                "verdict": "input-bound"}, None, ""
+
+    def run_plain(backend, script_args, timeout=300, script=None):
+        order.append("fixed" if "--fixed" in script_args else "plain")
+        return {"step_s": 0.5 if "--fixed" in script_args else 0.65}
+
+    monkeypatch.setattr(doctor_accuracy, "run_under_doctor", run_under_doctor)
+    monkeypatch.setattr(doctor_accuracy, "run_plain", run_plain)
+    row = doctor_accuracy.measure_wild("tensorflow", "sequence_float64.py", [], rounds=4,
+                                       quick=False, doctor_rounds=3)
+    assert order == ["doctor", "plain", "fixed", "doctor", "fixed", "plain",
+                     "doctor", "plain", "fixed", "fixed", "plain"]
+    assert row["predicted_rounds"] == [1.0, 1.6, 1.3]
+    assert row["predicted_speedup"] == 1.3
+    assert row["relative_error"] == pytest.approx(1.3 / 1.3 - 1.0)
+    assert row["spread"]["predicted"] == pytest.approx(0.6)
+    # one doctor run (the default): its prediction, no spread
+    predictions = iter([1.6])
+    row = doctor_accuracy.measure_wild("tensorflow", "sequence_float64.py", [], rounds=2,
+                                       quick=False)
+    assert row["predicted_speedup"] == 1.6 and row["spread"]["predicted"] is None

@@ -1482,10 +1482,10 @@ def analyse_run(record: RunRecord) -> Analysis:
     if in_graph_step_s:
         median_s = overlap.get("in_graph_median_s") or in_graph_step_s
         floor = ""
-        if median_s < in_graph_step_s:
+        if median_s < 0.98 * in_graph_step_s:
             floor = (f" (their median {median_s * 1e3:.2f} ms, but no step outruns the input "
                      "alone, which makes a batch in that time)")
-        elif median_s > in_graph_step_s:
+        elif median_s > 1.02 * in_graph_step_s:
             floor = (f" (their median {median_s * 1e3:.2f} ms, but Keras' own pull costs no more "
                      "than the doctor's, whose steps took that)")
         reason += (

@@ -1,0 +1,123 @@
+"""Draw a results JSON of ``doctor_accuracy.py`` as a PNG (matplotlib; reads, never measures).
+
+    python benchmarks/plot_accuracy.py benchmarks/results/doctor_accuracy-2core-s18-tf.json
+
+One point a row: the speedup the doctor predicted against the one its fixed twin measured
+(log axes), the diagonal and the ±tolerance band around it (the issue's ±30%); a whisker spans
+the measured speedup of the fastest runs of each side (the row's noise). Green within
+tolerance, red off, grey where the doctor predicted nothing. Each point is labelled with its
+backend, case and error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+COLOURS = {"ok": "#2b8a3e", "off": "#c92a2a", "none": "#8c8c8c"}
+
+
+def _label(row: dict[str, Any]) -> str:
+    case = str(row.get("case", "?")).removeprefix("wild:").removesuffix(".py")
+    error = row.get("relative_error")
+    return f"{row.get('backend', '?')} {case}" + (f" {error:+.0%}" if error is not None else "")
+
+
+def points(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows that measured a speedup: (label, predicted or None, measured, fastest, mark)."""
+    out = []
+    for row in result.get("rows", []):
+        measured = row.get("measured_speedup")
+        if not measured:
+            continue
+        predicted = row.get("predicted_speedup")
+        mark = "none" if predicted is None else ("ok" if row.get("within_tolerance") else "off")
+        out.append({"label": _label(row), "predicted": predicted, "measured": measured,
+                    "fastest": row.get("measured_speedup_fastest"), "mark": mark})
+    return out
+
+
+def draw(result: dict[str, Any], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = points(result)
+    if not rows:
+        raise ValueError("no row measured a speedup: nothing to draw")
+    tolerance = float(result.get("tolerance") or 0.3)
+    values = [r["measured"] for r in rows] + [r["predicted"] for r in rows if r["predicted"]]
+    values += [r["fastest"] for r in rows if r["fastest"]]
+    low, high = min(values) / 1.3, max(values) * 1.3
+    fig, ax = plt.subplots(figsize=(8, 7))
+    line = [low, high]
+    ax.plot(line, line, color="#444444", linewidth=1, label="predicted = measured")
+    ax.fill_between(line, [v * (1 - tolerance) for v in line], [v * (1 + tolerance) for v in line],
+                    color="#2b8a3e", alpha=0.12, label=f"within ±{tolerance:.0%}")
+    for row in rows:
+        predicted = row["predicted"] if row["predicted"] else 1.0
+        colour = COLOURS[row["mark"]]
+        if row["fastest"]:
+            ax.plot(sorted([row["measured"], row["fastest"]]), [predicted, predicted],
+                    color=colour, alpha=0.5, linewidth=1)
+        ax.scatter([row["measured"]], [predicted], color=colour, s=30, zorder=3,
+                   marker="o" if row["predicted"] else "x")
+        ax.annotate(row["label"], (row["measured"], predicted), fontsize=7,
+                    xytext=(4, 3), textcoords="offset points")
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):  # x1, x2, x5, x10, ...: speedups, not powers of ten
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(FuncFormatter(lambda value, _: f"x{value:g}"))
+        axis.set_minor_formatter(NullFormatter())
+    ax.set_xlim(low, high)
+    ax.set_ylim(low, high)
+    ax.set_xlabel("measured speedup (fixed twin / plain run, median; whisker: fastest runs)")
+    ax.set_ylabel("predicted speedup (stoke doctor)")
+    machine = result.get("machine") or {}
+    inside = sum(r["mark"] == "ok" for r in rows)
+    ax.set_title(f"stoke doctor: predicted against measured, {inside} of {len(rows)} rows within "
+                 f"±{tolerance:.0%}\n{machine.get('cpus', '?')} cores, "
+                 f"load {', '.join(f'{v:.1f}' for v in result.get('load_average') or [])}",
+                 fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", help="a JSON written by doctor_accuracy.py")
+    parser.add_argument("-o", "--out", default=None, help="PNG path (default: beside the JSON)")
+    args = parser.parse_args(argv)
+    path = Path(args.results)
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"plot_accuracy: cannot read {path}: {exc}", file=sys.stderr)
+        return 2
+    if result.get("benchmark") != "doctor_accuracy":
+        print(f"plot_accuracy: {path} is not a doctor_accuracy result (benchmark "
+              f"{result.get('benchmark')!r}).", file=sys.stderr)
+        return 2
+    try:
+        out = draw(result, Path(args.out) if args.out else path.with_suffix(".png"))
+    except ValueError as exc:
+        print(f"plot_accuracy: {path}: {exc}", file=sys.stderr)
+        return 2
+    print(f"written {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
