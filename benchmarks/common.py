@@ -10,7 +10,9 @@ What it owns:
   loader's batches and how to close it), :func:`touch` (what a trainer does to a batch at the
   least), :func:`warm_up` (at least N batches and at least as long as start-up took) and
   :func:`interleaved` (every row once per round, the order rotating);
-- :func:`write_json`, how every script writes its results.
+- :func:`write_json`, how every script writes its results (:func:`write_results`: with its
+  plot), and :func:`plot_command` and :func:`save_figure`, how a plotting script reads them
+  back and draws them.
 
 What it leaves to others: the workload (data and transform) is ``workloads.py``; each script
 owns its rows, its statistics and its JSON schema. Nothing here imports a framework
@@ -214,3 +216,49 @@ def write_results(path: str | os.PathLike, record: Any,
         except ImportError:
             print("matplotlib is not installed: no plot")
     return path
+
+
+def plot_command(argv: list[str] | None, description: str, tool: str, kind: str,
+                 is_kind: Callable[[dict], bool], draw: Callable[[dict, Path], Path]) -> int:
+    """The command line of a plotting script (``tool RESULTS [-o PNG]``): reads a ``kind``
+    results JSON (``is_kind`` tells one), draws it with ``draw(result, png)`` beside it or at
+    ``-o``; 2 after saying on stderr why not (unreadable, another kind, no matplotlib, nothing
+    to draw: ``draw`` raised ValueError)."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("results", help=f"a JSON written by {kind}.py")
+    parser.add_argument("-o", "--out", default=None, help="PNG path (default: beside the JSON)")
+    args = parser.parse_args(argv)
+    path = Path(args.results)
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"{tool}: cannot read {path}: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(result, dict) or not is_kind(result):
+        print(f"{tool}: {path} is not a {kind} result.", file=sys.stderr)
+        return 2
+    if not importlib.util.find_spec("matplotlib"):
+        print(f"{tool}: matplotlib is not installed; `pip install matplotlib` (it is in "
+              "requirements-dev.txt).", file=sys.stderr)
+        return 2
+    try:
+        out = draw(result, Path(args.out) if args.out else path.with_suffix(".png"))
+    except ValueError as exc:
+        print(f"{tool}: {path}: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+def save_figure(fig, out: Path) -> Path:
+    """A matplotlib figure laid out and written to ``out`` (its folder made), then closed."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

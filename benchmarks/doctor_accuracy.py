@@ -23,6 +23,7 @@ Writes benchmarks/results/doctor_accuracy.json.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -36,6 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "benchmarks") not in sys.path:  # `common`, however this module is imported
     sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import write_json  # noqa: E402
+from plot_accuracy import draw as draw_accuracy  # noqa: E402
+from plot_accuracy import points  # noqa: E402
 
 SCRIPT = ROOT / "tests" / "scripts" / "doctor_known.py"
 WILD = ROOT / "tests" / "scripts" / "doctor_wild"
@@ -514,8 +517,11 @@ def main() -> int:
                 f"  {row_mark(row)}  {','.join(row.get('findings', []))}",
                 flush=True,
             )
-    out = write_json(args.out, accuracy_summary(rows, args.quick))
+    summary = accuracy_summary(rows, args.quick)
+    out = write_json(args.out, summary)
     print(f"written {out}")
+    if points(summary) and importlib.util.find_spec("matplotlib"):  # (plot_accuracy.py)
+        print(f"written {draw_accuracy(summary, out.with_suffix('.png'))}")
     return 0
 
 

@@ -13,11 +13,11 @@ linear and vs the machine.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from common import plot_command, save_figure
 
 COLOURS = {"baseline": "#8c8c8c", "stoke": "#e8590c", "peer": "#3b6ea8", "reference": "#b8c7d9",
            "machine": "#2b8a3e"}
@@ -117,37 +117,13 @@ def draw(result: dict[str, Any], out: Path) -> Path:
     title = "stoke scaling with workers" if scaling else "input pipeline throughput"
     ax.set_title(f"{title}\n{_subtitle(result)}", fontsize=10)
     ax.grid(axis="y" if scaling else "x", alpha=0.3)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", help="a JSON written by pipeline_throughput.py")
-    parser.add_argument("-o", "--out", default=None, help="PNG path (default: beside the JSON)")
-    args = parser.parse_args(argv)
-    path = Path(args.results)
-    try:
-        result = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        print(f"plot: cannot read {path}: {exc}", file=sys.stderr)
-        return 2
-    if not str(result.get("schema", "")).startswith("stoke.bench.pipeline_throughput/"):
-        print(f"plot: {path} is not a pipeline_throughput result (schema "
-              f"{result.get('schema')!r}).", file=sys.stderr)
-        return 2
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        print("plot: matplotlib is not installed; `pip install matplotlib` (it is in "
-              "requirements-dev.txt).", file=sys.stderr)
-        return 2
-    out = draw(result, Path(args.out) if args.out else path.with_suffix(".png"))
-    print(f"wrote {out}")
-    return 0
+    return plot_command(argv, __doc__.splitlines()[0], "plot", "pipeline_throughput",
+                        lambda data: str(data.get("schema", "")).startswith(
+                            "stoke.bench.pipeline_throughput/"), draw)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,11 @@ backend, case and error.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from common import plot_command, save_figure
 
 COLOURS = {"ok": "#2b8a3e", "off": "#c92a2a", "none": "#8c8c8c"}
 
@@ -88,35 +88,12 @@ def draw(result: dict[str, Any], out: Path) -> Path:
                  fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", help="a JSON written by doctor_accuracy.py")
-    parser.add_argument("-o", "--out", default=None, help="PNG path (default: beside the JSON)")
-    args = parser.parse_args(argv)
-    path = Path(args.results)
-    try:
-        result = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        print(f"plot_accuracy: cannot read {path}: {exc}", file=sys.stderr)
-        return 2
-    if result.get("benchmark") != "doctor_accuracy":
-        print(f"plot_accuracy: {path} is not a doctor_accuracy result (benchmark "
-              f"{result.get('benchmark')!r}).", file=sys.stderr)
-        return 2
-    try:
-        out = draw(result, Path(args.out) if args.out else path.with_suffix(".png"))
-    except ValueError as exc:
-        print(f"plot_accuracy: {path}: {exc}", file=sys.stderr)
-        return 2
-    print(f"written {out}")
-    return 0
+    return plot_command(argv, __doc__.splitlines()[0], "plot_accuracy", "doctor_accuracy",
+                        lambda data: data.get("benchmark") == "doctor_accuracy", draw)
 
 
 if __name__ == "__main__":

@@ -104,13 +104,7 @@ def test_quick_comparison_has_every_row_and_a_plot(tmp_path):
     for name in EXPECTED_ROWS:
         assert name in proc.stdout, f"{name} is missing from the printed table"
 
-    if importlib.util.find_spec("matplotlib") is None:
-        pytest.skip("matplotlib is not installed: plot not checked")
-    png = tmp_path / "result.png"
-    plot = subprocess.run([sys.executable, str(PLOT), str(out), "-o", str(png)],
-                          capture_output=True, text=True, timeout=120)
-    assert plot.returncode == 0, _explain(plot)
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    _draws_png(PLOT, out, tmp_path / "result.png")
 
 
 @pytest.fixture
@@ -347,9 +341,20 @@ def test_ab_quick_measures_each_tree_in_its_own_process_and_draws(tmp_path):
 PLOT_ACCURACY = REPO / "benchmarks" / "plot_accuracy.py"
 
 
-def test_doctor_accuracy_results_draw_one_point_a_measured_row(tmp_path):
+def _draws_png(plot_script: Path, results: Path, png: Path) -> None:
+    """``plot_script`` draws ``results`` into the PNG ``png`` (skipped without matplotlib)."""
+    if importlib.util.find_spec("matplotlib") is None:
+        pytest.skip("matplotlib is not installed: plot not checked")
+    plot = subprocess.run([sys.executable, str(plot_script), str(results), "-o", str(png)],
+                          capture_output=True, text=True, timeout=120)
+    assert plot.returncode == 0, _explain(plot)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_doctor_accuracy_results_draw_one_point_a_measured_row(tmp_path, monkeypatch):
     # a results file of doctor_accuracy.py as the benchmark wrote it (session 17, TensorFlow)
     results = REPO / "benchmarks" / "results" / "doctor_accuracy-2core-s17-tf.json"
+    monkeypatch.syspath_prepend(str(PLOT_ACCURACY.parent))  # it imports common, as scripts do
     spec = importlib.util.spec_from_file_location("plot_accuracy_under_test", PLOT_ACCURACY)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -361,13 +366,7 @@ def test_doctor_accuracy_results_draw_one_point_a_measured_row(tmp_path):
         assert point["measured"] == row["measured_speedup"]
         assert point["mark"] == ("ok" if row["within_tolerance"] else "off")
     assert any(p["mark"] == "off" and "sequence_float64" in p["label"] for p in points)
-    if importlib.util.find_spec("matplotlib") is None:
-        pytest.skip("matplotlib is not installed: plot not checked")
-    png = tmp_path / "accuracy.png"
-    plot = subprocess.run([sys.executable, str(PLOT_ACCURACY), str(results), "-o", str(png)],
-                          capture_output=True, text=True, timeout=120)
-    assert plot.returncode == 0, _explain(plot)
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    _draws_png(PLOT_ACCURACY, results, tmp_path / "accuracy.png")
     # another benchmark's JSON is refused, with what it is
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"benchmark": "doctor_overhead", "rows": []}))

@@ -579,14 +579,11 @@ def below_input_free_window(analysis: Analysis) -> str:
     overlap = prediction.overlapped_producer
     if (overlap and overlap.get("keras_step_s", 0) > overlap.get("no_wait_step_s", 0)
             and overlap.get("keras_step_s", 0) < 0.95 * bound.step_s):
-        how = (
-            f"timed on {overlap['in_graph_steps']} of the run's steps run that way"
-            if overlap.get("in_graph_steps") else
-            f"limited by {_OVERLAP_LIMITS.get(overlap.get('limited_by'), overlap.get('limited_by'))}")
         reasons.append(
             f"Keras pulls inside its compiled step while one tf.data thread makes the next "
             f"batch, so without the doctor's timed pull a step already takes "
-            f"{ms(overlap['keras_step_s'])} ({how}), not the "
+            f"{ms(overlap['keras_step_s'])} (limited by "
+            f"{_OVERLAP_LIMITS.get(overlap.get('limited_by'), overlap.get('limited_by'))}), not the "
             f"{ms(bound.step_s)} timed here; freeing the input takes that to "
             f"{ms(overlap['no_wait_step_s'])} ({speedup(overlap['speedup'])})"
         )
