@@ -405,8 +405,8 @@ def measure_wild(backend: str, script: str, plain_args: list[str], rounds: int,
     finding_ids = [f["id"] for f in report["findings"]]
     predicted, not_predicted = claimed_gain(report, compare)
     given = [claim for claim in claims if claim is not None]
-    if len(claims) > 1:
-        predicted = statistics.median(given) if len(given) == len(claims) else None
+    if len(claims) > 1 and given:  # the runs that predicted (predicted_rounds shows the others)
+        predicted = statistics.median(given)
     error = None if predicted is None else predicted / measured - 1.0
     return {
         "not_predicted_why": not_predicted,

@@ -283,6 +283,10 @@ class Analysis:
     # seconds a step, taken out of the timed wait: the model's own work ran through them
     # (wait_behind_model_s)
     wait_behind_model_s: float = 0.0
+    # the run's step, wait and throughput came from this many of its steps run with Keras'
+    # own pull (TensorFlow, a tf.data-thread producer: overlapped_producer), not from the
+    # steps the doctor timed; 0 when not
+    in_graph_steps: int = 0
 
     @property
     def input_wait_pct(self) -> float | None:
@@ -578,7 +582,7 @@ def overlapped_producer(
         # (batches it stocked while the doctor's slower steps ran go first:
         # image_directory.py's 6 such steps, 8.0-19.8 ms, median 12.4, its input alone 13.2)
         median_s = statistics.median(in_graph)
-        keras_step_s = max(min(median_s, step_s or median_s), input_step_s or 0.0)
+        keras_step_s = min(max(median_s, input_step_s or 0.0), step_s or float("inf"))
         return {
             "input_s_per_batch": input_step_s,
             "no_wait_step_s": no_wait_step_s,
@@ -1258,6 +1262,7 @@ def analyse_run(record: RunRecord) -> Analysis:
     elif untimed:
         wait_source = "model-alone-estimate"  # estimated after the run, where not timed
     wait_fraction = total_wait_s / total_step_s
+    pulled_wait_fraction = wait_fraction  # as timed (or estimated), before any adjustment
 
     # Predicted step after the fix: what is left without the wait, never less than the model
     # needs alone. Same as min(no-wait throughput, model alone) in samples/s.
@@ -1317,7 +1322,6 @@ def analyse_run(record: RunRecord) -> Analysis:
         overlap_no_wait_s = step_s * (1.0 - wait_fraction)
     overlap = overlapped_producer(record, overlap_no_wait_s, batch_size, input_alone, cpu, step_s)
     in_graph_step_s = (overlap or {}).get("in_graph_step_s") if wait_source == "measured" else None
-    timed_pull_wait_fraction = wait_fraction
     run_step_s = step_s  # the step the fix is measured against (the epoch's work aside)
     if in_graph_step_s:
         # measured: the run's own steps with Keras' pull inside the step, against the step
@@ -1412,14 +1416,14 @@ def analyse_run(record: RunRecord) -> Analysis:
         disagreement, overlap, steady_steps_timed=len(kept),
     )
     host_fix = host_code_fix_prediction(
-        record, step_s, total_wait_s / len(kept), batch_size, input_alone, input_is_limit,
+        record, run_step_s, wait_fraction * run_step_s, batch_size, input_alone, input_is_limit,
         epoch_s)
     prediction = dataclasses.replace(
         prediction, if_host_code_fixed=host_fix.get("speedup"), host_code_fix=host_fix,
         epoch_overhead_s_per_step=epoch_s, epoch_start_input_s_per_step=start_input_s,
         epoch_start_in_mean_s_per_step=start_in_mean_s)
 
-    signals = overhead_signals(record, throughput, step_s, gpus)
+    signals = overhead_signals(record, throughput, run_step_s, gpus)
     verdict, reason = _verdict(wait_fraction, signals, wait_known=wait_source != "unmeasured")
     if estimated_in_memory and wait_fraction >= PARTLY_INPUT_BOUND_WAIT_FRACTION:
         alone = (f"; alone it makes {input_alone / model_rate:.1f}x what the model takes"
@@ -1493,7 +1497,7 @@ def analyse_run(record: RunRecord) -> Analysis:
             f"them, the batch pulled inside the step: {in_graph_step_s * 1e3:.2f} ms a "
             f"step{floor} against {overlap['no_wait_step_s'] * 1e3:.2f} ms with the input made free; the "
             f"doctor's own timed pull, which returns to Python after each batch, read "
-            f"{timed_pull_wait_fraction:.0%})"
+            f"{pulled_wait_fraction:.0%})"
         )
     elif handover_in_pull_s > 0 and wait_source == "measured":
         reason += (
@@ -1553,6 +1557,7 @@ def analyse_run(record: RunRecord) -> Analysis:
         prediction=prediction,
         input_is_limit=input_is_limit,
         after_wait_s=after_wait_s,
+        in_graph_steps=overlap["in_graph_steps"] if in_graph_step_s else 0,
         wait_behind_model_s=behind_model_s,
     )
 

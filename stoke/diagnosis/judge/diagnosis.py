@@ -81,6 +81,7 @@ class Diagnosis(Analysis):
             "input_wait_fraction": self.input_wait_fraction,
             "input_wait_source": self.input_wait_source,
             "input_wait_estimated_steps": self.wait_estimated_steps,
+            "input_wait_in_graph_steps": self.in_graph_steps,
             "throughput": self.throughput,
             "predicted_throughput": self.predicted_throughput,
             "predicted_speedup": self.predicted_speedup,

@@ -54,10 +54,12 @@ def fit_summaries(record: RunRecord, analysis: Analysis) -> tuple[FitSummary, ..
     taken off each timed wait) before the run-wide slowdown after each wait is added
     (``analysis.after_wait_s``, one figure for the whole run, not per fit): weighted by
     their time, the fits' waits make :func:`timed_wait_fraction`. No fit has one when the
-    run's wait came from the probes or was not measured."""
+    run's wait came from the probes, was not measured, or came from steps run with Keras' own
+    pull (``analysis.in_graph_steps``)."""
     steady = analysis.steady
     counted = counted_steps(record.steps, steady)
-    per_step = analysis.input_wait_source in ("measured", "model-alone-estimate")
+    per_step = analysis.input_wait_source in ("measured", "model-alone-estimate") and (
+        not analysis.in_graph_steps)  # (the run's wait is then not its timed steps')
     handover_s = pipeline_handover_s(record)
 
     def wait_s(step: StepSample) -> float:
@@ -116,7 +118,7 @@ def timed_wait_fraction(analysis: Analysis) -> float | None:
     """The run's wait before the slowdown after each wait is added: what the fits' waits
     make, weighted by their time (None when the wait is not known per step)."""
     if analysis.input_wait_fraction is None or analysis.input_wait_source not in (
-            "measured", "model-alone-estimate"):
+            "measured", "model-alone-estimate") or analysis.in_graph_steps:
         return None
     step_s = analysis.bound.step_s
     if not step_s or analysis.after_wait_s <= 0:

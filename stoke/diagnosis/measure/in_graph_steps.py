@@ -12,7 +12,7 @@ work Keras' step really hides cannot be modelled from the parts (the max of the 
 cores they share said 2.7 ms, x1.00 predicted against x1.37 measured), so it is measured:
 just before the probe step, up to :data:`STEPS` training steps (after :data:`WARMUP_STEPS`:
 the first traces Keras' loop over the iterator) run as Keras runs them, the batch pulled inside the
-step, each timed from the previous step's end to its own, after a device sync. They are the
+step, each timed from the previous step's end to its own. They are the
 run's own steps, in order, seen by its callbacks; the step clock does not record them (their
 wait cannot be timed; the step count and the step limit include them) and the probe step
 after them is measured as usual. The seconds land in
@@ -24,6 +24,7 @@ the probes.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -40,47 +41,79 @@ MAX_SECONDS = 1.0
 
 
 class InGraphSteps:
-    """One run's stretch of steps pulled inside Keras' step. Driven from the trainer's
-    thread: :meth:`due` before a step, then :meth:`run_step` runs it.
+    """One run's stretch of steps pulled inside Keras' step: where it runs (:meth:`due`),
+    each step (:meth:`run_step`), and the trace it costs the probes (:meth:`take_trace_charge`).
+    Driven from the trainer's thread, before each step the doctor would pull for.
 
         stretch = InGraphSteps()
-        if stretch.due(wanted=True):
+        if stretch.due(to_probe=12, fit_steps_to_probe=40, steps_in_epoch=5,
+                       left_in_epoch=15, may_start=lambda: True):
             result = stretch.run_step(train_function, iterator, sync, clock)
     """
+
+    # the stretch's steps, warm-up included: the most, and the least worth starting
+    longest = WARMUP_STEPS + STEPS
+    shortest = WARMUP_STEPS + MIN_STEPS
 
     def __init__(self) -> None:
         self.step_s: list[float] = []  # the timed steps' seconds
         self.warmup_s = 0.0  # the untimed steps' wall time
         self._warmup_left = WARMUP_STEPS
         self._timed_s = 0.0
+        self._trace_charged = False
         self.done = False
 
-    # the stretch's steps, warm-up included: the most, and the least worth starting
-    longest = WARMUP_STEPS + STEPS
-    shortest = WARMUP_STEPS + MIN_STEPS
+    def due(self, to_probe: int, fit_steps_to_probe: int, steps_in_epoch: int,
+            left_in_epoch: int | None, may_start: Callable[[], bool]) -> bool:
+        """Whether the next step runs with Keras' own pull. ``to_probe``: steps before the
+        probe step; ``fit_steps_to_probe``: the fit's steps up to it; ``steps_in_epoch`` and
+        ``left_in_epoch``: the epoch's steps so far and left (None: its length is not known);
+        ``may_start()``: the caller's own conditions to start (asked last).
 
-    def due(self, wanted: bool) -> bool:
-        """Whether the next step runs with Keras' own pull: ``wanted`` (the recorder's
-        conditions: the probes are next, no batch kept for training) and not done."""
-        return wanted and not self.done
+        The stretch ends right before the probe step, takes at most a third of the fit's
+        steps up to it (the rest are measured as usual), and stays inside one epoch, never its
+        first or last step (an epoch's boundary stays between two recorded steps: the epoch's
+        own work is read there); an epoch of unknown length gets none. Ended early (the
+        epoch's end came), it does not start again."""
+        if self.done:
+            return False
+        inside_epoch = steps_in_epoch >= 1 and left_in_epoch is not None and left_in_epoch >= 2
+        if not self.started:
+            room = min(self.longest, fit_steps_to_probe // 3)
+            return (inside_epoch and self.shortest <= min(to_probe, left_in_epoch - 1)
+                    and to_probe <= room and may_start())
+        if inside_epoch and to_probe >= 1:
+            return True
+        self.end()
+        return False
 
     def run_step(self, train_function, iterator, sync, clock: StepClock) -> object:
-        """Keras' train function on the run's own iterator (the pull in its graph), synced,
-        timed on the run's step ``clock`` (which passes the step without recording it)."""
+        """Keras' train function on the run's own iterator (the pull in its graph), timed on
+        the run's step ``clock`` (which counts the step without recording it). The device is
+        synced after the last untimed step and the last timed one only: in between, each step
+        may overlap the next one's pull as Keras' own steps do (a sync a step would stop that
+        on an accelerator)."""
         result = train_function(iterator)
-        sync(result)
         ended = _perf_counter()
         seconds = clock.since_last_step(ended)
-        clock.pass_step(ended)
         if self._warmup_left > 0:
             self._warmup_left -= 1
+            if self._warmup_left == 0:  # the timed steps start with the device idle
+                sync(result)
+                ended = _perf_counter()
+                seconds = clock.since_last_step(ended)
+            clock.pass_step(ended)
             self.warmup_s += seconds
             return result
+        timed = len(self.step_s) + 1
+        if timed >= STEPS or (timed >= MIN_STEPS and self._timed_s + seconds >= MAX_SECONDS):
+            sync(result)  # the last: its time holds what the device still had to do
+            ended = _perf_counter()
+            seconds = clock.since_last_step(ended)
+            self.done = True
+        clock.pass_step(ended)
         self.step_s.append(seconds)
         self._timed_s += seconds
-        if len(self.step_s) >= STEPS or (
-                len(self.step_s) >= MIN_STEPS and self._timed_s >= MAX_SECONDS):
-            self.done = True
         return result
 
     @property
@@ -89,7 +122,7 @@ class InGraphSteps:
         return self._warmup_left < WARMUP_STEPS
 
     def end(self) -> None:
-        """No more stretch steps (the probes came, the fit ended)."""
+        """No more stretch steps (the probes came, the epoch or the fit ended)."""
         self.done = True
 
     def trace_s(self) -> float:
@@ -99,6 +132,14 @@ class InGraphSteps:
             return self.warmup_s
         typical_s = sorted(self.step_s)[len(self.step_s) // 2]
         return max(0.0, self.warmup_s - (WARMUP_STEPS - self._warmup_left) * typical_s)
+
+    def take_trace_charge(self) -> float | None:
+        """Once the stretch is over: its :meth:`trace_s`, for the probes' time and budget;
+        None before that, or once taken."""
+        if not (self.done and self.started) or self._trace_charged:
+            return None
+        self._trace_charged = True
+        return self.trace_s()
 
     def facts(self) -> dict:
         """``input["tf_in_graph_step_s"]``: the timed steps (none when no step was timed)."""

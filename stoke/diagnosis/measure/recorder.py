@@ -133,7 +133,6 @@ class Recorder:
         self.tf_pull_floor_s: float | None = None
         # TensorFlow, one tf.data thread making the batches: steps with Keras' own pull
         self.in_graph_steps = InGraphSteps()
-        self._in_graph_trace_charged = False
         self._pending_facts_batch = True
         # batches the input-alone probe took from training's own iterator, kept for it
         self.training_pulls = TrainingPulls()
@@ -513,40 +512,38 @@ class Recorder:
 
     def in_graph_step_due(self) -> bool:
         """TensorFlow, one tf.data thread making the batches (:mod:`.in_graph_steps`): whether
-        the next step runs with Keras' own pull, timed. The stretch ends right before the
-        probe step, takes at most a third of the steps up to it (the rest are measured as
-        usual), and stays inside one epoch, never its first or last step (an epoch's
-        boundary stays between two recorded steps: the epoch's own work is read there)."""
+        the next step runs with Keras' own pull, timed (where: ``InGraphSteps.due``). Only
+        in a fit whose probes are planned and still to come, with no batch the probes took
+        waiting for training, after the warm-up, and where the probes' budget can pay the
+        trace (:meth:`_in_graph_trace_affordable`)."""
         stretch, schedule, clock, fit = self.in_graph_steps, self.schedule, self.clock, self.fit
         self._charge_in_graph_trace()
         if (stretch.done or not self.tf_pull_outside_graph or fit is None or not schedule.enabled
-                or schedule.done or schedule.at_step is None
+                or schedule.done or schedule.at_step is None or self.training_pulls.kept
                 or self.record.input.get("producer") != "tf.data-thread"):
             return False
-        to_probe = schedule.at_step - 1 - clock.steps_seen  # steps before the probe step
-        room = min(stretch.longest, (schedule.at_step - fit.steps_at_start) // 3)
-        if not stretch.started and not stretch.shortest <= to_probe <= room:
-            return False
-        left = batches_left_in_epoch(fit.epoch_iterator, clock.steps_in_epoch, fit.model)
-        inside_epoch = clock.steps_in_epoch >= 1 and left is not None and left >= 2
-        if not stretch.started:
-            wanted = (inside_epoch and stretch.shortest <= left - 1 and not clock.in_warmup()
-                      and not self.training_pulls.kept and self._in_graph_trace_affordable())
-        else:
-            wanted = inside_epoch and to_probe >= 1 and not self.training_pulls.kept
-            if not wanted:
-                stretch.end()
-                self._charge_in_graph_trace()
-        return stretch.due(wanted)
+        to_probe = schedule.at_step - 1 - clock.steps_seen
+        if not stretch.started and not stretch.shortest <= to_probe <= stretch.longest:
+            return False  # too early or too late to start (the epoch's length not needed)
+        due = stretch.due(
+            to_probe=to_probe,
+            fit_steps_to_probe=schedule.at_step - fit.steps_at_start,
+            steps_in_epoch=clock.steps_in_epoch,
+            left_in_epoch=batches_left_in_epoch(fit.epoch_iterator, clock.steps_in_epoch,
+                                                fit.model),
+            may_start=lambda: not clock.in_warmup() and self._in_graph_trace_affordable(),
+        )
+        self._charge_in_graph_trace()  # (it may have ended just now)
+        return due
 
     def _in_graph_trace_affordable(self) -> bool:
         """Whether the probes' budget left holds what tracing Keras' loop may cost: half the
         fit's first step, which traced the step itself (sequence_float64.py: a first step of
         0.42 s, the loop's trace 0.07 s), so that the probes after it keep most of theirs."""
-        clock, schedule = self.clock, self.schedule
+        clock = self.clock
         first_step_s = next(
             (s.step_s for s in clock.steps if s.fit == clock.loop_number), 0.0)
-        return schedule.left_s() >= 0.5 * first_step_s
+        return self.schedule.left_s() >= 0.5 * first_step_s
 
     def run_in_graph_step(self, train_function, iterator, sync):
         """One step with Keras' own pull (:meth:`in_graph_step_due`)."""
@@ -555,10 +552,9 @@ class Recorder:
     def _charge_in_graph_trace(self) -> None:
         """Once the steps with Keras' own pull are over: what their untimed first steps took
         beyond as many timed ones (the trace) is the probes' time, and off their budget."""
-        stretch = self.in_graph_steps
-        if stretch.done and stretch.started and not self._in_graph_trace_charged:
-            self._in_graph_trace_charged = True
-            self.schedule.charge("in_graph_steps", stretch.trace_s())
+        trace_s = self.in_graph_steps.take_trace_charge()
+        if trace_s is not None:
+            self.schedule.charge("in_graph_steps", trace_s)
 
     def host_code_watch_due(self, model) -> bool:
         """Watch one eager step for host code in the model (stoke.diagnosis.measure.host_code): the

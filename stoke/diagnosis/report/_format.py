@@ -160,7 +160,7 @@ def no_gain_reason(diagnosis: Diagnosis) -> str:
         return ""
     prediction = diagnosis.prediction
     if prediction is not None and prediction.overlapped_producer:
-        steps = prediction.overlapped_producer.get("in_graph_steps")
+        steps = diagnosis.in_graph_steps
         if steps:
             return (
                 "no faster: one thread already makes the batches alongside the step; "
@@ -195,6 +195,12 @@ def no_gain_reason(diagnosis: Diagnosis) -> str:
 def wait_source_note(diagnosis: Diagnosis) -> str:
     """How the input wait was known, in words, when it was not timed ("" when it was)."""
     source = diagnosis.input_wait_source
+    if diagnosis.in_graph_steps:
+        return (
+            f"from {diagnosis.in_graph_steps} of the run's steps run with Keras' own pull, "
+            "against the step with the input made free: the doctor's own timed pull slows "
+            "this run's steps"
+        )
     if source == "model-alone-estimate":
         used = diagnosis.steady.steps_used
         share = "" if diagnosis.wait_estimated_steps >= used else (
