@@ -126,10 +126,15 @@ def test_steps_before_the_probes_run_with_kerass_own_pull_and_reach_the_users_ca
     assert report["overhead"]["probe_s_each"]["in_graph_steps"] > 0  # their trace, stated
     overlap = report["prediction"]["overlapped_producer"]
     assert overlap["in_graph_steps"] == 6
-    assert overlap["keras_step_s"] == pytest.approx(statistics.median(timed))
-    # the run's step, wait and throughput are those steps' (not the doctor's timed pulls')
-    assert report["bound"]["step_s"] == pytest.approx(statistics.median(timed))
-    assert report["throughput"] == pytest.approx(32 / statistics.median(timed))
+    assert overlap["in_graph_median_s"] == pytest.approx(statistics.median(timed))
+    # the run's step, wait and throughput are those steps' (their median, within the input
+    # alone's time a batch and the doctor's own mean step), not the doctor's timed pulls'
+    step_s = overlap["keras_step_s"]
+    assert step_s == pytest.approx(statistics.median(timed)) or (
+        "their median" in report["verdict_reason"])
+    assert report["bound"]["step_s"] == pytest.approx(step_s)
+    assert report["throughput"] == pytest.approx(32 / step_s)
+    assert report["input_wait_in_graph_steps"] == 6
     assert "measured on 6 of the run's steps run as Keras runs them" in report["verdict_reason"]
     assert report["verdict"] != "unknown"
     float64 = next(f for f in report["findings"] if f["id"] == "float64-input")
