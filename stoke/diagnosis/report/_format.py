@@ -198,8 +198,8 @@ def wait_source_note(diagnosis: Diagnosis) -> str:
     if diagnosis.in_graph_steps:
         return (
             f"from {diagnosis.in_graph_steps} of the run's steps run with Keras' own pull, "
-            "against the step with the input made free: the doctor's own timed pull slows "
-            "this run's steps"
+            "against the step with the input made free (the doctor's own timed pull changes "
+            "such a run's steps)"
         )
     if source == "model-alone-estimate":
         used = diagnosis.steady.steps_used
