@@ -587,7 +587,6 @@ def overlapped_producer(
             "input_s_per_batch": input_step_s,
             "no_wait_step_s": no_wait_step_s,
             "cores_step_s": None,
-            "in_graph_step_s": keras_step_s,
             "in_graph_median_s": median_s,
             "in_graph_steps": len(in_graph),
             "keras_step_s": keras_step_s,
@@ -1321,7 +1320,9 @@ def analyse_run(record: RunRecord) -> Analysis:
         predicted_speedup = max(1.0, 1.0 / (1.0 - wait_fraction))
         overlap_no_wait_s = step_s * (1.0 - wait_fraction)
     overlap = overlapped_producer(record, overlap_no_wait_s, batch_size, input_alone, cpu, step_s)
-    in_graph_step_s = (overlap or {}).get("in_graph_step_s") if wait_source == "measured" else None
+    # (the step the overlap came from, where it was measured: its in_graph_steps say so)
+    in_graph_step_s = overlap["keras_step_s"] if (
+        overlap and overlap.get("in_graph_steps") and wait_source == "measured") else None
     run_step_s = step_s  # the step the fix is measured against (the epoch's work aside)
     if in_graph_step_s:
         # measured: the run's own steps with Keras' pull inside the step, against the step

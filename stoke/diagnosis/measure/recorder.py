@@ -517,7 +517,6 @@ class Recorder:
         waiting for training, after the warm-up, and where the probes' budget can pay the
         trace (:meth:`_in_graph_trace_affordable`)."""
         stretch, schedule, clock, fit = self.in_graph_steps, self.schedule, self.clock, self.fit
-        self._charge_in_graph_trace()
         if (stretch.done or not self.tf_pull_outside_graph or fit is None or not schedule.enabled
                 or schedule.done or schedule.at_step is None or self.training_pulls.kept
                 or self.record.input.get("producer") != "tf.data-thread"):
@@ -533,7 +532,7 @@ class Recorder:
                                                 fit.model),
             may_start=lambda: not clock.in_warmup() and self._in_graph_trace_affordable(),
         )
-        self._charge_in_graph_trace()  # (it may have ended just now)
+        self._charge_in_graph_trace()  # (the epoch's end may have ended it just now)
         return due
 
     def _in_graph_trace_affordable(self) -> bool:
@@ -547,7 +546,9 @@ class Recorder:
 
     def run_in_graph_step(self, train_function, iterator, sync):
         """One step with Keras' own pull (:meth:`in_graph_step_due`)."""
-        return self.in_graph_steps.run_step(train_function, iterator, sync, self.clock)
+        result = self.in_graph_steps.run_step(train_function, iterator, sync, self.clock)
+        self._charge_in_graph_trace()  # (its last timed step may have ended it)
+        return result
 
     def _charge_in_graph_trace(self) -> None:
         """Once the steps with Keras' own pull are over: what their untimed first steps took
