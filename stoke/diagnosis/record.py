@@ -39,7 +39,8 @@ from typing import Any, TypeVar
 # compiles (None, None, 0.0 and 0 in a schema-3 record)
 # 5: model batch_end_async (None in a schema-4 record)
 # 6: input tf_in_graph_step_s (None in a schema-5 record)
-RECORD_SCHEMA_VERSION = 6
+# 7: input tf_in_graph_skipped (None in a schema-6 record)
+RECORD_SCHEMA_VERSION = 7
 
 # The probes a record may hold (RunRecord.probes keys; RunFacts.probe_notes also takes "all").
 PROBE_NAMES = ("input_alone", "model_alone", "input_free", "compiled_step")
@@ -349,6 +350,7 @@ class InputFacts(Facts):
     # TensorFlow, one tf.data thread making the batches: a few of the run's steps with Keras'
     # own pull inside the step, each step's seconds (measure.in_graph_steps)
     tf_in_graph_step_s: list[float] | None = None
+    tf_in_graph_skipped: str | None = None  # where none was timed: why, in the report's words
     generator_s_per_batch: float | None = None  # mean time inside the user's generator
     generator_batches: int | None = None
     # fit's validation (measure.validation): the kind of validation_data ("generator",

@@ -400,6 +400,53 @@ def test_a_tf_data_thread_producer_is_judged_from_the_steps_run_with_kerass_own_
     assert "in_graph_steps" not in few.prediction.overlapped_producer
 
 
+def test_the_steps_with_kerass_own_pull_divide_the_batch_of_the_fit_they_ran_in():
+    # two fits, 32 then 8 samples a batch; the probes, and the steps with Keras' pull before
+    # them, ran in the first: its 32 samples a step, not the run's mean batch, over their 4.1 ms
+    record = _tf_sequence_record("tf.data-thread", False, 1.9)
+    record.input.tf_in_graph_step_s = [0.0041] * 5
+    half = len(record.steps) // 2
+    for step in record.steps[half:]:
+        step.fit, step.batch_size = 1, 8
+    record.meta.probed_fit = 0
+    diagnosis = analyse(record)
+    assert diagnosis.throughput == pytest.approx(32 / 0.0041)
+    record.meta.probed_fit = 1
+    assert analyse(record).throughput == pytest.approx(8 / 0.0041)
+
+
+def test_where_kerass_own_pull_was_not_timed_the_verdict_says_why_and_is_less_sure():
+    # the same Sequence with epochs too short for the stretch: the model above decides, and
+    # the prediction says what it did without (the doctor's pull moved this run's wait from
+    # 39% to x1.00 modelled against x1.37 measured), why, and lowers its confidence
+    record = _tf_sequence_record("tf.data-thread", False, 1.9)
+    record.input.tf_in_graph_skipped = ("the epochs are 6 steps long: 6 such steps and the "
+                                        "epoch's first and last do not fit in one")
+    diagnosis = analyse(record)
+    untimed = [item for item in diagnosis.prediction.unmeasured
+               if item.startswith("the run's steps as Keras runs them")]
+    assert len(untimed) == 1 and "the epochs are 6 steps long" in untimed[0]
+    assert "modelled from the input alone and the step with the input made free" in untimed[0]
+    assert diagnosis.prediction.confidence != "high"
+    words = " ".join(terminal_text(diagnosis, width=400).split())
+    assert "the epochs are 6 steps long" in words
+    assert any("the epochs are 6 steps long" in item
+               for item in diagnosis.to_json_dict()["prediction"]["unmeasured"])
+    # a fit that ended during them; a record from before the reason was kept
+    record.input.tf_in_graph_step_s = [0.0041] * 3
+    assert "only 3 timed, the fit ended during them" in " ".join(
+        analyse(record).prediction.unmeasured)
+    record.input.tf_in_graph_step_s, record.input.tf_in_graph_skipped = None, None
+    assert "(not run)" in " ".join(analyse(record).prediction.unmeasured)
+    # timed: nothing to say; another producer: nothing either
+    record.input.tf_in_graph_step_s = [0.0041] * 5
+    assert not any(item.startswith("the run's steps as Keras runs them")
+                   for item in analyse(record).prediction.unmeasured)
+    other = _tf_sequence_record("worker-processes", False, 1.9)
+    assert not any(item.startswith("the run's steps as Keras runs them")
+                   for item in analyse(other).prediction.unmeasured)
+
+
 def test_a_tf_data_thread_overlaps_only_as_far_as_the_cores_allow():
     # the same Sequence, CPU measured: the step's 2.8 ms and the input's 1.9 ms of CPU; with
     # 1.9 of the 2 cores free they overlap (max(3.0, 1.9) ms); with 1 core free they cannot:

@@ -13,7 +13,7 @@ from stoke.diagnosis.measure.step_clock import StepClock
 def test_it_starts_inside_an_epoch_in_the_last_third_before_the_probe_step():
     def due(stretch=None, **changes):
         asked = {"to_probe": 12, "fit_steps_to_probe": 50, "steps_in_epoch": 5,
-                 "left_in_epoch": 20, "may_start": lambda: True, **changes}
+                 "left_in_epoch": 20, "held_back": lambda: None, **changes}
         return (stretch or InGraphSteps()).due(**asked)
 
     assert due()
@@ -23,16 +23,43 @@ def test_it_starts_inside_an_epoch_in_the_last_third_before_the_probe_step():
     assert not due(left_in_epoch=6)  # it would reach the epoch's last step
     assert not due(left_in_epoch=None)  # an epoch of unknown length
     asked = []
-    assert not due(may_start=lambda: asked.append(1) or False) and asked == [1]
+    assert not due(held_back=lambda: asked.append(1) or "busy") and asked == [1]
     # once started, it goes on to the step before the probe step, or to the epoch's end
     stretch = InGraphSteps()
     clock = StepClock(time.perf_counter(), [], warmup_steps=0)
     clock.restart()
     stretch.run_step(lambda iterator: None, None, lambda result: None, clock)
     assert stretch.started
-    assert due(stretch, to_probe=1, left_in_epoch=2, may_start=lambda: False)
+    assert due(stretch, to_probe=1, left_in_epoch=2, held_back=lambda: "busy")
     assert not due(stretch, to_probe=1, left_in_epoch=1) and stretch.done
     assert not due(stretch)  # ended: never again
+
+
+def test_where_it_does_not_start_it_keeps_the_last_reason_and_records_it():
+    def skipped(**changes):
+        stretch = InGraphSteps()
+        asked = {"to_probe": 12, "fit_steps_to_probe": 50, "steps_in_epoch": 5,
+                 "left_in_epoch": 20, "held_back": lambda: None, **changes}
+        assert not stretch.due(**asked)
+        assert stretch.facts() == {"tf_in_graph_skipped": stretch.skipped}
+        return stretch.skipped
+
+    assert "length is not known" in skipped(left_in_epoch=None)
+    assert "epochs are 7 steps long" in skipped(steps_in_epoch=2, left_in_epoch=5)
+    assert "30 steps into the fit" not in skipped(fit_steps_to_probe=30)  # room for 6, later
+    assert "15 steps into the fit, too early" in skipped(fit_steps_to_probe=15)
+    assert "first or last step" in skipped(steps_in_epoch=0)
+    assert "epoch ended within" in skipped(left_in_epoch=6)
+    assert skipped(held_back=lambda: "the caller's reason") == "the caller's reason"
+    # the last reason stands; skip() (the caller's, before asking) never overwrites one
+    stretch = InGraphSteps()
+    stretch.due(12, 50, 5, None, lambda: None)
+    stretch.skip("asked too late")
+    assert "length is not known" in stretch.skipped
+    fresh = InGraphSteps()
+    fresh.skip("the probes came early")
+    assert fresh.facts() == {"tf_in_graph_skipped": "the probes came early"}
+    assert fresh.due(12, 50, 5, 20, lambda: None) and fresh.skipped is None  # it starts
 
 
 def test_the_steps_are_counted_not_recorded_and_synced_after_the_warmup_and_at_the_end(

@@ -618,6 +618,42 @@ def overlapped_producer(
     }
 
 
+def probed_fit_batch_size(kept: Sequence[StepSample], record: RunRecord) -> float:
+    """The mean batch of the steady steps of the fit the probes ran in (``meta.probed_fit``),
+    which the steps with Keras' own pull ran in too: a script whose fits differ in batch size
+    (16, then 4) divides that fit's batch, not the run's mean, by those steps' time. The
+    run's mean batch where that fit is not recorded or kept no step."""
+    probed = record.meta.probed_fit
+    sizes = [s.batch_size for s in kept if s.batch_size > 0 and (probed is None or s.fit == probed)]
+    if not sizes:
+        sizes = [s.batch_size for s in kept if s.batch_size > 0]
+    return statistics.fmean(sizes) if sizes else 0.0
+
+
+def keras_pull_untimed(record: RunRecord) -> str | None:
+    """Where one tf.data thread makes the batches (:func:`overlapped_producer`) and the run's
+    steps with Keras' own pull were not timed (fewer than :data:`MIN_IN_GRAPH_STEPS`): what
+    the prediction did without, in the report's words, with why (``input.tf_in_graph_skipped``:
+    an epoch of unknown length, epochs too short, probes early in the fit). The doctor's own
+    eager pull then stands for Keras' in-graph one, which can move the wait either way
+    (sequence_float64.py: 39% timed, x1.00 modelled, x1.37 measured; cpu_slow_generator.py:
+    4.9% timed, 31% with Keras' pull). None where those steps were timed, or another
+    producer makes the batches."""
+    inputs = record.input
+    if inputs.producer != "tf.data-thread" or inputs.main_thread is not False:
+        return None
+    timed = len(inputs.tf_in_graph_step_s or ())
+    if timed >= MIN_IN_GRAPH_STEPS:
+        return None
+    why = (f"only {timed} timed, the fit ended during them" if timed
+           else inputs.tf_in_graph_skipped or "not run")
+    return (
+        f"the run's steps as Keras runs them, the batch pulled inside its step ({why}): the "
+        "doctor's own pull returns to Python after each batch and shares the GIL with the "
+        "thread making the next, so the wait and the step it timed may not be the run's"
+    )
+
+
 def after_wait_slowdown_s(
     kept: Sequence[StepSample], wait_fraction: float, input_free_s: float | None
 ) -> float:
@@ -1337,8 +1373,8 @@ def analyse_run(record: RunRecord) -> Analysis:
         wait_fraction = max(0.0, 1.0 - overlap["no_wait_step_s"] / in_graph_step_s)
         total_wait_s = wait_fraction * total_step_s
         after_wait_s = sharing_s = behind_model_s = 0.0
-        if batch_size:
-            throughput = batch_size / in_graph_step_s
+        if batch_size:  # (those steps ran in the probes' fit: its batches, where fits differ)
+            throughput = probed_fit_batch_size(kept, record) / in_graph_step_s
     elif overlap is not None and predicted_speedup is not None:
         predicted_speedup = min(predicted_speedup, overlap["speedup"])
     restarting = loader_restarts_workers(record)
@@ -1814,6 +1850,11 @@ def _prediction(
             "anything else, is the whole figure)"
         )
     waits = wait_fraction >= PARTLY_INPUT_BOUND_WAIT_FRACTION  # else nothing to predict
+    untimed_pull = keras_pull_untimed(record) if wait_source == "measured" else None
+    if untimed_pull:  # (either way: the doctor's pull read 4.9% where Keras' read 31%)
+        unmeasured.append(untimed_pull + (
+            "; the gain is modelled from the input alone and the step with the input made free"
+            if overlap is not None else ""))
     if wait_source != "measured":
         unmeasured.append(
             {

@@ -18,7 +18,9 @@ wait cannot be timed; the step count and the step limit include them) and the pr
 after them is measured as usual. The seconds land in
 ``input["tf_in_graph_step_s"]``; :func:`stoke.diagnosis.judge.analysis.overlapped_producer`
 reads them. What the untimed steps took beyond as many timed ones (the trace) is charged to
-the probes.
+the probes. Where no stretch ran, why lands in ``input["tf_in_graph_skipped"]``: the verdict
+then says the step was modelled, not measured (an epoch of unknown length, epochs too short,
+probes early in the fit).
 """
 
 from __future__ import annotations
@@ -47,8 +49,9 @@ class InGraphSteps:
 
         stretch = InGraphSteps()
         if stretch.due(to_probe=12, fit_steps_to_probe=40, steps_in_epoch=5,
-                       left_in_epoch=15, may_start=lambda: True):
+                       left_in_epoch=15, held_back=lambda: None):
             result = stretch.run_step(train_function, iterator, sync, clock)
+        stretch.skipped  # None, or why it has not started (the last reason given)
     """
 
     # the stretch's steps, warm-up included: the most, and the least worth starting
@@ -62,30 +65,56 @@ class InGraphSteps:
         self._timed_s = 0.0
         self._trace_charged = False
         self.done = False
+        self.skipped: str | None = None  # why it did not start, the last time it could have
 
     def due(self, to_probe: int, fit_steps_to_probe: int, steps_in_epoch: int,
-            left_in_epoch: int | None, may_start: Callable[[], bool]) -> bool:
+            left_in_epoch: int | None, held_back: Callable[[], str | None]) -> bool:
         """Whether the next step runs with Keras' own pull. ``to_probe``: steps before the
         probe step; ``fit_steps_to_probe``: the fit's steps up to it; ``steps_in_epoch`` and
         ``left_in_epoch``: the epoch's steps so far and left (None: its length is not known);
-        ``may_start()``: the caller's own conditions to start (asked last).
+        ``held_back()``: why the caller's own conditions keep it from starting, or None
+        (asked last).
 
         The stretch ends right before the probe step, takes at most a third of the fit's
         steps up to it (the rest are measured as usual), and stays inside one epoch, never its
         first or last step (an epoch's boundary stays between two recorded steps: the epoch's
         own work is read there); an epoch of unknown length gets none. Ended early (the
-        epoch's end came), it does not start again."""
+        epoch's end came), it does not start again. Each time it could start and does not,
+        :attr:`skipped` says why."""
         if self.done:
             return False
         inside_epoch = steps_in_epoch >= 1 and left_in_epoch is not None and left_in_epoch >= 2
         if not self.started:
-            room = min(self.longest, fit_steps_to_probe // 3)
-            return (inside_epoch and self.shortest <= min(to_probe, left_in_epoch - 1)
-                    and to_probe <= room and may_start())
+            why = self._why_not_start(to_probe, fit_steps_to_probe, steps_in_epoch,
+                                      left_in_epoch, inside_epoch) or held_back()
+            self.skipped = why  # (None: it starts, and no earlier reason holds)
+            return why is None
         if inside_epoch and to_probe >= 1:
             return True
         self.end()
         return False
+
+    def _why_not_start(self, to_probe: int, fit_steps_to_probe: int, steps_in_epoch: int,
+                       left_in_epoch: int | None, inside_epoch: bool) -> str | None:
+        """Why the stretch cannot start at this step, in the report's words (None: it can)."""
+        if left_in_epoch is None:
+            return "the epoch's length is not known (a generator without steps_per_epoch)"
+        epoch_steps = steps_in_epoch + left_in_epoch
+        if epoch_steps < self.shortest + 2:
+            return (f"the epochs are {epoch_steps} steps long: {self.shortest} such steps and "
+                    "the epoch's first and last do not fit in one")
+        if to_probe > min(self.longest, fit_steps_to_probe // 3):
+            if fit_steps_to_probe // 3 < self.shortest:
+                return (f"the probes came {fit_steps_to_probe} steps into the fit, too early: "
+                        f"the steps with Keras' pull take at most a third of the steps before "
+                        f"them, and {self.shortest} are needed")
+            return "the probes' step was still further ahead"
+        if not inside_epoch:
+            return "an epoch's first or last step fell where they would run"
+        if self.shortest > min(to_probe, left_in_epoch - 1):
+            return (f"the epoch ended within the {self.shortest} steps before the probes they "
+                    "need")
+        return None
 
     def run_step(self, train_function, iterator, sync, clock: StepClock) -> object:
         """Keras' train function on the run's own iterator (the pull in its graph), timed on
@@ -125,6 +154,11 @@ class InGraphSteps:
         """No more stretch steps (the probes came, the epoch or the fit ended)."""
         self.done = True
 
+    def skip(self, why: str) -> None:
+        """The caller kept it from being asked (``why``), unless a reason came first."""
+        if not self.started and self.skipped is None:
+            self.skipped = why
+
     def trace_s(self) -> float:
         """What the untimed first steps took beyond as many timed ones (Keras tracing its
         loop over the iterator, mostly): the doctor's cost, not the run's."""
@@ -142,5 +176,8 @@ class InGraphSteps:
         return self.trace_s()
 
     def facts(self) -> dict:
-        """``input["tf_in_graph_step_s"]``: the timed steps (none when no step was timed)."""
-        return {"tf_in_graph_step_s": list(self.step_s)} if self.step_s else {}
+        """``input["tf_in_graph_step_s"]``: the timed steps; where none was timed,
+        ``input["tf_in_graph_skipped"]``: why (nothing when it was never considered)."""
+        if self.step_s:
+            return {"tf_in_graph_step_s": list(self.step_s)}
+        return {"tf_in_graph_skipped": self.skipped} if self.skipped else {}

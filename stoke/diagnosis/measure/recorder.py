@@ -515,34 +515,48 @@ class Recorder:
         the next step runs with Keras' own pull, timed (where: ``InGraphSteps.due``). Only
         in a fit whose probes are planned and still to come, with no batch the probes took
         waiting for training, after the warm-up, and where the probes' budget can pay the
-        trace (:meth:`_in_graph_trace_affordable`)."""
+        trace (:meth:`_in_graph_held_back`). Where it does not run, the stretch keeps
+        why (``input.tf_in_graph_skipped``)."""
         stretch, schedule, clock, fit = self.in_graph_steps, self.schedule, self.clock, self.fit
-        if (stretch.done or not self.tf_pull_outside_graph or fit is None or not schedule.enabled
-                or schedule.done or schedule.at_step is None or self.training_pulls.kept
+        if (stretch.done or not self.tf_pull_outside_graph or fit is None or schedule.done
                 or self.record.input.get("producer") != "tf.data-thread"):
+            return False
+        if not schedule.enabled or schedule.at_step is None:
+            stretch.skip("the doctor's probes were off")
+            return False
+        if self.training_pulls.kept:
+            stretch.skip("a batch the probes took was still waiting to be trained on")
             return False
         to_probe = schedule.at_step - 1 - clock.steps_seen
         if not stretch.started and not stretch.shortest <= to_probe <= stretch.longest:
-            return False  # too early or too late to start (the epoch's length not needed)
+            if to_probe < stretch.shortest:  # (the epoch's length not needed)
+                stretch.skip(f"the probes came within the fit's first {stretch.shortest} steps")
+            return False
         due = stretch.due(
             to_probe=to_probe,
             fit_steps_to_probe=schedule.at_step - fit.steps_at_start,
             steps_in_epoch=clock.steps_in_epoch,
             left_in_epoch=batches_left_in_epoch(fit.epoch_iterator, clock.steps_in_epoch,
                                                 fit.model),
-            may_start=lambda: not clock.in_warmup() and self._in_graph_trace_affordable(),
+            held_back=self._in_graph_held_back,
         )
         self._charge_in_graph_trace()  # (the epoch's end may have ended it just now)
         return due
 
-    def _in_graph_trace_affordable(self) -> bool:
-        """Whether the probes' budget left holds what tracing Keras' loop may cost: half the
-        fit's first step, which traced the step itself (sequence_float64.py: a first step of
+    def _in_graph_held_back(self) -> str | None:
+        """Why the stretch may not start now (None: it may): during the warm-up, or where the
+        probes' budget left does not hold what tracing Keras' loop may cost, half the fit's
+        first step, which traced the step itself (sequence_float64.py: a first step of
         0.42 s, the loop's trace 0.07 s), so that the probes after it keep most of theirs."""
         clock = self.clock
+        if clock.in_warmup():
+            return "the doctor's warm-up steps ran up to the probes"
         first_step_s = next(
             (s.step_s for s in clock.steps if s.fit == clock.loop_number), 0.0)
-        return self.schedule.left_s() >= 0.5 * first_step_s
+        if self.schedule.left_s() < 0.5 * first_step_s:
+            return (f"the probes' budget left could not pay for tracing Keras' loop (about "
+                    f"half the fit's first step, {first_step_s:.2f} s)")
+        return None
 
     def run_in_graph_step(self, train_function, iterator, sync):
         """One step with Keras' own pull (:meth:`in_graph_step_due`)."""
