@@ -437,7 +437,7 @@ def test_where_kerass_own_pull_was_not_timed_the_verdict_says_why_and_is_less_su
     assert "only 3 timed, the fit ended during them" in " ".join(
         analyse(record).prediction.unmeasured)
     record.input.tf_in_graph_step_s, record.input.tf_in_graph_skipped = None, None
-    assert "(not run)" in " ".join(analyse(record).prediction.unmeasured)
+    assert "(not run; why not recorded)" in " ".join(analyse(record).prediction.unmeasured)
     # timed: nothing to say; another producer: nothing either
     record.input.tf_in_graph_step_s = [0.0041] * 5
     assert not any(item.startswith("the run's steps as Keras runs them")

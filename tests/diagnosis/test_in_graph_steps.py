@@ -41,25 +41,36 @@ def test_where_it_does_not_start_it_keeps_the_last_reason_and_records_it():
         asked = {"to_probe": 12, "fit_steps_to_probe": 50, "steps_in_epoch": 5,
                  "left_in_epoch": 20, "held_back": lambda: None, **changes}
         assert not stretch.due(**asked)
-        assert stretch.facts() == {"tf_in_graph_skipped": stretch.skipped}
-        return stretch.skipped
+        return stretch.facts()["tf_in_graph_skipped"]
 
     assert "length is not known" in skipped(left_in_epoch=None)
     assert "epochs are 7 steps long" in skipped(steps_in_epoch=2, left_in_epoch=5)
-    assert "30 steps into the fit" not in skipped(fit_steps_to_probe=30)  # room for 6, later
+    # room for 10 before a probe step 30 steps in: 12 ahead is not yet a reason, and where the
+    # run ended there, that is the reason
+    assert skipped(fit_steps_to_probe=30) == "the run or its fit ended before the probes' step"
     assert "15 steps into the fit, too early" in skipped(fit_steps_to_probe=15)
+    assert "9 steps into the fit, too early" in skipped(to_probe=5, fit_steps_to_probe=9)
     assert "first or last step" in skipped(steps_in_epoch=0)
-    assert "epoch ended within" in skipped(left_in_epoch=6)
+    assert "an epoch's end fell within the 6 steps" in skipped(left_in_epoch=6)
     assert skipped(held_back=lambda: "the caller's reason") == "the caller's reason"
     # the last reason stands; skip() (the caller's, before asking) never overwrites one
     stretch = InGraphSteps()
     stretch.due(12, 50, 5, None, lambda: None)
     stretch.skip("asked too late")
     assert "length is not known" in stretch.skipped
+    assert not stretch.due(4, 50, 9, 20, lambda: None)  # past the window: the reason stands
+    assert "length is not known" in stretch.facts()["tf_in_graph_skipped"]
     fresh = InGraphSteps()
     fresh.skip("the probes came early")
     assert fresh.facts() == {"tf_in_graph_skipped": "the probes came early"}
     assert fresh.due(12, 50, 5, 20, lambda: None) and fresh.skipped is None  # it starts
+    # started, but the fit ended in its untimed first steps: it ran, and timed nothing
+    clock = StepClock(time.perf_counter(), [], warmup_steps=0)
+    clock.restart()
+    fresh.run_step(lambda iterator: None, None, lambda result: None, clock)
+    fresh.end()
+    assert fresh.facts() == {
+        "tf_in_graph_skipped": "the fit ended during their first, untimed steps"}
 
 
 def test_the_steps_are_counted_not_recorded_and_synced_after_the_warmup_and_at_the_end(

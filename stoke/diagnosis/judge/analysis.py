@@ -646,7 +646,7 @@ def keras_pull_untimed(record: RunRecord) -> str | None:
     if timed >= MIN_IN_GRAPH_STEPS:
         return None
     why = (f"only {timed} timed, the fit ended during them" if timed
-           else inputs.tf_in_graph_skipped or "not run")
+           else inputs.tf_in_graph_skipped or "not run; why not recorded")
     return (
         f"the run's steps as Keras runs them, the batch pulled inside its step ({why}): the "
         "doctor's own pull returns to Python after each batch and shares the GIL with the "
@@ -1355,7 +1355,10 @@ def analyse_run(record: RunRecord) -> Analysis:
         # the probes contradict the run: the wait it timed is the figure left to go by
         predicted_speedup = max(1.0, 1.0 / (1.0 - wait_fraction))
         overlap_no_wait_s = step_s * (1.0 - wait_fraction)
-    overlap = overlapped_producer(record, overlap_no_wait_s, batch_size, input_alone, cpu, step_s)
+    # (the input-free window and the steps with Keras' pull ran in the probes' fit: its batch)
+    probed_batch = (probed_fit_batch_size(kept, record) or batch_size) if batch_size else None
+    overlap = overlapped_producer(record, overlap_no_wait_s, probed_batch, input_alone, cpu,
+                                  step_s)
     # (the step the overlap came from, where it was measured: its in_graph_steps say so)
     in_graph_step_s = overlap["keras_step_s"] if (
         overlap and overlap.get("in_graph_steps") and wait_source == "measured") else None
@@ -1373,8 +1376,8 @@ def analyse_run(record: RunRecord) -> Analysis:
         wait_fraction = max(0.0, 1.0 - overlap["no_wait_step_s"] / in_graph_step_s)
         total_wait_s = wait_fraction * total_step_s
         after_wait_s = sharing_s = behind_model_s = 0.0
-        if batch_size:  # (those steps ran in the probes' fit: its batches, where fits differ)
-            throughput = probed_fit_batch_size(kept, record) / in_graph_step_s
+        if probed_batch:  # (those steps ran in the probes' fit: its batches, where fits differ)
+            throughput = probed_batch / in_graph_step_s
     elif overlap is not None and predicted_speedup is not None:
         predicted_speedup = min(predicted_speedup, overlap["speedup"])
     restarting = loader_restarts_workers(record)

@@ -18,9 +18,9 @@ wait cannot be timed; the step count and the step limit include them) and the pr
 after them is measured as usual. The seconds land in
 ``input["tf_in_graph_step_s"]``; :func:`stoke.diagnosis.judge.analysis.overlapped_producer`
 reads them. What the untimed steps took beyond as many timed ones (the trace) is charged to
-the probes. Where no stretch ran, why lands in ``input["tf_in_graph_skipped"]``: the verdict
-then says the step was modelled, not measured (an epoch of unknown length, epochs too short,
-probes early in the fit).
+the probes. Where no stretch ran, why lands in ``input["tf_in_graph_skipped"]``: the
+prediction then names the step as modelled, not measured, among what it did without (an
+epoch of unknown length, epochs too short, probes early in the fit).
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ WARMUP_STEPS = 2
 STEPS = 16
 MIN_STEPS = 4
 MAX_SECONDS = 1.0
+# why not started, while the probe step is too far ahead to start: only the last word when
+# the run or its fit ended before the stretch could start (facts() says so then)
+_STILL_AHEAD = "the probes' step was still further ahead"
 
 
 class InGraphSteps:
@@ -81,7 +84,7 @@ class InGraphSteps:
         own work is read there); an epoch of unknown length gets none. Ended early (the
         epoch's end came), it does not start again. Each time it could start and does not,
         :attr:`skipped` says why."""
-        if self.done:
+        if self.done or not self.within_reach(to_probe, fit_steps_to_probe):
             return False
         inside_epoch = steps_in_epoch >= 1 and left_in_epoch is not None and left_in_epoch >= 2
         if not self.started:
@@ -104,17 +107,29 @@ class InGraphSteps:
             return (f"the epochs are {epoch_steps} steps long: {self.shortest} such steps and "
                     "the epoch's first and last do not fit in one")
         if to_probe > min(self.longest, fit_steps_to_probe // 3):
-            if fit_steps_to_probe // 3 < self.shortest:
-                return (f"the probes came {fit_steps_to_probe} steps into the fit, too early: "
-                        f"the steps with Keras' pull take at most a third of the steps before "
-                        f"them, and {self.shortest} are needed")
-            return "the probes' step was still further ahead"
+            return self._too_early(fit_steps_to_probe) if (
+                fit_steps_to_probe // 3 < self.shortest) else _STILL_AHEAD
         if not inside_epoch:
             return "an epoch's first or last step fell where they would run"
         if self.shortest > min(to_probe, left_in_epoch - 1):
-            return (f"the epoch ended within the {self.shortest} steps before the probes they "
-                    "need")
+            return (f"an epoch's end fell within the {self.shortest} steps before the probes "
+                    "that they need")
         return None
+
+    def within_reach(self, to_probe: int, fit_steps_to_probe: int) -> bool:
+        """Whether the probe step is near enough for the stretch (or it has started): at
+        most :attr:`longest` steps ahead, at least :attr:`shortest` (the epoch's length not
+        needed to say so). Closer than that and never started: too early in the fit."""
+        if self.started or self.shortest <= to_probe <= self.longest:
+            return True
+        if to_probe < self.shortest:
+            self.skip(self._too_early(fit_steps_to_probe))
+        return False
+
+    def _too_early(self, fit_steps_to_probe: int) -> str:
+        return (f"the probes came {fit_steps_to_probe} steps into the fit, too early: the "
+                "steps with Keras' pull take at most a third of the steps before them, and "
+                f"{self.shortest} are needed")
 
     def run_step(self, train_function, iterator, sync, clock: StepClock) -> object:
         """Keras' train function on the run's own iterator (the pull in its graph), timed on
@@ -180,4 +195,10 @@ class InGraphSteps:
         ``input["tf_in_graph_skipped"]``: why (nothing when it was never considered)."""
         if self.step_s:
             return {"tf_in_graph_step_s": list(self.step_s)}
-        return {"tf_in_graph_skipped": self.skipped} if self.skipped else {}
+        if self.started:
+            why = "the fit ended during their first, untimed steps"
+        elif self.skipped == _STILL_AHEAD:
+            why = "the run or its fit ended before the probes' step"
+        else:
+            why = self.skipped
+        return {"tf_in_graph_skipped": why} if why else {}

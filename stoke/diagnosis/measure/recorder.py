@@ -522,19 +522,18 @@ class Recorder:
                 or self.record.input.get("producer") != "tf.data-thread"):
             return False
         if not schedule.enabled or schedule.at_step is None:
-            stretch.skip("the doctor's probes were off")
+            stretch.skip("the doctor's probes were off" if not schedule.enabled
+                         else "no probe step was planned")
             return False
-        if self.training_pulls.kept:
-            stretch.skip("a batch the probes took was still waiting to be trained on")
+        if self.training_pulls.kept:  # (the probes' batches: kept while they run, done by then)
             return False
         to_probe = schedule.at_step - 1 - clock.steps_seen
-        if not stretch.started and not stretch.shortest <= to_probe <= stretch.longest:
-            if to_probe < stretch.shortest:  # (the epoch's length not needed)
-                stretch.skip(f"the probes came within the fit's first {stretch.shortest} steps")
-            return False
+        fit_steps_to_probe = schedule.at_step - fit.steps_at_start
+        if not stretch.within_reach(to_probe, fit_steps_to_probe):
+            return False  # (before asking for the epoch's length)
         due = stretch.due(
             to_probe=to_probe,
-            fit_steps_to_probe=schedule.at_step - fit.steps_at_start,
+            fit_steps_to_probe=fit_steps_to_probe,
             steps_in_epoch=clock.steps_in_epoch,
             left_in_epoch=batches_left_in_epoch(fit.epoch_iterator, clock.steps_in_epoch,
                                                 fit.model),
@@ -555,7 +554,7 @@ class Recorder:
             (s.step_s for s in clock.steps if s.fit == clock.loop_number), 0.0)
         if self.schedule.left_s() < 0.5 * first_step_s:
             return (f"the probes' budget left could not pay for tracing Keras' loop (about "
-                    f"half the fit's first step, {first_step_s:.2f} s)")
+                    f"half the fit's first step of {first_step_s:.2f} s)")
         return None
 
     def run_in_graph_step(self, train_function, iterator, sync):
