@@ -6,7 +6,7 @@ One point a row: the speedup the doctor predicted against the one its fixed twin
 (log axes), the diagonal and the ±tolerance band around it (the issue's ±30%); a whisker spans
 the measured speedup of the fastest runs of each side (the row's noise). Green within
 tolerance, red off, grey where the doctor predicted nothing. Each point is labelled with its
-backend, case and error.
+backend, case and error; points close together share one label, a line a row.
 """
 
 from __future__ import annotations
@@ -40,6 +40,29 @@ def points(result: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def label_groups(xy: list[tuple[float, float]], low: float, high: float,
+                 wide: float = 0.35, high_: float = 0.025) -> list[list[int]]:
+    """Rows whose labels would overprint (points closer than a label's width ``wide`` and
+    height ``high_`` on the log axes, as fractions of the axis: rows around x1.00), in groups
+    that share one label, a line a row, at the group's first point."""
+    import math
+
+    span = math.log10(high) - math.log10(low)
+    groups: list[list[int]] = []
+    anchors: list[tuple[float, float]] = []
+    for index, (x, y) in enumerate(xy):
+        fx = (math.log10(x) - math.log10(low)) / span
+        fy = (math.log10(y) - math.log10(low)) / span
+        for group, (ax_, ay) in zip(groups, anchors):
+            if abs(fx - ax_) < wide and abs(fy - ay) < high_:
+                group.append(index)
+                break
+        else:
+            groups.append([index])
+            anchors.append((fx, fy))
+    return groups
+
+
 def draw(result: dict[str, Any], out: Path) -> Path:
     import matplotlib
 
@@ -66,8 +89,13 @@ def draw(result: dict[str, Any], out: Path) -> Path:
                     color=colour, alpha=0.5, linewidth=1)
         ax.scatter([row["measured"]], [predicted], color=colour, s=30, zorder=3,
                    marker="o" if row["predicted"] else "x")
-        ax.annotate(row["label"], (row["measured"], predicted), fontsize=7,
-                    xytext=(4, 3), textcoords="offset points")
+    for group in label_groups([(r["measured"], r["predicted"] or 1.0) for r in rows], low, high):
+        first = rows[group[0]]
+        one = len(group) == 1  # (a group's lines hang below its point, a row's sit above)
+        ax.annotate("\n".join(rows[i]["label"] for i in group),
+                    (first["measured"], first["predicted"] or 1.0), fontsize=7,
+                    xytext=(4, 3) if one else (8, -5), textcoords="offset points",
+                    va="bottom" if one else "top")
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     ax.set_xscale("log")

@@ -141,6 +141,20 @@ def test_steps_before_the_probes_run_with_kerass_own_pull_and_reach_the_users_ca
     assert "x" in float64["evidence"]["float64_fields"]
 
 
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="Keras' from_generator thread: TensorFlow")
+def test_without_the_probes_the_steps_with_kerass_own_pull_are_said_not_to_have_run():
+    # they run just before the probes: with the probes off, none, and the prediction says so
+    report, known = doctor("sequence_float64.py", ["--no-probes"])
+    assert known is not None and known["batches_seen"] == 3 * 20
+    assert report["input"]["producer"] == "tf.data-thread"
+    assert not report["input"].get("tf_in_graph_step_s")
+    assert report["input"]["tf_in_graph_skipped"] == "the doctor's probes were off"
+    assert any(item.startswith("the run's steps as Keras runs them") and
+               "the doctor's probes were off" in item
+               for item in report["prediction"]["unmeasured"])
+    assert [step["step"] for step in report["steps"]] == list(range(60))  # all recorded
+
+
 def test_cpu_trained_slow_generator_probes_out_of_sight_and_prediction_bounded():
     # no --steps: the script runs to its end, its own callback counts the batches it saw
     report, known = doctor("cpu_slow_generator.py", ["--probe-after", "12",

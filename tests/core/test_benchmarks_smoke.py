@@ -366,6 +366,9 @@ def test_doctor_accuracy_results_draw_one_point_a_measured_row(tmp_path, monkeyp
         assert point["measured"] == row["measured_speedup"]
         assert point["mark"] == ("ok" if row["within_tolerance"] else "off")
     assert any(p["mark"] == "off" and "sequence_float64" in p["label"] for p in points)
+    # rows whose labels would overprint (around x1.00) share one label; far apart, each its own
+    assert module.label_groups([(1.0, 1.0), (20.0, 20.0), (1.05, 1.0), (1.3, 1.6)], 0.7, 40.0) == [
+        [0, 2], [1], [3]]
     _draws_png(PLOT_ACCURACY, results, tmp_path / "accuracy.png")
     # another benchmark's JSON is refused, with what it is
     other = tmp_path / "other.json"
