@@ -445,6 +445,11 @@ def test_where_kerass_own_pull_was_not_timed_the_verdict_says_why_and_is_less_su
     other = _tf_sequence_record("worker-processes", False, 1.9)
     assert not any(item.startswith("the run's steps as Keras runs them")
                    for item in analyse(other).prediction.unmeasured)
+    # a tf.data pipeline feeding JAX: Keras pulls each batch in Python, as the doctor times it
+    jax = _tf_sequence_record("tf.data-thread", False, 1.9)
+    jax.input.wait_method = "timed-next"
+    assert not any(item.startswith("the run's steps as Keras runs them")
+                   for item in analyse(jax).prediction.unmeasured)
 
 
 def test_a_tf_data_thread_overlaps_only_as_far_as_the_cores_allow():

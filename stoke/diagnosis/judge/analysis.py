@@ -637,11 +637,12 @@ def keras_pull_untimed(record: RunRecord) -> str | None:
     an epoch of unknown length, epochs too short, probes early in the fit). The doctor's own
     eager pull then stands for Keras' in-graph one, which can move the wait either way
     (sequence_float64.py: 39% timed, x1.00 modelled, x1.37 measured; cpu_slow_generator.py:
-    4.9% timed, 31% with Keras' pull). None where those steps were timed, or another
-    producer makes the batches."""
+    4.9% timed, 31% with Keras' pull). None where those steps were timed, another producer
+    makes the batches, or the run's own pull is the doctor's (a tf.data pipeline on JAX)."""
     inputs = record.input
-    if inputs.producer != "tf.data-thread" or inputs.main_thread is not False:
-        return None
+    if (inputs.producer != "tf.data-thread" or inputs.main_thread is not False
+            or inputs.wait_method != "timed-next-outside-graph"):
+        return None  # (JAX and torch pull in Python as the doctor does: nothing to miss)
     timed = len(inputs.tf_in_graph_step_s or ())
     if timed >= MIN_IN_GRAPH_STEPS:
         return None
