@@ -64,6 +64,13 @@ def test_where_it_does_not_start_it_keeps_the_last_reason_and_records_it():
     fresh.skip("the probes came early")
     assert fresh.facts() == {"tf_in_graph_skipped": "the probes came early"}
     assert fresh.due(12, 50, 5, 20, lambda: None) and fresh.skipped is None  # it starts
+    # the run ended while the probes were still far ahead (a user's Ctrl-C at step 15 of a
+    # run probed at step 50): said so, not left unexplained; nearer, the real reason wins
+    far = InGraphSteps()
+    assert not far.due(34, 50, 3, 3, lambda: None)
+    assert far.facts() == {"tf_in_graph_skipped": "the run or its fit ended before the probes' step"}
+    far.skip("the doctor's probes were off")
+    assert far.skipped == "the doctor's probes were off"
     # started, but the fit ended in its untimed first steps: it ran, and timed nothing
     clock = StepClock(time.perf_counter(), [], warmup_steps=0)
     clock.restart()

@@ -119,11 +119,12 @@ class InGraphSteps:
     def within_reach(self, to_probe: int, fit_steps_to_probe: int) -> bool:
         """Whether the probe step is near enough for the stretch (or it has started): at
         most :attr:`longest` steps ahead, at least :attr:`shortest` (the epoch's length not
-        needed to say so). Closer than that and never started: too early in the fit."""
+        needed to say so). Closer than that and never started: too early in the fit; further:
+        still ahead (the reason where the run ends first)."""
         if self.started or self.shortest <= to_probe <= self.longest:
             return True
-        if to_probe < self.shortest:
-            self.skip(self._too_early(fit_steps_to_probe))
+        self.skip(self._too_early(fit_steps_to_probe) if to_probe < self.shortest
+                  else _STILL_AHEAD)
         return False
 
     def _too_early(self, fit_steps_to_probe: int) -> str:
@@ -170,8 +171,10 @@ class InGraphSteps:
         self.done = True
 
     def skip(self, why: str) -> None:
-        """The caller kept it from being asked (``why``), unless a reason came first."""
-        if not self.started and self.skipped is None:
+        """The caller kept it from being asked (``why``), unless a reason came first (the
+        probes' step still ahead is not one: a run that ends there, or never gets nearer,
+        says so)."""
+        if not self.started and self.skipped in (None, _STILL_AHEAD):
             self.skipped = why
 
     def trace_s(self) -> float:
