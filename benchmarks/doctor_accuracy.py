@@ -342,6 +342,8 @@ WILD_CASES: dict[str, tuple[tuple[str, ...], list[str], tuple[str, ...]]] = {
     "ragged_sequence.py": (("jax",), [], ("input-bound", "partly-input-bound")),
     # no per-batch callback: fit hands batch-ends to Keras' thread pool (JAX, torch)
     "generator_tiny_model.py": (BACKENDS, [], ("input-bound", "partly-input-bound")),
+    # 5 batches an epoch: each epoch's first pull waits for Keras' pipeline to start over
+    "short_epochs_sequence.py": (("tensorflow",), [], ("compute-bound", "overhead-bound")),
 }
 # the twin applies a fix one finding names (not the headline's input fix): that finding's gain
 WILD_COMPARE = {"numpy_layer.py": "host-op-in-model", "slow_validation.py": "slow-validation",

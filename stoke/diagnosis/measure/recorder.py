@@ -49,7 +49,10 @@ from stoke.diagnosis.measure.input_free import InputFreeWindow
 from stoke.diagnosis.measure.options import DoctorOptions
 from stoke.diagnosis.measure.probe_schedule import ProbeSchedule
 from stoke.diagnosis.measure.step_clock import StepClock
-from stoke.diagnosis.measure.tf_pulls import generator_ready_pull_seconds
+from stoke.diagnosis.measure.tf_pulls import (
+    generator_ready_pull_seconds,
+    generator_restart_seconds,
+)
 from stoke.diagnosis.measure.timing import (
     GeneratorTally,
     TimedTrainFunction,
@@ -489,8 +492,8 @@ class Recorder:
     def calibrate_tf_pull(self, batch) -> float:
         """Measure what an eager ``next()`` costs on this batch structure when a batch is
         already waiting in the buffer (the median of a few pulls from an in-memory dataset;
-        for a generator or PyDataset also from Keras' ``from_generator`` pipeline,
-        :mod:`stoke.diagnosis.measure.tf_pulls`); the time is moved out of the step that paid it."""
+        for a generator or PyDataset also from Keras' ``from_generator`` pipeline, and what
+        that pipeline costs to start over, :mod:`stoke.diagnosis.measure.tf_pulls`); the time is moved out of the step that paid it."""
         started = _perf_counter()
         self.tf_pull_floor_s = 0.0
         try:
@@ -501,6 +504,7 @@ class Recorder:
         if self.record.input.get("kind") in FROM_GENERATOR_INPUT_KINDS:
             try:
                 self.record.input["tf_generator_pull_s"] = generator_ready_pull_seconds(batch)
+                self.record.input["tf_generator_restart_s"] = generator_restart_seconds(batch)
             except Exception as error:
                 self.record.input["tf_generator_pull_error"] = repr(error)[:300]
         spent = _perf_counter() - started
