@@ -33,6 +33,32 @@ def test_a_step_is_its_time_from_the_previous_end_and_its_wait():
     assert clock.steps_wall_s() == pytest.approx(1.0)
 
 
+def test_under_asynchronous_dispatch_a_step_is_estimated_up_to_the_last_synced_step():
+    # a JAX CNN on 2 cores: unsynced steps time their dispatch (2 ms), the synced one what the
+    # device had queued (0.4 s): the median said 2 ms a step, and the input-free window planned
+    # three times the calls its budget had room for
+    steps: list[StepSample] = []
+    clock = StepClock(0.0, steps, warmup_steps=0)
+    clock.begin_call_loop()
+    clock.start_if_idle(0.0)
+    t = 0.0
+    for number in range(23):
+        synced = number in (2, 12)
+        t += 0.4 if synced else 0.002
+        clock.end_step(t, synced=synced, sync_s=0.0)
+    # the span from after the first sync through the last: 9 steps of 2 ms and one of 0.4 s
+    # (the three steps after the last sync, whose queued work no step has timed yet, left out)
+    assert clock.compute_s_estimate() == pytest.approx((9 * 0.002 + 0.4) / 10)
+    # without a synced step: the median, as before
+    plain: list[StepSample] = []
+    clock = StepClock(0.0, plain, warmup_steps=0)
+    clock.begin_call_loop()
+    clock.start_if_idle(0.0)
+    for number in range(5):
+        clock.end_step(0.002 * (number + 1), synced=False, sync_s=0.0)
+    assert clock.compute_s_estimate() == pytest.approx(0.002)
+
+
 def test_sync_policy_first_steady_step_named_steps_and_every_nth():
     clock = StepClock(time.perf_counter(), [], warmup_steps=2, sync_every_steps=3,
                       sync_min_interval_s=0.0)

@@ -81,7 +81,6 @@ their cost shows as a slower step, not as a wait);
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -108,11 +107,11 @@ LOOP_SHARE_EXPONENT = 0.7
 MIN_WAIT_FRACTION = 0.05
 
 
-def planned_calls(recent_steps, seconds: float) -> int:
-    """How many calls the window should last: about ``seconds`` of back-to-back steps,
-    estimated from the recent steps' time not spent waiting, within [MIN_CALLS, MAX_CALLS]."""
-    computes = [max(s.step_s - s.wait_s, 1e-6) for s in recent_steps]
-    estimate = statistics.median(computes) if computes else 1e-3
+def planned_calls(compute_s: float, seconds: float) -> int:
+    """How many calls the window should last: about ``seconds`` of back-to-back steps of
+    ``compute_s`` each (the recent steps' time not spent waiting,
+    ``StepClock.compute_s_estimate``), within [MIN_CALLS, MAX_CALLS]."""
+    estimate = compute_s if compute_s > 0 else 1e-3
     return int(min(MAX_CALLS, max(MIN_CALLS, WARMUP_CALLS + math.ceil(seconds / estimate))))
 
 

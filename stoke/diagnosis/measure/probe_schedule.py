@@ -354,7 +354,7 @@ class ProbeSchedule:
             try:
                 self.window = input_free.InputFreeWindow(
                     backend, model, step_result, self.cached_batch, self._cached_batch_size,
-                    input_free.planned_calls(recent, seconds),
+                    input_free.planned_calls(step_s, seconds),
                     ready_pull_s=ready_pull_s,
                     loop_s=self.clock.loop_s_median(),
                     max_seconds=seconds,

@@ -252,9 +252,22 @@ class StepClock:
         return statistics.median(self._call_s) if self._call_s else 0.0
 
     def compute_s_estimate(self) -> float:
-        """A step's time not spent waiting (median of the recent steady steps; 0 when none)."""
+        """A step's time not spent waiting: the median of the recent steady steps', or, where
+        more, their mean over the steps up to the last one synced with the device (0 when
+        none). Under asynchronous dispatch an unsynced step times only its dispatch, and the
+        synced one takes what the device still had queued: the median alone said 1-10 ms for a
+        JAX CNN on 2 cores whose steps took 85 ms, and the input-free window planned 35 calls
+        for 1.6 s of budget, which took 5.7 s."""
         steps = self.recent_steady_steps()
-        return statistics.median(max(s.step_s - s.wait_s, 0.0) for s in steps) if steps else 0.0
+        if not steps:
+            return 0.0
+        computes = [max(s.step_s - s.wait_s, 0.0) for s in steps]
+        synced = [i for i, s in enumerate(steps) if s.synced]
+        span_mean = 0.0
+        if synced and synced[-1] >= 1:
+            start = synced[0] + 1 if len(synced) > 1 else 0
+            span_mean = statistics.fmean(computes[start:synced[-1] + 1])
+        return max(statistics.median(computes), span_mean)
 
     def wait_s_estimate(self) -> float:
         """A step's wait for its batch (median of the recent steady steps; 0 when none)."""

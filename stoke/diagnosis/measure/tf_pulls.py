@@ -23,7 +23,11 @@ waiting. Three pipelines are measured by :func:`ready_pull_seconds`:
   A pre-made batch still pays it every step; the input-free window does not (issue 14:
   a fixed generator's twin ran 1.36 ms a step, the window 0.98 ms). The analysis keeps the
   difference from the floor in the predicted step
-  (:func:`stoke.diagnosis.judge.analysis.generator_handover_s`).
+  (:func:`stoke.diagnosis.judge.analysis.generator_handover_s`). And what that pipeline costs
+  to start over (``input["tf_generator_restart_s"]``, :func:`generator_restart_seconds`): a
+  new iterator and its first batch, which Keras pays at each epoch's first step of a
+  ``PyDataset`` without ``steps_per_epoch``; the analysis counts it as the epoch's work, not
+  the input's wait (:func:`stoke.diagnosis.judge.analysis.generator_restart_s`).
 
 And what starting the pipeline over costs (:func:`iterator_start_seconds`, the input-alone
 probe's ``detail["iterator_start_s"]``): Keras on TensorFlow makes a new iterator over the
