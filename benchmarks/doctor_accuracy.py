@@ -344,6 +344,9 @@ WILD_CASES: dict[str, tuple[tuple[str, ...], list[str], tuple[str, ...]]] = {
     "generator_tiny_model.py": (BACKENDS, [], ("input-bound", "partly-input-bound")),
     # 5 batches an epoch: each epoch's first pull waits for Keras' pipeline to start over
     "short_epochs_sequence.py": (("tensorflow",), [], ("compute-bound", "overhead-bound")),
+    # keras.io's tutorial pipeline: JPEG decode in tf.data's parallel map, on the model's cores
+    "dataset_from_directory.py": (("tensorflow", "jax"), [],
+                                  ("input-bound", "partly-input-bound", "compute-bound")),
 }
 # the twin applies a fix one finding names (not the headline's input fix): that finding's gain
 WILD_COMPARE = {"numpy_layer.py": "host-op-in-model", "slow_validation.py": "slow-validation",
