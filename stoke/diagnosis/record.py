@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 # 5: model batch_end_async (None in a schema-4 record)
 # 6: input tf_in_graph_step_s (None in a schema-5 record)
 # 7: input tf_in_graph_skipped (None in a schema-6 record)
-# 8: input tf_generator_restart_s (None in a schema-7 record)
+# 8: input tf_generator_restart_s, tf_generator_restart_error (None in a schema-7 record)
 RECORD_SCHEMA_VERSION = 8
 
 # The probes a record may hold (RunRecord.probes keys; RunFacts.probe_notes also takes "all").
@@ -351,6 +351,7 @@ class InputFacts(Facts):
     # the same pipeline's cost to start over (a new iterator and its first batch, less a ready
     # pull), which Keras pays at each epoch's first step (measure.tf_pulls.generator_restart_seconds)
     tf_generator_restart_s: float | None = None
+    tf_generator_restart_error: str | None = None
     # TensorFlow, one tf.data thread making the batches: a few of the run's steps with Keras'
     # own pull inside the step, each step's seconds (measure.in_graph_steps)
     tf_in_graph_step_s: list[float] | None = None

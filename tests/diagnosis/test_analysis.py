@@ -804,8 +804,10 @@ def test_a_tf_data_pipeline_starting_over_at_each_boundary_is_the_inputs_work():
     assert boundaries("tf.data", None) == pytest.approx(0.020 / 16, rel=0.01)
     # a dataset of unknown length (a TFRecord file): one new iterator, as the epoch starts
     assert boundaries("tf.data", 0.010, num_batches=None) == pytest.approx(0.010 / 16, rel=0.01)
-    # with steps_per_epoch the iterator runs on from epoch to epoch: nothing is the input's
-    assert boundaries("tf.data", 0.010, steps_per_epoch=16) == pytest.approx(0.020 / 16, rel=0.01)
+    # with steps_per_epoch the iterator runs on from epoch to epoch, made again in the gap
+    # only where each epoch reads the whole dataset: that one is the input's
+    assert boundaries("tf.data", 0.010, steps_per_epoch=16) == pytest.approx(0.010 / 16, rel=0.01)
+    assert boundaries("tf.data", 0.010, steps_per_epoch=8) == pytest.approx(0.020 / 16, rel=0.01)
     # Keras' own pipeline over a generator starts over on a fixed input too: still counted
     assert boundaries("generator", 0.010) == pytest.approx(0.020 / 16, rel=0.01)
 
@@ -906,8 +908,32 @@ def test_keras_pipeline_starting_over_at_each_epoch_is_the_epochs_work_not_the_i
     # the input's (its first batch, made from nothing)
     partly = analyse(_short_epochs_record(0.004)).input_wait_fraction
     assert diagnosis.input_wait_fraction + 0.3 < partly < unmeasured.input_wait_fraction - 0.1
-    # with steps_per_epoch Keras keeps its iterator from epoch to epoch: nothing taken off
-    assert analyse(_short_epochs_record(0.010, steps_per_epoch=5)).verdict == "input-bound"
+    # with steps_per_epoch at the Sequence's length Keras makes the new iterator as each
+    # epoch ends: the next one's first pull still pays it
+    assert analyse(_short_epochs_record(0.010, steps_per_epoch=5)).verdict != "input-bound"
+    # shorter, the iterator runs on across epochs: nothing taken off
+    assert analyse(_short_epochs_record(0.010, steps_per_epoch=3)).verdict == "input-bound"
+    # a PyDataset's workers make the first batch while Keras' (other) pipeline starts: no
+    assert analyse(_short_epochs_record(0.010, producer="worker-threads")).verdict == (
+        "input-bound")
+
+
+def test_a_bigger_batch_is_not_promised_the_work_that_recurs_once_an_epoch():
+    # the same run: the model alone takes 0.6 ms a batch of its 3.6 ms mean step, but half of
+    # that step is work that recurs once an epoch (Keras' pipeline starting over, the
+    # epoch's end), which a bigger batch does not shrink: small-batch promised x4.97 (the
+    # input alone's rate) on the real run; what is left for it is the steady steps' part
+    record = _short_epochs_record(0.010)
+    record.probes["model_alone"] = ProbeResult(samples_per_s=32 / 0.0006, seconds=0.4,
+                                               batches=600)
+    diagnosis = analyse(record)
+    small = next(f for f in diagnosis.findings if f.id == "small-batch")
+    prediction = diagnosis.prediction
+    steady_s = diagnosis.bound.step_s - prediction.epoch_overhead_in_mean_s_per_step
+    epoch_s = prediction.epoch_overhead_s_per_step
+    assert 0 < prediction.epoch_overhead_in_mean_s_per_step < diagnosis.bound.step_s
+    assert 1.0 < small.expected_gain <= (steady_s + epoch_s) / epoch_s
+    assert small.expected_gain < 1.5
 
 
 def _dataloader_record(persistent: bool | None, workers: int = 2, restart_s: float = 1.0):

@@ -49,6 +49,18 @@ def test_under_asynchronous_dispatch_a_step_is_estimated_up_to_the_last_synced_s
     # the span from after the first sync through the last: 9 steps of 2 ms and one of 0.4 s
     # (the three steps after the last sync, whose queued work no step has timed yet, left out)
     assert clock.compute_s_estimate() == pytest.approx((9 * 0.002 + 0.4) / 10)
+    # every step synced (no queue), or a synced step no slower than the others: a pause in
+    # one step does not move the median
+    for synced_every in (1, 5):
+        paused: list[StepSample] = []
+        clock = StepClock(0.0, paused, warmup_steps=0)
+        clock.begin_call_loop()
+        clock.start_if_idle(0.0)
+        t = 0.0
+        for number in range(20):
+            t += 0.2 if number == 7 else 0.002
+            clock.end_step(t, synced=number % synced_every == 0, sync_s=0.0)
+        assert clock.compute_s_estimate() == pytest.approx(0.002)
     # without a synced step: the median, as before
     plain: list[StepSample] = []
     clock = StepClock(0.0, plain, warmup_steps=0)

@@ -241,6 +241,10 @@ class Prediction:
     # started again, the epoch's iterator, epoch-end callbacks and validation), spread over the
     # epoch's steps: paid after any input fix too (epoch_overhead_s_per_step)
     epoch_overhead_s_per_step: float = 0.0
+    # the part of it the step the prediction starts from (``Bound.step_s``) holds already: the
+    # epochs' first steps among the steady ones (0.0 where that step came from steps inside
+    # an epoch: the steps with Keras' own pull)
+    epoch_overhead_in_mean_s_per_step: float = 0.0
     # seconds a step: the input's cost at the epochs' first steps beyond a steady step's (a
     # DataLoader starting its workers again), over the epoch's steps (in the step before the
     # fix only), and the part of the steady steps' mean it makes: epoch_start_input_s
@@ -1023,15 +1027,32 @@ def input_restarts_s(record: RunRecord) -> tuple[float, float]:
     (:func:`stoke.diagnosis.measure.tf_pulls.iterator_start_seconds`) for each new iterator
     Keras makes there (``EpochIterator._enumerate_iterator``, Keras 3.15): with no
     ``steps_per_epoch``, one as the next epoch starts, and, for a dataset of known length,
-    one more in the gap once the epoch took all its batches; with ``steps_per_epoch``, none
-    (the iterator runs on). (0.0, 0.0) for other inputs (Keras' own pipelines over arrays or
+    one more in the gap once the epoch took all its batches; with ``steps_per_epoch``, that
+    one in the gap only where each epoch reads the whole dataset, else none (the iterator
+    runs on). (0.0, 0.0) for other inputs (Keras' own pipelines over arrays or
     a generator start over on a fixed input too) or when not measured."""
     probe = record.probes.get("input_alone")
     inputs = record.input
-    if probe is None or inputs.kind != "tf.data" or inputs.steps_per_epoch:
+    if probe is None or inputs.kind != "tf.data":
         return 0.0, 0.0
     start_s = as_number(probe.detail.get("iterator_start_s")) or 0.0
+    if inputs.steps_per_epoch:
+        # the iterator runs on, and is made again in the gap only where each epoch reads
+        # the whole dataset
+        return (start_s if restarts_each_epoch(record) else 0.0), 0.0
     return (start_s if inputs.num_batches else 0.0), start_s
+
+
+def restarts_each_epoch(record: RunRecord) -> bool:
+    """Whether Keras makes a new iterator over the run's input for each epoch
+    (``EpochIterator._enumerate_iterator``, Keras 3.15): as each epoch starts without
+    ``steps_per_epoch``; with it, once the epoch has read the input's known ``num_batches``
+    (at the epoch's end where ``steps_per_epoch`` is at least that). Either way the next
+    epoch's first pull is a new iterator's first."""
+    inputs = record.input
+    if not inputs.steps_per_epoch:
+        return True
+    return bool(inputs.num_batches) and inputs.steps_per_epoch >= inputs.num_batches
 
 
 def input_free_step_s(record: RunRecord) -> float | None:
@@ -1226,26 +1247,28 @@ def generator_restart_s(record: RunRecord) -> float:
     """Seconds of each epoch's first timed TensorFlow wait that are Keras' ``from_generator``
     pipeline starting over, not the input's work: its restart on a ready batch
     (``input.tf_generator_restart_s``, :func:`stoke.diagnosis.measure.tf_pulls.
-    generator_restart_seconds`). Keras makes a new iterator over a generator's or
-    ``PyDataset``'s pipeline as each epoch starts unless ``steps_per_epoch`` is given
-    (``EpochIterator._enumerate_iterator``, Keras 3.15), and the first pull pays for it; a
-    fixed or pre-made input pays it too. Counted as waiting, it made a tf.keras ``Sequence``
+    generator_restart_seconds`). Keras makes a new iterator over a ``PyDataset``'s pipeline
+    for each epoch (:func:`restarts_each_epoch`), and the epoch's first pull pays for it; a
+    fixed or pre-made input pays it too. Only where one tf.data thread runs the pipeline
+    (``producer == "tf.data-thread"``): with workers, Keras builds another pipeline, and the
+    workers make the first batch while it starts. Counted as waiting, it made a tf.keras ``Sequence``
     of 5 batches an epoch (2 cores) "input-bound" at 78%: 8.6-9.6 ms at each epoch's first
     step, 0.05-0.1 ms at the others, while its twin with the batches made once ran no
-    faster. 0.0 for other inputs, with ``steps_per_epoch``, when not measured, or when the
-    waits were not timed by the doctor's eager pull."""
+    faster. 0.0 for other inputs, where the epochs do not start a new iterator, when not
+    measured, or when the waits were not timed by the doctor's eager pull."""
     inputs = record.input
     restart = as_number(inputs.tf_generator_restart_s)
     if (restart is None or inputs.kind not in FROM_GENERATOR_INPUT_KINDS
-            or inputs.wait_method != "timed-next-outside-graph" or inputs.steps_per_epoch):
+            or inputs.producer != "tf.data-thread"
+            or inputs.wait_method != "timed-next-outside-graph" or not restarts_each_epoch(record)):
         return 0.0
     return max(0.0, restart)
 
 
 def _less_epoch_restart(steps: Sequence[StepSample], restart_s: float) -> list[StepSample]:
     """The steps with ``restart_s`` taken off each epoch's first step's timed wait (not below
-    zero): that time stays in the step as the epoch's own work
-    (:func:`epoch_overhead_s_per_step` reads it there)."""
+    zero): that time stays in the step, as the epoch's own work (from a fit's third epoch on,
+    :func:`epoch_overhead_s_per_step` reads it there)."""
     if restart_s <= 0:
         return list(steps)
     epochs, _ = _epochs_by_fit(steps)
@@ -1270,9 +1293,12 @@ def _less_handover(steps: Sequence[StepSample], handover_s: float) -> list[StepS
 def analyse_run(record: RunRecord) -> Analysis:
     """The numbers of one run (see the module docstring): pure, no findings."""
     handover_in_pull_s = pipeline_handover_s(record)
-    restart_in_pull_s = generator_restart_s(record)
-    steps = _less_epoch_restart(_less_handover(record.steps, handover_in_pull_s),
-                                restart_in_pull_s)
+    steps = _less_handover(record.steps, handover_in_pull_s)
+    restarted = _less_epoch_restart(steps, generator_restart_s(record))
+    # (said in the verdict only where an epoch's first wait held some of it)
+    restart_in_pull_s = generator_restart_s(record) if any(
+        a.wait_s != b.wait_s for a, b in zip(steps, restarted)) else 0.0
+    steps = restarted
     others = other_model_fits(record)
     steps_total = len(steps)
     steps = [s for s in steps if s.fit not in others]
@@ -1498,7 +1524,9 @@ def analyse_run(record: RunRecord) -> Analysis:
         epoch_s)
     prediction = dataclasses.replace(
         prediction, if_host_code_fixed=host_fix.get("speedup"), host_code_fix=host_fix,
-        epoch_overhead_s_per_step=epoch_s, epoch_start_input_s_per_step=start_input_s,
+        epoch_overhead_s_per_step=epoch_s,
+        epoch_overhead_in_mean_s_per_step=0.0 if in_graph_step_s else epoch_in_mean_s,
+        epoch_start_input_s_per_step=start_input_s,
         epoch_start_in_mean_s_per_step=start_in_mean_s)
 
     signals = overhead_signals(record, throughput, run_step_s, gpus)
@@ -1585,8 +1613,8 @@ def analyse_run(record: RunRecord) -> Analysis:
         if restart_in_pull_s > 0:
             not_waiting.append(
                 f"up to {restart_in_pull_s * 1e3:.2f} ms at each epoch's first step, Keras' "
-                "pipeline starting over (a new iterator, as each epoch starts), which a "
-                "pre-made input pays too: the epoch's own work")
+                "pipeline starting over (a new iterator's first pull), which a pre-made input "
+                "pays too: the epoch's own work")
         reason += f" (not counted as waiting: {'; '.join(not_waiting)})"
     if estimated_in_memory and wait_fraction >= PARTLY_INPUT_BOUND_WAIT_FRACTION:
         pass  # the reason above says the figure is an estimate, and why it is not the input's

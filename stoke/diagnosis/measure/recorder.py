@@ -520,9 +520,12 @@ class Recorder:
         if self.record.input.get("kind") in FROM_GENERATOR_INPUT_KINDS:
             try:
                 self.record.input["tf_generator_pull_s"] = generator_ready_pull_seconds(batch)
-                self.record.input["tf_generator_restart_s"] = generator_restart_seconds(batch)
             except Exception as error:
                 self.record.input["tf_generator_pull_error"] = repr(error)[:300]
+            try:
+                self.record.input["tf_generator_restart_s"] = generator_restart_seconds(batch)
+            except Exception as error:
+                self.record.input["tf_generator_restart_error"] = repr(error)[:300]
         spent = _perf_counter() - started
         self.record.overhead["calibration_s"] = spent
         if self.schedule.enabled:  # paused training like a probe: stated and budgeted as one

@@ -26,6 +26,8 @@ _perf_counter = time.perf_counter
 
 # Recent steps kept for the fit loop's own time and the probes' estimates.
 RECENT_STEPS = 64
+# synced steps this many times slower than the others hold the device's queued work
+QUEUED_WORK_FACTOR = 3.0
 
 
 class StepClock:
@@ -253,21 +255,25 @@ class StepClock:
 
     def compute_s_estimate(self) -> float:
         """A step's time not spent waiting: the median of the recent steady steps', or, where
-        more, their mean over the steps up to the last one synced with the device (0 when
-        none). Under asynchronous dispatch an unsynced step times only its dispatch, and the
-        synced one takes what the device still had queued: the median alone said 1-10 ms for a
-        JAX CNN on 2 cores whose steps took 85 ms, and the input-free window planned 35 calls
-        for 1.6 s of budget, which took 5.7 s."""
+        their synced steps take over :data:`QUEUED_WORK_FACTOR` times the others (the device's
+        queued work lands there: asynchronous dispatch), their mean from after the first synced
+        step through the last (0 when none). Under asynchronous dispatch an unsynced step
+        times only its dispatch: the median alone said 1-10 ms for a JAX CNN on 2 cores whose
+        steps took 150 ms, and the input-free window planned 35 calls for 1.6 s of budget,
+        which took 5.7 s. On a backend that does not queue, the median stands (a pause in one
+        step does not move it)."""
         steps = self.recent_steady_steps()
         if not steps:
             return 0.0
         computes = [max(s.step_s - s.wait_s, 0.0) for s in steps]
+        median = statistics.median(computes)
         synced = [i for i, s in enumerate(steps) if s.synced]
-        span_mean = 0.0
-        if synced and synced[-1] >= 1:
-            start = synced[0] + 1 if len(synced) > 1 else 0
-            span_mean = statistics.fmean(computes[start:synced[-1] + 1])
-        return max(statistics.median(computes), span_mean)
+        unsynced = [c for s, c in zip(steps, computes) if not s.synced]
+        if not (synced and unsynced and synced[-1] >= 1) or statistics.median(
+                computes[i] for i in synced) <= QUEUED_WORK_FACTOR * statistics.median(unsynced):
+            return median
+        start = synced[0] + 1 if len(synced) > 1 else 0
+        return max(median, statistics.fmean(computes[start:synced[-1] + 1]))
 
     def wait_s_estimate(self) -> float:
         """A step's wait for its batch (median of the recent steady steps; 0 when none)."""
