@@ -211,3 +211,34 @@ def test_the_worker_pools_drain_at_an_epochs_end_is_timed_less_kerass_own_poll(m
     timing.wrap_epoch_iterator(plain, Recorder())
     plain.data_adapter.on_epoch_end()
     assert len(noted) == 1
+
+
+@pytest.mark.parametrize("batches, per_execution, lasts", [
+    (7, 1, [6, 13, 20]),  # each epoch's 7th step
+    (10, 4, [2, 5, 8]),  # 4 + 4 + 2 batches: the short third call ends the epoch
+    (None, 1, []),  # an epoch of unknown length: not known to end, not synced for it
+])
+def test_the_recorder_syncs_each_epochs_last_step_where_keras_knows_the_epochs_length(
+        batches, per_execution, lasts):
+    from types import SimpleNamespace
+
+    from stoke.diagnosis.measure.options import DoctorOptions
+    from stoke.diagnosis.measure.recorder import FitContext, Recorder
+
+    # (the clock's own sync of the first steady step, step 1 here, left aside)
+    recorder = Recorder(DoctorOptions(probes=False, sync_every_steps=1000, warmup_steps=1))
+    recorder.fit = FitContext(model=SimpleNamespace(steps_per_execution=per_execution),
+                              arguments={}, trainer_thread=0,
+                              epoch_iterator=SimpleNamespace(num_batches=batches))
+    recorder.measuring = True
+    clock = recorder.clock
+    synced_at = []
+    calls_per_epoch = -(-(batches or 7) // per_execution)
+    for _epoch in range(3):
+        clock.begin_epoch()
+        for _ in range(calls_per_epoch):
+            synced = recorder.sync_due()
+            if synced and clock.steps_seen != 1:
+                synced_at.append(clock.steps_seen)
+            clock.end_step(time.perf_counter(), synced=synced, sync_s=0.0)
+    assert synced_at == lasts
