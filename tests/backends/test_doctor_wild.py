@@ -120,6 +120,10 @@ def test_each_epochs_last_step_waits_for_the_device_so_no_step_work_falls_betwee
     lasts = [max(steps, key=lambda s: s["step"]) for steps in by_epoch.values()]
     assert [last["step"] % 7 for last in lasts] == [6] * len(lasts)
     assert all(last["synced"] for last in lasts), [(s["step"], s["synced"]) for s in lasts]
+    # and each epoch's first: the epoch's start is timed in its own step
+    firsts = [min(steps, key=lambda s: s["step"]) for steps in by_epoch.values()]
+    assert [first["step"] % 7 for first in firsts] == [0] * len(firsts)
+    assert all(first["synced"] for first in firsts[1:])  # (the fit's first: warm-up)
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="Keras' from_generator thread: TensorFlow")

@@ -214,11 +214,11 @@ def test_the_worker_pools_drain_at_an_epochs_end_is_timed_less_kerass_own_poll(m
 
 
 @pytest.mark.parametrize("batches, per_execution, lasts", [
-    (7, 1, [6, 13, 20]),  # each epoch's 7th step
-    (10, 4, [2, 5, 8]),  # 4 + 4 + 2 batches: the short third call ends the epoch
-    (None, 1, []),  # an epoch of unknown length: not known to end, not synced for it
+    (7, 1, [0, 6, 7, 13, 14, 20]),  # each epoch's 1st and 7th step
+    (10, 4, [0, 2, 3, 5, 6, 8]),  # 4 + 4 + 2 batches: the short third call ends the epoch
+    (None, 1, [0, 7, 14]),  # an epoch of unknown length: its first step only
 ])
-def test_the_recorder_syncs_each_epochs_last_step_where_keras_knows_the_epochs_length(
+def test_the_recorder_syncs_each_epochs_first_and_last_step_where_keras_knows_its_length(
         batches, per_execution, lasts):
     from types import SimpleNamespace
 
