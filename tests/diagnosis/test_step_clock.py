@@ -33,42 +33,34 @@ def test_a_step_is_its_time_from_the_previous_end_and_its_wait():
     assert clock.steps_wall_s() == pytest.approx(1.0)
 
 
+def _clock_after(steps: list[tuple[float, bool]]) -> StepClock:
+    """A clock that has timed ``steps`` (seconds, synced), from time 0, no warm-up."""
+    clock = StepClock(0.0, [], warmup_steps=0)
+    clock.begin_call_loop()
+    clock.start_if_idle(0.0)
+    t = 0.0
+    for seconds, synced in steps:
+        t += seconds
+        clock.end_step(t, synced=synced, sync_s=0.0)
+    return clock
+
+
 def test_under_asynchronous_dispatch_a_step_is_estimated_up_to_the_last_synced_step():
     # a JAX CNN on 2 cores: unsynced steps time their dispatch (2 ms), the synced one what the
     # device had queued (0.4 s): the median said 2 ms a step, and the input-free window planned
     # three times the calls its budget had room for
-    steps: list[StepSample] = []
-    clock = StepClock(0.0, steps, warmup_steps=0)
-    clock.begin_call_loop()
-    clock.start_if_idle(0.0)
-    t = 0.0
-    for number in range(23):
-        synced = number in (2, 12)
-        t += 0.4 if synced else 0.002
-        clock.end_step(t, synced=synced, sync_s=0.0)
+    clock = _clock_after([(0.4, True) if n in (2, 12) else (0.002, False) for n in range(23)])
     # the span from after the first sync through the last: 9 steps of 2 ms and one of 0.4 s
     # (the three steps after the last sync, whose queued work no step has timed yet, left out)
     assert clock.compute_s_estimate() == pytest.approx((9 * 0.002 + 0.4) / 10)
     # every step synced (no queue), or a synced step no slower than the others: a pause in
     # one step does not move the median
     for synced_every in (1, 5):
-        paused: list[StepSample] = []
-        clock = StepClock(0.0, paused, warmup_steps=0)
-        clock.begin_call_loop()
-        clock.start_if_idle(0.0)
-        t = 0.0
-        for number in range(20):
-            t += 0.2 if number == 7 else 0.002
-            clock.end_step(t, synced=number % synced_every == 0, sync_s=0.0)
+        clock = _clock_after([(0.2 if n == 7 else 0.002, n % synced_every == 0)
+                              for n in range(20)])
         assert clock.compute_s_estimate() == pytest.approx(0.002)
     # without a synced step: the median, as before
-    plain: list[StepSample] = []
-    clock = StepClock(0.0, plain, warmup_steps=0)
-    clock.begin_call_loop()
-    clock.start_if_idle(0.0)
-    for number in range(5):
-        clock.end_step(0.002 * (number + 1), synced=False, sync_s=0.0)
-    assert clock.compute_s_estimate() == pytest.approx(0.002)
+    assert _clock_after([(0.002, False)] * 5).compute_s_estimate() == pytest.approx(0.002)
 
 
 def test_sync_policy_first_steady_step_named_steps_and_every_nth():
