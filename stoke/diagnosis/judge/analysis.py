@@ -284,6 +284,9 @@ class Analysis:
     # seconds a step, counted in the wait: the trainer's work right after a wait beyond its
     # back-to-back time (after_wait_slowdown_s)
     after_wait_s: float = 0.0
+    # seconds a step, counted in the wait: the trainer's work beyond its input-free time where
+    # the input's workers share a CPU-trained model's cores (shared_cores_slowdown_s)
+    shared_cores_s: float = 0.0
     # seconds a step, taken out of the timed wait: the model's own work ran through them
     # (wait_behind_model_s)
     wait_behind_model_s: float = 0.0
@@ -1669,6 +1672,7 @@ def analyse_run(record: RunRecord) -> Analysis:
         prediction=prediction,
         input_is_limit=input_is_limit,
         after_wait_s=after_wait_s,
+        shared_cores_s=sharing_s,
         in_graph_steps=overlap["in_graph_steps"] if in_graph_step_s else 0,
         wait_behind_model_s=behind_model_s,
     )
