@@ -348,8 +348,8 @@ class InputFacts(Facts):
     # (measure.tf_pulls.generator_ready_pull_seconds)
     tf_generator_pull_s: float | None = None
     tf_generator_pull_error: str | None = None
-    # the same pipeline's cost to start over (a new iterator and its first batch, less a ready
-    # pull), which Keras pays at each epoch's first step (measure.tf_pulls.generator_restart_seconds)
+    # the same pipeline's cost to start over (a new iterator's first pull, less a ready one),
+    # which Keras pays at each epoch's first step (measure.tf_pulls.generator_restart_seconds)
     tf_generator_restart_s: float | None = None
     tf_generator_restart_error: str | None = None
     # TensorFlow, one tf.data thread making the batches: a few of the run's steps with Keras'

@@ -1297,10 +1297,10 @@ def analyse_run(record: RunRecord) -> Analysis:
     """The numbers of one run (see the module docstring): pure, no findings."""
     handover_in_pull_s = pipeline_handover_s(record)
     steps = _less_handover(record.steps, handover_in_pull_s)
-    restarted = _less_epoch_restart(steps, generator_restart_s(record))
-    # (said in the verdict only where an epoch's first wait held some of it)
-    restart_in_pull_s = generator_restart_s(record) if any(
-        a.wait_s != b.wait_s for a, b in zip(steps, restarted)) else 0.0
+    restart_in_pull_s = generator_restart_s(record)
+    restarted = _less_epoch_restart(steps, restart_in_pull_s)
+    if all(a.wait_s == b.wait_s for a, b in zip(steps, restarted)):
+        restart_in_pull_s = 0.0  # (said in the verdict only where a first wait held some)
     steps = restarted
     others = other_model_fits(record)
     steps_total = len(steps)

@@ -495,15 +495,13 @@ class Recorder:
 
     def _epoch_boundary_step(self) -> bool:
         """Whether the step now ending is its epoch's first, or takes the epoch's last
-        batches (where the epoch's length is known)."""
-        return self.measuring and self.clock.steps_in_epoch == 0 or (
-            self._epoch_ends_with_this_step())
-
-    def _epoch_ends_with_this_step(self) -> bool:
-        """Whether the step now ending takes the epoch's last batches (False when the epoch's
-        length is not known)."""
+        batches (where Keras knows the epoch's length)."""
+        if not self.measuring:
+            return False
+        if self.clock.steps_in_epoch == 0:
+            return True
         fit = self.fit
-        if fit is None or not self.measuring:
+        if fit is None:
             return False
         left = batches_left_in_epoch(fit.epoch_iterator, self.clock.steps_in_epoch, fit.model)
         per_execution = max(1, int(getattr(fit.model, "steps_per_execution", 1) or 1))
@@ -520,7 +518,8 @@ class Recorder:
         """Measure what an eager ``next()`` costs on this batch structure when a batch is
         already waiting in the buffer (the median of a few pulls from an in-memory dataset;
         for a generator or PyDataset also from Keras' ``from_generator`` pipeline, and what
-        that pipeline costs to start over, :mod:`stoke.diagnosis.measure.tf_pulls`); the time is moved out of the step that paid it."""
+        that pipeline costs to start over, :mod:`stoke.diagnosis.measure.tf_pulls`); the time
+        is moved out of the step that paid it."""
         started = _perf_counter()
         self.tf_pull_floor_s = 0.0
         try:

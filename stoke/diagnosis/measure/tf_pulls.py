@@ -25,8 +25,8 @@ waiting. Three pipelines are measured by :func:`ready_pull_seconds`:
   difference from the floor in the predicted step
   (:func:`stoke.diagnosis.judge.analysis.generator_handover_s`). And what that pipeline costs
   to start over (``input["tf_generator_restart_s"]``, :func:`generator_restart_seconds`): a
-  new iterator and its first batch, which Keras pays at each epoch's first step of a
-  ``PyDataset`` without ``steps_per_epoch``; the analysis counts it as the epoch's work, not
+  new iterator's first pull beyond a ready one, which Keras pays at each epoch's first step
+  of a ``PyDataset`` read to its end; the analysis counts it as the epoch's work, not
   the input's wait (:func:`stoke.diagnosis.judge.analysis.generator_restart_s`).
 
 And what starting the pipeline over costs (:func:`iterator_start_seconds`, the input-alone
@@ -89,13 +89,7 @@ def generator_ready_pull_seconds(batch, pulls: int = 50) -> float:
     while the trainer steps, not inside the pull: a paused pull finds the batch made and
     times only the floor's part (measured on 2 quiet cores: 0.17-0.41 ms paused, 0.23-0.34
     ms back to back, a floor of 0.14 ms, a fixed twin 0.3 ms a step slower than the window)."""
-    from keras.src.trainers.data_adapters.generator_data_adapter import GeneratorDataAdapter
-
-    def endless():
-        while True:
-            yield batch
-
-    return ready_pull_seconds(GeneratorDataAdapter(endless()).get_tf_dataset(), pulls, pause_s=0.0)
+    return ready_pull_seconds(_keras_generator_pipeline(batch), pulls, pause_s=0.0)
 
 
 def iterator_start_seconds(dataset, tries: int = 3) -> float:
@@ -110,6 +104,19 @@ def iterator_start_seconds(dataset, tries: int = 3) -> float:
     return statistics.median(times)
 
 
+def _keras_generator_pipeline(batch):
+    """The pipeline Keras builds on TensorFlow for a generator
+    (``GeneratorDataAdapter.get_tf_dataset()``) over an endless generator that yields
+    ``batch``."""
+    from keras.src.trainers.data_adapters.generator_data_adapter import GeneratorDataAdapter
+
+    def endless():
+        while True:
+            yield batch
+
+    return GeneratorDataAdapter(endless()).get_tf_dataset()
+
+
 def generator_restart_seconds(batch, tries: int = 3) -> float:
     """What Keras' ``from_generator`` pipeline (:func:`generator_ready_pull_seconds`'s) adds to
     the first pull of a new iterator, its generator's own work aside: the median over
@@ -121,13 +128,7 @@ def generator_restart_seconds(batch, tries: int = 3) -> float:
     7.5 ms for its first batch, 0.5 ms for the next; a ``Sequence`` of 5 batches an epoch
     waited 8.6-9.6 ms at each epoch's first step and 0.05-0.1 ms at the others, and its twin
     with the batches made once ran no faster)."""
-    from keras.src.trainers.data_adapters.generator_data_adapter import GeneratorDataAdapter
-
-    def endless():
-        while True:
-            yield batch
-
-    dataset = GeneratorDataAdapter(endless()).get_tf_dataset()
+    dataset = _keras_generator_pipeline(batch)
     times: list[float] = []
     for _ in range(tries):
         iterator = iter(dataset)
